@@ -1,0 +1,45 @@
+/**
+ * The `nethsm-replicator` command line. Each area registers its commands from its own module.
+ * Errors print as `Error: …` and `Try: …` on stderr, and the process exits non-zero.
+ */
+import { Command, CommanderError } from 'commander';
+import { NhrError } from '../errors.js';
+import { VERSION } from '../version.js';
+
+/** Builds the program; exported for tests that run commands in-process. */
+export function buildProgram(): Command {
+  const program = new Command('nethsm-replicator')
+    .description('Replicates Nitrokey NetHSM namespaces between sites.')
+    .version(VERSION)
+    .showSuggestionAfterError()
+    .exitOverride();
+  return program;
+}
+
+/** Formats an error for an operator: `Error: …` and, when known, `Try: …`. */
+export function formatCliError(err: unknown): string {
+  if (err instanceof NhrError) {
+    const ctx = [err.namespace && `namespace ${err.namespace}`, err.site && `site ${err.site}`, err.epoch !== undefined && `epoch ${err.epoch}`]
+      .filter(Boolean)
+      .join(', ');
+    return `Error: ${err.message}${ctx ? ` (${ctx})` : ''} [${err.code}]\nTry: ${err.hint}\n`;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return `Error: ${message}\n`;
+}
+
+/** Runs the CLI; resolves to the exit code. Never throws. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed its message (help, version, or a usage error).
+      return err.exitCode;
+    }
+    process.stderr.write(formatCliError(err));
+    return 1;
+  }
+}

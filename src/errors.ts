@@ -1,0 +1,279 @@
+/**
+ * The one error registry of nethsm-replicator.
+ *
+ * Every error the project raises on purpose is a subclass of {@link NhrError} with a stable
+ * `code` (`NHR_ERR_<AREA>_<PROBLEM>`), an operator-facing `hint` (printed by the CLI as `Try: …`),
+ * an optional `cause`, and the context fields an operator needs (namespace, site, epoch, …).
+ *
+ * Contract: messages and context never carry secrets (passphrases, tokens, key material).
+ * `docs/errors.md` lists every code in {@link ERROR_CLASSES}; a test keeps the two in step.
+ */
+
+/** Context an operator needs to act on an error. All fields optional; none may hold a secret. */
+export interface ErrorContext {
+  namespace?: string;
+  site?: string;
+  epoch?: number;
+  /** NetHSM API operation or replicator step, e.g. `POST /system/backup`. */
+  operation?: string;
+  /** File path or config path the error is about. */
+  path?: string;
+}
+
+export interface NhrErrorOptions extends ErrorContext {
+  cause?: unknown;
+  /** Overrides the class's default hint. */
+  hint?: string;
+}
+
+/** Base class: never thrown directly. */
+export class NhrError extends Error {
+  static readonly code: string = 'NHR_ERR_INTERNAL';
+  static readonly defaultHint: string = 'This is a bug; report it with the log lines around it.';
+  static readonly retryable: boolean = false;
+
+  readonly code: string;
+  readonly hint: string;
+  readonly namespace?: string;
+  readonly site?: string;
+  readonly epoch?: number;
+  readonly operation?: string;
+  readonly path?: string;
+
+  constructor(message: string, options: NhrErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    const ctor = new.target as typeof NhrError;
+    this.name = ctor.name;
+    this.code = ctor.code;
+    this.hint = options.hint ?? ctor.defaultHint;
+    if (options.namespace !== undefined) this.namespace = options.namespace;
+    if (options.site !== undefined) this.site = options.site;
+    if (options.epoch !== undefined) this.epoch = options.epoch;
+    if (options.operation !== undefined) this.operation = options.operation;
+    if (options.path !== undefined) this.path = options.path;
+  }
+
+  /** Whether retrying the same action later may succeed (instance may refine the class default). */
+  get retryable(): boolean {
+    return (this.constructor as typeof NhrError).retryable;
+  }
+
+  /** A log-friendly object: code, message, context; no stack, no secrets. */
+  toJSON(): Record<string, unknown> {
+    const out: Record<string, unknown> = { code: this.code, message: this.message };
+    for (const k of ['namespace', 'site', 'epoch', 'operation', 'path'] as const) {
+      if (this[k] !== undefined) out[k] = this[k];
+    }
+    return out;
+  }
+}
+
+export class InternalError extends NhrError {
+  static override readonly code = 'NHR_ERR_INTERNAL';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input (CLI arguments and other generic validation)
+
+export class InputInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_INPUT_INVALID';
+  static override readonly defaultHint = 'Check the command line against `nethsm-replicator help <command>`.';
+}
+
+export class PassphraseSourceError extends NhrError {
+  static override readonly code = 'NHR_ERR_INPUT_PASSPHRASE_SOURCE';
+  static override readonly defaultHint =
+    'Give the passphrase with --passphrase-file <file> or --passphrase-env <VAR>, or run on a terminal to be prompted.';
+}
+
+export class OutputExistsError extends NhrError {
+  static override readonly code = 'NHR_ERR_INPUT_OUTPUT_EXISTS';
+  static override readonly defaultHint = 'Choose another output path or remove the existing file first.';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+export class ConfigInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_CONFIG_INVALID';
+  static override readonly defaultHint = 'Fix the named setting in the config file; `nethsm-replicator check-config` validates it.';
+}
+
+export class ConfigSecretError extends NhrError {
+  static override readonly code = 'NHR_ERR_CONFIG_SECRET_UNREADABLE';
+  static override readonly defaultHint =
+    'Make the secret file readable by the service (systemd LoadCredential=) or set the named environment variable.';
+}
+
+// ---------------------------------------------------------------------------------------------
+// NetHSM API (client side)
+
+/** The NetHSM answered with an error status. */
+export class NetHsmHttpError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_HTTP';
+  static override readonly defaultHint = 'Read the NetHSM message above; check credentials, roles and the device state.';
+  readonly status: number;
+  /** The NetHSM's `message` field, when its body had one. */
+  readonly nethsmMessage: string | undefined;
+
+  constructor(status: number, nethsmMessage: string | undefined, options: NhrErrorOptions) {
+    super(
+      `NetHSM answered ${status}${nethsmMessage ? `: ${nethsmMessage}` : ''}${options.operation ? ` (${options.operation})` : ''}`,
+      options,
+    );
+    this.status = status;
+    this.nethsmMessage = nethsmMessage;
+  }
+
+  /** 412 (wrong state), 429 (rate limit) and 5xx may pass; 4xx otherwise will not. */
+  override get retryable(): boolean {
+    return this.status === 412 || this.status === 429 || this.status === 408 || this.status >= 500;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), status: this.status };
+  }
+}
+
+export class NetHsmUnreachableError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_UNREACHABLE';
+  static override readonly defaultHint = 'Check that the NetHSM is up and its URL, port and network path are right.';
+  static override readonly retryable = true;
+}
+
+export class NetHsmTimeoutError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_TIMEOUT';
+  static override readonly defaultHint = 'The NetHSM did not answer in time; check its load and the network, or raise the timeout.';
+  static override readonly retryable = true;
+}
+
+export class TlsPinMismatchError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_TLS_PIN_MISMATCH';
+  static override readonly defaultHint =
+    'The server certificate is not the pinned one: verify the device, then update the pinned SHA-256 fingerprint.';
+}
+
+export class NetHsmResponseInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_RESPONSE_INVALID';
+  static override readonly defaultHint = 'The server does not answer like a NetHSM; check the URL points at the NetHSM API.';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backup files
+
+export class BackupNotABackupError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_NOT_A_BACKUP';
+  static override readonly defaultHint = 'The file does not start with the NetHSM backup magic; check you picked the right file.';
+}
+
+export class BackupUnsupportedVersionError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_UNSUPPORTED_VERSION';
+  static override readonly defaultHint = 'Only backup format versions 0 and 1 are supported.';
+}
+
+export class BackupWrongPassphraseError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_WRONG_PASSPHRASE';
+  static override readonly defaultHint =
+    'The backup passphrase does not open this file; use the passphrase that was set when the backup was made.';
+}
+
+export class BackupCorruptedError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_CORRUPTED';
+  static override readonly defaultHint = 'The file is damaged; take a fresh backup or use another copy.';
+  /** Byte offset of the field that failed, when known. */
+  readonly offset: number | undefined;
+  /** Index of the entry that failed (0-based), when the failure is in an entry. */
+  readonly entryIndex: number | undefined;
+
+  constructor(message: string, options: NhrErrorOptions & { offset?: number; entryIndex?: number } = {}) {
+    super(message, options);
+    this.offset = options.offset;
+    this.entryIndex = options.entryIndex;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), offset: this.offset, entryIndex: this.entryIndex };
+  }
+}
+
+export class BackupTruncatedError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_TRUNCATED';
+  static override readonly defaultHint = 'The file ends early; it was cut during copy or download. Use a complete copy.';
+  readonly offset: number | undefined;
+
+  constructor(message: string, options: NhrErrorOptions & { offset?: number } = {}) {
+    super(message, options);
+    this.offset = options.offset;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), offset: this.offset };
+  }
+}
+
+export class BackupNamespaceNotFoundError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_NAMESPACE_NOT_FOUND';
+  static override readonly defaultHint = 'List what the backup holds with `nethsm-replicator backup inspect <file>`.';
+}
+
+export class BackupKeyNotFoundError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_KEY_NOT_FOUND';
+  static override readonly defaultHint = 'List the keys the backup holds with `nethsm-replicator backup inspect <file>`.';
+}
+
+export class BackupKindMismatchError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_KIND_MISMATCH';
+  static override readonly defaultHint =
+    'Pass a device backup, a namespace backup or a key backup where the command asks for it (see `backup inspect`).';
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Every registered error class; docs/errors.md must list each code (checked by a test). */
+export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
+  InternalError,
+  InputInvalidError,
+  PassphraseSourceError,
+  OutputExistsError,
+  ConfigInvalidError,
+  ConfigSecretError,
+  NetHsmHttpError as unknown as typeof NhrError,
+  NetHsmUnreachableError,
+  NetHsmTimeoutError,
+  TlsPinMismatchError,
+  NetHsmResponseInvalidError,
+  BackupNotABackupError,
+  BackupUnsupportedVersionError,
+  BackupWrongPassphraseError,
+  BackupCorruptedError as unknown as typeof NhrError,
+  BackupTruncatedError as unknown as typeof NhrError,
+  BackupNamespaceNotFoundError,
+  BackupKeyNotFoundError,
+  BackupKindMismatchError,
+];
+
+/**
+ * Whether an action that failed with `err` may succeed when retried later.
+ * NhrErrors answer for themselves; low-level network errors (ECONNREFUSED, ECONNRESET, …) are retryable;
+ * anything else is not.
+ */
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof NhrError) return err.retryable;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && RETRYABLE_SYSTEM_CODES.has(code);
+}
+
+const RETRYABLE_SYSTEM_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CLOSED',
+]);
