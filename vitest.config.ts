@@ -9,6 +9,6 @@ export default defineConfig({
     // Two cores in CI: keep the worker count small so server-heavy tests do not starve each other.
     pool: 'forks',
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
