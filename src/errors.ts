@@ -228,6 +228,38 @@ export class BackupKindMismatchError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Admin API (CLI ↔ running daemon)
+
+export class AdminUnavailableError extends NhrError {
+  static override readonly code = 'NHR_ERR_ADMIN_UNAVAILABLE';
+  static override readonly defaultHint =
+    'Is the daemon running? Check `systemctl status nethsm-replicator` and that --config names the same state directory.';
+  static override readonly retryable = true;
+}
+
+/**
+ * An error the daemon reported through the admin API. It keeps the daemon's own code, message and hint,
+ * so the operator sees the same `Error:`/`Try:` lines as if the command had run in-process.
+ */
+export class AdminRemoteError extends NhrError {
+  static override readonly code = 'NHR_ERR_ADMIN_REMOTE';
+  readonly status: number;
+
+  constructor(status: number, remote: { code?: string; message?: string; hint?: string } & ErrorContext) {
+    super(remote.message ?? `daemon answered ${status}`, { ...remote, hint: remote.hint ?? 'See the daemon log for details.' });
+    this.status = status;
+    if (typeof remote.code === 'string' && /^NHR_ERR_[A-Z0-9_]+$/.test(remote.code)) {
+      // Report the daemon's code, not this transport wrapper's.
+      Object.defineProperty(this, 'code', { value: remote.code, enumerable: true });
+    }
+  }
+
+  override get retryable(): boolean {
+    return this.status >= 500 && this.status !== 501;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /** Every registered error class; docs/errors.md must list each code (checked by a test). */
 export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
@@ -250,6 +282,8 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   BackupNamespaceNotFoundError,
   BackupKeyNotFoundError,
   BackupKindMismatchError,
+  AdminUnavailableError,
+  AdminRemoteError as unknown as typeof NhrError,
 ];
 
 /**

@@ -1,0 +1,36 @@
+/**
+ * The admin API between the CLI and the running daemon: JSON over HTTP on a unix socket (mode 0600) in the state
+ * directory. Request bodies are validated with zod; errors travel as `{ error: { code, message, hint, … } }`.
+ */
+import { z } from 'zod';
+import { isValidId } from '../nethsm/ids.js';
+
+export const ADMIN_API_PREFIX = '/v1';
+
+const namespaceId = z.string().refine(isValidId, { message: 'is not a valid namespace id' });
+
+/** Who asked: recorded in the audit log. Free text from the CLI (user@host), bounded. */
+export const actorSchema = z.string().min(1).max(200);
+
+export const promoteRequestSchema = z.strictObject({ actor: actorSchema, force: z.boolean().default(false) });
+export const demoteRequestSchema = z.strictObject({
+  actor: actorSchema,
+  /** The replica site to hand the namespace to; defaults to the only replica when there is one. */
+  to: z.string().min(1).max(128).optional(),
+});
+export const simpleRequestSchema = z.strictObject({ actor: actorSchema });
+
+export type PromoteRequest = z.infer<typeof promoteRequestSchema>;
+export type DemoteRequest = z.infer<typeof demoteRequestSchema>;
+export type SimpleRequest = z.infer<typeof simpleRequestSchema>;
+
+export const namespaceParam = namespaceId;
+
+/** The actions a namespace supports through the admin API. */
+export const NAMESPACE_ACTIONS = ['sync', 'promote', 'demote', 'pause', 'resume'] as const;
+export type NamespaceAction = (typeof NAMESPACE_ACTIONS)[number];
+
+/** Wire form of an error. */
+export interface AdminErrorBody {
+  error: { code: string; message: string; hint?: string; namespace?: string; site?: string; epoch?: number };
+}
