@@ -153,6 +153,13 @@ export class TlsPinMismatchError extends NhrError {
     'The server certificate is not the pinned one: verify the device, then update the pinned SHA-256 fingerprint.';
 }
 
+/** TLS verification against the configured CA failed (untrusted chain, expired, wrong host name). */
+export class NetHsmTlsUntrustedError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_TLS_UNTRUSTED';
+  static override readonly defaultHint =
+    'The server certificate does not verify against the configured CA (or names another host); check the CA file and the URL, or pin the fingerprint instead.';
+}
+
 export class NetHsmResponseInvalidError extends NhrError {
   static override readonly code = 'NHR_ERR_NETHSM_RESPONSE_INVALID';
   static override readonly defaultHint = 'The server does not answer like a NetHSM; check the URL points at the NetHSM API.';
@@ -260,6 +267,46 @@ export class AdminRemoteError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Peer API (daemon ↔ daemon)
+
+export class PeerUnreachableError extends NhrError {
+  static override readonly code = 'NHR_ERR_PEER_UNREACHABLE';
+  static override readonly defaultHint = 'Check the peer daemon is running and the network path and port between the sites.';
+  static override readonly retryable = true;
+}
+
+/** The peer presented a certificate that is not the configured peer's (wrong CA, wrong CN or fingerprint). */
+export class PeerIdentityError extends NhrError {
+  static override readonly code = 'NHR_ERR_PEER_IDENTITY';
+  static override readonly defaultHint =
+    "Check the peer's certificate: it must be issued by the group CA with CN equal to the peer's site name (and match any pinned fingerprint).";
+}
+
+/** A peer sent a message that does not have the protocol's shape. */
+export class PeerMessageInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_PEER_MESSAGE_INVALID';
+  static override readonly defaultHint = 'Check both sites run compatible nethsm-replicator versions.';
+}
+
+/** The peer refused a request; keeps the peer's code so logs show why. */
+export class PeerRefusedError extends NhrError {
+  static override readonly code = 'NHR_ERR_PEER_REFUSED';
+  static override readonly defaultHint = "Read the peer's reason above and its log.";
+  readonly status: number;
+  readonly remoteCode: string | undefined;
+
+  constructor(status: number, remote: { code?: string; message?: string }, options: NhrErrorOptions = {}) {
+    super(`peer refused (${status}${remote.code ? ` ${remote.code}` : ''}): ${remote.message ?? 'no reason given'}`, options);
+    this.status = status;
+    this.remoteCode = remote.code;
+  }
+
+  override get retryable(): boolean {
+    return this.status >= 500 || this.status === 429;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /** Every registered error class; docs/errors.md must list each code (checked by a test). */
 export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
@@ -273,6 +320,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   NetHsmUnreachableError,
   NetHsmTimeoutError,
   TlsPinMismatchError,
+  NetHsmTlsUntrustedError,
   NetHsmResponseInvalidError,
   BackupNotABackupError,
   BackupUnsupportedVersionError,
@@ -284,6 +332,10 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   BackupKindMismatchError,
   AdminUnavailableError,
   AdminRemoteError as unknown as typeof NhrError,
+  PeerUnreachableError,
+  PeerIdentityError,
+  PeerMessageInvalidError,
+  PeerRefusedError as unknown as typeof NhrError,
 ];
 
 /**

@@ -1,0 +1,164 @@
+/**
+ * The peer API client: one per configured peer, over an undici Agent presenting this site's certificate and
+ * accepting only a server certificate issued by the group CA whose CN is the peer's site name (plus its pinned
+ * fingerprint, if configured). Hostnames are not matched: in a private group CA the CN is the identity, and sites
+ * are often addressed by IP. Every answer is validated.
+ */
+import { createWriteStream } from 'node:fs';
+import { unlink } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import type { PeerCertificate } from 'node:tls';
+import { Agent, request, type Dispatcher } from 'undici';
+import type { z } from 'zod';
+import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
+import { fingerprintsEqual } from '../tls/fingerprint.js';
+import {
+  PEER_API_PREFIX,
+  SNAPSHOT_EPOCH_HEADER,
+  epochAnswerSchema,
+  handoffAnswerSchema,
+  peerStatusSchema,
+  type EpochAnnouncement,
+  type EpochAnswer,
+  type PeerStatus,
+} from './messages.js';
+import type { PeerIdentity } from './identity.js';
+
+export interface PeerClientOptions {
+  url: string;
+  identity: PeerIdentity;
+  tls: { certPem: string; keyPem: string; caPem: string };
+  timeoutMs?: number;
+}
+
+const IDENTITY_MISMATCH = Symbol('peer-identity-mismatch');
+
+export class PeerClient {
+  readonly name: string;
+  private readonly agent: Agent;
+  private readonly base: string;
+  private readonly timeoutMs: number;
+
+  constructor(options: PeerClientOptions) {
+    this.name = options.identity.name;
+    this.base = options.url.replace(/\/+$/, '') + PEER_API_PREFIX;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    const expected = options.identity;
+    this.agent = new Agent({
+      keepAliveTimeout: 30_000,
+      connect: {
+        ca: options.tls.caPem,
+        cert: options.tls.certPem,
+        key: options.tls.keyPem,
+        minVersion: 'TLSv1.3',
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+          const cn = Array.isArray(cert.subject?.CN) ? undefined : cert.subject?.CN;
+          if (cn !== expected.name) return Object.assign(new Error(`certificate CN ${JSON.stringify(cn)} is not ${expected.name}`), { [IDENTITY_MISMATCH]: true });
+          if (expected.fingerprint256 && !fingerprintsEqual(expected.fingerprint256, cert.fingerprint256)) {
+            return Object.assign(new Error('certificate is not the pinned one'), { [IDENTITY_MISMATCH]: true });
+          }
+          return undefined;
+        },
+      },
+    });
+  }
+
+  /** The peer's view of every namespace. */
+  async status(): Promise<PeerStatus> {
+    return this.json('GET', '/status', undefined, peerStatusSchema);
+  }
+
+  async announceEpoch(namespace: string, announcement: EpochAnnouncement): Promise<EpochAnswer> {
+    return this.json('POST', `/namespaces/${encodeURIComponent(namespace)}/epoch`, announcement, epochAnswerSchema);
+  }
+
+  async handoff(namespace: string, fromEpoch: number): Promise<{ epoch: number }> {
+    return this.json('POST', `/namespaces/${encodeURIComponent(namespace)}/handoff`, { fromEpoch }, handoffAnswerSchema, 30 * 60_000);
+  }
+
+  /**
+   * Downloads the namespace's snapshot to `destPath` (mode 0600; removed on failure). Returns the epoch the primary
+   * reported it at. The file itself is verified by the caller (manifest, codec integrity checks).
+   */
+  async fetchSnapshot(namespace: string, destPath: string): Promise<{ epoch: number; bytes: number }> {
+    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, 30 * 60_000);
+    if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
+    const epoch = Number(res.headers[SNAPSHOT_EPOCH_HEADER]);
+    if (!Number.isSafeInteger(epoch) || epoch < 0) {
+      res.body.destroy();
+      throw new PeerMessageInvalidError(`snapshot from ${this.name} has no valid ${SNAPSHOT_EPOCH_HEADER} header`, { site: this.name, namespace });
+    }
+    let bytes = 0;
+    res.body.on('data', (c: Buffer) => (bytes += c.length));
+    try {
+      await pipeline(res.body, createWriteStream(destPath, { mode: 0o600, flags: 'wx' }));
+    } catch (cause) {
+      await unlink(destPath).catch(() => undefined);
+      throw new PeerUnreachableError(`snapshot download from ${this.name} broke off after ${bytes} bytes`, { cause, site: this.name, namespace });
+    }
+    return { epoch, bytes };
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close().catch(() => undefined);
+  }
+
+  private async json<S extends z.ZodType>(method: 'GET' | 'POST', path: string, body: unknown, schema: S, timeoutMs?: number): Promise<z.infer<S>> {
+    const res = await this.send(method, path, body, timeoutMs);
+    if (res.statusCode !== 200) throw await refused(res, this.name);
+    let parsed: unknown;
+    try {
+      parsed = await res.body.json();
+    } catch (cause) {
+      throw new PeerMessageInvalidError(`${this.name} answered ${method} ${path} with invalid JSON`, { cause, site: this.name });
+    }
+    const r = schema.safeParse(parsed);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      throw new PeerMessageInvalidError(`${this.name} answered ${method} ${path}: ${issue?.path.join('.') || 'body'} ${issue?.message}`, { site: this.name });
+    }
+    return r.data;
+  }
+
+  private async send(method: 'GET' | 'POST', path: string, body: unknown, timeoutMs = this.timeoutMs): Promise<Dispatcher.ResponseData> {
+    try {
+      return await request(this.base + path, {
+        method,
+        dispatcher: this.agent,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+    } catch (cause) {
+      throw connectError(cause, this.name);
+    }
+  }
+}
+
+function connectError(cause: unknown, site: string): Error {
+  const e = cause as { code?: string; [IDENTITY_MISMATCH]?: boolean; message?: string; cause?: unknown };
+  const inner = (e.cause ?? {}) as typeof e;
+  if (e[IDENTITY_MISMATCH] || inner[IDENTITY_MISMATCH]) {
+    return new PeerIdentityError(`peer ${site} presented the wrong certificate: ${e.message ?? inner.message}`, { cause, site });
+  }
+  const code = e.code ?? inner.code ?? '';
+  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
+    return new PeerIdentityError(`peer ${site} certificate is not issued by the group CA (${code})`, { cause, site });
+  }
+  return new PeerUnreachableError(`peer ${site} is unreachable: ${e.message ?? code}`, { cause, site });
+}
+
+async function refused(res: Dispatcher.ResponseData, site: string, namespace?: string): Promise<PeerRefusedError> {
+  let remote: { code?: string; message?: string; epoch?: number } = {};
+  try {
+    const body = (await res.body.json()) as { error?: typeof remote };
+    if (body && typeof body.error === 'object' && body.error) remote = body.error;
+  } catch {
+    // An unparsable refusal still refuses; the status says enough.
+  }
+  const opts: { site: string; namespace?: string; epoch?: number } = { site };
+  if (namespace !== undefined) opts.namespace = namespace;
+  if (typeof remote.epoch === 'number') opts.epoch = remote.epoch;
+  return new PeerRefusedError(res.statusCode, { code: String(remote.code ?? ''), message: String(remote.message ?? '') }, opts);
+}

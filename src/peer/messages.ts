@@ -1,0 +1,49 @@
+/**
+ * Messages between daemons on the peer API. Every body a peer sends is parsed with these schemas;
+ * anything else is refused with 400 naming the field. No message carries a secret.
+ */
+import { z } from 'zod';
+import { isValidId } from '../nethsm/ids.js';
+
+export const PEER_API_PREFIX = '/peer/v1';
+
+export const namespaceIdSchema = z.string().refine(isValidId, { message: 'is not a valid namespace id' });
+export const siteNameSchema = z.string().min(1).max(128).regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/, 'is not a valid site name');
+export const epochSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+export const roleSchema = z.enum(['primary', 'replica', 'fenced']);
+export type Role = z.infer<typeof roleSchema>;
+
+/** One namespace as a site sees it. */
+export const namespaceViewSchema = z.strictObject({
+  namespace: namespaceIdSchema,
+  role: roleSchema,
+  epoch: epochSchema,
+  primarySite: siteNameSchema,
+});
+export type NamespaceView = z.infer<typeof namespaceViewSchema>;
+
+/** `GET /peer/v1/status`. */
+export const peerStatusSchema = z.strictObject({
+  site: siteNameSchema,
+  version: z.string().max(64),
+  namespaces: z.array(namespaceViewSchema).max(10_000),
+});
+export type PeerStatus = z.infer<typeof peerStatusSchema>;
+
+/** `POST /peer/v1/namespaces/:ns/epoch`: a site announces it is primary for `namespace` at `epoch`. */
+export const epochAnnouncementSchema = z.strictObject({ epoch: epochSchema, primarySite: siteNameSchema });
+export type EpochAnnouncement = z.infer<typeof epochAnnouncementSchema>;
+
+/** Answer to an announcement: what the receiver now holds. */
+export const epochAnswerSchema = z.strictObject({ accepted: z.boolean(), view: namespaceViewSchema });
+export type EpochAnswer = z.infer<typeof epochAnswerSchema>;
+
+/** `POST /peer/v1/namespaces/:ns/handoff`: a demoting primary asks this replica to sync and take over at `epoch`. */
+export const handoffRequestSchema = z.strictObject({ fromEpoch: epochSchema });
+export type HandoffRequest = z.infer<typeof handoffRequestSchema>;
+export const handoffAnswerSchema = z.strictObject({ epoch: epochSchema });
+
+/** Headers on a snapshot response: the epoch and site it was taken at. */
+export const SNAPSHOT_EPOCH_HEADER = 'x-nhr-epoch';
+export const SNAPSHOT_SITE_HEADER = 'x-nhr-site';

@@ -1,0 +1,145 @@
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError } from '../errors.js';
+import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
+import { PeerClient } from './client.js';
+import { PeerServer, type PeerHandlers } from './server.js';
+import type { PeerStatus } from './messages.js';
+
+class StaleEpochForTest extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_STALE_EPOCH';
+}
+
+describe('peer API over mutual TLS', () => {
+  let ca: CertificateBundle;
+  let siteA: CertificateBundle;
+  let siteB: CertificateBundle;
+  let stranger: CertificateBundle;
+  let rogueB: CertificateBundle;
+  let server: PeerServer;
+  let dir: string;
+  const seen: string[] = [];
+  let statusAnswer: unknown;
+
+  const handlers: PeerHandlers = {
+    status: async (peer) => (seen.push(`status:${peer}`), statusAnswer as PeerStatus),
+    snapshot: async (peer, ns) => {
+      seen.push(`snapshot:${peer}:${ns}`);
+      if (ns === 'beta') throw new StaleEpochForTest('not primary for beta', { namespace: ns, epoch: 7 });
+      return { epoch: 3, site: 'a', body: Readable.from([Buffer.from('snapshot-'), Buffer.from('bytes')]) };
+    },
+    announceEpoch: async (peer, ns, a) => (seen.push(`epoch:${peer}:${ns}:${a.epoch}`), { accepted: true, view: { namespace: ns, role: 'replica', epoch: a.epoch, primarySite: a.primarySite } }),
+    handoff: async (_peer, _ns, req) => ({ epoch: req.fromEpoch + 1 }),
+  };
+
+  const client = (cert: CertificateBundle, caPem = ca.certPem, expect = 'a') =>
+    new PeerClient({ url: `https://127.0.0.1:${server.port}`, identity: { name: expect }, tls: { certPem: cert.certPem, keyPem: cert.keyPem, caPem }, timeoutMs: 5000 });
+
+  beforeAll(async () => {
+    ca = await createCa({ commonName: 'group CA' });
+    siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
+    siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'] });
+    stranger = await issueCert(ca, { commonName: 'c', usages: ['clientAuth'] });
+    const otherCa = await createCa({ commonName: 'other CA' });
+    rogueB = await issueCert(otherCa, { commonName: 'b', usages: ['clientAuth'] });
+    server = new PeerServer({ host: '127.0.0.1', port: 0, tls: { ...siteA, caPem: ca.certPem }, peers: [{ name: 'b' }], handlers });
+    await server.start();
+    await server.start();
+    dir = await mkdtemp(join(tmpdir(), 'nhr-peer-'));
+  });
+
+  afterAll(async () => {
+    await server.close();
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves a configured peer and tells the handler who it is', async () => {
+    statusAnswer = { site: 'a', version: '0.1.0', namespaces: [{ namespace: 'alpha', role: 'primary', epoch: 2, primarySite: 'a' }] };
+    const c = client(siteB);
+    expect(await c.status()).toEqual(statusAnswer);
+    expect(await c.announceEpoch('alpha', { epoch: 4, primarySite: 'b' })).toMatchObject({ accepted: true });
+    expect(seen).toContain('status:b');
+    expect(seen).toContain('epoch:b:alpha:4');
+    await c.close();
+  });
+
+  it('streams a snapshot to a 0600 file with its epoch', async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'alpha.snap');
+    expect(await c.fetchSnapshot('alpha', dest)).toEqual({ epoch: 3, bytes: 14 });
+    expect(await readFile(dest, 'utf8')).toBe('snapshot-bytes');
+    expect((await stat(dest)).mode & 0o777).toBe(0o600);
+    await c.close();
+  });
+
+  it("passes a refusal's code and epoch back, and leaves no file", async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'beta.snap');
+    const err = (await c.fetchSnapshot('beta', dest).catch((e: unknown) => e)) as PeerRefusedError;
+    expect(err).toBeInstanceOf(PeerRefusedError);
+    expect(err.remoteCode).toBe('NHR_ERR_ROLE_STALE_EPOCH');
+    expect(err.epoch).toBe(7);
+    await expect(stat(dest)).rejects.toThrow();
+    await c.close();
+  });
+
+  it('refuses a certificate of the group CA that is not a configured peer', async () => {
+    const before = seen.length;
+    const c = client(stranger);
+    const err = (await c.status().catch((e: unknown) => e)) as PeerRefusedError;
+    expect(err).toBeInstanceOf(PeerRefusedError);
+    expect(err.status).toBe(403);
+    expect(err.remoteCode).toBe('NHR_ERR_PEER_IDENTITY');
+    expect(seen.length).toBe(before);
+    await c.close();
+  });
+
+  it('refuses a client certificate from another CA at the handshake', async () => {
+    const before = seen.length;
+    const c = client(rogueB);
+    await expect(c.status()).rejects.toBeInstanceOf(Error);
+    expect(seen.length).toBe(before);
+    await c.close();
+  });
+
+  it('refuses a server whose certificate names another site', async () => {
+    const c = client(siteB, ca.certPem, 'not-a');
+    await expect(c.status()).rejects.toBeInstanceOf(PeerIdentityError);
+    await c.close();
+  });
+
+  it('refuses a server certificate not issued by the group CA', async () => {
+    const other = await createCa({ commonName: 'unrelated' });
+    const c = client(siteB, other.certPem);
+    await expect(c.status()).rejects.toBeInstanceOf(PeerIdentityError);
+    await c.close();
+  });
+
+  it('rejects malformed messages without acting on them', async () => {
+    const before = seen.length;
+    const c = client(siteB);
+    for (const bad of [{ epoch: -1, primarySite: 'b' }, { epoch: 1 }, { epoch: 1, primarySite: 'b', extra: true }, { epoch: 1.5, primarySite: 'b' }]) {
+      const err = (await c.announceEpoch('alpha', bad as never).catch((e: unknown) => e)) as PeerRefusedError;
+      expect(err).toBeInstanceOf(PeerRefusedError);
+      expect(err.status).toBe(400);
+      expect(err.remoteCode).toBe('NHR_ERR_PEER_MESSAGE_INVALID');
+    }
+    const err = (await c.announceEpoch('.bad', { epoch: 1, primarySite: 'b' }).catch((e: unknown) => e)) as PeerRefusedError;
+    expect(err.message).toMatch(/namespace is not a valid namespace id/);
+    expect(seen.length).toBe(before);
+    await c.close();
+  });
+
+  it("rejects a peer's answer that does not have the protocol's shape", async () => {
+    statusAnswer = { site: 'a', version: '0.1.0', namespaces: [{ namespace: 'alpha', role: 'boss', epoch: 2, primarySite: 'a' }] };
+    const c = client(siteB);
+    const err = (await c.status().catch((e: unknown) => e)) as PeerMessageInvalidError;
+    expect(err).toBeInstanceOf(PeerMessageInvalidError);
+    expect(err.message).toMatch(/namespaces\.0\.role/);
+    await c.close();
+  });
+});

@@ -1,0 +1,180 @@
+/**
+ * The peer API server: HTTPS with mutual TLS. TLS verifies the client certificate against the group CA; the
+ * request is then mapped to a configured peer by the certificate's CN (and pinned fingerprint, if any). Every body
+ * is validated. Long-lived part with idempotent start()/close().
+ */
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import type { z } from 'zod';
+import { NhrError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { identifyPeer, type PeerIdentity } from './identity.js';
+import {
+  PEER_API_PREFIX,
+  SNAPSHOT_EPOCH_HEADER,
+  SNAPSHOT_SITE_HEADER,
+  epochAnnouncementSchema,
+  handoffRequestSchema,
+  namespaceIdSchema,
+  type EpochAnnouncement,
+  type EpochAnswer,
+  type HandoffRequest,
+  type PeerStatus,
+} from './messages.js';
+
+/** What the daemon answers to its peers. `peer` is the authenticated site name. Handlers may throw NhrErrors. */
+export interface PeerHandlers {
+  status(peer: string): Promise<PeerStatus>;
+  /** Streams a namespace snapshot; throws when this site is not primary for it. */
+  snapshot(peer: string, namespace: string): Promise<{ epoch: number; site: string; body: Readable | AsyncIterable<Uint8Array> }>;
+  announceEpoch(peer: string, namespace: string, announcement: EpochAnnouncement): Promise<EpochAnswer>;
+  handoff(peer: string, namespace: string, request: HandoffRequest): Promise<{ epoch: number }>;
+}
+
+export interface PeerServerOptions {
+  host: string;
+  port: number;
+  tls: { certPem: string; keyPem: string; caPem: string };
+  peers: readonly PeerIdentity[];
+  handlers: PeerHandlers;
+  logger?: Logger;
+}
+
+const MAX_BODY = 64 * 1024;
+
+export class PeerServer {
+  private server: Server | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly options: PeerServerOptions) {
+    this.log = options.logger ?? silentLogger;
+  }
+
+  /** The bound port (after start). */
+  get port(): number {
+    return (this.server?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  async start(): Promise<void> {
+    if (this.server) return;
+    const { tls } = this.options;
+    const server = createServer(
+      { cert: tls.certPem, key: tls.keyPem, ca: tls.caPem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+      (req, res) => void this.handle(req, res),
+    );
+    server.on('tlsClientError', (err) => this.log.warn({ err: { message: err.message } }, 'peer TLS handshake refused'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    this.log.info({ host: this.options.host, port: this.port }, 'peer API listening');
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    await closed;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const peer = identifyPeer((req.socket as TLSSocket).getPeerCertificate(), this.options.peers);
+    if (!peer) {
+      this.log.warn({ remote: req.socket.remoteAddress }, 'peer request with an unknown certificate refused');
+      return sendJson(res, 403, { error: { code: 'NHR_ERR_PEER_IDENTITY', message: 'certificate is not a configured peer' } });
+    }
+    try {
+      await this.route(peer.name, req, res);
+    } catch (err) {
+      const status = err instanceof NhrError ? (err.retryable ? 503 : 409) : err instanceof BadRequest ? err.status : 500;
+      const body =
+        err instanceof NhrError
+          ? { error: { code: err.code, message: err.message, ...(err.epoch !== undefined ? { epoch: err.epoch } : {}) } }
+          : err instanceof BadRequest
+            ? { error: { code: 'NHR_ERR_PEER_MESSAGE_INVALID', message: err.message } }
+            : { error: { code: 'NHR_ERR_INTERNAL', message: 'internal error' } };
+      if (status === 500) this.log.error({ err, peer: peer.name }, 'peer request failed');
+      if (res.headersSent) res.destroy();
+      else sendJson(res, status, body);
+    }
+  }
+
+  private async route(peer: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'https://peer').pathname;
+    const h = this.options.handlers;
+    if (path === `${PEER_API_PREFIX}/status`) {
+      method(req, 'GET');
+      return sendJson(res, 200, await h.status(peer));
+    }
+    const m = /^\/peer\/v1\/namespaces\/([^/]+)\/(snapshot|epoch|handoff)$/.exec(path);
+    if (!m) throw new BadRequest(404, `no such peer endpoint: ${path}`);
+    const ns = parse(namespaceIdSchema, decodeURIComponent(m[1]!), 'namespace');
+    if (m[2] === 'snapshot') {
+      method(req, 'GET');
+      const snap = await h.snapshot(peer, ns);
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        [SNAPSHOT_EPOCH_HEADER]: String(snap.epoch),
+        [SNAPSHOT_SITE_HEADER]: snap.site,
+      });
+      await pipeline(snap.body instanceof Readable ? snap.body : Readable.from(snap.body), res);
+      return;
+    }
+    method(req, 'POST');
+    const body = await readJson(req);
+    if (m[2] === 'epoch') return sendJson(res, 200, await h.announceEpoch(peer, ns, parse(epochAnnouncementSchema, body, 'body')));
+    return sendJson(res, 200, await h.handoff(peer, ns, parse(handoffRequestSchema, body, 'body')));
+  }
+}
+
+class BadRequest extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function method(req: IncomingMessage, m: string): void {
+  if (req.method !== m) throw new BadRequest(405, `use ${m}`);
+}
+
+function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const where = issue && issue.path.length > 0 ? `${what}.${issue.path.join('.')}` : what;
+  throw new BadRequest(400, `${where} ${issue?.message ?? 'is invalid'}`);
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw new BadRequest(413, `body over ${MAX_BODY} bytes`);
+    chunks.push(c as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new BadRequest(400, 'body is not valid JSON');
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
