@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { BackupWrongPassphraseError, NetHsmUnreachableError } from '../errors.js';
+import { waitFor } from '../../test/helpers/wait.js';
+import { MemberMonitor, type MemberState } from './monitor.js';
+
+function flaky() {
+  let up = true;
+  let probes = 0;
+  return {
+    member: {
+      name: 'nethsm',
+      probe: async () => {
+        probes++;
+        if (!up) throw new NetHsmUnreachableError('connection refused');
+      },
+    },
+    set: (v: boolean) => (up = v),
+    probes: () => probes,
+  };
+}
+
+describe('member monitor', () => {
+  it('retries an unreachable member at the interval and gives up after the attempt limit', async () => {
+    const f = flaky();
+    f.set(false);
+    const changes: MemberState[] = [];
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 5, maxAttempts: 3, onChange: (s) => changes.push({ ...s }) });
+    await mon.start();
+    await waitFor(() => mon.get('nethsm')!.gaveUp, 'give-up');
+    const s = mon.get('nethsm')!;
+    expect(s.status).toBe('unreachable');
+    expect(s.attempts).toBe(3);
+    expect(s.consecutiveFailures).toBe(4);
+    expect(s.lastErrorCode).toBe('NHR_ERR_NETHSM_UNREACHABLE');
+    expect(s.nextRetryAt).toBeNull();
+    const probesAtGiveUp = f.probes();
+    await new Promise((r) => setTimeout(r, 40));
+    expect(f.probes()).toBe(probesAtGiveUp);
+    await mon.close();
+  });
+
+  it('moves a member that answers again through recovering to ok, resuming its work', async () => {
+    const f = flaky();
+    const recovered: string[] = [];
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 5, maxAttempts: Infinity, onRecovered: (n) => recovered.push(n) });
+    await mon.start();
+    expect(mon.get('nethsm')!.status).toBe('ok');
+    f.set(false);
+    mon.reportFailure('nethsm', new NetHsmUnreachableError('reset'));
+    expect(mon.available('nethsm')).toBe(false);
+    f.set(true);
+    await waitFor(() => recovered.length === 1, 'recovery');
+    expect(mon.get('nethsm')!.status).toBe('recovering');
+    expect(mon.available('nethsm')).toBe(true);
+    mon.markOk('nethsm');
+    expect(mon.get('nethsm')!.status).toBe('ok');
+    await mon.close();
+  });
+
+  it('lets an operator retry a member it gave up on', async () => {
+    const f = flaky();
+    f.set(false);
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 5, maxAttempts: 1 });
+    await mon.start();
+    await waitFor(() => mon.get('nethsm')!.gaveUp, 'give-up');
+    f.set(true);
+    await mon.retryNow('nethsm');
+    expect(mon.get('nethsm')!.status).toBe('recovering');
+    await mon.close();
+  });
+
+  it('does not count non-connectivity errors against a member', async () => {
+    const f = flaky();
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 5, maxAttempts: 3 });
+    await mon.start();
+    mon.reportFailure('nethsm', new BackupWrongPassphraseError('bad passphrase'));
+    expect(mon.get('nethsm')!.status).toBe('ok');
+    expect(mon.get('nethsm')!.consecutiveFailures).toBe(0);
+    await mon.close();
+  });
+
+  it('resumes counts from persisted state and keeps a fenced member fenced', async () => {
+    const f = flaky();
+    const initial: MemberState[] = [
+      { name: 'nethsm', status: 'fenced', consecutiveFailures: 0, attempts: 0, gaveUp: false, lastErrorCode: null, lastError: null, lastOkAt: 1, nextRetryAt: null },
+    ];
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 5, maxAttempts: 3, initial });
+    await mon.start();
+    expect(mon.get('nethsm')!.status).toBe('fenced');
+    expect(mon.available('nethsm')).toBe(false);
+    await mon.close();
+  });
+});

@@ -1,0 +1,188 @@
+/**
+ * Member health, modelled on Luna HA auto-recovery: each member (this site's NetHSM, each peer daemon) is `ok`,
+ * `unreachable` (failing; retried every `retryIntervalMs` until `maxAttempts` is spent), `recovering` (answered again;
+ * the owner is resuming its work) or `fenced` (set by role logic). Other parts report the outcome of their real calls,
+ * so a member's status follows actual use, not only the probe. Long-lived part with idempotent start()/close().
+ */
+import { isRetryable, NhrError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+
+export type MemberStatus = 'ok' | 'unreachable' | 'recovering' | 'fenced';
+
+export interface MemberState {
+  name: string;
+  status: MemberStatus;
+  consecutiveFailures: number;
+  /** Recovery attempts made since the member went unreachable. */
+  attempts: number;
+  /** True once `maxAttempts` recovery attempts failed: no more automatic retries until `retryNow`. */
+  gaveUp: boolean;
+  lastErrorCode: string | null;
+  lastError: string | null;
+  lastOkAt: number | null;
+  nextRetryAt: number | null;
+}
+
+export interface Member {
+  name: string;
+  /** Resolves when the member answers; throws otherwise. */
+  probe(): Promise<void>;
+}
+
+export interface MemberMonitorOptions {
+  members: Member[];
+  retryIntervalMs: number;
+  /** Recovery attempts before giving up; Infinity for unlimited (the default in config). */
+  maxAttempts: number;
+  /** Called after every status change (persist it, update metrics). */
+  onChange?: (state: Readonly<MemberState>) => void;
+  /** Called when a member that was unreachable answers again: resume its work, then call `markOk`. */
+  onRecovered?: (name: string) => void;
+  /** Initial states (from the state store) so a restart resumes counts. */
+  initial?: MemberState[];
+  logger?: Logger;
+  now?: () => number;
+}
+
+export class MemberMonitor {
+  private readonly states = new Map<string, MemberState>();
+  private readonly members = new Map<string, Member>();
+  private timers = new Map<string, NodeJS.Timeout>();
+  private started = false;
+  private readonly log: Logger;
+  private readonly now: () => number;
+
+  constructor(private readonly options: MemberMonitorOptions) {
+    this.log = options.logger ?? silentLogger;
+    this.now = options.now ?? Date.now;
+    for (const m of options.members) {
+      this.members.set(m.name, m);
+      const prior = options.initial?.find((s) => s.name === m.name);
+      this.states.set(m.name, prior ? { ...prior } : fresh(m.name));
+    }
+  }
+
+  /** Probes every member once, then keeps retrying the failing ones. Idempotent. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await Promise.all([...this.members.keys()].map((name) => this.probe(name)));
+  }
+
+  close(): Promise<void> {
+    this.started = false;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    return Promise.resolve();
+  }
+
+  get(name: string): Readonly<MemberState> | undefined {
+    return this.states.get(name);
+  }
+
+  all(): Readonly<MemberState>[] {
+    return [...this.states.values()].map((s) => ({ ...s }));
+  }
+
+  /** Whether work should be attempted against the member now (not unreachable, not fenced). */
+  available(name: string): boolean {
+    const s = this.states.get(name);
+    return !!s && (s.status === 'ok' || s.status === 'recovering');
+  }
+
+  /** A real call to the member succeeded. */
+  reportSuccess(name: string): void {
+    const s = this.states.get(name);
+    if (!s) return;
+    if (s.status === 'unreachable') return this.recovered(s);
+    if (s.consecutiveFailures > 0 || s.lastOkAt === null) this.update(s, { consecutiveFailures: 0, lastOkAt: this.now() });
+    else s.lastOkAt = this.now();
+  }
+
+  /** A real call to the member failed. Only retryable (connectivity) failures make it unreachable. */
+  reportFailure(name: string, err: unknown): void {
+    const s = this.states.get(name);
+    if (!s || !isRetryable(err)) return;
+    this.failed(s, err);
+  }
+
+  /** The owner finished resuming a recovered member. */
+  markOk(name: string): void {
+    const s = this.states.get(name);
+    if (s && s.status === 'recovering') this.update(s, { status: 'ok' });
+  }
+
+  markFenced(name: string): void {
+    const s = this.states.get(name);
+    if (s && s.status !== 'fenced') this.update(s, { status: 'fenced' });
+  }
+
+  /** Operator's manual recovery: reset the attempt count and probe now. */
+  async retryNow(name: string): Promise<void> {
+    const s = this.states.get(name);
+    if (!s) return;
+    this.update(s, { attempts: 0, gaveUp: false });
+    await this.probe(name);
+  }
+
+  private async probe(name: string): Promise<void> {
+    const member = this.members.get(name);
+    const s = this.states.get(name);
+    if (!member || !s) return;
+    try {
+      await member.probe();
+      if (s.status === 'unreachable') this.recovered(s);
+      else this.update(s, { consecutiveFailures: 0, lastOkAt: this.now(), status: s.status === 'fenced' ? 'fenced' : s.status });
+    } catch (err) {
+      this.failed(s, err);
+    }
+  }
+
+  private failed(s: MemberState, err: unknown): void {
+    const wasDown = s.status === 'unreachable';
+    const attempts = wasDown ? s.attempts + 1 : 0;
+    const gaveUp = attempts >= this.options.maxAttempts;
+    const code = err instanceof NhrError ? err.code : ((err as { code?: string })?.code ?? 'UNKNOWN');
+    const message = err instanceof Error ? err.message : String(err);
+    this.update(s, {
+      status: s.status === 'fenced' ? 'fenced' : 'unreachable',
+      consecutiveFailures: s.consecutiveFailures + 1,
+      attempts,
+      gaveUp,
+      lastErrorCode: code,
+      lastError: message.slice(0, 500),
+      nextRetryAt: gaveUp ? null : this.now() + this.options.retryIntervalMs,
+    });
+    if (!wasDown) this.log.warn({ member: s.name, code, error: message }, 'member unreachable');
+    if (gaveUp) this.log.error({ member: s.name, attempts }, 'member recovery attempts exhausted; waiting for an operator');
+    else this.schedule(s.name);
+  }
+
+  private recovered(s: MemberState): void {
+    this.log.info({ member: s.name, after: s.consecutiveFailures }, 'member recovered');
+    this.update(s, { status: 'recovering', consecutiveFailures: 0, attempts: 0, gaveUp: false, lastOkAt: this.now(), nextRetryAt: null });
+    const t = this.timers.get(s.name);
+    if (t) clearTimeout(t);
+    this.timers.delete(s.name);
+    this.options.onRecovered?.(s.name);
+  }
+
+  private schedule(name: string): void {
+    if (!this.started || this.timers.has(name)) return;
+    const t = setTimeout(() => {
+      this.timers.delete(name);
+      void this.probe(name);
+    }, this.options.retryIntervalMs);
+    t.unref();
+    this.timers.set(name, t);
+  }
+
+  private update(s: MemberState, patch: Partial<MemberState>): void {
+    Object.assign(s, patch);
+    this.options.onChange?.({ ...s });
+  }
+}
+
+function fresh(name: string): MemberState {
+  return { name, status: 'ok', consecutiveFailures: 0, attempts: 0, gaveUp: false, lastErrorCode: null, lastError: null, lastOkAt: null, nextRetryAt: null };
+}
