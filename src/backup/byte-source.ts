@@ -1,0 +1,111 @@
+/**
+ * A small buffered, forward-only byte source over a file or a chunked stream: ask for N bytes, know the offset.
+ * Memory: one read buffer (file) or one upstream chunk (stream), plus the bytes a caller asked for.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { InputInvalidError, InternalError } from '../errors.js';
+
+const FILE_CHUNK = 64 * 1024;
+
+export type ByteSourceInput = string | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
+
+export class ByteSource {
+  /** Bytes consumed so far (= file offset of the next byte `read` returns). */
+  offset = 0;
+  private chunk: Buffer = Buffer.alloc(0);
+  private pos = 0;
+  private ended = false;
+  private closed = false;
+
+  private constructor(
+    private readonly pull: () => Promise<Buffer | null>,
+    private readonly release: () => Promise<void>,
+  ) {}
+
+  /**
+   * Opens a file path (read with a file handle, 64 KiB at a time) or wraps a stream / async iterable.
+   * Throws the fs error when the file cannot be opened; InputInvalidError for anything else.
+   */
+  static async open(input: ByteSourceInput): Promise<ByteSource> {
+    if (typeof input === 'string') return ByteSource.fromFile(await open(input, 'r'));
+    if (input !== null && typeof input === 'object' && Symbol.asyncIterator in input) {
+      return ByteSource.fromIterable(input as AsyncIterable<Uint8Array | string>);
+    }
+    throw new InputInvalidError('a backup source must be a file path, a readable stream or an async iterable of bytes');
+  }
+
+  private static fromFile(fh: FileHandle): ByteSource {
+    const buf = Buffer.allocUnsafe(FILE_CHUNK);
+    let position = 0;
+    return new ByteSource(
+      async () => {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, position);
+        position += bytesRead;
+        return bytesRead === 0 ? null : buf.subarray(0, bytesRead);
+      },
+      () => fh.close(),
+    );
+  }
+
+  private static fromIterable(it: AsyncIterable<Uint8Array | string>): ByteSource {
+    const iter = it[Symbol.asyncIterator]();
+    return new ByteSource(
+      async () => {
+        for (;;) {
+          const r = await iter.next();
+          if (r.done) return null;
+          const c = r.value;
+          if (typeof c === 'string') throw new InputInvalidError('a backup stream must yield bytes, not text (no setEncoding)');
+          if (c.length > 0) return Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+        }
+      },
+      async () => {
+        // Ends a stream we stopped reading early (a Readable's iterator destroys the stream).
+        await iter.return?.();
+      },
+    );
+  }
+
+  /** Returns the next `n` bytes, fewer only at end of input (then as many as were left). The buffer is the caller's. */
+  async read(n: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
+      if (this.pos >= this.chunk.length && !(await this.fill())) break;
+      const take = Math.min(n - got, this.chunk.length - this.pos);
+      this.chunk.copy(out, got, this.pos, this.pos + take);
+      this.pos += take;
+      got += take;
+    }
+    this.offset += got;
+    return got === n ? out : out.subarray(0, got);
+  }
+
+  /** Whether no byte is left. */
+  async atEnd(): Promise<boolean> {
+    return this.pos >= this.chunk.length && !(await this.fill());
+  }
+
+  /** Idempotent; releases the file handle or ends the stream. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.chunk = Buffer.alloc(0);
+    this.pos = 0;
+    await this.release();
+  }
+
+  private async fill(): Promise<boolean> {
+    // Reading after close() is a caller bug; failing loudly keeps it from passing for a truncated file.
+    if (this.closed) throw new InternalError('read from a closed backup byte source');
+    if (this.ended) return false;
+    const next = await this.pull();
+    if (next === null) {
+      this.ended = true;
+      return false;
+    }
+    this.chunk = next;
+    this.pos = 0;
+    return true;
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * The backup file's crypto primitives (FACTS §6.2): scrypt key derivation and AES-256-GCM sealed fields
+ * laid out `nonce(12) ‖ ciphertext ‖ tag(16)` with an ASCII additional-data string.
+ */
+import { createCipheriv, createDecipheriv, randomBytes, scrypt } from 'node:crypto';
+import { BackupCorruptedError, InputInvalidError } from '../errors.js';
+import { GCM_NONCE_LENGTH, GCM_OVERHEAD, GCM_TAG_LENGTH, PRODUCTION_SCRYPT, type ScryptParams } from './format.js';
+
+export const BACKUP_KEY_LENGTH = 32;
+
+/**
+ * Derives the 32-byte backup key `scrypt(passphrase, salt)` with async (thread-pool) scrypt, so the event loop keeps
+ * serving during the ~16 MiB production derivation. A string passphrase is taken as its UTF-8 bytes (as the firmware).
+ * The caller owns the returned buffer and zeroes it when done. Throws InputInvalidError on nonsensical parameters.
+ */
+export async function deriveBackupKey(
+  passphrase: string | Buffer,
+  salt: Buffer,
+  params: ScryptParams = PRODUCTION_SCRYPT,
+): Promise<Buffer> {
+  checkScryptParams(params);
+  const pw = typeof passphrase === 'string' ? Buffer.from(passphrase, 'utf8') : passphrase;
+  // Node's scrypt needs about 128·N·r bytes (+128·r·p); leave headroom so production params never hit the default cap.
+  const maxmem = Math.max(32 * 1024 * 1024, 256 * params.N * params.r + 256 * params.r * params.p);
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      scrypt(pw, salt, BACKUP_KEY_LENGTH, { N: params.N, r: params.r, p: params.p, maxmem }, (err, key) =>
+        err ? reject(err) : resolve(key),
+      );
+    });
+  } finally {
+    if (pw !== passphrase) pw.fill(0);
+  }
+}
+
+function checkScryptParams(p: ScryptParams): void {
+  const ok =
+    Number.isInteger(p.N) && p.N > 1 && (p.N & (p.N - 1)) === 0 && p.N <= 1 << 20 &&
+    Number.isInteger(p.r) && p.r >= 1 && p.r <= 32 &&
+    Number.isInteger(p.p) && p.p >= 1 && p.p <= 64;
+  if (!ok) {
+    throw new InputInvalidError(`scrypt parameters N=${p.N}, r=${p.r}, p=${p.p} are not usable`, {
+      hint: 'Use PRODUCTION_SCRYPT (16384, 8, 16) or TEST_SCRYPT (2, 1, 1).',
+    });
+  }
+}
+
+/** AES-256-GCM with a fresh random nonce: returns `nonce(12) ‖ ciphertext ‖ tag(16)`. Throws if key is not 32 bytes. */
+export function gcmSeal(key: Buffer, ad: string, plaintext: Buffer): Buffer {
+  const nonce = randomBytes(GCM_NONCE_LENGTH);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: GCM_TAG_LENGTH });
+  cipher.setAAD(Buffer.from(ad, 'ascii'));
+  const out = Buffer.allocUnsafe(GCM_OVERHEAD + plaintext.length);
+  nonce.copy(out, 0);
+  let pos = GCM_NONCE_LENGTH;
+  pos += cipher.update(plaintext).copy(out, pos);
+  pos += cipher.final().copy(out, pos);
+  cipher.getAuthTag().copy(out, pos);
+  return out;
+}
+
+/**
+ * Opens a sealed field. Throws BackupCorruptedError (no offset: callers add where it was) when the blob is
+ * 28 bytes or shorter (the firmware refuses those too) or does not authenticate under `key` and `ad`.
+ */
+export function gcmOpen(key: Buffer, ad: string, sealed: Buffer): Buffer {
+  if (sealed.length <= GCM_OVERHEAD) {
+    throw new BackupCorruptedError(`sealed field "${ad}" is ${sealed.length} bytes, too short to hold any data`);
+  }
+  const nonce = sealed.subarray(0, GCM_NONCE_LENGTH);
+  const tag = sealed.subarray(sealed.length - GCM_TAG_LENGTH);
+  const ct = sealed.subarray(GCM_NONCE_LENGTH, sealed.length - GCM_TAG_LENGTH);
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: GCM_TAG_LENGTH });
+  decipher.setAAD(Buffer.from(ad, 'ascii'));
+  decipher.setAuthTag(tag);
+  const pt = decipher.update(ct);
+  try {
+    decipher.final();
+  } catch (cause) {
+    pt.fill(0);
+    throw new BackupCorruptedError(`sealed field "${ad}" failed authentication`, { cause });
+  }
+  return pt;
+}

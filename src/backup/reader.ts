@@ -1,0 +1,406 @@
+/**
+ * Streaming reader of NetHSM backup files, versions 0 and 1 (layout in ./format.ts and docs/backup-format.md).
+ *
+ * Memory is constant: the reader holds one entry (plus one read buffer) whatever the file size; nothing accumulates.
+ * Every field is authenticated before anything from it is returned, so a reader never yields an entry past a failed
+ * check. A truncated version-1 file is only detected at its end (missing marker/trailer): consumers that write
+ * something from the entries must treat a throwing iteration as "all of it invalid" (write to a temp file, drop it).
+ * A version-0 file has no end marker, so a cut exactly at an entry boundary cannot be detected.
+ */
+import {
+  BackupCorruptedError,
+  BackupNotABackupError,
+  BackupTruncatedError,
+  BackupUnsupportedVersionError,
+  BackupWrongPassphraseError,
+  InputInvalidError,
+  InternalError,
+  type NhrErrorOptions,
+} from '../errors.js';
+import { ByteSource, type ByteSourceInput } from './byte-source.js';
+import { BACKUP_KEY_LENGTH, deriveBackupKey, gcmOpen } from './crypto.js';
+import {
+  AD,
+  BACKUP_MAGIC_BYTES,
+  BACKUP_TRAILER_BYTES,
+  type BackupVersion,
+  GCM_OVERHEAD,
+  PRODUCTION_SCRYPT,
+  readU24,
+  SALT_LENGTH,
+  type ScryptParams,
+  TEST_SCRYPT,
+  VERSION_FIELD_LENGTH,
+} from './format.js';
+
+export interface BackupHeader {
+  version: BackupVersion;
+  /** The plaintext scrypt salt (the device's `backup-salt`). */
+  salt: Buffer;
+  /** Decrypted header field 4 (60 bytes from the firmware): the domain key sealed under the unlock key. */
+  lockedDomainKey: Buffer;
+  /** v1 only: the id of the device the backup was taken on. */
+  deviceId?: string;
+  /** v1 only: `SHA256(deviceKey ‖ "early_config_store")`, key material: zero it when you are done with it. */
+  configStoreKey?: Buffer;
+  /** Offset of the first entry (= size of the header). */
+  headerBytes: number;
+}
+
+export interface BackupEntry {
+  /** 0-based position in the file. */
+  index: number;
+  /** File offset of the entry's 3-byte length. */
+  offset: number;
+  /** KV path with its leading `/`, e.g. `/key/.ns1/k1`. */
+  path: string;
+  /** The raw KV value (still inner-encrypted where the firmware encrypts it). */
+  value: Buffer;
+  /** Bytes the entry takes in the file: 3-byte length + sealed blob, so `offset + size` is the next entry's offset. */
+  size: number;
+}
+
+export interface OpenBackupOptions {
+  passphrase?: string | Buffer;
+  /** A key derived before (e.g. another reader's `backupKey`): skips scrypt. Stays the caller's; never zeroed here. */
+  backupKey?: Buffer;
+  /** `'auto'` (default): production parameters, then the test parameters if the version field does not authenticate. */
+  scrypt?: ScryptParams | 'auto';
+}
+
+export interface BackupReader {
+  readonly header: BackupHeader;
+  /**
+   * The key that opened the file, so a writer can reuse it without scrypt. Ownership rule: a key the reader derived
+   * (from a passphrase) is zeroed by close(); copy it (`Buffer.from(reader.backupKey)`) to keep it past close, and
+   * zero your copy. A key passed in as `options.backupKey` is this same buffer and is never zeroed by the reader.
+   * (createBackupWriter copies the key it is given, so handing `reader.backupKey` to a writer is safe.)
+   */
+  readonly backupKey: Buffer;
+  /** The scrypt parameters that opened the file (for a given backupKey: the ones requested, or PRODUCTION_SCRYPT). */
+  readonly scrypt: ScryptParams;
+  /**
+   * The entries in file order, one in memory at a time. Iterate once. Throws BackupCorruptedError (entry failed
+   * authentication, impossible length, data after the trailer) or BackupTruncatedError (file ends inside an entry;
+   * v1: end marker or trailer missing or wrong); nothing is yielded after a failure.
+   */
+  entries(): AsyncGenerator<BackupEntry>;
+  /** Bytes consumed from the source so far. */
+  readonly bytesRead: number;
+  /** Idempotent: releases the file (or ends the stream) and zeroes a derived backupKey. */
+  close(): Promise<void>;
+}
+
+/** Limit for sealed header fields (device id, keys): far above what the firmware writes, far below u24's 16 MiB. */
+const MAX_HEADER_FIELD = 4096;
+const pathDecoder = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Opens a backup: checks magic and version, derives the key, authenticates and decrypts the header fields.
+ * Throws BackupNotABackupError (empty file, wrong magic), BackupUnsupportedVersionError (version byte not 0/1),
+ * BackupWrongPassphraseError (version field does not authenticate), BackupCorruptedError (a header field fails
+ * authentication, impossible length, inner version differs), BackupTruncatedError (file ends inside the header),
+ * InputInvalidError (neither passphrase nor backupKey), or the fs error when a file cannot be opened.
+ * On any throw the source is released and derived keys are zeroed.
+ */
+export async function openBackup(source: ByteSourceInput, options: OpenBackupOptions): Promise<BackupReader> {
+  if (options.passphrase === undefined && options.backupKey === undefined) {
+    throw new InputInvalidError('opening a backup needs a passphrase or a backup key');
+  }
+  if (options.backupKey !== undefined && options.backupKey.length !== BACKUP_KEY_LENGTH) {
+    throw new InputInvalidError(`a backup key is ${BACKUP_KEY_LENGTH} bytes, got ${options.backupKey.length}`);
+  }
+  const where: NhrErrorOptions = typeof source === 'string' ? { path: source } : {};
+  const src = await ByteSource.open(source);
+  try {
+    const pre = await readPreamble(src, where);
+    const opened = await unlock(pre, options, where);
+    try {
+      const header = await readHeaderFields(src, pre, opened.key, where);
+      return new StreamingBackupReader(src, header, opened.key, opened.params, opened.derived, where);
+    } catch (err) {
+      if (opened.derived) opened.key.fill(0);
+      throw err;
+    }
+  } catch (err) {
+    await src.close();
+    throw err;
+  }
+}
+
+/**
+ * Reads a whole backup held in memory (small files: tests, the simulator's restore body). Same checks and errors
+ * as openBackup + entries(). The returned backupKey is a copy the caller owns and zeroes.
+ */
+export async function readBackupBuffer(
+  buf: Buffer,
+  options: OpenBackupOptions,
+): Promise<{ header: BackupHeader; entries: BackupEntry[]; backupKey: Buffer }> {
+  const reader = await openBackup(
+    (async function* () {
+      yield buf;
+    })(),
+    options,
+  );
+  try {
+    const entries: BackupEntry[] = [];
+    for await (const e of reader.entries()) entries.push(e);
+    return { header: reader.header, entries, backupKey: Buffer.from(reader.backupKey) };
+  } finally {
+    await reader.close();
+  }
+}
+
+interface Preamble {
+  version: BackupVersion;
+  salt: Buffer;
+  versionField: Buffer;
+  versionFieldOffset: number;
+}
+
+async function readPreamble(src: ByteSource, where: NhrErrorOptions): Promise<Preamble> {
+  const magic = await src.read(BACKUP_MAGIC_BYTES.length + 1);
+  const magicPart = magic.subarray(0, BACKUP_MAGIC_BYTES.length);
+  if (magic.length === 0) throw new BackupNotABackupError('not a NetHSM backup: the file is empty', where);
+  if (!magicPart.equals(BACKUP_MAGIC_BYTES.subarray(0, magicPart.length))) {
+    throw new BackupNotABackupError('not a NetHSM backup: the file does not start with "_NETHSM_BACKUP_"', where);
+  }
+  if (magic.length <= BACKUP_MAGIC_BYTES.length) {
+    throw new BackupTruncatedError(`backup ends at offset ${magic.length}, inside the magic and version byte`, {
+      ...where,
+      offset: magic.length,
+    });
+  }
+  const v = magic[BACKUP_MAGIC_BYTES.length];
+  if (v !== 0 && v !== 1) {
+    throw new BackupUnsupportedVersionError(`backup format version ${v} is not supported (only 0 and 1)`, where);
+  }
+  const salt = await readHeaderField(src, 'salt field', where, SALT_LENGTH, SALT_LENGTH);
+  const versionFieldOffset = src.offset;
+  const versionField = await readHeaderField(
+    src,
+    'version field',
+    where,
+    VERSION_FIELD_LENGTH,
+    VERSION_FIELD_LENGTH,
+  );
+  return { version: v, salt, versionField, versionFieldOffset };
+}
+
+/** Reads `u24 ‖ bytes` of a header field, checking the length first (so a flipped length byte reads nothing). */
+async function readHeaderField(
+  src: ByteSource,
+  what: string,
+  where: NhrErrorOptions,
+  min: number,
+  max: number,
+): Promise<Buffer> {
+  const offset = src.offset;
+  const lenBuf = await src.read(3);
+  if (lenBuf.length < 3) {
+    throw new BackupTruncatedError(`backup ends at offset ${src.offset}, inside the length of the ${what} (offset ${offset})`, {
+      ...where,
+      offset: src.offset,
+    });
+  }
+  const len = readU24(lenBuf);
+  if (len < min || len > max) {
+    const expected = min === max ? `${min}` : `${min}..${max}`;
+    throw new BackupCorruptedError(`the ${what} at offset ${offset} has impossible length ${len} (expected ${expected})`, {
+      ...where,
+      offset,
+    });
+  }
+  const data = await src.read(len);
+  if (data.length < len) {
+    throw new BackupTruncatedError(
+      `backup ends at offset ${src.offset}, inside the ${what} at offset ${offset} (${len} bytes announced)`,
+      { ...where, offset: src.offset },
+    );
+  }
+  return data;
+}
+
+interface Unlocked {
+  key: Buffer;
+  params: ScryptParams;
+  /** Whether the reader derived the key (and so must zero it). */
+  derived: boolean;
+}
+
+async function unlock(pre: Preamble, options: OpenBackupOptions, where: NhrErrorOptions): Promise<Unlocked> {
+  const at = { ...where, offset: pre.versionFieldOffset };
+  let unlocked: Unlocked | undefined;
+  let inner: Buffer | undefined;
+  const requested = options.scrypt ?? 'auto';
+  if (options.backupKey !== undefined) {
+    inner = tryOpen(options.backupKey, pre.versionField);
+    if (inner === undefined) {
+      throw new BackupWrongPassphraseError(
+        `the given backup key does not open this backup: the version field at offset ${pre.versionFieldOffset} failed authentication`,
+        at,
+      );
+    }
+    unlocked = { key: options.backupKey, params: requested === 'auto' ? PRODUCTION_SCRYPT : requested, derived: false };
+  } else {
+    const candidates = requested === 'auto' ? [PRODUCTION_SCRYPT, TEST_SCRYPT] : [requested];
+    for (const params of candidates) {
+      const key = await deriveBackupKey(options.passphrase as string | Buffer, pre.salt, params);
+      inner = tryOpen(key, pre.versionField);
+      if (inner !== undefined) {
+        unlocked = { key, params, derived: true };
+        break;
+      }
+      key.fill(0);
+    }
+    if (unlocked === undefined || inner === undefined) {
+      const tried = candidates.map((p) => `N=${p.N},r=${p.r},p=${p.p}`).join(' and ');
+      throw new BackupWrongPassphraseError(
+        `the backup passphrase does not open this backup: the version field at offset ${pre.versionFieldOffset} failed authentication (scrypt ${tried})`,
+        at,
+      );
+    }
+  }
+  if (inner.length !== 1 || inner[0] !== pre.version) {
+    if (unlocked.derived) unlocked.key.fill(0);
+    throw new BackupCorruptedError(
+      `the encrypted version at offset ${pre.versionFieldOffset} (${inner.length === 1 ? inner[0] : `${inner.length} bytes`}) differs from the header's version ${pre.version}`,
+      at,
+    );
+  }
+  return unlocked;
+}
+
+function tryOpen(key: Buffer, sealed: Buffer): Buffer | undefined {
+  try {
+    return gcmOpen(key, AD.version, sealed);
+  } catch {
+    return undefined;
+  }
+}
+
+async function readHeaderFields(src: ByteSource, pre: Preamble, key: Buffer, where: NhrErrorOptions): Promise<BackupHeader> {
+  const sealedField = async (what: string, ad: string): Promise<Buffer> => {
+    const offset = src.offset;
+    const sealed = await readHeaderField(src, what, where, GCM_OVERHEAD + 1, MAX_HEADER_FIELD);
+    try {
+      return gcmOpen(key, ad, sealed);
+    } catch (cause) {
+      throw new BackupCorruptedError(`the ${what} at offset ${offset} failed authentication`, { ...where, offset, cause });
+    }
+  };
+  const lockedDomainKey = await sealedField('domain-key field', AD.domainKey);
+  const header: BackupHeader = { version: pre.version, salt: pre.salt, lockedDomainKey, headerBytes: 0 };
+  if (pre.version === 1) {
+    header.deviceId = (await sealedField('device-id field', AD.deviceId)).toString('latin1');
+    header.configStoreKey = await sealedField('config-store-key field', AD.configStoreKey);
+  }
+  header.headerBytes = src.offset;
+  return header;
+}
+
+class StreamingBackupReader implements BackupReader {
+  private started = false;
+  private closed = false;
+  private index = 0;
+
+  constructor(
+    private readonly src: ByteSource,
+    readonly header: BackupHeader,
+    readonly backupKey: Buffer,
+    readonly scrypt: ScryptParams,
+    private readonly ownsKey: boolean,
+    private readonly where: NhrErrorOptions,
+  ) {}
+
+  get bytesRead(): number {
+    return this.src.offset;
+  }
+
+  async *entries(): AsyncGenerator<BackupEntry> {
+    if (this.started) throw new InternalError('BackupReader.entries() can be iterated only once');
+    this.started = true;
+    for (;;) {
+      if (this.closed) throw new InternalError('BackupReader.entries() used after close()');
+      const entry = await this.next();
+      if (entry === null) return;
+      yield entry;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ownsKey) this.backupKey.fill(0);
+    await this.src.close();
+  }
+
+  /** Reads, authenticates and parses the next entry; null after the last one (v0: EOF, v1: marker + trailer). */
+  private async next(): Promise<BackupEntry | null> {
+    const { src, index } = this;
+    const offset = src.offset;
+    const lenBuf = await src.read(3);
+    if (lenBuf.length === 0) {
+      if (this.header.version === 0) return null;
+      throw this.truncated(`backup ends at offset ${offset} after ${index} entries, without the end marker and trailer`);
+    }
+    if (lenBuf.length < 3) throw this.truncated(`backup ends at offset ${src.offset}, inside the length of entry ${index} (offset ${offset})`);
+    const len = readU24(lenBuf);
+    if (len === 0 && this.header.version === 1) {
+      await this.readTrailer(offset);
+      return null;
+    }
+    if (len <= GCM_OVERHEAD) {
+      throw this.corrupted(`entry ${index} at offset ${offset} has impossible length ${len}`, offset);
+    }
+    const sealed = await src.read(len);
+    if (sealed.length < len) {
+      throw this.truncated(`backup ends at offset ${src.offset}, inside entry ${index} at offset ${offset} (${len} bytes announced)`);
+    }
+    let pt: Buffer;
+    try {
+      pt = gcmOpen(this.backupKey, AD.entry, sealed);
+    } catch (cause) {
+      throw this.corrupted(`entry ${index} at offset ${offset} failed authentication`, offset, cause);
+    }
+    const pathLen = pt.length >= 3 ? readU24(pt) : -1;
+    if (pathLen < 1 || 3 + pathLen > pt.length) {
+      throw this.corrupted(`entry ${index} at offset ${offset} has an impossible path length`, offset);
+    }
+    let path: string;
+    try {
+      path = pathDecoder.decode(pt.subarray(3, 3 + pathLen));
+    } catch {
+      path = '';
+    }
+    if (!path.startsWith('/')) {
+      throw this.corrupted(`entry ${index} at offset ${offset} has a path that is not an absolute UTF-8 KV path`, offset);
+    }
+    this.index++;
+    return { index, offset, path, value: pt.subarray(3 + pathLen), size: 3 + len };
+  }
+
+  private async readTrailer(markerOffset: number): Promise<void> {
+    const trailerOffset = markerOffset + 3;
+    const t = await this.src.read(BACKUP_TRAILER_BYTES.length);
+    if (t.length < BACKUP_TRAILER_BYTES.length) {
+      throw this.truncated(
+        `backup ends at offset ${this.src.offset}: the trailer after the end marker at offset ${markerOffset} is missing or cut short`,
+      );
+    }
+    if (!t.equals(BACKUP_TRAILER_BYTES)) {
+      throw this.truncated(`the trailer at offset ${trailerOffset} is wrong (expected "_NETHSM_BACKUP_END_")`, trailerOffset);
+    }
+    if (!(await this.src.atEnd())) {
+      throw this.corrupted(`unexpected data after the trailer, at offset ${this.src.offset}`, this.src.offset);
+    }
+  }
+
+  private truncated(message: string, offset = this.src.offset): BackupTruncatedError {
+    return new BackupTruncatedError(message, { ...this.where, offset });
+  }
+
+  private corrupted(message: string, offset: number, cause?: unknown): BackupCorruptedError {
+    return new BackupCorruptedError(message, { ...this.where, offset, entryIndex: this.index, cause });
+  }
+}

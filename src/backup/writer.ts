@@ -1,0 +1,219 @@
+/**
+ * Streaming writer of version-1 NetHSM backup files (layout in ./format.ts and docs/backup-format.md).
+ * Entries are written in the order given: callers supply the firmware's order (see compareBackupPaths).
+ */
+import { randomBytes } from 'node:crypto';
+import { finished } from 'node:stream/promises';
+import { InputInvalidError, InternalError } from '../errors.js';
+import { BACKUP_KEY_LENGTH, deriveBackupKey, gcmSeal } from './crypto.js';
+import {
+  AD,
+  BACKUP_MAGIC_BYTES,
+  BACKUP_TRAILER_BYTES,
+  END_MARKER,
+  frameField,
+  GCM_OVERHEAD,
+  PRODUCTION_SCRYPT,
+  SALT_LENGTH,
+  type ScryptParams,
+  U24_MAX,
+  WRITE_VERSION,
+  writeU24,
+} from './format.js';
+
+export { compareBackupPaths } from './format.js';
+
+export interface BackupWriterOptions {
+  /** A derived key (32 bytes) with the salt it was derived with; the writer copies the key. */
+  backupKey?: Buffer;
+  salt?: Buffer;
+  /** Otherwise: derive from this passphrase, with `salt` if given (16 bytes), else a fresh random salt. */
+  passphrase?: string | Buffer;
+  /** KDF parameters for the passphrase (default PRODUCTION_SCRYPT). */
+  scrypt?: ScryptParams;
+  /** Header fields, passed through from a source backup. */
+  lockedDomainKey: Buffer;
+  deviceId: string;
+  configStoreKey: Buffer;
+}
+
+export interface BackupWriter {
+  /** Seals and writes one entry; resolves once the sink accepts more (back-pressure). Throws on a bad path/size. */
+  writeEntry(path: string, value: Buffer): Promise<void>;
+  /** Writes the end marker and trailer, ends the sink and waits until it has finished; zeroes the key. */
+  finish(): Promise<void>;
+  /** Gives up: zeroes the key and refuses further writes; the sink is left to the caller (destroy it, remove the file). */
+  abort(): void;
+  readonly entriesWritten: number;
+  readonly bytesWritten: number;
+}
+
+/** Largest value that fits an entry with `pathBytes` bytes of path: the sealed field length is a u24. */
+function maxValueLength(pathBytes: number): number {
+  return U24_MAX - GCM_OVERHEAD - 3 - pathBytes;
+}
+
+/**
+ * Validates options, derives (or copies) the key and writes the header (magic, salt, version, domain key, device id,
+ * config-store key). Throws InputInvalidError on missing/ill-sized options, InternalError when a given key or
+ * config-store key is all zeros (it was zeroed by a closed reader: copy it before closing), or the sink's error.
+ */
+export async function createBackupWriter(sink: NodeJS.WritableStream, options: BackupWriterOptions): Promise<BackupWriter> {
+  const { key, salt } = await keyAndSalt(options);
+  try {
+    checkHeaderFields(options);
+    const w = new StreamingBackupWriter(sink, key);
+    await w.writeHeader(salt, options);
+    return w;
+  } catch (err) {
+    key.fill(0);
+    throw err;
+  }
+}
+
+async function keyAndSalt(o: BackupWriterOptions): Promise<{ key: Buffer; salt: Buffer }> {
+  const bad = (msg: string): InputInvalidError =>
+    new InputInvalidError(`backup writer: ${msg}`, { hint: 'Pass either backupKey with its salt, or a passphrase.' });
+  if (o.salt !== undefined && o.salt.length !== SALT_LENGTH) throw bad(`salt must be ${SALT_LENGTH} bytes, got ${o.salt.length}`);
+  if (o.backupKey !== undefined) {
+    if (o.passphrase !== undefined) throw bad('give backupKey or passphrase, not both');
+    if (o.salt === undefined) throw bad('backupKey needs the salt it was derived with');
+    if (o.backupKey.length !== BACKUP_KEY_LENGTH) throw bad(`backupKey must be ${BACKUP_KEY_LENGTH} bytes, got ${o.backupKey.length}`);
+    if (isAllZero(o.backupKey)) {
+      throw new InternalError('backup writer: backupKey is all zeros (zeroed by BackupReader.close()? copy it before closing)');
+    }
+    return { key: Buffer.from(o.backupKey), salt: o.salt };
+  }
+  if (o.passphrase === undefined) throw bad('needs backupKey and salt, or a passphrase');
+  const salt = o.salt ?? randomBytes(SALT_LENGTH);
+  return { key: await deriveBackupKey(o.passphrase, salt, o.scrypt ?? PRODUCTION_SCRYPT), salt };
+}
+
+function checkHeaderFields(o: BackupWriterOptions): void {
+  const bad = (msg: string): InputInvalidError => new InputInvalidError(`backup writer: ${msg}`);
+  if (!Buffer.isBuffer(o.lockedDomainKey) || o.lockedDomainKey.length === 0 || o.lockedDomainKey.length > 4000) {
+    throw bad('lockedDomainKey must be 1..4000 bytes');
+  }
+  if (typeof o.deviceId !== 'string' || !/^[\x20-\x7e]{1,1000}$/.test(o.deviceId)) {
+    throw bad('deviceId must be 1..1000 printable ASCII characters');
+  }
+  if (!Buffer.isBuffer(o.configStoreKey) || o.configStoreKey.length === 0 || o.configStoreKey.length > 4000) {
+    throw bad('configStoreKey must be 1..4000 bytes');
+  }
+  if (isAllZero(o.configStoreKey)) {
+    throw new InternalError('backup writer: configStoreKey is all zeros (zeroed after use? pass a live copy)');
+  }
+}
+
+function isAllZero(b: Buffer): boolean {
+  for (const x of b) if (x !== 0) return false;
+  return true;
+}
+
+class StreamingBackupWriter implements BackupWriter {
+  entriesWritten = 0;
+  bytesWritten = 0;
+  private state: 'open' | 'finished' | 'aborted' = 'open';
+  private sinkError: unknown;
+  private readonly onError = (err: unknown): void => {
+    this.sinkError ??= err;
+  };
+
+  constructor(
+    private readonly sink: NodeJS.WritableStream,
+    private readonly key: Buffer,
+  ) {
+    // Keeps a sink error from being an unhandled 'error' event; it is rethrown by the next write.
+    sink.on('error', this.onError);
+  }
+
+  async writeHeader(salt: Buffer, o: BackupWriterOptions): Promise<void> {
+    const head = Buffer.concat([BACKUP_MAGIC_BYTES, Buffer.from([WRITE_VERSION]), frameField(salt)]);
+    await this.write(
+      Buffer.concat([
+        head,
+        frameField(gcmSeal(this.key, AD.version, Buffer.from([WRITE_VERSION]))),
+        frameField(gcmSeal(this.key, AD.domainKey, o.lockedDomainKey)),
+        frameField(gcmSeal(this.key, AD.deviceId, Buffer.from(o.deviceId, 'latin1'))),
+        frameField(gcmSeal(this.key, AD.configStoreKey, o.configStoreKey)),
+      ]),
+    );
+  }
+
+  async writeEntry(path: string, value: Buffer): Promise<void> {
+    this.checkOpen('writeEntry');
+    if (typeof path !== 'string' || !path.startsWith('/') || path.length < 2) {
+      throw new InputInvalidError(`backup writer: entry path must be an absolute KV path, got ${JSON.stringify(path)}`);
+    }
+    const pathBytes = Buffer.from(path, 'utf8');
+    if (value.length > maxValueLength(pathBytes.length)) {
+      throw new InputInvalidError(`backup writer: entry ${path} is too large (${value.length} bytes; a field is under 16 MiB)`);
+    }
+    const pt = Buffer.allocUnsafe(3 + pathBytes.length + value.length);
+    writeU24(pt, pathBytes.length);
+    pathBytes.copy(pt, 3);
+    value.copy(pt, 3 + pathBytes.length);
+    const sealed = gcmSeal(this.key, AD.entry, pt);
+    const lenBuf = Buffer.allocUnsafe(3);
+    writeU24(lenBuf, sealed.length);
+    this.sinkWrite(lenBuf);
+    await this.write(sealed);
+    this.entriesWritten++;
+  }
+
+  async finish(): Promise<void> {
+    this.checkOpen('finish');
+    this.state = 'finished';
+    this.key.fill(0);
+    try {
+      this.sinkWrite(Buffer.concat([END_MARKER, BACKUP_TRAILER_BYTES]));
+      this.sink.end();
+      await finished(this.sink);
+      if (this.sinkError !== undefined) throw this.sinkError;
+    } finally {
+      this.sink.removeListener('error', this.onError);
+    }
+  }
+
+  abort(): void {
+    if (this.state !== 'open') return;
+    this.state = 'aborted';
+    this.key.fill(0);
+  }
+
+  private checkOpen(op: string): void {
+    if (this.state !== 'open') throw new InternalError(`BackupWriter.${op}() after ${this.state === 'finished' ? 'finish()' : 'abort()'}`);
+    if (this.sinkError !== undefined) throw this.sinkError;
+  }
+
+  /** Writes without waiting; returns whether the sink wants us to wait for 'drain'. */
+  private sinkWrite(buf: Buffer): boolean {
+    this.bytesWritten += buf.length;
+    return this.sink.write(buf);
+  }
+
+  private async write(buf: Buffer): Promise<void> {
+    if (!this.sinkWrite(buf)) await this.drained();
+    if (this.sinkError !== undefined) throw this.sinkError;
+  }
+
+  /** Waits for 'drain'; rejects on the sink's error or when it closes first (a destroyed sink never drains). */
+  private drained(): Promise<void> {
+    const sink = this.sink;
+    return new Promise<void>((resolve, reject) => {
+      const done = (err?: unknown): void => {
+        sink.removeListener('drain', onDrain);
+        sink.removeListener('error', onErr);
+        sink.removeListener('close', onClose);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const onDrain = (): void => done();
+      const onErr = (err: unknown): void => done(err);
+      const onClose = (): void => done(new InternalError('backup writer: the sink closed before it drained'));
+      sink.on('drain', onDrain);
+      sink.on('error', onErr);
+      sink.on('close', onClose);
+    });
+  }
+}
