@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import { InputInvalidError } from '../errors.js';
+import { waitFor } from '../../test/helpers/wait.js';
+import { Scheduler, assertValidCron } from './scheduler.js';
+
+describe('scheduler', () => {
+  it('runs a job on its cron schedule and stops on close', async () => {
+    let runs = 0;
+    const s = new Scheduler({ jobs: [{ name: 'alpha', schedule: '* * * * * *', run: async () => void runs++ }] });
+    await s.start();
+    await s.start();
+    expect(s.nextRun('alpha')).toBeInstanceOf(Date);
+    await waitFor(() => runs >= 1, 'first run', 5000);
+    await s.close();
+    const after = runs;
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(runs).toBe(after);
+    expect(s.nextRun('alpha')).toBeNull();
+  });
+
+  it('never overlaps a job with itself and survives a failing run', async () => {
+    let active = 0;
+    let maxActive = 0;
+    let runs = 0;
+    const s = new Scheduler({
+      jobs: [
+        {
+          name: 'slow',
+          schedule: '* * * * * *',
+          run: async () => {
+            active++;
+            maxActive = Math.max(maxActive, active);
+            runs++;
+            await new Promise((r) => setTimeout(r, 1500));
+            active--;
+            if (runs === 1) throw new Error('first run fails');
+          },
+        },
+      ],
+    });
+    await s.start();
+    await waitFor(() => runs >= 2, 'second run', 8000);
+    await s.close();
+    expect(maxActive).toBe(1);
+  });
+
+  it('refuses an invalid cron expression, naming it', () => {
+    expect(() => assertValidCron('*/5 * *', 'namespaces[0].schedule')).toThrow(InputInvalidError);
+    expect(() => new Scheduler({ jobs: [{ name: 'x', schedule: 'every minute', run: async () => 0 }] })).toThrow(/"every minute" is not a valid cron/);
+  });
+});

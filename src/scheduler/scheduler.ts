@@ -1,0 +1,65 @@
+/**
+ * Cron jobs (node-cron), one per namespace schedule. A job never overlaps itself: a sync still running when the next
+ * tick comes skips that tick. Failures are logged and left to the job's own retry logic.
+ * Long-lived part with idempotent start()/close().
+ */
+import cron, { type ScheduledTask } from 'node-cron';
+import { InputInvalidError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+
+export interface Job {
+  name: string;
+  /** 5-field (minute) or 6-field (second) cron expression. */
+  schedule: string;
+  run(): Promise<unknown>;
+}
+
+export interface SchedulerOptions {
+  jobs: Job[];
+  timezone?: string;
+  logger?: Logger;
+}
+
+/** Throws InputInvalidError naming the expression when node-cron would refuse it. Pure. */
+export function assertValidCron(expression: string, where: string): void {
+  if (!cron.validate(expression)) throw new InputInvalidError(`${where} "${expression}" is not a valid cron expression`);
+}
+
+export class Scheduler {
+  private tasks = new Map<string, ScheduledTask>();
+  private readonly log: Logger;
+
+  constructor(private readonly options: SchedulerOptions) {
+    this.log = options.logger ?? silentLogger;
+    for (const job of options.jobs) assertValidCron(job.schedule, `schedule of ${job.name}`);
+  }
+
+  async start(): Promise<void> {
+    if (this.tasks.size > 0) return;
+    for (const job of this.options.jobs) {
+      const task = cron.schedule(
+        job.schedule,
+        async () => {
+          try {
+            await job.run();
+          } catch (err) {
+            this.log.warn({ job: job.name, err }, 'scheduled job failed');
+          }
+        },
+        { name: job.name, noOverlap: true, unref: true, suppressMissedWarning: true, ...(this.options.timezone ? { timezone: this.options.timezone } : {}) },
+      );
+      this.tasks.set(job.name, task);
+    }
+  }
+
+  /** When `name` runs next, or null when it is not scheduled. */
+  nextRun(name: string): Date | null {
+    return this.tasks.get(name)?.getNextRun() ?? null;
+  }
+
+  async close(): Promise<void> {
+    const tasks = [...this.tasks.values()];
+    this.tasks.clear();
+    await Promise.all(tasks.map((t) => t.destroy()));
+  }
+}
