@@ -1,0 +1,449 @@
+/**
+ * Every metric the replicator exports, created on one injected prom-client {@link Registry}
+ * (never prom-client's global registry, so tests and several daemons in one process never collide).
+ *
+ * Naming: prefix `nethsm_replicator_`, counters end in `_total`, durations and ages in `_seconds`,
+ * timestamps in `_timestamp_seconds` (Unix time). Labels are bounded: `namespace` and `member` come from the
+ * config, `role`, `outcome`, `reason`, `status`, `kind` and `class` from the closed sets exported below. Key ids,
+ * user names and error messages never become label values. `docs/metrics.md` lists every metric (a test checks it).
+ */
+import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+import { VERSION } from '../version.js';
+
+export const METRIC_PREFIX = 'nethsm_replicator_';
+
+/** Roles of a namespace at this site (ARCHITECTURE "Roles, epochs, failover"). */
+export const ROLES = ['primary', 'replica', 'fenced'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Member states (ARCHITECTURE "Daemon surfaces": Luna-style HA member recovery). */
+export const MEMBER_STATUSES = ['ok', 'unreachable', 'recovering', 'fenced'] as const;
+export type MemberStatus = (typeof MEMBER_STATUSES)[number];
+
+/** `skipped`: the sync found nothing to do (the primary's snapshot was the one already applied). */
+export const SYNC_OUTCOMES = ['success', 'failure', 'skipped'] as const;
+export type SyncOutcome = (typeof SYNC_OUTCOMES)[number];
+
+/**
+ * Why a sync failed: a closed set so the label stays bounded. {@link syncFailureReason} maps errors to it.
+ * - `nethsm_unreachable`: the own NetHSM did not answer (network, timeout, TLS pin).
+ * - `nethsm_error`: the own NetHSM answered with an error or an invalid response.
+ * - `peer_unreachable`, `peer_error`: the same for the primary's daemon (peer API).
+ * - `backup_invalid`: a backup or namespace backup did not parse or authenticate.
+ * - `wrong_passphrase`: the replication or backup passphrase does not open the file.
+ * - `verify_failed`: the inventory after the restore does not match the snapshot.
+ * - `restore_guard`: entries outside the namespace changed or vanished around the merge-restore.
+ * - `epoch_conflict`: the peer speaks another epoch (fencing, stale primary).
+ * - `config`: the configuration or a secret is unusable.
+ * - `aborted`: shutdown or an operator's pause interrupted the sync.
+ * - `other`: anything else (see the logs).
+ */
+export const SYNC_FAILURE_REASONS = [
+  'nethsm_unreachable',
+  'nethsm_error',
+  'peer_unreachable',
+  'peer_error',
+  'backup_invalid',
+  'wrong_passphrase',
+  'verify_failed',
+  'restore_guard',
+  'epoch_conflict',
+  'config',
+  'aborted',
+  'other',
+] as const;
+export type SyncFailureReason = (typeof SYNC_FAILURE_REASONS)[number];
+
+/** Kinds of drift between a replica's inventory and its primary's. */
+export const DRIFT_KINDS = ['missing', 'extra', 'differs'] as const;
+export type DriftKind = (typeof DRIFT_KINDS)[number];
+
+/** Outcomes of applying one stream change. `duplicate`: already applied (at-least-once delivery), skipped. */
+export const STREAM_APPLY_OUTCOMES = ['applied', 'duplicate', 'failed'] as const;
+export type StreamApplyOutcome = (typeof STREAM_APPLY_OUTCOMES)[number];
+
+/** Gateway request classes and outcomes (issue 6). */
+export const GATEWAY_CLASSES = ['read', 'crypto', 'mutation', 'other'] as const;
+export type GatewayClass = (typeof GATEWAY_CLASSES)[number];
+export const GATEWAY_OUTCOMES = [
+  'forwarded', // answered by the own NetHSM (any status it gave)
+  'refused_replica', // mutation refused: the namespace is a replica here
+  'refused_fenced', // mutation refused: the namespace is fenced here
+  'forwarded_primary', // mutation forwarded to the primary's gateway
+  'held_timeout', // held during a merge-restore past the bound; 503 Retry-After
+  'error', // the NetHSM could not be reached, or the gateway failed
+] as const;
+export type GatewayOutcome = (typeof GATEWAY_OUTCOMES)[number];
+
+/** Label value for requests whose namespace is not configured here (keeps the label bounded). */
+export const UNKNOWN_NAMESPACE = '_other';
+
+/** Outcomes of a device restore (merge-restore or full restore). */
+export const RESTORE_OUTCOMES = ['success', 'failure'] as const;
+export type RestoreOutcome = (typeof RESTORE_OUTCOMES)[number];
+
+/** Sync durations: a device backup plus a restore takes seconds to many minutes on an appliance. */
+export const SYNC_DURATION_BUCKETS = [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600];
+
+export interface ReplicatorMetricsOptions {
+  /** The registry to create every metric on. */
+  registry: Registry;
+  /** Also collect prom-client's default process metrics (prefixed). Default true. */
+  processMetrics?: boolean;
+  /** Clock in milliseconds, for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+/** The handles; the helper methods below keep label values inside their closed sets. */
+export interface ReplicatorMetrics {
+  readonly registry: Registry;
+  readonly buildInfo: Gauge<'version'>;
+  readonly namespaceRole: Gauge<'namespace' | 'role'>;
+  readonly epoch: Gauge<'namespace'>;
+  readonly namespacePaused: Gauge<'namespace'>;
+  readonly replicationLagSeconds: Gauge<'namespace'>;
+  readonly lagLimitSeconds: Gauge<'namespace'>;
+  readonly lastSuccessfulSyncTimestampSeconds: Gauge<'namespace'>;
+  readonly syncInProgress: Gauge<'namespace'>;
+  readonly syncDurationSeconds: Histogram<'namespace' | 'outcome'>;
+  readonly syncsTotal: Counter<'namespace' | 'outcome'>;
+  readonly syncFailuresTotal: Counter<'namespace' | 'reason'>;
+  readonly memberUp: Gauge<'member'>;
+  readonly memberStatus: Gauge<'member' | 'status'>;
+  readonly memberConsecutiveFailures: Gauge<'member'>;
+  readonly promotionsTotal: Counter<'namespace'>;
+  readonly fencingsTotal: Counter<'namespace'>;
+  readonly driftEntries: Gauge<'namespace' | 'kind'>;
+  readonly restoresTotal: Counter<'namespace' | 'outcome'>;
+  readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
+  readonly streamPositionSeq: Gauge<'namespace'>;
+  readonly streamChangesBehind: Gauge<'namespace'>;
+  readonly streamLagSeconds: Gauge<'namespace'>;
+  readonly streamLastHeartbeatTimestampSeconds: Gauge<'namespace'>;
+  readonly streamChangesAppliedTotal: Counter<'namespace' | 'outcome'>;
+  readonly gatewayRequestsTotal: Counter<'namespace' | 'class' | 'outcome'>;
+
+  /** Sets `namespace_role` to 1 for `role` and 0 for the other roles, and the epoch. Idempotent. */
+  setRole(namespace: string, role: Role, epoch: number): void;
+  /**
+   * Records what point in the primary's time the replica's data reflects (Unix seconds: the time of the snapshot
+   * or of the last stream change applied). `replication_lag_seconds` is computed from it at each scrape, so the
+   * lag keeps growing while syncs fail. `null` (primary, or never synced) removes the series.
+   */
+  setReplicaDataTime(namespace: string, asOfSeconds: number | null): void;
+  /** Counts a finished sync and observes its duration; `success` also sets the last-success timestamp. */
+  observeSync(namespace: string, outcome: SyncOutcome, durationSeconds: number, reason?: SyncFailureReason): void;
+  /** Sets `member_up` (1 only for `ok`), `member_status` (1 for the current status) and the failure streak. */
+  setMemberStatus(member: string, status: MemberStatus, consecutiveFailures: number): void;
+  /** Sets the drift counts found by the last verification or anti-entropy pass. */
+  setDrift(namespace: string, counts: Partial<Record<DriftKind, number>>): void;
+  /** Removes every series of a namespace (when it leaves the config). Idempotent. */
+  removeNamespace(namespace: string): void;
+  /** Removes every series of a member (when it leaves the config). Idempotent. */
+  removeMember(member: string): void;
+}
+
+type SeriesTable = Partial<Record<keyof ReplicatorMetrics, Record<string, readonly string[]>>>;
+
+/**
+ * For each per-namespace metric, the closed sets of its other labels, so removeNamespace() can remove every series
+ * through prom-client's public remove() (removing a label set that was never set is a no-op).
+ */
+const NAMESPACE_SERIES: SeriesTable = {
+  namespaceRole: { role: ROLES },
+  epoch: {},
+  namespacePaused: {},
+  replicationLagSeconds: {},
+  lagLimitSeconds: {},
+  lastSuccessfulSyncTimestampSeconds: {},
+  syncInProgress: {},
+  syncDurationSeconds: { outcome: SYNC_OUTCOMES },
+  syncsTotal: { outcome: SYNC_OUTCOMES },
+  syncFailuresTotal: { reason: SYNC_FAILURE_REASONS },
+  promotionsTotal: {},
+  fencingsTotal: {},
+  driftEntries: { kind: DRIFT_KINDS },
+  restoresTotal: { outcome: RESTORE_OUTCOMES },
+  restoreForeignEntriesLostTotal: {},
+  streamPositionSeq: {},
+  streamChangesBehind: {},
+  streamLagSeconds: {},
+  streamLastHeartbeatTimestampSeconds: {},
+  streamChangesAppliedTotal: { outcome: STREAM_APPLY_OUTCOMES },
+  gatewayRequestsTotal: { class: GATEWAY_CLASSES, outcome: GATEWAY_OUTCOMES },
+};
+
+const MEMBER_SERIES: SeriesTable = {
+  memberUp: {},
+  memberStatus: { status: MEMBER_STATUSES },
+  memberConsecutiveFailures: {},
+};
+
+/** Every combination of the given closed label sets, each extended with `fixed`. */
+function labelCombinations(fixed: Record<string, string>, dims: Record<string, readonly string[]>): Record<string, string>[] {
+  let out: Record<string, string>[] = [{ ...fixed }];
+  for (const [label, values] of Object.entries(dims)) {
+    out = out.flatMap((partial) => values.map((v) => ({ ...partial, [label]: v })));
+  }
+  return out;
+}
+
+type AnyMetric = { remove(labels: Record<string, string>): void };
+
+function removeSeries(handles: Record<string, unknown>, series: SeriesTable, fixed: Record<string, string>): void {
+  for (const [key, dims] of Object.entries(series)) {
+    const metric = handles[key] as AnyMetric;
+    for (const labels of labelCombinations(fixed, dims)) metric.remove(labels);
+  }
+}
+
+/**
+ * Creates every replicator metric on `options.registry`.
+ * Throws prom-client's Error when called twice on one registry (metric names already registered).
+ */
+export function createReplicatorMetrics(options: ReplicatorMetricsOptions): ReplicatorMetrics {
+  const registers = [options.registry];
+  const now = options.now ?? Date.now;
+  const name = (n: string): string => `${METRIC_PREFIX}${n}`;
+  // Replica data times, kept here so the lag is computed at scrape time (see setReplicaDataTime).
+  const dataTimes = new Map<string, number>();
+
+  if (options.processMetrics !== false) {
+    collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
+  }
+
+  const buildInfo = new Gauge({
+    name: name('build_info'),
+    help: 'Always 1; the version label names the running replicator.',
+    labelNames: ['version'],
+    registers,
+  });
+  buildInfo.set({ version: VERSION }, 1);
+
+  const replicationLagSeconds = new Gauge({
+    name: name('replication_lag_seconds'),
+    help: 'Seconds between now and the point in the primary\'s time that this replica\'s data reflects (replicas only).',
+    labelNames: ['namespace'],
+    registers,
+    collect() {
+      const t = now() / 1000;
+      for (const [namespace, asOf] of dataTimes) this.set({ namespace }, Math.max(0, t - asOf));
+    },
+  });
+
+  const m = {
+    registry: options.registry,
+    buildInfo,
+    namespaceRole: new Gauge({
+      name: name('namespace_role'),
+      help: 'Role of the namespace at this site: 1 for the current role, 0 for the others.',
+      labelNames: ['namespace', 'role'],
+      registers,
+    }),
+    epoch: new Gauge({
+      name: name('epoch'),
+      help: 'Current epoch of the namespace as known at this site.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    namespacePaused: new Gauge({
+      name: name('namespace_paused'),
+      help: '1 while replication of the namespace is paused by an operator, else 0.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    replicationLagSeconds,
+    lagLimitSeconds: new Gauge({
+      name: name('lag_limit_seconds'),
+      help: 'Configured lag limit of the namespace (promote refuses beyond it; alerts compare the lag with it).',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    lastSuccessfulSyncTimestampSeconds: new Gauge({
+      name: name('last_successful_sync_timestamp_seconds'),
+      help: 'Unix time of the last successful sync of the namespace at this site.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    syncInProgress: new Gauge({
+      name: name('sync_in_progress'),
+      help: '1 while a sync of the namespace runs at this site, else 0.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    syncDurationSeconds: new Histogram({
+      name: name('sync_duration_seconds'),
+      help: 'Duration of finished syncs (snapshot fetch, merge, restore, verify).',
+      labelNames: ['namespace', 'outcome'],
+      buckets: SYNC_DURATION_BUCKETS,
+      registers,
+    }),
+    syncsTotal: new Counter({
+      name: name('syncs_total'),
+      help: 'Finished syncs by outcome (success, failure, skipped).',
+      labelNames: ['namespace', 'outcome'],
+      registers,
+    }),
+    syncFailuresTotal: new Counter({
+      name: name('sync_failures_total'),
+      help: 'Failed syncs by reason (a closed set; details are in the logs).',
+      labelNames: ['namespace', 'reason'],
+      registers,
+    }),
+    memberUp: new Gauge({
+      name: name('member_up'),
+      help: '1 when the member (own NetHSM or a peer) is ok, else 0.',
+      labelNames: ['member'],
+      registers,
+    }),
+    memberStatus: new Gauge({
+      name: name('member_status'),
+      help: 'Member status (ok, unreachable, recovering, fenced): 1 for the current status, 0 for the others.',
+      labelNames: ['member', 'status'],
+      registers,
+    }),
+    memberConsecutiveFailures: new Gauge({
+      name: name('member_consecutive_failures'),
+      help: 'Failed checks of the member since it was last ok.',
+      labelNames: ['member'],
+      registers,
+    }),
+    promotionsTotal: new Counter({
+      name: name('promotions_total'),
+      help: 'Promotions of the namespace to primary at this site.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    fencingsTotal: new Counter({
+      name: name('fencings_total'),
+      help: 'Times this site was fenced for the namespace (it met a higher epoch while primary).',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    driftEntries: new Gauge({
+      name: name('drift_entries'),
+      help: 'Entries that differ from the primary, found by the last verification or anti-entropy pass, by kind.',
+      labelNames: ['namespace', 'kind'],
+      registers,
+    }),
+    restoresTotal: new Counter({
+      name: name('restores_total'),
+      help: 'Restores into the own NetHSM (merge-restores for a namespace) by outcome.',
+      labelNames: ['namespace', 'outcome'],
+      registers,
+    }),
+    restoreForeignEntriesLostTotal: new Counter({
+      name: name('restore_foreign_entries_lost_total'),
+      help: 'Entries outside the replicated namespace found missing or changed after a merge-restore (the kept backup holds them).',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    streamPositionSeq: new Gauge({
+      name: name('stream_position_seq'),
+      help: 'Sequence number of the last stream change applied (replica) or logged (primary) in the current epoch.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    streamChangesBehind: new Gauge({
+      name: name('stream_changes_behind'),
+      help: 'Changes the primary has logged that this replica has not applied yet.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    streamLagSeconds: new Gauge({
+      name: name('stream_lag_seconds'),
+      help: 'Age of the oldest change not yet applied (0 when caught up).',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    streamLastHeartbeatTimestampSeconds: new Gauge({
+      name: name('stream_last_heartbeat_timestamp_seconds'),
+      help: 'Unix time of the last heartbeat or change received on the namespace\'s stream.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    streamChangesAppliedTotal: new Counter({
+      name: name('stream_changes_applied_total'),
+      help: 'Stream changes handled by outcome (applied, duplicate, failed).',
+      labelNames: ['namespace', 'outcome'],
+      registers,
+    }),
+    gatewayRequestsTotal: new Counter({
+      name: name('gateway_requests_total'),
+      help: 'Gateway requests by namespace (_other when not configured here), class and outcome.',
+      labelNames: ['namespace', 'class', 'outcome'],
+      registers,
+    }),
+  };
+
+  return {
+    ...m,
+    setRole(namespace, role, epoch) {
+      for (const r of ROLES) m.namespaceRole.set({ namespace, role: r }, r === role ? 1 : 0);
+      m.epoch.set({ namespace }, epoch);
+    },
+    setReplicaDataTime(namespace, asOfSeconds) {
+      if (asOfSeconds === null || !Number.isFinite(asOfSeconds)) {
+        dataTimes.delete(namespace);
+        replicationLagSeconds.remove({ namespace });
+      } else {
+        dataTimes.set(namespace, asOfSeconds);
+      }
+    },
+    observeSync(namespace, outcome, durationSeconds, reason) {
+      m.syncsTotal.inc({ namespace, outcome });
+      if (Number.isFinite(durationSeconds) && durationSeconds >= 0) {
+        m.syncDurationSeconds.observe({ namespace, outcome }, durationSeconds);
+      }
+      if (outcome === 'failure') m.syncFailuresTotal.inc({ namespace, reason: reason ?? 'other' });
+      if (outcome === 'success') m.lastSuccessfulSyncTimestampSeconds.set({ namespace }, now() / 1000);
+    },
+    setMemberStatus(member, status, consecutiveFailures) {
+      m.memberUp.set({ member }, status === 'ok' ? 1 : 0);
+      for (const s of MEMBER_STATUSES) m.memberStatus.set({ member, status: s }, s === status ? 1 : 0);
+      m.memberConsecutiveFailures.set({ member }, consecutiveFailures);
+    },
+    setDrift(namespace, counts) {
+      for (const kind of DRIFT_KINDS) m.driftEntries.set({ namespace, kind }, counts[kind] ?? 0);
+    },
+    removeNamespace(namespace) {
+      dataTimes.delete(namespace);
+      removeSeries(m, NAMESPACE_SERIES, { namespace });
+    },
+    removeMember(member) {
+      removeSeries(m, MEMBER_SERIES, { member });
+    },
+  };
+}
+
+/**
+ * Maps an error to a {@link SyncFailureReason} by its `NHR_ERR_<AREA>_<PROBLEM>` code, so new error classes in a
+ * known area land in the right reason without touching this module. Never throws.
+ */
+export function syncFailureReason(err: unknown): SyncFailureReason {
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  if (typeof code !== 'string') return 'other';
+  const exact: Record<string, SyncFailureReason> = {
+    NHR_ERR_NETHSM_UNREACHABLE: 'nethsm_unreachable',
+    NHR_ERR_NETHSM_TIMEOUT: 'nethsm_unreachable',
+    NHR_ERR_NETHSM_TLS_PIN_MISMATCH: 'nethsm_unreachable',
+    NHR_ERR_BACKUP_WRONG_PASSPHRASE: 'wrong_passphrase',
+  };
+  const hit = exact[code];
+  if (hit) return hit;
+  const prefixes: [string, SyncFailureReason][] = [
+    ['NHR_ERR_NETHSM_', 'nethsm_error'],
+    ['NHR_ERR_PEER_UNREACHABLE', 'peer_unreachable'],
+    ['NHR_ERR_PEER_TIMEOUT', 'peer_unreachable'],
+    ['NHR_ERR_PEER_', 'peer_error'],
+    ['NHR_ERR_BACKUP_', 'backup_invalid'],
+    ['NHR_ERR_VERIFY_', 'verify_failed'],
+    ['NHR_ERR_RESTORE_', 'restore_guard'],
+    ['NHR_ERR_ROLE_', 'epoch_conflict'],
+    ['NHR_ERR_EPOCH_', 'epoch_conflict'],
+    ['NHR_ERR_CONFIG_', 'config'],
+    ['NHR_ERR_ABORTED', 'aborted'],
+  ];
+  for (const [prefix, reason] of prefixes) if (code.startsWith(prefix)) return reason;
+  return 'other';
+}
