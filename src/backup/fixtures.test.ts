@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { PRODUCTION_SCRYPT, TEST_SCRYPT } from './format.js';
+import { compareBackupPaths, PRODUCTION_SCRYPT, TEST_SCRYPT } from './format.js';
 import { openBackup, readBackupBuffer } from './reader.js';
 
 const repoRoot = path.resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -45,6 +45,20 @@ describe.skipIf(!present)(`firmware backup fixtures (${present ? 'present' : `SK
     const users = entries.filter((e) => e.path.startsWith('/authentication/')).map((e) => e.path.slice('/authentication/'.length));
     expect(users).toEqual(expect.arrayContaining(['namespace1~subadmin', 'namespace1~suboperator', 'namespace2~suboperator2']));
     expect(entries.map((e) => e.path)).toEqual(expect.arrayContaining(['/namespace/namespace1', '/namespace/namespace2']));
+  });
+
+  it('finds both firmware files in the order compareBackupPaths gives', async () => {
+    for (const [file, passphrase] of [
+      ['my_backup.bin', 'BackupPassphrase'],
+      ['v3.1_backup_full.bin', 'backupPassphrase'],
+    ] as const) {
+      const scrypt = file === 'my_backup.bin' ? PRODUCTION_SCRYPT : TEST_SCRYPT;
+      const { entries, backupKey } = await readBackupBuffer(readFileSync(path.join(fixtures, file)), { passphrase, scrypt });
+      backupKey.fill(0);
+      const paths = entries.map((e) => e.path);
+      expect(paths.length).toBeGreaterThan(5);
+      expect([...paths].sort(compareBackupPaths)).toEqual(paths);
+    }
   });
 
   it('opens v3.1_backup_full.bin directly with the test parameters and refuses it with production only', async () => {

@@ -392,7 +392,7 @@ class StreamingBackupReader implements BackupReader {
       throw this.truncated(`the trailer at offset ${trailerOffset} is wrong (expected "_NETHSM_BACKUP_END_")`, trailerOffset);
     }
     if (!(await this.src.atEnd())) {
-      throw this.corrupted(`unexpected data after the trailer, at offset ${this.src.offset}`, this.src.offset);
+      throw this.corrupted(`unexpected data after the trailer, at offset ${this.src.offset}`, this.src.offset, undefined, false);
     }
   }
 
@@ -400,7 +400,7 @@ class StreamingBackupReader implements BackupReader {
     return new BackupTruncatedError(message, { ...this.where, offset });
   }
 
-  private corrupted(message: string, offset: number, cause?: unknown): BackupCorruptedError {
-    return new BackupCorruptedError(message, { ...this.where, offset, entryIndex: this.index, cause });
+  private corrupted(message: string, offset: number, cause?: unknown, inEntry = true): BackupCorruptedError {
+    return new BackupCorruptedError(message, { ...this.where, offset, cause, ...(inEntry ? { entryIndex: this.index } : {}) });
   }
 }

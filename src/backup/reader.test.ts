@@ -1,0 +1,371 @@
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  BackupCorruptedError,
+  BackupNotABackupError,
+  BackupTruncatedError,
+  BackupUnsupportedVersionError,
+  BackupWrongPassphraseError,
+  InternalError,
+} from '../errors.js';
+import { deriveBackupKey, gcmSeal } from './crypto.js';
+import { AD, BACKUP_MAGIC, BACKUP_TRAILER, frameField, TEST_SCRYPT, writeU24 } from './format.js';
+import { openBackup, readBackupBuffer, type BackupEntry, type OpenBackupOptions } from './reader.js';
+
+const PW = 'correct horse';
+const salt = randomBytes(16);
+let key: Buffer;
+const opts: OpenBackupOptions = { passphrase: PW, scrypt: TEST_SCRYPT };
+
+const ENTRIES: [string, Buffer][] = [
+  ['/.initialized', Buffer.alloc(0)],
+  ['/authentication/.version', randomBytes(29)],
+  ['/authentication/admin', randomBytes(120)],
+  ['/config/version', Buffer.from('1')],
+  ['/key/.ns1/k1', randomBytes(300)],
+  ['/key/.version', randomBytes(29)],
+  ['/namespace/ns1', randomBytes(33)],
+];
+
+function entryPlaintext(p: string, v: Buffer): Buffer {
+  const pb = Buffer.from(p, 'utf8');
+  const u = Buffer.alloc(3);
+  writeU24(u, pb.length);
+  return Buffer.concat([u, pb, v]);
+}
+
+interface Craft {
+  version?: number;
+  innerVersion?: number;
+  entries?: Buffer[]; // sealed-entry plaintexts
+  end?: Buffer; // what follows the entries
+}
+
+/** Builds a backup byte by byte (independently of the writer), so malformed variants are easy. */
+function craft(c: Craft = {}): { bytes: Buffer; fieldOffsets: number[]; entryOffsets: number[] } {
+  const version = c.version ?? 1;
+  const parts: Buffer[] = [Buffer.from(BACKUP_MAGIC, 'latin1'), Buffer.from([version])];
+  const fieldOffsets: number[] = [];
+  let pos = 16;
+  const push = (b: Buffer, list: number[]): void => {
+    list.push(pos);
+    parts.push(b);
+    pos += b.length;
+  };
+  push(frameField(salt), fieldOffsets);
+  push(frameField(gcmSeal(key, AD.version, Buffer.from([c.innerVersion ?? version]))), fieldOffsets);
+  push(frameField(gcmSeal(key, AD.domainKey, randomBytes(60))), fieldOffsets);
+  if (version === 1) {
+    push(frameField(gcmSeal(key, AD.deviceId, Buffer.from('DEVICE0123'))), fieldOffsets);
+    push(frameField(gcmSeal(key, AD.configStoreKey, randomBytes(32))), fieldOffsets);
+  }
+  const entryOffsets: number[] = [];
+  for (const pt of c.entries ?? ENTRIES.map(([p, v]) => entryPlaintext(p, v))) {
+    push(frameField(gcmSeal(key, AD.entry, pt)), entryOffsets);
+  }
+  parts.push(c.end ?? (version === 1 ? Buffer.from(`\0\0\0${BACKUP_TRAILER}`, 'latin1') : Buffer.alloc(0)));
+  return { bytes: Buffer.concat(parts), fieldOffsets, entryOffsets };
+}
+
+function streamOf(bytes: Buffer, chunk = 7): PassThrough {
+  const s = new PassThrough();
+  for (let i = 0; i < bytes.length; i += chunk) s.write(bytes.subarray(i, i + chunk));
+  s.end();
+  return s;
+}
+
+/** Reads everything, returning what was yielded before the first error (and the error). */
+async function readAll(bytes: Buffer, o: OpenBackupOptions = opts): Promise<{ entries: BackupEntry[]; error?: unknown }> {
+  const entries: BackupEntry[] = [];
+  let reader;
+  try {
+    reader = await openBackup(streamOf(bytes, 64), o);
+    for await (const e of reader.entries()) entries.push(e);
+    return { entries };
+  } catch (error) {
+    return { entries, error };
+  } finally {
+    await reader?.close();
+  }
+}
+
+function flip(bytes: Buffer, at: number): Buffer {
+  const b = Buffer.from(bytes);
+  b[at] = (b[at] ?? 0) ^ 0x40;
+  return b;
+}
+
+beforeAll(async () => {
+  key = await deriveBackupKey(PW, salt, TEST_SCRYPT);
+});
+
+describe('openBackup: happy path', () => {
+  it('reads a version-1 file built byte by byte, with offsets and sizes of each entry', async () => {
+    const { bytes, entryOffsets } = craft();
+    const { entries, error } = await readAll(bytes);
+    expect(error).toBeUndefined();
+    expect(entries.map((e) => e.path)).toEqual(ENTRIES.map(([p]) => p));
+    entries.forEach((e, i) => {
+      expect(e.value.equals(ENTRIES[i]![1])).toBe(true);
+      expect(e.offset).toBe(entryOffsets[i]);
+    });
+  });
+
+  it('reads a version-0 file (no device id, no marker or trailer)', async () => {
+    const { bytes } = craft({ version: 0 });
+    const r = await readBackupBuffer(bytes, opts);
+    expect(r.header.version).toBe(0);
+    expect(r.header.deviceId).toBeUndefined();
+    expect(r.header.configStoreKey).toBeUndefined();
+    expect(r.entries.map((e) => e.path)).toEqual(ENTRIES.map(([p]) => p));
+  });
+
+  it('opens with a given backup key without a passphrase, and does not zero that key on close', async () => {
+    const given = Buffer.from(key);
+    const reader = await openBackup(streamOf(craft().bytes), { backupKey: given });
+    expect(reader.backupKey).toBe(given);
+    await reader.close();
+    expect(given.equals(key)).toBe(true);
+  });
+
+  it('zeroes the key it derived on close, and close is idempotent', async () => {
+    const reader = await openBackup(streamOf(craft().bytes), opts);
+    const k = reader.backupKey;
+    expect(k.equals(key)).toBe(true);
+    await reader.close();
+    await reader.close();
+    expect(k.every((b) => b === 0)).toBe(true);
+  });
+
+  it('pulls the source lazily and ends it on close (constant memory, nothing read ahead)', async () => {
+    const { bytes, entryOffsets } = craft();
+    let pulled = 0;
+    let finalized = false;
+    async function* source(): AsyncGenerator<Uint8Array> {
+      try {
+        for (let i = 0; i < bytes.length; i += 16) {
+          pulled += 16;
+          yield bytes.subarray(i, i + 16);
+        }
+      } finally {
+        finalized = true;
+      }
+    }
+    const reader = await openBackup(source(), opts);
+    const it = reader.entries();
+    const first = await it.next();
+    expect(first.value?.path).toBe('/.initialized');
+    expect(pulled).toBeLessThanOrEqual(entryOffsets[1]! + 16);
+    await reader.close();
+    expect(finalized).toBe(true);
+    await expect(it.next()).rejects.toBeInstanceOf(InternalError);
+  });
+
+  it('refuses to iterate entries twice', async () => {
+    const reader = await openBackup(streamOf(craft().bytes), opts);
+    for await (const _ of reader.entries()) void _;
+    await expect(reader.entries().next()).rejects.toBeInstanceOf(InternalError);
+    await reader.close();
+  });
+});
+
+describe('openBackup: refusals of the header', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'nhr-reader-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses an empty file as not a backup, naming the file', async () => {
+    const file = path.join(dir, 'empty.bin');
+    writeFileSync(file, '');
+    const err = await openBackup(file, opts).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BackupNotABackupError);
+    expect((err as BackupNotABackupError).message).toMatch(/empty/);
+    expect((err as BackupNotABackupError).path).toBe(file);
+  });
+
+  it('refuses a file with the wrong magic', async () => {
+    const { error } = await readAll(Buffer.concat([Buffer.from('_NETHSM_BACKUX_\x01'), randomBytes(200)]));
+    expect(error).toBeInstanceOf(BackupNotABackupError);
+    const { error: e2 } = await readAll(Buffer.from('PK\x03\x04 a zip file'));
+    expect(e2).toBeInstanceOf(BackupNotABackupError);
+  });
+
+  it('refuses version 2 (and 0xff) as unsupported', async () => {
+    for (const v of [2, 0xff]) {
+      const { error } = await readAll(craft({ version: v }).bytes);
+      expect(error).toBeInstanceOf(BackupUnsupportedVersionError);
+      expect((error as Error).message).toContain(`version ${v}`);
+    }
+  });
+
+  it('refuses a wrong passphrase (explicit test parameters)', async () => {
+    const { error, entries } = await readAll(craft().bytes, { passphrase: 'wrong', scrypt: TEST_SCRYPT });
+    expect(error).toBeInstanceOf(BackupWrongPassphraseError);
+    expect(entries).toEqual([]);
+  });
+
+  it('refuses a wrong passphrase after trying production then test parameters (auto)', async () => {
+    const { error } = await readAll(craft().bytes, { passphrase: 'wrong' });
+    expect(error).toBeInstanceOf(BackupWrongPassphraseError);
+    expect((error as Error).message).toMatch(/N=16384,r=8,p=16 and N=2,r=1,p=1/);
+  });
+
+  it('refuses a wrong backup key as a wrong passphrase', async () => {
+    const { error } = await readAll(craft().bytes, { backupKey: randomBytes(32) });
+    expect(error).toBeInstanceOf(BackupWrongPassphraseError);
+  });
+
+  it('refuses an inner version that differs from the header byte', async () => {
+    const { error } = await readAll(craft({ version: 1, innerVersion: 0 }).bytes);
+    expect(error).toBeInstanceOf(BackupCorruptedError);
+    expect((error as Error).message).toMatch(/differs from the header's version 1/);
+    const { error: e0 } = await readAll(craft({ version: 0, innerVersion: 1 }).bytes);
+    expect(e0).toBeInstanceOf(BackupCorruptedError);
+  });
+
+  it('maps a flipped byte in each header field to its error, with the field offset', async () => {
+    const { bytes, fieldOffsets } = craft();
+    const [saltAt, versionAt, domainAt, deviceAt, configAt] = fieldOffsets as [number, number, number, number, number];
+    // Salt and version field: the version field no longer authenticates, indistinguishable from a wrong passphrase.
+    expect((await readAll(flip(bytes, saltAt + 3 + 5))).error).toBeInstanceOf(BackupWrongPassphraseError);
+    expect((await readAll(flip(bytes, versionAt + 3 + 20))).error).toBeInstanceOf(BackupWrongPassphraseError);
+    // Length bytes of salt and version field: impossible lengths, refused before any scrypt.
+    for (const at of [saltAt + 2, versionAt + 2]) {
+      const { error } = await readAll(flip(bytes, at));
+      expect(error).toBeInstanceOf(BackupCorruptedError);
+      expect((error as BackupCorruptedError).offset).toBe(at - 2);
+    }
+    for (const at of [domainAt, deviceAt, configAt]) {
+      for (const delta of [3, 3 + 12, 3 + 30]) {
+        const { error, entries } = await readAll(flip(bytes, at + delta));
+        expect(error).toBeInstanceOf(BackupCorruptedError);
+        expect((error as BackupCorruptedError).offset).toBe(at);
+        expect((error as BackupCorruptedError).entryIndex).toBeUndefined();
+        expect((error as Error).message).toMatch(new RegExp(`field at offset ${at} failed authentication`));
+        expect(entries).toEqual([]);
+      }
+    }
+  });
+
+  it('refuses a header field with an impossible length', async () => {
+    const { bytes, fieldOffsets } = craft();
+    const b = Buffer.from(bytes);
+    writeU24(b, 10, fieldOffsets[2]!); // domain key field shorter than nonce + tag
+    const { error } = await readAll(b);
+    expect(error).toBeInstanceOf(BackupCorruptedError);
+    expect((error as Error).message).toMatch(/domain-key field at offset \d+ has impossible length 10/);
+  });
+});
+
+describe('entries(): refusals', () => {
+  it('refuses a flipped byte in several entries: the error names entry and offset, nothing after it is yielded', async () => {
+    const { bytes, entryOffsets } = craft();
+    for (const i of [0, 2, 4, ENTRIES.length - 1]) {
+      const at = entryOffsets[i]!;
+      for (const delta of [3, 3 + 12, 3 + 14]) {
+        const { entries, error } = await readAll(flip(bytes, at + delta));
+        expect(error).toBeInstanceOf(BackupCorruptedError);
+        expect(error).toMatchObject({ offset: at, entryIndex: i });
+        expect((error as Error).message).toBe(`entry ${i} at offset ${at} failed authentication`);
+        expect(entries.map((e) => e.index)).toEqual([...Array(i).keys()]);
+      }
+    }
+  });
+
+  it('refuses an entry whose length was damaged (reads into its neighbour or past the end)', async () => {
+    const { bytes, entryOffsets } = craft();
+    for (const i of [1, 3, ENTRIES.length - 1]) {
+      for (const byte of [0, 1, 2]) {
+        const { entries, error } = await readAll(flip(bytes, entryOffsets[i]! + byte));
+        expect(error).toBeDefined();
+        expect(error instanceof BackupCorruptedError || error instanceof BackupTruncatedError).toBe(true);
+        expect(entries.length).toBeLessThanOrEqual(i);
+      }
+    }
+  });
+
+  it('refuses an entry whose sealed path length or path is impossible', async () => {
+    const badLen = Buffer.from([0, 0, 50, 0x2f, 0x61]); // announces 50 path bytes, has 2
+    const noSlash = entryPlaintext('key/k', Buffer.from('v'));
+    const badUtf8 = Buffer.concat([Buffer.from([0, 0, 3]), Buffer.from([0x2f, 0xc3, 0x28])]);
+    const emptyPath = Buffer.from([0, 0, 0, 0x41]);
+    for (const pt of [badLen, noSlash, badUtf8, emptyPath]) {
+      const ok = entryPlaintext('/a', Buffer.from('x'));
+      const { entries, error } = await readAll(craft({ entries: [ok, pt, ok] }).bytes);
+      expect(error).toBeInstanceOf(BackupCorruptedError);
+      expect(error).toMatchObject({ entryIndex: 1 });
+      expect(entries).toHaveLength(1);
+    }
+  });
+
+  it('refuses a cut at every offset of a version-1 file, yielding only entries wholly before the cut', async () => {
+    const { bytes, entryOffsets } = craft();
+    const seen = new Set<string>();
+    for (let cut = 0; cut < bytes.length; cut++) {
+      const { entries, error } = await readAll(bytes.subarray(0, cut));
+      if (cut === 0) {
+        expect(error).toBeInstanceOf(BackupNotABackupError);
+        continue;
+      }
+      expect(error, `cut at ${cut}`).toBeInstanceOf(BackupTruncatedError);
+      const whole = entryOffsets.filter((o, i) => (entryOffsets[i + 1] ?? bytes.length - 22) <= cut && o < cut).length;
+      expect(entries.length, `cut at ${cut}`).toBe(whole);
+      expect((error as BackupTruncatedError).offset).toBeLessThanOrEqual(cut);
+      seen.add((error as Error).message.replace(/\d+/g, 'N'));
+    }
+    // The messages say where it ended: in the header, in an entry, before the marker, in the trailer.
+    expect([...seen].join('\n')).toMatch(/inside entry N/);
+    expect([...seen].join('\n')).toMatch(/without the end marker/);
+    expect([...seen].join('\n')).toMatch(/trailer .* missing or cut short/);
+  });
+
+  it('refuses a version-1 file without the end marker and trailer, or with a wrong trailer', async () => {
+    const noEnd = await readAll(craft({ end: Buffer.alloc(0) }).bytes);
+    expect(noEnd.error).toBeInstanceOf(BackupTruncatedError);
+    expect(noEnd.entries).toHaveLength(ENTRIES.length);
+    const noTrailer = await readAll(craft({ end: Buffer.from([0, 0, 0]) }).bytes);
+    expect(noTrailer.error).toBeInstanceOf(BackupTruncatedError);
+    const wrong = await readAll(craft({ end: Buffer.from(`\0\0\0_NETHSM_BACKUP_ENX_`, 'latin1') }).bytes);
+    expect(wrong.error).toBeInstanceOf(BackupTruncatedError);
+    expect((wrong.error as Error).message).toMatch(/trailer at offset \d+ is wrong/);
+    const trailerNoMarker = await readAll(craft({ end: Buffer.from(BACKUP_TRAILER, 'latin1') }).bytes);
+    expect(trailerNoMarker.error).toBeDefined(); // "_NE" read as a length: an entry that cannot be there
+  });
+
+  it('refuses data after the trailer as corrupted', async () => {
+    const { entries, error } = await readAll(craft({ end: Buffer.from(`\0\0\0${BACKUP_TRAILER}x`, 'latin1') }).bytes);
+    expect(error).toBeInstanceOf(BackupCorruptedError);
+    expect((error as Error).message).toMatch(/after the trailer/);
+    expect(entries).toHaveLength(ENTRIES.length);
+  });
+
+  it('refuses an end marker in a version-0 file (a zero-length entry)', async () => {
+    const { error } = await readAll(craft({ version: 0, end: Buffer.from(`\0\0\0${BACKUP_TRAILER}`, 'latin1') }).bytes);
+    expect(error).toBeInstanceOf(BackupCorruptedError);
+    expect((error as Error).message).toMatch(/impossible length 0/);
+  });
+
+  it('cannot detect a version-0 file cut at an entry boundary (the format has no end marker)', async () => {
+    const { bytes, entryOffsets } = craft({ version: 0 });
+    const { entries, error } = await readAll(bytes.subarray(0, entryOffsets[3]));
+    expect(error).toBeUndefined();
+    expect(entries).toHaveLength(3);
+  });
+
+  it('refuses a version-0 file cut inside an entry', async () => {
+    const { bytes, entryOffsets } = craft({ version: 0 });
+    for (const cut of [entryOffsets[3]! + 1, entryOffsets[3]! + 3, entryOffsets[4]! - 1, bytes.length - 1]) {
+      const { error } = await readAll(bytes.subarray(0, cut));
+      expect(error, `cut at ${cut}`).toBeInstanceOf(BackupTruncatedError);
+    }
+  });
+});
