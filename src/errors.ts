@@ -97,6 +97,13 @@ export class OutputExistsError extends NhrError {
 export class ConfigInvalidError extends NhrError {
   static override readonly code = 'NHR_ERR_CONFIG_INVALID';
   static override readonly defaultHint = 'Fix the named setting in the config file; `nethsm-replicator check-config` validates it.';
+  /** Every problem found, one sentence each, naming its setting path; `[message]` when built without a list. */
+  readonly problems: readonly string[];
+
+  constructor(message: string, options: NhrErrorOptions & { problems?: readonly string[] } = {}) {
+    super(message, options);
+    this.problems = Object.freeze([...(options.problems ?? [message])]);
+  }
 }
 
 export class ConfigSecretError extends NhrError {

@@ -1,0 +1,95 @@
+/**
+ * Rules across settings: unique peer and namespace names, peers distinct from this site, every namespace's primary
+ * a known site, replication users inside their namespace, no two listeners on one address, socket path length.
+ * They read the raw (expanded) document defensively, so they report alongside schema problems rather than after.
+ */
+import { formatListenAddress, listenersConflict, parseListenAddress, type ListenAddress } from './listen.js';
+import { namespaceOfUser } from '../nethsm/ids.js';
+import { DEFAULT_HEALTH_LISTEN, DEFAULT_STATE_DIR, UNIX_SOCKET_PATH_MAX } from './schema.js';
+
+type Raw = Record<string, unknown>;
+
+const obj = (v: unknown): Raw | undefined => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Raw) : undefined);
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+
+/** Problems found; empty when the cross-field rules hold. Pure. */
+export function crossCheck(raw: Raw): string[] {
+  return [...checkSites(raw), ...checkNamespaces(raw), ...checkListeners(raw), ...checkSocket(raw)];
+}
+
+function checkSites(raw: Raw): string[] {
+  const problems: string[] = [];
+  const site = str(raw.site);
+  const seen = new Map<string, number>();
+  list(raw.peers).forEach((p, i) => {
+    const name = str(obj(p)?.name);
+    if (name === undefined) return;
+    if (name === site) problems.push(`peers[${i}].name "${name}" is this site's own name (site)`);
+    const first = seen.get(name);
+    if (first !== undefined) problems.push(`peers[${i}].name "${name}" is already used by peers[${first}]`);
+    else seen.set(name, i);
+  });
+  return problems;
+}
+
+function checkNamespaces(raw: Raw): string[] {
+  const problems: string[] = [];
+  const site = str(raw.site);
+  const sites = new Set(list(raw.peers).map((p) => str(obj(p)?.name)));
+  if (site !== undefined) sites.add(site);
+  const seen = new Map<string, number>();
+  list(raw.namespaces).forEach((n, i) => {
+    const ns = obj(n);
+    const name = str(ns?.name);
+    if (name !== undefined) {
+      const first = seen.get(name);
+      if (first !== undefined) problems.push(`namespaces[${i}].name "${name}" is already used by namespaces[${first}]`);
+      else seen.set(name, i);
+    }
+    const primary = str(ns?.primary);
+    if (primary !== undefined && !sites.has(primary)) {
+      problems.push(`namespaces[${i}].primary "${primary}" is neither this site${site ? ` ("${site}")` : ''} nor one of the peers`);
+    }
+    const user = str(obj(ns?.replicationUser)?.user);
+    const userNs = user === undefined ? undefined : namespaceOfUser(user);
+    if (name !== undefined && userNs !== undefined && userNs !== name) {
+      problems.push(`namespaces[${i}].replicationUser.user "${user}" belongs to namespace "${userNs}", not "${name}"`);
+    }
+  });
+  return problems;
+}
+
+function checkListeners(raw: Raw): string[] {
+  const listeners: { path: string; addr: ListenAddress }[] = [];
+  const add = (path: string, text: string | undefined) => {
+    const addr = text === undefined ? undefined : parseListenAddress(text);
+    if (addr) listeners.push({ path, addr });
+  };
+  add('peerApi.listen', str(obj(raw.peerApi)?.listen));
+  const health = obj(raw.health);
+  add('health.listen', health && 'listen' in health ? str(health.listen) : DEFAULT_HEALTH_LISTEN);
+  add('gateway.listen', str(obj(raw.gateway)?.listen));
+  const problems: string[] = [];
+  for (let i = 0; i < listeners.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const a = listeners[i]!;
+      const b = listeners[j]!;
+      if (listenersConflict(a.addr, b.addr)) {
+        problems.push(`${a.path} ${formatListenAddress(a.addr)} conflicts with ${b.path} ${formatListenAddress(b.addr)}`);
+      }
+    }
+  }
+  return problems;
+}
+
+function checkSocket(raw: Raw): string[] {
+  const explicit = str(obj(raw.admin)?.socket);
+  const socket = explicit ?? `${str(raw.stateDir) ?? DEFAULT_STATE_DIR}/admin.sock`;
+  if (Buffer.byteLength(socket) <= UNIX_SOCKET_PATH_MAX) return [];
+  return [
+    explicit !== undefined
+      ? `admin.socket is ${Buffer.byteLength(socket)} bytes long; unix socket paths hold at most ${UNIX_SOCKET_PATH_MAX}`
+      : `stateDir is too long for the admin socket inside it (${Buffer.byteLength(socket)} bytes; at most ${UNIX_SOCKET_PATH_MAX}); set admin.socket`,
+  ];
+}

@@ -1,0 +1,295 @@
+/**
+ * The zod schema of the config file, and the validated, defaulted shape the daemon reads ({@link ReplicatorConfig}).
+ * Durations become milliseconds (`…Ms`), listen addresses `{ host, port }`, relative paths absolute, secrets
+ * {@link SecretRef}s. Cross-field rules (unique names, known sites, listener clashes) live in `cross-check.ts`.
+ */
+import path from 'node:path';
+import { validate as validateCron } from 'node-cron';
+import { z } from 'zod';
+import { isValidId, isValidUserId, namespaceOfUser } from '../nethsm/ids.js';
+import { normaliseFingerprint } from '../tls/fingerprint.js';
+import { tryParseDuration } from './duration.js';
+import { parseListenAddress, type ListenAddress } from './listen.js';
+import { inlineSecret, type AccountRef, type SecretRef } from './secret-ref.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/nethsm-replicator/config.yaml';
+export const DEFAULT_STATE_DIR = '/var/lib/nethsm-replicator';
+export const DEFAULT_HEALTH_LISTEN = '127.0.0.1:9810';
+export const DEFAULT_RETRY_INTERVAL = '60s';
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** Linux `sun_path` holds 108 bytes including the terminating NUL. */
+export const UNIX_SOCKET_PATH_MAX = 107;
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/** How the daemon trusts its NetHSM's certificate: exactly one way. */
+export type NetHsmTrust = { caFile: string } | { fingerprint256: string } | { insecure: true };
+/**
+ * A peer daemon. Mutual TLS: its certificate must be issued by the group CA (`tls.caFile`) with CN = `name`, and, when
+ * `fingerprint256` is set, be exactly that certificate (pin). Matches `src/peer/identity.ts`.
+ */
+export interface PeerConfig {
+  readonly name: string;
+  readonly url: string;
+  readonly fingerprint256?: string;
+}
+
+export interface NamespaceConfig {
+  readonly name: string;
+  /** The site that is primary when no epoch has been recorded yet (epoch 1). */
+  readonly primary: string;
+  /** Cron expression for scheduled snapshots (node-cron syntax, 5 or 6 fields). */
+  readonly schedule: string;
+  readonly maxLagForPromoteMs: number;
+  /** The namespace Administrator (`<ns>~<id>`) the daemon keeps on replicas. */
+  readonly replicationUser: AccountRef;
+  /** `replicated`: the gateway generates keys in the daemon and streams them (streaming issue). */
+  readonly generate: 'device' | 'replicated';
+}
+
+export interface ReplicatorConfig {
+  readonly site: string;
+  readonly insecureInline: boolean;
+  readonly nethsm: {
+    readonly url: string;
+    readonly tls: NetHsmTrust;
+    readonly credentials: {
+      /** Root Backup user: takes device backups. */
+      readonly backup: AccountRef;
+      /** Root Administrator: restores. */
+      readonly admin: AccountRef;
+      /** Root Metrics user: re-exports the NetHSM's metrics. */
+      readonly metrics?: AccountRef;
+    };
+  };
+  readonly peers: readonly PeerConfig[];
+  readonly tls: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
+  readonly peerApi: { readonly listen: ListenAddress };
+  readonly admin: { readonly socket: string };
+  readonly health: { readonly listen: ListenAddress };
+  readonly gateway?: { readonly listen: ListenAddress };
+  readonly stateDir: string;
+  readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef };
+  readonly namespaces: readonly NamespaceConfig[];
+  /** `maxAttempts` is `Infinity` for unlimited (the default), as `MemberMonitor` takes it. */
+  readonly recovery: { readonly retryIntervalMs: number; readonly maxAttempts: number };
+  readonly logging: { readonly level: LogLevel };
+}
+
+export interface SchemaOptions {
+  /** Accept plain strings where a secret is expected (top-level `insecureInline: true`). */
+  allowInline: boolean;
+  /** Directory relative paths are resolved against (the config file's); absent: relative paths are refused. */
+  baseDir: string | undefined;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+function secretRef(opts: SchemaOptions) {
+  return z.unknown().transform((v, ctx): SecretRef => {
+    const fail = (message: string, at: string[] = []): never => {
+      ctx.addIssue({ code: 'custom', message, path: at });
+      return z.NEVER;
+    };
+    if (v === undefined || v === null) return fail('is required');
+    if (typeof v === 'string') {
+      if (opts.allowInline && v !== '') return inlineSecret(v);
+      return fail(
+        'must be a secret reference ({ file: <path> } or { env: <NAME> }), not an inline value' +
+          (opts.allowInline ? '' : ' (inline secrets need the top-level insecureInline: true, for demos and tests only)'),
+      );
+    }
+    if (typeof v !== 'object' || Array.isArray(v)) return fail('must be { file: <path> } or { env: <NAME> }');
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o);
+    if (keys.length !== 1 || (keys[0] !== 'file' && keys[0] !== 'env')) {
+      return fail('must have exactly one of file or env');
+    }
+    if (keys[0] === 'env') {
+      if (typeof o.env !== 'string' || !ENV_NAME.test(o.env)) return fail('must be an environment variable name', ['env']);
+      return { kind: 'env', name: o.env };
+    }
+    const p = typeof o.file === 'string' ? resolvePath(o.file, opts) : undefined;
+    if (p === undefined) return fail(`must be ${opts.baseDir ? 'a path' : 'an absolute path'}`, ['file']);
+    return { kind: 'file', path: p };
+  });
+}
+
+function resolvePath(p: string, opts: SchemaOptions): string | undefined {
+  if (p === '' || p.includes('\0')) return undefined;
+  if (path.isAbsolute(p)) return path.normalize(p);
+  return opts.baseDir === undefined ? undefined : path.resolve(opts.baseDir, p);
+}
+
+function filePath(opts: SchemaOptions) {
+  return z.string().transform((p, ctx) => {
+    const out = resolvePath(p, opts);
+    if (out === undefined) {
+      ctx.addIssue({ code: 'custom', message: opts.baseDir ? 'must be a path' : 'must be an absolute path' });
+      return z.NEVER;
+    }
+    return out;
+  });
+}
+
+function httpsUrl() {
+  return z.string().superRefine((v, ctx) => {
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `"${v}" is not a URL` });
+      return;
+    }
+    // Credentials in a URL would be an inline secret; the value is not echoed.
+    if (u.username !== '' || u.password !== '') ctx.addIssue({ code: 'custom', message: 'must not carry credentials' });
+    else if (u.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: `"${v}" must be an https:// URL` });
+    else if (u.search !== '' || u.hash !== '') ctx.addIssue({ code: 'custom', message: `"${v}" must not have a query or fragment` });
+  });
+}
+
+const fingerprint = z.string().transform((v, ctx) => {
+  const normal = normaliseFingerprint(v);
+  if (normal === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a SHA-256 fingerprint (32 hex bytes, e.g. AB:CD:…)` });
+    return z.NEVER;
+  }
+  return normal;
+});
+
+function duration(what: string) {
+  return z.string().transform((v, ctx) => {
+    const ms = tryParseDuration(v);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (e.g. 1500ms, 30s, 5m, 1h)` });
+      return z.NEVER;
+    }
+    if (ms <= 0 && what === 'positive') {
+      ctx.addIssue({ code: 'custom', message: 'must be longer than 0' });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+const listen = z.string().transform((v, ctx) => {
+  const a = parseListenAddress(v);
+  if (a === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a listen address (host:port or [v6]:port)` });
+    return z.NEVER;
+  }
+  return a;
+});
+
+const idString = (what: string) =>
+  z.string().superRefine((v, ctx) => {
+    if (!isValidId(v)) ctx.addIssue({ code: 'custom', message: `"${v}" is not a valid ${what} (letters, digits, then _ . - ; at most 128)` });
+  });
+
+function account(opts: SchemaOptions, scope: 'root' | 'namespace') {
+  return z.strictObject({
+    user: z.string().superRefine((v, ctx) => {
+      if (!isValidUserId(v)) ctx.addIssue({ code: 'custom', message: `"${v}" is not a valid NetHSM user id` });
+      else if (scope === 'root' && namespaceOfUser(v) !== undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${v}" must be a root user (no namespace~ prefix)` });
+      } else if (scope === 'namespace' && namespaceOfUser(v) === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${v}" must be a namespace user (<namespace>~<id>)` });
+      }
+    }),
+    passphrase: secretRef(opts),
+  });
+}
+
+function netHsmTrust(opts: SchemaOptions) {
+  return z
+    .strictObject({ caFile: filePath(opts).optional(), fingerprint256: fingerprint.optional(), insecure: z.literal(true).optional() })
+    .transform((t, ctx): NetHsmTrust => {
+      const set = [t.caFile !== undefined, t.fingerprint256 !== undefined, t.insecure !== undefined].filter(Boolean).length;
+      if (set !== 1) {
+        ctx.addIssue({ code: 'custom', message: 'must have exactly one of caFile, fingerprint256 or insecure: true' });
+        return z.NEVER;
+      }
+      if (t.caFile !== undefined) return { caFile: t.caFile };
+      if (t.fingerprint256 !== undefined) return { fingerprint256: t.fingerprint256 };
+      return { insecure: true };
+    });
+}
+
+const positiveInt = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]).pipe(z.number().int().min(1));
+
+/** The schema for one set of options; parse with `safeParse` and report every issue. */
+export function buildConfigSchema(opts: SchemaOptions) {
+  const namespace = z.strictObject({
+    name: idString('namespace name'),
+    primary: idString('site name'),
+    schedule: z.string().superRefine((v, ctx) => {
+      if (!validateCron(v)) ctx.addIssue({ code: 'custom', message: `"${v}" is not a valid cron expression` });
+    }),
+    maxLagForPromote: duration('any'),
+    replicationUser: account(opts, 'namespace'),
+    generate: z.enum(['device', 'replicated']).default('device'),
+  });
+
+  return z
+    .strictObject({
+      site: idString('site name'),
+      insecureInline: z.boolean().default(false),
+      nethsm: z.strictObject({
+        url: httpsUrl(),
+        tls: netHsmTrust(opts),
+        credentials: z.strictObject({
+          backup: account(opts, 'root'),
+          admin: account(opts, 'root'),
+          metrics: account(opts, 'root').optional(),
+        }),
+      }),
+      peers: z
+        .array(
+          z.strictObject({
+            name: idString('site name'),
+            url: httpsUrl(),
+            tls: z.strictObject({ fingerprint256: fingerprint.optional() }).optional(),
+          }),
+        )
+        .default([]),
+      tls: z.strictObject({ certFile: filePath(opts), keyFile: filePath(opts), caFile: filePath(opts) }),
+      peerApi: z.strictObject({ listen }),
+      admin: z.strictObject({ socket: filePath(opts).optional() }).default({}),
+      health: z.strictObject({ listen: listen.default(parseListenAddress(DEFAULT_HEALTH_LISTEN)!) }).default({
+        listen: parseListenAddress(DEFAULT_HEALTH_LISTEN)!,
+      }),
+      gateway: z.strictObject({ listen }).optional(),
+      stateDir: filePath(opts).default(DEFAULT_STATE_DIR),
+      replication: z.strictObject({ passphrase: secretRef(opts), backupPassphrase: secretRef(opts) }),
+      namespaces: z.array(namespace).default([]),
+      recovery: z
+        .strictObject({
+          retryInterval: duration('positive').default(60_000),
+          maxAttempts: z.union([z.literal('unlimited'), positiveInt]).default('unlimited'),
+        })
+        .default({ retryInterval: 60_000, maxAttempts: 'unlimited' }),
+      logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
+    })
+    .transform((c): ReplicatorConfig => {
+      const { maxAttempts, retryInterval } = c.recovery;
+      return {
+        site: c.site,
+        insecureInline: c.insecureInline,
+        nethsm: c.nethsm,
+        peers: c.peers.map((p) => ({
+          name: p.name,
+          url: p.url,
+          ...(p.tls?.fingerprint256 ? { fingerprint256: p.tls.fingerprint256 } : {}),
+        })),
+        tls: c.tls,
+        peerApi: c.peerApi,
+        admin: { socket: c.admin.socket ?? path.join(c.stateDir, 'admin.sock') },
+        health: c.health,
+        ...(c.gateway ? { gateway: c.gateway } : {}),
+        stateDir: c.stateDir,
+        replication: c.replication,
+        namespaces: c.namespaces.map(({ maxLagForPromote, ...ns }) => ({ ...ns, maxLagForPromoteMs: maxLagForPromote })),
+        recovery: { retryIntervalMs: retryInterval, maxAttempts: maxAttempts === 'unlimited' ? Number.POSITIVE_INFINITY : maxAttempts },
+        logging: c.logging,
+      };
+    });
+}
