@@ -314,6 +314,74 @@ export class PeerRefusedError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// State store (SQLite) and namespaces
+
+export class StateOpenFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_OPEN_FAILED';
+  static override readonly defaultHint =
+    'Check the state directory exists, is writable by the service user, and that no other daemon uses it.';
+}
+
+export class StateMigrationFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_MIGRATION_FAILED';
+  static override readonly defaultHint =
+    'The database was left at the version named above; fix the cause (disk, permissions, a newer database) and restart.';
+}
+
+export class NamespaceUnknownError extends NhrError {
+  static override readonly code = 'NHR_ERR_NAMESPACE_UNKNOWN';
+  static override readonly defaultHint = 'List the configured namespaces with `nethsm-replicator status`; add it to the config first.';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles and epochs
+
+/** Why a promote was refused; `force` overrides every reason except `already-primary`. */
+export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced';
+
+export class RolePromoteRefusedError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_PROMOTE_REFUSED';
+  static override readonly defaultHint =
+    'Sync the namespace first (`nethsm-replicator sync <ns>`), or accept the risk with `promote --force`.';
+  readonly reasons: readonly PromoteRefusal[];
+
+  constructor(message: string, options: NhrErrorOptions & { reasons: readonly PromoteRefusal[] }) {
+    super(message, options);
+    this.reasons = Object.freeze([...options.reasons]);
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), reasons: this.reasons };
+  }
+}
+
+/** A peer spoke for an epoch older than the one this site holds: its message is refused. */
+export class PeerStaleEpochError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_STALE_EPOCH';
+  static override readonly defaultHint =
+    'The peer has not yet learned of the newer epoch; it will be fenced or resync when it does. Check its log.';
+}
+
+export class RoleNotPrimaryError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_NOT_PRIMARY';
+  static override readonly defaultHint = 'Run this at the site that is primary for the namespace (see `nethsm-replicator status`).';
+}
+
+/** Two sites claim to be primary for one namespace at the same epoch. Both fence; an operator promotes one. */
+export class RoleSplitBrainError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_SPLIT_BRAIN';
+  static override readonly defaultHint =
+    'Both sites are fenced for this namespace. Choose the site to keep, run `promote --force <ns>` there; the other resyncs.';
+}
+
+/** The namespace's role changed between deciding a transition and persisting it; decide again. */
+export class RoleStateChangedError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_STATE_CHANGED';
+  static override readonly defaultHint = 'Another role change happened at the same time; check `status` and retry.';
+  static override readonly retryable = true;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /** Every registered error class; docs/errors.md must list each code (checked by a test). */
 export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
@@ -343,6 +411,14 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   PeerIdentityError,
   PeerMessageInvalidError,
   PeerRefusedError as unknown as typeof NhrError,
+  StateOpenFailedError,
+  StateMigrationFailedError,
+  NamespaceUnknownError,
+  RolePromoteRefusedError as unknown as typeof NhrError,
+  PeerStaleEpochError,
+  RoleNotPrimaryError,
+  RoleSplitBrainError,
+  RoleStateChangedError,
 ];
 
 /**
