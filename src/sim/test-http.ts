@@ -1,0 +1,53 @@
+/**
+ * Raw HTTPS requests against a simulator for tests: full control over method, headers and body, and the raw answer.
+ * Not for production code (use the NetHSM client there).
+ */
+import { Agent, request } from 'undici';
+import type { Cred } from './fixture.js';
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  text: string;
+  json(): unknown;
+}
+
+export interface RawOptions {
+  auth?: Cred;
+  /** JSON-encodes and sets Content-Type: application/json (unless headers override it). */
+  json?: unknown;
+  body?: string | Buffer;
+  headers?: Record<string, string>;
+}
+
+export class TestHttp {
+  private readonly agent: Agent;
+
+  constructor(private readonly sim: { apiUrl: string; certPem: string }) {
+    this.agent = new Agent({ connect: { ca: sim.certPem } });
+  }
+
+  async req(method: string, path: string, opts: RawOptions = {}): Promise<RawResponse> {
+    const headers: Record<string, string> = {};
+    if (opts.auth) headers['authorization'] = basic(opts.auth);
+    let body: string | Buffer | undefined = opts.body;
+    if (opts.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(opts.json);
+    }
+    Object.assign(headers, opts.headers);
+    const res = await request(this.sim.apiUrl + path, { method: method as 'GET', headers, body, dispatcher: this.agent });
+    const buf = Buffer.from(await res.body.arrayBuffer());
+    const text = buf.toString('utf8');
+    return { status: res.statusCode, headers: res.headers, body: buf, text, json: () => JSON.parse(text) as unknown };
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}
+
+export function basic(c: Cred): string {
+  return 'Basic ' + Buffer.from(`${c.username}:${c.password}`).toString('base64');
+}
