@@ -1,13 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { createDecipheriv, createHash, generateKeyPairSync, scrypt } from 'node:crypto';
+import { constants, createDecipheriv, createHash, generateKeyPairSync, publicEncrypt, scrypt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { decodeKeyRecord, encodeKeyRecord, yojsonString } from './record.js';
 import { decrypt, publicKeyPem } from './index.js';
 import type { KeyRecord } from './types.js';
-import { constants, publicEncrypt } from 'node:crypto';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const exportJson = path.resolve(repoRoot, '..', 'shared', 'nethsm', 'fixtures', 'backups', 'my_backup.export.json');
@@ -26,7 +24,9 @@ describe.skipIf(!haveFixture)('firmware key JSON (my_backup.bin, FACTS §6.5)', 
   it('decodes the real key record and re-encodes it byte for byte', async () => {
     const kv = JSON.parse(readFileSync(exportJson, 'utf8')) as Record<string, string>;
     const b = (k: string): Buffer => Buffer.from(kv[k] ?? '', 'base64');
-    const uk = (await promisify(scrypt)('unlockPassphrase', b('/config/unlock-salt'), 32, { N: 16384, r: 8, p: 16, maxmem: 64 * 1024 * 1024 })) as Buffer;
+    const uk = await new Promise<Buffer>((resolve, reject) =>
+      scrypt('unlockPassphrase', b('/config/unlock-salt'), 32, { N: 16384, r: 8, p: 16, maxmem: 64 * 1024 * 1024 }, (e, k) => (e ? reject(e) : resolve(k))),
+    );
     const dk = gcmOpen(uk, 'passphrase', b('.locked-domain-key'));
     const keyStoreKey = createHash('sha256').update(Buffer.concat([dk, Buffer.from('key_store')])).digest();
     const value = gcmOpen(keyStoreKey, '/key/keyID', b('/key/keyID'));
