@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { BackupCorruptedError, InputInvalidError } from '../errors.js';
-import { deriveBackupKey, gcmOpen, gcmSeal } from './crypto.js';
+import { deriveBackupKey, gcmKey, gcmOpen, gcmSeal } from './crypto.js';
 
 describe('deriveBackupKey', () => {
   it('matches the RFC 7914 scrypt test vectors (first 32 bytes)', async () => {
@@ -25,6 +25,12 @@ describe('gcmSeal / gcmOpen', () => {
     expect(sealed.length).toBe(12 + 5 + 16);
     expect(gcmOpen(key, 'backup', sealed).toString()).toBe('hello');
     expect(gcmSeal(key, 'backup', Buffer.from('hello')).equals(sealed)).toBe(false); // fresh nonce
+  });
+
+  it('interoperates between a raw key and its KeyObject', () => {
+    const ko = gcmKey(key);
+    expect(gcmOpen(ko, 'backup', gcmSeal(key, 'backup', Buffer.from('x'))).toString()).toBe('x');
+    expect(gcmOpen(key, 'backup', gcmSeal(ko, 'backup', Buffer.from('y'))).toString()).toBe('y');
   });
 
   it('refuses a wrong additional-data string, a wrong key, a flipped byte and a blob of 28 bytes or less', () => {

@@ -18,7 +18,7 @@ import {
   type NhrErrorOptions,
 } from '../errors.js';
 import { ByteSource, type ByteSourceInput } from './byte-source.js';
-import { BACKUP_KEY_LENGTH, deriveBackupKey, gcmOpen } from './crypto.js';
+import { BACKUP_KEY_LENGTH, deriveBackupKey, type GcmKey, gcmKey, gcmOpen } from './crypto.js';
 import {
   AD,
   BACKUP_MAGIC_BYTES,
@@ -116,8 +116,9 @@ export async function openBackup(source: ByteSourceInput, options: OpenBackupOpt
     const pre = await readPreamble(src, where);
     const opened = await unlock(pre, options, where);
     try {
-      const header = await readHeaderFields(src, pre, opened.key, where);
-      return new StreamingBackupReader(src, header, opened.key, opened.params, opened.derived, where);
+      const cipherKey = gcmKey(opened.key);
+      const header = await readHeaderFields(src, pre, cipherKey, where);
+      return new StreamingBackupReader(src, header, opened.key, cipherKey, opened.params, opened.derived, where);
     } catch (err) {
       if (opened.derived) opened.key.fill(0);
       throw err;
@@ -279,7 +280,7 @@ function tryOpen(key: Buffer, sealed: Buffer): Buffer | undefined {
   }
 }
 
-async function readHeaderFields(src: ByteSource, pre: Preamble, key: Buffer, where: NhrErrorOptions): Promise<BackupHeader> {
+async function readHeaderFields(src: ByteSource, pre: Preamble, key: GcmKey, where: NhrErrorOptions): Promise<BackupHeader> {
   const sealedField = async (what: string, ad: string): Promise<Buffer> => {
     const offset = src.offset;
     const sealed = await readHeaderField(src, what, where, GCM_OVERHEAD + 1, MAX_HEADER_FIELD);
@@ -308,6 +309,7 @@ class StreamingBackupReader implements BackupReader {
     private readonly src: ByteSource,
     readonly header: BackupHeader,
     readonly backupKey: Buffer,
+    private readonly cipherKey: GcmKey,
     readonly scrypt: ScryptParams,
     private readonly ownsKey: boolean,
     private readonly where: NhrErrorOptions,
@@ -359,7 +361,7 @@ class StreamingBackupReader implements BackupReader {
     }
     let pt: Buffer;
     try {
-      pt = gcmOpen(this.backupKey, AD.entry, sealed);
+      pt = gcmOpen(this.cipherKey, AD.entry, sealed);
     } catch (cause) {
       throw this.corrupted(`entry ${index} at offset ${offset} failed authentication`, offset, cause);
     }

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { finished } from 'node:stream/promises';
 import { InputInvalidError, InternalError } from '../errors.js';
-import { BACKUP_KEY_LENGTH, deriveBackupKey, gcmSeal } from './crypto.js';
+import { BACKUP_KEY_LENGTH, deriveBackupKey, type GcmKey, gcmKey, gcmSeal } from './crypto.js';
 import {
   AD,
   BACKUP_MAGIC_BYTES,
@@ -40,9 +40,9 @@ export interface BackupWriterOptions {
 export interface BackupWriter {
   /** Seals and writes one entry; resolves once the sink accepts more (back-pressure). Throws on a bad path/size. */
   writeEntry(path: string, value: Buffer): Promise<void>;
-  /** Writes the end marker and trailer, ends the sink and waits until it has finished; zeroes the key. */
+  /** Writes the end marker and trailer, ends the sink and waits until it has finished; drops the key. */
   finish(): Promise<void>;
-  /** Gives up: zeroes the key and refuses further writes; the sink is left to the caller (destroy it, remove the file). */
+  /** Gives up: drops the key and refuses further writes; the sink is left to the caller (destroy it, remove the file). */
   abort(): void;
   readonly entriesWritten: number;
   readonly bytesWritten: number;
@@ -60,15 +60,17 @@ function maxValueLength(pathBytes: number): number {
  */
 export async function createBackupWriter(sink: NodeJS.WritableStream, options: BackupWriterOptions): Promise<BackupWriter> {
   const { key, salt } = await keyAndSalt(options);
+  let cipherKey: GcmKey;
   try {
     checkHeaderFields(options);
-    const w = new StreamingBackupWriter(sink, key);
-    await w.writeHeader(salt, options);
-    return w;
-  } catch (err) {
+    cipherKey = gcmKey(key);
+  } finally {
+    // The raw copy is not needed past here: the KeyObject holds the key (not reachable from JS) until finish/abort.
     key.fill(0);
-    throw err;
   }
+  const w = new StreamingBackupWriter(sink, cipherKey);
+  await w.writeHeader(salt, options);
+  return w;
 }
 
 async function keyAndSalt(o: BackupWriterOptions): Promise<{ key: Buffer; salt: Buffer }> {
@@ -121,7 +123,7 @@ class StreamingBackupWriter implements BackupWriter {
 
   constructor(
     private readonly sink: NodeJS.WritableStream,
-    private readonly key: Buffer,
+    private key: GcmKey | undefined,
   ) {
     // Keeps a sink error from being an unhandled 'error' event; it is rethrown by the next write.
     sink.on('error', this.onError);
@@ -132,10 +134,10 @@ class StreamingBackupWriter implements BackupWriter {
     await this.write(
       Buffer.concat([
         head,
-        frameField(gcmSeal(this.key, AD.version, Buffer.from([WRITE_VERSION]))),
-        frameField(gcmSeal(this.key, AD.domainKey, o.lockedDomainKey)),
-        frameField(gcmSeal(this.key, AD.deviceId, Buffer.from(o.deviceId, 'latin1'))),
-        frameField(gcmSeal(this.key, AD.configStoreKey, o.configStoreKey)),
+        frameField(gcmSeal(this.liveKey(), AD.version, Buffer.from([WRITE_VERSION]))),
+        frameField(gcmSeal(this.liveKey(), AD.domainKey, o.lockedDomainKey)),
+        frameField(gcmSeal(this.liveKey(), AD.deviceId, Buffer.from(o.deviceId, 'latin1'))),
+        frameField(gcmSeal(this.liveKey(), AD.configStoreKey, o.configStoreKey)),
       ]),
     );
   }
@@ -153,7 +155,7 @@ class StreamingBackupWriter implements BackupWriter {
     writeU24(pt, pathBytes.length);
     pathBytes.copy(pt, 3);
     value.copy(pt, 3 + pathBytes.length);
-    const sealed = gcmSeal(this.key, AD.entry, pt);
+    const sealed = gcmSeal(this.liveKey(), AD.entry, pt);
     const lenBuf = Buffer.allocUnsafe(3);
     writeU24(lenBuf, sealed.length);
     this.sinkWrite(lenBuf);
@@ -164,7 +166,7 @@ class StreamingBackupWriter implements BackupWriter {
   async finish(): Promise<void> {
     this.checkOpen('finish');
     this.state = 'finished';
-    this.key.fill(0);
+    this.key = undefined;
     try {
       this.sinkWrite(Buffer.concat([END_MARKER, BACKUP_TRAILER_BYTES]));
       this.sink.end();
@@ -178,7 +180,12 @@ class StreamingBackupWriter implements BackupWriter {
   abort(): void {
     if (this.state !== 'open') return;
     this.state = 'aborted';
-    this.key.fill(0);
+    this.key = undefined;
+  }
+
+  private liveKey(): GcmKey {
+    if (this.key === undefined) throw new InternalError('BackupWriter used after finish() or abort()');
+    return this.key;
   }
 
   private checkOpen(op: string): void {
