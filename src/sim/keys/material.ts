@@ -26,18 +26,32 @@ export function typeOfKeyObject(k: KeyObject): KeyType | undefined {
   }
 }
 
+// Parsing a PEM costs more than an EC signature; records are re-created by the caller's store, so cache by PEM text.
+const CACHE_LIMIT = 512;
+const cache = new Map<string, KeyObject>();
+
+/** Parses a private key PEM through the cache. Throws node's error when it does not parse. */
+function loadPrivateKey(pem: string): KeyObject {
+  let k = cache.get(pem);
+  if (k === undefined) {
+    k = createPrivateKey(pem);
+    if (cache.size >= CACHE_LIMIT) {
+      const first = cache.keys().next();
+      if (!first.done) cache.delete(first.value);
+    }
+    cache.set(pem, k);
+  }
+  return k;
+}
+
 /** The type of a private key PEM, or undefined when it does not parse or is of a type the NetHSM does not have. */
 export function typeOfPrivateKey(pem: string): KeyType | undefined {
   try {
-    return typeOfKeyObject(createPrivateKey(pem));
+    return typeOfKeyObject(loadPrivateKey(pem));
   } catch {
     return undefined;
   }
 }
-
-// Parsing a PEM costs more than an EC signature; records are re-created by the caller's store, so cache by PEM text.
-const CACHE_LIMIT = 512;
-const cache = new Map<string, KeyObject>();
 
 /**
  * The private KeyObject of an asymmetric record. Throws SimHttpError 400 for Generic records (no asymmetric key) and
@@ -45,16 +59,7 @@ const cache = new Map<string, KeyObject>();
  */
 export function privateKeyObject(r: KeyRecord): KeyObject {
   if (r.privatePem === undefined) throw new SimHttpError(400, 'Generic keys have no public key');
-  let k = cache.get(r.privatePem);
-  if (k === undefined) {
-    k = createPrivateKey(r.privatePem);
-    if (cache.size >= CACHE_LIMIT) {
-      const first = cache.keys().next();
-      if (!first.done) cache.delete(first.value);
-    }
-    cache.set(r.privatePem, k);
-  }
-  return k;
+  return loadPrivateKey(r.privatePem);
 }
 
 export function publicKeyObject(r: KeyRecord): KeyObject {
