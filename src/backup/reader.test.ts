@@ -166,6 +166,23 @@ describe('openBackup: happy path', () => {
     await expect(it.next()).rejects.toBeInstanceOf(InternalError);
   });
 
+  it('passes a source stream error through rather than calling it a truncated file', async () => {
+    const { bytes, entryOffsets } = craft();
+    async function* failing(): AsyncGenerator<Uint8Array> {
+      yield bytes.subarray(0, entryOffsets[2]! + 10);
+      throw new Error('connection reset');
+    }
+    const reader = await openBackup(failing(), opts);
+    const seen: string[] = [];
+    await expect(
+      (async () => {
+        for await (const e of reader.entries()) seen.push(e.path);
+      })(),
+    ).rejects.toThrow('connection reset');
+    expect(seen).toHaveLength(2);
+    await reader.close();
+  });
+
   it('refuses to iterate entries twice', async () => {
     const reader = await openBackup(streamOf(craft().bytes), opts);
     for await (const _ of reader.entries()) void _;

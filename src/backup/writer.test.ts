@@ -181,6 +181,25 @@ describe('createBackupWriter key handling', () => {
     await expect(w.writeEntry('/key/x', Buffer.alloc(1))).rejects.toMatchObject({ code: 'NHR_ERR_INTERNAL' });
   });
 
+  it('refuses an entry too large for a u24 field and leaves the writer usable', async () => {
+    const sink = new MemorySink();
+    const w = await createBackupWriter(sink, { passphrase: 'pw', scrypt: TEST_SCRYPT, ...header });
+    await expect(w.writeEntry('/key/huge', Buffer.alloc(0xffffff))).rejects.toThrow(/too large/);
+    await w.writeEntry('/key/ok', Buffer.from('v'));
+    await w.finish();
+    const back = await readBackupBuffer(sink.bytes, { passphrase: 'pw', scrypt: TEST_SCRYPT });
+    expect(back.entries.map((e) => e.path)).toEqual(['/key/ok']);
+  });
+
+  it('abort() refuses further writes and finish, and is idempotent', async () => {
+    const w = await createBackupWriter(new MemorySink(), { passphrase: 'pw', scrypt: TEST_SCRYPT, ...header });
+    await w.writeEntry('/key/a', Buffer.from('v'));
+    w.abort();
+    w.abort();
+    await expect(w.writeEntry('/key/b', Buffer.from('v'))).rejects.toThrow(/after abort/);
+    await expect(w.finish()).rejects.toThrow(/after abort/);
+  });
+
   it('waits for drain on a slow sink and still writes every byte', async () => {
     const sink = new MemorySink(1024);
     let drains = 0;
