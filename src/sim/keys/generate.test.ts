@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SimHttpError } from '../http-error.js';
 import { generateKey, generateKeyAsync } from './generate.js';
+import { generateId } from './material.js';
 import { publicKeyView } from './view.js';
 import { KEY_TYPES, MECHANISMS_BY_TYPE } from './types.js';
 
@@ -84,5 +85,13 @@ describe('generateKey', () => {
     status400(() => generateKey({ type: 'EC_P256', mechanisms: ['ECDSA_Signature'], restrictions: { tags: ['ok', 'not ok'] } }), /Invalid tag "not ok"/);
     status400(() => generateKey({ type: 'EC_P256', mechanisms: ['ECDSA_Signature'], label: 'ü'.repeat(17) }), /Label is longer than 32 bytes/);
     expect(generateKey({ type: 'EC_P256', mechanisms: ['ECDSA_Signature'], label: 'ü'.repeat(16) }).record.label).toBe('ü'.repeat(16));
+  });
+});
+
+describe('generateId', () => {
+  it('makes 20 lowercase hex characters, different each time', () => {
+    const ids = new Set(Array.from({ length: 100 }, () => generateId()));
+    expect(ids.size).toBe(100);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{20}$/);
   });
 });
