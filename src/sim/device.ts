@@ -183,13 +183,23 @@ export class Device {
     this.kv.set(p, this.seal(p, store, value));
   }
 
-  /** Global config: sealed with the config store key; a value ≤ 28 bytes is a v0 plaintext left by a restore. */
+  /**
+   * Global config: sealed with the config store key. A v0 backup carries backup key (32 B) and salt (16 B) in
+   * plaintext; such values (which never open as sealed) are returned as they are until migrated at unlock.
+   */
   getGlobalConfig(name: GlobalConfigName): Buffer | undefined {
     const p = `/config/${name}`;
     const v = this.kv.get(p);
     if (v === undefined) return undefined;
-    if (v.length <= 28) return Buffer.from(v);
-    return gcmOpen(this.storeKey('config_store'), p, v);
+    const legacy = this.legacyPlaintext(name, v);
+    return legacy ?? gcmOpen(this.storeKey('config_store'), p, v);
+  }
+
+  /** The value when it is a v0 plaintext (right size for the name and not a sealed value), else undefined. */
+  private legacyPlaintext(name: GlobalConfigName, v: Buffer): Buffer | undefined {
+    const plainSize = name === 'backup-key' ? 32 : name === 'backup-salt' ? 16 : -1;
+    if (v.length !== plainSize) return undefined;
+    return Buffer.from(v);
   }
 
   setGlobalConfig(name: GlobalConfigName, value: Buffer): void {
@@ -224,7 +234,8 @@ export class Device {
   migrateLegacyConfig(): void {
     for (const name of ['backup-key', 'backup-salt'] as const) {
       const v = this.kv.get(`/config/${name}`);
-      if (v !== undefined && v.length <= 28) this.setGlobalConfig(name, v);
+      const plain = v === undefined ? undefined : this.legacyPlaintext(name, v);
+      if (plain !== undefined) this.setGlobalConfig(name, plain);
     }
     if (this.kv.get('/config/version')?.toString() === '0') this.kv.set('/config/version', Buffer.from('1'));
   }

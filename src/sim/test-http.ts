@@ -2,7 +2,7 @@
  * Raw HTTPS requests against a simulator for tests: full control over method, headers and body, and the raw answer.
  * Not for production code (use the NetHSM client there).
  */
-import { Agent, request } from 'undici';
+import { Agent, FormData, request } from 'undici';
 import type { Cred } from './fixture.js';
 
 export interface RawResponse {
@@ -41,6 +41,26 @@ export class TestHttp {
     const buf = Buffer.from(await res.body.arrayBuffer());
     const text = buf.toString('utf8');
     return { status: res.statusCode, headers: res.headers, body: buf, text, json: () => JSON.parse(text) as unknown };
+  }
+
+  /** `POST /system/restore` with parts `arguments` (JSON, or raw text) and `backup`. */
+  async restore(backup: Buffer, args: unknown = {}, auth?: Cred): Promise<RawResponse> {
+    const form = new FormData();
+    form.append('arguments', typeof args === 'string' ? args : JSON.stringify(args));
+    form.append('backup', new Blob([new Uint8Array(backup)]), 'backup.bin');
+    const headers: Record<string, string> = {};
+    if (auth) headers['authorization'] = basic(auth);
+    const res = await request(this.sim.apiUrl + '/system/restore', { method: 'POST', headers, body: form, dispatcher: this.agent });
+    const buf = Buffer.from(await res.body.arrayBuffer());
+    const text = buf.toString('utf8');
+    return { status: res.statusCode, headers: res.headers, body: buf, text, json: () => JSON.parse(text) as unknown };
+  }
+
+  /** `POST /system/backup` as `auth`; the whole file (tests only). Throws unless 200. */
+  async backup(auth: Cred): Promise<Buffer> {
+    const r = await this.req('POST', '/system/backup', { auth });
+    if (r.status !== 200) throw new Error(`backup failed: ${r.status} ${r.text}`);
+    return r.body;
   }
 
   close(): Promise<void> {

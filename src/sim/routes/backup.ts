@@ -7,6 +7,7 @@ import { SimHttpError } from '../http-error.js';
 import type { Route } from '../router.js';
 import type { SimCore } from '../context.js';
 import type { RequestContext } from '../http.js';
+import { restoreRoute } from './restore.js';
 
 async function streamBackup(ctx: RequestContext, sim: SimCore): Promise<undefined> {
   const { device } = sim;
@@ -48,5 +49,6 @@ export function backupRoutes(): Route[] {
       op: 'backup',
       handler: streamBackup,
     },
+    restoreRoute(),
   ];
 }
