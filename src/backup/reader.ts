@@ -229,47 +229,58 @@ interface Unlocked {
   derived: boolean;
 }
 
+/** Finds the key that opens the version field, then checks the inner version byte against the header's. */
 async function unlock(pre: Preamble, options: OpenBackupOptions, where: NhrErrorOptions): Promise<Unlocked> {
   const at = { ...where, offset: pre.versionFieldOffset };
-  let unlocked: Unlocked | undefined;
-  let inner: Buffer | undefined;
   const requested = options.scrypt ?? 'auto';
-  if (options.backupKey !== undefined) {
-    inner = tryOpen(options.backupKey, pre.versionField);
-    if (inner === undefined) {
-      throw new BackupWrongPassphraseError(
-        `the given backup key does not open this backup: the version field at offset ${pre.versionFieldOffset} failed authentication`,
-        at,
-      );
-    }
-    unlocked = { key: options.backupKey, params: requested === 'auto' ? PRODUCTION_SCRYPT : requested, derived: false };
-  } else {
-    const candidates = requested === 'auto' ? [PRODUCTION_SCRYPT, TEST_SCRYPT] : [requested];
-    for (const params of candidates) {
-      const key = await deriveBackupKey(options.passphrase as string | Buffer, pre.salt, params);
-      inner = tryOpen(key, pre.versionField);
-      if (inner !== undefined) {
-        unlocked = { key, params, derived: true };
-        break;
-      }
-      key.fill(0);
-    }
-    if (unlocked === undefined || inner === undefined) {
-      const tried = candidates.map((p) => `N=${p.N},r=${p.r},p=${p.p}`).join(' and ');
-      throw new BackupWrongPassphraseError(
-        `the backup passphrase does not open this backup: the version field at offset ${pre.versionFieldOffset} failed authentication (scrypt ${tried})`,
-        at,
-      );
-    }
+  const given = options.backupKey;
+  const found =
+    given !== undefined
+      ? {
+          unlocked: { key: given, params: requested === 'auto' ? PRODUCTION_SCRYPT : requested, derived: false },
+          inner: tryOpen(given, pre.versionField),
+        }
+      : await deriveAndOpen(pre, options.passphrase as string | Buffer, requested);
+  if (found === undefined || found.inner === undefined) {
+    const what =
+      given !== undefined
+        ? 'the given backup key does not open this backup'
+        : `the backup passphrase does not open this backup (tried scrypt ${scryptCandidates(requested).map(describeScrypt).join(' and ')})`;
+    throw new BackupWrongPassphraseError(`${what}: the version field at offset ${pre.versionFieldOffset} failed authentication`, at);
   }
+  const { unlocked, inner } = found;
   if (inner.length !== 1 || inner[0] !== pre.version) {
     if (unlocked.derived) unlocked.key.fill(0);
+    const got = inner.length === 1 ? `${inner[0]}` : `${inner.length} bytes`;
     throw new BackupCorruptedError(
-      `the encrypted version at offset ${pre.versionFieldOffset} (${inner.length === 1 ? inner[0] : `${inner.length} bytes`}) differs from the header's version ${pre.version}`,
+      `the encrypted version at offset ${pre.versionFieldOffset} (${got}) differs from the header's version ${pre.version}`,
       at,
     );
   }
   return unlocked;
+}
+
+function scryptCandidates(requested: ScryptParams | 'auto'): ScryptParams[] {
+  return requested === 'auto' ? [PRODUCTION_SCRYPT, TEST_SCRYPT] : [requested];
+}
+
+function describeScrypt(p: ScryptParams): string {
+  return `N=${p.N},r=${p.r},p=${p.p}`;
+}
+
+/** Derives with each candidate parameter set until one opens the version field; zeroes the keys that did not. */
+async function deriveAndOpen(
+  pre: Preamble,
+  passphrase: string | Buffer,
+  requested: ScryptParams | 'auto',
+): Promise<{ unlocked: Unlocked; inner: Buffer } | undefined> {
+  for (const params of scryptCandidates(requested)) {
+    const key = await deriveBackupKey(passphrase, pre.salt, params);
+    const inner = tryOpen(key, pre.versionField);
+    if (inner !== undefined) return { unlocked: { key, params, derived: true }, inner };
+    key.fill(0);
+  }
+  return undefined;
 }
 
 function tryOpen(key: Buffer, sealed: Buffer): Buffer | undefined {
