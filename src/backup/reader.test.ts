@@ -209,6 +209,21 @@ describe('openBackup: refusals of the header', () => {
     expect((err as BackupNotABackupError).path).toBe(file);
   });
 
+  it('refuses files on disk cut inside an entry and before the trailer, naming the file and offset', async () => {
+    const { bytes, entryOffsets } = craft();
+    for (const cut of [entryOffsets[2]! + 5, bytes.length - 22, bytes.length - 1]) {
+      const file = path.join(dir, `cut-${cut}.bin`);
+      writeFileSync(file, bytes.subarray(0, cut));
+      const reader = await openBackup(file, opts);
+      const err = await (async () => {
+        for await (const _ of reader.entries()) void _;
+      })().catch((e: unknown) => e);
+      await reader.close();
+      expect(err).toBeInstanceOf(BackupTruncatedError);
+      expect(err).toMatchObject({ path: file, offset: cut });
+    }
+  });
+
   it('refuses a file with the wrong magic', async () => {
     const { error } = await readAll(Buffer.concat([Buffer.from('_NETHSM_BACKUX_\x01'), randomBytes(200)]));
     expect(error).toBeInstanceOf(BackupNotABackupError);
