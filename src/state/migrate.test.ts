@@ -1,0 +1,148 @@
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { StateMigrationFailedError } from '../errors.js';
+import { defaultMigrationsDir, loadMigrations } from './migrate.js';
+import { prepare, pragma, pragmaRows } from './sqlite.js';
+import { StateStore } from './store.js';
+
+const dirs: string[] = [];
+function tempDir(prefix = 'nhr-state-'): string {
+  const d = mkdtempSync(path.join(tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+}
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A copy of the real migrations plus `extra` files, so a test can add a failing migration. */
+function migrationsWith(extra: Record<string, string>): string {
+  const dir = tempDir('nhr-migrations-');
+  for (const f of readdirSync(defaultMigrationsDir())) copyFileSync(path.join(defaultMigrationsDir(), f), path.join(dir, f));
+  for (const [name, sql] of Object.entries(extra)) writeFileSync(path.join(dir, name), sql);
+  return dir;
+}
+
+function columns(store: StateStore, table: string): string[] {
+  return (prepare(store.db, `SELECT name FROM pragma_table_info(?)`).all(table) as { name: string }[]).map((r) => r.name);
+}
+
+describe('migrations', () => {
+  it('finds the package migrations, numbered from 001 without gaps', () => {
+    const migs = loadMigrations(defaultMigrationsDir());
+    expect(migs.length).toBeGreaterThan(0);
+    expect(migs.map((m) => m.version)).toEqual(migs.map((_, i) => i + 1));
+    for (const m of migs) expect(m.checksum).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('applies every migration to an empty database and yields the documented schema', () => {
+    const store = StateStore.inDir(tempDir()).open();
+    try {
+      expect(store.schemaVersion()).toBe(loadMigrations(defaultMigrationsDir()).length);
+      const tables = (prepare(store.db, "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map(
+        (r) => r.name,
+      );
+      expect(tables).toEqual(expect.arrayContaining(['audit_log', 'epochs', 'member_health', 'namespaces', 'replica_positions', 'schema_migrations']));
+      expect(columns(store, 'namespaces')).toEqual(['name', 'role', 'epoch', 'primary_site', 'paused', 'created_at', 'updated_at']);
+      expect(columns(store, 'epochs')).toEqual(['namespace', 'epoch', 'primary_site', 'learned_from', 'learned_at']);
+      expect(columns(store, 'replica_positions')).toEqual(
+        expect.arrayContaining(['namespace', 'source_site', 'epoch', 'seq', 'snapshot_id', 'snapshot_digest', 'last_sync_outcome', 'last_error_code']),
+      );
+      expect(columns(store, 'member_health')).toEqual(
+        expect.arrayContaining(['member', 'status', 'consecutive_failures', 'attempts', 'last_error_code', 'last_ok_at', 'next_retry_at']),
+      );
+      expect(columns(store, 'audit_log')).toEqual([
+        'id', 'at', 'actor', 'action', 'namespace', 'from_epoch', 'to_epoch', 'from_role', 'to_role', 'detail',
+      ]);
+      expect(pragma(store.db, 'journal_mode')).toBe('wal');
+      expect(pragma(store.db, 'synchronous')).toBe(2); // FULL
+      expect(pragma(store.db, 'foreign_keys')).toBe(1);
+      expect(pragmaRows(store.db, 'foreign_key_check')).toEqual([]);
+    } finally {
+      store.close();
+    }
+  });
+
+  it('applies nothing twice when the database is reopened', () => {
+    const dir = tempDir();
+    const first = StateStore.inDir(dir).open();
+    const before = prepare(first.db, 'SELECT version, applied_at FROM schema_migrations ORDER BY version').all();
+    first.close();
+    const again = StateStore.inDir(dir, { now: () => 42 }).open();
+    try {
+      expect(prepare(again.db, 'SELECT version, applied_at FROM schema_migrations ORDER BY version').all()).toEqual(before);
+    } finally {
+      again.close();
+    }
+  });
+
+  it('applies a new migration on reopen, once', () => {
+    const dir = tempDir();
+    StateStore.inDir(dir).open().close();
+    const migrationsDir = migrationsWith({ '900_placeholder.sql': '' });
+    // 900 leaves a gap: refused before anything is applied.
+    expect(() => StateStore.inDir(dir, { migrationsDir }).open()).toThrow(/without gaps/);
+    rmSync(path.join(migrationsDir, '900_placeholder.sql'));
+    const next = String(loadMigrations(migrationsDir).length + 1).padStart(3, '0');
+    writeFileSync(path.join(migrationsDir, `${next}_add_note.sql`), 'CREATE TABLE note (x INTEGER) STRICT;');
+    const store = StateStore.inDir(dir, { migrationsDir }).open();
+    expect(store.schemaVersion()).toBe(Number(next));
+    store.close();
+    const reopened = StateStore.inDir(dir, { migrationsDir }).open();
+    expect((prepare(reopened.db, 'SELECT count(*) AS n FROM schema_migrations WHERE version = ?').get(Number(next)) as { n: number }).n).toBe(1);
+    reopened.close();
+  });
+
+  it('leaves the database at the previous version when a migration fails', () => {
+    const dir = tempDir();
+    const base = loadMigrations(defaultMigrationsDir()).length;
+    const next = String(base + 1).padStart(3, '0');
+    const migrationsDir = migrationsWith({
+      // The first statement succeeds, the second fails: the whole migration must roll back.
+      [`${next}_broken.sql`]: 'CREATE TABLE half_done (x INTEGER) STRICT;\nINSERT INTO no_such_table VALUES (1);',
+    });
+    let err: unknown;
+    try {
+      StateStore.inDir(dir, { migrationsDir }).open();
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(StateMigrationFailedError);
+    expect((err as Error).message).toContain(`migration ${next}_broken failed`);
+    expect((err as Error).message).toContain(`stays at schema version ${base}`);
+
+    const store = StateStore.inDir(dir).open();
+    try {
+      expect(store.schemaVersion()).toBe(base);
+      expect(prepare(store.db, "SELECT name FROM sqlite_schema WHERE name = 'half_done'").get()).toBeUndefined();
+    } finally {
+      store.close();
+    }
+  });
+
+  it('refuses a database newer than the known migrations', () => {
+    const dir = tempDir();
+    const base = loadMigrations(defaultMigrationsDir()).length;
+    const next = String(base + 1).padStart(3, '0');
+    StateStore.inDir(dir, { migrationsDir: migrationsWith({ [`${next}_future.sql`]: 'CREATE TABLE future (x INTEGER) STRICT;' }) })
+      .open()
+      .close();
+    expect(() => StateStore.inDir(dir).open()).toThrow(/newer than this nethsm-replicator knows/);
+  });
+
+  it('refuses when an applied migration file was edited', () => {
+    const dir = tempDir();
+    StateStore.inDir(dir).open().close();
+    const migrationsDir = migrationsWith({});
+    const first = readdirSync(migrationsDir).find((f) => f.startsWith('001_'))!;
+    writeFileSync(path.join(migrationsDir, first), '-- edited\n', { flag: 'a' });
+    expect(() => StateStore.inDir(dir, { migrationsDir }).open()).toThrow(/was changed after it was applied/);
+  });
+
+  it('refuses badly named migration files', () => {
+    const migrationsDir = migrationsWith({ '2_oops.sql': '' });
+    expect(() => loadMigrations(migrationsDir)).toThrow(/is not named NNN_name\.sql/);
+  });
+});

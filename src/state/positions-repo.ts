@@ -1,0 +1,147 @@
+/**
+ * The `replica_positions` table: per replica namespace and source site, the position applied (epoch, seq), the
+ * snapshot it came from, and the outcome of the last sync. A failed sync keeps the previous position.
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import { prepare } from './sqlite.js';
+
+export interface ReplicaPosition {
+  readonly namespace: string;
+  readonly sourceSite: string;
+  /** undefined until the first successful sync. */
+  readonly epoch: number | undefined;
+  readonly seq: number | undefined;
+  readonly snapshotId: string | undefined;
+  readonly snapshotDigest: string | undefined;
+  /** When the source took the state this position reflects: the basis of lag. */
+  readonly positionTakenAt: number | undefined;
+  readonly lastSyncAt: number | undefined;
+  readonly lastSyncOutcome: 'ok' | 'failed' | undefined;
+  readonly lastSyncDurationMs: number | undefined;
+  readonly lastErrorCode: string | undefined;
+  readonly lastOkAt: number | undefined;
+  readonly updatedAt: number;
+}
+
+export interface SyncOk {
+  epoch: number;
+  /** 0 for a snapshot until the stream numbers changes. */
+  seq?: number;
+  snapshotId?: string;
+  snapshotDigest?: string;
+  /** When the source took the snapshot / emitted the change. */
+  takenAt: number;
+  durationMs: number;
+}
+
+export interface SyncFailed {
+  errorCode: string;
+  durationMs: number;
+}
+
+interface Raw {
+  namespace: string;
+  source_site: string;
+  epoch: number | null;
+  seq: number | null;
+  snapshot_id: string | null;
+  snapshot_digest: string | null;
+  position_taken_at: number | null;
+  last_sync_at: number | null;
+  last_sync_outcome: 'ok' | 'failed' | null;
+  last_sync_duration_ms: number | null;
+  last_error_code: string | null;
+  last_ok_at: number | null;
+  updated_at: number;
+}
+
+const u = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
+
+const toPosition = (r: Raw): ReplicaPosition => ({
+  namespace: r.namespace,
+  sourceSite: r.source_site,
+  epoch: u(r.epoch),
+  seq: u(r.seq),
+  snapshotId: u(r.snapshot_id),
+  snapshotDigest: u(r.snapshot_digest),
+  positionTakenAt: u(r.position_taken_at),
+  lastSyncAt: u(r.last_sync_at),
+  lastSyncOutcome: u(r.last_sync_outcome),
+  lastSyncDurationMs: u(r.last_sync_duration_ms),
+  lastErrorCode: u(r.last_error_code),
+  lastOkAt: u(r.last_ok_at),
+  updatedAt: r.updated_at,
+});
+
+export class PositionsRepo {
+  private readonly sGet: Statement<[string, string], Raw>;
+  private readonly sList: Statement<[], Raw>;
+  private readonly sForNs: Statement<[string], Raw>;
+  private readonly sOk: Statement<Record<string, unknown>>;
+  private readonly sFailed: Statement<Record<string, unknown>>;
+
+  constructor(db: Database, private readonly now: () => number) {
+    this.sGet = prepare(db, 'SELECT * FROM replica_positions WHERE namespace = ? AND source_site = ?');
+    this.sList = prepare(db, 'SELECT * FROM replica_positions ORDER BY namespace, source_site');
+    this.sForNs = prepare(db, 'SELECT * FROM replica_positions WHERE namespace = ? ORDER BY last_sync_at DESC');
+    this.sOk = prepare(db, 
+      `INSERT INTO replica_positions (namespace, source_site, epoch, seq, snapshot_id, snapshot_digest, position_taken_at,
+         last_sync_at, last_sync_outcome, last_sync_duration_ms, last_error_code, last_ok_at, updated_at)
+       VALUES (@namespace, @source, @epoch, @seq, @snapshotId, @snapshotDigest, @takenAt, @at, 'ok', @durationMs, NULL, @at, @at)
+       ON CONFLICT (namespace, source_site) DO UPDATE SET
+         epoch = excluded.epoch, seq = excluded.seq, snapshot_id = excluded.snapshot_id,
+         snapshot_digest = excluded.snapshot_digest, position_taken_at = excluded.position_taken_at,
+         last_sync_at = excluded.last_sync_at, last_sync_outcome = 'ok', last_sync_duration_ms = excluded.last_sync_duration_ms,
+         last_error_code = NULL, last_ok_at = excluded.last_ok_at, updated_at = excluded.updated_at`,
+    );
+    this.sFailed = prepare(db, 
+      `INSERT INTO replica_positions (namespace, source_site, last_sync_at, last_sync_outcome, last_sync_duration_ms,
+         last_error_code, updated_at)
+       VALUES (@namespace, @source, @at, 'failed', @durationMs, @errorCode, @at)
+       ON CONFLICT (namespace, source_site) DO UPDATE SET
+         last_sync_at = excluded.last_sync_at, last_sync_outcome = 'failed',
+         last_sync_duration_ms = excluded.last_sync_duration_ms, last_error_code = excluded.last_error_code,
+         updated_at = excluded.updated_at`,
+    );
+  }
+
+  get(namespace: string, sourceSite: string): ReplicaPosition | undefined {
+    const r = this.sGet.get(namespace, sourceSite);
+    return r ? toPosition(r) : undefined;
+  }
+
+  /** Every source's row for the namespace, most recently synced first. */
+  forNamespace(namespace: string): ReplicaPosition[] {
+    return this.sForNs.all(namespace).map(toPosition);
+  }
+
+  list(): ReplicaPosition[] {
+    return this.sList.all().map(toPosition);
+  }
+
+  /** Records a successful sync and the position it reached. Upsert; the namespace must exist (foreign key). */
+  recordSyncOk(namespace: string, sourceSite: string, ok: SyncOk): void {
+    this.sOk.run({
+      namespace,
+      source: sourceSite,
+      epoch: ok.epoch,
+      seq: ok.seq ?? 0,
+      snapshotId: ok.snapshotId ?? null,
+      snapshotDigest: ok.snapshotDigest ?? null,
+      takenAt: ok.takenAt,
+      durationMs: ok.durationMs,
+      at: this.now(),
+    });
+  }
+
+  /** Records a failed sync; the previous position stays. Upsert. */
+  recordSyncFailed(namespace: string, sourceSite: string, failed: SyncFailed): void {
+    this.sFailed.run({ namespace, source: sourceSite, errorCode: failed.errorCode, durationMs: failed.durationMs, at: this.now() });
+  }
+
+  /** How far behind the source the applied position is at `at` (ms), or undefined when never synced. */
+  lagMs(namespace: string, sourceSite: string, at: number = this.now()): number | undefined {
+    const taken = this.get(namespace, sourceSite)?.positionTakenAt;
+    return taken === undefined ? undefined : Math.max(0, at - taken);
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * The daemon's state store: one SQLite database (`<stateDir>/state.db`) through better-sqlite3.
+ *
+ * Durability: WAL with `synchronous=FULL`. In WAL mode NORMAL never corrupts the database but may lose the last
+ * committed transactions on power loss; a role or epoch change must not be lost once anything acted on it (peers
+ * told, writes accepted), and the state's write rate (role changes, one position per sync, member status changes,
+ * later one change-log row per key mutation) is far below what an fsync per commit costs. So FULL, everywhere:
+ * one rule, no per-table reasoning.
+ * Concurrency: one connection per process; `busy_timeout` covers another process (the CLI reading status offline).
+ * Foreign keys are on. Transactions are IMMEDIATE (take the write lock at BEGIN, so they never fail half-way on lock
+ * upgrade); a `transaction()` inside another becomes a savepoint.
+ */
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Database } from 'better-sqlite3';
+import { InternalError, NhrError, StateOpenFailedError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { AuditRepo } from './audit-repo.js';
+import { EpochsRepo } from './epochs-repo.js';
+import { MembersRepo } from './members-repo.js';
+import { applyMigrations, defaultMigrationsDir, loadMigrations, schemaVersion } from './migrate.js';
+import { PositionsRepo } from './positions-repo.js';
+import { RolesRepo } from './roles-repo.js';
+import { openDatabase, pragma } from './sqlite.js';
+
+export const STATE_DB_FILE = 'state.db';
+
+export interface StateStoreOptions {
+  /** The database file; see {@link StateStore.inDir}. */
+  file: string;
+  /** Default: the package's `migrations/`. */
+  migrationsDir?: string;
+  /** How long to wait for another connection's lock (default 5000 ms). */
+  busyTimeoutMs?: number;
+  now?: () => number;
+  logger?: Logger;
+}
+
+interface Open {
+  db: Database;
+  roles: RolesRepo;
+  epochs: EpochsRepo;
+  positions: PositionsRepo;
+  members: MembersRepo;
+  audit: AuditRepo;
+}
+
+export class StateStore {
+  private state: Open | undefined;
+  readonly file: string;
+  private readonly now: () => number;
+  private readonly log: Logger;
+
+  constructor(private readonly options: StateStoreOptions) {
+    this.file = options.file;
+    this.now = options.now ?? Date.now;
+    this.log = options.logger ?? silentLogger;
+  }
+
+  /** A store for `<stateDir>/state.db`. */
+  static inDir(stateDir: string, options: Omit<StateStoreOptions, 'file'> = {}): StateStore {
+    return new StateStore({ ...options, file: path.join(stateDir, STATE_DB_FILE) });
+  }
+
+  /**
+   * Opens the database (creating its directory with mode 0700 and the file with mode 0600 when absent), sets the
+   * pragmas and applies pending migrations. Idempotent: a second call on an open store does nothing.
+   * Throws {@link StateOpenFailedError} or {@link StateMigrationFailedError}; the store stays closed then.
+   */
+  open(): this {
+    if (this.state) return this;
+    const created = !existsSync(this.file);
+    let db: Database;
+    try {
+      mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      db = openDatabase(this.file);
+    } catch (err) {
+      throw new StateOpenFailedError(`cannot open the state database ${this.file}: ${(err as Error).message}`, { path: this.file, cause: err });
+    }
+    try {
+      if (created) chmodSync(this.file, 0o600);
+      pragma(db, `busy_timeout = ${Math.max(0, Math.trunc(this.options.busyTimeoutMs ?? 5000))}`);
+      const mode = pragma(db, 'journal_mode = WAL');
+      if (mode !== 'wal') throw new Error(`the file system does not support WAL (journal_mode is ${String(mode)})`);
+      pragma(db, 'synchronous = FULL');
+      pragma(db, 'foreign_keys = ON');
+      const migrations = loadMigrations(this.options.migrationsDir ?? defaultMigrationsDir());
+      const applied = applyMigrations(db, migrations, this.now);
+      if (applied.length > 0) this.log.info({ file: this.file, applied, version: schemaVersion(db) }, 'state database migrated');
+    } catch (err) {
+      db.close();
+      if (err instanceof NhrError) throw err;
+      throw new StateOpenFailedError(`cannot open the state database ${this.file}: ${(err as Error).message}`, { path: this.file, cause: err });
+    }
+    this.state = {
+      db,
+      roles: new RolesRepo(db, this.now),
+      epochs: new EpochsRepo(db, this.now),
+      positions: new PositionsRepo(db, this.now),
+      members: new MembersRepo(db, this.now),
+      audit: new AuditRepo(db, this.now),
+    };
+    return this;
+  }
+
+  /** Closes the database (checkpointing the WAL). Idempotent. */
+  close(): void {
+    const s = this.state;
+    this.state = undefined;
+    s?.db.close();
+  }
+
+  get isOpen(): boolean {
+    return this.state !== undefined;
+  }
+
+  private get open_(): Open {
+    if (!this.state) throw new InternalError(`state store ${this.file} is used while closed`);
+    return this.state;
+  }
+
+  /** The raw connection, for the streaming issue's repositories and for tests. */
+  get db(): Database {
+    return this.open_.db;
+  }
+  get roles(): RolesRepo {
+    return this.open_.roles;
+  }
+  get epochs(): EpochsRepo {
+    return this.open_.epochs;
+  }
+  get positions(): PositionsRepo {
+    return this.open_.positions;
+  }
+  get members(): MembersRepo {
+    return this.open_.members;
+  }
+  get audit(): AuditRepo {
+    return this.open_.audit;
+  }
+
+  /** Current schema version (the highest applied migration). */
+  schemaVersion(): number {
+    return schemaVersion(this.open_.db);
+  }
+
+  /**
+   * Runs `fn` in one IMMEDIATE transaction: all its writes commit together (durably, synchronous=FULL) or, when it
+   * throws, none do and the error propagates. Nested calls become savepoints. `fn` must be synchronous: an async
+   * function would commit at its first await.
+   */
+  transaction<T>(fn: () => T): T {
+    const db = this.open_.db;
+    const run = db.transaction(fn);
+    return db.inTransaction ? run() : run.immediate();
+  }
+}
