@@ -438,15 +438,16 @@ export class NetHsmClient {
       throw err;
     }
     let bytes = 0;
+    // The write stream owns the handle from here: `flush` fsyncs before it closes it, on success or failure.
+    const sink = createWriteStream('', { fd: fh, flush: true });
     try {
       const stream = await this.backup();
       stream.on('data', (c: Buffer) => (bytes += c.length));
-      await pipeline(stream, createWriteStream('', { fd: fh, autoClose: false }));
-      await fh.sync();
-      await fh.close();
+      await pipeline(stream, sink);
       return bytes;
     } catch (err) {
-      await fh.close().catch(() => undefined);
+      sink.destroy();
+      await new Promise<void>((resolve) => (sink.closed ? resolve() : sink.once('close', () => resolve())));
       await unlink(path).catch(() => undefined);
       throw err;
     }
