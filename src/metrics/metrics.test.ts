@@ -62,6 +62,17 @@ describe('replicator metrics', () => {
     expect(await valueOf(m, 'nethsm_replicator_epoch', { namespace: 'alpha' })).toBe(4);
   });
 
+  it('creates the namespace counters at 0 so the first increment is visible to rate()', async () => {
+    const { m } = setup();
+    m.setRole('alpha', 'replica', 1);
+    expect(await valueOf(m, 'nethsm_replicator_syncs_total', { namespace: 'alpha', outcome: 'failure' })).toBe(0);
+    expect(await valueOf(m, 'nethsm_replicator_sync_failures_total', { namespace: 'alpha', reason: 'verify_failed' })).toBe(0);
+    expect(await valueOf(m, 'nethsm_replicator_promotions_total', { namespace: 'alpha' })).toBe(0);
+    m.observeSync('alpha', 'failure', 1, 'verify_failed');
+    m.setRole('alpha', 'replica', 1);
+    expect(await valueOf(m, 'nethsm_replicator_syncs_total', { namespace: 'alpha', outcome: 'failure' })).toBe(1);
+  });
+
   it('computes the replication lag at scrape time, so it grows while syncs fail', async () => {
     const { m, clock } = setup(1_000_000);
     m.setReplicaDataTime('beta', 990);
@@ -179,7 +190,9 @@ describe('sync failure reasons', () => {
     expect(syncFailureReason(new BackupCorruptedError('bad', { offset: 1, entryIndex: 0 }))).toBe('backup_invalid');
     expect(syncFailureReason(new ConfigInvalidError('bad'))).toBe('config');
     expect(syncFailureReason({ code: 'NHR_ERR_PEER_UNREACHABLE' })).toBe('peer_unreachable');
-    expect(syncFailureReason({ code: 'NHR_ERR_PEER_CERT_REJECTED' })).toBe('peer_error');
+    expect(syncFailureReason({ code: 'NHR_ERR_PEER_IDENTITY' })).toBe('peer_error');
+    expect(syncFailureReason({ code: 'NHR_ERR_ROLE_STALE_EPOCH' })).toBe('epoch_conflict');
+    expect(syncFailureReason({ code: 'NHR_ERR_STATE_OPEN_FAILED' })).toBe('state_store');
   });
 
   it('answers other for anything without a known code, never a free-form string', () => {

@@ -35,6 +35,7 @@ export type SyncOutcome = (typeof SYNC_OUTCOMES)[number];
  * - `restore_guard`: entries outside the namespace changed or vanished around the merge-restore.
  * - `epoch_conflict`: the peer speaks another epoch (fencing, stale primary).
  * - `config`: the configuration or a secret is unusable.
+ * - `state_store`: the SQLite state store failed.
  * - `aborted`: shutdown or an operator's pause interrupted the sync.
  * - `other`: anything else (see the logs).
  */
@@ -49,6 +50,7 @@ export const SYNC_FAILURE_REASONS = [
   'restore_guard',
   'epoch_conflict',
   'config',
+  'state_store',
   'aborted',
   'other',
 ] as const;
@@ -123,7 +125,10 @@ export interface ReplicatorMetrics {
   readonly streamChangesAppliedTotal: Counter<'namespace' | 'outcome'>;
   readonly gatewayRequestsTotal: Counter<'namespace' | 'class' | 'outcome'>;
 
-  /** Sets `namespace_role` to 1 for `role` and 0 for the other roles, and the epoch. Idempotent. */
+  /**
+   * Sets `namespace_role` to 1 for `role` and 0 for the other roles, and the epoch. Also creates the namespace's
+   * counters at 0, so that rate() and increase() see their first increment. Idempotent.
+   */
   setRole(namespace: string, role: Role, epoch: number): void;
   /**
    * Records what point in the primary's time the replica's data reflects (Unix seconds: the time of the snapshot
@@ -381,6 +386,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     setRole(namespace, role, epoch) {
       for (const r of ROLES) m.namespaceRole.set({ namespace, role: r }, r === role ? 1 : 0);
       m.epoch.set({ namespace }, epoch);
+      for (const outcome of SYNC_OUTCOMES) m.syncsTotal.inc({ namespace, outcome }, 0);
+      for (const reason of SYNC_FAILURE_REASONS) m.syncFailuresTotal.inc({ namespace, reason }, 0);
+      for (const outcome of RESTORE_OUTCOMES) m.restoresTotal.inc({ namespace, outcome }, 0);
+      m.promotionsTotal.inc({ namespace }, 0);
+      m.fencingsTotal.inc({ namespace }, 0);
+      m.restoreForeignEntriesLostTotal.inc({ namespace }, 0);
     },
     setReplicaDataTime(namespace, asOfSeconds) {
       if (asOfSeconds === null || !Number.isFinite(asOfSeconds)) {
@@ -427,6 +438,7 @@ export function syncFailureReason(err: unknown): SyncFailureReason {
     NHR_ERR_NETHSM_UNREACHABLE: 'nethsm_unreachable',
     NHR_ERR_NETHSM_TIMEOUT: 'nethsm_unreachable',
     NHR_ERR_NETHSM_TLS_PIN_MISMATCH: 'nethsm_unreachable',
+    NHR_ERR_NETHSM_TLS_UNTRUSTED: 'nethsm_unreachable',
     NHR_ERR_BACKUP_WRONG_PASSPHRASE: 'wrong_passphrase',
   };
   const hit = exact[code];
@@ -442,6 +454,7 @@ export function syncFailureReason(err: unknown): SyncFailureReason {
     ['NHR_ERR_ROLE_', 'epoch_conflict'],
     ['NHR_ERR_EPOCH_', 'epoch_conflict'],
     ['NHR_ERR_CONFIG_', 'config'],
+    ['NHR_ERR_STATE_', 'state_store'],
     ['NHR_ERR_ABORTED', 'aborted'],
   ];
   for (const [prefix, reason] of prefixes) if (code.startsWith(prefix)) return reason;
