@@ -298,6 +298,12 @@ describe('health server: lifecycle', () => {
     await expect(second.start()).rejects.toMatchObject({ code: 'NHR_ERR_CONFIG_INVALID', path: 'health.listen' });
   });
 
+  it('refuses a port outside 0..65535 with a config error', async () => {
+    const server = new HealthServer({ host: '127.0.0.1', port: 70000, source: new TestSource(), metrics: new Registry() });
+    servers.push(server);
+    await expect(server.start()).rejects.toMatchObject({ code: 'NHR_ERR_CONFIG_INVALID', path: 'health.listen' });
+  });
+
   it('serves HTTPS when given a certificate and key', async () => {
     const cert = await createSelfSignedCertificate();
     const { address } = await start({ tls: { certPem: cert.certPem, keyPem: cert.keyPem } });

@@ -128,10 +128,15 @@ export class HealthServer {
         );
       };
       server.once('error', onError);
-      server.listen(port, host, () => {
-        server.off('error', onError);
-        resolve();
-      });
+      try {
+        server.listen(port, host, () => {
+          server.off('error', onError);
+          resolve();
+        });
+      } catch (err) {
+        // Synchronous refusals, e.g. a port outside 0..65535 (ERR_SOCKET_BAD_PORT).
+        onError(err as NodeJS.ErrnoException);
+      }
     });
     server.on('error', (err) => this.#logger.error({ err }, 'health server error'));
     this.#server = server;
