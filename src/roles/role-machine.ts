@@ -1,0 +1,210 @@
+/**
+ * The role state machine of one namespace at one site. Pure: each function takes the current {@link RoleState}
+ * and returns the {@link RoleChange} to persist (with `applyRoleChange`, before acting on it) or throws a typed
+ * refusal. Transitions:
+ *
+ *   (none)  --init-->         primary | replica        configured primary, epoch 1
+ *   replica --promote-->      primary                  epoch = highest known + 1; guarded (lag, last sync) unless forced
+ *   fenced  --promote(force)--> primary                operator chooses this site after a split brain
+ *   primary --demote-->       replica                  same epoch, primary stays this site: "stepped down, handing over"
+ *   primary --fence-->        fenced                   a higher epoch with another primary was seen
+ *   replica --follow-->       replica                  a higher epoch: follow its primary
+ *   fenced  --follow-->       fenced                   a higher epoch while fenced: still must resync
+ *   fenced  --resync-->       replica                  after the quarantine export and a successful sync
+ *   primary --split-brain-->  fenced                   another site claims the same epoch
+ *
+ * Split brain (two primaries claim one epoch) can only come from concurrent forced promotes or lost state. Policy:
+ * **both fence and alert**. Each site that is primary at that epoch fences itself when it sees the other's claim, so
+ * writes stop at both; no side is picked by name, because the operator knows which site's writes matter. The operator
+ * promotes the chosen site with `--force` (a higher epoch); the other follows, exports its quarantine and resyncs.
+ */
+import { InternalError, PeerMessageInvalidError, PeerStaleEpochError, RoleNotPrimaryError, RolePromoteRefusedError, RoleSplitBrainError, type PromoteRefusal } from '../errors.js';
+import { INITIAL_EPOCH, isEpoch, nextEpoch } from './epoch.js';
+import type { RoleState } from './role.js';
+
+export type RoleAction = 'init' | 'promote' | 'demote' | 'fence' | 'follow' | 'resync' | 'split-brain';
+
+export interface RoleChange {
+  readonly action: RoleAction;
+  readonly namespace: string;
+  /** The state the decision was made on; undefined for `init`. Persisting fails if the stored state differs. */
+  readonly from: RoleState | undefined;
+  readonly to: RoleState;
+  /** The (epoch → primary) fact this change adds to the epoch history, if any. */
+  readonly claim?: { readonly epoch: number; readonly primarySite: string; readonly learnedFrom: string };
+  /** For the audit row: reasons, the peer that told us, forced refusals. Never a secret. */
+  readonly detail: Readonly<Record<string, unknown>>;
+}
+
+/** The first state of a namespace: primary here when configured so, else a replica of the configured primary. */
+export function initialRole(namespace: string, localSite: string, configuredPrimary: string): RoleChange {
+  const to: RoleState = {
+    namespace,
+    role: configuredPrimary === localSite ? 'primary' : 'replica',
+    epoch: INITIAL_EPOCH,
+    primarySite: configuredPrimary,
+  };
+  return { action: 'init', namespace, from: undefined, to, claim: { epoch: INITIAL_EPOCH, primarySite: configuredPrimary, learnedFrom: 'config' }, detail: {} };
+}
+
+export interface PromoteInput {
+  localSite: string;
+  force: boolean;
+  /** How old this site's copy is (now − when the primary took the last applied snapshot); undefined: never synced. */
+  lagMs: number | undefined;
+  /** The namespace's `maxLagForPromote`. */
+  maxLagMs: number;
+  /** Outcome of the last sync attempt; undefined when none was made. */
+  lastSyncOk: boolean | undefined;
+  /** Epochs known from elsewhere (the epoch history, reachable peers); the state's own epoch is always included. */
+  knownEpochs: readonly number[];
+}
+
+/**
+ * Decides a promote at this site. Throws {@link RolePromoteRefusedError} with every reason that applies:
+ * `already-primary` (even with force), and unless `force`: `fenced`, `last-sync-failed`, `never-synced`, `behind`.
+ */
+export function promote(state: RoleState, input: PromoteInput): RoleChange {
+  const ns = state.namespace;
+  if (state.role === 'primary') {
+    throw new RolePromoteRefusedError(`namespace ${ns} is already primary here at epoch ${state.epoch}`, {
+      namespace: ns,
+      epoch: state.epoch,
+      reasons: ['already-primary'],
+      hint: 'Nothing to do.',
+    });
+  }
+  const reasons: PromoteRefusal[] = [];
+  const why: string[] = [];
+  if (state.role === 'fenced') {
+    reasons.push('fenced');
+    why.push('this site is fenced (its copy diverged from the primary and has not resynced)');
+  }
+  if (input.lastSyncOk === false) {
+    reasons.push('last-sync-failed');
+    why.push('the last sync failed');
+  }
+  if (input.lagMs === undefined) {
+    reasons.push('never-synced');
+    why.push('it has never synced');
+  } else if (input.lagMs > input.maxLagMs) {
+    reasons.push('behind');
+    why.push(`it is ${Math.round(input.lagMs / 1000)}s behind, over the limit of ${Math.round(input.maxLagMs / 1000)}s`);
+  }
+  if (reasons.length > 0 && !input.force) {
+    throw new RolePromoteRefusedError(`refusing to promote namespace ${ns}: ${why.join('; ')}`, { namespace: ns, epoch: state.epoch, reasons });
+  }
+  const epoch = nextEpoch([state.epoch, ...input.knownEpochs]);
+  return {
+    action: 'promote',
+    namespace: ns,
+    from: state,
+    to: { namespace: ns, role: 'primary', epoch, primarySite: input.localSite },
+    claim: { epoch, primarySite: input.localSite, learnedFrom: 'local' },
+    detail: { force: input.force, ...(reasons.length > 0 ? { overridden: reasons } : {}), previousPrimary: state.primarySite, lagMs: input.lagMs ?? null },
+  };
+}
+
+/**
+ * Decides a planned step-down at the primary, handing over to `toSite`: the namespace becomes a replica at the same
+ * epoch, still naming this site as that epoch's primary (the epoch's history does not change), until `toSite`
+ * promotes with a higher epoch. Throws {@link RoleNotPrimaryError} when this site is not the primary.
+ */
+export function demote(state: RoleState, input: { localSite: string; toSite: string }): RoleChange {
+  assertPrimary(state, input.localSite);
+  if (input.toSite === input.localSite) throw new InternalError('demote: the handover site must be another site');
+  return {
+    action: 'demote',
+    namespace: state.namespace,
+    from: state,
+    to: { ...state, role: 'replica' },
+    detail: { handoverTo: input.toSite },
+  };
+}
+
+/** Throws {@link RoleNotPrimaryError} unless this site is the namespace's primary. */
+export function assertPrimary(state: RoleState, localSite: string): void {
+  if (state.role !== 'primary' || state.primarySite !== localSite) {
+    throw new RoleNotPrimaryError(
+      `namespace ${state.namespace} is ${state.role} here at epoch ${state.epoch}; its primary is ${state.primarySite}`,
+      { namespace: state.namespace, epoch: state.epoch, site: state.primarySite },
+    );
+  }
+}
+
+/** What a peer said about a namespace: it (or the site it names) is primary at `epoch`. */
+export interface EpochClaim {
+  /** The peer that said it. */
+  from: string;
+  epoch: number;
+  primarySite: string;
+}
+
+export type Observation =
+  /** Same epoch, same primary: nothing to do. */
+  | { kind: 'current' }
+  /** A newer epoch: persist `change` (fence, follow). */
+  | { kind: 'change'; change: RoleChange }
+  /** Same epoch, another primary. `change` fences this site when it was primary; alert with `error` either way. */
+  | { kind: 'split-brain'; change: RoleChange | undefined; error: RoleSplitBrainError };
+
+/**
+ * Decides what a peer's epoch claim means here. Throws {@link PeerStaleEpochError} when the claim is older than
+ * this site's epoch (the message must be refused) and {@link PeerMessageInvalidError} when it is not an epoch.
+ */
+export function observeEpoch(state: RoleState, localSite: string, claim: EpochClaim): Observation {
+  const ns = state.namespace;
+  if (!isEpoch(claim.epoch)) throw new PeerMessageInvalidError(`peer ${claim.from} sent an invalid epoch for namespace ${ns}`, { namespace: ns, site: claim.from });
+  if (claim.epoch < state.epoch) {
+    throw new PeerStaleEpochError(
+      `peer ${claim.from} speaks for epoch ${claim.epoch} of namespace ${ns}; this site holds epoch ${state.epoch} (primary ${state.primarySite})`,
+      { namespace: ns, epoch: state.epoch, site: claim.from },
+    );
+  }
+  if (claim.epoch === state.epoch) {
+    if (claim.primarySite === state.primarySite) return { kind: 'current' };
+    const error = new RoleSplitBrainError(
+      `namespace ${ns}: ${claim.from} says ${claim.primarySite} is primary at epoch ${claim.epoch}, this site holds ${state.primarySite}`,
+      { namespace: ns, epoch: claim.epoch, site: claim.primarySite },
+    );
+    const change: RoleChange | undefined =
+      state.role === 'primary'
+        ? {
+            action: 'split-brain',
+            namespace: ns,
+            from: state,
+            to: { ...state, role: 'fenced' },
+            detail: { claimedPrimary: claim.primarySite, reportedBy: claim.from },
+          }
+        : undefined;
+    return { kind: 'split-brain', change, error };
+  }
+  // A newer epoch.
+  const learned = { epoch: claim.epoch, primarySite: claim.primarySite, learnedFrom: claim.from };
+  const detail = { reportedBy: claim.from, previousEpoch: state.epoch, previousPrimary: state.primarySite };
+  if (claim.primarySite === localSite || state.role !== 'replica') {
+    // A primary (or a fenced site) meeting a newer epoch is fenced. A newer epoch naming *this* site primary is one
+    // this site never took (lost state): fence as well, never act as primary on someone else's word.
+    const action = state.role === 'fenced' && claim.primarySite !== localSite ? 'follow' : 'fence';
+    return {
+      kind: 'change',
+      change: { action, namespace: ns, from: state, to: { namespace: ns, role: 'fenced', epoch: claim.epoch, primarySite: claim.primarySite }, claim: learned, detail },
+    };
+  }
+  return {
+    kind: 'change',
+    change: { action: 'follow', namespace: ns, from: state, to: { namespace: ns, role: 'replica', epoch: claim.epoch, primarySite: claim.primarySite }, claim: learned, detail },
+  };
+}
+
+/**
+ * A fenced site has exported its quarantine and synced from the primary: it becomes a replica. Throws
+ * {@link InternalError} unless fenced with another site as primary (a site fenced by a split brain waits for the
+ * operator's promote, somewhere, first).
+ */
+export function completeResync(state: RoleState, localSite: string, detail: Record<string, unknown> = {}): RoleChange {
+  if (state.role !== 'fenced' || state.primarySite === localSite) {
+    throw new InternalError(`namespace ${state.namespace}: resync completes only a fenced namespace with another primary (is ${state.role}, primary ${state.primarySite})`);
+  }
+  return { action: 'resync', namespace: state.namespace, from: state, to: { ...state, role: 'replica' }, detail };
+}
