@@ -274,7 +274,7 @@ describe('backup and restore', () => {
     expect(await admin.listKeys({ prefix: 'ed' })).toEqual(['ed1']);
   });
 
-  it('refuses a restore with a wrong passphrase (400) or of a file that is not a backup (400)', async () => {
+  it('refuses a restore with a wrong passphrase (400), of a file that is not a backup (400), or of a missing file', async () => {
     const file = path.join(dir, 'b2.bin');
     const wrong = (await admin.restore(file, { backupPassphrase: 'wrongPassphrase' }).catch((e: unknown) => e)) as NetHsmHttpError;
     expect(wrong.status).toBe(400);
@@ -283,6 +283,7 @@ describe('backup and restore', () => {
     await writeFile(junk, randomBytes(1000));
     expect(await statusOf(admin.restore(junk, { backupPassphrase: sim.backupPassphrase }))).toBe(400);
     expect(await statusOf(operator.restore(file, { backupPassphrase: sim.backupPassphrase }))).toBe(403);
+    await expect(admin.restore(path.join(dir, 'absent.bin'), { backupPassphrase: sim.backupPassphrase })).rejects.toThrow(/absent\.bin cannot be read \(ENOENT\)/);
   });
 
   it('streams the backup body to the caller', async () => {

@@ -13,7 +13,7 @@ import { createWriteStream } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { NetHsmHttpError, NetHsmResponseInvalidError, OutputExistsError } from '../errors.js';
+import { InputInvalidError, NetHsmHttpError, NetHsmResponseInvalidError, OutputExistsError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { components } from './api-types.js';
 import { contentTypeFor, newBoundary, restoreBody, twoPartBuffer } from './multipart.js';
@@ -460,7 +460,14 @@ export class NetHsmClient {
   async restore(source: string | AsyncIterable<Uint8Array>, args: RestoreArguments = {}): Promise<void> {
     const boundary = newBoundary();
     const argsJson = Buffer.from(JSON.stringify(args));
-    const { body, length } = await restoreBody(boundary, argsJson, source);
+    let streamed;
+    try {
+      streamed = await restoreBody(boundary, argsJson, source);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? String(err);
+      throw new InputInvalidError(`restore source ${String(source)} cannot be read (${code})`, { path: String(source), cause: err });
+    }
+    const { body, length } = streamed;
     const secrets = args.backupPassphrase ? [args.backupPassphrase] : [];
     await this.#none({ method: 'POST', path: '/system/restore', body, contentType: contentTypeFor(boundary), contentLength: length, expect: [204], secrets });
   }
