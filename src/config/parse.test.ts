@@ -50,6 +50,7 @@ describe('parseConfig: valid documents and defaults', () => {
   it('reads optional settings: gateway, metrics account, peer pin, recovery, logging, replicated generation', () => {
     const doc = validConfigDoc() as Doc;
     doc.gateway = { listen: '[::]:8443' };
+    doc.health = { listen: '10.0.0.5:9810', tls: { certFile: '/etc/nhr/health.crt', keyFile: '/etc/nhr/health.key' } };
     doc.nethsm.credentials.metrics = { user: 'metrics', passphrase: { env: 'M' } };
     doc.peers[0].tls = { fingerprint256: 'cd'.repeat(32) };
     doc.recovery = { retryInterval: '1m30s', maxAttempts: 5 };
@@ -57,6 +58,7 @@ describe('parseConfig: valid documents and defaults', () => {
     doc.namespaces[0].generate = 'replicated';
     const c = parseConfig(toYaml(doc), {});
     expect(c.gateway?.listen).toEqual({ host: '::', port: 8443 });
+    expect(c.health).toEqual({ listen: { host: '10.0.0.5', port: 9810 }, tls: { certFile: '/etc/nhr/health.crt', keyFile: '/etc/nhr/health.key' } });
     expect(c.nethsm.credentials.metrics).toEqual({ user: 'metrics', passphrase: { kind: 'env', name: 'M' } });
     expect(c.peers[0]?.fingerprint256).toBe(Array(32).fill('CD').join(':'));
     expect(c.recovery).toEqual({ retryIntervalMs: 90_000, maxAttempts: 5 });

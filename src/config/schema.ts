@@ -65,7 +65,8 @@ export interface ReplicatorConfig {
   readonly tls: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
   readonly peerApi: { readonly listen: ListenAddress };
   readonly admin: { readonly socket: string };
-  readonly health: { readonly listen: ListenAddress };
+  /** `tls`: serve health and metrics over HTTPS (when the scrape crosses an untrusted network). */
+  readonly health: { readonly listen: ListenAddress; readonly tls?: { readonly certFile: string; readonly keyFile: string } };
   readonly gateway?: { readonly listen: ListenAddress };
   readonly stateDir: string;
   readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef };
@@ -254,7 +255,12 @@ export function buildConfigSchema(opts: SchemaOptions) {
       tls: z.strictObject({ certFile: filePath(opts), keyFile: filePath(opts), caFile: filePath(opts) }),
       peerApi: z.strictObject({ listen }),
       admin: z.strictObject({ socket: filePath(opts).optional() }).default({}),
-      health: z.strictObject({ listen: listen.default(parseListenAddress(DEFAULT_HEALTH_LISTEN)!) }).default({
+      health: z
+        .strictObject({
+          listen: listen.default(parseListenAddress(DEFAULT_HEALTH_LISTEN)!),
+          tls: z.strictObject({ certFile: filePath(opts), keyFile: filePath(opts) }).optional(),
+        })
+        .default({
         listen: parseListenAddress(DEFAULT_HEALTH_LISTEN)!,
       }),
       gateway: z.strictObject({ listen }).optional(),
