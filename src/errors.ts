@@ -241,6 +241,18 @@ export class BackupKindMismatchError extends NhrError {
     'Pass a device backup, a namespace backup or a key backup where the command asks for it (see `backup inspect`).';
 }
 
+export class BackupManifestInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_MANIFEST_INVALID';
+  static override readonly defaultHint =
+    'The namespace/key backup\'s manifest is malformed or does not match the entries; make the file again with `backup extract-namespace` or `key-backup export`.';
+}
+
+export class BackupOutOfOrderError extends NhrError {
+  static override readonly code = 'NHR_ERR_BACKUP_OUT_OF_ORDER';
+  static override readonly defaultHint =
+    'The file\'s entries are not in the NetHSM firmware\'s order, so it cannot be merged safely; use a backup taken from the device or made by nethsm-replicator.';
+}
+
 // ---------------------------------------------------------------------------------------------
 // Admin API (CLI ↔ running daemon)
 
@@ -382,6 +394,50 @@ export class RoleStateChangedError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Gateway (the NetHSM-compatible proxy applications use)
+
+/** A mutation for a namespace that is a replica (or fenced) at this site; names the primary site and epoch. */
+export class GatewayReadOnlyError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_READ_ONLY';
+  static override readonly defaultHint =
+    "Send writes for this namespace to its primary site's gateway (see `nethsm-replicator status`), or promote this site.";
+}
+
+/** A device-level call the gateway does not serve (restore, factory reset, backup passphrase, cluster, replicated namespace lifecycle). */
+export class GatewayCallRefusedError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_CALL_REFUSED';
+  static override readonly defaultHint =
+    'Do this on the NetHSM directly during maintenance (docs/gateway.md lists why each call is refused), then run `nethsm-replicator sync`.';
+}
+
+/** A request the gateway cannot classify with certainty (path traversal, encoded slashes, ambiguous credentials). Not forwarded. */
+export class GatewayRequestInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_REQUEST_INVALID';
+  static override readonly defaultHint = 'Send the request as the NetHSM API describes it: a plain /api/v1 path and one HTTP Basic header.';
+}
+
+/** A mutation waited for a merge-restore longer than the gateway's bound; answered 503 with Retry-After. */
+export class GatewayHoldTimeoutError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_HOLD_TIMEOUT';
+  static override readonly defaultHint = 'A merge-restore is running at this site; retry after the Retry-After delay.';
+  static override readonly retryable = true;
+}
+
+/** A write hold could not start: mutations already in flight did not finish within the bound. Nothing was restored. */
+export class GatewayDrainTimeoutError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_DRAIN_TIMEOUT';
+  static override readonly defaultHint = 'A write through the gateway is stuck (slow client or NetHSM); the restore is retried on the next sync.';
+  static override readonly retryable = true;
+}
+
+/** The change-capture hook refused to record a primary-namespace mutation; it was not forwarded (503). */
+export class GatewayCaptureFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_CAPTURE_FAILED';
+  static override readonly defaultHint = "The daemon could not record the change (see its log: state store, transport keys); retry shortly.";
+  static override readonly retryable = true;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /** Every registered error class; docs/errors.md must list each code (checked by a test). */
 export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
@@ -405,6 +461,8 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   BackupNamespaceNotFoundError,
   BackupKeyNotFoundError,
   BackupKindMismatchError,
+  BackupManifestInvalidError,
+  BackupOutOfOrderError,
   AdminUnavailableError,
   AdminRemoteError as unknown as typeof NhrError,
   PeerUnreachableError,
@@ -419,6 +477,12 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   RoleNotPrimaryError,
   RoleSplitBrainError,
   RoleStateChangedError,
+  GatewayReadOnlyError,
+  GatewayCallRefusedError,
+  GatewayRequestInvalidError,
+  GatewayHoldTimeoutError,
+  GatewayDrainTimeoutError,
+  GatewayCaptureFailedError,
 ];
 
 /**

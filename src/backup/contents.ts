@@ -1,0 +1,122 @@
+/**
+ * What a backup file holds, by path: its kind (device, namespace or key backup), manifest, namespaces, keys and
+ * users. Used by `backup inspect` and by the daemon to verify a device against a snapshot.
+ */
+import { BackupManifestInvalidError } from '../errors.js';
+import type { BackupKind, BackupManifest } from './manifest.js';
+import { decodeManifest } from './manifest.js';
+import { classifyPath } from './paths.js';
+import type { BackupEntry, OpenBackupOptions } from './reader.js';
+import { closeAll, openSource, type BackupSource } from './transform.js';
+
+export interface NamespaceContents {
+  /** Whether the `/namespace/<ns>` record is present (users may outlive their namespace, FACTS §4). */
+  present: boolean;
+  keys: number;
+  users: number;
+  /** Key ids and user ids (without the `ns~` prefix), in file order; only with `collectIds`. */
+  keyIds?: string[];
+  userIds?: string[];
+}
+
+export interface BackupContents {
+  version: 0 | 1;
+  /** Hex of the scrypt salt. */
+  salt: string;
+  /** v1 only. */
+  deviceId?: string;
+  kind: BackupKind;
+  manifest?: BackupManifest;
+  /** Entries besides the manifest. */
+  entryCount: number;
+  /** Bytes of the file read. */
+  bytes: number;
+  namespaces: Record<string, NamespaceContents>;
+  rootKeys: number;
+  rootUsers: number;
+  /** Only with `collectIds`. */
+  rootKeyIds?: string[];
+  rootUserIds?: string[];
+  /** Config, local, store-version and unknown entries. */
+  otherEntries: number;
+}
+
+export interface ListContentsOptions {
+  input: OpenBackupOptions;
+  /** Collect key and user ids (memory grows with their number). Default false: counts only. */
+  collectIds?: boolean;
+  /** Called for every entry, manifest included, in file order (e.g. to print it). */
+  onEntry?: (e: BackupEntry) => void;
+}
+
+/**
+ * Reads the whole file with every integrity check of the reader and lists what it holds. Does not require firmware
+ * order. Throws the reader's errors and BackupManifestInvalidError (malformed manifest, or one that is not the
+ * last entry).
+ */
+export async function listBackupContents(source: BackupSource, options: ListContentsOptions): Promise<BackupContents> {
+  const reader = await openSource(source, options.input);
+  try {
+    const h = reader.header;
+    const c: BackupContents = {
+      version: h.version,
+      salt: h.salt.toString('hex'),
+      ...(h.deviceId !== undefined ? { deviceId: h.deviceId } : {}),
+      kind: 'device',
+      entryCount: 0,
+      bytes: 0,
+      namespaces: {},
+      rootKeys: 0,
+      rootUsers: 0,
+      ...(options.collectIds ? { rootKeyIds: [], rootUserIds: [] } : {}),
+      otherEntries: 0,
+    };
+    for await (const e of reader.entries()) {
+      options.onEntry?.(e);
+      if (c.manifest !== undefined) throw new BackupManifestInvalidError(`entry ${e.path} follows the manifest`);
+      tally(c, e, options.collectIds ?? false);
+    }
+    c.bytes = reader.bytesRead;
+    if (c.manifest) c.kind = c.manifest.kind;
+    return c;
+  } finally {
+    await closeAll(reader);
+  }
+}
+
+function tally(c: BackupContents, e: BackupEntry, ids: boolean): void {
+  const p = classifyPath(e.path);
+  const ns = (name: string): NamespaceContents =>
+    (c.namespaces[name] ??= { present: false, keys: 0, users: 0, ...(ids ? { keyIds: [], userIds: [] } : {}) });
+  switch (p.kind) {
+    case 'manifest':
+      c.manifest = decodeManifest(e.value);
+      return;
+    case 'namespace':
+      ns(p.namespace).present = true;
+      break;
+    case 'namespace-key': {
+      const n = ns(p.namespace);
+      n.keys++;
+      n.keyIds?.push(p.keyId);
+      break;
+    }
+    case 'namespace-user': {
+      const n = ns(p.namespace);
+      n.users++;
+      n.userIds?.push(p.userId);
+      break;
+    }
+    case 'root-key':
+      c.rootKeys++;
+      c.rootKeyIds?.push(p.keyId);
+      break;
+    case 'root-user':
+      c.rootUsers++;
+      c.rootUserIds?.push(p.userId);
+      break;
+    default:
+      c.otherEntries++;
+  }
+  c.entryCount++;
+}

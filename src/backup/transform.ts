@@ -1,0 +1,110 @@
+/**
+ * Plumbing shared by the operations that read backups and write a new one (namespace extract/merge, key
+ * export/import): opening inputs, checking the firmware's entry order, choosing the output key, and writing to a
+ * file atomically or to a caller's stream.
+ */
+import { createHash } from 'node:crypto';
+import { BackupOutOfOrderError } from '../errors.js';
+import { withAtomicFile } from '../util/atomic-file.js';
+import type { ByteSourceInput } from './byte-source.js';
+import { compareBackupPaths, type ScryptParams } from './format.js';
+import { openBackup, type BackupEntry, type BackupReader, type OpenBackupOptions } from './reader.js';
+import { createBackupWriter, type BackupWriter } from './writer.js';
+
+/** A backup to read: a file path, a readable stream or an async iterable of bytes. */
+export type BackupSource = ByteSourceInput;
+
+/**
+ * Where a new backup goes: a file path (written atomically: temp file, fsync, rename; removed on failure) or a
+ * writable stream (ended by the operation; on failure its content is invalid and the caller discards it).
+ */
+export type BackupSink = string | NodeJS.WritableStream;
+
+export interface OutputOptions {
+  /**
+   * Passphrase of the new file. Absent: the new file is under the (first) input's key and salt, so it opens with the
+   * input's passphrase and no second scrypt runs.
+   */
+  passphrase?: string | Buffer;
+  /** KDF parameters when `passphrase` is given (default: production). */
+  scrypt?: ScryptParams;
+  /** Replace an existing output file (file sinks only). Default false: OutputExistsError. */
+  overwrite?: boolean;
+}
+
+export interface Progress {
+  entriesRead: number;
+  bytesRead: number;
+  entriesWritten: number;
+  bytesWritten: number;
+}
+export type ProgressFn = (p: Progress) => void;
+
+/**
+ * Header fields of a version-1 file made from a version-0 source, which has neither: a recognisable device id and a
+ * constant, non-zero config-store key. They matter only to a full restore of the file itself, which namespace and
+ * key backups are not meant for (merge keeps the device backup's own header).
+ */
+export const V0_SOURCE_DEVICE_ID = 'nethsm-replicator-v0-source';
+const V0_SOURCE_CONFIG_STORE_KEY = createHash('sha256').update('nethsm-replicator: version-0 source, no config-store key').digest();
+
+/** Opens a backup; the caller closes it. Errors as openBackup. */
+export function openSource(source: BackupSource, options: OpenBackupOptions): Promise<BackupReader> {
+  return openBackup(source, { scrypt: 'auto', ...options });
+}
+
+/**
+ * The reader's entries, checked to be in strictly increasing firmware order. Throws BackupOutOfOrderError naming the
+ * entry that breaks it (a duplicate path included), plus whatever the reader throws.
+ */
+export async function* orderedEntries(reader: BackupReader, label: string): AsyncGenerator<BackupEntry> {
+  let prev: string | undefined;
+  for await (const e of reader.entries()) {
+    if (prev !== undefined && compareBackupPaths(prev, e.path) >= 0) {
+      throw new BackupOutOfOrderError(
+        `${label}: entry ${e.index} (${e.path}, offset ${e.offset}) ${prev === e.path ? 'repeats' : 'sorts before'} the entry before it (${prev})`,
+      );
+    }
+    prev = e.path;
+    yield e;
+  }
+}
+
+/**
+ * Creates a v1 writer whose header fields (locked domain key, device id, config-store key) are `headerFrom`'s,
+ * keyed by `out.passphrase` or, without one, by `keyFrom`'s key and salt.
+ */
+export async function createOutputWriter(
+  sink: NodeJS.WritableStream,
+  headerFrom: BackupReader,
+  keyFrom: BackupReader,
+  out: OutputOptions,
+): Promise<BackupWriter> {
+  const h = headerFrom.header;
+  const key =
+    out.passphrase === undefined
+      ? { backupKey: keyFrom.backupKey, salt: keyFrom.header.salt }
+      : { passphrase: out.passphrase, ...(out.scrypt ? { scrypt: out.scrypt } : {}) };
+  return createBackupWriter(sink, {
+    ...key,
+    lockedDomainKey: h.lockedDomainKey,
+    deviceId: h.deviceId ?? V0_SOURCE_DEVICE_ID,
+    configStoreKey: h.configStoreKey ?? V0_SOURCE_CONFIG_STORE_KEY,
+  });
+}
+
+/** Runs `fn` on the sink's stream: a file path through an atomic file, a stream as it is. */
+export async function withSink<T>(sink: BackupSink, out: OutputOptions, fn: (stream: NodeJS.WritableStream) => Promise<T>): Promise<T> {
+  if (typeof sink === 'string') return withAtomicFile(sink, { overwrite: out.overwrite ?? false }, fn);
+  return fn(sink);
+}
+
+/** Closes readers, ignoring close errors (used in finally blocks, where the first error wins). */
+export async function closeAll(...readers: (BackupReader | undefined)[]): Promise<void> {
+  for (const r of readers) {
+    if (r === undefined) continue;
+    // The config-store key is key material: zero our copy once the file is done with.
+    r.header.configStoreKey?.fill(0);
+    await r.close().catch(() => undefined);
+  }
+}
