@@ -142,11 +142,13 @@ export class Device {
     }
   }
 
+  /** Replaces the in-memory domain key (a copy is kept; `dk` may be the current key) and drops derived keys. */
   setDomainKey(dk: Buffer | undefined): void {
+    const next = dk === undefined ? undefined : Buffer.from(dk);
     for (const k of this.storeKeys.values()) k.fill(0);
     this.storeKeys.clear();
     this.domainKey?.fill(0);
-    this.domainKey = dk === undefined ? undefined : Buffer.from(dk);
+    this.domainKey = next;
     this.onDomainKeyChange?.();
   }
 

@@ -19,8 +19,6 @@ const RestoreArgs = z.strictObject({ backupPassphrase: passphrase.optional(), sy
 interface RestoreUpload {
   args: Buffer;
   backup: AsyncIterable<Uint8Array>;
-  /** Resolves when busboy has finished the request. */
-  done: Promise<void>;
 }
 
 /** Resolves once the second part starts (its stream is not yet read). Throws 400 for a bad or incomplete body. */
@@ -40,8 +38,6 @@ function receiveUpload(ctx: RequestContext): Promise<RestoreUpload> {
     let index = 0;
     let args: Buffer | undefined;
     let settled = false;
-    let finish!: () => void;
-    const done = new Promise<void>((r) => (finish = r));
     const fail = (e: SimHttpError): void => {
       if (!settled) {
         settled = true;
@@ -75,13 +71,12 @@ function receiveUpload(ctx: RequestContext): Promise<RestoreUpload> {
       settled = true;
       const backup: AsyncIterable<Uint8Array> = Buffer.isBuffer(data) ? once(data) : (data as AsyncIterable<Uint8Array>);
       // Part 1 has been fully read by the time busboy moves on to part 2.
-      resolve({ args: args ?? Buffer.alloc(0), backup, done });
+      resolve({ args: args ?? Buffer.alloc(0), backup });
     };
     bb.on('field', (_name, value) => onPart(Buffer.from(value, 'utf8')));
     bb.on('file', (_name, stream) => onPart(stream));
     bb.on('error', (err) => fail(new SimHttpError(400, `Invalid multipart body: ${(err as Error).message}`)));
     bb.on('close', () => {
-      finish();
       if (index === 0) fail(new SimHttpError(400, 'Body cannot be empty.'));
       else if (index === 1) fail(new SimHttpError(400, 'Backup data cannot be empty.'));
     });
@@ -109,7 +104,6 @@ async function restoreUpload(ctx: RequestContext, sim: SimCore): Promise<void> {
   const args = validateStrict(upload.args.length === 0 ? {} : parseJsonBody(upload.args), RestoreArgs);
   const time = args.systemTime === undefined ? undefined : parseZeroOffsetTime(args.systemTime);
   const staged = await stageBackup(upload.backup, sim, args.backupPassphrase);
-  await upload.done;
   const state = sim.device.state;
   if (state === 'Unprovisioned') applyFullRestore(sim, staged);
   else if (state === 'Operational') applyPartialRestore(sim, staged);
