@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { NhrError } from '../errors.js';
 import { VERSION } from '../version.js';
+import { registerSim } from './sim.js';
 
 /** Builds the program; exported for tests that run commands in-process. */
 export function buildProgram(): Command {
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .showSuggestionAfterError()
     .exitOverride();
+  registerSim(program);
   return program;
 }
 
