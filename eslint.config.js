@@ -1,6 +1,22 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+const nodeGlobals = {
+  process: 'readonly',
+  console: 'readonly',
+  Buffer: 'readonly',
+  URL: 'readonly',
+  setTimeout: 'readonly',
+  clearTimeout: 'readonly',
+  setInterval: 'readonly',
+  clearInterval: 'readonly',
+  performance: 'readonly',
+  AbortController: 'readonly',
+  TextEncoder: 'readonly',
+  TextDecoder: 'readonly',
+  fetch: 'readonly',
+};
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'src/nethsm/api-types.ts', '.ci/**'] },
   js.configs.recommended,
@@ -12,7 +28,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['bin/*'],
-    languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
+    files: ['bin/*', 'bench/**/*.mjs', 'scripts/**/*.mjs', '**/*.js'],
+    languageOptions: { globals: nodeGlobals },
   },
 );

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-/* global process, console, performance, Buffer */
 // Client throughput against the simulator (no latency injected): N operations at concurrency C, for sign and import.
 // Usage: npm run build && node bench/client.mjs [--n 2000] [--c 1,8,32]
 // Prints ops/s and p50/p99 latency per operation and concurrency. Figures go to docs/benchmarks.md.
