@@ -183,7 +183,8 @@ describe('restore errors', () => {
     expect(await msg(file, { backupPassphrase: sim.backupPassphrase, systemTime: 'yesterday' })).toMatch(/^Invalid data for JSON schema: /);
     // A flipped byte in the last entry: authentication fails at the end, nothing is applied.
     const corrupt = Buffer.from(file);
-    corrupt[corrupt.length - 19 - 3 - 20] ^= 0x55;
+    const at = corrupt.length - 19 - 3 - 20;
+    corrupt[at] = corrupt[at]! ^ 0x55;
     expect(await msg(corrupt, { backupPassphrase: sim.backupPassphrase })).toMatch(/^Could not decrypt/);
     // Cut short inside the entries: "Unexpected end of data", nothing applied (k2 is not in the file and must survive).
     expect(await msg(file.subarray(0, file.length - 40), { backupPassphrase: sim.backupPassphrase })).toBe('Unexpected end of data');
