@@ -19,10 +19,16 @@ export const demoteRequestSchema = z.strictObject({
   to: z.string().min(1).max(128).optional(),
 });
 export const simpleRequestSchema = z.strictObject({ actor: actorSchema });
+/**
+ * `onExisting`: what a first sync does when this site's device already holds the namespace. `refuse` (default) lists
+ * what is there and stops; `remove` replaces it after saving a backup of what it held.
+ */
+export const syncRequestSchema = z.strictObject({ actor: actorSchema, onExisting: z.enum(['refuse', 'remove']).default('refuse') });
 
 export type PromoteRequest = z.infer<typeof promoteRequestSchema>;
 export type DemoteRequest = z.infer<typeof demoteRequestSchema>;
 export type SimpleRequest = z.infer<typeof simpleRequestSchema>;
+export type SyncRequest = z.infer<typeof syncRequestSchema>;
 
 export const namespaceParam = namespaceId;
 

@@ -14,16 +14,18 @@ import {
   namespaceParam,
   promoteRequestSchema,
   simpleRequestSchema,
+  syncRequestSchema,
   type AdminErrorBody,
   type DemoteRequest,
   type PromoteRequest,
   type SimpleRequest,
+  type SyncRequest,
 } from './protocol.js';
 
 /** What the daemon does for each admin request. Each may throw an NhrError, which is sent back as is. */
 export interface AdminHandlers {
   status(): Promise<unknown>;
-  sync(namespace: string, req: SimpleRequest): Promise<unknown>;
+  sync(namespace: string, req: SyncRequest): Promise<unknown>;
   promote(namespace: string, req: PromoteRequest): Promise<unknown>;
   demote(namespace: string, req: DemoteRequest): Promise<unknown>;
   pause(namespace: string, req: SimpleRequest): Promise<unknown>;
@@ -107,7 +109,7 @@ export class AdminServer {
       case 'demote':
         return this.handlers.demote(ns, parse(demoteRequestSchema, body, 'body'));
       case 'sync':
-        return this.handlers.sync(ns, parse(simpleRequestSchema, body, 'body'));
+        return this.handlers.sync(ns, parse(syncRequestSchema, body, 'body'));
       case 'pause':
         return this.handlers.pause(ns, parse(simpleRequestSchema, body, 'body'));
       default:
