@@ -3,9 +3,10 @@
  * users. Used by `backup inspect` and by the daemon to verify a device against a snapshot.
  */
 import { BackupManifestInvalidError } from '../errors.js';
+import { compareBackupPaths } from './format.js';
 import type { BackupKind, BackupManifest } from './manifest.js';
-import { decodeManifest } from './manifest.js';
-import { classifyPath } from './paths.js';
+import { decodeManifest, PathsDigest } from './manifest.js';
+import { classifyPath, keyPath } from './paths.js';
 import type { BackupEntry, OpenBackupOptions } from './reader.js';
 import { closeAll, openSource, type BackupSource } from './transform.js';
 
@@ -39,14 +40,20 @@ export interface BackupContents {
   rootUserIds?: string[];
   /** Config, local, store-version and unknown entries. */
   otherEntries: number;
+  /** Whether the entries are in strictly increasing firmware order (merges need it; restores do not). */
+  inFirmwareOrder: boolean;
+  /** The paths digest of the entries besides the manifest (see PathsDigest). */
+  pathsDigest: string;
+  /** Path of the first entry besides the manifest (a key backup's key). */
+  firstPath?: string;
 }
 
 export interface ListContentsOptions {
   input: OpenBackupOptions;
   /** Collect key and user ids (memory grows with their number). Default false: counts only. */
   collectIds?: boolean;
-  /** Called for every entry, manifest included, in file order (e.g. to print it). */
-  onEntry?: (e: BackupEntry) => void;
+  /** Called for every entry, manifest included, in file order (e.g. to print it); awaited. */
+  onEntry?: (e: BackupEntry) => void | Promise<void>;
 }
 
 /**
@@ -70,14 +77,26 @@ export async function listBackupContents(source: BackupSource, options: ListCont
       rootUsers: 0,
       ...(options.collectIds ? { rootKeyIds: [], rootUserIds: [] } : {}),
       otherEntries: 0,
+      inFirmwareOrder: true,
+      pathsDigest: '',
     };
+    const digest = new PathsDigest();
+    let prev: string | undefined;
     for await (const e of reader.entries()) {
-      options.onEntry?.(e);
+      await options.onEntry?.(e);
       if (c.manifest !== undefined) throw new BackupManifestInvalidError(`entry ${e.path} follows the manifest`);
+      if (prev !== undefined && compareBackupPaths(prev, e.path) >= 0) c.inFirmwareOrder = false;
+      prev = e.path;
       tally(c, e, options.collectIds ?? false);
+      if (c.manifest === undefined) {
+        digest.add(e.path, e.value.length);
+        c.firstPath ??= e.path;
+      }
     }
+    c.pathsDigest = digest.digest();
     c.bytes = reader.bytesRead;
     if (c.manifest) c.kind = c.manifest.kind;
+    if (c.firstPath === undefined) delete c.firstPath;
     return c;
   } finally {
     await closeAll(reader);
@@ -119,4 +138,26 @@ function tally(c: BackupContents, e: BackupEntry, ids: boolean): void {
       c.otherEntries++;
   }
   c.entryCount++;
+}
+
+/**
+ * Checks that a namespace or key backup's entries are what its manifest says: count, paths digest, and only the
+ * namespace's entries (with its record) or only the one key. Device backups pass. Throws BackupManifestInvalidError.
+ */
+export function verifyManifest(c: BackupContents): void {
+  const m = c.manifest;
+  if (m === undefined) return;
+  const bad = (what: string): BackupManifestInvalidError => new BackupManifestInvalidError(`${m.kind} backup: ${what}`);
+  if (m.entryCount !== c.entryCount) throw bad(`the manifest says ${m.entryCount} entries, the file holds ${c.entryCount}`);
+  if (m.pathsDigest !== c.pathsDigest) throw bad('the paths digest does not match the entries');
+  const names = Object.keys(c.namespaces);
+  if (m.kind === 'namespace') {
+    if (names.length !== 1 || names[0] !== m.namespace || c.rootKeys + c.rootUsers + c.otherEntries > 0) {
+      throw bad(`it must hold only entries of namespace ${m.namespace}`);
+    }
+    if (!c.namespaces[m.namespace as string]?.present) throw bad(`it lacks the /namespace/${m.namespace} entry`);
+  } else {
+    const expected = keyPath(m.namespace ?? undefined, m.keyId as string);
+    if (c.firstPath !== expected) throw bad(`the manifest names ${expected}, the file holds ${c.firstPath ?? 'no entry'}`);
+  }
 }

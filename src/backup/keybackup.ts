@@ -25,6 +25,7 @@ import {
   type BackupSource,
   type OutputOptions,
   type ProgressFn,
+  V0_TARGET_HINT,
 } from './transform.js';
 
 export interface KeyRef {
@@ -179,7 +180,9 @@ export async function importKey(
   const dev = await openSource(deviceBackup, options.device);
   try {
     if (dev.header.version !== 1) {
-      throw new BackupUnsupportedVersionError(`key import needs a version-1 device backup (NetHSM firmware 4.0 or later); this one is version ${dev.header.version}`);
+      throw new BackupUnsupportedVersionError(`key import needs a version-1 device backup (NetHSM firmware 4.0 or later); this one is version ${dev.header.version}`, {
+        hint: V0_TARGET_HINT,
+      });
     }
     return await withSink(out, options, async (stream) => {
       const writer = await createOutputWriter(stream, dev, dev, options);

@@ -21,6 +21,7 @@ import {
   type BackupSource,
   type OutputOptions,
   type ProgressFn,
+  V0_TARGET_HINT,
 } from './transform.js';
 import type { BackupWriter } from './writer.js';
 
@@ -175,6 +176,7 @@ export async function mergeNamespace(
     if (dev.header.version !== 1) {
       throw new BackupUnsupportedVersionError(
         `merge needs a version-1 device backup (NetHSM firmware 4.0 or later); this one is version ${dev.header.version}`,
+        { hint: V0_TARGET_HINT },
       );
     }
     nsr = await openSource(namespaceBackup, options.namespaceBackup);

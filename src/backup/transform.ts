@@ -48,6 +48,9 @@ export type ProgressFn = (p: Progress) => void;
 export const V0_SOURCE_DEVICE_ID = 'nethsm-replicator-v0-source';
 const V0_SOURCE_CONFIG_STORE_KEY = createHash('sha256').update('nethsm-replicator: version-0 source, no config-store key').digest();
 
+/** Hint for a version-0 device backup given as a merge target (its config entries have no version-1 form). */
+export const V0_TARGET_HINT = 'Take a fresh backup of the target device with NetHSM firmware 4.0 or later (it writes version 1) and merge into that.';
+
 /** Opens a backup; the caller closes it. Errors as openBackup. */
 export function openSource(source: BackupSource, options: OpenBackupOptions): Promise<BackupReader> {
   return openBackup(source, { scrypt: 'auto', ...options });

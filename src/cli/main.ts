@@ -5,6 +5,8 @@
 import { Command, CommanderError } from 'commander';
 import { NhrError } from '../errors.js';
 import { VERSION } from '../version.js';
+import { registerBackup } from './backup.js';
+import { registerKeyBackup } from './key-backup.js';
 import { registerSim } from './sim.js';
 
 /** Builds the program; exported for tests that run commands in-process. */
@@ -14,6 +16,8 @@ export function buildProgram(): Command {
     .version(VERSION)
     .showSuggestionAfterError()
     .exitOverride();
+  registerBackup(program);
+  registerKeyBackup(program);
   registerSim(program);
   return program;
 }

@@ -46,6 +46,23 @@ export function removePendingFilesSync(): void {
   pending.clear();
 }
 
+let signalsInstalled = false;
+
+/**
+ * On SIGINT/SIGTERM, removes uncommitted temporary files, then exits with 128 + the signal number (as the default
+ * action would). Idempotent; for CLI processes (a daemon handles its own signals).
+ */
+export function installSignalCleanup(): void {
+  if (signalsInstalled) return;
+  signalsInstalled = true;
+  for (const [sig, num] of [['SIGINT', 2], ['SIGTERM', 15]] as const) {
+    process.once(sig, () => {
+      removePendingFilesSync();
+      process.exit(128 + num);
+    });
+  }
+}
+
 async function exists(path: string): Promise<boolean> {
   try {
     await lstat(path);
