@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { NhrError } from '../errors.js';
 import { VERSION } from '../version.js';
+import { registerAdminCommands } from './admin-commands.js';
 import { registerBackup } from './backup.js';
 import { registerKeyBackup } from './key-backup.js';
 import { registerSim } from './sim.js';
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .showSuggestionAfterError()
     .exitOverride();
+  registerAdminCommands(program);
   registerBackup(program);
   registerKeyBackup(program);
   registerSim(program);

@@ -1,0 +1,158 @@
+/**
+ * The operator commands that talk to the running daemon over its admin API (unix socket): `status`, `sync`,
+ * `promote`, `demote`, `pause`, `resume` (docs/cli.md). Arguments are validated before any request; the daemon's
+ * refusals come back as NhrErrors with its code and hint, which `main` prints as `Error: …` / `Try: …` (exit 1).
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import { AdminClient } from '../admin/client.js';
+import type { NamespaceAction } from '../admin/protocol.js';
+import { DEFAULT_CONFIG_PATH, loadConfigFile } from '../config/index.js';
+import { InputInvalidError } from '../errors.js';
+import { isValidId } from '../nethsm/ids.js';
+import { scalar } from './format.js';
+import { parseDaemonStatus, renderStatus, statusExitCode } from './status.js';
+
+interface SocketFlags {
+  config: string;
+  socket?: string;
+}
+
+/** How long `status` waits; actions wait the client's default (syncs and promotes can take minutes). */
+const STATUS_TIMEOUT_MS = 30_000;
+
+/**
+ * The admin socket: `--socket`, else the config's `admin.socket`. The config is only parsed (its secrets are not
+ * read), so an operator without access to the credentials can still ask the daemon. Throws ConfigInvalidError.
+ */
+export async function resolveSocket(flags: SocketFlags): Promise<string> {
+  if (flags.socket !== undefined) {
+    if (flags.socket === '') throw new InputInvalidError('--socket must not be empty');
+    return path.resolve(flags.socket);
+  }
+  const config = await loadConfigFile(flags.config);
+  return config.admin.socket;
+}
+
+/** Who is asking, for the daemon's audit log: `user@host`. */
+export function actor(): string {
+  let user: string;
+  try {
+    user = os.userInfo().username;
+  } catch {
+    // No passwd entry (some containers): fall back to the uid.
+    user = process.env.USER ?? `uid${process.getuid?.() ?? '?'}`;
+  }
+  return `${user}@${os.hostname()}`.slice(0, 200);
+}
+
+/** Validates a namespace argument by the NetHSM id rule. Throws InputInvalidError. */
+export function checkNamespace(ns: string): string {
+  if (!isValidId(ns)) {
+    throw new InputInvalidError(`namespace ${JSON.stringify(ns)} is not a valid NetHSM namespace id (letters, digits and _.-, not starting with _.-; 1..128)`);
+  }
+  return ns;
+}
+
+function socketOptions(cmd: Command): Command {
+  return cmd
+    .option('--config <file>', 'config file; only read to find admin.socket', DEFAULT_CONFIG_PATH)
+    .option('--socket <path>', "the daemon's admin socket (overrides --config)");
+}
+
+export function registerAdminCommands(program: Command): void {
+  socketOptions(
+    program
+      .command('status')
+      .description('show roles, epochs, syncs, lag and member health of the running daemon (exit 2: something needs attention)')
+      .option('--json', 'print the status object as JSON'),
+  ).action(async (flags: SocketFlags & { json?: boolean }) => {
+    const client = new AdminClient({ socketPath: await resolveSocket(flags), timeoutMs: STATUS_TIMEOUT_MS });
+    const status = parseDaemonStatus(await client.status());
+    process.stdout.write(flags.json ? JSON.stringify(status, null, 2) + '\n' : renderStatus(status));
+    process.exitCode = statusExitCode(status);
+  });
+
+  socketOptions(
+    program
+      .command('sync')
+      .description('run a snapshot sync of a namespace now (at a replica site)')
+      .argument('<namespace>')
+      .addOption(
+        new Option('--on-existing <what>', 'when the device already holds the namespace: refuse, or remove it (after a backup of it)')
+          .choices(['refuse', 'remove'])
+          .default('refuse'),
+      ),
+  ).action(async (ns: string, flags: SocketFlags & { onExisting: 'refuse' | 'remove' }) => {
+    await runAction(ns, 'sync', flags, { onExisting: flags.onExisting });
+  });
+
+  socketOptions(
+    program
+      .command('promote')
+      .description('make this site primary for a namespace (at a replica site)')
+      .argument('<namespace>')
+      .option('--force', 'promote even when this replica is behind or its last sync failed'),
+  ).action(async (ns: string, flags: SocketFlags & { force?: boolean }) => {
+    checkNamespace(ns);
+    if (flags.force) {
+      process.stderr.write(
+        'Warning: --force promotes even when this replica is behind or its last sync failed: changes the old primary made ' +
+          'after the last sync are not here (the old primary exports them to a quarantine file when it is fenced).\n',
+      );
+    }
+    await runAction(ns, 'promote', flags, { force: flags.force === true });
+  });
+
+  socketOptions(
+    program
+      .command('demote')
+      .description('hand a namespace over to a replica with nothing lost (planned switchover, at the primary site)')
+      .argument('<namespace>')
+      .option('--to <site>', 'the replica site to hand over to (default: the only replica)'),
+  ).action(async (ns: string, flags: SocketFlags & { to?: string }) => {
+    if (flags.to !== undefined && !isValidId(flags.to)) throw new InputInvalidError(`--to ${JSON.stringify(flags.to)} is not a valid site name`);
+    await runAction(ns, 'demote', flags, flags.to === undefined ? {} : { to: flags.to });
+  });
+
+  for (const [action, what] of [
+    ['pause', 'stop scheduled syncs of a namespace at this site until resume'],
+    ['resume', 'resume scheduled syncs of a paused namespace'],
+  ] as const) {
+    socketOptions(program.command(action).description(what).argument('<namespace>')).action(async (ns: string, flags: SocketFlags) => {
+      await runAction(ns, action, flags, {});
+    });
+  }
+}
+
+async function runAction(ns: string, action: NamespaceAction, flags: SocketFlags, extra: Record<string, unknown>): Promise<void> {
+  checkNamespace(ns);
+  const client = new AdminClient({ socketPath: await resolveSocket(flags) });
+  const answer = await client.namespaceAction(ns, action, { actor: actor(), ...extra });
+  process.stdout.write(describeAnswer(action, ns, answer) + '\n');
+}
+
+const PAST: Record<NamespaceAction, string> = { sync: 'synced', promote: 'promoted', demote: 'demoted', pause: 'paused', resume: 'resumed' };
+
+/**
+ * One line saying what happened, from the daemon's answer: `promoted alpha at site b: epoch 3 → 4`, then any other
+ * fields as `key=value`. Tolerates any JSON shape (the answer is shown, not interpreted).
+ */
+export function describeAnswer(action: NamespaceAction, ns: string, answer: unknown): string {
+  const a: Record<string, unknown> = answer !== null && typeof answer === 'object' && !Array.isArray(answer) ? { ...(answer as Record<string, unknown>) } : {};
+  const shown = new Set(['namespace', 'ok']);
+  let line = `${PAST[action]} ${typeof a.namespace === 'string' ? a.namespace : ns}`;
+  if (typeof a.site === 'string') {
+    line += ` at site ${a.site}`;
+    shown.add('site');
+  }
+  if (typeof a.epoch === 'number' && typeof a.previousEpoch === 'number' && a.epoch !== a.previousEpoch) {
+    line += `: epoch ${a.previousEpoch} → ${a.epoch}`;
+    shown.add('epoch').add('previousEpoch');
+  }
+  const rest = Object.entries(a).filter(([k]) => !shown.has(k));
+  if (rest.length > 0) line += (line.includes(':') ? ', ' : ': ') + rest.map(([k, v]) => `${k}=${scalar(v)}`).join(' ');
+  if (answer !== null && typeof answer !== 'object') line += `: ${scalar(answer)}`;
+  return line;
+}
