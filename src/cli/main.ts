@@ -7,6 +7,7 @@ import { NhrError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerBackup } from './backup.js';
+import { registerCheckConfig } from './check-config.js';
 import { registerKeyBackup } from './key-backup.js';
 import { registerSim } from './sim.js';
 
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerAdminCommands(program);
   registerBackup(program);
+  registerCheckConfig(program);
   registerKeyBackup(program);
   registerSim(program);
   return program;

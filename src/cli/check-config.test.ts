@@ -1,0 +1,213 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toYaml } from '../config/test-helpers.js';
+import { PeerServer } from '../peer/server.js';
+import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
+import { startSimulator, type RunningSimulator } from '../sim/server.js';
+import { TEST_KDF } from '../sim/crypto.js';
+import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
+import { runCli } from './test-run.js';
+
+type ConfigDoc = Record<string, unknown> & {
+  nethsm: Record<string, unknown> & { credentials: Record<string, unknown> };
+  namespaces: Record<string, unknown>[];
+  peers: Record<string, unknown>[];
+  tls: Record<string, string>;
+};
+
+describe('check-config against a simulator and a peer over mutual TLS', () => {
+  let dir: string;
+  let sim: ProvisionedSimulator;
+  let blank: RunningSimulator;
+  let peer: PeerServer;
+  let ca: CertificateBundle;
+  let siteA: CertificateBundle;
+  let siteB: CertificateBundle;
+  const secretValues: string[] = [];
+
+  /** Writes a secret file and remembers the value, to check it never shows in the output. */
+  async function secret(name: string, value: string): Promise<{ file: string }> {
+    const file = join(dir, `${name}.secret`);
+    await writeFile(file, value + '\n', { mode: 0o600 });
+    secretValues.push(value);
+    return { file };
+  }
+
+  async function baseDoc(): Promise<ConfigDoc> {
+    return {
+      site: 'b',
+      nethsm: {
+        url: sim.url,
+        tls: { fingerprint256: sim.fingerprint256 },
+        credentials: {
+          backup: { user: 'backup', passphrase: await secret('backup', sim.users.backup.password) },
+          admin: { user: 'admin', passphrase: await secret('admin', sim.users.admin.password) },
+          metrics: { user: 'metrics', passphrase: await secret('metrics', sim.users.metrics.password) },
+        },
+      },
+      peers: [{ name: 'a', url: `https://127.0.0.1:${peer.port}` }],
+      tls: { certFile: join(dir, 'b.crt'), keyFile: join(dir, 'b.key'), caFile: join(dir, 'ca.crt') },
+      peerApi: { listen: '127.0.0.1:9443' },
+      replication: { passphrase: await secret('replication', 'replication-pass-xyz'), backupPassphrase: await secret('backup-pp', sim.backupPassphrase) },
+      namespaces: [
+        {
+          name: 'alpha', primary: 'b', schedule: '*/15 * * * *', maxLagForPromote: '30m',
+          replicationUser: { user: 'alpha~admin', passphrase: await secret('alpha', sim.nsUsers.alpha!.admin.password) },
+        },
+        {
+          name: 'gamma', primary: 'a', schedule: '*/15 * * * *', maxLagForPromote: '30m',
+          replicationUser: { user: 'gamma~replicator', passphrase: await secret('gamma', 'gamma-pass-xyz') },
+        },
+      ],
+    };
+  }
+
+  async function check(doc: unknown, ...extra: string[]) {
+    const file = join(dir, `config-${Math.random().toString(36).slice(2)}.yaml`);
+    await writeFile(file, toYaml(doc));
+    const r = await runCli(['check-config', '--config', file, ...extra]);
+    for (const v of secretValues) {
+      expect(r.out).not.toContain(v);
+      expect(r.err).not.toContain(v);
+    }
+    return r;
+  }
+
+  const line = (out: string, what: string): string => out.split('\n').find((l) => l.slice(6).startsWith(`${what}:`)) ?? `(no line for ${what})`;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'nhr-check-config-'));
+    [sim, blank] = await Promise.all([startProvisionedSimulator({ namespaces: ['alpha'] }), startSimulator({ backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF })]);
+    ca = await createCa({ commonName: 'group CA' });
+    siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
+    siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
+    await writeFile(join(dir, 'ca.crt'), ca.certPem);
+    await writeFile(join(dir, 'b.crt'), siteB.certPem);
+    await writeFile(join(dir, 'b.key'), siteB.keyPem, { mode: 0o600 });
+    await writeFile(join(dir, 'a.crt'), siteA.certPem);
+    await writeFile(join(dir, 'a.key'), siteA.keyPem, { mode: 0o600 });
+    const unused = async (): Promise<never> => Promise.reject(new Error('not used by check-config'));
+    const handlers = {
+      status: async () => ({ site: 'a', version: '0.1.0', namespaces: [{ namespace: 'gamma', role: 'primary' as const, epoch: 1, primarySite: 'a' }] }),
+      snapshot: unused,
+      announceEpoch: unused,
+      handoff: unused,
+      requestSync: unused,
+      deviceBackup: unused,
+    };
+    peer = new PeerServer({ host: '127.0.0.1', port: 0, tls: { ...siteA, caPem: ca.certPem }, peers: [{ name: 'b' }], handlers });
+    await peer.start();
+  });
+
+  afterAll(async () => {
+    await Promise.all([peer?.close(), sim?.close(), blank?.close()]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('passes every check of a good site and exits 0, printing no secret', async () => {
+    const r = await check(await baseDoc());
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(line(r.out, 'config')).toMatch(/^ok {4}config: site b, 2 namespace\(s\), 1 peer\(s\)$/);
+    expect(line(r.out, 'secrets')).toMatch(/^ok/);
+    expect(line(r.out, 'tls')).toMatch(/^ok {4}tls: certificate CN=b issued by the group CA, expires in /);
+    expect(line(r.out, 'nethsm')).toMatch(/^ok {4}nethsm: https:\/\/127\.0\.0\.1:\d+ \(.+\) is Operational$/);
+    expect(line(r.out, 'admin account admin')).toMatch(/^ok {4}.*authenticates as an Administrator/);
+    expect(line(r.out, 'backup account backup')).toMatch(/^ok {4}.*exists with role Backup; passphrase not checked/);
+    expect(line(r.out, 'metrics account metrics')).toMatch(/^ok/);
+    expect(line(r.out, 'namespace alpha account alpha~admin')).toMatch(/^ok {4}.*authenticates as an Administrator of alpha$/);
+    expect(line(r.out, 'namespace gamma account gamma~replicator')).toMatch(/^warn {2}.*arrives with the namespace's first sync from a$/);
+    expect(line(r.out, 'peer a')).toMatch(/^ok {4}peer a: https:\/\/127\.0\.0\.1:\d+ answers over mutual TLS \(nethsm-replicator 0\.1\.0, 1 namespace\(s\)\)$/);
+    expect(r.out).toMatch(/\nno check failed \(1 warning\(s\)\)\n$/);
+  });
+
+  it('lists every config problem and stops there', async () => {
+    const doc = await baseDoc();
+    delete doc.site;
+    doc.namespaces[0]!.schedule = 'every tuesday';
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^FAIL {2}config: .* is invalid \(\d+ problems\):/);
+    expect(r.out).toContain('every tuesday');
+    expect(r.out).toContain('- site is required');
+    expect(r.out).not.toContain('nethsm:');
+    expect(r.out).toMatch(/\n1 check\(s\) FAILED\n$/);
+  });
+
+  it('names an unreadable secret by path and skips the account checks', async () => {
+    const doc = await baseDoc();
+    (doc.nethsm.credentials.admin as { passphrase: unknown }).passphrase = { file: join(dir, 'nope.secret') };
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'secrets')).toMatch(/^FAIL/);
+    expect(r.out).toContain(`- nethsm.credentials.admin.passphrase: file ${join(dir, 'nope.secret')} cannot be read (ENOENT)`);
+    expect(line(r.out, 'nethsm')).toMatch(/^ok/);
+    expect(line(r.out, 'accounts')).toMatch(/^skip {2}accounts: not checked: secrets are unreadable/);
+    expect(line(r.out, 'peer a')).toMatch(/^ok/);
+  });
+
+  it('fails a backup account with the wrong role, a replication account that is an Operator, and a missing one at its primary', async () => {
+    const doc = await baseDoc();
+    doc.nethsm.credentials.backup = { user: 'operator', passphrase: await secret('operator', sim.users.operator.password) };
+    doc.namespaces[0]!.replicationUser = { user: 'alpha~operator', passphrase: await secret('alpha-op', sim.nsUsers.alpha!.operator.password) };
+    doc.namespaces[1]!.primary = 'b';
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'backup account operator')).toBe('FAIL  backup account operator: has role Operator, needs Backup');
+    expect(line(r.out, 'namespace alpha account alpha~operator')).toMatch(/has role Operator; the daemon needs an Administrator of alpha$/);
+    expect(line(r.out, 'namespace gamma account gamma~replicator')).toMatch(/^FAIL {2}.*does not exist on the NetHSM/);
+  });
+
+  it('fails a peer that presents another certificate and one that does not answer', async () => {
+    const doc = await baseDoc();
+    doc.peers = [
+      { name: 'c', url: `https://127.0.0.1:${peer.port}` },
+      { name: 'a', url: 'https://127.0.0.1:1' },
+    ];
+    doc.namespaces = [doc.namespaces[0]!];
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'peer c')).toMatch(/^FAIL {2}peer c: peer c presented the wrong certificate.*\[NHR_ERR_PEER_IDENTITY\]/);
+    expect(line(r.out, 'peer a')).toMatch(/^FAIL {2}peer a: peer a is unreachable.*\[NHR_ERR_PEER_UNREACHABLE\]/);
+  });
+
+  it("fails this site's certificate when its CN is not the site name, and skips the peers", async () => {
+    const doc = await baseDoc();
+    doc.tls = { ...doc.tls, certFile: join(dir, 'a.crt'), keyFile: join(dir, 'a.key') };
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'tls')).toContain(`tls.certFile's CN is "a", peers expect the site name b`);
+    expect(line(r.out, 'peer a')).toMatch(/^skip/);
+  });
+
+  it('says what to do with a NetHSM that is not Operational', async () => {
+    const doc = await baseDoc();
+    doc.nethsm = { ...doc.nethsm, url: blank.url, tls: { fingerprint256: blank.fingerprint256 } };
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'nethsm')).toMatch(/is Unprovisioned, not Operational: bootstrap it with `nethsm-replicator init-replica`$/);
+    expect(line(r.out, 'accounts')).toMatch(/^skip/);
+  });
+
+  it('--offline checks the file, secrets and TLS files only', async () => {
+    const doc = await baseDoc();
+    doc.nethsm = { ...doc.nethsm, url: 'https://127.0.0.1:1' };
+    doc.peers = [{ name: 'a', url: 'https://127.0.0.1:1' }];
+    const r = await check(doc, '--offline');
+    expect(r.code).toBe(0);
+    expect(r.out.split('\n').filter((l) => l.startsWith('ok')).map((l) => l.split(':')[0])).toEqual(['ok    config', 'ok    secrets', 'ok    tls']);
+    expect(line(r.out, 'network')).toMatch(/^skip/);
+  });
+
+  // Last: a failed login makes the NetHSM refuse that user for a second (rate limit), which would upset later tests.
+  it('fails a wrong admin passphrase and skips the accounts looked up with it', async () => {
+    const doc = await baseDoc();
+    doc.nethsm.credentials.admin = { user: 'admin', passphrase: await secret('admin-wrong', 'not-the-admin-pass') };
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'admin account admin')).toMatch(/^FAIL {2}.*refused the credentials \(401\): wrong user or passphrase$/);
+    expect(line(r.out, 'other accounts')).toMatch(/^skip/);
+  });
+});
