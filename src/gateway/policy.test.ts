@@ -51,6 +51,15 @@ describe('decide', () => {
     if (loop.action === 'refuse') expect(loop.error.message).toContain('already came through the gateway of site b');
   });
 
+  it('refuses instead of forwarding when this gateway cannot reach other gateways', () => {
+    const d = decide(
+      { classification: classify('DELETE', ['keys', 'k1']), caller: user('delta~admin'), site: 'a', canForwardToPrimary: false },
+      roles,
+    );
+    expect(d).toMatchObject({ action: 'refuse', status: 403 });
+    if (d.action === 'refuse') expect(d.error.message).toBe('namespace delta is a read-only replica at site a (epoch 2); its primary is site b');
+  });
+
   it('forwards, holds and observes primary-namespace mutations', () => {
     expect(call('PUT', '/keys/k1/cert', user('alpha~admin'))).toEqual({ action: 'forward', hold: true, observe: 'alpha' });
   });

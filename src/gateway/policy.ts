@@ -64,6 +64,8 @@ export interface PolicyInput {
   site: string;
   /** The request already came through another site's gateway: never forward it again (loop guard). */
   viaGateway?: string;
+  /** Whether this gateway can reach other sites' gateways (trust configured). Default true. */
+  canForwardToPrimary?: boolean;
 }
 
 /** Device writes refused whatever the roles. */
@@ -127,7 +129,8 @@ function decideMutation(input: PolicyInput, roles: NamespaceRoles): Decision {
       if (observe === undefined || ns === c.pathNamespace) observe = ns;
       continue;
     }
-    if (r.primaryGatewayUrl !== undefined && input.viaGateway === undefined && touched.size === 1) {
+    const canForward = input.canForwardToPrimary !== false && input.viaGateway === undefined && touched.size === 1;
+    if (r.primaryGatewayUrl !== undefined && canForward) {
       return { action: 'forward-primary', namespace: ns, url: r.primaryGatewayUrl, role: r };
     }
     return refuseReadOnly(ns, r, input);

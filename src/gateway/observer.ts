@@ -1,0 +1,78 @@
+/**
+ * The change-capture hook (streaming issue): the gateway calls it around every mutation it forwards for a namespace that
+ * is primary here, so the daemon can record an intent before the NetHSM acts and commit or drop it after.
+ */
+import type { IncomingMessage } from 'node:http';
+
+/** A mutation's request body, captured only for key calls that carry one (import, generate, cert, label, move). */
+export interface MutationBody {
+  contentType: string | undefined;
+  /** Exactly the bytes forwarded to the NetHSM. Zeroed by the gateway once `end` has returned: copy what you keep. */
+  bytes: Buffer;
+  /** The parsed body when `contentType` is JSON and it parses; holds key material for imports (never log it). */
+  json?: unknown;
+}
+
+export interface MutationStart {
+  namespace: string;
+  /** HTTP method as received. */
+  method: string;
+  /** Path below `/api/v1`, decoded, without query: `/keys/k1/cert`. */
+  path: string;
+  /** Operation template from classify(): `PUT /keys/{id}/cert`. */
+  operation: string;
+  keyId?: string;
+  /** The Basic-auth user id (`ns~admin`); never the password. */
+  user: string;
+  /** See MutationBody; absent for calls without a body, or when it is over 1 MiB or sent without Content-Length. */
+  body?: MutationBody;
+}
+
+export interface MutationOutcome {
+  /** The NetHSM's status; 2xx = committed. `0` = no answer (connection lost): the outcome is unknown, ask the device. */
+  status: number;
+  /** The `Location` header of a create (`/api/v1/keys/<id>`), when the NetHSM sent one. */
+  location?: string;
+}
+
+export interface MutationObserver {
+  /** Called before forwarding; may throw to refuse the mutation (the gateway answers 503). Returns an opaque intent id. */
+  begin(m: MutationStart): Promise<string>;
+  /**
+   * Called once the NetHSM has answered (before the client sees the answer), or with status 0 when it never did.
+   * A throw is logged; the client still gets the NetHSM's answer and the intent stays open for recovery.
+   */
+  end(intentId: string, outcome: MutationOutcome): Promise<void>;
+}
+
+/** Largest body captured for the observer: the NetHSM's own limit for every key-changing call. */
+export const CAPTURE_LIMIT = 1024 * 1024;
+
+/**
+ * Reads the whole request body when it declares a Content-Length of at most CAPTURE_LIMIT; otherwise returns undefined
+ * and leaves the body unread (it then streams upstream and the NetHSM judges its size).
+ * Rejects when the client aborts mid-body.
+ */
+export async function captureBody(req: IncomingMessage): Promise<MutationBody | undefined> {
+  const declared = req.headers['content-length'];
+  if (declared === undefined || req.headers['transfer-encoding'] !== undefined) return undefined;
+  const length = Number(declared);
+  if (!Number.isSafeInteger(length) || length <= 0 || length > CAPTURE_LIMIT) return undefined;
+  const bytes = Buffer.alloc(length);
+  let offset = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    // Node's parser enforces Content-Length, so this never overflows; guard anyway.
+    offset += chunk.copy(bytes, offset);
+  }
+  if (offset !== length) throw new Error('request body ended early');
+  const contentType = req.headers['content-type'];
+  const out: MutationBody = { contentType, bytes };
+  if (contentType !== undefined && /^application\/json\b/i.test(contentType)) {
+    try {
+      out.json = JSON.parse(bytes.toString('utf8')) as unknown;
+    } catch {
+      // The NetHSM answers malformed JSON with 400; the observer sees no parsed body.
+    }
+  }
+  return out;
+}

@@ -1,0 +1,407 @@
+/**
+ * The gateway: an HTTPS server with the NetHSM's own API under `/api/v1` that applications use in place of the NetHSM.
+ * Every request is classified (classify.ts), judged against the namespace roles (policy.ts), and then refused, forwarded
+ * to the site's NetHSM, or forwarded to the primary site's gateway. Bodies stream both ways; Basic auth and end-to-end
+ * headers pass untouched. Writes wait at the write gate during a merge-restore; writes for primary namespaces go through
+ * the change-capture hook. Nothing here logs headers or bodies. See docs/gateway.md.
+ */
+import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pipeline } from 'node:stream/promises';
+import {
+  GatewayCaptureFailedError,
+  GatewayHoldTimeoutError,
+  GatewayRequestInvalidError,
+  NetHsmTimeoutError,
+  NetHsmTlsUntrustedError,
+  NetHsmUnreachableError,
+  NhrError,
+  TlsPinMismatchError,
+} from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { mapTransportError } from '../nethsm/error-map.js';
+import type { TlsTrust } from '../nethsm/tls-trust.js';
+import { headerValues, parseBasicAuth, type CallerIdentity } from './basic-auth.js';
+import { classify, isKeyBodyOperation, type Classification } from './classify.js';
+import { requestHeadersForUpstream, responseHeadersForClient, VIA_HEADER } from './headers.js';
+import { captureBody, type MutationBody, type MutationObserver } from './observer.js';
+import { decide, type Decision, type GatewayOutcome, type NamespaceRoles } from './policy.js';
+import { answerLocally, type LocalAnswer } from './respond.js';
+import { parseTarget } from './target.js';
+import { PeerGateways, Upstream } from './upstream.js';
+import { WriteGate } from './write-gate.js';
+
+export interface GatewayRequestEvent {
+  /** The caller's namespace; `null` for a root user; `undefined` when there were no (readable) credentials. */
+  namespace: string | null | undefined;
+  /** The metrics module's request classes: namespace reads, crypto, namespace mutations, and `other` (device level). */
+  class: 'read' | 'crypto' | 'mutation' | 'other';
+  outcome: GatewayOutcome;
+  /** The status the client got (absent when the connection was cut). */
+  status?: number;
+  /** Milliseconds the request waited at the write gate (writes only). */
+  heldMs?: number;
+}
+
+export interface GatewayOptions {
+  /** This site's name: used in refusal messages and as the loop-guard marker when forwarding to a primary. */
+  site: string;
+  host?: string;
+  /** Default 0 (any free port). */
+  port?: number;
+  /** The gateway's own TLS identity, as applications will see it. */
+  tls: { certPem: string; keyPem: string };
+  /** The site's NetHSM. */
+  nethsm: { url: string; tls: TlsTrust; connections?: number; timeoutMs?: number };
+  roles: NamespaceRoles;
+  /** The write gate the daemon holds during merge-restores. Default: a gate of the gateway's own. */
+  gate?: WriteGate;
+  /** Change capture for namespaces primary here (streaming). */
+  observer?: MutationObserver;
+  /**
+   * Trust for other sites' gateways. Without it, replica-namespace writes are refused even where the role names the
+   * primary's gateway URL.
+   */
+  primaryGateways?: { tls: TlsTrust; timeoutMs?: number };
+  /** Called once per request; must not throw (a throw is logged and ignored). */
+  onRequest?: (event: GatewayRequestEvent) => void;
+  logger?: Logger;
+  /** Largest request head accepted (bytes); larger gets 431 without forwarding. Default 16 KiB. */
+  maxHeaderBytes?: number;
+}
+
+interface Exchange {
+  req: IncomingMessage;
+  res: ServerResponse;
+  raw: string;
+  path: string;
+  caller: CallerIdentity;
+  classification: Classification;
+  via: string | undefined;
+  signal: AbortSignal;
+  heldMs?: number;
+}
+
+export class GatewayServer {
+  readonly gate: WriteGate;
+  readonly #options: GatewayOptions;
+  readonly #log: Logger;
+  readonly #server: https.Server;
+  readonly #nethsm: Upstream;
+  readonly #peers: PeerGateways | undefined;
+  #starting: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  #port = 0;
+
+  /** Throws InputInvalidError for a bad NetHSM URL or TLS trust. Does not listen until start(). */
+  constructor(options: GatewayOptions) {
+    this.#options = options;
+    this.#log = (options.logger ?? silentLogger).child({ component: 'gateway' });
+    this.gate = options.gate ?? new WriteGate();
+    this.#nethsm = new Upstream({ ...options.nethsm, logger: this.#log });
+    this.#peers = options.primaryGateways
+      ? new PeerGateways({ tls: options.primaryGateways.tls, timeoutMs: options.primaryGateways.timeoutMs ?? 60_000, logger: this.#log })
+      : undefined;
+    this.#server = https.createServer(
+      {
+        cert: options.tls.certPem,
+        key: options.tls.keyPem,
+        maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024,
+        // Uploads may be large (sign bodies up to 67 MiB); the socket idle timeout below bounds a stalled client instead.
+        requestTimeout: 0,
+        headersTimeout: 60_000,
+        keepAliveTimeout: 10_000,
+      },
+      (req, res) => void this.#handle(req, res),
+    );
+    this.#server.setTimeout(this.#nethsm.timeoutMs);
+  }
+
+  /** `https://<host>:<port>` once started; applications append `/api/v1` as they do for a NetHSM. */
+  get url(): string {
+    const host = this.#options.host ?? '127.0.0.1';
+    return `https://${host.includes(':') ? `[${host}]` : host}:${this.#port}`;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  /** Starts listening. Idempotent; rejects when the address is taken. */
+  start(): Promise<void> {
+    this.#starting ??= new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.#server.once('error', onError);
+      this.#server.listen(this.#options.port ?? 0, this.#options.host ?? '127.0.0.1', () => {
+        this.#server.off('error', onError);
+        this.#port = (this.#server.address() as AddressInfo).port;
+        this.#log.info({ url: this.url, nethsm: this.#nethsm.origin }, 'gateway listening');
+        resolve();
+      });
+    });
+    return this.#starting;
+  }
+
+  /** Stops listening, cuts open connections, closes the upstream pools. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#server.listening) {
+        const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+        this.#server.closeAllConnections();
+        await closed;
+      }
+      await Promise.all([this.#nethsm.close(), this.#peers?.close()]);
+    })();
+    return this.#closing;
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort(new Error('client closed the connection'));
+    });
+    const target = parseTarget(req.url);
+    if (!target.ok) {
+      const error = new GatewayRequestInvalidError(`request not forwarded: ${target.reason}`);
+      this.#local(undefined, req, res, { status: target.status, error }, 'rejected_input', 'other');
+      return;
+    }
+    const vias = headerValues(req.rawHeaders, VIA_HEADER);
+    const x: Exchange = {
+      req,
+      res,
+      raw: target.raw,
+      path: '/' + target.segments.join('/'),
+      caller: parseBasicAuth(headerValues(req.rawHeaders, 'authorization')),
+      classification: classify(req.method ?? 'GET', target.segments),
+      via: vias.length > 0 ? vias.join(',') : undefined,
+      signal: abort.signal,
+    };
+    try {
+      await this.#execute(x, this.#decide(x), false);
+    } catch (err) {
+      // Only reached on a bug: every expected failure is answered inside #execute.
+      this.#log.error({ err: describe(err), operation: x.classification.operation }, 'gateway: request failed');
+      this.#local(x, req, res, { status: 500, error: err instanceof NhrError ? err : new GatewayRequestInvalidError('internal gateway error') }, 'error');
+    }
+  }
+
+  #decide(x: Exchange): Decision {
+    return decide(
+      {
+        classification: x.classification,
+        caller: x.caller,
+        site: this.#options.site,
+        ...(x.via !== undefined ? { viaGateway: x.via } : {}),
+        // Forwarding to a primary needs trust for its gateway; without it the write is refused as read-only.
+        canForwardToPrimary: this.#peers !== undefined,
+      },
+      this.#options.roles,
+    );
+  }
+
+  async #execute(x: Exchange, d: Decision, admitted: boolean): Promise<void> {
+    if (d.action === 'refuse') {
+      this.#local(x, x.req, x.res, { status: d.status, error: d.error, ...(d.emptyBody ? { emptyBody: true } : {}) }, d.outcome);
+      return;
+    }
+    if (d.action === 'forward-primary') {
+      await this.#forward(x, this.#peers!.for(d.url), 'forwarded_primary', undefined, this.#options.site);
+      return;
+    }
+    if (!d.hold || admitted) {
+      await this.#forward(x, this.#nethsm, 'forwarded', d.observe);
+      return;
+    }
+    await this.#admitAndForward(x, d);
+  }
+
+  /** Writes: capture the body if the observer needs it, wait at the gate, decide again (roles may have changed), forward. */
+  async #admitAndForward(x: Exchange, first: Decision): Promise<void> {
+    let body: MutationBody | undefined;
+    try {
+      if (first.action === 'forward' && first.observe !== undefined && this.#options.observer && isKeyBodyOperation(x.classification.operation)) {
+        body = await captureBody(x.req);
+      }
+    } catch {
+      this.#report(x, 'error');
+      x.res.destroy();
+      return;
+    }
+    const waitStart = performance.now();
+    let release: (() => void) | undefined;
+    try {
+      release = await this.gate.enter(x.signal);
+    } catch (err) {
+      body?.bytes.fill(0);
+      if (err instanceof GatewayHoldTimeoutError) {
+        x.heldMs = Math.round(performance.now() - waitStart);
+        this.#local(x, x.req, x.res, { status: 503, error: err, retryAfterSeconds: this.gate.retryAfterSeconds }, 'held_timeout');
+      } else {
+        this.#report(x, 'error');
+      }
+      return;
+    }
+    x.heldMs = Math.round(performance.now() - waitStart);
+    try {
+      const again = this.#decide(x);
+      if (again.action !== 'forward') {
+        await this.#execute(x, again, true);
+        return;
+      }
+      await this.#forward(x, this.#nethsm, 'forwarded', again.observe, undefined, body);
+    } finally {
+      release();
+      body?.bytes.fill(0);
+    }
+  }
+
+  /**
+   * Streams the request to `up` and the answer back. When `observe` names a namespace and an observer is configured, the
+   * observer's begin/end bracket the NetHSM's answer.
+   */
+  async #forward(x: Exchange, up: Upstream, outcome: GatewayOutcome, observe: string | undefined, via?: string, body?: MutationBody): Promise<void> {
+    const observer = observe !== undefined && x.caller.kind === 'user' ? this.#options.observer : undefined;
+    let intent: string | undefined;
+    if (observer !== undefined && x.caller.kind === 'user') {
+      try {
+        intent = await observer.begin({
+          namespace: observe!,
+          method: x.req.method ?? 'GET',
+          path: x.path,
+          operation: x.classification.operation,
+          user: x.caller.user,
+          ...(x.classification.keyId !== undefined ? { keyId: x.classification.keyId } : {}),
+          ...(body !== undefined ? { body } : {}),
+        });
+      } catch (err) {
+        const error = new GatewayCaptureFailedError(`the change could not be recorded, so it was not made: ${describe(err)}`, {
+          namespace: observe!,
+          operation: x.classification.operation,
+          cause: err,
+        });
+        this.#local(x, x.req, x.res, { status: 503, error, retryAfterSeconds: this.gate.retryAfterSeconds }, 'refused_capture');
+        return;
+      }
+    }
+    const headers = requestHeadersForUpstream(x.req.headers, via);
+    let upstreamBody: Buffer | IncomingMessage | undefined;
+    if (body !== undefined) {
+      upstreamBody = body.bytes;
+    } else if (hasBody(x.req)) {
+      upstreamBody = x.req;
+    }
+    let response;
+    try {
+      response = await up.request({ method: x.req.method ?? 'GET', path: x.raw, headers, body: upstreamBody, signal: x.signal });
+    } catch (err) {
+      if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
+      this.#upstreamFailed(x, up, err);
+      return;
+    }
+    if (intent !== undefined) {
+      const location = response.headers['location'];
+      await this.#end(observer!, intent, { status: response.statusCode, ...(typeof location === 'string' ? { location } : {}) });
+    }
+    try {
+      x.res.writeHead(response.statusCode, responseHeadersForClient(response.headers));
+      await pipeline(response.body, x.res);
+      this.#report(x, outcome, response.statusCode);
+      this.#log.debug(this.#fields(x, { status: response.statusCode, outcome }), 'gateway: forwarded');
+    } catch (err) {
+      // The answer was cut (client gone, or the upstream failed mid-body): the client sees a truncated response.
+      response.body.destroy();
+      x.res.destroy();
+      this.#report(x, 'error');
+      this.#log.warn(this.#fields(x, { status: response.statusCode, err: describe(err) }), 'gateway: response cut');
+    }
+  }
+
+  async #end(observer: MutationObserver, intent: string, outcome: { status: number; location?: string }): Promise<void> {
+    try {
+      await observer.end(intent, outcome);
+    } catch (err) {
+      this.#log.error({ intent, status: outcome.status, err: describe(err) }, 'gateway: change capture could not record the outcome; the intent stays open');
+    }
+  }
+
+  #upstreamFailed(x: Exchange, up: Upstream, err: unknown): void {
+    if (x.signal.aborted) {
+      this.#report(x, 'error');
+      return;
+    }
+    const detail = mapTransportError(err, x.classification.operation, up.timeoutMs);
+    this.#log.warn(this.#fields(x, { upstream: up.origin, err: detail.toJSON() }), 'gateway: upstream failed');
+    // The client learns what failed, not the upstream's address or the transport's wording (those are in the log).
+    const what = up === this.#nethsm ? 'the NetHSM' : "the primary site's gateway";
+    const timedOut = detail instanceof NetHsmTimeoutError;
+    const untrusted = detail instanceof TlsPinMismatchError || detail instanceof NetHsmTlsUntrustedError;
+    const message = timedOut
+      ? `${what} did not answer the gateway in time`
+      : untrusted
+        ? `the gateway does not trust the TLS certificate of ${what}`
+        : `the gateway could not reach ${what}`;
+    const Kind = (timedOut || untrusted ? detail.constructor : NetHsmUnreachableError) as typeof NetHsmUnreachableError;
+    const error = new Kind(message, { operation: x.classification.operation });
+    this.#local(x, x.req, x.res, { status: timedOut ? 504 : 502, error }, 'error');
+  }
+
+  #local(
+    x: Exchange | undefined,
+    req: IncomingMessage,
+    res: ServerResponse,
+    answer: LocalAnswer,
+    outcome: GatewayOutcome,
+    cls?: GatewayRequestEvent['class'],
+  ): void {
+    answerLocally(res, answer, !req.readableEnded && hasBody(req));
+    const about = { status: answer.status, outcome, code: answer.error.code, message: answer.error.message };
+    // A target that could not be parsed is logged (cut short) so an operator can see what was sent; targets carry no secrets.
+    const fields = x ? this.#fields(x, about) : { method: req.method, target: req.url?.slice(0, 200), ...about };
+    this.#log.info(fields, 'gateway: answered locally');
+    if (x) this.#report(x, outcome, answer.status);
+    else this.#emit({ namespace: undefined, class: cls ?? 'other', outcome, status: answer.status });
+  }
+
+  #report(x: Exchange, outcome: GatewayOutcome, status?: number): void {
+    const k = x.classification.kind;
+    this.#emit({
+      namespace: x.caller.kind === 'user' ? (x.caller.namespace ?? null) : undefined,
+      class: k === 'read' || k === 'crypto' || k === 'mutation' ? k : 'other',
+      outcome,
+      ...(status !== undefined ? { status } : {}),
+      ...(x.heldMs !== undefined ? { heldMs: x.heldMs } : {}),
+    });
+  }
+
+  #emit(event: GatewayRequestEvent): void {
+    if (!this.#options.onRequest) return;
+    try {
+      this.#options.onRequest(event);
+    } catch (err) {
+      this.#log.warn({ err: describe(err) }, 'gateway: onRequest callback threw');
+    }
+  }
+
+  /** Log fields for a request: never headers, bodies or passwords; the user id is not a secret. */
+  #fields(x: Exchange, extra: Record<string, unknown>): Record<string, unknown> {
+    return {
+      method: x.req.method,
+      operation: x.classification.operation,
+      ...(x.caller.kind === 'user' ? { user: x.caller.user } : { caller: x.caller.kind }),
+      ...(x.heldMs !== undefined ? { heldMs: x.heldMs } : {}),
+      ...extra,
+    };
+  }
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const cl = req.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,103 @@
+/**
+ * Keep-alive connection pools from the gateway to the site's NetHSM and to other sites' gateways, with the NetHSM
+ * client's TLS trust (CA PEM, pinned SHA-256 fingerprint, or insecure opt-in). Bodies stream both ways.
+ */
+import type { Readable } from 'node:stream';
+import { Pool, type Dispatcher } from 'undici';
+import { InputInvalidError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { connectorFor, parseTrust, type TlsTrust } from '../nethsm/tls-trust.js';
+
+export interface UpstreamOptions {
+  /** `https://host:port`; a path (such as `/api/v1`) is ignored: the gateway forwards the client's own path. */
+  url: string;
+  tls: TlsTrust;
+  /** Keep-alive connections. Default 16. */
+  connections?: number;
+  /** Connect timeout, and the longest wait for response headers and between body chunks. Default 5 min (backups). */
+  timeoutMs?: number;
+  logger: Logger;
+}
+
+export interface UpstreamRequest {
+  method: string;
+  /** Path and query, as received from the client. */
+  path: string;
+  headers: Record<string, string | string[]>;
+  body?: Readable | Buffer;
+  signal: AbortSignal;
+}
+
+export class Upstream {
+  readonly origin: string;
+  readonly timeoutMs: number;
+  readonly #pool: Pool;
+  #closed = false;
+
+  /** Throws InputInvalidError for a URL that is not https or a bad TLS trust. */
+  constructor(options: UpstreamOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.url);
+    } catch {
+      throw new InputInvalidError(`upstream url is not a URL: ${JSON.stringify(options.url)}`);
+    }
+    if (url.protocol !== 'https:') throw new InputInvalidError(`upstream url must be https://…, got ${url.protocol}`);
+    if (url.username || url.password) throw new InputInvalidError('upstream url must not carry credentials');
+    const trust = parseTrust(options.tls);
+    this.timeoutMs = options.timeoutMs ?? 300_000;
+    this.origin = url.origin;
+    if (trust.kind === 'insecure') {
+      options.logger.warn({ url: this.origin }, 'gateway: TLS certificate verification is disabled for this upstream (insecure: true)');
+    }
+    this.#pool = new Pool(this.origin, {
+      connections: options.connections ?? 16,
+      connect: connectorFor(trust, Math.min(this.timeoutMs, 30_000)),
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+      keepAliveTimeout: 10_000,
+    });
+  }
+
+  /** Sends one request; resolves once response headers arrive (the body streams). Rejects with undici's error. */
+  request(r: UpstreamRequest): Promise<Dispatcher.ResponseData> {
+    return this.#pool.request({
+      method: r.method as Dispatcher.HttpMethod,
+      path: r.path,
+      headers: r.headers,
+      body: r.body ?? null,
+      signal: r.signal,
+    });
+  }
+
+  /** Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pool.destroy();
+  }
+}
+
+/** Pools to other sites' gateways, made on first use, one per origin, all with the same TLS trust. */
+export class PeerGateways {
+  readonly #pools = new Map<string, Upstream>();
+  constructor(private readonly options: Omit<UpstreamOptions, 'url'>) {}
+
+  /** Throws InputInvalidError for a bad URL. */
+  for(url: string): Upstream {
+    const origin = new URL(url).origin;
+    let u = this.#pools.get(origin);
+    if (u === undefined) {
+      u = new Upstream({ ...this.options, url: origin });
+      this.#pools.set(origin, u);
+    }
+    return u;
+  }
+
+  /** Idempotent. */
+  async close(): Promise<void> {
+    const all = [...this.#pools.values()];
+    this.#pools.clear();
+    await Promise.all(all.map((u) => u.close()));
+  }
+}
