@@ -254,6 +254,22 @@ export class BackupOutOfOrderError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// init-replica (bootstrapping a NetHSM into the replication domain)
+
+/** init-replica would write to a device it must not: not Unprovisioned, or the operator did not confirm. Nothing was written. */
+export class InitReplicaRefusedError extends NhrError {
+  static override readonly code = 'NHR_ERR_INIT_REPLICA_REFUSED';
+  static override readonly defaultHint =
+    'init-replica only restores onto an Unprovisioned NetHSM (factory reset it first, if that is really meant); check the target URL in the config.';
+}
+
+/** The restore ran but the device did not end Locked or Operational. */
+export class InitReplicaFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_INIT_REPLICA_FAILED';
+  static override readonly defaultHint = 'Check the NetHSM\'s state and logs; if it is still Unprovisioned, run init-replica again.';
+}
+
+// ---------------------------------------------------------------------------------------------
 // Admin API (CLI ↔ running daemon)
 
 export class AdminUnavailableError extends NhrError {
@@ -438,6 +454,37 @@ export class GatewayCaptureFailedError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Snapshot replication
+
+/** A replica site's device already holds a namespace it was never synced for; nothing was changed. */
+export class SyncNamespaceExistsError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_NAMESPACE_EXISTS';
+  static override readonly defaultHint =
+    'Check what the device holds; to replace it (a backup of it is saved first) run `nethsm-replicator sync <ns> --on-existing=remove`.';
+}
+
+/** Writes outside the namespace kept landing between the daemon's backups; the restore was not attempted. */
+export class SyncRaceError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_RACE';
+  static override readonly defaultHint =
+    'Another client keeps writing to the device during syncs; send writes through the gateway, which holds them during restores.';
+  static override readonly retryable = true;
+}
+
+/** After a restore, entries outside the namespace were missing or changed, or the namespace is not as merged. */
+export class SyncVerifyFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_VERIFY_FAILED';
+  static override readonly defaultHint =
+    'The pre-restore device backup was kept at the path in the message: compare it with the device and restore what was lost.';
+}
+
+/** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
+export class SyncStaleSnapshotError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_STALE_SNAPSHOT';
+  static override readonly defaultHint = "Check the sites' roles with `nethsm-replicator status` at each site.";
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /** Every registered error class; docs/errors.md must list each code (checked by a test). */
 export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
@@ -463,12 +510,18 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   BackupKindMismatchError,
   BackupManifestInvalidError,
   BackupOutOfOrderError,
+  InitReplicaRefusedError,
+  InitReplicaFailedError,
   AdminUnavailableError,
   AdminRemoteError as unknown as typeof NhrError,
   PeerUnreachableError,
   PeerIdentityError,
   PeerMessageInvalidError,
   PeerRefusedError as unknown as typeof NhrError,
+  SyncNamespaceExistsError,
+  SyncRaceError,
+  SyncVerifyFailedError,
+  SyncStaleSnapshotError,
   StateOpenFailedError,
   StateMigrationFailedError,
   NamespaceUnknownError,

@@ -17,6 +17,7 @@ import {
   SNAPSHOT_EPOCH_HEADER,
   epochAnswerSchema,
   handoffAnswerSchema,
+  syncAnswerSchema,
   peerStatusSchema,
   type EpochAnnouncement,
   type EpochAnswer,
@@ -74,6 +75,11 @@ export class PeerClient {
 
   async handoff(namespace: string, fromEpoch: number): Promise<{ epoch: number }> {
     return this.json('POST', `/namespaces/${encodeURIComponent(namespace)}/handoff`, { fromEpoch }, handoffAnswerSchema, 30 * 60_000);
+  }
+
+  /** Asks the peer (a replica) to pull the namespace now. */
+  async requestSync(namespace: string): Promise<{ started: boolean }> {
+    return this.json('POST', `/namespaces/${encodeURIComponent(namespace)}/sync`, {}, syncAnswerSchema);
   }
 
   /**

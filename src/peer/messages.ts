@@ -44,6 +44,9 @@ export const handoffRequestSchema = z.strictObject({ fromEpoch: epochSchema });
 export type HandoffRequest = z.infer<typeof handoffRequestSchema>;
 export const handoffAnswerSchema = z.strictObject({ epoch: epochSchema });
 
+/** Answer to `POST /peer/v1/namespaces/:ns/sync`. */
+export const syncAnswerSchema = z.strictObject({ started: z.boolean() });
+
 /** Headers on a snapshot response: the epoch and site it was taken at. */
 export const SNAPSHOT_EPOCH_HEADER = 'x-nhr-epoch';
 export const SNAPSHOT_SITE_HEADER = 'x-nhr-site';

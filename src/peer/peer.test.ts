@@ -33,6 +33,8 @@ describe('peer API over mutual TLS', () => {
     },
     announceEpoch: async (peer, ns, a) => (seen.push(`epoch:${peer}:${ns}:${a.epoch}`), { accepted: true, view: { namespace: ns, role: 'replica', epoch: a.epoch, primarySite: a.primarySite } }),
     handoff: async (_peer, _ns, req) => ({ epoch: req.fromEpoch + 1 }),
+    requestSync: async (peer, ns) => (seen.push(`sync:${peer}:${ns}`), { started: true }),
+    deviceBackup: async (peer) => (seen.push(`device-backup:${peer}`), Readable.from([Buffer.from('whole-device')])),
   };
 
   const client = (cert: CertificateBundle, caPem = ca.certPem, expect = 'a') =>
@@ -73,6 +75,13 @@ describe('peer API over mutual TLS', () => {
     expect(await c.fetchSnapshot('alpha', dest)).toEqual({ epoch: 3, bytes: 14 });
     expect(await readFile(dest, 'utf8')).toBe('snapshot-bytes');
     expect((await stat(dest)).mode & 0o777).toBe(0o600);
+    await c.close();
+  });
+
+  it('asks a replica to pull now', async () => {
+    const c = client(siteB);
+    expect(await c.requestSync('alpha')).toEqual({ started: true });
+    expect(seen).toContain('sync:b:alpha');
     await c.close();
   });
 

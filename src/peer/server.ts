@@ -33,6 +33,10 @@ export interface PeerHandlers {
   snapshot(peer: string, namespace: string): Promise<{ epoch: number; site: string; body: Readable | AsyncIterable<Uint8Array> }>;
   announceEpoch(peer: string, namespace: string, announcement: EpochAnnouncement): Promise<EpochAnswer>;
   handoff(peer: string, namespace: string, request: HandoffRequest): Promise<{ epoch: number }>;
+  /** The primary asks this replica to pull now; answers at once (the sync runs in the background). */
+  requestSync(peer: string, namespace: string): Promise<{ started: boolean }>;
+  /** A full device backup (for a peer's init-replica): streamed, encrypted under the device backup passphrase. */
+  deviceBackup(peer: string): Promise<Readable | AsyncIterable<Uint8Array>>;
 }
 
 export interface PeerServerOptions {
@@ -116,7 +120,14 @@ export class PeerServer {
       method(req, 'GET');
       return sendJson(res, 200, await h.status(peer));
     }
-    const m = /^\/peer\/v1\/namespaces\/([^/]+)\/(snapshot|epoch|handoff)$/.exec(path);
+    if (path === `${PEER_API_PREFIX}/device-backup`) {
+      method(req, 'GET');
+      const body = await h.deviceBackup(peer);
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      await pipeline(body instanceof Readable ? body : Readable.from(body), res);
+      return;
+    }
+    const m = /^\/peer\/v1\/namespaces\/([^/]+)\/(snapshot|epoch|handoff|sync)$/.exec(path);
     if (!m) throw new BadRequest(404, `no such peer endpoint: ${path}`);
     const ns = parse(namespaceIdSchema, decodeURIComponent(m[1]!), 'namespace');
     if (m[2] === 'snapshot') {
@@ -133,6 +144,7 @@ export class PeerServer {
     method(req, 'POST');
     const body = await readJson(req);
     if (m[2] === 'epoch') return sendJson(res, 200, await h.announceEpoch(peer, ns, parse(epochAnnouncementSchema, body, 'body')));
+    if (m[2] === 'sync') return sendJson(res, 200, await h.requestSync(peer, ns));
     return sendJson(res, 200, await h.handoff(peer, ns, parse(handoffRequestSchema, body, 'body')));
   }
 }

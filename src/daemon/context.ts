@@ -1,0 +1,82 @@
+/**
+ * Everything a running daemon's parts share, built once from the config and its secrets. Owned by `Daemon`.
+ */
+import { readFileSync } from 'node:fs';
+import type { ScryptParams } from '../backup/format.js';
+import type { OpenBackupOptions } from '../backup/reader.js';
+import type { ReplicatorConfig } from '../config/schema.js';
+import type { LoadedSecrets } from '../config/secrets.js';
+import type { Logger } from '../log.js';
+import type { MemberMonitor } from '../members/monitor.js';
+import type { ReplicatorMetrics } from '../metrics/metrics.js';
+import { NetHsmClient, type TlsTrust } from '../nethsm/client.js';
+import { splitUserId } from '../nethsm/ids.js';
+import { PeerClient } from '../peer/client.js';
+import { Device } from '../replicator/device.js';
+import type { WriteHold } from '../replicator/snapshot-apply.js';
+import type { WorkDir } from '../replicator/workdir.js';
+import type { StateStore } from '../state/store.js';
+
+export interface SiteContext {
+  readonly config: ReplicatorConfig;
+  readonly site: string;
+  readonly log: Logger;
+  readonly store: StateStore;
+  readonly work: WorkDir;
+  readonly device: Device;
+  /** `pool` owns the connections (close it to close all); the others are accounts on it. */
+  readonly nethsm: { readonly pool: NetHsmClient; readonly admin: NetHsmClient; readonly backup: NetHsmClient; readonly metrics?: NetHsmClient };
+  readonly peers: ReadonlyMap<string, PeerClient>;
+  readonly monitor: MemberMonitor;
+  readonly metrics: ReplicatorMetrics;
+  /** Opens this device's backups. */
+  readonly deviceOpen: OpenBackupOptions;
+  /** Opens snapshots (the replication passphrase). */
+  readonly snapshotOpen: OpenBackupOptions;
+  readonly replicationPassphrase: string;
+  readonly snapshotScrypt?: ScryptParams;
+  /** The gateway's write gate, when a gateway runs. */
+  gate?: WriteHold;
+  /** Namespace → replication account id without the `<ns>~` prefix. */
+  readonly replicationUserIds: ReadonlyMap<string, string>;
+}
+
+/** The member name of this site's own NetHSM in the member monitor and metrics. */
+export const NETHSM_MEMBER = 'nethsm';
+
+export function nethsmTrust(config: ReplicatorConfig): TlsTrust {
+  const t = config.nethsm.tls;
+  if ('caFile' in t) return { caPem: readFileSync(t.caFile, 'utf8') };
+  if ('fingerprint256' in t) return { fingerprint256: t.fingerprint256 };
+  return { insecure: true };
+}
+
+export function createNetHsmClients(config: ReplicatorConfig, secrets: LoadedSecrets, log: Logger): SiteContext['nethsm'] {
+  const pool = new NetHsmClient({ url: config.nethsm.url, tls: nethsmTrust(config), logger: log, timeoutMs: 120_000 });
+  const m = secrets.nethsm.metrics;
+  return {
+    pool,
+    admin: pool.withAuth(secrets.nethsm.admin.username, secrets.nethsm.admin.password),
+    backup: pool.withAuth(secrets.nethsm.backup.username, secrets.nethsm.backup.password),
+    ...(m ? { metrics: pool.withAuth(m.username, m.password) } : {}),
+  };
+}
+
+export function createPeerClients(config: ReplicatorConfig): Map<string, PeerClient> {
+  const tls = { certPem: readFileSync(config.tls.certFile, 'utf8'), keyPem: readFileSync(config.tls.keyFile, 'utf8'), caPem: readFileSync(config.tls.caFile, 'utf8') };
+  const peers = new Map<string, PeerClient>();
+  for (const p of config.peers) {
+    peers.set(p.name, new PeerClient({ url: p.url, identity: { name: p.name, ...(p.fingerprint256 ? { fingerprint256: p.fingerprint256 } : {}) }, tls }));
+  }
+  return peers;
+}
+
+export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets): Device {
+  return new Device({ admin: clients.admin, backup: clients.backup }, secrets.replication.backupPassphrase);
+}
+
+export function replicationUserIds(config: ReplicatorConfig): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const ns of config.namespaces) out.set(ns.name, splitUserId(ns.replicationUser.user)?.id ?? ns.replicationUser.user);
+  return out;
+}

@@ -1,0 +1,256 @@
+/**
+ * The daemon: one per site. Owns every long-lived part, starts them in order and closes them in reverse:
+ *   state store → NetHSM clients → member monitor → peer API → admin API → health endpoint → scheduler.
+ * `start()` and `close()` are idempotent; `close()` lets an in-flight sync or failover step finish (a restore is never
+ * cut in half) before stopping.
+ */
+import { readFileSync } from 'node:fs';
+import { Registry } from 'prom-client';
+import { AdminServer } from '../admin/server.js';
+import type { ScryptParams } from '../backup/format.js';
+import type { ReplicatorConfig } from '../config/schema.js';
+import type { LoadedSecrets } from '../config/secrets.js';
+import { NetHsmUnreachableError } from '../errors.js';
+import { HealthServer } from '../health/server.js';
+import type { HealthSource } from '../health/source.js';
+import { silentLogger, type Logger } from '../log.js';
+import { MemberMonitor, type Member, type MemberState } from '../members/monitor.js';
+import { createReplicatorMetrics, type ReplicatorMetrics } from '../metrics/metrics.js';
+import { createNetHsmExporter } from '../metrics/nethsm-exporter.js';
+import { PeerServer } from '../peer/server.js';
+import { WorkDir } from '../replicator/workdir.js';
+import { ensureNamespace } from '../roles/apply.js';
+import { Scheduler } from '../scheduler/scheduler.js';
+import { StateStore } from '../state/store.js';
+import { createAdminHandlers } from './admin-handlers.js';
+import { createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, replicationUserIds, type SiteContext } from './context.js';
+import { Failover } from './failover.js';
+import { createPeerHandlers } from './peer-handlers.js';
+import { observePeerStatus } from './peer-watch.js';
+import { namespaceStatus } from './status-view.js';
+import { NamespaceSync } from './sync.js';
+
+export interface DaemonOptions {
+  config: ReplicatorConfig;
+  secrets: LoadedSecrets;
+  logger?: Logger;
+  registry?: Registry;
+  /** KDF parameters for device backups and snapshots; production unless a test or the demo says otherwise. */
+  scrypt?: ScryptParams;
+}
+
+export class Daemon {
+  readonly ctx: SiteContext;
+  readonly syncer: NamespaceSync;
+  readonly failover: Failover;
+  private readonly peerServer: PeerServer;
+  private readonly adminServer: AdminServer;
+  private readonly healthServer: HealthServer;
+  private readonly scheduler: Scheduler;
+  private readonly log: Logger;
+  private startedAt = 0;
+  private state: 'new' | 'started' | 'closed' = 'new';
+  private starting: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly options: DaemonOptions) {
+    const { config, secrets } = options;
+    this.log = options.logger ?? silentLogger;
+    const registry = options.registry ?? new Registry();
+    const metrics = createReplicatorMetrics({ registry });
+    const nethsm = createNetHsmClients(config, secrets, this.log);
+    const store = StateStore.inDir(config.stateDir, { logger: this.log });
+    const monitor = this.createMonitor(config, nethsm.admin, metrics, store);
+    const scrypt = options.scrypt;
+    this.ctx = {
+      config,
+      site: config.site,
+      log: this.log,
+      store,
+      work: new WorkDir(config.stateDir),
+      device: createDevice(nethsm, secrets),
+      nethsm,
+      peers: createPeerClients(config),
+      monitor,
+      metrics,
+      deviceOpen: { passphrase: secrets.replication.backupPassphrase, scrypt: scrypt ?? 'auto' },
+      snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto' },
+      replicationPassphrase: secrets.replication.passphrase,
+      ...(scrypt ? { snapshotScrypt: scrypt } : {}),
+      replicationUserIds: replicationUserIds(config),
+    };
+    this.failover = new Failover(this.ctx, () => this.syncer);
+    this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
+    this.scheduler = new Scheduler({
+      jobs: config.namespaces.map((n) => ({ name: n.name, schedule: n.schedule, run: () => this.scheduledSync(n.name) })),
+      logger: this.log,
+    });
+    this.peerServer = new PeerServer({
+      host: config.peerApi.listen.host,
+      port: config.peerApi.listen.port,
+      tls: { certPem: readFileSync(config.tls.certFile, 'utf8'), keyPem: readFileSync(config.tls.keyFile, 'utf8'), caPem: readFileSync(config.tls.caFile, 'utf8') },
+      peers: config.peers.map((p) => ({ name: p.name, ...(p.fingerprint256 ? { fingerprint256: p.fingerprint256 } : {}) })),
+      handlers: createPeerHandlers(this.ctx, this.failover, this.syncer),
+      logger: this.log,
+    });
+    this.adminServer = new AdminServer({
+      socketPath: config.admin.socket,
+      handlers: createAdminHandlers(this.ctx, this.failover, this.syncer, { startedAt: Date.now(), nextRun: (n) => this.scheduler.nextRun(n) }),
+      logger: this.log,
+    });
+    const exporter = nethsm.metrics ? createNetHsmExporter({ registry, fetch: () => nethsm.metrics!.metrics(), logger: this.log }) : registry;
+    this.healthServer = new HealthServer({
+      host: config.health.listen.host,
+      port: config.health.listen.port,
+      source: this.healthSource(),
+      metrics: exporter,
+      ...(config.health.tls ? { tls: { certPem: readFileSync(config.health.tls.certFile), keyPem: readFileSync(config.health.tls.keyFile) } } : {}),
+      logger: this.log,
+    });
+  }
+
+  /** The bound ports (useful with port 0). */
+  get ports(): { peer: number; health: number } {
+    return { peer: this.peerServer.port, health: this.healthPort };
+  }
+  private healthPort = 0;
+
+  /** Starts every part in order. Idempotent. Throws (and closes what it started) when a part cannot start. */
+  start(): Promise<void> {
+    this.starting ??= this.doStart();
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    const { ctx } = this;
+    try {
+      await ctx.work.prepare();
+      ctx.store.open();
+      for (const n of ctx.config.namespaces) {
+        const row = ensureNamespace(ctx.store, n.name, ctx.site, n.primary);
+        ctx.metrics.setRole(n.name, row.role, row.epoch);
+        ctx.metrics.lagLimitSeconds.set({ namespace: n.name }, n.maxLagForPromoteMs / 1000);
+        ctx.metrics.namespacePaused.set({ namespace: n.name }, row.paused ? 1 : 0);
+        const pos = row.role === 'primary' ? undefined : ctx.store.positions.get(n.name, row.primarySite);
+        ctx.metrics.setReplicaDataTime(n.name, pos?.positionTakenAt !== undefined ? pos.positionTakenAt / 1000 : null);
+      }
+      await this.peerServer.start();
+      await this.adminServer.start();
+      this.healthPort = (await this.healthServer.start()).port;
+      await ctx.monitor.start();
+      await this.scheduler.start();
+      this.startedAt = Date.now();
+      this.state = 'started';
+      this.log.info({ site: ctx.site, peerPort: this.peerServer.port, healthPort: this.healthPort, namespaces: ctx.config.namespaces.map((n) => n.name) }, 'daemon started');
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  /** Stops in reverse order, after in-flight syncs and fence steps end. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const { ctx } = this;
+    await this.scheduler.close();
+    await this.healthServer.close().catch(() => undefined);
+    await this.adminServer.close();
+    await this.peerServer.close();
+    await this.syncer.drain();
+    await this.failover.drain();
+    await ctx.monitor.close();
+    await Promise.all([...ctx.peers.values()].map((p) => p.close()));
+    await ctx.nethsm.pool.close();
+    if (ctx.store.isOpen) ctx.store.close();
+    if (this.state === 'started') this.log.info({ site: ctx.site }, 'daemon stopped');
+    this.state = 'closed';
+  }
+
+  get uptimeSince(): number {
+    return this.startedAt;
+  }
+
+  /** The cron job of one namespace: pull at a replica, finish a fence, nothing at the primary. */
+  private async scheduledSync(namespace: string): Promise<void> {
+    const row = this.ctx.store.roles.get(namespace);
+    if (!row || row.paused || row.role === 'primary') return;
+    if (!this.ctx.monitor.available(NETHSM_MEMBER) || !this.ctx.monitor.available(row.primarySite)) return;
+    if (row.role === 'fenced') await this.failover.resumeFenced(namespace);
+    else await this.syncer.sync(namespace, { actor: 'schedule' });
+  }
+
+  private createMonitor(config: ReplicatorConfig, admin: SiteContext['nethsm']['admin'], metrics: ReplicatorMetrics, store: StateStore): MemberMonitor {
+    const members: Member[] = [
+      {
+        name: NETHSM_MEMBER,
+        probe: async () => {
+          const state = await admin.healthState();
+          if (state !== 'Operational') throw new NetHsmUnreachableError(`the NetHSM is ${state}`, { operation: 'GET /health/state' });
+        },
+      },
+      ...config.peers.map((p) => ({
+        name: p.name,
+        probe: async () => {
+          const peer = this.ctx.peers.get(p.name)!;
+          await observePeerStatus(this.ctx, this.failover, peer, await peer.status());
+        },
+      })),
+    ];
+    return new MemberMonitor({
+      members,
+      retryIntervalMs: config.recovery.retryIntervalMs,
+      maxAttempts: config.recovery.maxAttempts,
+      logger: this.log,
+      onChange: (s: Readonly<MemberState>) => {
+        metrics.setMemberStatus(s.name, s.status, s.consecutiveFailures);
+        if (store.isOpen) store.members.save(s);
+      },
+      onRecovered: (name) => void this.resumeMember(name),
+    });
+  }
+
+  /** A member answered again: resume its work (replica syncs from it), then mark it ok. */
+  private async resumeMember(name: string): Promise<void> {
+    const { ctx } = this;
+    try {
+      for (const row of ctx.store.roles.list()) {
+        if (row.paused) continue;
+        const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
+        if (fromIt && row.role === 'replica' && row.primarySite !== ctx.site) await this.syncer.sync(row.namespace, { actor: 'recovery' });
+        if (fromIt && row.role === 'fenced') await this.failover.resumeFenced(row.namespace);
+      }
+      ctx.monitor.markOk(name);
+    } catch (err) {
+      ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at the next schedule');
+    }
+  }
+
+  private healthSource(): HealthSource {
+    return {
+      ready: async () => {
+        const checks: Record<string, { ok: boolean; detail?: string }> = {};
+        try {
+          const state = await this.ctx.nethsm.admin.healthState();
+          checks.nethsm = state === 'Operational' ? { ok: true } : { ok: false, detail: `NetHSM is ${state}` };
+        } catch (err) {
+          checks.nethsm = { ok: false, detail: err instanceof Error ? err.message : 'unreachable' };
+        }
+        try {
+          this.ctx.store.transaction(() => this.ctx.store.db.prepare('SELECT 1').get());
+          checks.state = { ok: true };
+        } catch (err) {
+          checks.state = { ok: false, detail: err instanceof Error ? err.message : 'state store not writable' };
+        }
+        return { ready: Object.values(checks).every((c) => c.ok), checks };
+      },
+      namespaceRole: (namespace) => {
+        const s = this.ctx.store.isOpen ? namespaceStatus(this.ctx, this.syncer, undefined, namespace) : undefined;
+        return s ? { role: s.role, lagSeconds: s.lagSeconds, lagLimitSeconds: s.lagLimitSeconds, epoch: s.epoch } : undefined;
+      },
+    };
+  }
+}

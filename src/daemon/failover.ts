@@ -1,0 +1,293 @@
+/**
+ * Role changes that touch the device and the peers: promote, demote (planned handover), fencing a former primary,
+ * and learning epochs from peers. Every decision is persisted (`applyRoleChange`) before anything acts on it.
+ */
+import { existsSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
+import { listBackupContents } from '../backup/contents.js';
+import { extractNamespace } from '../backup/namespace.js';
+import { InputInvalidError, NhrError, PeerStaleEpochError } from '../errors.js';
+import { applyRoleChange, decidePromote } from '../roles/apply.js';
+import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, type EpochClaim } from '../roles/role-machine.js';
+import type { RoleState } from '../roles/role.js';
+import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
+import { snapshotMetaOf } from '../replicator/snapshot-meta.js';
+import { takeSnapshot } from '../replicator/snapshot-source.js';
+import { removeFiles } from '../replicator/workdir.js';
+import type { SiteContext } from './context.js';
+import type { NamespaceSync } from './sync.js';
+
+export interface PromoteResult {
+  namespace: string;
+  role: 'primary';
+  epoch: number;
+  previousEpoch: number;
+  previousPrimary: string;
+  forced: boolean;
+  administratorsRestored: number;
+  peersTold: string[];
+  peersNotTold: string[];
+}
+
+export class Failover {
+  /** Fence procedures in flight, so shutdown can wait for them. */
+  private readonly background = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly ctx: SiteContext,
+    private readonly syncer: () => NamespaceSync,
+  ) {}
+
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.background]);
+  }
+
+  /** `promote <ns>` at this site. Throws RolePromoteRefusedError (lag, failed sync, …) unless forced. */
+  async promote(namespace: string, opts: { force: boolean; actor: string }): Promise<PromoteResult> {
+    const { ctx } = this;
+    const nsConfig = ctx.config.namespaces.find((n) => n.name === namespace);
+    if (!nsConfig) throw new InputInvalidError(`namespace ${namespace} is not in this site's config`, { namespace });
+    const before = ctx.store.roles.require(namespace);
+    const peerEpochs = await this.peerEpochs(namespace);
+    const change = decidePromote(ctx.store, namespace, { localSite: ctx.site, force: opts.force, maxLagMs: nsConfig.maxLagForPromoteMs, peerEpochs });
+    const row = applyRoleChange(ctx.store, change, opts.actor);
+    ctx.metrics.setRole(namespace, 'primary', row.epoch);
+    ctx.metrics.promotionsTotal.inc({ namespace });
+    ctx.metrics.setReplicaDataTime(namespace, null);
+    ctx.log.info({ namespace, epoch: row.epoch, from: before.epoch, actor: opts.actor, force: opts.force }, 'namespace promoted');
+    const restored = await this.restoreAdministrators(namespace);
+    const told = await this.announce(namespace, row);
+    return {
+      namespace,
+      role: 'primary',
+      epoch: row.epoch,
+      previousEpoch: before.epoch,
+      previousPrimary: before.primarySite,
+      forced: opts.force,
+      administratorsRestored: restored,
+      peersTold: told.told,
+      peersNotTold: told.notTold,
+    };
+  }
+
+  /**
+   * Planned handover of a primary namespace to `to` (default: the only peer): stop writes (role replica, device
+   * administrators stripped), keep a final snapshot for the successor, ask it to sync and promote, then follow it.
+   */
+  async demote(namespace: string, opts: { to?: string; actor: string }): Promise<{ namespace: string; to: string; epoch: number; previousEpoch: number }> {
+    const { ctx } = this;
+    const row = ctx.store.roles.require(namespace);
+    assertPrimary(row, ctx.site);
+    const to = opts.to ?? (ctx.peers.size === 1 ? [...ctx.peers.keys()][0]! : undefined);
+    if (!to || !ctx.peers.has(to)) {
+      throw new InputInvalidError(`demote needs --to <site>, one of: ${[...ctx.peers.keys()].join(', ') || '(no peers)'}`, { namespace });
+    }
+    const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch);
+    await rename(snap.file, ctx.work.handoffOf(namespace));
+    applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
+    ctx.metrics.setRole(namespace, 'replica', row.epoch);
+    ctx.log.info({ namespace, to, epoch: row.epoch, actor: opts.actor }, 'namespace demoted; handing over');
+    await this.stripAdministrators(namespace);
+    const answer = await ctx.peers.get(to)!.handoff(namespace, row.epoch);
+    await this.observe(namespace, { from: to, epoch: answer.epoch, primarySite: to });
+    await removeFiles(ctx.work.handoffOf(namespace));
+    return { namespace, to, epoch: answer.epoch, previousEpoch: row.epoch };
+  }
+
+  /** Peer handler: the demoting primary `peer` asks this site to take over `namespace` from `fromEpoch`. */
+  async acceptHandoff(peer: string, namespace: string, fromEpoch: number): Promise<{ epoch: number }> {
+    const row = this.ctx.store.roles.require(namespace);
+    if (row.primarySite !== peer || row.epoch !== fromEpoch) {
+      throw new PeerStaleEpochError(`handoff of ${namespace} from ${peer} at epoch ${fromEpoch} does not match this site's view (${row.primarySite}, epoch ${row.epoch})`, {
+        namespace,
+        epoch: row.epoch,
+        site: peer,
+      });
+    }
+    await this.syncer().sync(namespace, { actor: `peer:${peer}` });
+    const result = await this.promote(namespace, { force: false, actor: `handoff from ${peer}` });
+    return { epoch: result.epoch };
+  }
+
+  /**
+   * What a peer says about a namespace (status poll, announcement, snapshot header). Persists follow/fence changes
+   * and starts the fence procedure; throws PeerStaleEpochError for a claim older than this site's epoch.
+   */
+  async observe(namespace: string, claim: EpochClaim): Promise<RoleState> {
+    const { ctx } = this;
+    const row = ctx.store.roles.get(namespace);
+    if (!row) return { namespace, role: 'replica', epoch: claim.epoch, primarySite: claim.primarySite };
+    const obs = observeEpoch(row, ctx.site, claim);
+    if (obs.kind === 'current') return row;
+    if (obs.kind === 'split-brain') {
+      ctx.log.error({ namespace, err: obs.error }, 'split brain: two primaries claim one epoch; writes stop here until an operator promotes one site');
+      if (!obs.change) return row;
+    }
+    const change = obs.change!;
+    const next = applyRoleChange(ctx.store, change, `peer:${claim.from}`);
+    ctx.metrics.setRole(namespace, next.role, next.epoch);
+    if (next.role === 'fenced' && row.role === 'primary') {
+      ctx.metrics.fencingsTotal.inc({ namespace });
+      ctx.log.warn({ namespace, epoch: next.epoch, primary: next.primarySite, from: claim.from }, 'fenced: a newer epoch has another primary');
+      this.inBackground(this.fence(namespace, row.epoch));
+    } else {
+      ctx.log.info({ namespace, epoch: next.epoch, primary: next.primarySite, role: next.role }, 'following a newer epoch');
+    }
+    return next;
+  }
+
+  /**
+   * A fenced former primary: export what it holds of the namespace to quarantine (never silently dropped), strip
+   * the namespace's administrators from the device, then resync from the new primary and become a replica.
+   */
+  async fence(namespace: string, oldEpoch: number): Promise<{ quarantine: string }> {
+    const { ctx } = this;
+    const quarantine = ctx.work.quarantinePath(namespace, oldEpoch);
+    const deviceFile = ctx.work.temp('fence-device');
+    try {
+      await ctx.device.lock.run(() => ctx.device.backupTo(deviceFile));
+      await extractNamespace(deviceFile, namespace, quarantine, {
+        input: ctx.deviceOpen,
+        passphrase: ctx.replicationPassphrase,
+        ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
+        meta: { reason: 'fenced', epoch: oldEpoch, site: ctx.site, at: Date.now() },
+      });
+    } finally {
+      await removeFiles(deviceFile);
+    }
+    ctx.log.warn({ namespace, quarantine, epoch: oldEpoch }, 'quarantine: what this site held of the namespace when fenced');
+    ctx.store.audit.append({ actor: 'daemon', action: 'fence', namespace, fromEpoch: oldEpoch, detail: { quarantine } });
+    await this.stripAdministrators(namespace);
+    await this.resync(namespace);
+    return { quarantine };
+  }
+
+  /**
+   * Continues a fence that did not finish (daemon restarted, device or primary unreachable): quarantine first if it
+   * was not written since the namespace was fenced, then resync. The scheduler calls this for fenced namespaces.
+   */
+  async resumeFenced(namespace: string): Promise<void> {
+    const entries = this.ctx.store.audit.list({ namespace, limit: 100_000 });
+    const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
+    const quarantined = entries.slice(fencedAt + 1).some((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');
+    if (fencedAt >= 0 && !quarantined) {
+      await this.fence(namespace, entries[fencedAt]!.fromEpoch ?? this.ctx.store.roles.require(namespace).epoch);
+    } else await this.resync(namespace);
+  }
+
+  /** A fenced site syncs from its new primary and becomes a replica (retried by the scheduler when it fails). */
+  async resync(namespace: string): Promise<void> {
+    const { ctx } = this;
+    await this.syncer().sync(namespace, { actor: 'daemon' });
+    const row = ctx.store.roles.require(namespace);
+    if (row.role === 'fenced' && row.primarySite !== ctx.site) {
+      const next = applyRoleChange(ctx.store, completeResync(row, ctx.site, { resyncedFrom: row.primarySite }), 'daemon');
+      ctx.metrics.setRole(namespace, next.role, next.epoch);
+      ctx.log.info({ namespace, epoch: next.epoch, primary: next.primarySite }, 'resynced; now a replica');
+    }
+  }
+
+  /** The device-side read-only rule: the namespace keeps no Administrator but the replication account. */
+  async stripAdministrators(namespace: string): Promise<number> {
+    const { ctx } = this;
+    const keep = ctx.replicationUserIds.get(namespace);
+    const admins = (await ctx.device.namespaceUsers(namespace)).administrators.filter((id) => id !== keep);
+    if (admins.length === 0) return 0;
+    await this.rewriteDevice(namespace, { drop: isUserOf(namespace, admins) });
+    ctx.log.info({ namespace, administrators: admins }, 'namespace administrators removed from this device (read-only)');
+    return admins.length;
+  }
+
+  /** On promote: the namespace's administrators come back from the last snapshot applied here. */
+  private async restoreAdministrators(namespace: string): Promise<number> {
+    const { ctx } = this;
+    const snapshot = ctx.work.snapshotOf(namespace);
+    if (!existsSync(snapshot)) {
+      ctx.log.warn({ namespace }, 'no snapshot was ever applied here: administrators cannot be restored; only the replication account administers the namespace');
+      return 0;
+    }
+    const contents = await listBackupContents(snapshot, { input: ctx.snapshotOpen });
+    const meta = snapshotMetaOf(contents.manifest, namespace);
+    const admins = meta.administrators.filter((id) => id !== ctx.replicationUserIds.get(namespace));
+    if (admins.length === 0) return 0;
+    await this.rewriteDevice(namespace, { overlay: { source: snapshot, select: isUserOf(namespace, admins) } });
+    ctx.log.info({ namespace, administrators: admins }, 'namespace administrators restored on promote');
+    return admins.length;
+  }
+
+  /** Device backup → rewrite → restore, under the device lock and the write gate. */
+  private async rewriteDevice(namespace: string, what: { drop?: (p: string) => boolean; overlay?: { source: string; select: (p: string) => boolean } }): Promise<void> {
+    const { ctx } = this;
+    const before = ctx.work.temp(`rewrite-${namespace}`);
+    const out = ctx.work.temp(`rewritten-${namespace}`);
+    const run = async () => {
+      await ctx.device.backupTo(before);
+      await rewriteBackup({
+        base: { source: before, open: ctx.deviceOpen, keep: (p) => !(what.drop?.(p) ?? false) },
+        ...(what.overlay ? { overlay: { source: what.overlay.source, open: ctx.snapshotOpen, select: what.overlay.select } } : {}),
+        out,
+      });
+      await ctx.device.restore(out);
+    };
+    try {
+      await ctx.device.lock.run(() => (ctx.gate ? ctx.gate.hold(run) : run()));
+    } finally {
+      await removeFiles(before, out);
+    }
+  }
+
+  /** Tells every peer the namespace's new epoch; unreachable peers learn it from their status polls. */
+  private async announce(namespace: string, row: RoleState): Promise<{ told: string[]; notTold: string[] }> {
+    const told: string[] = [];
+    const notTold: string[] = [];
+    await Promise.all(
+      [...this.ctx.peers.values()].map(async (p) => {
+        try {
+          await p.announceEpoch(namespace, { epoch: row.epoch, primarySite: row.primarySite });
+          told.push(p.name);
+        } catch (err) {
+          notTold.push(p.name);
+          this.ctx.log.warn({ namespace, peer: p.name, err }, 'peer not told of the new epoch; it will learn it when it polls');
+        }
+      }),
+    );
+    return { told: told.sort(), notTold: notTold.sort() };
+  }
+
+  /** Epochs the reachable peers know for the namespace (promote takes the highest + 1). */
+  private async peerEpochs(namespace: string): Promise<number[]> {
+    const out: number[] = [];
+    await Promise.all(
+      [...this.ctx.peers.values()].map(async (p) => {
+        try {
+          const st = await p.status();
+          const v = st.namespaces.find((n) => n.namespace === namespace);
+          if (v) out.push(v.epoch);
+        } catch {
+          // An unreachable peer is the usual reason for a promote; its epoch is in our history if we ever saw it.
+        }
+      }),
+    );
+    return out;
+  }
+
+  snapshotDeps() {
+    const { ctx } = this;
+    return {
+      site: ctx.site,
+      device: ctx.device,
+      work: ctx.work,
+      deviceOpen: ctx.deviceOpen,
+      replicationPassphrase: ctx.replicationPassphrase,
+      ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
+    };
+  }
+
+  private inBackground(p: Promise<unknown>): void {
+    const tracked = p.catch((err: unknown) => {
+      this.ctx.log.error({ err: err instanceof NhrError ? err : { message: String(err) } }, 'fence procedure failed; it is retried by the next sync');
+    });
+    this.background.add(tracked);
+    void tracked.finally(() => this.background.delete(tracked));
+  }
+}

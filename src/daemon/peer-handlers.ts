@@ -1,0 +1,71 @@
+/**
+ * What this daemon answers its peers (the peer API's handlers). The peer's identity is already verified by mutual TLS.
+ */
+import { createReadStream } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { RoleNotPrimaryError } from '../errors.js';
+import type { PeerHandlers } from '../peer/server.js';
+import type { NamespaceView } from '../peer/messages.js';
+import { takeSnapshot } from '../replicator/snapshot-source.js';
+import { removeFiles } from '../replicator/workdir.js';
+import { VERSION } from '../version.js';
+import type { SiteContext } from './context.js';
+import type { Failover } from './failover.js';
+import type { NamespaceSync } from './sync.js';
+
+export function namespaceViews(ctx: SiteContext): NamespaceView[] {
+  return ctx.store.roles.list().map((r) => ({ namespace: r.namespace, role: r.role, epoch: r.epoch, primarySite: r.primarySite }));
+}
+
+export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer: NamespaceSync): PeerHandlers {
+  return {
+    status: async () => ({ site: ctx.site, version: VERSION, namespaces: namespaceViews(ctx) }),
+
+    snapshot: async (peer, namespace) => {
+      const row = ctx.store.roles.require(namespace);
+      if (row.role === 'primary' && row.primarySite === ctx.site) {
+        const snap = await takeSnapshot(failover.snapshotDeps(), namespace, row.epoch);
+        ctx.log.info({ namespace, peer, entries: snap.entries, bytes: snap.bytes }, 'serving snapshot');
+        return { epoch: row.epoch, site: ctx.site, body: streamThenRemove(snap.file) };
+      }
+      // A demoted primary serves its final snapshot to its successor until the handover completes.
+      const handoff = ctx.work.handoffOf(namespace);
+      if (row.primarySite === ctx.site && existsSync(handoff)) {
+        return { epoch: row.epoch, site: ctx.site, body: createReadStream(handoff) };
+      }
+      throw new RoleNotPrimaryError(`namespace ${namespace} is ${row.role} here at epoch ${row.epoch}; its primary is ${row.primarySite}`, {
+        namespace,
+        epoch: row.epoch,
+        site: row.primarySite,
+      });
+    },
+
+    announceEpoch: async (peer, namespace, a) => {
+      const state = await failover.observe(namespace, { from: peer, epoch: a.epoch, primarySite: a.primarySite });
+      return { accepted: true, view: { namespace, role: state.role, epoch: state.epoch, primarySite: state.primarySite } };
+    },
+
+    handoff: (peer, namespace, req) => failover.acceptHandoff(peer, namespace, req.fromEpoch),
+
+    requestSync: async (peer, namespace) => {
+      ctx.store.roles.require(namespace);
+      void syncer.sync(namespace, { actor: `peer:${peer}` }).catch(() => undefined);
+      return { started: true };
+    },
+
+    deviceBackup: async (peer) => {
+      const file = ctx.work.temp('device-backup-for-peer');
+      await ctx.device.lock.run(() => ctx.device.backupTo(file));
+      ctx.log.info({ peer }, 'serving a device backup to a peer (init-replica)');
+      return streamThenRemove(file);
+    },
+  };
+}
+
+/** Streams a work file and removes it once sent (or when the transfer fails). */
+function streamThenRemove(file: string): Readable {
+  const s = createReadStream(file);
+  s.once('close', () => void removeFiles(file));
+  return s;
+}

@@ -1,0 +1,29 @@
+/**
+ * What a peer's status tells this site: newer epochs (a promote elsewhere: follow or fence) and stale primaries (a
+ * former primary back from a partition: tell it the current epoch so it fences itself quickly).
+ */
+import { PeerStaleEpochError } from '../errors.js';
+import type { PeerClient } from '../peer/client.js';
+import type { PeerStatus } from '../peer/messages.js';
+import type { SiteContext } from './context.js';
+import type { Failover } from './failover.js';
+
+export async function observePeerStatus(ctx: SiteContext, failover: Failover, peer: PeerClient, status: PeerStatus): Promise<void> {
+  for (const view of status.namespaces) {
+    const row = ctx.store.roles.get(view.namespace);
+    if (!row) continue;
+    const claimsPrimary = view.role === 'primary' && view.primarySite === peer.name;
+    if (view.epoch > row.epoch || (claimsPrimary && view.epoch === row.epoch)) {
+      try {
+        await failover.observe(view.namespace, { from: peer.name, epoch: view.epoch, primarySite: view.primarySite });
+      } catch (err) {
+        if (!(err instanceof PeerStaleEpochError)) throw err;
+      }
+    } else if (claimsPrimary && view.epoch < row.epoch) {
+      ctx.log.warn({ namespace: view.namespace, peer: peer.name, peerEpoch: view.epoch, epoch: row.epoch }, 'a peer still acts as primary at an old epoch; telling it the current one');
+      await peer.announceEpoch(view.namespace, { epoch: row.epoch, primarySite: row.primarySite }).catch((err: unknown) => {
+        ctx.log.warn({ namespace: view.namespace, peer: peer.name, err }, 'could not tell the peer the current epoch');
+      });
+    }
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Running the daemon as a service: load the config and its secrets, start, stop cleanly on SIGTERM/SIGINT.
+ * Exit codes: 0 after a clean stop, 78 (EX_CONFIG) for a config or secret error (systemd does not restart those),
+ * 1 otherwise.
+ */
+import { TEST_SCRYPT } from '../backup/format.js';
+import { loadConfigFile } from '../config/load.js';
+import { loadSecrets } from '../config/secrets.js';
+import { ConfigInvalidError, ConfigSecretError } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+import { Daemon } from './daemon.js';
+
+export const EXIT_CONFIG = 78;
+
+export interface RunOptions {
+  configPath: string;
+  env?: NodeJS.ProcessEnv;
+  logger?: Logger;
+}
+
+/** Starts the daemon and resolves with the exit code once a signal stopped it. */
+export async function runDaemon(options: RunOptions): Promise<number> {
+  const env = options.env ?? process.env;
+  let log = options.logger ?? createLogger();
+  let daemon: Daemon;
+  try {
+    const config = await loadConfigFile(options.configPath, env);
+    if (!options.logger) log = createLogger({ level: config.logging.level });
+    const secrets = await loadSecrets(config, env);
+    // Test and demo only: the firmware's unit-test KDF parameters for the files the daemon writes and opens.
+    const unsafeScrypt = env.NHR_UNSAFE_TEST_SCRYPT === '1';
+    if (unsafeScrypt) log.warn('NHR_UNSAFE_TEST_SCRYPT=1: snapshots use the test KDF parameters; never set this in production');
+    daemon = new Daemon({ config, secrets, logger: log, ...(unsafeScrypt ? { scrypt: TEST_SCRYPT } : {}) });
+  } catch (err) {
+    log.fatal({ err }, 'cannot start: configuration');
+    if (err instanceof ConfigInvalidError || err instanceof ConfigSecretError) {
+      process.stderr.write(`Error: ${err.message} [${err.code}]\nTry: ${err.hint}\n`);
+      return EXIT_CONFIG;
+    }
+    throw err;
+  }
+  const stopped = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  await daemon.start();
+  const signal = await stopped;
+  log.info({ signal }, 'stopping: letting in-flight work finish');
+  await daemon.close();
+  log.flush?.();
+  return 0;
+}

@@ -1,0 +1,192 @@
+/**
+ * The replica's side of snapshot replication: write one namespace into this site's device without losing anything
+ * else on it. A NetHSM restore replaces the whole store, so:
+ *   1. back the device up (B1) and merge: B1's entries outside the namespace + the snapshot's namespace entries, less
+ *      the namespace's Administrators (read-only replica; the replication account stays);
+ *   2. back the device up again (B2) just before restoring; if anything outside the namespace changed since B1,
+ *      merge again from B2 (bounded; SyncRaceError when writes keep racing);
+ *   3. restore the merged file;
+ *   4. back up once more (B3) and verify: every entry outside the namespace in B2 is in B3 unchanged, and the
+ *      namespace in B3 is exactly as merged. B2 is kept (path logged, error raised) when not.
+ * The whole sequence holds the device lock and, when a gateway runs, the write gate, so gateway writes wait.
+ */
+import { rename } from 'node:fs/promises';
+import { listBackupContents, verifyManifest } from '../backup/contents.js';
+import { extractNamespace } from '../backup/namespace.js';
+import { isNamespacePath } from '../backup/paths.js';
+import type { OpenBackupOptions } from '../backup/reader.js';
+import { openSource } from '../backup/transform.js';
+import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { diffEntries, isEmptyDiff, type BackupDiff } from './compare.js';
+import type { Device } from './device.js';
+import { isUserOf, rewriteBackup } from './rewrite.js';
+import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
+import { removeFiles, type WorkDir } from './workdir.js';
+
+/** Holds mutating requests while `fn` runs (the gateway's write gate); identity when no gateway runs. */
+export interface WriteHold {
+  hold<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+export interface ApplyDeps {
+  device: Device;
+  work: WorkDir;
+  deviceOpen: OpenBackupOptions;
+  /** How snapshots open (the replication passphrase). */
+  snapshotOpen: OpenBackupOptions;
+  /** The namespace's replication account id (without `<ns>~`): kept on the replica. */
+  replicationUserId: string;
+  gate?: WriteHold;
+  logger?: Logger;
+  /** How many times to merge again when writes race (default 3). */
+  maxRemerges?: number;
+  /** Test seam: runs after B1 is merged and before B2 is taken (a test writes to the device here). */
+  beforeRecheck?: () => Promise<void>;
+  /** Called with the number of entries lost outside the namespace when verification fails (metrics). */
+  onForeignLoss?: (lost: number) => void;
+}
+
+export interface ApplyOptions {
+  /** First sync of this namespace at this site: refuse (default) or replace a namespace the device already holds. */
+  onExisting?: 'refuse' | 'remove' | 'adopt';
+}
+
+export interface ApplyResult {
+  meta: SnapshotMeta;
+  /** Times the merge was redone because writes raced. */
+  remerges: number;
+  namespaceEntries: number;
+  /** Administrators left out on this replica. */
+  strippedAdministrators: string[];
+  /** Where the device's previous copy of the namespace was saved (`onExisting: 'remove'`). */
+  savedExisting?: string;
+}
+
+/**
+ * Applies a verified snapshot file of `namespace`. On success the snapshot is moved to `snapshots/<ns>.nsbackup`.
+ * Throws the codec's errors for a bad snapshot (nothing touched), SyncNamespaceExistsError, SyncRaceError,
+ * SyncVerifyFailedError, and the client's errors. Before the restore nothing on the device has changed; a failed
+ * restore leaves it as it was (the NetHSM applies a restore file only once fully read and authenticated).
+ */
+export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshotFile: string, options: ApplyOptions = {}): Promise<ApplyResult> {
+  const log = deps.logger ?? silentLogger;
+  const contents = await listBackupContents(snapshotFile, { input: deps.snapshotOpen });
+  verifyManifest(contents);
+  const meta = snapshotMetaOf(contents.manifest, namespace);
+  const stripped = meta.administrators.filter((id) => id !== deps.replicationUserId);
+  const dropAdmin = isUserOf(namespace, stripped);
+  const inNs = (p: string) => isNamespacePath(p, namespace);
+  const outsideNs = (p: string) => !inNs(p);
+  const temps: string[] = [];
+  const temp = (label: string) => {
+    const t = deps.work.temp(label);
+    temps.push(t);
+    return t;
+  };
+  const hold = deps.gate ? deps.gate.hold.bind(deps.gate) : <T>(fn: () => Promise<T>) => fn();
+  try {
+    return await deps.device.lock.run(() =>
+      hold(async () => {
+        let b1 = temp('pre-1');
+        await deps.device.backupTo(b1);
+        const savedExisting = await checkExisting(deps, namespace, b1, options, log);
+        let merged = await merge(deps, b1, snapshotFile, outsideNs, (p) => inNs(p) && !dropAdmin(p), temp);
+        let remerges = 0;
+        let b2: string;
+        for (;;) {
+          await deps.beforeRecheck?.();
+          b2 = temp(`pre-${remerges + 2}`);
+          await deps.device.backupTo(b2);
+          const raced = await diffFiles(deps.deviceOpen, b1, b2, outsideNs);
+          if (isEmptyDiff(raced)) break;
+          log.warn({ namespace, changed: raced.samples }, 'entries outside the namespace changed during the sync; merging again');
+          if (++remerges > (deps.maxRemerges ?? 3)) {
+            throw new SyncRaceError(`entries outside namespace ${namespace} changed ${remerges} times during the sync; not restoring`, { namespace });
+          }
+          b1 = b2;
+          merged = await merge(deps, b1, snapshotFile, outsideNs, (p) => inNs(p) && !dropAdmin(p), temp);
+        }
+        await deps.device.restore(merged);
+        const b3 = temp('post');
+        await deps.device.backupTo(b3);
+        await verify(deps, namespace, { b2, b3, merged }, log);
+        await rename(snapshotFile, deps.work.snapshotOf(namespace));
+        return {
+          meta,
+          remerges,
+          namespaceEntries: contents.namespaces[namespace]?.keys ?? 0,
+          strippedAdministrators: stripped,
+          ...(savedExisting ? { savedExisting } : {}),
+        };
+      }),
+    );
+  } finally {
+    await removeFiles(...temps);
+  }
+}
+
+async function merge(
+  deps: ApplyDeps,
+  base: string,
+  snapshot: string,
+  keep: (p: string) => boolean,
+  select: (p: string) => boolean,
+  temp: (label: string) => string,
+): Promise<string> {
+  const out = temp('merged');
+  await rewriteBackup({ base: { source: base, open: deps.deviceOpen, keep }, overlay: { source: snapshot, open: deps.snapshotOpen, select }, out });
+  return out;
+}
+
+async function diffFiles(open: OpenBackupOptions, before: string, after: string, inScope: (p: string) => boolean): Promise<BackupDiff> {
+  const a = await openSource(before, open);
+  try {
+    const b = await openSource(after, open);
+    try {
+      return await diffEntries(a.entries(), b.entries(), inScope);
+    } finally {
+      await b.close();
+    }
+  } finally {
+    await a.close();
+  }
+}
+
+/** Verification after the restore; keeps B2 and throws SyncVerifyFailedError when anything is off. */
+async function verify(deps: ApplyDeps, namespace: string, f: { b2: string; b3: string; merged: string }, log: Logger): Promise<void> {
+  const foreign = await diffFiles(deps.deviceOpen, f.b2, f.b3, (p) => !isNamespacePath(p, namespace));
+  const mine = await diffFiles(deps.deviceOpen, f.merged, f.b3, (p) => isNamespacePath(p, namespace));
+  const lost = foreign.missing + foreign.changed;
+  if (lost === 0 && isEmptyDiff(mine)) return;
+  const kept = deps.work.keptPath(namespace);
+  await rename(f.b2, kept);
+  if (lost > 0) deps.onForeignLoss?.(lost);
+  log.error({ namespace, kept, foreign: foreign.samples, namespaceDiff: mine.samples }, 'restore verification failed; pre-restore backup kept');
+  throw new SyncVerifyFailedError(
+    `after restoring namespace ${namespace}: ${lost} entries outside it lost or changed, ${mine.missing + mine.added + mine.changed} of its own not as merged; pre-restore backup kept at ${kept}`,
+    { namespace, path: kept },
+  );
+}
+
+/**
+ * On a first sync, a device that already holds the namespace is refused (`refuse`), or its copy is saved to
+ * `kept/` and replaced (`remove`), or taken as the bootstrap copy (`adopt`: init-replica put it there).
+ */
+async function checkExisting(deps: ApplyDeps, namespace: string, deviceBackup: string, options: ApplyOptions, log: Logger): Promise<string | undefined> {
+  const mode = options.onExisting;
+  if (mode === undefined || mode === 'adopt') return undefined;
+  const c = await listBackupContents(deviceBackup, { input: deps.deviceOpen });
+  const held = c.namespaces[namespace];
+  if (!held || (!held.present && held.keys === 0 && held.users === 0)) return undefined;
+  if (mode === 'refuse') {
+    throw new SyncNamespaceExistsError(
+      `this device already holds namespace ${namespace} (${held.keys} keys, ${held.users} users${held.present ? '' : ', no namespace record'}) that was never synced here`,
+      { namespace },
+    );
+  }
+  const saved = deps.work.keptPath(`${namespace}-existing`).replace(/\.bin$/, '.nsbackup');
+  await extractNamespace(deviceBackup, namespace, saved, { input: deps.deviceOpen, meta: { reason: 'replaced by first sync' } });
+  log.warn({ namespace, saved, keys: held.keys, users: held.users }, 'replacing the namespace the device held; its copy was saved');
+  return saved;
+}

@@ -1,0 +1,84 @@
+/**
+ * The daemon's files under the state directory. Everything here is encrypted under a backup or replication
+ * passphrase (device backups, namespace backups); no plaintext key material is ever written.
+ *
+ *   work/        transient device backups and merged files of a sync in progress (cleared at start)
+ *   snapshots/   the last namespace snapshot applied per namespace (promote puts its administrators back from it)
+ *   handoff/     the final snapshot a demoting primary serves to its successor
+ *   kept/        pre-restore device backups kept because a verification failed (operator evidence)
+ *   quarantine/  what a fenced former primary held of a namespace when it learned of a higher epoch
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdir, readdir, rm, unlink } from 'node:fs/promises';
+import path from 'node:path';
+
+export class WorkDir {
+  readonly work: string;
+  readonly snapshots: string;
+  readonly handoff: string;
+  readonly kept: string;
+  readonly quarantine: string;
+
+  constructor(readonly stateDir: string) {
+    this.work = path.join(stateDir, 'work');
+    this.snapshots = path.join(stateDir, 'snapshots');
+    this.handoff = path.join(stateDir, 'handoff');
+    this.kept = path.join(stateDir, 'kept');
+    this.quarantine = path.join(stateDir, 'quarantine');
+  }
+
+  /** Creates the folders (0700) and clears `work/` of what an interrupted run left. Idempotent. */
+  async prepare(): Promise<void> {
+    for (const d of [this.work, this.snapshots, this.handoff, this.kept, this.quarantine]) await mkdir(d, { recursive: true, mode: 0o700 });
+    for (const f of await readdir(this.work)) await rm(path.join(this.work, f), { force: true, recursive: true });
+  }
+
+  /** A fresh path in `work/` (the file does not exist yet). */
+  temp(label: string): string {
+    return path.join(this.work, `${label}-${Date.now()}-${randomBytes(4).toString('hex')}.bin`);
+  }
+
+  /** Written by init-replica: the namespaces the device received from the primary's full backup. */
+  get bootstrapFile(): string {
+    return path.join(this.stateDir, 'bootstrap.json');
+  }
+
+  /**
+   * Whether init-replica put `namespace` on this device (so its first sync adopts it rather than refusing it as a
+   * namespace of unknown origin). A missing or unreadable file means no.
+   */
+  isBootstrapped(namespace: string): boolean {
+    try {
+      const data = JSON.parse(readFileSync(this.bootstrapFile, 'utf8')) as { namespaces?: unknown };
+      return Array.isArray(data.namespaces) && data.namespaces.includes(namespace);
+    } catch {
+      return false;
+    }
+  }
+
+  snapshotOf(namespace: string): string {
+    return path.join(this.snapshots, `${namespace}.nsbackup`);
+  }
+
+  handoffOf(namespace: string): string {
+    return path.join(this.handoff, `${namespace}.nsbackup`);
+  }
+
+  keptPath(namespace: string): string {
+    return path.join(this.kept, `${namespace}-pre-restore-${timestamp()}.bin`);
+  }
+
+  quarantinePath(namespace: string, epoch: number): string {
+    return path.join(this.quarantine, `${namespace}-epoch${epoch}-${timestamp()}.nsbackup`);
+  }
+}
+
+/** Removes files, ignoring those already gone. */
+export async function removeFiles(...files: (string | undefined)[]): Promise<void> {
+  await Promise.all(files.filter((f): f is string => !!f).map((f) => unlink(f).catch(() => undefined)));
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[:.]/g, '-');
+}
