@@ -98,7 +98,7 @@ const gcm = gcmBound();
 await readBound(device); // warm the page cache
 const disk = await readBound(device);
 
-function cli(step, args, inputBytes, stdoutFile = '/dev/null') {
+function cli(step, args, inputBytes) {
   const t0 = performance.now();
   const r = spawnSync('/usr/bin/time', ['-v', process.execPath, join(root, 'bin', 'nethsm-replicator'), ...args, '--passphrase-file', passFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -108,7 +108,6 @@ function cli(step, args, inputBytes, stdoutFile = '/dev/null') {
   const s = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${step} failed: ${r.stderr}`);
   const rssKb = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr)?.[1] ?? NaN);
-  if (stdoutFile !== '/dev/null') void stdoutFile;
   rows.push({ step, bytes: inputBytes, s, rss: rssKb / 1024 });
   console.log(`${step}: ${s.toFixed(1)} s, ${(mb(inputBytes) / s).toFixed(0)} MB/s, peak RSS ${(rssKb / 1024).toFixed(0)} MB`);
 }
