@@ -13,6 +13,7 @@ import {
   GatewayCaptureFailedError,
   GatewayHoldTimeoutError,
   GatewayRequestInvalidError,
+  InternalError,
   NetHsmTimeoutError,
   NetHsmTlsUntrustedError,
   NetHsmUnreachableError,
@@ -175,7 +176,8 @@ export class GatewayServer {
       path: '/' + target.segments.join('/'),
       caller: parseBasicAuth(headerValues(req.rawHeaders, 'authorization')),
       classification: classify(req.method ?? 'GET', target.segments),
-      via: vias.length > 0 ? vias.join(',') : undefined,
+      // Only ever shown in a refusal message; capped so a client cannot fill the log through it.
+      via: vias.length > 0 ? vias.join(',').slice(0, 100) : undefined,
       signal: abort.signal,
     };
     try {
@@ -183,7 +185,7 @@ export class GatewayServer {
     } catch (err) {
       // Only reached on a bug: every expected failure is answered inside #execute.
       this.#log.error({ err: describe(err), operation: x.classification.operation }, 'gateway: request failed');
-      this.#local(x, req, res, { status: 500, error: err instanceof NhrError ? err : new GatewayRequestInvalidError('internal gateway error') }, 'error');
+      this.#local(x, req, res, { status: 500, error: err instanceof NhrError ? err : new InternalError('internal gateway error') }, 'error');
     }
   }
 
@@ -207,7 +209,15 @@ export class GatewayServer {
       return;
     }
     if (d.action === 'forward-primary') {
-      await this.#forward(x, this.#peers!.for(d.url), 'forwarded_primary', undefined, this.#options.site);
+      let peer: Upstream;
+      try {
+        peer = this.#peers!.for(d.url);
+      } catch {
+        const error = new NetHsmUnreachableError(`the primary site's gateway URL for namespace ${d.namespace} is not usable`);
+        this.#local(x, x.req, x.res, { status: 502, error }, 'error');
+        return;
+      }
+      await this.#forward(x, peer, 'forwarded_primary', undefined, this.#options.site);
       return;
     }
     if (!d.hold || admitted) {

@@ -85,7 +85,12 @@ export class PeerGateways {
 
   /** Throws InputInvalidError for a bad URL. */
   for(url: string): Upstream {
-    const origin = new URL(url).origin;
+    let origin: string;
+    try {
+      origin = new URL(url).origin;
+    } catch {
+      throw new InputInvalidError(`primary gateway url is not a URL: ${JSON.stringify(url)}`);
+    }
     let u = this.#pools.get(origin);
     if (u === undefined) {
       u = new Upstream({ ...this.options, url: origin });
