@@ -17,14 +17,14 @@ describe('gateway in front of a simulator', () => {
   let gw: GatewayServer;
   const roles = new Map<string, NamespaceRole>();
   const events: GatewayRequestEvent[] = [];
-  const observed: { start: MutationStart; end?: { status: number; location?: string } }[] = [];
+  const observed: { start: MutationStart; end?: { status: number; location?: string }; original?: Buffer }[] = [];
   let refuseCapture = false;
   const observer: MutationObserver = {
     async begin(m) {
       if (refuseCapture) throw new Error('state store unavailable');
       // Copy: the gateway zeroes the body once the mutation is done.
       const copy = m.body ? { ...m.body, bytes: Buffer.from(m.body.bytes) } : undefined;
-      observed.push({ start: { ...m, ...(copy ? { body: copy } : {}) } });
+      observed.push({ start: { ...m, ...(copy ? { body: copy } : {}) }, ...(m.body ? { original: m.body.bytes } : {}) });
       return String(observed.length - 1);
     },
     async end(id, outcome) {
@@ -206,6 +206,25 @@ describe('gateway in front of a simulator', () => {
     expect(c!.start.body?.contentType).toBe('application/octet-stream');
     expect(c!.end).toEqual({ status: 201, location: certPut.headers['location'] });
     expect(d!.end?.status).toBe(400);
+  });
+
+  it('gives the observer an imported key body, and zeroes its buffer after the write', async () => {
+    observed.length = 0;
+    const ed = generateKeyPairSync('ed25519');
+    const d = ed.privateKey.export({ format: 'jwk' }).d!;
+    const r = await viaGw.call('PUT', '/keys/imported1', {
+      auth: alphaAdmin,
+      json: { type: 'Curve25519', mechanisms: ['EdDSA_Signature'], private: { data: b64(d) } },
+    });
+    expect(r.status).toBe(204);
+    expect(observed).toHaveLength(1);
+    expect(observed[0]!.start).toMatchObject({ operation: 'PUT /keys/{id}', keyId: 'imported1', body: { contentType: 'application/json' } });
+    expect(observed[0]!.start.body?.json).toEqual({ type: 'Curve25519', mechanisms: ['EdDSA_Signature'], private: { data: b64(d) } });
+    expect(observed[0]!.end).toMatchObject({ status: 204 });
+    expect(observed[0]!.original!.every((b) => b === 0)).toBe(true);
+    // The NetHSM got exactly what the client sent: the key signs as the one imported.
+    const sig = await viaGw.call('POST', '/keys/imported1/sign', { auth: alphaOp, json: { mode: 'EdDSA', message: Buffer.from('x').toString('base64') } });
+    expect(verify(null, Buffer.from('x'), ed.publicKey, Buffer.from(JSON.parse(sig.body).signature, 'base64'))).toBe(true);
   });
 
   it('answers 503 and forwards nothing when the observer cannot record the change', async () => {
