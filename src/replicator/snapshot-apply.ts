@@ -13,7 +13,7 @@
 import { rename } from 'node:fs/promises';
 import { listBackupContents, verifyManifest } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
-import { isNamespacePath } from '../backup/paths.js';
+import { classifyPath, isNamespacePath } from '../backup/paths.js';
 import type { OpenBackupOptions } from '../backup/reader.js';
 import { openSource } from '../backup/transform.js';
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
@@ -78,6 +78,7 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
   const dropAdmin = isUserOf(namespace, stripped);
   const inNs = (p: string) => isNamespacePath(p, namespace);
   const outsideNs = (p: string) => !inNs(p);
+  const otherData = (p: string) => !inNs(p) && isStoreData(p);
   const temps: string[] = [];
   const temp = (label: string) => {
     const t = deps.work.temp(label);
@@ -98,7 +99,7 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
           await deps.beforeRecheck?.();
           b2 = temp(`pre-${remerges + 2}`);
           await deps.device.backupTo(b2);
-          const raced = await diffFiles(deps.deviceOpen, b1, b2, outsideNs);
+          const raced = await diffFiles(deps.deviceOpen, b1, b2, otherData);
           if (isEmptyDiff(raced)) break;
           log.warn({ namespace, changed: raced.samples }, 'entries outside the namespace changed during the sync; merging again');
           if (++remerges > (deps.maxRemerges ?? 3)) {
@@ -155,7 +156,7 @@ async function diffFiles(open: OpenBackupOptions, before: string, after: string,
 
 /** Verification after the restore; keeps B2 and throws SyncVerifyFailedError when anything is off. */
 async function verify(deps: ApplyDeps, namespace: string, f: { b2: string; b3: string; merged: string }, log: Logger): Promise<void> {
-  const foreign = await diffFiles(deps.deviceOpen, f.b2, f.b3, (p) => !isNamespacePath(p, namespace));
+  const foreign = await diffFiles(deps.deviceOpen, f.b2, f.b3, (p) => !isNamespacePath(p, namespace) && isStoreData(p));
   const mine = await diffFiles(deps.deviceOpen, f.merged, f.b3, (p) => isNamespacePath(p, namespace));
   const lost = foreign.missing + foreign.changed;
   if (lost === 0 && isEmptyDiff(mine)) return;
@@ -167,6 +168,15 @@ async function verify(deps: ApplyDeps, namespace: string, f: { b2: string; b3: s
     `after restoring namespace ${namespace}: ${lost} entries outside it lost or changed, ${mine.missing + mine.added + mine.changed} of its own not as merged; pre-restore backup kept at ${kept}`,
     { namespace, path: kept },
   );
+}
+
+/**
+ * Users, keys and namespaces: what a restore replaces and clients write. Device-local configuration (unlock salt,
+ * domain-key slots, TLS, network) is re-sealed by every restore with fresh nonces, so it is not compared.
+ */
+function isStoreData(path: string): boolean {
+  const k = classifyPath(path).kind;
+  return k !== 'config' && k !== 'store-version' && k !== 'manifest';
 }
 
 /**

@@ -1,0 +1,296 @@
+/**
+ * A lab of replicating sites on loopback: one NetHSM simulator and one daemon per site, with a group CA, peer
+ * certificates, configs and secrets in a temporary directory. The demo (`nethsm-replicator demo`) and the multi-site
+ * tests run on it. Site B (C, …) joins the replication domain as an operator would: full restore of A's device
+ * backup onto an unprovisioned NetHSM (init-replica), unlock with A's unlock passphrase.
+ * Everything listens on 127.0.0.1; nothing outlives `close()`.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Registry } from 'prom-client';
+import { TEST_SCRYPT } from '../backup/format.js';
+import { parseConfig } from '../config/parse.js';
+import { loadSecrets } from '../config/secrets.js';
+import type { ReplicatorConfig } from '../config/schema.js';
+import { Daemon } from '../daemon/daemon.js';
+import { silentLogger, type Logger } from '../log.js';
+import { NetHsmClient } from '../nethsm/client.js';
+import { startSimulator, type RunningSimulator } from '../sim/server.js';
+import { createCa, issueCert } from '../tls/index.js';
+
+export interface LabNamespace {
+  name: string;
+  primary: string;
+}
+
+export interface LabOptions {
+  sites?: string[];
+  namespaces?: LabNamespace[];
+  /** Cron schedule of every namespace; default: once a year (tests sync explicitly). */
+  schedule?: string;
+  maxLagForPromote?: string;
+  retryInterval?: string;
+  logger?: (site: string) => Logger;
+  /** Simulator latency per operation (ms), as `nethsm-replicator sim --latency`. */
+  latency?: Partial<Record<string, number>>;
+}
+
+export const LAB_PASSPHRASES = {
+  unlock: 'lab-unlock-passphrase',
+  admin: 'lab-admin-passphrase',
+  backupUser: 'lab-backup-user-passphrase',
+  metrics: 'lab-metrics-passphrase',
+  backup: 'lab-device-backup-passphrase',
+  replication: 'lab-replication-passphrase',
+  nsAdmin: 'lab-namespace-admin-passphrase',
+  nsOperator: 'lab-namespace-operator-passphrase',
+  replicator: 'lab-replicator-passphrase',
+} as const;
+
+export class LabSite {
+  sim: RunningSimulator | undefined;
+  daemon: Daemon | undefined;
+  config!: ReplicatorConfig;
+  registry = new Registry();
+
+  constructor(
+    readonly name: string,
+    readonly dir: string,
+    private readonly lab: Lab,
+  ) {}
+
+  get simDir(): string {
+    return path.join(this.dir, 'sim');
+  }
+
+  get stateDir(): string {
+    return path.join(this.dir, 'state');
+  }
+
+  /** A client of this site's NetHSM as `user` (default: root admin). Close it when done. */
+  client(user = 'admin', password: string = LAB_PASSPHRASES.admin): NetHsmClient {
+    if (!this.sim) throw new Error(`site ${this.name}: simulator not running`);
+    return new NetHsmClient({ url: this.sim.url, tls: { fingerprint256: this.sim.fingerprint256 }, auth: { username: user, password } });
+  }
+
+  nsAdmin(ns: string): NetHsmClient {
+    return this.client(`${ns}~admin`, LAB_PASSPHRASES.nsAdmin);
+  }
+
+  nsOperator(ns: string): NetHsmClient {
+    return this.client(`${ns}~operator`, LAB_PASSPHRASES.nsOperator);
+  }
+
+  /** Starts (or restarts, with its data) the simulator on its fixed port. */
+  async startSim(): Promise<void> {
+    if (this.sim) return;
+    this.sim = await startSimulator({
+      port: this.lab.simPorts.get(this.name)!,
+      dataDir: this.simDir,
+      backupScrypt: TEST_SCRYPT,
+      unlockScrypt: TEST_SCRYPT,
+      ...(this.lab.options.latency ? { latency: this.lab.options.latency } : {}),
+    });
+  }
+
+  async stopSim(): Promise<void> {
+    const s = this.sim;
+    this.sim = undefined;
+    await s?.close();
+  }
+
+  async startDaemon(): Promise<Daemon> {
+    if (this.daemon) return this.daemon;
+    const secrets = await loadSecrets(this.config, {});
+    this.registry = new Registry();
+    const logger = this.lab.options.logger?.(this.name) ?? silentLogger;
+    const daemon = new Daemon({ config: this.config, secrets, logger, registry: this.registry, scrypt: TEST_SCRYPT });
+    await daemon.start();
+    this.daemon = daemon;
+    return daemon;
+  }
+
+  async stopDaemon(): Promise<void> {
+    const d = this.daemon;
+    this.daemon = undefined;
+    await d?.close();
+  }
+
+  /** Stops daemon and simulator: the site is lost (its data stays on disk). */
+  async stop(): Promise<void> {
+    await this.stopDaemon();
+    await this.stopSim();
+  }
+}
+
+export class Lab {
+  readonly sites = new Map<string, LabSite>();
+  readonly simPorts = new Map<string, number>();
+  private readonly peerPorts = new Map<string, number>();
+
+  private constructor(
+    readonly dir: string,
+    readonly options: LabOptions,
+  ) {}
+
+  site(name: string): LabSite {
+    const s = this.sites.get(name);
+    if (!s) throw new Error(`no site ${name} in the lab`);
+    return s;
+  }
+
+  /**
+   * Builds the lab: certificates, simulators (the first provisioned, the others bootstrapped from its backup), the
+   * namespaces at their primaries, configs. Daemons are not started: call `startDaemons()`.
+   */
+  static async create(options: LabOptions = {}): Promise<Lab> {
+    const names = options.sites ?? ['a', 'b'];
+    const lab = new Lab(await mkdtemp(path.join(tmpdir(), 'nhr-lab-')), options);
+    try {
+      for (const n of names) {
+        lab.sites.set(n, new LabSite(n, path.join(lab.dir, n), lab));
+        lab.simPorts.set(n, await freePort());
+        lab.peerPorts.set(n, await freePort());
+        await mkdir(path.join(lab.dir, n), { recursive: true, mode: 0o700 });
+      }
+      await lab.writeCertificates(names);
+      await lab.bootstrapDevices(names);
+      for (const n of names) lab.site(n).config = await lab.writeConfig(n, names);
+      return lab;
+    } catch (err) {
+      await lab.close();
+      throw err;
+    }
+  }
+
+  async startDaemons(): Promise<void> {
+    for (const s of this.sites.values()) await s.startDaemon();
+  }
+
+  /** Stops everything and removes the lab's directory. Idempotent. */
+  async close(): Promise<void> {
+    for (const s of this.sites.values()) await s.stop().catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async writeCertificates(names: string[]): Promise<void> {
+    const ca = await createCa({ commonName: 'nethsm-replicator lab CA' });
+    await writeFile(path.join(this.dir, 'ca.pem'), ca.certPem);
+    for (const n of names) {
+      const leaf = await issueCert(ca, { commonName: n, usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
+      await writeFile(path.join(this.dir, n, 'peer.crt'), leaf.certPem);
+      await writeFile(path.join(this.dir, n, 'peer.key'), leaf.keyPem, { mode: 0o600 });
+    }
+  }
+
+  /** Site 1: provisioned with its namespaces. Others: full restore of site 1's backup, unlock, their own namespaces. */
+  private async bootstrapDevices(names: string[]): Promise<void> {
+    const [first, ...rest] = names.map((n) => this.site(n));
+    await first!.startSim();
+    const root = first!.client();
+    try {
+      await root.provision({ unlockPassphrase: LAB_PASSPHRASES.unlock, adminPassphrase: LAB_PASSPHRASES.admin, systemTime: nowRfc3339() });
+      await root.createUser({ realName: 'Backup', role: 'Backup', passphrase: LAB_PASSPHRASES.backupUser }, 'backup');
+      await root.createUser({ realName: 'Metrics', role: 'Metrics', passphrase: LAB_PASSPHRASES.metrics }, 'metrics');
+      await root.setBackupPassphrase(LAB_PASSPHRASES.backup, '');
+      await this.createNamespaces(root, first!.name);
+    } finally {
+      await root.close();
+    }
+    const backupFile = path.join(this.dir, 'bootstrap-backup.bin');
+    const backupUser = first!.client('backup', LAB_PASSPHRASES.backupUser);
+    try {
+      await backupUser.backupToFile(backupFile);
+    } finally {
+      await backupUser.close();
+    }
+    const bootstrapped = (this.options.namespaces ?? []).filter((n) => n.primary === first!.name).map((n) => n.name);
+    for (const site of rest) {
+      await site.startSim();
+      const fresh = site.client();
+      try {
+        await fresh.restore(backupFile, { backupPassphrase: LAB_PASSPHRASES.backup, systemTime: nowRfc3339() });
+        await fresh.unlock(LAB_PASSPHRASES.unlock);
+        await this.createNamespaces(fresh, site.name);
+      } finally {
+        await fresh.close();
+      }
+      await mkdir(site.stateDir, { recursive: true, mode: 0o700 });
+      await writeFile(path.join(site.stateDir, 'bootstrap.json'), JSON.stringify({ namespaces: bootstrapped, from: first!.name, at: new Date().toISOString() }));
+    }
+    await rm(backupFile, { force: true });
+  }
+
+  private async createNamespaces(root: NetHsmClient, site: string): Promise<void> {
+    for (const ns of (this.options.namespaces ?? []).filter((n) => n.primary === site)) {
+      await root.createUser({ realName: `${ns.name} admin`, role: 'Administrator', passphrase: LAB_PASSPHRASES.nsAdmin }, `${ns.name}~admin`);
+      await root.createUser({ realName: `${ns.name} operator`, role: 'Operator', passphrase: LAB_PASSPHRASES.nsOperator }, `${ns.name}~operator`);
+      await root.createUser({ realName: `${ns.name} replicator`, role: 'Administrator', passphrase: LAB_PASSPHRASES.replicator }, `${ns.name}~replicator`);
+      await root.createNamespace(ns.name);
+    }
+  }
+
+  private async writeConfig(name: string, names: string[]): Promise<ReplicatorConfig> {
+    const site = this.site(name);
+    const o = this.options;
+    const secret = (v: string) => JSON.stringify(v);
+    const yaml = `
+site: ${name}
+insecureInline: true
+nethsm:
+  url: ${site.sim!.url}
+  tls: { fingerprint256: "${site.sim!.fingerprint256}" }
+  credentials:
+    backup: { user: backup, passphrase: ${secret(LAB_PASSPHRASES.backupUser)} }
+    admin: { user: admin, passphrase: ${secret(LAB_PASSPHRASES.admin)} }
+    metrics: { user: metrics, passphrase: ${secret(LAB_PASSPHRASES.metrics)} }
+peers:
+${names
+  .filter((n) => n !== name)
+  .map((n) => `  - { name: ${n}, url: "https://127.0.0.1:${this.peerPorts.get(n)}" }`)
+  .join('\n')}
+tls:
+  certFile: ${path.join(site.dir, 'peer.crt')}
+  keyFile: ${path.join(site.dir, 'peer.key')}
+  caFile: ${path.join(this.dir, 'ca.pem')}
+peerApi: { listen: "127.0.0.1:${this.peerPorts.get(name)}" }
+health: { listen: "127.0.0.1:0" }
+stateDir: ${site.stateDir}
+replication:
+  passphrase: ${secret(LAB_PASSPHRASES.replication)}
+  backupPassphrase: ${secret(LAB_PASSPHRASES.backup)}
+namespaces:
+${(o.namespaces ?? [])
+  .map(
+    (n) => `  - name: ${n.name}
+    primary: ${n.primary}
+    schedule: "${o.schedule ?? '0 0 1 1 *'}"
+    maxLagForPromote: ${o.maxLagForPromote ?? '1h'}
+    replicationUser: { user: "${n.name}~replicator", passphrase: ${secret(LAB_PASSPHRASES.replicator)} }`,
+  )
+  .join('\n')}
+recovery: { retryInterval: ${o.retryInterval ?? '1s'} }
+logging: { level: info }
+`;
+    await writeFile(path.join(site.dir, 'config.yaml'), yaml, { mode: 0o600 });
+    return parseConfig(yaml, {}, { baseDir: site.dir });
+  }
+}
+
+/** A port free right now on 127.0.0.1 (peers must know each other's port before they start). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function nowRfc3339(): string {
+  return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
