@@ -8,6 +8,7 @@ import { VERSION } from '../version.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerBackup } from './backup.js';
 import { registerCheckConfig } from './check-config.js';
+import { registerInitReplica } from './init-replica.js';
 import { registerDaemon } from './daemon.js';
 import { registerKeyBackup } from './key-backup.js';
 import { registerSim } from './sim.js';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program);
   registerBackup(program);
   registerCheckConfig(program);
+  registerInitReplica(program);
   registerDaemon(program);
   registerKeyBackup(program);
   registerSim(program);

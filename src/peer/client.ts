@@ -105,6 +105,24 @@ export class PeerClient {
     return { epoch, bytes };
   }
 
+  /**
+   * Downloads the peer's whole-device backup (for `init-replica --from-peer`) to `destPath` (mode 0600, must not exist;
+   * removed on failure). The file is encrypted under the group's device backup passphrase; the caller verifies it.
+   */
+  async fetchDeviceBackup(destPath: string): Promise<{ bytes: number }> {
+    const res = await this.send('GET', '/device-backup', undefined, 30 * 60_000);
+    if (res.statusCode !== 200) throw await refused(res, this.name);
+    let bytes = 0;
+    res.body.on('data', (c: Buffer) => (bytes += c.length));
+    try {
+      await pipeline(res.body, createWriteStream(destPath, { mode: 0o600, flags: 'wx' }));
+    } catch (cause) {
+      await unlink(destPath).catch(() => undefined);
+      throw new PeerUnreachableError(`device backup download from ${this.name} broke off after ${bytes} bytes`, { cause, site: this.name });
+    }
+    return { bytes };
+  }
+
   async close(): Promise<void> {
     await this.agent.close().catch(() => undefined);
   }
