@@ -115,10 +115,15 @@ export class NamespaceSync {
     }
   }
 
-  /** First sync: refuse a namespace the device already holds, unless init-replica put it there (bootstrap). */
+  /**
+   * First sync of a namespace this site never held: refuse a copy the device already has (unknown origin), unless
+   * init-replica put it there (bootstrap). A site that synced it before, or was its primary, knows where it came from.
+   */
   private existingPolicy(namespace: string, req: SyncRequest): 'refuse' | 'remove' | 'adopt' | undefined {
-    const synced = this.ctx.store.positions.forNamespace(namespace).some((p) => p.lastOkAt !== undefined);
-    if (synced || existsSync(this.ctx.work.snapshotOf(namespace))) return undefined;
+    const { store } = this.ctx;
+    const synced = store.positions.forNamespace(namespace).some((p) => p.lastOkAt !== undefined);
+    const wasPrimary = store.audit.list({ namespace, limit: 100_000 }).some((e) => e.toRole === 'primary');
+    if (synced || wasPrimary || existsSync(this.ctx.work.snapshotOf(namespace))) return undefined;
     if (req.onExisting) return req.onExisting;
     return this.ctx.work.isBootstrapped(namespace) ? 'adopt' : 'refuse';
   }
