@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,6 +41,7 @@ describe('nethsm-replicator init-replica', () => {
       peers: [{ name: 'a', url: `https://127.0.0.1:${peer.port}` }],
       tls: { certFile: join(dir, 'b.crt'), keyFile: join(dir, 'b.key'), caFile: join(dir, 'ca.crt') },
       peerApi: { listen: '127.0.0.1:9443' },
+      stateDir: join(dir, `state-${targets.indexOf(t)}`),
       replication: { passphrase: { file: join(dir, 'pw') }, backupPassphrase: { file: join(dir, 'backup-pp') } },
     };
     await writeFile(file, toYaml(doc));
@@ -100,6 +101,9 @@ describe('nethsm-replicator init-replica', () => {
     expect(r.out).toContain(`Target ${t.url} is Unprovisioned.`);
     expect(r.out).toContain(`restored: ${t.url} is now Locked.\nNext: unlock the NetHSM with the primary's unlock passphrase`);
     expect(r.out).toContain('then start the daemon');
+    // The daemon's first sync will adopt what the restore put there.
+    const record = JSON.parse(await readFile(join(dir, `state-${targets.indexOf(t)}`, 'bootstrap.json'), 'utf8')) as { namespaces: string[] };
+    expect(record.namespaces).toEqual(['alpha']);
     const c = clientFor(t);
     await c.unlock(source.unlockPassphrase);
     expect(await c.withAuth(source.users.admin.username, source.users.admin.password).listNamespaces()).toEqual(['alpha']);
@@ -148,6 +152,7 @@ describe('nethsm-replicator init-replica', () => {
       peers: [{ name: 'a', url: `https://127.0.0.1:${peer.port}` }],
       tls: { certFile: join(dir, 'b.crt'), keyFile: join(dir, 'b.key'), caFile: join(dir, 'ca.crt') },
       peerApi: { listen: '127.0.0.1:9443' },
+      stateDir: join(dir, `state-${targets.indexOf(t)}`),
       replication: { passphrase: { file: join(dir, 'pw') }, backupPassphrase: { file: join(dir, 'backup-pp') } },
     }));
     fetched.length = 0;

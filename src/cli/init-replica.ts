@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
+import { WorkDir } from '../replicator/workdir.js';
 import { DEFAULT_CONFIG_PATH, loadConfigFile, loadSecrets } from '../config/index.js';
 import { InitReplicaRefusedError, InputInvalidError } from '../errors.js';
 import { describePlan, initReplica, type InitReplicaPlan } from '../replicator/init-replica.js';
@@ -72,6 +73,9 @@ async function runInitReplica(flags: Flags): Promise<void> {
       process.exitCode = 1;
       return;
     }
+    // The daemon's first sync of these namespaces adopts them instead of refusing them as of unknown origin.
+    const namespaces = Object.entries(result.contents.namespaces).filter(([, n]) => n.present).map(([name]) => name);
+    await new WorkDir(config.stateDir).recordBootstrap(namespaces, result.contents.deviceId);
     const host = new URL(config.nethsm.url).host;
     process.stdout.write(
       `restored: ${config.nethsm.url} is now ${result.state}.\n` +

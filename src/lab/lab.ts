@@ -15,6 +15,7 @@ import { parseConfig } from '../config/parse.js';
 import { loadSecrets } from '../config/secrets.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import { Daemon } from '../daemon/daemon.js';
+import { WorkDir } from '../replicator/workdir.js';
 import { silentLogger, type Logger } from '../log.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startSimulator, type RunningSimulator } from '../sim/server.js';
@@ -217,8 +218,7 @@ export class Lab {
       } finally {
         await fresh.close();
       }
-      await mkdir(site.stateDir, { recursive: true, mode: 0o700 });
-      await writeFile(path.join(site.stateDir, 'bootstrap.json'), JSON.stringify({ namespaces: bootstrapped, from: first!.name, at: new Date().toISOString() }));
+      await new WorkDir(site.stateDir).recordBootstrap(bootstrapped, first!.name);
     }
     await rm(backupFile, { force: true });
   }

@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, rm, unlink } from 'node:fs/promises';
+import { mkdir, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 export class WorkDir {
@@ -55,6 +55,16 @@ export class WorkDir {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * Records the namespaces a full restore of a primary's backup put on this device (init-replica), so their first
+   * sync adopts them. Creates the state directory (0700) if needed. Overwrites an earlier record.
+   */
+  async recordBootstrap(namespaces: readonly string[], sourceDeviceId: string | undefined): Promise<void> {
+    await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
+    const record = { namespaces: [...namespaces].sort(), sourceDeviceId: sourceDeviceId ?? null, at: new Date().toISOString() };
+    await writeFile(this.bootstrapFile, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 });
   }
 
   snapshotOf(namespace: string): string {

@@ -79,7 +79,7 @@ describe('sync guards at the replica', () => {
     const before = await deviceView(lab, 'b');
     const { file, deps } = await snapshotAndDeps();
     const bytes = await readFile(file);
-    bytes[bytes.length - 40] ^= 0xff;
+    bytes.writeUInt8(bytes.readUInt8(bytes.length - 40) ^ 0xff, bytes.length - 40);
     await writeFile(file, bytes);
     await expect(applySnapshot(deps, 'alpha', file)).rejects.toBeInstanceOf(BackupCorruptedError);
     expect(await deviceView(lab, 'b')).toEqual(before);
