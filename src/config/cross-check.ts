@@ -15,7 +15,7 @@ const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
 /** Problems found; empty when the cross-field rules hold. Pure. */
 export function crossCheck(raw: Raw): string[] {
-  return [...checkSites(raw), ...checkNamespaces(raw), ...checkListeners(raw), ...checkSocket(raw)];
+  return [...checkSites(raw), ...checkNamespaces(raw), ...checkListeners(raw), ...checkSocket(raw), ...checkGateway(raw)];
 }
 
 function checkSites(raw: Raw): string[] {
@@ -92,4 +92,12 @@ function checkSocket(raw: Raw): string[] {
       ? `admin.socket is ${Buffer.byteLength(socket)} bytes long; unix socket paths hold at most ${UNIX_SOCKET_PATH_MAX}`
       : `stateDir is too long for the admin socket inside it (${Buffer.byteLength(socket)} bytes; at most ${UNIX_SOCKET_PATH_MAX}); set admin.socket`,
   ];
+}
+
+/** Forwarding replica writes to the primary's gateway needs every peer's gateway URL. */
+function checkGateway(raw: Raw): string[] {
+  if (obj(raw.gateway)?.forwardToPrimary !== true) return [];
+  return list(raw.peers).flatMap((p, i) =>
+    str(obj(p)?.gatewayUrl) === undefined ? [`peers[${i}].gatewayUrl is required when gateway.forwardToPrimary is true`] : [],
+  );
 }

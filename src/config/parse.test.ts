@@ -49,7 +49,7 @@ describe('parseConfig: valid documents and defaults', () => {
 
   it('reads optional settings: gateway, metrics account, peer pin, recovery, logging, replicated generation', () => {
     const doc = validConfigDoc() as Doc;
-    doc.gateway = { listen: '[::]:8443' };
+    doc.gateway = { listen: '[::]:8443', certFile: '/etc/gw.crt', keyFile: '/etc/gw.key' };
     doc.health = { listen: '10.0.0.5:9810', tls: { certFile: '/etc/nhr/health.crt', keyFile: '/etc/nhr/health.key' } };
     doc.nethsm.credentials.metrics = { user: 'metrics', passphrase: { env: 'M' } };
     doc.peers[0].tls = { fingerprint256: 'cd'.repeat(32) };
@@ -182,7 +182,7 @@ describe('parseConfig: one rule at a time', () => {
 
   it('refuses two listeners on one address', () => {
     expectProblem((d) => (d.health = { listen: '127.0.0.1:9443' }), 'health.listen 127.0.0.1:9443 conflicts with peerApi.listen 0.0.0.0:9443');
-    expectProblem((d) => (d.gateway = { listen: '127.0.0.1:9810' }), 'gateway.listen 127.0.0.1:9810 conflicts with health.listen 127.0.0.1:9810');
+    expectProblem((d) => (d.gateway = { listen: '127.0.0.1:9810', certFile: '/etc/gw.crt', keyFile: '/etc/gw.key' }), 'gateway.listen 127.0.0.1:9810 conflicts with health.listen 127.0.0.1:9810');
   });
 
   it('allows several port-0 listeners (the OS picks each port)', () => {
@@ -190,7 +190,35 @@ describe('parseConfig: one rule at a time', () => {
       problemsOf((d) => {
         d.peerApi.listen = '127.0.0.1:0';
         d.health = { listen: '127.0.0.1:0' };
-        d.gateway = { listen: '127.0.0.1:0' };
+        d.gateway = { listen: '127.0.0.1:0', certFile: '/etc/gw.crt', keyFile: '/etc/gw.key' };
+      }),
+    ).toEqual([]);
+  });
+
+  it('gives the gateway hold defaults and requires its certificate', () => {
+    const doc = validConfigDoc() as Doc;
+    doc.gateway = { listen: '127.0.0.1:8443', certFile: '/etc/gw.crt', keyFile: '/etc/gw.key' };
+    expect(parseConfig(toYaml(doc), {}).gateway).toEqual({
+      listen: { host: '127.0.0.1', port: 8443 },
+      certFile: '/etc/gw.crt',
+      keyFile: '/etc/gw.key',
+      maxHoldMs: 30_000,
+      drainTimeoutMs: 60_000,
+      forwardToPrimary: false,
+    });
+    expectProblem((d) => (d.gateway = { listen: '127.0.0.1:8443' }), 'gateway.certFile is required');
+    expectProblem((d) => (d.gateway = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b', maxHold: '0s' }), 'gateway.maxHold must be longer than 0');
+  });
+
+  it('requires every peer gateway URL when replica writes are forwarded to the primary', () => {
+    expectProblem(
+      (d) => (d.gateway = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b', forwardToPrimary: true }),
+      'peers[0].gatewayUrl is required when gateway.forwardToPrimary is true',
+    );
+    expect(
+      problemsOf((d) => {
+        d.gateway = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b', forwardToPrimary: true };
+        d.peers[0].gatewayUrl = 'https://gw.hamburg.example:8443';
       }),
     ).toEqual([]);
   });

@@ -31,6 +31,8 @@ export interface PeerConfig {
   readonly name: string;
   readonly url: string;
   readonly fingerprint256?: string;
+  /** The peer's gateway (`https://host:port`), for forwarding replica writes to it. */
+  readonly gatewayUrl?: string;
 }
 
 export interface NamespaceConfig {
@@ -67,7 +69,20 @@ export interface ReplicatorConfig {
   readonly admin: { readonly socket: string };
   /** `tls`: serve health and metrics over HTTPS (when the scrape crosses an untrusted network). */
   readonly health: { readonly listen: ListenAddress; readonly tls?: { readonly certFile: string; readonly keyFile: string } };
-  readonly gateway?: { readonly listen: ListenAddress };
+  /**
+   * The NetHSM-compatible gateway applications use in place of the NetHSM. `maxHoldMs`: how long a write waits while
+   * a restore runs (then 503 + Retry-After); `drainTimeoutMs`: how long a restore waits for writes in flight;
+   * `forwardToPrimary`: forward writes for a replica namespace to its primary's gateway (`peers[].gatewayUrl`)
+   * instead of refusing them.
+   */
+  readonly gateway?: {
+    readonly listen: ListenAddress;
+    readonly certFile: string;
+    readonly keyFile: string;
+    readonly maxHoldMs: number;
+    readonly drainTimeoutMs: number;
+    readonly forwardToPrimary: boolean;
+  };
   readonly stateDir: string;
   readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef };
   readonly namespaces: readonly NamespaceConfig[];
@@ -249,6 +264,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
             name: idString('site name'),
             url: httpsUrl(),
             tls: z.strictObject({ fingerprint256: fingerprint.optional() }).optional(),
+            gatewayUrl: httpsUrl().optional(),
           }),
         )
         .default([]),
@@ -263,7 +279,16 @@ export function buildConfigSchema(opts: SchemaOptions) {
         .default({
         listen: parseListenAddress(DEFAULT_HEALTH_LISTEN)!,
       }),
-      gateway: z.strictObject({ listen }).optional(),
+      gateway: z
+        .strictObject({
+          listen,
+          certFile: filePath(opts),
+          keyFile: filePath(opts),
+          maxHold: duration('positive').default(30_000),
+          drainTimeout: duration('positive').default(60_000),
+          forwardToPrimary: z.boolean().default(false),
+        })
+        .optional(),
       stateDir: filePath(opts).default(DEFAULT_STATE_DIR),
       replication: z.strictObject({ passphrase: secretRef(opts), backupPassphrase: secretRef(opts) }),
       namespaces: z.array(namespace).default([]),
@@ -285,12 +310,24 @@ export function buildConfigSchema(opts: SchemaOptions) {
           name: p.name,
           url: p.url,
           ...(p.tls?.fingerprint256 ? { fingerprint256: p.tls.fingerprint256 } : {}),
+          ...(p.gatewayUrl ? { gatewayUrl: p.gatewayUrl } : {}),
         })),
         tls: c.tls,
         peerApi: c.peerApi,
         admin: { socket: c.admin.socket ?? path.join(c.stateDir, 'admin.sock') },
         health: c.health,
-        ...(c.gateway ? { gateway: c.gateway } : {}),
+        ...(c.gateway
+          ? {
+              gateway: {
+                listen: c.gateway.listen,
+                certFile: c.gateway.certFile,
+                keyFile: c.gateway.keyFile,
+                maxHoldMs: c.gateway.maxHold,
+                drainTimeoutMs: c.gateway.drainTimeout,
+                forwardToPrimary: c.gateway.forwardToPrimary,
+              },
+            }
+          : {}),
         stateDir: c.stateDir,
         replication: c.replication,
         namespaces: c.namespaces.map(({ maxLagForPromote, ...ns }) => ({ ...ns, maxLagForPromoteMs: maxLagForPromote })),

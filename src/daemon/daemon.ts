@@ -11,6 +11,7 @@ import type { ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
 import { NetHsmUnreachableError } from '../errors.js';
+import { GatewayServer, WriteGate } from '../gateway/index.js';
 import { HealthServer } from '../health/server.js';
 import type { HealthSource } from '../health/source.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -23,7 +24,7 @@ import { ensureNamespace } from '../roles/apply.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { StateStore } from '../state/store.js';
 import { createAdminHandlers } from './admin-handlers.js';
-import { createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, replicationUserIds, type SiteContext } from './context.js';
+import { createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, nethsmTrust, replicationUserIds, type SiteContext } from './context.js';
 import { Failover } from './failover.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus } from './peer-watch.js';
@@ -47,6 +48,7 @@ export class Daemon {
   private readonly adminServer: AdminServer;
   private readonly healthServer: HealthServer;
   private readonly scheduler: Scheduler;
+  private readonly gateway: GatewayServer | undefined;
   private readonly log: Logger;
   private startedAt = 0;
   private state: 'new' | 'started' | 'closed' = 'new';
@@ -79,6 +81,8 @@ export class Daemon {
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
       replicationUserIds: replicationUserIds(config),
     };
+    this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
+    if (this.gateway) this.ctx.gate = this.gateway.gate;
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
     this.scheduler = new Scheduler({
@@ -110,8 +114,8 @@ export class Daemon {
   }
 
   /** The bound ports (useful with port 0). */
-  get ports(): { peer: number; health: number } {
-    return { peer: this.peerServer.port, health: this.healthPort };
+  get ports(): { peer: number; health: number; gateway: number | undefined } {
+    return { peer: this.peerServer.port, health: this.healthPort, gateway: this.gateway?.port };
   }
   private healthPort = 0;
 
@@ -135,6 +139,7 @@ export class Daemon {
         ctx.metrics.setReplicaDataTime(n.name, pos?.positionTakenAt !== undefined ? pos.positionTakenAt / 1000 : null);
       }
       await this.peerServer.start();
+      await this.gateway?.start();
       await this.adminServer.start();
       this.healthPort = (await this.healthServer.start()).port;
       await ctx.monitor.start();
@@ -159,6 +164,7 @@ export class Daemon {
     await this.scheduler.close();
     await this.healthServer.close().catch(() => undefined);
     await this.adminServer.close();
+    await this.gateway?.close();
     await this.peerServer.close();
     await this.syncer.drain();
     await this.failover.drain();
@@ -181,6 +187,38 @@ export class Daemon {
     if (!this.ctx.monitor.available(NETHSM_MEMBER) || !this.ctx.monitor.available(row.primarySite)) return;
     if (row.role === 'fenced') await this.failover.resumeFenced(namespace);
     else await this.syncer.sync(namespace, { actor: 'schedule' });
+  }
+
+  /**
+   * The gateway: forwards applications' calls to this site's NetHSM, refuses writes to replica namespaces (naming the
+   * primary), and holds writes while the daemon restores (the daemon's syncs and failover steps hold its gate).
+   */
+  private createGateway(config: ReplicatorConfig, g: NonNullable<ReplicatorConfig['gateway']>): GatewayServer {
+    const gate = new WriteGate({ maxWaitMs: g.maxHoldMs, drainTimeoutMs: g.drainTimeoutMs });
+    const peerGateways = new Map(config.peers.filter((p) => p.gatewayUrl).map((p) => [p.name, p.gatewayUrl!]));
+    return new GatewayServer({
+      site: config.site,
+      host: g.listen.host,
+      port: g.listen.port,
+      tls: { certPem: readFileSync(g.certFile, 'utf8'), keyPem: readFileSync(g.keyFile, 'utf8') },
+      nethsm: { url: config.nethsm.url, tls: nethsmTrust(config) },
+      gate,
+      roles: {
+        roleOf: (namespace) => {
+          const row = this.ctx.store.isOpen ? this.ctx.store.roles.get(namespace) : undefined;
+          if (!row) return undefined;
+          const url = g.forwardToPrimary ? peerGateways.get(row.primarySite) : undefined;
+          return { role: row.role, epoch: row.epoch, primarySite: row.primarySite, ...(url ? { primaryGatewayUrl: url } : {}) };
+        },
+      },
+      // Other sites' gateways present certificates of the group CA.
+      ...(g.forwardToPrimary ? { primaryGateways: { tls: { caPem: readFileSync(config.tls.caFile, 'utf8') } } } : {}),
+      onRequest: (e) => {
+        const known = e.namespace && config.namespaces.some((n) => n.name === e.namespace) ? e.namespace : '_other';
+        this.ctx.metrics.gatewayRequestsTotal.inc({ namespace: known, class: e.class, outcome: e.outcome });
+      },
+      logger: this.log,
+    });
   }
 
   private createMonitor(config: ReplicatorConfig, admin: SiteContext['nethsm']['admin'], metrics: ReplicatorMetrics, store: StateStore): MemberMonitor {

@@ -34,6 +34,8 @@ export interface LabOptions {
   maxLagForPromote?: string;
   retryInterval?: string;
   logger?: (site: string) => Logger;
+  /** Run a gateway at every site (certificate from the lab CA). */
+  gateway?: boolean;
   /** Simulator latency per operation (ms), as `nethsm-replicator sim --latency`. */
   latency?: Partial<Record<string, number>>;
 }
@@ -68,6 +70,13 @@ export class LabSite {
 
   get stateDir(): string {
     return path.join(this.dir, 'state');
+  }
+
+  /** A client of this site's gateway (the daemon must run with `gateway: true`). Close it when done. */
+  gatewayClient(user: string, password: string): NetHsmClient {
+    const port = this.daemon?.ports.gateway;
+    if (!port) throw new Error(`site ${this.name}: no gateway running`);
+    return new NetHsmClient({ url: `https://127.0.0.1:${port}`, tls: { caPem: this.lab.caPem }, auth: { username: user, password } });
   }
 
   /** A client of this site's NetHSM as `user` (default: root admin). Close it when done. */
@@ -129,6 +138,7 @@ export class LabSite {
 export class Lab {
   readonly sites = new Map<string, LabSite>();
   readonly simPorts = new Map<string, number>();
+  caPem = '';
   private readonly peerPorts = new Map<string, number>();
 
   private constructor(
@@ -178,11 +188,15 @@ export class Lab {
 
   private async writeCertificates(names: string[]): Promise<void> {
     const ca = await createCa({ commonName: 'nethsm-replicator lab CA' });
+    this.caPem = ca.certPem;
     await writeFile(path.join(this.dir, 'ca.pem'), ca.certPem);
     for (const n of names) {
       const leaf = await issueCert(ca, { commonName: n, usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
       await writeFile(path.join(this.dir, n, 'peer.crt'), leaf.certPem);
       await writeFile(path.join(this.dir, n, 'peer.key'), leaf.keyPem, { mode: 0o600 });
+      const gw = await issueCert(ca, { commonName: `${n}-gateway`, usages: ['serverAuth'], ipAddresses: ['127.0.0.1'] });
+      await writeFile(path.join(this.dir, n, 'gateway.crt'), gw.certPem);
+      await writeFile(path.join(this.dir, n, 'gateway.key'), gw.keyPem, { mode: 0o600 });
     }
   }
 
@@ -257,6 +271,7 @@ tls:
   caFile: ${path.join(this.dir, 'ca.pem')}
 peerApi: { listen: "127.0.0.1:${this.peerPorts.get(name)}" }
 health: { listen: "127.0.0.1:0" }
+${o.gateway ? `gateway: { listen: "127.0.0.1:0", certFile: ${path.join(site.dir, 'gateway.crt')}, keyFile: ${path.join(site.dir, 'gateway.key')}, maxHold: 20s }` : ''}
 stateDir: ${site.stateDir}
 replication:
   passphrase: ${secret(LAB_PASSPHRASES.replication)}

@@ -72,6 +72,9 @@ export const GATEWAY_OUTCOMES = [
   'refused_replica', // mutation refused: the namespace is a replica here
   'refused_fenced', // mutation refused: the namespace is fenced here
   'forwarded_primary', // mutation forwarded to the primary's gateway
+  'refused_device', // a device-level call the gateway never forwards (restore, factory reset, …)
+  'rejected_input', // malformed request (path, credentials, headers); not forwarded
+  'refused_capture', // change capture refused the write (streaming); not forwarded
   'held_timeout', // held during a merge-restore past the bound; 503 Retry-After
   'error', // the NetHSM could not be reached, or the gateway failed
 ] as const;
