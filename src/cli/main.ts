@@ -10,6 +10,7 @@ import { registerBackup } from './backup.js';
 import { registerCheckConfig } from './check-config.js';
 import { registerInitReplica } from './init-replica.js';
 import { registerDaemon } from './daemon.js';
+import { registerDemo } from './demo.js';
 import { registerKeyBackup } from './key-backup.js';
 import { registerSim } from './sim.js';
 
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerCheckConfig(program);
   registerInitReplica(program);
   registerDaemon(program);
+  registerDemo(program);
   registerKeyBackup(program);
   registerSim(program);
   return program;
