@@ -485,6 +485,35 @@ export class SyncStaleSnapshotError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Key material in the stream (envelopes, transport keys, replicated generation)
+
+/** An envelope that is malformed, addressed to another site, key or fingerprint, or fails authentication. Nothing was imported. */
+export class EnvelopeInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_STREAM_ENVELOPE_INVALID';
+  static override readonly defaultHint =
+    "The sender sealed it to another transport key (rotated?) or it was altered; the stream falls back to a snapshot of the namespace.";
+}
+
+/** The transport key id names a key of the wrong type or mechanisms in the NetHSM; it is never replaced silently. */
+export class TransportKeyInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_STREAM_TRANSPORT_KEY_INVALID';
+  static override readonly defaultHint =
+    'Delete or rename that root key on the NetHSM (docs/key-material.md), or configure another transport key id; the daemon then creates it.';
+}
+
+/** A replicated `POST /keys/generate` body the NetHSM would refuse; `status` and `message` are the NetHSM's answer. */
+export class GenerateRequestInvalidError extends NhrError {
+  static override readonly code = 'NHR_ERR_KEYGEN_REQUEST_INVALID';
+  static override readonly defaultHint = 'Fix the request body as the message says (KeyGenerateRequestData in the NetHSM API).';
+  readonly status: number;
+
+  constructor(status: number, message: string, options: NhrErrorOptions = {}) {
+    super(message, options);
+    this.status = status;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /** Every registered error class; docs/errors.md must list each code (checked by a test). */
 export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
@@ -536,6 +565,9 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   GatewayHoldTimeoutError,
   GatewayDrainTimeoutError,
   GatewayCaptureFailedError,
+  EnvelopeInvalidError,
+  TransportKeyInvalidError,
+  GenerateRequestInvalidError as unknown as typeof NhrError,
 ];
 
 /**
