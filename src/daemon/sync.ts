@@ -124,7 +124,8 @@ export class NamespaceSync {
     const synced = store.positions.forNamespace(namespace).some((p) => p.lastOkAt !== undefined);
     const wasPrimary = store.audit.list({ namespace, limit: 100_000 }).some((e) => e.toRole === 'primary');
     if (synced || wasPrimary || existsSync(this.ctx.work.snapshotOf(namespace))) return undefined;
-    if (req.onExisting) return req.onExisting;
+    // `refuse` (the default) refuses copies of unknown origin only; init-replica's copy is known.
+    if (req.onExisting === 'remove') return 'remove';
     return this.ctx.work.isBootstrapped(namespace) ? 'adopt' : 'refuse';
   }
 
