@@ -30,6 +30,7 @@ describe('deploy/config.example.yaml', () => {
     const secrets = await loadSecrets(config, env);
     expect(secrets.nethsm.admin.password).toBe('secret-of-nethsm-admin');
     expect(secrets.nethsm.metrics?.username).toBe('metrics');
+    expect(secrets.nethsm.operator).toEqual({ username: 'replicator-operator', password: 'secret-of-nethsm-operator' });
     expect(secrets.namespaces.signing?.password).toBe('signing-secret');
     expect(secrets.replication.passphrase).toBe('secret-of-replication-passphrase');
   });

@@ -47,6 +47,16 @@ describe('parseConfig: valid documents and defaults', () => {
     expect(parseConfig(toYaml(doc), {}).admin.socket).toBe('/srv/nhr/admin.sock');
   });
 
+  it('reads the optional root Operator account (transport key unwrap) and refuses a namespaced one', () => {
+    const doc = validConfigDoc() as Doc;
+    expect(parseConfig(toYaml(doc), {}).nethsm.credentials.operator).toBeUndefined();
+    doc.nethsm.credentials.operator = { user: 'replicator-op', passphrase: { file: '/run/credentials/nhr/operator' } };
+    const c = parseConfig(toYaml(doc), {});
+    expect(c.nethsm.credentials.operator).toEqual({ user: 'replicator-op', passphrase: { kind: 'file', path: '/run/credentials/nhr/operator' } });
+    expectProblem((d) => (d.nethsm.credentials.operator = { user: 'payments~op', passphrase: { env: 'O' } }), /operator\.user "payments~op" must be a root user/);
+    expectProblem((d) => (d.nethsm.credentials.operator = { user: 'op' }), /nethsm\.credentials\.operator\.passphrase/);
+  });
+
   it('reads optional settings: gateway, metrics account, peer pin, recovery, logging, replicated generation', () => {
     const doc = validConfigDoc() as Doc;
     doc.gateway = { listen: '[::]:8443', certFile: '/etc/gw.crt', keyFile: '/etc/gw.key' };

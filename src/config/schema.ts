@@ -17,6 +17,12 @@ export const DEFAULT_STATE_DIR = '/var/lib/nethsm-replicator';
 export const DEFAULT_HEALTH_LISTEN = '127.0.0.1:9810';
 export const DEFAULT_RETRY_INTERVAL = '60s';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** Stream defaults: 7 days or 1,000,000 changes per namespace, a heartbeat every 5 s, catch-ups gathered for 2 s. */
+export const DEFAULT_STREAM = {
+  retention: { maxAgeMs: 7 * 86_400_000, maxChanges: 1_000_000 },
+  heartbeatIntervalMs: 5_000,
+  catchupDebounceMs: 2_000,
+} as const;
 /** Linux `sun_path` holds 108 bytes including the terminating NUL. */
 export const UNIX_SOCKET_PATH_MAX = 107;
 
@@ -61,6 +67,8 @@ export interface ReplicatorConfig {
       readonly admin: AccountRef;
       /** Root Metrics user: re-exports the NetHSM's metrics. */
       readonly metrics?: AccountRef;
+      /** Root Operator: unwraps streamed key material with the site's transport key (decrypt); needed for streaming. */
+      readonly operator?: AccountRef;
     };
   };
   readonly peers: readonly PeerConfig[];
@@ -88,6 +96,16 @@ export interface ReplicatorConfig {
   readonly namespaces: readonly NamespaceConfig[];
   /** `maxAttempts` is `Infinity` for unlimited (the default), as `MemberMonitor` takes it. */
   readonly recovery: { readonly retryIntervalMs: number; readonly maxAttempts: number };
+  /**
+   * Streaming replication: how long the change log keeps changes (by age and by count per namespace; a replica whose
+   * position is older takes a snapshot), how often an idle stream sends a heartbeat, and how long a replica gathers
+   * catch-up requests (HSM-generated keys, user changes) before it takes one snapshot for all of them.
+   */
+  readonly stream: {
+    readonly retention: { readonly maxAgeMs: number; readonly maxChanges: number };
+    readonly heartbeatIntervalMs: number;
+    readonly catchupDebounceMs: number;
+  };
   readonly logging: { readonly level: LogLevel };
 }
 
@@ -256,6 +274,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
           backup: account(opts, 'root'),
           admin: account(opts, 'root'),
           metrics: account(opts, 'root').optional(),
+          operator: account(opts, 'root').optional(),
         }),
       }),
       peers: z
@@ -298,6 +317,19 @@ export function buildConfigSchema(opts: SchemaOptions) {
           maxAttempts: z.union([z.literal('unlimited'), positiveInt]).default('unlimited'),
         })
         .default({ retryInterval: 60_000, maxAttempts: 'unlimited' }),
+      stream: z
+        .strictObject({
+          retention: z
+            .strictObject({ maxAge: duration('positive').default(DEFAULT_STREAM.retention.maxAgeMs), maxChanges: positiveInt.default(DEFAULT_STREAM.retention.maxChanges) })
+            .default({ maxAge: DEFAULT_STREAM.retention.maxAgeMs, maxChanges: DEFAULT_STREAM.retention.maxChanges }),
+          heartbeatInterval: duration('positive').default(DEFAULT_STREAM.heartbeatIntervalMs),
+          catchupDebounce: duration('any').default(DEFAULT_STREAM.catchupDebounceMs),
+        })
+        .default({
+          retention: { maxAge: DEFAULT_STREAM.retention.maxAgeMs, maxChanges: DEFAULT_STREAM.retention.maxChanges },
+          heartbeatInterval: DEFAULT_STREAM.heartbeatIntervalMs,
+          catchupDebounce: DEFAULT_STREAM.catchupDebounceMs,
+        }),
       logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
     })
     .transform((c): ReplicatorConfig => {
@@ -332,6 +364,11 @@ export function buildConfigSchema(opts: SchemaOptions) {
         replication: c.replication,
         namespaces: c.namespaces.map(({ maxLagForPromote, ...ns }) => ({ ...ns, maxLagForPromoteMs: maxLagForPromote })),
         recovery: { retryIntervalMs: retryInterval, maxAttempts: maxAttempts === 'unlimited' ? Number.POSITIVE_INFINITY : maxAttempts },
+        stream: {
+          retention: { maxAgeMs: c.stream.retention.maxAge, maxChanges: c.stream.retention.maxChanges },
+          heartbeatIntervalMs: c.stream.heartbeatInterval,
+          catchupDebounceMs: c.stream.catchupDebounce,
+        },
         logging: c.logging,
       };
     });

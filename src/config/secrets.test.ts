@@ -30,6 +30,7 @@ describe('loadSecrets', () => {
     expect(s.nethsm.backup).toEqual({ username: 'backup', password: 'backup-secret-1' });
     expect(s.nethsm.admin).toEqual({ username: 'admin', password: 'admin-secret-4' });
     expect(s.nethsm.metrics).toBeUndefined();
+    expect(s.nethsm.operator).toBeUndefined();
     expect(s.namespaces.payments).toEqual({ username: 'payments~replicator', password: 'payments-secret-3' });
     expect(s.replication).toEqual({ passphrase: 'replication-secret-2', backupPassphrase: 'backup-pp-secret-5' });
     expect(Object.isFrozen(s.nethsm)).toBe(true);

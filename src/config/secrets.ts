@@ -14,7 +14,7 @@ export interface Credential {
 }
 
 export interface LoadedSecrets {
-  readonly nethsm: { readonly backup: Credential; readonly admin: Credential; readonly metrics?: Credential };
+  readonly nethsm: { readonly backup: Credential; readonly admin: Credential; readonly metrics?: Credential; readonly operator?: Credential };
   /** Replication account per namespace name. */
   readonly namespaces: Readonly<Record<string, Credential>>;
   readonly replication: { readonly passphrase: string; readonly backupPassphrase: string };
@@ -51,6 +51,7 @@ export async function loadSecrets(
   const backup = await account('nethsm.credentials.backup', creds.backup);
   const admin = await account('nethsm.credentials.admin', creds.admin);
   const metrics = creds.metrics ? await account('nethsm.credentials.metrics', creds.metrics) : undefined;
+  const operator = creds.operator ? await account('nethsm.credentials.operator', creds.operator) : undefined;
   const namespaces: Record<string, Credential> = {};
   for (const [i, ns] of config.namespaces.entries()) {
     namespaces[ns.name] = await account(`namespaces[${i}].replicationUser`, ns.replicationUser);
@@ -62,7 +63,7 @@ export async function loadSecrets(
     throw new ConfigSecretError(`cannot read ${problems.length} secret${problems.length === 1 ? '' : 's'}:\n  - ${problems.join('\n  - ')}`);
   }
   return Object.freeze({
-    nethsm: Object.freeze({ backup, admin, ...(metrics ? { metrics } : {}) }),
+    nethsm: Object.freeze({ backup, admin, ...(metrics ? { metrics } : {}), ...(operator ? { operator } : {}) }),
     namespaces: Object.freeze(namespaces),
     replication: Object.freeze({ passphrase, backupPassphrase }),
   });
