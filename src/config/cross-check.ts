@@ -3,6 +3,7 @@
  * a known site, replication users inside their namespace, no two listeners on one address, socket path length.
  * They read the raw (expanded) document defensively, so they report alongside schema problems rather than after.
  */
+import { tryParseDuration } from './duration.js';
 import { formatListenAddress, listenersConflict, parseListenAddress, type ListenAddress } from './listen.js';
 import { namespaceOfUser } from '../nethsm/ids.js';
 import { DEFAULT_HEALTH_LISTEN, DEFAULT_STATE_DIR, UNIX_SOCKET_PATH_MAX } from './schema.js';
@@ -15,7 +16,7 @@ const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
 /** Problems found; empty when the cross-field rules hold. Pure. */
 export function crossCheck(raw: Raw): string[] {
-  return [...checkSites(raw), ...checkNamespaces(raw), ...checkListeners(raw), ...checkSocket(raw), ...checkGateway(raw)];
+  return [...checkSites(raw), ...checkNamespaces(raw), ...checkListeners(raw), ...checkSocket(raw), ...checkGateway(raw), ...checkStream(raw)];
 }
 
 function checkSites(raw: Raw): string[] {
@@ -100,4 +101,26 @@ function checkGateway(raw: Raw): string[] {
   return list(raw.peers).flatMap((p, i) =>
     str(obj(p)?.gatewayUrl) === undefined ? [`peers[${i}].gatewayUrl is required when gateway.forwardToPrimary is true`] : [],
   );
+}
+
+/**
+ * Streaming: replicated generation happens in the gateway, so it needs one; a heartbeat interval at least as long as
+ * the retention would let every idle stream's position expire between two heartbeats.
+ */
+function checkStream(raw: Raw): string[] {
+  const problems: string[] = [];
+  if (raw.gateway === undefined) {
+    list(raw.namespaces).forEach((n, i) => {
+      if (obj(n)?.generate === 'replicated') problems.push(`namespaces[${i}].generate "replicated" needs a gateway (gateway.listen): keys are generated there`);
+    });
+  }
+  const stream = obj(raw.stream);
+  const hb = str(stream?.heartbeatInterval);
+  const age = str(obj(stream?.retention)?.maxAge);
+  const hbMs = hb === undefined ? 5_000 : tryParseDuration(hb);
+  const ageMs = age === undefined ? 7 * 86_400_000 : tryParseDuration(age);
+  if (hbMs !== undefined && ageMs !== undefined && hbMs >= ageMs) {
+    problems.push(`stream.heartbeatInterval (${hb ?? '5s'}) must be shorter than stream.retention.maxAge (${age ?? '7d'})`);
+  }
+  return problems;
 }

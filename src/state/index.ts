@@ -5,3 +5,7 @@ export { EpochsRepo, type EpochRow } from './epochs-repo.js';
 export { PositionsRepo, type ReplicaPosition, type SyncOk, type SyncFailed } from './positions-repo.js';
 export { MembersRepo, type MemberHealth, type MemberStatus } from './members-repo.js';
 export { AuditRepo, AUDIT_ACTIONS, type AuditAction, type AuditEntry, type AuditInput, type AuditQuery } from './audit-repo.js';
+export { ChangeLogRepo, CHANGE_KINDS, type ChangeKind, type ChangeRecord, type LoggedChange, type StreamHead } from './changelog-repo.js';
+export { IntentsRepo, type Intent } from './intents-repo.js';
+export { AppliedRepo, type AppliedOutcome, type AppliedRecord } from './applied-repo.js';
+export { TransportKeysRepo, type PeerTransportKey } from './transport-keys-repo.js';

@@ -15,13 +15,17 @@ import path from 'node:path';
 import type { Database } from 'better-sqlite3';
 import { InternalError, NhrError, StateOpenFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
+import { AppliedRepo } from './applied-repo.js';
 import { AuditRepo } from './audit-repo.js';
+import { ChangeLogRepo } from './changelog-repo.js';
 import { EpochsRepo } from './epochs-repo.js';
 import { MembersRepo } from './members-repo.js';
 import { applyMigrations, defaultMigrationsDir, loadMigrations, schemaVersion } from './migrate.js';
 import { PositionsRepo } from './positions-repo.js';
+import { IntentsRepo } from './intents-repo.js';
 import { RolesRepo } from './roles-repo.js';
 import { openDatabase, pragma } from './sqlite.js';
+import { TransportKeysRepo } from './transport-keys-repo.js';
 
 export const STATE_DB_FILE = 'state.db';
 
@@ -43,6 +47,10 @@ interface Open {
   positions: PositionsRepo;
   members: MembersRepo;
   audit: AuditRepo;
+  changelog: ChangeLogRepo;
+  intents: IntentsRepo;
+  applied: AppliedRepo;
+  transportKeys: TransportKeysRepo;
 }
 
 export class StateStore {
@@ -99,6 +107,10 @@ export class StateStore {
       positions: new PositionsRepo(db, this.now),
       members: new MembersRepo(db, this.now),
       audit: new AuditRepo(db, this.now),
+      changelog: new ChangeLogRepo(db, this.now),
+      intents: new IntentsRepo(db, this.now),
+      applied: new AppliedRepo(db, this.now),
+      transportKeys: new TransportKeysRepo(db, this.now),
     };
     return this;
   }
@@ -137,6 +149,22 @@ export class StateStore {
   }
   get audit(): AuditRepo {
     return this.open_.audit;
+  }
+  /** Streaming: the primary's change log and stream heads. */
+  get changelog(): ChangeLogRepo {
+    return this.open_.changelog;
+  }
+  /** Streaming: mutations forwarded by the gateway whose outcome is not recorded yet. */
+  get intents(): IntentsRepo {
+    return this.open_.intents;
+  }
+  /** Streaming: the replica's applied changes and stream position. */
+  get applied(): AppliedRepo {
+    return this.open_.applied;
+  }
+  /** Streaming: peers' published transport keys. */
+  get transportKeys(): TransportKeysRepo {
+    return this.open_.transportKeys;
   }
 
   /** Current schema version (the highest applied migration). */

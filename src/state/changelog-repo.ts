@@ -1,0 +1,167 @@
+/**
+ * The `change_log` and `stream_heads` tables (streaming): the primary's numbered changes per namespace, and the last
+ * sequence number allocated. Rows hold public fields and envelopes only, never key material in the clear.
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import { prepare } from './sqlite.js';
+
+export const CHANGE_KINDS = [
+  'key-imported',
+  'key-deleted',
+  'key-moved',
+  'cert-set',
+  'cert-removed',
+  'tag-added',
+  'tag-removed',
+  'label-set',
+  'label-removed',
+  'catchup',
+] as const;
+export type ChangeKind = (typeof CHANGE_KINDS)[number];
+
+/** What a change says, as stored: `detail` holds the kind's public fields, `envelopes` site → envelope (imports). */
+export interface ChangeRecord {
+  readonly kind: ChangeKind;
+  readonly keyId?: string;
+  readonly ref: string;
+  readonly detail: Readonly<Record<string, unknown>>;
+  readonly envelopes?: Readonly<Record<string, unknown>>;
+}
+
+export interface LoggedChange extends ChangeRecord {
+  readonly namespace: string;
+  readonly epoch: number;
+  readonly seq: number;
+  readonly createdAt: number;
+}
+
+export interface StreamHead {
+  readonly epoch: number;
+  readonly seq: number;
+}
+
+interface Raw {
+  namespace: string;
+  seq: number;
+  epoch: number;
+  kind: ChangeKind;
+  key_id: string | null;
+  ref: string;
+  detail: string;
+  envelopes: string | null;
+  created_at: number;
+}
+
+const toChange = (r: Raw): LoggedChange => ({
+  namespace: r.namespace,
+  epoch: r.epoch,
+  seq: r.seq,
+  kind: r.kind,
+  ...(r.key_id !== null ? { keyId: r.key_id } : {}),
+  ref: r.ref,
+  detail: JSON.parse(r.detail) as Record<string, unknown>,
+  ...(r.envelopes !== null ? { envelopes: JSON.parse(r.envelopes) as Record<string, unknown> } : {}),
+  createdAt: r.created_at,
+});
+
+export class ChangeLogRepo {
+  private readonly sHead: Statement<[string], { epoch: number; seq: number }>;
+  private readonly sFloor: Statement<[string], { seq: number | null }>;
+  private readonly sSetHead: Statement<Record<string, unknown>>;
+  private readonly sInsert: Statement<Record<string, unknown>>;
+  private readonly sAfter: Statement<[string, number, number, number], Raw>;
+  private readonly sGet: Statement<[string, number], Raw>;
+  private readonly sOldest: Statement<[string, number], { seq: number | null }>;
+  private readonly sPruneAge: Statement<[number]>;
+  private readonly sPruneCount: Statement<[number]>;
+  private readonly sCount: Statement<[string], { n: number }>;
+
+  constructor(
+    private readonly db: Database,
+    private readonly now: () => number,
+  ) {
+    this.sHead = prepare(db, 'SELECT epoch, seq FROM stream_heads WHERE namespace = ?');
+    this.sFloor = prepare(db, 'SELECT max(seq) AS seq FROM replica_positions WHERE namespace = ?');
+    this.sSetHead = prepare(
+      db,
+      `INSERT INTO stream_heads (namespace, epoch, seq, updated_at) VALUES (@namespace, @epoch, @seq, @at)
+       ON CONFLICT (namespace) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, updated_at = excluded.updated_at`,
+    );
+    this.sInsert = prepare(
+      db,
+      `INSERT INTO change_log (namespace, seq, epoch, kind, key_id, ref, detail, envelopes, created_at)
+       VALUES (@namespace, @seq, @epoch, @kind, @keyId, @ref, @detail, @envelopes, @at)`,
+    );
+    this.sAfter = prepare(db, 'SELECT * FROM change_log WHERE namespace = ? AND epoch = ? AND seq > ? ORDER BY seq LIMIT ?');
+    this.sGet = prepare(db, 'SELECT * FROM change_log WHERE namespace = ? AND seq = ?');
+    this.sOldest = prepare(db, 'SELECT min(seq) AS seq FROM change_log WHERE namespace = ? AND epoch = ?');
+    this.sPruneAge = prepare(db, 'DELETE FROM change_log WHERE created_at < ?');
+    this.sPruneCount = prepare(
+      db,
+      `DELETE FROM change_log WHERE (namespace, seq) IN (
+         SELECT namespace, seq FROM (
+           SELECT namespace, seq, row_number() OVER (PARTITION BY namespace ORDER BY seq DESC) AS rn FROM change_log
+         ) WHERE rn > ?)`,
+    );
+    this.sCount = prepare(db, 'SELECT count(*) AS n FROM change_log WHERE namespace = ?');
+  }
+
+  /**
+   * The head of `namespace` as seen at `epoch`: the last seq allocated at that epoch, or, before the epoch's first
+   * change (a promote here), the highest seq this site allocated or applied for the namespace, so numbering continues
+   * from where the previous primary left off. `{ epoch, seq: 0 }` for a namespace that never had a change.
+   */
+  head(namespace: string, epoch: number): StreamHead {
+    const h = this.sHead.get(namespace);
+    if (h && h.epoch === epoch) return { epoch, seq: h.seq };
+    const floor = this.sFloor.get(namespace)?.seq ?? 0;
+    return { epoch, seq: Math.max(h?.seq ?? 0, floor) };
+  }
+
+  /** Appends one change at `epoch` with the next seq, in one transaction. Returns it as stored. */
+  append(namespace: string, epoch: number, change: ChangeRecord): LoggedChange {
+    const run = this.db.transaction((): LoggedChange => {
+      const seq = this.head(namespace, epoch).seq + 1;
+      const at = this.now();
+      this.sInsert.run({
+        namespace,
+        seq,
+        epoch,
+        kind: change.kind,
+        keyId: change.keyId ?? null,
+        ref: change.ref,
+        detail: JSON.stringify(change.detail),
+        envelopes: change.envelopes ? JSON.stringify(change.envelopes) : null,
+        at,
+      });
+      this.sSetHead.run({ namespace, epoch, seq, at });
+      return { namespace, epoch, seq, createdAt: at, ...change };
+    });
+    return this.db.inTransaction ? run() : run.immediate();
+  }
+
+  /** Up to `limit` changes of `epoch` with seq > `afterSeq`, in order. */
+  after(namespace: string, epoch: number, afterSeq: number, limit = 100): LoggedChange[] {
+    return this.sAfter.all(namespace, epoch, afterSeq, limit).map(toChange);
+  }
+
+  get(namespace: string, seq: number): LoggedChange | undefined {
+    const r = this.sGet.get(namespace, seq);
+    return r ? toChange(r) : undefined;
+  }
+
+  /** The lowest seq of `epoch` still retained, or undefined when none is. */
+  oldest(namespace: string, epoch: number): number | undefined {
+    return this.sOldest.get(namespace, epoch)?.seq ?? undefined;
+  }
+
+  count(namespace: string): number {
+    return this.sCount.get(namespace)?.n ?? 0;
+  }
+
+  /** Retention: drops changes older than `maxAgeMs` and, per namespace, all but the newest `maxChanges`. Returns rows dropped. */
+  prune(maxAgeMs: number, maxChanges: number): number {
+    const run = this.db.transaction(() => this.sPruneAge.run(this.now() - maxAgeMs).changes + this.sPruneCount.run(maxChanges).changes);
+    return run.immediate();
+  }
+}

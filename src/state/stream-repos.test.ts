@@ -1,0 +1,126 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { StateStore } from './store.js';
+
+let dir: string;
+let store: StateStore;
+let clock = 1_000;
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'nhr-stream-state-'));
+  clock = 1_000;
+  store = StateStore.inDir(path.join(dir, 'state'), { now: () => clock }).open();
+  store.roles.insert({ namespace: 'payments', role: 'primary', epoch: 1, primarySite: 'berlin' });
+  store.roles.insert({ namespace: 'hr', role: 'primary', epoch: 1, primarySite: 'berlin' });
+});
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const del = (keyId: string, ref = `r-${keyId}`) => ({ kind: 'key-deleted' as const, keyId, ref, detail: {} });
+
+describe('change log', () => {
+  it('numbers changes 1, 2, 3 per namespace and reads them back in order', () => {
+    expect(store.changelog.head('payments', 1)).toEqual({ epoch: 1, seq: 0 });
+    store.changelog.append('payments', 1, del('a'));
+    store.changelog.append('hr', 1, del('x'));
+    const c = store.changelog.append('payments', 1, { kind: 'tag-added', keyId: 'a', ref: 'r2', detail: { tag: 't1' } });
+    expect(c.seq).toBe(2);
+    expect(store.changelog.after('payments', 1, 0).map((x) => [x.seq, x.kind, x.keyId, x.detail])).toEqual([
+      [1, 'key-deleted', 'a', {}],
+      [2, 'tag-added', 'a', { tag: 't1' }],
+    ]);
+    expect(store.changelog.after('payments', 1, 1, 10)).toHaveLength(1);
+    expect(store.changelog.head('hr', 1).seq).toBe(1);
+  });
+
+  it('keeps seq increasing across epochs, from the replica position after a promote', () => {
+    store.changelog.append('payments', 1, del('a'));
+    store.positions.recordSyncOk('payments', 'hamburg', { epoch: 1, seq: 40, takenAt: 1, durationMs: 1 });
+    expect(store.changelog.head('payments', 2)).toEqual({ epoch: 2, seq: 40 });
+    expect(store.changelog.append('payments', 2, del('b')).seq).toBe(41);
+    expect(store.changelog.after('payments', 1, 0).map((c) => c.seq)).toEqual([1]);
+    expect(store.changelog.after('payments', 2, 0).map((c) => c.seq)).toEqual([41]);
+  });
+
+  it('prunes by age and by count but never lowers the head', () => {
+    for (let i = 0; i < 5; i++) {
+      clock = 1_000 + i * 1_000;
+      store.changelog.append('payments', 1, del(`k${i}`));
+    }
+    clock = 6_000;
+    expect(store.changelog.prune(3_500, 100)).toBe(2); // created at 1000 and 2000
+    expect(store.changelog.oldest('payments', 1)).toBe(3);
+    expect(store.changelog.prune(1_000_000, 1)).toBe(2);
+    expect(store.changelog.after('payments', 1, 0).map((c) => c.seq)).toEqual([5]);
+    expect(store.changelog.prune(0, 1)).toBe(1);
+    expect(store.changelog.oldest('payments', 1)).toBeUndefined();
+    expect(store.changelog.append('payments', 1, del('z')).seq).toBe(6);
+  });
+
+  it('stores envelopes apart from the public detail', () => {
+    const env = { site: 'hamburg', ciphertext: 'AAAA' };
+    store.changelog.append('payments', 1, { kind: 'key-imported', keyId: 'k', ref: 'r', detail: {}, envelopes: { hamburg: env } });
+    expect(store.changelog.get('payments', 1)?.envelopes).toEqual({ hamburg: env });
+  });
+});
+
+describe('intents', () => {
+  it('opens, lists oldest first, and removes', () => {
+    store.intents.open({ id: 'i1', namespace: 'payments', epoch: 1, kind: 'key-deleted', keyId: 'a', detail: {} });
+    clock = 2_000;
+    store.intents.open({ id: 'i2', namespace: 'hr', epoch: 1, kind: 'label-set', keyId: 'b', detail: { label: 'x' } });
+    expect(store.intents.list().map((i) => [i.id, i.ref, i.kind])).toEqual([
+      ['i1', 'i1', 'key-deleted'],
+      ['i2', 'i2', 'label-set'],
+    ]);
+    expect(store.intents.get('i2')?.detail).toEqual({ label: 'x' });
+    expect(store.intents.remove('i1')).toBe(true);
+    expect(store.intents.remove('i1')).toBe(false);
+    expect(() => store.intents.open({ id: 'i2', namespace: 'hr', epoch: 1, kind: 'catchup', detail: {} })).toThrow();
+  });
+});
+
+describe('applied changes', () => {
+  const rec = (seq: number, changedAt = 500) => ({ namespace: 'payments', sourceSite: 'hamburg', epoch: 1, seq, kind: 'key-deleted', keyId: 'a', outcome: 'applied' as const, changedAt });
+
+  it('records a change and its position together, and refuses the same change twice', () => {
+    store.applied.record(rec(1));
+    store.applied.record(rec(2, 700));
+    expect(store.applied.has('payments', 1, 2)).toBe(true);
+    expect(store.positions.get('payments', 'hamburg')).toMatchObject({ epoch: 1, seq: 2, positionTakenAt: 700 });
+    expect(() => store.applied.record(rec(2, 900))).toThrow();
+    expect(store.positions.get('payments', 'hamburg')).toMatchObject({ seq: 2, positionTakenAt: 700 });
+    expect(store.applied.count('payments')).toBe(2);
+  });
+
+  it('moves the lag basis on a heartbeat only when caught up', () => {
+    store.applied.record(rec(3));
+    expect(store.applied.caughtUp('payments', 'hamburg', 1, 4, 2_000)).toBe(false);
+    expect(store.applied.caughtUp('payments', 'hamburg', 1, 3, 2_000)).toBe(true);
+    expect(store.positions.get('payments', 'hamburg')?.positionTakenAt).toBe(2_000);
+  });
+
+  it('rolls back the record when the surrounding transaction fails', () => {
+    expect(() =>
+      store.transaction(() => {
+        store.applied.record(rec(1));
+        throw new Error('effect failed');
+      }),
+    ).toThrow('effect failed');
+    expect(store.applied.has('payments', 1, 1)).toBe(false);
+    expect(store.positions.get('payments', 'hamburg')).toBeUndefined();
+  });
+});
+
+describe('peer transport keys', () => {
+  it('keeps the last published key per site', () => {
+    store.transportKeys.save({ site: 'hamburg', keyId: 'k1', publicKeyPem: 'PEM1', fingerprint: 'f1' });
+    clock = 5_000;
+    store.transportKeys.save({ site: 'hamburg', keyId: 'k2', publicKeyPem: 'PEM2', fingerprint: 'f2' });
+    expect(store.transportKeys.get('hamburg')).toEqual({ site: 'hamburg', keyId: 'k2', publicKeyPem: 'PEM2', fingerprint: 'f2', fetchedAt: 5_000 });
+    expect(store.transportKeys.get('paris')).toBeUndefined();
+  });
+});
