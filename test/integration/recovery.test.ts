@@ -1,0 +1,58 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Lab } from '../../src/lab/lab.js';
+import type { NetHsmClient } from '../../src/nethsm/client.js';
+import { waitFor } from '../helpers/wait.js';
+
+async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+describe('member recovery and shutdown', () => {
+  let lab: Lab | undefined;
+  afterEach(async () => {
+    await lab?.close();
+    lab = undefined;
+  });
+
+  it('marks an unreachable primary, retries it at the interval, and resumes syncing by itself when it answers again', async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], retryInterval: '200ms' });
+    await lab.startDaemons();
+    const a = lab.site('a');
+    const b = lab.site('b');
+    await b.daemon!.syncer.sync('alpha', { actor: 'test' });
+    await a.stopDaemon();
+    await expect(b.daemon!.syncer.sync('alpha', { actor: 'test' })).rejects.toMatchObject({ code: 'NHR_ERR_PEER_UNREACHABLE' });
+    await waitFor(() => b.daemon!.ctx.monitor.get('a')!.attempts >= 2, 'retries of a', 10_000);
+    const down = b.daemon!.ctx.monitor.get('a')!;
+    expect(down.status).toBe('unreachable');
+    expect(down.lastErrorCode).toBe('NHR_ERR_PEER_UNREACHABLE');
+    expect(b.daemon!.ctx.store.members.get('a')).toMatchObject({ status: 'unreachable' });
+    expect(await b.registry.metrics()).toMatch(/nethsm_replicator_member_up\{member="a"\} 0/);
+
+    // While a was away its NetHSM took a write; when its daemon is back, b resumes by itself.
+    await use(a.nsAdmin('alpha'), (c) => c.generateKey({ id: 'while-away', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    await a.startDaemon();
+    await waitFor(() => b.daemon!.ctx.monitor.get('a')!.status === 'ok', 'a to recover', 10_000);
+    await waitFor(async () => (await use(b.nsOperator('alpha'), (c) => c.listKeys())).includes('while-away'), 'b to resync', 10_000);
+    expect(b.daemon!.ctx.store.positions.get('alpha', 'a')?.lastSyncOutcome).toBe('ok');
+  });
+
+  it('lets an in-flight sync finish before it stops (SIGTERM path)', async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], latency: { 'restore-per-entry': 40 } });
+    await lab.startDaemons();
+    const b = lab.site('b');
+    const syncing = b.daemon!.syncer.sync('alpha', { actor: 'test' });
+    await waitFor(() => b.daemon!.syncer.isBusy('alpha'), 'the sync to start');
+    const ctx = b.daemon!.ctx;
+    await b.stopDaemon();
+    await expect(syncing).resolves.toMatchObject({ outcome: 'applied' });
+    // The store was closed only after the sync recorded its position.
+    ctx.store.open();
+    expect(ctx.store.positions.get('alpha', 'a')?.lastSyncOutcome).toBe('ok');
+    ctx.store.close();
+  });
+});
