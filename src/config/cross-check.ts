@@ -27,6 +27,8 @@ function checkSites(raw: Raw): string[] {
     const name = str(obj(p)?.name);
     if (name === undefined) return;
     if (name === site) problems.push(`peers[${i}].name "${name}" is this site's own name (site)`);
+    // Member health and metrics call this site's own NetHSM "nethsm".
+    if (name === 'nethsm') problems.push(`peers[${i}].name "nethsm" is reserved for this site's NetHSM; name the peer after its site`);
     const first = seen.get(name);
     if (first !== undefined) problems.push(`peers[${i}].name "${name}" is already used by peers[${first}]`);
     else seen.set(name, i);

@@ -236,6 +236,7 @@ describe('parseConfig: one rule at a time', () => {
   it('requires unique peer names distinct from this site', () => {
     expectProblem((d) => d.peers.push({ name: 'hamburg', url: 'https://x.example' }), 'peers[1].name "hamburg" is already used by peers[0]');
     expectProblem((d) => (d.peers[0].name = 'berlin'), 'peers[0].name "berlin" is this site\'s own name (site)');
+    expectProblem((d) => (d.peers[0].name = 'nethsm'), 'peers[0].name "nethsm" is reserved for this site\'s NetHSM; name the peer after its site');
   });
 
   it('validates site and peer names by the NetHSM id rule', () => {
