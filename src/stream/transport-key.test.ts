@@ -109,6 +109,21 @@ describe('TransportKey', () => {
   });
 });
 
+describe('TransportKey.check', () => {
+  it('proves the unwrap path through the NetHSM', async () => {
+    const t = tk('tkcheck');
+    await expect(t.check()).rejects.toThrow(InternalError);
+    await t.ensure();
+    await t.check();
+  });
+
+  it('fails with the NetHSM answer when the Operator account cannot decrypt', async () => {
+    const t = new TransportKey({ site: 'alpha', keyId: 'tkcheck', admin, operator: admin, bits: 2048 });
+    await t.ensure();
+    await expect(t.check()).rejects.toMatchObject({ code: 'NHR_ERR_NETHSM_HTTP', status: 403 });
+  });
+});
+
 describe('transportKeyInfoSchema', () => {
   let info: TransportKeyInfo;
   beforeAll(async () => {

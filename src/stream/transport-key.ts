@@ -8,7 +8,7 @@
  * (NIST SP 800-57: 2048 is acceptable only until 2030). The cost is one private-key operation per streamed import at the
  * receiving site, about 3× an RSA-2048 decrypt and small next to the import itself; generation happens once.
  */
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { constants, createHash, createPublicKey, publicEncrypt, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { InternalError, NetHsmHttpError, TransportKeyInvalidError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -160,6 +160,27 @@ export class TransportKey {
    */
   async unwrap(wrapped: Buffer): Promise<Buffer> {
     return this.#operator.decrypt(this.keyId, 'OAEP_SHA256', wrapped);
+  }
+
+  /**
+   * Proves the whole unwrap path once (e.g. at start-up, after ensure()): wraps 32 random bytes to the public half and
+   * unwraps them through the NetHSM as the Operator. Throws TransportKeyInvalidError if the result differs, the NetHSM's
+   * error (wrong Operator credentials or role: 401/403) otherwise. Counts one operation on the key.
+   */
+  async check(): Promise<void> {
+    const info = this.publicInfo();
+    const probe = randomBytes(32);
+    let back: Buffer | undefined;
+    try {
+      const wrapped = publicEncrypt({ key: info.publicKeyPem, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, probe);
+      back = await this.unwrap(wrapped);
+      if (back.length !== probe.length || !timingSafeEqual(back, probe)) {
+        throw new TransportKeyInvalidError(`transport key "${this.keyId}" did not unwrap what was wrapped to its public half`, this.#ctx());
+      }
+    } finally {
+      probe.fill(0);
+      back?.fill(0);
+    }
   }
 
   async #read(): Promise<{ type: string; mechanisms: readonly string[] } | undefined> {
