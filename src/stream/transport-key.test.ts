@@ -109,6 +109,19 @@ describe('TransportKey', () => {
   });
 });
 
+describe('TransportKey after its key is moved away (rotation)', () => {
+  it('reports the missing key on unwrap, and ensure() makes a new one with a new fingerprint', async () => {
+    const t = tk('tkrot');
+    await t.ensure();
+    const old = t.publicInfo();
+    await admin.moveKey('tkrot', 'tkrot-old');
+    await expect(t.unwrap(randomBytes(256))).rejects.toThrow(/transport key "tkrot" is no longer in the NetHSM/);
+    await t.ensure();
+    expect(t.publicInfo().fingerprint).not.toBe(old.fingerprint);
+    await t.check();
+  });
+});
+
 describe('TransportKey.check', () => {
   it('proves the unwrap path through the NetHSM', async () => {
     const t = tk('tkcheck');

@@ -156,10 +156,21 @@ export class TransportKey {
 
   /**
    * Unwraps a wrapped AES key through the NetHSM (decrypt OAEP_SHA256 as the root Operator). The caller zeroes the
-   * result. NetHSM errors propagate (a 400 means the wrapped key is not for this key or was altered).
+   * result. A 404 (the key was deleted or moved under the daemon) is a TransportKeyInvalidError; other NetHSM errors
+   * propagate (a 400 means the wrapped key is not for this key or was altered).
    */
   async unwrap(wrapped: Buffer): Promise<Buffer> {
-    return this.#operator.decrypt(this.keyId, 'OAEP_SHA256', wrapped);
+    try {
+      return await this.#operator.decrypt(this.keyId, 'OAEP_SHA256', wrapped);
+    } catch (err) {
+      if (err instanceof NetHsmHttpError && err.status === 404) {
+        throw new TransportKeyInvalidError(`transport key "${this.keyId}" is no longer in the NetHSM (deleted or moved); ensure() creates a new one`, {
+          ...this.#ctx(),
+          cause: err,
+        });
+      }
+      throw err;
+    }
   }
 
   /**
