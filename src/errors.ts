@@ -501,6 +501,18 @@ export class TransportKeyInvalidError extends NhrError {
     'Delete or rename that root key on the NetHSM (docs/key-material.md), or configure another transport key id; the daemon then creates it.';
 }
 
+/** A stream change that does not follow the replica's position (gap, other epoch): refused, nothing applied. */
+export class StreamOutOfOrderError extends NhrError {
+  static override readonly code = 'NHR_ERR_STREAM_OUT_OF_ORDER';
+  static override readonly defaultHint = 'Nothing to do: the replica reconnects from its stored position, or takes a snapshot when the primary no longer has it.';
+}
+
+/** A stream change the replica's NetHSM refused (not a transient failure): nothing recorded; the replica takes a snapshot. */
+export class StreamApplyFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STREAM_APPLY_FAILED';
+  static override readonly defaultHint = "Check the replication account's role in the namespace on this NetHSM; the daemon falls back to a snapshot of the namespace.";
+}
+
 /** A replicated `POST /keys/generate` body the NetHSM would refuse; `status` and `message` are the NetHSM's answer. */
 export class GenerateRequestInvalidError extends NhrError {
   static override readonly code = 'NHR_ERR_KEYGEN_REQUEST_INVALID';
@@ -567,6 +579,8 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   GatewayCaptureFailedError,
   EnvelopeInvalidError,
   TransportKeyInvalidError,
+  StreamOutOfOrderError,
+  StreamApplyFailedError,
   GenerateRequestInvalidError as unknown as typeof NhrError,
 ];
 

@@ -16,6 +16,8 @@ import { Device } from '../replicator/device.js';
 import type { WriteHold } from '../replicator/snapshot-apply.js';
 import type { WorkDir } from '../replicator/workdir.js';
 import type { StateStore } from '../state/store.js';
+import type { StreamStatusView } from './status.js';
+import { Mutex } from '../util/mutex.js';
 
 export interface SiteContext {
   readonly config: ReplicatorConfig;
@@ -39,6 +41,22 @@ export interface SiteContext {
   gate?: WriteHold;
   /** Namespace → replication account id without the `<ns>~` prefix. */
   readonly replicationUserIds: ReadonlyMap<string, string>;
+  /** The namespace's apply lock: snapshot syncs and stream changes take it, so they never interleave. */
+  readonly applyLock: (namespace: string) => Mutex;
+  /** The stream's view of a namespace, for status (set by the daemon). */
+  streamStatus?: (namespace: string) => StreamStatusView | null;
+  /** Told after every role change of a namespace (the stream re-checks its connections). */
+  roleChanged?: (namespace: string) => void;
+}
+
+/** One apply lock per namespace, created on first use. */
+export function applyLocks(): (namespace: string) => Mutex {
+  const locks = new Map<string, Mutex>();
+  return (ns) => {
+    let m = locks.get(ns);
+    if (!m) locks.set(ns, (m = new Mutex()));
+    return m;
+  };
 }
 
 /** The member name of this site's own NetHSM in the member monitor and metrics. */

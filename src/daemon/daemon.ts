@@ -24,7 +24,8 @@ import { ensureNamespace } from '../roles/apply.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { StateStore } from '../state/store.js';
 import { createAdminHandlers } from './admin-handlers.js';
-import { createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, nethsmTrust, replicationUserIds, type SiteContext } from './context.js';
+import { StreamService } from '../stream/service.js';
+import { applyLocks, createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, nethsmTrust, replicationUserIds, type SiteContext } from './context.js';
 import { Failover } from './failover.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus } from './peer-watch.js';
@@ -38,12 +39,15 @@ export interface DaemonOptions {
   registry?: Registry;
   /** KDF parameters for device backups and snapshots; production unless a test or the demo says otherwise. */
   scrypt?: ScryptParams;
+  /** Transport key size when the daemon creates it (default 3072; tests pass 2048 for speed). */
+  transportKeyBits?: 2048 | 3072 | 4096;
 }
 
 export class Daemon {
   readonly ctx: SiteContext;
   readonly syncer: NamespaceSync;
   readonly failover: Failover;
+  readonly stream: StreamService;
   private readonly peerServer: PeerServer;
   private readonly adminServer: AdminServer;
   private readonly healthServer: HealthServer;
@@ -80,6 +84,29 @@ export class Daemon {
       replicationPassphrase: secrets.replication.passphrase,
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
       replicationUserIds: replicationUserIds(config),
+      applyLock: applyLocks(),
+    };
+    this.stream = new StreamService({
+      ctx: this.ctx,
+      secrets,
+      lock: this.ctx.applyLock,
+      snapshot: async (ns, reason) => void (await this.syncer.sync(ns, { actor: `stream (${reason.slice(0, 80)})` })),
+      ...(options.transportKeyBits ? { transportKeyBits: options.transportKeyBits } : {}),
+    });
+    this.ctx.roleChanged = (ns) => this.stream.roleChanged(ns);
+    this.ctx.streamStatus = (ns) => {
+      const s = this.stream.status(ns);
+      if (!s) return null;
+      return {
+        state: s.state,
+        position: s.position,
+        head: s.head,
+        changesBehind: s.changesBehind,
+        lagSeconds: s.lagSeconds,
+        lastHeartbeat: s.lastHeartbeatAt === null ? null : new Date(s.lastHeartbeatAt).toISOString(),
+        lastErrorCode: s.lastError?.code ?? null,
+        lastError: s.lastError?.message ?? null,
+      };
     };
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
     if (this.gateway) this.ctx.gate = this.gateway.gate;
@@ -94,7 +121,7 @@ export class Daemon {
       port: config.peerApi.listen.port,
       tls: { certPem: readFileSync(config.tls.certFile, 'utf8'), keyPem: readFileSync(config.tls.keyFile, 'utf8'), caPem: readFileSync(config.tls.caFile, 'utf8') },
       peers: config.peers.map((p) => ({ name: p.name, ...(p.fingerprint256 ? { fingerprint256: p.fingerprint256 } : {}) })),
-      handlers: createPeerHandlers(this.ctx, this.failover, this.syncer),
+      handlers: createPeerHandlers(this.ctx, this.failover, this.syncer, this.stream),
       logger: this.log,
     });
     this.adminServer = new AdminServer({
@@ -139,6 +166,7 @@ export class Daemon {
         ctx.metrics.setReplicaDataTime(n.name, pos?.positionTakenAt !== undefined ? pos.positionTakenAt / 1000 : null);
       }
       await this.peerServer.start();
+      await this.stream.start();
       await this.gateway?.start();
       await this.adminServer.start();
       this.healthPort = (await this.healthServer.start()).port;
@@ -165,6 +193,7 @@ export class Daemon {
     await this.healthServer.close().catch(() => undefined);
     await this.adminServer.close();
     await this.gateway?.close();
+    await this.stream.close();
     await this.peerServer.close();
     await this.syncer.drain();
     await this.failover.drain();
@@ -203,6 +232,7 @@ export class Daemon {
       tls: { certPem: readFileSync(g.certFile, 'utf8'), keyPem: readFileSync(g.keyFile, 'utf8') },
       nethsm: { url: config.nethsm.url, tls: nethsmTrust(config) },
       gate,
+      observer: this.stream.capture,
       roles: {
         roleOf: (namespace) => {
           const row = this.ctx.store.isOpen ? this.ctx.store.roles.get(namespace) : undefined;

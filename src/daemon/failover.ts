@@ -51,6 +51,7 @@ export class Failover {
     const peerEpochs = await this.peerEpochs(namespace);
     const change = decidePromote(ctx.store, namespace, { localSite: ctx.site, force: opts.force, maxLagMs: nsConfig.maxLagForPromoteMs, peerEpochs });
     const row = applyRoleChange(ctx.store, change, opts.actor);
+    ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, 'primary', row.epoch);
     ctx.metrics.promotionsTotal.inc({ namespace });
     ctx.metrics.setReplicaDataTime(namespace, null);
@@ -82,9 +83,10 @@ export class Failover {
     if (!to || !ctx.peers.has(to)) {
       throw new InputInvalidError(`demote needs --to <site>, one of: ${[...ctx.peers.keys()].join(', ') || '(no peers)'}`, { namespace });
     }
-    const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch);
+    const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch, ctx.store.changelog.head(namespace, row.epoch).seq);
     await rename(snap.file, ctx.work.handoffOf(namespace));
     applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
+    ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, 'replica', row.epoch);
     ctx.log.info({ namespace, to, epoch: row.epoch, actor: opts.actor }, 'namespace demoted; handing over');
     await this.stripAdministrators(namespace);
@@ -125,6 +127,7 @@ export class Failover {
     }
     const change = obs.change!;
     const next = applyRoleChange(ctx.store, change, `peer:${claim.from}`);
+    ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, next.role, next.epoch);
     if (next.role === 'fenced' && row.role === 'primary') {
       ctx.metrics.fencingsTotal.inc({ namespace });
@@ -182,6 +185,7 @@ export class Failover {
     const row = ctx.store.roles.require(namespace);
     if (row.role === 'fenced' && row.primarySite !== ctx.site) {
       const next = applyRoleChange(ctx.store, completeResync(row, ctx.site, { resyncedFrom: row.primarySite }), 'daemon');
+      ctx.roleChanged?.(namespace);
       ctx.metrics.setRole(namespace, next.role, next.epoch);
       ctx.log.info({ namespace, epoch: next.epoch, primary: next.primarySite }, 'resynced; now a replica');
     }

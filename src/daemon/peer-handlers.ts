@@ -10,6 +10,7 @@ import type { NamespaceView } from '../peer/messages.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { VERSION } from '../version.js';
+import type { StreamService } from '../stream/service.js';
 import type { SiteContext } from './context.js';
 import type { Failover } from './failover.js';
 import type { NamespaceSync } from './sync.js';
@@ -18,14 +19,19 @@ export function namespaceViews(ctx: SiteContext): NamespaceView[] {
   return ctx.store.roles.list().map((r) => ({ namespace: r.namespace, role: r.role, epoch: r.epoch, primarySite: r.primarySite }));
 }
 
-export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer: NamespaceSync): PeerHandlers {
+export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer: NamespaceSync, stream: StreamService): PeerHandlers {
   return {
+    transportKey: () => stream.publicTransportKey(),
+
+    changes: async (peer, namespace, after, signal) => stream.feed.open(peer, namespace, after, signal),
+
     status: async () => ({ site: ctx.site, version: VERSION, namespaces: namespaceViews(ctx) }),
 
     snapshot: async (peer, namespace) => {
       const row = ctx.store.roles.require(namespace);
       if (row.role === 'primary' && row.primarySite === ctx.site) {
-        const snap = await takeSnapshot(failover.snapshotDeps(), namespace, row.epoch);
+        // The head is read before the backup: every change numbered up to it is already on the device.
+        const snap = await takeSnapshot(failover.snapshotDeps(), namespace, row.epoch, ctx.store.changelog.head(namespace, row.epoch).seq);
         ctx.log.info({ namespace, peer, entries: snap.entries, bytes: snap.bytes }, 'serving snapshot');
         return { epoch: row.epoch, site: ctx.site, body: streamThenRemove(snap.file) };
       }

@@ -35,6 +35,7 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     lagSeconds: primaryHere || taken === undefined ? null : Math.max(0, (Date.now() - taken) / 1000),
     lagLimitSeconds: cfg.maxLagForPromoteMs / 1000,
     nextScheduledSync: iso(extras?.nextRun(name)?.getTime() ?? null),
+    stream: ctx.streamStatus?.(name) ?? null,
   };
 }
 

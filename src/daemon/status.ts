@@ -21,6 +21,22 @@ export interface NamespaceStatus {
   lagSeconds: number | null;
   lagLimitSeconds: number;
   nextScheduledSync: string | null;
+  /** The change stream: at a replica its puller, at the primary the head of the change log. */
+  stream?: StreamStatusView | null;
+}
+
+export interface StreamStatusView {
+  state: 'idle' | 'connecting' | 'streaming' | 'catching-up' | 'waiting';
+  /** Replica: the position applied; primary: the change log's head. */
+  position: { epoch: number; seq: number } | null;
+  /** Replica: the primary's head at the last heartbeat. */
+  head: { epoch: number; seq: number } | null;
+  changesBehind: number | null;
+  lagSeconds: number | null;
+  /** Replica: the last line (heartbeat or change) received from the primary. */
+  lastHeartbeat: string | null;
+  lastErrorCode: string | null;
+  lastError: string | null;
 }
 
 export interface MemberStatusView {

@@ -76,6 +76,11 @@ export class NamespaceSync {
     const { ctx } = this;
     const peer = ctx.peers.get(primary);
     if (!peer) throw new NamespaceUnknownError(`namespace ${namespace}'s primary ${primary} is not a configured peer`, { namespace, site: primary });
+    return ctx.applyLock(namespace).run(() => this.pullLocked(peer, namespace, primary, localEpoch, req));
+  }
+
+  private async pullLocked(peer: NonNullable<ReturnType<SiteContext['peers']['get']>>, namespace: string, primary: string, localEpoch: number, req: SyncRequest): Promise<SyncResult> {
+    const { ctx } = this;
     const started = Date.now();
     const file = ctx.work.temp(`incoming-${namespace}`);
     ctx.metrics.syncInProgress.set({ namespace }, 1);

@@ -35,7 +35,30 @@ export interface MutationOutcome {
   location?: string;
 }
 
+/**
+ * A request the gateway sends to the NetHSM in place of the client's (replicated generation: the daemon makes the key
+ * and imports it), with the answer the client gets when the NetHSM accepts it. The NetHSM's refusal passes through.
+ */
+export interface Substitution {
+  method: string;
+  /** Below `/api/v1`, percent-encoded. */
+  path: string;
+  /** The substituted call's operation template, as classify() names it (the observer sees it instead of the client's). */
+  operation: string;
+  keyId?: string;
+  contentType: string;
+  /** Zeroed by the gateway once forwarded (it may hold key material). */
+  body: Buffer;
+  answer: { status: number; headers: Record<string, string>; body: Buffer };
+}
+
 export interface MutationObserver {
+  /**
+   * Optional: replaces the client's mutation by another request (called before `begin`, only for calls whose body was
+   * captured). Returns undefined to forward the client's own request. A throw carrying a numeric `status` (4xx) is
+   * answered to the client with that status and the error's message, NetHSM-style; nothing is forwarded.
+   */
+  substitute?(m: MutationStart): Promise<Substitution | undefined>;
   /** Called before forwarding; may throw to refuse the mutation (the gateway answers 503). Returns an opaque intent id. */
   begin(m: MutationStart): Promise<string>;
   /**

@@ -26,7 +26,7 @@ import type { TlsTrust } from '../nethsm/tls-trust.js';
 import { headerValues, parseBasicAuth, type CallerIdentity } from './basic-auth.js';
 import { classify, isKeyBodyOperation, type Classification } from './classify.js';
 import { requestHeadersForUpstream, responseHeadersForClient, VIA_HEADER } from './headers.js';
-import { captureBody, type MutationBody, type MutationObserver } from './observer.js';
+import { captureBody, type MutationBody, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
 import { decide, type Decision, type GatewayOutcome, type NamespaceRoles } from './policy.js';
 import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
@@ -274,45 +274,75 @@ export class GatewayServer {
   async #forward(x: Exchange, up: Upstream, outcome: GatewayOutcome, observe: string | undefined, via?: string, body?: MutationBody): Promise<void> {
     const observer = observe !== undefined && x.caller.kind === 'user' ? this.#options.observer : undefined;
     let intent: string | undefined;
+    let sub: Substitution | undefined;
     if (observer !== undefined && x.caller.kind === 'user') {
+      let start: MutationStart = {
+        namespace: observe!,
+        method: x.req.method ?? 'GET',
+        path: x.path,
+        operation: x.classification.operation,
+        user: x.caller.user,
+        ...(x.classification.keyId !== undefined ? { keyId: x.classification.keyId } : {}),
+        ...(body !== undefined ? { body } : {}),
+      };
+      if (body !== undefined && observer.substitute) {
+        try {
+          sub = await observer.substitute(start);
+        } catch (err) {
+          const status = (err as { status?: unknown }).status;
+          const error = err instanceof NhrError ? err : new InternalError('internal gateway error');
+          this.#local(x, x.req, x.res, { status: typeof status === 'number' && status >= 400 && status < 500 ? status : 500, error }, 'rejected_input');
+          return;
+        }
+        if (sub) start = substituted(start, sub);
+      }
       try {
-        intent = await observer.begin({
-          namespace: observe!,
-          method: x.req.method ?? 'GET',
-          path: x.path,
-          operation: x.classification.operation,
-          user: x.caller.user,
-          ...(x.classification.keyId !== undefined ? { keyId: x.classification.keyId } : {}),
-          ...(body !== undefined ? { body } : {}),
-        });
+        intent = await observer.begin(start);
       } catch (err) {
         const error = new GatewayCaptureFailedError(`the change could not be recorded, so it was not made: ${describe(err)}`, {
           namespace: observe!,
           operation: x.classification.operation,
           cause: err,
         });
+        sub?.body.fill(0);
         this.#local(x, x.req, x.res, { status: 503, error, retryAfterSeconds: this.gate.retryAfterSeconds }, 'refused_capture');
         return;
       }
     }
     const headers = requestHeadersForUpstream(x.req.headers, via);
     let upstreamBody: Buffer | IncomingMessage | undefined;
-    if (body !== undefined) {
+    if (sub !== undefined) {
+      headers['content-type'] = sub.contentType;
+      headers['content-length'] = String(sub.body.length);
+      upstreamBody = sub.body;
+    } else if (body !== undefined) {
       upstreamBody = body.bytes;
     } else if (hasBody(x.req)) {
       upstreamBody = x.req;
     }
     let response;
     try {
-      response = await up.request({ method: x.req.method ?? 'GET', path: x.raw, headers, body: upstreamBody, signal: x.signal });
+      const method = sub?.method ?? x.req.method ?? 'GET';
+      const path = sub ? `/api/v1${sub.path}` : x.raw;
+      response = await up.request({ method, path, headers, body: upstreamBody, signal: x.signal });
     } catch (err) {
       if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
       this.#upstreamFailed(x, up, err);
       return;
+    } finally {
+      sub?.body.fill(0);
     }
     if (intent !== undefined) {
       const location = response.headers['location'];
       await this.#end(observer!, intent, { status: response.statusCode, ...(typeof location === 'string' ? { location } : {}) });
+    }
+    if (sub !== undefined && response.statusCode >= 200 && response.statusCode < 300) {
+      // The NetHSM accepted the substitute (an import): the client gets the answer to the call it made (a generate).
+      await response.body.dump();
+      const a = sub.answer;
+      x.res.writeHead(a.status, { ...a.headers, 'content-length': String(a.body.length) }).end(a.body);
+      this.#report(x, outcome, a.status);
+      return;
     }
     try {
       x.res.writeHead(response.statusCode, responseHeadersForClient(response.headers));
@@ -404,6 +434,30 @@ export class GatewayServer {
       ...extra,
     };
   }
+}
+
+/** What the observer sees of a substituted call: the substitute's method, path, key and body. */
+function substituted(start: MutationStart, sub: Substitution): MutationStart {
+  let json: unknown;
+  try {
+    json = JSON.parse(sub.body.toString('utf8'));
+  } catch {
+    json = undefined;
+  }
+  let path = sub.path;
+  try {
+    path = decodeURIComponent(sub.path);
+  } catch {
+    // Keep the encoded form; ids are plain ASCII anyway.
+  }
+  return {
+    ...start,
+    method: sub.method,
+    path,
+    operation: sub.operation,
+    ...(sub.keyId !== undefined ? { keyId: sub.keyId } : {}),
+    body: { contentType: sub.contentType, bytes: sub.body, ...(json !== undefined ? { json } : {}) },
+  };
 }
 
 function hasBody(req: IncomingMessage): boolean {

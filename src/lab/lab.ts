@@ -24,6 +24,8 @@ import { createCa, issueCert } from '../tls/index.js';
 export interface LabNamespace {
   name: string;
   primary: string;
+  /** `replicated`: the gateway generates keys in the daemon and streams them. */
+  generate?: 'device' | 'replicated';
 }
 
 export interface LabOptions {
@@ -45,6 +47,7 @@ export const LAB_PASSPHRASES = {
   admin: 'lab-admin-passphrase',
   backupUser: 'lab-backup-user-passphrase',
   metrics: 'lab-metrics-passphrase',
+  operator: 'lab-root-operator-passphrase',
   backup: 'lab-device-backup-passphrase',
   replication: 'lab-replication-passphrase',
   nsAdmin: 'lab-namespace-admin-passphrase',
@@ -116,7 +119,7 @@ export class LabSite {
     const secrets = await loadSecrets(this.config, {});
     this.registry = new Registry();
     const logger = this.lab.options.logger?.(this.name) ?? silentLogger;
-    const daemon = new Daemon({ config: this.config, secrets, logger, registry: this.registry, scrypt: TEST_SCRYPT });
+    const daemon = new Daemon({ config: this.config, secrets, logger, registry: this.registry, scrypt: TEST_SCRYPT, transportKeyBits: 2048 });
     await daemon.start();
     this.daemon = daemon;
     return daemon;
@@ -209,6 +212,8 @@ export class Lab {
       await root.provision({ unlockPassphrase: LAB_PASSPHRASES.unlock, adminPassphrase: LAB_PASSPHRASES.admin, systemTime: nowRfc3339() });
       await root.createUser({ realName: 'Backup', role: 'Backup', passphrase: LAB_PASSPHRASES.backupUser }, 'backup');
       await root.createUser({ realName: 'Metrics', role: 'Metrics', passphrase: LAB_PASSPHRASES.metrics }, 'metrics');
+      // The root Operator unwraps stream envelopes with the site's transport key.
+      await root.createUser({ realName: 'Operator', role: 'Operator', passphrase: LAB_PASSPHRASES.operator }, 'operator');
       await root.setBackupPassphrase(LAB_PASSPHRASES.backup, '');
       await this.createNamespaces(root, first!.name);
     } finally {
@@ -260,6 +265,7 @@ nethsm:
     backup: { user: backup, passphrase: ${secret(LAB_PASSPHRASES.backupUser)} }
     admin: { user: admin, passphrase: ${secret(LAB_PASSPHRASES.admin)} }
     metrics: { user: metrics, passphrase: ${secret(LAB_PASSPHRASES.metrics)} }
+    operator: { user: operator, passphrase: ${secret(LAB_PASSPHRASES.operator)} }
 peers:
 ${names
   .filter((n) => n !== name)
@@ -283,10 +289,11 @@ ${(o.namespaces ?? [])
     primary: ${n.primary}
     schedule: "${o.schedule ?? '0 0 1 1 *'}"
     maxLagForPromote: ${o.maxLagForPromote ?? '1h'}
-    replicationUser: { user: "${n.name}~replicator", passphrase: ${secret(LAB_PASSPHRASES.replicator)} }`,
+    replicationUser: { user: "${n.name}~replicator", passphrase: ${secret(LAB_PASSPHRASES.replicator)} }${n.generate ? `\n    generate: ${n.generate}` : ''}`,
   )
   .join('\n')}
 recovery: { retryInterval: ${o.retryInterval ?? '1s'} }
+stream: { heartbeatInterval: 1s, catchupDebounce: 100ms }
 logging: { level: info }
 `;
     await writeFile(path.join(site.dir, 'config.yaml'), yaml, { mode: 0o600 });

@@ -11,6 +11,9 @@ import type { PeerCertificate } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { z } from 'zod';
 import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
+import { ndjsonLines } from '../stream/lines.js';
+import { MAX_LINE_BYTES, formatPosition } from '../stream/protocol.js';
+import { transportKeyInfoSchema, type TransportKeyInfo } from '../stream/transport-key.js';
 import { fingerprintsEqual } from '../tls/fingerprint.js';
 import {
   PEER_API_PREFIX,
@@ -121,6 +124,47 @@ export class PeerClient {
       throw new PeerUnreachableError(`device backup download from ${this.name} broke off after ${bytes} bytes`, { cause, site: this.name });
     }
     return { bytes };
+  }
+
+  /** The peer's transport key (public half), validated: RSA ≥ 2048, fingerprint its own, published for this peer's site. */
+  async transportKey(timeoutMs?: number): Promise<TransportKeyInfo> {
+    const info = await this.json('GET', '/transport-key', undefined, transportKeyInfoSchema, timeoutMs);
+    if (info.site !== this.name) throw new PeerMessageInvalidError(`${this.name} published a transport key for site ${info.site}`, { site: this.name });
+    return info;
+  }
+
+  /**
+   * Opens the namespace's change stream after `after` (undefined: no position yet). Yields raw lines (each at most
+   * MAX_LINE_BYTES; the caller validates them with parseLine). Ends when the peer closes it; throws
+   * PeerUnreachableError when the connection breaks or nothing arrives for `idleTimeoutMs`, PeerRefusedError when the
+   * peer refuses (not primary, bad position), PeerMessageInvalidError for an oversized or non-UTF-8 line.
+   */
+  async changes(namespace: string, after: { epoch: number; seq: number } | undefined, opts: { signal?: AbortSignal; idleTimeoutMs: number }): Promise<AsyncIterable<string>> {
+    const q = after ? `?after=${formatPosition(after)}` : '';
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`${this.base}/namespaces/${encodeURIComponent(namespace)}/changes${q}`, {
+        method: 'GET',
+        dispatcher: this.agent,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: opts.idleTimeoutMs,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+    } catch (cause) {
+      throw connectError(cause, this.name);
+    }
+    if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
+    const site = this.name;
+    return (async function* () {
+      try {
+        yield* ndjsonLines(res.body, MAX_LINE_BYTES, site);
+      } catch (cause) {
+        if (cause instanceof PeerMessageInvalidError) throw cause;
+        throw new PeerUnreachableError(`change stream of ${namespace} from ${site} broke off: ${(cause as Error).message}`, { cause, site, namespace });
+      } finally {
+        res.body.destroy();
+      }
+    })();
   }
 
   async close(): Promise<void> {

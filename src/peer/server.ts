@@ -12,6 +12,8 @@ import { Readable } from 'node:stream';
 import type { z } from 'zod';
 import { NhrError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
+import { parsePosition } from '../stream/protocol.js';
+import type { TransportKeyInfo } from '../stream/transport-key.js';
 import { identifyPeer, type PeerIdentity } from './identity.js';
 import {
   PEER_API_PREFIX,
@@ -37,6 +39,14 @@ export interface PeerHandlers {
   requestSync(peer: string, namespace: string): Promise<{ started: boolean }>;
   /** A full device backup (for a peer's init-replica): streamed, encrypted under the device backup passphrase. */
   deviceBackup(peer: string): Promise<Readable | AsyncIterable<Uint8Array>>;
+  /** This site's transport key (public half), for peers sealing imports to it. */
+  transportKey?(peer: string): Promise<TransportKeyInfo>;
+  /**
+   * The namespace's change stream after `after` (undefined: the peer has no position): NDJSON lines without their
+   * newline, until `signal` aborts (the peer went away, or shutdown) or the stream ends. Throws before the first line
+   * when this site is not the namespace's primary.
+   */
+  changes?(peer: string, namespace: string, after: { epoch: number; seq: number } | undefined, signal: AbortSignal): Promise<AsyncIterable<string>>;
 }
 
 export interface PeerServerOptions {
@@ -113,6 +123,35 @@ export class PeerServer {
     }
   }
 
+  /** A long-lived NDJSON response; ends when the handler's lines end or the peer goes away. */
+  private async streamChanges(peer: string, ns: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = new URL(req.url ?? '/', 'https://peer').searchParams.get('after');
+    const after = raw === null ? undefined : parsePosition(raw);
+    if (raw !== null && after === undefined) throw new BadRequest(400, 'after must be <epoch>.<seq> (whole numbers)');
+    const changes = this.options.handlers.changes;
+    if (!changes) throw new BadRequest(404, 'this site serves no change stream');
+    const abort = new AbortController();
+    const onClose = () => abort.abort();
+    res.on('close', onClose);
+    try {
+      const lines = await changes.call(this.options.handlers, peer, ns, after, abort.signal);
+      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
+      res.flushHeaders();
+      for await (const line of lines) {
+        if (abort.signal.aborted) break;
+        if (!res.write(line + '\n')) await new Promise<void>((resolve) => {
+          const done = () => (res.off('drain', done), res.off('close', done), resolve());
+          res.on('drain', done);
+          res.on('close', done);
+        });
+      }
+      if (!res.destroyed) res.end();
+    } finally {
+      abort.abort();
+      res.off('close', onClose);
+    }
+  }
+
   private async route(peer: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'https://peer').pathname;
     const h = this.options.handlers;
@@ -127,9 +166,18 @@ export class PeerServer {
       await pipeline(body instanceof Readable ? body : Readable.from(body), res);
       return;
     }
-    const m = /^\/peer\/v1\/namespaces\/([^/]+)\/(snapshot|epoch|handoff|sync)$/.exec(path);
+    if (path === `${PEER_API_PREFIX}/transport-key`) {
+      method(req, 'GET');
+      if (!h.transportKey) throw new BadRequest(404, 'this site publishes no transport key');
+      return sendJson(res, 200, await h.transportKey(peer));
+    }
+    const m = /^\/peer\/v1\/namespaces\/([^/]+)\/(snapshot|epoch|handoff|sync|changes)$/.exec(path);
     if (!m) throw new BadRequest(404, `no such peer endpoint: ${path}`);
     const ns = parse(namespaceIdSchema, decodeURIComponent(m[1]!), 'namespace');
+    if (m[2] === 'changes') {
+      method(req, 'GET');
+      return this.streamChanges(peer, ns, req, res);
+    }
     if (m[2] === 'snapshot') {
       method(req, 'GET');
       const snap = await h.snapshot(peer, ns);

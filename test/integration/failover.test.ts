@@ -78,6 +78,8 @@ describe('roles and failover between two sites', () => {
   it('refuses to promote a replica whose last sync failed or that is behind its lag limit, unless forced', async () => {
     const l = await twoSites('1s');
     const b = l.site('b');
+    // A live change stream keeps a replica current (heartbeats move its lag basis): stop the primary's daemon so B falls behind.
+    await l.site('a').stopDaemon();
     await new Promise((r) => setTimeout(r, 1100));
     const err = await b.daemon!.failover.promote('alpha', { force: false, actor: 'op' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RolePromoteRefusedError);

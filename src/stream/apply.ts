@@ -1,0 +1,162 @@
+/**
+ * Applying one stream change at a replica, idempotently: a change already recorded is skipped (`duplicate`); a change
+ * whose effect is already on the device is recorded as `present`; otherwise the effect is made through the API with the
+ * namespace's replication account and recorded as `applied`. The record and the new position are written in one SQLite
+ * transaction after the device answered, so a crash between the two repeats the change, which then finds its effect
+ * present. Imports are opened from their envelope through this site's transport key (the NetHSM unwraps); the
+ * plaintext is zeroed once sent. A change that cannot be carried out through the API here (a key the replica lacks, a
+ * catch-up) returns `catchup` without recording anything: the caller takes a snapshot, whose position covers it.
+ *
+ * Refusals (nothing applied, nothing recorded): another epoch or primary than the replica holds (PeerStaleEpochError),
+ * a gap (StreamOutOfOrderError), an envelope for another site or key (EnvelopeInvalidError), a NetHSM refusal that is
+ * not about the key's presence (StreamApplyFailedError). Transient NetHSM failures propagate unchanged (retry).
+ */
+import { NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamOutOfOrderError } from '../errors.js';
+import type { NetHsmClient, PrivateKey } from '../nethsm/client.js';
+import type { AppliedOutcome } from '../state/applied-repo.js';
+import type { StateStore } from '../state/store.js';
+import { openEnvelope } from './envelope.js';
+import { envelopeContext, type ChangeLine } from './protocol.js';
+
+export interface Unwrapper {
+  keyId: string;
+  fingerprint: string;
+  unwrap(wrapped: Buffer): Promise<Buffer>;
+}
+
+export interface ApplyDeps {
+  /** This site's name (the envelope's addressee). */
+  site: string;
+  store: StateStore;
+  /** The namespace's replication account on this site's NetHSM. */
+  client(namespace: string): NetHsmClient;
+  /** This site's transport key; undefined when it has none (imports then need a snapshot). */
+  transportKey(): Unwrapper | undefined;
+}
+
+export type ApplyResult = { outcome: 'duplicate' } | { outcome: Exclude<AppliedOutcome, 'catchup'> } | { outcome: 'catchup'; reason: string };
+
+export async function applyChange(deps: ApplyDeps, namespace: string, source: string, line: ChangeLine): Promise<ApplyResult> {
+  const { store } = deps;
+  const row = store.roles.require(namespace);
+  const ctx = { namespace, site: source, epoch: row.epoch };
+  if (row.role !== 'replica' || row.primarySite !== source) {
+    throw new PeerStaleEpochError(`change ${line.epoch}.${line.seq} from ${source} refused: namespace ${namespace} is ${row.role} here with primary ${row.primarySite} at epoch ${row.epoch}`, ctx);
+  }
+  if (line.epoch !== row.epoch) {
+    throw new PeerStaleEpochError(`change ${line.epoch}.${line.seq} from ${source} refused: namespace ${namespace} is at epoch ${row.epoch} here`, ctx);
+  }
+  const pos = store.positions.get(namespace, source);
+  if (store.applied.has(namespace, line.epoch, line.seq) || (pos?.epoch === line.epoch && pos.seq !== undefined && line.seq <= pos.seq)) {
+    return { outcome: 'duplicate' };
+  }
+  if (pos?.epoch !== line.epoch || pos.seq === undefined) {
+    throw new StreamOutOfOrderError(`change ${line.epoch}.${line.seq} refused: this replica's position is ${pos?.epoch ?? '-'}.${pos?.seq ?? '-'} (another epoch)`, ctx);
+  }
+  if (line.seq !== pos.seq + 1) {
+    throw new StreamOutOfOrderError(`change ${line.epoch}.${line.seq} refused: expected ${line.epoch}.${pos.seq + 1} next`, ctx);
+  }
+  const effect = await makeEffect(deps, namespace, line);
+  if (effect.outcome === 'catchup') return effect;
+  store.applied.record({
+    namespace,
+    sourceSite: source,
+    epoch: line.epoch,
+    seq: line.seq,
+    kind: line.kind,
+    ...('keyId' in line ? { keyId: line.keyId } : {}),
+    outcome: effect.outcome,
+    changedAt: line.at,
+  });
+  return effect;
+}
+
+type Effect = { outcome: 'applied' | 'present' } | { outcome: 'catchup'; reason: string };
+
+async function makeEffect(deps: ApplyDeps, namespace: string, line: ChangeLine): Promise<Effect> {
+  if (line.kind === 'catchup') return { outcome: 'catchup', reason: line.reason };
+  const c = deps.client(namespace);
+  const missing = (): Effect => ({ outcome: 'catchup', reason: `key ${line.keyId} is not on this replica` });
+  try {
+    switch (line.kind) {
+      case 'key-imported':
+        return await importKey(deps, c, namespace, line);
+      case 'key-deleted':
+        return (await status(() => c.deleteKey(line.keyId), [404])) === 404 ? { outcome: 'present' } : { outcome: 'applied' };
+      case 'key-moved': {
+        const s = await status(() => c.moveKey(line.keyId, line.newId), [404, 409]);
+        if (s === 'ok') return { outcome: 'applied' };
+        const [from, to] = await Promise.all([exists(c, line.keyId), exists(c, line.newId)]);
+        return !from && to ? { outcome: 'present' } : { outcome: 'catchup', reason: `move of ${line.keyId} to ${line.newId} does not fit this replica` };
+      }
+      case 'cert-set': {
+        const data = Buffer.from(line.data, 'base64');
+        if ((await status(() => c.putCert(line.keyId, data), [404, 409])) === 'ok') return { outcome: 'applied' };
+        const have = await c.getCert(line.keyId).catch((err: unknown) => (isStatus(err, 404) ? undefined : Promise.reject(err)));
+        if (have === undefined) return missing();
+        if (have && have.data.equals(data)) return { outcome: 'present' };
+        await c.deleteCert(line.keyId);
+        await c.putCert(line.keyId, data);
+        return { outcome: 'applied' };
+      }
+      case 'cert-removed':
+        return (await status(() => c.deleteCert(line.keyId), [404])) === 'ok' ? { outcome: 'applied' } : (await exists(c, line.keyId)) ? { outcome: 'present' } : missing();
+      case 'tag-added':
+        return (await status(() => c.addKeyTag(line.keyId, line.tag), [404])) === 'ok' ? { outcome: 'applied' } : missing();
+      case 'tag-removed':
+        return (await status(() => c.removeKeyTag(line.keyId, line.tag), [404])) === 'ok' ? { outcome: 'applied' } : (await exists(c, line.keyId)) ? { outcome: 'present' } : missing();
+      case 'label-set':
+        return (await status(() => c.setKeyLabel(line.keyId, line.label), [404])) === 'ok' ? { outcome: 'applied' } : missing();
+      case 'label-removed':
+        return (await status(() => c.removeKeyLabel(line.keyId), [404])) === 'ok' ? { outcome: 'applied' } : missing();
+    }
+  } catch (err) {
+    if (err instanceof NetHsmHttpError && !err.retryable) {
+      throw new StreamApplyFailedError(`change ${line.epoch}.${line.seq} (${line.kind}) refused by this NetHSM: ${err.status} ${err.nethsmMessage ?? ''}`.trim(), {
+        namespace,
+        cause: err,
+        operation: err.operation ?? line.kind,
+      });
+    }
+    throw err;
+  }
+}
+
+async function importKey(deps: ApplyDeps, c: NetHsmClient, namespace: string, line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<Effect> {
+  if (await exists(c, line.keyId)) return { outcome: 'present' };
+  const tk = deps.transportKey();
+  if (!tk) return { outcome: 'catchup', reason: 'this site has no transport key to open imports with' };
+  const plain = await openEnvelope(line.envelope, { site: deps.site, keyId: tk.keyId, fingerprint: tk.fingerprint }, envelopeContext(namespace, line.ref), (w) => tk.unwrap(w));
+  let body: PrivateKey;
+  try {
+    body = JSON.parse(plain.toString('utf8')) as PrivateKey;
+  } catch {
+    throw new StreamApplyFailedError(`change ${line.epoch}.${line.seq}: the opened import body is not JSON`, { namespace });
+  } finally {
+    plain.fill(0);
+  }
+  const s = await status(() => c.importKey(body, line.keyId), [400]);
+  if (s === 'ok') return { outcome: 'applied' };
+  // 400 is also "already exists" (a concurrent apply or a restore); any other 400 is the body's fault.
+  if (await exists(c, line.keyId)) return { outcome: 'present' };
+  throw new StreamApplyFailedError(`change ${line.epoch}.${line.seq}: this NetHSM refused the import of ${line.keyId} (400)`, { namespace });
+}
+
+/** Runs `fn`; `'ok'` on success, the status when the NetHSM answered one of `tolerated`; other errors propagate. */
+async function status(fn: () => Promise<unknown>, tolerated: number[]): Promise<'ok' | number> {
+  try {
+    await fn();
+    return 'ok';
+  } catch (err) {
+    if (err instanceof NetHsmHttpError && tolerated.includes(err.status)) return err.status;
+    throw err;
+  }
+}
+
+async function exists(c: NetHsmClient, keyId: string): Promise<boolean> {
+  return (await status(() => c.getKey(keyId), [404])) === 'ok';
+}
+
+function isStatus(err: unknown, s: number): boolean {
+  return err instanceof NetHsmHttpError && err.status === s;
+}

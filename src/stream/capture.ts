@@ -1,0 +1,267 @@
+/**
+ * Change capture: the gateway's MutationObserver for namespaces primary here. Before a mutation is forwarded it is
+ * recorded as an intent (an import's body already sealed into one envelope per replica site; the plaintext is never
+ * stored); on the NetHSM's 2xx the intent becomes the namespace's next change, otherwise it is dropped. When the
+ * NetHSM's answer is lost (status 0) the device is asked what happened (intent-resolve.ts). Mutations of one key are
+ * serialised (KeyLocks), so the log's order is the device's order. With `generate: replicated`, `POST /keys/generate`
+ * is substituted by a key generated here and imported under the caller's own credentials (`substitute`).
+ */
+import { randomUUID } from 'node:crypto';
+import { GatewayCaptureFailedError } from '../errors.js';
+import type { MutationObserver, MutationOutcome, MutationStart, Substitution } from '../gateway/observer.js';
+import type { Logger } from '../log.js';
+import { isValidId } from '../nethsm/ids.js';
+import type { ChangeKind, LoggedChange } from '../state/changelog-repo.js';
+import type { Intent } from '../state/intents-repo.js';
+import type { StateStore } from '../state/store.js';
+import { sealEnvelope, type Envelope } from './envelope.js';
+import { KeyLocks } from './key-locks.js';
+import { envelopeContext, MAX_CERT_BYTES } from './protocol.js';
+import type { Recipients } from './recipients.js';
+
+/** What a mutation will log: its kind, key, public fields, and whether its body is an import to seal. */
+export interface PlannedChange {
+  kind: ChangeKind;
+  keyId?: string;
+  detail: Record<string, unknown>;
+  /** The import body to seal (JSON PrivateKey). */
+  sealBody?: Buffer;
+  /** Other keys the mutation touches (a move's new id): locked too. */
+  alsoLocks?: string[];
+}
+
+/** Maps a mutation to the change it makes. Pure. Anything it cannot carry becomes a catch-up (a snapshot at replicas). */
+export function planChange(m: MutationStart): PlannedChange {
+  const catchup = (reason: string): PlannedChange => ({ kind: 'catchup', detail: { reason }, ...(m.keyId ? { keyId: m.keyId } : {}) });
+  const json = m.body?.json as Record<string, unknown> | undefined;
+  const isJson = json !== undefined && typeof json === 'object' && json !== null && !Array.isArray(json);
+  const keyId = m.keyId;
+  switch (m.operation) {
+    case 'POST /keys':
+    case 'PUT /keys/{id}':
+      if (!m.body || !isJson) return catchup('key imported in a form the stream does not carry (PEM or unread body)');
+      return { kind: 'key-imported', ...(keyId ? { keyId } : {}), detail: {}, sealBody: m.body.bytes };
+    case 'POST /keys/generate':
+      return catchup('key generated inside the NetHSM (not exportable)');
+    case 'DELETE /keys/{id}':
+      return { kind: 'key-deleted', keyId: keyId!, detail: {} };
+    case 'POST /keys/{id}/move': {
+      const newId = isJson ? json.newId : undefined;
+      if (typeof newId !== 'string' || !isValidId(newId)) return catchup('key moved with an unreadable new id');
+      return { kind: 'key-moved', keyId: keyId!, detail: { newId }, alsoLocks: [newId] };
+    }
+    case 'PUT /keys/{id}/cert': {
+      const b = m.body;
+      if (!b || b.bytes.length === 0 || b.bytes.length > MAX_CERT_BYTES) return catchup('certificate body not captured');
+      return { kind: 'cert-set', keyId: keyId!, detail: { contentType: b.contentType ?? 'application/octet-stream', data: b.bytes.toString('base64') } };
+    }
+    case 'DELETE /keys/{id}/cert':
+      return { kind: 'cert-removed', keyId: keyId!, detail: {} };
+    case 'PUT /keys/{id}/label': {
+      const label = isJson ? json.label : undefined;
+      if (typeof label !== 'string') return catchup('label set with an unreadable body');
+      return { kind: 'label-set', keyId: keyId!, detail: { label } };
+    }
+    case 'DELETE /keys/{id}/label':
+      return { kind: 'label-removed', keyId: keyId!, detail: {} };
+    case 'PUT /keys/{id}/restrictions/tags/{tag}':
+    case 'DELETE /keys/{id}/restrictions/tags/{tag}': {
+      const tag = m.path.split('/')[5];
+      if (tag === undefined || !isValidId(tag)) return catchup('key tag change with an unreadable tag');
+      return { kind: m.method.toUpperCase() === 'PUT' ? 'tag-added' : 'tag-removed', keyId: keyId!, detail: { tag } };
+    }
+    default:
+      if (m.operation.includes('/users')) return catchup(`user change (${m.operation})`);
+      return catchup(`change the stream does not carry (${m.operation})`);
+  }
+}
+
+export interface CaptureOptions {
+  store: StateStore;
+  log: Logger;
+  recipients: Recipients;
+  /** The namespace's epoch when it is primary here; undefined otherwise (the mutation is then refused). */
+  primaryEpoch(namespace: string): number | undefined;
+  /** A change was committed: wake the namespace's streams. */
+  committed(change: LoggedChange): void;
+  /**
+   * Asks the device whether an intent took effect (after a lost answer). Resolves `commit`, `drop`, or `unknown`
+   * (device unreachable: keep it open).
+   */
+  resolve(intent: Intent): Promise<'commit' | 'drop' | 'catchup' | 'unknown'>;
+  /**
+   * Makes the key pair and its import body for a `generate: replicated` namespace (src/keygen); resolves undefined for
+   * other namespaces (the generate is then forwarded, and logged as a catch-up). Rejects with GenerateRequestInvalidError
+   * (status 400) for a body the NetHSM would refuse.
+   */
+  generate?: (namespace: string, body: unknown) => Promise<{ id: string; importBody: Buffer } | undefined>;
+}
+
+interface Open {
+  intent: Intent;
+  release: () => void;
+}
+
+export class ChangeCapture implements MutationObserver {
+  readonly #o: CaptureOptions;
+  readonly #locks = new KeyLocks();
+  readonly #open = new Map<string, Open>();
+  /** Intents whose answer was lost and that the device could not settle yet: their keys stay locked. */
+  readonly #unsettled = new Map<string, Open>();
+
+  constructor(o: CaptureOptions) {
+    this.#o = o;
+  }
+
+  /** Intents waiting for the device to tell what happened (their keys stay locked until then). */
+  get unsettled(): number {
+    return this.#unsettled.size;
+  }
+
+  async substitute(m: MutationStart): Promise<Substitution | undefined> {
+    if (m.operation !== 'POST /keys/generate' || !this.#o.generate) return undefined;
+    const made = await this.#o.generate(m.namespace, m.body?.json);
+    if (!made) return undefined;
+    const location = `/api/v1/keys/${encodeURIComponent(made.id)}`;
+    const answer = Buffer.from(JSON.stringify({ id: made.id }));
+    return {
+      method: 'PUT',
+      path: `/keys/${encodeURIComponent(made.id)}`,
+      operation: 'PUT /keys/{id}',
+      keyId: made.id,
+      contentType: 'application/json',
+      body: made.importBody,
+      answer: { status: 201, headers: { location, 'content-type': 'application/json' }, body: answer },
+    };
+  }
+
+  async begin(m: MutationStart): Promise<string> {
+    const epoch = this.#o.primaryEpoch(m.namespace);
+    if (epoch === undefined) throw new GatewayCaptureFailedError(`namespace ${m.namespace} is no longer primary here`, { namespace: m.namespace });
+    const plan = planChange(m);
+    const id = randomUUID();
+    const lockKeys = [plan.keyId, ...(plan.alsoLocks ?? [])].filter((k): k is string => k !== undefined).map((k) => `${m.namespace}/${k}`);
+    const release = await this.#locks.acquire(lockKeys);
+    try {
+      const envelopes = plan.sealBody ? await this.#seal(m.namespace, id, plan.sealBody) : undefined;
+      const intent = this.#o.store.intents.open({
+        id,
+        namespace: m.namespace,
+        epoch,
+        kind: plan.kind,
+        ...(plan.keyId !== undefined ? { keyId: plan.keyId } : {}),
+        detail: plan.detail,
+        ...(envelopes ? { envelopes } : {}),
+      });
+      this.#open.set(id, { intent, release });
+      return id;
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  async end(intentId: string, outcome: MutationOutcome): Promise<void> {
+    const open = this.#open.get(intentId);
+    if (!open) return;
+    this.#open.delete(intentId);
+    const { intent } = open;
+    try {
+      if (outcome.status >= 200 && outcome.status < 300) {
+        this.#commit(intent, this.#createdKeyId(intent, outcome.location));
+      } else if (outcome.status === 0) {
+        await this.#settle(open);
+        return;
+      } else {
+        this.#o.store.intents.remove(intent.id);
+      }
+    } finally {
+      if (!this.#unsettled.has(intentId)) open.release();
+    }
+  }
+
+  /**
+   * Settles intents left open: by a crash (all rows in the table at start) or by a lost answer. Each is committed or
+   * dropped by asking the device; those it cannot settle stay for the next call. Returns how many remain.
+   */
+  async resolveOpen(): Promise<number> {
+    for (const intent of this.#o.store.intents.list()) {
+      if (this.#open.has(intent.id)) continue;
+      const unsettled = this.#unsettled.get(intent.id);
+      const verdict = await this.#o.resolve(intent).catch(() => 'unknown' as const);
+      if (verdict === 'unknown') continue;
+      this.#apply(intent, verdict);
+      if (unsettled) {
+        this.#unsettled.delete(intent.id);
+        unsettled.release();
+      }
+    }
+    return this.#o.store.intents.list().length;
+  }
+
+  async #settle(open: Open): Promise<void> {
+    const verdict = await this.#o.resolve(open.intent).catch(() => 'unknown' as const);
+    if (verdict === 'unknown') {
+      this.#unsettled.set(open.intent.id, open);
+      this.#o.log.warn({ namespace: open.intent.namespace, intent: open.intent.id, kind: open.intent.kind }, 'the NetHSM did not answer a mutation and cannot say yet whether it took effect; the key stays locked until it can');
+      return;
+    }
+    this.#apply(open.intent, verdict);
+  }
+
+  #apply(intent: Intent, verdict: 'commit' | 'drop' | 'catchup'): void {
+    if (verdict === 'drop') {
+      this.#o.store.intents.remove(intent.id);
+      this.#o.log.info({ namespace: intent.namespace, intent: intent.id, kind: intent.kind }, 'open intent dropped: the device shows it did not take effect');
+      return;
+    }
+    const asCatchup = verdict === 'catchup' ? { ...intent, kind: 'catchup' as const, detail: { reason: `outcome of ${intent.kind} unknown after a lost answer` } } : intent;
+    this.#commit(asCatchup, intent.keyId);
+    this.#o.log.info({ namespace: intent.namespace, intent: intent.id, kind: asCatchup.kind }, 'open intent committed: the device shows it took effect');
+  }
+
+  #commit(intent: Intent, keyId: string | undefined): void {
+    const { store } = this.#o;
+    const record = {
+      kind: keyId === undefined && intent.kind !== 'catchup' ? ('catchup' as const) : intent.kind,
+      ...(keyId !== undefined ? { keyId } : {}),
+      ref: intent.id,
+      detail: keyId === undefined && intent.kind !== 'catchup' ? { reason: `${intent.kind} whose key id is unknown` } : intent.detail,
+      ...(intent.envelopes && keyId !== undefined ? { envelopes: intent.envelopes } : {}),
+    };
+    const change = store.transaction(() => {
+      store.intents.remove(intent.id);
+      return store.changelog.append(intent.namespace, intent.epoch, record);
+    });
+    this.#o.committed(change);
+  }
+
+  /** An import by `POST /keys` learns its id from the NetHSM's Location header. */
+  #createdKeyId(intent: Intent, location: string | undefined): string | undefined {
+    if (intent.keyId !== undefined || intent.kind !== 'key-imported') return intent.keyId;
+    const last = location?.split('/').pop();
+    if (last === undefined) return undefined;
+    let id: string;
+    try {
+      id = decodeURIComponent(last);
+    } catch {
+      return undefined;
+    }
+    return isValidId(id) ? id : undefined;
+  }
+
+  /** One envelope per replica site whose transport key is known; the others get the import as a catch-up. */
+  async #seal(namespace: string, ref: string, body: Buffer): Promise<Record<string, Envelope> | undefined> {
+    const out: Record<string, Envelope> = {};
+    for (const site of this.#o.recipients.sites()) {
+      const key = await this.#o.recipients.get(site);
+      if (!key) continue;
+      try {
+        out[site] = sealEnvelope(body, { site, keyId: key.keyId, publicKeyPem: key.publicKeyPem }, envelopeContext(namespace, ref));
+      } catch (err) {
+        this.#o.log.warn({ namespace, peer: site, err }, 'cannot seal an import for a peer; it gets a catch-up instead');
+      }
+    }
+    return Object.keys(out).length > 0 ? out : undefined;
+  }
+}

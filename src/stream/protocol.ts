@@ -1,0 +1,123 @@
+/**
+ * The change stream's wire format: `GET /peer/v1/namespaces/:ns/changes?after=<epoch>.<seq>` answers NDJSON, one JSON
+ * object per line, each validated here by the receiver (strict objects, bounded sizes). No line carries key material in
+ * the clear: an import carries one envelope, sealed to the receiving site's transport key. See docs/streaming.md.
+ */
+import { z } from 'zod';
+import { isValidId } from '../nethsm/ids.js';
+import type { LoggedChange } from '../state/changelog-repo.js';
+import { envelopeSchema, type Envelope } from './envelope.js';
+
+/** Largest line a receiver accepts: a 1 MiB certificate in base64 plus the line's other fields. */
+export const MAX_LINE_BYTES = 2 * 1024 * 1024;
+/** Largest certificate the NetHSM stores (FACTS §5.7). */
+export const MAX_CERT_BYTES = 1024 * 1024;
+
+const id = z.string().max(128).refine(isValidId, 'must be a valid NetHSM id');
+const epoch = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const seq = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const time = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const ref = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a UUID');
+const label = z.string().refine((s) => Buffer.byteLength(s, 'utf8') <= 32, 'must be at most 32 bytes of UTF-8');
+const reason = z.string().min(1).max(500);
+const certB64 = z
+  .string()
+  .max(Math.ceil(MAX_CERT_BYTES / 3) * 4)
+  .regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/, 'must be canonical base64')
+  .min(4, 'must not be empty');
+
+const head = z.strictObject({ epoch, seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });
+const common = { type: z.literal('change'), epoch, seq, at: time, ref };
+
+export const changeLineSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ ...common, kind: z.literal('key-imported'), keyId: id, envelope: envelopeSchema }),
+  z.strictObject({ ...common, kind: z.literal('key-deleted'), keyId: id }),
+  z.strictObject({ ...common, kind: z.literal('key-moved'), keyId: id, newId: id }),
+  z.strictObject({ ...common, kind: z.literal('cert-set'), keyId: id, contentType: z.string().min(1).max(200), data: certB64 }),
+  z.strictObject({ ...common, kind: z.literal('cert-removed'), keyId: id }),
+  z.strictObject({ ...common, kind: z.literal('tag-added'), keyId: id, tag: id }),
+  z.strictObject({ ...common, kind: z.literal('tag-removed'), keyId: id, tag: id }),
+  z.strictObject({ ...common, kind: z.literal('label-set'), keyId: id, label }),
+  z.strictObject({ ...common, kind: z.literal('label-removed'), keyId: id }),
+  z.strictObject({ ...common, kind: z.literal('catchup'), reason }),
+]);
+export type ChangeLine = z.infer<typeof changeLineSchema>;
+
+export const heartbeatLineSchema = z.strictObject({ type: z.literal('heartbeat'), at: time, head });
+export type HeartbeatLine = z.infer<typeof heartbeatLineSchema>;
+
+export const snapshotRequiredLineSchema = z.strictObject({ type: z.literal('snapshot-required'), reason, head });
+export type SnapshotRequiredLine = z.infer<typeof snapshotRequiredLineSchema>;
+
+export type StreamLine = ChangeLine | HeartbeatLine | SnapshotRequiredLine;
+
+export type LineResult = { ok: true; line: StreamLine } | { ok: false; problem: string };
+
+/** Parses and validates one line (without its newline). Never throws; the problem names the field. */
+export function parseLine(text: string): LineResult {
+  if (Buffer.byteLength(text, 'utf8') > MAX_LINE_BYTES) return { ok: false, problem: `line is over ${MAX_LINE_BYTES} bytes` };
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { ok: false, problem: 'line is not JSON' };
+  }
+  const type = (value as { type?: unknown } | null)?.type;
+  const schema =
+    type === 'change' ? changeLineSchema : type === 'heartbeat' ? heartbeatLineSchema : type === 'snapshot-required' ? snapshotRequiredLineSchema : undefined;
+  if (!schema) return { ok: false, problem: `line type ${JSON.stringify(type)?.slice(0, 40) ?? 'undefined'} is not change, heartbeat or snapshot-required` };
+  const r = schema.safeParse(value);
+  if (r.success) return { ok: true, line: r.data as StreamLine };
+  const issue = r.error.issues[0];
+  return { ok: false, problem: `${issue && issue.path.length > 0 ? issue.path.join('.') : 'line'} ${issue?.message ?? 'is invalid'}` };
+}
+
+/** A position as the `after` query parameter: `<epoch>.<seq>`. */
+export function formatPosition(p: { epoch: number; seq: number }): string {
+  return `${p.epoch}.${p.seq}`;
+}
+
+/** Parses `<epoch>.<seq>` (both whole numbers ≥ 0); undefined when malformed. */
+export function parsePosition(text: string | null | undefined): { epoch: number; seq: number } | undefined {
+  const m = /^(\d{1,15})\.(\d{1,15})$/.exec(text ?? '');
+  if (!m) return undefined;
+  return { epoch: Number(m[1]), seq: Number(m[2]) };
+}
+
+/**
+ * The line a logged change becomes for the receiving `site`. An import carries only that site's envelope; an import
+ * without one (the site's transport key was unknown when it was sealed) becomes a catch-up. Catch-ups and malformed
+ * rows also become catch-ups, so the replica takes a snapshot rather than miss the change.
+ */
+export function changeLineFor(c: LoggedChange, site: string): ChangeLine {
+  const common = { type: 'change' as const, epoch: c.epoch, seq: c.seq, at: c.createdAt, ref: c.ref };
+  const d = c.detail as Record<string, string | undefined>;
+  const catchup = (r: string): ChangeLine => ({ ...common, kind: 'catchup', reason: r });
+  const keyId = c.keyId;
+  if (c.kind === 'catchup') return catchup(typeof d.reason === 'string' && d.reason !== '' ? d.reason.slice(0, 500) : 'catch-up');
+  if (keyId === undefined) return catchup(`${c.kind} without a key id`);
+  switch (c.kind) {
+    case 'key-imported': {
+      const env = c.envelopes?.[site] as Envelope | undefined;
+      return env ? { ...common, kind: 'key-imported', keyId, envelope: env } : catchup(`key ${keyId} imported without an envelope for site ${site}`);
+    }
+    case 'key-moved':
+      return d.newId ? { ...common, kind: 'key-moved', keyId, newId: d.newId } : catchup('move without a new id');
+    case 'cert-set':
+      return d.data && d.contentType ? { ...common, kind: 'cert-set', keyId, contentType: d.contentType, data: d.data } : catchup('certificate without data');
+    case 'tag-added':
+    case 'tag-removed':
+      return d.tag ? { ...common, kind: c.kind, keyId, tag: d.tag } : catchup('tag change without a tag');
+    case 'label-set':
+      return d.label !== undefined ? { ...common, kind: 'label-set', keyId, label: d.label } : catchup('label without a value');
+    case 'key-deleted':
+    case 'cert-removed':
+    case 'label-removed':
+      return { ...common, kind: c.kind, keyId };
+  }
+}
+
+/** The AAD binding an import's envelope to its namespace and change (the intent id). */
+export function envelopeContext(namespace: string, ref: string): string {
+  return `nethsm-replicator stream v1\n${namespace}\n${ref}`;
+}

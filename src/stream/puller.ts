@@ -1,0 +1,234 @@
+/**
+ * A replica's puller for one namespace: keeps the change stream from the namespace's primary open, applies its
+ * changes in order (applyChange, under the namespace's apply lock, which snapshot syncs hold too), and reconnects from
+ * the stored position with backoff after any failure. A catch-up, a `snapshot-required` line, or a change that cannot be
+ * applied through the API (wrong envelope, NetHSM refusal) makes it take a snapshot (debounced) and resume from the
+ * snapshot's position. Heartbeats keep the primary marked reachable and move the lag basis when caught up.
+ * Idle while the namespace is primary here, fenced, paused, never synced (the first sync is the schedule's or the
+ * operator's), or its primary is not a peer. Idempotent start()/close().
+ */
+import {
+  EnvelopeInvalidError,
+  NhrError,
+  PeerMessageInvalidError,
+  StreamApplyFailedError,
+  isRetryable,
+} from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ReplicatorMetrics } from '../metrics/metrics.js';
+import type { PeerClient } from '../peer/client.js';
+import type { StateStore } from '../state/store.js';
+import type { Mutex } from '../util/mutex.js';
+import { applyChange, type ApplyDeps } from './apply.js';
+import { parseLine } from './protocol.js';
+
+export interface PullerOptions {
+  namespace: string;
+  site: string;
+  store: StateStore;
+  peers: ReadonlyMap<string, PeerClient>;
+  apply: ApplyDeps;
+  /** The namespace's apply lock (shared with snapshot syncs). */
+  lock: Mutex;
+  /** Takes a snapshot of the namespace from its primary (NamespaceSync.sync). Throws when it fails. */
+  snapshot(reason: string): Promise<void>;
+  heartbeatIntervalMs: number;
+  catchupDebounceMs: number;
+  monitor: { reportSuccess(name: string): void; reportFailure(name: string, err: unknown): void };
+  metrics: ReplicatorMetrics;
+  log: Logger;
+  /** Reconnect backoff bounds (default 250 ms .. 30 s). */
+  backoff?: { minMs: number; maxMs: number };
+}
+
+export type PullerState = 'idle' | 'connecting' | 'streaming' | 'catching-up' | 'waiting';
+
+export interface PullerStatus {
+  state: PullerState;
+  /** The primary's head at the last heartbeat. */
+  head: { epoch: number; seq: number } | null;
+  lastHeartbeatAt: number | null;
+  lastError: { code: string; message: string } | null;
+}
+
+type Outcome = { kind: 'ended' } | { kind: 'catchup'; reason: string };
+
+export class NamespacePuller {
+  readonly #o: PullerOptions;
+  #running: Promise<void> | undefined;
+  #closed = false;
+  #abort: AbortController | undefined;
+  #wake: (() => void) | undefined;
+  #state: PullerState = 'idle';
+  #head: { epoch: number; seq: number } | null = null;
+  #lastHeartbeatAt: number | null = null;
+  #lastError: PullerStatus['lastError'] = null;
+
+  constructor(o: PullerOptions) {
+    this.#o = o;
+  }
+
+  start(): void {
+    if (this.#running || this.#closed) return;
+    this.#running = this.#loop().catch((err: unknown) => this.#o.log.error({ namespace: this.#o.namespace, err }, 'stream puller stopped on a bug'));
+  }
+
+  /** Stops: cuts the stream, waits for the change being applied. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#abort?.abort();
+    this.#wake?.();
+    await this.#running;
+  }
+
+  /** Re-checks the role now (after a promote, demote, resync) instead of at the next poll. */
+  poke(): void {
+    this.#abort?.abort();
+    this.#wake?.();
+  }
+
+  status(): PullerStatus {
+    return { state: this.#state, head: this.#head, lastHeartbeatAt: this.#lastHeartbeatAt, lastError: this.#lastError };
+  }
+
+  async #loop(): Promise<void> {
+    const { namespace: ns, store, site } = this.#o;
+    let failures = 0;
+    while (!this.#closed) {
+      const row = store.isOpen ? store.roles.get(ns) : undefined;
+      const primary = row?.primarySite;
+      const peer = primary !== undefined ? this.#o.peers.get(primary) : undefined;
+      // Before the first snapshot sync there is no position to stream from, and the first sync may need the operator
+      // (a namespace of unknown origin on the device): it is left to the schedule or the operator.
+      const synced = store.isOpen && store.positions.forNamespace(ns).some((p) => p.epoch !== undefined);
+      if (!row || row.paused || row.role !== 'replica' || primary === site || !peer || !synced) {
+        this.#state = 'idle';
+        this.#head = null;
+        await this.#sleep(1_000);
+        continue;
+      }
+      let outcome: Outcome | undefined;
+      try {
+        outcome = await this.#stream(peer, row.epoch);
+        failures = 0;
+      } catch (err) {
+        if (this.#closed) break;
+        failures++;
+        outcome = this.#onError(peer.name, err);
+      }
+      if (this.#closed) break;
+      if (outcome?.kind === 'catchup') {
+        try {
+          await this.#catchup(outcome.reason);
+          failures = 0;
+        } catch (err) {
+          failures++;
+          this.#noteError(err);
+          this.#o.log.warn({ namespace: ns, err }, 'stream catch-up snapshot failed; retrying');
+        }
+      }
+      if (outcome?.kind === 'ended' && failures === 0) await this.#sleep(200);
+      if (failures > 0) {
+        const { minMs, maxMs } = this.#o.backoff ?? { minMs: 250, maxMs: 30_000 };
+        this.#state = 'waiting';
+        await this.#sleep(Math.min(maxMs, minMs * 2 ** Math.min(failures - 1, 16)));
+      }
+    }
+    this.#state = 'idle';
+  }
+
+  /** One connection: apply lines until the stream ends, breaks, or asks for a snapshot. */
+  async #stream(peer: PeerClient, epoch: number): Promise<Outcome> {
+    const { namespace: ns, store, metrics } = this.#o;
+    const pos = store.positions.get(ns, peer.name);
+    const after = pos?.epoch === epoch && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : undefined;
+    if (after === undefined) return { kind: 'catchup', reason: pos?.epoch === undefined ? 'no position yet' : `position is from epoch ${pos.epoch}` };
+    this.#state = 'connecting';
+    const abort = (this.#abort = new AbortController());
+    try {
+      const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000 });
+      this.#state = 'streaming';
+      for await (const text of lines) {
+        const parsed = parseLine(text);
+        if (!parsed.ok) throw new PeerMessageInvalidError(`change stream of ${ns} from ${peer.name}: ${parsed.problem}`, { site: peer.name, namespace: ns });
+        const line = parsed.line;
+        this.#lastHeartbeatAt = Date.now();
+        metrics.streamLastHeartbeatTimestampSeconds.set({ namespace: ns }, this.#lastHeartbeatAt / 1000);
+        this.#o.monitor.reportSuccess(peer.name);
+        if (line.type === 'snapshot-required') {
+          this.#head = line.head;
+          return { kind: 'catchup', reason: line.reason };
+        }
+        if (line.type === 'heartbeat') {
+          this.#head = line.head;
+          const now = store.positions.get(ns, peer.name);
+          if (now?.epoch === line.head.epoch && now.seq === line.head.seq) store.applied.caughtUp(ns, peer.name, line.head.epoch, line.head.seq, line.at);
+          this.#updateGauges(peer.name);
+          continue;
+        }
+        if (this.#head === null || line.seq > this.#head.seq) this.#head = { epoch: line.epoch, seq: line.seq };
+        const result = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line)).catch((err: unknown) => {
+          metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
+          throw err;
+        });
+        if (result.outcome === 'catchup') return { kind: 'catchup', reason: result.reason };
+        metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: result.outcome === 'duplicate' ? 'duplicate' : 'applied' });
+        this.#lastError = null;
+        this.#updateGauges(peer.name);
+      }
+      return { kind: 'ended' };
+    } finally {
+      abort.abort();
+      if (this.#abort === abort) this.#abort = undefined;
+    }
+  }
+
+  /** What a failed connection or change leads to: a snapshot for changes that cannot be applied, else a retry. */
+  #onError(primary: string, err: unknown): Outcome | undefined {
+    const ns = this.#o.namespace;
+    this.#noteError(err);
+    if (err instanceof EnvelopeInvalidError || err instanceof StreamApplyFailedError) {
+      this.#o.log.error({ namespace: ns, from: primary, err }, 'a stream change cannot be applied here; taking a snapshot instead');
+      return { kind: 'catchup', reason: err.message };
+    }
+    if (isRetryable(err)) this.#o.monitor.reportFailure(primary, err);
+    this.#o.log.warn({ namespace: ns, from: primary, err }, 'change stream interrupted; reconnecting from the stored position');
+    return undefined;
+  }
+
+  async #catchup(reason: string): Promise<void> {
+    const ns = this.#o.namespace;
+    this.#state = 'catching-up';
+    this.#o.log.info({ namespace: ns, reason }, 'stream catch-up: taking a snapshot');
+    if (this.#o.catchupDebounceMs > 0) await this.#sleep(this.#o.catchupDebounceMs);
+    if (this.#closed) return;
+    await this.#o.snapshot(reason);
+  }
+
+  #updateGauges(primary: string): void {
+    const { namespace: ns, store, metrics } = this.#o;
+    const pos = store.positions.get(ns, primary);
+    if (pos?.seq !== undefined) metrics.streamPositionSeq.set({ namespace: ns }, pos.seq);
+    const behind = this.#head && pos?.epoch === this.#head.epoch && pos.seq !== undefined ? Math.max(0, this.#head.seq - pos.seq) : undefined;
+    if (behind !== undefined) metrics.streamChangesBehind.set({ namespace: ns }, behind);
+    const taken = pos?.positionTakenAt;
+    metrics.streamLagSeconds.set({ namespace: ns }, behind === 0 || taken === undefined ? 0 : Math.max(0, (Date.now() - taken) / 1000));
+    if (taken !== undefined) metrics.setReplicaDataTime(ns, taken / 1000);
+  }
+
+  #noteError(err: unknown): void {
+    this.#lastError = err instanceof NhrError ? { code: err.code, message: err.message } : { code: 'NHR_ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#wake = done;
+    });
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * The daemon's streaming replication, in one long-lived part: at a primary, change capture for the gateway, the change
+ * feed served to peers, retention and the settling of open intents; at a replica, one puller per namespace; at every
+ * site, this site's transport key (created in the NetHSM when a root Operator credential is configured) and the peers'.
+ * Idempotent start()/close(). Exposes the peer API handlers and the per-namespace stream status.
+ */
+import { GenerateRequestInvalidError, InternalError, NamespaceUnknownError } from '../errors.js';
+import type { LoadedSecrets } from '../config/secrets.js';
+import type { SiteContext } from '../daemon/context.js';
+import { generateForImportAsync } from '../keygen/index.js';
+import type { NetHsmClient } from '../nethsm/client.js';
+import type { LoggedChange } from '../state/changelog-repo.js';
+import type { Intent } from '../state/intents-repo.js';
+import type { Mutex } from '../util/mutex.js';
+import type { ApplyDeps } from './apply.js';
+import { ChangeCapture } from './capture.js';
+import { ChangeFeed } from './feed.js';
+import { resolveIntent } from './intent-resolve.js';
+import { NamespacePuller, type PullerStatus } from './puller.js';
+import { Recipients } from './recipients.js';
+import { TransportKey, type TransportKeyInfo } from './transport-key.js';
+
+export interface StreamServiceOptions {
+  ctx: SiteContext;
+  secrets: LoadedSecrets;
+  /** The namespace's apply lock, shared with its snapshot syncs. */
+  lock(namespace: string): Mutex;
+  /** Takes a snapshot of the namespace from its primary now. */
+  snapshot(namespace: string, reason: string): Promise<void>;
+  /** Transport key size when created (tests pass 2048). */
+  transportKeyBits?: 2048 | 3072 | 4096;
+  /** How often the background tasks run (retention, open intents, transport keys). Default 60 s. */
+  maintenanceIntervalMs?: number;
+}
+
+export interface NamespaceStreamStatus extends PullerStatus {
+  /** Replica: the position applied; primary: the head of the change log. */
+  position: { epoch: number; seq: number } | null;
+  changesBehind: number | null;
+  lagSeconds: number | null;
+}
+
+export class StreamService {
+  readonly capture: ChangeCapture;
+  readonly feed: ChangeFeed;
+  readonly recipients: Recipients;
+  readonly transportKey: TransportKey | undefined;
+  readonly #o: StreamServiceOptions;
+  readonly #clients = new Map<string, NetHsmClient>();
+  readonly #pullers = new Map<string, NamespacePuller>();
+  #timer: NodeJS.Timeout | undefined;
+  #intentTimer: NodeJS.Timeout | undefined;
+  #transportKeyReady = false;
+  #started = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(o: StreamServiceOptions) {
+    this.#o = o;
+    const { ctx, secrets } = o;
+    for (const [ns, cred] of Object.entries(secrets.namespaces)) this.#clients.set(ns, ctx.nethsm.pool.withAuth(cred.username, cred.password));
+    const op = secrets.nethsm.operator;
+    this.transportKey = op
+      ? new TransportKey({
+          site: ctx.site,
+          admin: ctx.nethsm.admin,
+          operator: ctx.nethsm.pool.withAuth(op.username, op.password),
+          logger: ctx.log,
+          ...(o.transportKeyBits ? { bits: o.transportKeyBits } : {}),
+        })
+      : undefined;
+    this.recipients = new Recipients({ store: ctx.store, peers: ctx.peers, log: ctx.log });
+    this.feed = new ChangeFeed({ site: ctx.site, store: ctx.store, heartbeatIntervalMs: ctx.config.stream.heartbeatIntervalMs, log: ctx.log });
+    this.capture = new ChangeCapture({
+      store: ctx.store,
+      log: ctx.log,
+      recipients: this.recipients,
+      primaryEpoch: (ns) => {
+        const row = ctx.store.isOpen ? ctx.store.roles.get(ns) : undefined;
+        return row && row.role === 'primary' && row.primarySite === ctx.site ? row.epoch : undefined;
+      },
+      committed: (c) => this.#committed(c),
+      resolve: (i) => this.#resolve(i),
+      generate: async (ns, body) => {
+        if (ctx.config.namespaces.find((n) => n.name === ns)?.generate !== 'replicated') return undefined;
+        try {
+          return await generateForImportAsync(body);
+        } catch (err) {
+          if (err instanceof GenerateRequestInvalidError) throw err;
+          throw new GenerateRequestInvalidError(400, 'the key could not be generated', { namespace: ns, cause: err });
+        }
+      },
+    });
+    const apply: ApplyDeps = {
+      site: ctx.site,
+      store: ctx.store,
+      client: (ns) => this.client(ns),
+      transportKey: () => {
+        if (!this.transportKey || !this.#transportKeyReady) return undefined;
+        const info = this.transportKey.publicInfo();
+        return { keyId: info.keyId, fingerprint: info.fingerprint, unwrap: (w) => this.transportKey!.unwrap(w) };
+      },
+    };
+    for (const n of ctx.config.namespaces) {
+      this.#pullers.set(
+        n.name,
+        new NamespacePuller({
+          namespace: n.name,
+          site: ctx.site,
+          store: ctx.store,
+          peers: ctx.peers,
+          apply,
+          lock: o.lock(n.name),
+          snapshot: (reason) => o.snapshot(n.name, reason),
+          heartbeatIntervalMs: ctx.config.stream.heartbeatIntervalMs,
+          catchupDebounceMs: ctx.config.stream.catchupDebounceMs,
+          monitor: ctx.monitor,
+          metrics: ctx.metrics,
+          log: ctx.log,
+        }),
+      );
+    }
+  }
+
+  /** The namespace's replication account on this site's NetHSM. */
+  client(namespace: string): NetHsmClient {
+    const c = this.#clients.get(namespace);
+    if (!c) throw new NamespaceUnknownError(`namespace ${namespace} has no replication account configured`, { namespace });
+    return c;
+  }
+
+  /** Starts pullers and background tasks; the transport key and open intents are settled in the background. Idempotent. */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    const every = this.#o.maintenanceIntervalMs ?? 60_000;
+    this.#timer = setInterval(() => void this.#maintain(), every);
+    this.#timer.unref();
+    void this.#maintain(false);
+    // Intents a crash left open are settled before the gateway takes writes again (bounded: an unreachable NetHSM
+    // leaves them to the background task).
+    await Promise.race([this.capture.resolveOpen().catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    for (const p of this.#pullers.values()) p.start();
+  }
+
+  async close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#timer) clearInterval(this.#timer);
+      if (this.#intentTimer) clearTimeout(this.#intentTimer);
+      this.feed.notifyAll();
+      await Promise.all([...this.#pullers.values()].map((p) => p.close()));
+    })();
+    return this.#closing;
+  }
+
+  /** A role changed (promote, demote, fence, follow): streams and pullers re-check at once. */
+  roleChanged(namespace: string): void {
+    this.feed.notify(namespace);
+    this.#pullers.get(namespace)?.poke();
+  }
+
+  /** Peer API: this site's transport key. */
+  async publicTransportKey(): Promise<TransportKeyInfo> {
+    if (!this.transportKey) throw new InternalError(`site ${this.#o.ctx.site} has no transport key (configure nethsm.credentials.operator)`, { site: this.#o.ctx.site });
+    if (!this.#transportKeyReady) await this.#ensureTransportKey();
+    return this.transportKey.publicInfo();
+  }
+
+  status(namespace: string): NamespaceStreamStatus | null {
+    const { store } = this.#o.ctx;
+    const row = store.roles.get(namespace);
+    if (!row) return null;
+    if (row.role === 'primary') {
+      const head = store.changelog.head(namespace, row.epoch);
+      return { state: 'streaming', head, lastHeartbeatAt: null, lastError: null, position: head, changesBehind: 0, lagSeconds: 0 };
+    }
+    const p = this.#pullers.get(namespace)?.status() ?? { state: 'idle' as const, head: null, lastHeartbeatAt: null, lastError: null };
+    const pos = store.positions.get(namespace, row.primarySite);
+    const position = pos?.epoch !== undefined && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : null;
+    const behind = p.head && position && p.head.epoch === position.epoch ? Math.max(0, p.head.seq - position.seq) : null;
+    const lag = behind === 0 ? 0 : pos?.positionTakenAt !== undefined ? Math.max(0, (Date.now() - pos.positionTakenAt) / 1000) : null;
+    return { ...p, position, changesBehind: behind, lagSeconds: lag };
+  }
+
+  #committed(c: LoggedChange): void {
+    this.feed.notify(c.namespace);
+    this.#o.ctx.metrics.streamPositionSeq.set({ namespace: c.namespace }, c.seq);
+    if (this.capture.unsettled > 0) this.#scheduleIntents();
+  }
+
+  async #resolve(intent: Intent) {
+    const client = this.#clients.get(intent.namespace);
+    if (!client) return 'catchup' as const;
+    const verdict = await resolveIntent(intent, client);
+    if (verdict === 'unknown') this.#scheduleIntents();
+    return verdict;
+  }
+
+  /** Retries unsettled intents soon (a lost answer), not only at the next maintenance. */
+  #scheduleIntents(): void {
+    if (this.#intentTimer || this.#closing) return;
+    this.#intentTimer = setTimeout(() => {
+      this.#intentTimer = undefined;
+      void this.capture.resolveOpen().catch(() => undefined);
+    }, 1_000);
+    this.#intentTimer.unref();
+  }
+
+  async #ensureTransportKey(): Promise<void> {
+    if (!this.transportKey) return;
+    await this.transportKey.ensure();
+    this.#transportKeyReady = true;
+  }
+
+  /** Background: transport keys, open intents, retention. Never throws. */
+  async #maintain(intents = true): Promise<void> {
+    const { ctx } = this.#o;
+    if (this.#closing || !ctx.store.isOpen) return;
+    if (this.transportKey && !this.#transportKeyReady) {
+      await this.#ensureTransportKey().catch((err: unknown) => ctx.log.warn({ err }, 'transport key not ready; imports reach this site through snapshots until it is'));
+    }
+    await this.recipients.refreshAll().catch(() => undefined);
+    const left = intents ? await this.capture.resolveOpen().catch(() => -1) : 0;
+    if (left > 0) ctx.log.warn({ open: left }, 'open intents wait for the NetHSM to tell their outcome');
+    try {
+      const r = ctx.config.stream.retention;
+      const dropped = ctx.store.changelog.prune(r.maxAgeMs, r.maxChanges);
+      ctx.store.applied.prune(r.maxAgeMs);
+      if (dropped > 0) ctx.log.info({ dropped }, 'change log retention');
+    } catch (err) {
+      ctx.log.warn({ err }, 'change log retention failed; retried later');
+    }
+  }
+}
