@@ -1,0 +1,139 @@
+/**
+ * The replica's puller against a scripted primary over real mutual TLS: bad stream input is refused with a clear error
+ * and leaves the replica's state as it was; a snapshot request leads to one snapshot.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { capturingLogger, until } from '../gateway/test-support.js';
+import { createReplicatorMetrics } from '../metrics/metrics.js';
+import type { NetHsmClient } from '../nethsm/client.js';
+import { PeerClient } from '../peer/client.js';
+import { PeerServer, type PeerHandlers } from '../peer/server.js';
+import { StateStore } from '../state/store.js';
+import { createCa, issueCert } from '../tls/index.js';
+import { Mutex } from '../util/mutex.js';
+import { MAX_LINE_BYTES } from './protocol.js';
+import { NamespacePuller } from './puller.js';
+
+const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
+const change = (seq: number, over: Record<string, unknown> = {}) => JSON.stringify({ type: 'change', epoch: 1, seq, at: 1000 + seq, ref: REF, kind: 'key-deleted', keyId: `k${seq}`, ...over });
+const beat = (seq: number) => JSON.stringify({ type: 'heartbeat', at: Date.now(), head: { epoch: 1, seq } });
+
+describe('stream puller: bad input from the primary', () => {
+  let dir: string;
+  let store: StateStore;
+  let server: PeerServer;
+  let peers: Map<string, PeerClient>;
+  const scripts: string[][] = [];
+  let connections = 0;
+  const snapshots: string[] = [];
+  const deviceCalls: string[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'nhr-puller-'));
+    store = StateStore.inDir(dir).open();
+    store.roles.insert({ namespace: 'ns', role: 'replica', epoch: 1, primarySite: 'a' });
+    store.positions.recordSyncOk('ns', 'a', { epoch: 1, seq: 5, takenAt: 1, durationMs: 1 });
+    const ca = await createCa({ commonName: 'test CA' });
+    const siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
+    const siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'] });
+    const handlers: PeerHandlers = {
+      status: () => Promise.reject(new Error('unused')),
+      snapshot: () => Promise.reject(new Error('unused')),
+      announceEpoch: () => Promise.reject(new Error('unused')),
+      handoff: () => Promise.reject(new Error('unused')),
+      requestSync: () => Promise.reject(new Error('unused')),
+      deviceBackup: () => Promise.reject(new Error('unused')),
+      changes: async (_peer, _ns, after, signal) => {
+        connections++;
+        expect(after).toEqual({ epoch: 1, seq: 5 });
+        const lines = scripts.shift() ?? [];
+        return (async function* () {
+          yield* lines;
+          // Then stay open like an idle primary until the replica goes away.
+          await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+        })();
+      },
+    };
+    server = new PeerServer({ host: '127.0.0.1', port: 0, tls: { ...siteA, caPem: ca.certPem }, peers: [{ name: 'b' }], handlers });
+    await server.start();
+    peers = new Map([['a', new PeerClient({ url: `https://127.0.0.1:${server.port}`, identity: { name: 'a' }, tls: { ...siteB, caPem: ca.certPem } })]]);
+  });
+
+  afterAll(async () => {
+    for (const p of peers.values()) await p.close();
+    await server.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function puller() {
+    const { logger, lines } = capturingLogger();
+    const registry = new Registry();
+    const p = new NamespacePuller({
+      namespace: 'ns',
+      site: 'b',
+      store,
+      peers,
+      apply: {
+        site: 'b',
+        store,
+        client: () => new Proxy({}, { get: (_t, name) => () => (deviceCalls.push(String(name)), Promise.reject(new Error('device must not be touched'))) }) as NetHsmClient,
+        transportKey: () => undefined,
+      },
+      lock: new Mutex(),
+      snapshot: async (reason) => void snapshots.push(reason),
+      heartbeatIntervalMs: 1000,
+      catchupDebounceMs: 0,
+      monitor: { reportSuccess: () => undefined, reportFailure: () => undefined },
+      metrics: createReplicatorMetrics({ registry }),
+      log: logger,
+      backoff: { minMs: 5, maxMs: 20 },
+    });
+    return { p, lines, registry };
+  }
+
+  const unchanged = () => {
+    expect(store.positions.get('ns', 'a')).toMatchObject({ epoch: 1, seq: 5 });
+    expect(store.applied.count('ns')).toBe(0);
+    expect(deviceCalls).toEqual([]);
+  };
+
+  it('skips replayed changes, refuses out-of-order, malformed and oversized lines, and changes nothing', async () => {
+    scripts.push(
+      [beat(5), change(4), change(5), change(7)],
+      ['{"type":"change","epoch":1,'],
+      [change(6, { keyId: '../../etc/passwd' })],
+      [change(6, { epoch: 0 })],
+      ['x'.repeat(MAX_LINE_BYTES + 10)],
+    );
+    const { p, lines, registry } = puller();
+    p.start();
+    await until(() => connections >= 6, 'six connections');
+    await p.close();
+    unchanged();
+    const log = lines.join('');
+    expect(log).toMatch(/change 1\.7 refused: expected 1\.6 next.*NHR_ERR_STREAM_OUT_OF_ORDER/);
+    expect(log).toMatch(/line is not JSON.*NHR_ERR_PEER_MESSAGE_INVALID/);
+    expect(log).toMatch(/keyId must be a valid NetHSM id.*NHR_ERR_PEER_MESSAGE_INVALID/);
+    expect(log).toMatch(/change 0\.6 from a refused: namespace ns is at epoch 1 here.*NHR_ERR_ROLE_STALE_EPOCH/);
+    expect(log).toMatch(/stream line is over 2097152 bytes.*NHR_ERR_PEER_MESSAGE_INVALID/);
+    const metrics = await registry.metrics();
+    expect(metrics).toMatch(/stream_changes_applied_total\{namespace="ns",outcome="duplicate"\} 2/);
+    expect(snapshots).toEqual([]);
+  });
+
+  it('takes one snapshot when the primary asks for it, and nothing else', async () => {
+    connections = 0;
+    scripts.push([JSON.stringify({ type: 'snapshot-required', reason: 'position older than retention', head: { epoch: 1, seq: 90 } })]);
+    const { p } = puller();
+    p.start();
+    await until(() => snapshots.length >= 1, 'a snapshot');
+    await p.close();
+    expect(snapshots[0]).toBe('position older than retention');
+    unchanged();
+  });
+});
