@@ -2,8 +2,9 @@
  * Helpers for the streaming integration tests: wait for a replica to catch up, and compare a namespace key by key
  * between two sites (ids, public data, mechanisms, tags, label, certificate).
  */
+import { generateForImport } from '../../src/keygen/index.js';
 import type { LabSite } from '../../src/lab/lab.js';
-import type { NetHsmClient } from '../../src/nethsm/client.js';
+import type { NetHsmClient, PrivateKey } from '../../src/nethsm/client.js';
 
 /** Polls `check` until it returns true (or throws the last failure after `timeoutMs`). Not a timed assertion: a bound. */
 export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 30_000, what = 'condition'): Promise<void> {
@@ -69,3 +70,12 @@ export function diffInventories(primary: KeyView[], replica: KeyView[]): { missi
     differ: [...p.keys()].filter((id) => r.has(id) && JSON.stringify(p.get(id)) !== JSON.stringify(r.get(id))),
   };
 }
+
+/** A fresh private key as a NetHSM JSON import body (parsed), made the way replicated generation makes it. */
+export function importBody(type: 'EC_P256' | 'RSA' | 'Curve25519', mechanisms: string[], extra: Record<string, unknown> = {}): PrivateKey {
+  const made = generateForImport({ type, mechanisms, ...(type === 'RSA' ? { length: 2048 } : {}), ...extra });
+  const body = JSON.parse(made.importBody.toString('utf8')) as PrivateKey;
+  made.importBody.fill(0);
+  return body;
+}
+

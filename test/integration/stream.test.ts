@@ -1,17 +1,7 @@
 import { createVerify } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateForImport } from '../../src/keygen/index.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
-import type { PrivateKey } from '../../src/nethsm/client.js';
-import { caughtUp, diffInventories, eventually, inventory } from './stream-helpers.js';
-
-/** A fresh private key as a NetHSM JSON import body (parsed), made the way replicated generation makes it. */
-export function importBody(type: 'EC_P256' | 'RSA' | 'Curve25519', mechanisms: string[], extra: Record<string, unknown> = {}): PrivateKey {
-  const made = generateForImport({ type, mechanisms, ...(type === 'RSA' ? { length: 2048 } : {}), ...extra });
-  const body = JSON.parse(made.importBody.toString('utf8')) as PrivateKey;
-  made.importBody.fill(0);
-  return body;
-}
+import { caughtUp, diffInventories, eventually, importBody, inventory } from './stream-helpers.js';
 
 describe('streaming replication between two sites (gateway at A, stream to B)', () => {
   let lab: Lab;
