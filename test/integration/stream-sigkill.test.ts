@@ -1,0 +1,95 @@
+/**
+ * A replica daemon running as its own process (as systemd runs it), killed with SIGKILL again and again while the
+ * primary streams changes to it: after the last restart it converges, key by key. Needs `npm run build`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
+import { StateStore } from '../../src/state/store.js';
+import { waitFor } from '../helpers/wait.js';
+import { diffInventories, importBody, inventory } from './stream-helpers.js';
+
+const repo = path.resolve(import.meta.dirname, '../..');
+const bin = path.join(repo, 'bin/nethsm-replicator');
+const built = existsSync(path.join(repo, 'dist/cli/main.js'));
+const NS = 'alpha';
+
+describe.skipIf(!built)('a replica daemon process killed with SIGKILL during apply — needs `npm run build`', () => {
+  let lab: Lab;
+  let child: ChildProcess | undefined;
+  let logs = '';
+
+  const startB = async (): Promise<void> => {
+    logs = '';
+    child = spawn(process.execPath, [bin, 'daemon', '--config', path.join(lab.site('b').dir, 'config.yaml')], {
+      env: { ...process.env, NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    child.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
+    await waitFor(() => logs.includes('daemon started'), 'daemon b to start', 30_000);
+  };
+  const killB = async (): Promise<void> => {
+    const c = child!;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill('SIGKILL');
+    await exited;
+  };
+  const bPosition = (): number => {
+    const s = StateStore.inDir(lab.site('b').stateDir).open();
+    try {
+      return s.positions.get(NS, 'a')?.seq ?? 0;
+    } finally {
+      s.close();
+    }
+  };
+
+  beforeAll(async () => {
+    lab = await Lab.create({ namespaces: [{ name: NS, primary: 'a' }], gateway: true });
+    await lab.site('a').startDaemon();
+    // B's first sync, in-process, then B runs as a process.
+    await lab.site('b').startDaemon();
+    await lab.site('b').daemon!.syncer.sync(NS, { actor: 'test' });
+    await lab.site('b').stopDaemon();
+    await startB();
+  }, 120_000);
+
+  afterAll(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await lab?.close();
+  });
+
+  it('converges after SIGKILLs at many points of the apply, nothing missing, duplicated or extra', async () => {
+    const a = lab.site('a');
+    const gw = a.gatewayClient(`${NS}~admin`, LAB_PASSPHRASES.nsAdmin);
+    let done = false;
+    const writer = (async () => {
+      for (let i = 0; i < 120; i++) {
+        const id = `k${i}`;
+        await gw.importKey(importBody('EC_P256', ['ECDSA_Signature']), id);
+        await gw.addKeyTag(id, 't');
+        if (i % 3 === 0) await gw.setKeyLabel(id, `l${i}`);
+        if (i % 4 === 1) await gw.deleteKey(id);
+      }
+      done = true;
+    })();
+    let kills = 0;
+    for (; kills < 5 && !done; kills++) {
+      const before = bPosition();
+      await waitFor(() => done || bPosition() > before, 'B applying', 30_000, 20);
+      await killB();
+      await startB();
+    }
+    await writer;
+    await gw.close();
+    expect(kills).toBeGreaterThanOrEqual(3);
+    const head = a.daemon!.ctx.store.changelog.head(NS, 1).seq;
+    await waitFor(() => bPosition() === head, 'B to catch up', 60_000, 50);
+    const [pa, pb] = [a.nsAdmin(NS), lab.site('b').client(`${NS}~replicator`, LAB_PASSPHRASES.replicator)];
+    const diff = diffInventories(await inventory(pa), await inventory(pb));
+    await Promise.all([pa.close(), pb.close()]);
+    expect(diff).toEqual({ missing: [], extra: [], differ: [] });
+    await killB();
+  });
+});
