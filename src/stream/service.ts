@@ -136,9 +136,10 @@ export class StreamService {
     this.#timer = setInterval(() => void this.#maintain(), every);
     this.#timer.unref();
     void this.#maintain(false);
-    // Intents a crash left open are settled before the gateway takes writes again (bounded: an unreachable NetHSM
-    // leaves them to the background task).
-    await Promise.race([this.capture.resolveOpen().catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    // Intents a crash left open are settled before the gateway takes writes again, and the transport key is made
+    // ready before peers ask for it (both bounded: an unreachable NetHSM leaves them to the background task).
+    const bounded = (p: Promise<unknown>) => Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    await bounded(Promise.all([this.capture.resolveOpen(), this.#ensureTransportKey()]));
     for (const p of this.#pullers.values()) p.start();
   }
 

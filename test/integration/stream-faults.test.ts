@@ -15,7 +15,7 @@ import { StateStore } from '../../src/state/store.js';
 import { applyChange, type ApplyDeps } from '../../src/stream/apply.js';
 import { sealEnvelope, type Envelope } from '../../src/stream/envelope.js';
 import { envelopeContext, type ChangeLine } from '../../src/stream/protocol.js';
-import { caughtUp, diffInventories, eventually, importBody, inventory } from './stream-helpers.js';
+import { caughtUp, diffInventories, eventually, importBody, inventory, streamReady } from './stream-helpers.js';
 
 const NS = 'alpha';
 
@@ -80,6 +80,7 @@ describe('streaming under faults', () => {
       },
     });
     await lab.startDaemons();
+    await streamReady([lab.site('a'), lab.site('b')]);
     await lab.site('b').daemon!.syncer.sync(NS, { actor: 'test' });
   }, 120_000);
 

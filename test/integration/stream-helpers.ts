@@ -16,6 +16,19 @@ export async function eventually(check: () => Promise<boolean> | boolean, timeou
   }
 }
 
+/**
+ * Waits until every site's transport key is ready and every site holds its peers' keys, so imports travel in envelopes
+ * (a site that cannot seal for a peer streams the import to it as a catch-up instead, which also converges).
+ */
+export async function streamReady(sites: LabSite[]): Promise<void> {
+  for (const s of sites) await s.daemon!.stream.publicTransportKey();
+  for (const s of sites) {
+    for (const peer of sites.filter((p) => p !== s)) {
+      await eventually(async () => (await s.daemon!.stream.recipients.refresh(peer.name)) !== undefined, 30_000, `${s.name} to know ${peer.name}'s transport key`);
+    }
+  }
+}
+
 /** Waits until `replica`'s stream position equals `primary`'s change-log head for the namespace. */
 export async function caughtUp(primary: LabSite, replica: LabSite, ns: string, timeoutMs = 30_000): Promise<void> {
   await eventually(

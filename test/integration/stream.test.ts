@@ -1,7 +1,7 @@
 import { createVerify } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
-import { caughtUp, diffInventories, eventually, importBody, inventory } from './stream-helpers.js';
+import { caughtUp, diffInventories, eventually, importBody, inventory, streamReady } from './stream-helpers.js';
 
 describe('streaming replication between two sites (gateway at A, stream to B)', () => {
   let lab: Lab;
@@ -9,6 +9,7 @@ describe('streaming replication between two sites (gateway at A, stream to B)', 
   beforeAll(async () => {
     lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'gamma', primary: 'a', generate: 'replicated' }], gateway: true });
     await lab.startDaemons();
+    await streamReady([lab.site('a'), lab.site('b')]);
     const b = lab.site('b');
     await b.daemon!.syncer.sync('alpha', { actor: 'test' });
     await b.daemon!.syncer.sync('gamma', { actor: 'test' });
