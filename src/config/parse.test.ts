@@ -233,6 +233,11 @@ describe('parseConfig: one rule at a time', () => {
     ).toEqual([]);
   });
 
+  it('schedules anti-entropy hourly by default and validates its cron expression', () => {
+    expect(parseConfig(toYaml(validConfigDoc()), {}).antiEntropy).toEqual({ schedule: '23 * * * *' });
+    expectProblem((d) => (d.antiEntropy = { schedule: 'hourly' }), 'antiEntropy.schedule "hourly" is not a valid cron expression');
+  });
+
   it('requires unique peer names distinct from this site', () => {
     expectProblem((d) => d.peers.push({ name: 'hamburg', url: 'https://x.example' }), 'peers[1].name "hamburg" is already used by peers[0]');
     expectProblem((d) => (d.peers[0].name = 'berlin'), 'peers[0].name "berlin" is this site\'s own name (site)');

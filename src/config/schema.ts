@@ -16,6 +16,8 @@ export const DEFAULT_CONFIG_PATH = '/etc/nethsm-replicator/config.yaml';
 export const DEFAULT_STATE_DIR = '/var/lib/nethsm-replicator';
 export const DEFAULT_HEALTH_LISTEN = '127.0.0.1:9810';
 export const DEFAULT_RETRY_INTERVAL = '60s';
+/** Anti-entropy once an hour, at minute 23 (away from the top of the hour, where schedules cluster). */
+export const DEFAULT_ANTI_ENTROPY_SCHEDULE = '23 * * * *';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /** Stream defaults: 7 days or 1,000,000 changes per namespace, a heartbeat every 5 s, catch-ups gathered for 2 s. */
 export const DEFAULT_STREAM = {
@@ -107,6 +109,8 @@ export interface ReplicatorConfig {
     readonly catchupDebounceMs: number;
   };
   readonly logging: { readonly level: LogLevel };
+  /** Anti-entropy passes at replicas: compare inventories with the primary, repair via the API, snapshot the rest. */
+  readonly antiEntropy: { readonly schedule: string };
 }
 
 export interface SchemaOptions {
@@ -190,6 +194,12 @@ const fingerprint = z.string().transform((v, ctx) => {
   return normal;
 });
 
+function cronExpression() {
+  return z.string().superRefine((v, ctx) => {
+    if (!validateCron(v)) ctx.addIssue({ code: 'custom', message: `"${v}" is not a valid cron expression` });
+  });
+}
+
 function duration(what: string) {
   return z.string().transform((v, ctx) => {
     const ms = tryParseDuration(v);
@@ -255,9 +265,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
   const namespace = z.strictObject({
     name: idString('namespace name'),
     primary: idString('site name'),
-    schedule: z.string().superRefine((v, ctx) => {
-      if (!validateCron(v)) ctx.addIssue({ code: 'custom', message: `"${v}" is not a valid cron expression` });
-    }),
+    schedule: cronExpression(),
     maxLagForPromote: duration('any'),
     replicationUser: account(opts, 'namespace'),
     generate: z.enum(['device', 'replicated']).default('device'),
@@ -331,6 +339,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
           catchupDebounce: DEFAULT_STREAM.catchupDebounceMs,
         }),
       logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
+      antiEntropy: z.strictObject({ schedule: cronExpression().default(DEFAULT_ANTI_ENTROPY_SCHEDULE) }).default({ schedule: DEFAULT_ANTI_ENTROPY_SCHEDULE }),
     })
     .transform((c): ReplicatorConfig => {
       const { maxAttempts, retryInterval } = c.recovery;
@@ -370,6 +379,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
           catchupDebounceMs: c.stream.catchupDebounce,
         },
         logging: c.logging,
+        antiEntropy: c.antiEntropy,
       };
     });
 }

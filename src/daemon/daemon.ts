@@ -25,6 +25,8 @@ import { Scheduler } from '../scheduler/scheduler.js';
 import { StateStore } from '../state/store.js';
 import { createAdminHandlers } from './admin-handlers.js';
 import { StreamService } from '../stream/service.js';
+import { antiEntropyPass, type AntiEntropyResult } from '../namespaces/antientropy.js';
+import { parseNamespaceInventory } from '../namespaces/inventory.js';
 import { applyLocks, createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, nethsmTrust, replicationUserIds, type SiteContext } from './context.js';
 import { Failover } from './failover.js';
 import { createPeerHandlers } from './peer-handlers.js';
@@ -113,7 +115,10 @@ export class Daemon {
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
     this.scheduler = new Scheduler({
-      jobs: config.namespaces.map((n) => ({ name: n.name, schedule: n.schedule, run: () => this.scheduledSync(n.name) })),
+      jobs: config.namespaces.flatMap((n) => [
+        { name: n.name, schedule: n.schedule, run: () => this.scheduledSync(n.name) },
+        { name: `anti-entropy:${n.name}`, schedule: config.antiEntropy.schedule, run: () => this.antiEntropy(n.name) },
+      ]),
       logger: this.log,
     });
     this.peerServer = new PeerServer({
@@ -249,6 +254,34 @@ export class Daemon {
       },
       logger: this.log,
     });
+  }
+
+  /**
+   * One anti-entropy pass at a replica: compare the namespace's inventory with the primary's, repair what the API can
+   * (tags, labels, certificates, replica-only keys), and take a snapshot for the rest. Never overlaps a sync or a
+   * stream apply of the same namespace (the namespace's apply lock). Returns what it found (tests, `status`).
+   */
+  async antiEntropy(namespace: string): Promise<AntiEntropyResult | undefined> {
+    const { ctx } = this;
+    const row = ctx.store.roles.get(namespace);
+    if (!row || row.paused || row.role !== 'replica' || row.primarySite === ctx.site) return undefined;
+    const peer = ctx.peers.get(row.primarySite);
+    if (!peer || !ctx.monitor.available(row.primarySite) || !ctx.monitor.available(NETHSM_MEMBER)) return undefined;
+    const result = await ctx.applyLock(namespace).run(() =>
+      antiEntropyPass({
+        namespace,
+        primary: async () => parseNamespaceInventory(await peer.inventory(namespace), { namespace, site: peer.name }),
+        replica: this.stream.client(namespace),
+        fetchCert: (id) => peer.certificate(namespace, id),
+        setDrift: (c) => ctx.metrics.setDrift(namespace, c),
+      }),
+    );
+    ctx.log.info(
+      { namespace, missing: result.diff.missing.length, extra: result.diff.extra.length, differs: result.diff.differs.length, repaired: result.repaired, snapshot: result.needsSnapshot },
+      'anti-entropy pass',
+    );
+    if (result.needsSnapshot) await this.syncer.sync(namespace, { actor: 'anti-entropy' });
+    return result;
   }
 
   private createMonitor(config: ReplicatorConfig, admin: SiteContext['nethsm']['admin'], metrics: ReplicatorMetrics, store: StateStore): MemberMonitor {

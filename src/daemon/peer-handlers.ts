@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { RoleNotPrimaryError } from '../errors.js';
 import type { PeerHandlers } from '../peer/server.js';
 import type { NamespaceView } from '../peer/messages.js';
+import { readInventory } from '../namespaces/inventory.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { VERSION } from '../version.js';
@@ -22,6 +23,16 @@ export function namespaceViews(ctx: SiteContext): NamespaceView[] {
 export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer: NamespaceSync, stream: StreamService): PeerHandlers {
   return {
     transportKey: () => stream.publicTransportKey(),
+
+    inventory: async (_peer, namespace) => {
+      assertPrimaryHere(ctx, namespace);
+      return readInventory(stream.client(namespace), namespace);
+    },
+
+    certificate: async (_peer, namespace, keyId) => {
+      assertPrimaryHere(ctx, namespace);
+      return stream.client(namespace).getCert(keyId);
+    },
 
     changes: async (peer, namespace, after, signal) => stream.feed.open(peer, namespace, after, signal),
 
@@ -67,6 +78,18 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
       return streamThenRemove(file);
     },
   };
+}
+
+/** Anti-entropy compares against the primary's copy only. */
+function assertPrimaryHere(ctx: SiteContext, namespace: string): void {
+  const row = ctx.store.roles.require(namespace);
+  if (row.role !== 'primary' || row.primarySite !== ctx.site) {
+    throw new RoleNotPrimaryError(`namespace ${namespace} is ${row.role} here at epoch ${row.epoch}; its primary is ${row.primarySite}`, {
+      namespace,
+      epoch: row.epoch,
+      site: row.primarySite,
+    });
+  }
 }
 
 /** Streams a work file and removes it once sent (or when the transfer fails). */

@@ -9,7 +9,7 @@ import { unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { PeerCertificate } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
 import { ndjsonLines } from '../stream/lines.js';
 import { MAX_LINE_BYTES, formatPosition } from '../stream/protocol.js';
@@ -19,6 +19,7 @@ import {
   PEER_API_PREFIX,
   SNAPSHOT_EPOCH_HEADER,
   epochAnswerSchema,
+  certificateAnswerSchema,
   handoffAnswerSchema,
   syncAnswerSchema,
   peerStatusSchema,
@@ -78,6 +79,17 @@ export class PeerClient {
 
   async handoff(namespace: string, fromEpoch: number): Promise<{ epoch: number }> {
     return this.json('POST', `/namespaces/${encodeURIComponent(namespace)}/handoff`, { fromEpoch }, handoffAnswerSchema, 30 * 60_000);
+  }
+
+  /** The primary's inventory of the namespace (validated by the caller with `parseNamespaceInventory`). */
+  async inventory(namespace: string): Promise<unknown> {
+    return this.json('GET', `/namespaces/${encodeURIComponent(namespace)}/inventory`, undefined, z.unknown(), 10 * 60_000);
+  }
+
+  /** One key's certificate at the primary, or null. */
+  async certificate(namespace: string, keyId: string): Promise<{ contentType: string; data: Buffer } | null> {
+    const a = await this.json('GET', `/namespaces/${encodeURIComponent(namespace)}/keys/${encodeURIComponent(keyId)}/cert`, undefined, certificateAnswerSchema);
+    return a.contentType === null ? null : { contentType: a.contentType, data: Buffer.from(a.data, 'base64') };
   }
 
   /** Asks the peer (a replica) to pull the namespace now. */

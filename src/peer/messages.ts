@@ -50,3 +50,9 @@ export const syncAnswerSchema = z.strictObject({ started: z.boolean() });
 /** Headers on a snapshot response: the epoch and site it was taken at. */
 export const SNAPSHOT_EPOCH_HEADER = 'x-nhr-epoch';
 export const SNAPSHOT_SITE_HEADER = 'x-nhr-site';
+
+/** Answer to `GET /peer/v1/namespaces/:ns/keys/:id/cert` (certificates are public; base64, bounded at 1 MiB like the NetHSM). */
+export const certificateAnswerSchema = z.union([
+  z.strictObject({ contentType: z.string().min(1).max(200), data: z.base64().max(1_400_000) }),
+  z.strictObject({ contentType: z.null(), data: z.null() }),
+]);

@@ -41,6 +41,10 @@ export interface PeerHandlers {
   deviceBackup(peer: string): Promise<Readable | AsyncIterable<Uint8Array>>;
   /** This site's transport key (public half), for peers sealing imports to it. */
   transportKey?(peer: string): Promise<TransportKeyInfo>;
+  /** The namespace's inventory (anti-entropy); only its primary answers. */
+  inventory?(peer: string, namespace: string): Promise<unknown>;
+  /** One key's certificate at the primary (anti-entropy repairs), or null when it has none. */
+  certificate?(peer: string, namespace: string, keyId: string): Promise<{ contentType: string; data: Buffer } | null>;
   /**
    * The namespace's change stream after `after` (undefined: the peer has no position): NDJSON lines without their
    * newline, until `signal` aborts (the peer went away, or shutdown) or the stream ends. Throws before the first line
@@ -171,12 +175,26 @@ export class PeerServer {
       if (!h.transportKey) throw new BadRequest(404, 'this site publishes no transport key');
       return sendJson(res, 200, await h.transportKey(peer));
     }
-    const m = /^\/peer\/v1\/namespaces\/([^/]+)\/(snapshot|epoch|handoff|sync|changes)$/.exec(path);
+    const cert = /^\/peer\/v1\/namespaces\/([^/]+)\/keys\/([^/]+)\/cert$/.exec(path);
+    if (cert) {
+      method(req, 'GET');
+      if (!h.certificate) throw new BadRequest(404, 'this site serves no certificates');
+      const ns = parse(namespaceIdSchema, decodeURIComponent(cert[1]!), 'namespace');
+      const keyId = parse(namespaceIdSchema, decodeURIComponent(cert[2]!), 'key id');
+      const c = await h.certificate(peer, ns, keyId);
+      return sendJson(res, 200, c ? { contentType: c.contentType, data: c.data.toString('base64') } : { contentType: null, data: null });
+    }
+    const m = /^\/peer\/v1\/namespaces\/([^/]+)\/(snapshot|epoch|handoff|sync|changes|inventory)$/.exec(path);
     if (!m) throw new BadRequest(404, `no such peer endpoint: ${path}`);
     const ns = parse(namespaceIdSchema, decodeURIComponent(m[1]!), 'namespace');
     if (m[2] === 'changes') {
       method(req, 'GET');
       return this.streamChanges(peer, ns, req, res);
+    }
+    if (m[2] === 'inventory') {
+      method(req, 'GET');
+      if (!h.inventory) throw new BadRequest(404, 'this site serves no inventories');
+      return sendJson(res, 200, await h.inventory(peer, ns));
     }
     if (m[2] === 'snapshot') {
       method(req, 'GET');

@@ -49,12 +49,8 @@ export class WorkDir {
    * namespace of unknown origin). A missing or unreadable file means no.
    */
   isBootstrapped(namespace: string): boolean {
-    try {
-      const data = JSON.parse(readFileSync(this.bootstrapFile, 'utf8')) as { namespaces?: unknown };
-      return Array.isArray(data.namespaces) && data.namespaces.includes(namespace);
-    } catch {
-      return false;
-    }
+    const ns = this.readBootstrap()?.namespaces;
+    return Array.isArray(ns) && ns.includes(namespace);
   }
 
   /**
@@ -65,6 +61,28 @@ export class WorkDir {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     const record = { namespaces: [...namespaces].sort(), sourceDeviceId: sourceDeviceId ?? null, at: new Date().toISOString() };
     await writeFile(this.bootstrapFile, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 });
+  }
+
+  /** True once after init-replica: the device still holds the primary's transport key (see TransportKey.replaceInherited). */
+  inheritedTransportKeyPending(): boolean {
+    const r = this.readBootstrap();
+    return r !== undefined && r.transportKeyReplaced !== true;
+  }
+
+  /** Records that the inherited transport key was replaced. */
+  async markTransportKeyReplaced(): Promise<void> {
+    const r = this.readBootstrap();
+    if (r === undefined) return;
+    await writeFile(this.bootstrapFile, JSON.stringify({ ...r, transportKeyReplaced: true }, null, 2) + '\n', { mode: 0o600 });
+  }
+
+  private readBootstrap(): Record<string, unknown> | undefined {
+    try {
+      const data: unknown = JSON.parse(readFileSync(this.bootstrapFile, 'utf8'));
+      return data !== null && typeof data === 'object' && !Array.isArray(data) ? (data as Record<string, unknown>) : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   snapshotOf(namespace: string): string {

@@ -208,7 +208,12 @@ export class StreamService {
 
   async #ensureTransportKey(): Promise<void> {
     if (!this.transportKey) return;
-    await this.transportKey.ensure();
+    const { ctx } = this.#o;
+    if (ctx.work.inheritedTransportKeyPending()) {
+      await this.transportKey.replaceInherited();
+      await ctx.work.markTransportKeyReplaced();
+      ctx.log.info({ keyId: this.transportKey.keyId, fingerprint: this.transportKey.publicInfo().fingerprint }, 'replaced the transport key inherited from the primary at bootstrap');
+    } else await this.transportKey.ensure();
     this.#transportKeyReady = true;
   }
 

@@ -148,6 +148,21 @@ export class TransportKey {
     this.#info = { site: this.site, keyId: this.keyId, publicKeyPem: pem, fingerprint: parsed.fingerprint };
   }
 
+  /**
+   * Replaces a transport key this site inherited: init-replica's full restore copies the primary's root keys, so a
+   * bootstrapped replica starts with the primary's transport key. Deletes it (a 404 is fine) and creates this site's
+   * own. Envelopes sealed to the old key then fail to open and the namespace catches up by snapshot.
+   */
+  async replaceInherited(): Promise<void> {
+    try {
+      await this.#admin.deleteKey(this.keyId);
+    } catch (err) {
+      if (!(err instanceof NetHsmHttpError && err.status === 404)) throw err;
+    }
+    this.#info = undefined;
+    await this.ensure();
+  }
+
   /** What the peer API publishes. Throws InternalError before a successful ensure(). */
   publicInfo(): TransportKeyInfo {
     if (this.#info === undefined) throw new InternalError('TransportKey.publicInfo() called before ensure()', this.#ctx());

@@ -1,0 +1,58 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PeerRefusedError } from '../../src/errors.js';
+import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
+import { readInventory } from '../../src/namespaces/inventory.js';
+import type { NetHsmClient } from '../../src/nethsm/client.js';
+
+async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+describe('anti-entropy run by the daemon over the peer API', () => {
+  let lab: Lab;
+
+  beforeAll(async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    await use(lab.site('a').nsAdmin('alpha'), async (c) => {
+      for (const id of ['k1', 'k2', 'k3']) await c.generateKey({ id, type: 'EC_P256', mechanisms: ['ECDSA_Signature'], restrictions: { tags: ['t1'] } });
+    });
+    await lab.site('b').daemon!.syncer.sync('alpha', { actor: 'test' });
+  });
+
+  afterAll(async () => {
+    await lab?.close();
+  });
+
+  it('finds drift at the replica, repairs tags and extra keys through the API, snapshots a deleted key back, and reports the drift', async () => {
+    const b = lab.site('b');
+    // Someone with the replication account changes the replica behind the daemon's back.
+    await use(b.client('alpha~replicator', LAB_PASSPHRASES.replicator), async (c) => {
+      await c.removeKeyTag('k1', 't1');
+      await c.generateKey({ id: 'extra', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] });
+      await c.deleteKey('k3');
+    });
+    const r = await b.daemon!.antiEntropy('alpha');
+    expect(r?.diff).toMatchObject({ missing: ['k3'], extra: ['extra'] });
+    expect(r?.diff.differs.map((d) => d.id)).toEqual(['k1']);
+    expect(r?.needsSnapshot).toBe(true);
+    expect(await b.registry.metrics()).toMatch(/nethsm_replicator_drift_entries\{namespace="alpha",kind="missing"\} 1/);
+
+    const atA = await use(lab.site('a').nsOperator('alpha'), (c) => readInventory(c, 'alpha'));
+    const atB = await use(b.nsOperator('alpha'), (c) => readInventory(c, 'alpha'));
+    expect(atB.digest).toBe(atA.digest);
+    const again = await b.daemon!.antiEntropy('alpha');
+    expect(again?.diff).toEqual({ missing: [], extra: [], differs: [] });
+  });
+
+  it('serves inventories only where the namespace is primary', async () => {
+    const err = await lab.site('a').daemon!.ctx.peers.get('b')!.inventory('alpha').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PeerRefusedError);
+    expect((err as PeerRefusedError).remoteCode).toBe('NHR_ERR_ROLE_NOT_PRIMARY');
+    expect(await lab.site('a').daemon!.antiEntropy('alpha')).toBeUndefined();
+  });
+});
