@@ -109,15 +109,7 @@ export class PeerClient {
       res.body.destroy();
       throw new PeerMessageInvalidError(`snapshot from ${this.name} has no valid ${SNAPSHOT_EPOCH_HEADER} header`, { site: this.name, namespace });
     }
-    let bytes = 0;
-    res.body.on('data', (c: Buffer) => (bytes += c.length));
-    try {
-      await pipeline(res.body, createWriteStream(destPath, { mode: 0o600, flags: 'wx' }));
-    } catch (cause) {
-      await unlink(destPath).catch(() => undefined);
-      throw new PeerUnreachableError(`snapshot download from ${this.name} broke off after ${bytes} bytes`, { cause, site: this.name, namespace });
-    }
-    return { epoch, bytes };
+    return { epoch, bytes: await this.saveBody(res, destPath, 'snapshot', { namespace }) };
   }
 
   /**
@@ -127,16 +119,22 @@ export class PeerClient {
   async fetchDeviceBackup(destPath: string): Promise<{ bytes: number }> {
     const res = await this.send('GET', '/device-backup', undefined, 30 * 60_000);
     if (res.statusCode !== 200) throw await refused(res, this.name);
+    return { bytes: await this.saveBody(res, destPath, 'device backup') };
+  }
+
+  /** Writes a response body to a new 0600 file; removes it and throws PeerUnreachableError when the transfer breaks. */
+  private async saveBody(res: Dispatcher.ResponseData, destPath: string, what: string, ctx: { namespace?: string } = {}): Promise<number> {
     let bytes = 0;
     res.body.on('data', (c: Buffer) => (bytes += c.length));
     try {
       await pipeline(res.body, createWriteStream(destPath, { mode: 0o600, flags: 'wx' }));
     } catch (cause) {
       await unlink(destPath).catch(() => undefined);
-      throw new PeerUnreachableError(`device backup download from ${this.name} broke off after ${bytes} bytes`, { cause, site: this.name });
+      throw new PeerUnreachableError(`${what} download from ${this.name} broke off after ${bytes} bytes`, { cause, site: this.name, ...ctx });
     }
-    return { bytes };
+    return bytes;
   }
+
 
   /** The peer's transport key (public half), validated: RSA ≥ 2048, fingerprint its own, published for this peer's site. */
   async transportKey(timeoutMs?: number): Promise<TransportKeyInfo> {
