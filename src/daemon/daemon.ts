@@ -131,7 +131,7 @@ export class Daemon {
     });
     this.adminServer = new AdminServer({
       socketPath: config.admin.socket,
-      handlers: createAdminHandlers(this.ctx, this.failover, this.syncer, { startedAt: Date.now(), nextRun: (n) => this.scheduler.nextRun(n) }),
+      handlers: createAdminHandlers(this.ctx, this.failover, this.syncer, { startedAt: () => this.startedAt || Date.now(), nextRun: (n) => this.scheduler.nextRun(n) }),
       logger: this.log,
     });
     const exporter = nethsm.metrics ? createNetHsmExporter({ registry, fetch: () => nethsm.metrics!.metrics(), logger: this.log }) : registry;
@@ -208,10 +208,6 @@ export class Daemon {
     if (ctx.store.isOpen) ctx.store.close();
     if (this.state === 'started') this.log.info({ site: ctx.site }, 'daemon stopped');
     this.state = 'closed';
-  }
-
-  get uptimeSince(): number {
-    return this.startedAt;
   }
 
   /** The cron job of one namespace: pull at a replica, finish a fence, nothing at the primary. */

@@ -7,7 +7,8 @@ import type { DaemonStatus, NamespaceStatus } from './status.js';
 import type { NamespaceSync } from './sync.js';
 
 export interface StatusExtras {
-  startedAt: number;
+  /** When the daemon finished starting (ms). */
+  startedAt: () => number;
   nextRun(namespace: string): Date | null;
 }
 
@@ -43,7 +44,7 @@ export function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: Sta
   return {
     site: ctx.site,
     version: VERSION,
-    startedAt: new Date(extras.startedAt).toISOString(),
+    startedAt: new Date(extras.startedAt()).toISOString(),
     namespaces: ctx.config.namespaces.map((n) => namespaceStatus(ctx, syncer, extras, n.name)).filter((s): s is NamespaceStatus => !!s),
     members: ctx.monitor.all().map((m) => ({
       name: m.name,

@@ -3,7 +3,6 @@
  * (compareBackupPaths), so a merge-join walks them side by side. Used to detect writes that raced a sync (device
  * backup before vs. just before restore), and to verify a restore (namespace as merged, everything else as before).
  */
-import { createHash } from 'node:crypto';
 import { InternalError } from '../errors.js';
 import { compareBackupPaths } from '../backup/format.js';
 import type { BackupEntry } from '../backup/reader.js';
@@ -76,23 +75,4 @@ async function* ordered(entries: AsyncIterable<BackupEntry>, which: string): Asy
     prev = e.path;
     yield e;
   }
-}
-
-/**
- * A digest of a set of entries (paths and values), order-independent of nothing: entries must come in firmware
- * order. Two backups with the same in-scope entries have the same digest. Values are hashed, never kept.
- */
-export async function digestEntries(entries: AsyncIterable<BackupEntry>, inScope: (path: string) => boolean): Promise<{ digest: string; count: number }> {
-  const h = createHash('sha256');
-  let count = 0;
-  for await (const e of entries) {
-    if (!inScope(e.path)) continue;
-    count++;
-    const p = Buffer.from(e.path, 'utf8');
-    const len = Buffer.alloc(8);
-    len.writeUInt32BE(p.length, 0);
-    len.writeUInt32BE(e.value.length, 4);
-    h.update(len).update(p).update(e.value);
-  }
-  return { digest: h.digest('hex'), count };
 }
