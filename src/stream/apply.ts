@@ -37,6 +37,19 @@ export interface ApplyDeps {
 export type ApplyResult = { outcome: 'duplicate' } | { outcome: Exclude<AppliedOutcome, 'catchup'> } | { outcome: 'catchup'; reason: string };
 
 export async function applyChange(deps: ApplyDeps, namespace: string, source: string, line: ChangeLine): Promise<ApplyResult> {
+  if (admitChange(deps, namespace, source, line) === 'duplicate') return { outcome: 'duplicate' };
+  const effect = await makeEffect(deps, namespace, line);
+  if (effect.outcome === 'catchup') return effect;
+  recordChange(deps, namespace, source, line, effect.outcome);
+  return effect;
+}
+
+/**
+ * The checks of applyChange before any effect: `duplicate` for a change at or below the position (or recorded), `go`
+ * for the next one. `after`: the seq the change must follow when earlier changes are still in flight (ApplyWindow);
+ * default the stored position. Throws PeerStaleEpochError or StreamOutOfOrderError as applyChange does; writes nothing.
+ */
+export function admitChange(deps: ApplyDeps, namespace: string, source: string, line: ChangeLine, after?: number): 'duplicate' | 'go' {
   const { store } = deps;
   const row = store.roles.require(namespace);
   const ctx = { namespace, site: source, epoch: row.epoch };
@@ -47,33 +60,35 @@ export async function applyChange(deps: ApplyDeps, namespace: string, source: st
     throw new PeerStaleEpochError(`change ${line.epoch}.${line.seq} from ${source} refused: namespace ${namespace} is at epoch ${row.epoch} here`, ctx);
   }
   const pos = store.positions.get(namespace, source);
-  if (store.applied.has(namespace, line.epoch, line.seq) || (pos?.epoch === line.epoch && pos.seq !== undefined && line.seq <= pos.seq)) {
-    return { outcome: 'duplicate' };
-  }
-  if (pos?.epoch !== line.epoch || pos.seq === undefined) {
+  const last = pos?.epoch === line.epoch && pos.seq !== undefined ? Math.max(pos.seq, after ?? pos.seq) : undefined;
+  if (store.applied.has(namespace, line.epoch, line.seq) || (last !== undefined && line.seq <= last)) return 'duplicate';
+  if (last === undefined) {
     throw new StreamOutOfOrderError(`change ${line.epoch}.${line.seq} refused: this replica's position is ${pos?.epoch ?? '-'}.${pos?.seq ?? '-'} (another epoch)`, ctx);
   }
-  if (line.seq !== pos.seq + 1) {
-    throw new StreamOutOfOrderError(`change ${line.epoch}.${line.seq} refused: expected ${line.epoch}.${pos.seq + 1} next`, ctx);
+  if (line.seq !== last + 1) {
+    throw new StreamOutOfOrderError(`change ${line.epoch}.${line.seq} refused: expected ${line.epoch}.${last + 1} next`, ctx);
   }
-  const effect = await makeEffect(deps, namespace, line);
-  if (effect.outcome === 'catchup') return effect;
-  store.applied.record({
+  return 'go';
+}
+
+/** Records an applied (or found present) change and moves the position to it, in one transaction. */
+export function recordChange(deps: ApplyDeps, namespace: string, source: string, line: ChangeLine, outcome: 'applied' | 'present'): void {
+  deps.store.applied.record({
     namespace,
     sourceSite: source,
     epoch: line.epoch,
     seq: line.seq,
     kind: line.kind,
     ...('keyId' in line ? { keyId: line.keyId } : {}),
-    outcome: effect.outcome,
+    outcome,
     changedAt: line.at,
   });
-  return effect;
 }
 
-type Effect = { outcome: 'applied' | 'present' } | { outcome: 'catchup'; reason: string };
+export type Effect = { outcome: 'applied' | 'present' } | { outcome: 'catchup'; reason: string };
 
-async function makeEffect(deps: ApplyDeps, namespace: string, line: ChangeLine): Promise<Effect> {
+/** The change's effect on this site's NetHSM (no state written). Throws as applyChange does. */
+export async function makeEffect(deps: ApplyDeps, namespace: string, line: ChangeLine): Promise<Effect> {
   if (line.kind === 'catchup') return { outcome: 'catchup', reason: line.reason };
   const c = deps.client(namespace);
   const missing = (): Effect => ({ outcome: 'catchup', reason: `key ${line.keyId} is not on this replica` });

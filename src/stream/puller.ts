@@ -20,6 +20,7 @@ import type { PeerClient } from '../peer/client.js';
 import type { StateStore } from '../state/store.js';
 import type { Mutex } from '../util/mutex.js';
 import { applyChange, type ApplyDeps } from './apply.js';
+import { ApplyWindow, CatchupNeeded } from './apply-window.js';
 import { parseLine } from './protocol.js';
 
 export interface PullerOptions {
@@ -37,6 +38,8 @@ export interface PullerOptions {
   monitor: { reportSuccess(name: string): void; reportFailure(name: string, err: unknown): void };
   metrics: ReplicatorMetrics;
   log: Logger;
+  /** Imports of distinct keys carried out on the device at once (ApplyWindow; default 8, 1 = one change at a time). */
+  applyConcurrency?: number;
   /** Reconnect backoff bounds (default 250 ms .. 30 s). */
   backoff?: { minMs: number; maxMs: number };
 }
@@ -50,6 +53,9 @@ export interface PullerStatus {
   lastHeartbeatAt: number | null;
   lastError: { code: string; message: string } | null;
 }
+
+/** As many imports in flight as the NetHSM client's default pool has connections. */
+export const DEFAULT_APPLY_CONCURRENCY = 8;
 
 type Outcome = { kind: 'ended' } | { kind: 'catchup'; reason: string };
 
@@ -145,6 +151,22 @@ export class NamespacePuller {
     if (after === undefined) return { kind: 'catchup', reason: pos?.epoch === undefined ? 'no position yet' : `position is from epoch ${pos.epoch}` };
     this.#state = 'connecting';
     const abort = (this.#abort = new AbortController());
+    const window = new ApplyWindow({
+      deps: this.#o.apply,
+      namespace: ns,
+      source: peer.name,
+      lock: this.#o.lock,
+      size: this.#o.applyConcurrency ?? DEFAULT_APPLY_CONCURRENCY,
+      recorded: (_line, outcome) => this.#recorded(peer.name, outcome),
+    });
+    const windowed = async (fn: () => Promise<void>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        if (!(err instanceof CatchupNeeded)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
+        throw err;
+      }
+    };
     try {
       const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000 });
       this.#state = 'streaming';
@@ -167,20 +189,36 @@ export class NamespacePuller {
           continue;
         }
         if (this.#head === null || line.seq > this.#head.seq) this.#head = { epoch: line.epoch, seq: line.seq };
+        if (line.kind === 'key-imported' && window.accepts(line)) {
+          await windowed(() => window.add(line));
+          continue;
+        }
+        await windowed(() => window.drain());
         const result = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line)).catch((err: unknown) => {
           metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
           throw err;
         });
         if (result.outcome === 'catchup') return { kind: 'catchup', reason: result.reason };
-        metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: result.outcome === 'duplicate' ? 'duplicate' : 'applied' });
-        this.#lastError = null;
-        this.#updateGauges(peer.name);
+        this.#recorded(peer.name, result.outcome);
       }
+      await windowed(() => window.drain());
       return { kind: 'ended' };
+    } catch (err) {
+      if (err instanceof CatchupNeeded) return { kind: 'catchup', reason: err.reason };
+      throw err;
     } finally {
+      // However the stream ends, no effect of the window may still run (or hold the lock) when the caller reconnects
+      // or takes a snapshot; a failure here was already reported or is superseded by what ended the stream.
+      await window.drain().catch(() => undefined);
       abort.abort();
       if (this.#abort === abort) this.#abort = undefined;
     }
+  }
+
+  #recorded(primary: string, outcome: 'applied' | 'present' | 'duplicate'): void {
+    this.#o.metrics.streamChangesAppliedTotal.inc({ namespace: this.#o.namespace, outcome: outcome === 'duplicate' ? 'duplicate' : 'applied' });
+    this.#lastError = null;
+    this.#updateGauges(primary);
   }
 
   /** What a failed connection or change leads to: a snapshot for changes that cannot be applied, else a retry. */

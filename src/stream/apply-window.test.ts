@@ -1,0 +1,92 @@
+/**
+ * The apply window against a simulator over real HTTPS: imports in flight together are recorded strictly in stream
+ * order, a failure leaves the position at the last change before it, and the namespace's lock is given up.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NetHsmClient } from '../nethsm/client.js';
+import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
+import { StateStore } from '../state/store.js';
+import { Mutex } from '../util/mutex.js';
+import type { ApplyDeps } from './apply.js';
+import { ApplyWindow, CatchupNeeded } from './apply-window.js';
+import type { ChangeLine } from './protocol.js';
+
+const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
+// The envelope is never opened here: present keys are recognised first, absent ones need a transport key there is none of.
+const imported = (seq: number, keyId: string) => ({ type: 'change', epoch: 1, seq, at: 1000 + seq, ref: REF, kind: 'key-imported', keyId, envelope: {} }) as unknown as Extract<ChangeLine, { kind: 'key-imported' }>;
+
+describe('apply window', () => {
+  let sim: ProvisionedSimulator;
+  let admin: NetHsmClient;
+  let dir: string;
+  let n = 0;
+
+  beforeAll(async () => {
+    sim = await startProvisionedSimulator({ namespaces: ['ns'] });
+    admin = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: sim.nsUsers.ns!.admin });
+    for (const id of ['p1', 'p2', 'p3', 'p4', 'p5']) await admin.generateKey({ type: 'Curve25519', mechanisms: ['EdDSA_Signature'], id });
+    dir = mkdtempSync(path.join(tmpdir(), 'nhr-window-'));
+  });
+
+  afterAll(async () => {
+    await admin?.close();
+    await sim?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  function setup() {
+    const store = StateStore.inDir(path.join(dir, String(n++))).open();
+    store.roles.insert({ namespace: 'ns', role: 'replica', epoch: 1, primarySite: 'a' });
+    store.positions.recordSyncOk('ns', 'a', { epoch: 1, seq: 0, takenAt: 1, durationMs: 1 });
+    const deps: ApplyDeps = { site: 'b', store, client: () => admin, transportKey: () => undefined };
+    const lock = new Mutex();
+    const seen: string[] = [];
+    const window = new ApplyWindow({ deps, namespace: 'ns', source: 'a', lock, size: 4, recorded: (l, o) => seen.push(`${l.seq}:${o}`) });
+    const applied = () => store.db.prepare("SELECT seq, outcome FROM applied_changes WHERE namespace = 'ns' ORDER BY seq").all() as { seq: number; outcome: string }[];
+    return { store, lock, seen, window, applied };
+  }
+
+  it('records imports in flight together in stream order and gives the lock up when drained', async () => {
+    const { store, lock, seen, window, applied } = setup();
+    for (const [i, id] of ['p1', 'p2', 'p3', 'p4', 'p5'].entries()) await window.add(imported(i + 1, id));
+    await window.drain();
+    expect(seen).toEqual(['1:present', '2:present', '3:present', '4:present', '5:present']);
+    expect(applied().map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(store.positions.get('ns', 'a')?.seq).toBe(5);
+    expect(lock.busy).toBe(false);
+    store.close();
+  });
+
+  it('admits a key once while it is in flight, and only imports', async () => {
+    const { store, window } = setup();
+    await window.add(imported(1, 'p1')); // returns once the effect has started
+    expect(window.accepts(imported(2, 'p1'))).toBe(false);
+    expect(window.accepts(imported(2, 'p2'))).toBe(true);
+    expect(window.accepts({ ...imported(2, 'p2'), kind: 'key-deleted' } as unknown as ChangeLine)).toBe(false);
+    return window.drain().finally(() => store.close());
+  });
+
+  it('records nothing from a failed change on, and the drain reports the failure', async () => {
+    const { store, lock, window, applied } = setup();
+    await window.add(imported(1, 'p1'));
+    await window.add(imported(2, 'absent')); // no transport key here: needs a snapshot
+    await window.add(imported(3, 'p3'));
+    await expect(window.drain()).rejects.toBeInstanceOf(CatchupNeeded);
+    expect(applied().map((r) => r.seq)).toEqual([1]);
+    expect(store.positions.get('ns', 'a')?.seq).toBe(1);
+    expect(lock.busy).toBe(false);
+    await window.drain(); // empty again: nothing left to report
+    store.close();
+  });
+
+  it('refuses a gap after the changes in flight, recording what came before', async () => {
+    const { store, window, applied } = setup();
+    await window.add(imported(1, 'p1'));
+    await expect(window.add(imported(3, 'p3'))).rejects.toThrow(/expected 1\.2 next/);
+    expect(applied().map((r) => r.seq)).toEqual([1]);
+    store.close();
+  });
+});

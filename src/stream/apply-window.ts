@@ -1,0 +1,154 @@
+/**
+ * Overlapping imports at a replica. Applying one change at a time costs a replica one NetHSM round trip chain per
+ * import (existence check, envelope unwrap through the NetHSM's decrypt, import), so a primary taking imports from
+ * several clients at once outruns it by the primary's concurrency. The window lets up to `size` consecutive
+ * `key-imported` changes of distinct keys be carried out on the device at the same time, and still records them (the
+ * record and the new position, one transaction each) strictly in stream order, each as soon as it and every earlier
+ * one are done.
+ *
+ * Why this is as safe as one at a time: imports of distinct ids do not interact on the device, and every other kind of
+ * change (or a second change of a key in flight) is a barrier the puller applies alone after draining the window. A
+ * crash or failure leaves the position at the last change recorded in order; the changes after it that did reach the
+ * device are replayed from there and found present, exactly as one change applied but not recorded is today. After a
+ * failure nothing later is recorded, and `drain()` waits for every effect in flight to settle before it returns, so no
+ * device write of this window overlaps a snapshot or a reconnect.
+ *
+ * The namespace's apply lock is held while the window is not empty, and given up (after a drain) every `holdBound`
+ * changes, so a snapshot sync waiting for the lock is not starved by a continuous stream of imports.
+ */
+import type { Mutex } from '../util/mutex.js';
+import { admitChange, makeEffect, recordChange, type ApplyDeps } from './apply.js';
+import type { ChangeLine } from './protocol.js';
+
+/** A change of the window needs a snapshot (e.g. no transport key here): nothing from it on was recorded. */
+export class CatchupNeeded extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+export interface ApplyWindowOptions {
+  deps: ApplyDeps;
+  namespace: string;
+  source: string;
+  lock: Mutex;
+  size: number;
+  /** Changes admitted under one hold of the lock before the window drains and lets waiters in. */
+  holdBound?: number;
+  /** Called after each change is recorded (metrics, gauges). */
+  recorded(line: ChangeLine, outcome: 'applied' | 'present' | 'duplicate'): void;
+}
+
+interface Slot {
+  keyId: string;
+  /** Settles when the change is recorded (or fails, or an earlier one failed). */
+  done: Promise<void>;
+  /** Settles when the device effect has ended, whatever the outcome. */
+  settled: Promise<unknown>;
+}
+
+export class ApplyWindow {
+  readonly #o: ApplyWindowOptions;
+  #slots: Slot[] = [];
+  #tail: Promise<void> = Promise.resolve();
+  #lastSeq: number | undefined;
+  #release: (() => void) | undefined;
+  #held = 0;
+  #failure: unknown;
+
+  constructor(o: ApplyWindowOptions) {
+    this.#o = o;
+  }
+
+  /** Whether `line` may join the window: an import of a key with no change in flight. */
+  accepts(line: ChangeLine): boolean {
+    return line.kind === 'key-imported' && this.#o.size > 1 && !this.#slots.some((s) => s.keyId === line.keyId);
+  }
+
+  /**
+   * Admits an import (accepts(line) must hold) and starts its effect; waits for room first. Throws an earlier failure
+   * of the window (after draining), or what admitChange throws (stale epoch, gap) after draining.
+   */
+  async add(line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<void> {
+    if (this.#failure !== undefined) await this.drain();
+    if (this.#held >= (this.#o.holdBound ?? 256)) await this.drain();
+    // A recorded slot leaves #slots by itself (below); a failed one stays until the drain.
+    while (this.#slots.length >= this.#o.size) {
+      await this.#slots[0]!.done.catch(() => undefined);
+      if (this.#failure !== undefined) await this.drain();
+    }
+    if (!this.#release) this.#release = await acquire(this.#o.lock);
+    const { deps, namespace, source } = this.#o;
+    let verdict: 'duplicate' | 'go';
+    try {
+      verdict = admitChange(deps, namespace, source, line, this.#lastSeq);
+    } catch (err) {
+      this.#failure ??= err;
+      await this.drain();
+      throw err;
+    }
+    this.#held++;
+    this.#lastSeq = Math.max(this.#lastSeq ?? line.seq, line.seq);
+    if (verdict === 'duplicate') {
+      this.#o.recorded(line, 'duplicate');
+      if (this.#slots.length === 0) this.#idle();
+      return;
+    }
+    const effect = makeEffect(deps, namespace, line);
+    const settled = effect.catch(() => undefined);
+    const done = this.#tail.then(async () => {
+      const e = await effect;
+      if (e.outcome === 'catchup') throw new CatchupNeeded(e.reason);
+      recordChange(deps, namespace, source, line, e.outcome);
+      this.#o.recorded(line, e.outcome);
+    });
+    done.catch((err: unknown) => {
+      this.#failure ??= err;
+    });
+    this.#tail = done;
+    const slot: Slot = { keyId: line.keyId, done, settled };
+    this.#slots.push(slot);
+    // Drop the slot once recorded, so `accepts` and the room count see only changes in flight; an empty window gives
+    // the lock up at once (a stream idle after a burst must not keep snapshot syncs waiting).
+    void done.then(
+      () => {
+        this.#slots = this.#slots.filter((s) => s !== slot);
+        if (this.#slots.length === 0 && this.#failure === undefined) this.#idle();
+      },
+      () => undefined,
+    );
+  }
+
+  /**
+   * Waits until every change in flight is recorded or has failed and every device effect has ended, gives the lock
+   * up, and throws the window's first failure (a CatchupNeeded, a NetHSM or envelope error) if there was one.
+   * Idempotent; the window is empty and reusable afterwards.
+   */
+  async drain(): Promise<void> {
+    const slots = this.#slots;
+    await Promise.all(slots.map((s) => s.settled));
+    await Promise.all(slots.map((s) => s.done.catch(() => undefined)));
+    this.#slots = [];
+    this.#idle();
+    const failure = this.#failure;
+    this.#failure = undefined;
+    if (failure !== undefined) throw failure;
+  }
+
+  /** Empty: forget the in-flight sequence (the stored position is the truth again) and give the lock up. */
+  #idle(): void {
+    this.#tail = Promise.resolve();
+    this.#lastSeq = undefined;
+    this.#held = 0;
+    const release = this.#release;
+    this.#release = undefined;
+    release?.();
+  }
+}
+
+/** Takes the mutex and resolves with its release (Mutex only offers run()). */
+function acquire(lock: Mutex): Promise<() => void> {
+  return new Promise((held) => {
+    void lock.run(() => new Promise<void>((release) => held(release)));
+  });
+}
