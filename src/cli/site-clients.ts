@@ -3,27 +3,13 @@
  * fail at start-up), these read each file with an error naming the setting and the path, so `check-config` and
  * `init-replica` can say which file is wrong.
  */
-import { readFile } from 'node:fs/promises';
+import { readConfigFile, type PeerTls } from '../config/files.js';
 import type { PeerConfig, ReplicatorConfig } from '../config/index.js';
 import { InputInvalidError } from '../errors.js';
+
+export type { PeerTls } from '../config/files.js';
 import { NetHsmClient, type TlsTrust } from '../nethsm/client.js';
 import { PeerClient } from '../peer/client.js';
-
-/** Reads a file the config names. Throws InputInvalidError `<setting> <path> cannot be read (<code>)`. */
-export async function readConfigFile(setting: string, file: string): Promise<string> {
-  try {
-    return await readFile(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    throw new InputInvalidError(`${setting} ${file} cannot be read (${code})`, { path: file, hint: 'Check the path and that this user may read it.' });
-  }
-}
-
-export interface PeerTls {
-  certPem: string;
-  keyPem: string;
-  caPem: string;
-}
 
 /** This site's peer TLS material (`tls.certFile`, `tls.keyFile`, `tls.caFile`). */
 export async function readPeerTls(config: ReplicatorConfig): Promise<PeerTls> {

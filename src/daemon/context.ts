@@ -1,7 +1,7 @@
 /**
  * Everything a running daemon's parts share, built once from the config and its secrets. Owned by `Daemon`.
  */
-import { readFileSync } from 'node:fs';
+import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import type { ScryptParams } from '../backup/format.js';
 import type { OpenBackupOptions } from '../backup/reader.js';
 import type { ReplicatorConfig } from '../config/schema.js';
@@ -64,7 +64,7 @@ export const NETHSM_MEMBER = 'nethsm';
 
 export function nethsmTrust(config: ReplicatorConfig): TlsTrust {
   const t = config.nethsm.tls;
-  if ('caFile' in t) return { caPem: readFileSync(t.caFile, 'utf8') };
+  if ('caFile' in t) return { caPem: readConfigFileSync('nethsm.tls.caFile', t.caFile) };
   if ('fingerprint256' in t) return { fingerprint256: t.fingerprint256 };
   return { insecure: true };
 }
@@ -81,7 +81,7 @@ export function createNetHsmClients(config: ReplicatorConfig, secrets: LoadedSec
 }
 
 export function createPeerClients(config: ReplicatorConfig): Map<string, PeerClient> {
-  const tls = { certPem: readFileSync(config.tls.certFile, 'utf8'), keyPem: readFileSync(config.tls.keyFile, 'utf8'), caPem: readFileSync(config.tls.caFile, 'utf8') };
+  const tls = readPeerTlsSync(config.tls);
   const peers = new Map<string, PeerClient>();
   for (const p of config.peers) {
     peers.set(p.name, new PeerClient({ url: p.url, identity: { name: p.name, ...(p.fingerprint256 ? { fingerprint256: p.fingerprint256 } : {}) }, tls }));

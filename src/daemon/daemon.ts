@@ -4,7 +4,7 @@
  * `start()` and `close()` are idempotent; `close()` lets an in-flight sync or failover step finish (a restore is never
  * cut in half) before stopping.
  */
-import { readFileSync } from 'node:fs';
+import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import { Registry } from 'prom-client';
 import { AdminServer } from '../admin/server.js';
 import type { ScryptParams } from '../backup/format.js';
@@ -124,7 +124,7 @@ export class Daemon {
     this.peerServer = new PeerServer({
       host: config.peerApi.listen.host,
       port: config.peerApi.listen.port,
-      tls: { certPem: readFileSync(config.tls.certFile, 'utf8'), keyPem: readFileSync(config.tls.keyFile, 'utf8'), caPem: readFileSync(config.tls.caFile, 'utf8') },
+      tls: readPeerTlsSync(config.tls),
       peers: config.peers.map((p) => ({ name: p.name, ...(p.fingerprint256 ? { fingerprint256: p.fingerprint256 } : {}) })),
       handlers: createPeerHandlers(this.ctx, this.failover, this.syncer, this.stream),
       logger: this.log,
@@ -140,7 +140,9 @@ export class Daemon {
       port: config.health.listen.port,
       source: this.healthSource(),
       metrics: exporter,
-      ...(config.health.tls ? { tls: { certPem: readFileSync(config.health.tls.certFile), keyPem: readFileSync(config.health.tls.keyFile) } } : {}),
+      ...(config.health.tls
+        ? { tls: { certPem: readConfigFileSync('health.tls.certFile', config.health.tls.certFile), keyPem: readConfigFileSync('health.tls.keyFile', config.health.tls.keyFile) } }
+        : {}),
       logger: this.log,
     });
   }
@@ -230,7 +232,7 @@ export class Daemon {
       site: config.site,
       host: g.listen.host,
       port: g.listen.port,
-      tls: { certPem: readFileSync(g.certFile, 'utf8'), keyPem: readFileSync(g.keyFile, 'utf8') },
+      tls: { certPem: readConfigFileSync('gateway.certFile', g.certFile), keyPem: readConfigFileSync('gateway.keyFile', g.keyFile) },
       nethsm: { url: config.nethsm.url, tls: nethsmTrust(config) },
       gate,
       observer: this.stream.capture,
@@ -243,7 +245,7 @@ export class Daemon {
         },
       },
       // Other sites' gateways present certificates of the group CA.
-      ...(g.forwardToPrimary ? { primaryGateways: { tls: { caPem: readFileSync(config.tls.caFile, 'utf8') } } } : {}),
+      ...(g.forwardToPrimary ? { primaryGateways: { tls: { caPem: readConfigFileSync('tls.caFile', config.tls.caFile) } } } : {}),
       onRequest: (e) => {
         const known = e.namespace && config.namespaces.some((n) => n.name === e.namespace) ? e.namespace : '_other';
         this.ctx.metrics.gatewayRequestsTotal.inc({ namespace: known, class: e.class, outcome: e.outcome });

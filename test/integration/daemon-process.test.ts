@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -91,5 +92,15 @@ describe.skipIf(!built)('the daemon as a process (systemd ExecStart) — needs `
     const r = await cli(['daemon', '--config', path.join(lab.dir, 'missing.yaml')]);
     expect(r.code).toBe(78);
     expect(r.err).toMatch(/^Error: config file .*missing\.yaml cannot be read \(ENOENT\) \[NHR_ERR_CONFIG_INVALID\]\nTry: /m);
+  });
+
+  it('refuses an unreadable file the config names with exit code 78, naming the setting', async () => {
+    const b = lab.site('b');
+    const text = (await readFile(path.join(b.dir, 'config.yaml'), 'utf8')).replace(path.join(b.dir, 'peer.key'), path.join(b.dir, 'no-such.key'));
+    const broken = path.join(b.dir, 'broken.yaml');
+    await writeFile(broken, text, { mode: 0o600 });
+    const r = await cli(['daemon', '--config', broken]);
+    expect(r.code).toBe(78);
+    expect(r.err).toContain(`Error: tls.keyFile ${path.join(b.dir, 'no-such.key')} cannot be read (ENOENT) [NHR_ERR_CONFIG_INVALID]`);
   });
 });
