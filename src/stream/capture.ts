@@ -14,7 +14,8 @@ import { isValidId } from '../nethsm/ids.js';
 import type { ChangeKind, LoggedChange } from '../state/changelog-repo.js';
 import type { Intent } from '../state/intents-repo.js';
 import type { StateStore } from '../state/store.js';
-import { sealEnvelope, type Envelope } from './envelope.js';
+import type { Envelope } from './envelope.js';
+import { EnvelopeSealer } from './envelope-keys.js';
 import { KeyLocks } from './key-locks.js';
 import { envelopeContext, MAX_CERT_BYTES } from './protocol.js';
 import type { Recipients } from './recipients.js';
@@ -108,9 +109,16 @@ export class ChangeCapture implements MutationObserver {
   readonly #open = new Map<string, Open>();
   /** Intents whose answer was lost and that the device could not settle yet: their keys stay locked. */
   readonly #unsettled = new Map<string, Open>();
+  /** One envelope key per replica for a bounded window (envelope-keys.ts): one NetHSM unwrap per window there. */
+  readonly #sealer = new EnvelopeSealer();
 
   constructor(o: CaptureOptions) {
     this.#o = o;
+  }
+
+  /** Zeroes the envelope keys held for sealing. Idempotent. */
+  close(): void {
+    this.#sealer.close();
   }
 
   /** Intents waiting for the device to tell what happened (their keys stay locked until then). */
@@ -257,7 +265,7 @@ export class ChangeCapture implements MutationObserver {
       const key = await this.#o.recipients.get(site);
       if (!key) continue;
       try {
-        out[site] = sealEnvelope(body, { site, keyId: key.keyId, publicKeyPem: key.publicKeyPem }, envelopeContext(namespace, ref));
+        out[site] = this.#sealer.seal(body, { site, keyId: key.keyId, publicKeyPem: key.publicKeyPem }, envelopeContext(namespace, ref));
       } catch (err) {
         this.#o.log.warn({ namespace, peer: site, err }, 'cannot seal an import for a peer; it gets a catch-up instead');
       }

@@ -14,9 +14,9 @@ import { isValidId } from '../nethsm/ids.js';
 import { parseTransportPublicKey, TRANSPORT_KEY_MAX_BITS, TRANSPORT_KEY_MIN_BITS } from './transport-key.js';
 
 export const ENVELOPE_ALG = 'RSA-OAEP-SHA256/A256GCM';
+export const AES_KEY_BYTES = 32;
 /** Largest plaintext sealed: an RSA-8192 import body is under 2 kB; 64 KiB leaves room for metadata, bounds peers' messages. */
 export const ENVELOPE_MAX_PLAINTEXT = 64 * 1024;
-const AES_KEY_BYTES = 32;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
@@ -77,33 +77,48 @@ function additionalData(h: { site: string; transportKeyId: string; transportKeyF
  * EnvelopeInvalidError for an empty or oversized plaintext or invalid ids.
  */
 export function sealEnvelope(plaintext: Buffer, recipient: { site: string; keyId: string; publicKeyPem: string }, aad: string): Envelope {
+  const key = randomBytes(AES_KEY_BYTES);
+  try {
+    const pub = parseTransportPublicKey(recipient.publicKeyPem);
+    const wrapped = publicEncrypt({ key: pub.key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, key);
+    return sealWithKey(plaintext, recipient, pub.fingerprint, key, wrapped, aad);
+  } finally {
+    key.fill(0);
+  }
+}
+
+/**
+ * Seals under a given AES key and its wrapped form (see EnvelopeSealer, which reuses one key for a bounded window).
+ * Every envelope gets a fresh random IV; `aad` and the header bind it to its context. The key stays the caller's.
+ */
+export function sealWithKey(
+  plaintext: Buffer,
+  recipient: { site: string; keyId: string },
+  fingerprint: string,
+  key: Buffer,
+  wrapped: Buffer,
+  aad: string,
+): Envelope {
   if (plaintext.length === 0 || plaintext.length > ENVELOPE_MAX_PLAINTEXT) {
     throw new EnvelopeInvalidError(`cannot seal ${plaintext.length} bytes: the plaintext must be 1..${ENVELOPE_MAX_PLAINTEXT} bytes`);
   }
   if (!isValidId(recipient.site) || !isValidId(recipient.keyId)) {
     throw new EnvelopeInvalidError('recipient site and transport key id must be valid NetHSM ids');
   }
-  const pub = parseTransportPublicKey(recipient.publicKeyPem);
-  const header = { site: recipient.site, transportKeyId: recipient.keyId, transportKeyFingerprint: pub.fingerprint };
-  const key = randomBytes(AES_KEY_BYTES);
+  const header = { site: recipient.site, transportKeyId: recipient.keyId, transportKeyFingerprint: fingerprint };
   const iv = randomBytes(IV_BYTES);
-  try {
-    const wrapped = publicEncrypt({ key: pub.key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, key);
-    const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
-    cipher.setAAD(additionalData(header, aad));
-    const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-    return {
-      v: 1,
-      alg: ENVELOPE_ALG,
-      ...header,
-      wrappedKey: wrapped.toString('base64'),
-      iv: iv.toString('base64'),
-      ciphertext: ciphertext.toString('base64'),
-      tag: cipher.getAuthTag().toString('base64'),
-    };
-  } finally {
-    key.fill(0);
-  }
+  const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
+  cipher.setAAD(additionalData(header, aad));
+  const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return {
+    v: 1,
+    alg: ENVELOPE_ALG,
+    ...header,
+    wrappedKey: wrapped.toString('base64'),
+    iv: iv.toString('base64'),
+    ciphertext: ciphertext.toString('base64'),
+    tag: cipher.getAuthTag().toString('base64'),
+  };
 }
 
 /**

@@ -18,6 +18,7 @@ import { ChangeFeed } from './feed.js';
 import { resolveIntent } from './intent-resolve.js';
 import { NamespacePuller, type PullerStatus } from './puller.js';
 import { Recipients } from './recipients.js';
+import { UnwrappedKeyCache } from './envelope-keys.js';
 import { TransportKey, type TransportKeyInfo } from './transport-key.js';
 
 export interface StreamServiceOptions {
@@ -53,6 +54,8 @@ export class StreamService {
   #transportKeyReady = false;
   #started = false;
   #closing: Promise<void> | undefined;
+  /** Envelope keys this site unwrapped recently (envelope-keys.ts). */
+  readonly #unwrapped = new UnwrappedKeyCache();
 
   constructor(o: StreamServiceOptions) {
     this.#o = o;
@@ -97,7 +100,7 @@ export class StreamService {
       transportKey: () => {
         if (!this.transportKey || !this.#transportKeyReady) return undefined;
         const info = this.transportKey.publicInfo();
-        return { keyId: info.keyId, fingerprint: info.fingerprint, unwrap: (w) => this.transportKey!.unwrap(w) };
+        return { keyId: info.keyId, fingerprint: info.fingerprint, unwrap: (w) => this.#unwrapped.unwrap(w, (x) => this.transportKey!.unwrap(x)) };
       },
     };
     for (const n of ctx.config.namespaces) {
@@ -149,6 +152,8 @@ export class StreamService {
       if (this.#intentTimer) clearTimeout(this.#intentTimer);
       this.feed.notifyAll();
       await Promise.all([...this.#pullers.values()].map((p) => p.close()));
+      this.capture.close();
+      this.#unwrapped.clear();
     })();
     return this.#closing;
   }
@@ -211,6 +216,7 @@ export class StreamService {
     const { ctx } = this.#o;
     if (ctx.work.inheritedTransportKeyPending()) {
       await this.transportKey.replaceInherited();
+      this.#unwrapped.clear();
       await ctx.work.markTransportKeyReplaced();
       ctx.log.info({ keyId: this.transportKey.keyId, fingerprint: this.transportKey.publicInfo().fingerprint }, 'replaced the transport key inherited from the primary at bootstrap');
     } else await this.transportKey.ensure();
