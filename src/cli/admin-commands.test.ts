@@ -98,6 +98,24 @@ describe('admin commands against a real admin server', () => {
     expect(r.out).toMatch(/\nall ok\n$/);
   });
 
+  it("shows each namespace's change stream: state, position, changes behind, lag, last heartbeat", async () => {
+    const st = healthyStatus();
+    st.namespaces[0]!.stream = {
+      state: 'streaming', position: { epoch: 3, seq: 120 }, head: { epoch: 3, seq: 124 }, changesBehind: 4, lagSeconds: 0.4,
+      lastHeartbeat: ago(2), lastErrorCode: null, lastError: null,
+    };
+    st.namespaces[1]!.stream = {
+      state: 'idle', position: { epoch: 7, seq: 88 }, head: null, changesBehind: null, lagSeconds: null, lastHeartbeat: null, lastErrorCode: null, lastError: null,
+    };
+    status = st;
+    const r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/STREAM\s+STATE\s+POSITION\s+BEHIND\s+LAG\s+LAST HEARTBEAT\s+LAST ERROR/);
+    expect(r.out).toMatch(/alpha\s+streaming\s+3\.120\s+4\s+0\.4s\s+2s ago\s+-/);
+    expect(r.out).toMatch(/beta\s+primary \(head\)\s+7\.88\s+-\s+-\s+-\s+-/);
+    status = healthyStatus();
+  });
+
   it('finds the socket through --config without reading any secret', async () => {
     // The config names secret files and variables that do not exist: status must not need them.
     const r = await runCli(['status', '--config', configFile]);

@@ -96,6 +96,11 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   lines.push('');
   if (s.namespaces.length === 0) lines.push('no namespaces configured');
   else lines.push(table([['NAMESPACE', 'ROLE', 'EPOCH', 'PRIMARY', 'LAST SYNC', 'LAG / LIMIT', 'NEXT SYNC', 'FLAGS'], ...s.namespaces.map((ns) => namespaceRow(ns, now))]));
+  const streams = s.namespaces.filter((ns) => ns.stream);
+  if (streams.length > 0) {
+    lines.push('');
+    lines.push(table([['STREAM', 'STATE', 'POSITION', 'BEHIND', 'LAG', 'LAST HEARTBEAT', 'LAST ERROR'], ...streams.map((ns) => streamRow(ns, now))]));
+  }
   lines.push('');
   if (s.members.length === 0) lines.push('no members');
   else lines.push(table([['MEMBER', 'KIND', 'STATUS', 'FAILURES', 'ATTEMPTS', 'NEXT RETRY', 'LAST ERROR'], ...s.members.map((m) => memberRow(m, now))]));
@@ -123,6 +128,16 @@ function namespaceRow(ns: NamespaceStatus, now: Date): string[] {
   }
   const flags = [ns.paused ? 'PAUSED' : '', ns.busy ? 'busy' : ''].filter(Boolean).join(',') || '-';
   return [ns.name, role, String(ns.epoch), ns.primarySite, last, lag, relativeTime(ns.nextScheduledSync, now), flags];
+}
+
+/** The change stream of a namespace: at a replica its puller, at the primary the head of the change log. */
+function streamRow(ns: NamespaceStatus, now: Date): string[] {
+  const st = ns.stream!;
+  const pos = st.position ? `${st.position.epoch}.${st.position.seq}` : '-';
+  const behind = st.changesBehind === null ? '-' : String(st.changesBehind);
+  const lag = st.lagSeconds === null ? '-' : shortDuration(st.lagSeconds);
+  const state = st.state === 'waiting' || st.state === 'connecting' ? st.state.toUpperCase() : st.state;
+  return [ns.name, ns.role === 'primary' ? 'primary (head)' : state, pos, behind, lag, relativeTime(st.lastHeartbeat, now), st.lastErrorCode ?? '-'];
 }
 
 function memberRow(m: MemberStatusView, now: Date): string[] {
