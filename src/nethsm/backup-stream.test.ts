@@ -74,8 +74,9 @@ describe('streamed backup of a large device', () => {
     expect(tail.toString()).toBe('_NETHSM_BACKUP_END_');
     expect(chunks).toBeGreaterThan(100);
     expect(largestChunk).toBeLessThan(2 * 1024 * 1024);
-    // Generous: the simulator's in-flight entries (1 MiB each) share this process. Buffering the file would be > total.
-    expect(peak).toBeLessThan(total / 4);
+    // Generous: the simulator's in-flight entries (1 MiB each) share this process and, on a loaded machine, run ahead of
+    // the reader for a while (once seen just over total / 4). A client buffering the file would retain more than total.
+    expect(peak).toBeLessThan(total / 2);
     console.log(`backup ${(total / 1048576).toFixed(1)} MiB in ${chunks} chunks; peak retained growth ${(peak / 1048576).toFixed(1)} MiB`);
   });
 });
