@@ -9,6 +9,7 @@ import type { SiteContext } from './context.js';
 import type { Failover } from './failover.js';
 
 export async function observePeerStatus(ctx: SiteContext, failover: Failover, peer: PeerClient, status: PeerStatus): Promise<void> {
+  let stale = false;
   for (const view of status.namespaces) {
     const row = ctx.store.roles.get(view.namespace);
     if (!row) continue;
@@ -20,10 +21,14 @@ export async function observePeerStatus(ctx: SiteContext, failover: Failover, pe
         if (!(err instanceof PeerStaleEpochError)) throw err;
       }
     } else if (claimsPrimary && view.epoch < row.epoch) {
+      stale = true;
       ctx.log.warn({ namespace: view.namespace, peer: peer.name, peerEpoch: view.epoch, epoch: row.epoch }, 'a peer still acts as primary at an old epoch; telling it the current one');
       await peer.announceEpoch(view.namespace, { epoch: row.epoch, primarySite: row.primarySite }).catch((err: unknown) => {
         ctx.log.warn({ namespace: view.namespace, peer: peer.name, err }, 'could not tell the peer the current epoch');
       });
     }
   }
+  // A peer that still acts as primary at an old epoch is fenced as a member: nothing is pulled from it.
+  if (stale) ctx.monitor.markFenced(peer.name);
+  else ctx.monitor.clearFenced(peer.name);
 }

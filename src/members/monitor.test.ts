@@ -90,4 +90,28 @@ describe('member monitor', () => {
     expect(mon.available('nethsm')).toBe(false);
     await mon.close();
   });
+
+  it('checks healthy members periodically, so news reaches a site after a quiet link comes back', async () => {
+    const f = flaky();
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 1000, probeIntervalMs: 5, maxAttempts: 3 });
+    await mon.start();
+    const after = f.probes();
+    await waitFor(() => f.probes() >= after + 3, 'periodic probes');
+    await mon.close();
+    const stopped = f.probes();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(f.probes()).toBe(stopped);
+  });
+
+  it('fences a member that acts on a stale view and clears it when it stops', async () => {
+    const f = flaky();
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 1000, maxAttempts: 3 });
+    await mon.start();
+    mon.markFenced('nethsm');
+    expect(mon.get('nethsm')!.status).toBe('fenced');
+    expect(mon.available('nethsm')).toBe(false);
+    mon.clearFenced('nethsm');
+    expect(mon.get('nethsm')!.status).toBe('ok');
+    await mon.close();
+  });
 });

@@ -32,6 +32,11 @@ export interface Member {
 export interface MemberMonitorOptions {
   members: Member[];
   retryIntervalMs: number;
+  /**
+   * How often members that are not failing are checked (default: retryIntervalMs). Periodic checks are how a site
+   * learns what happened while a link was down, e.g. a newer epoch (the probe of a peer reads its status).
+   */
+  probeIntervalMs?: number;
   /** Recovery attempts before giving up; Infinity for unlimited (the default in config). */
   maxAttempts: number;
   /** Called after every status change (persist it, update metrics). */
@@ -48,6 +53,8 @@ export class MemberMonitor {
   private readonly states = new Map<string, MemberState>();
   private readonly members = new Map<string, Member>();
   private timers = new Map<string, NodeJS.Timeout>();
+  private readonly probing = new Set<string>();
+  private periodic: NodeJS.Timeout | undefined;
   private started = false;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -67,10 +74,17 @@ export class MemberMonitor {
     if (this.started) return;
     this.started = true;
     await Promise.all([...this.members.keys()].map((name) => this.probe(name)));
+    // Members being retried are probed by their retry timer; the others (and fenced ones) on this beat.
+    this.periodic = setInterval(() => {
+      for (const [name, s] of this.states) if (!this.timers.has(name) && !s.gaveUp) void this.probe(name);
+    }, this.options.probeIntervalMs ?? this.options.retryIntervalMs);
+    this.periodic.unref();
   }
 
   close(): Promise<void> {
     this.started = false;
+    if (this.periodic) clearInterval(this.periodic);
+    this.periodic = undefined;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     return Promise.resolve();
@@ -112,9 +126,16 @@ export class MemberMonitor {
     if (s && s.status === 'recovering') this.update(s, { status: 'ok' });
   }
 
+  /** The member acts on a stale view (a peer claiming primary at an old epoch): do not pull from it. */
   markFenced(name: string): void {
     const s = this.states.get(name);
     if (s && s.status !== 'fenced') this.update(s, { status: 'fenced' });
+  }
+
+  /** A fenced member no longer acts on a stale view. */
+  clearFenced(name: string): void {
+    const s = this.states.get(name);
+    if (s && s.status === 'fenced') this.update(s, { status: 'ok' });
   }
 
   /** Operator's manual recovery: reset the attempt count and probe now. */
@@ -128,13 +149,16 @@ export class MemberMonitor {
   private async probe(name: string): Promise<void> {
     const member = this.members.get(name);
     const s = this.states.get(name);
-    if (!member || !s) return;
+    if (!member || !s || this.probing.has(name)) return;
+    this.probing.add(name);
     try {
       await member.probe();
       if (s.status === 'unreachable') this.recovered(s);
       else this.update(s, { consecutiveFailures: 0, lastOkAt: this.now(), status: s.status === 'fenced' ? 'fenced' : s.status });
     } catch (err) {
       this.failed(s, err);
+    } finally {
+      this.probing.delete(name);
     }
   }
 
