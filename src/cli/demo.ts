@@ -1,6 +1,5 @@
 /** `nethsm-replicator demo`: two simulated sites replicating, then a failover (the README's first command). */
 import type { Command } from 'commander';
-import { runDemo } from '../lab/demo.js';
 
 export function registerDemo(program: Command): void {
   program
@@ -11,6 +10,7 @@ export function registerDemo(program: Command): void {
     .action(async (opts: { keys: string; logFile?: string }) => {
       const keys = Number(opts.keys);
       if (!Number.isInteger(keys) || keys < 1 || keys > 1000) throw new Error(`--keys must be a whole number from 1 to 1000, not ${JSON.stringify(opts.keys)}`);
+      const { runDemo } = await import('../lab/demo.js');
       await runDemo({ out: process.stdout, keys, ...(opts.logFile ? { logFile: opts.logFile } : {}) });
     });
 }

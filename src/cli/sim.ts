@@ -7,7 +7,6 @@ import { InputInvalidError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { parseLatencySpec, type LatencyTable } from '../sim/latency.js';
 import { TEST_KDF } from '../sim/crypto.js';
-import { startSimulator } from '../sim/server.js';
 
 interface SimFlags {
   port: string;
@@ -47,6 +46,8 @@ export function registerSim(program: Command): void {
     .action(async (flags: SimFlags) => {
       const o = parseSimFlags(flags);
       const kdf = o.testScrypt ? { backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF } : {};
+      // Loaded when the command runs: the other commands do not pay for the simulator's modules.
+      const { startSimulator } = await import('../sim/server.js');
       const sim = await startSimulator({
         host: o.host,
         port: o.port,
