@@ -87,6 +87,19 @@ describe('admin commands against a real admin server', () => {
     status = healthyStatus();
   });
 
+  it("shows a member's last error only while the member is not ok (the JSON keeps it)", async () => {
+    const st = healthyStatus();
+    st.members[1] = { ...st.members[1]!, lastErrorCode: 'NHR_ERR_PEER_UNREACHABLE', lastError: 'was down at start' };
+    status = st;
+    const r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/\na\s+peer\s+ok\s+0\s+0\s+-\s+-\n/);
+    expect(r.out).not.toContain('NHR_ERR_PEER_UNREACHABLE');
+    const j = await runCli(['status', '--socket', socket, '--json']);
+    expect(j.out).toContain('NHR_ERR_PEER_UNREACHABLE');
+    status = healthyStatus();
+  });
+
   it('prints roles, relative times and lag, and exits 0 when all is ok', async () => {
     const r = await runCli(['status', '--socket', socket]);
     expect(r.err).toBe('');

@@ -143,5 +143,7 @@ function streamRow(ns: NamespaceStatus, now: Date): string[] {
 function memberRow(m: MemberStatusView, now: Date): string[] {
   const status = m.status === 'ok' ? 'ok' : m.status.toUpperCase() + (m.gaveUp ? ' (gave up)' : '');
   const next = m.gaveUp ? 'never' : relativeTime(m.nextRetryAt, now);
-  return [m.name, m.kind, status, String(m.consecutiveFailures), String(m.attempts), next, m.lastErrorCode ? scalar(m.lastErrorCode) : '-'];
+  // A healthy member's last error is history (kept in --json); showing it next to "ok" would read as a problem.
+  const error = m.status !== 'ok' && m.lastErrorCode ? scalar(m.lastErrorCode) : '-';
+  return [m.name, m.kind, status, String(m.consecutiveFailures), String(m.attempts), next, error];
 }
