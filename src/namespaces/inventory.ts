@@ -9,8 +9,9 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { NetHsmHttpError, NetHsmResponseInvalidError, PeerMessageInvalidError } from '../errors.js';
-import type { KeyMechanism, NetHsmClient, PublicKey } from '../nethsm/client.js';
+import type { NetHsmClient, PublicKey } from '../nethsm/client.js';
 import { isValidId } from '../nethsm/ids.js';
+import { KEY_MECHANISMS } from '../nethsm/mechanisms.js';
 
 /** One key as the API shows it: everything replication must carry, nothing secret. */
 export interface KeyInventoryItem {
@@ -58,30 +59,7 @@ const MAX_TAGS = 4096;
 const MAX_MECHANISMS = 64;
 const LABEL_MAX_BYTES = 32;
 
-/** `KeyMechanism` in the firmware's declaration order (the order `GET /keys/{id}` lists them in). */
-const MECHANISM_ORDER: readonly KeyMechanism[] = [
-  'RSA_Decryption_RAW',
-  'RSA_Decryption_PKCS1',
-  'RSA_Decryption_OAEP_MD5',
-  'RSA_Decryption_OAEP_SHA1',
-  'RSA_Decryption_OAEP_SHA224',
-  'RSA_Decryption_OAEP_SHA256',
-  'RSA_Decryption_OAEP_SHA384',
-  'RSA_Decryption_OAEP_SHA512',
-  'RSA_Signature_PKCS1',
-  'RSA_Signature_PSS_MD5',
-  'RSA_Signature_PSS_SHA1',
-  'RSA_Signature_PSS_SHA224',
-  'RSA_Signature_PSS_SHA256',
-  'RSA_Signature_PSS_SHA384',
-  'RSA_Signature_PSS_SHA512',
-  'EdDSA_Signature',
-  'ECDSA_Signature',
-  'BIP340_Signature',
-  'AES_Encryption_CBC',
-  'AES_Decryption_CBC',
-];
-const MECHANISM_RANK = new Map<string, number>(MECHANISM_ORDER.map((m, i) => [m, i]));
+const MECHANISM_RANK = new Map<string, number>(KEY_MECHANISMS.map((m, i) => [m, i]));
 
 function compareCodeUnits(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -89,8 +67,8 @@ function compareCodeUnits(a: string, b: string): number {
 
 /** The NetHSM's mechanism order; mechanisms of a newer firmware sort after the known ones, by code unit. */
 export function compareMechanisms(a: string, b: string): number {
-  const ra = MECHANISM_RANK.get(a) ?? MECHANISM_ORDER.length;
-  const rb = MECHANISM_RANK.get(b) ?? MECHANISM_ORDER.length;
+  const ra = MECHANISM_RANK.get(a) ?? KEY_MECHANISMS.length;
+  const rb = MECHANISM_RANK.get(b) ?? KEY_MECHANISMS.length;
   return ra !== rb ? ra - rb : compareCodeUnits(a, b);
 }
 

@@ -18,30 +18,9 @@ export const KEY_TYPES = [
 ] as const;
 export type KeyType = (typeof KEY_TYPES)[number];
 
-/** `KeyMechanism`, in enum declaration order: `publicKeyView` and the key JSON list mechanisms in this order. */
-export const KEY_MECHANISMS = [
-  'RSA_Decryption_RAW',
-  'RSA_Decryption_PKCS1',
-  'RSA_Decryption_OAEP_MD5',
-  'RSA_Decryption_OAEP_SHA1',
-  'RSA_Decryption_OAEP_SHA224',
-  'RSA_Decryption_OAEP_SHA256',
-  'RSA_Decryption_OAEP_SHA384',
-  'RSA_Decryption_OAEP_SHA512',
-  'RSA_Signature_PKCS1',
-  'RSA_Signature_PSS_MD5',
-  'RSA_Signature_PSS_SHA1',
-  'RSA_Signature_PSS_SHA224',
-  'RSA_Signature_PSS_SHA256',
-  'RSA_Signature_PSS_SHA384',
-  'RSA_Signature_PSS_SHA512',
-  'EdDSA_Signature',
-  'ECDSA_Signature',
-  'BIP340_Signature',
-  'AES_Encryption_CBC',
-  'AES_Decryption_CBC',
-] as const;
-export type KeyMechanism = (typeof KEY_MECHANISMS)[number];
+import { KEY_MECHANISMS, type KeyMechanism } from '../../nethsm/mechanisms.js';
+
+export { KEY_MECHANISMS, type KeyMechanism };
 
 export const SIGN_MODES = ['PKCS1', 'PSS_MD5', 'PSS_SHA1', 'PSS_SHA224', 'PSS_SHA256', 'PSS_SHA384', 'PSS_SHA512', 'EdDSA', 'ECDSA', 'BIP340'] as const;
 export type SignMode = (typeof SIGN_MODES)[number];
