@@ -25,7 +25,8 @@ export async function runDaemon(options: RunOptions): Promise<number> {
   let daemon: Daemon;
   try {
     const config = await loadConfigFile(options.configPath, env);
-    if (!options.logger) log = createLogger({ level: config.logging.level });
+    // NHR_LOG_LEVEL overrides the config, to debug a site without editing it.
+    if (!options.logger) log = createLogger({ level: env.NHR_LOG_LEVEL ?? config.logging.level });
     const secrets = await loadSecrets(config, env);
     // Test and demo only: the firmware's unit-test KDF parameters for the files the daemon writes and opens.
     const unsafeScrypt = env.NHR_UNSAFE_TEST_SCRYPT === '1';
