@@ -84,6 +84,8 @@ describe.skipIf(!built)('the daemon as a process (systemd ExecStart) — needs `
     daemonB.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(logs).toMatch(/daemon stopped/);
+    // The lab's config says logging.level info; NHR_LOG_LEVEL=debug in the environment overrides it.
+    expect(logs).toMatch(/"level":"debug"/);
     expect(existsSync(lab.site('b').config.admin.socket)).toBe(false);
     expect(logs.includes(LAB_PASSPHRASES.admin)).toBe(false);
   });
