@@ -196,17 +196,22 @@ export class Daemon {
 
   private async doClose(): Promise<void> {
     const { ctx } = this;
-    await this.scheduler.close();
-    await this.healthServer.close().catch(() => undefined);
-    await this.adminServer.close();
-    await this.gateway?.close();
-    await this.stream.close();
-    await this.peerServer.close();
-    await this.syncer.drain();
-    await this.failover.drain();
-    await ctx.monitor.close();
-    await Promise.all([...ctx.peers.values()].map((p) => p.close()));
-    await ctx.nethsm.pool.close();
+    // Each stage logged at debug: a stop that hangs shows where.
+    const stage = async (name: string, fn: () => Promise<unknown> | unknown) => {
+      this.log.debug({ stage: name }, 'stopping');
+      await fn();
+    };
+    await stage('scheduler', () => this.scheduler.close());
+    await stage('health', () => this.healthServer.close().catch(() => undefined));
+    await stage('admin', () => this.adminServer.close());
+    await stage('gateway', () => this.gateway?.close());
+    await stage('stream', () => this.stream.close());
+    await stage('peer API', () => this.peerServer.close());
+    await stage('syncs', () => this.syncer.drain());
+    await stage('failover', () => this.failover.drain());
+    await stage('members', () => ctx.monitor.close());
+    await stage('peer clients', () => Promise.all([...ctx.peers.values()].map((p) => p.close())));
+    await stage('NetHSM pool', () => ctx.nethsm.pool.close());
     if (ctx.store.isOpen) ctx.store.close();
     if (this.state === 'started') this.log.info({ site: ctx.site }, 'daemon stopped');
     this.state = 'closed';

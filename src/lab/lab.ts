@@ -16,7 +16,8 @@ import { loadSecrets } from '../config/secrets.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import { Daemon } from '../daemon/daemon.js';
 import { WorkDir } from '../replicator/workdir.js';
-import { silentLogger, type Logger } from '../log.js';
+import { pino } from 'pino';
+import { createLogger, silentLogger, type Logger } from '../log.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startSimulator, type RunningSimulator } from '../sim/server.js';
 import { createCa, issueCert } from '../tls/index.js';
@@ -118,7 +119,7 @@ export class LabSite {
     if (this.daemon) return this.daemon;
     const secrets = await loadSecrets(this.config, {});
     this.registry = new Registry();
-    const logger = this.lab.options.logger?.(this.name) ?? silentLogger;
+    const logger = this.lab.options.logger?.(this.name) ?? labLogFile(this.name) ?? silentLogger;
     const daemon = new Daemon({ config: this.config, secrets, logger, registry: this.registry, scrypt: TEST_SCRYPT, transportKeyBits: 2048 });
     await daemon.start();
     this.daemon = daemon;
@@ -299,6 +300,13 @@ logging: { level: info }
     await writeFile(path.join(site.dir, 'config.yaml'), yaml, { mode: 0o600 });
     return parseConfig(yaml, {}, { baseDir: site.dir });
   }
+}
+
+/** NHR_LAB_LOG=<file>: every lab daemon logs at debug to that file (diagnosing a multi-site test). */
+function labLogFile(site: string): Logger | undefined {
+  const file = process.env.NHR_LAB_LOG;
+  if (!file) return undefined;
+  return createLogger({ name: `lab-${site}`, level: 'debug', destination: pino.destination({ dest: file, append: true, sync: true }) });
 }
 
 /** A port free right now on 127.0.0.1 (peers must know each other's port before they start). */

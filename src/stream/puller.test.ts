@@ -70,14 +70,18 @@ describe('stream puller: bad input from the primary', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function puller() {
+  function puller(
+    backoff = { minMs: 5, maxMs: 20 },
+    peerMap: Map<string, PeerClient> = peers,
+    snapshot: (reason: string) => Promise<void> = async (reason) => void snapshots.push(reason),
+  ) {
     const { logger, lines } = capturingLogger();
     const registry = new Registry();
     const p = new NamespacePuller({
       namespace: 'ns',
       site: 'b',
       store,
-      peers,
+      peers: peerMap,
       apply: {
         site: 'b',
         store,
@@ -85,13 +89,13 @@ describe('stream puller: bad input from the primary', () => {
         transportKey: () => undefined,
       },
       lock: new Mutex(),
-      snapshot: async (reason) => void snapshots.push(reason),
+      snapshot,
       heartbeatIntervalMs: 1000,
       catchupDebounceMs: 0,
       monitor: { reportSuccess: () => undefined, reportFailure: () => undefined },
       metrics: createReplicatorMetrics({ registry }),
       log: logger,
-      backoff: { minMs: 5, maxMs: 20 },
+      backoff,
     });
     return { p, lines, registry };
   }
@@ -124,6 +128,26 @@ describe('stream puller: bad input from the primary', () => {
     const metrics = await registry.metrics();
     expect(metrics).toMatch(/stream_changes_applied_total\{namespace="ns",outcome="duplicate"\} 2/);
     expect(snapshots).toEqual([]);
+  });
+
+  it('stops promptly when closed while a catch-up snapshot is failing, instead of waiting out its backoff', async () => {
+    // The primary asks for a snapshot; the snapshot fails once close() has been called (as a sync does when the daemon
+    // stops). The loop must not then sleep its (one-minute) backoff before it notices it was closed.
+    scripts.push([JSON.stringify({ type: 'snapshot-required', reason: 'test', head: { epoch: 1, seq: 90 } })]);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let entered = false;
+    const { p } = puller({ minMs: 60_000, maxMs: 60_000 }, peers, async () => {
+      entered = true;
+      await gate;
+      throw new Error('the daemon is stopping');
+    });
+    p.start();
+    await until(() => entered, 'the catch-up to start');
+    const closed = p.close().then(() => 'closed');
+    release();
+    const outcome = await Promise.race([closed, new Promise((r) => setTimeout(() => r('still running'), 5_000))]);
+    expect(outcome).toBe('closed');
   });
 
   it('takes one snapshot when the primary asks for it, and nothing else', async () => {

@@ -65,6 +65,8 @@ export class NamespacePuller {
   #closed = false;
   #abort: AbortController | undefined;
   #wake: (() => void) | undefined;
+  /** A poke() that came while the loop was not sleeping: the next sleep returns at once. */
+  #poked = false;
   #state: PullerState = 'idle';
   #head: { epoch: number; seq: number } | null = null;
   #lastHeartbeatAt: number | null = null;
@@ -90,7 +92,8 @@ export class NamespacePuller {
   /** Re-checks the role now (after a promote, demote, resync) instead of at the next poll. */
   poke(): void {
     this.#abort?.abort();
-    this.#wake?.();
+    if (this.#wake) this.#wake();
+    else this.#poked = true;
   }
 
   status(): PullerStatus {
@@ -259,6 +262,12 @@ export class NamespacePuller {
   }
 
   #sleep(ms: number): Promise<void> {
+    // A close() or poke() that came while the loop was not sleeping must not be missed: the next sleep (a backoff can
+    // be 30 s) returns at once. Without this, stopping the daemon could wait out a whole backoff.
+    if (this.#closed || this.#poked) {
+      this.#poked = false;
+      return Promise.resolve();
+    }
     return new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
