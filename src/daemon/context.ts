@@ -89,8 +89,8 @@ export function createPeerClients(config: ReplicatorConfig): Map<string, PeerCli
   return peers;
 }
 
-export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets): Device {
-  return new Device({ admin: clients.admin, backup: clients.backup }, secrets.replication.backupPassphrase);
+export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, onBackup?: () => void): Device {
+  return new Device({ admin: clients.admin, backup: clients.backup }, secrets.replication.backupPassphrase, onBackup);
 }
 
 export function replicationUserIds(config: ReplicatorConfig): Map<string, string> {

@@ -76,7 +76,7 @@ export class Daemon {
       log: this.log,
       store,
       work: new WorkDir(config.stateDir),
-      device: createDevice(nethsm, secrets),
+      device: createDevice(nethsm, secrets, () => metrics.deviceBackupsTotal.inc()),
       nethsm,
       peers: createPeerClients(config),
       monitor,

@@ -83,7 +83,7 @@ export class Failover {
     if (!to || !ctx.peers.has(to)) {
       throw new InputInvalidError(`demote needs --to <site>, one of: ${[...ctx.peers.keys()].join(', ') || '(no peers)'}`, { namespace });
     }
-    const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch, ctx.store.changelog.head(namespace, row.epoch).seq);
+    const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch);
     await rename(snap.file, ctx.work.handoffOf(namespace));
     applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
     ctx.roleChanged?.(namespace);
@@ -284,6 +284,7 @@ export class Failover {
       deviceOpen: ctx.deviceOpen,
       replicationPassphrase: ctx.replicationPassphrase,
       ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
+      heads: () => Object.fromEntries(ctx.store.roles.list().map((r) => [r.namespace, ctx.store.changelog.head(r.namespace, r.epoch).seq])),
     };
   }
 

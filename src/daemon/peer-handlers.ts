@@ -42,7 +42,7 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
       const row = ctx.store.roles.require(namespace);
       if (row.role === 'primary' && row.primarySite === ctx.site) {
         // The head is read before the backup: every change numbered up to it is already on the device.
-        const snap = await takeSnapshot(failover.snapshotDeps(), namespace, row.epoch, ctx.store.changelog.head(namespace, row.epoch).seq);
+        const snap = await takeSnapshot(failover.snapshotDeps(), namespace, row.epoch);
         ctx.log.info({ namespace, peer, entries: snap.entries, bytes: snap.bytes }, 'serving snapshot');
         return { epoch: row.epoch, site: ctx.site, body: streamThenRemove(snap.file) };
       }

@@ -120,6 +120,8 @@ export interface ReplicatorMetrics {
   readonly fencingsTotal: Counter<'namespace'>;
   readonly driftEntries: Gauge<'namespace' | 'kind'>;
   readonly restoresTotal: Counter<'namespace' | 'outcome'>;
+  /** Device backups the daemon took of its own NetHSM (snapshots, merges, verification); concurrent snapshots share one. */
+  readonly deviceBackupsTotal: Counter;
   readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
   readonly streamPositionSeq: Gauge<'namespace'>;
   readonly streamChangesBehind: Gauge<'namespace'>;
@@ -332,6 +334,11 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('drift_entries'),
       help: 'Entries that differ from the primary, found by the last verification or anti-entropy pass, by kind.',
       labelNames: ['namespace', 'kind'],
+      registers,
+    }),
+    deviceBackupsTotal: new Counter({
+      name: name('device_backups_total'),
+      help: 'Device backups taken of the own NetHSM (for snapshots, merges and verification).',
       registers,
     }),
     restoresTotal: new Counter({

@@ -6,7 +6,7 @@
 import { NetHsmResponseInvalidError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import { Mutex } from '../util/mutex.js';
-import { removeFiles } from './workdir.js';
+import { removeFiles, type WorkDir } from './workdir.js';
 
 export interface DeviceAccounts {
   /** Root Backup user. */
@@ -20,23 +20,81 @@ export interface NamespaceUsers {
   others: string[];
 }
 
+interface SharedBackup {
+  file: string;
+  /** When the backup was requested: the data is at least this new. */
+  takenAt: number;
+  /** What `capture` returned just before this backup was requested (e.g. change-log heads): no newer than the data. */
+  captured: Readonly<Record<string, number>>;
+  ready: Promise<void>;
+  /** Joinable while the backup is being taken; a caller after that takes a fresh one. */
+  taking: boolean;
+  users: number;
+}
+
 export class Device {
-  /** Serialises backups and restores of this device. Callers that need several steps atomically use `exclusive`. */
+  /** Serialises backups and restores of this device. */
   readonly lock = new Mutex();
+  #shared: SharedBackup | undefined;
 
   constructor(
     private readonly accounts: DeviceAccounts,
     /** The device backup passphrase (sent with restores; never logged). */
     private readonly backupPassphrase: string,
+    /** Called for every device backup taken (metrics). */
+    private readonly onBackup: () => void = () => undefined,
   ) {}
 
   /** Takes a device backup to `file` (0600). Call inside `lock.run` when it must not interleave with a restore. */
   async backupTo(file: string): Promise<number> {
+    this.onBackup();
     try {
       return await this.accounts.backup.backupToFile(file);
     } catch (err) {
       await removeFiles(file);
       throw err;
+    }
+  }
+
+  /**
+   * Runs `fn` on a device backup, for readers that only extract from it (snapshots). Callers that arrive while a backup
+   * is being taken share it: replicas pulling several namespaces at the same cron tick cost the device one backup,
+   * not one each (on a device with millions of keys, minutes and gigabytes each). A caller arriving after the backup
+   * finished takes a fresh one. `capture` runs just before a new backup is requested and its result goes to every
+   * caller of that backup: a joiner must use it (not what it read itself, which may be newer than the backup) for
+   * anything the backup is to reflect, such as a change-log position. The file is removed after the last user.
+   * Throws the backup's error to every caller sharing it.
+   */
+  async withSharedBackup<T>(
+    work: WorkDir,
+    capture: () => Readonly<Record<string, number>>,
+    fn: (file: string, takenAt: number, captured: Readonly<Record<string, number>>) => Promise<T>,
+  ): Promise<T> {
+    let s = this.#shared;
+    if (!s || !s.taking) {
+      const file = work.temp('device-shared');
+      // Captured before the backup is requested, so a joiner gets positions the backup is sure to contain.
+      const captured = capture();
+      const fresh: SharedBackup = { file, takenAt: Date.now(), captured, ready: Promise.resolve(), taking: true, users: 0 };
+      fresh.ready = this.lock.run(() => this.backupTo(file)).then(
+        () => void (fresh.taking = false),
+        (err: unknown) => {
+          fresh.taking = false;
+          throw err;
+        },
+      );
+      this.#shared = s = fresh;
+    }
+    const shared = s;
+    shared.users++;
+    try {
+      await shared.ready;
+      return await fn(shared.file, shared.takenAt, shared.captured);
+    } finally {
+      if (--shared.users === 0) {
+        if (this.#shared === shared && !shared.taking) this.#shared = undefined;
+        await removeFiles(shared.file);
+      }
     }
   }
 

@@ -18,6 +18,8 @@ export interface SnapshotSourceDeps {
   replicationPassphrase: string;
   /** KDF parameters for the snapshot file (production unless a test says otherwise). */
   scrypt?: ScryptParams;
+  /** Every namespace's change-log head (seq) at the primary, read just before a device backup (0 without a stream). */
+  heads?: () => Readonly<Record<string, number>>;
 }
 
 export interface Snapshot {
@@ -31,25 +33,25 @@ export interface Snapshot {
  * Takes a device backup and extracts `namespace` into a snapshot file in `work/` (the caller removes it). Throws the
  * client's errors, BackupNamespaceNotFoundError when the device lacks the namespace, and the codec's errors.
  */
-export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, epoch: number, seq = 0): Promise<Snapshot> {
+export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, epoch: number): Promise<Snapshot> {
   const users = await deps.device.namespaceUsers(namespace);
-  const deviceFile = deps.work.temp('snapshot-device');
   const out = deps.work.temp(`snapshot-${namespace}`);
   try {
-    const takenAt = Date.now();
-    await deps.device.lock.run(() => deps.device.backupTo(deviceFile));
-    const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq };
-    const summary = await extractNamespace(deviceFile, namespace, out, {
-      input: deps.deviceOpen,
-      passphrase: deps.replicationPassphrase,
-      ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
-      meta,
+    // Snapshots requested together (several namespaces or replicas at one cron tick) share one device backup.
+    const heads = deps.heads ?? (() => ({}));
+    return await deps.device.withSharedBackup(deps.work, heads, async (deviceFile, takenAt, captured) => {
+      // The position the snapshot reflects: the head when its backup was requested (the stream resumes there).
+      const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq: captured[namespace] ?? 0 };
+      const summary = await extractNamespace(deviceFile, namespace, out, {
+        input: deps.deviceOpen,
+        passphrase: deps.replicationPassphrase,
+        ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
+        meta,
+      });
+      return { file: out, meta, entries: summary.entries, bytes: summary.bytesWritten };
     });
-    return { file: out, meta, entries: summary.entries, bytes: summary.bytesWritten };
   } catch (err) {
     await removeFiles(out);
     throw err;
-  } finally {
-    await removeFiles(deviceFile);
   }
 }
