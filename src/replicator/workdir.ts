@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 export class WorkDir {
@@ -60,7 +60,7 @@ export class WorkDir {
   async recordBootstrap(namespaces: readonly string[], sourceDeviceId: string | undefined): Promise<void> {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
     const record = { namespaces: [...namespaces].sort(), sourceDeviceId: sourceDeviceId ?? null, at: new Date().toISOString() };
-    await writeFile(this.bootstrapFile, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 });
+    await this.writeBootstrap(record);
   }
 
   /** True once after init-replica: the device still holds the primary's transport key (see TransportKey.replaceInherited). */
@@ -73,7 +73,19 @@ export class WorkDir {
   async markTransportKeyReplaced(): Promise<void> {
     const r = this.readBootstrap();
     if (r === undefined) return;
-    await writeFile(this.bootstrapFile, JSON.stringify({ ...r, transportKeyReplaced: true }, null, 2) + '\n', { mode: 0o600 });
+    await this.writeBootstrap({ ...r, transportKeyReplaced: true });
+  }
+
+  /** Atomic (temporary file, then rename): a concurrent reader sees the old record or the new one, never a torn one. */
+  private async writeBootstrap(record: Record<string, unknown>): Promise<void> {
+    const tmp = `${this.bootstrapFile}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      await writeFile(tmp, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 });
+      await rename(tmp, this.bootstrapFile);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
   }
 
   private readBootstrap(): Record<string, unknown> | undefined {
