@@ -309,15 +309,25 @@ function labLogFile(site: string): Logger | undefined {
   return createLogger({ name: `lab-${site}`, level: 'debug', destination: pino.destination({ dest: file, append: true, sync: true }) });
 }
 
-/** A port free right now on 127.0.0.1 (peers must know each other's port before they start). */
+/**
+ * A port free right now on 127.0.0.1, for the lab's fixed ports (peers must know each other's port before they start,
+ * and a restarted simulator keeps its port). Chosen below Linux's ephemeral range (32768–60999), from which every
+ * outgoing connection of a parallel test takes its local port: a port from there could be taken by one before the lab
+ * binds it.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await canBind(port)) return port;
+  }
+  throw new Error('no free port found for the lab in 20000-31999');
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
 }
 
