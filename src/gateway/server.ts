@@ -7,7 +7,7 @@
  */
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import {
   GatewayCaptureFailedError,
@@ -89,6 +89,7 @@ export class GatewayServer {
   readonly #options: GatewayOptions;
   readonly #log: Logger;
   readonly #server: https.Server;
+  readonly #sockets = new Set<Socket>();
   readonly #nethsm: Upstream;
   readonly #peers: PeerGateways | undefined;
   #starting: Promise<void> | undefined;
@@ -117,6 +118,10 @@ export class GatewayServer {
       (req, res) => void this.#handle(req, res),
     );
     this.#server.setTimeout(this.#nethsm.timeoutMs);
+    this.#server.on('connection', (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+    });
   }
 
   /** `https://<host>:<port>` once started; applications append `/api/v1` as they do for a NetHSM. */
@@ -149,7 +154,9 @@ export class GatewayServer {
     this.#closing ??= (async () => {
       if (this.#server.listening) {
         const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-        this.#server.closeAllConnections();
+        // Every raw connection, also one still in its TLS handshake (closeAllConnections() does not know those yet).
+        for (const socket of this.#sockets) socket.destroy();
+        this.#sockets.clear();
         await closed;
       }
       await Promise.all([this.#nethsm.close(), this.#peers?.close()]);

@@ -6,7 +6,7 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import type { z } from 'zod';
@@ -66,6 +66,8 @@ const MAX_BODY = 64 * 1024;
 
 export class PeerServer {
   private server: Server | undefined;
+  /** Every raw connection, from accept to close (close() destroys them). */
+  private readonly sockets = new Set<Socket>();
   private readonly log: Logger;
 
   constructor(private readonly options: PeerServerOptions) {
@@ -85,6 +87,10 @@ export class PeerServer {
       (req, res) => void this.handle(req, res),
     );
     server.on('tlsClientError', (err) => this.log.warn({ err: { message: err.message } }, 'peer TLS handshake refused'));
+    server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.options.port, this.options.host, () => {
@@ -96,12 +102,17 @@ export class PeerServer {
     this.log.info({ host: this.options.host, port: this.port }, 'peer API listening');
   }
 
+  /**
+   * Stops listening and cuts every connection, including one still in its TLS handshake (which the HTTP layer's
+   * closeAllConnections() does not know yet, and which would otherwise keep close() waiting). Peers retry. Idempotent.
+   */
   async close(): Promise<void> {
     const server = this.server;
     if (!server) return;
     this.server = undefined;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeAllConnections();
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
     await closed;
   }
 
