@@ -34,6 +34,14 @@ describe('peer API over mutual TLS', () => {
     announceEpoch: async (peer, ns, a) => (seen.push(`epoch:${peer}:${ns}:${a.epoch}`), { accepted: true, view: { namespace: ns, role: 'replica', epoch: a.epoch, primarySite: a.primarySite } }),
     handoff: async (_peer, _ns, req) => ({ epoch: req.fromEpoch + 1 }),
     requestSync: async (peer, ns) => (seen.push(`sync:${peer}:${ns}`), { started: true }),
+    inventory: async (peer, ns) => (seen.push(`inventory:${peer}:${ns}`), { namespace: ns }),
+    certificate: async (peer, ns, id) => {
+      seen.push(`cert:${peer}:${ns}:${id}`);
+      if (id === 'with-cert') return { contentType: 'application/octet-stream', data: Buffer.from('DER') };
+      // A peer answering nonsense: an empty content type.
+      if (id === 'odd') return { contentType: '', data: Buffer.from('x') };
+      return null;
+    },
     deviceBackup: async (peer) => (seen.push(`device-backup:${peer}`), Readable.from([Buffer.from('whole-device')])),
   };
 
@@ -82,6 +90,23 @@ describe('peer API over mutual TLS', () => {
     const c = client(siteB);
     expect(await c.requestSync('alpha')).toEqual({ started: true });
     expect(seen).toContain('sync:b:alpha');
+    await c.close();
+  });
+
+  it("serves the primary's inventory and certificates, and refuses malformed namespace and key ids", async () => {
+    const c = client(siteB);
+    expect(await c.inventory('alpha')).toEqual({ namespace: 'alpha' });
+    expect(await c.certificate('alpha', 'with-cert')).toEqual({ contentType: 'application/octet-stream', data: Buffer.from('DER') });
+    expect(await c.certificate('alpha', 'none')).toBeNull();
+    await expect(c.certificate('alpha', 'odd')).rejects.toBeInstanceOf(PeerMessageInvalidError);
+    const before = seen.length;
+    for (const call of [() => c.inventory('.bad'), () => c.certificate('alpha', '.hidden'), () => c.certificate('alpha', 'a b'), () => c.certificate('a b', 'k')]) {
+      const err = (await call().catch((e: unknown) => e)) as PeerRefusedError;
+      expect(err).toBeInstanceOf(PeerRefusedError);
+      expect(err.status).toBe(400);
+      expect(err.remoteCode).toBe('NHR_ERR_PEER_MESSAGE_INVALID');
+    }
+    expect(seen.length).toBe(before);
     await c.close();
   });
 
