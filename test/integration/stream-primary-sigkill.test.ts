@@ -4,43 +4,27 @@
  * open intents by asking its NetHSM, and the replica converges to exactly what the primary's NetHSM holds.
  * Needs `npm run build`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { NetHsmClient } from '../../src/nethsm/client.js';
 import { StateStore } from '../../src/state/store.js';
+import { DaemonProcess, built } from '../helpers/daemon-process.js';
 import { waitFor } from '../helpers/wait.js';
 import { diffInventories, importBody, inventory } from './stream-helpers.js';
 
-const repo = path.resolve(import.meta.dirname, '../..');
-const bin = path.join(repo, 'bin/nethsm-replicator');
-const built = existsSync(path.join(repo, 'dist/cli/main.js'));
 const NS = 'alpha';
 
 describe.skipIf(!built)('a primary daemon process killed with SIGKILL between intent and commit — needs `npm run build`', () => {
   let lab: Lab;
-  let child: ChildProcess | undefined;
-  let logs = '';
+  let a: DaemonProcess;
   let gatewayUrl = '';
 
   const startA = async (): Promise<void> => {
-    logs = '';
-    child = spawn(process.execPath, [bin, 'daemon', '--config', path.join(lab.site('a').dir, 'config.yaml')], {
-      env: { ...process.env, NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    child.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
-    await waitFor(() => logs.includes('daemon started'), 'daemon a to start', 30_000);
-    gatewayUrl = /"component":"gateway","url":"(https:\/\/127\.0\.0\.1:\d+)"/.exec(logs)![1]!;
+    await a.start();
+    gatewayUrl = /"component":"gateway","url":"(https:\/\/127\.0\.0\.1:\d+)"/.exec(a.logs)![1]!;
   };
-  const killA = async (): Promise<void> => {
-    const c = child!;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGKILL');
-    await exited;
-  };
+  const killA = async (): Promise<void> => void (await a.stop('SIGKILL'));
   const committed = (): number => {
     const s = StateStore.inDir(lab.site('a').stateDir).open();
     try {
@@ -52,13 +36,14 @@ describe.skipIf(!built)('a primary daemon process killed with SIGKILL between in
 
   beforeAll(async () => {
     lab = await Lab.create({ namespaces: [{ name: NS, primary: 'a' }], gateway: true });
+    a = new DaemonProcess(path.join(lab.site('a').dir, 'config.yaml'), 'a');
     await startA();
     await lab.site('b').startDaemon();
     await lab.site('b').daemon!.syncer.sync(NS, { actor: 'test' });
   }, 120_000);
 
   afterAll(async () => {
-    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await a?.stop('SIGKILL');
     await lab?.close();
   });
 
@@ -103,6 +88,6 @@ describe.skipIf(!built)('a primary daemon process killed with SIGKILL between in
     for (let round = 0; round < 4; round++) expect(ids.some((id) => id.startsWith(`r${round}`))).toBe(true);
     await pa.close();
     // Requests cut off by a kill may log errors (a peer's stream or snapshot request); nothing may be fatal.
-    expect(logs).not.toMatch(/"level":"fatal"/);
+    expect(a.logs).not.toMatch(/"level":"fatal"/);
   });
 });

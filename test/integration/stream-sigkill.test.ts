@@ -2,40 +2,21 @@
  * A replica daemon running as its own process (as systemd runs it), killed with SIGKILL again and again while the
  * primary streams changes to it: after the last restart it converges, key by key. Needs `npm run build`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { StateStore } from '../../src/state/store.js';
+import { DaemonProcess, built } from '../helpers/daemon-process.js';
 import { waitFor } from '../helpers/wait.js';
 import { diffInventories, importBody, inventory } from './stream-helpers.js';
 
-const repo = path.resolve(import.meta.dirname, '../..');
-const bin = path.join(repo, 'bin/nethsm-replicator');
-const built = existsSync(path.join(repo, 'dist/cli/main.js'));
 const NS = 'alpha';
 
 describe.skipIf(!built)('a replica daemon process killed with SIGKILL during apply — needs `npm run build`', () => {
   let lab: Lab;
-  let child: ChildProcess | undefined;
-  let logs = '';
-
-  const startB = async (): Promise<void> => {
-    logs = '';
-    child = spawn(process.execPath, [bin, 'daemon', '--config', path.join(lab.site('b').dir, 'config.yaml')], {
-      env: { ...process.env, NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    child.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
-    await waitFor(() => logs.includes('daemon started'), 'daemon b to start', 30_000);
-  };
-  const killB = async (): Promise<void> => {
-    const c = child!;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGKILL');
-    await exited;
-  };
+  let b: DaemonProcess;
+  const startB = () => b.start();
+  const killB = async (): Promise<void> => void (await b.stop('SIGKILL'));
   const bPosition = (): number => {
     const s = StateStore.inDir(lab.site('b').stateDir).open();
     try {
@@ -52,11 +33,12 @@ describe.skipIf(!built)('a replica daemon process killed with SIGKILL during app
     await lab.site('b').startDaemon();
     await lab.site('b').daemon!.syncer.sync(NS, { actor: 'test' });
     await lab.site('b').stopDaemon();
+    b = new DaemonProcess(path.join(lab.site('b').dir, 'config.yaml'), 'b');
     await startB();
   }, 120_000);
 
   afterAll(async () => {
-    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await b?.stop('SIGKILL');
     await lab?.close();
   });
 
