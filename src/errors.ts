@@ -454,7 +454,25 @@ export class GatewayCaptureFailedError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fencing (src/concurrency/: the device barrier and fencing tokens)
+
+/**
+ * A device step (sync, stream apply, repair, administrator strip or restore, fence export) was decided under an epoch,
+ * role or pause state that changed before it reached the device; it was abandoned with nothing written.
+ */
+export class FenceTokenStaleError extends NhrError {
+  static override readonly code = 'NHR_ERR_FENCE_TOKEN_STALE';
+  static override readonly defaultHint = 'Nothing to do: the step was decided before a promote, demote, fence or pause and was dropped; `status` shows what runs now.';
+}
+
+// ---------------------------------------------------------------------------------------------
 // Snapshot replication
+
+/** An operator's `sync` of a namespace paused at this site; nothing was done. */
+export class SyncPausedError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_PAUSED';
+  static override readonly defaultHint = 'Run `nethsm-replicator resume <ns>` first, or `sync --force <ns>` to sync it while it stays paused.';
+}
 
 /** A replica site's device already holds a namespace it was never synced for; nothing was changed. */
 export class SyncNamespaceExistsError extends NhrError {
@@ -560,6 +578,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   PeerMessageInvalidError,
   PeerRefusedError as unknown as typeof NhrError,
   SyncNamespaceExistsError,
+  SyncPausedError,
   SyncRaceError,
   SyncVerifyFailedError,
   SyncStaleSnapshotError,
@@ -577,6 +596,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   GatewayHoldTimeoutError,
   GatewayDrainTimeoutError,
   GatewayCaptureFailedError,
+  FenceTokenStaleError,
   EnvelopeInvalidError,
   TransportKeyInvalidError,
   StreamOutOfOrderError,

@@ -15,6 +15,9 @@ export function createAdminHandlers(ctx: SiteContext, failover: Failover, syncer
       ctx.store.audit.append({ actor, action: paused ? 'pause' : 'resume', namespace, fromEpoch: row.epoch, toEpoch: row.epoch });
     });
     ctx.metrics.namespacePaused.set({ namespace }, paused ? 1 : 0);
+    // Pausing makes every device step's fencing token for the namespace stale (docs/concurrency.md); the stream stops
+    // at once instead of at its next change.
+    ctx.roleChanged?.(namespace);
     ctx.log.info({ namespace, actor, paused }, paused ? 'namespace paused' : 'namespace resumed');
     return { namespace, paused };
   };
@@ -22,7 +25,7 @@ export function createAdminHandlers(ctx: SiteContext, failover: Failover, syncer
     status: async () => buildStatus(ctx, syncer, extras),
     sync: (namespace, req) => {
       const onExisting = (req as { onExisting?: 'refuse' | 'remove' }).onExisting;
-      return syncer.sync(namespace, { actor: req.actor, ...(onExisting ? { onExisting } : {}) });
+      return syncer.sync(namespace, { actor: req.actor, manual: true, force: req.force === true, ...(onExisting ? { onExisting } : {}) });
     },
     promote: (namespace, req) => failover.promote(namespace, { force: req.force, actor: req.actor }),
     demote: (namespace, req) => failover.demote(namespace, { actor: req.actor, ...(req.to ? { to: req.to } : {}) }),

@@ -13,11 +13,11 @@ import { NetHsmClient, type TlsTrust } from '../nethsm/client.js';
 import { splitUserId } from '../nethsm/ids.js';
 import { PeerClient } from '../peer/client.js';
 import { Device } from '../replicator/device.js';
-import type { WriteHold } from '../replicator/snapshot-apply.js';
 import type { WorkDir } from '../replicator/workdir.js';
 import type { StateStore } from '../state/store.js';
 import type { StreamStatusView } from './status.js';
-import { Mutex } from '../util/mutex.js';
+import type { DeviceBarrier } from '../concurrency/barrier.js';
+import type { Mutex } from '../util/mutex.js';
 
 export interface SiteContext {
   readonly config: ReplicatorConfig;
@@ -37,26 +37,19 @@ export interface SiteContext {
   readonly snapshotOpen: OpenBackupOptions;
   readonly replicationPassphrase: string;
   readonly snapshotScrypt?: ScryptParams;
-  /** The gateway's write gate, when a gateway runs. */
-  gate?: WriteHold;
+  /** The one barrier every mutation of this site's NetHSM passes (docs/concurrency.md); also `device.barrier`. */
+  readonly barrier: DeviceBarrier;
   /** Namespace → replication account id without the `<ns>~` prefix. */
   readonly replicationUserIds: ReadonlyMap<string, string>;
-  /** The namespace's apply lock: snapshot syncs and stream changes take it, so they never interleave. */
+  /**
+   * The namespace's lock (src/concurrency/namespace-locks.ts): snapshot applies, stream changes and anti-entropy take
+   * it, always after the barrier, so they never interleave.
+   */
   readonly applyLock: (namespace: string) => Mutex;
   /** The stream's view of a namespace, for status (set by the daemon). */
   streamStatus?: (namespace: string) => StreamStatusView | null;
   /** Told after every role change of a namespace (the stream re-checks its connections). */
   roleChanged?: (namespace: string) => void;
-}
-
-/** One apply lock per namespace, created on first use. */
-export function applyLocks(): (namespace: string) => Mutex {
-  const locks = new Map<string, Mutex>();
-  return (ns) => {
-    let m = locks.get(ns);
-    if (!m) locks.set(ns, (m = new Mutex()));
-    return m;
-  };
 }
 
 /** The member name of this site's own NetHSM in the member monitor and metrics. */
@@ -89,8 +82,8 @@ export function createPeerClients(config: ReplicatorConfig): Map<string, PeerCli
   return peers;
 }
 
-export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, onBackup?: () => void): Device {
-  return new Device({ admin: clients.admin, backup: clients.backup }, secrets.replication.backupPassphrase, onBackup);
+export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, barrier: DeviceBarrier, onBackup?: () => void): Device {
+  return new Device({ admin: clients.admin, backup: clients.backup }, barrier, secrets.replication.backupPassphrase, onBackup);
 }
 
 export function replicationUserIds(config: ReplicatorConfig): Map<string, string> {

@@ -11,7 +11,10 @@ import type { ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
 import { NetHsmUnreachableError } from '../errors.js';
-import { GatewayServer, WriteGate } from '../gateway/index.js';
+import { DeviceBarrier } from '../concurrency/barrier.js';
+import { assertTokenCurrent, tokenOf } from '../concurrency/fencing.js';
+import { namespaceLocks } from '../concurrency/namespace-locks.js';
+import { GatewayServer } from '../gateway/index.js';
 import { HealthServer } from '../health/server.js';
 import type { HealthSource } from '../health/source.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -27,7 +30,7 @@ import { createAdminHandlers } from './admin-handlers.js';
 import { StreamService } from '../stream/service.js';
 import { antiEntropyPass, type AntiEntropyResult } from '../namespaces/antientropy.js';
 import { parseNamespaceInventory } from '../namespaces/inventory.js';
-import { applyLocks, createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, nethsmTrust, replicationUserIds, type SiteContext } from './context.js';
+import { createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, nethsmTrust, replicationUserIds, type SiteContext } from './context.js';
 import { Failover } from './failover.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus } from './peer-watch.js';
@@ -70,13 +73,19 @@ export class Daemon {
     const store = StateStore.inDir(config.stateDir, { logger: this.log });
     const monitor = this.createMonitor(config, nethsm.admin, metrics, store);
     const scrypt = options.scrypt;
+    // The one barrier in front of this NetHSM (docs/concurrency.md); its bounds are the gateway's hold settings.
+    const barrier = new DeviceBarrier({
+      ...(config.gateway ? { maxWaitMs: config.gateway.maxHoldMs, drainTimeoutMs: config.gateway.drainTimeoutMs } : {}),
+      check: (token) => assertTokenCurrent((ns) => (store.isOpen ? store.roles.get(ns) : undefined), token),
+    });
     this.ctx = {
       config,
       site: config.site,
       log: this.log,
       store,
       work: new WorkDir(config.stateDir),
-      device: createDevice(nethsm, secrets, () => metrics.deviceBackupsTotal.inc()),
+      barrier,
+      device: createDevice(nethsm, secrets, barrier, () => metrics.deviceBackupsTotal.inc()),
       nethsm,
       peers: createPeerClients(config),
       monitor,
@@ -86,7 +95,7 @@ export class Daemon {
       replicationPassphrase: secrets.replication.passphrase,
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
       replicationUserIds: replicationUserIds(config),
-      applyLock: applyLocks(),
+      applyLock: namespaceLocks(),
     };
     this.stream = new StreamService({
       ctx: this.ctx,
@@ -111,7 +120,6 @@ export class Daemon {
       };
     };
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
-    if (this.gateway) this.ctx.gate = this.gateway.gate;
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
     this.scheduler = new Scheduler({
@@ -228,10 +236,10 @@ export class Daemon {
 
   /**
    * The gateway: forwards applications' calls to this site's NetHSM, refuses writes to replica namespaces (naming the
-   * primary), and holds writes while the daemon restores (the daemon's syncs and failover steps hold its gate).
+   * primary), and holds writes while the daemon restores: every forwarded write is a shared holder of the device
+   * barrier, which the daemon's merge-restores and fence exports hold exclusively.
    */
   private createGateway(config: ReplicatorConfig, g: NonNullable<ReplicatorConfig['gateway']>): GatewayServer {
-    const gate = new WriteGate({ maxWaitMs: g.maxHoldMs, drainTimeoutMs: g.drainTimeoutMs });
     const peerGateways = new Map(config.peers.filter((p) => p.gatewayUrl).map((p) => [p.name, p.gatewayUrl!]));
     return new GatewayServer({
       site: config.site,
@@ -239,7 +247,7 @@ export class Daemon {
       port: g.listen.port,
       tls: { certPem: readConfigFileSync('gateway.certFile', g.certFile), keyPem: readConfigFileSync('gateway.keyFile', g.keyFile) },
       nethsm: { url: config.nethsm.url, tls: nethsmTrust(config) },
-      gate,
+      gate: this.ctx.barrier,
       observer: this.stream.capture,
       roles: {
         roleOf: (namespace) => {
@@ -262,7 +270,7 @@ export class Daemon {
   /**
    * One anti-entropy pass at a replica: compare the namespace's inventory with the primary's, repair what the API can
    * (tags, labels, certificates, replica-only keys), and take a snapshot for the rest. Never overlaps a sync or a
-   * stream apply of the same namespace (the namespace's apply lock). Returns what it found (tests, `status`).
+   * stream apply of the same namespace (barrier, then the namespace's lock). Returns what it found (tests, `status`).
    */
   async antiEntropy(namespace: string): Promise<AntiEntropyResult | undefined> {
     const { ctx } = this;
@@ -270,14 +278,21 @@ export class Daemon {
     if (!row || row.paused || row.role !== 'replica' || row.primarySite === ctx.site) return undefined;
     const peer = ctx.peers.get(row.primarySite);
     if (!peer || !ctx.monitor.available(row.primarySite) || !ctx.monitor.available(NETHSM_MEMBER)) return undefined;
-    const result = await ctx.applyLock(namespace).run(() =>
-      antiEntropyPass({
-        namespace,
-        primary: async () => parseNamespaceInventory(await peer.inventory(namespace), { namespace, site: peer.name }),
-        replica: this.stream.client(namespace),
-        fetchCert: (id) => peer.certificate(namespace, id),
-        setDrift: (c) => ctx.metrics.setDrift(namespace, c),
-      }),
+    // Barrier (shared: repairs are single-key writes) then the namespace's lock, for the whole pass: the comparison
+    // and its repairs must see one state of the replica, with no stream change or snapshot in between.
+    const token = tokenOf(row, 'anti-entropy repair');
+    const result = await ctx.barrier.shared(
+      () =>
+        ctx.applyLock(namespace).run(() =>
+          antiEntropyPass({
+            namespace,
+            primary: async () => parseNamespaceInventory(await peer.inventory(namespace), { namespace, site: peer.name }),
+            replica: this.stream.client(namespace),
+            fetchCert: (id) => peer.certificate(namespace, id),
+            setDrift: (c) => ctx.metrics.setDrift(namespace, c),
+          }),
+        ),
+      { tokens: [token], wait: 'unbounded' },
     );
     ctx.log.info(
       { namespace, missing: result.diff.missing.length, extra: result.diff.extra.length, differs: result.diff.differs.length, repaired: result.repaired, snapshot: result.needsSnapshot },

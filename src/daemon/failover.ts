@@ -1,11 +1,14 @@
 /**
  * Role changes that touch the device and the peers: promote, demote (planned handover), fencing a former primary,
- * and learning epochs from peers. Every decision is persisted (`applyRoleChange`) before anything acts on it.
+ * and learning epochs from peers. Every decision is persisted (`applyRoleChange`) before anything acts on it, and
+ * every device step that follows runs inside the device barrier with the fencing token of the row the decision
+ * wrote (docs/concurrency.md): a step whose token went stale (a newer decision came in) is abandoned.
  */
 import { existsSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { listBackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
+import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { InputInvalidError, NhrError, PeerStaleEpochError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
 import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, type EpochClaim } from '../roles/role-machine.js';
@@ -32,6 +35,8 @@ export interface PromoteResult {
 export class Failover {
   /** Fence procedures in flight, so shutdown can wait for them. */
   private readonly background = new Set<Promise<unknown>>();
+  /** The fence running per namespace: a second caller (a recovery, the schedule) joins it instead of exporting twice. */
+  private readonly fencing = new Map<string, Promise<{ quarantine: string }>>();
 
   constructor(
     private readonly ctx: SiteContext,
@@ -56,7 +61,7 @@ export class Failover {
     ctx.metrics.promotionsTotal.inc({ namespace });
     ctx.metrics.setReplicaDataTime(namespace, null);
     ctx.log.info({ namespace, epoch: row.epoch, from: before.epoch, actor: opts.actor, force: opts.force }, 'namespace promoted');
-    const restored = await this.restoreAdministrators(namespace);
+    const restored = await this.restoreAdministrators(namespace, tokenOf(row, 'administrator restore on promote'));
     const told = await this.announce(namespace, row);
     return {
       namespace,
@@ -72,8 +77,10 @@ export class Failover {
   }
 
   /**
-   * Planned handover of a primary namespace to `to` (default: the only peer): stop writes (role replica, device
-   * administrators stripped), keep a final snapshot for the successor, ask it to sync and promote, then follow it.
+   * Planned handover of a primary namespace to `to` (default: the only peer): stop writes (role replica), then, with
+   * the device to itself (writes already in flight drained), keep a final snapshot for the successor and strip the
+   * device's administrators; ask the successor to sync and promote, then follow it. The snapshot is taken after the
+   * role change and the drain, so every write the gateway acknowledged is in it.
    */
   async demote(namespace: string, opts: { to?: string; actor: string }): Promise<{ namespace: string; to: string; epoch: number; previousEpoch: number }> {
     const { ctx } = this;
@@ -83,13 +90,16 @@ export class Failover {
     if (!to || !ctx.peers.has(to)) {
       throw new InputInvalidError(`demote needs --to <site>, one of: ${[...ctx.peers.keys()].join(', ') || '(no peers)'}`, { namespace });
     }
-    const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch);
-    await rename(snap.file, ctx.work.handoffOf(namespace));
-    applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
+    const demoted = applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, 'replica', row.epoch);
     ctx.log.info({ namespace, to, epoch: row.epoch, actor: opts.actor }, 'namespace demoted; handing over');
-    await this.stripAdministrators(namespace);
+    const token = tokenOf(demoted, 'demote handoff');
+    await ctx.barrier.exclusive([token], async () => {
+      const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch);
+      await rename(snap.file, ctx.work.handoffOf(namespace));
+      await this.stripAdministrators(namespace, token);
+    });
     const answer = await ctx.peers.get(to)!.handoff(namespace, row.epoch);
     await this.observe(namespace, { from: to, epoch: answer.epoch, primarySite: to });
     await removeFiles(ctx.work.handoffOf(namespace));
@@ -143,12 +153,23 @@ export class Failover {
    * A fenced former primary: export what it holds of the namespace to quarantine (never silently dropped), strip
    * the namespace's administrators from the device, then resync from the new primary and become a replica.
    */
-  async fence(namespace: string, oldEpoch: number): Promise<{ quarantine: string }> {
+  fence(namespace: string, oldEpoch: number): Promise<{ quarantine: string }> {
+    const running = this.fencing.get(namespace);
+    if (running) return running;
+    const p = this.fenceOnce(namespace, oldEpoch).finally(() => this.fencing.delete(namespace));
+    this.fencing.set(namespace, p);
+    return p;
+  }
+
+  private async fenceOnce(namespace: string, oldEpoch: number): Promise<{ quarantine: string }> {
     const { ctx } = this;
     const quarantine = ctx.work.quarantinePath(namespace, oldEpoch);
     const deviceFile = ctx.work.temp('fence-device');
+    const token = tokenOf(ctx.store.roles.require(namespace), 'fence export');
     try {
-      await ctx.device.lock.run(() => ctx.device.backupTo(deviceFile));
+      // Exclusive: every write already forwarded to the device finishes first and is in the quarantine backup; writes
+      // still waiting see the fenced role once admitted and are refused. Nothing acknowledged can land after it.
+      await ctx.barrier.exclusive([token], () => ctx.device.backupTo(deviceFile));
       await extractNamespace(deviceFile, namespace, quarantine, {
         input: ctx.deviceOpen,
         passphrase: ctx.replicationPassphrase,
@@ -160,7 +181,7 @@ export class Failover {
     }
     ctx.log.warn({ namespace, quarantine, epoch: oldEpoch }, 'quarantine: what this site held of the namespace when fenced');
     ctx.store.audit.append({ actor: 'daemon', action: 'fence', namespace, fromEpoch: oldEpoch, detail: { quarantine } });
-    await this.stripAdministrators(namespace);
+    await this.stripAdministrators(namespace, token);
     await this.resync(namespace);
     return { quarantine };
   }
@@ -170,6 +191,11 @@ export class Failover {
    * was not written since the namespace was fenced, then resync. The scheduler calls this for fenced namespaces.
    */
   async resumeFenced(namespace: string): Promise<void> {
+    const running = this.fencing.get(namespace);
+    if (running) {
+      await running;
+      return;
+    }
     const entries = this.ctx.store.audit.list({ namespace, limit: 100_000 });
     const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
     const quarantined = entries.slice(fencedAt + 1).some((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');
@@ -191,19 +217,22 @@ export class Failover {
     }
   }
 
-  /** The device-side read-only rule: the namespace keeps no Administrator but the replication account. */
-  async stripAdministrators(namespace: string): Promise<number> {
+  /**
+   * The device-side read-only rule: the namespace keeps no Administrator but the replication account. `token`: the
+   * role row this strip was decided under (default: the current one).
+   */
+  async stripAdministrators(namespace: string, token: FencingToken = tokenOf(this.ctx.store.roles.require(namespace), 'administrator strip')): Promise<number> {
     const { ctx } = this;
     const keep = ctx.replicationUserIds.get(namespace);
     const admins = (await ctx.device.namespaceUsers(namespace)).administrators.filter((id) => id !== keep);
     if (admins.length === 0) return 0;
-    await this.rewriteDevice(namespace, { drop: isUserOf(namespace, admins) });
+    await this.rewriteDevice(token, { drop: isUserOf(namespace, admins) });
     ctx.log.info({ namespace, administrators: admins }, 'namespace administrators removed from this device (read-only)');
     return admins.length;
   }
 
   /** On promote: the namespace's administrators come back from the last snapshot applied here. */
-  private async restoreAdministrators(namespace: string): Promise<number> {
+  private async restoreAdministrators(namespace: string, token: FencingToken): Promise<number> {
     const { ctx } = this;
     const snapshot = ctx.work.snapshotOf(namespace);
     if (!existsSync(snapshot)) {
@@ -214,27 +243,30 @@ export class Failover {
     const meta = snapshotMetaOf(contents.manifest, namespace);
     const admins = meta.administrators.filter((id) => id !== ctx.replicationUserIds.get(namespace));
     if (admins.length === 0) return 0;
-    await this.rewriteDevice(namespace, { overlay: { source: snapshot, select: isUserOf(namespace, admins) } });
+    await this.rewriteDevice(token, { overlay: { source: snapshot, select: isUserOf(namespace, admins) } });
     ctx.log.info({ namespace, administrators: admins }, 'namespace administrators restored on promote');
     return admins.length;
   }
 
-  /** Device backup → rewrite → restore, under the device lock and the write gate. */
-  private async rewriteDevice(namespace: string, what: { drop?: (p: string) => boolean; overlay?: { source: string; select: (p: string) => boolean } }): Promise<void> {
+  /**
+   * Device backup → rewrite → restore of `token`'s namespace, alone at the device (exclusive barrier hold); the token is
+   * checked again right before the restore.
+   */
+  private async rewriteDevice(token: FencingToken, what: { drop?: (p: string) => boolean; overlay?: { source: string; select: (p: string) => boolean } }): Promise<void> {
     const { ctx } = this;
-    const before = ctx.work.temp(`rewrite-${namespace}`);
-    const out = ctx.work.temp(`rewritten-${namespace}`);
-    const run = async () => {
-      await ctx.device.backupTo(before);
-      await rewriteBackup({
-        base: { source: before, open: ctx.deviceOpen, keep: (p) => !(what.drop?.(p) ?? false) },
-        ...(what.overlay ? { overlay: { source: what.overlay.source, open: ctx.snapshotOpen, select: what.overlay.select } } : {}),
-        out,
-      });
-      await ctx.device.restore(out);
-    };
+    const before = ctx.work.temp(`rewrite-${token.namespace}`);
+    const out = ctx.work.temp(`rewritten-${token.namespace}`);
     try {
-      await ctx.device.lock.run(() => (ctx.gate ? ctx.gate.hold(run) : run()));
+      await ctx.barrier.exclusive([token], async (guard) => {
+        await ctx.device.backupTo(before);
+        await rewriteBackup({
+          base: { source: before, open: ctx.deviceOpen, keep: (p) => !(what.drop?.(p) ?? false) },
+          ...(what.overlay ? { overlay: { source: what.overlay.source, open: ctx.snapshotOpen, select: what.overlay.select } } : {}),
+          out,
+        });
+        guard.check();
+        await ctx.device.restore(out);
+      });
     } finally {
       await removeFiles(before, out);
     }

@@ -73,7 +73,7 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
 
     deviceBackup: async (peer) => {
       const file = ctx.work.temp('device-backup-for-peer');
-      await ctx.device.lock.run(() => ctx.device.backupTo(file));
+      await ctx.device.backupForReading(file);
       ctx.log.info({ peer }, 'serving a device backup to a peer (init-replica)');
       return streamThenRemove(file);
     },

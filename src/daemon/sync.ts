@@ -1,10 +1,15 @@
 /**
  * Scheduled and manual sync of one namespace at this site. At a replica (or a fenced site resyncing): fetch the
  * primary's snapshot over the peer API and apply it. At the primary: ask every peer to pull now. One sync per
- * namespace at a time; a sync that finds one running joins it.
+ * namespace at a time; requests made while one runs share one more after it.
+ *
+ * Locks (docs/concurrency.md): the snapshot is fetched with no lock held; the apply runs inside an exclusive hold of
+ * the device barrier, then the namespace's lock, carrying the fencing token of the role row the sync was decided
+ * under. A sync decided before a promote, demote, fence or pause is abandoned before it touches the device.
  */
 import { existsSync } from 'node:fs';
-import { isRetryable, NhrError, PeerRefusedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
+import { FenceTokenStaleError, isRetryable, NhrError, PeerRefusedError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
+import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { syncFailureReason } from '../metrics/metrics.js';
 import { applySnapshot, type ApplyResult } from '../replicator/snapshot-apply.js';
 import { removeFiles } from '../replicator/workdir.js';
@@ -15,6 +20,10 @@ export interface SyncRequest {
   actor: string;
   /** First sync only: what to do when the device already holds the namespace. */
   onExisting?: 'refuse' | 'remove';
+  /** An operator's `sync`: refused while the namespace is paused unless `force`. Others skip a paused namespace. */
+  manual?: boolean;
+  /** With `manual`: sync a paused namespace all the same. */
+  force?: boolean;
 }
 
 export type SyncResult =
@@ -24,6 +33,8 @@ export type SyncResult =
 
 export class NamespaceSync {
   private readonly running = new Map<string, Promise<SyncResult>>();
+  /** The one sync queued behind a running one, shared by every request that arrived meanwhile. */
+  private readonly queued = new Map<string, Promise<SyncResult>>();
 
   constructor(
     private readonly ctx: SiteContext,
@@ -35,15 +46,33 @@ export class NamespaceSync {
     return this.running.has(namespace);
   }
 
-  /** Waits for every running sync (shutdown). */
+  /** Waits for every running and queued sync (shutdown). */
   async drain(): Promise<void> {
-    await Promise.allSettled([...this.running.values()]);
+    await Promise.allSettled([...this.running.values(), ...this.queued.values()]);
   }
 
-  /** Runs (or joins) a sync of `namespace`. Throws NhrErrors; records the outcome in state and metrics either way. */
+  /**
+   * Runs a sync of `namespace`. A request made while one runs does not join it (that sync's snapshot may predate what
+   * the caller wants applied, e.g. a write it just made or a change it could not apply): it waits for it and then runs
+   * one more, which every request arriving meanwhile shares. Throws NhrErrors; records the outcome either way.
+   */
   sync(namespace: string, req: SyncRequest): Promise<SyncResult> {
     const current = this.running.get(namespace);
-    if (current) return current;
+    if (!current) return this.start(namespace, req);
+    let next = this.queued.get(namespace);
+    if (!next) {
+      next = current
+        .catch(() => undefined)
+        .then(() => {
+          this.queued.delete(namespace);
+          return this.start(namespace, req);
+        });
+      this.queued.set(namespace, next);
+    }
+    return next;
+  }
+
+  private start(namespace: string, req: SyncRequest): Promise<SyncResult> {
     const p = this.run(namespace, req).finally(() => this.running.delete(namespace));
     this.running.set(namespace, p);
     return p;
@@ -52,10 +81,19 @@ export class NamespaceSync {
   private async run(namespace: string, req: SyncRequest): Promise<SyncResult> {
     const row = this.ctx.store.roles.get(namespace);
     if (!row) throw new NamespaceUnknownError(`namespace ${namespace} is not replicated by this site`, { namespace });
-    if (row.paused) return { namespace, outcome: 'skipped', reason: 'paused' };
+    if (row.paused && !(req.manual && req.force)) {
+      if (!req.manual) return { namespace, outcome: 'skipped', reason: 'paused' };
+      throw new SyncPausedError(`namespace ${namespace} is paused at this site: nothing writes to it here until it is resumed`, { namespace });
+    }
     if (row.role === 'primary') return this.requestPeers(namespace);
     if (row.primarySite === this.ctx.site) return { namespace, outcome: 'skipped', reason: 'handing over (demoted, waiting for the new primary)' };
-    return this.pull(namespace, row.primarySite, row.epoch, req);
+    try {
+      return await this.pull(namespace, row.primarySite, tokenOf(row, 'sync'), req);
+    } catch (err) {
+      if (!(err instanceof FenceTokenStaleError)) throw err;
+      this.ctx.log.info({ namespace, reason: err.message }, 'sync abandoned: the role changed since it was decided');
+      return { namespace, outcome: 'skipped', reason: err.message };
+    }
   }
 
   private async requestPeers(namespace: string): Promise<SyncResult> {
@@ -72,47 +110,54 @@ export class NamespaceSync {
     return { namespace, outcome: 'requested', peers };
   }
 
-  private async pull(namespace: string, primary: string, localEpoch: number, req: SyncRequest): Promise<SyncResult> {
+  private async pull(namespace: string, primary: string, decided: FencingToken, req: SyncRequest): Promise<SyncResult> {
     const { ctx } = this;
     const peer = ctx.peers.get(primary);
     if (!peer) throw new NamespaceUnknownError(`namespace ${namespace}'s primary ${primary} is not a configured peer`, { namespace, site: primary });
-    return ctx.applyLock(namespace).run(() => this.pullLocked(peer, namespace, primary, localEpoch, req));
-  }
-
-  private async pullLocked(peer: NonNullable<ReturnType<SiteContext['peers']['get']>>, namespace: string, primary: string, localEpoch: number, req: SyncRequest): Promise<SyncResult> {
-    const { ctx } = this;
     const started = Date.now();
     const file = ctx.work.temp(`incoming-${namespace}`);
     ctx.metrics.syncInProgress.set({ namespace }, 1);
     try {
       const fetched = await peer.fetchSnapshot(namespace, file);
       ctx.monitor.reportSuccess(primary);
-      if (fetched.epoch < localEpoch) {
-        throw new SyncStaleSnapshotError(`${primary} served namespace ${namespace} at epoch ${fetched.epoch}; this site holds epoch ${localEpoch}`, {
+      if (fetched.epoch < decided.epoch) {
+        throw new SyncStaleSnapshotError(`${primary} served namespace ${namespace} at epoch ${fetched.epoch}; this site holds epoch ${decided.epoch}`, {
           namespace,
           site: primary,
-          epoch: localEpoch,
+          epoch: decided.epoch,
         });
       }
-      if (fetched.epoch > localEpoch) await this.observe(namespace, { from: primary, epoch: fetched.epoch, primarySite: primary });
-      const result = await applySnapshot(
-        {
-          device: ctx.device,
-          work: ctx.work,
-          deviceOpen: ctx.deviceOpen,
-          snapshotOpen: ctx.snapshotOpen,
-          replicationUserId: ctx.replicationUserIds.get(namespace) ?? '',
-          ...(ctx.gate ? { gate: ctx.gate } : {}),
-          logger: ctx.log,
-          onForeignLoss: (n) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace }, n),
-        },
-        namespace,
-        file,
-        { onExisting: this.existingPolicy(namespace, req) },
+      let token = decided;
+      if (fetched.epoch > decided.epoch) {
+        // The snapshot itself carries a newer epoch: follow it (or fence), then apply under the row that produced.
+        await this.observe(namespace, { from: primary, epoch: fetched.epoch, primarySite: primary });
+        const now = ctx.store.roles.require(namespace);
+        token = now.primarySite === primary && now.epoch === fetched.epoch && now.role !== 'primary' ? tokenOf(now, 'sync') : decided;
+      }
+      const result = await ctx.barrier.exclusive([token], (guard) =>
+        ctx.applyLock(namespace).run(async () => {
+          const r = await applySnapshot(
+            {
+              device: ctx.device,
+              work: ctx.work,
+              deviceOpen: ctx.deviceOpen,
+              snapshotOpen: ctx.snapshotOpen,
+              replicationUserId: ctx.replicationUserIds.get(namespace) ?? '',
+              guard,
+              logger: ctx.log,
+              onForeignLoss: (n) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace }, n),
+            },
+            namespace,
+            file,
+            { onExisting: this.existingPolicy(namespace, req) },
+          );
+          // Recorded under the namespace's lock, so no stream change is recorded between the restore and the position.
+          return this.recordOk(namespace, primary, r, started);
+        }),
       );
-      return this.recordOk(namespace, primary, result, started);
+      return result;
     } catch (err) {
-      this.recordFailure(namespace, primary, err, started);
+      if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started);
       throw err;
     } finally {
       ctx.metrics.syncInProgress.set({ namespace }, 0);

@@ -31,7 +31,7 @@ import { decide, type Decision, type GatewayOutcome, type NamespaceRoles } from 
 import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
 import { PeerGateways, Upstream } from './upstream.js';
-import { WriteGate } from './write-gate.js';
+import { DeviceBarrier } from '../concurrency/barrier.js';
 
 export interface GatewayRequestEvent {
   /** The caller's namespace; `null` for a root user; `undefined` when there were no (readable) credentials. */
@@ -56,8 +56,11 @@ export interface GatewayOptions {
   /** The site's NetHSM. */
   nethsm: { url: string; tls: TlsTrust; connections?: number; timeoutMs?: number };
   roles: NamespaceRoles;
-  /** The write gate the daemon holds during merge-restores. Default: a gate of the gateway's own. */
-  gate?: WriteGate;
+  /**
+   * The site's device barrier (src/concurrency/barrier.ts): each forwarded write is a shared holder, so the daemon's
+   * merge-restores and fence exports (exclusive) wait for it and writes wait for them. Default: one of its own.
+   */
+  gate?: DeviceBarrier;
   /** Change capture for namespaces primary here (streaming). */
   observer?: MutationObserver;
   /**
@@ -85,7 +88,7 @@ interface Exchange {
 }
 
 export class GatewayServer {
-  readonly gate: WriteGate;
+  readonly gate: DeviceBarrier;
   readonly #options: GatewayOptions;
   readonly #log: Logger;
   readonly #server: https.Server;
@@ -100,7 +103,7 @@ export class GatewayServer {
   constructor(options: GatewayOptions) {
     this.#options = options;
     this.#log = (options.logger ?? silentLogger).child({ component: 'gateway' });
-    this.gate = options.gate ?? new WriteGate();
+    this.gate = options.gate ?? new DeviceBarrier();
     this.#nethsm = new Upstream({ ...options.nethsm, logger: this.#log });
     this.#peers = options.primaryGateways
       ? new PeerGateways({ tls: options.primaryGateways.tls, timeoutMs: options.primaryGateways.timeoutMs ?? 60_000, logger: this.#log })
@@ -249,7 +252,7 @@ export class GatewayServer {
     const waitStart = performance.now();
     let release: (() => void) | undefined;
     try {
-      release = await this.gate.enter(x.signal);
+      release = await this.gate.enter({ signal: x.signal });
     } catch (err) {
       body?.bytes.fill(0);
       if (err instanceof GatewayHoldTimeoutError) {

@@ -4,7 +4,7 @@ import { createSelfSignedCertificate } from '../tls/index.js';
 import type { MutationObserver } from './observer.js';
 import { GatewayServer, type GatewayRequestEvent } from './server.js';
 import { httpsCaller, until, type Cred } from './test-support.js';
-import { WriteGate } from './write-gate.js';
+import { DeviceBarrier } from '../concurrency/barrier.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
@@ -43,7 +43,7 @@ describe('gateway write hold during a merge-restore', () => {
       onRequest: (e: GatewayRequestEvent) => events.push(e),
     };
     gw = new GatewayServer({ ...common, observer });
-    gwShort = new GatewayServer({ ...common, gate: new WriteGate({ maxWaitMs: 50, retryAfterSeconds: 3 }) });
+    gwShort = new GatewayServer({ ...common, gate: new DeviceBarrier({ maxWaitMs: 50, retryAfterSeconds: 3 }) });
     await Promise.all([gw.start(), gwShort.start()]);
     direct = httpsCaller(sim.url, sim.certPem);
     viaGw = httpsCaller(gw.url, cert.certPem);
@@ -61,7 +61,7 @@ describe('gateway write hold during a merge-restore', () => {
 
   it('makes writes wait while held and lets them through after; reads and crypto pass meanwhile', async () => {
     const restore = deferred();
-    const held = gw.gate.hold(() => restore.promise);
+    const held = gw.gate.exclusive([], () => restore.promise);
     const write = viaGw.call('POST', '/keys/generate', { auth: admin, json: { type: 'Curve25519', mechanisms: ['EdDSA_Signature'], id: 'heldkey' } });
     const rootWrite = viaGw.call('PUT', '/config/time', { auth: sim.users.admin, json: { time: new Date().toISOString().replace(/\.\d+Z$/, 'Z') } });
     await until(() => gw.gate.waiting === 2, 'both writes waiting at the gate');
@@ -87,7 +87,7 @@ describe('gateway write hold during a merge-restore', () => {
     await until(() => begun === 1, 'the write reached the change capture');
     expect(gw.gate.inFlight).toBe(1);
     let seenByRestore: number | undefined;
-    const held = gw.gate.hold(async () => {
+    const held = gw.gate.exclusive([], async () => {
       seenByRestore = (await direct.call('GET', '/keys/inflight', { auth: admin })).status;
     });
     await new Promise((r) => setImmediate(r));
@@ -102,7 +102,7 @@ describe('gateway write hold during a merge-restore', () => {
 
   it('answers 503 with Retry-After past the bound, and forwards nothing', async () => {
     const restore = deferred();
-    const held = gwShort.gate.hold(() => restore.promise);
+    const held = gwShort.gate.exclusive([], () => restore.promise);
     try {
       const r = await viaShort.call('DELETE', '/keys/signer', { auth: admin });
       expect(r.status).toBe(503);

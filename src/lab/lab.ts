@@ -39,8 +39,11 @@ export interface LabOptions {
   logger?: (site: string) => Logger;
   /** Run a gateway at every site (certificate from the lab CA). */
   gateway?: boolean;
-  /** Simulator latency per operation (ms), as `nethsm-replicator sim --latency`. */
-  latency?: Partial<Record<string, number>>;
+  /**
+   * Simulator latency per operation (ms), as `nethsm-replicator sim --latency`: one table for every site, or one per
+   * site. The simulator reads the table at each call, so a test may change it while the lab runs.
+   */
+  latency?: Partial<Record<string, number>> | ((site: string) => Partial<Record<string, number>>);
 }
 
 export const LAB_PASSPHRASES = {
@@ -105,7 +108,9 @@ export class LabSite {
       dataDir: this.simDir,
       backupScrypt: TEST_SCRYPT,
       unlockScrypt: TEST_SCRYPT,
-      ...(this.lab.options.latency ? { latency: this.lab.options.latency } : {}),
+      ...(this.lab.options.latency
+        ? { latency: typeof this.lab.options.latency === 'function' ? this.lab.options.latency(this.name) : this.lab.options.latency }
+        : {}),
     });
   }
 

@@ -1,10 +1,15 @@
 /**
  * This site's NetHSM as the replicator uses it: device backups (root Backup account), restores (root Administrator),
- * and the roles of a namespace's users (root Administrator may read them). One backup-or-restore at a time per device:
- * the firmware allows one restore cluster-wide, and a backup taken during a restore would be inconsistent.
+ * and the roles of a namespace's users (root Administrator may read them).
+ *
+ * Ordering (docs/concurrency.md): a backup that will be restored, and the restore, run inside an exclusive hold of the
+ * site's DeviceBarrier, which the caller takes. Backups taken only to be read (snapshots served to peers) take a shared
+ * hold here, so they never overlap a restore. Below the barrier, the backup and restore calls themselves are serialised
+ * one at a time (the innermost lock): the firmware allows one restore cluster-wide, and shared backups may overlap.
  */
 import { NetHsmResponseInvalidError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
+import type { DeviceBarrier } from '../concurrency/barrier.js';
 import { Mutex } from '../util/mutex.js';
 import { removeFiles, type WorkDir } from './workdir.js';
 
@@ -33,27 +38,39 @@ interface SharedBackup {
 }
 
 export class Device {
-  /** Serialises backups and restores of this device. */
-  readonly lock = new Mutex();
+  /** Serialises the backup and restore calls themselves (innermost lock). */
+  readonly #io = new Mutex();
   #shared: SharedBackup | undefined;
 
   constructor(
     private readonly accounts: DeviceAccounts,
+    /** The site's device barrier (shared for read-only backups). */
+    readonly barrier: DeviceBarrier,
     /** The device backup passphrase (sent with restores; never logged). */
     private readonly backupPassphrase: string,
     /** Called for every device backup taken (metrics). */
     private readonly onBackup: () => void = () => undefined,
   ) {}
 
-  /** Takes a device backup to `file` (0600). Call inside `lock.run` when it must not interleave with a restore. */
+  /**
+   * Takes a device backup to `file` (0600). A backup that will be restored must be taken inside the caller's exclusive
+   * barrier hold; `backupForReading` is the form for backups only read.
+   */
   async backupTo(file: string): Promise<number> {
-    this.onBackup();
-    try {
-      return await this.accounts.backup.backupToFile(file);
-    } catch (err) {
-      await removeFiles(file);
-      throw err;
-    }
+    return this.#io.run(async () => {
+      this.onBackup();
+      try {
+        return await this.accounts.backup.backupToFile(file);
+      } catch (err) {
+        await removeFiles(file);
+        throw err;
+      }
+    });
+  }
+
+  /** A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore. */
+  backupForReading(file: string): Promise<number> {
+    return this.barrier.shared(() => this.backupTo(file), { wait: 'unbounded' });
   }
 
   /**
@@ -76,7 +93,7 @@ export class Device {
       // Captured before the backup is requested, so a joiner gets positions the backup is sure to contain.
       const captured = capture();
       const fresh: SharedBackup = { file, takenAt: Date.now(), captured, ready: Promise.resolve(), taking: true, users: 0 };
-      fresh.ready = this.lock.run(() => this.backupTo(file)).then(
+      fresh.ready = this.backupForReading(file).then(
         () => void (fresh.taking = false),
         (err: unknown) => {
           fresh.taking = false;
@@ -98,9 +115,11 @@ export class Device {
     }
   }
 
-  /** Partial restore of `file` (the device is Operational). Call inside `lock.run`. */
+  /** Partial restore of `file` (the device is Operational). Call inside an exclusive barrier hold. */
   async restore(file: string): Promise<void> {
-    await this.accounts.admin.restore(file, { backupPassphrase: this.backupPassphrase, systemTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
+    await this.#io.run(() =>
+      this.accounts.admin.restore(file, { backupPassphrase: this.backupPassphrase, systemTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') }),
+    );
   }
 
   /** The device's state (Operational, Locked, …). */

@@ -8,7 +8,9 @@
  *   3. restore the merged file;
  *   4. back up once more (B3) and verify: every entry outside the namespace in B2 is in B3 unchanged, and the
  *      namespace in B3 is exactly as merged. B2 is kept (path logged, error raised) when not.
- * The whole sequence holds the device lock and, when a gateway runs, the write gate, so gateway writes wait.
+ * The caller runs the whole sequence inside an exclusive hold of the site's DeviceBarrier (docs/concurrency.md), so no
+ * gateway write, stream apply or repair lands between B1 and the restore, and passes the hold's guard: the fencing
+ * tokens are checked once more right before the restore, the one irreversible call.
  */
 import { rename } from 'node:fs/promises';
 import { listBackupContents, verifyManifest } from '../backup/contents.js';
@@ -19,15 +21,11 @@ import { openSource } from '../backup/transform.js';
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff } from './compare.js';
+import type { ExclusiveGuard } from '../concurrency/barrier.js';
 import type { Device } from './device.js';
 import { isUserOf, rewriteBackup } from './rewrite.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
-
-/** Holds mutating requests while `fn` runs (the gateway's write gate); identity when no gateway runs. */
-export interface WriteHold {
-  hold<T>(fn: () => Promise<T>): Promise<T>;
-}
 
 export interface ApplyDeps {
   device: Device;
@@ -37,7 +35,8 @@ export interface ApplyDeps {
   snapshotOpen: OpenBackupOptions;
   /** The namespace's replication account id (without `<ns>~`): kept on the replica. */
   replicationUserId: string;
-  gate?: WriteHold;
+  /** The caller's exclusive hold: checked right before the restore (a stale token abandons the apply). */
+  guard?: ExclusiveGuard;
   logger?: Logger;
   /** How many times to merge again when writes race (default 3). */
   maxRemerges?: number;
@@ -85,43 +84,39 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
     temps.push(t);
     return t;
   };
-  const hold = deps.gate ? deps.gate.hold.bind(deps.gate) : <T>(fn: () => Promise<T>) => fn();
   try {
-    return await deps.device.lock.run(() =>
-      hold(async () => {
-        let b1 = temp('pre-1');
-        await deps.device.backupTo(b1);
-        const savedExisting = await checkExisting(deps, namespace, b1, options, log);
-        let merged = await merge(deps, b1, snapshotFile, outsideNs, (p) => inNs(p) && !dropAdmin(p), temp);
-        let remerges = 0;
-        let b2: string;
-        for (;;) {
-          await deps.beforeRecheck?.();
-          b2 = temp(`pre-${remerges + 2}`);
-          await deps.device.backupTo(b2);
-          const raced = await diffFiles(deps.deviceOpen, b1, b2, otherData);
-          if (isEmptyDiff(raced)) break;
-          log.warn({ namespace, changed: raced.samples }, 'entries outside the namespace changed during the sync; merging again');
-          if (++remerges > (deps.maxRemerges ?? 3)) {
-            throw new SyncRaceError(`entries outside namespace ${namespace} changed ${remerges} times during the sync; not restoring`, { namespace });
-          }
-          b1 = b2;
-          merged = await merge(deps, b1, snapshotFile, outsideNs, (p) => inNs(p) && !dropAdmin(p), temp);
-        }
-        await deps.device.restore(merged);
-        const b3 = temp('post');
-        await deps.device.backupTo(b3);
-        await verify(deps, namespace, { b2, b3, merged }, log);
-        await rename(snapshotFile, deps.work.snapshotOf(namespace));
-        return {
-          meta,
-          remerges,
-          namespaceEntries: contents.namespaces[namespace]?.keys ?? 0,
-          strippedAdministrators: stripped,
-          ...(savedExisting ? { savedExisting } : {}),
-        };
-      }),
-    );
+    let b1 = temp('pre-1');
+    await deps.device.backupTo(b1);
+    const savedExisting = await checkExisting(deps, namespace, b1, options, log);
+    let merged = await merge(deps, b1, snapshotFile, outsideNs, (p) => inNs(p) && !dropAdmin(p), temp);
+    let remerges = 0;
+    let b2: string;
+    for (;;) {
+      await deps.beforeRecheck?.();
+      b2 = temp(`pre-${remerges + 2}`);
+      await deps.device.backupTo(b2);
+      const raced = await diffFiles(deps.deviceOpen, b1, b2, otherData);
+      if (isEmptyDiff(raced)) break;
+      log.warn({ namespace, changed: raced.samples }, 'entries outside the namespace changed during the sync; merging again');
+      if (++remerges > (deps.maxRemerges ?? 3)) {
+        throw new SyncRaceError(`entries outside namespace ${namespace} changed ${remerges} times during the sync; not restoring`, { namespace });
+      }
+      b1 = b2;
+      merged = await merge(deps, b1, snapshotFile, outsideNs, (p) => inNs(p) && !dropAdmin(p), temp);
+    }
+    deps.guard?.check();
+    await deps.device.restore(merged);
+    const b3 = temp('post');
+    await deps.device.backupTo(b3);
+    await verify(deps, namespace, { b2, b3, merged }, log);
+    await rename(snapshotFile, deps.work.snapshotOf(namespace));
+    return {
+      meta,
+      remerges,
+      namespaceEntries: contents.namespaces[namespace]?.keys ?? 0,
+      strippedAdministrators: stripped,
+      ...(savedExisting ? { savedExisting } : {}),
+    };
   } finally {
     await removeFiles(...temps);
   }

@@ -13,8 +13,10 @@
  * failure nothing later is recorded, and `drain()` waits for every effect in flight to settle before it returns, so no
  * device write of this window overlaps a snapshot or a reconnect.
  *
- * The namespace's apply lock is held while the window is not empty, and given up (after a drain) every `holdBound`
- * changes, so a snapshot sync waiting for the lock is not starved by a continuous stream of imports.
+ * While the window is not empty it holds, in the lock order (docs/concurrency.md), a shared hold of the device barrier
+ * (`admit`, which also checks the stream's fencing token) and then the namespace's lock. It gives both up when it
+ * empties, every `holdBound` changes, and as soon as an exclusive device hold is waiting (`yieldWanted`), after a
+ * drain, so neither a snapshot sync of this namespace nor a merge-restore of another is starved by a stream of imports.
  */
 import type { Mutex } from '../util/mutex.js';
 import { admitChange, makeEffect, recordChange, type ApplyDeps } from './apply.js';
@@ -32,6 +34,10 @@ export interface ApplyWindowOptions {
   namespace: string;
   source: string;
   lock: Mutex;
+  /** Admission to the device barrier (shared, token-checked), taken before `lock`; resolves with its release. */
+  admit?: () => Promise<() => void>;
+  /** Whether an exclusive device hold waits for this window to let go. */
+  yieldWanted?: () => boolean;
   size: number;
   /** Changes admitted under one hold of the lock before the window drains and lets waiters in. */
   holdBound?: number;
@@ -71,13 +77,13 @@ export class ApplyWindow {
    */
   async add(line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<void> {
     if (this.#failure !== undefined) await this.drain();
-    if (this.#held >= (this.#o.holdBound ?? 256)) await this.drain();
+    if (this.#held >= (this.#o.holdBound ?? 256) || (this.#release && this.#o.yieldWanted?.())) await this.drain();
     // A recorded slot leaves #slots by itself (below); a failed one stays until the drain.
     while (this.#slots.length >= this.#o.size) {
       await this.#slots[0]!.done.catch(() => undefined);
       if (this.#failure !== undefined) await this.drain();
     }
-    if (!this.#release) this.#release = await acquire(this.#o.lock);
+    if (!this.#release) this.#release = await this.#hold();
     const { deps, namespace, source } = this.#o;
     let verdict: 'duplicate' | 'go';
     try {
@@ -133,6 +139,16 @@ export class ApplyWindow {
     const failure = this.#failure;
     this.#failure = undefined;
     if (failure !== undefined) throw failure;
+  }
+
+  /** The barrier (shared) then the namespace's lock; released in reverse. */
+  async #hold(): Promise<() => void> {
+    const outer = this.#o.admit ? await this.#o.admit() : undefined;
+    const inner = await acquire(this.#o.lock);
+    return () => {
+      inner();
+      outer?.();
+    };
   }
 
   /** Empty: forget the in-flight sequence (the stored position is the truth again) and give the lock up. */

@@ -14,6 +14,7 @@ import { PeerClient } from '../peer/client.js';
 import { PeerServer, type PeerHandlers } from '../peer/server.js';
 import { StateStore } from '../state/store.js';
 import { createCa, issueCert } from '../tls/index.js';
+import { DeviceBarrier } from '../concurrency/barrier.js';
 import { Mutex } from '../util/mutex.js';
 import { MAX_LINE_BYTES } from './protocol.js';
 import { NamespacePuller } from './puller.js';
@@ -89,6 +90,7 @@ describe('stream puller: bad input from the primary', () => {
         transportKey: () => undefined,
       },
       lock: new Mutex(),
+      barrier: new DeviceBarrier(),
       snapshot,
       heartbeatIntervalMs: 1000,
       catchupDebounceMs: 0,

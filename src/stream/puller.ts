@@ -7,8 +7,11 @@
  * Idle while the namespace is primary here, fenced, paused, never synced (the first sync is the schedule's or the
  * operator's), or its primary is not a peer. Idempotent start()/close().
  */
+import type { DeviceBarrier } from '../concurrency/barrier.js';
+import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import {
   EnvelopeInvalidError,
+  FenceTokenStaleError,
   NhrError,
   PeerMessageInvalidError,
   StreamApplyFailedError,
@@ -29,8 +32,10 @@ export interface PullerOptions {
   store: StateStore;
   peers: ReadonlyMap<string, PeerClient>;
   apply: ApplyDeps;
-  /** The namespace's apply lock (shared with snapshot syncs). */
+  /** The namespace's lock (shared with snapshot syncs), taken after the barrier. */
   lock: Mutex;
+  /** The site's device barrier: every change is applied under a shared hold carrying the stream's fencing token. */
+  barrier: DeviceBarrier;
   /** Takes a snapshot of the namespace from its primary (NamespaceSync.sync). Throws when it fails. */
   snapshot(reason: string): Promise<void>;
   heartbeatIntervalMs: number;
@@ -118,10 +123,16 @@ export class NamespacePuller {
       }
       let outcome: Outcome | undefined;
       try {
-        outcome = await this.#stream(peer, row.epoch);
+        outcome = await this.#stream(peer, tokenOf(row, 'stream apply'));
         failures = 0;
       } catch (err) {
         if (this.#closed) break;
+        if (err instanceof FenceTokenStaleError) {
+          // Promoted, demoted, fenced, followed a new epoch or paused while streaming: nothing more was applied; the
+          // loop decides again from the role row as it is now.
+          this.#o.log.info({ namespace: ns, reason: err.message }, 'change stream stopped: the role changed');
+          continue;
+        }
         failures++;
         outcome = this.#onError(peer.name, err);
       }
@@ -147,18 +158,23 @@ export class NamespacePuller {
   }
 
   /** One connection: apply lines until the stream ends, breaks, or asks for a snapshot. */
-  async #stream(peer: PeerClient, epoch: number): Promise<Outcome> {
-    const { namespace: ns, store, metrics } = this.#o;
+  async #stream(peer: PeerClient, token: FencingToken): Promise<Outcome> {
+    const { namespace: ns, store, metrics, barrier } = this.#o;
+    const epoch = token.epoch;
     const pos = store.positions.get(ns, peer.name);
     const after = pos?.epoch === epoch && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : undefined;
     if (after === undefined) return { kind: 'catchup', reason: pos?.epoch === undefined ? 'no position yet' : `position is from epoch ${pos.epoch}` };
     this.#state = 'connecting';
     const abort = (this.#abort = new AbortController());
+    // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
+    const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal };
     const window = new ApplyWindow({
       deps: this.#o.apply,
       namespace: ns,
       source: peer.name,
       lock: this.#o.lock,
+      admit: () => barrier.enter(admission),
+      yieldWanted: () => barrier.held,
       size: this.#o.applyConcurrency ?? DEFAULT_APPLY_CONCURRENCY,
       recorded: (_line, outcome) => this.#recorded(peer.name, outcome),
     });
@@ -166,7 +182,7 @@ export class NamespacePuller {
       try {
         await fn();
       } catch (err) {
-        if (!(err instanceof CatchupNeeded)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
+        if (!(err instanceof CatchupNeeded) && !(err instanceof FenceTokenStaleError)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
         throw err;
       }
     };
@@ -197,7 +213,7 @@ export class NamespacePuller {
           continue;
         }
         await windowed(() => window.drain());
-        const result = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line)).catch((err: unknown) => {
+        const result = await barrier.shared(() => this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line)), admission).catch((err: unknown) => {
           metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
           throw err;
         });

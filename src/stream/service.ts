@@ -113,6 +113,7 @@ export class StreamService {
           peers: ctx.peers,
           apply,
           lock: o.lock(n.name),
+          barrier: ctx.barrier,
           snapshot: (reason) => o.snapshot(n.name, reason),
           heartbeatIntervalMs: ctx.config.stream.heartbeatIntervalMs,
           catchupDebounceMs: ctx.config.stream.catchupDebounceMs,
@@ -214,12 +215,16 @@ export class StreamService {
   async #ensureTransportKey(): Promise<void> {
     if (!this.transportKey) return;
     const { ctx } = this.#o;
+    // Creating the key writes to the device: a shared barrier hold, so no merge-restore built from an older backup
+    // can wipe a key made meanwhile.
+    const tk = this.transportKey;
+    const write = <T>(fn: () => Promise<T>) => ctx.barrier.shared(fn, { wait: 'unbounded' });
     if (ctx.work.inheritedTransportKeyPending()) {
-      await this.transportKey.replaceInherited();
+      await write(() => tk.replaceInherited());
       this.#unwrapped.clear();
       await ctx.work.markTransportKeyReplaced();
       ctx.log.info({ keyId: this.transportKey.keyId, fingerprint: this.transportKey.publicInfo().fingerprint }, 'replaced the transport key inherited from the primary at bootstrap');
-    } else await this.transportKey.ensure();
+    } else await write(() => tk.ensure());
     this.#transportKeyReady = true;
   }
 

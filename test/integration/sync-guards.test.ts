@@ -98,7 +98,7 @@ describe('sync guards at the replica', () => {
     const before = await deviceView(lab, 'b');
     const b = lab.site('b').daemon!;
     // A restore refused by the NetHSM (wrong backup passphrase sent with it).
-    const broken = new Device({ admin: b.ctx.nethsm.admin, backup: b.ctx.nethsm.backup }, 'wrong-device-backup-passphrase');
+    const broken = new Device({ admin: b.ctx.nethsm.admin, backup: b.ctx.nethsm.backup }, b.ctx.barrier, 'wrong-device-backup-passphrase');
     const { file, deps } = await snapshotAndDeps({ device: broken });
     await expect(applySnapshot(deps, 'alpha', file)).rejects.toBeInstanceOf(NetHsmHttpError);
     expect(await deviceView(lab, 'b')).toEqual(before);

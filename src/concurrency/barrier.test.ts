@@ -1,0 +1,283 @@
+import { describe, expect, it } from 'vitest';
+import { FenceTokenStaleError, GatewayDrainTimeoutError, GatewayHoldTimeoutError, InternalError } from '../errors.js';
+import { assertTokenCurrent, type FencingToken } from './fencing.js';
+import { DeviceBarrier } from './barrier.js';
+
+/** A promise with its resolve handle, to step through interleavings without timing. */
+function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+describe('DeviceBarrier', () => {
+  it('admits writes at once when nothing is held, and counts them in flight', async () => {
+    const gate = new DeviceBarrier();
+    const r1 = await gate.enter();
+    const r2 = await gate.enter();
+    expect(gate.inFlight).toBe(2);
+    r1();
+    r1(); // idempotent
+    expect(gate.inFlight).toBe(1);
+    r2();
+    expect(gate.inFlight).toBe(0);
+  });
+
+  it('makes writes wait during a hold and admits them after it', async () => {
+    const gate = new DeviceBarrier();
+    const restore = deferred();
+    const held = gate.exclusive([], () => restore.promise.then(() => 'restored'));
+    expect(gate.held).toBe(true);
+    let admitted = false;
+    const write = gate.enter().then((release) => {
+      admitted = true;
+      return release;
+    });
+    await tick();
+    expect(admitted).toBe(false);
+    expect(gate.waiting).toBe(1);
+    restore.resolve();
+    expect(await held).toBe('restored');
+    const release = await write;
+    expect(admitted).toBe(true);
+    expect(gate.held).toBe(false);
+    release();
+  });
+
+  it('starts a hold only after writes in flight have finished', async () => {
+    const gate = new DeviceBarrier();
+    const release = await gate.enter();
+    let started = false;
+    const held = gate.exclusive([], async () => {
+      started = true;
+    });
+    // New writes already wait, though the hold has not started.
+    let lateAdmitted = false;
+    const late = gate.enter().then((r) => {
+      lateAdmitted = true;
+      return r;
+    });
+    await tick();
+    expect(started).toBe(false);
+    expect(lateAdmitted).toBe(false);
+    release();
+    await held;
+    expect(started).toBe(true);
+    (await late)();
+    expect(lateAdmitted).toBe(true);
+  });
+
+  it('queues overlapping holds and makes a write wait for both', async () => {
+    const gate = new DeviceBarrier();
+    const order: string[] = [];
+    const first = deferred();
+    const second = deferred();
+    const h1 = gate.exclusive([], async () => {
+      order.push('first start');
+      await first.promise;
+      order.push('first end');
+    });
+    const h2 = gate.exclusive([], async () => {
+      order.push('second start');
+      await second.promise;
+      order.push('second end');
+    });
+    const write = gate.enter().then((r) => {
+      order.push('write');
+      return r;
+    });
+    await tick();
+    first.resolve();
+    await h1;
+    await tick();
+    expect(order).toEqual(['first start', 'first end', 'second start']);
+    second.resolve();
+    await h2;
+    (await write)();
+    expect(order).toEqual(['first start', 'first end', 'second start', 'second end', 'write']);
+  });
+
+  it('runs a hold nested inside a hold at once', async () => {
+    const gate = new DeviceBarrier();
+    const out = await gate.exclusive([], () => gate.exclusive([], async () => 42));
+    expect(out).toBe(42);
+    expect(gate.held).toBe(false);
+  });
+
+  it('answers a write that waits past the bound with a retryable hold timeout', async () => {
+    const gate = new DeviceBarrier({ maxWaitMs: 20, retryAfterSeconds: 7 });
+    const restore = deferred();
+    const held = gate.exclusive([], () => restore.promise);
+    const err = await gate.enter().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GatewayHoldTimeoutError);
+    expect((err as GatewayHoldTimeoutError).retryable).toBe(true);
+    expect(gate.waiting).toBe(0);
+    expect(gate.inFlight).toBe(0);
+    expect(gate.retryAfterSeconds).toBe(7);
+    restore.resolve();
+    await held;
+  });
+
+  it('gives up a hold whose drain does not finish, without running it, and lets writes go on', async () => {
+    const gate = new DeviceBarrier({ drainTimeoutMs: 20 });
+    const stuck = await gate.enter();
+    let ran = false;
+    const err = await gate
+      .exclusive([], async () => {
+        ran = true;
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GatewayDrainTimeoutError);
+    expect(ran).toBe(false);
+    expect(gate.held).toBe(false);
+    (await gate.enter())();
+    stuck();
+  });
+
+  it('ends the hold when its function throws', async () => {
+    const gate = new DeviceBarrier();
+    await expect(gate.exclusive([], async () => Promise.reject(new Error('restore failed')))).rejects.toThrow('restore failed');
+    expect(gate.held).toBe(false);
+    (await gate.enter())();
+  });
+
+  it('drops a waiting write whose client went away', async () => {
+    const gate = new DeviceBarrier();
+    const restore = deferred();
+    const held = gate.exclusive([], () => restore.promise);
+    const ac = new AbortController();
+    const write = gate.enter({ signal: ac.signal }).catch((e: unknown) => e);
+    await tick();
+    ac.abort(new Error('client gone'));
+    expect(((await write) as Error).message).toBe('client gone');
+    expect(gate.waiting).toBe(0);
+    restore.resolve();
+    await held;
+    expect(gate.inFlight).toBe(0);
+  });
+
+  it('admits waiting writes into the in-flight count before a later hold can drain', async () => {
+    const gate = new DeviceBarrier();
+    const first = deferred();
+    const h1 = gate.exclusive([], () => first.promise);
+    const write = gate.enter();
+    first.resolve();
+    await h1;
+    // The write was admitted synchronously when the hold ended: a new hold must wait for it.
+    expect(gate.inFlight).toBe(1);
+    let ran = false;
+    const h2 = gate.exclusive([], async () => {
+      ran = true;
+    });
+    await tick();
+    expect(ran).toBe(false);
+    (await write)();
+    await h2;
+    expect(ran).toBe(true);
+  });
+
+  it('refuses a non-positive bound', () => {
+    expect(() => new DeviceBarrier({ maxWaitMs: 0 })).toThrow(RangeError);
+    expect(() => new DeviceBarrier({ drainTimeoutMs: Number.NaN })).toThrow(RangeError);
+  });
+
+  describe('fencing tokens', () => {
+    const row = { namespace: 'alpha', role: 'replica' as const, epoch: 1, primarySite: 'a', paused: false, createdAt: 0, updatedAt: 0 };
+    const token: FencingToken = { namespace: 'alpha', role: 'replica', epoch: 1, primarySite: 'a', paused: false, purpose: 'sync' };
+    function barrierOver(current: { row: typeof row | undefined }) {
+      return new DeviceBarrier({ check: (t) => assertTokenCurrent(() => current.row, t) });
+    }
+
+    it('abandons an exclusive step whose role changed while it waited, before it runs', async () => {
+      const current = { row: { ...row } as typeof row | undefined };
+      const gate = barrierOver(current);
+      const first = deferred();
+      const h1 = gate.exclusive([], () => first.promise);
+      let ran = false;
+      const stale = gate.exclusive([token], async () => {
+        ran = true;
+      });
+      // A promote lands while the sync waits behind another exclusive hold.
+      current.row = { ...row, role: 'primary' as never, epoch: 2, primarySite: 'b' };
+      first.resolve();
+      await h1;
+      const err = await stale.catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FenceTokenStaleError);
+      expect((err as Error).message).toContain('decided as replica at epoch 1');
+      expect(ran).toBe(false);
+      expect(gate.held).toBe(false);
+    });
+
+    it("lets the holder re-check right before its restore, and a pause makes the token stale", async () => {
+      const current = { row: { ...row } as typeof row | undefined };
+      const gate = barrierOver(current);
+      const steps: string[] = [];
+      const err = await gate
+        .exclusive([token], async (guard) => {
+          steps.push('backup');
+          current.row = { ...row, paused: true };
+          guard.check();
+          steps.push('restore');
+        })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FenceTokenStaleError);
+      expect(steps).toEqual(['backup']);
+    });
+
+    it('refuses a shared step with a stale token once admitted, and does not count it in flight', async () => {
+      const current = { row: { ...row, epoch: 3 } as typeof row | undefined };
+      const gate = barrierOver(current);
+      await expect(gate.shared(async () => 'applied', { tokens: [token] })).rejects.toBeInstanceOf(FenceTokenStaleError);
+      await expect(gate.enter({ tokens: [token] })).rejects.toBeInstanceOf(FenceTokenStaleError);
+      expect(gate.inFlight).toBe(0);
+      current.row = { ...row };
+      expect(await gate.shared(async () => 'applied', { tokens: [token] })).toBe('applied');
+    });
+
+    it('treats a namespace no longer replicated here as stale', () => {
+      expect(() => assertTokenCurrent(() => undefined, token)).toThrow(/no longer replicated here/);
+    });
+  });
+
+  describe('re-entry and lock order', () => {
+    it('runs shared work from inside an exclusive hold at once', async () => {
+      const gate = new DeviceBarrier();
+      expect(await gate.exclusive([], () => gate.shared(async () => 'inner'))).toBe('inner');
+    });
+
+    it('runs nested shared work at once even while an exclusive hold waits for the outer one', async () => {
+      const gate = new DeviceBarrier();
+      const inner = deferred();
+      const outer = gate.shared(async () => {
+        await inner.promise;
+        return gate.shared(async () => 'nested');
+      });
+      await tick();
+      const held = gate.exclusive([], async () => 'restored');
+      await tick();
+      inner.resolve();
+      expect(await outer).toBe('nested');
+      expect(await held).toBe('restored');
+    });
+
+    it('refuses an exclusive hold requested from inside a shared one (it would wait for itself)', async () => {
+      const gate = new DeviceBarrier();
+      const err = await gate.shared(() => gate.exclusive([], async () => 'never')).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InternalError);
+      expect(gate.inFlight).toBe(0);
+      expect(gate.held).toBe(false);
+    });
+
+    it('lets an unbounded shared caller wait out a long exclusive hold', async () => {
+      const gate = new DeviceBarrier({ maxWaitMs: 10 });
+      const restore = deferred();
+      const held = gate.exclusive([], () => restore.promise);
+      const apply = gate.shared(async () => 'applied', { wait: 'unbounded' });
+      await new Promise((r) => setTimeout(r, 40));
+      restore.resolve();
+      await held;
+      expect(await apply).toBe('applied');
+    });
+  });
+});
