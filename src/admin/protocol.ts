@@ -23,7 +23,12 @@ export const simpleRequestSchema = z.strictObject({ actor: actorSchema });
  * `onExisting`: what a first sync does when this site's device already holds the namespace. `refuse` (default) lists
  * what is there and stops; `remove` replaces it after saving a backup of what it held.
  */
-export const syncRequestSchema = z.strictObject({ actor: actorSchema, onExisting: z.enum(['refuse', 'remove']).default('refuse') });
+export const syncRequestSchema = z.strictObject({
+  actor: actorSchema,
+  onExisting: z.enum(['refuse', 'remove']).default('refuse'),
+  /** Sync a namespace paused at this site all the same. */
+  force: z.boolean().default(false),
+});
 
 export type PromoteRequest = z.infer<typeof promoteRequestSchema>;
 export type DemoteRequest = z.infer<typeof demoteRequestSchema>;

@@ -56,7 +56,7 @@ describe('admin API over a unix socket', () => {
     expect(await client.namespaceAction('alpha', 'sync', { actor: 'op@host' })).toEqual({ started: true });
     expect(await client.namespaceAction('alpha', 'promote', { actor: 'op@host', force: true })).toEqual({ epoch: 4 });
     expect(calls).toEqual([
-      ['sync', 'alpha', { actor: 'op@host', onExisting: 'refuse' }],
+      ['sync', 'alpha', { actor: 'op@host', onExisting: 'refuse', force: false }],
       ['promote', 'alpha', { actor: 'op@host', force: true }],
     ]);
   });
@@ -74,7 +74,7 @@ describe('admin API over a unix socket', () => {
 
   it("passes sync's onExisting through and refuses a value other than refuse or remove", async () => {
     await client.namespaceAction('alpha', 'sync', { actor: 'op', onExisting: 'remove' });
-    expect(calls).toEqual([['sync', 'alpha', { actor: 'op', onExisting: 'remove' }]]);
+    expect(calls).toEqual([['sync', 'alpha', { actor: 'op', onExisting: 'remove', force: false }]]);
     const err = (await client.namespaceAction('alpha', 'sync', { actor: 'op', onExisting: 'merge' }).catch((e: unknown) => e)) as AdminRemoteError;
     expect(err.code).toBe('NHR_ERR_INPUT_INVALID');
     expect(err.message).toMatch(/body\.onExisting/);

@@ -200,9 +200,11 @@ describe('admin commands against a real admin server', () => {
     const r = await runCli(['sync', 'alpha', '--socket', socket, '--on-existing', 'remove']);
     expect(r.code).toBe(0);
     expect(r.out).toBe('synced alpha: epoch=3 durationSeconds=2.5 outcome=ok\n');
-    expect(calls).toEqual([['sync', 'alpha', { actor: expect.stringMatching(/^.+@.+$/), onExisting: 'remove' }]]);
+    expect(calls).toEqual([['sync', 'alpha', { actor: expect.stringMatching(/^.+@.+$/), onExisting: 'remove', force: false }]]);
     await runCli(['sync', 'alpha', '--socket', socket]);
-    expect(calls[1]).toEqual(['sync', 'alpha', { actor: expect.any(String), onExisting: 'refuse' }]);
+    expect(calls[1]).toEqual(['sync', 'alpha', { actor: expect.any(String), onExisting: 'refuse', force: false }]);
+    await runCli(['sync', 'alpha', '--socket', socket, '--force']);
+    expect(calls[2]).toEqual(['sync', 'alpha', { actor: expect.any(String), onExisting: 'refuse', force: true }]);
   });
 
   it("promote prints the epoch change; a refusal prints the daemon's Error and Try lines and exits 1", async () => {

@@ -83,9 +83,10 @@ export function registerAdminCommands(program: Command): void {
         new Option('--on-existing <what>', 'when the device already holds the namespace: refuse, or remove it (after a backup of it)')
           .choices(['refuse', 'remove'])
           .default('refuse'),
-      ),
-  ).action(async (ns: string, flags: SocketFlags & { onExisting: 'refuse' | 'remove' }) => {
-    await runAction(ns, 'sync', flags, { onExisting: flags.onExisting });
+      )
+      .option('--force', 'sync even though the namespace is paused at this site (it stays paused)'),
+  ).action(async (ns: string, flags: SocketFlags & { onExisting: 'refuse' | 'remove'; force?: boolean }) => {
+    await runAction(ns, 'sync', flags, { onExisting: flags.onExisting, force: flags.force === true });
   });
 
   socketOptions(
