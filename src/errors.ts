@@ -487,7 +487,10 @@ export class SyncStaleSnapshotError extends NhrError {
 // ---------------------------------------------------------------------------------------------
 // Key material in the stream (envelopes, transport keys, replicated generation)
 
-/** An envelope that is malformed, addressed to another site, key or fingerprint, or fails authentication. Nothing was imported. */
+/**
+ * An envelope that is malformed, addressed to another site, key or fingerprint, of the old unbound format (v1), or fails
+ * authentication (altered, or sealed for another namespace, key id, kind or change). Nothing was imported.
+ */
 export class EnvelopeInvalidError extends NhrError {
   static override readonly code = 'NHR_ERR_STREAM_ENVELOPE_INVALID';
   static override readonly defaultHint =
