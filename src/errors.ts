@@ -350,6 +350,13 @@ export class StateOpenFailedError extends NhrError {
     'Check the state directory exists, is writable by the service user, and that no other daemon uses it.';
 }
 
+/** Another daemon holds the state directory's lock (src/state/dir-lock.ts); this one changed nothing there. */
+export class StateLockedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_LOCKED';
+  static override readonly defaultHint =
+    'Only one daemon may use a state directory: stop the other one first (`systemctl status nethsm-replicator` shows it), or give this one its own stateDir.';
+}
+
 export class StateMigrationFailedError extends NhrError {
   static override readonly code = 'NHR_ERR_STATE_MIGRATION_FAILED';
   static override readonly defaultHint =
@@ -567,6 +574,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncVerifyFailedError,
   SyncStaleSnapshotError,
   StateOpenFailedError,
+  StateLockedError,
   StateMigrationFailedError,
   NamespaceUnknownError,
   RolePromoteRefusedError as unknown as typeof NhrError,
