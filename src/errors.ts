@@ -350,6 +350,13 @@ export class StateOpenFailedError extends NhrError {
     'Check the state directory exists, is writable by the service user, and that no other daemon uses it.';
 }
 
+/** Another daemon holds the state directory's lock (src/state/dir-lock.ts); this one changed nothing there. */
+export class StateLockedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_LOCKED';
+  static override readonly defaultHint =
+    'Only one daemon may use a state directory: stop the other one first (`systemctl status nethsm-replicator` shows it), or give this one its own stateDir.';
+}
+
 export class StateMigrationFailedError extends NhrError {
   static override readonly code = 'NHR_ERR_STATE_MIGRATION_FAILED';
   static override readonly defaultHint =
@@ -505,7 +512,10 @@ export class SyncStaleSnapshotError extends NhrError {
 // ---------------------------------------------------------------------------------------------
 // Key material in the stream (envelopes, transport keys, replicated generation)
 
-/** An envelope that is malformed, addressed to another site, key or fingerprint, or fails authentication. Nothing was imported. */
+/**
+ * An envelope that is malformed, addressed to another site, key or fingerprint, of the old unbound format (v1), or fails
+ * authentication (altered, or sealed for another namespace, key id, kind or change). Nothing was imported.
+ */
 export class EnvelopeInvalidError extends NhrError {
   static override readonly code = 'NHR_ERR_STREAM_ENVELOPE_INVALID';
   static override readonly defaultHint =
@@ -583,6 +593,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncVerifyFailedError,
   SyncStaleSnapshotError,
   StateOpenFailedError,
+  StateLockedError,
   StateMigrationFailedError,
   NamespaceUnknownError,
   RolePromoteRefusedError as unknown as typeof NhrError,

@@ -1,6 +1,8 @@
 /**
  * The daemon: one per site. Owns every long-lived part, starts them in order and closes them in reverse:
- *   state store → NetHSM clients → member monitor → peer API → admin API → health endpoint → scheduler.
+ *   state directory lock → work dir → state store → peer API → stream → gateway → admin API → health endpoint →
+ *   member monitor → scheduler.
+ * The lock comes before anything touches the state directory: a second daemon on it stops there, changing nothing.
  * `start()` and `close()` are idempotent; `close()` lets an in-flight sync or failover step finish (a restore is never
  * cut in half) before stopping.
  */
@@ -25,6 +27,7 @@ import { PeerServer } from '../peer/server.js';
 import { WorkDir } from '../replicator/workdir.js';
 import { ensureNamespace } from '../roles/apply.js';
 import { Scheduler } from '../scheduler/scheduler.js';
+import { StateDirLock } from '../state/dir-lock.js';
 import { StateStore } from '../state/store.js';
 import { createAdminHandlers } from './admin-handlers.js';
 import { StreamService } from '../stream/service.js';
@@ -60,6 +63,7 @@ export class Daemon {
   private readonly gateway: GatewayServer | undefined;
   private readonly log: Logger;
   private startedAt = 0;
+  private dirLock: StateDirLock | undefined;
   private state: 'new' | 'started' | 'closed' = 'new';
   private starting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
@@ -170,6 +174,8 @@ export class Daemon {
   private async doStart(): Promise<void> {
     const { ctx } = this;
     try {
+      // First: a daemon already on this state directory makes this one stop here (NHR_ERR_STATE_LOCKED).
+      this.dirLock = StateDirLock.acquire(ctx.config.stateDir);
       await ctx.work.prepare();
       ctx.store.open();
       for (const n of ctx.config.namespaces) {
@@ -221,6 +227,8 @@ export class Daemon {
     await stage('peer clients', () => Promise.all([...ctx.peers.values()].map((p) => p.close())));
     await stage('NetHSM pool', () => ctx.nethsm.pool.close());
     if (ctx.store.isOpen) ctx.store.close();
+    // Last: nothing of this daemon touches the state directory any more.
+    this.dirLock?.release();
     if (this.state === 'started') this.log.info({ site: ctx.site }, 'daemon stopped');
     this.state = 'closed';
   }

@@ -44,7 +44,14 @@ export async function runDaemon(options: RunOptions): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
-  await daemon.start();
+  try {
+    await daemon.start();
+  } catch (err) {
+    // The CLI prints it too (Error/Try on stderr); this puts it in the structured log.
+    log.fatal({ err }, 'cannot start');
+    log.flush?.();
+    throw err;
+  }
   const signal = await stopped;
   log.info({ signal }, 'stopping: letting in-flight work finish');
   await daemon.close();

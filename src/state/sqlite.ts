@@ -19,8 +19,9 @@ function pin<T extends object>(o: T): T {
   return o;
 }
 
-export function openDatabase(file: string): Database {
-  return pin(new BetterSqlite3(file));
+/** Opens (creating when absent) a database file. `timeoutMs`: how long a statement waits for another's lock (default 5000). */
+export function openDatabase(file: string, options: { timeoutMs?: number } = {}): Database {
+  return pin(new BetterSqlite3(file, options.timeoutMs === undefined ? {} : { timeout: options.timeoutMs }));
 }
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- the same constraint as better-sqlite3's own typings

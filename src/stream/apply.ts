@@ -8,7 +8,8 @@
  * catch-up) returns `catchup` without recording anything: the caller takes a snapshot, whose position covers it.
  *
  * Refusals (nothing applied, nothing recorded): another epoch or primary than the replica holds (PeerStaleEpochError),
- * a gap (StreamOutOfOrderError), an envelope for another site or key (EnvelopeInvalidError), a NetHSM refusal that is
+ * a gap (StreamOutOfOrderError), an envelope for another site or transport key, or sealed for another namespace, key
+ * id, kind or change, or of the old unbound format (EnvelopeInvalidError), a NetHSM refusal that is
  * not about the key's presence (StreamApplyFailedError). Transient NetHSM failures propagate unchanged (retry).
  */
 import { NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamOutOfOrderError } from '../errors.js';
@@ -141,7 +142,9 @@ async function importKey(deps: ApplyDeps, c: NetHsmClient, namespace: string, li
   if (await exists(c, line.keyId)) return { outcome: 'present' };
   const tk = deps.transportKey();
   if (!tk) return { outcome: 'catchup', reason: 'this site has no transport key to open imports with' };
-  const plain = await openEnvelope(line.envelope, { site: deps.site, keyId: tk.keyId, fingerprint: tk.fingerprint }, envelopeContext(namespace, line.ref), (w) => tk.unwrap(w));
+  // The envelope opens only for the change it was sealed for: this namespace, this key id, an import, this ref.
+  const context = envelopeContext({ namespace, keyId: line.keyId, kind: line.kind, ref: line.ref });
+  const plain = await openEnvelope(line.envelope, { site: deps.site, keyId: tk.keyId, fingerprint: tk.fingerprint }, context, (w) => tk.unwrap(w));
   let body: PrivateKey;
   try {
     body = JSON.parse(plain.toString('utf8')) as PrivateKey;

@@ -1,7 +1,8 @@
 /**
  * Change capture: the gateway's MutationObserver for namespaces primary here. Before a mutation is forwarded it is
- * recorded as an intent (an import's body already sealed into one envelope per replica site; the plaintext is never
- * stored); on the NetHSM's 2xx the intent becomes the namespace's next change, otherwise it is dropped. When the
+ * recorded as an intent (an import's body already sealed into one envelope per replica site, bound to its namespace,
+ * key id, kind and intent id; the plaintext is never stored. `POST /keys` lets the NetHSM pick the id, so its body is
+ * sealed when the answer names the id); on the NetHSM's 2xx the intent becomes the namespace's next change, otherwise it is dropped. When the
  * NetHSM's answer is lost (status 0) the device is asked what happened (intent-resolve.ts). Mutations of one key are
  * serialised (KeyLocks), so the log's order is the device's order. With `generate: replicated`, `POST /keys/generate`
  * is substituted by a key generated here and imported under the caller's own credentials (`substitute`).
@@ -17,7 +18,7 @@ import type { StateStore } from '../state/store.js';
 import type { Envelope } from './envelope.js';
 import { EnvelopeSealer } from './envelope-keys.js';
 import { KeyLocks } from './key-locks.js';
-import { envelopeContext, MAX_CERT_BYTES } from './protocol.js';
+import { envelopeContext, MAX_CERT_BYTES, type EnvelopeBinding } from './protocol.js';
 import type { Recipients } from './recipients.js';
 
 /** What a mutation will log: its kind, key, public fields, and whether its body is an import to seal. */
@@ -101,6 +102,11 @@ export interface CaptureOptions {
 interface Open {
   intent: Intent;
   release: () => void;
+  /**
+   * An import by `POST /keys`: the NetHSM picks the id, and an envelope is bound to its key id, so it is sealed in
+   * `end` once the id is known. Our own copy of the body (the gateway may zero its buffer earlier); zeroed in `end`.
+   */
+  unsealed?: Buffer;
 }
 
 export class ChangeCapture implements MutationObserver {
@@ -151,7 +157,9 @@ export class ChangeCapture implements MutationObserver {
     const lockKeys = [plan.keyId, ...(plan.alsoLocks ?? [])].filter((k): k is string => k !== undefined).map((k) => `${m.namespace}/${k}`);
     const release = await this.#locks.acquire(lockKeys);
     try {
-      const envelopes = plan.sealBody ? await this.#seal(m.namespace, id, plan.sealBody) : undefined;
+      const sealNow = plan.sealBody !== undefined && plan.keyId !== undefined;
+      const envelopes = sealNow ? await this.#seal({ namespace: m.namespace, keyId: plan.keyId!, kind: plan.kind, ref: id }, plan.sealBody!) : undefined;
+      const unsealed = plan.sealBody !== undefined && !sealNow ? Buffer.from(plan.sealBody) : undefined;
       const intent = this.#o.store.intents.open({
         id,
         namespace: m.namespace,
@@ -161,7 +169,7 @@ export class ChangeCapture implements MutationObserver {
         detail: plan.detail,
         ...(envelopes ? { envelopes } : {}),
       });
-      this.#open.set(id, { intent, release });
+      this.#open.set(id, { intent, release, ...(unsealed ? { unsealed } : {}) });
       return id;
     } catch (err) {
       release();
@@ -176,7 +184,8 @@ export class ChangeCapture implements MutationObserver {
     const { intent } = open;
     try {
       if (outcome.status >= 200 && outcome.status < 300) {
-        this.#commit(intent, this.#createdKeyId(intent, outcome.location));
+        const keyId = this.#createdKeyId(intent, outcome.location);
+        this.#commit(open.unsealed && keyId !== undefined ? await this.#sealLate(intent, keyId, open.unsealed) : intent, keyId);
       } else if (outcome.status === 0) {
         await this.#settle(open);
         return;
@@ -184,6 +193,7 @@ export class ChangeCapture implements MutationObserver {
         this.#o.store.intents.remove(intent.id);
       }
     } finally {
+      open.unsealed?.fill(0);
       if (!this.#unsettled.has(intentId)) open.release();
     }
   }
@@ -258,14 +268,29 @@ export class ChangeCapture implements MutationObserver {
     return isValidId(id) ? id : undefined;
   }
 
-  /** One envelope per replica site whose transport key is known; the others get the import as a catch-up. */
-  async #seal(namespace: string, ref: string, body: Buffer): Promise<Record<string, Envelope> | undefined> {
+  /** The intent of a `POST /keys` import with its envelopes, sealed now that the NetHSM named the id. */
+  async #sealLate(intent: Intent, keyId: string, body: Buffer): Promise<Intent> {
+    const binding = { namespace: intent.namespace, keyId, kind: intent.kind, ref: intent.id };
+    // The NetHSM made the change: it is committed whatever happens here (without envelopes replicas get a catch-up).
+    const envelopes = await this.#seal(binding, body).catch((err: unknown) => {
+      this.#o.log.warn({ namespace: intent.namespace, intent: intent.id, err }, 'cannot seal an import for its replicas; they get a catch-up instead');
+      return undefined;
+    });
+    return envelopes ? { ...intent, envelopes } : intent;
+  }
+
+  /**
+   * One envelope per replica site whose transport key is known, bound to the change (`binding`); the others get the
+   * import as a catch-up.
+   */
+  async #seal(binding: EnvelopeBinding, body: Buffer): Promise<Record<string, Envelope> | undefined> {
+    const { namespace } = binding;
     const out: Record<string, Envelope> = {};
     for (const site of this.#o.recipients.sites()) {
       const key = await this.#o.recipients.get(site);
       if (!key) continue;
       try {
-        out[site] = this.#sealer.seal(body, { site, keyId: key.keyId, publicKeyPem: key.publicKeyPem }, envelopeContext(namespace, ref));
+        out[site] = this.#sealer.seal(body, { site, keyId: key.keyId, publicKeyPem: key.publicKeyPem }, envelopeContext(binding));
       } catch (err) {
         this.#o.log.warn({ namespace, peer: site, err }, 'cannot seal an import for a peer; it gets a catch-up instead');
       }

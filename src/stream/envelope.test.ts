@@ -8,6 +8,7 @@ import { EnvelopeInvalidError, NetHsmUnreachableError, TransportKeyInvalidError 
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { ENVELOPE_MAX_PLAINTEXT, envelopeSchema, openEnvelope, sealEnvelope, type Envelope } from './envelope.js';
+import { envelopeContext, type EnvelopeBinding } from './protocol.js';
 import { TransportKey, type TransportKeyInfo } from './transport-key.js';
 
 let sim: ProvisionedSimulator;
@@ -65,7 +66,7 @@ describe('sealEnvelope / openEnvelope', () => {
   it('round-trips through the NetHSM, and zeroes the unwrapped AES key', async () => {
     const env = sealEnvelope(PLAINTEXT, recipient(), AAD);
     expect(envelopeSchema.parse(env)).toEqual(env);
-    expect(env).toMatchObject({ v: 1, alg: 'RSA-OAEP-SHA256/A256GCM', site: 'beta', transportKeyId: 'tkbeta', transportKeyFingerprint: info.fingerprint });
+    expect(env).toMatchObject({ v: 2, alg: 'RSA-OAEP-SHA256/A256GCM', site: 'beta', transportKeyId: 'tkbeta', transportKeyFingerprint: info.fingerprint });
     expect(Buffer.from(env.wrappedKey, 'base64')).toHaveLength(256);
     expect(JSON.stringify(env)).not.toContain(PLAINTEXT.toString('base64').slice(0, 24));
     let unwrapped: Buffer | undefined;
@@ -97,7 +98,7 @@ describe('sealEnvelope / openEnvelope', () => {
 
   it('refuses a changed version, algorithm, site, key id or fingerprint', async () => {
     const env = sealEnvelope(PLAINTEXT, recipient(), AAD);
-    expect((await refusal(open({ ...env, v: 2 } as unknown as Envelope))).message).toMatch(/^malformed envelope: v /);
+    expect((await refusal(open({ ...env, v: 3 } as unknown as Envelope))).message).toMatch(/^malformed envelope: v /);
     expect((await refusal(open({ ...env, alg: 'RSA-OAEP-SHA1/A128GCM' } as unknown as Envelope))).message).toMatch(/^malformed envelope: alg /);
     expect((await refusal(open({ ...env, site: 'gamma' }))).message).toBe('envelope is addressed to site "gamma", not "beta"');
     expect((await refusal(open({ ...env, transportKeyId: 'tkother' }))).message).toMatch(/sealed to transport key "tkother"/);
@@ -142,6 +143,38 @@ describe('sealEnvelope / openEnvelope', () => {
     const env = sealEnvelope(PLAINTEXT, recipient(), AAD);
     const down = new NetHsmUnreachableError('NetHSM unreachable');
     await expect(open(env, AAD, expectOf(info), () => Promise.reject(down))).rejects.toBe(down);
+  });
+});
+
+describe('the stream context: namespace, key id, change kind and ref', () => {
+  const real: EnvelopeBinding = { namespace: 'payments', keyId: 'signing-key-1', kind: 'key-imported', ref: '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b' };
+
+  it('opens an envelope only for the change it was sealed for', async () => {
+    const env = sealEnvelope(PLAINTEXT, recipient(), envelopeContext(real));
+    expect((await open(env, envelopeContext(real))).equals(PLAINTEXT)).toBe(true);
+    const moved: [string, EnvelopeBinding][] = [
+      ['another key id', { ...real, keyId: 'signing-key-2' }],
+      ['another namespace', { ...real, namespace: 'billing' }],
+      ['another kind', { ...real, kind: 'key-deleted' }],
+      ['another ref', { ...real, ref: '1f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b' }],
+    ];
+    for (const [what, binding] of moved) {
+      expect((await refusal(open(env, envelopeContext(binding)))).message, what).toMatch(/failed authentication/);
+    }
+  });
+
+  it('keeps the parts apart: no two bindings give the same context', () => {
+    expect(envelopeContext({ ...real, namespace: 'ab', keyId: 'c' })).not.toBe(envelopeContext({ ...real, namespace: 'a', keyId: 'bc' }));
+    expect(() => envelopeContext({ ...real, keyId: 'k\nkey-imported' })).toThrow(EnvelopeInvalidError);
+  });
+
+  it('refuses an envelope of the old format (v1, not bound to its key id) before anything is unwrapped', async () => {
+    const env = sealEnvelope(PLAINTEXT, recipient(), envelopeContext(real));
+    let unwrapped = 0;
+    const err = await refusal(open({ ...env, v: 1 }, envelopeContext(real), expectOf(info), (w) => (unwrapped++, tk.unwrap(w))));
+    expect(err.message).toMatch(/format v1 is not bound to its key id/);
+    expect(unwrapped).toBe(0);
+    expect(envelopeSchema.safeParse({ ...env, v: 1 }).success).toBe(true);
   });
 });
 

@@ -4,8 +4,12 @@
  * transport key, which lives in the recipient's NetHSM, so only that NetHSM can open it.
  *
  * The GCM additional data binds the header (version, algorithm, site, transport key id and fingerprint) and the
- * caller's context (`aad`, e.g. `${namespace}\n${keyId}`), so an envelope cannot be replayed for another key or site
- * even by someone who can rewrite the header.
+ * caller's context (`aad`; the stream passes protocol.ts `envelopeContext`: namespace, key id, change kind and ref), so
+ * an envelope cannot be replayed for another key or site even by someone who can rewrite the header.
+ *
+ * Versions: only v2 is sealed and opened. v1 (before the stream's context named the key id) is still recognised by
+ * the schema, so a line carrying one parses, and is then refused by openEnvelope (EnvelopeInvalidError): its context
+ * did not bind the key id, so it cannot be trusted; the replica takes a snapshot instead (docs/key-material.md).
  */
 import { constants, createCipheriv, createDecipheriv, publicEncrypt, randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -14,6 +18,8 @@ import { isValidId } from '../nethsm/ids.js';
 import { parseTransportPublicKey, TRANSPORT_KEY_MAX_BITS, TRANSPORT_KEY_MIN_BITS } from './transport-key.js';
 
 export const ENVELOPE_ALG = 'RSA-OAEP-SHA256/A256GCM';
+/** The only version sealed and opened; 1 is recognised but never opened (see the module comment). */
+export const ENVELOPE_VERSION = 2;
 export const AES_KEY_BYTES = 32;
 /** Largest plaintext sealed: an RSA-8192 import body is under 2 kB; 64 KiB leaves room for metadata, bounds peers' messages. */
 export const ENVELOPE_MAX_PLAINTEXT = 64 * 1024;
@@ -21,7 +27,8 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
 export interface Envelope {
-  v: 1;
+  /** 2 when sealed here; 1 only in envelopes sealed by an older release (refused on opening). */
+  v: 1 | 2;
   alg: 'RSA-OAEP-SHA256/A256GCM';
   site: string;
   transportKeyId: string;
@@ -54,7 +61,7 @@ const idField = z.string().max(128).refine(isValidId, 'must be a valid NetHSM id
 
 /** Validates an envelope from a peer: strict (no other fields), bounded sizes, canonical base64. */
 export const envelopeSchema: z.ZodType<Envelope> = z.strictObject({
-  v: z.literal(1),
+  v: z.union([z.literal(1), z.literal(ENVELOPE_VERSION)]),
   alg: z.literal(ENVELOPE_ALG),
   site: idField,
   transportKeyId: idField,
@@ -67,7 +74,7 @@ export const envelopeSchema: z.ZodType<Envelope> = z.strictObject({
 
 /** The GCM additional data: the header fields and the caller's context, newline-separated (ids and hex have no newlines). */
 function additionalData(h: { site: string; transportKeyId: string; transportKeyFingerprint: string }, aad: string): Buffer {
-  return Buffer.from(`nethsm-replicator envelope v1\n${ENVELOPE_ALG}\n${h.site}\n${h.transportKeyId}\n${h.transportKeyFingerprint}\n${aad}`, 'utf8');
+  return Buffer.from(`nethsm-replicator envelope v${ENVELOPE_VERSION}\n${ENVELOPE_ALG}\n${h.site}\n${h.transportKeyId}\n${h.transportKeyFingerprint}\n${aad}`, 'utf8');
 }
 
 /**
@@ -111,7 +118,7 @@ export function sealWithKey(
   cipher.setAAD(additionalData(header, aad));
   const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
   return {
-    v: 1,
+    v: ENVELOPE_VERSION,
     alg: ENVELOPE_ALG,
     ...header,
     wrappedKey: wrapped.toString('base64'),
@@ -140,6 +147,12 @@ export async function openEnvelope(
     throw new EnvelopeInvalidError(`malformed envelope: ${issue ? `${issue.path.join('.') || '(root)'} ${issue.message}` : 'invalid'}`);
   }
   const e = parsed.data;
+  if (e.v !== ENVELOPE_VERSION) {
+    throw new EnvelopeInvalidError(
+      `envelope format v${e.v} is not bound to its key id and change (sealed by an older release); it is not opened, a snapshot carries the key instead`,
+      { site: expect.site },
+    );
+  }
   if (e.site !== expect.site) throw new EnvelopeInvalidError(`envelope is addressed to site "${e.site}", not "${expect.site}"`, { site: expect.site });
   if (e.transportKeyId !== expect.keyId || e.transportKeyFingerprint !== expect.fingerprint) {
     throw new EnvelopeInvalidError(

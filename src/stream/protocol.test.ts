@@ -58,10 +58,15 @@ describe('changeLineFor', () => {
   const logged = (over: Partial<LoggedChange>): LoggedChange => ({ namespace: 'ns', epoch: 1, seq: 3, createdAt: 10, ref: REF, kind: 'key-deleted', keyId: 'k', detail: {}, ...over });
 
   it("gives each site its own envelope, and a catch-up to a site that has none", () => {
-    const envelopes = { b: { site: 'b' }, c: { site: 'c' } };
+    const envelopes = { b: { v: 2, site: 'b' }, c: { v: 2, site: 'c' } };
     const c = logged({ kind: 'key-imported', envelopes });
     expect(changeLineFor(c, 'b')).toMatchObject({ kind: 'key-imported', envelope: { site: 'b' } });
     expect(changeLineFor(c, 'd')).toMatchObject({ kind: 'catchup', reason: 'key k imported without an envelope for site d' });
+  });
+
+  it('sends an import logged with an old-format envelope (before an upgrade) as a catch-up', () => {
+    const c = logged({ kind: 'key-imported', envelopes: { b: { v: 1, site: 'b' } } });
+    expect(changeLineFor(c, 'b')).toMatchObject({ kind: 'catchup', reason: 'key k imported in envelope format v1, which is not bound to its key id' });
   });
 
   it('carries public fields and turns incomplete rows into catch-ups', () => {

@@ -5,8 +5,9 @@
  */
 import { z } from 'zod';
 import { isValidId } from '../nethsm/ids.js';
-import type { LoggedChange } from '../state/changelog-repo.js';
-import { envelopeSchema, type Envelope } from './envelope.js';
+import { EnvelopeInvalidError } from '../errors.js';
+import type { ChangeKind, LoggedChange } from '../state/changelog-repo.js';
+import { ENVELOPE_VERSION, envelopeSchema, type Envelope } from './envelope.js';
 
 /** Largest line a receiver accepts: a 1 MiB certificate in base64 plus the line's other fields. */
 export const MAX_LINE_BYTES = 2 * 1024 * 1024;
@@ -86,7 +87,8 @@ export function parsePosition(text: string | null | undefined): { epoch: number;
 
 /**
  * The line a logged change becomes for the receiving `site`. An import carries only that site's envelope; an import
- * without one (the site's transport key was unknown when it was sealed) becomes a catch-up. Catch-ups and malformed
+ * without one (the site's transport key was unknown when it was sealed), or with one of an older format (logged before
+ * an upgrade, not bound to its key id), becomes a catch-up. Catch-ups and malformed
  * rows also become catch-ups, so the replica takes a snapshot rather than miss the change.
  */
 export function changeLineFor(c: LoggedChange, site: string): ChangeLine {
@@ -99,7 +101,10 @@ export function changeLineFor(c: LoggedChange, site: string): ChangeLine {
   switch (c.kind) {
     case 'key-imported': {
       const env = c.envelopes?.[site] as Envelope | undefined;
-      return env ? { ...common, kind: 'key-imported', keyId, envelope: env } : catchup(`key ${keyId} imported without an envelope for site ${site}`);
+      if (!env) return catchup(`key ${keyId} imported without an envelope for site ${site}`);
+      // Sealed by an older release (logged before an upgrade): its context did not bind the key id, so it is not sent.
+      if (env.v !== ENVELOPE_VERSION) return catchup(`key ${keyId} imported in envelope format v${String(env.v)}, which is not bound to its key id`);
+      return { ...common, kind: 'key-imported', keyId, envelope: env };
     }
     case 'key-moved':
       return d.newId ? { ...common, kind: 'key-moved', keyId, newId: d.newId } : catchup('move without a new id');
@@ -117,7 +122,22 @@ export function changeLineFor(c: LoggedChange, site: string): ChangeLine {
   }
 }
 
-/** The AAD binding an import's envelope to its namespace and change (the intent id). */
-export function envelopeContext(namespace: string, ref: string): string {
-  return `nethsm-replicator stream v1\n${namespace}\n${ref}`;
+/** What an envelope is bound to: the change it belongs to (docs/key-material.md). */
+export interface EnvelopeBinding {
+  namespace: string;
+  keyId: string;
+  kind: ChangeKind;
+  /** The change's ref (the intent id, a UUID). */
+  ref: string;
+}
+
+/**
+ * The AAD binding an import's envelope to its namespace, key id, change kind and ref: an envelope moved to another id,
+ * namespace, kind or change fails GCM authentication at the replica. Fields are newline-separated; none may contain a
+ * newline (ids and UUIDs cannot), so the encoding is unambiguous; a part that does is refused (EnvelopeInvalidError).
+ */
+export function envelopeContext(b: EnvelopeBinding): string {
+  const parts = [b.namespace, b.keyId, b.kind, b.ref];
+  if (parts.some((p) => typeof p !== 'string' || p.includes('\n'))) throw new EnvelopeInvalidError('an envelope context part is not a string or holds a newline');
+  return `nethsm-replicator stream v2\n${parts.join('\n')}`;
 }

@@ -1,7 +1,7 @@
 /**
  * Streaming under faults, two sites on loopback with real HTTPS: a partition (B's daemon down while A takes writes),
- * replica restarts mid-stream, an intent left open by a primary crash, envelopes for another site or key, old-epoch
- * changes after a promote, and a search for key material where it must never be.
+ * replica restarts mid-stream, an intent left open by a primary crash, envelopes for another site or key, a real
+ * envelope replayed under another key id, old-epoch changes after a promote, and a search for key material where it must never be.
  */
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -171,9 +171,9 @@ describe('streaming under faults', () => {
       envelope,
     });
     const cases: [ReturnType<typeof sealEnvelope>, RegExp][] = [
-      [sealEnvelope(body, { site: 'c', keyId: mine.keyId, publicKeyPem: mine.publicKeyPem }, envelopeContext(NS, ref)), /addressed to site "c", not "b"/],
-      [sealEnvelope(body, { site: 'b', keyId: mine.keyId, publicKeyPem: other }, envelopeContext(NS, ref)), /sealed to transport key/],
-      [sealEnvelope(body, { site: 'b', keyId: mine.keyId, publicKeyPem: mine.publicKeyPem }, envelopeContext('other-ns', ref)), /failed authentication/],
+      [sealEnvelope(body, { site: 'c', keyId: mine.keyId, publicKeyPem: mine.publicKeyPem }, envelopeContext({ namespace: NS, keyId: 'intruder', kind: 'key-imported', ref })), /addressed to site "c", not "b"/],
+      [sealEnvelope(body, { site: 'b', keyId: mine.keyId, publicKeyPem: other }, envelopeContext({ namespace: NS, keyId: 'intruder', kind: 'key-imported', ref })), /sealed to transport key/],
+      [sealEnvelope(body, { site: 'b', keyId: mine.keyId, publicKeyPem: mine.publicKeyPem }, envelopeContext({ namespace: 'other-ns', keyId: 'intruder', kind: 'key-imported', ref })), /failed authentication/],
     ];
     body.fill(0);
     for (const [env, message] of cases) {
@@ -186,6 +186,32 @@ describe('streaming under faults', () => {
     const rb = b.client(`${NS}~replicator`, LAB_PASSPHRASES.replicator);
     expect(await rb.listKeys()).not.toContain('intruder');
     await rb.close();
+  });
+
+  it('refuses a real envelope replayed under a new key id, and imports nothing', async () => {
+    const [a, b] = [lab.site('a'), lab.site('b')];
+    const gw = a.gatewayClient(`${NS}~admin`, LAB_PASSPHRASES.nsAdmin);
+    const body = importBody('EC_P256', ['ECDSA_Signature']);
+    imported.push(body);
+    await gw.importKey(body, 'genuine');
+    await gw.close();
+    await caughtUp(a, b, NS);
+    // What an authenticated peer can replay: the envelope A really sealed for B, from A's change log.
+    const logged = a.daemon!.ctx.store.changelog.after(NS, 1, 0, 100_000).find((c) => c.kind === 'key-imported' && c.keyId === 'genuine')!;
+    const envelope = logged.envelopes!['b'] as Envelope;
+    const store = b.daemon!.ctx.store;
+    const before = { pos: store.positions.get(NS, 'a'), applied: store.applied.count(NS) };
+    const replay: ChangeLine = { type: 'change', epoch: 1, seq: before.pos!.seq! + 1, at: Date.now(), ref: logged.ref, kind: 'key-imported', keyId: 'replayed', envelope };
+    const err = await b.daemon!.ctx.applyLock(NS).run(() => applyChange(applyDeps(b), NS, 'a', replay)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(EnvelopeInvalidError);
+    expect((err as Error).message).toMatch(/failed authentication/);
+    expect(store.positions.get(NS, 'a')).toMatchObject({ epoch: before.pos!.epoch, seq: before.pos!.seq });
+    expect(store.applied.count(NS)).toBe(before.applied);
+    const rb = b.client(`${NS}~replicator`, LAB_PASSPHRASES.replicator);
+    const keys = await rb.listKeys();
+    await rb.close();
+    expect(keys).toContain('genuine');
+    expect(keys).not.toContain('replayed');
   });
 
   it('leaves no key material in the logs, the state databases or the work directories', async () => {
