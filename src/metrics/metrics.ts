@@ -208,6 +208,15 @@ function removeSeries(handles: Record<string, unknown>, series: SeriesTable, fix
 }
 
 /**
+ * prom-client's default `nodejs_active_{handles,requests,resources}_total` are gauges with a counter's suffix, which
+ * `promtool check metrics` refuses. They are dropped: the per-type gauges without the suffix (`nodejs_active_handles`
+ * …) carry the same counts.
+ */
+function dropActiveTotals(registry: Registry): void {
+  for (const kind of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`${METRIC_PREFIX}nodejs_active_${kind}_total`);
+}
+
+/**
  * Creates every replicator metric on `options.registry`.
  * Throws prom-client's Error when called twice on one registry (metric names already registered).
  */
@@ -220,6 +229,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
 
   if (options.processMetrics !== false) {
     collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
+    dropActiveTotals(options.registry);
   }
 
   const buildInfo = new Gauge({
