@@ -174,7 +174,8 @@ describe('parseConfig: one rule at a time', () => {
   it('validates durations', () => {
     expectProblem((d) => (d.namespaces[0].maxLagForPromote = '5 minutes'), 'namespaces[0].maxLagForPromote "5 minutes" is not a duration (e.g. 1500ms, 30s, 5m, 1h)');
     expectProblem((d) => (d.recovery = { retryInterval: '0s' }), 'recovery.retryInterval must be longer than 0');
-    expectProblem((d) => (d.namespaces[0].maxLagForPromote = 300), 'namespaces[0].maxLagForPromote must be a string');
+    expectProblem((d) => (d.namespaces[0].maxLagForPromote = 300), 'namespaces[0].maxLagForPromote is a number without a unit: write it with one, e.g. "300s" or "300m" (units: ms, s, m, h)');
+    expectProblem((d) => (d.namespaces[0].maxLagForPromote = ['5m']), 'namespaces[0].maxLagForPromote must be a duration such as 1500ms, 30s, 5m or 1h');
   });
 
   it('validates the recovery attempt limit', () => {
@@ -345,10 +346,11 @@ describe('parseConfig: the document itself', () => {
         return (err as Error).message;
       }
     };
-    expect(msg('site: [unclosed')).toMatch(/is not valid YAML/);
+    expect(msg('site: [unclosed')).toMatch(/line 1: not valid YAML: /);
     expect(msg('')).toMatch(/config is empty/);
     expect(msg('- a\n- b\n')).toMatch(/must be a mapping/);
-    expect(msg('site: a\nsite: b\n')).toMatch(/is not valid YAML/);
+    expect(msg('site: a\nsite: b\n')).toContain('- line 2: setting "site" is given twice in the same mapping; keep one');
+    expect(msg('site: a\nnamespaces:\n  - name: x\n    "name": y\n')).toContain('- line 4: setting "name" is given twice in the same mapping; keep one');
   });
 
   it('names the source file in the message and the error path', () => {

@@ -201,7 +201,17 @@ function cronExpression() {
 }
 
 function duration(what: string) {
-  return z.string().transform((v, ctx) => {
+  return z.unknown().transform((v, ctx) => {
+    if (typeof v !== 'string') {
+      const message =
+        v === undefined
+          ? 'is required'
+          : typeof v === 'number'
+            ? `is a number without a unit: write it with one, e.g. "${v}s" or "${v}m" (units: ms, s, m, h)`
+            : 'must be a duration such as 1500ms, 30s, 5m or 1h';
+      ctx.addIssue({ code: 'custom', message });
+      return z.NEVER;
+    }
     const ms = tryParseDuration(v);
     if (ms === undefined) {
       ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (e.g. 1500ms, 30s, 5m, 1h)` });
