@@ -239,6 +239,10 @@ export class Daemon {
       port: g.listen.port,
       tls: { certPem: readConfigFileSync('gateway.certFile', g.certFile), keyPem: readConfigFileSync('gateway.keyFile', g.keyFile) },
       nethsm: { url: config.nethsm.url, tls: nethsmTrust(config) },
+      maxWriteBodyBytes: g.maxWriteBodyBytes,
+      writeBodyTimeoutMs: g.writeBodyTimeoutMs,
+      requestTimeoutMs: g.requestTimeoutMs,
+      handshakeTimeoutMs: g.handshakeTimeoutMs,
       gate,
       observer: this.stream.capture,
       roles: {
