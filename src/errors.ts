@@ -460,6 +460,21 @@ export class GatewayCaptureFailedError extends NhrError {
   static override readonly retryable = true;
 }
 
+/** A write's body (or a body sent without credentials) is larger than the gateway accepts; answered 413, not forwarded. */
+export class GatewayBodyTooLargeError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_BODY_TOO_LARGE';
+  static override readonly defaultHint =
+    'Send a smaller body (the NetHSM takes at most 1 MiB for writes); raise gateway.maxWriteBodyBytes only for a NetHSM that takes more.';
+}
+
+/** A request body (or head) did not arrive within the gateway's bound; answered 408 and the connection closed, not forwarded. */
+export class GatewayBodyTimeoutError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_BODY_TIMEOUT';
+  static override readonly defaultHint =
+    'The client sent its request too slowly (or stalled); check its network, or raise gateway.writeBodyTimeout / gateway.requestTimeout.';
+  static override readonly retryable = true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fencing (src/concurrency/: the device barrier and fencing tokens)
 
@@ -608,6 +623,8 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   GatewayDrainTimeoutError,
   GatewayCaptureFailedError,
   FenceTokenStaleError,
+  GatewayBodyTooLargeError,
+  GatewayBodyTimeoutError,
   EnvelopeInvalidError,
   TransportKeyInvalidError,
   StreamOutOfOrderError,

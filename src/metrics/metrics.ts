@@ -76,6 +76,8 @@ export const GATEWAY_OUTCOMES = [
   'rejected_input', // malformed request (path, credentials, headers); not forwarded
   'refused_capture', // change capture refused the write (streaming); not forwarded
   'held_timeout', // held during a merge-restore past the bound; 503 Retry-After
+  'rejected_too_large', // a write body (or one sent without credentials) over the limit; 413, not forwarded
+  'cut_slow', // the client was too slow (TLS handshake, request head or body not in within its bound); cut
   'error', // the NetHSM could not be reached, or the gateway failed
 ] as const;
 export type GatewayOutcome = (typeof GATEWAY_OUTCOMES)[number];

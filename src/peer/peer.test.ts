@@ -2,8 +2,10 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError } from '../errors.js';
+import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { PeerClient } from './client.js';
 import { PeerServer, type PeerHandlers } from './server.js';
@@ -175,5 +177,43 @@ describe('peer API over mutual TLS', () => {
     expect(err).toBeInstanceOf(PeerMessageInvalidError);
     expect(err.message).toMatch(/namespaces\.0\.role/);
     await c.close();
+  });
+
+  it('cuts connections that never finish the TLS handshake, or never send a whole request', async () => {
+    const short = new PeerServer({
+      host: '127.0.0.1',
+      port: 0,
+      tls: { ...siteA, caPem: ca.certPem },
+      peers: [{ name: 'b' }],
+      handlers,
+      handshakeTimeoutMs: 300,
+      requestTimeoutMs: 500,
+    });
+    await short.start();
+    try {
+      for (const mode of ['silent', 'trickle'] as const) {
+        const h = stalledHandshake(short.port, mode);
+        try {
+          await guard(h.closed, `a ${mode} handshake was never cut`);
+        } finally {
+          h.stop();
+        }
+      }
+      // A configured peer, authenticated, that starts a request and never finishes it.
+      const before = seen.length;
+      const socket = tls.connect({ host: '127.0.0.1', port: short.port, ca: ca.certPem, cert: siteB.certPem, key: siteB.keyPem, servername: 'a' });
+      socket.on('error', () => {});
+      socket.resume(); // read to the end, so the server's close is seen
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.once('secureConnect', () => socket.write('POST /peer/v1/namespaces/alpha/sync HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n{'));
+      try {
+        await guard(closed, 'an unfinished request was never cut');
+      } finally {
+        socket.destroy();
+      }
+      expect(seen.length).toBe(before);
+    } finally {
+      await short.close();
+    }
   });
 });

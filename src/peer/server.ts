@@ -60,6 +60,13 @@ export interface PeerServerOptions {
   peers: readonly PeerIdentity[];
   handlers: PeerHandlers;
   logger?: Logger;
+  /** Longest a TLS handshake may take; then the connection is destroyed. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /**
+   * Longest a request may take to arrive, head and body (bodies are small JSON); the head alone gets at most 10 s.
+   * Then the connection is cut. Long-lived answers (the change stream) are not bounded by it. Default 30 s.
+   */
+  requestTimeoutMs?: number;
 }
 
 const MAX_BODY = 64 * 1024;
@@ -82,8 +89,22 @@ export class PeerServer {
   async start(): Promise<void> {
     if (this.server) return;
     const { tls } = this.options;
+    const requestTimeout = this.options.requestTimeoutMs ?? 30_000;
+    const headersTimeout = Math.min(10_000, requestTimeout);
     const server = createServer(
-      { cert: tls.certPem, key: tls.keyPem, ca: tls.caPem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+      {
+        cert: tls.certPem,
+        key: tls.keyPem,
+        ca: tls.caPem,
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.3',
+        // A connection that never finishes its handshake, or its request, is cut (Node's defaults are minutes).
+        handshakeTimeout: this.options.handshakeTimeoutMs ?? 10_000,
+        requestTimeout,
+        headersTimeout,
+        connectionsCheckingInterval: Math.min(5_000, Math.ceil(headersTimeout / 4)),
+      },
       (req, res) => void this.handle(req, res),
     );
     server.on('tlsClientError', (err) => this.log.warn({ err: { message: err.message } }, 'peer TLS handshake refused'));
