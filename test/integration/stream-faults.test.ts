@@ -162,6 +162,8 @@ describe('streaming under faults', () => {
     const ref = randomUUID();
     const line = (envelope: Envelope): ChangeLine => ({
       type: 'change',
+      // The primary's change log (the position's): a line of another log would be refused before its envelope is read.
+      log: before.pos!.logId!,
       epoch: 1,
       seq: before.pos!.seq! + 1,
       at: Date.now(),
