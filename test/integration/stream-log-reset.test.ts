@@ -62,10 +62,15 @@ describe("stream after the primary's change log restarted", () => {
     // A fetches B's transport key again (its copy went with the database), so imports reach B sealed, not as catch-ups.
     await streamReady([a, b]);
     // B's stream is refused (its position is in the old log) and B takes a snapshot from the new one. Writes start once
-    // that (and any recovery sync after A's restart) is over, so what follows can only travel by the stream.
+    // that (and any recovery sync after A's restart) is over and B streams again, so what follows can only travel by
+    // the stream.
     const synced = () => b.daemon!.ctx.store.positions.get(NS, 'a')!;
     await eventually(
-      () => (synced().lastOkAt ?? 0) > (before.lastOkAt ?? 0) && b.daemon!.ctx.monitor.get('a')?.status === 'ok' && !b.daemon!.syncer.isBusy(NS),
+      () =>
+        (synced().lastOkAt ?? 0) > (before.lastOkAt ?? 0) &&
+        b.daemon!.ctx.monitor.get('a')?.status === 'ok' &&
+        b.daemon!.ctx.streamStatus?.(NS)?.state === 'streaming' &&
+        !b.daemon!.syncer.isBusy(NS),
       30_000,
       "B's catch-up snapshot after A's reset",
     );
