@@ -550,6 +550,17 @@ export class StreamOutOfOrderError extends NhrError {
   static override readonly defaultHint = 'Nothing to do: the replica reconnects from its stored position, or takes a snapshot when the primary no longer has it.';
 }
 
+/**
+ * A stream line from another change log than the replica's position is in (the primary's log was reset: its state was
+ * lost or replaced, or it sends no log id): the position means nothing there; refused, nothing applied; the replica
+ * takes a snapshot.
+ */
+export class StreamLogChangedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STREAM_LOG_CHANGED';
+  static override readonly defaultHint =
+    "Nothing to do: the replica takes a snapshot from the primary's current change log and streams from there. If it recurs, check whether the primary's state directory is being lost or replaced.";
+}
+
 /** A stream change the replica's NetHSM refused (not a transient failure): nothing recorded; the replica takes a snapshot. */
 export class StreamApplyFailedError extends NhrError {
   static override readonly code = 'NHR_ERR_STREAM_APPLY_FAILED';
@@ -628,6 +639,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   EnvelopeInvalidError,
   TransportKeyInvalidError,
   StreamOutOfOrderError,
+  StreamLogChangedError,
   StreamApplyFailedError,
   GenerateRequestInvalidError as unknown as typeof NhrError,
 ];

@@ -317,6 +317,7 @@ export class Failover {
       replicationPassphrase: ctx.replicationPassphrase,
       ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
       heads: () => Object.fromEntries(ctx.store.roles.list().map((r) => [r.namespace, ctx.store.changelog.head(r.namespace, r.epoch).seq])),
+      logId: (namespace: string) => ctx.store.changelog.logId(namespace),
     };
   }
 

@@ -182,7 +182,14 @@ export class NamespaceSync {
   private recordOk(namespace: string, primary: string, r: ApplyResult, started: number): SyncResult {
     const { ctx } = this;
     const durationMs = Date.now() - started;
-    ctx.store.positions.recordSyncOk(namespace, primary, { epoch: r.meta.epoch, seq: r.meta.seq, takenAt: r.meta.takenAt, durationMs });
+    // Also forgets applied records the snapshot's position does not cover (it may be behind the stream, or in a new log).
+    ctx.store.positions.recordSyncOk(namespace, primary, {
+      epoch: r.meta.epoch,
+      seq: r.meta.seq,
+      ...(r.meta.log !== undefined ? { log: r.meta.log } : {}),
+      takenAt: r.meta.takenAt,
+      durationMs,
+    });
     ctx.metrics.observeSync(namespace, 'success', durationMs / 1000);
     ctx.metrics.restoresTotal.inc({ namespace, outcome: 'success' });
     ctx.metrics.setReplicaDataTime(namespace, r.meta.takenAt / 1000);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import tls from 'node:tls';
+import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError } from '../errors.js';
 import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
@@ -45,6 +46,12 @@ describe('peer API over mutual TLS', () => {
       return null;
     },
     deviceBackup: async (peer) => (seen.push(`device-backup:${peer}`), Readable.from([Buffer.from('whole-device')])),
+    changes: async (peer, ns, after, _signal, log) => {
+      seen.push(`changes:${peer}:${ns}:${after ? `${after.epoch}.${after.seq}` : '-'}:${log === undefined ? 'absent' : String(log)}`);
+      return (async function* () {
+        yield JSON.stringify({ type: 'heartbeat', at: 1, head: { epoch: 1, seq: 0 } });
+      })();
+    },
   };
 
   const client = (cert: CertificateBundle, caPem = ca.certPem, expect = 'a') =>
@@ -121,6 +128,36 @@ describe('peer API over mutual TLS', () => {
     expect(err.epoch).toBe(7);
     await expect(stat(dest)).rejects.toThrow();
     await c.close();
+  });
+
+  it("passes the replica's change log to the change stream, and refuses a malformed one before the handler runs", async () => {
+    const LOG = '6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f';
+    const c = client(siteB);
+    for (const log of [LOG, undefined]) {
+      const lines: string[] = [];
+      for await (const line of await c.changes('alpha', { epoch: 1, seq: 4 }, { idleTimeoutMs: 5000, log })) lines.push(line);
+      expect(lines).toHaveLength(1);
+    }
+    expect(seen.slice(-2)).toEqual([`changes:b:alpha:1.4:${LOG}`, 'changes:b:alpha:1.4:null']);
+    await c.close();
+    // A replica older than log ids sends no `log` parameter; a malformed one is refused.
+    const agent = new Agent({ connect: { ca: ca.certPem, cert: siteB.certPem, key: siteB.keyPem, servername: '127.0.0.1' } });
+    const get = (q: string) => request(`https://127.0.0.1:${server.port}/peer/v1/namespaces/alpha/changes${q}`, { dispatcher: agent });
+    const legacy = await get('?after=1.4');
+    expect(legacy.statusCode).toBe(200);
+    await legacy.body.text();
+    expect(seen.at(-1)).toBe('changes:b:alpha:1.4:absent');
+    const before = seen.length;
+    for (const q of ['?after=1.4&log=bogus', `?after=1.4&log=${LOG.toUpperCase()}`, '?after=1.4&log=']) {
+      const res = await get(q);
+      expect(res.statusCode, q).toBe(400);
+      expect(((await res.body.json()) as { error: { code: string; message: string } }).error).toEqual({
+        code: 'NHR_ERR_PEER_MESSAGE_INVALID',
+        message: 'log must be a change log id (a UUID) or none',
+      });
+    }
+    expect(seen.length).toBe(before);
+    await agent.close();
   });
 
   it('refuses a certificate of the group CA that is not a configured peer', async () => {
