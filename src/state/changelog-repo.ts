@@ -75,6 +75,7 @@ export class ChangeLogRepo {
   private readonly sPruneAge: Statement<[number]>;
   private readonly sPruneCount: Statement<[number]>;
   private readonly sCount: Statement<[string], { n: number }>;
+  private readonly sKnows: Statement<[string, string, string], { one: number }>;
 
   constructor(
     private readonly db: Database,
@@ -104,6 +105,10 @@ export class ChangeLogRepo {
          ) WHERE rn > ?)`,
     );
     this.sCount = prepare(db, 'SELECT count(*) AS n FROM change_log WHERE namespace = ?');
+    this.sKnows = prepare(
+      db,
+      "SELECT 1 AS one FROM change_log WHERE namespace = ? AND (key_id = ? OR (kind = 'key-moved' AND json_extract(detail, '$.newId') = ?)) LIMIT 1",
+    );
   }
 
   /**
@@ -157,6 +162,14 @@ export class ChangeLogRepo {
 
   count(namespace: string): number {
     return this.sCount.get(namespace)?.n ?? 0;
+  }
+
+  /**
+   * Whether a change still retained names `keyId` in `namespace` (as its key, or as the new id of a move): a key this
+   * site wrote through its gateway while primary, so not a foreign write (snapshot apply, replicator/foreign.ts).
+   */
+  knowsKey(namespace: string, keyId: string): boolean {
+    return this.sKnows.get(namespace, keyId, keyId) !== undefined;
   }
 
   /** Retention: drops changes older than `maxAgeMs` and, per namespace, all but the newest `maxChanges`. Returns rows dropped. */
