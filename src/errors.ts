@@ -518,6 +518,16 @@ export class SyncVerifyFailedError extends NhrError {
     'The pre-restore device backup was kept at the path in the message: compare it with the device and restore what was lost.';
 }
 
+/**
+ * The namespace on this device held entries nobody replicated (foreign writes) that the snapshot's restore would
+ * delete, and saving them to the quarantine folder failed: the restore was not attempted, the device is unchanged.
+ */
+export class SyncQuarantineFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_QUARANTINE_FAILED';
+  static override readonly defaultHint =
+    "Make the state directory's quarantine/ folder writable and give it space (the cause says what failed); the next sync saves the entries and then restores.";
+}
+
 /** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
 export class SyncStaleSnapshotError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_STALE_SNAPSHOT';
@@ -617,6 +627,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncPausedError,
   SyncRaceError,
   SyncVerifyFailedError,
+  SyncQuarantineFailedError,
   SyncStaleSnapshotError,
   StateOpenFailedError,
   StateLockedError,

@@ -170,12 +170,13 @@ export class Failover {
       // Exclusive: every write already forwarded to the device finishes first and is in the quarantine backup; writes
       // still waiting see the fenced role once admitted and are refused. Nothing acknowledged can land after it.
       await ctx.barrier.exclusive([token], () => ctx.device.backupTo(deviceFile));
-      await extractNamespace(deviceFile, namespace, quarantine, {
+      const saved = await extractNamespace(deviceFile, namespace, quarantine, {
         input: ctx.deviceOpen,
         passphrase: ctx.replicationPassphrase,
         ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
         meta: { reason: 'fenced', epoch: oldEpoch, site: ctx.site, at: Date.now() },
       });
+      ctx.metrics.quarantinedEntriesTotal.inc({ namespace, reason: 'fenced' }, saved.keys + saved.users);
     } finally {
       await removeFiles(deviceFile);
     }

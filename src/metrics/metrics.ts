@@ -89,6 +89,13 @@ export const UNKNOWN_NAMESPACE = '_other';
 export const RESTORE_OUTCOMES = ['success', 'failure'] as const;
 export type RestoreOutcome = (typeof RESTORE_OUTCOMES)[number];
 
+/**
+ * Why entries were exported to the quarantine folder: `foreign_writes` (written straight to a replica's NetHSM, about
+ * to be removed by a snapshot's restore), `fenced` (what a fenced former primary held of the namespace).
+ */
+export const QUARANTINE_REASONS = ['foreign_writes', 'fenced'] as const;
+export type QuarantineReason = (typeof QUARANTINE_REASONS)[number];
+
 /** Sync durations: a device backup plus a restore takes seconds to many minutes on an appliance. */
 export const SYNC_DURATION_BUCKETS = [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600];
 
@@ -125,6 +132,8 @@ export interface ReplicatorMetrics {
   /** Device backups the daemon took of its own NetHSM (snapshots, merges, verification); concurrent snapshots share one. */
   readonly deviceBackupsTotal: Counter;
   readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
+  /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
+  readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
   readonly streamPositionSeq: Gauge<'namespace'>;
   readonly streamChangesBehind: Gauge<'namespace'>;
   readonly streamLagSeconds: Gauge<'namespace'>;
@@ -177,6 +186,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   driftEntries: { kind: DRIFT_KINDS },
   restoresTotal: { outcome: RESTORE_OUTCOMES },
   restoreForeignEntriesLostTotal: {},
+  quarantinedEntriesTotal: { reason: QUARANTINE_REASONS },
   streamPositionSeq: {},
   streamChangesBehind: {},
   streamLagSeconds: {},
@@ -365,6 +375,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       labelNames: ['namespace'],
       registers,
     }),
+    quarantinedEntriesTotal: new Counter({
+      name: name('quarantined_entries_total'),
+      help: 'Keys and users exported to a quarantine file in the state directory, by reason (foreign_writes, fenced).',
+      labelNames: ['namespace', 'reason'],
+      registers,
+    }),
     streamPositionSeq: new Gauge({
       name: name('stream_position_seq'),
       help: 'Sequence number of the last stream change applied (replica) or logged (primary) in the current epoch.',
@@ -414,6 +430,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       m.promotionsTotal.inc({ namespace }, 0);
       m.fencingsTotal.inc({ namespace }, 0);
       m.restoreForeignEntriesLostTotal.inc({ namespace }, 0);
+      for (const reason of QUARANTINE_REASONS) m.quarantinedEntriesTotal.inc({ namespace, reason }, 0);
     },
     setReplicaDataTime(namespace, asOfSeconds) {
       if (asOfSeconds === null || !Number.isFinite(asOfSeconds)) {

@@ -31,6 +31,7 @@ export class AppliedRepo {
   private readonly sTouch: Statement<Record<string, unknown>>;
   private readonly sPrune: Statement<[number]>;
   private readonly sCount: Statement<[string], { n: number }>;
+  private readonly sKnows: Statement<[string, string], { one: number }>;
 
   constructor(
     private readonly db: Database,
@@ -59,6 +60,7 @@ export class AppliedRepo {
     );
     this.sPrune = prepare(db, 'DELETE FROM applied_changes WHERE applied_at < ?');
     this.sCount = prepare(db, 'SELECT count(*) AS n FROM applied_changes WHERE namespace = ?');
+    this.sKnows = prepare(db, 'SELECT 1 AS one FROM applied_changes WHERE namespace = ? AND key_id = ? LIMIT 1');
   }
 
   /**
@@ -91,6 +93,14 @@ export class AppliedRepo {
 
   count(namespace: string): number {
     return this.sCount.get(namespace)?.n ?? 0;
+  }
+
+  /**
+   * Whether a change still retained names `keyId` in `namespace`: the stream put (or touched) that key here, so a
+   * snapshot that lacks it reflects a delete at the primary, not a foreign write (replicator/foreign.ts).
+   */
+  knowsKey(namespace: string, keyId: string): boolean {
+    return this.sKnows.get(namespace, keyId) !== undefined;
   }
 
   /** Retention: forgets records older than `maxAgeMs` (the position itself stays). */

@@ -78,6 +78,7 @@ export class ChangeLogRepo {
   private readonly sCount: Statement<[string], { n: number }>;
   private readonly sLogId: Statement<[string], { log_id: string }>;
   private readonly sNewLog: Statement<Record<string, unknown>>;
+  private readonly sKnows: Statement<[string, string, string], { one: number }>;
 
   constructor(
     private readonly db: Database,
@@ -109,6 +110,10 @@ export class ChangeLogRepo {
     this.sCount = prepare(db, 'SELECT count(*) AS n FROM change_log WHERE namespace = ?');
     this.sLogId = prepare(db, 'SELECT log_id FROM stream_logs WHERE namespace = ?');
     this.sNewLog = prepare(db, 'INSERT INTO stream_logs (namespace, log_id, created_at) VALUES (@namespace, @logId, @at) ON CONFLICT (namespace) DO NOTHING');
+    this.sKnows = prepare(
+      db,
+      "SELECT 1 AS one FROM change_log WHERE namespace = ? AND (key_id = ? OR (kind = 'key-moved' AND json_extract(detail, '$.newId') = ?)) LIMIT 1",
+    );
   }
 
   /**
@@ -175,6 +180,14 @@ export class ChangeLogRepo {
 
   count(namespace: string): number {
     return this.sCount.get(namespace)?.n ?? 0;
+  }
+
+  /**
+   * Whether a change still retained names `keyId` in `namespace` (as its key, or as the new id of a move): a key this
+   * site wrote through its gateway while primary, so not a foreign write (snapshot apply, replicator/foreign.ts).
+   */
+  knowsKey(namespace: string, keyId: string): boolean {
+    return this.sKnows.get(namespace, keyId, keyId) !== undefined;
   }
 
   /** Retention: drops changes older than `maxAgeMs` and, per namespace, all but the newest `maxChanges`. Returns rows dropped. */

@@ -59,9 +59,17 @@ describe('roles and failover between two sites', () => {
 
     // Nothing silently dropped: the quarantine file holds A's post-fork write.
     const qdir = a.daemon!.ctx.work.quarantine;
-    const [qfile] = await readdir(qdir);
+    // One file: the resync does not export k2 again as a foreign write (the fence's file already holds it).
+    const qfiles = await readdir(qdir);
+    expect(qfiles).toHaveLength(1);
+    const [qfile] = qfiles;
     const q = await listBackupContents(path.join(qdir, qfile!), { input: { passphrase: LAB_PASSPHRASES.replication, scrypt: TEST_SCRYPT }, collectIds: true });
     expect(q.namespaces.alpha?.keyIds).toEqual(['k1', 'k2-lost-with-a']);
+    const counted = (await a.registry.getSingleMetric('nethsm_replicator_quarantined_entries_total')?.get())?.values ?? [];
+    expect(Object.fromEntries(counted.filter((v) => v.labels.namespace === 'alpha').map((v) => [v.labels.reason, v.value]))).toEqual({
+      fenced: 2 + (q.namespaces.alpha?.users ?? 0),
+      foreign_writes: 0,
+    });
 
     // The audit log tells the story at both sites.
     const auditA = a.daemon!.ctx.store.audit.list({ namespace: 'alpha' }).map((e) => [e.action, e.fromEpoch ?? null, e.toEpoch ?? null, e.fromRole ?? null, e.toRole ?? null]);
