@@ -282,7 +282,7 @@ describe('admin commands against a real admin server', () => {
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code).toBe(2);
-    expect(out).toContain('PROBLEM: nethsm nethsm is UNREACHABLE');
+    expect(out).toContain("PROBLEM: this site's NetHSM is UNREACHABLE");
   });
 });
 

@@ -9,7 +9,7 @@ import { rename } from 'node:fs/promises';
 import { listBackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { InputInvalidError, NhrError, PeerStaleEpochError } from '../errors.js';
+import { InputInvalidError, NamespaceUnknownError, NhrError, PeerStaleEpochError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
 import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
@@ -51,7 +51,7 @@ export class Failover {
   async promote(namespace: string, opts: { force: boolean; actor: string }): Promise<PromoteResult> {
     const { ctx } = this;
     const nsConfig = ctx.config.namespaces.find((n) => n.name === namespace);
-    if (!nsConfig) throw new InputInvalidError(`namespace ${namespace} is not in this site's config`, { namespace });
+    if (!nsConfig) throw new NamespaceUnknownError(`namespace ${namespace} is not replicated by this site (not in its config)`, { namespace });
     const before = ctx.store.roles.require(namespace);
     const peerEpochs = await this.peerEpochs(namespace);
     const change = decidePromote(ctx.store, namespace, { localSite: ctx.site, force: opts.force, maxLagMs: nsConfig.maxLagForPromoteMs, peerEpochs });
@@ -86,10 +86,7 @@ export class Failover {
     const { ctx } = this;
     const row = ctx.store.roles.require(namespace);
     assertPrimary(row, ctx.site);
-    const to = opts.to ?? (ctx.peers.size === 1 ? [...ctx.peers.keys()][0]! : undefined);
-    if (!to || !ctx.peers.has(to)) {
-      throw new InputInvalidError(`demote needs --to <site>, one of: ${[...ctx.peers.keys()].join(', ') || '(no peers)'}`, { namespace });
-    }
+    const to = this.handoffTarget(namespace, opts.to);
     const demoted = applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, 'replica', row.epoch);
@@ -104,6 +101,19 @@ export class Failover {
     await this.observe(namespace, { from: to, epoch: answer.epoch, primarySite: to });
     await removeFiles(ctx.work.handoffOf(namespace));
     return { namespace, to, epoch: answer.epoch, previousEpoch: row.epoch };
+  }
+
+  /** The site a demote hands over to: `--to`, or the only peer. Throws InputInvalidError saying what is wrong with it. */
+  private handoffTarget(namespace: string, to: string | undefined): string {
+    const peers = [...this.ctx.peers.keys()];
+    const listed = peers.join(', ') || '(none)';
+    if (to === undefined) {
+      if (peers.length === 1) return peers[0]!;
+      throw new InputInvalidError(`demote needs --to <site>: this site has ${peers.length} peers (${listed})`, { namespace });
+    }
+    if (to === this.ctx.site) throw new InputInvalidError(`demote --to ${to} names this site itself; name the site to hand over to: ${listed}`, { namespace });
+    if (!this.ctx.peers.has(to)) throw new InputInvalidError(`demote --to ${to}: no such peer; this site's peers are ${listed}`, { namespace });
+    return to;
   }
 
   /** Peer handler: the demoting primary `peer` asks this site to take over `namespace` from `fromEpoch`. */

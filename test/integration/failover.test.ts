@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { listBackupContents } from '../../src/backup/contents.js';
 import { TEST_SCRYPT } from '../../src/backup/format.js';
-import { NetHsmHttpError, RolePromoteRefusedError } from '../../src/errors.js';
+import { NetHsmHttpError, RolePromoteRefusedError, type NhrError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { waitFor } from '../helpers/wait.js';
@@ -81,6 +81,18 @@ describe('roles and failover between two sites', () => {
     ]);
     const promoteRow = b.daemon!.ctx.store.audit.list({ namespace: 'alpha' }).find((e) => e.action === 'promote');
     expect(promoteRow).toMatchObject({ actor: 'operator@b', fromEpoch: 1, toEpoch: 2, fromRole: 'replica', toRole: 'primary' });
+  });
+
+  it('names what is wrong with promote of an unknown namespace and demote to itself or an unknown site, changing nothing', async () => {
+    const l = await twoSites();
+    const a = l.site('a').daemon!;
+    const unknown = await l.site('b').daemon!.failover.promote('nosuch', { force: false, actor: 'op' }).catch((e: unknown) => e);
+    expect((unknown as NhrError).code).toBe('NHR_ERR_NAMESPACE_UNKNOWN');
+    const self = await a.failover.demote('alpha', { to: 'a', actor: 'op' }).catch((e: unknown) => e);
+    expect((self as Error).message).toBe('demote --to a names this site itself; name the site to hand over to: b');
+    const other = await a.failover.demote('alpha', { to: 'zz', actor: 'op' }).catch((e: unknown) => e);
+    expect((other as Error).message).toBe("demote --to zz: no such peer; this site's peers are b");
+    expect(a.ctx.store.roles.require('alpha')).toMatchObject({ role: 'primary', epoch: 1, primarySite: 'a' });
   });
 
   it('refuses to promote a replica whose last sync failed or that is behind its lag limit, unless forced', async () => {
