@@ -58,7 +58,7 @@ export function checkNamespace(ns: string): string {
 
 function socketOptions(cmd: Command): Command {
   return cmd
-    .option('--config <file>', 'config file; only read to find admin.socket', DEFAULT_CONFIG_PATH)
+    .option('-c, --config <file>', 'config file; only read to find admin.socket', DEFAULT_CONFIG_PATH)
     .option('--socket <path>', "the daemon's admin socket (overrides --config)");
 }
 

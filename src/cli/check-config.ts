@@ -223,7 +223,7 @@ export function registerCheckConfig(program: Command): void {
   program
     .command('check-config')
     .description('validate the config, its secrets and TLS files, and check the NetHSM, its accounts and the peers')
-    .option('--config <file>', 'config file', DEFAULT_CONFIG_PATH)
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG_PATH)
     .option('--offline', 'only check the file, the secrets and the TLS files (no network)')
     .option(
       '--credentials-dir <dir>',

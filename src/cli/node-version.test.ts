@@ -35,3 +35,19 @@ describe('the Node.js version check of bin/nethsm-replicator', () => {
     expect(r.stderr).toMatch(/^Error: Node\.js 22\.12 or later is needed \(this is v\d+\.\d+\.\d+\)\nTry: scripts\/run /);
   });
 });
+
+describe('bin/nethsm-replicator as a Unix tool', () => {
+  it('stops quietly when its reader goes away (check-config | true)', () => {
+    // `true` exits without reading, so every line check-config prints meets a closed pipe.
+    const cmd = `"${process.execPath}" "${BIN}" check-config --offline --config /nonexistent/config.yaml | true`;
+    const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+  });
+
+  it('takes -c for --config on every command that reads the config', () => {
+    for (const cmd of ['status', 'sync', 'promote', 'check-config', 'init-replica', 'daemon']) {
+      const r = spawnSync(process.execPath, [BIN, cmd, '--help'], { encoding: 'utf8' });
+      expect(r.stdout, cmd).toMatch(/-c, --config <file>/);
+    }
+  });
+});
