@@ -91,7 +91,7 @@ describe('simulator fidelity: JSON, config, unlock, restore, headers', () => {
     for (const time of ['2030-01-02 03:04:05-00:00', '2030-01-02t03:04:05.123456+00:00']) {
       const r = await http.req('PUT', '/config/time', { auth: sim.users.admin, json: { time } });
       expect(r.status, `${time}: ${r.text}`).toBe(204);
-      expect((await http.req('GET', '/config/time', { auth: sim.users.admin })).json()).toEqual({ time: expect.stringMatching(/^2030-01-02T03:04:0[5-9]Z$/) });
+      expect((await http.req('GET', '/config/time', { auth: sim.users.admin })).json()).toEqual({ time: expect.stringMatching(/^2030-01-02T03:04:(0[4-9]|1\d)Z$/) });
     }
     const offset = await http.req('PUT', '/config/time', { auth: sim.users.admin, json: { time: '2030-01-02T03:04:05+01:00' } });
     expect(message(offset)).toBe('Error while parsing timestamp. Offset must be 0.');

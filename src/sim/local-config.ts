@@ -3,7 +3,7 @@
  * reading it writes the default (`192.168.1.1/24`, no gateway) into the store and returns it. The firmware does this
  * at boot too, so even an Unprovisioned device has `/local/<id>/config/ip-config`.
  */
-import { decodeNetwork, DEFAULT_NETWORK, encodeNetwork, type NetworkConfig } from './config-encodings.js';
+import { decodeLog, decodeNetwork, DEFAULT_LOG, DEFAULT_NETWORK, encodeNetwork, type LogConfig, type NetworkConfig } from './config-encodings.js';
 import type { Device } from './device.js';
 
 /** The stored network config; writes and returns the default when absent or unreadable. */
@@ -18,4 +18,14 @@ export function readNetworkConfig(device: Device): NetworkConfig {
   if (decoded !== undefined) return decoded;
   device.setLocal('ip-config', encodeNetwork(DEFAULT_NETWORK));
   return DEFAULT_NETWORK;
+}
+
+/** The stored logging config, or the default when absent or unreadable (not written, unlike the network's). */
+export function readLogConfig(device: Device): LogConfig {
+  try {
+    const stored = device.getLocal('log-config');
+    return (stored && decodeLog(stored)) ?? DEFAULT_LOG;
+  } catch {
+    return DEFAULT_LOG; // sealed for another device key
+  }
 }

@@ -4,12 +4,11 @@
  * Field order is the firmware's declaration order: it decides which error wins.
  */
 import { SimHttpError } from './http-error.js';
-import { bytesField, decodeBody, err, field, intField, ok, optionField, record, textField, type FieldDecoder, type Result } from './json-decode.js';
+import { bytesField, decodeBody, err, field, intField, ocamlQuoted, ok, optionField, record, textField, type FieldDecoder, type Result } from './json-decode.js';
 import { ipv4ToString, netmaskBits, parseIp, parseIpv4, parseIpv6, parseIpv6Cidr } from './ipaddr.js';
 import { logLevelOf, type LogConfig, type LogLevel, type NetworkConfig } from './config-encodings.js';
 import { decodeTime } from './rfc3339.js';
 import type { YValue } from './yojson.js';
-import { ocamlQuoted } from './json-decode.js';
 
 /** `valid_passphrase`: 10..200 bytes, else 400 `passphrase <name> is not >= 10 and <= 200 characters` (no prefix). */
 export function checkPassphrase(name: string, value: string): void {

@@ -10,8 +10,8 @@ import type { SimCore } from '../context.js';
 import { kdf, sameBytes } from '../crypto.js';
 import { decodeBody } from '../json-decode.js';
 import { checkPassphrase, checkTime, logReq, networkFromBody, passphraseChangeReq, timeReq, unattendedReq } from '../requests.js';
-import { decodeLog, DEFAULT_LOG, encodeLog, encodeNetwork, logToApi, networkToApi } from '../config-encodings.js';
-import { readNetworkConfig } from '../local-config.js';
+import { encodeLog, encodeNetwork, logToApi, networkToApi } from '../config-encodings.js';
+import { readLogConfig, readNetworkConfig } from '../local-config.js';
 
 const OP = ['Operational' as const];
 const ROOT_ADMIN = { roles: ['Administrator' as const], root: true };
@@ -131,10 +131,7 @@ export function configRoutes(): Route[] {
       produces: JSON_TYPE,
       etag: storedDigest('log-config'),
       // Absent or unreadable: the default, not written (FACTS-system §4.2).
-      handler: (_c, sim) => {
-        const stored = sim.device.getLocal('log-config');
-        return { status: 200, json: logToApi((stored && decodeLog(stored)) ?? DEFAULT_LOG) };
-      },
+      handler: (_c, sim) => ({ status: 200, json: logToApi(readLogConfig(sim.device)) }),
     },
     {
       method: 'PUT',
