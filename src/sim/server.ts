@@ -17,6 +17,7 @@ import { FailureRateLimiter } from './rate-limit.js';
 import { checkLatencyTable, sleep, type LatencyTable } from './latency.js';
 import { Router } from './router.js';
 import { loadOrCreateTlsIdentity } from './tls-identity.js';
+import { readNetworkConfig } from './local-config.js';
 import type { SimCore } from './context.js';
 import { systemRoutes } from './routes/system.js';
 import { configRoutes } from './routes/config.js';
@@ -60,6 +61,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
   const device = new Device(kv, identity, options.unlockScrypt ?? PRODUCTION_KDF);
   const tls = await loadOrCreateTlsIdentity(device);
   if (!kv.has('/.initialized')) kv.set('/.initialized', Buffer.alloc(0));
+  readNetworkConfig(device); // the firmware writes the default network at boot when none is stored
   const limiter = new FailureRateLimiter();
   const sim: SimCore = {
     device,

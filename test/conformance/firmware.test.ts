@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { connect, type TLSSocket } from 'node:tls';
 import { describe, it } from 'vitest';
 import { fingerprintOfDer } from '../../src/tls/fingerprint.js';
-import { runConformance } from './suite.js';
+import { runConformance, type ConformanceTarget } from './suite.js';
+import { runEncodingsConformance } from './encodings.js';
 
 const IMAGE = 'docker.io/nitrokey/nethsm:testing';
 
@@ -45,7 +46,8 @@ if (unavailable) {
     it('runs the conformance suite against the real firmware', () => undefined);
   });
 } else {
-  runConformance(`firmware ${IMAGE}`, async () => {
+  /** A fresh container (each suite needs its own Unprovisioned device). */
+  const startFirmware = async (): Promise<ConformanceTarget> => {
     const { GenericContainer, Wait } = await import('testcontainers');
     const container = await new GenericContainer(IMAGE)
       .withExposedPorts(8443)
@@ -65,5 +67,7 @@ if (unavailable) {
         await container.stop();
       },
     };
-  });
+  };
+  runConformance(`firmware ${IMAGE}`, startFirmware);
+  runEncodingsConformance(`firmware ${IMAGE}`, startFirmware);
 }
