@@ -100,6 +100,9 @@ export class Failover {
     const answer = await ctx.peers.get(to)!.handoff(namespace, row.epoch);
     await this.observe(namespace, { from: to, epoch: answer.epoch, primarySite: to });
     await removeFiles(ctx.work.handoffOf(namespace));
+    // Follow the successor at once: a first sync from it gives this site a position in its change log, and the stream
+    // runs from there (without it the namespace would wait, idle and "never synced", for the next scheduled sync).
+    this.inBackground(this.syncer().sync(namespace, { actor: `demote (following ${to})` }), 'the first sync from the new primary after a demote failed; it is retried by the schedule and member recovery');
     return { namespace, to, epoch: answer.epoch, previousEpoch: row.epoch };
   }
 
@@ -332,9 +335,9 @@ export class Failover {
     };
   }
 
-  private inBackground(p: Promise<unknown>): void {
+  private inBackground(p: Promise<unknown>, failed = 'fence procedure failed; it is retried by the next sync'): void {
     const tracked = p.catch((err: unknown) => {
-      this.ctx.log.error({ err: err instanceof NhrError ? err : { message: String(err) } }, 'fence procedure failed; it is retried by the next sync');
+      this.ctx.log.error({ err: err instanceof NhrError ? err : { message: String(err) } }, failed);
     });
     this.background.add(tracked);
     void tracked.finally(() => this.background.delete(tracked));
