@@ -372,7 +372,7 @@ export class NamespaceUnknownError extends NhrError {
 // Roles and epochs
 
 /** Why a promote was refused; `force` overrides every reason except `already-primary`. */
-export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced';
+export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced' | 'primary-alive';
 
 export class RolePromoteRefusedError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_PROMOTE_REFUSED';
