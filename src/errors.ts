@@ -350,6 +350,13 @@ export class StateOpenFailedError extends NhrError {
     'Check the state directory exists, is writable by the service user, and that no other daemon uses it.';
 }
 
+/** The state directory cannot be created or written, or is on a pseudo filesystem: a configuration error (exit 78). */
+export class StateDirUnusableError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_DIR_UNUSABLE';
+  static override readonly defaultHint =
+    'Set stateDir to a directory on local storage that the service user owns (the shipped unit uses StateDirectory=nethsm-replicator: /var/lib/nethsm-replicator).';
+}
+
 /** Another daemon holds the state directory's lock (src/state/dir-lock.ts); this one changed nothing there. */
 export class StateLockedError extends NhrError {
   static override readonly code = 'NHR_ERR_STATE_LOCKED';
@@ -630,6 +637,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncQuarantineFailedError,
   SyncStaleSnapshotError,
   StateOpenFailedError,
+  StateDirUnusableError,
   StateLockedError,
   StateMigrationFailedError,
   NamespaceUnknownError,
