@@ -135,6 +135,13 @@ describe('the fault checker', () => {
     expect(r.findings[0]!.detail).toMatch(/which was replica@1 during the request/);
   });
 
+  it('flags 401s from a site that was primary throughout, once per site and namespace', () => {
+    const ops = [op({ kind: 'import', key: 'k1', outcome: 'refused', status: 401 }), op({ kind: 'tag', key: 'k0', outcome: 'refused', status: 401 }), op({ kind: 'import', key: 'k2', site: 'b', outcome: 'refused', status: 401 })];
+    const r = check([meta, ...ops], observation([]));
+    expect(r.findings).toEqual([expect.objectContaining({ kind: 'unwritable-primary', ns: 'alpha', site: 'a' })]);
+    expect(r.findings[0]!.detail).toMatch(/^2 write\(s\) refused with 401 by a while it was primary of alpha/);
+  });
+
   it('counts an acknowledgement by a primary whose epoch was already superseded elsewhere', () => {
     const w = op({ kind: 'import', key: 'k1', pub: 'p1', site: 'a' });
     const obs = observation([key('k1', 'p1')]);

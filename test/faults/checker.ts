@@ -18,6 +18,10 @@
  *   behind) while its inventory differs from the primary's.
  * - `ack-not-primary`: a write acknowledged through a site that was not primary for the namespace at any moment of the
  *   request, by that site's own audit log.
+ * - `unwritable-primary`: writes refused with 401 by a site that was primary for the namespace throughout the request
+ *   (one finding per site and namespace, with the count and time span). The workload's credentials are always right, so
+ *   a 401 from a primary means its NetHSM does not hold the namespace's Administrator: the site says primary, but its
+ *   applications cannot write.
  * - `unconverged`: after healing everything and the bounded wait, the sites do not agree on one primary per
  *   namespace, or a replica is still behind (and does not claim otherwise).
  */
@@ -25,8 +29,8 @@ import type { DaemonStatus } from '../../src/daemon/status.js';
 import { agreedPrimary, type KeyView, type Observation, type RoleSpan } from './inspection.js';
 import { FAULT_KINDS, type FaultKind, type FaultRecord, type HistoryRecord, type MetaRecord, type OpKind, type OpRecord, type Outcome } from './history.js';
 
-export type FindingKind = 'lost' | 'wrong-key' | 'duplicated' | 'extra' | 'diverged' | 'stale-status' | 'ack-not-primary' | 'unconverged';
-export const FINDING_KINDS: readonly FindingKind[] = ['lost', 'wrong-key', 'duplicated', 'extra', 'diverged', 'stale-status', 'ack-not-primary', 'unconverged'];
+export type FindingKind = 'lost' | 'wrong-key' | 'duplicated' | 'extra' | 'diverged' | 'stale-status' | 'ack-not-primary' | 'unwritable-primary' | 'unconverged';
+export const FINDING_KINDS: readonly FindingKind[] = ['lost', 'wrong-key', 'duplicated', 'extra', 'diverged', 'stale-status', 'ack-not-primary', 'unwritable-primary', 'unconverged'];
 
 export interface Finding {
   kind: FindingKind;
@@ -76,6 +80,7 @@ export function check(history: HistoryRecord[], obs: Observation): Report {
     const st = timeline.during(op.ns, op.site, op.start, op.end);
     if (!st.primary) findings.push({ kind: 'ack-not-primary', ns: op.ns, site: op.site, key: op.key, detail: `${op.kind} #${op.id} acknowledged at ${op.site}, which was ${st.describe} during the request` });
   }
+  checkUnwritable(ops, timeline, findings);
   if (!obs.converged) findings.push({ kind: 'unconverged', detail: `after healing and waiting ${Math.round(obs.waitedMs / 1000)} s: ${obs.problems.slice(0, 10).join('; ')}` });
 
   const keys = indexKeys(ops);
@@ -113,6 +118,26 @@ export function check(history: HistoryRecord[], obs: Observation): Report {
     finalPrimaries,
     converged: obs.converged,
   };
+}
+
+/** 401s from a site that was primary (and only primary) for the whole request, grouped per site and namespace. */
+function checkUnwritable(ops: OpRecord[], timeline: RoleTimeline, findings: Finding[]): void {
+  const groups = new Map<string, OpRecord[]>();
+  for (const op of ops) {
+    if (op.outcome !== 'refused' || op.status !== 401) continue;
+    if (!timeline.during(op.ns, op.site, op.start, op.end).onlyPrimary) continue;
+    const k = `${op.ns}@${op.site}`;
+    groups.set(k, [...(groups.get(k) ?? []), op]);
+  }
+  for (const [, g] of groups) {
+    const { ns, site } = g[0]!;
+    findings.push({
+      kind: 'unwritable-primary',
+      ns,
+      site,
+      detail: `${g.length} write(s) refused with 401 by ${site} while it was primary of ${ns} (${iso(g[0]!.start)}–${iso(g[g.length - 1]!.end)}): its NetHSM lacks ${ns}~admin`,
+    });
+  }
 }
 
 function indexKeys(ops: OpRecord[]): Map<string, KeyHistory> {
@@ -280,16 +305,17 @@ export class RoleTimeline {
    * The site's roles for `ns` during [start, end]: whether it was primary at any moment, and whether, while it was,
    * another site was already primary at a higher epoch (per that site's audit log).
    */
-  during(ns: string, site: string, start: number, end: number): { primary: boolean; superseded: boolean; describe: string } {
+  during(ns: string, site: string, start: number, end: number): { primary: boolean; onlyPrimary: boolean; superseded: boolean; describe: string } {
     const spans = this.spansIn(ns, site, start, end);
     const primaryEpochs = spans.filter((s) => s.role === 'primary').map((s) => s.epoch);
     const describe = spans.length === 0 ? 'unknown (no audit entry)' : spans.map((s) => `${s.role}@${s.epoch}`).join('→');
-    if (primaryEpochs.length === 0) return { primary: false, superseded: false, describe };
+    const onlyPrimary = spans.length > 0 && primaryEpochs.length === spans.length;
+    if (primaryEpochs.length === 0) return { primary: false, onlyPrimary, superseded: false, describe };
     const mine = Math.max(...primaryEpochs);
     const superseded = Object.keys(this.roles[ns] ?? {}).some(
       (other) => other !== site && this.spansIn(ns, other, start, end).some((s) => s.role === 'primary' && s.epoch > mine && s.at <= end),
     );
-    return { primary: true, superseded, describe };
+    return { primary: true, onlyPrimary, superseded, describe };
   }
 
   /** The span in force at `start` plus every change up to `end`. */

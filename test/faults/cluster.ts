@@ -61,6 +61,7 @@ export class Cluster {
     const namespaces = namespacesFor(siteNames);
     say(`lab: ${siteNames.length} sites, namespaces ${namespaces.map((n) => `${n.name}@${n.primary}(${n.generate})`).join(', ')}`);
     const lab = await Lab.create({ sites: siteNames, namespaces, gateway: true });
+    say(`lab directory ${lab.dir} (configs, state, simulator data; removed at the end unless --keep)`);
     const cluster = new Cluster(lab, namespaces, logDir);
     try {
       cluster.caPem = lab.caPem;
