@@ -7,7 +7,7 @@
  *
  * Bounded: each request has a client timeout, each worker a maximum number of requests, and the run a deadline.
  */
-import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import https from 'node:https';
 import { NetHsmHttpError, NetHsmTimeoutError, NetHsmUnreachableError, NhrError } from '../../src/errors.js';
 import { LAB_PASSPHRASES } from '../../src/lab/lab.js';
@@ -176,7 +176,6 @@ export class Workload {
   /** The public key of a key just generated, read back through the same gateway; undefined when that read fails. */
   private async readPub(c: NetHsmClient, id: string): Promise<string | undefined> {
     try {
-      const { createPublicKey } = await import('node:crypto');
       return spkiDigest(createPublicKey(await c.publicKeyPem(id)));
     } catch {
       return undefined;
