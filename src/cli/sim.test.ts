@@ -20,8 +20,10 @@ describe('sim flags', () => {
       host: '127.0.0.1',
       latency: { sign: 40, generate: 900, 'restore-per-entry': 2 },
       testScrypt: false,
+      durable: false,
     });
     expect(parseSimFlags({ port: '8443', host: '::1', dataDir: '/tmp/x', testScrypt: true }).dataDir).toBe('/tmp/x');
+    expect(parseSimFlags({ port: '0', host: 'h', dataDir: '/tmp/x', durable: true }).durable).toBe(true);
   });
 
   it('refuses a bad port and a bad latency spec with a clear message', () => {
@@ -29,6 +31,7 @@ describe('sim flags', () => {
     expect(() => parseSimFlags({ port: 'x', host: 'h' })).toThrow(InputInvalidError);
     expect(() => parseSimFlags({ port: '0', host: 'h', latency: 'sign=fast' })).toThrow(/--latency: latency item "sign=fast"/);
     expect(() => parseSimFlags({ port: '0', host: 'h', latency: 'teleport=5ms' })).toThrow(/unknown operation "teleport"/);
+    expect(() => parseSimFlags({ port: '0', host: 'h', durable: true })).toThrow(/--durable needs --data-dir/);
   });
 });
 

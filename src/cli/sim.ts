@@ -14,10 +14,11 @@ interface SimFlags {
   dataDir?: string;
   latency?: string;
   testScrypt?: boolean;
+  durable?: boolean;
 }
 
 /** Validates the flags; throws InputInvalidError naming the bad one. */
-export function parseSimFlags(flags: SimFlags): { port: number; host: string; dataDir?: string; latency: LatencyTable; testScrypt: boolean } {
+export function parseSimFlags(flags: SimFlags): { port: number; host: string; dataDir?: string; latency: LatencyTable; testScrypt: boolean; durable: boolean } {
   if (!/^\d+$/.test(flags.port) || Number(flags.port) > 65535) {
     throw new InputInvalidError(`--port must be an integer from 0 to 65535, got "${flags.port}"`);
   }
@@ -30,7 +31,8 @@ export function parseSimFlags(flags: SimFlags): { port: number; host: string; da
       throw new InputInvalidError(`--latency: ${(err as Error).message}`, { hint: 'Use e.g. --latency sign=40ms,generate=900ms,restore-per-entry=2ms' });
     }
   }
-  const out = { port: Number(flags.port), host: flags.host, latency, testScrypt: flags.testScrypt === true };
+  if (flags.durable === true && flags.dataDir === undefined) throw new InputInvalidError('--durable needs --data-dir (without it the state is in memory only)');
+  const out = { port: Number(flags.port), host: flags.host, latency, testScrypt: flags.testScrypt === true, durable: flags.durable === true };
   return flags.dataDir === undefined ? out : { ...out, dataDir: flags.dataDir };
 }
 
@@ -43,6 +45,7 @@ export function registerSim(program: Command): void {
     .option('--data-dir <dir>', 'keep state in this directory (absent: memory only)')
     .option('--latency <spec>', 'per-operation latency, e.g. sign=40ms,generate=900ms,restore-per-entry=2ms')
     .option('--test-scrypt', "use the firmware's test scrypt parameters (N=2, r=1, p=1) for unlock and backup keys")
+    .option('--durable', 'with --data-dir: write each change to disk before answering (a SIGKILL loses nothing acknowledged)')
     .action(async (flags: SimFlags) => {
       const o = parseSimFlags(flags);
       const kdf = o.testScrypt ? { backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF } : {};
@@ -52,6 +55,7 @@ export function registerSim(program: Command): void {
         host: o.host,
         port: o.port,
         latency: o.latency,
+        durable: o.durable,
         logger: createLogger({ name: 'nethsm-sim' }),
         ...kdf,
         ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),

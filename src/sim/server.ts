@@ -31,6 +31,8 @@ export interface SimulatorOptions {
   port?: number;
   /** Persist state here (kv.json, device.json); absent = memory only. */
   dataDir?: string;
+  /** With dataDir: write every change to disk before answering (a SIGKILL loses nothing acknowledged). Default false. */
+  durable?: boolean;
   /** ms per operation name: sign, decrypt, encrypt, generate, import, backup, restore-per-entry, … */
   latency?: LatencyTable;
   /** scrypt parameters for backup keys (default production). */
@@ -56,7 +58,7 @@ const HOURLY = 3_600_000;
 export async function startSimulator(options: SimulatorOptions = {}): Promise<RunningSimulator> {
   const latency = options.latency ?? {};
   checkLatencyTable(latency);
-  const kv = await KvStore.open(options.dataDir);
+  const kv = await KvStore.open(options.dataDir, { durable: options.durable === true });
   const identity = await loadIdentity(options.dataDir);
   const device = new Device(kv, identity, options.unlockScrypt ?? PRODUCTION_KDF);
   const tls = await loadOrCreateTlsIdentity(device);
