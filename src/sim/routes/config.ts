@@ -1,6 +1,6 @@
 /**
  * `/config/*` routes the simulator implements: backup passphrase (c23), unlock passphrase, unattended boot, time,
- * logging, network, and reading the TLS certificate. All root Administrator, Operational.
+ * logging, network (the TLS endpoints are in tls.ts). All root Administrator, Operational.
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -14,7 +14,6 @@ import { passphrase, zeroOffsetTime, parseZeroOffsetTime } from '../validation.j
 const OP = ['Operational' as const];
 const ROOT_ADMIN = { roles: ['Administrator' as const], root: true };
 const JSON_TYPE = 'application/json';
-const PEM_TYPE = 'application/x-pem-file';
 
 const ChangePassphraseBody = z.strictObject({ newPassphrase: passphrase, currentPassphrase: z.string() });
 const UnattendedBody = z.strictObject({ status: z.enum(['on', 'off']) });
@@ -158,7 +157,6 @@ export function configRoutes(): Route[] {
         return NO_CONTENT;
       },
     },
-    { method: 'GET', path: '/config/tls/cert.pem', states: OP, access: ROOT_ADMIN, produces: PEM_TYPE, handler: (_c, sim) => ({ status: 200, text: sim.tls.certPem, contentType: PEM_TYPE }) },
   ];
 }
 
