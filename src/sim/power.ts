@@ -94,9 +94,10 @@ export class PowerControl {
 
   /** Stops the listener for good (simulator close): transitions asked for later do nothing. */
   close(): Promise<void> {
-    const done = this.serialize(() => this.listener.stop());
-    this.closed = true;
-    return done;
+    return this.serialize(async () => {
+      this.closed = true;
+      await this.listener.stop();
+    });
   }
 
   private serialize(step: () => Promise<void>): Promise<void> {

@@ -128,6 +128,16 @@ describe('POST /system/shutdown', () => {
   });
 });
 
+describe('close()', () => {
+  it('stops listening, also after power transitions, and later power requests do nothing', async () => {
+    const sim = await startSimulator({ unlockScrypt: TEST_KDF, backupScrypt: TEST_KDF });
+    await sim.close();
+    expect(await refused(sim.port)).toBe(true);
+    await sim.powerOn();
+    expect(await refused(sim.port)).toBe(true);
+  });
+});
+
 describe('POST /system/factory-reset', () => {
   it('wipes the store and comes back Unprovisioned with a new TLS certificate, a new device key and default config', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'nhr-sim-reset-'));
