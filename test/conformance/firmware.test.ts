@@ -7,6 +7,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import { describe, it } from 'vitest';
 import { fingerprintOfDer } from '../../src/tls/fingerprint.js';
 import { runConformance } from './suite.js';
+import { runSystemTlsConformance } from './system-tls.js';
 
 const IMAGE = 'docker.io/nitrokey/nethsm:testing';
 
@@ -46,18 +47,12 @@ if (unavailable) {
   });
 } else {
   runConformance(`firmware ${IMAGE}`, async () => {
-    const { GenericContainer, Wait } = await import('testcontainers');
-    const container = await new GenericContainer(IMAGE)
-      .withExposedPorts(8443)
-      .withWaitStrategy(Wait.forHttp('/api/v1/health/state', 8443).usingTls().allowInsecure().forStatusCode(200))
-      .withStartupTimeout(120_000)
-      .start();
-    const host = container.getHost();
-    const port = container.getMappedPort(8443);
-    const fingerprint256 = await peerFingerprint(host, port);
+    const { container, url } = await startFirmware();
+    const u = new URL(url);
+    const fingerprint256 = await peerFingerprint(u.hostname, Number(u.port));
     let stopped = false;
     return {
-      url: `https://${host}:${port}`,
+      url,
       tls: { fingerprint256 },
       close: async () => {
         if (stopped) return;
@@ -66,4 +61,36 @@ if (unavailable) {
       },
     };
   });
+
+  runSystemTlsConformance(`firmware ${IMAGE}`, async () => {
+    const started = await startFirmware();
+    const container = started.container;
+    let url = started.url;
+    let stopped = false;
+    return {
+      url: () => url,
+      // keyfender exits on reboot, shutdown and commit and the container idles without an API: restarting the same
+      // container (its /data kept) is the power button. The mapped port may change.
+      powerCycle: () => async () => {
+        await container.restart();
+        url = `https://${container.getHost()}:${container.getMappedPort(8443)}`;
+      },
+      close: async () => {
+        if (stopped) return;
+        stopped = true;
+        await container.stop();
+      },
+    };
+  });
+}
+
+/** A fresh Unprovisioned firmware container, answering on 8443. */
+async function startFirmware() {
+  const { GenericContainer, Wait } = await import('testcontainers');
+  const container = await new GenericContainer(IMAGE)
+    .withExposedPorts(8443)
+    .withWaitStrategy(Wait.forHttp('/api/v1/health/state', 8443).usingTls().allowInsecure().forStatusCode(200))
+    .withStartupTimeout(120_000)
+    .start();
+  return { container, url: `https://${container.getHost()}:${container.getMappedPort(8443)}` };
 }
