@@ -1,6 +1,7 @@
 /**
- * What every route handler may use: the device, its typed stores, metrics, latency, rate limiter and options.
- * One instance per running simulator.
+ * What every route handler may use: the device, its typed stores, metrics, latency, rate limiter, options, the
+ * in-memory TLS identity, the pending update and the power actions. One instance per running simulator; a boot
+ * replaces the RAM-only parts (metrics, rate limiter, pending update, TLS identity) in place.
  */
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';

@@ -75,6 +75,9 @@ const HOURLY = 3_600_000;
 export async function startSimulator(options: SimulatorOptions = {}): Promise<RunningSimulator> {
   const latency = options.latency ?? {};
   checkLatencyTable(latency);
+  if (options.rebootDelayMs !== undefined && !(Number.isFinite(options.rebootDelayMs) && options.rebootDelayMs >= 0)) {
+    throw new Error('rebootDelayMs must be a non-negative number of ms');
+  }
   const updateKey = parseUpdateKey(options.updateKeyPem ?? TEST_UPDATE_KEY_PEM);
   const kv = await KvStore.open(options.dataDir);
   const identity = await loadIdentity(options.dataDir);

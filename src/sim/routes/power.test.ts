@@ -128,6 +128,29 @@ describe('POST /system/shutdown', () => {
   });
 });
 
+describe('options', () => {
+  it('refuses a negative or non-finite reboot delay', async () => {
+    await expect(startSimulator({ rebootDelayMs: -1 })).rejects.toThrow(/rebootDelayMs must be a non-negative/);
+    await expect(startSimulator({ rebootDelayMs: Number.NaN })).rejects.toThrow(/rebootDelayMs must be a non-negative/);
+  });
+
+  it('keeps the simulator unreachable for the reboot delay', async () => {
+    const sim = await startProvisionedSimulator({ rebootDelayMs: 1500 });
+    const http = new TestHttp(sim);
+    try {
+      const boots = sim.boots;
+      expect((await http.req('POST', '/system/reboot', { auth: sim.users.admin })).status).toBe(204);
+      await waitUntil(() => sim.power === 'off');
+      expect(await refused(sim.port)).toBe(true);
+      await sim.waitForBoot(boots + 1);
+      expect((await http.req('GET', '/health/state')).json()).toEqual({ state: 'Locked' });
+    } finally {
+      await http.close();
+      await sim.close();
+    }
+  });
+});
+
 describe('close()', () => {
   it('stops listening, also after power transitions, and later power requests do nothing', async () => {
     const sim = await startSimulator({ unlockScrypt: TEST_KDF, backupScrypt: TEST_KDF });
