@@ -350,6 +350,13 @@ export class StateOpenFailedError extends NhrError {
     'Check the state directory exists, is writable by the service user, and that no other daemon uses it.';
 }
 
+/** The state directory cannot be created or written, or is on a pseudo filesystem: a configuration error (exit 78). */
+export class StateDirUnusableError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_DIR_UNUSABLE';
+  static override readonly defaultHint =
+    'Set stateDir to a directory on local storage that the service user owns (the shipped unit uses StateDirectory=nethsm-replicator: /var/lib/nethsm-replicator).';
+}
+
 /** Another daemon holds the state directory's lock (src/state/dir-lock.ts); this one changed nothing there. */
 export class StateLockedError extends NhrError {
   static override readonly code = 'NHR_ERR_STATE_LOCKED';
@@ -372,7 +379,7 @@ export class NamespaceUnknownError extends NhrError {
 // Roles and epochs
 
 /** Why a promote was refused; `force` overrides every reason except `already-primary`. */
-export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced';
+export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced' | 'primary-alive';
 
 export class RolePromoteRefusedError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_PROMOTE_REFUSED';
@@ -460,6 +467,21 @@ export class GatewayCaptureFailedError extends NhrError {
   static override readonly retryable = true;
 }
 
+/** A write's body (or a body sent without credentials) is larger than the gateway accepts; answered 413, not forwarded. */
+export class GatewayBodyTooLargeError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_BODY_TOO_LARGE';
+  static override readonly defaultHint =
+    'Send a smaller body (the NetHSM takes at most 1 MiB for writes); raise gateway.maxWriteBodyBytes only for a NetHSM that takes more.';
+}
+
+/** A request body (or head) did not arrive within the gateway's bound; answered 408 and the connection closed, not forwarded. */
+export class GatewayBodyTimeoutError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_BODY_TIMEOUT';
+  static override readonly defaultHint =
+    'The client sent its request too slowly (or stalled); check its network, or raise gateway.writeBodyTimeout / gateway.requestTimeout.';
+  static override readonly retryable = true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fencing (src/concurrency/: the device barrier and fencing tokens)
 
@@ -503,6 +525,16 @@ export class SyncVerifyFailedError extends NhrError {
     'The pre-restore device backup was kept at the path in the message: compare it with the device and restore what was lost.';
 }
 
+/**
+ * The namespace on this device held entries nobody replicated (foreign writes) that the snapshot's restore would
+ * delete, and saving them to the quarantine folder failed: the restore was not attempted, the device is unchanged.
+ */
+export class SyncQuarantineFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_QUARANTINE_FAILED';
+  static override readonly defaultHint =
+    "Make the state directory's quarantine/ folder writable and give it space (the cause says what failed); the next sync saves the entries and then restores.";
+}
+
 /** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
 export class SyncStaleSnapshotError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_STALE_SNAPSHOT';
@@ -533,6 +565,17 @@ export class TransportKeyInvalidError extends NhrError {
 export class StreamOutOfOrderError extends NhrError {
   static override readonly code = 'NHR_ERR_STREAM_OUT_OF_ORDER';
   static override readonly defaultHint = 'Nothing to do: the replica reconnects from its stored position, or takes a snapshot when the primary no longer has it.';
+}
+
+/**
+ * A stream line from another change log than the replica's position is in (the primary's log was reset: its state was
+ * lost or replaced, or it sends no log id): the position means nothing there; refused, nothing applied; the replica
+ * takes a snapshot.
+ */
+export class StreamLogChangedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STREAM_LOG_CHANGED';
+  static override readonly defaultHint =
+    "Nothing to do: the replica takes a snapshot from the primary's current change log and streams from there. If it recurs, check whether the primary's state directory is being lost or replaced.";
 }
 
 /** A stream change the replica's NetHSM refused (not a transient failure): nothing recorded; the replica takes a snapshot. */
@@ -591,8 +634,10 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncPausedError,
   SyncRaceError,
   SyncVerifyFailedError,
+  SyncQuarantineFailedError,
   SyncStaleSnapshotError,
   StateOpenFailedError,
+  StateDirUnusableError,
   StateLockedError,
   StateMigrationFailedError,
   NamespaceUnknownError,
@@ -608,9 +653,12 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   GatewayDrainTimeoutError,
   GatewayCaptureFailedError,
   FenceTokenStaleError,
+  GatewayBodyTooLargeError,
+  GatewayBodyTimeoutError,
   EnvelopeInvalidError,
   TransportKeyInvalidError,
   StreamOutOfOrderError,
+  StreamLogChangedError,
   StreamApplyFailedError,
   GenerateRequestInvalidError as unknown as typeof NhrError,
 ];

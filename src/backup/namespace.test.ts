@@ -12,6 +12,7 @@ import {
   BackupWrongPassphraseError,
   OutputExistsError,
 } from '../errors.js';
+import { verifyManifest } from './contents.js';
 import { TEST_SCRYPT, compareBackupPaths } from './format.js';
 import { encodeManifest, makeManifest, MANIFEST_PATH } from './manifest.js';
 import { extractNamespace, listBackupContents, mergeNamespace } from './namespace.js';
@@ -109,6 +110,21 @@ describe('extractNamespace', () => {
     const n = await readAll(out);
     expect(n.header.salt).toEqual(a.header.salt);
     expect(n.entries.map(([p]) => p)).toEqual([...a.entries.map(([p]) => p).filter((p) => isNamespacePath(p, 'N2')), MANIFEST_PATH]);
+  });
+
+  it('writes only the selected keys and users with `select`, plus the namespace record, as a valid namespace backup', async () => {
+    const out = join(dir, 'n-select.nsb');
+    const all = [...syntheticEntries(specA)].filter(([p]) => isNamespacePath(p, 'N'));
+    const key = all.find(([p]) => p.startsWith('/key/'))![0];
+    const user = all.find(([p]) => p.startsWith('/authentication/'))![0];
+    // The selector also accepts paths outside N: they are never written.
+    const sum = await extractNamespace(devA, 'N', out, { input, select: (p) => p === key || p === user || !isNamespacePath(p, 'N') });
+    const { entries } = await readAll(out);
+    expect(entries.map(([p]) => p)).toEqual([...all.map(([p]) => p).filter((p) => p === key || p === user || p === '/namespace/N'), MANIFEST_PATH]);
+    expect(sum).toMatchObject({ entries: 3, keys: 1, users: 1 });
+    const c = await listBackupContents(out, { input, collectIds: true });
+    expect(c).toMatchObject({ kind: 'namespace', namespaces: { N: { present: true, keys: 1, users: 1 } } });
+    expect(() => verifyManifest(c)).not.toThrow();
   });
 
   it('refuses a namespace the backup lacks and leaves no file', async () => {

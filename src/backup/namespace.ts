@@ -35,6 +35,12 @@ export interface ExtractNamespaceOptions extends OutputOptions {
   onProgress?: ProgressFn;
   /** Creation time for the manifest (default now). */
   now?: Date;
+  /**
+   * Writes only the namespace's keys and users this accepts (by path), and always the `/namespace/<ns>` record, so the
+   * file stays a namespace backup that every reader and `key-backup export` take (a quarantine of chosen entries).
+   * Default: every entry of the namespace.
+   */
+  select?: (path: string) => boolean;
 }
 
 export interface ExtractNamespaceSummary {
@@ -51,7 +57,7 @@ export interface ExtractNamespaceSummary {
 
 /**
  * Writes a namespace backup of `ns` from `deviceBackup` to `out`: every `/namespace/ns`, `/key/.ns/*` and
- * `/authentication/ns~*` entry, unchanged (still under the device's domain key), in firmware order, then the manifest;
+ * `/authentication/ns~*` entry (or those `options.select` accepts, and the record), unchanged (still under the device's domain key), in firmware order, then the manifest;
  * header fields passed through from the source, under `options.passphrase` (default: the source's key and salt).
  * Throws BackupNamespaceNotFoundError when the source has no `/namespace/ns` entry, BackupKindMismatchError when the
  * source is itself a namespace or key backup, BackupOutOfOrderError, the reader's errors, OutputExistsError.
@@ -89,7 +95,8 @@ async function extractInto(reader: BackupReader, writer: BackupWriter, ns: strin
     read++;
     const c = classifyPath(e.path);
     if (c.kind === 'manifest') throw notADeviceBackup(e, 'extract-namespace');
-    if ((c.kind === 'namespace' || c.kind === 'namespace-key' || c.kind === 'namespace-user') && c.namespace === ns) {
+    const ofNs = (c.kind === 'namespace' || c.kind === 'namespace-key' || c.kind === 'namespace-user') && c.namespace === ns;
+    if (ofNs && (c.kind === 'namespace' || (options.select?.(e.path) ?? true))) {
       await writer.writeEntry(e.path, e.value);
       digest.add(e.path, e.value.length);
       if (c.kind === 'namespace') found = true;

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path, { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -136,6 +136,22 @@ describe('admin commands against a real admin server', () => {
     expect(r.out).toContain('all ok');
   });
 
+  it('works from a root shell with the shipped example config: no CREDENTIALS_DIRECTORY, no secrets read', async () => {
+    const example = await readFile(join(import.meta.dirname, '..', '..', 'deploy', 'config.example.yaml'), 'utf8');
+    const file = join(dir, 'example.yaml');
+    await writeFile(file, example.replace(/^stateDir: .*$/m, `stateDir: ${dir}\nadmin: { socket: ${JSON.stringify(socket)} }`));
+    const saved = process.env.CREDENTIALS_DIRECTORY;
+    delete process.env.CREDENTIALS_DIRECTORY;
+    try {
+      const r = await runCli(['status', '--config', file]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.out).toContain('all ok');
+    } finally {
+      if (saved !== undefined) process.env.CREDENTIALS_DIRECTORY = saved;
+    }
+  });
+
   it('exits 2 and spells out each problem: failed sync, lag over limit, fenced, members down', async () => {
     const s = healthyStatus();
     s.namespaces[0]!.lastSync = { at: ago(120), outcome: 'failed', durationSeconds: 1, errorCode: 'NHR_ERR_PEER_UNREACHABLE' };
@@ -266,7 +282,7 @@ describe('admin commands against a real admin server', () => {
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code).toBe(2);
-    expect(out).toContain('PROBLEM: nethsm nethsm is UNREACHABLE');
+    expect(out).toContain("PROBLEM: this site's NetHSM is UNREACHABLE");
   });
 });
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { AdminClient } from '../admin/client.js';
 import type { NamespaceAction } from '../admin/protocol.js';
-import { DEFAULT_CONFIG_PATH, loadConfigFile } from '../config/index.js';
+import { DEFAULT_CONFIG_PATH, loadConfigFile, withServiceCredentials } from '../config/index.js';
 import { InputInvalidError } from '../errors.js';
 import { isValidId } from '../nethsm/ids.js';
 import { scalar } from './format.js';
@@ -24,14 +24,15 @@ const STATUS_TIMEOUT_MS = 30_000;
 
 /**
  * The admin socket: `--socket`, else the config's `admin.socket`. The config is only parsed (its secrets are not
- * read), so an operator without access to the credentials can still ask the daemon. Throws ConfigInvalidError.
+ * read), so an operator without access to the credentials can still ask the daemon; `${CREDENTIALS_DIRECTORY}` in it
+ * stands for the service's credentials directory when a root shell has none. Throws ConfigInvalidError.
  */
 export async function resolveSocket(flags: SocketFlags): Promise<string> {
   if (flags.socket !== undefined) {
     if (flags.socket === '') throw new InputInvalidError('--socket must not be empty');
     return path.resolve(flags.socket);
   }
-  const config = await loadConfigFile(flags.config);
+  const config = await loadConfigFile(flags.config, withServiceCredentials(process.env));
   return config.admin.socket;
 }
 
@@ -57,7 +58,7 @@ export function checkNamespace(ns: string): string {
 
 function socketOptions(cmd: Command): Command {
   return cmd
-    .option('--config <file>', 'config file; only read to find admin.socket', DEFAULT_CONFIG_PATH)
+    .option('-c, --config <file>', 'config file; only read to find admin.socket', DEFAULT_CONFIG_PATH)
     .option('--socket <path>', "the daemon's admin socket (overrides --config)");
 }
 

@@ -211,3 +211,36 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
     expect(line(r.out, 'other accounts')).toMatch(/^skip/);
   });
 });
+
+describe('check-config from a shell, with the shipped example config', () => {
+  const example = join(import.meta.dirname, '..', '..', 'deploy', 'config.example.yaml');
+
+  it('explains CREDENTIALS_DIRECTORY when it is unset, and --credentials-dir stands in for it', async () => {
+    const saved = process.env.CREDENTIALS_DIRECTORY;
+    delete process.env.CREDENTIALS_DIRECTORY;
+    const dir = await mkdtemp(join(tmpdir(), 'nhr-creds-'));
+    try {
+      const without = await runCli(['check-config', '--config', example, '--offline']);
+      expect(without.code).toBe(1);
+      expect(without.out).toContain('refers to environment variable CREDENTIALS_DIRECTORY, which is not set (systemd sets it for the service');
+      expect(without.out).toContain('--credentials-dir');
+      // The directory given stands for ${CREDENTIALS_DIRECTORY}: the config parses, and the missing files are named there.
+      const withDir = await runCli(['check-config', '--config', example, '--offline', '--credentials-dir', dir]);
+      expect(withDir.out).toMatch(/^ok {4}config: site berlin/m);
+      expect(withDir.out).toContain(join(dir, 'nethsm-admin'));
+      const empty = await runCli(['check-config', '--config', example, '--offline', '--credentials-dir', '']);
+      expect(empty.code).toBe(1);
+      expect(empty.err).toContain('--credentials-dir must not be empty');
+    } finally {
+      if (saved !== undefined) process.env.CREDENTIALS_DIRECTORY = saved;
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('says where the config file should be when it does not exist', async () => {
+    const r = await runCli(['status', '--config', '/nonexistent/nethsm-replicator.yaml']);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain('config file /nonexistent/nethsm-replicator.yaml cannot be read (ENOENT)');
+    expect(r.err).toMatch(/\nTry: Give the config file with --config <file> \(default \/etc\/nethsm-replicator\/config\.yaml\)/);
+  });
+});

@@ -5,9 +5,10 @@
  * Never prints a secret: only setting paths, file paths, user ids and the remote side's answers.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_CONFIG_PATH, loadConfigFile, loadSecrets, type LoadedSecrets, type ReplicatorConfig } from '../config/index.js';
-import { NetHsmHttpError, NhrError } from '../errors.js';
+import { InputInvalidError, NetHsmHttpError, NhrError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import { relativeTime } from './format.js';
 import { netHsmClient, peerClient, readPeerTls, type PeerTls } from './site-clients.js';
@@ -222,11 +223,17 @@ export function registerCheckConfig(program: Command): void {
   program
     .command('check-config')
     .description('validate the config, its secrets and TLS files, and check the NetHSM, its accounts and the peers')
-    .option('--config <file>', 'config file', DEFAULT_CONFIG_PATH)
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG_PATH)
     .option('--offline', 'only check the file, the secrets and the TLS files (no network)')
-    .action(async (flags: { config: string; offline?: boolean }) => {
+    .option(
+      '--credentials-dir <dir>',
+      'the directory ${CREDENTIALS_DIRECTORY} stands for: systemd sets it for the service from LoadCredential=; from a shell, name the directory holding the credential files',
+    )
+    .action(async (flags: { config: string; offline?: boolean; credentialsDir?: string }) => {
+      if (flags.credentialsDir === '') throw new InputInvalidError('--credentials-dir must not be empty');
+      const env = flags.credentialsDir === undefined ? process.env : { ...process.env, CREDENTIALS_DIRECTORY: path.resolve(flags.credentialsDir) };
       const counts: Record<CheckOutcome, number> = { ok: 0, FAIL: 0, warn: 0, skip: 0 };
-      const ok = await checkConfig(flags.config, { offline: flags.offline === true }, (l) => {
+      const ok = await checkConfig(flags.config, { offline: flags.offline === true, env }, (l) => {
         counts[l.outcome]++;
         process.stdout.write(formatCheckLine(l));
       });

@@ -26,7 +26,7 @@ export function registerInitReplica(program: Command): void {
   program
     .command('init-replica')
     .description("bootstrap this site's Unprovisioned NetHSM by restoring a primary's device backup onto it")
-    .option('--config <file>', 'config file (its NetHSM is the target; replication.backupPassphrase opens the backup)', DEFAULT_CONFIG_PATH)
+    .option('-c, --config <file>', 'config file (its NetHSM is the target; replication.backupPassphrase opens the backup)', DEFAULT_CONFIG_PATH)
     .option('--from-file <backup>', "a primary's device backup file")
     .option('--from-peer <name>', "fetch the device backup from this configured peer's daemon")
     .option('--yes', 'do not ask before restoring (required without a terminal)')

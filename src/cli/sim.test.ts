@@ -23,9 +23,11 @@ describe('sim flags', () => {
       host: '127.0.0.1',
       latency: { sign: 40, generate: 900, 'restore-per-entry': 2 },
       testScrypt: false,
+      durable: false,
       rebootDelayMs: 0,
     });
     expect(parseSimFlags({ port: '8443', host: '::1', dataDir: '/tmp/x', testScrypt: true }).dataDir).toBe('/tmp/x');
+    expect(parseSimFlags({ port: '0', host: 'h', dataDir: '/tmp/x', durable: true }).durable).toBe(true);
   });
 
   it('refuses a bad port and a bad latency spec with a clear message', () => {
@@ -35,6 +37,7 @@ describe('sim flags', () => {
     expect(() => parseSimFlags({ port: '0', host: 'h', latency: 'teleport=5ms' })).toThrow(/unknown operation "teleport"/);
     expect(() => parseSimFlags({ port: '0', host: 'h', rebootDelay: '-1' })).toThrow(/--reboot-delay must be a whole number/);
     expect(() => parseSimFlags({ port: '0', host: 'h', rebootDelay: '1s' })).toThrow(/--reboot-delay must be a whole number/);
+    expect(() => parseSimFlags({ port: '0', host: 'h', durable: true })).toThrow(/--durable needs --data-dir/);
   });
 
   it('reads --update-key and refuses a missing file or a key that is not RSA', async () => {

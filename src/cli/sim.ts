@@ -20,6 +20,7 @@ interface SimFlags {
   testScrypt?: boolean;
   updateKey?: string;
   rebootDelay?: string;
+  durable?: boolean;
 }
 
 export interface SimSettings {
@@ -28,6 +29,8 @@ export interface SimSettings {
   dataDir?: string;
   latency: LatencyTable;
   testScrypt: boolean;
+  /** With a data dir: every change on disk before the answer. */
+  durable: boolean;
   /** PEM read from `--update-key`, checked to be an RSA public key. */
   updateKeyPem?: string;
   rebootDelayMs: number;
@@ -47,11 +50,12 @@ export function parseSimFlags(flags: SimFlags): SimSettings {
       throw new InputInvalidError(`--latency: ${(err as Error).message}`, { hint: 'Use e.g. --latency sign=40ms,generate=900ms,restore-per-entry=2ms' });
     }
   }
+  if (flags.durable === true && flags.dataDir === undefined) throw new InputInvalidError('--durable needs --data-dir (without it the state is in memory only)');
   const delay = flags.rebootDelay ?? '0';
   if (!/^\d+$/.test(delay) || Number(delay) > 600_000) {
     throw new InputInvalidError(`--reboot-delay must be a whole number of milliseconds from 0 to 600000, got "${delay}"`);
   }
-  const out: SimSettings = { port: Number(flags.port), host: flags.host, latency, testScrypt: flags.testScrypt === true, rebootDelayMs: Number(delay) };
+  const out: SimSettings = { port: Number(flags.port), host: flags.host, latency, testScrypt: flags.testScrypt === true, durable: flags.durable === true, rebootDelayMs: Number(delay) };
   if (flags.dataDir !== undefined) out.dataDir = flags.dataDir;
   if (flags.updateKey !== undefined) out.updateKeyPem = readUpdateKey(flags.updateKey);
   return out;
@@ -81,6 +85,7 @@ export function registerSim(program: Command): void {
     .option('--data-dir <dir>', 'keep state in this directory (absent: memory only)')
     .option('--latency <spec>', 'per-operation latency, e.g. sign=40ms,generate=900ms,restore-per-entry=2ms')
     .option('--test-scrypt', "use the firmware's test scrypt parameters (N=2, r=1, p=1) for unlock and backup keys")
+    .option('--durable', 'with --data-dir: write each change to disk before answering (a SIGKILL loses nothing acknowledged)')
     .option('--update-key <file>', "PEM RSA public key update images must be signed with (default: the firmware's test key)")
     .option('--reboot-delay <ms>', 'how long a reboot or factory reset keeps the simulator unreachable', '0')
     .action(async (flags: SimFlags) => {
@@ -93,6 +98,7 @@ export function registerSim(program: Command): void {
         host: o.host,
         port: o.port,
         latency: o.latency,
+        durable: o.durable,
         logger: createLogger({ name: 'nethsm-sim' }),
         rebootDelayMs: o.rebootDelayMs,
         ...kdf,

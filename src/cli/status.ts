@@ -79,7 +79,7 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
   }
   for (const m of s.members) {
     if (m.status !== 'ok') {
-      out.push(`${m.kind} ${m.name} is ${m.status.toUpperCase()}${m.gaveUp ? ', retries GAVE UP' : ''}${m.lastErrorCode ? ` (${m.lastErrorCode})` : ''}`);
+      out.push(`${m.kind === 'nethsm' ? 'this site\'s NetHSM' : `${m.kind} ${m.name}`} is ${m.status.toUpperCase()}${m.gaveUp ? ', retries GAVE UP' : ''}${m.lastErrorCode ? ` (${m.lastErrorCode})` : ''}`);
     }
   }
   return out;

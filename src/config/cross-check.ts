@@ -1,12 +1,13 @@
 /**
  * Rules across settings: unique peer and namespace names, peers distinct from this site, every namespace's primary
- * a known site, replication users inside their namespace, no two listeners on one address, socket path length.
+ * a known site, replication users inside their namespace, no two listeners on one address, socket path length, the
+ * gateway's write body timeout within its request timeout.
  * They read the raw (expanded) document defensively, so they report alongside schema problems rather than after.
  */
 import { tryParseDuration } from './duration.js';
 import { formatListenAddress, listenersConflict, parseListenAddress, type ListenAddress } from './listen.js';
 import { namespaceOfUser } from '../nethsm/ids.js';
-import { DEFAULT_HEALTH_LISTEN, DEFAULT_STATE_DIR, UNIX_SOCKET_PATH_MAX } from './schema.js';
+import { DEFAULT_GATEWAY_LIMITS, DEFAULT_HEALTH_LISTEN, DEFAULT_STATE_DIR, UNIX_SOCKET_PATH_MAX } from './schema.js';
 
 type Raw = Record<string, unknown>;
 
@@ -99,10 +100,23 @@ function checkSocket(raw: Raw): string[] {
 
 /** Forwarding replica writes to the primary's gateway needs every peer's gateway URL. */
 function checkGateway(raw: Raw): string[] {
-  if (obj(raw.gateway)?.forwardToPrimary !== true) return [];
-  return list(raw.peers).flatMap((p, i) =>
-    str(obj(p)?.gatewayUrl) === undefined ? [`peers[${i}].gatewayUrl is required when gateway.forwardToPrimary is true`] : [],
-  );
+  const gw = obj(raw.gateway);
+  const problems: string[] = [];
+  // Node's request timeout would cut a slow write first, answering no 408 of the gateway's own and counting it elsewhere.
+  const body = str(gw?.writeBodyTimeout);
+  const request = str(gw?.requestTimeout);
+  const bodyMs = body === undefined ? DEFAULT_GATEWAY_LIMITS.writeBodyTimeoutMs : tryParseDuration(body);
+  const requestMs = request === undefined ? DEFAULT_GATEWAY_LIMITS.requestTimeoutMs : tryParseDuration(request);
+  if (gw !== undefined && bodyMs !== undefined && requestMs !== undefined && bodyMs > requestMs) {
+    problems.push(`gateway.writeBodyTimeout (${body ?? '30s'}) must not be longer than gateway.requestTimeout (${request ?? '5m'})`);
+  }
+  if (gw?.forwardToPrimary !== true) return problems;
+  return [
+    ...problems,
+    ...list(raw.peers).flatMap((p, i) =>
+      str(obj(p)?.gatewayUrl) === undefined ? [`peers[${i}].gatewayUrl is required when gateway.forwardToPrimary is true`] : [],
+    ),
+  ];
 }
 
 /**

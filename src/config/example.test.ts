@@ -17,7 +17,7 @@ describe('deploy/config.example.yaml', () => {
     const files = [...text.matchAll(/\$\{CREDENTIALS_DIRECTORY\}\/([\w-]+)/g)].map((m) => m[1]!);
     expect(files.length).toBeGreaterThan(5);
     for (const f of files) writeFileSync(path.join(credentials, f), `secret-of-${f}\n`);
-    const env = { CREDENTIALS_DIRECTORY: credentials, NHR_SIGNING_REPLICATOR_PASSPHRASE: 'signing-secret' };
+    const env = { CREDENTIALS_DIRECTORY: credentials };
 
     const config = await loadConfigFile(examplePath, env);
     expect(config.site).toBe('berlin');
@@ -31,8 +31,16 @@ describe('deploy/config.example.yaml', () => {
     expect(secrets.nethsm.admin.password).toBe('secret-of-nethsm-admin');
     expect(secrets.nethsm.metrics?.username).toBe('metrics');
     expect(secrets.nethsm.operator).toEqual({ username: 'replicator-operator', password: 'secret-of-nethsm-operator' });
-    expect(secrets.namespaces.signing?.password).toBe('signing-secret');
+    expect(secrets.namespaces.signing?.password).toBe('secret-of-signing-replicator');
     expect(secrets.replication.passphrase).toBe('secret-of-replication-passphrase');
+  });
+
+  it('takes every secret from a credential the shipped unit loads (it has no EnvironmentFile=)', () => {
+    const text = readFileSync(examplePath, 'utf8');
+    const unit = readFileSync(path.join(repoRoot, 'deploy', 'nethsm-replicator.service'), 'utf8');
+    expect(text).not.toMatch(/^\s*[^#\n]*\{\s*env:/m);
+    const loaded = new Set([...unit.matchAll(/^LoadCredential=([\w-]+):/gm)].map((m) => m[1]!));
+    for (const m of text.matchAll(/\$\{CREDENTIALS_DIRECTORY\}\/([\w-]+)/g)) expect(loaded, `LoadCredential= for ${m[1]}`).toContain(m[1]);
   });
 
   it('fails to load with the credentials directory unset, naming the variable', async () => {

@@ -27,6 +27,11 @@ export function expandEnv(
   return value;
 }
 
+/** CREDENTIALS_DIRECTORY is systemd's, not the operator's: say where it comes from and how to do without it. */
+const CREDENTIALS_NOTE =
+  ' (systemd sets it for the service from its LoadCredential= lines; from a shell, run check-config with' +
+  ' --credentials-dir <the directory holding the credential files>, or set CREDENTIALS_DIRECTORY)';
+
 function expandString(s: string, env: Readonly<Record<string, string | undefined>>, problems: string[], path: ConfigPath): string {
   return s.replace(REFERENCE, (match: string, name: string | undefined, fallback: string | undefined) => {
     if (match === '$$') return '$';
@@ -37,7 +42,7 @@ function expandString(s: string, env: Readonly<Record<string, string | undefined
     const v = env[name];
     if (v !== undefined && (v !== '' || fallback === undefined)) return v;
     if (fallback !== undefined) return fallback;
-    problems.push(`${formatPath(path)} refers to environment variable ${name}, which is not set`);
+    problems.push(`${formatPath(path)} refers to environment variable ${name}, which is not set${name === 'CREDENTIALS_DIRECTORY' ? CREDENTIALS_NOTE : ''}`);
     return match;
   });
 }

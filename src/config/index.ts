@@ -1,5 +1,5 @@
 export { parseConfig, type ParseConfigOptions } from './parse.js';
-export { loadConfigFile } from './load.js';
+export { loadConfigFile, withServiceCredentials, SERVICE_CREDENTIALS_DIR } from './load.js';
 export { loadSecrets, type Credential, type LoadedSecrets, type SecretFileReader } from './secrets.js';
 export {
   DEFAULT_CONFIG_PATH,

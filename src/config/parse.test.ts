@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigInvalidError } from '../errors.js';
+import { GATEWAY_LIMIT_DEFAULTS } from '../gateway/server.js';
 import { parseConfig } from './parse.js';
 import { toYaml, validConfigDoc } from './test-helpers.js';
 
@@ -174,7 +175,8 @@ describe('parseConfig: one rule at a time', () => {
   it('validates durations', () => {
     expectProblem((d) => (d.namespaces[0].maxLagForPromote = '5 minutes'), 'namespaces[0].maxLagForPromote "5 minutes" is not a duration (e.g. 1500ms, 30s, 5m, 1h)');
     expectProblem((d) => (d.recovery = { retryInterval: '0s' }), 'recovery.retryInterval must be longer than 0');
-    expectProblem((d) => (d.namespaces[0].maxLagForPromote = 300), 'namespaces[0].maxLagForPromote must be a string');
+    expectProblem((d) => (d.namespaces[0].maxLagForPromote = 300), 'namespaces[0].maxLagForPromote is a number without a unit: write it with one, e.g. "300s" or "300m" (units: ms, s, m, h)');
+    expectProblem((d) => (d.namespaces[0].maxLagForPromote = ['5m']), 'namespaces[0].maxLagForPromote must be a duration such as 1500ms, 30s, 5m or 1h');
   });
 
   it('validates the recovery attempt limit', () => {
@@ -215,9 +217,40 @@ describe('parseConfig: one rule at a time', () => {
       maxHoldMs: 30_000,
       drainTimeoutMs: 60_000,
       forwardToPrimary: false,
+      maxWriteBodyBytes: 1024 * 1024,
+      writeBodyTimeoutMs: 30_000,
+      requestTimeoutMs: 300_000,
+      handshakeTimeoutMs: 10_000,
     });
     expectProblem((d) => (d.gateway = { listen: '127.0.0.1:8443' }), 'gateway.certFile is required');
     expectProblem((d) => (d.gateway = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b', maxHold: '0s' }), 'gateway.maxHold must be longer than 0');
+  });
+
+  it("reads the gateway's bounds on slow and oversized clients, with the gateway's own defaults", () => {
+    const gw = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b' };
+    const defaults = parseConfig(toYaml({ ...validConfigDoc(), gateway: gw }), {}).gateway!;
+    const { headersTimeoutMs: _head, ...configurable } = GATEWAY_LIMIT_DEFAULTS;
+    expect({
+      maxWriteBodyBytes: defaults.maxWriteBodyBytes,
+      writeBodyTimeoutMs: defaults.writeBodyTimeoutMs,
+      requestTimeoutMs: defaults.requestTimeoutMs,
+      handshakeTimeoutMs: defaults.handshakeTimeoutMs,
+    }).toEqual(configurable);
+    const set = { ...gw, maxWriteBodyBytes: 65536, writeBodyTimeout: '5s', requestTimeout: '1m', handshakeTimeout: '2s' };
+    expect(parseConfig(toYaml({ ...validConfigDoc(), gateway: set }), {}).gateway).toMatchObject({
+      maxWriteBodyBytes: 65536,
+      writeBodyTimeoutMs: 5_000,
+      requestTimeoutMs: 60_000,
+      handshakeTimeoutMs: 2_000,
+    });
+    expectProblem((d) => (d.gateway = { ...gw, maxWriteBodyBytes: 0 }), /^gateway\.maxWriteBodyBytes /);
+    expectProblem((d) => (d.gateway = { ...gw, maxWriteBodyBytes: 2 * 1024 ** 3 }), 'gateway.maxWriteBodyBytes must be at most 1073741824');
+    expectProblem((d) => (d.gateway = { ...gw, writeBodyTimeout: '0s' }), 'gateway.writeBodyTimeout must be longer than 0');
+    expectProblem((d) => (d.gateway = { ...gw, handshakeTimeout: 'soon' }), /^gateway\.handshakeTimeout "soon" is not a duration/);
+    expectProblem(
+      (d) => (d.gateway = { ...gw, writeBodyTimeout: '10m' }),
+      'gateway.writeBodyTimeout (10m) must not be longer than gateway.requestTimeout (5m)',
+    );
   });
 
   it('requires every peer gateway URL when replica writes are forwarded to the primary', () => {
@@ -345,10 +378,11 @@ describe('parseConfig: the document itself', () => {
         return (err as Error).message;
       }
     };
-    expect(msg('site: [unclosed')).toMatch(/is not valid YAML/);
+    expect(msg('site: [unclosed')).toMatch(/line 1: not valid YAML: /);
     expect(msg('')).toMatch(/config is empty/);
     expect(msg('- a\n- b\n')).toMatch(/must be a mapping/);
-    expect(msg('site: a\nsite: b\n')).toMatch(/is not valid YAML/);
+    expect(msg('site: a\nsite: b\n')).toContain('- line 2: setting "site" is given twice in the same mapping; keep one');
+    expect(msg('site: a\nnamespaces:\n  - name: x\n    "name": y\n')).toContain('- line 4: setting "name" is given twice in the same mapping; keep one');
   });
 
   it('names the source file in the message and the error path', () => {

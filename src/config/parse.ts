@@ -17,6 +17,18 @@ export interface ParseConfigOptions {
   source?: string;
 }
 
+/** A YAML syntax problem as a line of its own: where it is and, for a key given twice, which key. */
+function describeYamlError(text: string, e: { code: string; message: string; pos: [number, number]; linePos?: [{ line: number; col: number }, ...unknown[]] }): string {
+  const line = e.linePos?.[0]?.line;
+  const where = line === undefined ? 'the YAML' : `line ${line}`;
+  if (e.code === 'DUPLICATE_KEY') {
+    const key = /^[^:\n]*/.exec(text.slice(e.pos[0]))?.[0]?.trim().replace(/^["']|["']$/g, '') || '(a key)';
+    return `${where}: setting "${key}" is given twice in the same mapping; keep one`;
+  }
+  const first = (e.message.split('\n')[0] ?? e.code).replace(/ at line \d+, column \d+:?$/, '');
+  return `${where}: not valid YAML: ${first}`;
+}
+
 function invalid(problems: readonly string[], source: string | undefined): ConfigInvalidError {
   const head = `${source ?? 'config'} is invalid (${problems.length} problem${problems.length === 1 ? '' : 's'})`;
   return new ConfigInvalidError(`${head}:\n  - ${problems.join('\n  - ')}`, {
@@ -36,12 +48,7 @@ export function parseConfig(
   opts: ParseConfigOptions = {},
 ): ReplicatorConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw invalid(
-      doc.errors.map((e) => `is not valid YAML: ${e.message.split('\n')[0] ?? e.code}`),
-      opts.source,
-    );
-  }
+  if (doc.errors.length > 0) throw invalid(doc.errors.map((e) => describeYamlError(text, e)), opts.source);
   const parsed: unknown = doc.toJS();
   if (parsed === null || parsed === undefined) throw invalid(['config is empty'], opts.source);
   if (typeof parsed !== 'object' || Array.isArray(parsed)) {

@@ -25,6 +25,19 @@ export const DEFAULT_STREAM = {
   heartbeatIntervalMs: 5_000,
   catchupDebounceMs: 2_000,
 } as const;
+/**
+ * Gateway bounds on slow or oversized clients: a write body of at most 1 MiB (the NetHSM's own limit) arriving within
+ * 30 s, any request within 5 min (a 67 MiB sign body), a TLS handshake within 10 s. The same as the gateway's own
+ * defaults (GATEWAY_LIMIT_DEFAULTS in src/gateway/server.ts; a test keeps them equal).
+ */
+export const DEFAULT_GATEWAY_LIMITS = {
+  maxWriteBodyBytes: 1024 * 1024,
+  writeBodyTimeoutMs: 30_000,
+  requestTimeoutMs: 300_000,
+  handshakeTimeoutMs: 10_000,
+} as const;
+/** Upper bound for gateway.maxWriteBodyBytes: every such body is held in memory while it is read. */
+export const MAX_WRITE_BODY_BYTES = 1024 * 1024 * 1024;
 /** Linux `sun_path` holds 108 bytes including the terminating NUL. */
 export const UNIX_SOCKET_PATH_MAX = 107;
 
@@ -83,7 +96,9 @@ export interface ReplicatorConfig {
    * The NetHSM-compatible gateway applications use in place of the NetHSM. `maxHoldMs`: how long a write waits while
    * a restore runs (then 503 + Retry-After); `drainTimeoutMs`: how long a restore waits for writes in flight;
    * `forwardToPrimary`: forward writes for a replica namespace to its primary's gateway (`peers[].gatewayUrl`)
-   * instead of refusing them.
+   * instead of refusing them. Slow clients: a write's body (read whole before it waits for a restore) is at most
+   * `maxWriteBodyBytes` and arrives within `writeBodyTimeoutMs`; any request within `requestTimeoutMs`; a TLS handshake
+   * within `handshakeTimeoutMs`.
    */
   readonly gateway?: {
     readonly listen: ListenAddress;
@@ -92,6 +107,10 @@ export interface ReplicatorConfig {
     readonly maxHoldMs: number;
     readonly drainTimeoutMs: number;
     readonly forwardToPrimary: boolean;
+    readonly maxWriteBodyBytes: number;
+    readonly writeBodyTimeoutMs: number;
+    readonly requestTimeoutMs: number;
+    readonly handshakeTimeoutMs: number;
   };
   readonly stateDir: string;
   readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef };
@@ -201,7 +220,17 @@ function cronExpression() {
 }
 
 function duration(what: string) {
-  return z.string().transform((v, ctx) => {
+  return z.unknown().transform((v, ctx) => {
+    if (typeof v !== 'string') {
+      const message =
+        v === undefined
+          ? 'is required'
+          : typeof v === 'number'
+            ? `is a number without a unit: write it with one, e.g. "${v}s" or "${v}m" (units: ms, s, m, h)`
+            : 'must be a duration such as 1500ms, 30s, 5m or 1h';
+      ctx.addIssue({ code: 'custom', message });
+      return z.NEVER;
+    }
     const ms = tryParseDuration(v);
     if (ms === undefined) {
       ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (e.g. 1500ms, 30s, 5m, 1h)` });
@@ -314,6 +343,10 @@ export function buildConfigSchema(opts: SchemaOptions) {
           maxHold: duration('positive').default(30_000),
           drainTimeout: duration('positive').default(60_000),
           forwardToPrimary: z.boolean().default(false),
+          maxWriteBodyBytes: positiveInt.pipe(z.number().max(MAX_WRITE_BODY_BYTES)).default(DEFAULT_GATEWAY_LIMITS.maxWriteBodyBytes),
+          writeBodyTimeout: duration('positive').default(DEFAULT_GATEWAY_LIMITS.writeBodyTimeoutMs),
+          requestTimeout: duration('positive').default(DEFAULT_GATEWAY_LIMITS.requestTimeoutMs),
+          handshakeTimeout: duration('positive').default(DEFAULT_GATEWAY_LIMITS.handshakeTimeoutMs),
         })
         .optional(),
       stateDir: filePath(opts).default(DEFAULT_STATE_DIR),
@@ -366,6 +399,10 @@ export function buildConfigSchema(opts: SchemaOptions) {
                 maxHoldMs: c.gateway.maxHold,
                 drainTimeoutMs: c.gateway.drainTimeout,
                 forwardToPrimary: c.gateway.forwardToPrimary,
+                maxWriteBodyBytes: c.gateway.maxWriteBodyBytes,
+                writeBodyTimeoutMs: c.gateway.writeBodyTimeout,
+                requestTimeoutMs: c.gateway.requestTimeout,
+                handshakeTimeoutMs: c.gateway.handshakeTimeout,
               },
             }
           : {}),

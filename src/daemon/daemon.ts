@@ -255,6 +255,10 @@ export class Daemon {
       port: g.listen.port,
       tls: { certPem: readConfigFileSync('gateway.certFile', g.certFile), keyPem: readConfigFileSync('gateway.keyFile', g.keyFile) },
       nethsm: { url: config.nethsm.url, tls: nethsmTrust(config) },
+      maxWriteBodyBytes: g.maxWriteBodyBytes,
+      writeBodyTimeoutMs: g.writeBodyTimeoutMs,
+      requestTimeoutMs: g.requestTimeoutMs,
+      handshakeTimeoutMs: g.handshakeTimeoutMs,
       gate: this.ctx.barrier,
       observer: this.stream.capture,
       roles: {

@@ -9,7 +9,7 @@ import { rename } from 'node:fs/promises';
 import { listBackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { InputInvalidError, NhrError, PeerStaleEpochError } from '../errors.js';
+import { InputInvalidError, NamespaceUnknownError, NhrError, PeerStaleEpochError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
 import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
@@ -51,10 +51,17 @@ export class Failover {
   async promote(namespace: string, opts: { force: boolean; actor: string }): Promise<PromoteResult> {
     const { ctx } = this;
     const nsConfig = ctx.config.namespaces.find((n) => n.name === namespace);
-    if (!nsConfig) throw new InputInvalidError(`namespace ${namespace} is not in this site's config`, { namespace });
+    if (!nsConfig) throw new NamespaceUnknownError(`namespace ${namespace} is not replicated by this site (not in its config)`, { namespace });
     const before = ctx.store.roles.require(namespace);
-    const peerEpochs = await this.peerEpochs(namespace);
-    const change = decidePromote(ctx.store, namespace, { localSite: ctx.site, force: opts.force, maxLagMs: nsConfig.maxLagForPromoteMs, peerEpochs });
+    const peers = await this.peerViews(namespace);
+    const primaryAlive = peers.some((v) => v.site === before.primarySite && v.role === 'primary' && v.primarySite === before.primarySite && v.epoch === before.epoch);
+    const change = decidePromote(ctx.store, namespace, {
+      localSite: ctx.site,
+      force: opts.force,
+      maxLagMs: nsConfig.maxLagForPromoteMs,
+      peerEpochs: peers.map((v) => v.epoch),
+      primaryAlive,
+    });
     const row = applyRoleChange(ctx.store, change, opts.actor);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, 'primary', row.epoch);
@@ -86,10 +93,7 @@ export class Failover {
     const { ctx } = this;
     const row = ctx.store.roles.require(namespace);
     assertPrimary(row, ctx.site);
-    const to = opts.to ?? (ctx.peers.size === 1 ? [...ctx.peers.keys()][0]! : undefined);
-    if (!to || !ctx.peers.has(to)) {
-      throw new InputInvalidError(`demote needs --to <site>, one of: ${[...ctx.peers.keys()].join(', ') || '(no peers)'}`, { namespace });
-    }
+    const to = this.handoffTarget(namespace, opts.to);
     const demoted = applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, 'replica', row.epoch);
@@ -103,7 +107,23 @@ export class Failover {
     const answer = await ctx.peers.get(to)!.handoff(namespace, row.epoch);
     await this.observe(namespace, { from: to, epoch: answer.epoch, primarySite: to });
     await removeFiles(ctx.work.handoffOf(namespace));
+    // Follow the successor at once: a first sync from it gives this site a position in its change log, and the stream
+    // runs from there (without it the namespace would wait, idle and "never synced", for the next scheduled sync).
+    this.inBackground(this.syncer().sync(namespace, { actor: `demote (following ${to})` }), 'the first sync from the new primary after a demote failed; it is retried by the schedule and member recovery');
     return { namespace, to, epoch: answer.epoch, previousEpoch: row.epoch };
+  }
+
+  /** The site a demote hands over to: `--to`, or the only peer. Throws InputInvalidError saying what is wrong with it. */
+  private handoffTarget(namespace: string, to: string | undefined): string {
+    const peers = [...this.ctx.peers.keys()];
+    const listed = peers.join(', ') || '(none)';
+    if (to === undefined) {
+      if (peers.length === 1) return peers[0]!;
+      throw new InputInvalidError(`demote needs --to <site>: this site has ${peers.length} peers (${listed})`, { namespace });
+    }
+    if (to === this.ctx.site) throw new InputInvalidError(`demote --to ${to} names this site itself; name the site to hand over to: ${listed}`, { namespace });
+    if (!this.ctx.peers.has(to)) throw new InputInvalidError(`demote --to ${to}: no such peer; this site's peers are ${listed}`, { namespace });
+    return to;
   }
 
   /** Peer handler: the demoting primary `peer` asks this site to take over `namespace` from `fromEpoch`. */
@@ -170,12 +190,13 @@ export class Failover {
       // Exclusive: every write already forwarded to the device finishes first and is in the quarantine backup; writes
       // still waiting see the fenced role once admitted and are refused. Nothing acknowledged can land after it.
       await ctx.barrier.exclusive([token], () => ctx.device.backupTo(deviceFile));
-      await extractNamespace(deviceFile, namespace, quarantine, {
+      const saved = await extractNamespace(deviceFile, namespace, quarantine, {
         input: ctx.deviceOpen,
         passphrase: ctx.replicationPassphrase,
         ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
         meta: { reason: 'fenced', epoch: oldEpoch, site: ctx.site, at: Date.now() },
       });
+      ctx.metrics.quarantinedEntriesTotal.inc({ namespace, reason: 'fenced' }, saved.keys + saved.users);
     } finally {
       await removeFiles(deviceFile);
     }
@@ -290,15 +311,15 @@ export class Failover {
     return { told: told.sort(), notTold: notTold.sort() };
   }
 
-  /** Epochs the reachable peers know for the namespace (promote takes the highest + 1). */
-  private async peerEpochs(namespace: string): Promise<number[]> {
-    const out: number[] = [];
+  /** What the reachable peers hold for the namespace (promote takes the highest epoch + 1, and asks who is primary). */
+  private async peerViews(namespace: string): Promise<{ site: string; role: string; epoch: number; primarySite: string }[]> {
+    const out: { site: string; role: string; epoch: number; primarySite: string }[] = [];
     await Promise.all(
       [...this.ctx.peers.values()].map(async (p) => {
         try {
           const st = await p.status();
           const v = st.namespaces.find((n) => n.namespace === namespace);
-          if (v) out.push(v.epoch);
+          if (v) out.push({ site: p.name, role: v.role, epoch: v.epoch, primarySite: v.primarySite });
         } catch {
           // An unreachable peer is the usual reason for a promote; its epoch is in our history if we ever saw it.
         }
@@ -317,12 +338,13 @@ export class Failover {
       replicationPassphrase: ctx.replicationPassphrase,
       ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
       heads: () => Object.fromEntries(ctx.store.roles.list().map((r) => [r.namespace, ctx.store.changelog.head(r.namespace, r.epoch).seq])),
+      logId: (namespace: string) => ctx.store.changelog.logId(namespace),
     };
   }
 
-  private inBackground(p: Promise<unknown>): void {
+  private inBackground(p: Promise<unknown>, failed = 'fence procedure failed; it is retried by the next sync'): void {
     const tracked = p.catch((err: unknown) => {
-      this.ctx.log.error({ err: err instanceof NhrError ? err : { message: String(err) } }, 'fence procedure failed; it is retried by the next sync');
+      this.ctx.log.error({ err: err instanceof NhrError ? err : { message: String(err) } }, failed);
     });
     this.background.add(tracked);
     void tracked.finally(() => this.background.delete(tracked));

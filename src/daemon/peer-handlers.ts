@@ -34,7 +34,7 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
       return stream.client(namespace).getCert(keyId);
     },
 
-    changes: async (peer, namespace, after, signal) => stream.feed.open(peer, namespace, after, signal),
+    changes: async (peer, namespace, after, signal, log) => stream.feed.open(peer, namespace, after, signal, log),
 
     status: async () => ({ site: ctx.site, version: VERSION, namespaces: namespaceViews(ctx) }),
 

@@ -11,7 +11,8 @@ import { existsSync } from 'node:fs';
 import { FenceTokenStaleError, isRetryable, NhrError, PeerRefusedError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { syncFailureReason } from '../metrics/metrics.js';
-import { applySnapshot, type ApplyResult } from '../replicator/snapshot-apply.js';
+import { FOREIGN_REASON } from '../replicator/foreign.js';
+import { applySnapshot, type ApplyDeps, type ApplyResult } from '../replicator/snapshot-apply.js';
 import { removeFiles } from '../replicator/workdir.js';
 import type { EpochClaim } from '../roles/role-machine.js';
 import type { SiteContext } from './context.js';
@@ -27,7 +28,21 @@ export interface SyncRequest {
 }
 
 export type SyncResult =
-  | { namespace: string; outcome: 'applied'; epoch: number; from: string; takenAt: string; durationSeconds: number; remerges: number; strippedAdministrators: string[]; savedExisting?: string }
+  | {
+      namespace: string;
+      outcome: 'applied';
+      epoch: number;
+      from: string;
+      takenAt: string;
+      durationSeconds: number;
+      remerges: number;
+      strippedAdministrators: string[];
+      savedExisting?: string;
+      /** Foreign writes the restore removed were saved here first (replicator/foreign.ts); ids: the first 100. */
+      quarantine?: string;
+      quarantinedKeys?: string[];
+      quarantinedUsers?: string[];
+    }
   | { namespace: string; outcome: 'requested'; peers: { name: string; ok: boolean; error?: string }[] }
   | { namespace: string; outcome: 'skipped'; reason: string };
 
@@ -146,6 +161,7 @@ export class NamespaceSync {
               guard,
               logger: ctx.log,
               onForeignLoss: (n) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace }, n),
+              ...this.foreignDeps(namespace),
             },
             namespace,
             file,
@@ -166,6 +182,38 @@ export class NamespaceSync {
   }
 
   /**
+   * What snapshot apply needs to tell foreign writes (saved to quarantine and reported) from keys replication put
+   * here: this site's stream records, and at a fenced site the fence's quarantine file, which already holds its copy.
+   */
+  private foreignDeps(namespace: string): Pick<ApplyDeps, 'site' | 'knownKey' | 'savedFiles' | 'quarantineOut' | 'onQuarantined'> {
+    const { ctx } = this;
+    return {
+      site: ctx.site,
+      knownKey: (id) => ctx.store.applied.knowsKey(namespace, id) || ctx.store.changelog.knowsKey(namespace, id),
+      savedFiles: this.fenceQuarantine(namespace),
+      quarantineOut: { passphrase: ctx.replicationPassphrase, ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}) },
+      onQuarantined: (q) => {
+        ctx.metrics.quarantinedEntriesTotal.inc({ namespace, reason: 'foreign_writes' }, q.keys + q.users);
+        ctx.store.audit.append({
+          actor: 'daemon',
+          action: 'sync',
+          namespace,
+          detail: { quarantine: q.path, reason: FOREIGN_REASON, keys: q.keys, users: q.users, keyIds: q.keyIds, userIds: q.userIds },
+        });
+      },
+    };
+  }
+
+  /** At a fenced site: the quarantine files its current fence wrote (audit log); none otherwise. */
+  private fenceQuarantine(namespace: string): string[] {
+    const { store } = this.ctx;
+    if (store.roles.get(namespace)?.role !== 'fenced') return [];
+    const entries = store.audit.list({ namespace, limit: 100_000 });
+    const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
+    return entries.slice(fencedAt + 1).flatMap((e) => (e.action === 'fence' && typeof e.detail.quarantine === 'string' ? [e.detail.quarantine] : []));
+  }
+
+  /**
    * First sync of a namespace this site never held: refuse a copy the device already has (unknown origin), unless
    * init-replica put it there (bootstrap). A site that synced it before, or was its primary, knows where it came from.
    */
@@ -182,7 +230,14 @@ export class NamespaceSync {
   private recordOk(namespace: string, primary: string, r: ApplyResult, started: number): SyncResult {
     const { ctx } = this;
     const durationMs = Date.now() - started;
-    ctx.store.positions.recordSyncOk(namespace, primary, { epoch: r.meta.epoch, seq: r.meta.seq, takenAt: r.meta.takenAt, durationMs });
+    // Also forgets applied records the snapshot's position does not cover (it may be behind the stream, or in a new log).
+    ctx.store.positions.recordSyncOk(namespace, primary, {
+      epoch: r.meta.epoch,
+      seq: r.meta.seq,
+      ...(r.meta.log !== undefined ? { log: r.meta.log } : {}),
+      takenAt: r.meta.takenAt,
+      durationMs,
+    });
     ctx.metrics.observeSync(namespace, 'success', durationMs / 1000);
     ctx.metrics.restoresTotal.inc({ namespace, outcome: 'success' });
     ctx.metrics.setReplicaDataTime(namespace, r.meta.takenAt / 1000);
@@ -197,6 +252,7 @@ export class NamespaceSync {
       remerges: r.remerges,
       strippedAdministrators: r.strippedAdministrators,
       ...(r.savedExisting ? { savedExisting: r.savedExisting } : {}),
+      ...(r.quarantined ? { quarantine: r.quarantined.path, quarantinedKeys: r.quarantined.keyIds, quarantinedUsers: r.quarantined.userIds } : {}),
     };
   }
 

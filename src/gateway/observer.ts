@@ -2,9 +2,10 @@
  * The change-capture hook (streaming issue): the gateway calls it around every mutation it forwards for a namespace that
  * is primary here, so the daemon can record an intent before the NetHSM acts and commit or drop it after.
  */
-import type { IncomingMessage } from 'node:http';
-
-/** A mutation's request body, captured only for key calls that carry one (import, generate, cert, label, move). */
+/**
+ * A mutation's request body, shown to the observer only for key calls that carry one (import, generate, cert, label,
+ * move). The gateway reads every locally forwarded write's body whole (bounded) before the write passes the gate.
+ */
 export interface MutationBody {
   contentType: string | undefined;
   /** Exactly the bytes forwarded to the NetHSM. Zeroed by the gateway once `end` has returned: copy what you keep. */
@@ -24,7 +25,7 @@ export interface MutationStart {
   keyId?: string;
   /** The Basic-auth user id (`ns~admin`); never the password. */
   user: string;
-  /** See MutationBody; absent for calls without a body, or when it is over 1 MiB or sent without Content-Length. */
+  /** See MutationBody; absent for calls without a body and for calls other than the key calls named there. */
   body?: MutationBody;
 }
 
@@ -68,27 +69,8 @@ export interface MutationObserver {
   end(intentId: string, outcome: MutationOutcome): Promise<void>;
 }
 
-/** Largest body captured for the observer: the NetHSM's own limit for every key-changing call. */
-export const CAPTURE_LIMIT = 1024 * 1024;
-
-/**
- * Reads the whole request body when it declares a Content-Length of at most CAPTURE_LIMIT; otherwise returns undefined
- * and leaves the body unread (it then streams upstream and the NetHSM judges its size).
- * Rejects when the client aborts mid-body.
- */
-export async function captureBody(req: IncomingMessage): Promise<MutationBody | undefined> {
-  const declared = req.headers['content-length'];
-  if (declared === undefined || req.headers['transfer-encoding'] !== undefined) return undefined;
-  const length = Number(declared);
-  if (!Number.isSafeInteger(length) || length <= 0 || length > CAPTURE_LIMIT) return undefined;
-  const bytes = Buffer.alloc(length);
-  let offset = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    // Node's parser enforces Content-Length, so this never overflows; guard anyway.
-    offset += chunk.copy(bytes, offset);
-  }
-  if (offset !== length) throw new Error('request body ended early');
-  const contentType = req.headers['content-type'];
+/** The observer's view of a buffered body: the bytes as they will be forwarded, and the parsed JSON when it is JSON. */
+export function mutationBody(bytes: Buffer, contentType: string | undefined): MutationBody {
   const out: MutationBody = { contentType, bytes };
   if (contentType !== undefined && /^application\/json\b/i.test(contentType)) {
     try {

@@ -44,6 +44,8 @@ export type GatewayOutcome =
   | 'rejected_input'
   | 'refused_capture'
   | 'held_timeout'
+  | 'rejected_too_large'
+  | 'cut_slow'
   | 'error';
 
 export type Decision =

@@ -1,15 +1,21 @@
 /**
  * The gateway: an HTTPS server with the NetHSM's own API under `/api/v1` that applications use in place of the NetHSM.
  * Every request is classified (classify.ts), judged against the namespace roles (policy.ts), and then refused, forwarded
- * to the site's NetHSM, or forwarded to the primary site's gateway. Bodies stream both ways; Basic auth and end-to-end
- * headers pass untouched. Writes wait at the write gate during a merge-restore; writes for primary namespaces go through
- * the change-capture hook. Nothing here logs headers or bodies. See docs/gateway.md.
+ * to the site's NetHSM, or forwarded to the primary site's gateway. Reads, crypto and responses stream; a write's body
+ * is read whole (bounded in size and time) before the write waits at the write gate, so only writes with their body in
+ * hand count as in flight there. Basic auth and end-to-end headers pass untouched. Writes for primary namespaces go
+ * through the change-capture hook. Slow clients (TLS handshake, request head, body) are cut. Nothing here logs headers
+ * or bodies. See docs/gateway.md.
  */
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
+  GatewayBodyTimeoutError,
+  GatewayBodyTooLargeError,
   GatewayCaptureFailedError,
   GatewayHoldTimeoutError,
   GatewayRequestInvalidError,
@@ -24,9 +30,10 @@ import { silentLogger, type Logger } from '../log.js';
 import { mapTransportError } from '../nethsm/error-map.js';
 import type { TlsTrust } from '../nethsm/tls-trust.js';
 import { headerValues, parseBasicAuth, type CallerIdentity } from './basic-auth.js';
+import { hasBody, readBody } from './body.js';
 import { classify, isKeyBodyOperation, type Classification } from './classify.js';
 import { requestHeadersForUpstream, responseHeadersForClient, VIA_HEADER } from './headers.js';
-import { captureBody, type MutationBody, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
+import { mutationBody, type MutationBody, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
 import { decide, type Decision, type GatewayOutcome, type NamespaceRoles } from './policy.js';
 import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
@@ -73,7 +80,32 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Largest request head accepted (bytes); larger gets 431 without forwarding. Default 16 KiB. */
   maxHeaderBytes?: number;
+  /**
+   * Largest body of a write forwarded to the site's NetHSM, and of any body sent without well-formed Basic credentials
+   * (both are read whole before the gateway acts); larger gets 413 without forwarding. Default 1 MiB: the NetHSM's own
+   * limit for every call but sign/decrypt/encrypt (which stream), restore (refused) and update.
+   */
+  maxWriteBodyBytes?: number;
+  /** Longest such a body may take to arrive, whole; then 408 and the connection is closed, nothing forwarded. Default 30 s. */
+  writeBodyTimeoutMs?: number;
+  /** Longest any request may take to arrive, head and body (streamed crypto bodies too); then the connection is cut. Default 5 min. */
+  requestTimeoutMs?: number;
+  /** Longest a request head may take to arrive; then 408 and the connection is cut. Default 30 s (at most requestTimeoutMs). */
+  headersTimeoutMs?: number;
+  /** Longest a TLS handshake may take; then the connection is destroyed. Default 10 s. */
+  handshakeTimeoutMs?: number;
 }
+
+/** Defaults of the limits above (docs/gateway.md). */
+export const GATEWAY_LIMIT_DEFAULTS = {
+  maxWriteBodyBytes: 1024 * 1024,
+  writeBodyTimeoutMs: 30_000,
+  requestTimeoutMs: 300_000,
+  headersTimeoutMs: 30_000,
+  handshakeTimeoutMs: 10_000,
+} as const;
+
+type GatewayLimits = Record<keyof typeof GATEWAY_LIMIT_DEFAULTS, number>;
 
 interface Exchange {
   req: IncomingMessage;
@@ -85,6 +117,10 @@ interface Exchange {
   via: string | undefined;
   signal: AbortSignal;
   heldMs?: number;
+  /** The request body, read whole (writes, and bodies sent without credentials); forwarded in place of the stream. Zeroed when the exchange ends. */
+  body?: Buffer;
+  /** Node cut the connection because the request did not arrive within requestTimeoutMs. */
+  cutSlow?: boolean;
 }
 
 export class GatewayServer {
@@ -93,15 +129,19 @@ export class GatewayServer {
   readonly #log: Logger;
   readonly #server: https.Server;
   readonly #sockets = new Set<Socket>();
+  /** The exchange in progress on each client connection (for a cut by Node's request timeout). */
+  readonly #active = new WeakMap<Duplex, Exchange>();
+  readonly #limits: GatewayLimits;
   readonly #nethsm: Upstream;
   readonly #peers: PeerGateways | undefined;
   #starting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #port = 0;
 
-  /** Throws InputInvalidError for a bad NetHSM URL or TLS trust. Does not listen until start(). */
+  /** Throws InputInvalidError for a bad NetHSM URL or TLS trust, RangeError for a limit that is not a positive integer. Does not listen until start(). */
   constructor(options: GatewayOptions) {
     this.#options = options;
+    this.#limits = limitsOf(options);
     this.#log = (options.logger ?? silentLogger).child({ component: 'gateway' });
     this.gate = options.gate ?? new DeviceBarrier();
     this.#nethsm = new Upstream({ ...options.nethsm, logger: this.#log });
@@ -113,13 +153,18 @@ export class GatewayServer {
         cert: options.tls.certPem,
         key: options.tls.keyPem,
         maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024,
-        // Uploads may be large (sign bodies up to 67 MiB); the socket idle timeout below bounds a stalled client instead.
-        requestTimeout: 0,
-        headersTimeout: 60_000,
+        // Every bound on a client that is slow on purpose: the TLS handshake, the request head, the whole request (a
+        // streamed sign body of 67 MiB must fit: 5 min by default), and, below, the whole body of a write.
+        handshakeTimeout: this.#limits.handshakeTimeoutMs,
+        requestTimeout: this.#limits.requestTimeoutMs,
+        headersTimeout: this.#limits.headersTimeoutMs,
+        connectionsCheckingInterval: Math.min(5_000, Math.ceil(this.#limits.headersTimeoutMs / 4)),
         keepAliveTimeout: 10_000,
       },
       (req, res) => void this.#handle(req, res),
     );
+    this.#server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => this.#clientError(err, socket));
+    // A socket idle that long (a stalled upload or download) is closed.
     this.#server.setTimeout(this.#nethsm.timeoutMs);
     this.#server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
@@ -190,13 +235,77 @@ export class GatewayServer {
       via: vias.length > 0 ? vias.join(',').slice(0, 100) : undefined,
       signal: abort.signal,
     };
+    this.#active.set(req.socket, x);
+    res.once('close', () => {
+      if (this.#active.get(req.socket) === x) this.#active.delete(req.socket);
+    });
     try {
       await this.#execute(x, this.#decide(x), false);
     } catch (err) {
       // Only reached on a bug: every expected failure is answered inside #execute.
       this.#log.error({ err: describe(err), operation: x.classification.operation }, 'gateway: request failed');
       this.#local(x, req, res, { status: 500, error: err instanceof NhrError ? err : new InternalError('internal gateway error') }, 'error');
+    } finally {
+      x.body?.fill(0); // may hold key material or passphrases
     }
+  }
+
+  /**
+   * Errors Node reports before or around a request: TLS failures and handshake timeouts, malformed or oversized heads,
+   * and requests not received within requestTimeoutMs / headersTimeoutMs. Answers as Node would (431, 408, 400, or
+   * nothing for TLS and transport errors), counts the slow ones, and destroys the connection.
+   */
+  #clientError(err: Error & { code?: string }, socket: Duplex): void {
+    const code = err.code ?? '';
+    const slow = code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
+    const http = code === 'ERR_HTTP_REQUEST_TIMEOUT' || code.startsWith('HPE_');
+    const x = this.#active.get(socket);
+    const remote = (socket as Socket).remoteAddress;
+    if (http && socket.writable && (x === undefined || !x.res.headersSent)) {
+      const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      socket.write(rawAnswer(status, status === 408 ? new GatewayBodyTimeoutError(this.#requestTimeoutMessage(x)) : undefined));
+    }
+    socket.destroy();
+    if (x !== undefined) {
+      // The handler sees its request aborted and reports it (as cut_slow).
+      if (slow) x.cutSlow = true;
+      return;
+    }
+    if (slow) {
+      this.#log.info({ code, remote }, 'gateway: slow client cut');
+      this.#emit({ namespace: undefined, class: 'other', outcome: 'cut_slow', ...(http ? { status: 408 } : {}) });
+    }
+  }
+
+  #requestTimeoutMessage(x: Exchange | undefined): string {
+    return x === undefined
+      ? `request head not received within ${this.#limits.headersTimeoutMs} ms; connection closed`
+      : `request not received within ${this.#limits.requestTimeoutMs} ms; connection closed`;
+  }
+
+  /**
+   * Reads the exchange's body whole into `x.body`. Answers the client (413, 408, or a cut) and returns false when the
+   * body is too large, too slow, or the client went away; nothing was forwarded then.
+   */
+  async #readBody(x: Exchange): Promise<boolean> {
+    const { maxWriteBodyBytes: maxBytes, writeBodyTimeoutMs: timeoutMs } = this.#limits;
+    const read = await readBody(x.req, { maxBytes, timeoutMs });
+    if (read.ok) {
+      x.body = read.bytes;
+      return true;
+    }
+    const operation = x.classification.operation;
+    if (read.reason === 'too_large') {
+      const error = new GatewayBodyTooLargeError(`request body over ${maxBytes} bytes, the gateway's limit for writes; not forwarded`, { operation });
+      this.#local(x, x.req, x.res, { status: 413, error }, 'rejected_too_large');
+    } else if (read.reason === 'timeout') {
+      const message = `request body not received within ${timeoutMs} ms (${read.received} bytes arrived); not forwarded, connection closed`;
+      this.#local(x, x.req, x.res, { status: 408, error: new GatewayBodyTimeoutError(message, { operation }) }, 'cut_slow');
+    } else {
+      this.#report(x, 'error');
+      x.res.destroy();
+    }
+    return false;
   }
 
   #decide(x: Exchange): Decision {
@@ -218,6 +327,10 @@ export class GatewayServer {
       this.#local(x, x.req, x.res, { status: d.status, error: d.error, ...(d.emptyBody ? { emptyBody: true } : {}) }, d.outcome);
       return;
     }
+    // A write that will wait at the gate is counted in flight there only with its body in hand; a body sent without
+    // well-formed credentials is not streamed to the NetHSM at the client's pace either. Both are read whole first.
+    const buffer = d.action === 'forward' && ((d.hold && !admitted) || x.caller.kind !== 'user');
+    if (buffer && x.body === undefined && !(await this.#readBody(x))) return;
     if (d.action === 'forward-primary') {
       let peer: Upstream;
       try {
@@ -234,27 +347,16 @@ export class GatewayServer {
       await this.#forward(x, this.#nethsm, 'forwarded', d.observe);
       return;
     }
-    await this.#admitAndForward(x, d);
+    await this.#admitAndForward(x);
   }
 
-  /** Writes: capture the body if the observer needs it, wait at the gate, decide again (roles may have changed), forward. */
-  async #admitAndForward(x: Exchange, first: Decision): Promise<void> {
-    let body: MutationBody | undefined;
-    try {
-      if (first.action === 'forward' && first.observe !== undefined && this.#options.observer && isKeyBodyOperation(x.classification.operation)) {
-        body = await captureBody(x.req);
-      }
-    } catch {
-      this.#report(x, 'error');
-      x.res.destroy();
-      return;
-    }
+  /** Writes, their body already read: wait at the gate, decide again (roles may have changed), forward. */
+  async #admitAndForward(x: Exchange): Promise<void> {
     const waitStart = performance.now();
     let release: (() => void) | undefined;
     try {
       release = await this.gate.enter({ signal: x.signal });
     } catch (err) {
-      body?.bytes.fill(0);
       if (err instanceof GatewayHoldTimeoutError) {
         x.heldMs = Math.round(performance.now() - waitStart);
         this.#local(x, x.req, x.res, { status: 503, error: err, retryAfterSeconds: this.gate.retryAfterSeconds }, 'held_timeout');
@@ -270,19 +372,22 @@ export class GatewayServer {
         await this.#execute(x, again, true);
         return;
       }
-      await this.#forward(x, this.#nethsm, 'forwarded', again.observe, undefined, body);
+      await this.#forward(x, this.#nethsm, 'forwarded', again.observe);
     } finally {
       release();
-      body?.bytes.fill(0);
     }
   }
 
   /**
-   * Streams the request to `up` and the answer back. When `observe` names a namespace and an observer is configured, the
-   * observer's begin/end bracket the NetHSM's answer.
+   * Sends the request to `up` (its body as read, or streamed) and streams the answer back. When `observe` names a
+   * namespace and an observer is configured, the observer's begin/end bracket the NetHSM's answer.
    */
-  async #forward(x: Exchange, up: Upstream, outcome: GatewayOutcome, observe: string | undefined, via?: string, body?: MutationBody): Promise<void> {
+  async #forward(x: Exchange, up: Upstream, outcome: GatewayOutcome, observe: string | undefined, via?: string): Promise<void> {
     const observer = observe !== undefined && x.caller.kind === 'user' ? this.#options.observer : undefined;
+    const body: MutationBody | undefined =
+      observer !== undefined && x.body !== undefined && x.body.length > 0 && isKeyBodyOperation(x.classification.operation)
+        ? mutationBody(x.body, x.req.headers['content-type'])
+        : undefined;
     let intent: string | undefined;
     let sub: Substitution | undefined;
     if (observer !== undefined && x.caller.kind === 'user') {
@@ -325,8 +430,10 @@ export class GatewayServer {
       headers['content-type'] = sub.contentType;
       headers['content-length'] = String(sub.body.length);
       upstreamBody = sub.body;
-    } else if (body !== undefined) {
-      upstreamBody = body.bytes;
+    } else if (x.body !== undefined) {
+      // Read whole (a chunked upload too): sent with its length.
+      if (x.body.length > 0) upstreamBody = x.body;
+      if (hasBody(x.req)) headers['content-length'] = String(x.body.length);
     } else if (hasBody(x.req)) {
       upstreamBody = x.req;
     }
@@ -355,7 +462,10 @@ export class GatewayServer {
       return;
     }
     try {
-      x.res.writeHead(response.statusCode, responseHeadersForClient(response.headers));
+      const answerHeaders = responseHeadersForClient(response.headers);
+      // The NetHSM answered before the client finished its upload (a refusal): end the connection rather than read the rest.
+      if (upstreamBody === x.req && !x.req.readableEnded) answerHeaders['connection'] = 'close';
+      x.res.writeHead(response.statusCode, answerHeaders);
       await pipeline(response.body, x.res);
       this.#report(x, outcome, response.statusCode);
       this.#log.debug(this.#fields(x, { status: response.statusCode, outcome }), 'gateway: forwarded');
@@ -419,7 +529,8 @@ export class GatewayServer {
     this.#emit({
       namespace: x.caller.kind === 'user' ? (x.caller.namespace ?? null) : undefined,
       class: k === 'read' || k === 'crypto' || k === 'mutation' ? k : 'other',
-      outcome,
+      // A request cut by Node's request timeout fails as a client gone away would: it was the client's slowness.
+      outcome: outcome === 'error' && x.cutSlow === true ? 'cut_slow' : outcome,
       ...(status !== undefined ? { status } : {}),
       ...(x.heldMs !== undefined ? { heldMs: x.heldMs } : {}),
     });
@@ -470,10 +581,23 @@ function substituted(start: MutationStart, sub: Substitution): MutationStart {
   };
 }
 
-function hasBody(req: IncomingMessage): boolean {
-  if (req.headers['transfer-encoding'] !== undefined) return true;
-  const cl = req.headers['content-length'];
-  return cl !== undefined && cl !== '0';
+/** A raw answer for a connection Node has no response object for (as Node's own, plus a NetHSM-style message). */
+function rawAnswer(status: number, error: NhrError | undefined): string {
+  const body = error === undefined ? '' : JSON.stringify({ message: `${error.message} [${error.code}]` });
+  const type = error === undefined ? '' : 'Content-Type: application/json\r\n';
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\n${type}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
+function limitsOf(options: GatewayOptions): GatewayLimits {
+  const out: GatewayLimits = { ...GATEWAY_LIMIT_DEFAULTS };
+  for (const name of Object.keys(out) as (keyof GatewayLimits)[]) {
+    const v = options[name] ?? out[name];
+    if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`gateway option ${name} must be a positive integer, got ${v}`);
+    out[name] = v;
+  }
+  // Node requires the head's bound to be within the whole request's.
+  out.headersTimeoutMs = Math.min(out.headersTimeoutMs, out.requestTimeoutMs);
+  return out;
 }
 
 function describe(err: unknown): string {

@@ -146,6 +146,7 @@ describe('replicator metrics', () => {
       m.setDrift(ns, { differs: 1 });
       m.restoresTotal.inc({ namespace: ns, outcome: 'success' });
       m.restoreForeignEntriesLostTotal.inc({ namespace: ns });
+      m.quarantinedEntriesTotal.inc({ namespace: ns, reason: 'foreign_writes' });
       m.streamPositionSeq.set({ namespace: ns }, 7);
       m.streamChangesBehind.set({ namespace: ns }, 0);
       m.streamLagSeconds.set({ namespace: ns }, 0);
@@ -162,7 +163,7 @@ describe('replicator metrics', () => {
     // Every per-namespace metric still has beta's series: removal is targeted, and the test above covers them all.
     const namespaced = json.filter((metric) => metric.values.some((v) => 'namespace' in v.labels)).map((x) => x.name);
     expect(new Set(withNs('beta'))).toEqual(new Set(namespaced));
-    expect(namespaced.length).toBe(21);
+    expect(namespaced.length).toBe(22);
   });
 
   it('removes every series of a member', async () => {

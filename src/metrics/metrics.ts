@@ -76,6 +76,8 @@ export const GATEWAY_OUTCOMES = [
   'rejected_input', // malformed request (path, credentials, headers); not forwarded
   'refused_capture', // change capture refused the write (streaming); not forwarded
   'held_timeout', // held during a merge-restore past the bound; 503 Retry-After
+  'rejected_too_large', // a write body (or one sent without credentials) over the limit; 413, not forwarded
+  'cut_slow', // the client was too slow (TLS handshake, request head or body not in within its bound); cut
   'error', // the NetHSM could not be reached, or the gateway failed
 ] as const;
 export type GatewayOutcome = (typeof GATEWAY_OUTCOMES)[number];
@@ -86,6 +88,13 @@ export const UNKNOWN_NAMESPACE = '_other';
 /** Outcomes of a device restore (merge-restore or full restore). */
 export const RESTORE_OUTCOMES = ['success', 'failure'] as const;
 export type RestoreOutcome = (typeof RESTORE_OUTCOMES)[number];
+
+/**
+ * Why entries were exported to the quarantine folder: `foreign_writes` (written straight to a replica's NetHSM, about
+ * to be removed by a snapshot's restore), `fenced` (what a fenced former primary held of the namespace).
+ */
+export const QUARANTINE_REASONS = ['foreign_writes', 'fenced'] as const;
+export type QuarantineReason = (typeof QUARANTINE_REASONS)[number];
 
 /** Sync durations: a device backup plus a restore takes seconds to many minutes on an appliance. */
 export const SYNC_DURATION_BUCKETS = [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600];
@@ -123,6 +132,8 @@ export interface ReplicatorMetrics {
   /** Device backups the daemon took of its own NetHSM (snapshots, merges, verification); concurrent snapshots share one. */
   readonly deviceBackupsTotal: Counter;
   readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
+  /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
+  readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
   readonly streamPositionSeq: Gauge<'namespace'>;
   readonly streamChangesBehind: Gauge<'namespace'>;
   readonly streamLagSeconds: Gauge<'namespace'>;
@@ -175,6 +186,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   driftEntries: { kind: DRIFT_KINDS },
   restoresTotal: { outcome: RESTORE_OUTCOMES },
   restoreForeignEntriesLostTotal: {},
+  quarantinedEntriesTotal: { reason: QUARANTINE_REASONS },
   streamPositionSeq: {},
   streamChangesBehind: {},
   streamLagSeconds: {},
@@ -208,6 +220,15 @@ function removeSeries(handles: Record<string, unknown>, series: SeriesTable, fix
 }
 
 /**
+ * prom-client's default `nodejs_active_{handles,requests,resources}_total` are gauges with a counter's suffix, which
+ * `promtool check metrics` refuses. They are dropped: the per-type gauges without the suffix (`nodejs_active_handles`
+ * …) carry the same counts.
+ */
+function dropActiveTotals(registry: Registry): void {
+  for (const kind of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`${METRIC_PREFIX}nodejs_active_${kind}_total`);
+}
+
+/**
  * Creates every replicator metric on `options.registry`.
  * Throws prom-client's Error when called twice on one registry (metric names already registered).
  */
@@ -220,6 +241,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
 
   if (options.processMetrics !== false) {
     collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
+    dropActiveTotals(options.registry);
   }
 
   const buildInfo = new Gauge({
@@ -353,6 +375,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       labelNames: ['namespace'],
       registers,
     }),
+    quarantinedEntriesTotal: new Counter({
+      name: name('quarantined_entries_total'),
+      help: 'Keys and users exported to a quarantine file in the state directory, by reason (foreign_writes, fenced).',
+      labelNames: ['namespace', 'reason'],
+      registers,
+    }),
     streamPositionSeq: new Gauge({
       name: name('stream_position_seq'),
       help: 'Sequence number of the last stream change applied (replica) or logged (primary) in the current epoch.',
@@ -402,6 +430,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       m.promotionsTotal.inc({ namespace }, 0);
       m.fencingsTotal.inc({ namespace }, 0);
       m.restoreForeignEntriesLostTotal.inc({ namespace }, 0);
+      for (const reason of QUARANTINE_REASONS) m.quarantinedEntriesTotal.inc({ namespace, reason }, 0);
     },
     setReplicaDataTime(namespace, asOfSeconds) {
       if (asOfSeconds === null || !Number.isFinite(asOfSeconds)) {

@@ -190,3 +190,39 @@ describe('NetHSM metrics exporter', () => {
     expect(exporter.contentType).toBe(registry.contentType);
   });
 });
+
+describe('NetHSM metrics exporter against the simulator’s /metrics (the firmware key set)', () => {
+  it('exports every firmware key as a gauge, the %g response time included, and skips nothing', async () => {
+    const { startProvisionedSimulator } = await import('../sim/fixture.js');
+    const { NetHsmClient } = await import('../nethsm/client.js');
+    const sim = await startProvisionedSimulator();
+    const client = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 } }).withAuth(sim.users.metrics.username, sim.users.metrics.password);
+    try {
+      await client.metrics(); // one answered request, so the response keys exist
+      const { registry, exporter } = setup(() => client.metrics());
+      const text = await exporter.metrics();
+      for (const name of [
+        'nethsm_uptime',
+        'nethsm_log_warnings',
+        'nethsm_log_errors',
+        'nethsm_gc_major_bytes',
+        'nethsm_gc_major_collections',
+        'nethsm_gc_minor_collections',
+        'nethsm_gc_compactions',
+        'nethsm_http_response_200',
+        'nethsm_http_response_total',
+        'nethsm_http_response_time',
+        'nethsm_kv_write',
+      ]) {
+        expect(lines(text, `${name} `), name).toHaveLength(1);
+      }
+      expect(lines(text, 'nethsm_replicator_nethsm_metrics_skipped ')).toEqual(['nethsm_replicator_nethsm_metrics_skipped 0']);
+      expect(lines(text, 'nethsm_replicator_nethsm_metrics_up ')).toEqual(['nethsm_replicator_nethsm_metrics_up 1']);
+      exporter.close();
+      expect(registry.getSingleMetric('nethsm_uptime')).toBeUndefined();
+    } finally {
+      await client.close();
+      await sim.close();
+    }
+  });
+});

@@ -59,7 +59,8 @@ const OWN_METRICS = [
 const NUMBER_PATTERN = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 /**
- * `http response 200` → `nethsm_http_response_200`. Returns undefined for a key that yields no usable name
+ * `http response 200` → `nethsm_http_response_200`; `http response total` → `nethsm_http_response` (a gauge may not end
+ * in `_total`). Returns undefined for a key that yields no usable name
  * (empty, too long, or one that would land in the replicator's own `nethsm_replicator_` namespace).
  */
 export function sanitizeNetHsmMetricName(key: string): string | undefined {
@@ -70,7 +71,8 @@ export function sanitizeNetHsmMetricName(key: string): string | undefined {
     .replace(/_+/g, '_')
     .replace(/^_|_$/g, '');
   if (body.length === 0) return undefined;
-  const name = `${NETHSM_METRIC_PREFIX}${body}`;
+  // Device values are exported as gauges; a gauge may not end in a counter's `_total` (promtool check metrics).
+  const name = `${NETHSM_METRIC_PREFIX}${body.replace(/_total$/, '') || body}`;
   return name.startsWith(METRIC_PREFIX) ? undefined : name;
 }
 

@@ -12,7 +12,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
 import { ndjsonLines } from '../stream/lines.js';
-import { MAX_LINE_BYTES, formatPosition } from '../stream/protocol.js';
+import { MAX_LINE_BYTES, NO_LOG_PARAM, formatPosition } from '../stream/protocol.js';
 import { transportKeyInfoSchema, type TransportKeyInfo } from '../stream/transport-key.js';
 import { fingerprintsEqual } from '../tls/fingerprint.js';
 import {
@@ -144,13 +144,19 @@ export class PeerClient {
   }
 
   /**
-   * Opens the namespace's change stream after `after` (undefined: no position yet). Yields raw lines (each at most
-   * MAX_LINE_BYTES; the caller validates them with parseLine). Ends when the peer closes it; throws
+   * Opens the namespace's change stream after `after` (undefined: no position yet) in change log `opts.log` (the
+   * position's log id; undefined when it has none, sent as `none`, so the primary knows this replica reads log ids).
+   * Yields raw lines (each at most MAX_LINE_BYTES; the caller validates them with parseLine). Ends when the peer
+   * closes it; throws
    * PeerUnreachableError when the connection breaks or nothing arrives for `idleTimeoutMs`, PeerRefusedError when the
    * peer refuses (not primary, bad position), PeerMessageInvalidError for an oversized or non-UTF-8 line.
    */
-  async changes(namespace: string, after: { epoch: number; seq: number } | undefined, opts: { signal?: AbortSignal; idleTimeoutMs: number }): Promise<AsyncIterable<string>> {
-    const q = after ? `?after=${formatPosition(after)}` : '';
+  async changes(
+    namespace: string,
+    after: { epoch: number; seq: number } | undefined,
+    opts: { signal?: AbortSignal; idleTimeoutMs: number; log?: string | undefined },
+  ): Promise<AsyncIterable<string>> {
+    const q = `?${after ? `after=${formatPosition(after)}&` : ''}log=${encodeURIComponent(opts.log ?? NO_LOG_PARAM)}`;
     let res: Dispatcher.ResponseData;
     try {
       res = await request(`${this.base}/namespaces/${encodeURIComponent(namespace)}/changes${q}`, {

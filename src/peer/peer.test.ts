@@ -2,8 +2,11 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import tls from 'node:tls';
+import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError } from '../errors.js';
+import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { PeerClient } from './client.js';
 import { PeerServer, type PeerHandlers } from './server.js';
@@ -43,6 +46,12 @@ describe('peer API over mutual TLS', () => {
       return null;
     },
     deviceBackup: async (peer) => (seen.push(`device-backup:${peer}`), Readable.from([Buffer.from('whole-device')])),
+    changes: async (peer, ns, after, _signal, log) => {
+      seen.push(`changes:${peer}:${ns}:${after ? `${after.epoch}.${after.seq}` : '-'}:${log === undefined ? 'absent' : String(log)}`);
+      return (async function* () {
+        yield JSON.stringify({ type: 'heartbeat', at: 1, head: { epoch: 1, seq: 0 } });
+      })();
+    },
   };
 
   const client = (cert: CertificateBundle, caPem = ca.certPem, expect = 'a') =>
@@ -121,6 +130,36 @@ describe('peer API over mutual TLS', () => {
     await c.close();
   });
 
+  it("passes the replica's change log to the change stream, and refuses a malformed one before the handler runs", async () => {
+    const LOG = '6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f';
+    const c = client(siteB);
+    for (const log of [LOG, undefined]) {
+      const lines: string[] = [];
+      for await (const line of await c.changes('alpha', { epoch: 1, seq: 4 }, { idleTimeoutMs: 5000, log })) lines.push(line);
+      expect(lines).toHaveLength(1);
+    }
+    expect(seen.slice(-2)).toEqual([`changes:b:alpha:1.4:${LOG}`, 'changes:b:alpha:1.4:null']);
+    await c.close();
+    // A replica older than log ids sends no `log` parameter; a malformed one is refused.
+    const agent = new Agent({ connect: { ca: ca.certPem, cert: siteB.certPem, key: siteB.keyPem, servername: '127.0.0.1' } });
+    const get = (q: string) => request(`https://127.0.0.1:${server.port}/peer/v1/namespaces/alpha/changes${q}`, { dispatcher: agent });
+    const legacy = await get('?after=1.4');
+    expect(legacy.statusCode).toBe(200);
+    await legacy.body.text();
+    expect(seen.at(-1)).toBe('changes:b:alpha:1.4:absent');
+    const before = seen.length;
+    for (const q of ['?after=1.4&log=bogus', `?after=1.4&log=${LOG.toUpperCase()}`, '?after=1.4&log=']) {
+      const res = await get(q);
+      expect(res.statusCode, q).toBe(400);
+      expect(((await res.body.json()) as { error: { code: string; message: string } }).error).toEqual({
+        code: 'NHR_ERR_PEER_MESSAGE_INVALID',
+        message: 'log must be a change log id (a UUID) or none',
+      });
+    }
+    expect(seen.length).toBe(before);
+    await agent.close();
+  });
+
   it('refuses a certificate of the group CA that is not a configured peer', async () => {
     const before = seen.length;
     const c = client(stranger);
@@ -175,5 +214,43 @@ describe('peer API over mutual TLS', () => {
     expect(err).toBeInstanceOf(PeerMessageInvalidError);
     expect(err.message).toMatch(/namespaces\.0\.role/);
     await c.close();
+  });
+
+  it('cuts connections that never finish the TLS handshake, or never send a whole request', async () => {
+    const short = new PeerServer({
+      host: '127.0.0.1',
+      port: 0,
+      tls: { ...siteA, caPem: ca.certPem },
+      peers: [{ name: 'b' }],
+      handlers,
+      handshakeTimeoutMs: 300,
+      requestTimeoutMs: 500,
+    });
+    await short.start();
+    try {
+      for (const mode of ['silent', 'trickle'] as const) {
+        const h = stalledHandshake(short.port, mode);
+        try {
+          await guard(h.closed, `a ${mode} handshake was never cut`);
+        } finally {
+          h.stop();
+        }
+      }
+      // A configured peer, authenticated, that starts a request and never finishes it.
+      const before = seen.length;
+      const socket = tls.connect({ host: '127.0.0.1', port: short.port, ca: ca.certPem, cert: siteB.certPem, key: siteB.keyPem, servername: 'a' });
+      socket.on('error', () => {});
+      socket.resume(); // read to the end, so the server's close is seen
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.once('secureConnect', () => socket.write('POST /peer/v1/namespaces/alpha/sync HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n{'));
+      try {
+        await guard(closed, 'an unfinished request was never cut');
+      } finally {
+        socket.destroy();
+      }
+      expect(seen.length).toBe(before);
+    } finally {
+      await short.close();
+    }
   });
 });

@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import type { z } from 'zod';
 import { NhrError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { parsePosition } from '../stream/protocol.js';
+import { NO_LOG_PARAM, parseLogParam, parsePosition } from '../stream/protocol.js';
 import type { TransportKeyInfo } from '../stream/transport-key.js';
 import { identifyPeer, type PeerIdentity } from './identity.js';
 import {
@@ -46,11 +46,18 @@ export interface PeerHandlers {
   /** One key's certificate at the primary (anti-entropy repairs), or null when it has none. */
   certificate?(peer: string, namespace: string, keyId: string): Promise<{ contentType: string; data: Buffer } | null>;
   /**
-   * The namespace's change stream after `after` (undefined: the peer has no position): NDJSON lines without their
-   * newline, until `signal` aborts (the peer went away, or shutdown) or the stream ends. Throws before the first line
-   * when this site is not the namespace's primary.
+   * The namespace's change stream after `after` (undefined: the peer has no position) in change log `log` (the `log`
+   * parameter: undefined when absent, a peer older than log ids; null for `none`, a position without log id): NDJSON
+   * lines without their newline, until `signal` aborts (the peer went away, or shutdown) or the stream ends. Throws
+   * before the first line when this site is not the namespace's primary.
    */
-  changes?(peer: string, namespace: string, after: { epoch: number; seq: number } | undefined, signal: AbortSignal): Promise<AsyncIterable<string>>;
+  changes?(
+    peer: string,
+    namespace: string,
+    after: { epoch: number; seq: number } | undefined,
+    signal: AbortSignal,
+    log?: string | null,
+  ): Promise<AsyncIterable<string>>;
 }
 
 export interface PeerServerOptions {
@@ -60,6 +67,13 @@ export interface PeerServerOptions {
   peers: readonly PeerIdentity[];
   handlers: PeerHandlers;
   logger?: Logger;
+  /** Longest a TLS handshake may take; then the connection is destroyed. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /**
+   * Longest a request may take to arrive, head and body (bodies are small JSON); the head alone gets at most 10 s.
+   * Then the connection is cut. Long-lived answers (the change stream) are not bounded by it. Default 30 s.
+   */
+  requestTimeoutMs?: number;
 }
 
 const MAX_BODY = 64 * 1024;
@@ -82,8 +96,22 @@ export class PeerServer {
   async start(): Promise<void> {
     if (this.server) return;
     const { tls } = this.options;
+    const requestTimeout = this.options.requestTimeoutMs ?? 30_000;
+    const headersTimeout = Math.min(10_000, requestTimeout);
     const server = createServer(
-      { cert: tls.certPem, key: tls.keyPem, ca: tls.caPem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+      {
+        cert: tls.certPem,
+        key: tls.keyPem,
+        ca: tls.caPem,
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.3',
+        // A connection that never finishes its handshake, or its request, is cut (Node's defaults are minutes).
+        handshakeTimeout: this.options.handshakeTimeoutMs ?? 10_000,
+        requestTimeout,
+        headersTimeout,
+        connectionsCheckingInterval: Math.min(5_000, Math.ceil(headersTimeout / 4)),
+      },
       (req, res) => void this.handle(req, res),
     );
     server.on('tlsClientError', (err) => this.log.warn({ err: { message: err.message } }, 'peer TLS handshake refused'));
@@ -140,16 +168,19 @@ export class PeerServer {
 
   /** A long-lived NDJSON response; ends when the handler's lines end or the peer goes away. */
   private async streamChanges(peer: string, ns: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const raw = new URL(req.url ?? '/', 'https://peer').searchParams.get('after');
+    const params = new URL(req.url ?? '/', 'https://peer').searchParams;
+    const raw = params.get('after');
     const after = raw === null ? undefined : parsePosition(raw);
     if (raw !== null && after === undefined) throw new BadRequest(400, 'after must be <epoch>.<seq> (whole numbers)');
+    const log = parseLogParam(params.get('log'));
+    if (!log.ok) throw new BadRequest(400, `log must be a change log id (a UUID) or ${NO_LOG_PARAM}`);
     const changes = this.options.handlers.changes;
     if (!changes) throw new BadRequest(404, 'this site serves no change stream');
     const abort = new AbortController();
     const onClose = () => abort.abort();
     res.on('close', onClose);
     try {
-      const lines = await changes.call(this.options.handlers, peer, ns, after, abort.signal);
+      const lines = await changes.call(this.options.handlers, peer, ns, after, abort.signal, log.log);
       res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
       res.flushHeaders();
       for await (const line of lines) {

@@ -17,7 +17,7 @@ export interface BackupDiff {
   /** Entries compared in scope (on the `before` side). */
   compared: number;
   /** The first few differing paths, for the log (paths carry ids only, no secrets). */
-  samples: { path: string; kind: 'missing' | 'added' | 'changed' }[];
+  samples: { path: string; kind: DiffKind }[];
 }
 
 const MAX_SAMPLES = 20;
@@ -26,22 +26,27 @@ export function isEmptyDiff(d: BackupDiff): boolean {
   return d.missing === 0 && d.added === 0 && d.changed === 0;
 }
 
+export type DiffKind = 'missing' | 'added' | 'changed';
+
 /**
- * Compares the in-scope entries of two entry streams. Throws InternalError when either stream is not in firmware
- * order (a merge-join over unordered input would report false differences).
+ * Compares the in-scope entries of two entry streams. `onDiff`, when given, is called for every difference (not only
+ * the sampled ones), in firmware order. Throws InternalError when either stream is not in firmware order (a
+ * merge-join over unordered input would report false differences).
  */
 export async function diffEntries(
   before: AsyncIterable<BackupEntry>,
   after: AsyncIterable<BackupEntry>,
   inScope: (path: string) => boolean,
+  onDiff?: (path: string, kind: DiffKind) => void,
 ): Promise<BackupDiff> {
   const diff: BackupDiff = { missing: 0, added: 0, changed: 0, compared: 0, samples: [] };
   const a = ordered(filtered(before, inScope), 'first');
   const b = ordered(filtered(after, inScope), 'second');
   let x = await a.next();
   let y = await b.next();
-  const note = (path: string, kind: 'missing' | 'added' | 'changed') => {
+  const note = (path: string, kind: DiffKind) => {
     diff[kind]++;
+    onDiff?.(path, kind);
     if (diff.samples.length < MAX_SAMPLES) diff.samples.push({ path, kind });
   };
   while (!x.done || !y.done) {

@@ -1,11 +1,13 @@
 /**
  * What a snapshot's manifest `meta` carries from the primary to its replicas: the epoch and site it was taken at,
- * when, and which of the namespace's users are Administrators (ids only: replicas strip them). Validated on receipt.
+ * when, the change-log position it reflects (seq, in log `log`), and which of the namespace's users are
+ * Administrators (ids only: replicas strip them). Validated on receipt.
  */
 import { z } from 'zod';
 import { PeerMessageInvalidError } from '../errors.js';
 import type { BackupManifest } from '../backup/manifest.js';
 import { isValidId } from '../nethsm/ids.js';
+import { logIdSchema } from '../stream/protocol.js';
 
 export const snapshotMetaSchema = z.strictObject({
   epoch: z.number().int().min(1),
@@ -15,6 +17,11 @@ export const snapshotMetaSchema = z.strictObject({
   administrators: z.array(z.string().refine(isValidId, { message: 'is not a valid user id' })).max(100_000),
   /** Change-log sequence number the snapshot reflects (streaming); 0 without a stream. */
   seq: z.number().int().min(0).default(0),
+  /**
+   * The primary's change log `seq` is in (ChangeLogRepo.logId). Absent from a primary older than log ids: the
+   * replica's position then names no log, and only a stream that names none continues from it.
+   */
+  log: logIdSchema.optional(),
 });
 
 export type SnapshotMeta = z.infer<typeof snapshotMetaSchema>;

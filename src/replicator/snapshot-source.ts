@@ -20,6 +20,8 @@ export interface SnapshotSourceDeps {
   scrypt?: ScryptParams;
   /** Every namespace's change-log head (seq) at the primary, read just before a device backup (0 without a stream). */
   heads?: () => Readonly<Record<string, number>>;
+  /** The identity of this site's change log of a namespace (the log the heads are in); none without a stream. */
+  logId?: (namespace: string) => string;
 }
 
 export interface Snapshot {
@@ -41,7 +43,9 @@ export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, 
     const heads = deps.heads ?? (() => ({}));
     return await deps.device.withSharedBackup(deps.work, heads, async (deviceFile, takenAt, captured) => {
       // The position the snapshot reflects: the head when its backup was requested (the stream resumes there).
-      const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq: captured[namespace] ?? 0 };
+      // The log id never changes while this site's state lives, so reading it now names the log the head was read in.
+      const log = deps.logId?.(namespace);
+      const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq: captured[namespace] ?? 0, ...(log ? { log } : {}) };
       const summary = await extractNamespace(deviceFile, namespace, out, {
         input: deps.deviceOpen,
         passphrase: deps.replicationPassphrase,

@@ -7,6 +7,8 @@
  *   handoff/     the final snapshot a demoting primary serves to its successor
  *   kept/        pre-restore device backups kept because a verification failed (operator evidence)
  *   quarantine/  what a fenced former primary held of a namespace when it learned of a higher epoch
+ *                (`<ns>-epoch<e>-<time>.nsbackup`), and what was written straight to a replica's device that a
+ *                snapshot's restore was about to remove (`<ns>-foreign-epoch<e>-seq<s>-<time>.nsbackup`)
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -111,6 +113,11 @@ export class WorkDir {
 
   quarantinePath(namespace: string, epoch: number): string {
     return path.join(this.quarantine, `${namespace}-epoch${epoch}-${timestamp()}.nsbackup`);
+  }
+
+  /** Foreign writes at this replica, saved before the restore of the snapshot at (`epoch`, `seq`) removed them. */
+  foreignQuarantinePath(namespace: string, epoch: number, seq: number): string {
+    return path.join(this.quarantine, `${namespace}-foreign-epoch${epoch}-seq${seq}-${timestamp()}.nsbackup`);
   }
 }
 

@@ -1,4 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { describe, expect, it, vi } from 'vitest';
+import { createLogger } from '../log.js';
 import { InputInvalidError } from '../errors.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { Scheduler, assertValidCron } from './scheduler.js';
@@ -18,11 +20,21 @@ describe('scheduler', () => {
     expect(s.nextRun('alpha')).toBeNull();
   });
 
-  it('never overlaps a job with itself and survives a failing run', async () => {
+  it('never overlaps a job with itself and survives a failing run; node-cron speaks through the JSON log', async () => {
+    const lines: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const consoleWarn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+    const consoleLog = vi.spyOn(console, 'log').mockImplementation(() => undefined);
     let active = 0;
     let maxActive = 0;
     let runs = 0;
     const s = new Scheduler({
+      logger: createLogger({ level: 'debug', destination }),
       jobs: [
         {
           name: 'slow',
@@ -42,6 +54,13 @@ describe('scheduler', () => {
     await waitFor(() => runs >= 2, 'second run', 8000);
     await s.close();
     expect(maxActive).toBe(1);
+    // The skipped tick was reported in the daemon's own JSON log, not as coloured text on the console.
+    const records = lines.map((l) => JSON.parse(l) as { job?: string; msg: string });
+    expect(records.some((r) => r.job === 'slow' && /overlap prevention/.test(r.msg))).toBe(true);
+    expect(consoleWarn).not.toHaveBeenCalled();
+    expect(consoleLog).not.toHaveBeenCalled();
+    consoleWarn.mockRestore();
+    consoleLog.mockRestore();
   });
 
   it('refuses an invalid cron expression, naming it', () => {

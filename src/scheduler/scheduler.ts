@@ -46,10 +46,32 @@ export class Scheduler {
             this.log.warn({ job: job.name, err }, 'scheduled job failed');
           }
         },
-        { name: job.name, noOverlap: true, unref: true, suppressMissedWarning: true, ...(this.options.timezone ? { timezone: this.options.timezone } : {}) },
+        {
+          name: job.name,
+          noOverlap: true,
+          unref: true,
+          suppressMissedWarning: true,
+          logger: this.cronLogger(job.name),
+          ...(this.options.timezone ? { timezone: this.options.timezone } : {}),
+        },
       );
       this.tasks.set(job.name, task);
     }
+  }
+
+  /**
+   * node-cron's own messages (a tick skipped because the job still runs, a failure) go to the daemon's pino log as
+   * JSON with the job's name; by default node-cron prints ANSI-coloured plain text to the console.
+   */
+  private cronLogger(job: string) {
+    const log = this.log;
+    const text = (m: string | Error) => (m instanceof Error ? m.message : m);
+    return {
+      info: (m: string) => log.info({ job }, `scheduler: ${m}`),
+      warn: (m: string) => log.warn({ job }, `scheduler: ${m}`),
+      error: (m: string | Error, err?: Error) => log.error({ job, err: err ?? (m instanceof Error ? m : undefined) }, `scheduler: ${text(m)}`),
+      debug: (m: string | Error) => log.debug({ job }, `scheduler: ${text(m)}`),
+    };
   }
 
   /** When `name` runs next, or null when it is not scheduled. */

@@ -4,7 +4,9 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
-import { SimHttpError, invalidJson, invalidSchema } from './http-error.js';
+import { SimHttpError, invalidSchema } from './http-error.js';
+import { parseBody } from './json-decode.js';
+import { toPlain } from './yojson.js';
 import type { UserRecord } from './users.js';
 
 export const MIB = 1024 * 1024;
@@ -91,13 +93,12 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
-/** Parses a JSON body (UTF-8) or throws 400 `Invalid JSON: …`. */
+/**
+ * Parses a JSON body with the firmware's reader (unquoted keys, comments and `NaN` accepted; single quotes and trailing
+ * commas refused; FACTS-system §5) or throws 400 `Invalid JSON: <Yojson message>.`. Strings are decoded as UTF-8.
+ */
 export function parseJsonBody(body: Buffer): unknown {
-  try {
-    return JSON.parse(body.toString('utf8'));
-  } catch (err) {
-    throw invalidJson((err as Error).message.replace(/\.$/, ''));
-  }
+  return toPlain(parseBody(body), 'utf8');
 }
 
 /** Parses and validates a JSON body against a strict zod schema; unknown properties → 400 `Invalid data for JSON schema: …`. */

@@ -18,6 +18,7 @@ import { FailureRateLimiter } from './rate-limit.js';
 import { SimMetrics } from './metrics.js';
 import { sleep } from './latency.js';
 import { loadOrCreateTlsIdentity } from './tls-identity.js';
+import { readNetworkConfig } from './local-config.js';
 
 export type PowerState = 'on' | 'off';
 /** Why the power changed: the first start, an API call, or `powerOn()`. */
@@ -136,6 +137,7 @@ export class PowerControl {
     sim.keys.dropPendingOperations();
     const { device } = sim;
     if (!device.kv.has('/.initialized')) device.kv.set('/.initialized', Buffer.alloc(0));
+    readNetworkConfig(device); // the firmware writes the default network at boot when none is stored
     device.boot();
     sim.tls = await loadOrCreateTlsIdentity(device);
     this.listener.setIdentity(sim.tls);

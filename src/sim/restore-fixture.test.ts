@@ -6,12 +6,14 @@ import { constants, publicEncrypt } from 'node:crypto';
 import { startSimulator } from './server.js';
 import { TestHttp } from './test-http.js';
 import { readBackupBuffer } from '../backup/reader.js';
+import { gcmOpen, TEST_KDF } from './crypto.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fixtures = path.resolve(repoRoot, '..', 'shared', 'nethsm', 'fixtures', 'backups');
 const myBackup = path.join(fixtures, 'my_backup.bin');
-const present = existsSync(myBackup);
-if (!present) console.warn(`skipping the firmware-fixture restore test: ${myBackup} is absent`);
+const v31Backup = path.join(fixtures, 'v3.1_backup_full.bin');
+const present = existsSync(myBackup) && existsSync(v31Backup);
+if (!present) console.warn(`skipping the firmware-fixture restore tests: ${fixtures} is absent`);
 
 describe.skipIf(!present)('restoring the firmware fixture my_backup.bin (v0, production scrypt)', () => {
   it('restores while Unprovisioned, unlocks with unlockPassphrase, and the operator decrypts with keyID (PKCS1)', async () => {
@@ -36,6 +38,9 @@ describe.skipIf(!present)('restoring the firmware fixture my_backup.bin (v0, pro
       expect(Buffer.from((dec.json() as { decrypted: string }).decrypted, 'base64')).toEqual(message);
       const admin = { username: 'admin', password: 'test1Passphrase' };
       expect((await http.req('GET', '/users/operator/tags', { auth: admin })).json()).toEqual(['berlin']);
+      // The file has no ip-config/log-config: the defaults (FACTS-system §4.4).
+      expect((await http.req('GET', '/config/network', { auth: admin })).json()).toEqual({ ipAddress: '192.168.1.1', netmask: '255.255.255.0', gateway: '0.0.0.0' });
+      expect((await http.req('GET', '/config/logging', { auth: admin })).json()).toEqual({ ipAddress: '0.0.0.0', port: 514, logLevel: 'info' });
       // The v0 backup key was migrated at unlock: a new backup (v1) opens with the fixture's backup passphrase.
       const backupUser = { username: 'bk2', password: 'backupUser2Passphrase' };
       expect((await http.req('PUT', '/users/bk2', { auth: admin, json: { realName: 'b', role: 'Backup', passphrase: backupUser.password } })).status).toBe(201);
@@ -48,6 +53,54 @@ describe.skipIf(!present)('restoring the firmware fixture my_backup.bin (v0, pro
     } finally {
       await http.close();
       await sim.close();
+    }
+  });
+});
+
+describe.skipIf(!present)('restoring the firmware fixture v3.1_backup_full.bin (v0 with binary ip-config and log-config)', () => {
+  const admin = { username: 'admin', password: 'test1Passphrase' };
+  const network = { ipAddress: '192.168.42.42', netmask: '255.255.255.0', gateway: '192.168.42.1' };
+  const logging = { ipAddress: '1.0.255.0', port: 514, logLevel: 'debug' };
+
+  it('converts them as the firmware migration does; a backup of the result carries the v1 encoding, which restores again', async () => {
+    const sim = await startSimulator({ backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF });
+    const http = new TestHttp(sim);
+    let file: Buffer;
+    try {
+      const r = await http.restore(readFileSync(v31Backup), { backupPassphrase: 'backupPassphrase' });
+      expect(r.status, r.text).toBe(204);
+      expect((await http.req('POST', '/unlock', { json: { passphrase: 'unlockPassphrase' } })).status).toBe(204);
+      expect((await http.req('GET', '/config/network', { auth: admin })).json()).toEqual(network);
+      expect((await http.req('GET', '/config/logging', { auth: admin })).json()).toEqual(logging);
+      const bk = { username: 'bk2', password: 'backupUser2Passphrase' };
+      expect((await http.req('PUT', '/users/bk2', { auth: admin, json: { realName: 'b', role: 'Backup', passphrase: bk.password } })).status).toBe(201);
+      file = await http.backup(bk);
+      const { header, entries, backupKey } = await readBackupBuffer(file, { passphrase: 'backupPassphrase' });
+      backupKey.fill(0);
+      const local = (name: string): string => {
+        const p = `/local/${header.deviceId}/config/${name}`;
+        const e = entries.find((x) => x.path === p);
+        expect(e, p).toBeDefined();
+        return gcmOpen(header.configStoreKey!, p, e!.value).toString('latin1');
+      };
+      // Exactly the firmware's v1 bytes: the v0 gateway is kept as a gateway (never null), compact JSON, field order.
+      expect(local('ip-config')).toBe('{"ipv4":{"cidr":"192.168.42.42/24","gateway":"192.168.42.1"}}');
+      expect(local('log-config')).toBe('{"ipAddress":"1.0.255.0","port":514,"logLevel":"debug"}');
+    } finally {
+      await http.close();
+      await sim.close();
+    }
+    // The simulator's v1 file restores into another device with the same network and logging config.
+    const other = await startSimulator({ backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF });
+    const h2 = new TestHttp(other);
+    try {
+      expect((await h2.restore(file, { backupPassphrase: 'backupPassphrase' })).status).toBe(204);
+      expect((await h2.req('POST', '/unlock', { json: { passphrase: 'unlockPassphrase' } })).status).toBe(204);
+      expect((await h2.req('GET', '/config/network', { auth: admin })).json()).toEqual(network);
+      expect((await h2.req('GET', '/config/logging', { auth: admin })).json()).toEqual(logging);
+    } finally {
+      await h2.close();
+      await other.close();
     }
   });
 });

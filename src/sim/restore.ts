@@ -10,6 +10,7 @@ import { SimHttpError } from './http-error.js';
 import { Device } from './device.js';
 import { gcmOpen, kdf, sameBytes, PRODUCTION_KDF, TEST_KDF, type KdfParams } from './crypto.js';
 import type { SimCore } from './context.js';
+import { convertV0IpConfig, convertV0LogConfig } from './config-encodings.js';
 
 export const TRUNCATED_MESSAGE = 'The backup file was truncated. Present keys were still restored.';
 
@@ -133,11 +134,32 @@ function moveLocalPath(p: string, fromDev: string, toDev: string): string {
   return `/local/${toDev}/` + p.slice(`/local/${fromDev}/`.length);
 }
 
+/**
+ * The v1 values of a v0 backup's binary `log-config` and `ip-config`, converted as the firmware's migration does
+ * (FACTS-system §4.4), in its order (log-config first). A value it cannot convert fails the restore with 400
+ * `could not apply migrations to old backup: …`; here before anything is written.
+ */
+function convertV0LocalConfig(entries: Map<string, Buffer>): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const [name, convert] of [
+    ['log-config', convertV0LogConfig],
+    ['ip-config', convertV0IpConfig],
+  ] as const) {
+    const v0 = entries.get(`/config/${name}`);
+    if (v0 === undefined) continue;
+    const r = convert(v0);
+    if (!r.ok) throw new SimHttpError(400, `could not apply migrations to old backup: ${r.error}`);
+    out.set(name, r.value);
+  }
+  return out;
+}
+
 /** Unprovisioned → full restore (§7.4). Ends Locked, or Operational when a valid unattended slot came along. */
 export function applyFullRestore(sim: SimCore, staged: StagedBackup): void {
   const { device } = sim;
   const { header, entries } = staged;
   if (!entries.has('/config/version')) throw new SimHttpError(500, 'Restore failed: the backup has no /config/version.');
+  const converted = header.version === 0 ? convertV0LocalConfig(entries) : new Map<string, Buffer>();
   const sets: [string, Buffer][] = [];
   const me = device.deviceId;
   const backupDev = header.deviceId;
@@ -168,7 +190,8 @@ export function applyFullRestore(sim: SimCore, staged: StagedBackup): void {
       continue;
     }
     if (header.version === 0 && p.startsWith('/config/') && LOCAL_CONFIG_NAMES.has(p.slice('/config/'.length))) {
-      sets.push(device.sealLocal(p.slice('/config/'.length), value));
+      const name = p.slice('/config/'.length);
+      sets.push(device.sealLocal(name, converted.get(name) ?? value));
       continue;
     }
     if (header.version === 0 && p === '/domain-key/unattended') {

@@ -3,6 +3,7 @@
  * method (405) → auth (429/401) → role/namespace (403) → Content-Type (415) → body size (413) → Accept (406) →
  * existence (404) → latency → handler. Error bodies per §10.
  */
+import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SimHttpError } from './http-error.js';
 import { acceptable, mediaType, readBody, DEFAULT_BODY_LIMIT, type Reply, type RequestContext } from './http.js';
@@ -35,6 +36,11 @@ export interface Route {
   exists?: (ctx: RequestContext, sim: SimCore) => boolean;
   /** Latency operation name. */
   op?: string;
+  /**
+   * Entity tag of a GET (FACTS-system §6.8): `body-md5` = MD5 hex of the exact JSON body (`/system/info`), or a function
+   * (the stored entry's digest for config GETs; undefined = no tag). A matching `If-None-Match` answers an empty 304.
+   */
+  etag?: 'body-md5' | ((ctx: RequestContext, sim: SimCore) => string | undefined);
   /** Returns the reply, or undefined when it wrote the response itself (streaming). */
   handler: (ctx: RequestContext, sim: SimCore) => Promise<Reply | undefined> | Reply | undefined;
 }
@@ -96,12 +102,13 @@ export class Router {
   /** Handles one request; never throws (errors become responses). */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let status = 500;
+    const started = process.hrtime.bigint();
     try {
       status = await this.dispatch(req, res);
     } catch (err) {
       status = this.sendError(res, err);
     } finally {
-      this.sim.metrics.response(status);
+      this.sim.metrics.response(status, Number(process.hrtime.bigint() - started) / 1e9);
     }
   }
 
@@ -146,10 +153,17 @@ export class Router {
     }
     if (route.produces !== undefined && !acceptable(req.headers.accept, route.produces)) throw new SimHttpError(406);
     if (route.exists !== undefined && !route.exists(ctx, this.sim)) throw new SimHttpError(404);
+    const tag = typeof route.etag === 'function' ? route.etag(ctx, this.sim) : undefined;
+    if (tag !== undefined && etagMatches(req.headers['if-none-match'], tag)) return this.send(res, { status: 304, headers: { ETag: `"${tag}"` } }, false, '');
     if (route.op !== undefined) await this.sim.delay(route.op);
     const reply = await route.handler(ctx, this.sim);
     if (reply === undefined) return res.statusCode;
-    return this.send(res, reply, method === 'POST' || method === 'PUT');
+    if (route.etag === 'body-md5' && reply.status === 200 && reply.json !== undefined) {
+      const md5 = createHash('md5').update(JSON.stringify(reply.json)).digest('hex');
+      if (etagMatches(req.headers['if-none-match'], md5)) return this.send(res, { status: 304, headers: { ETag: `"${md5}"` } }, false, '');
+      reply.headers = { ...reply.headers, ETag: `"${md5}"` };
+    } else if (tag !== undefined && reply.status === 200) reply.headers = { ...reply.headers, ETag: `"${tag}"` };
+    return this.send(res, reply, method === 'POST' || method === 'PUT', route.produces ?? 'application/json');
   }
 
   private notFound(req: IncomingMessage, res: ServerResponse): number {
@@ -159,9 +173,14 @@ export class Router {
     return 404;
   }
 
-  private send(res: ServerResponse, reply: Reply, noCache: boolean): number {
+  /**
+   * `postOrPut`: webmachine sets the negotiated `Content-Type` before a POST/PUT handler runs, so even their bodiless
+   * 204s carry it (FACTS-system §6.9), and they answer `Cache-control: no-cache`.
+   */
+  private send(res: ServerResponse, reply: Reply, postOrPut: boolean, provided: string): number {
     const headers: Record<string, string | number> = { ...reply.headers };
-    if (noCache) headers['Cache-control'] = 'no-cache';
+    if (postOrPut) headers['Cache-control'] = 'no-cache';
+    if (postOrPut && reply.status === 204) headers['Content-Type'] = provided;
     let body: Buffer | undefined;
     if (reply.json !== undefined) {
       body = Buffer.from(JSON.stringify(reply.json), 'utf8');
@@ -180,12 +199,8 @@ export class Router {
   }
 
   private sendError(res: ServerResponse, err: unknown): number {
-    let e: SimHttpError;
-    if (err instanceof SimHttpError) e = err;
-    else {
-      this.sim.logger.error({ err }, 'simulator handler failed');
-      e = new SimHttpError(500, 'Internal server error');
-    }
+    if (!(err instanceof SimHttpError)) return this.sendException(res, err);
+    const e = err;
     if (res.headersSent) {
       res.destroy();
       return e.status;
@@ -200,4 +215,28 @@ export class Router {
     if (!res.req.complete) res.req.resume();
     return e.status;
   }
+
+  /** An unexpected exception in a handler: the firmware's dispatcher answers 503 with the exception text as plain text. */
+  private sendException(res: ServerResponse, err: unknown): number {
+    this.sim.logger.error({ err }, 'simulator handler failed');
+    this.sim.metrics.logged('error');
+    if (res.headersSent) {
+      res.destroy();
+      return 503;
+    }
+    const body = Buffer.from(err instanceof Error ? `${err.name}: ${err.message}` : String(err), 'utf8');
+    res.writeHead(503, { 'Content-Type': 'text/plain', 'Content-Length': String(body.length) });
+    res.end(body);
+    if (!res.req.complete) res.req.resume();
+    return 503;
+  }
+}
+
+/** Whether an `If-None-Match` header names `tag` (quoted or not, weak or strong) or is `*`. */
+function etagMatches(header: string | undefined, tag: string): boolean {
+  if (header === undefined) return false;
+  return header.split(',').some((t) => {
+    const v = t.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+    return v === '*' || v === tag;
+  });
 }

@@ -34,6 +34,8 @@ export interface SimulatorOptions {
   port?: number;
   /** Persist state here (kv.json, device.json); absent = memory only. */
   dataDir?: string;
+  /** With dataDir: write every change to disk before answering (a SIGKILL loses nothing acknowledged). Default false. */
+  durable?: boolean;
   /** ms per operation name: sign, decrypt, encrypt, generate, import, backup, restore-per-entry, … */
   latency?: LatencyTable;
   /** scrypt parameters for backup keys (default production). */
@@ -79,7 +81,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     throw new Error('rebootDelayMs must be a non-negative number of ms');
   }
   const updateKey = parseUpdateKey(options.updateKeyPem ?? TEST_UPDATE_KEY_PEM);
-  const kv = await KvStore.open(options.dataDir);
+  const kv = await KvStore.open(options.dataDir, { durable: options.durable === true });
   const identity = await loadIdentity(options.dataDir);
   const device = new Device(kv, identity, options.unlockScrypt ?? PRODUCTION_KDF);
   const sim: SimCore = {

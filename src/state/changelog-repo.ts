@@ -2,6 +2,7 @@
  * The `change_log` and `stream_heads` tables (streaming): the primary's numbered changes per namespace, and the last
  * sequence number allocated. Rows hold public fields and envelopes only, never key material in the clear.
  */
+import { randomUUID } from 'node:crypto';
 import type { Database, Statement } from 'better-sqlite3';
 import { prepare } from './sqlite.js';
 
@@ -75,6 +76,9 @@ export class ChangeLogRepo {
   private readonly sPruneAge: Statement<[number]>;
   private readonly sPruneCount: Statement<[number]>;
   private readonly sCount: Statement<[string], { n: number }>;
+  private readonly sLogId: Statement<[string], { log_id: string }>;
+  private readonly sNewLog: Statement<Record<string, unknown>>;
+  private readonly sKnows: Statement<[string, string, string], { one: number }>;
 
   constructor(
     private readonly db: Database,
@@ -104,6 +108,25 @@ export class ChangeLogRepo {
          ) WHERE rn > ?)`,
     );
     this.sCount = prepare(db, 'SELECT count(*) AS n FROM change_log WHERE namespace = ?');
+    this.sLogId = prepare(db, 'SELECT log_id FROM stream_logs WHERE namespace = ?');
+    this.sNewLog = prepare(db, 'INSERT INTO stream_logs (namespace, log_id, created_at) VALUES (@namespace, @logId, @at) ON CONFLICT (namespace) DO NOTHING');
+    this.sKnows = prepare(
+      db,
+      "SELECT 1 AS one FROM change_log WHERE namespace = ? AND (key_id = ? OR (kind = 'key-moved' AND json_extract(detail, '$.newId') = ?)) LIMIT 1",
+    );
+  }
+
+  /**
+   * The identity of this site's change log of `namespace`: a random UUID made the first time it is asked for and kept
+   * for the life of this database. (epoch, seq) numbers a change only within one log; a site whose state was lost
+   * starts a new log (numbered from 1 again) under a new id, so a replica can tell its position is not in it
+   * (docs/streaming.md, "Change-log identity"). The namespace must exist (foreign key).
+   */
+  logId(namespace: string): string {
+    const have = this.sLogId.get(namespace);
+    if (have) return have.log_id;
+    this.sNewLog.run({ namespace, logId: randomUUID(), at: this.now() });
+    return this.sLogId.get(namespace)!.log_id;
   }
 
   /**
@@ -157,6 +180,14 @@ export class ChangeLogRepo {
 
   count(namespace: string): number {
     return this.sCount.get(namespace)?.n ?? 0;
+  }
+
+  /**
+   * Whether a change still retained names `keyId` in `namespace` (as its key, or as the new id of a move): a key this
+   * site wrote through its gateway while primary, so not a foreign write (snapshot apply, replicator/foreign.ts).
+   */
+  knowsKey(namespace: string, keyId: string): boolean {
+    return this.sKnows.get(namespace, keyId, keyId) !== undefined;
   }
 
   /** Retention: drops changes older than `maxAgeMs` and, per namespace, all but the newest `maxChanges`. Returns rows dropped. */

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StateMigrationFailedError } from '../errors.js';
-import { defaultMigrationsDir, loadMigrations } from './migrate.js';
-import { prepare, pragma, pragmaRows } from './sqlite.js';
+import { applyMigrations, defaultMigrationsDir, loadMigrations } from './migrate.js';
+import { openDatabase, prepare, pragma, pragmaRows } from './sqlite.js';
 import { StateStore } from './store.js';
 
 const dirs: string[] = [];
@@ -139,6 +139,33 @@ describe('migrations', () => {
     const first = readdirSync(migrationsDir).find((f) => f.startsWith('001_'))!;
     writeFileSync(path.join(migrationsDir, first), '-- edited\n', { flag: 'a' });
     expect(() => StateStore.inDir(dir, { migrationsDir }).open()).toThrow(/was changed after it was applied/);
+  });
+
+  it('003 keys applied changes by change log and drops the records a position moved back no longer covers', () => {
+    const dir = tempDir();
+    const v2 = tempDir('nhr-migrations-');
+    for (const f of readdirSync(defaultMigrationsDir()).filter((f) => /^00[12]_/.test(f))) copyFileSync(path.join(defaultMigrationsDir(), f), path.join(v2, f));
+    // The repositories speak the current schema: the version-2 database is written with SQL.
+    const old = openDatabase(path.join(dir, 'state.db'));
+    applyMigrations(old, loadMigrations(v2));
+    prepare(old, "INSERT INTO namespaces (name, role, epoch, primary_site, created_at, updated_at) VALUES ('payments', 'replica', 1, 'berlin', 1, 1)").run();
+    const rec = prepare(old, "INSERT INTO applied_changes (namespace, epoch, seq, source_site, kind, outcome, applied_at) VALUES ('payments', 1, ?, 'berlin', 'key-deleted', 'applied', 1)");
+    for (let seq = 1; seq <= 4; seq++) rec.run(seq);
+    // A snapshot moved the position back to 1.2 before this version: 1.3 and 1.4 are not on the device any more.
+    prepare(old, "INSERT INTO replica_positions (namespace, source_site, epoch, seq, updated_at) VALUES ('payments', 'berlin', 1, 2, 1)").run();
+    old.close();
+    const store = StateStore.inDir(dir).open();
+    try {
+      expect(prepare(store.db, "SELECT source_site, log_id, epoch, seq FROM applied_changes ORDER BY seq").all()).toEqual([
+        { source_site: 'berlin', log_id: '', epoch: 1, seq: 1 },
+        { source_site: 'berlin', log_id: '', epoch: 1, seq: 2 },
+      ]);
+      expect(store.positions.get('payments', 'berlin')).toMatchObject({ epoch: 1, seq: 2, logId: undefined });
+      expect(columns(store, 'stream_logs')).toEqual(['namespace', 'log_id', 'created_at']);
+      expect(pragmaRows(store.db, 'foreign_key_check')).toEqual([]);
+    } finally {
+      store.close();
+    }
   });
 
   it('refuses badly named migration files', () => {

@@ -1,6 +1,7 @@
 /**
- * The `replica_positions` table: per replica namespace and source site, the position applied (epoch, seq), the
- * snapshot it came from, and the outcome of the last sync. A failed sync keeps the previous position.
+ * The `replica_positions` table: per replica namespace and source site, the position applied (epoch, seq) and the
+ * change log it is in, the snapshot it came from, and the outcome of the last sync. A failed sync keeps the previous
+ * position.
  */
 import type { Database, Statement } from 'better-sqlite3';
 import { prepare } from './sqlite.js';
@@ -8,6 +9,8 @@ import { prepare } from './sqlite.js';
 export interface ReplicaPosition {
   readonly namespace: string;
   readonly sourceSite: string;
+  /** The source's change log the position is in; undefined when the source sent no log id (or before migration 003). */
+  readonly logId: string | undefined;
   /** undefined until the first successful sync. */
   readonly epoch: number | undefined;
   readonly seq: number | undefined;
@@ -27,6 +30,8 @@ export interface SyncOk {
   epoch: number;
   /** 0 for a snapshot until the stream numbers changes. */
   seq?: number;
+  /** The change log `seq` is in (snapshot meta `log`); undefined when the source sent none. */
+  log?: string;
   snapshotId?: string;
   snapshotDigest?: string;
   /** When the source took the snapshot / emitted the change. */
@@ -42,6 +47,7 @@ export interface SyncFailed {
 interface Raw {
   namespace: string;
   source_site: string;
+  log_id: string;
   epoch: number | null;
   seq: number | null;
   snapshot_id: string | null;
@@ -60,6 +66,7 @@ const u = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 const toPosition = (r: Raw): ReplicaPosition => ({
   namespace: r.namespace,
   sourceSite: r.source_site,
+  logId: r.log_id === '' ? undefined : r.log_id,
   epoch: u(r.epoch),
   seq: u(r.seq),
   snapshotId: u(r.snapshot_id),
@@ -79,17 +86,21 @@ export class PositionsRepo {
   private readonly sForNs: Statement<[string], Raw>;
   private readonly sOk: Statement<Record<string, unknown>>;
   private readonly sFailed: Statement<Record<string, unknown>>;
+  private readonly sForget: Statement<Record<string, unknown>>;
 
-  constructor(db: Database, private readonly now: () => number) {
+  constructor(
+    private readonly db: Database,
+    private readonly now: () => number,
+  ) {
     this.sGet = prepare(db, 'SELECT * FROM replica_positions WHERE namespace = ? AND source_site = ?');
     this.sList = prepare(db, 'SELECT * FROM replica_positions ORDER BY namespace, source_site');
     this.sForNs = prepare(db, 'SELECT * FROM replica_positions WHERE namespace = ? ORDER BY last_sync_at DESC');
     this.sOk = prepare(db, 
-      `INSERT INTO replica_positions (namespace, source_site, epoch, seq, snapshot_id, snapshot_digest, position_taken_at,
+      `INSERT INTO replica_positions (namespace, source_site, log_id, epoch, seq, snapshot_id, snapshot_digest, position_taken_at,
          last_sync_at, last_sync_outcome, last_sync_duration_ms, last_error_code, last_ok_at, updated_at)
-       VALUES (@namespace, @source, @epoch, @seq, @snapshotId, @snapshotDigest, @takenAt, @at, 'ok', @durationMs, NULL, @at, @at)
+       VALUES (@namespace, @source, @log, @epoch, @seq, @snapshotId, @snapshotDigest, @takenAt, @at, 'ok', @durationMs, NULL, @at, @at)
        ON CONFLICT (namespace, source_site) DO UPDATE SET
-         epoch = excluded.epoch, seq = excluded.seq, snapshot_id = excluded.snapshot_id,
+         log_id = excluded.log_id, epoch = excluded.epoch, seq = excluded.seq, snapshot_id = excluded.snapshot_id,
          snapshot_digest = excluded.snapshot_digest, position_taken_at = excluded.position_taken_at,
          last_sync_at = excluded.last_sync_at, last_sync_outcome = 'ok', last_sync_duration_ms = excluded.last_sync_duration_ms,
          last_error_code = NULL, last_ok_at = excluded.last_ok_at, updated_at = excluded.updated_at`,
@@ -102,6 +113,12 @@ export class PositionsRepo {
          last_sync_at = excluded.last_sync_at, last_sync_outcome = 'failed',
          last_sync_duration_ms = excluded.last_sync_duration_ms, last_error_code = excluded.last_error_code,
          updated_at = excluded.updated_at`,
+    );
+    // The records a new position does not cover: another log's, or after it in its log.
+    this.sForget = prepare(
+      db,
+      `DELETE FROM applied_changes WHERE namespace = @namespace AND source_site = @source
+         AND (log_id <> @log OR epoch > @epoch OR (epoch = @epoch AND seq > @seq))`,
     );
   }
 
@@ -119,19 +136,28 @@ export class PositionsRepo {
     return this.sList.all().map(toPosition);
   }
 
-  /** Records a successful sync and the position it reached. Upsert; the namespace must exist (foreign key). */
+  /**
+   * Records a successful sync and the position it reached (upsert; the namespace must exist: foreign key). In the same
+   * transaction it forgets the applied records the position does not cover: a snapshot's position can be behind
+   * changes the stream applied (the snapshot was taken earlier, or the primary's log restarted), the device now
+   * reflects the snapshot, and those changes, or the different ones the primary numbers the same, must be applied
+   * again when they come, not skipped as replays.
+   */
   recordSyncOk(namespace: string, sourceSite: string, ok: SyncOk): void {
-    this.sOk.run({
-      namespace,
-      source: sourceSite,
-      epoch: ok.epoch,
-      seq: ok.seq ?? 0,
-      snapshotId: ok.snapshotId ?? null,
-      snapshotDigest: ok.snapshotDigest ?? null,
-      takenAt: ok.takenAt,
-      durationMs: ok.durationMs,
-      at: this.now(),
+    const p = { namespace, source: sourceSite, log: ok.log ?? '', epoch: ok.epoch, seq: ok.seq ?? 0 };
+    const run = this.db.transaction(() => {
+      this.sOk.run({
+        ...p,
+        snapshotId: ok.snapshotId ?? null,
+        snapshotDigest: ok.snapshotDigest ?? null,
+        takenAt: ok.takenAt,
+        durationMs: ok.durationMs,
+        at: this.now(),
+      });
+      this.sForget.run(p);
     });
+    if (this.db.inTransaction) run();
+    else run.immediate();
   }
 
   /** Records a failed sync; the previous position stays. Upsert. */

@@ -60,6 +60,21 @@ describe('change log', () => {
     expect(store.changelog.append('payments', 1, del('z')).seq).toBe(6);
   });
 
+  it('names each namespace\'s log with an id of its own, kept for the life of the database', () => {
+    const id = store.changelog.logId('payments');
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(store.changelog.logId('payments')).toBe(id);
+    expect(store.changelog.logId('hr')).not.toBe(id);
+    store.close();
+    store = StateStore.inDir(path.join(dir, 'state'), { now: () => clock }).open();
+    expect(store.changelog.logId('payments')).toBe(id);
+    // A lost state directory is a new database: a new log, under a new id.
+    const fresh = StateStore.inDir(path.join(dir, 'other')).open();
+    fresh.roles.insert({ namespace: 'payments', role: 'primary', epoch: 1, primarySite: 'berlin' });
+    expect(fresh.changelog.logId('payments')).not.toBe(id);
+    fresh.close();
+  });
+
   it('stores envelopes apart from the public detail', () => {
     const env = { site: 'hamburg', ciphertext: 'AAAA' };
     store.changelog.append('payments', 1, { kind: 'key-imported', keyId: 'k', ref: 'r', detail: {}, envelopes: { hamburg: env } });
@@ -94,6 +109,25 @@ describe('applied changes', () => {
     expect(() => store.applied.record(rec(2, 900))).toThrow();
     expect(store.positions.get('payments', 'hamburg')).toMatchObject({ seq: 2, positionTakenAt: 700 });
     expect(store.applied.count('payments')).toBe(2);
+  });
+
+  it('forgets, with a snapshot position, the records it does not cover: after it, or of another log', () => {
+    const L1 = '6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f';
+    const L2 = 'a9b8c7d6-e5f4-4321-9abc-def012345678';
+    for (let seq = 1; seq <= 5; seq++) store.applied.record({ ...rec(seq), logId: L1 });
+    store.applied.record({ ...rec(7), namespace: 'hr', logId: L1 });
+    store.positions.recordSyncOk('payments', 'hamburg', { epoch: 1, seq: 3, log: L1, takenAt: 1, durationMs: 1 });
+    expect(store.positions.get('payments', 'hamburg')).toMatchObject({ epoch: 1, seq: 3, logId: L1 });
+    expect([1, 2, 3, 4, 5].filter((seq) => store.applied.has('payments', 1, seq, L1))).toEqual([1, 2, 3]);
+    // A snapshot of a new log (the primary's state was lost) at its head 2: nothing of L1 describes the device now.
+    store.positions.recordSyncOk('payments', 'hamburg', { epoch: 1, seq: 2, log: L2, takenAt: 2, durationMs: 1 });
+    expect(store.applied.count('payments')).toBe(0);
+    store.applied.record({ ...rec(3), logId: L2 });
+    expect(store.applied.has('payments', 1, 3, L2)).toBe(true);
+    expect(store.applied.has('payments', 1, 3, L1)).toBe(false);
+    expect(store.positions.get('payments', 'hamburg')).toMatchObject({ seq: 3, logId: L2 });
+    // Other namespaces keep theirs.
+    expect(store.applied.count('hr')).toBe(1);
   });
 
   it('moves the lag basis on a heartbeat only when caught up', () => {

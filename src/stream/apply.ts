@@ -1,5 +1,5 @@
 /**
- * Applying one stream change at a replica, idempotently: a change already recorded is skipped (`duplicate`); a change
+ * Applying one stream change at a replica, idempotently: a change at or below the position is skipped (`duplicate`); a change
  * whose effect is already on the device is recorded as `present`; otherwise the effect is made through the API with the
  * namespace's replication account and recorded as `applied`. The record and the new position are written in one SQLite
  * transaction after the device answered, so a crash between the two repeats the change, which then finds its effect
@@ -8,11 +8,12 @@
  * catch-up) returns `catchup` without recording anything: the caller takes a snapshot, whose position covers it.
  *
  * Refusals (nothing applied, nothing recorded): another epoch or primary than the replica holds (PeerStaleEpochError),
- * a gap (StreamOutOfOrderError), an envelope for another site or transport key, or sealed for another namespace, key
- * id, kind or change, or of the old unbound format (EnvelopeInvalidError), a NetHSM refusal that is
+ * another change log than the position is in (StreamLogChangedError: the primary's log was reset), a gap
+ * (StreamOutOfOrderError), an envelope for another site or transport key, or sealed for another namespace, key id,
+ * kind or change, or of the old unbound format (EnvelopeInvalidError), a NetHSM refusal that is
  * not about the key's presence (StreamApplyFailedError). Transient NetHSM failures propagate unchanged (retry).
  */
-import { NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamOutOfOrderError } from '../errors.js';
+import { NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamLogChangedError, StreamOutOfOrderError } from '../errors.js';
 import type { NetHsmClient, PrivateKey } from '../nethsm/client.js';
 import type { AppliedOutcome } from '../state/applied-repo.js';
 import type { StateStore } from '../state/store.js';
@@ -46,9 +47,15 @@ export async function applyChange(deps: ApplyDeps, namespace: string, source: st
 }
 
 /**
- * The checks of applyChange before any effect: `duplicate` for a change at or below the position (or recorded), `go`
- * for the next one. `after`: the seq the change must follow when earlier changes are still in flight (ApplyWindow);
- * default the stored position. Throws PeerStaleEpochError or StreamOutOfOrderError as applyChange does; writes nothing.
+ * The checks of applyChange before any effect: `duplicate` for a change at or below the position, `go` for the next
+ * one. `after`: the seq the change must follow when earlier changes are still in flight (ApplyWindow); default the
+ * stored position. Throws PeerStaleEpochError, StreamLogChangedError or StreamOutOfOrderError as applyChange does;
+ * writes nothing.
+ *
+ * The position alone decides what is a replay, and only within its change log: (epoch, seq) names a change only in one
+ * log, and a primary whose state was lost numbers a new log from 1 again. The applied records never run ahead of the
+ * position (a snapshot that moves it back forgets the records after it), so asking them would add nothing but the
+ * risk of skipping a real change.
  */
 export function admitChange(deps: ApplyDeps, namespace: string, source: string, line: ChangeLine, after?: number): 'duplicate' | 'go' {
   const { store } = deps;
@@ -61,8 +68,14 @@ export function admitChange(deps: ApplyDeps, namespace: string, source: string, 
     throw new PeerStaleEpochError(`change ${line.epoch}.${line.seq} from ${source} refused: namespace ${namespace} is at epoch ${row.epoch} here`, ctx);
   }
   const pos = store.positions.get(namespace, source);
+  if (pos?.epoch !== undefined && pos.logId !== line.log) {
+    throw new StreamLogChangedError(
+      `change ${line.epoch}.${line.seq} from ${source} ${inLog(line.log)}; this replica's position ${pos.epoch}.${pos.seq} ${inLog(pos.logId)}: a snapshot is needed`,
+      ctx,
+    );
+  }
   const last = pos?.epoch === line.epoch && pos.seq !== undefined ? Math.max(pos.seq, after ?? pos.seq) : undefined;
-  if (store.applied.has(namespace, line.epoch, line.seq) || (last !== undefined && line.seq <= last)) return 'duplicate';
+  if (last !== undefined && line.seq <= last) return 'duplicate';
   if (last === undefined) {
     throw new StreamOutOfOrderError(`change ${line.epoch}.${line.seq} refused: this replica's position is ${pos?.epoch ?? '-'}.${pos?.seq ?? '-'} (another epoch)`, ctx);
   }
@@ -77,6 +90,7 @@ export function recordChange(deps: ApplyDeps, namespace: string, source: string,
   deps.store.applied.record({
     namespace,
     sourceSite: source,
+    ...(line.log !== undefined ? { logId: line.log } : {}),
     epoch: line.epoch,
     seq: line.seq,
     kind: line.kind,
@@ -84,6 +98,10 @@ export function recordChange(deps: ApplyDeps, namespace: string, source: string,
     outcome,
     changedAt: line.at,
   });
+}
+
+function inLog(log: string | undefined): string {
+  return log !== undefined ? `is in change log ${log}` : 'names no change log';
 }
 
 export type Effect = { outcome: 'applied' | 'present' } | { outcome: 'catchup'; reason: string };

@@ -1,9 +1,10 @@
 /**
- * The primary's side of the change stream: what `GET /peer/v1/namespaces/:ns/changes?after=<epoch>.<seq>` sends one
- * replica. After checking the position (same epoch, not ahead of the log, not older than what retention kept), it
- * sends the changes after it in order, each as that replica's line (its envelope only), wakes on every commit, and
- * sends a heartbeat with the head at least every heartbeat interval. When the position cannot be served it sends one
- * `snapshot-required` line and ends. When the namespace stops being primary here (a promote elsewhere, a demote) the
+ * The primary's side of the change stream: what `GET /peer/v1/namespaces/:ns/changes?after=<epoch>.<seq>&log=<id>`
+ * sends one replica. After checking the position (in this site's change log, same epoch, not ahead of the log, not
+ * older than what retention kept), it sends the changes after it in order, each as that replica's line (its envelope
+ * only), wakes on every commit, and sends a heartbeat with the head at least every heartbeat interval. Every line names
+ * the log (`log`) unless the replica sent no `log` parameter (a replica older than log ids). When the position cannot
+ * be served it sends one `snapshot-required` line and ends. When the namespace stops being primary here (a promote elsewhere, a demote) the
  * stream ends: a replica never receives changes of an epoch that is over.
  */
 import { RoleNotPrimaryError } from '../errors.js';
@@ -48,7 +49,7 @@ export class ChangeFeed {
    * The lines for `peer`. Throws RoleNotPrimaryError at once when the namespace is not primary here at this moment
    * (the peer API answers 409 naming the primary); otherwise the lines end on `signal` or when the role changes.
    */
-  open(peer: string, namespace: string, after: { epoch: number; seq: number } | undefined, signal: AbortSignal): AsyncIterable<string> {
+  open(peer: string, namespace: string, after: { epoch: number; seq: number } | undefined, signal: AbortSignal, log?: string | null): AsyncIterable<string> {
     const row = this.#o.store.roles.require(namespace);
     if (row.role !== 'primary' || row.primarySite !== this.#o.site) {
       throw new RoleNotPrimaryError(`namespace ${namespace} is ${row.role} here at epoch ${row.epoch}; its primary is ${row.primarySite}`, {
@@ -57,12 +58,22 @@ export class ChangeFeed {
         site: row.primarySite,
       });
     }
-    return this.#lines(peer, namespace, row.epoch, after, signal);
+    // A replica that sent no `log` parameter predates log ids: its lines carry none (its strict schema refuses them).
+    const ours = log === undefined ? undefined : this.#o.store.changelog.logId(namespace);
+    return this.#lines(peer, namespace, row.epoch, after, signal, { ours, theirs: log });
   }
 
-  async *#lines(peer: string, namespace: string, epoch: number, after: { epoch: number; seq: number } | undefined, signal: AbortSignal): AsyncGenerator<string> {
+  async *#lines(
+    peer: string,
+    namespace: string,
+    epoch: number,
+    after: { epoch: number; seq: number } | undefined,
+    signal: AbortSignal,
+    log: { ours: string | undefined; theirs: string | null | undefined },
+  ): AsyncGenerator<string> {
     const { store } = this.#o;
-    const refusal = this.#check(namespace, epoch, after);
+    const tag = log.ours !== undefined ? { log: log.ours } : {};
+    const refusal = this.#check(namespace, epoch, after, log);
     if (refusal) {
       this.#o.log.info({ namespace, peer, reason: refusal.reason }, 'change stream: the peer needs a snapshot');
       yield JSON.stringify(refusal);
@@ -78,11 +89,11 @@ export class ChangeFeed {
         const version = this.#versions.get(namespace) ?? 0;
         const batch = store.changelog.after(namespace, epoch, cursor, this.#o.batch ?? 200);
         if (batch.length > 0 && batch[0]!.seq !== cursor + 1) {
-          yield JSON.stringify(this.#snapshotRequired(namespace, epoch, `changes after ${cursor} are no longer retained`));
+          yield JSON.stringify(this.#snapshotRequired(namespace, epoch, `changes after ${cursor} are no longer retained`, log.ours));
           return;
         }
         for (const c of batch) {
-          yield JSON.stringify(changeLineFor(c, peer));
+          yield JSON.stringify(changeLineFor(c, peer, log.ours));
           cursor = c.seq;
           if (signal.aborted) return;
         }
@@ -91,7 +102,7 @@ export class ChangeFeed {
           if (batch.length === 0 && lastBeat !== 0) await this.#wait(namespace, version, Math.max(0, lastBeat + this.#o.heartbeatIntervalMs - now), signal);
           if (signal.aborted) return;
           if (batch.length > 0 || store.changelog.after(namespace, epoch, cursor, 1).length === 0) {
-            const beat: HeartbeatLine = { type: 'heartbeat', at: Date.now(), head: store.changelog.head(namespace, epoch) };
+            const beat: HeartbeatLine = { type: 'heartbeat', at: Date.now(), head: store.changelog.head(namespace, epoch), ...tag };
             yield JSON.stringify(beat);
             lastBeat = Date.now();
           }
@@ -102,22 +113,35 @@ export class ChangeFeed {
     }
   }
 
-  /** Whether `after` can be served from the log at `epoch`; the refusal line when not. */
-  #check(namespace: string, epoch: number, after: { epoch: number; seq: number } | undefined): SnapshotRequiredLine | undefined {
+  /**
+   * Whether `after` can be served from the log at `epoch`; the refusal line when not. A position in another log (or
+   * in none, when the replica reads log ids) is refused first: its numbers may name other changes here.
+   */
+  #check(
+    namespace: string,
+    epoch: number,
+    after: { epoch: number; seq: number } | undefined,
+    log: { ours: string | undefined; theirs: string | null | undefined },
+  ): SnapshotRequiredLine | undefined {
     const { changelog } = this.#o.store;
-    if (after === undefined) return this.#snapshotRequired(namespace, epoch, 'the replica has no position yet');
-    if (after.epoch !== epoch) return this.#snapshotRequired(namespace, epoch, `position ${after.epoch}.${after.seq} is from epoch ${after.epoch}; the namespace is at epoch ${epoch}`);
+    const refuse = (reason: string) => this.#snapshotRequired(namespace, epoch, reason, log.ours);
+    if (after === undefined) return refuse('the replica has no position yet');
+    if (log.ours !== undefined && log.theirs !== log.ours) {
+      const where = log.theirs ? `is in change log ${log.theirs}` : 'names no change log';
+      return refuse(`position ${after.epoch}.${after.seq} ${where}; this site's change log of ${namespace} is ${log.ours}`);
+    }
+    if (after.epoch !== epoch) return refuse(`position ${after.epoch}.${after.seq} is from epoch ${after.epoch}; the namespace is at epoch ${epoch}`);
     const head = changelog.head(namespace, epoch);
-    if (after.seq > head.seq) return this.#snapshotRequired(namespace, epoch, `position ${after.epoch}.${after.seq} is ahead of the change log (head ${head.seq})`);
+    if (after.seq > head.seq) return refuse(`position ${after.epoch}.${after.seq} is ahead of the change log (head ${head.seq})`);
     if (after.seq < head.seq) {
       const next = changelog.after(namespace, epoch, after.seq, 1)[0];
-      if (!next || next.seq !== after.seq + 1) return this.#snapshotRequired(namespace, epoch, `position ${after.epoch}.${after.seq} is older than the change log's retention`);
+      if (!next || next.seq !== after.seq + 1) return refuse(`position ${after.epoch}.${after.seq} is older than the change log's retention`);
     }
     return undefined;
   }
 
-  #snapshotRequired(namespace: string, epoch: number, reason: string): SnapshotRequiredLine {
-    return { type: 'snapshot-required', reason, head: this.#o.store.changelog.head(namespace, epoch) };
+  #snapshotRequired(namespace: string, epoch: number, reason: string, log: string | undefined): SnapshotRequiredLine {
+    return { type: 'snapshot-required', reason, head: this.#o.store.changelog.head(namespace, epoch), ...(log !== undefined ? { log } : {}) };
   }
 
   /** Resolves on the namespace's next notify, after `ms`, or on abort. */

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { LoggedChange } from '../state/changelog-repo.js';
-import { changeLineFor, formatPosition, MAX_LINE_BYTES, parseLine, parsePosition } from './protocol.js';
+import { changeLineFor, formatPosition, MAX_LINE_BYTES, parseLine, parseLogParam, parsePosition } from './protocol.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
 const base = { type: 'change', epoch: 1, seq: 7, at: 1_700_000_000_000, ref: REF };
+const LOG = '6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f';
 
 describe('stream lines', () => {
   it('accepts each kind of change, heartbeats and snapshot requests', () => {
@@ -16,6 +17,10 @@ describe('stream lines', () => {
       { ...base, kind: 'catchup', reason: 'user change' },
       { type: 'heartbeat', at: 5, head: { epoch: 1, seq: 0 } },
       { type: 'snapshot-required', reason: 'old', head: { epoch: 2, seq: 9 } },
+      // The change log's id on every kind of line (optional: a primary older than log ids sends none).
+      { ...base, kind: 'key-deleted', keyId: 'k1', log: LOG },
+      { type: 'heartbeat', at: 5, head: { epoch: 1, seq: 0 }, log: LOG },
+      { type: 'snapshot-required', reason: 'old', head: { epoch: 2, seq: 9 }, log: LOG },
     ]) {
       expect(parseLine(JSON.stringify(line)), JSON.stringify(line)).toMatchObject({ ok: true });
     }
@@ -35,6 +40,9 @@ describe('stream lines', () => {
       [JSON.stringify({ ...base, kind: 'key-imported', keyId: 'k', envelope: { v: 1 } }), /envelope/],
       [JSON.stringify({ ...base, kind: 'explode', keyId: 'k' }), /kind/],
       [JSON.stringify({ type: 'heartbeat', at: -1, head: { epoch: 1, seq: 0 } }), /at/],
+      [JSON.stringify({ ...base, kind: 'key-deleted', keyId: 'k', log: 'not-a-log' }), /log must be a UUID \(a change log id\)/],
+      [JSON.stringify({ type: 'heartbeat', at: 5, head: { epoch: 1, seq: 0 }, log: LOG.toUpperCase() }), /log must be a UUID/],
+      [JSON.stringify({ type: 'snapshot-required', reason: 'r', head: { epoch: 1, seq: 0 }, log: 7 }), /log/],
     ];
     for (const [text, problem] of cases) {
       const r = parseLine(text);
@@ -46,6 +54,13 @@ describe('stream lines', () => {
   it('refuses an oversized line without parsing it', () => {
     const r = parseLine(JSON.stringify({ ...base, kind: 'catchup', reason: 'x'.repeat(MAX_LINE_BYTES) }));
     expect(r).toEqual({ ok: false, problem: `line is over ${MAX_LINE_BYTES} bytes` });
+  });
+
+  it('reads the log query parameter: absent, none, or a log id', () => {
+    expect(parseLogParam(null)).toEqual({ ok: true, log: undefined });
+    expect(parseLogParam('none')).toEqual({ ok: true, log: null });
+    expect(parseLogParam(LOG)).toEqual({ ok: true, log: LOG });
+    for (const bad of ['', 'None', LOG.toUpperCase(), `${LOG}x`, '../x']) expect(parseLogParam(bad)).toEqual({ ok: false });
   });
 
   it('reads and writes positions as <epoch>.<seq>', () => {
@@ -73,5 +88,7 @@ describe('changeLineFor', () => {
     expect(changeLineFor(logged({ kind: 'tag-added', detail: { tag: 't' } }), 'b')).toEqual({ type: 'change', epoch: 1, seq: 3, at: 10, ref: REF, kind: 'tag-added', keyId: 'k', tag: 't' });
     expect(changeLineFor(logged({ kind: 'key-moved', detail: {} }), 'b')).toMatchObject({ kind: 'catchup' });
     expect(changeLineFor(logged({ kind: 'catchup', keyId: undefined, detail: { reason: 'users' } }), 'b')).toMatchObject({ kind: 'catchup', reason: 'users' });
+    expect(changeLineFor(logged({ kind: 'key-deleted' }), 'b', LOG)).toEqual({ type: 'change', epoch: 1, seq: 3, at: 10, ref: REF, log: LOG, kind: 'key-deleted', keyId: 'k' });
+    expect(changeLineFor(logged({ kind: 'key-moved', detail: {} }), 'b', LOG)).toMatchObject({ kind: 'catchup', log: LOG });
   });
 });

@@ -1,7 +1,9 @@
 /**
- * The change stream's wire format: `GET /peer/v1/namespaces/:ns/changes?after=<epoch>.<seq>` answers NDJSON, one JSON
- * object per line, each validated here by the receiver (strict objects, bounded sizes). No line carries key material in
- * the clear: an import carries one envelope, sealed to the receiving site's transport key. See docs/streaming.md.
+ * The change stream's wire format: `GET /peer/v1/namespaces/:ns/changes?after=<epoch>.<seq>&log=<log id|none>` answers
+ * NDJSON, one JSON object per line, each validated here by the receiver (strict objects, bounded sizes). No line carries
+ * key material in the clear: an import carries one envelope, sealed to the receiving site's transport key. Every line
+ * names the primary's change log (`log`) when the replica asked with a `log` parameter; a primary older than log ids
+ * sends none, and the replica treats "no log id" as a log of its own (docs/streaming.md, "Change-log identity").
  */
 import { z } from 'zod';
 import { isValidId } from '../nethsm/ids.js';
@@ -21,6 +23,10 @@ const time = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const ref = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a UUID');
 const label = z.string().refine((s) => Buffer.byteLength(s, 'utf8') <= 32, 'must be at most 32 bytes of UTF-8');
 const reason = z.string().min(1).max(500);
+/** A change log's identity: a UUID the primary made when the log was created (ChangeLogRepo.logId). */
+export const logIdSchema = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a UUID (a change log id)');
+/** Optional: a primary older than log ids sends none. */
+const log = logIdSchema.optional();
 const certB64 = z
   .string()
   .max(Math.ceil(MAX_CERT_BYTES / 3) * 4)
@@ -28,7 +34,7 @@ const certB64 = z
   .min(4, 'must not be empty');
 
 const head = z.strictObject({ epoch, seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });
-const common = { type: z.literal('change'), epoch, seq, at: time, ref };
+const common = { type: z.literal('change'), epoch, seq, at: time, ref, log };
 
 export const changeLineSchema = z.discriminatedUnion('kind', [
   z.strictObject({ ...common, kind: z.literal('key-imported'), keyId: id, envelope: envelopeSchema }),
@@ -44,10 +50,10 @@ export const changeLineSchema = z.discriminatedUnion('kind', [
 ]);
 export type ChangeLine = z.infer<typeof changeLineSchema>;
 
-export const heartbeatLineSchema = z.strictObject({ type: z.literal('heartbeat'), at: time, head });
+export const heartbeatLineSchema = z.strictObject({ type: z.literal('heartbeat'), at: time, head, log });
 export type HeartbeatLine = z.infer<typeof heartbeatLineSchema>;
 
-export const snapshotRequiredLineSchema = z.strictObject({ type: z.literal('snapshot-required'), reason, head });
+export const snapshotRequiredLineSchema = z.strictObject({ type: z.literal('snapshot-required'), reason, head, log });
 export type SnapshotRequiredLine = z.infer<typeof snapshotRequiredLineSchema>;
 
 export type StreamLine = ChangeLine | HeartbeatLine | SnapshotRequiredLine;
@@ -85,14 +91,29 @@ export function parsePosition(text: string | null | undefined): { epoch: number;
   return { epoch: Number(m[1]), seq: Number(m[2]) };
 }
 
+/** The `log` query parameter of a replica whose position has no log id (taken before log ids, or from a primary without). */
+export const NO_LOG_PARAM = 'none';
+
 /**
- * The line a logged change becomes for the receiving `site`. An import carries only that site's envelope; an import
- * without one (the site's transport key was unknown when it was sealed), or with one of an older format (logged before
- * an upgrade, not bound to its key id), becomes a catch-up. Catch-ups and malformed
- * rows also become catch-ups, so the replica takes a snapshot rather than miss the change.
+ * Parses the `log` query parameter: `undefined` when absent (a replica older than log ids: it is sent lines without
+ * `log`), `null` for `none` (the replica knows log ids, its position has none), else the log id. Undefined `ok` when
+ * malformed.
  */
-export function changeLineFor(c: LoggedChange, site: string): ChangeLine {
-  const common = { type: 'change' as const, epoch: c.epoch, seq: c.seq, at: c.createdAt, ref: c.ref };
+export function parseLogParam(text: string | null): { ok: true; log: string | null | undefined } | { ok: false } {
+  if (text === null) return { ok: true, log: undefined };
+  if (text === NO_LOG_PARAM) return { ok: true, log: null };
+  return logIdSchema.safeParse(text).success ? { ok: true, log: text } : { ok: false };
+}
+
+/**
+ * The line a logged change becomes for the receiving `site`, naming change log `log` when given (the replica asked
+ * with a `log` parameter). An import carries only that site's envelope; an import without one (the site's transport
+ * key was unknown when it was sealed), or with one of an older format (logged before an upgrade, not bound to its key
+ * id), becomes a catch-up. Catch-ups and malformed rows also become catch-ups, so the replica takes a snapshot rather
+ * than miss the change.
+ */
+export function changeLineFor(c: LoggedChange, site: string, log?: string): ChangeLine {
+  const common = { type: 'change' as const, epoch: c.epoch, seq: c.seq, at: c.createdAt, ref: c.ref, ...(log !== undefined ? { log } : {}) };
   const d = c.detail as Record<string, string | undefined>;
   const catchup = (r: string): ChangeLine => ({ ...common, kind: 'catchup', reason: r });
   const keyId = c.keyId;

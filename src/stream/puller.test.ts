@@ -21,7 +21,8 @@ import { NamespacePuller } from './puller.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
 const change = (seq: number, over: Record<string, unknown> = {}) => JSON.stringify({ type: 'change', epoch: 1, seq, at: 1000 + seq, ref: REF, kind: 'key-deleted', keyId: `k${seq}`, ...over });
-const beat = (seq: number) => JSON.stringify({ type: 'heartbeat', at: Date.now(), head: { epoch: 1, seq } });
+const beat = (seq: number, over: Record<string, unknown> = {}) => JSON.stringify({ type: 'heartbeat', at: Date.now(), head: { epoch: 1, seq }, ...over });
+const OTHER_LOG = 'a9b8c7d6-e5f4-4321-9abc-def012345678';
 
 describe('stream puller: bad input from the primary', () => {
   let dir: string;
@@ -32,6 +33,8 @@ describe('stream puller: bad input from the primary', () => {
   let connections = 0;
   const snapshots: string[] = [];
   const deviceCalls: string[] = [];
+  /** The `log` parameter of each connection. */
+  const logParams: (string | null | undefined)[] = [];
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'nhr-puller-'));
@@ -48,8 +51,9 @@ describe('stream puller: bad input from the primary', () => {
       handoff: () => Promise.reject(new Error('unused')),
       requestSync: () => Promise.reject(new Error('unused')),
       deviceBackup: () => Promise.reject(new Error('unused')),
-      changes: async (_peer, _ns, after, signal) => {
+      changes: async (_peer, _ns, after, signal, log) => {
         connections++;
+        logParams.push(log);
         expect(after).toEqual({ epoch: 1, seq: 5 });
         const lines = scripts.shift() ?? [];
         return (async function* () {
@@ -160,6 +164,36 @@ describe('stream puller: bad input from the primary', () => {
     await until(() => snapshots.length >= 1, 'a snapshot');
     await p.close();
     expect(snapshots[0]).toBe('position older than retention');
+    unchanged();
+  });
+
+  it("takes a snapshot, and applies nothing, when the primary's change log is not the one the position is in", async () => {
+    // The position names no log (taken from a primary without log ids): the replica says so, and a primary whose lines
+    // name a log (its state was reset, or it was upgraded) is another log.
+    scripts.push([beat(5, { log: OTHER_LOG })], [change(6, { log: OTHER_LOG })]);
+    const before = snapshots.length;
+    logParams.length = 0;
+    const { p, lines } = puller();
+    p.start();
+    await until(() => snapshots.length >= before + 2, 'two snapshots');
+    await p.close();
+    expect(snapshots.slice(before, before + 2)).toEqual([
+      `the primary's change log is ${OTHER_LOG}; this replica's position 1.5 is in (no id)`,
+      expect.stringMatching(new RegExp(`change 1\\.6 from a is in change log ${OTHER_LOG}; this replica's position 1\\.5 names no change log`)),
+    ]);
+    expect(lines.join('')).toMatch(/NHR_ERR_STREAM_LOG_CHANGED/);
+    expect(logParams.slice(0, 2)).toEqual([null, null]);
+    unchanged();
+  });
+
+  it("takes a snapshot when the primary's head is behind the position (its log went back)", async () => {
+    scripts.push([beat(3)]);
+    const before = snapshots.length;
+    const { p } = puller();
+    p.start();
+    await until(() => snapshots.length > before, 'a snapshot');
+    await p.close();
+    expect(snapshots[before]).toBe("the primary's head 1.3 is behind this replica's position 1.5: its change log went back");
     unchanged();
   });
 });

@@ -3,7 +3,9 @@
  * changes in order (applyChange, under the namespace's apply lock, which snapshot syncs hold too), and reconnects from
  * the stored position with backoff after any failure. A catch-up, a `snapshot-required` line, or a change that cannot be
  * applied through the API (wrong envelope, NetHSM refusal) makes it take a snapshot (debounced) and resume from the
- * snapshot's position. Heartbeats keep the primary marked reachable and move the lag basis when caught up.
+ * snapshot's position. So does a primary whose change log is not the one the position is in (a line or heartbeat
+ * naming another log id: the primary's state was lost or replaced) or whose head is behind the position (its log went
+ * back): numbers from such a log may name other changes, and skipping them as replays would lose them. Heartbeats keep the primary marked reachable and move the lag basis when caught up.
  * Idle while the namespace is primary here, fenced, paused, never synced (the first sync is the schedule's or the
  * operator's), or its primary is not a peer. Idempotent start()/close().
  */
@@ -15,6 +17,7 @@ import {
   NhrError,
   PeerMessageInvalidError,
   StreamApplyFailedError,
+  StreamLogChangedError,
   isRetryable,
 } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -24,7 +27,7 @@ import type { StateStore } from '../state/store.js';
 import type { Mutex } from '../util/mutex.js';
 import { applyChange, type ApplyDeps } from './apply.js';
 import { ApplyWindow, CatchupNeeded } from './apply-window.js';
-import { parseLine } from './protocol.js';
+import { parseLine, type HeartbeatLine } from './protocol.js';
 
 export interface PullerOptions {
   namespace: string;
@@ -187,7 +190,7 @@ export class NamespacePuller {
       }
     };
     try {
-      const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000 });
+      const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000, log: pos?.logId });
       this.#state = 'streaming';
       for await (const text of lines) {
         const parsed = parseLine(text);
@@ -203,7 +206,9 @@ export class NamespacePuller {
         if (line.type === 'heartbeat') {
           this.#head = line.head;
           const now = store.positions.get(ns, peer.name);
-          if (now?.epoch === line.head.epoch && now.seq === line.head.seq) store.applied.caughtUp(ns, peer.name, line.head.epoch, line.head.seq, line.at);
+          const reset = now && resetSince(now, line);
+          if (reset) return { kind: 'catchup', reason: reset };
+          if (now?.epoch === line.head.epoch && now.seq === line.head.seq) store.applied.caughtUp(ns, peer.name, line.head.epoch, line.head.seq, line.at, line.log);
           this.#updateGauges(peer.name);
           continue;
         }
@@ -244,7 +249,7 @@ export class NamespacePuller {
   #onError(primary: string, err: unknown): Outcome | undefined {
     const ns = this.#o.namespace;
     this.#noteError(err);
-    if (err instanceof EnvelopeInvalidError || err instanceof StreamApplyFailedError) {
+    if (err instanceof EnvelopeInvalidError || err instanceof StreamApplyFailedError || err instanceof StreamLogChangedError) {
       this.#o.log.error({ namespace: ns, from: primary, err }, 'a stream change cannot be applied here; taking a snapshot instead');
       return { kind: 'catchup', reason: err.message };
     }
@@ -294,4 +299,17 @@ export class NamespacePuller {
       this.#wake = done;
     });
   }
+}
+
+/**
+ * Why a heartbeat shows the primary's change log is not the one `pos` is in, or undefined when it is: another log id
+ * (or none where the position has one, or the reverse), or a head behind the position at its epoch (the log went
+ * back, e.g. the primary's state was restored from an older copy).
+ */
+function resetSince(pos: { epoch: number | undefined; seq: number | undefined; logId: string | undefined }, beat: HeartbeatLine): string | undefined {
+  if (pos.epoch === undefined || pos.seq === undefined) return undefined;
+  const at = `${pos.epoch}.${pos.seq}`;
+  if (beat.log !== pos.logId) return `the primary's change log is ${beat.log ?? '(no id)'}; this replica's position ${at} is in ${pos.logId ?? '(no id)'}`;
+  if (beat.head.epoch === pos.epoch && beat.head.seq < pos.seq) return `the primary's head ${beat.head.epoch}.${beat.head.seq} is behind this replica's position ${at}: its change log went back`;
+  return undefined;
 }

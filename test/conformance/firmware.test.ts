@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { connect, type TLSSocket } from 'node:tls';
 import { describe, it } from 'vitest';
 import { fingerprintOfDer } from '../../src/tls/fingerprint.js';
-import { runConformance } from './suite.js';
+import { runConformance, type ConformanceTarget } from './suite.js';
+import { runEncodingsConformance } from './encodings.js';
 import { runSystemTlsConformance } from './system-tls.js';
 
 const IMAGE = 'docker.io/nitrokey/nethsm:testing';
@@ -46,13 +47,15 @@ if (unavailable) {
     it('runs the conformance suite against the real firmware', () => undefined);
   });
 } else {
-  runConformance(`firmware ${IMAGE}`, async () => {
-    const { container, url } = await startFirmware();
-    const u = new URL(url);
-    const fingerprint256 = await peerFingerprint(u.hostname, Number(u.port));
+  /** A fresh container (each suite needs its own Unprovisioned device). */
+  const startFirmware = async (): Promise<ConformanceTarget> => {
+    const container = await startContainer();
+    const host = container.getHost();
+    const port = container.getMappedPort(8443);
+    const fingerprint256 = await peerFingerprint(host, port);
     let stopped = false;
     return {
-      url,
+      url: `https://${host}:${port}`,
       tls: { fingerprint256 },
       close: async () => {
         if (stopped) return;
@@ -60,12 +63,14 @@ if (unavailable) {
         await container.stop();
       },
     };
-  });
+  };
+  runConformance(`firmware ${IMAGE}`, startFirmware);
+  runEncodingsConformance(`firmware ${IMAGE}`, startFirmware);
 
   runSystemTlsConformance(`firmware ${IMAGE}`, async () => {
-    const started = await startFirmware();
-    const container = started.container;
-    let url = started.url;
+    const container = await startContainer();
+    const urlOf = () => `https://${container.getHost()}:${container.getMappedPort(8443)}`;
+    let url = urlOf();
     let stopped = false;
     return {
       url: () => url,
@@ -73,7 +78,7 @@ if (unavailable) {
       // container (its /data kept) is the power button. The mapped port may change.
       powerCycle: () => async () => {
         await container.restart();
-        url = `https://${container.getHost()}:${container.getMappedPort(8443)}`;
+        url = urlOf();
       },
       close: async () => {
         if (stopped) return;
@@ -85,12 +90,11 @@ if (unavailable) {
 }
 
 /** A fresh Unprovisioned firmware container, answering on 8443. */
-async function startFirmware() {
+async function startContainer() {
   const { GenericContainer, Wait } = await import('testcontainers');
-  const container = await new GenericContainer(IMAGE)
+  return new GenericContainer(IMAGE)
     .withExposedPorts(8443)
     .withWaitStrategy(Wait.forHttp('/api/v1/health/state', 8443).usingTls().allowInsecure().forStatusCode(200))
     .withStartupTimeout(120_000)
     .start();
-  return { container, url: `https://${container.getHost()}:${container.getMappedPort(8443)}` };
 }

@@ -148,6 +148,19 @@ describe('one barrier per device, fencing tokens', () => {
     expect(q.namespaces.alpha?.keyIds).toContain('in-flight-at-fence');
   });
 
+  // Before: the demoted site never synced from its successor, so its stream stayed idle ("never synced") until the next
+  // scheduled sync, and it kept its own copy meanwhile.
+  it('a demoted primary follows its successor at once: new writes there stream back', async () => {
+    const lat = new Latencies();
+    const l = await sites([{ name: 'alpha', primary: 'a' }], lat);
+    const a = l.site('a');
+    const b = l.site('b');
+    await a.daemon!.failover.demote('alpha', { actor: 'operator@a' });
+    await use(b.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'after-demote'));
+    await caughtUp(b, a, 'alpha', 20_000);
+    expect(await use(a.nsOperator('alpha'), (c) => c.listKeys())).toContain('after-demote');
+  });
+
   // Before: `pause` only kept the puller from starting; a stream already open went on applying changes.
   it('pause stops the stream at once; a manual sync is refused while paused unless forced', async () => {
     const lat = new Latencies();

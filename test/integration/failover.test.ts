@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { listBackupContents } from '../../src/backup/contents.js';
 import { TEST_SCRYPT } from '../../src/backup/format.js';
-import { NetHsmHttpError, RolePromoteRefusedError } from '../../src/errors.js';
+import { NetHsmHttpError, RolePromoteRefusedError, type NhrError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { waitFor } from '../helpers/wait.js';
@@ -59,9 +59,17 @@ describe('roles and failover between two sites', () => {
 
     // Nothing silently dropped: the quarantine file holds A's post-fork write.
     const qdir = a.daemon!.ctx.work.quarantine;
-    const [qfile] = await readdir(qdir);
+    // One file: the resync does not export k2 again as a foreign write (the fence's file already holds it).
+    const qfiles = await readdir(qdir);
+    expect(qfiles).toHaveLength(1);
+    const [qfile] = qfiles;
     const q = await listBackupContents(path.join(qdir, qfile!), { input: { passphrase: LAB_PASSPHRASES.replication, scrypt: TEST_SCRYPT }, collectIds: true });
     expect(q.namespaces.alpha?.keyIds).toEqual(['k1', 'k2-lost-with-a']);
+    const counted = (await a.registry.getSingleMetric('nethsm_replicator_quarantined_entries_total')?.get())?.values ?? [];
+    expect(Object.fromEntries(counted.filter((v) => v.labels.namespace === 'alpha').map((v) => [v.labels.reason, v.value]))).toEqual({
+      fenced: 2 + (q.namespaces.alpha?.users ?? 0),
+      foreign_writes: 0,
+    });
 
     // The audit log tells the story at both sites.
     const auditA = a.daemon!.ctx.store.audit.list({ namespace: 'alpha' }).map((e) => [e.action, e.fromEpoch ?? null, e.toEpoch ?? null, e.fromRole ?? null, e.toRole ?? null]);
@@ -73,6 +81,18 @@ describe('roles and failover between two sites', () => {
     ]);
     const promoteRow = b.daemon!.ctx.store.audit.list({ namespace: 'alpha' }).find((e) => e.action === 'promote');
     expect(promoteRow).toMatchObject({ actor: 'operator@b', fromEpoch: 1, toEpoch: 2, fromRole: 'replica', toRole: 'primary' });
+  });
+
+  it('names what is wrong with promote of an unknown namespace and demote to itself or an unknown site, changing nothing', async () => {
+    const l = await twoSites();
+    const a = l.site('a').daemon!;
+    const unknown = await l.site('b').daemon!.failover.promote('nosuch', { force: false, actor: 'op' }).catch((e: unknown) => e);
+    expect((unknown as NhrError).code).toBe('NHR_ERR_NAMESPACE_UNKNOWN');
+    const self = await a.failover.demote('alpha', { to: 'a', actor: 'op' }).catch((e: unknown) => e);
+    expect((self as Error).message).toBe('demote --to a names this site itself; name the site to hand over to: b');
+    const other = await a.failover.demote('alpha', { to: 'zz', actor: 'op' }).catch((e: unknown) => e);
+    expect((other as Error).message).toBe("demote --to zz: no such peer; this site's peers are b");
+    expect(a.ctx.store.roles.require('alpha')).toMatchObject({ role: 'primary', epoch: 1, primarySite: 'a' });
   });
 
   it('refuses to promote a replica whose last sync failed or that is behind its lag limit, unless forced', async () => {
@@ -93,6 +113,20 @@ describe('roles and failover between two sites', () => {
 
     const forced = await b.daemon!.failover.promote('alpha', { force: true, actor: 'op' });
     expect(forced).toMatchObject({ epoch: 2, forced: true });
+  });
+
+  it('refuses to promote while the primary answers and claims the namespace, pointing to demote', async () => {
+    const l = await twoSites();
+    const b = l.site('b').daemon!;
+    const err = await b.failover.promote('alpha', { force: false, actor: 'op' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RolePromoteRefusedError);
+    expect((err as RolePromoteRefusedError).reasons).toEqual(['primary-alive']);
+    expect((err as RolePromoteRefusedError).message).toBe('refusing to promote namespace alpha: its primary a answers and still claims it at epoch 1');
+    expect((err as RolePromoteRefusedError).hint).toMatch(/^For a switchover that loses nothing, run `nethsm-replicator demote alpha --to b` at a\./);
+    expect(b.ctx.store.roles.require('alpha')).toMatchObject({ role: 'replica', epoch: 1 });
+    // The documented switchover works from there.
+    await l.site('a').daemon!.failover.demote('alpha', { to: 'b', actor: 'op' });
+    expect(b.ctx.store.roles.require('alpha')).toMatchObject({ role: 'primary', epoch: 2 });
   });
 
   it('hands a namespace over with demote: no write lost, roles swapped, the old primary follows', async () => {

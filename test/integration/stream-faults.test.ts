@@ -162,6 +162,8 @@ describe('streaming under faults', () => {
     const ref = randomUUID();
     const line = (envelope: Envelope): ChangeLine => ({
       type: 'change',
+      // The primary's change log (the position's): a line of another log would be refused before its envelope is read.
+      log: before.pos!.logId!,
       epoch: 1,
       seq: before.pos!.seq! + 1,
       at: Date.now(),
@@ -201,7 +203,18 @@ describe('streaming under faults', () => {
     const envelope = logged.envelopes!['b'] as Envelope;
     const store = b.daemon!.ctx.store;
     const before = { pos: store.positions.get(NS, 'a'), applied: store.applied.count(NS) };
-    const replay: ChangeLine = { type: 'change', epoch: 1, seq: before.pos!.seq! + 1, at: Date.now(), ref: logged.ref, kind: 'key-imported', keyId: 'replayed', envelope };
+    // In the primary's change log (the position's): a line of another log would be refused before its envelope is read.
+    const replay: ChangeLine = {
+      type: 'change',
+      epoch: 1,
+      seq: before.pos!.seq! + 1,
+      log: before.pos!.logId!,
+      at: Date.now(),
+      ref: logged.ref,
+      kind: 'key-imported',
+      keyId: 'replayed',
+      envelope,
+    };
     const err = await b.daemon!.ctx.applyLock(NS).run(() => applyChange(applyDeps(b), NS, 'a', replay)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(EnvelopeInvalidError);
     expect((err as Error).message).toMatch(/failed authentication/);

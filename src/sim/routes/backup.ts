@@ -30,6 +30,7 @@ async function streamBackup(ctx: RequestContext, sim: SimCore): Promise<undefine
   } catch (err) {
     // Headers are gone: cut the stream so the client sees an incomplete (trailer-less) file, never a short "valid" one.
     sim.logger.error({ err }, 'backup stream failed');
+    sim.metrics.logged('error');
     ctx.res.destroy();
   } finally {
     backupKey.fill(0);

@@ -2,34 +2,29 @@
  * `/config/*` routes the simulator implements: backup passphrase (c23), unlock passphrase, unattended boot, time,
  * logging, network (the TLS endpoints are in tls.ts). All root Administrator, Operational.
  */
-import { randomBytes } from 'node:crypto';
-import { z } from 'zod';
+import { createHash, randomBytes } from 'node:crypto';
 import { SimHttpError } from '../http-error.js';
-import { NO_CONTENT, parseStrict } from '../http.js';
+import { NO_CONTENT } from '../http.js';
 import type { Route } from '../router.js';
 import type { SimCore } from '../context.js';
 import { kdf, sameBytes } from '../crypto.js';
-import { passphrase, zeroOffsetTime, parseZeroOffsetTime } from '../validation.js';
+import { decodeBody } from '../json-decode.js';
+import { checkPassphrase, checkTime, logReq, networkFromBody, passphraseChangeReq, timeReq, unattendedReq } from '../requests.js';
+import { encodeLog, encodeNetwork, logToApi, networkToApi } from '../config-encodings.js';
+import { readLogConfig, readNetworkConfig } from '../local-config.js';
 
 const OP = ['Operational' as const];
 const ROOT_ADMIN = { roles: ['Administrator' as const], root: true };
 const JSON_TYPE = 'application/json';
 
-const ChangePassphraseBody = z.strictObject({ newPassphrase: passphrase, currentPassphrase: z.string() });
-const UnattendedBody = z.strictObject({ status: z.enum(['on', 'off']) });
-const TimeBody = z.strictObject({ time: zeroOffsetTime });
-const LoggingBody = z.strictObject({ ipAddress: z.ipv4(), port: z.number().int().min(0).max(65535), logLevel: z.enum(['debug', 'info', 'warning', 'error']) });
-const NetworkBody = z.strictObject({
-  ipAddress: z.ipv4(),
-  netmask: z.ipv4(),
-  gateway: z.ipv4(),
-  ipv6: z.strictObject({ cidr: z.string(), gateway: z.string().nullable() }).nullable().optional(),
-});
+/** `passphrase_change_req`, then the new passphrase's length (FACTS-system §6.2). */
+function changeBody(raw: Buffer): { newPassphrase: string; currentPassphrase: string } {
+  const body = decodeBody(raw, passphraseChangeReq);
+  checkPassphrase('passphrase', body.newPassphrase);
+  return body;
+}
 
-const DEFAULT_LOGGING = { ipAddress: '0.0.0.0', port: 514, logLevel: 'info' };
-const DEFAULT_NETWORK = { ipAddress: '192.168.1.1', netmask: '255.255.255.0', gateway: '0.0.0.0' };
-
-async function setBackupPassphrase(sim: SimCore, body: z.infer<typeof ChangePassphraseBody>): Promise<void> {
+async function setBackupPassphrase(sim: SimCore, body: { newPassphrase: string; currentPassphrase: string }): Promise<void> {
   const { device } = sim;
   const salt = device.getGlobalConfig('backup-salt');
   const key = device.getGlobalConfig('backup-key');
@@ -48,6 +43,14 @@ async function setBackupPassphrase(sim: SimCore, body: z.infer<typeof ChangePass
   newKey.fill(0);
 }
 
+/** ETag of a config GET: a digest of the stored entry (FACTS-system §6.8; the firmware's digest function is [?]). */
+const storedDigest =
+  (name: string) =>
+  (_ctx: unknown, sim: SimCore): string | undefined => {
+    const v = sim.device.kv.get(sim.device.localConfigPath(name));
+    return v === undefined ? undefined : createHash('sha256').update(v).digest('hex');
+  };
+
 export function configRoutes(): Route[] {
   return [
     {
@@ -57,7 +60,7 @@ export function configRoutes(): Route[] {
       access: ROOT_ADMIN,
       accepts: [JSON_TYPE],
       handler: async (ctx, sim) => {
-        await setBackupPassphrase(sim, parseStrict(ctx.body, ChangePassphraseBody));
+        await setBackupPassphrase(sim, changeBody(ctx.body));
         return NO_CONTENT;
       },
     },
@@ -68,9 +71,9 @@ export function configRoutes(): Route[] {
       access: ROOT_ADMIN,
       accepts: [JSON_TYPE],
       handler: async (ctx, sim) => {
-        const body = parseStrict(ctx.body, ChangePassphraseBody);
+        const body = changeBody(ctx.body);
         const dk = await sim.device.openLockedDomainKey(body.currentPassphrase);
-        if (dk === undefined) throw new SimHttpError(403, 'Current passphrase is wrong.');
+        if (dk === undefined) throw new SimHttpError(403, 'unlock passphrase is incorrect.');
         await sim.device.writeUnlockPassphrase(body.newPassphrase, dk);
         dk.fill(0);
         return NO_CONTENT;
@@ -82,6 +85,7 @@ export function configRoutes(): Route[] {
       states: OP,
       access: ROOT_ADMIN,
       produces: JSON_TYPE,
+      etag: storedDigest('unattended-boot'),
       handler: (_c, sim) => ({ status: 200, json: { status: sim.device.getLocal('unattended-boot')?.toString() === '1' ? 'on' : 'off' } }),
     },
     {
@@ -91,9 +95,9 @@ export function configRoutes(): Route[] {
       access: ROOT_ADMIN,
       accepts: [JSON_TYPE],
       handler: (ctx, sim) => {
-        const { status } = parseStrict(ctx.body, UnattendedBody);
+        const on = decodeBody(ctx.body, unattendedReq);
         const { device } = sim;
-        if (status === 'on') device.kv.batch([device.sealSlot('unattended', device.requireDomainKey()), device.sealLocal('unattended-boot', Buffer.from('1'))]);
+        if (on) device.kv.batch([device.sealSlot('unattended', device.requireDomainKey()), device.sealLocal('unattended-boot', Buffer.from('1'))]);
         else device.kv.batch([device.sealLocal('unattended-boot', Buffer.from('0'))], [device.slotPath('unattended')]);
         return NO_CONTENT;
       },
@@ -113,8 +117,8 @@ export function configRoutes(): Route[] {
       access: ROOT_ADMIN,
       accepts: [JSON_TYPE],
       handler: (ctx, sim) => {
-        const { time } = parseStrict(ctx.body, TimeBody);
-        sim.device.setTime(parseZeroOffsetTime(time)!);
+        const { time } = decodeBody(ctx.body, timeReq);
+        sim.device.setTime(checkTime(time));
         return NO_CONTENT;
       },
     },
@@ -124,7 +128,9 @@ export function configRoutes(): Route[] {
       states: OP,
       access: ROOT_ADMIN,
       produces: JSON_TYPE,
-      handler: (_c, sim) => ({ status: 200, json: readJson(sim, 'log-config') ?? DEFAULT_LOGGING }),
+      etag: storedDigest('log-config'),
+      // Absent or unreadable: the default, not written (FACTS-system §4.2).
+      handler: (_c, sim) => ({ status: 200, json: logToApi(readLogConfig(sim.device)) }),
     },
     {
       method: 'PUT',
@@ -133,7 +139,7 @@ export function configRoutes(): Route[] {
       access: ROOT_ADMIN,
       accepts: [JSON_TYPE],
       handler: (ctx, sim) => {
-        sim.device.setLocal('log-config', JSON.stringify(parseStrict(ctx.body, LoggingBody)));
+        sim.device.setLocal('log-config', encodeLog(decodeBody(ctx.body, logReq)));
         return NO_CONTENT;
       },
     },
@@ -143,7 +149,8 @@ export function configRoutes(): Route[] {
       states: OP,
       access: ROOT_ADMIN,
       produces: JSON_TYPE,
-      handler: (_c, sim) => ({ status: 200, json: readJson(sim, 'ip-config') ?? DEFAULT_NETWORK }),
+      etag: storedDigest('ip-config'),
+      handler: (_c, sim) => ({ status: 200, json: networkToApi(readNetworkConfig(sim.device)) }),
     },
     {
       method: 'PUT',
@@ -152,20 +159,10 @@ export function configRoutes(): Route[] {
       access: ROOT_ADMIN,
       accepts: [JSON_TYPE],
       handler: (ctx, sim) => {
-        // Stored in the API's shape (the firmware stores a cidr form); nothing is applied to the host.
-        sim.device.setLocal('ip-config', JSON.stringify(parseStrict(ctx.body, NetworkBody)));
+        // Stored in the firmware's v1 encoding; nothing is applied to the host.
+        sim.device.setLocal('ip-config', encodeNetwork(networkFromBody(ctx.body)));
         return NO_CONTENT;
       },
     },
   ];
-}
-
-function readJson(sim: SimCore, name: string): unknown {
-  const v = sim.device.getLocal(name);
-  if (v === undefined) return undefined;
-  try {
-    return JSON.parse(v.toString('utf8'));
-  } catch {
-    return undefined; // a v0 binary value restored from an old backup: show the default
-  }
 }

@@ -94,7 +94,7 @@ function cryptoRoute(name: 'sign' | 'decrypt' | 'encrypt'): Route {
       const body = parseJsonBody(ctx.body);
       const out = name === 'sign' ? simkeys.sign(r, body) : name === 'decrypt' ? simkeys.decrypt(r, body) : simkeys.encrypt(r, body);
       sim.keys.countOperation(caller.namespace, id);
-      sim.metrics.inc(name);
+      sim.metrics.keyOperation(name);
       return { status: 200, json: out };
     },
   };
@@ -137,8 +137,8 @@ export function keyRoutes(): Route[] {
       handler: async (ctx, sim) => {
         const { id: wanted, record } = await simkeys.generateKeyAsync(parseJsonBody(ctx.body));
         const id = wanted === undefined || wanted === '' ? simkeys.generateId() : wanted;
+        sim.metrics.keyOperation('generate'); // counted before the id-exists check, as the firmware does
         storeNew(sim, ns(ctx), id, record);
-        sim.metrics.inc('generate');
         return createdKey(id);
       },
     },

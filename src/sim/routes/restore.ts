@@ -5,16 +5,15 @@
  */
 import type { Readable } from 'node:stream';
 import busboy from 'busboy';
-import { z } from 'zod';
 import { SimHttpError } from '../http-error.js';
-import { NO_CONTENT, mediaType, validateStrict, parseJsonBody, type RequestContext } from '../http.js';
+import { NO_CONTENT, mediaType, type RequestContext } from '../http.js';
 import type { Route } from '../router.js';
 import type { SimCore } from '../context.js';
-import { passphrase, zeroOffsetTime, parseZeroOffsetTime } from '../validation.js';
+import { decodeBody } from '../json-decode.js';
+import { checkTime, restoreReq } from '../requests.js';
 import { applyFullRestore, applyPartialRestore, stageBackup, TRUNCATED_MESSAGE } from '../restore.js';
 
 const ARGS_LIMIT = 1024;
-const RestoreArgs = z.strictObject({ backupPassphrase: passphrase.optional(), systemTime: zeroOffsetTime.optional() });
 
 interface RestoreUpload {
   args: Buffer;
@@ -101,8 +100,8 @@ async function restore(ctx: RequestContext, sim: SimCore): Promise<void> {
 
 async function restoreUpload(ctx: RequestContext, sim: SimCore): Promise<void> {
   const upload = await receiveUpload(ctx);
-  const args = validateStrict(upload.args.length === 0 ? {} : parseJsonBody(upload.args), RestoreArgs);
-  const time = args.systemTime === undefined ? undefined : parseZeroOffsetTime(args.systemTime);
+  const args = decodeBody(upload.args.length === 0 ? Buffer.from('{}') : upload.args, restoreReq);
+  const time = args.systemTime === undefined ? undefined : checkTime(args.systemTime);
   const staged = await stageBackup(upload.backup, sim, args.backupPassphrase);
   const state = sim.device.state;
   if (state === 'Unprovisioned') applyFullRestore(sim, staged);
@@ -119,6 +118,8 @@ export function restoreRoute(): Route {
     path: '/system/restore',
     states: ['Unprovisioned', 'Operational'],
     access: (state) => (state === 'Operational' ? { roles: ['Administrator'], root: true } : 'public'),
+    // Without a multipart Content-Type the firmware answers 415 with an empty body (FACTS-system §6.5).
+    accepts: ['multipart/form-data'],
     body: 'stream',
     op: 'restore',
     handler: async (ctx, sim) => {

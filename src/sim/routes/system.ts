@@ -2,27 +2,29 @@
  * Lifecycle and device routes: info, health, provision, unlock, lock, random, metrics, system info, diagnose.
  */
 import { randomBytes } from 'node:crypto';
-import { z } from 'zod';
 import { SimHttpError } from '../http-error.js';
-import { NO_CONTENT, parseStrict, callerOf, type RequestContext } from '../http.js';
+import { NO_CONTENT, callerOf, type RequestContext } from '../http.js';
 import type { Route } from '../router.js';
 import type { SimCore } from '../context.js';
 import { newUserRecord } from '../users.js';
-import { passphrase, zeroOffsetTime, parseZeroOffsetTime } from '../validation.js';
+import { decodeBody, decodeValue, parseBody } from '../json-decode.js';
+import { checkPassphrase, checkTime, passphraseReq, provisionReq, randomReq } from '../requests.js';
 
 const ALL = ['Unprovisioned', 'Locked', 'Operational'] as const;
 const OP = ['Operational'] as const;
 const JSON_TYPE = 'application/json';
 
-const ProvisionBody = z.strictObject({ unlockPassphrase: passphrase, adminPassphrase: passphrase, systemTime: zeroOffsetTime });
-const UnlockBody = z.strictObject({ passphrase: z.string() });
-const RandomBody = z.strictObject({ length: z.number().int().min(1).max(1024) });
 
 /** The software version the simulator claims (the firmware line FACTS describes). */
 export const SIM_SOFTWARE_VERSION = '5.0';
 
 /** Writes a freshly provisioned device: domain key, unlock slot, store versions, admin user, local config. */
-async function provision(sim: SimCore, body: z.infer<typeof ProvisionBody>): Promise<void> {
+async function provision(sim: SimCore, raw: Buffer): Promise<void> {
+  // The firmware's order: schema, unlock passphrase, admin passphrase, then the time.
+  const body = decodeBody(raw, provisionReq);
+  checkPassphrase('unlockPassphrase', body.unlockPassphrase);
+  checkPassphrase('adminPassphrase', body.adminPassphrase);
+  const time = checkTime(body.systemTime);
   const { device } = sim;
   const dk = randomBytes(32);
   await device.writeUnlockPassphrase(body.unlockPassphrase, dk);
@@ -41,20 +43,24 @@ async function provision(sim: SimCore, body: z.infer<typeof ProvisionBody>): Pro
     sets.push([p, device.seal(p, store, Buffer.from('0'))]);
   }
   device.kv.batch(sets);
-  device.setTime(parseZeroOffsetTime(body.systemTime)!);
+  device.setTime(time);
   sim.users.put('admin', newUserRecord('admin', 'Administrator', body.adminPassphrase));
   device.state = 'Operational';
 }
 
+/**
+ * `POST /unlock` (FACTS-system §6.1): a body that is not JSON is refused before the rate limiter (400, not recorded);
+ * a bad schema or passphrase length is 400 and a wrong passphrase 403 `not authenticated`, both recorded.
+ */
 async function unlock(ctx: RequestContext, sim: SimCore): Promise<undefined> {
   const key = `${ctx.ip}\0_unlock`;
+  const json = parseBody(ctx.body);
   if (sim.limiter.blocked(key)) throw new SimHttpError(429, 'Service unavailable: too many requests');
   try {
-    const body = parseStrict(ctx.body, UnlockBody);
-    const n = Buffer.byteLength(body.passphrase, 'utf8');
-    if (n < 10 || n > 200) throw new SimHttpError(400, 'Passphrase must be 10 to 200 bytes long.');
-    const dk = await sim.device.openLockedDomainKey(body.passphrase);
-    if (dk === undefined) throw new SimHttpError(403, 'Unlock failed: wrong passphrase.');
+    const { passphrase } = decodeValue(json, passphraseReq);
+    checkPassphrase('passphrase', passphrase);
+    const dk = await sim.device.openLockedDomainKey(passphrase);
+    if (dk === undefined) throw new SimHttpError(403, 'not authenticated');
     if (sim.device.state !== 'Locked') throw new SimHttpError(412, 'Service not available');
     sim.device.setDomainKey(dk);
     dk.fill(0);
@@ -89,7 +95,7 @@ export function systemRoutes(): Route[] {
       accepts: [JSON_TYPE],
       op: 'provision',
       handler: async (ctx, sim) => {
-        await provision(sim, parseStrict(ctx.body, ProvisionBody));
+        await provision(sim, ctx.body);
         return NO_CONTENT;
       },
     },
@@ -123,7 +129,7 @@ export function systemRoutes(): Route[] {
       access: { roles: ['Operator'] },
       produces: JSON_TYPE,
       handler: (ctx) => {
-        const { length } = parseStrict(ctx.body, RandomBody);
+        const { length } = decodeBody(ctx.body, randomReq);
         return { status: 200, json: { random: randomBytes(length).toString('base64') } };
       },
     },
@@ -133,7 +139,7 @@ export function systemRoutes(): Route[] {
       states: [...OP],
       access: { roles: ['Metrics'] },
       produces: JSON_TYPE,
-      handler: (_c, sim) => ({ status: 200, json: sim.metrics.toJSON({ 'kv write': sim.device.kv.writes }) }),
+      handler: (_c, sim) => ({ status: 200, json: sim.metrics.toJSON(sim.device.kv.writes) }),
     },
     {
       method: 'GET',
@@ -141,6 +147,7 @@ export function systemRoutes(): Route[] {
       states: [...OP],
       access: { roles: ['Administrator'], root: true },
       produces: JSON_TYPE,
+      etag: 'body-md5',
       handler: (ctx, sim) => {
         callerOf(ctx);
         return {

@@ -1,23 +1,21 @@
 /**
  * `/users*` with the root-versus-namespace rules of FACTS §3.3 and c16–c20.
  */
-import { z } from 'zod';
 import { splitUserId, isValidId } from '../../nethsm/ids.js';
 import { generateId } from '../keys/material.js';
 import { SimHttpError } from '../http-error.js';
-import { NO_CONTENT, callerOf, parseStrict, type Caller, type RequestContext } from '../http.js';
+import { NO_CONTENT, callerOf, type Caller, type RequestContext } from '../http.js';
+import { decodeBody } from '../json-decode.js';
+import { checkPassphrase, passphraseReq, userReq } from '../requests.js';
 import type { Route } from '../router.js';
 import type { SimCore } from '../context.js';
-import { newUserRecord, passphraseDigestFor, ROLES } from '../users.js';
-import { passphrase } from '../validation.js';
+import { newUserRecord, passphraseDigestFor } from '../users.js';
 
 const OP = ['Operational' as const];
 const ADMIN = { roles: ['Administrator' as const] };
 const ADMIN_OR_OPERATOR = { roles: ['Administrator' as const, 'Operator' as const] };
 const JSON_TYPE = 'application/json';
 
-const UserPostBody = z.strictObject({ realName: z.string(), role: z.enum(ROLES as [string, ...string[]]), passphrase });
-const PassphraseBody = z.strictObject({ passphrase });
 
 /** The target user id from the path; 400 when it breaks the UserID rule. */
 function targetId(ctx: RequestContext): { id: string; namespace: string | undefined } {
@@ -66,8 +64,9 @@ function createUser(sim: SimCore, caller: Caller, id: string, ns: string | undef
   } else if (ns !== caller.namespace) {
     throw new SimHttpError(403, 'N-User can only create users in its own namespace');
   }
-  const req = parseStrict(body, UserPostBody);
-  sim.users.put(id, newUserRecord(req.realName, req.role as (typeof ROLES)[number], req.passphrase));
+  const req = decodeBody(body, userReq);
+  checkPassphrase('passphrase', req.passphrase);
+  sim.users.put(id, newUserRecord(req.realName, req.role, req.passphrase));
 }
 
 function created(id: string, withBody: boolean): { status: number; json?: unknown; headers: Record<string, string> } {
@@ -184,7 +183,8 @@ export function userRoutes(): Route[] {
       op: 'user',
       handler: (ctx, sim) => {
         const { id } = targetId(ctx);
-        const body = parseStrict(ctx.body, PassphraseBody);
+        const body = decodeBody(ctx.body, passphraseReq);
+        checkPassphrase('passphrase', body.passphrase);
         const u = sim.users.get(id)!;
         sim.users.put(id, { ...u, ...passphraseDigestFor(body.passphrase) });
         return NO_CONTENT;
