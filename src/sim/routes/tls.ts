@@ -5,8 +5,9 @@
  * stored identity, which the next boot picks up (§2.7).
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { SimHttpError, invalidSchema } from '../http-error.js';
-import { NO_CONTENT, parseJsonBody, type Reply } from '../http.js';
+import { SimHttpError } from '../http-error.js';
+import { NO_CONTENT, type Reply } from '../http.js';
+import { decodeBody, err, field, intField, ok, optionField, record, textField, type FieldDecoder } from '../json-decode.js';
 import type { Route } from '../router.js';
 import type { SimCore } from '../context.js';
 import { decodeCertificateChain, encodeCertificateChain, generateTlsIdentity, samePublicKey, storeTlsIdentity, tlsIdentity, type TlsKeyType } from '../tls-identity.js';
@@ -24,66 +25,36 @@ const KEY_TYPES = ['RSA', 'Curve25519', 'EC_P224', 'EC_P256', 'EC_P384', 'EC_P52
 const TLS_TYPES = new Set(['RSA', 'Curve25519', 'EC_P256', 'EC_P384', 'EC_P521', 'BrainpoolP256', 'BrainpoolP384', 'BrainpoolP512']);
 const SUBJECT_FIELDS = ['commonName', 'countryName', 'localityName', 'stateOrProvinceName', 'organizationName', 'organizationalUnitName', 'emailAddress'] as const;
 
-type Decoded<T> = { ok: true; value: T } | { ok: false; error: string };
+/** `key_type`'s decoder: its own texts for a non-string and for an unknown name. */
+const keyType: FieldDecoder<string> = (v) => {
+  if (v.t !== 'string') return err('Expected JSON string for type');
+  return KEY_TYPES.includes(v.v) ? ok(v.v) : err('Json.key_type');
+};
 
-/**
- * A strict record decoder in the manner of the firmware's derived JSON decoders: an unknown key or a non-object fails
- * at once with `Json.<type>`; otherwise fields are checked from the last declared one back, so the message names
- * the last bad or missing field (`Json.<type>.<field>`, or a field decoder's own text).
- */
-function decodeRecord(type: string, value: unknown, fields: Array<[name: string, key: string, decode: (v: unknown) => Decoded<unknown>, fallback?: unknown]>): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidSchema(`Json.${type}.`);
-  const slots = new Map<string, Decoded<unknown>>();
-  for (const [k, v] of Object.entries(value)) {
-    const field = fields.find(([, key]) => key === k);
-    if (field === undefined) throw invalidSchema(`Json.${type}.`);
-    slots.set(field[0], field[2](v));
-  }
-  const out: Record<string, unknown> = {};
-  for (const [name, , , fallback] of [...fields].reverse()) {
-    const slot = slots.get(name);
-    if (slot === undefined) {
-      if (fallback === undefined) throw invalidSchema(`Json.${type}.${name}.`);
-      out[name] = fallback === null ? undefined : fallback;
-    } else if (!slot.ok) throw invalidSchema(`${slot.error}.`);
-    else out[name] = slot.value;
-  }
-  return out;
-}
+const stringList: FieldDecoder<string[]> = (v, path) =>
+  v.t === 'list' && v.v.every((x) => x.t === 'string') ? ok(v.v.map((x) => Buffer.from((x as { v: string }).v, 'latin1').toString('utf8'))) : err(path);
 
-const stringField =
-  (path: string) =>
-  (v: unknown): Decoded<string> =>
-    typeof v === 'string' ? { ok: true, value: v } : { ok: false, error: path };
+/** `Json.subject_req`: commonName required (empty allowed here), the other names default to "", SANs optional. */
+const subjectReq = record<SubjectAttributes & { subjectAltNames: string[] | undefined }>('subject_req', [
+  ...SUBJECT_FIELDS.map((f) => (f === 'commonName' ? field(f, textField) : field(f, textField, { value: '' }))),
+  field('subjectAltNames', optionField(stringList), { value: undefined }),
+]);
+
+/** `Json.tls_generate_key_req`: `type` (OCaml field `typ`) and `length` (default 0). */
+const generateReq = record<{ type: string; length: number }>('tls_generate_key_req', [field('type', keyType), field('length', intField, { value: 0 })]);
 
 function decodeSubject(body: Buffer): { subject: SubjectAttributes; subjectAltNames: string[] | undefined } {
-  const t = 'subject_req';
-  const sans = (v: unknown): Decoded<string[] | undefined> => {
-    if (v === null) return { ok: true, value: undefined };
-    if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return { ok: true, value: v };
-    return { ok: false, error: `Json.${t}.subjectAltNames` };
-  };
-  const o = decodeRecord(t, parseJsonBody(body), [
-    ...SUBJECT_FIELDS.map((f) => [f, f, stringField(`Json.${t}.${f}`), f === 'commonName' ? undefined : ''] as [string, string, (v: unknown) => Decoded<unknown>, unknown]),
-    ['subjectAltNames', 'subjectAltNames', sans, null],
-  ]);
-  const subject = Object.fromEntries(SUBJECT_FIELDS.map((f) => [f, o[f] as string])) as unknown as SubjectAttributes;
-  return { subject, subjectAltNames: o['subjectAltNames'] as string[] | undefined };
+  const o = decodeBody(body, subjectReq);
+  const subject = Object.fromEntries(SUBJECT_FIELDS.map((f) => [f, o[f]])) as unknown as SubjectAttributes;
+  return { subject, subjectAltNames: o.subjectAltNames };
 }
 
 function decodeGenerate(body: Buffer): { type: string; length: number } {
-  const t = 'tls_generate_key_req';
-  const keyType = (v: unknown): Decoded<string> => {
-    if (typeof v !== 'string') return { ok: false, error: 'Expected JSON string for type' };
-    return KEY_TYPES.includes(v) ? { ok: true, value: v } : { ok: false, error: 'Json.key_type' };
-  };
-  const int = (v: unknown): Decoded<number> =>
-    typeof v === 'number' && Number.isInteger(v) && Math.abs(v) < 2 ** 62 ? { ok: true, value: v } : { ok: false, error: `Json.${t}.length` };
-  const o = decodeRecord(t, parseJsonBody(body), [
-    ['typ', 'type', keyType],
-    ['length', 'length', int, 0],
-  ]);
-  return { type: o['typ'] as string, length: o['length'] as number };
+  // ppx names a missing field by its OCaml label, which is `typ` for the JSON key `type`.
+  return decodeBody(body, (v) => {
+    const r = generateReq(v);
+    return !r.ok && r.error === 'Json.tls_generate_key_req.type' ? err('Json.tls_generate_key_req.typ') : r;
+  });
 }
 
 function tlsKeys(sim: SimCore): { privateKey: KeyObject; publicKey: KeyObject } {
