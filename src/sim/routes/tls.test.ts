@@ -55,6 +55,10 @@ describe('GET /config/tls/public.pem and cert.pem', () => {
       expect(cert.text).toBe(encodePem('CERTIFICATE', chain[0]!.raw));
       expect(createPublicKey(pub.text).export({ type: 'spki', format: 'der' })).toEqual(chain[0]!.publicKey.export({ type: 'spki', format: 'der' }));
       expect((await http.req('GET', '/config/tls/cert.pem', { auth: admin, headers: { accept: 'application/json' } })).status).toBe(406);
+      const etag = cert.headers['etag'] as string;
+      expect(etag).toMatch(/^"[0-9a-f]{64}"$/);
+      expect((await http.req('GET', '/config/tls/cert.pem', { auth: admin, headers: { 'if-none-match': etag } })).status).toBe(304);
+      expect(pub.headers['etag']).toMatch(/^"[0-9a-f]{64}"$/);
       expect((await http.req('GET', '/config/tls/cert.pem', { auth: sim.nsUsers['ns1']!.admin })).status).toBe(403);
       expect((await http.req('GET', '/config/tls/cert.pem')).status).toBe(401);
     });
@@ -257,14 +261,20 @@ describe('full restore and the TLS identity (FACTS-system §2.7)', () => {
       expect((await ht.restore(file, { backupPassphrase: source.backupPassphrase })).status).toBe(204);
       expect((await ht.req('POST', '/unlock', { json: { passphrase: source.unlockPassphrase } })).status).toBe(204);
       expect((await served(target.port)).chain[0]!.fingerprint256).toBe(targetBefore);
-      const cert = (await ht.req('GET', '/config/tls/cert.pem', { auth: source.users.admin })).text;
-      expect(new X509Certificate(pemCertificates(cert)[0]!).fingerprint256).toBe(targetBefore);
+      const certAnswer = await ht.req('GET', '/config/tls/cert.pem', { auth: source.users.admin });
+      expect(new X509Certificate(pemCertificates(certAnswer.text)[0]!).fingerprint256).toBe(targetBefore);
+      const etagAfterRestore = certAnswer.headers['etag'];
       const boots = target.boots;
       expect((await ht.req('POST', '/system/reboot', { auth: source.users.admin })).status).toBe(204);
       await target.waitForBoot(boots + 1);
       expect((await served(target.port)).chain[0]!.fingerprint256).toBe(source.fingerprint256);
       expect(target.fingerprint256).toBe(source.fingerprint256);
       expect(formatName(parseCertificate((await served(target.port)).chain[0]!.raw).subject)).toBe('CN=keyfender');
+      // The ETag followed the stored (restored) entry all along; only the body changed with the boot.
+      expect((await ht.req('POST', '/unlock', { json: { passphrase: source.unlockPassphrase } })).status).toBe(204);
+      const afterBoot = await ht.req('GET', '/config/tls/cert.pem', { auth: source.users.admin });
+      expect(afterBoot.headers['etag']).toBe(etagAfterRestore);
+      expect(afterBoot.text).not.toBe(certAnswer.text);
     } finally {
       await hs.close();
       await ht.close();

@@ -4,7 +4,7 @@
  * A new certificate or key is served at once to new connections (`sim.serveTls`); a full restore changes only the
  * stored identity, which the next boot picks up (§2.7).
  */
-import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { SimHttpError } from '../http-error.js';
 import { NO_CONTENT, type Reply } from '../http.js';
 import { decodeBody, err, field, intField, ok, optionField, record, textField, type FieldDecoder } from '../json-decode.js';
@@ -56,6 +56,17 @@ function decodeGenerate(body: Buffer): { type: string; length: number } {
     return !r.ok && r.error === 'Json.tls_generate_key_req.type' ? err('Json.tls_generate_key_req.typ') : r;
   });
 }
+
+/**
+ * ETag of `public.pem` / `cert.pem`: a digest of the *stored* entry, as the firmware computes it (so after a full
+ * restore it changes while the body, from the in-memory identity, does not; FACTS-system §2.7). Digest function [?].
+ */
+const storedDigest =
+  (name: 'private-key' | 'certificate') =>
+  (_ctx: unknown, sim: SimCore): string | undefined => {
+    const v = sim.device.kv.get(sim.device.localConfigPath(name));
+    return v === undefined ? undefined : createHash('sha256').update(v).digest('hex');
+  };
 
 function tlsKeys(sim: SimCore): { privateKey: KeyObject; publicKey: KeyObject } {
   const privateKey = createPrivateKey(sim.tls.keyPem);
@@ -152,6 +163,7 @@ export function tlsRoutes(): Route[] {
       states: OP,
       access: ROOT_ADMIN,
       produces: PEM_TYPE,
+      etag: storedDigest('private-key'),
       handler: (_c, sim) => pem(tlsKeys(sim).publicKey.export({ type: 'spki', format: 'pem' }).toString()),
     },
     {
@@ -160,6 +172,7 @@ export function tlsRoutes(): Route[] {
       states: OP,
       access: ROOT_ADMIN,
       produces: PEM_TYPE,
+      etag: storedDigest('certificate'),
       handler: (_c, sim) => pem(encodeCertificates([sim.tls.certDer, ...sim.tls.chain])),
     },
     { method: 'PUT', path: '/config/tls/cert.pem', states: OP, access: ROOT_ADMIN, accepts: [PEM_TYPE], produces: PEM_TYPE, handler: (ctx, sim) => putCertificate(sim, ctx.body) },
