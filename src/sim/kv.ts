@@ -80,6 +80,12 @@ export class KvStore {
     return [...this.map.keys()];
   }
 
+  /** Removes every entry (a factory reset's reformatted data partition). */
+  clear(): void {
+    this.map.clear();
+    this.changed();
+  }
+
   /** Applies many sets and deletes as one change (one persistence write). */
   batch(sets: Iterable<[string, Buffer]>, deletes: Iterable<string> = []): void {
     for (const p of deletes) this.map.delete(p);
