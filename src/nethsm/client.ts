@@ -409,6 +409,11 @@ export class NetHsmClient {
     await this.#none({ method: 'POST', path: '/config/tls/generate', json: body, expect: [204] });
   }
 
+  /** The certificate the TLS listener serves, PEM (root Administrator). */
+  tlsCertificatePem(): Promise<string> {
+    return this.#text({ method: 'GET', path: '/config/tls/cert.pem', accept: 'application/x-pem-file', expect: [200] });
+  }
+
   async systemInfo(): Promise<SystemInfo> {
     const body = await this.#json({ method: 'GET', path: '/system/info', expect: [200] });
     field(body, 'deviceId', 'GET /system/info');
