@@ -9,6 +9,7 @@
  */
 import { NetHsmResponseInvalidError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
+import { asDeviceFault, ROOT_ADMINISTRATOR, ROOT_BACKUP } from '../nethsm/device-fault.js';
 import type { DeviceBarrier } from '../concurrency/barrier.js';
 import { Mutex } from '../util/mutex.js';
 import { removeFiles, type WorkDir } from './workdir.js';
@@ -63,7 +64,7 @@ export class Device {
         return await this.accounts.backup.backupToFile(file);
       } catch (err) {
         await removeFiles(file);
-        throw err;
+        throw asDeviceFault(err, ROOT_BACKUP);
       }
     });
   }
@@ -118,7 +119,9 @@ export class Device {
   /** Partial restore of `file` (the device is Operational). Call inside an exclusive barrier hold. */
   async restore(file: string): Promise<void> {
     await this.#io.run(() =>
-      this.accounts.admin.restore(file, { backupPassphrase: this.backupPassphrase, systemTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') }),
+      this.accounts.admin
+        .restore(file, { backupPassphrase: this.backupPassphrase, systemTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') })
+        .catch((err: unknown) => Promise.reject(asDeviceFault(err, ROOT_ADMINISTRATOR))),
     );
   }
 
@@ -129,9 +132,18 @@ export class Device {
 
   /**
    * The namespace's users by role: which are Administrators (stripped on replicas) and which are not. Read through
-   * the API (the daemon cannot read user records inside backups).
+   * the API (the daemon cannot read user records inside backups). A 412 or 401/403 is thrown as its cause
+   * (device-fault.ts), as for backups and restores.
    */
   async namespaceUsers(namespace: string): Promise<NamespaceUsers> {
+    try {
+      return await this.#namespaceUsers(namespace);
+    } catch (err) {
+      throw asDeviceFault(err, ROOT_ADMINISTRATOR);
+    }
+  }
+
+  async #namespaceUsers(namespace: string): Promise<NamespaceUsers> {
     const prefix = `${namespace}~`;
     const ids = (await this.accounts.admin.listUsers()).filter((u) => u.startsWith(prefix));
     const out: NamespaceUsers = { administrators: [], others: [] };
