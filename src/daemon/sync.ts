@@ -286,7 +286,13 @@ export class NamespaceSync {
   private recordOk(namespace: string, primary: string, r: ApplyResult, started: number, actor: string): SyncResult {
     const { ctx } = this;
     const durationMs = Date.now() - started;
-    ctx.store.positions.recordSyncOk(namespace, primary, { epoch: r.meta.epoch, seq: r.meta.seq, takenAt: r.meta.takenAt, durationMs });
+    // The restore set the device back to the snapshot: changes the stream recorded after its position are undone
+    // there and must apply again when replayed, not be skipped as duplicates.
+    const undone = ctx.store.transaction(() => {
+      ctx.store.positions.recordSyncOk(namespace, primary, { epoch: r.meta.epoch, seq: r.meta.seq, takenAt: r.meta.takenAt, durationMs });
+      return ctx.store.applied.forgetAfter(namespace, r.meta.epoch, r.meta.seq);
+    });
+    if (undone > 0) ctx.log.info({ namespace, epoch: r.meta.epoch, seq: r.meta.seq, undone }, 'the snapshot predates stream changes applied meanwhile; the stream applies them again');
     ctx.metrics.observeSync(namespace, 'success', durationMs / 1000);
     ctx.metrics.restoresTotal.inc({ namespace, outcome: 'success' });
     ctx.metrics.setReplicaDataTime(namespace, r.meta.takenAt / 1000);

@@ -170,6 +170,29 @@ describe('applies never wedge', () => {
     }
   }, 120_000);
 
+  // Before the fix the snapshot set the position back but the changes the stream had applied meanwhile stayed
+  // recorded: replayed, they were skipped as duplicates (their effect, undone by the restore, was lost), and the next
+  // new change was refused as out of order at every reconnect: the stream never caught up again.
+  it('applies again the stream changes a snapshot undid, and goes on streaming', async () => {
+    const [a, b] = [lab.site('a'), lab.site('b')];
+    latency.a!.backup = 1_500;
+    let sync: Promise<unknown> | undefined;
+    try {
+      sync = b.daemon!.syncer.sync(NS, { actor: 'test' });
+      await eventually(() => b.daemon!.syncer.progressOf(NS)?.step === 'fetching the snapshot from a', 10_000, 'the sync to fetch the snapshot');
+      // A takes the snapshot's backup slowly; meanwhile A takes imports, and B applies them from the stream.
+      for (let i = 0; i < 3; i++) await importAt(a, `during-snapshot-${i}`);
+      const head = a.daemon!.ctx.store.changelog.head(NS, 1).seq;
+      await eventually(() => (b.daemon!.ctx.store.positions.get(NS, 'a')?.seq ?? 0) >= head || !b.daemon!.syncer.isBusy(NS), 20_000, 'B to apply them');
+    } finally {
+      delete latency.a!.backup;
+    }
+    expect(await sync).toMatchObject({ outcome: 'applied' });
+    await importAt(a, 'after-snapshot');
+    await caughtUp(a, b, NS, 60_000);
+    expect(await compare(a, b)).toEqual({ missing: [], extra: [], differ: [] });
+  }, 120_000);
+
   it('writes made straight to the replica NetHSM during a sync fail it with SYNC_RACE, not counted against the peer', async () => {
     const b = lab.site('b');
     latencyAtB.backup = 200;
