@@ -154,6 +154,28 @@ export class NetHsmTimeoutError extends NhrError {
   static override readonly retryable = true;
 }
 
+/**
+ * This site's NetHSM is not Operational (Locked, most often): it answered 412 to a replication step, or its state
+ * said so. Nothing was applied; the step is retried with backoff and resumes by itself once the device is unlocked.
+ */
+export class NetHsmNotOperationalError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_NOT_OPERATIONAL';
+  static override readonly defaultHint =
+    'Unlock the NetHSM (`nitropy nethsm unlock`, or enable unattended boot); replication resumes by itself and catches up.';
+  static override readonly retryable = true;
+}
+
+/**
+ * This site's NetHSM refused the credential (401) or role (403) of one of the daemon's accounts; `path` names the
+ * config setting of that account. Nothing was applied. The daemon keeps retrying with backoff; fixing the passphrase
+ * (on the device or in the credential file, then restarting) lets replication resume.
+ */
+export class NetHsmCredentialRefusedError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED';
+  static override readonly defaultHint =
+    "Make the named account's passphrase on this NetHSM match the credential the config names (and its role match docs/deploy.md); replication resumes by itself.";
+}
+
 export class TlsPinMismatchError extends NhrError {
   static override readonly code = 'NHR_ERR_NETHSM_TLS_PIN_MISMATCH';
   static override readonly defaultHint =
@@ -510,6 +532,16 @@ export class SyncNamespaceExistsError extends NhrError {
     'Check what the device holds; to replace it (a backup of it is saved first) run `nethsm-replicator sync <ns> --on-existing=remove`.';
 }
 
+/**
+ * An operator's `sync` found a sync of the namespace already running and it did not end within the answer bound; the
+ * message says what it has been doing and for how long. Nothing was refused: one more sync runs after it.
+ */
+export class SyncBusyError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_BUSY';
+  static override readonly defaultHint = '`nethsm-replicator status` shows when the running sync ends and the outcome of the one after it.';
+  static override readonly retryable = true;
+}
+
 /** Writes outside the namespace kept landing between the daemon's backups; the restore was not attempted. */
 export class SyncRaceError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_RACE';
@@ -609,6 +641,8 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   NetHsmHttpError as unknown as typeof NhrError,
   NetHsmUnreachableError,
   NetHsmTimeoutError,
+  NetHsmNotOperationalError,
+  NetHsmCredentialRefusedError,
   TlsPinMismatchError,
   NetHsmTlsUntrustedError,
   NetHsmResponseInvalidError,
@@ -632,6 +666,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   PeerRefusedError as unknown as typeof NhrError,
   SyncNamespaceExistsError,
   SyncPausedError,
+  SyncBusyError,
   SyncRaceError,
   SyncVerifyFailedError,
   SyncQuarantineFailedError,

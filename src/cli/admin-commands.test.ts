@@ -129,6 +129,23 @@ describe('admin commands against a real admin server', () => {
     status = healthyStatus();
   });
 
+  // Before the fix a replica whose stream could not apply anything (its NetHSM Locked) was reported "all ok".
+  it("exits 2 and names the cause when a replica's change stream is failing", async () => {
+    const st = healthyStatus();
+    st.namespaces[0]!.stream = {
+      state: 'waiting', position: { epoch: 3, seq: 120 }, head: { epoch: 3, seq: 121 }, changesBehind: 1, lagSeconds: 14,
+      lastHeartbeat: ago(2), lastErrorCode: 'NHR_ERR_NETHSM_NOT_OPERATIONAL',
+      lastError: "this site's NetHSM is Locked (or otherwise not Operational): it answered 412 to GET /keys/k1",
+    };
+    status = st;
+    const r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toMatch(/alpha\s+WAITING\s+3\.120\s+1\s+14s\s+2s ago\s+NHR_ERR_NETHSM_NOT_OPERATIONAL/);
+    expect(r.out).toContain('PROBLEM: namespace alpha: change stream FAILING (NHR_ERR_NETHSM_NOT_OPERATIONAL): "this site\'s NetHSM is Locked');
+    expect(r.out).not.toContain('all ok');
+    status = healthyStatus();
+  });
+
   it('finds the socket through --config without reading any secret', async () => {
     // The config names secret files and variables that do not exist: status must not need them.
     const r = await runCli(['status', '--config', configFile]);

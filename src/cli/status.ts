@@ -3,7 +3,8 @@
  * exit code checks rely on. Pure rendering; the request lives in `admin-commands.ts`.
  *
  * Exit codes (docs/cli.md): 0 everything ok; 2 something needs attention (a member not ok, a replica whose last sync
- * failed, that never synced or is over its lag limit, a fenced namespace); 1 the status could not be read.
+ * failed, whose change stream is failing, that never synced or is over its lag limit, a fenced namespace); 1 the
+ * status could not be read.
  */
 import { z } from 'zod';
 import { AdminRemoteError } from '../errors.js';
@@ -71,6 +72,10 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     if (ns.role !== 'replica') continue;
     if (ns.lastSync?.outcome === 'failed') {
       out.push(`namespace ${ns.name}: last sync FAILED ${relativeTime(ns.lastSync.at, now)}${ns.lastSync.errorCode ? ` (${ns.lastSync.errorCode})` : ''}`);
+    }
+    const stream = ns.stream;
+    if (stream?.lastErrorCode) {
+      out.push(`namespace ${ns.name}: change stream FAILING (${stream.lastErrorCode}): ${scalar(stream.lastError ?? '')}`);
     }
     if (ns.lagSeconds === null) out.push(`namespace ${ns.name}: replica has NEVER SYNCED from ${ns.primarySite}`);
     else if (ns.lagSeconds > ns.lagLimitSeconds) {

@@ -28,6 +28,7 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     primarySite: row.primarySite,
     paused: row.paused,
     busy: syncer?.isBusy(name) ?? false,
+    syncRunning: running(syncer, name),
     lastSync:
       pos && pos.lastSyncAt !== undefined && pos.lastSyncOutcome !== undefined
         ? { at: iso(pos.lastSyncAt)!, outcome: pos.lastSyncOutcome, durationSeconds: (pos.lastSyncDurationMs ?? 0) / 1000, errorCode: pos.lastErrorCode ?? null }
@@ -38,6 +39,11 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     nextScheduledSync: iso(extras?.nextRun(name)?.getTime() ?? null),
     stream: ctx.streamStatus?.(name) ?? null,
   };
+}
+
+function running(syncer: NamespaceSync | undefined, name: string): NamespaceStatus['syncRunning'] {
+  const p = syncer?.progressOf(name);
+  return p ? { actor: p.actor, startedAt: iso(p.startedAt)!, step: p.step, stepSince: iso(p.stepAt)! } : null;
 }
 
 export function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: StatusExtras): DaemonStatus {

@@ -13,6 +13,8 @@ export interface NamespaceStatus {
   paused: boolean;
   /** A sync (or failover step) is running now. */
   busy: boolean;
+  /** The running sync: who started it, the step it is at (e.g. `fetching the snapshot from a`), since when. */
+  syncRunning?: { actor: string; startedAt: string; step: string; stepSince: string } | null;
   /** Replica only: the last sync attempt from the current primary. */
   lastSync: { at: string; outcome: 'ok' | 'failed'; durationSeconds: number; errorCode: string | null } | null;
   /** Replica only: the state applied: epoch, sequence, and when the primary took it. */
@@ -35,6 +37,10 @@ export interface StreamStatusView {
   lagSeconds: number | null;
   /** Replica: the last line (heartbeat or change) received from the primary. */
   lastHeartbeat: string | null;
+  /**
+   * Replica: why the stream is failing now (its last connection, change or catch-up failed and nothing was applied
+   * since); null when it is not. `status` reports a replica with one as needing attention.
+   */
   lastErrorCode: string | null;
   lastError: string | null;
 }

@@ -3,19 +3,30 @@
  * primary's snapshot over the peer API and apply it. At the primary: ask every peer to pull now. One sync per
  * namespace at a time; requests made while one runs share one more after it.
  *
+ * Bounds (docs/operations.md, "A sync that does not answer"): every step is bounded (the device's state is read first,
+ * within 10 s, so a Locked NetHSM refuses the sync before the primary is asked for a snapshot; device calls, the
+ * snapshot download and the drain of writes in flight have their own timeouts). An operator's `sync` is answered
+ * within a bound however long another sync runs: waiting for a running sync at most `busyWaitMs`, for its own at most
+ * `answerWithinMs`, then NHR_ERR_SYNC_BUSY saying what runs (the sync itself goes on and is recorded).
+ *
+ * Blame (members/blame.ts): only a failure of the snapshot download counts against the primary; this site's NetHSM
+ * failing counts against it; a race with direct writers or a drain timeout counts against nobody.
+ *
  * Locks (docs/concurrency.md): the snapshot is fetched with no lock held; the apply runs inside an exclusive hold of
  * the device barrier, then the namespace's lock, carrying the fencing token of the role row the sync was decided
  * under. A sync decided before a promote, demote, fence or pause is abandoned before it touches the device.
  */
 import { existsSync } from 'node:fs';
-import { FenceTokenStaleError, isRetryable, NhrError, PeerRefusedError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
+import { FenceTokenStaleError, NhrError, SyncBusyError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
+import { reportBlame } from '../members/blame.js';
 import { syncFailureReason } from '../metrics/metrics.js';
 import { FOREIGN_REASON } from '../replicator/foreign.js';
+import { assertOperational } from '../nethsm/device-fault.js';
 import { applySnapshot, type ApplyDeps, type ApplyResult } from '../replicator/snapshot-apply.js';
 import { removeFiles } from '../replicator/workdir.js';
 import type { EpochClaim } from '../roles/role-machine.js';
-import type { SiteContext } from './context.js';
+import { NETHSM_MEMBER, type SiteContext } from './context.js';
 
 export interface SyncRequest {
   actor: string;
@@ -42,23 +53,53 @@ export type SyncResult =
       quarantine?: string;
       quarantinedKeys?: string[];
       quarantinedUsers?: string[];
+      /** The change stream's current failure, when it has one (a snapshot needs no root Operator; imports do). */
+      streamLastError?: string;
     }
   | { namespace: string; outcome: 'requested'; peers: { name: string; ok: boolean; error?: string }[] }
   | { namespace: string; outcome: 'skipped'; reason: string };
+
+/** What a running sync is doing: who started it, the step it is at, since when (ms). */
+export interface SyncProgress {
+  actor: string;
+  startedAt: number;
+  step: string;
+  stepAt: number;
+}
+
+export interface SyncBounds {
+  /** How long an operator's sync waits for one already running before answering NHR_ERR_SYNC_BUSY (default 30 s). */
+  busyWaitMs?: number;
+  /** How long an operator's sync waits for its own before answering NHR_ERR_SYNC_BUSY (default 20 min, below the CLI's 30). */
+  answerWithinMs?: number;
+  /** Bound for reading the device's state before a sync (default 10 s). */
+  deviceCheckMs?: number;
+}
 
 export class NamespaceSync {
   private readonly running = new Map<string, Promise<SyncResult>>();
   /** The one sync queued behind a running one, shared by every request that arrived meanwhile. */
   private readonly queued = new Map<string, Promise<SyncResult>>();
+  private readonly progress = new Map<string, SyncProgress>();
+  private readonly bounds: Required<SyncBounds>;
 
   constructor(
     private readonly ctx: SiteContext,
     /** Called when a snapshot reveals an epoch newer than this site's (follow or fence). */
     private readonly observe: (namespace: string, claim: EpochClaim) => Promise<void>,
-  ) {}
+    bounds: SyncBounds = {},
+  ) {
+    this.bounds = { busyWaitMs: 30_000, answerWithinMs: 20 * 60_000, deviceCheckMs: 10_000, ...bounds };
+  }
 
   isBusy(namespace: string): boolean {
     return this.running.has(namespace);
+  }
+
+  /** What the running sync of `namespace` is doing, or null when none runs. */
+  progressOf(namespace: string): SyncProgress | null {
+    const p = this.progress.get(namespace);
+    return p ? { ...p } : null;
   }
 
   /** Waits for every running and queued sync (shutdown). */
@@ -72,6 +113,42 @@ export class NamespaceSync {
    * one more, which every request arriving meanwhile shares. Throws NhrErrors; records the outcome either way.
    */
   sync(namespace: string, req: SyncRequest): Promise<SyncResult> {
+    return req.manual ? this.manual(namespace, req) : this.enqueue(namespace, req);
+  }
+
+  /**
+   * An operator's sync, answered within a bound. When one already runs, this site's NetHSM is checked first, so a
+   * Locked device is named at once instead of after the running sync; then the request waits for it at most
+   * `busyWaitMs`. Past its bound it answers NHR_ERR_SYNC_BUSY naming what runs; the sync itself goes on.
+   */
+  private async manual(namespace: string, req: SyncRequest): Promise<SyncResult> {
+    const busy = this.running.has(namespace);
+    const row = this.ctx.store.roles.get(namespace);
+    if (busy && row && row.role !== 'primary') await assertOperational(() => this.ctx.device.state(), this.bounds.deviceCheckMs);
+    const result = this.enqueue(namespace, req);
+    // Past the bound the answer is gone but the sync is not: its outcome is recorded; nothing may reject unheard.
+    result.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const bound = busy ? this.bounds.busyWaitMs : this.bounds.answerWithinMs;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(this.busyError(namespace, bound)), bound);
+    });
+    try {
+      return await Promise.race([result, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private busyError(namespace: string, waitedMs: number): SyncBusyError {
+    const p = this.progress.get(namespace);
+    const now = Date.now();
+    const secs = (ms: number) => `${Math.round(ms / 1000)} s`;
+    const what = p ? `a sync started by ${p.actor} ${secs(now - p.startedAt)} ago is still running (${p.step}, for ${secs(now - p.stepAt)})` : 'a sync is still running';
+    return new SyncBusyError(`namespace ${namespace}: ${what}; waited ${secs(waitedMs)} for it. It goes on, and one more sync runs after it`, { namespace });
+  }
+
+  private enqueue(namespace: string, req: SyncRequest): Promise<SyncResult> {
     const current = this.running.get(namespace);
     if (!current) return this.start(namespace, req);
     let next = this.queued.get(namespace);
@@ -88,9 +165,19 @@ export class NamespaceSync {
   }
 
   private start(namespace: string, req: SyncRequest): Promise<SyncResult> {
-    const p = this.run(namespace, req).finally(() => this.running.delete(namespace));
+    const now = Date.now();
+    this.progress.set(namespace, { actor: req.actor, startedAt: now, step: 'starting', stepAt: now });
+    const p = this.run(namespace, req).finally(() => {
+      this.running.delete(namespace);
+      this.progress.delete(namespace);
+    });
     this.running.set(namespace, p);
     return p;
+  }
+
+  private step(namespace: string, step: string): void {
+    const p = this.progress.get(namespace);
+    if (p) Object.assign(p, { step, stepAt: Date.now() });
   }
 
   private async run(namespace: string, req: SyncRequest): Promise<SyncResult> {
@@ -133,6 +220,11 @@ export class NamespaceSync {
     const file = ctx.work.temp(`incoming-${namespace}`);
     ctx.metrics.syncInProgress.set({ namespace }, 1);
     try {
+      // A device that cannot take the restore (Locked) refuses the sync now, naming why, before the primary is asked
+      // for a snapshot (a device backup there).
+      this.step(namespace, "checking this site's NetHSM");
+      await assertOperational(() => ctx.device.state(), this.bounds.deviceCheckMs);
+      this.step(namespace, `fetching the snapshot from ${primary}`);
       const fetched = await peer.fetchSnapshot(namespace, file);
       ctx.monitor.reportSuccess(primary);
       if (fetched.epoch < decided.epoch) {
@@ -149,8 +241,10 @@ export class NamespaceSync {
         const now = ctx.store.roles.require(namespace);
         token = now.primarySite === primary && now.epoch === fetched.epoch && now.role !== 'primary' ? tokenOf(now, 'sync') : decided;
       }
+      this.step(namespace, 'waiting for device writes in flight to finish');
       const result = await ctx.barrier.exclusive([token], (guard) =>
         ctx.applyLock(namespace).run(async () => {
+          this.step(namespace, 'merging the snapshot into this NetHSM (backup, restore, verify)');
           const r = await applySnapshot(
             {
               device: ctx.device,
@@ -168,12 +262,12 @@ export class NamespaceSync {
             { onExisting: this.existingPolicy(namespace, req) },
           );
           // Recorded under the namespace's lock, so no stream change is recorded between the restore and the position.
-          return this.recordOk(namespace, primary, r, started);
+          return this.recordOk(namespace, primary, r, started, req.actor);
         }),
       );
       return result;
     } catch (err) {
-      if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started);
+      if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started, req.actor);
       throw err;
     } finally {
       ctx.metrics.syncInProgress.set({ namespace }, 0);
@@ -227,7 +321,7 @@ export class NamespaceSync {
     return this.ctx.work.isBootstrapped(namespace) ? 'adopt' : 'refuse';
   }
 
-  private recordOk(namespace: string, primary: string, r: ApplyResult, started: number): SyncResult {
+  private recordOk(namespace: string, primary: string, r: ApplyResult, started: number, actor: string): SyncResult {
     const { ctx } = this;
     const durationMs = Date.now() - started;
     // Also forgets applied records the snapshot's position does not cover (it may be behind the stream, or in a new log).
@@ -241,7 +335,8 @@ export class NamespaceSync {
     ctx.metrics.observeSync(namespace, 'success', durationMs / 1000);
     ctx.metrics.restoresTotal.inc({ namespace, outcome: 'success' });
     ctx.metrics.setReplicaDataTime(namespace, r.meta.takenAt / 1000);
-    ctx.log.info({ namespace, from: primary, epoch: r.meta.epoch, durationMs, remerges: r.remerges, stripped: r.strippedAdministrators.length }, 'namespace synced');
+    ctx.log.info({ namespace, from: primary, actor, epoch: r.meta.epoch, durationMs, remerges: r.remerges, stripped: r.strippedAdministrators.length }, 'namespace synced');
+    const stream = ctx.streamStatus?.(namespace);
     return {
       namespace,
       outcome: 'applied',
@@ -253,16 +348,19 @@ export class NamespaceSync {
       strippedAdministrators: r.strippedAdministrators,
       ...(r.savedExisting ? { savedExisting: r.savedExisting } : {}),
       ...(r.quarantined ? { quarantine: r.quarantined.path, quarantinedKeys: r.quarantined.keyIds, quarantinedUsers: r.quarantined.userIds } : {}),
+      ...(stream?.lastErrorCode ? { streamLastError: `${stream.lastErrorCode}: ${stream.lastError ?? ''}` } : {}),
     };
   }
 
-  private recordFailure(namespace: string, primary: string, err: unknown, started: number): void {
+  private recordFailure(namespace: string, primary: string, err: unknown, started: number, actor: string): void {
     const { ctx } = this;
     const durationMs = Date.now() - started;
     const code = err instanceof NhrError ? err.code : 'NHR_ERR_INTERNAL';
     ctx.store.positions.recordSyncFailed(namespace, primary, { errorCode: code, durationMs });
     ctx.metrics.observeSync(namespace, 'failure', durationMs / 1000, syncFailureReason(err));
-    if (isRetryable(err) && !(err instanceof PeerRefusedError)) ctx.monitor.reportFailure(primary, err);
-    ctx.log.warn({ namespace, from: primary, err, durationMs }, 'namespace sync failed');
+    // Only the download from the primary is the primary's doing; a Locked NetHSM here, writers racing the restore on
+    // this device or writes that did not drain are this site's (data-safety issue, case 10).
+    reportBlame(ctx.monitor, err, { peer: primary, device: NETHSM_MEMBER });
+    ctx.log.warn({ namespace, from: primary, actor, err, durationMs }, 'namespace sync failed');
   }
 }

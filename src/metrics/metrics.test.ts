@@ -7,7 +7,7 @@ import {
   syncFailureReason,
   type ReplicatorMetrics,
 } from './metrics.js';
-import { BackupCorruptedError, BackupWrongPassphraseError, ConfigInvalidError, NetHsmHttpError, NetHsmTimeoutError } from '../errors.js';
+import { BackupCorruptedError, BackupWrongPassphraseError, ConfigInvalidError, NetHsmCredentialRefusedError, NetHsmHttpError, NetHsmNotOperationalError, NetHsmTimeoutError } from '../errors.js';
 
 function setup(nowMs = 1_000_000): { m: ReplicatorMetrics; clock: { t: number } } {
   const clock = { t: nowMs };
@@ -194,6 +194,11 @@ describe('sync failure reasons', () => {
     expect(syncFailureReason({ code: 'NHR_ERR_PEER_IDENTITY' })).toBe('peer_error');
     expect(syncFailureReason({ code: 'NHR_ERR_ROLE_STALE_EPOCH' })).toBe('epoch_conflict');
     expect(syncFailureReason({ code: 'NHR_ERR_STATE_OPEN_FAILED' })).toBe('state_store');
+    expect(syncFailureReason(new NetHsmNotOperationalError('locked'))).toBe('nethsm_not_operational');
+    expect(syncFailureReason(new NetHsmCredentialRefusedError('401'))).toBe('nethsm_credential_refused');
+    expect(syncFailureReason({ code: 'NHR_ERR_SYNC_RACE' })).toBe('restore_guard');
+    expect(syncFailureReason({ code: 'NHR_ERR_GATEWAY_DRAIN_TIMEOUT' })).toBe('restore_guard');
+    expect(syncFailureReason({ code: 'NHR_ERR_SYNC_VERIFY_FAILED' })).toBe('verify_failed');
   });
 
   it('answers other for anything without a known code, never a free-form string', () => {

@@ -27,12 +27,16 @@ export type SyncOutcome = (typeof SYNC_OUTCOMES)[number];
 /**
  * Why a sync failed: a closed set so the label stays bounded. {@link syncFailureReason} maps errors to it.
  * - `nethsm_unreachable`: the own NetHSM did not answer (network, timeout, TLS pin).
+ * - `nethsm_not_operational`: the own NetHSM is Locked (or otherwise not Operational).
+ * - `nethsm_credential_refused`: the own NetHSM refused one of the daemon's accounts (401/403).
  * - `nethsm_error`: the own NetHSM answered with an error or an invalid response.
  * - `peer_unreachable`, `peer_error`: the same for the primary's daemon (peer API).
  * - `backup_invalid`: a backup or namespace backup did not parse or authenticate.
  * - `wrong_passphrase`: the replication or backup passphrase does not open the file.
  * - `verify_failed`: the inventory after the restore does not match the snapshot.
- * - `restore_guard`: entries outside the namespace changed or vanished around the merge-restore.
+ * - `restore_guard`: entries outside the namespace changed or vanished around the merge-restore, or device writes in
+ *   flight did not drain before it (it did not start).
+ * - `busy`: an operator's sync found another one still running past the answer bound.
  * - `epoch_conflict`: the peer speaks another epoch (fencing, stale primary).
  * - `config`: the configuration or a secret is unusable.
  * - `state_store`: the SQLite state store failed.
@@ -41,6 +45,8 @@ export type SyncOutcome = (typeof SYNC_OUTCOMES)[number];
  */
 export const SYNC_FAILURE_REASONS = [
   'nethsm_unreachable',
+  'nethsm_not_operational',
+  'nethsm_credential_refused',
   'nethsm_error',
   'peer_unreachable',
   'peer_error',
@@ -49,6 +55,7 @@ export const SYNC_FAILURE_REASONS = [
   'verify_failed',
   'restore_guard',
   'epoch_conflict',
+  'busy',
   'config',
   'state_store',
   'aborted',
@@ -139,6 +146,7 @@ export interface ReplicatorMetrics {
   readonly streamLagSeconds: Gauge<'namespace'>;
   readonly streamLastHeartbeatTimestampSeconds: Gauge<'namespace'>;
   readonly streamChangesAppliedTotal: Counter<'namespace' | 'outcome'>;
+  readonly streamFailing: Gauge<'namespace' | 'reason'>;
   readonly gatewayRequestsTotal: Counter<'namespace' | 'class' | 'outcome'>;
 
   /**
@@ -158,6 +166,11 @@ export interface ReplicatorMetrics {
   setMemberStatus(member: string, status: MemberStatus, consecutiveFailures: number): void;
   /** Sets the drift counts found by the last verification or anti-entropy pass. */
   setDrift(namespace: string, counts: Partial<Record<DriftKind, number>>): void;
+  /**
+   * Sets `stream_failing` to 1 for the reason the namespace's change stream is failing now (a replica's last
+   * connection, change or catch-up failed and nothing succeeded since) and 0 for the others; `null`: not failing.
+   */
+  setStreamFailing(namespace: string, reason: SyncFailureReason | null): void;
   /** Removes every series of a namespace (when it leaves the config). Idempotent. */
   removeNamespace(namespace: string): void;
   /** Removes every series of a member (when it leaves the config). Idempotent. */
@@ -192,6 +205,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   streamLagSeconds: {},
   streamLastHeartbeatTimestampSeconds: {},
   streamChangesAppliedTotal: { outcome: STREAM_APPLY_OUTCOMES },
+  streamFailing: { reason: SYNC_FAILURE_REASONS },
   gatewayRequestsTotal: { class: GATEWAY_CLASSES, outcome: GATEWAY_OUTCOMES },
 };
 
@@ -411,6 +425,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       labelNames: ['namespace', 'outcome'],
       registers,
     }),
+    streamFailing: new Gauge({
+      name: name('stream_failing'),
+      help: "1 for the reason a replica's change stream is failing now (its last connection, change or catch-up failed and nothing succeeded since), 0 for the others.",
+      labelNames: ['namespace', 'reason'],
+      registers,
+    }),
     gatewayRequestsTotal: new Counter({
       name: name('gateway_requests_total'),
       help: 'Gateway requests by namespace (_other when not configured here), class and outcome.',
@@ -448,6 +468,9 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       if (outcome === 'failure') m.syncFailuresTotal.inc({ namespace, reason: reason ?? 'other' });
       if (outcome === 'success') m.lastSuccessfulSyncTimestampSeconds.set({ namespace }, now() / 1000);
     },
+    setStreamFailing(namespace, reason) {
+      for (const r of SYNC_FAILURE_REASONS) m.streamFailing.set({ namespace, reason: r }, r === reason ? 1 : 0);
+    },
     setMemberStatus(member, status, consecutiveFailures) {
       m.memberUp.set({ member }, status === 'ok' ? 1 : 0);
       for (const s of MEMBER_STATUSES) m.memberStatus.set({ member, status: s }, s === status ? 1 : 0);
@@ -478,7 +501,13 @@ export function syncFailureReason(err: unknown): SyncFailureReason {
     NHR_ERR_NETHSM_TIMEOUT: 'nethsm_unreachable',
     NHR_ERR_NETHSM_TLS_PIN_MISMATCH: 'nethsm_unreachable',
     NHR_ERR_NETHSM_TLS_UNTRUSTED: 'nethsm_unreachable',
+    NHR_ERR_NETHSM_NOT_OPERATIONAL: 'nethsm_not_operational',
+    NHR_ERR_NETHSM_CREDENTIAL_REFUSED: 'nethsm_credential_refused',
     NHR_ERR_BACKUP_WRONG_PASSPHRASE: 'wrong_passphrase',
+    NHR_ERR_SYNC_RACE: 'restore_guard',
+    NHR_ERR_GATEWAY_DRAIN_TIMEOUT: 'restore_guard',
+    NHR_ERR_SYNC_VERIFY_FAILED: 'verify_failed',
+    NHR_ERR_SYNC_BUSY: 'busy',
   };
   const hit = exact[code];
   if (hit) return hit;

@@ -37,6 +37,13 @@ export interface PeerClientOptions {
 }
 
 const IDENTITY_MISMATCH = Symbol('peer-identity-mismatch');
+/** The primary answers a snapshot (or device backup) once it has taken the device backup: minutes on a large device. */
+const SNAPSHOT_HEADERS_MS = 30 * 60_000;
+/**
+ * It then streams a finished file, so a pause between chunks means a stalled transfer: a sync is not kept busy by it
+ * for longer than this.
+ */
+const FILE_BODY_IDLE_MS = 5 * 60_000;
 
 export class PeerClient {
   readonly name: string;
@@ -102,7 +109,7 @@ export class PeerClient {
    * reported it at. The file itself is verified by the caller (manifest, codec integrity checks).
    */
   async fetchSnapshot(namespace: string, destPath: string): Promise<{ epoch: number; bytes: number }> {
-    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, 30 * 60_000);
+    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, FILE_BODY_IDLE_MS);
     if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
     const epoch = Number(res.headers[SNAPSHOT_EPOCH_HEADER]);
     if (!Number.isSafeInteger(epoch) || epoch < 0) {
@@ -117,7 +124,7 @@ export class PeerClient {
    * removed on failure). The file is encrypted under the group's device backup passphrase; the caller verifies it.
    */
   async fetchDeviceBackup(destPath: string): Promise<{ bytes: number }> {
-    const res = await this.send('GET', '/device-backup', undefined, 30 * 60_000);
+    const res = await this.send('GET', '/device-backup', undefined, SNAPSHOT_HEADERS_MS, FILE_BODY_IDLE_MS);
     if (res.statusCode !== 200) throw await refused(res, this.name);
     return { bytes: await this.saveBody(res, destPath, 'device backup') };
   }
@@ -204,7 +211,7 @@ export class PeerClient {
     return r.data;
   }
 
-  private async send(method: 'GET' | 'POST', path: string, body: unknown, timeoutMs = this.timeoutMs): Promise<Dispatcher.ResponseData> {
+  private async send(method: 'GET' | 'POST', path: string, body: unknown, timeoutMs = this.timeoutMs, bodyIdleMs = timeoutMs): Promise<Dispatcher.ResponseData> {
     try {
       return await request(this.base + path, {
         method,
@@ -212,7 +219,7 @@ export class PeerClient {
         headers: body === undefined ? {} : { 'content-type': 'application/json' },
         body: body === undefined ? undefined : JSON.stringify(body),
         headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
+        bodyTimeout: bodyIdleMs,
       });
     } catch (cause) {
       throw connectError(cause, this.name);

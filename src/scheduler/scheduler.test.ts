@@ -63,6 +63,18 @@ describe('scheduler', () => {
     consoleLog.mockRestore();
   });
 
+  // Before the fix a run that never ended kept node-cron's overlap prevention skipping every later tick.
+  it('starts a job again after a run that hangs past the bound', async () => {
+    let runs = 0;
+    const s = new Scheduler({ maxRunMs: 500, jobs: [{ name: 'hangs', schedule: '* * * * * *', run: () => (runs++, new Promise<never>(() => undefined)) }] });
+    await s.start();
+    try {
+      await waitFor(() => runs >= 2, 'a second run after the first one hung', 8000);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('refuses an invalid cron expression, naming it', () => {
     expect(() => assertValidCron('*/5 * *', 'namespaces[0].schedule')).toThrow(InputInvalidError);
     expect(() => new Scheduler({ jobs: [{ name: 'x', schedule: 'every minute', run: async () => 0 }] })).toThrow(/"every minute" is not a valid cron/);

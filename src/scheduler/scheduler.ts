@@ -1,6 +1,9 @@
 /**
- * Cron jobs (node-cron), one per namespace schedule. A job never overlaps itself: a sync still running when the next
- * tick comes skips that tick. Failures are logged and left to the job's own retry logic.
+ * Cron jobs (node-cron), one per namespace schedule. A job never overlaps itself: a run still going when the next tick
+ * comes skips that tick. But no run holds its job for longer than `maxRunMs`: past it the job counts as done for the
+ * scheduler (logged), so a run that hangs cannot skip every later tick for ever (node-cron's overlap prevention would).
+ * The run itself goes on; jobs that must not run twice at once keep their own single flight (NamespaceSync does).
+ * Failures are logged and left to the job's own retry logic.
  * Long-lived part with idempotent start()/close().
  */
 import cron, { type ScheduledTask } from 'node-cron';
@@ -18,7 +21,11 @@ export interface SchedulerOptions {
   jobs: Job[];
   timezone?: string;
   logger?: Logger;
+  /** Longest a run keeps later ticks of its job from starting (default 15 min). */
+  maxRunMs?: number;
 }
+
+export const DEFAULT_MAX_RUN_MS = 15 * 60_000;
 
 /** Throws InputInvalidError naming the expression when node-cron would refuse it. Pure. */
 export function assertValidCron(expression: string, where: string): void {
@@ -39,13 +46,7 @@ export class Scheduler {
     for (const job of this.options.jobs) {
       const task = cron.schedule(
         job.schedule,
-        async () => {
-          try {
-            await job.run();
-          } catch (err) {
-            this.log.warn({ job: job.name, err }, 'scheduled job failed');
-          }
-        },
+        () => this.bounded(job),
         {
           name: job.name,
           noOverlap: true,
@@ -72,6 +73,28 @@ export class Scheduler {
       error: (m: string | Error, err?: Error) => log.error({ job, err: err ?? (m instanceof Error ? m : undefined) }, `scheduler: ${text(m)}`),
       debug: (m: string | Error) => log.debug({ job }, `scheduler: ${text(m)}`),
     };
+  }
+
+  /** Runs the job; resolves when it ends or after `maxRunMs`, whichever comes first. Never rejects. */
+  private async bounded(job: Job): Promise<void> {
+    const run = job.run().then(
+      () => undefined,
+      (err: unknown) => this.log.warn({ job: job.name, err }, 'scheduled job failed'),
+    );
+    const maxRunMs = this.options.maxRunMs ?? DEFAULT_MAX_RUN_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.log.warn({ job: job.name, maxRunMs }, 'scheduled job still running past its bound; later ticks start it again');
+        resolve();
+      }, maxRunMs);
+      timer.unref();
+    });
+    try {
+      await Promise.race([run, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** When `name` runs next, or null when it is not scheduled. */

@@ -10,6 +10,7 @@ import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { StateStore } from '../state/store.js';
 import { Mutex } from '../util/mutex.js';
+import { waitFor } from '../../test/helpers/wait.js';
 import type { ApplyDeps } from './apply.js';
 import { ApplyWindow, CatchupNeeded } from './apply-window.js';
 import type { ChangeLine } from './protocol.js';
@@ -79,6 +80,34 @@ describe('apply window', () => {
     expect(store.positions.get('ns', 'a')?.seq).toBe(1);
     expect(lock.busy).toBe(false);
     await window.drain(); // empty again: nothing left to report
+    store.close();
+  });
+
+  // Before the fix the window learned of a failure only at the next add or drain: a stream that then received only
+  // heartbeats kept the failed window, its device hold and the namespace's lock for ever (every sync timed out).
+  it('tells its owner at once when a change fails, with no further change or drain', async () => {
+    const store = StateStore.inDir(path.join(dir, String(n++))).open();
+    store.roles.insert({ namespace: 'ns', role: 'replica', epoch: 1, primarySite: 'a' });
+    store.positions.recordSyncOk('ns', 'a', { epoch: 1, seq: 0, takenAt: 1, durationMs: 1 });
+    const lock = new Mutex();
+    const failures: unknown[] = [];
+    const window = new ApplyWindow({
+      deps: { site: 'b', store, client: () => admin, transportKey: () => undefined },
+      namespace: 'ns',
+      source: 'a',
+      lock,
+      size: 4,
+      recorded: () => undefined,
+      failed: (err) => failures.push(err),
+    });
+    await window.add(imported(1, 'absent')); // no transport key here: needs a snapshot
+    await waitFor(() => failures.length > 0, 'the window to report its failure', 10_000);
+    expect(failures).toHaveLength(1);
+    expect(failures[0]).toBeInstanceOf(CatchupNeeded);
+    expect(lock.busy).toBe(true); // held until the owner drains
+    await expect(window.drain()).rejects.toBeInstanceOf(CatchupNeeded);
+    expect(lock.busy).toBe(false);
+    expect(failures).toHaveLength(1);
     store.close();
   });
 

@@ -10,8 +10,8 @@
  * change (or a second change of a key in flight) is a barrier the puller applies alone after draining the window. A
  * crash or failure leaves the position at the last change recorded in order; the changes after it that did reach the
  * device are replayed from there and found present, exactly as one change applied but not recorded is today. After a
- * failure nothing later is recorded, and `drain()` waits for every effect in flight to settle before it returns, so no
- * device write of this window overlaps a snapshot or a reconnect.
+ * failure nothing later is recorded, the owner is told at once (`failed`), and `drain()` waits for every effect in
+ * flight to settle before it returns, so no device write of this window overlaps a snapshot or a reconnect.
  *
  * While the window is not empty it holds, in the lock order (docs/concurrency.md), a shared hold of the device barrier
  * (`admit`, which also checks the stream's fencing token) and then the namespace's lock. It gives both up when it
@@ -43,6 +43,12 @@ export interface ApplyWindowOptions {
   holdBound?: number;
   /** Called after each change is recorded (metrics, gauges). */
   recorded(line: ChangeLine, outcome: 'applied' | 'present' | 'duplicate'): void;
+  /**
+   * Called once, at once, when a change of the window fails (until the drain that reports it). The window keeps its
+   * device hold and the namespace's lock until then, so the owner must drain now (e.g. cut its stream), not at the
+   * next change, which may never come: heartbeats alone would keep a failed window holding them for ever.
+   */
+  failed?(err: unknown): void;
 }
 
 interface Slot {
@@ -89,7 +95,7 @@ export class ApplyWindow {
     try {
       verdict = admitChange(deps, namespace, source, line, this.#lastSeq);
     } catch (err) {
-      this.#failure ??= err;
+      this.#fail(err);
       await this.drain();
       throw err;
     }
@@ -108,9 +114,7 @@ export class ApplyWindow {
       recordChange(deps, namespace, source, line, e.outcome);
       this.#o.recorded(line, e.outcome);
     });
-    done.catch((err: unknown) => {
-      this.#failure ??= err;
-    });
+    done.catch((err: unknown) => this.#fail(err));
     this.#tail = done;
     const slot: Slot = { keyId: line.keyId, done, settled };
     this.#slots.push(slot);
@@ -139,6 +143,13 @@ export class ApplyWindow {
     const failure = this.#failure;
     this.#failure = undefined;
     if (failure !== undefined) throw failure;
+  }
+
+  /** Keeps the first failure (drain() throws it) and tells the owner at once. */
+  #fail(err: unknown): void {
+    if (this.#failure !== undefined) return;
+    this.#failure = err;
+    this.#o.failed?.(err);
   }
 
   /** The barrier (shared) then the namespace's lock; released in reverse. */

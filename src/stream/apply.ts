@@ -11,10 +11,13 @@
  * another change log than the position is in (StreamLogChangedError: the primary's log was reset), a gap
  * (StreamOutOfOrderError), an envelope for another site or transport key, or sealed for another namespace, key id,
  * kind or change, or of the old unbound format (EnvelopeInvalidError), a NetHSM refusal that is
- * not about the key's presence (StreamApplyFailedError). Transient NetHSM failures propagate unchanged (retry).
+ * not about the key's presence (StreamApplyFailedError). Conditions of this site propagate as their cause, for a
+ * retry with backoff: a NetHSM that is not Operational (NetHsmNotOperationalError), a refused credential of the
+ * replication account or the root Operator (NetHsmCredentialRefusedError), transient NetHSM failures (unchanged).
  */
 import { NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamLogChangedError, StreamOutOfOrderError } from '../errors.js';
 import type { NetHsmClient, PrivateKey } from '../nethsm/client.js';
+import { asDeviceFault, replicationAccount } from '../nethsm/device-fault.js';
 import type { AppliedOutcome } from '../state/applied-repo.js';
 import type { StateStore } from '../state/store.js';
 import { openEnvelope } from './envelope.js';
@@ -144,7 +147,10 @@ export async function makeEffect(deps: ApplyDeps, namespace: string, line: Chang
       case 'label-removed':
         return (await status(() => c.removeKeyLabel(line.keyId), [404])) === 'ok' ? { outcome: 'applied' } : missing();
     }
-  } catch (err) {
+  } catch (caught) {
+    // Locked (412) and refused credentials (401/403) are conditions of this site, not of the change: nothing a snapshot
+    // could fix. They propagate as their cause, and the stream retries the change with backoff.
+    const err = asDeviceFault(caught, replicationAccount(namespace, c.username));
     if (err instanceof NetHsmHttpError && !err.retryable) {
       throw new StreamApplyFailedError(`change ${line.epoch}.${line.seq} (${line.kind}) refused by this NetHSM: ${err.status} ${err.nethsmMessage ?? ''}`.trim(), {
         namespace,

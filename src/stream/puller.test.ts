@@ -99,6 +99,7 @@ describe('stream puller: bad input from the primary', () => {
       heartbeatIntervalMs: 1000,
       catchupDebounceMs: 0,
       monitor: { reportSuccess: () => undefined, reportFailure: () => undefined },
+      deviceMember: 'nethsm',
       metrics: createReplicatorMetrics({ registry }),
       log: logger,
       backoff,

@@ -5,7 +5,11 @@
  * applied through the API (wrong envelope, NetHSM refusal) makes it take a snapshot (debounced) and resume from the
  * snapshot's position. So does a primary whose change log is not the one the position is in (a line or heartbeat
  * naming another log id: the primary's state was lost or replaced) or whose head is behind the position (its log went
- * back): numbers from such a log may name other changes, and skipping them as replays would lose them. Heartbeats keep the primary marked reachable and move the lag basis when caught up.
+ * back): numbers from such a log may name other changes, and skipping them as replays would lose them. A condition of
+ * this site (NetHSM Locked or unreachable, a refused credential) is retried with backoff instead, and counts against
+ * this site's NetHSM, never the primary. The cause stays in `status().lastError` (and `stream_failing`) until a change
+ * is applied or a heartbeat shows the replica caught up. Heartbeats keep the primary marked reachable and move the lag
+ * basis when caught up.
  * Idle while the namespace is primary here, fenced, paused, never synced (the first sync is the schedule's or the
  * operator's), or its primary is not a peer. Idempotent start()/close().
  */
@@ -18,10 +22,10 @@ import {
   PeerMessageInvalidError,
   StreamApplyFailedError,
   StreamLogChangedError,
-  isRetryable,
 } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ReplicatorMetrics } from '../metrics/metrics.js';
+import { blameOf, reportBlame } from '../members/blame.js';
+import { syncFailureReason, type ReplicatorMetrics } from '../metrics/metrics.js';
 import type { PeerClient } from '../peer/client.js';
 import type { StateStore } from '../state/store.js';
 import type { Mutex } from '../util/mutex.js';
@@ -44,6 +48,8 @@ export interface PullerOptions {
   heartbeatIntervalMs: number;
   catchupDebounceMs: number;
   monitor: { reportSuccess(name: string): void; reportFailure(name: string, err: unknown): void };
+  /** This site's NetHSM in the member monitor: failures of the device count against it, never against the peer. */
+  deviceMember: string;
   metrics: ReplicatorMetrics;
   log: Logger;
   /** Imports of distinct keys carried out on the device at once (ApplyWindow; default 8, 1 = one change at a time). */
@@ -59,6 +65,10 @@ export interface PullerStatus {
   /** The primary's head at the last heartbeat. */
   head: { epoch: number; seq: number } | null;
   lastHeartbeatAt: number | null;
+  /**
+   * Why the stream is failing now: the last failed connection, change or catch-up, until a change is applied or a
+   * heartbeat shows the replica caught up. `status` reports a replica with one as needing attention.
+   */
   lastError: { code: string; message: string } | null;
 }
 
@@ -171,6 +181,10 @@ export class NamespacePuller {
     const abort = (this.#abort = new AbortController());
     // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
     const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal };
+    // A failed change of the window ends this connection at once: the window keeps its device hold and the
+    // namespace's lock until it is drained, and waiting for the next change (heartbeats may be all that comes) would
+    // keep every sync and merge-restore of this device waiting with it.
+    let windowFailure: { err: unknown } | undefined;
     const window = new ApplyWindow({
       deps: this.#o.apply,
       namespace: ns,
@@ -180,15 +194,12 @@ export class NamespacePuller {
       yieldWanted: () => barrier.held,
       size: this.#o.applyConcurrency ?? DEFAULT_APPLY_CONCURRENCY,
       recorded: (_line, outcome) => this.#recorded(peer.name, outcome),
-    });
-    const windowed = async (fn: () => Promise<void>): Promise<void> => {
-      try {
-        await fn();
-      } catch (err) {
+      failed: (err) => {
+        windowFailure ??= { err };
         if (!(err instanceof CatchupNeeded) && !(err instanceof FenceTokenStaleError)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
-        throw err;
-      }
-    };
+        abort.abort();
+      },
+    });
     try {
       const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000, log: pos?.logId });
       this.#state = 'streaming';
@@ -208,16 +219,19 @@ export class NamespacePuller {
           const now = store.positions.get(ns, peer.name);
           const reset = now && resetSince(now, line);
           if (reset) return { kind: 'catchup', reason: reset };
-          if (now?.epoch === line.head.epoch && now.seq === line.head.seq) store.applied.caughtUp(ns, peer.name, line.head.epoch, line.head.seq, line.at, line.log);
+          if (now?.epoch === line.head.epoch && now.seq === line.head.seq) {
+            store.applied.caughtUp(ns, peer.name, line.head.epoch, line.head.seq, line.at, line.log);
+            this.#clearError();
+          }
           this.#updateGauges(peer.name);
           continue;
         }
         if (this.#head === null || line.seq > this.#head.seq) this.#head = { epoch: line.epoch, seq: line.seq };
         if (line.kind === 'key-imported' && window.accepts(line)) {
-          await windowed(() => window.add(line));
+          await window.add(line);
           continue;
         }
-        await windowed(() => window.drain());
+        await window.drain();
         const result = await barrier.shared(() => this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line)), admission).catch((err: unknown) => {
           metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
           throw err;
@@ -225,11 +239,13 @@ export class NamespacePuller {
         if (result.outcome === 'catchup') return { kind: 'catchup', reason: result.reason };
         this.#recorded(peer.name, result.outcome);
       }
-      await windowed(() => window.drain());
+      await window.drain();
       return { kind: 'ended' };
     } catch (err) {
-      if (err instanceof CatchupNeeded) return { kind: 'catchup', reason: err.reason };
-      throw err;
+      // The window's failure is what ended the stream (its abort surfaces here as a broken connection).
+      const cause = windowFailure ? windowFailure.err : err;
+      if (cause instanceof CatchupNeeded) return { kind: 'catchup', reason: cause.reason };
+      throw cause;
     } finally {
       // However the stream ends, no effect of the window may still run (or hold the lock) when the caller reconnects
       // or takes a snapshot; a failure here was already reported or is superseded by what ended the stream.
@@ -241,11 +257,15 @@ export class NamespacePuller {
 
   #recorded(primary: string, outcome: 'applied' | 'present' | 'duplicate'): void {
     this.#o.metrics.streamChangesAppliedTotal.inc({ namespace: this.#o.namespace, outcome: outcome === 'duplicate' ? 'duplicate' : 'applied' });
-    this.#lastError = null;
+    this.#clearError();
     this.#updateGauges(primary);
   }
 
-  /** What a failed connection or change leads to: a snapshot for changes that cannot be applied, else a retry. */
+  /**
+   * What a failed connection or change leads to: a snapshot for changes that cannot be applied, else a retry with
+   * backoff. A failure counts against the member it is about (members/blame.ts): the peer for the stream itself, this
+   * site's NetHSM for its own failures (Locked, unreachable), nobody for the rest.
+   */
   #onError(primary: string, err: unknown): Outcome | undefined {
     const ns = this.#o.namespace;
     this.#noteError(err);
@@ -253,8 +273,12 @@ export class NamespacePuller {
       this.#o.log.error({ namespace: ns, from: primary, err }, 'a stream change cannot be applied here; taking a snapshot instead');
       return { kind: 'catchup', reason: err.message };
     }
-    if (isRetryable(err)) this.#o.monitor.reportFailure(primary, err);
-    this.#o.log.warn({ namespace: ns, from: primary, err }, 'change stream interrupted; reconnecting from the stored position');
+    reportBlame(this.#o.monitor, err, { peer: primary, device: this.#o.deviceMember });
+    const local = blameOf(err) !== 'peer';
+    this.#o.log.warn(
+      { namespace: ns, from: primary, err },
+      local ? 'a stream change could not be applied at this site; retrying from the stored position' : 'change stream interrupted; reconnecting from the stored position',
+    );
     return undefined;
   }
 
@@ -280,6 +304,13 @@ export class NamespacePuller {
 
   #noteError(err: unknown): void {
     this.#lastError = err instanceof NhrError ? { code: err.code, message: err.message } : { code: 'NHR_ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
+    this.#o.metrics.setStreamFailing(this.#o.namespace, syncFailureReason(err));
+  }
+
+  #clearError(): void {
+    if (this.#lastError === null) return;
+    this.#lastError = null;
+    this.#o.metrics.setStreamFailing(this.#o.namespace, null);
   }
 
   #sleep(ms: number): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import { GenerateRequestInvalidError, InternalError, NamespaceUnknownError } from '../errors.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import type { SiteContext } from '../daemon/context.js';
+import { NETHSM_MEMBER, type SiteContext } from '../daemon/context.js';
 import { generateForImportAsync } from '../keygen/index.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import type { LoggedChange } from '../state/changelog-repo.js';
@@ -118,6 +118,7 @@ export class StreamService {
           heartbeatIntervalMs: ctx.config.stream.heartbeatIntervalMs,
           catchupDebounceMs: ctx.config.stream.catchupDebounceMs,
           monitor: ctx.monitor,
+          deviceMember: NETHSM_MEMBER,
           metrics: ctx.metrics,
           log: ctx.log,
         }),

@@ -130,10 +130,19 @@ describe('TransportKey.check', () => {
     await t.check();
   });
 
-  it('fails with the NetHSM answer when the Operator account cannot decrypt', async () => {
-    const t = new TransportKey({ site: 'alpha', keyId: 'tkcheck', admin, operator: admin, bits: 2048 });
+  it('names the root Operator credential when the NetHSM refuses its role (403) or its passphrase (401)', async () => {
+    const wrongRole = new TransportKey({ site: 'alpha', keyId: 'tkcheck', admin, operator: admin, bits: 2048 });
+    await wrongRole.ensure();
+    const refused = { code: 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED', path: 'nethsm.credentials.operator' };
+    await expect(wrongRole.check()).rejects.toMatchObject(refused);
+    await expect(wrongRole.check()).rejects.toThrow(/refused the root Operator credential \(403/);
+    const wrongPassphrase = root.withAuth(sim.users.operator.username, 'not-the-operator-passphrase');
+    const t = new TransportKey({ site: 'alpha', keyId: 'tkcheck', admin, operator: wrongPassphrase, bits: 2048 });
     await t.ensure();
-    await expect(t.check()).rejects.toMatchObject({ code: 'NHR_ERR_NETHSM_HTTP', status: 403 });
+    // Once only: the NetHSM rate-limits failed logins (429).
+    const err = await t.check().catch((e: unknown) => e);
+    expect(err).toMatchObject(refused);
+    expect((err as Error).message).toMatch(/refused the root Operator credential \(401/);
   });
 });
 

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { InternalError, NetHsmHttpError, TransportKeyInvalidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NetHsmClient } from '../nethsm/client.js';
+import { asDeviceFault, ROOT_OPERATOR } from '../nethsm/device-fault.js';
 import { isValidId } from '../nethsm/ids.js';
 
 export const DEFAULT_TRANSPORT_KEY_ID = 'nhrtransport';
@@ -171,8 +172,9 @@ export class TransportKey {
 
   /**
    * Unwraps a wrapped AES key through the NetHSM (decrypt OAEP_SHA256 as the root Operator). The caller zeroes the
-   * result. A 404 (the key was deleted or moved under the daemon) is a TransportKeyInvalidError; other NetHSM errors
-   * propagate (a 400 means the wrapped key is not for this key or was altered).
+   * result. A 404 (the key was deleted or moved under the daemon) is a TransportKeyInvalidError; a 401/403 is a
+   * NetHsmCredentialRefusedError naming the root Operator, a 412 a NetHsmNotOperationalError (device-fault.ts); other
+   * NetHSM errors propagate (a 400 means the wrapped key is not for this key or was altered).
    */
   async unwrap(wrapped: Buffer): Promise<Buffer> {
     try {
@@ -184,14 +186,14 @@ export class TransportKey {
           cause: err,
         });
       }
-      throw err;
+      throw asDeviceFault(err, ROOT_OPERATOR);
     }
   }
 
   /**
    * Proves the whole unwrap path once (e.g. at start-up, after ensure()): wraps 32 random bytes to the public half and
-   * unwraps them through the NetHSM as the Operator. Throws TransportKeyInvalidError if the result differs, the NetHSM's
-   * error (wrong Operator credentials or role: 401/403) otherwise. Counts one operation on the key.
+   * unwraps them through the NetHSM as the Operator. Throws TransportKeyInvalidError if the result differs, what
+   * unwrap() throws otherwise (NetHsmCredentialRefusedError for wrong Operator credentials or role). Counts one operation on the key.
    */
   async check(): Promise<void> {
     const info = this.publicInfo();
