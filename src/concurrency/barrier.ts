@@ -92,6 +92,11 @@ export class DeviceBarrier {
     return this.#shared;
   }
 
+  /** Whether the caller runs inside an exclusive hold (its own device calls go through at once). */
+  get insideExclusive(): boolean {
+    return this.#scope.getStore() === 'exclusive';
+  }
+
   /** Shared callers waiting for exclusive holds to end. */
   get waiting(): number {
     return this.#waiters.size;

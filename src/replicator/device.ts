@@ -9,6 +9,7 @@
  */
 import { NetHsmResponseInvalidError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
+import { asDeviceFault, ROOT_ADMINISTRATOR, ROOT_BACKUP } from '../nethsm/device-fault.js';
 import type { DeviceBarrier } from '../concurrency/barrier.js';
 import { Mutex } from '../util/mutex.js';
 import { removeFiles, type WorkDir } from './workdir.js';
@@ -63,7 +64,7 @@ export class Device {
         return await this.accounts.backup.backupToFile(file);
       } catch (err) {
         await removeFiles(file);
-        throw err;
+        throw asDeviceFault(err, ROOT_BACKUP);
       }
     });
   }
@@ -87,6 +88,9 @@ export class Device {
     capture: () => Readonly<Record<string, number>>,
     fn: (file: string, takenAt: number, captured: Readonly<Record<string, number>>) => Promise<T>,
   ): Promise<T> {
+    // Inside an exclusive hold (the demote hand-off) the backup is the holder's own: a shared one still waiting for
+    // admission waits for this very hold, so joining it would deadlock, and nobody may join one taken in here.
+    if (this.barrier.insideExclusive) return this.#privateBackup(work, capture, fn);
     let s = this.#shared;
     if (!s || !s.taking) {
       const file = work.temp('device-shared');
@@ -115,10 +119,29 @@ export class Device {
     }
   }
 
+  /** withSharedBackup's form inside an exclusive hold: a backup of its own, removed after `fn`. */
+  async #privateBackup<T>(
+    work: WorkDir,
+    capture: () => Readonly<Record<string, number>>,
+    fn: (file: string, takenAt: number, captured: Readonly<Record<string, number>>) => Promise<T>,
+  ): Promise<T> {
+    const file = work.temp('device-own');
+    const captured = capture();
+    const takenAt = Date.now();
+    try {
+      await this.backupTo(file);
+      return await fn(file, takenAt, captured);
+    } finally {
+      await removeFiles(file);
+    }
+  }
+
   /** Partial restore of `file` (the device is Operational). Call inside an exclusive barrier hold. */
   async restore(file: string): Promise<void> {
     await this.#io.run(() =>
-      this.accounts.admin.restore(file, { backupPassphrase: this.backupPassphrase, systemTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') }),
+      this.accounts.admin
+        .restore(file, { backupPassphrase: this.backupPassphrase, systemTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') })
+        .catch((err: unknown) => Promise.reject(asDeviceFault(err, ROOT_ADMINISTRATOR))),
     );
   }
 
@@ -129,9 +152,18 @@ export class Device {
 
   /**
    * The namespace's users by role: which are Administrators (stripped on replicas) and which are not. Read through
-   * the API (the daemon cannot read user records inside backups).
+   * the API (the daemon cannot read user records inside backups). A 412 or 401/403 is thrown as its cause
+   * (device-fault.ts), as for backups and restores.
    */
   async namespaceUsers(namespace: string): Promise<NamespaceUsers> {
+    try {
+      return await this.#namespaceUsers(namespace);
+    } catch (err) {
+      throw asDeviceFault(err, ROOT_ADMINISTRATOR);
+    }
+  }
+
+  async #namespaceUsers(namespace: string): Promise<NamespaceUsers> {
     const prefix = `${namespace}~`;
     const ids = (await this.accounts.admin.listUsers()).filter((u) => u.startsWith(prefix));
     const out: NamespaceUsers = { administrators: [], others: [] };

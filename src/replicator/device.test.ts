@@ -1,0 +1,65 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DeviceBarrier } from '../concurrency/barrier.js';
+import { NetHsmClient } from '../nethsm/client.js';
+import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
+import { Device } from './device.js';
+import { WorkDir } from './workdir.js';
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+describe('Device: backups and the barrier', () => {
+  let sim: ProvisionedSimulator;
+  let dir: string;
+  let pool: NetHsmClient;
+  beforeAll(async () => {
+    sim = await startProvisionedSimulator();
+    dir = await mkdtemp(path.join(tmpdir(), 'nhr-device-'));
+    pool = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 } });
+  });
+  afterAll(async () => {
+    await pool?.close();
+    await sim?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function device(barrier: DeviceBarrier): Device {
+    return new Device(
+      { backup: pool.withAuth(sim.users.backup.username, sim.users.backup.password), admin: pool.withAuth(sim.users.admin.username, sim.users.admin.password) },
+      barrier,
+      sim.backupPassphrase,
+    );
+  }
+
+  // Found by the fault suite (a demote hung): a shared backup requested while an exclusive hold was pending waits for
+  // that hold; the holder's own snapshot (the demote hand-off) joined it and so waited for itself, for good.
+  it('never makes an exclusive holder join a shared backup still waiting for admission', async () => {
+    const barrier = new DeviceBarrier();
+    const d = device(barrier);
+    const work = new WorkDir(dir);
+    await work.prepare();
+    const inside = deferred();
+    const release = deferred();
+    const held = barrier.exclusive([], async () => {
+      inside.resolve();
+      await release.promise;
+      // Inside the hold: the hand-off snapshot's backup.
+      return d.withSharedBackup(work, () => ({}), async (file) => existsSync(file));
+    });
+    await inside.promise;
+    // A peer's snapshot request arrives meanwhile: its backup waits for the exclusive hold to end.
+    const outside = d.withSharedBackup(work, () => ({}), async (file) => existsSync(file));
+    await new Promise((r) => setTimeout(r, 50));
+    release.resolve();
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('deadlock: the holder waited for a backup that waits for it')), 15_000));
+    await expect(Promise.race([held, timeout])).resolves.toBe(true);
+    await expect(outside).resolves.toBe(true);
+  });
+});
