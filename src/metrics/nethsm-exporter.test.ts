@@ -210,7 +210,7 @@ describe('NetHSM metrics exporter against the simulator’s /metrics (the firmwa
         'nethsm_gc_minor_collections',
         'nethsm_gc_compactions',
         'nethsm_http_response_200',
-        'nethsm_http_response_total',
+        'nethsm_http_response', // "http response total": a gauge drops the counter suffix
         'nethsm_http_response_time',
         'nethsm_kv_write',
       ]) {
