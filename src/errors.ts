@@ -148,6 +148,29 @@ export class NetHsmUnreachableError extends NhrError {
   static override readonly retryable = true;
 }
 
+/**
+ * The NetHSM answers but is Locked (its domain key is not in memory: after a reboot without unattended boot, or an
+ * administrator's `POST /lock`). Nothing but health and unlock works until someone unlocks it; the daemon keeps
+ * probing and resumes by itself. Retryable: the same call succeeds once it is unlocked.
+ */
+export class NetHsmLockedError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_LOCKED';
+  static override readonly defaultHint =
+    'Unlock it (POST /unlock with the unlock passphrase, e.g. `nitropy nethsm unlock`); the daemon sees it within recovery.retryInterval and resumes.';
+  static override readonly retryable = true;
+}
+
+/**
+ * The NetHSM answers but is neither Operational nor Locked: `Unprovisioned` (empty) or `Failed` (its cluster store is
+ * unhealthy). The message names the state. Retryable: the daemon keeps probing.
+ */
+export class NetHsmNotOperationalError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_NOT_OPERATIONAL';
+  static override readonly defaultHint =
+    'Unprovisioned: is nethsm.url the right device? A new replica site joins with `nethsm-replicator init-replica`. Failed: its cluster store is unhealthy; see GET /health/diagnose.';
+  static override readonly retryable = true;
+}
+
 export class NetHsmTimeoutError extends NhrError {
   static override readonly code = 'NHR_ERR_NETHSM_TIMEOUT';
   static override readonly defaultHint = 'The NetHSM did not answer in time; check its load and the network, or raise the timeout.';
@@ -602,6 +625,8 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   NetHsmHttpError as unknown as typeof NhrError,
   NetHsmUnreachableError,
   NetHsmTimeoutError,
+  NetHsmLockedError,
+  NetHsmNotOperationalError,
   TlsPinMismatchError,
   NetHsmTlsUntrustedError,
   NetHsmResponseInvalidError,

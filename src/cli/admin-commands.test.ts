@@ -129,6 +129,21 @@ describe('admin commands against a real admin server', () => {
     status = healthyStatus();
   });
 
+  it('says LOCKED (not unreachable) for a Locked NetHSM and names any other state, each with its remedy', async () => {
+    const st = healthyStatus();
+    st.members[0] = { ...st.members[0]!, status: 'locked', consecutiveFailures: 2, attempts: 1, lastErrorCode: 'NHR_ERR_NETHSM_LOCKED', lastError: 'the NetHSM is Locked' };
+    status = st;
+    let r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toMatch(/\nnethsm\s+nethsm\s+LOCKED\s+2\s+1\s/);
+    expect(r.out).toContain("PROBLEM: this site's NetHSM is LOCKED (NHR_ERR_NETHSM_LOCKED)\nTry: Unlock it (POST /unlock with the unlock passphrase");
+    st.members[0] = { ...st.members[0]!, status: 'not-operational', lastErrorCode: 'NHR_ERR_NETHSM_NOT_OPERATIONAL', lastError: 'the NetHSM is Unprovisioned' };
+    r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toContain("PROBLEM: this site's NetHSM is NOT-OPERATIONAL (NHR_ERR_NETHSM_NOT_OPERATIONAL): the NetHSM is Unprovisioned\nTry: Unprovisioned: ");
+    status = healthyStatus();
+  });
+
   it('finds the socket through --config without reading any secret', async () => {
     // The config names secret files and variables that do not exist: status must not need them.
     const r = await runCli(['status', '--config', configFile]);

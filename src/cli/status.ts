@@ -6,7 +6,7 @@
  * failed, that never synced or is over its lag limit, a fenced namespace); 1 the status could not be read.
  */
 import { z } from 'zod';
-import { AdminRemoteError } from '../errors.js';
+import { AdminRemoteError, ERROR_CLASSES } from '../errors.js';
 import type { DaemonStatus, MemberStatusView, NamespaceStatus } from '../daemon/status.js';
 import { relativeTime, scalar, shortDuration, table } from './format.js';
 
@@ -79,10 +79,23 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
   }
   for (const m of s.members) {
     if (m.status !== 'ok') {
-      out.push(`${m.kind === 'nethsm' ? 'this site\'s NetHSM' : `${m.kind} ${m.name}`} is ${m.status.toUpperCase()}${m.gaveUp ? ', retries GAVE UP' : ''}${m.lastErrorCode ? ` (${m.lastErrorCode})` : ''}`);
+      // A NetHSM that is not operational says which state it is in (Unprovisioned, Failed): the message names it.
+      const why = m.status === 'not-operational' && m.lastError ? `: ${m.lastError}` : '';
+      const problem = `${m.kind === 'nethsm' ? 'this site\'s NetHSM' : `${m.kind} ${m.name}`} is ${m.status.toUpperCase()}${m.gaveUp ? ', retries GAVE UP' : ''}${m.lastErrorCode ? ` (${m.lastErrorCode})` : ''}${why}`;
+      out.push(withTry(problem, m.status === 'unreachable' || m.status === 'locked' || m.status === 'not-operational' ? hintOf(m.lastErrorCode) : undefined));
     }
   }
   return out;
+}
+
+/** A problem line followed by its remedy (`renderStatus` prints it as a `Try:` line under the PROBLEM). */
+export function withTry(problem: string, hint: string | undefined): string {
+  return hint ? `${problem}\nTry: ${hint}` : problem;
+}
+
+/** The registry's hint for an error code the daemon reported (the CLI and the daemon share src/errors.ts). */
+function hintOf(code: string | null): string | undefined {
+  return code ? ERROR_CLASSES.find((c) => c.code === code)?.defaultHint : undefined;
 }
 
 export function statusExitCode(s: DaemonStatus): number {

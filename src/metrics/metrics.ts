@@ -17,7 +17,8 @@ export const ROLES = ['primary', 'replica', 'fenced'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Member states (ARCHITECTURE "Daemon surfaces": Luna-style HA member recovery). */
-export const MEMBER_STATUSES = ['ok', 'unreachable', 'recovering', 'fenced'] as const;
+/** `locked`, `not-operational`: the own NetHSM answers but is Locked, or Unprovisioned/Failed. */
+export const MEMBER_STATUSES = ['ok', 'unreachable', 'locked', 'not-operational', 'recovering', 'fenced'] as const;
 export type MemberStatus = (typeof MEMBER_STATUSES)[number];
 
 /** `skipped`: the sync found nothing to do (the primary's snapshot was the one already applied). */
@@ -330,7 +331,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     }),
     memberStatus: new Gauge({
       name: name('member_status'),
-      help: 'Member status (ok, unreachable, recovering, fenced): 1 for the current status, 0 for the others.',
+      help: 'Member status (ok, unreachable, locked, not-operational, recovering, fenced): 1 for the current status, 0 for the others.',
       labelNames: ['member', 'status'],
       registers,
     }),
