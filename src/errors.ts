@@ -551,6 +551,12 @@ export class SyncQuarantineFailedError extends NhrError {
     "Make the state directory's quarantine/ folder writable and give it space (the cause says what failed); the next sync saves the entries and then restores.";
 }
 
+/** `quarantine ack <file>`: no quarantine file of that name in this site's `quarantine/` folder. Nothing was recorded. */
+export class QuarantineFileUnknownError extends NhrError {
+  static override readonly code = 'NHR_ERR_QUARANTINE_UNKNOWN_FILE';
+  static override readonly defaultHint = 'Give a file name exactly as `nethsm-replicator quarantine list` shows it, at the site that wrote it.';
+}
+
 /** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
 export class SyncStaleSnapshotError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_STALE_SNAPSHOT';
@@ -653,6 +659,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncRaceError,
   SyncVerifyFailedError,
   SyncQuarantineFailedError,
+  QuarantineFileUnknownError,
   SyncStaleSnapshotError,
   StateOpenFailedError,
   StateLockedError,

@@ -48,6 +48,9 @@ const statusSchema = z.looseObject({
   startedAt: z.string(),
   namespaces: z.array(namespaceSchema),
   members: z.array(memberSchema),
+  quarantine: z
+    .looseObject({ directory: z.string(), unacknowledged: z.array(z.looseObject({ file: z.string(), namespace: z.string().nullable() })) })
+    .optional(),
 });
 
 /** Validates the daemon's answer. Throws AdminRemoteError naming the first field that does not fit. */
@@ -84,6 +87,16 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
       const problem = `${m.kind === 'nethsm' ? 'this site\'s NetHSM' : `${m.kind} ${m.name}`} is ${m.status.toUpperCase()}${m.gaveUp ? ', retries GAVE UP' : ''}${m.lastErrorCode ? ` (${m.lastErrorCode})` : ''}${why}`;
       out.push(withTry(problem, m.status === 'unreachable' || m.status === 'locked' || m.status === 'not-operational' ? hintOf(m.lastErrorCode) : undefined));
     }
+  }
+  const unacked = s.quarantine?.unacknowledged ?? [];
+  if (unacked.length > 0) {
+    const shown = unacked.slice(0, 3).map((f) => f.file).join(', ') + (unacked.length > 3 ? `, … (${unacked.length - 3} more)` : '');
+    out.push(
+      withTry(
+        `${unacked.length} quarantine file${unacked.length === 1 ? '' : 's'} NOT ACKNOWLEDGED in ${s.quarantine!.directory}: ${shown}`,
+        'See what each holds with `nethsm-replicator quarantine list` (docs/operations.md §6); once you have looked, `nethsm-replicator quarantine ack <file>`.',
+      ),
+    );
   }
   return out;
 }

@@ -37,6 +37,7 @@ import { createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, ne
 import { Failover } from './failover.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus } from './peer-watch.js';
+import { unacknowledgedCounts } from './quarantine.js';
 import { namespaceStatus } from './status-view.js';
 import { NamespaceSync } from './sync.js';
 
@@ -109,6 +110,8 @@ export class Daemon {
       ...(options.transportKeyBits ? { transportKeyBits: options.transportKeyBits } : {}),
     });
     this.ctx.roleChanged = (ns) => this.stream.roleChanged(ns);
+    // Counted at each scrape from the folder and the acknowledgements: a file removed by hand stops counting too.
+    metrics.setQuarantineSource(() => (store.isOpen ? unacknowledgedCounts(this.ctx) : {}));
     this.ctx.streamStatus = (ns) => {
       const s = this.stream.status(ns);
       if (!s) return null;

@@ -3,6 +3,7 @@
  */
 import { VERSION } from '../version.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
+import { unacknowledgedQuarantine } from './quarantine.js';
 import type { DaemonStatus, NamespaceStatus } from './status.js';
 import type { NamespaceSync } from './sync.js';
 
@@ -58,5 +59,6 @@ export function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: Sta
       lastOkAt: iso(m.lastOkAt),
       nextRetryAt: iso(m.nextRetryAt),
     })),
+    quarantine: { directory: ctx.work.quarantine, unacknowledged: unacknowledgedQuarantine(ctx) },
   };
 }

@@ -58,4 +58,9 @@ export interface DaemonStatus {
   startedAt: string;
   namespaces: NamespaceStatus[];
   members: MemberStatusView[];
+  /**
+   * Quarantine files (`<stateDir>/quarantine/`) nobody has acknowledged with `quarantine ack` yet, by file name and
+   * the namespace their name tells. Absent from daemons that predate it.
+   */
+  quarantine?: { directory: string; unacknowledged: { file: string; namespace: string | null }[] };
 }

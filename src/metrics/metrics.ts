@@ -135,6 +135,8 @@ export interface ReplicatorMetrics {
   readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
+  /** Quarantine files no operator has acknowledged yet (`quarantine ack`), counted at each scrape. */
+  readonly quarantineFilesUnacknowledged: Gauge<'namespace'>;
   readonly streamPositionSeq: Gauge<'namespace'>;
   readonly streamChangesBehind: Gauge<'namespace'>;
   readonly streamLagSeconds: Gauge<'namespace'>;
@@ -163,6 +165,11 @@ export interface ReplicatorMetrics {
   removeNamespace(namespace: string): void;
   /** Removes every series of a member (when it leaves the config). Idempotent. */
   removeMember(member: string): void;
+  /**
+   * Where `quarantine_files_unacknowledged` comes from: called at each scrape, it returns the count per namespace
+   * (`_other` for files of no configured namespace). A source that throws leaves the last values in place.
+   */
+  setQuarantineSource(source: () => Record<string, number>): void;
 }
 
 type SeriesTable = Partial<Record<keyof ReplicatorMetrics, Record<string, readonly string[]>>>;
@@ -188,6 +195,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   restoresTotal: { outcome: RESTORE_OUTCOMES },
   restoreForeignEntriesLostTotal: {},
   quarantinedEntriesTotal: { reason: QUARANTINE_REASONS },
+  quarantineFilesUnacknowledged: {},
   streamPositionSeq: {},
   streamChangesBehind: {},
   streamLagSeconds: {},
@@ -239,6 +247,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
   const name = (n: string): string => `${METRIC_PREFIX}${n}`;
   // Replica data times, kept here so the lag is computed at scrape time (see setReplicaDataTime).
   const dataTimes = new Map<string, number>();
+  let quarantineSource: (() => Record<string, number>) | undefined;
 
   if (options.processMetrics !== false) {
     collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
@@ -261,6 +270,24 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     collect() {
       const t = now() / 1000;
       for (const [namespace, asOf] of dataTimes) this.set({ namespace }, Math.max(0, t - asOf));
+    },
+  });
+
+  const quarantineFilesUnacknowledged = new Gauge({
+    name: name('quarantine_files_unacknowledged'),
+    help: 'Quarantine files in the state directory no operator has acknowledged yet (quarantine ack), by namespace.',
+    labelNames: ['namespace'],
+    registers,
+    collect() {
+      if (!quarantineSource) return;
+      let counts: Record<string, number>;
+      try {
+        counts = quarantineSource();
+      } catch {
+        return;
+      }
+      this.reset();
+      for (const [namespace, n] of Object.entries(counts)) this.set({ namespace }, n);
     },
   });
 
@@ -376,6 +403,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       labelNames: ['namespace'],
       registers,
     }),
+    quarantineFilesUnacknowledged,
     quarantinedEntriesTotal: new Counter({
       name: name('quarantined_entries_total'),
       help: 'Keys and users exported to a quarantine file in the state directory, by reason (foreign_writes, fenced).',
@@ -463,6 +491,9 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     },
     removeMember(member) {
       removeSeries(m, MEMBER_SERIES, { member });
+    },
+    setQuarantineSource(source) {
+      quarantineSource = source;
     },
   };
 }
