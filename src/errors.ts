@@ -395,7 +395,7 @@ export class NamespaceUnknownError extends NhrError {
 // Roles and epochs
 
 /** Why a promote was refused; `force` overrides every reason except `already-primary`. */
-export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced';
+export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced' | 'handover-pending';
 
 export class RolePromoteRefusedError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_PROMOTE_REFUSED';
@@ -423,6 +423,18 @@ export class PeerStaleEpochError extends NhrError {
 export class RoleNotPrimaryError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_NOT_PRIMARY';
   static override readonly defaultHint = 'Run this at the site that is primary for the namespace (see `nethsm-replicator status`).';
+}
+
+/**
+ * A demote stepped down here (the namespace is read-only at this site, its administrators removed) but asking the
+ * successor to take over failed: no site is primary for the namespace until the handover is run again or this site
+ * takes it back. Retryable: the same demote finishes it once the successor answers.
+ */
+export class RoleHandoverFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_HANDOVER_FAILED';
+  static override readonly defaultHint =
+    'Run the same `nethsm-replicator demote <ns> --to <site>` again once that site answers, or take it back here with `nethsm-replicator promote <ns> --force` (docs/operations.md §3).';
+  static override readonly retryable = true;
 }
 
 /** Two sites claim to be primary for one namespace at the same epoch. Both fence; an operator promotes one. */
@@ -668,6 +680,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   RolePromoteRefusedError as unknown as typeof NhrError,
   PeerStaleEpochError,
   RoleNotPrimaryError,
+  RoleHandoverFailedError,
   RoleSplitBrainError,
   RoleStateChangedError,
   GatewayReadOnlyError,

@@ -217,6 +217,21 @@ describe('admin commands against a real admin server', () => {
     expect(calls).toEqual([]);
   });
 
+  it('says "no primary" with its remedy, shows NONE as primary of a namespace this site stepped down from, and no "never synced"', async () => {
+    const st = healthyStatus();
+    st.namespaces[1] = {
+      ...st.namespaces[1]!, role: 'replica', primarySite: 'b', busy: false,
+      noPrimary: { cause: 'this site (b) stepped down at epoch 7 and no site has taken over (the handover to a did not finish)', try: 'Run `nethsm-replicator demote beta --to a` again.' },
+    };
+    status = st;
+    const r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toMatch(/\nbeta\s+replica\s+7\s+NONE\s+-\s+-\s+-\s+-\n/);
+    expect(r.out).toContain('PROBLEM: namespace beta: no primary: this site (b) stepped down at epoch 7 and no site has taken over (the handover to a did not finish)\nTry: Run `nethsm-replicator demote beta --to a` again.');
+    expect(r.out).not.toContain('NEVER');
+    status = healthyStatus();
+  });
+
   it('finds the socket through --config without reading any secret', async () => {
     // The config names secret files and variables that do not exist: status must not need them.
     const r = await runCli(['status', '--config', configFile]);

@@ -29,6 +29,7 @@ const namespaceSchema = z.looseObject({
   lagSeconds: z.number().nullable(),
   lagLimitSeconds: z.number(),
   nextScheduledSync: iso,
+  noPrimary: z.looseObject({ cause: z.string(), try: z.string() }).nullable().optional(),
 });
 const memberSchema = z.looseObject({
   name: z.string(),
@@ -70,6 +71,9 @@ export function parseDaemonStatus(value: unknown): DaemonStatus {
 export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[] {
   const out: string[] = [];
   for (const ns of s.namespaces) {
+    if (ns.noPrimary) out.push(withTry(`namespace ${ns.name}: no primary: ${ns.noPrimary.cause}`, ns.noPrimary.try));
+    // Stepped down here, handed over to nobody: there is no primary to have synced from (the line above says so).
+    if (steppedDown(ns, s.site)) continue;
     if (ns.role === 'fenced') out.push(`namespace ${ns.name} is FENCED at epoch ${ns.epoch} (primary is ${ns.primarySite}); it resyncs as a replica`);
     if (ns.role !== 'replica') continue;
     if (ns.lastSync?.outcome === 'failed') {
@@ -121,7 +125,7 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   lines.push(`site ${s.site}   nethsm-replicator ${s.version}   up ${relativeTime(s.startedAt, now).replace(/ ago$/, '')}`);
   lines.push('');
   if (s.namespaces.length === 0) lines.push('no namespaces configured');
-  else lines.push(table([['NAMESPACE', 'ROLE', 'EPOCH', 'PRIMARY', 'LAST SYNC', 'LAG / LIMIT', 'NEXT SYNC', 'FLAGS'], ...s.namespaces.map((ns) => namespaceRow(ns, now))]));
+  else lines.push(table([['NAMESPACE', 'ROLE', 'EPOCH', 'PRIMARY', 'LAST SYNC', 'LAG / LIMIT', 'NEXT SYNC', 'FLAGS'], ...s.namespaces.map((ns) => namespaceRow(ns, now, s.site))]));
   const streams = s.namespaces.filter((ns) => ns.stream);
   if (streams.length > 0) {
     lines.push('');
@@ -137,9 +141,15 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   return lines.join('\n') + '\n';
 }
 
-function namespaceRow(ns: NamespaceStatus, now: Date): string[] {
+/** A replica of this very site: it stepped down (demote) and no site has taken over. */
+function steppedDown(ns: NamespaceStatus, site: string): boolean {
+  return ns.role === 'replica' && ns.primarySite === site;
+}
+
+function namespaceRow(ns: NamespaceStatus, now: Date, site: string): string[] {
   const role = ns.role === 'fenced' ? 'FENCED' : ns.role;
-  const replica = ns.role === 'replica';
+  const none = steppedDown(ns, site);
+  const replica = ns.role === 'replica' && !none;
   let last = '-';
   if (ns.lastSync) {
     const outcome = ns.lastSync.outcome === 'ok' ? 'ok' : 'FAILED';
@@ -153,7 +163,7 @@ function namespaceRow(ns: NamespaceStatus, now: Date): string[] {
     else lag = `${ns.lagSeconds > ns.lagLimitSeconds ? 'OVER ' : ''}${shortDuration(ns.lagSeconds)} / ${limit}`;
   }
   const flags = [ns.paused ? 'PAUSED' : '', ns.busy ? 'busy' : ''].filter(Boolean).join(',') || '-';
-  return [ns.name, role, String(ns.epoch), ns.primarySite, last, lag, relativeTime(ns.nextScheduledSync, now), flags];
+  return [ns.name, role, String(ns.epoch), none ? 'NONE' : ns.primarySite, last, lag, relativeTime(ns.nextScheduledSync, now), flags];
 }
 
 /** The change stream of a namespace: at a replica its puller, at the primary the head of the change log. */

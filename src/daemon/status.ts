@@ -23,6 +23,11 @@ export interface NamespaceStatus {
   nextScheduledSync: string | null;
   /** The change stream: at a replica its puller, at the primary the head of the change log. */
   stream?: StreamStatusView | null;
+  /**
+   * Set when no reachable site is primary for the namespace: this site stepped down and nobody took over, or its
+   * primary is unreachable, or answers but is not primary. `cause` in words, `try` the remedy. Absent from older daemons.
+   */
+  noPrimary?: { cause: string; try: string } | null;
 }
 
 export interface StreamStatusView {
