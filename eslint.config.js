@@ -18,7 +18,7 @@ const nodeGlobals = {
 };
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'src/nethsm/api-types.ts', '.ci/**'] },
+  { ignores: ['dist/**', 'dist-faults/**', 'node_modules/**', 'src/nethsm/api-types.ts', '.ci/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

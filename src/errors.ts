@@ -373,6 +373,13 @@ export class StateOpenFailedError extends NhrError {
     'Check the state directory exists, is writable by the service user, and that no other daemon uses it.';
 }
 
+/** The state directory cannot be created or written, or is on a pseudo filesystem: a configuration error (exit 78). */
+export class StateDirUnusableError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_DIR_UNUSABLE';
+  static override readonly defaultHint =
+    'Set stateDir to a directory on local storage that the service user owns (the shipped unit uses StateDirectory=nethsm-replicator: /var/lib/nethsm-replicator).';
+}
+
 /** Another daemon holds the state directory's lock (src/state/dir-lock.ts); this one changed nothing there. */
 export class StateLockedError extends NhrError {
   static override readonly code = 'NHR_ERR_STATE_LOCKED';
@@ -395,7 +402,7 @@ export class NamespaceUnknownError extends NhrError {
 // Roles and epochs
 
 /** Why a promote was refused; `force` overrides every reason except `already-primary`. */
-export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced' | 'handover-pending';
+export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced' | 'primary-alive' | 'handover-pending';
 
 export class RolePromoteRefusedError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_PROMOTE_REFUSED';
@@ -674,6 +681,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   QuarantineFileUnknownError,
   SyncStaleSnapshotError,
   StateOpenFailedError,
+  StateDirUnusableError,
   StateLockedError,
   StateMigrationFailedError,
   NamespaceUnknownError,

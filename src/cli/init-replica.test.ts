@@ -91,6 +91,42 @@ describe('nethsm-replicator init-replica', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('--new-tls gives the unlocked replica a TLS certificate of its own and prints the fingerprint to pin', async () => {
+    const t = await target();
+    const before = t.fingerprint256; // the simulator's getter follows what it serves
+    const config = await configFor(t);
+    expect((await runCli(['init-replica', '--config', config, '--from-file', deviceBackup, '--yes'])).code).toBe(0);
+    // The root accounts are now the primary's: the config must carry them for this step.
+    await writeFile(join(dir, 'pw'), source.users.admin.password + '\n');
+    try {
+      const locked = await runCli(['init-replica', '--config', config, '--new-tls']);
+      expect(locked.code).toBe(1);
+      expect(locked.err).toContain('the NetHSM is Locked: a new TLS certificate needs it Operational; nothing was changed');
+      const both = await runCli(['init-replica', '--config', config, '--new-tls', '--from-file', deviceBackup]);
+      expect(both.err).toContain('--new-tls is a step of its own');
+      const c = clientFor(t);
+      await c.unlock(source.unlockPassphrase);
+      await c.close();
+      const r = await runCli(['init-replica', '--config', config, '--new-tls']);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const fingerprint = /SHA-256 fingerprint:\n {2}([0-9A-F:]{95})\n/.exec(r.out)?.[1];
+      expect(fingerprint).toBeDefined();
+      expect(fingerprint).not.toBe(before);
+      expect(fingerprint).toBe(t.fingerprint256);
+      expect(r.out).toContain(`tls: { fingerprint256: "${fingerprint}" }`);
+      // New connections meet the new certificate: the printed pin works, the old one is refused.
+      const pinned = new NetHsmClient({ url: t.url, tls: { fingerprint256: fingerprint! } });
+      expect(await pinned.healthState()).toBe('Operational');
+      await pinned.close();
+      const old = new NetHsmClient({ url: t.url, tls: { fingerprint256: before } });
+      await expect(old.healthState()).rejects.toMatchObject({ code: 'NHR_ERR_NETHSM_TLS_PIN_MISMATCH' });
+      await old.close();
+    } finally {
+      await writeFile(join(dir, 'pw'), 'unused-here\n');
+    }
+  });
+
   it('--from-file --yes shows the plan, restores, and says how to unlock; the device then unlocks with the primary passphrase', async () => {
     const t = await target();
     const r = await runCli(['init-replica', '--config', await configFor(t), '--from-file', deviceBackup, '--yes']);
@@ -99,7 +135,9 @@ describe('nethsm-replicator init-replica', () => {
     expect(r.out).toContain(`${deviceBackup}: device backup (version 1, from device `);
     expect(r.out).toContain('  namespace alpha: 2 users, 0 keys\n');
     expect(r.out).toContain(`Target ${t.url} is Unprovisioned.`);
-    expect(r.out).toContain(`restored: ${t.url} is now Locked.\nNext: unlock the NetHSM with the primary's unlock passphrase`);
+    expect(r.out).toContain(`restored: ${t.url} is now Locked.\nNext: 1. unlock the NetHSM with the primary's unlock passphrase`);
+    expect(r.out).toContain('init-replica --new-tls --config');
+    expect(r.out).toContain('nethsm-replicator check-config --config');
     expect(r.out).toContain('then start the daemon');
     // The daemon's first sync will adopt what the restore put there.
     const record = JSON.parse(await readFile(join(dir, `state-${targets.indexOf(t)}`, 'bootstrap.json'), 'utf8')) as { namespaces: string[] };

@@ -12,14 +12,16 @@ import type { Command } from 'commander';
 import { WorkDir } from '../replicator/workdir.js';
 import { DEFAULT_CONFIG_PATH, loadConfigFile, loadSecrets } from '../config/index.js';
 import { InitReplicaRefusedError, InputInvalidError } from '../errors.js';
-import { describePlan, initReplica, type InitReplicaPlan } from '../replicator/init-replica.js';
-import { findPeer, netHsmClient, peerClient, readPeerTls } from './site-clients.js';
+import { describePlan, initReplica, renewTlsIdentity, type InitReplicaPlan } from '../replicator/init-replica.js';
+import { NetHsmClient } from '../nethsm/client.js';
+import { findPeer, netHsmClient, netHsmTrust, peerClient, readPeerTls } from './site-clients.js';
 
 interface Flags {
   config: string;
   fromFile?: string;
   fromPeer?: string;
   yes?: boolean;
+  newTls?: boolean;
 }
 
 export function registerInitReplica(program: Command): void {
@@ -30,7 +32,29 @@ export function registerInitReplica(program: Command): void {
     .option('--from-file <backup>', "a primary's device backup file")
     .option('--from-peer <name>', "fetch the device backup from this configured peer's daemon")
     .option('--yes', 'do not ask before restoring (required without a terminal)')
-    .action(async (flags: Flags) => runInitReplica(flags));
+    .option('--new-tls', "after the restore and the unlock: give the NetHSM a TLS certificate of its own (the restore carried the primary's) and print its fingerprint for the config")
+    .action(async (flags: Flags) => (flags.newTls ? runNewTls(flags) : runInitReplica(flags)));
+}
+
+/** `init-replica --new-tls`: the replica's own TLS identity, its fingerprint printed for `nethsm.tls.fingerprint256`. */
+async function runNewTls(flags: Flags): Promise<void> {
+  if (flags.fromFile !== undefined || flags.fromPeer !== undefined) {
+    throw new InputInvalidError('--new-tls is a step of its own, after the restore and the unlock: give it without --from-file or --from-peer');
+  }
+  const config = await loadConfigFile(flags.config);
+  const secrets = await loadSecrets(config);
+  const pool = new NetHsmClient({ url: config.nethsm.url, tls: await netHsmTrust(config), connections: 1, timeoutMs: 60_000 });
+  try {
+    const { fingerprint256 } = await renewTlsIdentity(pool.withAuth(secrets.nethsm.admin.username, secrets.nethsm.admin.password));
+    process.stdout.write(
+      `${config.nethsm.url} now serves a TLS certificate of its own, SHA-256 fingerprint:\n  ${fingerprint256}\n` +
+        `Next: set it in ${path.resolve(flags.config)}:\n` +
+        `  nethsm:\n    tls: { fingerprint256: "${fingerprint256}" }\n` +
+        `then check the site (\`nethsm-replicator check-config --config ${flags.config}\`) and start the daemon (\`systemctl start nethsm-replicator\`).\n`,
+    );
+  } finally {
+    await pool.close();
+  }
 }
 
 async function runInitReplica(flags: Flags): Promise<void> {
@@ -80,10 +104,13 @@ async function runInitReplica(flags: Flags): Promise<void> {
     process.stdout.write(
       `restored: ${config.nethsm.url} is now ${result.state}.\n` +
         (result.state === 'Locked'
-          ? `Next: unlock the NetHSM with the primary's unlock passphrase (\`nitropy nethsm --host ${host} unlock\`, or\n` +
-            `  \`curl -X POST ${config.nethsm.url}/api/v1/unlock -H 'content-type: application/json' -d @unlock.json\`),\n` +
-            '  then start the daemon (`systemctl start nethsm-replicator`).\n'
-          : 'Next: start the daemon (`systemctl start nethsm-replicator`).\n'),
+          ? `Next: 1. unlock the NetHSM with the primary's unlock passphrase (\`nitropy nethsm --host ${host} unlock\`, or\n` +
+            `     \`curl -X POST ${config.nethsm.url}/api/v1/unlock -H 'content-type: application/json' -d @unlock.json\`);\n` +
+            '      its root accounts are now the primary\'s: nethsm.credentials in this config must be theirs.\n' +
+            `  2. give it a TLS certificate of its own (the restore carried the primary's, served from its next boot):\n` +
+            `     \`nethsm-replicator init-replica --new-tls --config ${flags.config}\`, and set the fingerprint it prints;\n` +
+            `  3. \`nethsm-replicator check-config --config ${flags.config}\`, then start the daemon (\`systemctl start nethsm-replicator\`).\n`
+          : `Next: \`nethsm-replicator init-replica --new-tls --config ${flags.config}\` (a TLS certificate of its own), check-config, then start the daemon.\n`),
     );
   } finally {
     await client.close();

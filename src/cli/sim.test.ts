@@ -5,6 +5,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect } from 'node:tls';
 import { Agent, request } from 'undici';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { parseSimFlags } from './sim.js';
 import { InputInvalidError } from '../errors.js';
 
@@ -20,8 +23,11 @@ describe('sim flags', () => {
       host: '127.0.0.1',
       latency: { sign: 40, generate: 900, 'restore-per-entry': 2 },
       testScrypt: false,
+      durable: false,
+      rebootDelayMs: 0,
     });
     expect(parseSimFlags({ port: '8443', host: '::1', dataDir: '/tmp/x', testScrypt: true }).dataDir).toBe('/tmp/x');
+    expect(parseSimFlags({ port: '0', host: 'h', dataDir: '/tmp/x', durable: true }).durable).toBe(true);
   });
 
   it('refuses a bad port and a bad latency spec with a clear message', () => {
@@ -29,6 +35,25 @@ describe('sim flags', () => {
     expect(() => parseSimFlags({ port: 'x', host: 'h' })).toThrow(InputInvalidError);
     expect(() => parseSimFlags({ port: '0', host: 'h', latency: 'sign=fast' })).toThrow(/--latency: latency item "sign=fast"/);
     expect(() => parseSimFlags({ port: '0', host: 'h', latency: 'teleport=5ms' })).toThrow(/unknown operation "teleport"/);
+    expect(() => parseSimFlags({ port: '0', host: 'h', rebootDelay: '-1' })).toThrow(/--reboot-delay must be a whole number/);
+    expect(() => parseSimFlags({ port: '0', host: 'h', rebootDelay: '1s' })).toThrow(/--reboot-delay must be a whole number/);
+    expect(() => parseSimFlags({ port: '0', host: 'h', durable: true })).toThrow(/--durable needs --data-dir/);
+  });
+
+  it('reads --update-key and refuses a missing file or a key that is not RSA', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'nhr-sim-flags-'));
+    try {
+      const rsa = path.join(dir, 'rsa.pem');
+      const pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+      await writeFile(rsa, pem);
+      expect(parseSimFlags({ port: '0', host: 'h', updateKey: rsa, rebootDelay: '250' })).toMatchObject({ updateKeyPem: pem, rebootDelayMs: 250 });
+      const ec = path.join(dir, 'ec.pem');
+      await writeFile(ec, generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString());
+      expect(() => parseSimFlags({ port: '0', host: 'h', updateKey: ec })).toThrow(/--update-key .*ec\.pem: update key must be an RSA public key, got ec/);
+      expect(() => parseSimFlags({ port: '0', host: 'h', updateKey: path.join(dir, 'missing.pem') })).toThrow(/--update-key: cannot read .*missing\.pem/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -67,6 +92,42 @@ describe.skipIf(!built)('nethsm-replicator sim (process)', () => {
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
     } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('stays up after POST /system/shutdown and powers on again on SIGHUP', async () => {
+    const child = spawn(process.execPath, [bin, 'sim', '--port', '0', '--test-scrypt'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (c: string) => (out += c));
+    const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
+      for (let i = 0; i < 1000; i++) {
+        const m = re.exec(out);
+        if (m) return m;
+        if (child.exitCode !== null) throw new Error(`sim exited with ${child.exitCode}: ${out}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error(`no ${String(re)} in: ${out}`);
+    };
+    const agent = new Agent({ connect: { rejectUnauthorized: false } });
+    try {
+      const url = (await waitFor(/listening on (https:\/\/\S+)\n/))[1]!;
+      const shut = await request(`${url}/api/v1/system/shutdown`, { method: 'POST', dispatcher: agent });
+      await shut.body.dump();
+      expect(shut.statusCode).toBe(204);
+      await waitFor(/power off \(shutdown\) \(send SIGHUP to power on\)\n/);
+      await expect(request(`${url}/api/v1/health/state`, { dispatcher: agent })).rejects.toThrow();
+      expect(child.exitCode).toBeNull();
+      child.kill('SIGHUP');
+      await waitFor(/power on \(power-on\) fingerprint (?:[0-9A-F]{2}:){31}[0-9A-F]{2}\n/);
+      const res = await request(`${url}/api/v1/health/state`, { dispatcher: agent });
+      expect(await res.body.json()).toEqual({ state: 'Unprovisioned' });
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      await agent.close();
       if (child.exitCode === null) child.kill('SIGKILL');
     }
   });

@@ -1,12 +1,16 @@
 /**
  * `nethsm-replicator sim`: runs the NetHSM simulator until SIGTERM/SIGINT, then exits 0.
- * Prints `listening on https://<host>:<port>` and `fingerprint <AB:CD:…>` on stdout.
+ * Prints `listening on https://<host>:<port>` and `fingerprint <AB:CD:…>` on stdout, then one line per power change
+ * (`power off (shutdown)`, `power on (reboot) fingerprint <…>`). After `POST /system/shutdown` the process keeps
+ * running without listening; SIGHUP powers it on again (the power button).
  */
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { InputInvalidError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { parseLatencySpec, type LatencyTable } from '../sim/latency.js';
 import { TEST_KDF } from '../sim/crypto.js';
+import { parseUpdateKey } from '../sim/update/key.js';
 
 interface SimFlags {
   port: string;
@@ -14,10 +18,26 @@ interface SimFlags {
   dataDir?: string;
   latency?: string;
   testScrypt?: boolean;
+  updateKey?: string;
+  rebootDelay?: string;
+  durable?: boolean;
 }
 
-/** Validates the flags; throws InputInvalidError naming the bad one. */
-export function parseSimFlags(flags: SimFlags): { port: number; host: string; dataDir?: string; latency: LatencyTable; testScrypt: boolean } {
+export interface SimSettings {
+  port: number;
+  host: string;
+  dataDir?: string;
+  latency: LatencyTable;
+  testScrypt: boolean;
+  /** With a data dir: every change on disk before the answer. */
+  durable: boolean;
+  /** PEM read from `--update-key`, checked to be an RSA public key. */
+  updateKeyPem?: string;
+  rebootDelayMs: number;
+}
+
+/** Validates the flags (and reads `--update-key`); throws InputInvalidError naming the bad one. */
+export function parseSimFlags(flags: SimFlags): SimSettings {
   if (!/^\d+$/.test(flags.port) || Number(flags.port) > 65535) {
     throw new InputInvalidError(`--port must be an integer from 0 to 65535, got "${flags.port}"`);
   }
@@ -30,8 +50,30 @@ export function parseSimFlags(flags: SimFlags): { port: number; host: string; da
       throw new InputInvalidError(`--latency: ${(err as Error).message}`, { hint: 'Use e.g. --latency sign=40ms,generate=900ms,restore-per-entry=2ms' });
     }
   }
-  const out = { port: Number(flags.port), host: flags.host, latency, testScrypt: flags.testScrypt === true };
-  return flags.dataDir === undefined ? out : { ...out, dataDir: flags.dataDir };
+  if (flags.durable === true && flags.dataDir === undefined) throw new InputInvalidError('--durable needs --data-dir (without it the state is in memory only)');
+  const delay = flags.rebootDelay ?? '0';
+  if (!/^\d+$/.test(delay) || Number(delay) > 600_000) {
+    throw new InputInvalidError(`--reboot-delay must be a whole number of milliseconds from 0 to 600000, got "${delay}"`);
+  }
+  const out: SimSettings = { port: Number(flags.port), host: flags.host, latency, testScrypt: flags.testScrypt === true, durable: flags.durable === true, rebootDelayMs: Number(delay) };
+  if (flags.dataDir !== undefined) out.dataDir = flags.dataDir;
+  if (flags.updateKey !== undefined) out.updateKeyPem = readUpdateKey(flags.updateKey);
+  return out;
+}
+
+function readUpdateKey(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new InputInvalidError(`--update-key: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    parseUpdateKey(pem);
+  } catch (err) {
+    throw new InputInvalidError(`--update-key ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  return pem;
 }
 
 export function registerSim(program: Command): void {
@@ -43,20 +85,39 @@ export function registerSim(program: Command): void {
     .option('--data-dir <dir>', 'keep state in this directory (absent: memory only)')
     .option('--latency <spec>', 'per-operation latency, e.g. sign=40ms,generate=900ms,restore-per-entry=2ms')
     .option('--test-scrypt', "use the firmware's test scrypt parameters (N=2, r=1, p=1) for unlock and backup keys")
+    .option('--durable', 'with --data-dir: write each change to disk before answering (a SIGKILL loses nothing acknowledged)')
+    .option('--update-key <file>', "PEM RSA public key update images must be signed with (default: the firmware's test key)")
+    .option('--reboot-delay <ms>', 'how long a reboot or factory reset keeps the simulator unreachable', '0')
     .action(async (flags: SimFlags) => {
       const o = parseSimFlags(flags);
       const kdf = o.testScrypt ? { backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF } : {};
       // Loaded when the command runs: the other commands do not pay for the simulator's modules.
       const { startSimulator } = await import('../sim/server.js');
+      let started = false;
       const sim = await startSimulator({
         host: o.host,
         port: o.port,
         latency: o.latency,
+        durable: o.durable,
         logger: createLogger({ name: 'nethsm-sim' }),
+        rebootDelayMs: o.rebootDelayMs,
         ...kdf,
         ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
+        ...(o.updateKeyPem === undefined ? {} : { updateKeyPem: o.updateKeyPem }),
+        onPowerChange: (state, reason) => {
+          if (!started) return;
+          const tail = state === 'on' ? ` fingerprint ${sim.fingerprint256}` : reason === 'shutdown' ? ' (send SIGHUP to power on)' : '';
+          process.stdout.write(`power ${state} (${reason})${tail}\n`);
+        },
       });
+      started = true;
       process.stdout.write(`listening on ${sim.url}\nfingerprint ${sim.fingerprint256}\n`);
+      const powerOn = (): void => {
+        sim.powerOn().catch((err: unknown) => process.stderr.write(`power on failed: ${(err as Error).message}\n`));
+      };
+      process.on('SIGHUP', powerOn);
+      // Signal handlers do not keep Node running: while powered off nothing else would.
+      const keepAlive = setInterval(() => undefined, 2 ** 30);
       await new Promise<void>((resolve) => {
         const stop = (): void => {
           process.off('SIGTERM', stop);
@@ -66,6 +127,8 @@ export function registerSim(program: Command): void {
         process.on('SIGTERM', stop);
         process.on('SIGINT', stop);
       });
+      process.off('SIGHUP', powerOn);
+      clearInterval(keepAlive);
       await sim.close();
     });
 }

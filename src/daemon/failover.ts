@@ -58,8 +58,15 @@ export class Failover {
     const nsConfig = ctx.config.namespaces.find((n) => n.name === namespace);
     if (!nsConfig) throw new NamespaceUnknownError(`namespace ${namespace} is not replicated by this site (not in its config)`, { namespace });
     const before = ctx.store.roles.require(namespace);
-    const peerEpochs = await this.peerEpochs(namespace);
-    const change = decidePromote(ctx.store, namespace, { localSite: ctx.site, force: opts.force, maxLagMs: nsConfig.maxLagForPromoteMs, peerEpochs });
+    const peers = await this.peerViews(namespace);
+    const primaryAlive = peers.some((v) => v.site === before.primarySite && v.role === 'primary' && v.primarySite === before.primarySite && v.epoch === before.epoch);
+    const change = decidePromote(ctx.store, namespace, {
+      localSite: ctx.site,
+      force: opts.force,
+      maxLagMs: nsConfig.maxLagForPromoteMs,
+      peerEpochs: peers.map((v) => v.epoch),
+      primaryAlive,
+    });
     const row = applyRoleChange(ctx.store, change, opts.actor);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, 'primary', row.epoch);
@@ -348,15 +355,15 @@ export class Failover {
     return { told: told.sort(), notTold: notTold.sort() };
   }
 
-  /** Epochs the reachable peers know for the namespace (promote takes the highest + 1). */
-  private async peerEpochs(namespace: string): Promise<number[]> {
-    const out: number[] = [];
+  /** What the reachable peers hold for the namespace (promote takes the highest epoch + 1, and asks who is primary). */
+  private async peerViews(namespace: string): Promise<{ site: string; role: string; epoch: number; primarySite: string }[]> {
+    const out: { site: string; role: string; epoch: number; primarySite: string }[] = [];
     await Promise.all(
       [...this.ctx.peers.values()].map(async (p) => {
         try {
           const st = await p.status();
           const v = st.namespaces.find((n) => n.namespace === namespace);
-          if (v) out.push(v.epoch);
+          if (v) out.push({ site: p.name, role: v.role, epoch: v.epoch, primarySite: v.primarySite });
         } catch {
           // An unreachable peer is the usual reason for a promote; its epoch is in our history if we ever saw it.
         }

@@ -1,12 +1,14 @@
 /**
  * Running the daemon as a service: load the config and its secrets, start, stop cleanly on SIGTERM/SIGINT.
- * Exit codes: 0 after a clean stop, 78 (EX_CONFIG) for a config or secret error (systemd does not restart those),
+ * Exit codes: 0 after a clean stop, 78 (EX_CONFIG) for a config or secret error or an unusable state directory (systemd
+ * does not restart those),
  * 1 otherwise.
  */
 import { TEST_SCRYPT } from '../backup/format.js';
 import { loadConfigFile } from '../config/load.js';
 import { loadSecrets } from '../config/secrets.js';
-import { ConfigInvalidError, ConfigSecretError } from '../errors.js';
+import { ConfigInvalidError, ConfigSecretError, StateDirUnusableError } from '../errors.js';
+import { assertUsableStateDir } from '../state/state-dir.js';
 import { createLogger, type Logger } from '../log.js';
 import { Daemon } from './daemon.js';
 
@@ -27,6 +29,7 @@ export async function runDaemon(options: RunOptions): Promise<number> {
     const config = await loadConfigFile(options.configPath, env);
     // NHR_LOG_LEVEL overrides the config, to debug a site without editing it.
     if (!options.logger) log = createLogger({ level: env.NHR_LOG_LEVEL ?? config.logging.level });
+    assertUsableStateDir(config.stateDir);
     const secrets = await loadSecrets(config, env);
     // Test and demo only: the firmware's unit-test KDF parameters for the files the daemon writes and opens.
     const unsafeScrypt = env.NHR_UNSAFE_TEST_SCRYPT === '1';
@@ -34,7 +37,7 @@ export async function runDaemon(options: RunOptions): Promise<number> {
     daemon = new Daemon({ config, secrets, logger: log, ...(unsafeScrypt ? { scrypt: TEST_SCRYPT } : {}) });
   } catch (err) {
     log.fatal({ err }, 'cannot start: configuration');
-    if (err instanceof ConfigInvalidError || err instanceof ConfigSecretError) {
+    if (err instanceof ConfigInvalidError || err instanceof ConfigSecretError || err instanceof StateDirUnusableError) {
       process.stderr.write(`Error: ${err.message} [${err.code}]\nTry: ${err.hint}\n`);
       return EXIT_CONFIG;
     }

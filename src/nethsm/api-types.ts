@@ -548,6 +548,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/config/tls/cert.pem": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The certificate the NetHSM's TLS listener serves (PEM). */
+        get: operations["tlsCertificatePem"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/config/tls/generate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * @description A new TLS key and a self-signed certificate for it (CN=keyfender), served at once to new connections: a client
+         *     pinning the old certificate must re-pin. RSA needs `length` 1024..8192; 412 once a cluster CA is set.
+         */
+        post: operations["generateTls"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/system/info": {
         parameters: {
             query?: never;
@@ -619,6 +656,13 @@ export interface components {
         UserRole: "Administrator" | "Operator" | "Metrics" | "Backup";
         /** @enum {string} */
         KeyType: "RSA" | "Curve25519" | "EC_P256" | "EC_P384" | "EC_P521" | "EC_P256K1" | "BrainpoolP256" | "BrainpoolP384" | "BrainpoolP512" | "Generic";
+        /** @enum {string} */
+        TlsKeyType: "RSA" | "Curve25519" | "EC_P256" | "EC_P384" | "EC_P521" | "BrainpoolP256" | "BrainpoolP384" | "BrainpoolP512";
+        TlsKeyGenerateRequestData: {
+            type: components["schemas"]["TlsKeyType"];
+            /** @description RSA only, 1024..8192 (required for RSA); ignored for the other types. */
+            length?: number;
+        };
         /**
          * @description Listed in the firmware's declaration order (the order GET /keys/{KeyID} reports them in).
          * @enum {string}
@@ -2143,6 +2187,57 @@ export interface operations {
         };
         responses: {
             /** @description Set. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            412: components["responses"]["WrongState"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    tlsCertificatePem: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description X.509 certificate, PEM. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-pem-file": string;
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            412: components["responses"]["WrongState"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    generateTls: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TlsKeyGenerateRequestData"];
+            };
+        };
+        responses: {
+            /** @description Generated; the new certificate is in use. */
             204: {
                 headers: {
                     [name: string]: unknown;

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NetHsmHttpError, OutputExistsError } from '../errors.js';
+import { NetHsmHttpError, OutputExistsError, TlsPinMismatchError } from '../errors.js';
 import { TEST_SCRYPT } from '../backup/format.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { startSimulator } from '../sim/server.js';
@@ -99,6 +99,26 @@ describe('state, health and system', () => {
     expect(await statusOf(admin.setBackupPassphrase('newBackupPassphrase', 'wrongPassphrase'))).toBe(403);
     await admin.setBackupPassphrase('newBackupPassphrase', sim.backupPassphrase);
     await admin.setBackupPassphrase(sim.backupPassphrase, 'newBackupPassphrase');
+  });
+
+  it('generates a new TLS key: new connections then present a new certificate (the old pin fails), bad input is 400', async () => {
+    const fresh = await startProvisionedSimulator();
+    const oldPin = fresh.fingerprint256;
+    const a = new NetHsmClient({ url: fresh.url, tls: { fingerprint256: oldPin }, auth: fresh.users.admin });
+    try {
+      expect(await statusOf(a.generateTls({ type: 'RSA' }))).toBe(400);
+      await a.generateTls({ type: 'EC_P384' });
+      expect(fresh.fingerprint256).not.toBe(oldPin);
+      const stale = new NetHsmClient({ url: fresh.url, tls: { fingerprint256: oldPin }, auth: fresh.users.admin });
+      await expect(stale.systemInfo()).rejects.toThrow(TlsPinMismatchError);
+      await stale.close();
+      const repinned = new NetHsmClient({ url: fresh.url, tls: { fingerprint256: fresh.fingerprint256 }, auth: fresh.users.admin });
+      expect((await repinned.systemInfo()).softwareVersion).toBe('5.0');
+      await repinned.close();
+    } finally {
+      await a.close();
+      await fresh.close();
+    }
   });
 });
 

@@ -40,6 +40,7 @@ export type UserPostData = S['UserPostData'];
 export type UserData = S['UserData'];
 export type UserRole = S['UserRole'];
 export type SystemInfo = S['SystemInfo'];
+export type TlsKeyGenerateRequest = S['TlsKeyGenerateRequestData'];
 export type RestoreArguments = S['RestoreArguments'];
 
 export interface NetHsmClientOptions {
@@ -397,6 +398,20 @@ export class NetHsmClient {
 
   async setUnattendedBoot(on: boolean): Promise<void> {
     await this.#none({ method: 'PUT', path: '/config/unattended-boot', json: { status: on ? 'on' : 'off' }, expect: [204] });
+  }
+
+  /**
+   * `POST /config/tls/generate`: the NetHSM makes a new TLS key and self-signed certificate and serves them to new
+   * connections at once, so a client pinning the old certificate (this one included) gets TlsPinMismatchError on its
+   * next new connection until it re-pins. RSA needs `length` (1024..8192).
+   */
+  async generateTls(body: TlsKeyGenerateRequest): Promise<void> {
+    await this.#none({ method: 'POST', path: '/config/tls/generate', json: body, expect: [204] });
+  }
+
+  /** The certificate the TLS listener serves, PEM (root Administrator). */
+  tlsCertificatePem(): Promise<string> {
+    return this.#text({ method: 'GET', path: '/config/tls/cert.pem', accept: 'application/x-pem-file', expect: [200] });
   }
 
   async systemInfo(): Promise<SystemInfo> {

@@ -7,6 +7,7 @@
  * Contract: nothing is written to the device unless it is Unprovisioned, the file opens with the passphrase and passes
  * every integrity check, it is a device backup (no namespace/key backup manifest), and `confirm` said yes.
  */
+import { fingerprintOfPem } from '../tls/fingerprint.js';
 import type { ScryptParams } from '../backup/format.js';
 import { listBackupContents, type BackupContents } from '../backup/namespace.js';
 import { BackupKindMismatchError, InitReplicaFailedError, InitReplicaRefusedError } from '../errors.js';
@@ -96,4 +97,25 @@ export function describePlan(plan: InitReplicaPlan): string {
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/**
+ * After init-replica and the unlock: a full restore carried the primary's TLS identity, which the NetHSM serves from
+ * its next boot (FACTS-system §2.7), so the replica would present the primary's certificate. This gives the replica a
+ * TLS key and certificate of its own (`POST /config/tls/generate`, EC P-256) and reads the new certificate back over
+ * the same kept-alive, still-pinned connection (`admin` must be a one-connection client: a new connection would meet
+ * the new certificate and fail the old pin, and nothing is ever sent over an unverified one). Returns the new
+ * certificate's SHA-256 fingerprint (`AB:CD:…`) for `nethsm.tls.fingerprint256`.
+ */
+export async function renewTlsIdentity(admin: NetHsmClient): Promise<{ fingerprint256: string; certPem: string }> {
+  const state = await admin.healthState();
+  if (state !== 'Operational') {
+    throw new InitReplicaRefusedError(`the NetHSM is ${state}: a new TLS certificate needs it Operational; nothing was changed`, {
+      hint: "Unlock it with the primary's unlock passphrase first.",
+      operation: 'POST /config/tls/generate',
+    });
+  }
+  await admin.generateTls({ type: 'EC_P256' });
+  const certPem = await admin.tlsCertificatePem();
+  return { fingerprint256: fingerprintOfPem(certPem), certPem };
 }

@@ -56,6 +56,8 @@ export interface PromoteRequest {
   maxLagMs: number;
   /** Epochs reported by the peers that answered (the daemon asks them first); the local history is added here. */
   peerEpochs?: readonly number[];
+  /** The current primary answered and still claims the namespace at this site's epoch (see PromoteInput). */
+  primaryAlive?: boolean;
   now?: number;
 }
 
@@ -76,5 +78,6 @@ export function decidePromote(store: StateStore, namespace: string, req: Promote
     lagMs: taken === undefined ? undefined : Math.max(0, now - taken),
     lastSyncOk: position?.lastSyncOutcome === undefined ? undefined : position.lastSyncOutcome === 'ok',
     knownEpochs: [...(req.peerEpochs ?? []), ...[store.epochs.highest(namespace)].filter((e): e is number => e !== undefined)],
+    ...(req.primaryAlive ? { primaryAlive: true } : {}),
   });
 }

@@ -59,6 +59,8 @@ export interface PromoteInput {
   lastSyncOk: boolean | undefined;
   /** Epochs known from elsewhere (the epoch history, reachable peers); the state's own epoch is always included. */
   knownEpochs: readonly number[];
+  /** The current primary answered just now and still claims the namespace at this site's epoch (a switchover case). */
+  primaryAlive?: boolean;
 }
 
 /**
@@ -100,10 +102,17 @@ export function promote(state: RoleState, input: PromoteInput): RoleChange {
       why.push(`it is ${Math.round(input.lagMs / 1000)}s behind, over the limit of ${Math.round(input.maxLagMs / 1000)}s`);
     }
   }
+  if (input.primaryAlive) {
+    reasons.push('primary-alive');
+    why.push(`its primary ${state.primarySite} answers and still claims it at epoch ${state.epoch}`);
+  }
   if (reasons.length > 0 && !input.force) {
     const hint = steppedDown
       ? `Finish the handover: run \`nethsm-replicator demote ${ns} --to <site>\` again once that site answers; or take the namespace back here with \`nethsm-replicator promote ${ns} --force\` (docs/operations.md §3).`
-      : undefined;
+      : input.primaryAlive
+        ? `For a switchover that loses nothing, run \`nethsm-replicator demote ${ns} --to ${input.localSite}\` at ${state.primarySite}. ` +
+          `\`promote --force\` here fences ${state.primarySite}: its writes not yet replicated go to its quarantine.`
+        : undefined;
     throw new RolePromoteRefusedError(`refusing to promote namespace ${ns}: ${why.join('; ')}`, { namespace: ns, epoch: state.epoch, reasons, ...(hint ? { hint } : {}) });
   }
   const epoch = nextEpoch([state.epoch, ...input.knownEpochs]);

@@ -44,13 +44,19 @@ export async function loadIdentity(dataDir?: string): Promise<DeviceIdentity> {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     const identity = { deviceId: randomDeviceId(), deviceKey: randomBytes(32) };
-    await mkdir(dataDir, { recursive: true });
-    const tmp = `${file}.tmp`;
-    await writeFile(tmp, JSON.stringify({ deviceId: identity.deviceId, deviceKey: identity.deviceKey.toString('base64') }), { mode: 0o600 });
-    await rename(tmp, file);
+    await saveIdentity(dataDir, identity);
     return identity;
   }
   return { deviceId: randomDeviceId(), deviceKey: randomBytes(32) };
+}
+
+/** Writes `<dataDir>/device.json` atomically (owner-only: it holds the device key). */
+export async function saveIdentity(dataDir: string, identity: DeviceIdentity): Promise<void> {
+  const file = path.join(dataDir, 'device.json');
+  await mkdir(dataDir, { recursive: true });
+  const tmp = `${file}.tmp`;
+  await writeFile(tmp, JSON.stringify({ deviceId: identity.deviceId, deviceKey: identity.deviceKey.toString('base64') }), { mode: 0o600 });
+  await rename(tmp, file);
 }
 
 export class Device {

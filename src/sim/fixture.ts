@@ -94,7 +94,8 @@ export async function startProvisionedSimulator(options: ProvisionedOptions = {}
       await c.call('PUT', `/namespaces/${ns}`, { auth: admin, expect: 204 });
       nsUsers[ns] = { admin: nsAdmin, operator: nsOperator };
     }
-    return { ...sim, users: { ...users }, nsUsers, unlockPassphrase, backupPassphrase };
+    // Assigned onto the simulator object, not spread: its certificate, power and boot count are live getters.
+    return Object.assign(sim, { users: { ...users }, nsUsers, unlockPassphrase, backupPassphrase });
   } catch (err) {
     await sim.close();
     throw err;

@@ -1,7 +1,11 @@
 /**
  * The simulator's key-value store: path → raw value, exactly what the firmware keeps in etcd.
- * Memory-only, or persisted to `<dataDir>/kv.json` with atomic, debounced writes (flushed on close).
+ * Memory-only, or persisted to `<dataDir>/kv.json` with atomic, debounced writes (flushed on close). With `durable`,
+ * every change is written (atomically, synchronously) before the call that made it returns, so a request's answer is
+ * sent only after its effect is on disk: a SIGKILL then loses nothing acknowledged, as on an appliance whose etcd
+ * commits before it answers. Fault-injection runs kill simulators and need that.
  */
+import { renameSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -15,13 +19,19 @@ export class KvStore {
   /** Number of writes and deletes since start (exported as the `kv write` metric). */
   writes = 0;
 
-  private constructor(private readonly file: string | undefined) {}
+  private constructor(
+    private readonly file: string | undefined,
+    private readonly durable = false,
+  ) {}
 
-  /** Opens the store; with a dataDir, loads `kv.json` when it exists. Throws when the file is not a KV dump. */
-  static async open(dataDir?: string): Promise<KvStore> {
+  /**
+   * Opens the store; with a dataDir, loads `kv.json` when it exists. Throws when the file is not a KV dump.
+   * `durable`: write each change before returning from it (see the module comment); ignored without a dataDir.
+   */
+  static async open(dataDir?: string, options: { durable?: boolean } = {}): Promise<KvStore> {
     if (dataDir === undefined) return new KvStore(undefined);
     await mkdir(dataDir, { recursive: true });
-    const store = new KvStore(path.join(dataDir, 'kv.json'));
+    const store = new KvStore(path.join(dataDir, 'kv.json'), options.durable === true);
     let text: string | undefined;
     try {
       text = await readFile(store.file!, 'utf8');
@@ -70,6 +80,12 @@ export class KvStore {
     return [...this.map.keys()];
   }
 
+  /** Removes every entry (a factory reset's reformatted data partition). */
+  clear(): void {
+    this.map.clear();
+    this.changed();
+  }
+
   /** Applies many sets and deletes as one change (one persistence write). */
   batch(sets: Iterable<[string, Buffer]>, deletes: Iterable<string> = []): void {
     for (const p of deletes) this.map.delete(p);
@@ -81,6 +97,10 @@ export class KvStore {
     this.writes++;
     if (this.file === undefined) return;
     this.dirty = true;
+    if (this.durable) {
+      this.writeNow(this.file);
+      return;
+    }
     if (this.timer === undefined) {
       this.timer = setTimeout(() => {
         this.timer = undefined;
@@ -100,12 +120,24 @@ export class KvStore {
     this.writing = this.writing.then(async () => {
       if (!this.dirty) return;
       this.dirty = false;
-      const obj: Record<string, string> = {};
-      for (const [k, v] of this.map) obj[k] = v.toString('base64');
       const tmp = `${file}.${process.pid}.tmp`;
-      await writeFile(tmp, JSON.stringify(obj), { mode: 0o600 });
+      await writeFile(tmp, this.dump(), { mode: 0o600 });
       await rename(tmp, file);
     });
     return this.writing;
+  }
+
+  /** The durable path: the whole map, written and renamed into place before the caller continues. */
+  private writeNow(file: string): void {
+    this.dirty = false;
+    const tmp = `${file}.${process.pid}.sync.tmp`;
+    writeFileSync(tmp, this.dump(), { mode: 0o600 });
+    renameSync(tmp, file);
+  }
+
+  private dump(): string {
+    const obj: Record<string, string> = {};
+    for (const [k, v] of this.map) obj[k] = v.toString('base64');
+    return JSON.stringify(obj);
   }
 }

@@ -69,3 +69,28 @@ describe('latency specs', () => {
     expect(() => checkLatencyTable({ sign: -5 })).toThrow(/non-negative/);
   });
 });
+
+describe('durable writes', () => {
+  // No await between the change and the read: what is on disk then is what a SIGKILL at that instant would leave.
+  it('with durable, a change is in kv.json before the call that made it returns; without, only after the debounce', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'nhr-sim-'));
+    try {
+      const { KvStore } = await import('./kv.js');
+      const { readFileSync, existsSync } = await import('node:fs');
+      const file = path.join(dir, 'kv.json');
+      const lazy = await KvStore.open(dir);
+      lazy.set('/lazy', Buffer.from('x'));
+      expect(existsSync(file)).toBe(false);
+      await lazy.flush();
+      const durable = await KvStore.open(dir, { durable: true });
+      durable.set('/key/one', Buffer.from('1'));
+      expect(Object.keys(JSON.parse(readFileSync(file, 'utf8')) as object).sort()).toEqual(['/key/one', '/lazy']);
+      durable.batch([['/key/two', Buffer.from('2')]], ['/lazy']);
+      expect(Object.keys(JSON.parse(readFileSync(file, 'utf8')) as object).sort()).toEqual(['/key/one', '/key/two']);
+      durable.delete('/key/one');
+      expect(Object.keys(JSON.parse(readFileSync(file, 'utf8')) as object)).toEqual(['/key/two']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -2,8 +2,6 @@
  * The NetHSM simulator: a real HTTPS server serving `/api/v1` as FACTS.md describes, over a KV store kept as the
  * firmware keeps it. See docs/simulator.md.
  */
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { silentLogger } from '../log.js';
 import { PRODUCTION_KDF, type KdfParams } from './crypto.js';
@@ -17,20 +15,27 @@ import { FailureRateLimiter } from './rate-limit.js';
 import { checkLatencyTable, sleep, type LatencyTable } from './latency.js';
 import { Router } from './router.js';
 import { loadOrCreateTlsIdentity } from './tls-identity.js';
-import { readNetworkConfig } from './local-config.js';
 import type { SimCore } from './context.js';
+import { SimListener } from './listener.js';
+import { PowerControl, type PowerReason, type PowerState } from './power.js';
+import { parseUpdateKey, TEST_UPDATE_KEY_PEM } from './update/key.js';
 import { systemRoutes } from './routes/system.js';
 import { configRoutes } from './routes/config.js';
 import { userRoutes } from './routes/users.js';
 import { namespaceRoutes } from './routes/namespaces.js';
 import { keyRoutes } from './routes/keys.js';
 import { backupRoutes } from './routes/backup.js';
+import { powerRoutes } from './routes/power.js';
+import { updateRoutes } from './routes/update.js';
+import { tlsRoutes } from './routes/tls.js';
 
 export interface SimulatorOptions {
   host?: string;
   port?: number;
   /** Persist state here (kv.json, device.json); absent = memory only. */
   dataDir?: string;
+  /** With dataDir: write every change to disk before answering (a SIGKILL loses nothing acknowledged). Default false. */
+  durable?: boolean;
   /** ms per operation name: sign, decrypt, encrypt, generate, import, backup, restore-per-entry, … */
   latency?: LatencyTable;
   /** scrypt parameters for backup keys (default production). */
@@ -38,62 +43,95 @@ export interface SimulatorOptions {
   /** scrypt parameters for the unlock key (default production). */
   unlockScrypt?: KdfParams;
   logger?: Logger;
+  /** PEM of the RSA public key update images must be signed with (default: the firmware's test key, see update/key.ts). */
+  updateKeyPem?: string;
+  /** How long a reboot or factory reset keeps the simulator unreachable (default 0). */
+  rebootDelayMs?: number;
+  /** Told after every power change: `off` after shutdown (and during a reboot), `on` after a boot. */
+  onPowerChange?: (state: PowerState, reason: PowerReason) => void;
 }
 
 export interface RunningSimulator {
   url: string;
   apiUrl: string;
   port: number;
-  certPem: string;
-  fingerprint256: string;
+  /** The server certificate served now (PEM); changes with `/config/tls/*` and at boot. */
+  readonly certPem: string;
+  /** SHA-256 fingerprint of {@link certPem}. */
+  readonly fingerprint256: string;
+  /** `off` after `POST /system/shutdown` (and briefly during a reboot or factory reset). */
+  readonly power: PowerState;
+  /** Completed boots: 1 after start, +1 per reboot, factory reset, commit-update or power-on. */
+  readonly boots: number;
+  /** Boots a shut-down simulator (a no-op while on): Locked, Operational with unattended boot, or Unprovisioned. */
+  powerOn(): Promise<void>;
+  /** Resolves once `n` boots have completed (read `boots`, trigger a reboot, wait for `boots + 1`). */
+  waitForBoot(n: number): Promise<void>;
   /** Idempotent: stops listening, drops connections, flushes state to the data directory. */
   close(): Promise<void>;
 }
 
 const HOURLY = 3_600_000;
 
-/** Starts a simulator. Throws when the data directory holds unreadable state or the port is taken. */
+/** Starts a simulator. Throws when the data directory holds unreadable state, the update key is bad or the port is taken. */
 export async function startSimulator(options: SimulatorOptions = {}): Promise<RunningSimulator> {
   const latency = options.latency ?? {};
   checkLatencyTable(latency);
-  const kv = await KvStore.open(options.dataDir);
+  if (options.rebootDelayMs !== undefined && !(Number.isFinite(options.rebootDelayMs) && options.rebootDelayMs >= 0)) {
+    throw new Error('rebootDelayMs must be a non-negative number of ms');
+  }
+  const updateKey = parseUpdateKey(options.updateKeyPem ?? TEST_UPDATE_KEY_PEM);
+  const kv = await KvStore.open(options.dataDir, { durable: options.durable === true });
   const identity = await loadIdentity(options.dataDir);
   const device = new Device(kv, identity, options.unlockScrypt ?? PRODUCTION_KDF);
-  const tls = await loadOrCreateTlsIdentity(device);
-  if (!kv.has('/.initialized')) kv.set('/.initialized', Buffer.alloc(0));
-  readNetworkConfig(device); // the firmware writes the default network at boot when none is stored
-  const limiter = new FailureRateLimiter();
   const sim: SimCore = {
     device,
     users: new UserStore(device),
     namespaces: new NamespaceStore(device),
     keys: new KeyStore(device),
     metrics: new SimMetrics(),
-    limiter,
+    limiter: new FailureRateLimiter(),
     backupKdf: options.backupScrypt ?? PRODUCTION_KDF,
     logger: options.logger ?? silentLogger,
-    tls,
+    tls: await loadOrCreateTlsIdentity(device),
+    // Both replaced below, once the listener and the power control exist.
+    serveTls: () => undefined,
+    power: { reboot: () => Promise.resolve(), shutdown: () => Promise.resolve(), factoryReset: () => Promise.resolve() },
+    updateKey,
+    pendingUpdate: undefined,
     delay: (op) => sleep(latency[op] ?? 0),
     restoreInProgress: false,
   };
-  device.boot();
 
   const router = new Router(sim);
-  router.add(...systemRoutes(), ...configRoutes(), ...namespaceRoutes(), ...userRoutes(), ...keyRoutes(), ...backupRoutes());
-
-  const server = https.createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => void router.handle(req, res));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
+  router.add(
+    ...systemRoutes(),
+    ...powerRoutes(),
+    ...updateRoutes(),
+    ...configRoutes(),
+    ...tlsRoutes(),
+    ...namespaceRoutes(),
+    ...userRoutes(),
+    ...keyRoutes(),
+    ...backupRoutes(),
+  );
+  const host = options.host ?? '127.0.0.1';
+  const listener = new SimListener((req, res) => void router.handle(req, res), sim.tls, host, options.port ?? 0);
+  sim.serveTls = (id) => {
+    sim.tls = id;
+    listener.setIdentity(id);
+  };
+  const power = new PowerControl(sim, listener, {
+    ...(options.rebootDelayMs === undefined ? {} : { rebootDelayMs: options.rebootDelayMs }),
+    ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
+    ...(options.onPowerChange === undefined ? {} : { onChange: options.onPowerChange }),
   });
+  sim.power = power;
+  await power.start();
   const flushTimer = setInterval(() => sim.keys.flushOperations(), HOURLY);
   flushTimer.unref();
 
-  const port = (server.address() as AddressInfo).port;
-  const host = options.host ?? '127.0.0.1';
+  const port = listener.port;
   const url = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
   let closing: Promise<void> | undefined;
   sim.logger.info({ url, deviceId: device.deviceId }, 'simulator listening');
@@ -101,15 +139,25 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     url,
     apiUrl: `${url}/api/v1`,
     port,
-    certPem: tls.certPem,
-    fingerprint256: tls.fingerprint256,
+    get certPem() {
+      return sim.tls.certPem;
+    },
+    get fingerprint256() {
+      return sim.tls.fingerprint256;
+    },
+    get power() {
+      return power.state;
+    },
+    get boots() {
+      return power.boots;
+    },
+    powerOn: () => power.powerOn(),
+    waitForBoot: (n) => power.waitForBoot(n),
     close: () => {
       closing ??= (async () => {
         clearInterval(flushTimer);
-        limiter.close();
-        const closed = new Promise<void>((r) => server.close(() => r()));
-        server.closeAllConnections();
-        await closed;
+        await power.close();
+        sim.limiter.close();
         sim.keys.flushOperations();
         await kv.flush();
       })();

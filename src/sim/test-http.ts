@@ -24,8 +24,12 @@ export interface RawOptions {
 export class TestHttp {
   private readonly agent: Agent;
 
-  constructor(private readonly sim: { apiUrl: string; certPem: string }) {
-    this.agent = new Agent({ connect: { ca: sim.certPem } });
+  /** Trusts the simulator's current certificate, or any certificate with `insecure` (for tests that change it). */
+  constructor(
+    private readonly sim: { apiUrl: string; certPem: string },
+    opts: { insecure?: boolean } = {},
+  ) {
+    this.agent = new Agent({ connect: opts.insecure === true ? { rejectUnauthorized: false } : { ca: sim.certPem } });
   }
 
   async req(method: string, path: string, opts: RawOptions = {}): Promise<RawResponse> {

@@ -8,6 +8,7 @@ import { describe, it } from 'vitest';
 import { fingerprintOfDer } from '../../src/tls/fingerprint.js';
 import { runConformance, type ConformanceTarget } from './suite.js';
 import { runEncodingsConformance } from './encodings.js';
+import { runSystemTlsConformance } from './system-tls.js';
 
 const IMAGE = 'docker.io/nitrokey/nethsm:testing';
 
@@ -48,12 +49,7 @@ if (unavailable) {
 } else {
   /** A fresh container (each suite needs its own Unprovisioned device). */
   const startFirmware = async (): Promise<ConformanceTarget> => {
-    const { GenericContainer, Wait } = await import('testcontainers');
-    const container = await new GenericContainer(IMAGE)
-      .withExposedPorts(8443)
-      .withWaitStrategy(Wait.forHttp('/api/v1/health/state', 8443).usingTls().allowInsecure().forStatusCode(200))
-      .withStartupTimeout(120_000)
-      .start();
+    const container = await startContainer();
     const host = container.getHost();
     const port = container.getMappedPort(8443);
     const fingerprint256 = await peerFingerprint(host, port);
@@ -70,4 +66,35 @@ if (unavailable) {
   };
   runConformance(`firmware ${IMAGE}`, startFirmware);
   runEncodingsConformance(`firmware ${IMAGE}`, startFirmware);
+
+  runSystemTlsConformance(`firmware ${IMAGE}`, async () => {
+    const container = await startContainer();
+    const urlOf = () => `https://${container.getHost()}:${container.getMappedPort(8443)}`;
+    let url = urlOf();
+    let stopped = false;
+    return {
+      url: () => url,
+      // keyfender exits on reboot, shutdown and commit and the container idles without an API: restarting the same
+      // container (its /data kept) is the power button. The mapped port may change.
+      powerCycle: () => async () => {
+        await container.restart();
+        url = urlOf();
+      },
+      close: async () => {
+        if (stopped) return;
+        stopped = true;
+        await container.stop();
+      },
+    };
+  });
+}
+
+/** A fresh Unprovisioned firmware container, answering on 8443. */
+async function startContainer() {
+  const { GenericContainer, Wait } = await import('testcontainers');
+  return new GenericContainer(IMAGE)
+    .withExposedPorts(8443)
+    .withWaitStrategy(Wait.forHttp('/api/v1/health/state', 8443).usingTls().allowInsecure().forStatusCode(200))
+    .withStartupTimeout(120_000)
+    .start();
 }

@@ -115,6 +115,20 @@ describe('roles and failover between two sites', () => {
     expect(forced).toMatchObject({ epoch: 2, forced: true });
   });
 
+  it('refuses to promote while the primary answers and claims the namespace, pointing to demote', async () => {
+    const l = await twoSites();
+    const b = l.site('b').daemon!;
+    const err = await b.failover.promote('alpha', { force: false, actor: 'op' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RolePromoteRefusedError);
+    expect((err as RolePromoteRefusedError).reasons).toEqual(['primary-alive']);
+    expect((err as RolePromoteRefusedError).message).toBe('refusing to promote namespace alpha: its primary a answers and still claims it at epoch 1');
+    expect((err as RolePromoteRefusedError).hint).toMatch(/^For a switchover that loses nothing, run `nethsm-replicator demote alpha --to b` at a\./);
+    expect(b.ctx.store.roles.require('alpha')).toMatchObject({ role: 'replica', epoch: 1 });
+    // The documented switchover works from there.
+    await l.site('a').daemon!.failover.demote('alpha', { to: 'b', actor: 'op' });
+    expect(b.ctx.store.roles.require('alpha')).toMatchObject({ role: 'primary', epoch: 2 });
+  });
+
   it('hands a namespace over with demote: no write lost, roles swapped, the old primary follows', async () => {
     const l = await twoSites();
     const a = l.site('a');

@@ -1,6 +1,6 @@
 /**
  * `/config/*` routes the simulator implements: backup passphrase (c23), unlock passphrase, unattended boot, time,
- * logging, network, and reading the TLS certificate. All root Administrator, Operational.
+ * logging, network (the TLS endpoints are in tls.ts). All root Administrator, Operational.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { SimHttpError } from '../http-error.js';
@@ -16,7 +16,6 @@ import { readLogConfig, readNetworkConfig } from '../local-config.js';
 const OP = ['Operational' as const];
 const ROOT_ADMIN = { roles: ['Administrator' as const], root: true };
 const JSON_TYPE = 'application/json';
-const PEM_TYPE = 'application/x-pem-file';
 
 /** `passphrase_change_req`, then the new passphrase's length (FACTS-system §6.2). */
 function changeBody(raw: Buffer): { newPassphrase: string; currentPassphrase: string } {
@@ -165,6 +164,5 @@ export function configRoutes(): Route[] {
         return NO_CONTENT;
       },
     },
-    { method: 'GET', path: '/config/tls/cert.pem', states: OP, access: ROOT_ADMIN, produces: PEM_TYPE, handler: (_c, sim) => ({ status: 200, text: sim.tls.certPem, contentType: PEM_TYPE }) },
   ];
 }
