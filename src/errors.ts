@@ -148,20 +148,32 @@ export class NetHsmUnreachableError extends NhrError {
   static override readonly retryable = true;
 }
 
-export class NetHsmTimeoutError extends NhrError {
-  static override readonly code = 'NHR_ERR_NETHSM_TIMEOUT';
-  static override readonly defaultHint = 'The NetHSM did not answer in time; check its load and the network, or raise the timeout.';
+/**
+ * The NetHSM answers but is Locked (its domain key is not in memory: after a reboot without unattended boot, or an
+ * administrator's `POST /lock`). Nothing but health and unlock works until someone unlocks it; the daemon keeps
+ * probing and resumes by itself. Retryable: the same call succeeds once it is unlocked.
+ */
+export class NetHsmLockedError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_LOCKED';
+  static override readonly defaultHint =
+    'Unlock it (POST /unlock with the unlock passphrase, e.g. `nitropy nethsm unlock`); the daemon sees it within recovery.retryInterval and resumes.';
   static override readonly retryable = true;
 }
 
 /**
- * This site's NetHSM is not Operational (Locked, most often): it answered 412 to a replication step, or its state
- * said so. Nothing was applied; the step is retried with backoff and resumes by itself once the device is unlocked.
+ * The NetHSM answers but is neither Operational nor Locked: `Unprovisioned` (empty) or `Failed` (its cluster store is
+ * unhealthy). The message names the state. Retryable: the daemon keeps probing.
  */
 export class NetHsmNotOperationalError extends NhrError {
   static override readonly code = 'NHR_ERR_NETHSM_NOT_OPERATIONAL';
   static override readonly defaultHint =
-    'Unlock the NetHSM (`nitropy nethsm unlock`, or enable unattended boot); replication resumes by itself and catches up.';
+    'Unprovisioned: is nethsm.url the right device? A new replica site joins with `nethsm-replicator init-replica`. Failed: its cluster store is unhealthy; see GET /health/diagnose.';
+  static override readonly retryable = true;
+}
+
+export class NetHsmTimeoutError extends NhrError {
+  static override readonly code = 'NHR_ERR_NETHSM_TIMEOUT';
+  static override readonly defaultHint = 'The NetHSM did not answer in time; check its load and the network, or raise the timeout.';
   static override readonly retryable = true;
 }
 
@@ -401,7 +413,7 @@ export class NamespaceUnknownError extends NhrError {
 // Roles and epochs
 
 /** Why a promote was refused; `force` overrides every reason except `already-primary`. */
-export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced' | 'primary-alive';
+export type PromoteRefusal = 'already-primary' | 'behind' | 'never-synced' | 'last-sync-failed' | 'fenced' | 'primary-alive' | 'handover-pending';
 
 export class RolePromoteRefusedError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_PROMOTE_REFUSED';
@@ -429,6 +441,18 @@ export class PeerStaleEpochError extends NhrError {
 export class RoleNotPrimaryError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_NOT_PRIMARY';
   static override readonly defaultHint = 'Run this at the site that is primary for the namespace (see `nethsm-replicator status`).';
+}
+
+/**
+ * A demote stepped down here (the namespace is read-only at this site, its administrators removed) but asking the
+ * successor to take over failed: no site is primary for the namespace until the handover is run again or this site
+ * takes it back. Retryable: the same demote finishes it once the successor answers.
+ */
+export class RoleHandoverFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_HANDOVER_FAILED';
+  static override readonly defaultHint =
+    'Run the same `nethsm-replicator demote <ns> --to <site>` again once that site answers, or take it back here with `nethsm-replicator promote <ns> --force` (docs/operations.md §3).';
+  static override readonly retryable = true;
 }
 
 /** Two sites claim to be primary for one namespace at the same epoch. Both fence; an operator promotes one. */
@@ -567,6 +591,12 @@ export class SyncQuarantineFailedError extends NhrError {
     "Make the state directory's quarantine/ folder writable and give it space (the cause says what failed); the next sync saves the entries and then restores.";
 }
 
+/** `quarantine ack <file>`: no quarantine file of that name in this site's `quarantine/` folder. Nothing was recorded. */
+export class QuarantineFileUnknownError extends NhrError {
+  static override readonly code = 'NHR_ERR_QUARANTINE_UNKNOWN_FILE';
+  static override readonly defaultHint = 'Give a file name exactly as `nethsm-replicator quarantine list` shows it, at the site that wrote it.';
+}
+
 /** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
 export class SyncStaleSnapshotError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_STALE_SNAPSHOT';
@@ -641,6 +671,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   NetHsmHttpError as unknown as typeof NhrError,
   NetHsmUnreachableError,
   NetHsmTimeoutError,
+  NetHsmLockedError,
   NetHsmNotOperationalError,
   NetHsmCredentialRefusedError,
   TlsPinMismatchError,
@@ -670,6 +701,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncRaceError,
   SyncVerifyFailedError,
   SyncQuarantineFailedError,
+  QuarantineFileUnknownError,
   SyncStaleSnapshotError,
   StateOpenFailedError,
   StateDirUnusableError,
@@ -679,6 +711,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   RolePromoteRefusedError as unknown as typeof NhrError,
   PeerStaleEpochError,
   RoleNotPrimaryError,
+  RoleHandoverFailedError,
   RoleSplitBrainError,
   RoleStateChangedError,
   GatewayReadOnlyError,

@@ -19,6 +19,14 @@ export class AdminClient {
     return this.call<T>('GET', '/v1/status');
   }
 
+  quarantineList<T = unknown>(): Promise<T> {
+    return this.call<T>('GET', '/v1/quarantine');
+  }
+
+  quarantineAck<T = unknown>(body: { actor: string; file: string }): Promise<T> {
+    return this.call<T>('POST', '/v1/quarantine/ack', body);
+  }
+
   namespaceAction<T = unknown>(namespace: string, action: NamespaceAction, body: Record<string, unknown>): Promise<T> {
     return this.call<T>('POST', `/v1/namespaces/${encodeURIComponent(namespace)}/${action}`, body);
   }

@@ -30,6 +30,13 @@ export const syncRequestSchema = z.strictObject({
   force: z.boolean().default(false),
 });
 
+/**
+ * `POST /v1/quarantine/ack`: the operator has looked at quarantine file `file`, a bare file name in the state
+ * directory's `quarantine/` (the daemon checks it again: no directory part, the daemon's naming, an existing file).
+ */
+export const quarantineAckRequestSchema = z.strictObject({ actor: actorSchema, file: z.string().min(1).max(255) });
+
+export type QuarantineAckRequest = z.infer<typeof quarantineAckRequestSchema>;
 export type PromoteRequest = z.infer<typeof promoteRequestSchema>;
 export type DemoteRequest = z.infer<typeof demoteRequestSchema>;
 export type SimpleRequest = z.infer<typeof simpleRequestSchema>;

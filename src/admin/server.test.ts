@@ -22,6 +22,8 @@ function handlers(calls: unknown[]): AdminHandlers {
     demote: async (ns, req) => (calls.push(['demote', ns, req]), {}),
     pause: async (ns) => (calls.push(['pause', ns]), {}),
     resume: async (ns) => (calls.push(['resume', ns]), {}),
+    quarantineList: async () => ({ directory: '/q', files: [] }),
+    quarantineAck: async (req) => (calls.push(['quarantine-ack', req]), { file: req.file }),
   };
 }
 
@@ -79,6 +81,17 @@ describe('admin API over a unix socket', () => {
     expect(err.code).toBe('NHR_ERR_INPUT_INVALID');
     expect(err.message).toMatch(/body\.onExisting/);
     expect(calls).toHaveLength(1);
+  });
+
+  it('serves the quarantine list and acknowledgements, refusing a malformed ack body', async () => {
+    expect(await client.quarantineList()).toEqual({ directory: '/q', files: [] });
+    expect(await client.quarantineAck({ actor: 'op', file: 'a-epoch1-x.nsbackup' })).toEqual({ file: 'a-epoch1-x.nsbackup' });
+    for (const body of [{ actor: 'op' }, { actor: 'op', file: '' }, { actor: 'op', file: 'x'.repeat(256) }, { actor: 'op', file: 'f', extra: 1 }]) {
+      const err = (await client.quarantineAck(body as { actor: string; file: string }).catch((e: unknown) => e)) as AdminRemoteError;
+      expect(err.code).toBe('NHR_ERR_INPUT_INVALID');
+      expect(err.message).toMatch(/^body/);
+    }
+    expect(calls).toEqual([['quarantine-ack', { actor: 'op', file: 'a-epoch1-x.nsbackup' }]]);
   });
 
   it('rejects malformed requests without calling the daemon', async () => {

@@ -13,11 +13,13 @@ import {
   demoteRequestSchema,
   namespaceParam,
   promoteRequestSchema,
+  quarantineAckRequestSchema,
   simpleRequestSchema,
   syncRequestSchema,
   type AdminErrorBody,
   type DemoteRequest,
   type PromoteRequest,
+  type QuarantineAckRequest,
   type SimpleRequest,
   type SyncRequest,
 } from './protocol.js';
@@ -30,6 +32,10 @@ export interface AdminHandlers {
   demote(namespace: string, req: DemoteRequest): Promise<unknown>;
   pause(namespace: string, req: SimpleRequest): Promise<unknown>;
   resume(namespace: string, req: SimpleRequest): Promise<unknown>;
+  /** The quarantine files and what each holds. */
+  quarantineList(): Promise<unknown>;
+  /** Records that the operator looked at one quarantine file. */
+  quarantineAck(req: QuarantineAckRequest): Promise<unknown>;
 }
 
 export interface AdminServerOptions {
@@ -97,6 +103,14 @@ export class AdminServer {
     if (path === `${ADMIN_API_PREFIX}/status`) {
       requireMethod(req, 'GET');
       return this.handlers.status();
+    }
+    if (path === `${ADMIN_API_PREFIX}/quarantine`) {
+      requireMethod(req, 'GET');
+      return this.handlers.quarantineList();
+    }
+    if (path === `${ADMIN_API_PREFIX}/quarantine/ack`) {
+      requireMethod(req, 'POST');
+      return this.handlers.quarantineAck(parse(quarantineAckRequestSchema, await readJson(req), 'body'));
     }
     const m = /^\/v1\/namespaces\/([^/]+)\/(sync|promote|demote|pause|resume)$/.exec(path);
     if (!m) throw new RouteError(404, `no such admin endpoint: ${path}`);

@@ -49,6 +49,7 @@ describe('admin commands against a real admin server', () => {
   let configFile: string;
   let server: AdminServer;
   let status: unknown;
+  let quarantine: unknown = { directory: '/var/lib/nethsm-replicator/quarantine', files: [] };
   const calls: unknown[][] = [];
 
   const handlers: AdminHandlers = {
@@ -64,6 +65,11 @@ describe('admin commands against a real admin server', () => {
     demote: async (ns, req) => (calls.push(['demote', ns, req]), { namespace: ns, epoch: 5, previousEpoch: 4, primarySite: req.to ?? 'a' }),
     pause: async (ns, req) => (calls.push(['pause', ns, req]), { namespace: ns, paused: true }),
     resume: async (ns, req) => (calls.push(['resume', ns, req]), { namespace: ns, paused: false }),
+    quarantineList: async () => quarantine,
+    quarantineAck: async (req) => {
+      calls.push(['quarantine-ack', req]);
+      return { file: req.file, acknowledged: { at: ago(0), actor: req.actor }, alreadyAcknowledged: false };
+    },
   };
 
   beforeAll(async () => {
@@ -143,6 +149,103 @@ describe('admin commands against a real admin server', () => {
     expect(r.out).toMatch(/alpha\s+WAITING\s+3\.120\s+1\s+14s\s+2s ago\s+NHR_ERR_NETHSM_NOT_OPERATIONAL/);
     expect(r.out).toContain('PROBLEM: namespace alpha: change stream FAILING (NHR_ERR_NETHSM_NOT_OPERATIONAL): "this site\'s NetHSM is Locked');
     expect(r.out).not.toContain('all ok');
+    status = healthyStatus();
+  });
+
+  it('says LOCKED (not unreachable) for a Locked NetHSM and names any other state, each with its remedy', async () => {
+    const st = healthyStatus();
+    st.members[0] = { ...st.members[0]!, status: 'locked', consecutiveFailures: 2, attempts: 1, lastErrorCode: 'NHR_ERR_NETHSM_LOCKED', lastError: 'the NetHSM is Locked' };
+    status = st;
+    let r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toMatch(/\nnethsm\s+nethsm\s+LOCKED\s+2\s+1\s/);
+    expect(r.out).toContain("PROBLEM: this site's NetHSM is LOCKED (NHR_ERR_NETHSM_LOCKED)\nTry: Unlock it (POST /unlock with the unlock passphrase");
+    st.members[0] = { ...st.members[0]!, status: 'not-operational', lastErrorCode: 'NHR_ERR_NETHSM_NOT_OPERATIONAL', lastError: 'the NetHSM is Unprovisioned' };
+    r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toContain("PROBLEM: this site's NetHSM is NOT-OPERATIONAL (NHR_ERR_NETHSM_NOT_OPERATIONAL): the NetHSM is Unprovisioned\nTry: Unprovisioned: ");
+    status = healthyStatus();
+  });
+
+  it('reports unacknowledged quarantine files as a PROBLEM with its Try:, exit 2', async () => {
+    const st = healthyStatus();
+    const unacknowledged = ['a', 'b', 'c', 'd'].map((x) => ({ file: `alpha-epoch3-${x}.nsbackup`, namespace: 'alpha' }));
+    status = { ...st, quarantine: { directory: '/var/lib/nethsm-replicator/quarantine', unacknowledged } };
+    const r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toContain(
+      'PROBLEM: 4 quarantine files NOT ACKNOWLEDGED in /var/lib/nethsm-replicator/quarantine: alpha-epoch3-a.nsbackup, alpha-epoch3-b.nsbackup, alpha-epoch3-c.nsbackup, … (1 more)\n' +
+        'Try: See what each holds with `nethsm-replicator quarantine list`',
+    );
+    status = { ...st, quarantine: { directory: '/q', unacknowledged: [] } };
+    expect((await runCli(['status', '--socket', socket])).code).toBe(0);
+    status = { ...st, quarantine: { directory: '/q', unacknowledged: 'x' } };
+    const bad = await runCli(['status', '--socket', socket]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/quarantine\.unacknowledged/);
+    status = healthyStatus();
+  });
+
+  it('quarantine list prints each file with its ids; ack sends a bare file name and the actor', async () => {
+    quarantine = {
+      directory: '/q',
+      files: [
+        { file: 'alpha-epoch3-x.nsbackup', namespace: 'alpha', reason: 'fenced', epoch: 3, seq: null, site: 'b', at: ago(120), bytes: 10, keys: 25, users: 1,
+          keyIds: Array.from({ length: 25 }, (_, i) => `k${i}`), userIds: ['admin'], acknowledged: null, error: null },
+        { file: 'beta-foreign-epoch2-seq9-y.nsbackup', namespace: null, reason: null, epoch: null, seq: null, site: null, at: ago(60), bytes: 10, keys: null, users: null,
+          keyIds: [], userIds: [], acknowledged: { at: ago(30), actor: 'op@h' }, error: 'wrong passphrase [NHR_ERR_BACKUP_WRONG_PASSPHRASE]' },
+      ],
+    };
+    const r = await runCli(['quarantine', 'list', '--socket', socket]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/alpha-epoch3-x\.nsbackup\s+alpha\s+fenced\s+3\s+b\s+\S+ \(2m ago\)\s+25\s+1\s+NO\n/);
+    expect(r.out).toMatch(/beta-foreign-epoch2-seq9-y\.nsbackup\s+-\s+-\s+-\s+-\s+\S+ \(1m ago\)\s+-\s+-\s+op@h 30s ago\n/);
+    expect(r.out).toContain('  key ids: k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15, k16, k17, k18, k19 … (5 more; --json lists all)');
+    expect(r.out).toContain('  cannot be read: wrong passphrase [NHR_ERR_BACKUP_WRONG_PASSPHRASE]');
+    expect(r.out).toContain('1 not acknowledged');
+    expect(JSON.parse((await runCli(['quarantine', 'list', '--json', '--socket', socket])).out)).toEqual(quarantine);
+    quarantine = { directory: '/q', files: [] };
+    expect((await runCli(['quarantine', 'list', '--socket', socket])).out).toBe('no quarantine files in /q\n');
+
+    const ack = await runCli(['quarantine', 'ack', 'alpha-epoch3-x.nsbackup', '--socket', socket]);
+    expect(ack.out).toMatch(/^acknowledged alpha-epoch3-x\.nsbackup \(by \S+ at \S+\)\n$/);
+    expect(calls).toEqual([['quarantine-ack', { actor: expect.stringMatching(/@/), file: 'alpha-epoch3-x.nsbackup' }]]);
+  });
+
+  it('quarantine ack refuses anything but a bare quarantine file name before any request', async () => {
+    const cases: [string, RegExp][] = [
+      ['../state.db', /is a path; give the file name only/],
+      ['/var/lib/nethsm-replicator/quarantine/alpha-epoch3-x.nsbackup', /is a path/],
+      ['sub/alpha-epoch3-x.nsbackup', /is a path/],
+      ['..\\alpha-epoch3-x.nsbackup', /is a path/],
+      ['.alpha-epoch3-x.nsbackup', /is not a quarantine file name/],
+      ['alpha-epoch3-x.bin', /is not a quarantine file name/],
+      ['alpha epoch3.nsbackup', /is not a quarantine file name/],
+      [`${'a'.repeat(250)}.nsbackup`, /is longer than 255 characters/],
+      ['', /is empty/],
+    ];
+    for (const [file, msg] of cases) {
+      const r = await runCli(['quarantine', 'ack', file, '--socket', socket]);
+      expect(r.code, file).toBe(1);
+      expect(r.err, file).toMatch(msg);
+      expect(r.err, file).toContain('[NHR_ERR_INPUT_INVALID]');
+    }
+    expect((await runCli(['quarantine', 'ack', '--socket', socket])).err).toMatch(/missing required argument 'file'/);
+    expect(calls).toEqual([]);
+  });
+
+  it('says "no primary" with its remedy, shows NONE as primary of a namespace this site stepped down from, and no "never synced"', async () => {
+    const st = healthyStatus();
+    st.namespaces[1] = {
+      ...st.namespaces[1]!, role: 'replica', primarySite: 'b', busy: false,
+      noPrimary: { cause: 'this site (b) stepped down at epoch 7 and no site has taken over (the handover to a did not finish)', try: 'Run `nethsm-replicator demote beta --to a` again.' },
+    };
+    status = st;
+    const r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toMatch(/\nbeta\s+replica\s+7\s+NONE\s+-\s+-\s+-\s+-\n/);
+    expect(r.out).toContain('PROBLEM: namespace beta: no primary: this site (b) stepped down at epoch 7 and no site has taken over (the handover to a did not finish)\nTry: Run `nethsm-replicator demote beta --to a` again.');
+    expect(r.out).not.toContain('NEVER');
     status = healthyStatus();
   });
 

@@ -12,6 +12,7 @@ import { registerInitReplica } from './init-replica.js';
 import { registerDaemon } from './daemon.js';
 import { registerDemo } from './demo.js';
 import { registerKeyBackup } from './key-backup.js';
+import { registerQuarantineCommands } from './quarantine.js';
 import { registerSim } from './sim.js';
 
 /** Builds the program; exported for tests that run commands in-process. */
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerDaemon(program);
   registerDemo(program);
   registerKeyBackup(program);
+  registerQuarantineCommands(program);
   registerSim(program);
   return program;
 }

@@ -7,7 +7,7 @@
  * status could not be read.
  */
 import { z } from 'zod';
-import { AdminRemoteError } from '../errors.js';
+import { AdminRemoteError, ERROR_CLASSES } from '../errors.js';
 import type { DaemonStatus, MemberStatusView, NamespaceStatus } from '../daemon/status.js';
 import { relativeTime, scalar, shortDuration, table } from './format.js';
 
@@ -30,6 +30,7 @@ const namespaceSchema = z.looseObject({
   lagSeconds: z.number().nullable(),
   lagLimitSeconds: z.number(),
   nextScheduledSync: iso,
+  noPrimary: z.looseObject({ cause: z.string(), try: z.string() }).nullable().optional(),
 });
 const memberSchema = z.looseObject({
   name: z.string(),
@@ -49,6 +50,9 @@ const statusSchema = z.looseObject({
   startedAt: z.string(),
   namespaces: z.array(namespaceSchema),
   members: z.array(memberSchema),
+  quarantine: z
+    .looseObject({ directory: z.string(), unacknowledged: z.array(z.looseObject({ file: z.string(), namespace: z.string().nullable() })) })
+    .optional(),
 });
 
 /** Validates the daemon's answer. Throws AdminRemoteError naming the first field that does not fit. */
@@ -68,6 +72,9 @@ export function parseDaemonStatus(value: unknown): DaemonStatus {
 export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[] {
   const out: string[] = [];
   for (const ns of s.namespaces) {
+    if (ns.noPrimary) out.push(withTry(`namespace ${ns.name}: no primary: ${ns.noPrimary.cause}`, ns.noPrimary.try));
+    // Stepped down here, handed over to nobody: there is no primary to have synced from (the line above says so).
+    if (steppedDown(ns, s.site)) continue;
     if (ns.role === 'fenced') out.push(`namespace ${ns.name} is FENCED at epoch ${ns.epoch} (primary is ${ns.primarySite}); it resyncs as a replica`);
     if (ns.role !== 'replica') continue;
     if (ns.lastSync?.outcome === 'failed') {
@@ -84,10 +91,33 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
   }
   for (const m of s.members) {
     if (m.status !== 'ok') {
-      out.push(`${m.kind === 'nethsm' ? 'this site\'s NetHSM' : `${m.kind} ${m.name}`} is ${m.status.toUpperCase()}${m.gaveUp ? ', retries GAVE UP' : ''}${m.lastErrorCode ? ` (${m.lastErrorCode})` : ''}`);
+      // A NetHSM that is not operational says which state it is in (Unprovisioned, Failed): the message names it.
+      const why = m.status === 'not-operational' && m.lastError ? `: ${m.lastError}` : '';
+      const problem = `${m.kind === 'nethsm' ? 'this site\'s NetHSM' : `${m.kind} ${m.name}`} is ${m.status.toUpperCase()}${m.gaveUp ? ', retries GAVE UP' : ''}${m.lastErrorCode ? ` (${m.lastErrorCode})` : ''}${why}`;
+      out.push(withTry(problem, m.status === 'unreachable' || m.status === 'locked' || m.status === 'not-operational' ? hintOf(m.lastErrorCode) : undefined));
     }
   }
+  const unacked = s.quarantine?.unacknowledged ?? [];
+  if (unacked.length > 0) {
+    const shown = unacked.slice(0, 3).map((f) => f.file).join(', ') + (unacked.length > 3 ? `, … (${unacked.length - 3} more)` : '');
+    out.push(
+      withTry(
+        `${unacked.length} quarantine file${unacked.length === 1 ? '' : 's'} NOT ACKNOWLEDGED in ${s.quarantine!.directory}: ${shown}`,
+        'See what each holds with `nethsm-replicator quarantine list` (docs/operations.md §6); once you have looked, `nethsm-replicator quarantine ack <file>`.',
+      ),
+    );
+  }
   return out;
+}
+
+/** A problem line followed by its remedy (`renderStatus` prints it as a `Try:` line under the PROBLEM). */
+export function withTry(problem: string, hint: string | undefined): string {
+  return hint ? `${problem}\nTry: ${hint}` : problem;
+}
+
+/** The registry's hint for an error code the daemon reported (the CLI and the daemon share src/errors.ts). */
+function hintOf(code: string | null): string | undefined {
+  return code ? ERROR_CLASSES.find((c) => c.code === code)?.defaultHint : undefined;
 }
 
 export function statusExitCode(s: DaemonStatus): number {
@@ -100,7 +130,7 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   lines.push(`site ${s.site}   nethsm-replicator ${s.version}   up ${relativeTime(s.startedAt, now).replace(/ ago$/, '')}`);
   lines.push('');
   if (s.namespaces.length === 0) lines.push('no namespaces configured');
-  else lines.push(table([['NAMESPACE', 'ROLE', 'EPOCH', 'PRIMARY', 'LAST SYNC', 'LAG / LIMIT', 'NEXT SYNC', 'FLAGS'], ...s.namespaces.map((ns) => namespaceRow(ns, now))]));
+  else lines.push(table([['NAMESPACE', 'ROLE', 'EPOCH', 'PRIMARY', 'LAST SYNC', 'LAG / LIMIT', 'NEXT SYNC', 'FLAGS'], ...s.namespaces.map((ns) => namespaceRow(ns, now, s.site))]));
   const streams = s.namespaces.filter((ns) => ns.stream);
   if (streams.length > 0) {
     lines.push('');
@@ -116,9 +146,15 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   return lines.join('\n') + '\n';
 }
 
-function namespaceRow(ns: NamespaceStatus, now: Date): string[] {
+/** A replica of this very site: it stepped down (demote) and no site has taken over. */
+function steppedDown(ns: NamespaceStatus, site: string): boolean {
+  return ns.role === 'replica' && ns.primarySite === site;
+}
+
+function namespaceRow(ns: NamespaceStatus, now: Date, site: string): string[] {
   const role = ns.role === 'fenced' ? 'FENCED' : ns.role;
-  const replica = ns.role === 'replica';
+  const none = steppedDown(ns, site);
+  const replica = ns.role === 'replica' && !none;
   let last = '-';
   if (ns.lastSync) {
     const outcome = ns.lastSync.outcome === 'ok' ? 'ok' : 'FAILED';
@@ -132,7 +168,7 @@ function namespaceRow(ns: NamespaceStatus, now: Date): string[] {
     else lag = `${ns.lagSeconds > ns.lagLimitSeconds ? 'OVER ' : ''}${shortDuration(ns.lagSeconds)} / ${limit}`;
   }
   const flags = [ns.paused ? 'PAUSED' : '', ns.busy ? 'busy' : ''].filter(Boolean).join(',') || '-';
-  return [ns.name, role, String(ns.epoch), ns.primarySite, last, lag, relativeTime(ns.nextScheduledSync, now), flags];
+  return [ns.name, role, String(ns.epoch), none ? 'NONE' : ns.primarySite, last, lag, relativeTime(ns.nextScheduledSync, now), flags];
 }
 
 /** The change stream of a namespace: at a replica its puller, at the primary the head of the change log. */

@@ -4,6 +4,7 @@
 import type { AdminHandlers } from '../admin/server.js';
 import type { SiteContext } from './context.js';
 import type { Failover } from './failover.js';
+import { ackQuarantine, listQuarantine } from './quarantine.js';
 import { buildStatus, type StatusExtras } from './status-view.js';
 import type { NamespaceSync } from './sync.js';
 
@@ -31,5 +32,7 @@ export function createAdminHandlers(ctx: SiteContext, failover: Failover, syncer
     demote: (namespace, req) => failover.demote(namespace, { actor: req.actor, ...(req.to ? { to: req.to } : {}) }),
     pause: async (namespace, req) => setPaused(namespace, true, req.actor),
     resume: async (namespace, req) => setPaused(namespace, false, req.actor),
+    quarantineList: () => listQuarantine(ctx),
+    quarantineAck: (req) => ackQuarantine(ctx, req.file, req.actor),
   };
 }

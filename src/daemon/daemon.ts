@@ -12,7 +12,6 @@ import { AdminServer } from '../admin/server.js';
 import type { ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { NetHsmUnreachableError } from '../errors.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 import { assertTokenCurrent, tokenOf } from '../concurrency/fencing.js';
 import { namespaceLocks } from '../concurrency/namespace-locks.js';
@@ -21,6 +20,7 @@ import { HealthServer } from '../health/server.js';
 import type { HealthSource } from '../health/source.js';
 import { silentLogger, type Logger } from '../log.js';
 import { MemberMonitor, type Member, type MemberState } from '../members/monitor.js';
+import { nethsmStateError } from '../members/nethsm-state.js';
 import { createReplicatorMetrics, type ReplicatorMetrics } from '../metrics/metrics.js';
 import { createNetHsmExporter } from '../metrics/nethsm-exporter.js';
 import { PeerServer } from '../peer/server.js';
@@ -37,6 +37,7 @@ import { createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, ne
 import { Failover } from './failover.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus } from './peer-watch.js';
+import { unacknowledgedCounts } from './quarantine.js';
 import { namespaceStatus } from './status-view.js';
 import { NamespaceSync } from './sync.js';
 
@@ -109,6 +110,8 @@ export class Daemon {
       ...(options.transportKeyBits ? { transportKeyBits: options.transportKeyBits } : {}),
     });
     this.ctx.roleChanged = (ns) => this.stream.roleChanged(ns);
+    // Counted at each scrape from the folder and the acknowledgements: a file removed by hand stops counting too.
+    metrics.setQuarantineSource(() => (store.isOpen ? unacknowledgedCounts(this.ctx) : {}));
     this.ctx.streamStatus = (ns) => {
       const s = this.stream.status(ns);
       if (!s) return null;
@@ -319,8 +322,9 @@ export class Daemon {
       {
         name: NETHSM_MEMBER,
         probe: async () => {
-          const state = await admin.healthState();
-          if (state !== 'Operational') throw new NetHsmUnreachableError(`the NetHSM is ${state}`, { operation: 'GET /health/state' });
+          // Locked, Unprovisioned, Failed: named as such (member status locked / not-operational), not "unreachable".
+          const notOperational = nethsmStateError(await admin.healthState());
+          if (notOperational) throw notOperational;
         },
       },
       ...config.peers.map((p) => ({
@@ -365,8 +369,8 @@ export class Daemon {
       ready: async () => {
         const checks: Record<string, { ok: boolean; detail?: string }> = {};
         try {
-          const state = await this.ctx.nethsm.admin.healthState();
-          checks.nethsm = state === 'Operational' ? { ok: true } : { ok: false, detail: `NetHSM is ${state}` };
+          const notOperational = nethsmStateError(await this.ctx.nethsm.admin.healthState());
+          checks.nethsm = notOperational ? { ok: false, detail: `${notOperational.message.replace(/^the /, '')}. Try: ${notOperational.hint}` } : { ok: true };
         } catch (err) {
           checks.nethsm = { ok: false, detail: err instanceof Error ? err.message : 'unreachable' };
         }

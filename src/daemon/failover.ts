@@ -9,7 +9,7 @@ import { rename } from 'node:fs/promises';
 import { listBackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { InputInvalidError, NamespaceUnknownError, NhrError, PeerStaleEpochError } from '../errors.js';
+import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleHandoverFailedError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
 import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
@@ -30,6 +30,11 @@ export interface PromoteResult {
   administratorsRestored: number;
   peersTold: string[];
   peersNotTold: string[];
+}
+
+/** This site stepped down (demote) and no successor took over yet: a replica of itself. */
+export function isSteppedDown(row: RoleState, localSite: string): boolean {
+  return row.role === 'replica' && row.primarySite === localSite;
 }
 
 export class Failover {
@@ -68,7 +73,10 @@ export class Failover {
     ctx.metrics.promotionsTotal.inc({ namespace });
     ctx.metrics.setReplicaDataTime(namespace, null);
     ctx.log.info({ namespace, epoch: row.epoch, from: before.epoch, actor: opts.actor, force: opts.force }, 'namespace promoted');
-    const restored = await this.restoreAdministrators(namespace, tokenOf(row, 'administrator restore on promote'));
+    // Taking back a namespace this site stepped down from: its administrators are in the handover's final snapshot.
+    const source = isSteppedDown(before, ctx.site) && existsSync(ctx.work.handoffOf(namespace)) ? ctx.work.handoffOf(namespace) : ctx.work.snapshotOf(namespace);
+    const restored = await this.restoreAdministrators(namespace, tokenOf(row, 'administrator restore on promote'), source);
+    if (source === ctx.work.handoffOf(namespace)) await removeFiles(source);
     const told = await this.announce(namespace, row);
     return {
       namespace,
@@ -88,23 +96,57 @@ export class Failover {
    * the device to itself (writes already in flight drained), keep a final snapshot for the successor and strip the
    * device's administrators; ask the successor to sync and promote, then follow it. The snapshot is taken after the
    * role change and the drain, so every write the gateway acknowledged is in it.
+   *
+   * Run again at a site that stepped down and whose handover failed (no site is primary then), it repeats the handover
+   * without a second role change, with the first attempt's snapshot, asking `to` (which may be another site this time). A successor that did
+   * take over meanwhile refuses the repeat (its epoch moved on), and this site learns the new epoch from it.
+   * Throws RoleHandoverFailedError when the successor cannot be asked or refuses; this site stays stepped down.
    */
   async demote(namespace: string, opts: { to?: string; actor: string }): Promise<{ namespace: string; to: string; epoch: number; previousEpoch: number }> {
     const { ctx } = this;
     const row = ctx.store.roles.require(namespace);
-    assertPrimary(row, ctx.site);
+    const retry = isSteppedDown(row, ctx.site);
+    if (!retry) assertPrimary(row, ctx.site);
     const to = this.handoffTarget(namespace, opts.to);
-    const demoted = applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
-    ctx.roleChanged?.(namespace);
-    ctx.metrics.setRole(namespace, 'replica', row.epoch);
-    ctx.log.info({ namespace, to, epoch: row.epoch, actor: opts.actor }, 'namespace demoted; handing over');
+    let demoted = row;
+    if (retry) {
+      ctx.store.audit.append({ actor: opts.actor, action: 'demote', namespace, fromEpoch: row.epoch, toEpoch: row.epoch, fromRole: 'replica', toRole: 'replica', detail: { handoverTo: to, retry: true } });
+      ctx.log.info({ namespace, to, epoch: row.epoch, actor: opts.actor }, 'handover of a namespace this site stepped down from: running it again');
+    } else {
+      demoted = applyRoleChange(ctx.store, decideDemote(row, { localSite: ctx.site, toSite: to }), opts.actor);
+      ctx.roleChanged?.(namespace);
+      ctx.metrics.setRole(namespace, 'replica', row.epoch);
+      ctx.log.info({ namespace, to, epoch: row.epoch, actor: opts.actor }, 'namespace demoted; handing over');
+    }
     const token = tokenOf(demoted, 'demote handoff');
     await ctx.barrier.exclusive([token], async () => {
-      const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch);
-      await rename(snap.file, ctx.work.handoffOf(namespace));
+      // A repeat keeps the first attempt's snapshot: taken before the strip, it still holds the administrators the
+      // successor must get back, and nothing has written to the namespace here since (read-only after the step-down).
+      if (!(retry && existsSync(ctx.work.handoffOf(namespace)))) {
+        const snap = await takeSnapshot(this.snapshotDeps(), namespace, row.epoch);
+        await rename(snap.file, ctx.work.handoffOf(namespace));
+      }
       await this.stripAdministrators(namespace, token);
     });
-    const answer = await ctx.peers.get(to)!.handoff(namespace, row.epoch);
+    const answer = await ctx.peers
+      .get(to)!
+      .handoff(namespace, row.epoch)
+      .catch((cause: unknown) => {
+        // The successor is past that epoch (it took over, and its answer was lost): its refusal says so, and this
+        // site learns the new epoch from its next status poll. Not "no primary".
+        if (cause instanceof PeerRefusedError && cause.remoteCode === 'NHR_ERR_ROLE_STALE_EPOCH') throw cause;
+        const why = cause instanceof Error ? cause.message : String(cause);
+        throw new RoleHandoverFailedError(
+          `namespace ${namespace}: this site stepped down at epoch ${row.epoch} but the handover to ${to} failed: ${why}; no site is primary for ${namespace} now`,
+          {
+            namespace,
+            epoch: row.epoch,
+            site: to,
+            cause,
+            hint: `Run \`nethsm-replicator demote ${namespace} --to ${to}\` again once ${to} answers, or take it back here with \`nethsm-replicator promote ${namespace} --force\` (docs/operations.md §3).`,
+          },
+        );
+      });
     await this.observe(namespace, { from: to, epoch: answer.epoch, primarySite: to });
     await removeFiles(ctx.work.handoffOf(namespace));
     // Follow the successor at once: a first sync from it gives this site a position in its change log, and the stream
@@ -252,10 +294,12 @@ export class Failover {
     return admins.length;
   }
 
-  /** On promote: the namespace's administrators come back from the last snapshot applied here. */
-  private async restoreAdministrators(namespace: string, token: FencingToken): Promise<number> {
+  /**
+   * On promote: the namespace's administrators come back from `snapshot`, the last snapshot applied here (or, taking
+   * back a namespace after a failed handover, the handover's final snapshot).
+   */
+  private async restoreAdministrators(namespace: string, token: FencingToken, snapshot: string): Promise<number> {
     const { ctx } = this;
-    const snapshot = ctx.work.snapshotOf(namespace);
     if (!existsSync(snapshot)) {
       ctx.log.warn({ namespace }, 'no snapshot was ever applied here: administrators cannot be restored; only the replication account administers the namespace');
       return 0;

@@ -4,11 +4,25 @@
  */
 import { PeerStaleEpochError } from '../errors.js';
 import type { PeerClient } from '../peer/client.js';
-import type { PeerStatus } from '../peer/messages.js';
+import type { NamespaceView, PeerStatus } from '../peer/messages.js';
 import type { SiteContext } from './context.js';
 import type { Failover } from './failover.js';
 
+/**
+ * The last status each peer gave, per site context: `status` asks whether a namespace's primary still says it is
+ * primary (src/daemon/status-view.ts). In memory only; refreshed by every probe of the peer.
+ */
+const lastViews = new WeakMap<SiteContext, Map<string, Map<string, NamespaceView>>>();
+
+/** What `peer` last said about `namespace` (undefined before its first answer, or when it did not name it). */
+export function lastPeerView(ctx: SiteContext, peer: string, namespace: string): NamespaceView | undefined {
+  return lastViews.get(ctx)?.get(peer)?.get(namespace);
+}
+
 export async function observePeerStatus(ctx: SiteContext, failover: Failover, peer: PeerClient, status: PeerStatus): Promise<void> {
+  let views = lastViews.get(ctx);
+  if (!views) lastViews.set(ctx, (views = new Map()));
+  views.set(peer.name, new Map(status.namespaces.map((v) => [v.namespace, v])));
   let stale = false;
   for (const view of status.namespaces) {
     const row = ctx.store.roles.get(view.namespace);

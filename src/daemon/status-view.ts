@@ -1,8 +1,12 @@
 /**
  * Builds the status view (`DaemonStatus`) from the state store, the member monitor and the scheduler.
  */
+import type { NamespaceRow } from '../state/roles-repo.js';
 import { VERSION } from '../version.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
+import { isSteppedDown } from './failover.js';
+import { lastPeerView } from './peer-watch.js';
+import { unacknowledgedQuarantine } from './quarantine.js';
 import type { DaemonStatus, NamespaceStatus } from './status.js';
 import type { NamespaceSync } from './sync.js';
 
@@ -38,6 +42,37 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     lagLimitSeconds: cfg.maxLagForPromoteMs / 1000,
     nextScheduledSync: iso(extras?.nextRun(name)?.getTime() ?? null),
     stream: ctx.streamStatus?.(name) ?? null,
+    noPrimary: noPrimary(ctx, row),
+  };
+}
+
+/** Why no reachable site is primary for the row's namespace, with the remedy; null when one is (as far as known). */
+function noPrimary(ctx: SiteContext, row: NamespaceRow): { cause: string; try: string } | null {
+  const ns = row.namespace;
+  if (isSteppedDown(row, ctx.site)) {
+    const to = ctx.store.audit.last(ns, 'demote')?.detail.handoverTo;
+    const target = typeof to === 'string' ? to : undefined;
+    return {
+      cause: `this site (${ctx.site}) stepped down at epoch ${row.epoch} and no site has taken over (the handover${target ? ` to ${target}` : ''} did not finish)`,
+      try: `Run \`nethsm-replicator demote ${ns} --to ${target ?? '<site>'}\` again once ${target ?? 'it'} answers, or take it back here with \`nethsm-replicator promote ${ns} --force\` (docs/operations.md §3).`,
+    };
+  }
+  if (row.role !== 'replica') return null;
+  const primary = row.primarySite;
+  if (ctx.monitor.get(primary)?.status === 'unreachable') {
+    return {
+      cause: `its primary ${primary} is UNREACHABLE`,
+      try: `If ${primary} is only briefly away, wait: this replica resumes by itself. If ${primary} is lost, promote here: \`nethsm-replicator promote ${ns}\` (docs/operations.md §4).`,
+    };
+  }
+  const view = lastPeerView(ctx, primary, ns);
+  if (!view || view.epoch !== row.epoch || view.role === 'primary') return null;
+  const steppedDown = view.role === 'replica' && view.primarySite === primary;
+  return {
+    cause: `${primary}, its primary at epoch ${row.epoch}, answers but is not primary there (${steppedDown ? 'it stepped down; its handover did not finish' : view.role})`,
+    try: steppedDown
+      ? `At ${primary}: run \`nethsm-replicator demote ${ns} --to <site>\` again, or \`nethsm-replicator promote ${ns} --force\` there to take it back (docs/operations.md §3).`
+      : `See \`nethsm-replicator status\` at ${primary}.`,
   };
 }
 
@@ -64,5 +99,6 @@ export function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: Sta
       lastOkAt: iso(m.lastOkAt),
       nextRetryAt: iso(m.nextRetryAt),
     })),
+    quarantine: { directory: ctx.work.quarantine, unacknowledged: unacknowledgedQuarantine(ctx) },
   };
 }

@@ -25,6 +25,11 @@ export interface NamespaceStatus {
   nextScheduledSync: string | null;
   /** The change stream: at a replica its puller, at the primary the head of the change log. */
   stream?: StreamStatusView | null;
+  /**
+   * Set when no reachable site is primary for the namespace: this site stepped down and nobody took over, or its
+   * primary is unreachable, or answers but is not primary. `cause` in words, `try` the remedy. Absent from older daemons.
+   */
+  noPrimary?: { cause: string; try: string } | null;
 }
 
 export interface StreamStatusView {
@@ -64,4 +69,9 @@ export interface DaemonStatus {
   startedAt: string;
   namespaces: NamespaceStatus[];
   members: MemberStatusView[];
+  /**
+   * Quarantine files (`<stateDir>/quarantine/`) nobody has acknowledged with `quarantine ack` yet, by file name and
+   * the namespace their name tells. Absent from daemons that predate it.
+   */
+  quarantine?: { directory: string; unacknowledged: { file: string; namespace: string | null }[] };
 }

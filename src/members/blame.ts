@@ -10,6 +10,7 @@
 import {
   NetHsmCredentialRefusedError,
   NetHsmHttpError,
+  NetHsmLockedError,
   NetHsmNotOperationalError,
   NetHsmResponseInvalidError,
   NetHsmTimeoutError,
@@ -28,6 +29,7 @@ const DEVICE_ERRORS = [
   NetHsmUnreachableError,
   NetHsmTimeoutError,
   NetHsmHttpError,
+  NetHsmLockedError,
   NetHsmNotOperationalError,
   NetHsmCredentialRefusedError,
   NetHsmResponseInvalidError,

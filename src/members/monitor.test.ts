@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BackupWrongPassphraseError, NetHsmUnreachableError } from '../errors.js';
+import { nethsmStateError } from './nethsm-state.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { MemberMonitor, type MemberState } from './monitor.js';
 
@@ -101,6 +102,40 @@ describe('member monitor', () => {
     const stopped = f.probes();
     await new Promise((r) => setTimeout(r, 30));
     expect(f.probes()).toBe(stopped);
+  });
+
+  it('names a NetHSM that answers but is Locked, Unprovisioned or Failed, and recovers it when Operational again', async () => {
+    let state = 'Locked';
+    const recovered: string[] = [];
+    const member = { name: 'nethsm', probe: async () => { const e = nethsmStateError(state); if (e) throw e; } };
+    const mon = new MemberMonitor({ members: [member], retryIntervalMs: 5, maxAttempts: Infinity, onRecovered: (n) => recovered.push(n) });
+    await mon.start();
+    expect(mon.get('nethsm')).toMatchObject({ status: 'locked', lastErrorCode: 'NHR_ERR_NETHSM_LOCKED', lastError: 'the NetHSM is Locked' });
+    expect(mon.available('nethsm')).toBe(false);
+    state = 'Unprovisioned';
+    await waitFor(() => mon.get('nethsm')!.status === 'not-operational', 'not-operational');
+    expect(mon.get('nethsm')).toMatchObject({ lastErrorCode: 'NHR_ERR_NETHSM_NOT_OPERATIONAL', lastError: 'the NetHSM is Unprovisioned' });
+    state = 'Failed';
+    await waitFor(() => mon.get('nethsm')!.lastError === 'the NetHSM is Failed', 'Failed named');
+    state = 'Operational';
+    await waitFor(() => recovered.length === 1, 'recovery');
+    expect(mon.get('nethsm')!.status).toBe('recovering');
+    mon.markOk('nethsm');
+    expect(mon.get('nethsm')!.status).toBe('ok');
+    await mon.close();
+  });
+
+  it('sees a healthy NetHSM locked by its periodic probe, and an answering call after the unlock recovers it', async () => {
+    let state = 'Operational';
+    const member = { name: 'nethsm', probe: async () => { const e = nethsmStateError(state); if (e) throw e; } };
+    const mon = new MemberMonitor({ members: [member], retryIntervalMs: 1000, probeIntervalMs: 5, maxAttempts: Infinity });
+    await mon.start();
+    expect(mon.get('nethsm')!.status).toBe('ok');
+    state = 'Locked';
+    await waitFor(() => mon.get('nethsm')!.status === 'locked', 'the lock seen by the periodic probe');
+    mon.reportSuccess('nethsm');
+    expect(mon.get('nethsm')!.status).toBe('recovering');
+    await mon.close();
   });
 
   it('fences a member that acts on a stale view and clears it when it stops', async () => {

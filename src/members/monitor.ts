@@ -1,13 +1,29 @@
 /**
  * Member health, modelled on Luna HA auto-recovery: each member (this site's NetHSM, each peer daemon) is `ok`,
- * `unreachable` (failing; retried every `retryIntervalMs` until `maxAttempts` is spent), `recovering` (answered again;
- * the owner is resuming its work) or `fenced` (set by role logic). Other parts report the outcome of their real calls,
- * so a member's status follows actual use, not only the probe. Long-lived part with idempotent start()/close().
+ * `unreachable` (failing; retried every `retryIntervalMs` until `maxAttempts` is spent), `locked` or
+ * `not-operational` (a NetHSM that answers but cannot work: Locked, or Unprovisioned/Failed; retried like
+ * `unreachable`), `recovering` (answered again; the owner is resuming its work) or `fenced` (set by role logic).
+ * Other parts report the outcome of their real calls, so a member's status follows actual use, not only the probe.
+ * Long-lived part with idempotent start()/close().
  */
-import { isRetryable, NhrError } from '../errors.js';
+import { isRetryable, NetHsmLockedError, NetHsmNotOperationalError, NhrError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 
-export type MemberStatus = 'ok' | 'unreachable' | 'recovering' | 'fenced';
+export type MemberStatus = 'ok' | 'unreachable' | 'locked' | 'not-operational' | 'recovering' | 'fenced';
+
+/** The statuses of a member that is failing its checks: no work is attempted against it; it is retried. */
+export type DownStatus = 'unreachable' | 'locked' | 'not-operational';
+
+export function isDown(status: MemberStatus): status is DownStatus {
+  return status === 'unreachable' || status === 'locked' || status === 'not-operational';
+}
+
+/** What a failed check says about the member: a NetHSM that answered with its state is not "unreachable". */
+function downStatusOf(err: unknown): DownStatus {
+  if (err instanceof NetHsmLockedError) return 'locked';
+  if (err instanceof NetHsmNotOperationalError) return 'not-operational';
+  return 'unreachable';
+}
 
 export interface MemberState {
   name: string;
@@ -41,7 +57,7 @@ export interface MemberMonitorOptions {
   maxAttempts: number;
   /** Called after every status change (persist it, update metrics). */
   onChange?: (state: Readonly<MemberState>) => void;
-  /** Called when a member that was unreachable answers again: resume its work, then call `markOk`. */
+  /** Called when a member that was down (unreachable, locked, …) answers again: resume its work, then call `markOk`. */
   onRecovered?: (name: string) => void;
   /** Initial states (from the state store) so a restart resumes counts. */
   initial?: MemberState[];
@@ -108,7 +124,7 @@ export class MemberMonitor {
   reportSuccess(name: string): void {
     const s = this.states.get(name);
     if (!s) return;
-    if (s.status === 'unreachable') return this.recovered(s);
+    if (isDown(s.status)) return this.recovered(s);
     if (s.consecutiveFailures > 0 || s.lastOkAt === null) this.update(s, { consecutiveFailures: 0, lastOkAt: this.now() });
     else s.lastOkAt = this.now();
   }
@@ -153,7 +169,7 @@ export class MemberMonitor {
     this.probing.add(name);
     try {
       await member.probe();
-      if (s.status === 'unreachable') this.recovered(s);
+      if (isDown(s.status)) this.recovered(s);
       else this.update(s, { consecutiveFailures: 0, lastOkAt: this.now(), status: s.status === 'fenced' ? 'fenced' : s.status });
     } catch (err) {
       this.failed(s, err);
@@ -163,13 +179,14 @@ export class MemberMonitor {
   }
 
   private failed(s: MemberState, err: unknown): void {
-    const wasDown = s.status === 'unreachable';
+    const before = s.status;
+    const wasDown = isDown(before);
     const attempts = wasDown ? s.attempts + 1 : 0;
     const gaveUp = attempts >= this.options.maxAttempts;
     const code = err instanceof NhrError ? err.code : ((err as { code?: string })?.code ?? 'UNKNOWN');
     const message = err instanceof Error ? err.message : String(err);
     this.update(s, {
-      status: s.status === 'fenced' ? 'fenced' : 'unreachable',
+      status: s.status === 'fenced' ? 'fenced' : downStatusOf(err),
       consecutiveFailures: s.consecutiveFailures + 1,
       attempts,
       gaveUp,
@@ -177,7 +194,8 @@ export class MemberMonitor {
       lastError: message.slice(0, 500),
       nextRetryAt: gaveUp ? null : this.now() + this.options.retryIntervalMs,
     });
-    if (!wasDown) this.log.warn({ member: s.name, code, error: message }, 'member unreachable');
+    // Logged when the member goes down and when the reason changes (unreachable → locked, …), not at every retry.
+    if (s.status !== before || !wasDown) this.log.warn({ member: s.name, code, error: message }, `member ${s.status === 'fenced' ? 'unreachable' : s.status}`);
     if (gaveUp) this.log.error({ member: s.name, attempts }, 'member recovery attempts exhausted; waiting for an operator');
     else this.schedule(s.name);
   }

@@ -17,7 +17,8 @@ export const ROLES = ['primary', 'replica', 'fenced'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Member states (ARCHITECTURE "Daemon surfaces": Luna-style HA member recovery). */
-export const MEMBER_STATUSES = ['ok', 'unreachable', 'recovering', 'fenced'] as const;
+/** `locked`, `not-operational`: the own NetHSM answers but is Locked, or Unprovisioned/Failed. */
+export const MEMBER_STATUSES = ['ok', 'unreachable', 'locked', 'not-operational', 'recovering', 'fenced'] as const;
 export type MemberStatus = (typeof MEMBER_STATUSES)[number];
 
 /** `skipped`: the sync found nothing to do (the primary's snapshot was the one already applied). */
@@ -141,6 +142,8 @@ export interface ReplicatorMetrics {
   readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
+  /** Quarantine files no operator has acknowledged yet (`quarantine ack`), counted at each scrape. */
+  readonly quarantineFilesUnacknowledged: Gauge<'namespace'>;
   readonly streamPositionSeq: Gauge<'namespace'>;
   readonly streamChangesBehind: Gauge<'namespace'>;
   readonly streamLagSeconds: Gauge<'namespace'>;
@@ -175,6 +178,11 @@ export interface ReplicatorMetrics {
   removeNamespace(namespace: string): void;
   /** Removes every series of a member (when it leaves the config). Idempotent. */
   removeMember(member: string): void;
+  /**
+   * Where `quarantine_files_unacknowledged` comes from: called at each scrape, it returns the count per namespace
+   * (`_other` for files of no configured namespace). A source that throws leaves the last values in place.
+   */
+  setQuarantineSource(source: () => Record<string, number>): void;
 }
 
 type SeriesTable = Partial<Record<keyof ReplicatorMetrics, Record<string, readonly string[]>>>;
@@ -200,6 +208,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   restoresTotal: { outcome: RESTORE_OUTCOMES },
   restoreForeignEntriesLostTotal: {},
   quarantinedEntriesTotal: { reason: QUARANTINE_REASONS },
+  quarantineFilesUnacknowledged: {},
   streamPositionSeq: {},
   streamChangesBehind: {},
   streamLagSeconds: {},
@@ -252,6 +261,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
   const name = (n: string): string => `${METRIC_PREFIX}${n}`;
   // Replica data times, kept here so the lag is computed at scrape time (see setReplicaDataTime).
   const dataTimes = new Map<string, number>();
+  let quarantineSource: (() => Record<string, number>) | undefined;
 
   if (options.processMetrics !== false) {
     collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
@@ -274,6 +284,24 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     collect() {
       const t = now() / 1000;
       for (const [namespace, asOf] of dataTimes) this.set({ namespace }, Math.max(0, t - asOf));
+    },
+  });
+
+  const quarantineFilesUnacknowledged = new Gauge({
+    name: name('quarantine_files_unacknowledged'),
+    help: 'Quarantine files in the state directory no operator has acknowledged yet (quarantine ack), by namespace.',
+    labelNames: ['namespace'],
+    registers,
+    collect() {
+      if (!quarantineSource) return;
+      let counts: Record<string, number>;
+      try {
+        counts = quarantineSource();
+      } catch {
+        return;
+      }
+      this.reset();
+      for (const [namespace, n] of Object.entries(counts)) this.set({ namespace }, n);
     },
   });
 
@@ -344,7 +372,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     }),
     memberStatus: new Gauge({
       name: name('member_status'),
-      help: 'Member status (ok, unreachable, recovering, fenced): 1 for the current status, 0 for the others.',
+      help: 'Member status (ok, unreachable, locked, not-operational, recovering, fenced): 1 for the current status, 0 for the others.',
       labelNames: ['member', 'status'],
       registers,
     }),
@@ -389,6 +417,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       labelNames: ['namespace'],
       registers,
     }),
+    quarantineFilesUnacknowledged,
     quarantinedEntriesTotal: new Counter({
       name: name('quarantined_entries_total'),
       help: 'Keys and users exported to a quarantine file in the state directory, by reason (foreign_writes, fenced).',
@@ -486,6 +515,9 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     removeMember(member) {
       removeSeries(m, MEMBER_SERIES, { member });
     },
+    setQuarantineSource(source) {
+      quarantineSource = source;
+    },
   };
 }
 
@@ -501,6 +533,7 @@ export function syncFailureReason(err: unknown): SyncFailureReason {
     NHR_ERR_NETHSM_TIMEOUT: 'nethsm_unreachable',
     NHR_ERR_NETHSM_TLS_PIN_MISMATCH: 'nethsm_unreachable',
     NHR_ERR_NETHSM_TLS_UNTRUSTED: 'nethsm_unreachable',
+    NHR_ERR_NETHSM_LOCKED: 'nethsm_not_operational',
     NHR_ERR_NETHSM_NOT_OPERATIONAL: 'nethsm_not_operational',
     NHR_ERR_NETHSM_CREDENTIAL_REFUSED: 'nethsm_credential_refused',
     NHR_ERR_BACKUP_WRONG_PASSPHRASE: 'wrong_passphrase',

@@ -3,7 +3,7 @@
  * the causes an operator acts on; the state check names the state, and is bounded.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NetHsmCredentialRefusedError, NetHsmHttpError, NetHsmNotOperationalError, NetHsmTimeoutError } from '../errors.js';
+import { NetHsmCredentialRefusedError, NetHsmHttpError, NetHsmLockedError, NetHsmNotOperationalError, NetHsmTimeoutError } from '../errors.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { NetHsmClient } from './client.js';
 import { asDeviceFault, assertOperational, replicationAccount, ROOT_OPERATOR } from './device-fault.js';
@@ -32,7 +32,7 @@ describe('device faults', () => {
       expect(err).toBeInstanceOf(NetHsmNotOperationalError);
       expect((err as Error).message).toMatch(/NetHSM is Locked .*412 to GET \/keys/);
       const state = await caught(assertOperational(() => root.healthState(), 5_000));
-      expect(state).toBeInstanceOf(NetHsmNotOperationalError);
+      expect(state).toBeInstanceOf(NetHsmLockedError);
       expect((state as Error).message).toMatch(/^this site's NetHSM is Locked: nothing can be applied to it until it is unlocked/);
     } finally {
       await root.unlock(sim.unlockPassphrase);

@@ -7,7 +7,7 @@
  * NetHsmNotOperationalError and NetHsmCredentialRefusedError, so `status`, the sync's answer, the log and the metrics
  * name the cause instead of a status code.
  */
-import { NetHsmCredentialRefusedError, NetHsmHttpError, NetHsmNotOperationalError, NetHsmTimeoutError } from '../errors.js';
+import { NetHsmCredentialRefusedError, NetHsmHttpError, NetHsmLockedError, NetHsmNotOperationalError, NetHsmTimeoutError } from '../errors.js';
 
 /** An account of this site's NetHSM, as the operator knows it. */
 export interface DeviceAccount {
@@ -35,9 +35,11 @@ export function asDeviceFault(err: unknown, account: DeviceAccount): unknown {
   if (!(err instanceof NetHsmHttpError)) return err;
   const operation = err.operation ?? 'a NetHSM call';
   if (err.status === 412) {
+    // 412 is the NetHSM's answer to any call while it is not Operational; Locked is by far the most common case.
     return new NetHsmNotOperationalError(`this site's NetHSM is Locked (or otherwise not Operational): it answered 412 to ${operation}`, {
       operation,
       cause: err,
+      hint: 'Unlock the NetHSM (`nitropy nethsm unlock`, or enable unattended boot); replication resumes by itself and catches up. `status` names its state.',
     });
   }
   if (err.status === 401 || err.status === 403 || err.status === 429) {
@@ -55,8 +57,8 @@ export function asDeviceFault(err: unknown, account: DeviceAccount): unknown {
 }
 
 /**
- * Reads the NetHSM's state (`GET /health/state`, no credentials) within `timeoutMs` and throws
- * NetHsmNotOperationalError naming the state unless it is Operational. Throws NetHsmTimeoutError past the bound, and
+ * Reads the NetHSM's state (`GET /health/state`, no credentials) within `timeoutMs` and throws NetHsmLockedError when
+ * it is Locked, NetHsmNotOperationalError naming any other state but Operational. Throws NetHsmTimeoutError past the bound, and
  * the client's errors (unreachable, TLS) as they are.
  */
 export async function assertOperational(readState: () => Promise<string>, timeoutMs: number): Promise<void> {
@@ -69,8 +71,11 @@ export async function assertOperational(readState: () => Promise<string>, timeou
   });
   try {
     const state = await Promise.race([readState(), bound]);
+    if (state === 'Locked') {
+      throw new NetHsmLockedError("this site's NetHSM is Locked: nothing can be applied to it until it is unlocked", { operation: 'GET /health/state' });
+    }
     if (state !== 'Operational') {
-      throw new NetHsmNotOperationalError(`this site's NetHSM is ${state}: nothing can be applied to it until it is ${state === 'Locked' ? 'unlocked' : 'Operational again'}`, {
+      throw new NetHsmNotOperationalError(`this site's NetHSM is ${state}: nothing can be applied to it until it is Operational again`, {
         operation: 'GET /health/state',
       });
     }

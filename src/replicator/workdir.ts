@@ -11,7 +11,7 @@
  *                snapshot's restore was about to remove (`<ns>-foreign-epoch<e>-seq<s>-<time>.nsbackup`)
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -115,10 +115,51 @@ export class WorkDir {
     return path.join(this.quarantine, `${namespace}-epoch${epoch}-${timestamp()}.nsbackup`);
   }
 
+  /**
+   * The quarantine files present now: regular files (not symlinks, not directories) whose names pass
+   * {@link quarantineFileNameProblem}, sorted by name. Synchronous: `status` and the metrics scrape call it; the folder
+   * holds a handful of files. A missing folder holds none.
+   */
+  quarantineFiles(): string[] {
+    let entries;
+    try {
+      entries = readdirSync(this.quarantine, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    return entries.filter((e) => e.isFile() && quarantineFileNameProblem(e.name) === undefined).map((e) => e.name).sort();
+  }
+
   /** Foreign writes at this replica, saved before the restore of the snapshot at (`epoch`, `seq`) removed them. */
   foreignQuarantinePath(namespace: string, epoch: number, seq: number): string {
     return path.join(this.quarantine, `${namespace}-foreign-epoch${epoch}-seq${seq}-${timestamp()}.nsbackup`);
   }
+}
+
+const QUARANTINE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*\.nsbackup$/;
+
+/**
+ * Why `name` cannot be a quarantine file's name, or undefined when it can: a bare file name (no directory part, so no
+ * path can leave `quarantine/`) as the daemon writes them: letters, digits, `.`, `_`, `-`, starting with a letter or
+ * digit, ending in `.nsbackup`, at most 255 characters. Never throws.
+ */
+export function quarantineFileNameProblem(name: string): string | undefined {
+  if (name.length === 0) return 'is empty';
+  if (name.length > 255) return 'is longer than 255 characters';
+  if (/[/\\\0]/.test(name)) return 'is a path; give the file name only, as `quarantine list` shows it';
+  if (!QUARANTINE_NAME.test(name)) return 'is not a quarantine file name (letters, digits, . _ -, starting with a letter or digit, ending in .nsbackup)';
+  return undefined;
+}
+
+/**
+ * The namespace a quarantine file belongs to, from its name (`<ns>-epoch…` for a fence, `<ns>-foreign-epoch…` for
+ * foreign writes): the longest of `namespaces` that fits, or undefined. Namespace ids may contain `-`, so the name
+ * alone is ambiguous; the configured namespaces decide.
+ */
+export function quarantineNamespaceOf(file: string, namespaces: readonly string[]): string | undefined {
+  const fits = namespaces.filter((ns) => file.startsWith(`${ns}-epoch`) || file.startsWith(`${ns}-foreign-epoch`));
+  return fits.sort((a, b) => b.length - a.length)[0];
 }
 
 /** Removes files, ignoring those already gone. */

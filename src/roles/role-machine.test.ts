@@ -63,6 +63,17 @@ describe('promote', () => {
     expect(c.detail).toMatchObject({ force: true, overridden: ['fenced', 'last-sync-failed', 'behind'] });
   });
 
+  it('at a site that stepped down and handed over to nobody: refuses naming that (not "never synced"), unless forced', () => {
+    const steppedDown: RoleState = { namespace: 'payments', role: 'replica', epoch: 3, primarySite: A };
+    const err = refusal(() => promote(steppedDown, { ...fresh, localSite: A, lagMs: undefined, lastSyncOk: undefined }));
+    expect(err.reasons).toEqual(['handover-pending']);
+    expect(err.message).toBe('refusing to promote namespace payments: this site stepped down at epoch 3 and its handover did not finish');
+    expect(err.hint).toMatch(/demote payments --to <site>` again .* `nethsm-replicator promote payments --force`/);
+    const c = promote(steppedDown, { ...fresh, localSite: A, force: true, lagMs: undefined, lastSyncOk: undefined, knownEpochs: [3] });
+    expect(c.to).toEqual({ namespace: 'payments', role: 'primary', epoch: 4, primarySite: A });
+    expect(c.detail).toMatchObject({ force: true, overridden: ['handover-pending'] });
+  });
+
   it('refuses an already-primary namespace even when forced', () => {
     expect(refusal(() => promote(primaryA, { ...fresh, localSite: A, force: true })).reasons).toEqual(['already-primary']);
   });

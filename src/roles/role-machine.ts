@@ -6,6 +6,7 @@
  *   (none)  --init-->         primary | replica        configured primary, epoch 1
  *   replica --promote-->      primary                  epoch = highest known + 1; guarded (lag, last sync) unless forced
  *   fenced  --promote(force)--> primary                operator chooses this site after a split brain
+ *   replica --promote(force)--> primary                of itself: a demote whose handover failed, taken back here
  *   primary --demote-->       replica                  same epoch, primary stays this site: "stepped down, handing over"
  *   primary --fence-->        fenced                   a higher epoch with another primary was seen
  *   replica --follow-->       replica                  a higher epoch: follow its primary
@@ -82,26 +83,36 @@ export function promote(state: RoleState, input: PromoteInput): RoleChange {
     reasons.push('fenced');
     why.push('this site is fenced (its copy diverged from the primary and has not resynced)');
   }
-  if (input.lastSyncOk === false) {
-    reasons.push('last-sync-failed');
-    why.push('the last sync failed');
-  }
-  if (input.lagMs === undefined) {
-    reasons.push('never-synced');
-    why.push('it has never synced');
-  } else if (input.lagMs > input.maxLagMs) {
-    reasons.push('behind');
-    why.push(`it is ${Math.round(input.lagMs / 1000)}s behind, over the limit of ${Math.round(input.maxLagMs / 1000)}s`);
+  const steppedDown = state.role === 'replica' && state.primarySite === input.localSite;
+  if (steppedDown) {
+    // Stepped down here (demote) and nobody took over: this site holds the latest copy, so sync state is beside the
+    // point; what matters is that the successor may still take over (or did, and its answer was lost).
+    reasons.push('handover-pending');
+    why.push(`this site stepped down at epoch ${state.epoch} and its handover did not finish`);
+  } else {
+    if (input.lastSyncOk === false) {
+      reasons.push('last-sync-failed');
+      why.push('the last sync failed');
+    }
+    if (input.lagMs === undefined) {
+      reasons.push('never-synced');
+      why.push('it has never synced');
+    } else if (input.lagMs > input.maxLagMs) {
+      reasons.push('behind');
+      why.push(`it is ${Math.round(input.lagMs / 1000)}s behind, over the limit of ${Math.round(input.maxLagMs / 1000)}s`);
+    }
   }
   if (input.primaryAlive) {
     reasons.push('primary-alive');
     why.push(`its primary ${state.primarySite} answers and still claims it at epoch ${state.epoch}`);
   }
   if (reasons.length > 0 && !input.force) {
-    const hint = input.primaryAlive
-      ? `For a switchover that loses nothing, run \`nethsm-replicator demote ${ns} --to ${input.localSite}\` at ${state.primarySite}. ` +
-        `\`promote --force\` here fences ${state.primarySite}: its writes not yet replicated go to its quarantine.`
-      : undefined;
+    const hint = steppedDown
+      ? `Finish the handover: run \`nethsm-replicator demote ${ns} --to <site>\` again once that site answers; or take the namespace back here with \`nethsm-replicator promote ${ns} --force\` (docs/operations.md §3).`
+      : input.primaryAlive
+        ? `For a switchover that loses nothing, run \`nethsm-replicator demote ${ns} --to ${input.localSite}\` at ${state.primarySite}. ` +
+          `\`promote --force\` here fences ${state.primarySite}: its writes not yet replicated go to its quarantine.`
+        : undefined;
     throw new RolePromoteRefusedError(`refusing to promote namespace ${ns}: ${why.join('; ')}`, { namespace: ns, epoch: state.epoch, reasons, ...(hint ? { hint } : {}) });
   }
   const epoch = nextEpoch([state.epoch, ...input.knownEpochs]);

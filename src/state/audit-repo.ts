@@ -8,7 +8,7 @@ import { InternalError } from '../errors.js';
 import { SECRET_FIELDS } from '../log.js';
 import type { Role } from '../roles/role.js';
 
-export const AUDIT_ACTIONS = ['init', 'promote', 'demote', 'fence', 'follow', 'resync', 'split-brain', 'pause', 'resume', 'sync'] as const;
+export const AUDIT_ACTIONS = ['init', 'promote', 'demote', 'fence', 'follow', 'resync', 'split-brain', 'pause', 'resume', 'sync', 'quarantine-ack'] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
 export interface AuditInput {
@@ -78,6 +78,7 @@ export class AuditRepo {
   private readonly sInsert: Statement<Record<string, unknown>>;
   private readonly sAll: Statement<[number, number], Raw>;
   private readonly sNs: Statement<[string, number, number], Raw>;
+  private readonly sLast: Statement<[string, string], Raw>;
 
   constructor(db: Database, private readonly now: () => number) {
     this.sInsert = prepare(db, 
@@ -86,6 +87,13 @@ export class AuditRepo {
     );
     this.sAll = prepare(db, 'SELECT * FROM audit_log WHERE id > ? ORDER BY id LIMIT ?');
     this.sNs = prepare(db, 'SELECT * FROM audit_log WHERE namespace = ? AND id > ? ORDER BY id LIMIT ?');
+    this.sLast = prepare(db, 'SELECT * FROM audit_log WHERE namespace = ? AND action = ? ORDER BY id DESC LIMIT 1');
+  }
+
+  /** The namespace's newest entry of `action`, if any. */
+  last(namespace: string, action: AuditAction): AuditEntry | undefined {
+    const r = this.sLast.get(namespace, action);
+    return r ? toEntry(r) : undefined;
   }
 
   /** Appends one entry; returns its id. Throws {@link InternalError} for a detail with a secret-bearing field name. */

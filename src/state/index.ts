@@ -9,3 +9,4 @@ export { ChangeLogRepo, CHANGE_KINDS, type ChangeKind, type ChangeRecord, type L
 export { IntentsRepo, type Intent } from './intents-repo.js';
 export { AppliedRepo, type AppliedOutcome, type AppliedRecord } from './applied-repo.js';
 export { TransportKeysRepo, type PeerTransportKey } from './transport-keys-repo.js';
+export { QuarantineAcksRepo, type QuarantineAck } from './quarantine-acks-repo.js';

@@ -5,7 +5,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { prepare } from './sqlite.js';
 
-export type MemberStatus = 'ok' | 'unreachable' | 'recovering' | 'fenced';
+export type MemberStatus = 'ok' | 'unreachable' | 'locked' | 'not-operational' | 'recovering' | 'fenced';
 
 export interface MemberHealth {
   readonly name: string;

@@ -168,6 +168,34 @@ describe('migrations', () => {
     }
   });
 
+  it('004 keeps every audit row, its id and the append-only rule, and lets member health say locked', () => {
+    const dir = tempDir();
+    const v3 = tempDir('nhr-migrations-');
+    for (const f of readdirSync(defaultMigrationsDir()).filter((f) => /^00[123]_/.test(f))) copyFileSync(path.join(defaultMigrationsDir(), f), path.join(v3, f));
+    const old = openDatabase(path.join(dir, 'state.db'));
+    applyMigrations(old, loadMigrations(v3));
+    const audit = prepare(old, "INSERT INTO audit_log (at, actor, action, namespace, detail) VALUES (?, 'daemon', 'sync', 'payments', '{\"n\":1}')");
+    for (let at = 1; at <= 3; at++) audit.run(at);
+    prepare(old, "INSERT INTO member_health (member, status, consecutive_failures, updated_at) VALUES ('nethsm', 'unreachable', 4, 1)").run();
+    expect(() => prepare(old, "INSERT INTO member_health (member, status, updated_at) VALUES ('x', 'locked', 1)").run()).toThrow(/CHECK/);
+    old.close();
+    const store = StateStore.inDir(dir).open();
+    try {
+      expect(store.audit.list({}).map((e) => [e.id, e.at, e.action])).toEqual([[1, 1, 'sync'], [2, 2, 'sync'], [3, 3, 'sync']]);
+      expect(store.audit.append({ actor: 'op@host', action: 'quarantine-ack', detail: { file: 'x.nsbackup' } })).toBe(4);
+      expect(() => prepare(store.db, 'DELETE FROM audit_log').run()).toThrow(/append-only/);
+      expect(() => prepare(store.db, "UPDATE audit_log SET actor = 'x'").run()).toThrow(/append-only/);
+      expect(store.members.get('nethsm')).toMatchObject({ status: 'unreachable', consecutiveFailures: 4 });
+      store.members.save({ ...store.members.get('nethsm')!, status: 'locked' });
+      expect(store.members.get('nethsm')?.status).toBe('locked');
+      expect(columns(store, 'quarantine_acks')).toEqual(['file', 'acked_at', 'actor']);
+      expect(() => prepare(store.db, "INSERT INTO quarantine_acks (file, acked_at, actor) VALUES ('../x', 1, 'op')").run()).toThrow(/CHECK/);
+      expect(pragmaRows(store.db, 'foreign_key_check')).toEqual([]);
+    } finally {
+      store.close();
+    }
+  });
+
   it('refuses badly named migration files', () => {
     const migrationsDir = migrationsWith({ '2_oops.sql': '' });
     expect(() => loadMigrations(migrationsDir)).toThrow(/is not named NNN_name\.sql/);

@@ -23,6 +23,7 @@ import { MembersRepo } from './members-repo.js';
 import { applyMigrations, defaultMigrationsDir, loadMigrations, schemaVersion } from './migrate.js';
 import { PositionsRepo } from './positions-repo.js';
 import { IntentsRepo } from './intents-repo.js';
+import { QuarantineAcksRepo } from './quarantine-acks-repo.js';
 import { RolesRepo } from './roles-repo.js';
 import { openDatabase, pragma } from './sqlite.js';
 import { TransportKeysRepo } from './transport-keys-repo.js';
@@ -51,6 +52,7 @@ interface Open {
   intents: IntentsRepo;
   applied: AppliedRepo;
   transportKeys: TransportKeysRepo;
+  quarantineAcks: QuarantineAcksRepo;
 }
 
 export class StateStore {
@@ -111,6 +113,7 @@ export class StateStore {
       intents: new IntentsRepo(db, this.now),
       applied: new AppliedRepo(db, this.now),
       transportKeys: new TransportKeysRepo(db, this.now),
+      quarantineAcks: new QuarantineAcksRepo(db, this.now),
     };
     return this;
   }
@@ -165,6 +168,11 @@ export class StateStore {
   /** Streaming: peers' published transport keys. */
   get transportKeys(): TransportKeysRepo {
     return this.open_.transportKeys;
+  }
+
+  /** Quarantine files an operator has acknowledged (`quarantine ack`). */
+  get quarantineAcks(): QuarantineAcksRepo {
+    return this.open_.quarantineAcks;
   }
 
   /** Current schema version (the highest applied migration). */

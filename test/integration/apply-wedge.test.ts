@@ -108,7 +108,7 @@ describe('applies never wedge', () => {
       await statusShows(b, 'NHR_ERR_NETHSM_NOT_OPERATIONAL', /Locked/);
       const { error } = await manualSync(b);
       expect(error).toBeInstanceOf(AdminRemoteError);
-      expect(error).toMatchObject({ code: 'NHR_ERR_NETHSM_NOT_OPERATIONAL' });
+      expect(error).toMatchObject({ code: 'NHR_ERR_NETHSM_LOCKED' });
       expect((error as Error).message).toMatch(/NetHSM is Locked/);
       peerNotBlamed(b);
     } finally {

@@ -1,0 +1,99 @@
+/**
+ * A Locked NetHSM is not an unreachable one: `status`, `/health/ready` and the member metrics say LOCKED, with the
+ * remedy, whether the device was locked before the daemon started or while it ran, and go back to ok once unlocked.
+ */
+import { request } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AdminClient } from '../../src/admin/client.js';
+import { parseDaemonStatus, renderStatus, statusExitCode } from '../../src/cli/status.js';
+import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
+import type { NetHsmClient } from '../../src/nethsm/client.js';
+import { waitFor } from '../helpers/wait.js';
+
+async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+function getJson(port: number, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function statusOf(site: LabSite): Promise<{ text: string; code: number }> {
+  const s = parseDaemonStatus(await new AdminClient({ socketPath: site.config.admin.socket }).status());
+  return { text: renderStatus(s), code: statusExitCode(s) };
+}
+
+const memberStatus = (site: LabSite) => site.daemon!.ctx.monitor.get('nethsm')!.status;
+
+async function expectLocked(site: LabSite): Promise<void> {
+  const m = site.daemon!.ctx.monitor.get('nethsm')!;
+  expect(m.status).toBe('locked');
+  expect(m.lastErrorCode).toBe('NHR_ERR_NETHSM_LOCKED');
+  const st = await statusOf(site);
+  expect(st.code).toBe(2);
+  expect(st.text).toMatch(/\nnethsm\s+nethsm\s+LOCKED\s/);
+  expect(st.text).toContain("PROBLEM: this site's NetHSM is LOCKED (NHR_ERR_NETHSM_LOCKED)");
+  expect(st.text).toContain('Try: Unlock it (POST /unlock with the unlock passphrase');
+  expect(st.text).not.toContain('UNREACHABLE');
+  const ready = await getJson(site.daemon!.ports.health, '/health/ready');
+  expect(ready.status).toBe(503);
+  expect(ready.body.failing).toEqual(['nethsm']);
+  const detail = String((ready.body.checks as Record<string, { detail?: string }>).nethsm?.detail);
+  expect(detail).toContain('NetHSM is Locked');
+  expect(detail).toContain('Unlock it (POST /unlock');
+  const metrics = await site.registry.metrics();
+  expect(metrics).toMatch(/nethsm_replicator_member_status\{member="nethsm",status="locked"\} 1/);
+  expect(metrics).toMatch(/nethsm_replicator_member_status\{member="nethsm",status="unreachable"\} 0/);
+  expect(metrics).toMatch(/nethsm_replicator_member_up\{member="nethsm"\} 0/);
+}
+
+async function expectOk(site: LabSite): Promise<void> {
+  await waitFor(() => memberStatus(site) === 'ok', 'the NetHSM member to be ok again', 15_000);
+  const st = await statusOf(site);
+  expect(st.text).toMatch(/\nnethsm\s+nethsm\s+ok\s/);
+  expect(st.text).not.toContain('LOCKED');
+  expect((await getJson(site.daemon!.ports.health, '/health/ready')).status).toBe(200);
+  expect(await site.registry.metrics()).toMatch(/nethsm_replicator_member_status\{member="nethsm",status="locked"\} 0/);
+}
+
+describe('a Locked NetHSM', () => {
+  let lab: Lab | undefined;
+  afterEach(async () => {
+    await lab?.close();
+    lab = undefined;
+  });
+
+  it('is LOCKED, not UNREACHABLE, when locked at start, while running, and ok again after each unlock', async () => {
+    // retryInterval is also the periodic probe interval of members that are ok.
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], retryInterval: '300ms' });
+    const b = lab.site('b');
+    await use(b.client(), (c) => c.lock());
+    await lab.startDaemons();
+    await expectLocked(b);
+
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    await expectOk(b);
+
+    // Locked while the daemon runs: the periodic probe sees it within one interval.
+    await use(b.client(), (c) => c.lock());
+    await waitFor(() => memberStatus(b) === 'locked', 'the lock to be seen', 5_000);
+    await expectLocked(b);
+
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    await expectOk(b);
+    // Back to work: the replica syncs again.
+    await expect(b.daemon!.syncer.sync('alpha', { actor: 'test' })).resolves.toMatchObject({ outcome: 'applied' });
+  });
+});
