@@ -3,13 +3,15 @@
  */
 import { VERSION } from '../version.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
-import type { DaemonStatus, NamespaceStatus } from './status.js';
+import type { ConfigStatusView, CredentialProblemView, DaemonStatus, NamespaceStatus } from './status.js';
 import type { NamespaceSync } from './sync.js';
 
 export interface StatusExtras {
   /** When the daemon finished starting (ms). */
   startedAt: () => number;
   nextRun(namespace: string): Date | null;
+  /** The config file against what the daemon runs with; absent when the daemon has no file. */
+  configFile?: () => Promise<ConfigStatusView>;
 }
 
 const iso = (ms: number | undefined | null): string | null => (ms === undefined || ms === null ? null : new Date(ms).toISOString());
@@ -40,8 +42,22 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
   };
 }
 
-export function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: StatusExtras): DaemonStatus {
-  return {
+/** Credentials the NetHSM refused, for status. */
+export function credentialProblems(ctx: SiteContext): CredentialProblemView[] {
+  return ctx.credentials.refused().map((c) => ({
+    setting: c.setting,
+    name: c.name,
+    user: c.user,
+    critical: c.critical,
+    since: new Date(c.since).toISOString(),
+    error: c.message,
+  }));
+}
+
+/** The whole status: namespaces, members, refused credentials and, when the daemon has a config file, the file's state. */
+export async function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: StatusExtras): Promise<DaemonStatus> {
+  const config = await extras.configFile?.();
+  const status: DaemonStatus = {
     site: ctx.site,
     version: VERSION,
     startedAt: new Date(extras.startedAt()).toISOString(),
@@ -58,5 +74,8 @@ export function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: Sta
       lastOkAt: iso(m.lastOkAt),
       nextRetryAt: iso(m.nextRetryAt),
     })),
+    credentials: credentialProblems(ctx),
   };
+  if (config) status.config = config;
+  return status;
 }

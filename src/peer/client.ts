@@ -40,21 +40,47 @@ const IDENTITY_MISMATCH = Symbol('peer-identity-mismatch');
 
 export class PeerClient {
   readonly name: string;
-  private readonly agent: Agent;
+  private agent: Agent;
+  private identity: PeerIdentity;
   private readonly base: string;
   private readonly timeoutMs: number;
+  private readonly tls: PeerClientOptions['tls'];
 
   constructor(options: PeerClientOptions) {
     this.name = options.identity.name;
     this.base = options.url.replace(/\/+$/, '') + PEER_API_PREFIX;
     this.timeoutMs = options.timeoutMs ?? 30_000;
-    const expected = options.identity;
-    this.agent = new Agent({
+    this.tls = options.tls;
+    this.identity = { ...options.identity };
+    this.agent = this.newAgent(this.identity);
+  }
+
+  /** The pinned fingerprint the peer's certificate must have, if any. */
+  get fingerprint256(): string | undefined {
+    return this.identity.fingerprint256;
+  }
+
+  /**
+   * Pins another certificate (or none) from now on (config reload). Connections verified under the old pin are cut, so
+   * no request runs on them any more; a transfer in flight fails and is retried by its owner. Returns whether it changed.
+   */
+  setPin(fingerprint256: string | undefined): boolean {
+    if (fingerprint256 === this.identity.fingerprint256) return false;
+    const { fingerprint256: _old, ...rest } = this.identity;
+    this.identity = fingerprint256 === undefined ? rest : { ...rest, fingerprint256 };
+    const old = this.agent;
+    this.agent = this.newAgent(this.identity);
+    void old.destroy().catch(() => undefined);
+    return true;
+  }
+
+  private newAgent(expected: PeerIdentity): Agent {
+    return new Agent({
       keepAliveTimeout: 30_000,
       connect: {
-        ca: options.tls.caPem,
-        cert: options.tls.certPem,
-        key: options.tls.keyPem,
+        ca: this.tls.caPem,
+        cert: this.tls.certPem,
+        key: this.tls.keyPem,
         minVersion: 'TLSv1.3',
         checkServerIdentity: (_host: string, cert: PeerCertificate) => {
           const cn = Array.isArray(cert.subject?.CN) ? undefined : cert.subject?.CN;

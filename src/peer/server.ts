@@ -83,9 +83,19 @@ export class PeerServer {
   /** Every raw connection, from accept to close (close() destroys them). */
   private readonly sockets = new Set<Socket>();
   private readonly log: Logger;
+  private peers: readonly PeerIdentity[];
 
   constructor(private readonly options: PeerServerOptions) {
     this.log = options.logger ?? silentLogger;
+    this.peers = options.peers;
+  }
+
+  /**
+   * The configured peers from now on (config reload: a changed pin). Every request is matched against them, also on
+   * connections opened before, so a peer whose pin no longer matches is refused at its next request.
+   */
+  setPeers(peers: readonly PeerIdentity[]): void {
+    this.peers = peers.map((p) => ({ ...p }));
   }
 
   /** The bound port (after start). */
@@ -145,7 +155,7 @@ export class PeerServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const peer = identifyPeer((req.socket as TLSSocket).getPeerCertificate(), this.options.peers);
+    const peer = identifyPeer((req.socket as TLSSocket).getPeerCertificate(), this.peers);
     if (!peer) {
       this.log.warn({ remote: req.socket.remoteAddress }, 'peer request with an unknown certificate refused');
       return sendJson(res, 403, { error: { code: 'NHR_ERR_PEER_IDENTITY', message: 'certificate is not a configured peer' } });
