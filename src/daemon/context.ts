@@ -85,22 +85,6 @@ export function createNetHsmClients(config: ReplicatorConfig, secrets: LoadedSec
   };
 }
 
-/** How the daemon opens its own NetHSM's backups: named, so a wrong passphrase says which setting to fix. */
-export const DEVICE_BACKUP_PASSPHRASE = {
-  path: 'replication.backupPassphrase',
-  hint:
-    "replication.backupPassphrase must be this site's NetHSM backup passphrase (the one set on the device with PUT " +
-    '/config/backup-passphrase); fix the secret it names and restart the daemon. `nethsm-replicator check-config` checks it.',
-} as const;
-
-/** How the daemon opens snapshots (sealed by the sending site): the group's replication passphrase. */
-export const SNAPSHOT_PASSPHRASE = {
-  path: 'replication.passphrase',
-  hint:
-    'replication.passphrase must be the same at every site of the replication group (the sending site sealed the ' +
-    'snapshot with its own); fix the secret at the site that differs and restart its daemon. `nethsm-replicator ' +
-    'check-config` checks it against each peer.',
-} as const;
 
 export function createPeerClients(config: ReplicatorConfig): Map<string, PeerClient> {
   const tls = readPeerTlsSync(config.tls);

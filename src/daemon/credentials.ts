@@ -3,6 +3,8 @@
  * made with a labelled client (`NetHsmClient.withAuth(user, pw, label)`), including the member probe, which logs in as
  * the root Administrator. A refused credential is reported at once (log, `status`, `/health/ready`) instead of
  * surfacing later as a failed sync; it clears when the NetHSM accepts it again (its passphrase was set to match).
+ * Also here: how the daemon names its passphrases when one does not open a file (replication.backupPassphrase for
+ * its own device backups, replication.passphrase for snapshots).
  */
 import type { NetHsmCredentialRefusedError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -77,3 +79,20 @@ export class CredentialHealth {
 export function describeRefusal(r: Pick<RefusedCredential, 'name' | 'setting' | 'user'>): string {
   return `the NetHSM refused the ${r.name} credential (${r.setting}) for user ${r.user}`;
 }
+
+/** How the daemon opens its own NetHSM's backups: named, so a wrong passphrase says which setting to fix. */
+export const DEVICE_BACKUP_PASSPHRASE = {
+  path: 'replication.backupPassphrase',
+  hint:
+    "replication.backupPassphrase must be this site's NetHSM backup passphrase (the one set on the device with PUT " +
+    '/config/backup-passphrase); fix the secret it names and restart the daemon. `nethsm-replicator check-config` checks it.',
+} as const;
+
+/** How the daemon opens snapshots (sealed by the sending site): the group's replication passphrase. */
+export const SNAPSHOT_PASSPHRASE = {
+  path: 'replication.passphrase',
+  hint:
+    'replication.passphrase must be the same at every site of the replication group (the sending site sealed the ' +
+    'snapshot with its own); fix the secret at the site that differs and restart its daemon. `nethsm-replicator ' +
+    'check-config` checks it against each peer.',
+} as const;

@@ -16,7 +16,7 @@ import { ConfigInvalidError, InternalError, NetHsmUnreachableError } from '../er
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
-import { CredentialHealth, describeRefusal } from './credentials.js';
+import { CredentialHealth, DEVICE_BACKUP_PASSPHRASE, describeRefusal, SNAPSHOT_PASSPHRASE } from './credentials.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 import { assertTokenCurrent, tokenOf } from '../concurrency/fencing.js';
 import { namespaceLocks } from '../concurrency/namespace-locks.js';
@@ -41,11 +41,9 @@ import {
   createDevice,
   createNetHsmClients,
   createPeerClients,
-  DEVICE_BACKUP_PASSPHRASE,
   NETHSM_MEMBER,
   nethsmTrust,
   replicationUserIds,
-  SNAPSHOT_PASSPHRASE,
   type SiteContext,
 } from './context.js';
 import { Failover } from './failover.js';

@@ -28,6 +28,7 @@ import {
   type PeerStatus,
 } from './messages.js';
 import type { PeerIdentity } from './identity.js';
+import { PASSPHRASE_CHECK_ENDPOINT, passphraseProofSchema, type PassphraseProof } from './passphrase-check.js';
 
 export interface PeerClientOptions {
   url: string;
@@ -116,6 +117,14 @@ export class PeerClient {
   async certificate(namespace: string, keyId: string): Promise<{ contentType: string; data: Buffer } | null> {
     const a = await this.json('GET', `/namespaces/${encodeURIComponent(namespace)}/keys/${encodeURIComponent(keyId)}/cert`, undefined, certificateAnswerSchema);
     return a.contentType === null ? null : { contentType: a.contentType, data: Buffer.from(a.data, 'base64') };
+  }
+
+  /**
+   * Asks the peer to seal `challenge` under its replication passphrase (src/peer/passphrase-check.ts); open the answer
+   * with `openPassphraseProof`. PeerRefusedError 404 from a peer without the check, 429 when asked too often.
+   */
+  async replicationPassphraseProof(challenge: Buffer): Promise<PassphraseProof> {
+    return this.json('POST', PASSPHRASE_CHECK_ENDPOINT, { challenge: challenge.toString('base64') }, passphraseProofSchema, 120_000);
   }
 
   /** Asks the peer (a replica) to pull the namespace now. */
