@@ -67,8 +67,11 @@ export interface DaemonOptions {
    * daemon can then reload it (`reloadConfig()`, SIGHUP) and `status` tells when the file differs from what it runs.
    */
   configFile?: { path: string; digest: string; env: Readonly<Record<string, string | undefined>> };
-  /** The log level is set from outside (NHR_LOG_LEVEL): a reload leaves it alone. */
-  fixedLogLevel?: boolean;
+  /**
+   * The logger's level is `logging.level` of the config (the daemon command made the logger for this daemon), so a
+   * reload may change it. False by default: a logger handed in (tests, the demo) or set by NHR_LOG_LEVEL is left alone.
+   */
+  logLevelFromConfig?: boolean;
 }
 
 export class Daemon {
@@ -322,11 +325,11 @@ export class Daemon {
       await this.scheduler.reschedule(n.name, n.schedule);
       await this.scheduler.reschedule(`anti-entropy:${n.name}`, eff.antiEntropy.schedule);
     }
-    if (this.options.fixedLogLevel) {
-      if (changed.includes('logging.level')) this.log.warn({ level: eff.logging.level }, 'logging.level not applied: NHR_LOG_LEVEL sets the level');
-    } else {
+    if (this.options.logLevelFromConfig) {
       this.log.level = eff.logging.level;
       this.gateway?.setLogLevel(eff.logging.level);
+    } else if (changed.includes('logging.level')) {
+      this.log.warn({ level: eff.logging.level }, 'logging.level not applied: the log level is set from outside the config (NHR_LOG_LEVEL)');
     }
     ctx.config = eff;
     return { ...plan, changed };

@@ -38,7 +38,7 @@ export async function runDaemon(options: RunOptions): Promise<number> {
       secrets,
       logger: log,
       configFile: { path: source.path, digest: source.digest, env },
-      fixedLogLevel: !options.logger && env.NHR_LOG_LEVEL !== undefined,
+      logLevelFromConfig: !options.logger && env.NHR_LOG_LEVEL === undefined,
       ...(unsafeScrypt ? { scrypt: TEST_SCRYPT } : {}),
     });
   } catch (err) {

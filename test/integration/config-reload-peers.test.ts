@@ -4,9 +4,14 @@
  * SIGHUP path itself is covered by config-reload.test.ts.
  */
 import { X509Certificate } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { configDigest } from '../../src/config/load.js';
+import { loadSecrets } from '../../src/config/secrets.js';
+import { Daemon } from '../../src/daemon/daemon.js';
+import { createLogger } from '../../src/log.js';
 import { Lab } from '../../src/lab/lab.js';
 import { PeerIdentityError, PeerRefusedError } from '../../src/errors.js';
 
@@ -67,5 +72,48 @@ describe('config reload: peer pins and schedules', () => {
     const next = Date.parse(status.namespaces[0]!.nextScheduledSync!);
     expect(next - Date.now()).toBeLessThanOrEqual(5 * 60_000);
     expect(status.config).toMatchObject({ changedOnDisk: false, restartNeededFor: [] });
+  });
+
+  it('a config file that cannot be read: status says so, a reload fails naming the file and changes nothing', async () => {
+    const b = lab.site('b').daemon!;
+    const file = configOf('b');
+    const before = b.ctx.config;
+    await rename(file, `${file}.moved`);
+    try {
+      const status = await b.status();
+      expect(status.config).toMatchObject({ path: file, fileDigest: null, changedOnDisk: true });
+      const outcome = await b.reloadConfig();
+      expect(outcome).toMatchObject({ outcome: 'failed', errorCode: 'NHR_ERR_CONFIG_INVALID', digest: null });
+      expect(outcome.error).toBe(`config file ${file} cannot be read (ENOENT)`);
+      expect(b.ctx.config).toBe(before);
+    } finally {
+      await rename(`${file}.moved`, file);
+    }
+    expect((await b.status()).config).toMatchObject({ changedOnDisk: false });
+  });
+
+  it('the log level follows logging.level when the daemon made its logger from the config, and only then', async () => {
+    const site = lab.site('b');
+    const text = await readFile(configOf('b'), 'utf8');
+    const secrets = await loadSecrets(site.config, {});
+    const make = (logLevelFromConfig: boolean) => {
+      const logger = createLogger({ level: 'info', destination: new Writable({ write: (_c, _e, done) => done() }) });
+      const d = new Daemon({ config: site.config, secrets, logger, configFile: { path: configOf('b'), digest: configDigest(text), env: {} }, logLevelFromConfig });
+      return { d, logger };
+    };
+    const owned = make(true);
+    const handed = make(false);
+    try {
+      await writeFile(configOf('b'), text.replace('logging: { level: info }', 'logging: { level: debug }'));
+      const outcome = await owned.d.reloadConfig();
+      expect(outcome.outcome).toBe('ok');
+      expect(outcome.changed).toContain('logging.level');
+      expect(owned.logger.level).toBe('debug');
+      await handed.d.reloadConfig();
+      expect(handed.logger.level).toBe('info');
+    } finally {
+      await writeFile(configOf('b'), text);
+      await Promise.all([owned.d.close(), handed.d.close()]);
+    }
   });
 });
