@@ -117,17 +117,21 @@ export class ConfigSecretError extends NhrError {
 
 /** The NetHSM answered with an error status. */
 export class NetHsmHttpError extends NhrError {
-  static override readonly code = 'NHR_ERR_NETHSM_HTTP';
-  static override readonly defaultHint = 'Read the NetHSM message above; check credentials, roles and the device state.';
+  static override readonly code: string = 'NHR_ERR_NETHSM_HTTP';
+  static override readonly defaultHint: string = 'The message says what the NetHSM answered; check the account\'s credentials and role, and the device state.';
   readonly status: number;
   /** The NetHSM's `message` field, when its body had one. */
   readonly nethsmMessage: string | undefined;
 
-  constructor(status: number, nethsmMessage: string | undefined, options: NhrErrorOptions) {
-    super(
-      `NetHSM answered ${status}${nethsmMessage ? `: ${nethsmMessage}` : ''}${options.operation ? ` (${options.operation})` : ''}`,
-      options,
-    );
+  /**
+   * The message carries the NetHSM's answer: its own `message` when it sent one, otherwise what the status means for
+   * this request (the firmware answers 401 and 403 with an empty body), naming `user` when the request carried one.
+   */
+  constructor(status: number, nethsmMessage: string | undefined, options: NhrErrorOptions & { user?: string; message?: string }) {
+    super(options.message ?? `NetHSM answered ${describeStatus(status, nethsmMessage, options.user)}${options.operation ? ` (${options.operation})` : ''}`, {
+      ...options,
+      hint: options.hint ?? hintForStatus(status),
+    });
     this.status = status;
     this.nethsmMessage = nethsmMessage;
   }
@@ -139,6 +143,94 @@ export class NetHsmHttpError extends NhrError {
 
   override toJSON(): Record<string, unknown> {
     return { ...super.toJSON(), status: this.status };
+  }
+}
+
+/** `401 Unauthorized: it refused the credentials of user admin (…)`, or the NetHSM's own message after the status. */
+function describeStatus(status: number, nethsmMessage: string | undefined, user: string | undefined): string {
+  const head = `${status}${STATUS_TEXT[status] ? ` ${STATUS_TEXT[status]}` : ''}`;
+  if (nethsmMessage) return `${head}: ${nethsmMessage}`;
+  const who = user === undefined ? '' : ` of user ${user}`;
+  if (status === 401) return `${head}: it refused the credentials${who} (wrong passphrase, or no such user)`;
+  if (status === 403) return `${head}: ${user === undefined ? 'this request' : `user ${user}`} may not do this (its role or namespace)`;
+  if (status === 404) return `${head}: no such resource`;
+  if (status === 412) return `${head}: the NetHSM is not in a state that allows this (Locked, Unprovisioned?)`;
+  if (status === 429) return `${head}: rate-limited after a failed login of this user`;
+  return head;
+}
+
+function hintForStatus(status: number): string {
+  if (status === 401) return 'Check the user and passphrase the daemon logs in with; `nethsm-replicator check-config` checks every credential.';
+  if (status === 403) return "Check the user's role (and namespace) on the NetHSM; `nethsm-replicator check-config` checks the daemon's accounts.";
+  if (status === 412) return 'Check the NetHSM\'s state (GET /health/state): unlock it if it is Locked.';
+  if (status === 429) return 'The NetHSM refuses a user for a second after a failed login; retry, and fix the credential if it is wrong.';
+  if (status >= 500) return 'The NetHSM failed; check its state and logs, then retry.';
+  return NetHsmHttpError.defaultHint;
+}
+
+/** The HTTP reason phrases of the statuses the NetHSM answers with (FACTS §10). */
+const STATUS_TEXT: Readonly<Record<number, string>> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  406: 'Not Acceptable',
+  408: 'Request Timeout',
+  409: 'Conflict',
+  412: 'Precondition Failed',
+  413: 'Payload Too Large',
+  414: 'URI Too Long',
+  415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/**
+ * The NetHSM refused (401) a credential the config names: the message names the setting, so the operator knows which
+ * secret to fix. Raised by clients made with a credential label (`withAuth(user, pw, { setting, name })`).
+ */
+export class NetHsmCredentialRefusedError extends NetHsmHttpError {
+  static override readonly code = 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED';
+  static override readonly defaultHint =
+    'Put the NetHSM passphrase of that user into the secret the setting names (or fix the user), then restart the daemon; `nethsm-replicator check-config` checks every credential.';
+  /** The config path of the credential, e.g. `nethsm.credentials.admin`. */
+  readonly setting: string;
+  readonly user: string;
+
+  /**
+   * `status`: 401 (wrong passphrase or user; the default), 403 (the account lacks the role) or 429 (held back for a
+   * second after a refused login, which means the same). `path` is set to the setting.
+   */
+  constructor(
+    credential: { setting: string; name: string; user?: string },
+    options: NhrErrorOptions & { nethsmMessage?: string; status?: 401 | 403 | 429; message?: string },
+  ) {
+    const status = options.status ?? 401;
+    const who = credential.user === undefined ? '' : ` for user ${credential.user}`;
+    super(status, options.nethsmMessage, {
+      ...options,
+      path: options.path ?? credential.setting,
+      hint: options.hint ?? NetHsmCredentialRefusedError.defaultHint,
+      message:
+        options.message ??
+        `the NetHSM refused the ${credential.name} credential (${credential.setting})${who}: ${status} ${STATUS_TEXT[status] ?? ''}`.trimEnd() +
+          `${options.nethsmMessage ? ` (${options.nethsmMessage})` : ''}${options.operation ? ` on ${options.operation}` : ''}`,
+    });
+    this.setting = credential.setting;
+    this.user = credential.user ?? '';
+  }
+
+  /** Not retryable as it is, whatever its status: the same call fails until the secret or the account is fixed. */
+  override get retryable(): boolean {
+    return false;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), setting: this.setting, user: this.user };
   }
 }
 
@@ -175,17 +267,6 @@ export class NetHsmTimeoutError extends NhrError {
   static override readonly code = 'NHR_ERR_NETHSM_TIMEOUT';
   static override readonly defaultHint = 'The NetHSM did not answer in time; check its load and the network, or raise the timeout.';
   static override readonly retryable = true;
-}
-
-/**
- * This site's NetHSM refused the credential (401) or role (403) of one of the daemon's accounts; `path` names the
- * config setting of that account. Nothing was applied. The daemon keeps retrying with backoff; fixing the passphrase
- * (on the device or in the credential file, then restarting) lets replication resume.
- */
-export class NetHsmCredentialRefusedError extends NhrError {
-  static override readonly code = 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED';
-  static override readonly defaultHint =
-    "Make the named account's passphrase on this NetHSM match the credential the config names (and its role match docs/deploy.md); replication resumes by itself.";
 }
 
 export class TlsPinMismatchError extends NhrError {
@@ -360,7 +441,7 @@ export class PeerMessageInvalidError extends NhrError {
 /** The peer refused a request; keeps the peer's code so logs show why. */
 export class PeerRefusedError extends NhrError {
   static override readonly code = 'NHR_ERR_PEER_REFUSED';
-  static override readonly defaultHint = "Read the peer's reason above and its log.";
+  static override readonly defaultHint = "The message carries the peer's reason; its log has the details.";
   readonly status: number;
   readonly remoteCode: string | undefined;
 
@@ -401,7 +482,7 @@ export class StateLockedError extends NhrError {
 export class StateMigrationFailedError extends NhrError {
   static override readonly code = 'NHR_ERR_STATE_MIGRATION_FAILED';
   static override readonly defaultHint =
-    'The database was left at the version named above; fix the cause (disk, permissions, a newer database) and restart.';
+    'The database was left at the version the message names; fix the cause (disk, permissions, a newer database) and restart.';
 }
 
 export class NamespaceUnknownError extends NhrError {
@@ -669,11 +750,11 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   ConfigInvalidError,
   ConfigSecretError,
   NetHsmHttpError as unknown as typeof NhrError,
+  NetHsmCredentialRefusedError as unknown as typeof NhrError,
   NetHsmUnreachableError,
   NetHsmTimeoutError,
   NetHsmLockedError,
   NetHsmNotOperationalError,
-  NetHsmCredentialRefusedError,
   TlsPinMismatchError,
   NetHsmTlsUntrustedError,
   NetHsmResponseInvalidError,

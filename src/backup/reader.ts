@@ -66,6 +66,11 @@ export interface OpenBackupOptions {
   backupKey?: Buffer;
   /** `'auto'` (default): production parameters, then the test parameters if the version field does not authenticate. */
   scrypt?: ScryptParams | 'auto';
+  /**
+   * Where `passphrase` comes from (a config setting such as `replication.passphrase`) and what to do when it does not
+   * open a file: BackupWrongPassphraseError then names it in its message and takes `hint` as its hint.
+   */
+  passphraseSetting?: { path: string; hint: string };
 }
 
 export interface BackupReader {
@@ -242,11 +247,15 @@ async function unlock(pre: Preamble, options: OpenBackupOptions, where: NhrError
         }
       : await deriveAndOpen(pre, options.passphrase as string | Buffer, requested);
   if (found === undefined || found.inner === undefined) {
+    const setting = given === undefined ? options.passphraseSetting : undefined;
     const what =
       given !== undefined
         ? 'the given backup key does not open this backup'
-        : `the backup passphrase does not open this backup (tried scrypt ${scryptCandidates(requested).map(describeScrypt).join(' and ')})`;
-    throw new BackupWrongPassphraseError(`${what}: the version field at offset ${pre.versionFieldOffset} failed authentication`, at);
+        : `${setting ? `the passphrase of ${setting.path}` : 'the backup passphrase'} does not open this backup (tried scrypt ${scryptCandidates(requested).map(describeScrypt).join(' and ')})`;
+    throw new BackupWrongPassphraseError(`${what}: the version field at offset ${pre.versionFieldOffset} failed authentication`, {
+      ...at,
+      ...(setting ? { hint: setting.hint } : {}),
+    });
   }
   const { unlocked, inner } = found;
   if (inner.length !== 1 || inner[0] !== pre.version) {

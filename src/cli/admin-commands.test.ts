@@ -293,6 +293,38 @@ describe('admin commands against a real admin server', () => {
     expect(r.out).not.toContain('all ok');
   });
 
+  it('exits 2 for a refused credential and a config file that differs from what the daemon runs, saying what to do', async () => {
+    const s = healthyStatus();
+    s.credentials = [
+      {
+        setting: 'nethsm.credentials.admin', name: 'nethsm-admin', user: 'admin', critical: true, since: ago(120),
+        error: 'the NetHSM refused the nethsm-admin credential (nethsm.credentials.admin) for user admin: 401 Unauthorized on GET /system/info',
+      },
+    ];
+    s.config = {
+      path: '/etc/nethsm-replicator/config.yaml', loadedDigest: 'a'.repeat(64), loadedAt: ago(600), fileDigest: 'b'.repeat(64),
+      changedOnDisk: true, restartNeededFor: ['peerApi.listen', 'namespaces[0].maxLagForPromote'],
+      lastReload: {
+        at: ago(60), outcome: 'failed', changed: [], restartNeededFor: [], errorCode: 'NHR_ERR_CONFIG_INVALID',
+        error: '/etc/nethsm-replicator/config.yaml is invalid (1 problem):\n  - nethsm.tls.fingerprint256 "xyz" is not a SHA-256 fingerprint',
+      },
+    };
+    status = s;
+    const r = await runCli(['status', '--socket', socket]);
+    expect(r.code).toBe(2);
+    expect(r.out).toContain('PROBLEM: the NetHSM refused the nethsm-admin credential (nethsm.credentials.admin) for user admin (since 2m ago): fix that secret, then restart the daemon');
+    expect(r.out).toContain('PROBLEM: config file /etc/nethsm-replicator/config.yaml CHANGED since the daemon loaded it 10m ago');
+    expect(r.out).toContain('PROBLEM: config reload FAILED 1m ago (NHR_ERR_CONFIG_INVALID); the daemon runs with the config it had: nethsm.tls.fingerprint256 "xyz" is not a SHA-256 fingerprint');
+    expect(r.out).toContain('PROBLEM: restart needed for: peerApi.listen, namespaces[0].maxLagForPromote');
+    expect(r.out).not.toContain('all ok');
+    // A reloaded file with nothing pending is all ok again.
+    s.credentials = [];
+    s.config = { ...s.config, fileDigest: s.config.loadedDigest, changedOnDisk: false, restartNeededFor: [], lastReload: { ...s.config.lastReload!, outcome: 'ok', errorCode: null, error: null } };
+    const ok = await runCli(['status', '--socket', socket]);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain('all ok');
+  });
+
   it('exits 2 for a replica that never synced and for a member that gave up', async () => {
     const s = healthyStatus();
     s.namespaces[0]!.lastSync = null;
@@ -391,6 +423,23 @@ describe('admin commands against a real admin server', () => {
     const r = await runCli(['status', '--config', join(dir, 'missing.yaml')]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/cannot be read \(ENOENT\) \[NHR_ERR_CONFIG_INVALID\]/);
+    const notYaml = join(dir, 'not-yaml.yaml');
+    await writeFile(notYaml, 'site: [b\n');
+    const bad = await runCli(['status', '--config', notYaml]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain('[NHR_ERR_CONFIG_INVALID]');
+  });
+
+  it('still reaches the daemon through an edited config that does not validate (the daemon runs with the one it loaded)', async () => {
+    const doc = validConfigDoc() as Record<string, unknown> & { namespaces: Record<string, unknown>[] };
+    doc.admin = { socket };
+    doc.namespaces[0]!.schedule = 'every tuesday';
+    const edited = join(dir, 'edited.yaml');
+    await writeFile(edited, toYaml(doc));
+    const r = await runCli(['status', '--config', edited]);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('all ok');
+    expect(r.err).toBe(`note: ${edited} does not validate (1 problem(s); \`check-config\` lists them); using its admin socket ${socket}\n`);
   });
 
   it.skipIf(!built)('the built CLI exits 2 from a real process when a member is down', async () => {

@@ -8,8 +8,9 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { AdminClient } from '../admin/client.js';
 import type { NamespaceAction } from '../admin/protocol.js';
-import { DEFAULT_CONFIG_PATH, loadConfigFile, withServiceCredentials } from '../config/index.js';
-import { InputInvalidError } from '../errors.js';
+import { DEFAULT_CONFIG_PATH, withServiceCredentials } from '../config/index.js';
+import { adminSocketOf, parseConfigSource, readConfigSource } from '../config/load.js';
+import { ConfigInvalidError, InputInvalidError } from '../errors.js';
 import { isValidId } from '../nethsm/ids.js';
 import { scalar } from './format.js';
 import { parseDaemonStatus, renderStatus, statusExitCode } from './status.js';
@@ -32,8 +33,20 @@ export async function resolveSocket(flags: SocketFlags): Promise<string> {
     if (flags.socket === '') throw new InputInvalidError('--socket must not be empty');
     return path.resolve(flags.socket);
   }
-  const config = await loadConfigFile(flags.config, withServiceCredentials(process.env));
-  return config.admin.socket;
+  const env = withServiceCredentials(process.env);
+  const source = await readConfigSource(flags.config);
+  try {
+    return parseConfigSource(source, env).admin.socket;
+  } catch (err) {
+    // An edited file that does not validate (yet): the daemon still runs with the config it loaded, and its status
+    // says so. Its socket is found from the file's admin.socket or stateDir, as parseConfig would find it.
+    const socket = err instanceof ConfigInvalidError ? adminSocketOf(source.text, env, path.dirname(source.path)) : undefined;
+    if (socket === undefined) throw err;
+    process.stderr.write(
+      `note: ${source.path} does not validate (${err instanceof ConfigInvalidError ? err.problems.length : 1} problem(s); \`check-config\` lists them); using its admin socket ${socket}\n`,
+    );
+    return socket;
+  }
 }
 
 /** Who is asking, for the daemon's audit log: `user@host`. */

@@ -7,6 +7,9 @@ import { PeerServer } from '../peer/server.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { startSimulator, type RunningSimulator } from '../sim/server.js';
 import { TEST_KDF } from '../sim/crypto.js';
+import { TEST_SCRYPT } from '../backup/format.js';
+import { NetHsmClient } from '../nethsm/client.js';
+import { sealPassphraseProof } from '../peer/passphrase-check.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { runCli } from './test-run.js';
 
@@ -45,6 +48,7 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
           backup: { user: 'backup', passphrase: await secret('backup', sim.users.backup.password) },
           admin: { user: 'admin', passphrase: await secret('admin', sim.users.admin.password) },
           metrics: { user: 'metrics', passphrase: await secret('metrics', sim.users.metrics.password) },
+          operator: { user: 'operator', passphrase: await secret('operator-root', sim.users.operator.password) },
         },
       },
       peers: [{ name: 'a', url: `https://127.0.0.1:${peer.port}` }],
@@ -79,7 +83,7 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'nhr-check-config-'));
-    [sim, blank] = await Promise.all([startProvisionedSimulator({ namespaces: ['alpha'] }), startSimulator({ backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF })]);
+    [sim, blank] = await Promise.all([startProvisionedSimulator({ namespaces: ['alpha'], backupPassphrase: 'device-backup-pp-xyz' }), startSimulator({ backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF })]);
     ca = await createCa({ commonName: 'group CA' });
     siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
     siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
@@ -96,6 +100,9 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
       handoff: unused,
       requestSync: unused,
       deviceBackup: unused,
+      // Site a's replication passphrase: the one baseDoc gives site b.
+      replicationPassphraseProof: (peerName: string, challenge: Buffer) =>
+        sealPassphraseProof('replication-pass-xyz', challenge, { sealer: 'a', asker: peerName }, TEST_SCRYPT),
     };
     peer = new PeerServer({ host: '127.0.0.1', port: 0, tls: { ...siteA, caPem: ca.certPem }, peers: [{ name: 'b' }], handlers });
     await peer.start();
@@ -115,11 +122,16 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
     expect(line(r.out, 'tls')).toMatch(/^ok {4}tls: certificate CN=b issued by the group CA, expires in /);
     expect(line(r.out, 'nethsm')).toMatch(/^ok {4}nethsm: https:\/\/127\.0\.0\.1:\d+ \(.+\) is Operational$/);
     expect(line(r.out, 'admin account admin')).toMatch(/^ok {4}.*authenticates as an Administrator/);
-    expect(line(r.out, 'backup account backup')).toMatch(/^ok {4}.*exists with role Backup; passphrase not checked/);
+    expect(line(r.out, 'backup account backup')).toBe('ok    backup account backup: exists with role Backup and logs in (POST /system/backup)');
+    expect(line(r.out, 'device backup passphrase')).toMatch(/^ok {4}device backup passphrase: replication\.backupPassphrase opens this NetHSM's backups \(read the first \d+ bytes of one; download stopped\)$/);
     expect(line(r.out, 'metrics account metrics')).toMatch(/^ok/);
+    expect(line(r.out, 'operator account operator')).toBe(
+      'ok    operator account operator: authenticates as an Operator; the transport key nhrtransport does not exist yet (the daemon creates it at its first start)',
+    );
     expect(line(r.out, 'namespace alpha account alpha~admin')).toMatch(/^ok {4}.*authenticates as an Administrator of alpha$/);
     expect(line(r.out, 'namespace gamma account gamma~replicator')).toMatch(/^warn {2}.*arrives with the namespace's first sync from a$/);
     expect(line(r.out, 'peer a')).toMatch(/^ok {4}peer a: https:\/\/127\.0\.0\.1:\d+ answers over mutual TLS \(nethsm-replicator 0\.1\.0, 1 namespace\(s\)\)$/);
+    expect(line(r.out, 'peer a replication passphrase')).toBe("ok    peer a replication passphrase: replication.passphrase is the same as a's (a challenge sealed by a opens here)");
     expect(r.out).toMatch(/\nno check failed \(1 warning\(s\)\)\n$/);
   });
 
@@ -156,6 +168,7 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
     const r = await check(doc);
     expect(r.code).toBe(1);
     expect(line(r.out, 'backup account operator')).toBe('FAIL  backup account operator: has role Operator, needs Backup');
+    expect(line(r.out, 'device backup passphrase')).toMatch(/^skip/);
     expect(line(r.out, 'namespace alpha account alpha~operator')).toMatch(/has role Operator; the daemon needs an Administrator of alpha$/);
     expect(line(r.out, 'namespace gamma account gamma~replicator')).toMatch(/^FAIL {2}.*does not exist on the NetHSM/);
   });
@@ -201,13 +214,61 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
     expect(line(r.out, 'network')).toMatch(/^skip/);
   });
 
+  it('fails a device backup passphrase that is not the NetHSM\'s, naming replication.backupPassphrase, from a backup\'s header only', async () => {
+    const doc = await baseDoc();
+    (doc.replication as Record<string, unknown>).backupPassphrase = await secret('backup-pp-wrong', 'not-the-device-backup-passphrase');
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'backup account backup')).toMatch(/^ok/);
+    expect(line(r.out, 'device backup passphrase')).toBe(
+      "FAIL  device backup passphrase: replication.backupPassphrase does not open this NetHSM's backups: it is not the backup passphrase set on the NetHSM [NHR_ERR_BACKUP_WRONG_PASSPHRASE]",
+    );
+  });
+
+  it('fails a replication passphrase that differs from a peer\'s, naming replication.passphrase, without any snapshot', async () => {
+    const doc = await baseDoc();
+    (doc.replication as Record<string, unknown>).passphrase = await secret('replication-wrong', 'another-group-passphrase');
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'peer a')).toMatch(/^ok/);
+    expect(line(r.out, 'peer a replication passphrase')).toBe(
+      "FAIL  peer a replication passphrase: replication.passphrase differs from a's: every site of the replication group needs the same one (snapshots from a would not open here)",
+    );
+  });
+
+  it('proves the Operator unwraps with the transport key once the key exists', async () => {
+    const admin = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: { username: 'admin', password: sim.users.admin.password } });
+    try {
+      await admin.generateKey({ id: 'nhrtransport', type: 'RSA', length: 2048, mechanisms: ['RSA_Decryption_OAEP_SHA256'] });
+      const r = await check(await baseDoc());
+      expect(line(r.out, 'operator account operator')).toBe('ok    operator account operator: authenticates as an Operator and unwraps with this site\'s transport key nhrtransport');
+      const doc = await baseDoc();
+      doc.nethsm.credentials.operator = { user: 'metrics', passphrase: await secret('metrics-as-op', sim.users.metrics.password) };
+      const wrongRole = await check(doc);
+      expect(line(wrongRole.out, 'operator account metrics')).toBe('FAIL  operator account metrics: has role Metrics, needs Operator (it unwraps streamed keys with the transport key)');
+    } finally {
+      await admin.deleteKey('nhrtransport').catch(() => undefined);
+      await admin.close();
+    }
+  });
+
+  it('fails a wrong operator passphrase, naming nethsm.credentials.operator', async () => {
+    const doc = await baseDoc();
+    doc.nethsm.credentials.operator = { user: 'operator', passphrase: await secret('operator-wrong', 'not-the-operator-pass') };
+    const r = await check(doc);
+    expect(r.code).toBe(1);
+    expect(line(r.out, 'operator account operator')).toBe(
+      'FAIL  operator account operator: the NetHSM refused the credentials (401): wrong user or passphrase in nethsm.credentials.operator',
+    );
+  });
+
   // Last: a failed login makes the NetHSM refuse that user for a second (rate limit), which would upset later tests.
   it('fails a wrong admin passphrase and skips the accounts looked up with it', async () => {
     const doc = await baseDoc();
     doc.nethsm.credentials.admin = { user: 'admin', passphrase: await secret('admin-wrong', 'not-the-admin-pass') };
     const r = await check(doc);
     expect(r.code).toBe(1);
-    expect(line(r.out, 'admin account admin')).toMatch(/^FAIL {2}.*refused the credentials \(401\): wrong user or passphrase$/);
+    expect(line(r.out, 'admin account admin')).toMatch(/^FAIL {2}.*refused the credentials \(401\): wrong user or passphrase in nethsm\.credentials\.admin$/);
     expect(line(r.out, 'other accounts')).toMatch(/^skip/);
   });
 });

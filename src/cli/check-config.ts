@@ -1,15 +1,23 @@
 /**
  * `nethsm-replicator check-config [--config <file>] [--offline]`: validates the config, reads its secrets and TLS
  * files, and (unless `--offline`) checks that the NetHSM answers, that each account the daemon uses exists with
- * the right role, and that each peer answers over mutual TLS. One line per check; exit 0 only when none failed.
- * Never prints a secret: only setting paths, file paths, user ids and the remote side's answers.
+ * the right role and logs in, that the device backup passphrase opens this NetHSM's backups (reading only a backup's
+ * header), and that each peer answers over mutual TLS and shares the replication passphrase (a sealed challenge, no
+ * snapshot). Every check is one that does no harm: nothing is written to the NetHSM or a peer. One line per check;
+ * exit 0 only when none failed. Never prints a secret: only setting paths, file paths, user ids and the remote side's
+ * answers.
  */
-import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { X509Certificate, constants, createPrivateKey, publicEncrypt, randomBytes, timingSafeEqual } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_CONFIG_PATH, loadConfigFile, loadSecrets, type LoadedSecrets, type ReplicatorConfig } from '../config/index.js';
-import { InputInvalidError, NetHsmHttpError, NhrError } from '../errors.js';
+import { openBackup } from '../backup/reader.js';
+import { DEVICE_BACKUP_PASSPHRASE, ROOT_CREDENTIALS } from '../daemon/credentials.js';
+import { BackupWrongPassphraseError, InputInvalidError, NetHsmHttpError, NhrError, PeerRefusedError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
+import type { PeerClient } from '../peer/client.js';
+import { newChallenge, openPassphraseProof } from '../peer/passphrase-check.js';
+import { DEFAULT_TRANSPORT_KEY_ID } from '../stream/transport-key.js';
 import { relativeTime } from './format.js';
 import { netHsmClient, peerClient, readPeerTls, type PeerTls } from './site-clients.js';
 
@@ -69,7 +77,10 @@ export async function checkConfig(file: string, options: CheckOptions, emit: Emi
     try {
       const s = await client.status();
       if (s.site !== peer.name) out({ outcome: 'FAIL', what, detail: `${peer.url} answers as site ${s.site}, not ${peer.name}` });
-      else out({ outcome: 'ok', what, detail: `${peer.url} answers over mutual TLS (nethsm-replicator ${s.version}, ${s.namespaces.length} namespace(s))` });
+      else {
+        out({ outcome: 'ok', what, detail: `${peer.url} answers over mutual TLS (nethsm-replicator ${s.version}, ${s.namespaces.length} namespace(s))` });
+        await checkReplicationPassphrase(config, peer.name, client, secrets, out);
+      }
     } catch (err) {
       out({ outcome: 'FAIL', what, detail: message(err) });
     } finally {
@@ -142,28 +153,30 @@ async function checkNetHsm(config: ReplicatorConfig, secrets: LoadedSecrets | un
 
 async function checkAccounts(config: ReplicatorConfig, secrets: LoadedSecrets, pool: NetHsmClient, out: Emit): Promise<void> {
   const { admin, backup, metrics } = secrets.nethsm;
-  const root = pool.withAuth(admin.username, admin.password);
+  const root = pool.withAuth(admin.username, admin.password, ROOT_CREDENTIALS.admin);
   const adminWhat = `admin account ${admin.username}`;
   try {
     const info = await root.systemInfo();
     out({ outcome: 'ok', what: adminWhat, detail: `authenticates as an Administrator (software ${info.softwareVersion})` });
   } catch (err) {
-    out({ outcome: 'FAIL', what: adminWhat, detail: authProblem(err, 'Administrator') });
+    out({ outcome: 'FAIL', what: adminWhat, detail: authProblem(err, 'Administrator', ROOT_CREDENTIALS.admin.setting) });
     out({ outcome: 'skip', what: 'other accounts', detail: 'not checked: they are looked up with the admin account' });
     return;
   }
-  // A Backup user can only take a backup (POST /system/backup); taking one just to test a passphrase is too heavy.
-  await checkRole(root, `backup account ${backup.username}`, backup.username, 'Backup', out, '; passphrase not checked (a Backup user can only take backups)');
+  if (await checkRole(root, `backup account ${backup.username}`, backup.username, 'Backup', out, false)) {
+    await checkDeviceBackup(pool, secrets, out);
+  } else out({ outcome: 'skip', what: 'device backup passphrase', detail: 'not checked: it is checked on a backup the backup account takes' });
   if (metrics) {
     const what = `metrics account ${metrics.username}`;
     try {
       await pool.withAuth(metrics.username, metrics.password).metrics();
       out({ outcome: 'ok', what, detail: 'authenticates and reads /metrics' });
     } catch (err) {
-      out({ outcome: 'FAIL', what, detail: authProblem(err, 'Metrics') });
+      out({ outcome: 'FAIL', what, detail: authProblem(err, 'Metrics', ROOT_CREDENTIALS.metrics.setting) });
     }
   }
-  for (const ns of config.namespaces) {
+  await checkOperator(root, pool, secrets, out);
+  for (const [i, ns] of config.namespaces.entries()) {
     const cred = secrets.namespaces[ns.name];
     const what = `namespace ${ns.name} account ${ns.replicationUser.user}`;
     if (!cred) continue;
@@ -186,24 +199,157 @@ async function checkAccounts(config: ReplicatorConfig, secrets: LoadedSecrets, p
       await pool.withAuth(cred.username, cred.password).listKeys();
       out({ outcome: 'ok', what, detail: `authenticates as an Administrator of ${ns.name}` });
     } catch (err) {
-      out({ outcome: 'FAIL', what, detail: authProblem(err, `Administrator of ${ns.name}`) });
+      out({ outcome: 'FAIL', what, detail: authProblem(err, `Administrator of ${ns.name}`, `namespaces[${i}].replicationUser`) });
     }
   }
 }
 
-async function checkRole(root: NetHsmClient, what: string, userId: string, role: string, out: Emit, note = ''): Promise<void> {
+/**
+ * The backup account logs in and `replication.backupPassphrase` is the NetHSM's backup passphrase: a device backup is
+ * started with the backup account, and only its header is read (magic, salt, the version field the passphrase must
+ * open, the sealed header fields: a few hundred bytes), then the download is stopped. A whole-device backup can be
+ * large; nothing of it is written anywhere.
+ */
+async function checkDeviceBackup(pool: NetHsmClient, secrets: LoadedSecrets, out: Emit): Promise<void> {
+  const { backup } = secrets.nethsm;
+  const what = `backup account ${backup.username}`;
+  const passphraseWhat = 'device backup passphrase';
+  let body;
+  try {
+    body = await pool.withAuth(backup.username, backup.password, ROOT_CREDENTIALS.backup).backup();
+  } catch (err) {
+    out({ outcome: 'FAIL', what, detail: authProblem(err, 'Backup', ROOT_CREDENTIALS.backup.setting) });
+    out({ outcome: 'skip', what: passphraseWhat, detail: 'not checked: no backup could be started' });
+    return;
+  }
+  out({ outcome: 'ok', what, detail: 'exists with role Backup and logs in (POST /system/backup)' });
+  try {
+    const reader = await openBackup(body, {
+      passphrase: secrets.replication.backupPassphrase,
+      scrypt: 'auto',
+      passphraseSetting: DEVICE_BACKUP_PASSPHRASE,
+    });
+    const bytes = reader.bytesRead;
+    await reader.close();
+    out({ outcome: 'ok', what: passphraseWhat, detail: `replication.backupPassphrase opens this NetHSM's backups (read the first ${bytes} bytes of one; download stopped)` });
+  } catch (err) {
+    body.destroy();
+    const wrong = err instanceof BackupWrongPassphraseError;
+    out({
+      outcome: 'FAIL',
+      what: passphraseWhat,
+      detail: wrong
+        ? "replication.backupPassphrase does not open this NetHSM's backups: it is not the backup passphrase set on the NetHSM [NHR_ERR_BACKUP_WRONG_PASSPHRASE]"
+        : message(err),
+    });
+  }
+}
+
+/**
+ * The root Operator (`nethsm.credentials.operator`) unwraps the key material peers stream to this site, by decrypting
+ * with the site's transport key (src/stream/transport-key.ts). When that key exists, the whole path is proven: 32 random
+ * bytes wrapped to its public half are unwrapped through the NetHSM as the Operator (a decryption, nothing stored).
+ * Before the daemon's first start it does not exist yet; then only the login is checked (`GET /keys`).
+ */
+async function checkOperator(root: NetHsmClient, pool: NetHsmClient, secrets: LoadedSecrets, out: Emit): Promise<void> {
+  const op = secrets.nethsm.operator;
+  if (!op) return;
+  const what = `operator account ${op.username}`;
+  const setting = ROOT_CREDENTIALS.operator.setting;
+  try {
+    const user = await root.getUser(op.username);
+    if (user.role !== 'Operator') {
+      out({ outcome: 'FAIL', what, detail: `has role ${user.role}, needs Operator (it unwraps streamed keys with the transport key)` });
+      return;
+    }
+  } catch (err) {
+    const missing = err instanceof NetHsmHttpError && err.status === 404;
+    out({ outcome: 'FAIL', what, detail: missing ? 'does not exist on the NetHSM; create it with role Operator' : message(err) });
+    return;
+  }
+  const operator = pool.withAuth(op.username, op.password, ROOT_CREDENTIALS.operator);
+  let pem: string | undefined;
+  try {
+    pem = await root.publicKeyPem(DEFAULT_TRANSPORT_KEY_ID);
+  } catch (err) {
+    if (!(err instanceof NetHsmHttpError && err.status === 404)) {
+      out({ outcome: 'FAIL', what, detail: `cannot read the transport key ${DEFAULT_TRANSPORT_KEY_ID}: ${message(err)}` });
+      return;
+    }
+  }
+  try {
+    if (pem === undefined) {
+      await operator.listKeys();
+      out({ outcome: 'ok', what, detail: `authenticates as an Operator; the transport key ${DEFAULT_TRANSPORT_KEY_ID} does not exist yet (the daemon creates it at its first start)` });
+      return;
+    }
+    const probe = randomBytes(32);
+    const wrapped = publicEncrypt({ key: pem, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, probe);
+    const back = await operator.decrypt(DEFAULT_TRANSPORT_KEY_ID, 'OAEP_SHA256', wrapped);
+    const same = back.length === probe.length && timingSafeEqual(back, probe);
+    probe.fill(0);
+    back.fill(0);
+    if (same) out({ outcome: 'ok', what, detail: `authenticates as an Operator and unwraps with this site's transport key ${DEFAULT_TRANSPORT_KEY_ID}` });
+    else out({ outcome: 'FAIL', what, detail: `the transport key ${DEFAULT_TRANSPORT_KEY_ID} did not unwrap what was wrapped to its public half` });
+  } catch (err) {
+    if (err instanceof NetHsmHttpError && err.status === 403) {
+      out({ outcome: 'FAIL', what, detail: `authenticates, but may not use the transport key ${DEFAULT_TRANSPORT_KEY_ID} (403): an Operator restricted by tags needs the key's tag` });
+    } else out({ outcome: 'FAIL', what, detail: authProblem(err, 'Operator', setting) });
+  }
+}
+
+/**
+ * `replication.passphrase` is the peer's: the peer seals a fresh challenge under its own passphrase and this site opens
+ * it with its own (src/peer/passphrase-check.ts). No snapshot is taken; nothing is written.
+ */
+async function checkReplicationPassphrase(config: ReplicatorConfig, peer: string, client: PeerClient, secrets: LoadedSecrets | undefined, out: Emit): Promise<void> {
+  const what = `peer ${peer} replication passphrase`;
+  if (!secrets) {
+    out({ outcome: 'skip', what, detail: 'not checked: secrets are unreadable' });
+    return;
+  }
+  const challenge = newChallenge();
+  try {
+    const proof = await client.replicationPassphraseProof(challenge);
+    const same = await openPassphraseProof(secrets.replication.passphrase, challenge, proof, { sealer: peer, asker: config.site });
+    if (same) out({ outcome: 'ok', what, detail: `replication.passphrase is the same as ${peer}'s (a challenge sealed by ${peer} opens here)` });
+    else {
+      out({
+        outcome: 'FAIL',
+        what,
+        detail: `replication.passphrase differs from ${peer}'s: every site of the replication group needs the same one (snapshots from ${peer} would not open here)`,
+      });
+    }
+  } catch (err) {
+    if (err instanceof PeerRefusedError && err.status === 404) {
+      out({ outcome: 'warn', what, detail: `not checked: ${peer} does not offer the check (an older nethsm-replicator)` });
+    } else if (err instanceof PeerRefusedError && err.status === 429) {
+      out({ outcome: 'warn', what, detail: `not checked: ${err.message}` });
+    } else out({ outcome: 'FAIL', what, detail: message(err) });
+  } finally {
+    challenge.fill(0);
+  }
+}
+
+/** Whether `userId` exists with `role`; a FAIL line otherwise, and with `okLine` an ok line when it does. */
+async function checkRole(root: NetHsmClient, what: string, userId: string, role: string, out: Emit, okLine = true): Promise<boolean> {
   try {
     const user = await root.getUser(userId);
-    if (user.role === role) out({ outcome: 'ok', what, detail: `exists with role ${role}${note}` });
-    else out({ outcome: 'FAIL', what, detail: `has role ${user.role}, needs ${role}` });
+    if (user.role === role) {
+      if (okLine) out({ outcome: 'ok', what, detail: `exists with role ${role}` });
+      return true;
+    }
+    out({ outcome: 'FAIL', what, detail: `has role ${user.role}, needs ${role}` });
   } catch (err) {
     const missing = err instanceof NetHsmHttpError && err.status === 404;
     out({ outcome: 'FAIL', what, detail: missing ? `does not exist on the NetHSM; create it with role ${role}` : message(err) });
   }
+  return false;
 }
 
-function authProblem(err: unknown, role: string): string {
-  if (err instanceof NetHsmHttpError && err.status === 401) return 'the NetHSM refused the credentials (401): wrong user or passphrase';
+/** What a failed login means, naming the config setting whose secret to fix. */
+function authProblem(err: unknown, role: string, setting: string): string {
+  if (err instanceof NetHsmHttpError && err.status === 401) return `the NetHSM refused the credentials (401): wrong user or passphrase in ${setting}`;
   if (err instanceof NetHsmHttpError && err.status === 429) return 'the NetHSM is rate-limiting this user after a failed login (429); run again in a few seconds';
   if (err instanceof NetHsmHttpError && err.status === 403) return `authenticated but not allowed (403): is it an ${role}?`;
   return message(err);

@@ -3,12 +3,12 @@
  * exit code checks rely on. Pure rendering; the request lives in `admin-commands.ts`.
  *
  * Exit codes (docs/cli.md): 0 everything ok; 2 something needs attention (a member not ok, a replica whose last sync
- * failed, whose change stream is failing, that never synced or is over its lag limit, a fenced namespace); 1 the
- * status could not be read.
+ * failed, whose change stream is failing, that never synced or is over its lag limit, a fenced namespace, a credential
+ * the NetHSM refused, a config file that differs from what the daemon runs with); 1 the status could not be read.
  */
 import { z } from 'zod';
 import { AdminRemoteError, ERROR_CLASSES } from '../errors.js';
-import type { DaemonStatus, MemberStatusView, NamespaceStatus } from '../daemon/status.js';
+import type { ConfigStatusView, DaemonStatus, MemberStatusView, NamespaceStatus } from '../daemon/status.js';
 import { relativeTime, scalar, shortDuration, table } from './format.js';
 
 export const STATUS_OK = 0;
@@ -44,6 +44,18 @@ const memberSchema = z.looseObject({
   lastOkAt: iso,
   nextRetryAt: iso,
 });
+const credentialSchema = z.looseObject({ setting: z.string(), name: z.string(), user: z.string(), critical: z.boolean(), since: z.string(), error: z.string() });
+const configSchema = z.looseObject({
+  path: z.string(),
+  loadedDigest: z.string(),
+  loadedAt: z.string(),
+  fileDigest: z.string().nullable(),
+  changedOnDisk: z.boolean(),
+  restartNeededFor: z.array(z.string()),
+  lastReload: z
+    .looseObject({ at: z.string(), outcome: z.string(), errorCode: z.string().nullable(), error: z.string().nullable() })
+    .nullable(),
+});
 const statusSchema = z.looseObject({
   site: z.string(),
   version: z.string(),
@@ -53,6 +65,9 @@ const statusSchema = z.looseObject({
   quarantine: z
     .looseObject({ directory: z.string(), unacknowledged: z.array(z.looseObject({ file: z.string(), namespace: z.string().nullable() })) })
     .optional(),
+  // Absent from daemons older than these fields.
+  credentials: z.array(credentialSchema).optional(),
+  config: configSchema.optional(),
 });
 
 /** Validates the daemon's answer. Throws AdminRemoteError naming the first field that does not fit. */
@@ -107,6 +122,10 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
       ),
     );
   }
+  for (const c of s.credentials ?? []) {
+    out.push(`the NetHSM refused the ${c.name} credential (${c.setting}) for user ${c.user} (since ${relativeTime(c.since, now)}): fix that secret, then restart the daemon`);
+  }
+  if (s.config) out.push(...configProblems(s.config, now));
   return out;
 }
 
@@ -118,6 +137,32 @@ export function withTry(problem: string, hint: string | undefined): string {
 /** The registry's hint for an error code the daemon reported (the CLI and the daemon share src/errors.ts). */
 function hintOf(code: string | null): string | undefined {
   return code ? ERROR_CLASSES.find((c) => c.code === code)?.defaultHint : undefined;
+}
+
+
+/** The config file on disk against what the daemon runs with: changed and not (successfully) reloaded, restart needed. */
+function configProblems(c: ConfigStatusView, now: Date): string[] {
+  const out: string[] = [];
+  if (c.changedOnDisk) {
+    const how = c.fileDigest === null ? 'cannot be read now' : `CHANGED since the daemon loaded it ${relativeTime(c.loadedAt, now)}`;
+    const failed = c.lastReload?.outcome === 'failed' && Date.parse(c.lastReload.at) >= Date.parse(c.loadedAt);
+    out.push(`config file ${c.path} ${how}${failed ? '' : ': reload it (systemctl reload nethsm-replicator) to apply it'}`);
+    if (failed) {
+      out.push(
+        `config reload FAILED ${relativeTime(c.lastReload!.at, now)}${c.lastReload!.errorCode ? ` (${c.lastReload!.errorCode})` : ''}; ` +
+          `the daemon runs with the config it had: ${reloadReason(c.lastReload!.error)}`,
+      );
+    }
+  }
+  if (c.restartNeededFor.length > 0) out.push(`restart needed for: ${c.restartNeededFor.join(', ')}`);
+  return out;
+}
+
+/** A config error's problems on one line (`a is required; b is not a duration`), else its message. */
+function reloadReason(error: string | null): string {
+  if (!error) return 'no reason given';
+  const problems = error.split('\n').filter((l) => /^\s*- /.test(l)).map((l) => l.replace(/^\s*- /, ''));
+  return problems.length > 0 ? problems.join('; ') : error;
 }
 
 export function statusExitCode(s: DaemonStatus): number {

@@ -17,10 +17,16 @@ import type { WorkDir } from '../replicator/workdir.js';
 import type { StateStore } from '../state/store.js';
 import type { StreamStatusView } from './status.js';
 import type { DeviceBarrier } from '../concurrency/barrier.js';
+import type { CredentialObserver } from '../nethsm/client.js';
+import { ROOT_CREDENTIALS, type CredentialHealth } from './credentials.js';
 import type { Mutex } from '../util/mutex.js';
 
 export interface SiteContext {
-  readonly config: ReplicatorConfig;
+  /**
+   * The config the daemon runs with. A reload replaces it with one that differs only in reloadable settings
+   * (src/config/reload-plan.ts), so a part that read a setting at start still agrees with it everywhere else.
+   */
+  config: ReplicatorConfig;
   readonly site: string;
   readonly log: Logger;
   readonly store: StateStore;
@@ -30,6 +36,8 @@ export interface SiteContext {
   readonly nethsm: { readonly pool: NetHsmClient; readonly admin: NetHsmClient; readonly backup: NetHsmClient; readonly metrics?: NetHsmClient };
   readonly peers: ReadonlyMap<string, PeerClient>;
   readonly monitor: MemberMonitor;
+  /** Which of the daemon's NetHSM credentials the NetHSM refused (from every call made with them). */
+  readonly credentials: CredentialHealth;
   readonly metrics: ReplicatorMetrics;
   /** Opens this device's backups. */
   readonly deviceOpen: OpenBackupOptions;
@@ -62,16 +70,21 @@ export function nethsmTrust(config: ReplicatorConfig): TlsTrust {
   return { insecure: true };
 }
 
-export function createNetHsmClients(config: ReplicatorConfig, secrets: LoadedSecrets, log: Logger): SiteContext['nethsm'] {
-  const pool = new NetHsmClient({ url: config.nethsm.url, tls: nethsmTrust(config), logger: log, timeoutMs: 120_000 });
+/**
+ * The pool to this site's NetHSM and its root accounts, each labelled with its config setting: a refusal (401) names
+ * the setting and is told to `onCredential` (the daemon's CredentialHealth).
+ */
+export function createNetHsmClients(config: ReplicatorConfig, secrets: LoadedSecrets, log: Logger, onCredential?: CredentialObserver): SiteContext['nethsm'] {
+  const pool = new NetHsmClient({ url: config.nethsm.url, tls: nethsmTrust(config), logger: log, timeoutMs: 120_000, ...(onCredential ? { onCredential } : {}) });
   const m = secrets.nethsm.metrics;
   return {
     pool,
-    admin: pool.withAuth(secrets.nethsm.admin.username, secrets.nethsm.admin.password),
-    backup: pool.withAuth(secrets.nethsm.backup.username, secrets.nethsm.backup.password),
-    ...(m ? { metrics: pool.withAuth(m.username, m.password) } : {}),
+    admin: pool.withAuth(secrets.nethsm.admin.username, secrets.nethsm.admin.password, ROOT_CREDENTIALS.admin),
+    backup: pool.withAuth(secrets.nethsm.backup.username, secrets.nethsm.backup.password, ROOT_CREDENTIALS.backup),
+    ...(m ? { metrics: pool.withAuth(m.username, m.password, ROOT_CREDENTIALS.metrics) } : {}),
   };
 }
+
 
 export function createPeerClients(config: ReplicatorConfig): Map<string, PeerClient> {
   const tls = readPeerTlsSync(config.tls);

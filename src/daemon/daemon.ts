@@ -12,6 +12,11 @@ import { AdminServer } from '../admin/server.js';
 import type { ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
+import { ConfigInvalidError, InternalError } from '../errors.js';
+import { planReload, type ReloadPlan } from '../config/reload-plan.js';
+import { parseTrust } from '../nethsm/tls-trust.js';
+import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
+import { CredentialHealth, DEVICE_BACKUP_PASSPHRASE, describeRefusal, SNAPSHOT_PASSPHRASE } from './credentials.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 import { assertTokenCurrent, tokenOf } from '../concurrency/fencing.js';
 import { namespaceLocks } from '../concurrency/namespace-locks.js';
@@ -33,12 +38,21 @@ import { createAdminHandlers } from './admin-handlers.js';
 import { StreamService } from '../stream/service.js';
 import { antiEntropyPass, type AntiEntropyResult } from '../namespaces/antientropy.js';
 import { parseNamespaceInventory } from '../namespaces/inventory.js';
-import { createDevice, createNetHsmClients, createPeerClients, NETHSM_MEMBER, nethsmTrust, replicationUserIds, type SiteContext } from './context.js';
+import {
+  createDevice,
+  createNetHsmClients,
+  createPeerClients,
+  NETHSM_MEMBER,
+  nethsmTrust,
+  replicationUserIds,
+  type SiteContext,
+} from './context.js';
 import { Failover } from './failover.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus } from './peer-watch.js';
 import { unacknowledgedCounts } from './quarantine.js';
-import { namespaceStatus } from './status-view.js';
+import { buildStatus, namespaceStatus, type StatusExtras } from './status-view.js';
+import type { DaemonStatus } from './status.js';
 import { NamespaceSync } from './sync.js';
 
 export interface DaemonOptions {
@@ -50,6 +64,16 @@ export interface DaemonOptions {
   scrypt?: ScryptParams;
   /** Transport key size when the daemon creates it (default 3072; tests pass 2048 for speed). */
   transportKeyBits?: 2048 | 3072 | 4096;
+  /**
+   * The file `config` was read from (absolute path, SHA-256 of its bytes) and the environment it was parsed with: the
+   * daemon can then reload it (`reloadConfig()`, SIGHUP) and `status` tells when the file differs from what it runs.
+   */
+  configFile?: { path: string; digest: string; env: Readonly<Record<string, string | undefined>> };
+  /**
+   * The logger's level is `logging.level` of the config (the daemon command made the logger for this daemon), so a
+   * reload may change it. False by default: a logger handed in (tests, the demo) or set by NHR_LOG_LEVEL is left alone.
+   */
+  logLevelFromConfig?: boolean;
 }
 
 export class Daemon {
@@ -63,6 +87,7 @@ export class Daemon {
   private readonly scheduler: Scheduler;
   private readonly gateway: GatewayServer | undefined;
   private readonly log: Logger;
+  private readonly reloader: ConfigReloader | undefined;
   private startedAt = 0;
   private dirLock: StateDirLock | undefined;
   private state: 'new' | 'started' | 'closed' = 'new';
@@ -74,7 +99,8 @@ export class Daemon {
     this.log = options.logger ?? silentLogger;
     const registry = options.registry ?? new Registry();
     const metrics = createReplicatorMetrics({ registry });
-    const nethsm = createNetHsmClients(config, secrets, this.log);
+    const credentials = new CredentialHealth(this.log);
+    const nethsm = createNetHsmClients(config, secrets, this.log, credentials.observe);
     const store = StateStore.inDir(config.stateDir, { logger: this.log });
     const monitor = this.createMonitor(config, nethsm.admin, metrics, store);
     const scrypt = options.scrypt;
@@ -94,9 +120,10 @@ export class Daemon {
       nethsm,
       peers: createPeerClients(config),
       monitor,
+      credentials,
       metrics,
-      deviceOpen: { passphrase: secrets.replication.backupPassphrase, scrypt: scrypt ?? 'auto' },
-      snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto' },
+      deviceOpen: { passphrase: secrets.replication.backupPassphrase, scrypt: scrypt ?? 'auto', passphraseSetting: DEVICE_BACKUP_PASSPHRASE },
+      snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto', passphraseSetting: SNAPSHOT_PASSPHRASE },
       replicationPassphrase: secrets.replication.passphrase,
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
       replicationUserIds: replicationUserIds(config),
@@ -136,6 +163,9 @@ export class Daemon {
       ]),
       logger: this.log,
     });
+    this.reloader = options.configFile
+      ? new ConfigReloader({ ...options.configFile, running: () => this.ctx.config, apply: (next) => this.applyConfig(next), log: this.log })
+      : undefined;
     this.peerServer = new PeerServer({
       host: config.peerApi.listen.host,
       port: config.peerApi.listen.port,
@@ -146,7 +176,7 @@ export class Daemon {
     });
     this.adminServer = new AdminServer({
       socketPath: config.admin.socket,
-      handlers: createAdminHandlers(this.ctx, this.failover, this.syncer, { startedAt: () => this.startedAt || Date.now(), nextRun: (n) => this.scheduler.nextRun(n) }),
+      handlers: createAdminHandlers(this.ctx, this.failover, this.syncer, this.statusExtras()),
       logger: this.log,
     });
     const exporter = nethsm.metrics ? createNetHsmExporter({ registry, fetch: () => nethsm.metrics!.metrics(), logger: this.log }) : registry;
@@ -160,6 +190,19 @@ export class Daemon {
         : {}),
       logger: this.log,
     });
+  }
+
+  /** What `nethsm-replicator status` shows (the admin API's answer). */
+  status(): Promise<DaemonStatus> {
+    return buildStatus(this.ctx, this.syncer, this.statusExtras());
+  }
+
+  private statusExtras(): StatusExtras {
+    return {
+      startedAt: () => this.startedAt || Date.now(),
+      nextRun: (n) => this.scheduler.nextRun(n),
+      ...(this.reloader ? { configFile: () => this.reloader!.status() } : {}),
+    };
   }
 
   /** The bound ports (useful with port 0). */
@@ -246,6 +289,57 @@ export class Daemon {
   }
 
   /**
+   * Reads the config file again and applies what a running daemon can change (SIGHUP). Never throws: a file that does
+   * not validate, or a setting that cannot be applied, changes nothing and is reported in the outcome, the log and
+   * `status`. Throws InternalError when the daemon was not given its file (`configFile`).
+   */
+  async reloadConfig(): Promise<ReloadOutcome> {
+    if (!this.reloader) throw new InternalError('this daemon was started from a config object, not a file: nothing to reload');
+    await this.starting?.catch(() => undefined);
+    return this.reloader.reload();
+  }
+
+  /**
+   * Applies `next`'s reloadable settings (src/config/reload-plan.ts) to the running parts: the NetHSM's TLS trust (the
+   * daemon's pool and the gateway's), the peers' pins (peer API server and clients), the schedules, the log level.
+   * Everything that can fail (reading a CA file) is done before anything changes, so a failure changes nothing.
+   */
+  private async applyConfig(next: ReplicatorConfig): Promise<ReloadPlan> {
+    const { ctx } = this;
+    const plan = planReload(ctx.config, next);
+    const eff = plan.effective;
+    const trust = nethsmTrust(eff);
+    try {
+      parseTrust(trust);
+    } catch (err) {
+      throw new ConfigInvalidError(`nethsm.tls cannot be used: ${(err as Error).message}`, { path: 'nethsm.tls', cause: err });
+    }
+    const changed = [...plan.changed];
+    if (ctx.nethsm.pool.setTrust(trust)) {
+      this.gateway?.setNethsmTrust(trust);
+      // Same setting, new content: the CA file was replaced.
+      if (!changed.includes('nethsm.tls')) changed.push('nethsm.tls.caFile (its content)');
+      void ctx.monitor.retryNow(NETHSM_MEMBER);
+    }
+    for (const p of eff.peers) {
+      if (ctx.peers.get(p.name)?.setPin(p.fingerprint256)) void ctx.monitor.retryNow(p.name);
+    }
+    this.peerServer.setPeers(eff.peers.map((p) => ({ name: p.name, ...(p.fingerprint256 ? { fingerprint256: p.fingerprint256 } : {}) })));
+    for (const n of eff.namespaces) {
+      await this.scheduler.reschedule(n.name, n.schedule);
+      await this.scheduler.reschedule(`anti-entropy:${n.name}`, eff.antiEntropy.schedule);
+    }
+    if (this.options.logLevelFromConfig) {
+      this.log.level = eff.logging.level;
+      this.gateway?.setLogLevel(eff.logging.level);
+    } else if (changed.includes('logging.level')) {
+      this.log.warn({ level: eff.logging.level }, 'logging.level not applied: the log level is set from outside the config (NHR_LOG_LEVEL)');
+    }
+    ctx.config = eff;
+    return { ...plan, changed };
+  }
+
+  /**
    * The gateway: forwards applications' calls to this site's NetHSM, refuses writes to replica namespaces (naming the
    * primary), and holds writes while the daemon restores: every forwarded write is a shared holder of the device
    * barrier, which the daemon's merge-restores and fence exports hold exclusively.
@@ -325,6 +419,9 @@ export class Daemon {
           // Locked, Unprovisioned, Failed: named as such (member status locked / not-operational), not "unreachable".
           const notOperational = nethsmStateError(await admin.healthState());
           if (notOperational) throw notOperational;
+          // /health/state needs no login: log in as the root Administrator too, so a refused credential shows at start
+          // (NetHsmCredentialRefusedError, seen by CredentialHealth) and not first in a sync.
+          await admin.systemInfo();
         },
       },
       ...config.peers.map((p) => ({
@@ -374,6 +471,8 @@ export class Daemon {
         } catch (err) {
           checks.nethsm = { ok: false, detail: err instanceof Error ? err.message : 'unreachable' };
         }
+        const refused = this.ctx.credentials.refused().filter((c) => c.critical);
+        checks.credentials = refused.length === 0 ? { ok: true } : { ok: false, detail: refused.map(describeRefusal).join('; ') };
         try {
           this.ctx.store.transaction(() => this.ctx.store.db.prepare('SELECT 1').get());
           checks.state = { ok: true };

@@ -7,6 +7,8 @@ import { Readable } from 'node:stream';
 import { RoleNotPrimaryError } from '../errors.js';
 import type { PeerHandlers } from '../peer/server.js';
 import type { NamespaceView } from '../peer/messages.js';
+import { sealPassphraseProof } from '../peer/passphrase-check.js';
+import { PRODUCTION_SCRYPT } from '../backup/format.js';
 import { readInventory } from '../namespaces/inventory.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
 import { removeFiles } from '../replicator/workdir.js';
@@ -23,6 +25,10 @@ export function namespaceViews(ctx: SiteContext): NamespaceView[] {
 export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer: NamespaceSync, stream: StreamService): PeerHandlers {
   return {
     transportKey: () => stream.publicTransportKey(),
+
+    // The snapshots' KDF strength: the check tells a caller no more than a snapshot would.
+    replicationPassphraseProof: (peer, challenge) =>
+      sealPassphraseProof(ctx.replicationPassphrase, challenge, { sealer: ctx.site, asker: peer }, ctx.snapshotScrypt ?? PRODUCTION_SCRYPT),
 
     inventory: async (_peer, namespace) => {
       assertPrimaryHere(ctx, namespace);

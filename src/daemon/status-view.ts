@@ -7,13 +7,15 @@ import { NETHSM_MEMBER, type SiteContext } from './context.js';
 import { isSteppedDown } from './failover.js';
 import { lastPeerView } from './peer-watch.js';
 import { unacknowledgedQuarantine } from './quarantine.js';
-import type { DaemonStatus, NamespaceStatus } from './status.js';
+import type { ConfigStatusView, CredentialProblemView, DaemonStatus, NamespaceStatus } from './status.js';
 import type { NamespaceSync } from './sync.js';
 
 export interface StatusExtras {
   /** When the daemon finished starting (ms). */
   startedAt: () => number;
   nextRun(namespace: string): Date | null;
+  /** The config file against what the daemon runs with; absent when the daemon has no file. */
+  configFile?: () => Promise<ConfigStatusView>;
 }
 
 const iso = (ms: number | undefined | null): string | null => (ms === undefined || ms === null ? null : new Date(ms).toISOString());
@@ -81,8 +83,22 @@ function running(syncer: NamespaceSync | undefined, name: string): NamespaceStat
   return p ? { actor: p.actor, startedAt: iso(p.startedAt)!, step: p.step, stepSince: iso(p.stepAt)! } : null;
 }
 
-export function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: StatusExtras): DaemonStatus {
-  return {
+/** Credentials the NetHSM refused, for status. */
+export function credentialProblems(ctx: SiteContext): CredentialProblemView[] {
+  return ctx.credentials.refused().map((c) => ({
+    setting: c.setting,
+    name: c.name,
+    user: c.user,
+    critical: c.critical,
+    since: new Date(c.since).toISOString(),
+    error: c.message,
+  }));
+}
+
+/** The whole status: namespaces, members, refused credentials and, when the daemon has a config file, the file's state. */
+export async function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: StatusExtras): Promise<DaemonStatus> {
+  const config = await extras.configFile?.();
+  const status: DaemonStatus = {
     site: ctx.site,
     version: VERSION,
     startedAt: new Date(extras.startedAt()).toISOString(),
@@ -100,5 +116,8 @@ export function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extras: Sta
       nextRetryAt: iso(m.nextRetryAt),
     })),
     quarantine: { directory: ctx.work.quarantine, unacknowledged: unacknowledgedQuarantine(ctx) },
+    credentials: credentialProblems(ctx),
   };
+  if (config) status.config = config;
+  return status;
 }

@@ -63,6 +63,41 @@ export interface MemberStatusView {
   nextRetryAt: string | null;
 }
 
+/** A credential of the config the NetHSM refused (401) at its last use; it stays until the NetHSM accepts it again. */
+export interface CredentialProblemView {
+  /** Config path: `nethsm.credentials.admin`. */
+  setting: string;
+  /** `nethsm-admin` (the shipped unit's systemd credential). */
+  name: string;
+  user: string;
+  /** Without it the daemon cannot replicate; `/health/ready` fails while it is refused. */
+  critical: boolean;
+  since: string;
+  error: string;
+}
+
+/** The config file on disk against what the daemon runs with. */
+export interface ConfigStatusView {
+  path: string;
+  /** SHA-256 of the file as the daemon last loaded it (at start or at the last successful reload). */
+  loadedDigest: string;
+  loadedAt: string;
+  /** SHA-256 of the file now; null when it cannot be read. */
+  fileDigest: string | null;
+  /** The file differs from what the daemon loaded: a reload (SIGHUP) would read it. */
+  changedOnDisk: boolean;
+  /** Settings whose value in the file differs from the running one and that only a restart applies (`peerApi.listen`). */
+  restartNeededFor: string[];
+  lastReload: {
+    at: string;
+    outcome: 'ok' | 'failed';
+    changed: string[];
+    restartNeededFor: string[];
+    errorCode: string | null;
+    error: string | null;
+  } | null;
+}
+
 export interface DaemonStatus {
   site: string;
   version: string;
@@ -74,4 +109,8 @@ export interface DaemonStatus {
    * the namespace their name tells. Absent from daemons that predate it.
    */
   quarantine?: { directory: string; unacknowledged: { file: string; namespace: string | null }[] };
+  /** Credentials the NetHSM refused (empty when it accepts every one it was asked about). */
+  credentials?: CredentialProblemView[];
+  /** The config file; absent when the daemon was started from a config object (tests, the demo). */
+  config?: ConfigStatusView;
 }

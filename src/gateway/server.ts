@@ -182,6 +182,19 @@ export class GatewayServer {
     return this.#port;
   }
 
+  /**
+   * Trusts the NetHSM's certificate another way from now on (config reload of `nethsm.tls`). Throws InputInvalidError
+   * for a bad trust, changing nothing.
+   */
+  setNethsmTrust(tls: TlsTrust): void {
+    this.#nethsm.setTrust(tls);
+  }
+
+  /** The gateway's log level from now on (config reload of `logging.level`; its logger is a child of the daemon's). */
+  setLogLevel(level: string): void {
+    this.#log.level = level;
+  }
+
   /** Starts listening. Idempotent; rejects when the address is taken. */
   start(): Promise<void> {
     this.#starting ??= new Promise<void>((resolve, reject) => {

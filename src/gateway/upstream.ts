@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import { InputInvalidError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { connectorFor, parseTrust, type TlsTrust } from '../nethsm/tls-trust.js';
+import { connectorFor, parseTrust, type TlsTrust, type TrustMode } from '../nethsm/tls-trust.js';
 
 export interface UpstreamOptions {
   /** `https://host:port`; a path (such as `/api/v1`) is ignored: the gateway forwards the client's own path. */
@@ -31,7 +31,10 @@ export interface UpstreamRequest {
 export class Upstream {
   readonly origin: string;
   readonly timeoutMs: number;
-  readonly #pool: Pool;
+  #pool: Pool;
+  #mode: TrustMode;
+  readonly #connections: number;
+  readonly #logger: Logger;
   #closed = false;
 
   /** Throws InputInvalidError for a URL that is not https or a bad TLS trust. */
@@ -47,16 +50,41 @@ export class Upstream {
     const trust = parseTrust(options.tls);
     this.timeoutMs = options.timeoutMs ?? 300_000;
     this.origin = url.origin;
+    this.#connections = options.connections ?? 16;
+    this.#logger = options.logger;
+    this.#mode = trust;
+    this.#pool = this.#newPool(trust);
+  }
+
+  #newPool(trust: TrustMode): Pool {
     if (trust.kind === 'insecure') {
-      options.logger.warn({ url: this.origin }, 'gateway: TLS certificate verification is disabled for this upstream (insecure: true)');
+      this.#logger.warn({ url: this.origin }, 'gateway: TLS certificate verification is disabled for this upstream (insecure: true)');
     }
-    this.#pool = new Pool(this.origin, {
-      connections: options.connections ?? 16,
+    return new Pool(this.origin, {
+      connections: this.#connections,
       connect: connectorFor(trust, Math.min(this.timeoutMs, 30_000)),
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
       keepAliveTimeout: 10_000,
     });
+  }
+
+  /**
+   * Trusts the upstream's certificate another way from now on (config reload): new requests use new connections;
+   * requests in flight finish on the old ones. Throws InputInvalidError for a bad trust, changing nothing.
+   */
+  setTrust(tls: TlsTrust): void {
+    const trust = parseTrust(tls);
+    if (this.#closed) return;
+    const old = this.#pool;
+    this.#pool = this.#newPool(trust);
+    this.#mode = trust;
+    void old.close().catch(() => undefined);
+  }
+
+  /** How the upstream's certificate is trusted now. */
+  get trust(): TrustMode {
+    return this.#mode;
   }
 
   /** Sends one request; resolves once response headers arrive (the body streams). Rejects with undici's error. */

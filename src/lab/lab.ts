@@ -5,12 +5,13 @@
  * backup onto an unprovisioned NetHSM (init-replica), unlock with A's unlock passphrase.
  * Everything listens on 127.0.0.1; nothing outlives `close()`.
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { TEST_SCRYPT } from '../backup/format.js';
+import { configDigest } from '../config/load.js';
 import { parseConfig } from '../config/parse.js';
 import { loadSecrets } from '../config/secrets.js';
 import type { ReplicatorConfig } from '../config/schema.js';
@@ -125,7 +126,10 @@ export class LabSite {
     const secrets = await loadSecrets(this.config, {});
     this.registry = new Registry();
     const logger = this.lab.options.logger?.(this.name) ?? labLogFile(this.name) ?? silentLogger;
-    const daemon = new Daemon({ config: this.config, secrets, logger, registry: this.registry, scrypt: TEST_SCRYPT, transportKeyBits: 2048 });
+    // The daemon knows its file (config.yaml, as written by the lab or edited by a test): reloadConfig() reads it.
+    const file = path.join(this.dir, 'config.yaml');
+    const configFile = { path: file, digest: configDigest(await readFile(file)), env: {} };
+    const daemon = new Daemon({ config: this.config, secrets, logger, registry: this.registry, scrypt: TEST_SCRYPT, transportKeyBits: 2048, configFile });
     await daemon.start();
     this.daemon = daemon;
     return daemon;
@@ -272,7 +276,7 @@ nethsm:
     admin: { user: admin, passphrase: ${secret(LAB_PASSPHRASES.admin)} }
     metrics: { user: metrics, passphrase: ${secret(LAB_PASSPHRASES.metrics)} }
     operator: { user: operator, passphrase: ${secret(LAB_PASSPHRASES.operator)} }
-peers:
+peers:${names.length > 1 ? '' : ' []'}
 ${names
   .filter((n) => n !== name)
   .map((n) => `  - { name: ${n}, url: "https://127.0.0.1:${this.peerPorts.get(n)}" }`)

@@ -26,7 +26,7 @@ describe('blame', () => {
     expect(blameOf(new NetHsmNotOperationalError('Locked'))).toBe('device');
     expect(blameOf(new NetHsmUnreachableError('down'))).toBe('device');
     expect(blameOf(new NetHsmHttpError(503, undefined, {}))).toBe('device');
-    expect(blameOf(new NetHsmCredentialRefusedError('401'))).toBe('device');
+    expect(blameOf(new NetHsmCredentialRefusedError({ setting: 'nethsm.credentials.operator', name: 'root Operator' }, {}))).toBe('device');
   });
 
   it('counts local conditions against nobody', () => {

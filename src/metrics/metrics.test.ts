@@ -195,7 +195,7 @@ describe('sync failure reasons', () => {
     expect(syncFailureReason({ code: 'NHR_ERR_ROLE_STALE_EPOCH' })).toBe('epoch_conflict');
     expect(syncFailureReason({ code: 'NHR_ERR_STATE_OPEN_FAILED' })).toBe('state_store');
     expect(syncFailureReason(new NetHsmNotOperationalError('locked'))).toBe('nethsm_not_operational');
-    expect(syncFailureReason(new NetHsmCredentialRefusedError('401'))).toBe('nethsm_credential_refused');
+    expect(syncFailureReason(new NetHsmCredentialRefusedError({ setting: 'nethsm.credentials.operator', name: 'root Operator' }, {}))).toBe('nethsm_credential_refused');
     expect(syncFailureReason({ code: 'NHR_ERR_SYNC_RACE' })).toBe('restore_guard');
     expect(syncFailureReason({ code: 'NHR_ERR_GATEWAY_DRAIN_TIMEOUT' })).toBe('restore_guard');
     expect(syncFailureReason({ code: 'NHR_ERR_SYNC_VERIFY_FAILED' })).toBe('verify_failed');

@@ -17,10 +17,11 @@ import { InputInvalidError, NetHsmHttpError, NetHsmResponseInvalidError, OutputE
 import { silentLogger, type Logger } from '../log.js';
 import type { components } from './api-types.js';
 import { contentTypeFor, newBoundary, restoreBody, twoPartBuffer } from './multipart.js';
-import { Transport, type RequestSpec } from './transport.js';
+import { Transport, type CredentialLabel, type CredentialObserver, type RequestAuth, type RequestSpec } from './transport.js';
 import type { TlsTrust } from './tls-trust.js';
 
 export type { TlsTrust } from './tls-trust.js';
+export type { CredentialLabel, CredentialObserver } from './transport.js';
 
 type S = components['schemas'];
 export type InfoData = S['InfoData'];
@@ -53,6 +54,8 @@ export interface NetHsmClientOptions {
   /** Keep-alive connections in the pool (default 8). */
   connections?: number;
   logger?: Logger;
+  /** Told when a credential labelled with `withAuth(…, label)` is refused (401) or accepted (2xx). */
+  onCredential?: CredentialObserver;
 }
 
 export interface ListKeysOptions {
@@ -67,13 +70,14 @@ const kDerive = Symbol('derive');
 interface DeriveInit {
   [kDerive]: Transport;
   auth: { username: string; password: string };
+  credential?: CredentialLabel;
 }
 
 const enc = encodeURIComponent;
 
 export class NetHsmClient {
   readonly #transport: Transport;
-  readonly #authorization: string | undefined;
+  readonly #auth: RequestAuth | undefined;
   /** The client that created the pool closes it; derived clients do not. */
   readonly #owner: boolean;
   readonly username: string | undefined;
@@ -88,13 +92,28 @@ export class NetHsmClient {
       this.#transport = new Transport({ ...options, logger: options.logger ?? silentLogger });
       this.#owner = true;
     }
-    this.#authorization = options.auth ? basic(options.auth.username, options.auth.password) : undefined;
+    const credential = kDerive in options ? options.credential : undefined;
+    this.#auth = options.auth
+      ? { header: basic(options.auth.username, options.auth.password), user: options.auth.username, ...(credential ? { credential } : {}) }
+      : undefined;
     this.username = options.auth?.username;
   }
 
-  /** A client with other credentials on the same pool. Its `close()` is a no-op; closing this client closes both. */
-  withAuth(username: string, password: string): NetHsmClient {
-    return new NetHsmClient({ [kDerive]: this.#transport, auth: { username, password } } as unknown as NetHsmClientOptions);
+  /**
+   * A client with other credentials on the same pool. Its `close()` is a no-op; closing this client closes both.
+   * `credential` names the config setting the credential comes from: a 401 then is a NetHsmCredentialRefusedError
+   * naming it, and the pool's `onCredential` observer hears of refusals and successes.
+   */
+  withAuth(username: string, password: string, credential?: CredentialLabel): NetHsmClient {
+    return new NetHsmClient({ [kDerive]: this.#transport, auth: { username, password }, ...(credential ? { credential } : {}) } as unknown as NetHsmClientOptions);
+  }
+
+  /**
+   * Trusts the NetHSM's certificate another way from now on, for this client and every client sharing its pool
+   * (config reload). Throws InputInvalidError for a bad trust, changing nothing. Returns whether anything changed.
+   */
+  setTrust(tls: TlsTrust): boolean {
+    return this.#transport.setTrust(tls);
   }
 
   /** Closes the pool when this client created it (waits for running requests). Idempotent. */
@@ -105,7 +124,7 @@ export class NetHsmClient {
   // ---- requests --------------------------------------------------------------------------------
 
   async #send(spec: RequestSpec) {
-    return this.#transport.request(spec, this.#authorization);
+    return this.#transport.request(spec, this.#auth);
   }
 
   async #none(spec: RequestSpec): Promise<number> {
@@ -131,7 +150,7 @@ export class NetHsmClient {
   // ---- state and health ------------------------------------------------------------------------
 
   async info(): Promise<InfoData> {
-    const op = { method: 'GET', path: '/info', expect: [200] } as const;
+    const op = { method: 'GET', path: '/info', expect: [200], public: true } as const;
     const body = await this.#json(op);
     field(body, 'vendor', 'GET /info');
     field(body, 'product', 'GET /info');
@@ -139,25 +158,25 @@ export class NetHsmClient {
   }
 
   async healthState(): Promise<SystemState> {
-    return field(await this.#json({ method: 'GET', path: '/health/state', expect: [200] }), 'state', 'GET /health/state') as SystemState;
+    return field(await this.#json({ method: 'GET', path: '/health/state', expect: [200], public: true }), 'state', 'GET /health/state') as SystemState;
   }
 
   /** True when Operational (200), false when not (412). */
   async healthReady(): Promise<boolean> {
-    return (await this.#none({ method: 'GET', path: '/health/ready', expect: [200, 412] })) === 200;
+    return (await this.#none({ method: 'GET', path: '/health/ready', expect: [200, 412], public: true })) === 200;
   }
 
   /** True when Locked or Unprovisioned (200), false otherwise (412). */
   async healthAlive(): Promise<boolean> {
-    return (await this.#none({ method: 'GET', path: '/health/alive', expect: [200, 412] })) === 200;
+    return (await this.#none({ method: 'GET', path: '/health/alive', expect: [200, 412], public: true })) === 200;
   }
 
   async provision(body: ProvisionRequest): Promise<void> {
-    await this.#none({ method: 'POST', path: '/provision', json: body, expect: [204], secrets: [body.unlockPassphrase, body.adminPassphrase] });
+    await this.#none({ method: 'POST', path: '/provision', json: body, expect: [204], public: true, secrets: [body.unlockPassphrase, body.adminPassphrase] });
   }
 
   async unlock(passphrase: string): Promise<void> {
-    await this.#none({ method: 'POST', path: '/unlock', json: { passphrase }, expect: [204], secrets: [passphrase] });
+    await this.#none({ method: 'POST', path: '/unlock', json: { passphrase }, expect: [204], public: true, secrets: [passphrase] });
   }
 
   async lock(): Promise<void> {

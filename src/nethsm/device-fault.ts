@@ -43,15 +43,21 @@ export function asDeviceFault(err: unknown, account: DeviceAccount): unknown {
     });
   }
   if (err.status === 401 || err.status === 403 || err.status === 429) {
+    // Already named by a client labelled with its credential (error-map.ts): keep it.
+    if (err instanceof NetHsmCredentialRefusedError) return err;
     // The NetHSM answers 429 to an account for a second after one of its logins failed (FACTS §10): a retry soon after
     // a 401 meets it, and it means the same.
     const why =
       err.status === 401 ? 'wrong user name or passphrase' : err.status === 403 ? 'the account lacks the role for this call' : 'held back after a refused login';
-    return new NetHsmCredentialRefusedError(`this site's NetHSM refused the ${account.label} credential (${err.status}, ${why}) on ${operation}`, {
-      operation,
-      path: account.configPath,
-      cause: err,
-    });
+    return new NetHsmCredentialRefusedError(
+      { setting: account.configPath, name: account.label },
+      {
+        status: err.status,
+        operation,
+        cause: err,
+        message: `this site's NetHSM refused the ${account.label} credential (${err.status}, ${why}) on ${operation}`,
+      },
+    );
   }
   return err;
 }

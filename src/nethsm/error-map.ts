@@ -3,6 +3,7 @@
  * Contract: nothing produced here carries the Authorization header or a value listed as secret.
  */
 import {
+  NetHsmCredentialRefusedError,
   NetHsmHttpError,
   NetHsmTimeoutError,
   NetHsmTlsUntrustedError,
@@ -48,9 +49,16 @@ export function mapTransportError(err: unknown, operation: string, timeoutMs: nu
 /**
  * Builds the error for a NetHSM error answer. `body` is the (possibly empty, possibly non-JSON) response body;
  * the NetHSM `message` is taken from JSON bodies only. Every secret that was sent is replaced in the message,
- * since a validation message may quote the request.
+ * since a validation message may quote the request. `who` names the user the request logged in as; a 401 for a
+ * credential the config names (`who.credential`) is a NetHsmCredentialRefusedError naming that setting.
  */
-export function httpError(status: number, body: string, operation: string, secrets: readonly string[]): NetHsmHttpError {
+export function httpError(
+  status: number,
+  body: string,
+  operation: string,
+  secrets: readonly string[],
+  who: { user?: string | undefined; credential?: { setting: string; name: string } | undefined } = {},
+): NetHsmHttpError {
   let message: string | undefined;
   if (body.length > 0) {
     try {
@@ -62,7 +70,10 @@ export function httpError(status: number, body: string, operation: string, secre
       // Not JSON (e.g. `Not found` text from an unknown route): status alone says it.
     }
   }
-  return new NetHsmHttpError(status, message, { operation });
+  if (status === 401 && who.credential && who.user !== undefined) {
+    return new NetHsmCredentialRefusedError({ ...who.credential, user: who.user }, { operation, ...(message ? { nethsmMessage: message } : {}) });
+  }
+  return new NetHsmHttpError(status, message, { operation, ...(who.user !== undefined ? { user: who.user } : {}) });
 }
 
 /** Replaces every occurrence of each secret (of 4+ characters) and caps the length. */

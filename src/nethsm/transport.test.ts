@@ -12,6 +12,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   InputInvalidError,
   InternalError,
+  ERROR_CLASSES,
+  NetHsmCredentialRefusedError,
   NetHsmHttpError,
   NetHsmResponseInvalidError,
   NetHsmTimeoutError,
@@ -175,6 +177,42 @@ describe('error mapping', () => {
     expect(e.retryable).toBe(retryable);
     expect(isRetryable(e)).toBe(retryable);
     expect(e.code).toBe('NHR_ERR_NETHSM_HTTP');
+  });
+
+  it('says in the message itself what an answer without a message means, naming the user; no hint points "above"', async () => {
+    for (const [status, words] of [
+      [401, /^NetHSM answered 401 Unauthorized: it refused the credentials of user admin \(wrong passphrase, or no such user\) \(GET \/users\)$/],
+      [403, /^NetHSM answered 403 Forbidden: user admin may not do this \(its role or namespace\) \(GET \/users\)$/],
+      [500, /^NetHSM answered 500 Internal Server Error \(GET \/users\)$/],
+    ] as const) {
+      srv.handle((_req, res) => res.writeHead(status).end());
+      const err = (await client().listUsers().catch((e: unknown) => e)) as NetHsmHttpError;
+      expect(err.message).toMatch(words);
+      expect(err.hint).not.toMatch(/above/);
+    }
+    for (const C of ERROR_CLASSES) expect(C.defaultHint, C.code).not.toMatch(/ above/);
+  });
+
+  it('names the config setting of a credential the NetHSM refuses (NHR_ERR_NETHSM_CREDENTIAL_REFUSED) and tells whoever watches', async () => {
+    srv.handle((_req, res) => res.writeHead(401, { 'www-authenticate': 'Basic' }).end());
+    const seen: { setting: string; refused: boolean }[] = [];
+    const root = client({ auth: undefined, onCredential: (c, refused) => seen.push({ setting: c.setting, refused: refused !== undefined }) });
+    const admin = root.withAuth('admin', 'adminadmin', { setting: 'nethsm.credentials.admin', name: 'nethsm-admin' });
+    const err = (await admin.systemInfo().catch((e: unknown) => e)) as NetHsmCredentialRefusedError;
+    expect(err).toBeInstanceOf(NetHsmCredentialRefusedError);
+    expect(err).toBeInstanceOf(NetHsmHttpError);
+    expect(err.code).toBe('NHR_ERR_NETHSM_CREDENTIAL_REFUSED');
+    expect(err.status).toBe(401);
+    expect(err.setting).toBe('nethsm.credentials.admin');
+    expect(err.message).toBe('the NetHSM refused the nethsm-admin credential (nethsm.credentials.admin) for user admin: 401 Unauthorized on GET /system/info');
+    expect(err.hint).toMatch(/check-config/);
+    expect(seen).toEqual([{ setting: 'nethsm.credentials.admin', refused: true }]);
+    srv.handle((_req, res) => json(res, 200, { softwareVersion: '1', deviceId: 'x', firmwareVersion: '1', hardwareVersion: '1', softwareBuild: '1', firmwareBuild: '1', akPub: {}, pcr: {} }));
+    await admin.systemInfo();
+    expect(seen).toEqual([
+      { setting: 'nethsm.credentials.admin', refused: true },
+      { setting: 'nethsm.credentials.admin', refused: false },
+    ]);
   });
 
   it('keeps no NetHSM message for a non-JSON error body', async () => {

@@ -5,8 +5,8 @@
 import { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from '../log.js';
-import { InputInvalidError, InternalError, NetHsmResponseInvalidError } from '../errors.js';
-import { connectorFor, parseTrust, type TlsTrust } from './tls-trust.js';
+import { InputInvalidError, InternalError, NetHsmCredentialRefusedError, NetHsmResponseInvalidError } from '../errors.js';
+import { connectorFor, parseTrust, type TlsTrust, type TrustMode } from './tls-trust.js';
 import { httpError, mapTransportError } from './error-map.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -27,6 +27,29 @@ export interface RequestSpec {
   expect: readonly number[];
   /** Values sent in this request that must never appear in an error (passphrases, key material). */
   secrets?: readonly string[];
+  /** The endpoint needs no login (health, info, provision, unlock): its success says nothing about the credential. */
+  public?: boolean;
+}
+
+/** Which config setting a client's credential comes from, so a refusal can name it. */
+export interface CredentialLabel {
+  /** Config path: `nethsm.credentials.admin`. */
+  setting: string;
+  /** Short name operators know it by (the systemd credential of the shipped unit): `nethsm-admin`. */
+  name: string;
+}
+
+/**
+ * Told the outcome of every request made with a labelled credential: `refused` set for a 401, undefined for a success
+ * (2xx). Other answers say nothing about the credential and are not reported.
+ */
+export type CredentialObserver = (credential: CredentialLabel & { user: string }, refused: NetHsmCredentialRefusedError | undefined) => void;
+
+/** The credential a request is sent with. */
+export interface RequestAuth {
+  header: string;
+  user: string;
+  credential?: CredentialLabel | undefined;
 }
 
 export interface TransportOptions {
@@ -35,6 +58,7 @@ export interface TransportOptions {
   timeoutMs?: number;
   connections?: number;
   logger: Logger;
+  onCredential?: CredentialObserver;
 }
 
 /** Largest non-streamed response body accepted (JSON lists of thousands of keys stay far below). */
@@ -46,7 +70,10 @@ export class Transport {
   readonly origin: string;
   readonly timeoutMs: number;
   readonly logger: Logger;
-  readonly #pool: Pool;
+  #pool: Pool;
+  #mode: TrustMode;
+  readonly #connections: number;
+  readonly #onCredential: CredentialObserver | undefined;
   #closed = false;
 
   /** Throws InputInvalidError for a bad URL or TLS trust. */
@@ -67,13 +94,36 @@ export class Transport {
     if (trust.kind === 'insecure') {
       this.logger.warn({ url: this.origin }, 'TLS certificate verification is disabled for this NetHSM (insecure: true)');
     }
-    this.#pool = new Pool(this.origin, {
-      connections: options.connections ?? 8,
+    this.#connections = options.connections ?? 8;
+    this.#onCredential = options.onCredential;
+    this.#mode = trust;
+    this.#pool = this.#newPool(trust);
+  }
+
+  #newPool(trust: TrustMode): Pool {
+    return new Pool(this.origin, {
+      connections: this.#connections,
       connect: connectorFor(trust, this.timeoutMs),
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
       keepAliveTimeout: 10_000,
     });
+  }
+
+  /**
+   * Trusts the NetHSM's certificate another way from now on (config reload): new requests go over new connections
+   * checked against `tls`; requests already running finish on the old connections, which then close. Throws
+   * InputInvalidError for a bad trust, changing nothing. Returns whether the trust changed.
+   */
+  setTrust(tls: TlsTrust): boolean {
+    const trust = parseTrust(tls);
+    if (sameTrust(trust, this.#mode) || this.#closed) return false;
+    const old = this.#pool;
+    this.#pool = this.#newPool(trust);
+    this.#mode = trust;
+    if (trust.kind === 'insecure') this.logger.warn({ url: this.origin }, 'TLS certificate verification is disabled for this NetHSM (insecure: true)');
+    void old.close().catch(() => undefined);
+    return true;
   }
 
   get closed(): boolean {
@@ -84,11 +134,11 @@ export class Transport {
    * Sends one request. Resolves with the response when its status is in `spec.expect` (body not yet read);
    * throws NetHsmHttpError, NetHsmTimeoutError, NetHsmUnreachableError, TlsPinMismatchError or NetHsmTlsUntrustedError.
    */
-  async request(spec: RequestSpec, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
+  async request(spec: RequestSpec, auth: RequestAuth | undefined): Promise<Dispatcher.ResponseData> {
     const operation = `${spec.method} ${spec.path}`;
     if (this.#closed) throw new InternalError(`NetHSM client used after close() (${operation})`, { operation });
     const headers: Record<string, string> = { accept: spec.accept ?? 'application/json' };
-    if (authorization !== undefined) headers.authorization = authorization;
+    if (auth !== undefined) headers.authorization = auth.header;
     let body: Buffer | Readable | undefined =
       spec.body === undefined || Buffer.isBuffer(spec.body) ? spec.body : Readable.from(spec.body, { objectMode: false });
     if (spec.json !== undefined) {
@@ -113,9 +163,15 @@ export class Transport {
       throw mapped;
     }
     this.logger.debug({ operation, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'NetHSM request');
-    if (spec.expect.includes(res.statusCode)) return res;
+    const labelled = auth?.credential ? { ...auth.credential, user: auth.user } : undefined;
+    if (spec.expect.includes(res.statusCode)) {
+      if (labelled && res.statusCode < 300 && spec.public !== true) this.#onCredential?.(labelled, undefined);
+      return res;
+    }
     const text = await readText(res, MAX_ERROR_BODY_BYTES, operation, this.timeoutMs, true);
-    throw httpError(res.statusCode, text, operation, spec.secrets ?? []);
+    const err = httpError(res.statusCode, text, operation, spec.secrets ?? [], { user: auth?.user, credential: auth?.credential });
+    if (labelled && err instanceof NetHsmCredentialRefusedError) this.#onCredential?.(labelled, err);
+    throw err;
   }
 
   /** Reads a whole (bounded) response body as text. */
@@ -150,6 +206,12 @@ export class Transport {
     this.#closed = true;
     await this.#pool.close();
   }
+}
+
+function sameTrust(a: TrustMode, b: TrustMode): boolean {
+  if (a.kind === 'ca' && b.kind === 'ca') return a.caPem === b.caPem;
+  if (a.kind === 'pin' && b.kind === 'pin') return a.fingerprint256 === b.fingerprint256;
+  return a.kind === b.kind;
 }
 
 function queryString(query: Record<string, string | undefined> | undefined): string {

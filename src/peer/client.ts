@@ -28,6 +28,7 @@ import {
   type PeerStatus,
 } from './messages.js';
 import type { PeerIdentity } from './identity.js';
+import { PASSPHRASE_CHECK_ENDPOINT, passphraseProofSchema, type PassphraseProof } from './passphrase-check.js';
 
 export interface PeerClientOptions {
   url: string;
@@ -47,21 +48,47 @@ const FILE_BODY_IDLE_MS = 5 * 60_000;
 
 export class PeerClient {
   readonly name: string;
-  private readonly agent: Agent;
+  private agent: Agent;
+  private identity: PeerIdentity;
   private readonly base: string;
   private readonly timeoutMs: number;
+  private readonly tls: PeerClientOptions['tls'];
 
   constructor(options: PeerClientOptions) {
     this.name = options.identity.name;
     this.base = options.url.replace(/\/+$/, '') + PEER_API_PREFIX;
     this.timeoutMs = options.timeoutMs ?? 30_000;
-    const expected = options.identity;
-    this.agent = new Agent({
+    this.tls = options.tls;
+    this.identity = { ...options.identity };
+    this.agent = this.newAgent(this.identity);
+  }
+
+  /** The pinned fingerprint the peer's certificate must have, if any. */
+  get fingerprint256(): string | undefined {
+    return this.identity.fingerprint256;
+  }
+
+  /**
+   * Pins another certificate (or none) from now on (config reload). Connections verified under the old pin are cut, so
+   * no request runs on them any more; a transfer in flight fails and is retried by its owner. Returns whether it changed.
+   */
+  setPin(fingerprint256: string | undefined): boolean {
+    if (fingerprint256 === this.identity.fingerprint256) return false;
+    const { fingerprint256: _old, ...rest } = this.identity;
+    this.identity = fingerprint256 === undefined ? rest : { ...rest, fingerprint256 };
+    const old = this.agent;
+    this.agent = this.newAgent(this.identity);
+    void old.destroy().catch(() => undefined);
+    return true;
+  }
+
+  private newAgent(expected: PeerIdentity): Agent {
+    return new Agent({
       keepAliveTimeout: 30_000,
       connect: {
-        ca: options.tls.caPem,
-        cert: options.tls.certPem,
-        key: options.tls.keyPem,
+        ca: this.tls.caPem,
+        cert: this.tls.certPem,
+        key: this.tls.keyPem,
         minVersion: 'TLSv1.3',
         checkServerIdentity: (_host: string, cert: PeerCertificate) => {
           const cn = Array.isArray(cert.subject?.CN) ? undefined : cert.subject?.CN;
@@ -97,6 +124,14 @@ export class PeerClient {
   async certificate(namespace: string, keyId: string): Promise<{ contentType: string; data: Buffer } | null> {
     const a = await this.json('GET', `/namespaces/${encodeURIComponent(namespace)}/keys/${encodeURIComponent(keyId)}/cert`, undefined, certificateAnswerSchema);
     return a.contentType === null ? null : { contentType: a.contentType, data: Buffer.from(a.data, 'base64') };
+  }
+
+  /**
+   * Asks the peer to seal `challenge` under its replication passphrase (src/peer/passphrase-check.ts); open the answer
+   * with `openPassphraseProof`. PeerRefusedError 404 from a peer without the check, 429 when asked too often.
+   */
+  async replicationPassphraseProof(challenge: Buffer): Promise<PassphraseProof> {
+    return this.json('POST', PASSPHRASE_CHECK_ENDPOINT, { challenge: challenge.toString('base64') }, passphraseProofSchema, 120_000);
   }
 
   /** Asks the peer (a replica) to pull the namespace now. */

@@ -15,6 +15,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { NO_LOG_PARAM, parseLogParam, parsePosition } from '../stream/protocol.js';
 import type { TransportKeyInfo } from '../stream/transport-key.js';
 import { identifyPeer, type PeerIdentity } from './identity.js';
+import { PASSPHRASE_CHECK_ENDPOINT, PassphraseCheckLimiter, passphraseCheckRequestSchema, type PassphraseProof } from './passphrase-check.js';
 import {
   PEER_API_PREFIX,
   SNAPSHOT_EPOCH_HEADER,
@@ -58,6 +59,11 @@ export interface PeerHandlers {
     signal: AbortSignal,
     log?: string | null,
   ): Promise<AsyncIterable<string>>;
+  /**
+   * Seals `challenge` under this site's replication passphrase (src/peer/passphrase-check.ts), so the asking site can
+   * tell whether it has the same passphrase. Rate-limited per peer by the server.
+   */
+  replicationPassphraseProof?(peer: string, challenge: Buffer): Promise<PassphraseProof>;
 }
 
 export interface PeerServerOptions {
@@ -69,6 +75,8 @@ export interface PeerServerOptions {
   logger?: Logger;
   /** Longest a TLS handshake may take; then the connection is destroyed. Default 10 s. */
   handshakeTimeoutMs?: number;
+  /** Bounds replication passphrase checks per peer (default: 5 a minute, one at a time). */
+  passphraseCheckLimiter?: PassphraseCheckLimiter;
   /**
    * Longest a request may take to arrive, head and body (bodies are small JSON); the head alone gets at most 10 s.
    * Then the connection is cut. Long-lived answers (the change stream) are not bounded by it. Default 30 s.
@@ -83,9 +91,21 @@ export class PeerServer {
   /** Every raw connection, from accept to close (close() destroys them). */
   private readonly sockets = new Set<Socket>();
   private readonly log: Logger;
+  private peers: readonly PeerIdentity[];
+  private readonly passphraseChecks: PassphraseCheckLimiter;
 
   constructor(private readonly options: PeerServerOptions) {
     this.log = options.logger ?? silentLogger;
+    this.peers = options.peers;
+    this.passphraseChecks = options.passphraseCheckLimiter ?? new PassphraseCheckLimiter();
+  }
+
+  /**
+   * The configured peers from now on (config reload: a changed pin). Every request is matched against them, also on
+   * connections opened before, so a peer whose pin no longer matches is refused at its next request.
+   */
+  setPeers(peers: readonly PeerIdentity[]): void {
+    this.peers = peers.map((p) => ({ ...p }));
   }
 
   /** The bound port (after start). */
@@ -145,7 +165,7 @@ export class PeerServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const peer = identifyPeer((req.socket as TLSSocket).getPeerCertificate(), this.options.peers);
+    const peer = identifyPeer((req.socket as TLSSocket).getPeerCertificate(), this.peers);
     if (!peer) {
       this.log.warn({ remote: req.socket.remoteAddress }, 'peer request with an unknown certificate refused');
       return sendJson(res, 403, { error: { code: 'NHR_ERR_PEER_IDENTITY', message: 'certificate is not a configured peer' } });
@@ -158,11 +178,11 @@ export class PeerServer {
         err instanceof NhrError
           ? { error: { code: err.code, message: err.message, ...(err.epoch !== undefined ? { epoch: err.epoch } : {}) } }
           : err instanceof BadRequest
-            ? { error: { code: 'NHR_ERR_PEER_MESSAGE_INVALID', message: err.message } }
+            ? { error: { code: err.code, message: err.message } }
             : { error: { code: 'NHR_ERR_INTERNAL', message: 'internal error' } };
       if (status === 500) this.log.error({ err, peer: peer.name }, 'peer request failed');
       if (res.headersSent) res.destroy();
-      else sendJson(res, status, body);
+      else sendJson(res, status, body, err instanceof BadRequest ? err.headers : undefined);
     }
   }
 
@@ -217,6 +237,22 @@ export class PeerServer {
       if (!h.transportKey) throw new BadRequest(404, 'this site publishes no transport key');
       return sendJson(res, 200, await h.transportKey(peer));
     }
+    if (path === `${PEER_API_PREFIX}${PASSPHRASE_CHECK_ENDPOINT}`) {
+      method(req, 'POST');
+      if (!h.replicationPassphraseProof) throw new BadRequest(404, 'this site offers no replication passphrase check');
+      const { challenge } = parse(passphraseCheckRequestSchema, await readJson(req), 'body');
+      const wait = this.passphraseChecks.take(peer);
+      if (wait !== undefined) {
+        const seconds = Math.max(1, Math.ceil(wait / 1000));
+        throw new BadRequest(429, `too many replication passphrase checks from ${peer}; retry in ${seconds}s`, 'NHR_ERR_PEER_REFUSED', { 'retry-after': String(seconds) });
+      }
+      try {
+        this.log.info({ peer }, 'replication passphrase check');
+        return sendJson(res, 200, await h.replicationPassphraseProof(peer, Buffer.from(challenge, 'base64')));
+      } finally {
+        this.passphraseChecks.release(peer);
+      }
+    }
     const cert = /^\/peer\/v1\/namespaces\/([^/]+)\/keys\/([^/]+)\/cert$/.exec(path);
     if (cert) {
       method(req, 'GET');
@@ -261,6 +297,8 @@ class BadRequest extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly code = 'NHR_ERR_PEER_MESSAGE_INVALID',
+    readonly headers?: Record<string, string>,
   ) {
     super(message);
   }
@@ -293,8 +331,8 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

@@ -75,6 +75,21 @@ describe('scheduler', () => {
     }
   });
 
+  it('reschedules a job (config reload): the new expression takes effect, an invalid one changes nothing', async () => {
+    let runs = 0;
+    const s = new Scheduler({ jobs: [{ name: 'alpha', schedule: '0 0 1 1 *', run: async () => void runs++ }] });
+    await s.start();
+    const yearly = s.nextRun('alpha')!;
+    await expect(s.reschedule('alpha', 'every second')).rejects.toThrow(/"every second" is not a valid cron/);
+    expect(s.nextRun('alpha')).toEqual(yearly);
+    await expect(s.reschedule('beta', '* * * * * *')).rejects.toThrow(InputInvalidError);
+    expect(await s.reschedule('alpha', '0 0 1 1 *')).toBe(false);
+    expect(await s.reschedule('alpha', '* * * * * *')).toBe(true);
+    expect(s.nextRun('alpha')!.getTime()).toBeLessThan(yearly.getTime());
+    await waitFor(() => runs >= 1, 'a run on the new schedule', 5000);
+    await s.close();
+  });
+
   it('refuses an invalid cron expression, naming it', () => {
     expect(() => assertValidCron('*/5 * *', 'namespaces[0].schedule')).toThrow(InputInvalidError);
     expect(() => new Scheduler({ jobs: [{ name: 'x', schedule: 'every minute', run: async () => 0 }] })).toThrow(/"every minute" is not a valid cron/);

@@ -34,30 +34,68 @@ export function assertValidCron(expression: string, where: string): void {
 
 export class Scheduler {
   private tasks = new Map<string, ScheduledTask>();
+  private readonly jobs = new Map<string, Job>();
+  private readonly running = new Set<string>();
   private readonly log: Logger;
 
   constructor(private readonly options: SchedulerOptions) {
     this.log = options.logger ?? silentLogger;
-    for (const job of options.jobs) assertValidCron(job.schedule, `schedule of ${job.name}`);
+    for (const job of options.jobs) {
+      assertValidCron(job.schedule, `schedule of ${job.name}`);
+      this.jobs.set(job.name, { ...job });
+    }
   }
 
   async start(): Promise<void> {
     if (this.tasks.size > 0) return;
-    for (const job of this.options.jobs) {
-      const task = cron.schedule(
-        job.schedule,
-        () => this.bounded(job),
-        {
-          name: job.name,
-          noOverlap: true,
-          unref: true,
-          suppressMissedWarning: true,
-          logger: this.cronLogger(job.name),
-          ...(this.options.timezone ? { timezone: this.options.timezone } : {}),
-        },
-      );
-      this.tasks.set(job.name, task);
+    for (const job of this.jobs.values()) this.tasks.set(job.name, this.schedule(job));
+  }
+
+  /**
+   * Runs job `name` on `schedule` from now on (config reload). A run in progress finishes; the next tick follows the new
+   * expression. Throws InputInvalidError for an invalid expression or an unknown job, changing nothing. Returns
+   * whether the schedule changed.
+   */
+  async reschedule(name: string, schedule: string): Promise<boolean> {
+    const job = this.jobs.get(name);
+    if (!job) throw new InputInvalidError(`no scheduled job ${name}`);
+    assertValidCron(schedule, `schedule of ${name}`);
+    if (job.schedule === schedule) return false;
+    job.schedule = schedule;
+    const old = this.tasks.get(name);
+    if (old) {
+      this.tasks.set(name, this.schedule(job));
+      await old.destroy();
     }
+    return true;
+  }
+
+  /** A node-cron task for `job`; a tick while the job's previous run still runs is skipped, across reschedules too. */
+  private schedule(job: Job): ScheduledTask {
+    return cron.schedule(
+      job.schedule,
+      async () => {
+        if (this.running.has(job.name)) {
+          this.log.debug({ job: job.name }, 'scheduler: previous run still running; tick skipped');
+          return;
+        }
+        this.running.add(job.name);
+        try {
+          // Bounded: a run that hangs holds its job at most maxRunMs, then later ticks start it again.
+          await this.bounded(job);
+        } finally {
+          this.running.delete(job.name);
+        }
+      },
+      {
+        name: job.name,
+        noOverlap: true,
+        unref: true,
+        suppressMissedWarning: true,
+        logger: this.cronLogger(job.name),
+        ...(this.options.timezone ? { timezone: this.options.timezone } : {}),
+      },
+    );
   }
 
   /**

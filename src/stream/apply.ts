@@ -15,7 +15,7 @@
  * retry with backoff: a NetHSM that is not Operational (NetHsmNotOperationalError), a refused credential of the
  * replication account or the root Operator (NetHsmCredentialRefusedError), transient NetHSM failures (unchanged).
  */
-import { NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamLogChangedError, StreamOutOfOrderError } from '../errors.js';
+import { NetHsmCredentialRefusedError, NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamLogChangedError, StreamOutOfOrderError } from '../errors.js';
 import type { NetHsmClient, PrivateKey } from '../nethsm/client.js';
 import { asDeviceFault, replicationAccount } from '../nethsm/device-fault.js';
 import type { AppliedOutcome } from '../state/applied-repo.js';
@@ -151,7 +151,8 @@ export async function makeEffect(deps: ApplyDeps, namespace: string, line: Chang
     // Locked (412) and refused credentials (401/403) are conditions of this site, not of the change: nothing a snapshot
     // could fix. They propagate as their cause, and the stream retries the change with backoff.
     const err = asDeviceFault(caught, replicationAccount(namespace, c.username));
-    if (err instanceof NetHsmHttpError && !err.retryable) {
+    // A refused credential is this site's condition, retried with its cause (not a change to give up on for a snapshot).
+    if (err instanceof NetHsmHttpError && !err.retryable && !(err instanceof NetHsmCredentialRefusedError)) {
       throw new StreamApplyFailedError(`change ${line.epoch}.${line.seq} (${line.kind}) refused by this NetHSM: ${err.status} ${err.nethsmMessage ?? ''}`.trim(), {
         namespace,
         cause: err,

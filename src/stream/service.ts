@@ -7,6 +7,7 @@
 import { GenerateRequestInvalidError, InternalError, NamespaceUnknownError } from '../errors.js';
 import type { LoadedSecrets } from '../config/secrets.js';
 import { NETHSM_MEMBER, type SiteContext } from '../daemon/context.js';
+import { ROOT_CREDENTIALS, replicationCredential } from '../daemon/credentials.js';
 import { generateForImportAsync } from '../keygen/index.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import type { LoggedChange } from '../state/changelog-repo.js';
@@ -60,13 +61,16 @@ export class StreamService {
   constructor(o: StreamServiceOptions) {
     this.#o = o;
     const { ctx, secrets } = o;
-    for (const [ns, cred] of Object.entries(secrets.namespaces)) this.#clients.set(ns, ctx.nethsm.pool.withAuth(cred.username, cred.password));
+    for (const [i, n] of ctx.config.namespaces.entries()) {
+      const cred = secrets.namespaces[n.name];
+      if (cred) this.#clients.set(n.name, ctx.nethsm.pool.withAuth(cred.username, cred.password, replicationCredential(i, n.name)));
+    }
     const op = secrets.nethsm.operator;
     this.transportKey = op
       ? new TransportKey({
           site: ctx.site,
           admin: ctx.nethsm.admin,
-          operator: ctx.nethsm.pool.withAuth(op.username, op.password),
+          operator: ctx.nethsm.pool.withAuth(op.username, op.password, ROOT_CREDENTIALS.operator),
           logger: ctx.log,
           ...(o.transportKeyBits ? { bits: o.transportKeyBits } : {}),
         })

@@ -38,6 +38,12 @@ describe('deploy/nethsm-replicator.service', () => {
     expect(directives().get('StateDirectory')).toEqual(['nethsm-replicator']);
   });
 
+  it('reloads the config with SIGHUP (systemctl reload), which the daemon handles instead of dying', () => {
+    expect(directives().get('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
+    const run = readFileSync(path.join(REPO, 'src', 'daemon', 'run.ts'), 'utf8');
+    expect(run).toMatch(/process\.on\('SIGHUP'/);
+  });
+
   it('hands every secret over as a credential, never through the environment', () => {
     const creds = (directives().get('LoadCredential') ?? []).map((v) => v.split(':')[0]);
     expect(creds).toEqual(expect.arrayContaining([

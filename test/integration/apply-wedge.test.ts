@@ -129,15 +129,15 @@ describe('applies never wedge', () => {
       await b.stopDaemon();
       await b.startDaemon();
       await importAt(a, 'operator-refused-1');
-      await statusShows(b, 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED', /root Operator/);
+      await statusShows(b, 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED', /nethsm\.credentials\.operator/);
       // A snapshot sync needs no Operator: it runs, and its answer names the stream's failure.
       const { answer, error } = await manualSync(b);
       expect(error).toBeUndefined();
       expect(answer).toMatchObject({ outcome: 'applied' });
-      expect(String(answer!.streamLastError)).toMatch(/root Operator/);
+      expect(String(answer!.streamLastError)).toMatch(/nethsm\.credentials\.operator/);
       peerNotBlamed(b);
       await importAt(a, 'operator-refused-2');
-      await statusShows(b, 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED', /root Operator/);
+      await statusShows(b, 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED', /nethsm\.credentials\.operator/);
     } finally {
       await use(b.client(), (c) => c.setUserPassphrase('operator', LAB_PASSPHRASES.operator));
     }
