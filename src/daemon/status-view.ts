@@ -37,6 +37,7 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     lagLimitSeconds: cfg.maxLagForPromoteMs / 1000,
     nextScheduledSync: iso(extras?.nextRun(name)?.getTime() ?? null),
     stream: ctx.streamStatus?.(name) ?? null,
+    ...(cfg.failover === 'automatic' ? { failover: ctx.failoverStatus?.(name) ?? null } : {}),
   };
 }
 

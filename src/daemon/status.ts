@@ -23,6 +23,18 @@ export interface NamespaceStatus {
   nextScheduledSync: string | null;
   /** The change stream: at a replica its puller, at the primary the head of the change log. */
   stream?: StreamStatusView | null;
+  /** Automatic failover (docs/failover.md): the lease, the leader key, and why this site does what it does. */
+  failover?: FailoverStatusView | null;
+}
+
+export interface FailoverStatusView {
+  mode: 'automatic';
+  leaseValid: boolean;
+  leaseValidForMs: number | null;
+  leader: { site: string; epoch: number } | null;
+  /** The last decision, or why nothing happens (e.g. "stepped down: the etcd lease was not renewed in time …"). */
+  state: string;
+  lastError: string | null;
 }
 
 export interface StreamStatusView {
