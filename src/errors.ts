@@ -551,6 +551,24 @@ export class RoleStateChangedError extends NhrError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Automatic failover (etcd)
+
+/** etcd did not answer (no member reachable, no majority, timeout). A primary that cannot renew stops writes. */
+export class FailoverEtcdUnreachableError extends NhrError {
+  static override readonly code = 'NHR_ERR_FAILOVER_ETCD_UNREACHABLE';
+  static override readonly defaultHint =
+    "Check this site's etcd member and the links to the other members and the witness (`etcdctl endpoint health --cluster`).";
+  static override readonly retryable = true;
+}
+
+/** An operator's promote with automatic failover on, while another site holds the leader key (its lease is live). */
+export class FailoverLeaderHeldError extends NhrError {
+  static override readonly code = 'NHR_ERR_FAILOVER_LEADER_HELD';
+  static override readonly defaultHint =
+    'The primary still holds the leader key: run `demote <ns> --to <this site>` at the primary for a switchover, or wait for its lease to expire.';
+}
+
+// ---------------------------------------------------------------------------------------------
 // Gateway (the NetHSM-compatible proxy applications use)
 
 /** A mutation for a namespace that is a replica (or fenced) at this site; names the primary site and epoch. */
@@ -795,6 +813,8 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   RoleHandoverFailedError,
   RoleSplitBrainError,
   RoleStateChangedError,
+  FailoverEtcdUnreachableError,
+  FailoverLeaderHeldError,
   GatewayReadOnlyError,
   GatewayCallRefusedError,
   GatewayRequestInvalidError,

@@ -91,6 +91,7 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     // Stepped down here, handed over to nobody: there is no primary to have synced from (the line above says so).
     if (steppedDown(ns, s.site)) continue;
     if (ns.role === 'fenced') out.push(`namespace ${ns.name} is FENCED at epoch ${ns.epoch} (primary is ${ns.primarySite}); it resyncs as a replica`);
+    if (ns.failover && !ns.failover.leaseValid) out.push(`namespace ${ns.name}: NO VALID ETCD LEASE (automatic failover): ${ns.failover.lastError ?? ns.failover.state}`);
     if (ns.role !== 'replica') continue;
     if (ns.lastSync?.outcome === 'failed') {
       out.push(`namespace ${ns.name}: last sync FAILED ${relativeTime(ns.lastSync.at, now)}${ns.lastSync.errorCode ? ` (${ns.lastSync.errorCode})` : ''}`);
@@ -176,6 +177,11 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   lines.push('');
   if (s.namespaces.length === 0) lines.push('no namespaces configured');
   else lines.push(table([['NAMESPACE', 'ROLE', 'EPOCH', 'PRIMARY', 'LAST SYNC', 'LAG / LIMIT', 'NEXT SYNC', 'FLAGS'], ...s.namespaces.map((ns) => namespaceRow(ns, now, s.site))]));
+  const automatic = s.namespaces.filter((ns) => ns.failover);
+  if (automatic.length > 0) {
+    lines.push('');
+    lines.push(table([['FAILOVER', 'LEASE', 'LEADER KEY', 'STATE'], ...automatic.map((ns) => failoverRow(ns))]));
+  }
   const streams = s.namespaces.filter((ns) => ns.stream);
   if (streams.length > 0) {
     lines.push('');
@@ -189,6 +195,14 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   if (problems.length === 0) lines.push('all ok');
   else for (const p of problems) lines.push(`PROBLEM: ${p}`);
   return lines.join('\n') + '\n';
+}
+
+/** Automatic failover (docs/failover.md): the lease, who holds the leader key, and why this site does what it does. */
+function failoverRow(ns: NamespaceStatus): string[] {
+  const f = ns.failover!;
+  const lease = f.leaseValid ? `valid ${shortDuration((f.leaseValidForMs ?? 0) / 1000)}` : 'NONE';
+  const leader = f.leader ? `${f.leader.site} @${f.leader.epoch}` : '-';
+  return [ns.name, lease, leader, f.lastError && !f.leaseValid ? `${f.state} (${f.lastError})` : f.state];
 }
 
 /** A replica of this very site: it stepped down (demote) and no site has taken over. */

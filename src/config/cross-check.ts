@@ -7,7 +7,7 @@
 import { tryParseDuration } from './duration.js';
 import { formatListenAddress, listenersConflict, parseListenAddress, type ListenAddress } from './listen.js';
 import { namespaceOfUser } from '../nethsm/ids.js';
-import { DEFAULT_GATEWAY_LIMITS, DEFAULT_HEALTH_LISTEN, DEFAULT_STATE_DIR, UNIX_SOCKET_PATH_MAX } from './schema.js';
+import { DEFAULT_ETCD, DEFAULT_GATEWAY_LIMITS, DEFAULT_HEALTH_LISTEN, DEFAULT_STATE_DIR, UNIX_SOCKET_PATH_MAX } from './schema.js';
 
 type Raw = Record<string, unknown>;
 
@@ -17,7 +17,7 @@ const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
 /** Problems found; empty when the cross-field rules hold. Pure. */
 export function crossCheck(raw: Raw): string[] {
-  return [...checkSites(raw), ...checkNamespaces(raw), ...checkListeners(raw), ...checkSocket(raw), ...checkGateway(raw), ...checkStream(raw)];
+  return [...checkSites(raw), ...checkNamespaces(raw), ...checkListeners(raw), ...checkSocket(raw), ...checkGateway(raw), ...checkStream(raw), ...checkEtcd(raw)];
 }
 
 function checkSites(raw: Raw): string[] {
@@ -138,5 +138,34 @@ function checkStream(raw: Raw): string[] {
   if (hbMs !== undefined && ageMs !== undefined && hbMs >= ageMs) {
     problems.push(`stream.heartbeatInterval (${hb ?? '5s'}) must be shorter than stream.retention.maxAge (${age ?? '7d'})`);
   }
+  return problems;
+}
+
+/**
+ * Automatic failover needs etcd; the lease is whole seconds (etcd grants TTLs in seconds) of at least 2 s, and the
+ * safety margin leaves the primary time to renew: at most half the lease. One scheme for every endpoint; client TLS
+ * needs both the certificate and its key.
+ */
+function checkEtcd(raw: Raw): string[] {
+  const problems: string[] = [];
+  const etcd = obj(raw.etcd);
+  if (etcd === undefined) {
+    list(raw.namespaces).forEach((n, i) => {
+      if (obj(n)?.failover === 'automatic') problems.push(`namespaces[${i}].failover "automatic" needs the etcd section (etcd.endpoints): the leader key lives there`);
+    });
+    return problems;
+  }
+  const ttlText = str(etcd.leaseTtl);
+  const marginText = str(etcd.safetyMargin);
+  const ttl = ttlText === undefined ? DEFAULT_ETCD.leaseTtlMs : tryParseDuration(ttlText);
+  const margin = marginText === undefined ? DEFAULT_ETCD.safetyMarginMs : tryParseDuration(marginText);
+  if (ttl !== undefined && ttl > 0 && (ttl % 1000 !== 0 || ttl < 2000)) problems.push(`etcd.leaseTtl (${ttlText}) must be a whole number of seconds, at least 2s (etcd grants leases in seconds)`);
+  if (ttl !== undefined && margin !== undefined && margin > 0 && margin * 2 > ttl) {
+    problems.push(`etcd.safetyMargin (${marginText ?? '3s'}) must be at most half of etcd.leaseTtl (${ttlText ?? '10s'}): the primary needs the rest to renew`);
+  }
+  const schemes = new Set(list(etcd.endpoints).flatMap((e) => (typeof e === 'string' && /^https?:/.test(e) ? [e.split(':')[0]] : [])));
+  if (schemes.size > 1) problems.push('etcd.endpoints mix http:// and https://; use one scheme for every member');
+  const tls = obj(etcd.tls);
+  if (tls && (tls.certFile === undefined) !== (tls.keyFile === undefined)) problems.push('etcd.tls.certFile and etcd.tls.keyFile go together (client certificate and its key)');
   return problems;
 }

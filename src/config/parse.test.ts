@@ -395,3 +395,43 @@ describe('parseConfig: the document itself', () => {
     }
   });
 });
+
+describe('parseConfig: etcd and automatic failover', () => {
+  const withEtcd = (d: Doc) => (d.etcd = { endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.1:2381', 'http://127.0.0.1:2383'] });
+
+  it('defaults to manual failover and no etcd', () => {
+    const c = parseConfig(toYaml(validConfigDoc()), {});
+    expect(c.namespaces[0]!.failover).toBe('manual');
+    expect(c.etcd).toBeUndefined();
+  });
+
+  it('reads the etcd section with its defaults and a namespace with automatic failover', () => {
+    const doc = validConfigDoc() as Doc;
+    withEtcd(doc);
+    doc.namespaces[0].failover = 'automatic';
+    const c = parseConfig(toYaml(doc), {});
+    expect(c.namespaces[0]!.failover).toBe('automatic');
+    expect(c.etcd).toEqual({ endpoints: doc.etcd.endpoints, prefix: '/nethsm-replicator', leaseTtlMs: 10_000, safetyMarginMs: 3_000 });
+    doc.etcd = { endpoints: ['https://etcd.witness.example:2379'], prefix: '/nhr/prod', leaseTtl: '6s', safetyMargin: '2s', tls: { caFile: '/etc/nhr/etcd-ca.crt', certFile: '/etc/nhr/etcd.crt', keyFile: '/etc/nhr/etcd.key' } };
+    expect(parseConfig(toYaml(doc), {}).etcd).toMatchObject({ prefix: '/nhr/prod', leaseTtlMs: 6_000, safetyMarginMs: 2_000, tls: { caFile: '/etc/nhr/etcd-ca.crt' } });
+  });
+
+  it('refuses automatic failover without etcd, naming the namespace', () => {
+    expectProblem((d) => (d.namespaces[0].failover = 'automatic'), 'namespaces[0].failover "automatic" needs the etcd section (etcd.endpoints): the leader key lives there');
+    expectProblem((d) => (d.namespaces[0].failover = 'sometimes'), /namespaces\[0\]\.failover/);
+  });
+
+  it('refuses bad endpoints, prefixes, lease and margin', () => {
+    expectProblem((d) => (d.etcd = { endpoints: [] }), /etcd\.endpoints must have at least 1/);
+    expectProblem((d) => (d.etcd = { endpoints: ['grpc://x:2379'] }), /etcd\.endpoints\[0\].*https:\/\//);
+    expectProblem((d) => (d.etcd = { endpoints: ['https://x'] }), /etcd\.endpoints\[0\].*must name the port/);
+    expectProblem((d) => (d.etcd = { endpoints: ['https://u:p@x:2379'] }), /etcd\.endpoints\[0\].*credentials/);
+    expectProblem((d) => (d.etcd = { endpoints: ['https://x:2379', 'http://y:2379'] }), 'etcd.endpoints mix http:// and https://; use one scheme for every member');
+    expectProblem((d) => (withEtcd(d), (d.etcd.prefix = 'nhr')), /etcd\.prefix.*must start with \//);
+    expectProblem((d) => (withEtcd(d), (d.etcd.leaseTtl = '1500ms')), /etcd\.leaseTtl \(1500ms\) must be a whole number of seconds, at least 2s/);
+    expectProblem((d) => (withEtcd(d), (d.etcd.leaseTtl = '1s')), /etcd\.leaseTtl \(1s\)/);
+    expectProblem((d) => (withEtcd(d), (d.etcd.safetyMargin = '6s')), /etcd\.safetyMargin \(6s\) must be at most half of etcd\.leaseTtl \(10s\)/);
+    expectProblem((d) => (withEtcd(d), (d.etcd.tls = { caFile: '/ca', certFile: '/c' })), 'etcd.tls.certFile and etcd.tls.keyFile go together (client certificate and its key)');
+    expectProblem((d) => (withEtcd(d), (d.etcd.bogus = 1)), /etcd.*bogus/);
+  });
+});

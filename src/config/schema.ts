@@ -67,6 +67,28 @@ export interface NamespaceConfig {
   readonly replicationUser: AccountRef;
   /** `replicated`: the gateway generates keys in the daemon and streams them (streaming issue). */
   readonly generate: 'device' | 'replicated';
+  /**
+   * `manual` (default): only the operator's promote moves the primary. `automatic`: the primary holds a lease-backed
+   * leader key in etcd (`etcd`), and a fresh replica takes it over when the lease expires (docs/failover.md).
+   */
+  readonly failover: 'manual' | 'automatic';
+}
+
+/** Defaults of the `etcd` section: a 10 s lease, writes stop 3 s before it could expire. */
+export const DEFAULT_ETCD = { prefix: '/nethsm-replicator', leaseTtlMs: 10_000, safetyMarginMs: 3_000 } as const;
+
+/**
+ * The etcd cluster automatic failover uses (one member per site plus a witness). `leaseTtlMs`: the leader key's
+ * lease (whole seconds, as etcd grants them); `safetyMarginMs`: a primary that has not renewed its lease stops taking
+ * writes this long before the lease could expire. `tls`: the cluster's CA and, for client-certificate auth, this
+ * site's client certificate and key.
+ */
+export interface EtcdConfig {
+  readonly endpoints: readonly string[];
+  readonly prefix: string;
+  readonly leaseTtlMs: number;
+  readonly safetyMarginMs: number;
+  readonly tls?: { readonly caFile: string; readonly certFile?: string; readonly keyFile?: string };
 }
 
 export interface ReplicatorConfig {
@@ -130,6 +152,8 @@ export interface ReplicatorConfig {
   readonly logging: { readonly level: LogLevel };
   /** Anti-entropy passes at replicas: compare inventories with the primary, repair via the API, snapshot the rest. */
   readonly antiEntropy: { readonly schedule: string };
+  /** Needed by namespaces with `failover: automatic`; absent: every namespace fails over manually. */
+  readonly etcd?: EtcdConfig;
 }
 
 export interface SchemaOptions {
@@ -287,6 +311,23 @@ function netHsmTrust(opts: SchemaOptions) {
     });
 }
 
+/** An etcd client URL: http(s)://host:port, nothing else (no credentials, path, query). */
+function etcdUrl() {
+  return z.string().superRefine((v, ctx) => {
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `"${v}" is not a URL` });
+      return;
+    }
+    if (u.username !== '' || u.password !== '') ctx.addIssue({ code: 'custom', message: 'must not carry credentials' });
+    else if (u.protocol !== 'https:' && u.protocol !== 'http:') ctx.addIssue({ code: 'custom', message: `"${v}" must be an https:// (or, on loopback, http://) URL` });
+    else if ((u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '') ctx.addIssue({ code: 'custom', message: `"${v}" must be scheme://host:port only` });
+    else if (u.port === '') ctx.addIssue({ code: 'custom', message: `"${v}" must name the port (etcd's client port is usually 2379)` });
+  });
+}
+
 const positiveInt = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]).pipe(z.number().int().min(1));
 
 /** The schema for one set of options; parse with `safeParse` and report every issue. */
@@ -298,6 +339,18 @@ export function buildConfigSchema(opts: SchemaOptions) {
     maxLagForPromote: duration('any'),
     replicationUser: account(opts, 'namespace'),
     generate: z.enum(['device', 'replicated']).default('device'),
+    failover: z.enum(['manual', 'automatic']).default('manual'),
+  });
+
+  const etcd = z.strictObject({
+    endpoints: z.array(etcdUrl()).min(1, 'must list at least one etcd member'),
+    prefix: z
+      .string()
+      .regex(/^\/[A-Za-z0-9_./-]*[A-Za-z0-9_.-]$/, 'must start with / and hold only letters, digits, _ . - and /, not ending in /')
+      .default(DEFAULT_ETCD.prefix),
+    leaseTtl: duration('positive').default(DEFAULT_ETCD.leaseTtlMs),
+    safetyMargin: duration('positive').default(DEFAULT_ETCD.safetyMarginMs),
+    tls: z.strictObject({ caFile: filePath(opts), certFile: filePath(opts).optional(), keyFile: filePath(opts).optional() }).optional(),
   });
 
   return z
@@ -373,6 +426,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
         }),
       logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
       antiEntropy: z.strictObject({ schedule: cronExpression().default(DEFAULT_ANTI_ENTROPY_SCHEDULE) }).default({ schedule: DEFAULT_ANTI_ENTROPY_SCHEDULE }),
+      etcd: etcd.optional(),
     })
     .transform((c): ReplicatorConfig => {
       const { maxAttempts, retryInterval } = c.recovery;
@@ -417,6 +471,17 @@ export function buildConfigSchema(opts: SchemaOptions) {
         },
         logging: c.logging,
         antiEntropy: c.antiEntropy,
+        ...(c.etcd
+          ? {
+              etcd: {
+                endpoints: c.etcd.endpoints,
+                prefix: c.etcd.prefix,
+                leaseTtlMs: c.etcd.leaseTtl,
+                safetyMarginMs: c.etcd.safetyMargin,
+                ...(c.etcd.tls ? { tls: c.etcd.tls } : {}),
+              },
+            }
+          : {}),
       };
     });
 }

@@ -1,7 +1,9 @@
 /**
  * The daemon: one per site. Owns every long-lived part, starts them in order and closes them in reverse:
- *   state directory lock → work dir → state store → peer API → stream → gateway → admin API → health endpoint →
- *   member monitor → scheduler.
+ *   state directory lock → work dir → state store → peer API → stream → leadership (automatic failover, with etcd) →
+ *   gateway → admin API → health endpoint → member monitor → scheduler.
+ * Leadership starts before the gateway: a restarted primary of an automatic namespace holds its etcd leader key again,
+ * or has stepped down, before any write reaches it.
  * The lock comes before anything touches the state directory: a second daemon on it stops there, changing nothing.
  * `start()` and `close()` are idempotent; `close()` lets an in-flight sync or failover step finish (a restore is never
  * cut in half) before stopping.
@@ -48,6 +50,7 @@ import {
   type SiteContext,
 } from './context.js';
 import { Failover } from './failover.js';
+import { Leadership } from '../failover/leadership.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus } from './peer-watch.js';
 import { unacknowledgedCounts } from './quarantine.js';
@@ -81,6 +84,8 @@ export class Daemon {
   readonly syncer: NamespaceSync;
   readonly failover: Failover;
   readonly stream: StreamService;
+  /** Automatic failover (undefined without an `etcd` section). */
+  readonly leadership: Leadership | undefined;
   private readonly peerServer: PeerServer;
   private readonly adminServer: AdminServer;
   private readonly healthServer: HealthServer;
@@ -156,6 +161,9 @@ export class Daemon {
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
+    this.leadership = config.etcd ? new Leadership(this.ctx, this.failover, config.etcd) : undefined;
+    this.failover.leaderGate = this.leadership;
+    this.ctx.failoverStatus = (ns) => this.leadership?.status(ns) ?? null;
     this.scheduler = new Scheduler({
       jobs: config.namespaces.flatMap((n) => [
         { name: n.name, schedule: n.schedule, run: () => this.scheduledSync(n.name) },
@@ -234,6 +242,7 @@ export class Daemon {
       }
       await this.peerServer.start();
       await this.stream.start();
+      await this.leadership?.start();
       await this.gateway?.start();
       await this.adminServer.start();
       this.healthPort = (await this.healthServer.start()).port;
@@ -265,6 +274,7 @@ export class Daemon {
     await stage('health', () => this.healthServer.close().catch(() => undefined));
     await stage('admin', () => this.adminServer.close());
     await stage('gateway', () => this.gateway?.close());
+    await stage('leadership', () => this.leadership?.close());
     await stage('stream', () => this.stream.close());
     await stage('peer API', () => this.peerServer.close());
     await stage('syncs', () => this.syncer.drain());

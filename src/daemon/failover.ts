@@ -37,7 +37,23 @@ export function isSteppedDown(row: RoleState, localSite: string): boolean {
   return row.role === 'replica' && row.primarySite === localSite;
 }
 
+/**
+ * Automatic failover's hold on promotes (src/failover/leadership.ts): for a namespace with `failover: automatic`, a
+ * promote first takes the etcd leader key, and its epoch is the one etcd assigned.
+ */
+export interface LeaderGate {
+  automatic(namespace: string): boolean;
+  /**
+   * Takes the namespace's leader key for this site. `handoverFrom`: the demoting primary whose key moves here (no gap);
+   * otherwise the key must be vacant (throws FailoverLeaderHeldError when another site's live lease holds it).
+   * Returns the term's epoch and a `release` that gives the key up again when the promote is then refused.
+   */
+  acquire(namespace: string, opts: { handoverFrom?: { site: string; epoch: number } }): Promise<{ epoch: number; release: () => Promise<void> }>;
+}
+
 export class Failover {
+  /** Set by the daemon when an etcd section is configured. */
+  leaderGate: LeaderGate | undefined;
   /** Fence procedures in flight, so shutdown can wait for them. */
   private readonly background = new Set<Promise<unknown>>();
   /** The fence running per namespace: a second caller (a recovery, the schedule) joins it instead of exporting twice. */
@@ -53,21 +69,29 @@ export class Failover {
   }
 
   /** `promote <ns>` at this site. Throws RolePromoteRefusedError (lag, failed sync, …) unless forced. */
-  async promote(namespace: string, opts: { force: boolean; actor: string }): Promise<PromoteResult> {
+  async promote(namespace: string, opts: { force: boolean; actor: string; handoverFrom?: { site: string; epoch: number } }): Promise<PromoteResult> {
     const { ctx } = this;
     const nsConfig = ctx.config.namespaces.find((n) => n.name === namespace);
     if (!nsConfig) throw new NamespaceUnknownError(`namespace ${namespace} is not replicated by this site (not in its config)`, { namespace });
     const before = ctx.store.roles.require(namespace);
     const peers = await this.peerViews(namespace);
-    const primaryAlive = peers.some((v) => v.site === before.primarySite && v.role === 'primary' && v.primarySite === before.primarySite && v.epoch === before.epoch);
-    const change = decidePromote(ctx.store, namespace, {
-      localSite: ctx.site,
-      force: opts.force,
-      maxLagMs: nsConfig.maxLagForPromoteMs,
-      peerEpochs: peers.map((v) => v.epoch),
-      primaryAlive,
-    });
-    const row = applyRoleChange(ctx.store, change, opts.actor);
+    const gate = this.leaderGate?.automatic(namespace) ? this.leaderGate : undefined;
+    // With automatic failover the leader key, not a peer poll, says whether the primary is alive.
+    const primaryAlive = !gate && peers.some((v) => v.site === before.primarySite && v.role === 'primary' && v.primarySite === before.primarySite && v.epoch === before.epoch);
+    const request = { localSite: ctx.site, force: opts.force, maxLagMs: nsConfig.maxLagForPromoteMs, peerEpochs: peers.map((v) => v.epoch), primaryAlive };
+    let change = decidePromote(ctx.store, namespace, request);
+    let row;
+    if (gate) {
+      // Refusals (lag, failed sync) come before the key is taken; then the term's epoch is etcd's.
+      const term = await gate.acquire(namespace, opts.handoverFrom ? { handoverFrom: opts.handoverFrom } : {});
+      try {
+        change = decidePromote(ctx.store, namespace, { ...request, epoch: term.epoch });
+        row = applyRoleChange(ctx.store, change, opts.actor);
+      } catch (err) {
+        await term.release();
+        throw err;
+      }
+    } else row = applyRoleChange(ctx.store, change, opts.actor);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, 'primary', row.epoch);
     ctx.metrics.promotionsTotal.inc({ namespace });
@@ -179,7 +203,7 @@ export class Failover {
       });
     }
     await this.syncer().sync(namespace, { actor: `peer:${peer}` });
-    const result = await this.promote(namespace, { force: false, actor: `handoff from ${peer}` });
+    const result = await this.promote(namespace, { force: false, actor: `handoff from ${peer}`, handoverFrom: { site: peer, epoch: fromEpoch } });
     return { epoch: result.epoch };
   }
 
@@ -201,7 +225,9 @@ export class Failover {
     const next = applyRoleChange(ctx.store, change, `peer:${claim.from}`);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, next.role, next.epoch);
-    if (next.role === 'fenced' && row.role === 'primary') {
+    // A primary, or one that stepped down when its etcd lease lapsed (fenced, still naming itself): quarantine first.
+    const wasPrimary = row.role === 'primary' || (row.role === 'fenced' && row.primarySite === ctx.site && next.primarySite !== ctx.site);
+    if (next.role === 'fenced' && wasPrimary) {
       ctx.metrics.fencingsTotal.inc({ namespace });
       ctx.log.warn({ namespace, epoch: next.epoch, primary: next.primarySite, from: claim.from }, 'fenced: a newer epoch has another primary');
       this.inBackground(this.fence(namespace, row.epoch));
@@ -259,6 +285,9 @@ export class Failover {
       await running;
       return;
     }
+    const row = this.ctx.store.roles.get(namespace);
+    // Stepped down (automatic failover) with no newer primary known yet: nothing to resync from; etcd names the next.
+    if (row?.role === 'fenced' && row.primarySite === this.ctx.site && this.leaderGate?.automatic(namespace)) return;
     const entries = this.ctx.store.audit.list({ namespace, limit: 100_000 });
     const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
     const quarantined = entries.slice(fencedAt + 1).some((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');

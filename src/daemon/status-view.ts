@@ -45,6 +45,7 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     nextScheduledSync: iso(extras?.nextRun(name)?.getTime() ?? null),
     stream: ctx.streamStatus?.(name) ?? null,
     noPrimary: noPrimary(ctx, row),
+    ...(cfg.failover === 'automatic' ? { failover: ctx.failoverStatus?.(name) ?? null } : {}),
   };
 }
 

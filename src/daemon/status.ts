@@ -30,6 +30,18 @@ export interface NamespaceStatus {
    * primary is unreachable, or answers but is not primary. `cause` in words, `try` the remedy. Absent from older daemons.
    */
   noPrimary?: { cause: string; try: string } | null;
+  /** Automatic failover (docs/failover.md): the lease, the leader key, and why this site does what it does. */
+  failover?: FailoverStatusView | null;
+}
+
+export interface FailoverStatusView {
+  mode: 'automatic';
+  leaseValid: boolean;
+  leaseValidForMs: number | null;
+  leader: { site: string; epoch: number } | null;
+  /** The last decision, or why nothing happens (e.g. "stepped down: the etcd lease was not renewed in time …"). */
+  state: string;
+  lastError: string | null;
 }
 
 export interface StreamStatusView {

@@ -28,6 +28,7 @@ export interface LabNamespace {
   primary: string;
   /** `replicated`: the gateway generates keys in the daemon and streams them. */
   generate?: 'device' | 'replicated';
+  failover?: 'manual' | 'automatic';
 }
 
 export interface LabOptions {
@@ -45,6 +46,8 @@ export interface LabOptions {
    * site. The simulator reads the table at each call, so a test may change it while the lab runs.
    */
   latency?: Partial<Record<string, number>> | ((site: string) => Partial<Record<string, number>>);
+  /** The `etcd` section per site (automatic failover): its endpoints (e.g. through a test proxy), lease and margin. */
+  etcd?: (site: string) => { endpoints: string[]; leaseTtl: string; safetyMargin: string; prefix?: string };
 }
 
 export const LAB_PASSPHRASES = {
@@ -299,9 +302,10 @@ ${(o.namespaces ?? [])
     primary: ${n.primary}
     schedule: "${o.schedule ?? '0 0 1 1 *'}"
     maxLagForPromote: ${o.maxLagForPromote ?? '1h'}
-    replicationUser: { user: "${n.name}~replicator", passphrase: ${secret(LAB_PASSPHRASES.replicator)} }${n.generate ? `\n    generate: ${n.generate}` : ''}`,
+    replicationUser: { user: "${n.name}~replicator", passphrase: ${secret(LAB_PASSPHRASES.replicator)} }${n.generate ? `\n    generate: ${n.generate}` : ''}${n.failover ? `\n    failover: ${n.failover}` : ''}`,
   )
   .join('\n')}
+${etcdYaml(o.etcd?.(name))}
 recovery: { retryInterval: ${o.retryInterval ?? '1s'} }
 stream: { heartbeatInterval: 1s, catchupDebounce: 100ms }
 logging: { level: info }
@@ -309,6 +313,11 @@ logging: { level: info }
     await writeFile(path.join(site.dir, 'config.yaml'), yaml, { mode: 0o600 });
     return parseConfig(yaml, {}, { baseDir: site.dir });
   }
+}
+
+function etcdYaml(e: ReturnType<NonNullable<LabOptions['etcd']>> | undefined): string {
+  if (!e) return '';
+  return `etcd: { endpoints: ${JSON.stringify(e.endpoints)}, leaseTtl: ${e.leaseTtl}, safetyMargin: ${e.safetyMargin}${e.prefix ? `, prefix: "${e.prefix}"` : ''} }`;
 }
 
 /** NHR_LAB_LOG=<file>: every lab daemon logs at debug to that file (diagnosing a multi-site test). */

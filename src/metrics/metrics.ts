@@ -135,6 +135,10 @@ export interface ReplicatorMetrics {
   readonly memberConsecutiveFailures: Gauge<'member'>;
   readonly promotionsTotal: Counter<'namespace'>;
   readonly fencingsTotal: Counter<'namespace'>;
+  /** Automatic failover: 1 while this daemon holds a safely valid etcd lease, 0 otherwise (absent without etcd). */
+  readonly failoverLeaseValid: Gauge;
+  readonly failoverStepDownsTotal: Counter<'namespace'>;
+  readonly failoverPromotionsTotal: Counter<'namespace'>;
   readonly driftEntries: Gauge<'namespace' | 'kind'>;
   readonly restoresTotal: Counter<'namespace' | 'outcome'>;
   /** Device backups the daemon took of its own NetHSM (snapshots, merges, verification); concurrent snapshots share one. */
@@ -204,6 +208,8 @@ const NAMESPACE_SERIES: SeriesTable = {
   syncFailuresTotal: { reason: SYNC_FAILURE_REASONS },
   promotionsTotal: {},
   fencingsTotal: {},
+  failoverStepDownsTotal: {},
+  failoverPromotionsTotal: {},
   driftEntries: { kind: DRIFT_KINDS },
   restoresTotal: { outcome: RESTORE_OUTCOMES },
   restoreForeignEntriesLostTotal: {},
@@ -391,6 +397,23 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     fencingsTotal: new Counter({
       name: name('fencings_total'),
       help: 'Times this site was fenced for the namespace (it met a higher epoch while primary).',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    failoverLeaseValid: new Gauge({
+      name: name('failover_lease_valid'),
+      help: 'Automatic failover: 1 while this daemon holds an etcd lease it renewed in time (primaries take writes only then).',
+      registers,
+    }),
+    failoverStepDownsTotal: new Counter({
+      name: name('failover_step_downs_total'),
+      help: 'Automatic failover: times a primary namespace here stopped taking writes because its etcd lease was not renewed in time or another site holds the leader key.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    failoverPromotionsTotal: new Counter({
+      name: name('failover_promotions_total'),
+      help: 'Automatic failover: promotions this site made by itself after the leader key expired.',
       labelNames: ['namespace'],
       registers,
     }),

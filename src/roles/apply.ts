@@ -58,6 +58,8 @@ export interface PromoteRequest {
   peerEpochs?: readonly number[];
   /** The current primary answered and still claims the namespace at this site's epoch (see PromoteInput). */
   primaryAlive?: boolean;
+  /** The etcd-assigned epoch of an automatic-failover term (see PromoteInput.epoch). */
+  epoch?: number;
   now?: number;
 }
 
@@ -79,5 +81,6 @@ export function decidePromote(store: StateStore, namespace: string, req: Promote
     lastSyncOk: position?.lastSyncOutcome === undefined ? undefined : position.lastSyncOutcome === 'ok',
     knownEpochs: [...(req.peerEpochs ?? []), ...[store.epochs.highest(namespace)].filter((e): e is number => e !== undefined)],
     ...(req.primaryAlive ? { primaryAlive: true } : {}),
+    ...(req.epoch !== undefined ? { epoch: req.epoch } : {}),
   });
 }

@@ -7,6 +7,8 @@ export {
   initialRole,
   observeEpoch,
   promote,
+  resumeLeadership,
+  stepDown,
   type EpochClaim,
   type Observation,
   type PromoteInput,

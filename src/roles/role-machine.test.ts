@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InternalError, PeerMessageInvalidError, PeerStaleEpochError, RoleNotPrimaryError, RolePromoteRefusedError, RoleSplitBrainError } from '../errors.js';
-import { completeResync, demote, initialRole, observeEpoch, promote, type PromoteInput } from './role-machine.js';
+import { completeResync, demote, initialRole, observeEpoch, promote, resumeLeadership, stepDown, type PromoteInput } from './role-machine.js';
 import type { RoleState } from './role.js';
 
 const A = 'berlin';
@@ -181,5 +181,25 @@ describe('completeResync', () => {
   it('refuses unless fenced with another site as primary', () => {
     expect(() => completeResync(replicaOfA, B)).toThrow(InternalError);
     expect(() => completeResync({ ...primaryA, role: 'fenced' }, A)).toThrow(InternalError);
+  });
+});
+
+describe('automatic failover transitions', () => {
+  it('promotes at the etcd-assigned epoch, and refuses one not above the known epochs', () => {
+    expect(promote(replicaOfA, { ...fresh, epoch: 9 }).to).toMatchObject({ role: 'primary', epoch: 9 });
+    expect(() => promote(replicaOfA, { ...fresh, epoch: 3, knownEpochs: [3] })).toThrow(InternalError);
+  });
+
+  it('steps a primary down to fenced at its epoch, still naming itself, and only a primary', () => {
+    const c = stepDown(primaryA, { localSite: A, reason: 'lease' });
+    expect(c).toMatchObject({ action: 'fence', to: { role: 'fenced', epoch: 3, primarySite: A }, detail: { stepDown: true, reason: 'lease' } });
+    expect(() => stepDown(replicaOfA, { localSite: B, reason: 'x' })).toThrow(RoleNotPrimaryError);
+  });
+
+  it('resumes a stepped-down primary at a higher epoch only', () => {
+    const stepped = { ...primaryA, role: 'fenced' as const };
+    expect(resumeLeadership(stepped, { localSite: A, epoch: 4 })).toMatchObject({ action: 'promote', to: { role: 'primary', epoch: 4, primarySite: A }, claim: { epoch: 4, learnedFrom: 'etcd' } });
+    expect(() => resumeLeadership(stepped, { localSite: A, epoch: 3 })).toThrow(InternalError);
+    expect(() => resumeLeadership(fencedB, { localSite: B, epoch: 9 })).toThrow(InternalError);
   });
 });

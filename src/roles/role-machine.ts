@@ -13,6 +13,8 @@
  *   fenced  --follow-->       fenced                   a higher epoch while fenced: still must resync
  *   fenced  --resync-->       replica                  after the quarantine export and a successful sync
  *   primary --split-brain-->  fenced                   another site claims the same epoch
+ *   primary --fence (stepDown)--> fenced               automatic failover: the etcd lease was not renewed in time
+ *   fenced  --promote (resumeLeadership)--> primary    that site takes the leader key again, no other term since
  *
  * Split brain (two primaries claim one epoch) can only come from concurrent forced promotes or lost state. Policy:
  * **both fence and alert**. Each site that is primary at that epoch fences itself when it sees the other's claim, so
@@ -61,6 +63,11 @@ export interface PromoteInput {
   knownEpochs: readonly number[];
   /** The current primary answered just now and still claims the namespace at this site's epoch (a switchover case). */
   primaryAlive?: boolean;
+  /**
+   * The epoch etcd assigned to this term (automatic failover: the leader key was taken at it). Must be above every
+   * known epoch; replaces highest known + 1.
+   */
+  epoch?: number;
 }
 
 /**
@@ -115,7 +122,7 @@ export function promote(state: RoleState, input: PromoteInput): RoleChange {
         : undefined;
     throw new RolePromoteRefusedError(`refusing to promote namespace ${ns}: ${why.join('; ')}`, { namespace: ns, epoch: state.epoch, reasons, ...(hint ? { hint } : {}) });
   }
-  const epoch = nextEpoch([state.epoch, ...input.knownEpochs]);
+  const epoch = termEpoch(state, input);
   return {
     action: 'promote',
     namespace: ns,
@@ -124,6 +131,37 @@ export function promote(state: RoleState, input: PromoteInput): RoleChange {
     claim: { epoch, primarySite: input.localSite, learnedFrom: 'local' },
     detail: { force: input.force, ...(reasons.length > 0 ? { overridden: reasons } : {}), previousPrimary: state.primarySite, lagMs: input.lagMs ?? null },
   };
+}
+
+function termEpoch(state: RoleState, input: PromoteInput): number {
+  const next = nextEpoch([state.epoch, ...input.knownEpochs]);
+  if (input.epoch === undefined) return next;
+  if (input.epoch < next) throw new InternalError(`namespace ${state.namespace}: the etcd-assigned epoch ${input.epoch} is not above the known epochs (next would be ${next})`);
+  return input.epoch;
+}
+
+/**
+ * Automatic failover: the primary could not renew its etcd lease in time and stops taking writes. It becomes
+ * `fenced` at the same epoch, still naming itself primary (nobody else is known yet): fenced refuses writes at the
+ * gateway and in the device barrier, and when a newer epoch shows up the fence procedure exports what this site holds
+ * to quarantine before it resyncs. Throws {@link RoleNotPrimaryError} when this site is not the primary.
+ */
+export function stepDown(state: RoleState, input: { localSite: string; reason: string }): RoleChange {
+  assertPrimary(state, input.localSite);
+  return { action: 'fence', namespace: state.namespace, from: state, to: { ...state, role: 'fenced' }, detail: { stepDown: true, reason: input.reason } };
+}
+
+/**
+ * Automatic failover: a site that stepped down (fenced, still naming itself primary) leads again at the etcd-assigned
+ * `epoch`, which is allowed only when no other term began since its own (the caller checked etcd's epoch floor): it
+ * holds everything it ever acknowledged, and nobody else wrote. Throws {@link InternalError} otherwise.
+ */
+export function resumeLeadership(state: RoleState, input: { localSite: string; epoch: number }): RoleChange {
+  if (state.role !== 'fenced' || state.primarySite !== input.localSite || input.epoch <= state.epoch) {
+    throw new InternalError(`namespace ${state.namespace}: only a stepped-down primary resumes, at a higher epoch (is ${state.role} of ${state.primarySite} at ${state.epoch})`);
+  }
+  const to: RoleState = { namespace: state.namespace, role: 'primary', epoch: input.epoch, primarySite: input.localSite };
+  return { action: 'promote', namespace: state.namespace, from: state, to, claim: { epoch: input.epoch, primarySite: input.localSite, learnedFrom: 'etcd' }, detail: { resumed: true, previousEpoch: state.epoch } };
 }
 
 /**

@@ -1,0 +1,188 @@
+/**
+ * The etcd side of automatic failover: one lease per daemon, and per namespace under `<prefix>/ns/<namespace>/`:
+ *   leader            {site, epoch} under the holder's lease: the namespace's primary for that epoch;
+ *   floor             the highest epoch a term ever took through etcd (never decreases);
+ *   candidates/<site> {positionTakenAt} under that site's lease: the copy each reachable site holds.
+ * Every change is one etcd transaction with compare-and-set on the revisions it read, so two sites can never both
+ * take the key, nor one epoch. The daemon implements no consensus: etcd does (as for Patroni). Every call is bounded
+ * (`callTimeoutMs`); a call that fails throws {@link FailoverEtcdUnreachableError}.
+ */
+import { readFileSync } from 'node:fs';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type Lease } from 'etcd3';
+import type { EtcdConfig } from '../config/schema.js';
+import { FailoverEtcdUnreachableError } from '../errors.js';
+import type { Candidate, LeaderRecord } from './leader-policy.js';
+
+export interface NamespaceKeys {
+  readonly leader: LeaderRecord | undefined;
+  readonly floor: number;
+  /** The floor key's mod revision ('0' when absent): the compare-and-set token of a new term. */
+  readonly floorRevision: string;
+  readonly candidates: readonly Candidate[];
+}
+
+export interface TakeRequest {
+  readonly site: string;
+  readonly epoch: number;
+  readonly lease: string;
+  /** The leader record being replaced (a handover, or this site's own under an old lease); undefined: it must be vacant. */
+  readonly expected: LeaderRecord | undefined;
+  readonly floorRevision: string;
+  /** The floor afterwards: max(floor, epoch). */
+  readonly floor: number;
+}
+
+export class LeaderStore {
+  private readonly client: Etcd3;
+  private lease: Lease | undefined;
+  private leaseId: string | undefined;
+
+  constructor(
+    private readonly config: EtcdConfig,
+    private readonly callTimeoutMs: number,
+  ) {
+    const tls = config.tls;
+    this.client = new Etcd3({
+      hosts: [...config.endpoints],
+      dialTimeout: callTimeoutMs,
+      ...(tls
+        ? {
+            credentials: {
+              rootCertificate: readFileSync(tls.caFile),
+              ...(tls.certFile && tls.keyFile ? { certChain: readFileSync(tls.certFile), privateKey: readFileSync(tls.keyFile) } : {}),
+            },
+          }
+        : {}),
+      // A member that fails once is skipped for one call bound (then tried again), and a failed call is retried on the
+      // other members at once: a lost member (the witness, say) must not make renewals fail. The defaults (skip a
+      // member for 5 s after three failures) would outlast a short lease. Every call stays bounded by `call` anyway.
+      faultHandling: {
+        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: callTimeoutMs, breaker: new ConsecutiveBreaker(1) }),
+        global: retry(handleWhen(isRecoverableError), { maxAttempts: config.endpoints.length }),
+      },
+      defaultCallOptions: (c) => (c.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+    });
+  }
+
+  private key(namespace: string, leaf: string): string {
+    return `${this.config.prefix}/ns/${namespace}/${leaf}`;
+  }
+
+  /** Runs `op` bounded by the call timeout; any failure becomes FailoverEtcdUnreachableError naming `what`. */
+  private async call<T>(what: string, op: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        op(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
+        }),
+      ]);
+    } catch (err) {
+      if (err instanceof FailoverEtcdUnreachableError) throw err;
+      throw new FailoverEtcdUnreachableError(`etcd: ${what} failed: ${err instanceof Error ? err.message : String(err)}`, { operation: what, cause: err });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Grants this daemon's lease (a fresh one). */
+  async grant(): Promise<string> {
+    this.lease?.release();
+    const lease = this.client.lease(Math.round(this.config.leaseTtlMs / 1000), { autoKeepAlive: false });
+    lease.on('lost', () => undefined); // a lost lease shows in renew(); the event must not crash the process
+    this.lease = lease;
+    this.leaseId = undefined;
+    this.leaseId = await this.call('lease grant', () => lease.grant());
+    return this.leaseId;
+  }
+
+  /** Renews the lease once. Returns false when etcd says it has expired; throws when etcd does not answer. */
+  async renew(): Promise<boolean> {
+    const lease = this.lease;
+    if (!lease || this.leaseId === undefined) return false;
+    try {
+      await this.call('lease renewal', () => lease.keepaliveOnce());
+      return true;
+    } catch (err) {
+      if ((err as { cause?: unknown }).cause instanceof EtcdLeaseInvalidError) return false;
+      throw err;
+    }
+  }
+
+  /** Everything under the namespace's prefix, read at one revision (linearizable). */
+  async read(namespace: string): Promise<NamespaceKeys> {
+    const res = await this.call('read', () => this.client.getAll().prefix(this.key(namespace, '')).exec());
+    let leader: LeaderRecord | undefined;
+    let floor = 0;
+    let floorRevision = '0';
+    const candidates: Candidate[] = [];
+    for (const kv of res.kvs) {
+      const k = kv.key.toString();
+      const value = parseJson(kv.value.toString());
+      if (k === this.key(namespace, 'leader')) {
+        if (value && typeof value.site === 'string' && Number.isSafeInteger(value.epoch)) {
+          leader = { site: value.site, epoch: value.epoch as number, lease: String(kv.lease), modRevision: String(kv.mod_revision) };
+        }
+      } else if (k === this.key(namespace, 'floor')) {
+        floor = Number(kv.value.toString()) || 0;
+        floorRevision = String(kv.mod_revision);
+      } else if (k.startsWith(this.key(namespace, 'candidates/')) && value) {
+        const taken = value.positionTakenAt;
+        candidates.push({ site: k.slice(this.key(namespace, 'candidates/').length), positionTakenAt: typeof taken === 'number' ? taken : null });
+      }
+    }
+    return { leader, floor, floorRevision, candidates };
+  }
+
+  /**
+   * Takes the leader key for `req.site` at `req.epoch` under `req.lease`, raising the floor, in one transaction that
+   * holds only if the key and the floor are as read. Returns whether it did.
+   */
+  async take(namespace: string, req: TakeRequest): Promise<boolean> {
+    const leaderKey = this.key(namespace, 'leader');
+    const floorKey = this.key(namespace, 'floor');
+    const res = await this.call('take leader key', () =>
+      this.client
+        .if(leaderKey, 'Mod', '==', req.expected ? req.expected.modRevision : 0)
+        .and(floorKey, 'Mod', '==', req.floorRevision)
+        .then(
+          this.client.put(leaderKey).value(JSON.stringify({ site: req.site, epoch: req.epoch })).lease(req.lease),
+          this.client.put(floorKey).value(String(req.floor)),
+        )
+        .commit(),
+    );
+    return res.succeeded;
+  }
+
+  /** Deletes the leader key if it is still `record` (a site giving it up after a failed promote). */
+  async resign(namespace: string, record: LeaderRecord): Promise<boolean> {
+    const leaderKey = this.key(namespace, 'leader');
+    const res = await this.call('resign', () => this.client.if(leaderKey, 'Mod', '==', record.modRevision).then(this.client.delete().key(leaderKey)).commit());
+    return res.succeeded;
+  }
+
+  /** Publishes this site's position under its lease (gone when the site stops renewing: then it is not reachable). */
+  async publishCandidate(namespace: string, site: string, positionTakenAt: number | null, lease: string): Promise<void> {
+    await this.call('publish position', () => this.client.put(this.key(namespace, `candidates/${site}`)).value(JSON.stringify({ positionTakenAt })).lease(lease).exec());
+  }
+
+  /** Revokes the lease (a clean stop: the keys it holds go at once) and closes the client. Never throws. */
+  async close(revoke: boolean): Promise<void> {
+    if (revoke && this.lease && this.leaseId !== undefined) {
+      const lease = this.lease;
+      await this.call('lease revoke', () => lease.revoke()).catch(() => undefined);
+    } else this.lease?.release();
+    this.client.close();
+  }
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(text);
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * Automatic failover, the loop: for every namespace with `failover: automatic`, each tick renews this daemon's etcd
+ * lease, reads the namespace's keys, decides (leader-policy.ts) and acts: hold, claim, step down, campaign + promote,
+ * follow. Started by the Daemon before the gateway (so a restarted primary never takes a write before it holds the
+ * key again) and closed after it.
+ *
+ * The write cut-off does not wait for a tick: every successful renewal re-arms a timer at the lease deadline
+ * (`leaseDeadline`, read on the monotonic clock `performance.now()`), which steps every primary namespace down at
+ * once, a pure SQLite role change (`applyRoleChange`), before etcd can expire the lease and another site take the key.
+ * Lock order: role changes first; device steps follow through the barrier with their tokens (Failover).
+ */
+import { performance } from 'node:perf_hooks';
+import type { EtcdConfig } from '../config/schema.js';
+import { FailoverLeaderHeldError, NhrError } from '../errors.js';
+import type { SiteContext } from '../daemon/context.js';
+import type { Failover, LeaderGate } from '../daemon/failover.js';
+import { applyRoleChange } from '../roles/apply.js';
+import { resumeLeadership, stepDown } from '../roles/role-machine.js';
+import { decide, leaseDeadline, nextTermEpoch, type Decision, type LeaderRecord } from './leader-policy.js';
+import { LeaderStore, type NamespaceKeys } from './leader-store.js';
+
+/** What `status` shows per automatic namespace. */
+export interface LeadershipStatus {
+  mode: 'automatic';
+  /** Whether this site holds a lease that is still safely valid, and for how much longer (ms). */
+  leaseValid: boolean;
+  leaseValidForMs: number | null;
+  leader: { site: string; epoch: number } | null;
+  /** The last decision or the reason nothing happened (e.g. "etcd unreachable: …", "not promoting: behind"). */
+  state: string;
+  lastError: string | null;
+}
+
+export class Leadership implements LeaderGate {
+  private readonly store: LeaderStore;
+  private readonly intervalMs: number;
+  private lease: string | undefined;
+  private deadline = 0;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private lastError: string | null = null;
+  private readonly views = new Map<string, { leader: LeaderRecord | undefined; state: string }>();
+  private state: 'new' | 'started' | 'closed' = 'new';
+  private readonly automaticSet: ReadonlySet<string>;
+
+  constructor(
+    private readonly ctx: SiteContext,
+    private readonly failover: Failover,
+    private readonly config: EtcdConfig,
+  ) {
+    this.automaticSet = new Set(ctx.config.namespaces.filter((n) => n.failover === 'automatic').map((n) => n.name));
+    // Three renewal attempts fit in the safe part of the lease; every etcd call is bounded by one interval.
+    this.intervalMs = Math.max(100, Math.floor((config.leaseTtlMs - config.safetyMarginMs) / 3));
+    this.store = new LeaderStore(config, this.intervalMs);
+  }
+
+  automatic(namespace: string): boolean {
+    return this.automaticSet.has(namespace);
+  }
+
+  /**
+   * Grants the lease and runs a first tick (a restarted primary claims its key back or steps down) before returning.
+   * Never throws for etcd trouble: fail safe (primaries step down), and the loop keeps trying. Idempotent.
+   */
+  async start(): Promise<void> {
+    if (this.state !== 'new' || this.automaticSet.size === 0) return;
+    this.state = 'started';
+    await this.tick();
+    this.schedule();
+  }
+
+  /** Stops the loop; the lease is left to expire (a restart within the TTL claims the key back). Idempotent. */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    const wasStarted = this.state === 'started';
+    this.state = 'closed';
+    clearTimeout(this.tickTimer);
+    clearTimeout(this.deadlineTimer);
+    await this.ticking;
+    if (wasStarted || this.automaticSet.size > 0) await this.store.close(false);
+  }
+
+  status(namespace: string): LeadershipStatus | undefined {
+    if (!this.automatic(namespace)) return undefined;
+    const v = this.views.get(namespace);
+    const left = this.deadline - performance.now();
+    const valid = this.lease !== undefined && left > 0;
+    return {
+      mode: 'automatic',
+      leaseValid: valid,
+      leaseValidForMs: valid ? Math.round(left) : null,
+      leader: v?.leader ? { site: v.leader.site, epoch: v.leader.epoch } : null,
+      state: v?.state ?? 'starting',
+      lastError: this.lastError,
+    };
+  }
+
+  private schedule(): void {
+    if (this.state !== 'started') return;
+    this.tickTimer = setTimeout(() => {
+      this.ticking = this.tick().finally(() => {
+        this.ticking = undefined;
+        this.schedule();
+      });
+    }, this.intervalMs);
+  }
+
+  /** The lease still safely valid, or undefined. */
+  private validLease(): string | undefined {
+    return this.lease !== undefined && performance.now() < this.deadline ? this.lease : undefined;
+  }
+
+  private async tick(): Promise<void> {
+    await this.renew();
+    for (const ns of this.automaticSet) {
+      if (this.state === 'closed') return;
+      try {
+        await this.tickNamespace(ns);
+      } catch (err) {
+        this.lastError = err instanceof Error ? err.message : String(err);
+        this.ctx.log.warn({ namespace: ns, err: err instanceof NhrError ? err : { message: this.lastError } }, 'automatic failover: tick failed; retried');
+      }
+    }
+  }
+
+  /** Renews (or grants) the lease; on success re-arms the write cut-off at the new deadline. */
+  private async renew(): Promise<void> {
+    const sentAt = performance.now();
+    try {
+      const ok = this.lease !== undefined && (await this.store.renew());
+      if (!ok) {
+        this.lease = undefined;
+        this.lease = await this.store.grant();
+      }
+      this.deadline = leaseDeadline(sentAt, this.config.leaseTtlMs, this.config.safetyMarginMs);
+      this.lastError = null;
+      clearTimeout(this.deadlineTimer);
+      this.deadlineTimer = setTimeout(() => this.cutOff(), Math.max(0, this.deadline - performance.now()));
+      this.ctx.metrics.failoverLeaseValid.set(1);
+    } catch (err) {
+      this.lastError = err instanceof Error ? err.message : String(err);
+      if (performance.now() >= this.deadline) this.cutOff();
+    }
+  }
+
+  /** The lease could not be renewed in time: every primary namespace here stops taking writes now. */
+  private cutOff(): void {
+    if (performance.now() < this.deadline) return;
+    this.ctx.metrics.failoverLeaseValid.set(0);
+    for (const ns of this.automaticSet) {
+      const row = this.ctx.store.isOpen ? this.ctx.store.roles.get(ns) : undefined;
+      if (row?.role === 'primary') this.stepDown(ns, 'the etcd lease was not renewed in time (no etcd majority reachable?)');
+    }
+  }
+
+  private stepDown(namespace: string, reason: string): void {
+    const { ctx } = this;
+    const row = ctx.store.roles.require(namespace);
+    if (row.role !== 'primary') return;
+    const next = applyRoleChange(ctx.store, stepDown(row, { localSite: ctx.site, reason }), 'daemon');
+    ctx.roleChanged?.(namespace);
+    ctx.metrics.setRole(namespace, next.role, next.epoch);
+    ctx.metrics.failoverStepDownsTotal.inc({ namespace });
+    this.note(namespace, undefined, `stepped down: ${reason}`);
+    ctx.log.warn({ namespace, epoch: next.epoch, reason }, 'automatic failover: stopped taking writes (stepped down)');
+  }
+
+  private note(namespace: string, leader: LeaderRecord | undefined, state: string): void {
+    const before = this.views.get(namespace);
+    this.views.set(namespace, { leader: leader ?? before?.leader, state });
+  }
+
+  private async tickNamespace(namespace: string): Promise<void> {
+    const { ctx } = this;
+    const row = ctx.store.roles.require(namespace);
+    const cfg = ctx.config.namespaces.find((n) => n.name === namespace)!;
+    const pos = row.role === 'primary' ? undefined : ctx.store.positions.get(namespace, row.primarySite);
+    const taken = pos?.positionTakenAt ?? null;
+    let keys: NamespaceKeys | undefined;
+    let error: string | undefined;
+    try {
+      keys = await this.store.read(namespace);
+      const lease = this.validLease();
+      if (lease && row.role === 'replica') await this.store.publishCandidate(namespace, ctx.site, taken, lease);
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      this.lastError = error;
+    }
+    const d = decide(
+      {
+        row,
+        localSite: ctx.site,
+        view: keys ? { kind: 'read', ...keys } : { kind: 'unreachable', error: error ?? 'unknown' },
+        lease: this.validLease(),
+        lagMs: taken === null ? undefined : Math.max(0, Date.now() - taken),
+        lastSyncOk: pos?.lastSyncOutcome === undefined ? undefined : pos.lastSyncOutcome === 'ok',
+        maxLagMs: cfg.maxLagForPromoteMs,
+        positionTakenAt: taken,
+      },
+      ctx.store.epochs.highest(namespace) ?? row.epoch,
+    );
+    await this.act(namespace, d, keys);
+  }
+
+  private async act(namespace: string, d: Decision, keys: NamespaceKeys | undefined): Promise<void> {
+    const { ctx } = this;
+    const row = ctx.store.roles.require(namespace);
+    switch (d.kind) {
+      case 'hold':
+        this.note(namespace, keys?.leader, keys ? 'primary: holds the leader key' : 'primary: etcd unreachable, lease still valid');
+        return;
+      case 'wait':
+        this.note(namespace, keys?.leader, d.reason);
+        return;
+      case 'step-down':
+        this.stepDown(namespace, d.reason);
+        return;
+      case 'claim': {
+        const lease = this.validLease();
+        if (!lease || !keys) return;
+        const took = await this.store.take(namespace, { site: ctx.site, epoch: row.epoch, lease, expected: d.expected, floorRevision: keys.floorRevision, floor: Math.max(keys.floor, row.epoch) });
+        this.note(namespace, { site: ctx.site, epoch: row.epoch, lease, modRevision: '0' }, took ? 'primary: took the leader key' : 'primary: the leader key changed meanwhile; deciding again');
+        if (took) ctx.log.info({ namespace, epoch: row.epoch }, 'automatic failover: holds the leader key');
+        return;
+      }
+      case 'follow':
+        this.note(namespace, d.leader, `following ${d.leader.site} at epoch ${d.leader.epoch}`);
+        await this.failover.observe(namespace, { from: 'etcd', epoch: d.leader.epoch, primarySite: d.leader.site });
+        return;
+      case 'campaign':
+        await this.campaign(namespace, d.epoch, keys!);
+        return;
+    }
+  }
+
+  /** Takes the vacant key for a new term and promotes (or, after a step-down with no term since, resumes). */
+  private async campaign(namespace: string, epoch: number, keys: NamespaceKeys): Promise<void> {
+    const { ctx } = this;
+    const row = ctx.store.roles.require(namespace);
+    if (row.role === 'fenced') {
+      const lease = this.validLease();
+      if (!lease || !(await this.store.take(namespace, { site: ctx.site, epoch, lease, expected: undefined, floorRevision: keys.floorRevision, floor: epoch }))) return;
+      const next = applyRoleChange(ctx.store, resumeLeadership(row, { localSite: ctx.site, epoch }), 'daemon');
+      ctx.roleChanged?.(namespace);
+      ctx.metrics.setRole(namespace, next.role, next.epoch);
+      this.note(namespace, { site: ctx.site, epoch, lease, modRevision: '0' }, `primary again at epoch ${epoch} (no other term since the step-down)`);
+      ctx.log.warn({ namespace, epoch }, 'automatic failover: took the leader key back and takes writes again');
+      return;
+    }
+    this.note(namespace, keys.leader, `campaigning for epoch ${epoch}`);
+    const result = await this.failover.promote(namespace, { force: false, actor: 'automatic failover' });
+    this.note(namespace, { site: ctx.site, epoch: result.epoch, lease: this.lease ?? '', modRevision: '0' }, `promoted at epoch ${result.epoch}`);
+    ctx.metrics.failoverPromotionsTotal.inc({ namespace });
+    ctx.log.warn({ namespace, epoch: result.epoch, previousPrimary: result.previousPrimary }, 'automatic failover: promoted (the leader key had expired)');
+  }
+
+  /** LeaderGate: a promote at this site takes the key first (see Failover.promote). */
+  async acquire(namespace: string, opts: { handoverFrom?: { site: string; epoch: number } }): Promise<{ epoch: number; release: () => Promise<void> }> {
+    const { ctx } = this;
+    const lease = this.validLease() ?? (await this.renew(), this.validLease());
+    if (!lease) throw new FailoverLeaderHeldError(`namespace ${namespace}: this site holds no valid etcd lease (${this.lastError ?? 'etcd unreachable'}); cannot take the leader key`, { namespace });
+    const keys = await this.store.read(namespace);
+    const leader = keys.leader;
+    const handover = opts.handoverFrom;
+    const expected = handover && leader && leader.site === handover.site && leader.epoch === handover.epoch ? leader : undefined;
+    if (leader && !expected && leader.site !== ctx.site) {
+      throw new FailoverLeaderHeldError(`namespace ${namespace}: ${leader.site} holds the leader key at epoch ${leader.epoch} under a live lease`, { namespace, site: leader.site, epoch: leader.epoch });
+    }
+    const epoch = nextTermEpoch(keys.floor, Math.max(ctx.store.epochs.highest(namespace) ?? 0, ctx.store.roles.require(namespace).epoch));
+    const took = await this.store.take(namespace, { site: ctx.site, epoch, lease, expected: expected ?? leader, floorRevision: keys.floorRevision, floor: epoch });
+    if (!took) throw new FailoverLeaderHeldError(`namespace ${namespace}: the leader key changed while taking it; check status and retry`, { namespace });
+    const record = (await this.store.read(namespace)).leader;
+    return {
+      epoch,
+      release: async () => {
+        if (record && record.site === ctx.site && record.epoch === epoch) await this.store.resign(namespace, record).catch(() => false);
+      },
+    };
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * A real etcd cluster on loopback for tests (Debian's `etcd-server`, 3.4.x: binary `etcd`): one member per site plus
+ * a witness, each a child process with its data directory in a temp dir. Ports are below the ephemeral range
+ * (32768+), picked at random per cluster and retried on a clash. Tests that find no binary skip and say so
+ * (`etcdBinary` undefined).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Etcd3 } from 'etcd3';
+
+/** The etcd binary on PATH, or undefined (tests skip, naming this). */
+export const etcdBinary: string | undefined = (() => {
+  const r = spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' });
+  const bin = r.status === 0 ? r.stdout.trim() : '';
+  return bin ? bin : undefined;
+})();
+
+export interface EtcdMember {
+  readonly name: string;
+  readonly clientPort: number;
+  readonly peerPort: number;
+  readonly clientUrl: string;
+  child: ChildProcess | undefined;
+  logs: string;
+}
+
+export class EtcdCluster {
+  readonly members: EtcdMember[];
+  private readonly dir: string;
+
+  private constructor(names: readonly string[], basePort: number) {
+    this.dir = mkdtempSync(path.join(tmpdir(), 'nhr-etcd-'));
+    this.members = names.map((name, i) => {
+      const clientPort = basePort + 2 * i;
+      return { name, clientPort, peerPort: clientPort + 1, clientUrl: `http://127.0.0.1:${clientPort}`, child: undefined, logs: '' };
+    });
+  }
+
+  /**
+   * Starts `names` (default: two sites and a witness) as one new cluster and waits (bounded) until it has a leader.
+   * Throws when no etcd binary exists or the cluster does not come up.
+   */
+  static async start(names: readonly string[] = ['berlin', 'hamburg', 'witness']): Promise<EtcdCluster> {
+    if (!etcdBinary) throw new Error('no etcd binary on PATH (apt-get install etcd-server)');
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const base = 20_000 + 2 * Math.floor(Math.random() * 5_000);
+      const cluster = new EtcdCluster(names, base);
+      try {
+        for (const m of cluster.members) cluster.spawn(m);
+        await cluster.waitHealthy(20_000);
+        return cluster;
+      } catch (err) {
+        lastErr = err;
+        await cluster.stop();
+      }
+    }
+    throw new Error(`etcd cluster did not start: ${String(lastErr)}`);
+  }
+
+  member(name: string): EtcdMember {
+    const m = this.members.find((x) => x.name === name);
+    if (!m) throw new Error(`no etcd member ${name}`);
+    return m;
+  }
+
+  endpoints(names: readonly string[] = this.members.map((m) => m.name)): string[] {
+    return names.map((n) => this.member(n).clientUrl);
+  }
+
+  private spawn(m: EtcdMember, state: 'new' | 'existing' = 'new'): void {
+    const initialCluster = this.members.map((x) => `${x.name}=http://127.0.0.1:${x.peerPort}`).join(',');
+    const args = [
+      `--name=${m.name}`,
+      `--data-dir=${path.join(this.dir, m.name)}`,
+      `--listen-client-urls=${m.clientUrl}`,
+      `--advertise-client-urls=${m.clientUrl}`,
+      `--listen-peer-urls=http://127.0.0.1:${m.peerPort}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${m.peerPort}`,
+      `--initial-cluster=${initialCluster}`,
+      `--initial-cluster-state=${state}`,
+      '--initial-cluster-token=nhr-test',
+      // Loopback: fast elections keep the tests short; production keeps etcd's defaults (docs/failover.md).
+      '--heartbeat-interval=50',
+      '--election-timeout=500',
+      '--logger=zap',
+      '--log-level=warn',
+    ];
+    m.logs = '';
+    const child = spawn(etcdBinary!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderr!.on('data', (d: Buffer) => {
+      m.logs = (m.logs + d.toString()).slice(-20_000);
+    });
+    m.child = child;
+  }
+
+  /** Waits until every running member answers and the cluster has a leader. */
+  private async waitHealthy(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const m of this.members) {
+      for (;;) {
+        if (m.child?.exitCode !== null && m.child?.exitCode !== undefined) throw new Error(`etcd ${m.name} exited: ${m.logs.slice(-2000)}`);
+        if (await portOpen(m.clientPort)) break;
+        if (Date.now() > deadline) throw new Error(`etcd ${m.name} did not listen in time: ${m.logs.slice(-2000)}`);
+        await sleep(50);
+      }
+    }
+    const client = new Etcd3({ hosts: this.endpoints(), dialTimeout: 2_000 });
+    try {
+      for (;;) {
+        try {
+          await client.put('/nhr-test/ready').value('1').exec();
+          return;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await sleep(100);
+        }
+      }
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Stops one member (SIGKILL: a lost site), keeping its data. */
+  async kill(name: string): Promise<void> {
+    const m = this.member(name);
+    const c = m.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Restarts a stopped member with its data (a site coming back). */
+  async restart(name: string): Promise<void> {
+    const m = this.member(name);
+    this.spawn(m, 'existing');
+    const deadline = Date.now() + 20_000;
+    while (!(await portOpen(m.clientPort))) {
+      if (Date.now() > deadline) throw new Error(`etcd ${name} did not come back: ${m.logs.slice(-2000)}`);
+      await sleep(50);
+    }
+    // Back in the cluster: a linearizable write through this member alone goes through.
+    const client = new Etcd3({ hosts: [m.clientUrl], dialTimeout: 2_000 });
+    try {
+      for (;;) {
+        try {
+          await client.put('/nhr-test/ready').value(name).exec();
+          return;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await sleep(100);
+        }
+      }
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Stops every member and removes the data directories. Idempotent. */
+  async stop(): Promise<void> {
+    await Promise.all(this.members.map((m) => this.kill(m.name)));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
