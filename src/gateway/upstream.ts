@@ -7,12 +7,22 @@ import { Pool, type Dispatcher } from 'undici';
 import { InputInvalidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { connectorFor, parseTrust, type TlsTrust } from '../nethsm/tls-trust.js';
+import { Relay } from './relay.js';
+
+/**
+ * Default pool size (`gateway.nethsmConnections`, docs/configuration.md): the most requests the gateway has in flight
+ * at the NetHSM; more wait in the gateway, in arrival order. All of a site's applications share it, so it must not be
+ * smaller than the concurrency they would otherwise open to the device themselves. Connections open on demand and
+ * close after 10 s idle, so a quiet site holds few; the bound keeps a burst from opening hundreds of TLS sessions on
+ * the appliance at once.
+ */
+export const DEFAULT_UPSTREAM_CONNECTIONS = 64;
 
 export interface UpstreamOptions {
   /** `https://host:port`; a path (such as `/api/v1`) is ignored: the gateway forwards the client's own path. */
   url: string;
   tls: TlsTrust;
-  /** Keep-alive connections. Default 16. */
+  /** Keep-alive connections (requests in flight). Default DEFAULT_UPSTREAM_CONNECTIONS. */
   connections?: number;
   /** Connect timeout, and the longest wait for response headers and between body chunks. Default 5 min (backups). */
   timeoutMs?: number;
@@ -23,9 +33,9 @@ export interface UpstreamRequest {
   method: string;
   /** Path and query, as received from the client. */
   path: string;
-  headers: Record<string, string | string[]>;
+  /** Flat name/value list, as Node's `rawHeaders` (see headers.ts). */
+  headers: string[];
   body?: Readable | Buffer;
-  signal: AbortSignal;
 }
 
 export class Upstream {
@@ -51,7 +61,7 @@ export class Upstream {
       options.logger.warn({ url: this.origin }, 'gateway: TLS certificate verification is disabled for this upstream (insecure: true)');
     }
     this.#pool = new Pool(this.origin, {
-      connections: options.connections ?? 16,
+      connections: options.connections ?? DEFAULT_UPSTREAM_CONNECTIONS,
       connect: connectorFor(trust, Math.min(this.timeoutMs, 30_000)),
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
@@ -59,15 +69,11 @@ export class Upstream {
     });
   }
 
-  /** Sends one request; resolves once response headers arrive (the body streams). Rejects with undici's error. */
-  request(r: UpstreamRequest): Promise<Dispatcher.ResponseData> {
-    return this.#pool.request({
-      method: r.method as Dispatcher.HttpMethod,
-      path: r.path,
-      headers: r.headers,
-      body: r.body ?? null,
-      signal: r.signal,
-    });
+  /** Sends one request; the answer comes through the returned relay (its `head` rejects with undici's error). */
+  relay(r: UpstreamRequest): Relay {
+    const relay = new Relay();
+    this.#pool.dispatch({ method: r.method as Dispatcher.HttpMethod, path: r.path, headers: r.headers, body: r.body ?? null }, relay);
+    return relay;
   }
 
   /** Idempotent. */
