@@ -5,11 +5,12 @@
 // per simulator) are separate processes; the clients run here. Per row: ops/s, p50/p99 of each path, the ratio
 // gateway/direct, and the gateway process's CPU time per proxied request (process.cpuUsage over its runs / requests).
 // Usage: npm run build && node bench/gateway.mjs [--seconds 3] [--rounds 2] [--c 1,8,32,64] [--latency 40] [--pool N]
-//   [--only 0|40] [--baseline DIR] [--prof DIR]
+//   [--only 0|40] [--baseline DIR] [--floor] [--prof DIR]
 //   --pool: the gateway's connections to the NetHSM (default: the gateway's own default); --only: just the rows with
 //   that device latency; --baseline: also run the gateway of another checkout (its dist/ built; e.g. the code before a
-//   change) as a third path, interleaved with the other two; --prof: write the gateway processes' CPU profiles
-//   (node --cpu-prof) into DIR.
+//   change) as a third path, interleaved with the other two; --floor: also a bare proxy (Node's HTTPS server and an
+//   undici pool, no policy, no checks: the least any Node gateway of this shape costs); --prof: write the gateway
+//   processes' CPU profiles (node --cpu-prof) into DIR.
 // Figures go to docs/benchmarks.md ("Gateway").
 import { fork, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -32,12 +33,13 @@ else await main();
 // ---- the gateway process -------------------------------------------------------------------------
 
 /** Runs a gateway (from `root`'s dist/) in front of `url`; tells the parent its URL and certificate, then answers CPU queries. */
-async function gatewayChild({ root, url, fingerprint256, pool }) {
+async function gatewayChild({ root, url, fingerprint256, pool, bare }) {
   const dist = (p) => pathToFileURL(path.join(root, 'dist', p)).href;
   const { GatewayServer } = await import(dist('gateway/index.js'));
   const { createSelfSignedCertificate } = await import(dist('tls/index.js'));
   const cert = await createSelfSignedCertificate();
-  const gw = new GatewayServer({
+  const { connectorFor, parseTrust } = await import(dist('nethsm/tls-trust.js'));
+  const gw = bare ? await bareProxy(cert, url, connectorFor(parseTrust({ fingerprint256 }), 30_000), pool ?? 64) : new GatewayServer({
     site: 'bench',
     tls: { certPem: cert.certPem, keyPem: cert.keyPem },
     nethsm: { url, tls: { fingerprint256 }, ...(pool ? { connections: pool } : {}) },
@@ -52,6 +54,40 @@ async function gatewayChild({ root, url, fingerprint256, pool }) {
   process.send({ url: gw.url, caPem: cert.certPem });
 }
 
+/** The floor: body read, forwarded with the client's raw headers, answer written as it comes; nothing checked. */
+async function bareProxy(cert, url, connect, connections) {
+  const https = await import('node:https');
+  const { Pool } = await import('undici');
+  const pool = new Pool(url, { connections, connect });
+  const server = https.createServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const headers = req.rawHeaders.filter((_, i, a) => !/^(host|connection|keep-alive)$/i.test(a[i - (i % 2)]));
+      pool.dispatch(
+        { method: req.method, path: req.url, headers, body: chunks.length ? Buffer.concat(chunks) : null },
+        {
+          onRequestStart: () => {},
+          onResponseStart: (_c, status, h) => res.writeHead(status, Object.entries(h).filter(([k]) => k !== 'connection' && k !== 'keep-alive').flat()),
+          onResponseData: (_c, chunk) => void res.write(chunk),
+          onResponseEnd: () => res.end(),
+          onResponseError: () => res.destroy(),
+        },
+      );
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `https://127.0.0.1:${server.address().port}`,
+    start: async () => {},
+    close: async () => {
+      server.close();
+      server.closeAllConnections();
+      await pool.destroy();
+    },
+  };
+}
+
 // ---- the benchmark -------------------------------------------------------------------------------
 
 async function main() {
@@ -64,6 +100,7 @@ async function main() {
       pool: { type: 'string' },
       only: { type: 'string' },
       baseline: { type: 'string' },
+      floor: { type: 'boolean', default: false },
       prof: { type: 'string' },
     },
   });
@@ -85,8 +122,9 @@ async function main() {
       children.push(sim.child);
       const keys = await prepare(sim);
       const paths = [{ name: 'direct', client: clients(sim.url, { fingerprint256: sim.fingerprint256 }) }];
-      for (const [name, root] of [['gateway', ROOT], ...(BASELINE ? [['baseline', BASELINE]] : [])]) {
-        const gw = await startGateway(root, sim, POOL, values.prof);
+      const kinds = [['gateway', ROOT], ...(BASELINE ? [['baseline', BASELINE]] : []), ...(values.floor ? [['bare proxy', ROOT, true]] : [])];
+      for (const [name, root, bare] of kinds) {
+        const gw = await startGateway(root, sim, POOL, values.prof, bare);
         gateways.push(gw.child);
         paths.push({ name, client: clients(gw.url, { caPem: gw.caPem }), gw: gw.child });
       }
@@ -103,9 +141,10 @@ async function main() {
     console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`);
     console.log('simulators, gateways and this client are separate processes on 127.0.0.1');
     console.log(`${SECONDS} s per run, ${ROUNDS} rounds of ${setups[0].paths.map((p) => p.name).join(', ')} per row; gateway pool: ${POOL ?? 'default'}`);
-    const extra = BASELINE ? ' baseline ops/s | baseline ratio | baseline CPU µs/req |' : '';
+    const others = setups[0].paths.slice(2).map((p) => p.name);
+    const extra = others.map((n) => ` ${n} ops/s | ${n} ratio | ${n} CPU µs/req |`).join('');
     console.log(`| op | device latency | in flight | direct ops/s | gateway ops/s | ratio | direct p50/p99 ms | gateway p50/p99 ms | gateway CPU µs/req |${extra}`);
-    console.log(`|---|---|---|---|---|---|---|---|---|${BASELINE ? '---|---|---|' : ''}`);
+    console.log(`|---|---|---|---|---|---|---|---|---|${'---|---|---|'.repeat(others.length)}`);
     const totals = new Map(); // path name → { us, requests } (CPU of the gateway process, the simulator, this client)
     const add = (key, us, requests) => {
       const t = totals.get(key) ?? { us: 0, requests: 0 };
@@ -118,13 +157,13 @@ async function main() {
         const call = op === 'sign' ? (client) => client.sign('p256', 'ECDSA', s.keys.digest) : (client) => client.decrypt('aes', 'AES_CBC', s.keys.encrypted, s.keys.iv);
         for (const c of CONCURRENCY) {
           const row = await measureRow(s, c, SECONDS, ROUNDS, call);
-          const [d, g, b] = row;
+          const [d, g, ...rest] = row;
           for (const r of row) {
             if (r.gwUs !== undefined) add(`${r.name} process`, r.gwUs, r.count);
             add(`simulator, ${r.name} runs`, r.simUs, r.count);
             add(`client, ${r.name} runs`, r.clientUs, r.count);
           }
-          const base = b ? ` ${b.rate.toFixed(0)} | ${(b.rate / d.rate).toFixed(2)} | ${(b.gwUs / b.count).toFixed(0)} |` : '';
+          const base = rest.map((b) => ` ${b.rate.toFixed(0)} | ${(b.rate / d.rate).toFixed(2)} | ${(b.gwUs / b.count).toFixed(0)} |`).join('');
           console.log(
             `| ${op} | ${s.latency} ms | ${c} | ${d.rate.toFixed(0)} | ${g.rate.toFixed(0)} | ${(g.rate / d.rate).toFixed(2)} | ` +
               `${fmt(d.latencies, 50)} / ${fmt(d.latencies, 99)} | ${fmt(g.latencies, 50)} / ${fmt(g.latencies, 99)} | ${(g.gwUs / g.count).toFixed(0)} |${base}`,
@@ -236,9 +275,9 @@ function startSim(latency) {
 }
 
 /** A gateway process (code from `root`) in front of `sim`. */
-function startGateway(root, sim, pool, profDir) {
+function startGateway(root, sim, pool, profDir, bare = false) {
   const execArgv = profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
-  const args = ['--gateway-child', JSON.stringify({ root, url: sim.url, fingerprint256: sim.fingerprint256, pool })];
+  const args = ['--gateway-child', JSON.stringify({ root, url: sim.url, fingerprint256: sim.fingerprint256, pool, bare })];
   const child = fork(HERE, args, { stdio: 'inherit', execArgv });
   return new Promise((resolve, reject) => {
     const onExit = (code) => reject(new Error(`gateway exited with ${code}`));
