@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigInvalidError } from '../errors.js';
 import { GATEWAY_LIMIT_DEFAULTS } from '../gateway/server.js';
+import { DEFAULT_UPSTREAM_CONNECTIONS } from '../gateway/upstream.js';
 import { parseConfig } from './parse.js';
 import { toYaml, validConfigDoc } from './test-helpers.js';
 
@@ -221,6 +222,7 @@ describe('parseConfig: one rule at a time', () => {
       writeBodyTimeoutMs: 30_000,
       requestTimeoutMs: 300_000,
       handshakeTimeoutMs: 10_000,
+      nethsmConnections: 64,
     });
     expectProblem((d) => (d.gateway = { listen: '127.0.0.1:8443' }), 'gateway.certFile is required');
     expectProblem((d) => (d.gateway = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b', maxHold: '0s' }), 'gateway.maxHold must be longer than 0');
@@ -251,6 +253,16 @@ describe('parseConfig: one rule at a time', () => {
       (d) => (d.gateway = { ...gw, writeBodyTimeout: '10m' }),
       'gateway.writeBodyTimeout (10m) must not be longer than gateway.requestTimeout (5m)',
     );
+  });
+
+  it("reads the size of the gateway's NetHSM pool, with the gateway's own default, and refuses one out of range", () => {
+    const gw = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b' };
+    expect(parseConfig(toYaml({ ...validConfigDoc(), gateway: gw }), {}).gateway!.nethsmConnections).toBe(DEFAULT_UPSTREAM_CONNECTIONS);
+    expect(parseConfig(toYaml({ ...validConfigDoc(), gateway: { ...gw, nethsmConnections: 128 } }), {}).gateway!.nethsmConnections).toBe(128);
+    expectProblem((d) => (d.gateway = { ...gw, nethsmConnections: 0 }), 'gateway.nethsmConnections must be at least 1');
+    expectProblem((d) => (d.gateway = { ...gw, nethsmConnections: 2.5 }), 'gateway.nethsmConnections must be a whole number');
+    expectProblem((d) => (d.gateway = { ...gw, nethsmConnections: 'many' }), 'gateway.nethsmConnections must be a whole number');
+    expectProblem((d) => (d.gateway = { ...gw, nethsmConnections: 4096 }), 'gateway.nethsmConnections must be at most 1024');
   });
 
   it('requires every peer gateway URL when replica writes are forwarded to the primary', () => {

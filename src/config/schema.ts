@@ -36,6 +36,13 @@ export const DEFAULT_GATEWAY_LIMITS = {
   requestTimeoutMs: 300_000,
   handshakeTimeoutMs: 10_000,
 } as const;
+/**
+ * Default of gateway.nethsmConnections: the gateway's connections to the site's NetHSM (requests in flight there).
+ * Equal to DEFAULT_UPSTREAM_CONNECTIONS in src/gateway/upstream.ts (a test keeps them equal), which says why.
+ */
+export const DEFAULT_GATEWAY_NETHSM_CONNECTIONS = 64;
+/** Upper bound for gateway.nethsmConnections: each is a TLS session the appliance keeps. */
+export const MAX_GATEWAY_NETHSM_CONNECTIONS = 1024;
 /** Upper bound for gateway.maxWriteBodyBytes: every such body is held in memory while it is read. */
 export const MAX_WRITE_BODY_BYTES = 1024 * 1024 * 1024;
 /** Linux `sun_path` holds 108 bytes including the terminating NUL. */
@@ -120,7 +127,7 @@ export interface ReplicatorConfig {
    * `forwardToPrimary`: forward writes for a replica namespace to its primary's gateway (`peers[].gatewayUrl`)
    * instead of refusing them. Slow clients: a write's body (read whole before it waits for a restore) is at most
    * `maxWriteBodyBytes` and arrives within `writeBodyTimeoutMs`; any request within `requestTimeoutMs`; a TLS handshake
-   * within `handshakeTimeoutMs`.
+   * within `handshakeTimeoutMs`. `nethsmConnections`: the most requests the gateway has in flight at the NetHSM.
    */
   readonly gateway?: {
     readonly listen: ListenAddress;
@@ -133,6 +140,7 @@ export interface ReplicatorConfig {
     readonly writeBodyTimeoutMs: number;
     readonly requestTimeoutMs: number;
     readonly handshakeTimeoutMs: number;
+    readonly nethsmConnections: number;
   };
   readonly stateDir: string;
   readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef };
@@ -328,7 +336,11 @@ function etcdUrl() {
   });
 }
 
-const positiveInt = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]).pipe(z.number().int().min(1));
+/** A whole number ≥ 1, written as a number or a string of digits; anything else "must be a whole number". */
+const positiveInt = z
+  .custom<number | string>((v) => typeof v === 'number' || (typeof v === 'string' && /^\d+$/.test(v)), { message: 'must be a whole number' })
+  .transform(Number)
+  .pipe(z.number().int().min(1));
 
 /** The schema for one set of options; parse with `safeParse` and report every issue. */
 export function buildConfigSchema(opts: SchemaOptions) {
@@ -400,6 +412,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
           writeBodyTimeout: duration('positive').default(DEFAULT_GATEWAY_LIMITS.writeBodyTimeoutMs),
           requestTimeout: duration('positive').default(DEFAULT_GATEWAY_LIMITS.requestTimeoutMs),
           handshakeTimeout: duration('positive').default(DEFAULT_GATEWAY_LIMITS.handshakeTimeoutMs),
+          nethsmConnections: positiveInt.pipe(z.number().max(MAX_GATEWAY_NETHSM_CONNECTIONS)).default(DEFAULT_GATEWAY_NETHSM_CONNECTIONS),
         })
         .optional(),
       stateDir: filePath(opts).default(DEFAULT_STATE_DIR),
@@ -457,6 +470,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
                 writeBodyTimeoutMs: c.gateway.writeBodyTimeout,
                 requestTimeoutMs: c.gateway.requestTimeout,
                 handshakeTimeoutMs: c.gateway.handshakeTimeout,
+                nethsmConnections: c.gateway.nethsmConnections,
               },
             }
           : {}),

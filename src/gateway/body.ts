@@ -68,3 +68,23 @@ export function readBody(req: IncomingMessage, limits: BodyLimits): Promise<Body
     req.once('close', onAbort);
   });
 }
+
+/**
+ * The body, taken whole when it arrived with the head (a sign or decrypt call: the client writes head and body in one
+ * TLS record). One microtask lets Node's parser hand over the bytes it already holds; nothing waits for the network.
+ * Undefined when the body is chunked, over `maxBytes`, or still arriving (then nothing was read: the caller streams
+ * it). The caller zeroes the buffer after use.
+ */
+export async function arrivedBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | undefined> {
+  if (req.headers['transfer-encoding'] !== undefined) return undefined;
+  const declared = Number(req.headers['content-length']);
+  if (!(declared > 0 && declared <= maxBytes)) return undefined;
+  await Promise.resolve();
+  // Node's parser never passes on more than Content-Length bytes, so the body is all here once that many are.
+  // (`req.complete` lags: the parser reports the message's end in a callback of its own.)
+  if (req.readableLength !== declared) return undefined;
+  const body = req.read() as Buffer | null; // paused mode: everything buffered, in one buffer
+  // Flowing from here on, so the request still ends ('end', readableEnded) when the parser reports it complete.
+  req.resume();
+  return body ?? undefined;
+}

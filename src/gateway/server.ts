@@ -1,8 +1,9 @@
 /**
  * The gateway: an HTTPS server with the NetHSM's own API under `/api/v1` that applications use in place of the NetHSM.
  * Every request is classified (classify.ts), judged against the namespace roles (policy.ts), and then refused, forwarded
- * to the site's NetHSM, or forwarded to the primary site's gateway. Reads, crypto and responses stream; a write's body
- * is read whole (bounded in size and time) before the write waits at the write gate, so only writes with their body in
+ * to the site's NetHSM, or forwarded to the primary site's gateway. Reads, crypto and responses stream (a small body
+ * that came with its head goes upstream in one piece; answers come back through a Relay, relay.ts); a write's body is
+ * read whole (bounded in size and time) before the write waits at the write gate, so only writes with their body in
  * hand count as in flight there. Basic auth and end-to-end headers pass untouched. Writes for primary namespaces go
  * through the change-capture hook. Slow clients (TLS handshake, request head, body) are cut. Nothing here logs headers
  * or bodies. See docs/gateway.md.
@@ -12,7 +13,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import {
   GatewayBodyTimeoutError,
   GatewayBodyTooLargeError,
@@ -30,13 +30,14 @@ import { silentLogger, type Logger } from '../log.js';
 import { mapTransportError } from '../nethsm/error-map.js';
 import type { TlsTrust } from '../nethsm/tls-trust.js';
 import { headerValues, parseBasicAuth, type CallerIdentity } from './basic-auth.js';
-import { hasBody, readBody } from './body.js';
+import { arrivedBody, hasBody, readBody } from './body.js';
 import { classify, isKeyBodyOperation, type Classification } from './classify.js';
 import { requestHeadersForUpstream, responseHeadersForClient, VIA_HEADER } from './headers.js';
 import { mutationBody, type MutationBody, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
 import { decide, type Decision, type GatewayOutcome, type NamespaceRoles } from './policy.js';
 import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
+import type { Relay, RelayHead } from './relay.js';
 import { PeerGateways, Upstream } from './upstream.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 
@@ -105,6 +106,9 @@ export const GATEWAY_LIMIT_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
 } as const;
 
+/** Largest body taken whole when it arrived with its request head (see arrivedBody); larger ones stream. */
+const ARRIVED_BODY_MAX_BYTES = 64 * 1024;
+
 type GatewayLimits = Record<keyof typeof GATEWAY_LIMIT_DEFAULTS, number>;
 
 interface Exchange {
@@ -115,7 +119,12 @@ interface Exchange {
   caller: CallerIdentity;
   classification: Classification;
   via: string | undefined;
-  signal: AbortSignal;
+  /** The client's connection closed before its answer was complete. */
+  gone: boolean;
+  /** The exchange with the upstream, once started (cut when the client goes). */
+  relay?: Relay;
+  /** Only while the request waits at the write gate (cut when the client goes). */
+  gateWait?: AbortController;
   heldMs?: number;
   /** The request body, read whole (writes, and bodies sent without credentials); forwarded in place of the stream. Zeroed when the exchange ends. */
   body?: Buffer;
@@ -226,10 +235,6 @@ export class GatewayServer {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const abort = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) abort.abort(new Error('client closed the connection'));
-    });
     const target = parseTarget(req.url);
     if (!target.ok) {
       const error = new GatewayRequestInvalidError(`request not forwarded: ${target.reason}`);
@@ -246,11 +251,17 @@ export class GatewayServer {
       classification: classify(req.method ?? 'GET', target.segments),
       // Only ever shown in a refusal message; capped so a client cannot fill the log through it.
       via: vias.length > 0 ? vias.join(',').slice(0, 100) : undefined,
-      signal: abort.signal,
+      gone: false,
     };
     this.#active.set(req.socket, x);
     res.once('close', () => {
       if (this.#active.get(req.socket) === x) this.#active.delete(req.socket);
+      if (res.writableFinished) return;
+      // The client went away: whatever the request is waiting for (the gate, the upstream) stops.
+      x.gone = true;
+      const reason = new Error('client closed the connection');
+      x.gateWait?.abort(reason);
+      x.relay?.abort(reason);
     });
     try {
       await this.#execute(x, this.#decide(x), false);
@@ -344,6 +355,8 @@ export class GatewayServer {
     // well-formed credentials is not streamed to the NetHSM at the client's pace either. Both are read whole first.
     const buffer = d.action === 'forward' && ((d.hold && !admitted) || x.caller.kind !== 'user');
     if (buffer && x.body === undefined && !(await this.#readBody(x))) return;
+    // A small body that came with the head (sign, decrypt) goes upstream whole, in one write with its head.
+    if (x.body === undefined && hasBody(x.req)) x.body = await arrivedBody(x.req, ARRIVED_BODY_MAX_BYTES);
     if (d.action === 'forward-primary') {
       let peer: Upstream;
       try {
@@ -367,8 +380,10 @@ export class GatewayServer {
   async #admitAndForward(x: Exchange): Promise<void> {
     const waitStart = performance.now();
     let release: (() => void) | undefined;
+    x.gateWait = new AbortController();
+    if (x.gone) x.gateWait.abort(new Error('client closed the connection'));
     try {
-      release = await this.gate.enter({ signal: x.signal });
+      release = await this.gate.enter({ signal: x.gateWait.signal });
     } catch (err) {
       if (err instanceof GatewayHoldTimeoutError) {
         x.heldMs = Math.round(performance.now() - waitStart);
@@ -387,6 +402,7 @@ export class GatewayServer {
       }
       await this.#forward(x, this.#nethsm, 'forwarded', again.observe);
     } finally {
+      x.gateWait = undefined;
       release();
     }
   }
@@ -437,24 +453,26 @@ export class GatewayServer {
         return;
       }
     }
-    const headers = requestHeadersForUpstream(x.req.headers, via);
     let upstreamBody: Buffer | IncomingMessage | undefined;
+    let headers: string[];
     if (sub !== undefined) {
-      headers['content-type'] = sub.contentType;
-      headers['content-length'] = String(sub.body.length);
+      headers = requestHeadersForUpstream(x.req.headers, { via, contentType: sub.contentType, contentLength: sub.body.length });
       upstreamBody = sub.body;
     } else if (x.body !== undefined) {
       // Read whole (a chunked upload too): sent with its length.
+      headers = requestHeadersForUpstream(x.req.headers, hasBody(x.req) ? { via, contentLength: x.body.length } : { via });
       if (x.body.length > 0) upstreamBody = x.body;
-      if (hasBody(x.req)) headers['content-length'] = String(x.body.length);
-    } else if (hasBody(x.req)) {
-      upstreamBody = x.req;
+    } else {
+      headers = requestHeadersForUpstream(x.req.headers, { via });
+      if (hasBody(x.req)) upstreamBody = x.req;
     }
-    let response;
+    let head: RelayHead;
     try {
       const method = sub?.method ?? x.req.method ?? 'GET';
       const path = sub ? `/api/v1${sub.path}` : x.raw;
-      response = await up.request({ method, path, headers, body: upstreamBody, signal: x.signal });
+      x.relay = up.relay({ method, path, headers, body: upstreamBody });
+      if (x.gone) x.relay.abort(new Error('client closed the connection'));
+      head = await x.relay.head;
     } catch (err) {
       if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
       this.#upstreamFailed(x, up, err);
@@ -463,31 +481,29 @@ export class GatewayServer {
       sub?.body.fill(0);
     }
     if (intent !== undefined) {
-      const location = response.headers['location'];
-      await this.#end(observer!, intent, { status: response.statusCode, ...(typeof location === 'string' ? { location } : {}) });
+      const location = head.headers['location'];
+      await this.#end(observer!, intent, { status: head.statusCode, ...(typeof location === 'string' ? { location } : {}) });
     }
-    if (sub !== undefined && response.statusCode >= 200 && response.statusCode < 300) {
+    if (sub !== undefined && head.statusCode >= 200 && head.statusCode < 300) {
       // The NetHSM accepted the substitute (an import): the client gets the answer to the call it made (a generate).
-      await response.body.dump();
+      await x.relay.discard().catch(() => undefined);
       const a = sub.answer;
       x.res.writeHead(a.status, { ...a.headers, 'content-length': String(a.body.length) }).end(a.body);
       this.#report(x, outcome, a.status);
       return;
     }
     try {
-      const answerHeaders = responseHeadersForClient(response.headers);
       // The NetHSM answered before the client finished its upload (a refusal): end the connection rather than read the rest.
-      if (upstreamBody === x.req && !x.req.readableEnded) answerHeaders['connection'] = 'close';
-      x.res.writeHead(response.statusCode, answerHeaders);
-      await pipeline(response.body, x.res);
-      this.#report(x, outcome, response.statusCode);
-      this.#log.debug(this.#fields(x, { status: response.statusCode, outcome }), 'gateway: forwarded');
+      x.res.writeHead(head.statusCode, responseHeadersForClient(head.headers, upstreamBody === x.req && !x.req.readableEnded));
+      await x.relay.pipeTo(x.res);
+      this.#report(x, outcome, head.statusCode);
+      if (this.#log.isLevelEnabled('debug')) this.#log.debug(this.#fields(x, { status: head.statusCode, outcome }), 'gateway: forwarded');
     } catch (err) {
       // The answer was cut (client gone, or the upstream failed mid-body): the client sees a truncated response.
-      response.body.destroy();
+      x.relay.abort(err instanceof Error ? err : new Error(String(err)));
       x.res.destroy();
       this.#report(x, 'error');
-      this.#log.warn(this.#fields(x, { status: response.statusCode, err: describe(err) }), 'gateway: response cut');
+      this.#log.warn(this.#fields(x, { status: head.statusCode, err: describe(err) }), 'gateway: response cut');
     }
   }
 
@@ -500,7 +516,7 @@ export class GatewayServer {
   }
 
   #upstreamFailed(x: Exchange, up: Upstream, err: unknown): void {
-    if (x.signal.aborted) {
+    if (x.gone) {
       this.#report(x, 'error');
       return;
     }

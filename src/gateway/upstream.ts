@@ -7,12 +7,22 @@ import { Pool, type Dispatcher } from 'undici';
 import { InputInvalidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { connectorFor, parseTrust, type TlsTrust, type TrustMode } from '../nethsm/tls-trust.js';
+import { Relay } from './relay.js';
+
+/**
+ * Default pool size (`gateway.nethsmConnections`, docs/configuration.md): the most requests the gateway has in flight
+ * at the NetHSM; more wait in the gateway, in arrival order. All of a site's applications share it, so it must not be
+ * smaller than the concurrency they would otherwise open to the device themselves. Connections open on demand and
+ * close after 10 s idle, so a quiet site holds few; the bound keeps a burst from opening hundreds of TLS sessions on
+ * the appliance at once.
+ */
+export const DEFAULT_UPSTREAM_CONNECTIONS = 64;
 
 export interface UpstreamOptions {
   /** `https://host:port`; a path (such as `/api/v1`) is ignored: the gateway forwards the client's own path. */
   url: string;
   tls: TlsTrust;
-  /** Keep-alive connections. Default 16. */
+  /** Keep-alive connections (requests in flight). Default DEFAULT_UPSTREAM_CONNECTIONS. */
   connections?: number;
   /** Connect timeout, and the longest wait for response headers and between body chunks. Default 5 min (backups). */
   timeoutMs?: number;
@@ -23,9 +33,9 @@ export interface UpstreamRequest {
   method: string;
   /** Path and query, as received from the client. */
   path: string;
-  headers: Record<string, string | string[]>;
+  /** Flat name/value list, as Node's `rawHeaders` (see headers.ts). */
+  headers: string[];
   body?: Readable | Buffer;
-  signal: AbortSignal;
 }
 
 export class Upstream {
@@ -50,7 +60,7 @@ export class Upstream {
     const trust = parseTrust(options.tls);
     this.timeoutMs = options.timeoutMs ?? 300_000;
     this.origin = url.origin;
-    this.#connections = options.connections ?? 16;
+    this.#connections = options.connections ?? DEFAULT_UPSTREAM_CONNECTIONS;
     this.#logger = options.logger;
     this.#mode = trust;
     this.#pool = this.#newPool(trust);
@@ -87,15 +97,11 @@ export class Upstream {
     return this.#mode;
   }
 
-  /** Sends one request; resolves once response headers arrive (the body streams). Rejects with undici's error. */
-  request(r: UpstreamRequest): Promise<Dispatcher.ResponseData> {
-    return this.#pool.request({
-      method: r.method as Dispatcher.HttpMethod,
-      path: r.path,
-      headers: r.headers,
-      body: r.body ?? null,
-      signal: r.signal,
-    });
+  /** Sends one request; the answer comes through the returned relay (its `head` rejects with undici's error). */
+  relay(r: UpstreamRequest): Relay {
+    const relay = new Relay();
+    this.#pool.dispatch({ method: r.method as Dispatcher.HttpMethod, path: r.path, headers: r.headers, body: r.body ?? null }, relay);
+    return relay;
   }
 
   /** Idempotent. */
