@@ -63,7 +63,7 @@ export function nethsmTrust(config: ReplicatorConfig): TlsTrust {
 }
 
 export function createNetHsmClients(config: ReplicatorConfig, secrets: LoadedSecrets, log: Logger): SiteContext['nethsm'] {
-  const pool = new NetHsmClient({ url: config.nethsm.url, tls: nethsmTrust(config), logger: log, timeoutMs: 120_000 });
+  const pool = new NetHsmClient({ url: config.nethsm.url, tls: nethsmTrust(config), logger: log, timeoutMs: 120_000, connections: config.nethsm.connections });
   const m = secrets.nethsm.metrics;
   return {
     pool,

@@ -254,7 +254,7 @@ export class Daemon {
       host: g.listen.host,
       port: g.listen.port,
       tls: { certPem: readConfigFileSync('gateway.certFile', g.certFile), keyPem: readConfigFileSync('gateway.keyFile', g.keyFile) },
-      nethsm: { url: config.nethsm.url, tls: nethsmTrust(config) },
+      nethsm: { url: config.nethsm.url, tls: nethsmTrust(config), connections: config.nethsm.connections },
       maxWriteBodyBytes: g.maxWriteBodyBytes,
       writeBodyTimeoutMs: g.writeBodyTimeoutMs,
       requestTimeoutMs: g.requestTimeoutMs,

@@ -139,6 +139,8 @@ export interface ReplicatorMetrics {
   readonly streamLagSeconds: Gauge<'namespace'>;
   readonly streamLastHeartbeatTimestampSeconds: Gauge<'namespace'>;
   readonly streamChangesAppliedTotal: Counter<'namespace' | 'outcome'>;
+  /** Replicas: imports the adaptive apply window lets be in flight at the NetHSM (src/stream/apply-limit.ts). */
+  readonly streamApplyWindow: Gauge<'namespace'>;
   readonly gatewayRequestsTotal: Counter<'namespace' | 'class' | 'outcome'>;
 
   /**
@@ -192,6 +194,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   streamLagSeconds: {},
   streamLastHeartbeatTimestampSeconds: {},
   streamChangesAppliedTotal: { outcome: STREAM_APPLY_OUTCOMES },
+  streamApplyWindow: {},
   gatewayRequestsTotal: { class: GATEWAY_CLASSES, outcome: GATEWAY_OUTCOMES },
 };
 
@@ -409,6 +412,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('stream_changes_applied_total'),
       help: 'Stream changes handled by outcome (applied, duplicate, failed).',
       labelNames: ['namespace', 'outcome'],
+      registers,
+    }),
+    streamApplyWindow: new Gauge({
+      name: name('stream_apply_window'),
+      help: 'Imports the replica keeps in flight at its NetHSM (adaptive: AIMD on the imports\' latency, at most nethsm.connections).',
+      labelNames: ['namespace'],
       registers,
     }),
     gatewayRequestsTotal: new Counter({

@@ -91,6 +91,11 @@ export class NetHsmClient {
     this.username = options.auth?.username;
   }
 
+  /** Connections of the pool this client uses (shared with the clients derived from it). */
+  get connections(): number {
+    return this.#transport.connections;
+  }
+
   /** A client with other credentials on the same pool. Its `close()` is a no-op; closing this client closes both. */
   withAuth(username: string, password: string): NetHsmClient {
     return new NetHsmClient({ [kDerive]: this.#transport, auth: { username, password } } as unknown as NetHsmClientOptions);
