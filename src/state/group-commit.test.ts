@@ -119,7 +119,7 @@ describe('group commit with the WAL synced off the event loop', () => {
     expect(store.changelog.after('payments', 1, 0).map((c) => c.keyId)).toEqual(['a']);
   });
 
-  it('makes groups committed during a sync wait for the next one, which covers them all', async () => {
+  it('runs two syncs at once; a group committed while both run waits for the next; a sync makes every group before it durable', async () => {
     const held = heldStore();
     const first = store.groupCommit(() => store.changelog.append('payments', 1, del('a')));
     await turn();
@@ -127,18 +127,26 @@ describe('group commit with the WAL synced off the event loop', () => {
     await turn();
     const third = store.groupCommit(() => store.changelog.append('payments', 1, del('c')));
     await turn();
-    expect(held).toHaveLength(1); // the second and third wait for a sync that starts after theirs committed
-    expect(store.changelog.head('payments', 1).seq).toBe(0);
-    held[0]!.release();
-    expect((await first).seq).toBe(1);
+    const fourth = store.groupCommit(() => store.changelog.append('payments', 1, del('d')));
     await turn();
-    expect(held).toHaveLength(2);
-    // Only what the first sync covered is shown; 2 and 3 wait for theirs.
-    expect(store.changelog.head('payments', 1).seq).toBe(1);
+    expect(held).toHaveLength(2); // the first two groups' own syncs; the third and fourth wait for the next to start
+    expect(store.changelog.head('payments', 1).seq).toBe(0);
+    let firstDone = false;
+    void first.then(() => (firstDone = true));
+    // The second sync started after the first group committed: when it returns, both groups are on disk.
     held[1]!.release();
-    expect([(await second).seq, (await third).seq]).toEqual([2, 3]);
-    expect(store.changelog.head('payments', 1).seq).toBe(3);
-    expect(store.groupCommitStats).toMatchObject({ commits: 3, writes: 3, syncs: 2 });
+    expect((await second).seq).toBe(2);
+    expect(firstDone).toBe(true);
+    expect(store.changelog.head('payments', 1).seq).toBe(2);
+    await turn();
+    expect(held).toHaveLength(3); // started when the second returned, after the third and fourth committed
+    held[0]!.release(); // covers only the first group: nothing new
+    await turn();
+    expect(store.changelog.head('payments', 1).seq).toBe(2);
+    held[2]!.release();
+    expect([(await third).seq, (await fourth).seq]).toEqual([3, 4]);
+    expect(store.changelog.head('payments', 1).seq).toBe(4);
+    expect(store.groupCommitStats).toMatchObject({ commits: 4, writes: 4, syncs: 3 });
   });
 
   it('after a failed sync, acknowledges nothing of the group, keeps its changes hidden and refuses grouped writes', async () => {

@@ -14,10 +14,11 @@
  *   (blocking the event loop for it);
  * - with `walSync` (the store's default): the group commits with synchronous=NORMAL, which in WAL mode writes the
  *   frames without an fsync, and then `walSync()` (an fdatasync of the WAL file on libuv's thread pool) makes them
- *   durable while the event loop goes on. One sync at a time; a group committed while one runs waits for the next,
- *   which covers every group committed until it starts (the WAL is appended in order, so a sync covers every frame
- *   written before it). This is the durability of synchronous=FULL, which fsyncs the same file at COMMIT, moved off
- *   the event loop. Until the sync returns, the group's rows are visible to this process but may not survive a power
+ *   durable while the event loop goes on. A sync covers every frame written before it started, so a group is durable
+ *   once any sync that started after its commit returned: its own, started at once while fewer than MAX_SYNCS run,
+ *   else the next one to start, or one started for a later group that returned first. This
+ *   is the durability of synchronous=FULL, which fsyncs the same file at COMMIT, moved off the event loop. Until the
+ *   sync returns, the group's rows are visible to this process but may not survive a power
  *   loss: nothing outside the process may learn of them before then (the change log's readers stop at its durable
  *   head, changelog-repo.ts; every other grouped write is read only inside the daemon or acted on after its caller
  *   resumed).
@@ -66,6 +67,19 @@ interface Item {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/**
+ * WAL syncs at once. Two, not one: a group committed just after a sync started would otherwise wait for that sync and
+ * then for its own (measured here: a write's wait until durable halves with two); not more, since they run on libuv's
+ * thread pool (four threads), shared with every other file operation.
+ */
+const MAX_SYNCS = 2;
+
+interface Waiting {
+  no: number;
+  durable(): void;
+  failed(err: StateSyncFailedError): void;
+}
+
 export class GroupCommit {
   readonly #db: () => Database;
   readonly #maxDelayMs: number;
@@ -76,8 +90,14 @@ export class GroupCommit {
   readonly #stats: GroupCommitStats = { commits: 0, writes: 0, largest: 0, syncs: 0 };
   /** Set while a group's transaction runs: writes made now become durable only after the group's sync. */
   #ends: ((end: GroupEnd) => void)[] | undefined;
-  #syncing: Promise<void> | undefined;
-  #nextSync: Promise<void> | undefined;
+  /** WAL syncs running (at most MAX_SYNCS). */
+  readonly #syncing = new Set<Promise<void>>();
+  /** Deferred groups committed so far (numbered from 1), the highest a running sync covers, the highest durable. */
+  #committed = 0;
+  #coveredByRunning = 0;
+  #durableUpTo = 0;
+  /** Deferred groups not durable yet, in commit order. */
+  #waiting: Waiting[] = [];
   #failed: StateSyncFailedError | undefined;
   #pragmas: { normal: Statement; full: Statement } | undefined;
 
@@ -184,17 +204,17 @@ export class GroupCommit {
     this.#stats.largest = Math.max(this.#stats.largest, items.length);
     const settle = () => outcomes.forEach((o, i) => (o.ok ? items[i]!.resolve(o.value) : items[i]!.reject(o.error)));
     if (!deferred) return settle();
-    this.#sync().then(
-      () => {
+    this.#awaitDurable({
+      no: ++this.#committed,
+      durable: () => {
         for (const end of ends) end('durable');
         settle();
       },
-      (err: unknown) => {
-        this.#failed ??= new StateSyncFailedError(`the state database's write-ahead log could not be synced to disk: ${(err as Error).message ?? String(err)}`, { cause: err });
+      failed: (err) => {
         for (const end of ends) end('sync-failed');
-        for (const item of items) item.reject(this.#failed);
+        for (const item of items) item.reject(err);
       },
-    );
+    });
   }
 
   #syncPragmas(db: Database): { normal: Statement; full: Statement } {
@@ -202,23 +222,35 @@ export class GroupCommit {
     return this.#pragmas;
   }
 
-  /** A WAL sync that starts after now: the one running started before this commit's frames were written. */
-  #sync(): Promise<void> {
-    if (!this.#syncing) return this.#startSync();
-    this.#nextSync ??= this.#syncing.then(
-      () => this.#startSync(),
-      () => this.#startSync(),
-    );
-    return this.#nextSync;
+  /**
+   * Settles the group once a WAL sync that started after its commit returned. A sync covers every frame written before
+   * it started, so one sync makes every group committed before it durable, whichever sync each of them waited for.
+   */
+  #awaitDurable(group: Waiting): void {
+    this.#waiting.push(group);
+    this.#startSyncIfNeeded();
   }
 
-  #startSync(): Promise<void> {
-    this.#nextSync = undefined;
+  /** Starts a sync when a committed group is covered by no running sync and fewer than MAX_SYNCS run. */
+  #startSyncIfNeeded(): void {
+    if (this.#failed || this.#syncing.size >= MAX_SYNCS || this.#committed <= this.#coveredByRunning) return;
+    const covers = this.#committed;
+    this.#coveredByRunning = covers;
     this.#stats.syncs++;
-    const running = this.#walSync!().finally(() => {
-      if (this.#syncing === running) this.#syncing = undefined;
-    });
-    this.#syncing = running;
-    return running;
+    const running: Promise<void> = this.#walSync!().then(
+      () => {
+        this.#syncing.delete(running);
+        this.#durableUpTo = Math.max(this.#durableUpTo, covers);
+        while (this.#waiting.length > 0 && this.#waiting[0]!.no <= this.#durableUpTo) this.#waiting.shift()!.durable();
+        this.#startSyncIfNeeded();
+      },
+      (err: unknown) => {
+        this.#syncing.delete(running);
+        // Whatever another sync may still cover, nothing waiting is known to be durable: the store stops here.
+        this.#failed ??= new StateSyncFailedError(`the state database's write-ahead log could not be synced to disk: ${(err as Error).message ?? String(err)}`, { cause: err });
+        for (const w of this.#waiting.splice(0)) w.failed(this.#failed);
+      },
+    );
+    this.#syncing.add(running);
   }
 }

@@ -16,7 +16,8 @@
  * Records go through the store's group commit (one transaction and fsync for the records of one event-loop turn), each
  * still after every earlier one and each checked, inside that transaction, to follow the stored position (recordNext),
  * so a record whose predecessor failed to commit is refused rather than moving the position past it. A slot counts as
- * done, and the caller is told (`recorded`), only once its record is durable.
+ * done, and the caller is told (`recorded`), only once its record is durable. The window's size bounds the effects at
+ * the device; a change waiting for its record does not count against it (its room goes to the next import).
  *
  * Its size is fixed (`size: n`) or adaptive (`size: ApplyLimit`, apply-limit.ts: AIMD on the imports' device latency,
  * bounded by the NetHSM client's pool); the window reports each import's latency to it and when it is full.
@@ -70,6 +71,9 @@ interface Slot {
   settled: Promise<unknown>;
 }
 
+/** Changes whose effect ended may wait for their record up to this many times the window's size. */
+const RECORD_BACKLOG = 4;
+
 export class ApplyWindow {
   readonly #o: ApplyWindowOptions;
   #slots: Slot[] = [];
@@ -78,6 +82,10 @@ export class ApplyWindow {
   #release: (() => void) | undefined;
   #held = 0;
   #failure: unknown;
+  /** Effects started and not ended: what loads the device. */
+  #atDevice = 0;
+  /** add() calls waiting for an effect to end. */
+  #roomWaiters: (() => void)[] = [];
 
   constructor(o: ApplyWindowOptions) {
     this.#o = o;
@@ -102,10 +110,13 @@ export class ApplyWindow {
   async add(line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<void> {
     if (this.#failure !== undefined) await this.drain();
     if (this.#held >= (this.#o.holdBound ?? 256) || (this.#release && this.#o.yieldWanted?.())) await this.drain();
-    // A recorded slot leaves #slots by itself (below); a failed one stays until the drain.
-    while (this.#slots.length >= this.size) {
-      if (typeof this.#o.size !== 'number') this.#o.size.full();
-      await this.#slots[0]!.done.catch(() => undefined);
+    // Room: at most `size` effects at the device. A change whose effect ended and whose record waits for its group
+    // commit no longer loads the device, but at most RECORD_BACKLOG × size changes may be unrecorded. A recorded slot
+    // leaves #slots by itself (below); a failed one stays until the drain.
+    while (this.#atDevice >= this.size || this.#slots.length >= RECORD_BACKLOG * this.size) {
+      const deviceFull = this.#atDevice >= this.size;
+      if (deviceFull && typeof this.#o.size !== 'number') this.#o.size.full();
+      await (deviceFull ? new Promise<void>((wake) => this.#roomWaiters.push(wake)) : this.#slots[0]!.done.catch(() => undefined));
       if (this.#failure !== undefined) await this.drain();
     }
     if (!this.#release) this.#release = await this.#hold();
@@ -128,9 +139,15 @@ export class ApplyWindow {
     const started = performance.now();
     const effect = makeEffect(deps, namespace, line);
     const limit = typeof this.#o.size === 'number' ? undefined : this.#o.size;
+    this.#atDevice++;
+    const effectEnded = (failed: boolean) => {
+      this.#atDevice--;
+      limit?.sample(performance.now() - started, failed);
+      for (const wake of this.#roomWaiters.splice(0)) wake();
+    };
     const settled = effect.then(
-      () => limit?.sample(performance.now() - started),
-      (err: unknown) => limit?.sample(performance.now() - started, isRetryable(err)),
+      () => effectEnded(false),
+      (err: unknown) => effectEnded(isRetryable(err)),
     );
     // `queued`: this change's record is in the group-commit queue, after its predecessor's (the order of records);
     // `done`: it is committed. A failure of either is the window's failure, and no later change is recorded after it.

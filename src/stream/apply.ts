@@ -42,7 +42,10 @@ export async function applyChange(deps: ApplyDeps, namespace: string, source: st
   if (admitChange(deps, namespace, source, line) === 'duplicate') return { outcome: 'duplicate' };
   const effect = await makeEffect(deps, namespace, line);
   if (effect.outcome === 'catchup') return effect;
-  recordChange(deps, namespace, source, line, effect.outcome);
+  const outcome = effect.outcome;
+  // Group commit (one WAL sync shared with the other writes of the turn); the position cannot have moved meanwhile
+  // (the caller holds the namespace's lock), and recordNext refuses to write if it did.
+  await deps.store.groupCommit(() => recordNext(deps, namespace, source, line, outcome));
   return effect;
 }
 
