@@ -54,6 +54,8 @@ export interface GroupCommitStats {
   largest: number;
   /** WAL syncs (fdatasync) that made groups durable; 0 when groups commit with synchronous=FULL. */
   syncs: number;
+  /** Milliseconds those syncs took, summed (each from its start to its return). */
+  syncMs: number;
 }
 
 /** How a group ended for the rows it wrote: durable, not written at all, or written but not known to be durable. */
@@ -87,7 +89,7 @@ export class GroupCommit {
   readonly #walSync: (() => Promise<void>) | undefined;
   #queue: Item[] = [];
   #timer: NodeJS.Immediate | NodeJS.Timeout | undefined;
-  readonly #stats: GroupCommitStats = { commits: 0, writes: 0, largest: 0, syncs: 0 };
+  readonly #stats: GroupCommitStats = { commits: 0, writes: 0, largest: 0, syncs: 0, syncMs: 0 };
   /** Set while a group's transaction runs: writes made now become durable only after the group's sync. */
   #ends: ((end: GroupEnd) => void)[] | undefined;
   /** WAL syncs running (at most MAX_SYNCS). */
@@ -237,8 +239,10 @@ export class GroupCommit {
     const covers = this.#committed;
     this.#coveredByRunning = covers;
     this.#stats.syncs++;
+    const started = performance.now();
     const running: Promise<void> = this.#walSync!().then(
       () => {
+        this.#stats.syncMs += performance.now() - started;
         this.#syncing.delete(running);
         this.#durableUpTo = Math.max(this.#durableUpTo, covers);
         while (this.#waiting.length > 0 && this.#waiting[0]!.no <= this.#durableUpTo) this.#waiting.shift()!.durable();
