@@ -10,9 +10,10 @@
  * its imports' latencies and `rate` the imports finished per second; `baseline` is the lowest round latency of the
  * last `history` rounds. At the end of a round:
  * - an import of the round failed (a transient NetHSM failure: the device or the path is overloaded): halve the limit;
- * - `latency > tolerance × baseline` (default 1.5): the imports wait somewhere. Halve the limit, unless this limit got
- *   at least `gain` (default 1.2) × the rate that half of it got in the last `history` rounds: then twice the
- *   concurrency still gets more done (the device has parallel capacity left; the wait is elsewhere) and the limit stays;
+ * - `latency > tolerance × baseline` (default 1.5): the imports wait somewhere. Halve the limit, unless this round's
+ *   rate is at least `gain` (default 1.2) × the best rate of the last `history` rounds at half the limit or less: then
+ *   more concurrency still gets more done (the device has parallel capacity left; the wait is elsewhere), and the
+ *   limit stays;
  * - else, if the window was full at some point in the round (imports waited for room): add one (double while no round
  *   has shrunk it yet: slow start);
  * - else keep the limit (demand is below it; growing it would prove nothing).
@@ -49,7 +50,7 @@ export interface ApplyLimitOptions {
   min?: number;
   /** A round whose latency exceeds `tolerance` × the baseline may be congestion (default 1.5). */
   tolerance?: number;
-  /** … unless its rate is at least `gain` × the rate half its limit got (default 1.2). */
+  /** … unless its rate is at least `gain` × the best recent rate at half its limit or less (default 1.2). */
   gain?: number;
   /** Rounds the baseline is taken from (default 20). */
   history?: number;
@@ -80,7 +81,7 @@ export class ApplyLimit {
   #roundFull = false;
   /** Round latencies of the last `history` rounds. */
   #latencies: number[] = [];
-  /** The last rate measured at each limit, with the round number it was measured in. */
+  /** The last rate measured at each limit, with the number of the round it was measured in. */
   readonly #rateAt = new Map<number, { rate: number; round: number }>();
   #roundNo = 0;
   #lastChange: ApplyLimitChange | undefined;
@@ -148,13 +149,21 @@ export class ApplyLimit {
     if (this.#latencies.length > this.#history) this.#latencies.shift();
     this.#rateAt.set(this.#limit, { rate, round: roundNo });
     if (latency > this.#tolerance * Math.min(...this.#latencies)) {
-      const half = this.#rateAt.get(Math.floor(this.#limit / 2));
-      const halfRecent = half !== undefined && roundNo - half.round <= this.#history;
-      if (!halfRecent || rate < this.#gain * half.rate) return this.#set(Math.floor(this.#limit / 2), 'latency');
+      const half = this.#bestRateUpTo(Math.floor(this.#limit / 2), roundNo);
+      if (half === undefined || rate < this.#gain * half) return this.#set(Math.floor(this.#limit / 2), 'latency');
     }
     if (!full) return;
     if (this.#slowStart) this.#set(this.#limit * 2, 'slow-start');
     else this.#set(this.#limit + 1, 'increase');
+  }
+
+  /** The best rate measured within the last `history` rounds at a limit of at most `limit`; undefined when none. */
+  #bestRateUpTo(limit: number, roundNo: number): number | undefined {
+    let best: number | undefined;
+    for (const [at, m] of this.#rateAt) {
+      if (at <= limit && roundNo - m.round <= this.#history && (best === undefined || m.rate > best)) best = m.rate;
+    }
+    return best;
   }
 
   #set(next: number, why: ApplyLimitChange): void {
