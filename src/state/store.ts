@@ -3,9 +3,8 @@
  *
  * Durability: WAL with `synchronous=FULL`. In WAL mode NORMAL never corrupts the database but may lose the last
  * committed transactions on power loss; a role or epoch change must not be lost once anything acted on it (peers
- * told, writes accepted), and the state's write rate (role changes, one position per sync, member status changes,
- * later one change-log row per key mutation) is far below what an fsync per commit costs. So FULL, everywhere:
- * one rule, no per-table reasoning.
+ * told, writes accepted). So every write is durable before anyone acts on it: `transaction()` commits with FULL, and
+ * the per-key-mutation hot paths use group commit (below), whose sync gives the same guarantee.
  * Group commit (`groupCommit`): the hot paths (the gateway's intents and change-log rows, a replica's applied changes)
  * share one transaction, and so one fsync, per event-loop turn instead of paying one each (group-commit.ts); by
  * default that fsync (an fdatasync of the WAL, what FULL does at COMMIT) runs off the event loop. Each caller resumes
