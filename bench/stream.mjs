@@ -3,14 +3,24 @@
 // latency, two daemons, A's gateway), N EC P-256 JSON imports through A's gateway at concurrency C (optionally paced
 // to R keys/s), and for each key the time from A's 2xx to its apply at B. The baseline is the rate of importing the
 // same kind of keys directly into B's simulator at the same concurrency, into a namespace of its own (`bench`).
+// Each of --rounds rounds (default 3) measures a direct run and then a replicated run back to back, so each ratio
+// compares two runs under the same machine load; the summary is the median of the rounds. Before the first round,
+// --warmup imports of the same kind per path (default 300, not measured) bring both paths to their steady state: V8's compiled code, the connection pools, and the daemons' SQLite WAL at its working size (a fresh WAL
+// grows with every commit, and an fdatasync that extends a file costs a journal commit, ~10× one that overwrites; the
+// WAL is reused from its start after each checkpoint, so a running daemon overwrites).
 // Usage: npm run build && node bench/stream.mjs [--keys 300] [--concurrency 8] [--rate R] [--latency import=50ms,...]
+//        [--warmup 300] [--rounds 3]
+//        [--profile out.cpuprofile]  (a V8 CPU profile of the last replicated run, for chrome://inspect or speedscope)
 // Everything runs in this process on 127.0.0.1 and is torn down at the end. Figures go to docs/benchmarks.md.
 import { generateKeyPairSync } from 'node:crypto';
 import { cpus } from 'node:os';
+import { Session } from 'node:inspector/promises';
+import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { Lab, LAB_PASSPHRASES } from '../dist/lab/lab.js';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { parseLatencySpec } from '../dist/sim/latency.js';
+import { prepare } from '../dist/state/sqlite.js';
 
 // Appliance-like defaults: a key import and a private-key operation take tens of ms on a NetHSM; reads are cheap.
 // `decrypt` is what the replica pays to unwrap each envelope's key with its transport key (RSA-OAEP).
@@ -19,12 +29,18 @@ const DEFAULT_LATENCY = 'import=50ms,sign=40ms,decrypt=40ms,key-get=2ms,key-list
 const { values } = parseArgs({
   options: {
     keys: { type: 'string', default: '300' },
+    warmup: { type: 'string', default: '300' },
+    rounds: { type: 'string', default: '3' },
     concurrency: { type: 'string', short: 'c', default: '8' },
     rate: { type: 'string', default: '0' },
     latency: { type: 'string', default: DEFAULT_LATENCY },
+    profile: { type: 'string' },
   },
 });
 const N = positiveInt(values.keys, '--keys');
+const WARMUP = Number(values.warmup);
+if (!Number.isInteger(WARMUP) || WARMUP < 0) throw new Error('--warmup must be a whole number of keys (0: none)');
+const ROUNDS = positiveInt(values.rounds, '--rounds');
 const C = positiveInt(values.concurrency, '--concurrency');
 const RATE = Number(values.rate);
 if (!Number.isFinite(RATE) || RATE < 0) throw new Error('--rate must be a number of keys/s (0: as fast as the concurrency allows)');
@@ -73,6 +89,17 @@ async function load(n, concurrency, rate, op) {
   return { started, ended, endedWall, seconds, rate: n / seconds };
 }
 
+/** Process CPU time and event-loop utilisation from now until the returned function is called. */
+function startCost() {
+  const cpu = process.cpuUsage();
+  const elu = performance.eventLoopUtilization();
+  return () => {
+    const used = process.cpuUsage(cpu);
+    const loop = performance.eventLoopUtilization(elu);
+    return { cpuMsPerKey: (n) => ((used.user + used.system) / 1000 / n).toFixed(2), elu: loop.utilization.toFixed(2) };
+  };
+}
+
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 }
@@ -86,7 +113,9 @@ async function eventually(check, timeoutMs, what) {
   }
 }
 
-const lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], gateway: true, latency: LATENCY });
+// The simulators keep their state in memory: a NetHSM does not write to the daemons' disk (a persisting simulator
+// rewrites its whole store every 50 ms under writes, which slows the daemons' WAL syncs on the same disk).
+const lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], gateway: true, latency: LATENCY, simPersistence: false });
 const closers = [];
 try {
   const a = lab.site('a');
@@ -100,7 +129,7 @@ try {
   const latencyText = Object.entries(LATENCY).map(([k, v]) => `${k}=${v}ms`).join(', ');
   console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; everything in one process on 127.0.0.1`);
   console.log(`simulator latency (both sites): ${latencyText}`);
-  console.log(`N=${N} EC P-256 JSON imports, concurrency ${C}, ${RATE > 0 ? `paced at ${RATE} keys/s` : 'unpaced'}`);
+  console.log(`N=${N} EC P-256 JSON imports per run, concurrency ${C}, ${RATE > 0 ? `paced at ${RATE} keys/s` : 'unpaced'}, after ${WARMUP} warm-up imports per path; ${ROUNDS} rounds of a direct then a replicated run`);
 
   // Baseline: the same imports straight into B's simulator (same device, latency, TLS server and process load as the
   // replicated run), as the Administrator of a namespace of its own, so the replica namespace is left untouched.
@@ -111,52 +140,116 @@ try {
   const direct = new NetHsmClient({ url: b.sim.url, tls: { fingerprint256: b.sim.fingerprint256 }, auth: { username: 'bench~admin', password: LAB_PASSPHRASES.nsAdmin }, connections: C });
   closers.push(direct);
   await direct.listKeys(); // connection warm-up
-  const directBodies = Array.from({ length: N }, p256Body);
-  const base = await load(N, C, RATE, (i) => direct.importKey(directBodies[i], `direct${i}`));
-  console.log(`direct import into B's simulator: ${base.rate.toFixed(1)} keys/s`);
-
+  if (WARMUP > 0) {
+    const warm = Array.from({ length: WARMUP }, p256Body);
+    await load(WARMUP, C, 0, (i) => direct.importKey(warm[i], `warmdirect${i}`));
+  }
   // Replicated: the same load through A's gateway; B's apply times come from B's applied_changes (applied_at is
   // written in the transaction that follows the 2xx of B's NetHSM, i.e. when the key has just become usable at B).
   const gw = new NetHsmClient({ url: `https://127.0.0.1:${a.daemon.ports.gateway}`, tls: { caPem: lab.caPem }, auth: { username: 'alpha~admin', password: LAB_PASSPHRASES.nsAdmin }, connections: C });
   closers.push(gw);
   await gw.listKeys();
-  const bodies = Array.from({ length: N }, p256Body);
-  const firstWall = Date.now();
-  const rep = await load(N, C, RATE, (i) => gw.importKey(bodies[i], `k${i}`));
-  const ids = new Set(Array.from({ length: N }, (_, i) => `k${i}`));
-  const applied = new Map();
-  const query = b.daemon.ctx.store.db.prepare("SELECT key_id AS id, applied_at AS at FROM applied_changes WHERE namespace = 'alpha' AND kind = 'key-imported'");
-  await eventually(
-    () => {
-      for (const r of query.all()) if (ids.has(r.id)) applied.set(r.id, r.at);
-      return applied.size === N;
-    },
-    600_000,
-    'B to apply every import',
-  );
-  const lags = Float64Array.from({ length: N }, (_, i) => Math.max(0, applied.get(`k${i}`) - rep.endedWall[i])).sort();
-  const lastApplied = Math.max(...applied.values());
-  const firstApplied = Math.min(...applied.values());
-  const throughputB = N / ((lastApplied - firstWall) / 1000);
-  const applyRate = N > 1 ? (N - 1) / ((lastApplied - firstApplied) / 1000) : NaN;
+  const appliedQuery = prepare(b.daemon.ctx.store.db, "SELECT key_id AS id, applied_at AS at FROM applied_changes WHERE namespace = 'alpha' AND kind = 'key-imported'");
+  /** Waits until B applied every key of `ids`; resolves with their applied_at times. */
+  const appliedAtB = async (ids) => {
+    const applied = new Map();
+    await eventually(
+      () => {
+        for (const r of appliedQuery.all()) if (ids.has(r.id)) applied.set(r.id, r.at);
+        return applied.size === ids.size;
+      },
+      600_000,
+      'B to apply every import',
+    );
+    return applied;
+  };
+  if (WARMUP > 0) {
+    const warm = Array.from({ length: WARMUP }, p256Body);
+    await load(WARMUP, C, 0, (i) => gw.importKey(warm[i], `w${i}`));
+    await appliedAtB(new Set(warm.map((_, i) => `w${i}`)));
+  }
+
+  /** One direct run of N imports into B's simulator. */
+  async function directRun(round) {
+    const bodies = Array.from({ length: N }, p256Body);
+    const cost = startCost();
+    const run = await load(N, C, RATE, (i) => direct.importKey(bodies[i], `direct${round}_${i}`));
+    return { rate: run.rate, cost: cost() };
+  }
+
+  /** One replicated run of N imports through A's gateway, until B applied them all. */
+  async function replicatedRun(round, profile) {
+    const bodies = Array.from({ length: N }, p256Body);
+    // Group-commit statistics and the apply-window gauge are read only when the build has them (compare older builds).
+    const commitsBefore = [a, b].map((s) => s.daemon.ctx.store.groupCommitStats);
+    const profiler = profile ? new Session() : undefined;
+    if (profiler) {
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.start');
+    }
+    const cost = startCost();
+    const firstWall = Date.now();
+    const id = (i) => `k${round}_${i}`;
+    const rep = await load(N, C, RATE, (i) => gw.importKey(bodies[i], id(i)));
+    const ids = new Set(Array.from({ length: N }, (_, i) => id(i)));
+    const applied = await appliedAtB(ids);
+    const spent = cost();
+    if (profiler) {
+      const { profile: cpuProfile } = await profiler.post('Profiler.stop');
+      await writeFile(profile, JSON.stringify(cpuProfile));
+      profiler.disconnect();
+    }
+    const commits = [a, b].map((s, i) => {
+      const now = s.daemon.ctx.store.groupCommitStats;
+      const was = commitsBefore[i];
+      return now && { commits: now.commits - was.commits, writes: now.writes - was.writes, syncs: now.syncs - was.syncs, syncMs: now.syncMs - was.syncMs };
+    });
+    const windowAtB = (await b.daemon.ctx.metrics.streamApplyWindow?.get())?.values.find((v) => v.labels.namespace === 'alpha')?.value;
+    const lags = Float64Array.from({ length: N }, (_, i) => Math.max(0, applied.get(id(i)) - rep.endedWall[i])).sort();
+    const lastApplied = Math.max(...applied.values());
+    const firstApplied = Math.min(...applied.values());
+    const atB = new Set(await op.listKeys({ prefix: `k${round}_` }));
+    return {
+      held: rep.rate,
+      throughputB: N / ((lastApplied - firstWall) / 1000),
+      applyRate: N > 1 ? (N - 1) / ((lastApplied - firstApplied) / 1000) : NaN,
+      lags,
+      missing: [...ids].filter((k) => !atB.has(k)).length,
+      cost: spent,
+      commits,
+      windowAtB,
+    };
+  }
+
   const op = new NetHsmClient({ url: b.sim.url, tls: { fingerprint256: b.sim.fingerprint256 }, auth: { username: 'alpha~operator', password: LAB_PASSPHRASES.nsOperator } });
   closers.push(op);
-  const atB = new Set(await op.listKeys());
-  const missing = [...ids].filter((id) => !atB.has(id)).length;
+  // Each round measures the direct run and then the replicated run, back to back, so a ratio compares two runs under
+  // the same machine load; the summary takes the median of the rounds.
+  const rows = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const d = await directRun(round);
+    const r = await replicatedRun(round, round === ROUNDS - 1 ? values.profile : undefined);
+    rows.push({ d, r, ratio: r.throughputB / d.rate, heldRatio: r.held / d.rate, p99: percentile(r.lags, 99) });
+  }
 
+  const groups = (c) => (c ? `${c.commits} × ${(c.writes / Math.max(1, c.commits)).toFixed(1)}, ${c.syncs} syncs of ${(c.syncMs / Math.max(1, c.syncs)).toFixed(1)} ms` : '–');
   console.log('');
-  console.log('| measure | value |');
-  console.log('|---|---|');
-  console.log(`| direct import rate at B (C=${C}) | ${base.rate.toFixed(1)} keys/s |`);
-  console.log(`| rate held at A's gateway (C=${C}) | ${rep.rate.toFixed(1)} keys/s |`);
-  console.log(`| replicated throughput at B (N / first request at A → last apply at B) | ${throughputB.toFixed(1)} keys/s |`);
-  console.log(`| apply rate at B (first → last apply) | ${applyRate.toFixed(1)} keys/s |`);
-  console.log(`| lag A 2xx → applied at B, p50 / p90 / p99 / max | ${[50, 90, 99].map((p) => percentile(lags, p).toFixed(0)).join(' / ')} / ${lags[N - 1].toFixed(0)} ms |`);
-  console.log(`| keys missing at B (device listing) | ${missing} |`);
+  console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | CPU ms/key direct / replicated | ELU direct / replicated | group commits A / B (× writes, WAL syncs) | window at B | ratio B / direct | ratio A / direct |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|---|`);
+  rows.forEach(({ d, r, ratio, heldRatio }, i) => {
+    const lag = `${[50, 90, 99].map((p) => percentile(r.lags, p).toFixed(0)).join(' / ')} / ${r.lags[N - 1].toFixed(0)}`;
+    console.log(
+      `| ${i + 1} | ${d.rate.toFixed(1)} | ${r.held.toFixed(1)} | ${r.throughputB.toFixed(1)} | ${r.applyRate.toFixed(1)} | ${lag} | ${r.missing} | ${d.cost.cpuMsPerKey(N)} / ${r.cost.cpuMsPerKey(N)} | ${d.cost.elu} / ${r.cost.elu} | ${r.commits.map(groups).join(' / ')} | ${r.windowAtB ?? '–'} | ${ratio.toFixed(2)} | ${heldRatio.toFixed(2)} |`,
+    );
+  });
+  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)];
   console.log('');
-  console.log(`ratio replicated throughput at B / direct import rate at B: ${(throughputB / base.rate).toFixed(2)} (target ≥ 0.9)`);
-  console.log(`ratio rate held at A / direct import rate at B: ${(rep.rate / base.rate).toFixed(2)}`);
-  console.log(`lag p99: ${percentile(lags, 99).toFixed(0)} ms (target < 1000 ms)`);
+  console.log(`median of ${ROUNDS} rounds: direct ${median(rows.map((x) => x.d.rate)).toFixed(1)} keys/s, replicated at B ${median(rows.map((x) => x.r.throughputB)).toFixed(1)} keys/s`);
+  console.log(`ratio replicated throughput at B / direct import rate at B: ${median(rows.map((x) => x.ratio)).toFixed(2)} (target ≥ 0.9; rounds ${rows.map((x) => x.ratio.toFixed(2)).join(', ')})`);
+  console.log(`ratio rate held at A / direct import rate at B: ${median(rows.map((x) => x.heldRatio)).toFixed(2)}`);
+  console.log(`lag p99: ${median(rows.map((x) => x.p99)).toFixed(0)} ms (target < 1000 ms; rounds ${rows.map((x) => x.p99.toFixed(0)).join(', ')})`);
+  console.log(`keys missing at B: ${rows.reduce((n, x) => n + x.r.missing, 0)}`);
 } finally {
   for (const c of closers) await c.close().catch(() => undefined);
   await lab.close();

@@ -485,6 +485,17 @@ export class StateMigrationFailedError extends NhrError {
     'The database was left at the version the message names; fix the cause (disk, permissions, a newer database) and restart.';
 }
 
+/**
+ * The state database's write-ahead log could not be synced to disk after a group commit (src/state/group-commit.ts):
+ * the writes of that group may not survive a power loss, so none of them was acknowledged, and the store takes no
+ * grouped write any more (the gateway refuses mutations of primary namespaces with 503) until the daemon restarts.
+ */
+export class StateSyncFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_SYNC_FAILED';
+  static override readonly defaultHint =
+    'Check the disk under the state directory (kernel log, free space, I/O errors), then restart the daemon: it reads back what reached the disk and settles open writes from the NetHSM.';
+}
+
 export class NamespaceUnknownError extends NhrError {
   static override readonly code = 'NHR_ERR_NAMESPACE_UNKNOWN';
   static override readonly defaultHint = 'List the configured namespaces with `nethsm-replicator status`; add it to the config first.';
@@ -805,6 +816,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   StateOpenFailedError,
   StateDirUnusableError,
   StateLockedError,
+  StateSyncFailedError,
   StateMigrationFailedError,
   NamespaceUnknownError,
   RolePromoteRefusedError as unknown as typeof NhrError,

@@ -89,6 +89,14 @@ describe('parseConfig: valid documents and defaults', () => {
     }).toThrow(TypeError);
   });
 
+  it('reads nethsm.connections (default 32) and refuses a count that is not a whole number in 1..256, naming it', () => {
+    expect(parseConfig(toYaml(validConfigDoc()), {}).nethsm.connections).toBe(32);
+    const doc = validConfigDoc() as Doc;
+    doc.nethsm.connections = 12;
+    expect(parseConfig(toYaml(doc), {}).nethsm.connections).toBe(12);
+    for (const bad of [0, 2.5, 257, 'many']) expectProblem((d) => (d.nethsm.connections = bad), /nethsm\.connections/);
+  });
+
   it('accepts every TLS trust form for the NetHSM', () => {
     for (const tls of [{ caFile: '/etc/nhr/nethsm-ca.pem' }, { insecure: true }]) {
       const doc = validConfigDoc() as Doc;

@@ -43,6 +43,10 @@ export const DEFAULT_GATEWAY_LIMITS = {
 export const DEFAULT_GATEWAY_NETHSM_CONNECTIONS = 64;
 /** Upper bound for gateway.nethsmConnections: each is a TLS session the appliance keeps. */
 export const MAX_GATEWAY_NETHSM_CONNECTIONS = 1024;
+/** Connections per pool to the NetHSM (`nethsm.connections`): default and upper bound. */
+export const DEFAULT_NETHSM_CONNECTIONS = 32;
+export const MAX_NETHSM_CONNECTIONS = 256;
+
 /** Upper bound for gateway.maxWriteBodyBytes: every such body is held in memory while it is read. */
 export const MAX_WRITE_BODY_BYTES = 1024 * 1024 * 1024;
 /** Linux `sun_path` holds 108 bytes including the terminating NUL. */
@@ -104,6 +108,11 @@ export interface ReplicatorConfig {
   readonly nethsm: {
     readonly url: string;
     readonly tls: NetHsmTrust;
+    /**
+     * Keep-alive connections per pool to the NetHSM: the daemon's own (replication; bounds the stream's adaptive apply
+     * window) and the gateway's (applications' requests).
+     */
+    readonly connections: number;
     readonly credentials: {
       /** Root Backup user: takes device backups. */
       readonly backup: AccountRef;
@@ -372,6 +381,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
       nethsm: z.strictObject({
         url: httpsUrl(),
         tls: netHsmTrust(opts),
+        connections: positiveInt.pipe(z.number().max(MAX_NETHSM_CONNECTIONS)).default(DEFAULT_NETHSM_CONNECTIONS),
         credentials: z.strictObject({
           backup: account(opts, 'root'),
           admin: account(opts, 'root'),

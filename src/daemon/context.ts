@@ -77,7 +77,7 @@ export function nethsmTrust(config: ReplicatorConfig): TlsTrust {
  * the setting and is told to `onCredential` (the daemon's CredentialHealth).
  */
 export function createNetHsmClients(config: ReplicatorConfig, secrets: LoadedSecrets, log: Logger, onCredential?: CredentialObserver): SiteContext['nethsm'] {
-  const pool = new NetHsmClient({ url: config.nethsm.url, tls: nethsmTrust(config), logger: log, timeoutMs: 120_000, ...(onCredential ? { onCredential } : {}) });
+  const pool = new NetHsmClient({ url: config.nethsm.url, tls: nethsmTrust(config), logger: log, timeoutMs: 120_000, connections: config.nethsm.connections, ...(onCredential ? { onCredential } : {}) });
   const m = secrets.nethsm.metrics;
   return {
     pool,

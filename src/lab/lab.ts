@@ -48,6 +48,12 @@ export interface LabOptions {
   latency?: Partial<Record<string, number>> | ((site: string) => Partial<Record<string, number>>);
   /** The `etcd` section per site (automatic failover): its endpoints (e.g. through a test proxy), lease and margin. */
   etcd?: (site: string) => { endpoints: string[]; leaseTtl: string; safetyMargin: string; prefix?: string };
+  /**
+   * `false`: the simulators keep their state in memory only, so a restarted simulator starts empty. For benchmarks: a
+   * NetHSM does not write to the daemons' disk, and a simulator persisting every change there (its whole store, every
+   * 50 ms under writes) slows the daemons' fsyncs. Default true.
+   */
+  simPersistence?: boolean;
 }
 
 export const LAB_PASSPHRASES = {
@@ -109,7 +115,7 @@ export class LabSite {
     if (this.sim) return;
     this.sim = await startSimulator({
       port: this.lab.simPorts.get(this.name)!,
-      dataDir: this.simDir,
+      ...(this.lab.options.simPersistence === false ? {} : { dataDir: this.simDir }),
       backupScrypt: TEST_SCRYPT,
       unlockScrypt: TEST_SCRYPT,
       ...(this.lab.options.latency

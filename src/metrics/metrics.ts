@@ -154,6 +154,8 @@ export interface ReplicatorMetrics {
   readonly streamLastHeartbeatTimestampSeconds: Gauge<'namespace'>;
   readonly streamChangesAppliedTotal: Counter<'namespace' | 'outcome'>;
   readonly streamFailing: Gauge<'namespace' | 'reason'>;
+  /** Replicas: imports the adaptive apply window lets be in flight at the NetHSM (src/stream/apply-limit.ts). */
+  readonly streamApplyWindow: Gauge<'namespace'>;
   readonly gatewayRequestsTotal: Counter<'namespace' | 'class' | 'outcome'>;
 
   /**
@@ -221,6 +223,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   streamLastHeartbeatTimestampSeconds: {},
   streamChangesAppliedTotal: { outcome: STREAM_APPLY_OUTCOMES },
   streamFailing: { reason: SYNC_FAILURE_REASONS },
+  streamApplyWindow: {},
   gatewayRequestsTotal: { class: GATEWAY_CLASSES, outcome: GATEWAY_OUTCOMES },
 };
 
@@ -481,6 +484,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('stream_failing'),
       help: "1 for the reason a replica's change stream is failing now (its last connection, change or catch-up failed and nothing succeeded since), 0 for the others.",
       labelNames: ['namespace', 'reason'],
+      registers,
+    }),
+    streamApplyWindow: new Gauge({
+      name: name('stream_apply_window'),
+      help: 'Imports the replica keeps in flight at its NetHSM (adaptive: AIMD on the imports\' latency, at most nethsm.connections).',
+      labelNames: ['namespace'],
       registers,
     }),
     gatewayRequestsTotal: new Counter({

@@ -99,6 +99,11 @@ export class NetHsmClient {
     this.username = options.auth?.username;
   }
 
+  /** Connections of the pool this client uses (shared with the clients derived from it). */
+  get connections(): number {
+    return this.#transport.connections;
+  }
+
   /**
    * A client with other credentials on the same pool. Its `close()` is a no-op; closing this client closes both.
    * `credential` names the config setting the credential comes from: a 401 then is a NetHsmCredentialRefusedError

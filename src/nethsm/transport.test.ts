@@ -154,6 +154,8 @@ describe('TLS trust', () => {
     expect(() => client({ tls: { caPem: 'not a pem' } })).toThrow(/caPem/);
     expect(() => client({ url: 'http://127.0.0.1:1' })).toThrow(/https/);
     expect(() => client({ url: 'https://u:p@127.0.0.1:1' })).toThrow(/credentials/);
+    for (const connections of [0, 1.5, -1]) expect(() => client({ connections })).toThrow(/connections must be a whole number/);
+    expect(client({ connections: 3 }).connections).toBe(3);
   });
 });
 

@@ -69,10 +69,11 @@ const MAX_ERROR_BODY_BYTES = 64 * 1024;
 export class Transport {
   readonly origin: string;
   readonly timeoutMs: number;
+  /** Keep-alive connections the pool opens at most (requests beyond that wait in the pool). */
+  readonly connections: number;
   readonly logger: Logger;
   #pool: Pool;
   #mode: TrustMode;
-  readonly #connections: number;
   readonly #onCredential: CredentialObserver | undefined;
   #closed = false;
 
@@ -90,11 +91,12 @@ export class Transport {
     this.timeoutMs = options.timeoutMs ?? 30_000;
     if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) throw new InputInvalidError('timeoutMs must be a positive number');
     this.origin = url.origin;
+    this.connections = options.connections ?? 8;
+    if (!Number.isInteger(this.connections) || this.connections < 1) throw new InputInvalidError('connections must be a whole number ≥ 1');
     this.logger = options.logger;
     if (trust.kind === 'insecure') {
       this.logger.warn({ url: this.origin }, 'TLS certificate verification is disabled for this NetHSM (insecure: true)');
     }
-    this.#connections = options.connections ?? 8;
     this.#onCredential = options.onCredential;
     this.#mode = trust;
     this.#pool = this.#newPool(trust);
@@ -102,7 +104,7 @@ export class Transport {
 
   #newPool(trust: TrustMode): Pool {
     return new Pool(this.origin, {
-      connections: this.#connections,
+      connections: this.connections,
       connect: connectorFor(trust, this.timeoutMs),
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,

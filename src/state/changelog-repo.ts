@@ -1,9 +1,17 @@
 /**
  * The `change_log` and `stream_heads` tables (streaming): the primary's numbered changes per namespace, and the last
  * sequence number allocated. Rows hold public fields and envelopes only, never key material in the clear.
+ *
+ * Durable reads: a change appended in a group commit whose WAL sync has not returned yet (group-commit.ts) is in the
+ * table but might not survive a power loss, and then its seq would be given to another change. So `head`, `after`
+ * and `get` show nothing from the first such change of a namespace on until its group is durable: what leaves this
+ * site (the stream to replicas, heartbeats, the heads a snapshot is labelled with, peer status) only ever names
+ * changes that are on disk, as a PostgreSQL primary sends replicas only WAL it has flushed. Seq allocation uses the
+ * real head.
  */
 import { randomUUID } from 'node:crypto';
 import type { Database, Statement } from 'better-sqlite3';
+import type { GroupEnd } from './group-commit.js';
 import { prepare } from './sqlite.js';
 
 export const CHANGE_KINDS = [
@@ -65,12 +73,18 @@ const toChange = (r: Raw): LoggedChange => ({
   createdAt: r.created_at,
 });
 
+/** The group commit's view for the log: whether rows written now become durable only when their group's sync returns. */
+export interface DeferredDurability {
+  readonly deferring: boolean;
+  whenEnded(fn: (end: GroupEnd) => void): void;
+}
+
 export class ChangeLogRepo {
   private readonly sHead: Statement<[string], { epoch: number; seq: number }>;
   private readonly sFloor: Statement<[string], { seq: number | null }>;
   private readonly sSetHead: Statement<Record<string, unknown>>;
   private readonly sInsert: Statement<Record<string, unknown>>;
-  private readonly sAfter: Statement<[string, number, number, number], Raw>;
+  private readonly sAfter: Statement<[string, number, number, number, number], Raw>;
   private readonly sGet: Statement<[string, number], Raw>;
   private readonly sOldest: Statement<[string, number], { seq: number | null }>;
   private readonly sPruneAge: Statement<[number]>;
@@ -80,9 +94,13 @@ export class ChangeLogRepo {
   private readonly sNewLog: Statement<Record<string, unknown>>;
   private readonly sKnows: Statement<[string, string, string], { one: number }>;
 
+  /** Per namespace, seqs appended in groups not yet durable (with a count: a rolled-back seq may be appended again). */
+  readonly #undurable = new Map<string, Map<number, number>>();
+
   constructor(
     private readonly db: Database,
     private readonly now: () => number,
+    private readonly durability?: DeferredDurability,
   ) {
     this.sHead = prepare(db, 'SELECT epoch, seq FROM stream_heads WHERE namespace = ?');
     this.sFloor = prepare(db, 'SELECT max(seq) AS seq FROM replica_positions WHERE namespace = ?');
@@ -96,7 +114,7 @@ export class ChangeLogRepo {
       `INSERT INTO change_log (namespace, seq, epoch, kind, key_id, ref, detail, envelopes, created_at)
        VALUES (@namespace, @seq, @epoch, @kind, @keyId, @ref, @detail, @envelopes, @at)`,
     );
-    this.sAfter = prepare(db, 'SELECT * FROM change_log WHERE namespace = ? AND epoch = ? AND seq > ? ORDER BY seq LIMIT ?');
+    this.sAfter = prepare(db, 'SELECT * FROM change_log WHERE namespace = ? AND epoch = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?');
     this.sGet = prepare(db, 'SELECT * FROM change_log WHERE namespace = ? AND seq = ?');
     this.sOldest = prepare(db, 'SELECT min(seq) AS seq FROM change_log WHERE namespace = ? AND epoch = ?');
     this.sPruneAge = prepare(db, 'DELETE FROM change_log WHERE created_at < ?');
@@ -135,6 +153,12 @@ export class ChangeLogRepo {
    * from where the previous primary left off. `{ epoch, seq: 0 }` for a namespace that never had a change.
    */
   head(namespace: string, epoch: number): StreamHead {
+    const h = this.#allocated(namespace, epoch);
+    return { epoch, seq: Math.min(h.seq, this.#visibleUpTo(namespace)) };
+  }
+
+  /** The last seq allocated (durable or not): what the next change follows. */
+  #allocated(namespace: string, epoch: number): StreamHead {
     const h = this.sHead.get(namespace);
     if (h && h.epoch === epoch) return { epoch, seq: h.seq };
     const floor = this.sFloor.get(namespace)?.seq ?? 0;
@@ -144,7 +168,7 @@ export class ChangeLogRepo {
   /** Appends one change at `epoch` with the next seq, in one transaction. Returns it as stored. */
   append(namespace: string, epoch: number, change: ChangeRecord): LoggedChange {
     const run = this.db.transaction((): LoggedChange => {
-      const seq = this.head(namespace, epoch).seq + 1;
+      const seq = this.#allocated(namespace, epoch).seq + 1;
       const at = this.now();
       this.sInsert.run({
         namespace,
@@ -158,19 +182,41 @@ export class ChangeLogRepo {
         at,
       });
       this.sSetHead.run({ namespace, epoch, seq, at });
+      if (this.durability?.deferring) this.#hideUntilDurable(namespace, seq);
       return { namespace, epoch, seq, createdAt: at, ...change };
     });
     return this.db.inTransaction ? run() : run.immediate();
   }
 
-  /** Up to `limit` changes of `epoch` with seq > `afterSeq`, in order. */
+  /** Up to `limit` durable changes of `epoch` with seq > `afterSeq`, in order. */
   after(namespace: string, epoch: number, afterSeq: number, limit = 100): LoggedChange[] {
-    return this.sAfter.all(namespace, epoch, afterSeq, limit).map(toChange);
+    return this.sAfter.all(namespace, epoch, afterSeq, this.#visibleUpTo(namespace), limit).map(toChange);
   }
 
+  /** A durable change by seq. */
   get(namespace: string, seq: number): LoggedChange | undefined {
-    const r = this.sGet.get(namespace, seq);
+    const r = seq <= this.#visibleUpTo(namespace) ? this.sGet.get(namespace, seq) : undefined;
     return r ? toChange(r) : undefined;
+  }
+
+  /** The highest seq of `namespace` readers may see: below every change whose group is not durable yet. */
+  #visibleUpTo(namespace: string): number {
+    const pending = this.#undurable.get(namespace);
+    return pending && pending.size > 0 ? Math.min(...pending.keys()) - 1 : Number.MAX_SAFE_INTEGER;
+  }
+
+  /** Hides `seq` until its group is durable or rolled back; after a failed sync it stays hidden (until a restart). */
+  #hideUntilDurable(namespace: string, seq: number): void {
+    let pending = this.#undurable.get(namespace);
+    if (!pending) this.#undurable.set(namespace, (pending = new Map()));
+    const hidden = pending;
+    hidden.set(seq, (hidden.get(seq) ?? 0) + 1);
+    this.durability!.whenEnded((end) => {
+      if (end === 'sync-failed') return;
+      const left = (hidden.get(seq) ?? 1) - 1;
+      if (left > 0) hidden.set(seq, left);
+      else hidden.delete(seq);
+    });
   }
 
   /** The lowest seq of `epoch` still retained, or undefined when none is. */

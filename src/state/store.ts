@@ -3,14 +3,20 @@
  *
  * Durability: WAL with `synchronous=FULL`. In WAL mode NORMAL never corrupts the database but may lose the last
  * committed transactions on power loss; a role or epoch change must not be lost once anything acted on it (peers
- * told, writes accepted), and the state's write rate (role changes, one position per sync, member status changes,
- * later one change-log row per key mutation) is far below what an fsync per commit costs. So FULL, everywhere:
- * one rule, no per-table reasoning.
+ * told, writes accepted). So every write is durable before anyone acts on it: `transaction()` commits with FULL, and
+ * the per-key-mutation hot paths use group commit (below), whose sync gives the same guarantee.
+ * Group commit (`groupCommit`): the hot paths (the gateway's intents and change-log rows, a replica's applied changes)
+ * share one transaction, and so one fsync, per event-loop turn instead of paying one each (group-commit.ts); by
+ * default that fsync (an fdatasync of the WAL, what FULL does at COMMIT) runs off the event loop. Each caller resumes
+ * only after its write is durable; until then the change log's readers do not see it (changelog-repo.ts).
+ * At open the WAL is synced once: a previous process may have committed without a sync before it died, and the page
+ * cache would show those rows as if they were on disk.
  * Concurrency: one connection per process; `busy_timeout` covers another process (the CLI reading status offline).
  * Foreign keys are on. Transactions are IMMEDIATE (take the write lock at BEGIN, so they never fail half-way on lock
  * upgrade); a `transaction()` inside another becomes a savepoint.
  */
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fdatasyncSync, mkdirSync, openSync } from 'node:fs';
+import { open as openFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Database } from 'better-sqlite3';
 import { InternalError, NhrError, StateOpenFailedError } from '../errors.js';
@@ -19,6 +25,7 @@ import { AppliedRepo } from './applied-repo.js';
 import { AuditRepo } from './audit-repo.js';
 import { ChangeLogRepo } from './changelog-repo.js';
 import { EpochsRepo } from './epochs-repo.js';
+import { GroupCommit, type GroupCommitStats } from './group-commit.js';
 import { MembersRepo } from './members-repo.js';
 import { applyMigrations, defaultMigrationsDir, loadMigrations, schemaVersion } from './migrate.js';
 import { PositionsRepo } from './positions-repo.js';
@@ -39,10 +46,19 @@ export interface StateStoreOptions {
   busyTimeoutMs?: number;
   now?: () => number;
   logger?: Logger;
+  /**
+   * How group commits become durable (group-commit.ts): `async` (default) commits without an fsync and then
+   * fdatasyncs the WAL off the event loop; `full` commits with synchronous=FULL. Tests may pass a function wrapping the
+   * async sync (to hold it).
+   */
+  groupSync?: 'async' | 'full' | ((sync: () => Promise<void>) => Promise<void>);
 }
 
 interface Open {
   db: Database;
+  group: GroupCommit;
+  /** The WAL file, opened at the first deferred group's sync. */
+  wal: { handle?: Promise<FileHandle> };
   roles: RolesRepo;
   epochs: EpochsRepo;
   positions: PositionsRepo;
@@ -97,19 +113,24 @@ export class StateStore {
       const migrations = loadMigrations(this.options.migrationsDir ?? defaultMigrationsDir());
       const applied = applyMigrations(db, migrations, this.now);
       if (applied.length > 0) this.log.info({ file: this.file, applied, version: schemaVersion(db) }, 'state database migrated');
+      syncIfPresent(`${this.file}-wal`);
     } catch (err) {
       db.close();
       if (err instanceof NhrError) throw err;
       throw new StateOpenFailedError(`cannot open the state database ${this.file}: ${(err as Error).message}`, { path: this.file, cause: err });
     }
+    const wal: Open['wal'] = {};
+    const group = new GroupCommit(() => this.open_.db, { ...this.walSync(wal) });
     this.state = {
       db,
+      group,
+      wal,
       roles: new RolesRepo(db, this.now),
       epochs: new EpochsRepo(db, this.now),
       positions: new PositionsRepo(db, this.now),
       members: new MembersRepo(db, this.now),
       audit: new AuditRepo(db, this.now),
-      changelog: new ChangeLogRepo(db, this.now),
+      changelog: new ChangeLogRepo(db, this.now, group),
       intents: new IntentsRepo(db, this.now),
       applied: new AppliedRepo(db, this.now),
       transportKeys: new TransportKeysRepo(db, this.now),
@@ -118,11 +139,30 @@ export class StateStore {
     return this;
   }
 
-  /** Closes the database (checkpointing the WAL). Idempotent. */
+  /**
+   * Commits the writes queued for a group commit, then closes the database (checkpointing the WAL, with a sync).
+   * Groups still waiting for their WAL sync settle when it returns. Idempotent.
+   */
   close(): void {
     const s = this.state;
+    if (!s) return;
+    s.group.flush();
     this.state = undefined;
-    s?.db.close();
+    s.db.close();
+    // FileHandle.close waits for a sync in flight on it.
+    void s.wal.handle?.then((h) => h.close()).catch(() => undefined);
+  }
+
+  /** The group commit's durability (StateStoreOptions.groupSync). */
+  private walSync(wal: Open['wal']): { walSync?: () => Promise<void> } {
+    const mode = this.options.groupSync ?? 'async';
+    if (mode === 'full') return {};
+    const sync = async () => {
+      // The WAL exists from the first write on and keeps its inode while this connection is open.
+      wal.handle ??= openFile(`${this.file}-wal`, 'r');
+      await (await wal.handle).datasync();
+    };
+    return { walSync: typeof mode === 'function' ? () => mode(sync) : sync };
   }
 
   get isOpen(): boolean {
@@ -189,5 +229,37 @@ export class StateStore {
     const db = this.open_.db;
     const run = db.transaction(fn);
     return db.inTransaction ? run() : run.immediate();
+  }
+
+  /**
+   * Runs `fn` in a transaction shared with the other grouped writes of this event-loop turn (group-commit.ts) and
+   * resolves with its result once that transaction is durable; rejects with `fn`'s error (its own writes undone, the
+   * group's others kept), with the commit's (nothing written), or with StateSyncFailedError (after which grouped
+   * writes are refused until a restart). `fn` must be synchronous and must not assume it runs now: it runs at the end
+   * of the turn, after the writes queued before it. Throws InternalError when the store is closed.
+   */
+  groupCommit<T>(fn: () => T): Promise<T> {
+    return this.open_.group.run(fn);
+  }
+
+  /** Group commits since the store opened: transactions, writes in them, largest group, WAL syncs. */
+  get groupCommitStats(): GroupCommitStats {
+    return this.open_.group.stats;
+  }
+}
+
+/** fdatasync of `file` when it exists (the WAL before the first write of a fresh database does not). */
+function syncIfPresent(file: string): void {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  try {
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -8,11 +8,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
+import { prepare } from '../state/sqlite.js';
 import { StateStore } from '../state/store.js';
 import { Mutex } from '../util/mutex.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import type { ApplyDeps } from './apply.js';
-import { ApplyWindow, CatchupNeeded } from './apply-window.js';
+import { ApplyWindow, CatchupNeeded, type WindowLimit } from './apply-window.js';
 import type { ChangeLine } from './protocol.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
@@ -38,14 +39,14 @@ describe('apply window', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  function setup() {
+  function setup(size: number | WindowLimit = 4) {
     const store = StateStore.inDir(path.join(dir, String(n++))).open();
     store.roles.insert({ namespace: 'ns', role: 'replica', epoch: 1, primarySite: 'a' });
     store.positions.recordSyncOk('ns', 'a', { epoch: 1, seq: 0, takenAt: 1, durationMs: 1 });
     const deps: ApplyDeps = { site: 'b', store, client: () => admin, transportKey: () => undefined };
     const lock = new Mutex();
     const seen: string[] = [];
-    const window = new ApplyWindow({ deps, namespace: 'ns', source: 'a', lock, size: 4, recorded: (l, o) => seen.push(`${l.seq}:${o}`) });
+    const window = new ApplyWindow({ deps, namespace: 'ns', source: 'a', lock, size, recorded: (l, o) => seen.push(`${l.seq}:${o}`) });
     const applied = () => store.db.prepare("SELECT seq, outcome FROM applied_changes WHERE namespace = 'ns' ORDER BY seq").all() as { seq: number; outcome: string }[];
     return { store, lock, seen, window, applied };
   }
@@ -116,6 +117,36 @@ describe('apply window', () => {
     await window.add(imported(1, 'p1'));
     await expect(window.add(imported(3, 'p3'))).rejects.toThrow(/expected 1\.2 next/);
     expect(applied().map((r) => r.seq)).toEqual([1]);
+    store.close();
+  });
+
+  it('records the imports of one turn in one transaction, and refuses a record whose predecessor did not commit', async () => {
+    const { store, lock, window, applied } = setup();
+    // Change 2 was recorded before without the position moving (as after a lost commit of a later change): its record
+    // fails on the unique key, inside the group that also holds change 3's.
+    prepare(store.db, "INSERT INTO applied_changes (namespace, source_site, log_id, epoch, seq, kind, outcome, applied_at) VALUES ('ns', 'a', '', 1, 2, 'key-imported', 'present', 1)").run();
+    await window.add(imported(1, 'p1'));
+    await window.add(imported(2, 'p2'));
+    await window.add(imported(3, 'p3'));
+    await expect(window.drain()).rejects.toThrow();
+    // 1 is recorded; 3 is not, although its record was valid on its own: the position never skips 2.
+    expect(applied().map((r) => r.seq)).toEqual([1, 2]);
+    expect(store.positions.get('ns', 'a')?.seq).toBe(1);
+    expect(lock.busy).toBe(false);
+    store.close();
+  });
+
+  it('sizes itself from an adaptive limit: tells it when full and how long each import took', async () => {
+    const samples: { ms: number; failed: boolean | undefined }[] = [];
+    let full = 0;
+    const limit: WindowLimit = { current: 2, full: () => full++, sample: (ms, failed) => samples.push({ ms, failed }) };
+    const { store, window, seen } = setup(limit);
+    for (const [i, id] of ['p1', 'p2', 'p3', 'p4', 'p5'].entries()) await window.add(imported(i + 1, id));
+    await window.drain();
+    expect(seen).toEqual(['1:present', '2:present', '3:present', '4:present', '5:present']);
+    expect(full).toBeGreaterThan(0); // the third import waited for room
+    expect(samples).toHaveLength(5);
+    expect(samples.every((x) => x.ms >= 0 && !x.failed)).toBe(true);
     store.close();
   });
 });

@@ -1,9 +1,9 @@
 /**
  * Overlapping imports at a replica. Applying one change at a time costs a replica one NetHSM round trip chain per
- * import (existence check, envelope unwrap through the NetHSM's decrypt, import), so a primary taking imports from
+ * import (envelope unwrap through the NetHSM's decrypt when not cached, import), so a primary taking imports from
  * several clients at once outruns it by the primary's concurrency. The window lets up to `size` consecutive
  * `key-imported` changes of distinct keys be carried out on the device at the same time, and still records them (the
- * record and the new position, one transaction each) strictly in stream order, each as soon as it and every earlier
+ * record and the new position together) strictly in stream order, each as soon as it and every earlier
  * one are done.
  *
  * Why this is as safe as one at a time: imports of distinct ids do not interact on the device, and every other kind of
@@ -13,13 +13,23 @@
  * failure nothing later is recorded, the owner is told at once (`failed`), and `drain()` waits for every effect in
  * flight to settle before it returns, so no device write of this window overlaps a snapshot or a reconnect.
  *
+ * Records go through the store's group commit (one transaction and fsync for the records of one event-loop turn), each
+ * still after every earlier one and each checked, inside that transaction, to follow the stored position (recordNext),
+ * so a record whose predecessor failed to commit is refused rather than moving the position past it. A slot counts as
+ * done, and the caller is told (`recorded`), only once its record is durable. The window's size bounds the effects at
+ * the device; a change waiting for its record does not count against it (its room goes to the next import).
+ *
+ * Its size is fixed (`size: n`) or adaptive (`size: ApplyLimit`, apply-limit.ts: AIMD on the imports' device latency,
+ * bounded by the NetHSM client's pool); the window reports each import's latency to it and when it is full.
+ *
  * While the window is not empty it holds, in the lock order (docs/concurrency.md), a shared hold of the device barrier
  * (`admit`, which also checks the stream's fencing token) and then the namespace's lock. It gives both up when it
  * empties, every `holdBound` changes, and as soon as an exclusive device hold is waiting (`yieldWanted`), after a
  * drain, so neither a snapshot sync of this namespace nor a merge-restore of another is starved by a stream of imports.
  */
+import { isRetryable } from '../errors.js';
 import type { Mutex } from '../util/mutex.js';
-import { admitChange, makeEffect, recordChange, type ApplyDeps } from './apply.js';
+import { admitChange, makeEffect, recordNext, type ApplyDeps } from './apply.js';
 import type { ChangeLine } from './protocol.js';
 
 /** A change of the window needs a snapshot (e.g. no transport key here): nothing from it on was recorded. */
@@ -27,6 +37,13 @@ export class CatchupNeeded extends Error {
   constructor(readonly reason: string) {
     super(reason);
   }
+}
+
+/** An adaptive size (ApplyLimit): read before each admission, told when the window is full and how each import went. */
+export interface WindowLimit {
+  readonly current: number;
+  full(): void;
+  sample(ms: number, failed?: boolean): void;
 }
 
 export interface ApplyWindowOptions {
@@ -38,7 +55,8 @@ export interface ApplyWindowOptions {
   admit?: () => Promise<() => void>;
   /** Whether an exclusive device hold waits for this window to let go. */
   yieldWanted?: () => boolean;
-  size: number;
+  /** Imports in flight at most: a fixed number (1: the window takes no import), or an adaptive limit. */
+  size: number | WindowLimit;
   /** Changes admitted under one hold of the lock before the window drains and lets waiters in. */
   holdBound?: number;
   /** Called after each change is recorded (metrics, gauges). */
@@ -59,6 +77,9 @@ interface Slot {
   settled: Promise<unknown>;
 }
 
+/** Changes whose effect ended may wait for their record up to this many times the window's size. */
+const RECORD_BACKLOG = 4;
+
 export class ApplyWindow {
   readonly #o: ApplyWindowOptions;
   #slots: Slot[] = [];
@@ -67,6 +88,10 @@ export class ApplyWindow {
   #release: (() => void) | undefined;
   #held = 0;
   #failure: unknown;
+  /** Effects started and not ended: what loads the device. */
+  #atDevice = 0;
+  /** add() calls waiting for an effect to end. */
+  #roomWaiters: (() => void)[] = [];
 
   constructor(o: ApplyWindowOptions) {
     this.#o = o;
@@ -74,7 +99,14 @@ export class ApplyWindow {
 
   /** Whether `line` may join the window: an import of a key with no change in flight. */
   accepts(line: ChangeLine): boolean {
-    return line.kind === 'key-imported' && this.#o.size > 1 && !this.#slots.some((s) => s.keyId === line.keyId);
+    const { size } = this.#o;
+    return line.kind === 'key-imported' && (typeof size !== 'number' || size > 1) && !this.#slots.some((s) => s.keyId === line.keyId);
+  }
+
+  /** Imports the window lets be in flight now. */
+  get size(): number {
+    const { size } = this.#o;
+    return typeof size === 'number' ? size : size.current;
   }
 
   /**
@@ -84,9 +116,13 @@ export class ApplyWindow {
   async add(line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<void> {
     if (this.#failure !== undefined) await this.drain();
     if (this.#held >= (this.#o.holdBound ?? 256) || (this.#release && this.#o.yieldWanted?.())) await this.drain();
-    // A recorded slot leaves #slots by itself (below); a failed one stays until the drain.
-    while (this.#slots.length >= this.#o.size) {
-      await this.#slots[0]!.done.catch(() => undefined);
+    // Room: at most `size` effects at the device. A change whose effect ended and whose record waits for its group
+    // commit no longer loads the device, but at most RECORD_BACKLOG × size changes may be unrecorded. A recorded slot
+    // leaves #slots by itself (below); a failed one stays until the drain.
+    while (this.#atDevice >= this.size || this.#slots.length >= RECORD_BACKLOG * this.size) {
+      const deviceFull = this.#atDevice >= this.size;
+      if (deviceFull && typeof this.#o.size !== 'number') this.#o.size.full();
+      await (deviceFull ? new Promise<void>((wake) => this.#roomWaiters.push(wake)) : this.#slots[0]!.done.catch(() => undefined));
       if (this.#failure !== undefined) await this.drain();
     }
     if (!this.#release) this.#release = await this.#hold();
@@ -106,16 +142,31 @@ export class ApplyWindow {
       if (this.#slots.length === 0) this.#idle();
       return;
     }
+    const started = performance.now();
     const effect = makeEffect(deps, namespace, line);
-    const settled = effect.catch(() => undefined);
-    const done = this.#tail.then(async () => {
+    const limit = typeof this.#o.size === 'number' ? undefined : this.#o.size;
+    this.#atDevice++;
+    const effectEnded = (failed: boolean) => {
+      this.#atDevice--;
+      limit?.sample(performance.now() - started, failed);
+      for (const wake of this.#roomWaiters.splice(0)) wake();
+    };
+    const settled = effect.then(
+      () => effectEnded(false),
+      (err: unknown) => effectEnded(isRetryable(err)),
+    );
+    // `queued`: this change's record is in the group-commit queue, after its predecessor's (the order of records);
+    // `done`: it is committed. A failure of either is the window's failure, and no later change is recorded after it.
+    let committed: Promise<void> = Promise.resolve();
+    const queued = this.#tail.then(async () => {
       const e = await effect;
       if (e.outcome === 'catchup') throw new CatchupNeeded(e.reason);
-      recordChange(deps, namespace, source, line, e.outcome);
-      this.#o.recorded(line, e.outcome);
+      const outcome = e.outcome;
+      committed = deps.store.groupCommit(() => recordNext(deps, namespace, source, line, outcome)).then(() => this.#o.recorded(line, outcome));
     });
+    const done = queued.then(() => committed);
     done.catch((err: unknown) => this.#fail(err));
-    this.#tail = done;
+    this.#tail = queued;
     const slot: Slot = { keyId: line.keyId, done, settled };
     this.#slots.push(slot);
     // Drop the slot once recorded, so `accepts` and the room count see only changes in flight; an empty window gives

@@ -8,12 +8,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StreamLogChangedError } from '../errors.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { EnvelopeInvalidError, StreamLogChangedError } from '../errors.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { StateStore } from '../state/store.js';
 import { admitChange, applyChange, type ApplyDeps } from './apply.js';
-import type { ChangeLine } from './protocol.js';
+import { EnvelopeSealer } from './envelope-keys.js';
+import { envelopeContext, type ChangeLine } from './protocol.js';
+import { TransportKey } from './transport-key.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
 const LOG_1 = '6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f';
@@ -109,5 +112,39 @@ describe('stream apply after the position moved back', () => {
     expect(store.db.prepare("SELECT log_id, seq FROM applied_changes WHERE namespace = 'ns'").all()).toEqual([{ log_id: LOG_2, seq: 1 }]);
     expect(await tags()).toEqual(['first', 'reset', 'second']);
     store.close();
+  });
+
+  it('imports a key, and counts it present on a replay, also when its envelope does not open here', async () => {
+    const { store, deps } = await setup();
+    const root = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 } });
+    try {
+      const tk = new TransportKey({ site: 'b', admin: root.withAuth(sim.users.admin.username, sim.users.admin.password), operator: root.withAuth(sim.users.operator.username, sim.users.operator.password), bits: 2048 });
+      await tk.ensure();
+      const info = tk.publicInfo();
+      const withKey: ApplyDeps = { ...deps, transportKey: () => ({ keyId: info.keyId, fingerprint: info.fingerprint, unwrap: (w) => tk.unwrap(w) }) };
+      const sealer = new EnvelopeSealer();
+      const d = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }).d!;
+      const body = Buffer.from(JSON.stringify({ type: 'EC_P256', mechanisms: ['ECDSA_Signature'], private: { data: Buffer.from(d, 'base64url').toString('base64') } }));
+      const importLine = (seq: number, keyId: string, sealedFor = keyId) =>
+        ({
+          type: 'change', epoch: 1, seq, at: 1000 + seq, ref: REF, kind: 'key-imported', keyId,
+          envelope: sealer.seal(body, { site: 'b', keyId: info.keyId, publicKeyPem: info.publicKeyPem }, envelopeContext({ namespace: 'ns', keyId: sealedFor, kind: 'key-imported', ref: REF })),
+        }) as unknown as ChangeLine;
+      await admin.deleteKey('imp1').catch(() => undefined);
+      expect(await applyChange(withKey, 'ns', 'a', importLine(1, 'imp1'))).toEqual({ outcome: 'applied' });
+      expect((await admin.getKey('imp1')).type).toBe('EC_P256');
+      // A snapshot moved the position back: the replay finds the key there.
+      store.positions.recordSyncOk('ns', 'a', { epoch: 1, seq: 0, takenAt: 2, durationMs: 1 });
+      expect(await applyChange(withKey, 'ns', 'a', importLine(1, 'imp1'))).toEqual({ outcome: 'present' });
+      // An envelope that does not open for this change: nothing imported; a key already there is present all the same.
+      expect(await applyChange(withKey, 'ns', 'a', importLine(2, 'imp1', 'other'))).toEqual({ outcome: 'present' });
+      await expect(applyChange(withKey, 'ns', 'a', importLine(3, 'imp-absent', 'other'))).rejects.toBeInstanceOf(EnvelopeInvalidError);
+      await expect(admin.getKey('imp-absent')).rejects.toMatchObject({ status: 404 });
+      expect(store.positions.get('ns', 'a')).toMatchObject({ seq: 2 });
+      sealer.close();
+    } finally {
+      await root.close();
+      store.close();
+    }
   });
 });

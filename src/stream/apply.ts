@@ -15,7 +15,7 @@
  * retry with backoff: a NetHSM that is not Operational (NetHsmNotOperationalError), a refused credential of the
  * replication account or the root Operator (NetHsmCredentialRefusedError), transient NetHSM failures (unchanged).
  */
-import { NetHsmCredentialRefusedError, NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamLogChangedError, StreamOutOfOrderError } from '../errors.js';
+import { EnvelopeInvalidError, NetHsmCredentialRefusedError, NetHsmHttpError, PeerStaleEpochError, StreamApplyFailedError, StreamLogChangedError, StreamOutOfOrderError } from '../errors.js';
 import type { NetHsmClient, PrivateKey } from '../nethsm/client.js';
 import { asDeviceFault, replicationAccount } from '../nethsm/device-fault.js';
 import type { AppliedOutcome } from '../state/applied-repo.js';
@@ -45,7 +45,10 @@ export async function applyChange(deps: ApplyDeps, namespace: string, source: st
   if (admitChange(deps, namespace, source, line) === 'duplicate') return { outcome: 'duplicate' };
   const effect = await makeEffect(deps, namespace, line);
   if (effect.outcome === 'catchup') return effect;
-  recordChange(deps, namespace, source, line, effect.outcome);
+  const outcome = effect.outcome;
+  // Group commit (one WAL sync shared with the other writes of the turn); the position cannot have moved meanwhile
+  // (the caller holds the namespace's lock), and recordNext refuses to write if it did.
+  await deps.store.groupCommit(() => recordNext(deps, namespace, source, line, outcome));
   return effect;
 }
 
@@ -101,6 +104,24 @@ export function recordChange(deps: ApplyDeps, namespace: string, source: string,
     outcome,
     changedAt: line.at,
   });
+}
+
+/**
+ * recordChange for a record written after the fact (ApplyWindow's group commit): only when the stored position is
+ * still the change just before `line` (same change log and epoch), so a record whose predecessor's record failed never
+ * moves the position past it. Otherwise throws StreamOutOfOrderError and writes nothing. Meant to run inside the
+ * transaction that writes it, so the check and the write see the same state.
+ */
+export function recordNext(deps: ApplyDeps, namespace: string, source: string, line: ChangeLine, outcome: 'applied' | 'present'): void {
+  const pos = deps.store.positions.get(namespace, source);
+  if (pos?.epoch !== line.epoch || pos.seq !== line.seq - 1 || pos.logId !== line.log) {
+    throw new StreamOutOfOrderError(`change ${line.epoch}.${line.seq} not recorded: this replica's position is ${pos?.epoch ?? '-'}.${pos?.seq ?? '-'}, not the change before it`, {
+      namespace,
+      site: source,
+      epoch: line.epoch,
+    });
+  }
+  recordChange(deps, namespace, source, line, outcome);
 }
 
 function inLog(log: string | undefined): string {
@@ -163,13 +184,25 @@ export async function makeEffect(deps: ApplyDeps, namespace: string, line: Chang
   }
 }
 
+/**
+ * Import first, and ask whether the key exists only when the NetHSM refuses: an existence check before every import
+ * would cost each import a second round trip, while the key is already there only for replays (a snapshot moved the
+ * position back, a crash between effect and record). The outcomes are those of checking first: a key already there is
+ * `present` whether or not its envelope opens here (nothing is imported then), and without a transport key only a
+ * key already there is accounted for.
+ */
 async function importKey(deps: ApplyDeps, c: NetHsmClient, namespace: string, line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<Effect> {
-  if (await exists(c, line.keyId)) return { outcome: 'present' };
   const tk = deps.transportKey();
-  if (!tk) return { outcome: 'catchup', reason: 'this site has no transport key to open imports with' };
+  if (!tk) return (await exists(c, line.keyId)) ? { outcome: 'present' } : { outcome: 'catchup', reason: 'this site has no transport key to open imports with' };
   // The envelope opens only for the change it was sealed for: this namespace, this key id, an import, this ref.
   const context = envelopeContext({ namespace, keyId: line.keyId, kind: line.kind, ref: line.ref });
-  const plain = await openEnvelope(line.envelope, { site: deps.site, keyId: tk.keyId, fingerprint: tk.fingerprint }, context, (w) => tk.unwrap(w));
+  let plain: Buffer;
+  try {
+    plain = await openEnvelope(line.envelope, { site: deps.site, keyId: tk.keyId, fingerprint: tk.fingerprint }, context, (w) => tk.unwrap(w));
+  } catch (err) {
+    if (err instanceof EnvelopeInvalidError && (await exists(c, line.keyId))) return { outcome: 'present' };
+    throw err;
+  }
   let body: PrivateKey;
   try {
     body = JSON.parse(plain.toString('utf8')) as PrivateKey;
@@ -178,11 +211,11 @@ async function importKey(deps: ApplyDeps, c: NetHsmClient, namespace: string, li
   } finally {
     plain.fill(0);
   }
-  const s = await status(() => c.importKey(body, line.keyId), [400]);
+  const s = await status(() => c.importKey(body, line.keyId), [400, 409]);
   if (s === 'ok') return { outcome: 'applied' };
-  // 400 is also "already exists" (a concurrent apply or a restore); any other 400 is the body's fault.
+  // 400 is also "already exists" (the firmware's answer; its API description says 409); any other 400 is the body's fault.
   if (await exists(c, line.keyId)) return { outcome: 'present' };
-  throw new StreamApplyFailedError(`change ${line.epoch}.${line.seq}: this NetHSM refused the import of ${line.keyId} (400)`, { namespace });
+  throw new StreamApplyFailedError(`change ${line.epoch}.${line.seq}: this NetHSM refused the import of ${line.keyId} (${s})`, { namespace });
 }
 
 /** Runs `fn`; `'ok'` on success, the status when the NetHSM answered one of `tolerated`; other errors propagate. */

@@ -1,7 +1,14 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { MutationStart } from '../gateway/observer.js';
-import { planChange } from './capture.js';
+import { silentLogger } from '../log.js';
+import type { Intent } from '../state/intents-repo.js';
+import { StateStore } from '../state/store.js';
+import { ChangeCapture, planChange } from './capture.js';
 import { KeyLocks } from './key-locks.js';
+import { Recipients } from './recipients.js';
 
 const m = (operation: string, over: Partial<MutationStart> = {}): MutationStart => {
   const [method, template] = operation.split(' ');
@@ -52,5 +59,38 @@ describe('KeyLocks', () => {
     other();
     expect(order).toEqual(['other', 'second']);
     expect(locks.size).toBe(0);
+  });
+});
+
+describe('ChangeCapture', () => {
+  it('commits an intent once when end() records it while resolveOpen works through a list read before', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nhr-capture-'));
+    let clock = 1_000;
+    const store = StateStore.inDir(dir, { now: () => clock++ }).open();
+    try {
+      store.roles.insert({ namespace: 'ns', role: 'primary', epoch: 1, primarySite: 'a' });
+      // Left open by a crash; older than the mutation below, so resolveOpen reaches it first.
+      store.intents.open({ id: 'left-by-a-crash', namespace: 'ns', epoch: 1, kind: 'key-deleted', keyId: 'old', detail: {} });
+      let releaseLeftover!: () => void;
+      const leftoverAsked = new Promise<void>((r) => (releaseLeftover = r));
+      const capture = new ChangeCapture({
+        store,
+        log: silentLogger,
+        recipients: new Recipients({ store, peers: new Map(), log: silentLogger }),
+        primaryEpoch: () => 1,
+        committed: () => undefined,
+        // The device is slow to answer about the leftover; the mutation in flight did take effect.
+        resolve: async (i: Intent) => (i.id === 'left-by-a-crash' ? (await leftoverAsked, 'drop') : 'commit'),
+      });
+      const id = await capture.begin(m('DELETE /keys/{id}'));
+      const settling = capture.resolveOpen(); // lists both intents, then waits for the device about the leftover
+      await capture.end(id, { status: 204 });
+      releaseLeftover();
+      expect(await settling).toBe(0);
+      expect(store.changelog.after('ns', 1, 0).map((c) => [c.seq, c.kind, c.keyId, c.ref])).toEqual([[1, 'key-deleted', 'k1', id]]);
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

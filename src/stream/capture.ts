@@ -102,6 +102,8 @@ export interface CaptureOptions {
 interface Open {
   intent: Intent;
   release: () => void;
+  /** end() was called: its outcome is being recorded. */
+  ending?: boolean;
   /**
    * An import by `POST /keys`: the NetHSM picks the id, and an envelope is bound to its key id, so it is sealed in
    * `end` once the id is known. Our own copy of the body (the gateway may zero its buffer earlier); zeroed in `end`.
@@ -160,7 +162,8 @@ export class ChangeCapture implements MutationObserver {
       const sealNow = plan.sealBody !== undefined && plan.keyId !== undefined;
       const envelopes = sealNow ? await this.#seal({ namespace: m.namespace, keyId: plan.keyId!, kind: plan.kind, ref: id }, plan.sealBody!) : undefined;
       const unsealed = plan.sealBody !== undefined && !sealNow ? Buffer.from(plan.sealBody) : undefined;
-      const intent = this.#o.store.intents.open({
+      const { store } = this.#o;
+      const opening = {
         id,
         namespace: m.namespace,
         epoch,
@@ -168,8 +171,18 @@ export class ChangeCapture implements MutationObserver {
         ...(plan.keyId !== undefined ? { keyId: plan.keyId } : {}),
         detail: plan.detail,
         ...(envelopes ? { envelopes } : {}),
-      });
-      this.#open.set(id, { intent, release, ...(unsealed ? { unsealed } : {}) });
+      };
+      // Marked open before the row is written: resolveOpen must never settle an intent whose mutation is in flight.
+      const open: Open = { intent: { ...opening, ref: id, createdAt: 0 }, release, ...(unsealed ? { unsealed } : {}) };
+      this.#open.set(id, open);
+      try {
+        // Durable before the mutation is forwarded (group commit: one fsync for the writes of this turn).
+        open.intent = await store.groupCommit(() => store.intents.open(opening));
+      } catch (err) {
+        this.#open.delete(id);
+        unsealed?.fill(0);
+        throw err;
+      }
       return id;
     } catch (err) {
       release();
@@ -177,22 +190,28 @@ export class ChangeCapture implements MutationObserver {
     }
   }
 
+  /**
+   * Records the outcome: on a 2xx the intent becomes the namespace's next change, durably, before this resolves (so
+   * before the client sees its answer); otherwise it is dropped, or settled by asking the device (status 0). The
+   * intent counts as open (resolveOpen leaves it alone) until this is done.
+   */
   async end(intentId: string, outcome: MutationOutcome): Promise<void> {
     const open = this.#open.get(intentId);
-    if (!open) return;
-    this.#open.delete(intentId);
+    if (!open || open.ending) return;
+    open.ending = true;
     const { intent } = open;
+    const { store } = this.#o;
     try {
       if (outcome.status >= 200 && outcome.status < 300) {
         const keyId = this.#createdKeyId(intent, outcome.location);
-        this.#commit(open.unsealed && keyId !== undefined ? await this.#sealLate(intent, keyId, open.unsealed) : intent, keyId);
+        await this.#commit(open.unsealed && keyId !== undefined ? await this.#sealLate(intent, keyId, open.unsealed) : intent, keyId);
       } else if (outcome.status === 0) {
         await this.#settle(open);
-        return;
       } else {
-        this.#o.store.intents.remove(intent.id);
+        await store.groupCommit(() => store.intents.remove(intent.id));
       }
     } finally {
+      this.#open.delete(intentId);
       open.unsealed?.fill(0);
       if (!this.#unsettled.has(intentId)) open.release();
     }
@@ -208,7 +227,7 @@ export class ChangeCapture implements MutationObserver {
       const unsettled = this.#unsettled.get(intent.id);
       const verdict = await this.#o.resolve(intent).catch(() => 'unknown' as const);
       if (verdict === 'unknown') continue;
-      this.#apply(intent, verdict);
+      await this.#apply(intent, verdict);
       if (unsettled) {
         this.#unsettled.delete(intent.id);
         unsettled.release();
@@ -224,21 +243,26 @@ export class ChangeCapture implements MutationObserver {
       this.#o.log.warn({ namespace: open.intent.namespace, intent: open.intent.id, kind: open.intent.kind }, 'the NetHSM did not answer a mutation and cannot say yet whether it took effect; the key stays locked until it can');
       return;
     }
-    this.#apply(open.intent, verdict);
+    await this.#apply(open.intent, verdict);
   }
 
-  #apply(intent: Intent, verdict: 'commit' | 'drop' | 'catchup'): void {
+  async #apply(intent: Intent, verdict: 'commit' | 'drop' | 'catchup'): Promise<void> {
+    const { store } = this.#o;
     if (verdict === 'drop') {
-      this.#o.store.intents.remove(intent.id);
+      await store.groupCommit(() => store.intents.remove(intent.id));
       this.#o.log.info({ namespace: intent.namespace, intent: intent.id, kind: intent.kind }, 'open intent dropped: the device shows it did not take effect');
       return;
     }
     const asCatchup = verdict === 'catchup' ? { ...intent, kind: 'catchup' as const, detail: { reason: `outcome of ${intent.kind} unknown after a lost answer` } } : intent;
-    this.#commit(asCatchup, intent.keyId);
+    if (!(await this.#commit(asCatchup, intent.keyId))) return;
     this.#o.log.info({ namespace: intent.namespace, intent: intent.id, kind: asCatchup.kind }, 'open intent committed: the device shows it took effect');
   }
 
-  #commit(intent: Intent, keyId: string | undefined): void {
+  /**
+   * The intent becomes the namespace's next change (and leaves the intents), durably, in one transaction. False when
+   * the intent was no longer there (settled by someone else): nothing is appended then.
+   */
+  async #commit(intent: Intent, keyId: string | undefined): Promise<boolean> {
     const { store } = this.#o;
     const record = {
       kind: keyId === undefined && intent.kind !== 'catchup' ? ('catchup' as const) : intent.kind,
@@ -247,11 +271,11 @@ export class ChangeCapture implements MutationObserver {
       detail: keyId === undefined && intent.kind !== 'catchup' ? { reason: `${intent.kind} whose key id is unknown` } : intent.detail,
       ...(intent.envelopes && keyId !== undefined ? { envelopes: intent.envelopes } : {}),
     };
-    const change = store.transaction(() => {
-      store.intents.remove(intent.id);
-      return store.changelog.append(intent.namespace, intent.epoch, record);
-    });
-    this.#o.committed(change);
+    // Only the settler that removes the intent appends its change: resolveOpen works from a list read before its
+    // awaits, so an intent it reaches may have been committed meanwhile (by end() or a concurrent resolveOpen).
+    const change = await store.groupCommit(() => (store.intents.remove(intent.id) ? store.changelog.append(intent.namespace, intent.epoch, record) : undefined));
+    if (change) this.#o.committed(change);
+    return change !== undefined;
   }
 
   /** An import by `POST /keys` learns its id from the NetHSM's Location header. */

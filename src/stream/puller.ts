@@ -30,6 +30,7 @@ import type { PeerClient } from '../peer/client.js';
 import type { StateStore } from '../state/store.js';
 import type { Mutex } from '../util/mutex.js';
 import { applyChange, type ApplyDeps } from './apply.js';
+import { ApplyLimit } from './apply-limit.js';
 import { ApplyWindow, CatchupNeeded } from './apply-window.js';
 import { parseLine, type HeartbeatLine } from './protocol.js';
 
@@ -52,8 +53,13 @@ export interface PullerOptions {
   deviceMember: string;
   metrics: ReplicatorMetrics;
   log: Logger;
-  /** Imports of distinct keys carried out on the device at once (ApplyWindow; default 8, 1 = one change at a time). */
+  /**
+   * A fixed number of imports of distinct keys carried out on the device at once (ApplyWindow; 1 = one change at a
+   * time). Default: adaptive (ApplyLimit), from DEFAULT_APPLY_CONCURRENCY up to `maxApplyConcurrency`.
+   */
   applyConcurrency?: number;
+  /** The adaptive window's bound: the connections of the NetHSM client's pool (default DEFAULT_APPLY_CONCURRENCY). */
+  maxApplyConcurrency?: number;
   /** Reconnect backoff bounds (default 250 ms .. 30 s). */
   backoff?: { minMs: number; maxMs: number };
 }
@@ -72,7 +78,10 @@ export interface PullerStatus {
   lastError: { code: string; message: string } | null;
 }
 
-/** As many imports in flight as the NetHSM client's default pool has connections. */
+/**
+ * Where the adaptive apply window starts (apply-limit.ts); from there it follows the device, within 1 and the NetHSM
+ * client's pool size (`nethsm.connections`).
+ */
 export const DEFAULT_APPLY_CONCURRENCY = 8;
 
 type Outcome = { kind: 'ended' } | { kind: 'catchup'; reason: string };
@@ -89,9 +98,18 @@ export class NamespacePuller {
   #head: { epoch: number; seq: number } | null = null;
   #lastHeartbeatAt: number | null = null;
   #lastError: PullerStatus['lastError'] = null;
+  /** The apply window's size, learnt across connections (a fixed number when `applyConcurrency` is set). */
+  readonly #limit: ApplyLimit | number;
 
   constructor(o: PullerOptions) {
     this.#o = o;
+    const max = Math.max(1, o.maxApplyConcurrency ?? DEFAULT_APPLY_CONCURRENCY);
+    this.#limit = o.applyConcurrency ?? new ApplyLimit({ initial: Math.min(DEFAULT_APPLY_CONCURRENCY, max), max });
+  }
+
+  /** Imports the apply window lets be in flight now. */
+  get applyWindow(): number {
+    return typeof this.#limit === 'number' ? this.#limit : this.#limit.current;
   }
 
   start(): void {
@@ -192,7 +210,7 @@ export class NamespacePuller {
       lock: this.#o.lock,
       admit: () => barrier.enter(admission),
       yieldWanted: () => barrier.held,
-      size: this.#o.applyConcurrency ?? DEFAULT_APPLY_CONCURRENCY,
+      size: this.#limit,
       recorded: (_line, outcome) => this.#recorded(peer.name, outcome),
       failed: (err) => {
         windowFailure ??= { err };
@@ -257,6 +275,7 @@ export class NamespacePuller {
 
   #recorded(primary: string, outcome: 'applied' | 'present' | 'duplicate'): void {
     this.#o.metrics.streamChangesAppliedTotal.inc({ namespace: this.#o.namespace, outcome: outcome === 'duplicate' ? 'duplicate' : 'applied' });
+    this.#o.metrics.streamApplyWindow.set({ namespace: this.#o.namespace }, this.applyWindow);
     this.#clearError();
     this.#updateGauges(primary);
   }

@@ -125,6 +125,8 @@ export class StreamService {
           deviceMember: NETHSM_MEMBER,
           metrics: ctx.metrics,
           log: ctx.log,
+          // The window never has more imports in flight than the pool has connections: more would only wait there.
+          maxApplyConcurrency: ctx.nethsm.pool.connections,
         }),
       );
     }
