@@ -2,15 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PeerRefusedError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { readInventory } from '../../src/namespaces/inventory.js';
-import type { NetHsmClient } from '../../src/nethsm/client.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 describe('anti-entropy run by the daemon over the peer API', () => {
   let lab: Lab;

@@ -20,20 +20,12 @@ import { NamespaceSync } from '../../src/daemon/sync.js';
 import { AdminRemoteError, SyncBusyError, SyncRaceError } from '../../src/errors.js';
 import { capturingLogger } from '../../src/gateway/test-support.js';
 import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
-import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { caughtUp, diffInventories, eventually, importBody, inventory, streamReady } from './stream-helpers.js';
+import { use } from '../helpers/clients.js';
 
 const NS = 'alpha';
 /** The admin client's timeout in these tests: the daemon must answer a manual sync before it. */
 const CLIENT_TIMEOUT_MS = 30_000;
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
 
 async function importAt(a: LabSite, id: string): Promise<void> {
   await use(a.gatewayClient(`${NS}~admin`, LAB_PASSPHRASES.nsAdmin), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), id));

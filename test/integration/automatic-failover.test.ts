@@ -15,18 +15,12 @@ import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { EtcdCluster, etcdBinary } from '../helpers/etcd-cluster.js';
 import { waitFor } from '../helpers/wait.js';
 import { LinkProxy } from '../faults/proxy.js';
+import { use } from '../helpers/clients.js';
 
 const TTL_MS = 3_000;
 const suite = etcdBinary ? describe : describe.skip;
 const title = etcdBinary ? 'automatic failover with a witness (real etcd)' : 'automatic failover with a witness (SKIPPED: no etcd binary on PATH; apt-get install etcd-server)';
 
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
 const gen = (id: string) => (c: NetHsmClient) => c.generateKey({ id, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] });
 
 suite(title, () => {

@@ -12,16 +12,8 @@ import { listBackupContents } from '../../src/backup/contents.js';
 import { TEST_SCRYPT } from '../../src/backup/format.js';
 import { AdminRemoteError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab, type LabNamespace } from '../../src/lab/lab.js';
-import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { caughtUp, eventually, importBody, streamReady } from './stream-helpers.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 /**
  * A latency table per site that a test switches at run time: `slow(site, op, ms)` delays that operation, and

@@ -7,14 +7,7 @@ import { NetHsmHttpError, RolePromoteRefusedError, type NhrError } from '../../s
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { waitFor } from '../helpers/wait.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 const gen = (id: string) => (c: NetHsmClient) => c.generateKey({ id, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] });
 const keys = (c: NetHsmClient) => c.listKeys();

@@ -16,14 +16,7 @@ import { applySnapshot } from '../../src/replicator/snapshot-apply.js';
 import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
 import { WorkDir } from '../../src/replicator/workdir.js';
 import { caughtUp, importBody, streamReady } from './stream-helpers.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 const gen = (id: string) => (c: NetHsmClient) => c.generateKey({ id, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] });
 const keys = (c: NetHsmClient) => c.listKeys();

@@ -7,16 +7,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AdminClient } from '../../src/admin/client.js';
 import { parseDaemonStatus, renderStatus, statusExitCode } from '../../src/cli/status.js';
 import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
-import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { waitFor } from '../helpers/wait.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 function getJson(port: number, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {

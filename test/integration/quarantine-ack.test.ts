@@ -13,14 +13,7 @@ import { runCli } from '../../src/cli/test-run.js';
 import { AdminRemoteError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
 import type { NetHsmClient } from '../../src/nethsm/client.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 const gen = (id: string) => (c: NetHsmClient) => c.generateKey({ id, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] });
 const admin = (s: LabSite) => new AdminClient({ socketPath: s.config.admin.socket, timeoutMs: 60_000 });

@@ -1,15 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
-import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { waitFor } from '../helpers/wait.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 describe('member recovery and shutdown', () => {
   let lab: Lab | undefined;

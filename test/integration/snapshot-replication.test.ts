@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetHsmHttpError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { NetHsmClient } from '../../src/nethsm/client.js';
+import { use } from '../helpers/clients.js';
 
 async function inventory(c: NetHsmClient): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
@@ -12,14 +13,6 @@ async function inventory(c: NetHsmClient): Promise<Record<string, unknown>> {
     out[id] = { ...k, operations: undefined, cert: cert ? cert.data.toString('base64') : null };
   }
   return out;
-}
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
 }
 
 describe('snapshot replication between two sites', () => {

@@ -1,14 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
-import type { NetHsmClient } from '../../src/nethsm/client.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 const backupsAt = async (lab: Lab, site: string): Promise<number> => {
   const m = /^nethsm_replicator_device_backups_total (\d+)/m.exec(await lab.site(site).registry.metrics());

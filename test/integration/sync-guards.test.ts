@@ -4,18 +4,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupCorruptedError, BackupWrongPassphraseError, NamespaceUnknownError, NetHsmHttpError, SyncNamespaceExistsError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
-import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { Device } from '../../src/replicator/device.js';
 import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
 import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
-
-async function use<T>(c: NetHsmClient, fn: (c: NetHsmClient) => Promise<T>): Promise<T> {
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
+import { use } from '../helpers/clients.js';
 
 /** Everything a client with root admin and namespace operators can see, to compare before/after. */
 async function deviceView(lab: Lab, site: string): Promise<unknown> {
