@@ -118,7 +118,11 @@ describe('decidePromote', () => {
     expect(() => decidePromote(store, 'payments', { localSite: 'hamburg', force: false, maxLagMs: 120_000, now: clock })).toThrow(
       RolePromoteRefusedError,
     );
+    // A primary that could not be reached: the lag alone decides (the copy is as of the last applied sync).
     store.positions.recordSyncFailed('payments', 'berlin', { errorCode: 'NHR_ERR_PEER_UNREACHABLE', durationMs: 1 });
+    expect(decidePromote(store, 'payments', { localSite: 'hamburg', force: false, maxLagMs: 10_000_000, now: clock }).to.role).toBe('primary');
+    // A snapshot that did not apply here counts.
+    store.positions.recordSyncFailed('payments', 'berlin', { errorCode: 'NHR_ERR_SYNC_VERIFY_FAILED', durationMs: 1 });
     try {
       decidePromote(store, 'payments', { localSite: 'hamburg', force: false, maxLagMs: 10_000_000, now: clock });
       expect.unreachable();

@@ -64,6 +64,18 @@ export interface PromoteRequest {
 }
 
 /**
+ * Whether the last sync from the primary counts for a promote: undefined when none was made, true when it applied. A
+ * sync that failed only because the primary could not be reached says nothing the lag does not already say: the copy
+ * is as of the last applied sync, and a lost primary makes every later sync fail, which would otherwise turn each
+ * failover into a `--force`. Any other failure (the snapshot did not apply here) counts.
+ */
+function lastSyncCounts(position: { lastSyncOutcome: 'ok' | 'failed' | undefined; lastErrorCode: string | undefined } | undefined): boolean | undefined {
+  if (position?.lastSyncOutcome === undefined) return undefined;
+  if (position.lastSyncOutcome === 'ok') return true;
+  return position.lastErrorCode === 'NHR_ERR_PEER_UNREACHABLE' ? undefined : false;
+}
+
+/**
  * Decides a promote from what the store knows: the lag and last outcome of syncs from the current primary, and the
  * highest epoch in the history. Pure decision, no write; throws {@link RolePromoteRefusedError} /
  * {@link NamespaceUnknownError}. Pass the result to {@link applyRoleChange}.
@@ -78,7 +90,7 @@ export function decidePromote(store: StateStore, namespace: string, req: Promote
     force: req.force,
     maxLagMs: req.maxLagMs,
     lagMs: taken === undefined ? undefined : Math.max(0, now - taken),
-    lastSyncOk: position?.lastSyncOutcome === undefined ? undefined : position.lastSyncOutcome === 'ok',
+    lastSyncOk: lastSyncCounts(position),
     knownEpochs: [...(req.peerEpochs ?? []), ...[store.epochs.highest(namespace)].filter((e): e is number => e !== undefined)],
     ...(req.primaryAlive ? { primaryAlive: true } : {}),
     ...(req.epoch !== undefined ? { epoch: req.epoch } : {}),

@@ -99,10 +99,16 @@ describe('roles and failover between two sites', () => {
     expect((err as RolePromoteRefusedError).message).toMatch(/behind, over the limit of 1s/);
     expect(b.daemon!.ctx.store.roles.require('alpha')).toMatchObject({ role: 'replica', epoch: 1 });
 
+    // A sync that fails only because the primary is gone adds nothing to the lag's verdict (every sync fails once the
+    // primary is lost): still refused as behind, not as a failed sync.
     await l.site('a').stop();
     await b.daemon!.syncer.sync('alpha', { actor: 'test' }).catch(() => undefined);
     const failed = await b.daemon!.failover.promote('alpha', { force: false, actor: 'op' }).catch((e: unknown) => e);
-    expect((failed as RolePromoteRefusedError).message).toMatch(/last sync failed/);
+    expect((failed as RolePromoteRefusedError).reasons).toEqual(['behind']);
+    // A sync that failed here for another reason does count.
+    b.daemon!.ctx.store.positions.recordSyncFailed('alpha', 'a', { errorCode: 'NHR_ERR_SYNC_VERIFY_FAILED', durationMs: 1 });
+    const broken = await b.daemon!.failover.promote('alpha', { force: false, actor: 'op' }).catch((e: unknown) => e);
+    expect((broken as RolePromoteRefusedError).message).toMatch(/last sync failed/);
 
     const forced = await b.daemon!.failover.promote('alpha', { force: true, actor: 'op' });
     expect(forced).toMatchObject({ epoch: 2, forced: true });
