@@ -14,7 +14,7 @@ import type { EtcdConfig } from '../config/schema.js';
 import { FailoverLeaderHeldError, NhrError } from '../errors.js';
 import type { SiteContext } from '../daemon/context.js';
 import type { Failover, LeaderGate } from '../daemon/failover.js';
-import { applyRoleChange } from '../roles/apply.js';
+import { applyRoleChange, lastSyncCounts } from '../roles/apply.js';
 import { resumeLeadership, stepDown } from '../roles/role-machine.js';
 import { decide, leaseDeadline, nextTermEpoch, type Decision, type LeaderRecord } from './leader-policy.js';
 import { LeaderStore, type NamespaceKeys } from './leader-store.js';
@@ -194,7 +194,8 @@ export class Leadership implements LeaderGate {
         view: keys ? { kind: 'read', ...keys } : { kind: 'unreachable', error: error ?? 'unknown' },
         lease: this.validLease(),
         lagMs: taken === null ? undefined : Math.max(0, Date.now() - taken),
-        lastSyncOk: pos?.lastSyncOutcome === undefined ? undefined : pos.lastSyncOutcome === 'ok',
+        // As promote decides it: a sync that only could not reach the lost primary does not count (src/roles/apply.ts).
+        lastSyncOk: lastSyncCounts(pos),
         maxLagMs: cfg.maxLagForPromoteMs,
         positionTakenAt: taken,
       },

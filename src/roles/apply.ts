@@ -69,7 +69,7 @@ export interface PromoteRequest {
  * is as of the last applied sync, and a lost primary makes every later sync fail, which would otherwise turn each
  * failover into a `--force`. Any other failure (the snapshot did not apply here) counts.
  */
-function lastSyncCounts(position: { lastSyncOutcome: 'ok' | 'failed' | undefined; lastErrorCode: string | undefined } | undefined): boolean | undefined {
+export function lastSyncCounts(position: { lastSyncOutcome: 'ok' | 'failed' | undefined; lastErrorCode: string | undefined } | undefined): boolean | undefined {
   if (position?.lastSyncOutcome === undefined) return undefined;
   if (position.lastSyncOutcome === 'ok') return true;
   return position.lastErrorCode === 'NHR_ERR_PEER_UNREACHABLE' ? undefined : false;

@@ -17,7 +17,7 @@ import { waitFor } from '../helpers/wait.js';
 import { LinkProxy } from '../faults/proxy.js';
 import { use } from '../helpers/clients.js';
 
-const TTL_MS = 3_000;
+const TTL_MS = 6_000;
 const suite = etcdBinary ? describe : describe.skip;
 const title = etcdBinary ? 'automatic failover with a witness (real etcd)' : 'automatic failover with a witness (SKIPPED: no etcd binary on PATH; apt-get install etcd-server)';
 
@@ -44,7 +44,7 @@ suite(title, () => {
     lab = await Lab.create({
       namespaces: [{ name: 'alpha', primary: 'a', failover: 'automatic' }],
       gateway: true,
-      etcd: (site) => ({ endpoints: endpoints[site]!, leaseTtl: `${TTL_MS / 1000}s`, safetyMargin: '1s', prefix: '/nhr-test' }),
+      etcd: (site) => ({ endpoints: endpoints[site]!, leaseTtl: `${TTL_MS / 1000}s`, safetyMargin: '2s', prefix: '/nhr-test' }),
     });
     await lab.startDaemons();
     const a = lab.site('a');
