@@ -13,6 +13,7 @@ import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, P
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
 import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
+import type { NamespaceRow } from '../state/roles-repo.js';
 import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
 import { snapshotMetaOf } from '../replicator/snapshot-meta.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
@@ -79,28 +80,34 @@ export class Failover {
     // With automatic failover the leader key, not a peer poll, says whether the primary is alive.
     const primaryAlive = !gate && peers.some((v) => v.site === before.primarySite && v.role === 'primary' && v.primarySite === before.primarySite && v.epoch === before.epoch);
     const request = { localSite: ctx.site, force: opts.force, maxLagMs: nsConfig.maxLagForPromoteMs, peerEpochs: peers.map((v) => v.epoch), primaryAlive };
-    let change = decidePromote(ctx.store, namespace, request);
-    let row;
-    if (gate) {
-      // Refusals (lag, failed sync) come before the key is taken; then the term's epoch is etcd's.
-      const term = await gate.acquire(namespace, opts.handoverFrom ? { handoverFrom: opts.handoverFrom } : {});
-      try {
-        change = decidePromote(ctx.store, namespace, { ...request, epoch: term.epoch });
-        row = applyRoleChange(ctx.store, change, opts.actor);
-      } catch (err) {
-        await term.release();
-        throw err;
-      }
-    } else row = applyRoleChange(ctx.store, change, opts.actor);
-    ctx.roleChanged?.(namespace);
-    ctx.metrics.setRole(namespace, 'primary', row.epoch);
-    ctx.metrics.promotionsTotal.inc({ namespace });
-    ctx.metrics.setReplicaDataTime(namespace, null);
-    ctx.log.info({ namespace, epoch: row.epoch, from: before.epoch, actor: opts.actor, force: opts.force }, 'namespace promoted');
-    // Taking back a namespace this site stepped down from: its administrators are in the handover's final snapshot.
-    const source = isSteppedDown(before, ctx.site) && existsSync(ctx.work.handoffOf(namespace)) ? ctx.work.handoffOf(namespace) : ctx.work.snapshotOf(namespace);
-    const restored = await this.restoreAdministrators(namespace, tokenOf(row, 'administrator restore on promote'), source);
-    if (source === ctx.work.handoffOf(namespace)) await removeFiles(source);
+    // Decided, persisted and made writable alone at the device (an exclusive hold): writes admitted after the role
+    // change wait until the administrators are back, so none meets a primary without them (a 401 the fault suite saw
+    // in the window between the two); writes admitted before it were decided as a replica's and refused.
+    const { row, restored } = await ctx.barrier.exclusive([], async () => {
+      let change = decidePromote(ctx.store, namespace, request);
+      let row: NamespaceRow;
+      if (gate) {
+        // Refusals (lag, failed sync) come before the key is taken; then the term's epoch is etcd's.
+        const term = await gate.acquire(namespace, opts.handoverFrom ? { handoverFrom: opts.handoverFrom } : {});
+        try {
+          change = decidePromote(ctx.store, namespace, { ...request, epoch: term.epoch });
+          row = applyRoleChange(ctx.store, change, opts.actor);
+        } catch (err) {
+          await term.release();
+          throw err;
+        }
+      } else row = applyRoleChange(ctx.store, change, opts.actor);
+      ctx.roleChanged?.(namespace);
+      ctx.metrics.setRole(namespace, 'primary', row.epoch);
+      ctx.metrics.promotionsTotal.inc({ namespace });
+      ctx.metrics.setReplicaDataTime(namespace, null);
+      ctx.log.info({ namespace, epoch: row.epoch, from: before.epoch, actor: opts.actor, force: opts.force }, 'namespace promoted');
+      // Taking back a namespace this site stepped down from: its administrators are in the handover's final snapshot.
+      const source = isSteppedDown(before, ctx.site) && existsSync(ctx.work.handoffOf(namespace)) ? ctx.work.handoffOf(namespace) : ctx.work.snapshotOf(namespace);
+      const restored = await this.restoreAdministrators(namespace, tokenOf(row, 'administrator restore on promote'), source);
+      if (source === ctx.work.handoffOf(namespace)) await removeFiles(source);
+      return { row, restored };
+    });
     const told = await this.announce(namespace, row);
     return {
       namespace,
