@@ -30,7 +30,6 @@ export class AppliedRepo {
   private readonly sHas: Statement<[string, string, number, number], { one: number }>;
   private readonly sTouch: Statement<Record<string, unknown>>;
   private readonly sPrune: Statement<[number]>;
-  private readonly sForgetAfter: Statement<{ namespace: string; epoch: number; seq: number }>;
   private readonly sCount: Statement<[string], { n: number }>;
   private readonly sKnows: Statement<[string, string], { one: number }>;
 
@@ -60,10 +59,6 @@ export class AppliedRepo {
          AND coalesce(position_taken_at, 0) < @takenAt`,
     );
     this.sPrune = prepare(db, 'DELETE FROM applied_changes WHERE applied_at < ?');
-    this.sForgetAfter = prepare(
-      db,
-      'DELETE FROM applied_changes WHERE namespace = @namespace AND (epoch > @epoch OR (epoch = @epoch AND seq > @seq))',
-    );
     this.sCount = prepare(db, 'SELECT count(*) AS n FROM applied_changes WHERE namespace = ?');
     this.sKnows = prepare(db, 'SELECT 1 AS one FROM applied_changes WHERE namespace = ? AND key_id = ? LIMIT 1');
   }
@@ -94,15 +89,6 @@ export class AppliedRepo {
    */
   caughtUp(namespace: string, sourceSite: string, epoch: number, seq: number, at: number, logId?: string): boolean {
     return this.sTouch.run({ namespace, source: sourceSite, log: logId ?? '', epoch, seq, takenAt: at, at: this.now() }).changes > 0;
-  }
-
-  /**
-   * A snapshot set the namespace back to `epoch.seq`: the restore removed the effect of every change recorded after it
-   * (a stream apply that ran between the snapshot's making and its restore), so they are forgotten and apply again
-   * when the stream replays them. Kept, they would be skipped as duplicates and lost. Returns how many were forgotten.
-   */
-  forgetAfter(namespace: string, epoch: number, seq: number): number {
-    return this.sForgetAfter.run({ namespace, epoch, seq }).changes;
   }
 
   count(namespace: string): number {

@@ -137,14 +137,6 @@ describe('applied changes', () => {
     expect(store.positions.get('payments', 'hamburg')?.positionTakenAt).toBe(2_000);
   });
 
-  it('forgets the changes after a position a snapshot set it back to, in that namespace only', () => {
-    for (const seq of [1, 2, 3, 4]) store.applied.record(rec(seq));
-    store.applied.record({ ...rec(9), namespace: 'hr' });
-    expect(store.applied.forgetAfter('payments', 1, 2)).toBe(2);
-    expect([1, 2, 3, 4].map((seq) => store.applied.has('payments', 1, seq))).toEqual([true, true, false, false]);
-    expect(store.applied.has('hr', 1, 9)).toBe(true);
-  });
-
   it('rolls back the record when the surrounding transaction fails', () => {
     expect(() =>
       store.transaction(() => {
