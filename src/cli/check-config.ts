@@ -8,12 +8,12 @@
  * answers.
  */
 import { X509Certificate, constants, createPrivateKey, publicEncrypt, randomBytes, timingSafeEqual } from 'node:crypto';
-import path from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_CONFIG_PATH, loadConfigFile, loadSecrets, type LoadedSecrets, type ReplicatorConfig } from '../config/index.js';
 import { openBackup } from '../backup/reader.js';
+import { credentialsEnv, withCredentialsDir } from './credentials-dir.js';
 import { DEVICE_BACKUP_PASSPHRASE, ROOT_CREDENTIALS } from '../daemon/credentials.js';
-import { BackupWrongPassphraseError, InputInvalidError, NetHsmHttpError, NhrError, PeerRefusedError } from '../errors.js';
+import { BackupWrongPassphraseError, NetHsmHttpError, NhrError, PeerRefusedError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import type { PeerClient } from '../peer/client.js';
 import { newChallenge, openPassphraseProof } from '../peer/passphrase-check.js';
@@ -366,18 +366,13 @@ export function formatCheckLine(l: CheckLine): string {
 }
 
 export function registerCheckConfig(program: Command): void {
-  program
+  const cmd = program
     .command('check-config')
     .description('validate the config, its secrets and TLS files, and check the NetHSM, its accounts and the peers')
     .option('-c, --config <file>', 'config file', DEFAULT_CONFIG_PATH)
-    .option('--offline', 'only check the file, the secrets and the TLS files (no network)')
-    .option(
-      '--credentials-dir <dir>',
-      'the directory ${CREDENTIALS_DIRECTORY} stands for: systemd sets it for the service from LoadCredential=; from a shell, name the directory holding the credential files',
-    )
-    .action(async (flags: { config: string; offline?: boolean; credentialsDir?: string }) => {
-      if (flags.credentialsDir === '') throw new InputInvalidError('--credentials-dir must not be empty');
-      const env = flags.credentialsDir === undefined ? process.env : { ...process.env, CREDENTIALS_DIRECTORY: path.resolve(flags.credentialsDir) };
+    .option('--offline', 'only check the file, the secrets and the TLS files (no network)');
+  withCredentialsDir(cmd).action(async (flags: { config: string; offline?: boolean; credentialsDir?: string }) => {
+      const env = credentialsEnv(flags.credentialsDir);
       const counts: Record<CheckOutcome, number> = { ok: 0, FAIL: 0, warn: 0, skip: 0 };
       const ok = await checkConfig(flags.config, { offline: flags.offline === true, env }, (l) => {
         counts[l.outcome]++;

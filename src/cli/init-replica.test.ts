@@ -148,6 +148,30 @@ describe('nethsm-replicator init-replica', () => {
     await c.close();
   });
 
+  it('--credentials-dir names the directory ${CREDENTIALS_DIRECTORY} stands for in the config (from a shell)', async () => {
+    const t = await target();
+    const plain = await readFile(await configFor(t), 'utf8');
+    // The same config as systemd's unit would have it: every secret file under ${CREDENTIALS_DIRECTORY}.
+    const config = join(dir, `config-credentials-${targets.indexOf(t)}.yaml`);
+    await writeFile(config, plain.replaceAll(join(dir, 'pw'), '${CREDENTIALS_DIRECTORY}/pw').replaceAll(join(dir, 'backup-pp'), '${CREDENTIALS_DIRECTORY}/backup-pp'));
+    const saved = process.env.CREDENTIALS_DIRECTORY;
+    delete process.env.CREDENTIALS_DIRECTORY;
+    try {
+      const without = await runCli(['init-replica', '--config', config, '--from-file', deviceBackup, '--yes']);
+      expect(without.code).not.toBe(0);
+      expect(without.err).toContain('CREDENTIALS_DIRECTORY');
+      const empty = await runCli(['init-replica', '--config', config, '--from-file', deviceBackup, '--yes', '--credentials-dir', '']);
+      expect(empty.err).toContain('--credentials-dir must not be empty');
+      expect(await state(t)).toBe('Unprovisioned');
+      const r = await runCli(['init-replica', '--config', config, '--from-file', deviceBackup, '--yes', '--credentials-dir', dir]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      expect(await state(t)).toBe('Locked');
+    } finally {
+      if (saved !== undefined) process.env.CREDENTIALS_DIRECTORY = saved;
+    }
+  });
+
   it('without a terminal and without --yes, shows the plan and refuses; the device stays Unprovisioned', async () => {
     const t = await target();
     const r = await runCli(['init-replica', '--config', await configFor(t), '--from-file', deviceBackup]);

@@ -14,6 +14,7 @@ import { DEFAULT_CONFIG_PATH, loadConfigFile, loadSecrets } from '../config/inde
 import { InitReplicaRefusedError, InputInvalidError } from '../errors.js';
 import { describePlan, initReplica, renewTlsIdentity, type InitReplicaPlan } from '../replicator/init-replica.js';
 import { NetHsmClient } from '../nethsm/client.js';
+import { credentialsEnv, withCredentialsDir } from './credentials-dir.js';
 import { findPeer, netHsmClient, netHsmTrust, peerClient, readPeerTls } from './site-clients.js';
 
 interface Flags {
@@ -22,18 +23,19 @@ interface Flags {
   fromPeer?: string;
   yes?: boolean;
   newTls?: boolean;
+  credentialsDir?: string;
 }
 
 export function registerInitReplica(program: Command): void {
-  program
+  const cmd = program
     .command('init-replica')
     .description("bootstrap this site's Unprovisioned NetHSM by restoring a primary's device backup onto it")
     .option('-c, --config <file>', 'config file (its NetHSM is the target; replication.backupPassphrase opens the backup)', DEFAULT_CONFIG_PATH)
     .option('--from-file <backup>', "a primary's device backup file")
     .option('--from-peer <name>', "fetch the device backup from this configured peer's daemon")
     .option('--yes', 'do not ask before restoring (required without a terminal)')
-    .option('--new-tls', "after the restore and the unlock: give the NetHSM a TLS certificate of its own (the restore carried the primary's) and print its fingerprint for the config")
-    .action(async (flags: Flags) => (flags.newTls ? runNewTls(flags) : runInitReplica(flags)));
+    .option('--new-tls', "after the restore and the unlock: give the NetHSM a TLS certificate of its own (the restore carried the primary's) and print its fingerprint for the config");
+  withCredentialsDir(cmd).action(async (flags: Flags) => (flags.newTls ? runNewTls(flags) : runInitReplica(flags)));
 }
 
 /** `init-replica --new-tls`: the replica's own TLS identity, its fingerprint printed for `nethsm.tls.fingerprint256`. */
@@ -41,8 +43,9 @@ async function runNewTls(flags: Flags): Promise<void> {
   if (flags.fromFile !== undefined || flags.fromPeer !== undefined) {
     throw new InputInvalidError('--new-tls is a step of its own, after the restore and the unlock: give it without --from-file or --from-peer');
   }
-  const config = await loadConfigFile(flags.config);
-  const secrets = await loadSecrets(config);
+  const env = credentialsEnv(flags.credentialsDir);
+  const config = await loadConfigFile(flags.config, env);
+  const secrets = await loadSecrets(config, env);
   const pool = new NetHsmClient({ url: config.nethsm.url, tls: await netHsmTrust(config), connections: 1, timeoutMs: 60_000 });
   try {
     const { fingerprint256 } = await renewTlsIdentity(pool.withAuth(secrets.nethsm.admin.username, secrets.nethsm.admin.password));
@@ -61,9 +64,10 @@ async function runInitReplica(flags: Flags): Promise<void> {
   if ((flags.fromFile === undefined) === (flags.fromPeer === undefined)) {
     throw new InputInvalidError('give exactly one of --from-file <backup> or --from-peer <name>');
   }
-  const config = await loadConfigFile(flags.config);
+  const env = credentialsEnv(flags.credentialsDir);
+  const config = await loadConfigFile(flags.config, env);
   const peer = flags.fromPeer === undefined ? undefined : findPeer(config, flags.fromPeer);
-  const secrets = await loadSecrets(config);
+  const secrets = await loadSecrets(config, env);
   const client = await netHsmClient(config, 30 * 60_000);
   let tmp: string | undefined;
   try {
