@@ -9,19 +9,28 @@ import { EC_CURVES, KEY_TYPES, MECHANISMS_BY_TYPE, type KeyMechanism, type KeyRe
 import { keyLabel, mechanismList, optString, reqEnum, restrictionTags, strictObject } from './validate.js';
 import { pkcs8Pem } from './material.js';
 
-interface GenerateRequest {
+/** A valid KeyGenerateRequestData body. */
+export interface GenerateRequest {
+  /** Absent: the caller generates one. */
   id?: string;
   type: KeyType;
+  /** Enum declaration order, no duplicates. */
   mechanisms: KeyMechanism[];
+  /** Bits; meaningful for RSA and Generic only (ignored for the curves, as by the NetHSM). */
   length: number;
+  /** Sorted, no duplicates. */
   tags: string[];
   label?: string;
 }
 
 const WHAT = 'KeyGenerateRequestData';
 
-/** Validates in the firmware's order: schema, RSA length, mechanisms vs type, non-empty, id; then Generic length. */
-function parseGenerateRequest(body: unknown): GenerateRequest {
+/**
+ * Validates in the firmware's order: schema, RSA length, mechanisms vs type, non-empty, id; then Generic length.
+ * Throws SimHttpError 400 with the firmware's message. Also the daemon's check of a replicated generate request
+ * (src/keygen/request.ts), so the two can never disagree.
+ */
+export function parseGenerateRequest(body: unknown): GenerateRequest {
   const o = strictObject(body, WHAT, ['mechanisms', 'type', 'length', 'id', 'restrictions', 'label'], ['mechanisms', 'type']);
   const mechanisms = mechanismList(o['mechanisms'], WHAT);
   const type = reqEnum(o, 'type', WHAT, KEY_TYPES);
