@@ -229,18 +229,25 @@ function filePath(opts: SchemaOptions) {
   });
 }
 
+/** Parses `v` as a URL with no credentials in it (an inline secret; the value is not echoed), or adds the issue. */
+function credentialFreeUrl(v: string, ctx: z.RefinementCtx): URL | undefined {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a URL` });
+    return undefined;
+  }
+  if (u.username === '' && u.password === '') return u;
+  ctx.addIssue({ code: 'custom', message: 'must not carry credentials' });
+  return undefined;
+}
+
 function httpsUrl() {
   return z.string().superRefine((v, ctx) => {
-    let u: URL;
-    try {
-      u = new URL(v);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `"${v}" is not a URL` });
-      return;
-    }
-    // Credentials in a URL would be an inline secret; the value is not echoed.
-    if (u.username !== '' || u.password !== '') ctx.addIssue({ code: 'custom', message: 'must not carry credentials' });
-    else if (u.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: `"${v}" must be an https:// URL` });
+    const u = credentialFreeUrl(v, ctx);
+    if (!u) return;
+    if (u.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: `"${v}" must be an https:// URL` });
     else if (u.search !== '' || u.hash !== '') ctx.addIssue({ code: 'custom', message: `"${v}" must not have a query or fragment` });
   });
 }
@@ -331,15 +338,9 @@ function netHsmTrust(opts: SchemaOptions) {
 /** An etcd client URL: http(s)://host:port, nothing else (no credentials, path, query). */
 function etcdUrl() {
   return z.string().superRefine((v, ctx) => {
-    let u: URL;
-    try {
-      u = new URL(v);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `"${v}" is not a URL` });
-      return;
-    }
-    if (u.username !== '' || u.password !== '') ctx.addIssue({ code: 'custom', message: 'must not carry credentials' });
-    else if (u.protocol !== 'https:' && u.protocol !== 'http:') ctx.addIssue({ code: 'custom', message: `"${v}" must be an https:// (or, on loopback, http://) URL` });
+    const u = credentialFreeUrl(v, ctx);
+    if (!u) return;
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') ctx.addIssue({ code: 'custom', message: `"${v}" must be an https:// (or, on loopback, http://) URL` });
     else if ((u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '') ctx.addIssue({ code: 'custom', message: `"${v}" must be scheme://host:port only` });
     else if (u.port === '') ctx.addIssue({ code: 'custom', message: `"${v}" must name the port (etcd's client port is usually 2379)` });
   });
