@@ -125,6 +125,14 @@ function cpuMsOf(pid) {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
 }
 
+/**
+ * Time (ms) the main thread of process `pid` ('self': this one) has spent runnable but waiting for a CPU, from
+ * /proc/<pid>/schedstat (Linux; its second field, ns): what a loaded machine adds to every hop of a request.
+ */
+function waitMsOf(pid) {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6;
+}
+
 /** Resolves with the output once `child` has printed a match of `marker` on `stream` (rejects when it exits first or after `timeoutMs`). */
 function waitForOutput(child, stream, marker, what, timeoutMs = 60_000) {
   let text = '';
@@ -280,19 +288,23 @@ try {
     await appliedAtB(new Set(warm.map((_, i) => `w${i}`)));
   }
 
-  /** CPU (ms) used so far per process: this one, and in process mode each simulator and daemon. */
+  /** CPU used so far and time spent waiting for a CPU (ms) per process: this one, and in process mode each simulator and daemon. */
   const cpuNow = () => {
     const u = process.cpuUsage();
-    const out = { bench: (u.user + u.system) / 1000 };
-    for (const [name, pid] of pids) out[name] = cpuMsOf(pid);
+    const out = { bench: [(u.user + u.system) / 1000, waitMsOf('self')] };
+    for (const [name, pid] of pids) out[name] = [cpuMsOf(pid), waitMsOf(pid)];
     return out;
   };
-  /** CPU per key (ms) per process and in all, from `before` until now, as "name x.xx" text. */
+  /** CPU and CPU wait per key (ms) per process and in all, from `before` until now, as "name x.xx" texts. */
   const cpuPerKey = (before) => {
     const now = cpuNow();
-    const parts = Object.keys(now).map((k) => [k, (now[k] - before[k]) / N]);
-    const total = parts.reduce((t, [, v]) => t + v, 0);
-    return { total, text: `${total.toFixed(2)}${IN_PROCESS ? '' : ` (${parts.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')})`}` };
+    const per = (j) => {
+      const parts = Object.keys(now).map((k) => [k, (now[k][j] - before[k][j]) / N]);
+      const total = parts.reduce((t, [, v]) => t + v, 0);
+      return { total, text: `${total.toFixed(2)}${IN_PROCESS && j === 0 ? '' : ` (${parts.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')})`}` };
+    };
+    const [cpu, wait] = [per(0), per(1)];
+    return { total: cpu.total, text: cpu.text, wait };
   };
 
   /** One direct run of N imports into B's simulator. */
@@ -377,6 +389,8 @@ try {
   console.log('');
   console.log('CPU ms per key (user + system), per round:');
   rows.forEach(({ d, r }, i) => console.log(`  round ${i + 1}: direct ${d.cpu.text}; replicated ${r.cpu.text}`));
+  console.log('Waiting for a CPU (runnable, not running; main threads), ms per key, per round:');
+  rows.forEach(({ d, r }, i) => console.log(`  round ${i + 1}: direct ${d.cpu.wait.text}; replicated ${r.cpu.wait.text}`));
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)];
   console.log('');
   console.log(`median of ${ROUNDS} rounds: direct ${median(rows.map((x) => x.d.rate)).toFixed(1)} keys/s, replicated at B ${median(rows.map((x) => x.r.throughputB)).toFixed(1)} keys/s`);
