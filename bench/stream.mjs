@@ -13,13 +13,13 @@
 // commit, and an fdatasync that extends a file costs a journal commit, ~10× one that overwrites; the WAL is reused
 // from its start after each checkpoint, so a running daemon overwrites).
 // Usage: npm run build && node bench/stream.mjs [--keys 300] [--concurrency 8] [--rate R] [--latency import=50ms,...]
-//        [--warmup 300] [--rounds 3] [--in-process]
+//        [--warmup 300] [--rounds 3] [--in-process] [--logs DIR]  (process mode: the daemons' log lines into DIR)
 //        [--profile P]  process mode: P is a directory for V8 CPU profiles of each simulator and daemon process (whole
 //                       life, `node --cpu-prof`); in-process: P is the file for a profile of the last replicated run.
 // Everything listens on 127.0.0.1 and is torn down at the end. Figures go to docs/benchmarks.md.
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { Session } from 'node:inspector/promises';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -49,6 +49,7 @@ const { values } = parseArgs({
     latency: { type: 'string', default: DEFAULT_LATENCY },
     profile: { type: 'string' },
     'in-process': { type: 'boolean', default: false },
+    logs: { type: 'string' },
   },
 });
 const N = positiveInt(values.keys, '--keys');
@@ -61,6 +62,8 @@ if (!Number.isFinite(RATE) || RATE < 0) throw new Error('--rate must be a number
 // Operations left out of --latency keep the defaults, so `--latency import=100ms` changes only the import.
 const IN_PROCESS = values['in-process'];
 const PROFILE = values.profile === undefined ? undefined : path.resolve(values.profile);
+const LOGS = values.logs === undefined ? undefined : path.resolve(values.logs);
+if (LOGS) mkdirSync(LOGS, { recursive: true });
 const LATENCY = { ...parseLatencySpec(DEFAULT_LATENCY), ...parseLatencySpec(values.latency) };
 
 function positiveInt(v, name) {
@@ -183,10 +186,30 @@ async function spawnSim(site, port, latency) {
 async function spawnDaemon(site) {
   const args = [...profFlags(`daemon-${site.name}`), CLI, 'daemon', '--config', path.join(site.dir, 'config.yaml')];
   const child = spawn(process.execPath, args, { env: { ...process.env, NHR_UNSAFE_TEST_SCRYPT: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const file = LOGS ? createWriteStream(path.join(LOGS, `daemon-${site.name}.log`), { flags: 'a' }) : undefined;
+  if (file) child.stderr.pipe(file);
+  const log = trackWarnings(`daemon ${site.name}`, child.stderr);
   await waitForOutput(child, child.stderr, /daemon started/, `daemon ${site.name} to start`);
-  child.stderr.resume(); // its log lines are drained (the config's level, info), not kept
+  log.started();
   pids.set(`daemon ${site.name}`, child.pid);
   return stopper(child);
+}
+
+const warnings = new Map(); // "daemon a: message" → count, for log lines at warn or above after the start
+/** Counts a daemon's JSON log lines at warn (40) or above into `warnings`, from `started()` on. */
+function trackWarnings(name, stream) {
+  let on = false;
+  let rest = '';
+  stream.on('data', (d) => {
+    const lines = (rest + d.toString()).split('\n');
+    rest = lines.pop() ?? '';
+    if (!on) return;
+    for (const l of lines) {
+      const m = /"level":(\d+).*?"msg":"([^"]*)"/.exec(l);
+      if (m && Number(m[1]) >= 40) warnings.set(`${name}: ${m[2]}`, (warnings.get(`${name}: ${m[2]}`) ?? 0) + 1);
+    }
+  });
+  return { started: () => (on = true) };
 }
 
 /** Gives the gateway and health listeners fixed ports in a site's config (the lab's say 0: any). */
@@ -209,6 +232,19 @@ async function gaugeOf(healthPort, metric) {
 }
 
 const pids = new Map(); // process name → pid (process mode), for CPU per process
+// Interrupted: the simulators and daemons started here go too (the lab's directory stays in the temp dir).
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    for (const pid of pids.values()) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(130);
+  });
+}
 // The simulators keep their state in memory: a NetHSM does not write to the daemons' disk (a persisting simulator
 // rewrites its whole store every 50 ms under writes, which slows the daemons' WAL syncs on the same disk).
 const lab = await Lab.create({
@@ -269,18 +305,35 @@ try {
   await gw.listKeys();
   const dbB = IN_PROCESS ? b.daemon.ctx.store.db : openDatabase(path.join(b.stateDir, STATE_DB_FILE));
   const appliedQuery = prepare(dbB, "SELECT key_id AS id, applied_at AS at FROM applied_changes WHERE namespace = 'alpha' AND kind = 'key-imported'");
-  /** Waits until B applied every key of `ids`; resolves with their applied_at times. */
-  const appliedAtB = async (ids) => {
+  // A snapshot sync at B (e.g. after a member probe timed out on a loaded machine: a recovered member is resumed with a
+  // sync) moves B's position past changes without applied_changes rows. Such keys count as applied when the bench
+  // sees B's position at A's head with a sync newer than the run's start, and are reported as "by snapshot".
+  const dbA = IN_PROCESS ? a.daemon.ctx.store.db : openDatabase(path.join(a.stateDir, STATE_DB_FILE));
+  const headQuery = prepare(dbA, "SELECT max(seq) AS seq FROM change_log WHERE namespace = 'alpha'");
+  const positionQuery = prepare(dbB, "SELECT seq, last_sync_at AS syncAt FROM replica_positions WHERE namespace = 'alpha'");
+  /** Waits until B applied every key of `ids` (imported since `since`, ms); resolves with their apply times. */
+  const appliedAtB = async (ids, since = 0) => {
     const applied = new Map();
+    let bySnapshot = 0;
+    const head = headQuery.get().seq;
     await eventually(
       () => {
         for (const r of appliedQuery.all()) if (ids.has(r.id)) applied.set(r.id, r.at);
+        const pos = positionQuery.get();
+        if (applied.size < ids.size && pos && pos.seq >= head && pos.syncAt >= since) {
+          const now = Date.now();
+          for (const id of ids) {
+            if (applied.has(id)) continue;
+            applied.set(id, now);
+            bySnapshot++;
+          }
+        }
         return applied.size === ids.size;
       },
       600_000,
       'B to apply every import',
     );
-    return applied;
+    return Object.assign(applied, { bySnapshot });
   };
   if (WARMUP > 0) {
     const warm = Array.from({ length: WARMUP }, p256Body);
@@ -333,7 +386,7 @@ try {
     const id = (i) => `k${round}_${i}`;
     const rep = await load(N, C, RATE, (i) => gw.importKey(bodies[i], id(i)));
     const ids = new Set(Array.from({ length: N }, (_, i) => id(i)));
-    const applied = await appliedAtB(ids);
+    const applied = await appliedAtB(ids, firstWall);
     const spent = cpuPerKey(cpu);
     const loop = performance.eventLoopUtilization(elu).utilization.toFixed(2);
     if (profiler) {
@@ -358,6 +411,7 @@ try {
       applyRate: N > 1 ? (N - 1) / ((lastApplied - firstApplied) / 1000) : NaN,
       lags,
       missing: [...ids].filter((k) => !atB.has(k)).length,
+      bySnapshot: applied.bySnapshot,
       cpu: spent,
       elu: loop,
       commits,
@@ -399,6 +453,9 @@ try {
   console.log(`lag p99: ${median(rows.map((x) => x.p99)).toFixed(0)} ms (target < 1000 ms; rounds ${rows.map((x) => x.p99.toFixed(0)).join(', ')})`);
   console.log(`CPU ms/key, median: direct ${median(rows.map((x) => x.d.cpu.total)).toFixed(2)}, replicated ${median(rows.map((x) => x.r.cpu.total)).toFixed(2)}`);
   console.log(`keys missing at B: ${rows.reduce((n, x) => n + x.r.missing, 0)}`);
+  const bySnapshot = rows.map((x) => x.r.bySnapshot);
+  if (bySnapshot.some((n) => n > 0)) console.log(`keys that reached B by a snapshot sync, not the stream (their apply time: when the bench saw B's position pass them), per round: ${bySnapshot.join(', ')}`);
+  if (!IN_PROCESS) console.log(`daemon log lines at warn or above: ${warnings.size === 0 ? 'none' : [...warnings].map(([m, n]) => `${n} × ${m}`).join('; ')}`);
 } finally {
   for (const c of closers) await c.close().catch(() => undefined);
   for (const stop of stopDaemons) await stop().catch(() => undefined);
