@@ -203,21 +203,8 @@ export class PeerServer {
       const lines = await changes.call(this.options.handlers, peer, ns, after, abort.signal, log.log);
       res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
       res.flushHeaders();
-      // The lines a feed has ready arrive in one run of microtasks: corked until the next tick, they leave as one
-      // chunk, one TLS record and one write (not one of each per change, which cost the primary most of its
-      // per-change socket CPU at a few hundred changes/s, and the replica as many reads).
-      let corked = false;
-      const uncork = () => {
-        corked = false;
-        res.uncork();
-      };
       for await (const line of lines) {
         if (abort.signal.aborted) break;
-        if (!corked) {
-          corked = true;
-          res.cork();
-          process.nextTick(uncork);
-        }
         if (!res.write(line + '\n')) await new Promise<void>((resolve) => {
           const done = () => (res.off('drain', done), res.off('close', done), resolve());
           res.on('drain', done);
