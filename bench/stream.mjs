@@ -261,7 +261,9 @@ try {
   const b = lab.site('b');
   await lab.startDaemons();
   // Both transport keys published and known to the peer, so every import travels in an envelope (not as a catch-up).
-  for (const s of [a, b]) await s.daemon.stream.publicTransportKey();
+  // (The daemon ensures its transport key in the background after it starts: asked too early, it throws; ask again.)
+  const published = (s) => s.daemon.stream.publicTransportKey().then(() => true, () => false);
+  for (const s of [a, b]) await eventually(() => published(s), 60_000, `site ${s.name} to publish its transport key`);
   await eventually(async () => (await a.daemon.stream.recipients.refresh('b')) !== undefined, 60_000, "A to know B's transport key");
   await b.daemon.syncer.sync('alpha', { actor: 'bench' }); // the stream starts from the first snapshot's position
 
