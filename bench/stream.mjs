@@ -3,24 +3,37 @@
 // latency, two daemons, A's gateway), N EC P-256 JSON imports through A's gateway at concurrency C (optionally paced
 // to R keys/s), and for each key the time from A's 2xx to its apply at B. The baseline is the rate of importing the
 // same kind of keys directly into B's simulator at the same concurrency, into a namespace of its own (`bench`).
+// Each site's simulator (`nethsm-replicator sim`) and daemon (`nethsm-replicator daemon --config`) run as processes of
+// their own, as in a deployment; the load generator runs here. `--in-process` runs them all in this one process (one
+// event loop) as before, e.g. to profile everything in one profile.
 // Each of --rounds rounds (default 3) measures a direct run and then a replicated run back to back, so each ratio
 // compares two runs under the same machine load; the summary is the median of the rounds. Before the first round,
-// --warmup imports of the same kind per path (default 300, not measured) bring both paths to their steady state: V8's compiled code, the connection pools, and the daemons' SQLite WAL at its working size (a fresh WAL
-// grows with every commit, and an fdatasync that extends a file costs a journal commit, ~10× one that overwrites; the
-// WAL is reused from its start after each checkpoint, so a running daemon overwrites).
+// --warmup imports of the same kind per path (default 300, not measured) bring both paths to their steady state: V8's
+// compiled code, the connection pools, and the daemons' SQLite WAL at its working size (a fresh WAL grows with every
+// commit, and an fdatasync that extends a file costs a journal commit, ~10× one that overwrites; the WAL is reused
+// from its start after each checkpoint, so a running daemon overwrites).
 // Usage: npm run build && node bench/stream.mjs [--keys 300] [--concurrency 8] [--rate R] [--latency import=50ms,...]
-//        [--warmup 300] [--rounds 3]
-//        [--profile out.cpuprofile]  (a V8 CPU profile of the last replicated run, for chrome://inspect or speedscope)
-// Everything runs in this process on 127.0.0.1 and is torn down at the end. Figures go to docs/benchmarks.md.
+//        [--warmup 300] [--rounds 3] [--in-process] [--logs DIR]  (process mode: the daemons' log lines into DIR)
+//        [--profile P]  process mode: P is a directory for V8 CPU profiles of each simulator and daemon process (whole
+//                       life, `node --cpu-prof`); in-process: P is the file for a profile of the last replicated run.
+// Everything listens on 127.0.0.1 and is torn down at the end. Figures go to docs/benchmarks.md.
+import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { Session } from 'node:inspector/promises';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Lab, LAB_PASSPHRASES } from '../dist/lab/lab.js';
+import { freePort, Lab, LAB_PASSPHRASES } from '../dist/lab/lab.js';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { parseLatencySpec } from '../dist/sim/latency.js';
-import { prepare } from '../dist/state/sqlite.js';
+import { openDatabase, prepare } from '../dist/state/sqlite.js';
+import { STATE_DB_FILE } from '../dist/state/store.js';
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/nethsm-replicator');
+const CLOCK_TICKS_PER_S = 100; // /proc/<pid>/stat counts CPU time in USER_HZ (100 on Linux)
 
 // Appliance-like defaults: a key import and a private-key operation take tens of ms on a NetHSM; reads are cheap.
 // `decrypt` is what the replica pays to unwrap each envelope's key with its transport key (RSA-OAEP).
@@ -35,6 +48,8 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '0' },
     latency: { type: 'string', default: DEFAULT_LATENCY },
     profile: { type: 'string' },
+    'in-process': { type: 'boolean', default: false },
+    logs: { type: 'string' },
   },
 });
 const N = positiveInt(values.keys, '--keys');
@@ -45,6 +60,10 @@ const C = positiveInt(values.concurrency, '--concurrency');
 const RATE = Number(values.rate);
 if (!Number.isFinite(RATE) || RATE < 0) throw new Error('--rate must be a number of keys/s (0: as fast as the concurrency allows)');
 // Operations left out of --latency keep the defaults, so `--latency import=100ms` changes only the import.
+const IN_PROCESS = values['in-process'];
+const PROFILE = values.profile === undefined ? undefined : path.resolve(values.profile);
+const LOGS = values.logs === undefined ? undefined : path.resolve(values.logs);
+if (LOGS) mkdirSync(LOGS, { recursive: true });
 const LATENCY = { ...parseLatencySpec(DEFAULT_LATENCY), ...parseLatencySpec(values.latency) };
 
 function positiveInt(v, name) {
@@ -89,17 +108,6 @@ async function load(n, concurrency, rate, op) {
   return { started, ended, endedWall, seconds, rate: n / seconds };
 }
 
-/** Process CPU time and event-loop utilisation from now until the returned function is called. */
-function startCost() {
-  const cpu = process.cpuUsage();
-  const elu = performance.eventLoopUtilization();
-  return () => {
-    const used = process.cpuUsage(cpu);
-    const loop = performance.eventLoopUtilization(elu);
-    return { cpuMsPerKey: (n) => ((used.user + used.system) / 1000 / n).toFixed(2), elu: loop.utilization.toFixed(2) };
-  };
-}
-
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 }
@@ -113,21 +121,168 @@ async function eventually(check, timeoutMs, what) {
   }
 }
 
+/** CPU time (user + system, ms) a child process has used so far, from /proc (Linux). */
+function cpuMsOf(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // after "pid (comm) ": state is fields[0]
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+}
+
+/**
+ * Time (ms) the main thread of process `pid` ('self': this one) has spent runnable but waiting for a CPU, from
+ * /proc/<pid>/schedstat (Linux; its second field, ns): what a loaded machine adds to every hop of a request.
+ */
+function waitMsOf(pid) {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6;
+}
+
+/** Resolves with the output once `child` has printed a match of `marker` on `stream` (rejects when it exits first or after `timeoutMs`). */
+function waitForOutput(child, stream, marker, what, timeoutMs = 60_000) {
+  let text = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}:\n${text.slice(-2000)}`)), timeoutMs);
+    const onData = (d) => {
+      text += d.toString();
+      if (marker.test(text)) {
+        clearTimeout(timer);
+        stream.off('data', onData);
+        resolve(text);
+      }
+    };
+    stream.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what}: the process exited (${code}) first:\n${text.slice(-2000)}`));
+    });
+  });
+}
+
+/** A child process handle: SIGTERM then wait (a --cpu-prof process writes its profile on that clean exit). Idempotent. */
+function stopper(child) {
+  const exited = new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
+  return async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+}
+
+function profFlags(name) {
+  return PROFILE && !IN_PROCESS ? ['--cpu-prof', '--cpu-prof-dir', PROFILE, `--cpu-prof-name=${name}.cpuprofile`] : [];
+}
+
+/** `nethsm-replicator sim` as a process of its own, in memory, with the bench's latency table; for the lab. */
+async function spawnSim(site, port, latency) {
+  const spec = Object.entries(latency).map(([k, v]) => `${k}=${v}ms`).join(',');
+  const args = [...profFlags(`sim-${site}`), CLI, 'sim', '--port', String(port), '--host', '127.0.0.1', '--test-scrypt', ...(spec ? ['--latency', spec] : [])];
+  // warn: the simulator logs each request at info, which a NetHSM does not cost its clients.
+  const child = spawn(process.execPath, args, { env: { ...process.env, NHR_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = await waitForOutput(child, child.stdout, /fingerprint \S+\n/, `simulator ${site}`);
+  child.stdout.resume();
+  pids.set(`sim ${site}`, child.pid);
+  return { url: /listening on (\S+)/.exec(out)[1], fingerprint256: /fingerprint (\S+)/.exec(out)[1], close: stopper(child) };
+}
+
+/** A site's daemon as a process (`nethsm-replicator daemon --config`, as systemd runs it) on the lab's config. */
+async function spawnDaemon(site) {
+  const args = [...profFlags(`daemon-${site.name}`), CLI, 'daemon', '--config', path.join(site.dir, 'config.yaml')];
+  const child = spawn(process.execPath, args, { env: { ...process.env, NHR_UNSAFE_TEST_SCRYPT: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const file = LOGS ? createWriteStream(path.join(LOGS, `daemon-${site.name}.log`), { flags: 'a' }) : undefined;
+  if (file) child.stderr.pipe(file);
+  const log = trackWarnings(`daemon ${site.name}`, child.stderr);
+  await waitForOutput(child, child.stderr, /daemon started/, `daemon ${site.name} to start`);
+  log.started();
+  pids.set(`daemon ${site.name}`, child.pid);
+  return stopper(child);
+}
+
+const warnings = new Map(); // "daemon a: message" → count, for log lines at warn or above after the start
+/** Counts a daemon's JSON log lines at warn (40) or above into `warnings`, from `started()` on. */
+function trackWarnings(name, stream) {
+  let on = false;
+  let rest = '';
+  stream.on('data', (d) => {
+    const lines = (rest + d.toString()).split('\n');
+    rest = lines.pop() ?? '';
+    if (!on) return;
+    for (const l of lines) {
+      const m = /"level":(\d+).*?"msg":"([^"]*)"/.exec(l);
+      if (m && Number(m[1]) >= 40) warnings.set(`${name}: ${m[2]}`, (warnings.get(`${name}: ${m[2]}`) ?? 0) + 1);
+    }
+  });
+  return { started: () => (on = true) };
+}
+
+/** Gives the gateway and health listeners fixed ports in a site's config (the lab's say 0: any). */
+async function fixPorts(site) {
+  const file = path.join(site.dir, 'config.yaml');
+  const ports = { gateway: await freePort(), health: await freePort() };
+  const text = (await readFile(file, 'utf8'))
+    .replace('gateway: { listen: "127.0.0.1:0"', `gateway: { listen: "127.0.0.1:${ports.gateway}"`)
+    .replace('health: { listen: "127.0.0.1:0" }', `health: { listen: "127.0.0.1:${ports.health}" }`);
+  await writeFile(file, text, { mode: 0o600 });
+  return ports;
+}
+
+/** A gauge's value for namespace alpha from a daemon's /metrics, or undefined. */
+async function gaugeOf(healthPort, metric) {
+  const res = await fetch(`http://127.0.0.1:${healthPort}/metrics`);
+  const text = await res.text();
+  const line = text.split('\n').find((l) => l.startsWith(`nethsm_replicator_${metric}{`) && l.includes('namespace="alpha"'));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+const pids = new Map(); // process name → pid (process mode), for CPU per process
+// Interrupted: the simulators and daemons started here go too (the lab's directory stays in the temp dir).
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    for (const pid of pids.values()) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(130);
+  });
+}
 // The simulators keep their state in memory: a NetHSM does not write to the daemons' disk (a persisting simulator
 // rewrites its whole store every 50 ms under writes, which slows the daemons' WAL syncs on the same disk).
-const lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], gateway: true, latency: LATENCY, simPersistence: false });
+const lab = await Lab.create({
+  namespaces: [{ name: 'alpha', primary: 'a' }],
+  gateway: true,
+  latency: LATENCY,
+  simPersistence: false,
+  ...(IN_PROCESS ? {} : { startSimulator: spawnSim }),
+});
 const closers = [];
+const stopDaemons = [];
 try {
   const a = lab.site('a');
   const b = lab.site('b');
   await lab.startDaemons();
   // Both transport keys published and known to the peer, so every import travels in an envelope (not as a catch-up).
-  for (const s of [a, b]) await s.daemon.stream.publicTransportKey();
+  // (The daemon ensures its transport key in the background after it starts: asked too early, it throws; ask again.)
+  const published = (s) => s.daemon.stream.publicTransportKey().then(() => true, () => false);
+  for (const s of [a, b]) await eventually(() => published(s), 60_000, `site ${s.name} to publish its transport key`);
   await eventually(async () => (await a.daemon.stream.recipients.refresh('b')) !== undefined, 60_000, "A to know B's transport key");
   await b.daemon.syncer.sync('alpha', { actor: 'bench' }); // the stream starts from the first snapshot's position
 
+  // Process mode: the daemons set up above stop and run again as processes, on the same state and config.
+  let gatewayPort;
+  let healthB;
+  if (IN_PROCESS) {
+    gatewayPort = a.daemon.ports.gateway;
+  } else {
+    for (const s of [a, b]) await s.stopDaemon();
+    const [pa, pb] = [await fixPorts(a), await fixPorts(b)];
+    gatewayPort = pa.gateway;
+    healthB = pb.health;
+    for (const s of [a, b]) stopDaemons.push(await spawnDaemon(s));
+  }
+
   const latencyText = Object.entries(LATENCY).map(([k, v]) => `${k}=${v}ms`).join(', ');
-  console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; everything in one process on 127.0.0.1`);
+  const layout = IN_PROCESS ? 'everything in one process' : 'simulators and daemons as processes of their own, load generator here';
+  console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; ${layout}, on 127.0.0.1`);
   console.log(`simulator latency (both sites): ${latencyText}`);
   console.log(`N=${N} EC P-256 JSON imports per run, concurrency ${C}, ${RATE > 0 ? `paced at ${RATE} keys/s` : 'unpaced'}, after ${WARMUP} warm-up imports per path; ${ROUNDS} rounds of a direct then a replicated run`);
 
@@ -146,22 +301,41 @@ try {
   }
   // Replicated: the same load through A's gateway; B's apply times come from B's applied_changes (applied_at is
   // written in the transaction that follows the 2xx of B's NetHSM, i.e. when the key has just become usable at B).
-  const gw = new NetHsmClient({ url: `https://127.0.0.1:${a.daemon.ports.gateway}`, tls: { caPem: lab.caPem }, auth: { username: 'alpha~admin', password: LAB_PASSPHRASES.nsAdmin }, connections: C });
+  // In process mode the bench reads B's state database as a second connection (WAL: readers do not block the daemon).
+  const gw = new NetHsmClient({ url: `https://127.0.0.1:${gatewayPort}`, tls: { caPem: lab.caPem }, auth: { username: 'alpha~admin', password: LAB_PASSPHRASES.nsAdmin }, connections: C });
   closers.push(gw);
   await gw.listKeys();
-  const appliedQuery = prepare(b.daemon.ctx.store.db, "SELECT key_id AS id, applied_at AS at FROM applied_changes WHERE namespace = 'alpha' AND kind = 'key-imported'");
-  /** Waits until B applied every key of `ids`; resolves with their applied_at times. */
-  const appliedAtB = async (ids) => {
+  const dbB = IN_PROCESS ? b.daemon.ctx.store.db : openDatabase(path.join(b.stateDir, STATE_DB_FILE));
+  const appliedQuery = prepare(dbB, "SELECT key_id AS id, applied_at AS at FROM applied_changes WHERE namespace = 'alpha' AND kind = 'key-imported'");
+  // A snapshot sync at B (e.g. after a member probe timed out on a loaded machine: a recovered member is resumed with a
+  // sync) moves B's position past changes without applied_changes rows. Such keys count as applied when the bench
+  // sees B's position at A's head with a sync newer than the run's start, and are reported as "by snapshot".
+  const dbA = IN_PROCESS ? a.daemon.ctx.store.db : openDatabase(path.join(a.stateDir, STATE_DB_FILE));
+  const headQuery = prepare(dbA, "SELECT max(seq) AS seq FROM change_log WHERE namespace = 'alpha'");
+  const positionQuery = prepare(dbB, "SELECT seq, last_sync_at AS syncAt FROM replica_positions WHERE namespace = 'alpha'");
+  /** Waits until B applied every key of `ids` (imported since `since`, ms); resolves with their apply times. */
+  const appliedAtB = async (ids, since = 0) => {
     const applied = new Map();
+    let bySnapshot = 0;
+    const head = headQuery.get().seq;
     await eventually(
       () => {
         for (const r of appliedQuery.all()) if (ids.has(r.id)) applied.set(r.id, r.at);
+        const pos = positionQuery.get();
+        if (applied.size < ids.size && pos && pos.seq >= head && pos.syncAt >= since) {
+          const now = Date.now();
+          for (const id of ids) {
+            if (applied.has(id)) continue;
+            applied.set(id, now);
+            bySnapshot++;
+          }
+        }
         return applied.size === ids.size;
       },
       600_000,
       'B to apply every import',
     );
-    return applied;
+    return Object.assign(applied, { bySnapshot });
   };
   if (WARMUP > 0) {
     const warm = Array.from({ length: WARMUP }, p256Body);
@@ -169,43 +343,66 @@ try {
     await appliedAtB(new Set(warm.map((_, i) => `w${i}`)));
   }
 
+  /** CPU used so far and time spent waiting for a CPU (ms) per process: this one, and in process mode each simulator and daemon. */
+  const cpuNow = () => {
+    const u = process.cpuUsage();
+    const out = { bench: [(u.user + u.system) / 1000, waitMsOf('self')] };
+    for (const [name, pid] of pids) out[name] = [cpuMsOf(pid), waitMsOf(pid)];
+    return out;
+  };
+  /** CPU and CPU wait per key (ms) per process and in all, from `before` until now, as "name x.xx" texts. */
+  const cpuPerKey = (before) => {
+    const now = cpuNow();
+    const per = (j) => {
+      const parts = Object.keys(now).map((k) => [k, (now[k][j] - before[k][j]) / N]);
+      const total = parts.reduce((t, [, v]) => t + v, 0);
+      return { total, text: `${total.toFixed(2)}${IN_PROCESS && j === 0 ? '' : ` (${parts.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')})`}` };
+    };
+    const [cpu, wait] = [per(0), per(1)];
+    return { total: cpu.total, text: cpu.text, wait };
+  };
+
   /** One direct run of N imports into B's simulator. */
   async function directRun(round) {
     const bodies = Array.from({ length: N }, p256Body);
-    const cost = startCost();
+    const cpu = cpuNow();
+    const elu = performance.eventLoopUtilization();
     const run = await load(N, C, RATE, (i) => direct.importKey(bodies[i], `direct${round}_${i}`));
-    return { rate: run.rate, cost: cost() };
+    return { rate: run.rate, cpu: cpuPerKey(cpu), elu: performance.eventLoopUtilization(elu).utilization.toFixed(2) };
   }
 
   /** One replicated run of N imports through A's gateway, until B applied them all. */
   async function replicatedRun(round, profile) {
     const bodies = Array.from({ length: N }, p256Body);
-    // Group-commit statistics and the apply-window gauge are read only when the build has them (compare older builds).
-    const commitsBefore = [a, b].map((s) => s.daemon.ctx.store.groupCommitStats);
+    // Group-commit statistics are read only in-process, and when the build has them (compare older builds).
+    const commitsBefore = IN_PROCESS ? [a, b].map((s) => s.daemon.ctx.store.groupCommitStats) : [];
     const profiler = profile ? new Session() : undefined;
     if (profiler) {
       profiler.connect();
       await profiler.post('Profiler.enable');
       await profiler.post('Profiler.start');
     }
-    const cost = startCost();
+    const cpu = cpuNow();
+    const elu = performance.eventLoopUtilization();
     const firstWall = Date.now();
     const id = (i) => `k${round}_${i}`;
     const rep = await load(N, C, RATE, (i) => gw.importKey(bodies[i], id(i)));
     const ids = new Set(Array.from({ length: N }, (_, i) => id(i)));
-    const applied = await appliedAtB(ids);
-    const spent = cost();
+    const applied = await appliedAtB(ids, firstWall);
+    const spent = cpuPerKey(cpu);
+    const loop = performance.eventLoopUtilization(elu).utilization.toFixed(2);
     if (profiler) {
       const { profile: cpuProfile } = await profiler.post('Profiler.stop');
       await writeFile(profile, JSON.stringify(cpuProfile));
       profiler.disconnect();
     }
-    const commits = [a, b].map((s, i) => {
-      const now = s.daemon.ctx.store.groupCommitStats;
-      const was = commitsBefore[i];
-      return now && { commits: now.commits - was.commits, writes: now.writes - was.writes, syncs: now.syncs - was.syncs, syncMs: now.syncMs - was.syncMs };
+    const commits = commitsBefore.map((was, i) => {
+      const now = [a, b][i].daemon.ctx.store.groupCommitStats;
+      return now && was && { commits: now.commits - was.commits, writes: now.writes - was.writes, syncs: now.syncs - was.syncs, syncMs: now.syncMs - was.syncMs };
     });
-    const windowAtB = (await b.daemon.ctx.metrics.streamApplyWindow?.get())?.values.find((v) => v.labels.namespace === 'alpha')?.value;
+    const windowAtB = IN_PROCESS
+      ? (await b.daemon.ctx.metrics.streamApplyWindow?.get())?.values.find((v) => v.labels.namespace === 'alpha')?.value
+      : await gaugeOf(healthB, 'stream_apply_window');
     const lags = Float64Array.from({ length: N }, (_, i) => Math.max(0, applied.get(id(i)) - rep.endedWall[i])).sort();
     const lastApplied = Math.max(...applied.values());
     const firstApplied = Math.min(...applied.values());
@@ -216,7 +413,9 @@ try {
       applyRate: N > 1 ? (N - 1) / ((lastApplied - firstApplied) / 1000) : NaN,
       lags,
       missing: [...ids].filter((k) => !atB.has(k)).length,
-      cost: spent,
+      bySnapshot: applied.bySnapshot,
+      cpu: spent,
+      elu: loop,
       commits,
       windowAtB,
     };
@@ -229,28 +428,38 @@ try {
   const rows = [];
   for (let round = 0; round < ROUNDS; round++) {
     const d = await directRun(round);
-    const r = await replicatedRun(round, round === ROUNDS - 1 ? values.profile : undefined);
+    const r = await replicatedRun(round, IN_PROCESS && round === ROUNDS - 1 ? PROFILE : undefined);
     rows.push({ d, r, ratio: r.throughputB / d.rate, heldRatio: r.held / d.rate, p99: percentile(r.lags, 99) });
   }
 
   const groups = (c) => (c ? `${c.commits} × ${(c.writes / Math.max(1, c.commits)).toFixed(1)}, ${c.syncs} syncs of ${(c.syncMs / Math.max(1, c.syncs)).toFixed(1)} ms` : '–');
   console.log('');
-  console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | CPU ms/key direct / replicated | ELU direct / replicated | group commits A / B (× writes, WAL syncs) | window at B | ratio B / direct | ratio A / direct |`);
-  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|---|`);
+  console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | ELU (bench) direct / replicated | group commits A / B (× writes, WAL syncs) | window at B | ratio B / direct | ratio A / direct |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|`);
   rows.forEach(({ d, r, ratio, heldRatio }, i) => {
     const lag = `${[50, 90, 99].map((p) => percentile(r.lags, p).toFixed(0)).join(' / ')} / ${r.lags[N - 1].toFixed(0)}`;
     console.log(
-      `| ${i + 1} | ${d.rate.toFixed(1)} | ${r.held.toFixed(1)} | ${r.throughputB.toFixed(1)} | ${r.applyRate.toFixed(1)} | ${lag} | ${r.missing} | ${d.cost.cpuMsPerKey(N)} / ${r.cost.cpuMsPerKey(N)} | ${d.cost.elu} / ${r.cost.elu} | ${r.commits.map(groups).join(' / ')} | ${r.windowAtB ?? '–'} | ${ratio.toFixed(2)} | ${heldRatio.toFixed(2)} |`,
+      `| ${i + 1} | ${d.rate.toFixed(1)} | ${r.held.toFixed(1)} | ${r.throughputB.toFixed(1)} | ${r.applyRate.toFixed(1)} | ${lag} | ${r.missing} | ${d.elu} / ${r.elu} | ${r.commits.length ? r.commits.map(groups).join(' / ') : '–'} | ${r.windowAtB ?? '–'} | ${ratio.toFixed(2)} | ${heldRatio.toFixed(2)} |`,
     );
   });
+  console.log('');
+  console.log('CPU ms per key (user + system), per round:');
+  rows.forEach(({ d, r }, i) => console.log(`  round ${i + 1}: direct ${d.cpu.text}; replicated ${r.cpu.text}`));
+  console.log('Waiting for a CPU (runnable, not running; main threads), ms per key, per round:');
+  rows.forEach(({ d, r }, i) => console.log(`  round ${i + 1}: direct ${d.cpu.wait.text}; replicated ${r.cpu.wait.text}`));
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)];
   console.log('');
   console.log(`median of ${ROUNDS} rounds: direct ${median(rows.map((x) => x.d.rate)).toFixed(1)} keys/s, replicated at B ${median(rows.map((x) => x.r.throughputB)).toFixed(1)} keys/s`);
   console.log(`ratio replicated throughput at B / direct import rate at B: ${median(rows.map((x) => x.ratio)).toFixed(2)} (target ≥ 0.9; rounds ${rows.map((x) => x.ratio.toFixed(2)).join(', ')})`);
   console.log(`ratio rate held at A / direct import rate at B: ${median(rows.map((x) => x.heldRatio)).toFixed(2)}`);
   console.log(`lag p99: ${median(rows.map((x) => x.p99)).toFixed(0)} ms (target < 1000 ms; rounds ${rows.map((x) => x.p99.toFixed(0)).join(', ')})`);
+  console.log(`CPU ms/key, median: direct ${median(rows.map((x) => x.d.cpu.total)).toFixed(2)}, replicated ${median(rows.map((x) => x.r.cpu.total)).toFixed(2)}`);
   console.log(`keys missing at B: ${rows.reduce((n, x) => n + x.r.missing, 0)}`);
+  const bySnapshot = rows.map((x) => x.r.bySnapshot);
+  if (bySnapshot.some((n) => n > 0)) console.log(`keys that reached B by a snapshot sync, not the stream (their apply time: when the bench saw B's position pass them), per round: ${bySnapshot.join(', ')}`);
+  if (!IN_PROCESS) console.log(`daemon log lines at warn or above: ${warnings.size === 0 ? 'none' : [...warnings].map(([m, n]) => `${n} × ${m}`).join('; ')}`);
 } finally {
   for (const c of closers) await c.close().catch(() => undefined);
+  for (const stop of stopDaemons) await stop().catch(() => undefined);
   await lab.close();
 }

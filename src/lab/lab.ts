@@ -54,7 +54,16 @@ export interface LabOptions {
    * 50 ms under writes) slows the daemons' fsyncs. Default true.
    */
   simPersistence?: boolean;
+  /**
+   * Starts a site's simulator in place of the in-process one (the stream benchmark runs each simulator as its own
+   * process, `nethsm-replicator sim`). Gets the site, the lab's fixed port for it and its latency table (ms per
+   * operation); the simulator must keep its state while it runs, since the lab bootstraps the devices through it.
+   */
+  startSimulator?: (site: string, port: number, latency: Partial<Record<string, number>>) => Promise<LabSimulator>;
 }
+
+/** What the lab needs of a site's simulator: where it listens, its certificate's fingerprint, and how to stop it. */
+export type LabSimulator = Pick<RunningSimulator, 'url' | 'fingerprint256' | 'close'>;
 
 export const LAB_PASSPHRASES = {
   unlock: 'lab-unlock-passphrase',
@@ -70,7 +79,7 @@ export const LAB_PASSPHRASES = {
 } as const;
 
 export class LabSite {
-  sim: RunningSimulator | undefined;
+  sim: LabSimulator | undefined;
   daemon: Daemon | undefined;
   config!: ReplicatorConfig;
   registry = new Registry();
@@ -113,14 +122,19 @@ export class LabSite {
   /** Starts (or restarts, with its data) the simulator on its fixed port. */
   async startSim(): Promise<void> {
     if (this.sim) return;
+    const o = this.lab.options;
+    const latency = typeof o.latency === 'function' ? o.latency(this.name) : o.latency;
+    const port = this.lab.simPorts.get(this.name)!;
+    if (o.startSimulator) {
+      this.sim = await o.startSimulator(this.name, port, latency ?? {});
+      return;
+    }
     this.sim = await startSimulator({
-      port: this.lab.simPorts.get(this.name)!,
-      ...(this.lab.options.simPersistence === false ? {} : { dataDir: this.simDir }),
+      port,
+      ...(o.simPersistence === false ? {} : { dataDir: this.simDir }),
       backupScrypt: TEST_SCRYPT,
       unlockScrypt: TEST_SCRYPT,
-      ...(this.lab.options.latency
-        ? { latency: typeof this.lab.options.latency === 'function' ? this.lab.options.latency(this.name) : this.lab.options.latency }
-        : {}),
+      ...(latency ? { latency } : {}),
     });
   }
 

@@ -82,6 +82,20 @@ describe('ApplyLimit (AIMD on latency and rate)', () => {
     expect(l.current).toBe(1);
   });
 
+  it('stops halving when half the window did not shorten the imports (a process short of CPU, not a queue)', () => {
+    // Every import takes three times as long whatever the window (CPU wait on a loaded machine, not the device).
+    const { l, round } = limit({ initial: 8, max: 32 });
+    expect(round(50)).toBe(16);
+    expect(round(50)).toBe(32);
+    expect(round(150)).toBe(16); // slower and no more done: looks like a queue, halved once
+    expect(l.lastChange).toBe('latency');
+    // At half the window they take as long: the wait is not the window's. The baseline restarts, the window grows.
+    expect(round(150)).toBe(17);
+    expect(round(150)).toBe(18);
+    // A queue the window does make is still met by halving, against the new baseline.
+    expect(round(300)).toBe(9);
+  });
+
   it('follows a device that becomes slower for good: the baseline is the fastest of recent rounds only', () => {
     const { l, round } = limit({ initial: 8, max: 8, history: 5 });
     round(10, { full: false });

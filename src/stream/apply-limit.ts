@@ -13,7 +13,10 @@
  * - `latency > tolerance × baseline` (default 1.5): the imports wait somewhere. Halve the limit, unless this round's
  *   rate is at least `gain` (default 1.2) × the best rate of the last `history` rounds at half the limit or less: then
  *   more concurrency still gets more done (the device has parallel capacity left; the wait is elsewhere), and the
- *   limit stays;
+ *   limit stays; and unless the previous round halved the limit for latency and its imports still take more than
+ *   1 / `gain` of what they took before that halving: half the window did not shorten them, so the wait is not this
+ *   window's (a daemon or NetHSM short of CPU, a slower network). Then the baseline restarts from this round and the
+ *   limit stays (and grows by one when full): shrinking further would only leave the replica behind its primary;
  * - else, if the window was full at some point in the round (imports waited for room): add one (double while no round
  *   has shrunk it yet: slow start);
  * - else keep the limit (demand is below it; growing it would prove nothing).
@@ -85,6 +88,8 @@ export class ApplyLimit {
   readonly #rateAt = new Map<number, { rate: number; round: number }>();
   #roundNo = 0;
   #lastChange: ApplyLimitChange | undefined;
+  /** The latency of the round that made the last latency halving, while the rounds after it are still over the tolerance. */
+  #halvedAt: number | undefined;
 
   /** Throws RangeError for bounds that are not whole numbers with 1 ≤ min ≤ max. */
   constructor(o: ApplyLimitOptions) {
@@ -142,15 +147,26 @@ export class ApplyLimit {
     this.#roundFailed = false;
     this.#roundFull = false;
     // Failures of one round (imports in flight together) halve the limit once.
-    if (failed || latencies.length === 0) return this.#set(Math.floor(this.#limit / 2), 'failure');
+    if (failed || latencies.length === 0) {
+      this.#halvedAt = undefined;
+      return this.#set(Math.floor(this.#limit / 2), 'failure');
+    }
     const roundNo = ++this.#roundNo;
     const latency = lowerQuartile(latencies);
     this.#latencies.push(latency);
     if (this.#latencies.length > this.#history) this.#latencies.shift();
     this.#rateAt.set(this.#limit, { rate, round: roundNo });
-    if (latency > this.#tolerance * Math.min(...this.#latencies)) {
+    if (latency <= this.#tolerance * Math.min(...this.#latencies)) this.#halvedAt = undefined;
+    else if (this.#halvedAt !== undefined && latency * this.#gain > this.#halvedAt) {
+      // Halving did not shorten the imports: not a queue this window makes. This round is the new baseline.
+      this.#halvedAt = undefined;
+      this.#latencies = [latency];
+    } else {
       const half = this.#bestRateUpTo(Math.floor(this.#limit / 2), roundNo);
-      if (half === undefined || rate < this.#gain * half) return this.#set(Math.floor(this.#limit / 2), 'latency');
+      if (half === undefined || rate < this.#gain * half) {
+        this.#halvedAt = latency;
+        return this.#set(Math.floor(this.#limit / 2), 'latency');
+      }
     }
     if (!full) return;
     if (this.#slowStart) this.#set(this.#limit * 2, 'slow-start');
