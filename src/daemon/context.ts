@@ -28,6 +28,11 @@ export interface SiteContext {
    */
   config: ReplicatorConfig;
   readonly site: string;
+  /**
+   * This daemon process's identity (random, per start), in its peer status: a peer that answers again with the same
+   * instance did not restart meanwhile, so what it streams still covers what it acknowledged (daemon.resumeMember).
+   */
+  readonly instance: string;
   readonly log: Logger;
   readonly store: StateStore;
   readonly work: WorkDir;

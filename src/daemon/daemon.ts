@@ -8,6 +8,7 @@
  * `start()` and `close()` are idempotent; `close()` lets an in-flight sync or failover step finish (a restore is never
  * cut in half) before stopping.
  */
+import { randomBytes } from 'node:crypto';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import { Registry } from 'prom-client';
 import { AdminServer } from '../admin/server.js';
@@ -52,7 +53,7 @@ import {
 import { Failover } from './failover.js';
 import { Leadership } from '../failover/leadership.js';
 import { createPeerHandlers } from './peer-handlers.js';
-import { observePeerStatus } from './peer-watch.js';
+import { observePeerStatus, peerRestarted } from './peer-watch.js';
 import { unacknowledgedCounts } from './quarantine.js';
 import { buildStatus, namespaceStatus, type StatusExtras } from './status-view.js';
 import type { DaemonStatus } from './status.js';
@@ -117,6 +118,7 @@ export class Daemon {
     this.ctx = {
       config,
       site: config.site,
+      instance: randomBytes(8).toString('hex'),
       log: this.log,
       store,
       work: new WorkDir(config.stateDir),
@@ -455,14 +457,24 @@ export class Daemon {
     });
   }
 
-  /** A member answered again: resume its work (replica syncs from it), then mark it ok. */
+  /**
+   * A member answered again: resume its work, then mark it ok. A replica takes a snapshot from a primary that
+   * restarted meanwhile (writes may have reached its NetHSM around its daemon, which no stream carries), and after
+   * this site's own NetHSM comes back. From a primary whose daemon ran all along (a probe or the link failed), the
+   * stream resumes from its position by itself (a catch-up snapshot only if the log no longer covers it): a full
+   * snapshot there would cost a device backup at each site, and hold writes here, for nothing.
+   */
   private async resumeMember(name: string): Promise<void> {
     const { ctx } = this;
     try {
+      const snapshot = name === NETHSM_MEMBER || peerRestarted(ctx, name);
       for (const row of ctx.store.roles.list()) {
         if (row.paused) continue;
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
-        if (fromIt && row.role === 'replica' && row.primarySite !== ctx.site) await this.syncer.sync(row.namespace, { actor: 'recovery' });
+        if (fromIt && row.role === 'replica' && row.primarySite !== ctx.site) {
+          if (snapshot) await this.syncer.sync(row.namespace, { actor: 'recovery' });
+          else this.stream.roleChanged(row.namespace);
+        }
         if (fromIt && row.role === 'fenced') await this.failover.resumeFenced(row.namespace);
       }
       ctx.monitor.markOk(name);

@@ -42,7 +42,7 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
 
     changes: async (peer, namespace, after, signal, log) => stream.feed.open(peer, namespace, after, signal, log),
 
-    status: async () => ({ site: ctx.site, version: VERSION, namespaces: namespaceViews(ctx) }),
+    status: async () => ({ site: ctx.site, version: VERSION, instance: ctx.instance, namespaces: namespaceViews(ctx) }),
 
     snapshot: async (peer, namespace) => {
       const row = ctx.store.roles.require(namespace);

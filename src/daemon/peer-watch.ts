@@ -14,6 +14,35 @@ import type { Failover } from './failover.js';
  */
 const lastViews = new WeakMap<SiteContext, Map<string, Map<string, NamespaceView>>>();
 
+/**
+ * Per site context and peer: the daemon instance it last answered as, and whether it answered as another one (a
+ * restart) since `peerRestarted` last asked. In memory only: after this daemon's own restart a peer first heard from
+ * while it counts as down counts as restarted.
+ */
+const instances = new WeakMap<SiteContext, Map<string, { instance: string | undefined; restarted: boolean }>>();
+
+/**
+ * Whether `peer` restarted since the last call for it (or cannot tell: it sends no instance, or was first heard from
+ * on its recovery); resets the answer. A peer daemon that did not restart still streams every change it acknowledged
+ * meanwhile; one that did may have let writes reach its NetHSM around it while it was down.
+ */
+export function peerRestarted(ctx: SiteContext, peer: string): boolean {
+  const seen = instances.get(ctx)?.get(peer);
+  if (!seen || seen.instance === undefined) return true;
+  const restarted = seen.restarted;
+  seen.restarted = false;
+  return restarted;
+}
+
+function noteInstance(ctx: SiteContext, peer: string, instance: string | undefined): void {
+  let m = instances.get(ctx);
+  if (!m) instances.set(ctx, (m = new Map()));
+  const seen = m.get(peer);
+  // First heard from: a restart for all we know if the member counts as down (this answer is its recovery).
+  if (!seen) m.set(peer, { instance, restarted: ctx.monitor.get(peer)?.status !== 'ok' });
+  else if (seen.instance !== instance) Object.assign(seen, { instance, restarted: true });
+}
+
 /** What `peer` last said about `namespace` (undefined before its first answer, or when it did not name it). */
 export function lastPeerView(ctx: SiteContext, peer: string, namespace: string): NamespaceView | undefined {
   return lastViews.get(ctx)?.get(peer)?.get(namespace);
@@ -23,6 +52,7 @@ export async function observePeerStatus(ctx: SiteContext, failover: Failover, pe
   let views = lastViews.get(ctx);
   if (!views) lastViews.set(ctx, (views = new Map()));
   views.set(peer.name, new Map(status.namespaces.map((v) => [v.namespace, v])));
+  noteInstance(ctx, peer.name, status.instance);
   let stale = false;
   for (const view of status.namespaces) {
     const row = ctx.store.roles.get(view.namespace);

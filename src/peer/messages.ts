@@ -27,6 +27,8 @@ export type NamespaceView = z.infer<typeof namespaceViewSchema>;
 export const peerStatusSchema = z.strictObject({
   site: siteNameSchema,
   version: z.string().max(64),
+  /** The daemon process's identity (random per start); absent from older daemons, which did not send it. */
+  instance: z.string().regex(/^[0-9a-f]{16,64}$/, 'is not a daemon instance id (16 to 64 hex digits)').optional(),
   namespaces: z.array(namespaceViewSchema).max(10_000),
 });
 export type PeerStatus = z.infer<typeof peerStatusSchema>;

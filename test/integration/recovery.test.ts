@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Lab } from '../../src/lab/lab.js';
+import { Lab, LAB_PASSPHRASES } from '../../src/lab/lab.js';
+import type { PeerServer } from '../../src/peer/server.js';
 import { waitFor } from '../helpers/wait.js';
 import { use } from '../helpers/clients.js';
 
@@ -31,6 +32,28 @@ describe('member recovery and shutdown', () => {
     await waitFor(() => b.daemon!.ctx.monitor.get('a')!.status === 'ok', 'a to recover', 10_000);
     await waitFor(async () => (await use(b.nsOperator('alpha'), (c) => c.listKeys())).includes('while-away'), 'b to resync', 10_000);
     expect(b.daemon!.ctx.store.positions.get('alpha', 'a')?.lastSyncOutcome).toBe('ok');
+  });
+
+  it('after a primary that kept running answers again, the stream catches up by itself: no snapshot', async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], retryInterval: '200ms', gateway: true });
+    await lab.startDaemons();
+    const a = lab.site('a');
+    const b = lab.site('b');
+    await b.daemon!.syncer.sync('alpha', { actor: 'test' });
+    const synced = b.daemon!.ctx.store.positions.get('alpha', 'a')!.lastOkAt;
+    // The link to a's daemon is cut (it keeps running and its gateway keeps taking writes): b counts a as down.
+    const peerServer = (a.daemon as unknown as { peerServer: PeerServer }).peerServer;
+    await peerServer.close();
+    await waitFor(() => b.daemon!.ctx.monitor.get('a')!.status === 'unreachable', 'b to see a down', 10_000);
+    await use(a.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), (c) =>
+      c.importKey({ type: 'EC_P256', mechanisms: ['ECDSA_Signature'], private: { data: Buffer.alloc(32, 7).toString('base64') } }, 'during-cut'),
+    );
+    await peerServer.start();
+    await waitFor(() => b.daemon!.ctx.monitor.get('a')!.status === 'ok', 'a to recover', 10_000);
+    await waitFor(async () => (await use(b.nsOperator('alpha'), (c) => c.listKeys())).includes('during-cut'), 'the key to reach b', 15_000);
+    // It came by the stream: the recovery took no snapshot (a device backup at each site, writes held at b).
+    expect(b.daemon!.ctx.store.positions.get('alpha', 'a')!.lastOkAt).toBe(synced);
+    expect(b.daemon!.ctx.store.applied.knowsKey('alpha', 'during-cut')).toBe(true);
   });
 
   it('lets an in-flight sync finish before it stops (SIGTERM path)', async () => {
