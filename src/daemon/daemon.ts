@@ -57,6 +57,7 @@ import { unacknowledgedCounts } from './quarantine.js';
 import { buildStatus, namespaceStatus, type StatusExtras } from './status-view.js';
 import type { DaemonStatus } from './status.js';
 import { NamespaceSync } from './sync.js';
+import { SyncCostModel } from '../replicator/cost-model.js';
 
 export interface DaemonOptions {
   config: ReplicatorConfig;
@@ -133,6 +134,7 @@ export class Daemon {
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
       replicationUserIds: replicationUserIds(config),
       applyLock: namespaceLocks(),
+      costModel: new SyncCostModel(),
     };
     this.stream = new StreamService({
       ctx: this.ctx,
