@@ -70,7 +70,7 @@ describe('stream puller: catch-ups in batches', () => {
       deviceBackup: unused,
       changes: async (_peer, _ns, after, signal) =>
         (async function* () {
-          let next = after.seq + 1;
+          let next = (after?.seq ?? 0) + 1;
           while (!signal.aborted) {
             const line = log[next - 6];
             if (line !== undefined) {
