@@ -55,6 +55,9 @@ describe('stream puller: catch-ups in batches', () => {
     appended.emit('line');
   };
   let snapshots: string[];
+  let connections: number;
+  /** The primary ends each connection once it has sent what it has (as a primary going away does). */
+  let endAfterReplay: boolean;
 
   beforeAll(async () => {
     const ca = await createCa({ commonName: 'test CA' });
@@ -68,8 +71,9 @@ describe('stream puller: catch-ups in batches', () => {
       handoff: unused,
       requestSync: unused,
       deviceBackup: unused,
-      changes: async (_peer, _ns, after, signal) =>
-        (async function* () {
+      changes: async (_peer, _ns, after, signal) => {
+        connections++;
+        return (async function* () {
           let next = (after?.seq ?? 0) + 1;
           while (!signal.aborted) {
             const line = log[next - 6];
@@ -78,6 +82,7 @@ describe('stream puller: catch-ups in batches', () => {
               yield line;
               continue;
             }
+            if (endAfterReplay) return;
             await new Promise<void>((r) => {
               const done = () => {
                 appended.off('line', done);
@@ -88,7 +93,8 @@ describe('stream puller: catch-ups in batches', () => {
               signal.addEventListener('abort', done, { once: true });
             });
           }
-        })(),
+        })();
+      },
     };
     server = new PeerServer({ host: '127.0.0.1', port: 0, tls: { ...siteA, caPem: ca.certPem }, peers: [{ name: 'b' }], handlers });
     await server.start();
@@ -102,6 +108,8 @@ describe('stream puller: catch-ups in batches', () => {
     store.positions.recordSyncOk('ns', 'a', { epoch: 1, seq: 5, takenAt: 1, durationMs: 1 });
     log = [];
     snapshots = [];
+    connections = 0;
+    endAfterReplay = false;
   });
 
   afterEach(() => {
@@ -207,6 +215,26 @@ describe('stream puller: catch-ups in batches', () => {
       expect(snapshots).toEqual([]);
       clock.advance(5_000);
       await until(() => snapshots.length === 1, 'the catch-up after 5 s');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('keeps waiting for the batch when the primary ends the stream it counts on, without reconnecting in a loop', async () => {
+    // Before the fix a gathering cut by the primary sent the puller back to its stream, which asked for the same
+    // catch-up again: one reconnection after another for as long as the catch-up waited.
+    const clock = new TestClock();
+    endAfterReplay = true;
+    const { p } = puller({ gatherMs: 3_600_000, clock });
+    append(generated(6));
+    p.start();
+    try {
+      await until(() => p.status().pendingCatchup !== null && connections >= 2, 'the catch-up pending and its gathering connected');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(connections).toBe(2);
+      expect(snapshots).toEqual([]);
+      clock.advance(3_600_000);
+      await until(() => snapshots.length === 1, 'the catch-up at its time');
     } finally {
       await p.close();
     }

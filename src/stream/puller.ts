@@ -121,6 +121,8 @@ export class NamespacePuller {
   #wake: (() => void) | undefined;
   /** A poke() that came while the loop was not sleeping: the next sleep returns at once. */
   #poked = false;
+  /** poke() calls so far: a catch-up's gathering tells a poke from its stream ending by itself. */
+  #pokes = 0;
   #state: PullerState = 'idle';
   #head: { epoch: number; seq: number } | null = null;
   #lastHeartbeatAt: number | null = null;
@@ -161,6 +163,7 @@ export class NamespacePuller {
 
   /** Re-checks the role now (after a promote, demote, resync) instead of at the next poll. */
   poke(): void {
+    this.#pokes++;
     this.#abort?.abort();
     if (this.#wake) this.#wake();
     else this.#poked = true;
@@ -370,6 +373,7 @@ export class NamespacePuller {
     if (pos?.epoch !== undefined && pos.seq !== undefined) {
       const after = { epoch: pos.epoch, seq: pos.seq };
       const abort = (this.#abort = new AbortController());
+      const pokes = this.#pokes;
       let timedOut = false;
       const cancel = this.#clock.setTimer(() => {
         timedOut = true;
@@ -392,7 +396,9 @@ export class NamespacePuller {
         if (this.#abort === abort) this.#abort = undefined;
       }
       if (timedOut) return true;
-      if (abort.signal.aborted && !this.#closed && due() > this.#clock.now()) return false;
+      // Poked or closed: back to the loop, which decides from the role row again. A stream that ended by itself (the
+      // primary went away) only stops the counting: the catch-up still waits for its time.
+      if (this.#closed || this.#pokes !== pokes) return false;
     }
     const rest = due() - this.#clock.now();
     return rest <= 0 || (await this.#sleep(rest)) === 'timer';
