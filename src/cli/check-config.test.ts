@@ -12,6 +12,8 @@ import { NetHsmClient } from '../nethsm/client.js';
 import { sealPassphraseProof } from '../peer/passphrase-check.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { runCli } from './test-run.js';
+import { checkCatchupCost, type CheckLine } from './check-config.js';
+import { parseConfig } from '../config/parse.js';
 
 type ConfigDoc = Record<string, unknown> & {
   nethsm: Record<string, unknown> & { credentials: Record<string, unknown> };
@@ -132,7 +134,37 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
     expect(line(r.out, 'namespace gamma account gamma~replicator')).toMatch(/^warn {2}.*arrives with the namespace's first sync from a$/);
     expect(line(r.out, 'peer a')).toMatch(/^ok {4}peer a: https:\/\/127\.0\.0\.1:\d+ answers over mutual TLS \(nethsm-replicator 0\.1\.0, 1 namespace\(s\)\)$/);
     expect(line(r.out, 'peer a replication passphrase')).toBe("ok    peer a replication passphrase: replication.passphrase is the same as a's (a challenge sealed by a opens here)");
+    expect(line(r.out, 'catch-up cost')).toMatch(
+      /^ok {4}catch-up cost: namespaces alpha, gamma \(generate: device\): a catch-up snapshot into a NetHSM of \d+ entries \(this one's keys\) takes about [\d.]+ s, holding writes [\d.]+ s \(estimate from the default figures\), within stream\.catchupWindow \(30 s\)$/,
+    );
     expect(r.out).toMatch(/\nno check failed \(1 warning\(s\)\)\n$/);
+  });
+
+  it('warns when a catch-up of a device-generating namespace would outlast stream.catchupWindow, or nothing bounds it', async () => {
+    const doc = (await baseDoc()) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    // Without the peer: the peer limits passphrase checks, which the other tests need.
+    doc.namespaces = [doc.namespaces[0]];
+    doc.peers = [];
+    doc.gateway = { listen: '127.0.0.1:0', certFile: join(dir, 'b.crt'), keyFile: join(dir, 'b.key') };
+    doc.stream = { catchupWindow: '0s' };
+    const r = await check(doc);
+    expect(r.code).toBe(0);
+    expect(line(r.out, 'catch-up cost')).toMatch(/^warn {2}catch-up cost: namespace alpha \(generate: device\): stream\.catchupWindow is 0s, so catch-ups are not bounded/);
+    doc.namespaces[0].generate = 'replicated';
+    expect((await check(doc)).out).not.toContain('catch-up cost');
+    // The estimate grows with the device: 100k entries at the default figures (0.21 ms each) outlast a 10 s window.
+    const lines: CheckLine[] = [];
+    const config = parseConfig(toYaml({ ...doc, namespaces: [{ ...doc.namespaces[0], generate: 'device' }], stream: { catchupWindow: '10s' } }), {});
+    checkCatchupCost(config, 100_000, (l) => lines.push(l));
+    expect(lines).toEqual([
+      {
+        outcome: 'warn',
+        what: 'catch-up cost',
+        detail:
+          "namespace alpha (generate: device): a catch-up snapshot into a NetHSM of 100000 entries (this one's keys) takes about 21.0 s, holding writes 15.0 s " +
+          '(estimate from the default figures), longer than stream.catchupWindow (10 s). Try: set stream.catchupWindow above 21 s, or generate: replicated for these namespaces so generated keys are streamed per key (docs/streaming.md)',
+      },
+    ]);
   });
 
   it('lists every config problem and stops there', async () => {

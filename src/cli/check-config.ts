@@ -18,6 +18,7 @@ import type { NetHsmClient } from '../nethsm/client.js';
 import type { PeerClient } from '../peer/client.js';
 import { newChallenge, openPassphraseProof } from '../peer/passphrase-check.js';
 import { DEFAULT_TRANSPORT_KEY_ID } from '../stream/transport-key.js';
+import { DEFAULT_SITE_FIGURES, estimateSync } from '../replicator/cost-model.js';
 import { relativeTime } from './format.js';
 import { netHsmClient, peerClient, readPeerTls, type PeerTls } from './site-clients.js';
 
@@ -63,6 +64,9 @@ export async function checkConfig(file: string, options: CheckOptions, emit: Emi
 
   if (options.offline) {
     out({ outcome: 'skip', what: 'network', detail: 'NetHSM, accounts and peers not checked (--offline)' });
+    if (config.namespaces.some((n) => n.generate === 'device')) {
+      out({ outcome: 'skip', what: 'catch-up cost', detail: "not estimated (--offline): it needs this NetHSM's key count" });
+    }
     return !failed;
   }
   const timeoutMs = options.timeoutMs ?? 15_000;
@@ -176,6 +180,8 @@ async function checkAccounts(config: ReplicatorConfig, secrets: LoadedSecrets, p
     }
   }
   await checkOperator(root, pool, secrets, out);
+  /** Keys per namespace as listed below: the device's size for the catch-up cost. */
+  const keys = new Map<string, number>();
   for (const [i, ns] of config.namespaces.entries()) {
     const cred = secrets.namespaces[ns.name];
     const what = `namespace ${ns.name} account ${ns.replicationUser.user}`;
@@ -196,12 +202,34 @@ async function checkAccounts(config: ReplicatorConfig, secrets: LoadedSecrets, p
       continue;
     }
     try {
-      await pool.withAuth(cred.username, cred.password).listKeys();
+      keys.set(ns.name, (await pool.withAuth(cred.username, cred.password).listKeys()).length);
       out({ outcome: 'ok', what, detail: `authenticates as an Administrator of ${ns.name}` });
     } catch (err) {
       out({ outcome: 'FAIL', what, detail: authProblem(err, `Administrator of ${ns.name}`, `namespaces[${i}].replicationUser`) });
     }
   }
+  const rootKeys = await root.listKeys().then((k) => k.length, () => 0);
+  checkCatchupCost(config, rootKeys + [...keys.values()].reduce((a, b) => a + b, 0), out);
+}
+
+/**
+ * Keys generated inside a primary's NetHSM (`generate: device`) reach a replica only by catch-up snapshots, each a
+ * merge-restore of the replica's whole NetHSM (docs/streaming.md, "Catch-ups in batches"). Warns when one, estimated
+ * for a NetHSM of this one's size with the cost model's default figures (check-config measures nothing; the daemon
+ * learns the real ones from its syncs and warns in `status`), takes longer than `stream.catchupWindow`.
+ */
+export function checkCatchupCost(config: ReplicatorConfig, deviceEntries: number, out: Emit): void {
+  const device = config.namespaces.filter((n) => n.generate === 'device').map((n) => n.name);
+  if (device.length === 0) return;
+  const what = 'catch-up cost';
+  const est = estimateSync(DEFAULT_SITE_FIGURES, deviceEntries);
+  const windowS = config.stream.catchupWindowMs / 1000;
+  const cost = `a catch-up snapshot into a NetHSM of ${deviceEntries} entries (this one's keys) takes about ${est.syncSeconds.toFixed(1)} s, holding writes ${est.holdSeconds.toFixed(1)} s (estimate from the default figures)`;
+  const names = `namespace${device.length === 1 ? '' : 's'} ${device.join(', ')} (generate: device)`;
+  const remedy = `Try: set stream.catchupWindow above ${Math.ceil(est.syncSeconds)} s, or generate: replicated for these namespaces so generated keys are streamed per key (docs/streaming.md)`;
+  if (windowS === 0) out({ outcome: 'warn', what, detail: `${names}: stream.catchupWindow is 0s, so catch-ups are not bounded; ${cost}. ${remedy}` });
+  else if (est.syncSeconds > windowS) out({ outcome: 'warn', what, detail: `${names}: ${cost}, longer than stream.catchupWindow (${windowS} s). ${remedy}` });
+  else out({ outcome: 'ok', what, detail: `${names}: ${cost}, within stream.catchupWindow (${windowS} s)` });
 }
 
 /**

@@ -31,6 +31,14 @@ const namespaceSchema = z.looseObject({
   lagLimitSeconds: z.number(),
   nextScheduledSync: iso,
   noPrimary: z.looseObject({ cause: z.string(), try: z.string() }).nullable().optional(),
+  syncCost: z
+    .looseObject({
+      estimatedSeconds: z.number(),
+      holdSeconds: z.number(),
+      warnings: z.array(z.looseObject({ kind: z.string(), cause: z.string(), try: z.string() })),
+    })
+    .nullable()
+    .optional(),
 });
 const memberSchema = z.looseObject({
   name: z.string(),
@@ -166,6 +174,24 @@ function reloadReason(error: string | null): string {
   return problems.length > 0 ? problems.join('; ') : error;
 }
 
+/**
+ * What needs an operator's eye without being a problem (the exit code stays): a snapshot sync's cost near its
+ * schedule, `gateway.maxHold` or the catch-up window, each with its remedy.
+ */
+export function statusWarnings(s: DaemonStatus): string[] {
+  return s.namespaces.flatMap((ns) => (ns.syncCost?.warnings ?? []).map((w) => withTry(`namespace ${ns.name}: ${w.cause}`, w.try)));
+}
+
+/** Catch-ups waiting for their batch, one line each: how many changes wait, since when, when it runs. */
+function pendingCatchups(s: DaemonStatus, now: Date): string[] {
+  return s.namespaces.flatMap((ns) => {
+    const p = ns.stream?.pendingCatchup;
+    if (!p) return [];
+    const changes = p.changes === null ? 'changes' : `${p.changes} change${p.changes === 1 ? '' : 's'}`;
+    return [`pending catch-up ${ns.name}: ${changes} wait (first ${relativeTime(p.since, now)}); snapshot ${relativeTime(p.dueAt, now)} (${scalar(p.reason)})`];
+  });
+}
+
 export function statusExitCode(s: DaemonStatus): number {
   return statusProblems(s).length === 0 ? STATUS_OK : STATUS_ATTENTION;
 }
@@ -186,13 +212,17 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   if (streams.length > 0) {
     lines.push('');
     lines.push(table([['STREAM', 'STATE', 'POSITION', 'BEHIND', 'LAG', 'LAST HEARTBEAT', 'LAST ERROR'], ...streams.map((ns) => streamRow(ns, now))]));
+    const pending = pendingCatchups(s, now);
+    if (pending.length > 0) lines.push('', ...pending);
   }
   lines.push('');
   if (s.members.length === 0) lines.push('no members');
   else lines.push(table([['MEMBER', 'KIND', 'STATUS', 'FAILURES', 'ATTEMPTS', 'NEXT RETRY', 'LAST ERROR'], ...s.members.map((m) => memberRow(m, now))]));
   const problems = statusProblems(s, now);
+  const warnings = statusWarnings(s);
   lines.push('');
-  if (problems.length === 0) lines.push('all ok');
+  for (const w of warnings) lines.push(`WARNING: ${w}`);
+  if (problems.length === 0) lines.push(warnings.length === 0 ? 'all ok' : `no problems; ${warnings.length} warning${warnings.length === 1 ? '' : 's'} above`);
   else for (const p of problems) lines.push(`PROBLEM: ${p}`);
   return lines.join('\n') + '\n';
 }

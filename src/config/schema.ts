@@ -19,11 +19,16 @@ export const DEFAULT_RETRY_INTERVAL = '60s';
 /** Anti-entropy once an hour, at minute 23 (away from the top of the hour, where schedules cluster). */
 export const DEFAULT_ANTI_ENTROPY_SCHEDULE = '23 * * * *';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-/** Stream defaults: 7 days or 1,000,000 changes per namespace, a heartbeat every 5 s, catch-ups gathered for 2 s. */
+/**
+ * Stream defaults: 7 days or 1,000,000 changes per namespace, a heartbeat every 5 s; a catch-up gathers changes for
+ * 2 s or until 1,000 wait, and at most one starts per 30 s (each is a merge-restore of the replica's whole NetHSM).
+ */
 export const DEFAULT_STREAM = {
   retention: { maxAgeMs: 7 * 86_400_000, maxChanges: 1_000_000 },
   heartbeatIntervalMs: 5_000,
   catchupDebounceMs: 2_000,
+  catchupWindowMs: 30_000,
+  catchupMaxChanges: 1_000,
 } as const;
 /**
  * Gateway bounds on slow or oversized clients: a write body of at most 1 MiB (the NetHSM's own limit) arriving within
@@ -165,6 +170,10 @@ export interface ReplicatorConfig {
     readonly retention: { readonly maxAgeMs: number; readonly maxChanges: number };
     readonly heartbeatIntervalMs: number;
     readonly catchupDebounceMs: number;
+    /** At most one catch-up snapshot starts per this many ms (src/stream/catchup-batch.ts). */
+    readonly catchupWindowMs: number;
+    /** A pending catch-up runs once this many changes wait, without gathering for `catchupDebounceMs`. */
+    readonly catchupMaxChanges: number;
   };
   readonly logging: { readonly level: LogLevel };
   /** Anti-entropy passes at replicas: compare inventories with the primary, repair via the API, snapshot the rest. */
@@ -442,11 +451,15 @@ export function buildConfigSchema(opts: SchemaOptions) {
             .default({ maxAge: DEFAULT_STREAM.retention.maxAgeMs, maxChanges: DEFAULT_STREAM.retention.maxChanges }),
           heartbeatInterval: duration('positive').default(DEFAULT_STREAM.heartbeatIntervalMs),
           catchupDebounce: duration('any').default(DEFAULT_STREAM.catchupDebounceMs),
+          catchupWindow: duration('any').default(DEFAULT_STREAM.catchupWindowMs),
+          catchupMaxChanges: positiveInt.default(DEFAULT_STREAM.catchupMaxChanges),
         })
         .default({
           retention: { maxAge: DEFAULT_STREAM.retention.maxAgeMs, maxChanges: DEFAULT_STREAM.retention.maxChanges },
           heartbeatInterval: DEFAULT_STREAM.heartbeatIntervalMs,
           catchupDebounce: DEFAULT_STREAM.catchupDebounceMs,
+          catchupWindow: DEFAULT_STREAM.catchupWindowMs,
+          catchupMaxChanges: DEFAULT_STREAM.catchupMaxChanges,
         }),
       logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
       antiEntropy: z.strictObject({ schedule: cronExpression().default(DEFAULT_ANTI_ENTROPY_SCHEDULE) }).default({ schedule: DEFAULT_ANTI_ENTROPY_SCHEDULE }),
@@ -493,6 +506,8 @@ export function buildConfigSchema(opts: SchemaOptions) {
           retention: { maxAgeMs: c.stream.retention.maxAge, maxChanges: c.stream.retention.maxChanges },
           heartbeatIntervalMs: c.stream.heartbeatInterval,
           catchupDebounceMs: c.stream.catchupDebounce,
+          catchupWindowMs: c.stream.catchupWindow,
+          catchupMaxChanges: c.stream.catchupMaxChanges,
         },
         logging: c.logging,
         antiEntropy: c.antiEntropy,

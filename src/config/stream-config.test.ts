@@ -22,17 +22,35 @@ function problems(edit: (d: Doc) => void): string[] {
 }
 
 describe('config: stream section', () => {
-  it('defaults to 7 days or 1,000,000 changes of retention, a 5 s heartbeat and a 2 s catch-up debounce', () => {
+  it('defaults to 7 days or 1,000,000 changes of retention, a 5 s heartbeat, and catch-ups gathered 2 s or 1,000 changes, one per 30 s', () => {
     expect(parse(() => undefined).stream).toEqual({
       retention: { maxAgeMs: 7 * 86_400_000, maxChanges: 1_000_000 },
       heartbeatIntervalMs: 5_000,
       catchupDebounceMs: 2_000,
+      catchupWindowMs: 30_000,
+      catchupMaxChanges: 1_000,
     });
   });
 
   it('reads every stream setting', () => {
-    const c = parse((d) => (d.stream = { retention: { maxAge: '2d', maxChanges: 5000 }, heartbeatInterval: '2s', catchupDebounce: '0s' }));
-    expect(c.stream).toEqual({ retention: { maxAgeMs: 2 * 86_400_000, maxChanges: 5000 }, heartbeatIntervalMs: 2000, catchupDebounceMs: 0 });
+    const c = parse(
+      (d) => (d.stream = { retention: { maxAge: '2d', maxChanges: 5000 }, heartbeatInterval: '2s', catchupDebounce: '0s', catchupWindow: '5m', catchupMaxChanges: '250' }),
+    );
+    expect(c.stream).toEqual({
+      retention: { maxAgeMs: 2 * 86_400_000, maxChanges: 5000 },
+      heartbeatIntervalMs: 2000,
+      catchupDebounceMs: 0,
+      catchupWindowMs: 300_000,
+      catchupMaxChanges: 250,
+    });
+  });
+
+  it('refuses a bad catch-up window or change count, naming the setting, and accepts a window of 0s', () => {
+    expect(problems((d) => (d.stream = { catchupWindow: '30' })).join('\n')).toMatch(/stream\.catchupWindow.*not a duration/);
+    expect(problems((d) => (d.stream = { catchupWindow: -5 })).join('\n')).toMatch(/stream\.catchupWindow/);
+    expect(problems((d) => (d.stream = { catchupMaxChanges: 0 })).join('\n')).toMatch(/stream\.catchupMaxChanges/);
+    expect(problems((d) => (d.stream = { catchupMaxChanges: 'many' })).join('\n')).toMatch(/stream\.catchupMaxChanges.*whole number/);
+    expect(parse((d) => (d.stream = { catchupWindow: '0s' })).stream.catchupWindowMs).toBe(0);
   });
 
   it('refuses a bad retention, heartbeat or unknown key, naming the setting', () => {

@@ -13,6 +13,7 @@ import { NetHsmClient, type TlsTrust } from '../nethsm/client.js';
 import { splitUserId } from '../nethsm/ids.js';
 import { PeerClient } from '../peer/client.js';
 import { Device } from '../replicator/device.js';
+import type { SyncCostModel } from '../replicator/cost-model.js';
 import type { WorkDir } from '../replicator/workdir.js';
 import type { StateStore } from '../state/store.js';
 import type { FailoverStatusView, StreamStatusView } from './status.js';
@@ -59,6 +60,8 @@ export interface SiteContext {
    * it, always after the barrier, so they never interleave.
    */
   readonly applyLock: (namespace: string) => Mutex;
+  /** What snapshot syncs at this site cost, learnt from each sync (in memory; defaults until the first). */
+  readonly costModel: SyncCostModel;
   /** The stream's view of a namespace, for status (set by the daemon). */
   streamStatus?: (namespace: string) => StreamStatusView | null;
   /** Automatic failover's view of a namespace, for status (set by the daemon; null for manual failover). */

@@ -58,6 +58,8 @@ import { unacknowledgedCounts } from './quarantine.js';
 import { buildStatus, namespaceStatus, type StatusExtras } from './status-view.js';
 import type { DaemonStatus } from './status.js';
 import { NamespaceSync } from './sync.js';
+import { SyncCostModel } from '../replicator/cost-model.js';
+import { syncCostSamples, syncCostView } from './sync-cost.js';
 
 export interface DaemonOptions {
   config: ReplicatorConfig;
@@ -135,6 +137,7 @@ export class Daemon {
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
       replicationUserIds: replicationUserIds(config),
       applyLock: namespaceLocks(),
+      costModel: new SyncCostModel(),
     };
     this.stream = new StreamService({
       ctx: this.ctx,
@@ -158,8 +161,17 @@ export class Daemon {
         lastHeartbeat: s.lastHeartbeatAt === null ? null : new Date(s.lastHeartbeatAt).toISOString(),
         lastErrorCode: s.lastError?.code ?? null,
         lastError: s.lastError?.message ?? null,
+        pendingCatchup: s.pendingCatchup
+          ? {
+              since: new Date(s.pendingCatchup.since).toISOString(),
+              changes: s.pendingCatchup.changes,
+              dueAt: new Date(s.pendingCatchup.dueAt).toISOString(),
+              reason: s.pendingCatchup.reason,
+            }
+          : null,
       };
     };
+    metrics.setSyncCostSource(() => (store.isOpen ? syncCostSamples(this.ctx) : {}));
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
@@ -501,7 +513,11 @@ export class Daemon {
         } catch (err) {
           checks.state = { ok: false, detail: err instanceof Error ? err.message : 'state store not writable' };
         }
-        return { ready: Object.values(checks).every((c) => c.ok), checks };
+        // Costs near their bounds are warnings: the site still replicates, so they never make it unready.
+        const warnings = this.ctx.store.isOpen
+          ? this.ctx.config.namespaces.flatMap((n) => (syncCostView(this.ctx, n.name)?.warnings ?? []).map((w) => `${w.cause}. Try: ${w.try}`))
+          : [];
+        return { ready: Object.values(checks).every((c) => c.ok), checks, ...(warnings.length > 0 ? { warnings } : {}) };
       },
       namespaceRole: (namespace) => {
         const s = this.ctx.store.isOpen ? namespaceStatus(this.ctx, this.syncer, undefined, namespace) : undefined;

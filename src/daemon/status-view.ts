@@ -9,6 +9,7 @@ import { lastPeerView } from './peer-watch.js';
 import { unacknowledgedQuarantine } from './quarantine.js';
 import type { ConfigStatusView, CredentialProblemView, DaemonStatus, NamespaceStatus } from './status.js';
 import type { NamespaceSync } from './sync.js';
+import { syncCostView } from './sync-cost.js';
 
 export interface StatusExtras {
   /** When the daemon finished starting (ms). */
@@ -46,6 +47,7 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     stream: ctx.streamStatus?.(name) ?? null,
     noPrimary: noPrimary(ctx, row),
     ...(cfg.failover === 'automatic' ? { failover: ctx.failoverStatus?.(name) ?? null } : {}),
+    syncCost: syncCostView(ctx, name),
   };
 }
 

@@ -32,6 +32,26 @@ export interface NamespaceStatus {
   noPrimary?: { cause: string; try: string } | null;
   /** Automatic failover (docs/failover.md): the lease, the leader key, and why this site does what it does. */
   failover?: FailoverStatusView | null;
+  /**
+   * Replica, once this site has synced: what a snapshot sync costs (docs/benchmarks.md, "Cost model") and the warnings
+   * that stand. Absent from older daemons; null for a primary or before the first sync.
+   */
+  syncCost?: SyncCostView | null;
+}
+
+export interface SyncCostView {
+  /** `default`: no device timings measured yet, the conservative default figures. */
+  source: 'default' | 'measured';
+  /** This NetHSM's size in entries, as the last sync's backups show. */
+  deviceEntries: number;
+  /** The next snapshot sync's estimate, never below the last one's. */
+  estimatedSeconds: number;
+  /** How long it holds writes at this site's NetHSM. */
+  holdSeconds: number;
+  lastSyncSeconds: number | null;
+  lastHoldSeconds: number | null;
+  /** A cost near a bound (schedule period, gateway.maxHold, catch-up window), with its cause and a remedy. */
+  warnings: { kind: 'schedule' | 'hold' | 'catchup-window'; cause: string; try: string }[];
 }
 
 export interface FailoverStatusView {
@@ -60,6 +80,11 @@ export interface StreamStatusView {
    */
   lastErrorCode: string | null;
   lastError: string | null;
+  /**
+   * Replica: a catch-up snapshot waiting for its batch (docs/streaming.md, "Catch-ups in batches"): since when, how many
+   * changes wait (null: not known yet), when it is due, and why. Null when none waits; absent from older daemons.
+   */
+  pendingCatchup?: { since: string; changes: number | null; dueAt: string; reason: string } | null;
 }
 
 export interface MemberStatusView {

@@ -25,6 +25,7 @@ import { FOREIGN_REASON } from '../replicator/foreign.js';
 import { assertOperational } from '../nethsm/device-fault.js';
 import { applySnapshot, type ApplyDeps, type ApplyResult } from '../replicator/snapshot-apply.js';
 import { removeFiles } from '../replicator/workdir.js';
+import { timedDevice } from '../replicator/device-timing.js';
 import type { EpochClaim } from '../roles/role-machine.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
 
@@ -225,7 +226,9 @@ export class NamespaceSync {
       this.step(namespace, "checking this site's NetHSM");
       await assertOperational(() => ctx.device.state(), this.bounds.deviceCheckMs);
       this.step(namespace, `fetching the snapshot from ${primary}`);
+      const fetchStarted = performance.now();
       const fetched = await peer.fetchSnapshot(namespace, file);
+      const fetchSeconds = (performance.now() - fetchStarted) / 1000;
       ctx.monitor.reportSuccess(primary);
       if (fetched.epoch < decided.epoch) {
         throw new SyncStaleSnapshotError(`${primary} served namespace ${namespace} at epoch ${fetched.epoch}; this site holds epoch ${decided.epoch}`, {
@@ -242,12 +245,17 @@ export class NamespaceSync {
         token = now.primarySite === primary && now.epoch === fetched.epoch && now.role !== 'primary' ? tokenOf(now, 'sync') : decided;
       }
       this.step(namespace, 'waiting for device writes in flight to finish');
+      // The cost model's figures (replicator/cost-model.ts): the device calls' timings and the hold's length.
+      const timed = timedDevice(ctx.device);
+      let holdStarted = 0;
+      let entries: number | undefined;
       const result = await ctx.barrier.exclusive([token], (guard) =>
         ctx.applyLock(namespace).run(async () => {
+          holdStarted = performance.now();
           this.step(namespace, 'merging the snapshot into this NetHSM (backup, restore, verify)');
           const r = await applySnapshot(
             {
-              device: ctx.device,
+              device: timed.device,
               work: ctx.work,
               deviceOpen: ctx.deviceOpen,
               snapshotOpen: ctx.snapshotOpen,
@@ -261,10 +269,13 @@ export class NamespaceSync {
             file,
             { onExisting: this.existingPolicy(namespace, req) },
           );
+          entries = r.namespaceEntries;
           // Recorded under the namespace's lock, so no stream change is recorded between the restore and the position.
           return this.recordOk(namespace, primary, r, started, req.actor);
         }),
       );
+      const holdSeconds = (performance.now() - holdStarted) / 1000;
+      ctx.costModel.observe({ namespace, fetchSeconds, snapshotBytes: fetched.bytes, holdSeconds, ...timed.timings, ...(entries !== undefined ? { namespaceEntries: entries } : {}) });
       return result;
     } catch (err) {
       if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started, req.actor);

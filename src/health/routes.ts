@@ -3,6 +3,7 @@
  *
  * - `/health/live`: 200 while the process can answer at all.
  * - `/health/ready`: 200 only when the daemon's readiness checks all pass; 503 with the failing checks otherwise.
+ *   Either way `warnings` lists what needs an eye without making the site unready (a sync's cost near its bounds).
  * - `/primary/<ns>`: 200 only where the namespace is primary here; 503 otherwise.
  * - `/replica/<ns>?max_lag=<duration>`: 200 only for a replica whose lag is within max_lag (default: the namespace's
  *   lag limit, or any synced replica when none is known); 503 otherwise.
@@ -81,7 +82,9 @@ async function readiness(deps: RouteDeps): Promise<HealthAnswer> {
   const failing = Object.entries(checks).filter(([, c]) => !isRecord(c) || c.ok !== true).map(([name]) => name);
   const ready = result?.ready === true && failing.length === 0;
   if (result?.ready !== true && failing.length === 0) failing.push('ready');
-  return json(ready ? 200 : 503, ready ? { ready, checks } : { ready, failing, checks });
+  const warnings = Array.isArray(result?.warnings) ? result.warnings.filter((w): w is string => typeof w === 'string') : [];
+  const extra = warnings.length > 0 ? { warnings } : {};
+  return json(ready ? 200 : 503, ready ? { ready, checks, ...extra } : { ready, failing, checks, ...extra });
 }
 
 async function metrics(deps: RouteDeps): Promise<HealthAnswer> {

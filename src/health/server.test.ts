@@ -110,6 +110,14 @@ describe('health server: liveness and readiness', () => {
     expect(JSON.parse(res.body).failing).toEqual(['state']);
   });
 
+  it('stays ready (200) with warnings, and lists them', async () => {
+    const { base, source } = await start();
+    source.readiness = { ready: true, checks: { nethsm: { ok: true } }, warnings: ['a snapshot sync of alpha takes about 40 s. Try: space out its schedule'] };
+    const res = await request(`${base}/health/ready`);
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ ready: true, checks: { nethsm: { ok: true } }, warnings: ['a snapshot sync of alpha takes about 40 s. Try: space out its schedule'] });
+  });
+
   it('is not ready when the source says not ready without naming a check', async () => {
     const { base, source } = await start();
     source.readiness = { ready: false, checks: {} };

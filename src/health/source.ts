@@ -12,6 +12,11 @@ export interface ReadinessCheck {
 export interface Readiness {
   ready: boolean;
   checks: Record<string, ReadinessCheck>;
+  /**
+   * Conditions that need an operator's eye but leave the site ready (e.g. a snapshot sync's cost near its schedule or
+   * `gateway.maxHold`), each with its remedy. They never change the answer's status.
+   */
+  warnings?: string[];
 }
 
 export type NamespaceRole = 'primary' | 'replica' | 'fenced';

@@ -38,6 +38,11 @@ export interface LabOptions {
   schedule?: string;
   maxLagForPromote?: string;
   retryInterval?: string;
+  /**
+   * `stream.catchupWindow` (default 0s: tests that generate keys on a device see each catch-up at once; the daemon's
+   * default batches them, at most one per 30 s).
+   */
+  catchupWindow?: string;
   logger?: (site: string) => Logger;
   /** Run a gateway at every site (certificate from the lab CA). */
   gateway?: boolean;
@@ -327,7 +332,7 @@ ${(o.namespaces ?? [])
   .join('\n')}
 ${etcdYaml(o.etcd?.(name))}
 recovery: { retryInterval: ${o.retryInterval ?? '1s'} }
-stream: { heartbeatInterval: 1s, catchupDebounce: 100ms }
+stream: { heartbeatInterval: 1s, catchupDebounce: 100ms, catchupWindow: ${o.catchupWindow ?? '0s'} }
 logging: { level: info }
 `;
     await writeFile(path.join(site.dir, 'config.yaml'), yaml, { mode: 0o600 });

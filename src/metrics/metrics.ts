@@ -156,6 +156,13 @@ export interface ReplicatorMetrics {
   readonly streamFailing: Gauge<'namespace' | 'reason'>;
   /** Replicas: imports the adaptive apply window lets be in flight at the NetHSM (src/stream/apply-limit.ts). */
   readonly streamApplyWindow: Gauge<'namespace'>;
+  /** Replicas: changes waiting for a pending catch-up snapshot (at least 1 while one is pending), 0 when none. */
+  readonly streamCatchupPendingChanges: Gauge<'namespace'>;
+  /** Replicas: the cost model's estimate of a snapshot sync and of its write hold (src/replicator/cost-model.ts). */
+  readonly syncEstimatedSeconds: Gauge<'namespace'>;
+  readonly syncEstimatedHoldSeconds: Gauge<'namespace'>;
+  /** 1 while a snapshot's cost approaches a bound (schedule, hold, catch-up window), by kind; 0 otherwise. */
+  readonly syncCostWarning: Gauge<'namespace' | 'kind'>;
   readonly gatewayRequestsTotal: Counter<'namespace' | 'class' | 'outcome'>;
 
   /**
@@ -189,6 +196,19 @@ export interface ReplicatorMetrics {
    * (`_other` for files of no configured namespace). A source that throws leaves the last values in place.
    */
   setQuarantineSource(source: () => Record<string, number>): void;
+  /**
+   * Where the sync cost gauges come from: called at each scrape, per namespace with an estimate, its sync and hold
+   * seconds and the kinds of warning that stand. A source that throws leaves the last values in place.
+   */
+  setSyncCostSource(source: () => Record<string, SyncCostSample>): void;
+}
+
+/** Kinds of `sync_cost_warning` (src/replicator/cost-model.ts). */
+export const SYNC_COST_WARNING_KINDS = ['schedule', 'hold', 'catchup-window'] as const;
+export interface SyncCostSample {
+  syncSeconds: number;
+  holdSeconds: number;
+  warnings: readonly (typeof SYNC_COST_WARNING_KINDS)[number][];
 }
 
 type SeriesTable = Partial<Record<keyof ReplicatorMetrics, Record<string, readonly string[]>>>;
@@ -224,6 +244,10 @@ const NAMESPACE_SERIES: SeriesTable = {
   streamChangesAppliedTotal: { outcome: STREAM_APPLY_OUTCOMES },
   streamFailing: { reason: SYNC_FAILURE_REASONS },
   streamApplyWindow: {},
+  streamCatchupPendingChanges: {},
+  syncEstimatedSeconds: {},
+  syncEstimatedHoldSeconds: {},
+  syncCostWarning: { kind: SYNC_COST_WARNING_KINDS },
   gatewayRequestsTotal: { class: GATEWAY_CLASSES, outcome: GATEWAY_OUTCOMES },
 };
 
@@ -313,6 +337,29 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       for (const [namespace, n] of Object.entries(counts)) this.set({ namespace }, n);
     },
   });
+
+  let syncCostSource: (() => Record<string, SyncCostSample>) | undefined;
+  /** Each sync cost gauge's value per namespace, read from the source at scrape. */
+  const costGauge = (metric: string, help: string, value: (s: SyncCostSample) => number) =>
+    new Gauge({
+      name: name(metric),
+      help,
+      labelNames: ['namespace'],
+      registers,
+      collect() {
+        const samples = readCostSource();
+        if (!samples) return;
+        this.reset();
+        for (const [namespace, s] of Object.entries(samples)) this.set({ namespace }, value(s));
+      },
+    });
+  const readCostSource = (): Record<string, SyncCostSample> | undefined => {
+    try {
+      return syncCostSource?.();
+    } catch {
+      return undefined;
+    }
+  };
 
   const m = {
     registry: options.registry,
@@ -492,6 +539,26 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       labelNames: ['namespace'],
       registers,
     }),
+    streamCatchupPendingChanges: new Gauge({
+      name: name('stream_catchup_pending_changes'),
+      help: 'Changes waiting for a pending catch-up snapshot (at least 1 while one waits for its batch: stream.catchupWindow), 0 when none.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    syncEstimatedSeconds: costGauge('sync_estimated_seconds', "Estimated length of a snapshot sync of the namespace at this site (cost model; at least the last one's).", (s) => s.syncSeconds),
+    syncEstimatedHoldSeconds: costGauge('sync_estimated_hold_seconds', "Estimated time a snapshot sync holds writes at this site's NetHSM (cost model; at least the last one's).", (s) => s.holdSeconds),
+    syncCostWarning: new Gauge({
+      name: name('sync_cost_warning'),
+      help: "1 while a snapshot sync's estimated cost passes half its schedule period (schedule), half gateway.maxHold (hold) or the catch-up window (catchup-window).",
+      labelNames: ['namespace', 'kind'],
+      registers,
+      collect() {
+        const samples = readCostSource();
+        if (!samples) return;
+        this.reset();
+        for (const [namespace, s] of Object.entries(samples)) for (const kind of SYNC_COST_WARNING_KINDS) this.set({ namespace, kind }, s.warnings.includes(kind) ? 1 : 0);
+      },
+    }),
     gatewayRequestsTotal: new Counter({
       name: name('gateway_requests_total'),
       help: 'Gateway requests by namespace (_other when not configured here), class and outcome.',
@@ -549,6 +616,9 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     },
     setQuarantineSource(source) {
       quarantineSource = source;
+    },
+    setSyncCostSource(source) {
+      syncCostSource = source;
     },
   };
 }

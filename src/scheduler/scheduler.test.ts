@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../log.js';
 import { InputInvalidError } from '../errors.js';
 import { waitFor } from '../../test/helpers/wait.js';
-import { Scheduler, assertValidCron } from './scheduler.js';
+import { Scheduler, assertValidCron, cronPeriodMs } from './scheduler.js';
 
 describe('scheduler', () => {
   it('runs a job on its cron schedule and stops on close', async () => {
@@ -93,5 +93,14 @@ describe('scheduler', () => {
   it('refuses an invalid cron expression, naming it', () => {
     expect(() => assertValidCron('*/5 * *', 'namespaces[0].schedule')).toThrow(InputInvalidError);
     expect(() => new Scheduler({ jobs: [{ name: 'x', schedule: 'every minute', run: async () => 0 }] })).toThrow(/"every minute" is not a valid cron/);
+  });
+});
+
+describe('cronPeriodMs', () => {
+  it('is the shortest gap between runs, and null for an invalid expression', () => {
+    expect(cronPeriodMs('*/5 * * * *')).toBe(300_000);
+    expect(cronPeriodMs('5,55 * * * *')).toBe(600_000);
+    expect(cronPeriodMs('*/10 * * * * *')).toBe(10_000);
+    expect(cronPeriodMs('not cron')).toBeNull();
   });
 });

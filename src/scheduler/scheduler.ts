@@ -32,6 +32,30 @@ export function assertValidCron(expression: string, where: string): void {
   if (!cron.validate(expression)) throw new InputInvalidError(`${where} "${expression}" is not a valid cron expression`);
 }
 
+const periods = new Map<string, number | null>();
+
+/**
+ * The shortest gap (ms) between two runs of a cron expression over its next 25 runs, or null when it is not valid or
+ * runs fewer than twice. Cached per expression (status and every scrape ask).
+ */
+export function cronPeriodMs(expression: string): number | null {
+  const known = periods.get(expression);
+  if (known !== undefined) return known;
+  let period: number | null = null;
+  if (cron.validate(expression)) {
+    const task = cron.createTask(expression, () => undefined);
+    try {
+      const runs = task.getNextRuns(25).map((d) => d.getTime());
+      const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
+      period = gaps.length > 0 ? Math.min(...gaps) : null;
+    } finally {
+      void task.destroy();
+    }
+  }
+  periods.set(expression, period);
+  return period;
+}
+
 export class Scheduler {
   private tasks = new Map<string, ScheduledTask>();
   private readonly jobs = new Map<string, Job>();

@@ -32,6 +32,7 @@ import type { Mutex } from '../util/mutex.js';
 import { applyChange, type ApplyDeps } from './apply.js';
 import { ApplyLimit } from './apply-limit.js';
 import { ApplyWindow, CatchupNeeded } from './apply-window.js';
+import { catchupDueAt, type CatchupBatchOptions, type PendingCatchup } from './catchup-batch.js';
 import { parseLine, type HeartbeatLine } from './protocol.js';
 
 export interface PullerOptions {
@@ -47,7 +48,14 @@ export interface PullerOptions {
   /** Takes a snapshot of the namespace from its primary (NamespaceSync.sync). Throws when it fails. */
   snapshot(reason: string): Promise<void>;
   heartbeatIntervalMs: number;
+  /** How long a pending catch-up gathers more changes before it runs (catchup-batch.ts). */
   catchupDebounceMs: number;
+  /** At most one catch-up starts per this many ms (`stream.catchupWindow`). Default 0: no bound. */
+  catchupWindowMs?: number;
+  /** A pending catch-up runs once this many changes wait, without gathering longer. Default: no count bound. */
+  catchupMaxChanges?: number;
+  /** Test seam: the clock and timers every wait of the puller uses (default Date.now and setTimeout). */
+  clock?: PullerClock;
   monitor: { reportSuccess(name: string): void; reportFailure(name: string, err: unknown): void };
   /** This site's NetHSM in the member monitor: failures of the device count against it, never against the peer. */
   deviceMember: string;
@@ -66,6 +74,20 @@ export interface PullerOptions {
 
 export type PullerState = 'idle' | 'connecting' | 'streaming' | 'catching-up' | 'waiting';
 
+/** The time source and timer of a puller; `setTimer` returns a cancel function. */
+export interface PullerClock {
+  now(): number;
+  setTimer(fn: () => void, ms: number): () => void;
+}
+
+const REAL_CLOCK: PullerClock = {
+  now: () => Date.now(),
+  setTimer: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    return () => clearTimeout(t);
+  },
+};
+
 export interface PullerStatus {
   state: PullerState;
   /** The primary's head at the last heartbeat. */
@@ -76,6 +98,11 @@ export interface PullerStatus {
    * heartbeat shows the replica caught up. `status` reports a replica with one as needing attention.
    */
   lastError: { code: string; message: string } | null;
+  /**
+   * A catch-up (snapshot) waiting for its batch (catchup-batch.ts): since when (ms), why, how many changes wait (null:
+   * not known yet), and when it is due (ms). Null when none waits.
+   */
+  pendingCatchup: (PendingCatchup & { dueAt: number }) | null;
 }
 
 /**
@@ -94,17 +121,26 @@ export class NamespacePuller {
   #wake: (() => void) | undefined;
   /** A poke() that came while the loop was not sleeping: the next sleep returns at once. */
   #poked = false;
+  /** poke() calls so far: a catch-up's gathering tells a poke from its stream ending by itself. */
+  #pokes = 0;
   #state: PullerState = 'idle';
   #head: { epoch: number; seq: number } | null = null;
   #lastHeartbeatAt: number | null = null;
   #lastError: PullerStatus['lastError'] = null;
   /** The apply window's size, learnt across connections (a fixed number when `applyConcurrency` is set). */
   readonly #limit: ApplyLimit | number;
+  readonly #clock: PullerClock;
+  readonly #batch: CatchupBatchOptions;
+  #pending: PendingCatchup | null = null;
+  /** When the last catch-up snapshot started (ms); null before the first. */
+  #lastCatchupAt: number | null = null;
 
   constructor(o: PullerOptions) {
     this.#o = o;
     const max = Math.max(1, o.maxApplyConcurrency ?? DEFAULT_APPLY_CONCURRENCY);
     this.#limit = o.applyConcurrency ?? new ApplyLimit({ initial: Math.min(DEFAULT_APPLY_CONCURRENCY, max), max });
+    this.#clock = o.clock ?? REAL_CLOCK;
+    this.#batch = { windowMs: o.catchupWindowMs ?? 0, gatherMs: o.catchupDebounceMs, maxChanges: o.catchupMaxChanges ?? Number.POSITIVE_INFINITY };
   }
 
   /** Imports the apply window lets be in flight now. */
@@ -127,13 +163,16 @@ export class NamespacePuller {
 
   /** Re-checks the role now (after a promote, demote, resync) instead of at the next poll. */
   poke(): void {
+    this.#pokes++;
     this.#abort?.abort();
     if (this.#wake) this.#wake();
     else this.#poked = true;
   }
 
   status(): PullerStatus {
-    return { state: this.#state, head: this.#head, lastHeartbeatAt: this.#lastHeartbeatAt, lastError: this.#lastError };
+    const p = this.#pending;
+    const pendingCatchup = p ? { ...p, dueAt: catchupDueAt(p, this.#lastCatchupAt, this.#batch) } : null;
+    return { state: this.#state, head: this.#head, lastHeartbeatAt: this.#lastHeartbeatAt, lastError: this.#lastError, pendingCatchup };
   }
 
   async #loop(): Promise<void> {
@@ -149,6 +188,7 @@ export class NamespacePuller {
       if (!row || row.paused || row.role !== 'replica' || primary === site || !peer || !synced) {
         this.#state = 'idle';
         this.#head = null;
+        this.#setPending(null);
         await this.#sleep(1_000);
         continue;
       }
@@ -170,7 +210,7 @@ export class NamespacePuller {
       if (this.#closed) break;
       if (outcome?.kind === 'catchup') {
         try {
-          await this.#catchup(outcome.reason);
+          await this.#catchup(outcome.reason, peer);
           failures = 0;
         } catch (err) {
           failures++;
@@ -301,13 +341,77 @@ export class NamespacePuller {
     return undefined;
   }
 
-  async #catchup(reason: string): Promise<void> {
+  /**
+   * Takes the catch-up snapshot once its batch is due (catchup-batch.ts), gathering until then. Returns without one
+   * when woken early (close, or a poke: the loop re-checks the role; the catch-up stays pending, with its `since`).
+   */
+  async #catchup(reason: string, peer: PeerClient): Promise<void> {
     const ns = this.#o.namespace;
     this.#state = 'catching-up';
-    this.#o.log.info({ namespace: ns, reason }, 'stream catch-up: taking a snapshot');
-    if (this.#o.catchupDebounceMs > 0) await this.#sleep(this.#o.catchupDebounceMs);
-    if (this.#closed) return;
-    await this.#o.snapshot(reason);
+    const known = this.#behind(peer.name);
+    if (this.#pending === null) this.#o.log.info({ namespace: ns, reason }, 'stream catch-up pending: a snapshot will cover it');
+    const before = this.#pending?.changes ?? null;
+    const changes = known === null && before === null ? null : Math.max(known ?? 0, before ?? 0);
+    this.#setPending({ since: this.#pending?.since ?? this.#clock.now(), reason, changes });
+    if (!(await this.#gather(peer)) || this.#closed) return;
+    const pending = this.#pending ?? { reason, changes: null };
+    this.#o.log.info({ namespace: ns, reason: pending.reason, changes: pending.changes }, 'stream catch-up: taking a snapshot');
+    this.#lastCatchupAt = this.#clock.now();
+    await this.#o.snapshot(pending.reason);
+    this.#setPending(null);
+  }
+
+  /**
+   * Waits until the pending catch-up is due, meanwhile reading (never applying) the stream from the stored position to
+   * count the changes that wait. True when due; false when woken early.
+   */
+  async #gather(peer: PeerClient): Promise<boolean> {
+    const { namespace: ns, store } = this.#o;
+    const due = () => (this.#pending ? catchupDueAt(this.#pending, this.#lastCatchupAt, this.#batch) : 0);
+    if (due() <= this.#clock.now()) return true;
+    const pos = store.positions.get(ns, peer.name);
+    if (pos?.epoch !== undefined && pos.seq !== undefined) {
+      const after = { epoch: pos.epoch, seq: pos.seq };
+      const abort = (this.#abort = new AbortController());
+      const pokes = this.#pokes;
+      let timedOut = false;
+      const cancel = this.#clock.setTimer(() => {
+        timedOut = true;
+        abort.abort();
+      }, due() - this.#clock.now());
+      try {
+        const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000, log: pos.logId });
+        for await (const text of lines) {
+          const parsed = parseLine(text);
+          if (!parsed.ok) break;
+          const head = parsed.line.type === 'change' ? { epoch: parsed.line.epoch, seq: parsed.line.seq } : parsed.line.head;
+          if (head.epoch === after.epoch && this.#pending) this.#setPending({ ...this.#pending, changes: Math.max(this.#pending.changes ?? 0, head.seq - after.seq) });
+          if (due() <= this.#clock.now()) return true;
+        }
+      } catch {
+        // Counting is best effort: the catch-up runs at its time all the same.
+      } finally {
+        cancel();
+        abort.abort();
+        if (this.#abort === abort) this.#abort = undefined;
+      }
+      if (timedOut) return true;
+      // Poked or closed: back to the loop, which decides from the role row again. A stream that ended by itself (the
+      // primary went away) only stops the counting: the catch-up still waits for its time.
+      if (this.#closed || this.#pokes !== pokes) return false;
+    }
+    const rest = due() - this.#clock.now();
+    return rest <= 0 || (await this.#sleep(rest)) === 'timer';
+  }
+
+  #behind(primary: string): number | null {
+    const pos = this.#o.store.positions.get(this.#o.namespace, primary);
+    return this.#head && pos?.epoch === this.#head.epoch && pos.seq !== undefined ? Math.max(0, this.#head.seq - pos.seq) : null;
+  }
+
+  #setPending(p: PendingCatchup | null): void {
+    this.#pending = p;
+    this.#o.metrics.streamCatchupPendingChanges.set({ namespace: this.#o.namespace }, p === null ? 0 : Math.max(1, p.changes ?? 1));
   }
 
   #updateGauges(primary: string): void {
@@ -332,21 +436,22 @@ export class NamespacePuller {
     this.#o.metrics.setStreamFailing(this.#o.namespace, null);
   }
 
-  #sleep(ms: number): Promise<void> {
+  /** Sleeps `ms` on the clock; 'woken' when a close() or poke() ended it early. */
+  #sleep(ms: number): Promise<'timer' | 'woken'> {
     // A close() or poke() that came while the loop was not sleeping must not be missed: the next sleep (a backoff can
     // be 30 s) returns at once. Without this, stopping the daemon could wait out a whole backoff.
     if (this.#closed || this.#poked) {
       this.#poked = false;
-      return Promise.resolve();
+      return Promise.resolve('woken');
     }
-    return new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
+    return new Promise((resolve) => {
+      const done = (how: 'timer' | 'woken') => {
+        cancel();
         this.#wake = undefined;
-        resolve();
+        resolve(how);
       };
-      const timer = setTimeout(done, ms);
-      this.#wake = done;
+      const cancel = this.#clock.setTimer(() => done('timer'), ms);
+      this.#wake = () => done('woken');
     });
   }
 }

@@ -121,6 +121,8 @@ export class StreamService {
           snapshot: (reason) => o.snapshot(n.name, reason),
           heartbeatIntervalMs: ctx.config.stream.heartbeatIntervalMs,
           catchupDebounceMs: ctx.config.stream.catchupDebounceMs,
+          catchupWindowMs: ctx.config.stream.catchupWindowMs,
+          catchupMaxChanges: ctx.config.stream.catchupMaxChanges,
           monitor: ctx.monitor,
           deviceMember: NETHSM_MEMBER,
           metrics: ctx.metrics,
@@ -185,9 +187,9 @@ export class StreamService {
     if (!row) return null;
     if (row.role === 'primary') {
       const head = store.changelog.head(namespace, row.epoch);
-      return { state: 'streaming', head, lastHeartbeatAt: null, lastError: null, position: head, changesBehind: 0, lagSeconds: 0 };
+      return { state: 'streaming', head, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, position: head, changesBehind: 0, lagSeconds: 0 };
     }
-    const p = this.#pullers.get(namespace)?.status() ?? { state: 'idle' as const, head: null, lastHeartbeatAt: null, lastError: null };
+    const p = this.#pullers.get(namespace)?.status() ?? { state: 'idle' as const, head: null, lastHeartbeatAt: null, lastError: null, pendingCatchup: null };
     const pos = store.positions.get(namespace, row.primarySite);
     const position = pos?.epoch !== undefined && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : null;
     const behind = p.head && position && p.head.epoch === position.epoch ? Math.max(0, p.head.seq - position.seq) : null;

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import type { DaemonStatus, NamespaceStatus } from '../daemon/status.js';
+import { parseDaemonStatus, renderStatus, statusExitCode, statusWarnings } from './status.js';
+
+const now = new Date('2026-11-29T03:00:00Z');
+const at = (secondsFromNow: number) => new Date(now.getTime() + secondsFromNow * 1000).toISOString();
+
+function replica(over: Partial<NamespaceStatus> = {}): NamespaceStatus {
+  return {
+    name: 'alpha',
+    role: 'replica',
+    epoch: 1,
+    primarySite: 'a',
+    paused: false,
+    busy: false,
+    lastSync: { at: at(-60), outcome: 'ok', durationSeconds: 20, errorCode: null },
+    position: { epoch: 1, seq: 5, takenAt: at(-60) },
+    lagSeconds: 60,
+    lagLimitSeconds: 3600,
+    nextScheduledSync: at(600),
+    stream: {
+      state: 'catching-up',
+      position: { epoch: 1, seq: 5 },
+      head: { epoch: 1, seq: 245 },
+      changesBehind: 240,
+      lagSeconds: 12,
+      lastHeartbeat: at(-1),
+      lastErrorCode: null,
+      lastError: null,
+      pendingCatchup: { since: at(-12), changes: 240, dueAt: at(18), reason: 'key g6 generated on the device' },
+    },
+    syncCost: {
+      source: 'measured',
+      deviceEntries: 120_000,
+      estimatedSeconds: 25,
+      holdSeconds: 18,
+      lastSyncSeconds: 20,
+      lastHoldSeconds: 17,
+      warnings: [{ kind: 'hold', cause: 'a snapshot sync holds writes at this site for about 18 s', try: 'Raise gateway.maxHold.' }],
+    },
+    ...over,
+  };
+}
+
+const status = (ns: NamespaceStatus): DaemonStatus => ({ site: 'b', version: '0.1.0', startedAt: at(-3600), namespaces: [ns], members: [] });
+
+describe('status: sync cost warnings and pending catch-ups', () => {
+  it('prints a warning with its Try: and the pending catch-up, and keeps exit 0', () => {
+    const s = parseDaemonStatus(JSON.parse(JSON.stringify(status(replica()))));
+    const text = renderStatus(s, now);
+    expect(text).toContain('pending catch-up alpha: 240 changes wait (first 12s ago); snapshot in 18s ("key g6 generated on the device")');
+    expect(text).toMatch(/\nWARNING: namespace alpha: a snapshot sync holds writes at this site for about 18 s\nTry: Raise gateway\.maxHold\.\nno problems; 1 warning above\n$/);
+    expect(statusWarnings(s)).toHaveLength(1);
+    expect(statusExitCode(s)).toBe(0);
+  });
+
+  it('says all ok without warnings, and reads a daemon that predates them', () => {
+    const { syncCost: _c, ...old } = replica({ stream: null });
+    expect(renderStatus(parseDaemonStatus(JSON.parse(JSON.stringify(status(old)))), now)).toMatch(/\nall ok\n$/);
+    expect(renderStatus(status(replica({ syncCost: null, stream: null })), now)).toMatch(/\nall ok\n$/);
+  });
+
+  it('refuses a malformed cost view, naming the field', () => {
+    const bad = JSON.parse(JSON.stringify(status(replica()))) as { namespaces: { syncCost: { warnings: unknown } }[] };
+    bad.namespaces[0]!.syncCost.warnings = 'none';
+    expect(() => parseDaemonStatus(bad)).toThrow(/namespaces\.0\.syncCost\.warnings/);
+  });
+});
