@@ -26,12 +26,14 @@
 //
 // Usage: npm run build && node bench/scale.mjs [--sizes 1000,10000,100000] [--big] [--only sync,stream,ae,status,keys]
 //        [--rounds 2] [--changes 200] [--latency key-get=2ms,…] [--json] [--keep]
-//   --big: adds 1,000,000 to the sizes. --json: one JSON object on stdout (progress stays on stderr).
-//   --latency: `sim --latency` for both simulators (default: none, the simulator's own pace).
+//   --big: adds 1,000,000 to the sizes. --json: one JSON object on stdout (progress stays on stderr);
+//   --from-json FILE: print the tables of such a saved run again (nothing measured).
+//   --latency: `sim --latency` for both simulators (default: none, the simulator's own pace). --keep: keep the temp
+//   dir (configs, state, each site's daemon.log and sim.log); it is kept anyway when the run fails.
 // Figures go to docs/benchmarks.md ("Scale").
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -72,6 +74,7 @@ const { values } = parseArgs({
     latency: { type: 'string' },
     json: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
+    'from-json': { type: 'string' },
   },
 });
 const SIZES = [...new Set([...values.sizes.split(',').map((s) => positiveInt(s.trim(), '--sizes')), ...(values.big ? [1_000_000] : [])])].sort((x, y) => x - y);
@@ -91,10 +94,11 @@ function positiveInt(v, name) {
 
 /** A `bin/nethsm-replicator` child; keeps its output's tail and hands each output line to the current watchers. */
 class Child {
-  constructor(name, args, env = {}) {
+  constructor(name, args, env, logFile) {
     this.name = name;
     this.args = args;
     this.env = env;
+    this.logFile = logFile;
     this.tail = '';
     this.watchers = new Set();
   }
@@ -102,8 +106,11 @@ class Child {
   start(ready, timeoutMs = 60_000) {
     const child = spawn(process.execPath, [BIN, ...this.args], { env: { ...process.env, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
+    const log = createWriteStream(this.logFile, { flags: 'a' });
+    child.once('close', () => log.end());
     let partial = '';
     const onData = (b) => {
+      log.write(b);
       const text = partial + b.toString();
       const lines = text.split('\n');
       partial = lines.pop();
@@ -176,8 +183,10 @@ class Site {
   constructor(name, dir) {
     this.name = name;
     this.dir = dir;
-    this.sim = new Child(`sim ${name}`, ['sim', '--port', '0', '--test-scrypt', ...(values.latency ? ['--latency', values.latency] : [])], { NHR_LOG_LEVEL: 'warn' });
-    this.daemon = new Child(`daemon ${name}`, ['daemon', '--config', this.configPath], { NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info' });
+    const simArgs = ['sim', '--port', '0', '--test-scrypt', ...(values.latency ? ['--latency', values.latency] : [])];
+    this.sim = new Child(`sim ${name}`, simArgs, { NHR_LOG_LEVEL: 'warn' }, path.join(dir, 'sim.log'));
+    const daemonEnv = { NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info' };
+    this.daemon = new Child(`daemon ${name}`, ['daemon', '--config', this.configPath], daemonEnv, path.join(dir, 'daemon.log'));
     this.clients = [];
   }
 
@@ -455,7 +464,12 @@ async function reschedule(env, schedule) {
 /** One anti-entropy pass of alpha at B: time, device requests at both sites, peak RSS of both daemons. */
 async function measureAntiEntropy(env) {
   const { a, b } = env;
+  // The daemons' own polling of their NetHSMs (health, metrics) in requests per second, from 2 quiet seconds.
+  const quiet0 = [await a.requests(), await b.requests()];
+  await new Promise((r) => setTimeout(r, 2000));
   const [ra, rb] = [await a.requests(), await b.requests()];
+  const idle = { a: (ra - quiet0[0] - 1) / 2, b: (rb - quiet0[1] - 1) / 2 };
+  const counted = performance.now();
   const fire = new Date(Math.ceil(Date.now() / 1000) * 1000 + 3000);
   const logged = b.daemon.waitFor(
     (line) => {
@@ -479,11 +493,13 @@ async function measureAntiEntropy(env) {
     clearInterval(sampler);
   }
   const passS = (Date.parse(rec.time) - fire.getTime()) / 1000;
-  // The second /metrics read counts the first; both daemons' own polling is in the counts too (small next to n).
-  const [da, db] = [(await a.requests()) - ra - 1, (await b.requests()) - rb - 1];
+  // The second /metrics read counts the first; the daemons' idle polling over the same time is taken off.
+  const [ea, eb] = [await a.requests(), await b.requests()];
+  const s = (performance.now() - counted) / 1000;
+  const [da, db] = [Math.round(ea - ra - 1 - idle.a * s), Math.round(eb - rb - 1 - idle.b * s)];
   await reschedule(env, YEARLY);
   const found = { missing: rec.missing, extra: rec.extra, differs: rec.differs };
-  return { passS, requestsA: da, requestsB: db, requestsPerKey: (da + db) / env.n, rssPeakA: peak.a, rssPeakB: peak.b, found };
+  return { passS, requestsA: da, requestsB: db, requestsPerKey: (da + db) / env.n, idleRequestsPerS: idle, rssPeakA: peak.a, rssPeakB: peak.b, found };
 }
 
 async function measureStatus(env) {
@@ -504,71 +520,84 @@ async function measureKeys(env) {
 
 // ---- main ----------------------------------------------------------------------------------------
 
-const dir = await mkdtemp(path.join(tmpdir(), 'nhr-scale-'));
-const a = new Site('a', path.join(dir, 'a'));
-const b = new Site('b', path.join(dir, 'b'));
-const results = [];
-try {
-  for (const s of [a, b]) {
-    await mkdir(s.dir, { recursive: true, mode: 0o700 });
-    s.ports = { peer: await freePort(), gateway: await freePort() };
-  }
-  const caPem = await writeCerts(dir, [a, b]);
-  await Promise.all([a.startSim(), b.startSim()]);
-  await bootstrap(dir, a, b);
-  for (const [s, peer] of [[a, b], [b, a]]) await writeFile(s.configPath, configYaml(s, peer, YEARLY), { mode: 0o600 });
-  await a.daemon.start(/"msg":"daemon started"/);
-  await b.daemon.start(/"msg":"daemon started"/);
-  say(`sites up in ${dir}: sim a pid ${a.sim.pid}, sim b pid ${b.sim.pid}, daemon a pid ${a.daemon.pid}, daemon b pid ${b.daemon.pid}`);
-  await sync(b, 'alpha');
-  await sync(a, 'beta');
-  await streaming([[b, 'alpha'], [a, 'beta']]);
-  const env = {
-    a,
-    b,
-    dir,
-    n: 0,
-    adminA: a.client('alpha~admin', PASS.nsAdmin, 16),
-    opA: a.client('alpha~operator', PASS.nsOperator, 1),
-    backupA: a.client('backup', PASS.backupUser, 1),
-    backupB: b.client('backup', PASS.backupUser, 1),
-    rootB: b.client(),
-    gwA: a.gatewayClient('alpha~admin', PASS.nsAdmin, caPem, 8),
-    gwOpA: a.gatewayClient('alpha~operator', PASS.nsOperator, caPem, 1),
-    probeB: b.gatewayClient('beta~admin', PASS.nsAdmin, caPem, 1),
-  };
-  await env.probeB.importKey(BODIES[0], 'probe');
-  // Warm-up of the stream (transport keys known, pools and JIT warm): 20 imports through A's gateway, applied at B.
-  await measureStream({ ...env, n: 'warm' }, 20);
-  let filled = 0;
-  for (const n of SIZES) {
-    const fill = await timed(() => pool(filled, n, 16, (i) => env.adminA.importKey(BODIES[i % BODIES.length], `s${String(i).padStart(8, '0')}`)));
-    say(`n=${n}: filled ${n - filled} keys at A in ${(fill.ms / 1000).toFixed(1)} s (${(((n - filled) * 1000) / fill.ms).toFixed(0)} keys/s)`);
-    filled = n;
-    env.n = n;
-    const warm = await timed(() => sync(b, 'alpha')); // B holds the namespace at this size before anything is measured
-    say(`n=${n}: first sync at this size ${(warm.ms / 1000).toFixed(1)} s`);
-    const row = { n, fillKeysPerS: ((n - (results.at(-1)?.n ?? 0)) * 1000) / fill.ms };
-    if (ONLY.has('sync')) row.sync = await measureSync(env);
-    if (ONLY.has('stream')) {
-      row.stream = await measureStream(env, CHANGES);
-      say(`  stream: ${row.stream.msPerChange.toFixed(2)} ms per change`);
+/** Builds the sites, runs every size, tears everything down; resolves with one row per size. */
+async function measureAll() {
+  const dir = await mkdtemp(path.join(tmpdir(), 'nhr-scale-'));
+  const a = new Site('a', path.join(dir, 'a'));
+  const b = new Site('b', path.join(dir, 'b'));
+  const results = [];
+  let failed = false;
+  try {
+    for (const s of [a, b]) {
+      await mkdir(s.dir, { recursive: true, mode: 0o700 });
+      s.ports = { peer: await freePort(), gateway: await freePort() };
     }
-    if (ONLY.has('ae')) {
-      row.ae = await measureAntiEntropy(env);
-      say(`  anti-entropy: ${row.ae.passS.toFixed(1)} s, ${row.ae.requestsPerKey.toFixed(2)} requests per key, found ${JSON.stringify(row.ae.found)}`);
+    const caPem = await writeCerts(dir, [a, b]);
+    await Promise.all([a.startSim(), b.startSim()]);
+    await bootstrap(dir, a, b);
+    for (const [s, peer] of [[a, b], [b, a]]) await writeFile(s.configPath, configYaml(s, peer, YEARLY), { mode: 0o600 });
+    await a.daemon.start(/"msg":"daemon started"/);
+    await b.daemon.start(/"msg":"daemon started"/);
+    say(`sites up in ${dir}: sim a pid ${a.sim.pid}, sim b pid ${b.sim.pid}, daemon a pid ${a.daemon.pid}, daemon b pid ${b.daemon.pid}`);
+    await sync(b, 'alpha');
+    await sync(a, 'beta');
+    await streaming([[b, 'alpha'], [a, 'beta']]);
+    const env = {
+      a,
+      b,
+      dir,
+      n: 0,
+      adminA: a.client('alpha~admin', PASS.nsAdmin, 16),
+      opA: a.client('alpha~operator', PASS.nsOperator, 1),
+      backupA: a.client('backup', PASS.backupUser, 1),
+      backupB: b.client('backup', PASS.backupUser, 1),
+      rootB: b.client(),
+      gwA: a.gatewayClient('alpha~admin', PASS.nsAdmin, caPem, 8),
+      gwOpA: a.gatewayClient('alpha~operator', PASS.nsOperator, caPem, 1),
+      probeB: b.gatewayClient('beta~admin', PASS.nsAdmin, caPem, 1),
+    };
+    await env.probeB.importKey(BODIES[0], 'probe');
+    // Warm-up of the stream (transport keys known, pools and JIT warm): 20 imports through A's gateway, applied at B.
+    await measureStream({ ...env, n: 'warm' }, 20);
+    let filled = 0;
+    for (const n of SIZES) {
+      const fill = await timed(() => pool(filled, n, 16, (i) => env.adminA.importKey(BODIES[i % BODIES.length], `s${String(i).padStart(8, '0')}`)));
+      say(`n=${n}: filled ${n - filled} keys at A in ${(fill.ms / 1000).toFixed(1)} s (${(((n - filled) * 1000) / fill.ms).toFixed(0)} keys/s)`);
+      filled = n;
+      env.n = n;
+      const warm = await timed(() => sync(b, 'alpha')); // B holds the namespace at this size before anything is measured
+      say(`n=${n}: first sync at this size ${(warm.ms / 1000).toFixed(1)} s`);
+      const row = { n, fillKeysPerS: ((n - (results.at(-1)?.n ?? 0)) * 1000) / fill.ms };
+      if (ONLY.has('sync')) row.sync = await measureSync(env);
+      if (ONLY.has('stream')) {
+        row.stream = await measureStream(env, CHANGES);
+        say(`  stream: ${row.stream.msPerChange.toFixed(2)} ms per change`);
+      }
+      if (ONLY.has('ae')) {
+        row.ae = await measureAntiEntropy(env);
+        say(`  anti-entropy: ${row.ae.passS.toFixed(1)} s, ${row.ae.requestsPerKey.toFixed(2)} requests per key, found ${JSON.stringify(row.ae.found)}`);
+      }
+      if (ONLY.has('status')) row.status = await measureStatus(env);
+      if (ONLY.has('keys')) row.keys = await measureKeys(env);
+      row.rss = { a: rssOf(a.daemon.pid), b: rssOf(b.daemon.pid) };
+      results.push(row);
     }
-    if (ONLY.has('status')) row.status = await measureStatus(env);
-    if (ONLY.has('keys')) row.keys = await measureKeys(env);
-    row.rss = { a: rssOf(a.daemon.pid), b: rssOf(b.daemon.pid) };
-    results.push(row);
+  } catch (err) {
+    failed = true;
+    throw err;
+  } finally {
+    await a.close().catch((e) => say(`closing a: ${e.message}`));
+    await b.close().catch((e) => say(`closing b: ${e.message}`));
+    if (values.keep || failed) say(`kept ${dir} (configs, state, daemon.log and sim.log per site)`);
+    else await rm(dir, { recursive: true, force: true });
   }
-} finally {
-  await a.close().catch((e) => say(`closing a: ${e.message}`));
-  await b.close().catch((e) => say(`closing b: ${e.message}`));
-  if (values.keep) say(`kept ${dir}`);
-  else await rm(dir, { recursive: true, force: true });
+  return results;
 }
+
+const machine = { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model ?? '?', memGB: Math.round(totalmem() / 2 ** 30) };
+// --from-json: the report of an earlier `--json` run (its own machine line), without measuring again.
+const saved = values['from-json'] ? JSON.parse(readFileSync(values['from-json'], 'utf8')) : undefined;
+const results = saved ? saved.results : await measureAll();
 
 // ---- report ----------------------------------------------------------------------------------------
 
@@ -594,14 +623,15 @@ for (const [name, get] of Object.entries(FIGURES)) {
   const f = fitLinear(pts);
   models[name] = { ...f, at1M: project(f, 1e6), at3M: project(f, 3e6) };
 }
-const machine = { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model ?? '?', memGB: Math.round(totalmem() / 2 ** 30) };
 
+const shown = saved ?? { machine, rounds: ROUNDS, changes: CHANGES, latency: values.latency ?? null };
 if (values.json) {
-  process.stdout.write(JSON.stringify({ machine, sizes: SIZES, rounds: ROUNDS, changes: CHANGES, latency: values.latency ?? null, results, models }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ ...shown, sizes: results.map((r) => r.n), results, models }, null, 2) + '\n');
 } else {
   const f1 = (v, d = 1) => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
-  console.log(`node ${machine.node}, ${machine.cpus} × ${machine.cpu}, ${machine.memGB} GB; simulators and daemons as separate processes on 127.0.0.1; simulator latency: ${values.latency ?? 'none'}`);
-  console.log(`${ROUNDS} rounds of raw then sync per size (medians); ${CHANGES} streamed changes per size\n`);
+  const m = shown.machine;
+  console.log(`node ${m.node}, ${m.cpus} × ${m.cpu}, ${m.memGB} GB; simulators and daemons as separate processes on 127.0.0.1; simulator latency: ${shown.latency ?? 'none'}`);
+  console.log(`${shown.rounds} rounds of raw then sync per size (medians); ${shown.changes} streamed changes per size\n`);
   console.log('| keys | sync s | raw s (bkp A + bkp B + restore B) | sync / raw | raw restore s | hold: probe max / p99 s | hold / raw restore | probe errors | stream ms/change | stream vs first | AE pass s | AE requests/key | RSS MB A / B (AE peak) | status p50 / max ms | GET /keys direct / gateway ms | gw / direct |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
