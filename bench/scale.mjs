@@ -26,6 +26,9 @@
 //
 // Usage: npm run build && node bench/scale.mjs [--sizes 1000,10000,100000] [--big] [--only sync,stream,ae,status,keys]
 //        [--rounds 2] [--changes 200] [--latency key-get=2ms,…] [--json] [--keep]
+//   --fill api|restore|auto: how alpha grows: imports through the NetHSM API (16 in flight, a few hundred to 2k keys/s)
+//   or one restore of A's own backup with the new keys' records added by our codec (see fillByRestore); auto (the
+//   default) restores for sizes above 100k.
 //   --big: adds 1,000,000 to the sizes. --json: one JSON object on stdout (progress stays on stderr);
 //   --from-json FILE: print the tables of such a saved run again (nothing measured).
 //   --latency: `sim --latency` for both simulators (default: none, the simulator's own pace). --keep: keep the temp
@@ -41,6 +44,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AdminClient } from '../dist/admin/client.js';
+import { openBackup } from '../dist/backup/reader.js';
+import { compareBackupPaths, createBackupWriter } from '../dist/backup/writer.js';
+import { deriveSubKey, gcmOpen, gcmSeal, kdf, TEST_KDF } from '../dist/sim/crypto.js';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { WorkDir } from '../dist/replicator/workdir.js';
 import { createCa, issueCert } from '../dist/tls/index.js';
@@ -74,12 +80,14 @@ const { values } = parseArgs({
     latency: { type: 'string' },
     json: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
+    fill: { type: 'string', default: 'auto' },
     'from-json': { type: 'string' },
   },
 });
 const SIZES = [...new Set([...values.sizes.split(',').map((s) => positiveInt(s.trim(), '--sizes')), ...(values.big ? [1_000_000] : [])])].sort((x, y) => x - y);
 const ONLY = new Set(values.only.split(',').map((s) => s.trim()));
 for (const o of ONLY) if (!ALL.includes(o)) throw new Error(`--only: unknown part "${o}" (parts: ${ALL.join(', ')})`);
+if (!['auto', 'api', 'restore'].includes(values.fill)) throw new Error('--fill must be auto, api or restore');
 const ROUNDS = positiveInt(values.rounds, '--rounds');
 const CHANGES = positiveInt(values.changes, '--changes');
 const say = (line) => process.stderr.write(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
@@ -324,6 +332,55 @@ const BODIES = Array.from({ length: 64 }, () => {
   return { type: 'EC_P256', mechanisms: ['ECDSA_Signature'], private: { data: d.toString('base64') } };
 });
 
+const keyId = (i) => `s${String(i).padStart(8, '0')}`;
+
+/**
+ * Fills alpha at A from `from` to `to` keys in one restore (`--fill restore`): A's backup is read with our codec, the
+ * first 64 key records are opened with A's key-store key and sealed again under the new ids (a NetHSM seals each
+ * record with its path as associated data, so a copy must be sealed for its own path), and the backup with the new
+ * entries merged in, in the firmware's order, is restored onto A (an operational restore as its root Administrator;
+ * same domain key, so A stays Operational). The key-store key is derived as the firmware does: the unlock passphrase
+ * and the backup's unlock salt open the locked domain key from the backup's header. Needs the first 64 keys made by
+ * the API (`from` ≥ 64). Holds A's current entries in memory (fine to a few million).
+ */
+async function fillByRestore(env, from, to) {
+  const src = path.join(env.dir, 'fill-source.bin');
+  const out = path.join(env.dir, 'fill-restore.bin');
+  await env.backupA.backupToFile(src);
+  const reader = await openBackup(src, { passphrase: PASS.backup });
+  const h = reader.header;
+  const backupKey = Buffer.from(reader.backupKey);
+  const configStoreKey = Buffer.from(h.configStoreKey);
+  const entries = [];
+  for await (const e of reader.entries()) entries.push([e.path, Buffer.from(e.value)]);
+  const scrypt = reader.scrypt;
+  await reader.close();
+  const saltPath = `/local/${h.deviceId}/config/unlock-salt`;
+  const salt = gcmOpen(configStoreKey, saltPath, entries.find(([p]) => p === saltPath)[1]);
+  const domainKey = gcmOpen(await kdf(PASS.unlock, salt, TEST_KDF), 'passphrase', h.lockedDomainKey);
+  const store = deriveSubKey(domainKey, 'key_store');
+  const byPath = new Map(entries);
+  const records = Array.from({ length: 64 }, (_, i) => gcmOpen(store, `/key/.alpha/${keyId(i)}`, byPath.get(`/key/.alpha/${keyId(i)}`)));
+  const header = { backupKey, salt: h.salt, scrypt, lockedDomainKey: h.lockedDomainKey, deviceId: h.deviceId, configStoreKey };
+  const writer = await createBackupWriter(createWriteStream(out), header);
+  let next = from;
+  const newPath = () => `/key/.alpha/${keyId(next)}`;
+  for (const [p, v] of entries) {
+    for (; next < to && compareBackupPaths(newPath(), p) < 0; next++) await writer.writeEntry(newPath(), gcmSeal(store, newPath(), records[next % 64]));
+    await writer.writeEntry(p, v);
+  }
+  if (next !== to) throw new Error(`fill by restore: ${to - next} new keys found no place in the backup`);
+  await writer.finish();
+  for (const k of [backupKey, configStoreKey, domainKey, store, ...records]) k.fill(0);
+  await env.rootA.restore(out, { backupPassphrase: PASS.backup });
+  if ((await env.rootA.healthState()) === 'Locked') await env.rootA.unlock(PASS.unlock);
+  await Promise.all([rm(src), rm(out)]);
+  // The NetHSM must read the new records as keys: all listed, and the last one opens.
+  const listed = (await env.opA.listKeys({ prefix: 's0' })).length;
+  const last = await env.opA.getKey(keyId(to - 1));
+  if (listed !== to || last.type !== 'EC_P256') throw new Error(`fill by restore: A lists ${listed} of ${to} keys, the last one is ${JSON.stringify(last)}`);
+}
+
 /** Runs op(i) for i in [from, to) with `concurrency` in flight. */
 async function pool(from, to, concurrency, op) {
   let next = from;
@@ -551,6 +608,7 @@ async function measureAll() {
       opA: a.client('alpha~operator', PASS.nsOperator, 1),
       backupA: a.client('backup', PASS.backupUser, 1),
       backupB: b.client('backup', PASS.backupUser, 1),
+      rootA: a.client(),
       rootB: b.client(),
       gwA: a.gatewayClient('alpha~admin', PASS.nsAdmin, caPem, 8),
       gwOpA: a.gatewayClient('alpha~operator', PASS.nsOperator, caPem, 1),
@@ -561,8 +619,14 @@ async function measureAll() {
     await measureStream({ ...env, n: 'warm' }, 20);
     let filled = 0;
     for (const n of SIZES) {
-      const fill = await timed(() => pool(filled, n, 16, (i) => env.adminA.importKey(BODIES[i % BODIES.length], `s${String(i).padStart(8, '0')}`)));
-      say(`n=${n}: filled ${n - filled} keys at A in ${(fill.ms / 1000).toFixed(1)} s (${(((n - filled) * 1000) / fill.ms).toFixed(0)} keys/s)`);
+      const byRestore = values.fill === 'restore' || (values.fill === 'auto' && n > 100_000);
+      const api = (from, to) => pool(from, to, 16, (i) => env.adminA.importKey(BODIES[i % BODIES.length], keyId(i)));
+      const fill = await timed(async () => {
+        if (!byRestore) return api(filled, n);
+        if (filled < 64) await api(filled, Math.min(n, 64));
+        if (n > 64) await fillByRestore(env, Math.max(filled, 64), n);
+      });
+      say(`n=${n}: filled ${n - filled} keys at A ${byRestore ? 'by a restore' : 'by the API'} in ${(fill.ms / 1000).toFixed(1)} s (${(((n - filled) * 1000) / fill.ms).toFixed(0)} keys/s)`);
       filled = n;
       env.n = n;
       const warm = await timed(() => sync(b, 'alpha')); // B holds the namespace at this size before anything is measured
