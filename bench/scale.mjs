@@ -530,9 +530,10 @@ async function measureAntiEntropy(env) {
   const fire = new Date(Math.ceil(Date.now() / 1000) * 1000 + 3000);
   const logged = b.daemon.waitFor(
     (line) => {
-      if (!line.includes('"anti-entropy pass"')) return undefined;
+      // The pass's own line, or the scheduler's when the pass threw (e.g. the primary's inventory timed out).
+      if (!line.includes('"anti-entropy pass"') && !line.includes('"scheduled job failed"')) return undefined;
       const rec = JSON.parse(line);
-      return rec.namespace === 'alpha' ? rec : undefined;
+      return rec.namespace === 'alpha' || rec.job === 'anti-entropy:alpha' ? rec : undefined;
     },
     LONG,
     'for the anti-entropy pass',
@@ -556,6 +557,7 @@ async function measureAntiEntropy(env) {
   const [da, db] = [Math.round(ea - ra - 1 - idle.a * s), Math.round(eb - rb - 1 - idle.b * s)];
   await reschedule(env, YEARLY);
   const found = { missing: rec.missing, extra: rec.extra, differs: rec.differs };
+  if (rec.job) found.failed = rec.err?.message ?? 'failed';
   return { passS, requestsA: da, requestsB: db, requestsPerKey: (da + db) / env.n, idleRequestsPerS: idle, rssPeakA: peak.a, rssPeakB: peak.b, found };
 }
 
@@ -703,7 +705,7 @@ if (values.json) {
     const ae = r.ae;
     console.log(
       `| ${r.n} | ${f1(s?.syncS)} | ${f1(s?.rawS)} | ${f1(s?.ratio, 2)} | ${f1(s?.rawRestoreS, 2)} | ${s ? `${f1(s.holdMaxS, 2)} / ${f1(s.holdP99S, 2)}` : '–'} | ${f1(s?.holdRatio, 2)} | ${s?.probeFailures ?? '–'} | ` +
-        `${f1(r.stream?.msPerChange, 2)} | ${f1(r.stream?.ratioToFirst, 2)} | ${f1(ae?.passS)} | ${f1(ae?.requestsPerKey, 2)} | ` +
+        `${f1(r.stream?.msPerChange, 2)} | ${f1(r.stream?.ratioToFirst, 2)} | ${f1(ae?.passS)}${ae?.found.failed ? ' (failed)' : ''} | ${f1(ae?.requestsPerKey, 2)} | ` +
         `${f1(r.rss.a.rss, 0)} / ${f1(r.rss.b.rss, 0)}${ae ? ` (${f1(ae.rssPeakA, 0)} / ${f1(ae.rssPeakB, 0)})` : ''} | ${r.status ? `${f1(r.status.p50)} / ${f1(r.status.max)}` : '–'} | ` +
         `${r.keys ? `${f1(r.keys.directMs)} / ${f1(r.keys.gatewayMs)}` : '–'} | ${f1(r.keys?.ratio, 2)} |`,
     );
