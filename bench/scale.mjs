@@ -2,8 +2,9 @@
 // The scale benchmark (issue 11): how snapshot sync, the write hold, the stream, anti-entropy, `status` and GET /keys
 // behave as a namespace grows to 1k, 10k and 100k keys (1M with --big). Two sites, every part its own process: two
 // simulators (`nethsm-replicator sim`) and two daemons (`nethsm-replicator daemon --config …`, configs in a temp dir);
-// this process is the operator and the applications. Site A is primary for `alpha` (the namespace that grows), B for
-// `beta` (one key, the probe writes); B is the replica that syncs `alpha`.
+// this process is the operator and the applications. Site A is primary for `alpha` (the namespace that grows) and for
+// `gamma` (1,000 keys: the stream's reference), B for `beta` (one key, the probe writes); B is the replica that syncs
+// `alpha` and `gamma`.
 //
 // It drives the daemons only through public surfaces (the admin socket that `sync` and `status` use, SIGHUP with a
 // rewritten config, the daemon's JSON log, the gateway, the simulators' NetHSM API and /metrics), so it keeps working
@@ -14,8 +15,9 @@
 //   sync    --rounds × (raw: backup A + backup B + restore B, each call timed; then `sync alpha` at B with a probe
 //           write stream at B: one label write after another to beta's key through B's gateway). Printed: sync / raw,
 //           the probes' max and p99 latency during the sync, and max probe / raw restore (the write hold).
-//   stream  --changes EC imports through A's gateway (8 in flight) until B's status shows them applied: ms per change;
-//           the ratio to the first size measured is the stream cost ratio.
+//   stream  --rounds × (--changes EC imports through A's gateway into gamma, then as many into alpha; 8 in flight,
+//           each run until B's status shows them applied): ms per change; alpha / gamma (side by side, the reference
+//           always at 1k keys) is the stream cost ratio.
 //   ae      one anti-entropy pass at B, started by a cron expression for a second 3 s ahead (config rewritten,
 //           SIGHUP): the pass time is the `anti-entropy pass` log line's time minus that second; device requests per
 //           key from both simulators' `http response total` (/metrics), both daemons' peak RSS during the pass.
@@ -250,7 +252,7 @@ async function createNamespace(root, ns) {
   await root.createNamespace(ns);
 }
 
-/** A provisioned, B joined from A's backup (as init-replica does), alpha at A, beta at B. */
+/** A provisioned, B joined from A's backup (as init-replica does), alpha and gamma at A, beta at B. */
 async function bootstrap(dir, a, b) {
   const rootA = a.client();
   await rootA.provision({ unlockPassphrase: PASS.unlock, adminPassphrase: PASS.admin, systemTime: nowRfc3339() });
@@ -259,6 +261,7 @@ async function bootstrap(dir, a, b) {
   await rootA.createUser({ realName: 'Operator', role: 'Operator', passphrase: PASS.operator }, 'operator');
   await rootA.setBackupPassphrase(PASS.backup, '');
   await createNamespace(rootA, 'alpha');
+  await createNamespace(rootA, 'gamma');
   const file = path.join(dir, 'bootstrap.bin');
   await a.client('backup', PASS.backupUser).backupToFile(file);
   const fresh = new NetHsmClient({ url: b.simUrl, tls: { fingerprint256: b.fingerprint }, timeoutMs: LONG });
@@ -266,7 +269,7 @@ async function bootstrap(dir, a, b) {
   await fresh.unlock(PASS.unlock);
   await fresh.close();
   await createNamespace(b.client(), 'beta');
-  await new WorkDir(b.stateDir).recordBootstrap(['alpha'], a.name);
+  await new WorkDir(b.stateDir).recordBootstrap(['alpha', 'gamma'], a.name);
   await rm(file);
 }
 
@@ -302,6 +305,7 @@ replication:
   backupPassphrase: ${q(PASS.backup)}
 namespaces:
 ${ns('alpha', 'a')}
+${ns('gamma', 'a')}
 ${ns('beta', 'b')}
 antiEntropy: { schedule: "${aeSchedule}" }
 stream: { heartbeatInterval: 1s, catchupDebounce: 100ms }
@@ -495,17 +499,38 @@ async function measureSync(env) {
   };
 }
 
-/** CHANGES imports through A's gateway, 8 in flight, until B's status shows alpha's stream at A's head. */
-async function measureStream(env, ids) {
-  const head = async () => (await nsStatus(env.a, 'alpha'))?.stream?.position?.seq ?? -1;
-  const at = async () => (await nsStatus(env.b, 'alpha'))?.stream?.position?.seq ?? -1;
+/** `ids` imports into `ns` through A's gateway, 8 in flight, until B's status shows the stream at A's head. */
+async function streamRun(env, ns, ids, tag) {
+  const head = async () => (await nsStatus(env.a, ns))?.stream?.position?.seq ?? -1;
+  const at = async () => (await nsStatus(env.b, ns))?.stream?.position?.seq ?? -1;
   const t0 = performance.now();
-  await pool(0, ids, 8, (i) => env.gwA.importKey(BODIES[i % BODIES.length], `st${env.n}x${i}`));
+  await pool(0, ids, 8, (i) => env.gw[ns].importKey(BODIES[i % BODIES.length], `st${tag}x${i}`));
   const sent = performance.now();
   const target = await head();
   await eventually(async () => (await at()) >= target, 600_000, 'B to apply the stream', 20);
   const ms = performance.now() - t0;
   return { changes: ids, msPerChange: ms / ids, acceptedMsPerChange: (sent - t0) / ids };
+}
+
+/** Rounds of (gamma run, alpha run), back to back: alpha's cost per change and its ratio to gamma's (1k keys). */
+async function measureStream(env) {
+  const rounds = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const ref = await streamRun(env, 'gamma', CHANGES, `g${env.n}r${r}`);
+    const big = await streamRun(env, 'alpha', CHANGES, `${env.n}r${r}`);
+    rounds.push({ gammaMs: ref.msPerChange, alphaMs: big.msPerChange, ratio: big.msPerChange / ref.msPerChange });
+  }
+  return { changes: CHANGES, rounds, msPerChange: median(rounds.map((x) => x.alphaMs)), refMsPerChange: median(rounds.map((x) => x.gammaMs)), ratio: median(rounds.map((x) => x.ratio)) };
+}
+
+/** Pauses `ns` at B for the duration of `fn` (so an anti-entropy pass at B reads alpha only). */
+async function pausedAtB(env, ns, fn) {
+  await env.b.admin.namespaceAction(ns, 'pause', { actor: 'scale-bench' });
+  try {
+    return await fn();
+  } finally {
+    await env.b.admin.namespaceAction(ns, 'resume', { actor: 'scale-bench' });
+  }
 }
 
 /** A 6-field cron expression (seconds first) for the local time `d`: fires at that second once a year. */
@@ -599,8 +624,9 @@ async function measureAll() {
     await b.daemon.start(/"msg":"daemon started"/);
     say(`sites up in ${dir}: sim a pid ${a.sim.pid}, sim b pid ${b.sim.pid}, daemon a pid ${a.daemon.pid}, daemon b pid ${b.daemon.pid}`);
     await sync(b, 'alpha');
+    await sync(b, 'gamma');
     await sync(a, 'beta');
-    await streaming([[b, 'alpha'], [a, 'beta']]);
+    await streaming([[b, 'alpha'], [b, 'gamma'], [a, 'beta']]);
     const env = {
       a,
       b,
@@ -612,13 +638,18 @@ async function measureAll() {
       backupB: b.client('backup', PASS.backupUser, 1),
       rootA: a.client(),
       rootB: b.client(),
-      gwA: a.gatewayClient('alpha~admin', PASS.nsAdmin, caPem, 8),
+      gw: { alpha: a.gatewayClient('alpha~admin', PASS.nsAdmin, caPem, 8), gamma: a.gatewayClient('gamma~admin', PASS.nsAdmin, caPem, 8) },
       gwOpA: a.gatewayClient('alpha~operator', PASS.nsOperator, caPem, 1),
       probeB: b.gatewayClient('beta~admin', PASS.nsAdmin, caPem, 1),
     };
     await env.probeB.importKey(BODIES[0], 'probe');
     // Warm-up of the stream (transport keys known, pools and JIT warm): 20 imports through A's gateway, applied at B.
-    await measureStream({ ...env, n: 'warm' }, 20);
+    // The stream's reference: gamma at 1,000 keys (straight at A), synced to B.
+    const gammaAdmin = a.client('gamma~admin', PASS.nsAdmin, 16);
+    await pool(0, 1000, 16, (i) => gammaAdmin.importKey(BODIES[i % BODIES.length], keyId(i)));
+    await sync(b, 'gamma');
+    await streaming([[b, 'gamma']]);
+    for (const ns of ['gamma', 'alpha']) await streamRun(env, ns, 20, `warm${ns}`);
     let filled = 0;
     for (const n of SIZES) {
       const byRestore = values.fill === 'restore' || (values.fill === 'auto' && n > 100_000);
@@ -636,11 +667,11 @@ async function measureAll() {
       const row = { n, fillKeysPerS: ((n - (results.at(-1)?.n ?? 0)) * 1000) / fill.ms };
       if (ONLY.has('sync')) row.sync = await measureSync(env);
       if (ONLY.has('stream')) {
-        row.stream = await measureStream(env, CHANGES);
-        say(`  stream: ${row.stream.msPerChange.toFixed(2)} ms per change`);
+        row.stream = await measureStream(env);
+        say(`  stream: ${row.stream.msPerChange.toFixed(2)} ms per change, ${row.stream.ratio.toFixed(2)} × gamma's (1k keys)`);
       }
       if (ONLY.has('ae')) {
-        row.ae = await measureAntiEntropy(env);
+        row.ae = await pausedAtB(env, 'gamma', () => measureAntiEntropy(env));
         say(`  anti-entropy: ${row.ae.passS.toFixed(1)} s, ${row.ae.requestsPerKey.toFixed(2)} requests per key, found ${JSON.stringify(row.ae.found)}`);
       }
       if (ONLY.has('status')) row.status = await measureStatus(env);
@@ -667,8 +698,6 @@ const results = saved ? saved.results : await measureAll();
 
 // ---- report ----------------------------------------------------------------------------------------
 
-const first = results[0];
-for (const r of results) if (r.stream && first.stream) r.stream.ratioToFirst = r.stream.msPerChange / first.stream.msPerChange;
 
 /** Figures fitted as y = a + b·n, by name → how to read them from a row. */
 const FIGURES = {
@@ -697,15 +726,15 @@ if (values.json) {
   const f1 = (v, d = 1) => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
   const m = shown.machine;
   console.log(`node ${m.node}, ${m.cpus} × ${m.cpu}, ${m.memGB} GB; simulators and daemons as separate processes on 127.0.0.1; simulator latency: ${shown.latency ?? 'none'}`);
-  console.log(`${shown.rounds} rounds of raw then sync per size (medians); ${shown.changes} streamed changes per size\n`);
-  console.log('| keys | sync s | raw s (bkp A + bkp B + restore B) | sync / raw | raw restore s | hold: probe max / p99 s | hold / raw restore | probe errors | stream ms/change | stream vs first | AE pass s | AE requests/key | RSS MB A / B (AE peak) | status p50 / max ms | GET /keys direct / gateway ms | gw / direct |');
+  console.log(`${shown.rounds} rounds of raw then sync, and of gamma then alpha streamed, per size (medians); ${shown.changes} streamed changes per run\n`);
+  console.log('| keys | sync s | raw s (bkp A + bkp B + restore B) | sync / raw | raw restore s | hold: probe max / p99 s | hold / raw restore | probe errors | stream ms/change | stream vs 1k (side by side) | AE pass s | AE requests/key | RSS MB A / B (AE peak) | status p50 / max ms | GET /keys direct / gateway ms | gw / direct |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const s = r.sync;
     const ae = r.ae;
     console.log(
       `| ${r.n} | ${f1(s?.syncS)} | ${f1(s?.rawS)} | ${f1(s?.ratio, 2)} | ${f1(s?.rawRestoreS, 2)} | ${s ? `${f1(s.holdMaxS, 2)} / ${f1(s.holdP99S, 2)}` : '–'} | ${f1(s?.holdRatio, 2)} | ${s?.probeFailures ?? '–'} | ` +
-        `${f1(r.stream?.msPerChange, 2)} | ${f1(r.stream?.ratioToFirst, 2)} | ${f1(ae?.passS)}${ae?.found.failed ? ' (failed)' : ''} | ${f1(ae?.requestsPerKey, 2)} | ` +
+        `${f1(r.stream?.msPerChange, 2)} | ${f1(r.stream?.ratio, 2)} | ${f1(ae?.passS)}${ae?.found.failed ? ' (failed)' : ''} | ${f1(ae?.requestsPerKey, 2)} | ` +
         `${f1(r.rss.a.rss, 0)} / ${f1(r.rss.b.rss, 0)}${ae ? ` (${f1(ae.rssPeakA, 0)} / ${f1(ae.rssPeakB, 0)})` : ''} | ${r.status ? `${f1(r.status.p50)} / ${f1(r.status.max)}` : '–'} | ` +
         `${r.keys ? `${f1(r.keys.directMs)} / ${f1(r.keys.gatewayMs)}` : '–'} | ${f1(r.keys?.ratio, 2)} |`,
     );
