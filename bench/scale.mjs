@@ -593,13 +593,32 @@ async function measureStatus(env) {
 }
 
 async function measureKeys(env) {
-  const direct = [];
-  const gateway = [];
+  const paths = { direct: { client: env.opA, ms: [] }, gateway: { client: env.gwOpA, ms: [] } };
+  // A path that fails (e.g. a listing too large for it) is reported with its error and not tried again.
   for (let r = 0; r < 5; r++) {
-    direct.push((await timed(() => env.opA.listKeys())).ms);
-    gateway.push((await timed(() => env.gwOpA.listKeys())).ms);
+    for (const p of Object.values(paths)) {
+      if (p.error) continue;
+      let t0 = performance.now();
+      try {
+        // A pooled connection the server closed while idle fails at once ("other side closed"): one retry.
+        const ids = await p.client.listKeys().catch((err) => {
+          if (performance.now() - t0 > 1000) throw err;
+          t0 = performance.now();
+          return p.client.listKeys();
+        });
+        p.ms.push(performance.now() - t0);
+        p.listed = ids.length;
+      } catch (err) {
+        p.error = `${err.message} after ${((performance.now() - t0) / 1000).toFixed(1)} s`;
+        say(`  GET /keys ${p === paths.direct ? 'direct' : 'through the gateway'} failed: ${p.error}`);
+      }
+    }
   }
-  return { directMs: median(direct), gatewayMs: median(gateway), ratio: median(gateway) / median(direct) };
+  const [d, g] = [median(paths.direct.ms), median(paths.gateway.ms)];
+  const out = { directMs: d, gatewayMs: g, ratio: g / d, listed: paths.direct.listed ?? paths.gateway.listed };
+  if (paths.direct.error) out.directError = paths.direct.error;
+  if (paths.gateway.error) out.gatewayError = paths.gateway.error;
+  return out;
 }
 
 // ---- main ----------------------------------------------------------------------------------------
@@ -662,8 +681,11 @@ async function measureAll() {
       say(`n=${n}: filled ${n - filled} keys at A ${byRestore ? 'by a restore' : 'by the API'} in ${(fill.ms / 1000).toFixed(1)} s (${(((n - filled) * 1000) / fill.ms).toFixed(0)} keys/s)`);
       filled = n;
       env.n = n;
-      const warm = await timed(() => sync(b, 'alpha')); // B holds the namespace at this size before anything is measured
-      say(`n=${n}: first sync at this size ${(warm.ms / 1000).toFixed(1)} s`);
+      // B holds the namespace at this size before sync, stream or anti-entropy is measured (status and keys need not).
+      if (['sync', 'stream', 'ae'].some((p) => ONLY.has(p))) {
+        const warm = await timed(() => sync(b, 'alpha'));
+        say(`n=${n}: first sync at this size ${(warm.ms / 1000).toFixed(1)} s`);
+      }
       const row = { n, fillKeysPerS: ((n - (results.at(-1)?.n ?? 0)) * 1000) / fill.ms };
       if (ONLY.has('sync')) row.sync = await measureSync(env);
       if (ONLY.has('stream')) {
@@ -736,7 +758,7 @@ if (values.json) {
       `| ${r.n} | ${f1(s?.syncS)} | ${f1(s?.rawS)} | ${f1(s?.ratio, 2)} | ${f1(s?.rawRestoreS, 2)} | ${s ? `${f1(s.holdMaxS, 2)} / ${f1(s.holdP99S, 2)}` : '–'} | ${f1(s?.holdRatio, 2)} | ${s?.probeFailures ?? '–'} | ` +
         `${f1(r.stream?.msPerChange, 2)} | ${f1(r.stream?.ratio, 2)} | ${f1(ae?.passS)}${ae?.found.failed ? ' (failed)' : ''} | ${f1(ae?.requestsPerKey, 2)} | ` +
         `${f1(r.rss.a.rss, 0)} / ${f1(r.rss.b.rss, 0)}${ae ? ` (${f1(ae.rssPeakA, 0)} / ${f1(ae.rssPeakB, 0)})` : ''} | ${r.status ? `${f1(r.status.p50)} / ${f1(r.status.max)}` : '–'} | ` +
-        `${r.keys ? `${f1(r.keys.directMs)} / ${f1(r.keys.gatewayMs)}` : '–'} | ${f1(r.keys?.ratio, 2)} |`,
+        `${r.keys ? `${r.keys.directError ? 'failed' : f1(r.keys.directMs)} / ${r.keys.gatewayError ? 'failed' : f1(r.keys.gatewayMs)}` : '–'} | ${f1(r.keys?.ratio, 2)} |`,
     );
   }
   if (Object.keys(models).length > 0) {
