@@ -375,7 +375,7 @@ async function fillByRestore(env, from, to) {
   }
   if (next !== to) throw new Error(`fill by restore: ${to - next} new keys found no place in the backup`);
   await writer.finish();
-  for (const k of [backupKey, configStoreKey, domainKey, store, ...records]) k.fill(0);
+  for (const k of [backupKey, configStoreKey, h.configStoreKey, domainKey, store, ...records]) k.fill(0);
   await env.rootA.restore(out, { backupPassphrase: PASS.backup });
   if ((await env.rootA.healthState()) === 'Locked') await env.rootA.unlock(PASS.unlock);
   await Promise.all([rm(src), rm(out)]);
