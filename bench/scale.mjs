@@ -1,0 +1,772 @@
+#!/usr/bin/env node
+// The scale benchmark (issue 11): how snapshot sync, the write hold, the stream, anti-entropy, `status` and GET /keys
+// behave as a namespace grows to 1k, 10k and 100k keys (1M with --big). Two sites, every part its own process: two
+// simulators (`nethsm-replicator sim`) and two daemons (`nethsm-replicator daemon --config …`, configs in a temp dir);
+// this process is the operator and the applications. Site A is primary for `alpha` (the namespace that grows) and for
+// `gamma` (1,000 keys: the stream's reference), B for `beta` (one key, the probe writes); B is the replica that syncs
+// `alpha` and `gamma`.
+//
+// It drives the daemons only through public surfaces (the admin socket that `sync` and `status` use, SIGHUP with a
+// rewritten config, the daemon's JSON log, the gateway, the simulators' NetHSM API and /metrics), so it keeps working
+// when snapshot sync and anti-entropy change inside.
+//
+// Per size n (the namespace is filled up to n keys straight at A's NetHSM, EC P-256 imports reusing 64 key pairs under
+// distinct ids; the sizes build on each other):
+//   sync    --rounds × (raw: backup A + backup B + restore B, each call timed; then `sync alpha` at B with a probe
+//           write stream at B: one label write after another to beta's key through B's gateway). Printed: sync / raw,
+//           the probes' max and p99 latency during the sync, and max probe / raw restore (the write hold).
+//   stream  --rounds × (--changes EC imports through A's gateway into gamma, then as many into alpha; 8 in flight,
+//           each run until B's status shows them applied): ms per change; alpha / gamma (side by side, the reference
+//           always at 1k keys) is the stream cost ratio.
+//   ae      one anti-entropy pass at B, started by a cron expression for a second 3 s ahead (config rewritten,
+//           SIGHUP): the pass time is the `anti-entropy pass` log line's time minus that second; device requests per
+//           key from both simulators' `http response total` (/metrics), both daemons' peak RSS during the pass.
+//   status  20 `status` calls at B over the admin socket (what the CLI sends): p50 and max.
+//   keys    GET /keys of alpha as its Operator, straight to A's NetHSM and through A's gateway, interleaved, 5 rounds.
+//   rss     both daemons' RSS after the size's measurements.
+// Then it fits time = a + b·n (least squares over the sizes) for each figure and projects it to 1M and 3M keys.
+//
+// Usage: npm run build && node bench/scale.mjs [--sizes 1000,10000,100000] [--big] [--only sync,stream,ae,status,keys]
+//        [--rounds 2] [--changes 200] [--latency key-get=2ms,…] [--json] [--keep]
+//   --fill api|restore|auto: how alpha grows: imports through the NetHSM API (16 in flight, a few hundred to 2k keys/s)
+//   or one restore of A's own backup with the new keys' records added by our codec (see fillByRestore); auto (the
+//   default) restores for sizes above 100k.
+//   --big: adds 1,000,000 to the sizes. --json: one JSON object on stdout (progress stays on stderr);
+//   --from-json FILE: print the tables of such a saved run again (nothing measured).
+//   --latency: `sim --latency` for both simulators (default: none, the simulator's own pace). --keep: keep the temp
+//   dir (configs, state, each site's daemon.log and sim.log); it is kept anyway when the run fails.
+// Figures go to docs/benchmarks.md ("Scale").
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { AdminClient } from '../dist/admin/client.js';
+import { openBackup } from '../dist/backup/reader.js';
+import { compareBackupPaths, createBackupWriter } from '../dist/backup/writer.js';
+import { deriveSubKey, gcmOpen, gcmSeal, kdf, TEST_KDF } from '../dist/sim/crypto.js';
+import { NetHsmClient } from '../dist/nethsm/client.js';
+import { WorkDir } from '../dist/replicator/workdir.js';
+import { createCa, issueCert } from '../dist/tls/index.js';
+import { fitLinear, median, percentile, project } from '../dist/util/stats.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(ROOT, 'bin', 'nethsm-replicator');
+const ALL = ['sync', 'stream', 'ae', 'status', 'keys'];
+const PASS = {
+  unlock: 'scale-unlock-passphrase',
+  admin: 'scale-admin-passphrase',
+  backupUser: 'scale-backup-user-passphrase',
+  metrics: 'scale-metrics-passphrase',
+  operator: 'scale-root-operator-passphrase',
+  backup: 'scale-device-backup-passphrase',
+  replication: 'scale-replication-passphrase',
+  nsAdmin: 'scale-namespace-admin-passphrase',
+  nsOperator: 'scale-namespace-operator-passphrase',
+  replicator: 'scale-replicator-passphrase',
+};
+const YEARLY = '0 0 1 1 *';
+const LONG = 30 * 60_000;
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '1000,10000,100000' },
+    big: { type: 'boolean', default: false },
+    only: { type: 'string', default: ALL.join(',') },
+    rounds: { type: 'string', default: '2' },
+    changes: { type: 'string', default: '200' },
+    latency: { type: 'string' },
+    json: { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+    fill: { type: 'string', default: 'auto' },
+    'from-json': { type: 'string' },
+  },
+});
+const SIZES = [...new Set([...values.sizes.split(',').map((s) => positiveInt(s.trim(), '--sizes')), ...(values.big ? [1_000_000] : [])])].sort((x, y) => x - y);
+const ONLY = new Set(values.only.split(',').map((s) => s.trim()));
+for (const o of ONLY) if (!ALL.includes(o)) throw new Error(`--only: unknown part "${o}" (parts: ${ALL.join(', ')})`);
+if (!['auto', 'api', 'restore'].includes(values.fill)) throw new Error('--fill must be auto, api or restore');
+const ROUNDS = positiveInt(values.rounds, '--rounds');
+const CHANGES = positiveInt(values.changes, '--changes');
+const say = (line) => process.stderr.write(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+
+function positiveInt(v, name) {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be positive integers, got "${v}"`);
+  return n;
+}
+
+// ---- processes ---------------------------------------------------------------------------------------
+
+/** A `bin/nethsm-replicator` child; keeps its output's tail and hands each output line to the current watchers. */
+class Child {
+  constructor(name, args, env, logFile) {
+    this.name = name;
+    this.args = args;
+    this.env = env;
+    this.logFile = logFile;
+    this.tail = '';
+    this.watchers = new Set();
+  }
+
+  start(ready, timeoutMs = 60_000) {
+    const child = spawn(process.execPath, [BIN, ...this.args], { env: { ...process.env, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    const log = createWriteStream(this.logFile, { flags: 'a' });
+    child.once('close', () => log.end());
+    let partial = '';
+    const onData = (b) => {
+      log.write(b);
+      const text = partial + b.toString();
+      const lines = text.split('\n');
+      partial = lines.pop();
+      this.tail = (this.tail + text.slice(0, text.length - partial.length)).slice(-20_000);
+      for (const line of lines) for (const w of this.watchers) w(line);
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    return this.waitFor((line) => ready.exec(line), timeoutMs, 'to start');
+  }
+
+  /** Resolves with `match(line)`'s first truthy result for a line printed from now on. */
+  waitFor(match, timeoutMs, what) {
+    return new Promise((resolve, reject) => {
+      const done = (fn, v) => {
+        this.watchers.delete(w);
+        clearTimeout(timer);
+        this.child.off('exit', onExit);
+        fn(v);
+      };
+      const w = (line) => {
+        const m = match(line);
+        if (m) done(resolve, m);
+      };
+      const onExit = (code) => done(reject, new Error(`${this.name} exited (${code}) waiting ${what}:\n${this.tail}`));
+      const timer = setTimeout(() => done(reject, new Error(`${this.name}: timed out waiting ${what}:\n${this.tail.slice(-4000)}`)), timeoutMs);
+      this.watchers.add(w);
+      this.child.once('exit', onExit);
+    });
+  }
+
+  get pid() {
+    return this.child?.pid;
+  }
+
+  async stop() {
+    const c = this.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill('SIGTERM');
+    const timer = setTimeout(() => c.kill('SIGKILL'), 20_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/** RSS and its peak (VmHWM) of a process, in MB (Linux /proc). */
+function rssOf(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const nowRfc3339 = () => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+// ---- the two sites -----------------------------------------------------------------------------------
+
+class Site {
+  constructor(name, dir) {
+    this.name = name;
+    this.dir = dir;
+    const simArgs = ['sim', '--port', '0', '--test-scrypt', ...(values.latency ? ['--latency', values.latency] : [])];
+    this.sim = new Child(`sim ${name}`, simArgs, { NHR_LOG_LEVEL: 'warn' }, path.join(dir, 'sim.log'));
+    const daemonEnv = { NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info' };
+    this.daemon = new Child(`daemon ${name}`, ['daemon', '--config', this.configPath], daemonEnv, path.join(dir, 'daemon.log'));
+    this.clients = [];
+  }
+
+  get configPath() {
+    return path.join(this.dir, 'config.yaml');
+  }
+
+  get stateDir() {
+    return path.join(this.dir, 'state');
+  }
+
+  async startSim() {
+    // `listening on <url>` comes before `fingerprint <…>`: once the second is printed, the first is in the tail.
+    this.fingerprint = (await this.sim.start(/fingerprint (\S+)/))[1];
+    this.simUrl = /listening on (\S+)/.exec(this.sim.tail)[1];
+  }
+
+  /** A client of the NetHSM as `user` (default its root Administrator); closed at the end. */
+  client(user = 'admin', password = PASS.admin, connections = 16) {
+    const c = new NetHsmClient({ url: this.simUrl, tls: { fingerprint256: this.fingerprint }, auth: { username: user, password }, connections, timeoutMs: LONG });
+    this.clients.push(c);
+    return c;
+  }
+
+  gatewayClient(user, password, caPem, connections = 16) {
+    const c = new NetHsmClient({ url: `https://127.0.0.1:${this.ports.gateway}`, tls: { caPem }, auth: { username: user, password }, connections, timeoutMs: LONG });
+    this.clients.push(c);
+    return c;
+  }
+
+  get admin() {
+    return new AdminClient({ socketPath: path.join(this.stateDir, 'admin.sock'), timeoutMs: LONG });
+  }
+
+  /** The NetHSM's count of answered API requests (the firmware's `http response total`; this call not yet counted). */
+  async requests() {
+    this.metricsClient ??= this.client('metrics', PASS.metrics, 1);
+    return Number((await this.metricsClient.metrics())['http response total'] ?? 0);
+  }
+
+  async close() {
+    for (const c of this.clients) await c.close().catch(() => undefined);
+    await this.daemon.stop();
+    await this.sim.stop();
+  }
+}
+
+/** Root users, the backup passphrase, and a namespace with its admin, operator and replication account. */
+async function createNamespace(root, ns) {
+  await root.createUser({ realName: `${ns} admin`, role: 'Administrator', passphrase: PASS.nsAdmin }, `${ns}~admin`);
+  await root.createUser({ realName: `${ns} operator`, role: 'Operator', passphrase: PASS.nsOperator }, `${ns}~operator`);
+  await root.createUser({ realName: `${ns} replicator`, role: 'Administrator', passphrase: PASS.replicator }, `${ns}~replicator`);
+  await root.createNamespace(ns);
+}
+
+/** A provisioned, B joined from A's backup (as init-replica does), alpha and gamma at A, beta at B. */
+async function bootstrap(dir, a, b) {
+  const rootA = a.client();
+  await rootA.provision({ unlockPassphrase: PASS.unlock, adminPassphrase: PASS.admin, systemTime: nowRfc3339() });
+  await rootA.createUser({ realName: 'Backup', role: 'Backup', passphrase: PASS.backupUser }, 'backup');
+  await rootA.createUser({ realName: 'Metrics', role: 'Metrics', passphrase: PASS.metrics }, 'metrics');
+  await rootA.createUser({ realName: 'Operator', role: 'Operator', passphrase: PASS.operator }, 'operator');
+  await rootA.setBackupPassphrase(PASS.backup, '');
+  await createNamespace(rootA, 'alpha');
+  await createNamespace(rootA, 'gamma');
+  const file = path.join(dir, 'bootstrap.bin');
+  await a.client('backup', PASS.backupUser).backupToFile(file);
+  const fresh = new NetHsmClient({ url: b.simUrl, tls: { fingerprint256: b.fingerprint }, timeoutMs: LONG });
+  await fresh.restore(file, { backupPassphrase: PASS.backup, systemTime: nowRfc3339() });
+  await fresh.unlock(PASS.unlock);
+  await fresh.close();
+  await createNamespace(b.client(), 'beta');
+  await new WorkDir(b.stateDir).recordBootstrap(['alpha', 'gamma'], a.name);
+  await rm(file);
+}
+
+function configYaml(site, peer, aeSchedule) {
+  const q = JSON.stringify;
+  const ns = (name, primary) => `  - name: ${name}
+    primary: ${primary}
+    schedule: "${YEARLY}"
+    maxLagForPromote: 24h
+    replicationUser: { user: "${name}~replicator", passphrase: ${q(PASS.replicator)} }`;
+  return `site: ${site.name}
+insecureInline: true
+nethsm:
+  url: ${site.simUrl}
+  tls: { fingerprint256: "${site.fingerprint}" }
+  credentials:
+    backup: { user: backup, passphrase: ${q(PASS.backupUser)} }
+    admin: { user: admin, passphrase: ${q(PASS.admin)} }
+    metrics: { user: metrics, passphrase: ${q(PASS.metrics)} }
+    operator: { user: operator, passphrase: ${q(PASS.operator)} }
+peers:
+  - { name: ${peer.name}, url: "https://127.0.0.1:${peer.ports.peer}" }
+tls:
+  certFile: ${path.join(site.dir, 'peer.crt')}
+  keyFile: ${path.join(site.dir, 'peer.key')}
+  caFile: ${path.join(site.dir, '..', 'ca.pem')}
+peerApi: { listen: "127.0.0.1:${site.ports.peer}" }
+health: { listen: "127.0.0.1:0" }
+gateway: { listen: "127.0.0.1:${site.ports.gateway}", certFile: ${path.join(site.dir, 'gateway.crt')}, keyFile: ${path.join(site.dir, 'gateway.key')} }
+stateDir: ${site.stateDir}
+replication:
+  passphrase: ${q(PASS.replication)}
+  backupPassphrase: ${q(PASS.backup)}
+namespaces:
+${ns('alpha', 'a')}
+${ns('gamma', 'a')}
+${ns('beta', 'b')}
+antiEntropy: { schedule: "${aeSchedule}" }
+stream: { heartbeatInterval: 1s, catchupDebounce: 100ms }
+logging: { level: info }
+`;
+}
+
+async function writeCerts(dir, sites) {
+  const ca = await createCa({ commonName: 'nethsm-replicator scale bench CA' });
+  await writeFile(path.join(dir, 'ca.pem'), ca.certPem);
+  for (const s of sites) {
+    const leaf = await issueCert(ca, { commonName: s.name, usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
+    await writeFile(path.join(s.dir, 'peer.crt'), leaf.certPem);
+    await writeFile(path.join(s.dir, 'peer.key'), leaf.keyPem, { mode: 0o600 });
+    const gw = await issueCert(ca, { commonName: `${s.name}-gateway`, usages: ['serverAuth'], ipAddresses: ['127.0.0.1'] });
+    await writeFile(path.join(s.dir, 'gateway.crt'), gw.certPem);
+    await writeFile(path.join(s.dir, 'gateway.key'), gw.keyPem, { mode: 0o600 });
+  }
+  return ca.certPem;
+}
+
+// ---- helpers ---------------------------------------------------------------------------------------
+
+/** 64 EC P-256 import bodies, reused under distinct ids (the simulator keeps each copy as its own key). */
+const BODIES = Array.from({ length: 64 }, () => {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const d = Buffer.from(privateKey.export({ format: 'jwk' }).d, 'base64url');
+  return { type: 'EC_P256', mechanisms: ['ECDSA_Signature'], private: { data: d.toString('base64') } };
+});
+
+const keyId = (i) => `s${String(i).padStart(8, '0')}`;
+
+/**
+ * Fills alpha at A from `from` to `to` keys in one restore (`--fill restore`): A's backup is read with our codec, the
+ * first 64 key records are opened with A's key-store key and sealed again under the new ids (a NetHSM seals each
+ * record with its path as associated data, so a copy must be sealed for its own path), and the backup with the new
+ * entries merged in, in the firmware's order, is restored onto A (an operational restore as its root Administrator;
+ * same domain key, so A stays Operational). The key-store key is derived as the firmware does: the unlock passphrase
+ * and the backup's unlock salt open the locked domain key from the backup's header. Needs the first 64 keys made by
+ * the API (`from` ≥ 64). Holds A's current entries in memory (fine to a few million).
+ */
+async function fillByRestore(env, from, to) {
+  const src = path.join(env.dir, 'fill-source.bin');
+  const out = path.join(env.dir, 'fill-restore.bin');
+  await env.backupA.backupToFile(src);
+  const reader = await openBackup(src, { passphrase: PASS.backup });
+  const h = reader.header;
+  const backupKey = Buffer.from(reader.backupKey);
+  const configStoreKey = Buffer.from(h.configStoreKey);
+  const entries = [];
+  for await (const e of reader.entries()) entries.push([e.path, Buffer.from(e.value)]);
+  const scrypt = reader.scrypt;
+  await reader.close();
+  const saltPath = `/local/${h.deviceId}/config/unlock-salt`;
+  const salt = gcmOpen(configStoreKey, saltPath, entries.find(([p]) => p === saltPath)[1]);
+  const domainKey = gcmOpen(await kdf(PASS.unlock, salt, TEST_KDF), 'passphrase', h.lockedDomainKey);
+  const store = deriveSubKey(domainKey, 'key_store');
+  const byPath = new Map(entries);
+  const records = Array.from({ length: 64 }, (_, i) => gcmOpen(store, `/key/.alpha/${keyId(i)}`, byPath.get(`/key/.alpha/${keyId(i)}`)));
+  const header = { backupKey, salt: h.salt, scrypt, lockedDomainKey: h.lockedDomainKey, deviceId: h.deviceId, configStoreKey };
+  const writer = await createBackupWriter(createWriteStream(out), header);
+  let next = from;
+  const newPath = () => `/key/.alpha/${keyId(next)}`;
+  for (const [p, v] of entries) {
+    for (; next < to && compareBackupPaths(newPath(), p) < 0; next++) await writer.writeEntry(newPath(), gcmSeal(store, newPath(), records[next % 64]));
+    await writer.writeEntry(p, v);
+  }
+  if (next !== to) throw new Error(`fill by restore: ${to - next} new keys found no place in the backup`);
+  await writer.finish();
+  for (const k of [backupKey, configStoreKey, h.configStoreKey, domainKey, store, ...records]) k.fill(0);
+  await env.rootA.restore(out, { backupPassphrase: PASS.backup });
+  if ((await env.rootA.healthState()) === 'Locked') await env.rootA.unlock(PASS.unlock);
+  await Promise.all([rm(src), rm(out)]);
+  // The NetHSM must read the new records as keys: all listed, and the last one opens.
+  const listed = (await env.opA.listKeys({ prefix: 's0' })).length;
+  const last = await env.opA.getKey(keyId(to - 1));
+  if (listed !== to || last.type !== 'EC_P256') throw new Error(`fill by restore: A lists ${listed} of ${to} keys, the last one is ${JSON.stringify(last)}`);
+}
+
+/** Runs op(i) for i in [from, to) with `concurrency` in flight. */
+async function pool(from, to, concurrency, op) {
+  let next = from;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < to) await op(next++);
+    }),
+  );
+}
+
+async function eventually(check, timeoutMs, what, everyMs = 50) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+async function timed(fn) {
+  const t0 = performance.now();
+  const value = await fn();
+  return { ms: performance.now() - t0, value };
+}
+
+const nsStatus = async (site, ns) => (await site.admin.status()).namespaces.find((n) => n.name === ns);
+
+/** Waits until every replica namespace of both sites streams. */
+async function streaming(sites) {
+  await eventually(
+    async () => {
+      for (const [s, ns] of sites) if ((await nsStatus(s, ns))?.stream?.state !== 'streaming') return false;
+      return true;
+    },
+    120_000,
+    'every replica to stream',
+    200,
+  );
+}
+
+async function sync(site, ns) {
+  const r = await site.admin.namespaceAction(ns, 'sync', { actor: 'scale-bench' });
+  if (r.outcome !== 'applied' && r.outcome !== 'requested') throw new Error(`sync ${ns} at ${site.name}: ${JSON.stringify(r)}`);
+  return r;
+}
+
+// ---- the measurements ----------------------------------------------------------------------------
+
+/** Raw device work of one sync: backup A, backup B, restore B (B's own backup: the device is left as it was). */
+async function rawRound(env, tag) {
+  const { dir } = env;
+  const fa = path.join(dir, `raw-a-${tag}.bin`);
+  const fb = path.join(dir, `raw-b-${tag}.bin`);
+  const backupA = await timed(() => env.backupA.backupToFile(fa));
+  const backupB = await timed(() => env.backupB.backupToFile(fb));
+  const restoreB = await timed(() => env.rootB.restore(fb, { backupPassphrase: PASS.backup }));
+  await Promise.all([rm(fa), rm(fb)]);
+  return { backupA: backupA.ms, backupB: backupB.ms, restoreB: restoreB.ms, total: backupA.ms + backupB.ms + restoreB.ms, bytes: backupA.value };
+}
+
+/** `sync alpha` at B with the probe: one label write after another to beta's key through B's gateway. */
+async function syncRound(env, tag) {
+  await env.adminA.importKey(BODIES[0], `x${tag}`); // a change the stream does not carry: each sync has work to do
+  const probes = [];
+  let failed = 0;
+  let stop = false;
+  let i = 0;
+  const probe = (async () => {
+    while (!stop) {
+      const t0 = performance.now();
+      try {
+        await env.probeB.setKeyLabel('probe', `p${i++ % 1000}`);
+      } catch {
+        failed++;
+      }
+      probes.push([t0, performance.now()]);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 200)); // the probe's pace before the sync
+  const t0 = performance.now();
+  const s = await timed(() => sync(env.b, 'alpha'));
+  const t1 = performance.now();
+  stop = true;
+  await probe;
+  const during = probes.filter(([s0, s1]) => s1 >= t0 && s0 <= t1).map(([s0, s1]) => s1 - s0);
+  const before = probes.filter(([, s1]) => s1 < t0).map(([s0, s1]) => s1 - s0);
+  return { ms: s.ms, probeMax: Math.max(...during), probeP99: percentile(during, 99), probeP50Before: median(before), probes: during.length, probeFailures: failed };
+}
+
+async function measureSync(env) {
+  const rounds = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const raw = await rawRound(env, `${env.n}-${r}`);
+    const s = await syncRound(env, `${env.n}r${r}`);
+    rounds.push({ raw, sync: s });
+    say(`  sync round ${r + 1}: raw ${(raw.total / 1000).toFixed(1)} s (backup A ${(raw.backupA / 1000).toFixed(1)}, backup B ${(raw.backupB / 1000).toFixed(1)}, restore B ${(raw.restoreB / 1000).toFixed(1)}), sync ${(s.ms / 1000).toFixed(1)} s, probe max ${s.probeMax.toFixed(0)} ms`);
+  }
+  const m = (f) => median(rounds.map(f));
+  return {
+    rounds,
+    rawS: m((x) => x.raw.total) / 1000,
+    rawRestoreS: m((x) => x.raw.restoreB) / 1000,
+    backupBytes: m((x) => x.raw.bytes),
+    syncS: m((x) => x.sync.ms) / 1000,
+    ratio: m((x) => x.sync.ms / x.raw.total),
+    holdMaxS: m((x) => x.sync.probeMax) / 1000,
+    holdP99S: m((x) => x.sync.probeP99) / 1000,
+    holdRatio: m((x) => x.sync.probeMax / x.raw.restoreB),
+    probeFailures: rounds.reduce((t, x) => t + x.sync.probeFailures, 0),
+  };
+}
+
+/** `ids` imports into `ns` through A's gateway, 8 in flight, until B's status shows the stream at A's head. */
+async function streamRun(env, ns, ids, tag) {
+  const head = async () => (await nsStatus(env.a, ns))?.stream?.position?.seq ?? -1;
+  const at = async () => (await nsStatus(env.b, ns))?.stream?.position?.seq ?? -1;
+  const t0 = performance.now();
+  await pool(0, ids, 8, (i) => env.gw[ns].importKey(BODIES[i % BODIES.length], `st${tag}x${i}`));
+  const sent = performance.now();
+  const target = await head();
+  await eventually(async () => (await at()) >= target, 600_000, 'B to apply the stream', 20);
+  const ms = performance.now() - t0;
+  return { changes: ids, msPerChange: ms / ids, acceptedMsPerChange: (sent - t0) / ids };
+}
+
+/** Rounds of (gamma run, alpha run), back to back: alpha's cost per change and its ratio to gamma's (1k keys). */
+async function measureStream(env) {
+  const rounds = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const ref = await streamRun(env, 'gamma', CHANGES, `g${env.n}r${r}`);
+    const big = await streamRun(env, 'alpha', CHANGES, `${env.n}r${r}`);
+    rounds.push({ gammaMs: ref.msPerChange, alphaMs: big.msPerChange, ratio: big.msPerChange / ref.msPerChange });
+  }
+  return { changes: CHANGES, rounds, msPerChange: median(rounds.map((x) => x.alphaMs)), refMsPerChange: median(rounds.map((x) => x.gammaMs)), ratio: median(rounds.map((x) => x.ratio)) };
+}
+
+/** Pauses `ns` at B for the duration of `fn` (so an anti-entropy pass at B reads alpha only). */
+async function pausedAtB(env, ns, fn) {
+  await env.b.admin.namespaceAction(ns, 'pause', { actor: 'scale-bench' });
+  try {
+    return await fn();
+  } finally {
+    await env.b.admin.namespaceAction(ns, 'resume', { actor: 'scale-bench' });
+  }
+}
+
+/** A 6-field cron expression (seconds first) for the local time `d`: fires at that second once a year. */
+function cronAt(d) {
+  return `${d.getSeconds()} ${d.getMinutes()} ${d.getHours()} ${d.getDate()} ${d.getMonth() + 1} *`;
+}
+
+async function reschedule(env, schedule) {
+  await writeFile(env.b.configPath, configYaml(env.b, env.a, schedule), { mode: 0o600 });
+  process.kill(env.b.daemon.pid, 'SIGHUP');
+}
+
+/** One anti-entropy pass of alpha at B: time, device requests at both sites, peak RSS of both daemons. */
+async function measureAntiEntropy(env) {
+  const { a, b } = env;
+  // The daemons' own polling of their NetHSMs (health, metrics) in requests per second, from 2 quiet seconds.
+  const quiet0 = [await a.requests(), await b.requests()];
+  await new Promise((r) => setTimeout(r, 2000));
+  const [ra, rb] = [await a.requests(), await b.requests()];
+  const idle = { a: (ra - quiet0[0] - 1) / 2, b: (rb - quiet0[1] - 1) / 2 };
+  const counted = performance.now();
+  const fire = new Date(Math.ceil(Date.now() / 1000) * 1000 + 3000);
+  const logged = b.daemon.waitFor(
+    (line) => {
+      // The pass's own line, or the scheduler's when the pass threw (e.g. the primary's inventory timed out).
+      if (!line.includes('"anti-entropy pass"') && !line.includes('"scheduled job failed"')) return undefined;
+      const rec = JSON.parse(line);
+      return rec.namespace === 'alpha' || rec.job === 'anti-entropy:alpha' ? rec : undefined;
+    },
+    LONG,
+    'for the anti-entropy pass',
+  );
+  await reschedule(env, cronAt(fire));
+  const peak = { a: 0, b: 0 };
+  const sampler = setInterval(() => {
+    peak.a = Math.max(peak.a, rssOf(a.daemon.pid).rss);
+    peak.b = Math.max(peak.b, rssOf(b.daemon.pid).rss);
+  }, 200);
+  let rec;
+  try {
+    rec = await logged;
+  } finally {
+    clearInterval(sampler);
+  }
+  const passS = (Date.parse(rec.time) - fire.getTime()) / 1000;
+  // The second /metrics read counts the first; the daemons' idle polling over the same time is taken off.
+  const [ea, eb] = [await a.requests(), await b.requests()];
+  const s = (performance.now() - counted) / 1000;
+  const [da, db] = [Math.round(ea - ra - 1 - idle.a * s), Math.round(eb - rb - 1 - idle.b * s)];
+  await reschedule(env, YEARLY);
+  const found = { missing: rec.missing, extra: rec.extra, differs: rec.differs };
+  if (rec.job) found.failed = rec.err?.message ?? 'failed';
+  return { passS, requestsA: da, requestsB: db, requestsPerKey: (da + db) / env.n, idleRequestsPerS: idle, rssPeakA: peak.a, rssPeakB: peak.b, found };
+}
+
+async function measureStatus(env) {
+  const ms = [];
+  for (let i = 0; i < 20; i++) ms.push((await timed(() => env.b.admin.status())).ms);
+  return { p50: median(ms), max: Math.max(...ms) };
+}
+
+async function measureKeys(env) {
+  const paths = { direct: { client: env.opA, ms: [] }, gateway: { client: env.gwOpA, ms: [] } };
+  // A path that fails (e.g. a listing too large for it) is reported with its error and not tried again.
+  for (let r = 0; r < 5; r++) {
+    for (const p of Object.values(paths)) {
+      if (p.error) continue;
+      let t0 = performance.now();
+      try {
+        // A pooled connection the server closed while idle fails at once ("other side closed"): one retry.
+        const ids = await p.client.listKeys().catch((err) => {
+          if (performance.now() - t0 > 1000) throw err;
+          t0 = performance.now();
+          return p.client.listKeys();
+        });
+        p.ms.push(performance.now() - t0);
+        p.listed = ids.length;
+      } catch (err) {
+        p.error = `${err.message} after ${((performance.now() - t0) / 1000).toFixed(1)} s`;
+        say(`  GET /keys ${p === paths.direct ? 'direct' : 'through the gateway'} failed: ${p.error}`);
+      }
+    }
+  }
+  const [d, g] = [median(paths.direct.ms), median(paths.gateway.ms)];
+  const out = { directMs: d, gatewayMs: g, ratio: g / d, listed: paths.direct.listed ?? paths.gateway.listed };
+  if (paths.direct.error) out.directError = paths.direct.error;
+  if (paths.gateway.error) out.gatewayError = paths.gateway.error;
+  return out;
+}
+
+// ---- main ----------------------------------------------------------------------------------------
+
+/** Builds the sites, runs every size, tears everything down; resolves with one row per size. */
+async function measureAll() {
+  const dir = await mkdtemp(path.join(tmpdir(), 'nhr-scale-'));
+  const a = new Site('a', path.join(dir, 'a'));
+  const b = new Site('b', path.join(dir, 'b'));
+  const results = [];
+  let failed = false;
+  try {
+    for (const s of [a, b]) {
+      await mkdir(s.dir, { recursive: true, mode: 0o700 });
+      s.ports = { peer: await freePort(), gateway: await freePort() };
+    }
+    const caPem = await writeCerts(dir, [a, b]);
+    await Promise.all([a.startSim(), b.startSim()]);
+    await bootstrap(dir, a, b);
+    for (const [s, peer] of [[a, b], [b, a]]) await writeFile(s.configPath, configYaml(s, peer, YEARLY), { mode: 0o600 });
+    await a.daemon.start(/"msg":"daemon started"/);
+    await b.daemon.start(/"msg":"daemon started"/);
+    say(`sites up in ${dir}: sim a pid ${a.sim.pid}, sim b pid ${b.sim.pid}, daemon a pid ${a.daemon.pid}, daemon b pid ${b.daemon.pid}`);
+    await sync(b, 'alpha');
+    await sync(b, 'gamma');
+    await sync(a, 'beta');
+    await streaming([[b, 'alpha'], [b, 'gamma'], [a, 'beta']]);
+    const env = {
+      a,
+      b,
+      dir,
+      n: 0,
+      adminA: a.client('alpha~admin', PASS.nsAdmin, 16),
+      opA: a.client('alpha~operator', PASS.nsOperator, 1),
+      backupA: a.client('backup', PASS.backupUser, 1),
+      backupB: b.client('backup', PASS.backupUser, 1),
+      rootA: a.client(),
+      rootB: b.client(),
+      gw: { alpha: a.gatewayClient('alpha~admin', PASS.nsAdmin, caPem, 8), gamma: a.gatewayClient('gamma~admin', PASS.nsAdmin, caPem, 8) },
+      gwOpA: a.gatewayClient('alpha~operator', PASS.nsOperator, caPem, 1),
+      probeB: b.gatewayClient('beta~admin', PASS.nsAdmin, caPem, 1),
+    };
+    await env.probeB.importKey(BODIES[0], 'probe');
+    // Warm-up of the stream (transport keys known, pools and JIT warm): 20 imports through A's gateway, applied at B.
+    // The stream's reference: gamma at 1,000 keys (straight at A), synced to B.
+    const gammaAdmin = a.client('gamma~admin', PASS.nsAdmin, 16);
+    await pool(0, 1000, 16, (i) => gammaAdmin.importKey(BODIES[i % BODIES.length], keyId(i)));
+    await sync(b, 'gamma');
+    await streaming([[b, 'gamma']]);
+    for (const ns of ['gamma', 'alpha']) await streamRun(env, ns, 20, `warm${ns}`);
+    let filled = 0;
+    for (const n of SIZES) {
+      const byRestore = values.fill === 'restore' || (values.fill === 'auto' && n > 100_000);
+      const api = (from, to) => pool(from, to, 16, (i) => env.adminA.importKey(BODIES[i % BODIES.length], keyId(i)));
+      const fill = await timed(async () => {
+        if (!byRestore) return api(filled, n);
+        if (filled < 64) await api(filled, Math.min(n, 64));
+        if (n > 64) await fillByRestore(env, Math.max(filled, 64), n);
+      });
+      say(`n=${n}: filled ${n - filled} keys at A ${byRestore ? 'by a restore' : 'by the API'} in ${(fill.ms / 1000).toFixed(1)} s (${(((n - filled) * 1000) / fill.ms).toFixed(0)} keys/s)`);
+      filled = n;
+      env.n = n;
+      // B holds the namespace at this size before sync, stream or anti-entropy is measured (status and keys need not).
+      if (['sync', 'stream', 'ae'].some((p) => ONLY.has(p))) {
+        const warm = await timed(() => sync(b, 'alpha'));
+        say(`n=${n}: first sync at this size ${(warm.ms / 1000).toFixed(1)} s`);
+      }
+      const row = { n, fillKeysPerS: ((n - (results.at(-1)?.n ?? 0)) * 1000) / fill.ms };
+      if (ONLY.has('sync')) row.sync = await measureSync(env);
+      if (ONLY.has('stream')) {
+        row.stream = await measureStream(env);
+        say(`  stream: ${row.stream.msPerChange.toFixed(2)} ms per change, ${row.stream.ratio.toFixed(2)} × gamma's (1k keys)`);
+      }
+      if (ONLY.has('ae')) {
+        row.ae = await pausedAtB(env, 'gamma', () => measureAntiEntropy(env));
+        say(`  anti-entropy: ${row.ae.passS.toFixed(1)} s, ${row.ae.requestsPerKey.toFixed(2)} requests per key, found ${JSON.stringify(row.ae.found)}`);
+      }
+      if (ONLY.has('status')) row.status = await measureStatus(env);
+      if (ONLY.has('keys')) row.keys = await measureKeys(env);
+      row.rss = { a: rssOf(a.daemon.pid), b: rssOf(b.daemon.pid) };
+      results.push(row);
+    }
+  } catch (err) {
+    failed = true;
+    throw err;
+  } finally {
+    await a.close().catch((e) => say(`closing a: ${e.message}`));
+    await b.close().catch((e) => say(`closing b: ${e.message}`));
+    if (values.keep || failed) say(`kept ${dir} (configs, state, daemon.log and sim.log per site)`);
+    else await rm(dir, { recursive: true, force: true });
+  }
+  return results;
+}
+
+const machine = { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model ?? '?', memGB: Math.round(totalmem() / 2 ** 30) };
+// --from-json: the report of an earlier `--json` run (its own machine line), without measuring again.
+const saved = values['from-json'] ? JSON.parse(readFileSync(values['from-json'], 'utf8')) : undefined;
+const results = saved ? saved.results : await measureAll();
+
+// ---- report ----------------------------------------------------------------------------------------
+
+
+/** Figures fitted as y = a + b·n, by name → how to read them from a row. */
+const FIGURES = {
+  'raw s (backup A + backup B + restore B)': (r) => r.sync?.rawS,
+  'sync s': (r) => r.sync?.syncS,
+  'raw restore s': (r) => r.sync?.rawRestoreS,
+  'write hold (probe max) s': (r) => r.sync?.holdMaxS,
+  'anti-entropy pass s': (r) => (r.ae?.found.failed ? undefined : r.ae?.passS),
+  'anti-entropy device requests': (r) => (r.ae ? r.ae.requestsA + r.ae.requestsB : undefined),
+  'daemon B peak RSS in a pass MB': (r) => r.ae?.rssPeakB,
+  'GET /keys direct ms': (r) => r.keys?.directMs,
+  'GET /keys gateway ms': (r) => r.keys?.gatewayMs,
+};
+const models = {};
+for (const [name, get] of Object.entries(FIGURES)) {
+  const pts = results.map((r) => [r.n, get(r)]).filter(([, y]) => Number.isFinite(y));
+  if (new Set(pts.map(([x]) => x)).size < 2) continue;
+  const f = fitLinear(pts);
+  models[name] = { ...f, at1M: project(f, 1e6), at3M: project(f, 3e6) };
+}
+
+const shown = saved ?? { machine, rounds: ROUNDS, changes: CHANGES, latency: values.latency ?? null };
+if (values.json) {
+  process.stdout.write(JSON.stringify({ ...shown, sizes: results.map((r) => r.n), results, models }, null, 2) + '\n');
+} else {
+  const f1 = (v, d = 1) => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
+  const m = shown.machine;
+  console.log(`node ${m.node}, ${m.cpus} × ${m.cpu}, ${m.memGB} GB; simulators and daemons as separate processes on 127.0.0.1; simulator latency: ${shown.latency ?? 'none'}`);
+  console.log(`${shown.rounds} rounds of raw then sync, and of gamma then alpha streamed, per size (medians); ${shown.changes} streamed changes per run\n`);
+  console.log('| keys | sync s | raw s (bkp A + bkp B + restore B) | sync / raw | raw restore s | hold: probe max / p99 s | hold / raw restore | probe errors | stream ms/change | stream vs 1k (side by side) | AE pass s | AE requests/key | RSS MB A / B (AE peak) | status p50 / max ms | GET /keys direct / gateway ms | gw / direct |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of results) {
+    const s = r.sync;
+    const ae = r.ae;
+    console.log(
+      `| ${r.n} | ${f1(s?.syncS)} | ${f1(s?.rawS)} | ${f1(s?.ratio, 2)} | ${f1(s?.rawRestoreS, 2)} | ${s ? `${f1(s.holdMaxS, 2)} / ${f1(s.holdP99S, 2)}` : '–'} | ${f1(s?.holdRatio, 2)} | ${s?.probeFailures ?? '–'} | ` +
+        `${f1(r.stream?.msPerChange, 2)} | ${f1(r.stream?.ratio, 2)} | ${f1(ae?.passS)}${ae?.found.failed ? ' (failed)' : ''} | ${f1(ae?.requestsPerKey, 2)} | ` +
+        `${f1(r.rss.a.rss, 0)} / ${f1(r.rss.b.rss, 0)}${ae ? ` (${f1(ae.rssPeakA, 0)} / ${f1(ae.rssPeakB, 0)})` : ''} | ${r.status ? `${f1(r.status.p50)} / ${f1(r.status.max)}` : '–'} | ` +
+        `${r.keys ? `${r.keys.directError ? 'failed' : f1(r.keys.directMs)} / ${r.keys.gatewayError ? 'failed' : f1(r.keys.gatewayMs)}` : '–'} | ${f1(r.keys?.ratio, 2)} |`,
+    );
+  }
+  if (Object.keys(models).length > 0) {
+    console.log('\nmodel y = a + b·n (least squares over the sizes), projected:');
+    console.log('| figure | a | b per 1k keys | r² | at 1M | at 3M |');
+    console.log('|---|---|---|---|---|---|');
+    for (const [name, m] of Object.entries(models)) {
+      console.log(`| ${name} | ${m.a.toPrecision(3)} | ${(m.b * 1000).toPrecision(3)} | ${f1(m.r2, 3)} | ${m.at1M.toPrecision(3)} | ${m.at3M.toPrecision(3)} |`);
+    }
+  }
+}
