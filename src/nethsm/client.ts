@@ -273,12 +273,21 @@ export class NetHsmClient {
 
   /** The stored certificate bytes and their content type, or null when the key has none. Throws 404 when the key is missing. */
   async getCert(id: string): Promise<{ contentType: string; data: Buffer } | null> {
+    const cert = await this.readCert(id);
+    // The firmware answers 404 both for "no certificate" and "no key": tell them apart.
+    if (cert === null) await this.getKey(id);
+    return cert;
+  }
+
+  /**
+   * One request: the key's certificate, or null on 404, which means "no certificate" OR "no such key" (the firmware
+   * does not tell them apart). For callers that read the key itself anyway (inventories): one request fewer per key.
+   */
+  async readCert(id: string): Promise<{ contentType: string; data: Buffer } | null> {
     const path = `/keys/${enc(id)}/cert`;
     const res = await this.#send({ method: 'GET', path, accept: '*/*', expect: [200, 404] });
     if (res.statusCode === 404) {
       await res.body.dump();
-      // The firmware answers 404 both for "no certificate" and "no key": tell them apart.
-      await this.getKey(id);
       return null;
     }
     const data = await this.#transport.bytes(res, `GET ${path}`);
