@@ -219,7 +219,7 @@ export async function readRangeDigests(lines: AsyncIterable<string>, ctx: Ctx & 
     if (r.count > head.rangeSize) rd.fail(`has ${r.count} keys in one range, over the range size ${head.rangeSize}`);
     if (last && r.upTo !== null && compareIds(r.upTo, last.upTo!) <= 0) rd.fail('has a range bound not after the previous one');
     if (ranges.length >= MAX_RANGES) rd.fail(`makes more than ${MAX_RANGES} ranges`);
-    ranges.push(r);
+    ranges.push({ upTo: r.upTo, count: r.count, digest: r.digest });
     keys += r.count;
   }
   throw new PeerMessageInvalidError(`invalid inventory ranges: the answer ended after line ${rd.n} without its end line (truncated)`, ctx);

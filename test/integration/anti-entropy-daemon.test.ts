@@ -46,5 +46,18 @@ describe('anti-entropy run by the daemon over the peer API', () => {
     expect(err).toBeInstanceOf(PeerRefusedError);
     expect((err as PeerRefusedError).remoteCode).toBe('NHR_ERR_ROLE_NOT_PRIMARY');
     expect(await lab.site('a').daemon!.antiEntropy('alpha')).toBeUndefined();
+    const ranges = await lab.site('a').daemon!.ctx.peers.get('b')!.inventoryRanges('alpha', 16).catch((e: unknown) => e);
+    expect((ranges as PeerRefusedError).remoteCode).toBe('NHR_ERR_ROLE_NOT_PRIMARY');
+  });
+
+  it('refuses a malformed inventory request with 400, naming what is wrong', async () => {
+    const toA = lab.site('b').daemon!.ctx.peers.get('a')!;
+    const items = await toA.inventoryItems('alpha', [{ after: 'k2', upTo: 'k1' }]).catch((e: unknown) => e);
+    expect(items).toBeInstanceOf(PeerRefusedError);
+    expect((items as PeerRefusedError).status).toBe(400);
+    expect((items as Error).message).toMatch(/invalid items request: ranges\[0\]: after must come before upTo/);
+    const size = await toA.inventoryRanges('alpha', 0).catch((e: unknown) => e);
+    expect((size as PeerRefusedError).status).toBe(400);
+    expect((size as Error).message).toMatch(/size must be a whole number from 1 to 65536, got "0"/);
   });
 });

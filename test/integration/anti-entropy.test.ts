@@ -160,4 +160,33 @@ describe.each(['one answer', 'ranges'] as const)('anti-entropy between a primary
     expect(await atB.publicKeyPem('k-swap')).toBe(await atA.publicKeyPem('k-swap'));
     expect((await readInventory(atB, 'alpha')).digest).toBe((await readInventory(atA, 'alpha')).digest);
   });
+
+  it.runIf(kind === 'ranges')('never calls extra a key the primary created and the replica received after the primary read its ranges', async () => {
+    // The replica starts reading only once the primary's ranges are read and the key is at both sites (as the stream
+    // would carry it): the range holding it differs, and the primary's items, read after the replica's read, have it.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let first = true;
+    const limiter = { granted: 0, take: async () => (first ? ((first = false), gate) : undefined) };
+    const material = ed25519();
+    const src = rangeSource(atA, 3);
+    const r = await rangePass({
+      namespace: 'alpha',
+      replica: atB,
+      limiter,
+      primaryRanges: async () => {
+        const ranges = await src.primaryRanges();
+        await atA.importKey(material, 'k-late');
+        await atB.importKey(material, 'k-late');
+        release();
+        return ranges;
+      },
+      primaryItems: src.primaryItems,
+      fetchCert: (id) => atA.getCert(id),
+      setDrift: (c) => metrics.setDrift('alpha', c),
+    });
+    expect(r.rangesDiffering).toBe(1);
+    expect(r.diff).toEqual({ missing: [], extra: [], differs: [] });
+    expect(await atB.listKeys()).toContain('k-late');
+  });
 });
