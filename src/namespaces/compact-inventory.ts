@@ -10,7 +10,12 @@ import { compareIds } from './inventory-reader.js';
 
 export class CompactInventory {
   readonly ids: string[] = [];
-  #digests = Buffer.alloc(32 * 1024);
+  #digests: Buffer;
+
+  /** `capacity`: the number of keys expected (the listing's), so the digest buffer is allocated once. */
+  constructor(capacity = 1024) {
+    this.#digests = Buffer.alloc(32 * Math.max(1, capacity));
+  }
 
   get size(): number {
     return this.ids.length;

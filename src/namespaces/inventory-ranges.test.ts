@@ -6,6 +6,7 @@ import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fix
 import { CompactInventory } from './compact-inventory.js';
 import { inventoryItem, readInventory, type KeyInventoryItem } from './inventory.js';
 import {
+  DEFAULT_RANGE_SIZE,
   itemLines,
   MAX_INVENTORY_LINE_BYTES,
   MAX_ITEM_RANGES,
@@ -139,7 +140,7 @@ describe('parseItemsRequest and parseRangeSize', () => {
   });
 
   it('reads the range size, with a default', () => {
-    expect(parseRangeSize(null)).toBe(1024);
+    expect(parseRangeSize(null)).toBe(DEFAULT_RANGE_SIZE);
     expect(parseRangeSize('16')).toBe(16);
     for (const bad of ['0', '65537', 'ten', '1e3', '-1', '']) expect(() => parseRangeSize(bad)).toThrow(/size must be a whole number from 1 to 65536/);
   });

@@ -21,8 +21,12 @@ import type { Limiter } from '../util/rate-limiter.js';
 import { formatPath, itemSchema, type KeyInventoryItem } from './inventory.js';
 import { compareIds, listIds, readItems } from './inventory-reader.js';
 
-/** Ids per range unless the replica asks otherwise. */
-export const DEFAULT_RANGE_SIZE = 1024;
+/**
+ * Ids per range unless the replica asks otherwise. Small, because a range that differs costs the primary a re-read of
+ * its keys (the items answer): 64 keeps that to ~6 % more device requests with 0.1 % of keys drifted, spread out,
+ * while equal ranges still cost ~2 bytes a key on the wire (one ~130-byte line per 64 keys).
+ */
+export const DEFAULT_RANGE_SIZE = 64;
 export const MAX_RANGE_SIZE = 65_536;
 /** Ranges per items request: keeps the request body well under the peer API's 64 KiB. */
 export const MAX_ITEM_RANGES = 128;

@@ -54,9 +54,11 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
   const limiter = o.limiter ?? unlimited();
   const readOpts = { limiter, ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }) };
   const abort = new AbortController();
-  const local = new CompactInventory();
+  let local = new CompactInventory();
   const readLocal = async (): Promise<void> => {
-    for await (const item of readItems(o.replica, await listIds(o.replica, limiter), { ...readOpts, signal: abort.signal })) local.push(item);
+    const ids = await listIds(o.replica, limiter);
+    local = new CompactInventory(ids.length);
+    for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal })) local.push(item);
   };
   let primary: { ranges: RangeDigest[] };
   try {

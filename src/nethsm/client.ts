@@ -16,6 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import { InputInvalidError, NetHsmHttpError, NetHsmResponseInvalidError, OutputExistsError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { components } from './api-types.js';
+import { KeyListFormatError, KeyListParser } from './key-list-parser.js';
 import { contentTypeFor, newBoundary, restoreBody, twoPartBuffer } from './multipart.js';
 import { Transport, type CredentialLabel, type CredentialObserver, type RequestAuth, type RequestSpec } from './transport.js';
 import type { TlsTrust } from './tls-trust.js';
@@ -207,6 +208,25 @@ export class NetHsmClient {
         ? { method: 'GET', path: `/keys/${enc(opts.prefix)}*`, query: { label: opts.label }, expect: [200] }
         : { method: 'GET', path: '/keys', query: { filter: opts.filter, label: opts.label }, expect: [200] };
     return listOf(await this.#json(spec), 'id', `GET ${spec.path}`);
+  }
+
+  /**
+   * `GET /keys`, parsed as it arrives, ids only (KeyListParser): for namespaces of millions of keys, where listKeys
+   * would hold the whole answer and an object per key, and stops at the 64 MiB body limit. Throws
+   * NetHsmResponseInvalidError for a malformed answer, and what the transport throws.
+   */
+  async listKeyIds(): Promise<string[]> {
+    const operation = 'GET /keys';
+    const res = await this.#send({ method: 'GET', path: '/keys', expect: [200] });
+    const parser = new KeyListParser();
+    try {
+      for await (const chunk of res.body) parser.push(chunk as Buffer);
+      return parser.end();
+    } catch (err) {
+      res.body.destroy();
+      if (err instanceof KeyListFormatError) throw new NetHsmResponseInvalidError(err.message, { operation });
+      throw this.#transport.mapError(err, operation);
+    }
   }
 
   async getKey(id: string): Promise<PublicKey> {
