@@ -7,7 +7,7 @@
 export interface RateLimiterOptions {
   /** Average grants per second; must be > 0 (use `unlimited()` for none). */
   perSecond: number;
-  /** Largest burst; default `max(1, perSecond / 10)` (100 ms worth of grants). */
+  /** Largest burst; default 1: grants spread evenly, so paced reads never queue up in front of signing at a device. */
   burst?: number;
   /** Clock, for tests. */
   now?: () => number;
@@ -40,7 +40,7 @@ export class RateLimiter implements Limiter {
   constructor(o: RateLimiterOptions) {
     if (!(o.perSecond > 0) || !Number.isFinite(o.perSecond)) throw new RangeError(`perSecond must be a positive number, got ${o.perSecond}`);
     this.perSecond = o.perSecond;
-    this.burst = Math.max(1, o.burst ?? o.perSecond / 10);
+    this.burst = Math.max(1, o.burst ?? 1);
     this.#now = o.now ?? (() => performance.now());
     this.#tokens = this.burst;
     this.#last = this.#now();
