@@ -43,6 +43,8 @@ import { parseNamespaceInventory } from '../namespaces/inventory.js';
 import { DEFAULT_RANGE_SIZE, readItemLines, readRangeDigests } from '../namespaces/inventory-ranges.js';
 import { rangePass } from '../namespaces/range-pass.js';
 import { RateLimiter } from '../util/rate-limiter.js';
+import type { PeerClient } from '../peer/client.js';
+import type { NamespaceRow } from '../state/roles-repo.js';
 import {
   createDevice,
   createNetHsmClients,
@@ -97,6 +99,11 @@ export class Daemon {
   private readonly log: Logger;
   /** Paces anti-entropy's device reads at this site: its own passes and the inventories it serves (one budget). */
   private readonly antiEntropyLimiter: RateLimiter;
+  /**
+   * Namespaces with a pass running: a paced pass of a large namespace outlives the scheduler's 15-minute run bound
+   * (a million keys at 200 requests/s take hours), so a later tick must not start a second pass alongside.
+   */
+  private readonly antiEntropyRunning = new Set<string>();
   private readonly reloader: ConfigReloader | undefined;
   private startedAt = 0;
   private dirLock: StateDirLock | undefined;
@@ -397,7 +404,9 @@ export class Daemon {
    * the API can (tags, labels, certificates, replica-only keys), and take a snapshot for the rest. Both sites read at
    * once, without locks (reads only); the re-read of differing keys and the repair run inside the barrier (shared:
    * single-key writes) and the namespace's lock, so no sync or stream apply of the namespace runs alongside them.
-   * A primary without the range routes (an older version) gets the old one-answer pass. Returns what it found.
+   * A primary without the range routes (an older version) gets the old one-answer pass. Returns what it found;
+   * undefined when no pass runs here (not a replica, paused, primary or device unavailable, or a pass of the namespace
+   * still running).
    */
   async antiEntropy(namespace: string): Promise<AntiEntropyResult | undefined> {
     const { ctx } = this;
@@ -405,6 +414,20 @@ export class Daemon {
     if (!row || row.paused || row.role !== 'replica' || row.primarySite === ctx.site) return undefined;
     const peer = ctx.peers.get(row.primarySite);
     if (!peer || !ctx.monitor.available(row.primarySite) || !ctx.monitor.available(NETHSM_MEMBER)) return undefined;
+    if (this.antiEntropyRunning.has(namespace)) {
+      ctx.log.info({ namespace }, 'anti-entropy pass still running; this one skipped');
+      return undefined;
+    }
+    this.antiEntropyRunning.add(namespace);
+    try {
+      return await this.antiEntropyPass(namespace, row, peer);
+    } finally {
+      this.antiEntropyRunning.delete(namespace);
+    }
+  }
+
+  private async antiEntropyPass(namespace: string, row: NamespaceRow, peer: PeerClient): Promise<AntiEntropyResult> {
+    const { ctx } = this;
     const token = tokenOf(row, 'anti-entropy repair');
     const exclusive = <T>(fn: () => Promise<T>): Promise<T> => ctx.barrier.shared(() => ctx.applyLock(namespace).run(fn), { tokens: [token], wait: 'unbounded' });
     const common = {

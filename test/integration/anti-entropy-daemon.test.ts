@@ -41,6 +41,14 @@ describe('anti-entropy run by the daemon over the peer API', () => {
     expect(again?.diff).toEqual({ missing: [], extra: [], differs: [] });
   });
 
+  it('runs one pass of a namespace at a time: a call while one runs is skipped', async () => {
+    const b = lab.site('b').daemon!;
+    const [first, second] = await Promise.all([b.antiEntropy('alpha'), b.antiEntropy('alpha')]);
+    expect(first?.diff).toEqual({ missing: [], extra: [], differs: [] });
+    expect(second).toBeUndefined();
+    expect((await b.antiEntropy('alpha'))?.diff).toEqual({ missing: [], extra: [], differs: [] });
+  });
+
   it('serves inventories only where the namespace is primary', async () => {
     const err = await lab.site('a').daemon!.ctx.peers.get('b')!.inventory('alpha').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PeerRefusedError);
