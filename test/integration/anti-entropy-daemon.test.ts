@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PeerRefusedError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { readInventory } from '../../src/namespaces/inventory.js';
+import type { PeerHandlers } from '../../src/peer/server.js';
 import { use } from '../helpers/clients.js';
 
 describe('anti-entropy run by the daemon over the peer API', () => {
@@ -47,6 +48,24 @@ describe('anti-entropy run by the daemon over the peer API', () => {
     expect(first?.diff).toEqual({ missing: [], extra: [], differs: [] });
     expect(second).toBeUndefined();
     expect((await b.antiEntropy('alpha'))?.diff).toEqual({ missing: [], extra: [], differs: [] });
+  });
+
+  it('falls back to the one-answer pass against a primary that serves no inventory ranges (an older version)', async () => {
+    // An older primary's peer server has no range routes: it answers 404, as this one does without the handlers.
+    const handlers = (lab.site('a').daemon as unknown as { peerServer: { options: { handlers: PeerHandlers } } }).peerServer.options.handlers;
+    const { inventoryRanges, inventoryItems } = handlers;
+    delete handlers.inventoryRanges;
+    delete handlers.inventoryItems;
+    try {
+      await use(lab.site('b').client('alpha~replicator', LAB_PASSPHRASES.replicator), (c) => c.addKeyTag('k2', 'rogue'));
+      const r = await lab.site('b').daemon!.antiEntropy('alpha');
+      expect(r).not.toHaveProperty('ranges');
+      expect(r?.diff).toEqual({ missing: [], extra: [], differs: [{ id: 'k2', fields: ['tags'] }] });
+      expect(r?.repaired).toBe(1);
+    } finally {
+      Object.assign(handlers, { inventoryRanges, inventoryItems });
+    }
+    expect((await lab.site('b').daemon!.antiEntropy('alpha'))).toMatchObject({ ranges: 1, diff: { missing: [], extra: [], differs: [] } });
   });
 
   it('serves inventories only where the namespace is primary', async () => {
