@@ -42,7 +42,7 @@ import { antiEntropyPass, type AntiEntropyResult } from '../namespaces/antientro
 import { parseNamespaceInventory } from '../namespaces/inventory.js';
 import { DEFAULT_RANGE_SIZE, readItemLines, readRangeDigests } from '../namespaces/inventory-ranges.js';
 import { rangePass } from '../namespaces/range-pass.js';
-import { RateLimiter } from '../util/rate-limiter.js';
+import { countedLimiter, RateLimiter, type Limiter } from '../util/rate-limiter.js';
 import type { PeerClient } from '../peer/client.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
 import {
@@ -98,7 +98,7 @@ export class Daemon {
   private readonly gateway: GatewayServer | undefined;
   private readonly log: Logger;
   /** Paces anti-entropy's device reads at this site: its own passes and the inventories it serves (one budget). */
-  private readonly antiEntropyLimiter: RateLimiter;
+  private readonly antiEntropyLimiter: Limiter;
   /**
    * Namespaces with a pass running: a paced pass of a large namespace outlives the scheduler's 15-minute run bound
    * (a million keys at 200 requests/s take hours), so a later tick must not start a second pass alongside.
@@ -114,7 +114,6 @@ export class Daemon {
   constructor(private readonly options: DaemonOptions) {
     const { config, secrets } = options;
     this.log = options.logger ?? silentLogger;
-    this.antiEntropyLimiter = new RateLimiter({ perSecond: config.antiEntropy.maxRequestsPerSecond });
     const registry = options.registry ?? new Registry();
     const metrics = createReplicatorMetrics({ registry });
     const credentials = new CredentialHealth(this.log);
@@ -127,6 +126,7 @@ export class Daemon {
       ...(config.gateway ? { maxWaitMs: config.gateway.maxHoldMs, drainTimeoutMs: config.gateway.drainTimeoutMs } : {}),
       check: (token) => assertTokenCurrent((ns) => (store.isOpen ? store.roles.get(ns) : undefined), token),
     });
+    this.antiEntropyLimiter = countedLimiter(new RateLimiter({ perSecond: config.antiEntropy.maxRequestsPerSecond }), metrics.antiEntropyDeviceRequestsTotal);
     this.ctx = {
       config,
       site: config.site,

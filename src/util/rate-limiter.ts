@@ -108,3 +108,16 @@ export function unlimited(): Limiter {
     },
   };
 }
+
+/** `limiter`, with every grant counted on `counter` (a metric: what the device was asked for). */
+export function countedLimiter(limiter: Limiter, counter: { inc(): void }): Limiter {
+  return {
+    take: async (signal) => {
+      await limiter.take(signal);
+      counter.inc();
+    },
+    get granted() {
+      return limiter.granted;
+    },
+  };
+}

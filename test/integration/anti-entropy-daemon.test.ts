@@ -34,6 +34,8 @@ describe('anti-entropy run by the daemon over the peer API', () => {
     expect(r?.diff.differs.map((d) => d.id)).toEqual(['k1']);
     expect(r?.needsSnapshot).toBe(true);
     expect(await b.registry.metrics()).toMatch(/nethsm_replicator_drift_entries\{namespace="alpha",kind="missing"\} 1/);
+    // Both sites count the device requests of the pass: the replica its own reads, the primary what it served.
+    for (const site of [b, lab.site('a')]) expect(await site.registry.metrics()).toMatch(/\nnethsm_replicator_anti_entropy_device_requests_total [1-9]\d*\n/);
 
     const atA = await use(lab.site('a').nsOperator('alpha'), (c) => readInventory(c, 'alpha'));
     const atB = await use(b.nsOperator('alpha'), (c) => readInventory(c, 'alpha'));
