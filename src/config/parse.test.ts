@@ -287,8 +287,17 @@ describe('parseConfig: one rule at a time', () => {
   });
 
   it('schedules anti-entropy hourly by default and validates its cron expression', () => {
-    expect(parseConfig(toYaml(validConfigDoc()), {}).antiEntropy).toEqual({ schedule: '23 * * * *' });
+    expect(parseConfig(toYaml(validConfigDoc()), {}).antiEntropy).toEqual({ schedule: '23 * * * *', maxRequestsPerSecond: 200 });
     expectProblem((d) => (d.antiEntropy = { schedule: 'hourly' }), 'antiEntropy.schedule "hourly" is not a valid cron expression');
+  });
+
+  it('paces anti-entropy at antiEntropy.maxRequestsPerSecond, a whole number of at least 10', () => {
+    const doc = validConfigDoc();
+    doc.antiEntropy = { maxRequestsPerSecond: 50 };
+    expect(parseConfig(toYaml(doc), {}).antiEntropy).toEqual({ schedule: '23 * * * *', maxRequestsPerSecond: 50 });
+    expect(problemsOf((d) => (d.antiEntropy = { maxRequestsPerSecond: 5 }))).toEqual(['antiEntropy.maxRequestsPerSecond must be at least 10']);
+    expect(problemsOf((d) => (d.antiEntropy = { maxRequestsPerSecond: 'fast' }))).toEqual(['antiEntropy.maxRequestsPerSecond must be a whole number']);
+    expect(problemsOf((d) => (d.antiEntropy = { maxRequestsPerSecond: 12.5 }))).toEqual(['antiEntropy.maxRequestsPerSecond must be a whole number']);
   });
 
   it('requires unique peer names distinct from this site', () => {

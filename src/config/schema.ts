@@ -18,6 +18,13 @@ export const DEFAULT_HEALTH_LISTEN = '127.0.0.1:9810';
 export const DEFAULT_RETRY_INTERVAL = '60s';
 /** Anti-entropy once an hour, at minute 23 (away from the top of the hour, where schedules cluster). */
 export const DEFAULT_ANTI_ENTROPY_SCHEDULE = '23 * * * *';
+/**
+ * Device requests per second anti-entropy makes at this site (its own pass, and the inventory it serves replicas):
+ * two per key, so 100k keys take ~17 minutes at 200/s. The floor keeps a range of 1024 keys under the peer API's
+ * 5-minute idle limit (2048 requests at 10/s: ~3.4 minutes).
+ */
+export const DEFAULT_ANTI_ENTROPY_RATE = 200;
+export const MIN_ANTI_ENTROPY_RATE = 10;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /**
  * Stream defaults: 7 days or 1,000,000 changes per namespace, a heartbeat every 5 s; a catch-up gathers changes for
@@ -177,7 +184,11 @@ export interface ReplicatorConfig {
   };
   readonly logging: { readonly level: LogLevel };
   /** Anti-entropy passes at replicas: compare inventories with the primary, repair via the API, snapshot the rest. */
-  readonly antiEntropy: { readonly schedule: string };
+  readonly antiEntropy: {
+    readonly schedule: string;
+    /** Device requests per second of anti-entropy at this site (passes and the inventory served to replicas). */
+    readonly maxRequestsPerSecond: number;
+  };
   /** Needed by namespaces with `failover: automatic`; absent: every namespace fails over manually. */
   readonly etcd?: EtcdConfig;
 }
@@ -462,7 +473,14 @@ export function buildConfigSchema(opts: SchemaOptions) {
           catchupMaxChanges: DEFAULT_STREAM.catchupMaxChanges,
         }),
       logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).default({ level: 'info' }),
-      antiEntropy: z.strictObject({ schedule: cronExpression().default(DEFAULT_ANTI_ENTROPY_SCHEDULE) }).default({ schedule: DEFAULT_ANTI_ENTROPY_SCHEDULE }),
+      antiEntropy: z
+        .strictObject({
+          schedule: cronExpression().default(DEFAULT_ANTI_ENTROPY_SCHEDULE),
+          maxRequestsPerSecond: positiveInt
+            .pipe(z.number().min(MIN_ANTI_ENTROPY_RATE, `must be at least ${MIN_ANTI_ENTROPY_RATE}`))
+            .default(DEFAULT_ANTI_ENTROPY_RATE),
+        })
+        .default({ schedule: DEFAULT_ANTI_ENTROPY_SCHEDULE, maxRequestsPerSecond: DEFAULT_ANTI_ENTROPY_RATE }),
       etcd: etcd.optional(),
     })
     .transform((c): ReplicatorConfig => {

@@ -15,7 +15,7 @@ import { AdminServer } from '../admin/server.js';
 import type { ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { ConfigInvalidError, InternalError } from '../errors.js';
+import { ConfigInvalidError, InternalError, PeerRefusedError } from '../errors.js';
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
@@ -41,6 +41,11 @@ import { createAdminHandlers } from './admin-handlers.js';
 import { StreamService } from '../stream/service.js';
 import { antiEntropyPass, type AntiEntropyResult } from '../namespaces/antientropy.js';
 import { parseNamespaceInventory } from '../namespaces/inventory.js';
+import { DEFAULT_RANGE_SIZE, readItemLines, readRangeDigests } from '../namespaces/inventory-ranges.js';
+import { rangePass } from '../namespaces/range-pass.js';
+import { countedLimiter, RateLimiter, type Limiter } from '../util/rate-limiter.js';
+import type { PeerClient } from '../peer/client.js';
+import type { NamespaceRow } from '../state/roles-repo.js';
 import {
   createDevice,
   createNetHsmClients,
@@ -95,6 +100,13 @@ export class Daemon {
   private readonly scheduler: Scheduler;
   private readonly gateway: GatewayServer | undefined;
   private readonly log: Logger;
+  /** Paces anti-entropy's device reads at this site: its own passes and the inventories it serves (one budget). */
+  private readonly antiEntropyLimiter: Limiter;
+  /**
+   * Namespaces with a pass running: a paced pass of a large namespace outlives the scheduler's 15-minute run bound
+   * (a million keys at 200 requests/s take hours), so a later tick must not start a second pass alongside.
+   */
+  private readonly antiEntropyRunning = new Set<string>();
   private readonly reloader: ConfigReloader | undefined;
   private startedAt = 0;
   private dirLock: StateDirLock | undefined;
@@ -117,6 +129,7 @@ export class Daemon {
       ...(config.gateway ? { maxWaitMs: config.gateway.maxHoldMs, drainTimeoutMs: config.gateway.drainTimeoutMs } : {}),
       check: (token) => assertTokenCurrent((ns) => (store.isOpen ? store.roles.get(ns) : undefined), token),
     });
+    this.antiEntropyLimiter = countedLimiter(new RateLimiter({ perSecond: config.antiEntropy.maxRequestsPerSecond }), metrics.antiEntropyDeviceRequestsTotal);
     this.ctx = {
       config,
       site: config.site,
@@ -193,7 +206,7 @@ export class Daemon {
       port: config.peerApi.listen.port,
       tls: readPeerTlsSync(config.tls),
       peers: config.peers.map((p) => ({ name: p.name, ...(p.fingerprint256 ? { fingerprint256: p.fingerprint256 } : {}) })),
-      handlers: createPeerHandlers(this.ctx, this.failover, this.syncer, this.stream),
+      handlers: createPeerHandlers(this.ctx, this.failover, this.syncer, this.stream, this.antiEntropyLimiter),
       logger: this.log,
     });
     this.adminServer = new AdminServer({
@@ -401,9 +414,13 @@ export class Daemon {
   }
 
   /**
-   * One anti-entropy pass at a replica: compare the namespace's inventory with the primary's, repair what the API can
-   * (tags, labels, certificates, replica-only keys), and take a snapshot for the rest. Never overlaps a sync or a
-   * stream apply of the same namespace (barrier, then the namespace's lock). Returns what it found (tests, `status`).
+   * One anti-entropy pass at a replica: compare the namespace's inventory with the primary's by ranges, repair what
+   * the API can (tags, labels, certificates, replica-only keys), and take a snapshot for the rest. Both sites read at
+   * once, without locks (reads only); the re-read of differing keys and the repair run inside the barrier (shared:
+   * single-key writes) and the namespace's lock, so no sync or stream apply of the namespace runs alongside them.
+   * A primary without the range routes (an older version) gets the old one-answer pass. Returns what it found;
+   * undefined when no pass runs here (not a replica, paused, primary or device unavailable, or a pass of the namespace
+   * still running).
    */
   async antiEntropy(namespace: string): Promise<AntiEntropyResult | undefined> {
     const { ctx } = this;
@@ -411,22 +428,49 @@ export class Daemon {
     if (!row || row.paused || row.role !== 'replica' || row.primarySite === ctx.site) return undefined;
     const peer = ctx.peers.get(row.primarySite);
     if (!peer || !ctx.monitor.available(row.primarySite) || !ctx.monitor.available(NETHSM_MEMBER)) return undefined;
-    // Barrier (shared: repairs are single-key writes) then the namespace's lock, for the whole pass: the comparison
-    // and its repairs must see one state of the replica, with no stream change or snapshot in between.
+    if (this.antiEntropyRunning.has(namespace)) {
+      ctx.log.info({ namespace }, 'anti-entropy pass still running; this one skipped');
+      return undefined;
+    }
+    this.antiEntropyRunning.add(namespace);
+    try {
+      return await this.antiEntropyPass(namespace, row, peer);
+    } finally {
+      this.antiEntropyRunning.delete(namespace);
+    }
+  }
+
+  private async antiEntropyPass(namespace: string, row: NamespaceRow, peer: PeerClient): Promise<AntiEntropyResult> {
+    const { ctx } = this;
     const token = tokenOf(row, 'anti-entropy repair');
-    const result = await ctx.barrier.shared(
-      () =>
-        ctx.applyLock(namespace).run(() =>
-          antiEntropyPass({
-            namespace,
-            primary: async () => parseNamespaceInventory(await peer.inventory(namespace), { namespace, site: peer.name }),
-            replica: this.stream.client(namespace),
-            fetchCert: (id) => peer.certificate(namespace, id),
-            setDrift: (c) => ctx.metrics.setDrift(namespace, c),
-          }),
-        ),
-      { tokens: [token], wait: 'unbounded' },
-    );
+    const exclusive = <T>(fn: () => Promise<T>): Promise<T> => ctx.barrier.shared(() => ctx.applyLock(namespace).run(fn), { tokens: [token], wait: 'unbounded' });
+    const common = {
+      namespace,
+      replica: this.stream.client(namespace),
+      fetchCert: (id: string) => peer.certificate(namespace, id),
+      setDrift: (c: { missing: number; extra: number; differs: number }) => ctx.metrics.setDrift(namespace, c),
+    };
+    const site = { namespace, site: peer.name };
+    let result: AntiEntropyResult;
+    try {
+      result = await rangePass({
+        ...common,
+        limiter: this.antiEntropyLimiter,
+        exclusive,
+        primaryRanges: async (signal) => readRangeDigests(await peer.inventoryRanges(namespace, DEFAULT_RANGE_SIZE, { signal }), { ...site, rangeSize: DEFAULT_RANGE_SIZE }),
+        primaryItems: (ranges) => ({
+          [Symbol.asyncIterator]: async function* () {
+            yield* readItemLines(await peer.inventoryItems(namespace, ranges), ranges, site);
+          },
+        }),
+      });
+    } catch (err) {
+      if (!(err instanceof PeerRefusedError && err.status === 404 && err.remoteCode === 'NHR_ERR_PEER_MESSAGE_INVALID')) throw err;
+      ctx.log.warn({ namespace, peer: peer.name }, 'primary serves no inventory ranges (older version): one-answer anti-entropy pass');
+      result = await exclusive(() =>
+        antiEntropyPass({ ...common, primary: async () => parseNamespaceInventory(await peer.inventory(namespace), site) }),
+      );
+    }
     ctx.log.info(
       { namespace, missing: result.diff.missing.length, extra: result.diff.extra.length, differs: result.diff.differs.length, repaired: result.repaired, snapshot: result.needsSnapshot },
       'anti-entropy pass',

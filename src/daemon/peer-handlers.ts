@@ -10,6 +10,8 @@ import type { NamespaceView } from '../peer/messages.js';
 import { sealPassphraseProof } from '../peer/passphrase-check.js';
 import { PRODUCTION_SCRYPT } from '../backup/format.js';
 import { readInventory } from '../namespaces/inventory.js';
+import { itemLines, rangeDigestLines } from '../namespaces/inventory-ranges.js';
+import { unlimited, type Limiter } from '../util/rate-limiter.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { VERSION } from '../version.js';
@@ -22,7 +24,11 @@ export function namespaceViews(ctx: SiteContext): NamespaceView[] {
   return ctx.store.roles.list().map((r) => ({ namespace: r.namespace, role: r.role, epoch: r.epoch, primarySite: r.primarySite }));
 }
 
-export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer: NamespaceSync, stream: StreamService): PeerHandlers {
+/**
+ * `limiter` paces the device reads of the inventories this site serves (shared with its own anti-entropy passes, so
+ * the device sees at most `antiEntropy.maxRequestsPerSecond` of them in all).
+ */
+export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer: NamespaceSync, stream: StreamService, limiter: Limiter = unlimited()): PeerHandlers {
   return {
     transportKey: () => stream.publicTransportKey(),
 
@@ -33,6 +39,18 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
     inventory: async (_peer, namespace) => {
       assertPrimaryHere(ctx, namespace);
       return readInventory(stream.client(namespace), namespace);
+    },
+
+    inventoryRanges: async (peer, namespace, rangeSize, signal) => {
+      assertPrimaryHere(ctx, namespace);
+      ctx.log.info({ namespace, peer, rangeSize }, 'serving inventory ranges');
+      return rangeDigestLines(stream.client(namespace), namespace, rangeSize, { limiter, signal });
+    },
+
+    inventoryItems: async (peer, namespace, ranges, signal) => {
+      assertPrimaryHere(ctx, namespace);
+      ctx.log.info({ namespace, peer, ranges: ranges.length }, 'serving inventory items');
+      return itemLines(stream.client(namespace), namespace, ranges, { limiter, signal });
     },
 
     certificate: async (_peer, namespace, keyId) => {

@@ -143,6 +143,8 @@ export interface ReplicatorMetrics {
   readonly restoresTotal: Counter<'namespace' | 'outcome'>;
   /** Device backups the daemon took of its own NetHSM (snapshots, merges, verification); concurrent snapshots share one. */
   readonly deviceBackupsTotal: Counter;
+  /** Device requests anti-entropy made at this site (its passes and the inventories it served), each one paced. */
+  readonly antiEntropyDeviceRequestsTotal: Counter;
   readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
@@ -471,6 +473,11 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('drift_entries'),
       help: 'Entries that differ from the primary, found by the last verification or anti-entropy pass, by kind.',
       labelNames: ['namespace', 'kind'],
+      registers,
+    }),
+    antiEntropyDeviceRequestsTotal: new Counter({
+      name: name('anti_entropy_device_requests_total'),
+      help: 'Device requests anti-entropy made at this site (its passes and the inventories it served replicas), paced by antiEntropy.maxRequestsPerSecond.',
       registers,
     }),
     deviceBackupsTotal: new Counter({

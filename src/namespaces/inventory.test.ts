@@ -252,6 +252,18 @@ describe('readInventory against the simulator', () => {
     }
   });
 
+  it('reads each key with two device requests, counted at the simulator (the key is not read again on a certificate 404)', async () => {
+    const metrics = base.withAuth('metrics', 'metricsPassphrase');
+    const answered = async (): Promise<number> =>
+      Object.entries(await metrics.metrics())
+        .filter(([k]) => /^http response \d+$/.test(k))
+        .reduce((n, [, v]) => n + Number(v), 0);
+    const before = await answered();
+    const i = await readInventory(admin, 'ns1');
+    // The metrics request itself is counted after it was answered: +1.
+    expect((await answered()) - before).toBe(1 + 1 + 2 * i.keys.length);
+  });
+
   it('leaves out a key deleted while the inventory is read', async () => {
     await admin.importKey({ type: 'Curve25519', mechanisms: ['EdDSA_Signature'], private: { data: randomBytes(32).toString('base64') } }, 'vanishing');
     let deleted = false;

@@ -8,10 +8,11 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { NetHsmHttpError, NetHsmResponseInvalidError, PeerMessageInvalidError } from '../errors.js';
+import { NetHsmResponseInvalidError, PeerMessageInvalidError } from '../errors.js';
 import type { NetHsmClient, PublicKey } from '../nethsm/client.js';
 import { isValidId } from '../nethsm/ids.js';
 import { KEY_MECHANISMS } from '../nethsm/mechanisms.js';
+import { listIds, readItems } from './inventory-reader.js';
 
 /** One key as the API shows it: everything replication must carry, nothing secret. */
 export interface KeyInventoryItem {
@@ -54,6 +55,7 @@ export interface InventoryDiff {
   differs: { id: string; fields: InventoryField[] }[];
 }
 
+/** Cap of the old one-answer route only (one JSON string); the streamed ranges (`./inventory-ranges.ts`) have none. */
 export const MAX_INVENTORY_KEYS = 1_000_000;
 const MAX_TAGS = 4096;
 const MAX_MECHANISMS = 64;
@@ -138,45 +140,18 @@ export function inventoryItem(id: string, key: PublicKey, cert: { contentType: s
 /**
  * Reads the namespace's keys through the API with a client of that namespace (the replication account at a replica,
  * any Administrator or Operator of the namespace at the primary; a root account sees no namespaced key).
- * At most `concurrency` (default 8) keys are read at once. A key deleted while the inventory is read is left out; one
- * created meanwhile may be missing: the inventory is as of some moment during the read, per key.
+ * At most `concurrency` (default 8) keys are read at once, two requests per key (`./inventory-reader.ts`). A key deleted
+ * while the inventory is read is left out; one created meanwhile may be missing: the inventory is as of some moment
+ * during the read, per key. Holds every item in memory: the old one-answer route (`GET …/inventory`) and tests; the
+ * pass itself streams (`./inventory-ranges.ts`).
  * Throws what the client throws (NetHsmHttpError, NetHsmUnreachableError, …) and NetHsmResponseInvalidError.
  */
 export async function readInventory(client: NetHsmClient, namespace: string, opts: { concurrency?: number } = {}): Promise<NamespaceInventory> {
   const takenAt = Date.now();
-  const ids = [...new Set(await client.listKeys())].sort(compareCodeUnits);
-  const items = await mapLimit(ids, Math.max(1, opts.concurrency ?? 8), async (id) => {
-    try {
-      const key = await client.getKey(id);
-      const cert = await client.getCert(id);
-      return inventoryItem(id, key, cert);
-    } catch (err) {
-      if (err instanceof NetHsmHttpError && err.status === 404) return null; // deleted meanwhile
-      throw err;
-    }
-  });
-  const keys = items.filter((i): i is KeyInventoryItem => i !== null);
+  const ids = await listIds(client);
+  const keys: KeyInventoryItem[] = [];
+  for await (const item of readItems(client, ids, opts.concurrency === undefined ? {} : { concurrency: opts.concurrency })) keys.push(item);
   return { namespace, takenAt, keys, digest: inventoryDigest(keys) };
-}
-
-/** Runs `fn` over `items` with at most `limit` in flight; results in input order; the first rejection wins. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  let failed = false;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < items.length) {
-      const i = next++;
-      try {
-        out[i] = await fn(items[i]!);
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
 
 /**
@@ -233,7 +208,8 @@ function strictlyIncreasing<T>(xs: readonly T[], cmp: (a: T, b: T) => number): n
   return -1;
 }
 
-const itemSchema = z
+/** One item from a peer: strict, bounded, sorted fields, digest recomputed and checked. */
+export const itemSchema = z
   .strictObject({
     id: keyId,
     digest: hex64,
@@ -298,7 +274,7 @@ export function parseNamespaceInventory(input: unknown, context: { namespace?: s
   throw new PeerMessageInvalidError(`invalid namespace inventory: ${shown.join('; ')}${more}`, context);
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
+export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${String(p)}`;
   return out || '(root)';

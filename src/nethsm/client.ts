@@ -16,6 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import { InputInvalidError, NetHsmHttpError, NetHsmResponseInvalidError, OutputExistsError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { components } from './api-types.js';
+import { KeyListFormatError, KeyListParser } from './key-list-parser.js';
 import { contentTypeFor, newBoundary, restoreBody, twoPartBuffer } from './multipart.js';
 import { Transport, type CredentialLabel, type CredentialObserver, type RequestAuth, type RequestSpec } from './transport.js';
 import type { TlsTrust } from './tls-trust.js';
@@ -209,6 +210,25 @@ export class NetHsmClient {
     return listOf(await this.#json(spec), 'id', `GET ${spec.path}`);
   }
 
+  /**
+   * `GET /keys`, parsed as it arrives, ids only (KeyListParser): for namespaces of millions of keys, where listKeys
+   * would hold the whole answer and an object per key, and stops at the 64 MiB body limit. Throws
+   * NetHsmResponseInvalidError for a malformed answer, and what the transport throws.
+   */
+  async listKeyIds(): Promise<string[]> {
+    const operation = 'GET /keys';
+    const res = await this.#send({ method: 'GET', path: '/keys', expect: [200] });
+    const parser = new KeyListParser();
+    try {
+      for await (const chunk of res.body) parser.push(chunk as Buffer);
+      return parser.end();
+    } catch (err) {
+      res.body.destroy();
+      if (err instanceof KeyListFormatError) throw new NetHsmResponseInvalidError(err.message, { operation });
+      throw this.#transport.mapError(err, operation);
+    }
+  }
+
   async getKey(id: string): Promise<PublicKey> {
     const path = `/keys/${enc(id)}`;
     const body = objectOf(await this.#json({ method: 'GET', path, expect: [200] }), `GET ${path}`);
@@ -273,12 +293,21 @@ export class NetHsmClient {
 
   /** The stored certificate bytes and their content type, or null when the key has none. Throws 404 when the key is missing. */
   async getCert(id: string): Promise<{ contentType: string; data: Buffer } | null> {
+    const cert = await this.readCert(id);
+    // The firmware answers 404 both for "no certificate" and "no key": tell them apart.
+    if (cert === null) await this.getKey(id);
+    return cert;
+  }
+
+  /**
+   * One request: the key's certificate, or null on 404, which means "no certificate" OR "no such key" (the firmware
+   * does not tell them apart). For callers that read the key itself anyway (inventories): one request fewer per key.
+   */
+  async readCert(id: string): Promise<{ contentType: string; data: Buffer } | null> {
     const path = `/keys/${enc(id)}/cert`;
     const res = await this.#send({ method: 'GET', path, accept: '*/*', expect: [200, 404] });
     if (res.statusCode === 404) {
       await res.body.dump();
-      // The firmware answers 404 both for "no certificate" and "no key": tell them apart.
-      await this.getKey(id);
       return null;
     }
     const data = await this.#transport.bytes(res, `GET ${path}`);

@@ -11,6 +11,7 @@ import type { PeerCertificate } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
+import { MAX_INVENTORY_LINE_BYTES, type IdRange } from '../namespaces/inventory-ranges.js';
 import { ndjsonLines } from '../stream/lines.js';
 import { MAX_LINE_BYTES, NO_LOG_PARAM, formatPosition } from '../stream/protocol.js';
 import { transportKeyInfoSchema, type TransportKeyInfo } from '../stream/transport-key.js';
@@ -45,6 +46,8 @@ const SNAPSHOT_HEADERS_MS = 30 * 60_000;
  * for longer than this.
  */
 const FILE_BODY_IDLE_MS = 5 * 60_000;
+/** A primary sends an inventory range line per range read (~1024 keys, rate-limited): longer silence is a stall. */
+const INVENTORY_IDLE_MS = 5 * 60_000;
 
 export class PeerClient {
   readonly name: string;
@@ -219,6 +222,56 @@ export class PeerClient {
       } catch (cause) {
         if (cause instanceof PeerMessageInvalidError) throw cause;
         throw new PeerUnreachableError(`change stream of ${namespace} from ${site} broke off: ${(cause as Error).message}`, { cause, site, namespace });
+      } finally {
+        res.body.destroy();
+      }
+    })();
+  }
+
+  /**
+   * Opens the primary's range digests of the namespace (src/namespaces/inventory-ranges.ts): raw NDJSON lines, each
+   * at most MAX_INVENTORY_LINE_BYTES, validated by the caller with readRangeDigests. The primary reads its device as
+   * it sends, so the answer may take long; a pause of `idleTimeoutMs` between lines counts as a broken transfer.
+   * Throws PeerRefusedError (404 from a peer without the route: use the old `inventory`), PeerUnreachableError.
+   */
+  async inventoryRanges(namespace: string, rangeSize: number, opts: { signal?: AbortSignal; idleTimeoutMs?: number } = {}): Promise<AsyncIterable<string>> {
+    return this.ndjson('GET', `/namespaces/${encodeURIComponent(namespace)}/inventory/ranges?size=${rangeSize}`, undefined, namespace, opts);
+  }
+
+  /** Opens the primary's items inside `ranges` (at most MAX_ITEM_RANGES), validated by the caller with readItemLines. */
+  async inventoryItems(namespace: string, ranges: readonly IdRange[], opts: { signal?: AbortSignal; idleTimeoutMs?: number } = {}): Promise<AsyncIterable<string>> {
+    return this.ndjson('POST', `/namespaces/${encodeURIComponent(namespace)}/inventory/items`, { ranges }, namespace, opts);
+  }
+
+  private async ndjson(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    namespace: string,
+    opts: { signal?: AbortSignal; idleTimeoutMs?: number },
+  ): Promise<AsyncIterable<string>> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(this.base + path, {
+        method,
+        dispatcher: this.agent,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: opts.idleTimeoutMs ?? INVENTORY_IDLE_MS,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+    } catch (cause) {
+      throw connectError(cause, this.name);
+    }
+    if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
+    const site = this.name;
+    return (async function* () {
+      try {
+        yield* ndjsonLines(res.body, MAX_INVENTORY_LINE_BYTES, site);
+      } catch (cause) {
+        if (cause instanceof PeerMessageInvalidError) throw cause;
+        throw new PeerUnreachableError(`${method} ${path} from ${site} broke off: ${(cause as Error).message}`, { cause, site, namespace });
       } finally {
         res.body.destroy();
       }

@@ -10,7 +10,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import type { z } from 'zod';
-import { NhrError } from '../errors.js';
+import { NhrError, PeerMessageInvalidError } from '../errors.js';
+import { parseItemsRequest, parseRangeSize, type IdRange } from '../namespaces/inventory-ranges.js';
 import { silentLogger, type Logger } from '../log.js';
 import { NO_LOG_PARAM, parseLogParam, parsePosition } from '../stream/protocol.js';
 import type { TransportKeyInfo } from '../stream/transport-key.js';
@@ -44,6 +45,13 @@ export interface PeerHandlers {
   transportKey?(peer: string): Promise<TransportKeyInfo>;
   /** The namespace's inventory (anti-entropy); only its primary answers. */
   inventory?(peer: string, namespace: string): Promise<unknown>;
+  /**
+   * The namespace's range digests (anti-entropy, src/namespaces/inventory-ranges.ts): NDJSON lines without their
+   * newline, read from the device as they are sent. Only its primary answers (throws before the first line otherwise).
+   */
+  inventoryRanges?(peer: string, namespace: string, rangeSize: number, signal: AbortSignal): Promise<AsyncIterable<string>>;
+  /** The namespace's items inside `ranges` (validated by the server), as NDJSON lines; only its primary answers. */
+  inventoryItems?(peer: string, namespace: string, ranges: IdRange[], signal: AbortSignal): Promise<AsyncIterable<string>>;
   /** One key's certificate at the primary (anti-entropy repairs), or null when it has none. */
   certificate?(peer: string, namespace: string, keyId: string): Promise<{ contentType: string; data: Buffer } | null>;
   /**
@@ -196,30 +204,30 @@ export class PeerServer {
     if (!log.ok) throw new BadRequest(400, `log must be a change log id (a UUID) or ${NO_LOG_PARAM}`);
     const changes = this.options.handlers.changes;
     if (!changes) throw new BadRequest(404, 'this site serves no change stream');
-    const abort = new AbortController();
-    const onClose = () => abort.abort();
-    res.on('close', onClose);
-    try {
-      const lines = await changes.call(this.options.handlers, peer, ns, after, abort.signal, log.log);
-      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
-      res.flushHeaders();
-      for await (const line of lines) {
-        if (abort.signal.aborted) break;
-        if (!res.write(line + '\n')) await new Promise<void>((resolve) => {
-          const done = () => (res.off('drain', done), res.off('close', done), resolve());
-          res.on('drain', done);
-          res.on('close', done);
-        });
-      }
-      if (!res.destroyed) res.end();
-    } finally {
-      abort.abort();
-      res.off('close', onClose);
-    }
+    return streamLines(res, (signal) => changes.call(this.options.handlers, peer, ns, after, signal, log.log));
   }
 
   private async route(peer: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'https://peer').pathname;
+    const h = this.options.handlers;
+    const inv = /^\/peer\/v1\/namespaces\/([^/]+)\/inventory\/(ranges|items)$/.exec(path);
+    if (inv) {
+      const ns = parse(namespaceIdSchema, decodeURIComponent(inv[1]!), 'namespace');
+      if (inv[2] === 'ranges') {
+        method(req, 'GET');
+        if (!h.inventoryRanges) throw new BadRequest(404, 'this site serves no inventory ranges');
+        const size = asBadRequest(() => parseRangeSize(new URL(req.url ?? '/', 'https://peer').searchParams.get('size')));
+        return streamLines(res, (signal) => h.inventoryRanges!(peer, ns, size, signal));
+      }
+      method(req, 'POST');
+      if (!h.inventoryItems) throw new BadRequest(404, 'this site serves no inventory items');
+      const body = await readJson(req);
+      const ranges = asBadRequest(() => parseItemsRequest(body));
+      return streamLines(res, (signal) => h.inventoryItems!(peer, ns, ranges, signal));
+    }
+    return this.routeRest(peer, req, res, path);
+  }
+  private async routeRest(peer: string, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const h = this.options.handlers;
     if (path === `${PEER_API_PREFIX}/status`) {
       method(req, 'GET');
@@ -290,6 +298,42 @@ export class PeerServer {
     if (m[2] === 'epoch') return sendJson(res, 200, await h.announceEpoch(peer, ns, parse(epochAnnouncementSchema, body, 'body')));
     if (m[2] === 'sync') return sendJson(res, 200, await h.requestSync(peer, ns));
     return sendJson(res, 200, await h.handoff(peer, ns, parse(handoffRequestSchema, body, 'body')));
+  }
+}
+
+/**
+ * A long-lived NDJSON response; ends when the lines end or the peer goes away (`signal` aborts). An error before the
+ * first line is answered as usual (by the caller); after it, the connection is cut, so the peer sees a truncated answer.
+ */
+async function streamLines(res: ServerResponse, open: (signal: AbortSignal) => Promise<AsyncIterable<string>>): Promise<void> {
+  const abort = new AbortController();
+  const onClose = () => abort.abort();
+  res.on('close', onClose);
+  try {
+    const lines = await open(abort.signal);
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
+    res.flushHeaders();
+    for await (const line of lines) {
+      if (abort.signal.aborted) break;
+      if (!res.write(line + '\n')) await new Promise<void>((resolve) => {
+        const done = () => (res.off('drain', done), res.off('close', done), resolve());
+        res.on('drain', done);
+        res.on('close', done);
+      });
+    }
+    if (!res.destroyed) res.end();
+  } finally {
+    abort.abort();
+    res.off('close', onClose);
+  }
+}
+
+function asBadRequest<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof PeerMessageInvalidError) throw new BadRequest(400, err.message);
+    throw err;
   }
 }
 

@@ -1,0 +1,76 @@
+/**
+ * Reads a namespace's keys from a NetHSM as inventory items, streamed in id order: at most `concurrency` keys in
+ * flight, every device request paced by a limiter, nothing but the window in memory. Two requests per key
+ * (`GET /keys/{id}/cert`, then `GET /keys/{id}`): the firmware answers 404 to the first both for "no certificate" and
+ * "no such key", and the second tells them apart (404: the key was deleted meanwhile, and is left out).
+ */
+import { NetHsmHttpError } from '../errors.js';
+import type { NetHsmClient } from '../nethsm/client.js';
+import type { Limiter } from '../util/rate-limiter.js';
+import { unlimited } from '../util/rate-limiter.js';
+import { inventoryItem, type KeyInventoryItem } from './inventory.js';
+
+export interface ReadItemsOptions {
+  /** Keys read at once; default 8. */
+  concurrency?: number;
+  /** Paces every device request; default: none. */
+  limiter?: Limiter;
+  signal?: AbortSignal;
+}
+
+/** The code unit order inventories are sorted in (byte order for valid ids). */
+export function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The namespace's key ids, sorted and unique: one device request, parsed as it arrives (ids only). */
+export async function listIds(client: NetHsmClient, limiter: Limiter = unlimited()): Promise<string[]> {
+  await limiter.take();
+  const ids = await client.listKeyIds();
+  // The firmware sends them sorted: check in place instead of copying a million ids into a Set and sorting.
+  let sorted = true;
+  for (let i = 1; i < ids.length && sorted; i++) sorted = compareIds(ids[i - 1]!, ids[i]!) < 0;
+  return sorted ? ids : [...new Set(ids)].sort(compareIds);
+}
+
+/**
+ * One key's item, or null when the key does not exist (any more). Throws what the client throws (other than that
+ * 404) and NetHsmResponseInvalidError for a malformed key answer.
+ */
+export async function readItem(client: NetHsmClient, id: string, limiter: Limiter = unlimited(), signal?: AbortSignal): Promise<KeyInventoryItem | null> {
+  try {
+    await limiter.take(signal);
+    const cert = await client.readCert(id);
+    await limiter.take(signal);
+    const key = await client.getKey(id);
+    return inventoryItem(id, key, cert);
+  } catch (err) {
+    if (err instanceof NetHsmHttpError && err.status === 404) return null;
+    throw err;
+  }
+}
+
+/**
+ * The items of `ids` (sorted), in that order, skipping keys that no longer exist. The window of reads in flight
+ * is bounded by `concurrency`; a consumer that stops early (return/throw) stops the reads. The first read error is
+ * thrown when its item's turn comes.
+ */
+export async function* readItems(client: NetHsmClient, ids: readonly string[], o: ReadItemsOptions = {}): AsyncGenerator<KeyInventoryItem> {
+  const limit = Math.max(1, o.concurrency ?? 8);
+  const limiter = o.limiter ?? unlimited();
+  const window: Promise<KeyInventoryItem | null>[] = [];
+  let next = 0;
+  const fill = (): void => {
+    while (window.length < limit && next < ids.length) {
+      const p = readItem(client, ids[next++]!, limiter, o.signal);
+      p.catch(() => undefined); // observed when its turn comes; no unhandled rejection meanwhile
+      window.push(p);
+    }
+  };
+  fill();
+  while (window.length > 0) {
+    const item = await window.shift()!;
+    fill();
+    if (item) yield item;
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * One anti-entropy pass by ranges, at a replica (docs/anti-entropy.md, "Streamed ranges"):
+ *
+ * 1. Both sites read at once: the replica reads its own keys into a CompactInventory while the primary streams the
+ *    digests of its ranges. No key crosses the wire for a range whose digests agree.
+ * 2. For the ranges that differ, the replica asks the primary for their items. That request starts only after the
+ *    replica's own read has ended, so a key the primary created and streamed to the replica before the replica read
+ *    it is in the primary's answer: a key is called *extra* (and deleted) only if the primary lacks it in a read that
+ *    began after the replica saw it. Missing and differing keys are likewise judged against the primary's newer read.
+ * 3. Inside `exclusive` (the caller's barrier and namespace lock, so no stream apply or restore runs meanwhile) the
+ *    replica re-reads its keys that differ, plans the repair (antientropy.ts) and applies it.
+ *
+ * Memory: the replica's ids and digests (CompactInventory), the primary's range digests, and the items of keys that
+ * differ, at most MAX_DIFFERS_HELD of them per pass (beyond that they are counted, and repaired by later passes).
+ */
+import type { NetHsmClient } from '../nethsm/client.js';
+import { unlimited, type Limiter } from '../util/rate-limiter.js';
+import { applyRepair, planRepair, type AntiEntropyResult, type CertFetcher } from './antientropy.js';
+import { CompactInventory } from './compact-inventory.js';
+import { diffInventories, inventoryDigest, type InventoryDiff, type KeyInventoryItem, type NamespaceInventory } from './inventory.js';
+import { MAX_ITEM_RANGES, type IdRange, type RangeDigest } from './inventory-ranges.js';
+import { compareIds, listIds, readItems } from './inventory-reader.js';
+
+/** Differing keys whose items one pass holds and repairs. */
+export const MAX_DIFFERS_HELD = 10_000;
+
+export interface RangePassOptions {
+  namespace: string;
+  /** A client of the replica's NetHSM as the namespace's replication account. */
+  replica: NetHsmClient;
+  /** The primary's range digests, validated (PeerClient.inventoryRanges + readRangeDigests). */
+  primaryRanges: (signal: AbortSignal) => Promise<{ ranges: RangeDigest[] }>;
+  /** The primary's items inside `ranges`, validated as they arrive (PeerClient.inventoryItems + readItemLines). */
+  primaryItems: (ranges: IdRange[]) => AsyncIterable<KeyInventoryItem>;
+  fetchCert: CertFetcher;
+  setDrift: (c: { missing: number; extra: number; differs: number }) => void;
+  /** Runs the re-read and repair with no stream apply or restore of the namespace alongside; default: just runs it. */
+  exclusive?: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** Paces the replica's device requests. */
+  limiter?: Limiter;
+  concurrency?: number;
+}
+
+export interface RangePassResult extends AntiEntropyResult {
+  /** Ranges compared, and how many differed (and had their items sent). */
+  ranges: number;
+  rangesDiffering: number;
+  /** Differing keys over MAX_DIFFERS_HELD: counted in the drift, repaired by a later pass. */
+  deferred: number;
+}
+
+/** Runs one pass; throws what the reads throw (device, peer) and retryable errors of the repair. */
+export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
+  const limiter = o.limiter ?? unlimited();
+  const readOpts = { limiter, ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }) };
+  const abort = new AbortController();
+  let local = new CompactInventory();
+  const readLocal = async (): Promise<void> => {
+    const ids = await listIds(o.replica, limiter);
+    local = new CompactInventory(ids.length);
+    for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal })) local.push(item);
+  };
+  let primary: { ranges: RangeDigest[] };
+  try {
+    [primary] = await Promise.all([o.primaryRanges(abort.signal), readLocal()]);
+  } catch (err) {
+    abort.abort(err);
+    throw err;
+  }
+  const differing = differingRanges(primary.ranges, local);
+  const found = await compareItems(o, differing, local);
+  return (o.exclusive ?? ((fn) => fn()))(async () => {
+    const replicaItems: KeyInventoryItem[] = [];
+    for await (const item of readItems(o.replica, found.candidates.map((c) => c.id), readOpts)) replicaItems.push(item);
+    const primaryInv = partial(o.namespace, found.candidates);
+    const replicaInv = partial(o.namespace, replicaItems);
+    const again = diffInventories(primaryInv, replicaInv);
+    const diff: InventoryDiff = { missing: mergeSorted(found.missing, again.missing), extra: found.extra, differs: again.differs };
+    o.setDrift({ missing: diff.missing.length, extra: diff.extra.length, differs: diff.differs.length + found.deferred });
+    const plan = planRepair(diff, primaryInv, replicaInv);
+    const res = plan.viaApi.length > 0 ? await applyRepair(plan, o.replica, o.fetchCert) : { applied: 0 };
+    return {
+      diff,
+      plan,
+      repaired: res.applied,
+      needsSnapshot: plan.needsSnapshot,
+      ...('failed' in res && res.failed ? { failed: res.failed } : {}),
+      ranges: primary.ranges.length,
+      rangesDiffering: differing.length,
+      deferred: found.deferred,
+    };
+  });
+}
+
+/** The primary's ranges whose count or digest differ at the replica, as id ranges. */
+function differingRanges(ranges: readonly RangeDigest[], local: CompactInventory): IdRange[] {
+  const out: IdRange[] = [];
+  let after: string | null = null;
+  for (const r of ranges) {
+    const range: IdRange = { after, upTo: r.upTo };
+    const [from, to] = local.indices(range);
+    if (to - from !== r.count || local.digestOf(from, to) !== r.digest) out.push(range);
+    after = r.upTo;
+  }
+  return out;
+}
+
+interface Found {
+  missing: string[];
+  extra: string[];
+  /** The primary's items of keys at both sites whose digests differ (at most MAX_DIFFERS_HELD). */
+  candidates: KeyInventoryItem[];
+  deferred: number;
+}
+
+/** Merges the primary's items of the differing ranges with the replica's ids there, batch by batch. */
+async function compareItems(o: RangePassOptions, ranges: readonly IdRange[], local: CompactInventory): Promise<Found> {
+  const found: Found = { missing: [], extra: [], candidates: [], deferred: 0 };
+  for (let b = 0; b < ranges.length; b += MAX_ITEM_RANGES) {
+    const batch = ranges.slice(b, b + MAX_ITEM_RANGES);
+    const mine = batch.flatMap((r) => {
+      const [from, to] = local.indices(r);
+      return Array.from({ length: to - from }, (_, k) => from + k);
+    });
+    let j = 0;
+    for await (const p of o.primaryItems(batch)) {
+      while (j < mine.length && compareIds(local.ids[mine[j]!]!, p.id) < 0) found.extra.push(local.ids[mine[j++]!]!);
+      if (j < mine.length && local.ids[mine[j]!] === p.id) {
+        if (local.digestAt(mine[j]!) !== p.digest) {
+          if (found.candidates.length < MAX_DIFFERS_HELD) found.candidates.push(p);
+          else found.deferred++;
+        }
+        j++;
+      } else {
+        found.missing.push(p.id);
+      }
+    }
+    while (j < mine.length) found.extra.push(local.ids[mine[j++]!]!);
+  }
+  return found;
+}
+
+function partial(namespace: string, keys: KeyInventoryItem[]): NamespaceInventory {
+  return { namespace, takenAt: Date.now(), keys, digest: inventoryDigest(keys) };
+}
+
+function mergeSorted(a: string[], b: string[]): string[] {
+  if (b.length === 0) return a;
+  return [...a, ...b].sort(compareIds);
+}
