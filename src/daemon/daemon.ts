@@ -449,6 +449,7 @@ export class Daemon {
       replica: this.stream.client(namespace),
       fetchCert: (id: string) => peer.certificate(namespace, id),
       setDrift: (c: { missing: number; extra: number; differs: number }) => ctx.metrics.setDrift(namespace, c),
+      knownKey: (id: string) => ctx.store.applied.knowsKey(namespace, id) || ctx.store.changelog.knowsKey(namespace, id),
     };
     const site = { namespace, site: peer.name };
     let result: AntiEntropyResult;

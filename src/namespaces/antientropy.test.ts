@@ -72,6 +72,16 @@ describe('planRepair', () => {
     expect(p.needsSnapshot).toBe(false);
   });
 
+  it('deletes only the extra keys replication wrote; one it never wrote waits for a snapshot, which saves it first', () => {
+    const extra = { missing: [], extra: ['mine', 'rogue'], differs: [] };
+    const p = planRepair(extra, inv([]), inv([item('mine'), item('rogue')]), (id) => id === 'mine');
+    expect(p.viaApi).toEqual([{ kind: 'delete-extra', id: 'mine' }]);
+    expect(p.needsSnapshot).toBe(true);
+    expect(p.reasons).toEqual([
+      '1 key(s) at the replica that replication never wrote (written straight to its NetHSM?), saved to quarantine by the snapshot before it removes them: rogue',
+    ]);
+  });
+
   it('asks for a snapshot for missing keys and keys whose material, type or mechanisms differ, and still repairs their tags', () => {
     const other = { data: Buffer.alloc(32, 2).toString('base64') };
     const p = plan(

@@ -41,16 +41,24 @@ function listIds(ids: readonly string[]): string {
  * only at the replica are deleted first; per key, tags are added before any is removed (a key whose last tag goes is
  * usable by every Operator of the namespace); a certificate that differs is removed, then set. Tags, labels and
  * certificates are repaired even on keys that also wait for a snapshot, because tags restrict who may use the key.
+ * Keys only at the replica are deleted through the API only when `knownKey` says replication wrote them (a change
+ * this site applied or logged names them; absent: every key is taken as replication's): one it never wrote was written
+ * straight to the replica's NetHSM, and deleting it would lose it. For those the plan asks for a snapshot, whose
+ * restore saves them to quarantine first (src/replicator/foreign.ts).
  * Throws InputInvalidError when the three arguments do not belong together (namespace, or an id in `diff` unknown).
  */
-export function planRepair(diff: InventoryDiff, primary: NamespaceInventory, replica: NamespaceInventory): RepairPlan {
+export function planRepair(diff: InventoryDiff, primary: NamespaceInventory, replica: NamespaceInventory, knownKey?: (id: string) => boolean): RepairPlan {
   if (primary.namespace !== replica.namespace) {
     throw new InputInvalidError(`inventories of different namespaces: ${primary.namespace} and ${replica.namespace}`, { namespace: replica.namespace });
   }
   const atPrimary = new Map(primary.keys.map((k) => [k.id, k]));
   const atReplica = new Map(replica.keys.map((k) => [k.id, k]));
-  const viaApi: RepairStep[] = diff.extra.map((id) => ({ kind: 'delete-extra', id }));
+  const foreign = knownKey ? diff.extra.filter((id) => !knownKey(id)) : [];
+  const viaApi: RepairStep[] = diff.extra.filter((id) => !knownKey || knownKey(id)).map((id) => ({ kind: 'delete-extra', id }));
   const reasons: string[] = [];
+  if (foreign.length > 0) {
+    reasons.push(`${foreign.length} key(s) at the replica that replication never wrote (written straight to its NetHSM?), saved to quarantine by the snapshot before it removes them: ${listIds(foreign)}`);
+  }
   if (diff.missing.length > 0) reasons.push(`${diff.missing.length} key(s) missing at the replica: ${listIds(diff.missing)}`);
   const material: string[] = [];
   const certTypes: string[] = [];
@@ -156,6 +164,8 @@ export interface AntiEntropyPassOptions {
   replica: NetHsmClient;
   fetchCert: CertFetcher;
   setDrift: (c: { missing: number; extra: number; differs: number }) => void;
+  /** Whether replication wrote this key id of the namespace here (planRepair: extras it never wrote are not deleted). */
+  knownKey?: (id: string) => boolean;
   concurrency?: number;
 }
 
@@ -186,7 +196,7 @@ export async function antiEntropyPass(o: AntiEntropyPassOptions): Promise<AntiEn
   }
   const diff = diffInventories(primaryInv, replicaInv);
   o.setDrift({ missing: diff.missing.length, extra: diff.extra.length, differs: diff.differs.length });
-  const plan = planRepair(diff, primaryInv, replicaInv);
+  const plan = planRepair(diff, primaryInv, replicaInv, o.knownKey);
   const res = plan.viaApi.length > 0 ? await applyRepair(plan, o.replica, o.fetchCert) : { applied: 0 };
   return { diff, plan, repaired: res.applied, needsSnapshot: plan.needsSnapshot, ...('failed' in res && res.failed ? { failed: res.failed } : {}) };
 }

@@ -34,6 +34,8 @@ export interface RangePassOptions {
   primaryItems: (ranges: IdRange[]) => AsyncIterable<KeyInventoryItem>;
   fetchCert: CertFetcher;
   setDrift: (c: { missing: number; extra: number; differs: number }) => void;
+  /** Whether replication wrote this key id of the namespace here (planRepair: extras it never wrote are not deleted). */
+  knownKey?: (id: string) => boolean;
   /** Runs the re-read and repair with no stream apply or restore of the namespace alongside; default: just runs it. */
   exclusive?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** Paces the replica's device requests. */
@@ -77,7 +79,7 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
     const again = diffInventories(primaryInv, replicaInv);
     const diff: InventoryDiff = { missing: mergeSorted(found.missing, again.missing), extra: found.extra, differs: again.differs };
     o.setDrift({ missing: diff.missing.length, extra: diff.extra.length, differs: diff.differs.length + found.deferred });
-    const plan = planRepair(diff, primaryInv, replicaInv);
+    const plan = planRepair(diff, primaryInv, replicaInv, o.knownKey);
     const res = plan.viaApi.length > 0 ? await applyRepair(plan, o.replica, o.fetchCert) : { applied: 0 };
     return {
       diff,

@@ -161,4 +161,28 @@ describe('foreign writes at a replica', () => {
     const r = await b.daemon!.syncer.sync('alpha', { actor: 'test' });
     expect(r).toMatchObject({ outcome: 'applied', quarantinedKeys: ['foreign-2'] });
   });
+
+  it('anti-entropy deletes a key the primary deleted, but leaves one written straight to the replica to a snapshot, which saves it first', async () => {
+    const a = lab.site('a');
+    const b = lab.site('b');
+    const gw = a.gatewayClient('beta~admin', LAB_PASSPHRASES.nsAdmin);
+    await gw.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'ae-streamed');
+    await gw.close();
+    await caughtUp(a, b, 'beta');
+    // Deleted at A's NetHSM directly (the stream does not carry it): only anti-entropy or a snapshot removes it at B.
+    await use(a.nsAdmin('beta'), (c) => c.deleteKey('ae-streamed'));
+    await use(replicator(b, 'beta'), gen('ae-foreign'));
+
+    const r = await b.daemon!.antiEntropy('beta');
+    expect(r?.diff.extra).toEqual(['ae-foreign', 'ae-streamed']);
+    // Replication wrote ae-streamed here: deleted through the API. Nobody knows ae-foreign: not deleted without a copy.
+    expect(r?.plan.viaApi).toEqual([{ kind: 'delete-extra', id: 'ae-streamed' }]);
+    expect(r?.plan.reasons.join('\n')).toMatch(/1 key\(s\) at the replica that replication never wrote .*: ae-foreign/);
+    // The pass then ran the snapshot it asked for, whose restore saved ae-foreign to quarantine first.
+    const files = (await quarantined(b)).filter((f) => f.includes('beta'));
+    expect(files).toHaveLength(1);
+    const q = await listBackupContents(path.join(b.daemon!.ctx.work.quarantine, files[0]!), { input: replicationOpen, collectIds: true });
+    expect(q.namespaces.beta).toMatchObject({ keyIds: ['ae-foreign'] });
+    expect(await use(b.nsOperator('beta'), keys)).toEqual(['b1']);
+  });
 });
