@@ -442,11 +442,22 @@ export class Daemon {
     });
   }
 
+  private lastLocalOkAt: number | null = null;
+
   /** Each check of this site's NetHSM: the gateway serves from peers while it is down (hysteresis in RemoteServing). */
   private localNethsmChecked(s: Readonly<MemberState>): void {
     const rs = this.remoteServing;
     if (!rs) return;
     const down = isDown(s.status);
+    // One healthy report per check: a recovery is told more than once (recovering, then ok), and a retry and the
+    // periodic probe may run close together; healthy reports count at least half a probe interval apart.
+    if (!down) {
+      const spacing = this.ctx.config.recovery.retryIntervalMs / 2;
+      if (s.lastOkAt === null || (this.lastLocalOkAt !== null && s.lastOkAt - this.lastLocalOkAt < spacing)) return;
+      this.lastLocalOkAt = s.lastOkAt;
+    } else {
+      this.lastLocalOkAt = null;
+    }
     const cause = down ? `${s.status}${s.lastError ? `: ${s.lastError}` : ''}` : undefined;
     if (!rs.observeLocal(down, cause)) return;
     const st = rs.state;

@@ -585,8 +585,11 @@ export class GatewayServer {
     }
     try {
       // The NetHSM answered before the client finished its upload (a refusal): end the connection rather than read the rest.
+      // One served-by header: the upstream's own (a peer gateway's) is read, not passed on beside ours.
+      const theirs = head.headers[SERVED_BY_HEADER];
+      delete head.headers[SERVED_BY_HEADER];
       const headers = responseHeadersForClient(head.headers, upstreamBody === x.req && !x.req.readableEnded);
-      headers.push(SERVED_BY_HEADER, this.#servedBy(x, up, head.headers[SERVED_BY_HEADER]));
+      headers.push(SERVED_BY_HEADER, this.#servedBy(x, up, theirs));
       x.res.writeHead(head.statusCode, headers);
       await x.relay.pipeTo(x.res);
       this.#report(x, outcome, head.statusCode);
