@@ -87,6 +87,11 @@ export class RemoteServing {
     return { ...this.#state };
   }
 
+  /** Whether this site serves from peers now (the hot path's check: no copy of the state). */
+  get remote(): boolean {
+    return this.#state.remote;
+  }
+
   get maxLagMs(): number {
     return this.#o.maxLagMs;
   }

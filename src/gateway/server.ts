@@ -303,7 +303,7 @@ export class GatewayServer {
     });
     try {
       const d = this.#decide(x);
-      if (this.#options.remoteServing?.state.remote === true && (await this.#serveWhileDown(x, d))) return;
+      if (this.#options.remoteServing?.remote === true && (await this.#serveWhileDown(x, d))) return;
       await this.#execute(x, d, false);
     } catch (err) {
       // Only reached on a bug: every expected failure is answered inside #execute.
@@ -389,20 +389,20 @@ export class GatewayServer {
   /**
    * This site's NetHSM is down: reads and crypto of a replicated namespace go to a peer's gateway that may serve them
    * (remote-serving.ts); what only this NetHSM can serve (writes for namespaces primary here, root and unreplicated
-   * calls, calls another gateway sent) gets 503 naming the cause. Device reads, refusals and writes forwarded to the
-   * primary's gateway go on as usual (returns false).
+   * calls, calls another gateway sent) gets 503 naming the cause. Device calls (an unlock above all: it is how a Locked
+   * NetHSM comes back), refusals and writes forwarded to the primary's gateway go on as usual (returns false).
    */
   async #serveWhileDown(x: Exchange, d: Decision): Promise<boolean> {
     const remote = this.#options.remoteServing!;
     const k = x.classification.kind;
-    if (k === 'device-read' || d.action !== 'forward') return false;
+    if (k === 'device-read' || k === 'device-write' || d.action !== 'forward') return false;
     const site = this.#options.site;
     const down = `the NetHSM of site ${site} is down (${remote.state.cause ?? 'unknown'})`;
     const refuse = (message: string, namespace?: string): void => {
       const error = new GatewayLocalDownError(message, { operation: x.classification.operation, site, ...(namespace ? { namespace } : {}) });
       this.#local(x, x.req, x.res, { status: 503, error, retryAfterSeconds: this.gate.retryAfterSeconds }, 'refused_local_down');
     };
-    if (k !== 'read' && k !== 'crypto') {
+    if (k === 'mutation') {
       const ns = d.observe;
       refuse(ns !== undefined ? `namespace ${ns} is primary at site ${site} and ${down}; writes wait for it and are never sent to a replica` : `${down}; this write needs it`, ns);
       return true;

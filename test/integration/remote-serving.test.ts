@@ -160,7 +160,11 @@ describe('the gateway serves from a peer while its NetHSM is down', () => {
   it('keeps signing through A when its NetHSM is locked mid-load, and returns to A once unlocked', async () => {
     await keepsSigningAcross(() => use(a.client(), (c) => c.lock()), 'locked');
     expect((await a.daemon!.status()).gateway!.cause).toMatch(/NetHSM is locked/);
-    await use(a.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    // Device calls still go to A's NetHSM: the operator unlocks it through the gateway.
+    const root: Cred = { username: 'admin', password: LAB_PASSPHRASES.admin };
+    const unlock = await gwA.call('POST', '/unlock', { auth: root, json: { passphrase: LAB_PASSPHRASES.unlock } });
+    expect(unlock.status, unlock.body).toBe(204);
+    expect(unlock.headers[SERVED_BY]).toBe('a');
     await signUntilServedBy('a');
   }, 60_000);
 
