@@ -10,6 +10,12 @@ import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
 import { httpsCaller, type Cred } from '../../src/gateway/test-support.js';
 import { waitFor } from '../helpers/wait.js';
 import { use } from '../helpers/clients.js';
+import { renderStatus, statusExitCode } from '../../src/cli/status.js';
+
+async function getReady(port: number): Promise<{ ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> }> {
+  const res = await fetch(`http://127.0.0.1:${port}/health/ready`);
+  return (await res.json()) as { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> };
+}
 
 /** The member monitor's probe interval in this lab (`recovery.retryInterval`). */
 const PROBE_MS = 500;
@@ -140,6 +146,13 @@ describe('the gateway serves from a peer while its NetHSM is down', () => {
     expect(st.gateway).toMatchObject({ serving: 'remote', remoteServing: true });
     expect(st.gateway!.cause).toMatch(/NetHSM is unreachable/);
     expect(st.gateway!.try).toMatch(/after 2 healthy checks in a row/);
+    const text = renderStatus(st);
+    expect(text).toMatch(/PROBLEM: gateway SERVING REMOTELY since .*: this site's NetHSM is unreachable/);
+    expect(text).toMatch(/\nTry: Bring the NetHSM back/);
+    expect(statusExitCode(st)).toBe(2);
+    const ready = await getReady(a.daemon!.ports.health);
+    expect(ready.ready).toBe(false);
+    expect(ready.checks.gateway?.detail).toMatch(/^serving remotely: this site's NetHSM is unreachable.*Try: Bring the NetHSM back/);
     const metrics = await a.registry.metrics();
     expect(metrics).toMatch(/nethsm_replicator_gateway_serving_remote 1/);
     expect(metrics).toMatch(/nethsm_replicator_gateway_remote_requests_total\{peer="b",outcome="served"\} [1-9]/);
