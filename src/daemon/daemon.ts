@@ -414,6 +414,10 @@ export class Daemon {
             onNethsmUnreachable: (err: Error) => {
               if (this.ctx.monitor.available(NETHSM_MEMBER)) this.ctx.monitor.reportFailure(NETHSM_MEMBER, err);
             },
+            // A 412 to a namespace call: the NetHSM is not Operational (Locked, …); check its state now.
+            onNethsmNotOperational: () => {
+              if (this.ctx.monitor.available(NETHSM_MEMBER)) void this.ctx.monitor.checkNow(NETHSM_MEMBER);
+            },
           }
         : {}),
       onRequest: (e) => {

@@ -97,6 +97,11 @@ export interface GatewayOptions {
   peerCaPem?: string;
   /** The site's NetHSM could not be reached by a forwarded call (a faster signal than the next health probe). Must not throw. */
   onNethsmUnreachable?: (err: Error) => void;
+  /**
+   * The site's NetHSM answered a namespace call with 412: it checks its state before anything else, so it is not
+   * Operational (Locked, …; FACTS.md). The daemon checks it at once rather than at the next probe. Must not throw.
+   */
+  onNethsmNotOperational?: () => void;
   /** Called once per request; must not throw (a throw is logged and ignored). */
   onRequest?: (event: GatewayRequestEvent) => void;
   logger?: Logger;
@@ -575,6 +580,9 @@ export class GatewayServer {
       const location = head.headers['location'];
       await this.#end(observer!, intent, { status: head.statusCode, ...(typeof location === 'string' ? { location } : {}) });
     }
+    if (up === this.#nethsm && head.statusCode === 412 && x.classification.kind !== 'device-read' && x.classification.kind !== 'device-write') {
+      this.#notify(this.#options.onNethsmNotOperational);
+    }
     if (sub !== undefined && head.statusCode >= 200 && head.statusCode < 300) {
       // The NetHSM accepted the substitute (an import): the client gets the answer to the call it made (a generate).
       await x.relay.discard().catch(() => undefined);
@@ -675,10 +683,15 @@ export class GatewayServer {
   }
 
   #nethsmUnreachable(err: Error): void {
+    this.#notify(() => this.#options.onNethsmUnreachable?.(err));
+  }
+
+  /** Calls a daemon hook; a throw is logged, never the request's problem. */
+  #notify(hook: (() => void) | undefined): void {
     try {
-      this.#options.onNethsmUnreachable?.(err);
+      hook?.();
     } catch (e) {
-      this.#log.warn({ err: describe(e) }, 'gateway: onNethsmUnreachable callback threw');
+      this.#log.warn({ err: describe(e) }, 'gateway: a NetHSM health callback threw');
     }
   }
 
