@@ -95,7 +95,8 @@ describe('gateway: serving while this site’s NetHSM is down', () => {
     expect(sign.status).toBe(200);
     expect(sign.headers['x-nethsm-replicator-served-by']).toBe('b');
     // Wrong credentials are the peer NetHSM's to refuse, as they would be here.
-    expect((await call('GET', '/keys', { ...op, password: 'wrong' })).status).toBe(401);
+    // (alpha~admin: the NetHSM then rate-limits that user's logins for a second, and later tests sign as the operator.)
+    expect((await call('GET', '/keys', { ...simB.nsUsers.alpha!.admin, password: 'wrong' })).status).toBe(401);
     expect(events.filter((e) => e.outcome === 'served_remote').every((e) => e.peer === 'b' && e.namespace === 'alpha')).toBe(true);
   });
 
@@ -126,6 +127,44 @@ describe('gateway: serving while this site’s NetHSM is down', () => {
       expect(r.message).toMatch(/the call came through the gateway of site c and is not forwarded again \[NHR_ERR_GATEWAY_LOCAL_DOWN\]$/);
     } finally {
       await asPeer.close();
+    }
+  });
+
+  it('serves the very call that found the NetHSM unreachable from the peer, instead of failing it', async () => {
+    const rs = new RemoteServing({ peers: [{ name: 'b', gatewayUrl: gwB.url }], fetchView: async () => viewOfB, maxLagMs: 30_000, recoverAfter: 1, viewTtlMs: 1, routing: 'local-first' });
+    const told: string[] = [];
+    const certC = await issueCert(ca, { commonName: 'c-gateway', usages: ['serverAuth'], ipAddresses: ['127.0.0.1'] });
+    const gwC = new GatewayServer({
+      site: 'a',
+      tls: { certPem: certC.certPem, keyPem: certC.keyPem },
+      nethsm: { url: 'https://127.0.0.1:9', tls: { fingerprint256: simB.fingerprint256 } },
+      roles: { roleOf: (ns) => rolesA.get(ns) },
+      primaryGateways: { tls: { caPem: ca.certPem }, clientIdentity: { certPem: peerA.certPem, keyPem: peerA.keyPem } },
+      remoteServing: rs,
+      // As the daemon does: the member monitor marks the NetHSM down, which puts serving remote.
+      onNethsmUnreachable: (err) => {
+        told.push(err.constructor.name);
+        rs.observeLocal(true, `unreachable: ${err.message}`);
+      },
+    });
+    await gwC.start();
+    const viaC = new Agent({ connect: { ca: ca.certPem } });
+    try {
+      expect(rs.remote).toBe(false);
+      const op = simB.nsUsers.alpha!.operator;
+      const res = await request(`${gwC.url}/api/v1/keys/k1/sign`, {
+        method: 'POST',
+        headers: { authorization: basicHeader(op), 'content-type': 'application/json' },
+        body: JSON.stringify({ mode: 'EdDSA', message: Buffer.from('first').toString('base64') }),
+        dispatcher: viaC,
+      });
+      expect(res.statusCode, await res.body.text()).toBe(200);
+      expect(res.headers['x-nethsm-replicator-served-by']).toBe('b');
+      expect(told).toEqual(['NetHsmUnreachableError']);
+      expect(rs.remote).toBe(true);
+    } finally {
+      await viaC.close();
+      await gwC.close();
     }
   });
 

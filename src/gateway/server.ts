@@ -441,6 +441,24 @@ export class GatewayServer {
     return true;
   }
 
+  /**
+   * A read or crypto call found this site's NetHSM unreachable (no answer came): with remote serving, it is marked down
+   * (serving goes remote) and this very call is served by a peer instead of failing, when its body is in hand to send
+   * again (not a large body already streaming). Returns false when the call is not retried (the caller answers 502).
+   */
+  async #retryAtPeer(x: Exchange, up: Upstream, err: unknown): Promise<boolean> {
+    const remote = this.#options.remoteServing;
+    const k = x.classification.kind;
+    if (remote === undefined || up !== this.#nethsm || x.gone || (k !== 'read' && k !== 'crypto')) return false;
+    if (x.body === undefined && hasBody(x.req)) return false;
+    const detail = mapTransportError(err, x.classification.operation, up.timeoutMs);
+    if (!(detail instanceof NetHsmUnreachableError)) return false;
+    this.#nethsmUnreachable(detail);
+    if (!remote.remote) return false;
+    this.#log.info(this.#fields(x, { err: detail.message }), 'gateway: the NetHSM is unreachable; serving the call from a peer');
+    return this.#serveWhileDown(x, { action: 'forward', hold: false });
+  }
+
   async #execute(x: Exchange, d: Decision, admitted: boolean): Promise<void> {
     if (d.action === 'refuse') {
       this.#local(x, x.req, x.res, { status: d.status, error: d.error, ...(d.emptyBody ? { emptyBody: true } : {}) }, d.outcome);
@@ -571,6 +589,7 @@ export class GatewayServer {
       head = await x.relay.head;
     } catch (err) {
       if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
+      if (await this.#retryAtPeer(x, up, err)) return;
       this.#upstreamFailed(x, up, err);
       return;
     } finally {
