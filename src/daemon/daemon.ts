@@ -26,8 +26,8 @@ import { GatewayServer } from '../gateway/index.js';
 import { HealthServer } from '../health/server.js';
 import type { HealthSource } from '../health/source.js';
 import { silentLogger, type Logger } from '../log.js';
-import { isDown, MemberMonitor, type Member, type MemberState } from '../members/monitor.js';
-import { RemoteServing } from '../gateway/remote-serving.js';
+import { MemberMonitor, type Member, type MemberState } from '../members/monitor.js';
+import { GatewayServing } from './gateway-serving.js';
 import { servingView } from './serving-view.js';
 import { nethsmStateError } from '../members/nethsm-state.js';
 import { createReplicatorMetrics, type ReplicatorMetrics } from '../metrics/metrics.js';
@@ -57,11 +57,8 @@ import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus } from './peer-watch.js';
 import { unacknowledgedCounts } from './quarantine.js';
 import { buildStatus, namespaceStatus, type StatusExtras } from './status-view.js';
-import type { DaemonStatus, GatewayServingView } from './status.js';
+import type { DaemonStatus } from './status.js';
 import { NamespaceSync } from './sync.js';
-
-/** How long the gateway waits for a peer's serving view (it is asked at most once per view TTL). */
-const REMOTE_VIEW_TIMEOUT_MS = 3_000;
 
 function peerIdentity(config: ReplicatorConfig): { certPem: string; keyPem: string } {
   const t = readPeerTlsSync(config.tls);
@@ -101,8 +98,8 @@ export class Daemon {
   private readonly healthServer: HealthServer;
   private readonly scheduler: Scheduler;
   private readonly gateway: GatewayServer | undefined;
-  /** Cross-site serving while this NetHSM is down (`gateway.remoteServing`); undefined when off. */
-  readonly remoteServing: RemoteServing | undefined;
+  /** Cross-site serving while this NetHSM is down (`gateway.remoteServing`; `serving.remote` undefined when off). */
+  readonly serving: GatewayServing;
   private readonly log: Logger;
   private readonly reloader: ConfigReloader | undefined;
   private startedAt = 0;
@@ -170,8 +167,8 @@ export class Daemon {
         lastError: s.lastError?.message ?? null,
       };
     };
-    this.remoteServing = config.gateway?.remoteServing ? this.createRemoteServing(config, config.gateway) : undefined;
-    this.ctx.gatewayServing = () => this.gatewayServingStatus();
+    this.serving = new GatewayServing(config, this.ctx.peers, metrics, this.log);
+    this.ctx.gatewayServing = () => this.serving.view();
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
@@ -199,7 +196,7 @@ export class Daemon {
           servingView({
             ctx: this.ctx,
             stream: this.stream,
-            nethsmServes: this.ctx.monitor.available(NETHSM_MEMBER) && this.remoteServing?.state.remote !== true,
+            nethsmServes: this.ctx.monitor.available(NETHSM_MEMBER) && this.serving.remote?.remote !== true,
             gateway: this.gateway !== undefined,
           }),
       },
@@ -379,6 +376,7 @@ export class Daemon {
    */
   private createGateway(config: ReplicatorConfig, g: NonNullable<ReplicatorConfig['gateway']>): GatewayServer {
     const peerGateways = new Map(config.peers.filter((p) => p.gatewayUrl).map((p) => [p.name, p.gatewayUrl!]));
+    const remoteServing = this.serving.remote;
     return new GatewayServer({
       site: config.site,
       host: g.listen.host,
@@ -401,15 +399,15 @@ export class Daemon {
       },
       // Other sites' gateways present certificates of the group CA.
       // They check this gateway's certificate in turn: it presents the site's peer certificate (mutual TLS).
-      ...(g.forwardToPrimary || this.remoteServing
+      ...(g.forwardToPrimary || remoteServing
         ? { primaryGateways: { tls: { caPem: readConfigFileSync('tls.caFile', config.tls.caFile) }, clientIdentity: peerIdentity(config) } }
         : {}),
-      ...(this.remoteServing ? { remoteServing: this.remoteServing } : {}),
+      ...(remoteServing ? { remoteServing } : {}),
       // Calls forwarded by other gateways (remote serving, writes for the primary) must come with a group certificate.
-      ...(g.forwardToPrimary || this.remoteServing ? { peerCaPem: readConfigFileSync('tls.caFile', config.tls.caFile) } : {}),
+      ...(g.forwardToPrimary || remoteServing ? { peerCaPem: readConfigFileSync('tls.caFile', config.tls.caFile) } : {}),
       // With remote serving, a forwarded call that could not reach the NetHSM marks it down at once (the next probe may
       // be a retry interval away), so the calls after it are served by a peer.
-      ...(this.remoteServing
+      ...(remoteServing
         ? {
             onNethsmUnreachable: (err: Error) => {
               if (this.ctx.monitor.available(NETHSM_MEMBER)) this.ctx.monitor.reportFailure(NETHSM_MEMBER, err);
@@ -423,66 +421,10 @@ export class Daemon {
       onRequest: (e) => {
         const known = e.namespace && config.namespaces.some((n) => n.name === e.namespace) ? e.namespace : '_other';
         this.ctx.metrics.gatewayRequestsTotal.inc({ namespace: known, class: e.class, outcome: e.outcome });
-        const remote = e.outcome === 'served_remote' ? 'served' : e.outcome === 'refused_no_peer' ? 'refused' : e.outcome === 'error' && e.peer ? 'error' : undefined;
-        if (remote) this.ctx.metrics.gatewayRemoteRequestsTotal.inc({ peer: e.peer ?? 'none', outcome: remote });
+        this.serving.countRequest(e.outcome, e.peer);
       },
       logger: this.log,
     });
-  }
-
-  /** Cross-site serving: peers with a gateway URL, their serving views over the peer API (validated there). */
-  private createRemoteServing(config: ReplicatorConfig, g: NonNullable<ReplicatorConfig['gateway']>): RemoteServing {
-    const rs = g.remoteServing!;
-    const peers = config.peers.filter((p) => p.gatewayUrl).map((p) => ({ name: p.name, gatewayUrl: p.gatewayUrl! }));
-    for (const p of config.peers) this.ctx.metrics.gatewayRemoteRequestsTotal.inc({ peer: p.name, outcome: 'served' }, 0);
-    this.ctx.metrics.gatewayServingRemote.set(0);
-    return new RemoteServing({
-      peers,
-      fetchView: (peer) => this.ctx.peers.get(peer)!.serving(REMOTE_VIEW_TIMEOUT_MS),
-      maxLagMs: rs.maxLagMs,
-      recoverAfter: rs.recoverAfter,
-      viewTtlMs: rs.viewTtlMs,
-      routing: g.routing,
-    });
-  }
-
-  private lastLocalOkAt: number | null = null;
-
-  /** Each check of this site's NetHSM: the gateway serves from peers while it is down (hysteresis in RemoteServing). */
-  private localNethsmChecked(s: Readonly<MemberState>): void {
-    const rs = this.remoteServing;
-    if (!rs) return;
-    const down = isDown(s.status);
-    // One healthy report per check: a recovery is told more than once (recovering, then ok), and a retry and the
-    // periodic probe may run close together; healthy reports count at least half a probe interval apart.
-    if (!down) {
-      const spacing = this.ctx.config.recovery.retryIntervalMs / 2;
-      if (s.lastOkAt === null || (this.lastLocalOkAt !== null && s.lastOkAt - this.lastLocalOkAt < spacing)) return;
-      this.lastLocalOkAt = s.lastOkAt;
-    } else {
-      this.lastLocalOkAt = null;
-    }
-    const cause = down ? `${s.status}${s.lastError ? `: ${s.lastError}` : ''}` : undefined;
-    if (!rs.observeLocal(down, cause)) return;
-    const st = rs.state;
-    this.ctx.metrics.gatewayServingRemote.set(st.remote ? 1 : 0);
-    if (st.remote) this.log.warn({ cause: st.cause }, "gateway: this site's NetHSM is down; serving reads and crypto from peer gateways");
-    else this.log.info({}, "gateway: this site's NetHSM is healthy again; serving from it");
-  }
-
-  /** `status`'s gateway section: whether this site serves from peers, why, and what to do. */
-  private gatewayServingStatus(): GatewayServingView | null {
-    const rs = this.remoteServing;
-    if (!this.ctx.config.gateway) return null;
-    const st = rs?.state;
-    if (!st?.remote) return { serving: 'local', remoteServing: rs !== undefined, cause: null, try: null, since: null };
-    return {
-      serving: 'remote',
-      remoteServing: true,
-      cause: `this site's NetHSM is ${st.cause}; its gateway serves reads and crypto from peer gateways (answers carry x-nethsm-replicator-served-by) and refuses writes for namespaces primary here`,
-      try: `Bring the NetHSM back (unlock it, or restore its connection); serving returns to it after ${this.ctx.config.gateway.remoteServing?.recoverAfter ?? 0} healthy checks in a row (${st.healthyInARow} so far).`,
-      since: st.since === null ? null : new Date(st.since).toISOString(),
-    };
   }
 
   /**
@@ -548,7 +490,7 @@ export class Daemon {
       logger: this.log,
       onChange: (s: Readonly<MemberState>) => {
         metrics.setMemberStatus(s.name, s.status, s.consecutiveFailures);
-        if (s.name === NETHSM_MEMBER) this.localNethsmChecked(s);
+        if (s.name === NETHSM_MEMBER) this.serving.nethsmChecked(s);
         if (store.isOpen) store.members.save(s);
       },
       onRecovered: (name) => void this.resumeMember(name),
@@ -581,7 +523,7 @@ export class Daemon {
         } catch (err) {
           checks.nethsm = { ok: false, detail: err instanceof Error ? err.message : 'unreachable' };
         }
-        const serving = this.gatewayServingStatus();
+        const serving = this.serving.view();
         if (serving?.serving === 'remote') checks.gateway = { ok: false, detail: `serving remotely: ${serving.cause}. Try: ${serving.try}` };
         const refused = this.ctx.credentials.refused().filter((c) => c.critical);
         checks.credentials = refused.length === 0 ? { ok: true } : { ok: false, detail: refused.map(describeRefusal).join('; ') };
