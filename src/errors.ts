@@ -609,6 +609,26 @@ export class GatewayHoldTimeoutError extends NhrError {
   static override readonly retryable = true;
 }
 
+/**
+ * This site's NetHSM is down (unreachable, Locked, Failed) and the call can only be served by it: a write for a namespace
+ * primary here (never sent to a replica), a root-namespace or unreplicated call, or a call that came from another gateway.
+ * Answered 503 with Retry-After.
+ */
+export class GatewayLocalDownError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_LOCAL_DOWN';
+  static override readonly defaultHint =
+    "Bring this site's NetHSM back (`nethsm-replicator status` names its state); writes for its primary namespaces resume then. To take writes elsewhere meanwhile, promote another site.";
+  static override readonly retryable = true;
+}
+
+/** This site's NetHSM is down and no peer gateway can serve the call (each peer's reason is named: down, lagging past maxLag, …). */
+export class GatewayNoPeerError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_NO_PEER';
+  static override readonly defaultHint =
+    "Bring this site's NetHSM back, or a peer named in the message (its NetHSM, its gateway, or its replica's sync: `nethsm-replicator status` there).";
+  static override readonly retryable = true;
+}
+
 /** A write hold could not start: mutations already in flight did not finish within the bound. Nothing was restored. */
 export class GatewayDrainTimeoutError extends NhrError {
   static override readonly code = 'NHR_ERR_GATEWAY_DRAIN_TIMEOUT';
@@ -831,6 +851,8 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   GatewayCallRefusedError,
   GatewayRequestInvalidError,
   GatewayHoldTimeoutError,
+  GatewayLocalDownError,
+  GatewayNoPeerError,
   GatewayDrainTimeoutError,
   GatewayCaptureFailedError,
   FenceTokenStaleError,

@@ -76,6 +76,9 @@ const statusSchema = z.looseObject({
   // Absent from daemons older than these fields.
   credentials: z.array(credentialSchema).optional(),
   config: configSchema.optional(),
+  gateway: z
+    .looseObject({ serving: z.enum(['local', 'remote']), remoteServing: z.boolean(), cause: z.string().nullable(), try: z.string().nullable(), since: z.string().nullable() })
+    .optional(),
 });
 
 /** Validates the daemon's answer. Throws AdminRemoteError naming the first field that does not fit. */
@@ -135,6 +138,7 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     out.push(`the NetHSM refused the ${c.name} credential (${c.setting}) for user ${c.user} (since ${relativeTime(c.since, now)}): fix that secret, then restart the daemon`);
   }
   if (s.config) out.push(...configProblems(s.config, now));
+  if (s.gateway?.serving === 'remote') out.push(withTry(`gateway SERVING REMOTELY${s.gateway.since ? ` since ${relativeTime(s.gateway.since, now)}` : ''}: ${s.gateway.cause ?? ''}`, s.gateway.try ?? undefined));
   return out;
 }
 

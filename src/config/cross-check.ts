@@ -110,6 +110,9 @@ function checkGateway(raw: Raw): string[] {
   if (gw !== undefined && bodyMs !== undefined && requestMs !== undefined && bodyMs > requestMs) {
     problems.push(`gateway.writeBodyTimeout (${body ?? '30s'}) must not be longer than gateway.requestTimeout (${request ?? '5m'})`);
   }
+  if (obj(gw?.remoteServing) !== undefined && !list(raw.peers).some((p) => str(obj(p)?.gatewayUrl) !== undefined)) {
+    problems.push('gateway.remoteServing needs at least one peer with peers[].gatewayUrl (the gateways that serve while this NetHSM is down)');
+  }
   if (gw?.forwardToPrimary !== true) return problems;
   return [
     ...problems,

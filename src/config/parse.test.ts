@@ -231,6 +231,7 @@ describe('parseConfig: one rule at a time', () => {
       requestTimeoutMs: 300_000,
       handshakeTimeoutMs: 10_000,
       nethsmConnections: 64,
+      routing: 'local-first',
     });
     expectProblem((d) => (d.gateway = { listen: '127.0.0.1:8443' }), 'gateway.certFile is required');
     expectProblem((d) => (d.gateway = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b', maxHold: '0s' }), 'gateway.maxHold must be longer than 0');
@@ -284,6 +285,36 @@ describe('parseConfig: one rule at a time', () => {
         d.peers[0].gatewayUrl = 'https://gw.hamburg.example:8443';
       }),
     ).toEqual([]);
+  });
+
+  it('reads gateway.remoteServing and gateway.routing, with defaults, and names each bad value', () => {
+    const gw = { listen: '127.0.0.1:8443', certFile: '/a', keyFile: '/b' };
+    const withUrl = (d: Doc) => (d.peers[0].gatewayUrl = 'https://gw.hamburg.example:8443');
+    const doc = validConfigDoc() as Doc;
+    withUrl(doc);
+    doc.gateway = { ...gw, remoteServing: {} };
+    const parsed = parseConfig(toYaml(doc), {}).gateway!;
+    expect(parsed.remoteServing).toEqual({ maxLagMs: 30_000, recoverAfter: 3, viewTtlMs: 2_000 });
+    expect(parsed.routing).toBe('local-first');
+    doc.gateway = { ...gw, remoteServing: { maxLag: '45s', recoverAfter: 5, viewTtl: '500ms' }, routing: 'nearest-healthy' };
+    const tuned = parseConfig(toYaml(doc), {}).gateway!;
+    expect(tuned.remoteServing).toEqual({ maxLagMs: 45_000, recoverAfter: 5, viewTtlMs: 500 });
+    expect(tuned.routing).toBe('nearest-healthy');
+    expect(parseConfig(toYaml({ ...validConfigDoc(), gateway: gw }), {}).gateway!.remoteServing).toBeUndefined();
+    const bad = (patch: Record<string, unknown>) => (d: Doc) => {
+      withUrl(d);
+      d.gateway = { ...gw, ...patch };
+    };
+    expectProblem(bad({ routing: 'round-robin' }), /^gateway\.routing /);
+    expectProblem(bad({ remoteServing: { maxLag: 'soon' } }), /^gateway\.remoteServing\.maxLag /);
+    expectProblem(bad({ remoteServing: { recoverAfter: 0 } }), 'gateway.remoteServing.recoverAfter must be at least 1');
+    expectProblem(bad({ remoteServing: { recoverAfter: 1000 } }), 'gateway.remoteServing.recoverAfter must be at most 100');
+    expectProblem(bad({ remoteServing: { viewTtl: '0s' } }), 'gateway.remoteServing.viewTtl must be longer than 0');
+    expectProblem(bad({ remoteServing: { maxlag: '30s' } }), /^gateway\.remoteServing.*maxlag/);
+    expectProblem(
+      (d) => (d.gateway = { ...gw, remoteServing: {} }),
+      'gateway.remoteServing needs at least one peer with peers[].gatewayUrl (the gateways that serve while this NetHSM is down)',
+    );
   });
 
   it('schedules anti-entropy hourly by default and validates its cron expression', () => {

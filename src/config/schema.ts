@@ -53,6 +53,9 @@ export const DEFAULT_GATEWAY_LIMITS = {
  * Equal to DEFAULT_UPSTREAM_CONNECTIONS in src/gateway/upstream.ts (a test keeps them equal), which says why.
  */
 export const DEFAULT_GATEWAY_NETHSM_CONNECTIONS = 64;
+/** Defaults of gateway.remoteServing (docs/configuration.md): 30 s of lag, 3 healthy checks to come back, views cached 2 s. */
+export const DEFAULT_REMOTE_SERVING = { maxLagMs: 30_000, recoverAfter: 3, viewTtlMs: 2_000 } as const;
+
 /** Upper bound for gateway.nethsmConnections: each is a TLS session the appliance keeps. */
 export const MAX_GATEWAY_NETHSM_CONNECTIONS = 1024;
 /** Connections per pool to the NetHSM (`nethsm.connections`): default and upper bound. */
@@ -162,6 +165,14 @@ export interface ReplicatorConfig {
     readonly requestTimeoutMs: number;
     readonly handshakeTimeoutMs: number;
     readonly nethsmConnections: number;
+    /**
+     * Cross-site serving (docs/gateway.md, "Serving from a peer"); absent: off. While this site's NetHSM is down, reads
+     * and crypto go to a peer's gateway holding the namespace as primary or as a replica at most `maxLagMs` behind;
+     * serving returns here after `recoverAfter` healthy checks in a row; peers' serving views are cached `viewTtlMs`.
+     */
+    readonly remoteServing?: { readonly maxLagMs: number; readonly recoverAfter: number; readonly viewTtlMs: number };
+    /** Which peer serves when the local NetHSM is down (src/gateway/remote-serving.ts). */
+    readonly routing: 'local-first' | 'nearest-healthy';
   };
   readonly stateDir: string;
   readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef };
@@ -444,6 +455,14 @@ export function buildConfigSchema(opts: SchemaOptions) {
           requestTimeout: duration('positive').default(DEFAULT_GATEWAY_LIMITS.requestTimeoutMs),
           handshakeTimeout: duration('positive').default(DEFAULT_GATEWAY_LIMITS.handshakeTimeoutMs),
           nethsmConnections: positiveInt.pipe(z.number().max(MAX_GATEWAY_NETHSM_CONNECTIONS)).default(DEFAULT_GATEWAY_NETHSM_CONNECTIONS),
+          remoteServing: z
+            .strictObject({
+              maxLag: duration('any').default(DEFAULT_REMOTE_SERVING.maxLagMs),
+              recoverAfter: positiveInt.pipe(z.number().max(100)).default(DEFAULT_REMOTE_SERVING.recoverAfter),
+              viewTtl: duration('positive').default(DEFAULT_REMOTE_SERVING.viewTtlMs),
+            })
+            .optional(),
+          routing: z.enum(['local-first', 'nearest-healthy']).default('local-first'),
         })
         .optional(),
       stateDir: filePath(opts).default(DEFAULT_STATE_DIR),
@@ -513,6 +532,16 @@ export function buildConfigSchema(opts: SchemaOptions) {
                 requestTimeoutMs: c.gateway.requestTimeout,
                 handshakeTimeoutMs: c.gateway.handshakeTimeout,
                 nethsmConnections: c.gateway.nethsmConnections,
+                routing: c.gateway.routing,
+                ...(c.gateway.remoteServing
+                  ? {
+                      remoteServing: {
+                        maxLagMs: c.gateway.remoteServing.maxLag,
+                        recoverAfter: c.gateway.remoteServing.recoverAfter,
+                        viewTtlMs: c.gateway.remoteServing.viewTtl,
+                      },
+                    }
+                  : {}),
               },
             }
           : {}),

@@ -16,7 +16,7 @@ import { Device } from '../replicator/device.js';
 import type { SyncCostModel } from '../replicator/cost-model.js';
 import type { WorkDir } from '../replicator/workdir.js';
 import type { StateStore } from '../state/store.js';
-import type { FailoverStatusView, StreamStatusView } from './status.js';
+import type { FailoverStatusView, GatewayServingView, StreamStatusView } from './status.js';
 import type { DeviceBarrier } from '../concurrency/barrier.js';
 import type { CredentialObserver } from '../nethsm/client.js';
 import { ROOT_CREDENTIALS, type CredentialHealth } from './credentials.js';
@@ -66,6 +66,8 @@ export interface SiteContext {
   streamStatus?: (namespace: string) => StreamStatusView | null;
   /** Automatic failover's view of a namespace, for status (set by the daemon; null for manual failover). */
   failoverStatus?: (namespace: string) => FailoverStatusView | null;
+  /** Where the gateway serves from, for status (set by the daemon; null without a gateway). */
+  gatewayServing?: () => GatewayServingView | null;
   /** Told after every role change of a namespace (the stream re-checks its connections). */
   roleChanged?: (namespace: string) => void;
 }

@@ -28,6 +28,8 @@ import { HealthServer } from '../health/server.js';
 import type { HealthSource } from '../health/source.js';
 import { silentLogger, type Logger } from '../log.js';
 import { MemberMonitor, type Member, type MemberState } from '../members/monitor.js';
+import { GatewayServing } from './gateway-serving.js';
+import { servingView } from './serving-view.js';
 import { nethsmStateError } from '../members/nethsm-state.js';
 import { createReplicatorMetrics, type ReplicatorMetrics } from '../metrics/metrics.js';
 import { createNetHsmExporter } from '../metrics/nethsm-exporter.js';
@@ -66,6 +68,11 @@ import { NamespaceSync } from './sync.js';
 import { SyncCostModel } from '../replicator/cost-model.js';
 import { syncCostSamples, syncCostView } from './sync-cost.js';
 
+function peerIdentity(config: ReplicatorConfig): { certPem: string; keyPem: string } {
+  const t = readPeerTlsSync(config.tls);
+  return { certPem: t.certPem, keyPem: t.keyPem };
+}
+
 export interface DaemonOptions {
   config: ReplicatorConfig;
   secrets: LoadedSecrets;
@@ -99,6 +106,8 @@ export class Daemon {
   private readonly healthServer: HealthServer;
   private readonly scheduler: Scheduler;
   private readonly gateway: GatewayServer | undefined;
+  /** Cross-site serving while this NetHSM is down (`gateway.remoteServing`; `serving.remote` undefined when off). */
+  readonly serving: GatewayServing;
   private readonly log: Logger;
   /** Paces anti-entropy's device reads at this site: its own passes and the inventories it serves (one budget). */
   private readonly antiEntropyLimiter: Limiter;
@@ -185,6 +194,8 @@ export class Daemon {
       };
     };
     metrics.setSyncCostSource(() => (store.isOpen ? syncCostSamples(this.ctx) : {}));
+    this.serving = new GatewayServing(config, this.ctx.peers, metrics, this.log);
+    this.ctx.gatewayServing = () => this.serving.view();
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
@@ -206,7 +217,16 @@ export class Daemon {
       port: config.peerApi.listen.port,
       tls: readPeerTlsSync(config.tls),
       peers: config.peers.map((p) => ({ name: p.name, ...(p.fingerprint256 ? { fingerprint256: p.fingerprint256 } : {}) })),
-      handlers: createPeerHandlers(this.ctx, this.failover, this.syncer, this.stream, this.antiEntropyLimiter),
+      handlers: {
+        ...createPeerHandlers(this.ctx, this.failover, this.syncer, this.stream, this.antiEntropyLimiter),
+        serving: async () =>
+          servingView({
+            ctx: this.ctx,
+            stream: this.stream,
+            nethsmServes: this.ctx.monitor.available(NETHSM_MEMBER) && this.serving.remote?.remote !== true,
+            gateway: this.gateway !== undefined,
+          }),
+      },
       logger: this.log,
     });
     this.adminServer = new AdminServer({
@@ -383,6 +403,7 @@ export class Daemon {
    */
   private createGateway(config: ReplicatorConfig, g: NonNullable<ReplicatorConfig['gateway']>): GatewayServer {
     const peerGateways = new Map(config.peers.filter((p) => p.gatewayUrl).map((p) => [p.name, p.gatewayUrl!]));
+    const remoteServing = this.serving.remote;
     return new GatewayServer({
       site: config.site,
       host: g.listen.host,
@@ -404,10 +425,30 @@ export class Daemon {
         },
       },
       // Other sites' gateways present certificates of the group CA.
-      ...(g.forwardToPrimary ? { primaryGateways: { tls: { caPem: readConfigFileSync('tls.caFile', config.tls.caFile) } } } : {}),
+      // They check this gateway's certificate in turn: it presents the site's peer certificate (mutual TLS).
+      ...(g.forwardToPrimary || remoteServing
+        ? { primaryGateways: { tls: { caPem: readConfigFileSync('tls.caFile', config.tls.caFile) }, clientIdentity: peerIdentity(config) } }
+        : {}),
+      ...(remoteServing ? { remoteServing } : {}),
+      // Calls forwarded by other gateways (remote serving, writes for the primary) must come with a group certificate.
+      ...(g.forwardToPrimary || remoteServing ? { peerCaPem: readConfigFileSync('tls.caFile', config.tls.caFile) } : {}),
+      // With remote serving, a forwarded call that could not reach the NetHSM marks it down at once (the next probe may
+      // be a retry interval away), so the calls after it are served by a peer.
+      ...(remoteServing
+        ? {
+            onNethsmUnreachable: (err: Error) => {
+              if (this.ctx.monitor.available(NETHSM_MEMBER)) this.ctx.monitor.reportFailure(NETHSM_MEMBER, err);
+            },
+            // A 412 to a namespace call: the NetHSM is not Operational (Locked, …); check its state now.
+            onNethsmNotOperational: () => {
+              if (this.ctx.monitor.available(NETHSM_MEMBER)) void this.ctx.monitor.checkNow(NETHSM_MEMBER);
+            },
+          }
+        : {}),
       onRequest: (e) => {
         const known = e.namespace && config.namespaces.some((n) => n.name === e.namespace) ? e.namespace : '_other';
         this.ctx.metrics.gatewayRequestsTotal.inc({ namespace: known, class: e.class, outcome: e.outcome });
+        this.serving.countRequest(e.outcome, e.peer);
       },
       logger: this.log,
     });
@@ -508,6 +549,7 @@ export class Daemon {
       logger: this.log,
       onChange: (s: Readonly<MemberState>) => {
         metrics.setMemberStatus(s.name, s.status, s.consecutiveFailures);
+        if (s.name === NETHSM_MEMBER) this.serving.nethsmChecked(s);
         if (store.isOpen) store.members.save(s);
       },
       onRecovered: (name) => void this.resumeMember(name),
@@ -550,6 +592,8 @@ export class Daemon {
         } catch (err) {
           checks.nethsm = { ok: false, detail: err instanceof Error ? err.message : 'unreachable' };
         }
+        const serving = this.serving.view();
+        if (serving?.serving === 'remote') checks.gateway = { ok: false, detail: `serving remotely: ${serving.cause}. Try: ${serving.try}` };
         const refused = this.ctx.credentials.refused().filter((c) => c.critical);
         checks.credentials = refused.length === 0 ? { ok: true } : { ok: false, detail: refused.map(describeRefusal).join('; ') };
         try {

@@ -122,5 +122,7 @@ export async function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extra
     credentials: credentialProblems(ctx),
   };
   if (config) status.config = config;
+  const gateway = ctx.gatewayServing?.();
+  if (gateway) status.gateway = gateway;
   return status;
 }

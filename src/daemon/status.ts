@@ -150,4 +150,16 @@ export interface DaemonStatus {
   credentials?: CredentialProblemView[];
   /** The config file; absent when the daemon was started from a config object (tests, the demo). */
   config?: ConfigStatusView;
+  /** Where the gateway serves from; absent without a gateway (or from daemons that predate it). */
+  gateway?: GatewayServingView;
+}
+
+/** `serving: remote` while this site's NetHSM is down and its gateway serves reads and crypto from peers. */
+export interface GatewayServingView {
+  serving: 'local' | 'remote';
+  /** `gateway.remoteServing` is configured. */
+  remoteServing: boolean;
+  cause: string | null;
+  try: string | null;
+  since: string | null;
 }

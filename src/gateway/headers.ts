@@ -8,6 +8,9 @@ import type { IncomingHttpHeaders } from 'node:http';
 /** Marks a request forwarded by another site's gateway (loop guard); value: that site's name. */
 export const VIA_HEADER = 'x-nethsm-replicator-via';
 
+/** On every forwarded answer: the site whose NetHSM made it (this one, or the peer that served the call). */
+export const SERVED_BY_HEADER = 'x-nethsm-replicator-served-by';
+
 const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',

@@ -46,6 +46,9 @@ export type GatewayOutcome =
   | 'held_timeout'
   | 'rejected_too_large'
   | 'cut_slow'
+  | 'served_remote'
+  | 'refused_local_down'
+  | 'refused_no_peer'
   | 'error';
 
 export type Decision =

@@ -12,12 +12,15 @@ import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import {
   GatewayBodyTimeoutError,
   GatewayBodyTooLargeError,
   GatewayCaptureFailedError,
   GatewayHoldTimeoutError,
+  GatewayLocalDownError,
+  GatewayNoPeerError,
   GatewayRequestInvalidError,
   InternalError,
   NetHsmTimeoutError,
@@ -28,13 +31,14 @@ import {
 } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { mapTransportError } from '../nethsm/error-map.js';
-import type { TlsTrust } from '../nethsm/tls-trust.js';
+import type { ClientIdentity, TlsTrust } from '../nethsm/tls-trust.js';
 import { headerValues, parseBasicAuth, type CallerIdentity } from './basic-auth.js';
 import { arrivedBody, hasBody, readBody } from './body.js';
 import { classify, isKeyBodyOperation, type Classification } from './classify.js';
-import { requestHeadersForUpstream, responseHeadersForClient, VIA_HEADER } from './headers.js';
+import { requestHeadersForUpstream, responseHeadersForClient, SERVED_BY_HEADER, VIA_HEADER } from './headers.js';
 import { mutationBody, type MutationBody, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
 import { decide, type Decision, type GatewayOutcome, type NamespaceRoles } from './policy.js';
+import type { RemoteServing } from './remote-serving.js';
 import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
 import type { Relay, RelayHead } from './relay.js';
@@ -51,6 +55,8 @@ export interface GatewayRequestEvent {
   status?: number;
   /** Milliseconds the request waited at the write gate (writes only). */
   heldMs?: number;
+  /** Served (or tried) at this peer site's gateway while this site's NetHSM is down (outcome served_remote or error). */
+  peer?: string;
 }
 
 export interface GatewayOptions {
@@ -75,7 +81,27 @@ export interface GatewayOptions {
    * Trust for other sites' gateways. Without it, replica-namespace writes are refused even where the role names the
    * primary's gateway URL.
    */
-  primaryGateways?: { tls: TlsTrust; timeoutMs?: number };
+  primaryGateways?: { tls: TlsTrust; timeoutMs?: number; clientIdentity?: ClientIdentity };
+  /**
+   * Cross-site serving while this site's NetHSM is down (remote-serving.ts): reads and crypto go to a peer's gateway.
+   * Needs `primaryGateways` (the trust and client certificate for other gateways). The daemon reports the NetHSM's
+   * health to it; the gateway reports connection failures to the NetHSM through `onNethsmUnreachable`.
+   */
+  remoteServing?: RemoteServing;
+  /**
+   * The group CA (PEM): the gateway asks clients for a certificate (optional: applications send none) and accepts the
+   * forwarding marker `x-nethsm-replicator-via` only from a client whose certificate that CA signed (another site's
+   * gateway, mutual TLS); otherwise the request is refused. Without it the marker is taken as it comes (it only ever
+   * makes the gateway refuse where it would forward).
+   */
+  peerCaPem?: string;
+  /** The site's NetHSM could not be reached by a forwarded call (a faster signal than the next health probe). Must not throw. */
+  onNethsmUnreachable?: (err: Error) => void;
+  /**
+   * The site's NetHSM answered a namespace call with 412: it checks its state before anything else, so it is not
+   * Operational (Locked, …; FACTS.md). The daemon checks it at once rather than at the next probe. Must not throw.
+   */
+  onNethsmNotOperational?: () => void;
   /** Called once per request; must not throw (a throw is logged and ignored). */
   onRequest?: (event: GatewayRequestEvent) => void;
   logger?: Logger;
@@ -130,6 +156,10 @@ interface Exchange {
   body?: Buffer;
   /** Node cut the connection because the request did not arrive within requestTimeoutMs. */
   cutSlow?: boolean;
+  /** The peer site whose gateway serves this call (this site's NetHSM is down). */
+  servedBy?: string;
+  /** The site a write was forwarded to (its primary). */
+  sentTo?: string;
 }
 
 export class GatewayServer {
@@ -154,13 +184,21 @@ export class GatewayServer {
     this.#log = (options.logger ?? silentLogger).child({ component: 'gateway' });
     this.gate = options.gate ?? new DeviceBarrier();
     this.#nethsm = new Upstream({ ...options.nethsm, logger: this.#log });
-    this.#peers = options.primaryGateways
-      ? new PeerGateways({ tls: options.primaryGateways.tls, timeoutMs: options.primaryGateways.timeoutMs ?? 60_000, logger: this.#log })
+    const pg = options.primaryGateways;
+    if (options.remoteServing && !pg) throw new RangeError('gateway option remoteServing needs primaryGateways (trust for the peer gateways)');
+    this.#peers = pg
+      ? new PeerGateways({
+          tls: pg.tls,
+          timeoutMs: pg.timeoutMs ?? 60_000,
+          ...(pg.clientIdentity ? { clientIdentity: pg.clientIdentity } : {}),
+          logger: this.#log,
+        })
       : undefined;
     this.#server = https.createServer(
       {
         cert: options.tls.certPem,
         key: options.tls.keyPem,
+        ...(options.peerCaPem !== undefined ? { requestCert: true, rejectUnauthorized: false, ca: options.peerCaPem } : {}),
         maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024,
         // Every bound on a client that is slow on purpose: the TLS handshake, the request head, the whole request (a
         // streamed sign body of 67 MiB must fit: 5 min by default), and, below, the whole body of a write.
@@ -254,6 +292,11 @@ export class GatewayServer {
       gone: false,
     };
     this.#active.set(req.socket, x);
+    if (x.via !== undefined && this.#options.peerCaPem !== undefined && (req.socket as TLSSocket).authorized !== true) {
+      const error = new GatewayRequestInvalidError(`${VIA_HEADER} is accepted only from another site's gateway, presenting a certificate of the group CA`);
+      this.#local(x, req, res, { status: 403, error }, 'rejected_input');
+      return;
+    }
     res.once('close', () => {
       if (this.#active.get(req.socket) === x) this.#active.delete(req.socket);
       if (res.writableFinished) return;
@@ -264,7 +307,9 @@ export class GatewayServer {
       x.relay?.abort(reason);
     });
     try {
-      await this.#execute(x, this.#decide(x), false);
+      const d = this.#decide(x);
+      if (this.#options.remoteServing?.remote === true && (await this.#serveWhileDown(x, d))) return;
+      await this.#execute(x, d, false);
     } catch (err) {
       // Only reached on a bug: every expected failure is answered inside #execute.
       this.#log.error({ err: describe(err), operation: x.classification.operation }, 'gateway: request failed');
@@ -346,6 +391,74 @@ export class GatewayServer {
     );
   }
 
+  /**
+   * This site's NetHSM is down: reads and crypto of a replicated namespace go to a peer's gateway that may serve them
+   * (remote-serving.ts); what only this NetHSM can serve (writes for namespaces primary here, root and unreplicated
+   * calls, calls another gateway sent) gets 503 naming the cause. Device calls (an unlock above all: it is how a Locked
+   * NetHSM comes back), refusals and writes forwarded to the primary's gateway go on as usual (returns false).
+   */
+  async #serveWhileDown(x: Exchange, d: Decision): Promise<boolean> {
+    const remote = this.#options.remoteServing!;
+    const k = x.classification.kind;
+    if (k === 'device-read' || k === 'device-write' || d.action !== 'forward') return false;
+    const site = this.#options.site;
+    const down = `the NetHSM of site ${site} is down (${remote.state.cause ?? 'unknown'})`;
+    const refuse = (message: string, namespace?: string): void => {
+      const error = new GatewayLocalDownError(message, { operation: x.classification.operation, site, ...(namespace ? { namespace } : {}) });
+      this.#local(x, x.req, x.res, { status: 503, error, retryAfterSeconds: this.gate.retryAfterSeconds }, 'refused_local_down');
+    };
+    if (k === 'mutation') {
+      const ns = d.observe;
+      refuse(ns !== undefined ? `namespace ${ns} is primary at site ${site} and ${down}; writes wait for it and are never sent to a replica` : `${down}; this write needs it`, ns);
+      return true;
+    }
+    const ns = x.caller.kind === 'user' ? x.caller.namespace : undefined;
+    if (x.via !== undefined) {
+      refuse(`${down}; the call came through the gateway of site ${x.via} and is not forwarded again`);
+      return true;
+    }
+    const role = ns !== undefined ? this.#options.roles.roleOf(ns) : undefined;
+    if (ns === undefined || role === undefined) {
+      refuse(`${down}; ${ns === undefined ? 'root-namespace calls' : `calls for namespace ${ns}, which is not replicated,`} are served by this site's NetHSM only`, ns);
+      return true;
+    }
+    const choice = await remote.choose(ns, role.epoch);
+    if (!choice.ok) {
+      const error = new GatewayNoPeerError(`${down} and ${choice.cause}`, { operation: x.classification.operation, namespace: ns, site });
+      this.#local(x, x.req, x.res, { status: 503, error, retryAfterSeconds: this.gate.retryAfterSeconds }, 'refused_no_peer');
+      return true;
+    }
+    let peer: Upstream;
+    try {
+      peer = this.#peers!.for(choice.url);
+    } catch {
+      this.#local(x, x.req, x.res, { status: 502, error: new NetHsmUnreachableError(`the gateway URL of site ${choice.peer} is not usable`) }, 'error');
+      return true;
+    }
+    x.servedBy = choice.peer;
+    if (x.body === undefined && hasBody(x.req)) x.body = await arrivedBody(x.req, ARRIVED_BODY_MAX_BYTES);
+    await this.#forward(x, peer, 'served_remote', undefined, site);
+    return true;
+  }
+
+  /**
+   * A read or crypto call found this site's NetHSM unreachable (no answer came): with remote serving, it is marked down
+   * (serving goes remote) and this very call is served by a peer instead of failing, when its body is in hand to send
+   * again (not a large body already streaming). Returns false when the call is not retried (the caller answers 502).
+   */
+  async #retryAtPeer(x: Exchange, up: Upstream, err: unknown): Promise<boolean> {
+    const remote = this.#options.remoteServing;
+    const k = x.classification.kind;
+    if (remote === undefined || up !== this.#nethsm || x.gone || (k !== 'read' && k !== 'crypto')) return false;
+    if (x.body === undefined && hasBody(x.req)) return false;
+    const detail = mapTransportError(err, x.classification.operation, up.timeoutMs);
+    if (!(detail instanceof NetHsmUnreachableError)) return false;
+    this.#nethsmUnreachable(detail);
+    if (!remote.remote) return false;
+    this.#log.info(this.#fields(x, { err: detail.message }), 'gateway: the NetHSM is unreachable; serving the call from a peer');
+    return this.#serveWhileDown(x, { action: 'forward', hold: false });
+  }
+
   async #execute(x: Exchange, d: Decision, admitted: boolean): Promise<void> {
     if (d.action === 'refuse') {
       this.#local(x, x.req, x.res, { status: d.status, error: d.error, ...(d.emptyBody ? { emptyBody: true } : {}) }, d.outcome);
@@ -366,6 +479,7 @@ export class GatewayServer {
         this.#local(x, x.req, x.res, { status: 502, error }, 'error');
         return;
       }
+      x.sentTo = d.role.primarySite;
       await this.#forward(x, peer, 'forwarded_primary', undefined, this.#options.site);
       return;
     }
@@ -475,6 +589,7 @@ export class GatewayServer {
       head = await x.relay.head;
     } catch (err) {
       if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
+      if (await this.#retryAtPeer(x, up, err)) return;
       this.#upstreamFailed(x, up, err);
       return;
     } finally {
@@ -484,17 +599,25 @@ export class GatewayServer {
       const location = head.headers['location'];
       await this.#end(observer!, intent, { status: head.statusCode, ...(typeof location === 'string' ? { location } : {}) });
     }
+    if (up === this.#nethsm && head.statusCode === 412 && x.classification.kind !== 'device-read' && x.classification.kind !== 'device-write') {
+      this.#notify(this.#options.onNethsmNotOperational);
+    }
     if (sub !== undefined && head.statusCode >= 200 && head.statusCode < 300) {
       // The NetHSM accepted the substitute (an import): the client gets the answer to the call it made (a generate).
       await x.relay.discard().catch(() => undefined);
       const a = sub.answer;
-      x.res.writeHead(a.status, { ...a.headers, 'content-length': String(a.body.length) }).end(a.body);
+      x.res.writeHead(a.status, { ...a.headers, 'content-length': String(a.body.length), [SERVED_BY_HEADER]: this.#options.site }).end(a.body);
       this.#report(x, outcome, a.status);
       return;
     }
     try {
       // The NetHSM answered before the client finished its upload (a refusal): end the connection rather than read the rest.
-      x.res.writeHead(head.statusCode, responseHeadersForClient(head.headers, upstreamBody === x.req && !x.req.readableEnded));
+      // One served-by header: the upstream's own (a peer gateway's) is read, not passed on beside ours.
+      const theirs = head.headers[SERVED_BY_HEADER];
+      delete head.headers[SERVED_BY_HEADER];
+      const headers = responseHeadersForClient(head.headers, upstreamBody === x.req && !x.req.readableEnded);
+      headers.push(SERVED_BY_HEADER, this.#servedBy(x, up, theirs));
+      x.res.writeHead(head.statusCode, headers);
       await x.relay.pipeTo(x.res);
       this.#report(x, outcome, head.statusCode);
       if (this.#log.isLevelEnabled('debug')) this.#log.debug(this.#fields(x, { status: head.statusCode, outcome }), 'gateway: forwarded');
@@ -505,6 +628,16 @@ export class GatewayServer {
       this.#report(x, 'error');
       this.#log.warn(this.#fields(x, { status: head.statusCode, err: describe(err) }), 'gateway: response cut');
     }
+  }
+
+  /**
+   * Where the answer was made: this site for its NetHSM; the serving gateway's own header otherwise (it names the site
+   * whose NetHSM answered), when it is a plain site name, else the site the call was sent to.
+   */
+  #servedBy(x: Exchange, up: Upstream, theirs: string | string[] | undefined): string {
+    if (up === this.#nethsm) return this.#options.site;
+    if (typeof theirs === 'string' && SITE_NAME.test(theirs)) return theirs;
+    return x.servedBy ?? x.sentTo ?? 'unknown';
   }
 
   async #end(observer: MutationObserver, intent: string, outcome: { status: number; location?: string }): Promise<void> {
@@ -523,7 +656,9 @@ export class GatewayServer {
     const detail = mapTransportError(err, x.classification.operation, up.timeoutMs);
     this.#log.warn(this.#fields(x, { upstream: up.origin, err: detail.toJSON() }), 'gateway: upstream failed');
     // The client learns what failed, not the upstream's address or the transport's wording (those are in the log).
-    const what = up === this.#nethsm ? 'the NetHSM' : "the primary site's gateway";
+    if (up === this.#nethsm && detail instanceof NetHsmUnreachableError) this.#nethsmUnreachable(detail);
+    if (x.servedBy !== undefined) this.#options.remoteServing?.forget(x.servedBy);
+    const what = up === this.#nethsm ? 'the NetHSM' : x.servedBy !== undefined ? `the gateway of site ${x.servedBy}` : "the primary site's gateway";
     const timedOut = detail instanceof NetHsmTimeoutError;
     const untrusted = detail instanceof TlsPinMismatchError || detail instanceof NetHsmTlsUntrustedError;
     const message = timedOut
@@ -562,7 +697,21 @@ export class GatewayServer {
       outcome: outcome === 'error' && x.cutSlow === true ? 'cut_slow' : outcome,
       ...(status !== undefined ? { status } : {}),
       ...(x.heldMs !== undefined ? { heldMs: x.heldMs } : {}),
+      ...(x.servedBy !== undefined ? { peer: x.servedBy } : {}),
     });
+  }
+
+  #nethsmUnreachable(err: Error): void {
+    this.#notify(() => this.#options.onNethsmUnreachable?.(err));
+  }
+
+  /** Calls a daemon hook; a throw is logged, never the request's problem. */
+  #notify(hook: (() => void) | undefined): void {
+    try {
+      hook?.();
+    } catch (e) {
+      this.#log.warn({ err: describe(e) }, 'gateway: a NetHSM health callback threw');
+    }
   }
 
   #emit(event: GatewayRequestEvent): void {
@@ -616,6 +765,9 @@ function rawAnswer(status: number, error: NhrError | undefined): string {
   const type = error === undefined ? '' : 'Content-Type: application/json\r\n';
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\n${type}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }
+
+/** A site name as the config allows it (a peer's served-by header is echoed only when it is one). */
+const SITE_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
 function limitsOf(options: GatewayOptions): GatewayLimits {
   const out: GatewayLimits = { ...GATEWAY_LIMIT_DEFAULTS };

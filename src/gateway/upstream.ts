@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import { InputInvalidError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { connectorFor, parseTrust, type TlsTrust, type TrustMode } from '../nethsm/tls-trust.js';
+import { connectorFor, parseTrust, type ClientIdentity, type TlsTrust, type TrustMode } from '../nethsm/tls-trust.js';
 import { Relay } from './relay.js';
 
 /**
@@ -26,6 +26,8 @@ export interface UpstreamOptions {
   connections?: number;
   /** Connect timeout, and the longest wait for response headers and between body chunks. Default 5 min (backups). */
   timeoutMs?: number;
+  /** The certificate this gateway presents (mutual TLS with other sites' gateways); none towards the NetHSM. */
+  clientIdentity?: ClientIdentity;
   logger: Logger;
 }
 
@@ -44,6 +46,7 @@ export class Upstream {
   #pool: Pool;
   #mode: TrustMode;
   readonly #connections: number;
+  readonly #identity: ClientIdentity | undefined;
   readonly #logger: Logger;
   #closed = false;
 
@@ -62,6 +65,7 @@ export class Upstream {
     this.origin = url.origin;
     this.#connections = options.connections ?? DEFAULT_UPSTREAM_CONNECTIONS;
     this.#logger = options.logger;
+    this.#identity = options.clientIdentity;
     this.#mode = trust;
     this.#pool = this.#newPool(trust);
   }
@@ -72,7 +76,7 @@ export class Upstream {
     }
     return new Pool(this.origin, {
       connections: this.#connections,
-      connect: connectorFor(trust, Math.min(this.timeoutMs, 30_000)),
+      connect: connectorFor(trust, Math.min(this.timeoutMs, 30_000), this.#identity),
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
       keepAliveTimeout: 10_000,

@@ -47,6 +47,13 @@ export interface LabOptions {
   /** Run a gateway at every site (certificate from the lab CA). */
   gateway?: boolean;
   /**
+   * With `gateway`: the `gateway.remoteServing` section as YAML (e.g. `{ maxLag: 30s, recoverAfter: 2 }`); the gateways
+   * then listen on fixed ports, named in each peer's `gatewayUrl`.
+   */
+  remoteServing?: string;
+  /** With `remoteServing`: `gateway.routing`. */
+  routing?: 'local-first' | 'nearest-healthy';
+  /**
    * Simulator latency per operation (ms), as `nethsm-replicator sim --latency`: one table for every site, or one per
    * site. The simulator reads the table at each call, so a test may change it while the lab runs.
    */
@@ -181,6 +188,7 @@ export class Lab {
   readonly simPorts = new Map<string, number>();
   caPem = '';
   private readonly peerPorts = new Map<string, number>();
+  private readonly gatewayPorts = new Map<string, number>();
 
   private constructor(
     readonly dir: string,
@@ -205,6 +213,7 @@ export class Lab {
         lab.sites.set(n, new LabSite(n, path.join(lab.dir, n), lab));
         lab.simPorts.set(n, await freePort());
         lab.peerPorts.set(n, await freePort());
+        if (options.gateway && options.remoteServing) lab.gatewayPorts.set(n, await freePort());
         await mkdir(path.join(lab.dir, n), { recursive: true, mode: 0o700 });
       }
       await lab.writeCertificates(names);
@@ -307,7 +316,7 @@ nethsm:
 peers:${names.length > 1 ? '' : ' []'}
 ${names
   .filter((n) => n !== name)
-  .map((n) => `  - { name: ${n}, url: "https://127.0.0.1:${this.peerPorts.get(n)}" }`)
+  .map((n) => `  - { name: ${n}, url: "https://127.0.0.1:${this.peerPorts.get(n)}"${this.gatewayPorts.has(n) ? `, gatewayUrl: "https://127.0.0.1:${this.gatewayPorts.get(n)}"` : ''} }`)
   .join('\n')}
 tls:
   certFile: ${path.join(site.dir, 'peer.crt')}
@@ -315,7 +324,7 @@ tls:
   caFile: ${path.join(this.dir, 'ca.pem')}
 peerApi: { listen: "127.0.0.1:${this.peerPorts.get(name)}" }
 health: { listen: "127.0.0.1:0" }
-${o.gateway ? `gateway: { listen: "127.0.0.1:0", certFile: ${path.join(site.dir, 'gateway.crt')}, keyFile: ${path.join(site.dir, 'gateway.key')}, maxHold: 20s }` : ''}
+${o.gateway ? `gateway: { listen: "127.0.0.1:${this.gatewayPorts.get(name) ?? 0}", certFile: ${path.join(site.dir, 'gateway.crt')}, keyFile: ${path.join(site.dir, 'gateway.key')}, maxHold: 20s${o.remoteServing ? `, remoteServing: ${o.remoteServing}` : ''}${o.routing ? `, routing: ${o.routing}` : ''} }` : ''}
 stateDir: ${site.stateDir}
 replication:
   passphrase: ${secret(LAB_PASSPHRASES.replication)}

@@ -40,6 +40,21 @@ describe('member monitor', () => {
     await mon.close();
   });
 
+  it('checks a member at once when asked (a call saw a state change), between its scheduled checks', async () => {
+    const f = flaky();
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 60_000, maxAttempts: Infinity });
+    await mon.checkNow('nethsm'); // not started: nothing
+    expect(f.probes()).toBe(0);
+    await mon.start();
+    expect(f.probes()).toBe(1);
+    f.set(false);
+    await mon.checkNow('nethsm');
+    expect(f.probes()).toBe(2);
+    expect(mon.get('nethsm')!.status).toBe('unreachable');
+    await mon.checkNow('nobody');
+    await mon.close();
+  });
+
   it('moves a member that answers again through recovering to ok, resuming its work', async () => {
     const f = flaky();
     const recovered: string[] = [];

@@ -154,6 +154,17 @@ export class MemberMonitor {
     if (s && s.status === 'fenced') this.update(s, { status: 'ok' });
   }
 
+  /**
+   * Checks the member now, outside its schedule (a real call suggested its state changed, e.g. a NetHSM answering 412:
+   * not Operational). A no-op while a check of it runs, or for a member that gave up (the operator's `retryNow` resumes
+   * those). Counts nothing by itself: the check's outcome is recorded as any other.
+   */
+  async checkNow(name: string): Promise<void> {
+    const s = this.states.get(name);
+    if (!this.started || !s || s.gaveUp) return;
+    await this.probe(name);
+  }
+
   /** Operator's manual recovery: reset the attempt count and probe now. */
   async retryNow(name: string): Promise<void> {
     const s = this.states.get(name);

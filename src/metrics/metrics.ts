@@ -86,6 +86,9 @@ export const GATEWAY_OUTCOMES = [
   'held_timeout', // held during a merge-restore past the bound; 503 Retry-After
   'rejected_too_large', // a write body (or one sent without credentials) over the limit; 413, not forwarded
   'cut_slow', // the client was too slow (TLS handshake, request head or body not in within its bound); cut
+  'served_remote', // read or crypto served by a peer's gateway while this site's NetHSM is down
+  'refused_local_down', // needs this site's NetHSM, which is down (a write for a namespace primary here, …); 503
+  'refused_no_peer', // this site's NetHSM is down and no peer may serve the call (down, lagging past maxLag, …); 503
   'error', // the NetHSM could not be reached, or the gateway failed
 ] as const;
 export type GatewayOutcome = (typeof GATEWAY_OUTCOMES)[number];
@@ -166,6 +169,10 @@ export interface ReplicatorMetrics {
   /** 1 while a snapshot's cost approaches a bound (schedule, hold, catch-up window), by kind; 0 otherwise. */
   readonly syncCostWarning: Gauge<'namespace' | 'kind'>;
   readonly gatewayRequestsTotal: Counter<'namespace' | 'class' | 'outcome'>;
+  /** Calls this gateway sent to a peer's gateway while its NetHSM was down, by peer (`none` when no peer could) and outcome. */
+  readonly gatewayRemoteRequestsTotal: Counter<'peer' | 'outcome'>;
+  /** 1 while this site's gateway serves reads and crypto from peers (its NetHSM is down), else 0. */
+  readonly gatewayServingRemote: Gauge;
 
   /**
    * Sets `namespace_role` to 1 for `role` and 0 for the other roles, and the epoch. Also creates the namespace's
@@ -570,6 +577,17 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('gateway_requests_total'),
       help: 'Gateway requests by namespace (_other when not configured here), class and outcome.',
       labelNames: ['namespace', 'class', 'outcome'],
+      registers,
+    }),
+    gatewayRemoteRequestsTotal: new Counter({
+      name: name('gateway_remote_requests_total'),
+      help: "Reads and crypto this site's gateway sent to a peer's gateway while its NetHSM was down, by peer (none: no peer could serve) and outcome (served, refused, error).",
+      labelNames: ['peer', 'outcome'],
+      registers,
+    }),
+    gatewayServingRemote: new Gauge({
+      name: name('gateway_serving_remote'),
+      help: "1 while this site's gateway serves reads and crypto from peer gateways because its NetHSM is down, else 0.",
       registers,
     }),
   };

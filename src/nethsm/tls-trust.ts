@@ -17,6 +17,12 @@ export interface TlsTrust {
   insecure?: boolean;
 }
 
+/** The certificate and key a client presents (PEM). */
+export interface ClientIdentity {
+  certPem: string;
+  keyPem: string;
+}
+
 export type TrustMode =
   | { kind: 'ca'; caPem: string }
   | { kind: 'pin'; fingerprint256: string }
@@ -54,15 +60,17 @@ export function parseTrust(tls: TlsTrust | undefined): TrustMode {
  * socket; a mismatch destroys the socket and fails the request with TlsPinMismatchError (no credentials sent).
  * `checkServerIdentity` cannot do this: Node skips it when chain verification already failed.
  */
-export function connectorFor(mode: TrustMode, timeoutMs: number): buildConnector.connector {
+export function connectorFor(mode: TrustMode, timeoutMs: number, identity?: ClientIdentity): buildConnector.connector {
+  // A client certificate (mutual TLS between gateways): presented on every connection when given.
+  const own = identity ? { cert: identity.certPem, key: identity.keyPem } : {};
   switch (mode.kind) {
     case 'ca':
-      return buildConnector({ ca: mode.caPem, rejectUnauthorized: true, timeout: timeoutMs });
+      return buildConnector({ ca: mode.caPem, rejectUnauthorized: true, timeout: timeoutMs, ...own });
     case 'insecure':
-      return buildConnector({ rejectUnauthorized: false, timeout: timeoutMs });
+      return buildConnector({ rejectUnauthorized: false, timeout: timeoutMs, ...own });
     case 'pin': {
       // No session cache: every connection presents (and has checked) the full certificate.
-      const base = buildConnector({ rejectUnauthorized: false, timeout: timeoutMs, maxCachedSessions: 0 });
+      const base = buildConnector({ rejectUnauthorized: false, timeout: timeoutMs, maxCachedSessions: 0, ...own });
       return (opts, callback) => {
         base(opts, (err, socket) => {
           if (err !== null) {

@@ -24,6 +24,8 @@ import {
   handoffAnswerSchema,
   syncAnswerSchema,
   peerStatusSchema,
+  servingViewSchema,
+  type ServingView,
   type EpochAnnouncement,
   type EpochAnswer,
   type PeerStatus,
@@ -108,6 +110,11 @@ export class PeerClient {
   /** The peer's view of every namespace. */
   async status(): Promise<PeerStatus> {
     return this.json('GET', '/status', undefined, peerStatusSchema);
+  }
+
+  /** What the peer can serve to this site's gateway (GET /peer/v1/serving); PeerMessageInvalidError for a malformed answer. */
+  async serving(timeoutMs?: number): Promise<ServingView> {
+    return this.json('GET', '/serving', undefined, servingViewSchema, timeoutMs);
   }
 
   async announceEpoch(namespace: string, announcement: EpochAnnouncement): Promise<EpochAnswer> {

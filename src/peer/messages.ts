@@ -58,3 +58,29 @@ export const certificateAnswerSchema = z.union([
   z.strictObject({ contentType: z.string().min(1).max(200), data: z.base64().max(1_400_000) }),
   z.strictObject({ contentType: z.null(), data: z.null() }),
 ]);
+
+/**
+ * `GET /peer/v1/serving`: what a site can serve to another site's gateway (cross-site crypto, docs/gateway.md "Serving
+ * from a peer"): whether its own NetHSM serves now (`ok`: healthy and its gateway serves locally), whether it runs a
+ * gateway at all, and per namespace its role and how old its copy is. A separate endpoint from `status` so that a peer
+ * of an older version, whose strict status parser would refuse new fields, keeps working (it answers 404 here, and is
+ * then not used for serving).
+ */
+export const servingViewSchema = z.strictObject({
+  site: siteNameSchema,
+  nethsm: z.enum(['ok', 'down']),
+  gateway: z.boolean(),
+  namespaces: z
+    .array(
+      z.strictObject({
+        namespace: namespaceIdSchema,
+        role: roleSchema,
+        epoch: epochSchema,
+        primarySite: siteNameSchema,
+        /** Seconds since the replica's data was current at the primary; null for the primary, or a replica never synced. */
+        lagSeconds: z.number().finite().min(0).max(1e10).nullable(),
+      }),
+    )
+    .max(10_000),
+});
+export type ServingView = z.infer<typeof servingViewSchema>;

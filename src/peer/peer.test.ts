@@ -10,7 +10,7 @@ import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { PeerClient } from './client.js';
 import { PeerServer, type PeerHandlers } from './server.js';
-import type { PeerStatus } from './messages.js';
+import type { PeerStatus, ServingView } from './messages.js';
 
 class StaleEpochForTest extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_STALE_EPOCH';
@@ -26,9 +26,11 @@ describe('peer API over mutual TLS', () => {
   let dir: string;
   const seen: string[] = [];
   let statusAnswer: unknown;
+  let servingAnswer: unknown;
 
   const handlers: PeerHandlers = {
     status: async (peer) => (seen.push(`status:${peer}`), statusAnswer as PeerStatus),
+    serving: async (peer) => (seen.push(`serving:${peer}`), servingAnswer as ServingView),
     snapshot: async (peer, ns) => {
       seen.push(`snapshot:${peer}:${ns}`);
       if (ns === 'beta') throw new StaleEpochForTest('not primary for beta', { namespace: ns, epoch: 7 });
@@ -213,6 +215,30 @@ describe('peer API over mutual TLS', () => {
     const err = (await c.status().catch((e: unknown) => e)) as PeerMessageInvalidError;
     expect(err).toBeInstanceOf(PeerMessageInvalidError);
     expect(err.message).toMatch(/namespaces\.0\.role/);
+    await c.close();
+  });
+
+  it("validates a peer's serving view (cross-site crypto): a well-formed one passes, each malformed field is named", async () => {
+    const good = { site: 'a', nethsm: 'ok', gateway: true, namespaces: [{ namespace: 'alpha', role: 'replica', epoch: 2, primarySite: 'b', lagSeconds: 1.5 }] };
+    const c = client(siteB);
+    servingAnswer = good;
+    expect(await c.serving()).toEqual(good);
+    expect(seen).toContain('serving:b');
+    const bad: [unknown, RegExp][] = [
+      [{ ...good, nethsm: 'maybe' }, /GET \/serving: nethsm /],
+      [{ ...good, gateway: 'yes' }, /GET \/serving: gateway /],
+      [{ ...good, extra: 1 }, /GET \/serving: body|Unrecognized key/],
+      [{ ...good, namespaces: [{ ...good.namespaces[0], lagSeconds: -1 }] }, /namespaces\.0\.lagSeconds/],
+      [{ ...good, namespaces: [{ ...good.namespaces[0], lagSeconds: '3' }] }, /namespaces\.0\.lagSeconds/],
+      [{ ...good, namespaces: [{ ...good.namespaces[0], role: 'boss' }] }, /namespaces\.0\.role/],
+      [{ ...good, site: 'a b' }, /site is not a valid site name/],
+    ];
+    for (const [answer, message] of bad) {
+      servingAnswer = answer;
+      const err = (await c.serving().catch((e: unknown) => e)) as PeerMessageInvalidError;
+      expect(err, JSON.stringify(answer)).toBeInstanceOf(PeerMessageInvalidError);
+      expect(err.message).toMatch(message);
+    }
     await c.close();
   });
 

@@ -28,6 +28,7 @@ import {
   type EpochAnswer,
   type HandoffRequest,
   type PeerStatus,
+  type ServingView,
 } from './messages.js';
 
 /** What the daemon answers to its peers. `peer` is the authenticated site name. Handlers may throw NhrErrors. */
@@ -41,6 +42,8 @@ export interface PeerHandlers {
   requestSync(peer: string, namespace: string): Promise<{ started: boolean }>;
   /** A full device backup (for a peer's init-replica): streamed, encrypted under the device backup passphrase. */
   deviceBackup(peer: string): Promise<Readable | AsyncIterable<Uint8Array>>;
+  /** What this site can serve to another site's gateway (cross-site crypto); 404 when absent. */
+  serving?(peer: string): Promise<ServingView>;
   /** This site's transport key (public half), for peers sealing imports to it. */
   transportKey?(peer: string): Promise<TransportKeyInfo>;
   /** The namespace's inventory (anti-entropy); only its primary answers. */
@@ -232,6 +235,11 @@ export class PeerServer {
     if (path === `${PEER_API_PREFIX}/status`) {
       method(req, 'GET');
       return sendJson(res, 200, await h.status(peer));
+    }
+    if (path === `${PEER_API_PREFIX}/serving`) {
+      method(req, 'GET');
+      if (!h.serving) throw new BadRequest(404, 'this site serves no gateway requests for peers');
+      return sendJson(res, 200, await h.serving(peer));
     }
     if (path === `${PEER_API_PREFIX}/device-backup`) {
       method(req, 'GET');
