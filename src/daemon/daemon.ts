@@ -566,7 +566,7 @@ export class Daemon {
   private async resumeMember(name: string): Promise<void> {
     const { ctx } = this;
     try {
-      const snapshot = name === NETHSM_MEMBER || peerRestarted(ctx, name);
+      const snapshot = name === NETHSM_MEMBER || (await this.peerRestartedNow(name));
       for (const row of ctx.store.roles.list()) {
         if (row.paused) continue;
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
@@ -580,6 +580,21 @@ export class Daemon {
     } catch (err) {
       ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at the next schedule');
     }
+  }
+
+  /**
+   * Whether peer `name` restarted while it was away, from its status asked now: recovery may have come from a real
+   * call (the stream reconnecting) with no status read since the peer came back. No answer counts as a restart.
+   */
+  private async peerRestartedNow(name: string): Promise<boolean> {
+    const peer = this.ctx.peers.get(name);
+    if (!peer) return true;
+    try {
+      await observePeerStatus(this.ctx, this.failover, peer, await peer.status());
+    } catch {
+      return true;
+    }
+    return peerRestarted(this.ctx, name);
   }
 
   private healthSource(): HealthSource {

@@ -3,6 +3,7 @@ import { Lab, LAB_PASSPHRASES } from '../../src/lab/lab.js';
 import type { PeerServer } from '../../src/peer/server.js';
 import { waitFor } from '../helpers/wait.js';
 import { use } from '../helpers/clients.js';
+import { streamReady } from './stream-helpers.js';
 
 describe('member recovery and shutdown', () => {
   let lab: Lab | undefined;
@@ -39,6 +40,8 @@ describe('member recovery and shutdown', () => {
     await lab.startDaemons();
     const a = lab.site('a');
     const b = lab.site('b');
+    // A knows B's transport key, so what A's gateway imports can travel by the stream.
+    await streamReady([a, b]);
     await b.daemon!.syncer.sync('alpha', { actor: 'test' });
     const synced = b.daemon!.ctx.store.positions.get('alpha', 'a')!.lastOkAt;
     // The link to a's daemon is cut (it keeps running and its gateway keeps taking writes): b counts a as down.
@@ -53,7 +56,7 @@ describe('member recovery and shutdown', () => {
     await waitFor(async () => (await use(b.nsOperator('alpha'), (c) => c.listKeys())).includes('during-cut'), 'the key to reach b', 15_000);
     // It came by the stream (its record follows the device's 2xx in a group commit), and the recovery took no
     // snapshot (a device backup at each site, writes held at b).
-    await waitFor(() => b.daemon!.ctx.store.applied.knowsKey('alpha', 'during-cut'), 'the stream to record the key', 5_000);
+    await waitFor(() => b.daemon!.ctx.store.applied.knowsKey('alpha', 'during-cut'), 'the stream to record the key', 15_000);
     expect(b.daemon!.ctx.store.positions.get('alpha', 'a')!.lastOkAt).toBe(synced);
   });
 
