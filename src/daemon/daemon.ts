@@ -411,7 +411,7 @@ export class Daemon {
             setDrift: (c) => ctx.metrics.setDrift(namespace, c),
           }),
         ),
-      { tokens: [token], wait: 'unbounded' },
+      { tokens: [token], wait: 'unbounded', scope: namespace },
     );
     ctx.log.info(
       { namespace, missing: result.diff.missing.length, extra: result.diff.extra.length, differs: result.diff.differs.length, repaired: result.repaired, snapshot: result.needsSnapshot },

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupCorruptedError, BackupWrongPassphraseError, NamespaceUnknownError, NetHsmHttpError, SyncNamespaceExistsError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { Device } from '../../src/replicator/device.js';
-import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
+import { applySnapshot, type ApplyDeps, type ApplyPhase } from '../../src/replicator/snapshot-apply.js';
 import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
 import { use } from '../helpers/clients.js';
 
@@ -53,17 +53,60 @@ describe('sync guards at the replica', () => {
     return { file, deps };
   }
 
-  it('catches a write racing the sync with the re-check, merges again, and loses nothing', async () => {
+  /** A key written to B's beta through B's device barrier, as a gateway write or stream apply would be. */
+  async function writeThroughBarrier(id: string): Promise<void> {
+    const b = lab.site('b');
+    await b.daemon!.ctx.barrier.shared(() => use(b.nsAdmin('beta'), (c) => c.generateKey({ id, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] })));
+  }
+
+  it('backs up and merges again, outside the hold, when a write passed the barrier between the backup and the restore', async () => {
     let writes = 0;
     const { file, deps } = await snapshotAndDeps({
-      beforeRecheck: async () => {
-        // A client writes to B's device directly (not through a gateway) between the backup and the restore.
-        if (writes++ === 0) await use(lab.site('b').nsAdmin('beta'), (c) => c.generateKey({ id: 'raced-write', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+      beforeHold: async () => {
+        if (writes++ === 0) await writeThroughBarrier('raced-write');
       },
     });
     const r = await applySnapshot(deps, 'alpha', file);
-    expect(r.remerges).toBe(1);
+    expect(r).toMatchObject({ remerges: 1, heldMerge: false, verified: true });
     expect(await use(lab.site('b').nsOperator('beta'), (c) => c.listKeys())).toContain('raced-write');
+    expect(await use(lab.site('b').nsOperator('alpha'), (c) => c.listKeys())).toContain('a1');
+  });
+
+  it('holds writes only around the restore: the backups, the merge and the verification run outside the exclusive hold', async () => {
+    const barrier = lab.site('b').daemon!.ctx.barrier;
+    const seen: { phase: ApplyPhase; held: boolean; inside: boolean }[] = [];
+    const { file, deps } = await snapshotAndDeps({ onPhase: (phase) => seen.push({ phase, held: barrier.held, inside: barrier.insideExclusive }) });
+    const holdsBefore = barrier.exclusiveRuns;
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(r).toMatchObject({ remerges: 0, heldMerge: false, verified: true });
+    expect(barrier.exclusiveRuns - holdsBefore).toBe(1);
+    expect(seen).toEqual([
+      { phase: 'backup', held: false, inside: false },
+      { phase: 'merge', held: false, inside: false },
+      { phase: 'hold', held: false, inside: false },
+      { phase: 'restore', held: true, inside: true },
+      { phase: 'verify', held: false, inside: false },
+    ]);
+  });
+
+  it('merges inside the hold as a last resort when writes race every attempt, and its re-check still catches direct writers', async () => {
+    let n = 0;
+    let direct = 0;
+    let heldMerges = 0;
+    const { file, deps } = await snapshotAndDeps({
+      maxRemerges: 1,
+      beforeHold: () => writeThroughBarrier(`racing-${n++}`),
+      // A client writes to B's device directly (not through the daemon) while the held merge runs.
+      beforeRecheck: async () => {
+        if (direct++ === 0) await use(lab.site('b').nsAdmin('beta'), (c) => c.generateKey({ id: 'direct-write', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+      },
+      onHeldMerge: () => heldMerges++,
+    });
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(r).toMatchObject({ heldMerge: true, remerges: 2 });
+    expect(heldMerges).toBe(1);
+    const beta = await use(lab.site('b').nsOperator('beta'), (c) => c.listKeys());
+    expect(beta).toEqual(expect.arrayContaining(['racing-0', 'racing-1', 'direct-write']));
     expect(await use(lab.site('b').nsOperator('alpha'), (c) => c.listKeys())).toContain('a1');
   });
 
