@@ -327,6 +327,15 @@ describe('DeviceBarrier', () => {
       any();
     });
 
+    it('counts an exclusive hold under its scope as it starts, so a mark taken inside it does not see it', async () => {
+      const gate = new DeviceBarrier();
+      const mark = gate.markWrites();
+      const inside = await gate.exclusive([], async () => gate.markWrites(), { scope: 'beta' });
+      expect(gate.scopesWrittenSince(mark)).toEqual(new Set(['beta']));
+      expect(gate.quietSince(inside)).toBe(true);
+      expect(gate.quietSince(mark, new Set(['alpha']))).toBe(false);
+    });
+
     it('counts a write admitted after waiting out an exclusive hold, and the exclusive holds that ran', async () => {
       const gate = new DeviceBarrier();
       const restore = deferred();
@@ -334,12 +343,14 @@ describe('DeviceBarrier', () => {
       const mark = gate.markWrites();
       const write = gate.shared(async () => 'written', { wait: 'unbounded' });
       await tick();
-      expect(gate.quietSince(mark)).toBe(true);
+      // The exclusive hold itself counts as a write once it runs (a restore changes the device), unscoped by default.
       expect(gate.exclusiveRuns).toBe(1);
+      expect(gate.scopesWrittenSince(mark)).toEqual(new Set([null]));
+      const during = gate.markWrites();
       restore.resolve();
       await held;
       expect(await write).toBe('written');
-      expect(gate.writesSince(mark)).toBe(1);
+      expect(gate.writesSince(during)).toBe(1);
     });
   });
 });

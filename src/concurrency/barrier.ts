@@ -75,6 +75,15 @@ export interface WriteMark {
   readonly scopes: ReadonlyMap<string | null, { readonly admitted: number; readonly inFlight: number }>;
 }
 
+export interface ExclusiveOptions {
+  /**
+   * The one namespace the holder changes (a snapshot apply's restore). Every exclusive hold counts as a write in the
+   * write generation when it starts (a restore changes the device under any merge built before it); with a scope, a
+   * merge-restore of another namespace sees which. Absent: may change anything.
+   */
+  scope?: string;
+}
+
 /** Given to an exclusive holder: re-checks its tokens right before an irreversible device call. */
 export interface ExclusiveGuard {
   check(): void;
@@ -94,7 +103,10 @@ export class DeviceBarrier {
   /** Exclusive holds pending or running. */
   #exclusives = 0;
   #shared = 0;
-  /** Write holders (shared, not read-only) admitted since the barrier was made, and those not yet released. */
+  /**
+   * Write holders (shared, not read-only; and exclusive holds, counted as they start) admitted since the barrier was
+   * made, and the shared ones not yet released.
+   */
   #generation = 0;
   #writers = 0;
   /** The same per scope (`null`: unscoped). */
@@ -220,7 +232,7 @@ export class DeviceBarrier {
    * GatewayDrainTimeoutError when shared holders do not finish in time (fn not run), FenceTokenStaleError, or what
    * `fn` throws. Shared callers are admitted again when the last exclusive hold ends.
    */
-  async exclusive<T>(tokens: readonly FencingToken[], fn: (guard: ExclusiveGuard) => Promise<T>): Promise<T> {
+  async exclusive<T>(tokens: readonly FencingToken[], fn: (guard: ExclusiveGuard) => Promise<T>, options: ExclusiveOptions = {}): Promise<T> {
     const guard: ExclusiveGuard = { check: () => this.#checkAll(tokens) };
     const scope = this.#scope.getStore();
     if (scope === 'exclusive') {
@@ -238,6 +250,10 @@ export class DeviceBarrier {
       await this.#drain();
       guard.check();
       this.#exclusiveRuns++;
+      // Counted before `fn` runs, so a mark the holder takes inside its own hold does not see its own hold.
+      const counts = this.#scopeOf(options.scope ?? null);
+      counts.admitted++;
+      this.#generation++;
       return await this.#scope.run('exclusive', () => fn(guard));
     } finally {
       done();

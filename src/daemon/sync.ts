@@ -59,8 +59,11 @@ export type SyncResult =
       remerges: number;
       /** The merge ran inside the exclusive hold: writes kept racing it (docs/concurrency.md, "Snapshot sync"). */
       heldMerge: boolean;
-      /** False when writes kept passing the barrier after the restore, so the check backup could not be compared. */
-      verified: boolean;
+      /**
+       * `deferred`: the restore's verification runs after this answer (the next sync of the namespace waits for it; a
+       * failure is logged, counted and recorded as this sync's outcome). Never `false` here.
+       */
+      verified: boolean | 'deferred';
       strippedAdministrators: string[];
       savedExisting?: string;
       /** Foreign writes the restore removed were saved here first (replicator/foreign.ts); ids: the first 100. */
@@ -95,6 +98,8 @@ export class NamespaceSync {
   /** The one sync queued behind a running one, shared by every request that arrived meanwhile. */
   private readonly queued = new Map<string, Promise<SyncResult>>();
   private readonly progress = new Map<string, SyncProgress>();
+  /** The verification of a namespace's last restore, running after its sync answered. */
+  private readonly verifying = new Map<string, Promise<void>>();
   private readonly bounds: Required<SyncBounds>;
 
   constructor(
@@ -181,12 +186,21 @@ export class NamespaceSync {
   private start(namespace: string, req: SyncRequest): Promise<SyncResult> {
     const now = Date.now();
     this.progress.set(namespace, { actor: req.actor, startedAt: now, step: 'starting', stepAt: now });
-    const p = this.run(namespace, req).finally(() => {
-      this.running.delete(namespace);
-      this.progress.delete(namespace);
-    });
+    const answer = this.run(namespace, req);
+    // The sync answers once the restore is recorded; it keeps running (busy, single flight) until its verification ends.
+    const p = answer
+      .catch(() => undefined)
+      .then(() => this.verifying.get(namespace))
+      .finally(() => {
+        this.verifying.delete(namespace);
+        this.running.delete(namespace);
+        this.progress.delete(namespace);
+      })
+      .then(() => answer);
+    // Its failure is the answer's, which the caller hears; waiters on `running` only wait.
+    p.catch(() => undefined);
     this.running.set(namespace, p);
-    return p;
+    return answer;
   }
 
   private step(namespace: string, step: string): void {
@@ -265,7 +279,7 @@ export class NamespaceSync {
           deviceOpen: ctx.deviceOpen,
           snapshotOpen: ctx.snapshotOpen,
           replicationUserId: ctx.replicationUserIds.get(namespace) ?? '',
-          hold: (fn) => ctx.barrier.exclusive([token], (guard) => ctx.applyLock(namespace).run(() => fn(guard))),
+          hold: (fn) => ctx.barrier.exclusive([token], (guard) => ctx.applyLock(namespace).run(() => fn(guard)), { scope: namespace }),
           // Recorded under the namespace's lock, so no stream change is recorded between the restore and the position.
           afterRestore: (restored) => {
             this.recordPosition(namespace, primary, restored, started);
@@ -275,6 +289,7 @@ export class NamespaceSync {
           onPhase: (phase) => this.step(namespace, APPLY_STEPS[phase]),
           onHeldMerge: () => ctx.metrics.syncHeldMergesTotal.inc({ namespace }),
           onVerifySkipped: () => ctx.metrics.syncVerifySkippedTotal.inc({ namespace }),
+          deferVerify: (verify) => this.verifying.set(namespace, this.verifyAfter(namespace, primary, verify, started, req.actor)),
           logger: ctx.log,
           onForeignLoss: (n) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace }, n),
           ...this.foreignDeps(namespace),
@@ -353,6 +368,19 @@ export class NamespaceSync {
   }
 
   /** After verification: metrics, log and the answer (the position was recorded inside the hold). */
+  /**
+   * The restore's verification, after the sync answered: a failure is recorded as the sync's outcome (status, metrics,
+   * blame on this site's NetHSM), on top of the error log, loss metric and kept backup the verification itself leaves.
+   */
+  private async verifyAfter(namespace: string, primary: string, verify: () => Promise<boolean>, started: number, actor: string): Promise<void> {
+    try {
+      const ok = await verify();
+      this.ctx.log.info({ namespace, verified: ok }, ok ? 'restore verified' : 'restore not verified (writes raced the check)');
+    } catch (err) {
+      this.recordFailure(namespace, primary, err, started, actor);
+    }
+  }
+
   /** The change stream's current failure, when it has one. */
   private streamError(namespace: string): string | undefined {
     const stream = this.ctx.streamStatus?.(namespace);

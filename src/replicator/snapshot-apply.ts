@@ -32,7 +32,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
 import type { ExclusiveGuard, WriteMark } from '../concurrency/barrier.js';
 import type { Device } from './device.js';
-import { foreignAmong, quarantineForeign, type ForeignQuarantine } from './foreign.js';
+import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
 import { isUserOf, rewriteBackup } from './rewrite.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
@@ -53,7 +53,8 @@ export interface ApplyDeps {
   replicationUserId: string;
   /**
    * Takes the exclusive hold around the restore; its guard is checked right before the restore (a stale token
-   * abandons the apply). Default: the device's barrier with no tokens.
+   * abandons the apply). Pass the namespace as the hold's scope (ExclusiveOptions). Default: the device's barrier,
+   * no tokens, scoped to the namespace.
    */
   hold?: ExclusiveHold;
   /** Runs inside the exclusive hold right after a successful restore (the caller records the position there). */
@@ -73,6 +74,14 @@ export interface ApplyDeps {
   onHeldMerge?: () => void;
   /** Called when verification was skipped because writes kept passing the barrier after the restore (metric). */
   onVerifySkipped?: () => void;
+  /**
+   * Given: the verification (B3 and its comparison) is not awaited; applySnapshot returns once the restore is done and
+   * hands it here to run after (it resolves like `verified`, or throws SyncVerifyFailedError, and removes the
+   * temporary files either way). The caller must keep the next merge-restore of this namespace waiting for it.
+   */
+  deferVerify?: (verify: () => Promise<boolean>) => void;
+  /** Test seam: runs after the restore and before the check backup (B3) is taken. */
+  beforeVerify?: () => Promise<void>;
   /** Called with the number of entries lost outside the namespace when verification fails (metrics). */
   onForeignLoss?: (lost: number) => void;
   /** This site's name, for a quarantine file's meta. */
@@ -98,8 +107,11 @@ export interface ApplyResult {
   remerges: number;
   /** Whether the merge ran inside the exclusive hold (last resort: writes kept racing). */
   heldMerge: boolean;
-  /** Whether the restore was verified (false: writes kept passing the barrier after it; reported). */
-  verified: boolean;
+  /**
+   * Whether the restore was verified (false: writes that may touch anything passed the barrier after it; reported),
+   * or `deferred`: handed to `deferVerify`.
+   */
+  verified: boolean | 'deferred';
   namespaceEntries: number;
   /** Administrators left out on this replica. */
   strippedAdministrators: string[];
@@ -116,8 +128,9 @@ export type RestoredSnapshot = Omit<ApplyResult, 'verified'>;
 interface Merged {
   base: string;
   merged: string;
-  removed: Set<string>;
   replacing: boolean;
+  /** The foreign entries among those the restore removes (none when replacing the whole namespace). */
+  foreign: ForeignEntries | undefined;
 }
 
 interface Apply {
@@ -160,7 +173,7 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
       return t;
     },
   };
-  const hold: ExclusiveHold = deps.hold ?? ((fn) => deps.device.barrier.exclusive([], fn));
+  const hold: ExclusiveHold = deps.hold ?? ((fn) => deps.device.barrier.exclusive([], fn, { scope: namespace }));
   try {
     // Writes within the namespace itself (its stream, its anti-entropy) need no new merge: the restore replaces the
     // namespace, and the position recorded with it makes the stream apply again what the snapshot lacks.
@@ -195,9 +208,17 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
         return { done, merged: r.merged, after: deps.device.barrier.markWrites() };
       });
     }
-    const verified = await verifyAfter(a, outcome.merged, outcome.after);
+    const restored = outcome;
+    if (deps.deferVerify) {
+      await rename(snapshotFile, deps.work.snapshotOf(namespace));
+      // The temporary files (B1 among them, kept when verification fails) now belong to the verification.
+      const files = temps.splice(0);
+      deps.deferVerify(() => verifyAfter(a, restored.merged, restored.after).finally(() => removeFiles(...files, ...temps)));
+      return { ...restored.done, verified: 'deferred' };
+    }
+    const verified = await verifyAfter(a, restored.merged, restored.after);
     await rename(snapshotFile, deps.work.snapshotOf(namespace));
-    return { ...outcome.done, verified };
+    return { ...restored.done, verified };
   } finally {
     await removeFiles(...temps);
   }
@@ -210,8 +231,16 @@ async function backupAndMerge(a: Apply, backup: (file: string) => Promise<unknow
   await backup(base);
   const replacing = await checkExisting(a.deps, a.namespace, base, a.options);
   a.deps.onPhase?.('merge');
+  return mergeFrom(a, base, replacing);
+}
+
+/** The merge of `base`, and the foreign entries the restore would remove (known files read here, outside any hold). */
+async function mergeFrom(a: Apply, base: string, replacing: boolean): Promise<Merged> {
   const { merged, removed } = await merge(a, base);
-  return { base, merged, removed, replacing };
+  const { deps, namespace, log } = a;
+  if (replacing || removed.size === 0) return { base, merged, replacing, foreign: undefined };
+  const known = { files: [deps.work.snapshotOf(namespace), ...(deps.savedFiles ?? [])], open: deps.snapshotOpen, ...(deps.knownKey ? { knownKey: deps.knownKey } : {}) };
+  return { base, merged, replacing, foreign: await foreignAmong(namespace, removed, known, log) };
 }
 
 /**
@@ -232,9 +261,7 @@ async function heldMerge(a: Apply, remergesSoFar: number): Promise<{ merged: Mer
     if (++rechecks > (a.deps.maxRechecks ?? 3)) {
       throw new SyncRaceError(`entries outside namespace ${a.namespace} changed ${rechecks} times during the sync; not restoring`, { namespace: a.namespace });
     }
-    const replacing = m.replacing;
-    const { merged, removed } = await merge(a, b2);
-    m = { base: b2, merged, removed, replacing };
+    m = await mergeFrom(a, b2, m.replacing);
   }
   return { merged: m, remerges: remergesSoFar + rechecks };
 }
@@ -311,6 +338,7 @@ async function diffFiles(
 async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boolean> {
   const { deps, namespace, log } = a;
   deps.onPhase?.('verify');
+  await deps.beforeVerify?.();
   const b3 = a.temp('post');
   await deps.device.backupForReading(b3);
   const written = deps.device.barrier.scopesWrittenSince(after);
@@ -374,16 +402,14 @@ async function saveExisting(deps: ApplyDeps, namespace: string, deviceBackup: st
 }
 
 /**
- * Saves the foreign entries (foreign.ts) among those the restore removes from the base to a quarantine file and
+ * Inside the hold: saves the foreign entries (foreign.ts, found with the merge) from the base to a quarantine file and
  * reports them; undefined when there are none (no file). Throws SyncQuarantineFailedError: the caller must not
  * restore then.
  */
 async function saveForeign(a: Apply, m: Merged): Promise<ForeignQuarantine | undefined> {
   const { deps, namespace, meta, log } = a;
-  if (m.removed.size === 0) return undefined;
-  const known = { files: [deps.work.snapshotOf(namespace), ...(deps.savedFiles ?? [])], open: deps.snapshotOpen, ...(deps.knownKey ? { knownKey: deps.knownKey } : {}) };
-  const foreign = await foreignAmong(namespace, m.removed, known, log);
-  if (foreign.paths.size === 0) return undefined;
+  const foreign = m.foreign;
+  if (!foreign || foreign.paths.size === 0) return undefined;
   const out = deps.quarantineOut ?? {
     ...(deps.snapshotOpen.passphrase !== undefined ? { passphrase: deps.snapshotOpen.passphrase } : {}),
     ...(typeof deps.snapshotOpen.scrypt === 'object' ? { scrypt: deps.snapshotOpen.scrypt } : {}),

@@ -2,7 +2,8 @@ import { existsSync } from 'node:fs';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BackupCorruptedError, BackupWrongPassphraseError, NamespaceUnknownError, NetHsmHttpError, SyncNamespaceExistsError } from '../../src/errors.js';
+import { BackupCorruptedError, BackupWrongPassphraseError, NamespaceUnknownError, NetHsmHttpError, SyncNamespaceExistsError, SyncVerifyFailedError } from '../../src/errors.js';
+import { listBackupContents } from '../../src/backup/contents.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { Device } from '../../src/replicator/device.js';
 import { applySnapshot, type ApplyDeps, type ApplyPhase } from '../../src/replicator/snapshot-apply.js';
@@ -70,6 +71,40 @@ describe('sync guards at the replica', () => {
     expect(r).toMatchObject({ remerges: 1, heldMerge: false, verified: true });
     expect(await use(lab.site('b').nsOperator('beta'), (c) => c.listKeys())).toContain('raced-write');
     expect(await use(lab.site('b').nsOperator('alpha'), (c) => c.listKeys())).toContain('a1');
+  });
+
+  // Before the exclusive holds counted as writes: another namespace's merge-restore between this sync's backup and
+  // its hold went unseen, and this restore (merged from the older backup) wiped what that one restored.
+  it('backs up and merges again when another merge-restore ran between the backup and the hold', async () => {
+    const barrier = lab.site('b').daemon!.ctx.barrier;
+    let restores = 0;
+    const { file, deps } = await snapshotAndDeps({
+      beforeHold: async () => {
+        if (restores++ > 0) return;
+        // Stands in for a sync of beta: an exclusive hold scoped to beta that changes beta on the device.
+        await barrier.exclusive([], () => use(lab.site('b').nsAdmin('beta'), (c) => c.generateKey({ id: 'restored-meanwhile', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] })), { scope: 'beta' });
+      },
+    });
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(r).toMatchObject({ remerges: 1, heldMerge: false, verified: true });
+    expect(await use(lab.site('b').nsOperator('beta'), (c) => c.listKeys())).toContain('restored-meanwhile');
+  });
+
+  // No check after the restore caught a loss before the restore's own verification: it must still be loud.
+  it('fails verification loudly, keeping the pre-restore backup, when an entry outside the namespace is lost after the restore', async () => {
+    let lost = 0;
+    await writeThroughBarrier('lost-after-restore');
+    const { file, deps } = await snapshotAndDeps({
+      // A client deletes a key of beta straight on the NetHSM (invisible to the barrier) before the check backup.
+      beforeVerify: () => use(lab.site('b').nsAdmin('beta'), (c) => c.deleteKey('lost-after-restore')),
+      onForeignLoss: (n) => (lost += n),
+    });
+    const err = await applySnapshot(deps, 'alpha', file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SyncVerifyFailedError);
+    expect(lost).toBe(1);
+    const kept = (err as SyncVerifyFailedError).path!;
+    expect(existsSync(kept)).toBe(true);
+    expect((await listBackupContents(kept, { input: deps.deviceOpen })).namespaces.beta?.keys).toBeGreaterThan(0);
   });
 
   it('holds writes only around the restore: the backups, the merge and the verification run outside the exclusive hold', async () => {
