@@ -196,10 +196,10 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
       });
     }
     if (outcome === undefined) {
-      remerges--;
+      // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
       deps.onHeldMerge?.();
       a.log.warn(
-        { namespace, attempts: remerges + 1 },
+        { namespace, attempts: remerges },
         'writes kept passing the device barrier during every backup and merge; merging inside the exclusive hold (writes wait for the whole merge-restore)',
       );
       outcome = await hold(async (guard) => {
@@ -213,7 +213,15 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
       await rename(snapshotFile, deps.work.snapshotOf(namespace));
       // The temporary files (B1 among them, kept when verification fails) now belong to the verification.
       const files = temps.splice(0);
-      deps.deferVerify(() => verifyAfter(a, restored.merged, restored.after).finally(() => removeFiles(...files, ...temps)));
+      const later: Apply = {
+        ...a,
+        temp: (label) => {
+          const t = deps.work.temp(label);
+          files.push(t);
+          return t;
+        },
+      };
+      deps.deferVerify(() => verifyAfter(later, restored.merged, restored.after).finally(() => removeFiles(...files)));
       return { ...restored.done, verified: 'deferred' };
     }
     const verified = await verifyAfter(a, restored.merged, restored.after);
