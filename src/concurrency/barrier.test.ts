@@ -280,4 +280,77 @@ describe('DeviceBarrier', () => {
       expect(await apply).toBe('applied');
     });
   });
+  describe('write generation (snapshot sync: restore at once when no write passed since the backup)', () => {
+    it('is quiet since a mark only when no write was in flight at it and none was admitted after it', async () => {
+      const gate = new DeviceBarrier();
+      const quiet = gate.markWrites();
+      expect(gate.quietSince(quiet)).toBe(true);
+      const release = await gate.enter();
+      expect(gate.quietSince(quiet)).toBe(false);
+      expect(gate.writesSince(quiet)).toBe(1);
+      // A write in flight at the mark may land after the backup read its key: not quiet, even once it ends.
+      const busy = gate.markWrites();
+      expect(busy).toMatchObject({ generation: 1, inFlight: 1 });
+      release();
+      expect(gate.quietSince(busy)).toBe(false);
+      expect(gate.writesSince(busy)).toBe(1);
+      expect(gate.quietSince(gate.markWrites())).toBe(true);
+    });
+
+    it('does not count read-only holders (backups taken to be read) as writes', async () => {
+      const gate = new DeviceBarrier();
+      const mark = gate.markWrites();
+      const reading = deferred();
+      const backup = gate.shared(() => reading.promise, { readOnly: true });
+      await tick();
+      expect(gate.inFlight).toBe(1);
+      expect(gate.markWrites()).toMatchObject({ generation: 0, inFlight: 0 });
+      reading.resolve();
+      await backup;
+      expect(gate.quietSince(mark)).toBe(true);
+    });
+
+    it('tells writes scoped to a namespace apart: a merge-restore of that namespace may leave them out', async () => {
+      const gate = new DeviceBarrier();
+      const mark = gate.markWrites();
+      const alpha = await gate.enter({ scope: 'alpha' });
+      expect(gate.writesSince(mark)).toBe(1);
+      expect(gate.quietSince(mark, new Set(['alpha']))).toBe(true);
+      expect(gate.quietSince(mark, new Set(['beta']))).toBe(false);
+      expect(gate.scopesWrittenSince(mark)).toEqual(new Set(['alpha']));
+      const inFlight = gate.markWrites();
+      alpha();
+      // In flight at the mark: still counted for alpha, and an unscoped write shows as null.
+      const any = await gate.enter();
+      expect(gate.scopesWrittenSince(inFlight)).toEqual(new Set(['alpha', null]));
+      expect(gate.writesSince(inFlight, new Set(['alpha']))).toBe(1);
+      any();
+    });
+
+    it('counts an exclusive hold under its scope as it starts, so a mark taken inside it does not see it', async () => {
+      const gate = new DeviceBarrier();
+      const mark = gate.markWrites();
+      const inside = await gate.exclusive([], async () => gate.markWrites(), { scope: 'beta' });
+      expect(gate.scopesWrittenSince(mark)).toEqual(new Set(['beta']));
+      expect(gate.quietSince(inside)).toBe(true);
+      expect(gate.quietSince(mark, new Set(['alpha']))).toBe(false);
+    });
+
+    it('counts a write admitted after waiting out an exclusive hold, and the exclusive holds that ran', async () => {
+      const gate = new DeviceBarrier();
+      const restore = deferred();
+      const held = gate.exclusive([], () => restore.promise);
+      const mark = gate.markWrites();
+      const write = gate.shared(async () => 'written', { wait: 'unbounded' });
+      await tick();
+      // The exclusive hold itself counts as a write once it runs (a restore changes the device), unscoped by default.
+      expect(gate.exclusiveRuns).toBe(1);
+      expect(gate.scopesWrittenSince(mark)).toEqual(new Set([null]));
+      const during = gate.markWrites();
+      restore.resolve();
+      await held;
+      expect(await write).toBe('written');
+      expect(gate.writesSince(during)).toBe(1);
+    });
+  });
 });

@@ -4,13 +4,15 @@
  * - **shared**: single-key changes that do not interact with each other — gateway writes, stream applies,
  *   anti-entropy repairs, transport-key creation — and device backups taken only to be read (snapshots served to
  *   peers). Many at once.
- * - **exclusive**: a device backup that will be restored (merge-restores: snapshot apply, administrator strip and
- *   restore) and quarantine exports. One at a time, alone: it waits for the shared holders already admitted to finish
+ * - **exclusive**: a restore and what must not be raced by it (a snapshot apply's restore; administrator strip and
+ *   restore with their backup) and quarantine exports. One at a time, alone: it waits for the shared holders already admitted to finish
  *   (bounded by `drainTimeoutMs`), and shared callers arriving meanwhile wait until no exclusive is pending or
  *   running (gateway writes bounded by `maxWaitMs`, then 503).
  *
  * A merge-restore replaces every user, key and namespace with its file's, so anything that reached the device after
- * its backup and before its restore would be wiped: that is why the hold spans backup to restore.
+ * its backup and before its restore would be wiped. Either the hold spans backup to restore, or (snapshot sync) the
+ * backup is taken under a read-only shared hold and the write generation tells, inside the exclusive hold, whether
+ * any write passed the barrier since (`markWrites`, `quietSince`): only then is the restore safe without a new backup.
  *
  * Fencing: each caller passes the tokens of what it was decided under. They are checked once admitted (before the
  * first device call) and the exclusive holder re-checks them (`guard.check()`) right before its restore; a stale token
@@ -48,6 +50,38 @@ export interface SharedOptions {
   wait?: number | 'default' | 'unbounded';
   /** The tokens the step was decided under, checked once admitted. */
   tokens?: readonly FencingToken[];
+  /**
+   * The holder only reads the device (a backup served to a peer, a merge-restore's base backup): it is not counted in
+   * the write generation, so it never makes a merge-restore merge again. Default false: counted as a write.
+   */
+  readOnly?: boolean;
+  /**
+   * The one namespace this holder writes in (its keys and users), e.g. a stream apply or anti-entropy pass. A
+   * merge-restore of that very namespace need not merge again for it (the restore replaces the namespace and the
+   * stream re-applies past the snapshot's position), and its verification leaves that namespace out. Absent: the
+   * write may touch anything.
+   */
+  scope?: string;
+}
+
+/**
+ * The barrier's write bookkeeping at one moment (`markWrites`): how many write holders had been admitted, and how many
+ * were in flight. A merge-restore marks before its base backup is requested and compares inside its exclusive hold.
+ */
+export interface WriteMark {
+  readonly generation: number;
+  readonly inFlight: number;
+  /** Per scope (a namespace; `null`: unscoped writes): admitted so far and in flight at the mark. */
+  readonly scopes: ReadonlyMap<string | null, { readonly admitted: number; readonly inFlight: number }>;
+}
+
+export interface ExclusiveOptions {
+  /**
+   * The one namespace the holder changes (a snapshot apply's restore). Every exclusive hold counts as a write in the
+   * write generation when it starts (a restore changes the device under any merge built before it); with a scope, a
+   * merge-restore of another namespace sees which. Absent: may change anything.
+   */
+  scope?: string;
 }
 
 /** Given to an exclusive holder: re-checks its tokens right before an irreversible device call. */
@@ -69,6 +103,15 @@ export class DeviceBarrier {
   /** Exclusive holds pending or running. */
   #exclusives = 0;
   #shared = 0;
+  /**
+   * Write holders (shared, not read-only; and exclusive holds, counted as they start) admitted since the barrier was
+   * made, and the shared ones not yet released.
+   */
+  #generation = 0;
+  #writers = 0;
+  /** The same per scope (`null`: unscoped). */
+  readonly #scopes = new Map<string | null, { admitted: number; inFlight: number }>();
+  #exclusiveRuns = 0;
   readonly #waiters = new Set<Waiter>();
   readonly #drainWaiters = new Set<() => void>();
   #queue: Promise<void> = Promise.resolve();
@@ -95,6 +138,54 @@ export class DeviceBarrier {
   /** Whether the caller runs inside an exclusive hold (its own device calls go through at once). */
   get insideExclusive(): boolean {
     return this.#scope.getStore() === 'exclusive';
+  }
+
+  /** Exclusive holds that have started running (their `fn` was called) since the barrier was made. */
+  get exclusiveRuns(): number {
+    return this.#exclusiveRuns;
+  }
+
+  /** Write holders admitted since the barrier was made (the write generation). */
+  get writeGeneration(): number {
+    return this.#generation;
+  }
+
+  /** Where the write bookkeeping stands now; compare with `writesSince`/`quietSince`. */
+  markWrites(): WriteMark {
+    const scopes = new Map([...this.#scopes].map(([k, v]) => [k, { ...v }] as const));
+    return { generation: this.#generation, inFlight: this.#writers, scopes };
+  }
+
+  /**
+   * Contract: true only when no write holder (outside the scopes in `except`) was in flight at `mark` and none has
+   * been admitted since, so nothing that passed this barrier can have changed the device (outside those namespaces)
+   * after the mark. Writes that bypass the daemon (a client talking straight to the NetHSM) are invisible here
+   * (docs/concurrency.md, "Snapshot sync").
+   */
+  quietSince(mark: WriteMark, except?: ReadonlySet<string>): boolean {
+    return this.writesSince(mark, except) === 0;
+  }
+
+  /** Write holders (outside `except`) that may have changed the device since `mark`: admitted since + in flight at it. */
+  writesSince(mark: WriteMark, except?: ReadonlySet<string>): number {
+    if (!except || except.size === 0) return this.#generation - mark.generation + mark.inFlight;
+    let n = 0;
+    for (const [scope, c] of this.#scopeCounts(mark)) if (scope === null || !except.has(scope)) n += c;
+    return n;
+  }
+
+  /** The scopes written since `mark` (admitted since or in flight at it); `null` stands for unscoped writes. */
+  scopesWrittenSince(mark: WriteMark): Set<string | null> {
+    return new Set([...this.#scopeCounts(mark)].filter(([, c]) => c > 0).map(([scope]) => scope));
+  }
+
+  #scopeCounts(mark: WriteMark): Map<string | null, number> {
+    const out = new Map<string | null, number>();
+    for (const [scope, now] of this.#scopes) {
+      const then = mark.scopes.get(scope);
+      out.set(scope, now.admitted - (then?.admitted ?? 0) + (then?.inFlight ?? 0));
+    }
+    return out;
   }
 
   /** Shared callers waiting for exclusive holds to end. */
@@ -141,7 +232,7 @@ export class DeviceBarrier {
    * GatewayDrainTimeoutError when shared holders do not finish in time (fn not run), FenceTokenStaleError, or what
    * `fn` throws. Shared callers are admitted again when the last exclusive hold ends.
    */
-  async exclusive<T>(tokens: readonly FencingToken[], fn: (guard: ExclusiveGuard) => Promise<T>): Promise<T> {
+  async exclusive<T>(tokens: readonly FencingToken[], fn: (guard: ExclusiveGuard) => Promise<T>, options: ExclusiveOptions = {}): Promise<T> {
     const guard: ExclusiveGuard = { check: () => this.#checkAll(tokens) };
     const scope = this.#scope.getStore();
     if (scope === 'exclusive') {
@@ -158,6 +249,11 @@ export class DeviceBarrier {
       guard.check();
       await this.#drain();
       guard.check();
+      this.#exclusiveRuns++;
+      // Counted before `fn` runs, so a mark the holder takes inside its own hold does not see its own hold.
+      const counts = this.#scopeOf(options.scope ?? null);
+      counts.admitted++;
+      this.#generation++;
       return await this.#scope.run('exclusive', () => fn(guard));
     } finally {
       done();
@@ -173,7 +269,8 @@ export class DeviceBarrier {
   #admission(options: SharedOptions): Promise<Release> {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason as Error);
-    if (this.#exclusives === 0) return Promise.resolve(this.#admitOne());
+    const write = options.readOnly === true ? undefined : (options.scope ?? null);
+    if (this.#exclusives === 0) return Promise.resolve(this.#admitOne(write));
     const bound = options.wait === 'unbounded' ? undefined : options.wait === undefined || options.wait === 'default' ? this.maxWaitMs : options.wait;
     return new Promise<Release>((resolve, reject) => {
       const started = Date.now();
@@ -186,7 +283,7 @@ export class DeviceBarrier {
       const waiter: Waiter = {
         admit: () => {
           cleanup();
-          resolve(this.#admitOne());
+          resolve(this.#admitOne(write));
         },
       };
       const timer =
@@ -209,15 +306,33 @@ export class DeviceBarrier {
     });
   }
 
-  #admitOne(): Release {
+  /** `write`: the scope of a write holder (`null`: unscoped), undefined for a read-only one. */
+  #admitOne(write: string | null | undefined): Release {
     this.#shared++;
+    const counts = write === undefined ? undefined : this.#scopeOf(write);
+    if (counts) {
+      this.#generation++;
+      this.#writers++;
+      counts.admitted++;
+      counts.inFlight++;
+    }
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.#shared--;
+      if (counts) {
+        this.#writers--;
+        counts.inFlight--;
+      }
       if (this.#shared === 0) for (const wake of [...this.#drainWaiters]) wake();
     };
+  }
+
+  #scopeOf(scope: string | null): { admitted: number; inFlight: number } {
+    let c = this.#scopes.get(scope);
+    if (!c) this.#scopes.set(scope, (c = { admitted: 0, inFlight: 0 }));
+    return c;
   }
 
   #drain(): Promise<void> {

@@ -12,9 +12,10 @@
  * Blame (members/blame.ts): only a failure of the snapshot download counts against the primary; this site's NetHSM
  * failing counts against it; a race with direct writers or a drain timeout counts against nobody.
  *
- * Locks (docs/concurrency.md): the snapshot is fetched with no lock held; the apply runs inside an exclusive hold of
- * the device barrier, then the namespace's lock, carrying the fencing token of the role row the sync was decided
- * under. A sync decided before a promote, demote, fence or pause is abandoned before it touches the device.
+ * Locks (docs/concurrency.md): the snapshot is fetched with no lock held; the apply backs the device up and merges
+ * under a shared hold, and restores inside an exclusive hold of the device barrier, then the namespace's lock,
+ * carrying the fencing token of the role row the sync was decided under (snapshot-apply.ts). A sync decided before a
+ * promote, demote, fence or pause is abandoned before it touches the device.
  */
 import { existsSync } from 'node:fs';
 import { FenceTokenStaleError, NhrError, SyncBusyError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
@@ -23,11 +24,20 @@ import { reportBlame } from '../members/blame.js';
 import { syncFailureReason } from '../metrics/metrics.js';
 import { FOREIGN_REASON } from '../replicator/foreign.js';
 import { assertOperational } from '../nethsm/device-fault.js';
-import { applySnapshot, type ApplyDeps, type ApplyResult } from '../replicator/snapshot-apply.js';
+import { applySnapshot, type ApplyDeps, type ApplyPhase, type ApplyResult, type RestoredSnapshot } from '../replicator/snapshot-apply.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { timedDevice } from '../replicator/device-timing.js';
 import type { EpochClaim } from '../roles/role-machine.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
+
+/** The progress step shown for each phase of an apply (status, NHR_ERR_SYNC_BUSY). */
+const APPLY_STEPS: Record<ApplyPhase, string> = {
+  backup: 'backing up this NetHSM (shared: writes go on)',
+  merge: 'merging the snapshot (writes go on)',
+  hold: 'waiting for device writes in flight to finish',
+  restore: 'restoring the merged file into this NetHSM (writes held)',
+  verify: 'verifying the restore (writes go on)',
+};
 
 export interface SyncRequest {
   actor: string;
@@ -48,6 +58,13 @@ export type SyncResult =
       takenAt: string;
       durationSeconds: number;
       remerges: number;
+      /** The merge ran inside the exclusive hold: writes kept racing it (docs/concurrency.md, "Snapshot sync"). */
+      heldMerge: boolean;
+      /**
+       * `deferred`: the restore's verification runs after this answer (the next sync of the namespace waits for it; a
+       * failure is logged, counted and recorded as this sync's outcome). Never `false` here.
+       */
+      verified: boolean | 'deferred';
       strippedAdministrators: string[];
       savedExisting?: string;
       /** Foreign writes the restore removed were saved here first (replicator/foreign.ts); ids: the first 100. */
@@ -82,6 +99,8 @@ export class NamespaceSync {
   /** The one sync queued behind a running one, shared by every request that arrived meanwhile. */
   private readonly queued = new Map<string, Promise<SyncResult>>();
   private readonly progress = new Map<string, SyncProgress>();
+  /** The verification of a namespace's last restore, running after its sync answered. */
+  private readonly verifying = new Map<string, Promise<void>>();
   private readonly bounds: Required<SyncBounds>;
 
   constructor(
@@ -168,12 +187,21 @@ export class NamespaceSync {
   private start(namespace: string, req: SyncRequest): Promise<SyncResult> {
     const now = Date.now();
     this.progress.set(namespace, { actor: req.actor, startedAt: now, step: 'starting', stepAt: now });
-    const p = this.run(namespace, req).finally(() => {
-      this.running.delete(namespace);
-      this.progress.delete(namespace);
-    });
+    const answer = this.run(namespace, req);
+    // The sync answers once the restore is recorded; it keeps running (busy, single flight) until its verification ends.
+    const p = answer
+      .catch(() => undefined)
+      .then(() => this.verifying.get(namespace))
+      .finally(() => {
+        this.verifying.delete(namespace);
+        this.running.delete(namespace);
+        this.progress.delete(namespace);
+      })
+      .then(() => answer);
+    // Its failure is the answer's, which the caller hears; waiters on `running` only wait.
+    p.catch(() => undefined);
     this.running.set(namespace, p);
-    return p;
+    return answer;
   }
 
   private step(namespace: string, step: string): void {
@@ -244,38 +272,55 @@ export class NamespaceSync {
         const now = ctx.store.roles.require(namespace);
         token = now.primarySite === primary && now.epoch === fetched.epoch && now.role !== 'primary' ? tokenOf(now, 'sync') : decided;
       }
-      this.step(namespace, 'waiting for device writes in flight to finish');
-      // The cost model's figures (replicator/cost-model.ts): the device calls' timings and the hold's length.
+      let streamError: string | undefined;
+      // The cost model's figures (replicator/cost-model.ts): the device calls' timings, the apply's and the hold's.
       const timed = timedDevice(ctx.device);
-      let holdStarted = 0;
-      let entries: number | undefined;
-      const result = await ctx.barrier.exclusive([token], (guard) =>
-        ctx.applyLock(namespace).run(async () => {
-          holdStarted = performance.now();
-          this.step(namespace, 'merging the snapshot into this NetHSM (backup, restore, verify)');
-          const r = await applySnapshot(
-            {
-              device: timed.device,
-              work: ctx.work,
-              deviceOpen: ctx.deviceOpen,
-              snapshotOpen: ctx.snapshotOpen,
-              replicationUserId: ctx.replicationUserIds.get(namespace) ?? '',
-              guard,
-              logger: ctx.log,
-              onForeignLoss: (n) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace }, n),
-              ...this.foreignDeps(namespace),
-            },
-            namespace,
-            file,
-            { onExisting: this.existingPolicy(namespace, req) },
-          );
-          entries = r.namespaceEntries;
+      let holdSeconds = 0;
+      const applyStarted = performance.now();
+      // The backup and merge run under a shared hold; only the restore (and the position's record) is exclusive.
+      this.step(namespace, "backing up this NetHSM and merging the snapshot (writes go on)");
+      const r = await applySnapshot(
+        {
+          device: timed.device,
+          work: ctx.work,
+          deviceOpen: ctx.deviceOpen,
+          snapshotOpen: ctx.snapshotOpen,
+          replicationUserId: ctx.replicationUserIds.get(namespace) ?? '',
+          hold: (fn) =>
+            ctx.barrier.exclusive(
+              [token],
+              (guard) =>
+                ctx.applyLock(namespace).run(async () => {
+                  const t0 = performance.now();
+                  try {
+                    return await fn(guard);
+                  } finally {
+                    holdSeconds += (performance.now() - t0) / 1000;
+                  }
+                }),
+              { scope: namespace },
+            ),
           // Recorded under the namespace's lock, so no stream change is recorded between the restore and the position.
-          return this.recordOk(namespace, primary, r, started, req.actor);
-        }),
+          afterRestore: (restored) => {
+            this.recordPosition(namespace, primary, restored, started);
+            // Read now: once the position moves the stream reconnects, and its failure shows again only when it recurs.
+            streamError = this.streamError(namespace);
+          },
+          onPhase: (phase) => this.step(namespace, APPLY_STEPS[phase]),
+          onHeldMerge: () => ctx.metrics.syncHeldMergesTotal.inc({ namespace }),
+          onVerifySkipped: () => ctx.metrics.syncVerifySkippedTotal.inc({ namespace }),
+          deferVerify: (verify) => this.verifying.set(namespace, this.verifyAfter(namespace, primary, verify, started, req.actor)),
+          logger: ctx.log,
+          onForeignLoss: (n) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace }, n),
+          ...this.foreignDeps(namespace),
+        },
+        namespace,
+        file,
+        { onExisting: this.existingPolicy(namespace, req) },
       );
-      const holdSeconds = (performance.now() - holdStarted) / 1000;
-      ctx.costModel.observe({ namespace, fetchSeconds, snapshotBytes: fetched.bytes, holdSeconds, ...timed.timings, ...(entries !== undefined ? { namespaceEntries: entries } : {}) });
+      const applySeconds = (performance.now() - applyStarted) / 1000;
+      ctx.costModel.observe({ namespace, fetchSeconds, snapshotBytes: fetched.bytes, holdSeconds, applySeconds, ...timed.timings, namespaceEntries: r.namespaceEntries });
+      const result = this.recordOk(namespace, primary, r, started, req.actor, streamError);
       return result;
     } catch (err) {
       if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started, req.actor);
@@ -332,22 +377,48 @@ export class NamespaceSync {
     return this.ctx.work.isBootstrapped(namespace) ? 'adopt' : 'refuse';
   }
 
-  private recordOk(namespace: string, primary: string, r: ApplyResult, started: number, actor: string): SyncResult {
-    const { ctx } = this;
-    const durationMs = Date.now() - started;
+  /** Inside the exclusive hold, right after the restore: the position the device now holds. */
+  private recordPosition(namespace: string, primary: string, r: RestoredSnapshot, started: number): void {
     // Also forgets applied records the snapshot's position does not cover (it may be behind the stream, or in a new log).
-    ctx.store.positions.recordSyncOk(namespace, primary, {
+    this.ctx.store.positions.recordSyncOk(namespace, primary, {
       epoch: r.meta.epoch,
       seq: r.meta.seq,
       ...(r.meta.log !== undefined ? { log: r.meta.log } : {}),
       takenAt: r.meta.takenAt,
-      durationMs,
+      durationMs: Date.now() - started,
     });
+  }
+
+  /** After verification: metrics, log and the answer (the position was recorded inside the hold). */
+  /**
+   * The restore's verification, after the sync answered: a failure is recorded as the sync's outcome (status, metrics,
+   * blame on this site's NetHSM), on top of the error log, loss metric and kept backup the verification itself leaves.
+   */
+  private async verifyAfter(namespace: string, primary: string, verify: () => Promise<boolean>, started: number, actor: string): Promise<void> {
+    try {
+      const ok = await verify();
+      this.ctx.log.info({ namespace, verified: ok }, ok ? 'restore verified' : 'restore not verified (writes raced the check)');
+    } catch (err) {
+      this.recordFailure(namespace, primary, err, started, actor);
+    }
+  }
+
+  /** The change stream's current failure, when it has one. */
+  private streamError(namespace: string): string | undefined {
+    const stream = this.ctx.streamStatus?.(namespace);
+    return stream?.lastErrorCode ? `${stream.lastErrorCode}: ${stream.lastError ?? ''}` : undefined;
+  }
+
+  private recordOk(namespace: string, primary: string, r: ApplyResult, started: number, actor: string, streamError: string | undefined): SyncResult {
+    const { ctx } = this;
+    const durationMs = Date.now() - started;
     ctx.metrics.observeSync(namespace, 'success', durationMs / 1000);
     ctx.metrics.restoresTotal.inc({ namespace, outcome: 'success' });
     ctx.metrics.setReplicaDataTime(namespace, r.meta.takenAt / 1000);
-    ctx.log.info({ namespace, from: primary, actor, epoch: r.meta.epoch, durationMs, remerges: r.remerges, stripped: r.strippedAdministrators.length }, 'namespace synced');
-    const stream = ctx.streamStatus?.(namespace);
+    ctx.log.info(
+      { namespace, from: primary, actor, epoch: r.meta.epoch, durationMs, remerges: r.remerges, heldMerge: r.heldMerge, verified: r.verified, stripped: r.strippedAdministrators.length },
+      'namespace synced',
+    );
     return {
       namespace,
       outcome: 'applied',
@@ -356,10 +427,12 @@ export class NamespaceSync {
       takenAt: new Date(r.meta.takenAt).toISOString(),
       durationSeconds: durationMs / 1000,
       remerges: r.remerges,
+      heldMerge: r.heldMerge,
+      verified: r.verified,
       strippedAdministrators: r.strippedAdministrators,
       ...(r.savedExisting ? { savedExisting: r.savedExisting } : {}),
       ...(r.quarantined ? { quarantine: r.quarantined.path, quarantinedKeys: r.quarantined.keyIds, quarantinedUsers: r.quarantined.userIds } : {}),
-      ...(stream?.lastErrorCode ? { streamLastError: `${stream.lastErrorCode}: ${stream.lastError ?? ''}` } : {}),
+      ...(streamError ? { streamLastError: streamError } : {}),
     };
   }
 

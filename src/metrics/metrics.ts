@@ -149,6 +149,10 @@ export interface ReplicatorMetrics {
   /** Device requests anti-entropy made at this site (its passes and the inventories it served), each one paced. */
   readonly antiEntropyDeviceRequestsTotal: Counter;
   readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
+  /** Snapshot syncs whose merge fell back to running inside the exclusive hold (writes kept racing it). */
+  readonly syncHeldMergesTotal: Counter<'namespace'>;
+  /** Snapshot syncs whose restore could not be verified (writes kept passing the barrier after it). */
+  readonly syncVerifySkippedTotal: Counter<'namespace'>;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
   /** Quarantine files no operator has acknowledged yet (`quarantine ack`), counted at each scrape. */
@@ -244,6 +248,8 @@ const NAMESPACE_SERIES: SeriesTable = {
   driftEntries: { kind: DRIFT_KINDS },
   restoresTotal: { outcome: RESTORE_OUTCOMES },
   restoreForeignEntriesLostTotal: {},
+  syncHeldMergesTotal: {},
+  syncVerifySkippedTotal: {},
   quarantinedEntriesTotal: { reason: QUARANTINE_REASONS },
   quarantineFilesUnacknowledged: {},
   streamPositionSeq: {},
@@ -504,6 +510,18 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       labelNames: ['namespace'],
       registers,
     }),
+    syncHeldMergesTotal: new Counter({
+      name: name('sync_held_merges_total'),
+      help: 'Snapshot syncs whose backup and merge ran inside the exclusive hold, holding writes, because writes kept racing them.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    syncVerifySkippedTotal: new Counter({
+      name: name('sync_verify_skipped_total'),
+      help: 'Snapshot syncs whose restore was not verified because writes kept passing the device barrier while the check backup was taken.',
+      labelNames: ['namespace'],
+      registers,
+    }),
     quarantineFilesUnacknowledged,
     quarantinedEntriesTotal: new Counter({
       name: name('quarantined_entries_total'),
@@ -603,6 +621,8 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       m.promotionsTotal.inc({ namespace }, 0);
       m.fencingsTotal.inc({ namespace }, 0);
       m.restoreForeignEntriesLostTotal.inc({ namespace }, 0);
+      m.syncHeldMergesTotal.inc({ namespace }, 0);
+      m.syncVerifySkippedTotal.inc({ namespace }, 0);
       for (const reason of QUARANTINE_REASONS) m.quarantinedEntriesTotal.inc({ namespace, reason }, 0);
     },
     setReplicaDataTime(namespace, asOfSeconds) {

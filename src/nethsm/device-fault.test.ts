@@ -44,17 +44,18 @@ describe('device faults', () => {
     const operator = root.withAuth(sim.users.operator.username, sim.users.operator.password);
     const e403 = asDeviceFault(await caught(operator.createUser({ realName: 'x', role: 'Operator', passphrase: 'passphrase-x' }, 'x')), ROOT_OPERATOR);
     expect(e403).toMatchObject({ code: 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED', path: 'nethsm.credentials.operator' });
-    expect((e403 as Error).message).toMatch(/\(403, the account lacks the role/);
+    expect((e403 as Error).message).toMatch(/\(nethsm\.credentials\.operator: 403, the account lacks the role/);
     // Last: the NetHSM rate-limits an account after a failed login (429).
     const wrong = root.withAuth(sim.users.operator.username, 'not-its-passphrase');
     const e401 = asDeviceFault(await caught(wrong.listKeys()), replicationAccount('alpha', 'alpha~replicator'));
     expect(e401).toBeInstanceOf(NetHsmCredentialRefusedError);
     expect(e401).toMatchObject({ path: 'namespaces[alpha].replicationUser' });
-    expect((e401 as Error).message).toMatch(/refused the replication account alpha~replicator credential \(401, wrong user name or passphrase\)/);
+    expect((e401 as Error).message).toMatch(/refused the replication account alpha~replicator credential \(namespaces\[alpha\]\.replicationUser: 401, wrong user name or passphrase\)/);
     // Within the second after it, the NetHSM holds the account back (429): the same cause.
     const e429 = asDeviceFault(await caught(wrong.listKeys()), replicationAccount('alpha', 'alpha~replicator'));
     expect(e429).toBeInstanceOf(NetHsmCredentialRefusedError);
-    expect((e429 as Error).message).toMatch(/\(429, held back after a refused login\)/);
+    // The message names the setting too (a sync's answer and `status` show only the message; it lacked it before).
+    expect((e429 as Error).message).toMatch(/\(namespaces\[alpha\]\.replicationUser: 429, held back after a refused login\)/);
   });
 
   it('leaves other errors as they are', async () => {

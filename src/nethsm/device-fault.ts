@@ -55,7 +55,7 @@ export function asDeviceFault(err: unknown, account: DeviceAccount): unknown {
         status: err.status,
         operation,
         cause: err,
-        message: `this site's NetHSM refused the ${account.label} credential (${err.status}, ${why}) on ${operation}`,
+        message: `this site's NetHSM refused the ${account.label} credential (${account.configPath}: ${err.status}, ${why}) on ${operation}`,
       },
     );
   }

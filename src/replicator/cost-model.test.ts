@@ -2,18 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_SITE_FIGURES, SyncCostModel, estimateSync, figuresOf, syncCostWarnings, type SyncTimings } from './cost-model.js';
 
 const MB = 1_000_000;
-/** A sync on a 100 MB device: three 2 s backups, a 1 s restore, 4 s of merge inside a 11 s hold; 10 s fetch. */
+/** A sync on a 100 MB device: a 2 s backup and 4 s of merge (no hold), then a 1 s restore (the hold); 10 s fetch. */
 const timings = (over: Partial<SyncTimings> = {}): SyncTimings => ({
   namespace: 'ns',
   fetchSeconds: 10,
   snapshotBytes: 2 * MB,
   namespaceEntries: 1_000,
-  holdSeconds: 11,
-  backups: [
-    { seconds: 2, bytes: 100 * MB },
-    { seconds: 2, bytes: 100 * MB },
-    { seconds: 2, bytes: 100 * MB },
-  ],
+  holdSeconds: 1,
+  applySeconds: 7,
+  backups: [{ seconds: 2, bytes: 100 * MB }],
   restores: [{ seconds: 1, bytes: 100 * MB }],
   ...over,
 });
@@ -23,8 +20,10 @@ describe('sync cost model', () => {
     const small = estimateSync(DEFAULT_SITE_FIGURES, 20_000);
     const big = estimateSync(DEFAULT_SITE_FIGURES, 100_000);
     expect(big.holdSeconds / small.holdSeconds).toBeCloseTo(5, 9);
-    expect(big.holdSeconds).toBeCloseTo(15, 9); // 0.15 ms per entry
-    expect(big.syncSeconds).toBeCloseTo(15 + 6, 9); // + the primary's backup and extract, taken as alike
+    expect(big.holdSeconds).toBeCloseTo(6, 9); // 0.06 ms per entry: the restore, and as much again for redone merges
+    // Two backups, the merge and the restore (12 s), what holds cost beyond the restore (3 s), and the primary's backup
+    // and extract, taken as alike (6 s).
+    expect(big.syncSeconds).toBeCloseTo(12 + 3 + 6, 9);
     expect(estimateSync(DEFAULT_SITE_FIGURES, 100_000, 2).syncSeconds).toBeCloseTo(17, 9);
     expect(big.source).toBe('default');
   });
@@ -34,7 +33,10 @@ describe('sync cost model', () => {
     expect(f.backupSecondsPerByte).toBeCloseTo(2 / (100 * MB), 15);
     expect(f.restoreSecondsPerByte).toBeCloseTo(1 / (100 * MB), 15);
     expect(f.mergeSecondsPerByte).toBeCloseTo(4 / (100 * MB), 15);
-    expect(f.backupsPerSync).toBe(3);
+    expect(f.holdExtraSecondsPerByte).toBe(0);
+    expect(f.backupsPerSync).toBe(1);
+    // A merge redone inside the hold shows as hold beyond the restore.
+    expect(figuresOf(timings({ holdSeconds: 5 }), DEFAULT_SITE_FIGURES)!.holdExtraSecondsPerByte).toBeCloseTo(4 / (100 * MB), 15);
     expect(f.bytesPerEntry).toBe(2_000);
     expect(f.deviceBytes).toBe(100 * MB);
     expect(figuresOf(timings({ backups: [], restores: [] }), DEFAULT_SITE_FIGURES)).toBeUndefined();
@@ -47,22 +49,23 @@ describe('sync cost model', () => {
     const c = m.costOf('ns')!;
     expect(c.source).toBe('measured');
     expect(c.deviceEntries).toBe(50_000);
-    expect(c.holdSeconds).toBeCloseTo(11, 9);
-    expect(c.syncSeconds).toBeCloseTo(21, 9);
-    expect(c.observedHoldSeconds).toBe(11);
+    expect(c.holdSeconds).toBeCloseTo(1, 9);
+    // fetch 10 + two backups (the merge base, and the check after the restore) 4 + merge 4 + restore 1
+    expect(c.syncSeconds).toBeCloseTo(19, 9);
+    expect(c.observedHoldSeconds).toBe(1);
     // Another namespace on the same device: the device's hold, its own fetch unknown (taken as the device's).
     const other = m.costOf('other')!;
-    expect(other.holdSeconds).toBeCloseTo(11, 9);
+    expect(other.holdSeconds).toBeCloseTo(1, 9);
     expect(other.fetchSeconds).toBeCloseTo(100 * MB * (2 / (100 * MB) + 4 / (100 * MB)), 9);
   });
 
   it('follows a growing device as a moving average, and ignores nonsense timings', () => {
     const m = new SyncCostModel();
     m.observe(timings());
-    m.observe(timings({ holdSeconds: 22, backups: timings().backups.map(() => ({ seconds: 4, bytes: 200 * MB })), restores: [{ seconds: 2, bytes: 200 * MB }] }));
+    m.observe(timings({ holdSeconds: 2, applySeconds: 14, backups: [{ seconds: 4, bytes: 200 * MB }], restores: [{ seconds: 2, bytes: 200 * MB }] }));
     expect(m.figures.deviceBytes).toBe(200 * MB);
     expect(m.figures.samples).toBe(2);
-    expect(m.costOf('ns')!.holdSeconds).toBeCloseTo(22, 6);
+    expect(m.costOf('ns')!.holdSeconds).toBeCloseTo(2, 6);
     m.observe(timings({ holdSeconds: Number.NaN }));
     m.observe(timings({ fetchSeconds: -1 }));
     expect(m.figures.samples).toBe(2);

@@ -1,10 +1,13 @@
 /**
  * The snapshot-sync cost model (docs/benchmarks.md, "Cost model"). A replica's snapshot sync of a namespace costs
- *   sync(D) = fetch + hold(D),   hold(D) = D · s · (k · b + r + m)
+ *   sync(D) = fetch + D · s · (k · b + m + r),   hold(D) = D · s · (r + h)
  * where D is this site's device size in entries, s its bytes per entry, b and r the device's backup and restore time
  * per byte (the device rate), m the merge time per byte (this host's decrypt/merge/encrypt), k the device backups one
- * sync takes inside its exclusive hold, and `fetch` the primary's side (its device backup, the extract, the transfer),
- * as observed per namespace. Writes at this site wait for the hold; the whole sync must fit the namespace's schedule.
+ * sync takes (the merge base, any re-merges, the check after the restore), and `fetch` the primary's side (its device
+ * backup, the extract, the transfer), as observed per namespace. The exclusive hold, which writes at this site wait
+ * for, is the restore alone unless writes raced every merge (snapshot-apply.ts: the merge is then redone inside it);
+ * h is what holds cost beyond the restore, per byte, averaged over the syncs seen. The whole sync must fit the
+ * namespace's schedule.
  *
  * The figures are learnt from each sync's step timings (`observe`, fed by NamespaceSync) as moving averages, and kept
  * in memory only: a restarted daemon starts from the conservative defaults below until its first sync. Pure apart from
@@ -25,9 +28,11 @@ export interface SyncTimings {
   snapshotBytes: number;
   /** Entries of the namespace in the snapshot, when known (gives bytes per entry). */
   namespaceEntries?: number;
-  /** The exclusive device hold (writes at this site wait for it): backups, merge, restore, verify. */
+  /** The exclusive device hold (writes at this site wait for it): the restore, and a merge redone inside it. */
   holdSeconds: number;
-  /** Device backups taken inside the hold. */
+  /** This site's whole apply: backups, merges, restore (the check after the restore may still run). */
+  applySeconds: number;
+  /** Device backups the apply took (the merge base, re-merges, the check after the restore if it ended already). */
   backups: readonly DeviceCallTiming[];
   restores: readonly DeviceCallTiming[];
 }
@@ -40,6 +45,8 @@ export interface SiteFigures {
   backupSecondsPerByte: number;
   restoreSecondsPerByte: number;
   mergeSecondsPerByte: number;
+  /** Hold time beyond the restore per device byte (merges redone inside the hold), averaged. */
+  holdExtraSecondsPerByte: number;
   backupsPerSync: number;
   bytesPerEntry: number;
   /** The device's backup size at the last observed sync; null before one. */
@@ -62,9 +69,10 @@ export interface SyncCostWarning {
 }
 
 /**
- * Conservative defaults (slower than measured on the simulator, issue 11: about 0.12 ms of hold per device entry):
- * RSA-2048-sized entries of 2,300 bytes in a device backup, 0.03 ms per entry for each backup, the restore and the
- * merge, and the three backups a sync takes today. So 0.15 ms of hold per entry: 15 s at 100k entries.
+ * Conservative defaults (slower than measured on the simulator, issue 11): RSA-2048-sized entries of 2,300 bytes in a
+ * device backup, 0.03 ms per entry for each backup, the restore and the merge, two backups a sync (merge base and the
+ * check after the restore), and holds that cost as much again as the restore (a share of syncs whose merge raced
+ * writes and was redone inside the hold). So 0.06 ms of hold per entry (6 s at 100k) and 0.15 ms of sync.
  */
 export const DEFAULT_BYTES_PER_ENTRY = 2_300;
 const PER_ENTRY_STEP_SECONDS = 0.000_03;
@@ -74,7 +82,8 @@ export const DEFAULT_SITE_FIGURES: SiteFigures = Object.freeze({
   backupSecondsPerByte: PER_ENTRY_STEP_SECONDS / DEFAULT_BYTES_PER_ENTRY,
   restoreSecondsPerByte: PER_ENTRY_STEP_SECONDS / DEFAULT_BYTES_PER_ENTRY,
   mergeSecondsPerByte: PER_ENTRY_STEP_SECONDS / DEFAULT_BYTES_PER_ENTRY,
-  backupsPerSync: 3,
+  holdExtraSecondsPerByte: PER_ENTRY_STEP_SECONDS / DEFAULT_BYTES_PER_ENTRY,
+  backupsPerSync: 2,
   bytesPerEntry: DEFAULT_BYTES_PER_ENTRY,
   deviceBytes: null,
 });
@@ -87,10 +96,11 @@ const ALPHA = 0.3;
 /** Hold and whole sync for a device of `entries` entries, from per-byte figures and the primary's fetch time. Pure. */
 export function estimateSync(f: SiteFigures, entries: number, fetchSeconds?: number): SyncEstimate {
   const bytes = Math.max(0, entries) * f.bytesPerEntry;
-  const holdSeconds = bytes * (f.backupsPerSync * f.backupSecondsPerByte + f.restoreSecondsPerByte + f.mergeSecondsPerByte);
+  const holdSeconds = bytes * (f.restoreSecondsPerByte + f.holdExtraSecondsPerByte);
+  const applySeconds = bytes * (f.backupsPerSync * f.backupSecondsPerByte + f.mergeSecondsPerByte + f.restoreSecondsPerByte) + holdSeconds - bytes * f.restoreSecondsPerByte;
   // Unobserved fetch: the primary's device taken to be as large and as fast as this one (one backup and one extract).
   const fetch = fetchSeconds ?? bytes * (f.backupSecondsPerByte + f.mergeSecondsPerByte);
-  return { source: f.source, deviceEntries: Math.round(Math.max(0, entries)), holdSeconds, fetchSeconds: fetch, syncSeconds: fetch + holdSeconds };
+  return { source: f.source, deviceEntries: Math.round(Math.max(0, entries)), holdSeconds, fetchSeconds: fetch, syncSeconds: fetch + applySeconds };
 }
 
 /** The per-byte figures one sync shows, or undefined when it made no device call to learn from. Pure. */
@@ -106,7 +116,8 @@ export function figuresOf(t: SyncTimings, prior: SiteFigures): Omit<SiteFigures,
   return {
     backupSecondsPerByte: perByte(t.backups, prior.backupSecondsPerByte),
     restoreSecondsPerByte: perByte(t.restores, prior.restoreSecondsPerByte),
-    mergeSecondsPerByte: Math.max(0, t.holdSeconds - deviceSeconds) / deviceBytes,
+    mergeSecondsPerByte: Math.max(0, t.applySeconds - deviceSeconds) / deviceBytes,
+    holdExtraSecondsPerByte: Math.max(0, t.holdSeconds - t.restores.reduce((n, c) => n + c.seconds, 0)) / deviceBytes,
     backupsPerSync: t.backups.length,
     bytesPerEntry: entries > 0 && t.snapshotBytes > 0 ? t.snapshotBytes / entries : prior.bytesPerEntry,
     deviceBytes,
@@ -158,10 +169,10 @@ export class SyncCostModel {
 
   /** Learns from one successful sync's timings. Ignores non-finite or negative figures (a clock step). */
   observe(t: SyncTimings): void {
-    const nums = [t.fetchSeconds, t.holdSeconds, t.snapshotBytes, ...t.backups.flatMap((b) => [b.seconds, b.bytes]), ...t.restores.flatMap((r) => [r.seconds, r.bytes])];
+    const nums = [t.fetchSeconds, t.holdSeconds, t.applySeconds, t.snapshotBytes, ...t.backups.flatMap((b) => [b.seconds, b.bytes]), ...t.restores.flatMap((r) => [r.seconds, r.bytes])];
     if (!nums.every((n) => Number.isFinite(n) && n >= 0)) return;
     this.#fetch.set(t.namespace, ewma(this.#fetch.get(t.namespace), t.fetchSeconds));
-    this.#observed.set(t.namespace, { syncSeconds: t.fetchSeconds + t.holdSeconds, holdSeconds: t.holdSeconds });
+    this.#observed.set(t.namespace, { syncSeconds: t.fetchSeconds + t.applySeconds, holdSeconds: t.holdSeconds });
     const seen = figuresOf(t, this.#site);
     if (!seen) return;
     const prior = this.#site.samples === 0 ? undefined : this.#site;
@@ -171,8 +182,10 @@ export class SyncCostModel {
       backupSecondsPerByte: ewma(prior?.backupSecondsPerByte, seen.backupSecondsPerByte),
       restoreSecondsPerByte: ewma(prior?.restoreSecondsPerByte, seen.restoreSecondsPerByte),
       mergeSecondsPerByte: ewma(prior?.mergeSecondsPerByte, seen.mergeSecondsPerByte),
-      // The newest count and size: the apply path and the device change in steps, not noise.
-      backupsPerSync: seen.backupsPerSync,
+      holdExtraSecondsPerByte: ewma(prior?.holdExtraSecondsPerByte, seen.holdExtraSecondsPerByte),
+      // The newest count and size: the apply path and the device change in steps, not noise. The check after the
+      // restore runs once the sync answered, after these timings were taken: counted here.
+      backupsPerSync: seen.backupsPerSync + 1,
       bytesPerEntry: ewma(prior?.bytesPerEntry, seen.bytesPerEntry),
       deviceBytes: seen.deviceBytes,
     };

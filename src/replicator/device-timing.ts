@@ -1,6 +1,6 @@
 /**
- * Timing of the device calls a sync makes, for the cost model (cost-model.ts): a view of a Device whose `backupTo` and
- * `restore` record their duration and the size of the file written or read. Every other member is the device's own.
+ * Timing of the device calls a sync makes, for the cost model (cost-model.ts): a view of a Device whose `backupTo`,
+ * `backupForReading` and `restore` record their duration and the size of the file written or read. Every other member is the device's own.
  * Only durations and sizes are kept, never a file's content or path.
  */
 import { stat } from 'node:fs/promises';
@@ -16,7 +16,7 @@ export interface DeviceTimings {
 export function timedDevice(device: Device, now: () => number = () => performance.now()): { device: Device; timings: DeviceTimings } {
   const timings: DeviceTimings = { backups: [], restores: [] };
   const size = (file: string) => stat(file).then((s) => s.size, () => 0);
-  const timed = (name: 'backupTo' | 'restore', into: DeviceCallTiming[]) => async (file: string) => {
+  const timed = (name: 'backupTo' | 'backupForReading' | 'restore', into: DeviceCallTiming[]) => async (file: string) => {
     const before = name === 'restore' ? await size(file) : 0;
     const started = now();
     const result: unknown = await (device[name] as (f: string) => Promise<unknown>).call(device, file);
@@ -25,10 +25,13 @@ export function timedDevice(device: Device, now: () => number = () => performanc
     return result;
   };
   const backupTo = timed('backupTo', timings.backups);
+  // Its own call of backupTo goes to the device itself (not this view), so it is timed here, once.
+  const backupForReading = timed('backupForReading', timings.backups);
   const restore = timed('restore', timings.restores);
   const view = new Proxy(device, {
     get(target, prop) {
       if (prop === 'backupTo') return backupTo;
+      if (prop === 'backupForReading') return backupForReading;
       if (prop === 'restore') return restore;
       const v: unknown = Reflect.get(target, prop, target);
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;

@@ -71,7 +71,7 @@ export class Device {
 
   /** A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore. */
   backupForReading(file: string): Promise<number> {
-    return this.barrier.shared(() => this.backupTo(file), { wait: 'unbounded' });
+    return this.barrier.shared(() => this.backupTo(file), { wait: 'unbounded', readOnly: true });
   }
 
   /**

@@ -62,6 +62,14 @@ export async function findForeign(namespace: string, device: OpenFile, snapshot:
       if (kind === 'missing') removed.add(p);
     }),
   );
+  return foreignAmong(namespace, removed, known, log);
+}
+
+/**
+ * The foreign entries among `removed`: the namespace's key and user paths of a device backup that a restore removes
+ * (the merge lists them in its own pass, so no second walk of the backups is needed). Consumes `removed`.
+ */
+export async function foreignAmong(namespace: string, removed: Set<string>, known: KnownSources, log: Logger = silentLogger): Promise<ForeignEntries> {
   if (removed.size > 0) {
     for (const file of known.files.filter((f) => existsSync(f))) {
       try {

@@ -16,6 +16,11 @@ export interface RewriteOptions {
   overlay?: { source: BackupSource; open: OpenBackupOptions; select: (path: string) => boolean };
   /** Output file (atomic: temp, fsync, rename; removed on failure). */
   out: string;
+  /**
+   * Called for every base entry not written, with whether the overlay holds its path (selected or not): a merge learns
+   * what its restore removes in the same pass.
+   */
+  onDropped?: (path: string, inOverlay: boolean) => void;
 }
 
 export interface RewriteSummary {
@@ -38,22 +43,30 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
       try {
         const s: RewriteSummary = { keptFromBase: 0, droppedFromBase: 0, fromOverlay: 0, entriesWritten: 0 };
         const baseIt = selected(orderedEntries(b, 'device backup'), () => true);
-        const ovIt = ov && o.overlay ? selected(orderedEntries(ov, 'overlay backup'), o.overlay.select) : empty();
+        // The overlay is walked whole (less its manifest) so a base entry's path is matched even when it is not selected.
+        const ovIt = ov && o.overlay ? selected(orderedEntries(ov, 'overlay backup'), () => true) : empty();
+        const pick = o.overlay?.select ?? (() => true);
         let x = await baseIt.next();
         let y = await ovIt.next();
         while (!x.done || !y.done) {
           const cmp = x.done ? 1 : y.done ? -1 : compareBackupPaths(x.value.path, y.value.path);
           if (cmp <= 0) {
             const e = x.value!;
-            // On equal paths the overlay's entry replaces the base's.
-            if (cmp < 0 && o.base.keep(e.path)) {
+            // On equal paths a selected overlay entry replaces the base's; an unselected one leaves it to `keep`.
+            const replaced = cmp === 0 && pick(y.value!.path);
+            if (!replaced && o.base.keep(e.path)) {
               await writer.writeEntry(e.path, e.value);
               s.keptFromBase++;
-            } else s.droppedFromBase++;
+            } else {
+              s.droppedFromBase++;
+              o.onDropped?.(e.path, cmp === 0);
+            }
             x = await baseIt.next();
           } else {
-            await writer.writeEntry(y.value!.path, y.value!.value);
-            s.fromOverlay++;
+            if (pick(y.value!.path)) {
+              await writer.writeEntry(y.value!.path, y.value!.value);
+              s.fromOverlay++;
+            }
             y = await ovIt.next();
           }
         }

@@ -238,7 +238,7 @@ export class NamespacePuller {
     this.#state = 'connecting';
     const abort = (this.#abort = new AbortController());
     // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
-    const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal };
+    const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal, scope: ns };
     // A failed change of the window ends this connection at once: the window keeps its device hold and the
     // namespace's lock until it is drained, and waiting for the next change (heartbeats may be all that comes) would
     // keep every sync and merge-restore of this device waiting with it.

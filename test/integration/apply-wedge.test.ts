@@ -189,10 +189,19 @@ describe('applies never wedge', () => {
     const b = lab.site('b');
     latencyAtB.backup = 200;
     let writing = true;
+    const pause = () => new Promise((r) => setTimeout(r, 20));
+    // Writes through the daemon's barrier race every backup and merge outside the hold, so the sync falls back to
+    // merging inside it (last resort); there only the re-check sees the direct writer, and it keeps racing.
+    const viaBarrier = use(b.client(), async (c) => {
+      for (let i = 0; writing; i++) {
+        await b.daemon!.ctx.barrier.shared(() => c.generateKey({ id: `daemon${i}`, type: 'Generic', mechanisms: ['AES_Encryption_CBC'], length: 128 }), { wait: 'unbounded' });
+        await pause();
+      }
+    });
     const writer = use(b.client(), async (c) => {
       for (let i = 0; writing; i++) {
         await c.generateKey({ id: `direct${i}`, type: 'Generic', mechanisms: ['AES_Encryption_CBC'], length: 128 });
-        await new Promise((r) => setTimeout(r, 20));
+        await pause();
       }
     });
     try {
@@ -201,7 +210,7 @@ describe('applies never wedge', () => {
     } finally {
       writing = false;
       delete latencyAtB.backup;
-      await writer;
+      await Promise.all([writer, viaBarrier]);
     }
     peerNotBlamed(b);
     expect(b.daemon!.ctx.monitor.available('a')).toBe(true);

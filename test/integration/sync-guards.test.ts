@@ -2,10 +2,11 @@ import { existsSync } from 'node:fs';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BackupCorruptedError, BackupWrongPassphraseError, NamespaceUnknownError, NetHsmHttpError, SyncNamespaceExistsError } from '../../src/errors.js';
+import { BackupCorruptedError, BackupWrongPassphraseError, NamespaceUnknownError, NetHsmHttpError, SyncNamespaceExistsError, SyncVerifyFailedError } from '../../src/errors.js';
+import { listBackupContents } from '../../src/backup/contents.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { Device } from '../../src/replicator/device.js';
-import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
+import { applySnapshot, type ApplyDeps, type ApplyPhase } from '../../src/replicator/snapshot-apply.js';
 import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
 import { use } from '../helpers/clients.js';
 
@@ -53,17 +54,100 @@ describe('sync guards at the replica', () => {
     return { file, deps };
   }
 
-  it('catches a write racing the sync with the re-check, merges again, and loses nothing', async () => {
+  /**
+   * Keys outside alpha go to B's root namespace: not replicated, so no peer notices them (a key written straight into
+   * beta, which B is primary of, is drift to A, which then fetches snapshots from B meanwhile).
+   */
+  const rootKey = (id: string) => use(lab.site('b').client(), (c) => c.generateKey({ id, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+  const rootKeys = () => use(lab.site('b').client(), (c) => c.listKeys());
+
+  /** A key written at B through B's device barrier, as a gateway write would be. */
+  async function writeThroughBarrier(id: string): Promise<void> {
+    await lab.site('b').daemon!.ctx.barrier.shared(() => rootKey(id));
+  }
+
+  it('backs up and merges again, outside the hold, when a write passed the barrier between the backup and the restore', async () => {
     let writes = 0;
     const { file, deps } = await snapshotAndDeps({
-      beforeRecheck: async () => {
-        // A client writes to B's device directly (not through a gateway) between the backup and the restore.
-        if (writes++ === 0) await use(lab.site('b').nsAdmin('beta'), (c) => c.generateKey({ id: 'raced-write', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+      beforeHold: async () => {
+        if (writes++ === 0) await writeThroughBarrier('raced-write');
       },
     });
     const r = await applySnapshot(deps, 'alpha', file);
-    expect(r.remerges).toBe(1);
-    expect(await use(lab.site('b').nsOperator('beta'), (c) => c.listKeys())).toContain('raced-write');
+    expect(r).toMatchObject({ remerges: 1, heldMerge: false, verified: true });
+    expect(await rootKeys()).toContain('raced-write');
+    expect(await use(lab.site('b').nsOperator('alpha'), (c) => c.listKeys())).toContain('a1');
+  });
+
+  // Before the exclusive holds counted as writes: another namespace's merge-restore between this sync's backup and
+  // its hold went unseen, and this restore (merged from the older backup) wiped what that one restored.
+  it('backs up and merges again when another merge-restore ran between the backup and the hold', async () => {
+    const barrier = lab.site('b').daemon!.ctx.barrier;
+    let restores = 0;
+    const { file, deps } = await snapshotAndDeps({
+      beforeHold: async () => {
+        if (restores++ > 0) return;
+        // Stands in for another namespace's sync: an exclusive hold scoped to beta that changes the device.
+        await barrier.exclusive([], () => rootKey('restored-meanwhile'), { scope: 'beta' });
+      },
+    });
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(r).toMatchObject({ remerges: 1, heldMerge: false, verified: true });
+    expect(await rootKeys()).toContain('restored-meanwhile');
+  });
+
+  // No check after the restore caught a loss before the restore's own verification: it must still be loud.
+  it('fails verification loudly, keeping the pre-restore backup, when an entry outside the namespace is lost after the restore', async () => {
+    let lost = 0;
+    await writeThroughBarrier('lost-after-restore');
+    const { file, deps } = await snapshotAndDeps({
+      // A client deletes a key straight on the NetHSM (invisible to the barrier) before the check backup.
+      beforeVerify: () => use(lab.site('b').client(), (c) => c.deleteKey('lost-after-restore')),
+      onForeignLoss: (n) => (lost += n),
+    });
+    const err = await applySnapshot(deps, 'alpha', file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SyncVerifyFailedError);
+    expect(lost).toBe(1);
+    const kept = (err as SyncVerifyFailedError).path!;
+    expect(existsSync(kept)).toBe(true);
+    expect((await listBackupContents(kept, { input: deps.deviceOpen, collectIds: true })).rootKeyIds).toContain('lost-after-restore');
+  });
+
+  it('holds writes only around the restore: the backups, the merge and the verification run outside the exclusive hold', async () => {
+    const barrier = lab.site('b').daemon!.ctx.barrier;
+    const seen: { phase: ApplyPhase; held: boolean; inside: boolean }[] = [];
+    const { file, deps } = await snapshotAndDeps({ onPhase: (phase) => seen.push({ phase, held: barrier.held, inside: barrier.insideExclusive }) });
+    const holdsBefore = barrier.exclusiveRuns;
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(r).toMatchObject({ remerges: 0, heldMerge: false, verified: true });
+    expect(barrier.exclusiveRuns - holdsBefore).toBe(1);
+    expect(seen).toEqual([
+      { phase: 'backup', held: false, inside: false },
+      { phase: 'merge', held: false, inside: false },
+      { phase: 'hold', held: false, inside: false },
+      { phase: 'restore', held: true, inside: true },
+      { phase: 'verify', held: false, inside: false },
+    ]);
+  });
+
+  it('merges inside the hold as a last resort when writes race every attempt, and its re-check still catches direct writers', async () => {
+    let n = 0;
+    let direct = 0;
+    let heldMerges = 0;
+    const { file, deps } = await snapshotAndDeps({
+      maxRemerges: 1,
+      beforeHold: () => writeThroughBarrier(`racing-${n++}`),
+      // A client writes to B's device directly (not through the daemon) while the held merge runs.
+      beforeRecheck: async () => {
+        if (direct++ === 0) await rootKey('direct-write');
+      },
+      onHeldMerge: () => heldMerges++,
+    });
+    const r = await applySnapshot(deps, 'alpha', file);
+    // Redone: once outside the hold, once inside it, once more after the re-check saw the direct write.
+    expect(r).toMatchObject({ heldMerge: true, remerges: 3 });
+    expect(heldMerges).toBe(1);
+    expect(await rootKeys()).toEqual(expect.arrayContaining(['racing-0', 'racing-1', 'direct-write']));
     expect(await use(lab.site('b').nsOperator('alpha'), (c) => c.listKeys())).toContain('a1');
   });
 

@@ -1,0 +1,246 @@
+#!/usr/bin/env node
+// Snapshot sync cost: two simulators as separate processes (`bin/nethsm-replicator sim`), A primary of namespace
+// `alpha`, B its replica, each device filled to --keys keys (half in `alpha`, half in a namespace `other` that the sync
+// must keep). Filling is fast: a device backup of the provisioned simulator, merged with synthetic key records
+// (src/backup/synthetic.ts; opaque values, which the simulator stores and backs up as they are) and restored.
+// Per round, interleaved so every path sees the same machine load:
+//   raw  = backup A + backup B + restore B (B's own backup restored; under B's exclusive barrier hold),
+//   sync = the daemon's code: takeSnapshot at A (device backup + extract) + applySnapshot at B until it answers (the
+//          restore recorded); its verification (B3 + compare), which the daemon runs after answering, is timed apart,
+//   base = (with --baseline DIR) the same sync with the applySnapshot of another checkout's dist/ (e.g. the code
+//          before a change), run as its caller ran it (inside one exclusive hold).
+// While each runs, a probe writes keys at B one at a time through B's device barrier (what a stream apply does:
+// scoped to `alpha`, or with --probe outside unscoped, as a gateway write to another namespace) and the bench prints
+// the longest probe write during that run: the write hold. The snapshot transfer between sites (HTTPS) is left out of
+// both sides. Figures go to docs/benchmarks.md ("Snapshot sync").
+// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none]
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dist = (root, p) => import(pathToFileURL(path.join(root, 'dist', p)).href);
+const { NetHsmClient } = await dist(ROOT, 'nethsm/client.js');
+const { DeviceBarrier } = await dist(ROOT, 'concurrency/barrier.js');
+const { Device } = await dist(ROOT, 'replicator/device.js');
+const { WorkDir } = await dist(ROOT, 'replicator/workdir.js');
+const { takeSnapshot } = await dist(ROOT, 'replicator/snapshot-source.js');
+const { applySnapshot } = await dist(ROOT, 'replicator/snapshot-apply.js');
+const { rewriteBackup } = await dist(ROOT, 'replicator/rewrite.js');
+const { writeSyntheticDeviceBackup } = await dist(ROOT, 'backup/synthetic.js');
+const { TEST_SCRYPT } = await dist(ROOT, 'backup/format.js');
+
+const { values } = parseArgs({
+  options: {
+    keys: { type: 'string', default: '20000' },
+    rounds: { type: 'string', default: '3' },
+    baseline: { type: 'string' },
+    probe: { type: 'string', default: 'alpha' },
+  },
+});
+const KEYS = Number(values.keys);
+const ROUNDS = Number(values.rounds);
+if (!Number.isInteger(KEYS) || KEYS < 100) throw new Error('--keys must be an integer >= 100');
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error('--rounds must be a positive integer');
+if (!['alpha', 'outside', 'none'].includes(values.probe)) throw new Error('--probe must be alpha, outside or none');
+const old = values.baseline
+  ? {
+      DeviceBarrier: (await dist(values.baseline, 'concurrency/barrier.js')).DeviceBarrier,
+      Device: (await dist(values.baseline, 'replicator/device.js')).Device,
+      applySnapshot: (await dist(values.baseline, 'replicator/snapshot-apply.js')).applySnapshot,
+    }
+  : undefined;
+
+const P = { unlock: 'bench-unlock-passphrase', admin: 'bench-admin-passphrase', backupUser: 'bench-backup-user-pass', backup: 'bench-device-backup-pass', ns: 'bench-namespace-passphrase', replication: 'bench-replication-pass' };
+const open = { passphrase: P.backup, scrypt: TEST_SCRYPT };
+const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+const dir = await mkdtemp(path.join(tmpdir(), 'nhr-bench-sync-'));
+const children = [];
+
+/** A simulator process; resolves with its URL and fingerprint once it listens. */
+function startSim() {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/nethsm-replicator'), 'sim', '--port', '0', '--test-scrypt'], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (c) => {
+      out += c;
+      const url = /listening on (\S+)/.exec(out)?.[1];
+      const fp = /fingerprint (\S+)/.exec(out)?.[1];
+      if (url && fp) resolve({ url, fingerprint256: fp });
+    });
+    child.once('exit', (code) => reject(new Error(`simulator exited with ${code}`)));
+  });
+}
+
+const client = (sim, username, password) => new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: { username, password } });
+
+/**
+ * A site's simulator: A provisioned with a Backup user, the namespaces and their users; B bootstrapped from A's
+ * backup (as init-replica does: one domain key, so records restore across sites). Each is then filled to KEYS
+ * synthetic keys.
+ */
+async function site(name, variant, from) {
+  const sim = await startSim();
+  const root = client(sim, 'admin', P.admin);
+  if (from) {
+    await root.restore(from, { backupPassphrase: P.backup, systemTime: now() });
+    await root.unlock(P.unlock);
+  } else {
+    await root.provision({ unlockPassphrase: P.unlock, adminPassphrase: P.admin, systemTime: now() });
+    await root.createUser({ realName: 'Backup', role: 'Backup', passphrase: P.backupUser }, 'backup');
+    await root.setBackupPassphrase(P.backup, '');
+    for (const ns of ['alpha', 'other']) {
+      await root.createUser({ realName: `${ns} admin`, role: 'Administrator', passphrase: P.ns }, `${ns}~admin`);
+      await root.createUser({ realName: `${ns} replicator`, role: 'Administrator', passphrase: P.ns }, `${ns}~replicator`);
+      await root.createNamespace(ns);
+    }
+  }
+  const backup = client(sim, 'backup', P.backupUser);
+  const base = path.join(dir, `${name}-base.bin`);
+  await backup.backupToFile(base);
+  const synthetic = path.join(dir, `${name}-synthetic.bin`);
+  const half = Math.floor(KEYS / 2);
+  await writeSyntheticDeviceBackup(createWriteStream(synthetic), { namespaces: { alpha: { keys: half, users: 0 }, other: { keys: KEYS - half, users: 0 } }, rootKeys: 0, rootUsers: 0, variant }, { passphrase: P.backup, scrypt: TEST_SCRYPT });
+  const filled = path.join(dir, `${name}-filled.bin`);
+  const keys = (p) => p.startsWith('/key/.alpha/') || p.startsWith('/key/.other/');
+  await rewriteBackup({ base: { source: base, open, keep: () => true }, overlay: { source: synthetic, open, select: keys }, out: filled });
+  await root.restore(filled, { backupPassphrase: P.backup, systemTime: now() });
+  await Promise.all([synthetic, filled].map((f) => rm(f)));
+  const work = new WorkDir(path.join(dir, name));
+  await work.prepare();
+  return { name, sim, root, backup, work, base, replicator: client(sim, 'alpha~replicator', P.ns), other: client(sim, 'other~admin', P.ns) };
+}
+
+function deviceOf(s, Barrier = DeviceBarrier, DeviceClass = Device) {
+  const barrier = new Barrier({ maxWaitMs: 600_000, drainTimeoutMs: 600_000 });
+  return { barrier, device: new DeviceClass({ admin: s.root, backup: s.backup }, barrier, P.backup) };
+}
+
+const A = await site('a', 'a');
+const B = await site('b', 'b', A.base);
+const devA = deviceOf(A);
+const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: open, replicationPassphrase: P.replication, scrypt: TEST_SCRYPT };
+const snapshotOpen = { passphrase: P.replication, scrypt: TEST_SCRYPT };
+
+// ---- the probe: one write at a time at B through the barrier in use ----------------------------------------------
+let probeBarrier;
+let probeWrite = Promise.resolve();
+let probeN = 0;
+const probeErrors = [];
+let probing = true;
+const probeLog = [];
+const probe = (async () => {
+  if (values.probe === 'none') return;
+  // alpha's administrators are stripped at the replica; its replication account stays (as the daemon's stream uses).
+  const c = values.probe === 'alpha' ? B.replicator : B.other;
+  const scope = values.probe === 'alpha' ? { scope: 'alpha' } : {};
+  while (probing) {
+    const barrier = probeBarrier;
+    if (!barrier) {
+      await new Promise((r) => setTimeout(r, 20));
+      continue;
+    }
+    const t0 = performance.now();
+    const body = { id: `probe${probeN++}`, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] };
+    probeWrite = barrier.shared(() => c.generateKey(body), { wait: 'unbounded', ...scope }).catch((err) => {
+      probeErrors.push(`${err.message} ${err.nethsmMessage ?? ''}`.trim());
+    });
+    await probeWrite;
+    probeLog.push({ start: t0, ms: performance.now() - t0 });
+    await new Promise((r) => setTimeout(r, 20));
+  }
+})();
+
+let verifyMs = 0;
+
+/** Runs `fn` with the probe on `barrier`; returns its duration and the longest probe write that started in it. */
+async function measured(barrier, fn) {
+  probeBarrier = barrier;
+  const t0 = performance.now();
+  verifyMs = 0;
+  const detail = await fn();
+  // The deferred verification is not part of the sync's answer; it is reported beside it.
+  const ms = performance.now() - t0 - verifyMs;
+  probeBarrier = undefined;
+  // The next run may use another barrier: the probe write still in flight on this one ends first.
+  await probeWrite;
+  const hold = Math.max(0, ...probeLog.filter((p) => p.start >= t0 && p.start < t0 + ms).map((p) => p.ms));
+  probeLog.length = 0;
+  const errors = probeErrors.splice(0);
+  return { ms, hold, verify: verifyMs, detail: errors.length ? `${detail ?? ''} ${errors.length} probe writes failed: ${errors[0]}` : detail };
+}
+
+async function raw() {
+  const { barrier } = deviceOf(B);
+  const fa = A.work.temp('raw-a');
+  const fb = B.work.temp('raw-b');
+  return measured(barrier, async () => {
+    await A.backup.backupToFile(fa);
+    await B.backup.backupToFile(fb);
+    await barrier.exclusive([], () => B.root.restore(fb, { backupPassphrase: P.backup, systemTime: now() }));
+    await rm(fa);
+    await rm(fb);
+  });
+}
+
+async function sync(kind) {
+  const d = kind === 'base' ? deviceOf(B, old.DeviceBarrier, old.Device) : deviceOf(B);
+  return measured(d.barrier, async () => {
+    const t0 = performance.now();
+    const snap = await takeSnapshot(snapDeps, 'alpha', 1);
+    const phases = [`snapshot ${((performance.now() - t0) / 1000).toFixed(2)}`];
+    let last = performance.now();
+    const onPhase = (p) => {
+      phases.push(`${p}@${((performance.now() - last) / 1000).toFixed(2)}`);
+      last = performance.now();
+    };
+    const deps = { device: d.device, work: B.work, deviceOpen: open, snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
+    if (kind === 'base') {
+      const r = await d.barrier.exclusive([], (guard) => old.applySnapshot({ ...deps, guard }, 'alpha', snap.file, { onExisting: 'adopt' }));
+      return `remerges ${r.remerges}`;
+    }
+    // As the daemon runs it: the answer comes once the restore is recorded, the verification (B3 + compare) after it.
+    let verify;
+    const r = await applySnapshot({ ...deps, onPhase, deferVerify: (v) => (verify = v) }, 'alpha', snap.file, { onExisting: 'adopt' });
+    phases.push(`end@${((performance.now() - last) / 1000).toFixed(2)}`);
+    if (process.env.BENCH_PHASES) console.log(phases.join(' '));
+    const tv = performance.now();
+    const verified = await verify();
+    verifyMs = performance.now() - tv;
+    return `remerges ${r.remerges}${r.heldMerge ? ', merged inside the hold' : ''}${verified ? '' : ', not verified'}`;
+  });
+}
+
+const fmt = (x) => (x / 1000).toFixed(2).padStart(7);
+console.log(`snapshot sync bench: ${KEYS} keys per device (alpha ${Math.floor(KEYS / 2)}), probe ${values.probe}, ${ROUNDS} rounds`);
+const rows = [];
+try {
+  for (let i = 0; i < ROUNDS; i++) {
+    const r = await raw();
+    const s = await sync('new');
+    const b = old ? await sync('base') : undefined;
+    rows.push({ r, s, b });
+    console.log(
+      `round ${i + 1}: raw ${fmt(r.ms)} s (restore hold ${fmt(r.hold)} s) | sync ${fmt(s.ms)} s = ${(s.ms / r.ms).toFixed(2)}× raw, hold ${fmt(s.hold)} s = ${(s.hold / Math.max(r.hold, 1)).toFixed(2)}×, then verify ${fmt(s.verify)} s [${s.detail}]` +
+        (b ? ` | before ${fmt(b.ms)} s = ${(b.ms / r.ms).toFixed(2)}× raw, hold ${fmt(b.hold)} s = ${(b.hold / Math.max(r.hold, 1)).toFixed(2)}× [${b.detail}]` : '') +
+        (r.detail ? ` (raw: ${r.detail})` : ''),
+    );
+  }
+  const med = (xs) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  console.log(
+    `median: sync/raw ${med(rows.map((x) => x.s.ms / x.r.ms)).toFixed(2)} (with its verification ${med(rows.map((x) => (x.s.ms + x.s.verify) / x.r.ms)).toFixed(2)}), hold/raw-restore-hold ${med(rows.map((x) => x.s.hold / Math.max(x.r.hold, 1))).toFixed(2)}` +
+      (old ? ` | before: sync/raw ${med(rows.map((x) => x.b.ms / x.r.ms)).toFixed(2)}, hold ${med(rows.map((x) => x.b.hold / Math.max(x.r.hold, 1))).toFixed(2)}` : ''),
+  );
+} finally {
+  probing = false;
+  await probe.catch(() => undefined);
+  for (const c of [A.root, A.backup, A.replicator, A.other, B.root, B.backup, B.replicator, B.other]) await c.close();
+  for (const c of children) c.kill('SIGTERM');
+  await rm(dir, { recursive: true, force: true });
+}
