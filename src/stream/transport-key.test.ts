@@ -135,14 +135,14 @@ describe('TransportKey.check', () => {
     await wrongRole.ensure();
     const refused = { code: 'NHR_ERR_NETHSM_CREDENTIAL_REFUSED', path: 'nethsm.credentials.operator' };
     await expect(wrongRole.check()).rejects.toMatchObject(refused);
-    await expect(wrongRole.check()).rejects.toThrow(/refused the root Operator credential \(403/);
+    await expect(wrongRole.check()).rejects.toThrow(/refused the root Operator credential \(nethsm\.credentials\.operator: 403/);
     const wrongPassphrase = root.withAuth(sim.users.operator.username, 'not-the-operator-passphrase');
     const t = new TransportKey({ site: 'alpha', keyId: 'tkcheck', admin, operator: wrongPassphrase, bits: 2048 });
     await t.ensure();
     // Once only: the NetHSM rate-limits failed logins (429).
     const err = await t.check().catch((e: unknown) => e);
     expect(err).toMatchObject(refused);
-    expect((err as Error).message).toMatch(/refused the root Operator credential \(401/);
+    expect((err as Error).message).toMatch(/refused the root Operator credential \(nethsm\.credentials\.operator: 401/);
   });
 });
 
