@@ -138,7 +138,13 @@ export class Daemon {
       store,
       work: new WorkDir(config.stateDir),
       barrier,
-      device: createDevice(nethsm, secrets, barrier, () => metrics.deviceBackupsTotal.inc()),
+      device: createDevice(
+        nethsm,
+        secrets,
+        barrier,
+        () => metrics.deviceBackupsTotal.inc(),
+        () => store.keyCerts.forgetAll(),
+      ),
       nethsm,
       peers: createPeerClients(config),
       monitor,
@@ -457,6 +463,7 @@ export class Daemon {
         ...common,
         limiter: this.antiEntropyLimiter,
         exclusive,
+        certs: { repo: ctx.store.keyCerts, scrubPasses: ctx.config.antiEntropy.certScrubPasses },
         primaryRanges: async (signal) => readRangeDigests(await peer.inventoryRanges(namespace, DEFAULT_RANGE_SIZE, { signal }), { ...site, rangeSize: DEFAULT_RANGE_SIZE }),
         primaryItems: (ranges) => ({
           [Symbol.asyncIterator]: async function* () {

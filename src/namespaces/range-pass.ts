@@ -14,8 +14,10 @@
  * differ, at most MAX_DIFFERS_HELD of them per pass (beyond that they are counted, and repaired by later passes).
  */
 import type { NetHsmClient } from '../nethsm/client.js';
+import type { KeyCertsRepo } from '../state/key-certs-repo.js';
 import { unlimited, type Limiter } from '../util/rate-limiter.js';
 import { applyRepair, planRepair, type AntiEntropyResult, type CertFetcher } from './antientropy.js';
+import { CertRead } from './cert-read.js';
 import { CompactInventory } from './compact-inventory.js';
 import { diffInventories, inventoryDigest, type InventoryDiff, type KeyInventoryItem, type NamespaceInventory } from './inventory.js';
 import { MAX_ITEM_RANGES, type IdRange, type RangeDigest } from './inventory-ranges.js';
@@ -39,6 +41,17 @@ export interface RangePassOptions {
   /** Paces the replica's device requests. */
   limiter?: Limiter;
   concurrency?: number;
+  /**
+   * The replica's certificate table: its own read asks the device for the certificate only of keys the table does not
+   * vouch for (./cert-read.ts); keys the repair writes are forgotten before and after. Absent: every key in full.
+   */
+  certs?: CertTableUse;
+}
+
+/** A site's certificate table and its scrub setting (`antiEntropy.certScrubPasses`). */
+export interface CertTableUse {
+  repo: KeyCertsRepo;
+  scrubPasses: number;
 }
 
 export interface RangePassResult extends AntiEntropyResult {
@@ -58,7 +71,12 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
   const readLocal = async (): Promise<void> => {
     const ids = await listIds(o.replica, limiter);
     local = new CompactInventory(ids.length);
-    for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal })) local.push(item);
+    const certs = o.certs ? new CertRead(o.certs.repo, o.namespace, o.certs.scrubPasses) : undefined;
+    try {
+      for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal, ...(certs ? { certs } : {}) })) local.push(item);
+    } finally {
+      certs?.end();
+    }
   };
   let primary: { ranges: RangeDigest[] };
   try {
@@ -78,7 +96,14 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
     const diff: InventoryDiff = { missing: mergeSorted(found.missing, again.missing), extra: found.extra, differs: again.differs };
     o.setDrift({ missing: diff.missing.length, extra: diff.extra.length, differs: diff.differs.length + found.deferred });
     const plan = planRepair(diff, primaryInv, replicaInv);
-    const res = plan.viaApi.length > 0 ? await applyRepair(plan, o.replica, o.fetchCert) : { applied: 0 };
+    const touched = plan.viaApi.filter((st) => st.kind === 'cert-set' || st.kind === 'cert-remove' || st.kind === 'delete-extra').map((st) => st.id);
+    o.certs?.repo.forget(o.namespace, touched);
+    let res: Awaited<ReturnType<typeof applyRepair>> | { applied: number };
+    try {
+      res = plan.viaApi.length > 0 ? await applyRepair(plan, o.replica, o.fetchCert) : { applied: 0 };
+    } finally {
+      o.certs?.repo.forget(o.namespace, touched);
+    }
     return {
       diff,
       plan,
