@@ -26,6 +26,7 @@ export class KeyCertsRepo {
   private readonly sPage: Statement<[string, string, number], { id: string; cert: string; certType: string }>;
   private readonly sLearn: Statement<Record<string, unknown>>;
   private readonly sForget: Statement<[string, string]>;
+  private readonly sHas: Statement<[string, string], { one: number }>;
   private readonly sForgetAll: Statement<[]>;
   private readonly sReads: Statement<{ namespace: string }, { reads: number }>;
   private readonly sCount: Statement<[string], { n: number }>;
@@ -47,6 +48,7 @@ export class KeyCertsRepo {
        ON CONFLICT (namespace, key_id) DO UPDATE SET cert = excluded.cert, cert_type = excluded.cert_type, learnt_at = excluded.learnt_at`,
     );
     this.sForget = prepare(db, 'DELETE FROM key_certs WHERE namespace = ? AND key_id = ?');
+    this.sHas = prepare(db, 'SELECT 1 AS one FROM key_certs WHERE namespace = ? AND key_id = ?');
     this.sForgetAll = prepare(db, 'DELETE FROM key_certs');
     this.sReads = prepare(
       db,
@@ -79,11 +81,22 @@ export class KeyCertsRepo {
 
   /** Drops what is known of these keys' certificates (before and after a write that may change them). */
   forget(namespace: string, ids: readonly string[]): void {
+    for (const id of this.forgetInMemory(namespace, ids)) this.sForget.run(namespace, id);
+  }
+
+  /**
+   * The in-memory half of `forget`: no read in flight trusts or learns these keys any more. Returns those that have a
+   * row, which the caller must then delete with `forget` (in a group commit: most keys a stream applies have none, so
+   * they cost no write).
+   */
+  forgetInMemory(namespace: string, ids: readonly string[]): string[] {
+    const withRows: string[] = [];
     for (const id of ids) {
       this.#seq++;
       if (this.#readers > 0) this.#forgotten.set(`${namespace}/${id}`, this.#seq);
-      this.sForget.run(namespace, id);
+      if (this.sHas.get(namespace, id)) withRows.push(id);
     }
+    return withRows;
   }
 
   /** Drops everything (a restore replaced the device's keys). */

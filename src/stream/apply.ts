@@ -135,13 +135,19 @@ export type Effect = { outcome: 'applied' | 'present' } | { outcome: 'catchup'; 
 export async function makeEffect(deps: ApplyDeps, namespace: string, line: ChangeLine): Promise<Effect> {
   if (line.kind === 'catchup') return { outcome: 'catchup', reason: line.reason };
   // The certificate table forgets the key before and after the write, whatever its outcome (key-certs-repo.ts).
-  const forget = certKeysOf(line.kind, line.keyId, line.kind === 'key-moved' ? line.newId : undefined);
-  deps.store.keyCerts.forget(namespace, forget);
+  const ids = certKeysOf(line.kind, line.keyId, line.kind === 'key-moved' ? line.newId : undefined);
+  await forgetCerts(deps, namespace, ids);
   try {
     return await effectOf(deps, namespace, line);
   } finally {
-    deps.store.keyCerts.forget(namespace, forget);
+    await forgetCerts(deps, namespace, ids);
   }
+}
+
+/** Forgets keys in the certificate table; a row is deleted in a group commit, and only a key that has one costs a write. */
+async function forgetCerts(deps: ApplyDeps, namespace: string, ids: readonly string[]): Promise<void> {
+  const rows = deps.store.keyCerts.forgetInMemory(namespace, ids);
+  if (rows.length > 0) await deps.store.groupCommit(() => deps.store.keyCerts.forget(namespace, rows));
 }
 
 async function effectOf(deps: ApplyDeps, namespace: string, line: Exclude<ChangeLine, { kind: 'catchup' }>): Promise<Effect> {
