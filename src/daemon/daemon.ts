@@ -479,7 +479,16 @@ export class Daemon {
       );
     }
     ctx.log.info(
-      { namespace, missing: result.diff.missing.length, extra: result.diff.extra.length, differs: result.diff.differs.length, repaired: result.repaired, snapshot: result.needsSnapshot },
+      {
+        namespace,
+        missing: result.diff.missing.length,
+        extra: result.diff.extra.length,
+        differs: result.diff.differs.length,
+        repaired: result.repaired,
+        snapshot: result.needsSnapshot,
+        // Certificates of this site's read: from the table, read for want of a row, read by the scrub.
+        ...('certReads' in result && result.certReads ? { certs: result.certReads } : {}),
+      },
       'anti-entropy pass',
     );
     if (result.needsSnapshot) await this.syncer.sync(namespace, { actor: 'anti-entropy' });

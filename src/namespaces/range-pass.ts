@@ -17,7 +17,7 @@ import type { NetHsmClient } from '../nethsm/client.js';
 import type { KeyCertsRepo } from '../state/key-certs-repo.js';
 import { unlimited, type Limiter } from '../util/rate-limiter.js';
 import { applyRepair, planRepair, type AntiEntropyResult, type CertFetcher } from './antientropy.js';
-import { CertRead } from './cert-read.js';
+import { CertRead, type CertReadCounts } from './cert-read.js';
 import { CompactInventory } from './compact-inventory.js';
 import { diffInventories, inventoryDigest, type InventoryDiff, type KeyInventoryItem, type NamespaceInventory } from './inventory.js';
 import { MAX_ITEM_RANGES, type IdRange, type RangeDigest } from './inventory-ranges.js';
@@ -60,6 +60,8 @@ export interface RangePassResult extends AntiEntropyResult {
   rangesDiffering: number;
   /** Differing keys over MAX_DIFFERS_HELD: counted in the drift, repaired by a later pass. */
   deferred: number;
+  /** How the replica's own read got its keys' certificates (with a certificate table only). */
+  certReads?: CertReadCounts;
 }
 
 /** Runs one pass; throws what the reads throw (device, peer) and retryable errors of the repair. */
@@ -68,10 +70,12 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
   const readOpts = { limiter, ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }) };
   const abort = new AbortController();
   let local = new CompactInventory();
+  let certReads: CertReadCounts | undefined;
   const readLocal = async (): Promise<void> => {
     const ids = await listIds(o.replica, limiter);
     local = new CompactInventory(ids.length);
     const certs = o.certs ? new CertRead(o.certs.repo, o.namespace, o.certs.scrubPasses) : undefined;
+    certReads = certs?.counts;
     try {
       for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal, ...(certs ? { certs } : {}) })) local.push(item);
     } finally {
@@ -113,6 +117,7 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
       ranges: primary.ranges.length,
       rangesDiffering: differing.length,
       deferred: found.deferred,
+      ...(certReads ? { certReads } : {}),
     };
   });
 }

@@ -38,14 +38,18 @@ describe('anti-entropy with the certificate table, in daemons', () => {
     const [a, b] = [lab.site('a'), lab.site('b')];
     // A slice this thin scrubs none of these six keys here: only the forgets can make a pass re-read one.
     for (const s of [a, b]) scrubEvery(s, 1000);
-    expect((await b.daemon!.antiEntropy('alpha'))?.diff).toEqual({ missing: [], extra: [], differs: [] });
+    const cold = await b.daemon!.antiEntropy('alpha');
+    expect(cold?.diff).toEqual({ missing: [], extra: [], differs: [] });
+    expect(cold).toMatchObject({ certReads: { fromTable: 0, unknown: IDS.length, scrubbed: 0 } });
     for (const s of [a, b]) expect(s.daemon!.ctx.store.keyCerts.count('alpha')).toBe(IDS.length);
     expect([certOf(a, 'c1'), certOf(b, 'c1')]).toEqual(['', '']);
 
     await use(a.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), (gw) => gw.putCert('c1', Buffer.from('through the gateway')));
     await caughtUp(a, b, 'alpha');
     expect([certOf(a, 'c1'), certOf(b, 'c1')]).toEqual([undefined, undefined]);
-    expect((await b.daemon!.antiEntropy('alpha'))?.diff).toEqual({ missing: [], extra: [], differs: [] });
+    const warm = await b.daemon!.antiEntropy('alpha');
+    expect(warm?.diff).toEqual({ missing: [], extra: [], differs: [] });
+    expect(warm).toMatchObject({ certReads: { fromTable: IDS.length - 1, unknown: 1, scrubbed: 0 } });
     // Learnt again from the devices by that pass.
     expect(certOf(a, 'c1')).toMatch(/^[0-9a-f]{64}$/);
     expect(certOf(b, 'c1')).toBe(certOf(a, 'c1'));
