@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Anti-entropy at scale: `npm run build && node bench/antientropy.mjs [--keys 10000,100000] [--big] [--rate 500]
-//   [--sign-seconds 10] [--latency sign=40ms,key-get=2ms,...]`.
+//   [--sign-seconds 10] [--latency sign=40ms,key-get=2ms,...] [--passes ranges,ranges-table,…] [--scrub-passes 8]`.
 //
 // Two simulators, each its own process (a primary and a replica of namespace `alpha`), filled with the same N keys
 // (EC P-256 imported with the same private scalar at both, so their inventories agree), then a small drift made at
@@ -14,6 +14,9 @@
 // alone for --sign-seconds right before it (so both run under the same machine load).
 // Passes: `ranges` unpaced, `ranges` at --rate requests/s per site (antiEntropy.maxRequestsPerSecond), and `one
 // answer` (the old pass: primary's whole inventory as one JSON value, read after the replica's) for comparison.
+// `ranges-table`: unpaced, with a certificate table at each site (a state database per site, kept across the run, scrub
+// slice --scrub-passes): its first pass in a run finds the tables cold, later ones warm
+// (`--passes ranges,ranges-table,ranges-table`).
 // `--memory 100000,1000000`: peak RSS of the replica's side at those sizes from synthetic data (no simulator), range
 // pass against the old one-answer pass (see childMemory).
 // Export: runAntiEntropyBench(options) and runMemoryBench(sizes) for bench/scale.mjs. Figures go to docs/benchmarks.md ("Anti-entropy").
@@ -46,14 +49,25 @@ async function childSim(latencySpec) {
 
 // ---- child: the primary's side of a range pass (its answer on stdout, as over the peer API) ------------
 
+/** The site's certificate table: a state database in `dir` (kept across passes), or undefined without one. */
+async function certTable(table, site) {
+  if (!table) return undefined;
+  const { StateStore } = await import(dist('state/store.js'));
+  const store = StateStore.inDir(join(table.dir, site)).open();
+  if (!store.roles.get(NS)) store.roles.insert({ namespace: NS, role: 'replica', epoch: 1, primarySite: 'a' });
+  process.once('exit', () => store.close());
+  return { repo: store.keyCerts, scrubPasses: table.scrubPasses };
+}
+
 async function childPrimary(spec) {
-  const { what, rate, primary, ranges, rangeSize } = JSON.parse(spec);
+  const { what, rate, primary, ranges, rangeSize, table } = JSON.parse(spec);
   const { NetHsmClient } = await import(dist('nethsm/client.js'));
   const { RateLimiter, unlimited } = await import(dist('util/rate-limiter.js'));
   const { itemLines, rangeDigestLines } = await import(dist('namespaces/inventory-ranges.js'));
   const atA = new NetHsmClient({ url: primary.url, tls: { fingerprint256: primary.fingerprint256 }, connections: 16 }).withAuth(primary.nsUsers[NS].admin.username, primary.nsUsers[NS].admin.password);
   const limiter = rate > 0 ? new RateLimiter({ perSecond: rate }) : unlimited();
-  const lines = what === 'ranges' ? rangeDigestLines(atA, NS, rangeSize, { limiter }) : itemLines(atA, NS, ranges, { limiter });
+  const certs = what === 'ranges' ? await certTable(table, 'a') : undefined;
+  const lines = what === 'ranges' ? rangeDigestLines(atA, NS, rangeSize, { limiter, ...(certs ? { certs } : {}) }) : itemLines(atA, NS, ranges, { limiter });
   for await (const line of lines) if (!process.stdout.write(line + '\n')) await new Promise((r) => process.stdout.once('drain', r));
   process.stderr.write(`rss=${process.resourceUsage().maxRSS / 1024}\n`);
   process.stdout.end(() => process.exit(0));
@@ -76,7 +90,7 @@ async function* primaryProcess(spec, peak) {
 // ---- child: one pass, the replica's side ------------------------------------------------------------
 
 async function childPass(spec) {
-  const { kind, rate, primary, replica } = JSON.parse(spec);
+  const { kind, rate, primary, replica, table } = JSON.parse(spec);
   const { NetHsmClient } = await import(dist('nethsm/client.js'));
   const { RateLimiter, unlimited } = await import(dist('util/rate-limiter.js'));
   const { rangePass } = await import(dist('namespaces/range-pass.js'));
@@ -94,11 +108,13 @@ async function childPass(spec) {
   let r;
   const primaryPeak = { mb: 0 };
   if (kind === 'ranges') {
-    const side = { rate, primary, rangeSize: DEFAULT_RANGE_SIZE };
+    const side = { rate, primary, rangeSize: DEFAULT_RANGE_SIZE, table };
+    const certs = await certTable(table, 'b');
     r = await rangePass({
       namespace: NS,
       replica: atB,
       limiter: limB,
+      ...(certs ? { certs } : {}),
       primaryRanges: async () => readRangeDigests(primaryProcess({ ...side, what: 'ranges' }, primaryPeak), { ...ctx, rangeSize: DEFAULT_RANGE_SIZE }),
       primaryItems: (ranges) => readItemLines(primaryProcess({ ...side, what: 'items', ranges }, primaryPeak), ranges, ctx),
       fetchCert: (id) => atA.getCert(id),
@@ -244,10 +260,13 @@ const quantile = (xs, q) => {
  * Runs the benchmark for each size in `keys`; resolves to one row per (size, pass) with time, requests per key at each
  * site, peak RSS of the pass process and the signing p99 with and without the pass. `log` gets progress lines.
  */
-export async function runAntiEntropyBench({ keys = [10_000], rate = 500, signSeconds = 10, signers = 2, latency = DEFAULT_LATENCY, passes = ['ranges', 'ranges-paced', 'one-answer'], log = console.error } = {}) {
+export async function runAntiEntropyBench({ keys = [10_000], rate = 500, signSeconds = 10, signers = 2, latency = DEFAULT_LATENCY, passes = ['ranges', 'ranges-paced', 'one-answer'], scrubPasses = 8, log = console.error } = {}) {
   const { NetHsmClient } = await import(dist('nethsm/client.js'));
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
   const rows = [];
   for (const n of keys) {
+    const table = { dir: mkdtempSync(join(tmpdir(), 'nhr-bench-certs-')), scrubPasses };
     const sims = [spawnChild(['--child', 'sim', latency]), spawnChild(['--child', 'sim', latency])];
     const [A, B] = await Promise.all(sims.map((s) => s.first));
     const base = (s) => new NetHsmClient({ url: s.url, tls: { fingerprint256: s.fingerprint256 }, connections: 32 });
@@ -294,7 +313,13 @@ export async function runAntiEntropyBench({ keys = [10_000], rate = 500, signSec
         const p99idle = quantile(idle, 0.99);
         const before = await Promise.all(metrics.map(answered));
         let done = false;
-        const spec = JSON.stringify({ kind: pass === 'one-answer' ? 'one-answer' : 'ranges', rate: pass === 'ranges-paced' ? rate : 0, primary: A, replica: B });
+        const spec = JSON.stringify({
+          kind: pass === 'one-answer' ? 'one-answer' : 'ranges',
+          rate: pass === 'ranges-paced' ? rate : 0,
+          primary: A,
+          replica: B,
+          ...(pass === 'ranges-table' ? { table } : {}),
+        });
         const run = spawnChild(['--child', 'pass', spec]);
         const signing = signFor(() => done);
         const res = await run.first.finally(() => (done = true));
@@ -324,6 +349,7 @@ export async function runAntiEntropyBench({ keys = [10_000], rate = 500, signSec
     } finally {
       await Promise.all([baseA.close(), baseB.close()]);
       for (const s of sims) s.child.kill('SIGTERM');
+      rmSync(table.dir, { recursive: true, force: true });
     }
   }
   return rows;
@@ -341,6 +367,7 @@ async function main() {
       latency: { type: 'string', default: DEFAULT_LATENCY },
       passes: { type: 'string', default: 'ranges,ranges-paced,one-answer' },
       memory: { type: 'string' },
+      'scrub-passes': { type: 'string', default: '8' },
     },
     allowPositionals: true,
     strict: false,
@@ -352,7 +379,7 @@ async function main() {
   if (values.memory) return console.table(await runMemoryBench(values.memory.split(',').map(Number)));
   const keys = values.keys.split(',').map(Number);
   if (values.big) keys.push(1_000_000);
-  const rows = await runAntiEntropyBench({ keys, rate: Number(values.rate), signSeconds: Number(values['sign-seconds']), signers: Number(values.signers), latency: values.latency, passes: values.passes.split(',') });
+  const rows = await runAntiEntropyBench({ keys, rate: Number(values.rate), signSeconds: Number(values['sign-seconds']), signers: Number(values.signers), latency: values.latency, passes: values.passes.split(','), scrubPasses: Number(values['scrub-passes']) });
   console.table(rows.map((r) => ({ ...r, seconds: r.seconds.toFixed(1), reqPerKeyPrimary: r.reqPerKeyPrimary.toFixed(3), reqPerKeyReplica: r.reqPerKeyReplica.toFixed(3), rssMB: r.rssMB.toFixed(0), primaryRssMB: r.primaryRssMB.toFixed(0), signP99IdleMs: r.signP99IdleMs.toFixed(1), signP99DuringMs: r.signP99DuringMs.toFixed(1) })));
 }
 

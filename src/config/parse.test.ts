@@ -318,17 +318,26 @@ describe('parseConfig: one rule at a time', () => {
   });
 
   it('schedules anti-entropy hourly by default and validates its cron expression', () => {
-    expect(parseConfig(toYaml(validConfigDoc()), {}).antiEntropy).toEqual({ schedule: '23 * * * *', maxRequestsPerSecond: 200 });
+    expect(parseConfig(toYaml(validConfigDoc()), {}).antiEntropy).toEqual({ schedule: '23 * * * *', maxRequestsPerSecond: 200, certScrubPasses: 8 });
     expectProblem((d) => (d.antiEntropy = { schedule: 'hourly' }), 'antiEntropy.schedule "hourly" is not a valid cron expression');
   });
 
   it('paces anti-entropy at antiEntropy.maxRequestsPerSecond, a whole number of at least 10', () => {
     const doc = validConfigDoc();
     doc.antiEntropy = { maxRequestsPerSecond: 50 };
-    expect(parseConfig(toYaml(doc), {}).antiEntropy).toEqual({ schedule: '23 * * * *', maxRequestsPerSecond: 50 });
+    expect(parseConfig(toYaml(doc), {}).antiEntropy).toEqual({ schedule: '23 * * * *', maxRequestsPerSecond: 50, certScrubPasses: 8 });
     expect(problemsOf((d) => (d.antiEntropy = { maxRequestsPerSecond: 5 }))).toEqual(['antiEntropy.maxRequestsPerSecond must be at least 10']);
     expect(problemsOf((d) => (d.antiEntropy = { maxRequestsPerSecond: 'fast' }))).toEqual(['antiEntropy.maxRequestsPerSecond must be a whole number']);
     expect(problemsOf((d) => (d.antiEntropy = { maxRequestsPerSecond: 12.5 }))).toEqual(['antiEntropy.maxRequestsPerSecond must be a whole number']);
+  });
+
+  it('scrubs certificates over antiEntropy.certScrubPasses reads, a whole number from 1 to 1000', () => {
+    const doc = validConfigDoc();
+    doc.antiEntropy = { certScrubPasses: 24 };
+    expect(parseConfig(toYaml(doc), {}).antiEntropy.certScrubPasses).toBe(24);
+    expect(problemsOf((d) => (d.antiEntropy = { certScrubPasses: 0 }))).toEqual(['antiEntropy.certScrubPasses must be at least 1']);
+    expect(problemsOf((d) => (d.antiEntropy = { certScrubPasses: 1001 }))).toEqual(['antiEntropy.certScrubPasses must be at most 1000']);
+    expect(problemsOf((d) => (d.antiEntropy = { certScrubPasses: 2.5 }))).toEqual(['antiEntropy.certScrubPasses must be a whole number']);
   });
 
   it('requires unique peer names distinct from this site', () => {

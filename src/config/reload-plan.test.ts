@@ -25,11 +25,11 @@ describe('planReload', () => {
       d.nethsm.tls = { fingerprint256: 'cd'.repeat(32) };
       d.peers[0].tls = { fingerprint256: 'ef'.repeat(32) };
       d.namespaces[0].schedule = '*/5 * * * *';
-      d.antiEntropy = { schedule: '0 * * * *' };
+      d.antiEntropy = { schedule: '0 * * * *', certScrubPasses: 3 };
       d.logging = { level: 'debug' };
     });
     const plan = planReload(running, next);
-    expect(plan.changed.sort()).toEqual(['antiEntropy.schedule', 'logging.level', 'namespaces[0].schedule', 'nethsm.tls', 'peers[0].tls.fingerprint256']);
+    expect(plan.changed.sort()).toEqual(['antiEntropy.certScrubPasses', 'antiEntropy.schedule', 'logging.level', 'namespaces[0].schedule', 'nethsm.tls', 'peers[0].tls.fingerprint256']);
     expect(plan.restartNeededFor).toEqual([]);
     expect(plan.effective).toEqual(next);
   });
@@ -42,9 +42,11 @@ describe('planReload', () => {
       d.nethsm.credentials.admin.passphrase = { file: '/run/credentials/nhr/admin2' };
       d.recovery = { retryInterval: '30s' };
       d.namespaces[0].schedule = '*/5 * * * *';
+      d.antiEntropy = { maxRequestsPerSecond: 50 };
     });
     const plan = planReload(running, next);
     expect(plan.restartNeededFor.sort()).toEqual([
+      'antiEntropy.maxRequestsPerSecond',
       'namespaces[0].maxLagForPromote',
       'nethsm.credentials.admin.passphrase',
       'peerApi.listen',
@@ -52,6 +54,8 @@ describe('planReload', () => {
     ]);
     expect(plan.changed).toEqual(['namespaces[0].schedule']);
     expect(plan.effective.peerApi).toEqual(running.peerApi);
+    // The limiter is built at start: the running rate stays until a restart.
+    expect(plan.effective.antiEntropy.maxRequestsPerSecond).toBe(running.antiEntropy.maxRequestsPerSecond);
     expect(plan.effective.namespaces[0]!.maxLagForPromoteMs).toBe(running.namespaces[0]!.maxLagForPromoteMs);
     expect(plan.effective.namespaces[0]!.schedule).toBe('*/5 * * * *');
   });

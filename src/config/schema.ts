@@ -25,6 +25,9 @@ export const DEFAULT_ANTI_ENTROPY_SCHEDULE = '23 * * * *';
  */
 export const DEFAULT_ANTI_ENTROPY_RATE = 200;
 export const MIN_ANTI_ENTROPY_RATE = 10;
+/** Every key's certificate is read from the device at least once per this many anti-entropy reads (docs/anti-entropy.md). */
+export const DEFAULT_CERT_SCRUB_PASSES = 8;
+export const MAX_CERT_SCRUB_PASSES = 1000;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /**
  * Stream defaults: 7 days or 1,000,000 changes per namespace, a heartbeat every 5 s; a catch-up gathers changes for
@@ -199,6 +202,12 @@ export interface ReplicatorConfig {
     readonly schedule: string;
     /** Device requests per second of anti-entropy at this site (passes and the inventory served to replicas). */
     readonly maxRequestsPerSecond: number;
+    /**
+     * A read of a namespace takes a key's certificate from the certificate table unless the key is in its scrub slice:
+     * 1/certScrubPasses of the keys, rotating, so a certificate changed straight at the NetHSM is found within this many
+     * reads. 1: every read reads every certificate (two requests per key).
+     */
+    readonly certScrubPasses: number;
   };
   /** Needed by namespaces with `failover: automatic`; absent: every namespace fails over manually. */
   readonly etcd?: EtcdConfig;
@@ -498,8 +507,11 @@ export function buildConfigSchema(opts: SchemaOptions) {
           maxRequestsPerSecond: positiveInt
             .pipe(z.number().min(MIN_ANTI_ENTROPY_RATE, `must be at least ${MIN_ANTI_ENTROPY_RATE}`))
             .default(DEFAULT_ANTI_ENTROPY_RATE),
+          certScrubPasses: positiveInt
+            .pipe(z.number().max(MAX_CERT_SCRUB_PASSES, `must be at most ${MAX_CERT_SCRUB_PASSES}`))
+            .default(DEFAULT_CERT_SCRUB_PASSES),
         })
-        .default({ schedule: DEFAULT_ANTI_ENTROPY_SCHEDULE, maxRequestsPerSecond: DEFAULT_ANTI_ENTROPY_RATE }),
+        .default({ schedule: DEFAULT_ANTI_ENTROPY_SCHEDULE, maxRequestsPerSecond: DEFAULT_ANTI_ENTROPY_RATE, certScrubPasses: DEFAULT_CERT_SCRUB_PASSES }),
       etcd: etcd.optional(),
     })
     .transform((c): ReplicatorConfig => {

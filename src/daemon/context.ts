@@ -107,8 +107,8 @@ export function createPeerClients(config: ReplicatorConfig): Map<string, PeerCli
   return peers;
 }
 
-export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, barrier: DeviceBarrier, onBackup?: () => void): Device {
-  return new Device({ admin: clients.admin, backup: clients.backup }, barrier, secrets.replication.backupPassphrase, onBackup);
+export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, barrier: DeviceBarrier, onBackup?: () => void, onRestore?: () => void): Device {
+  return new Device({ admin: clients.admin, backup: clients.backup }, barrier, secrets.replication.backupPassphrase, onBackup, onRestore);
 }
 
 export function replicationUserIds(config: ReplicatorConfig): Map<string, string> {

@@ -147,7 +147,13 @@ export class Daemon {
       store,
       work: new WorkDir(config.stateDir),
       barrier,
-      device: createDevice(nethsm, secrets, barrier, () => metrics.deviceBackupsTotal.inc()),
+      device: createDevice(
+        nethsm,
+        secrets,
+        barrier,
+        () => metrics.deviceBackupsTotal.inc(),
+        () => store.keyCerts.forgetAll(),
+      ),
       nethsm,
       peers: createPeerClients(config),
       monitor,
@@ -499,6 +505,7 @@ export class Daemon {
         ...common,
         limiter: this.antiEntropyLimiter,
         exclusive,
+        certs: { repo: ctx.store.keyCerts, scrubPasses: ctx.config.antiEntropy.certScrubPasses },
         primaryRanges: async (signal) => readRangeDigests(await peer.inventoryRanges(namespace, DEFAULT_RANGE_SIZE, { signal }), { ...site, rangeSize: DEFAULT_RANGE_SIZE }),
         primaryItems: (ranges) => ({
           [Symbol.asyncIterator]: async function* () {
@@ -514,7 +521,16 @@ export class Daemon {
       );
     }
     ctx.log.info(
-      { namespace, missing: result.diff.missing.length, extra: result.diff.extra.length, differs: result.diff.differs.length, repaired: result.repaired, snapshot: result.needsSnapshot },
+      {
+        namespace,
+        missing: result.diff.missing.length,
+        extra: result.diff.extra.length,
+        differs: result.diff.differs.length,
+        repaired: result.repaired,
+        snapshot: result.needsSnapshot,
+        // Certificates of this site's read: from the table, read for want of a row, read by the scrub.
+        ...('certReads' in result && result.certReads ? { certs: result.certReads } : {}),
+      },
       'anti-entropy pass',
     );
     if (result.needsSnapshot) await this.syncer.sync(namespace, { actor: 'anti-entropy' });

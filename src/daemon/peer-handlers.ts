@@ -44,7 +44,8 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
     inventoryRanges: async (peer, namespace, rangeSize, signal) => {
       assertPrimaryHere(ctx, namespace);
       ctx.log.info({ namespace, peer, rangeSize }, 'serving inventory ranges');
-      return rangeDigestLines(stream.client(namespace), namespace, rangeSize, { limiter, signal });
+      const certs = { repo: ctx.store.keyCerts, scrubPasses: ctx.config.antiEntropy.certScrubPasses };
+      return rangeDigestLines(stream.client(namespace), namespace, rangeSize, { limiter, signal, certs });
     },
 
     inventoryItems: async (peer, namespace, ranges, signal) => {

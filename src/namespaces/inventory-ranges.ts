@@ -16,8 +16,10 @@ import { createHash, type Hash } from 'node:crypto';
 import { z } from 'zod';
 import { PeerMessageInvalidError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
+import type { KeyCertsRepo } from '../state/key-certs-repo.js';
 import { isValidId } from '../nethsm/ids.js';
 import type { Limiter } from '../util/rate-limiter.js';
+import { CertRead } from './cert-read.js';
 import { formatPath, itemSchema, type KeyInventoryItem } from './inventory.js';
 import { compareIds, listIds, readItems } from './inventory-reader.js';
 
@@ -54,6 +56,12 @@ export interface ItemOptions {
   signal?: AbortSignal;
 }
 
+/** The primary's certificate table for its ranges answer (./cert-read.ts); the items answer always reads in full. */
+export interface RangeCertOptions {
+  repo: KeyCertsRepo;
+  scrubPasses: number;
+}
+
 /** SHA-256 over `<id> <digest>\n` per item, fed in order: the digest of a range (and of an items answer). */
 export class RangeHasher {
   #h: Hash = createHash('sha256');
@@ -78,7 +86,7 @@ export function inRange(id: string, r: IdRange): boolean {
 // ---- the primary's side ---------------------------------------------------------------------------
 
 /** The `ranges` answer's lines, read from the primary's device as they are sent. */
-export async function* rangeDigestLines(client: NetHsmClient, namespace: string, rangeSize: number, o: ItemOptions = {}): AsyncGenerator<string> {
+export async function* rangeDigestLines(client: NetHsmClient, namespace: string, rangeSize: number, o: ItemOptions & { certs?: RangeCertOptions } = {}): AsyncGenerator<string> {
   const takenAt = Date.now();
   const ids = await listIds(client, o.limiter);
   const bounds: (string | null)[] = [];
@@ -89,10 +97,16 @@ export async function* rangeDigestLines(client: NetHsmClient, namespace: string,
   let r = 0;
   let keys = 0;
   const close = (): string => JSON.stringify({ kind: 'range', upTo: bounds[r++], count: h.count, digest: h.take() });
-  for await (const item of readItems(client, ids, o)) {
-    while (bounds[r] !== null && compareIds(item.id, bounds[r]!) > 0) yield close();
-    h.add(item.id, item.digest);
-    keys++;
+  const { certs: table, ...read } = o;
+  const certs = table ? new CertRead(table.repo, namespace, table.scrubPasses) : undefined;
+  try {
+    for await (const item of readItems(client, ids, { ...read, ...(certs ? { certs } : {}) })) {
+      while (bounds[r] !== null && compareIds(item.id, bounds[r]!) > 0) yield close();
+      h.add(item.id, item.digest);
+      keys++;
+    }
+  } finally {
+    certs?.end();
   }
   while (r < bounds.length) yield close();
   yield JSON.stringify({ kind: 'end', ranges: bounds.length, keys });

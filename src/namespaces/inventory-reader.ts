@@ -1,14 +1,16 @@
 /**
  * Reads a namespace's keys from a NetHSM as inventory items, streamed in id order: at most `concurrency` keys in
- * flight, every device request paced by a limiter, nothing but the window in memory. Two requests per key
- * (`GET /keys/{id}/cert`, then `GET /keys/{id}`): the firmware answers 404 to the first both for "no certificate" and
- * "no such key", and the second tells them apart (404: the key was deleted meanwhile, and is left out).
+ * flight, every device request paced by a limiter, nothing but the window in memory. A full read is two requests per
+ * key (`GET /keys/{id}/cert`, then `GET /keys/{id}`): the firmware answers 404 to the first both for "no certificate"
+ * and "no such key", and the second tells them apart (404: the key was deleted meanwhile, and is left out). With a
+ * CertRead (`./cert-read.ts`), a key whose certificate the table vouches for costs one (`GET /keys/{id}`).
  */
 import { NetHsmHttpError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import type { Limiter } from '../util/rate-limiter.js';
 import { unlimited } from '../util/rate-limiter.js';
-import { inventoryItem, type KeyInventoryItem } from './inventory.js';
+import type { CertRead } from './cert-read.js';
+import { inventoryItem, itemOfKnownCert, type KeyInventoryItem } from './inventory.js';
 
 export interface ReadItemsOptions {
   /** Keys read at once; default 8. */
@@ -16,6 +18,8 @@ export interface ReadItemsOptions {
   /** Paces every device request; default: none. */
   limiter?: Limiter;
   signal?: AbortSignal;
+  /** The certificate table for this read; absent: every key is read in full. */
+  certs?: CertRead;
 }
 
 /** The code unit order inventories are sorted in (byte order for valid ids). */
@@ -37,13 +41,23 @@ export async function listIds(client: NetHsmClient, limiter: Limiter = unlimited
  * One key's item, or null when the key does not exist (any more). Throws what the client throws (other than that
  * 404) and NetHsmResponseInvalidError for a malformed key answer.
  */
-export async function readItem(client: NetHsmClient, id: string, limiter: Limiter = unlimited(), signal?: AbortSignal): Promise<KeyInventoryItem | null> {
+export async function readItem(client: NetHsmClient, id: string, limiter: Limiter = unlimited(), signal?: AbortSignal, certs?: CertRead): Promise<KeyInventoryItem | null> {
   try {
+    const known = certs?.known(id);
+    if (known) {
+      await limiter.take(signal);
+      const key = await client.getKey(id);
+      // A daemon write of the key since the row was loaded: the row may predate the key just read, so read in full.
+      if (certs!.stillTrusted(id, known.mark)) return itemOfKnownCert(id, key, known.cert);
+    }
+    const mark = certs?.mark() ?? 0;
     await limiter.take(signal);
     const cert = await client.readCert(id);
     await limiter.take(signal);
     const key = await client.getKey(id);
-    return inventoryItem(id, key, cert);
+    const item = inventoryItem(id, key, cert);
+    certs?.learnt(item, mark);
+    return item;
   } catch (err) {
     if (err instanceof NetHsmHttpError && err.status === 404) return null;
     throw err;
@@ -62,7 +76,7 @@ export async function* readItems(client: NetHsmClient, ids: readonly string[], o
   let next = 0;
   const fill = (): void => {
     while (window.length < limit && next < ids.length) {
-      const p = readItem(client, ids[next++]!, limiter, o.signal);
+      const p = readItem(client, ids[next++]!, limiter, o.signal, o.certs);
       p.catch(() => undefined); // observed when its turn comes; no unhandled rejection meanwhile
       window.push(p);
     }

@@ -120,6 +120,11 @@ export function certDigest(contentType: string, data: Buffer): string {
 
 /** Builds one item from the API's answers; the key's shape is checked here (the NetHSM is outside input too). */
 export function inventoryItem(id: string, key: PublicKey, cert: { contentType: string; data: Buffer } | null): KeyInventoryItem {
+  return itemOfKnownCert(id, key, cert ? { cert: certDigest(cert.contentType, cert.data), certType: cert.contentType } : null);
+}
+
+/** As inventoryItem, with the certificate given by its digest and content type (as the certificate table holds it). */
+export function itemOfKnownCert(id: string, key: PublicKey, known: { cert: string; certType: string } | null): KeyInventoryItem {
   const operation = `GET /keys/${id}`;
   const tagsRaw: unknown = (key.restrictions as { tags?: unknown } | undefined)?.tags ?? [];
   if (!Array.isArray(tagsRaw) || !tagsRaw.every((t) => typeof t === 'string')) {
@@ -132,9 +137,9 @@ export function inventoryItem(id: string, key: PublicKey, cert: { contentType: s
     public: publicDigest(key.public, operation),
     tags: [...new Set<string>(tagsRaw as string[])].sort(compareCodeUnits),
     label: typeof key.label === 'string' ? key.label : '',
-    cert: cert ? certDigest(cert.contentType, cert.data) : '',
+    cert: known?.cert ?? '',
   };
-  return { id, digest: itemDigest(fields), ...fields, hasCert: cert !== null, certType: cert?.contentType ?? '' };
+  return { id, digest: itemDigest(fields), ...fields, hasCert: known !== null, certType: known?.certType ?? '' };
 }
 
 /**

@@ -14,8 +14,10 @@
  * differ, at most MAX_DIFFERS_HELD of them per pass (beyond that they are counted, and repaired by later passes).
  */
 import type { NetHsmClient } from '../nethsm/client.js';
+import type { KeyCertsRepo } from '../state/key-certs-repo.js';
 import { unlimited, type Limiter } from '../util/rate-limiter.js';
 import { applyRepair, planRepair, type AntiEntropyResult, type CertFetcher } from './antientropy.js';
+import { CertRead, type CertReadCounts } from './cert-read.js';
 import { CompactInventory } from './compact-inventory.js';
 import { diffInventories, inventoryDigest, type InventoryDiff, type KeyInventoryItem, type NamespaceInventory } from './inventory.js';
 import { MAX_ITEM_RANGES, type IdRange, type RangeDigest } from './inventory-ranges.js';
@@ -41,6 +43,17 @@ export interface RangePassOptions {
   /** Paces the replica's device requests. */
   limiter?: Limiter;
   concurrency?: number;
+  /**
+   * The replica's certificate table: its own read asks the device for the certificate only of keys the table does not
+   * vouch for (./cert-read.ts); keys the repair writes are forgotten before and after. Absent: every key in full.
+   */
+  certs?: CertTableUse;
+}
+
+/** A site's certificate table and its scrub setting (`antiEntropy.certScrubPasses`). */
+export interface CertTableUse {
+  repo: KeyCertsRepo;
+  scrubPasses: number;
 }
 
 export interface RangePassResult extends AntiEntropyResult {
@@ -49,6 +62,8 @@ export interface RangePassResult extends AntiEntropyResult {
   rangesDiffering: number;
   /** Differing keys over MAX_DIFFERS_HELD: counted in the drift, repaired by a later pass. */
   deferred: number;
+  /** How the replica's own read got its keys' certificates (with a certificate table only). */
+  certReads?: CertReadCounts;
 }
 
 /** Runs one pass; throws what the reads throw (device, peer) and retryable errors of the repair. */
@@ -57,10 +72,17 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
   const readOpts = { limiter, ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }) };
   const abort = new AbortController();
   let local = new CompactInventory();
+  let certReads: CertReadCounts | undefined;
   const readLocal = async (): Promise<void> => {
     const ids = await listIds(o.replica, limiter);
     local = new CompactInventory(ids.length);
-    for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal })) local.push(item);
+    const certs = o.certs ? new CertRead(o.certs.repo, o.namespace, o.certs.scrubPasses) : undefined;
+    certReads = certs?.counts;
+    try {
+      for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal, ...(certs ? { certs } : {}) })) local.push(item);
+    } finally {
+      certs?.end();
+    }
   };
   let primary: { ranges: RangeDigest[] };
   try {
@@ -80,7 +102,14 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
     const diff: InventoryDiff = { missing: mergeSorted(found.missing, again.missing), extra: found.extra, differs: again.differs };
     o.setDrift({ missing: diff.missing.length, extra: diff.extra.length, differs: diff.differs.length + found.deferred });
     const plan = planRepair(diff, primaryInv, replicaInv, o.knownKey);
-    const res = plan.viaApi.length > 0 ? await applyRepair(plan, o.replica, o.fetchCert) : { applied: 0 };
+    const touched = plan.viaApi.filter((st) => st.kind === 'cert-set' || st.kind === 'cert-remove' || st.kind === 'delete-extra').map((st) => st.id);
+    o.certs?.repo.forget(o.namespace, touched);
+    let res: Awaited<ReturnType<typeof applyRepair>> | { applied: number };
+    try {
+      res = plan.viaApi.length > 0 ? await applyRepair(plan, o.replica, o.fetchCert) : { applied: 0 };
+    } finally {
+      o.certs?.repo.forget(o.namespace, touched);
+    }
     return {
       diff,
       plan,
@@ -90,6 +119,7 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
       ranges: primary.ranges.length,
       rangesDiffering: differing.length,
       deferred: found.deferred,
+      ...(certReads ? { certReads } : {}),
     };
   });
 }

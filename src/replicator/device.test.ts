@@ -30,13 +30,29 @@ describe('Device: backups and the barrier', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function device(barrier: DeviceBarrier): Device {
+  function device(barrier: DeviceBarrier, onRestore?: () => void): Device {
     return new Device(
       { backup: pool.withAuth(sim.users.backup.username, sim.users.backup.password), admin: pool.withAuth(sim.users.admin.username, sim.users.admin.password) },
       barrier,
       sim.backupPassphrase,
+      undefined,
+      onRestore,
     );
   }
+
+  // The certificate table (key-certs-repo.ts) is emptied on both sides of a restore, also one that fails.
+  it('calls onRestore before and after a restore, whatever its outcome', async () => {
+    const calls: string[] = [];
+    const d = device(new DeviceBarrier(), () => calls.push('forget'));
+    const work = new WorkDir(dir);
+    await work.prepare();
+    const file = work.temp('for-restore');
+    await d.backupTo(file);
+    await d.restore(file);
+    expect(calls).toEqual(['forget', 'forget']);
+    await expect(d.restore(path.join(dir, 'no-such-backup'))).rejects.toThrow();
+    expect(calls).toHaveLength(4);
+  });
 
   // Found by the fault suite (a demote hung): a shared backup requested while an exclusive hold was pending waits for
   // that hold; the holder's own snapshot (the demote hand-off) joined it and so waited for itself, for good.

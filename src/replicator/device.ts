@@ -51,6 +51,11 @@ export class Device {
     private readonly backupPassphrase: string,
     /** Called for every device backup taken (metrics). */
     private readonly onBackup: () => void = () => undefined,
+    /**
+     * Called before and after every restore (whatever its outcome): a restore replaces the device's keys, so what the
+     * site knows of them (the certificate table, key-certs-repo.ts) is dropped on both sides of it.
+     */
+    private readonly onRestore: () => void = () => undefined,
   ) {}
 
   /**
@@ -138,11 +143,16 @@ export class Device {
 
   /** Partial restore of `file` (the device is Operational). Call inside an exclusive barrier hold. */
   async restore(file: string): Promise<void> {
-    await this.#io.run(() =>
-      this.accounts.admin
-        .restore(file, { backupPassphrase: this.backupPassphrase, systemTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') })
-        .catch((err: unknown) => Promise.reject(asDeviceFault(err, ROOT_ADMINISTRATOR))),
-    );
+    this.onRestore();
+    try {
+      await this.#io.run(() =>
+        this.accounts.admin
+          .restore(file, { backupPassphrase: this.backupPassphrase, systemTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') })
+          .catch((err: unknown) => Promise.reject(asDeviceFault(err, ROOT_ADMINISTRATOR))),
+      );
+    } finally {
+      this.onRestore();
+    }
   }
 
   /** The device's state (Operational, Locked, …). */

@@ -30,6 +30,7 @@ import { MembersRepo } from './members-repo.js';
 import { applyMigrations, defaultMigrationsDir, loadMigrations, schemaVersion } from './migrate.js';
 import { PositionsRepo } from './positions-repo.js';
 import { IntentsRepo } from './intents-repo.js';
+import { KeyCertsRepo } from './key-certs-repo.js';
 import { QuarantineAcksRepo } from './quarantine-acks-repo.js';
 import { RolesRepo } from './roles-repo.js';
 import { openDatabase, pragma } from './sqlite.js';
@@ -69,6 +70,7 @@ interface Open {
   applied: AppliedRepo;
   transportKeys: TransportKeysRepo;
   quarantineAcks: QuarantineAcksRepo;
+  keyCerts: KeyCertsRepo;
 }
 
 export class StateStore {
@@ -135,6 +137,7 @@ export class StateStore {
       applied: new AppliedRepo(db, this.now),
       transportKeys: new TransportKeysRepo(db, this.now),
       quarantineAcks: new QuarantineAcksRepo(db, this.now),
+      keyCerts: new KeyCertsRepo(db, this.now),
     };
     return this;
   }
@@ -208,6 +211,11 @@ export class StateStore {
   /** Streaming: peers' published transport keys. */
   get transportKeys(): TransportKeysRepo {
     return this.open_.transportKeys;
+  }
+
+  /** Anti-entropy: what this site knows of each key's certificate (key-certs-repo.ts). */
+  get keyCerts(): KeyCertsRepo {
+    return this.open_.keyCerts;
   }
 
   /** Quarantine files an operator has acknowledged (`quarantine ack`). */

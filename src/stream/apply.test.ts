@@ -17,6 +17,8 @@ import { admitChange, applyChange, type ApplyDeps } from './apply.js';
 import { EnvelopeSealer } from './envelope-keys.js';
 import { envelopeContext, type ChangeLine } from './protocol.js';
 import { TransportKey } from './transport-key.js';
+import { CertRead } from '../namespaces/cert-read.js';
+import { readItems } from '../namespaces/inventory-reader.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
 const LOG_1 = '6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f';
@@ -111,6 +113,28 @@ describe('stream apply after the position moved back', () => {
     expect(store.positions.get('ns', 'a')).toMatchObject({ seq: 1, logId: LOG_2 });
     expect(store.db.prepare("SELECT log_id, seq FROM applied_changes WHERE namespace = 'ns'").all()).toEqual([{ log_id: LOG_2, seq: 1 }]);
     expect(await tags()).toEqual(['first', 'reset', 'second']);
+    store.close();
+  });
+
+  it('makes the certificate table forget a key whose certificate a change sets, and not one whose tags change', async () => {
+    const { store, deps } = await setup();
+    const readK = async () => {
+      const certs = new CertRead(store.keyCerts, 'ns', 1000);
+      try {
+        for await (const item of readItems(admin, ['k'], { certs })) return { item, counts: certs.counts };
+      } finally {
+        certs.end();
+      }
+      throw new Error('k not read');
+    };
+    expect((await readK()).counts.unknown).toBe(1); // learnt: no certificate
+    expect(await applyChange(deps, 'ns', 'a', tag(1, 't'))).toEqual({ outcome: 'applied' });
+    expect((await readK()).counts.fromTable).toBe(1);
+    const cert: ChangeLine = { type: 'change', epoch: 1, seq: 2, at: 1002, ref: REF, kind: 'cert-set', keyId: 'k', contentType: 'application/octet-stream', data: Buffer.from('c').toString('base64') };
+    expect(await applyChange(deps, 'ns', 'a', cert)).toEqual({ outcome: 'applied' });
+    const after = await readK();
+    expect(after.counts.unknown).toBe(1);
+    expect(after.item.hasCert).toBe(true);
     store.close();
   });
 

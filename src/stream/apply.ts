@@ -22,6 +22,7 @@ import type { AppliedOutcome } from '../state/applied-repo.js';
 import type { StateStore } from '../state/store.js';
 import { openEnvelope } from './envelope.js';
 import { envelopeContext, type ChangeLine } from './protocol.js';
+import { certKeysOf } from '../namespaces/cert-read.js';
 
 export interface Unwrapper {
   keyId: string;
@@ -133,6 +134,23 @@ export type Effect = { outcome: 'applied' | 'present' } | { outcome: 'catchup'; 
 /** The change's effect on this site's NetHSM (no state written). Throws as applyChange does. */
 export async function makeEffect(deps: ApplyDeps, namespace: string, line: ChangeLine): Promise<Effect> {
   if (line.kind === 'catchup') return { outcome: 'catchup', reason: line.reason };
+  // The certificate table forgets the key before and after the write, whatever its outcome (key-certs-repo.ts).
+  const ids = certKeysOf(line.kind, line.keyId, line.kind === 'key-moved' ? line.newId : undefined);
+  await forgetCerts(deps, namespace, ids);
+  try {
+    return await effectOf(deps, namespace, line);
+  } finally {
+    await forgetCerts(deps, namespace, ids);
+  }
+}
+
+/** Forgets keys in the certificate table; a row is deleted in a group commit, and only a key that has one costs a write. */
+async function forgetCerts(deps: ApplyDeps, namespace: string, ids: readonly string[]): Promise<void> {
+  const rows = deps.store.keyCerts.forgetInMemory(namespace, ids);
+  if (rows.length > 0) await deps.store.groupCommit(() => deps.store.keyCerts.forget(namespace, rows));
+}
+
+async function effectOf(deps: ApplyDeps, namespace: string, line: Exclude<ChangeLine, { kind: 'catchup' }>): Promise<Effect> {
   const c = deps.client(namespace);
   const missing = (): Effect => ({ outcome: 'catchup', reason: `key ${line.keyId} is not on this replica` });
   try {

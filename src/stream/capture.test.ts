@@ -93,4 +93,34 @@ describe('ChangeCapture', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('makes the certificate table forget a key before its certificate mutation is forwarded and again at its commit', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nhr-capture-'));
+    const store = StateStore.inDir(dir).open();
+    try {
+      store.roles.insert({ namespace: 'ns', role: 'primary', epoch: 1, primarySite: 'a' });
+      const capture = new ChangeCapture({
+        store,
+        log: silentLogger,
+        recipients: new Recipients({ store, peers: new Map(), log: silentLogger }),
+        primaryEpoch: () => 1,
+        committed: () => undefined,
+        resolve: async () => 'commit',
+      });
+      const known = () => store.keyCerts.page('ns', '', 10).map((r) => r.id);
+      const learn = (...ids: string[]) => store.keyCerts.learn('ns', ids.map((id) => ({ id, cert: '', certType: '', mark: store.keyCerts.mark() })));
+      learn('k1', 'k2');
+      const cert = await capture.begin(m('PUT /keys/{id}/cert', { body: { contentType: 'application/octet-stream', bytes: Buffer.from('abc') } }));
+      expect(known()).toEqual(['k2']); // durable before the NetHSM sees the PUT
+      learn('k1'); // a read that raced the PUT and saw the old state
+      await capture.end(cert, { status: 204 });
+      expect(known()).toEqual(['k2']);
+      const tag = await capture.begin(m('PUT /keys/{id}/restrictions/tags/{tag}', { keyId: 'k2', path: '/keys/k2/restrictions/tags/t1' }));
+      await capture.end(tag, { status: 204 });
+      expect(known()).toEqual(['k2']); // a tag change leaves the certificate alone
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -20,6 +20,7 @@ import { EnvelopeSealer } from './envelope-keys.js';
 import { KeyLocks } from './key-locks.js';
 import { envelopeContext, MAX_CERT_BYTES, type EnvelopeBinding } from './protocol.js';
 import type { Recipients } from './recipients.js';
+import { certKeysOf } from '../namespaces/cert-read.js';
 
 /** What a mutation will log: its kind, key, public fields, and whether its body is an import to seal. */
 export interface PlannedChange {
@@ -177,7 +178,12 @@ export class ChangeCapture implements MutationObserver {
       this.#open.set(id, open);
       try {
         // Durable before the mutation is forwarded (group commit: one fsync for the writes of this turn).
-        open.intent = await store.groupCommit(() => store.intents.open(opening));
+        // The certificate table forgets the key in the same durable write, before the NetHSM sees the mutation.
+        const forget = certKeysOf(plan.kind, plan.keyId, plan.alsoLocks?.[0]);
+        open.intent = await store.groupCommit(() => {
+          store.keyCerts.forget(m.namespace, forget);
+          return store.intents.open(opening);
+        });
       } catch (err) {
         this.#open.delete(id);
         unsealed?.fill(0);
@@ -273,7 +279,12 @@ export class ChangeCapture implements MutationObserver {
     };
     // Only the settler that removes the intent appends its change: resolveOpen works from a list read before its
     // awaits, so an intent it reaches may have been committed meanwhile (by end() or a concurrent resolveOpen).
-    const change = await store.groupCommit(() => (store.intents.remove(intent.id) ? store.changelog.append(intent.namespace, intent.epoch, record) : undefined));
+    // And again once the NetHSM made the change: a read that raced it learns nothing (key-certs-repo.ts).
+    const forget = certKeysOf(intent.kind, keyId ?? intent.keyId, newIdOf(intent));
+    const change = await store.groupCommit(() => {
+      store.keyCerts.forget(intent.namespace, forget);
+      return store.intents.remove(intent.id) ? store.changelog.append(intent.namespace, intent.epoch, record) : undefined;
+    });
     if (change) this.#o.committed(change);
     return change !== undefined;
   }
@@ -321,4 +332,10 @@ export class ChangeCapture implements MutationObserver {
     }
     return Object.keys(out).length > 0 ? out : undefined;
   }
+}
+
+/** A move's new id, from its intent's detail. */
+function newIdOf(intent: Intent): string | undefined {
+  const n = (intent.detail as { newId?: unknown } | undefined)?.newId;
+  return intent.kind === 'key-moved' && typeof n === 'string' ? n : undefined;
 }

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
@@ -8,6 +11,7 @@ import { antiEntropyPass, type AntiEntropyResult } from '../../src/namespaces/an
 import { parseNamespaceInventory, readInventory } from '../../src/namespaces/inventory.js';
 import { itemLines, rangeDigestLines, readItemLines, readRangeDigests, type IdRange } from '../../src/namespaces/inventory-ranges.js';
 import { rangePass } from '../../src/namespaces/range-pass.js';
+import { StateStore } from '../../src/state/store.js';
 
 const CERT = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIBanti-entropy\n-----END CERTIFICATE-----\n');
 
@@ -188,5 +192,39 @@ describe.each(['one answer', 'ranges'] as const)('anti-entropy between a primary
     expect(r.rangesDiffering).toBe(1);
     expect(r.diff).toEqual({ missing: [], extra: [], differs: [] });
     expect(await atB.listKeys()).toContain('k-late');
+  });
+
+  it.runIf(kind === 'ranges')('reads each key with two device requests at each site while the certificate tables are cold, one once warm', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nhr-ae-certs-'));
+    const stores = ['a', 'b'].map((site) => StateStore.inDir(path.join(dir, site)).open());
+    try {
+      for (const st of stores) st.roles.insert({ namespace: 'alpha', role: 'replica', epoch: 1, primarySite: 'a' });
+      const [atAStore, atBStore] = stores as [StateStore, StateStore];
+      const keys = (await atA.listKeyIds()).length;
+      // Every device request of the pass takes one grant: the limiters count them at each site.
+      const counting = (): { granted: number; take: () => Promise<void> } => ({ granted: 0, take: async function (this: { granted: number }) { this.granted++; } });
+      const passAt = async () => {
+        const [atALimiter, atBLimiter] = [counting(), counting()];
+        const certs = { repo: atAStore.keyCerts, scrubPasses: 1000 };
+        const r = await rangePass({
+          namespace: 'alpha',
+          replica: atB,
+          limiter: atBLimiter,
+          certs: { repo: atBStore.keyCerts, scrubPasses: 1000 },
+          primaryRanges: async () => readRangeDigests(rangeDigestLines(atA, 'alpha', 3, { limiter: atALimiter, certs }), { namespace: 'alpha', rangeSize: 3 }),
+          primaryItems: (ranges) => readItemLines(itemLines(atA, 'alpha', ranges, { limiter: atALimiter }), ranges, { namespace: 'alpha' }),
+          fetchCert: (id) => atA.getCert(id),
+          setDrift: (c) => metrics.setDrift('alpha', c),
+        });
+        expect(r.diff).toEqual({ missing: [], extra: [], differs: [] });
+        return [atALimiter.granted, atBLimiter.granted];
+      };
+      // +1: the key listing at each site.
+      expect(await passAt()).toEqual([1 + 2 * keys, 1 + 2 * keys]);
+      expect(await passAt()).toEqual([1 + keys, 1 + keys]);
+    } finally {
+      for (const st of stores) st.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

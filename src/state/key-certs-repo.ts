@@ -1,0 +1,133 @@
+/**
+ * `key_certs` (migration 005): what this site knows of each key's certificate, per namespace, so an anti-entropy read
+ * can ask the device for the key only (docs/anti-entropy.md, "The certificate table"). Ids, digests and content types
+ * only: never a certificate's bytes or any key material.
+ *
+ * Contract (what keeps the table from hiding a change the daemon made):
+ * - Rows are written only by `learn`, from a full read of the device (certificate and key), and only when no `forget`
+ *   of that key (or `forgetAll`) happened since the reader's `mark()` taken before that read.
+ * - Every write of the daemon that can change a key's certificate, or replace the key behind an id, calls `forget`
+ *   before the device write and again after it (the second refuses the `learn` of a read that raced the write);
+ *   a restore calls `forgetAll`.
+ * The forget marks live in this process only, which is enough: the daemon is the one process writing through this
+ * store, and the marks only matter while a read is in flight (they are kept only then).
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import { prepare } from './sqlite.js';
+
+export interface KnownCert {
+  id: string;
+  /** '' when the key has no certificate; else the certificate's digest (inventory.ts certDigest). */
+  cert: string;
+  certType: string;
+}
+
+export class KeyCertsRepo {
+  private readonly sPage: Statement<[string, string, number], { id: string; cert: string; certType: string }>;
+  private readonly sLearn: Statement<Record<string, unknown>>;
+  private readonly sForget: Statement<[string, string]>;
+  private readonly sHas: Statement<[string, string], { one: number }>;
+  private readonly sForgetAll: Statement<[]>;
+  private readonly sReads: Statement<{ namespace: string }, { reads: number }>;
+  private readonly sCount: Statement<[string], { n: number }>;
+  #seq = 0;
+  #allForgottenAt = 0;
+  #readers = 0;
+  readonly #forgotten = new Map<string, number>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly now: () => number,
+  ) {
+    this.sPage = prepare(db, 'SELECT key_id AS id, cert, cert_type AS certType FROM key_certs WHERE namespace = ? AND key_id >= ? ORDER BY key_id LIMIT ?');
+    // A namespace this store does not know is skipped, not an error: a read must not fail over its cache.
+    this.sLearn = prepare(
+      db,
+      `INSERT INTO key_certs (namespace, key_id, cert, cert_type, learnt_at)
+       SELECT @namespace, @id, @cert, @certType, @at WHERE EXISTS (SELECT 1 FROM namespaces WHERE name = @namespace)
+       ON CONFLICT (namespace, key_id) DO UPDATE SET cert = excluded.cert, cert_type = excluded.cert_type, learnt_at = excluded.learnt_at`,
+    );
+    this.sForget = prepare(db, 'DELETE FROM key_certs WHERE namespace = ? AND key_id = ?');
+    this.sHas = prepare(db, 'SELECT 1 AS one FROM key_certs WHERE namespace = ? AND key_id = ?');
+    this.sForgetAll = prepare(db, 'DELETE FROM key_certs');
+    this.sReads = prepare(
+      db,
+      `INSERT INTO key_cert_scrub (namespace, reads) SELECT @namespace, 1 WHERE EXISTS (SELECT 1 FROM namespaces WHERE name = @namespace)
+       ON CONFLICT (namespace) DO UPDATE SET reads = reads + 1 RETURNING reads - 1 AS reads`,
+    );
+    this.sCount = prepare(db, 'SELECT count(*) AS n FROM key_certs WHERE namespace = ?');
+  }
+
+  /** The moment a reader starts trusting or reading a key; compare with `forgottenSince` and pass to `learn`. */
+  mark(): number {
+    return this.#seq;
+  }
+
+  /** Registers a reader: forgets are remembered until every reader ended. Returns its end. Idempotent end. */
+  beginRead(): () => void {
+    this.#readers++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      if (--this.#readers === 0) this.#forgotten.clear();
+    };
+  }
+
+  /** Whether the key was forgotten after `mark` (while a reader was registered). */
+  forgottenSince(namespace: string, id: string, mark: number): boolean {
+    return this.#allForgottenAt > mark || (this.#forgotten.get(`${namespace}/${id}`) ?? 0) > mark;
+  }
+
+  /** Drops what is known of these keys' certificates (before and after a write that may change them). */
+  forget(namespace: string, ids: readonly string[]): void {
+    const rows = this.forgetInMemory(namespace, ids);
+    // One transaction (a savepoint inside a group commit): one fsync for a repair's many keys, not one each.
+    if (rows.length > 0) this.db.transaction(() => rows.forEach((id) => this.sForget.run(namespace, id)))();
+  }
+
+  /**
+   * The in-memory half of `forget`: no read in flight trusts or learns these keys any more. Returns those that have a
+   * row, which the caller must then delete with `forget` (in a group commit: most keys a stream applies have none, so
+   * they cost no write).
+   */
+  forgetInMemory(namespace: string, ids: readonly string[]): string[] {
+    const withRows: string[] = [];
+    for (const id of ids) {
+      this.#seq++;
+      if (this.#readers > 0) this.#forgotten.set(`${namespace}/${id}`, this.#seq);
+      if (this.sHas.get(namespace, id)) withRows.push(id);
+    }
+    return withRows;
+  }
+
+  /** Drops everything (a restore replaced the device's keys). */
+  forgetAll(): void {
+    this.#allForgottenAt = ++this.#seq;
+    this.sForgetAll.run();
+  }
+
+  /** Up to `limit` rows of the namespace with ids from `from` on, in id order. */
+  page(namespace: string, from: string, limit: number): KnownCert[] {
+    return this.sPage.all(namespace, from, limit);
+  }
+
+  /** Records full reads, in one transaction; a key forgotten since its read's mark is skipped. Returns rows written. */
+  learn(namespace: string, rows: readonly (KnownCert & { mark: number })[]): number {
+    const at = this.now();
+    const fresh = rows.filter((r) => !this.forgottenSince(namespace, r.id, r.mark));
+    this.db.transaction(() => {
+      for (const r of fresh) this.sLearn.run({ namespace, id: r.id, cert: r.cert, certType: r.certType, at });
+    })();
+    return fresh.length;
+  }
+
+  /** Counts an anti-entropy read of the namespace; returns its number (0, 1, …), or 0 for an unknown namespace. */
+  nextRead(namespace: string): number {
+    return this.sReads.get({ namespace })?.reads ?? 0;
+  }
+
+  count(namespace: string): number {
+    return this.sCount.get(namespace)!.n;
+  }
+}
