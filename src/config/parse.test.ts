@@ -41,6 +41,14 @@ describe('parseConfig: valid documents and defaults', () => {
     expect(c.nethsm.tls).toEqual({ fingerprint256: Array(32).fill('AB').join(':') });
     expect(c.peers).toEqual([{ name: 'hamburg', url: 'https://replicator.hamburg.example:9443' }]);
     expect(c.peerApi.listen).toEqual({ host: '0.0.0.0', port: 9443 });
+    expect(c.replication.directWriters).toBe(false);
+  });
+
+  it('reads replication.directWriters, and refuses a value that is not a boolean, naming the path', () => {
+    const doc = validConfigDoc() as Doc;
+    doc.replication.directWriters = true;
+    expect(parseConfig(toYaml(doc), {}).replication.directWriters).toBe(true);
+    expectProblem((d) => (d.replication.directWriters = 'yes'), /replication\.directWriters/);
   });
 
   it('derives the admin socket from a configured stateDir', () => {

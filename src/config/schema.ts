@@ -178,7 +178,12 @@ export interface ReplicatorConfig {
     readonly routing: 'local-first' | 'nearest-healthy';
   };
   readonly stateDir: string;
-  readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef };
+  /**
+   * `directWriters`: clients write to this site's NetHSM around the daemon (not through its gateway). Then every
+   * snapshot sync merges inside its exclusive hold and re-checks the device before restoring (writes wait for backup,
+   * merge and restore), because the device barrier cannot see such writes (docs/concurrency.md).
+   */
+  readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef; readonly directWriters: boolean };
   readonly namespaces: readonly NamespaceConfig[];
   /** `maxAttempts` is `Infinity` for unlimited (the default), as `MemberMonitor` takes it. */
   readonly recovery: { readonly retryIntervalMs: number; readonly maxAttempts: number };
@@ -475,7 +480,7 @@ export function buildConfigSchema(opts: SchemaOptions) {
         })
         .optional(),
       stateDir: filePath(opts).default(DEFAULT_STATE_DIR),
-      replication: z.strictObject({ passphrase: secretRef(opts), backupPassphrase: secretRef(opts) }),
+      replication: z.strictObject({ passphrase: secretRef(opts), backupPassphrase: secretRef(opts), directWriters: z.boolean().default(false) }),
       namespaces: z.array(namespace).default([]),
       recovery: z
         .strictObject({

@@ -286,6 +286,8 @@ export class NamespaceSync {
           deviceOpen: ctx.deviceOpen,
           snapshotOpen: ctx.snapshotOpen,
           replicationUserId: ctx.replicationUserIds.get(namespace) ?? '',
+          // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them.
+          ...(ctx.config.replication.directWriters ? { maxRemerges: -1 } : {}),
           hold: (fn) =>
             ctx.barrier.exclusive(
               [token],

@@ -60,7 +60,10 @@ export interface ApplyDeps {
   /** Runs inside the exclusive hold right after a successful restore (the caller records the position there). */
   afterRestore?: (r: RestoredSnapshot) => void;
   logger?: Logger;
-  /** How many times to back up and merge again outside the hold when writes raced (default 2); then inside it. */
+  /**
+   * How many times to back up and merge again outside the hold when writes raced (default 2); then inside it. -1: no
+   * attempt outside the hold (writers around the daemon: only the held sequence's re-check sees them).
+   */
   maxRemerges?: number;
   /** How many times the last-resort sequence merges again when writers bypassing the barrier race B2 (default 3). */
   maxRechecks?: number;
@@ -198,10 +201,13 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
     if (outcome === undefined) {
       // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
       deps.onHeldMerge?.();
-      a.log.warn(
-        { namespace, attempts: remerges },
-        'writes kept passing the device barrier during every backup and merge; merging inside the exclusive hold (writes wait for the whole merge-restore)',
-      );
+      if (remerges === 0) a.log.info({ namespace }, 'merging inside the exclusive hold, with a re-check for writers around the daemon (replication.directWriters)');
+      else {
+        a.log.warn(
+          { namespace, attempts: remerges },
+          'writes kept passing the device barrier during every backup and merge; merging inside the exclusive hold (writes wait for the whole merge-restore)',
+        );
+      }
       outcome = await hold(async (guard) => {
         const r = await heldMerge(a, remerges);
         const done = await saveAndRestore(a, r.merged, guard, r.remerges, true);

@@ -151,6 +151,23 @@ describe('sync guards at the replica', () => {
     expect(await use(lab.site('b').nsOperator('alpha'), (c) => c.listKeys())).toContain('a1');
   });
 
+  it('with replication.directWriters (maxRemerges -1), merges inside the hold at once, and its re-check keeps a direct write made during the merge', async () => {
+    let direct = 0;
+    let heldMerges = 0;
+    const { file, deps } = await snapshotAndDeps({
+      maxRemerges: -1,
+      beforeHold: () => Promise.reject(new Error('no attempt outside the hold was expected')),
+      beforeRecheck: async () => {
+        if (direct++ === 0) await rootKey('direct-during-held-merge');
+      },
+      onHeldMerge: () => heldMerges++,
+    });
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(r).toMatchObject({ heldMerge: true });
+    expect(heldMerges).toBe(1);
+    expect(await rootKeys()).toContain('direct-during-held-merge');
+  });
+
   it('refuses a corrupted snapshot before touching the device', async () => {
     const before = await deviceView(lab, 'b');
     const { file, deps } = await snapshotAndDeps();
