@@ -70,13 +70,13 @@ export class LeaderStore {
   }
 
   /** Runs `op` bounded by the call timeout; any failure becomes FailoverEtcdUnreachableError naming `what`. */
-  private async call<T>(what: string, op: () => Promise<T>): Promise<T> {
+  private async call<T>(what: string, op: () => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     try {
       return await Promise.race([
         op(),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
+          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
         }),
       ]);
     } catch (err) {
@@ -102,12 +102,19 @@ export class LeaderStore {
   async renew(): Promise<boolean> {
     const lease = this.lease;
     if (!lease || this.leaseId === undefined) return false;
-    try {
-      await this.call('lease renewal', () => lease.keepaliveOnce());
-      return true;
-    } catch (err) {
-      if ((err as { cause?: unknown }).cause instanceof EtcdLeaseInvalidError) return false;
-      throw err;
+    // The keep-alive is a stream, which etcd3's retry policy does not retry: a stream opened on a dead member fails
+    // (and trips that member's breaker) without trying the others. So retry here, on the next member, within the one
+    // call bound. Without this, a lost member picked again after its breaker half-opens (every renewal interval)
+    // fails renewals until the primary steps down, though a majority is up (the witness-lost fault run).
+    const deadline = performance.now() + this.callTimeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.call('lease renewal', () => lease.keepaliveOnce(), Math.max(1, Math.round(deadline - performance.now())));
+        return true;
+      } catch (err) {
+        if ((err as { cause?: unknown }).cause instanceof EtcdLeaseInvalidError) return false;
+        if (attempt >= this.config.endpoints.length || performance.now() >= deadline) throw err;
+      }
     }
   }
 

@@ -112,6 +112,7 @@ export class Leadership implements LeaderGate {
   }
 
   private async tick(): Promise<void> {
+    const started = performance.now();
     await this.renew();
     for (const ns of this.automaticSet) {
       if (this.state === 'closed') return;
@@ -122,6 +123,8 @@ export class Leadership implements LeaderGate {
         this.ctx.log.warn({ namespace: ns, err: err instanceof NhrError ? err : { message: this.lastError } }, 'automatic failover: tick failed; retried');
       }
     }
+    const took = performance.now() - started;
+    if (took > this.intervalMs) this.ctx.log.warn({ tookMs: Math.round(took), intervalMs: this.intervalMs }, 'automatic failover: slow tick');
   }
 
   /** Renews (or grants) the lease; on success re-arms the write cut-off at the new deadline. */
@@ -140,6 +143,7 @@ export class Leadership implements LeaderGate {
       this.ctx.metrics.failoverLeaseValid.set(1);
     } catch (err) {
       this.lastError = err instanceof Error ? err.message : String(err);
+      this.ctx.log.warn({ err: { message: this.lastError }, tookMs: Math.round(performance.now() - sentAt), leaseValidForMs: Math.round(this.deadline - performance.now()) }, 'automatic failover: lease renewal failed');
       if (performance.now() >= this.deadline) this.cutOff();
     }
   }
@@ -230,18 +234,18 @@ export class Leadership implements LeaderGate {
         await this.failover.observe(namespace, { from: 'etcd', epoch: d.leader.epoch, primarySite: d.leader.site });
         return;
       case 'campaign':
-        await this.campaign(namespace, d.epoch, keys!);
+        await this.campaign(namespace, d.epoch, keys!, d.expected);
         return;
     }
   }
 
   /** Takes the vacant key for a new term and promotes (or, after a step-down with no term since, resumes). */
-  private async campaign(namespace: string, epoch: number, keys: NamespaceKeys): Promise<void> {
+  private async campaign(namespace: string, epoch: number, keys: NamespaceKeys, expected?: LeaderRecord): Promise<void> {
     const { ctx } = this;
     const row = ctx.store.roles.require(namespace);
     if (row.role === 'fenced') {
       const lease = this.validLease();
-      if (!lease || !(await this.store.take(namespace, { site: ctx.site, epoch, lease, expected: undefined, floorRevision: keys.floorRevision, floor: epoch }))) return;
+      if (!lease || !(await this.store.take(namespace, { site: ctx.site, epoch, lease, expected, floorRevision: keys.floorRevision, floor: epoch }))) return;
       const next = applyRoleChange(ctx.store, resumeLeadership(row, { localSite: ctx.site, epoch }), 'daemon');
       ctx.roleChanged?.(namespace);
       ctx.metrics.setRole(namespace, next.role, next.epoch);
