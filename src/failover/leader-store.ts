@@ -8,8 +8,8 @@
  * (`callTimeoutMs`); a call that fails throws {@link FailoverEtcdUnreachableError}.
  */
 import { readFileSync } from 'node:fs';
-import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type Lease } from 'etcd3';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, castGrpcError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
 import type { EtcdConfig } from '../config/schema.js';
 import { FailoverEtcdUnreachableError } from '../errors.js';
 import type { Candidate, LeaderRecord } from './leader-policy.js';
@@ -35,6 +35,8 @@ export interface TakeRequest {
 
 export class LeaderStore {
   private readonly client: Etcd3;
+  /** One client per endpoint, for renewals only: a renewal goes to every member at once (see {@link renew}). */
+  private readonly renewers: Etcd3[];
   private lease: Lease | undefined;
   private leaseId: string | undefined;
 
@@ -43,7 +45,7 @@ export class LeaderStore {
     private readonly callTimeoutMs: number,
   ) {
     const tls = config.tls;
-    this.client = new Etcd3({
+    const base: IOptions = {
       hosts: [...config.endpoints],
       dialTimeout: callTimeoutMs,
       ...(tls
@@ -54,6 +56,10 @@ export class LeaderStore {
             },
           }
         : {}),
+    };
+    this.renewers = config.endpoints.map((e) => new Etcd3({ ...base, hosts: [e], faultHandling: { host: () => noop, global: noop } }));
+    this.client = new Etcd3({
+      ...base,
       // A member that fails once is skipped for one call bound (then tried again), and a failed call is retried on the
       // other members at once: a lost member (the witness, say) must not make renewals fail. The defaults (skip a
       // member for 5 s after three failures) would outlast a short lease. Every call stays bounded by `call` anyway.
@@ -98,23 +104,26 @@ export class LeaderStore {
     return this.leaseId;
   }
 
-  /** Renews the lease once. Returns false when etcd says it has expired; throws when etcd does not answer. */
+  /**
+   * Renews the lease once, through every member at once: renewed when any member answers for the majority. Returns
+   * false when etcd says the lease has expired; throws when no member answers within the call bound.
+   *
+   * Why every member: a keep-alive is a stream, which etcd3 neither retries on another member nor bounds, and a member
+   * cut off from the majority (or a stopped process) does not fail it, it hangs. Tried one by one, a dead or isolated
+   * member picked first (etcd3 picks at random, and a failed member's breaker half-opens every renewal interval) ate
+   * the renewal's whole bound, and a few such picks in a row made a primary step down while a majority was up (the
+   * witness-lost and isolated-site fault runs).
+   */
   async renew(): Promise<boolean> {
-    const lease = this.lease;
-    if (!lease || this.leaseId === undefined) return false;
-    // The keep-alive is a stream, which etcd3's retry policy does not retry: a stream opened on a dead member fails
-    // (and trips that member's breaker) without trying the others. So retry here, on the next member, within the one
-    // call bound. Without this, a lost member picked again after its breaker half-opens (every renewal interval)
-    // fails renewals until the primary steps down, though a majority is up (the witness-lost fault run).
-    const deadline = performance.now() + this.callTimeoutMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.call('lease renewal', () => lease.keepaliveOnce(), Math.max(1, Math.round(deadline - performance.now())));
-        return true;
-      } catch (err) {
-        if ((err as { cause?: unknown }).cause instanceof EtcdLeaseInvalidError) return false;
-        if (attempt >= this.config.endpoints.length || performance.now() >= deadline) throw err;
-      }
+    const id = this.leaseId;
+    if (!this.lease || id === undefined) return false;
+    try {
+      await Promise.any(this.renewers.map((c) => this.call('lease renewal', () => keepAliveOnce(c, id, this.callTimeoutMs))));
+      return true;
+    } catch (err) {
+      const errors = err instanceof AggregateError ? (err.errors as unknown[]) : [err];
+      if (errors.some((e) => (e as { cause?: unknown }).cause instanceof EtcdLeaseInvalidError)) return false;
+      throw errors[0];
     }
   }
 
@@ -182,6 +191,25 @@ export class LeaderStore {
       await this.call('lease revoke', () => lease.revoke()).catch(() => undefined);
     } else this.lease?.release();
     this.client.close();
+    for (const c of this.renewers) c.close();
+  }
+}
+
+/** One keep-alive of lease `id` through `client`'s only member; the stream is cancelled after `timeoutMs`. */
+async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number): Promise<void> {
+  const stream = await client.leaseClient.leaseKeepAlive();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const res = await new Promise<{ TTL: string }>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      stream.on('data', resolve);
+      stream.on('error', (e) => reject(castGrpcError(e)));
+      stream.write({ ID: id });
+    });
+    if (String(res.TTL) === '0') throw new EtcdLeaseInvalidError(id);
+  } finally {
+    clearTimeout(timer);
+    stream.cancel();
   }
 }
 

@@ -1,7 +1,7 @@
 /**
- * Automatic failover, the loop: for every namespace with `failover: automatic`, each tick renews this daemon's etcd
- * lease, reads the namespace's keys, decides (leader-policy.ts) and acts: hold, claim, step down, campaign + promote,
- * follow. Started by the Daemon before the gateway (so a restarted primary never takes a write before it holds the
+ * Automatic failover, the loop: this daemon's etcd lease is renewed on its own timer (every interval, whatever the
+ * namespaces are doing), and for every namespace with `failover: automatic` each tick reads the namespace's keys,
+ * decides (leader-policy.ts) and acts: hold, claim, step down, campaign + promote, follow. Started by the Daemon before the gateway (so a restarted primary never takes a write before it holds the
  * key again) and closed after it.
  *
  * The write cut-off does not wait for a tick: every successful renewal re-arms a timer at the lease deadline
@@ -39,6 +39,9 @@ export class Leadership implements LeaderGate {
   private deadlineTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
+  private renewal: Promise<void> | undefined;
   private lastError: string | null = null;
   private readonly views = new Map<string, { leader: LeaderRecord | undefined; state: string }>();
   private state: 'new' | 'started' | 'closed' = 'new';
@@ -66,8 +69,10 @@ export class Leadership implements LeaderGate {
   async start(): Promise<void> {
     if (this.state !== 'new' || this.automaticSet.size === 0) return;
     this.state = 'started';
+    await this.renew();
     await this.tick();
     this.schedule();
+    this.scheduleRenewal();
   }
 
   /** Stops the loop; the lease is left to expire (a restart within the TTL claims the key back). Idempotent. */
@@ -76,8 +81,10 @@ export class Leadership implements LeaderGate {
     const wasStarted = this.state === 'started';
     this.state = 'closed';
     clearTimeout(this.tickTimer);
+    clearTimeout(this.renewTimer);
     clearTimeout(this.deadlineTimer);
     await this.ticking;
+    await this.renewing;
     if (wasStarted || this.automaticSet.size > 0) await this.store.close(false);
   }
 
@@ -106,6 +113,21 @@ export class Leadership implements LeaderGate {
     }, this.intervalMs);
   }
 
+  /**
+   * Renewals run on their own timer, one per interval, never behind the namespaces' work: a tick that waits on etcd
+   * calls that hang (a member cut off from the majority) or on a promote's device steps would otherwise delay the next
+   * renewal past the cut-off deadline, and every primary of the site would step down though etcd was fine.
+   */
+  private scheduleRenewal(): void {
+    if (this.state !== 'started') return;
+    this.renewTimer = setTimeout(() => {
+      this.renewing = this.renew().finally(() => {
+        this.renewing = undefined;
+        this.scheduleRenewal();
+      });
+    }, this.intervalMs);
+  }
+
   /** The lease still safely valid, or undefined. */
   private validLease(): string | undefined {
     return this.lease !== undefined && performance.now() < this.deadline ? this.lease : undefined;
@@ -113,7 +135,6 @@ export class Leadership implements LeaderGate {
 
   private async tick(): Promise<void> {
     const started = performance.now();
-    await this.renew();
     for (const ns of this.automaticSet) {
       if (this.state === 'closed') return;
       try {
@@ -127,8 +148,14 @@ export class Leadership implements LeaderGate {
     if (took > this.intervalMs) this.ctx.log.warn({ tookMs: Math.round(took), intervalMs: this.intervalMs }, 'automatic failover: slow tick');
   }
 
+  /** Renews (or grants) the lease; one at a time (the renewal timer and a promote's `acquire` may meet). */
+  private renew(): Promise<void> {
+    this.renewal ??= this.renewNow().finally(() => (this.renewal = undefined));
+    return this.renewal;
+  }
+
   /** Renews (or grants) the lease; on success re-arms the write cut-off at the new deadline. */
-  private async renew(): Promise<void> {
+  private async renewNow(): Promise<void> {
     const sentAt = performance.now();
     try {
       const ok = this.lease !== undefined && (await this.store.renew());

@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConnectionPool } from 'etcd3/lib/connection-pool.js';
+import { Etcd3 } from 'etcd3';
 import { LeaderStore } from '../../src/failover/leader-store.js';
 import { EtcdCluster, etcdBinary } from '../helpers/etcd-cluster.js';
 
@@ -37,4 +38,39 @@ suite(title, () => {
       await expect(store.renew(), `renewal ${i + 1}`).resolves.toBe(true);
     }
   }, 60_000);
+
+  // Regression (etcd fault run, a site cut off from the majority): a member that does not answer at all (stopped, or
+  // isolated) made a renewal that picked it hang for its whole bound, so picks of it in a row stepped the primary down.
+  it('renews the lease when the member it tries first hangs (stopped process)', async () => {
+    etcd = await EtcdCluster.start(['a', 'b', 'witness']);
+    const callTimeoutMs = 500;
+    store = new LeaderStore({ endpoints: etcd.endpoints(['a', 'witness']), prefix: '/nhr-test', leaseTtlMs: 5_000, safetyMarginMs: 2_000 }, callTimeoutMs);
+    await store.grant();
+    etcd.pause('witness');
+    await leaderThrough(etcd.endpoints(['a'])); // the stopped member may have been etcd's leader: wait for the next
+    ConnectionPool.deterministicOrder = true;
+    try {
+      for (let i = 0; i < 3; i++) await expect(store.renew(), `renewal ${i + 1}`).resolves.toBe(true);
+    } finally {
+      etcd.resume('witness');
+    }
+  }, 60_000);
 });
+
+/** Waits (bounded) until a write through `hosts` goes through: the cluster has a leader. */
+async function leaderThrough(hosts: string[]): Promise<void> {
+  const c = new Etcd3({ hosts, dialTimeout: 1_000 });
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        await c.put('/nhr-test/ready').value('1').exec();
+        return;
+      } catch (err) {
+        if (i > 100) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } finally {
+    c.close();
+  }
+}
