@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, castGrpcError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, GRPCDeadlineExceededError, castGrpcError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
 import type { EtcdConfig } from '../config/schema.js';
 import { FailoverEtcdUnreachableError } from '../errors.js';
 import type { Candidate, LeaderRecord } from './leader-policy.js';
@@ -60,11 +60,13 @@ export class LeaderStore {
     this.renewers = config.endpoints.map((e) => new Etcd3({ ...base, hosts: [e], faultHandling: { host: () => noop, global: noop } }));
     this.client = new Etcd3({
       ...base,
-      // A member that fails once is skipped for one call bound (then tried again), and a failed call is retried on the
-      // other members at once: a lost member (the witness, say) must not make renewals fail. The defaults (skip a
-      // member for 5 s after three failures) would outlast a short lease. Every call stays bounded by `call` anyway.
+      // A member that fails once, or does not answer within the call bound (a stopped process, or one cut off from the
+      // majority: it hangs rather than fails), is skipped for a few call bounds (then tried once again), and a failed
+      // call is retried on the other members at once. Without the deadline in the breaker, a hung member stayed in the
+      // pick, and the reads and takes that picked it (one in three with three members) timed out: promotions failed
+      // over and over while a majority was up (the isolated-site fault run). Every call stays bounded by `call`.
       faultHandling: {
-        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: callTimeoutMs, breaker: new ConsecutiveBreaker(1) }),
+        host: () => circuitBreaker(handleWhen(memberFailed), { halfOpenAfter: 5 * callTimeoutMs, breaker: new ConsecutiveBreaker(1) }),
         global: retry(handleWhen(isRecoverableError), { maxAttempts: config.endpoints.length }),
       },
       defaultCallOptions: (c) => (c.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
@@ -211,6 +213,11 @@ async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number): Prom
     clearTimeout(timer);
     stream.cancel();
   }
+}
+
+/** A member failed (unreachable) or did not answer within the call's deadline: skip it for a while. */
+function memberFailed(err: Error): boolean {
+  return isRecoverableError(err) || err instanceof GRPCDeadlineExceededError;
 }
 
 function parseJson(text: string): Record<string, unknown> | undefined {

@@ -30,8 +30,9 @@ suite(title, () => {
     etcd = await EtcdCluster.start(['a', 'b', 'witness']);
     const callTimeoutMs = 500;
     store = new LeaderStore({ endpoints: etcd.endpoints(['a', 'witness']), prefix: '/nhr-test', leaseTtlMs: 5_000, safetyMarginMs: 2_000 }, callTimeoutMs);
-    await store.grant();
     await etcd.kill('witness');
+    await leaderThrough(etcd.endpoints(['a'])); // the killed member may have been etcd's leader: wait for the next
+    await store.grant();
     ConnectionPool.deterministicOrder = true; // the last endpoint (the dead witness) first, every call
     for (let i = 0; i < 4; i++) {
       await new Promise((r) => setTimeout(r, callTimeoutMs + 100)); // the dead member's breaker half-opens
@@ -51,6 +52,26 @@ suite(title, () => {
     ConnectionPool.deterministicOrder = true;
     try {
       for (let i = 0; i < 3; i++) await expect(store.renew(), `renewal ${i + 1}`).resolves.toBe(true);
+    } finally {
+      etcd.resume('witness');
+    }
+  }, 60_000);
+
+  // Regression (etcd fault run, a site cut off from the majority): reads and takes that picked the unresponsive member
+  // hung for their bound every time, since only failures, not hangs, kept a member out of the pick; the replica's
+  // promotion kept failing while a majority was up.
+  it('after one read hangs on an unresponsive member, the next reads go to the live ones', async () => {
+    etcd = await EtcdCluster.start(['a', 'b', 'witness']);
+    store = new LeaderStore({ endpoints: etcd.endpoints(['a', 'witness']), prefix: '/nhr-test', leaseTtlMs: 5_000, safetyMarginMs: 2_000 }, 500);
+    await store.read('alpha'); // connected
+    etcd.pause('witness');
+    await leaderThrough(etcd.endpoints(['a']));
+    ConnectionPool.deterministicOrder = true;
+    try {
+      const first = await store.read('alpha').then(() => 'answered', (e: unknown) => String(e)); // hangs on the witness for its bound
+      expect(first).toMatch(/answered|no answer within 500 ms/);
+      await new Promise((r) => setTimeout(r, 100)); // the call's own deadline error reaches the member's breaker
+      for (let i = 0; i < 3; i++) await expect(store.read('alpha'), `read ${i + 1}`).resolves.toMatchObject({ leader: undefined });
     } finally {
       etcd.resume('witness');
     }
