@@ -174,10 +174,21 @@ export class LeaderStore {
     return res.succeeded;
   }
 
-  /** Deletes the leader key if it is still `record` (a site giving it up after a failed promote). */
-  async resign(namespace: string, record: LeaderRecord): Promise<boolean> {
+  /**
+   * Deletes the leader key if it is still `record` (a site giving it up after a failed promote). With `floor`, also
+   * puts the epoch floor back to `floor.value` in the same transaction, if the floor is still the one this term wrote
+   * (`floor.revision`): the aborted term took no write, and leaving the floor raised would forbid a stepped-down
+   * primary to resume (it may only when no other term began) while the site that aborted refuses to promote (its last
+   * sync failed): no primary at all (the fault suite's isolate-primary).
+   */
+  async resign(namespace: string, record: LeaderRecord, floor?: { value: number; revision: string }): Promise<boolean> {
     const leaderKey = this.key(namespace, 'leader');
-    const res = await this.call('resign', () => this.client.if(leaderKey, 'Mod', '==', record.modRevision).then(this.client.delete().key(leaderKey)).commit());
+    const floorKey = this.key(namespace, 'floor');
+    const res = await this.call('resign', () => {
+      const txn = this.client.if(leaderKey, 'Mod', '==', record.modRevision);
+      if (!floor) return txn.then(this.client.delete().key(leaderKey)).commit();
+      return txn.and(floorKey, 'Mod', '==', floor.revision).then(this.client.delete().key(leaderKey), this.client.put(floorKey).value(String(floor.value))).commit();
+    });
     return res.succeeded;
   }
 

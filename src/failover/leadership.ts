@@ -302,11 +302,13 @@ export class Leadership implements LeaderGate {
     const epoch = nextTermEpoch(keys.floor, Math.max(ctx.store.epochs.highest(namespace) ?? 0, ctx.store.roles.require(namespace).epoch));
     const took = await this.store.take(namespace, { site: ctx.site, epoch, lease, expected: expected ?? leader, floorRevision: keys.floorRevision, floor: epoch });
     if (!took) throw new FailoverLeaderHeldError(`namespace ${namespace}: the leader key changed while taking it; check status and retry`, { namespace });
-    const record = (await this.store.read(namespace)).leader;
+    const after = await this.store.read(namespace);
+    const record = after.leader;
     return {
       epoch,
+      // The term is given up before it took any write: the key goes, and the floor goes back to what it was.
       release: async () => {
-        if (record && record.site === ctx.site && record.epoch === epoch) await this.store.resign(namespace, record).catch(() => false);
+        if (record && record.site === ctx.site && record.epoch === epoch) await this.store.resign(namespace, record, { value: keys.floor, revision: after.floorRevision }).catch(() => false);
       },
     };
   }

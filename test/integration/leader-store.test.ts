@@ -80,6 +80,30 @@ suite(title, () => {
       etcd.resume('witness');
     }
   }, 60_000);
+
+  // Regression (etcd fault run, isolate-primary): a replica's promote that took the key and then refused (its last
+  // sync had just failed) gave the key up but left the floor raised; the stepped-down old primary could then never
+  // resume (another term "began"), and the replica kept refusing: the namespace had no primary to the end of the run.
+  it('resigning an aborted term puts the epoch floor back, unless another term changed it since', async () => {
+    etcd = await EtcdCluster.start(['a', 'b', 'witness']);
+    store = new LeaderStore({ endpoints: etcd.endpoints(), prefix: '/nhr-test', leaseTtlMs: 5_000, safetyMarginMs: 2_000 }, 2_000);
+    const lease = await store.grant();
+    expect(await store.take('alpha', { site: 'a', epoch: 1, lease, expected: undefined, floorRevision: '0', floor: 1 })).toBe(true);
+    const first = await store.read('alpha');
+    expect(await store.resign('alpha', first.leader!)).toBe(true); // the epoch-1 term ended (its lease, say)
+    const before = await store.read('alpha');
+    expect(before.floor).toBe(1);
+    // b takes a term at epoch 2, then aborts it (its promote refused after taking the key).
+    expect(await store.take('alpha', { site: 'b', epoch: 2, lease, expected: undefined, floorRevision: before.floorRevision, floor: 2 })).toBe(true);
+    const taken = await store.read('alpha');
+    expect(await store.resign('alpha', taken.leader!, { value: before.floor, revision: taken.floorRevision })).toBe(true);
+    expect(await store.read('alpha')).toMatchObject({ leader: undefined, floor: 1 });
+    // When the floor moved meanwhile (another term), nothing is changed.
+    expect(await store.take('alpha', { site: 'b', epoch: 2, lease, expected: undefined, floorRevision: (await store.read('alpha')).floorRevision, floor: 2 })).toBe(true);
+    const again = await store.read('alpha');
+    expect(await store.resign('alpha', again.leader!, { value: 1, revision: before.floorRevision })).toBe(false);
+    expect(await store.read('alpha')).toMatchObject({ leader: { site: 'b', epoch: 2 }, floor: 2 });
+  }, 60_000);
 });
 
 /** Waits (bounded) until a write through `hosts` goes through: the cluster has a leader. */
