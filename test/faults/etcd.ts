@@ -17,9 +17,16 @@ import { EtcdCluster, etcdBinary } from '../helpers/etcd-cluster.js';
 import { LinkProxy } from './proxy.js';
 
 export const WITNESS = 'witness';
-/** Lease and margin of the fault runs: the integration test's values (3 s missed renewals on a loaded machine). */
-export const ETCD_LEASE_TTL_MS = 6_000;
-export const ETCD_SAFETY_MARGIN_MS = 2_000;
+/**
+ * Lease and margin of the fault runs: the production defaults (docs/configuration.md), and etcd's own raft defaults
+ * (100 ms heartbeat, 1 s election). The tighter test values (6 s / 2 s, 50 ms / 500 ms) made quorum flap on the loaded
+ * 2-core machine, where every etcd peer message also crosses the runner's userland proxies: a 10-minute run saw the
+ * surviving members lose quorum for 30 s after one member was killed, and primaries step down with it.
+ */
+export const ETCD_LEASE_TTL_MS = 10_000;
+export const ETCD_SAFETY_MARGIN_MS = 3_000;
+const HEARTBEAT_MS = 100;
+const ELECTION_MS = 1_000;
 export const ETCD_PREFIX = '/nhr-faults';
 
 export class EtcdSide {
@@ -37,6 +44,8 @@ export class EtcdSide {
     const peerLinks = new Map<string, LinkProxy>();
     const cluster = await EtcdCluster.start([...siteNames, WITNESS], {
       logDir,
+      heartbeatMs: HEARTBEAT_MS,
+      electionMs: ELECTION_MS,
       advertisePeerPort: async (name, peerPort) => {
         await peerLinks.get(name)?.close(); // a retried start (port clash) replaces the proxy
         const p = new LinkProxy(`etcd-peer ${name}`, await freePort(), peerPort);

@@ -37,6 +37,9 @@ export interface EtcdClusterOptions {
   advertisePeerPort?: (name: string, peerPort: number) => Promise<number>;
   /** Appends each member's stderr to `<logDir>/etcd-<name>.log` (besides the in-memory tail). */
   logDir?: string;
+  /** Raft timing (default 50 ms / 500 ms: fast elections keep the tests short; etcd's own defaults are 100 / 1000). */
+  heartbeatMs?: number;
+  electionMs?: number;
 }
 
 export class EtcdCluster {
@@ -101,8 +104,8 @@ export class EtcdCluster {
       `--initial-cluster-state=${state}`,
       '--initial-cluster-token=nhr-test',
       // Loopback: fast elections keep the tests short; production keeps etcd's defaults (docs/failover.md).
-      '--heartbeat-interval=50',
-      '--election-timeout=500',
+      `--heartbeat-interval=${this.options.heartbeatMs ?? 50}`,
+      `--election-timeout=${this.options.electionMs ?? 500}`,
       '--logger=zap',
       '--log-level=warn',
     ];
