@@ -106,6 +106,20 @@ describe('decide after a step-down (fenced, naming itself)', () => {
     expect(decide({ ...stepped, view: read({ floor: 4 }) }, 4)).toMatchObject({ kind: 'wait' });
   });
 
+  // Regression (etcd fault run, witness lost): a renewal that arrived after the cut-off deadline but before the TTL kept
+  // the lease, so the key still named this site; the stepped-down site waited for a "handover" forever and the
+  // namespace had no writable primary until the end of the run.
+  it('takes its own key back when its lease never expired (the key was never vacant, no other term began)', () => {
+    expect(decide({ ...stepped, view: read({ leader: keyOfA }) }, 3)).toEqual({ kind: 'campaign', epoch: 4, expected: keyOfA });
+    // Not while paused, nor without a valid lease, nor after another term began.
+    expect(decide({ ...stepped, row: { ...stepped.row, paused: true }, view: read({ leader: keyOfA }) }, 3)).toMatchObject({ kind: 'wait' });
+    expect(decide({ ...stepped, lease: undefined, view: read({ leader: keyOfA }) }, 3)).toMatchObject({ kind: 'wait' });
+    expect(decide({ ...stepped, view: read({ leader: keyOfA, floor: 4 }) }, 4)).toMatchObject({ kind: 'wait' });
+    // A demote's handover (replica naming itself) still waits for its successor.
+    const demoted: TickInput = { ...stepped, row: { ...stepped.row, role: 'replica' } };
+    expect(decide({ ...demoted, view: read({ leader: keyOfA }) }, 3)).toMatchObject({ kind: 'wait', reason: expect.stringMatching(/handover in progress/) });
+  });
+
   it('follows the site that took over (the fence procedure then quarantines what it holds)', () => {
     const b = { site: 'b', epoch: 4, lease: '77', modRevision: '30' };
     expect(decide({ ...stepped, view: read({ leader: b, floor: 4 }) }, 3)).toEqual({ kind: 'follow', leader: b });

@@ -56,8 +56,11 @@ export type Decision =
   | { readonly kind: 'claim'; readonly expected: LeaderRecord | undefined }
   /** Primary that must stop writes now (lease not safely valid, or the key is another's). */
   | { readonly kind: 'step-down'; readonly reason: string }
-  /** Take the vacant key for a new term and promote at `epoch`. */
-  | { readonly kind: 'campaign'; readonly epoch: number }
+  /**
+   * Take the key for a new term and promote (or, after a step-down, resume) at `epoch`. `expected`: the record to
+   * replace (this site's own, left by a step-down whose lease never expired); undefined: the key must be vacant.
+   */
+  | { readonly kind: 'campaign'; readonly epoch: number; readonly expected?: LeaderRecord }
   /** etcd names a newer primary: observe it (follow, or fence when this site had been primary). */
   | { readonly kind: 'follow'; readonly leader: LeaderRecord }
   /** Nothing to do now; `reason` is shown in `status`. */
@@ -93,7 +96,16 @@ export function decide(input: TickInput, highestKnown: number): Decision {
   if (leader) {
     const newer = leader.epoch > row.epoch || (leader.epoch === row.epoch && leader.site !== row.primarySite);
     if (newer && leader.site !== localSite) return { kind: 'follow', leader };
-    if (leader.site === localSite) return { kind: 'wait', reason: `the leader key still names this site at epoch ${leader.epoch} (handover in progress)` };
+    if (leader.site === localSite) {
+      // A step-down (fenced, still naming itself) whose lease etcd never expired: a renewal arrived after the cut-off
+      // deadline but before the TTL, so the key was never vacant and no other term began. Nobody else can take the
+      // key while this site renews, so it must take its own record back (compare-and-set on it) or the namespace
+      // stays without a writable primary for good. A demote's handover (role replica) waits for its successor.
+      if (row.role === 'fenced' && row.primarySite === localSite && leader.epoch === row.epoch && view.floor <= row.epoch && !row.paused && input.lease !== undefined) {
+        return { kind: 'campaign', epoch: nextTermEpoch(view.floor, highestKnown), expected: leader };
+      }
+      return { kind: 'wait', reason: `the leader key still names this site at epoch ${leader.epoch} (handover in progress)` };
+    }
     return { kind: 'wait', reason: `${leader.site} holds the leader key at epoch ${leader.epoch}` };
   }
   if (row.paused) return { kind: 'wait', reason: 'paused: automatic failover does not promote this site' };

@@ -8,8 +8,8 @@
  * (`callTimeoutMs`); a call that fails throws {@link FailoverEtcdUnreachableError}.
  */
 import { readFileSync } from 'node:fs';
-import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type Lease } from 'etcd3';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, GRPCDeadlineExceededError, castGrpcError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
 import type { EtcdConfig } from '../config/schema.js';
 import { FailoverEtcdUnreachableError } from '../errors.js';
 import type { Candidate, LeaderRecord } from './leader-policy.js';
@@ -35,6 +35,8 @@ export interface TakeRequest {
 
 export class LeaderStore {
   private readonly client: Etcd3;
+  /** One client per endpoint, for renewals only: a renewal goes to every member at once (see {@link renew}). */
+  private readonly renewers: Etcd3[];
   private lease: Lease | undefined;
   private leaseId: string | undefined;
 
@@ -43,7 +45,7 @@ export class LeaderStore {
     private readonly callTimeoutMs: number,
   ) {
     const tls = config.tls;
-    this.client = new Etcd3({
+    const base: IOptions = {
       hosts: [...config.endpoints],
       dialTimeout: callTimeoutMs,
       ...(tls
@@ -54,11 +56,17 @@ export class LeaderStore {
             },
           }
         : {}),
-      // A member that fails once is skipped for one call bound (then tried again), and a failed call is retried on the
-      // other members at once: a lost member (the witness, say) must not make renewals fail. The defaults (skip a
-      // member for 5 s after three failures) would outlast a short lease. Every call stays bounded by `call` anyway.
+    };
+    this.renewers = config.endpoints.map((e) => new Etcd3({ ...base, hosts: [e], faultHandling: { host: () => noop, global: noop } }));
+    this.client = new Etcd3({
+      ...base,
+      // A member that fails once, or does not answer within the call bound (a stopped process, or one cut off from the
+      // majority: it hangs rather than fails), is skipped for a few call bounds (then tried once again), and a failed
+      // call is retried on the other members at once. Without the deadline in the breaker, a hung member stayed in the
+      // pick, and the reads and takes that picked it (one in three with three members) timed out: promotions failed
+      // over and over while a majority was up (the isolated-site fault run). Every call stays bounded by `call`.
       faultHandling: {
-        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: callTimeoutMs, breaker: new ConsecutiveBreaker(1) }),
+        host: () => circuitBreaker(handleWhen(memberFailed), { halfOpenAfter: 5 * callTimeoutMs, breaker: new ConsecutiveBreaker(1) }),
         global: retry(handleWhen(isRecoverableError), { maxAttempts: config.endpoints.length }),
       },
       defaultCallOptions: (c) => (c.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
@@ -70,13 +78,13 @@ export class LeaderStore {
   }
 
   /** Runs `op` bounded by the call timeout; any failure becomes FailoverEtcdUnreachableError naming `what`. */
-  private async call<T>(what: string, op: () => Promise<T>): Promise<T> {
+  private async call<T>(what: string, op: () => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     try {
       return await Promise.race([
         op(),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
+          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
         }),
       ]);
     } catch (err) {
@@ -98,16 +106,26 @@ export class LeaderStore {
     return this.leaseId;
   }
 
-  /** Renews the lease once. Returns false when etcd says it has expired; throws when etcd does not answer. */
+  /**
+   * Renews the lease once, through every member at once: renewed when any member answers for the majority. Returns
+   * false when etcd says the lease has expired; throws when no member answers within the call bound.
+   *
+   * Why every member: a keep-alive is a stream, which etcd3 neither retries on another member nor bounds, and a member
+   * cut off from the majority (or a stopped process) does not fail it, it hangs. Tried one by one, a dead or isolated
+   * member picked first (etcd3 picks at random, and a failed member's breaker half-opens every renewal interval) ate
+   * the renewal's whole bound, and a few such picks in a row made a primary step down while a majority was up (the
+   * witness-lost and isolated-site fault runs).
+   */
   async renew(): Promise<boolean> {
-    const lease = this.lease;
-    if (!lease || this.leaseId === undefined) return false;
+    const id = this.leaseId;
+    if (!this.lease || id === undefined) return false;
     try {
-      await this.call('lease renewal', () => lease.keepaliveOnce());
+      await Promise.any(this.renewers.map((c) => this.call('lease renewal', () => keepAliveOnce(c, id, this.callTimeoutMs))));
       return true;
     } catch (err) {
-      if ((err as { cause?: unknown }).cause instanceof EtcdLeaseInvalidError) return false;
-      throw err;
+      const errors = err instanceof AggregateError ? (err.errors as unknown[]) : [err];
+      if (errors.some((e) => (e as { cause?: unknown }).cause instanceof EtcdLeaseInvalidError)) return false;
+      throw errors[0];
     }
   }
 
@@ -156,10 +174,21 @@ export class LeaderStore {
     return res.succeeded;
   }
 
-  /** Deletes the leader key if it is still `record` (a site giving it up after a failed promote). */
-  async resign(namespace: string, record: LeaderRecord): Promise<boolean> {
+  /**
+   * Deletes the leader key if it is still `record` (a site giving it up after a failed promote). With `floor`, also
+   * puts the epoch floor back to `floor.value` in the same transaction, if the floor is still the one this term wrote
+   * (`floor.revision`): the aborted term took no write, and leaving the floor raised would forbid a stepped-down
+   * primary to resume (it may only when no other term began) while the site that aborted refuses to promote (its last
+   * sync failed): no primary at all (the fault suite's isolate-primary).
+   */
+  async resign(namespace: string, record: LeaderRecord, floor?: { value: number; revision: string }): Promise<boolean> {
     const leaderKey = this.key(namespace, 'leader');
-    const res = await this.call('resign', () => this.client.if(leaderKey, 'Mod', '==', record.modRevision).then(this.client.delete().key(leaderKey)).commit());
+    const floorKey = this.key(namespace, 'floor');
+    const res = await this.call('resign', () => {
+      const txn = this.client.if(leaderKey, 'Mod', '==', record.modRevision);
+      if (!floor) return txn.then(this.client.delete().key(leaderKey)).commit();
+      return txn.and(floorKey, 'Mod', '==', floor.revision).then(this.client.delete().key(leaderKey), this.client.put(floorKey).value(String(floor.value))).commit();
+    });
     return res.succeeded;
   }
 
@@ -175,7 +204,31 @@ export class LeaderStore {
       await this.call('lease revoke', () => lease.revoke()).catch(() => undefined);
     } else this.lease?.release();
     this.client.close();
+    for (const c of this.renewers) c.close();
   }
+}
+
+/** One keep-alive of lease `id` through `client`'s only member; the stream is cancelled after `timeoutMs`. */
+async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number): Promise<void> {
+  const stream = await client.leaseClient.leaseKeepAlive();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const res = await new Promise<{ TTL: string }>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      stream.on('data', resolve);
+      stream.on('error', (e) => reject(castGrpcError(e)));
+      stream.write({ ID: id });
+    });
+    if (String(res.TTL) === '0') throw new EtcdLeaseInvalidError(id);
+  } finally {
+    clearTimeout(timer);
+    stream.cancel();
+  }
+}
+
+/** A member failed (unreachable) or did not answer within the call's deadline: skip it for a while. */
+function memberFailed(err: Error): boolean {
+  return isRecoverableError(err) || err instanceof GRPCDeadlineExceededError;
 }
 
 function parseJson(text: string): Record<string, unknown> | undefined {

@@ -1,7 +1,7 @@
 /**
- * Automatic failover, the loop: for every namespace with `failover: automatic`, each tick renews this daemon's etcd
- * lease, reads the namespace's keys, decides (leader-policy.ts) and acts: hold, claim, step down, campaign + promote,
- * follow. Started by the Daemon before the gateway (so a restarted primary never takes a write before it holds the
+ * Automatic failover, the loop: this daemon's etcd lease is renewed on its own timer (every interval, whatever the
+ * namespaces are doing), and for every namespace with `failover: automatic` each tick reads the namespace's keys,
+ * decides (leader-policy.ts) and acts: hold, claim, step down, campaign + promote, follow. Started by the Daemon before the gateway (so a restarted primary never takes a write before it holds the
  * key again) and closed after it.
  *
  * The write cut-off does not wait for a tick: every successful renewal re-arms a timer at the lease deadline
@@ -39,6 +39,9 @@ export class Leadership implements LeaderGate {
   private deadlineTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
+  private renewal: Promise<void> | undefined;
   private lastError: string | null = null;
   private readonly views = new Map<string, { leader: LeaderRecord | undefined; state: string }>();
   private state: 'new' | 'started' | 'closed' = 'new';
@@ -66,8 +69,10 @@ export class Leadership implements LeaderGate {
   async start(): Promise<void> {
     if (this.state !== 'new' || this.automaticSet.size === 0) return;
     this.state = 'started';
+    await this.renew();
     await this.tick();
     this.schedule();
+    this.scheduleRenewal();
   }
 
   /** Stops the loop; the lease is left to expire (a restart within the TTL claims the key back). Idempotent. */
@@ -76,8 +81,10 @@ export class Leadership implements LeaderGate {
     const wasStarted = this.state === 'started';
     this.state = 'closed';
     clearTimeout(this.tickTimer);
+    clearTimeout(this.renewTimer);
     clearTimeout(this.deadlineTimer);
     await this.ticking;
+    await this.renewing;
     if (wasStarted || this.automaticSet.size > 0) await this.store.close(false);
   }
 
@@ -106,13 +113,28 @@ export class Leadership implements LeaderGate {
     }, this.intervalMs);
   }
 
+  /**
+   * Renewals run on their own timer, one per interval, never behind the namespaces' work: a tick that waits on etcd
+   * calls that hang (a member cut off from the majority) or on a promote's device steps would otherwise delay the next
+   * renewal past the cut-off deadline, and every primary of the site would step down though etcd was fine.
+   */
+  private scheduleRenewal(): void {
+    if (this.state !== 'started') return;
+    this.renewTimer = setTimeout(() => {
+      this.renewing = this.renew().finally(() => {
+        this.renewing = undefined;
+        this.scheduleRenewal();
+      });
+    }, this.intervalMs);
+  }
+
   /** The lease still safely valid, or undefined. */
   private validLease(): string | undefined {
     return this.lease !== undefined && performance.now() < this.deadline ? this.lease : undefined;
   }
 
   private async tick(): Promise<void> {
-    await this.renew();
+    const started = performance.now();
     for (const ns of this.automaticSet) {
       if (this.state === 'closed') return;
       try {
@@ -122,10 +144,18 @@ export class Leadership implements LeaderGate {
         this.ctx.log.warn({ namespace: ns, err: err instanceof NhrError ? err : { message: this.lastError } }, 'automatic failover: tick failed; retried');
       }
     }
+    const took = performance.now() - started;
+    if (took > this.intervalMs) this.ctx.log.warn({ tookMs: Math.round(took), intervalMs: this.intervalMs }, 'automatic failover: slow tick');
+  }
+
+  /** Renews (or grants) the lease; one at a time (the renewal timer and a promote's `acquire` may meet). */
+  private renew(): Promise<void> {
+    this.renewal ??= this.renewNow().finally(() => (this.renewal = undefined));
+    return this.renewal;
   }
 
   /** Renews (or grants) the lease; on success re-arms the write cut-off at the new deadline. */
-  private async renew(): Promise<void> {
+  private async renewNow(): Promise<void> {
     const sentAt = performance.now();
     try {
       const ok = this.lease !== undefined && (await this.store.renew());
@@ -140,6 +170,7 @@ export class Leadership implements LeaderGate {
       this.ctx.metrics.failoverLeaseValid.set(1);
     } catch (err) {
       this.lastError = err instanceof Error ? err.message : String(err);
+      this.ctx.log.warn({ err: { message: this.lastError }, tookMs: Math.round(performance.now() - sentAt), leaseValidForMs: Math.round(this.deadline - performance.now()) }, 'automatic failover: lease renewal failed');
       if (performance.now() >= this.deadline) this.cutOff();
     }
   }
@@ -230,18 +261,18 @@ export class Leadership implements LeaderGate {
         await this.failover.observe(namespace, { from: 'etcd', epoch: d.leader.epoch, primarySite: d.leader.site });
         return;
       case 'campaign':
-        await this.campaign(namespace, d.epoch, keys!);
+        await this.campaign(namespace, d.epoch, keys!, d.expected);
         return;
     }
   }
 
   /** Takes the vacant key for a new term and promotes (or, after a step-down with no term since, resumes). */
-  private async campaign(namespace: string, epoch: number, keys: NamespaceKeys): Promise<void> {
+  private async campaign(namespace: string, epoch: number, keys: NamespaceKeys, expected?: LeaderRecord): Promise<void> {
     const { ctx } = this;
     const row = ctx.store.roles.require(namespace);
     if (row.role === 'fenced') {
       const lease = this.validLease();
-      if (!lease || !(await this.store.take(namespace, { site: ctx.site, epoch, lease, expected: undefined, floorRevision: keys.floorRevision, floor: epoch }))) return;
+      if (!lease || !(await this.store.take(namespace, { site: ctx.site, epoch, lease, expected, floorRevision: keys.floorRevision, floor: epoch }))) return;
       const next = applyRoleChange(ctx.store, resumeLeadership(row, { localSite: ctx.site, epoch }), 'daemon');
       ctx.roleChanged?.(namespace);
       ctx.metrics.setRole(namespace, next.role, next.epoch);
@@ -271,11 +302,13 @@ export class Leadership implements LeaderGate {
     const epoch = nextTermEpoch(keys.floor, Math.max(ctx.store.epochs.highest(namespace) ?? 0, ctx.store.roles.require(namespace).epoch));
     const took = await this.store.take(namespace, { site: ctx.site, epoch, lease, expected: expected ?? leader, floorRevision: keys.floorRevision, floor: epoch });
     if (!took) throw new FailoverLeaderHeldError(`namespace ${namespace}: the leader key changed while taking it; check status and retry`, { namespace });
-    const record = (await this.store.read(namespace)).leader;
+    const after = await this.store.read(namespace);
+    const record = after.leader;
     return {
       epoch,
+      // The term is given up before it took any write: the key goes, and the floor goes back to what it was.
       release: async () => {
-        if (record && record.site === ctx.site && record.epoch === epoch) await this.store.resign(namespace, record).catch(() => false);
+        if (record && record.site === ctx.site && record.epoch === epoch) await this.store.resign(namespace, record, { value: keys.floor, revision: after.floorRevision }).catch(() => false);
       },
     };
   }

@@ -148,4 +148,56 @@ describe('the fault checker', () => {
     obs.roles.alpha!.b!.push({ at: w.start - 5, role: 'primary', epoch: 2, action: 'promote', actor: 'op' });
     expect(check([meta, w], obs).info.ackedBySupersededPrimary).toBe(1);
   });
+
+  describe('automatic failover runs (terms, acknowledgements after a step-down, scenario promises)', () => {
+    const autoMeta: HistoryRecord = { ...(meta as Extract<HistoryRecord, { type: 'meta' }>), failover: 'automatic', leaseTtlMs: 6_000, safetyMarginMs: 1_000 };
+    // a primary at epoch 1, steps down at T0+1000; b promotes at epoch 2 at T0+3000.
+    const roles: Observation['roles'] = {
+      alpha: {
+        a: [
+          { at: T0, role: 'primary', epoch: 1, action: 'init', actor: 'daemon' },
+          { at: T0 + 1_000, role: 'fenced', epoch: 1, action: 'fence', actor: 'daemon' },
+        ],
+        b: [
+          { at: T0, role: 'replica', epoch: 1, action: 'init', actor: 'daemon' },
+          { at: T0 + 3_000, role: 'primary', epoch: 2, action: 'promote', actor: 'automatic failover' },
+        ],
+      },
+    };
+    const at = (site: string, start: number, end: number, id: string): OpRecord => op({ kind: 'import', key: id, pub: id, site, start: T0 + start, end: T0 + end });
+    const inv = (ids: string[]): KeyView[] => ids.map((id) => key(id, id));
+
+    it('passes acknowledgements of one term after another, counting one that came within the margin after the step-down', () => {
+      const ops = [at('a', 100, 200, 'k1'), at('a', 900, 1_500, 'k2'), at('b', 3_100, 3_200, 'k3')];
+      const r = check([autoMeta, ...ops], observation(inv(['k1', 'k2', 'k3']), inv(['k1', 'k2', 'k3']), { roles }));
+      expect(r.findings.filter((f) => ['split-brain', 'ack-after-lease-lost', 'failover'].includes(f.kind))).toEqual([]);
+      expect(r.info.ackedAfterStepDown).toBe(1);
+      expect(r.terms).toEqual({ alpha: [expect.stringMatching(/^a@1 /), expect.stringMatching(/^b@2 /)] });
+    });
+
+    it('flags an acknowledgement after the step-down plus the margin, and two primaries acknowledging at the same time', () => {
+      const ops = [at('a', 100, 200, 'k1'), at('b', 3_100, 3_200, 'k3'), at('a', 900, 3_500, 'late')];
+      const r = check([autoMeta, ...ops], observation(inv(['k1', 'k3', 'late']), inv(['k1', 'k3', 'late']), { roles }));
+      expect(r.counts['ack-after-lease-lost']).toBe(1);
+      expect(r.findings.find((f) => f.kind === 'ack-after-lease-lost')?.detail).toMatch(/late acknowledged by a .* 2500 ms after it stepped down from epoch 1 \(margin 1000 ms\)/);
+      expect(r.counts['split-brain']).toBe(1);
+      expect(r.findings.find((f) => f.kind === 'split-brain')?.detail).toMatch(/a@1 .* overlaps b@2/);
+    });
+
+    it('flags two sites acknowledging at one epoch', () => {
+      const same: Observation['roles'] = { alpha: { a: roles.alpha!.a!, b: [{ at: T0 + 3_000, role: 'primary', epoch: 1, action: 'promote', actor: 'x' }] } };
+      const ops = [at('a', 100, 200, 'k1'), at('b', 3_100, 3_200, 'k3')];
+      const r = check([autoMeta, ...ops], observation(inv(['k1', 'k3']), inv(['k1', 'k3']), { roles: same }));
+      expect(r.findings.find((f) => f.kind === 'split-brain')?.detail).toMatch(/two sites acknowledged writes of alpha at epoch 1/);
+    });
+
+    it('reports a broken scenario promise as a failover finding; manual runs ignore terms', () => {
+      const fault: HistoryRecord = { type: 'fault', step: 3, kind: 'kill-witness', target: 'etcd witness', start: T0, end: T0 + 1, ok: true, detail: '', violation: 'primaries changed' };
+      expect(check([autoMeta, fault], observation([])).findings).toEqual([expect.objectContaining({ kind: 'failover', detail: expect.stringMatching(/kill-witness #3 .*primaries changed/) })]);
+      const ops = [at('a', 100, 200, 'k1'), at('b', 3_100, 3_200, 'k3'), at('a', 900, 3_500, 'late')];
+      const manual = check([meta, ...ops], observation(inv(['k1', 'k3', 'late']), inv(['k1', 'k3', 'late']), { roles }));
+      expect(manual.counts['split-brain'] + manual.counts['ack-after-lease-lost']).toBe(0);
+      expect(manual.terms).toBeUndefined();
+    });
+  });
 });

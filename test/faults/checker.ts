@@ -22,15 +22,49 @@
  *   (one finding per site and namespace, with the count and time span). The workload's credentials are always right, so
  *   a 401 from a primary means its NetHSM does not hold the namespace's Administrator: the site says primary, but its
  *   applications cannot write.
+ * - `split-brain` (automatic failover runs only): two sites acknowledged writes of one namespace in the same epoch, or
+ *   in terms whose acknowledgements overlap in time. A term is (site, epoch), the epoch being the one the site was
+ *   primary at when the acknowledgement arrived (its audit log), its span the first to the last of its acknowledgements.
+ * - `ack-after-lease-lost` (automatic failover runs only): a write acknowledged by a site later than its step-down plus
+ *   the safety margin, i.e. when its etcd lease may have expired and another site may have taken the key. Such a write
+ *   would be one the old primary can only hand to its quarantine after another term began (there must be none).
+ *   Acknowledged after the step-down but within the margin (a device write already in flight) is only counted (info).
+ * - `failover`: an etcd scenario of the nemesis saw a broken promise (no promotion within TTL + bound, a promotion
+ *   before the isolated primary stepped down, a primary change while only the witness was down, …).
  * - `unconverged`: after healing everything and the bounded wait, the sites do not agree on one primary per
  *   namespace, or a replica is still behind (and does not claim otherwise).
  */
 import type { DaemonStatus } from '../../src/daemon/status.js';
 import { agreedPrimary, type KeyView, type Observation, type RoleSpan } from './inspection.js';
-import { FAULT_KINDS, type FaultKind, type FaultRecord, type HistoryRecord, type MetaRecord, type OpKind, type OpRecord, type Outcome } from './history.js';
+import { ALL_FAULT_KINDS, type FaultKind, type FaultRecord, type HistoryRecord, type MetaRecord, type OpKind, type OpRecord, type Outcome } from './history.js';
 
-export type FindingKind = 'lost' | 'wrong-key' | 'duplicated' | 'extra' | 'diverged' | 'stale-status' | 'ack-not-primary' | 'unwritable-primary' | 'unconverged';
-export const FINDING_KINDS: readonly FindingKind[] = ['lost', 'wrong-key', 'duplicated', 'extra', 'diverged', 'stale-status', 'ack-not-primary', 'unwritable-primary', 'unconverged'];
+export type FindingKind =
+  | 'lost'
+  | 'wrong-key'
+  | 'duplicated'
+  | 'extra'
+  | 'diverged'
+  | 'stale-status'
+  | 'ack-not-primary'
+  | 'unwritable-primary'
+  | 'split-brain'
+  | 'ack-after-lease-lost'
+  | 'failover'
+  | 'unconverged';
+export const FINDING_KINDS: readonly FindingKind[] = [
+  'lost',
+  'wrong-key',
+  'duplicated',
+  'extra',
+  'diverged',
+  'stale-status',
+  'ack-not-primary',
+  'unwritable-primary',
+  'split-brain',
+  'ack-after-lease-lost',
+  'failover',
+  'unconverged',
+];
 
 export interface Finding {
   kind: FindingKind;
@@ -51,7 +85,9 @@ export interface Report {
   findings: Finding[];
   counts: Record<FindingKind, number>;
   /** Facts that are not failures: acknowledged writes found only in quarantine, acks by superseded primaries, … */
-  info: { quarantined: number; ackedBySupersededPrimary: number; unknownPresent: number; unknownAbsent: number };
+  info: { quarantined: number; ackedBySupersededPrimary: number; unknownPresent: number; unknownAbsent: number; ackedAfterStepDown: number };
+  /** Automatic failover runs: the terms that acknowledged writes, per namespace (`site@epoch first–last`). */
+  terms?: Record<string, string[]>;
   finalPrimaries: Record<string, string | null>;
   converged: boolean;
 }
@@ -70,7 +106,7 @@ export function check(history: HistoryRecord[], obs: Observation): Report {
   const meta = history.find((r): r is MetaRecord => r.type === 'meta');
   const ops = history.filter((r): r is OpRecord => r.type === 'op');
   const findings: Finding[] = [];
-  const info = { quarantined: 0, ackedBySupersededPrimary: 0, unknownPresent: 0, unknownAbsent: 0 };
+  const info = { quarantined: 0, ackedBySupersededPrimary: 0, unknownPresent: 0, unknownAbsent: 0, ackedAfterStepDown: 0 };
   const namespaces = meta?.namespaces.map((n) => n.name) ?? [...new Set(ops.map((o) => o.ns))];
   const finalPrimaries: Record<string, string | null> = {};
   const timeline = new RoleTimeline(obs.roles);
@@ -81,6 +117,10 @@ export function check(history: HistoryRecord[], obs: Observation): Report {
     if (!st.primary) findings.push({ kind: 'ack-not-primary', ns: op.ns, site: op.site, key: op.key, detail: `${op.kind} #${op.id} acknowledged at ${op.site}, which was ${st.describe} during the request` });
   }
   checkUnwritable(ops, timeline, findings);
+  const terms = meta?.failover === 'automatic' ? checkTerms(ops, obs, meta.safetyMarginMs ?? 0, findings, info) : undefined;
+  for (const f of history) {
+    if (f.type === 'fault' && f.violation) findings.push({ kind: 'failover', detail: `${f.kind} #${f.step} (${f.target}, t=${iso(f.start)}): ${f.violation}` });
+  }
   if (!obs.converged) findings.push({ kind: 'unconverged', detail: `after healing and waiting ${Math.round(obs.waitedMs / 1000)} s: ${obs.problems.slice(0, 10).join('; ')}` });
 
   const keys = indexKeys(ops);
@@ -117,7 +157,60 @@ export function check(history: HistoryRecord[], obs: Observation): Report {
     info,
     finalPrimaries,
     converged: obs.converged,
+    ...(terms ? { terms } : {}),
   };
+}
+
+/** Where an acknowledgement falls in its site's role history: the primary epoch it belongs to, and any step-down before it. */
+export function ackTerm(spans: readonly RoleSpan[], op: OpRecord): { epoch: number; steppedDownAt?: number } | undefined {
+  const upTo = spans.filter((s) => s.at <= op.end);
+  const inForce = upTo.at(-1);
+  if (inForce?.role === 'primary') return { epoch: inForce.epoch };
+  const lastPrimary = upTo.map((s, i) => ({ s, i })).filter(({ s }) => s.role === 'primary').at(-1);
+  if (!lastPrimary) return undefined; // never primary: ack-not-primary's business
+  return { epoch: lastPrimary.s.epoch, steppedDownAt: upTo[lastPrimary.i + 1]!.at };
+}
+
+/**
+ * Automatic failover: every acknowledgement's term (site, epoch), no two sites' terms of a namespace sharing an epoch
+ * or overlapping in time, and no acknowledgement after a step-down plus the safety margin. Returns the terms.
+ */
+function checkTerms(ops: OpRecord[], obs: Observation, marginMs: number, findings: Finding[], info: Report['info']): Record<string, string[]> {
+  const terms = new Map<string, { ns: string; site: string; epoch: number; first: number; last: number; n: number }>();
+  for (const op of ops) {
+    if (op.outcome !== 'ack') continue;
+    const t = ackTerm(obs.roles[op.ns]?.[op.site] ?? [], op);
+    if (!t) continue;
+    if (t.steppedDownAt !== undefined) {
+      if (op.end > t.steppedDownAt + marginMs) {
+        findings.push({
+          kind: 'ack-after-lease-lost',
+          ns: op.ns,
+          site: op.site,
+          key: op.key,
+          detail: `${op.kind} #${op.id} of ${op.key} acknowledged by ${op.site} at ${iso(op.end)}, ${op.end - t.steppedDownAt} ms after it stepped down from epoch ${t.epoch} (margin ${marginMs} ms)`,
+        });
+      } else info.ackedAfterStepDown++;
+    }
+    const k = `${op.ns}/${op.site}/${t.epoch}`;
+    const term = terms.get(k) ?? { ns: op.ns, site: op.site, epoch: t.epoch, first: op.end, last: op.end, n: 0 };
+    term.first = Math.min(term.first, op.end);
+    term.last = Math.max(term.last, op.end);
+    term.n++;
+    terms.set(k, term);
+  }
+  const all = [...terms.values()].sort((a, b) => a.first - b.first);
+  for (const [i, a] of all.entries()) {
+    for (const b of all.slice(i + 1)) {
+      if (a.ns !== b.ns || a.site === b.site) continue;
+      const span = (t: typeof a): string => `${t.site}@${t.epoch} (${t.n} acks, ${iso(t.first)}–${iso(t.last)})`;
+      if (a.epoch === b.epoch) findings.push({ kind: 'split-brain', ns: a.ns, detail: `two sites acknowledged writes of ${a.ns} at epoch ${a.epoch}: ${span(a)} and ${span(b)}` });
+      else if (b.first <= a.last) findings.push({ kind: 'split-brain', ns: a.ns, detail: `two primaries of ${a.ns} acknowledged writes at the same time: ${span(a)} overlaps ${span(b)}` });
+    }
+  }
+  const out: Record<string, string[]> = {};
+  for (const t of all) (out[t.ns] ??= []).push(`${t.site}@${t.epoch} ${iso(t.first)}–${iso(t.last)} (${t.n})`);
+  return out;
 }
 
 /** 401s from a site that was primary (and only primary) for the whole request, grouped per site and namespace. */
@@ -340,7 +433,7 @@ function countOps(ops: OpRecord[]): Pick<Report, 'ops' | 'opsByKind' | 'failures
 }
 
 function countFaults(faults: FaultRecord[]): Report['faults'] {
-  const out = Object.fromEntries(FAULT_KINDS.map((k) => [k, { done: 0, notDone: 0 }])) as Report['faults'];
+  const out = Object.fromEntries(ALL_FAULT_KINDS.map((k) => [k, { done: 0, notDone: 0 }])) as Report['faults'];
   for (const f of faults) out[f.kind][f.ok ? 'done' : 'notDone']++;
   return out;
 }
@@ -364,6 +457,10 @@ export function formatReport(r: Report, maxPerKind = 20): string {
     `info: ${r.info.quarantined} acknowledged write(s) found only in quarantine, ${r.info.ackedBySupersededPrimary} acknowledged by a superseded primary, ` +
       `unknown creates: ${r.info.unknownPresent} present / ${r.info.unknownAbsent} absent`,
   );
+  if (r.terms) {
+    lines.push(`terms (site@epoch first–last ack (count)): ${Object.entries(r.terms).map(([ns, ts]) => `${ns}: ${ts.join(', ')}`).join('; ')}`);
+    lines.push(`  acknowledged after a step-down, within the safety margin: ${r.info.ackedAfterStepDown}`);
+  }
   for (const kind of FINDING_KINDS) {
     const fs = r.findings.filter((f) => f.kind === kind);
     if (fs.length === 0) continue;

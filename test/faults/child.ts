@@ -5,10 +5,11 @@
  * {@link killAllChildren}), so nothing outlives a run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import path from 'node:path';
 
-export const repoRoot = path.resolve(import.meta.dirname, '../../..');
+/** The checkout: three levels up when compiled (dist-faults/test/faults), two when run from source (vitest). */
+export const repoRoot = [path.resolve(import.meta.dirname, '../../..'), path.resolve(import.meta.dirname, '../..')].find((d) => existsSync(path.join(d, 'bin/nethsm-replicator')))!;
 export const cliBin = path.join(repoRoot, 'bin/nethsm-replicator');
 
 const live = new Set<ChildProcess>();

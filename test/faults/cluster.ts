@@ -12,6 +12,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
 import { freePort, Lab, type LabNamespace } from '../../src/lab/lab.js';
 import { cliError, runCli } from './cli.js';
+import { ETCD_LEASE_TTL_MS, ETCD_PREFIX, ETCD_SAFETY_MARGIN_MS, EtcdSide, WITNESS } from './etcd.js';
 import { LinkProxy } from './proxy.js';
 import { Site } from './site.js';
 
@@ -25,6 +26,11 @@ export function namespacesFor(siteNames: readonly string[]): NamespacePlan[] {
   return siteNames.map((s, i) => ({ name: names[i]!, primary: s, generate: i % 2 === 0 ? 'replicated' : 'device' }));
 }
 
+export interface ClusterOptions {
+  /** Automatic failover: a real etcd cluster (sites plus witness) and every namespace `failover: automatic`. */
+  etcd?: boolean;
+}
+
 export class Cluster {
   readonly sites: Site[] = [];
   readonly peerLinks = new Map<string, LinkProxy>();
@@ -34,6 +40,8 @@ export class Cluster {
     readonly lab: Lab,
     readonly namespaces: NamespacePlan[],
     readonly logDir: string,
+    /** The etcd cluster and its proxies (`--etcd`), else undefined. */
+    readonly etcd: EtcdSide | undefined,
   ) {}
 
   site(name: string): Site {
@@ -50,19 +58,32 @@ export class Cluster {
   }
 
   get proxies(): LinkProxy[] {
-    return [...this.peerLinks.values(), ...this.sites.flatMap((s) => [s.proxies.gateway, s.proxies.device])];
+    return [...this.peerLinks.values(), ...this.sites.flatMap((s) => [s.proxies.gateway, s.proxies.device]), ...(this.etcd?.proxies ?? [])];
   }
 
   /**
    * Builds the lab, starts every proxy, simulator and daemon, and makes each replica's first sync (a merge-restore)
    * through the CLI. `say` reports progress. Throws (after closing what it started) when a step fails.
    */
-  static async create(siteNames: string[], logDir: string, say: (line: string) => void): Promise<Cluster> {
-    const namespaces = namespacesFor(siteNames);
+  static async create(siteNames: string[], logDir: string, say: (line: string) => void, options: ClusterOptions = {}): Promise<Cluster> {
+    const namespaces = namespacesFor(siteNames).map((n) => (options.etcd ? { ...n, failover: 'automatic' as const } : n));
     say(`lab: ${siteNames.length} sites, namespaces ${namespaces.map((n) => `${n.name}@${n.primary}(${n.generate})`).join(', ')}`);
-    const lab = await Lab.create({ sites: siteNames, namespaces, gateway: true });
+    const etcd = options.etcd ? await EtcdSide.start(siteNames, logDir) : undefined;
+    if (etcd) say(`etcd: members ${[...siteNames, WITNESS].join(', ')} (lease ${ETCD_LEASE_TTL_MS} ms, margin ${ETCD_SAFETY_MARGIN_MS} ms), every link through a proxy`);
+    let lab: Lab;
+    try {
+      lab = await Lab.create({
+        sites: siteNames,
+        namespaces,
+        gateway: true,
+        ...(etcd ? { etcd: (site: string) => ({ endpoints: etcd.endpointsOf(site), leaseTtl: `${ETCD_LEASE_TTL_MS / 1000}s`, safetyMargin: `${ETCD_SAFETY_MARGIN_MS / 1000}s`, prefix: ETCD_PREFIX }) } : {}),
+      });
+    } catch (err) {
+      await etcd?.close();
+      throw err;
+    }
     say(`lab directory ${lab.dir} (configs, state, simulator data; removed at the end unless --keep)`);
-    const cluster = new Cluster(lab, namespaces, logDir);
+    const cluster = new Cluster(lab, namespaces, logDir, etcd);
     try {
       cluster.caPem = lab.caPem;
       for (const n of siteNames) await lab.site(n).stopSim();
@@ -96,7 +117,8 @@ export class Cluster {
         this.peerLinks.set(`${from}>${to}`, new LinkProxy(`peer ${from}→${to}`, await freePort(), peerPortOf(this.lab, to)));
       }
     }
-    for (const p of this.proxies) await p.start();
+    const etcdProxies = new Set(this.etcd?.proxies ?? []); // already listening (started with the etcd cluster)
+    for (const p of this.proxies) if (!etcdProxies.has(p)) await p.start();
   }
 
   /** Points the lab's config of `site` at the proxies, the simulator process's certificate and fixed listen ports. */
@@ -146,6 +168,12 @@ export class Cluster {
       if (b.up || b.down) did.push(`healed ${p.name}`);
       p.heal();
     }
+    for (const m of this.etcd ? [...this.sites.map((s) => s.name), WITNESS] : []) {
+      if (!this.etcd!.running(m)) {
+        await this.etcd!.restart(m);
+        did.push(`restarted etcd ${m}`);
+      }
+    }
     for (const s of this.sites) {
       for (const c of [s.sim, s.daemon]) {
         if (c.stopped) {
@@ -179,6 +207,7 @@ export class Cluster {
       await s.sim.closeLog();
     }
     for (const p of this.proxies) await p.close();
+    await this.etcd?.close();
     if (keep) return;
     await rm(this.lab.dir, { recursive: true, force: true });
   }

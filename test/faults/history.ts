@@ -54,7 +54,20 @@ export type FaultKind =
   | 'promote'
   | 'promote-force'
   | 'demote'
-  | 'sync-other';
+  | 'sync-other'
+  | EtcdFaultKind;
+
+/**
+ * The automatic-failover scenarios (`--etcd` only), each aimed at the believed primary of a namespace:
+ * `lose-site`        its daemon, NetHSM and etcd member killed; a replica must promote within TTL + bound; then the
+ *                    site returns and must be fenced under the new primary;
+ * `isolate-primary`  its site cut off from the etcd majority and from the other daemons (clients still reach its
+ *                    gateway): it must step down before another site promotes; then heal and return (fenced);
+ * `kill-witness`     the witness member killed for at least two lease TTLs: no role may change;
+ * `kill-etcd-member` one site's etcd member killed (its daemon still reaches the others): no role may change.
+ */
+export type EtcdFaultKind = 'lose-site' | 'isolate-primary' | 'kill-witness' | 'kill-etcd-member';
+export const ETCD_FAULT_KINDS: readonly EtcdFaultKind[] = ['lose-site', 'isolate-primary', 'kill-witness', 'kill-etcd-member'];
 
 export const FAULT_KINDS: readonly FaultKind[] = [
   'partition',
@@ -73,6 +86,9 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   'sync-other',
 ];
 
+/** Every kind a report counts (the classic ones and the etcd scenarios). */
+export const ALL_FAULT_KINDS: readonly FaultKind[] = [...FAULT_KINDS, ...ETCD_FAULT_KINDS];
+
 /** One nemesis action, from its start to its end (the fault healed, or the operator command finished). */
 export interface FaultRecord {
   type: 'fault';
@@ -86,6 +102,10 @@ export interface FaultRecord {
   /** Whether it was carried out as planned (a promote the daemon refused is `ok: false`, still recorded). */
   ok: boolean;
   detail: string;
+  /** Timings the etcd scenarios measured (ms from the fault's start): step-down, promotion, the old primary fenced. */
+  measured?: { steppedDownMs?: number; promotedMs?: number; fencedMs?: number };
+  /** An etcd scenario's broken promise (the checker reports it as a `failover` finding). */
+  violation?: string;
 }
 
 /** A change of one site's role for one namespace, as its status said (sampled about once a second). */
@@ -108,6 +128,10 @@ export interface MetaRecord {
   /** How partitions are made, e.g. `userland TCP proxy (black-hole)`. */
   mechanism: string;
   startedAt: number;
+  /** `automatic`: an `--etcd` run (every namespace on automatic failover), with its lease TTL and safety margin. */
+  failover?: 'automatic';
+  leaseTtlMs?: number;
+  safetyMarginMs?: number;
 }
 
 export type HistoryRecord = OpRecord | FaultRecord | RoleRecord | MetaRecord;

@@ -10,7 +10,8 @@
  */
 import type { Cluster } from './cluster.js';
 import { cliError, runCli, type CliResult } from './cli.js';
-import { FAULT_KINDS, type FaultKind, type FaultRecord, type HistoryWriter } from './history.js';
+import { EtcdScenarios } from './etcd-scenarios.js';
+import { ETCD_FAULT_KINDS, FAULT_KINDS, type EtcdFaultKind, type FaultKind, type FaultRecord, type HistoryWriter } from './history.js';
 import { Prng } from './prng.js';
 import type { StatusSampler } from './sampler.js';
 import type { Site } from './site.js';
@@ -34,6 +35,8 @@ export interface PlanOptions {
   gapMs: [min: number, max: number];
   /** Cycles to plan (the run stops taking faults at its deadline anyway). */
   cycles: number;
+  /** The kinds of one cycle (default: the classic {@link FAULT_KINDS}; `--etcd` adds the etcd scenarios, `--scenario` picks). */
+  kinds?: readonly FaultKind[];
 }
 
 /** The plan for a seed: pure, so the same seed always gives the same plan. */
@@ -41,7 +44,7 @@ export function planFaults(seed: number, options: PlanOptions): PlannedFault[] {
   const prng = new Prng(seed).fork('nemesis');
   const out: PlannedFault[] = [];
   for (let c = 0; c < options.cycles; c++) {
-    for (const kind of prng.shuffle(FAULT_KINDS)) {
+    for (const kind of prng.shuffle(options.kinds ?? FAULT_KINDS)) {
       out.push({
         step: out.length,
         kind,
@@ -80,20 +83,32 @@ export class Nemesis {
    * the first cycle (every kind once) always completes, so a short run on a slow machine still meets every kind.
    */
   async run(plan: PlannedFault[], deadline: number): Promise<void> {
+    const cycle = new Set(plan.map((f) => f.kind)).size;
     for (const f of plan) {
       await sleep(f.gapMs);
-      if (this.#stop || (Date.now() >= deadline && f.step >= FAULT_KINDS.length)) return;
+      if (this.#stop || (Date.now() >= deadline && f.step >= cycle)) return;
       const start = Date.now();
-      let outcome: { target: string; ok: boolean; detail: string };
+      let outcome: { target: string; ok: boolean; detail: string; measured?: FaultRecord['measured']; violation?: string };
       try {
         outcome = await this.carryOut(f);
       } catch (err) {
         outcome = { target: '?', ok: false, detail: `nemesis error: ${err instanceof Error ? err.message : String(err)}` };
       }
-      const rec: FaultRecord = { type: 'fault', step: f.step, kind: f.kind, target: outcome.target, start, end: Date.now(), ok: outcome.ok, detail: outcome.detail };
+      const rec: FaultRecord = {
+        type: 'fault',
+        step: f.step,
+        kind: f.kind,
+        target: outcome.target,
+        start,
+        end: Date.now(),
+        ok: outcome.ok,
+        detail: outcome.detail,
+        ...(outcome.measured ? { measured: outcome.measured } : {}),
+        ...(outcome.violation ? { violation: outcome.violation } : {}),
+      };
       this.history.append(rec);
       this.counts.set(f.kind, (this.counts.get(f.kind) ?? 0) + 1);
-      this.say(`  fault #${f.step} ${f.kind} ${rec.target}: ${rec.ok ? 'done' : 'NOT DONE'} in ${rec.end - start} ms${rec.detail ? ` (${rec.detail})` : ''}`);
+      this.say(`  fault #${f.step} ${f.kind} ${rec.target}: ${rec.ok ? 'done' : 'NOT DONE'} in ${rec.end - start} ms${rec.detail ? ` (${rec.detail})` : ''}${rec.violation ? ` VIOLATION: ${rec.violation}` : ''}`);
     }
   }
 
@@ -108,7 +123,13 @@ export class Nemesis {
     return others[i % others.length]!;
   }
 
-  private async carryOut(f: PlannedFault): Promise<{ target: string; ok: boolean; detail: string }> {
+  private async carryOut(f: PlannedFault): Promise<{ target: string; ok: boolean; detail: string; measured?: FaultRecord['measured']; violation?: string }> {
+    if ((ETCD_FAULT_KINDS as readonly FaultKind[]).includes(f.kind)) {
+      if (!this.cluster.etcd) return { target: '-', ok: false, detail: `${f.kind} needs --etcd` };
+      await this.sampler.sampleOnce();
+      const ns = this.cluster.namespaces[f.ns % this.cluster.namespaces.length]!.name;
+      return new EtcdScenarios(this.cluster, (n) => this.sampler.believedPrimary(n)).carryOut(f.kind as EtcdFaultKind, ns, f.holdMs, f.site);
+    }
     const x = this.pickSite(f.site);
     const y = this.pickOther(x, f.other);
     const ns = this.cluster.namespaces[f.ns % this.cluster.namespaces.length]!.name;
@@ -161,6 +182,8 @@ export class Nemesis {
       case 'sync-other':
         await this.sampler.sampleOnce();
         return this.syncOther(f);
+      default:
+        return { target: '-', ok: false, detail: `unknown fault kind ${f.kind}` };
     }
   }
 

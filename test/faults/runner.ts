@@ -1,5 +1,8 @@
 /**
  * `npm run faults -- --seed N --minutes M [--sites 2|3] [--keep] [--out DIR] [--converge-timeout S] [--workers N]`
+ * `npm run faults -- --etcd [--scenario K[,K…]] …`: automatic failover through a real etcd cluster (test/faults/etcd.ts),
+ * with the etcd scenarios in the mix (`--failover automatic` says the same); `--scenario` runs only the named kinds
+ * (`etcd`: the four etcd scenarios), a deterministic schedule per seed.
  * `npm run faults -- --check DIR`: judges a finished run again from its `history.jsonl` and `observation.json`.
  *
  * A Jepsen-style run: real sites (simulator and daemon processes), a workload writing through the gateways, a seeded
@@ -15,7 +18,8 @@ import { pathToFileURL } from 'node:url';
 import { check, formatReport, summaryLine } from './checker.js';
 import { killAllChildren } from './child.js';
 import { Cluster } from './cluster.js';
-import { HistoryWriter, readHistory } from './history.js';
+import { ETCD_LEASE_TTL_MS, ETCD_SAFETY_MARGIN_MS } from './etcd.js';
+import { ALL_FAULT_KINDS, ETCD_FAULT_KINDS, FAULT_KINDS, HistoryWriter, readHistory, type FaultKind } from './history.js';
 import { inspect, type Observation } from './inspection.js';
 import { Nemesis, planFaults } from './nemesis.js';
 import { Prng } from './prng.js';
@@ -34,11 +38,23 @@ export interface RunFlags {
   workersPerSite: number;
   /** Re-check a finished run's output directory instead of running. */
   check: string | undefined;
+  /** Automatic failover through a real etcd cluster. */
+  etcd: boolean;
+  /** Only these fault kinds (`--scenario`); undefined: the full mix of the mode. */
+  scenario: FaultKind[] | undefined;
+}
+
+/** `--scenario` value: comma-separated kinds; `etcd` stands for the four etcd scenarios. */
+function parseScenario(v: string | undefined): FaultKind[] {
+  const kinds = (v ?? '').split(',').flatMap((k) => (k.trim() === 'etcd' ? [...ETCD_FAULT_KINDS] : [k.trim() as FaultKind]));
+  const bad = kinds.filter((k) => !ALL_FAULT_KINDS.includes(k));
+  if (v === undefined || v.trim() === '' || bad.length > 0) throw new Error(`--scenario takes fault kinds separated by commas (or "etcd"), got ${v === undefined ? 'nothing' : `"${v}"`}; kinds: ${ALL_FAULT_KINDS.join(', ')}`);
+  return [...new Set(kinds)];
 }
 
 /** Parses the command line; throws an Error naming the bad flag. */
 export function parseFlags(argv: string[]): RunFlags {
-  const flags: RunFlags = { seed: randomInt(1, 2 ** 31), minutes: 2, sites: 2, keep: false, out: undefined, convergeTimeoutS: 90, workersPerSite: 2, check: undefined };
+  const flags: RunFlags = { seed: randomInt(1, 2 ** 31), minutes: 2, sites: 2, keep: false, out: undefined, convergeTimeoutS: 90, workersPerSite: 2, check: undefined, etcd: false, scenario: undefined };
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
     if (v === undefined || v.trim() === '' || !Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number from ${min} to ${max}, got ${v === undefined ? 'nothing' : `"${v}"`}`);
@@ -54,8 +70,16 @@ export function parseFlags(argv: string[]): RunFlags {
     else if (a === '--converge-timeout') flags.convergeTimeoutS = num('--converge-timeout', argv[++i], 5, 3600);
     else if (a === '--workers') flags.workersPerSite = Math.floor(num('--workers', argv[++i], 1, 16));
     else if (a === '--check') flags.check = argv[++i] ?? '';
-    else throw new Error(`unknown argument "${a}" (flags: --seed N --minutes M [--sites 2|3] [--keep] [--out DIR] [--converge-timeout S] [--workers N])`);
+    else if (a === '--etcd') flags.etcd = true;
+    else if (a === '--failover') {
+      const v = argv[++i];
+      if (v !== 'automatic' && v !== 'manual') throw new Error(`--failover must be automatic or manual, got ${v === undefined ? 'nothing' : `"${v}"`}`);
+      flags.etcd = v === 'automatic';
+    } else if (a === '--scenario') flags.scenario = parseScenario(argv[++i]);
+    else throw new Error(`unknown argument "${a}" (flags: --seed N --minutes M [--sites 2|3] [--keep] [--out DIR] [--converge-timeout S] [--workers N] [--etcd | --failover automatic] [--scenario K,…])`);
   }
+  const etcdOnly = flags.scenario?.filter((k) => (ETCD_FAULT_KINDS as readonly FaultKind[]).includes(k)) ?? [];
+  if (etcdOnly.length > 0 && !flags.etcd) throw new Error(`--scenario ${etcdOnly.join(',')} needs --etcd (automatic failover through etcd)`);
   if (flags.out === '') throw new Error('--out needs a directory');
   if (flags.check === '') throw new Error('--check needs the output directory of a run');
   return flags;
@@ -68,10 +92,10 @@ function say(line: string): void {
 async function run(flags: RunFlags): Promise<number> {
   const out = flags.out ?? (await mkdtemp(path.join(tmpdir(), `nhr-faults-${flags.seed}-`)));
   await mkdir(path.join(out, 'logs'), { recursive: true });
-  say(`seed ${flags.seed}, ${flags.minutes} min, ${flags.sites} sites; output in ${out}`);
+  say(`seed ${flags.seed}, ${flags.minutes} min, ${flags.sites} sites${flags.etcd ? ', automatic failover through etcd' : ''}; output in ${out}`);
   say(`partition mechanism: ${MECHANISM}`);
   const siteNames = ['a', 'b', 'c'].slice(0, flags.sites);
-  const cluster = await Cluster.create(siteNames, path.join(out, 'logs'), say);
+  const cluster = await Cluster.create(siteNames, path.join(out, 'logs'), say, { etcd: flags.etcd });
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
@@ -82,7 +106,9 @@ async function run(flags: RunFlags): Promise<number> {
   onInterrupt = close;
   try {
     const history = new HistoryWriter(path.join(out, 'history.jsonl'));
-    history.append({ type: 'meta', seed: flags.seed, minutes: flags.minutes, sites: siteNames, namespaces: cluster.namespaces, mechanism: MECHANISM, startedAt: Date.now() });
+    history.append({ type: 'meta', seed: flags.seed, minutes: flags.minutes, sites: siteNames, namespaces: cluster.namespaces, mechanism: MECHANISM, startedAt: Date.now(),
+      ...(flags.etcd ? { failover: 'automatic' as const, leaseTtlMs: ETCD_LEASE_TTL_MS, safetyMarginMs: ETCD_SAFETY_MARGIN_MS } : {}),
+    });
     const sampler = new StatusSampler(cluster, history);
     await sampler.sampleOnce();
     sampler.start();
@@ -98,6 +124,7 @@ async function run(flags: RunFlags): Promise<number> {
       holdMs: short ? [1_500, 3_000] : [2_000, 8_000],
       gapMs: short ? [300, 1_000] : [500, 3_000],
       cycles: Math.ceil((flags.minutes * 60) / 30) + 1,
+      kinds: flags.scenario ?? (flags.etcd ? [...FAULT_KINDS, ...ETCD_FAULT_KINDS] : FAULT_KINDS),
     });
     say(`plan (first cycle): ${plan.slice(0, 14).map((f) => f.kind).join(', ')}`);
     const deadline = Date.now() + flags.minutes * 60_000;

@@ -5,7 +5,7 @@
  * (`etcdBinary` undefined).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,19 +23,38 @@ export interface EtcdMember {
   readonly clientPort: number;
   readonly peerPort: number;
   readonly clientUrl: string;
+  /** The peer port the others dial (a proxy's, see {@link EtcdClusterOptions.advertisePeerPort}); else peerPort. */
+  advertisedPeerPort: number;
   child: ChildProcess | undefined;
   logs: string;
+}
+
+export interface EtcdClusterOptions {
+  /**
+   * Called once per member before it starts, with its real peer port: returns the port the other members shall dial
+   * instead (a fault-suite proxy in front of the member's peer listener, so a nemesis can cut it). Default: the real port.
+   */
+  advertisePeerPort?: (name: string, peerPort: number) => Promise<number>;
+  /** Appends each member's stderr to `<logDir>/etcd-<name>.log` (besides the in-memory tail). */
+  logDir?: string;
+  /** Raft timing (default 50 ms / 500 ms: fast elections keep the tests short; etcd's own defaults are 100 / 1000). */
+  heartbeatMs?: number;
+  electionMs?: number;
 }
 
 export class EtcdCluster {
   readonly members: EtcdMember[];
   private readonly dir: string;
 
-  private constructor(names: readonly string[], basePort: number) {
+  private constructor(
+    names: readonly string[],
+    basePort: number,
+    private readonly options: EtcdClusterOptions,
+  ) {
     this.dir = mkdtempSync(path.join(tmpdir(), 'nhr-etcd-'));
     this.members = names.map((name, i) => {
       const clientPort = basePort + 2 * i;
-      return { name, clientPort, peerPort: clientPort + 1, clientUrl: `http://127.0.0.1:${clientPort}`, child: undefined, logs: '' };
+      return { name, clientPort, peerPort: clientPort + 1, advertisedPeerPort: clientPort + 1, clientUrl: `http://127.0.0.1:${clientPort}`, child: undefined, logs: '' };
     });
   }
 
@@ -43,13 +62,14 @@ export class EtcdCluster {
    * Starts `names` (default: two sites and a witness) as one new cluster and waits (bounded) until it has a leader.
    * Throws when no etcd binary exists or the cluster does not come up.
    */
-  static async start(names: readonly string[] = ['berlin', 'hamburg', 'witness']): Promise<EtcdCluster> {
+  static async start(names: readonly string[] = ['berlin', 'hamburg', 'witness'], options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
     if (!etcdBinary) throw new Error('no etcd binary on PATH (apt-get install etcd-server)');
     let lastErr: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       const base = 20_000 + 2 * Math.floor(Math.random() * 5_000);
-      const cluster = new EtcdCluster(names, base);
+      const cluster = new EtcdCluster(names, base, options);
       try {
+        if (options.advertisePeerPort) for (const m of cluster.members) m.advertisedPeerPort = await options.advertisePeerPort(m.name, m.peerPort);
         for (const m of cluster.members) cluster.spawn(m);
         await cluster.waitHealthy(20_000);
         return cluster;
@@ -72,27 +92,29 @@ export class EtcdCluster {
   }
 
   private spawn(m: EtcdMember, state: 'new' | 'existing' = 'new'): void {
-    const initialCluster = this.members.map((x) => `${x.name}=http://127.0.0.1:${x.peerPort}`).join(',');
+    const initialCluster = this.members.map((x) => `${x.name}=http://127.0.0.1:${x.advertisedPeerPort}`).join(',');
     const args = [
       `--name=${m.name}`,
       `--data-dir=${path.join(this.dir, m.name)}`,
       `--listen-client-urls=${m.clientUrl}`,
       `--advertise-client-urls=${m.clientUrl}`,
       `--listen-peer-urls=http://127.0.0.1:${m.peerPort}`,
-      `--initial-advertise-peer-urls=http://127.0.0.1:${m.peerPort}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${m.advertisedPeerPort}`,
       `--initial-cluster=${initialCluster}`,
       `--initial-cluster-state=${state}`,
       '--initial-cluster-token=nhr-test',
       // Loopback: fast elections keep the tests short; production keeps etcd's defaults (docs/failover.md).
-      '--heartbeat-interval=50',
-      '--election-timeout=500',
+      `--heartbeat-interval=${this.options.heartbeatMs ?? 50}`,
+      `--election-timeout=${this.options.electionMs ?? 500}`,
       '--logger=zap',
       '--log-level=warn',
     ];
     m.logs = '';
     const child = spawn(etcdBinary!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const logFile = this.options.logDir ? path.join(this.options.logDir, `etcd-${m.name}.log`) : undefined;
     child.stderr!.on('data', (d: Buffer) => {
       m.logs = (m.logs + d.toString()).slice(-20_000);
+      if (logFile) appendFileSync(logFile, d);
     });
     m.child = child;
   }
@@ -124,12 +146,29 @@ export class EtcdCluster {
     }
   }
 
+  /** Whether the member's process is running. */
+  running(name: string): boolean {
+    const c = this.member(name).child;
+    return c !== undefined && c.exitCode === null && c.signalCode === null;
+  }
+
+  /** SIGSTOPs a member: its ports still accept connections, nothing answers (a hung or cut-off member). */
+  pause(name: string): void {
+    this.member(name).child?.kill('SIGSTOP');
+  }
+
+  /** SIGCONTs a paused member. */
+  resume(name: string): void {
+    this.member(name).child?.kill('SIGCONT');
+  }
+
   /** Stops one member (SIGKILL: a lost site), keeping its data. */
   async kill(name: string): Promise<void> {
     const m = this.member(name);
     const c = m.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGCONT');
     c.kill('SIGKILL');
     await exited;
   }
