@@ -11,7 +11,7 @@ import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleHandoverFailedError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
-import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, type EpochClaim } from '../roles/role-machine.js';
+import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, resumeLeadership, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
 import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
@@ -120,6 +120,51 @@ export class Failover {
       peersTold: told.told,
       peersNotTold: told.notTold,
     };
+  }
+
+  /**
+   * Automatic failover: a stepped-down primary leads again at `epoch` (the leader key is already its own; no other
+   * term began since). Decided and made writable alone at the device, as a promote is: when its administrators were
+   * stripped meanwhile (a fence while it was stepped down), they come back from that fence's quarantine file (what the
+   * device held just before the strip) before any write is admitted, so no write meets a primary without them.
+   * Returns the administrators restored.
+   */
+  async resumeLeadership(namespace: string, epoch: number): Promise<{ row: NamespaceRow; restored: number }> {
+    const { ctx } = this;
+    return ctx.barrier.exclusive([], async () => {
+      const before = ctx.store.roles.require(namespace);
+      const row = applyRoleChange(ctx.store, resumeLeadership(before, { localSite: ctx.site, epoch }), 'daemon');
+      ctx.roleChanged?.(namespace);
+      ctx.metrics.setRole(namespace, row.role, row.epoch);
+      const stripped = this.fenceQuarantineSinceStepDown(namespace);
+      const restored = stripped ? await this.restoreUsersFrom(namespace, tokenOf(row, 'administrator restore on resume'), stripped) : 0;
+      return { row, restored };
+    });
+  }
+
+  /** The quarantine file of the newest fence since this site last stepped down (it stripped the administrators). */
+  private fenceQuarantineSinceStepDown(namespace: string): string | undefined {
+    const entries = this.ctx.store.audit.list({ namespace, limit: 100_000 });
+    const steppedDown = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole === 'primary');
+    const fence = entries.slice(steppedDown + 1).findLast((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');
+    const file = fence?.detail.quarantine as string | undefined;
+    return file && existsSync(file) ? file : undefined;
+  }
+
+  /**
+   * Puts back the namespace's users as a fence's quarantine file holds them (administrators included; the others are
+   * written again as they were, since a fenced site changes none). The replication account is left as it is.
+   */
+  private async restoreUsersFrom(namespace: string, token: FencingToken, file: string): Promise<number> {
+    const { ctx } = this;
+    const contents = await listBackupContents(file, { input: ctx.snapshotOpen, collectIds: true });
+    const keep = ctx.replicationUserIds.get(namespace);
+    const users = (contents.namespaces[namespace]?.userIds ?? []).filter((id) => id !== keep);
+    if (users.length === 0) return 0;
+    await this.rewriteDevice(token, { overlay: { source: file, select: isUserOf(namespace, users) } });
+    const admins = (await ctx.device.namespaceUsers(namespace)).administrators.filter((id) => id !== keep);
+    ctx.log.info({ namespace, administrators: admins, from: file }, 'namespace administrators restored on resuming leadership');
+    return admins.length;
   }
 
   /**

@@ -15,7 +15,7 @@ import { FailoverLeaderHeldError, NhrError } from '../errors.js';
 import type { SiteContext } from '../daemon/context.js';
 import type { Failover, LeaderGate } from '../daemon/failover.js';
 import { applyRoleChange, lastSyncCounts } from '../roles/apply.js';
-import { resumeLeadership, stepDown } from '../roles/role-machine.js';
+import { stepDown } from '../roles/role-machine.js';
 import { decide, leaseDeadline, nextTermEpoch, type Decision, type LeaderRecord } from './leader-policy.js';
 import { LeaderStore, type NamespaceKeys } from './leader-store.js';
 
@@ -273,9 +273,7 @@ export class Leadership implements LeaderGate {
     if (row.role === 'fenced') {
       const lease = this.validLease();
       if (!lease || !(await this.store.take(namespace, { site: ctx.site, epoch, lease, expected, floorRevision: keys.floorRevision, floor: epoch }))) return;
-      const next = applyRoleChange(ctx.store, resumeLeadership(row, { localSite: ctx.site, epoch }), 'daemon');
-      ctx.roleChanged?.(namespace);
-      ctx.metrics.setRole(namespace, next.role, next.epoch);
+      await this.failover.resumeLeadership(namespace, epoch);
       this.note(namespace, { site: ctx.site, epoch, lease, modRevision: '0' }, `primary again at epoch ${epoch} (no other term since the step-down)`);
       ctx.log.warn({ namespace, epoch }, 'automatic failover: took the leader key back and takes writes again');
       return;
