@@ -21,6 +21,9 @@ import { removeFiles } from '../replicator/workdir.js';
 import type { SiteContext } from './context.js';
 import type { NamespaceSync } from './sync.js';
 
+/** How long a promote under automatic failover waits for each peer's status (it only adds epochs to the guard). */
+const PEER_VIEW_TIMEOUT_AUTOMATIC_MS = 2_000;
+
 export interface PromoteResult {
   namespace: string;
   role: 'primary';
@@ -75,8 +78,11 @@ export class Failover {
     const nsConfig = ctx.config.namespaces.find((n) => n.name === namespace);
     if (!nsConfig) throw new NamespaceUnknownError(`namespace ${namespace} is not replicated by this site (not in its config)`, { namespace });
     const before = ctx.store.roles.require(namespace);
-    const peers = await this.peerViews(namespace);
     const gate = this.leaderGate?.automatic(namespace) ? this.leaderGate : undefined;
+    // With automatic failover the old primary is usually unreachable (that is why the key is vacant) and etcd, not
+    // the peers, numbers the term: a peer that does not answer within a short bound must not delay the promote by a
+    // whole connect timeout (the fault suite's isolate-primary runs saw each attempt wait ~10 s on it).
+    const peers = await this.peerViews(namespace, gate ? PEER_VIEW_TIMEOUT_AUTOMATIC_MS : undefined);
     // With automatic failover the leader key, not a peer poll, says whether the primary is alive.
     const primaryAlive = !gate && peers.some((v) => v.site === before.primarySite && v.role === 'primary' && v.primarySite === before.primarySite && v.epoch === before.epoch);
     const request = { localSite: ctx.site, force: opts.force, maxLagMs: nsConfig.maxLagForPromoteMs, peerEpochs: peers.map((v) => v.epoch), primaryAlive };
@@ -437,12 +443,12 @@ export class Failover {
   }
 
   /** What the reachable peers hold for the namespace (promote takes the highest epoch + 1, and asks who is primary). */
-  private async peerViews(namespace: string): Promise<{ site: string; role: string; epoch: number; primarySite: string }[]> {
+  private async peerViews(namespace: string, timeoutMs?: number): Promise<{ site: string; role: string; epoch: number; primarySite: string }[]> {
     const out: { site: string; role: string; epoch: number; primarySite: string }[] = [];
     await Promise.all(
       [...this.ctx.peers.values()].map(async (p) => {
         try {
-          const st = await p.status();
+          const st = await p.status(timeoutMs);
           const v = st.namespaces.find((n) => n.namespace === namespace);
           if (v) out.push({ site: p.name, role: v.role, epoch: v.epoch, primarySite: v.primarySite });
         } catch {

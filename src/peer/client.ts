@@ -108,8 +108,25 @@ export class PeerClient {
   }
 
   /** The peer's view of every namespace. */
-  async status(): Promise<PeerStatus> {
-    return this.json('GET', '/status', undefined, peerStatusSchema);
+  /**
+   * The peer's status. `timeoutMs` bounds the whole call, the connection included (a caller that cannot wait for a
+   * black-holed peer's connect timeout): past it PeerUnreachableError. Without it, the client's own timeouts apply.
+   */
+  async status(timeoutMs?: number): Promise<PeerStatus> {
+    if (timeoutMs === undefined) return this.json('GET', '/status', undefined, peerStatusSchema);
+    // undici does not give up a TLS connect before its connect timeout, so the bound is kept here; the call itself
+    // ends by its own timeouts, unheard.
+    const call = this.json('GET', '/status', undefined, peerStatusSchema, timeoutMs);
+    call.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new PeerUnreachableError(`peer ${this.name} did not answer its status within ${timeoutMs} ms`, { site: this.name })), timeoutMs);
+    });
+    try {
+      return await Promise.race([call, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** What the peer can serve to this site's gateway (GET /peer/v1/serving); PeerMessageInvalidError for a malformed answer. */

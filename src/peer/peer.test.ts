@@ -242,6 +242,26 @@ describe('peer API over mutual TLS', () => {
     await c.close();
   });
 
+  it('status(timeoutMs) gives up on a peer that never completes the handshake within that bound, not the connect timeout', async () => {
+    // A listener that takes the TCP connection and never answers the TLS handshake (a black-holed peer).
+    const net = await import('node:net');
+    const sockets: import('node:net').Socket[] = [];
+    const silent = net.createServer((s) => void sockets.push(s));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as import('node:net').AddressInfo).port;
+    const c = new PeerClient({ url: `https://127.0.0.1:${port}`, identity: { name: 'a' }, tls: { certPem: siteB.certPem, keyPem: siteB.keyPem, caPem: ca.certPem }, timeoutMs: 60_000 });
+    try {
+      const started = Date.now();
+      await expect(c.status(300)).rejects.toMatchObject({ code: 'NHR_ERR_PEER_UNREACHABLE' });
+      // Bounded by its own 300 ms, far below the connect timeout (10 s) and the client's 60 s.
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      await c.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
+    }
+  });
+
   it('cuts connections that never finish the TLS handshake, or never send a whole request', async () => {
     const short = new PeerServer({
       host: '127.0.0.1',
