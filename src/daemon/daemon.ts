@@ -588,7 +588,7 @@ export class Daemon {
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
         if (fromIt && row.role === 'replica' && row.primarySite !== ctx.site) {
           if (snapshot) await this.syncer.sync(row.namespace, { actor: 'recovery' });
-          else this.stream.roleChanged(row.namespace);
+          else this.stream.resume(row.namespace);
         }
         if (fromIt && row.role === 'fenced') await this.failover.resumeFenced(row.namespace);
       }

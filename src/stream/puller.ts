@@ -162,6 +162,15 @@ export class NamespacePuller {
   }
 
   /** Re-checks the role now (after a promote, demote, resync) instead of at the next poll. */
+  /**
+   * Wakes the loop if it sleeps (a backoff after a failure), without touching a stream that runs: for a member that
+   * answers again, whose live stream (if any) is fine as it is.
+   */
+  wake(): void {
+    if (this.#wake) this.#wake();
+    else this.#poked = true;
+  }
+
   poke(): void {
     this.#pokes++;
     this.#abort?.abort();
@@ -237,6 +246,7 @@ export class NamespacePuller {
     if (after === undefined) return { kind: 'catchup', reason: pos?.epoch === undefined ? 'no position yet' : `position is from epoch ${pos.epoch}` };
     this.#state = 'connecting';
     const abort = (this.#abort = new AbortController());
+    const pokes = this.#pokes;
     // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
     const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal, scope: ns };
     // A failed change of the window ends this connection at once: the window keeps its device hold and the
@@ -303,6 +313,8 @@ export class NamespacePuller {
       // The window's failure is what ended the stream (its abort surfaces here as a broken connection).
       const cause = windowFailure ? windowFailure.err : err;
       if (cause instanceof CatchupNeeded) return { kind: 'catchup', reason: cause.reason };
+      // Our own poke ended it (a role change): the loop decides again; it is nobody's failure, least of all the peer's.
+      if (!windowFailure && this.#pokes !== pokes) return { kind: 'ended' };
       throw cause;
     } finally {
       // However the stream ends, no effect of the window may still run (or hold the lock) when the caller reconnects

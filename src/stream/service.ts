@@ -174,6 +174,11 @@ export class StreamService {
     this.#pullers.get(namespace)?.poke();
   }
 
+  /** A member the namespace streams from answers again: wake its puller if it waits, leaving a live stream alone. */
+  resume(namespace: string): void {
+    this.#pullers.get(namespace)?.wake();
+  }
+
   /** Peer API: this site's transport key. */
   async publicTransportKey(): Promise<TransportKeyInfo> {
     if (!this.transportKey) throw new InternalError(`site ${this.#o.ctx.site} has no transport key (configure nethsm.credentials.operator)`, { site: this.#o.ctx.site });

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Lab, LAB_PASSPHRASES } from '../../src/lab/lab.js';
 import type { PeerServer } from '../../src/peer/server.js';
+import { PeerUnreachableError } from '../../src/errors.js';
 import { waitFor } from '../helpers/wait.js';
 import { use } from '../helpers/clients.js';
 import { streamReady } from './stream-helpers.js';
@@ -58,6 +59,26 @@ describe('member recovery and shutdown', () => {
     // snapshot (a device backup at each site, writes held at b).
     await waitFor(() => b.daemon!.ctx.store.applied.knowsKey('alpha', 'during-cut'), 'the stream to record the key', 15_000);
     expect(b.daemon!.ctx.store.positions.get('alpha', 'a')!.lastOkAt).toBe(synced);
+    // And a stays ok: resuming it does not break the live stream off (which counted as a failure of a, recovered
+    // again, resumed again: a loop the scale bench caught).
+    const monitor = b.daemon!.ctx.monitor;
+    let failures = 0;
+    const report = monitor.reportFailure.bind(monitor);
+    monitor.reportFailure = (name: string, err: unknown) => {
+      if (name === 'a') failures++;
+      report(name, err);
+    };
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(failures).toBe(0);
+    expect(monitor.get('a')!.status).toBe('ok');
+    // A probe of a times out once while the stream runs: the stream's next line brings a back (recovery by a real
+    // call). Resuming it must leave the live stream alone: before, it broke it off, which counted against a again.
+    monitor.reportFailure('a', new PeerUnreachableError('test: a probe of a timed out', { site: 'a' }));
+    expect(monitor.get('a')!.status).toBe('unreachable');
+    await waitFor(() => monitor.get('a')!.status === 'ok', 'a to recover by its stream', 20_000);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(failures).toBe(1);
+    expect(monitor.get('a')!.status).toBe('ok');
   });
 
   it('lets an in-flight sync finish before it stops (SIGTERM path)', async () => {
