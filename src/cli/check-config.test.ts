@@ -161,7 +161,7 @@ describe('check-config against a simulator and a peer over mutual TLS', () => {
         outcome: 'warn',
         what: 'catch-up cost',
         detail:
-          "namespace alpha (generate: device): a catch-up snapshot into a NetHSM of 100000 entries (this one's keys) takes about 21.0 s, holding writes 15.0 s " +
+          "namespace alpha (generate: device): a catch-up snapshot into a NetHSM of 100000 entries (this one's keys) takes about 21.0 s, holding writes 6.0 s " +
           '(estimate from the default figures), longer than stream.catchupWindow (10 s). Try: set stream.catchupWindow above 21 s, or generate: replicated for these namespaces so generated keys are streamed per key (docs/streaming.md)',
       },
     ]);

@@ -44,6 +44,8 @@ export class Leadership implements LeaderGate {
   private renewal: Promise<void> | undefined;
   private lastError: string | null = null;
   private readonly views = new Map<string, { leader: LeaderRecord | undefined; state: string }>();
+  /** Why each namespace stepped down here, while it stays stepped down: status keeps saying it under later notes. */
+  private readonly steppedDown = new Map<string, string>();
   private state: 'new' | 'started' | 'closed' = 'new';
   private readonly automaticSet: ReadonlySet<string>;
 
@@ -193,6 +195,7 @@ export class Leadership implements LeaderGate {
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, next.role, next.epoch);
     ctx.metrics.failoverStepDownsTotal.inc({ namespace });
+    this.steppedDown.set(namespace, `stepped down: ${reason}`);
     this.note(namespace, undefined, `stepped down: ${reason}`);
     ctx.log.warn({ namespace, epoch: next.epoch, reason }, 'automatic failover: stopped taking writes (stepped down)');
   }
@@ -242,9 +245,13 @@ export class Leadership implements LeaderGate {
       case 'hold':
         this.note(namespace, keys?.leader, keys ? 'primary: holds the leader key' : 'primary: etcd unreachable, lease still valid');
         return;
-      case 'wait':
-        this.note(namespace, keys?.leader, d.reason);
+      case 'wait': {
+        // A site that stepped down and waits (etcd unreachable, say) still says first that it stepped down, and why.
+        const down = row.role === 'fenced' && row.primarySite === ctx.site ? this.steppedDown.get(namespace) : undefined;
+        if (!down) this.steppedDown.delete(namespace);
+        this.note(namespace, keys?.leader, down ? `${down}; ${d.reason}` : d.reason);
         return;
+      }
       case 'step-down':
         this.stepDown(namespace, d.reason);
         return;
