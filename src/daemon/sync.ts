@@ -15,7 +15,9 @@
  * Locks (docs/concurrency.md): the snapshot is fetched with no lock held; the apply backs the device up and merges
  * under a shared hold, and restores inside an exclusive hold of the device barrier, then the namespace's lock,
  * carrying the fencing token of the role row the sync was decided under (snapshot-apply.ts). A sync decided before a
- * promote, demote, fence or pause is abandoned before it touches the device.
+ * promote, demote, fence or pause is abandoned before it touches the device. Syncs of several namespaces whose
+ * snapshots are fetched together share one merge-restore (apply-batch.ts; docs/concurrency.md, "Coalesced syncs"):
+ * the barrier, then their namespaces' locks in sorted order, each token checked inside the hold.
  */
 import { existsSync } from 'node:fs';
 import { FenceTokenStaleError, NhrError, SyncBusyError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';

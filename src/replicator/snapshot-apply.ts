@@ -19,6 +19,9 @@
  *      verification keeps B1 (path logged) and throws SyncVerifyFailedError.
  * Writes made straight to the NetHSM (not through this daemon) between B1 and the restore are invisible to the
  * barrier and are lost in the common path: the window is documented (docs/concurrency.md).
+ * applySnapshots does the same for several namespaces at once (docs/concurrency.md, "Coalesced syncs"): one B1, one
+ * merged file, one hold and restore, one verification; "the namespace" above is then each of them, and writes within
+ * any of them need no new merge.
  */
 import { rename } from 'node:fs/promises';
 import { listBackupContents, verifyManifest } from '../backup/contents.js';
