@@ -86,3 +86,26 @@ describe('ApplyBatch', () => {
     expect(all.map((s) => s.status)).toEqual(['rejected', 'rejected']);
   });
 });
+
+describe('ApplyBatch while a batch runs', () => {
+  it('starts the next batch only once the running one returned, with every join made meanwhile', async () => {
+    const batches: string[][] = [];
+    let finishFirst!: () => void;
+    const first = new Promise<void>((r) => (finishFirst = r));
+    const run = async (entries: readonly E[]) => {
+      batches.push(entries.map((e) => e.namespace));
+      if (batches.length === 1) await first;
+      return new Map<string, PartOutcome>(entries.map((e) => [e.namespace, { ok: true, result: {} as ApplyResult }] as const));
+    };
+    const b = new ApplyBatch<E>(run, 60_000);
+    const x = b.join({ namespace: 'alpha' }, 1);
+    await tick();
+    const y = b.join({ namespace: 'beta' }, 1);
+    const z = b.join({ namespace: 'gamma' }, 1);
+    await tick();
+    expect(batches).toEqual([['alpha']]);
+    finishFirst();
+    await Promise.all([x, y, z]);
+    expect(batches).toEqual([['alpha'], ['beta', 'gamma']]);
+  });
+});

@@ -7,8 +7,9 @@
  * How a batch forms: a sync announces its snapshot fetch (`fetching`) and joins with the fetched snapshot (`join`).
  * The first join opens a batch; it starts as soon as no other announced fetch is still running, or after the first
  * joiner's own fetch time (at least MIN_WAIT_MS, at most `maxWaitMs`) when one is, so a lone sync starts at once and a slow fetch delays the
- * others by at most about what a fetch takes. Later joins form the next batch. A fetch that fails leaves (`fetching`'s
- * release) and so never holds a batch back.
+ * others by at most about what a fetch takes. Later joins form the next batch, which starts once the running one has
+ * restored (not before: that restore would make its merge race and redo) and gathers whatever joins meanwhile. A fetch
+ * that fails leaves (`fetching`'s release) and so never holds a batch back.
  */
 import { InternalError } from '../errors.js';
 import type { ApplyResult, PartOutcome } from '../replicator/snapshot-apply.js';
@@ -25,12 +26,16 @@ export type BatchRunner<E> = (entries: readonly E[]) => Promise<Map<string, Part
 interface Forming<E> {
   entries: { entry: E; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[];
   timer: NodeJS.Timeout | undefined;
+  /** Ready to start (no fetch to wait for, or the wait is over); waits only for the running batch. */
+  due: boolean;
 }
 
 export class ApplyBatch<E extends { namespace: string }> {
   /** Namespaces whose snapshot fetch is announced and has not joined or left. */
   readonly #fetching = new Set<string>();
   #forming: Forming<E> | undefined;
+  /** The batch being merged and restored (until its apply returns; its deferred verification runs on). */
+  #running: Promise<void> | undefined;
 
   /** `maxWaitMs`: the longest a formed batch waits for fetches still running (default 2 s). */
   constructor(
@@ -53,7 +58,7 @@ export class ApplyBatch<E extends { namespace: string }> {
    */
   join(entry: E, fetchMs: number): Promise<ApplyResult> {
     this.#fetching.delete(entry.namespace);
-    const forming = (this.#forming ??= { entries: [], timer: undefined });
+    const forming = (this.#forming ??= { entries: [], timer: undefined, due: false });
     const p = new Promise<ApplyResult>((resolve, reject) => forming.entries.push({ entry, resolve, reject }));
     if (forming.timer === undefined && this.#fetching.size > 0) {
       forming.timer = setTimeout(() => this.#start(), Math.min(Math.max(fetchMs, MIN_WAIT_MS), this.maxWaitMs));
@@ -69,10 +74,12 @@ export class ApplyBatch<E extends { namespace: string }> {
   #start(): void {
     const batch = this.#forming;
     if (!batch) return;
+    batch.due = true;
+    if (this.#running) return;
     this.#forming = undefined;
     clearTimeout(batch.timer);
     const entries = batch.entries;
-    this.run(entries.map((e) => e.entry)).then(
+    const run = this.run(entries.map((e) => e.entry)).then(
       (out) => {
         for (const e of entries) {
           const o = out.get(e.entry.namespace);
@@ -84,5 +91,10 @@ export class ApplyBatch<E extends { namespace: string }> {
         for (const e of entries) e.reject(err);
       },
     );
+    this.#running = run.finally(() => {
+      this.#running = undefined;
+      if (this.#forming?.due) this.#start();
+      else this.#startIfReady();
+    });
   }
 }
