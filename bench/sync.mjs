@@ -13,7 +13,11 @@
 // scoped to `alpha`, or with --probe outside unscoped, as a gateway write to another namespace) and the bench prints
 // the longest probe write during that run: the write hold. The snapshot transfer between sites (HTTPS) is left out of
 // both sides. Figures go to docs/benchmarks.md ("Snapshot sync").
-// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none]
+// With --two: `other` is replicated too, and each round compares two namespaces due at once at B: `separate` (two
+// applySnapshot calls at once, as each sync ran before coalescing: each restore makes the other merge again) against
+// `coalesced` (one applySnapshots: one B1, one merge, one restore, one verification). Snapshots are taken together (one
+// device backup at A) in both.
+// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two]
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
@@ -29,7 +33,7 @@ const { DeviceBarrier } = await dist(ROOT, 'concurrency/barrier.js');
 const { Device } = await dist(ROOT, 'replicator/device.js');
 const { WorkDir } = await dist(ROOT, 'replicator/workdir.js');
 const { takeSnapshot } = await dist(ROOT, 'replicator/snapshot-source.js');
-const { applySnapshot } = await dist(ROOT, 'replicator/snapshot-apply.js');
+const { applySnapshot, applySnapshots } = await dist(ROOT, 'replicator/snapshot-apply.js');
 const { rewriteBackup } = await dist(ROOT, 'replicator/rewrite.js');
 const { writeSyntheticDeviceBackup } = await dist(ROOT, 'backup/synthetic.js');
 const { TEST_SCRYPT } = await dist(ROOT, 'backup/format.js');
@@ -40,6 +44,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     baseline: { type: 'string' },
     probe: { type: 'string', default: 'alpha' },
+    two: { type: 'boolean', default: false },
   },
 });
 const KEYS = Number(values.keys);
@@ -217,11 +222,55 @@ async function sync(kind) {
   });
 }
 
+/** Two namespaces due at once at B: two applies racing each other (`separate`) or one coalesced apply. */
+async function two(kind) {
+  const d = deviceOf(B);
+  const NS = ['alpha', 'other'];
+  return measured(d.barrier, async () => {
+    const snaps = await Promise.all(NS.map((ns) => takeSnapshot(snapDeps, ns, 1)));
+    let restores = 0;
+    let remerges = 0;
+    const verifies = [];
+    const shared = { device: d.device, work: B.work, deviceOpen: open, snapshotOpen, onPhase: (p) => void (p === 'restore' && restores++), deferVerify: (v) => verifies.push(v) };
+    const perNs = { replicationUserId: 'replicator', knownKey: () => true };
+    if (kind === 'separate') {
+      const rs = await Promise.all(snaps.map((snap, i) => applySnapshot({ ...shared, ...perNs }, NS[i], snap.file, { onExisting: 'adopt' })));
+      remerges = rs.reduce((n, r) => n + r.remerges, 0);
+    } else {
+      const out = await applySnapshots(shared, snaps.map((snap, i) => ({ namespace: NS[i], snapshotFile: snap.file, options: { onExisting: 'adopt' }, ...perNs })));
+      for (const o of out.values()) {
+        if (!o.ok) throw o.error;
+        remerges += o.result.remerges;
+      }
+    }
+    const tv = performance.now();
+    await Promise.all(verifies.map((v) => v()));
+    verifyMs = performance.now() - tv;
+    return `restores ${restores}, remerges ${remerges}`;
+  });
+}
+
 const fmt = (x) => (x / 1000).toFixed(2).padStart(7);
 console.log(`snapshot sync bench: ${KEYS} keys per device (alpha ${Math.floor(KEYS / 2)}), probe ${values.probe}, ${ROUNDS} rounds`);
 const rows = [];
 try {
-  for (let i = 0; i < ROUNDS; i++) {
+  for (let i = 0; values.two && i < ROUNDS; i++) {
+    const r = await raw();
+    const sep = await two('separate');
+    const co = await two('coalesced');
+    rows.push({ r, sep, co });
+    console.log(
+      `round ${i + 1}: raw ${fmt(r.ms)} s | two separate ${fmt(sep.ms)} s = ${(sep.ms / r.ms).toFixed(2)}× raw, hold ${fmt(sep.hold)} s, then verify ${fmt(sep.verify)} s [${sep.detail}]` +
+        ` | coalesced ${fmt(co.ms)} s = ${(co.ms / r.ms).toFixed(2)}× raw, hold ${fmt(co.hold)} s, then verify ${fmt(co.verify)} s [${co.detail}]`,
+    );
+  }
+  if (values.two) {
+    const med = (xs) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+    console.log(
+      `median: separate/raw ${med(rows.map((x) => x.sep.ms / x.r.ms)).toFixed(2)} (with verification ${med(rows.map((x) => (x.sep.ms + x.sep.verify) / x.r.ms)).toFixed(2)}), coalesced/raw ${med(rows.map((x) => x.co.ms / x.r.ms)).toFixed(2)} (with verification ${med(rows.map((x) => (x.co.ms + x.co.verify) / x.r.ms)).toFixed(2)}), coalesced/separate ${med(rows.map((x) => x.co.ms / x.sep.ms)).toFixed(2)}`,
+    );
+  }
+  for (let i = 0; !values.two && i < ROUNDS; i++) {
     const r = await raw();
     const s = await sync('new');
     const b = old ? await sync('base') : undefined;
@@ -233,7 +282,7 @@ try {
     );
   }
   const med = (xs) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  console.log(
+  if (!values.two) console.log(
     `median: sync/raw ${med(rows.map((x) => x.s.ms / x.r.ms)).toFixed(2)} (with its verification ${med(rows.map((x) => (x.s.ms + x.s.verify) / x.r.ms)).toFixed(2)}), hold/raw-restore-hold ${med(rows.map((x) => x.s.hold / Math.max(x.r.hold, 1))).toFixed(2)}` +
       (old ? ` | before: sync/raw ${med(rows.map((x) => x.b.ms / x.r.ms)).toFixed(2)}, hold ${med(rows.map((x) => x.b.hold / Math.max(x.r.hold, 1))).toFixed(2)}` : ''),
   );

@@ -82,6 +82,11 @@ export interface ExclusiveOptions {
    * merge-restore of another namespace sees which. Absent: may change anything.
    */
   scope?: string;
+  /**
+   * The namespaces a coalesced merge-restore changes (apply-batch.ts): counted as `scope` is, once per namespace (the
+   * write generation counts the hold once). Takes precedence over `scope`.
+   */
+  scopes?: readonly string[];
 }
 
 /** Given to an exclusive holder: re-checks its tokens right before an irreversible device call. */
@@ -251,8 +256,8 @@ export class DeviceBarrier {
       guard.check();
       this.#exclusiveRuns++;
       // Counted before `fn` runs, so a mark the holder takes inside its own hold does not see its own hold.
-      const counts = this.#scopeOf(options.scope ?? null);
-      counts.admitted++;
+      const scopes = options.scopes && options.scopes.length > 0 ? options.scopes : [options.scope ?? null];
+      for (const sc of new Set(scopes)) this.#scopeOf(sc).admitted++;
       this.#generation++;
       return await this.#scope.run('exclusive', () => fn(guard));
     } finally {

@@ -583,14 +583,22 @@ export class Daemon {
     const { ctx } = this;
     try {
       const snapshot = name === NETHSM_MEMBER || (await this.peerRestartedNow(name));
+      // Started together, so the syncs of several namespaces coalesce into one merge-restore (apply-batch.ts).
+      const syncs: Promise<unknown>[] = [];
       for (const row of ctx.store.roles.list()) {
         if (row.paused) continue;
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
         if (fromIt && row.role === 'replica' && row.primarySite !== ctx.site) {
-          if (snapshot) await this.syncer.sync(row.namespace, { actor: 'recovery' });
+          if (snapshot) syncs.push(this.syncer.sync(row.namespace, { actor: 'recovery' }));
           else this.stream.resume(row.namespace);
         }
-        if (fromIt && row.role === 'fenced') await this.failover.resumeFenced(row.namespace);
+      }
+      // Every sync is awaited (none may reject unheard); the first failure is this resume's, as before.
+      const failed = (await Promise.allSettled(syncs)).find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      for (const row of ctx.store.roles.list()) {
+        const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
+        if (!row.paused && fromIt && row.role === 'fenced') await this.failover.resumeFenced(row.namespace);
       }
       ctx.monitor.markOk(name);
     } catch (err) {

@@ -15,7 +15,9 @@
  * Locks (docs/concurrency.md): the snapshot is fetched with no lock held; the apply backs the device up and merges
  * under a shared hold, and restores inside an exclusive hold of the device barrier, then the namespace's lock,
  * carrying the fencing token of the role row the sync was decided under (snapshot-apply.ts). A sync decided before a
- * promote, demote, fence or pause is abandoned before it touches the device.
+ * promote, demote, fence or pause is abandoned before it touches the device. Syncs of several namespaces whose
+ * snapshots are fetched together share one merge-restore (apply-batch.ts; docs/concurrency.md, "Coalesced syncs"):
+ * the barrier, then their namespaces' locks in sorted order, each token checked inside the hold.
  */
 import { existsSync } from 'node:fs';
 import { FenceTokenStaleError, NhrError, SyncBusyError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
@@ -24,7 +26,9 @@ import { reportBlame } from '../members/blame.js';
 import { syncFailureReason } from '../metrics/metrics.js';
 import { FOREIGN_REASON } from '../replicator/foreign.js';
 import { assertOperational } from '../nethsm/device-fault.js';
-import { applySnapshot, type ApplyDeps, type ApplyPhase, type ApplyResult, type RestoredSnapshot } from '../replicator/snapshot-apply.js';
+import { applySnapshots, type ApplyPart, type ApplyPhase, type ApplyResult, type PartOutcome, type RestoredSnapshot, type SharedApplyDeps } from '../replicator/snapshot-apply.js';
+import { assertTokenCurrent } from '../concurrency/fencing.js';
+import { ApplyBatch } from './apply-batch.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { timedDevice } from '../replicator/device-timing.js';
 import type { EpochClaim } from '../roles/role-machine.js';
@@ -73,6 +77,8 @@ export type SyncResult =
       quarantinedUsers?: string[];
       /** The change stream's current failure, when it has one (a snapshot needs no root Operator; imports do). */
       streamLastError?: string;
+      /** The other namespaces restored in the same merge-restore (due at once here: apply-batch.ts), when any. */
+      coalescedWith?: string[];
     }
   | { namespace: string; outcome: 'requested'; peers: { name: string; ok: boolean; error?: string }[] }
   | { namespace: string; outcome: 'skipped'; reason: string };
@@ -83,6 +89,27 @@ export interface SyncProgress {
   startedAt: number;
   step: string;
   stepAt: number;
+}
+
+/** A sync whose snapshot is fetched, waiting in (or running with) an apply batch. */
+interface BatchEntry {
+  namespace: string;
+  primary: string;
+  token: FencingToken;
+  file: string;
+  started: number;
+  req: SyncRequest;
+  onExisting: 'refuse' | 'remove' | 'adopt' | undefined;
+  fetchSeconds: number;
+  bytes: number;
+  /** The change stream's failure when the position was recorded (set inside the hold). */
+  streamError?: string;
+}
+
+/** Runs `fn` once; every call gets its promise. */
+function once<T>(fn: () => Promise<T>): () => Promise<T> {
+  let p: Promise<T> | undefined;
+  return () => (p ??= fn());
 }
 
 export interface SyncBounds {
@@ -102,6 +129,8 @@ export class NamespaceSync {
   /** The verification of a namespace's last restore, running after its sync answered. */
   private readonly verifying = new Map<string, Promise<void>>();
   private readonly bounds: Required<SyncBounds>;
+  /** Gathers the applies of namespaces due at once into one merge-restore. */
+  private readonly batch = new ApplyBatch<BatchEntry>((entries) => this.applyBatch(entries));
 
   constructor(
     private readonly ctx: SiteContext,
@@ -248,6 +277,8 @@ export class NamespaceSync {
     const started = Date.now();
     const file = ctx.work.temp(`incoming-${namespace}`);
     ctx.metrics.syncInProgress.set({ namespace }, 1);
+    const leave = this.batch.fetching(namespace);
+    let joined = false;
     try {
       // A device that cannot take the restore (Locked) refuses the sync now, naming why, before the primary is asked
       // for a snapshot (a device backup there).
@@ -272,78 +303,114 @@ export class NamespaceSync {
         const now = ctx.store.roles.require(namespace);
         token = now.primarySite === primary && now.epoch === fetched.epoch && now.role !== 'primary' ? tokenOf(now, 'sync') : decided;
       }
-      let streamError: string | undefined;
-      // The cost model's figures (replicator/cost-model.ts): the device calls' timings, the apply's and the hold's.
-      const timed = timedDevice(ctx.device);
-      let holdSeconds = 0;
-      const applyStarted = performance.now();
       // The backup and merge run under a shared hold; only the restore (and the position's record) is exclusive.
       this.step(namespace, "backing up this NetHSM and merging the snapshot (writes go on)");
-      const r = await applySnapshot(
-        {
-          device: timed.device,
-          work: ctx.work,
-          deviceOpen: ctx.deviceOpen,
-          snapshotOpen: ctx.snapshotOpen,
-          replicationUserId: ctx.replicationUserIds.get(namespace) ?? '',
-          // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them.
-          ...(ctx.config.replication.directWriters ? { maxRemerges: -1 } : {}),
-          hold: (fn) =>
-            ctx.barrier.exclusive(
-              [token],
-              (guard) =>
-                ctx.applyLock(namespace).run(async () => {
-                  const t0 = performance.now();
-                  try {
-                    return await fn(guard);
-                  } finally {
-                    holdSeconds += (performance.now() - t0) / 1000;
-                  }
-                }),
-              { scope: namespace },
-            ),
-          // Recorded under the namespace's lock, so no stream change is recorded between the restore and the position.
-          afterRestore: (restored) => {
-            this.recordPosition(namespace, primary, restored, started);
-            // Read now: once the position moves the stream reconnects, and its failure shows again only when it recurs.
-            streamError = this.streamError(namespace);
-          },
-          onPhase: (phase) => this.step(namespace, APPLY_STEPS[phase]),
-          onHeldMerge: () => ctx.metrics.syncHeldMergesTotal.inc({ namespace }),
-          onVerifySkipped: () => ctx.metrics.syncVerifySkippedTotal.inc({ namespace }),
-          deferVerify: (verify) => this.verifying.set(namespace, this.verifyAfter(namespace, primary, verify, started, req.actor)),
-          logger: ctx.log,
-          onForeignLoss: (n) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace }, n),
-          ...this.foreignDeps(namespace),
-        },
-        namespace,
-        file,
-        { onExisting: this.existingPolicy(namespace, req) },
-      );
-      const applySeconds = (performance.now() - applyStarted) / 1000;
-      ctx.costModel.observe({ namespace, fetchSeconds, snapshotBytes: fetched.bytes, holdSeconds, applySeconds, ...timed.timings, namespaceEntries: r.namespaceEntries });
-      const result = this.recordOk(namespace, primary, r, started, req.actor, streamError);
+      const entry: BatchEntry = { namespace, primary, token, file, started, req, onExisting: this.existingPolicy(namespace, req), fetchSeconds, bytes: fetched.bytes };
+      joined = true;
+      const r = await this.batch.join(entry, fetchSeconds * 1000);
+      const result = this.recordOk(namespace, primary, r, started, req.actor, entry.streamError);
       return result;
     } catch (err) {
       if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started, req.actor);
       throw err;
     } finally {
+      if (!joined) leave();
       ctx.metrics.syncInProgress.set({ namespace }, 0);
       await removeFiles(file);
     }
   }
 
   /**
+   * Applies the snapshots of the syncs that joined one batch (apply-batch.ts) in one merge-restore. One entry: exactly
+   * the single-namespace apply (its token checked by the barrier; a stale one abandons it). Several: the hold takes
+   * the barrier, then the namespaces' locks in sorted order; each token is checked inside it and a stale one drops its
+   * namespace only. Each position is recorded inside the hold, under its namespace's lock.
+   */
+  private async applyBatch(entries: readonly BatchEntry[]): Promise<Map<string, PartOutcome>> {
+    const { ctx } = this;
+    const names = entries.map((e) => e.namespace).sort();
+    const single = entries.length === 1;
+    // The cost model's figures (replicator/cost-model.ts): the device calls' timings, the apply's and the hold's.
+    const timed = timedDevice(ctx.device);
+    let holdSeconds = 0;
+    const applyStarted = performance.now();
+    let deferred: (() => Promise<boolean>) | undefined;
+    const locked = <T>(ns: readonly string[], fn: () => Promise<T>): Promise<T> => (ns.length === 0 ? fn() : ctx.applyLock(ns[0]!).run(() => locked(ns.slice(1), fn)));
+    const shared: SharedApplyDeps = {
+      device: timed.device,
+      work: ctx.work,
+      deviceOpen: ctx.deviceOpen,
+      snapshotOpen: ctx.snapshotOpen,
+      // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them.
+      ...(ctx.config.replication.directWriters ? { maxRemerges: -1 } : {}),
+      hold: (fn, namespaces) => {
+        const scopes = [...(namespaces ?? names)].sort();
+        return ctx.barrier.exclusive(
+          single ? [entries[0]!.token] : [],
+          (guard) =>
+            locked(scopes, async () => {
+              const t0 = performance.now();
+              try {
+                return await fn(guard);
+              } finally {
+                holdSeconds += (performance.now() - t0) / 1000;
+              }
+            }),
+          single ? { scope: names[0]! } : { scopes },
+        );
+      },
+      onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase])),
+      onHeldMerge: () => names.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns })),
+      onVerifySkipped: () => names.forEach((ns) => ctx.metrics.syncVerifySkippedTotal.inc({ namespace: ns })),
+      deferVerify: (verify) => (deferred = verify),
+      logger: ctx.log,
+      onForeignLoss: (n) => names.forEach((ns) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: ns }, n)),
+      site: ctx.site,
+      quarantineOut: { passphrase: ctx.replicationPassphrase, ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}) },
+    };
+    const parts = entries.map((e): ApplyPart => ({
+      namespace: e.namespace,
+      snapshotFile: e.file,
+      options: e.onExisting ? { onExisting: e.onExisting } : {},
+      replicationUserId: ctx.replicationUserIds.get(e.namespace) ?? '',
+      // Recorded under the namespace's lock, so no stream change is recorded between the restore and the position.
+      afterRestore: (restored) => {
+        this.recordPosition(e.namespace, e.primary, restored, e.started);
+        // Read now: once the position moves the stream reconnects, and its failure shows again only when it recurs.
+        e.streamError = this.streamError(e.namespace);
+      },
+      ...(single ? {} : { check: () => assertTokenCurrent((ns) => ctx.store.roles.get(ns), e.token) }),
+      ...this.foreignDeps(e.namespace),
+    }));
+    const out = await applySnapshots(shared, parts);
+    const applySeconds = (performance.now() - applyStarted) / 1000;
+    const verify = deferred && once(deferred);
+    for (const e of entries) {
+      const o = out.get(e.namespace);
+      if (!o?.ok) continue;
+      if (verify) this.verifying.set(e.namespace, this.verifyAfter(e.namespace, e.primary, verify, e.started, e.req.actor));
+      // The cost model prices one namespace's merge-restore; a coalesced one is not one namespace's cost.
+      if (single) {
+        ctx.costModel.observe({ namespace: e.namespace, fetchSeconds: e.fetchSeconds, snapshotBytes: e.bytes, holdSeconds, applySeconds, ...timed.timings, namespaceEntries: o.result.namespaceEntries });
+      }
+    }
+    const restored = [...out].filter(([, o]) => o.ok).map(([ns]) => ns);
+    if (restored.length > 1) {
+      ctx.metrics.syncCoalescedRestoresTotal.inc();
+      ctx.log.info({ namespaces: restored, dropped: names.filter((ns) => !restored.includes(ns)) }, 'coalesced merge-restore of several namespaces done');
+    }
+    return out;
+  }
+
+  /**
    * What snapshot apply needs to tell foreign writes (saved to quarantine and reported) from keys replication put
    * here: this site's stream records, and at a fenced site the fence's quarantine file, which already holds its copy.
    */
-  private foreignDeps(namespace: string): Pick<ApplyDeps, 'site' | 'knownKey' | 'savedFiles' | 'quarantineOut' | 'onQuarantined'> {
+  private foreignDeps(namespace: string): Pick<ApplyPart, 'knownKey' | 'savedFiles' | 'onQuarantined'> {
     const { ctx } = this;
     return {
-      site: ctx.site,
       knownKey: (id) => ctx.store.applied.knowsKey(namespace, id) || ctx.store.changelog.knowsKey(namespace, id),
       savedFiles: this.fenceQuarantine(namespace),
-      quarantineOut: { passphrase: ctx.replicationPassphrase, ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}) },
       onQuarantined: (q) => {
         ctx.metrics.quarantinedEntriesTotal.inc({ namespace, reason: 'foreign_writes' }, q.keys + q.users);
         ctx.store.audit.append({
@@ -435,6 +502,7 @@ export class NamespaceSync {
       ...(r.savedExisting ? { savedExisting: r.savedExisting } : {}),
       ...(r.quarantined ? { quarantine: r.quarantined.path, quarantinedKeys: r.quarantined.keyIds, quarantinedUsers: r.quarantined.userIds } : {}),
       ...(streamError ? { streamLastError: streamError } : {}),
+      ...(r.batch.length > 1 ? { coalescedWith: r.batch.filter((ns) => ns !== namespace) } : {}),
     };
   }
 

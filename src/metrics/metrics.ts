@@ -153,6 +153,8 @@ export interface ReplicatorMetrics {
   readonly syncHeldMergesTotal: Counter<'namespace'>;
   /** Snapshot syncs whose restore could not be verified (writes kept passing the barrier after it). */
   readonly syncVerifySkippedTotal: Counter<'namespace'>;
+  /** Merge-restores that carried the snapshots of several namespaces due at once (daemon/apply-batch.ts). */
+  readonly syncCoalescedRestoresTotal: Counter;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
   /** Quarantine files no operator has acknowledged yet (`quarantine ack`), counted at each scrape. */
@@ -514,6 +516,11 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('sync_held_merges_total'),
       help: 'Snapshot syncs whose backup and merge ran inside the exclusive hold, holding writes, because writes kept racing them.',
       labelNames: ['namespace'],
+      registers,
+    }),
+    syncCoalescedRestoresTotal: new Counter({
+      name: name('sync_coalesced_restores_total'),
+      help: 'Merge-restores that carried the snapshots of several namespaces due at once at this site (one device backup, restore and verification for all).',
       registers,
     }),
     syncVerifySkippedTotal: new Counter({

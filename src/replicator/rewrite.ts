@@ -14,6 +14,11 @@ import type { BackupReader } from '../backup/reader.js';
 export interface RewriteOptions {
   base: { source: BackupSource; open: OpenBackupOptions; keep: (path: string) => boolean };
   overlay?: { source: BackupSource; open: OpenBackupOptions; select: (path: string) => boolean };
+  /**
+   * Instead of `overlay`: several, each contributing only the paths `within` it (disjoint, e.g. one namespace each: a
+   * coalesced merge of several snapshots), walked together in firmware order; `select` as `overlay`'s within them.
+   */
+  overlays?: readonly OverlaySpec[];
   /** Output file (atomic: temp, fsync, rename; removed on failure). */
   out: string;
   /**
@@ -21,6 +26,13 @@ export interface RewriteOptions {
    * what its restore removes in the same pass.
    */
   onDropped?: (path: string, inOverlay: boolean) => void;
+}
+
+export interface OverlaySpec {
+  source: BackupSource;
+  open: OpenBackupOptions;
+  within: (path: string) => boolean;
+  select: (path: string) => boolean;
 }
 
 export interface RewriteSummary {
@@ -34,9 +46,11 @@ export interface RewriteSummary {
 export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> {
   let base: BackupReader | undefined;
   let overlay: BackupReader | undefined;
+  const many: BackupReader[] = [];
   try {
     base = await openSource(o.base.source, o.base.open);
     if (o.overlay) overlay = await openSource(o.overlay.source, o.overlay.open);
+    for (const spec of o.overlays ?? []) many.push(await openSource(spec.source, spec.open));
     const [b, ov] = [base, overlay];
     return await withSink(o.out, {}, async (stream) => {
       const writer = await createOutputWriter(stream, b, b, {});
@@ -44,8 +58,14 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
         const s: RewriteSummary = { keptFromBase: 0, droppedFromBase: 0, fromOverlay: 0, entriesWritten: 0 };
         const baseIt = selected(orderedEntries(b, 'device backup'), () => true);
         // The overlay is walked whole (less its manifest) so a base entry's path is matched even when it is not selected.
-        const ovIt = ov && o.overlay ? selected(orderedEntries(ov, 'overlay backup'), () => true) : empty();
-        const pick = o.overlay?.select ?? (() => true);
+        const specs = o.overlays ?? [];
+        const ovIt =
+          ov && o.overlay
+            ? selected(orderedEntries(ov, 'overlay backup'), () => true)
+            : specs.length > 0
+              ? mergeOrdered(specs.map((spec, i) => selected(orderedEntries(many[i]!, 'overlay backup'), spec.within)))
+              : empty();
+        const pick = o.overlay?.select ?? (specs.length > 0 ? (p: string) => specs.some((spec) => spec.within(p) && spec.select(p)) : () => true);
         let x = await baseIt.next();
         let y = await ovIt.next();
         while (!x.done || !y.done) {
@@ -79,7 +99,7 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
       }
     });
   } finally {
-    await closeAll(base, overlay);
+    await closeAll(base, overlay, ...many);
   }
 }
 
@@ -87,6 +107,22 @@ async function* selected(entries: AsyncIterable<BackupEntry>, select: (path: str
   for await (const e of entries) {
     if (classifyPath(e.path).kind === 'manifest') continue;
     if (select(e.path)) yield e;
+  }
+}
+
+/** Several ordered entry streams with disjoint paths, as one ordered stream (firmware order). */
+async function* mergeOrdered(its: AsyncGenerator<BackupEntry>[]): AsyncGenerator<BackupEntry> {
+  const heads = await Promise.all(its.map((it) => it.next()));
+  for (;;) {
+    let min = -1;
+    for (let i = 0; i < heads.length; i++) {
+      const h = heads[i]!;
+      if (h.done) continue;
+      if (min < 0 || compareBackupPaths(h.value.path, (heads[min]!.value as BackupEntry).path) < 0) min = i;
+    }
+    if (min < 0) return;
+    yield heads[min]!.value as BackupEntry;
+    heads[min] = await its[min]!.next();
   }
 }
 

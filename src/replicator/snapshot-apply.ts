@@ -19,6 +19,9 @@
  *      verification keeps B1 (path logged) and throws SyncVerifyFailedError.
  * Writes made straight to the NetHSM (not through this daemon) between B1 and the restore are invisible to the
  * barrier and are lost in the common path: the window is documented (docs/concurrency.md).
+ * applySnapshots does the same for several namespaces at once (docs/concurrency.md, "Coalesced syncs"): one B1, one
+ * merged file, one hold and restore, one verification; "the namespace" above is then each of them, and writes within
+ * any of them need no new merge.
  */
 import { rename } from 'node:fs/promises';
 import { listBackupContents, verifyManifest } from '../backup/contents.js';
@@ -37,8 +40,11 @@ import { isUserOf, rewriteBackup } from './rewrite.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
 
-/** Takes the exclusive device hold (and whatever locks go with it) and runs `fn` inside it. */
-export type ExclusiveHold = <T>(fn: (guard: ExclusiveGuard) => Promise<T>) => Promise<T>;
+/**
+ * Takes the exclusive device hold (and whatever locks go with it) and runs `fn` inside it. `namespaces`: the ones the
+ * restore changes (the hold's scopes; a coalesced apply passes several, in sorted order).
+ */
+export type ExclusiveHold = <T>(fn: (guard: ExclusiveGuard) => Promise<T>, namespaces?: readonly string[]) => Promise<T>;
 
 /** Where a sync stands, for tests and progress: each phase is reported as it starts. */
 export type ApplyPhase = 'backup' | 'merge' | 'hold' | 'restore' | 'verify';
@@ -53,8 +59,8 @@ export interface ApplyDeps {
   replicationUserId: string;
   /**
    * Takes the exclusive hold around the restore; its guard is checked right before the restore (a stale token
-   * abandons the apply). Pass the namespace as the hold's scope (ExclusiveOptions). Default: the device's barrier,
-   * no tokens, scoped to the namespace.
+   * abandons the apply). Pass the namespaces as the hold's scopes (ExclusiveOptions). Default: the device's barrier,
+   * no tokens, scoped to the namespaces.
    */
   hold?: ExclusiveHold;
   /** Runs inside the exclusive hold right after a successful restore (the caller records the position there). */
@@ -99,6 +105,28 @@ export interface ApplyDeps {
   onQuarantined?: (q: ForeignQuarantine) => void;
 }
 
+/** The deps that belong to one namespace; a coalesced apply takes them per part. */
+type PartDeps = 'replicationUserId' | 'afterRestore' | 'knownKey' | 'savedFiles' | 'onQuarantined';
+
+/** What a coalesced apply shares between its namespaces (the device, the hold, the phases, the verification). */
+export type SharedApplyDeps = Omit<ApplyDeps, PartDeps>;
+
+/** One namespace of a coalesced merge-restore (applySnapshots). */
+export interface ApplyPart extends Pick<ApplyDeps, PartDeps> {
+  namespace: string;
+  /** Its verified snapshot file; moved to `snapshots/<ns>.nsbackup` once restored. */
+  snapshotFile: string;
+  options?: ApplyOptions;
+  /**
+   * Re-checks what the part was decided under (its fencing token) inside the hold, before anything is saved or
+   * restored; a throw drops the part (the throw is its outcome) and the others merge again without it.
+   */
+  check?: () => void;
+}
+
+/** A part's outcome: its result, or why it dropped out of the batch (the others went on). */
+export type PartOutcome = { ok: true; result: ApplyResult } | { ok: false; error: unknown };
+
 export interface ApplyOptions {
   /** First sync of this namespace at this site: refuse (default) or replace a namespace the device already holds. */
   onExisting?: 'refuse' | 'remove' | 'adopt';
@@ -122,53 +150,81 @@ export interface ApplyResult {
   savedExisting?: string;
   /** Foreign writes the restore removed, and the quarantine file that holds them. */
   quarantined?: ForeignQuarantine;
+  /** The namespaces restored together with this one in one coalesced merge-restore (sorted; this one among them). */
+  batch: string[];
 }
 
 /** What `afterRestore` learns: the result less what only verification tells. */
 export type RestoredSnapshot = Omit<ApplyResult, 'verified'>;
 
-/** One merge: the device backup it came from, the merged file, and the namespace paths the restore removes. */
-interface Merged {
-  base: string;
-  merged: string;
-  replacing: boolean;
-  /** The foreign entries among those the restore removes (none when replacing the whole namespace). */
-  foreign: ForeignEntries | undefined;
-}
-
-interface Apply {
-  deps: ApplyDeps;
-  namespace: string;
-  snapshotFile: string;
-  options: ApplyOptions;
+/** One namespace in an apply: its part, what its snapshot says, and whether its restore replaces the device's copy. */
+interface Part {
+  spec: ApplyPart;
   meta: SnapshotMeta;
   stripped: string[];
   namespaceEntries: number;
+}
+
+/** One merge: the device backup it came from, the merged file, and per namespace what the restore removes. */
+interface Merged {
+  base: string;
+  merged: string;
+  parts: Part[];
+  /** Namespaces whose whole copy the restore replaces (`onExisting: 'remove'`). */
+  replacing: Set<string>;
+  /** Per namespace, the foreign entries among those the restore removes (none when replacing the whole namespace). */
+  foreign: Map<string, ForeignEntries>;
+}
+
+interface Apply {
+  deps: SharedApplyDeps;
+  /** The parts still in the batch (a dropped one leaves, with its outcome in `dropped`). */
+  parts: Part[];
+  dropped: Map<string, unknown>;
   log: Logger;
   temp: (label: string) => string;
 }
 
 /**
- * Applies a verified snapshot file of `namespace`. On success the snapshot is moved to `snapshots/<ns>.nsbackup`.
- * Throws the codec's errors for a bad snapshot (nothing touched), SyncNamespaceExistsError, SyncRaceError (last
- * resort only), SyncQuarantineFailedError (foreign entries could not be saved; nothing restored),
- * SyncVerifyFailedError (after the restore and `afterRestore`), what `hold` throws (FenceTokenStaleError, a drain
- * timeout: nothing restored), and the client's errors. Before the restore nothing on the device has changed; a failed
- * restore leaves it as it was (the NetHSM applies a restore file only once fully read and authenticated).
+ * Applies a verified snapshot file of `namespace`: the one-namespace case of applySnapshots. On success the snapshot
+ * is moved to `snapshots/<ns>.nsbackup`. Throws the codec's errors for a bad snapshot (nothing touched),
+ * SyncNamespaceExistsError, SyncRaceError (last resort only), SyncQuarantineFailedError (foreign entries could not be
+ * saved; nothing restored), SyncVerifyFailedError (after the restore and `afterRestore`), what `hold` throws
+ * (FenceTokenStaleError, a drain timeout: nothing restored), and the client's errors. Before the restore nothing on the
+ * device has changed; a failed restore leaves it as it was (the NetHSM applies a restore file only once fully read and
+ * authenticated).
  */
 export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshotFile: string, options: ApplyOptions = {}): Promise<ApplyResult> {
-  const contents = await listBackupContents(snapshotFile, { input: deps.snapshotOpen });
-  verifyManifest(contents);
-  const meta = snapshotMetaOf(contents.manifest, namespace);
-  const temps: string[] = [];
-  const a: Apply = {
-    deps,
+  const { replicationUserId, afterRestore, knownKey, savedFiles, onQuarantined, ...shared } = deps;
+  const part: ApplyPart = {
     namespace,
     snapshotFile,
     options,
-    meta,
-    stripped: meta.administrators.filter((id) => id !== deps.replicationUserId),
-    namespaceEntries: contents.namespaces[namespace]?.keys ?? 0,
+    replicationUserId,
+    ...(afterRestore ? { afterRestore } : {}),
+    ...(knownKey ? { knownKey } : {}),
+    ...(savedFiles ? { savedFiles } : {}),
+    ...(onQuarantined ? { onQuarantined } : {}),
+  };
+  const out = (await applySnapshots(shared, [part])).get(namespace)!;
+  if (!out.ok) throw out.error;
+  return out.result;
+}
+
+/**
+ * Applies several namespaces' snapshots in ONE merge-restore (docs/concurrency.md, "Coalesced syncs"): one B1, one
+ * merged file (each namespace's entries from its own snapshot less its administrators, everything else from B1), one
+ * exclusive hold and restore, one verification. A part whose snapshot does not open, whose first sync is refused, or
+ * whose `check` throws drops out with that error as its outcome; the others go on. What fails the device step
+ * (the client's errors, SyncRaceError, SyncQuarantineFailedError, SyncVerifyFailedError, what `hold` throws) fails
+ * every part still in the batch: it is thrown. Namespaces must be distinct.
+ */
+export async function applySnapshots(deps: SharedApplyDeps, specs: readonly ApplyPart[]): Promise<Map<string, PartOutcome>> {
+  const temps: string[] = [];
+  const a: Apply = {
+    deps,
+    parts: [],
+    dropped: new Map(),
     log: deps.logger ?? silentLogger,
     temp: (label) => {
       const t = deps.work.temp(label);
@@ -176,47 +232,24 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
       return t;
     },
   };
-  const hold: ExclusiveHold = deps.hold ?? ((fn) => deps.device.barrier.exclusive([], fn, { scope: namespace }));
+  const single = specs.length === 1;
+  for (const spec of [...specs].sort((x, y) => (x.namespace < y.namespace ? -1 : 1))) {
+    try {
+      a.parts.push(await openPart(deps, spec));
+    } catch (err) {
+      if (single) throw err;
+      drop(a, spec.namespace, err);
+    }
+  }
+  const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [] }));
   try {
-    // Writes within the namespace itself (its stream, its anti-entropy) need no new merge: the restore replaces the
-    // namespace, and the position recorded with it makes the stream apply again what the snapshot lacks.
-    const own = new Set([namespace]);
-    let outcome: { done: RestoredSnapshot; merged: Merged; after: WriteMark } | undefined;
-    let remerges = 0;
-    for (; outcome === undefined && remerges <= (deps.maxRemerges ?? 2); remerges++) {
-      const mark = deps.device.barrier.markWrites();
-      const m = await backupAndMerge(a, (file) => deps.device.backupForReading(file), remerges);
-      await deps.beforeHold?.();
-      deps.onPhase?.('hold');
-      outcome = await hold(async (guard) => {
-        const raced = deps.device.barrier.writesSince(mark, own);
-        if (raced > 0) {
-          a.log.info({ namespace, writes: raced }, 'writes passed the device barrier during the backup and merge; merging again');
-          return undefined;
-        }
-        const done = await saveAndRestore(a, m, guard, remerges, false);
-        return { done, merged: m, after: deps.device.barrier.markWrites() };
-      });
-    }
-    if (outcome === undefined) {
-      // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
-      deps.onHeldMerge?.();
-      if (remerges === 0) a.log.info({ namespace }, 'merging inside the exclusive hold, with a re-check for writers around the daemon (replication.directWriters)');
-      else {
-        a.log.warn(
-          { namespace, attempts: remerges },
-          'writes kept passing the device barrier during every backup and merge; merging inside the exclusive hold (writes wait for the whole merge-restore)',
-        );
-      }
-      outcome = await hold(async (guard) => {
-        const r = await heldMerge(a, remerges);
-        const done = await saveAndRestore(a, r.merged, guard, r.remerges, true);
-        return { done, merged: r.merged, after: deps.device.barrier.markWrites() };
-      });
-    }
-    const restored = outcome;
+    const restored = await mergeAndRestore(a, hold, single);
+    const out = new Map<string, PartOutcome>([...a.dropped].map(([ns, error]) => [ns, { ok: false, error }] as const));
+    if (!restored) return out;
+    const renames = () => Promise.all(restored.parts.map((p) => rename(p.spec.snapshotFile, deps.work.snapshotOf(p.spec.namespace))));
+    let verified: boolean | 'deferred';
     if (deps.deferVerify) {
-      await rename(snapshotFile, deps.work.snapshotOf(namespace));
+      await renames();
       // The temporary files (B1 among them, kept when verification fails) now belong to the verification.
       const files = temps.splice(0);
       const later: Apply = {
@@ -228,42 +261,152 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
         },
       };
       deps.deferVerify(() => verifyAfter(later, restored.merged, restored.after).finally(() => removeFiles(...files)));
-      return { ...restored.done, verified: 'deferred' };
+      verified = 'deferred';
+    } else {
+      verified = await verifyAfter(a, restored.merged, restored.after);
+      await renames();
     }
-    const verified = await verifyAfter(a, restored.merged, restored.after);
-    await rename(snapshotFile, deps.work.snapshotOf(namespace));
-    return { ...restored.done, verified };
+    restored.parts.forEach((p, i) => out.set(p.spec.namespace, { ok: true, result: { ...restored.done[i]!, verified } }));
+    return out;
   } finally {
     await removeFiles(...temps);
   }
 }
 
-/** B1 with `backup` (shared or, inside the hold, the holder's own), then the merge. */
-async function backupAndMerge(a: Apply, backup: (file: string) => Promise<unknown>, attempt: number): Promise<Merged> {
+async function openPart(deps: SharedApplyDeps, spec: ApplyPart): Promise<Part> {
+  const contents = await listBackupContents(spec.snapshotFile, { input: deps.snapshotOpen });
+  verifyManifest(contents);
+  const meta = snapshotMetaOf(contents.manifest, spec.namespace);
+  return {
+    spec,
+    meta,
+    stripped: meta.administrators.filter((id) => id !== spec.replicationUserId),
+    namespaceEntries: contents.namespaces[spec.namespace]?.keys ?? 0,
+  };
+}
+
+function drop(a: Apply, namespace: string, err: unknown): void {
+  a.parts = a.parts.filter((p) => p.spec.namespace !== namespace);
+  a.dropped.set(namespace, err);
+  a.log.warn({ namespace, err }, 'namespace left out of the coalesced merge-restore; the others go on');
+}
+
+/** Drops the parts whose `check` throws; whether any did (the merge must then be redone without them). */
+function dropStale(a: Apply, parts: readonly Part[]): boolean {
+  let any = false;
+  for (const p of parts) {
+    try {
+      p.spec.check?.();
+    } catch (err) {
+      drop(a, p.spec.namespace, err);
+      any = true;
+    }
+  }
+  return any;
+}
+
+interface Restored {
+  done: RestoredSnapshot[];
+  parts: Part[];
+  merged: Merged;
+  after: WriteMark;
+}
+
+/** Steps 1–3 of the module comment for the parts in `a`; undefined when every part dropped out. */
+async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): Promise<Restored | undefined> {
+  const { deps } = a;
+  const names = () => a.parts.map((p) => p.spec.namespace);
+  let outcome: Restored | undefined;
+  let remerges = 0;
+  for (; outcome === undefined && remerges <= (deps.maxRemerges ?? 2); remerges++) {
+    if (a.parts.length === 0) return undefined;
+    const mark = deps.device.barrier.markWrites();
+    const m = await backupAndMerge(a, (file) => deps.device.backupForReading(file), remerges, single);
+    if (!m) return undefined;
+    await deps.beforeHold?.();
+    deps.onPhase?.('hold');
+    // Writes within the batch's namespaces (their streams, their anti-entropy) need no new merge: the restore replaces
+    // them, and the positions recorded with it make the streams apply again what the snapshots lack.
+    const own = new Set(m.parts.map((p) => p.spec.namespace));
+    outcome = await hold(async (guard) => {
+      const raced = deps.device.barrier.writesSince(mark, own);
+      if (raced > 0) {
+        a.log.info({ namespaces: [...own], writes: raced }, 'writes passed the device barrier during the backup and merge; merging again');
+        return undefined;
+      }
+      if (dropStale(a, m.parts)) return undefined;
+      const done = await saveAndRestore(a, m, guard, remerges, false);
+      return done && { done, parts: m.parts, merged: m, after: deps.device.barrier.markWrites() };
+    }, [...own]);
+  }
+  if (outcome !== undefined) return outcome;
+  if (a.parts.length === 0) return undefined;
+  // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
+  deps.onHeldMerge?.();
+  const namespaces = names();
+  if (remerges === 0) a.log.info({ namespaces }, 'merging inside the exclusive hold, with a re-check for writers around the daemon (replication.directWriters)');
+  else {
+    a.log.warn(
+      { namespaces, attempts: remerges },
+      'writes kept passing the device barrier during every backup and merge; merging inside the exclusive hold (writes wait for the whole merge-restore)',
+    );
+  }
+  return hold(async (guard) => {
+    for (;;) {
+      dropStale(a, a.parts);
+      if (a.parts.length === 0) return undefined;
+      const r = await heldMerge(a, remerges, single);
+      if (!r) return undefined;
+      const done = await saveAndRestore(a, r.merged, guard, r.remerges, true);
+      if (done) return { done, parts: r.merged.parts, merged: r.merged, after: deps.device.barrier.markWrites() };
+    }
+  }, namespaces);
+}
+
+/** B1 with `backup` (shared or, inside the hold, the holder's own), then the merge; undefined when no part is left. */
+async function backupAndMerge(a: Apply, backup: (file: string) => Promise<unknown>, attempt: number, single: boolean): Promise<Merged | undefined> {
   a.deps.onPhase?.('backup');
   const base = a.temp(`pre-${attempt + 1}`);
   await backup(base);
-  const replacing = await checkExisting(a.deps, a.namespace, base, a.options);
+  const replacing = new Set<string>();
+  for (const p of [...a.parts]) {
+    try {
+      if (await checkExisting(a.deps, p.spec.namespace, base, p.spec.options ?? {})) replacing.add(p.spec.namespace);
+    } catch (err) {
+      if (single) throw err;
+      drop(a, p.spec.namespace, err);
+    }
+  }
+  if (a.parts.length === 0) return undefined;
   a.deps.onPhase?.('merge');
   return mergeFrom(a, base, replacing);
 }
 
 /** The merge of `base`, and the foreign entries the restore would remove (known files read here, outside any hold). */
-async function mergeFrom(a: Apply, base: string, replacing: boolean): Promise<Merged> {
-  const { merged, removed } = await merge(a, base);
-  const { deps, namespace, log } = a;
-  if (replacing || removed.size === 0) return { base, merged, replacing, foreign: undefined };
-  const known = { files: [deps.work.snapshotOf(namespace), ...(deps.savedFiles ?? [])], open: deps.snapshotOpen, ...(deps.knownKey ? { knownKey: deps.knownKey } : {}) };
-  return { base, merged, replacing, foreign: await foreignAmong(namespace, removed, known, log) };
+async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>): Promise<Merged> {
+  const parts = [...a.parts];
+  const { merged, removed } = await merge(a, parts, base);
+  const { deps, log } = a;
+  const foreign = new Map<string, ForeignEntries>();
+  for (const p of parts) {
+    const ns = p.spec.namespace;
+    const gone = removed.get(ns);
+    if (replacing.has(ns) || !gone || gone.size === 0) continue;
+    const known = { files: [deps.work.snapshotOf(ns), ...(p.spec.savedFiles ?? [])], open: deps.snapshotOpen, ...(p.spec.knownKey ? { knownKey: p.spec.knownKey } : {}) };
+    foreign.set(ns, await foreignAmong(ns, gone, known, log));
+  }
+  return { base, merged, parts, replacing: new Set([...replacing].filter((ns) => parts.some((p) => p.spec.namespace === ns))), foreign };
 }
 
 /**
  * The last resort, inside the exclusive hold: no write passes the barrier, so only writers bypassing it can race; a
  * B2 re-check catches those (bounded; SyncRaceError when they keep racing).
  */
-async function heldMerge(a: Apply, remergesSoFar: number): Promise<{ merged: Merged; remerges: number }> {
-  const otherData = (p: string) => !isNamespacePath(p, a.namespace) && isStoreData(p);
-  let m = await backupAndMerge(a, (file) => a.deps.device.backupTo(file), remergesSoFar);
+async function heldMerge(a: Apply, remergesSoFar: number, single: boolean): Promise<{ merged: Merged; remerges: number } | undefined> {
+  let m = await backupAndMerge(a, (file) => a.deps.device.backupTo(file), remergesSoFar, single);
+  if (!m) return undefined;
+  const namespaces = m.parts.map((p) => p.spec.namespace);
+  const otherData = (p: string) => !namespaces.some((ns) => isNamespacePath(p, ns)) && isStoreData(p);
   let rechecks = 0;
   for (;;) {
     await a.deps.beforeRecheck?.();
@@ -271,52 +414,78 @@ async function heldMerge(a: Apply, remergesSoFar: number): Promise<{ merged: Mer
     await a.deps.device.backupTo(b2);
     const raced = await diffFiles(a.deps.deviceOpen, m.base, b2, otherData);
     if (isEmptyDiff(raced)) break;
-    a.log.warn({ namespace: a.namespace, changed: raced.samples }, 'entries outside the namespace changed during the sync (a writer bypassing the gateway); merging again');
+    a.log.warn({ namespaces, changed: raced.samples }, 'entries outside the namespace changed during the sync (a writer bypassing the gateway); merging again');
     if (++rechecks > (a.deps.maxRechecks ?? 3)) {
-      throw new SyncRaceError(`entries outside namespace ${a.namespace} changed ${rechecks} times during the sync; not restoring`, { namespace: a.namespace });
+      const what = namespaces.join(', ');
+      throw new SyncRaceError(`entries outside namespace ${what} changed ${rechecks} times during the sync; not restoring`, { namespace: what });
     }
     m = await mergeFrom(a, b2, m.replacing);
   }
   return { merged: m, remerges: remergesSoFar + rechecks };
 }
 
-/** Inside the hold: save what the restore removes (from the base it replaces), check the tokens, restore. */
-async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerges: number, held: boolean): Promise<RestoredSnapshot> {
-  const { deps, namespace, meta, log } = a;
-  const savedExisting = m.replacing ? await saveExisting(deps, namespace, m.base, log) : undefined;
-  const quarantined = m.replacing ? undefined : await saveForeign(a, m);
+/**
+ * Inside the hold: save what the restore removes (from the base it replaces), check the tokens, restore. Undefined
+ * when a part's `check` failed after the saves (dropped: the caller merges again without it).
+ */
+async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerges: number, held: boolean): Promise<RestoredSnapshot[] | undefined> {
+  const { deps, log } = a;
+  const saved = new Map<string, { savedExisting?: string; quarantined?: ForeignQuarantine }>();
+  for (const p of m.parts) {
+    const ns = p.spec.namespace;
+    if (m.replacing.has(ns)) saved.set(ns, { savedExisting: await saveExisting(deps, ns, m.base, log) });
+    else {
+      const q = await saveForeign(a, p, m);
+      saved.set(ns, q ? { quarantined: q } : {});
+    }
+  }
   guard.check();
+  if (dropStale(a, m.parts)) return undefined;
   deps.onPhase?.('restore');
   await deps.device.restore(m.merged);
-  const done: RestoredSnapshot = {
-    meta,
-    remerges,
-    heldMerge: held,
-    namespaceEntries: a.namespaceEntries,
-    strippedAdministrators: a.stripped,
-    ...(savedExisting ? { savedExisting } : {}),
-    ...(quarantined ? { quarantined } : {}),
-  };
-  deps.afterRestore?.(done);
+  const batch = m.parts.map((p) => p.spec.namespace);
+  const done = m.parts.map((p): RestoredSnapshot => {
+    const s = saved.get(p.spec.namespace)!;
+    return {
+      meta: p.meta,
+      remerges,
+      heldMerge: held,
+      namespaceEntries: p.namespaceEntries,
+      strippedAdministrators: p.stripped,
+      batch,
+      ...(s.savedExisting ? { savedExisting: s.savedExisting } : {}),
+      ...(s.quarantined ? { quarantined: s.quarantined } : {}),
+    };
+  });
+  m.parts.forEach((p, i) => p.spec.afterRestore?.(done[i]!));
   return done;
 }
 
 /**
- * Base entries outside the namespace + the snapshot's namespace entries less the stripped administrators, in one pass
- * that also lists the namespace's keys and users of the base the restore removes (the snapshot lacks their path).
+ * Base entries outside the namespaces + each snapshot's namespace entries less its stripped administrators, in one
+ * pass that also lists, per namespace, its keys and users of the base the restore removes (the snapshot lacks them).
  */
-async function merge(a: Apply, base: string): Promise<{ merged: string; removed: Set<string> }> {
-  const inNs = (p: string) => isNamespacePath(p, a.namespace);
-  const dropAdmin = isUserOf(a.namespace, a.stripped);
-  const removed = new Set<string>();
-  const keyOrUser = (p: string) => inNs(p) && ['namespace-key', 'namespace-user'].includes(classifyPath(p).kind);
+async function merge(a: Apply, parts: readonly Part[], base: string): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
+  const inAny = (p: string) => parts.some((x) => isNamespacePath(p, x.spec.namespace));
+  const removed = new Map<string, Set<string>>();
   const out = a.temp('merged');
   await rewriteBackup({
-    base: { source: base, open: a.deps.deviceOpen, keep: (p) => !inNs(p) },
-    overlay: { source: a.snapshotFile, open: a.deps.snapshotOpen, select: (p) => inNs(p) && !dropAdmin(p) },
+    base: { source: base, open: a.deps.deviceOpen, keep: (p) => !inAny(p) },
+    overlays: parts.map((x) => {
+      const dropAdmin = isUserOf(x.spec.namespace, x.stripped);
+      const within = (p: string) => isNamespacePath(p, x.spec.namespace);
+      return { source: x.spec.snapshotFile, open: a.deps.snapshotOpen, within, select: (p: string) => !dropAdmin(p) };
+    }),
     out,
     onDropped: (p, replaced) => {
-      if (!replaced && keyOrUser(p)) removed.add(p);
+      if (replaced) return;
+      const c = classifyPath(p);
+      if ((c.kind === 'namespace-key' || c.kind === 'namespace-user') && inAny(p)) {
+        const ns = parts.find((x) => isNamespacePath(p, x.spec.namespace))!.spec.namespace;
+        let set = removed.get(ns);
+        if (!set) removed.set(ns, (set = new Set()));
+        set.add(p);
+      }
     },
   });
   return { merged: out, removed };
@@ -350,7 +519,9 @@ async function diffFiles(
  * whether it verified; keeps B1 and throws SyncVerifyFailedError when anything compared is off.
  */
 async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boolean> {
-  const { deps, namespace, log } = a;
+  const { deps, log } = a;
+  const namespaces = m.parts.map((p) => p.spec.namespace);
+  const inBatch = (p: string) => namespaces.some((ns) => isNamespacePath(p, ns));
   deps.onPhase?.('verify');
   await deps.beforeVerify?.();
   const b3 = a.temp('post');
@@ -358,23 +529,24 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boole
   const written = deps.device.barrier.scopesWrittenSince(after);
   if (written.has(null)) {
     deps.onVerifySkipped?.();
-    log.warn({ namespace }, 'restore not verified: writes that may touch anything passed the device barrier after it (the restore itself succeeded)');
+    log.warn({ namespaces }, 'restore not verified: writes that may touch anything passed the device barrier after it (the restore itself succeeded)');
     return false;
   }
   const skip = [...written].filter((s): s is string => s !== null);
   const inScope = (p: string) => isStoreData(p) && !skip.some((ns) => isNamespacePath(p, ns));
   let lostOutside = 0;
   const diff = await diffFiles(deps.deviceOpen, m.merged, b3, inScope, (p, kind) => {
-    if (kind !== 'added' && !isNamespacePath(p, namespace)) lostOutside++;
+    if (kind !== 'added' && !inBatch(p)) lostOutside++;
   });
   if (isEmptyDiff(diff)) return true;
-  const kept = deps.work.keptPath(namespace);
+  const what = namespaces.join(', ');
+  const kept = deps.work.keptPath(namespaces.join('+'));
   await rename(m.base, kept);
   if (lostOutside > 0) deps.onForeignLoss?.(lostOutside);
-  log.error({ namespace, kept, differences: diff.samples, notCompared: skip }, 'restore verification failed; pre-restore backup kept');
+  log.error({ namespaces, kept, differences: diff.samples, notCompared: skip }, 'restore verification failed; pre-restore backup kept');
   throw new SyncVerifyFailedError(
-    `after restoring namespace ${namespace}: ${diff.missing + diff.changed + diff.added} entries not as merged, ${lostOutside} of them outside it lost or changed; pre-restore backup kept at ${kept}`,
-    { namespace, path: kept },
+    `after restoring namespace ${what}: ${diff.missing + diff.changed + diff.added} entries not as merged, ${lostOutside} of them outside it lost or changed; pre-restore backup kept at ${kept}`,
+    { namespace: what, path: kept },
   );
 }
 
@@ -392,7 +564,7 @@ function isStoreData(path: string): boolean {
  * true; its copy is saved to `kept/` from the last backup before the restore), or taken as the bootstrap copy
  * (`adopt`: init-replica put it there).
  */
-async function checkExisting(deps: ApplyDeps, namespace: string, deviceBackup: string, options: ApplyOptions): Promise<boolean> {
+async function checkExisting(deps: SharedApplyDeps, namespace: string, deviceBackup: string, options: ApplyOptions): Promise<boolean> {
   const mode = options.onExisting;
   if (mode === undefined || mode === 'adopt') return false;
   const c = await listBackupContents(deviceBackup, { input: deps.deviceOpen });
@@ -408,7 +580,7 @@ async function checkExisting(deps: ApplyDeps, namespace: string, deviceBackup: s
 }
 
 /** `onExisting: 'remove'`: the whole copy the device holds goes to `kept/` (it holds any foreign entry too). */
-async function saveExisting(deps: ApplyDeps, namespace: string, deviceBackup: string, log: Logger): Promise<string> {
+async function saveExisting(deps: SharedApplyDeps, namespace: string, deviceBackup: string, log: Logger): Promise<string> {
   const saved = deps.work.keptPath(`${namespace}-existing`).replace(/\.bin$/, '.nsbackup');
   const s = await extractNamespace(deviceBackup, namespace, saved, { input: deps.deviceOpen, meta: { reason: 'replaced by first sync' } });
   log.warn({ namespace, saved, keys: s.keys, users: s.users }, 'replacing the namespace the device held; its copy was saved');
@@ -420,9 +592,11 @@ async function saveExisting(deps: ApplyDeps, namespace: string, deviceBackup: st
  * reports them; undefined when there are none (no file). Throws SyncQuarantineFailedError: the caller must not
  * restore then.
  */
-async function saveForeign(a: Apply, m: Merged): Promise<ForeignQuarantine | undefined> {
-  const { deps, namespace, meta, log } = a;
-  const foreign = m.foreign;
+async function saveForeign(a: Apply, p: Part, m: Merged): Promise<ForeignQuarantine | undefined> {
+  const { deps, log } = a;
+  const { namespace } = p.spec;
+  const { meta } = p;
+  const foreign = m.foreign.get(namespace);
   if (!foreign || foreign.paths.size === 0) return undefined;
   const out = deps.quarantineOut ?? {
     ...(deps.snapshotOpen.passphrase !== undefined ? { passphrase: deps.snapshotOpen.passphrase } : {}),
@@ -438,6 +612,6 @@ async function saveForeign(a: Apply, m: Merged): Promise<ForeignQuarantine | und
     { namespace, quarantine: q.path, keys: q.keys, users: q.users, keyIds: q.keyIds, userIds: q.userIds },
     'foreign writes at this replica (not replicated; written straight to the NetHSM) saved to quarantine before the snapshot removes them',
   );
-  deps.onQuarantined?.(q);
+  p.spec.onQuarantined?.(q);
   return q;
 }

@@ -44,4 +44,6 @@ export interface SimCore {
   delay(op: string): Promise<void>;
   /** Set while a restore runs: a second one is refused. */
   restoreInProgress: boolean;
+  /** Restores applied since start (tests count device restores at the device, not in the daemon). */
+  restoresApplied: number;
 }

@@ -63,6 +63,8 @@ export interface RunningSimulator {
   readonly power: PowerState;
   /** Completed boots: 1 after start, +1 per reboot, factory reset, commit-update or power-on. */
   readonly boots: number;
+  /** Restores applied (full or partial) since this process started the simulator: tests count them. */
+  readonly restores: number;
   /** Boots a shut-down simulator (a no-op while on): Locked, Operational with unattended boot, or Unprovisioned. */
   powerOn(): Promise<void>;
   /** Resolves once `n` boots have completed (read `boots`, trigger a reboot, wait for `boots + 1`). */
@@ -101,6 +103,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     pendingUpdate: undefined,
     delay: (op) => sleep(latency[op] ?? 0),
     restoreInProgress: false,
+    restoresApplied: 0,
   };
 
   const router = new Router(sim);
@@ -150,6 +153,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     },
     get boots() {
       return power.boots;
+    },
+    get restores() {
+      return sim.restoresApplied;
     },
     powerOn: () => power.powerOn(),
     waitForBoot: (n) => power.waitForBoot(n),

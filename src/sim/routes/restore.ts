@@ -110,6 +110,7 @@ async function restoreUpload(ctx: RequestContext, sim: SimCore): Promise<void> {
   if (time !== undefined) sim.device.setTime(time);
   staged.header.configStoreKey?.fill(0);
   if (staged.truncated) throw new SimHttpError(400, TRUNCATED_MESSAGE);
+  sim.restoresApplied++;
 }
 
 export function restoreRoute(): Route {
