@@ -121,6 +121,9 @@ export interface SyncBounds {
   deviceCheckMs?: number;
 }
 
+/** How long after a sync whose every attempt outside the hold raced the next ones merge inside it at once. */
+export const RACED_MEMORY_MS = 10 * 60_000;
+
 export class NamespaceSync {
   private readonly running = new Map<string, Promise<SyncResult>>();
   /** The one sync queued behind a running one, shared by every request that arrived meanwhile. */
@@ -128,6 +131,12 @@ export class NamespaceSync {
   private readonly progress = new Map<string, SyncProgress>();
   /** The verification of a namespace's last restore, running after its sync answered. */
   private readonly verifying = new Map<string, Promise<void>>();
+  /**
+   * When a sync here last had writes race every backup and merge it tried outside the hold (ms). For a while after,
+   * syncs merge inside the hold at once: under steady local writes the attempts outside it only add backups and
+   * merges before the same held sequence (the scale bench's probe writes showed sync time growing past the old path's).
+   */
+  private racedAt: number | undefined;
   private readonly bounds: Required<SyncBounds>;
   /** Gathers the applies of namespaces due at once into one merge-restore. */
   private readonly batch = new ApplyBatch<BatchEntry>((entries) => this.applyBatch(entries));
@@ -335,14 +344,16 @@ export class NamespaceSync {
     let holdSeconds = 0;
     const applyStarted = performance.now();
     let deferred: (() => Promise<boolean>) | undefined;
+    const racedRecently = this.racedAt !== undefined && Date.now() - this.racedAt < RACED_MEMORY_MS;
     const locked = <T>(ns: readonly string[], fn: () => Promise<T>): Promise<T> => (ns.length === 0 ? fn() : ctx.applyLock(ns[0]!).run(() => locked(ns.slice(1), fn)));
     const shared: SharedApplyDeps = {
       device: timed.device,
       work: ctx.work,
       deviceOpen: ctx.deviceOpen,
       snapshotOpen: ctx.snapshotOpen,
-      // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them.
-      ...(ctx.config.replication.directWriters ? { maxRemerges: -1 } : {}),
+      // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them. After
+      // a recent sync whose every attempt raced, the attempts outside the hold would most likely race again.
+      ...(ctx.config.replication.directWriters || racedRecently ? { maxRemerges: -1 } : {}),
       hold: (fn, namespaces) => {
         const scopes = [...(namespaces ?? names)].sort();
         return ctx.barrier.exclusive(
@@ -360,7 +371,10 @@ export class NamespaceSync {
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase])),
-      onHeldMerge: () => names.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns })),
+      onHeldMerge: () => {
+        if (!racedRecently && !ctx.config.replication.directWriters) this.racedAt = Date.now();
+        names.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
+      },
       onVerifySkipped: () => names.forEach((ns) => ctx.metrics.syncVerifySkippedTotal.inc({ namespace: ns })),
       deferVerify: (verify) => (deferred = verify),
       logger: ctx.log,

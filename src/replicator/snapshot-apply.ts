@@ -344,7 +344,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
   deps.onHeldMerge?.();
   const namespaces = names();
-  if (remerges === 0) a.log.info({ namespaces }, 'merging inside the exclusive hold, with a re-check for writers around the daemon (replication.directWriters)');
+  if (remerges === 0) a.log.info({ namespaces }, 'merging inside the exclusive hold at once, with a re-check (replication.directWriters, or writes raced every attempt of a recent sync)');
   else {
     a.log.warn(
       { namespaces, attempts: remerges },
