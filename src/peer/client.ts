@@ -226,30 +226,12 @@ export class PeerClient {
     opts: { signal?: AbortSignal; idleTimeoutMs: number; log?: string | undefined },
   ): Promise<AsyncIterable<string>> {
     const q = `?${after ? `after=${formatPosition(after)}&` : ''}log=${encodeURIComponent(opts.log ?? NO_LOG_PARAM)}`;
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(`${this.base}/namespaces/${encodeURIComponent(namespace)}/changes${q}`, {
-        method: 'GET',
-        dispatcher: this.agent,
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: opts.idleTimeoutMs,
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-    } catch (cause) {
-      throw connectError(cause, this.name);
-    }
-    if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
-    const site = this.name;
-    return (async function* () {
-      try {
-        yield* ndjsonLines(res.body, MAX_LINE_BYTES, site);
-      } catch (cause) {
-        if (cause instanceof PeerMessageInvalidError) throw cause;
-        throw new PeerUnreachableError(`change stream of ${namespace} from ${site} broke off: ${(cause as Error).message}`, { cause, site, namespace });
-      } finally {
-        res.body.destroy();
-      }
-    })();
+    return this.ndjson('GET', `/namespaces/${encodeURIComponent(namespace)}/changes${q}`, undefined, namespace, {
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      idleTimeoutMs: opts.idleTimeoutMs,
+      maxLineBytes: MAX_LINE_BYTES,
+      what: `change stream of ${namespace}`,
+    });
   }
 
   /**
@@ -272,7 +254,8 @@ export class PeerClient {
     path: string,
     body: unknown,
     namespace: string,
-    opts: { signal?: AbortSignal; idleTimeoutMs?: number },
+    /** `maxLineBytes` default MAX_INVENTORY_LINE_BYTES; `what` names the transfer in errors (default `<method> <path>`). */
+    opts: { signal?: AbortSignal; idleTimeoutMs?: number; maxLineBytes?: number; what?: string },
   ): Promise<AsyncIterable<string>> {
     let res: Dispatcher.ResponseData;
     try {
@@ -290,12 +273,13 @@ export class PeerClient {
     }
     if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
     const site = this.name;
+    const what = opts.what ?? `${method} ${path}`;
     return (async function* () {
       try {
-        yield* ndjsonLines(res.body, MAX_INVENTORY_LINE_BYTES, site);
+        yield* ndjsonLines(res.body, opts.maxLineBytes ?? MAX_INVENTORY_LINE_BYTES, site);
       } catch (cause) {
         if (cause instanceof PeerMessageInvalidError) throw cause;
-        throw new PeerUnreachableError(`${method} ${path} from ${site} broke off: ${(cause as Error).message}`, { cause, site, namespace });
+        throw new PeerUnreachableError(`${what} from ${site} broke off: ${(cause as Error).message}`, { cause, site, namespace });
       } finally {
         res.body.destroy();
       }
