@@ -20,6 +20,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { NetHsmClient } from '../dist/nethsm/client.js';
+import { closedLoop, nearestRank } from './lib/load.mjs';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..');
@@ -134,8 +135,8 @@ async function main() {
     // Warm-up (JIT, TLS sessions, pools) on every path before anything is counted.
     for (const s of setups) {
       for (const p of s.paths) {
-        await run(8, 1, () => p.client.sign('p256', 'ECDSA', s.keys.digest));
-        await run(8, 1, () => p.client.decrypt('aes', 'AES_CBC', s.keys.encrypted, s.keys.iv));
+        await closedLoop(8, 1, () => p.client.sign('p256', 'ECDSA', s.keys.digest));
+        await closedLoop(8, 1, () => p.client.decrypt('aes', 'AES_CBC', s.keys.encrypted, s.keys.iv));
       }
     }
     console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`);
@@ -190,7 +191,7 @@ async function measureRow(s, c, seconds, rounds, call) {
       const gw0 = p.gw ? await cpuOf(p.gw) : undefined;
       const sim0 = simCpuUs(s.simPid);
       const client0 = process.cpuUsage();
-      const res = await run(c, seconds, () => call(p.client));
+      const res = await closedLoop(c, seconds, () => call(p.client));
       const client1 = process.cpuUsage(client0);
       const o = out[i];
       o.simUs += simCpuUs(s.simPid) - sim0;
@@ -216,25 +217,8 @@ async function warm(client, c, call) {
   );
 }
 
-/** `c` workers calling back to back until `seconds` have passed; every call started is counted once it ends. */
-async function run(c, seconds, op) {
-  const latencies = [];
-  const t0 = performance.now();
-  const until = t0 + seconds * 1000;
-  await Promise.all(
-    Array.from({ length: c }, async () => {
-      while (performance.now() < until) {
-        const s = performance.now();
-        await op();
-        latencies.push(performance.now() - s);
-      }
-    }),
-  );
-  return { latencies, count: latencies.length, seconds: (performance.now() - t0) / 1000 };
-}
-
 function fmt(sorted, p) {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)].toFixed(1);
+  return nearestRank(sorted, p).toFixed(1);
 }
 
 function cpuOf(child) {

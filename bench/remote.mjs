@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { createCa, issueCert } from '../dist/tls/index.js';
+import { closedLoop, nearestRank } from './lib/load.mjs';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..');
@@ -98,7 +99,7 @@ async function main() {
         console.log(
           `| ${latency} ms | ${c} | ${l.rate.toFixed(0)} | ${r.rate.toFixed(0)} | ${(r.rate / l.rate).toFixed(2)} | ` +
             `${pct(l.latencies, 50)} / ${pct(l.latencies, 99)} | ${pct(r.latencies, 50)} / ${pct(r.latencies, 99)} | ` +
-            `${(at(r.latencies, 50) - at(l.latencies, 50)).toFixed(2)} |`,
+            `${(nearestRank(r.latencies, 50) - nearestRank(l.latencies, 50)).toFixed(2)} |`,
         );
       }
     }
@@ -114,8 +115,8 @@ async function measureRow(paths, c, seconds, rounds, call) {
   const out = paths.map(() => ({ latencies: [], count: 0, seconds: 0 }));
   for (let r = 0; r < rounds; r++) {
     for (const [i, p] of paths.entries()) {
-      await run(c, 0.3, () => call(p.client));
-      const res = await run(c, seconds, () => call(p.client));
+      await closedLoop(c, 0.3, () => call(p.client));
+      const res = await closedLoop(c, seconds, () => call(p.client));
       out[i].latencies.push(...res.latencies);
       out[i].count += res.count;
       out[i].seconds += res.seconds;
@@ -124,29 +125,9 @@ async function measureRow(paths, c, seconds, rounds, call) {
   return out.map((o) => ({ ...o, latencies: Float64Array.from(o.latencies).sort(), rate: o.count / o.seconds }));
 }
 
-/** `c` workers calling back to back until `seconds` have passed. */
-async function run(c, seconds, op) {
-  const latencies = [];
-  const t0 = performance.now();
-  const until = t0 + seconds * 1000;
-  await Promise.all(
-    Array.from({ length: c }, async () => {
-      while (performance.now() < until) {
-        const s = performance.now();
-        await op();
-        latencies.push(performance.now() - s);
-      }
-    }),
-  );
-  return { latencies, count: latencies.length, seconds: (performance.now() - t0) / 1000 };
-}
-
-function at(sorted, p) {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
 
 function pct(sorted, p) {
-  return at(sorted, p).toFixed(1);
+  return nearestRank(sorted, p).toFixed(1);
 }
 
 /** The group CA, each gateway's server certificate and each site's peer certificate (client side of mutual TLS). */
