@@ -312,8 +312,9 @@ export class NamespaceSync {
         const now = ctx.store.roles.require(namespace);
         token = now.primarySite === primary && now.epoch === fetched.epoch && now.role !== 'primary' ? tokenOf(now, 'sync') : decided;
       }
-      // The backup and merge run under a shared hold; only the restore (and the position's record) is exclusive.
-      this.step(namespace, "backing up this NetHSM and merging the snapshot (writes go on)");
+      // The backup and merge run under a shared hold; only the restore (and the position's record) is exclusive. Until
+      // its batch runs (apply-batch.ts), the step says it waits; the batch's phases name each step after that.
+      this.step(namespace, 'waiting to apply the snapshot (together with any other namespace due now: one merge-restore)');
       const entry: BatchEntry = { namespace, primary, token, file, started, req, onExisting: this.existingPolicy(namespace, req), fetchSeconds, bytes: fetched.bytes };
       joined = true;
       const r = await this.batch.join(entry, fetchSeconds * 1000);
