@@ -198,7 +198,8 @@ describe('sync guards at the replica', () => {
     // The apply's temporary files (device backups, merged file) are gone; only the test's snapshots remain. B may be
     // serving a snapshot of beta to A meanwhile (A's recovery of B, whose daemon started after A's first probe): those
     // files are not the apply's.
-    const serving = (f: string) => f.startsWith('device-shared-') || f.startsWith('snapshot-beta-');
+    // (The atomic writer's temp file of a snapshot being written starts with a dot.)
+    const serving = (f: string) => /^\.?(device-shared-|snapshot-beta-)/.test(f);
     expect((await readdir(b.ctx.work.work)).filter((f) => !f.startsWith('test-snapshot') && !serving(f))).toEqual([]);
     expect(path.basename(file)).toMatch(/^test-snapshot/);
   });
