@@ -11,6 +11,7 @@
  * Unknown namespace: 404. Invalid namespace id, invalid or repeated `max_lag`, unknown query parameter on the role
  * checks: 400. Unknown path: 404. Methods other than GET and HEAD: 405.
  */
+import { withDeadline } from '../util/deadline.js';
 import { tryParseDuration } from '../config/duration.js';
 import { isValidId } from '../nethsm/ids.js';
 import type { ScrapeSource } from '../metrics/nethsm-exporter.js';
@@ -61,13 +62,8 @@ export async function route(method: string, rawUrl: string, deps: RouteDeps): Pr
 
 async function readiness(deps: RouteDeps): Promise<HealthAnswer> {
   let result: Readiness;
-  let timer: NodeJS.Timeout | undefined;
   try {
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`readiness checks did not answer within ${deps.readyTimeoutMs} ms`)), deps.readyTimeoutMs);
-      timer.unref();
-    });
-    result = await Promise.race([deps.source.ready(), timeout]);
+    result = await withDeadline(deps.source.ready(), deps.readyTimeoutMs, () => new Error(`readiness checks did not answer within ${deps.readyTimeoutMs} ms`));
   } catch (err) {
     deps.logger.warn({ err }, 'readiness checks failed to answer');
     // NhrError messages carry no secrets (errors.ts contract); anything else is named by its class only.
@@ -75,8 +71,6 @@ async function readiness(deps: RouteDeps): Promise<HealthAnswer> {
       ? err.message
       : 'readiness check failed';
     return json(503, { ready: false, failing: ['readiness'], checks: { readiness: { ok: false, detail } } });
-  } finally {
-    clearTimeout(timer);
   }
   const checks = isRecord(result?.checks) ? result.checks : {};
   const failing = Object.entries(checks).filter(([, c]) => !isRecord(c) || c.ok !== true).map(([name]) => name);

@@ -7,6 +7,7 @@
  * NetHsmNotOperationalError and NetHsmCredentialRefusedError, so `status`, the sync's answer, the log and the metrics
  * name the cause instead of a status code.
  */
+import { withDeadline } from '../util/deadline.js';
 import { NetHsmCredentialRefusedError, NetHsmHttpError, NetHsmLockedError, NetHsmNotOperationalError, NetHsmTimeoutError } from '../errors.js';
 
 /** An account of this site's NetHSM, as the operator knows it. */
@@ -68,24 +69,17 @@ export function asDeviceFault(err: unknown, account: DeviceAccount): unknown {
  * the client's errors (unreachable, TLS) as they are.
  */
 export async function assertOperational(readState: () => Promise<string>, timeoutMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new NetHsmTimeoutError(`this site's NetHSM did not tell its state within ${timeoutMs} ms`, { operation: 'GET /health/state' })),
-      timeoutMs,
-    );
-  });
-  try {
-    const state = await Promise.race([readState(), bound]);
-    if (state === 'Locked') {
-      throw new NetHsmLockedError("this site's NetHSM is Locked: nothing can be applied to it until it is unlocked", { operation: 'GET /health/state' });
-    }
-    if (state !== 'Operational') {
-      throw new NetHsmNotOperationalError(`this site's NetHSM is ${state}: nothing can be applied to it until it is Operational again`, {
-        operation: 'GET /health/state',
-      });
-    }
-  } finally {
-    clearTimeout(timer);
+  const state = await withDeadline(
+    readState(),
+    timeoutMs,
+    () => new NetHsmTimeoutError(`this site's NetHSM did not tell its state within ${timeoutMs} ms`, { operation: 'GET /health/state' }),
+  );
+  if (state === 'Locked') {
+    throw new NetHsmLockedError("this site's NetHSM is Locked: nothing can be applied to it until it is unlocked", { operation: 'GET /health/state' });
+  }
+  if (state !== 'Operational') {
+    throw new NetHsmNotOperationalError(`this site's NetHSM is ${state}: nothing can be applied to it until it is Operational again`, {
+      operation: 'GET /health/state',
+    });
   }
 }

@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import type { PeerCertificate } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
+import { withDeadline } from '../util/deadline.js';
 import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
 import { MAX_INVENTORY_LINE_BYTES, type IdRange } from '../namespaces/inventory-ranges.js';
 import { ndjsonLines } from '../stream/lines.js';
@@ -116,17 +117,11 @@ export class PeerClient {
     if (timeoutMs === undefined) return this.json('GET', '/status', undefined, peerStatusSchema);
     // undici does not give up a TLS connect before its connect timeout, so the bound is kept here; the call itself
     // ends by its own timeouts, unheard.
-    const call = this.json('GET', '/status', undefined, peerStatusSchema, timeoutMs);
-    call.catch(() => undefined);
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new PeerUnreachableError(`peer ${this.name} did not answer its status within ${timeoutMs} ms`, { site: this.name })), timeoutMs);
-    });
-    try {
-      return await Promise.race([call, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return withDeadline(
+      this.json('GET', '/status', undefined, peerStatusSchema, timeoutMs),
+      timeoutMs,
+      () => new PeerUnreachableError(`peer ${this.name} did not answer its status within ${timeoutMs} ms`, { site: this.name }),
+    );
   }
 
   /** What the peer can serve to this site's gateway (GET /peer/v1/serving); PeerMessageInvalidError for a malformed answer. */
