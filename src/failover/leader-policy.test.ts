@@ -92,6 +92,17 @@ describe('decide at a replica', () => {
     expect(decide({ ...replicaB, view: { kind: 'unreachable', error: 'no leader' } }, 3)).toMatchObject({ kind: 'wait', reason: 'etcd unreachable: no leader' });
   });
 
+  // Regression (etcd fault run seed 1, isolate-primary): b's promote took the key at epoch 4 and then failed on an etcd
+  // read that hung; the key stayed b's under b's live lease, and b waited for a "handover" to itself until the heal.
+  it('promotes again over its own key left by a promote that failed after taking it', () => {
+    const mine = { site: 'b', epoch: 4, lease: '77', modRevision: '12' };
+    expect(decide({ ...replicaB, view: read({ leader: mine, floor: 4 }) }, 3)).toEqual({ kind: 'campaign', epoch: 5, expected: mine });
+    // Not while paused or without a valid lease; and the key at its own epoch (a demote's handover) still waits.
+    expect(decide({ ...replicaB, row: { ...replicaB.row, paused: true }, view: read({ leader: mine, floor: 4 }) }, 3)).toMatchObject({ kind: 'wait' });
+    expect(decide({ ...replicaB, lease: undefined, view: read({ leader: mine, floor: 4 }) }, 3)).toMatchObject({ kind: 'wait' });
+    expect(decide({ ...replicaB, view: read({ leader: { ...mine, epoch: 3 } }) }, 3)).toMatchObject({ kind: 'wait' });
+  });
+
   it('follows a newer leader named by etcd', () => {
     const c = { site: 'c', epoch: 5, lease: '9', modRevision: '20' };
     expect(decide({ ...replicaB, view: read({ leader: c }) }, 3)).toEqual({ kind: 'follow', leader: c });

@@ -104,6 +104,12 @@ export function decide(input: TickInput, highestKnown: number): Decision {
       if (row.role === 'fenced' && row.primarySite === localSite && leader.epoch === row.epoch && view.floor <= row.epoch && !row.paused && input.lease !== undefined) {
         return { kind: 'campaign', epoch: nextTermEpoch(view.floor, highestKnown), expected: leader };
       }
+      // A promote that took the key for a new term here and then failed before it could give it back (its etcd calls
+      // timed out): the key names this site above its role's epoch, and nobody else can take it while this site
+      // renews. Promote again over it; the promote decides afresh (and gives the key up if it refuses).
+      if (row.role === 'replica' && row.primarySite !== localSite && leader.epoch > row.epoch && !row.paused && input.lease !== undefined) {
+        return { kind: 'campaign', epoch: nextTermEpoch(view.floor, highestKnown), expected: leader };
+      }
       return { kind: 'wait', reason: `the leader key still names this site at epoch ${leader.epoch} (handover in progress)` };
     }
     return { kind: 'wait', reason: `${leader.site} holds the leader key at epoch ${leader.epoch}` };

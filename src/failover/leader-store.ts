@@ -65,11 +65,16 @@ export class LeaderStore {
       // call is retried on the other members at once. Without the deadline in the breaker, a hung member stayed in the
       // pick, and the reads and takes that picked it (one in three with three members) timed out: promotions failed
       // over and over while a majority was up (the isolated-site fault run). Every call stays bounded by `call`.
+      //
+      // Each attempt gets a share of the bound (`attemptMs`), and a hung attempt is retried on another member like a
+      // failed one: with the whole bound per attempt, the first call that picked a hung member after its breaker
+      // half-opened timed out whole (the fault run's isolate-primary: the promote's read did, and the namespace stayed
+      // without a primary). A write retried after a hang may have committed the first time: `takeTerm` reads back.
       faultHandling: {
         host: () => circuitBreaker(handleWhen(memberFailed), { halfOpenAfter: 5 * callTimeoutMs, breaker: new ConsecutiveBreaker(1) }),
-        global: retry(handleWhen(isRecoverableError), { maxAttempts: config.endpoints.length }),
+        global: retry(handleWhen(memberFailed), { maxAttempts: config.endpoints.length }),
       },
-      defaultCallOptions: (c) => (c.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+      defaultCallOptions: (c) => (c.isStream ? {} : { deadline: Date.now() + attemptMs(callTimeoutMs, config.endpoints.length) }),
     });
   }
 
@@ -159,6 +164,32 @@ export class LeaderStore {
    * holds only if the key and the floor are as read. Returns whether it did.
    */
   async take(namespace: string, req: TakeRequest): Promise<boolean> {
+    return (await this.takeTerm(namespace, req)) !== undefined;
+  }
+
+  /**
+   * As {@link take}, returning the leader record written (its mod revision is the transaction's revision), or
+   * undefined when the key or the floor changed. When the transaction's outcome is unknown (no answer in time, or a
+   * retry whose compare failed because the first attempt had committed), reads the key back: the record under this
+   * lease at this site and epoch can only be this call's. Throws only when neither the take nor the read answered.
+   */
+  async takeTerm(namespace: string, req: TakeRequest): Promise<LeaderRecord | undefined> {
+    let outcome: { succeeded: boolean; revision: string } | undefined;
+    let error: unknown;
+    try {
+      outcome = await this.takeOnce(namespace, req);
+    } catch (err) {
+      error = err;
+    }
+    if (outcome?.succeeded) return { site: req.site, epoch: req.epoch, lease: req.lease, modRevision: outcome.revision };
+    const now = await this.read(namespace).catch((err: unknown) => {
+      throw error ?? err;
+    });
+    const l = now.leader;
+    return l && l.site === req.site && l.epoch === req.epoch && l.lease === req.lease ? l : undefined;
+  }
+
+  private async takeOnce(namespace: string, req: TakeRequest): Promise<{ succeeded: boolean; revision: string }> {
     const leaderKey = this.key(namespace, 'leader');
     const floorKey = this.key(namespace, 'floor');
     const res = await this.call('take leader key', () =>
@@ -171,7 +202,7 @@ export class LeaderStore {
         )
         .commit(),
     );
-    return res.succeeded;
+    return { succeeded: res.succeeded, revision: String(res.header.revision) };
   }
 
   /**
@@ -224,6 +255,11 @@ async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number): Prom
     clearTimeout(timer);
     stream.cancel();
   }
+}
+
+/** One attempt's deadline: the call's bound shared by the members it may try (at least 200 ms). */
+function attemptMs(callTimeoutMs: number, members: number): number {
+  return Math.max(200, Math.floor(callTimeoutMs / Math.max(1, members)));
 }
 
 /** A member failed (unreachable) or did not answer within the call's deadline: skip it for a while. */

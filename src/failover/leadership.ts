@@ -305,15 +305,16 @@ export class Leadership implements LeaderGate {
       throw new FailoverLeaderHeldError(`namespace ${namespace}: ${leader.site} holds the leader key at epoch ${leader.epoch} under a live lease`, { namespace, site: leader.site, epoch: leader.epoch });
     }
     const epoch = nextTermEpoch(keys.floor, Math.max(ctx.store.epochs.highest(namespace) ?? 0, ctx.store.roles.require(namespace).epoch));
-    const took = await this.store.take(namespace, { site: ctx.site, epoch, lease, expected: expected ?? leader, floorRevision: keys.floorRevision, floor: epoch });
-    if (!took) throw new FailoverLeaderHeldError(`namespace ${namespace}: the leader key changed while taking it; check status and retry`, { namespace });
-    const after = await this.store.read(namespace);
-    const record = after.leader;
+    // The record comes from the take itself: a second read here that failed (a hung etcd member) threw after the key
+    // was taken, and without a `release` the key stayed this site's, renewed, while the promote had failed.
+    const record = await this.store.takeTerm(namespace, { site: ctx.site, epoch, lease, expected: expected ?? leader, floorRevision: keys.floorRevision, floor: epoch });
+    if (!record) throw new FailoverLeaderHeldError(`namespace ${namespace}: the leader key changed while taking it; check status and retry`, { namespace });
     return {
       epoch,
-      // The term is given up before it took any write: the key goes, and the floor goes back to what it was.
+      // The term is given up before it took any write: the key goes, and the floor goes back to what it was (the
+      // floor was written in the same transaction as the key, so its revision is the record's).
       release: async () => {
-        if (record && record.site === ctx.site && record.epoch === epoch) await this.store.resign(namespace, record, { value: keys.floor, revision: after.floorRevision }).catch(() => false);
+        await this.store.resign(namespace, record, { value: keys.floor, revision: record.modRevision }).catch(() => false);
       },
     };
   }
