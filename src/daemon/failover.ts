@@ -17,6 +17,7 @@ import type { NamespaceRow } from '../state/roles-repo.js';
 import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
 import { snapshotMetaOf } from '../replicator/snapshot-meta.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
+import { withDeadline } from '../util/deadline.js';
 import { removeFiles } from '../replicator/workdir.js';
 import type { SiteContext } from './context.js';
 import type { NamespaceSync } from './sync.js';
@@ -114,7 +115,9 @@ export class Failover {
       if (source === ctx.work.handoffOf(namespace)) await removeFiles(source);
       return { row, restored };
     });
-    const told = await this.announce(namespace, row);
+    // Under automatic failover peers learn the term from etcd too: an unreachable old primary must not hold the
+    // promote (and the leadership tick behind it) for a whole connect timeout.
+    const told = await this.announce(namespace, row, gate ? PEER_VIEW_TIMEOUT_AUTOMATIC_MS : undefined);
     return {
       namespace,
       role: 'primary',
@@ -424,14 +427,18 @@ export class Failover {
     }
   }
 
-  /** Tells every peer the namespace's new epoch; unreachable peers learn it from their status polls. */
-  private async announce(namespace: string, row: RoleState): Promise<{ told: string[]; notTold: string[] }> {
+  /**
+   * Tells every peer the namespace's new epoch, each bounded by `timeoutMs` when given; unreachable peers learn it
+   * from their status polls.
+   */
+  private async announce(namespace: string, row: RoleState, timeoutMs?: number): Promise<{ told: string[]; notTold: string[] }> {
     const told: string[] = [];
     const notTold: string[] = [];
     await Promise.all(
       [...this.ctx.peers.values()].map(async (p) => {
         try {
-          await p.announceEpoch(namespace, { epoch: row.epoch, primarySite: row.primarySite });
+          const sent = p.announceEpoch(namespace, { epoch: row.epoch, primarySite: row.primarySite });
+          await (timeoutMs === undefined ? sent : withDeadline(sent, timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`)));
           told.push(p.name);
         } catch (err) {
           notTold.push(p.name);

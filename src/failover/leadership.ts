@@ -135,17 +135,24 @@ export class Leadership implements LeaderGate {
     return this.lease !== undefined && performance.now() < this.deadline ? this.lease : undefined;
   }
 
+  /**
+   * One tick: every automatic namespace at once. Namespaces are independent (each its own key, and a promote's device
+   * steps queue at the barrier anyway); one after the other, a promote whose steps waited on the lost site held back
+   * the next namespace's promotion by as long (the fault suite's isolate-primary: 27 s instead of 13 s).
+   */
   private async tick(): Promise<void> {
     const started = performance.now();
-    for (const ns of this.automaticSet) {
-      if (this.state === 'closed') return;
-      try {
-        await this.tickNamespace(ns);
-      } catch (err) {
-        this.lastError = err instanceof Error ? err.message : String(err);
-        this.ctx.log.warn({ namespace: ns, err: err instanceof NhrError ? err : { message: this.lastError } }, 'automatic failover: tick failed; retried');
-      }
-    }
+    await Promise.all(
+      [...this.automaticSet].map(async (ns) => {
+        if (this.state === 'closed') return;
+        try {
+          await this.tickNamespace(ns);
+        } catch (err) {
+          this.lastError = err instanceof Error ? err.message : String(err);
+          this.ctx.log.warn({ namespace: ns, err: err instanceof NhrError ? err : { message: this.lastError } }, 'automatic failover: tick failed; retried');
+        }
+      }),
+    );
     const took = performance.now() - started;
     if (took > this.intervalMs) this.ctx.log.warn({ tookMs: Math.round(took), intervalMs: this.intervalMs }, 'automatic failover: slow tick');
   }

@@ -6,6 +6,7 @@
  * beyond generous bounds.
  */
 import { readdir } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { listBackupContents } from '../../src/backup/contents.js';
@@ -36,22 +37,24 @@ suite(title, () => {
     etcd = undefined;
   });
 
-  async function setUp(): Promise<Lab> {
+  async function setUp(names: readonly string[] = ['alpha']): Promise<Lab> {
     etcd = await EtcdCluster.start(['a', 'b', 'witness']);
     proxy = new LinkProxy('daemon a → etcd a', await freePort(), etcd.member('a').clientPort);
     await proxy.start();
     const endpoints = { a: [`http://127.0.0.1:${proxy.port}`], b: etcd.endpoints(['b', 'witness']) } as Record<string, string[]>;
     lab = await Lab.create({
-      namespaces: [{ name: 'alpha', primary: 'a', failover: 'automatic' }],
+      namespaces: names.map((name) => ({ name, primary: 'a', failover: 'automatic' as const })),
       gateway: true,
       etcd: (site) => ({ endpoints: endpoints[site]!, leaseTtl: `${TTL_MS / 1000}s`, safetyMargin: '2s', prefix: '/nhr-test' }),
     });
     await lab.startDaemons();
     const a = lab.site('a');
-    await waitFor(() => a.daemon!.leadership!.status('alpha')?.state === 'primary: holds the leader key', 'a to hold the leader key', 20_000, 50);
-    await use(a.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), gen('k1'));
-    await lab.site('b').daemon!.syncer.sync('alpha', { actor: 'test' });
-    await waitFor(() => lab!.site('b').daemon!.leadership!.status('alpha')?.leader?.site === 'a', 'b to see a as leader', 10_000, 50);
+    for (const ns of names) {
+      await waitFor(() => a.daemon!.leadership!.status(ns)?.state === 'primary: holds the leader key', `a to hold the leader key of ${ns}`, 20_000, 50);
+      await use(a.gatewayClient(`${ns}~admin`, LAB_PASSPHRASES.nsAdmin), gen('k1'));
+      await lab.site('b').daemon!.syncer.sync(ns, { actor: 'test' });
+      await waitFor(() => lab!.site('b').daemon!.leadership!.status(ns)?.leader?.site === 'a', `b to see a as leader of ${ns}`, 10_000, 50);
+    }
     return lab;
   }
 
@@ -128,5 +131,33 @@ suite(title, () => {
     const q = await listBackupContents(path.join(qdir, files[0]!), { input: { passphrase: LAB_PASSPHRASES.replication, scrypt: TEST_SCRYPT }, collectIds: true });
     // Everything in quarantine was acknowledged before the lease was lost; the refused write is not there.
     expect(q.namespaces.alpha?.keyIds).toEqual(['k1', 'k2-unreplicated']);
+  });
+
+  // Regression (fault suite, etcd mode, isolate-primary): the leadership loop ticked the namespaces one after the other,
+  // and a promote ended by telling the lost primary's daemon, which hung for a whole connect timeout (10 s); the next
+  // namespace's promotion waited behind it (27 s instead of 13 s, and once past TTL + 30 s).
+  it('primary site lost with two namespaces, its peer address a black hole: both promote without waiting on each other', async () => {
+    const l = await setUp(['alpha', 'beta']);
+    const b = l.site('b');
+    const peerUrl = new URL(b.daemon!.ctx.config.peers.find((p) => p.name === 'a')!.url);
+    await l.site('a').stop();
+    await etcd!.kill('a');
+    // a's peer address now accepts connections and never answers (a host cut off mid-handshake).
+    const held: Socket[] = [];
+    const hole = createServer((sock) => held.push(sock));
+    await new Promise<void>((r) => hole.listen(Number(peerUrl.port), '127.0.0.1', r));
+    try {
+      for (const ns of ['alpha', 'beta']) {
+        await waitFor(() => b.daemon!.ctx.store.roles.get(ns)?.role === 'primary', `b to promote ${ns}`, TTL_MS + 30_000, 20);
+      }
+      const at = ['alpha', 'beta'].map((ns) => b.daemon!.ctx.store.audit.list({ namespace: ns }).find((e) => e.action === 'promote')!.at);
+      const gap = Math.abs(at[0]! - at[1]!);
+      console.log(`[measured] two namespaces, lost primary's peer a black hole: promotes ${gap} ms apart`);
+      // One tick apart at most (interval ~1.3 s), plus the device steps: far below the 10 s a hung announcement took.
+      expect(gap).toBeLessThan(5_000);
+    } finally {
+      for (const sock of held) sock.destroy();
+      await new Promise((r) => hole.close(r));
+    }
   });
 });
