@@ -181,6 +181,12 @@ interface Apply {
   /** The parts still in the batch (a dropped one leaves, with its outcome in `dropped`). */
   parts: Part[];
   dropped: Map<string, unknown>;
+  /**
+   * Per namespace, the quarantine files this apply already wrote (a later merge's foreign-writes check counts their
+   * entries as saved, so a merge redone after a part dropped out inside the hold writes no second copy), the last one's
+   * result reported.
+   */
+  quarantined: Map<string, ForeignQuarantine[]>;
   log: Logger;
   temp: (label: string) => string;
 }
@@ -225,6 +231,7 @@ export async function applySnapshots(deps: SharedApplyDeps, specs: readonly Appl
     deps,
     parts: [],
     dropped: new Map(),
+    quarantined: new Map(),
     log: deps.logger ?? silentLogger,
     temp: (label) => {
       const t = deps.work.temp(label);
@@ -392,7 +399,8 @@ async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>)
     const ns = p.spec.namespace;
     const gone = removed.get(ns);
     if (replacing.has(ns) || !gone || gone.size === 0) continue;
-    const known = { files: [deps.work.snapshotOf(ns), ...(p.spec.savedFiles ?? [])], open: deps.snapshotOpen, ...(p.spec.knownKey ? { knownKey: p.spec.knownKey } : {}) };
+    const savedHere = (a.quarantined.get(ns) ?? []).map((q) => q.path);
+    const known = { files: [deps.work.snapshotOf(ns), ...(p.spec.savedFiles ?? []), ...savedHere], open: deps.snapshotOpen, ...(p.spec.knownKey ? { knownKey: p.spec.knownKey } : {}) };
     foreign.set(ns, await foreignAmong(ns, gone, known, log));
   }
   return { base, merged, parts, replacing: new Set([...replacing].filter((ns) => parts.some((p) => p.spec.namespace === ns))), foreign };
@@ -435,7 +443,8 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
     const ns = p.spec.namespace;
     if (m.replacing.has(ns)) saved.set(ns, { savedExisting: await saveExisting(deps, ns, m.base, log) });
     else {
-      const q = await saveForeign(a, p, m);
+      // Foreign writes an earlier attempt of this apply saved are not found again (mergeFrom): report its file.
+      const q = (await saveForeign(a, p, m)) ?? a.quarantined.get(ns)?.at(-1);
       saved.set(ns, q ? { quarantined: q } : {});
     }
   }
@@ -589,8 +598,9 @@ async function saveExisting(deps: SharedApplyDeps, namespace: string, deviceBack
 
 /**
  * Inside the hold: saves the foreign entries (foreign.ts, found with the merge) from the base to a quarantine file and
- * reports them; undefined when there are none (no file). Throws SyncQuarantineFailedError: the caller must not
- * restore then.
+ * reports them; undefined when there are none (no file), counting as saved what an earlier attempt of this apply
+ * already wrote (idempotent across merges redone inside one apply). Throws SyncQuarantineFailedError: the caller must
+ * not restore then.
  */
 async function saveForeign(a: Apply, p: Part, m: Merged): Promise<ForeignQuarantine | undefined> {
   const { deps, log } = a;
@@ -612,6 +622,7 @@ async function saveForeign(a: Apply, p: Part, m: Merged): Promise<ForeignQuarant
     { namespace, quarantine: q.path, keys: q.keys, users: q.users, keyIds: q.keyIds, userIds: q.userIds },
     'foreign writes at this replica (not replicated; written straight to the NetHSM) saved to quarantine before the snapshot removes them',
   );
+  a.quarantined.set(namespace, [...(a.quarantined.get(namespace) ?? []), q]);
   p.spec.onQuarantined?.(q);
   return q;
 }
