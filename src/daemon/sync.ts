@@ -29,6 +29,7 @@ import { assertOperational } from '../nethsm/device-fault.js';
 import { applySnapshots, type ApplyPart, type ApplyPhase, type ApplyResult, type PartOutcome, type RestoredSnapshot, type SharedApplyDeps } from '../replicator/snapshot-apply.js';
 import { assertTokenCurrent } from '../concurrency/fencing.js';
 import { ApplyBatch } from './apply-batch.js';
+import { withDeadline } from '../util/deadline.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { timedDevice } from '../replicator/device-timing.js';
 import type { EpochClaim } from '../roles/role-machine.js';
@@ -183,19 +184,9 @@ export class NamespaceSync {
     const busy = this.running.has(namespace);
     const row = this.ctx.store.roles.get(namespace);
     if (busy && row && row.role !== 'primary') await assertOperational(() => this.ctx.device.state(), this.bounds.deviceCheckMs);
-    const result = this.enqueue(namespace, req);
-    // Past the bound the answer is gone but the sync is not: its outcome is recorded; nothing may reject unheard.
-    result.catch(() => undefined);
-    let timer: NodeJS.Timeout | undefined;
     const bound = busy ? this.bounds.busyWaitMs : this.bounds.answerWithinMs;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(this.busyError(namespace, bound)), bound);
-    });
-    try {
-      return await Promise.race([result, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    // Past the bound the answer is gone but the sync is not: its outcome is recorded (withDeadline swallows it).
+    return withDeadline(this.enqueue(namespace, req), bound, () => this.busyError(namespace, bound));
   }
 
   private busyError(namespace: string, waitedMs: number): SyncBusyError {
