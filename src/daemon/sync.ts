@@ -125,6 +125,18 @@ export interface SyncBounds {
 /** How long after a sync whose every attempt outside the hold raced the next ones merge inside it at once. */
 export const RACED_MEMORY_MS = 10 * 60_000;
 
+/** The last sync whose every attempt outside the hold raced, while it sends this site's syncs to the held sequence. */
+export interface RacedSync {
+  /** When it fell back to the held sequence (ms). */
+  at: number;
+  /** Until when syncs merge inside the hold at once (ms): `at` + RACED_MEMORY_MS. */
+  until: number;
+  /** The namespaces of its merge-restore (several when coalesced). */
+  namespaces: string[];
+  /** Its backups and merges outside the hold that writes raced. */
+  attempts: number;
+}
+
 export class NamespaceSync {
   private readonly running = new Map<string, Promise<SyncResult>>();
   /** The one sync queued behind a running one, shared by every request that arrived meanwhile. */
@@ -137,7 +149,7 @@ export class NamespaceSync {
    * syncs merge inside the hold at once: under steady local writes the attempts outside it only add backups and
    * merges before the same held sequence (the scale bench's probe writes showed sync time growing past the old path's).
    */
-  private racedAt: number | undefined;
+  private raced: RacedSync | undefined;
   private readonly bounds: Required<SyncBounds>;
   /** Gathers the applies of namespaces due at once into one merge-restore. */
   private readonly batch = new ApplyBatch<BatchEntry>((entries) => this.applyBatch(entries));
@@ -153,6 +165,14 @@ export class NamespaceSync {
 
   isBusy(namespace: string): boolean {
     return this.running.has(namespace);
+  }
+
+  /**
+   * While this site's syncs go to the held sequence at once because a recent sync's every attempt raced (status,
+   * health and metrics say so): that sync. Null otherwise (and never for `replication.directWriters`, configured).
+   */
+  racedSync(now = Date.now()): RacedSync | null {
+    return this.raced && now < this.raced.until ? { ...this.raced, namespaces: [...this.raced.namespaces] } : null;
   }
 
   /** What the running sync of `namespace` is doing, or null when none runs. */
@@ -336,7 +356,7 @@ export class NamespaceSync {
     let holdSeconds = 0;
     const applyStarted = performance.now();
     let deferred: (() => Promise<boolean>) | undefined;
-    const racedRecently = this.racedAt !== undefined && Date.now() - this.racedAt < RACED_MEMORY_MS;
+    const racedRecently = this.racedSync() !== null;
     const locked = <T>(ns: readonly string[], fn: () => Promise<T>): Promise<T> => (ns.length === 0 ? fn() : ctx.applyLock(ns[0]!).run(() => locked(ns.slice(1), fn)));
     const shared: SharedApplyDeps = {
       device: timed.device,
@@ -363,8 +383,11 @@ export class NamespaceSync {
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase])),
-      onHeldMerge: () => {
-        if (!racedRecently && !ctx.config.replication.directWriters) this.racedAt = Date.now();
+      onHeldMerge: (namespaces, attempts) => {
+        if (!racedRecently && !ctx.config.replication.directWriters) {
+          const at = Date.now();
+          this.raced = { at, until: at + RACED_MEMORY_MS, namespaces: [...namespaces], attempts };
+        }
         names.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
       },
       onVerifySkipped: () => names.forEach((ns) => ctx.metrics.syncVerifySkippedTotal.inc({ namespace: ns })),

@@ -79,8 +79,11 @@ export interface ApplyDeps {
   beforeRecheck?: () => Promise<void>;
   /** Called as each phase starts (tests assert where the hold is; progress). */
   onPhase?: (phase: ApplyPhase) => void;
-  /** Called when the merge fell back to running inside the exclusive hold (metric; the log says why). */
-  onHeldMerge?: () => void;
+  /**
+   * Called when the merge fell back to running inside the exclusive hold (metric, status; the log says why), with the
+   * namespaces still in the batch and how many attempts outside the hold writes raced (0: it went there at once).
+   */
+  onHeldMerge?: (namespaces: readonly string[], attempts: number) => void;
   /** Called when verification was skipped because writes kept passing the barrier after the restore (metric). */
   onVerifySkipped?: () => void;
   /**
@@ -349,8 +352,8 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   if (outcome !== undefined) return outcome;
   if (a.parts.length === 0) return undefined;
   // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
-  deps.onHeldMerge?.();
   const namespaces = names();
+  deps.onHeldMerge?.(namespaces, remerges);
   if (remerges === 0) a.log.info({ namespaces }, 'merging inside the exclusive hold at once, with a re-check (replication.directWriters, or writes raced every attempt of a recent sync)');
   else {
     a.log.warn(
