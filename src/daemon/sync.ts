@@ -345,7 +345,9 @@ export class NamespaceSync {
    * Applies the snapshots of the syncs that joined one batch (apply-batch.ts) in one merge-restore. One entry: exactly
    * the single-namespace apply (its token checked by the barrier; a stale one abandons it). Several: the hold takes
    * the barrier, then the namespaces' locks in sorted order; each token is checked inside it and a stale one drops its
-   * namespace only. Each position is recorded inside the hold, under its namespace's lock.
+   * namespace only. Each position is recorded inside the hold, under its namespace's lock. Metrics (docs/metrics.md,
+   * "Per namespace or per merge-restore"): a fact about the one merge-restore is counted once; a fact about each
+   * namespace's sync, once for each namespace still in the batch (never for one that dropped out).
    */
   private async applyBatch(entries: readonly BatchEntry[]): Promise<Map<string, PartOutcome>> {
     const { ctx } = this;
@@ -388,12 +390,13 @@ export class NamespaceSync {
           const at = Date.now();
           this.raced = { at, until: at + RACED_MEMORY_MS, namespaces: [...namespaces], attempts };
         }
-        names.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
+        namespaces.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
       },
-      onVerifySkipped: () => names.forEach((ns) => ctx.metrics.syncVerifySkippedTotal.inc({ namespace: ns })),
+      onVerifySkipped: (namespaces) => namespaces.forEach((ns) => ctx.metrics.syncVerifySkippedTotal.inc({ namespace: ns })),
       deferVerify: (verify) => (deferred = verify),
       logger: ctx.log,
-      onForeignLoss: (n) => names.forEach((ns) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: ns }, n)),
+      // The lost entries lie outside every namespace of the merge-restore: one count per restore, not one per namespace.
+      onForeignLoss: (n, namespaces) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: namespaces[0]! }, n),
       site: ctx.site,
       quarantineOut: { passphrase: ctx.replicationPassphrase, ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}) },
     };

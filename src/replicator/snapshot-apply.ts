@@ -84,8 +84,8 @@ export interface ApplyDeps {
    * namespaces still in the batch and how many attempts outside the hold writes raced (0: it went there at once).
    */
   onHeldMerge?: (namespaces: readonly string[], attempts: number) => void;
-  /** Called when verification was skipped because writes kept passing the barrier after the restore (metric). */
-  onVerifySkipped?: () => void;
+  /** Called when verification was skipped because writes kept passing the barrier after the restore (metric), with the namespaces restored. */
+  onVerifySkipped?: (namespaces: readonly string[]) => void;
   /**
    * Given: the verification (B3 and its comparison) is not awaited; applySnapshot returns once the restore is done and
    * hands it here to run after (it resolves like `verified`, or throws SyncVerifyFailedError, and removes the
@@ -94,8 +94,11 @@ export interface ApplyDeps {
   deferVerify?: (verify: () => Promise<boolean>) => void;
   /** Test seam: runs after the restore and before the check backup (B3) is taken. */
   beforeVerify?: () => Promise<void>;
-  /** Called with the number of entries lost outside the namespace when verification fails (metrics). */
-  onForeignLoss?: (lost: number) => void;
+  /**
+   * Called once per merge-restore with the number of entries lost outside its namespaces when verification fails
+   * (metrics), and those namespaces (sorted).
+   */
+  onForeignLoss?: (lost: number, namespaces: readonly string[]) => void;
   /** This site's name, for a quarantine file's meta. */
   site?: string;
   /** Whether a stream change this site applied or logged names this key id of the namespace (then it is not foreign). */
@@ -540,7 +543,7 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boole
   await deps.device.backupForReading(b3);
   const written = deps.device.barrier.scopesWrittenSince(after);
   if (written.has(null)) {
-    deps.onVerifySkipped?.();
+    deps.onVerifySkipped?.(namespaces);
     log.warn({ namespaces }, 'restore not verified: writes that may touch anything passed the device barrier after it (the restore itself succeeded)');
     return false;
   }
@@ -554,7 +557,7 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boole
   const what = namespaces.join(', ');
   const kept = deps.work.keptPath(namespaces.join('+'));
   await rename(m.base, kept);
-  if (lostOutside > 0) deps.onForeignLoss?.(lostOutside);
+  if (lostOutside > 0) deps.onForeignLoss?.(lostOutside, namespaces);
   log.error({ namespaces, kept, differences: diff.samples, notCompared: skip }, 'restore verification failed; pre-restore backup kept');
   throw new SyncVerifyFailedError(
     `after restoring namespace ${what}: ${diff.missing + diff.changed + diff.added} entries not as merged, ${lostOutside} of them outside it lost or changed; pre-restore backup kept at ${kept}`,
