@@ -66,3 +66,25 @@ describe('status: sync cost warnings and pending catch-ups', () => {
     expect(() => parseDaemonStatus(bad)).toThrow(/namespaces\.0\.syncCost\.warnings/);
   });
 });
+
+describe('status: syncs holding writes for their whole sequence after one raced', () => {
+  const held = {
+    since: at(-60),
+    until: at(540),
+    namespaces: ['alpha'],
+    cause: `writes outside the namespaces being synced kept racing the snapshot sync of namespace alpha, so syncs at this site hold writes for their whole backup, merge and restore until ${at(540)}`,
+    try: 'Schedule syncs at quieter times.',
+  };
+
+  it('prints it as a warning with its Try:, and keeps exit 0', () => {
+    const s = parseDaemonStatus(JSON.parse(JSON.stringify({ ...status(replica({ syncCost: null, stream: null })), heldSyncs: held })));
+    expect(renderStatus(s, now)).toMatch(/\nWARNING: writes outside .* until 2026-11-29T03:09:00\.000Z\nTry: Schedule syncs at quieter times\.\nno problems; 1 warning above\n$/);
+    expect(statusExitCode(s)).toBe(0);
+    expect(renderStatus(parseDaemonStatus(JSON.parse(JSON.stringify({ ...status(replica({ syncCost: null, stream: null })), heldSyncs: null }))), now)).toMatch(/\nall ok\n$/);
+  });
+
+  it('refuses a malformed view, naming the field', () => {
+    const bad = { ...status(replica()), heldSyncs: { ...held, until: 5 } };
+    expect(() => parseDaemonStatus(JSON.parse(JSON.stringify(bad)))).toThrow(/heldSyncs\.until/);
+  });
+});

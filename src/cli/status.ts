@@ -79,6 +79,7 @@ const statusSchema = z.looseObject({
   gateway: z
     .looseObject({ serving: z.enum(['local', 'remote']), remoteServing: z.boolean(), cause: z.string().nullable(), try: z.string().nullable(), since: z.string().nullable() })
     .optional(),
+  heldSyncs: z.looseObject({ since: z.string(), until: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
 });
 
 /** Validates the daemon's answer. Throws AdminRemoteError naming the first field that does not fit. */
@@ -180,10 +181,12 @@ function reloadReason(error: string | null): string {
 
 /**
  * What needs an operator's eye without being a problem (the exit code stays): a snapshot sync's cost near its
- * schedule, `gateway.maxHold` or the catch-up window, each with its remedy.
+ * schedule, `gateway.maxHold` or the catch-up window, and syncs holding writes for their whole sequence after one
+ * raced, each with its remedy.
  */
 export function statusWarnings(s: DaemonStatus): string[] {
-  return s.namespaces.flatMap((ns) => (ns.syncCost?.warnings ?? []).map((w) => withTry(`namespace ${ns.name}: ${w.cause}`, w.try)));
+  const costs = s.namespaces.flatMap((ns) => (ns.syncCost?.warnings ?? []).map((w) => withTry(`namespace ${ns.name}: ${w.cause}`, w.try)));
+  return s.heldSyncs ? [...costs, withTry(s.heldSyncs.cause, s.heldSyncs.try)] : costs;
 }
 
 /** Catch-ups waiting for their batch, one line each: how many changes wait, since when, when it runs. */

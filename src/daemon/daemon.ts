@@ -62,7 +62,7 @@ import { Leadership } from '../failover/leadership.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { observePeerStatus, peerRestarted } from './peer-watch.js';
 import { unacknowledgedCounts } from './quarantine.js';
-import { buildStatus, namespaceStatus, type StatusExtras } from './status-view.js';
+import { buildStatus, heldSyncsView, namespaceStatus, type StatusExtras } from './status-view.js';
 import type { DaemonStatus } from './status.js';
 import { NamespaceSync } from './sync.js';
 import { SyncCostModel } from '../replicator/cost-model.js';
@@ -205,6 +205,7 @@ export class Daemon {
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
+    metrics.setSyncHeldSource(() => this.syncer.racedSync() !== null);
     this.leadership = config.etcd ? new Leadership(this.ctx, this.failover, config.etcd) : undefined;
     this.failover.leaderGate = this.leadership;
     this.ctx.failoverStatus = (ns) => this.leadership?.status(ns) ?? null;
@@ -641,10 +642,13 @@ export class Daemon {
         } catch (err) {
           checks.state = { ok: false, detail: err instanceof Error ? err.message : 'state store not writable' };
         }
-        // Costs near their bounds are warnings: the site still replicates, so they never make it unready.
-        const warnings = this.ctx.store.isOpen
+        // Costs near their bounds, and syncs holding writes for their whole sequence after one raced, are warnings: the
+        // site still replicates, so they never make it unready.
+        const costs = this.ctx.store.isOpen
           ? this.ctx.config.namespaces.flatMap((n) => (syncCostView(this.ctx, n.name)?.warnings ?? []).map((w) => `${w.cause}. Try: ${w.try}`))
           : [];
+        const held = heldSyncsView(this.syncer);
+        const warnings = held ? [...costs, `${held.cause}. Try: ${held.try}`] : costs;
         return { ready: Object.values(checks).every((c) => c.ok), checks, ...(warnings.length > 0 ? { warnings } : {}) };
       },
       namespaceRole: (namespace) => {

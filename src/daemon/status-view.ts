@@ -7,7 +7,7 @@ import { NETHSM_MEMBER, type SiteContext } from './context.js';
 import { isSteppedDown } from './failover.js';
 import { lastPeerView } from './peer-watch.js';
 import { unacknowledgedQuarantine } from './quarantine.js';
-import type { ConfigStatusView, CredentialProblemView, DaemonStatus, NamespaceStatus } from './status.js';
+import type { ConfigStatusView, CredentialProblemView, DaemonStatus, HeldSyncsView, NamespaceStatus } from './status.js';
 import type { NamespaceSync } from './sync.js';
 import { syncCostView } from './sync-cost.js';
 
@@ -86,6 +86,29 @@ function running(syncer: NamespaceSync | undefined, name: string): NamespaceStat
   return p ? { actor: p.actor, startedAt: iso(p.startedAt)!, step: p.step, stepSince: iso(p.stepAt)! } : null;
 }
 
+/**
+ * While a recent sync's every attempt outside the hold raced writes, this site's syncs hold writes for their whole
+ * sequence (sync.ts, RACED_MEMORY_MS): that, its cause and the remedy, for status, readiness warnings and the log of
+ * an operator. Null otherwise.
+ */
+export function heldSyncsView(syncer: NamespaceSync | undefined, now = Date.now()): HeldSyncsView | null {
+  const r = syncer?.racedSync(now);
+  if (!r) return null;
+  const until = iso(r.until)!;
+  const which = r.namespaces.length === 1 ? `namespace ${r.namespaces[0]}` : `namespaces ${r.namespaces.join(', ')} (one merge-restore)`;
+  return {
+    since: iso(r.at)!,
+    until,
+    namespaces: r.namespaces,
+    cause:
+      `writes outside the namespaces being synced (this site's gateway, other namespaces' replication) kept racing the snapshot sync of ${which}: ` +
+      `all ${r.attempts} backups and merges it tried outside the write hold raced, so syncs at this site hold writes for their whole backup, merge and restore until ${until}`,
+    try:
+      'Nothing is lost; writes through the gateway wait for the whole sync instead of its restore. Syncs try outside the hold again after that time. ' +
+      'If the longer holds hurt, schedule syncs at quieter times or less often (docs/concurrency.md, "Snapshot sync").',
+  };
+}
+
 /** Credentials the NetHSM refused, for status. */
 export function credentialProblems(ctx: SiteContext): CredentialProblemView[] {
   return ctx.credentials.refused().map((c) => ({
@@ -124,5 +147,6 @@ export async function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extra
   if (config) status.config = config;
   const gateway = ctx.gatewayServing?.();
   if (gateway) status.gateway = gateway;
+  status.heldSyncs = heldSyncsView(syncer);
   return status;
 }

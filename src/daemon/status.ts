@@ -152,6 +152,22 @@ export interface DaemonStatus {
   config?: ConfigStatusView;
   /** Where the gateway serves from; absent without a gateway (or from daemons that predate it). */
   gateway?: GatewayServingView;
+  /**
+   * Set while this site's snapshot syncs hold writes for their whole backup, merge and restore because a recent sync's
+   * every attempt outside the hold raced writes (docs/concurrency.md, "Snapshot sync"). A warning, never a problem.
+   * Null otherwise; absent from daemons that predate it.
+   */
+  heldSyncs?: HeldSyncsView | null;
+}
+
+/** Syncs going straight to the held sequence (NamespaceSync.racedSync): since and until when, why, and the remedy. */
+export interface HeldSyncsView {
+  since: string;
+  until: string;
+  /** The namespaces of the sync whose every attempt raced. */
+  namespaces: string[];
+  cause: string;
+  try: string;
 }
 
 /** `serving: remote` while this site's NetHSM is down and its gateway serves reads and crypto from peers. */

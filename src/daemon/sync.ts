@@ -29,6 +29,7 @@ import { assertOperational } from '../nethsm/device-fault.js';
 import { applySnapshots, type ApplyPart, type ApplyPhase, type ApplyResult, type PartOutcome, type RestoredSnapshot, type SharedApplyDeps } from '../replicator/snapshot-apply.js';
 import { assertTokenCurrent } from '../concurrency/fencing.js';
 import { ApplyBatch } from './apply-batch.js';
+import { withDeadline } from '../util/deadline.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { timedDevice } from '../replicator/device-timing.js';
 import type { EpochClaim } from '../roles/role-machine.js';
@@ -124,6 +125,18 @@ export interface SyncBounds {
 /** How long after a sync whose every attempt outside the hold raced the next ones merge inside it at once. */
 export const RACED_MEMORY_MS = 10 * 60_000;
 
+/** The last sync whose every attempt outside the hold raced, while it sends this site's syncs to the held sequence. */
+export interface RacedSync {
+  /** When it fell back to the held sequence (ms). */
+  at: number;
+  /** Until when syncs merge inside the hold at once (ms): `at` + RACED_MEMORY_MS. */
+  until: number;
+  /** The namespaces of its merge-restore (several when coalesced). */
+  namespaces: string[];
+  /** Its backups and merges outside the hold that writes raced. */
+  attempts: number;
+}
+
 export class NamespaceSync {
   private readonly running = new Map<string, Promise<SyncResult>>();
   /** The one sync queued behind a running one, shared by every request that arrived meanwhile. */
@@ -136,7 +149,7 @@ export class NamespaceSync {
    * syncs merge inside the hold at once: under steady local writes the attempts outside it only add backups and
    * merges before the same held sequence (the scale bench's probe writes showed sync time growing past the old path's).
    */
-  private racedAt: number | undefined;
+  private raced: RacedSync | undefined;
   private readonly bounds: Required<SyncBounds>;
   /** Gathers the applies of namespaces due at once into one merge-restore. */
   private readonly batch = new ApplyBatch<BatchEntry>((entries) => this.applyBatch(entries));
@@ -152,6 +165,14 @@ export class NamespaceSync {
 
   isBusy(namespace: string): boolean {
     return this.running.has(namespace);
+  }
+
+  /**
+   * While this site's syncs go to the held sequence at once because a recent sync's every attempt raced (status,
+   * health and metrics say so): that sync. Null otherwise (and never for `replication.directWriters`, configured).
+   */
+  racedSync(now = Date.now()): RacedSync | null {
+    return this.raced && now < this.raced.until ? { ...this.raced, namespaces: [...this.raced.namespaces] } : null;
   }
 
   /** What the running sync of `namespace` is doing, or null when none runs. */
@@ -183,19 +204,9 @@ export class NamespaceSync {
     const busy = this.running.has(namespace);
     const row = this.ctx.store.roles.get(namespace);
     if (busy && row && row.role !== 'primary') await assertOperational(() => this.ctx.device.state(), this.bounds.deviceCheckMs);
-    const result = this.enqueue(namespace, req);
-    // Past the bound the answer is gone but the sync is not: its outcome is recorded; nothing may reject unheard.
-    result.catch(() => undefined);
-    let timer: NodeJS.Timeout | undefined;
     const bound = busy ? this.bounds.busyWaitMs : this.bounds.answerWithinMs;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(this.busyError(namespace, bound)), bound);
-    });
-    try {
-      return await Promise.race([result, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    // Past the bound the answer is gone but the sync is not: its outcome is recorded (withDeadline swallows it).
+    return withDeadline(this.enqueue(namespace, req), bound, () => this.busyError(namespace, bound));
   }
 
   private busyError(namespace: string, waitedMs: number): SyncBusyError {
@@ -334,7 +345,9 @@ export class NamespaceSync {
    * Applies the snapshots of the syncs that joined one batch (apply-batch.ts) in one merge-restore. One entry: exactly
    * the single-namespace apply (its token checked by the barrier; a stale one abandons it). Several: the hold takes
    * the barrier, then the namespaces' locks in sorted order; each token is checked inside it and a stale one drops its
-   * namespace only. Each position is recorded inside the hold, under its namespace's lock.
+   * namespace only. Each position is recorded inside the hold, under its namespace's lock. Metrics (docs/metrics.md,
+   * "Per namespace or per merge-restore"): a fact about the one merge-restore is counted once; a fact about each
+   * namespace's sync, once for each namespace still in the batch (never for one that dropped out).
    */
   private async applyBatch(entries: readonly BatchEntry[]): Promise<Map<string, PartOutcome>> {
     const { ctx } = this;
@@ -345,7 +358,7 @@ export class NamespaceSync {
     let holdSeconds = 0;
     const applyStarted = performance.now();
     let deferred: (() => Promise<boolean>) | undefined;
-    const racedRecently = this.racedAt !== undefined && Date.now() - this.racedAt < RACED_MEMORY_MS;
+    const racedRecently = this.racedSync() !== null;
     const locked = <T>(ns: readonly string[], fn: () => Promise<T>): Promise<T> => (ns.length === 0 ? fn() : ctx.applyLock(ns[0]!).run(() => locked(ns.slice(1), fn)));
     const shared: SharedApplyDeps = {
       device: timed.device,
@@ -372,14 +385,18 @@ export class NamespaceSync {
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase])),
-      onHeldMerge: () => {
-        if (!racedRecently && !ctx.config.replication.directWriters) this.racedAt = Date.now();
-        names.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
+      onHeldMerge: (namespaces, attempts) => {
+        if (!racedRecently && !ctx.config.replication.directWriters) {
+          const at = Date.now();
+          this.raced = { at, until: at + RACED_MEMORY_MS, namespaces: [...namespaces], attempts };
+        }
+        namespaces.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
       },
-      onVerifySkipped: () => names.forEach((ns) => ctx.metrics.syncVerifySkippedTotal.inc({ namespace: ns })),
+      onVerifySkipped: (namespaces) => namespaces.forEach((ns) => ctx.metrics.syncVerifySkippedTotal.inc({ namespace: ns })),
       deferVerify: (verify) => (deferred = verify),
       logger: ctx.log,
-      onForeignLoss: (n) => names.forEach((ns) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: ns }, n)),
+      // The lost entries lie outside every namespace of the merge-restore: one count per restore, not one per namespace.
+      onForeignLoss: (n, namespaces) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: namespaces[0]! }, n),
       site: ctx.site,
       quarantineOut: { passphrase: ctx.replicationPassphrase, ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}) },
     };

@@ -13,6 +13,7 @@ import { Etcd3, EtcdLeaseInvalidError, GRPCDeadlineExceededError, castGrpcError,
 import type { EtcdConfig } from '../config/schema.js';
 import { FailoverEtcdUnreachableError } from '../errors.js';
 import type { Candidate, LeaderRecord } from './leader-policy.js';
+import { withDeadline } from '../util/deadline.js';
 
 export interface NamespaceKeys {
   readonly leader: LeaderRecord | undefined;
@@ -84,19 +85,11 @@ export class LeaderStore {
 
   /** Runs `op` bounded by the call timeout; any failure becomes FailoverEtcdUnreachableError naming `what`. */
   private async call<T>(what: string, op: () => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      return await Promise.race([
-        op(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-        }),
-      ]);
+      return await withDeadline(op(), timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`));
     } catch (err) {
       if (err instanceof FailoverEtcdUnreachableError) throw err;
       throw new FailoverEtcdUnreachableError(`etcd: ${what} failed: ${err instanceof Error ? err.message : String(err)}`, { operation: what, cause: err });
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -242,17 +235,15 @@ export class LeaderStore {
 /** One keep-alive of lease `id` through `client`'s only member; the stream is cancelled after `timeoutMs`. */
 async function keepAliveOnce(client: Etcd3, id: string, timeoutMs: number): Promise<void> {
   const stream = await client.leaseClient.leaseKeepAlive();
-  let timer: NodeJS.Timeout | undefined;
   try {
-    const res = await new Promise<{ TTL: string }>((resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    const answer = new Promise<{ TTL: string }>((resolve, reject) => {
       stream.on('data', resolve);
       stream.on('error', (e) => reject(castGrpcError(e)));
       stream.write({ ID: id });
     });
+    const res = await withDeadline(answer, timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`));
     if (String(res.TTL) === '0') throw new EtcdLeaseInvalidError(id);
   } finally {
-    clearTimeout(timer);
     stream.cancel();
   }
 }

@@ -155,6 +155,8 @@ export interface ReplicatorMetrics {
   readonly syncVerifySkippedTotal: Counter<'namespace'>;
   /** Merge-restores that carried the snapshots of several namespaces due at once (daemon/apply-batch.ts). */
   readonly syncCoalescedRestoresTotal: Counter;
+  /** 1 while this site's syncs merge inside the exclusive hold at once because a recent one's every attempt raced. */
+  readonly syncHeldMode: Gauge;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
   /** Quarantine files no operator has acknowledged yet (`quarantine ack`), counted at each scrape. */
@@ -216,6 +218,8 @@ export interface ReplicatorMetrics {
    * seconds and the kinds of warning that stand. A source that throws leaves the last values in place.
    */
   setSyncCostSource(source: () => Record<string, SyncCostSample>): void;
+  /** Where `sync_held_mode` comes from: called at each scrape. A source that throws leaves the last value in place. */
+  setSyncHeldSource(source: () => boolean): void;
 }
 
 /** Kinds of `sync_cost_warning` (src/replicator/cost-model.ts). */
@@ -312,6 +316,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
   // Replica data times, kept here so the lag is computed at scrape time (see setReplicaDataTime).
   const dataTimes = new Map<string, number>();
   let quarantineSource: (() => Record<string, number>) | undefined;
+  let syncHeldSource: (() => boolean) | undefined;
 
   if (options.processMetrics !== false) {
     collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
@@ -523,6 +528,18 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       help: 'Merge-restores that carried the snapshots of several namespaces due at once at this site (one device backup, restore and verification for all).',
       registers,
     }),
+    syncHeldMode: new Gauge({
+      name: name('sync_held_mode'),
+      help: "1 while this site's snapshot syncs hold writes for their whole backup, merge and restore because a recent sync's every attempt outside the hold raced writes (10 minutes after it), else 0.",
+      registers,
+      collect() {
+        try {
+          if (syncHeldSource) this.set(syncHeldSource() ? 1 : 0);
+        } catch {
+          // The last value stays.
+        }
+      },
+    }),
     syncVerifySkippedTotal: new Counter({
       name: name('sync_verify_skipped_total'),
       help: 'Snapshot syncs whose restore was not verified because writes kept passing the device barrier while the check backup was taken.',
@@ -671,6 +688,9 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     },
     setSyncCostSource(source) {
       syncCostSource = source;
+    },
+    setSyncHeldSource(source) {
+      syncHeldSource = source;
     },
   };
 }

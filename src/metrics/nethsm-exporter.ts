@@ -11,6 +11,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../log.js';
 import { METRIC_PREFIX } from './metrics.js';
+import { withDeadline } from '../util/deadline.js';
 
 export const NETHSM_METRIC_PREFIX = 'nethsm_';
 
@@ -178,17 +179,14 @@ export function createNetHsmExporter(options: NetHsmExporterOptions): NetHsmExpo
 
   async function fetchOnce(): Promise<void> {
     const controller = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        controller.abort();
-        reject(new FetchTimeoutError());
-      }, timeoutMs);
-      timer.unref();
-    });
     const started = process.hrtime.bigint();
     try {
-      const data = await Promise.race([options.fetch(controller.signal), timeout]);
+      // On the deadline the read is also cancelled, not only left unheard.
+      const late = () => {
+        controller.abort();
+        return new FetchTimeoutError();
+      };
+      const data = await withDeadline(options.fetch(controller.signal), timeoutMs, late);
       if (closed) return;
       if (!isFlatObjectShape(data)) {
         fail('invalid', { got: Array.isArray(data) ? 'array' : data === null ? 'null' : typeof data });
@@ -200,7 +198,6 @@ export function createNetHsmExporter(options: NetHsmExporterOptions): NetHsmExpo
       if (err instanceof FetchTimeoutError) fail('timeout', { timeoutMs });
       else fail('error', { err: describeError(err) });
     } finally {
-      clearTimeout(timer);
       if (!closed) fetchDuration.set(Number(process.hrtime.bigint() - started) / 1e9);
     }
   }

@@ -5,7 +5,8 @@
  *
  * The rule (docs/operations.md §6): an entry of the namespace in the device backup taken just before the restore is
  * foreign when the snapshot lacks its path (the restore removes it) and replication never knew it here, that is:
- *   - it is not in the last snapshot applied at this site, nor in a file that already saved it (a fence's quarantine);
+ *   - it is not in the last snapshot applied at this site, nor in a file that already saved it (a fence's quarantine,
+ *     or the quarantine file an earlier attempt of the same apply wrote before a batch-mate dropped out);
  *   - for a key: no stream change this site applied (replica) or logged (primary) names its id.
  * A key the primary deleted whose delete had not reached this replica yet is therefore not foreign (no false alarm).
  * Anything else is: exporting an entry too many is harmless, deleting an unknown one without a copy is not.

@@ -79,10 +79,13 @@ export interface ApplyDeps {
   beforeRecheck?: () => Promise<void>;
   /** Called as each phase starts (tests assert where the hold is; progress). */
   onPhase?: (phase: ApplyPhase) => void;
-  /** Called when the merge fell back to running inside the exclusive hold (metric; the log says why). */
-  onHeldMerge?: () => void;
-  /** Called when verification was skipped because writes kept passing the barrier after the restore (metric). */
-  onVerifySkipped?: () => void;
+  /**
+   * Called when the merge fell back to running inside the exclusive hold (metric, status; the log says why), with the
+   * namespaces still in the batch and how many attempts outside the hold writes raced (0: it went there at once).
+   */
+  onHeldMerge?: (namespaces: readonly string[], attempts: number) => void;
+  /** Called when verification was skipped because writes kept passing the barrier after the restore (metric), with the namespaces restored. */
+  onVerifySkipped?: (namespaces: readonly string[]) => void;
   /**
    * Given: the verification (B3 and its comparison) is not awaited; applySnapshot returns once the restore is done and
    * hands it here to run after (it resolves like `verified`, or throws SyncVerifyFailedError, and removes the
@@ -91,8 +94,11 @@ export interface ApplyDeps {
   deferVerify?: (verify: () => Promise<boolean>) => void;
   /** Test seam: runs after the restore and before the check backup (B3) is taken. */
   beforeVerify?: () => Promise<void>;
-  /** Called with the number of entries lost outside the namespace when verification fails (metrics). */
-  onForeignLoss?: (lost: number) => void;
+  /**
+   * Called once per merge-restore with the number of entries lost outside its namespaces when verification fails
+   * (metrics), and those namespaces (sorted).
+   */
+  onForeignLoss?: (lost: number, namespaces: readonly string[]) => void;
   /** This site's name, for a quarantine file's meta. */
   site?: string;
   /** Whether a stream change this site applied or logged names this key id of the namespace (then it is not foreign). */
@@ -181,6 +187,12 @@ interface Apply {
   /** The parts still in the batch (a dropped one leaves, with its outcome in `dropped`). */
   parts: Part[];
   dropped: Map<string, unknown>;
+  /**
+   * Per namespace, the quarantine files this apply already wrote (a later merge's foreign-writes check counts their
+   * entries as saved, so a merge redone after a part dropped out inside the hold writes no second copy), the last one's
+   * result reported.
+   */
+  quarantined: Map<string, ForeignQuarantine[]>;
   log: Logger;
   temp: (label: string) => string;
 }
@@ -225,6 +237,7 @@ export async function applySnapshots(deps: SharedApplyDeps, specs: readonly Appl
     deps,
     parts: [],
     dropped: new Map(),
+    quarantined: new Map(),
     log: deps.logger ?? silentLogger,
     temp: (label) => {
       const t = deps.work.temp(label);
@@ -342,8 +355,8 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   if (outcome !== undefined) return outcome;
   if (a.parts.length === 0) return undefined;
   // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
-  deps.onHeldMerge?.();
   const namespaces = names();
+  deps.onHeldMerge?.(namespaces, remerges);
   if (remerges === 0) a.log.info({ namespaces }, 'merging inside the exclusive hold at once, with a re-check (replication.directWriters, or writes raced every attempt of a recent sync)');
   else {
     a.log.warn(
@@ -392,7 +405,8 @@ async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>)
     const ns = p.spec.namespace;
     const gone = removed.get(ns);
     if (replacing.has(ns) || !gone || gone.size === 0) continue;
-    const known = { files: [deps.work.snapshotOf(ns), ...(p.spec.savedFiles ?? [])], open: deps.snapshotOpen, ...(p.spec.knownKey ? { knownKey: p.spec.knownKey } : {}) };
+    const savedHere = (a.quarantined.get(ns) ?? []).map((q) => q.path);
+    const known = { files: [deps.work.snapshotOf(ns), ...(p.spec.savedFiles ?? []), ...savedHere], open: deps.snapshotOpen, ...(p.spec.knownKey ? { knownKey: p.spec.knownKey } : {}) };
     foreign.set(ns, await foreignAmong(ns, gone, known, log));
   }
   return { base, merged, parts, replacing: new Set([...replacing].filter((ns) => parts.some((p) => p.spec.namespace === ns))), foreign };
@@ -435,7 +449,8 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
     const ns = p.spec.namespace;
     if (m.replacing.has(ns)) saved.set(ns, { savedExisting: await saveExisting(deps, ns, m.base, log) });
     else {
-      const q = await saveForeign(a, p, m);
+      // Foreign writes an earlier attempt of this apply saved are not found again (mergeFrom): report its file.
+      const q = (await saveForeign(a, p, m)) ?? a.quarantined.get(ns)?.at(-1);
       saved.set(ns, q ? { quarantined: q } : {});
     }
   }
@@ -528,7 +543,7 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boole
   await deps.device.backupForReading(b3);
   const written = deps.device.barrier.scopesWrittenSince(after);
   if (written.has(null)) {
-    deps.onVerifySkipped?.();
+    deps.onVerifySkipped?.(namespaces);
     log.warn({ namespaces }, 'restore not verified: writes that may touch anything passed the device barrier after it (the restore itself succeeded)');
     return false;
   }
@@ -542,7 +557,7 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boole
   const what = namespaces.join(', ');
   const kept = deps.work.keptPath(namespaces.join('+'));
   await rename(m.base, kept);
-  if (lostOutside > 0) deps.onForeignLoss?.(lostOutside);
+  if (lostOutside > 0) deps.onForeignLoss?.(lostOutside, namespaces);
   log.error({ namespaces, kept, differences: diff.samples, notCompared: skip }, 'restore verification failed; pre-restore backup kept');
   throw new SyncVerifyFailedError(
     `after restoring namespace ${what}: ${diff.missing + diff.changed + diff.added} entries not as merged, ${lostOutside} of them outside it lost or changed; pre-restore backup kept at ${kept}`,
@@ -589,8 +604,9 @@ async function saveExisting(deps: SharedApplyDeps, namespace: string, deviceBack
 
 /**
  * Inside the hold: saves the foreign entries (foreign.ts, found with the merge) from the base to a quarantine file and
- * reports them; undefined when there are none (no file). Throws SyncQuarantineFailedError: the caller must not
- * restore then.
+ * reports them; undefined when there are none (no file), counting as saved what an earlier attempt of this apply
+ * already wrote (idempotent across merges redone inside one apply). Throws SyncQuarantineFailedError: the caller must
+ * not restore then.
  */
 async function saveForeign(a: Apply, p: Part, m: Merged): Promise<ForeignQuarantine | undefined> {
   const { deps, log } = a;
@@ -612,6 +628,7 @@ async function saveForeign(a: Apply, p: Part, m: Merged): Promise<ForeignQuarant
     { namespace, quarantine: q.path, keys: q.keys, users: q.users, keyIds: q.keyIds, userIds: q.userIds },
     'foreign writes at this replica (not replicated; written straight to the NetHSM) saved to quarantine before the snapshot removes them',
   );
+  a.quarantined.set(namespace, [...(a.quarantined.get(namespace) ?? []), q]);
   p.spec.onQuarantined?.(q);
   return q;
 }

@@ -9,6 +9,7 @@
 import cron, { type ScheduledTask } from 'node-cron';
 import { InputInvalidError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
+import { withDeadline } from '../util/deadline.js';
 
 export interface Job {
   name: string;
@@ -144,19 +145,10 @@ export class Scheduler {
       (err: unknown) => this.log.warn({ job: job.name, err }, 'scheduled job failed'),
     );
     const maxRunMs = this.options.maxRunMs ?? DEFAULT_MAX_RUN_MS;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        this.log.warn({ job: job.name, maxRunMs }, 'scheduled job still running past its bound; later ticks start it again');
-        resolve();
-      }, maxRunMs);
-      timer.unref();
-    });
-    try {
-      await Promise.race([run, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    // `run` never rejects, so a rejection here is the bound passing.
+    await withDeadline(run, maxRunMs, () => new Error('past its bound')).catch(() =>
+      this.log.warn({ job: job.name, maxRunMs }, 'scheduled job still running past its bound; later ticks start it again'),
+    );
   }
 
   /** When `name` runs next, or null when it is not scheduled. */

@@ -21,6 +21,7 @@ import { NamespacePuller, type PullerStatus } from './puller.js';
 import { Recipients } from './recipients.js';
 import { UnwrappedKeyCache } from './envelope-keys.js';
 import { TransportKey, type TransportKeyInfo } from './transport-key.js';
+import { withDeadline } from '../util/deadline.js';
 
 export interface StreamServiceOptions {
   ctx: SiteContext;
@@ -151,8 +152,8 @@ export class StreamService {
     void this.#maintain(false);
     // Intents a crash left open are settled before the gateway takes writes again, and the transport key is made
     // ready before peers ask for it (both bounded: an unreachable NetHSM leaves them to the background task).
-    const bounded = (p: Promise<unknown>) => Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
-    await bounded(Promise.all([this.capture.resolveOpen(), this.#ensureTransportKey()]));
+    const both = Promise.all([this.capture.resolveOpen(), this.#ensureTransportKey()]);
+    await withDeadline(both, 10_000, () => new Error('left to the background task')).catch(() => undefined);
     for (const p of this.#pullers.values()) p.start();
   }
 

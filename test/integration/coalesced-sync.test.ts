@@ -7,9 +7,10 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FenceTokenStaleError, BackupCorruptedError } from '../../src/errors.js';
-import { Lab } from '../../src/lab/lab.js';
+import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import { applySnapshots, type ApplyPart, type SharedApplyDeps } from '../../src/replicator/snapshot-apply.js';
+import type { ForeignQuarantine } from '../../src/replicator/foreign.js';
 import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
 import { use } from '../helpers/clients.js';
 
@@ -111,5 +112,45 @@ describe('coalesced snapshot syncs at a replica', () => {
     expect(recorded).toEqual(['beta']);
     expect(restoresAt('b') - before).toBe(1);
     expect(await use(lab.site('b').nsOperator('beta'), (c) => c.listKeys())).toContain('beta-2');
+  });
+  it("writes a batch-mate's foreign writes to quarantine once when a stale token makes the batch merge again", async () => {
+    const a = lab.site('a').daemon!;
+    const b = lab.site('b').daemon!;
+    await b.syncer.drain();
+    // A key written straight to B's NetHSM in beta: a foreign write the next restore of beta removes.
+    await use(lab.site('b').client('beta~replicator', LAB_PASSPHRASES.replicator), (c) =>
+      c.generateKey({ id: 'beta-foreign', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }),
+    );
+    const fileOf = async (ns: string) => {
+      const snap = await takeSnapshot(a.failover.snapshotDeps(), ns, 1);
+      const file = b.ctx.work.temp(`test-${ns}`);
+      await writeFile(file, await readFile(snap.file));
+      return file;
+    };
+    const filesBefore = new Set(b.ctx.work.quarantineFiles());
+    const reported: ForeignQuarantine[] = [];
+    const stale = new FenceTokenStaleError('the role changed while beta was quarantined', { namespace: 'alpha', epoch: 1, operation: 'sync' });
+    let checks = 0;
+    const deps: SharedApplyDeps = { device: b.ctx.device, work: b.ctx.work, deviceOpen: b.ctx.deviceOpen, snapshotOpen: b.ctx.snapshotOpen };
+    const out = await applySnapshots(deps, [
+      // alpha's token holds at the hold's first check and is stale at the second, after beta's foreign writes were
+      // saved: the batch merges again without alpha.
+      {
+        namespace: 'alpha',
+        snapshotFile: await fileOf('alpha'),
+        replicationUserId: 'replicator',
+        check: () => {
+          if (++checks >= 2) throw stale;
+        },
+      },
+      { namespace: 'beta', snapshotFile: await fileOf('beta'), replicationUserId: 'replicator', onQuarantined: (q) => reported.push(q) },
+    ]);
+    expect(out.get('alpha')).toEqual({ ok: false, error: stale });
+    const written = b.ctx.work.quarantineFiles().filter((f) => !filesBefore.has(f));
+    expect(written).toHaveLength(1);
+    expect(reported).toHaveLength(1);
+    expect(reported[0]).toMatchObject({ keyIds: ['beta-foreign'] });
+    expect(out.get('beta')).toMatchObject({ ok: true, result: { batch: ['beta'], quarantined: { path: reported[0]!.path, keyIds: ['beta-foreign'] } } });
+    expect(await use(lab.site('b').nsOperator('beta'), (c) => c.listKeys())).not.toContain('beta-foreign');
   });
 });

@@ -4,6 +4,8 @@
  * next ones go to the held sequence at once for a while (NamespaceSync.racedAt): fewer device backups, same result.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderStatus, statusExitCode } from '../../src/cli/status.js';
+import { RACED_MEMORY_MS } from '../../src/daemon/sync.js';
 import { Lab } from '../../src/lab/lab.js';
 import { use } from '../helpers/clients.js';
 
@@ -21,13 +23,22 @@ describe('syncs under steady local writes', () => {
     await lab?.close();
   });
 
+  const health = async (path: string) => {
+    const res = await fetch(`http://127.0.0.1:${lab.site('b').daemon!.ports.health}${path}`);
+    return { status: res.status, body: await res.text() };
+  };
+  const heldGauge = async () => /^nethsm_replicator_sync_held_mode (\d+)$/m.exec((await health('/metrics')).body)?.[1];
+
   async function backups(): Promise<number> {
     const m = await lab.site('b').registry.getSingleMetric('nethsm_replicator_device_backups_total')?.get();
     return (m?.values ?? []).reduce((n, v) => n + v.value, 0);
   }
 
-  it('after a sync whose every attempt outside the hold raced, the next merges inside the hold at once', async () => {
+  it('after a sync whose every attempt outside the hold raced, the next merges inside the hold at once, and status says so', async () => {
     const b = lab.site('b');
+    // Before: syncs try outside the hold; nothing to say.
+    expect((await b.daemon!.status()).heldSyncs).toBeNull();
+    expect(await heldGauge()).toBe('0');
     let writing = true;
     let n = 0;
     // Root keys written through B's barrier, as its gateway's writes for namespaces B is primary of would be.
@@ -48,6 +59,18 @@ describe('syncs under steady local writes', () => {
       expect(second).toMatchObject({ outcome: 'applied', heldMerge: true });
       // The first tried three times outside the hold before its held sequence; the second went there at once.
       expect(second_).toBeLessThan(first_);
+
+      // Status, readiness and the gauge say that syncs hold writes for their whole sequence, until when, and why.
+      const s = await b.daemon!.status();
+      expect(s.heldSyncs).toMatchObject({ namespaces: ['alpha'] });
+      expect(Date.parse(s.heldSyncs!.until) - Date.parse(s.heldSyncs!.since)).toBe(RACED_MEMORY_MS);
+      expect(s.heldSyncs!.cause).toContain(`until ${s.heldSyncs!.until}`);
+      const text = renderStatus(s);
+      expect(text).toMatch(/WARNING: writes outside the namespaces being synced .* kept racing the snapshot sync of namespace alpha: all 3 backups and merges .*\nTry: Nothing is lost/);
+      expect(statusExitCode(s)).toBe(0);
+      expect(await heldGauge()).toBe('1');
+      const ready = JSON.parse((await health('/health/ready')).body) as { warnings?: string[] };
+      expect(ready.warnings?.join('\n')).toMatch(/kept racing the snapshot sync of namespace alpha.*\. Try: Nothing is lost/);
     } finally {
       writing = false;
       await writer;
