@@ -556,6 +556,7 @@ export class Daemon {
         probe: async () => {
           const peer = this.ctx.peers.get(p.name)!;
           await observePeerStatus(this.ctx, this.failover, peer, await peer.status());
+          if (this.ctx.monitor.available(NETHSM_MEMBER)) this.failover.retryFenced(p.name);
         },
       })),
     ];

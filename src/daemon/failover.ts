@@ -63,6 +63,8 @@ export class Failover {
   private readonly background = new Set<Promise<unknown>>();
   /** The fence running per namespace: a second caller (a recovery, the schedule) joins it instead of exporting twice. */
   private readonly fencing = new Map<string, Promise<{ quarantine: string }>>();
+  /** Namespaces whose fence is being continued by {@link retryFenced}: one attempt at a time. */
+  private readonly resyncing = new Set<string>();
 
   constructor(
     private readonly ctx: SiteContext,
@@ -355,6 +357,26 @@ export class Failover {
     if (fencedAt >= 0 && !quarantined) {
       await this.fence(namespace, entries[fencedAt]!.fromEpoch ?? this.ctx.store.roles.require(namespace).epoch);
     } else await this.resync(namespace);
+  }
+
+  /**
+   * Auto-recovery of fenced namespaces, called after each answered status probe of peer `primarySite` (every
+   * `recovery.retryInterval`): each namespace fenced here under that primary, not paused, whose fence or resync is
+   * not running, continues it in the background. Without it, a resync that failed (the new primary's NetHSM briefly
+   * down, or a newer epoch learnt while fenced) waited for the namespace's cron schedule or for the member to go down
+   * and come back: the fault suite saw a site stay fenced for minutes with its primary answering.
+   */
+  retryFenced(primarySite: string): void {
+    for (const row of this.ctx.store.roles.list()) {
+      if (row.role !== 'fenced' || row.paused || row.primarySite !== primarySite || primarySite === this.ctx.site) continue;
+      if (this.fencing.has(row.namespace) || this.resyncing.has(row.namespace)) continue;
+      const ns = row.namespace;
+      this.resyncing.add(ns);
+      this.inBackground(
+        this.resumeFenced(ns).finally(() => this.resyncing.delete(ns)),
+        `fenced namespace ${ns}: continuing its fence or resync failed; retried at the next status probe of ${primarySite}`,
+      );
+    }
   }
 
   /** A fenced site syncs from its new primary and becomes a replica (retried by the scheduler when it fails). */

@@ -84,6 +84,7 @@ export class EtcdScenarios {
     const epoch = before?.epoch ?? 0;
     const target = `${ns}: site ${x.name}`;
     if (before?.role !== 'primary') return { target, ok: false, detail: `${x.name} is not primary of ${ns} now (${before ? before.role : 'no answer'}); not carried out` };
+    const eligible = await this.eligibleReplicas(ns, x, epoch);
     const t0 = Date.now();
     await Promise.all([x.daemon.kill(), x.sim.kill(), etcd.kill(x.name)]);
     const bound = ETCD_LEASE_TTL_MS + PROMOTE_BOUND_MS;
@@ -95,8 +96,16 @@ export class EtcdScenarios {
     if (restarted) return { target, ok: false, detail: `site ${x.name} did not come back: ${restarted}`, measured: { promotedMs } };
     const returned = successor ? await this.fencedUnder(x, ns, successor) : undefined;
     const fencedMs = returned ? Date.now() - t0 : undefined;
-    const detail = `${successor ? `${successor} primary after ${promotedMs} ms (bound ${bound})` : `no promotion within ${bound} ms`}; ${x.name} back${returned ? ` as ${returned} of ${successor} at ${fencedMs} ms` : ''}`;
-    const violation = !successor
+    const resumed = !successor && eligible.length === 0 ? await this.primaryAgain(x, ns) : undefined;
+    const detail =
+      `${successor ? `${successor} primary after ${promotedMs} ms (bound ${bound})` : `no promotion within ${bound} ms`}` +
+      `${eligible.length === 0 ? ' (no replica of its term when lost: none may promote)' : ''}; ${x.name} back` +
+      `${returned ? ` as ${returned} of ${successor} at ${fencedMs} ms` : ''}${resumed !== undefined ? (resumed ? ' and primary again' : ', NOT primary again') : ''}`;
+    const violation = !successor && eligible.length === 0
+      ? resumed
+        ? undefined
+        : `primary site ${x.name} of ${ns}, lost with no replica to take over, not primary again within ${RETURN_BOUND_MS} ms of its return`
+      : !successor
       ? `primary site ${x.name} of ${ns} lost: no replica promoted within lease TTL + ${PROMOTE_BOUND_MS} ms`
       : !returned
         ? `old primary ${x.name} of ${ns} not fenced under ${successor} within ${RETURN_BOUND_MS} ms of its return`
@@ -112,6 +121,9 @@ export class EtcdScenarios {
     const target = `${ns}: site ${x.name}`;
     if (before?.role !== 'primary') return { target, ok: false, detail: `${x.name} is not primary of ${ns} now (${before ? before.role : 'no answer'}); not carried out` };
     const links = this.cluster.sites.filter((s) => s !== x).flatMap((y) => [this.cluster.peerLink(x.name, y.name), this.cluster.peerLink(y.name, x.name)]);
+    // A promotion is promised only where a site was a replica of x's term when the cut began: one still fenced from
+    // an earlier scenario (its resync not done) must not take over, and then x leads again after the heal.
+    const eligible = await this.eligibleReplicas(ns, x, epoch);
     const t0 = Date.now();
     const undoEtcd = this.cluster.etcd!.isolate(x.name);
     for (const l of links) l.block({ up: true, down: true });
@@ -134,13 +146,17 @@ export class EtcdScenarios {
     }
     const returned = successor ? await this.fencedUnder(x, ns, successor) : undefined;
     const fencedMs = returned ? Date.now() - t0 : undefined;
+    const resumed = !successor && eligible.length === 0 ? await this.primaryAgain(x, ns) : undefined;
     const detail =
       `${x.name} ${steppedDownMs !== undefined ? `stepped down after ${steppedDownMs} ms` : 'did NOT step down'}, ` +
       `${successor ? `${successor} primary after ${promotedMs} ms` : `no promotion within ${bound} ms`}` +
-      `${returned ? `; healed, ${x.name} ${returned} of ${successor} at ${fencedMs} ms` : ''}`;
+      `${eligible.length === 0 ? ' (no replica of its term when cut: none may promote)' : ''}` +
+      `${returned ? `; healed, ${x.name} ${returned} of ${successor} at ${fencedMs} ms` : ''}` +
+      `${resumed !== undefined ? `; healed, ${x.name} ${resumed ? `primary again at ${Date.now() - t0} ms` : 'NOT primary again'}` : ''}`;
     let violation: string | undefined;
     if (steppedDownMs === undefined) violation = `isolated primary ${x.name} of ${ns} did not step down within ${bound} ms`;
     else if (promotedMs !== undefined && promotedMs < steppedDownMs) violation = `${successor} promoted (${promotedMs} ms) before the isolated primary ${x.name} stepped down (${steppedDownMs} ms)`;
+    else if (!successor && eligible.length === 0) violation = resumed ? undefined : `primary ${x.name} of ${ns}, cut off with no replica to take over, not primary again within ${RETURN_BOUND_MS} ms of the heal`;
     else if (!successor) violation = `primary ${x.name} of ${ns} cut off from the etcd majority: no replica promoted within lease TTL + ${PROMOTE_BOUND_MS} ms`;
     else if (!returned) violation = `old primary ${x.name} of ${ns} not fenced under ${successor} within ${RETURN_BOUND_MS} ms of the heal`;
     return { target, ok: true, detail, measured: { steppedDownMs, promotedMs, fencedMs }, violation };
@@ -175,6 +191,18 @@ export class EtcdScenarios {
     const target = `etcd ${member}`;
     const detail = `down ${ms} ms; primaries ${before}${changes.length ? ` changed: ${changes.join(' → ')}` : ' unchanged'}`;
     return { target, ok: true, detail, violation: changes.length ? `etcd member ${member} lost (a majority left): primaries changed ${before} → ${changes.join(' → ')}` : undefined };
+  }
+
+  /** The other sites that hold `ns` as a replica of `x` at `epoch` now (a promotion from them is promised). */
+  private async eligibleReplicas(ns: string, x: Site, epoch: number): Promise<string[]> {
+    const roles = await rolesOf(this.cluster, ns, this.cluster.sites.filter((s) => s !== x));
+    return [...roles].filter(([, n]) => n?.role === 'replica' && n.primarySite === x.name && n.epoch === epoch).map(([site]) => site);
+  }
+
+  /** Waits until `x` is primary of `ns` again (after a heal with no successor). */
+  private async primaryAgain(x: Site, ns: string): Promise<boolean> {
+    const ok = await until(RETURN_BOUND_MS, async () => ((await rolesOf(this.cluster, ns, [x])).get(x.name)?.role === 'primary' ? true : undefined));
+    return ok === true;
   }
 
   /** Restarts a lost site: etcd member, NetHSM, daemon (a few attempts, as systemd would). Returns an error or undefined. */
