@@ -37,7 +37,7 @@ import { arrivedBody, hasBody, readBody } from './body.js';
 import { classify, isKeyBodyOperation, type Classification } from './classify.js';
 import { requestHeadersForUpstream, responseHeadersForClient, SERVED_BY_HEADER, VIA_HEADER } from './headers.js';
 import { mutationBody, type MutationBody, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
-import { decide, type Decision, type GatewayOutcome, type NamespaceRoles } from './policy.js';
+import { decide, type Decision, type GatewayOutcome, type NamespaceRoles, type PolicyInput } from './policy.js';
 import type { RemoteServing } from './remote-serving.js';
 import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
@@ -386,17 +386,15 @@ export class GatewayServer {
   }
 
   #decide(x: Exchange): Decision {
-    return decide(
-      {
-        classification: x.classification,
-        caller: x.caller,
-        site: this.#options.site,
-        ...(x.via !== undefined ? { viaGateway: x.via } : {}),
-        // Forwarding to a primary needs trust for its gateway; without it the write is refused as read-only.
-        canForwardToPrimary: this.#peers !== undefined,
-      },
-      this.#options.roles,
-    );
+    const input: PolicyInput = {
+      classification: x.classification,
+      caller: x.caller,
+      site: this.#options.site,
+      // Forwarding to a primary needs trust for its gateway; without it the write is refused as read-only.
+      canForwardToPrimary: this.#peers !== undefined,
+    };
+    if (x.via !== undefined) input.viaGateway = x.via;
+    return decide(input, this.#options.roles);
   }
 
   /**
