@@ -10,8 +10,9 @@
 //   that device latency; --baseline: also run the gateway of another checkout (its dist/ built; e.g. the code before a
 //   change) as a third path, interleaved with the other two; --floor: also a bare proxy (Node's HTTPS server and an
 //   undici pool, no policy, no checks: the least any Node gateway of this shape costs); --prof: write the gateway
-//   processes' CPU profiles (node --cpu-prof) into DIR; --gw-flags: Node flags for every gateway process (all kinds
-//   alike), e.g. "--max-semi-space-size=16"; --rate: calls start at R per second (at most C at once) instead of back to
+//   processes' CPU profiles (node --cpu-prof) into DIR; --gw-flags: Node flags for the gateway under test only (not
+//   the baseline or bare proxy; with --baseline . the same code runs with and without them), e.g.
+//   "--min-semi-space-size=16"; --rate: calls start at R per second (at most C at once) instead of back to
 //   back, so every path sees the same arrivals: for comparing CPU per request (ratios of ops/s then say little).
 // Figures go to docs/benchmarks.md ("Gateway").
 import { fork, spawn } from 'node:child_process';
@@ -130,7 +131,7 @@ async function main() {
       const paths = [{ name: 'direct', client: clients(sim.url, { fingerprint256: sim.fingerprint256 }) }];
       const kinds = [['gateway', ROOT], ...(BASELINE ? [['baseline', BASELINE]] : []), ...(values.floor ? [['bare proxy', ROOT, true]] : [])];
       for (const [name, root, bare] of kinds) {
-        const gw = await startGateway(root, sim, POOL, values.prof, bare, values['gw-flags']);
+        const gw = await startGateway(root, sim, POOL, values.prof, bare, name === 'gateway' ? values['gw-flags'] : '');
         gateways.push(gw.child);
         paths.push({ name, client: clients(gw.url, { caPem: gw.caPem }), gw: gw.child });
       }
