@@ -5,22 +5,25 @@
 // per simulator) are separate processes; the clients run here. Per row: ops/s, p50/p99 of each path, the ratio
 // gateway/direct, and the gateway process's CPU time per proxied request (process.cpuUsage over its runs / requests).
 // Usage: npm run build && node bench/gateway.mjs [--seconds 3] [--rounds 2] [--c 1,8,32,64] [--latency 40] [--pool N]
-//   [--only 0|40] [--baseline DIR] [--floor] [--prof DIR]
+//   [--only 0|40] [--baseline DIR] [--floor] [--prof DIR] [--gw-flags="--flag …"] [--rate R]
 //   --pool: the gateway's connections to the NetHSM (default: the gateway's own default); --only: just the rows with
 //   that device latency; --baseline: also run the gateway of another checkout (its dist/ built; e.g. the code before a
 //   change) as a third path, interleaved with the other two; --floor: also a bare proxy (Node's HTTPS server and an
 //   undici pool, no policy, no checks: the least any Node gateway of this shape costs); --prof: write the gateway
-//   processes' CPU profiles (node --cpu-prof) into DIR.
+//   processes' CPU profiles (node --cpu-prof) into DIR; --gw-flags: Node flags for the gateway under test only (not
+//   the baseline or bare proxy; with --baseline . the same code runs with and without them), e.g.
+//   "--min-semi-space-size=16"; --rate: calls start at R per second (at most C at once) instead of back to
+//   back, so every path sees the same arrivals: for comparing CPU per request (ratios of ops/s then say little).
 // Figures go to docs/benchmarks.md ("Gateway").
 import { fork, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { NetHsmClient } from '../dist/nethsm/client.js';
-import { closedLoop, nearestRank } from './lib/load.mjs';
+import { closedLoop, nearestRank, pacedLoop } from './lib/load.mjs';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..');
@@ -103,6 +106,8 @@ async function main() {
       baseline: { type: 'string' },
       floor: { type: 'boolean', default: false },
       prof: { type: 'string' },
+      'gw-flags': { type: 'string' },
+      rate: { type: 'string' },
     },
   });
   const SECONDS = Number(values.seconds);
@@ -111,6 +116,7 @@ async function main() {
   const LATENCY = Number(values.latency);
   const POOL = values.pool === undefined ? undefined : Number(values.pool);
   const LATENCIES = values.only === undefined ? [LATENCY, 0] : [Number(values.only)];
+  const RATE = values.rate === undefined ? undefined : Number(values.rate);
   const BASELINE = values.baseline === undefined ? undefined : path.resolve(values.baseline);
   const children = [];
   const gateways = [];
@@ -125,7 +131,7 @@ async function main() {
       const paths = [{ name: 'direct', client: clients(sim.url, { fingerprint256: sim.fingerprint256 }) }];
       const kinds = [['gateway', ROOT], ...(BASELINE ? [['baseline', BASELINE]] : []), ...(values.floor ? [['bare proxy', ROOT, true]] : [])];
       for (const [name, root, bare] of kinds) {
-        const gw = await startGateway(root, sim, POOL, values.prof, bare);
+        const gw = await startGateway(root, sim, POOL, values.prof, bare, name === 'gateway' ? values['gw-flags'] : '');
         gateways.push(gw.child);
         paths.push({ name, client: clients(gw.url, { caPem: gw.caPem }), gw: gw.child });
       }
@@ -141,7 +147,9 @@ async function main() {
     }
     console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`);
     console.log('simulators, gateways and this client are separate processes on 127.0.0.1');
-    console.log(`${SECONDS} s per run, ${ROUNDS} rounds of ${setups[0].paths.map((p) => p.name).join(', ')} per row; gateway pool: ${POOL ?? 'default'}`);
+    if (RATE !== undefined) console.log(`paced: ${RATE} calls/s per run, at most C in flight`);
+    console.log(`${SECONDS} s per run, ${ROUNDS} rounds of ${setups[0].paths.map((p) => p.name).join(', ')} per row; gateway pool: ${POOL ?? 'default'}${values['gw-flags'] ? `; gateway flags: ${values['gw-flags']}` : ''}`);
+    console.log(`load average at start: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     const others = setups[0].paths.slice(2).map((p) => p.name);
     const extra = others.map((n) => ` ${n} ops/s | ${n} ratio | ${n} CPU µs/req |`).join('');
     console.log(`| op | device latency | in flight | direct ops/s | gateway ops/s | ratio | direct p50/p99 ms | gateway p50/p99 ms | gateway CPU µs/req |${extra}`);
@@ -157,7 +165,7 @@ async function main() {
       for (const op of ['sign', 'decrypt']) {
         const call = op === 'sign' ? (client) => client.sign('p256', 'ECDSA', s.keys.digest) : (client) => client.decrypt('aes', 'AES_CBC', s.keys.encrypted, s.keys.iv);
         for (const c of CONCURRENCY) {
-          const row = await measureRow(s, c, SECONDS, ROUNDS, call);
+          const row = await measureRow(s, c, SECONDS, ROUNDS, call, RATE);
           const [d, g, ...rest] = row;
           for (const r of row) {
             if (r.gwUs !== undefined) add(`${r.name} process`, r.gwUs, r.count);
@@ -172,6 +180,7 @@ async function main() {
         }
       }
     }
+    console.log(`load average at end: ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     console.log('CPU per request over all runs (µs):');
     for (const [key, t] of totals) console.log(`  ${key}: ${(t.us / t.requests).toFixed(0)} (${t.requests} requests)`);
   } finally {
@@ -183,7 +192,7 @@ async function main() {
 }
 
 /** One row: `rounds` × (each path in turn, warmed up first); latencies pooled over the rounds. */
-async function measureRow(s, c, seconds, rounds, call) {
+async function measureRow(s, c, seconds, rounds, call, rate) {
   const out = s.paths.map((p) => ({ name: p.name, latencies: [], count: 0, seconds: 0, gwUs: p.gw ? 0 : undefined, simUs: 0, clientUs: 0 }));
   for (let r = 0; r < rounds; r++) {
     for (const [i, p] of s.paths.entries()) {
@@ -191,7 +200,7 @@ async function measureRow(s, c, seconds, rounds, call) {
       const gw0 = p.gw ? await cpuOf(p.gw) : undefined;
       const sim0 = simCpuUs(s.simPid);
       const client0 = process.cpuUsage();
-      const res = await closedLoop(c, seconds, () => call(p.client));
+      const res = rate === undefined ? await closedLoop(c, seconds, () => call(p.client)) : await pacedLoop(c, seconds, rate, () => call(p.client));
       const client1 = process.cpuUsage(client0);
       const o = out[i];
       o.simUs += simCpuUs(s.simPid) - sim0;
@@ -259,8 +268,8 @@ function startSim(latency) {
 }
 
 /** A gateway process (code from `root`) in front of `sim`. */
-function startGateway(root, sim, pool, profDir, bare = false) {
-  const execArgv = profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+function startGateway(root, sim, pool, profDir, bare = false, flags = '') {
+  const execArgv = [...(profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []), ...flags.split(/\s+/).filter(Boolean)];
   const args = ['--gateway-child', JSON.stringify({ root, url: sim.url, fingerprint256: sim.fingerprint256, pool, bare })];
   const child = fork(HERE, args, { stdio: 'inherit', execArgv });
   return new Promise((resolve, reject) => {

@@ -99,14 +99,36 @@ function matches(pattern: string[], segments: readonly string[]): boolean {
   return true;
 }
 
-const COMPILED = TABLE.map(([method, pattern, kind]) => ({ method, pattern, parts: pattern.split('/').filter(Boolean), kind }));
+interface Compiled {
+  pattern: string;
+  parts: string[];
+  kind: RequestKind;
+  /** `${method} ${pattern}`, made once rather than per request. */
+  operation: string;
+}
+
+/** The table by method, in table order (first match wins), so a call is matched against its method's rows only. */
+const BY_METHOD = new Map<string, Compiled[]>();
+for (const [method, pattern, kind] of TABLE) {
+  const rows = BY_METHOD.get(method) ?? [];
+  rows.push({ pattern, parts: pattern.split('/').filter(Boolean), kind, operation: `${method} ${pattern}` });
+  BY_METHOD.set(method, rows);
+}
+
+function lookup(method: string, segments: readonly string[]): Compiled | undefined {
+  const rows = BY_METHOD.get(method);
+  if (rows === undefined) return undefined;
+  for (const row of rows) if (matches(row.parts, segments)) return row;
+  return undefined;
+}
 
 /** Classifies a call. `method` is the HTTP method as received (HEAD counts as GET); `segments` come from parseTarget. */
 export function classify(method: string, segments: readonly string[]): Classification {
-  const m = method.toUpperCase() === 'HEAD' ? 'GET' : method.toUpperCase();
-  const hit = COMPILED.find((e) => e.method === m && matches(e.parts, segments));
+  const upper = method.toUpperCase();
+  const m = upper === 'HEAD' ? 'GET' : upper;
+  const hit = lookup(m, segments);
   const out: Classification = hit
-    ? { kind: hit.kind, operation: `${m} ${hit.pattern}` }
+    ? { kind: hit.kind, operation: hit.operation }
     : { kind: fallbackKind(m, segments), operation: `${m} /${segments.join('/')}` };
   const keyId = keyIdOf(segments, hit?.pattern);
   if (keyId !== undefined) out.keyId = keyId;

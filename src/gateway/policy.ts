@@ -82,9 +82,12 @@ const REFUSED_DEVICE_CALLS: Record<string, string> = {
     'nethsm-replicator opens this NetHSM\'s backups with the configured backup passphrase; change both together on the NetHSM directly',
 };
 
+/** Every read and crypto call's decision: one object, not one per request (callers never change a Decision). */
+const FORWARD: Decision = Object.freeze({ action: 'forward', hold: false });
+
 export function decide(input: PolicyInput, roles: NamespaceRoles): Decision {
   const { classification: c, caller } = input;
-  if (c.kind === 'read' || c.kind === 'crypto' || c.kind === 'device-read') return { action: 'forward', hold: false };
+  if (c.kind === 'read' || c.kind === 'crypto' || c.kind === 'device-read') return FORWARD;
   if (c.kind === 'device-write') return decideDeviceWrite(c, roles);
   // Only namespace mutations depend on the caller's namespace, so only they need credentials read with certainty.
   if (caller.kind === 'unparsable') {

@@ -68,11 +68,20 @@ export class Relay implements Dispatcher.DispatchHandler {
 
   #flow(sink: ServerResponse | null): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    const done = new Promise<void>((resolve, reject) => (this.#settle = { resolve, reject }));
+    let settle!: { resolve: () => void; reject: (err: Error) => void };
+    const done = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+    this.#settle = settle;
     this.#sink = sink;
     const held = this.#held;
     this.#held = [];
     this.#heldBytes = 0;
+    if (this.#ended && held.length === 1 && sink !== null && !sink.destroyed) {
+      // The usual small answer, whole before the head was written: one end(chunk), no write() (which corks the socket
+      // and schedules a tick to uncork it) before it.
+      sink.end(held[0]);
+      this.#settle.resolve();
+      return done;
+    }
     for (const chunk of held) this.#write(chunk);
     if (this.#ended) {
       this.#finish();

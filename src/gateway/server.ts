@@ -37,7 +37,7 @@ import { arrivedBody, hasBody, readBody } from './body.js';
 import { classify, isKeyBodyOperation, type Classification } from './classify.js';
 import { requestHeadersForUpstream, responseHeadersForClient, SERVED_BY_HEADER, VIA_HEADER } from './headers.js';
 import { mutationBody, type MutationBody, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
-import { decide, type Decision, type GatewayOutcome, type NamespaceRoles } from './policy.js';
+import { decide, type Decision, type GatewayOutcome, type NamespaceRoles, type PolicyInput } from './policy.js';
 import type { RemoteServing } from './remote-serving.js';
 import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
@@ -132,6 +132,13 @@ export const GATEWAY_LIMIT_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
 } as const;
 
+/**
+ * The exchange in progress on a client connection (for a cut by Node's request timeout), kept on the socket itself: a
+ * WeakMap entry per request cost an ephemeron for the garbage collector to trace.
+ */
+const EXCHANGE = Symbol('gateway exchange');
+type ClientSocket = Duplex & { [EXCHANGE]?: Exchange | undefined };
+
 /** Largest body taken whole when it arrived with its request head (see arrivedBody); larger ones stream. */
 const ARRIVED_BODY_MAX_BYTES = 64 * 1024;
 
@@ -141,7 +148,8 @@ interface Exchange {
   req: IncomingMessage;
   res: ServerResponse;
   raw: string;
-  path: string;
+  /** Path segments below `/api/v1`, decoded (parseTarget). */
+  segments: string[];
   caller: CallerIdentity;
   classification: Classification;
   via: string | undefined;
@@ -168,8 +176,6 @@ export class GatewayServer {
   readonly #log: Logger;
   readonly #server: https.Server;
   readonly #sockets = new Set<Socket>();
-  /** The exchange in progress on each client connection (for a cut by Node's request timeout). */
-  readonly #active = new WeakMap<Duplex, Exchange>();
   readonly #limits: GatewayLimits;
   readonly #nethsm: Upstream;
   readonly #peers: PeerGateways | undefined;
@@ -284,21 +290,23 @@ export class GatewayServer {
       req,
       res,
       raw: target.raw,
-      path: '/' + target.segments.join('/'),
+      segments: target.segments,
       caller: parseBasicAuth(headerValues(req.rawHeaders, 'authorization')),
       classification: classify(req.method ?? 'GET', target.segments),
       // Only ever shown in a refusal message; capped so a client cannot fill the log through it.
       via: vias.length > 0 ? vias.join(',').slice(0, 100) : undefined,
       gone: false,
     };
-    this.#active.set(req.socket, x);
+    const socket = req.socket as ClientSocket;
+    socket[EXCHANGE] = x;
     if (x.via !== undefined && this.#options.peerCaPem !== undefined && (req.socket as TLSSocket).authorized !== true) {
       const error = new GatewayRequestInvalidError(`${VIA_HEADER} is accepted only from another site's gateway, presenting a certificate of the group CA`);
       this.#local(x, req, res, { status: 403, error }, 'rejected_input');
       return;
     }
-    res.once('close', () => {
-      if (this.#active.get(req.socket) === x) this.#active.delete(req.socket);
+    // 'close' comes once; `on` spares the wrapper `once` makes per request.
+    res.on('close', () => {
+      if (socket[EXCHANGE] === x) socket[EXCHANGE] = undefined;
       if (res.writableFinished) return;
       // The client went away: whatever the request is waiting for (the gate, the upstream) stops.
       x.gone = true;
@@ -328,7 +336,7 @@ export class GatewayServer {
     const code = err.code ?? '';
     const slow = code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
     const http = code === 'ERR_HTTP_REQUEST_TIMEOUT' || code.startsWith('HPE_');
-    const x = this.#active.get(socket);
+    const x = (socket as ClientSocket)[EXCHANGE];
     const remote = (socket as Socket).remoteAddress;
     if (http && socket.writable && (x === undefined || !x.res.headersSent)) {
       const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
@@ -378,17 +386,15 @@ export class GatewayServer {
   }
 
   #decide(x: Exchange): Decision {
-    return decide(
-      {
-        classification: x.classification,
-        caller: x.caller,
-        site: this.#options.site,
-        ...(x.via !== undefined ? { viaGateway: x.via } : {}),
-        // Forwarding to a primary needs trust for its gateway; without it the write is refused as read-only.
-        canForwardToPrimary: this.#peers !== undefined,
-      },
-      this.#options.roles,
-    );
+    const input: PolicyInput = {
+      classification: x.classification,
+      caller: x.caller,
+      site: this.#options.site,
+      // Forwarding to a primary needs trust for its gateway; without it the write is refused as read-only.
+      canForwardToPrimary: this.#peers !== undefined,
+    };
+    if (x.via !== undefined) input.viaGateway = x.via;
+    return decide(input, this.#options.roles);
   }
 
   /**
@@ -537,7 +543,7 @@ export class GatewayServer {
       let start: MutationStart = {
         namespace: observe!,
         method: x.req.method ?? 'GET',
-        path: x.path,
+        path: '/' + x.segments.join('/'),
         operation: x.classification.operation,
         user: x.caller.user,
         ...(x.classification.keyId !== undefined ? { keyId: x.classification.keyId } : {}),
@@ -689,6 +695,7 @@ export class GatewayServer {
   }
 
   #report(x: Exchange, outcome: GatewayOutcome, status?: number): void {
+    if (!this.#options.onRequest) return;
     const k = x.classification.kind;
     this.#emit({
       namespace: x.caller.kind === 'user' ? (x.caller.namespace ?? null) : undefined,
