@@ -172,22 +172,23 @@ async function childMemory(spec) {
     parser.push(Buffer.from(part.join('')));
   }
   parser.push(Buffer.from(']'));
-  const ids = parser.end();
+  const ids = parser.end(); // PackedIds
   const pub = { type: 'EC_P256', mechanisms: ['ECDSA_Signature'], restrictions: { tags: ['app'] }, operations: 0 };
   const item = (id) => inventoryItem(id, { ...pub, public: { data: createHash('sha256').update(id).digest('base64') } }, null);
   const t0 = performance.now();
   if (mode === 'ranges') {
-    const local = new CompactInventory(ids.length);
-    for (const id of ids) local.push(item(id));
+    const local = new CompactInventory(ids);
+    for (let i = 0; i < n; i++) local.push(item(ids.at(i)));
+    local.seal();
     async function* lines() {
       yield JSON.stringify({ kind: 'head', namespace: NS, takenAt: 1, rangeSize: DEFAULT_RANGE_SIZE });
       let count = 0;
       for (let from = 0; from < n; from += DEFAULT_RANGE_SIZE) {
         const to = Math.min(n, from + DEFAULT_RANGE_SIZE);
         const h = new RangeHasher();
-        for (let i = from; i < to; i++) h.add(ids[i], local.digestAt(i));
+        for (let i = from; i < to; i++) h.add(local.idAt(i), local.digestAt(i));
         count++;
-        yield JSON.stringify({ kind: 'range', upTo: to === n ? null : ids[to - 1], count: to - from, digest: h.take() });
+        yield JSON.stringify({ kind: 'range', upTo: to === n ? null : local.idAt(to - 1), count: to - from, digest: h.take() });
       }
       yield JSON.stringify({ kind: 'end', ranges: count, keys: n });
     }
@@ -201,11 +202,13 @@ async function childMemory(spec) {
     }
     if (differ !== 0) throw new Error('synthetic ranges differ');
   } else {
-    const keys = ids.map(item);
+    const keys = [...ids].map(item);
     const mine = { namespace: NS, takenAt: 1, keys, digest: inventoryDigest(keys) };
     parseNamespaceInventory(JSON.parse(JSON.stringify(mine)), { namespace: NS });
   }
-  process.stdout.write(JSON.stringify({ n, mode, rssMB: process.resourceUsage().maxRSS / 1024, seconds: (performance.now() - t0) / 1000 }) + '\n');
+  if (globalThis.gc) { globalThis.gc(); const v8 = await import("node:v8"); for (const s of v8.getHeapSpaceStatistics()) console.error(s.space_name, Math.round(s.space_size / 2 ** 20), Math.round(s.space_used_size / 2 ** 20)); }
+  const mu = process.memoryUsage();
+  process.stdout.write(JSON.stringify({ n, mode, rssMB: process.resourceUsage().maxRSS / 1024, seconds: (performance.now() - t0) / 1000, heapMB: Math.round(mu.heapTotal / 2 ** 20), externalMB: Math.round(mu.external / 2 ** 20) }) + "\n");
   process.exit(0);
 }
 
