@@ -13,6 +13,7 @@ import { KeyStore } from './key-store.js';
 import { SimMetrics } from './metrics.js';
 import { FailureRateLimiter } from './rate-limit.js';
 import { checkLatencyTable, sleep, type LatencyTable } from './latency.js';
+import { DeviceSlots } from './device-slots.js';
 import { Router } from './router.js';
 import { loadOrCreateTlsIdentity } from './tls-identity.js';
 import type { SimCore } from './context.js';
@@ -38,6 +39,11 @@ export interface SimulatorOptions {
   durable?: boolean;
   /** ms per operation name: sign, decrypt, encrypt, generate, import, backup, restore-per-entry, … */
   latency?: LatencyTable;
+  /**
+   * Capacity model (docs/simulator.md): at most this many operations in service at once, each holding a slot for its
+   * latency, the others queued FIFO. Absent (the default): latency is a sleep with no contention.
+   */
+  deviceSlots?: number;
   /** scrypt parameters for backup keys (default production). */
   backupScrypt?: KdfParams;
   /** scrypt parameters for the unlock key (default production). */
@@ -79,6 +85,7 @@ const HOURLY = 3_600_000;
 export async function startSimulator(options: SimulatorOptions = {}): Promise<RunningSimulator> {
   const latency = options.latency ?? {};
   checkLatencyTable(latency);
+  const slots = options.deviceSlots === undefined ? undefined : new DeviceSlots(options.deviceSlots);
   if (options.rebootDelayMs !== undefined && !(Number.isFinite(options.rebootDelayMs) && options.rebootDelayMs >= 0)) {
     throw new Error('rebootDelayMs must be a non-negative number of ms');
   }
@@ -101,7 +108,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     power: { reboot: () => Promise.resolve(), shutdown: () => Promise.resolve(), factoryReset: () => Promise.resolve() },
     updateKey,
     pendingUpdate: undefined,
-    delay: (op) => sleep(latency[op] ?? 0),
+    delay: slots ? (op) => slots.hold(latency[op] ?? 0) : (op) => sleep(latency[op] ?? 0),
     restoreInProgress: false,
     restoresApplied: 0,
   };
