@@ -56,3 +56,22 @@ describe('a simulator with deviceSlots', () => {
     await expect(startProvisionedSimulator({ deviceSlots: 0 })).rejects.toThrow(/device slots must be a whole number/);
   });
 });
+
+describe('onSlotWait', () => {
+  it('tells each operation how long it waited for a slot', async () => {
+    const told: [string, number][] = [];
+    const sim = await startProvisionedSimulator({ latency: { 'key-list': 300 }, deviceSlots: 1, onSlotWait: (op, ms) => told.push([op, ms]) });
+    const caller = simCaller(sim);
+    try {
+      told.length = 0; // the fixture's own set-up calls
+      await Promise.all([caller.call('GET', '/keys', { auth: sim.users.admin }), caller.call('GET', '/keys', { auth: sim.users.admin })]);
+      expect(told.map(([op]) => op)).toEqual(['key-list', 'key-list']);
+      // The first found the slot free; the second (asked while the first held it for 300 ms) waited for it.
+      expect(told[0]![1]).toBeLessThan(1);
+      expect(told[1]![1]).toBeGreaterThan(told[0]![1]);
+    } finally {
+      await caller.close();
+      await sim.close();
+    }
+  });
+});

@@ -24,15 +24,21 @@ export class DeviceSlots {
     return this.#waiting.length - this.#head;
   }
 
-  /** Waits for a slot (FIFO), holds it for `ms` (0: until the next turn of the event loop), then frees it. */
-  async hold(ms: number): Promise<void> {
+  /**
+   * Waits for a slot (FIFO), holds it for `ms` (0: until the next turn of the event loop), then frees it. Resolves to
+   * the time spent waiting for the slot (ms).
+   */
+  async hold(ms: number): Promise<number> {
+    const asked = performance.now();
     if (this.#free > 0 && this.queued === 0) this.#free--;
     else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    const waited = performance.now() - asked;
     try {
       await (ms > 0 ? sleep(ms) : new Promise<void>((r) => setImmediate(r)));
     } finally {
       this.#release();
     }
+    return waited;
   }
 
   /** Hands the slot to the longest waiter, or frees it. */

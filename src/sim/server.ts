@@ -44,6 +44,11 @@ export interface SimulatorOptions {
    * latency, the others queued FIFO. Absent (the default): latency is a sleep with no contention.
    */
   deviceSlots?: number;
+  /**
+   * Told, with deviceSlots, how long each operation waited for a slot (ms), after it was served: the queueing that
+   * other load adds at the device, which a benchmark can compare without the client machine's own CPU noise.
+   */
+  onSlotWait?: (op: string, waitedMs: number) => void;
   /** scrypt parameters for backup keys (default production). */
   backupScrypt?: KdfParams;
   /** scrypt parameters for the unlock key (default production). */
@@ -81,6 +86,11 @@ export interface RunningSimulator {
 
 const HOURLY = 3_600_000;
 
+async function holdSlot(slots: DeviceSlots, op: string, ms: number, told?: (op: string, waitedMs: number) => void): Promise<void> {
+  const waited = await slots.hold(ms);
+  told?.(op, waited);
+}
+
 /** Starts a simulator. Throws when the data directory holds unreadable state, the update key is bad or the port is taken. */
 export async function startSimulator(options: SimulatorOptions = {}): Promise<RunningSimulator> {
   const latency = options.latency ?? {};
@@ -108,7 +118,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     power: { reboot: () => Promise.resolve(), shutdown: () => Promise.resolve(), factoryReset: () => Promise.resolve() },
     updateKey,
     pendingUpdate: undefined,
-    delay: slots ? (op) => slots.hold(latency[op] ?? 0) : (op) => sleep(latency[op] ?? 0),
+    delay: slots ? (op) => holdSlot(slots, op, latency[op] ?? 0, options.onSlotWait) : (op) => sleep(latency[op] ?? 0),
     restoreInProgress: false,
     restoresApplied: 0,
   };
