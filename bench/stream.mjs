@@ -14,7 +14,7 @@
 // from its start after each checkpoint, so a running daemon overwrites).
 // Usage: npm run build && node bench/stream.mjs [--keys 300] [--concurrency 8] [--rate R] [--latency import=50ms,...]
 //        [--warmup 300] [--rounds 3] [--in-process] [--logs DIR]  (process mode: the daemons' log lines into DIR)
-//        [--daemon-node-flags "--max-semi-space-size=8"]  process mode: node flags of the two daemons only
+//        [--daemon-node-flags=--max-semi-space-size=8]  process mode: node flags of the two daemons only (with `=`)
 //        [--profile P]  process mode: P is a directory for V8 CPU profiles of each simulator and daemon process (whole
 //                       life, `node --cpu-prof`); in-process: P is the file for a profile of the last replicated run.
 // Everything listens on 127.0.0.1 and is torn down at the end. Figures go to docs/benchmarks.md.
