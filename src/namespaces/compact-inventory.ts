@@ -61,7 +61,7 @@ export class CompactInventory {
     if (!present) return this;
     this.#present = undefined;
     if (this.#count === this.#ids.length) return this;
-    const ids = new PackedIds(this.#count, this.#ids.byteLength);
+    const ids = new PackedIds();
     for (let i = 0; i < present.length; i++) {
       if (!present[i]) continue;
       this.#digests.copy(this.#digests, ids.length * 32, i * 32, i * 32 + 32);

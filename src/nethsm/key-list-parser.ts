@@ -22,7 +22,7 @@ function idByte(b: number): boolean {
 }
 
 export class KeyListParser {
-  readonly ids = new PackedIds(4096);
+  readonly ids = new PackedIds();
   #state: 'start' | 'between' | 'element' | 'end' = 'start';
   #element = Buffer.allocUnsafe(MAX_ELEMENT_BYTES);
   #len = 0;

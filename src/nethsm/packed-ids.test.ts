@@ -3,17 +3,21 @@ import { PackedIds } from './packed-ids.js';
 
 describe('PackedIds', () => {
   it('holds ids in order and gives them back, growing past its first capacity', () => {
-    const ids = Array.from({ length: 5000 }, (_, i) => `key-${String(i).padStart(6, '0')}${'x'.repeat(i % 100)}`);
-    const p = new PackedIds(2, 4);
+    const ids = Array.from({ length: 9000 }, (_, i) => `key-${String(i).padStart(6, '0')}${'x'.repeat(i % 100)}`);
+    const p = new PackedIds();
     for (const id of ids) p.push(id);
     expect(p.length).toBe(ids.length);
     expect(p.at(0)).toBe(ids[0]);
-    expect(p.at(4999)).toBe(ids[4999]);
-    expect(p.at(5000)).toBeUndefined();
+    expect(p.at(4096)).toBe(ids[4096]);
+    expect(p.at(8999)).toBe(ids[8999]);
+    expect(p.at(9000)).toBeUndefined();
     expect(p.at(-1)).toBeUndefined();
     expect(p.trim().toArray()).toEqual(ids);
-    expect([...p]).toEqual(ids);
-    expect(p.byteLength).toBe(ids.join('').length);
+    p.push('after-trim');
+    expect(p.at(9000)).toBe('after-trim');
+    expect(p.compareAt(0, 8999)).toBeLessThan(0);
+    expect([...p]).toEqual([...ids, 'after-trim']);
+    expect(p.byteLength).toBe(ids.join('').length + 'after-trim'.length);
   });
 
   it('tells sorted lists from unsorted and duplicated ones by byte order', () => {
