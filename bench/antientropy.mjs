@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Anti-entropy at scale: `npm run build && node bench/antientropy.mjs [--keys 10000,100000] [--big] [--rate 500]
-//   [--sign-seconds 10] [--latency sign=40ms,key-get=2ms,...] [--passes ranges,ranges-table,…] [--scrub-passes 8]`.
+// Anti-entropy at scale: `npm run build && node bench/antientropy.mjs [--keys 10000,100000] [--big] [--rate 200]
+//   [--device-slots 4] [--sign-seconds 10] [--latency sign=40ms,key-get=2ms,...] [--passes ranges,ranges-table,…]
+//   [--scrub-passes 8]`.
 //
 // Two simulators, each its own process (a primary and a replica of namespace `alpha`), filled with the same N keys
 // (EC P-256 imported with the same private scalar at both, so their inventories agree), then a small drift made at
@@ -11,8 +12,11 @@
 // Per pass it prints: time, device requests per key at each simulator (counted by the simulator: the sum of its
 // `http response <code>` counters, less the benchmark's own metrics reads and signatures), peak RSS of each side's
 // process, and the signing p99 at the replica's simulator (2 signers) while the pass runs, next to the p99 of signing
-// alone for --sign-seconds right before it (so both run under the same machine load).
-// Passes: `ranges` unpaced, `ranges` at --rate requests/s per site (antiEntropy.maxRequestsPerSecond), and `one
+// alone for --sign-seconds right before it (so both run under the same machine load), and their ratio. The
+// simulators model a device of --device-slots operations in service at once (src/sim/device-slots.ts; 0: latency
+// as a sleep without contention, as before), so a pass's reads queue with the signatures as at an appliance.
+// Passes: `ranges` unpaced, `ranges-paced` at --rate requests/s per site (antiEntropy.maxRequestsPerSecond, whose
+// default is 200), and `one
 // answer` (the old pass: primary's whole inventory as one JSON value, read after the replica's) for comparison.
 // `ranges-table`: unpaced, with a certificate table at each site (a state database per site, kept across the run, scrub
 // slice --scrub-passes): its first pass in a run finds the tables cold, later ones warm
@@ -39,11 +43,21 @@ const DEFAULT_LATENCY = 'sign=40ms,import=0ms,key-get=2ms,key-list=2ms';
 
 // ---- child: a provisioned simulator in its own process --------------------------------------------
 
-async function childSim(latencySpec) {
+async function childSim(spec) {
+  const { latency, deviceSlots } = JSON.parse(spec);
+  const { createServer } = await import('node:http');
   const { startProvisionedSimulator } = await import(dist('sim/fixture.js'));
   const { parseLatencySpec } = await import(dist('sim/latency.js'));
-  const sim = await startProvisionedSimulator({ namespaces: [NS], latency: parseLatencySpec(latencySpec) });
-  process.stdout.write(JSON.stringify({ url: sim.url, fingerprint256: sim.fingerprint256, users: sim.users, nsUsers: sim.nsUsers }) + '\n');
+  // How long each signature waited for a device slot, handed out and reset by a small local HTTP endpoint.
+  let signTimes = [];
+  const slots = deviceSlots > 0 ? { deviceSlots, onSlotWait: (op, ms) => op === 'sign' && signTimes.push(ms) } : {};
+  const sim = await startProvisionedSimulator({ namespaces: [NS], latency: parseLatencySpec(latency), ...slots });
+  const stats = createServer((_req, res) => {
+    res.end(JSON.stringify(signTimes));
+    signTimes = [];
+  }).listen(0, '127.0.0.1');
+  await new Promise((r) => stats.once('listening', r));
+  process.stdout.write(JSON.stringify({ url: sim.url, fingerprint256: sim.fingerprint256, users: sim.users, nsUsers: sim.nsUsers, statsPort: stats.address().port }) + '\n');
   process.on('SIGTERM', () => void sim.close().then(() => process.exit(0)));
 }
 
@@ -157,7 +171,7 @@ async function childPass(spec) {
  */
 async function childMemory(spec) {
   const { n, mode } = JSON.parse(spec);
-  const { createHash } = await import('node:crypto');
+  const { hash } = await import('node:crypto');
   const { inventoryItem, inventoryDigest, parseNamespaceInventory } = await import(dist('namespaces/inventory.js'));
   const { CompactInventory } = await import(dist('namespaces/compact-inventory.js'));
   const { DEFAULT_RANGE_SIZE, RangeHasher, readRangeDigests } = await import(dist('namespaces/inventory-ranges.js'));
@@ -172,22 +186,23 @@ async function childMemory(spec) {
     parser.push(Buffer.from(part.join('')));
   }
   parser.push(Buffer.from(']'));
-  const ids = parser.end();
+  const ids = parser.end(); // PackedIds
   const pub = { type: 'EC_P256', mechanisms: ['ECDSA_Signature'], restrictions: { tags: ['app'] }, operations: 0 };
-  const item = (id) => inventoryItem(id, { ...pub, public: { data: createHash('sha256').update(id).digest('base64') } }, null);
+  const item = (id) => inventoryItem(id, { ...pub, public: { data: hash('sha256', id, 'base64') } }, null);
   const t0 = performance.now();
   if (mode === 'ranges') {
-    const local = new CompactInventory(ids.length);
-    for (const id of ids) local.push(item(id));
+    const local = new CompactInventory(ids);
+    for (let i = 0; i < n; i++) local.push(item(ids.at(i)));
+    local.seal();
     async function* lines() {
       yield JSON.stringify({ kind: 'head', namespace: NS, takenAt: 1, rangeSize: DEFAULT_RANGE_SIZE });
       let count = 0;
       for (let from = 0; from < n; from += DEFAULT_RANGE_SIZE) {
         const to = Math.min(n, from + DEFAULT_RANGE_SIZE);
         const h = new RangeHasher();
-        for (let i = from; i < to; i++) h.add(ids[i], local.digestAt(i));
+        for (let i = from; i < to; i++) h.add(local.idAt(i), local.digestAt(i));
         count++;
-        yield JSON.stringify({ kind: 'range', upTo: to === n ? null : ids[to - 1], count: to - from, digest: h.take() });
+        yield JSON.stringify({ kind: 'range', upTo: to === n ? null : local.idAt(to - 1), count: to - from, digest: h.take() });
       }
       yield JSON.stringify({ kind: 'end', ranges: count, keys: n });
     }
@@ -201,11 +216,13 @@ async function childMemory(spec) {
     }
     if (differ !== 0) throw new Error('synthetic ranges differ');
   } else {
-    const keys = ids.map(item);
+    const keys = [...ids].map(item);
     const mine = { namespace: NS, takenAt: 1, keys, digest: inventoryDigest(keys) };
     parseNamespaceInventory(JSON.parse(JSON.stringify(mine)), { namespace: NS });
   }
-  process.stdout.write(JSON.stringify({ n, mode, rssMB: process.resourceUsage().maxRSS / 1024, seconds: (performance.now() - t0) / 1000 }) + '\n');
+  const mu = process.memoryUsage();
+  // heapMB / externalMB at the end: V8's heap as committed (its young generation included) and buffers outside it.
+  process.stdout.write(JSON.stringify({ n, mode, rssMB: process.resourceUsage().maxRSS / 1024, seconds: (performance.now() - t0) / 1000, heapMB: Math.round(mu.heapTotal / 2 ** 20), externalMB: Math.round(mu.external / 2 ** 20) }) + '\n');
   process.exit(0);
 }
 
@@ -213,9 +230,9 @@ async function childMemory(spec) {
 export async function runMemoryBench(sizes, log = console.error) {
   const rows = [];
   for (const n of sizes) {
-    // V8 grows its young generation (and so RSS) under a fast allocation rate: measured with its defaults and with
-    // a 2 MB young generation (`--max-semi-space-size=2`, as the backup commands run).
-    for (const [mode, flags] of [['ranges', []], ['ranges', ['--max-semi-space-size=2']], ['one-answer', []]]) {
+    // V8 may grow its young generation (semi-spaces up to 64 MB in Node 24, and so RSS) under a fast allocation rate:
+    // measured with its defaults and with semi-spaces of at most 8 MB.
+    for (const [mode, flags] of [['ranges', []], ['ranges', ['--max-semi-space-size=8']], ['one-answer', []]]) {
       const c = spawnChild(['--child', 'memory', JSON.stringify({ n, mode })], flags);
       const row = await c.first.catch((e) => ({ n, mode, rssMB: NaN, error: e.message }));
       row.flags = flags.join(' ') || '(defaults)';
@@ -251,6 +268,12 @@ async function pool(n, concurrency, fn) {
   }));
 }
 
+/** The replica simulator's slot waits of signatures since the last call (ms), then reset. */
+async function deviceSignTimes(sim) {
+  const res = await fetch(`http://127.0.0.1:${sim.statsPort}/`);
+  return res.json();
+}
+
 const quantile = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))] : NaN;
@@ -260,14 +283,16 @@ const quantile = (xs, q) => {
  * Runs the benchmark for each size in `keys`; resolves to one row per (size, pass) with time, requests per key at each
  * site, peak RSS of the pass process and the signing p99 with and without the pass. `log` gets progress lines.
  */
-export async function runAntiEntropyBench({ keys = [10_000], rate = 500, signSeconds = 10, signers = 2, latency = DEFAULT_LATENCY, passes = ['ranges', 'ranges-paced', 'one-answer'], scrubPasses = 8, log = console.error } = {}) {
+export async function runAntiEntropyBench({ keys = [10_000], rate = 200, deviceSlots = 4, signSeconds = 10, signers = 2, latency = DEFAULT_LATENCY, passes = ['ranges', 'ranges-paced', 'one-answer'], scrubPasses = 8, log = console.error } = {}) {
   const { NetHsmClient } = await import(dist('nethsm/client.js'));
   const { mkdtempSync, rmSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const rows = [];
   for (const n of keys) {
     const table = { dir: mkdtempSync(join(tmpdir(), 'nhr-bench-certs-')), scrubPasses };
-    const sims = [spawnChild(['--child', 'sim', latency]), spawnChild(['--child', 'sim', latency])];
+    const simSpec = JSON.stringify({ latency, deviceSlots });
+    const signMs = /(?:^|,)sign=([\d.]+)ms/.exec(latency) ? Number(/(?:^|,)sign=([\d.]+)ms/.exec(latency)[1]) : 0;
+    const sims = [spawnChild(['--child', 'sim', simSpec]), spawnChild(['--child', 'sim', simSpec])];
     const [A, B] = await Promise.all(sims.map((s) => s.first));
     const base = (s) => new NetHsmClient({ url: s.url, tls: { fingerprint256: s.fingerprint256 }, connections: 32 });
     const [baseA, baseB] = [base(A), base(B)];
@@ -309,8 +334,10 @@ export async function runAntiEntropyBench({ keys = [10_000], rate = 500, signSec
         await drift(round);
         // Signing alone, right before the pass: the two p99s compare runs under the same machine load.
         const idleEnd = performance.now() + signSeconds * 1000;
+        await deviceSignTimes(B);
         const idle = await signFor(() => performance.now() > idleEnd);
         const p99idle = quantile(idle, 0.99);
+        const deviceIdle = await deviceSignTimes(B);
         const before = await Promise.all(metrics.map(answered));
         let done = false;
         const spec = JSON.stringify({
@@ -324,6 +351,7 @@ export async function runAntiEntropyBench({ keys = [10_000], rate = 500, signSec
         const signing = signFor(() => done);
         const res = await run.first.finally(() => (done = true));
         const lat = await signing;
+        const deviceDuring = await deviceSignTimes(B);
         const after = await Promise.all(metrics.map(answered));
         // The two metrics reads of this measurement are counted too: subtract them.
         // The signatures made at the replica during the pass are not the pass's either.
@@ -339,6 +367,12 @@ export async function runAntiEntropyBench({ keys = [10_000], rate = 500, signSec
           signP99IdleMs: p99idle,
           signsIdle: idle.length,
           signP99DuringMs: quantile(lat, 0.99),
+          signP99Ratio: quantile(lat, 0.99) / p99idle,
+          // At the device model: the sign latency plus the p99 of the signatures' waits for a slot (what the pass's
+          // requests add at the device, free of this machine's CPU load); NaN without --device-slots.
+          deviceSignP99IdleMs: signMs + quantile(deviceIdle, 0.99),
+          deviceSignP99DuringMs: signMs + quantile(deviceDuring, 0.99),
+          deviceSignP99Ratio: (signMs + quantile(deviceDuring, 0.99)) / (signMs + quantile(deviceIdle, 0.99)),
           signs: lat.length,
           drift: `${res.missing}/${res.extra}/${res.differs}`,
           rangesDiffering: res.rangesDiffering ?? '-',
@@ -361,7 +395,8 @@ async function main() {
       child: { type: 'string' },
       keys: { type: 'string', default: '10000,100000' },
       big: { type: 'boolean', default: false },
-      rate: { type: 'string', default: '500' },
+      rate: { type: 'string', default: '200' },
+      'device-slots': { type: 'string', default: '4' },
       'sign-seconds': { type: 'string', default: '10' },
       signers: { type: 'string', default: '2' },
       latency: { type: 'string', default: DEFAULT_LATENCY },
@@ -379,8 +414,8 @@ async function main() {
   if (values.memory) return console.table(await runMemoryBench(values.memory.split(',').map(Number)));
   const keys = values.keys.split(',').map(Number);
   if (values.big) keys.push(1_000_000);
-  const rows = await runAntiEntropyBench({ keys, rate: Number(values.rate), signSeconds: Number(values['sign-seconds']), signers: Number(values.signers), latency: values.latency, passes: values.passes.split(','), scrubPasses: Number(values['scrub-passes']) });
-  console.table(rows.map((r) => ({ ...r, seconds: r.seconds.toFixed(1), reqPerKeyPrimary: r.reqPerKeyPrimary.toFixed(3), reqPerKeyReplica: r.reqPerKeyReplica.toFixed(3), rssMB: r.rssMB.toFixed(0), primaryRssMB: r.primaryRssMB.toFixed(0), signP99IdleMs: r.signP99IdleMs.toFixed(1), signP99DuringMs: r.signP99DuringMs.toFixed(1) })));
+  const rows = await runAntiEntropyBench({ keys, rate: Number(values.rate), deviceSlots: Number(values['device-slots']), signSeconds: Number(values['sign-seconds']), signers: Number(values.signers), latency: values.latency, passes: values.passes.split(','), scrubPasses: Number(values['scrub-passes']) });
+  console.table(rows.map((r) => ({ ...r, seconds: r.seconds.toFixed(1), reqPerKeyPrimary: r.reqPerKeyPrimary.toFixed(3), reqPerKeyReplica: r.reqPerKeyReplica.toFixed(3), rssMB: r.rssMB.toFixed(0), primaryRssMB: r.primaryRssMB.toFixed(0), signP99IdleMs: r.signP99IdleMs.toFixed(1), signP99DuringMs: r.signP99DuringMs.toFixed(1), signP99Ratio: r.signP99Ratio.toFixed(2), deviceSignP99IdleMs: r.deviceSignP99IdleMs.toFixed(1), deviceSignP99DuringMs: r.deviceSignP99DuringMs.toFixed(1), deviceSignP99Ratio: r.deviceSignP99Ratio.toFixed(2) })));
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await main();

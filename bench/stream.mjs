@@ -14,6 +14,7 @@
 // from its start after each checkpoint, so a running daemon overwrites).
 // Usage: npm run build && node bench/stream.mjs [--keys 300] [--concurrency 8] [--rate R] [--latency import=50ms,...]
 //        [--warmup 300] [--rounds 3] [--in-process] [--logs DIR]  (process mode: the daemons' log lines into DIR)
+//        [--daemon-node-flags=--max-semi-space-size=8]  process mode: node flags of the two daemons only (with `=`)
 //        [--profile P]  process mode: P is a directory for V8 CPU profiles of each simulator and daemon process (whole
 //                       life, `node --cpu-prof`); in-process: P is the file for a profile of the last replicated run.
 // Everything listens on 127.0.0.1 and is torn down at the end. Figures go to docs/benchmarks.md.
@@ -50,6 +51,7 @@ const { values } = parseArgs({
     profile: { type: 'string' },
     'in-process': { type: 'boolean', default: false },
     logs: { type: 'string' },
+    'daemon-node-flags': { type: 'string', default: '' },
   },
 });
 const N = positiveInt(values.keys, '--keys');
@@ -65,6 +67,9 @@ const PROFILE = values.profile === undefined ? undefined : path.resolve(values.p
 const LOGS = values.logs === undefined ? undefined : path.resolve(values.logs);
 if (LOGS) mkdirSync(LOGS, { recursive: true });
 const LATENCY = { ...parseLatencySpec(DEFAULT_LATENCY), ...parseLatencySpec(values.latency) };
+// Node flags for the daemon processes only (e.g. `--max-semi-space-size=8`), to measure what V8 heap flags cost the
+// stream; the simulators and the load generator run without them.
+const DAEMON_FLAGS = values['daemon-node-flags'].split(/\s+/).filter(Boolean);
 
 function positiveInt(v, name) {
   const n = Number(v);
@@ -184,7 +189,7 @@ async function spawnSim(site, port, latency) {
 
 /** A site's daemon as a process (`nethsm-replicator daemon --config`, as systemd runs it) on the lab's config. */
 async function spawnDaemon(site) {
-  const args = [...profFlags(`daemon-${site.name}`), CLI, 'daemon', '--config', path.join(site.dir, 'config.yaml')];
+  const args = [...DAEMON_FLAGS, ...profFlags(`daemon-${site.name}`), CLI, 'daemon', '--config', path.join(site.dir, 'config.yaml')];
   const child = spawn(process.execPath, args, { env: { ...process.env, NHR_UNSAFE_TEST_SCRYPT: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
   const file = LOGS ? createWriteStream(path.join(LOGS, `daemon-${site.name}.log`), { flags: 'a' }) : undefined;
   if (file) child.stderr.pipe(file);

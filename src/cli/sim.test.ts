@@ -40,6 +40,14 @@ describe('sim flags', () => {
     expect(() => parseSimFlags({ port: '0', host: 'h', durable: true })).toThrow(/--durable needs --data-dir/);
   });
 
+  it('takes --device-slots as a whole number from 1 to 1024, and refuses anything else', () => {
+    expect(parseSimFlags({ port: '0', host: 'h', deviceSlots: '4' }).deviceSlots).toBe(4);
+    expect(parseSimFlags({ port: '0', host: 'h' })).not.toHaveProperty('deviceSlots');
+    for (const bad of ['0', '-1', '1.5', 'two', '1025', '']) {
+      expect(() => parseSimFlags({ port: '0', host: 'h', deviceSlots: bad })).toThrow(/--device-slots must be a whole number from 1 to 1024/);
+    }
+  });
+
   it('reads --update-key and refuses a missing file or a key that is not RSA', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'nhr-sim-flags-'));
     try {

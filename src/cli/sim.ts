@@ -10,6 +10,7 @@ import { InputInvalidError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { parseLatencySpec, type LatencyTable } from '../sim/latency.js';
 import { TEST_KDF } from '../sim/crypto.js';
+import { MAX_DEVICE_SLOTS } from '../sim/device-slots.js';
 import { parseUpdateKey } from '../sim/update/key.js';
 
 interface SimFlags {
@@ -21,6 +22,7 @@ interface SimFlags {
   updateKey?: string;
   rebootDelay?: string;
   durable?: boolean;
+  deviceSlots?: string;
 }
 
 export interface SimSettings {
@@ -34,6 +36,8 @@ export interface SimSettings {
   /** PEM read from `--update-key`, checked to be an RSA public key. */
   updateKeyPem?: string;
   rebootDelayMs: number;
+  /** `--device-slots`: operations in service at once (capacity model); absent: no contention. */
+  deviceSlots?: number;
 }
 
 /** Validates the flags (and reads `--update-key`); throws InputInvalidError naming the bad one. */
@@ -57,6 +61,12 @@ export function parseSimFlags(flags: SimFlags): SimSettings {
   }
   const out: SimSettings = { port: Number(flags.port), host: flags.host, latency, testScrypt: flags.testScrypt === true, durable: flags.durable === true, rebootDelayMs: Number(delay) };
   if (flags.dataDir !== undefined) out.dataDir = flags.dataDir;
+  if (flags.deviceSlots !== undefined) {
+    if (!/^\d{1,4}$/.test(flags.deviceSlots) || Number(flags.deviceSlots) < 1 || Number(flags.deviceSlots) > MAX_DEVICE_SLOTS) {
+      throw new InputInvalidError(`--device-slots must be a whole number from 1 to ${MAX_DEVICE_SLOTS}, got "${flags.deviceSlots}"`);
+    }
+    out.deviceSlots = Number(flags.deviceSlots);
+  }
   if (flags.updateKey !== undefined) out.updateKeyPem = readUpdateKey(flags.updateKey);
   return out;
 }
@@ -88,6 +98,7 @@ export function registerSim(program: Command): void {
     .option('--durable', 'with --data-dir: write each change to disk before answering (a SIGKILL loses nothing acknowledged)')
     .option('--update-key <file>', "PEM RSA public key update images must be signed with (default: the firmware's test key)")
     .option('--reboot-delay <ms>', 'how long a reboot or factory reset keeps the simulator unreachable', '0')
+    .option('--device-slots <n>', 'capacity model: at most n operations in service at once, each for its --latency; others queue (default: no contention)')
     .action(async (flags: SimFlags) => {
       const o = parseSimFlags(flags);
       const kdf = o.testScrypt ? { backupScrypt: TEST_KDF, unlockScrypt: TEST_KDF } : {};
@@ -103,6 +114,7 @@ export function registerSim(program: Command): void {
         rebootDelayMs: o.rebootDelayMs,
         ...kdf,
         ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
+        ...(o.deviceSlots === undefined ? {} : { deviceSlots: o.deviceSlots }),
         ...(o.updateKeyPem === undefined ? {} : { updateKeyPem: o.updateKeyPem }),
         onPowerChange: (state, reason) => {
           if (!started) return;

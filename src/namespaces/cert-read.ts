@@ -9,7 +9,7 @@
  * sha256(namespace/id) falls in bucket `read number mod scrubPasses`, so every key's certificate is read from the device
  * at least once every `scrubPasses` reads of the namespace at this site.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { KeyCertsRepo, KnownCert } from '../state/key-certs-repo.js';
 import type { KeyInventoryItem } from './inventory.js';
 
@@ -110,7 +110,7 @@ export class CertRead {
 
   #scrubDue(id: string): boolean {
     if (this.scrubPasses <= 1) return true;
-    const bucket = createHash('sha256').update(`${this.namespace}/${id}`).digest().readUInt32BE(0) % this.scrubPasses;
+    const bucket = hash('sha256', `${this.namespace}/${id}`, 'buffer').readUInt32BE(0) % this.scrubPasses;
     return bucket === this.#readNo % this.scrubPasses;
   }
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PeerMessageInvalidError } from '../errors.js';
 import { NetHsmClient, type PublicKey } from '../nethsm/client.js';
+import { PackedIds } from '../nethsm/packed-ids.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { CompactInventory } from './compact-inventory.js';
 import { inventoryItem, readInventory, type KeyInventoryItem } from './inventory.js';
@@ -168,8 +169,10 @@ describe('range digests and items read from the simulator', () => {
   it('cuts the ids into ranges whose digests a CompactInventory of the same keys reproduces', async () => {
     const r = await readRangeDigests(rangeDigestLines(admin, 'ns', 4), { ...ctx, rangeSize: 4 });
     expect(r.ranges.map((x) => [x.upTo, x.count])).toEqual([['k03', 4], ['k07', 4], [null, 3]]);
-    const local = new CompactInventory();
-    for (const i of (await readInventory(admin, 'ns')).keys) local.push(i);
+    const keys = (await readInventory(admin, 'ns')).keys;
+    const local = new CompactInventory(PackedIds.of(keys.map((k) => k.id)));
+    for (const i of keys) local.push(i);
+    local.seal();
     let after: string | null = null;
     for (const x of r.ranges) {
       const [from, to] = local.indices({ after, upTo: x.upTo });

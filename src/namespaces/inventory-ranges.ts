@@ -90,7 +90,7 @@ export async function* rangeDigestLines(client: NetHsmClient, namespace: string,
   const takenAt = Date.now();
   const ids = await listIds(client, o.limiter);
   const bounds: (string | null)[] = [];
-  for (let i = rangeSize - 1; i < ids.length - 1; i += rangeSize) bounds.push(ids[i]!);
+  for (let i = rangeSize - 1; i < ids.length - 1; i += rangeSize) bounds.push(ids.at(i)!);
   bounds.push(null);
   yield JSON.stringify({ kind: 'head', namespace, takenAt, rangeSize });
   const h = new RangeHasher();
@@ -115,7 +115,8 @@ export async function* rangeDigestLines(client: NetHsmClient, namespace: string,
 /** The `items` answer's lines: the primary's keys inside `ranges` (validated by the caller with parseItemsRequest). */
 export async function* itemLines(client: NetHsmClient, namespace: string, ranges: readonly IdRange[], o: ItemOptions = {}): AsyncGenerator<string> {
   const takenAt = Date.now();
-  const ids = (await listIds(client, o.limiter)).filter((id) => ranges.some((r) => inRange(id, r)));
+  const ids: string[] = [];
+  for (const id of await listIds(client, o.limiter)) if (ranges.some((r) => inRange(id, r))) ids.push(id);
   yield JSON.stringify({ kind: 'head', namespace, takenAt });
   const h = new RangeHasher();
   for await (const item of readItems(client, ids, o)) {

@@ -7,6 +7,7 @@
  */
 import { NetHsmHttpError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
+import { PackedIds } from '../nethsm/packed-ids.js';
 import type { Limiter } from '../util/rate-limiter.js';
 import { unlimited } from '../util/rate-limiter.js';
 import type { CertRead } from './cert-read.js';
@@ -27,14 +28,18 @@ export function compareIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** The namespace's key ids, sorted and unique: one device request, parsed as it arrives (ids only). */
-export async function listIds(client: NetHsmClient, limiter: Limiter = unlimited()): Promise<string[]> {
+/** Ids a read walks through in order: a string array or a PackedIds. */
+export interface IdList {
+  readonly length: number;
+  at(i: number): string | undefined;
+}
+
+/** The namespace's key ids, sorted and unique, packed: one device request, parsed as it arrives (ids only). */
+export async function listIds(client: NetHsmClient, limiter: Limiter = unlimited()): Promise<PackedIds> {
   await limiter.take();
   const ids = await client.listKeyIds();
   // The firmware sends them sorted: check in place instead of copying a million ids into a Set and sorting.
-  let sorted = true;
-  for (let i = 1; i < ids.length && sorted; i++) sorted = compareIds(ids[i - 1]!, ids[i]!) < 0;
-  return sorted ? ids : [...new Set(ids)].sort(compareIds);
+  return ids.strictlyIncreasing() ? ids : PackedIds.of([...new Set(ids)].sort(compareIds));
 }
 
 /**
@@ -69,14 +74,14 @@ export async function readItem(client: NetHsmClient, id: string, limiter: Limite
  * is bounded by `concurrency`; a consumer that stops early (return/throw) stops the reads. The first read error is
  * thrown when its item's turn comes.
  */
-export async function* readItems(client: NetHsmClient, ids: readonly string[], o: ReadItemsOptions = {}): AsyncGenerator<KeyInventoryItem> {
+export async function* readItems(client: NetHsmClient, ids: IdList, o: ReadItemsOptions = {}): AsyncGenerator<KeyInventoryItem> {
   const limit = Math.max(1, o.concurrency ?? 8);
   const limiter = o.limiter ?? unlimited();
   const window: Promise<KeyInventoryItem | null>[] = [];
   let next = 0;
   const fill = (): void => {
     while (window.length < limit && next < ids.length) {
-      const p = readItem(client, ids[next++]!, limiter, o.signal, o.certs);
+      const p = readItem(client, ids.at(next++)!, limiter, o.signal, o.certs);
       p.catch(() => undefined); // observed when its turn comes; no unhandled rejection meanwhile
       window.push(p);
     }

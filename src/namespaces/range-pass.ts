@@ -14,6 +14,7 @@
  * differ, at most MAX_DIFFERS_HELD of them per pass (beyond that they are counted, and repaired by later passes).
  */
 import type { NetHsmClient } from '../nethsm/client.js';
+import { PackedIds } from '../nethsm/packed-ids.js';
 import type { KeyCertsRepo } from '../state/key-certs-repo.js';
 import { unlimited, type Limiter } from '../util/rate-limiter.js';
 import { applyRepair, planRepair, type AntiEntropyResult, type CertFetcher } from './antientropy.js';
@@ -71,15 +72,16 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
   const limiter = o.limiter ?? unlimited();
   const readOpts = { limiter, ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }) };
   const abort = new AbortController();
-  let local = new CompactInventory();
+  let local = new CompactInventory(new PackedIds());
   let certReads: CertReadCounts | undefined;
   const readLocal = async (): Promise<void> => {
     const ids = await listIds(o.replica, limiter);
-    local = new CompactInventory(ids.length);
+    local = new CompactInventory(ids);
     const certs = o.certs ? new CertRead(o.certs.repo, o.namespace, o.certs.scrubPasses) : undefined;
     certReads = certs?.counts;
     try {
       for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal, ...(certs ? { certs } : {}) })) local.push(item);
+      local.seal();
     } finally {
       certs?.end();
     }
@@ -156,8 +158,8 @@ async function compareItems(o: RangePassOptions, ranges: readonly IdRange[], loc
     });
     let j = 0;
     for await (const p of o.primaryItems(batch)) {
-      while (j < mine.length && compareIds(local.ids[mine[j]!]!, p.id) < 0) found.extra.push(local.ids[mine[j++]!]!);
-      if (j < mine.length && local.ids[mine[j]!] === p.id) {
+      while (j < mine.length && compareIds(local.idAt(mine[j]!), p.id) < 0) found.extra.push(local.idAt(mine[j++]!));
+      if (j < mine.length && local.idAt(mine[j]!) === p.id) {
         if (local.digestAt(mine[j]!) !== p.digest) {
           if (found.candidates.length < MAX_DIFFERS_HELD) found.candidates.push(p);
           else found.deferred++;
@@ -167,7 +169,7 @@ async function compareItems(o: RangePassOptions, ranges: readonly IdRange[], loc
         found.missing.push(p.id);
       }
     }
-    while (j < mine.length) found.extra.push(local.ids[mine[j++]!]!);
+    while (j < mine.length) found.extra.push(local.idAt(mine[j++]!));
   }
   return found;
 }

@@ -17,6 +17,7 @@ import { InputInvalidError, NetHsmHttpError, NetHsmResponseInvalidError, OutputE
 import { silentLogger, type Logger } from '../log.js';
 import type { components } from './api-types.js';
 import { KeyListFormatError, KeyListParser } from './key-list-parser.js';
+import type { PackedIds } from './packed-ids.js';
 import { contentTypeFor, newBoundary, restoreBody, twoPartBuffer } from './multipart.js';
 import { Transport, type CredentialLabel, type CredentialObserver, type RequestAuth, type RequestSpec } from './transport.js';
 import type { TlsTrust } from './tls-trust.js';
@@ -211,11 +212,11 @@ export class NetHsmClient {
   }
 
   /**
-   * `GET /keys`, parsed as it arrives, ids only (KeyListParser): for namespaces of millions of keys, where listKeys
-   * would hold the whole answer and an object per key, and stops at the 64 MiB body limit. Throws
-   * NetHsmResponseInvalidError for a malformed answer, and what the transport throws.
+   * `GET /keys`, parsed as it arrives, ids only, packed (KeyListParser, PackedIds): for namespaces of millions of keys,
+   * where listKeys would hold the whole answer and an object per key, and stops at the 64 MiB body limit. Throws
+   * NetHsmResponseInvalidError for a malformed answer (also an id that is not a NetHSM id), and what the transport throws.
    */
-  async listKeyIds(): Promise<string[]> {
+  async listKeyIds(): Promise<PackedIds> {
     const operation = 'GET /keys';
     const res = await this.#send({ method: 'GET', path: '/keys', expect: [200] });
     const parser = new KeyListParser();

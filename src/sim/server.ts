@@ -13,6 +13,7 @@ import { KeyStore } from './key-store.js';
 import { SimMetrics } from './metrics.js';
 import { FailureRateLimiter } from './rate-limit.js';
 import { checkLatencyTable, sleep, type LatencyTable } from './latency.js';
+import { DeviceSlots } from './device-slots.js';
 import { Router } from './router.js';
 import { loadOrCreateTlsIdentity } from './tls-identity.js';
 import type { SimCore } from './context.js';
@@ -38,6 +39,16 @@ export interface SimulatorOptions {
   durable?: boolean;
   /** ms per operation name: sign, decrypt, encrypt, generate, import, backup, restore-per-entry, … */
   latency?: LatencyTable;
+  /**
+   * Capacity model (docs/simulator.md): at most this many operations in service at once, each holding a slot for its
+   * latency, the others queued FIFO. Absent (the default): latency is a sleep with no contention.
+   */
+  deviceSlots?: number;
+  /**
+   * Told, with deviceSlots, how long each operation waited for a slot (ms), after it was served: the queueing that
+   * other load adds at the device, which a benchmark can compare without the client machine's own CPU noise.
+   */
+  onSlotWait?: (op: string, waitedMs: number) => void;
   /** scrypt parameters for backup keys (default production). */
   backupScrypt?: KdfParams;
   /** scrypt parameters for the unlock key (default production). */
@@ -75,10 +86,16 @@ export interface RunningSimulator {
 
 const HOURLY = 3_600_000;
 
+async function holdSlot(slots: DeviceSlots, op: string, ms: number, told?: (op: string, waitedMs: number) => void): Promise<void> {
+  const waited = await slots.hold(ms);
+  told?.(op, waited);
+}
+
 /** Starts a simulator. Throws when the data directory holds unreadable state, the update key is bad or the port is taken. */
 export async function startSimulator(options: SimulatorOptions = {}): Promise<RunningSimulator> {
   const latency = options.latency ?? {};
   checkLatencyTable(latency);
+  const slots = options.deviceSlots === undefined ? undefined : new DeviceSlots(options.deviceSlots);
   if (options.rebootDelayMs !== undefined && !(Number.isFinite(options.rebootDelayMs) && options.rebootDelayMs >= 0)) {
     throw new Error('rebootDelayMs must be a non-negative number of ms');
   }
@@ -101,7 +118,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     power: { reboot: () => Promise.resolve(), shutdown: () => Promise.resolve(), factoryReset: () => Promise.resolve() },
     updateKey,
     pendingUpdate: undefined,
-    delay: (op) => sleep(latency[op] ?? 0),
+    delay: slots ? (op) => holdSlot(slots, op, latency[op] ?? 0, options.onSlotWait) : (op) => sleep(latency[op] ?? 0),
     restoreInProgress: false,
     restoresApplied: 0,
   };

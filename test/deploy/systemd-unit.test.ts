@@ -52,6 +52,11 @@ describe('deploy/nethsm-replicator.service', () => {
     expect(text).not.toMatch(/^Environment=.*(PASSPHRASE|PASSWORD|TOKEN|SECRET)/im);
   });
 
+  it("caps V8's young generation, which keeps a million-key anti-entropy pass under 200 MB (docs/deploy.md)", () => {
+    const env = directives().get('Environment') ?? [];
+    expect(env).toContain('NODE_OPTIONS=--max-semi-space-size=8');
+  });
+
   it('loads the credentials the example config refers to', () => {
     const example = readFileSync(path.join(DEPLOY, 'config.example.yaml'), 'utf8');
     const referenced = new Set([...example.matchAll(/^[^#]*\$\{CREDENTIALS_DIRECTORY\}\/([\w.-]+)/gm)].map((m) => m[1]));

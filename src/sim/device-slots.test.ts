@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { DeviceSlots } from './device-slots.js';
+import { simCaller, startProvisionedSimulator } from './fixture.js';
+
+describe('DeviceSlots', () => {
+  it('keeps at most N operations in service and serves the waiting ones in arrival order', async () => {
+    const slots = new DeviceSlots(2);
+    const order: number[] = [];
+    const all = [0, 1, 2, 3, 4].map((i) => slots.hold(i < 2 ? 10 : 0).then(() => order.push(i)));
+    expect(slots.queued).toBe(3);
+    await Promise.all(all);
+    expect(order).toEqual([0, 1, 2, 3, 4]);
+    expect(slots.queued).toBe(0);
+  });
+
+  it('makes the third of three operations on two slots wait for one to finish', async () => {
+    const slots = new DeviceSlots(2);
+    const done: string[] = [];
+    const a = slots.hold(30).then(() => done.push('a'));
+    const b = slots.hold(30).then(() => done.push('b'));
+    const c = slots.hold(0).then(() => done.push('c'));
+    expect(slots.queued).toBe(1);
+    await Promise.all([a, b, c]);
+    expect(done).toEqual(['a', 'b', 'c']);
+  });
+
+  it.each([0, -1, 1.5, Number.NaN, 1025])('refuses %s slots', (n) => {
+    expect(() => new DeviceSlots(n)).toThrow(/device slots must be a whole number from 1 to 1024/);
+  });
+});
+
+describe('a simulator with deviceSlots', () => {
+  // One slot, a slow key listing: an operation asked for while the listing is in service waits for it.
+  async function finishOrder(deviceSlots: number | undefined): Promise<string[]> {
+    const sim = await startProvisionedSimulator({ latency: { 'key-list': 400 }, ...(deviceSlots === undefined ? {} : { deviceSlots }) });
+    const caller = simCaller(sim);
+    try {
+      const done: string[] = [];
+      const list = caller.call('GET', '/keys', { auth: sim.users.admin }).then(() => done.push('key list'));
+      await new Promise((r) => setTimeout(r, 100));
+      const users = caller.call('GET', '/users', { auth: sim.users.admin }).then(() => done.push('users'));
+      await Promise.all([list, users]);
+      return done;
+    } finally {
+      await caller.close();
+      await sim.close();
+    }
+  }
+
+  it('makes an operation wait for a slot held by another one, and changes nothing without it', async () => {
+    expect(await finishOrder(1)).toEqual(['key list', 'users']);
+    expect(await finishOrder(undefined)).toEqual(['users', 'key list']);
+  });
+
+  it('refuses a bad slot count at start', async () => {
+    await expect(startProvisionedSimulator({ deviceSlots: 0 })).rejects.toThrow(/device slots must be a whole number/);
+  });
+});
+
+describe('onSlotWait', () => {
+  it('tells each operation how long it waited for a slot', async () => {
+    const told: [string, number][] = [];
+    const sim = await startProvisionedSimulator({ latency: { 'key-list': 300 }, deviceSlots: 1, onSlotWait: (op, ms) => told.push([op, ms]) });
+    const caller = simCaller(sim);
+    try {
+      told.length = 0; // the fixture's own set-up calls
+      await Promise.all([caller.call('GET', '/keys', { auth: sim.users.admin }), caller.call('GET', '/keys', { auth: sim.users.admin })]);
+      expect(told.map(([op]) => op)).toEqual(['key-list', 'key-list']);
+      // The first found the slot free; the second (asked while the first held it for 300 ms) waited for it.
+      expect(told[0]![1]).toBeLessThan(1);
+      expect(told[1]![1]).toBeGreaterThan(told[0]![1]);
+    } finally {
+      await caller.close();
+      await sim.close();
+    }
+  });
+});
