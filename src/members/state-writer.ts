@@ -2,8 +2,8 @@
  * Persists the members' states (MemberMonitor's `onChange`) through the store's group commit. A plain `save` commits
  * with synchronous=FULL, i.e. an fsync on the event loop (2–30 ms on a shared disk), once per member per probe
  * (every `recovery.retryInterval`), stalling every request and stream change of the daemon meanwhile. Here the write
- * joins the turn's group (one transaction, its WAL sync off the event loop), and a member whose state changes again
- * before its write runs is written once, with its latest state.
+ * joins a group commit (one transaction, its WAL sync off the event loop; it lingers up to LINGER_MS for other writes
+ * to share it), and a member whose state changes again before its write runs is written once, with its latest state.
  *
  * Durability: the stored row only lets a restarted daemon resume a member's counts and show its last state; nothing
  * outside the process acts on it, and the in-memory state (status, health, metrics) is the monitor's, updated at once.
@@ -13,6 +13,9 @@
 import type { Logger } from '../log.js';
 import type { MemberHealth } from '../state/members-repo.js';
 import type { StateStore } from '../state/store.js';
+
+/** A member's write waits up to this long to share another group's transaction and WAL sync rather than cost its own. */
+const LINGER_MS = 1_000;
 
 export class MemberStateWriter {
   readonly #store: StateStore;
@@ -40,7 +43,7 @@ export class MemberStateWriter {
       this.#pending.delete(state.name);
       if (latest) this.#store.members.save(latest);
     };
-    this.#store.groupCommit(write).then(
+    this.#store.groupCommit(write, { lingerMs: LINGER_MS }).then(
       () => (this.#failing = false),
       (err: unknown) => {
         // Not written (rolled back, store closed, sync failed): the next change writes again. A state queued after
