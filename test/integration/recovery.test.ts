@@ -41,7 +41,8 @@ describe('member recovery and shutdown', () => {
     const down = b.daemon!.ctx.monitor.get('a')!;
     expect(down.status).toBe('unreachable');
     expect(down.lastErrorCode).toBe('NHR_ERR_PEER_UNREACHABLE');
-    expect(b.daemon!.ctx.store.members.get('a')).toMatchObject({ status: 'unreachable' });
+    // Stored through the group commit, lingering up to a second for other writes (members/state-writer.ts).
+    await waitFor(() => b.daemon!.ctx.store.members.get('a')?.status === 'unreachable', "a's state stored", 5_000);
     expect(await b.registry.metrics()).toMatch(/nethsm_replicator_member_up\{member="a"\} 0/);
 
     // While a was away its NetHSM took a write; when its daemon is back, b resumes by itself.
