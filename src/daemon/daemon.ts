@@ -31,6 +31,7 @@ import { MemberMonitor, type Member, type MemberState } from '../members/monitor
 import { GatewayServing } from './gateway-serving.js';
 import { servingView } from './serving-view.js';
 import { nethsmStateError } from '../members/nethsm-state.js';
+import { MemberStateWriter } from '../members/state-writer.js';
 import { createReplicatorMetrics, type ReplicatorMetrics } from '../metrics/metrics.js';
 import { createNetHsmExporter } from '../metrics/nethsm-exporter.js';
 import { PeerServer } from '../peer/server.js';
@@ -560,6 +561,8 @@ export class Daemon {
         },
       })),
     ];
+    // Through the group commit: a member's row is written at every probe, and a synchronous commit fsyncs on the event loop.
+    const saved = new MemberStateWriter(store, this.log);
     return new MemberMonitor({
       members,
       retryIntervalMs: config.recovery.retryIntervalMs,
@@ -568,7 +571,7 @@ export class Daemon {
       onChange: (s: Readonly<MemberState>) => {
         metrics.setMemberStatus(s.name, s.status, s.consecutiveFailures);
         if (s.name === NETHSM_MEMBER) this.serving.nethsmChecked(s);
-        if (store.isOpen) store.members.save(s);
+        saved.save(s);
       },
       onRecovered: (name) => void this.resumeMember(name),
     });

@@ -79,6 +79,51 @@ describe('group commit', () => {
     expect(store.changelog.count('payments')).toBe(0);
   });
 
+  it('lets a lingering write wait for later writes: writes of several turns share one group, and an eager write takes it along', async () => {
+    const before = store.groupCommitStats;
+    const turn = () => new Promise((r) => setImmediate(r));
+    const lingering = [store.groupCommit(() => store.changelog.append('payments', 1, del('l1')), { lingerMs: 60_000 })];
+    await turn();
+    lingering.push(store.groupCommit(() => store.changelog.append('payments', 1, del('l2')), { lingerMs: 60_000 }));
+    await turn();
+    await turn();
+    // Several turns on, nothing is committed yet: the lingering writes wait for company.
+    expect(store.groupCommitStats.commits - before.commits).toBe(0);
+    expect(store.changelog.count('payments')).toBe(0);
+    // A write queued without lingering fires at the end of its turn and takes the lingering ones along, in queue order.
+    const eager = store.groupCommit(() => store.changelog.append('payments', 1, del('e')));
+    expect((await eager).seq).toBe(3);
+    expect((await Promise.all(lingering)).map((c) => c.seq)).toEqual([1, 2]);
+    expect(store.groupCommitStats.commits - before.commits).toBe(1);
+    expect(store.groupCommitStats.writes - before.writes).toBe(3);
+  });
+
+  it('fires a group for a lingering write alone once its time is up, and never delays an eager write for it', async () => {
+    const before = store.groupCommitStats;
+    const alone = await store.groupCommit(() => store.changelog.append('payments', 1, del('alone')), { lingerMs: 5 });
+    expect(alone.seq).toBe(1);
+    expect(store.groupCommitStats.commits - before.commits).toBe(1);
+    // Queued after a long lingering write, an eager write still commits at the end of its turn (with it).
+    let eagerDone = false;
+    const lingering = store.groupCommit(() => store.changelog.append('payments', 1, del('late')), { lingerMs: 60_000 });
+    const eager = store.groupCommit(() => store.changelog.append('payments', 1, del('now'))).then((c) => ((eagerDone = true), c));
+    expect((await eager).seq).toBe(3);
+    expect(eagerDone).toBe(true);
+    expect((await lingering).seq).toBe(2);
+    // A shorter linger queued after a longer one brings the group forward.
+    const long = store.groupCommit(() => store.changelog.append('payments', 1, del('long')), { lingerMs: 60_000 });
+    const short = store.groupCommit(() => store.changelog.append('payments', 1, del('short')), { lingerMs: 5 });
+    expect([(await long).seq, (await short).seq]).toEqual([4, 5]);
+  });
+
+  it('commits lingering writes when the store closes', async () => {
+    const queued = store.groupCommit(() => store.changelog.append('payments', 1, del('a')), { lingerMs: 60_000 });
+    store.close();
+    expect((await queued).seq).toBe(1);
+    reopen();
+    expect(store.changelog.count('payments')).toBe(1);
+  });
+
   it('commits with synchronous=FULL and no separate sync when asked to', async () => {
     store.close();
     store = StateStore.inDir(path.join(dir, 'state'), { groupSync: 'full' }).open();

@@ -8,6 +8,11 @@
  * request whose I/O arrived in this turn has queued its write by then), or at most `maxDelayMs` when that is set. Then
  * every queued write runs, in queue order, each in its own savepoint of one IMMEDIATE transaction, and the transaction
  * commits. Writes queued meanwhile form the next group.
+ * A write nobody waits on to go on (a replica's applied-change records, members' states) may say so: `run(fn,
+ * { lingerMs })` lets it wait up to that long for other writes. It joins the first group that fires (its lingering
+ * never delays a write queued without it), and fires one itself when its time is up. On a disk each group costs a
+ * transaction and a WAL sync (measured here: ~80 µs of CPU per group on tmpfs, ~250 µs with the fdatasync of a virtual
+ * disk), so writes that arrive one per turn are far cheaper grouped a few milliseconds later than one group each.
  *
  * Durability, two ways (the caller is told nothing before its write is durable in either):
  * - without `walSync`: the group commits with the connection's synchronous=FULL, so COMMIT returns after the fsync
@@ -61,6 +66,12 @@ export interface GroupCommitStats {
 /** How a group ended for the rows it wrote: durable, not written at all, or written but not known to be durable. */
 export type GroupEnd = 'durable' | 'rolled-back' | 'sync-failed';
 
+/** How long a write may wait for others (`run`'s options). */
+export interface RunOptions {
+  /** At most this long (ms) before its group fires (default: the store's `maxDelayMs`, normally the end of the turn). */
+  lingerMs?: number;
+}
+
 interface Item {
   fn: () => unknown;
   resolve(v: unknown): void;
@@ -88,7 +99,7 @@ export class GroupCommit {
   readonly #maxBatch: number;
   readonly #walSync: (() => Promise<void>) | undefined;
   #queue: Item[] = [];
-  #timer: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  #timer: { kind: 'immediate'; handle: NodeJS.Immediate } | { kind: 'timeout'; handle: NodeJS.Timeout; at: number } | undefined;
   readonly #stats: GroupCommitStats = { commits: 0, writes: 0, largest: 0, syncs: 0, syncMs: 0 };
   /** Set while a group's transaction runs: writes made now become durable only after the group's sync. */
   #ends: ((end: GroupEnd) => void)[] | undefined;
@@ -134,12 +145,16 @@ export class GroupCommit {
     this.#ends.push(fn);
   }
 
-  /** Queues `fn` for the next group; settles after that group is durable (or failed). */
-  run<T>(fn: () => T): Promise<T> {
+  /**
+   * Queues `fn` for the next group; settles after that group is durable (or failed). The group fires at the end of the
+   * turn (or after `maxDelayMs`), or, for a write queued with `lingerMs`, at most that long from now; whichever of the
+   * queued writes' times comes first.
+   */
+  run<T>(fn: () => T, options: RunOptions = {}): Promise<T> {
     if (this.#failed) return Promise.reject(this.#failed);
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
-      this.#schedule();
+      this.#schedule(Math.max(0, options.lingerMs ?? this.#maxDelayMs));
     });
   }
 
@@ -153,19 +168,24 @@ export class GroupCommit {
   }
 
   #cancelTimer(): void {
-    if (this.#timer === undefined) return;
-    if (this.#maxDelayMs > 0) clearTimeout(this.#timer as NodeJS.Timeout);
-    else clearImmediate(this.#timer as NodeJS.Immediate);
+    const t = this.#timer;
+    if (t === undefined) return;
+    if (t.kind === 'timeout') clearTimeout(t.handle);
+    else clearImmediate(t.handle);
     this.#timer = undefined;
   }
 
-  #schedule(): void {
-    if (this.#timer !== undefined) return;
+  /** Makes the next group fire at most `delayMs` from now (0: at the end of this turn); an earlier firing stays. */
+  #schedule(delayMs: number): void {
+    const t = this.#timer;
+    const at = performance.now() + delayMs;
+    if (t !== undefined && (t.kind === 'immediate' || t.at <= at)) return;
+    this.#cancelTimer();
     const fire = () => {
       this.#timer = undefined;
       while (this.#queue.length > 0) this.#commit(this.#queue.splice(0, this.#maxBatch), this.#walSync !== undefined);
     };
-    this.#timer = this.#maxDelayMs > 0 ? setTimeout(fire, this.#maxDelayMs) : setImmediate(fire);
+    this.#timer = delayMs > 0 ? { kind: 'timeout', handle: setTimeout(fire, delayMs), at } : { kind: 'immediate', handle: setImmediate(fire) };
   }
 
   /** One transaction for `items`, one savepoint each; settles every item after the commit (and the sync, if deferred). */

@@ -25,7 +25,7 @@ import { AppliedRepo } from './applied-repo.js';
 import { AuditRepo } from './audit-repo.js';
 import { ChangeLogRepo } from './changelog-repo.js';
 import { EpochsRepo } from './epochs-repo.js';
-import { GroupCommit, type GroupCommitStats } from './group-commit.js';
+import { GroupCommit, type GroupCommitStats, type RunOptions } from './group-commit.js';
 import { MembersRepo } from './members-repo.js';
 import { applyMigrations, defaultMigrationsDir, loadMigrations, schemaVersion } from './migrate.js';
 import { PositionsRepo } from './positions-repo.js';
@@ -245,9 +245,10 @@ export class StateStore {
    * group's others kept), with the commit's (nothing written), or with StateSyncFailedError (after which grouped
    * writes are refused until a restart). `fn` must be synchronous and must not assume it runs now: it runs at the end
    * of the turn, after the writes queued before it. Throws InternalError when the store is closed.
+   * `lingerMs`: a write nothing waits on to go on may wait that long for others to share its group (group-commit.ts).
    */
-  groupCommit<T>(fn: () => T): Promise<T> {
-    return this.open_.group.run(fn);
+  groupCommit<T>(fn: () => T, options?: RunOptions): Promise<T> {
+    return this.open_.group.run(fn, options);
   }
 
   /** Group commits since the store opened: transactions, writes in them, largest group, WAL syncs. */

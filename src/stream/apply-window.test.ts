@@ -13,7 +13,7 @@ import { StateStore } from '../state/store.js';
 import { Mutex } from '../util/mutex.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import type { ApplyDeps } from './apply.js';
-import { ApplyWindow, CatchupNeeded, type WindowLimit } from './apply-window.js';
+import { ApplyWindow, CatchupNeeded, RECORD_LINGER_MS, type WindowLimit } from './apply-window.js';
 import type { ChangeLine } from './protocol.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
@@ -133,6 +133,25 @@ describe('apply window', () => {
     expect(applied().map((r) => r.seq)).toEqual([1, 2]);
     expect(store.positions.get('ns', 'a')?.seq).toBe(1);
     expect(lock.busy).toBe(false);
+    store.close();
+  });
+
+  // Before: each record was a group commit of its own (imports end one per turn): a transaction and a WAL sync each.
+  it('lets records wait for each other (RECORD_LINGER_MS) to share a group commit: nothing waits for a record but the lag', async () => {
+    const { store, window, seen } = setup();
+    const lingers: (number | undefined)[] = [];
+    const groupCommit = store.groupCommit.bind(store);
+    store.groupCommit = ((fn: () => unknown, options?: { lingerMs?: number }) => {
+      lingers.push(options?.lingerMs);
+      return groupCommit(fn, options);
+    }) as typeof store.groupCommit;
+    const before = store.groupCommitStats;
+    for (const [i, id] of ['p1', 'p2', 'p3', 'p4', 'p5'].entries()) await window.add(imported(i + 1, id));
+    await window.drain();
+    expect(seen).toEqual(['1:present', '2:present', '3:present', '4:present', '5:present']);
+    expect(lingers).toEqual(Array.from({ length: 5 }, () => RECORD_LINGER_MS));
+    expect(RECORD_LINGER_MS).toBeGreaterThan(0);
+    expect(store.groupCommitStats.writes - before.writes).toBe(5);
     store.close();
   });
 

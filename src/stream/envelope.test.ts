@@ -3,12 +3,12 @@
  * round trip, every field tampered with, wrong context, wrong recipient, size bounds, and no secret in any error.
  */
 import { constants, generateKeyPairSync, publicEncrypt, randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { EnvelopeInvalidError, NetHsmUnreachableError, TransportKeyInvalidError } from '../errors.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { ENVELOPE_MAX_PLAINTEXT, envelopeSchema, openEnvelope, sealEnvelope, type Envelope } from './envelope.js';
-import { envelopeContext, type EnvelopeBinding } from './protocol.js';
+import { envelopeContext, parseLine, type EnvelopeBinding } from './protocol.js';
 import { TransportKey, type TransportKeyInfo } from './transport-key.js';
 
 let sim: ProvisionedSimulator;
@@ -160,6 +160,28 @@ describe('the stream context: namespace, key id, change kind and ref', () => {
     ];
     for (const [what, binding] of moved) {
       expect((await refusal(open(env, envelopeContext(binding)))).message, what).toMatch(/failed authentication/);
+    }
+  });
+
+  it('validates the envelope of a line parseLine validated once, not again when opening it; any other envelope is validated', async () => {
+    const env = sealEnvelope(PLAINTEXT, recipient(), envelopeContext(real));
+    const text = JSON.stringify({ type: 'change', epoch: 1, seq: 1, at: 1, ref: real.ref, kind: 'key-imported', keyId: real.keyId, envelope: env });
+    const parsed = parseLine(text);
+    if (!parsed.ok || parsed.line.type !== 'change' || parsed.line.kind !== 'key-imported') throw new Error('the line did not parse');
+    const lineEnvelope = parsed.line.envelope;
+    const schemaPasses = vi.spyOn(envelopeSchema, 'safeParse');
+    try {
+      expect((await open(lineEnvelope, envelopeContext(real))).equals(PLAINTEXT)).toBe(true);
+      expect(schemaPasses).not.toHaveBeenCalled();
+      // What passed the schema stays as it was: the line's envelope cannot be changed afterwards.
+      expect(() => Object.assign(lineEnvelope, { iv: '!!!' })).toThrow(TypeError);
+      expect(lineEnvelope.iv).toBe(env.iv);
+      // A copy (or any envelope that did not come through parseLine) is validated, and a malformed one refused.
+      expect((await open({ ...lineEnvelope }, envelopeContext(real))).equals(PLAINTEXT)).toBe(true);
+      expect(schemaPasses).toHaveBeenCalledTimes(1);
+      expect((await refusal(open({ ...lineEnvelope, iv: '!!!' }, envelopeContext(real)))).message).toMatch(/malformed envelope: iv/);
+    } finally {
+      schemaPasses.mockRestore();
     }
   });
 

@@ -72,6 +72,27 @@ export const envelopeSchema: z.ZodType<Envelope> = z.strictObject({
   tag: b64(TAG_BYTES, TAG_BYTES),
 });
 
+/**
+ * Envelopes that passed `envelopeSchema` as part of a stream line (protocol.ts parseLine), frozen so that they are
+ * still what was validated: openEnvelope does not validate those a second time (a schema pass per applied import).
+ */
+const validated = new WeakSet<Envelope>();
+
+/** Marks `env`, just produced by `envelopeSchema` (inside a line's schema), as validated; freezes it. Returns it. */
+export function markEnvelopeValidated(env: Envelope): Envelope {
+  validated.add(Object.freeze(env));
+  return env;
+}
+
+/** `env` validated: as is when marked by markEnvelopeValidated, else through `envelopeSchema` (EnvelopeInvalidError). */
+function validEnvelope(env: Envelope): Envelope {
+  if (validated.has(env)) return env;
+  const parsed = envelopeSchema.safeParse(env);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  throw new EnvelopeInvalidError(`malformed envelope: ${issue ? `${issue.path.join('.') || '(root)'} ${issue.message}` : 'invalid'}`);
+}
+
 /** The GCM additional data: the header fields and the caller's context, newline-separated (ids and hex have no newlines). */
 function additionalData(h: { site: string; transportKeyId: string; transportKeyFingerprint: string }, aad: string): Buffer {
   return Buffer.from(`nethsm-replicator envelope v${ENVELOPE_VERSION}\n${ENVELOPE_ALG}\n${h.site}\n${h.transportKeyId}\n${h.transportKeyFingerprint}\n${aad}`, 'utf8');
@@ -129,7 +150,8 @@ export function sealWithKey(
 }
 
 /**
- * Opens an envelope: validates it (`env` may come straight from a peer), checks it is addressed to `expect`, has `unwrap`
+ * Opens an envelope: validates it (`env` may come straight from a peer; one from a line parseLine validated is not
+ * validated again), checks it is addressed to `expect`, has `unwrap`
  * turn the wrapped AES key into the raw key (the daemon passes its TransportKey's unwrap: the NetHSM's decrypt), and
  * decrypts. Throws EnvelopeInvalidError when malformed, addressed to another site/key/fingerprint, or not authentic
  * (including a 400 from the NetHSM's decrypt); other unwrap failures (NetHSM unreachable, 5xx) propagate unchanged so
@@ -141,12 +163,7 @@ export async function openEnvelope(
   aad: string,
   unwrap: (wrapped: Buffer) => Promise<Buffer>,
 ): Promise<Buffer> {
-  const parsed = envelopeSchema.safeParse(env);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new EnvelopeInvalidError(`malformed envelope: ${issue ? `${issue.path.join('.') || '(root)'} ${issue.message}` : 'invalid'}`);
-  }
-  const e = parsed.data;
+  const e = validEnvelope(env);
   if (e.v !== ENVELOPE_VERSION) {
     throw new EnvelopeInvalidError(
       `envelope format v${e.v} is not bound to its key id and change (sealed by an older release); it is not opened, a snapshot carries the key instead`,

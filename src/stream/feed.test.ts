@@ -74,3 +74,46 @@ describe('change feed: change-log identity', () => {
     ]);
   });
 });
+
+describe('change feed: reading the log', () => {
+  // Before: after every short batch the feed read the log once more, found it empty and only then waited: two queries
+  // (and two role reads) per commit at a primary taking one write at a time.
+  it('waits for the next commit after a short batch instead of reading the log again, and misses no change', async () => {
+    const log = store.changelog.logId('ns');
+    const abort = new AbortController();
+    const lines = feed.open('b', 'ns', { epoch: 1, seq: 3 }, abort.signal, log)[Symbol.asyncIterator]();
+    expect(JSON.parse((await lines.next()).value as string)).toMatchObject({ type: 'heartbeat', head: { seq: 3 } });
+    const reads: number[] = [];
+    const after = store.changelog.after.bind(store.changelog);
+    store.changelog.after = (ns, epoch, afterSeq, limit) => {
+      const got = after(ns, epoch, afterSeq, limit);
+      reads.push(got.length);
+      return got;
+    };
+    const turns = () => new Promise((r) => setTimeout(r, 50));
+    try {
+      const pending = lines.next();
+      await turns();
+      for (const k of ['k4', 'k5']) store.changelog.append('ns', 1, { kind: 'key-deleted', keyId: k, ref: REF, detail: {} });
+      feed.notify('ns');
+      expect(JSON.parse((await pending).value as string)).toMatchObject({ type: 'change', seq: 4 });
+      expect(JSON.parse((await lines.next()).value as string)).toMatchObject({ type: 'change', seq: 5 });
+      const next = lines.next();
+      await turns();
+      // Rows per read: none at the head, then woken, the heartbeat's check (1: not at the head any more), the batch.
+      // The batch was short: no read after it until the next wake.
+      expect(reads).toEqual([0, 1, 2]);
+      // A change committed meanwhile (its notify comes after it is durable) is sent, not slept through.
+      store.changelog.append('ns', 1, { kind: 'key-deleted', keyId: 'k6', ref: REF, detail: {} });
+      feed.notify('ns');
+      expect(JSON.parse((await next).value as string)).toMatchObject({ type: 'change', seq: 6 });
+      const last = lines.next();
+      await turns();
+      expect(reads).toEqual([0, 1, 2, 1]);
+      abort.abort();
+      expect((await last).done).toBe(true);
+    } finally {
+      store.changelog.after = after;
+    }
+  });
+});

@@ -81,13 +81,14 @@ export class ChangeFeed {
     }
     let cursor = after!.seq;
     let lastBeat = 0;
+    const limit = this.#o.batch ?? 200;
     this.#o.log.info({ namespace, peer, after: `${epoch}.${cursor}` }, 'change stream opened');
     try {
       while (!signal.aborted) {
         const row = store.isOpen ? store.roles.get(namespace) : undefined;
         if (!row || row.role !== 'primary' || row.epoch !== epoch || row.primarySite !== this.#o.site) return;
         const version = this.#versions.get(namespace) ?? 0;
-        const batch = store.changelog.after(namespace, epoch, cursor, this.#o.batch ?? 200);
+        const batch = store.changelog.after(namespace, epoch, cursor, limit);
         if (batch.length > 0 && batch[0]!.seq !== cursor + 1) {
           yield JSON.stringify(this.#snapshotRequired(namespace, epoch, `changes after ${cursor} are no longer retained`, log.ours));
           return;
@@ -106,6 +107,11 @@ export class ChangeFeed {
             yield JSON.stringify(beat);
             lastBeat = Date.now();
           }
+        }
+        // A short batch was everything durable as of `version` (read before the query; a change is durable before its
+        // notify): read the log again only when woken, not once more to find it empty (two queries per commit).
+        if (batch.length > 0 && batch.length < limit && !signal.aborted) {
+          await this.#wait(namespace, version, Math.max(0, lastBeat + this.#o.heartbeatIntervalMs - Date.now()), signal);
         }
       }
     } finally {

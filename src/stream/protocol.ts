@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { isValidId } from '../nethsm/ids.js';
 import { EnvelopeInvalidError } from '../errors.js';
 import type { ChangeKind, LoggedChange } from '../state/changelog-repo.js';
-import { ENVELOPE_VERSION, envelopeSchema, type Envelope } from './envelope.js';
+import { ENVELOPE_VERSION, envelopeSchema, markEnvelopeValidated, type Envelope } from './envelope.js';
 
 /** Largest line a receiver accepts: a 1 MiB certificate in base64 plus the line's other fields. */
 export const MAX_LINE_BYTES = 2 * 1024 * 1024;
@@ -74,7 +74,12 @@ export function parseLine(text: string): LineResult {
     type === 'change' ? changeLineSchema : type === 'heartbeat' ? heartbeatLineSchema : type === 'snapshot-required' ? snapshotRequiredLineSchema : undefined;
   if (!schema) return { ok: false, problem: `line type ${JSON.stringify(type)?.slice(0, 40) ?? 'undefined'} is not change, heartbeat or snapshot-required` };
   const r = schema.safeParse(value);
-  if (r.success) return { ok: true, line: r.data as StreamLine };
+  if (r.success) {
+    const line = r.data as StreamLine;
+    // The envelope passed envelopeSchema just now: openEnvelope need not run it again.
+    if (line.type === 'change' && line.kind === 'key-imported') markEnvelopeValidated(line.envelope);
+    return { ok: true, line };
+  }
   const issue = r.error.issues[0];
   return { ok: false, problem: `${issue && issue.path.length > 0 ? issue.path.join('.') : 'line'} ${issue?.message ?? 'is invalid'}` };
 }

@@ -197,4 +197,27 @@ describe('stream puller: bad input from the primary', () => {
     expect(snapshots[before]).toBe("the primary's head 1.3 is behind this replica's position 1.5: its change log went back");
     unchanged();
   });
+
+  // Before: the write that moves the lag basis on a heartbeat at the position committed on its own, with an fsync on
+  // the event loop, at every heartbeat of every namespace.
+  it('stores a heartbeat at its position (the new lag basis) inside a group commit, not with a commit of its own', async () => {
+    const at = Date.now() + 60_000;
+    scripts.push([beat(5, { at })]);
+    const inTransaction: boolean[] = [];
+    const caughtUp = store.applied.caughtUp.bind(store.applied);
+    store.applied.caughtUp = (...args: Parameters<typeof caughtUp>) => {
+      inTransaction.push(store.db.inTransaction);
+      return caughtUp(...args);
+    };
+    const { p } = puller();
+    try {
+      p.start();
+      await until(() => store.positions.get('ns', 'a')?.positionTakenAt === at, 'the lag basis to move to the heartbeat');
+    } finally {
+      await p.close();
+      store.applied.caughtUp = caughtUp;
+    }
+    expect(inTransaction).toEqual([true]);
+    expect(store.positions.get('ns', 'a')).toMatchObject({ epoch: 1, seq: 5 });
+  });
 });

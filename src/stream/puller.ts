@@ -288,7 +288,15 @@ export class NamespacePuller {
           const reset = now && resetSince(now, line);
           if (reset) return { kind: 'catchup', reason: reset };
           if (now?.epoch === line.head.epoch && now.seq === line.head.seq) {
-            store.applied.caughtUp(ns, peer.name, line.head.epoch, line.head.seq, line.at, line.log);
+            // Group-committed, not awaited: a write of its own commits with an fsync on the event loop, at every
+            // heartbeat of every namespace. A record queued after it runs after it, and caughtUp is a no-op once the
+            // position moved, so the lag basis never goes back; nothing waits for it (gauges read it when it landed).
+            const head = line.head;
+            const at = line.at;
+            const log = line.log;
+            store.groupCommit(() => store.applied.caughtUp(ns, peer.name, head.epoch, head.seq, at, log)).catch((err: unknown) => {
+              this.#o.log.debug({ namespace: ns, err }, 'could not store that the replica is caught up (the next heartbeat stores it)');
+            });
             this.#clearError();
           }
           this.#updateGauges(peer.name);
