@@ -131,6 +131,16 @@ describe('decide after a step-down (fenced, naming itself)', () => {
     expect(decide({ ...demoted, view: read({ leader: keyOfA }) }, 3)).toMatchObject({ kind: 'wait', reason: expect.stringMatching(/handover in progress/) });
   });
 
+  // A site fenced on a peer's word naming itself at an epoch it never took (its promote took the key and failed; the
+  // other site reported the term first) holds a replica's copy without administrators: resuming would leave a primary
+  // that answers writes with 401. It completes a promote instead.
+  it('promotes, not resumes, at an epoch it never took itself', () => {
+    const learnt: TickInput = { ...stepped, tookEpoch: false };
+    expect(decide({ ...learnt, view: read({ leader: keyOfA }) }, 3)).toEqual({ kind: 'campaign', epoch: 4, expected: keyOfA, viaPromote: true });
+    expect(decide(learnt, 3)).toEqual({ kind: 'campaign', epoch: 4, viaPromote: true });
+    expect(decide({ ...stepped, tookEpoch: true, view: read({ leader: keyOfA }) }, 3)).toEqual({ kind: 'campaign', epoch: 4, expected: keyOfA });
+  });
+
   it('follows the site that took over (the fence procedure then quarantines what it holds)', () => {
     const b = { site: 'b', epoch: 4, lease: '77', modRevision: '30' };
     expect(decide({ ...stepped, view: read({ leader: b, floor: 4 }) }, 3)).toEqual({ kind: 'follow', leader: b });

@@ -47,6 +47,11 @@ export interface TickInput {
   readonly maxLagMs: number;
   /** The position this site published (compared with the other candidates'). */
   readonly positionTakenAt: number | null;
+  /**
+   * Whether this site itself began the term of its role's epoch (promoted, resumed or configured primary), as its
+   * epoch history says; false when it only learnt that epoch from a peer. Default true.
+   */
+  readonly tookEpoch?: boolean;
 }
 
 export type Decision =
@@ -59,8 +64,10 @@ export type Decision =
   /**
    * Take the key for a new term and promote (or, after a step-down, resume) at `epoch`. `expected`: the record to
    * replace (this site's own, left by a step-down whose lease never expired); undefined: the key must be vacant.
+   * `viaPromote`: a fenced site naming itself at an epoch it never took must promote (administrators restored from
+   * its last snapshot), not resume as a stepped-down primary would.
    */
-  | { readonly kind: 'campaign'; readonly epoch: number; readonly expected?: LeaderRecord }
+  | { readonly kind: 'campaign'; readonly epoch: number; readonly expected?: LeaderRecord; readonly viaPromote?: boolean }
   /** etcd names a newer primary: observe it (follow, or fence when this site had been primary). */
   | { readonly kind: 'follow'; readonly leader: LeaderRecord }
   /** Nothing to do now; `reason` is shown in `status`. */
@@ -102,7 +109,7 @@ export function decide(input: TickInput, highestKnown: number): Decision {
       // key while this site renews, so it must take its own record back (compare-and-set on it) or the namespace
       // stays without a writable primary for good. A demote's handover (role replica) waits for its successor.
       if (row.role === 'fenced' && row.primarySite === localSite && leader.epoch === row.epoch && view.floor <= row.epoch && !row.paused && input.lease !== undefined) {
-        return { kind: 'campaign', epoch: nextTermEpoch(view.floor, highestKnown), expected: leader };
+        return { kind: 'campaign', epoch: nextTermEpoch(view.floor, highestKnown), expected: leader, ...viaPromote(input) };
       }
       // A promote that took the key for a new term here and then failed before it could give it back (its etcd calls
       // timed out): the key names this site above its role's epoch, and nobody else can take it while this site
@@ -119,7 +126,7 @@ export function decide(input: TickInput, highestKnown: number): Decision {
   if (row.role === 'fenced') {
     // A primary that stepped down (lease lost) may lead again only when no other term began since its own: then it
     // still holds everything it acknowledged, and nobody else wrote.
-    if (row.primarySite === localSite && view.floor <= row.epoch) return { kind: 'campaign', epoch: nextTermEpoch(view.floor, highestKnown) };
+    if (row.primarySite === localSite && view.floor <= row.epoch) return { kind: 'campaign', epoch: nextTermEpoch(view.floor, highestKnown), ...viaPromote(input) };
     return { kind: 'wait', reason: 'fenced: waiting for the new primary to resync from' };
   }
   if (input.lastSyncOk === false) return { kind: 'wait', reason: 'not promoting: the last sync failed' };
@@ -130,6 +137,15 @@ export function decide(input: TickInput, highestKnown: number): Decision {
   const fresher = fresherCandidate(localSite, input.positionTakenAt, view.candidates);
   if (fresher) return { kind: 'wait', reason: `not promoting: ${fresher.site} has a fresher copy` };
   return { kind: 'campaign', epoch: nextTermEpoch(view.floor, highestKnown) };
+}
+
+/**
+ * A site fenced on a peer's word that names it primary at an epoch it never took (a promote here took the key, failed,
+ * and the other site reported that term before this site promoted again) holds a replica's copy, without the
+ * namespace's administrators: it completes a promote rather than resuming.
+ */
+function viaPromote(input: TickInput): { viaPromote?: true } {
+  return input.tookEpoch === false ? { viaPromote: true } : {};
 }
 
 function decidePrimary(input: TickInput): Decision {

@@ -239,6 +239,7 @@ export class Leadership implements LeaderGate {
         lastSyncOk: lastSyncCounts(pos),
         maxLagMs: cfg.maxLagForPromoteMs,
         positionTakenAt: taken,
+        tookEpoch: ['local', 'etcd', 'config'].includes(ctx.store.epochs.get(namespace, row.epoch)?.learnedFrom ?? 'local'),
       },
       ctx.store.epochs.highest(namespace) ?? row.epoch,
     );
@@ -275,16 +276,16 @@ export class Leadership implements LeaderGate {
         await this.failover.observe(namespace, { from: 'etcd', epoch: d.leader.epoch, primarySite: d.leader.site });
         return;
       case 'campaign':
-        await this.campaign(namespace, d.epoch, keys!, d.expected);
+        await this.campaign(namespace, d.epoch, keys!, d.expected, d.viaPromote === true);
         return;
     }
   }
 
   /** Takes the vacant key for a new term and promotes (or, after a step-down with no term since, resumes). */
-  private async campaign(namespace: string, epoch: number, keys: NamespaceKeys, expected?: LeaderRecord): Promise<void> {
+  private async campaign(namespace: string, epoch: number, keys: NamespaceKeys, expected: LeaderRecord | undefined, viaPromote: boolean): Promise<void> {
     const { ctx } = this;
     const row = ctx.store.roles.require(namespace);
-    if (row.role === 'fenced') {
+    if (row.role === 'fenced' && !viaPromote) {
       const lease = this.validLease();
       if (!lease || !(await this.store.take(namespace, { site: ctx.site, epoch, lease, expected, floorRevision: keys.floorRevision, floor: epoch }))) return;
       await this.failover.resumeLeadership(namespace, epoch);
@@ -293,7 +294,9 @@ export class Leadership implements LeaderGate {
       return;
     }
     this.note(namespace, keys.leader, `campaigning for epoch ${epoch}`);
-    const result = await this.failover.promote(namespace, { force: false, actor: 'automatic failover' });
+    // A fenced site completing a term it was named for (viaPromote) passes the refusal of fenced sites: its key is
+    // its own, nobody else may take it, and its copy is the replica's it was when its own promote began.
+    const result = await this.failover.promote(namespace, { force: row.role === 'fenced', actor: 'automatic failover' });
     this.note(namespace, { site: ctx.site, epoch: result.epoch, lease: this.lease ?? '', modRevision: '0' }, `promoted at epoch ${result.epoch}`);
     ctx.metrics.failoverPromotionsTotal.inc({ namespace });
     ctx.log.warn({ namespace, epoch: result.epoch, previousPrimary: result.previousPrimary }, 'automatic failover: promoted (the leader key had expired)');
