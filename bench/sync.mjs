@@ -57,6 +57,9 @@ const old = values.baseline
       DeviceBarrier: (await dist(values.baseline, 'concurrency/barrier.js')).DeviceBarrier,
       Device: (await dist(values.baseline, 'replicator/device.js')).Device,
       applySnapshot: (await dist(values.baseline, 'replicator/snapshot-apply.js')).applySnapshot,
+      takeSnapshot: (await dist(values.baseline, 'replicator/snapshot-source.js')).takeSnapshot,
+      // A baseline with deferred verification (and so the hold around the restore only) runs as the daemon runs it now.
+      deferred: 'applySnapshots' in (await dist(values.baseline, 'replicator/snapshot-apply.js')),
     }
   : undefined;
 
@@ -131,6 +134,8 @@ const A = await site('a', 'a');
 const B = await site('b', 'b', A.base);
 const devA = deviceOf(A);
 const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: open, replicationPassphrase: P.replication, scrypt: TEST_SCRYPT };
+const oldDevA = old ? deviceOf(A, old.DeviceBarrier, old.Device) : undefined;
+const oldSnapDeps = old ? { ...snapDeps, device: oldDevA.device } : undefined;
 const snapshotOpen = { passphrase: P.replication, scrypt: TEST_SCRYPT };
 
 // ---- the probe: one write at a time at B through the barrier in use ----------------------------------------------
@@ -198,7 +203,7 @@ async function sync(kind) {
   const d = kind === 'base' ? deviceOf(B, old.DeviceBarrier, old.Device) : deviceOf(B);
   return measured(d.barrier, async () => {
     const t0 = performance.now();
-    const snap = await takeSnapshot(snapDeps, 'alpha', 1);
+    const snap = kind === 'base' ? await old.takeSnapshot(oldSnapDeps, 'alpha', 1) : await takeSnapshot(snapDeps, 'alpha', 1);
     const phases = [`snapshot ${((performance.now() - t0) / 1000).toFixed(2)}`];
     let last = performance.now();
     const onPhase = (p) => {
@@ -206,15 +211,16 @@ async function sync(kind) {
       last = performance.now();
     };
     const deps = { device: d.device, work: B.work, deviceOpen: open, snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
-    if (kind === 'base') {
+    if (kind === 'base' && !old.deferred) {
       const r = await d.barrier.exclusive([], (guard) => old.applySnapshot({ ...deps, guard }, 'alpha', snap.file, { onExisting: 'adopt' }));
       return `remerges ${r.remerges}`;
     }
     // As the daemon runs it: the answer comes once the restore is recorded, the verification (B3 + compare) after it.
     let verify;
-    const r = await applySnapshot({ ...deps, onPhase, deferVerify: (v) => (verify = v) }, 'alpha', snap.file, { onExisting: 'adopt' });
+    const apply = kind === 'base' ? old.applySnapshot : applySnapshot;
+    const r = await apply({ ...deps, onPhase, deferVerify: (v) => (verify = v) }, 'alpha', snap.file, { onExisting: 'adopt' });
     phases.push(`end@${((performance.now() - last) / 1000).toFixed(2)}`);
-    if (process.env.BENCH_PHASES) console.log(phases.join(' '));
+    if (process.env.BENCH_PHASES) console.log(`  ${kind}: ${phases.join(' ')}`);
     const tv = performance.now();
     const verified = await verify();
     verifyMs = performance.now() - tv;

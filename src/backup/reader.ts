@@ -58,6 +58,11 @@ export interface BackupEntry {
   value: Buffer;
   /** Bytes the entry takes in the file: 3-byte length + sealed blob, so `offset + size` is the next entry's offset. */
   size: number;
+  /**
+   * The sealed field as read (nonce ‖ ciphertext ‖ tag), already authenticated: a writer under the same key copies it
+   * as it is (BackupWriter.copyEntry) instead of sealing the value again. Absent on entries not read from a file.
+   */
+  sealed?: Buffer;
 }
 
 export interface OpenBackupOptions {
@@ -399,7 +404,7 @@ class StreamingBackupReader implements BackupReader {
       throw this.corrupted(`entry ${index} at offset ${offset} has a path that is not an absolute UTF-8 KV path`, offset);
     }
     this.index++;
-    return { index, offset, path, value: pt.subarray(3 + pathLen), size: 3 + len };
+    return { index, offset, path, value: pt.subarray(3 + pathLen), size: 3 + len, sealed };
   }
 
   private async readTrailer(markerOffset: number): Promise<void> {

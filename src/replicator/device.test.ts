@@ -67,11 +67,12 @@ describe('Device: backups and the barrier', () => {
       inside.resolve();
       await release.promise;
       // Inside the hold: the hand-off snapshot's backup.
-      return d.withSharedBackup(work, () => ({}), async (file) => existsSync(file));
+      return d.withSharedBackup(work, () => ({}), async (source) => typeof source === 'string' && existsSync(source));
     });
     await inside.promise;
     // A peer's snapshot request arrives meanwhile: its backup waits for the exclusive hold to end.
-    const outside = d.withSharedBackup(work, () => ({}), async (file) => existsSync(file));
+    // It started the backup: it reads the bytes as they arrive.
+    const outside = d.withSharedBackup(work, () => ({}), async (source) => typeof source !== 'string');
     await new Promise((r) => setTimeout(r, 50));
     release.resolve();
     const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('deadlock: the holder waited for a backup that waits for it')), 15_000));

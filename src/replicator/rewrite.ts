@@ -75,7 +75,8 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
             // On equal paths a selected overlay entry replaces the base's; an unselected one leaves it to `keep`.
             const replaced = cmp === 0 && pick(y.value!.path);
             if (!replaced && o.base.keep(e.path)) {
-              await writer.writeEntry(e.path, e.value);
+              // The output is under the base's key: its entries go out as the device sealed them.
+              await writer.copyEntry(e, b);
               s.keptFromBase++;
             } else {
               s.droppedFromBase++;

@@ -29,7 +29,7 @@ import { extractNamespace } from '../backup/namespace.js';
 import { classifyPath, isNamespacePath } from '../backup/paths.js';
 import type { ScryptParams } from '../backup/format.js';
 import type { OpenBackupOptions } from '../backup/reader.js';
-import { openSource } from '../backup/transform.js';
+import { openSource, type BackupSource } from '../backup/transform.js';
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
@@ -39,6 +39,7 @@ import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuara
 import { isUserOf, rewriteBackup } from './rewrite.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
+import { tapBytes, type ByteTap } from '../util/byte-tap.js';
 
 /**
  * Takes the exclusive device hold (and whatever locks go with it) and runs `fn` inside it. `namespaces`: the ones the
@@ -321,7 +322,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   for (; outcome === undefined && remerges <= (deps.maxRemerges ?? 2); remerges++) {
     if (a.parts.length === 0) return undefined;
     const mark = deps.device.barrier.markWrites();
-    const m = await backupAndMerge(a, (file) => deps.device.backupForReading(file), remerges, single);
+    const m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
     if (!m) return undefined;
     await deps.beforeHold?.();
     deps.onPhase?.('hold');
@@ -363,10 +364,26 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   }, namespaces);
 }
 
-/** B1 with `backup` (shared or, inside the hold, the holder's own), then the merge; undefined when no part is left. */
-async function backupAndMerge(a: Apply, backup: (file: string) => Promise<unknown>, attempt: number, single: boolean): Promise<Merged | undefined> {
+/** How B1 is taken: shared, or inside the hold the holder's own; `tap` reads its bytes as they arrive. */
+type TakeBackup = (file: string, tap?: ByteTap<unknown>) => Promise<unknown>;
+
+/**
+ * B1 with `backup`, and the merge; undefined when no part is left. The merge reads B1 as the device sends it (a tap on
+ * the download), so it costs the sync only what it takes beyond the device's own backup; B1's file is still written
+ * whole (quarantine, re-check and a failed verification read it). A first sync that must look at the device's copy of
+ * its namespace first (`refuse`, `remove`) reads the file after the backup instead.
+ */
+async function backupAndMerge(a: Apply, backup: TakeBackup, attempt: number, single: boolean): Promise<Merged | undefined> {
   a.deps.onPhase?.('backup');
   const base = a.temp(`pre-${attempt + 1}`);
+  if (a.parts.every((p) => !checksExisting(p.spec.options ?? {}))) {
+    const parts = [...a.parts];
+    const tap = tapBytes((bytes) => merge(a, parts, bytes));
+    await backup(base, tap);
+    const { merged, removed } = await tap.result;
+    a.deps.onPhase?.('merge');
+    return foreignOf(a, base, parts, merged, removed, new Set());
+  }
   await backup(base);
   const replacing = new Set<string>();
   for (const p of [...a.parts]) {
@@ -386,6 +403,18 @@ async function backupAndMerge(a: Apply, backup: (file: string) => Promise<unknow
 async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>): Promise<Merged> {
   const parts = [...a.parts];
   const { merged, removed } = await merge(a, parts, base);
+  return foreignOf(a, base, parts, merged, removed, replacing);
+}
+
+/** A merge of `base` made: the foreign entries among those its restore removes, per namespace. */
+async function foreignOf(
+  a: Apply,
+  base: string,
+  parts: Part[],
+  merged: string,
+  removed: ReadonlyMap<string, Set<string>>,
+  replacing: ReadonlySet<string>,
+): Promise<Merged> {
   const { deps, log } = a;
   const foreign = new Map<string, ForeignEntries>();
   for (const p of parts) {
@@ -403,7 +432,7 @@ async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>)
  * B2 re-check catches those (bounded; SyncRaceError when they keep racing).
  */
 async function heldMerge(a: Apply, remergesSoFar: number, single: boolean): Promise<{ merged: Merged; remerges: number } | undefined> {
-  let m = await backupAndMerge(a, (file) => a.deps.device.backupTo(file), remergesSoFar, single);
+  let m = await backupAndMerge(a, (file, tap) => a.deps.device.backupTo(file, tap), remergesSoFar, single);
   if (!m) return undefined;
   const namespaces = m.parts.map((p) => p.spec.namespace);
   const otherData = (p: string) => !namespaces.some((ns) => isNamespacePath(p, ns)) && isStoreData(p);
@@ -465,7 +494,7 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
  * Base entries outside the namespaces + each snapshot's namespace entries less its stripped administrators, in one
  * pass that also lists, per namespace, its keys and users of the base the restore removes (the snapshot lacks them).
  */
-async function merge(a: Apply, parts: readonly Part[], base: string): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
+async function merge(a: Apply, parts: readonly Part[], base: BackupSource): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
   const inAny = (p: string) => parts.some((x) => isNamespacePath(p, x.spec.namespace));
   const removed = new Map<string, Set<string>>();
   const out = a.temp('merged');
@@ -564,9 +593,14 @@ function isStoreData(path: string): boolean {
  * true; its copy is saved to `kept/` from the last backup before the restore), or taken as the bootstrap copy
  * (`adopt`: init-replica put it there).
  */
+/** Whether checkExisting reads the device backup for this part (a first sync that is not init-replica's). */
+function checksExisting(options: ApplyOptions): boolean {
+  return options.onExisting === 'refuse' || options.onExisting === 'remove';
+}
+
 async function checkExisting(deps: SharedApplyDeps, namespace: string, deviceBackup: string, options: ApplyOptions): Promise<boolean> {
   const mode = options.onExisting;
-  if (mode === undefined || mode === 'adopt') return false;
+  if (!checksExisting(options)) return false;
   const c = await listBackupContents(deviceBackup, { input: deps.deviceOpen });
   const held = c.namespaces[namespace];
   if (!held || (!held.present && held.keys === 0 && held.users === 0)) return false;

@@ -41,12 +41,12 @@ export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, 
   try {
     // Snapshots requested together (several namespaces or replicas at one cron tick) share one device backup.
     const heads = deps.heads ?? (() => ({}));
-    return await deps.device.withSharedBackup(deps.work, heads, async (deviceFile, takenAt, captured) => {
+    return await deps.device.withSharedBackup(deps.work, heads, async (deviceBackup, takenAt, captured) => {
       // The position the snapshot reflects: the head when its backup was requested (the stream resumes there).
       // The log id never changes while this site's state lives, so reading it now names the log the head was read in.
       const log = deps.logId?.(namespace);
       const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq: captured[namespace] ?? 0, ...(log ? { log } : {}) };
-      const summary = await extractNamespace(deviceFile, namespace, out, {
+      const summary = await extractNamespace(deviceBackup, namespace, out, {
         input: deps.deviceOpen,
         passphrase: deps.replicationPassphrase,
         ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
