@@ -506,7 +506,7 @@ export class NetHsmClient {
       fh = await open(path, 'wx', 0o600);
     } catch (err) {
       const e = (err as NodeJS.ErrnoException).code === 'EEXIST' ? new OutputExistsError(`${path} already exists`, { path }) : err;
-      tap?.stage.destroy(e instanceof Error ? e : new Error(String(e)));
+      tap?.fail(e);
       throw e;
     }
     let bytes = 0;
@@ -523,7 +523,7 @@ export class NetHsmClient {
     } catch (err) {
       sink.destroy();
       // A tap whose stream never started (the device refused the backup) must not leave its reader waiting.
-      tap?.stage.destroy(err instanceof Error ? err : new Error(String(err)));
+      tap?.fail(err);
       await new Promise<void>((resolve) => (sink.closed ? resolve() : sink.once('close', () => resolve())));
       await unlink(path).catch(() => undefined);
       throw err;

@@ -7,6 +7,8 @@ import { DeviceBarrier } from '../concurrency/barrier.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { Device } from './device.js';
+import { listBackupContents } from '../backup/contents.js';
+import { TEST_SCRYPT } from '../backup/format.js';
 import { WorkDir } from './workdir.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
@@ -52,6 +54,25 @@ describe('Device: backups and the barrier', () => {
     expect(calls).toEqual(['forget', 'forget']);
     await expect(d.restore(path.join(dir, 'no-such-backup'))).rejects.toThrow();
     expect(calls).toHaveLength(4);
+  });
+
+  // The caller whose request started a shared backup reads it as it arrives (its extract overlaps the download); its
+  // own failure must not fail the backup the others joined.
+  it('lets the caller that started a shared backup fail alone: a caller that joined gets the whole file', async () => {
+    const d = device(new DeviceBarrier());
+    const work = new WorkDir(dir);
+    await work.prepare();
+    const starter = d.withSharedBackup(work, () => ({}), async (source) => {
+      expect(typeof source).not.toBe('string');
+      for await (const _ of source as AsyncIterable<Buffer>) throw new Error('the extract failed');
+      return 0;
+    });
+    const joiner = d.withSharedBackup(work, () => ({}), async (source) => {
+      expect(typeof source).toBe('string');
+      return (await listBackupContents(source as string, { input: { passphrase: sim.backupPassphrase, scrypt: TEST_SCRYPT } })).entryCount;
+    });
+    await expect(starter).rejects.toThrow('the extract failed');
+    expect(await joiner).toBeGreaterThan(3);
   });
 
   // Found by the fault suite (a demote hung): a shared backup requested while an exclusive hold was pending waits for

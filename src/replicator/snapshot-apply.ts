@@ -26,6 +26,7 @@
 import { rename } from 'node:fs/promises';
 import { listBackupContents, verifyManifest } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
+import { KeyCache } from '../backup/key-cache.js';
 import { classifyPath, isNamespacePath } from '../backup/paths.js';
 import type { ScryptParams } from '../backup/format.js';
 import type { OpenBackupOptions } from '../backup/reader.js';
@@ -221,6 +222,37 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
  * every part still in the batch: it is thrown. Namespaces must be distinct.
  */
 export async function applySnapshots(deps: SharedApplyDeps, specs: readonly ApplyPart[]): Promise<Map<string, PartOutcome>> {
+  // One derivation per salt for the whole apply, its verification included: the device's backups (B1, the merged
+  // file, B3) share one salt, and each snapshot is opened twice. Zeroed when the apply (or its verification) ends.
+  const device = new KeyCache();
+  const snapshots = new KeyCache();
+  const clear = () => {
+    device.clear();
+    snapshots.clear();
+  };
+  let verifyLater = false;
+  const { deferVerify } = deps;
+  const cached: SharedApplyDeps = {
+    ...deps,
+    deviceOpen: { ...deps.deviceOpen, keyCache: deps.deviceOpen.keyCache ?? device },
+    snapshotOpen: { ...deps.snapshotOpen, keyCache: deps.snapshotOpen.keyCache ?? snapshots },
+    ...(deferVerify
+      ? {
+          deferVerify: (verify) => {
+            verifyLater = true;
+            deferVerify(() => verify().finally(clear));
+          },
+        }
+      : {}),
+  };
+  try {
+    return await applyWithKeys(cached, specs);
+  } finally {
+    if (!verifyLater) clear();
+  }
+}
+
+async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[]): Promise<Map<string, PartOutcome>> {
   const temps: string[] = [];
   const a: Apply = {
     deps,
@@ -234,14 +266,14 @@ export async function applySnapshots(deps: SharedApplyDeps, specs: readonly Appl
     },
   };
   const single = specs.length === 1;
-  for (const spec of [...specs].sort((x, y) => (x.namespace < y.namespace ? -1 : 1))) {
-    try {
-      a.parts.push(await openPart(deps, spec));
-    } catch (err) {
-      if (single) throw err;
-      drop(a, spec.namespace, err);
-    }
-  }
+  // Opened side by side: each snapshot's key derivation runs on its own (scrypt runs off the event loop).
+  const sorted = [...specs].sort((x, y) => (x.namespace < y.namespace ? -1 : 1));
+  const opened = await Promise.allSettled(sorted.map((spec) => openPart(deps, spec)));
+  opened.forEach((o, i) => {
+    if (o.status === 'fulfilled') a.parts.push(o.value);
+    else if (single) throw o.reason;
+    else drop(a, sorted[i]!.namespace, o.reason);
+  });
   const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [] }));
   try {
     const restored = await mergeAndRestore(a, hold, single);

@@ -16,6 +16,8 @@ export interface ByteTap<T> {
   readonly stage: Transform;
   /** The reader's result; rejects with its error, or with the stream's when the stream fails first. */
   readonly result: Promise<T>;
+  /** For a stream that never started (the request was refused): fails the reader with `err`, emitting no error event. */
+  fail(err: unknown): void;
 }
 
 /** Starts `read` on the bytes that will pass through the returned stage. */
@@ -46,7 +48,11 @@ export function tapBytes<T>(read: (bytes: AsyncIterable<Buffer>) => Promise<T>):
       cb(err);
     },
   });
-  return { stage, result };
+  const fail = (err: unknown): void => {
+    channel.fail(err);
+    stage.destroy();
+  };
+  return { stage, result, fail };
 }
 
 /** One chunk at a time from a writer to one async reader. */
