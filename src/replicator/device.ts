@@ -38,6 +38,8 @@ interface SharedBackup {
   /** Joinable while the backup is being taken; a caller after that takes a fresh one. */
   taking: boolean;
   users: number;
+  /** What the callers that joined are doing with the file (the starter finishes with them: see withSharedBackup). */
+  joiners: Promise<unknown>[];
 }
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
@@ -101,7 +103,8 @@ export class Device {
    * anything the backup is to reflect, such as a change-log position. The file is removed after the last user.
    * `fn` gets the backup as a file path, except the caller whose request started the backup: it reads the bytes as
    * they arrive (`source` is then a byte stream), so its extract overlaps the device's work; its own failure fails it
-   * alone, the backup goes on for the others. Throws the backup's error to every caller sharing it.
+   * alone, the backup goes on for the others; it answers once the callers that joined are done too. Throws the
+   * backup's error to every caller sharing it.
    */
   async withSharedBackup<T>(
     work: WorkDir,
@@ -117,7 +120,7 @@ export class Device {
       const file = work.temp('device-shared');
       // Captured before the backup is requested, so a joiner gets positions the backup is sure to contain.
       const captured = capture();
-      const fresh: SharedBackup = { file, takenAt: Date.now(), captured, ready: Promise.resolve(), taking: true, users: 0 };
+      const fresh: SharedBackup = { file, takenAt: Date.now(), captured, ready: Promise.resolve(), taking: true, users: 0, joiners: [] };
       // The reader settles instead of failing: a failure of its own then stops only its reading, not the backup.
       const tap = tapBytes((bytes) => settle(fn(bytes, fresh.takenAt, captured)));
       mine = tap.result;
@@ -133,13 +136,18 @@ export class Device {
     const shared = s;
     shared.users++;
     try {
-      await shared.ready;
       if (mine) {
+        await shared.ready;
         const r = await mine;
+        // Snapshots requested together are answered together, as when all read the finished file: a replica
+        // coalesces the syncs whose snapshots arrive together into one merge-restore (daemon/apply-batch.ts).
+        await Promise.allSettled(shared.joiners);
         if (!r.ok) throw r.error;
         return r.value;
       }
-      return await fn(shared.file, shared.takenAt, shared.captured);
+      const joined = shared.ready.then(() => fn(shared.file, shared.takenAt, shared.captured));
+      shared.joiners.push(joined);
+      return await joined;
     } finally {
       if (--shared.users === 0) {
         if (this.#shared === shared && !shared.taking) this.#shared = undefined;

@@ -29,8 +29,8 @@ import { extractNamespace } from '../backup/namespace.js';
 import { KeyCache } from '../backup/key-cache.js';
 import { classifyPath, isNamespacePath } from '../backup/paths.js';
 import type { ScryptParams } from '../backup/format.js';
-import type { OpenBackupOptions } from '../backup/reader.js';
-import { openSource, type BackupSource } from '../backup/transform.js';
+import type { BackupReader, OpenBackupOptions } from '../backup/reader.js';
+import { closeAll, openSource, type BackupSource } from '../backup/transform.js';
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
@@ -185,6 +185,13 @@ interface Apply {
   dropped: Map<string, unknown>;
   log: Logger;
   temp: (label: string) => string;
+  /**
+   * Until it settles, the parts' snapshots are still being opened (`parts` then fills; a failure of the only part
+   * rejects it): the first backup starts meanwhile and its merge waits for it.
+   */
+  opening?: Promise<void>;
+  /** Whether the merge reads B1 as it arrives (no part's first sync reads the device's copy before merging). */
+  tapMerge: boolean;
 }
 
 /**
@@ -264,16 +271,21 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[])
       temps.push(t);
       return t;
     },
+    tapMerge: specs.every((spec) => !checksExisting(spec.options ?? {})),
   };
   const single = specs.length === 1;
-  // Opened side by side: each snapshot's key derivation runs on its own (scrypt runs off the event loop).
+  // Opened side by side (each snapshot's key derivation runs on its own, off the event loop), and while B1 starts:
+  // the merge reading B1 opens it (the device's key) meanwhile and waits for them before it merges.
   const sorted = [...specs].sort((x, y) => (x.namespace < y.namespace ? -1 : 1));
-  const opened = await Promise.allSettled(sorted.map((spec) => openPart(deps, spec)));
-  opened.forEach((o, i) => {
-    if (o.status === 'fulfilled') a.parts.push(o.value);
-    else if (single) throw o.reason;
-    else drop(a, sorted[i]!.namespace, o.reason);
+  a.opening = Promise.allSettled(sorted.map((spec) => openPart(deps, spec))).then((opened) => {
+    opened.forEach((o, i) => {
+      if (o.status === 'fulfilled') a.parts.push(o.value);
+      else if (single) throw o.reason;
+      else drop(a, sorted[i]!.namespace, o.reason);
+    });
   });
+  a.opening.catch(() => undefined);
+  if (!a.tapMerge) await a.opening;
   const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [] }));
   try {
     const restored = await mergeAndRestore(a, hold, single);
@@ -352,7 +364,9 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   let outcome: Restored | undefined;
   let remerges = 0;
   for (; outcome === undefined && remerges <= (deps.maxRemerges ?? 2); remerges++) {
-    if (a.parts.length === 0) return undefined;
+    // While the snapshots are still being opened, the parts are not known yet: the merge waits for them.
+    if (remerges > 0) await a.opening;
+    if (a.parts.length === 0 && (remerges > 0 || !a.tapMerge)) return undefined;
     const mark = deps.device.barrier.markWrites();
     const m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
     if (!m) return undefined;
@@ -373,6 +387,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
     }, [...own]);
   }
   if (outcome !== undefined) return outcome;
+  await a.opening;
   if (a.parts.length === 0) return undefined;
   // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
   deps.onHeldMerge?.();
@@ -408,14 +423,26 @@ type TakeBackup = (file: string, tap?: ByteTap<unknown>) => Promise<unknown>;
 async function backupAndMerge(a: Apply, backup: TakeBackup, attempt: number, single: boolean): Promise<Merged | undefined> {
   a.deps.onPhase?.('backup');
   const base = a.temp(`pre-${attempt + 1}`);
-  if (a.parts.every((p) => !checksExisting(p.spec.options ?? {}))) {
-    const parts = [...a.parts];
-    const tap = tapBytes((bytes) => merge(a, parts, bytes));
+  if (a.tapMerge) {
+    const tap = tapBytes(async (bytes) => {
+      const reader = await openSource(bytes, a.deps.deviceOpen);
+      try {
+        await a.opening;
+        // Every part dropped out: nothing to merge (the backup still ends, unread).
+        if (a.parts.length === 0) return undefined;
+        const parts = [...a.parts];
+        return { parts, ...(await merge(a, parts, reader)) };
+      } finally {
+        await closeAll(reader);
+      }
+    });
     await backup(base, tap);
-    const { merged, removed } = await tap.result;
+    const r = await tap.result;
+    if (!r) return undefined;
     a.deps.onPhase?.('merge');
-    return foreignOf(a, base, parts, merged, removed, new Set());
+    return foreignOf(a, base, r.parts, r.merged, r.removed, new Set());
   }
+  await a.opening;
   await backup(base);
   const replacing = new Set<string>();
   for (const p of [...a.parts]) {
@@ -526,7 +553,7 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
  * Base entries outside the namespaces + each snapshot's namespace entries less its stripped administrators, in one
  * pass that also lists, per namespace, its keys and users of the base the restore removes (the snapshot lacks them).
  */
-async function merge(a: Apply, parts: readonly Part[], base: BackupSource): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
+async function merge(a: Apply, parts: readonly Part[], base: BackupSource | BackupReader): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
   const inAny = (p: string) => parts.some((x) => isNamespacePath(p, x.spec.namespace));
   const removed = new Map<string, Set<string>>();
   const out = a.temp('merged');
