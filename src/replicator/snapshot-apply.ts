@@ -4,7 +4,9 @@
  *   1. mark the barrier's write generation, back the device up (B1) under a read-only SHARED hold, and merge OUTSIDE
  *      any exclusive hold: B1's entries outside the namespace + the snapshot's namespace entries, less the namespace's
  *      Administrators (read-only replica; the replication account stays). The same pass lists the namespace's keys
- *      and users the restore will remove, for the foreign-writes check;
+ *      and users the restore will remove, for the foreign-writes check. The merge reads B1 as the device sends it
+ *      (a tap on the download; the file is written whole all the same), while the snapshots are still being
+ *      checked, and passes B1's entries through as sealed (same key and salt); each key is derived once per apply;
  *   2. take the EXCLUSIVE hold (the caller's `hold`: barrier, then the namespace's lock). If no write outside the
  *      namespace passed the barrier since the mark (none in flight at it either; writes scoped to the namespace itself
  *      are replaced by the restore anyway), B1 is still what the device holds outside it: check the fencing
