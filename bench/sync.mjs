@@ -17,7 +17,8 @@
 // applySnapshot calls at once, as each sync ran before coalescing: each restore makes the other merge again) against
 // `coalesced` (one applySnapshots: one B1, one merge, one restore, one verification). Snapshots are taken together (one
 // device backup at A) in both.
-// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two]
+// With --scrypt production, the simulators and the daemon's code derive backup keys with the firmware's KDF (test: cheap).
+// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two] [--scrypt test|production]
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
@@ -36,7 +37,7 @@ const { takeSnapshot } = await dist(ROOT, 'replicator/snapshot-source.js');
 const { applySnapshot, applySnapshots } = await dist(ROOT, 'replicator/snapshot-apply.js');
 const { rewriteBackup } = await dist(ROOT, 'replicator/rewrite.js');
 const { writeSyntheticDeviceBackup } = await dist(ROOT, 'backup/synthetic.js');
-const { TEST_SCRYPT } = await dist(ROOT, 'backup/format.js');
+const { TEST_SCRYPT, PRODUCTION_SCRYPT } = await dist(ROOT, 'backup/format.js');
 
 const { values } = parseArgs({
   options: {
@@ -45,6 +46,7 @@ const { values } = parseArgs({
     baseline: { type: 'string' },
     probe: { type: 'string', default: 'alpha' },
     two: { type: 'boolean', default: false },
+    scrypt: { type: 'string', default: 'test' },
   },
 });
 const KEYS = Number(values.keys);
@@ -52,23 +54,29 @@ const ROUNDS = Number(values.rounds);
 if (!Number.isInteger(KEYS) || KEYS < 100) throw new Error('--keys must be an integer >= 100');
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error('--rounds must be a positive integer');
 if (!['alpha', 'outside', 'none'].includes(values.probe)) throw new Error('--probe must be alpha, outside or none');
+if (!['test', 'production'].includes(values.scrypt)) throw new Error('--scrypt must be test or production');
+// The firmware's KDF (production) costs about a second per derivation here; the simulators then use it too.
+const SCRYPT = values.scrypt === 'production' ? PRODUCTION_SCRYPT : TEST_SCRYPT;
 const old = values.baseline
   ? {
       DeviceBarrier: (await dist(values.baseline, 'concurrency/barrier.js')).DeviceBarrier,
       Device: (await dist(values.baseline, 'replicator/device.js')).Device,
       applySnapshot: (await dist(values.baseline, 'replicator/snapshot-apply.js')).applySnapshot,
+      takeSnapshot: (await dist(values.baseline, 'replicator/snapshot-source.js')).takeSnapshot,
+      // A baseline with deferred verification (and so the hold around the restore only) runs as the daemon runs it now.
+      deferred: 'applySnapshots' in (await dist(values.baseline, 'replicator/snapshot-apply.js')),
     }
   : undefined;
 
 const P = { unlock: 'bench-unlock-passphrase', admin: 'bench-admin-passphrase', backupUser: 'bench-backup-user-pass', backup: 'bench-device-backup-pass', ns: 'bench-namespace-passphrase', replication: 'bench-replication-pass' };
-const open = { passphrase: P.backup, scrypt: TEST_SCRYPT };
+const open = { passphrase: P.backup, scrypt: SCRYPT };
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 const dir = await mkdtemp(path.join(tmpdir(), 'nhr-bench-sync-'));
 const children = [];
 
 /** A simulator process; resolves with its URL and fingerprint once it listens. */
 function startSim() {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/nethsm-replicator'), 'sim', '--port', '0', '--test-scrypt'], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/nethsm-replicator'), 'sim', '--port', '0', ...(values.scrypt === 'test' ? ['--test-scrypt'] : [])], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
   children.push(child);
   return new Promise((resolve, reject) => {
     let out = '';
@@ -111,7 +119,7 @@ async function site(name, variant, from) {
   await backup.backupToFile(base);
   const synthetic = path.join(dir, `${name}-synthetic.bin`);
   const half = Math.floor(KEYS / 2);
-  await writeSyntheticDeviceBackup(createWriteStream(synthetic), { namespaces: { alpha: { keys: half, users: 0 }, other: { keys: KEYS - half, users: 0 } }, rootKeys: 0, rootUsers: 0, variant }, { passphrase: P.backup, scrypt: TEST_SCRYPT });
+  await writeSyntheticDeviceBackup(createWriteStream(synthetic), { namespaces: { alpha: { keys: half, users: 0 }, other: { keys: KEYS - half, users: 0 } }, rootKeys: 0, rootUsers: 0, variant }, { passphrase: P.backup, scrypt: SCRYPT });
   const filled = path.join(dir, `${name}-filled.bin`);
   const keys = (p) => p.startsWith('/key/.alpha/') || p.startsWith('/key/.other/');
   await rewriteBackup({ base: { source: base, open, keep: () => true }, overlay: { source: synthetic, open, select: keys }, out: filled });
@@ -130,8 +138,10 @@ function deviceOf(s, Barrier = DeviceBarrier, DeviceClass = Device) {
 const A = await site('a', 'a');
 const B = await site('b', 'b', A.base);
 const devA = deviceOf(A);
-const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: open, replicationPassphrase: P.replication, scrypt: TEST_SCRYPT };
-const snapshotOpen = { passphrase: P.replication, scrypt: TEST_SCRYPT };
+const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: open, replicationPassphrase: P.replication, scrypt: SCRYPT };
+const oldDevA = old ? deviceOf(A, old.DeviceBarrier, old.Device) : undefined;
+const oldSnapDeps = old ? { ...snapDeps, device: oldDevA.device } : undefined;
+const snapshotOpen = { passphrase: P.replication, scrypt: SCRYPT };
 
 // ---- the probe: one write at a time at B through the barrier in use ----------------------------------------------
 let probeBarrier;
@@ -198,7 +208,7 @@ async function sync(kind) {
   const d = kind === 'base' ? deviceOf(B, old.DeviceBarrier, old.Device) : deviceOf(B);
   return measured(d.barrier, async () => {
     const t0 = performance.now();
-    const snap = await takeSnapshot(snapDeps, 'alpha', 1);
+    const snap = kind === 'base' ? await old.takeSnapshot(oldSnapDeps, 'alpha', 1) : await takeSnapshot(snapDeps, 'alpha', 1);
     const phases = [`snapshot ${((performance.now() - t0) / 1000).toFixed(2)}`];
     let last = performance.now();
     const onPhase = (p) => {
@@ -206,15 +216,16 @@ async function sync(kind) {
       last = performance.now();
     };
     const deps = { device: d.device, work: B.work, deviceOpen: open, snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
-    if (kind === 'base') {
+    if (kind === 'base' && !old.deferred) {
       const r = await d.barrier.exclusive([], (guard) => old.applySnapshot({ ...deps, guard }, 'alpha', snap.file, { onExisting: 'adopt' }));
       return `remerges ${r.remerges}`;
     }
     // As the daemon runs it: the answer comes once the restore is recorded, the verification (B3 + compare) after it.
     let verify;
-    const r = await applySnapshot({ ...deps, onPhase, deferVerify: (v) => (verify = v) }, 'alpha', snap.file, { onExisting: 'adopt' });
+    const apply = kind === 'base' ? old.applySnapshot : applySnapshot;
+    const r = await apply({ ...deps, onPhase, deferVerify: (v) => (verify = v) }, 'alpha', snap.file, { onExisting: 'adopt' });
     phases.push(`end@${((performance.now() - last) / 1000).toFixed(2)}`);
-    if (process.env.BENCH_PHASES) console.log(phases.join(' '));
+    if (process.env.BENCH_PHASES) console.log(`  ${kind}: ${phases.join(' ')}`);
     const tv = performance.now();
     const verified = await verify();
     verifyMs = performance.now() - tv;
@@ -251,7 +262,7 @@ async function two(kind) {
 }
 
 const fmt = (x) => (x / 1000).toFixed(2).padStart(7);
-console.log(`snapshot sync bench: ${KEYS} keys per device (alpha ${Math.floor(KEYS / 2)}), probe ${values.probe}, ${ROUNDS} rounds`);
+console.log(`snapshot sync bench: ${KEYS} keys per device (alpha ${Math.floor(KEYS / 2)}), probe ${values.probe}, ${ROUNDS} rounds, scrypt ${values.scrypt}`);
 const rows = [];
 try {
   for (let i = 0; values.two && i < ROUNDS; i++) {

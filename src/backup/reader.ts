@@ -18,6 +18,7 @@ import {
   type NhrErrorOptions,
 } from '../errors.js';
 import { ByteSource, type ByteSourceInput } from './byte-source.js';
+import type { KeyCache } from './key-cache.js';
 import { BACKUP_KEY_LENGTH, deriveBackupKey, type GcmKey, gcmKey, gcmOpen } from './crypto.js';
 import {
   AD,
@@ -58,6 +59,11 @@ export interface BackupEntry {
   value: Buffer;
   /** Bytes the entry takes in the file: 3-byte length + sealed blob, so `offset + size` is the next entry's offset. */
   size: number;
+  /**
+   * The sealed field as read (nonce ‖ ciphertext ‖ tag), already authenticated: a writer under the same key copies it
+   * as it is (BackupWriter.copyEntry) instead of sealing the value again. Absent on entries not read from a file.
+   */
+  sealed?: Buffer;
 }
 
 export interface OpenBackupOptions {
@@ -71,6 +77,11 @@ export interface OpenBackupOptions {
    * open a file: BackupWrongPassphraseError then names it in its message and takes `hint` as its hint.
    */
   passphraseSetting?: { path: string; hint: string };
+  /**
+   * Keys of `passphrase` derived before, by salt and parameters (key-cache.ts): a file whose salt is in it opens
+   * without scrypt, and a key derived here is added to it. The cache keeps ownership of its keys.
+   */
+  keyCache?: KeyCache;
 }
 
 export interface BackupReader {
@@ -245,7 +256,7 @@ async function unlock(pre: Preamble, options: OpenBackupOptions, where: NhrError
           unlocked: { key: given, params: requested === 'auto' ? PRODUCTION_SCRYPT : requested, derived: false },
           inner: tryOpen(given, pre.versionField),
         }
-      : await deriveAndOpen(pre, options.passphrase as string | Buffer, requested);
+      : await deriveAndOpen(pre, options.passphrase as string | Buffer, requested, options.keyCache);
   if (found === undefined || found.inner === undefined) {
     const setting = given === undefined ? options.passphraseSetting : undefined;
     const what =
@@ -277,16 +288,29 @@ function describeScrypt(p: ScryptParams): string {
   return `N=${p.N},r=${p.r},p=${p.p}`;
 }
 
-/** Derives with each candidate parameter set until one opens the version field; zeroes the keys that did not. */
+/**
+ * Derives with each candidate parameter set until one opens the version field (a key in `cache` first: no scrypt);
+ * zeroes the keys that did not; a key that did goes into `cache`.
+ */
 async function deriveAndOpen(
   pre: Preamble,
   passphrase: string | Buffer,
   requested: ScryptParams | 'auto',
+  cache: KeyCache | undefined,
 ): Promise<{ unlocked: Unlocked; inner: Buffer } | undefined> {
-  for (const params of scryptCandidates(requested)) {
+  const candidates = scryptCandidates(requested);
+  for (const params of candidates) {
+    const known = cache?.get(pre.salt, params);
+    const inner = known && tryOpen(known, pre.versionField);
+    if (known && inner !== undefined) return { unlocked: { key: known, params, derived: false }, inner };
+  }
+  for (const params of candidates) {
     const key = await deriveBackupKey(passphrase, pre.salt, params);
     const inner = tryOpen(key, pre.versionField);
-    if (inner !== undefined) return { unlocked: { key, params, derived: true }, inner };
+    if (inner !== undefined) {
+      cache?.set(pre.salt, params, key);
+      return { unlocked: { key, params, derived: true }, inner };
+    }
     key.fill(0);
   }
   return undefined;
@@ -399,7 +423,7 @@ class StreamingBackupReader implements BackupReader {
       throw this.corrupted(`entry ${index} at offset ${offset} has a path that is not an absolute UTF-8 KV path`, offset);
     }
     this.index++;
-    return { index, offset, path, value: pt.subarray(3 + pathLen), size: 3 + len };
+    return { index, offset, path, value: pt.subarray(3 + pathLen), size: 3 + len, sealed };
   }
 
   private async readTrailer(markerOffset: number): Promise<void> {

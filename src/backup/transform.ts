@@ -26,6 +26,11 @@ export interface OutputOptions {
    * input's passphrase and no second scrypt runs.
    */
   passphrase?: string | Buffer;
+  /**
+   * Instead of `passphrase`: the new file's key, derived before from it with `salt` (e.g. while the input is still on
+   * its way, so the derivation costs no time of its own). The writer copies it; the caller zeroes its own.
+   */
+  outputKey?: { backupKey: Buffer; salt: Buffer };
   /** KDF parameters when `passphrase` is given (default: production). */
   scrypt?: ScryptParams;
   /** Replace an existing output file (file sinks only). Default false: OutputExistsError. */
@@ -84,8 +89,9 @@ export async function createOutputWriter(
   out: OutputOptions,
 ): Promise<BackupWriter> {
   const h = headerFrom.header;
-  const key =
-    out.passphrase === undefined
+  const key = out.outputKey
+    ? { backupKey: out.outputKey.backupKey, salt: out.outputKey.salt }
+    : out.passphrase === undefined
       ? { backupKey: keyFrom.backupKey, salt: keyFrom.header.salt }
       : { passphrase: out.passphrase, ...(out.scrypt ? { scrypt: out.scrypt } : {}) };
   return createBackupWriter(sink, {

@@ -227,3 +227,51 @@ describe('createBackupWriter key handling', () => {
     ).rejects.toThrow('disk full');
   });
 });
+
+describe('BackupWriter.copyEntry', () => {
+  async function readerOf(bytes: Buffer, passphrase = 'pw') {
+    return openBackup(
+      (async function* () {
+        yield bytes;
+      })(),
+      { passphrase, scrypt: TEST_SCRYPT },
+    );
+  }
+
+  it('copies the sealed field as it is under the same key, and the copy opens to the same entries', async () => {
+    const entries = syntheticEntries();
+    const src = await readerOf(await writeMemory(entries));
+    const sink = new MemorySink();
+    const w = await createBackupWriter(sink, { backupKey: src.backupKey, salt: src.header.salt, ...header });
+    const sealed: Buffer[] = [];
+    for await (const e of src.entries()) {
+      sealed.push(e.sealed!);
+      await w.copyEntry(e, src);
+    }
+    await w.finish();
+    await src.close();
+    // The sealed fields (nonces included) are in the output byte for byte: nothing was sealed again.
+    for (const s of sealed) expect(sink.bytes.includes(s)).toBe(true);
+    const { entries: got, backupKey } = await readBackupBuffer(sink.bytes, { passphrase: 'pw', scrypt: TEST_SCRYPT });
+    backupKey.fill(0);
+    expectSame(got, entries);
+  });
+
+  it('seals again under its own key when the source is under another', async () => {
+    const entries = syntheticEntries();
+    const src = await readerOf(await writeMemory(entries, { passphrase: 'other-passphrase' }), 'other-passphrase');
+    const sink = new MemorySink();
+    const w = await createBackupWriter(sink, { passphrase: 'pw', scrypt: TEST_SCRYPT, ...header });
+    const sealed: Buffer[] = [];
+    for await (const e of src.entries()) {
+      sealed.push(e.sealed!);
+      await w.copyEntry(e, src);
+    }
+    await w.finish();
+    await src.close();
+    for (const s of sealed) expect(sink.bytes.includes(s)).toBe(false);
+    const { entries: got, backupKey } = await readBackupBuffer(sink.bytes, { passphrase: 'pw', scrypt: TEST_SCRYPT });
+    backupKey.fill(0);
+    expectSame(got, entries);
+  });
+});

@@ -21,6 +21,8 @@ import {
   writeU24,
 } from './format.js';
 
+import type { BackupEntry, BackupReader } from './reader.js';
+
 export { compareBackupPaths } from './format.js';
 
 export interface BackupWriterOptions {
@@ -40,6 +42,12 @@ export interface BackupWriterOptions {
 export interface BackupWriter {
   /** Seals and writes one entry; resolves once the sink accepts more (back-pressure). Throws on a bad path/size. */
   writeEntry(path: string, value: Buffer): Promise<void>;
+  /**
+   * Writes an entry read by `source`: its sealed field as it is when `source` is under this writer's key (the same
+   * bytes the firmware wrote, no decrypt-and-seal round; reusing a nonce for the very same plaintext under the same key
+   * reveals nothing), otherwise sealed again like writeEntry.
+   */
+  copyEntry(entry: BackupEntry, source: BackupReader): Promise<void>;
   /** Writes the end marker and trailer, ends the sink and waits until it has finished; drops the key. */
   finish(): Promise<void>;
   /** Gives up: drops the key and refuses further writes; the sink is left to the caller (destroy it, remove the file). */
@@ -113,6 +121,7 @@ function isAllZero(b: Buffer): boolean {
 }
 
 class StreamingBackupWriter implements BackupWriter {
+  private readonly sameKey = new WeakMap<BackupReader, boolean>();
   entriesWritten = 0;
   bytesWritten = 0;
   private state: 'open' | 'finished' | 'aborted' = 'open';
@@ -140,6 +149,29 @@ class StreamingBackupWriter implements BackupWriter {
         frameField(gcmSeal(this.liveKey(), AD.configStoreKey, o.configStoreKey)),
       ]),
     );
+  }
+
+  async copyEntry(entry: BackupEntry, source: BackupReader): Promise<void> {
+    const sealed = entry.sealed;
+    if (sealed === undefined || !this.sameKeyAs(source)) return this.writeEntry(entry.path, entry.value);
+    this.checkOpen('copyEntry');
+    const lenBuf = Buffer.allocUnsafe(3);
+    writeU24(lenBuf, sealed.length);
+    this.sinkWrite(lenBuf);
+    await this.write(sealed);
+    this.entriesWritten++;
+  }
+
+  /** Whether `source`'s key is this writer's (compared once per reader; the key stays native). */
+  private sameKeyAs(source: BackupReader): boolean {
+    let same = this.sameKey.get(source);
+    if (same === undefined) {
+      const raw = source.backupKey;
+      const own = this.liveKey();
+      same = raw.length === BACKUP_KEY_LENGTH && !isAllZero(raw) && (Buffer.isBuffer(own) ? own.equals(raw) : gcmKey(raw).equals(own));
+      this.sameKey.set(source, same);
+    }
+    return same;
   }
 
   async writeEntry(path: string, value: Buffer): Promise<void> {

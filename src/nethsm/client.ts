@@ -21,6 +21,7 @@ import type { PackedIds } from './packed-ids.js';
 import { contentTypeFor, newBoundary, restoreBody, twoPartBuffer } from './multipart.js';
 import { Transport, type CredentialLabel, type CredentialObserver, type RequestAuth, type RequestSpec } from './transport.js';
 import type { TlsTrust } from './tls-trust.js';
+import type { ByteTap } from '../util/byte-tap.js';
 
 export type { TlsTrust } from './tls-trust.js';
 export type { CredentialLabel, CredentialObserver } from './transport.js';
@@ -496,15 +497,18 @@ export class NetHsmClient {
 
   /**
    * Writes a backup to a new file (mode 0600; an existing file is not overwritten: OutputExistsError), fsyncs it and
-   * returns the bytes written. On any failure the partial file is removed.
+   * returns the bytes written. On any failure the partial file is removed. With `tap` (util/byte-tap.ts), the bytes
+   * also pass through its stage as they arrive, so its reader works while the device sends; the call then also
+   * waits for the reader, and a failing reader fails the backup (its error is thrown).
    */
-  async backupToFile(path: string): Promise<number> {
+  async backupToFile(path: string, tap?: ByteTap<unknown>): Promise<number> {
     let fh;
     try {
       fh = await open(path, 'wx', 0o600);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new OutputExistsError(`${path} already exists`, { path });
-      throw err;
+      const e = (err as NodeJS.ErrnoException).code === 'EEXIST' ? new OutputExistsError(`${path} already exists`, { path }) : err;
+      tap?.fail(e);
+      throw e;
     }
     let bytes = 0;
     // The write stream owns the handle from here: `flush` fsyncs before it closes it, on success or failure.
@@ -512,10 +516,15 @@ export class NetHsmClient {
     try {
       const stream = await this.backup();
       stream.on('data', (c: Buffer) => (bytes += c.length));
-      await pipeline(stream, sink);
+      if (tap) {
+        await pipeline(stream, tap.stage, sink);
+        await tap.result;
+      } else await pipeline(stream, sink);
       return bytes;
     } catch (err) {
       sink.destroy();
+      // A tap whose stream never started (the device refused the backup) must not leave its reader waiting.
+      tap?.fail(err);
       await new Promise<void>((resolve) => (sink.closed ? resolve() : sink.once('close', () => resolve())));
       await unlink(path).catch(() => undefined);
       throw err;

@@ -16,10 +16,10 @@ export interface DeviceTimings {
 export function timedDevice(device: Device, now: () => number = () => performance.now()): { device: Device; timings: DeviceTimings } {
   const timings: DeviceTimings = { backups: [], restores: [] };
   const size = (file: string) => stat(file).then((s) => s.size, () => 0);
-  const timed = (name: 'backupTo' | 'backupForReading' | 'restore', into: DeviceCallTiming[]) => async (file: string) => {
+  const timed = (name: 'backupTo' | 'backupForReading' | 'restore', into: DeviceCallTiming[]) => async (file: string, ...rest: unknown[]) => {
     const before = name === 'restore' ? await size(file) : 0;
     const started = now();
-    const result: unknown = await (device[name] as (f: string) => Promise<unknown>).call(device, file);
+    const result: unknown = await (device[name] as (f: string, ...r: unknown[]) => Promise<unknown>).call(device, file, ...rest);
     const seconds = (now() - started) / 1000;
     into.push({ seconds, bytes: name === 'restore' ? before : await size(file) });
     return result;

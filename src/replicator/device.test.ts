@@ -7,6 +7,8 @@ import { DeviceBarrier } from '../concurrency/barrier.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { Device } from './device.js';
+import { listBackupContents } from '../backup/contents.js';
+import { TEST_SCRYPT } from '../backup/format.js';
 import { WorkDir } from './workdir.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
@@ -54,6 +56,25 @@ describe('Device: backups and the barrier', () => {
     expect(calls).toHaveLength(4);
   });
 
+  // The caller whose request started a shared backup reads it as it arrives (its extract overlaps the download); its
+  // own failure must not fail the backup the others joined.
+  it('lets the caller that started a shared backup fail alone: a caller that joined gets the whole file', async () => {
+    const d = device(new DeviceBarrier());
+    const work = new WorkDir(dir);
+    await work.prepare();
+    const starter = d.withSharedBackup(work, () => ({}), async (source) => {
+      expect(typeof source).not.toBe('string');
+      for await (const _ of source as AsyncIterable<Buffer>) throw new Error('the extract failed');
+      return 0;
+    });
+    const joiner = d.withSharedBackup(work, () => ({}), async (source) => {
+      expect(typeof source).toBe('string');
+      return (await listBackupContents(source as string, { input: { passphrase: sim.backupPassphrase, scrypt: TEST_SCRYPT } })).entryCount;
+    });
+    await expect(starter).rejects.toThrow('the extract failed');
+    expect(await joiner).toBeGreaterThan(3);
+  });
+
   // Found by the fault suite (a demote hung): a shared backup requested while an exclusive hold was pending waits for
   // that hold; the holder's own snapshot (the demote hand-off) joined it and so waited for itself, for good.
   it('never makes an exclusive holder join a shared backup still waiting for admission', async () => {
@@ -67,11 +88,12 @@ describe('Device: backups and the barrier', () => {
       inside.resolve();
       await release.promise;
       // Inside the hold: the hand-off snapshot's backup.
-      return d.withSharedBackup(work, () => ({}), async (file) => existsSync(file));
+      return d.withSharedBackup(work, () => ({}), async (source) => typeof source === 'string' && existsSync(source));
     });
     await inside.promise;
     // A peer's snapshot request arrives meanwhile: its backup waits for the exclusive hold to end.
-    const outside = d.withSharedBackup(work, () => ({}), async (file) => existsSync(file));
+    // It started the backup: it reads the bytes as they arrive.
+    const outside = d.withSharedBackup(work, () => ({}), async (source) => typeof source !== 'string');
     await new Promise((r) => setTimeout(r, 50));
     release.resolve();
     const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('deadlock: the holder waited for a backup that waits for it')), 15_000));

@@ -11,6 +11,8 @@ import { NetHsmResponseInvalidError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import { asDeviceFault, ROOT_ADMINISTRATOR, ROOT_BACKUP } from '../nethsm/device-fault.js';
 import type { DeviceBarrier } from '../concurrency/barrier.js';
+import type { BackupSource } from '../backup/transform.js';
+import { tapBytes, type ByteTap } from '../util/byte-tap.js';
 import { Mutex } from '../util/mutex.js';
 import { removeFiles, type WorkDir } from './workdir.js';
 
@@ -36,6 +38,17 @@ interface SharedBackup {
   /** Joinable while the backup is being taken; a caller after that takes a fresh one. */
   taking: boolean;
   users: number;
+  /** What the callers that joined are doing with the file (the starter finishes with them: see withSharedBackup). */
+  joiners: Promise<unknown>[];
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
 }
 
 export class Device {
@@ -60,13 +73,15 @@ export class Device {
 
   /**
    * Takes a device backup to `file` (0600). A backup that will be restored must be taken inside the caller's exclusive
-   * barrier hold; `backupForReading` is the form for backups only read.
+   * barrier hold; `backupForReading` is the form for backups only read. With `tap`, its reader reads the bytes as they
+   * arrive (a merge or extract overlapping the device's work); the call waits for it too, and its failure is the
+   * backup's (the file is removed).
    */
-  async backupTo(file: string): Promise<number> {
+  async backupTo(file: string, tap?: ByteTap<unknown>): Promise<number> {
     return this.#io.run(async () => {
       this.onBackup();
       try {
-        return await this.accounts.backup.backupToFile(file);
+        return await this.accounts.backup.backupToFile(file, tap);
       } catch (err) {
         await removeFiles(file);
         throw asDeviceFault(err, ROOT_BACKUP);
@@ -75,8 +90,8 @@ export class Device {
   }
 
   /** A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore. */
-  backupForReading(file: string): Promise<number> {
-    return this.barrier.shared(() => this.backupTo(file), { wait: 'unbounded', readOnly: true });
+  backupForReading(file: string, tap?: ByteTap<unknown>): Promise<number> {
+    return this.barrier.shared(() => this.backupTo(file, tap), { wait: 'unbounded', readOnly: true });
   }
 
   /**
@@ -86,23 +101,30 @@ export class Device {
    * finished takes a fresh one. `capture` runs just before a new backup is requested and its result goes to every
    * caller of that backup: a joiner must use it (not what it read itself, which may be newer than the backup) for
    * anything the backup is to reflect, such as a change-log position. The file is removed after the last user.
-   * Throws the backup's error to every caller sharing it.
+   * `fn` gets the backup as a file path, except the caller whose request started the backup: it reads the bytes as
+   * they arrive (`source` is then a byte stream), so its extract overlaps the device's work; its own failure fails it
+   * alone, the backup goes on for the others; it answers once the callers that joined are done too. Throws the
+   * backup's error to every caller sharing it.
    */
   async withSharedBackup<T>(
     work: WorkDir,
     capture: () => Readonly<Record<string, number>>,
-    fn: (file: string, takenAt: number, captured: Readonly<Record<string, number>>) => Promise<T>,
+    fn: (source: BackupSource, takenAt: number, captured: Readonly<Record<string, number>>) => Promise<T>,
   ): Promise<T> {
     // Inside an exclusive hold (the demote hand-off) the backup is the holder's own: a shared one still waiting for
     // admission waits for this very hold, so joining it would deadlock, and nobody may join one taken in here.
     if (this.barrier.insideExclusive) return this.#privateBackup(work, capture, fn);
     let s = this.#shared;
+    let mine: Promise<Settled<T>> | undefined;
     if (!s || !s.taking) {
       const file = work.temp('device-shared');
       // Captured before the backup is requested, so a joiner gets positions the backup is sure to contain.
       const captured = capture();
-      const fresh: SharedBackup = { file, takenAt: Date.now(), captured, ready: Promise.resolve(), taking: true, users: 0 };
-      fresh.ready = this.backupForReading(file).then(
+      const fresh: SharedBackup = { file, takenAt: Date.now(), captured, ready: Promise.resolve(), taking: true, users: 0, joiners: [] };
+      // The reader settles instead of failing: a failure of its own then stops only its reading, not the backup.
+      const tap = tapBytes((bytes) => settle(fn(bytes, fresh.takenAt, captured)));
+      mine = tap.result;
+      fresh.ready = this.backupForReading(file, tap).then(
         () => void (fresh.taking = false),
         (err: unknown) => {
           fresh.taking = false;
@@ -114,8 +136,18 @@ export class Device {
     const shared = s;
     shared.users++;
     try {
-      await shared.ready;
-      return await fn(shared.file, shared.takenAt, shared.captured);
+      if (mine) {
+        await shared.ready;
+        const r = await mine;
+        // Snapshots requested together are answered together, as when all read the finished file: a replica
+        // coalesces the syncs whose snapshots arrive together into one merge-restore (daemon/apply-batch.ts).
+        await Promise.allSettled(shared.joiners);
+        if (!r.ok) throw r.error;
+        return r.value;
+      }
+      const joined = shared.ready.then(() => fn(shared.file, shared.takenAt, shared.captured));
+      shared.joiners.push(joined);
+      return await joined;
     } finally {
       if (--shared.users === 0) {
         if (this.#shared === shared && !shared.taking) this.#shared = undefined;
@@ -128,7 +160,7 @@ export class Device {
   async #privateBackup<T>(
     work: WorkDir,
     capture: () => Readonly<Record<string, number>>,
-    fn: (file: string, takenAt: number, captured: Readonly<Record<string, number>>) => Promise<T>,
+    fn: (source: BackupSource, takenAt: number, captured: Readonly<Record<string, number>>) => Promise<T>,
   ): Promise<T> {
     const file = work.temp('device-own');
     const captured = capture();

@@ -71,6 +71,12 @@ export async function findForeign(namespace: string, device: OpenFile, snapshot:
  * (the merge lists them in its own pass, so no second walk of the backups is needed). Consumes `removed`.
  */
 export async function foreignAmong(namespace: string, removed: Set<string>, known: KnownSources, log: Logger = silentLogger): Promise<ForeignEntries> {
+  // Keys the stream knows are not foreign whatever the files hold: asked first, the files (a key derivation and a
+  // whole pass each) are read only for what is left, usually nothing (a replica's own stream applies).
+  for (const p of removed) {
+    const c = classifyPath(p);
+    if (c.kind === 'namespace-key' && (known.knownKey?.(c.keyId) ?? false)) removed.delete(p);
+  }
   if (removed.size > 0) {
     for (const file of known.files.filter((f) => existsSync(f))) {
       try {

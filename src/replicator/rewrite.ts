@@ -12,7 +12,8 @@ import { closeAll, createOutputWriter, openSource, orderedEntries, withSink, typ
 import type { BackupReader } from '../backup/reader.js';
 
 export interface RewriteOptions {
-  base: { source: BackupSource; open: OpenBackupOptions; keep: (path: string) => boolean };
+  /** `source` may be a reader opened already (e.g. while waiting for something else); it is closed here. */
+  base: { source: BackupSource | BackupReader; open: OpenBackupOptions; keep: (path: string) => boolean };
   overlay?: { source: BackupSource; open: OpenBackupOptions; select: (path: string) => boolean };
   /**
    * Instead of `overlay`: several, each contributing only the paths `within` it (disjoint, e.g. one namespace each: a
@@ -48,7 +49,7 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
   let overlay: BackupReader | undefined;
   const many: BackupReader[] = [];
   try {
-    base = await openSource(o.base.source, o.base.open);
+    base = isReader(o.base.source) ? o.base.source : await openSource(o.base.source, o.base.open);
     if (o.overlay) overlay = await openSource(o.overlay.source, o.overlay.open);
     for (const spec of o.overlays ?? []) many.push(await openSource(spec.source, spec.open));
     const [b, ov] = [base, overlay];
@@ -75,7 +76,8 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
             // On equal paths a selected overlay entry replaces the base's; an unselected one leaves it to `keep`.
             const replaced = cmp === 0 && pick(y.value!.path);
             if (!replaced && o.base.keep(e.path)) {
-              await writer.writeEntry(e.path, e.value);
+              // The output is under the base's key: its entries go out as the device sealed them.
+              await writer.copyEntry(e, b);
               s.keptFromBase++;
             } else {
               s.droppedFromBase++;
@@ -101,6 +103,10 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
   } finally {
     await closeAll(base, overlay, ...many);
   }
+}
+
+function isReader(s: BackupSource | BackupReader): s is BackupReader {
+  return typeof s === 'object' && s !== null && 'header' in s && 'entries' in s && typeof (s as BackupReader).entries === 'function';
 }
 
 async function* selected(entries: AsyncIterable<BackupEntry>, select: (path: string) => boolean): AsyncGenerator<BackupEntry> {

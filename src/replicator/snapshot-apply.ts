@@ -4,7 +4,9 @@
  *   1. mark the barrier's write generation, back the device up (B1) under a read-only SHARED hold, and merge OUTSIDE
  *      any exclusive hold: B1's entries outside the namespace + the snapshot's namespace entries, less the namespace's
  *      Administrators (read-only replica; the replication account stays). The same pass lists the namespace's keys
- *      and users the restore will remove, for the foreign-writes check;
+ *      and users the restore will remove, for the foreign-writes check. The merge reads B1 as the device sends it
+ *      (a tap on the download; the file is written whole all the same), while the snapshots are still being
+ *      checked, and passes B1's entries through as sealed (same key and salt); each key is derived once per apply;
  *   2. take the EXCLUSIVE hold (the caller's `hold`: barrier, then the namespace's lock). If no write outside the
  *      namespace passed the barrier since the mark (none in flight at it either; writes scoped to the namespace itself
  *      are replaced by the restore anyway), B1 is still what the device holds outside it: check the fencing
@@ -26,10 +28,11 @@
 import { rename } from 'node:fs/promises';
 import { listBackupContents, verifyManifest } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
+import { KeyCache } from '../backup/key-cache.js';
 import { classifyPath, isNamespacePath } from '../backup/paths.js';
 import type { ScryptParams } from '../backup/format.js';
-import type { OpenBackupOptions } from '../backup/reader.js';
-import { openSource } from '../backup/transform.js';
+import type { BackupReader, OpenBackupOptions } from '../backup/reader.js';
+import { closeAll, openSource, type BackupSource } from '../backup/transform.js';
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
@@ -39,6 +42,7 @@ import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuara
 import { isUserOf, rewriteBackup } from './rewrite.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
+import { tapBytes, type ByteTap } from '../util/byte-tap.js';
 
 /**
  * Takes the exclusive device hold (and whatever locks go with it) and runs `fn` inside it. `namespaces`: the ones the
@@ -195,6 +199,13 @@ interface Apply {
   quarantined: Map<string, ForeignQuarantine[]>;
   log: Logger;
   temp: (label: string) => string;
+  /**
+   * Until it settles, the parts' snapshots are still being opened (`parts` then fills; a failure of the only part
+   * rejects it): the first backup starts meanwhile and its merge waits for it.
+   */
+  opening?: Promise<void>;
+  /** Whether the merge reads B1 as it arrives (no part's first sync reads the device's copy before merging). */
+  tapMerge: boolean;
 }
 
 /**
@@ -232,6 +243,37 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
  * every part still in the batch: it is thrown. Namespaces must be distinct.
  */
 export async function applySnapshots(deps: SharedApplyDeps, specs: readonly ApplyPart[]): Promise<Map<string, PartOutcome>> {
+  // One derivation per salt for the whole apply, its verification included: the device's backups (B1, the merged
+  // file, B3) share one salt, and each snapshot is opened twice. Zeroed when the apply (or its verification) ends.
+  const device = new KeyCache();
+  const snapshots = new KeyCache();
+  const clear = () => {
+    device.clear();
+    snapshots.clear();
+  };
+  let verifyLater = false;
+  const { deferVerify } = deps;
+  const cached: SharedApplyDeps = {
+    ...deps,
+    deviceOpen: { ...deps.deviceOpen, keyCache: deps.deviceOpen.keyCache ?? device },
+    snapshotOpen: { ...deps.snapshotOpen, keyCache: deps.snapshotOpen.keyCache ?? snapshots },
+    ...(deferVerify
+      ? {
+          deferVerify: (verify) => {
+            verifyLater = true;
+            deferVerify(() => verify().finally(clear));
+          },
+        }
+      : {}),
+  };
+  try {
+    return await applyWithKeys(cached, specs);
+  } finally {
+    if (!verifyLater) clear();
+  }
+}
+
+async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[]): Promise<Map<string, PartOutcome>> {
   const temps: string[] = [];
   const a: Apply = {
     deps,
@@ -244,16 +286,21 @@ export async function applySnapshots(deps: SharedApplyDeps, specs: readonly Appl
       temps.push(t);
       return t;
     },
+    tapMerge: specs.every((spec) => !checksExisting(spec.options ?? {})),
   };
   const single = specs.length === 1;
-  for (const spec of [...specs].sort((x, y) => (x.namespace < y.namespace ? -1 : 1))) {
-    try {
-      a.parts.push(await openPart(deps, spec));
-    } catch (err) {
-      if (single) throw err;
-      drop(a, spec.namespace, err);
-    }
-  }
+  // Opened side by side (each snapshot's key derivation runs on its own, off the event loop), and while B1 starts:
+  // the merge reading B1 opens it (the device's key) meanwhile and waits for them before it merges.
+  const sorted = [...specs].sort((x, y) => (x.namespace < y.namespace ? -1 : 1));
+  a.opening = Promise.allSettled(sorted.map((spec) => openPart(deps, spec))).then((opened) => {
+    opened.forEach((o, i) => {
+      if (o.status === 'fulfilled') a.parts.push(o.value);
+      else if (single) throw o.reason;
+      else drop(a, sorted[i]!.namespace, o.reason);
+    });
+  });
+  a.opening.catch(() => undefined);
+  if (!a.tapMerge) await a.opening;
   const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [] }));
   try {
     const restored = await mergeAndRestore(a, hold, single);
@@ -332,9 +379,11 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   let outcome: Restored | undefined;
   let remerges = 0;
   for (; outcome === undefined && remerges <= (deps.maxRemerges ?? 2); remerges++) {
-    if (a.parts.length === 0) return undefined;
+    // While the snapshots are still being opened, the parts are not known yet: the merge waits for them.
+    if (remerges > 0) await a.opening;
+    if (a.parts.length === 0 && (remerges > 0 || !a.tapMerge)) return undefined;
     const mark = deps.device.barrier.markWrites();
-    const m = await backupAndMerge(a, (file) => deps.device.backupForReading(file), remerges, single);
+    const m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
     if (!m) return undefined;
     await deps.beforeHold?.();
     deps.onPhase?.('hold');
@@ -353,6 +402,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
     }, [...own]);
   }
   if (outcome !== undefined) return outcome;
+  await a.opening;
   if (a.parts.length === 0) return undefined;
   // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
   const namespaces = names();
@@ -376,10 +426,38 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   }, namespaces);
 }
 
-/** B1 with `backup` (shared or, inside the hold, the holder's own), then the merge; undefined when no part is left. */
-async function backupAndMerge(a: Apply, backup: (file: string) => Promise<unknown>, attempt: number, single: boolean): Promise<Merged | undefined> {
+/** How B1 is taken: shared, or inside the hold the holder's own; `tap` reads its bytes as they arrive. */
+type TakeBackup = (file: string, tap?: ByteTap<unknown>) => Promise<unknown>;
+
+/**
+ * B1 with `backup`, and the merge; undefined when no part is left. The merge reads B1 as the device sends it (a tap on
+ * the download), so it costs the sync only what it takes beyond the device's own backup; B1's file is still written
+ * whole (quarantine, re-check and a failed verification read it). A first sync that must look at the device's copy of
+ * its namespace first (`refuse`, `remove`) reads the file after the backup instead.
+ */
+async function backupAndMerge(a: Apply, backup: TakeBackup, attempt: number, single: boolean): Promise<Merged | undefined> {
   a.deps.onPhase?.('backup');
   const base = a.temp(`pre-${attempt + 1}`);
+  if (a.tapMerge) {
+    const tap = tapBytes(async (bytes) => {
+      const reader = await openSource(bytes, a.deps.deviceOpen);
+      try {
+        await a.opening;
+        // Every part dropped out: nothing to merge (the backup still ends, unread).
+        if (a.parts.length === 0) return undefined;
+        const parts = [...a.parts];
+        return { parts, ...(await merge(a, parts, reader)) };
+      } finally {
+        await closeAll(reader);
+      }
+    });
+    await backup(base, tap);
+    const r = await tap.result;
+    if (!r) return undefined;
+    a.deps.onPhase?.('merge');
+    return foreignOf(a, base, r.parts, r.merged, r.removed, new Set());
+  }
+  await a.opening;
   await backup(base);
   const replacing = new Set<string>();
   for (const p of [...a.parts]) {
@@ -399,6 +477,18 @@ async function backupAndMerge(a: Apply, backup: (file: string) => Promise<unknow
 async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>): Promise<Merged> {
   const parts = [...a.parts];
   const { merged, removed } = await merge(a, parts, base);
+  return foreignOf(a, base, parts, merged, removed, replacing);
+}
+
+/** A merge of `base` made: the foreign entries among those its restore removes, per namespace. */
+async function foreignOf(
+  a: Apply,
+  base: string,
+  parts: Part[],
+  merged: string,
+  removed: ReadonlyMap<string, Set<string>>,
+  replacing: ReadonlySet<string>,
+): Promise<Merged> {
   const { deps, log } = a;
   const foreign = new Map<string, ForeignEntries>();
   for (const p of parts) {
@@ -417,7 +507,7 @@ async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>)
  * B2 re-check catches those (bounded; SyncRaceError when they keep racing).
  */
 async function heldMerge(a: Apply, remergesSoFar: number, single: boolean): Promise<{ merged: Merged; remerges: number } | undefined> {
-  let m = await backupAndMerge(a, (file) => a.deps.device.backupTo(file), remergesSoFar, single);
+  let m = await backupAndMerge(a, (file, tap) => a.deps.device.backupTo(file, tap), remergesSoFar, single);
   if (!m) return undefined;
   const namespaces = m.parts.map((p) => p.spec.namespace);
   const otherData = (p: string) => !namespaces.some((ns) => isNamespacePath(p, ns)) && isStoreData(p);
@@ -480,7 +570,7 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
  * Base entries outside the namespaces + each snapshot's namespace entries less its stripped administrators, in one
  * pass that also lists, per namespace, its keys and users of the base the restore removes (the snapshot lacks them).
  */
-async function merge(a: Apply, parts: readonly Part[], base: string): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
+async function merge(a: Apply, parts: readonly Part[], base: BackupSource | BackupReader): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
   const inAny = (p: string) => parts.some((x) => isNamespacePath(p, x.spec.namespace));
   const removed = new Map<string, Set<string>>();
   const out = a.temp('merged');
@@ -579,9 +669,14 @@ function isStoreData(path: string): boolean {
  * true; its copy is saved to `kept/` from the last backup before the restore), or taken as the bootstrap copy
  * (`adopt`: init-replica put it there).
  */
+/** Whether checkExisting reads the device backup for this part (a first sync that is not init-replica's). */
+function checksExisting(options: ApplyOptions): boolean {
+  return options.onExisting === 'refuse' || options.onExisting === 'remove';
+}
+
 async function checkExisting(deps: SharedApplyDeps, namespace: string, deviceBackup: string, options: ApplyOptions): Promise<boolean> {
   const mode = options.onExisting;
-  if (mode === undefined || mode === 'adopt') return false;
+  if (!checksExisting(options)) return false;
   const c = await listBackupContents(deviceBackup, { input: deps.deviceOpen });
   const held = c.namespaces[namespace];
   if (!held || (!held.present && held.keys === 0 && held.users === 0)) return false;

@@ -3,7 +3,9 @@
  * replication passphrase, with the epoch and the namespace's administrators in its manifest.
  */
 import type { OpenBackupOptions } from '../backup/reader.js';
-import type { ScryptParams } from '../backup/format.js';
+import { randomBytes } from 'node:crypto';
+import { PRODUCTION_SCRYPT, SALT_LENGTH, type ScryptParams } from '../backup/format.js';
+import { deriveBackupKey } from '../backup/crypto.js';
 import { extractNamespace } from '../backup/namespace.js';
 import type { Device } from './device.js';
 import type { SnapshotMeta } from './snapshot-meta.js';
@@ -36,20 +38,23 @@ export interface Snapshot {
  * client's errors, BackupNamespaceNotFoundError when the device lacks the namespace, and the codec's errors.
  */
 export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, epoch: number): Promise<Snapshot> {
-  const users = await deps.device.namespaceUsers(namespace);
+  // The snapshot's key (a fresh salt) is derived while the device is asked for its users and backup, not after.
+  const salt = randomBytes(SALT_LENGTH);
+  const derived = deriveBackupKey(deps.replicationPassphrase, salt, deps.scrypt ?? PRODUCTION_SCRYPT);
+  derived.catch(() => undefined);
   const out = deps.work.temp(`snapshot-${namespace}`);
   try {
+    const users = await deps.device.namespaceUsers(namespace);
     // Snapshots requested together (several namespaces or replicas at one cron tick) share one device backup.
     const heads = deps.heads ?? (() => ({}));
-    return await deps.device.withSharedBackup(deps.work, heads, async (deviceFile, takenAt, captured) => {
+    return await deps.device.withSharedBackup(deps.work, heads, async (deviceBackup, takenAt, captured) => {
       // The position the snapshot reflects: the head when its backup was requested (the stream resumes there).
       // The log id never changes while this site's state lives, so reading it now names the log the head was read in.
       const log = deps.logId?.(namespace);
       const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq: captured[namespace] ?? 0, ...(log ? { log } : {}) };
-      const summary = await extractNamespace(deviceFile, namespace, out, {
+      const summary = await extractNamespace(deviceBackup, namespace, out, {
         input: deps.deviceOpen,
-        passphrase: deps.replicationPassphrase,
-        ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
+        outputKey: { backupKey: await derived, salt },
         meta,
       });
       return { file: out, meta, entries: summary.entries, bytes: summary.bytesWritten };
@@ -57,5 +62,7 @@ export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, 
   } catch (err) {
     await removeFiles(out);
     throw err;
+  } finally {
+    (await derived.catch(() => undefined))?.fill(0);
   }
 }
