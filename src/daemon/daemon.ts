@@ -8,6 +8,7 @@
  * `start()` and `close()` are idempotent; `close()` lets an in-flight sync or failover step finish (a restore is never
  * cut in half) before stopping.
  */
+import { KeyCache } from '../backup/key-cache.js';
 import { randomBytes } from 'node:crypto';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import { Registry } from 'prom-client';
@@ -160,7 +161,11 @@ export class Daemon {
       monitor,
       credentials,
       metrics,
-      deviceOpen: { passphrase: secrets.replication.backupPassphrase, scrypt: scrypt ?? 'auto', passphraseSetting: DEVICE_BACKUP_PASSPHRASE },
+      // The device's backups all use its one backup salt (FACTS.md: `backup-salt`, set with the backup passphrase), so
+      // the derived key is kept for the daemon's life: a derivation is about a second with the firmware's scrypt, and
+      // each sync opened device backups two to four times. It is no more than the passphrase the daemon holds anyway;
+      // zeroed at close.
+      deviceOpen: { passphrase: secrets.replication.backupPassphrase, scrypt: scrypt ?? 'auto', passphraseSetting: DEVICE_BACKUP_PASSPHRASE, keyCache: new KeyCache() },
       snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto', passphraseSetting: SNAPSHOT_PASSPHRASE },
       replicationPassphrase: secrets.replication.passphrase,
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
@@ -337,6 +342,7 @@ export class Daemon {
     await stage('members', () => ctx.monitor.close());
     await stage('peer clients', () => Promise.all([...ctx.peers.values()].map((p) => p.close())));
     await stage('NetHSM pool', () => ctx.nethsm.pool.close());
+    ctx.deviceOpen.keyCache?.clear();
     if (ctx.store.isOpen) ctx.store.close();
     // Last: nothing of this daemon touches the state directory any more.
     this.dirLock?.release();
