@@ -70,6 +70,10 @@ const old = values.baseline
 
 const P = { unlock: 'bench-unlock-passphrase', admin: 'bench-admin-passphrase', backupUser: 'bench-backup-user-pass', backup: 'bench-device-backup-pass', ns: 'bench-namespace-passphrase', replication: 'bench-replication-pass' };
 const open = { passphrase: P.backup, scrypt: SCRYPT };
+// As each daemon does (src/daemon/daemon.ts): the device's backup key, derived once per site for the daemon's life (one
+// backup salt per device). The baseline's code ignores the option, as it did.
+const { KeyCache } = await dist(ROOT, 'backup/key-cache.js');
+const openAt = { a: { ...open, keyCache: new KeyCache() }, b: { ...open, keyCache: new KeyCache() } };
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 const dir = await mkdtemp(path.join(tmpdir(), 'nhr-bench-sync-'));
 const children = [];
@@ -138,9 +142,9 @@ function deviceOf(s, Barrier = DeviceBarrier, DeviceClass = Device) {
 const A = await site('a', 'a');
 const B = await site('b', 'b', A.base);
 const devA = deviceOf(A);
-const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: open, replicationPassphrase: P.replication, scrypt: SCRYPT };
+const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: openAt.a, replicationPassphrase: P.replication, scrypt: SCRYPT };
 const oldDevA = old ? deviceOf(A, old.DeviceBarrier, old.Device) : undefined;
-const oldSnapDeps = old ? { ...snapDeps, device: oldDevA.device } : undefined;
+const oldSnapDeps = old ? { ...snapDeps, device: oldDevA.device, deviceOpen: open } : undefined;
 const snapshotOpen = { passphrase: P.replication, scrypt: SCRYPT };
 
 // ---- the probe: one write at a time at B through the barrier in use ----------------------------------------------
@@ -215,7 +219,7 @@ async function sync(kind) {
       phases.push(`${p}@${((performance.now() - last) / 1000).toFixed(2)}`);
       last = performance.now();
     };
-    const deps = { device: d.device, work: B.work, deviceOpen: open, snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
+    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? open : openAt.b, snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
     if (kind === 'base' && !old.deferred) {
       const r = await d.barrier.exclusive([], (guard) => old.applySnapshot({ ...deps, guard }, 'alpha', snap.file, { onExisting: 'adopt' }));
       return `remerges ${r.remerges}`;
@@ -242,7 +246,7 @@ async function two(kind) {
     let restores = 0;
     let remerges = 0;
     const verifies = [];
-    const shared = { device: d.device, work: B.work, deviceOpen: open, snapshotOpen, onPhase: (p) => void (p === 'restore' && restores++), deferVerify: (v) => verifies.push(v) };
+    const shared = { device: d.device, work: B.work, deviceOpen: openAt.b, snapshotOpen, onPhase: (p) => void (p === 'restore' && restores++), deferVerify: (v) => verifies.push(v) };
     const perNs = { replicationUserId: 'replicator', knownKey: () => true };
     if (kind === 'separate') {
       const rs = await Promise.all(snaps.map((snap, i) => applySnapshot({ ...shared, ...perNs }, NS[i], snap.file, { onExisting: 'adopt' })));
