@@ -74,6 +74,8 @@ const open = { passphrase: P.backup, scrypt: SCRYPT };
 // backup salt per device). The baseline's code ignores the option, as it did.
 const { KeyCache } = await dist(ROOT, 'backup/key-cache.js');
 const openAt = { a: { ...open, keyCache: new KeyCache() }, b: { ...open, keyCache: new KeyCache() } };
+// And, as the daemons do: A seals snapshots under a key of its ring, B keeps the keys of the latest few salts.
+const { SnapshotKeyRing } = await dist(ROOT, 'replicator/snapshot-keys.js');
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 const dir = await mkdtemp(path.join(tmpdir(), 'nhr-bench-sync-'));
 const children = [];
@@ -142,10 +144,11 @@ function deviceOf(s, Barrier = DeviceBarrier, DeviceClass = Device) {
 const A = await site('a', 'a');
 const B = await site('b', 'b', A.base);
 const devA = deviceOf(A);
-const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: openAt.a, replicationPassphrase: P.replication, scrypt: SCRYPT };
+const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: openAt.a, replicationPassphrase: P.replication, scrypt: SCRYPT, snapshotKeys: new SnapshotKeyRing(P.replication, SCRYPT) };
 const oldDevA = old ? deviceOf(A, old.DeviceBarrier, old.Device) : undefined;
-const oldSnapDeps = old ? { ...snapDeps, device: oldDevA.device, deviceOpen: open } : undefined;
-const snapshotOpen = { passphrase: P.replication, scrypt: SCRYPT };
+const oldSnapDeps = old ? { ...snapDeps, device: oldDevA.device, deviceOpen: open, snapshotKeys: undefined } : undefined;
+const oldSnapshotOpen = { passphrase: P.replication, scrypt: SCRYPT };
+const snapshotOpen = { ...oldSnapshotOpen, keyCache: new KeyCache(8) };
 
 // ---- the probe: one write at a time at B through the barrier in use ----------------------------------------------
 let probeBarrier;
@@ -219,7 +222,7 @@ async function sync(kind) {
       phases.push(`${p}@${((performance.now() - last) / 1000).toFixed(2)}`);
       last = performance.now();
     };
-    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? open : openAt.b, snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
+    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? open : openAt.b, snapshotOpen: kind === 'base' ? oldSnapshotOpen : snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
     if (kind === 'base' && !old.deferred) {
       const r = await d.barrier.exclusive([], (guard) => old.applySnapshot({ ...deps, guard }, 'alpha', snap.file, { onExisting: 'adopt' }));
       return `remerges ${r.remerges}`;

@@ -58,4 +58,15 @@ describe('KeyCache: one key derivation per salt', () => {
     cache.set(salt, TEST_SCRYPT, randomBytes(32));
     expect(cache.size).toBe(0);
   });
+
+  it('keeps at most `max` keys, zeroing the oldest first', () => {
+    const cache = new KeyCache(2);
+    const p = TEST_SCRYPT;
+    const salts = [1, 2, 3].map((n) => Buffer.alloc(16, n));
+    const keys = salts.map((_, n) => Buffer.alloc(32, n + 1));
+    for (const [i, salt] of salts.entries()) cache.set(salt, p, keys[i]!);
+    expect(cache.size).toBe(2);
+    expect(cache.get(salts[0]!, p)).toBeUndefined();
+    expect(cache.get(salts[2]!, p)?.equals(keys[2]!)).toBe(true);
+  });
 });

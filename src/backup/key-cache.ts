@@ -12,6 +12,9 @@ export class KeyCache {
   readonly #keys = new Map<string, Buffer>();
   #cleared = false;
 
+  /** `max`: keys kept at most; the oldest is zeroed and forgotten first (a long-lived cache meets new salts). */
+  constructor(private readonly max = Number.POSITIVE_INFINITY) {}
+
   /** The key derived for `salt` with `params`, if any (the cache's own buffer: do not zero or keep it). */
   get(salt: Buffer, params: ScryptParams): Buffer | undefined {
     return this.#keys.get(KeyCache.#id(salt, params));
@@ -22,7 +25,13 @@ export class KeyCache {
     if (this.#cleared) return;
     const id = KeyCache.#id(salt, params);
     this.#keys.get(id)?.fill(0);
+    this.#keys.delete(id);
     this.#keys.set(id, Buffer.from(key));
+    while (this.#keys.size > this.max) {
+      const [oldest, k] = this.#keys.entries().next().value as [string, Buffer];
+      k.fill(0);
+      this.#keys.delete(oldest);
+    }
   }
 
   get size(): number {

@@ -1,6 +1,7 @@
 /**
  * Everything a running daemon's parts share, built once from the config and its secrets. Owned by `Daemon`.
  */
+import type { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import type { ScryptParams } from '../backup/format.js';
 import type { OpenBackupOptions } from '../backup/reader.js';
@@ -49,6 +50,8 @@ export interface SiteContext {
   readonly deviceOpen: OpenBackupOptions;
   /** Opens snapshots (the replication passphrase). */
   readonly snapshotOpen: OpenBackupOptions;
+  /** Seals the snapshots this site serves (one derived key per generation; src/replicator/snapshot-keys.ts). */
+  readonly snapshotKeys?: SnapshotKeyRing;
   readonly replicationPassphrase: string;
   readonly snapshotScrypt?: ScryptParams;
   /** The one barrier every mutation of this site's NetHSM passes (docs/concurrency.md); also `device.barrier`. */

@@ -9,11 +9,12 @@
  * cut in half) before stopping.
  */
 import { KeyCache } from '../backup/key-cache.js';
+import { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
 import { randomBytes } from 'node:crypto';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import { Registry } from 'prom-client';
 import { AdminServer } from '../admin/server.js';
-import type { ScryptParams } from '../backup/format.js';
+import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
 import { ConfigInvalidError, InternalError, PeerRefusedError } from '../errors.js';
@@ -166,7 +167,10 @@ export class Daemon {
       // each sync opened device backups two to four times. It is no more than the passphrase the daemon holds anyway;
       // zeroed at close.
       deviceOpen: { passphrase: secrets.replication.backupPassphrase, scrypt: scrypt ?? 'auto', passphraseSetting: DEVICE_BACKUP_PASSPHRASE, keyCache: new KeyCache() },
-      snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto', passphraseSetting: SNAPSHOT_PASSPHRASE },
+      // Primaries seal snapshots under a key kept for a bounded number of snapshots (src/replicator/snapshot-keys.ts), so
+      // a replica meets few salts: it keeps the keys of the latest few.
+      snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto', passphraseSetting: SNAPSHOT_PASSPHRASE, keyCache: new KeyCache(8) },
+      snapshotKeys: new SnapshotKeyRing(secrets.replication.passphrase, scrypt ?? PRODUCTION_SCRYPT),
       replicationPassphrase: secrets.replication.passphrase,
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
       replicationUserIds: replicationUserIds(config),
@@ -343,6 +347,8 @@ export class Daemon {
     await stage('peer clients', () => Promise.all([...ctx.peers.values()].map((p) => p.close())));
     await stage('NetHSM pool', () => ctx.nethsm.pool.close());
     ctx.deviceOpen.keyCache?.clear();
+    ctx.snapshotOpen.keyCache?.clear();
+    ctx.snapshotKeys?.close();
     if (ctx.store.isOpen) ctx.store.close();
     // Last: nothing of this daemon touches the state directory any more.
     this.dirLock?.release();

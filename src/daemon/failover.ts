@@ -497,6 +497,7 @@ export class Failover {
       deviceOpen: ctx.deviceOpen,
       replicationPassphrase: ctx.replicationPassphrase,
       ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
+      ...(ctx.snapshotKeys ? { snapshotKeys: ctx.snapshotKeys } : {}),
       heads: () => Object.fromEntries(ctx.store.roles.list().map((r) => [r.namespace, ctx.store.changelog.head(r.namespace, r.epoch).seq])),
       logId: (namespace: string) => ctx.store.changelog.logId(namespace),
     };

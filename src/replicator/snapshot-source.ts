@@ -6,6 +6,7 @@ import type { OpenBackupOptions } from '../backup/reader.js';
 import { randomBytes } from 'node:crypto';
 import { PRODUCTION_SCRYPT, SALT_LENGTH, type ScryptParams } from '../backup/format.js';
 import { deriveBackupKey } from '../backup/crypto.js';
+import type { SnapshotKeyRing } from './snapshot-keys.js';
 import { extractNamespace } from '../backup/namespace.js';
 import type { Device } from './device.js';
 import type { SnapshotMeta } from './snapshot-meta.js';
@@ -24,6 +25,8 @@ export interface SnapshotSourceDeps {
   heads?: () => Readonly<Record<string, number>>;
   /** The identity of this site's change log of a namespace (the log the heads are in); none without a stream. */
   logId?: (namespace: string) => string;
+  /** The daemon's snapshot keys (one derivation per generation); without it each snapshot derives its own. */
+  snapshotKeys?: SnapshotKeyRing;
 }
 
 export interface Snapshot {
@@ -38,10 +41,14 @@ export interface Snapshot {
  * client's errors, BackupNamespaceNotFoundError when the device lacks the namespace, and the codec's errors.
  */
 export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, epoch: number): Promise<Snapshot> {
-  // The snapshot's key (a fresh salt) is derived while the device is asked for its users and backup, not after.
+  // The snapshot's key is leased from the daemon's ring (derived once per generation), or derived with a fresh salt,
+  // while the device is asked for its users and backup, not after.
+  const leased = deps.snapshotKeys?.lease();
+  leased?.catch(() => undefined);
   const salt = randomBytes(SALT_LENGTH);
-  const derived = deriveBackupKey(deps.replicationPassphrase, salt, deps.scrypt ?? PRODUCTION_SCRYPT);
-  derived.catch(() => undefined);
+  const derived = leased ? undefined : deriveBackupKey(deps.replicationPassphrase, salt, deps.scrypt ?? PRODUCTION_SCRYPT);
+  derived?.catch(() => undefined);
+  const outputKey = async () => (leased ? (await leased).key : { backupKey: await derived!, salt });
   const out = deps.work.temp(`snapshot-${namespace}`);
   try {
     const users = await deps.device.namespaceUsers(namespace);
@@ -54,7 +61,7 @@ export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, 
       const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq: captured[namespace] ?? 0, ...(log ? { log } : {}) };
       const summary = await extractNamespace(deviceBackup, namespace, out, {
         input: deps.deviceOpen,
-        outputKey: { backupKey: await derived, salt },
+        outputKey: await outputKey(),
         meta,
       });
       return { file: out, meta, entries: summary.entries, bytes: summary.bytesWritten };
@@ -63,6 +70,7 @@ export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, 
     await removeFiles(out);
     throw err;
   } finally {
-    (await derived.catch(() => undefined))?.fill(0);
+    (await derived?.catch(() => undefined))?.fill(0);
+    (await leased?.catch(() => undefined))?.release();
   }
 }

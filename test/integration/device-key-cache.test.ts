@@ -1,7 +1,9 @@
 /**
  * The device's backup key is derived once per daemon, not once per sync: every device backup carries the device's one
  * backup salt (FACTS.md, `backup-salt`), and with the firmware's scrypt each derivation costs about a second, which
- * dominated a sync of a small device (docs/benchmarks.md, "Snapshot sync"). The cached key is zeroed at close.
+ * dominated a sync of a small device (docs/benchmarks.md, "Snapshot sync"); and a primary seals its snapshots under a key
+ * it keeps for a bounded number of them (src/replicator/snapshot-keys.ts), so its replicas derive it once too. The
+ * cached keys are zeroed at close.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab } from '../../src/lab/lab.js';
@@ -28,7 +30,10 @@ describe('the device backup key cache', () => {
     await b.syncer.sync('alpha', { actor: 'test' });
     await b.syncer.drain();
     expect(cache!.size, 'the second sync derived nothing new').toBe(1);
+    // Both snapshots came sealed under one key of a's (its snapshot key ring): b derived it once.
+    expect(b.ctx.snapshotOpen.keyCache?.size).toBe(1);
     await lab.site('b').stopDaemon();
     expect(cache!.size).toBe(0);
+    expect(b.ctx.snapshotOpen.keyCache?.size).toBe(0);
   });
 });

@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { deriveBackupKey } from '../backup/crypto.js';
+import { TEST_SCRYPT } from '../backup/format.js';
+import { SnapshotKeyRing } from './snapshot-keys.js';
+
+describe('SnapshotKeyRing', () => {
+  it('hands out one derived key for several snapshots, the one the passphrase and salt give', async () => {
+    const ring = new SnapshotKeyRing('pw', TEST_SCRYPT);
+    const a = await ring.lease();
+    const b = await ring.lease();
+    expect(b.key.salt.equals(a.key.salt)).toBe(true);
+    expect(b.key.backupKey).toBe(a.key.backupKey);
+    expect(a.key.backupKey.equals(await deriveBackupKey('pw', a.key.salt, TEST_SCRYPT))).toBe(true);
+    a.release();
+    b.release();
+    ring.close();
+  });
+
+  it('retires a key after maxUses snapshots or maxAgeMs, and zeroes it once no snapshot holds it', async () => {
+    let now = 0;
+    const ring = new SnapshotKeyRing('pw', TEST_SCRYPT, { maxUses: 2, maxAgeMs: 1_000 }, () => now);
+    const first = await ring.lease();
+    const kept = Buffer.from(first.key.backupKey);
+    const second = await ring.lease();
+    const third = await ring.lease(); // a third use: a new salt
+    expect(third.key.salt.equals(first.key.salt)).toBe(false);
+    first.release();
+    await new Promise((r) => setImmediate(r));
+    expect(second.key.backupKey.equals(kept), 'still held by a snapshot: not zeroed').toBe(true);
+    second.release();
+    await new Promise((r) => setImmediate(r));
+    expect(first.key.backupKey.every((x) => x === 0)).toBe(true);
+    now = 1_000; // too old now
+    const fourth = await ring.lease();
+    expect(fourth.key.salt.equals(third.key.salt)).toBe(false);
+    third.release();
+    fourth.release();
+    ring.close();
+    await new Promise((r) => setImmediate(r));
+    expect(fourth.key.backupKey.every((x) => x === 0)).toBe(true);
+  });
+
+  it('refuses leases after close, and a lease released twice counts once', async () => {
+    const ring = new SnapshotKeyRing('pw', TEST_SCRYPT);
+    const a = await ring.lease();
+    const b = await ring.lease();
+    a.release();
+    a.release();
+    ring.close();
+    await new Promise((r) => setImmediate(r));
+    expect(b.key.backupKey.some((x) => x !== 0), 'b still holds it').toBe(true);
+    b.release();
+    await new Promise((r) => setImmediate(r));
+    expect(b.key.backupKey.every((x) => x === 0)).toBe(true);
+    await expect(ring.lease()).rejects.toThrow(/closed/);
+  });
+});

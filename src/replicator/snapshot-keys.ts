@@ -1,0 +1,94 @@
+/**
+ * The key snapshot files are sealed with at a primary: derived from the replication passphrase with a salt, and kept
+ * for a bounded number of snapshots and time instead of derived afresh for each (the firmware's scrypt costs about a
+ * second per derivation, at the primary for writing and again at each replica for opening: most of what a sync of a
+ * small device cost beyond the raw backups and restore). The NetHSM does the same for its own backups: one backup salt
+ * per device, the key derived once.
+ *
+ * Bounds: every entry is sealed with AES-256-GCM under a fresh random 96-bit nonce, so one key may seal at most about
+ * 2^32 entries (NIST SP 800-38D). A key is retired after `maxUses` snapshots or `maxAgeMs`, whichever comes first
+ * (defaults 64 and one hour: far below 2^32 entries even for million-key namespaces). Replicas keep the keys of the
+ * few latest salts (their snapshot KeyCache is bounded).
+ *
+ * Ownership: `lease()` hands out the key and its salt for one snapshot; the caller must not zero or keep them. `close()`
+ * zeroes every key; a ring closed while a snapshot holds its lease zeroes that key when the lease is given back.
+ */
+import { randomBytes } from 'node:crypto';
+import { deriveBackupKey } from '../backup/crypto.js';
+import { PRODUCTION_SCRYPT, SALT_LENGTH, type ScryptParams } from '../backup/format.js';
+
+export interface SnapshotKey {
+  readonly backupKey: Buffer;
+  readonly salt: Buffer;
+}
+
+interface Generation {
+  readonly salt: Buffer;
+  readonly key: Promise<Buffer>;
+  readonly bornAt: number;
+  uses: number;
+  leases: number;
+  retired: boolean;
+}
+
+export class SnapshotKeyRing {
+  #current: Generation | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly passphrase: string,
+    private readonly scrypt: ScryptParams = PRODUCTION_SCRYPT,
+    private readonly limits: { maxUses: number; maxAgeMs: number } = { maxUses: 64, maxAgeMs: 3_600_000 },
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The key for one snapshot and a `release` to call when the snapshot is written (or failed). */
+  async lease(): Promise<{ key: SnapshotKey; release: () => void }> {
+    if (this.#closed) throw new Error('snapshot key ring closed');
+    const g = this.#generation();
+    g.uses++;
+    g.leases++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      g.leases--;
+      this.#zeroIfDone(g);
+    };
+    try {
+      return { key: { backupKey: await g.key, salt: g.salt }, release };
+    } catch (err) {
+      release();
+      if (this.#current === g) this.#retire(g); // a failed derivation is not kept
+      throw err;
+    }
+  }
+
+  /** Zeroes every key. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    if (this.#current) this.#retire(this.#current);
+  }
+
+  #generation(): Generation {
+    const g = this.#current;
+    if (g && !g.retired && g.uses < this.limits.maxUses && this.now() - g.bornAt < this.limits.maxAgeMs) return g;
+    if (g) this.#retire(g);
+    const salt = randomBytes(SALT_LENGTH);
+    const key = deriveBackupKey(this.passphrase, salt, this.scrypt);
+    key.catch(() => undefined);
+    const next: Generation = { salt, key, bornAt: this.now(), uses: 0, leases: 0, retired: false };
+    this.#current = next;
+    return next;
+  }
+
+  #retire(g: Generation): void {
+    g.retired = true;
+    if (this.#current === g) this.#current = undefined;
+    this.#zeroIfDone(g);
+  }
+
+  #zeroIfDone(g: Generation): void {
+    if (g.retired && g.leases === 0) void g.key.then((k) => k.fill(0), () => undefined);
+  }
+}
