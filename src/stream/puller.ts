@@ -268,6 +268,8 @@ export class NamespacePuller {
         abort.abort();
       },
     });
+    // The highest change this connection has delivered (its start, before any).
+    let received = after.seq;
     try {
       const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000, log: pos?.logId });
       this.#state = 'streaming';
@@ -287,6 +289,19 @@ export class NamespacePuller {
           const now = store.positions.get(ns, peer.name);
           const reset = now && resetSince(now, line);
           if (reset) return { kind: 'catchup', reason: reset };
+          if (now?.epoch === line.head.epoch && now.seq !== undefined && now.seq < line.head.seq && received >= line.head.seq) {
+            // This connection delivered everything up to the head, yet the stored position is behind it with nothing
+            // in flight: a snapshot sync moved the position back under the stream (its restore put an older copy of
+            // the namespace on the device and forgot the records after it). The primary will not send those changes
+            // on this connection again: reconnect from the stored position. (Without it the replica sat behind for
+            // good, heartbeats showing the head, until the next sync.)
+            await window.drain();
+            const again = store.positions.get(ns, peer.name);
+            if (again?.epoch === line.head.epoch && again.seq !== undefined && again.seq < line.head.seq) {
+              this.#o.log.info({ namespace: ns, from: peer.name, position: `${again.epoch}.${again.seq}`, head: `${line.head.epoch}.${line.head.seq}` }, 'stream position moved back under the stream (a snapshot restored an older copy); reconnecting from it');
+              return { kind: 'ended' };
+            }
+          }
           if (now?.epoch === line.head.epoch && now.seq === line.head.seq) {
             // Group-committed, not awaited: a write of its own commits with an fsync on the event loop, at every
             // heartbeat of every namespace. A record queued after it runs after it, and caughtUp is a no-op once the
@@ -303,6 +318,7 @@ export class NamespacePuller {
           continue;
         }
         if (this.#head === null || line.seq > this.#head.seq) this.#head = { epoch: line.epoch, seq: line.seq };
+        if (line.seq > received) received = line.seq;
         if (line.kind === 'key-imported' && window.accepts(line)) {
           await window.add(line);
           continue;
