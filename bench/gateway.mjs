@@ -15,7 +15,7 @@
 //   "--min-semi-space-size=16"; --rate: calls start at R per second (at most C at once) instead of back to
 //   back, so every path sees the same arrivals: for comparing CPU per request (ratios of ops/s then say little).
 // Figures go to docs/benchmarks.md ("Gateway").
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -23,6 +23,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { NetHsmClient } from '../dist/nethsm/client.js';
+import { startSim } from './lib/sim.mjs';
 import { closedLoop, nearestRank, pacedLoop } from './lib/load.mjs';
 
 const HERE = fileURLToPath(import.meta.url);
@@ -125,7 +126,7 @@ async function main() {
   try {
     const setups = [];
     for (const latency of LATENCIES) {
-      const sim = await startSim(latency > 0 ? `sign=${latency}ms,decrypt=${latency}ms` : undefined);
+      const sim = await startSim({ latency: latency > 0 ? `sign=${latency}ms,decrypt=${latency}ms` : undefined });
       children.push(sim.child);
       const keys = await prepare(sim);
       const paths = [{ name: 'direct', client: clients(sim.url, { fingerprint256: sim.fingerprint256 }) }];
@@ -250,22 +251,6 @@ function simCpuUs(pid) {
 }
 
 // ---- processes and fixtures ------------------------------------------------------------------------
-
-/** `nethsm-replicator sim` on a free port; resolves with its URL and certificate fingerprint. */
-function startSim(latency) {
-  const args = [path.join(ROOT, 'bin', 'nethsm-replicator'), 'sim', '--port', '0', '--test-scrypt', ...(latency ? ['--latency', latency] : [])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.once('exit', (code) => reject(new Error(`simulator exited with ${code}: ${out}`)));
-    child.stdout.on('data', (b) => {
-      out += b.toString();
-      const url = /listening on (\S+)/.exec(out)?.[1];
-      const fingerprint256 = /fingerprint (\S+)/.exec(out)?.[1];
-      if (url && fingerprint256) resolve({ child, url, fingerprint256 });
-    });
-  });
-}
 
 /** A gateway process (code from `root`) in front of `sim`. */
 function startGateway(root, sim, pool, profDir, bare = false, flags = '') {

@@ -7,17 +7,16 @@
 // time is the second gateway's hop alone; between real sites add the link's round trip.
 // Usage: npm run build && node bench/remote.mjs [--seconds 3] [--rounds 2] [--c 1,8,32] [--latency 40] [--only 0|40]
 // Figures go to docs/benchmarks.md ("Remote serving").
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { cpus } from 'node:os';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { createCa, issueCert } from '../dist/tls/index.js';
+import { startSim } from './lib/sim.mjs';
 import { closedLoop, nearestRank } from './lib/load.mjs';
 
 const HERE = fileURLToPath(import.meta.url);
-const ROOT = path.resolve(path.dirname(HERE), '..');
 const ADMIN = { username: 'admin', password: 'adminPassphrase' };
 const NS_ADMIN = { username: 'alpha~admin', password: 'nsAdminPassphrase' };
 const OPERATOR = { username: 'alpha~operator', password: 'operatorPassphrase' };
@@ -80,7 +79,7 @@ async function main() {
     console.log('| device latency | in flight | local ops/s | remote ops/s | ratio | local p50/p99 ms | remote p50/p99 ms | added p50 ms |');
     console.log('|---|---|---|---|---|---|---|---|');
     for (const latency of LATENCIES) {
-      const sim = await startSim(latency > 0 ? `sign=${latency}ms` : undefined);
+      const sim = await startSim({ latency: latency > 0 ? `sign=${latency}ms` : undefined });
       children.push(sim.child);
       const digest = await prepare(sim);
       const b = await startGateway({ site: 'b', url: sim.url, fingerprint256: sim.fingerprint256, certs });
@@ -139,22 +138,6 @@ async function certificates() {
     out[`${site}Peer`] = await issueCert(ca, { commonName: site, usages: ['serverAuth', 'clientAuth'] });
   }
   return out;
-}
-
-/** `nethsm-replicator sim` on a free port; resolves with its URL and certificate fingerprint. */
-function startSim(latency) {
-  const args = [path.join(ROOT, 'bin', 'nethsm-replicator'), 'sim', '--port', '0', '--test-scrypt', ...(latency ? ['--latency', latency] : [])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.once('exit', (code) => reject(new Error(`simulator exited with ${code}: ${out}`)));
-    child.stdout.on('data', (b) => {
-      out += b.toString();
-      const url = /listening on (\S+)/.exec(out)?.[1];
-      const fingerprint256 = /fingerprint (\S+)/.exec(out)?.[1];
-      if (url && fingerprint256) resolve({ child, url, fingerprint256 });
-    });
-  });
 }
 
 function startGateway(options) {

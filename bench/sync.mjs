@@ -19,7 +19,7 @@
 // device backup at A) in both.
 // With --scrypt production, the simulators and the daemon's code derive backup keys with the firmware's KDF (test: cheap).
 // Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two] [--scrypt test|production]
-import { spawn } from 'node:child_process';
+import { startSim as startSimProcess } from './lib/sim.mjs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -80,21 +80,11 @@ const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 const dir = await mkdtemp(path.join(tmpdir(), 'nhr-bench-sync-'));
 const children = [];
 
-/** A simulator process; resolves with its URL and fingerprint once it listens. */
-function startSim() {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/nethsm-replicator'), 'sim', '--port', '0', ...(values.scrypt === 'test' ? ['--test-scrypt'] : [])], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (c) => {
-      out += c;
-      const url = /listening on (\S+)/.exec(out)?.[1];
-      const fp = /fingerprint (\S+)/.exec(out)?.[1];
-      if (url && fp) resolve({ url, fingerprint256: fp });
-    });
-    child.once('exit', (code) => reject(new Error(`simulator exited with ${code}`)));
-  });
+/** A simulator process (kept for the cleanup at the end); resolves with its URL and fingerprint once it listens. */
+async function startSim() {
+  const sim = await startSimProcess({ testScrypt: values.scrypt === 'test', env: { NHR_LOG_LEVEL: 'warn' } });
+  children.push(sim.child);
+  return sim;
 }
 
 const client = (sim, username, password) => new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: { username, password } });

@@ -3,10 +3,8 @@
  * replication passphrase, with the epoch and the namespace's administrators in its manifest.
  */
 import type { OpenBackupOptions } from '../backup/reader.js';
-import { randomBytes } from 'node:crypto';
-import { PRODUCTION_SCRYPT, SALT_LENGTH, type ScryptParams } from '../backup/format.js';
-import { deriveBackupKey } from '../backup/crypto.js';
-import type { SnapshotKeyRing } from './snapshot-keys.js';
+import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
+import { SnapshotKeyRing } from './snapshot-keys.js';
 import { extractNamespace } from '../backup/namespace.js';
 import type { Device } from './device.js';
 import type { SnapshotMeta } from './snapshot-meta.js';
@@ -41,14 +39,11 @@ export interface Snapshot {
  * client's errors, BackupNamespaceNotFoundError when the device lacks the namespace, and the codec's errors.
  */
 export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, epoch: number): Promise<Snapshot> {
-  // The snapshot's key is leased from the daemon's ring (derived once per generation), or derived with a fresh salt,
-  // while the device is asked for its users and backup, not after.
-  const leased = deps.snapshotKeys?.lease();
-  leased?.catch(() => undefined);
-  const salt = randomBytes(SALT_LENGTH);
-  const derived = leased ? undefined : deriveBackupKey(deps.replicationPassphrase, salt, deps.scrypt ?? PRODUCTION_SCRYPT);
-  derived?.catch(() => undefined);
-  const outputKey = async () => (leased ? (await leased).key : { backupKey: await derived!, salt });
+  // The snapshot's key comes from the daemon's ring (derived once per generation), or from a ring of this one snapshot,
+  // derived while the device is asked for its users and backup, not after.
+  const ring = deps.snapshotKeys ?? new SnapshotKeyRing(deps.replicationPassphrase, deps.scrypt ?? PRODUCTION_SCRYPT);
+  const leased = ring.lease();
+  leased.catch(() => undefined);
   const out = deps.work.temp(`snapshot-${namespace}`);
   try {
     const users = await deps.device.namespaceUsers(namespace);
@@ -61,7 +56,7 @@ export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, 
       const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq: captured[namespace] ?? 0, ...(log ? { log } : {}) };
       const summary = await extractNamespace(deviceBackup, namespace, out, {
         input: deps.deviceOpen,
-        outputKey: await outputKey(),
+        outputKey: (await leased).key,
         meta,
       });
       return { file: out, meta, entries: summary.entries, bytes: summary.bytesWritten };
@@ -70,7 +65,7 @@ export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, 
     await removeFiles(out);
     throw err;
   } finally {
-    (await derived?.catch(() => undefined))?.fill(0);
-    (await leased?.catch(() => undefined))?.release();
+    (await leased.catch(() => undefined))?.release();
+    if (ring !== deps.snapshotKeys) ring.close();
   }
 }

@@ -289,7 +289,7 @@ export class NamespacePuller {
           const now = store.positions.get(ns, peer.name);
           const reset = now && resetSince(now, line);
           if (reset) return { kind: 'catchup', reason: reset };
-          if (now?.epoch === line.head.epoch && now.seq !== undefined && now.seq < line.head.seq && received >= line.head.seq) {
+          if (behindHead(now, line.head) && received >= line.head.seq) {
             // This connection delivered everything up to the head, yet the stored position is behind it with nothing
             // in flight: a snapshot sync moved the position back under the stream (its restore put an older copy of
             // the namespace on the device and forgot the records after it). The primary will not send those changes
@@ -297,7 +297,7 @@ export class NamespacePuller {
             // good, heartbeats showing the head, until the next sync.)
             await window.drain();
             const again = store.positions.get(ns, peer.name);
-            if (again?.epoch === line.head.epoch && again.seq !== undefined && again.seq < line.head.seq) {
+            if (behindHead(again, line.head)) {
               this.#o.log.info({ namespace: ns, from: peer.name, position: `${again.epoch}.${again.seq}`, head: `${line.head.epoch}.${line.head.seq}` }, 'stream position moved back under the stream (a snapshot restored an older copy); reconnecting from it');
               return { kind: 'ended' };
             }
@@ -490,6 +490,11 @@ export class NamespacePuller {
       this.#wake = () => done('woken');
     });
   }
+}
+
+/** Whether the stored position is behind `head` in the head's epoch. */
+function behindHead<P extends { epoch?: number; seq?: number }>(pos: P | undefined, head: { epoch: number; seq: number }): pos is P & { epoch: number; seq: number } {
+  return pos?.epoch === head.epoch && pos.seq !== undefined && pos.seq < head.seq;
 }
 
 /**
