@@ -230,6 +230,29 @@ export class Lab {
     for (const s of this.sites.values()) await s.startDaemon();
   }
 
+  /**
+   * Waits (at most `timeoutMs`) until the lab is quiet after a start: every running daemon sees every member ok and no
+   * sync runs. A daemon started before its peers found them unreachable; each such member's recovery syncs its
+   * namespaces (daemon.ts, resumeMember) a retry interval later, after `startDaemons()` returned. A test that counts
+   * syncs or restores must not count those: call this first.
+   */
+  async settle(timeoutMs = 60_000): Promise<void> {
+    const daemons = () => [...this.sites.values()].flatMap((s) => (s.daemon ? [s.daemon] : []));
+    const quiet = () => daemons().every((d) => d.ctx.monitor.all().every((m) => m.status === 'ok') && d.ctx.config.namespaces.every((n) => !d.syncer.isBusy(n.name)));
+    const deadline = Date.now() + timeoutMs;
+    // A recovery marks its member ok only after its syncs ended; quiet twice in a row, drains apart, to be sure.
+    for (let streak = 0; streak < 2; ) {
+      await Promise.all(daemons().map((d) => d.syncer.drain()));
+      streak = quiet() ? streak + 1 : 0;
+      if (streak === 2) return;
+      if (Date.now() > deadline) {
+        const down = daemons().flatMap((d) => d.ctx.monitor.all().filter((m) => m.status !== 'ok').map((m) => `${d.ctx.site} sees ${m.name} ${m.status}`));
+        throw new Error(`the lab did not settle within ${timeoutMs} ms (${down.join(', ') || 'syncs still running'})`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   /** Stops everything and removes the lab's directory. Idempotent. */
   async close(): Promise<void> {
     for (const s of this.sites.values()) await s.stop().catch(() => undefined);
