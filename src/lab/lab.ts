@@ -18,6 +18,7 @@ import type { ReplicatorConfig } from '../config/schema.js';
 import { Daemon } from '../daemon/daemon.js';
 import { WorkDir } from '../replicator/workdir.js';
 import { pino } from 'pino';
+import { parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
 import { createLogger, silentLogger, type Logger } from '../log.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startSimulator, type RunningSimulator } from '../sim/server.js';
@@ -68,8 +69,10 @@ export interface LabOptions {
   simPersistence?: boolean;
   /**
    * Starts a site's simulator in place of the in-process one (the stream benchmark runs each simulator as its own
-   * process, `nethsm-replicator sim`). Gets the site, the lab's fixed port for it and its latency table (ms per
-   * operation); the simulator must keep its state while it runs, since the lab bootstraps the devices through it.
+   * process, `nethsm-replicator sim`). Gets the site, the port to listen on and its latency table (ms per operation);
+   * the simulator must keep its state while it runs, since the lab bootstraps the devices through it. The port is 0 at
+   * the first start (bind any free port and return its `url`: nothing can take a port between a pick and the bind) and
+   * the port of that `url` at a restart (the daemon's config names it).
    */
   startSimulator?: (site: string, port: number, latency: Partial<Record<string, number>>) => Promise<LabSimulator>;
 }
@@ -131,17 +134,22 @@ export class LabSite {
     return this.client(`${ns}~operator`, LAB_PASSPHRASES.nsOperator);
   }
 
-  /** Starts (or restarts, with its data) the simulator on its fixed port. */
+  /**
+   * Starts (or restarts, with its data) the simulator: on a port the system picks at the first start, on that same
+   * port at a restart (the daemon's config names it; another process may have taken it meanwhile, then this throws).
+   */
   async startSim(): Promise<void> {
     if (this.sim) return;
     const o = this.lab.options;
     const latency = typeof o.latency === 'function' ? o.latency(this.name) : o.latency;
-    const port = this.lab.simPorts.get(this.name)!;
-    if (o.startSimulator) {
-      this.sim = await o.startSimulator(this.name, port, latency ?? {});
-      return;
-    }
-    this.sim = await startSimulator({
+    const port = this.lab.simPorts.get(this.name) ?? 0;
+    this.sim = o.startSimulator ? await o.startSimulator(this.name, port, latency ?? {}) : await this.startInProcessSim(port, latency);
+    this.lab.simPorts.set(this.name, Number(new URL(this.sim.url).port));
+  }
+
+  private startInProcessSim(port: number, latency: Partial<Record<string, number>> | undefined): Promise<RunningSimulator> {
+    const o = this.lab.options;
+    return startSimulator({
       port,
       ...(o.simPersistence === false ? {} : { dataDir: this.simDir }),
       backupScrypt: TEST_SCRYPT,
@@ -156,7 +164,25 @@ export class LabSite {
     await s?.close();
   }
 
+  /**
+   * Starts the daemon. Its peer API (and, with `remoteServing`, its gateway) listens on a port the lab picked when it
+   * wrote the configs, since the peers name it in theirs; another process may bind it before the daemon does (parallel
+   * tests, a fault run). Then the lab moves this site to fresh ports, restarts the daemons that name the old ones, and
+   * tries again, at most PORT_CLASH_RETRIES times, saying so on stderr.
+   */
   async startDaemon(): Promise<Daemon> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startDaemonOnce();
+      } catch (err) {
+        if (!isAddressInUse(err) || attempt > PORT_CLASH_RETRIES) throw err;
+        process.stderr.write(`lab: site ${this.name}'s daemon could not listen (${errorText(err)}); moving it to fresh ports, attempt ${attempt + 1}\n`);
+        await this.lab.movePorts(this.name);
+      }
+    }
+  }
+
+  private async startDaemonOnce(): Promise<Daemon> {
     if (this.daemon) return this.daemon;
     const secrets = await loadSecrets(this.config, {});
     this.registry = new Registry();
@@ -211,7 +237,6 @@ export class Lab {
     try {
       for (const n of names) {
         lab.sites.set(n, new LabSite(n, path.join(lab.dir, n), lab));
-        lab.simPorts.set(n, await freePort());
         lab.peerPorts.set(n, await freePort());
         if (options.gateway && options.remoteServing) lab.gatewayPorts.set(n, await freePort());
         await mkdir(path.join(lab.dir, n), { recursive: true, mode: 0o700 });
@@ -257,6 +282,36 @@ export class Lab {
   async close(): Promise<void> {
     for (const s of this.sites.values()) await s.stop().catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Gives site `name` fresh fixed ports (peer API; gateway with `remoteServing`) after another process took one: edits
+   * its config.yaml and each peer's (keeping a test's own edits), re-reads them, and restarts the peers' running
+   * daemons, which name the old ports (a peer list is not reloadable).
+   */
+  async movePorts(name: string): Promise<void> {
+    const peer = await freePort();
+    const gateway = this.gatewayPorts.has(name) ? await freePort() : undefined;
+    this.peerPorts.set(name, peer);
+    if (gateway !== undefined) this.gatewayPorts.set(name, gateway);
+    for (const site of this.sites.values()) {
+      await editConfig(site, (doc) => {
+        if (site.name === name) {
+          doc.setIn(['peerApi', 'listen'], `127.0.0.1:${peer}`);
+          if (gateway !== undefined) doc.setIn(['gateway', 'listen'], `127.0.0.1:${gateway}`);
+          return;
+        }
+        for (const p of (doc.get('peers') as YAMLSeq<YAMLMap>).items.filter((x) => x.get('name') === name)) {
+          p.set('url', `https://127.0.0.1:${peer}`);
+          if (gateway !== undefined) p.set('gatewayUrl', `https://127.0.0.1:${gateway}`);
+        }
+      });
+    }
+    for (const site of this.sites.values()) {
+      if (site.name === name || !site.daemon) continue;
+      await site.stopDaemon();
+      await site.startDaemon();
+    }
   }
 
   private async writeCertificates(names: string[]): Promise<void> {
@@ -372,6 +427,31 @@ logging: { level: info }
   }
 }
 
+/** Rewrites a site's config.yaml through `edit` and re-reads it into `site.config`. */
+async function editConfig(site: LabSite, edit: (doc: ReturnType<typeof parseDocument>) => void): Promise<void> {
+  const file = path.join(site.dir, 'config.yaml');
+  const doc = parseDocument(await readFile(file, 'utf8'));
+  edit(doc);
+  const yaml = doc.toString();
+  await writeFile(file, yaml, { mode: 0o600 });
+  site.config = parseConfig(yaml, {}, { baseDir: site.dir });
+}
+
+/** Daemon starts retried with fresh ports after a clash (see LabSite.startDaemon). */
+const PORT_CLASH_RETRIES = 3;
+
+/** Whether `err` (or a cause of it: the health listener wraps its error) is a listener's EADDRINUSE. */
+function isAddressInUse(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') return true;
+  }
+  return false;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 function etcdYaml(e: ReturnType<NonNullable<LabOptions['etcd']>> | undefined): string {
   if (!e) return '';
   return `etcd: { endpoints: ${JSON.stringify(e.endpoints)}, leaseTtl: ${e.leaseTtl}, safetyMargin: ${e.safetyMargin}${e.prefix ? `, prefix: "${e.prefix}"` : ''} }`;
@@ -385,8 +465,9 @@ function labLogFile(site: string): Logger | undefined {
 }
 
 /**
- * A port free right now on 127.0.0.1, for the lab's fixed ports (peers must know each other's port before they start,
- * and a restarted simulator keeps its port). Chosen below Linux's ephemeral range (32768–60999), from which every
+ * A port free right now on 127.0.0.1, for the lab's fixed ports (peers must know each other's port before they start).
+ * Nothing holds it: another process may bind it before the caller does, which the caller must survive (the lab moves
+ * a daemon whose start clashes, LabSite.startDaemon; prefer listening on port 0 and asking what was bound). Chosen below Linux's ephemeral range (32768–60999), from which every
  * outgoing connection of a parallel test takes its local port: a port from there could be taken by one before the lab
  * binds it.
  */
