@@ -314,7 +314,11 @@ export class Daemon {
       await this.scheduler.start();
       this.startedAt = Date.now();
       this.state = 'started';
-      this.log.info({ site: ctx.site, peerPort: this.peerServer.port, healthPort: this.healthPort, namespaces: ctx.config.namespaces.map((n) => n.name) }, 'daemon started');
+      // The bound ports (a listener configured with port 0 gets one from the system): what a supervisor reads.
+      this.log.info(
+        { site: ctx.site, peerPort: this.peerServer.port, healthPort: this.healthPort, gatewayPort: this.gateway?.port, namespaces: ctx.config.namespaces.map((n) => n.name) },
+        'daemon started',
+      );
     } catch (err) {
       await this.close();
       throw err;

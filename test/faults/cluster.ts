@@ -10,7 +10,7 @@
  */
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
-import { freePort, Lab, type LabNamespace } from '../../src/lab/lab.js';
+import { Lab, type LabNamespace } from '../../src/lab/lab.js';
 import { cliError, runCli } from './cli.js';
 import { ETCD_LEASE_TTL_MS, ETCD_PREFIX, ETCD_SAFETY_MARGIN_MS, EtcdSide, WITNESS } from './etcd.js';
 import { LinkProxy } from './proxy.js';
@@ -100,34 +100,38 @@ export class Cluster {
     }
   }
 
-  /** Allocates the ports and starts every proxy. */
+  /**
+   * Starts every proxy (each on a port the system picks). Their targets are set as the processes behind them start
+   * and say where they listen (Site.startSim, Site.startDaemon).
+   */
   private async wire(siteNames: string[]): Promise<void> {
     for (const n of siteNames) {
-      const labSite = this.lab.site(n);
-      const ports = { sim: this.lab.simPorts.get(n)!, gateway: await freePort(), health: await freePort() };
-      const proxies = {
-        gateway: new LinkProxy(`gateway ${n}`, await freePort(), ports.gateway),
-        device: new LinkProxy(`device ${n}`, await freePort(), ports.sim),
-      };
-      this.sites.push(new Site(n, labSite.dir, ports, proxies, this.logDir));
+      const proxies = { gateway: new LinkProxy(`gateway ${n}`), device: new LinkProxy(`device ${n}`) };
+      this.sites.push(new Site(n, this.lab.site(n).dir, proxies, this.logDir));
     }
     for (const from of siteNames) {
       for (const to of siteNames) {
         if (from === to) continue;
-        this.peerLinks.set(`${from}>${to}`, new LinkProxy(`peer ${from}→${to}`, await freePort(), peerPortOf(this.lab, to)));
+        const link = new LinkProxy(`peer ${from}→${to}`);
+        this.peerLinks.set(`${from}>${to}`, link);
+        this.site(to).inboundPeerLinks.push(link);
       }
     }
     const etcdProxies = new Set(this.etcd?.proxies ?? []); // already listening (started with the etcd cluster)
     for (const p of this.proxies) if (!etcdProxies.has(p)) await p.start();
   }
 
-  /** Points the lab's config of `site` at the proxies, the simulator process's certificate and fixed listen ports. */
+  /**
+   * Points the lab's config of `site` at the proxies and the simulator process's certificate, and makes every listener
+   * of its daemon take a port from the system (the daemon names them when it starts; Site.startDaemon).
+   */
   private async rewriteConfig(site: Site): Promise<void> {
     const doc = parseDocument(await readFile(site.configPath, 'utf8'));
     doc.setIn(['nethsm', 'url'], `https://127.0.0.1:${site.proxies.device.port}`);
     doc.setIn(['nethsm', 'tls', 'fingerprint256'], site.simFingerprint);
-    doc.setIn(['gateway', 'listen'], `127.0.0.1:${site.ports.gateway}`);
-    doc.setIn(['health', 'listen'], `127.0.0.1:${site.ports.health}`);
+    doc.setIn(['peerApi', 'listen'], '127.0.0.1:0');
+    doc.setIn(['gateway', 'listen'], '127.0.0.1:0');
+    doc.setIn(['health', 'listen'], '127.0.0.1:0');
     for (const peer of (doc.get('peers') as YAMLSeq<YAMLMap>).items) {
       peer.set('url', `https://127.0.0.1:${this.peerLink(site.name, String(peer.get('name'))).port}`);
     }
@@ -212,11 +216,3 @@ export class Cluster {
     await rm(this.lab.dir, { recursive: true, force: true });
   }
 }
-
-/** The peer API port the lab gave `site` (its config's `peerApi.listen`). */
-function peerPortOf(lab: Lab, site: string): number {
-  const port = lab.site(site).config.peerApi.listen.port;
-  if (typeof port !== 'number') throw new Error(`site ${site}: no peer API port in the lab config`);
-  return port;
-}
-

@@ -12,7 +12,6 @@
  * member at all. Deviation from a real site partition: there the daemon could still reach its own member, which would
  * refuse (no leader quorum) what our daemon here simply never gets an answer to; both end in no renewal.
  */
-import { freePort } from '../../src/lab/lab.js';
 import { EtcdCluster, etcdBinary } from '../helpers/etcd-cluster.js';
 import { LinkProxy } from './proxy.js';
 
@@ -48,7 +47,7 @@ export class EtcdSide {
       electionMs: ELECTION_MS,
       advertisePeerPort: async (name, peerPort) => {
         await peerLinks.get(name)?.close(); // a retried start (port clash) replaces the proxy
-        const p = new LinkProxy(`etcd-peer ${name}`, await freePort(), peerPort);
+        const p = new LinkProxy(`etcd-peer ${name}`, peerPort);
         await p.start();
         peerLinks.set(name, p);
         return p.port;
@@ -58,7 +57,7 @@ export class EtcdSide {
     for (const [n, p] of peerLinks) side.peerLinks.set(n, p);
     for (const x of siteNames) {
       for (const m of [...siteNames, WITNESS]) {
-        const p = new LinkProxy(`etcd ${x}→${m}`, await freePort(), cluster.member(m).clientPort);
+        const p = new LinkProxy(`etcd ${x}→${m}`, cluster.member(m).clientPort);
         await p.start();
         side.clientLinks.set(`${x}>${m}`, p);
       }

@@ -12,16 +12,16 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** An echo server upper-casing what it gets; resolves with its port. */
-async function echoServer(): Promise<number> {
-  const server = net.createServer((s) => s.on('data', (d: Buffer) => s.write(d.toString().toUpperCase())));
+/** An echo server upper-casing what it gets (or answering `answer(what it got)`); resolves with its port. */
+async function echoServer(answer = (got: string) => got.toUpperCase()): Promise<number> {
+  const server = net.createServer((s) => s.on('data', (d: Buffer) => s.write(answer(d.toString()))));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
   return (server.address() as net.AddressInfo).port;
 }
 
 async function proxyTo(target: number): Promise<LinkProxy> {
-  const p = new LinkProxy('test', await freePort(), target);
+  const p = new LinkProxy('test', target);
   await p.start();
   cleanups.push(() => p.close());
   return p;
@@ -93,6 +93,21 @@ describe('the partition proxy', () => {
     expect(s.destroyed).toBe(false);
     p.heal();
     expect(await receives(s, 'X')).toBe('X');
+  });
+
+  it('listens where the system put it, and sends new connections where its target moved (a restarted process)', async () => {
+    const p = await proxyTo(await echoServer());
+    expect(p.port).toBeGreaterThan(0);
+    const before = connect(p.port);
+    before.write('a');
+    expect(await receives(before, 'A')).toBe('A');
+    p.targetPort = await echoServer((got) => `moved ${got}`);
+    const after = connect(p.port);
+    after.write('b');
+    expect(await receives(after, 'moved b')).toBe('moved b');
+    // The open connection keeps its target.
+    before.write('c');
+    expect(await receives(before, 'C')).toBe('C');
   });
 
   it('resets the client when the target refuses (its process is down)', async () => {

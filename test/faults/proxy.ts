@@ -27,33 +27,46 @@ export class LinkProxy {
   /** Connections accepted since start (for the report). */
   accepted = 0;
 
+  #port = 0;
+
   constructor(
     /** For messages: `peer a→b`, `gateway a`, `device a`. */
     readonly name: string,
-    readonly port: number,
-    readonly targetPort: number,
+    /**
+     * Where new connections go. Settable: a target process that restarts listens on a port the system picks (port 0)
+     * and the harness points the proxy there (Site.startSim, Site.startDaemon); open connections keep theirs. 0 until
+     * the target first started: connections are then reset, as by a host with nothing listening.
+     */
+    public targetPort = 0,
   ) {}
+
+  /** The port the proxy listens on (from `start()`, which binds one the system picks: nobody can take it first). */
+  get port(): number {
+    if (this.#port === 0) throw new Error(`proxy ${this.name} is not listening yet`);
+    return this.#port;
+  }
 
   /** Which directions are blocked now. */
   get blocked(): Readonly<LinkState> {
     return { ...this.#blocked };
   }
 
-  /** Listens on 127.0.0.1:port. Throws when the port is taken. */
+  /** Listens on 127.0.0.1, on a port the system picks (`port`). */
   async start(): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
       this.accepted++;
-      const conn = new ProxiedConnection(client, this.targetPort, () => this.#blocked, () => this.#conns.delete(conn));
+      const conn = new ProxiedConnection(client, () => this.targetPort, () => this.#blocked, () => this.#conns.delete(conn));
       this.#conns.add(conn);
       conn.update();
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => {
+      server.listen(0, '127.0.0.1', () => {
         server.off('error', reject);
         resolve();
       });
     });
+    this.#port = (server.address() as net.AddressInfo).port;
     server.on('error', () => undefined);
     this.#server = server;
   }
@@ -94,7 +107,8 @@ class ProxiedConnection {
 
   constructor(
     private readonly client: net.Socket,
-    private readonly targetPort: number,
+    /** Read when it connects (after a block, maybe later than the accept): the target may have moved meanwhile. */
+    private readonly targetPort: () => number,
     private readonly blocked: () => LinkState,
     private readonly onDone: () => void,
   ) {
@@ -127,7 +141,7 @@ class ProxiedConnection {
   }
 
   private connect(): void {
-    const server = net.connect({ port: this.targetPort, host: '127.0.0.1', allowHalfOpen: true });
+    const server = net.connect({ port: this.targetPort(), host: '127.0.0.1', allowHalfOpen: true });
     this.#server = server;
     server.pause();
     server.on('error', () => undefined);

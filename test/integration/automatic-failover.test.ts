@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { listBackupContents } from '../../src/backup/contents.js';
 import { TEST_SCRYPT } from '../../src/backup/format.js';
-import { LAB_PASSPHRASES, Lab, freePort } from '../../src/lab/lab.js';
+import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { NetHsmClient } from '../../src/nethsm/client.js';
 import { EtcdCluster, etcdBinary } from '../helpers/etcd-cluster.js';
 import { waitFor } from '../helpers/wait.js';
@@ -39,7 +39,7 @@ suite(title, () => {
 
   async function setUp(names: readonly string[] = ['alpha']): Promise<Lab> {
     etcd = await EtcdCluster.start(['a', 'b', 'witness']);
-    proxy = new LinkProxy('daemon a → etcd a', await freePort(), etcd.member('a').clientPort);
+    proxy = new LinkProxy('daemon a → etcd a', etcd.member('a').clientPort);
     await proxy.start();
     const endpoints = { a: [`http://127.0.0.1:${proxy.port}`], b: etcd.endpoints(['b', 'witness']) } as Record<string, string[]>;
     lab = await Lab.create({
