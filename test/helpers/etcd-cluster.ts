@@ -72,6 +72,7 @@ export class EtcdCluster {
         if (options.advertisePeerPort) for (const m of cluster.members) m.advertisedPeerPort = await options.advertisePeerPort(m.name, m.peerPort);
         for (const m of cluster.members) cluster.spawn(m);
         await cluster.waitHealthy(20_000);
+        cluster.assertAllRunning();
         return cluster;
       } catch (err) {
         lastErr = err;
@@ -144,6 +145,16 @@ export class EtcdCluster {
     } finally {
       client.close();
     }
+  }
+
+  /**
+   * Throws when a member exited. A member whose port another process holds exits at once (address in use), yet the
+   * others can form a quorum without it, and `waitHealthy`'s check of its port may have reached that other process:
+   * the start would return a cluster short of a member.
+   */
+  private assertAllRunning(): void {
+    const gone = this.members.filter((m) => !this.running(m.name));
+    if (gone.length > 0) throw new Error(`etcd ${gone.map((m) => m.name).join(', ')} exited: ${gone.map((m) => m.logs.slice(-2000)).join('\n')}`);
   }
 
   /** Whether the member's process is running. */
