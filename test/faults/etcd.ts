@@ -52,6 +52,11 @@ export class EtcdSide {
         peerLinks.set(name, p);
         return p.port;
       },
+      // A member restarted by the nemesis whose port was taken meanwhile comes back elsewhere: its links follow.
+      onMemberMoved: (m) => {
+        peerLinks.get(m.name)!.targetPort = m.peerPort;
+        for (const [key, link] of side.clientLinks) if (key.endsWith(`>${m.name}`)) link.targetPort = m.clientPort;
+      },
     });
     const side = new EtcdSide(cluster, siteNames);
     for (const [n, p] of peerLinks) side.peerLinks.set(n, p);

@@ -5,6 +5,8 @@
  */
 import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { Etcd3 } from 'etcd3';
+import { LinkProxy } from '../faults/proxy.js';
 import { EtcdCluster, etcdBinary } from './etcd-cluster.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -43,5 +45,48 @@ describe.skipIf(!etcdBinary)(`test etcd cluster ports (${etcdBinary ? 'real etcd
 
     expect(cluster.member('witness').clientPort).not.toBe(taken);
     for (const m of ['a', 'b', 'witness']) expect(cluster.running(m), `etcd ${m} running`).toBe(true);
+  }, 120_000);
+
+  it('restarts a member behind proxies on fresh ports when another process took its port while it was down', async () => {
+    const peerLinks = new Map<string, LinkProxy>();
+    const clientLinks = new Map<string, LinkProxy>();
+    const cluster = await EtcdCluster.start(['a', 'b', 'witness'], {
+      advertisePeerPort: async (name, peerPort) => {
+        await peerLinks.get(name)?.close();
+        const p = new LinkProxy(`etcd-peer ${name}`, peerPort);
+        await p.start();
+        peerLinks.set(name, p);
+        return p.port;
+      },
+      onMemberMoved: (m) => {
+        peerLinks.get(m.name)!.targetPort = m.peerPort;
+        clientLinks.get(m.name)!.targetPort = m.clientPort;
+      },
+    });
+    cleanups.push(async () => {
+      await cluster.stop();
+      for (const p of [...peerLinks.values(), ...clientLinks.values()]) await p.close();
+    });
+    for (const m of cluster.members) {
+      const p = new LinkProxy(`etcd ${m.name}`, m.clientPort);
+      await p.start();
+      clientLinks.set(m.name, p);
+    }
+    const taken = cluster.member('b').clientPort;
+    await cluster.kill('b');
+    const squatter = await occupy(taken);
+    cleanups.push(() => void squatter.close());
+
+    await cluster.restart('b');
+
+    expect(cluster.running('b')).toBe(true);
+    expect(cluster.member('b').clientPort).not.toBe(taken);
+    // Through b's proxy, as a daemon reaches it: b answers a linearizable read.
+    const client = new Etcd3({ hosts: [`http://127.0.0.1:${clientLinks.get('b')!.port}`], dialTimeout: 2_000 });
+    try {
+      expect(await client.get('/nhr-test/ready').string()).toBe('b');
+    } finally {
+      client.close();
+    }
   }, 120_000);
 });

@@ -20,9 +20,10 @@ export const etcdBinary: string | undefined = (() => {
 
 export interface EtcdMember {
   readonly name: string;
-  readonly clientPort: number;
-  readonly peerPort: number;
-  readonly clientUrl: string;
+  /** Fixed, except that a restarted member behind proxies may move (see {@link EtcdClusterOptions.onMemberMoved}). */
+  clientPort: number;
+  peerPort: number;
+  clientUrl: string;
   /** The peer port the others dial (a proxy's, see {@link EtcdClusterOptions.advertisePeerPort}); else peerPort. */
   advertisedPeerPort: number;
   child: ChildProcess | undefined;
@@ -35,6 +36,12 @@ export interface EtcdClusterOptions {
    * instead (a fault-suite proxy in front of the member's peer listener, so a nemesis can cut it). Default: the real port.
    */
   advertisePeerPort?: (name: string, peerPort: number) => Promise<number>;
+  /**
+   * With `advertisePeerPort` (the other members dial a proxy, not the member): a member that cannot come back on its
+   * ports at a restart (another process took one while it was down) restarts on fresh ones, and this hears of it, to
+   * point the proxies there. Without it such a restart throws: the peers and clients name the member's ports.
+   */
+  onMemberMoved?: (member: Readonly<EtcdMember>) => Promise<void> | void;
   /** Appends each member's stderr to `<logDir>/etcd-<name>.log` (besides the in-memory tail). */
   logDir?: string;
   /** Raft timing (default 50 ms / 500 ms: fast elections keep the tests short; etcd's own defaults are 100 / 1000). */
@@ -66,7 +73,7 @@ export class EtcdCluster {
     if (!etcdBinary) throw new Error('no etcd binary on PATH (apt-get install etcd-server)');
     let lastErr: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const base = 20_000 + 2 * Math.floor(Math.random() * 5_000);
+      const base = randomBasePort();
       const cluster = new EtcdCluster(names, base, options);
       try {
         if (options.advertisePeerPort) for (const m of cluster.members) m.advertisedPeerPort = await options.advertisePeerPort(m.name, m.peerPort);
@@ -184,12 +191,34 @@ export class EtcdCluster {
     await exited;
   }
 
-  /** Restarts a stopped member with its data (a site coming back). */
+  /**
+   * Restarts a stopped member with its data (a site coming back). When another process took one of its ports while
+   * it was down it exits at once; with `onMemberMoved` it then comes back on fresh ports (at most 3 moves), else this throws.
+   */
   async restart(name: string): Promise<void> {
     const m = this.member(name);
+    for (let moves = 0; ; moves++) {
+      try {
+        return await this.restartOnce(m);
+      } catch (err) {
+        if (!this.options.onMemberMoved || !this.options.advertisePeerPort || moves >= 3 || !/address already in use/.test(m.logs)) throw err;
+        await this.kill(name);
+        const base = randomBasePort();
+        Object.assign(m, { clientPort: base, peerPort: base + 1, clientUrl: `http://127.0.0.1:${base}` });
+        process.stderr.write(`etcd ${name}: a port of it was taken while it was down; restarting it on ${base}/${base + 1}\n`);
+        await this.options.onMemberMoved(m);
+      }
+    }
+  }
+
+  private async restartOnce(m: EtcdMember): Promise<void> {
+    const name = m.name;
     this.spawn(m, 'existing');
     const deadline = Date.now() + 20_000;
-    while (!(await portOpen(m.clientPort))) {
+    // Exited (a port taken) or listening: a port that answers while the member is gone is another process's.
+    for (;;) {
+      if (!this.running(name)) throw new Error(`etcd ${name} exited at its restart: ${m.logs.slice(-2000)}`);
+      if (await portOpen(m.clientPort)) break;
       if (Date.now() > deadline) throw new Error(`etcd ${name} did not come back: ${m.logs.slice(-2000)}`);
       await sleep(50);
     }
@@ -201,6 +230,7 @@ export class EtcdCluster {
           await client.put('/nhr-test/ready').value(name).exec();
           return;
         } catch (err) {
+          if (!this.running(name)) throw new Error(`etcd ${name} exited at its restart: ${m.logs.slice(-2000)}`, { cause: err });
           if (Date.now() > deadline) throw err;
           await sleep(100);
         }
@@ -215,6 +245,11 @@ export class EtcdCluster {
     await Promise.all(this.members.map((m) => this.kill(m.name)));
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A cluster's first client port (members take it and the ports after it), below the ephemeral range. */
+function randomBasePort(): number {
+  return 20_000 + 2 * Math.floor(Math.random() * 5_000);
 }
 
 function sleep(ms: number): Promise<void> {
