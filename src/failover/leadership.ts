@@ -41,7 +41,9 @@ export class Leadership implements LeaderGate {
   private ticking: Promise<void> | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
-  private renewal: Promise<void> | undefined;
+  private renewal: Promise<boolean> | undefined;
+  /** Renewal attempts failed in a row (for the retry's backoff). */
+  private renewFailures = 0;
   private lastError: string | null = null;
   private readonly views = new Map<string, { leader: LeaderRecord | undefined; state: string }>();
   /** Why each namespace stepped down here, while it stays stepped down: status keeps saying it under later notes. */
@@ -120,14 +122,16 @@ export class Leadership implements LeaderGate {
    * calls that hang (a member cut off from the majority) or on a promote's device steps would otherwise delay the next
    * renewal past the cut-off deadline, and every primary of the site would step down though etcd was fine.
    */
-  private scheduleRenewal(): void {
+  private scheduleRenewal(delayMs = this.intervalMs): void {
     if (this.state !== 'started') return;
     this.renewTimer = setTimeout(() => {
-      this.renewing = this.renew().finally(() => {
+      const startedAt = performance.now();
+      this.renewing = this.renew().then((renewed) => {
         this.renewing = undefined;
-        this.scheduleRenewal();
+        this.renewFailures = renewed ? 0 : this.renewFailures + 1;
+        this.scheduleRenewal(nextRenewalDelay(this.intervalMs, performance.now() - startedAt, this.renewFailures));
       });
-    }, this.intervalMs);
+    }, delayMs);
   }
 
   /** The lease still safely valid, or undefined. */
@@ -157,14 +161,14 @@ export class Leadership implements LeaderGate {
     if (took > this.intervalMs) this.ctx.log.warn({ tookMs: Math.round(took), intervalMs: this.intervalMs }, 'automatic failover: slow tick');
   }
 
-  /** Renews (or grants) the lease; one at a time (the renewal timer and a promote's `acquire` may meet). */
-  private renew(): Promise<void> {
+  /** Renews (or grants) the lease; one at a time (the renewal timer and a promote's `acquire` may meet). Never rejects. */
+  private renew(): Promise<boolean> {
     this.renewal ??= this.renewNow().finally(() => (this.renewal = undefined));
     return this.renewal;
   }
 
-  /** Renews (or grants) the lease; on success re-arms the write cut-off at the new deadline. */
-  private async renewNow(): Promise<void> {
+  /** Renews (or grants) the lease; on success re-arms the write cut-off at the new deadline. Whether it did. */
+  private async renewNow(): Promise<boolean> {
     const sentAt = performance.now();
     try {
       const ok = this.lease !== undefined && (await this.store.renew());
@@ -177,10 +181,12 @@ export class Leadership implements LeaderGate {
       clearTimeout(this.deadlineTimer);
       this.deadlineTimer = setTimeout(() => this.cutOff(), Math.max(0, this.deadline - performance.now()));
       this.ctx.metrics.failoverLeaseValid.set(1);
+      return true;
     } catch (err) {
       this.lastError = err instanceof Error ? err.message : String(err);
       this.ctx.log.warn({ err: { message: this.lastError }, tookMs: Math.round(performance.now() - sentAt), leaseValidForMs: Math.round(this.deadline - performance.now()) }, 'automatic failover: lease renewal failed');
       if (performance.now() >= this.deadline) this.cutOff();
+      return false;
     }
   }
 
@@ -328,4 +334,20 @@ export class Leadership implements LeaderGate {
       },
     };
   }
+}
+
+/** The first retry after a failed renewal starts this long after the failed attempt started; later ones back off. */
+export const RENEWAL_RETRY_MS = 250;
+
+/**
+ * How long after a renewal attempt that took `tookMs` the next one starts, `failures` attempts having failed in a row.
+ * Attempts keep a fixed cadence from their starts (every `intervalMs`); a failed one is retried `RENEWAL_RETRY_MS` after
+ * it started (doubling with each further failure, up to the interval), or at once when it took that long. Counted from
+ * the end instead, a failed attempt that hung for its whole bound (one interval: a member cut off, or a majority
+ * re-electing its leader) pushed the next one two intervals past the last success, onto the cut-off deadline itself, and
+ * one slow attempt made every primary of the site step down (an etcd fault run: a member killed while another rejoined).
+ */
+export function nextRenewalDelay(intervalMs: number, tookMs: number, failures: number): number {
+  const every = failures === 0 ? intervalMs : Math.min(intervalMs, RENEWAL_RETRY_MS * 2 ** Math.min(failures - 1, 16));
+  return Math.max(0, every - tookMs);
 }

@@ -15,6 +15,8 @@ export const PROMOTE_BOUND_MS = 30_000;
 /** How long a returning old primary may take to be fenced under the new one (restart, resync). */
 export const RETURN_BOUND_MS = 90_000;
 const POLL_MS = 100;
+/** How long a scenario waits for the etcd cluster to be whole (every member serving linearizable reads) before it starts. */
+const WHOLE_BOUND_MS = 30_000;
 
 export interface ScenarioOutcome {
   target: string;
@@ -62,6 +64,16 @@ export class EtcdScenarios {
   ) {}
 
   async carryOut(kind: EtcdFaultKind, ns: string, holdMs: number, siteIndex: number): Promise<ScenarioOutcome> {
+    // Every scenario assumes a whole cluster: a member that rejoined after the last heal or restart may still be
+    // catching up, and killing another meanwhile leaves no majority (every primary would rightly step down, and the
+    // scenario would call that a violation). Seen in a CI run: a member killed 0.6 s after the previous cut healed.
+    const waited = await this.cluster.etcd!.cluster.waitWhole(WHOLE_BOUND_MS).catch((err: Error) => err);
+    if (waited instanceof Error) return { target: `etcd`, ok: false, detail: `${kind} not carried out: ${waited.message}` };
+    const outcome = await this.carryOutOnWhole(kind, ns, holdMs, siteIndex);
+    return waited > 1_000 ? { ...outcome, detail: `etcd whole after ${waited} ms; ${outcome.detail}` } : outcome;
+  }
+
+  private async carryOutOnWhole(kind: EtcdFaultKind, ns: string, holdMs: number, siteIndex: number): Promise<ScenarioOutcome> {
     switch (kind) {
       case 'lose-site':
         return this.loseSite(ns, holdMs);

@@ -89,4 +89,15 @@ describe.skipIf(!etcdBinary)(`test etcd cluster ports (${etcdBinary ? 'real etcd
       client.close();
     }
   }, 120_000);
+
+  it('waitWhole waits for a stopped member to serve again, and names one that does not', async () => {
+    const etcd = await EtcdCluster.start(['a', 'b', 'witness']);
+    cleanups.push(() => etcd.stop());
+    expect(await etcd.waitWhole(10_000)).toBeLessThan(10_000);
+    etcd.pause('b');
+    cleanups.push(() => etcd.resume('b'));
+    await expect(etcd.waitWhole(1_500)).rejects.toThrow(/etcd not whole after 1500 ms: b serve/);
+    setTimeout(() => etcd.resume('b'), 1_000);
+    expect(await etcd.waitWhole(15_000)).toBeGreaterThanOrEqual(900);
+  }, 60_000);
 });

@@ -10,6 +10,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Etcd3 } from 'etcd3';
+import { noop } from 'cockatiel';
 
 /** The etcd binary on PATH, or undefined (tests skip, naming this). */
 export const etcdBinary: string | undefined = (() => {
@@ -178,6 +179,37 @@ export class EtcdCluster {
   /** SIGCONTs a paused member. */
   resume(name: string): void {
     this.member(name).child?.kill('SIGCONT');
+  }
+
+  /**
+   * Waits (bounded) until every running member serves a linearizable read itself: each is connected to a leader that
+   * has a quorum, so the cluster is whole again after a partition heals or a member restarts (a member that rejoined
+   * may still be catching up for seconds, and until then killing another leaves no majority). Returns the ms waited;
+   * throws naming the members that did not answer in time.
+   */
+  async waitWhole(timeoutMs: number): Promise<number> {
+    const t0 = Date.now();
+    const members = this.members.filter((m) => this.running(m.name));
+    const pending = new Set(members.map((m) => m.name));
+    while (pending.size > 0) {
+      await Promise.all(
+        members.filter((m) => pending.has(m.name)).map(async (m) => {
+          const c = new Etcd3({ hosts: [m.clientUrl], dialTimeout: 1_000, faultHandling: { host: () => noop, global: noop } });
+          try {
+            await c.get('/nhr-test/whole').options({ deadline: Date.now() + 1_000 }).string();
+            pending.delete(m.name);
+          } catch {
+            // not yet: asked again below
+          } finally {
+            c.close();
+          }
+        }),
+      );
+      if (pending.size === 0) break;
+      if (Date.now() - t0 > timeoutMs) throw new Error(`etcd not whole after ${timeoutMs} ms: ${[...pending].join(', ')} serve no linearizable read`);
+      await sleep(100);
+    }
+    return Date.now() - t0;
   }
 
   /** Stops one member (SIGKILL: a lost site), keeping its data. */

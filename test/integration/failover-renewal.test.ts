@@ -20,7 +20,7 @@ suite(title, () => {
   let lab: Lab | undefined;
   afterEach(async () => {
     ConnectionPool.deterministicOrder = false;
-    etcd?.resume('witness');
+    for (const m of ['a', 'b', 'witness']) etcd?.resume(m);
     await lab?.close();
     await etcd?.stop();
     lab = undefined;
@@ -49,6 +49,42 @@ suite(title, () => {
     for (const ns of NAMESPACES) {
       expect(a.daemon!.ctx.store.roles.require(ns).role, `${ns} at a`).toBe('primary');
       expect(a.daemon!.ctx.store.audit.list({ namespace: ns }).filter((x) => x.action === 'fence'), `${ns}: no step-down`).toEqual([]);
+    }
+  }, 90_000);
+
+  // Regression (etcd fault run, a member killed while another rejoined the majority): the next renewal was scheduled one
+  // interval after the last one ENDED, so an attempt that hung for its whole bound (one interval) put the next attempt
+  // two intervals after the last success, on the cut-off deadline itself, and the primary stepped down although etcd
+  // answered again well before. Every member is stopped for a little more than one interval right after a renewal: the
+  // attempt that follows hangs for its bound; the retry must come at once and be answered before the deadline.
+  it('retries a renewal that hung for its whole bound before the cut-off deadline', async () => {
+    etcd = await EtcdCluster.start(['a', 'b', 'witness']);
+    const e = etcd;
+    lab = await Lab.create({
+      namespaces: [{ name: 'alpha', primary: 'a', failover: 'automatic' as const }],
+      etcd: (site) => ({ endpoints: e.endpoints([site, 'witness']), leaseTtl: `${TTL_MS / 1000}s`, safetyMargin: '1s', prefix: '/nhr-renewal-retry' }),
+    });
+    await lab.startDaemons();
+    const a = lab.site('a');
+    const leadership = a.daemon!.leadership!;
+    await waitFor(() => leadership.status('alpha')?.state === 'primary: holds the leader key', 'a to hold alpha', 20_000, 50);
+
+    for (let round = 1; round <= 3; round++) {
+      // Right after a renewal: the lease's remaining time jumps up.
+      let last = leadership.status('alpha')?.leaseValidForMs ?? 0;
+      await waitFor(() => {
+        const now = leadership.status('alpha')?.leaseValidForMs ?? 0;
+        const renewed = now > last + 100;
+        last = now;
+        return renewed;
+      }, 'a renewal', 5_000, 5);
+      for (const m of ['a', 'b', 'witness']) e.pause(m);
+      await new Promise((r) => setTimeout(r, 1_400)); // interval 666 ms: the next attempt hangs for its 666 ms bound
+      for (const m of ['a', 'b', 'witness']) e.resume(m);
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect(leadership.status('alpha')?.leaseValid, `round ${round}: lease valid`).toBe(true);
+      expect(a.daemon!.ctx.store.roles.require('alpha').role, `round ${round}: alpha at a`).toBe('primary');
+      expect(a.daemon!.ctx.store.audit.list({ namespace: 'alpha' }).filter((x) => x.action === 'fence'), `round ${round}: no step-down`).toEqual([]);
     }
   }, 90_000);
 });
