@@ -399,11 +399,15 @@ try {
     const cpu = cpuNow();
     const elu = performance.eventLoopUtilization();
     const firstWall = Date.now();
+    // Process mode: B's apply window sampled from its /metrics every 100 ms while the run lasts (min / median / max).
+    const windows = [];
+    const sampler = IN_PROCESS ? undefined : setInterval(() => void gaugeOf(healthB, 'stream_apply_window').then((v) => v !== undefined && windows.push(v), () => undefined), 100);
     const id = (i) => `k${round}_${i}`;
     const rep = await load(N, C, RATE, (i) => gw.importKey(bodies[i], id(i)));
     const ids = new Set(Array.from({ length: N }, (_, i) => id(i)));
     const applied = await appliedAtB(ids, firstWall);
     const spent = cpuPerKey(cpu);
+    if (sampler) clearInterval(sampler);
     const loop = performance.eventLoopUtilization(elu).utilization.toFixed(2);
     if (profiler) {
       const { profile: cpuProfile } = await profiler.post('Profiler.stop');
@@ -416,7 +420,9 @@ try {
     });
     const windowAtB = IN_PROCESS
       ? (await b.daemon.ctx.metrics.streamApplyWindow?.get())?.values.find((v) => v.labels.namespace === 'alpha')?.value
-      : await gaugeOf(healthB, 'stream_apply_window');
+      : windows.length > 0
+        ? (windows.sort((x, y) => x - y), `${windows[0]}–${windows[Math.floor(windows.length / 2)]}–${windows.at(-1)}`)
+        : await gaugeOf(healthB, 'stream_apply_window');
     const lags = Float64Array.from({ length: N }, (_, i) => Math.max(0, applied.get(id(i)) - rep.endedWall[i])).sort();
     const lastApplied = Math.max(...applied.values());
     const firstApplied = Math.min(...applied.values());
@@ -448,7 +454,7 @@ try {
 
   const groups = (c) => (c ? `${c.commits} × ${(c.writes / Math.max(1, c.commits)).toFixed(1)}, ${c.syncs} syncs of ${(c.syncMs / Math.max(1, c.syncs)).toFixed(1)} ms` : '–');
   console.log('');
-  console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | ELU (bench) direct / replicated | group commits A / B (× writes, WAL syncs) | window at B | ratio B / direct | ratio A / direct |`);
+  console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | ELU (bench) direct / replicated | group commits A / B (× writes, WAL syncs) | window at B (min–median–max) | ratio B / direct | ratio A / direct |`);
   console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|`);
   rows.forEach(({ d, r, ratio, heldRatio }, i) => {
     const lag = `${[50, 90, 99].map((p) => percentile(r.lags, p).toFixed(0)).join(' / ')} / ${r.lags[N - 1].toFixed(0)}`;
