@@ -35,7 +35,7 @@ describe('DeviceSlots', () => {
       // busy: no timer can fire
     }
     const [first, second, third] = await waits;
-    expect(first).toBe(0);
+    expect(first).toBeLessThan(1);
     expect(second).toBeGreaterThan(49);
     expect(second).toBeLessThanOrEqual(50);
     expect(third).toBeGreaterThan(99);

@@ -4,61 +4,68 @@
  * latency is a sleep with no contention, so no load (an anti-entropy pass, a backup) can slow another caller's
  * signatures, which a real appliance's few cores do. Off by default: nothing changes unless asked for.
  *
- * The device keeps its own time, as an appliance doing its crypto on its own hardware does: each operation is given its
- * slot and its service interval when it arrives (start = when the earliest slot frees, end = start + latency), and the
- * next one in that slot starts at that end, not when this process's event loop next gets round to it. Handing slots
- * over from timer callbacks instead made the device slower whenever the machine running the simulator was busy (each
- * hand-over late by the process's wait for a CPU: at 5–8 ms per operation on a loaded 2-core machine, 10–15 % of a
- * 50 ms import), so a benchmark that loads the machine more on one path than on the other measured the simulator's CPU
- * share, not the device. A late event loop still delays the answers, but not the device's schedule.
+ * The device keeps its own time, as an appliance doing its crypto on its own hardware does: a slot passes to the next
+ * operation at the moment the previous one's service was due to end, and the next one's service ends its latency after
+ * that moment, however late this process's event loop got round to the hand-over. Timing the next service from the
+ * late timer instead made the device slower whenever the machine running the simulator was busy (each hand-over late by
+ * the process's wait for a CPU: 5–8 ms per operation on a loaded 2-core machine, 10–15 % of a 50 ms import), so a
+ * benchmark that loads the machine more on one path than on the other measured the simulator's share of the CPU, not
+ * the device. A late event loop still delays the answers, but not the device's schedule; the order of service and of
+ * the answers stays first come, first served.
  */
 import { sleep } from './latency.js';
 
 export const MAX_DEVICE_SLOTS = 1024;
 
 export class DeviceSlots {
-  /** When each slot is free again (performance.now time; in the past: free now). */
-  readonly #freeAt: number[];
-  /** Start times of operations that have not started yet (their slot is still busy). */
-  readonly #pendingStarts = new Set<{ at: number }>();
+  #free: number;
+  /** Waiters, each told the moment its slot became free by the device's schedule. */
+  readonly #waiting: ((freedAt: number) => void)[] = [];
+  #head = 0;
 
   /** `slots`: a whole number from 1 to MAX_DEVICE_SLOTS; throws RangeError otherwise. */
   constructor(readonly slots: number) {
     if (!Number.isInteger(slots) || slots < 1 || slots > MAX_DEVICE_SLOTS) throw new RangeError(`device slots must be a whole number from 1 to ${MAX_DEVICE_SLOTS}, got ${slots}`);
-    this.#freeAt = Array.from({ length: slots }, () => Number.NEGATIVE_INFINITY);
+    this.#free = slots;
   }
 
   /** Operations waiting for a slot now. */
   get queued(): number {
-    const now = performance.now();
-    let n = 0;
-    for (const p of this.#pendingStarts) if (p.at > now) n++;
-    return n;
+    return this.#waiting.length - this.#head;
   }
 
   /**
-   * Takes the slot that frees first (FIFO: arrivals are scheduled in call order) for `ms` of device time from when it
-   * frees, and resolves once that service has ended (0 ms: at the earliest in the next turn of the event loop).
-   * Resolves to the time spent waiting for the slot (ms), from the device's schedule.
+   * Waits for a slot (FIFO), holds it for `ms` of device time from the moment it became free (0: until the next turn of
+   * the event loop), then frees it. Resolves to the time spent waiting for the slot (ms), by the device's schedule.
    */
   async hold(ms: number): Promise<number> {
     const asked = performance.now();
-    let slot = 0;
-    for (let i = 1; i < this.#freeAt.length; i++) if (this.#freeAt[i]! < this.#freeAt[slot]!) slot = i;
-    const start = Math.max(asked, this.#freeAt[slot]!);
+    let start = asked;
+    if (this.#free > 0 && this.queued === 0) this.#free--;
+    else start = Math.max(asked, await new Promise<number>((resolve) => this.#waiting.push(resolve)));
     const end = start + Math.max(0, ms);
-    this.#freeAt[slot] = end;
-    const pending = { at: start };
-    if (start > asked) this.#pendingStarts.add(pending);
     try {
-      const left = end - performance.now();
+      // A slot taken at once sleeps exactly `ms` (operations that start together end in the order they started, in one
+      // timer list); one handed over sleeps until its end by the device's schedule, possibly not at all.
+      const left = start === asked ? ms : end - performance.now();
       await (left > 0 ? sleep(left) : new Promise<void>((r) => setImmediate(r)));
-      // A timer may fire early by a fraction of a millisecond: the service ends at `end`, not before.
-      const rest = end - performance.now();
-      if (rest > 0) await sleep(rest);
     } finally {
-      this.#pendingStarts.delete(pending);
+      this.#release(end);
     }
     return start - asked;
+  }
+
+  /** Hands the slot, free since `freedAt` by the device's schedule, to the longest waiter, or frees it. */
+  #release(freedAt: number): void {
+    if (this.#head < this.#waiting.length) {
+      const next = this.#waiting[this.#head++]!;
+      if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
+        this.#waiting.splice(0, this.#head);
+        this.#head = 0;
+      }
+      next(freedAt);
+    } else {
+      this.#free++;
+    }
   }
 }
