@@ -35,11 +35,13 @@ describe('DeviceSlots', () => {
       // busy: no timer can fire
     }
     const [first, second, third] = await waits;
-    expect(first).toBeLessThan(1);
-    expect(second).toBeGreaterThan(49);
+    // By the device's schedule each waits for the services before it, less the instant between the calls (the upper
+    // bounds hold exactly; the lower ones only need the three calls to be made within 25 ms of each other).
     expect(second).toBeLessThanOrEqual(50);
-    expect(third).toBeGreaterThan(99);
+    expect(second).toBeGreaterThan(25);
     expect(third).toBeLessThanOrEqual(100);
+    expect(third).toBeGreaterThan(75);
+    expect(first).toBeLessThan(1);
   });
 
   it.each([0, -1, 1.5, Number.NaN, 1025])('refuses %s slots', (n) => {
