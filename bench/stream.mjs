@@ -15,6 +15,10 @@
 // Usage: npm run build && node bench/stream.mjs [--keys 300] [--concurrency 8] [--rate R] [--latency import=50ms,...]
 //        [--warmup 300] [--rounds 3] [--in-process] [--logs DIR]  (process mode: the daemons' log lines into DIR)
 //        [--daemon-node-flags=--max-semi-space-size=8]  process mode: node flags of the two daemons only (with `=`)
+//        [--device-slots S]  process mode: both simulators with the capacity model (`sim --device-slots S`): at most S
+//                       operations in service at once, each for its --latency, the rest queue. Then a device is the
+//                       bound (S / 50 ms = 20·S imports/s at the default latency), as a NetHSM doing its crypto on its
+//                       own hardware is, instead of this machine's CPU; both paths meet the same devices.
 //        [--profile P]  process mode: P is a directory for V8 CPU profiles of each simulator and daemon process (whole
 //                       life, `node --cpu-prof`); in-process: P is the file for a profile of the last replicated run.
 // Everything listens on 127.0.0.1 and is torn down at the end. Figures go to docs/benchmarks.md.
@@ -52,6 +56,7 @@ const { values } = parseArgs({
     'in-process': { type: 'boolean', default: false },
     logs: { type: 'string' },
     'daemon-node-flags': { type: 'string', default: '' },
+    'device-slots': { type: 'string' },
   },
 });
 const N = positiveInt(values.keys, '--keys');
@@ -70,6 +75,9 @@ const LATENCY = { ...parseLatencySpec(DEFAULT_LATENCY), ...parseLatencySpec(valu
 // Node flags for the daemon processes only (e.g. `--max-semi-space-size=8`), to measure what V8 heap flags cost the
 // stream; the simulators and the load generator run without them.
 const DAEMON_FLAGS = values['daemon-node-flags'].split(/\s+/).filter(Boolean);
+// The simulators' capacity model (process mode only: the in-process lab's simulators have none).
+const DEVICE_SLOTS = values['device-slots'] === undefined ? undefined : positiveInt(values['device-slots'], '--device-slots');
+if (DEVICE_SLOTS !== undefined && IN_PROCESS) throw new Error('--device-slots needs process mode (the simulators as processes): drop --in-process');
 
 function positiveInt(v, name) {
   const n = Number(v);
@@ -178,7 +186,7 @@ function profFlags(name) {
 /** `nethsm-replicator sim` as a process of its own, in memory, with the bench's latency table; for the lab. */
 async function spawnSim(site, port, latency) {
   const spec = Object.entries(latency).map(([k, v]) => `${k}=${v}ms`).join(',');
-  const args = [...profFlags(`sim-${site}`), CLI, 'sim', '--port', String(port), '--host', '127.0.0.1', '--test-scrypt', ...(spec ? ['--latency', spec] : [])];
+  const args = [...profFlags(`sim-${site}`), CLI, 'sim', '--port', String(port), '--host', '127.0.0.1', '--test-scrypt', ...(spec ? ['--latency', spec] : []), ...(DEVICE_SLOTS ? ['--device-slots', String(DEVICE_SLOTS)] : [])];
   // warn: the simulator logs each request at info, which a NetHSM does not cost its clients.
   const child = spawn(process.execPath, args, { env: { ...process.env, NHR_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const out = await waitForOutput(child, child.stdout, /fingerprint \S+\n/, `simulator ${site}`);
@@ -289,6 +297,7 @@ try {
   const layout = IN_PROCESS ? 'everything in one process' : 'simulators and daemons as processes of their own, load generator here';
   console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; ${layout}, on 127.0.0.1`);
   console.log(`simulator latency (both sites): ${latencyText}`);
+  console.log(DEVICE_SLOTS ? `device model (both sites): ${DEVICE_SLOTS} operations in service at once, the rest queue (device-bound)` : 'device model: none (every operation sleeps its latency, no contention: this machine\'s CPU is the bound)');
   console.log(`N=${N} EC P-256 JSON imports per run, concurrency ${C}, ${RATE > 0 ? `paced at ${RATE} keys/s` : 'unpaced'}, after ${WARMUP} warm-up imports per path; ${ROUNDS} rounds of a direct then a replicated run`);
 
   // Baseline: the same imports straight into B's simulator (same device, latency, TLS server and process load as the
@@ -390,11 +399,15 @@ try {
     const cpu = cpuNow();
     const elu = performance.eventLoopUtilization();
     const firstWall = Date.now();
+    // Process mode: B's apply window sampled from its /metrics every 100 ms while the run lasts (min / median / max).
+    const windows = [];
+    const sampler = IN_PROCESS ? undefined : setInterval(() => void gaugeOf(healthB, 'stream_apply_window').then((v) => v !== undefined && windows.push(v), () => undefined), 100);
     const id = (i) => `k${round}_${i}`;
     const rep = await load(N, C, RATE, (i) => gw.importKey(bodies[i], id(i)));
     const ids = new Set(Array.from({ length: N }, (_, i) => id(i)));
     const applied = await appliedAtB(ids, firstWall);
     const spent = cpuPerKey(cpu);
+    if (sampler) clearInterval(sampler);
     const loop = performance.eventLoopUtilization(elu).utilization.toFixed(2);
     if (profiler) {
       const { profile: cpuProfile } = await profiler.post('Profiler.stop');
@@ -407,7 +420,9 @@ try {
     });
     const windowAtB = IN_PROCESS
       ? (await b.daemon.ctx.metrics.streamApplyWindow?.get())?.values.find((v) => v.labels.namespace === 'alpha')?.value
-      : await gaugeOf(healthB, 'stream_apply_window');
+      : windows.length > 0
+        ? (windows.sort((x, y) => x - y), `${windows[0]}–${windows[Math.floor(windows.length / 2)]}–${windows.at(-1)}`)
+        : await gaugeOf(healthB, 'stream_apply_window');
     const lags = Float64Array.from({ length: N }, (_, i) => Math.max(0, applied.get(id(i)) - rep.endedWall[i])).sort();
     const lastApplied = Math.max(...applied.values());
     const firstApplied = Math.min(...applied.values());
@@ -439,7 +454,7 @@ try {
 
   const groups = (c) => (c ? `${c.commits} × ${(c.writes / Math.max(1, c.commits)).toFixed(1)}, ${c.syncs} syncs of ${(c.syncMs / Math.max(1, c.syncs)).toFixed(1)} ms` : '–');
   console.log('');
-  console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | ELU (bench) direct / replicated | group commits A / B (× writes, WAL syncs) | window at B | ratio B / direct | ratio A / direct |`);
+  console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | ELU (bench) direct / replicated | group commits A / B (× writes, WAL syncs) | window at B (min–median–max) | ratio B / direct | ratio A / direct |`);
   console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|`);
   rows.forEach(({ d, r, ratio, heldRatio }, i) => {
     const lag = `${[50, 90, 99].map((p) => percentile(r.lags, p).toFixed(0)).join(' / ')} / ${r.lags[N - 1].toFixed(0)}`;

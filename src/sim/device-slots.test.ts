@@ -24,6 +24,26 @@ describe('DeviceSlots', () => {
     expect(done).toEqual(['a', 'b', 'c']);
   });
 
+  it('keeps its own schedule when the event loop is late: the next operation starts when the slot frees, not when the loop gets to it', async () => {
+    // One slot, three 50 ms operations, and the process busy for 120 ms at once (as on a loaded machine). The device
+    // serves them at 0–50, 50–100 and 100–150 ms; handing the slot over from the late timers made them wait 120 and
+    // 170 ms, so the device's rate fell with the simulator's share of the CPU.
+    const slots = new DeviceSlots(1);
+    const waits = Promise.all([slots.hold(50), slots.hold(50), slots.hold(50)]);
+    const until = performance.now() + 120;
+    while (performance.now() < until) {
+      // busy: no timer can fire
+    }
+    const [first, second, third] = await waits;
+    // By the device's schedule each waits for the services before it, less the instant between the calls (the upper
+    // bounds hold exactly; the lower ones only need the three calls to be made within 25 ms of each other).
+    expect(second).toBeLessThanOrEqual(50);
+    expect(second).toBeGreaterThan(25);
+    expect(third).toBeLessThanOrEqual(100);
+    expect(third).toBeGreaterThan(75);
+    expect(first).toBeLessThan(1);
+  });
+
   it.each([0, -1, 1.5, Number.NaN, 1025])('refuses %s slots', (n) => {
     expect(() => new DeviceSlots(n)).toThrow(/device slots must be a whole number from 1 to 1024/);
   });
