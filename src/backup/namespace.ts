@@ -93,7 +93,9 @@ async function extractInto(reader: BackupReader, writer: BackupWriter, ns: strin
   let found = false;
   let read = 0;
   // In batches (one await per batch of buffered entries); most entries of a device are outside `ns` and only skipped.
-  for await (const batch of orderedBatches(reader, 'device backup')) {
+  // Entries outside `ns` are dropped, so only their path is read (docs/backup-format.md, "Entries read by their path
+  // only"); the namespace's own entries, whose values go into the file, are authenticated.
+  for await (const batch of orderedBatches(reader, 'device backup', { wantsValue: (p) => isNamespacePath(p, ns) })) {
     for (const e of batch) {
       read++;
       if (e.path === MANIFEST_PATH) throw notADeviceBackup(e, 'extract-namespace');

@@ -461,3 +461,81 @@ describe('entries(): refusals', () => {
     }
   });
 });
+
+describe('entriesBatched({ wantsValue }): entries read by their path only', () => {
+  const longPath = `/key/.ns1/${'k'.repeat(60)}`; // beyond the peeked blocks: opened in full even when declined
+  const mixed: [string, Buffer][] = [
+    ...ENTRIES.slice(0, 4),
+    ['/key/.ns1/k1', randomBytes(300)],
+    [longPath, randomBytes(40)],
+    ['/key/.ns1/\u00fc', randomBytes(10)],
+    ...ENTRIES.slice(5),
+  ];
+  const bytesOf = () => craft({ entries: mixed.map(([p, v]) => entryPlaintext(p, v)) }).bytes;
+  const wantsValue = (p: string) => p.startsWith('/authentication/');
+
+  async function readDeclining(bytes: Buffer, chunk: number, wants: (p: string) => boolean): Promise<ReadResult> {
+    const entries: BackupEntry[] = [];
+    let reader;
+    try {
+      reader = await openBackup(streamOf(bytes, chunk), opts);
+      for await (const batch of reader.entriesBatched({ wantsValue: wants })) entries.push(...batch);
+      return { entries };
+    } catch (error) {
+      return { entries, error };
+    } finally {
+      await reader?.close();
+    }
+  }
+
+  it('gives every entry with the same path, offset, size and sealed bytes; values only of the wanted, authenticated', async () => {
+    const bytes = bytesOf();
+    const full = await readOneWay(bytes, opts, 'entries', 64);
+    expect(full.error).toBeUndefined();
+    for (const chunk of [7, 64, bytes.length]) {
+      const { entries, error } = await readDeclining(bytes, chunk, wantsValue);
+      expect(error).toBeUndefined();
+      expect(entries.map((e) => [e.index, e.offset, e.size, e.path, e.sealed?.toString('hex')])).toEqual(
+        full.entries.map((e) => [e.index, e.offset, e.size, e.path, e.sealed?.toString('hex')]),
+      );
+      for (const [i, e] of entries.entries()) {
+        const declined = !wantsValue(e.path) && e.path !== longPath;
+        expect(e.pathOnly, e.path).toBe(declined ? true : undefined);
+        expect(e.value.equals(declined ? Buffer.alloc(0) : full.entries[i]!.value), e.path).toBe(true);
+      }
+    }
+  });
+
+  it('reports a cut at every offset exactly as entries() does', async () => {
+    const bytes = bytesOf();
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const full = await readOneWay(bytes.subarray(0, cut), opts, 'entries', 64);
+      const mine = await readDeclining(bytes.subarray(0, cut), cut, () => false);
+      const shape = (r: ReadResult) => outcome({ entries: r.entries.map((e) => ({ ...e, value: Buffer.alloc(0), pathOnly: undefined })), error: r.error });
+      expect(shape(mine), `cut at ${cut}`).toEqual(shape(full));
+    }
+  });
+
+  it('authenticates a wanted entry (a flipped byte is refused) but not a declined one, which only the key holder can check', async () => {
+    const { bytes, entryOffsets } = craft();
+    const at = entryOffsets[2]!; // /authentication/admin
+    const tagByte = at + 3 + 12 + 120 + 3 + '/authentication/admin'.length; // inside the tag
+    const wanted = await readDeclining(flip(bytes, tagByte), bytes.length, () => true);
+    expect(wanted.error).toBeInstanceOf(BackupCorruptedError);
+    expect((wanted.error as Error).message).toBe(`entry 2 at offset ${at} failed authentication`);
+    const declined = await readDeclining(flip(bytes, tagByte), bytes.length, () => false);
+    expect(declined.error).toBeUndefined();
+    expect(declined.entries[2]).toMatchObject({ path: '/authentication/admin', pathOnly: true });
+  });
+
+  it('opens in full a declined entry whose path does not decode, and reports it as entries() does', async () => {
+    const noSlash = entryPlaintext('key/k', Buffer.from('v'));
+    const ok = entryPlaintext('/a', Buffer.from('x'));
+    const bytes = craft({ entries: [ok, noSlash, ok] }).bytes;
+    const mine = await readDeclining(bytes, bytes.length, () => false);
+    const full = await readOneWay(bytes, opts, 'entries', 64);
+    expect(mine.error).toBeInstanceOf(BackupCorruptedError);
+    expect((mine.error as Error).message).toBe((full.error as Error).message);
+    expect(mine.entries).toHaveLength(1);
+  });
+});

@@ -8,7 +8,7 @@ import { BackupOutOfOrderError } from '../errors.js';
 import { withAtomicFile } from '../util/atomic-file.js';
 import type { ByteSourceInput } from './byte-source.js';
 import { compareBackupPaths, type ScryptParams } from './format.js';
-import { openBackup, type BackupEntry, type BackupReader, type OpenBackupOptions } from './reader.js';
+import { openBackup, type BackupEntry, type BackupReader, type BatchOptions, type OpenBackupOptions } from './reader.js';
 import { createBackupWriter, type BackupWriter } from './writer.js';
 
 /** A backup to read: a file path, a readable stream or an async iterable of bytes. */
@@ -69,10 +69,10 @@ export async function* orderedEntries(reader: BackupReader, label: string): Asyn
   for await (const batch of orderedBatches(reader, label)) yield* batch;
 }
 
-/** As orderedEntries, in the reader's batches (entriesBatched): one await per batch. */
-export async function* orderedBatches(reader: BackupReader, label: string): AsyncGenerator<BackupEntry[]> {
+/** As orderedEntries, in the reader's batches (entriesBatched, with `options`): one await per batch. */
+export async function* orderedBatches(reader: BackupReader, label: string, options?: BatchOptions): AsyncGenerator<BackupEntry[]> {
   let prev: string | undefined;
-  for await (const batch of reader.entriesBatched()) {
+  for await (const batch of reader.entriesBatched(options)) {
     for (const e of batch) {
       checkOrder(prev, e, label);
       prev = e.path;
@@ -100,7 +100,8 @@ export interface EntryCursor {
 
 /**
  * A cursor over a reader's entries in firmware order (checked as orderedEntries does, on every entry), positioned on
- * the entries `keep` accepts only. Call advance() once to reach the first. Errors as orderedEntries.
+ * the entries `keep` accepts only; `options` as entriesBatched's. Call advance() once to reach the first. Errors as
+ * orderedEntries.
  */
 export class ReaderCursor implements EntryCursor {
   head: BackupEntry | undefined;
@@ -114,8 +115,9 @@ export class ReaderCursor implements EntryCursor {
     reader: BackupReader,
     private readonly label: string,
     private readonly keep: (e: BackupEntry) => boolean = () => true,
+    options?: BatchOptions,
   ) {
-    this.it = reader.entriesBatched();
+    this.it = reader.entriesBatched(options);
   }
 
   advance(): Promise<void> | undefined {

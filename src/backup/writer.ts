@@ -48,7 +48,7 @@ export interface BackupWriter {
   /**
    * Writes an entry read by `source`: its sealed field as it is when `source` is under this writer's key (the same
    * bytes the firmware wrote, no decrypt-and-seal round; reusing a nonce for the very same plaintext under the same key
-   * reveals nothing), otherwise sealed again like writeEntry.
+   * reveals nothing), otherwise sealed again like writeEntry (InternalError for an entry read by its path only).
    */
   copyEntry(entry: BackupEntry, source: BackupReader): Promise<void>;
   /** Writes the end marker and trailer, ends the sink and waits until it has finished; drops the key. */
@@ -168,7 +168,11 @@ class StreamingBackupWriter implements BackupWriter {
 
   async copyEntry(entry: BackupEntry, source: BackupReader): Promise<void> {
     const sealed = entry.sealed;
-    if (sealed === undefined || !this.sameKeyAs(source)) return this.writeEntry(entry.path, entry.value);
+    if (sealed === undefined || !this.sameKeyAs(source)) {
+      // A path-only entry has no value to seal again: only its sealed bytes under this same key may go out.
+      if (entry.pathOnly) throw new InternalError(`backup writer: entry ${entry.path} was read by its path only; it can be copied only under its own key`);
+      return this.writeEntry(entry.path, entry.value);
+    }
     this.checkOpen('copyEntry');
     const at = this.reserve(3 + sealed.length);
     writeU24(this.out, sealed.length, at);

@@ -68,7 +68,9 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
         const s: RewriteSummary = { keptFromBase: 0, droppedFromBase: 0, fromOverlay: 0, entriesWritten: 0 };
         // Cursors, not generators: a whole batch of buffered entries is joined without a wait (one await per batch).
         const notManifest = (e: BackupEntry) => e.path !== MANIFEST_PATH;
-        const x = new ReaderCursor(b, 'device backup', notManifest);
+        // The base's values are never used: its entries are copied sealed (the output is under its key) or dropped, so
+        // they are read by their path only (docs/backup-format.md, "Entries read by their path only").
+        const x = new ReaderCursor(b, 'device backup', notManifest, { wantsValue: () => false });
         // The overlay is walked whole (less its manifest) so a base entry's path is matched even when it is not selected.
         const specs = o.overlays ?? [];
         const y: EntryCursor =
