@@ -21,7 +21,7 @@
 // Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two] [--scrypt test|production]
 import { startSim as startSimProcess } from './lib/sim.mjs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -136,9 +136,18 @@ const B = await site('b', 'b', A.base);
 const devA = deviceOf(A);
 const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: openAt.a, replicationPassphrase: P.replication, scrypt: SCRYPT, snapshotKeys: new SnapshotKeyRing(P.replication, SCRYPT) };
 const oldDevA = old ? deviceOf(A, old.DeviceBarrier, old.Device) : undefined;
-const oldSnapDeps = old ? { ...snapDeps, device: oldDevA.device, deviceOpen: open, snapshotKeys: undefined } : undefined;
-const oldSnapshotOpen = { passphrase: P.replication, scrypt: SCRYPT };
-const snapshotOpen = { ...oldSnapshotOpen, keyCache: new KeyCache(8) };
+// A baseline that has the daemon's key caches (key-cache.js, snapshot-keys.js: main since a403b0c) gets its own, as its
+// daemon would; an older one runs without, as it did.
+const oldCaches = old && existsSync(path.join(values.baseline, 'dist', 'replicator', 'snapshot-keys.js'))
+  ? { KeyCache: (await dist(values.baseline, 'backup/key-cache.js')).KeyCache, SnapshotKeyRing: (await dist(values.baseline, 'replicator/snapshot-keys.js')).SnapshotKeyRing }
+  : undefined;
+const oldOpenAt = oldCaches ? { a: { ...open, keyCache: new oldCaches.KeyCache() }, b: { ...open, keyCache: new oldCaches.KeyCache() } } : { a: open, b: open };
+const oldSnapDeps = old
+  ? { ...snapDeps, device: oldDevA.device, deviceOpen: oldOpenAt.a, snapshotKeys: oldCaches ? new oldCaches.SnapshotKeyRing(P.replication, SCRYPT) : undefined }
+  : undefined;
+const oldSnapshotOpen = { passphrase: P.replication, scrypt: SCRYPT, ...(oldCaches ? { keyCache: new oldCaches.KeyCache(8) } : {}) };
+const snapshotOpen = { passphrase: P.replication, scrypt: SCRYPT, keyCache: new KeyCache(8) };
+if (old) console.log(`baseline ${values.baseline}: ${oldCaches ? 'with its own key caches, as its daemon keeps them' : 'without key caches (it has none)'}`);
 
 // ---- the probe: one write at a time at B through the barrier in use ----------------------------------------------
 let probeBarrier;
@@ -212,7 +221,7 @@ async function sync(kind) {
       phases.push(`${p}@${((performance.now() - last) / 1000).toFixed(2)}`);
       last = performance.now();
     };
-    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? open : openAt.b, snapshotOpen: kind === 'base' ? oldSnapshotOpen : snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
+    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? oldOpenAt.b : openAt.b, snapshotOpen: kind === 'base' ? oldSnapshotOpen : snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
     if (kind === 'base' && !old.deferred) {
       const r = await d.barrier.exclusive([], (guard) => old.applySnapshot({ ...deps, guard }, 'alpha', snap.file, { onExisting: 'adopt' }));
       return `remerges ${r.remerges}`;
