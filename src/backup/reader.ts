@@ -1,7 +1,8 @@
 /**
  * Streaming reader of NetHSM backup files, versions 0 and 1 (layout in ./format.ts and docs/backup-format.md).
  *
- * Memory is constant: the reader holds one entry (plus one read buffer) whatever the file size; nothing accumulates.
+ * Memory is constant: the reader holds one entry, or one batch of a chunk's entries (plus one read buffer), whatever
+ * the file size; nothing accumulates.
  * Every field is authenticated before anything from it is returned, so a reader never yields an entry past a failed
  * check. A truncated version-1 file is only detected at its end (missing marker/trailer): consumers that write
  * something from the entries must treat a throwing iteration as "all of it invalid" (write to a temp file, drop it).
