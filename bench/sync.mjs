@@ -21,7 +21,7 @@
 // Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two] [--scrypt test|production]
 import { startSim as startSimProcess } from './lib/sim.mjs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -136,9 +136,18 @@ const B = await site('b', 'b', A.base);
 const devA = deviceOf(A);
 const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: openAt.a, replicationPassphrase: P.replication, scrypt: SCRYPT, snapshotKeys: new SnapshotKeyRing(P.replication, SCRYPT) };
 const oldDevA = old ? deviceOf(A, old.DeviceBarrier, old.Device) : undefined;
-const oldSnapDeps = old ? { ...snapDeps, device: oldDevA.device, deviceOpen: open, snapshotKeys: undefined } : undefined;
-const oldSnapshotOpen = { passphrase: P.replication, scrypt: SCRYPT };
-const snapshotOpen = { ...oldSnapshotOpen, keyCache: new KeyCache(8) };
+// A baseline that has the daemon's key caches (key-cache.js, snapshot-keys.js: main since a403b0c) gets its own, as its
+// daemon would; an older one runs without, as it did.
+const oldCaches = old && existsSync(path.join(values.baseline, 'dist', 'replicator', 'snapshot-keys.js'))
+  ? { KeyCache: (await dist(values.baseline, 'backup/key-cache.js')).KeyCache, SnapshotKeyRing: (await dist(values.baseline, 'replicator/snapshot-keys.js')).SnapshotKeyRing }
+  : undefined;
+const oldOpenAt = oldCaches ? { a: { ...open, keyCache: new oldCaches.KeyCache() }, b: { ...open, keyCache: new oldCaches.KeyCache() } } : { a: open, b: open };
+const oldSnapDeps = old
+  ? { ...snapDeps, device: oldDevA.device, deviceOpen: oldOpenAt.a, snapshotKeys: oldCaches ? new oldCaches.SnapshotKeyRing(P.replication, SCRYPT) : undefined }
+  : undefined;
+const oldSnapshotOpen = { passphrase: P.replication, scrypt: SCRYPT, ...(oldCaches ? { keyCache: new oldCaches.KeyCache(8) } : {}) };
+const snapshotOpen = { passphrase: P.replication, scrypt: SCRYPT, keyCache: new KeyCache(8) };
+if (old) console.log(`baseline ${values.baseline}: ${oldCaches ? 'with its own key caches, as its daemon keeps them' : 'without key caches (it has none)'}`);
 
 // ---- the probe: one write at a time at B through the barrier in use ----------------------------------------------
 let probeBarrier;
@@ -170,22 +179,33 @@ const probe = (async () => {
 })();
 
 let verifyMs = 0;
+let verifyCpu = 0;
+/** The bench process's CPU seconds (user + system, all its threads) since `c` (process.cpuUsage()). */
+const cpuSince = (c) => {
+  const d = process.cpuUsage(c);
+  return (d.user + d.system) / 1e6;
+};
 
 /** Runs `fn` with the probe on `barrier`; returns its duration and the longest probe write that started in it. */
 async function measured(barrier, fn) {
   probeBarrier = barrier;
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   verifyMs = 0;
+  verifyCpu = 0;
   const detail = await fn();
   // The deferred verification is not part of the sync's answer; it is reported beside it.
   const ms = performance.now() - t0 - verifyMs;
+  // The host's CPU for it (the daemon's code runs in this process; the simulators in their own): less sensitive to
+  // other work on the machine than the wall time, which a loaded machine stretches on the device side too.
+  const cpu = cpuSince(c0) - verifyCpu;
   probeBarrier = undefined;
   // The next run may use another barrier: the probe write still in flight on this one ends first.
   await probeWrite;
   const hold = Math.max(0, ...probeLog.filter((p) => p.start >= t0 && p.start < t0 + ms).map((p) => p.ms));
   probeLog.length = 0;
   const errors = probeErrors.splice(0);
-  return { ms, hold, verify: verifyMs, detail: errors.length ? `${detail ?? ''} ${errors.length} probe writes failed: ${errors[0]}` : detail };
+  return { ms, cpu, hold, verify: verifyMs, detail: errors.length ? `${detail ?? ''} ${errors.length} probe writes failed: ${errors[0]}` : detail };
 }
 
 async function raw() {
@@ -212,7 +232,7 @@ async function sync(kind) {
       phases.push(`${p}@${((performance.now() - last) / 1000).toFixed(2)}`);
       last = performance.now();
     };
-    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? open : openAt.b, snapshotOpen: kind === 'base' ? oldSnapshotOpen : snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
+    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? oldOpenAt.b : openAt.b, snapshotOpen: kind === 'base' ? oldSnapshotOpen : snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
     if (kind === 'base' && !old.deferred) {
       const r = await d.barrier.exclusive([], (guard) => old.applySnapshot({ ...deps, guard }, 'alpha', snap.file, { onExisting: 'adopt' }));
       return `remerges ${r.remerges}`;
@@ -224,8 +244,10 @@ async function sync(kind) {
     phases.push(`end@${((performance.now() - last) / 1000).toFixed(2)}`);
     if (process.env.BENCH_PHASES) console.log(`  ${kind}: ${phases.join(' ')}`);
     const tv = performance.now();
+    const cv = process.cpuUsage();
     const verified = await verify();
     verifyMs = performance.now() - tv;
+    verifyCpu = cpuSince(cv);
     return `remerges ${r.remerges}${r.heldMerge ? ', merged inside the hold' : ''}${verified ? '' : ', not verified'}`;
   });
 }
@@ -284,15 +306,15 @@ try {
     const b = old ? await sync('base') : undefined;
     rows.push({ r, s, b });
     console.log(
-      `round ${i + 1}: raw ${fmt(r.ms)} s (restore hold ${fmt(r.hold)} s) | sync ${fmt(s.ms)} s = ${(s.ms / r.ms).toFixed(2)}× raw, hold ${fmt(s.hold)} s = ${(s.hold / Math.max(r.hold, 1)).toFixed(2)}×, then verify ${fmt(s.verify)} s [${s.detail}]` +
-        (b ? ` | before ${fmt(b.ms)} s = ${(b.ms / r.ms).toFixed(2)}× raw, hold ${fmt(b.hold)} s = ${(b.hold / Math.max(r.hold, 1)).toFixed(2)}× [${b.detail}]` : '') +
+      `round ${i + 1}: raw ${fmt(r.ms)} s (restore hold ${fmt(r.hold)} s, host cpu ${r.cpu.toFixed(2)} s) | sync ${fmt(s.ms)} s = ${(s.ms / r.ms).toFixed(2)}× raw, hold ${fmt(s.hold)} s = ${(s.hold / Math.max(r.hold, 1)).toFixed(2)}×, host cpu ${s.cpu.toFixed(2)} s, then verify ${fmt(s.verify)} s [${s.detail}]` +
+        (b ? ` | before ${fmt(b.ms)} s = ${(b.ms / r.ms).toFixed(2)}× raw, hold ${fmt(b.hold)} s = ${(b.hold / Math.max(r.hold, 1)).toFixed(2)}×, host cpu ${b.cpu.toFixed(2)} s [${b.detail}]` : '') +
         (r.detail ? ` (raw: ${r.detail})` : ''),
     );
   }
   const med = (xs) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   if (!values.two) console.log(
     `median: sync/raw ${med(rows.map((x) => x.s.ms / x.r.ms)).toFixed(2)} (with its verification ${med(rows.map((x) => (x.s.ms + x.s.verify) / x.r.ms)).toFixed(2)}), hold/raw-restore-hold ${med(rows.map((x) => x.s.hold / Math.max(x.r.hold, 1))).toFixed(2)}` +
-      (old ? ` | before: sync/raw ${med(rows.map((x) => x.b.ms / x.r.ms)).toFixed(2)}, hold ${med(rows.map((x) => x.b.hold / Math.max(x.r.hold, 1))).toFixed(2)}` : ''),
+      (old ? ` | before: sync/raw ${med(rows.map((x) => x.b.ms / x.r.ms)).toFixed(2)}, hold ${med(rows.map((x) => x.b.hold / Math.max(x.r.hold, 1))).toFixed(2)}; host cpu sync/before ${med(rows.map((x) => x.s.cpu / x.b.cpu)).toFixed(2)}` : ''),
   );
 } finally {
   probing = false;

@@ -1,6 +1,9 @@
 /**
  * A small buffered, forward-only byte source over a file or a chunked stream: ask for N bytes, know the offset.
  * Memory: one read buffer (file) or one upstream chunk (stream), plus the bytes a caller asked for.
+ *
+ * Chunks are never written to once taken (a file read goes into a fresh buffer each time; a stream's chunks are
+ * taken as the stream yields them, which must not reuse them), so `takeBuffered` can hand out views of them.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { InputInvalidError, InternalError } from '../errors.js';
@@ -35,10 +38,11 @@ export class ByteSource {
   }
 
   private static fromFile(fh: FileHandle): ByteSource {
-    const buf = Buffer.allocUnsafe(FILE_CHUNK);
     let position = 0;
     return new ByteSource(
       async () => {
+        // A fresh buffer per read: views of the last one (takeBuffered) may still be in use.
+        const buf = Buffer.allocUnsafe(FILE_CHUNK);
         const { bytesRead } = await fh.read(buf, 0, buf.length, position);
         position += bytesRead;
         return bytesRead === 0 ? null : buf.subarray(0, bytesRead);
@@ -79,6 +83,25 @@ export class ByteSource {
     }
     this.offset += got;
     return got === n ? out : out.subarray(0, got);
+  }
+
+  /**
+   * The next `n` bytes when the current chunk holds them all, as a view of it (no copy, no wait); otherwise undefined
+   * and nothing is consumed (use `read`). The view stays valid: chunks are not reused.
+   */
+  takeBuffered(n: number): Buffer | undefined {
+    const end = this.pos + n;
+    if (end > this.chunk.length) return undefined;
+    const out = this.chunk.subarray(this.pos, end);
+    this.pos = end;
+    this.offset += n;
+    return out;
+  }
+
+  /** The next `n` bytes as a view of the current chunk when it holds them all, without consuming them; else undefined. */
+  peekBuffered(n: number): Buffer | undefined {
+    const end = this.pos + n;
+    return end > this.chunk.length ? undefined : this.chunk.subarray(this.pos, end);
   }
 
   /** Whether no byte is left. */

@@ -15,6 +15,7 @@ import {
   closeAll,
   createOutputWriter,
   openSource,
+  orderedBatches,
   orderedEntries,
   withSink,
   type BackupSink,
@@ -91,19 +92,25 @@ async function extractInto(reader: BackupReader, writer: BackupWriter, ns: strin
   let users = 0;
   let found = false;
   let read = 0;
-  for await (const e of orderedEntries(reader, 'device backup')) {
-    read++;
-    const c = classifyPath(e.path);
-    if (c.kind === 'manifest') throw notADeviceBackup(e, 'extract-namespace');
-    const ofNs = (c.kind === 'namespace' || c.kind === 'namespace-key' || c.kind === 'namespace-user') && c.namespace === ns;
-    if (ofNs && (c.kind === 'namespace' || (options.select?.(e.path) ?? true))) {
-      await writer.writeEntry(e.path, e.value);
-      digest.add(e.path, e.value.length);
-      if (c.kind === 'namespace') found = true;
-      else if (c.kind === 'namespace-key') keys++;
-      else users++;
+  // In batches (one await per batch of buffered entries); most entries of a device are outside `ns` and only skipped.
+  // Entries outside `ns` are dropped, so only their path is read (docs/backup-format.md, "Entries read by their path
+  // only"); the namespace's own entries, whose values go into the file, are authenticated.
+  for await (const batch of orderedBatches(reader, 'device backup', { wantsValue: (p) => isNamespacePath(p, ns) })) {
+    for (const e of batch) {
+      read++;
+      if (e.path === MANIFEST_PATH) throw notADeviceBackup(e, 'extract-namespace');
+      if (isNamespacePath(e.path, ns)) {
+        const c = classifyPath(e.path);
+        if (c.kind === 'namespace' || (options.select?.(e.path) ?? true)) {
+          await writer.writeEntry(e.path, e.value);
+          digest.add(e.path, e.value.length);
+          if (c.kind === 'namespace') found = true;
+          else if (c.kind === 'namespace-key') keys++;
+          else users++;
+        }
+      }
+      options.onProgress?.({ entriesRead: read, bytesRead: reader.bytesRead, entriesWritten: writer.entriesWritten, bytesWritten: writer.bytesWritten });
     }
-    options.onProgress?.({ entriesRead: read, bytesRead: reader.bytesRead, entriesWritten: writer.entriesWritten, bytesWritten: writer.bytesWritten });
   }
   if (!found) {
     throw new BackupNamespaceNotFoundError(`the device backup has no namespace ${ns} (no ${namespacePath(ns)} entry)`, { namespace: ns });

@@ -76,6 +76,8 @@ export function namespaceOfPath(path: string): string | undefined {
 
 /** Whether `path` is an entry of namespace `ns` (exact match; `N2` is not `N`). */
 export function isNamespacePath(path: string, ns: string): boolean {
+  // A cheap necessary condition first (called several times per entry of a merge): only these prefixes can match.
+  if (!(path.startsWith(`/key/.${ns}/`) || path === `/namespace/${ns}` || path.startsWith(`/authentication/${ns}~`))) return false;
   return namespaceOfPath(path) === ns;
 }
 

@@ -13,9 +13,9 @@ import {
   BackupWrongPassphraseError,
   InternalError,
 } from '../errors.js';
-import { deriveBackupKey, gcmSeal } from './crypto.js';
+import { deriveBackupKey, gcmOpen, gcmSeal } from './crypto.js';
 import { AD, BACKUP_MAGIC, BACKUP_TRAILER, frameField, TEST_SCRYPT, writeU24 } from './format.js';
-import { openBackup, readBackupBuffer, type BackupEntry, type OpenBackupOptions } from './reader.js';
+import { MAX_BATCH, openBackup, readBackupBuffer, type BackupEntry, type OpenBackupOptions } from './reader.js';
 
 const PW = 'correct horse';
 const salt = randomBytes(16);
@@ -79,19 +79,51 @@ function streamOf(bytes: Buffer, chunk = 7): PassThrough {
   return s;
 }
 
-/** Reads everything, returning what was yielded before the first error (and the error). */
-async function readAll(bytes: Buffer, o: OpenBackupOptions = opts): Promise<{ entries: BackupEntry[]; error?: unknown }> {
+type ReadResult = { entries: BackupEntry[]; error?: unknown };
+
+/** Reads everything one way, returning what was yielded before the first error (and the error). */
+async function readOneWay(bytes: Buffer, o: OpenBackupOptions, api: 'entries' | 'batched', chunk: number): Promise<ReadResult> {
   const entries: BackupEntry[] = [];
   let reader;
   try {
-    reader = await openBackup(streamOf(bytes, 64), o);
-    for await (const e of reader.entries()) entries.push(e);
+    reader = await openBackup(streamOf(bytes, chunk), o);
+    if (api === 'entries') {
+      for await (const e of reader.entries()) entries.push(e);
+    } else {
+      for await (const batch of reader.entriesBatched()) {
+        expect(batch.length).toBeGreaterThan(0);
+        expect(batch.length).toBeLessThanOrEqual(MAX_BATCH);
+        entries.push(...batch);
+      }
+    }
     return { entries };
   } catch (error) {
     return { entries, error };
   } finally {
     await reader?.close();
   }
+}
+
+/** What a read came to, for comparing the ways: each entry, and the error's class, message, offset and entry. */
+function outcome(r: ReadResult): unknown {
+  const e = r.error as (Error & { offset?: number; entryIndex?: number; code?: string }) | undefined;
+  return {
+    entries: r.entries.map((x) => [x.index, x.offset, x.size, x.path, x.value.toString('hex'), x.sealed?.toString('hex')]),
+    error: e && [e.constructor.name, e.code, e.message, e.offset, e.entryIndex],
+  };
+}
+
+/**
+ * Reads everything, returning what was yielded before the first error (and the error). Reads it every way (entries()
+ * and entriesBatched(), chunks that split every field, that hold several entries, and the whole file as one chunk,
+ * where the batched reader parses entries straight from the chunk) and checks that all ways agree.
+ */
+async function readAll(bytes: Buffer, o: OpenBackupOptions = opts): Promise<ReadResult> {
+  const first = await readOneWay(bytes, o, 'entries', 64);
+  for (const [api, chunk] of [['entries', 7], ['batched', 7], ['batched', 64], ['batched', Math.max(1, bytes.length)]] as const) {
+    expect(outcome(await readOneWay(bytes, o, api, chunk)), `${api} in chunks of ${chunk}`).toEqual(outcome(first));
+  }
+  return first;
 }
 
 function flip(bytes: Buffer, at: number): Buffer {
@@ -181,6 +213,28 @@ describe('openBackup: happy path', () => {
     ).rejects.toThrow('connection reset');
     expect(seen).toHaveLength(2);
     await reader.close();
+  });
+
+  it('hands out entries from a file whose sealed fields stay intact after later reads (no read buffer is reused)', async () => {
+    // 400 entries of ~1 KB: several 64 KiB file reads, most entries parsed in place from a read's buffer.
+    const many = Array.from({ length: 400 }, (_, i) => entryPlaintext(`/key/k${String(i).padStart(4, '0')}`, randomBytes(1000)));
+    const { bytes } = craft({ entries: many });
+    const dir = await mkdtemp(path.join(tmpdir(), 'nhr-reader-'));
+    try {
+      const file = path.join(dir, 'b.bin');
+      writeFileSync(file, bytes);
+      const reader = await openBackup(file, opts);
+      const kept: BackupEntry[] = [];
+      for await (const batch of reader.entriesBatched()) kept.push(...batch);
+      await reader.close();
+      expect(kept).toHaveLength(400);
+      for (const [i, e] of kept.entries()) {
+        expect(e.sealed!.equals(bytes.subarray(e.offset + 3, e.offset + e.size)), `entry ${i}`).toBe(true);
+        expect(gcmOpen(key, AD.entry, e.sealed!).equals(many[i]!)).toBe(true);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses to iterate entries twice', async () => {
@@ -325,6 +379,12 @@ describe('entries(): refusals', () => {
     }
   });
 
+  it('decodes a path with non-ASCII UTF-8 as UTF-8 (not byte by byte)', async () => {
+    const { entries, error } = await readAll(craft({ entries: [entryPlaintext('/a/\u00fc\u20ac', Buffer.from('x'))] }).bytes);
+    expect(error).toBeUndefined();
+    expect(entries.map((e) => e.path)).toEqual(['/a/\u00fc\u20ac']);
+  });
+
   it('refuses an entry whose sealed path length or path is impossible', async () => {
     const badLen = Buffer.from([0, 0, 50, 0x2f, 0x61]); // announces 50 path bytes, has 2
     const noSlash = entryPlaintext('key/k', Buffer.from('v'));
@@ -399,5 +459,83 @@ describe('entries(): refusals', () => {
       const { error } = await readAll(bytes.subarray(0, cut));
       expect(error, `cut at ${cut}`).toBeInstanceOf(BackupTruncatedError);
     }
+  });
+});
+
+describe('entriesBatched({ wantsValue }): entries read by their path only', () => {
+  const longPath = `/key/.ns1/${'k'.repeat(60)}`; // beyond the peeked blocks: opened in full even when declined
+  const mixed: [string, Buffer][] = [
+    ...ENTRIES.slice(0, 4),
+    ['/key/.ns1/k1', randomBytes(300)],
+    [longPath, randomBytes(40)],
+    ['/key/.ns1/\u00fc', randomBytes(10)],
+    ...ENTRIES.slice(5),
+  ];
+  const bytesOf = () => craft({ entries: mixed.map(([p, v]) => entryPlaintext(p, v)) }).bytes;
+  const wantsValue = (p: string) => p.startsWith('/authentication/');
+
+  async function readDeclining(bytes: Buffer, chunk: number, wants: (p: string) => boolean): Promise<ReadResult> {
+    const entries: BackupEntry[] = [];
+    let reader;
+    try {
+      reader = await openBackup(streamOf(bytes, chunk), opts);
+      for await (const batch of reader.entriesBatched({ wantsValue: wants })) entries.push(...batch);
+      return { entries };
+    } catch (error) {
+      return { entries, error };
+    } finally {
+      await reader?.close();
+    }
+  }
+
+  it('gives every entry with the same path, offset, size and sealed bytes; values only of the wanted, authenticated', async () => {
+    const bytes = bytesOf();
+    const full = await readOneWay(bytes, opts, 'entries', 64);
+    expect(full.error).toBeUndefined();
+    for (const chunk of [7, 64, bytes.length]) {
+      const { entries, error } = await readDeclining(bytes, chunk, wantsValue);
+      expect(error).toBeUndefined();
+      expect(entries.map((e) => [e.index, e.offset, e.size, e.path, e.sealed?.toString('hex')])).toEqual(
+        full.entries.map((e) => [e.index, e.offset, e.size, e.path, e.sealed?.toString('hex')]),
+      );
+      for (const [i, e] of entries.entries()) {
+        const declined = !wantsValue(e.path) && e.path !== longPath;
+        expect(e.pathOnly, e.path).toBe(declined ? true : undefined);
+        expect(e.value.equals(declined ? Buffer.alloc(0) : full.entries[i]!.value), e.path).toBe(true);
+      }
+    }
+  });
+
+  it('reports a cut at every offset exactly as entries() does', async () => {
+    const bytes = bytesOf();
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const full = await readOneWay(bytes.subarray(0, cut), opts, 'entries', 64);
+      const mine = await readDeclining(bytes.subarray(0, cut), cut, () => false);
+      const shape = (r: ReadResult) => outcome({ entries: r.entries.map((e) => ({ ...e, value: Buffer.alloc(0), pathOnly: undefined })), error: r.error });
+      expect(shape(mine), `cut at ${cut}`).toEqual(shape(full));
+    }
+  });
+
+  it('authenticates a wanted entry (a flipped byte is refused) but not a declined one, which only the key holder can check', async () => {
+    const { bytes, entryOffsets } = craft();
+    const at = entryOffsets[2]!; // /authentication/admin
+    const tagByte = at + 3 + 12 + 120 + 3 + '/authentication/admin'.length; // inside the tag
+    const wanted = await readDeclining(flip(bytes, tagByte), bytes.length, () => true);
+    expect(wanted.error).toBeInstanceOf(BackupCorruptedError);
+    expect((wanted.error as Error).message).toBe(`entry 2 at offset ${at} failed authentication`);
+    const declined = await readDeclining(flip(bytes, tagByte), bytes.length, () => false);
+    expect(declined.error).toBeUndefined();
+    expect(declined.entries[2]).toMatchObject({ path: '/authentication/admin', pathOnly: true });
+  });
+
+  it('opens in full a declined entry whose path does not decode, and reports it as entries() does', async () => {
+    const noSlash = entryPlaintext('key/k', Buffer.from('v'));
+    const ok = entryPlaintext('/a', Buffer.from('x'));
+    const bytes = craft({ entries: [ok, noSlash, ok] }).bytes;
+    const mine = await readDeclining(bytes, bytes.length, () => false);
+    const full = await readOneWay(bytes, opts, 'entries', 64);
+    expect(mine.error).toBeInstanceOf(BackupCorruptedError);
+    expect((mine.error as Error).message).toBe((full.error as Error).message);
+    expect(mine.entries).toHaveLength(1);
   });
 });

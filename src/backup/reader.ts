@@ -1,7 +1,8 @@
 /**
  * Streaming reader of NetHSM backup files, versions 0 and 1 (layout in ./format.ts and docs/backup-format.md).
  *
- * Memory is constant: the reader holds one entry (plus one read buffer) whatever the file size; nothing accumulates.
+ * Memory is constant: the reader holds one entry, or one batch of a chunk's entries (plus one read buffer), whatever
+ * the file size; nothing accumulates.
  * Every field is authenticated before anything from it is returned, so a reader never yields an entry past a failed
  * check. A truncated version-1 file is only detected at its end (missing marker/trailer): consumers that write
  * something from the entries must treat a throwing iteration as "all of it invalid" (write to a temp file, drop it).
@@ -19,12 +20,14 @@ import {
 } from '../errors.js';
 import { ByteSource, type ByteSourceInput } from './byte-source.js';
 import type { KeyCache } from './key-cache.js';
+import { createCipheriv } from 'node:crypto';
 import { BACKUP_KEY_LENGTH, deriveBackupKey, type GcmKey, gcmKey, gcmOpen } from './crypto.js';
 import {
   AD,
   BACKUP_MAGIC_BYTES,
   BACKUP_TRAILER_BYTES,
   type BackupVersion,
+  GCM_NONCE_LENGTH,
   GCM_OVERHEAD,
   PRODUCTION_SCRYPT,
   readU24,
@@ -64,6 +67,21 @@ export interface BackupEntry {
    * as it is (BackupWriter.copyEntry) instead of sealing the value again. Absent on entries not read from a file.
    */
   sealed?: Buffer;
+  /**
+   * Set when entriesBatched's `wantsValue` declined the entry: it was NOT authenticated, its `path` was read from the
+   * ciphertext's first blocks alone and `value` is empty. Such an entry may only be dropped, or copied sealed
+   * (BackupWriter.copyEntry) into a file under the same key, whose reader (the device, at restore) authenticates it
+   * (docs/backup-format.md, "Entries read by their path only").
+   */
+  pathOnly?: true;
+}
+
+export interface BatchOptions {
+  /**
+   * Whether the caller uses the value of the entry at `path`. Entries it declines are read by their path only (see
+   * BackupEntry.pathOnly): a few AES blocks for a whole batch instead of a GCM open each. Default: every value is used.
+   */
+  wantsValue?: (path: string) => boolean;
 }
 
 export interface OpenBackupOptions {
@@ -101,6 +119,13 @@ export interface BackupReader {
    * v1: end marker or trailer missing or wrong); nothing is yielded after a failure.
    */
   entries(): AsyncGenerator<BackupEntry>;
+  /**
+   * The same entries, same checks and errors, in batches: each batch holds every entry whose bytes had arrived when it
+   * was read (at least one, at most MAX_BATCH), parsed without a wait in between, so a consumer pays one await per
+   * batch, not per entry. On a failure the entries before it are yielded first (a batch of them), then the error is
+   * thrown. Use either this or entries(), once.
+   */
+  entriesBatched(options?: BatchOptions): AsyncGenerator<BackupEntry[]>;
   /** Bytes consumed from the source so far. */
   readonly bytesRead: number;
   /** Idempotent: releases the file (or ends the stream) and zeroes a derived backupKey. */
@@ -110,6 +135,8 @@ export interface BackupReader {
 /** Limit for sealed header fields (device id, keys): far above what the firmware writes, far below u24's 16 MiB. */
 const MAX_HEADER_FIELD = 4096;
 const pathDecoder = new TextDecoder('utf-8', { fatal: true });
+/** Most entries in one batch of entriesBatched (bounds memory when a whole file arrives as one chunk). */
+export const MAX_BATCH = 1024;
 
 /**
  * Opens a backup: checks magic and version, derives the key, authenticates and decrypts the header fields.
@@ -344,6 +371,53 @@ async function readHeaderFields(src: ByteSource, pre: Preamble, key: GcmKey, whe
   return header;
 }
 
+/** A sealed entry field as framed in the file, not yet authenticated. */
+interface SealedField {
+  /** File offset of its 3-byte length. */
+  offset: number;
+  len: number;
+  /** nonce ‖ ciphertext ‖ tag. */
+  sealed: Buffer;
+}
+
+/** Keystream blocks peekPaths computes per entry: paths up to 61 bytes (every path the firmware writes in practice). */
+const PEEK_BLOCKS = 4;
+const EMPTY = Buffer.alloc(0);
+
+/** The path at the start of `sealed`'s plaintext, from the keystream at `ks[at, at + span)`; undefined if not found. */
+function peekPath(sealed: Buffer, ks: Buffer, at: number, span: number): string | undefined {
+  const ctLength = sealed.length - GCM_OVERHEAD;
+  const n = Math.min(span, ctLength);
+  if (n < 4) return undefined;
+  const c = GCM_NONCE_LENGTH;
+  const pathLen = ((sealed[c]! ^ ks[at]!) << 16) | ((sealed[c + 1]! ^ ks[at + 1]!) << 8) | (sealed[c + 2]! ^ ks[at + 2]!);
+  if (pathLen < 1 || 3 + pathLen > n) return undefined;
+  const bytes = Buffer.allocUnsafe(pathLen);
+  for (let j = 0; j < pathLen; j++) bytes[j] = sealed[c + 3 + j]! ^ ks[at + 3 + j]!;
+  const path = decodePath(bytes, 0, pathLen);
+  return path.startsWith('/') ? path : undefined;
+}
+
+/**
+ * A path's UTF-8 bytes as a string; '' when they are not valid UTF-8. Paths are ASCII in practice: those decode as
+ * latin1 (identical for bytes below 0x80), which skips the strict decoder's setup per call.
+ */
+function decodePath(pt: Buffer, start: number, end: number): string {
+  let ascii = true;
+  for (let i = start; i < end; i++) {
+    if (pt[i]! >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return pt.toString('latin1', start, end);
+  try {
+    return pathDecoder.decode(pt.subarray(start, end));
+  } catch {
+    return '';
+  }
+}
+
 class StreamingBackupReader implements BackupReader {
   private started = false;
   private closed = false;
@@ -364,13 +438,43 @@ class StreamingBackupReader implements BackupReader {
   }
 
   async *entries(): AsyncGenerator<BackupEntry> {
+    for await (const batch of this.entriesBatched()) {
+      for (const e of batch) {
+        if (this.closed) throw new InternalError('BackupReader.entries() used after close()');
+        yield e;
+      }
+    }
+  }
+
+  async *entriesBatched(options: BatchOptions = {}): AsyncGenerator<BackupEntry[]> {
     if (this.started) throw new InternalError('BackupReader.entries() can be iterated only once');
     this.started = true;
+    const { wantsValue } = options;
     for (;;) {
       if (this.closed) throw new InternalError('BackupReader.entries() used after close()');
-      const entry = await this.next();
-      if (entry === null) return;
-      yield entry;
+      // One field the slow way (it may span chunks, need a read, or be the end), then all that are buffered behind it;
+      // parsed in file order, so the first bad entry is the one reported, as entries() reports it.
+      const first = await this.nextField();
+      if (first === null) return;
+      const fields = [first];
+      while (fields.length < MAX_BATCH) {
+        const f = this.nextBufferedField();
+        if (f === undefined) break;
+        fields.push(f);
+      }
+      const paths = wantsValue ? this.peekPaths(fields) : undefined;
+      const batch: BackupEntry[] = [];
+      let failure: { err: unknown } | undefined;
+      try {
+        for (let i = 0; i < fields.length; i++) {
+          const path = paths?.[i];
+          batch.push(path !== undefined && !wantsValue!(path) ? this.pathOnly(fields[i]!, path) : this.parse(fields[i]!));
+        }
+      } catch (err) {
+        failure = { err };
+      }
+      if (batch.length > 0) yield batch;
+      if (failure) throw failure.err;
     }
   }
 
@@ -381,8 +485,27 @@ class StreamingBackupReader implements BackupReader {
     await this.src.close();
   }
 
-  /** Reads, authenticates and parses the next entry; null after the last one (v0: EOF, v1: marker + trailer). */
-  private async next(): Promise<BackupEntry | null> {
+  /**
+   * The next entry when its length and sealed field are both in the source's current chunk: parsed from a view of it,
+   * with no copy and no wait. undefined (nothing consumed) otherwise, and at an end marker or an impossible length:
+   * next() handles those, with the same errors either way.
+   */
+  private nextBufferedField(): SealedField | undefined {
+    const { src } = this;
+    const lenBuf = src.peekBuffered(3);
+    if (lenBuf === undefined) return undefined;
+    const len = readU24(lenBuf);
+    if (len <= GCM_OVERHEAD) return undefined;
+    const offset = src.offset;
+    const field = src.takeBuffered(3 + len);
+    return field === undefined ? undefined : { offset, len, sealed: field.subarray(3) };
+  }
+
+  /**
+   * Reads the next entry's sealed field (not yet authenticated); null after the last one (v0: EOF, v1: marker +
+   * trailer). Throws the framing errors: truncation, impossible length, a wrong trailer, data after it.
+   */
+  private async nextField(): Promise<SealedField | null> {
     const { src, index } = this;
     const offset = src.offset;
     const lenBuf = await src.read(3);
@@ -403,6 +526,12 @@ class StreamingBackupReader implements BackupReader {
     if (sealed.length < len) {
       throw this.truncated(`backup ends at offset ${src.offset}, inside entry ${index} at offset ${offset} (${len} bytes announced)`);
     }
+    return { offset, len, sealed };
+  }
+
+  /** Authenticates entry `this.index`'s sealed field and splits its path and value. */
+  private parse({ offset, len, sealed }: SealedField): BackupEntry {
+    const { index } = this;
     let pt: Buffer;
     try {
       pt = gcmOpen(this.cipherKey, AD.entry, sealed);
@@ -413,17 +542,46 @@ class StreamingBackupReader implements BackupReader {
     if (pathLen < 1 || 3 + pathLen > pt.length) {
       throw this.corrupted(`entry ${index} at offset ${offset} has an impossible path length`, offset);
     }
-    let path: string;
-    try {
-      path = pathDecoder.decode(pt.subarray(3, 3 + pathLen));
-    } catch {
-      path = '';
-    }
+    const path = decodePath(pt, 3, 3 + pathLen);
     if (!path.startsWith('/')) {
       throw this.corrupted(`entry ${index} at offset ${offset} has a path that is not an absolute UTF-8 KV path`, offset);
     }
     this.index++;
     return { index, offset, path, value: pt.subarray(3 + pathLen), size: 3 + len, sealed };
+  }
+
+  /** Entry `this.index`, not authenticated: its path as peekPaths read it (BackupEntry.pathOnly). */
+  private pathOnly({ offset, len, sealed }: SealedField, path: string): BackupEntry {
+    const index = this.index++;
+    return { index, offset, path, value: EMPTY, size: 3 + len, sealed, pathOnly: true };
+  }
+
+  /**
+   * The paths of the entries in `fields`, read without authentication: GCM encrypts with AES-CTR, the first plaintext
+   * block under the counter block nonce ‖ u32be(2) (J0 = nonce ‖ 1 for a 96-bit nonce), so the keystream of the first
+   * PEEK_BLOCKS blocks of every field comes from ONE aes-256-ecb call over their counter blocks. undefined for a field
+   * whose path does not lie within those blocks or does not look like a path (parse() then opens it and reports
+   * what is wrong).
+   */
+  private peekPaths(fields: readonly SealedField[]): (string | undefined)[] {
+    const span = PEEK_BLOCKS * 16;
+    const counters = Buffer.allocUnsafe(fields.length * span);
+    for (let i = 0; i < fields.length; i++) {
+      const nonce = fields[i]!.sealed;
+      for (let b = 0; b < PEEK_BLOCKS; b++) {
+        const at = i * span + b * 16;
+        nonce.copy(counters, at, 0, GCM_NONCE_LENGTH);
+        counters.writeUInt32BE(2 + b, at + GCM_NONCE_LENGTH);
+      }
+    }
+    const ecb = createCipheriv('aes-256-ecb', this.cipherKey, null);
+    ecb.setAutoPadding(false);
+    const keystream = ecb.update(counters);
+    try {
+      return fields.map((f, i) => peekPath(f.sealed, keystream, i * span, span));
+    } finally {
+      keystream.fill(0);
+    }
   }
 
   private async readTrailer(markerOffset: number): Promise<void> {

@@ -8,7 +8,7 @@ import { BackupOutOfOrderError } from '../errors.js';
 import { withAtomicFile } from '../util/atomic-file.js';
 import type { ByteSourceInput } from './byte-source.js';
 import { compareBackupPaths, type ScryptParams } from './format.js';
-import { openBackup, type BackupEntry, type BackupReader, type OpenBackupOptions } from './reader.js';
+import { openBackup, type BackupEntry, type BackupReader, type BatchOptions, type OpenBackupOptions } from './reader.js';
 import { createBackupWriter, type BackupWriter } from './writer.js';
 
 /** A backup to read: a file path, a readable stream or an async iterable of bytes. */
@@ -66,15 +66,116 @@ export function openSource(source: BackupSource, options: OpenBackupOptions): Pr
  * entry that breaks it (a duplicate path included), plus whatever the reader throws.
  */
 export async function* orderedEntries(reader: BackupReader, label: string): AsyncGenerator<BackupEntry> {
+  for await (const batch of orderedBatches(reader, label)) yield* batch;
+}
+
+/** As orderedEntries, in the reader's batches (entriesBatched, with `options`): one await per batch. */
+export async function* orderedBatches(reader: BackupReader, label: string, options?: BatchOptions): AsyncGenerator<BackupEntry[]> {
   let prev: string | undefined;
-  for await (const e of reader.entries()) {
-    if (prev !== undefined && compareBackupPaths(prev, e.path) >= 0) {
-      throw new BackupOutOfOrderError(
-        `${label}: entry ${e.index} (${e.path}, offset ${e.offset}) ${prev === e.path ? 'repeats' : 'sorts before'} the entry before it (${prev})`,
-      );
+  for await (const batch of reader.entriesBatched(options)) {
+    for (const e of batch) {
+      checkOrder(prev, e, label);
+      prev = e.path;
     }
-    prev = e.path;
-    yield e;
+    yield batch;
+  }
+}
+
+function checkOrder(prev: string | undefined, e: BackupEntry, label: string): void {
+  if (prev !== undefined && compareBackupPaths(prev, e.path) >= 0) {
+    throw new BackupOutOfOrderError(
+      `${label}: entry ${e.index} (${e.path}, offset ${e.offset}) ${prev === e.path ? 'repeats' : 'sorts before'} the entry before it (${prev})`,
+    );
+  }
+}
+
+/**
+ * A position in a stream of entries for a merge-join: `head` is the current entry (undefined once done), read without
+ * a wait; `advance()` moves on and returns a promise only when it has to wait for bytes (await it then).
+ */
+export interface EntryCursor {
+  readonly head: BackupEntry | undefined;
+  advance(): Promise<void> | undefined;
+}
+
+/**
+ * A cursor over a reader's entries in firmware order (checked as orderedEntries does, on every entry), positioned on
+ * the entries `keep` accepts only; `options` as entriesBatched's. Call advance() once to reach the first. Errors as
+ * orderedEntries.
+ */
+export class ReaderCursor implements EntryCursor {
+  head: BackupEntry | undefined;
+  private batch: BackupEntry[] = [];
+  private i = 0;
+  private prev: string | undefined;
+  private done = false;
+  private readonly it: AsyncIterator<BackupEntry[]>;
+
+  constructor(
+    reader: BackupReader,
+    private readonly label: string,
+    private readonly keep: (e: BackupEntry) => boolean = () => true,
+    options?: BatchOptions,
+  ) {
+    this.it = reader.entriesBatched(options);
+  }
+
+  advance(): Promise<void> | undefined {
+    while (this.i < this.batch.length) {
+      const e = this.batch[this.i++]!;
+      checkOrder(this.prev, e, this.label);
+      this.prev = e.path;
+      if (this.keep(e)) {
+        this.head = e;
+        return undefined;
+      }
+    }
+    if (this.done) {
+      this.head = undefined;
+      return undefined;
+    }
+    return this.refill().then(() => this.advance());
+  }
+
+  private async refill(): Promise<void> {
+    const r = await this.it.next();
+    this.batch = r.done ? [] : r.value;
+    this.done = r.done === true;
+    this.i = 0;
+  }
+}
+
+/**
+ * Several cursors with disjoint paths as one, in firmware order (e.g. one per namespace of a coalesced merge). Call
+ * advance() once to reach the first entry (it starts every cursor).
+ */
+export class MergedCursor implements EntryCursor {
+  head: BackupEntry | undefined;
+  private current = -1;
+  private started = false;
+
+  constructor(private readonly cursors: readonly EntryCursor[]) {}
+
+  advance(): Promise<void> | undefined {
+    if (!this.started) {
+      this.started = true;
+      return Promise.all(this.cursors.map((c) => c.advance())).then(() => this.pick());
+    }
+    const moving = this.cursors[this.current];
+    const wait = moving?.advance();
+    if (wait) return wait.then(() => this.pick());
+    this.pick();
+    return undefined;
+  }
+
+  private pick(): void {
+    let min = -1;
+    for (let i = 0; i < this.cursors.length; i++) {
+      const h = this.cursors[i]!.head;
+      if (h !== undefined && (min < 0 || compareBackupPaths(h.path, this.cursors[min]!.head!.path) < 0)) min = i;
+    }
+    this.current = min;
+    this.head = min < 0 ? undefined : this.cursors[min]!.head;
   }
 }
 

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { InternalError } from '../errors.js';
 import { deriveBackupKey } from './crypto.js';
 import { BACKUP_MAGIC, BACKUP_TRAILER, TEST_SCRYPT } from './format.js';
 import { openBackup, readBackupBuffer, type BackupEntry } from './reader.js';
@@ -273,5 +274,31 @@ describe('BackupWriter.copyEntry', () => {
     const { entries: got, backupKey } = await readBackupBuffer(sink.bytes, { passphrase: 'pw', scrypt: TEST_SCRYPT });
     backupKey.fill(0);
     expectSame(got, entries);
+  });
+
+  it('copies entries read by their path only under the same key, and refuses them under another (no value to seal)', async () => {
+    const entries = syntheticEntries();
+    const bytes = await writeMemory(entries);
+    const same = await readerOf(bytes);
+    const sink = new MemorySink();
+    const w = await createBackupWriter(sink, { backupKey: same.backupKey, salt: same.header.salt, ...header });
+    for await (const batch of same.entriesBatched({ wantsValue: () => false })) {
+      for (const e of batch) {
+        expect(e.pathOnly).toBe(true);
+        await w.copyEntry(e, same);
+      }
+    }
+    await w.finish();
+    await same.close();
+    const { entries: got, backupKey } = await readBackupBuffer(sink.bytes, { passphrase: 'pw', scrypt: TEST_SCRYPT });
+    backupKey.fill(0);
+    expectSame(got, entries);
+
+    const src = await readerOf(bytes);
+    const other = await createBackupWriter(new MemorySink(), { passphrase: 'other', scrypt: TEST_SCRYPT, ...header });
+    const first = (await src.entriesBatched({ wantsValue: () => false }).next()).value![0]!;
+    await expect(other.copyEntry(first, src)).rejects.toBeInstanceOf(InternalError);
+    other.abort();
+    await src.close();
   });
 });

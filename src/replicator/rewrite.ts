@@ -6,9 +6,18 @@
  * header and key, so it restores onto the base's device. The manifest entry is never written.
  */
 import { compareBackupPaths } from '../backup/format.js';
-import { classifyPath } from '../backup/paths.js';
+import { classifyPath, MANIFEST_PATH } from '../backup/paths.js';
 import type { BackupEntry, OpenBackupOptions } from '../backup/reader.js';
-import { closeAll, createOutputWriter, openSource, orderedEntries, withSink, type BackupSource } from '../backup/transform.js';
+import {
+  closeAll,
+  createOutputWriter,
+  type EntryCursor,
+  MergedCursor,
+  openSource,
+  ReaderCursor,
+  withSink,
+  type BackupSource,
+} from '../backup/transform.js';
 import type { BackupReader } from '../backup/reader.js';
 
 export interface RewriteOptions {
@@ -57,24 +66,30 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
       const writer = await createOutputWriter(stream, b, b, {});
       try {
         const s: RewriteSummary = { keptFromBase: 0, droppedFromBase: 0, fromOverlay: 0, entriesWritten: 0 };
-        const baseIt = selected(orderedEntries(b, 'device backup'), () => true);
+        // Cursors, not generators: a whole batch of buffered entries is joined without a wait (one await per batch).
+        const notManifest = (e: BackupEntry) => e.path !== MANIFEST_PATH;
+        // The base's values are never used: its entries are copied sealed (the output is under its key) or dropped, so
+        // they are read by their path only (docs/backup-format.md, "Entries read by their path only").
+        const x = new ReaderCursor(b, 'device backup', notManifest, { wantsValue: () => false });
         // The overlay is walked whole (less its manifest) so a base entry's path is matched even when it is not selected.
         const specs = o.overlays ?? [];
-        const ovIt =
+        const y: EntryCursor =
           ov && o.overlay
-            ? selected(orderedEntries(ov, 'overlay backup'), () => true)
-            : specs.length > 0
-              ? mergeOrdered(specs.map((spec, i) => selected(orderedEntries(many[i]!, 'overlay backup'), spec.within)))
-              : empty();
+            ? new ReaderCursor(ov, 'overlay backup', notManifest)
+            : new MergedCursor(specs.map((spec, i) => new ReaderCursor(many[i]!, 'overlay backup', (e) => notManifest(e) && spec.within(e.path))));
         const pick = o.overlay?.select ?? (specs.length > 0 ? (p: string) => specs.some((spec) => spec.within(p) && spec.select(p)) : () => true);
-        let x = await baseIt.next();
-        let y = await ovIt.next();
-        while (!x.done || !y.done) {
-          const cmp = x.done ? 1 : y.done ? -1 : compareBackupPaths(x.value.path, y.value.path);
+        await x.advance();
+        await y.advance();
+        for (;;) {
+          const xe = x.head;
+          const ye = y.head;
+          if (xe === undefined && ye === undefined) break;
+          const cmp = xe === undefined ? 1 : ye === undefined ? -1 : compareBackupPaths(xe.path, ye.path);
+          let wait: Promise<void> | undefined;
           if (cmp <= 0) {
-            const e = x.value!;
+            const e = xe!;
             // On equal paths a selected overlay entry replaces the base's; an unselected one leaves it to `keep`.
-            const replaced = cmp === 0 && pick(y.value!.path);
+            const replaced = cmp === 0 && pick(ye!.path);
             if (!replaced && o.base.keep(e.path)) {
               // The output is under the base's key: its entries go out as the device sealed them.
               await writer.copyEntry(e, b);
@@ -83,14 +98,15 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
               s.droppedFromBase++;
               o.onDropped?.(e.path, cmp === 0);
             }
-            x = await baseIt.next();
+            wait = x.advance();
           } else {
-            if (pick(y.value!.path)) {
-              await writer.writeEntry(y.value!.path, y.value!.value);
+            if (pick(ye!.path)) {
+              await writer.writeEntry(ye!.path, ye!.value);
               s.fromOverlay++;
             }
-            y = await ovIt.next();
+            wait = y.advance();
           }
+          if (wait) await wait;
         }
         await writer.finish();
         s.entriesWritten = writer.entriesWritten;
@@ -108,31 +124,6 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
 function isReader(s: BackupSource | BackupReader): s is BackupReader {
   return typeof s === 'object' && s !== null && 'header' in s && 'entries' in s && typeof (s as BackupReader).entries === 'function';
 }
-
-async function* selected(entries: AsyncIterable<BackupEntry>, select: (path: string) => boolean): AsyncGenerator<BackupEntry> {
-  for await (const e of entries) {
-    if (classifyPath(e.path).kind === 'manifest') continue;
-    if (select(e.path)) yield e;
-  }
-}
-
-/** Several ordered entry streams with disjoint paths, as one ordered stream (firmware order). */
-async function* mergeOrdered(its: AsyncGenerator<BackupEntry>[]): AsyncGenerator<BackupEntry> {
-  const heads = await Promise.all(its.map((it) => it.next()));
-  for (;;) {
-    let min = -1;
-    for (let i = 0; i < heads.length; i++) {
-      const h = heads[i]!;
-      if (h.done) continue;
-      if (min < 0 || compareBackupPaths(h.value.path, (heads[min]!.value as BackupEntry).path) < 0) min = i;
-    }
-    if (min < 0) return;
-    yield heads[min]!.value as BackupEntry;
-    heads[min] = await its[min]!.next();
-  }
-}
-
-async function* empty(): AsyncGenerator<BackupEntry> {}
 
 /** Predicate: the path is the user `<ns>~<id>` for one of `ids`. */
 export function isUserOf(namespace: string, ids: readonly string[]): (path: string) => boolean {
