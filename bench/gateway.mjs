@@ -11,7 +11,8 @@
 //   change) as a third path, interleaved with the other two; --floor: also a bare proxy (Node's HTTPS server and an
 //   undici pool, no policy, no checks: the least any Node gateway of this shape costs); --floor-raw: two experiments
 //   below that floor, "raw client" (Node's HTTPS server, a hand-written HTTP/1.1 client in place of undici) and "raw
-//   both" (a TLS server parsing requests by hand too): what replacing undici, or both, would save; --prof: write the gateway
+//   both" (a TLS server parsing requests by hand too), and "gateway raw upstream" (this gateway, its NetHSM calls sent
+//   through that hand-written client): what replacing undici, or both, would save; --prof: write the gateway
 //   processes' CPU profiles (node --cpu-prof) into DIR; --gw-flags: Node flags for the gateway under test only (not
 //   the baseline or bare proxy; with --baseline . the same code runs with and without them), e.g.
 //   "--min-semi-space-size=16"; --rate: calls start at R per second (at most C at once) instead of back to
@@ -47,6 +48,13 @@ async function gatewayChild({ root, url, fingerprint256, pool, bare }) {
   const cert = await createSelfSignedCertificate();
   const { connectorFor, parseTrust } = await import(dist('nethsm/tls-trust.js'));
   const connect = () => connectorFor(parseTrust({ fingerprint256 }), 30_000);
+  if (bare === 'lane') {
+    // The gateway itself, its NetHSM calls sent through rawUpstream instead of undici (this process only).
+    const { Upstream } = await import(dist('gateway/upstream.js'));
+    const { Relay } = await import(dist('gateway/relay.js'));
+    const up = rawUpstream(url, connect(), pool ?? 64);
+    Upstream.prototype.relay = (r) => laneRelay(up, new Relay(), r);
+  }
   const gw = bare === true ? await bareProxy(cert, url, connect(), pool ?? 64)
     : bare === 'raw-client' ? await bareProxy(cert, url, connect(), pool ?? 64, rawUpstream(url, connect(), pool ?? 64))
     : bare === 'raw' ? await rawProxy(cert, rawUpstream(url, connect(), pool ?? 64))
@@ -188,6 +196,26 @@ function rawUpstream(url, connect, connections) {
 }
 
 /**
+ * Experiment only (`--floor-raw`): a gateway Relay fed by rawUpstream (no pause, resume or abort: the bench needs none).
+ */
+function laneRelay(up, relay, r) {
+  if (r.body !== undefined && !Buffer.isBuffer(r.body)) throw new Error('rawUpstream takes bodies in hand only');
+  const controller = { pause() {}, resume() {}, abort() {} };
+  relay.onRequestStart(controller, {});
+  let head = `${r.method} ${r.path} HTTP/1.1\r\nhost: ${up.host}\r\n`;
+  for (let i = 0; i < r.headers.length; i += 2) head += `${r.headers[i]}: ${r.headers[i + 1]}\r\n`;
+  const done = (status, flat, body) => {
+    const headers = {};
+    for (let i = 0; i < flat.length; i += 2) headers[flat[i]] = flat[i + 1];
+    relay.onResponseStart(controller, status, headers);
+    if (body.length > 0) relay.onResponseData(controller, body);
+    relay.onResponseEnd(controller, {});
+  };
+  up.send(head, r.body ?? null, done, (err) => relay.onResponseError(controller, err));
+  return relay;
+}
+
+/**
  * Experiment only (`--floor-raw`): no Node HTTP server either. A TLS server parsing request heads by hand
  * (Content-Length bodies only, no checks) in front of rawUpstream: what TLS both ways and the kernel cost alone.
  */
@@ -270,7 +298,7 @@ async function main() {
       const keys = await prepare(sim);
       const paths = [{ name: 'direct', client: clients(sim.url, { fingerprint256: sim.fingerprint256 }) }];
       const kinds = [['gateway', ROOT], ...(BASELINE ? [['baseline', BASELINE]] : []), ...(values.floor ? [['bare proxy', ROOT, true]] : []),
-        ...(values['floor-raw'] ? [['raw client', ROOT, 'raw-client'], ['raw both', ROOT, 'raw']] : [])];
+        ...(values['floor-raw'] ? [['gateway raw upstream', ROOT, 'lane'], ['raw client', ROOT, 'raw-client'], ['raw both', ROOT, 'raw']] : [])];
       for (const [name, root, bare] of kinds) {
         const gw = await startGateway(root, sim, POOL, values.prof, bare, name === 'gateway' ? values['gw-flags'] : '');
         gateways.push(gw.child);
