@@ -5,11 +5,14 @@
 // per simulator) are separate processes; the clients run here. Per row: ops/s, p50/p99 of each path, the ratio
 // gateway/direct, and the gateway process's CPU time per proxied request (process.cpuUsage over its runs / requests).
 // Usage: npm run build && node bench/gateway.mjs [--seconds 3] [--rounds 2] [--c 1,8,32,64] [--latency 40] [--pool N]
-//   [--only 0|40] [--baseline DIR] [--floor] [--prof DIR] [--gw-flags="--flag …"] [--rate R]
+//   [--only 0|40] [--baseline DIR] [--floor] [--floor-raw] [--prof DIR] [--gw-flags="--flag …"] [--rate R]
 //   --pool: the gateway's connections to the NetHSM (default: the gateway's own default); --only: just the rows with
 //   that device latency; --baseline: also run the gateway of another checkout (its dist/ built; e.g. the code before a
 //   change) as a third path, interleaved with the other two; --floor: also a bare proxy (Node's HTTPS server and an
-//   undici pool, no policy, no checks: the least any Node gateway of this shape costs); --prof: write the gateway
+//   undici pool, no policy, no checks: the least any Node gateway of this shape costs); --floor-raw: two experiments
+//   below that floor, "raw client" (Node's HTTPS server, a hand-written HTTP/1.1 client in place of undici) and "raw
+//   both" (a TLS server parsing requests by hand too), and "gateway raw upstream" (this gateway, its NetHSM calls sent
+//   through that hand-written client): what replacing undici, or both, would save; --prof: write the gateway
 //   processes' CPU profiles (node --cpu-prof) into DIR; --gw-flags: Node flags for the gateway under test only (not
 //   the baseline or bare proxy; with --baseline . the same code runs with and without them), e.g.
 //   "--min-semi-space-size=16"; --rate: calls start at R per second (at most C at once) instead of back to
@@ -44,7 +47,18 @@ async function gatewayChild({ root, url, fingerprint256, pool, bare }) {
   const { createSelfSignedCertificate } = await import(dist('tls/index.js'));
   const cert = await createSelfSignedCertificate();
   const { connectorFor, parseTrust } = await import(dist('nethsm/tls-trust.js'));
-  const gw = bare ? await bareProxy(cert, url, connectorFor(parseTrust({ fingerprint256 }), 30_000), pool ?? 64) : new GatewayServer({
+  const connect = () => connectorFor(parseTrust({ fingerprint256 }), 30_000);
+  if (bare === 'lane') {
+    // The gateway itself, its NetHSM calls sent through rawUpstream instead of undici (this process only).
+    const { Upstream } = await import(dist('gateway/upstream.js'));
+    const { Relay } = await import(dist('gateway/relay.js'));
+    const up = rawUpstream(url, connect(), pool ?? 64);
+    Upstream.prototype.relay = (r) => laneRelay(up, new Relay(), r);
+  }
+  const gw = bare === true ? await bareProxy(cert, url, connect(), pool ?? 64)
+    : bare === 'raw-client' ? await bareProxy(cert, url, connect(), pool ?? 64, rawUpstream(url, connect(), pool ?? 64))
+    : bare === 'raw' ? await rawProxy(cert, rawUpstream(url, connect(), pool ?? 64))
+    : new GatewayServer({
     site: 'bench',
     tls: { certPem: cert.certPem, keyPem: cert.keyPem },
     nethsm: { url, tls: { fingerprint256 }, ...(pool ? { connections: pool } : {}) },
@@ -59,8 +73,11 @@ async function gatewayChild({ root, url, fingerprint256, pool, bare }) {
   process.send({ url: gw.url, caPem: cert.certPem });
 }
 
-/** The floor: body read, forwarded with the client's raw headers, answer written as it comes; nothing checked. */
-async function bareProxy(cert, url, connect, connections) {
+/**
+ * The floor: body read, forwarded with the client's raw headers, answer written as it comes; nothing checked. With
+ * `raw` (`--floor-raw`), the upstream is rawUpstream below instead of an undici pool.
+ */
+async function bareProxy(cert, url, connect, connections, raw) {
   const https = await import('node:https');
   const { Pool } = await import('undici');
   const pool = new Pool(url, { connections, connect });
@@ -69,6 +86,12 @@ async function bareProxy(cert, url, connect, connections) {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       const headers = req.rawHeaders.filter((_, i, a) => !/^(host|connection|keep-alive)$/i.test(a[i - (i % 2)]));
+      if (raw) {
+        let head = `${req.method} ${req.url} HTTP/1.1\r\nhost: ${raw.host}\r\n`;
+        for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+        raw.send(head, chunks.length ? Buffer.concat(chunks) : null, (status, h, body) => res.writeHead(status, h).end(body), () => res.destroy());
+        return;
+      }
       pool.dispatch(
         { method: req.method, path: req.url, headers, body: chunks.length ? Buffer.concat(chunks) : null },
         {
@@ -93,6 +116,149 @@ async function bareProxy(cert, url, connect, connections) {
   };
 }
 
+/**
+ * Experiment only (`--floor-raw`): the least an upstream of this shape costs. A keep-alive pool of TLS connections
+ * (the same connector and trust check as the gateway's), each request written as one buffer, answers parsed by hand:
+ * Content-Length framing only, no chunked bodies, no timeouts, no validation of what the device sends. Not safe for
+ * anything but the simulator's sign and decrypt answers.
+ */
+function rawUpstream(url, connect, connections) {
+  const u = new URL(url);
+  const idle = [];
+  const queue = [];
+  let open = 0;
+  const onData = function (chunk) {
+    const st = this.st;
+    st.buf = st.buf === null ? chunk : Buffer.concat([st.buf, chunk]);
+    if (st.bodyAt < 0) {
+      const end = st.buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const lines = st.buf.toString('latin1', 0, end).split('\r\n');
+      st.status = Number(lines[0].slice(9, 12));
+      st.headers = [];
+      st.length = 0;
+      for (let i = 1; i < lines.length; i++) {
+        const c = lines[i].indexOf(':');
+        const name = lines[i].slice(0, c).toLowerCase();
+        const value = lines[i].slice(c + 1).trim();
+        if (name === 'content-length') st.length = Number(value);
+        if (name !== 'connection' && name !== 'keep-alive') st.headers.push(name, value);
+      }
+      st.bodyAt = end + 4;
+    }
+    if (st.buf.length < st.bodyAt + st.length) return;
+    const body = st.buf.subarray(st.bodyAt, st.bodyAt + st.length);
+    const done = st.done;
+    st.buf = null;
+    st.bodyAt = -1;
+    st.done = undefined;
+    st.fail = undefined;
+    release(this);
+    done(st.status, st.headers, body);
+  };
+  const release = (socket) => {
+    const next = queue.shift();
+    if (next) write(socket, next);
+    else idle.push(socket);
+  };
+  const write = (socket, r) => {
+    socket.st.done = r.done;
+    socket.st.fail = r.fail;
+    const head = r.body ? `${r.head}content-length: ${r.body.length}\r\n\r\n` : `${r.head}\r\n`;
+    socket.write(r.body ? Buffer.concat([Buffer.from(head, 'latin1'), r.body]) : head);
+  };
+  return {
+    host: u.host,
+    send(head, body, done, fail) {
+      const r = { head: body ? head.replace(/content-length: [^\r]*\r\n/i, '') : head, body, done, fail };
+      const socket = idle.pop();
+      if (socket) return write(socket, r);
+      if (open >= connections) return void queue.push(r);
+      open++;
+      connect({ hostname: u.hostname, host: u.host, protocol: 'https:', port: u.port }, (err, s) => {
+        if (err) {
+          open--;
+          return fail(err);
+        }
+        s.setNoDelay(true);
+        s.st = { buf: null, bodyAt: -1 };
+        s.on('data', onData);
+        s.on('close', () => {
+          open--;
+          const i = idle.indexOf(s);
+          if (i >= 0) idle.splice(i, 1);
+          s.st.fail?.(new Error('closed'));
+        });
+        write(s, r);
+      });
+    },
+  };
+}
+
+/**
+ * Experiment only (`--floor-raw`): a gateway Relay fed by rawUpstream (no pause, resume or abort: the bench needs none).
+ */
+function laneRelay(up, relay, r) {
+  if (r.body !== undefined && !Buffer.isBuffer(r.body)) throw new Error('rawUpstream takes bodies in hand only');
+  const controller = { pause() {}, resume() {}, abort() {} };
+  relay.onRequestStart(controller, {});
+  let head = `${r.method} ${r.path} HTTP/1.1\r\nhost: ${up.host}\r\n`;
+  for (let i = 0; i < r.headers.length; i += 2) head += `${r.headers[i]}: ${r.headers[i + 1]}\r\n`;
+  const done = (status, flat, body) => {
+    const headers = {};
+    for (let i = 0; i < flat.length; i += 2) headers[flat[i]] = flat[i + 1];
+    relay.onResponseStart(controller, status, headers);
+    if (body.length > 0) relay.onResponseData(controller, body);
+    relay.onResponseEnd(controller, {});
+  };
+  up.send(head, r.body ?? null, done, (err) => relay.onResponseError(controller, err));
+  return relay;
+}
+
+/**
+ * Experiment only (`--floor-raw`): no Node HTTP server either. A TLS server parsing request heads by hand
+ * (Content-Length bodies only, no checks) in front of rawUpstream: what TLS both ways and the kernel cost alone.
+ */
+async function rawProxy(cert, up) {
+  const tls = await import('node:tls');
+  const server = tls.createServer({ cert: cert.certPem, key: cert.keyPem }, (sock) => {
+    sock.setNoDelay(true);
+    let buf = null;
+    sock.on('data', (chunk) => {
+      buf = buf === null ? chunk : Buffer.concat([buf, chunk]);
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const lines = buf.toString('latin1', 0, end).split('\r\n');
+        const [method, target] = lines[0].split(' ');
+        let head = `${method} ${target} HTTP/1.1\r\nhost: ${up.host}\r\n`;
+        let length = 0;
+        for (let i = 1; i < lines.length; i++) {
+          const c = lines[i].indexOf(':');
+          const name = lines[i].slice(0, c).toLowerCase();
+          if (name === 'content-length') length = Number(lines[i].slice(c + 1));
+          if (name !== 'host' && name !== 'connection' && name !== 'keep-alive' && name !== 'content-length') head += `${lines[i]}\r\n`;
+        }
+        if (buf.length < end + 4 + length) return;
+        const body = length > 0 ? Buffer.from(buf.subarray(end + 4, end + 4 + length)) : null;
+        buf = buf.length > end + 4 + length ? buf.subarray(end + 4 + length) : null;
+        up.send(head, body, (status, h, answer) => {
+          let out = `HTTP/1.1 ${status} X\r\n`;
+          for (let i = 0; i < h.length; i += 2) out += `${h[i]}: ${h[i + 1]}\r\n`;
+          sock.write(Buffer.concat([Buffer.from(`${out}\r\n`, 'latin1'), answer]));
+        }, () => sock.destroy());
+        if (buf === null) return;
+      }
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `https://127.0.0.1:${server.address().port}`,
+    start: async () => {},
+    close: async () => server.close(),
+  };
+}
+
 // ---- the benchmark -------------------------------------------------------------------------------
 
 async function main() {
@@ -106,6 +272,7 @@ async function main() {
       only: { type: 'string' },
       baseline: { type: 'string' },
       floor: { type: 'boolean', default: false },
+      'floor-raw': { type: 'boolean', default: false },
       prof: { type: 'string' },
       'gw-flags': { type: 'string' },
       rate: { type: 'string' },
@@ -130,7 +297,8 @@ async function main() {
       children.push(sim.child);
       const keys = await prepare(sim);
       const paths = [{ name: 'direct', client: clients(sim.url, { fingerprint256: sim.fingerprint256 }) }];
-      const kinds = [['gateway', ROOT], ...(BASELINE ? [['baseline', BASELINE]] : []), ...(values.floor ? [['bare proxy', ROOT, true]] : [])];
+      const kinds = [['gateway', ROOT], ...(BASELINE ? [['baseline', BASELINE]] : []), ...(values.floor ? [['bare proxy', ROOT, true]] : []),
+        ...(values['floor-raw'] ? [['gateway raw upstream', ROOT, 'lane'], ['raw client', ROOT, 'raw-client'], ['raw both', ROOT, 'raw']] : [])];
       for (const [name, root, bare] of kinds) {
         const gw = await startGateway(root, sim, POOL, values.prof, bare, name === 'gateway' ? values['gw-flags'] : '');
         gateways.push(gw.child);
