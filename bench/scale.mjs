@@ -53,6 +53,7 @@ import { NetHsmClient } from '../dist/nethsm/client.js';
 import { WorkDir } from '../dist/replicator/workdir.js';
 import { createCa, issueCert } from '../dist/tls/index.js';
 import { fitLinear, median, percentile, project } from '../dist/util/stats.js';
+import { overlap, rates } from './lib/pass-timeline.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin', 'nethsm-replicator');
@@ -83,16 +84,32 @@ const { values } = parseArgs({
     json: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     fill: { type: 'string', default: 'auto' },
+    'ae-rate': { type: 'string' },
+    'ae-passes': { type: 'string', default: '1' },
+    'ae-window': { type: 'string', default: '0' },
+    drift: { type: 'string', default: '0' },
+    'daemon-node-options': { type: 'string' },
     'from-json': { type: 'string' },
   },
 });
 const SIZES = [...new Set([...values.sizes.split(',').map((s) => positiveInt(s.trim(), '--sizes')), ...(values.big ? [1_000_000] : [])])].sort((x, y) => x - y);
 const ONLY = new Set(values.only.split(',').map((s) => s.trim()));
 for (const o of ONLY) if (!ALL.includes(o)) throw new Error(`--only: unknown part "${o}" (parts: ${ALL.join(', ')})`);
-if (!['auto', 'api', 'restore'].includes(values.fill)) throw new Error('--fill must be auto, api or restore');
+if (!['auto', 'api', 'restore', 'sim'].includes(values.fill)) throw new Error('--fill must be auto, api, restore or sim');
+const AE_RATE = values['ae-rate'] === undefined ? undefined : positiveInt(values['ae-rate'], '--ae-rate');
+const AE_PASSES = positiveInt(values['ae-passes'], '--ae-passes');
+const AE_WINDOW_S = nonNegativeInt(values['ae-window'], '--ae-window');
+const DRIFT = nonNegativeInt(values.drift, '--drift');
+if (DRIFT > 0 && values.fill !== 'sim') throw new Error('--drift needs --fill sim (it tags fill keys at B)');
 const ROUNDS = positiveInt(values.rounds, '--rounds');
 const CHANGES = positiveInt(values.changes, '--changes');
 const say = (line) => process.stderr.write(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+
+function nonNegativeInt(v, name) {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number, got "${v}"`);
+  return n;
+}
 
 function positiveInt(v, name) {
   const n = Number(v);
@@ -193,9 +210,11 @@ class Site {
   constructor(name, dir) {
     this.name = name;
     this.dir = dir;
-    const simArgs = ['sim', '--port', '0', '--test-scrypt', ...(values.latency ? ['--latency', values.latency] : [])];
+    // --fill sim: each size is one `--fill` of the simulator, applied on SIGUSR2 (the same spec at both: same keys).
+    const fills = values.fill === 'sim' ? SIZES.flatMap((n) => ['--fill', `alpha:${n}:scale`]) : [];
+    const simArgs = ['sim', '--port', '0', '--test-scrypt', ...(values.latency ? ['--latency', values.latency] : []), ...fills];
     this.sim = new Child(`sim ${name}`, simArgs, { NHR_LOG_LEVEL: 'warn' }, path.join(dir, 'sim.log'));
-    const daemonEnv = { NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info' };
+    const daemonEnv = { NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info', ...(values['daemon-node-options'] ? { NODE_OPTIONS: values['daemon-node-options'] } : {}) };
     this.daemon = new Child(`daemon ${name}`, ['daemon', '--config', this.configPath], daemonEnv, path.join(dir, 'daemon.log'));
     this.clients = [];
   }
@@ -273,7 +292,8 @@ async function bootstrap(dir, a, b) {
   await rm(file);
 }
 
-function configYaml(site, peer, aeSchedule) {
+/** `aeRate`: `antiEntropy.maxRequestsPerSecond` (default `--ae-rate`; null: left out, the daemon's default). */
+function configYaml(site, peer, aeSchedule, aeRate = AE_RATE) {
   const q = JSON.stringify;
   const ns = (name, primary) => `  - name: ${name}
     primary: ${primary}
@@ -307,7 +327,7 @@ namespaces:
 ${ns('alpha', 'a')}
 ${ns('gamma', 'a')}
 ${ns('beta', 'b')}
-antiEntropy: { schedule: "${aeSchedule}" }
+antiEntropy: { schedule: "${aeSchedule}"${aeRate == null ? '' : `, maxRequestsPerSecond: ${aeRate}`} }
 stream: { heartbeatInterval: 1s, catchupDebounce: 100ms }
 logging: { level: info }
 `;
@@ -383,6 +403,36 @@ async function fillByRestore(env, from, to) {
   const listed = (await env.opA.listKeys({ prefix: 's0' })).length;
   const last = await env.opA.getKey(keyId(to - 1));
   if (listed !== to || last.type !== 'EC_P256') throw new Error(`fill by restore: A lists ${listed} of ${to} keys, the last one is ${JSON.stringify(last)}`);
+}
+
+/** The i-th key of a simulator's `--fill` (src/sim/fill.ts). */
+const fillKeyId = (i) => `f${String(i).padStart(8, '0')}`;
+
+/**
+ * `--fill sim`: both simulators apply their next `--fill alpha:<n>:scale` at once (SIGUSR2), so both devices hold the
+ * same n fill keys (same ids, same key material) without a sync. Resolves with the fill times and the simulators' RSS.
+ */
+async function fillBySim(env) {
+  const sites = [env.a, env.b];
+  const done = sites.map((s) =>
+    s.sim.waitFor((line) => (/^filled alpha: (\d+) keys added, (\d+) kept, in (\d+) ms/.exec(line) ? line : /^fill of alpha waits/.test(line) ? `error: ${line}` : undefined), LONG, 'to fill'),
+  );
+  for (const s of sites) process.kill(s.sim.pid, 'SIGUSR2');
+  const lines = await Promise.all(done);
+  const bad = lines.find((l) => l.startsWith('error: '));
+  if (bad) throw new Error(`fill by the simulators: ${bad}`);
+  const ms = lines.map((l) => Number(/in (\d+) ms/.exec(l)[1]));
+  return { fillMs: { a: ms[0], b: ms[1] }, simRss: { a: rssOf(env.a.sim.pid), b: rssOf(env.b.sim.pid) } };
+}
+
+/**
+ * `--drift K`: K fill keys, spread over the namespace, get the tag `d<tag>` straight at B's NetHSM (around the
+ * replicator, as a foreign write would): the pass must find exactly K differing keys and repair them through the API.
+ */
+async function makeDrift(env, tag) {
+  if (DRIFT === 0) return;
+  const fills = env.fillCount;
+  await pool(0, DRIFT, 8, (j) => env.adminB.addKeyTag(fillKeyId(Math.floor((j * fills) / DRIFT)), `d${tag}`));
 }
 
 /** Runs op(i) for i in [from, to) with `concurrency` in flight. */
@@ -538,20 +588,18 @@ function cronAt(d) {
   return `${d.getSeconds()} ${d.getMinutes()} ${d.getHours()} ${d.getDate()} ${d.getMonth() + 1} *`;
 }
 
-async function reschedule(env, schedule) {
-  await writeFile(env.b.configPath, configYaml(env.b, env.a, schedule), { mode: 0o600 });
+async function reschedule(env, schedule, rate = AE_RATE) {
+  await writeFile(env.b.configPath, configYaml(env.b, env.a, schedule, rate), { mode: 0o600 });
   process.kill(env.b.daemon.pid, 'SIGHUP');
 }
 
-/** One anti-entropy pass of alpha at B: time, device requests at both sites, peak RSS of both daemons. */
-async function measureAntiEntropy(env) {
+/**
+ * Fires one anti-entropy pass of alpha at B (a cron second 3 s ahead, SIGHUP) and samples both simulators' answered
+ * requests every `everyMs` (a timeline [s since the fire, requests A, requests B]) and both daemons' RSS every 200 ms,
+ * until `until(logged)` resolves. Returns the samples; the timeline's own /metrics reads are counted in `reads`.
+ */
+async function firePass(env, rate, everyMs, until) {
   const { a, b } = env;
-  // The daemons' own polling of their NetHSMs (health, metrics) in requests per second, from 2 quiet seconds.
-  const quiet0 = [await a.requests(), await b.requests()];
-  await new Promise((r) => setTimeout(r, 2000));
-  const [ra, rb] = [await a.requests(), await b.requests()];
-  const idle = { a: (ra - quiet0[0] - 1) / 2, b: (rb - quiet0[1] - 1) / 2 };
-  const counted = performance.now();
   const fire = new Date(Math.ceil(Date.now() / 1000) * 1000 + 3000);
   const logged = b.daemon.waitFor(
     (line) => {
@@ -560,30 +608,115 @@ async function measureAntiEntropy(env) {
       const rec = JSON.parse(line);
       return rec.namespace === 'alpha' || rec.job === 'anti-entropy:alpha' ? rec : undefined;
     },
-    LONG,
+    6 * 3600_000,
     'for the anti-entropy pass',
   );
-  await reschedule(env, cronAt(fire));
+  await reschedule(env, cronAt(fire), rate);
   const peak = { a: 0, b: 0 };
   const sampler = setInterval(() => {
     peak.a = Math.max(peak.a, rssOf(a.daemon.pid).rss);
     peak.b = Math.max(peak.b, rssOf(b.daemon.pid).rss);
   }, 200);
+  const timeline = [];
+  let reads = 0;
+  let sampling = Promise.resolve();
+  const tick = setInterval(() => {
+    sampling = sampling.then(async () => {
+      const [ra, rb] = [await a.requests(), await b.requests()];
+      reads++;
+      timeline.push([(Date.now() - fire.getTime()) / 1000, ra, rb]);
+      // A long pass says how it goes every ~60 s (so a run cut short still leaves its figures in the log).
+      if (timeline.length % Math.max(1, Math.round(60_000 / everyMs)) === 0) {
+        const [t, a1, b1] = timeline.at(-1);
+        const [, a0, b0] = timeline[0];
+        say(`  … ${t.toFixed(0)} s: requests since the start A ${a1 - a0} / B ${b1 - b0}, daemon RSS now ${rssOf(a.daemon.pid).rss.toFixed(0)} / ${rssOf(b.daemon.pid).rss.toFixed(0)} MB (peak ${peak.a.toFixed(0)} / ${peak.b.toFixed(0)})`);
+      }
+    });
+  }, everyMs);
   let rec;
   try {
-    rec = await logged;
+    rec = await until(logged);
   } finally {
     clearInterval(sampler);
+    clearInterval(tick);
+    await sampling;
   }
+  return { fire, rec, peak, timeline, reads };
+}
+
+/** The daemons' own polling of their NetHSMs (health, metrics) in requests per second, from 2 quiet seconds. */
+async function idleRates(env) {
+  const { a, b } = env;
+  const quiet0 = [await a.requests(), await b.requests()];
+  await new Promise((r) => setTimeout(r, 2000));
+  const [ra, rb] = [await a.requests(), await b.requests()];
+  return { idle: { a: Math.max(0, (ra - quiet0[0] - 1) / 2), b: Math.max(0, (rb - quiet0[1] - 1) / 2) }, ra, rb };
+}
+
+/** One anti-entropy pass of alpha at B: time, device requests at both sites, peak RSS of both daemons. */
+async function measureAntiEntropy(env) {
+  const { a, b } = env;
+  const { idle, ra, rb } = await idleRates(env);
+  const counted = performance.now();
+  const everyMs = env.n >= 100_000 ? 5000 : 1000;
+  const { fire, rec, peak, timeline, reads } = await firePass(env, AE_RATE, everyMs, (logged) => logged);
   const passS = (Date.parse(rec.time) - fire.getTime()) / 1000;
   // The second /metrics read counts the first; the daemons' idle polling over the same time is taken off.
   const [ea, eb] = [await a.requests(), await b.requests()];
   const s = (performance.now() - counted) / 1000;
-  const [da, db] = [Math.round(ea - ra - 1 - idle.a * s), Math.round(eb - rb - 1 - idle.b * s)];
+  const [da, db] = [Math.round(ea - ra - 1 - reads - idle.a * s), Math.round(eb - rb - 1 - reads - idle.b * s)];
   await reschedule(env, YEARLY);
   const found = { missing: rec.missing, extra: rec.extra, differs: rec.differs };
   if (rec.job) found.failed = rec.err?.message ?? 'failed';
-  return { passS, requestsA: da, requestsB: db, requestsPerKey: (da + db) / env.n, idleRequestsPerS: idle, rssPeakA: peak.a, rssPeakB: peak.b, found };
+  const rs = rates(timeline, idle);
+  return {
+    passS,
+    requestsA: da,
+    requestsB: db,
+    requestsPerKey: (da + db) / env.n,
+    perKeyA: da / env.n,
+    perKeyB: db / env.n,
+    ratePerSiteA: da / passS,
+    ratePerSiteB: db / passS,
+    idleRequestsPerS: idle,
+    rssPeakA: peak.a,
+    rssPeakB: peak.b,
+    found,
+    repaired: rec.repaired,
+    certs: rec.certs,
+    concurrency: overlap(rs, passS),
+    timeline: rs.map((r) => [Math.round(r.t), Math.round(r.a), Math.round(r.b)]),
+  };
+}
+
+/**
+ * `--ae-window S`: both daemons restarted with the default pace (no `maxRequestsPerSecond` in their configs: 200 per
+ * site), one pass fired at B and watched for S seconds: each site's requests per second, then both daemons restarted
+ * with the bench's config again (which ends that pass).
+ */
+async function measureWindow(env, seconds) {
+  const { a, b } = env;
+  const restart = async (rate) => {
+    await writeFile(a.configPath, configYaml(a, b, YEARLY, rate), { mode: 0o600 });
+    await writeFile(b.configPath, configYaml(b, a, YEARLY, rate), { mode: 0o600 });
+    // B stops first and starts last: a replica that sees its primary restart takes a snapshot from it (daemon.ts,
+    // resumeMember), which at a million keys is a sync of minutes and empties B's certificate table.
+    await b.daemon.stop();
+    await a.daemon.stop();
+    await a.daemon.start(/"msg":"daemon started"/, 600_000);
+    await b.daemon.start(/"msg":"daemon started"/, 600_000);
+    // Streaming again means B sees A and its NetHSM as available (else a pass is skipped). gamma stays paused at B.
+    await streaming([[b, 'alpha'], [a, 'beta']]);
+  };
+  await restart(null);
+  const { idle } = await idleRates(env);
+  const ended = new Promise((r) => setTimeout(r, 3000 + seconds * 1000));
+  const { timeline, peak, rec } = await firePass(env, null, 5000, (logged) => Promise.race([logged, ended]));
+  if (rec) say(`  window: the pass ended within the window (${JSON.stringify(rec)})`);
+  const rs = rates(timeline, idle).filter((r) => r.t > 10); // from 10 s after the fire: the listing is done
+  const mean = (k) => rs.reduce((t, r) => t + r[k] * r.dt, 0) / rs.reduce((t, r) => t + r.dt, 0);
+  await restart(AE_RATE);
+  return { seconds, ratePerSiteA: mean('a'), ratePerSiteB: mean('b'), maxA: Math.max(...rs.map((r) => r.a)), maxB: Math.max(...rs.map((r) => r.b)), rssPeakA: peak.a, rssPeakB: peak.b, timeline: rs.map((r) => [Math.round(r.t), Math.round(r.a), Math.round(r.b)]) };
 }
 
 async function measureStatus(env) {
@@ -652,6 +785,8 @@ async function measureAll() {
       dir,
       n: 0,
       adminA: a.client('alpha~admin', PASS.nsAdmin, 16),
+      // The replication account: a replica's snapshot keeps it (a foreign write as the account anyone could misuse).
+      adminB: b.client('alpha~replicator', PASS.replicator, 8),
       opA: a.client('alpha~operator', PASS.nsOperator, 1),
       backupA: a.client('backup', PASS.backupUser, 1),
       backupB: b.client('backup', PASS.backupUser, 1),
@@ -671,30 +806,53 @@ async function measureAll() {
     for (const ns of ['gamma', 'alpha']) await streamRun(env, ns, 20, `warm${ns}`);
     let filled = 0;
     for (const n of SIZES) {
+      const bySim = values.fill === 'sim';
       const byRestore = values.fill === 'restore' || (values.fill === 'auto' && n > 100_000);
       const api = (from, to) => pool(from, to, 16, (i) => env.adminA.importKey(BODIES[i % BODIES.length], keyId(i)));
       const fill = await timed(async () => {
+        if (bySim) return fillBySim(env);
         if (!byRestore) return api(filled, n);
         if (filled < 64) await api(filled, Math.min(n, 64));
         if (n > 64) await fillByRestore(env, Math.max(filled, 64), n);
       });
-      say(`n=${n}: filled ${n - filled} keys at A ${byRestore ? 'by a restore' : 'by the API'} in ${(fill.ms / 1000).toFixed(1)} s (${(((n - filled) * 1000) / fill.ms).toFixed(0)} keys/s)`);
+      const how = bySim ? `by both simulators' --fill (${JSON.stringify(fill.value)})` : byRestore ? 'at A by a restore' : 'at A by the API';
+      say(`n=${n}: filled ${n - filled} keys ${how} in ${(fill.ms / 1000).toFixed(1)} s (${(((n - filled) * 1000) / fill.ms).toFixed(0)} keys/s)`);
       filled = n;
-      env.n = n;
-      // B holds the namespace at this size before sync, stream or anti-entropy is measured (status and keys need not).
-      if (['sync', 'stream', 'ae'].some((p) => ONLY.has(p))) {
+      // With --fill sim alpha also holds the 20 warm-up keys of the stream.
+      env.n = bySim ? n + 20 : n;
+      env.fillCount = n;
+      // B holds the namespace at this size before sync, stream or anti-entropy is measured (status and keys need not);
+      // with --fill sim it already does (both devices were filled alike).
+      if (!bySim && ['sync', 'stream', 'ae'].some((p) => ONLY.has(p))) {
         const warm = await timed(() => sync(b, 'alpha'));
         say(`n=${n}: first sync at this size ${(warm.ms / 1000).toFixed(1)} s`);
       }
-      const row = { n, fillKeysPerS: ((n - (results.at(-1)?.n ?? 0)) * 1000) / fill.ms };
+      const row = { n, fillKeysPerS: ((n - (results.at(-1)?.n ?? 0)) * 1000) / fill.ms, ...(bySim ? { simFill: fill.value } : {}) };
       if (ONLY.has('sync')) row.sync = await measureSync(env);
       if (ONLY.has('stream')) {
         row.stream = await measureStream(env);
         say(`  stream: ${row.stream.msPerChange.toFixed(2)} ms per change, ${row.stream.ratio.toFixed(2)} × gamma's (1k keys)`);
       }
       if (ONLY.has('ae')) {
-        row.ae = await pausedAtB(env, 'gamma', () => measureAntiEntropy(env));
-        say(`  anti-entropy: ${row.ae.passS.toFixed(1)} s, ${row.ae.requestsPerKey.toFixed(2)} requests per key, found ${JSON.stringify(row.ae.found)}`);
+        row.aePasses = [];
+        for (let p = 0; p < AE_PASSES; p++) {
+          await makeDrift(env, `${n}p${p}`);
+          const ae = await pausedAtB(env, 'gamma', () => measureAntiEntropy(env));
+          row.aePasses.push(ae);
+          say(
+            `  anti-entropy pass ${p + 1}: ${ae.passS.toFixed(1)} s, ${ae.requestsPerKey.toFixed(3)} requests per key (A ${ae.perKeyA.toFixed(3)}, B ${ae.perKeyB.toFixed(3)}; ` +
+              `${ae.ratePerSiteA.toFixed(0)} / ${ae.ratePerSiteB.toFixed(0)} per s), found ${JSON.stringify(ae.found)}, repaired ${ae.repaired}, certs ${JSON.stringify(ae.certs)}, ` +
+              `peak RSS A ${ae.rssPeakA.toFixed(0)} / B ${ae.rssPeakB.toFixed(0)} MB, both sites reading ${ae.concurrency.bothS.toFixed(0)} s of ${ae.passS.toFixed(0)} (A busy ${ae.concurrency.busyAS.toFixed(0)} s, B ${ae.concurrency.busyBS.toFixed(0)} s)`,
+          );
+          say(`  timeline [s, req/s A, req/s B]: ${JSON.stringify(ae.timeline)}`);
+        }
+        row.ae = row.aePasses[0];
+        if (AE_WINDOW_S > 0) {
+          row.aeWindow = await pausedAtB(env, 'gamma', () => measureWindow(env, AE_WINDOW_S));
+          const w = row.aeWindow;
+          say(`  default-pace window (${w.seconds} s): ${w.ratePerSiteA.toFixed(1)} / ${w.ratePerSiteB.toFixed(1)} requests/s at A / B (max of a 5-s interval ${w.maxA.toFixed(0)} / ${w.maxB.toFixed(0)}), peak RSS ${w.rssPeakA.toFixed(0)} / ${w.rssPeakB.toFixed(0)} MB`);
+          say(`  window timeline: ${JSON.stringify(w.timeline)}`);
+        }
       }
       if (ONLY.has('status')) row.status = await measureStatus(env);
       if (ONLY.has('keys')) row.keys = await measureKeys(env);

@@ -25,6 +25,7 @@ describe('sim flags', () => {
       testScrypt: false,
       durable: false,
       rebootDelayMs: 0,
+      fills: [],
     });
     expect(parseSimFlags({ port: '8443', host: '::1', dataDir: '/tmp/x', testScrypt: true }).dataDir).toBe('/tmp/x');
     expect(parseSimFlags({ port: '0', host: 'h', dataDir: '/tmp/x', durable: true }).durable).toBe(true);
@@ -46,6 +47,16 @@ describe('sim flags', () => {
     for (const bad of ['0', '-1', '1.5', 'two', '1025', '']) {
       expect(() => parseSimFlags({ port: '0', host: 'h', deviceSlots: bad })).toThrow(/--device-slots must be a whole number from 1 to 1024/);
     }
+  });
+
+  it('takes --fill specs in order, and refuses a bad one naming --fill and the bad part', () => {
+    expect(parseSimFlags({ port: '0', host: 'h', fill: ['alpha:1000', 'alpha:2000:s1'] }).fills).toEqual([
+      { namespace: 'alpha', count: 1000, seed: 'fill' },
+      { namespace: 'alpha', count: 2000, seed: 's1' },
+    ]);
+    expect(() => parseSimFlags({ port: '0', host: 'h', fill: ['alpha:1000', 'alpha:lots'] })).toThrow(InputInvalidError);
+    expect(() => parseSimFlags({ port: '0', host: 'h', fill: ['alpha:lots'] })).toThrow(/^--fill "alpha:lots": count must be a whole number from 1 to 10000000, got "lots"$/);
+    expect(() => parseSimFlags({ port: '0', host: 'h', fill: ['alpha'] })).toThrow(/^--fill "alpha" is not <namespace>:<count>\[:<seed>\]$/);
   });
 
   it('reads --update-key and refuses a missing file or a key that is not RSA', async () => {
@@ -131,6 +142,52 @@ describe.skipIf(!built)('nethsm-replicator sim (process)', () => {
       await waitFor(/power on \(power-on\) fingerprint (?:[0-9A-F]{2}:){31}[0-9A-F]{2}\n/);
       const res = await request(`${url}/api/v1/health/state`, { dispatcher: agent });
       expect(await res.body.json()).toEqual({ state: 'Unprovisioned' });
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      await agent.close();
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('--fill waits while the device cannot take it, and fills on SIGUSR2 once it can', async () => {
+    const child = spawn(process.execPath, [bin, 'sim', '--port', '0', '--test-scrypt', '--fill', 'alpha:30'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (c: string) => (out += c));
+    const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
+      for (let i = 0; i < 1000; i++) {
+        const m = re.exec(out);
+        if (m) return m;
+        if (child.exitCode !== null) throw new Error(`sim exited with ${child.exitCode}: ${out}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error(`no ${String(re)} in: ${out}`);
+    };
+    const agent = new Agent({ connect: { rejectUnauthorized: false } });
+    const call = async (method: string, p: string, json?: unknown, user = 'admin:adminPassphrase'): Promise<{ status: number; body: string }> => {
+      const headers: Record<string, string> = { authorization: `Basic ${Buffer.from(user).toString('base64')}` };
+      if (json !== undefined) headers['content-type'] = 'application/json';
+      const res = await request(`${url}/api/v1${p}`, { method: method as 'GET', headers, body: json === undefined ? undefined : JSON.stringify(json), dispatcher: agent });
+      return { status: res.statusCode, body: await res.body.text() };
+    };
+    let url = '';
+    try {
+      url = (await waitFor(/listening on (https:\/\/\S+)\n/))[1]!;
+      await waitFor(/fill of alpha waits: cannot fill alpha: the device is not Operational \(send SIGUSR2 to try again\)\n/);
+      const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+      expect((await call('POST', '/provision', { unlockPassphrase: 'unlockPassphrase', adminPassphrase: 'adminPassphrase', systemTime: now })).status).toBe(204);
+      child.kill('SIGUSR2');
+      await waitFor(/fill of alpha waits: cannot fill alpha: namespace "alpha" does not exist/);
+      expect((await call('PUT', '/users/alpha~op', { realName: 'op', role: 'Operator', passphrase: 'operatorPassphrase' })).status).toBe(201);
+      expect((await call('PUT', '/namespaces/alpha')).status).toBe(204);
+      child.kill('SIGUSR2');
+      await waitFor(/filled alpha: 30 keys added, 0 kept, in \d+ ms\n/);
+      const listed = JSON.parse((await call('GET', '/keys', undefined, 'alpha~op:operatorPassphrase')).body) as { id: string }[];
+      expect(listed.length).toBe(30);
+      child.kill('SIGUSR2');
+      await waitFor(/fill: nothing left to fill\n/);
       const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
       child.kill('SIGTERM');
       expect(await exited).toBe(0);

@@ -12,6 +12,7 @@ import { parseLatencySpec, type LatencyTable } from '../sim/latency.js';
 import { TEST_KDF } from '../sim/crypto.js';
 import { MAX_DEVICE_SLOTS } from '../sim/device-slots.js';
 import { parseUpdateKey } from '../sim/update/key.js';
+import { parseFillSpec, type FillSpec } from '../sim/fill.js';
 
 interface SimFlags {
   port: string;
@@ -23,6 +24,7 @@ interface SimFlags {
   rebootDelay?: string;
   durable?: boolean;
   deviceSlots?: string;
+  fill?: string[];
 }
 
 export interface SimSettings {
@@ -38,6 +40,8 @@ export interface SimSettings {
   rebootDelayMs: number;
   /** `--device-slots`: operations in service at once (capacity model); absent: no contention. */
   deviceSlots?: number;
+  /** `--fill`, in the order given: the first is tried at start, each SIGUSR2 tries the next (src/sim/fill.ts). */
+  fills: FillSpec[];
 }
 
 /** Validates the flags (and reads `--update-key`); throws InputInvalidError naming the bad one. */
@@ -59,7 +63,15 @@ export function parseSimFlags(flags: SimFlags): SimSettings {
   if (!/^\d+$/.test(delay) || Number(delay) > 600_000) {
     throw new InputInvalidError(`--reboot-delay must be a whole number of milliseconds from 0 to 600000, got "${delay}"`);
   }
-  const out: SimSettings = { port: Number(flags.port), host: flags.host, latency, testScrypt: flags.testScrypt === true, durable: flags.durable === true, rebootDelayMs: Number(delay) };
+  const out: SimSettings = {
+    port: Number(flags.port),
+    host: flags.host,
+    latency,
+    testScrypt: flags.testScrypt === true,
+    durable: flags.durable === true,
+    rebootDelayMs: Number(delay),
+    fills: (flags.fill ?? []).map(parseFill),
+  };
   if (flags.dataDir !== undefined) out.dataDir = flags.dataDir;
   if (flags.deviceSlots !== undefined) {
     if (!/^\d{1,4}$/.test(flags.deviceSlots) || Number(flags.deviceSlots) < 1 || Number(flags.deviceSlots) > MAX_DEVICE_SLOTS) {
@@ -69,6 +81,33 @@ export function parseSimFlags(flags: SimFlags): SimSettings {
   }
   if (flags.updateKey !== undefined) out.updateKeyPem = readUpdateKey(flags.updateKey);
   return out;
+}
+
+function parseFill(spec: string): FillSpec {
+  try {
+    return parseFillSpec(spec);
+  } catch (err) {
+    throw new InputInvalidError(`--fill ${(err as Error).message}`, { hint: 'Use e.g. --fill alpha:1000000 or --fill alpha:1000000:seed1' });
+  }
+}
+
+/**
+ * Runs the next pending fill and prints what happened: `filled <ns>: <n> keys added, <k> kept, in <ms> ms`, or
+ * `fill of <ns> waits: <why> (send SIGUSR2 to try again)` when the device cannot take it yet (then it stays pending).
+ */
+async function fillNext(sim: { fill: (s: FillSpec) => Promise<{ added: number; kept: number; ms: number }> }, pending: FillSpec[]): Promise<void> {
+  const spec = pending[0];
+  if (spec === undefined) {
+    process.stdout.write('fill: nothing left to fill\n');
+    return;
+  }
+  try {
+    const r = await sim.fill(spec);
+    pending.shift();
+    process.stdout.write(`filled ${spec.namespace}: ${r.added} keys added, ${r.kept} kept, in ${Math.round(r.ms)} ms\n`);
+  } catch (err) {
+    process.stdout.write(`fill of ${spec.namespace} waits: ${(err as Error).message} (send SIGUSR2 to try again)\n`);
+  }
 }
 
 function readUpdateKey(file: string): string {
@@ -98,6 +137,7 @@ export function registerSim(program: Command): void {
     .option('--durable', 'with --data-dir: write each change to disk before answering (a SIGKILL loses nothing acknowledged)')
     .option('--update-key <file>', "PEM RSA public key update images must be signed with (default: the firmware's test key)")
     .option('--reboot-delay <ms>', 'how long a reboot or factory reset keeps the simulator unreachable', '0')
+    .option('--fill <ns:count[:seed]>', 'bulk fill for benches: count EC P-256 keys in namespace ns (repeatable; the first at start, the next on each SIGUSR2)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--device-slots <n>', 'capacity model: at most n operations in service at once, each for its --latency; others queue (default: no contention)')
     .action(async (flags: SimFlags) => {
       const o = parseSimFlags(flags);
@@ -128,6 +168,14 @@ export function registerSim(program: Command): void {
         sim.powerOn().catch((err: unknown) => process.stderr.write(`power on failed: ${(err as Error).message}\n`));
       };
       process.on('SIGHUP', powerOn);
+      const pendingFills = [...o.fills];
+      // One fill at a time: a SIGUSR2 during a fill waits for it, then runs the next.
+      let filling = Promise.resolve();
+      const fill = (): void => {
+        filling = filling.then(() => fillNext(sim, pendingFills));
+      };
+      if (pendingFills.length > 0) fill();
+      process.on('SIGUSR2', fill);
       // Signal handlers do not keep Node running: while powered off nothing else would.
       const keepAlive = setInterval(() => undefined, 2 ** 30);
       await new Promise<void>((resolve) => {
@@ -140,6 +188,7 @@ export function registerSim(program: Command): void {
         process.on('SIGINT', stop);
       });
       process.off('SIGHUP', powerOn);
+      process.off('SIGUSR2', fill);
       clearInterval(keepAlive);
       await sim.close();
     });

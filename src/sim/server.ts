@@ -29,6 +29,7 @@ import { backupRoutes } from './routes/backup.js';
 import { powerRoutes } from './routes/power.js';
 import { updateRoutes } from './routes/update.js';
 import { tlsRoutes } from './routes/tls.js';
+import { fillNamespace, type FillResult, type FillSpec } from './fill.js';
 
 export interface SimulatorOptions {
   host?: string;
@@ -80,6 +81,11 @@ export interface RunningSimulator {
   powerOn(): Promise<void>;
   /** Resolves once `n` boots have completed (read `boots`, trigger a reboot, wait for `boots + 1`). */
   waitForBoot(n: number): Promise<void>;
+  /**
+   * Bulk fill (`--fill`, src/sim/fill.ts): `spec.count` keys in `spec.namespace`, served as imported keys. Rejects
+   * (nothing written) when the device is not Operational or the namespace does not exist.
+   */
+  fill(spec: FillSpec): Promise<FillResult>;
   /** Idempotent: stops listening, drops connections, flushes state to the data directory. */
   close(): Promise<void>;
 }
@@ -176,6 +182,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     },
     powerOn: () => power.powerOn(),
     waitForBoot: (n) => power.waitForBoot(n),
+    fill: (spec) => fillNamespace(sim, spec),
     close: () => {
       closing ??= (async () => {
         clearInterval(flushTimer);
