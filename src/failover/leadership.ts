@@ -11,13 +11,13 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { EtcdConfig } from '../config/schema.js';
-import { FailoverLeaderHeldError, NhrError } from '../errors.js';
+import { FailoverLeaderHeldError, InternalError, NhrError } from '../errors.js';
 import type { SiteContext } from '../daemon/context.js';
 import type { Failover, LeaderGate } from '../daemon/failover.js';
 import { applyRoleChange, lastSyncCounts } from '../roles/apply.js';
 import { stepDown } from '../roles/role-machine.js';
 import { decide, leaseDeadline, nextTermEpoch, type Decision, type LeaderRecord } from './leader-policy.js';
-import { LeaderStore, type NamespaceKeys } from './leader-store.js';
+import type { LeaderStore, NamespaceKeys } from './leader-store.js';
 
 /** What `status` shows per automatic namespace. */
 export interface LeadershipStatus {
@@ -32,7 +32,11 @@ export interface LeadershipStatus {
 }
 
 export class Leadership implements LeaderGate {
-  private readonly store: LeaderStore;
+  /**
+   * Loaded by `start()`: the etcd client (etcd3, gRPC, protobufs) costs a daemon about 37 MB of RSS, which a daemon
+   * without automatic namespaces should not carry (anti-entropy at a million keys has a 200 MB budget).
+   */
+  private storeRef: LeaderStore | undefined;
   private readonly intervalMs: number;
   private lease: string | undefined;
   private deadline = 0;
@@ -59,7 +63,11 @@ export class Leadership implements LeaderGate {
     this.automaticSet = new Set(ctx.config.namespaces.filter((n) => n.failover === 'automatic').map((n) => n.name));
     // Three renewal attempts fit in the safe part of the lease; every etcd call is bounded by one interval.
     this.intervalMs = Math.max(100, Math.floor((config.leaseTtlMs - config.safetyMarginMs) / 3));
-    this.store = new LeaderStore(config, this.intervalMs);
+  }
+
+  private get store(): LeaderStore {
+    if (this.storeRef === undefined) throw new InternalError('automatic failover used before start()');
+    return this.storeRef;
   }
 
   automatic(namespace: string): boolean {
@@ -73,6 +81,8 @@ export class Leadership implements LeaderGate {
   async start(): Promise<void> {
     if (this.state !== 'new' || this.automaticSet.size === 0) return;
     this.state = 'started';
+    const { LeaderStore } = await import('./leader-store.js');
+    this.storeRef = new LeaderStore(this.config, this.intervalMs);
     await this.renew();
     await this.tick();
     this.schedule();
@@ -89,7 +99,7 @@ export class Leadership implements LeaderGate {
     clearTimeout(this.deadlineTimer);
     await this.ticking;
     await this.renewing;
-    if (wasStarted || this.automaticSet.size > 0) await this.store.close(false);
+    if (wasStarted) await this.storeRef?.close(false);
   }
 
   status(namespace: string): LeadershipStatus | undefined {
