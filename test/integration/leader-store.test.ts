@@ -45,7 +45,9 @@ suite(title, () => {
   it('renews the lease when the member it tries first hangs (stopped process)', async () => {
     etcd = await EtcdCluster.start(['a', 'b', 'witness']);
     const callTimeoutMs = 500;
-    store = new LeaderStore({ endpoints: etcd.endpoints(['a', 'witness']), prefix: '/nhr-test', leaseTtlMs: 5_000, safetyMarginMs: 2_000 }, callTimeoutMs);
+    // A TTL well beyond the wait for a new etcd leader below: under the full suite's load that wait took over 5 s
+    // once, and the lease had rightly expired before the first renewal (etcd answered TTL 0).
+    store = new LeaderStore({ endpoints: etcd.endpoints(['a', 'witness']), prefix: '/nhr-test', leaseTtlMs: 20_000, safetyMarginMs: 5_000 }, callTimeoutMs);
     await store.grant();
     etcd.pause('witness');
     await leaderThrough(etcd.endpoints(['a'])); // the stopped member may have been etcd's leader: wait for the next
