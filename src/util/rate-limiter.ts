@@ -11,6 +11,8 @@ export interface RateLimiterOptions {
   burst?: number;
   /** Clock, for tests. */
   now?: () => number;
+  /** Timer, for tests (one that fires late, as a busy event loop's does). */
+  setTimer?: (fn: () => void, ms: number) => NodeJS.Timeout;
 }
 
 export interface Limiter {
@@ -34,6 +36,7 @@ export class RateLimiter implements Limiter {
   #last: number;
   #granted = 0;
   readonly #now: () => number;
+  readonly #setTimer: (fn: () => void, ms: number) => NodeJS.Timeout;
   readonly #queue: Waiter[] = [];
   #timer: NodeJS.Timeout | undefined;
 
@@ -42,6 +45,7 @@ export class RateLimiter implements Limiter {
     this.perSecond = o.perSecond;
     this.burst = Math.max(1, o.burst ?? 1);
     this.#now = o.now ?? (() => performance.now());
+    this.#setTimer = o.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
     this.#tokens = this.burst;
     this.#last = this.#now();
   }
@@ -74,16 +78,23 @@ export class RateLimiter implements Limiter {
     });
   }
 
+  /**
+   * While callers wait, the bucket may hold one grant beyond the burst: a timer that fires late (it always does, by a
+   * millisecond or more on a busy event loop) has then accrued more than one grant, and capped at a burst of 1 the
+   * excess was lost every period, so a pass paced at 200/s got about 0.7 of that (measured at 1M keys). Carried over,
+   * the next grant comes that much sooner and the average holds. Idle, it saves up no more than the burst.
+   */
   #refill(): void {
     const now = this.#now();
-    this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#last) * this.perSecond) / 1000);
+    const cap = this.#queue.length > 0 ? this.burst + 1 : this.burst;
+    this.#tokens = Math.min(cap, this.#tokens + ((now - this.#last) * this.perSecond) / 1000);
     this.#last = now;
   }
 
   #schedule(): void {
     if (this.#timer !== undefined || this.#queue.length === 0) return;
     const wait = Math.max(1, Math.ceil(((1 - this.#tokens) * 1000) / this.perSecond));
-    this.#timer = setTimeout(() => {
+    this.#timer = this.#setTimer(() => {
       this.#timer = undefined;
       this.#refill();
       while (this.#queue.length > 0 && this.#tokens >= 1) {
