@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,19 +116,7 @@ describe.skipIf(!built)('nethsm-replicator sim (process)', () => {
   });
 
   it('stays up after POST /system/shutdown and powers on again on SIGHUP', async () => {
-    const child = spawn(process.execPath, [bin, 'sim', '--port', '0', '--test-scrypt'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (c: string) => (out += c));
-    const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
-      for (let i = 0; i < 1000; i++) {
-        const m = re.exec(out);
-        if (m) return m;
-        if (child.exitCode !== null) throw new Error(`sim exited with ${child.exitCode}: ${out}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      throw new Error(`no ${String(re)} in: ${out}`);
-    };
+    const { child, waitFor } = spawnSim([]);
     const agent = new Agent({ connect: { rejectUnauthorized: false } });
     try {
       const url = (await waitFor(/listening on (https:\/\/\S+)\n/))[1]!;
@@ -152,19 +140,7 @@ describe.skipIf(!built)('nethsm-replicator sim (process)', () => {
   });
 
   it('--fill waits while the device cannot take it, and fills on SIGUSR2 once it can', async () => {
-    const child = spawn(process.execPath, [bin, 'sim', '--port', '0', '--test-scrypt', '--fill', 'alpha:30'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (c: string) => (out += c));
-    const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
-      for (let i = 0; i < 1000; i++) {
-        const m = re.exec(out);
-        if (m) return m;
-        if (child.exitCode !== null) throw new Error(`sim exited with ${child.exitCode}: ${out}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      throw new Error(`no ${String(re)} in: ${out}`);
-    };
+    const { child, waitFor } = spawnSim(['--fill', 'alpha:30']);
     const agent = new Agent({ connect: { rejectUnauthorized: false } });
     const call = async (method: string, p: string, json?: unknown, user = 'admin:adminPassphrase'): Promise<{ status: number; body: string }> => {
       const headers: Record<string, string> = { authorization: `Basic ${Buffer.from(user).toString('base64')}` };
@@ -207,3 +183,21 @@ describe.skipIf(!built)('nethsm-replicator sim (process)', () => {
     expect(err).toMatch(/--latency: latency item "sign=soon"/);
   });
 });
+
+/** `nethsm-replicator sim` as a child process on a port the system picks, and a wait for a line of its stdout. */
+function spawnSim(args: string[]): { child: ChildProcess; waitFor: (re: RegExp) => Promise<RegExpExecArray> } {
+  const child = spawn(process.execPath, [bin, 'sim', '--port', '0', '--test-scrypt', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NHR_LOG_LEVEL: 'warn' } });
+  let out = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (c: string) => (out += c));
+  const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
+    for (let i = 0; i < 1000; i++) {
+      const m = re.exec(out);
+      if (m) return m;
+      if (child.exitCode !== null) throw new Error(`sim exited with ${child.exitCode}: ${out}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`no ${String(re)} in: ${out}`);
+  };
+  return { child, waitFor };
+}
