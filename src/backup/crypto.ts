@@ -109,6 +109,28 @@ export function gcmSealInto(key: GcmKey, ad: string, plaintext: Buffer, out: Buf
 }
 
 /**
+ * The keystream of the first `blocks` 16-byte plaintext blocks of each sealed field (`nonce(12) ‖ ct ‖ tag`), for many
+ * fields in ONE aes-256-ecb call: GCM encrypts with AES-CTR, plaintext block b under the counter block
+ * `nonce ‖ u32be(2 + b)` for a 96-bit nonce (J0 = nonce ‖ 1). Field i's keystream is at `[i·blocks·16, (i+1)·blocks·16)`.
+ * This is NOT authentication: bytes decrypted with it are unchecked (docs/backup-format.md, "Entries read by their path
+ * only"). The caller zeroes the result.
+ */
+export function gcmKeystreamPrefixes(key: GcmKey, sealed: readonly Buffer[], blocks: number): Buffer {
+  const span = blocks * 16;
+  const counters = Buffer.allocUnsafe(sealed.length * span);
+  for (let i = 0; i < sealed.length; i++) {
+    for (let b = 0; b < blocks; b++) {
+      const at = i * span + b * 16;
+      sealed[i]!.copy(counters, at, 0, GCM_NONCE_LENGTH);
+      counters.writeUInt32BE(2 + b, at + GCM_NONCE_LENGTH);
+    }
+  }
+  const ecb = createCipheriv('aes-256-ecb', key, null);
+  ecb.setAutoPadding(false);
+  return ecb.update(counters);
+}
+
+/**
  * Opens a sealed field. Throws BackupCorruptedError (no offset: callers add where it was) when the blob is
  * 28 bytes or shorter (the firmware refuses those too) or does not authenticate under `key` and `ad`.
  */

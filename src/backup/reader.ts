@@ -20,8 +20,7 @@ import {
 } from '../errors.js';
 import { ByteSource, type ByteSourceInput } from './byte-source.js';
 import type { KeyCache } from './key-cache.js';
-import { createCipheriv } from 'node:crypto';
-import { BACKUP_KEY_LENGTH, deriveBackupKey, type GcmKey, gcmKey, gcmOpen } from './crypto.js';
+import { BACKUP_KEY_LENGTH, deriveBackupKey, type GcmKey, gcmKey, gcmKeystreamPrefixes, gcmOpen } from './crypto.js';
 import {
   AD,
   BACKUP_MAGIC_BYTES,
@@ -557,26 +556,13 @@ class StreamingBackupReader implements BackupReader {
   }
 
   /**
-   * The paths of the entries in `fields`, read without authentication: GCM encrypts with AES-CTR, the first plaintext
-   * block under the counter block nonce ‖ u32be(2) (J0 = nonce ‖ 1 for a 96-bit nonce), so the keystream of the first
-   * PEEK_BLOCKS blocks of every field comes from ONE aes-256-ecb call over their counter blocks. undefined for a field
-   * whose path does not lie within those blocks or does not look like a path (parse() then opens it and reports
-   * what is wrong).
+   * The paths of the entries in `fields`, read without authentication from the keystream of their first PEEK_BLOCKS
+   * blocks, one AES call for the batch (gcmKeystreamPrefixes). undefined for a field whose path does not lie within
+   * those blocks or does not look like a path (parse() then opens it and reports what is wrong).
    */
   private peekPaths(fields: readonly SealedField[]): (string | undefined)[] {
     const span = PEEK_BLOCKS * 16;
-    const counters = Buffer.allocUnsafe(fields.length * span);
-    for (let i = 0; i < fields.length; i++) {
-      const nonce = fields[i]!.sealed;
-      for (let b = 0; b < PEEK_BLOCKS; b++) {
-        const at = i * span + b * 16;
-        nonce.copy(counters, at, 0, GCM_NONCE_LENGTH);
-        counters.writeUInt32BE(2 + b, at + GCM_NONCE_LENGTH);
-      }
-    }
-    const ecb = createCipheriv('aes-256-ecb', this.cipherKey, null);
-    ecb.setAutoPadding(false);
-    const keystream = ecb.update(counters);
+    const keystream = gcmKeystreamPrefixes(this.cipherKey, fields.map((f) => f.sealed), PEEK_BLOCKS);
     try {
       return fields.map((f, i) => peekPath(f.sealed, keystream, i * span, span));
     } finally {
