@@ -45,6 +45,9 @@ import type { Relay, RelayHead } from './relay.js';
 import { PeerGateways, Upstream } from './upstream.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 
+/** How much longer than the longest wait for an answer (gate, then upstream) a client's socket may stay idle. */
+const IDLE_MARGIN_MS = 5_000;
+
 export interface GatewayRequestEvent {
   /** The caller's namespace; `null` for a root user; `undefined` when there were no (readable) credentials. */
   namespace: string | null | undefined;
@@ -217,8 +220,10 @@ export class GatewayServer {
       (req, res) => void this.#handle(req, res),
     );
     this.#server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => this.#clientError(err, socket));
-    // A socket idle that long (a stalled upload or download) is closed.
-    this.#server.setTimeout(this.#nethsm.timeoutMs);
+    // A socket idle that long (a stalled upload or download) is closed. A client's socket is idle too while its call
+    // waits at the write gate and then for the NetHSM (or a peer gateway), so the bound outlasts both: the gateway's
+    // own answer to a late upstream (504) must reach the client before its connection is closed under it.
+    this.#server.setTimeout(this.gate.maxWaitMs + Math.max(this.#nethsm.timeoutMs, pg ? (pg.timeoutMs ?? 60_000) : 0) + IDLE_MARGIN_MS);
     this.#server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
@@ -668,7 +673,7 @@ export class GatewayServer {
     const timedOut = detail instanceof NetHsmTimeoutError;
     const untrusted = detail instanceof TlsPinMismatchError || detail instanceof NetHsmTlsUntrustedError;
     const message = timedOut
-      ? `${what} did not answer the gateway in time`
+      ? `${what} did not answer the gateway within ${up.timeoutMs} ms`
       : untrusted
         ? `the gateway does not trust the TLS certificate of ${what}`
         : `the gateway could not reach ${what}`;
