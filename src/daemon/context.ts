@@ -110,7 +110,7 @@ export function createPeerClients(config: ReplicatorConfig): Map<string, PeerCli
   return peers;
 }
 
-export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, barrier: DeviceBarrier, onBackup?: () => void, onRestore?: () => void): Device {
+export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, barrier: DeviceBarrier, onBackup?: () => void, onRestore?: (namespaces?: readonly string[]) => void): Device {
   return new Device({ admin: clients.admin, backup: clients.backup }, barrier, secrets.replication.backupPassphrase, onBackup, onRestore);
 }
 

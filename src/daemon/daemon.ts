@@ -155,7 +155,8 @@ export class Daemon {
         secrets,
         barrier,
         () => metrics.deviceBackupsTotal.inc(),
-        () => store.keyCerts.forgetAll(),
+        // A merge-restore names the namespaces it restores: the rows of the others stay true (key-certs-repo.ts).
+        (namespaces) => (namespaces ? store.keyCerts.forgetNamespaces(namespaces) : store.keyCerts.forgetAll()),
       ),
       nethsm,
       peers: createPeerClients(config),

@@ -396,7 +396,11 @@ export class NamespaceSync {
       deferVerify: (verify) => (deferred = verify),
       logger: ctx.log,
       // The lost entries lie outside every namespace of the merge-restore: one count per restore, not one per namespace.
-      onForeignLoss: (n, namespaces) => ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: namespaces[0]! }, n),
+      // The restore then changed more than the namespaces it forgot in the certificate table: forget everything.
+      onForeignLoss: (n, namespaces) => {
+        ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: namespaces[0]! }, n);
+        if (ctx.store.isOpen) ctx.store.keyCerts.forgetAll();
+      },
       site: ctx.site,
       quarantineOut: { passphrase: ctx.replicationPassphrase, ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}) },
     };

@@ -32,7 +32,7 @@ describe('Device: backups and the barrier', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function device(barrier: DeviceBarrier, onRestore?: () => void): Device {
+  function device(barrier: DeviceBarrier, onRestore?: (namespaces?: readonly string[]) => void): Device {
     return new Device(
       { backup: pool.withAuth(sim.users.backup.username, sim.users.backup.password), admin: pool.withAuth(sim.users.admin.username, sim.users.admin.password) },
       barrier,
@@ -42,18 +42,23 @@ describe('Device: backups and the barrier', () => {
     );
   }
 
-  // The certificate table (key-certs-repo.ts) is emptied on both sides of a restore, also one that fails.
-  it('calls onRestore before and after a restore, whatever its outcome', async () => {
-    const calls: string[] = [];
-    const d = device(new DeviceBarrier(), () => calls.push('forget'));
+  // The certificate table (key-certs-repo.ts) forgets on both sides of a restore, also one that fails: the namespaces
+  // the restore names, or everything when it names none.
+  it('calls onRestore before and after a restore, whatever its outcome, with the namespaces it names', async () => {
+    const calls: (readonly string[] | undefined)[] = [];
+    const d = device(new DeviceBarrier(), (ns) => calls.push(ns));
     const work = new WorkDir(dir);
     await work.prepare();
     const file = work.temp('for-restore');
     await d.backupTo(file);
     await d.restore(file);
-    expect(calls).toEqual(['forget', 'forget']);
+    expect(calls).toEqual([undefined, undefined]);
+    await d.restore(file, ['x', 'y']);
+    expect(calls.slice(2)).toEqual([['x', 'y'], ['x', 'y']]);
+    await expect(d.restore(path.join(dir, 'no-such-backup'), ['x'])).rejects.toThrow();
+    expect(calls.slice(4)).toEqual([['x'], ['x']]);
     await expect(d.restore(path.join(dir, 'no-such-backup'))).rejects.toThrow();
-    expect(calls).toHaveLength(4);
+    expect(calls.slice(6)).toEqual([undefined, undefined]);
   });
 
   // The caller whose request started a shared backup reads it as it arrives (its extract overlaps the download); its

@@ -65,10 +65,11 @@ export class Device {
     /** Called for every device backup taken (metrics). */
     private readonly onBackup: () => void = () => undefined,
     /**
-     * Called before and after every restore (whatever its outcome): a restore replaces the device's keys, so what the
-     * site knows of them (the certificate table, key-certs-repo.ts) is dropped on both sides of it.
+     * Called before and after every restore (whatever its outcome) with the namespaces the restore can change, or
+     * undefined when its effect is not bounded to known namespaces: what the site knows of those keys (the
+     * certificate table, key-certs-repo.ts) is dropped on both sides of it.
      */
-    private readonly onRestore: () => void = () => undefined,
+    private readonly onRestore: (namespaces?: readonly string[]) => void = () => undefined,
   ) {}
 
   /**
@@ -173,9 +174,13 @@ export class Device {
     }
   }
 
-  /** Partial restore of `file` (the device is Operational). Call inside an exclusive barrier hold. */
-  async restore(file: string): Promise<void> {
-    this.onRestore();
+  /**
+   * Partial restore of `file` (the device is Operational). Call inside an exclusive barrier hold. `namespaces`: the
+   * only namespaces the restore can change, which the caller vouches for (a merge-restore: everything else in the file
+   * is what the device holds, and no write passed the barrier outside them since); omitted: it may change anything.
+   */
+  async restore(file: string, namespaces?: readonly string[]): Promise<void> {
+    this.onRestore(namespaces);
     try {
       await this.#io.run(() =>
         this.accounts.admin
@@ -183,7 +188,7 @@ export class Device {
           .catch((err: unknown) => Promise.reject(asDeviceFault(err, ROOT_ADMINISTRATOR))),
       );
     } finally {
-      this.onRestore();
+      this.onRestore(namespaces);
     }
   }
 

@@ -547,8 +547,10 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
   guard.check();
   if (dropStale(a, m.parts)) return undefined;
   deps.onPhase?.('restore');
-  await deps.device.restore(m.merged);
   const batch = m.parts.map((p) => p.spec.namespace);
+  // Outside the batch the merged file is the device's own (no write passed the barrier there since B1): the restore
+  // changes these namespaces only (the certificate table forgets just them; key-certs-repo.ts).
+  await deps.device.restore(m.merged, batch);
   const done = m.parts.map((p): RestoredSnapshot => {
     const s = saved.get(p.spec.namespace)!;
     return {

@@ -7,8 +7,20 @@
  * - Rows are written only by `learn`, from a full read of the device (certificate and key), and only when no `forget`
  *   of that key (or `forgetAll`) happened since the reader's `mark()` taken before that read.
  * - Every write of the daemon that can change a key's certificate, or replace the key behind an id, calls `forget`
- *   before the device write and again after it (the second refuses the `learn` of a read that raced the write);
- *   a restore calls `forgetAll`.
+ *   before the device write and again after it (the second refuses the `learn` of a read that raced the write).
+ * - A restore does the same for what it can change: `forgetNamespaces` of the namespaces it restores when their set
+ *   is known (a snapshot merge-restore), else `forgetAll` (administrator rewrites on promote, demote and fence; any
+ *   restore given no namespaces). Before the restore and after it, whatever its outcome.
+ * Why a merge-restore leaves the rows of every other namespace true (docs/anti-entropy.md, "What a restore forgets"):
+ * the merged file holds, outside the restored namespaces, B1's entries byte for byte (sealed blobs passed through),
+ * and the restore runs only when no write outside them passed the device barrier since B1 was marked (the held merge:
+ * B1 taken inside the exclusive hold, re-checked by B2). So for every other namespace the restore writes back exactly
+ * what the device already held: same keys, same certificates, nothing removed (a restore removes only what its file
+ * lacks). A restore that fails half-way wrote a subset of the file's entries (a truncated file skips the removal step),
+ * so again nothing outside the restored namespaces changed. The one exception is a write made straight to the NetHSM
+ * (around the daemon) between B1 and the restore, which the restore undoes (docs/concurrency.md): the table may then
+ * hold that write's certificate, found by the scrub like any change around the daemon. A verification that finds
+ * entries outside the restored namespaces not as merged breaks the premise: the daemon then calls `forgetAll`.
  * The forget marks live in this process only, which is enough: the daemon is the one process writing through this
  * store, and the marks only matter while a read is in flight (they are kept only then).
  */
@@ -28,10 +40,13 @@ export class KeyCertsRepo {
   private readonly sForget: Statement<[string, string]>;
   private readonly sHas: Statement<[string, string], { one: number }>;
   private readonly sForgetAll: Statement<[]>;
+  private readonly sForgetNamespace: Statement<[string]>;
   private readonly sReads: Statement<{ namespace: string }, { reads: number }>;
   private readonly sCount: Statement<[string], { n: number }>;
   #seq = 0;
   #allForgottenAt = 0;
+  /** Namespace → the mark of its last `forgetNamespaces` (kept for good: one number per namespace). */
+  readonly #namespaceForgottenAt = new Map<string, number>();
   #readers = 0;
   readonly #forgotten = new Map<string, number>();
 
@@ -50,6 +65,7 @@ export class KeyCertsRepo {
     this.sForget = prepare(db, 'DELETE FROM key_certs WHERE namespace = ? AND key_id = ?');
     this.sHas = prepare(db, 'SELECT 1 AS one FROM key_certs WHERE namespace = ? AND key_id = ?');
     this.sForgetAll = prepare(db, 'DELETE FROM key_certs');
+    this.sForgetNamespace = prepare(db, 'DELETE FROM key_certs WHERE namespace = ?');
     this.sReads = prepare(
       db,
       `INSERT INTO key_cert_scrub (namespace, reads) SELECT @namespace, 1 WHERE EXISTS (SELECT 1 FROM namespaces WHERE name = @namespace)
@@ -76,7 +92,11 @@ export class KeyCertsRepo {
 
   /** Whether the key was forgotten after `mark` (while a reader was registered). */
   forgottenSince(namespace: string, id: string, mark: number): boolean {
-    return this.#allForgottenAt > mark || (this.#forgotten.get(`${namespace}/${id}`) ?? 0) > mark;
+    return (
+      this.#allForgottenAt > mark ||
+      (this.#namespaceForgottenAt.get(namespace) ?? 0) > mark ||
+      (this.#forgotten.get(`${namespace}/${id}`) ?? 0) > mark
+    );
   }
 
   /** Drops what is known of these keys' certificates (before and after a write that may change them). */
@@ -101,7 +121,17 @@ export class KeyCertsRepo {
     return withRows;
   }
 
-  /** Drops everything (a restore replaced the device's keys). */
+  /**
+   * Drops every row of these namespaces, and refuses the `learn` of any read of them marked before (a restore of
+   * exactly these namespaces: before it and after it). One transaction.
+   */
+  forgetNamespaces(namespaces: readonly string[]): void {
+    const at = ++this.#seq;
+    for (const ns of namespaces) this.#namespaceForgottenAt.set(ns, at);
+    this.db.transaction(() => namespaces.forEach((ns) => this.sForgetNamespace.run(ns)))();
+  }
+
+  /** Drops everything (a restore whose effect is not bounded to known namespaces). */
   forgetAll(): void {
     this.#allForgottenAt = ++this.#seq;
     this.sForgetAll.run();
