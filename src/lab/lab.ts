@@ -37,6 +37,11 @@ export interface LabOptions {
   namespaces?: LabNamespace[];
   /** Cron schedule of every namespace; default: once a year (tests sync explicitly). */
   schedule?: string;
+  /**
+   * `antiEntropy.schedule`; default: once a year (tests run passes explicitly). The daemon's own default (minute 23 of
+   * every hour) would start a pass in whatever test is running then, and change what it counts.
+   */
+  antiEntropySchedule?: string;
   maxLagForPromote?: string;
   retryInterval?: string;
   /**
@@ -420,6 +425,7 @@ ${(o.namespaces ?? [])
 ${etcdYaml(o.etcd?.(name))}
 recovery: { retryInterval: ${o.retryInterval ?? '1s'} }
 stream: { heartbeatInterval: 1s, catchupDebounce: 100ms, catchupWindow: ${o.catchupWindow ?? '0s'} }
+antiEntropy: { schedule: "${o.antiEntropySchedule ?? '0 0 1 1 *'}" }
 logging: { level: info }
 `;
     await writeFile(path.join(site.dir, 'config.yaml'), yaml, { mode: 0o600 });
