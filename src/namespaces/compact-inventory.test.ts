@@ -1,7 +1,10 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { PublicKey } from '../nethsm/client.js';
 import { PackedIds } from '../nethsm/packed-ids.js';
-import { CompactInventory } from './compact-inventory.js';
+import { CompactInventory, DIGEST_IO_BYTES } from './compact-inventory.js';
 import { inventoryItem, type KeyInventoryItem } from './inventory.js';
 import { RangeHasher } from './inventory-ranges.js';
 
@@ -13,12 +16,36 @@ const hashOf = (items: KeyInventoryItem[]): string => {
   return h.take();
 };
 
+/** This process's open files in `dir` (Linux: /proc/self/fd), named or unlinked. */
+function openFilesUnder(dir: string): string[] {
+  const links = readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+  return links.filter((l) => l.startsWith(`${dir}/`));
+}
+
 describe('CompactInventory', () => {
   const ids = ['a', 'b', 'c0', 'd', 'e'.repeat(128), 'f'];
+  const dir = mkdtempSync(path.join(tmpdir(), 'nhr-compact-inv-'));
+  const made: CompactInventory[] = [];
+  const open = (listing: PackedIds): CompactInventory => {
+    const inv = new CompactInventory(listing, dir);
+    made.push(inv);
+    return inv;
+  };
+  afterEach(() => {
+    for (const inv of made.splice(0)) inv.close();
+    expect(openFilesUnder(dir)).toEqual([]);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('holds the listed keys read, and drops those deleted during the read (not read) when sealed', () => {
     const read = ids.filter((id) => id !== 'b' && id !== 'f').map(item);
-    const inv = new CompactInventory(PackedIds.of(ids));
+    const inv = open(PackedIds.of(ids));
     for (const i of read) inv.push(i);
     inv.seal();
     expect(inv.size).toBe(read.length);
@@ -30,19 +57,61 @@ describe('CompactInventory', () => {
   });
 
   it('keeps the listing as it is when every key was read', () => {
-    const inv = new CompactInventory(PackedIds.of(ids));
+    const inv = open(PackedIds.of(ids));
     for (const id of ids) inv.push(item(id));
     expect(inv.seal().size).toBe(ids.length);
     expect(inv.digestOf(0, ids.length)).toBe(hashOf(ids.map(item)));
   });
 
   it('refuses an item not in the listing, one out of order, and reads before seal', () => {
-    const inv = new CompactInventory(PackedIds.of(ids));
+    const inv = open(PackedIds.of(ids));
     expect(() => inv.size).toThrow(/read before seal/);
     inv.push(item('c0'));
     expect(() => inv.push(item('b'))).toThrow(/id b is not in the listing after the previous one/);
     expect(() => inv.push(item('c1'))).toThrow(/id c1 is not in the listing/);
     inv.seal();
     expect(() => inv.push(item('d'))).toThrow(/push after seal/);
+  });
+
+  it('agrees with RangeHasher over ranges spanning many 64 KiB windows of the digests\' file, with keys deleted during the read', () => {
+    const per = DIGEST_IO_BYTES / 32;
+    const all = Array.from({ length: 3 * per + 77 }, (_, i) => `k${String(i).padStart(6, '0')}`);
+    // Deleted meanwhile: a run at the start, one at a window's edge, scattered ones and the last keys.
+    const gone = new Set([0, 1, 2, per - 1, per, per + 1, 2 * per + 5, ...all.flatMap((_, i) => (i % 997 === 3 ? [i] : [])), all.length - 2, all.length - 1]);
+    const read = all.filter((_, i) => !gone.has(i)).map(item);
+    const inv = open(PackedIds.of(all));
+    for (const i of read) inv.push(i);
+    inv.seal();
+    expect(inv.size).toBe(read.length);
+    for (const [from, to] of [[0, read.length], [0, 1], [per - 10, per + 10], [2 * per - 3, 3 * per + 2], [read.length - 64, read.length], [5, 5]] as const) {
+      expect(inv.digestOf(from, to)).toBe(hashOf(read.slice(from, to)));
+    }
+    // Backwards and random order too (a window is read again), then forwards as the comparison does.
+    for (const i of [read.length - 1, 0, 2 * per + 1, per - 1, 1]) expect([inv.idAt(i), inv.digestAt(i)]).toEqual([read[i]!.id, read[i]!.digest]);
+    for (let i = 0; i < read.length; i += 61) expect(inv.digestAt(i)).toBe(read[i]!.digest);
+    expect(() => inv.digestAt(read.length)).toThrow(/index .* is outside/);
+  });
+
+  it('keeps its digests in an unlinked file in the folder given, released by close (idempotent)', () => {
+    const inv = open(PackedIds.of(ids));
+    expect(readdirSync(dir)).toEqual([]);
+    expect(openFilesUnder(dir)).toHaveLength(1);
+    expect(openFilesUnder(dir)[0]).toMatch(/\(deleted\)$/);
+    for (const id of ids) inv.push(item(id));
+    inv.seal().close();
+    expect(openFilesUnder(dir)).toEqual([]);
+    expect(() => inv.digestAt(0)).toThrow(/used after close/);
+    expect(() => inv.digestOf(0, 1)).toThrow(/used after close/);
+    inv.close();
+    const reading = open(PackedIds.of(ids));
+    reading.push(item('a'));
+    reading.close();
+    expect(() => reading.push(item('b'))).toThrow(/used after close/);
+    expect(openFilesUnder(dir)).toEqual([]);
+  });
+
+  it('refuses a folder it cannot create its file in, holding nothing open', () => {
+    expect(() => new CompactInventory(PackedIds.of(ids), path.join(dir, 'missing'))).toThrow(/ENOENT/);
+    expect(openFilesUnder(dir)).toEqual([]);
   });
 });
