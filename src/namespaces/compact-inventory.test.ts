@@ -1,8 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { PublicKey } from '../nethsm/client.js';
+import { StateDirUnusableError } from '../errors.js';
 import { PackedIds } from '../nethsm/packed-ids.js';
 import { CompactInventory, DIGEST_IO_BYTES } from './compact-inventory.js';
 import { inventoryItem, type KeyInventoryItem } from './inventory.js';
@@ -15,6 +17,20 @@ const hashOf = (items: KeyInventoryItem[]): string => {
   for (const i of items) h.add(i.id, i.digest);
   return h.take();
 };
+
+function canMountTmpfs(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  const probe = mkdtempSync(path.join(tmpdir(), 'nhr-mount-probe-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', probe], { stdio: 'ignore' });
+    execFileSync('umount', [probe], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+}
 
 /** This process's open files in `dir` (Linux: /proc/self/fd), named or unlinked. */
 function openFilesUnder(dir: string): string[] {
@@ -110,8 +126,38 @@ describe('CompactInventory', () => {
     expect(openFilesUnder(dir)).toEqual([]);
   });
 
-  it('refuses a folder it cannot create its file in, holding nothing open', () => {
-    expect(() => new CompactInventory(PackedIds.of(ids), path.join(dir, 'missing'))).toThrow(/ENOENT/);
+  it('refuses a folder it cannot create its file in with NHR_ERR_STATE_DIR_UNUSABLE naming it, holding nothing open', () => {
+    const missing = path.join(dir, 'missing');
+    let err: unknown;
+    try {
+      new CompactInventory(PackedIds.of(ids), missing);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(StateDirUnusableError);
+    expect((err as StateDirUnusableError).message).toBe(`anti-entropy could not create its digests' file in ${missing}: ENOENT`);
+    expect((err as StateDirUnusableError).path).toBe(missing);
     expect(openFilesUnder(dir)).toEqual([]);
+  });
+
+  // A full file system: a 64 KiB tmpfs (root only: skipped where mount is not allowed).
+  it.runIf(canMountTmpfs())('fails a write to a full file system with NHR_ERR_STATE_DIR_UNUSABLE, and still closes', () => {
+    const full = mkdtempSync(path.join(tmpdir(), 'nhr-compact-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', full]);
+    try {
+      const all = Array.from({ length: 4 * (DIGEST_IO_BYTES / 32) }, (_, i) => `k${String(i).padStart(6, '0')}`);
+      const inv = new CompactInventory(PackedIds.of(all), full);
+      try {
+        const fill = (): void => all.forEach((id) => inv.push({ id, digest: 'ab'.repeat(32) }));
+        expect(fill).toThrow(StateDirUnusableError);
+        expect(() => inv.seal()).toThrow(`anti-entropy could not write its digests' file in ${full}: ENOSPC`);
+      } finally {
+        inv.close();
+      }
+      expect(openFilesUnder(full)).toEqual([]);
+    } finally {
+      execFileSync('umount', [full]);
+      rmSync(full, { recursive: true, force: true });
+    }
   });
 });

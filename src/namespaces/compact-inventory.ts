@@ -19,6 +19,7 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { StateDirUnusableError } from '../errors.js';
 import { PackedIds } from '../nethsm/packed-ids.js';
 import type { KeyInventoryItem } from './inventory.js';
 import type { IdRange } from './inventory-ranges.js';
@@ -37,6 +38,7 @@ export class CompactInventory {
   /** Digests pushed so far: the file's records. */
   #count = 0;
   #fd: number | undefined;
+  readonly #dir: string;
   /** Digests pushed and not yet written: records [#count - #pending, #count). */
   #out: Buffer | undefined = Buffer.allocUnsafe(DIGEST_IO_BYTES);
   #pending = 0;
@@ -49,19 +51,35 @@ export class CompactInventory {
 
   /**
    * Over the namespace's listing (sorted, unique): the listing's buffer becomes the inventory's ids, so the ids are held
-   * once. Opens the digests' file in `dir` (which must exist) and unlinks it at once; throws what open throws.
+   * once. Opens the digests' file in `dir` (which must exist) and unlinks it at once. Throws StateDirUnusableError
+   * when it cannot (as later when the file cannot be written or read: a full disk, say).
    * Push the items read, in order, then `seal()`; `close()` when done.
    */
   constructor(listing: PackedIds, dir: string) {
     this.#ids = listing;
     this.#present = new Uint8Array((listing.length + 7) >>> 3);
+    this.#dir = dir;
     const file = path.join(dir, `ae-digests-${process.pid}-${randomBytes(6).toString('hex')}.bin`);
-    this.#fd = openSync(file, 'wx+', 0o600);
+    this.#io('create', () => (this.#fd = openSync(file, 'wx+', 0o600)));
     try {
-      unlinkSync(file);
+      this.#io('create', () => unlinkSync(file));
     } catch (err) {
       this.close();
       throw err;
+    }
+  }
+
+  /** Runs a file operation; its error becomes StateDirUnusableError naming the folder (and fails the pass). */
+  #io<T>(what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new StateDirUnusableError(`anti-entropy could not ${what} its digests' file in ${this.#dir}: ${why}`, {
+        path: this.#dir,
+        cause: err,
+        hint: 'The pass is retried on its schedule. Free space on the state directory\'s file system, or check that the service user may write its work/ folder.',
+      });
     }
   }
 
@@ -125,7 +143,7 @@ export class CompactInventory {
     const out = this.#open(this.#out);
     const bytes = this.#pending * DIGEST;
     const at = (this.#count - this.#pending) * DIGEST;
-    for (let done = 0; done < bytes; ) done += writeSync(this.#fd!, out, done, bytes - done, at + done);
+    for (let done = 0; done < bytes; ) done += this.#io('write', () => writeSync(this.#fd!, out, done, bytes - done, at + done));
     this.#pending = 0;
   }
 
@@ -145,7 +163,7 @@ export class CompactInventory {
     let done = 0;
     this.#winCount = 0;
     while (done < bytes) {
-      const n = readSync(this.#fd!, win, done, bytes - done, i * DIGEST + done);
+      const n = this.#io('read', () => readSync(this.#fd!, win, done, bytes - done, i * DIGEST + done));
       if (n === 0) throw new RangeError(`compact inventory: the digests' file ended at record ${i + done / DIGEST} of ${this.#count}`);
       done += n;
     }
