@@ -108,6 +108,14 @@ describe('CompactInventory', () => {
     expect(() => inv.digestAt(read.length)).toThrow(/index .* is outside/);
   });
 
+  it('is empty when every listed key was deleted during the read', () => {
+    const inv = open(PackedIds.of(ids)).seal();
+    expect(inv.size).toBe(0);
+    expect(inv.indices({ after: null, upTo: null })).toEqual([0, 0]);
+    expect(inv.indices({ after: 'a', upTo: 'd' })).toEqual([0, 0]);
+    expect(inv.digestOf(0, 0)).toBe(hashOf([]));
+  });
+
   it('keeps its digests in an unlinked file in the folder given, released by close (idempotent)', () => {
     const inv = open(PackedIds.of(ids));
     expect(readdirSync(dir)).toEqual([]);

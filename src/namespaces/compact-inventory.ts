@@ -14,7 +14,9 @@
  *
  * Access pattern (why the I/O is synchronous, 64 KiB at a time from the page cache): `push()` appends in id order,
  * `digestOf` and `digestAt` are called by the comparison in id order, so each reads the file forward through one
- * window buffer. Record k of the file is the digest of the k-th id read, so `seal()` only compacts the ids.
+ * window buffer. Record k of the file is the digest of the k-th id read. `seal()` copies nothing: it keeps the listing
+ * and the sorted indices of the ids not read (4 bytes each; usually none), and maps an index past them on each access,
+ * so keys deleted during the read never cost a second copy of the ids (17 MB at a million keys).
  */
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
@@ -32,6 +34,8 @@ export const DIGEST_IO_BYTES = 64 * 1024;
 
 export class CompactInventory {
   #ids: PackedIds;
+  /** Once sealed: the listing's indices of the ids not read, increasing. */
+  #gone = new Uint32Array(0);
   /** While the read runs: bit i set when the listing's id i was read (a key deleted meanwhile is not); undefined once sealed. */
   #present: Uint8Array | undefined;
   #cursor = 0;
@@ -84,12 +88,28 @@ export class CompactInventory {
   }
 
   get size(): number {
-    return this.#sealed().length;
+    return this.#sealed().length - this.#gone.length;
   }
 
   /** The id at index `i` (0 ≤ i < size). */
   idAt(i: number): string {
-    return this.#sealed().at(i)!;
+    return this.#sealed().at(this.#listed(i))!;
+  }
+
+  /**
+   * The listing's index of the inventory's id `i`: i plus the ids not read before it. Gone index `r` has
+   * `gone[r] − r` ids read before it (non-decreasing in r), and it lies before id `i` exactly when that is ≤ i.
+   */
+  #listed(i: number): number {
+    const gone = this.#gone;
+    let lo = 0;
+    let hi = gone.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (gone[mid]! - mid <= i) lo = mid + 1;
+      else hi = mid;
+    }
+    return i + lo;
   }
 
   /**
@@ -117,10 +137,9 @@ export class CompactInventory {
     this.#flush();
     this.#present = undefined;
     this.#out = undefined;
-    if (this.#count === this.#ids.length) return this;
-    const ids = new PackedIds();
-    for (let i = 0; i < this.#ids.length; i++) if (present[i >>> 3]! & (1 << (i & 7))) ids.pushFrom(this.#ids, i);
-    this.#ids = ids.trim();
+    const gone = new Uint32Array(this.#ids.length - this.#count);
+    for (let i = 0, g = 0; g < gone.length; i++) if (!(present[i >>> 3]! & (1 << (i & 7)))) gone[g++] = i;
+    this.#gone = gone;
     return this;
   }
 
@@ -181,11 +200,10 @@ export class CompactInventory {
   #after(id: string | null): number {
     if (id === null) return 0;
     let lo = 0;
-    const ids = this.#sealed();
-    let hi = ids.length;
+    let hi = this.size;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (compareIds(ids.at(mid)!, id) <= 0) lo = mid + 1;
+      if (compareIds(this.idAt(mid), id) <= 0) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -193,7 +211,7 @@ export class CompactInventory {
 
   /** The indices `[from, to)` of the ids in `(after, upTo]`. */
   indices(r: IdRange): [number, number] {
-    return [this.#after(r.after), r.upTo === null ? this.#sealed().length : this.#after(r.upTo)];
+    return [this.#after(r.after), r.upTo === null ? this.size : this.#after(r.upTo)];
   }
 
   /** Digest of the ids in `[from, to)`, as RangeHasher computes it (SHA-256 over `<id> <hex digest>\n` each). */
@@ -208,7 +226,7 @@ export class CompactInventory {
     const line = this.#line;
     const d = this.#record(i);
     const w = this.#win!;
-    let o = this.#ids.copyInto(i, line, 0);
+    let o = this.#ids.copyInto(this.#listed(i), line, 0);
     line[o++] = 0x20;
     for (let k = d; k < d + DIGEST; k++) {
       const b = w[k]!;
