@@ -31,6 +31,8 @@
 //   --fill api|restore|auto: how alpha grows: imports through the NetHSM API (16 in flight, a few hundred to 2k keys/s)
 //   or one restore of A's own backup with the new keys' records added by our codec (see fillByRestore); auto (the
 //   default) restores for sizes above 100k.
+//   --daemon-node-options OPTS: the daemons' NODE_OPTIONS; --daemon-env NAME=VALUE (repeatable): more of their
+//   environment (the unit's: --daemon-node-options=--max-semi-space-size=8 --daemon-env MALLOC_ARENA_MAX=2).
 //   --big: adds 1,000,000 to the sizes. --json: one JSON object on stdout (progress stays on stderr);
 //   --from-json FILE: print the tables of such a saved run again (nothing measured).
 //   --latency: `sim --latency` for both simulators (default: none, the simulator's own pace). --keep: keep the temp
@@ -89,6 +91,7 @@ const { values } = parseArgs({
     'ae-window': { type: 'string', default: '0' },
     drift: { type: 'string', default: '0' },
     'daemon-node-options': { type: 'string' },
+    'daemon-env': { type: 'string', multiple: true, default: [] },
     'from-json': { type: 'string' },
   },
 });
@@ -100,6 +103,14 @@ const AE_RATE = values['ae-rate'] === undefined ? undefined : positiveInt(values
 const AE_PASSES = positiveInt(values['ae-passes'], '--ae-passes');
 const AE_WINDOW_S = nonNegativeInt(values['ae-window'], '--ae-window');
 const DRIFT = nonNegativeInt(values.drift, '--drift');
+/** `--daemon-env NAME=VALUE` (repeatable): set in the daemons' environment only, as the unit's `Environment=` lines. */
+const DAEMON_ENV = Object.fromEntries(
+  values['daemon-env'].map((kv) => {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(kv);
+    if (!m) throw new Error(`--daemon-env: expected NAME=VALUE, got ${JSON.stringify(kv)}`);
+    return [m[1], m[2]];
+  }),
+);
 if (DRIFT > 0 && values.fill !== 'sim') throw new Error('--drift needs --fill sim (it tags fill keys at B)');
 const ROUNDS = positiveInt(values.rounds, '--rounds');
 const CHANGES = positiveInt(values.changes, '--changes');
@@ -214,7 +225,7 @@ class Site {
     const fills = values.fill === 'sim' ? SIZES.flatMap((n) => ['--fill', `alpha:${n}:scale`]) : [];
     const simArgs = ['sim', '--port', '0', '--test-scrypt', ...(values.latency ? ['--latency', values.latency] : []), ...fills];
     this.sim = new Child(`sim ${name}`, simArgs, { NHR_LOG_LEVEL: 'warn' }, path.join(dir, 'sim.log'));
-    const daemonEnv = { NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info', ...(values['daemon-node-options'] ? { NODE_OPTIONS: values['daemon-node-options'] } : {}) };
+    const daemonEnv = { NHR_UNSAFE_TEST_SCRYPT: '1', NHR_LOG_LEVEL: 'info', ...(values['daemon-node-options'] ? { NODE_OPTIONS: values['daemon-node-options'] } : {}), ...DAEMON_ENV };
     this.daemon = new Child(`daemon ${name}`, ['daemon', '--config', this.configPath], daemonEnv, path.join(dir, 'daemon.log'));
     this.clients = [];
   }

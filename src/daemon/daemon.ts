@@ -524,6 +524,7 @@ export class Daemon {
         ...common,
         limiter: this.antiEntropyLimiter,
         exclusive,
+        workDir: ctx.work.work,
         certs: { repo: ctx.store.keyCerts, scrubPasses: ctx.config.antiEntropy.certScrubPasses },
         primaryRanges: async (signal) => readRangeDigests(await peer.inventoryRanges(namespace, DEFAULT_RANGE_SIZE, { signal }), { ...site, rangeSize: DEFAULT_RANGE_SIZE }),
         primaryItems: (ranges) => ({

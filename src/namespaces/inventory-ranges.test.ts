@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PeerMessageInvalidError } from '../errors.js';
 import { NetHsmClient, type PublicKey } from '../nethsm/client.js';
@@ -170,14 +173,20 @@ describe('range digests and items read from the simulator', () => {
     const r = await readRangeDigests(rangeDigestLines(admin, 'ns', 4), { ...ctx, rangeSize: 4 });
     expect(r.ranges.map((x) => [x.upTo, x.count])).toEqual([['k03', 4], ['k07', 4], [null, 3]]);
     const keys = (await readInventory(admin, 'ns')).keys;
-    const local = new CompactInventory(PackedIds.of(keys.map((k) => k.id)));
-    for (const i of keys) local.push(i);
-    local.seal();
-    let after: string | null = null;
-    for (const x of r.ranges) {
-      const [from, to] = local.indices({ after, upTo: x.upTo });
-      expect([to - from, local.digestOf(from, to)]).toEqual([x.count, x.digest]);
-      after = x.upTo;
+    const dir = mkdtempSync(path.join(tmpdir(), 'nhr-ranges-'));
+    const local = new CompactInventory(PackedIds.of(keys.map((k) => k.id)), dir);
+    try {
+      for (const i of keys) local.push(i);
+      local.seal();
+      let after: string | null = null;
+      for (const x of r.ranges) {
+        const [from, to] = local.indices({ after, upTo: x.upTo });
+        expect([to - from, local.digestOf(from, to)]).toEqual([x.count, x.digest]);
+        after = x.upTo;
+      }
+    } finally {
+      local.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -10,11 +10,11 @@
  * 3. Inside `exclusive` (the caller's barrier and namespace lock, so no stream apply or restore runs meanwhile) the
  *    replica re-reads its keys that differ, plans the repair (antientropy.ts) and applies it.
  *
- * Memory: the replica's ids and digests (CompactInventory), the primary's range digests, and the items of keys that
- * differ, at most MAX_DIFFERS_HELD of them per pass (beyond that they are counted, and repaired by later passes).
+ * Memory: the replica's ids (CompactInventory; its digests are in an unlinked file in `workDir`; both released before
+ * the repair), the primary's range digests, and the items of keys that differ, at most MAX_DIFFERS_HELD of them per
+ * pass (beyond that they are counted, and repaired by later passes).
  */
 import type { NetHsmClient } from '../nethsm/client.js';
-import { PackedIds } from '../nethsm/packed-ids.js';
 import type { KeyCertsRepo } from '../state/key-certs-repo.js';
 import { unlimited, type Limiter } from '../util/rate-limiter.js';
 import { applyRepair, planRepair, type AntiEntropyResult, type CertFetcher } from './antientropy.js';
@@ -36,6 +36,8 @@ export interface RangePassOptions {
   /** The primary's items inside `ranges`, validated as they arrive (PeerClient.inventoryItems + readItemLines). */
   primaryItems: (ranges: IdRange[]) => AsyncIterable<KeyInventoryItem>;
   fetchCert: CertFetcher;
+  /** An existing folder for the replica's digests' file, unlinked at once (the state directory's `work/`). */
+  workDir: string;
   setDrift: (c: { missing: number; extra: number; differs: number }) => void;
   /** Whether replication wrote this key id of the namespace here (planRepair: extras it never wrote are not deleted). */
   knownKey?: (id: string) => boolean;
@@ -71,30 +73,7 @@ export interface RangePassResult extends AntiEntropyResult {
 export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
   const limiter = o.limiter ?? unlimited();
   const readOpts = { limiter, ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }) };
-  const abort = new AbortController();
-  let local = new CompactInventory(new PackedIds());
-  let certReads: CertReadCounts | undefined;
-  const readLocal = async (): Promise<void> => {
-    const ids = await listIds(o.replica, limiter);
-    local = new CompactInventory(ids);
-    const certs = o.certs ? new CertRead(o.certs.repo, o.namespace, o.certs.scrubPasses) : undefined;
-    certReads = certs?.counts;
-    try {
-      for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal, ...(certs ? { certs } : {}) })) local.push(item);
-      local.seal();
-    } finally {
-      certs?.end();
-    }
-  };
-  let primary: { ranges: RangeDigest[] };
-  try {
-    [primary] = await Promise.all([o.primaryRanges(abort.signal), readLocal()]);
-  } catch (err) {
-    abort.abort(err);
-    throw err;
-  }
-  const differing = differingRanges(primary.ranges, local);
-  const found = await compareItems(o, differing, local);
+  const { rangeCount, differing, found, certReads } = await readAndCompare(o, readOpts);
   return (o.exclusive ?? ((fn) => fn()))(async () => {
     const replicaItems: KeyInventoryItem[] = [];
     for await (const item of readItems(o.replica, found.candidates.map((c) => c.id), readOpts)) replicaItems.push(item);
@@ -118,12 +97,58 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
       repaired: res.applied,
       needsSnapshot: plan.needsSnapshot,
       ...('failed' in res && res.failed ? { failed: res.failed } : {}),
-      ranges: primary.ranges.length,
+      ranges: rangeCount,
       rangesDiffering: differing.length,
       deferred: found.deferred,
       ...(certReads ? { certReads } : {}),
     };
   });
+}
+
+interface Compared {
+  rangeCount: number;
+  differing: IdRange[];
+  found: Found;
+  certReads: CertReadCounts | undefined;
+}
+
+/**
+ * Steps 1 and 2: both sites' reads, then the items of the ranges that differ. The replica's CompactInventory (its ids,
+ * and its digests' file) is closed on every way out of here, so none of it is held during the repair.
+ */
+async function readAndCompare(o: RangePassOptions, readOpts: { limiter: Limiter; concurrency?: number }): Promise<Compared> {
+  const abort = new AbortController();
+  let local: CompactInventory | undefined;
+  let certReads: CertReadCounts | undefined;
+  const readLocal = async (): Promise<CompactInventory> => {
+    const ids = await listIds(o.replica, readOpts.limiter);
+    // The pass may have failed meanwhile (the primary's side): then nothing may be opened that no one would close.
+    abort.signal.throwIfAborted();
+    const inv = (local = new CompactInventory(ids, o.workDir));
+    const certs = o.certs ? new CertRead(o.certs.repo, o.namespace, o.certs.scrubPasses) : undefined;
+    certReads = certs?.counts;
+    try {
+      for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal, ...(certs ? { certs } : {}) })) inv.push(item);
+      return inv.seal();
+    } finally {
+      certs?.end();
+    }
+  };
+  try {
+    let primary: { ranges: RangeDigest[] };
+    let mine: CompactInventory;
+    try {
+      [primary, mine] = await Promise.all([o.primaryRanges(abort.signal), readLocal()]);
+    } catch (err) {
+      abort.abort(err);
+      throw err;
+    }
+    const differing = differingRanges(primary.ranges, mine);
+    const found = await compareItems(o, differing, mine);
+    return { rangeCount: primary.ranges.length, differing, found, certReads };
+  } finally {
+    local?.close();
+  }
 }
 
 /** The primary's ranges whose count or digest differ at the replica, as id ranges. */

@@ -1,8 +1,10 @@
 /**
  * The daemon's files under the state directory. Everything here is encrypted under a backup or replication
- * passphrase (device backups, namespace backups); no plaintext key material is ever written.
+ * passphrase (device backups, namespace backups); no plaintext key material is ever written. The one exception holds
+ * no secret: an anti-entropy pass's per-key digests of public key data (CompactInventory), unlinked as soon as opened.
  *
- *   work/        transient device backups and merged files of a sync in progress (cleared at start)
+ *   work/        transient device backups and merged files of a sync in progress (cleared at start); the unlinked
+ *                digests' file of an anti-entropy pass
  *   snapshots/   the last namespace snapshot applied per namespace (promote puts its administrators back from it)
  *   handoff/     the final snapshot a demoting primary serves to its successor
  *   kept/        pre-restore device backups kept because a verification failed (operator evidence)

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Registry } from 'prom-client';
@@ -17,6 +17,22 @@ const CERT = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIBanti-entropy\n-----EN
 
 function ed25519(): { type: 'Curve25519'; mechanisms: ['EdDSA_Signature']; private: { data: string } } {
   return { type: 'Curve25519', mechanisms: ['EdDSA_Signature'], private: { data: randomBytes(32).toString('base64') } };
+}
+
+/** The folder of the range pass's digests' file (the daemon's `work/`): it must stay empty. */
+const workDir = mkdtempSync(path.join(tmpdir(), 'nhr-ae-work-'));
+afterAll(() => rmSync(workDir, { recursive: true, force: true }));
+
+/** This process's open files in `dir` (Linux: /proc/self/fd), named or unlinked. */
+function openFilesUnder(dir: string): string[] {
+  const links = readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+  return links.filter((l) => l.startsWith(`${dir}/`));
 }
 
 /** As the daemon's pass gets the primary's answers over the peer API: lines made there, validated here. */
@@ -38,7 +54,7 @@ describe.each(['one answer', 'ranges'] as const)('anti-entropy between a primary
 
   const pass = (): Promise<AntiEntropyResult> =>
     kind === 'ranges'
-      ? rangePass({ namespace: 'alpha', replica: atB, ...rangeSource(atA, 3), fetchCert: (id) => atA.getCert(id), setDrift: (c) => metrics.setDrift('alpha', c) })
+      ? rangePass({ namespace: 'alpha', replica: atB, workDir, ...rangeSource(atA, 3), fetchCert: (id) => atA.getCert(id), setDrift: (c) => metrics.setDrift('alpha', c) })
       : antiEntropyPass({
       namespace: 'alpha',
       // As the daemon would get it from the primary's peer API: read there, sent as JSON, validated here.
@@ -177,6 +193,7 @@ describe.each(['one answer', 'ranges'] as const)('anti-entropy between a primary
     const r = await rangePass({
       namespace: 'alpha',
       replica: atB,
+      workDir,
       limiter,
       primaryRanges: async () => {
         const ranges = await src.primaryRanges();
@@ -194,6 +211,34 @@ describe.each(['one answer', 'ranges'] as const)('anti-entropy between a primary
     expect(await atB.listKeys()).toContain('k-late');
   });
 
+  it.runIf(kind === 'ranges')('leaves no digests\' file, named or open, after a pass, nor after one the primary fails mid-read', async () => {
+    expect(readdirSync(workDir)).toEqual([]);
+    expect(openFilesUnder(workDir)).toEqual([]);
+    // The primary fails once the replica's read has its file open (its first key read): the pass throws that error.
+    let opened!: () => void;
+    const reading = new Promise<void>((r) => (opened = r));
+    let takes = 0;
+    const limiter = { granted: 0, take: async () => void (++takes === 2 && opened()) };
+    const failing = rangePass({
+      namespace: 'alpha',
+      replica: atB,
+      workDir,
+      limiter,
+      primaryRanges: async () => {
+        await reading;
+        expect(openFilesUnder(workDir)).toHaveLength(1);
+        expect(readdirSync(workDir)).toEqual([]);
+        throw new Error('primary gone');
+      },
+      primaryItems: rangeSource(atA, 3).primaryItems,
+      fetchCert: (id) => atA.getCert(id),
+      setDrift: (c) => metrics.setDrift('alpha', c),
+    });
+    await expect(failing).rejects.toThrow('primary gone');
+    expect(openFilesUnder(workDir)).toEqual([]);
+    expect(readdirSync(workDir)).toEqual([]);
+  });
+
   it.runIf(kind === 'ranges')('reads each key with two device requests at each site while the certificate tables are cold, one once warm', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'nhr-ae-certs-'));
     const stores = ['a', 'b'].map((site) => StateStore.inDir(path.join(dir, site)).open());
@@ -209,6 +254,7 @@ describe.each(['one answer', 'ranges'] as const)('anti-entropy between a primary
         const r = await rangePass({
           namespace: 'alpha',
           replica: atB,
+          workDir,
           limiter: atBLimiter,
           certs: { repo: atBStore.keyCerts, scrubPasses: 1000 },
           primaryRanges: async () => readRangeDigests(rangeDigestLines(atA, 'alpha', 3, { limiter: atALimiter, certs }), { namespace: 'alpha', rangeSize: 3 }),
