@@ -158,8 +158,14 @@ interface Exchange {
   via: string | undefined;
   /** The client's connection closed before its answer was complete. */
   gone: boolean;
-  /** The exchange with the upstream, once started (cut when the client goes). */
+  /** The exchange with the upstream, once started (cut when the client goes, unless `holding`). */
   relay?: Relay;
+  /**
+   * The write holds the device barrier (admitted at the gate). Its upstream call then runs to the NetHSM's answer even
+   * when the client goes: the hold must last until the device can no longer apply the write, or an exclusive holder
+   * (a merge-restore) could back up or restore under a write that lands a moment later (docs/concurrency.md).
+   */
+  holding?: boolean;
   /** Only while the request waits at the write gate (cut when the client goes). */
   gateWait?: AbortController;
   heldMs?: number;
@@ -317,7 +323,7 @@ export class GatewayServer {
       x.gone = true;
       const reason = new Error('client closed the connection');
       x.gateWait?.abort(reason);
-      x.relay?.abort(reason);
+      if (!x.holding) x.relay?.abort(reason);
     });
     try {
       const d = this.#decide(x);
@@ -519,6 +525,7 @@ export class GatewayServer {
       return;
     }
     x.heldMs = Math.round(performance.now() - waitStart);
+    x.holding = true;
     try {
       const again = this.#decide(x);
       if (again.action !== 'forward') {
@@ -528,6 +535,7 @@ export class GatewayServer {
       await this.#forward(x, this.#nethsm, 'forwarded', again.observe);
     } finally {
       x.gateWait = undefined;
+      x.holding = false;
       release();
     }
   }
@@ -592,11 +600,17 @@ export class GatewayServer {
       if (hasBody(x.req)) upstreamBody = x.req;
     }
     let head: RelayHead;
+    if (x.gone) {
+      // Gone before anything was sent: nothing reached the NetHSM, so nothing is sent (held or not).
+      sub?.body.fill(0);
+      if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
+      this.#report(x, 'error');
+      return;
+    }
     try {
       const method = sub?.method ?? x.req.method ?? 'GET';
       const path = sub ? `/api/v1${sub.path}` : x.raw;
       x.relay = up.relay({ method, path, headers, body: upstreamBody });
-      if (x.gone) x.relay.abort(new Error('client closed the connection'));
       head = await x.relay.head;
     } catch (err) {
       if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
@@ -619,6 +633,14 @@ export class GatewayServer {
       const a = sub.answer;
       x.res.writeHead(a.status, { ...a.headers, 'content-length': String(a.body.length), [SERVED_BY_HEADER]: this.#options.site }).end(a.body);
       this.#report(x, outcome, a.status);
+      return;
+    }
+    if (x.gone) {
+      // A held write's client left while it ran to the NetHSM's answer (`holding`): nobody to tell; the answer is
+      // dropped, and the log says what the NetHSM did, since the client cannot know.
+      await x.relay.discard().catch(() => undefined);
+      this.#log.info(this.#fields(x, { status: head.statusCode }), 'gateway: the client left before the answer to its write; the NetHSM answered meanwhile');
+      this.#report(x, 'error');
       return;
     }
     try {
