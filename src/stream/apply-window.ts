@@ -109,6 +109,11 @@ export class ApplyWindow {
     return line.kind === 'key-imported' && (typeof size !== 'number' || size > 1) && !this.#slots.some((s) => s.keyId === line.keyId);
   }
 
+  /** No change in flight or waiting for its record (a failed one counts until the drain). */
+  get empty(): boolean {
+    return this.#slots.length === 0;
+  }
+
   /** Imports the window lets be in flight now. */
   get size(): number {
     const { size } = this.#o;
