@@ -19,8 +19,9 @@
  * done, and the caller is told (`recorded`), only once its record is durable. The window's size bounds the effects at
  * the device; a change waiting for its record does not count against it (its room goes to the next import).
  *
- * Its size is fixed (`size: n`) or adaptive (`size: ApplyLimit`, apply-limit.ts: AIMD on the imports' device latency,
- * bounded by the NetHSM client's pool); the window reports each import's latency to it and when it is full.
+ * Its size is fixed (`size: n`) or adaptive (`size: ApplyLimit`, apply-limit.ts: twice the rate the device delivers
+ * times its unloaded latency, bounded by the NetHSM client's pool); the window reports each import's latency to it and
+ * when it is full.
  *
  * While the window is not empty it holds, in the lock order (docs/concurrency.md), a shared hold of the device barrier
  * (`admit`, which also checks the stream's fencing token) and then the namespace's lock. It gives both up when it
