@@ -591,7 +591,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     }),
     streamApplyWindow: new Gauge({
       name: name('stream_apply_window'),
-      help: 'Imports the replica keeps in flight at its NetHSM (adaptive: AIMD on the imports\' latency, at most nethsm.connections).',
+      help: 'Imports the replica keeps in flight at its NetHSM (adaptive: twice the rate the device delivers times its unloaded latency, at most nethsm.connections).',
       labelNames: ['namespace'],
       registers,
     }),

@@ -5,41 +5,35 @@
  * client's pool), where they add latency, slow the applications that use the same NetHSM, and hold the namespace's
  * lock longer, for no gain.
  *
- * The rule (AIMD with a delay signal, as TCP Vegas and Netflix's concurrency-limits do): time is cut into rounds of
- * `max(limit, 8)` finished imports (about one round trip of the window). Per round, `latency` is the lower quartile of
- * its imports' latencies and `rate` the imports finished per second; `baseline` is the lowest round latency of the
- * last `history` rounds. At the end of a round:
- * - an import of the round failed (a transient NetHSM failure: the device or the path is overloaded): halve the limit;
- * - `latency > tolerance × baseline` (default 1.5): the imports wait somewhere. Halve the limit, unless this round's
- *   rate is at least `gain` (default 1.2) × the best rate of the last `history` rounds at half the limit or less: then
- *   more concurrency still gets more done (the device has parallel capacity left; the wait is elsewhere), and the
- *   limit stays; and unless the previous round halved the limit for latency and its imports still take more than
- *   1 / `gain` of what they took before that halving: half the window did not shorten them, so the wait is not this
- *   window's (a daemon or NetHSM short of CPU, a slower network). Then the baseline restarts from this round and the
- *   limit stays (and grows by one when full): shrinking further would only leave the replica behind its primary;
- * - else, if the window was full at some point in the round (imports waited for room): add one (double while no round
- *   has shrunk it yet: slow start);
- * - else keep the limit (demand is below it; growing it would prove nothing).
- * The limit stays within [`min`, `max`]; `max` is the NetHSM client's pool (connections), since more imports than
- * connections only wait in the pool. The baseline is a windowed minimum so it follows a device that becomes slower
- * for good (after `history` rounds) instead of keeping the limit at `min` forever.
+ * The rule (a bandwidth-delay product, as TCP BBR sizes its window): the limit is `gain` (default 2) × `rate` ×
+ * `baseline`, where
+ * - `rate` is the best delivery rate of the last `history` (default 10) rounds whose window was full. A round is
+ *   `max(limit, 8)` finished imports; its delivery rate is the median over its imports of (imports finished while
+ *   that one was in flight) / (its latency): what the device delivered to this window, with no clock of its own;
+ * - `baseline` is the lowest latency of any import in the last `probeIntervalMs` (default 5 s): the device's own
+ *   service time plus the path to it, with no queue in front of it.
+ * By Little's law `rate × baseline` imports keep the device as busy as it gets without a queue; `gain` more keeps it
+ * busy through the jitter of everything outside the device (a daemon or NetHSM waiting for a CPU, a GC pause), at the
+ * price of at most that many again waiting at the device (each import then takes up to `gain` × its unloaded time).
+ * - A round with a transient failure (unreachable, timeout, 5xx: the device or the path is overloaded) halves the
+ *   limit and forgets the rates: they are learnt again from the smaller window.
+ * - A round whose window was never full (less demand than the limit) changes nothing: it proves nothing.
+ * - Growth is at most ×2 a round: while the device has capacity left the rate follows the window, so the limit doubles
+ *   (slow start) until the rate stops growing, where the device is the bound.
  *
- * Why the rate as well as the latency: by Little's law a full window's rate is its size over its latency. At a device
- * with k parallel slots, a window beyond k only makes each import wait longer (the latency grows with the window, the
- * rate stays), and halving loses nothing. A window that gets more done than half of it did, although each import got
- * slower (a NetHSM also busy with applications' requests, a daemon short of CPU), is not queueing at the device, and
- * halving it would leave the replica behind its primary. Comparing with half the size, not with the size just below,
- * is what makes the difference measurable: one more import in flight changes the rate by less than the noise.
+ * Why this backs off from a device that queues and not from a host short of CPU (the AIMD on latency it replaces
+ * halved the window when CPU wait made imports slower, down to 1–3 while the device idled): a wait outside the device
+ * does not lower the best recent rate, so the limit stays; a device that serves fewer of our imports (slower, or busy
+ * with applications' requests) lowers the rate of every round, and within `history` rounds the limit follows it down.
+ * Imports beyond the device's slots raise the latency, not the rate, so the limit stays at `gain` × what the device
+ * delivers, far below the pool when the device is the bound.
  *
- * Why the lower quartile: a device that queues delays every import of the round (each waits for those ahead of it), so
- * the whole distribution moves; a pause of the daemon's own event loop (GC, a burst of other work) or a slow network
- * moment delays a few. The median or the mean would read those few as congestion and shrink the window for nothing.
- *
- * Why halve, not shrink by less: the baseline must keep seeing the device unloaded. The limit oscillates between the
- * size where the latency passes the tolerance and half of it, which is below the size where the device starts to
- * queue (tolerance < 2), so every cycle has rounds that measure the unloaded latency. A gentler decrease would stay
- * above that point, every round would include queueing, and as the old minimum left the history the baseline would
- * creep up with the limit until the limit reached `max`.
+ * Why a probe: with the device kept busy every import waits a little, so the baseline would creep up with the limit as
+ * old minima expire. When no import has matched the baseline for `probeIntervalMs`, the limit drops to half of
+ * `rate × baseline` (below the device's slots, so their queue drains) until `max(4, that)` imports started since have
+ * ended; their lowest latency is the new baseline, even if higher (a device that became slower for good, or a host
+ * that stays short of CPU: both belong in the window). It costs about half the device for about two import latencies
+ * every `probeIntervalMs` (≈ 1–2 % at appliance latencies).
  *
  * Pure bookkeeping (no timers, no I/O): the window reports to it and reads `current`.
  */
@@ -51,56 +45,58 @@ export interface ApplyLimitOptions {
   max: number;
   /** Lower bound (default 1). */
   min?: number;
-  /** A round whose latency exceeds `tolerance` × the baseline may be congestion (default 1.5). */
-  tolerance?: number;
-  /** … unless its rate is at least `gain` × the best recent rate at half its limit or less (default 1.2). */
+  /** The limit is `gain` × rate × baseline (default 2). */
   gain?: number;
-  /** Rounds the baseline is taken from (default 20). */
+  /** Full rounds the best rate is taken from (default 10). */
   history?: number;
+  /** A baseline older than this (ms) is measured again by a probe (default 5000). */
+  probeIntervalMs?: number;
   /** Milliseconds, monotonic (default performance.now). */
   now?: () => number;
 }
 
 /** Why the limit last changed (for logs and tests). */
-export type ApplyLimitChange = 'slow-start' | 'increase' | 'latency' | 'failure';
+export type ApplyLimitChange = 'increase' | 'decrease' | 'probe' | 'failure';
 
 const MIN_ROUND = 8;
-
+const MIN_PROBE = 4;
+/** Completion times kept for delivery rates: more than any window has in flight, by far. */
+const COMPLETIONS_KEPT = 4096;
 
 export class ApplyLimit {
   readonly #min: number;
   readonly #max: number;
-  readonly #tolerance: number;
   readonly #gain: number;
   readonly #history: number;
+  readonly #probeIntervalMs: number;
   readonly #now: () => number;
   #limit: number;
-  #slowStart = true;
+  #lastChange: ApplyLimitChange | undefined;
+  /** Times (ms, ascending) imports ended, for delivery rates. */
+  #ends: number[] = [];
+  /** The current round: delivery rates of its imports, whether one failed, whether the window was full. */
   #round: number[] = [];
   #samples = 0;
-  #first: number | undefined;
-  #last = 0;
   #roundFailed = false;
   #roundFull = false;
-  /** Round latencies of the last `history` rounds. */
-  #latencies: number[] = [];
-  /** The last rate measured at each limit, with the number of the round it was measured in. */
-  readonly #rateAt = new Map<number, { rate: number; round: number }>();
-  #roundNo = 0;
-  #lastChange: ApplyLimitChange | undefined;
-  /** The latency of the round that made the last latency halving, while the rounds after it are still over the tolerance. */
-  #halvedAt: number | undefined;
+  /** Median delivery rates (imports/s) of the last `history` full rounds. */
+  #rates: number[] = [];
+  #baseline = Number.POSITIVE_INFINITY;
+  #baselineAt: number | undefined;
+  /** While probing: when it started, its lowest latency, how many imports started since ended, how many it waits for. */
+  #probe: { start: number; lowest: number; seen: number; needs: number; failed: boolean } | undefined;
 
-  /** Throws RangeError for bounds that are not whole numbers with 1 ≤ min ≤ max. */
+  /** Throws RangeError for bounds that are not whole numbers with 1 ≤ min ≤ max, or a gain below 1. */
   constructor(o: ApplyLimitOptions) {
     this.#min = o.min ?? 1;
     this.#max = o.max;
     if (!Number.isInteger(this.#min) || !Number.isInteger(this.#max) || this.#min < 1 || this.#max < this.#min) {
       throw new RangeError(`apply limit bounds must be whole numbers with 1 ≤ min ≤ max (min ${this.#min}, max ${this.#max})`);
     }
-    this.#tolerance = o.tolerance ?? 1.5;
-    this.#gain = o.gain ?? 1.2;
-    this.#history = o.history ?? 20;
+    this.#gain = o.gain ?? 2;
+    if (!(this.#gain >= 1)) throw new RangeError(`apply limit gain must be at least 1 (got ${this.#gain})`);
+    this.#history = o.history ?? 10;
+    this.#probeIntervalMs = o.probeIntervalMs ?? 5_000;
     this.#now = o.now ?? (() => performance.now());
     this.#limit = clamp(Math.trunc(o.initial), this.#min, this.#max);
   }
@@ -115,6 +111,11 @@ export class ApplyLimit {
     return this.#lastChange;
   }
 
+  /** The lowest import latency of the current interval (ms; Infinity before any). */
+  get baseline(): number {
+    return this.#baseline;
+  }
+
   /** The window is full and an import waits for room: there is more demand than the limit lets through. */
   full(): void {
     this.#roundFull = true;
@@ -126,66 +127,90 @@ export class ApplyLimit {
    */
   sample(ms: number, failed = false): void {
     const now = this.#now();
-    this.#first ??= now;
-    this.#last = now;
+    this.#ends.push(now);
+    if (this.#ends.length > COMPLETIONS_KEPT) this.#ends.splice(0, this.#ends.length - COMPLETIONS_KEPT / 2);
+    const valid = !failed && Number.isFinite(ms) && ms > 0;
+    if (valid && ms <= this.#baseline) {
+      this.#baseline = ms;
+      this.#baselineAt = now;
+    }
+    this.#baselineAt ??= now;
+    if (this.#probe) return this.#probeSample(now, ms, valid, failed);
     this.#samples++;
     if (failed) this.#roundFailed = true;
-    else if (Number.isFinite(ms) && ms >= 0) this.#round.push(ms);
-    if (this.#samples >= Math.max(this.#limit, MIN_ROUND)) this.#endRound();
+    else if (valid) this.#round.push((this.#endedSince(now - ms) * 1000) / ms);
+    if (this.#samples >= Math.max(this.#limit, MIN_ROUND)) this.#endRound(now);
   }
 
-  #endRound(): void {
-    const latencies = this.#round;
-    const failed = this.#roundFailed;
+  #endRound(now: number): void {
+    const rates = this.#round;
+    const failed = this.#roundFailed || rates.length === 0;
     const full = this.#roundFull;
-    // Completions per second over the round: n − 1 intervals between the first and the last.
-    const span = this.#last - this.#first!;
-    const rate = span > 0 ? ((this.#samples - 1) * 1000) / span : Number.POSITIVE_INFINITY;
     this.#round = [];
     this.#samples = 0;
-    this.#first = undefined;
     this.#roundFailed = false;
     this.#roundFull = false;
-    // Failures of one round (imports in flight together) halve the limit once.
-    if (failed || latencies.length === 0) {
-      this.#halvedAt = undefined;
+    if (failed) {
+      // Failures of one round (imports in flight together) halve the limit once; the rates are learnt again.
+      this.#rates = [];
       return this.#set(Math.floor(this.#limit / 2), 'failure');
     }
-    const roundNo = ++this.#roundNo;
-    const latency = lowerQuartile(latencies);
-    this.#latencies.push(latency);
-    if (this.#latencies.length > this.#history) this.#latencies.shift();
-    this.#rateAt.set(this.#limit, { rate, round: roundNo });
-    if (latency <= this.#tolerance * Math.min(...this.#latencies)) this.#halvedAt = undefined;
-    else if (this.#halvedAt !== undefined && latency * this.#gain > this.#halvedAt) {
-      // Halving did not shorten the imports: not a queue this window makes. This round is the new baseline.
-      this.#halvedAt = undefined;
-      this.#latencies = [latency];
-    } else {
-      const half = this.#bestRateUpTo(Math.floor(this.#limit / 2), roundNo);
-      if (half === undefined || rate < this.#gain * half) {
-        this.#halvedAt = latency;
-        return this.#set(Math.floor(this.#limit / 2), 'latency');
-      }
-    }
+    if (now - this.#baselineAt! > this.#probeIntervalMs) return this.#startProbe(now);
     if (!full) return;
-    if (this.#slowStart) this.#set(this.#limit * 2, 'slow-start');
-    else this.#set(this.#limit + 1, 'increase');
+    this.#rates.push(median(rates));
+    if (this.#rates.length > this.#history) this.#rates.shift();
+    this.#set(Math.min(this.#target(), this.#limit * 2), undefined);
   }
 
-  /** The best rate measured within the last `history` rounds at a limit of at most `limit`; undefined when none. */
-  #bestRateUpTo(limit: number, roundNo: number): number | undefined {
-    let best: number | undefined;
-    for (const [at, m] of this.#rateAt) {
-      if (at <= limit && roundNo - m.round <= this.#history && (best === undefined || m.rate > best)) best = m.rate;
+  /** gain × the best recent rate × the baseline, rounded up. */
+  #target(): number {
+    const rate = this.#rates.length > 0 ? Math.max(...this.#rates) : 0;
+    if (rate === 0 || !Number.isFinite(this.#baseline)) return this.#limit;
+    return Math.ceil((this.#gain * rate * this.#baseline) / 1000);
+  }
+
+  #startProbe(now: number): void {
+    const rate = this.#rates.length > 0 ? Math.max(...this.#rates) : 0;
+    const bdp = rate > 0 && Number.isFinite(this.#baseline) ? (rate * this.#baseline) / 1000 : this.#limit;
+    const needs = Math.max(this.#min, Math.ceil(bdp / 2));
+    this.#probe = { start: now, lowest: Number.POSITIVE_INFINITY, seen: 0, needs: Math.max(MIN_PROBE, needs), failed: false };
+    this.#set(Math.min(needs, this.#limit), 'probe');
+  }
+
+  /** Only imports started since the probe began count: they met the drained queue. */
+  #probeSample(now: number, ms: number, valid: boolean, failed: boolean): void {
+    const p = this.#probe!;
+    if (now - ms < p.start) return;
+    p.seen++;
+    if (failed) p.failed = true;
+    else if (valid) p.lowest = Math.min(p.lowest, ms);
+    if (p.seen < p.needs) return;
+    this.#probe = undefined;
+    this.#baselineAt = now;
+    if (Number.isFinite(p.lowest)) this.#baseline = p.lowest;
+    if (p.failed) {
+      this.#rates = [];
+      return this.#set(Math.floor(this.#limit / 2), 'failure');
     }
-    return best;
+    this.#set(this.#target(), undefined);
   }
 
-  #set(next: number, why: ApplyLimitChange): void {
-    if (why === 'failure' || why === 'latency') this.#slowStart = false;
+  /** Imports that ended after `since` (ms), this one included. */
+  #endedSince(since: number): number {
+    const ends = this.#ends;
+    let lo = 0;
+    let hi = ends.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (ends[mid]! > since) hi = mid;
+      else lo = mid + 1;
+    }
+    return ends.length - lo;
+  }
+
+  #set(next: number, why: ApplyLimitChange | undefined): void {
     const limit = clamp(next, this.#min, this.#max);
-    if (limit !== this.#limit) this.#lastChange = why;
+    if (limit !== this.#limit) this.#lastChange = why ?? (limit > this.#limit ? 'increase' : 'decrease');
     this.#limit = limit;
   }
 }
@@ -194,8 +219,7 @@ function clamp(n: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, n));
 }
 
-/** The 25th percentile (nearest rank). */
-function lowerQuartile(xs: number[]): number {
+function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.max(0, Math.ceil(s.length / 4) - 1)]!;
+  return s[Math.floor((s.length - 1) / 2)]!;
 }

@@ -19,13 +19,15 @@
  * done, and the caller is told (`recorded`), only once its record is durable. The window's size bounds the effects at
  * the device; a change waiting for its record does not count against it (its room goes to the next import).
  *
- * Its size is fixed (`size: n`) or adaptive (`size: ApplyLimit`, apply-limit.ts: AIMD on the imports' device latency,
- * bounded by the NetHSM client's pool); the window reports each import's latency to it and when it is full.
+ * Its size is fixed (`size: n`) or adaptive (`size: ApplyLimit`, apply-limit.ts: twice the rate the device delivers
+ * times its unloaded latency, bounded by the NetHSM client's pool); the window reports each import's latency to it and
+ * when it is full.
  *
  * While the window is not empty it holds, in the lock order (docs/concurrency.md), a shared hold of the device barrier
  * (`admit`, which also checks the stream's fencing token) and then the namespace's lock. It gives both up when it
- * empties, every `holdBound` changes, and as soon as an exclusive device hold is waiting (`yieldWanted`), after a
- * drain, so neither a snapshot sync of this namespace nor a merge-restore of another is starved by a stream of imports.
+ * empties, after `holdBound` changes when another caller waits for the lock, and as soon as an exclusive device hold
+ * is waiting (`yieldWanted`), after a drain, so neither a snapshot sync of this namespace nor a merge-restore of
+ * another is starved by a stream of imports.
  */
 import { isRetryable } from '../errors.js';
 import type { Mutex } from '../util/mutex.js';
@@ -57,7 +59,7 @@ export interface ApplyWindowOptions {
   yieldWanted?: () => boolean;
   /** Imports in flight at most: a fixed number (1: the window takes no import), or an adaptive limit. */
   size: number | WindowLimit;
-  /** Changes admitted under one hold of the lock before the window drains and lets waiters in. */
+  /** Changes admitted under one hold of the lock before the window drains and lets waiters in (when any wait). */
   holdBound?: number;
   /** Called after each change is recorded (metrics, gauges). */
   recorded(line: ChangeLine, outcome: 'applied' | 'present' | 'duplicate'): void;
@@ -109,6 +111,11 @@ export class ApplyWindow {
     return line.kind === 'key-imported' && (typeof size !== 'number' || size > 1) && !this.#slots.some((s) => s.keyId === line.keyId);
   }
 
+  /** No change in flight or waiting for its record (a failed one counts until the drain). */
+  get empty(): boolean {
+    return this.#slots.length === 0;
+  }
+
   /** Imports the window lets be in flight now. */
   get size(): number {
     const { size } = this.#o;
@@ -121,7 +128,10 @@ export class ApplyWindow {
    */
   async add(line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<void> {
     if (this.#failure !== undefined) await this.drain();
-    if (this.#held >= (this.#o.holdBound ?? 256) || (this.#release && this.#o.yieldWanted?.())) await this.drain();
+    // Give the lock up after `holdBound` changes only when someone waits for it: draining costs the device a whole
+    // window's latency idle (measured: a few per cent of a replica's throughput at one drain per 256 changes).
+    const bound = this.#held >= (this.#o.holdBound ?? 256) && this.#o.lock.waiting > 0;
+    if (bound || (this.#release && this.#o.yieldWanted?.())) await this.drain();
     // Room: at most `size` effects at the device. A change whose effect ended and whose record waits for its group
     // commit no longer loads the device, but at most RECORD_BACKLOG × size changes may be unrecorded. A recorded slot
     // leaves #slots by itself (below); a failed one stays until the drain.

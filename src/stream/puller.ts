@@ -289,12 +289,15 @@ export class NamespacePuller {
           const now = store.positions.get(ns, peer.name);
           const reset = now && resetSince(now, line);
           if (reset) return { kind: 'catchup', reason: reset };
-          if (behindHead(now, line.head) && received >= line.head.seq) {
+          if (window.empty && behindHead(now, line.head) && received >= line.head.seq) {
             // This connection delivered everything up to the head, yet the stored position is behind it with nothing
             // in flight: a snapshot sync moved the position back under the stream (its restore put an older copy of
             // the namespace on the device and forgot the records after it). The primary will not send those changes
             // on this connection again: reconnect from the stored position. (Without it the replica sat behind for
-            // good, heartbeats showing the head, until the next sync.)
+            // good, heartbeats showing the head, until the next sync.) Only with the window empty: while changes are
+            // in flight the position is behind them by design, and draining here stalled the device once per
+            // heartbeat under load (a whole window's latency each second). A snapshot waits for the window to empty,
+            // and an idle stream heartbeats every interval, so the check still runs after one.
             await window.drain();
             const again = store.positions.get(ns, peer.name);
             if (behindHead(again, line.head)) {

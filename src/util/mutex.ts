@@ -11,6 +11,11 @@ export class Mutex {
     return this.held > 0;
   }
 
+  /** Callers waiting for the lock behind the one that holds it. */
+  get waiting(): number {
+    return Math.max(0, this.held - 1);
+  }
+
   async run<T>(fn: () => Promise<T>): Promise<T> {
     this.held++;
     let release!: () => void;
