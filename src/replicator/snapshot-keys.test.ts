@@ -54,4 +54,20 @@ describe('SnapshotKeyRing', () => {
     expect(b.key.backupKey.every((x) => x === 0)).toBe(true);
     await expect(ring.lease()).rejects.toThrow(/closed/);
   });
+
+  it('prepare() derives the current key ahead of the first lease, which then derives nothing and counts one use', async () => {
+    const ring = new SnapshotKeyRing('pw', TEST_SCRYPT, { maxUses: 2, maxAgeMs: 60_000 });
+    await ring.prepare();
+    await ring.prepare();
+    expect(ring.derivations).toBe(1);
+    const a = await ring.lease();
+    const b = await ring.lease();
+    expect(b.key.salt.equals(a.key.salt)).toBe(true);
+    expect(ring.derivations, 'prepare counted no use: two leases on the prepared key').toBe(1);
+    a.release();
+    b.release();
+    ring.close();
+    await ring.prepare();
+    expect(ring.derivations, 'a closed ring prepares nothing').toBe(1);
+  });
 });

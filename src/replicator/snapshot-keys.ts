@@ -34,6 +34,7 @@ interface Generation {
 export class SnapshotKeyRing {
   #current: Generation | undefined;
   #closed = false;
+  #derivations = 0;
 
   constructor(
     private readonly passphrase: string,
@@ -64,6 +65,27 @@ export class SnapshotKeyRing {
     }
   }
 
+  /**
+   * Derives the current key ahead of the first snapshot (a primary's daemon at start, src/daemon/key-warmup.ts), so that
+   * snapshot does not wait for scrypt; counts no use. Resolves once the key is derived; rejects as the derivation does
+   * (the key is then not kept: the next lease derives anew). Does nothing on a closed ring.
+   */
+  async prepare(): Promise<void> {
+    if (this.#closed) return;
+    const g = this.#generation();
+    try {
+      await g.key;
+    } catch (err) {
+      if (this.#current === g) this.#retire(g);
+      throw err;
+    }
+  }
+
+  /** How many keys this ring has derived (a test seam: a prepared ring's first snapshot adds none). */
+  get derivations(): number {
+    return this.#derivations;
+  }
+
   /** Zeroes every key. Idempotent. */
   close(): void {
     this.#closed = true;
@@ -75,6 +97,7 @@ export class SnapshotKeyRing {
     if (g && !g.retired && g.uses < this.limits.maxUses && this.now() - g.bornAt < this.limits.maxAgeMs) return g;
     if (g) this.#retire(g);
     const salt = randomBytes(SALT_LENGTH);
+    this.#derivations++;
     const key = deriveBackupKey(this.passphrase, salt, this.scrypt);
     key.catch(() => undefined);
     const next: Generation = { salt, key, bornAt: this.now(), uses: 0, leases: 0, retired: false };
