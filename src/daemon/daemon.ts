@@ -1,7 +1,8 @@
 /**
  * The daemon: one per site. Owns every long-lived part, starts them in order and closes them in reverse:
  *   state directory lock → work dir → state store → peer API → stream → leadership (automatic failover, with etcd) →
- *   gateway → admin API → health endpoint → member monitor → scheduler.
+ *   gateway → admin API → health endpoint → member monitor → scheduler → key warm-up (in the background, not awaited:
+ *   key-warmup.ts).
  * Leadership starts before the gateway: a restarted primary of an automatic namespace holds its etcd leader key again,
  * or has stepped down, before any write reaches it.
  * The lock comes before anything touches the state directory: a second daemon on it stops there, changing nothing.
