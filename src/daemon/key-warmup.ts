@@ -1,7 +1,7 @@
 /**
  * Key warm-up at start: derives, in the background, the backup keys the first sync after a start would otherwise
  * derive on its own path (production scrypt: about a second each, up to four per sync, on a 2-core appliance beside
- * the device's backups; docs/benchmarks.md, "Key warm-up"):
+ * the device's backups; docs/benchmarks.md, "key warm-up at start"):
  *   1. the device's backup key, for the salt remembered from an earlier backup (`device_backup_salt`, migration 006);
  *   2. at a site primary for a namespace, the snapshot key ring's current key (the first snapshot it serves);
  *   3. at a replica, the keys of the salts of its last applied snapshots (its primary seals under one key for up to an

@@ -1,6 +1,6 @@
 /**
  * Key warm-up at start (src/daemon/key-warmup.ts): the first sync after a daemon start used to derive every backup key
- * on its own path (about a second each with the firmware's scrypt: docs/benchmarks.md, "Key warm-up"). A restarted
+ * on its own path (about a second each with the firmware's scrypt: docs/benchmarks.md, "key warm-up at start"). A restarted
  * daemon now derives them in the background from what it remembers (the device's backup salt in SQLite, the salts of
  * the snapshots a replica applied) and a primary prepares its snapshot sealing key; the sync then takes them from the
  * caches. Counted through the caches' derivation counters (no timing). A wrong remembered salt costs one derivation
