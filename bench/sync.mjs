@@ -18,7 +18,13 @@
 // `coalesced` (one applySnapshots: one B1, one merge, one restore, one verification). Snapshots are taken together (one
 // device backup at A) in both.
 // With --scrypt production, the simulators and the daemon's code derive backup keys with the firmware's KDF (test: cheap).
-// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two] [--scrypt test|production]
+// The bench's start is the daemons' start: each side's key caches begin empty, so round 1 is the first sync after a
+// start. This code's side then warms its caches as its daemon does at start (src/daemon/key-warmup.ts: A's and B's
+// device backup keys for the salts their daemons remembered from their last life, read here from each device's setup
+// backup; A's snapshot sealing key): with --warm ahead (default) the warm-up ends before round 1 (a first sync some
+// seconds after the start), with --warm start it begins with round 1's sync (a sync at the very start, joining it),
+// with --warm none not at all (as before). The baseline's code (main before the warm-up) has none.
+// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two] [--scrypt test|production] [--warm ahead|start|none]
 import { startSim as startSimProcess } from './lib/sim.mjs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createWriteStream, existsSync } from 'node:fs';
@@ -47,6 +53,7 @@ const { values } = parseArgs({
     probe: { type: 'string', default: 'alpha' },
     two: { type: 'boolean', default: false },
     scrypt: { type: 'string', default: 'test' },
+    warm: { type: 'string', default: 'ahead' },
   },
 });
 const KEYS = Number(values.keys);
@@ -55,6 +62,7 @@ if (!Number.isInteger(KEYS) || KEYS < 100) throw new Error('--keys must be an in
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error('--rounds must be a positive integer');
 if (!['alpha', 'outside', 'none'].includes(values.probe)) throw new Error('--probe must be alpha, outside or none');
 if (!['test', 'production'].includes(values.scrypt)) throw new Error('--scrypt must be test or production');
+if (!['ahead', 'start', 'none'].includes(values.warm)) throw new Error('--warm must be ahead, start or none');
 // The firmware's KDF (production) costs about a second per derivation here; the simulators then use it too.
 const SCRYPT = values.scrypt === 'production' ? PRODUCTION_SCRYPT : TEST_SCRYPT;
 const old = values.baseline
@@ -135,6 +143,20 @@ const A = await site('a', 'a');
 const B = await site('b', 'b', A.base);
 const devA = deviceOf(A);
 const snapDeps = { site: 'a', device: devA.device, work: A.work, deviceOpen: openAt.a, replicationPassphrase: P.replication, scrypt: SCRYPT, snapshotKeys: new SnapshotKeyRing(P.replication, SCRYPT) };
+
+// The daemons' start-up warm-up (key-warmup.ts), for this code's side: the salts its daemons would have remembered
+// (the device's backup-salt, the same in every backup of it), one derivation at a time as the daemon runs them.
+const { readBackupSalt } = await dist(ROOT, 'backup/reader.js');
+const salts = { a: await readBackupSalt(A.base), b: await readBackupSalt(B.base) };
+const warmUp = async () => {
+  const t0 = performance.now();
+  await openAt.a.keyCache.warm(P.backup, salts.a, SCRYPT);
+  await snapDeps.snapshotKeys.prepare();
+  await openAt.b.keyCache.warm(P.backup, salts.b, SCRYPT);
+  return performance.now() - t0;
+};
+let warming;
+if (values.warm === 'ahead') console.log(`warm-up (ahead of round 1): ${((await warmUp()) / 1000).toFixed(2)} s`);
 const oldDevA = old ? deviceOf(A, old.DeviceBarrier, old.Device) : undefined;
 // A baseline that has the daemon's key caches (key-cache.js, snapshot-keys.js: main since a403b0c) gets its own, as its
 // daemon would; an older one runs without, as it did.
@@ -225,6 +247,7 @@ async function sync(kind) {
   const d = kind === 'base' ? deviceOf(B, old.DeviceBarrier, old.Device) : deviceOf(B);
   return measured(d.barrier, async () => {
     const t0 = performance.now();
+    if (kind === 'new' && values.warm === 'start' && !warming) warming = warmUp().then((ms) => console.log(`  warm-up (begun with the sync): ${(ms / 1000).toFixed(2)} s`), (err) => console.log(`  warm-up failed: ${err.message}`));
     const snap = kind === 'base' ? await old.takeSnapshot(oldSnapDeps, 'alpha', 1) : await takeSnapshot(snapDeps, 'alpha', 1);
     const phases = [`snapshot ${((performance.now() - t0) / 1000).toFixed(2)}`];
     let last = performance.now();
@@ -242,7 +265,9 @@ async function sync(kind) {
     const apply = kind === 'base' ? old.applySnapshot : applySnapshot;
     const r = await apply({ ...deps, onPhase, deferVerify: (v) => (verify = v) }, 'alpha', snap.file, { onExisting: 'adopt' });
     phases.push(`end@${((performance.now() - last) / 1000).toFixed(2)}`);
-    if (process.env.BENCH_PHASES) console.log(`  ${kind}: ${phases.join(' ')}`);
+    // The new side's key derivations so far (cumulative; its warm-up's included): A device, A sealing, B device, B snapshot.
+    const derived = kind === 'new' ? ` derivations ${[openAt.a.keyCache, snapDeps.snapshotKeys, openAt.b.keyCache, snapshotOpen.keyCache].map((c) => c.derivations).join('/')}` : '';
+    if (process.env.BENCH_PHASES) console.log(`  ${kind}: ${phases.join(' ')}${derived}`);
     const tv = performance.now();
     const cv = process.cpuUsage();
     const verified = await verify();
@@ -281,7 +306,7 @@ async function two(kind) {
 }
 
 const fmt = (x) => (x / 1000).toFixed(2).padStart(7);
-console.log(`snapshot sync bench: ${KEYS} keys per device (alpha ${Math.floor(KEYS / 2)}), probe ${values.probe}, ${ROUNDS} rounds, scrypt ${values.scrypt}`);
+console.log(`snapshot sync bench: ${KEYS} keys per device (alpha ${Math.floor(KEYS / 2)}), probe ${values.probe}, ${ROUNDS} rounds, scrypt ${values.scrypt}, warm-up ${values.warm}`);
 const rows = [];
 try {
   for (let i = 0; values.two && i < ROUNDS; i++) {

@@ -70,3 +70,58 @@ describe('KeyCache: one key derivation per salt', () => {
     expect(cache.get(salts[2]!, p)?.equals(keys[2]!)).toBe(true);
   });
 });
+
+describe('KeyCache: keys derived ahead (the daemon\'s start-up warm-up)', () => {
+  it('a reader joins a derivation already running for its salt instead of deriving again', async () => {
+    const salt = randomBytes(16);
+    const file = await backup('device-backup-pass', salt);
+    const learnt: string[] = [];
+    const cache = new KeyCache(Number.POSITIVE_INFINITY, { onLearnt: (s) => learnt.push(s.toString('hex')) });
+    const warming = cache.warm('device-backup-pass', salt, TEST_SCRYPT);
+    const r = await readBackupBuffer(file, { passphrase: 'device-backup-pass', scrypt: TEST_SCRYPT, keyCache: cache });
+    await warming;
+    r.backupKey.fill(0);
+    expect(cache.derivations).toBe(1);
+    expect(learnt, 'the salt is reported (public), once').toEqual([salt.toString('hex')]);
+    // Warm already: a second warm-up and a second open derive nothing.
+    await cache.warm('device-backup-pass', salt, TEST_SCRYPT);
+    (await readBackupBuffer(file, { passphrase: 'device-backup-pass', scrypt: TEST_SCRYPT, keyCache: cache })).backupKey.fill(0);
+    expect(cache.derivations).toBe(1);
+  });
+
+  it('a key derived for another salt, or for the right salt under another passphrase, is harmless: the reader derives its own', async () => {
+    const salt = randomBytes(16);
+    const file = await backup('device-backup-pass', salt);
+    const cache = new KeyCache();
+    await cache.warm('device-backup-pass', randomBytes(16), TEST_SCRYPT);
+    await cache.warm('an-older-passphrase', salt, TEST_SCRYPT);
+    const r = await readBackupBuffer(file, { passphrase: 'device-backup-pass', scrypt: TEST_SCRYPT, keyCache: cache });
+    expect(r.entries).toHaveLength(2);
+    r.backupKey.fill(0);
+    expect(cache.derivations).toBe(3);
+    // The wrong key of the file's salt was replaced by the right one: the next open derives nothing.
+    (await readBackupBuffer(file, { passphrase: 'device-backup-pass', scrypt: TEST_SCRYPT, keyCache: cache })).backupKey.fill(0);
+    expect(cache.derivations).toBe(3);
+  });
+
+  it('a derivation that ends after clear() keeps nothing; warm() after clear() derives nothing', async () => {
+    const salt = randomBytes(16);
+    const cache = new KeyCache();
+    const warming = cache.warm('pw', salt, TEST_SCRYPT);
+    cache.clear();
+    await warming;
+    expect(cache.size).toBe(0);
+    await cache.warm('pw', randomBytes(16), TEST_SCRYPT);
+    expect(cache.derivations).toBe(1);
+    expect(cache.size).toBe(0);
+  });
+
+  it('derive() hands out a copy the caller owns', async () => {
+    const salt = randomBytes(16);
+    const cache = new KeyCache();
+    const mine = await cache.derive('pw', salt, TEST_SCRYPT);
+    mine.fill(0);
+    expect(cache.get(salt, TEST_SCRYPT)?.some((x) => x !== 0)).toBe(true);
+    cache.clear();
+  });
+});

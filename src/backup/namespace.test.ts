@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,8 @@ import {
   OutputExistsError,
 } from '../errors.js';
 import { verifyManifest } from './contents.js';
+import { deriveBackupKey } from './crypto.js';
+import { KeyCache } from './key-cache.js';
 import { TEST_SCRYPT, compareBackupPaths } from './format.js';
 import { encodeManifest, makeManifest, MANIFEST_PATH } from './manifest.js';
 import { extractNamespace, listBackupContents, mergeNamespace } from './namespace.js';
@@ -101,6 +104,22 @@ describe('extractNamespace', () => {
     expect(sum).toMatchObject({ namespace: 'N', entries: 8, keys: 5, users: 2 });
     expect(sum.manifest).toMatchObject({ kind: 'namespace', namespace: 'N', keyId: null, entryCount: 8, sourceDeviceId: 'DEVA', meta: { epoch: 3 } });
     await expect(openBackup(out, { passphrase: PASS, scrypt: TEST_SCRYPT })).rejects.toBeInstanceOf(BackupWrongPassphraseError);
+  });
+
+  it('opens the source before it waits for a pending output key (the two derivations run side by side)', async () => {
+    // The output key is given only once the source's key is derived (the cache reports it): an extract that awaited
+    // its output key before opening the source would wait forever.
+    let give: (k: { backupKey: Buffer; salt: Buffer }) => void = () => undefined;
+    const outputKey = new Promise<{ backupKey: Buffer; salt: Buffer }>((resolve) => (give = resolve));
+    const salt = randomBytes(16);
+    const keyCache = new KeyCache(Number.POSITIVE_INFINITY, {
+      onLearnt: () => void deriveBackupKey(REPL, salt, TEST_SCRYPT).then((backupKey) => give({ backupKey, salt })),
+    });
+    const out = join(dir, 'pending-key.nsb');
+    const sum = await extractNamespace(devA, 'N', out, { input: { ...input, keyCache }, outputKey, meta: { epoch: 1 } });
+    expect(sum.keys).toBe(5);
+    expect((await readAll(out, REPL)).entries).toHaveLength(9);
+    keyCache.clear();
   });
 
   it('keeps the source\'s key and salt when no new passphrase is given', async () => {

@@ -194,6 +194,21 @@ export async function readBackupBuffer(
   }
 }
 
+/**
+ * The salt in a backup's header (public: in clear, FACTS §6.2), read without a key: the magic, version and salt field
+ * only (a 64 KiB read). For deriving a file's key ahead of opening it (src/daemon/key-warmup.ts). Throws as openBackup
+ * does for a file that is not a backup or ends inside its header.
+ */
+export async function readBackupSalt(source: ByteSourceInput): Promise<Buffer> {
+  const where: NhrErrorOptions = typeof source === 'string' ? { path: source } : {};
+  const src = await ByteSource.open(source);
+  try {
+    return Buffer.from((await readPreamble(src, where)).salt);
+  } finally {
+    await src.close();
+  }
+}
+
 interface Preamble {
   version: BackupVersion;
   salt: Buffer;
@@ -316,7 +331,9 @@ function describeScrypt(p: ScryptParams): string {
 
 /**
  * Derives with each candidate parameter set until one opens the version field (a key in `cache` first: no scrypt);
- * zeroes the keys that did not; a key that did goes into `cache`.
+ * zeroes the keys that did not; a key that did goes into `cache`. With a cache, a derivation goes through it (one
+ * already running for the salt, such as a start-up warm-up, is joined), and a cached key that does not open the field
+ * (derived ahead for a salt with other parameters or passphrase) is forgotten.
  */
 async function deriveAndOpen(
   pre: Preamble,
@@ -329,15 +346,17 @@ async function deriveAndOpen(
     const known = cache?.get(pre.salt, params);
     const inner = known && tryOpen(known, pre.versionField);
     if (known && inner !== undefined) return { unlocked: { key: known, params, derived: false }, inner };
+    if (known) cache?.forget(pre.salt, params);
   }
   for (const params of candidates) {
-    const key = await deriveBackupKey(passphrase, pre.salt, params);
+    const key = cache ? await cache.derive(passphrase, pre.salt, params) : await deriveBackupKey(passphrase, pre.salt, params);
     const inner = tryOpen(key, pre.versionField);
     if (inner !== undefined) {
-      cache?.set(pre.salt, params, key);
+      cache?.learnt(pre.salt, params);
       return { unlocked: { key, params, derived: true }, inner };
     }
     key.fill(0);
+    cache?.forget(pre.salt, params);
   }
   return undefined;
 }

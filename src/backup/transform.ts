@@ -28,9 +28,10 @@ export interface OutputOptions {
   passphrase?: string | Buffer;
   /**
    * Instead of `passphrase`: the new file's key, derived before from it with `salt` (e.g. while the input is still on
-   * its way, so the derivation costs no time of its own). The writer copies it; the caller zeroes its own.
+   * its way, so the derivation costs no time of its own), or a promise of it, awaited once the input is open (so its
+   * derivation and the input key's run side by side). The writer copies it; the caller zeroes its own.
    */
-  outputKey?: { backupKey: Buffer; salt: Buffer };
+  outputKey?: { backupKey: Buffer; salt: Buffer } | Promise<{ backupKey: Buffer; salt: Buffer }>;
   /** KDF parameters when `passphrase` is given (default: production). */
   scrypt?: ScryptParams;
   /** Replace an existing output file (file sinks only). Default false: OutputExistsError. */
@@ -190,8 +191,9 @@ export async function createOutputWriter(
   out: OutputOptions,
 ): Promise<BackupWriter> {
   const h = headerFrom.header;
-  const key = out.outputKey
-    ? { backupKey: out.outputKey.backupKey, salt: out.outputKey.salt }
+  const given = await out.outputKey;
+  const key = given
+    ? { backupKey: given.backupKey, salt: given.salt }
     : out.passphrase === undefined
       ? { backupKey: keyFrom.backupKey, salt: keyFrom.header.salt }
       : { passphrase: out.passphrase, ...(out.scrypt ? { scrypt: out.scrypt } : {}) };

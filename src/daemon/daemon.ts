@@ -1,7 +1,8 @@
 /**
  * The daemon: one per site. Owns every long-lived part, starts them in order and closes them in reverse:
  *   state directory lock → work dir → state store → peer API → stream → leadership (automatic failover, with etcd) →
- *   gateway → admin API → health endpoint → member monitor → scheduler.
+ *   gateway → admin API → health endpoint → member monitor → scheduler → key warm-up (in the background, not awaited:
+ *   key-warmup.ts).
  * Leadership starts before the gateway: a restarted primary of an automatic namespace holds its etcd leader key again,
  * or has stepped down, before any write reaches it.
  * The lock comes before anything touches the state directory: a second daemon on it stops there, changing nothing.
@@ -10,6 +11,7 @@
  */
 import { KeyCache } from '../backup/key-cache.js';
 import { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
+import { warmKeys, type WarmupOutcome } from './key-warmup.js';
 import { randomBytes } from 'node:crypto';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import { Registry } from 'prom-client';
@@ -167,7 +169,14 @@ export class Daemon {
       // the derived key is kept for the daemon's life: a derivation is about a second with the firmware's scrypt, and
       // each sync opened device backups two to four times. It is no more than the passphrase the daemon holds anyway;
       // zeroed at close.
-      deviceOpen: { passphrase: secrets.replication.backupPassphrase, scrypt: scrypt ?? 'auto', passphraseSetting: DEVICE_BACKUP_PASSPHRASE, keyCache: new KeyCache() },
+      // Its salt (public: in every backup's header) is remembered, so the next start derives the key in the background
+      // (key-warmup.ts) instead of the first sync on its path.
+      deviceOpen: {
+        passphrase: secrets.replication.backupPassphrase,
+        scrypt: scrypt ?? 'auto',
+        passphraseSetting: DEVICE_BACKUP_PASSPHRASE,
+        keyCache: new KeyCache(Number.POSITIVE_INFINITY, { onLearnt: (salt, params) => this.rememberBackupSalt(salt, params) }),
+      },
       // Primaries seal snapshots under a key kept for a bounded number of snapshots (src/replicator/snapshot-keys.ts), so
       // a replica meets few salts: it keeps the keys of the latest few.
       snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto', passphraseSetting: SNAPSHOT_PASSPHRASE, keyCache: new KeyCache(8) },
@@ -313,6 +322,8 @@ export class Daemon {
       this.healthPort = (await this.healthServer.start()).port;
       await ctx.monitor.start();
       await this.scheduler.start();
+      // In the background: start-up and readiness never wait for it, and a sync that comes first joins its derivations.
+      this.warmup = warmKeys(ctx);
       this.startedAt = Date.now();
       this.state = 'started';
       // The bound ports (a listener configured with port 0 gets one from the system): what a supervisor reads.
@@ -323,6 +334,21 @@ export class Daemon {
     } catch (err) {
       await this.close();
       throw err;
+    }
+  }
+
+  /**
+   * The start-up key warm-up (key-warmup.ts): settles once the keys it derives ahead are in the caches; undefined
+   * before start. Never rejects. For tests and the log: nothing waits for it.
+   */
+  warmup: Promise<WarmupOutcome> | undefined;
+
+  /** Remembers the device's backup salt (public) for the next start's warm-up; a failure is only logged. */
+  private rememberBackupSalt(salt: Buffer, params: ScryptParams): void {
+    try {
+      if (this.ctx.store.isOpen) this.ctx.store.backupSalt.remember(salt, params);
+    } catch (err) {
+      this.log.warn({ err }, 'could not remember the device backup salt; the next start derives its key on the first sync');
     }
   }
 

@@ -8,7 +8,8 @@
  * Bounds: every entry is sealed with AES-256-GCM under a fresh random 96-bit nonce, so one key may seal at most about
  * 2^32 entries (NIST SP 800-38D). A key is retired after `maxUses` snapshots or `maxAgeMs`, whichever comes first
  * (defaults 64 and one hour: far below 2^32 entries even for million-key namespaces). Replicas keep the keys of the
- * few latest salts (their snapshot KeyCache is bounded).
+ * few latest salts (their snapshot KeyCache is bounded). The successor of a key is derived in the background once the
+ * key nears retirement, and a daemon's first key at its start (`prepare()`), so no snapshot waits for scrypt.
  *
  * Ownership: `lease()` hands out the key and its salt for one snapshot; the caller must not zero or keep them. `close()`
  * zeroes every key; a ring closed while a snapshot holds its lease zeroes that key when the lease is given back.
@@ -33,7 +34,10 @@ interface Generation {
 
 export class SnapshotKeyRing {
   #current: Generation | undefined;
+  /** The successor of `#current`, derived ahead of its retirement (see `#prepareNext`). */
+  #next: Generation | undefined;
   #closed = false;
+  #derivations = 0;
 
   constructor(
     private readonly passphrase: string,
@@ -64,22 +68,72 @@ export class SnapshotKeyRing {
     }
   }
 
+  /**
+   * Derives the current key ahead of the first snapshot (a primary's daemon at start, src/daemon/key-warmup.ts), so that
+   * snapshot does not wait for scrypt; counts no use. Resolves once the key is derived; rejects as the derivation does
+   * (the key is then not kept: the next lease derives anew). Does nothing on a closed ring.
+   */
+  async prepare(): Promise<void> {
+    if (this.#closed) return;
+    const g = this.#generation();
+    try {
+      await g.key;
+    } catch (err) {
+      if (this.#current === g) this.#retire(g);
+      throw err;
+    }
+  }
+
+  /** How many keys this ring has derived (a test seam: a prepared ring's first snapshot adds none). */
+  get derivations(): number {
+    return this.#derivations;
+  }
+
   /** Zeroes every key. Idempotent. */
   close(): void {
     this.#closed = true;
     if (this.#current) this.#retire(this.#current);
+    if (this.#next) this.#retire(this.#next);
+    this.#next = undefined;
   }
 
   #generation(): Generation {
     const g = this.#current;
-    if (g && !g.retired && g.uses < this.limits.maxUses && this.now() - g.bornAt < this.limits.maxAgeMs) return g;
+    if (g && this.#usable(g)) {
+      this.#prepareNext(g);
+      return g;
+    }
     if (g) this.#retire(g);
+    // The successor derived ahead (its age counts from its derivation), else a new one on this snapshot's path.
+    const ahead = this.#next;
+    this.#next = undefined;
+    const next = ahead && this.#usable(ahead) ? ahead : this.#derive();
+    if (ahead && ahead !== next) this.#retire(ahead);
+    this.#current = next;
+    this.#prepareNext(next);
+    return next;
+  }
+
+  #usable(g: Generation): boolean {
+    return !g.retired && g.uses < this.limits.maxUses && this.now() - g.bornAt < this.limits.maxAgeMs;
+  }
+
+  /**
+   * Starts deriving the successor of `g` in the background once `g` nears retirement (its last use, or three quarters
+   * of its age), so the snapshot after a rotation does not wait for scrypt either. One successor at a time.
+   */
+  #prepareNext(g: Generation): void {
+    if (this.#next || this.#closed) return;
+    if (g.uses + 1 < this.limits.maxUses && this.now() - g.bornAt < this.limits.maxAgeMs * 0.75) return;
+    this.#next = this.#derive();
+  }
+
+  #derive(): Generation {
     const salt = randomBytes(SALT_LENGTH);
+    this.#derivations++;
     const key = deriveBackupKey(this.passphrase, salt, this.scrypt);
     key.catch(() => undefined);
-    const next: Generation = { salt, key, bornAt: this.now(), uses: 0, leases: 0, retired: false };
-    this.#current = next;
-    return next;
+    return { salt, key, bornAt: this.now(), uses: 0, leases: 0, retired: false };
   }
 
   #retire(g: Generation): void {

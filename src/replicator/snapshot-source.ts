@@ -39,11 +39,15 @@ export interface Snapshot {
  * client's errors, BackupNamespaceNotFoundError when the device lacks the namespace, and the codec's errors.
  */
 export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, epoch: number): Promise<Snapshot> {
-  // The snapshot's key comes from the daemon's ring (derived once per generation), or from a ring of this one snapshot,
-  // derived while the device is asked for its users and backup, not after.
+  // The snapshot's key comes from the daemon's ring (derived once per generation, the first at start: key-warmup.ts), or
+  // from a ring of this one snapshot, derived while the device is asked for its users and backup, not after.
   const ring = deps.snapshotKeys ?? new SnapshotKeyRing(deps.replicationPassphrase, deps.scrypt ?? PRODUCTION_SCRYPT);
   const leased = ring.lease();
   leased.catch(() => undefined);
+  // Awaited by the extract once the device backup is open: a sealing key still being derived (a new generation) and
+  // the device's backup key (a salt not derived yet) are derived side by side, not one after the other.
+  const outputKey = leased.then((l) => l.key);
+  outputKey.catch(() => undefined);
   const out = deps.work.temp(`snapshot-${namespace}`);
   try {
     const users = await deps.device.namespaceUsers(namespace);
@@ -56,7 +60,7 @@ export async function takeSnapshot(deps: SnapshotSourceDeps, namespace: string, 
       const meta: SnapshotMeta = { epoch, site: deps.site, takenAt, administrators: users.administrators, seq: captured[namespace] ?? 0, ...(log ? { log } : {}) };
       const summary = await extractNamespace(deviceBackup, namespace, out, {
         input: deps.deviceOpen,
-        outputKey: (await leased).key,
+        outputKey,
         meta,
       });
       return { file: out, meta, entries: summary.entries, bytes: summary.bytesWritten };

@@ -10,3 +10,4 @@ export { IntentsRepo, type Intent } from './intents-repo.js';
 export { AppliedRepo, type AppliedOutcome, type AppliedRecord } from './applied-repo.js';
 export { TransportKeysRepo, type PeerTransportKey } from './transport-keys-repo.js';
 export { QuarantineAcksRepo, type QuarantineAck } from './quarantine-acks-repo.js';
+export { BackupSaltRepo, type RememberedSalt } from './backup-salt-repo.js';

@@ -23,6 +23,7 @@ import { InternalError, NhrError, StateOpenFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { AppliedRepo } from './applied-repo.js';
 import { AuditRepo } from './audit-repo.js';
+import { BackupSaltRepo } from './backup-salt-repo.js';
 import { ChangeLogRepo } from './changelog-repo.js';
 import { EpochsRepo } from './epochs-repo.js';
 import { GroupCommit, type GroupCommitStats, type RunOptions } from './group-commit.js';
@@ -71,6 +72,7 @@ interface Open {
   transportKeys: TransportKeysRepo;
   quarantineAcks: QuarantineAcksRepo;
   keyCerts: KeyCertsRepo;
+  backupSalt: BackupSaltRepo;
 }
 
 export class StateStore {
@@ -138,6 +140,7 @@ export class StateStore {
       transportKeys: new TransportKeysRepo(db, this.now),
       quarantineAcks: new QuarantineAcksRepo(db, this.now),
       keyCerts: new KeyCertsRepo(db, this.now),
+      backupSalt: new BackupSaltRepo(db, this.now),
     };
     return this;
   }
@@ -216,6 +219,11 @@ export class StateStore {
   /** Anti-entropy: what this site knows of each key's certificate (key-certs-repo.ts). */
   get keyCerts(): KeyCertsRepo {
     return this.open_.keyCerts;
+  }
+
+  /** The salt of this site's device backups, for the key warm-up at start (backup-salt-repo.ts). */
+  get backupSalt(): BackupSaltRepo {
+    return this.open_.backupSalt;
   }
 
   /** Quarantine files an operator has acknowledged (`quarantine ack`). */
