@@ -47,7 +47,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     ...(logStream ? { logger: (site: string) => createLogger({ name: `site-${site}`, destination: logStream, level: 'debug' }) } : {}),
   });
   try {
-    await lab.startDaemons();
+    await lab.startDaemons({ settle: false }); // its scheduled syncs start at once, and the demo shows them
     say('   Both daemons run. Each namespace replicates every 2 seconds (cron "*/2 * * * * *").');
 
     step(2, `Generating ${keys} EC keys in alpha at site a and ${keys} in beta at site b, at the same time, through each site's gateway.`);

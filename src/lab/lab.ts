@@ -256,8 +256,15 @@ export class Lab {
     }
   }
 
-  async startDaemons(): Promise<void> {
+  /**
+   * Starts every site's daemon, then (by default) waits until the lab is quiet (`settle`): a daemon started before its
+   * peers found them unreachable, and their recovery syncs would otherwise run under the test's first steps. A test
+   * that writes straight to a NetHSM then would lose the write to such a sync's restore (writes around the daemon,
+   * docs/concurrency.md). `settle: false` for a test that starts with a member down on purpose.
+   */
+  async startDaemons(options: { settle?: boolean } = {}): Promise<void> {
     for (const s of this.sites.values()) await s.startDaemon();
+    if (options.settle !== false) await this.settle();
   }
 
   /**

@@ -72,7 +72,7 @@ describe('a Locked NetHSM', () => {
     lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], retryInterval: '300ms' });
     const b = lab.site('b');
     await use(b.client(), (c) => c.lock());
-    await lab.startDaemons();
+    await lab.startDaemons({ settle: false }); // b's NetHSM is Locked at start on purpose
     await expectLocked(b);
 
     await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
