@@ -135,6 +135,11 @@ export interface RacedSync {
   namespaces: string[];
   /** Its backups and merges outside the hold that writes raced. */
   attempts: number;
+  /**
+   * Writes outside its namespaces that raced the last of them. Fewer than `attempts` were allowed only while each
+   * saw fewer than HOPELESS_RACE_WRITES (snapshot-apply.ts); one that saw more sent the sync to the held sequence.
+   */
+  writes: number;
 }
 
 export class NamespaceSync {
@@ -368,6 +373,8 @@ export class NamespaceSync {
       // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them. After
       // a recent sync whose every attempt raced, the attempts outside the hold would most likely race again.
       ...(ctx.config.replication.directWriters || racedRecently ? { maxRemerges: -1 } : {}),
+      // Inside the exclusive hold only writers around the daemon can change the device: the re-check is for them.
+      directWriters: ctx.config.replication.directWriters,
       hold: (fn, namespaces) => {
         const scopes = [...(namespaces ?? names)].sort();
         return ctx.barrier.exclusive(
@@ -385,10 +392,10 @@ export class NamespaceSync {
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase])),
-      onHeldMerge: (namespaces, attempts) => {
+      onHeldMerge: (namespaces, attempts, writes) => {
         if (!racedRecently && !ctx.config.replication.directWriters) {
           const at = Date.now();
-          this.raced = { at, until: at + RACED_MEMORY_MS, namespaces: [...namespaces], attempts };
+          this.raced = { at, until: at + RACED_MEMORY_MS, namespaces: [...namespaces], attempts, writes };
         }
         namespaces.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
       },
