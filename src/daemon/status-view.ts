@@ -87,7 +87,7 @@ function running(syncer: NamespaceSync | undefined, name: string): NamespaceStat
 }
 
 /**
- * While a recent sync's every attempt outside the hold raced writes, this site's syncs hold writes for their whole
+ * While a recent sync's attempts outside the hold raced writes, this site's syncs hold writes for their whole
  * sequence (sync.ts, RACED_MEMORY_MS): that, its cause and the remedy, for status, readiness warnings and the log of
  * an operator. Null otherwise.
  */

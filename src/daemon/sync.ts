@@ -122,10 +122,10 @@ export interface SyncBounds {
   deviceCheckMs?: number;
 }
 
-/** How long after a sync whose every attempt outside the hold raced the next ones merge inside it at once. */
+/** How long after a sync whose attempts outside the hold raced (snapshot-apply.ts, step 3) the next ones merge inside it at once. */
 export const RACED_MEMORY_MS = 10 * 60_000;
 
-/** The last sync whose every attempt outside the hold raced, while it sends this site's syncs to the held sequence. */
+/** The last sync whose attempts outside the hold raced, while it sends this site's syncs to the held sequence. */
 export interface RacedSync {
   /** When it fell back to the held sequence (ms). */
   at: number;
@@ -150,7 +150,7 @@ export class NamespaceSync {
   /** The verification of a namespace's last restore, running after its sync answered. */
   private readonly verifying = new Map<string, Promise<void>>();
   /**
-   * When a sync here last had writes race every backup and merge it tried outside the hold (ms). For a while after,
+   * When a sync here last had writes race the backups and merges it tried outside the hold (ms). For a while after,
    * syncs merge inside the hold at once: under steady local writes the attempts outside it only add backups and
    * merges before the same held sequence (the scale bench's probe writes showed sync time growing past the old path's).
    */
