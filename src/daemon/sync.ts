@@ -371,7 +371,7 @@ export class NamespaceSync {
       deviceOpen: ctx.deviceOpen,
       snapshotOpen: ctx.snapshotOpen,
       // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them. After
-      // a recent sync whose every attempt raced, the attempts outside the hold would most likely race again.
+      // a recent sync whose attempts raced, the attempts outside the hold would most likely race again.
       ...(ctx.config.replication.directWriters || racedRecently ? { maxRemerges: -1 } : {}),
       // Inside the exclusive hold only writers around the daemon can change the device: the re-check is for them.
       directWriters: ctx.config.replication.directWriters,
