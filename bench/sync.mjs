@@ -255,7 +255,9 @@ async function sync(kind) {
       phases.push(`${p}@${((performance.now() - last) / 1000).toFixed(2)}`);
       last = performance.now();
     };
-    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? oldOpenAt.b : openAt.b, snapshotOpen: kind === 'base' ? oldSnapshotOpen : snapshotOpen, replicationUserId: 'replicator', knownKey: () => true };
+    // directWriters: false, as the daemon passes it by default (the held sequence then takes no B2; a baseline from
+    // before the option ignores it).
+    const deps = { device: d.device, work: B.work, deviceOpen: kind === 'base' ? oldOpenAt.b : openAt.b, snapshotOpen: kind === 'base' ? oldSnapshotOpen : snapshotOpen, replicationUserId: 'replicator', knownKey: () => true, directWriters: false };
     if (kind === 'base' && !old.deferred) {
       const r = await d.barrier.exclusive([], (guard) => old.applySnapshot({ ...deps, guard }, 'alpha', snap.file, { onExisting: 'adopt' }));
       return `remerges ${r.remerges}`;

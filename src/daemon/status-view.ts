@@ -87,7 +87,7 @@ function running(syncer: NamespaceSync | undefined, name: string): NamespaceStat
 }
 
 /**
- * While a recent sync's every attempt outside the hold raced writes, this site's syncs hold writes for their whole
+ * While a recent sync's attempts outside the hold raced writes, this site's syncs hold writes for their whole
  * sequence (sync.ts, RACED_MEMORY_MS): that, its cause and the remedy, for status, readiness warnings and the log of
  * an operator. Null otherwise.
  */
@@ -102,7 +102,8 @@ export function heldSyncsView(syncer: NamespaceSync | undefined, now = Date.now(
     namespaces: r.namespaces,
     cause:
       `writes outside the namespaces being synced (this site's gateway, other namespaces' replication) kept racing the snapshot sync of ${which}: ` +
-      `all ${r.attempts} backups and merges it tried outside the write hold raced, so syncs at this site hold writes for their whole backup, merge and restore until ${until}`,
+      `${r.attempts === 1 ? 'the backup and merge' : `all ${r.attempts} backups and merges`} it tried outside the write hold raced (${r.writes} writes during the last), ` +
+      `so syncs at this site hold writes for their whole backup, merge and restore until ${until}`,
     try:
       'Nothing is lost; writes through the gateway wait for the whole sync instead of its restore. Syncs try outside the hold again after that time. ' +
       'If the longer holds hurt, schedule syncs at quieter times or less often (docs/concurrency.md, "Snapshot sync").',

@@ -164,7 +164,7 @@ export interface DaemonStatus {
 export interface HeldSyncsView {
   since: string;
   until: string;
-  /** The namespaces of the sync whose every attempt raced. */
+  /** The namespaces of the sync whose attempts raced. */
   namespaces: string[];
   cause: string;
   try: string;

@@ -122,10 +122,10 @@ export interface SyncBounds {
   deviceCheckMs?: number;
 }
 
-/** How long after a sync whose every attempt outside the hold raced the next ones merge inside it at once. */
+/** How long after a sync whose attempts outside the hold raced (snapshot-apply.ts, step 3) the next ones merge inside it at once. */
 export const RACED_MEMORY_MS = 10 * 60_000;
 
-/** The last sync whose every attempt outside the hold raced, while it sends this site's syncs to the held sequence. */
+/** The last sync whose attempts outside the hold raced, while it sends this site's syncs to the held sequence. */
 export interface RacedSync {
   /** When it fell back to the held sequence (ms). */
   at: number;
@@ -135,6 +135,11 @@ export interface RacedSync {
   namespaces: string[];
   /** Its backups and merges outside the hold that writes raced. */
   attempts: number;
+  /**
+   * Writes outside its namespaces that raced the last of them. Fewer than `attempts` were allowed only while each
+   * saw fewer than HOPELESS_RACE_WRITES (snapshot-apply.ts); one that saw more sent the sync to the held sequence.
+   */
+  writes: number;
 }
 
 export class NamespaceSync {
@@ -145,7 +150,7 @@ export class NamespaceSync {
   /** The verification of a namespace's last restore, running after its sync answered. */
   private readonly verifying = new Map<string, Promise<void>>();
   /**
-   * When a sync here last had writes race every backup and merge it tried outside the hold (ms). For a while after,
+   * When a sync here last had writes race the backups and merges it tried outside the hold (ms). For a while after,
    * syncs merge inside the hold at once: under steady local writes the attempts outside it only add backups and
    * merges before the same held sequence (the scale bench's probe writes showed sync time growing past the old path's).
    */
@@ -366,8 +371,10 @@ export class NamespaceSync {
       deviceOpen: ctx.deviceOpen,
       snapshotOpen: ctx.snapshotOpen,
       // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them. After
-      // a recent sync whose every attempt raced, the attempts outside the hold would most likely race again.
+      // a recent sync whose attempts raced, the attempts outside the hold would most likely race again.
       ...(ctx.config.replication.directWriters || racedRecently ? { maxRemerges: -1 } : {}),
+      // Inside the exclusive hold only writers around the daemon can change the device: the re-check is for them.
+      directWriters: ctx.config.replication.directWriters,
       hold: (fn, namespaces) => {
         const scopes = [...(namespaces ?? names)].sort();
         return ctx.barrier.exclusive(
@@ -385,10 +392,10 @@ export class NamespaceSync {
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase])),
-      onHeldMerge: (namespaces, attempts) => {
+      onHeldMerge: (namespaces, attempts, writes) => {
         if (!racedRecently && !ctx.config.replication.directWriters) {
           const at = Date.now();
-          this.raced = { at, until: at + RACED_MEMORY_MS, namespaces: [...namespaces], attempts };
+          this.raced = { at, until: at + RACED_MEMORY_MS, namespaces: [...namespaces], attempts, writes };
         }
         namespaces.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
       },

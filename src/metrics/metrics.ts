@@ -519,7 +519,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     }),
     syncHeldMergesTotal: new Counter({
       name: name('sync_held_merges_total'),
-      help: 'Snapshot syncs whose backup and merge ran inside the exclusive hold, holding writes, because writes kept racing them.',
+      help: 'Snapshot syncs whose backup and merge ran inside the exclusive hold, holding writes, because writes raced them outside it.',
       labelNames: ['namespace'],
       registers,
     }),
@@ -530,7 +530,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     }),
     syncHeldMode: new Gauge({
       name: name('sync_held_mode'),
-      help: "1 while this site's snapshot syncs hold writes for their whole backup, merge and restore because a recent sync's every attempt outside the hold raced writes (10 minutes after it), else 0.",
+      help: "1 while this site's snapshot syncs hold writes for their whole backup, merge and restore because a recent sync's attempts outside the hold raced writes (10 minutes after it), else 0.",
       registers,
       collect() {
         try {

@@ -12,9 +12,11 @@
  *      are replaced by the restore anyway), B1 is still what the device holds outside it: check the fencing
  *      tokens, save foreign writes (foreign.ts) from B1 to a quarantine file — or, on a first sync with
  *      `onExisting: 'remove'`, the whole namespace to kept/ — and restore. The hold is the restore and nothing else;
- *   3. if writes raced, leave the hold and redo 1–2 (at most `maxRemerges` times); as a last resort do the old
- *      sequence inside the hold: B1, merge, a B2 re-check against writers that bypass the barrier (SyncRaceError when
- *      they keep racing), save, restore. `onHeldMerge` reports it (metric, log);
+ *   3. if writes raced, leave the hold and redo 1–2 (at most `maxRemerges` times, and not at all once an attempt saw
+ *      HOPELESS_RACE_WRITES or more: the next would race too); as a last resort do it inside the hold: B1 with the
+ *      merge reading it as it arrives, save, restore — nothing that passes the barrier writes there, so B1 is current
+ *      for every daemon write. With `directWriters` (writers that bypass the barrier) a B2 re-check comes before the
+ *      save (SyncRaceError when they keep racing). `onHeldMerge` reports it (metric, log);
  *   4. after the hold, back up again (B3, shared) and verify in one pass: B3 equals the merged file (every entry
  *      outside the namespace as in B1, the namespace as merged), less the namespaces written since the restore (the
  *      barrier knows them); an unscoped write since skips verification, reported (`onVerifySkipped`). A failed
@@ -77,6 +79,12 @@ export interface ApplyDeps {
   maxRemerges?: number;
   /** How many times the last-resort sequence merges again when writers bypassing the barrier race B2 (default 3). */
   maxRechecks?: number;
+  /**
+   * Whether clients write to this device around the daemon (`replication.directWriters`). Only they can change the
+   * device inside the exclusive hold, so only then does the held sequence take a second backup (B2) to re-check its
+   * B1 before restoring. Default true (the safe side); the daemon passes its configuration's value.
+   */
+  directWriters?: boolean;
   /** Test seam: runs after B1 is merged and before the exclusive hold is requested (a test writes here). */
   beforeHold?: () => Promise<void>;
   /** Test seam (last resort only): runs after B1 is merged and before B2 is taken. */
@@ -85,9 +93,10 @@ export interface ApplyDeps {
   onPhase?: (phase: ApplyPhase) => void;
   /**
    * Called when the merge fell back to running inside the exclusive hold (metric, status; the log says why), with the
-   * namespaces still in the batch and how many attempts outside the hold writes raced (0: it went there at once).
+   * namespaces still in the batch, how many attempts outside the hold writes raced (0: it went there at once) and how
+   * many writes outside the batch raced the last of them (0 when none was made).
    */
-  onHeldMerge?: (namespaces: readonly string[], attempts: number) => void;
+  onHeldMerge?: (namespaces: readonly string[], attempts: number, writes: number) => void;
   /** Called when verification was skipped because writes kept passing the barrier after the restore (metric), with the namespaces restored. */
   onVerifySkipped?: (namespaces: readonly string[]) => void;
   /**
@@ -372,13 +381,25 @@ interface Restored {
   after: WriteMark;
 }
 
+/**
+ * Writes outside the batch during one attempt outside the hold from which another attempt is not worth its backup and
+ * merge. Under steady writes the next attempt, as long as this one, sees about as many (this count is the rate times
+ * the attempt's duration), so it passes clean with a probability of about e^-writes (Poisson): 5 % at 3. Fewer (1 or
+ * 2: a burst; 37 % and 14 %) are worth another try. docs/concurrency.md, "Snapshot sync".
+ */
+export const HOPELESS_RACE_WRITES = 3;
+
 /** Steps 1–3 of the module comment for the parts in `a`; undefined when every part dropped out. */
 async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): Promise<Restored | undefined> {
   const { deps } = a;
   const names = () => a.parts.map((p) => p.spec.namespace);
+  const maxRemerges = deps.maxRemerges ?? 2;
   let outcome: Restored | undefined;
   let remerges = 0;
-  for (; outcome === undefined && remerges <= (deps.maxRemerges ?? 2); remerges++) {
+  // Writes outside the batch that raced the last attempt (0: none did, or it was not made).
+  let raced = 0;
+  for (; outcome === undefined && remerges <= maxRemerges; remerges++) {
+    if (raced >= HOPELESS_RACE_WRITES) break;
     // While the snapshots are still being opened, the parts are not known yet: the merge waits for them.
     if (remerges > 0) await a.opening;
     if (a.parts.length === 0 && (remerges > 0 || !a.tapMerge)) return undefined;
@@ -390,8 +411,9 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
     // Writes within the batch's namespaces (their streams, their anti-entropy) need no new merge: the restore replaces
     // them, and the positions recorded with it make the streams apply again what the snapshots lack.
     const own = new Set(m.parts.map((p) => p.spec.namespace));
+    raced = 0;
     outcome = await hold(async (guard) => {
-      const raced = deps.device.barrier.writesSince(mark, own);
+      raced = deps.device.barrier.writesSince(mark, own);
       if (raced > 0) {
         a.log.info({ namespaces: [...own], writes: raced }, 'writes passed the device barrier during the backup and merge; merging again');
         return undefined;
@@ -406,12 +428,18 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   if (a.parts.length === 0) return undefined;
   // `remerges` now counts the attempts made outside the hold: the held merge is one more redo.
   const namespaces = names();
-  deps.onHeldMerge?.(namespaces, remerges);
-  if (remerges === 0) a.log.info({ namespaces }, 'merging inside the exclusive hold at once, with a re-check (replication.directWriters, or writes raced every attempt of a recent sync)');
-  else {
+  deps.onHeldMerge?.(namespaces, remerges, raced);
+  const recheck = (deps.directWriters ?? true) ? ', with a re-check' : '';
+  if (remerges === 0) a.log.info({ namespaces }, `merging inside the exclusive hold at once${recheck} (replication.directWriters, or writes raced a recent sync)`);
+  else if (remerges <= maxRemerges) {
     a.log.warn(
-      { namespaces, attempts: remerges },
-      'writes kept passing the device barrier during every backup and merge; merging inside the exclusive hold (writes wait for the whole merge-restore)',
+      { namespaces, attempts: remerges, writes: raced },
+      `${raced} writes passed the device barrier during the last backup and merge, so another would most likely race too; merging inside the exclusive hold${recheck} (writes wait for the whole merge-restore)`,
+    );
+  } else {
+    a.log.warn(
+      { namespaces, attempts: remerges, writes: raced },
+      `writes kept passing the device barrier during every backup and merge; merging inside the exclusive hold${recheck} (writes wait for the whole merge-restore)`,
     );
   }
   return hold(async (guard) => {
@@ -503,12 +531,14 @@ async function foreignOf(
 }
 
 /**
- * The last resort, inside the exclusive hold: no write passes the barrier, so only writers bypassing it can race; a
- * B2 re-check catches those (bounded; SyncRaceError when they keep racing).
+ * The last resort, inside the exclusive hold: no write passes the barrier, so B1 (merged as it arrives) is current for
+ * every daemon write and only writers bypassing the daemon can race it. With `directWriters` a B2 re-check catches
+ * those (bounded; SyncRaceError when they keep racing); without, there is nothing to re-check.
  */
 async function heldMerge(a: Apply, remergesSoFar: number, single: boolean): Promise<{ merged: Merged; remerges: number } | undefined> {
   let m = await backupAndMerge(a, (file, tap) => a.deps.device.backupTo(file, tap), remergesSoFar, single);
   if (!m) return undefined;
+  if (!(a.deps.directWriters ?? true)) return { merged: m, remerges: remergesSoFar };
   const namespaces = m.parts.map((p) => p.spec.namespace);
   const otherData = (p: string) => !namespaces.some((ns) => isNamespacePath(p, ns)) && isStoreData(p);
   let rechecks = 0;

@@ -46,4 +46,6 @@ export interface SimCore {
   restoreInProgress: boolean;
   /** Restores applied since start (tests count device restores at the device, not in the daemon). */
   restoresApplied: number;
+  /** Backups served (streams started) since start (tests count device backups at the device). */
+  backupsServed: number;
 }

@@ -77,6 +77,8 @@ export interface RunningSimulator {
   readonly boots: number;
   /** Restores applied (full or partial) since this process started the simulator: tests count them. */
   readonly restores: number;
+  /** Backups served (`POST /system/backup` streams started) since this process started the simulator: tests count them. */
+  readonly backups: number;
   /** Boots a shut-down simulator (a no-op while on): Locked, Operational with unattended boot, or Unprovisioned. */
   powerOn(): Promise<void>;
   /** Resolves once `n` boots have completed (read `boots`, trigger a reboot, wait for `boots + 1`). */
@@ -127,6 +129,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     delay: slots ? (op) => holdSlot(slots, op, latency[op] ?? 0, options.onSlotWait) : (op) => sleep(latency[op] ?? 0),
     restoreInProgress: false,
     restoresApplied: 0,
+    backupsServed: 0,
   };
 
   const router = new Router(sim);
@@ -179,6 +182,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     },
     get restores() {
       return sim.restoresApplied;
+    },
+    get backups() {
+      return sim.backupsServed;
     },
     powerOn: () => power.powerOn(),
     waitForBoot: (n) => power.waitForBoot(n),

@@ -135,6 +135,7 @@ describe('sync guards at the replica', () => {
     let direct = 0;
     let heldMerges = 0;
     const { file, deps } = await snapshotAndDeps({
+      directWriters: true,
       maxRemerges: 1,
       beforeHold: () => writeThroughBarrier(`racing-${n++}`),
       // A client writes to B's device directly (not through the daemon) while the held merge runs.
@@ -155,6 +156,7 @@ describe('sync guards at the replica', () => {
     let direct = 0;
     let heldMerges = 0;
     const { file, deps } = await snapshotAndDeps({
+      directWriters: true,
       maxRemerges: -1,
       beforeHold: () => Promise.reject(new Error('no attempt outside the hold was expected')),
       beforeRecheck: async () => {

@@ -57,7 +57,8 @@ describe('syncs under steady local writes', () => {
       const second_ = (await backups()) - before2;
       expect(first).toMatchObject({ outcome: 'applied', heldMerge: true });
       expect(second).toMatchObject({ outcome: 'applied', heldMerge: true });
-      // The first tried three times outside the hold before its held sequence; the second went there at once.
+      // The first tried outside the hold (once, or until the writes it saw made another attempt hopeless) before its
+      // held sequence; the second went there at once.
       expect(second_).toBeLessThan(first_);
 
       // Status, readiness and the gauge say that syncs hold writes for their whole sequence, until when, and why.
@@ -66,7 +67,9 @@ describe('syncs under steady local writes', () => {
       expect(Date.parse(s.heldSyncs!.until) - Date.parse(s.heldSyncs!.since)).toBe(RACED_MEMORY_MS);
       expect(s.heldSyncs!.cause).toContain(`until ${s.heldSyncs!.until}`);
       const text = renderStatus(s);
-      expect(text).toMatch(/WARNING: writes outside the namespaces being synced .* kept racing the snapshot sync of namespace alpha: all 3 backups and merges .*\nTry: Nothing is lost/);
+      expect(text).toMatch(
+        /WARNING: writes outside the namespaces being synced .* kept racing the snapshot sync of namespace alpha: (the backup and merge|all [23] backups and merges) it tried outside the write hold raced \(\d+ writes during the last\), .*\nTry: Nothing is lost/,
+      );
       expect(statusExitCode(s)).toBe(0);
       expect(await heldGauge()).toBe('1');
       const ready = JSON.parse((await health('/health/ready')).body) as { warnings?: string[] };

@@ -22,6 +22,7 @@ async function streamBackup(ctx: RequestContext, sim: SimCore): Promise<undefine
     .sort(compareBackupPaths)
     .map((p) => [p, device.kv.get(p)!] as const);
   const configStoreKey = device.configStoreKey();
+  sim.backupsServed++;
   ctx.res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Cache-control': 'no-cache' });
   try {
     const writer = await createBackupWriter(ctx.res, { backupKey, salt, lockedDomainKey, deviceId: device.deviceId, configStoreKey });
