@@ -187,6 +187,12 @@ describe('applies never wedge', () => {
 
   it('writes made straight to the replica NetHSM during a sync fail it with SYNC_RACE, not counted against the peer', async () => {
     const b = lab.site('b');
+    // A site whose clients write straight to its NetHSM says so (`replication.directWriters`): only then does the held
+    // sequence re-check with a second backup (without it, that backup inside the hold is current for every write
+    // made through the daemon, and direct writes are documented as lost).
+    const ctx = b.daemon!.ctx;
+    const configured = ctx.config;
+    ctx.config = { ...configured, replication: { ...configured.replication, directWriters: true } };
     latencyAtB.backup = 200;
     let writing = true;
     const pause = () => new Promise((r) => setTimeout(r, 20));
@@ -210,6 +216,7 @@ describe('applies never wedge', () => {
     } finally {
       writing = false;
       delete latencyAtB.backup;
+      ctx.config = configured;
       await Promise.all([writer, viaBarrier]);
     }
     peerNotBlamed(b);
