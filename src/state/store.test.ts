@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InternalError, NamespaceUnknownError, RoleSplitBrainError, StateOpenFailedError } from '../errors.js';
-import { StateStore } from './store.js';
+import { PAGE_CACHE_KIB, StateStore } from './store.js';
+import { pragma } from './sqlite.js';
 
 let dir: string;
 let store: StateStore;
@@ -30,6 +31,11 @@ describe('StateStore', () => {
     expect(() => store.roles).toThrow(InternalError);
     store.open();
     expect(store.roles.list()).toEqual([]);
+  });
+
+  it("bounds SQLite's page cache (better-sqlite3 builds it at 16 MB a connection)", () => {
+    expect(pragma(store.db, 'cache_size')).toBe(-PAGE_CACHE_KIB);
+    expect(PAGE_CACHE_KIB).toBeLessThanOrEqual(4096);
   });
 
   it('creates the state directory 0700 and the database 0600', () => {

@@ -37,6 +37,9 @@ import { RolesRepo } from './roles-repo.js';
 import { openDatabase, pragma } from './sqlite.js';
 import { TransportKeysRepo } from './transport-keys-repo.js';
 
+
+/** The state database's page cache (KiB, one connection). */
+export const PAGE_CACHE_KIB = 4096;
 export const STATE_DB_FILE = 'state.db';
 
 export interface StateStoreOptions {
@@ -114,6 +117,11 @@ export class StateStore {
       if (mode !== 'wal') throw new Error(`the file system does not support WAL (journal_mode is ${String(mode)})`);
       pragma(db, 'synchronous = FULL');
       pragma(db, 'foreign_keys = ON');
+      // better-sqlite3 builds SQLite with a 16 MB page cache per connection, and an anti-entropy pass at a million keys
+      // (the certificate table's rows learnt, paged through) fills it: resident memory the daemon's 200 MB budget
+      // cannot spare. The hot pages (the B-trees' inner nodes, the log's tail) fit in 4 MiB; the rest comes from the
+      // OS page cache (docs/benchmarks.md, "SQLite's page cache").
+      pragma(db, `cache_size = -${PAGE_CACHE_KIB}`);
       const migrations = loadMigrations(this.options.migrationsDir ?? defaultMigrationsDir());
       const applied = applyMigrations(db, migrations, this.now);
       if (applied.length > 0) this.log.info({ file: this.file, applied, version: schemaVersion(db) }, 'state database migrated');
