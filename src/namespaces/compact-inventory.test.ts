@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { PackedIds } from '../nethsm/packed-ids.js';
 import { CompactInventory, DIGEST_IO_BYTES } from './compact-inventory.js';
 import { inventoryItem, type KeyInventoryItem } from './inventory.js';
 import { RangeHasher } from './inventory-ranges.js';
+import { openFilesUnder } from '../../test/helpers/open-files.js';
 
 const key = (tag: string): PublicKey => ({ type: 'Curve25519', mechanisms: ['EdDSA_Signature'], restrictions: { tags: [tag] }, public: { data: Buffer.alloc(32, 1).toString('base64') }, operations: 0 });
 const item = (id: string): KeyInventoryItem => inventoryItem(id, key(`t${id.length}`), null);
@@ -32,17 +33,6 @@ function canMountTmpfs(): boolean {
   }
 }
 
-/** This process's open files in `dir` (Linux: /proc/self/fd), named or unlinked. */
-function openFilesUnder(dir: string): string[] {
-  const links = readdirSync('/proc/self/fd').map((fd) => {
-    try {
-      return readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      return '';
-    }
-  });
-  return links.filter((l) => l.startsWith(`${dir}/`));
-}
 
 describe('CompactInventory', () => {
   const ids = ['a', 'b', 'c0', 'd', 'e'.repeat(128), 'f'];

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Registry } from 'prom-client';
@@ -12,6 +12,7 @@ import { parseNamespaceInventory, readInventory } from '../../src/namespaces/inv
 import { itemLines, rangeDigestLines, readItemLines, readRangeDigests, type IdRange } from '../../src/namespaces/inventory-ranges.js';
 import { rangePass } from '../../src/namespaces/range-pass.js';
 import { StateStore } from '../../src/state/store.js';
+import { openFilesUnder } from '../helpers/open-files.js';
 
 const CERT = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIBanti-entropy\n-----END CERTIFICATE-----\n');
 
@@ -23,17 +24,6 @@ function ed25519(): { type: 'Curve25519'; mechanisms: ['EdDSA_Signature']; priva
 const workDir = mkdtempSync(path.join(tmpdir(), 'nhr-ae-work-'));
 afterAll(() => rmSync(workDir, { recursive: true, force: true }));
 
-/** This process's open files in `dir` (Linux: /proc/self/fd), named or unlinked. */
-function openFilesUnder(dir: string): string[] {
-  const links = readdirSync('/proc/self/fd').map((fd) => {
-    try {
-      return readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      return '';
-    }
-  });
-  return links.filter((l) => l.startsWith(`${dir}/`));
-}
 
 /** As the daemon's pass gets the primary's answers over the peer API: lines made there, validated here. */
 function rangeSource(atA: NetHsmClient, rangeSize: number) {
