@@ -60,9 +60,8 @@ export class KeyCache {
    * which the cache keeps. Rejects as `deriveBackupKey` does. The key is not checked against any file.
    */
   async derive(passphrase: string | Buffer, salt: Buffer, params: ScryptParams): Promise<Buffer> {
-    const id = KeyCache.#id(salt, params);
-    if (!this.#keys.has(id) && !this.#cleared) await this.#derivation(id, passphrase, salt, params);
-    const k = this.#keys.get(id);
+    await this.warm(passphrase, salt, params);
+    const k = this.#keys.get(KeyCache.#id(salt, params));
     if (k) return Buffer.from(k);
     // Cleared (or pushed out by newer salts) meanwhile: a key of the caller's own.
     this.#derivations++;

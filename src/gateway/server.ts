@@ -200,11 +200,12 @@ export class GatewayServer {
     this.gate = options.gate ?? new DeviceBarrier();
     this.#nethsm = new Upstream({ ...options.nethsm, logger: this.#log });
     const pg = options.primaryGateways;
+    const peerTimeoutMs = pg ? (pg.timeoutMs ?? 60_000) : 0;
     if (options.remoteServing && !pg) throw new RangeError('gateway option remoteServing needs primaryGateways (trust for the peer gateways)');
     this.#peers = pg
       ? new PeerGateways({
           tls: pg.tls,
-          timeoutMs: pg.timeoutMs ?? 60_000,
+          timeoutMs: peerTimeoutMs,
           ...(pg.clientIdentity ? { clientIdentity: pg.clientIdentity } : {}),
           logger: this.#log,
         })
@@ -229,7 +230,7 @@ export class GatewayServer {
     // A socket idle that long (a stalled upload or download) is closed. A client's socket is idle too while its call
     // waits at the write gate and then for the NetHSM (or a peer gateway), so the bound outlasts both: the gateway's
     // own answer to a late upstream (504) must reach the client before its connection is closed under it.
-    this.#server.setTimeout(this.gate.maxWaitMs + Math.max(this.#nethsm.timeoutMs, pg ? (pg.timeoutMs ?? 60_000) : 0) + IDLE_MARGIN_MS);
+    this.#server.setTimeout(this.gate.maxWaitMs + Math.max(this.#nethsm.timeoutMs, peerTimeoutMs) + IDLE_MARGIN_MS);
     this.#server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));

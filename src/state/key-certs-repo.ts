@@ -14,7 +14,7 @@
  * Why a merge-restore leaves the rows of every other namespace true (docs/anti-entropy.md, "What a restore forgets"):
  * the merged file holds, outside the restored namespaces, B1's entries byte for byte (sealed blobs passed through),
  * and the restore runs only when no write outside them passed the device barrier since B1 was marked (the held merge:
- * B1 taken inside the exclusive hold, re-checked by B2). So for every other namespace the restore writes back exactly
+ * B1 taken inside the exclusive hold, where no write passes the barrier; re-checked by B2 with `directWriters`). So for every other namespace the restore writes back exactly
  * what the device already held: same keys, same certificates, nothing removed (a restore removes only what its file
  * lacks). A restore that fails half-way wrote a subset of the file's entries (a truncated file skips the removal step),
  * so again nothing outside the restored namespaces changed. The one exception is a write made straight to the NetHSM
