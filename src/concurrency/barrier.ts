@@ -62,6 +62,54 @@ export interface SharedOptions {
    * write may touch anything.
    */
   scope?: string;
+  /**
+   * Filled in by the holder before it releases: what it wrote, so a merge-restore that it raced can re-apply it after
+   * its restore instead of backing the device up again (docs/concurrency.md, "Racing writes re-applied"). Absent or
+   * left `unknown`: the write cannot be re-applied.
+   */
+  ticket?: WriteTicket;
+}
+
+/**
+ * What a write holder did, as far as making it good after a restore that erased it goes:
+ * - `unknown`: anything (the default): it cannot be re-applied;
+ * - `none`: it changed nothing on the device (a call the NetHSM refused with a 4xx, a duplicate stream change);
+ * - `log`: a change this site logged as primary of `namespace` under `seq`; re-applied from the change log (with the
+ *   import's envelope sealed to this site's own transport key);
+ * - `stream`: a stream change from `source` applied here to replica namespace `namespace` at `seq`; re-applied by
+ *   moving the namespace's position back before it (the stream applies it again).
+ */
+export type WriteReplay =
+  | { readonly kind: 'unknown' }
+  | { readonly kind: 'none' }
+  | { readonly kind: 'log'; readonly namespace: string; readonly seq: number }
+  | { readonly kind: 'stream'; readonly namespace: string; readonly source: string; readonly seq: number };
+
+/** A write holder's note of what it wrote (SharedOptions.ticket); the holder sets `replay` before it releases. */
+export interface WriteTicket {
+  replay: WriteReplay;
+}
+
+/** A new ticket: `unknown` until its holder says what it wrote. */
+export function writeTicket(): WriteTicket {
+  return { replay: { kind: 'unknown' } };
+}
+
+/** One write holder as a tracker saw it: its scope (`null`: unscoped) and its ticket (final once it released). */
+export interface TrackedWrite {
+  readonly scope: string | null;
+  readonly ticket: WriteTicket;
+}
+
+/**
+ * The write holders in flight when it was made and every one admitted since (exclusive holds too, one entry per scope,
+ * `unknown`), until closed. A merge-restore makes one before its base backup; inside its exclusive hold every holder
+ * it lists has released, so their tickets are final.
+ */
+export interface WriteTracker {
+  writes(): readonly TrackedWrite[];
+  /** Stops collecting. Idempotent. */
+  close(): void;
 }
 
 /**
@@ -116,6 +164,9 @@ export class DeviceBarrier {
   #writers = 0;
   /** The same per scope (`null`: unscoped). */
   readonly #scopes = new Map<string | null, { admitted: number; inFlight: number }>();
+  /** Write holders admitted and not yet released (what a new tracker starts with). */
+  readonly #writing = new Set<TrackedWrite>();
+  readonly #trackers = new Set<TrackedWrite[]>();
   #exclusiveRuns = 0;
   readonly #waiters = new Set<Waiter>();
   readonly #drainWaiters = new Set<() => void>();
@@ -159,6 +210,26 @@ export class DeviceBarrier {
   markWrites(): WriteMark {
     const scopes = new Map([...this.#scopes].map(([k, v]) => [k, { ...v }] as const));
     return { generation: this.#generation, inFlight: this.#writers, scopes };
+  }
+
+  /**
+   * Starts listing write holders (WriteTracker): those in flight now and every one admitted until `close()`. Close it
+   * in a `finally`: an open tracker keeps every holder's entry.
+   */
+  trackWrites(): WriteTracker {
+    const list = [...this.#writing];
+    this.#trackers.add(list);
+    return {
+      writes: () => list,
+      close: () => {
+        this.#trackers.delete(list);
+      },
+    };
+  }
+
+  /** Whether a tracker is open: a merge-restore may have to re-apply what writes now do (capture seals for it). */
+  get tracking(): boolean {
+    return this.#trackers.size > 0;
   }
 
   /**
@@ -257,7 +328,10 @@ export class DeviceBarrier {
       this.#exclusiveRuns++;
       // Counted before `fn` runs, so a mark the holder takes inside its own hold does not see its own hold.
       const scopes = options.scopes && options.scopes.length > 0 ? options.scopes : [options.scope ?? null];
-      for (const sc of new Set(scopes)) this.#scopeOf(sc).admitted++;
+      for (const sc of new Set(scopes)) {
+        this.#scopeOf(sc).admitted++;
+        this.#tracked({ scope: sc, ticket: writeTicket() });
+      }
       this.#generation++;
       return await this.#scope.run('exclusive', () => fn(guard));
     } finally {
@@ -274,7 +348,7 @@ export class DeviceBarrier {
   #admission(options: SharedOptions): Promise<Release> {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason as Error);
-    const write = options.readOnly === true ? undefined : (options.scope ?? null);
+    const write = options.readOnly === true ? undefined : { scope: options.scope ?? null, ticket: options.ticket ?? writeTicket() };
     if (this.#exclusives === 0) return Promise.resolve(this.#admitOne(write));
     const bound = options.wait === 'unbounded' ? undefined : options.wait === undefined || options.wait === 'default' ? this.maxWaitMs : options.wait;
     return new Promise<Release>((resolve, reject) => {
@@ -311,15 +385,17 @@ export class DeviceBarrier {
     });
   }
 
-  /** `write`: the scope of a write holder (`null`: unscoped), undefined for a read-only one. */
-  #admitOne(write: string | null | undefined): Release {
+  /** `write`: a write holder's scope (`null`: unscoped) and ticket, undefined for a read-only one. */
+  #admitOne(write: TrackedWrite | undefined): Release {
     this.#shared++;
-    const counts = write === undefined ? undefined : this.#scopeOf(write);
+    const counts = write === undefined ? undefined : this.#scopeOf(write.scope);
     if (counts) {
       this.#generation++;
       this.#writers++;
       counts.admitted++;
       counts.inFlight++;
+      this.#writing.add(write!);
+      this.#tracked(write!);
     }
     let released = false;
     return () => {
@@ -329,9 +405,14 @@ export class DeviceBarrier {
       if (counts) {
         this.#writers--;
         counts.inFlight--;
+        this.#writing.delete(write!);
       }
       if (this.#shared === 0) for (const wake of [...this.#drainWaiters]) wake();
     };
+  }
+
+  #tracked(w: TrackedWrite): void {
+    for (const list of this.#trackers) list.push(w);
   }
 
   #scopeOf(scope: string | null): { admitted: number; inFlight: number } {
