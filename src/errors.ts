@@ -610,6 +610,18 @@ export class GatewayHoldTimeoutError extends NhrError {
 }
 
 /**
+ * Writes to a namespace primary here that a merge-restore erased are still being re-applied from its change log
+ * (docs/concurrency.md, "Racing writes re-applied"): a new write could be undone by the replay of an earlier change of
+ * the same key, so it is refused with 503 and Retry-After until the replay is done. Status names the replay.
+ */
+export class GatewayReplayPendingError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_REPLAY_PENDING';
+  static override readonly defaultHint =
+    'Retry after the Retry-After delay. If it lasts, `nethsm-replicator status` names the re-apply and its last error (usually the NetHSM is unreachable or refusing the replication account).';
+  static override readonly retryable = true;
+}
+
+/**
  * This site's NetHSM is down (unreachable, Locked, Failed) and the call can only be served by it: a write for a namespace
  * primary here (never sent to a replica), a root-namespace or unreplicated call, or a call that came from another gateway.
  * Answered 503 with Retry-After.
@@ -851,6 +863,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   GatewayCallRefusedError,
   GatewayRequestInvalidError,
   GatewayHoldTimeoutError,
+  GatewayReplayPendingError,
   GatewayLocalDownError,
   GatewayNoPeerError,
   GatewayDrainTimeoutError,

@@ -80,6 +80,7 @@ const statusSchema = z.looseObject({
     .looseObject({ serving: z.enum(['local', 'remote']), remoteServing: z.boolean(), cause: z.string().nullable(), try: z.string().nullable(), since: z.string().nullable() })
     .optional(),
   heldSyncs: z.looseObject({ since: z.string(), until: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
+  replaysPending: z.looseObject({ namespaces: z.array(z.string()), since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
 });
 
 /** Validates the daemon's answer. Throws AdminRemoteError naming the first field that does not fit. */
@@ -139,6 +140,7 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     out.push(`the NetHSM refused the ${c.name} credential (${c.setting}) for user ${c.user} (since ${relativeTime(c.since, now)}): fix that secret, then restart the daemon`);
   }
   if (s.config) out.push(...configProblems(s.config, now));
+  if (s.replaysPending) out.push(withTry(`since ${relativeTime(s.replaysPending.since, now)}: ${s.replaysPending.cause}`, s.replaysPending.try));
   if (s.gateway?.serving === 'remote') out.push(withTry(`gateway SERVING REMOTELY${s.gateway.since ? ` since ${relativeTime(s.gateway.since, now)}` : ''}: ${s.gateway.cause ?? ''}`, s.gateway.try ?? undefined));
   return out;
 }

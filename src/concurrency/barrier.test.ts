@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { FenceTokenStaleError, GatewayDrainTimeoutError, GatewayHoldTimeoutError, InternalError } from '../errors.js';
 import { assertTokenCurrent, type FencingToken } from './fencing.js';
-import { DeviceBarrier } from './barrier.js';
+import { DeviceBarrier, writeTicket } from './barrier.js';
 
 /** A promise with its resolve handle, to step through interleavings without timing. */
 function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
@@ -351,6 +351,55 @@ describe('DeviceBarrier', () => {
       await held;
       expect(await write).toBe('written');
       expect(gate.writesSince(during)).toBe(1);
+    });
+  });
+
+  describe('write trackers', () => {
+    it('lists the writes in flight when made and those admitted since, with the tickets their holders filled in', async () => {
+      const gate = new DeviceBarrier();
+      const early = writeTicket();
+      const releaseEarly = await gate.enter({ ticket: early });
+      const done = await gate.enter(); // released before the tracker: not listed
+      done();
+      const reader = await gate.enter({ readOnly: true }); // a reader: never listed
+      const tracker = gate.trackWrites();
+      expect(gate.tracking).toBe(true);
+      const later = writeTicket();
+      const releaseLater = await gate.enter({ ticket: later, scope: 'gamma' });
+      early.replay = { kind: 'log', namespace: 'beta', seq: 4 };
+      later.replay = { kind: 'stream', namespace: 'gamma', source: 'a', seq: 9 };
+      releaseEarly();
+      releaseLater();
+      reader();
+      await gate.exclusive([], async () => undefined, { scopes: ['alpha', 'delta'] });
+      tracker.close();
+      await (await gate.enter())();
+      expect(gate.tracking).toBe(false);
+      expect(tracker.writes().map((w) => [w.scope, w.ticket.replay.kind])).toEqual([
+        [null, 'log'],
+        ['gamma', 'stream'],
+        ['alpha', 'unknown'],
+        ['delta', 'unknown'],
+      ]);
+    });
+
+    it('lists a write that waited for a hold once admitted, its ticket unknown unless its holder says', async () => {
+      const gate = new DeviceBarrier();
+      const hold = deferred();
+      const held = gate.exclusive([], () => hold.promise);
+      const tracker = gate.trackWrites();
+      const waiting = gate.enter();
+      await tick();
+      // The hold started (it counts as a write that may touch anything); the write waits.
+      expect(tracker.writes()).toHaveLength(1);
+      hold.resolve();
+      await held;
+      (await waiting)();
+      expect(tracker.writes().map((w) => [w.scope, w.ticket.replay.kind])).toEqual([
+        [null, 'unknown'], // the hold itself
+        [null, 'unknown'],
+      ]);
+      tracker.close();
     });
   });
 });

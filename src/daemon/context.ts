@@ -22,6 +22,7 @@ import type { DeviceBarrier } from '../concurrency/barrier.js';
 import type { CredentialObserver } from '../nethsm/client.js';
 import { ROOT_CREDENTIALS, type CredentialHealth } from './credentials.js';
 import type { Mutex } from '../util/mutex.js';
+import type { DaemonRaceReplayer } from './race-replayer.js';
 
 export interface SiteContext {
   /**
@@ -71,6 +72,8 @@ export interface SiteContext {
   failoverStatus?: (namespace: string) => FailoverStatusView | null;
   /** Where the gateway serves from, for status (set by the daemon; null without a gateway). */
   gatewayServing?: () => GatewayServingView | null;
+  /** Re-applies writes that race a merge-restore (set by the daemon; src/daemon/race-replayer.ts). */
+  raceReplayer?: DaemonRaceReplayer;
   /** Told after every role change of a namespace (the stream re-checks its connections). */
   roleChanged?: (namespace: string) => void;
 }

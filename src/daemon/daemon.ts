@@ -12,6 +12,7 @@
 import { KeyCache } from '../backup/key-cache.js';
 import { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
 import { warmKeys, type WarmupOutcome } from './key-warmup.js';
+import { DaemonRaceReplayer } from './race-replayer.js';
 import { randomBytes } from 'node:crypto';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import { Registry } from 'prom-client';
@@ -195,6 +196,15 @@ export class Daemon {
       ...(options.transportKeyBits ? { transportKeyBits: options.transportKeyBits } : {}),
     });
     this.ctx.roleChanged = (ns) => this.stream.roleChanged(ns);
+    this.ctx.raceReplayer = new DaemonRaceReplayer({
+      store,
+      barrier: this.ctx.barrier,
+      log: this.log,
+      logs: undefined,
+      streams: undefined,
+      isPrimary: (ns) => store.isOpen && store.roles.get(ns)?.role === 'primary',
+      onPending: (n) => metrics.raceReplaysPending.set(n),
+    });
     // Counted at each scrape from the folder and the acknowledgements: a file removed by hand stops counting too.
     metrics.setQuarantineSource(() => (store.isOpen ? unacknowledgedCounts(this.ctx) : {}));
     this.ctx.streamStatus = (ns) => {
@@ -316,6 +326,8 @@ export class Daemon {
       }
       await this.peerServer.start();
       await this.stream.start();
+      // Before the gateway: a replay left pending (a crash after a restore) holds the barrier before any write comes.
+      ctx.raceReplayer?.start();
       await this.leadership?.start();
       await this.gateway?.start();
       await this.adminServer.start();
@@ -369,6 +381,7 @@ export class Daemon {
     await stage('health', () => this.healthServer.close().catch(() => undefined));
     await stage('admin', () => this.adminServer.close());
     await stage('gateway', () => this.gateway?.close());
+    await stage('racing-write replays', () => ctx.raceReplayer?.close());
     await stage('leadership', () => this.leadership?.close());
     await stage('stream', () => this.stream.close());
     await stage('peer API', () => this.peerServer.close());
@@ -472,7 +485,8 @@ export class Daemon {
           const row = this.ctx.store.isOpen ? this.ctx.store.roles.get(namespace) : undefined;
           if (!row) return undefined;
           const url = g.forwardToPrimary ? peerGateways.get(row.primarySite) : undefined;
-          return { role: row.role, epoch: row.epoch, primarySite: row.primarySite, ...(url ? { primaryGatewayUrl: url } : {}) };
+          const replay = row.role === 'primary' && this.ctx.raceReplayer!.isPending(namespace);
+          return { role: row.role, epoch: row.epoch, primarySite: row.primarySite, ...(url ? { primaryGatewayUrl: url } : {}), ...(replay ? { replayPending: true } : {}) };
         },
       },
       // Other sites' gateways present certificates of the group CA.
@@ -695,6 +709,8 @@ export class Daemon {
         const costs = this.ctx.store.isOpen
           ? this.ctx.config.namespaces.flatMap((n) => (syncCostView(this.ctx, n.name)?.warnings ?? []).map((w) => `${w.cause}. Try: ${w.try}`))
           : [];
+        const replays = this.ctx.raceReplayer?.view();
+        if (replays) checks.replays = { ok: false, detail: `${replays.cause}. Try: ${replays.try}` };
         const held = heldSyncsView(this.syncer);
         const warnings = held ? [...costs, `${held.cause}. Try: ${held.try}`] : costs;
         return { ready: Object.values(checks).every((c) => c.ok), checks, ...(warnings.length > 0 ? { warnings } : {}) };

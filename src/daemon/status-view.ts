@@ -149,5 +149,6 @@ export async function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extra
   const gateway = ctx.gatewayServing?.();
   if (gateway) status.gateway = gateway;
   status.heldSyncs = heldSyncsView(syncer);
+  status.replaysPending = ctx.raceReplayer?.view() ?? null;
   return status;
 }

@@ -158,6 +158,22 @@ export interface DaemonStatus {
    * Null otherwise; absent from daemons that predate it.
    */
   heldSyncs?: HeldSyncsView | null;
+  /**
+   * Set while writes a restore erased are not yet re-applied to namespaces primary here (their gateway writes are
+   * refused meanwhile; docs/concurrency.md, "Racing writes re-applied"): a problem. Null otherwise; absent from
+   * daemons that predate it.
+   */
+  replaysPending?: ReplaysPendingView | null;
+}
+
+/** Re-applies of racing writes still pending (DaemonRaceReplayer): which namespaces, since when, why, and the remedy. */
+export interface ReplaysPendingView {
+  namespaces: string[];
+  since: string;
+  attempts: number;
+  lastError: string | null;
+  cause: string;
+  try: string;
 }
 
 /** Syncs going straight to the held sequence (NamespaceSync.racedSync): since and until when, why, and the remedy. */

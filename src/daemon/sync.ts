@@ -399,6 +399,12 @@ export class NamespaceSync {
         }
         namespaces.forEach((ns) => ctx.metrics.syncHeldMergesTotal.inc({ namespace: ns }));
       },
+      // Writers around the daemon are invisible to the barrier, so with them no racing write list is complete.
+      ...(ctx.raceReplayer && !ctx.config.replication.directWriters ? { raceReplay: ctx.raceReplayer } : {}),
+      onRaceReplayed: (namespaces, plan) => {
+        namespaces.forEach((ns) => ctx.metrics.syncRaceReplaysTotal.inc({ namespace: ns }));
+        ctx.metrics.racingWritesReappliedTotal.inc(plan.writes);
+      },
       onVerifySkipped: (namespaces) => namespaces.forEach((ns) => ctx.metrics.syncVerifySkippedTotal.inc({ namespace: ns })),
       deferVerify: (verify) => (deferred = verify),
       logger: ctx.log,

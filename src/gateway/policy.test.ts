@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GatewayCallRefusedError, GatewayReadOnlyError, GatewayRequestInvalidError } from '../errors.js';
+import { GatewayCallRefusedError, GatewayReadOnlyError, GatewayReplayPendingError, GatewayRequestInvalidError } from '../errors.js';
 import type { CallerIdentity } from './basic-auth.js';
 import { classify } from './classify.js';
 import { decide, type NamespaceRole, type NamespaceRoles } from './policy.js';
@@ -9,6 +9,7 @@ const ROLES: Record<string, NamespaceRole> = {
   beta: { role: 'replica', epoch: 4, primarySite: 'b' },
   gamma: { role: 'fenced', epoch: 7, primarySite: 'c' },
   delta: { role: 'replica', epoch: 2, primarySite: 'b', primaryGatewayUrl: 'https://gw-b:8443' },
+  omega: { role: 'primary', epoch: 5, primarySite: 'a', replayPending: true },
 };
 const roles: NamespaceRoles = { roleOf: (ns) => ROLES[ns] };
 
@@ -36,6 +37,15 @@ describe('decide', () => {
     expect(d.error).toBeInstanceOf(GatewayReadOnlyError);
     expect(d.error.message).toBe('namespace beta is a read-only replica at site a (epoch 4); its primary is site b');
     expect(d.error).toMatchObject({ namespace: 'beta', site: 'b', epoch: 4, operation: 'POST /keys/generate' });
+  });
+
+  it('refuses mutations of a primary namespace whose erased writes are still being re-applied, with 503 and Retry-After; reads go on', () => {
+    const d = call('PUT', '/keys/k1/restrictions/tags/t', user('omega~admin'));
+    expect(d).toMatchObject({ action: 'refuse', status: 503, outcome: 'refused_replay', retryAfter: true });
+    if (d.action !== 'refuse') throw new Error('expected refusal');
+    expect(d.error).toBeInstanceOf(GatewayReplayPendingError);
+    expect(d.error.message).toBe('namespace omega takes no writes at site a until the writes a merge-restore erased are re-applied from its change log');
+    expect(call('POST', '/keys/k1/sign', user('omega~operator'))).toEqual({ action: 'forward', hold: false });
   });
 
   it('refuses fenced-namespace mutations, including user passphrase changes', () => {

@@ -11,10 +11,13 @@
  * - device writes: a few are refused outright (restore, factory reset, backup passphrase, cluster changes, replicated
  *   namespace lifecycle); the rest are forwarded and held;
  * - ambiguous credentials on a namespace mutation: refused with an empty 401, as the NetHSM answers credentials it cannot read.
+ * - mutations of a namespace primary here whose erased writes are still being re-applied after a merge-restore: 503
+ *   with Retry-After (docs/concurrency.md, "Racing writes re-applied").
  */
 import {
   GatewayCallRefusedError,
   GatewayReadOnlyError,
+  GatewayReplayPendingError,
   GatewayRequestInvalidError,
   type NhrError,
 } from '../errors.js';
@@ -27,6 +30,8 @@ export interface NamespaceRole {
   primarySite: string;
   /** The primary site's gateway base URL (`https://host:port`); when set, replica mutations are forwarded there. */
   primaryGatewayUrl?: string;
+  /** Primary here, and writes a restore erased are still being re-applied: its mutations are refused (503) meanwhile. */
+  replayPending?: boolean;
 }
 
 /** Injected by the daemon; `undefined` = the namespace is not replicated by this site. Must be cheap and synchronous. */
@@ -43,6 +48,7 @@ export type GatewayOutcome =
   | 'refused_device'
   | 'rejected_input'
   | 'refused_capture'
+  | 'refused_replay'
   | 'held_timeout'
   | 'rejected_too_large'
   | 'cut_slow'
@@ -60,7 +66,7 @@ export type Decision =
       observe?: string;
     }
   | { action: 'forward-primary'; namespace: string; url: string; role: NamespaceRole }
-  | { action: 'refuse'; status: number; error: NhrError; outcome: GatewayOutcome; emptyBody?: boolean };
+  | { action: 'refuse'; status: number; error: NhrError; outcome: GatewayOutcome; emptyBody?: boolean; retryAfter?: boolean };
 
 export interface PolicyInput {
   classification: Classification;
@@ -133,6 +139,7 @@ function decideMutation(input: PolicyInput, roles: NamespaceRoles): Decision {
     const r = roles.roleOf(ns);
     if (r === undefined) continue;
     if (r.role === 'primary') {
+      if (r.replayPending === true) return refuseReplayPending(ns, input);
       // The path's namespace (a user target) is where the change lands; otherwise the caller's.
       if (observe === undefined || ns === c.pathNamespace) observe = ns;
       continue;
@@ -144,6 +151,19 @@ function decideMutation(input: PolicyInput, roles: NamespaceRoles): Decision {
     return refuseReadOnly(ns, r, input);
   }
   return observe === undefined ? { action: 'forward', hold: true } : { action: 'forward', hold: true, observe };
+}
+
+function refuseReplayPending(ns: string, input: PolicyInput): Decision {
+  return {
+    action: 'refuse',
+    status: 503,
+    outcome: 'refused_replay',
+    retryAfter: true,
+    error: new GatewayReplayPendingError(
+      `namespace ${ns} takes no writes at site ${input.site} until the writes a merge-restore erased are re-applied from its change log`,
+      { namespace: ns, operation: input.classification.operation },
+    ),
+  };
 }
 
 function refuseReadOnly(ns: string, r: NamespaceRole, input: PolicyInput): Decision {

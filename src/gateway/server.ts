@@ -479,7 +479,8 @@ export class GatewayServer {
 
   async #execute(x: Exchange, d: Decision, admitted: boolean): Promise<void> {
     if (d.action === 'refuse') {
-      this.#local(x, x.req, x.res, { status: d.status, error: d.error, ...(d.emptyBody ? { emptyBody: true } : {}) }, d.outcome);
+      const extra = { ...(d.emptyBody ? { emptyBody: true } : {}), ...(d.retryAfter ? { retryAfterSeconds: this.gate.retryAfterSeconds } : {}) };
+      this.#local(x, x.req, x.res, { status: d.status, error: d.error, ...extra }, d.outcome);
       return;
     }
     // A write that will wait at the gate is counted in flight there only with its body in hand; a body sent without

@@ -83,6 +83,7 @@ export const GATEWAY_OUTCOMES = [
   'refused_device', // a device-level call the gateway never forwards (restore, factory reset, …)
   'rejected_input', // malformed request (path, credentials, headers); not forwarded
   'refused_capture', // change capture refused the write (streaming); not forwarded
+  'refused_replay', // writes a restore erased are still being re-applied to the namespace; not forwarded
   'held_timeout', // held during a merge-restore past the bound; 503 Retry-After
   'rejected_too_large', // a write body (or one sent without credentials) over the limit; 413, not forwarded
   'cut_slow', // the client was too slow (TLS handshake, request head or body not in within its bound); cut
@@ -151,6 +152,9 @@ export interface ReplicatorMetrics {
   readonly restoreForeignEntriesLostTotal: Counter<'namespace'>;
   /** Snapshot syncs whose merge fell back to running inside the exclusive hold (writes kept racing it). */
   readonly syncHeldMergesTotal: Counter<'namespace'>;
+  readonly syncRaceReplaysTotal: Counter<'namespace'>;
+  readonly racingWritesReappliedTotal: Counter;
+  readonly raceReplaysPending: Gauge;
   /** Snapshot syncs whose restore could not be verified (writes kept passing the barrier after it). */
   readonly syncVerifySkippedTotal: Counter<'namespace'>;
   /** Merge-restores that carried the snapshots of several namespaces due at once (daemon/apply-batch.ts). */
@@ -255,6 +259,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   restoresTotal: { outcome: RESTORE_OUTCOMES },
   restoreForeignEntriesLostTotal: {},
   syncHeldMergesTotal: {},
+  syncRaceReplaysTotal: {},
   syncVerifySkippedTotal: {},
   quarantinedEntriesTotal: { reason: QUARANTINE_REASONS },
   quarantineFilesUnacknowledged: {},
@@ -523,6 +528,22 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       labelNames: ['namespace'],
       registers,
     }),
+    syncRaceReplaysTotal: new Counter({
+      name: name('sync_race_replays_total'),
+      help: 'Snapshot syncs whose backup and merge outside the hold were raced by writes that were re-applied after the restore, inside the hold, instead of merging again.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    racingWritesReappliedTotal: new Counter({
+      name: name('racing_writes_reapplied_total'),
+      help: 'Writes that raced a merge-restore outside its hold and were made good after its restore (change-log replays and stream rewinds).',
+      registers,
+    }),
+    raceReplaysPending: new Gauge({
+      name: name('race_replays_pending'),
+      help: 'Namespaces primary here whose writes a restore erased are not yet re-applied (their gateway writes are refused meanwhile); 0 when none.',
+      registers,
+    }),
     syncCoalescedRestoresTotal: new Counter({
       name: name('sync_coalesced_restores_total'),
       help: 'Merge-restores that carried the snapshots of several namespaces due at once at this site (one device backup, restore and verification for all).',
@@ -646,6 +667,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       m.fencingsTotal.inc({ namespace }, 0);
       m.restoreForeignEntriesLostTotal.inc({ namespace }, 0);
       m.syncHeldMergesTotal.inc({ namespace }, 0);
+      m.syncRaceReplaysTotal.inc({ namespace }, 0);
       m.syncVerifySkippedTotal.inc({ namespace }, 0);
       for (const reason of QUARANTINE_REASONS) m.quarantinedEntriesTotal.inc({ namespace, reason }, 0);
     },

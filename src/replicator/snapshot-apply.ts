@@ -12,7 +12,11 @@
  *      are replaced by the restore anyway), B1 is still what the device holds outside it: check the fencing
  *      tokens, save foreign writes (foreign.ts) from B1 to a quarantine file — or, on a first sync with
  *      `onExisting: 'remove'`, the whole namespace to kept/ — and restore. The hold is the restore and nothing else;
- *   3. if writes raced, leave the hold and redo 1–2 (at most `maxRemerges` times, and not at all once an attempt saw
+ *   2b. if writes raced but every one can be made good after the restore (`raceReplay`, race-replay.ts: changes logged
+ *      here as primary, stream applies of other namespaces, writes that changed nothing), record that durably, restore
+ *      the merge all the same and re-apply them, still inside the hold: the hold is the restore and the re-applied
+ *      writes (docs/concurrency.md, "Racing writes re-applied");
+ *   3. if writes raced otherwise, leave the hold and redo 1–2 (at most `maxRemerges` times, and not at all once an attempt saw
  *      HOPELESS_RACE_WRITES or more: the next would race too); as a last resort do it inside the hold: B1 with the
  *      merge reading it as it arrives, save, restore — nothing that passes the barrier writes there, so B1 is current
  *      for every daemon write. With `directWriters` (writers that bypass the barrier) a B2 re-check comes before the
@@ -38,7 +42,8 @@ import { closeAll, openSource, type BackupSource } from '../backup/transform.js'
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
-import type { ExclusiveGuard, WriteMark } from '../concurrency/barrier.js';
+import type { ExclusiveGuard, WriteMark, WriteTracker } from '../concurrency/barrier.js';
+import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayPlan } from './race-replay.js';
 import type { Device } from './device.js';
 import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
 import { isUserOf, rewriteBackup } from './rewrite.js';
@@ -85,6 +90,13 @@ export interface ApplyDeps {
    * B1 before restoring. Default true (the safe side); the daemon passes its configuration's value.
    */
   directWriters?: boolean;
+  /**
+   * Makes good, after the restore, the writes that raced an attempt outside the hold (race-replay.ts), so that attempt
+   * is restored instead of merged again. Absent: every racing write means a new merge, as without it.
+   */
+  raceReplay?: RaceReplayer;
+  /** Called when an attempt's racing writes were re-applied after its restore (metric, log), with how many raced. */
+  onRaceReplayed?: (namespaces: readonly string[], plan: ReplayPlan) => void;
   /** Test seam: runs after B1 is merged and before the exclusive hold is requested (a test writes here). */
   beforeHold?: () => Promise<void>;
   /** Test seam (last resort only): runs after B1 is merged and before B2 is taken. */
@@ -317,6 +329,7 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[])
     if (!restored) return out;
     const renames = () => Promise.all(restored.parts.map((p) => rename(p.spec.snapshotFile, deps.work.snapshotOf(p.spec.namespace))));
     let verified: boolean | 'deferred';
+    const replayed = restored.replayed;
     if (deps.deferVerify) {
       await renames();
       // The temporary files (B1 among them, kept when verification fails) now belong to the verification.
@@ -329,10 +342,10 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[])
           return t;
         },
       };
-      deps.deferVerify(() => verifyAfter(later, restored.merged, restored.after).finally(() => removeFiles(...files)));
+      deps.deferVerify(() => verifyAfter(later, restored.merged, restored.after, replayed).finally(() => removeFiles(...files)));
       verified = 'deferred';
     } else {
-      verified = await verifyAfter(a, restored.merged, restored.after);
+      verified = await verifyAfter(a, restored.merged, restored.after, replayed);
       await renames();
     }
     restored.parts.forEach((p, i) => out.set(p.spec.namespace, { ok: true, result: { ...restored.done[i]!, verified } }));
@@ -379,6 +392,8 @@ interface Restored {
   parts: Part[];
   merged: Merged;
   after: WriteMark;
+  /** Namespaces outside the batch that racing writes re-applied after the restore changed (not verified). */
+  replayed: string[];
 }
 
 /**
@@ -403,25 +418,29 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
     // While the snapshots are still being opened, the parts are not known yet: the merge waits for them.
     if (remerges > 0) await a.opening;
     if (a.parts.length === 0 && (remerges > 0 || !a.tapMerge)) return undefined;
+    // The mark and the tracker see the same holders: those in flight now and every one admitted until the hold.
     const mark = deps.device.barrier.markWrites();
-    const m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
-    if (!m) return undefined;
-    await deps.beforeHold?.();
-    deps.onPhase?.('hold');
-    // Writes within the batch's namespaces (their streams, their anti-entropy) need no new merge: the restore replaces
-    // them, and the positions recorded with it make the streams apply again what the snapshots lack.
-    const own = new Set(m.parts.map((p) => p.spec.namespace));
-    raced = 0;
-    outcome = await hold(async (guard) => {
-      raced = deps.device.barrier.writesSince(mark, own);
-      if (raced > 0) {
-        a.log.info({ namespaces: [...own], writes: raced }, 'writes passed the device barrier during the backup and merge; merging again');
-        return undefined;
-      }
-      if (dropStale(a, m.parts)) return undefined;
-      const done = await saveAndRestore(a, m, guard, remerges, false);
-      return done && { done, parts: m.parts, merged: m, after: deps.device.barrier.markWrites() };
-    }, [...own]);
+    const tracker = deps.device.barrier.trackWrites();
+    try {
+      const m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
+      if (!m) return undefined;
+      await deps.beforeHold?.();
+      deps.onPhase?.('hold');
+      // Writes within the batch's namespaces (their streams, their anti-entropy) need no new merge: the restore
+      // replaces them, and the positions recorded with it make the streams apply again what the snapshots lack.
+      const own = new Set(m.parts.map((p) => p.spec.namespace));
+      raced = 0;
+      outcome = await hold(async (guard) => {
+        raced = deps.device.barrier.writesSince(mark, own);
+        const plan = raced > 0 ? replayPlan(a, tracker, own, raced) : undefined;
+        if (plan === null) return undefined;
+        if (dropStale(a, m.parts)) return undefined;
+        const done = await saveAndRestore(a, m, guard, remerges, false, plan);
+        return done && { done, parts: m.parts, merged: m, after: deps.device.barrier.markWrites(), replayed: plan ? replayedNamespaces(plan) : [] };
+      }, [...own]);
+    } finally {
+      tracker.close();
+    }
   }
   if (outcome !== undefined) return outcome;
   await a.opening;
@@ -449,9 +468,21 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       const r = await heldMerge(a, remerges, single);
       if (!r) return undefined;
       const done = await saveAndRestore(a, r.merged, guard, r.remerges, true);
-      if (done) return { done, parts: r.merged.parts, merged: r.merged, after: deps.device.barrier.markWrites() };
+      if (done) return { done, parts: r.merged.parts, merged: r.merged, after: deps.device.barrier.markWrites(), replayed: [] };
     }
   }, namespaces);
+}
+
+/**
+ * Inside the hold, writes outside `own` raced the attempt: the plan that re-applies them after its restore, or null
+ * (logged) when one cannot be (the attempt is merged again).
+ */
+function replayPlan(a: Apply, tracker: WriteTracker, own: ReadonlySet<string>, raced: number): ReplayPlan | null {
+  const racing = tracker.writes().filter((w) => w.scope === null || !own.has(w.scope));
+  const r = a.deps.raceReplay ? planReplay(racing, a.deps.raceReplay) : { refused: 'writes are not re-applied here' };
+  if ('plan' in r) return r.plan;
+  a.log.info({ namespaces: [...own], writes: raced, why: r.refused }, `writes passed the device barrier during the backup and merge, and ${r.refused} cannot be re-applied after the restore; merging again`);
+  return null;
 }
 
 /** How B1 is taken: shared, or inside the hold the holder's own; `tap` reads its bytes as they arrive. */
@@ -562,7 +593,7 @@ async function heldMerge(a: Apply, remergesSoFar: number, single: boolean): Prom
  * Inside the hold: save what the restore removes (from the base it replaces), check the tokens, restore. Undefined
  * when a part's `check` failed after the saves (dropped: the caller merges again without it).
  */
-async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerges: number, held: boolean): Promise<RestoredSnapshot[] | undefined> {
+async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerges: number, held: boolean, plan?: ReplayPlan): Promise<RestoredSnapshot[] | undefined> {
   const { deps, log } = a;
   const saved = new Map<string, { savedExisting?: string; quarantined?: ForeignQuarantine }>();
   for (const p of m.parts) {
@@ -578,8 +609,11 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
   if (dropStale(a, m.parts)) return undefined;
   deps.onPhase?.('restore');
   const batch = m.parts.map((p) => p.spec.namespace);
-  // Outside the batch the merged file is the device's own (no write passed the barrier there since B1): the restore
-  // changes these namespaces only (the certificate table forgets just them; key-certs-repo.ts).
+  // Made durable before the restore erases the racing writes: a crash after it finishes the replay at start-up.
+  if (plan) deps.raceReplay!.prepare(plan);
+  // Outside the batch the merged file is the device's own (no write passed the barrier there since B1, or those that
+  // did are re-applied below): the restore changes these namespaces only (the certificate table forgets just them;
+  // key-certs-repo.ts).
   await deps.device.restore(m.merged, batch);
   const done = m.parts.map((p): RestoredSnapshot => {
     const s = saved.get(p.spec.namespace)!;
@@ -595,6 +629,12 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
     };
   });
   m.parts.forEach((p, i) => p.spec.afterRestore?.(done[i]!));
+  if (plan) {
+    // Still inside the hold: no new write is admitted before the racing ones are back, in their order.
+    await deps.raceReplay!.replay(plan);
+    deps.onRaceReplayed?.(batch, plan);
+    log.info({ namespaces: batch, writes: plan.writes, logs: Object.fromEntries(plan.logs), streams: plan.streams }, 'writes raced the backup and merge; restored the merge and re-applied them');
+  }
   return done;
 }
 
@@ -655,7 +695,7 @@ async function diffFiles(
  * comparison; an unscoped write (may touch anything) skips verification, reported (`onVerifySkipped`). Returns
  * whether it verified; keeps B1 and throws SyncVerifyFailedError when anything compared is off.
  */
-async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boolean> {
+async function verifyAfter(a: Apply, m: Merged, after: WriteMark, replayed: readonly string[]): Promise<boolean> {
   const { deps, log } = a;
   const namespaces = m.parts.map((p) => p.spec.namespace);
   const inBatch = (p: string) => namespaces.some((ns) => isNamespacePath(p, ns));
@@ -669,7 +709,8 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark): Promise<boole
     log.warn({ namespaces }, 'restore not verified: writes that may touch anything passed the device barrier after it (the restore itself succeeded)');
     return false;
   }
-  const skip = [...written].filter((s): s is string => s !== null);
+  // Namespaces that racing writes re-applied after the restore are written since it too.
+  const skip = [...new Set([...replayed, ...[...written].filter((s): s is string => s !== null)])];
   const inScope = (p: string) => isStoreData(p) && !skip.some((ns) => isNamespacePath(p, ns));
   let lostOutside = 0;
   const diff = await diffFiles(deps.deviceOpen, m.merged, b3, inScope, (p, kind) => {

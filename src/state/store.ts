@@ -24,6 +24,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { AppliedRepo } from './applied-repo.js';
 import { AuditRepo } from './audit-repo.js';
 import { BackupSaltRepo } from './backup-salt-repo.js';
+import { RaceReplaysRepo } from './race-replays-repo.js';
 import { ChangeLogRepo } from './changelog-repo.js';
 import { EpochsRepo } from './epochs-repo.js';
 import { GroupCommit, type GroupCommitStats, type RunOptions } from './group-commit.js';
@@ -76,6 +77,7 @@ interface Open {
   quarantineAcks: QuarantineAcksRepo;
   keyCerts: KeyCertsRepo;
   backupSalt: BackupSaltRepo;
+  raceReplays: RaceReplaysRepo;
 }
 
 export class StateStore {
@@ -149,6 +151,7 @@ export class StateStore {
       quarantineAcks: new QuarantineAcksRepo(db, this.now),
       keyCerts: new KeyCertsRepo(db, this.now),
       backupSalt: new BackupSaltRepo(db, this.now),
+      raceReplays: new RaceReplaysRepo(db, this.now),
     };
     return this;
   }
@@ -232,6 +235,11 @@ export class StateStore {
   /** The salt of this site's device backups, for the key warm-up at start (backup-salt-repo.ts). */
   get backupSalt(): BackupSaltRepo {
     return this.open_.backupSalt;
+  }
+
+  /** Racing writes a merge-restore still has to re-apply (race-replays-repo.ts). */
+  get raceReplays(): RaceReplaysRepo {
+    return this.open_.raceReplays;
   }
 
   /** Quarantine files an operator has acknowledged (`quarantine ack`). */

@@ -1,0 +1,193 @@
+/**
+ * The daemon's RaceReplayer (src/replicator/race-replay.ts; docs/concurrency.md, "Racing writes re-applied"): carries
+ * out a merge-restore's plan to make good the writes that raced its backup and merge, and finishes a replay left
+ * pending (a crash between the restore and the end of the replay, or a device that failed it).
+ *
+ * Contract: a namespace with a pending replay takes no gateway write until it is done (`pending`; the gateway answers
+ * 503 naming it): a write admitted in between could be undone by the replay of an earlier change of the same key.
+ * `start()` finishes pending replays in an exclusive hold of the barrier, requested before the gateway starts, so no
+ * write is admitted ahead of it; it retries (with backoff, status and metrics saying so) until done or `close()`.
+ */
+import type { DeviceBarrier } from '../concurrency/barrier.js';
+import type { Logger } from '../log.js';
+import type { RaceReplayer, ReplayPlan } from '../replicator/race-replay.js';
+import type { StateStore } from '../state/store.js';
+import type { ReplaysPendingView } from './status.js';
+import { NhrError } from '../errors.js';
+
+const describeError = (err: unknown): string => (err instanceof NhrError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
+
+/** The change log side (src/stream/log-replay.ts). */
+export interface LogReplaySource {
+  check(namespace: string, fromSeq: number): string | undefined;
+  /** Re-applies the changes from `fromSeq` to the head onto this site's NetHSM; how many it re-applied. */
+  replay(namespace: string, fromSeq: number): Promise<number>;
+}
+
+/** The stream side (the stream service's positions). */
+export interface StreamRewinder {
+  canRewind(namespace: string, source: string, seq: number): boolean;
+  rewind(namespace: string, source: string, seq: number): void;
+}
+
+export interface DaemonRaceReplayerOptions {
+  store: StateStore;
+  barrier: DeviceBarrier;
+  log: Logger;
+  logs: LogReplaySource | undefined;
+  streams: StreamRewinder | undefined;
+  /** Whether this site is still primary of `namespace` (a namespace that moved away is not written to here). */
+  isPrimary(namespace: string): boolean;
+  /** Told how many namespaces have a replay pending whenever that may have changed (the metric). */
+  onPending?: (namespaces: number) => void;
+  /** Backoff between attempts of a pending replay (ms): first, cap. */
+  retryMs?: readonly [number, number];
+}
+
+export class DaemonRaceReplayer implements RaceReplayer {
+  readonly #o: DaemonRaceReplayerOptions;
+  #attempts = 0;
+  #pending = new Set<string>();
+  #lastError: string | undefined;
+  #closed = false;
+  #running: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+
+  constructor(o: DaemonRaceReplayerOptions) {
+    this.#o = o;
+  }
+
+  checkLog(namespace: string, fromSeq: number): string | undefined {
+    if (!this.#o.logs) return 'this site logs no changes';
+    if (!this.#o.isPrimary(namespace)) return 'this site is no longer its primary';
+    return this.#o.logs.check(namespace, fromSeq);
+  }
+
+  canRewind(namespace: string, source: string, seq: number): boolean {
+    return this.#o.streams?.canRewind(namespace, source, seq) ?? false;
+  }
+
+  prepare(plan: ReplayPlan): void {
+    if (plan.logs.size > 0) this.#o.store.raceReplays.record(plan.logs);
+    this.#refresh();
+    for (const s of plan.streams) this.#o.streams!.rewind(s.namespace, s.source, s.seq);
+  }
+
+  /** Inside the merge-restore's hold. A failure leaves the rows pending and starts the daemon's own retries. */
+  async replay(plan: ReplayPlan): Promise<void> {
+    try {
+      for (const [ns, from] of plan.logs) await this.#replayOne(ns, from);
+    } catch (err) {
+      this.#lastError = describeError(err);
+      this.kick();
+      throw err;
+    }
+  }
+
+  /** Namespaces with a replay pending (gateway writes to them are refused until it is done). */
+  pending(): Set<string> {
+    return new Set(this.#pending);
+  }
+
+  /** Whether `namespace` has a replay pending. Cheap (the gateway asks for every write): kept in memory. */
+  isPending(namespace: string): boolean {
+    return this.#pending.has(namespace);
+  }
+
+  /** Reloads the pending set from SQLite after it changed there, and tells the metric. */
+  #refresh(): void {
+    this.#pending = new Set(this.#o.store.isOpen ? this.#o.store.raceReplays.all().map((r) => r.namespace) : []);
+    this.#o.onPending?.(this.#pending.size);
+  }
+
+  /** For status, health and the metric: the pending replays, their cause and remedy; null when none. */
+  view(): ReplaysPendingView | null {
+    const rows = this.#o.store.isOpen ? this.#o.store.raceReplays.all() : [];
+    if (rows.length === 0) return null;
+    const namespaces = rows.map((r) => r.namespace);
+    const which = namespaces.length === 1 ? `namespace ${namespaces[0]}` : `namespaces ${namespaces.join(', ')}`;
+    const err = this.#lastError;
+    return {
+      namespaces,
+      since: new Date(Math.min(...rows.map((r) => r.createdAt))).toISOString(),
+      attempts: this.#attempts,
+      lastError: err ?? null,
+      cause:
+        `writes to ${which} that raced a merge-restore were erased by its restore and are NOT RE-APPLIED yet from the change log` +
+        `${this.#attempts > 0 ? ` (${this.#attempts} attempts${err ? `; last: ${err}` : ''})` : ''}; the gateway refuses writes to ${namespaces.length === 1 ? 'it' : 'them'} until they are`,
+      try:
+        'Nothing is lost: the changes are in the change log and the daemon retries by itself. Bring the NetHSM back or fix what the last error names ' +
+        '(`nethsm-replicator status` shows this site\'s NetHSM and credentials); the replay also runs at the next start, before the gateway takes writes.',
+    };
+  }
+
+  /**
+   * Finishes pending replays, if any: the exclusive hold is requested synchronously (so writes arriving after this
+   * call wait behind it) and retried until done. Idempotent.
+   */
+  start(): void {
+    this.#closed = false;
+    this.#refresh();
+    this.kick();
+  }
+
+  /** Starts the retries if replays are pending and none run. */
+  kick(): void {
+    if (this.#closed || this.#running || this.pending().size === 0) return;
+    this.#running = this.#retry().finally(() => (this.#running = undefined));
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake?.();
+    await this.#running;
+  }
+
+  async #retry(): Promise<void> {
+    const [first, cap] = this.#o.retryMs ?? [1_000, 30_000];
+    let delay = first;
+    while (!this.#closed) {
+      const ok = await this.#o.barrier.exclusive([], () => this.#replayPending()).then(
+        () => true,
+        (err: unknown) => {
+          this.#lastError = describeError(err);
+          this.#o.log.error({ err, pending: [...this.pending()] }, 'writes a restore erased could not be re-applied yet; writes to those namespaces stay refused until they are (retrying)');
+          return false;
+        },
+      );
+      this.#attempts++;
+      if (ok) {
+        this.#attempts = 0;
+        this.#lastError = undefined;
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      delay = Math.min(cap, delay * 2);
+    }
+  }
+
+  async #replayPending(): Promise<void> {
+    for (const r of this.#o.store.raceReplays.all()) {
+      if (!this.#o.isPrimary(r.namespace)) {
+        this.#o.log.warn({ namespace: r.namespace, fromSeq: r.fromSeq }, 'a pending re-apply of racing writes is dropped: this site is no longer the namespace primary');
+        this.#o.store.raceReplays.done(r.namespace, r.fromSeq);
+        this.#refresh();
+        continue;
+      }
+      await this.#replayOne(r.namespace, r.fromSeq);
+    }
+  }
+
+  async #replayOne(namespace: string, fromSeq: number): Promise<void> {
+    const n = await this.#o.logs!.replay(namespace, fromSeq);
+    this.#o.store.raceReplays.done(namespace, fromSeq);
+    this.#refresh();
+    this.#o.log.info({ namespace, fromSeq, changes: n }, 'writes a restore erased were re-applied from the change log');
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Racing writes re-applied (docs/concurrency.md, "Racing writes re-applied"): a merge-restore whose backup and merge,
+ * made outside the exclusive hold, were raced by writes outside its namespaces may still restore that merge, provided
+ * every racing write can be made good after the restore, inside the same hold, before any new write is admitted:
+ * - a change this site logged as primary (`log`): re-applied from the change log, from the first raced seq to the head
+ *   (an import from its envelope sealed to this site's own transport key);
+ * - a stream change applied here (`stream`): the namespace's position moves back before it, so the stream applies it
+ *   again after the hold;
+ * - a write that changed nothing (`none`): nothing to do.
+ * Anything else (`unknown`: a device-side generate, a user change, another restore, a repair) cannot be re-applied:
+ * the sync merges again, as before. The plan is made inside the hold from the barrier's tracker, where every racing
+ * holder has released (its ticket is final).
+ */
+import type { TrackedWrite } from '../concurrency/barrier.js';
+
+/** A stream to move back: its namespace and source, and the first change the stream must apply again. */
+export interface StreamRewind {
+  readonly namespace: string;
+  readonly source: string;
+  readonly seq: number;
+}
+
+/** What re-applying the racing writes takes. */
+export interface ReplayPlan {
+  /** Per namespace this site is primary of: the first seq of its change log to re-apply (to its head). */
+  readonly logs: ReadonlyMap<string, number>;
+  readonly streams: readonly StreamRewind[];
+  /** The racing write holders the plan covers (those that changed nothing included). */
+  readonly writes: number;
+}
+
+/** The checks a plan needs (SQLite only, synchronous: they run inside the hold). */
+export interface ReplayChecks {
+  /** Undefined when every change of `namespace`'s log from `fromSeq` to its head can be re-applied; else why not. */
+  checkLog(namespace: string, fromSeq: number): string | undefined;
+  /** Whether the stream position of (`namespace`, `source`) can move back before `seq` (same epoch and change log). */
+  canRewind(namespace: string, source: string, seq: number): boolean;
+}
+
+/**
+ * Carries a plan out (src/daemon/race-replayer.ts). Both calls run inside the merge-restore's exclusive hold.
+ */
+export interface RaceReplayer extends ReplayChecks {
+  /**
+   * Before the restore: makes the plan durable (the log replays pending, in SQLite; the streams' positions moved
+   * back), so a crash after the restore finishes the replay at start-up before writes are admitted.
+   */
+  prepare(plan: ReplayPlan): void;
+  /**
+   * After the restore: re-applies the logs and clears the pending record. Throws when the device refused or failed;
+   * the record then stays, and the daemon finishes it in its own exclusive hold (writes to those namespaces refused
+   * meanwhile).
+   */
+  replay(plan: ReplayPlan): Promise<void>;
+}
+
+/** `{ plan }` when every write in `racing` can be re-applied, else `{ refused }` naming the first that cannot. Pure. */
+export function planReplay(racing: readonly TrackedWrite[], checks: ReplayChecks): { plan: ReplayPlan } | { refused: string } {
+  const logs = new Map<string, number>();
+  const streams = new Map<string, StreamRewind>();
+  for (const { scope, ticket } of racing) {
+    const r = ticket.replay;
+    switch (r.kind) {
+      case 'none':
+        break;
+      case 'log':
+        logs.set(r.namespace, Math.min(r.seq, logs.get(r.namespace) ?? Infinity));
+        break;
+      case 'stream': {
+        const k = `${r.namespace}\u0000${r.source}`;
+        const had = streams.get(k);
+        if (!had || r.seq < had.seq) streams.set(k, { namespace: r.namespace, source: r.source, seq: r.seq });
+        break;
+      }
+      default:
+        return { refused: scope === null ? 'a write that may touch anything' : `a write in namespace ${scope} that cannot be re-applied` };
+    }
+  }
+  for (const [ns, from] of logs) {
+    const why = checks.checkLog(ns, from);
+    if (why !== undefined) return { refused: `namespace ${ns}'s change log from ${from}: ${why}` };
+  }
+  for (const s of streams.values()) {
+    if (!checks.canRewind(s.namespace, s.source, s.seq)) return { refused: `the stream of namespace ${s.namespace} from ${s.source} cannot move back before ${s.seq}` };
+  }
+  return { plan: { logs, streams: [...streams.values()], writes: racing.length } };
+}
+
+/** The namespaces whose content the plan changes after the restore (left out of the restore's verification). */
+export function replayedNamespaces(plan: ReplayPlan): string[] {
+  return [...new Set([...plan.logs.keys(), ...plan.streams.map((s) => s.namespace)])].sort();
+}
