@@ -88,6 +88,15 @@ export class StreamService {
       },
       committed: (c) => this.#committed(c),
       resolve: (i) => this.#resolve(i),
+      // While a merge-restore tracks writes, imports are sealed to this site's own key too (log-replay.ts).
+      own: {
+        site: ctx.site,
+        recipient: () => {
+          if (!ctx.barrier.tracking || !this.transportKey || !this.#transportKeyReady) return undefined;
+          const info = this.transportKey.publicInfo();
+          return { keyId: info.keyId, publicKeyPem: info.publicKeyPem };
+        },
+      },
       generate: async (ns, body) => {
         if (ctx.config.namespaces.find((n) => n.name === ns)?.generate !== 'replicated') return undefined;
         try {
