@@ -39,6 +39,8 @@ describe('log replay: racing gateway writes re-applied from the change log', () 
   const barrier = new DeviceBarrier();
   /** The daemon seals to its own key while a tracker is open; a test turns that off to log an import without it. */
   let ownSealing = true;
+  /** Makes the own seal fail (a transport key that cannot be read). */
+  let ownFails = false;
 
   beforeAll(async () => {
     sim = await startProvisionedSimulator({ namespaces: ['alpha'] });
@@ -64,6 +66,7 @@ describe('log replay: racing gateway writes re-applied from the change log', () 
       own: {
         site: 'a',
         recipient: () => {
+          if (ownFails) throw new Error('own transport key unreadable');
           if (!ownSealing || !barrier.tracking) return undefined;
           const info = tk.publicInfo();
           return { keyId: info.keyId, publicKeyPem: info.publicKeyPem };
@@ -155,6 +158,20 @@ describe('log replay: racing gateway writes re-applied from the change log', () 
       ['key-imported', 't3', ['b']],
       ['key-imported', 't4', ['b']],
     ]);
+  });
+
+  it('lets an import through when its own seal fails, with the ticket left unknown', async () => {
+    const from = head() + 1;
+    ownFails = true;
+    let tickets: WriteReplay[];
+    try {
+      tickets = await tracked(() => call('PUT', '/keys/sealfail', importBody(), 204).then(() => undefined));
+    } finally {
+      ownFails = false;
+    }
+    expect(tickets).toEqual([{ kind: 'unknown' }]);
+    expect((await nsAdmin.getKey('sealfail')).type).toBe('EC_P256');
+    expect(Object.keys(store.changelog.get('alpha', from)!.envelopes ?? {})).toEqual(['b']);
   });
 
   it('refuses a catch-up and an import without an own envelope in check(), and replay() throws the same', async () => {

@@ -89,15 +89,13 @@ export class LogReplay {
   async #apply(deps: ApplyDeps, namespace: string, line: ChangeLine, later: readonly LoggedChange[]): Promise<boolean> {
     if (line.kind === 'catchup') throw new StreamReplayRefusedError(`change ${line.seq} is a catch-up: ${line.reason}`, { namespace });
     if (line.kind === 'key-moved') return this.#move(namespace, line);
-    const removedLater = later.some((c) => removes(c, line.keyId));
-    // An attribute change on a key the suffix removes later: its copy is gone by the end either way, and on a device
-    // past that removal it would land on a later copy of the id.
-    if (ATTRIBUTE_KINDS.has(line.kind) && later.some((c) => c.kind === 'key-deleted' && c.keyId === line.keyId)) return false;
+    // A label, tag or certificate change that lands on a later copy of its key id (the device is past a delete and
+    // re-import) is undone by that delete, which comes after it in the suffix.
     const effect = await makeEffect(deps, namespace, line);
     if (effect.outcome !== 'catchup') return effect.outcome === 'applied';
     // The key is missing: fine when the suffix deletes or moves it away later (the device is past that), else the
     // device contradicts the log.
-    if (removedLater) return false;
+    if (later.some((c) => removes(c, line.keyId))) return false;
     throw new StreamApplyFailedError(`change ${line.seq} (${line.kind}) of ${namespace} cannot be re-applied: ${effect.reason}`, { namespace });
   }
 
@@ -161,7 +159,6 @@ export class LogReplay {
   }
 }
 
-const ATTRIBUTE_KINDS: ReadonlySet<string> = new Set(['cert-set', 'cert-removed', 'tag-added', 'tag-removed', 'label-set', 'label-removed']);
 const CONTENT_KINDS: ReadonlySet<string> = new Set(['key-imported', 'key-deleted', 'key-moved']);
 
 function newIdOf(c: LoggedChange): string | undefined {
