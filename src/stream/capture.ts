@@ -5,7 +5,9 @@
  * sealed when the answer names the id); on the NetHSM's 2xx the intent becomes the namespace's next change, otherwise it is dropped. When the
  * NetHSM's answer is lost (status 0) the device is asked what happened (intent-resolve.ts). Mutations of one key are
  * serialised (KeyLocks), so the log's order is the device's order. With `generate: replicated`, `POST /keys/generate`
- * is substituted by a key generated here and imported under the caller's own credentials (`substitute`).
+ * is substituted by a key generated here and imported under the caller's own credentials (`substitute`). While a
+ * merge-restore tracks writes, an import is also sealed to this site's own transport key (`own`), and `end` tells the
+ * gateway whether the change log alone can re-apply the change (log-replay.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { GatewayCaptureFailedError } from '../errors.js';
@@ -291,8 +293,8 @@ export class ChangeCapture implements MutationObserver {
   }
 
   /**
-   * The intent becomes the namespace's next change (and leaves the intents), durably, in one transaction. False when
-   * the intent was no longer there (settled by someone else): nothing is appended then.
+   * The intent becomes the namespace's next change (and leaves the intents), durably, in one transaction; resolves with
+   * the change. Undefined when the intent was no longer there (settled by someone else): nothing is appended then.
    */
   async #commit(intent: Intent, keyId: string | undefined): Promise<LoggedChange | undefined> {
     const { store } = this.#o;
