@@ -788,6 +788,16 @@ export class StreamApplyFailedError extends NhrError {
   static override readonly defaultHint = "Check the replication account's role in the namespace on this NetHSM; the daemon falls back to a snapshot of the namespace.";
 }
 
+/**
+ * The change log cannot re-apply a namespace's changes from a seq on (log-replay.ts): a catch-up among them, an import
+ * without an envelope sealed to this site, a sequence whose replay could not tell which copy of a key the device holds,
+ * or changes no longer retained. Nothing was applied; the merge-restore merges again instead.
+ */
+export class StreamReplayRefusedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STREAM_REPLAY_REFUSED';
+  static override readonly defaultHint = 'Nothing to do: the sync merges again (or takes the held sequence) instead of re-applying from the change log.';
+}
+
 /** A replicated `POST /keys/generate` body the NetHSM would refuse; `status` and `message` are the NetHSM's answer. */
 export class GenerateRequestInvalidError extends NhrError {
   static override readonly code = 'NHR_ERR_KEYGEN_REQUEST_INVALID';
@@ -876,6 +886,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   StreamOutOfOrderError,
   StreamLogChangedError,
   StreamApplyFailedError,
+  StreamReplayRefusedError,
   GenerateRequestInvalidError as unknown as typeof NhrError,
 ];
 

@@ -53,6 +53,19 @@ export interface Substitution {
   answer: { status: number; headers: Record<string, string>; body: Buffer };
 }
 
+/**
+ * What the observer recorded for a mutation (`end`'s answer), so the gateway can tell a merge-restore that raced the
+ * write how to make it good (the barrier's WriteTicket):
+ * - `change`: committed as `namespace`'s change `seq`; `replayable` when that change can be re-applied from the change
+ *   log alone (not a catch-up; an import carries an envelope sealed to this site's own transport key);
+ * - `dropped`: the intent was dropped as not done (a refusal, or the device showed a lost answer did not take effect);
+ * - `unknown`: nothing can be said (the device could not settle a lost answer yet; the intent was settled elsewhere).
+ */
+export type MutationEnd =
+  | { readonly recorded: 'change'; readonly namespace: string; readonly seq: number; readonly replayable: boolean }
+  | { readonly recorded: 'dropped' }
+  | { readonly recorded: 'unknown' };
+
 export interface MutationObserver {
   /**
    * Optional: replaces the client's mutation by another request (called before `begin`, only for calls whose body was
@@ -64,9 +77,10 @@ export interface MutationObserver {
   begin(m: MutationStart): Promise<string>;
   /**
    * Called once the NetHSM has answered (before the client sees the answer), or with status 0 when it never did.
-   * A throw is logged; the client still gets the NetHSM's answer and the intent stays open for recovery.
+   * A throw is logged; the client still gets the NetHSM's answer and the intent stays open for recovery. Resolves
+   * with what was recorded (MutationEnd); an observer that says nothing leaves the write not re-appliable.
    */
-  end(intentId: string, outcome: MutationOutcome): Promise<void>;
+  end(intentId: string, outcome: MutationOutcome): Promise<MutationEnd | undefined>;
 }
 
 /** The observer's view of a buffered body: the bytes as they will be forwarded, and the parsed JSON when it is JSON. */

@@ -29,6 +29,7 @@ describe('gateway in front of a simulator', () => {
     },
     async end(id, outcome) {
       observed[Number(id)]!.end = outcome;
+      return undefined;
     },
   };
   const log = capturingLogger();

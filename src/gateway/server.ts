@@ -36,14 +36,14 @@ import { headerValues, parseBasicAuth, type CallerIdentity } from './basic-auth.
 import { arrivedBody, hasBody, readBody } from './body.js';
 import { classify, isKeyBodyOperation, type Classification } from './classify.js';
 import { requestHeadersForUpstream, responseHeadersForClient, SERVED_BY_HEADER, VIA_HEADER } from './headers.js';
-import { mutationBody, type MutationBody, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
+import { mutationBody, type MutationBody, type MutationEnd, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
 import { decide, type Decision, type GatewayOutcome, type NamespaceRoles, type PolicyInput } from './policy.js';
 import type { RemoteServing } from './remote-serving.js';
 import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
 import type { Relay, RelayHead } from './relay.js';
 import { PeerGateways, Upstream } from './upstream.js';
-import { DeviceBarrier } from '../concurrency/barrier.js';
+import { DeviceBarrier, writeTicket, type WriteReplay, type WriteTicket } from '../concurrency/barrier.js';
 
 /** How much longer than the longest wait for an answer (gate, then upstream) a client's socket may stay idle. */
 const IDLE_MARGIN_MS = 5_000;
@@ -126,6 +126,22 @@ export interface GatewayOptions {
   handshakeTimeoutMs?: number;
 }
 
+const NONE: WriteReplay = { kind: 'none' };
+
+/**
+ * What a write did, for a merge-restore it raced (WriteTicket): `none` when the NetHSM refused it (4xx) or the
+ * capture dropped it as not done after a lost answer (status 0); `log` when the capture committed a change the log
+ * alone can re-apply; `unknown` otherwise (5xx, an unsettled lost answer, no capture, a change it cannot re-apply).
+ */
+function replayOf(status: number, ended: MutationEnd | undefined): WriteReplay {
+  if (status >= 400 && status < 500) return NONE;
+  if (status === 0 && ended?.recorded === 'dropped') return NONE;
+  if ((status === 0 || (status >= 200 && status < 300)) && ended?.recorded === 'change' && ended.replayable) {
+    return { kind: 'log', namespace: ended.namespace, seq: ended.seq };
+  }
+  return { kind: 'unknown' };
+}
+
 /** Defaults of the limits above (docs/gateway.md). */
 export const GATEWAY_LIMIT_DEFAULTS = {
   maxWriteBodyBytes: 1024 * 1024,
@@ -177,6 +193,11 @@ interface Exchange {
   servedBy?: string;
   /** The site a write was forwarded to (its primary). */
   sentTo?: string;
+  /**
+   * The write's barrier ticket (admitted at the gate): what it did to this site's NetHSM, set before the hold ends, so
+   * a merge-restore it raced can re-apply it (replayOf).
+   */
+  ticket?: WriteTicket;
 }
 
 export class GatewayServer {
@@ -516,7 +537,9 @@ export class GatewayServer {
     x.gateWait = new AbortController();
     if (x.gone) x.gateWait.abort(new Error('client closed the connection'));
     try {
-      release = await this.gate.enter({ signal: x.gateWait.signal });
+      const ticket = writeTicket();
+      release = await this.gate.enter({ signal: x.gateWait.signal, ticket });
+      x.ticket = ticket;
     } catch (err) {
       if (err instanceof GatewayHoldTimeoutError) {
         x.heldMs = Math.round(performance.now() - waitStart);
@@ -531,6 +554,8 @@ export class GatewayServer {
     try {
       const again = this.#decide(x);
       if (again.action !== 'forward') {
+        // Refused here or sent to the primary's gateway: this site's NetHSM is not asked.
+        x.ticket!.replay = NONE;
         await this.#execute(x, again, true);
         return;
       }
@@ -570,6 +595,7 @@ export class GatewayServer {
         } catch (err) {
           const status = (err as { status?: unknown }).status;
           const error = err instanceof NhrError ? err : new InternalError('internal gateway error');
+          this.#noted(x, up, NONE);
           this.#local(x, x.req, x.res, { status: typeof status === 'number' && status >= 400 && status < 500 ? status : 500, error }, 'rejected_input');
           return;
         }
@@ -584,6 +610,7 @@ export class GatewayServer {
           cause: err,
         });
         sub?.body.fill(0);
+        this.#noted(x, up, NONE);
         this.#local(x, x.req, x.res, { status: 503, error, retryAfterSeconds: this.gate.retryAfterSeconds }, 'refused_capture');
         return;
       }
@@ -606,6 +633,7 @@ export class GatewayServer {
       // Gone before anything was sent: nothing reached the NetHSM, so nothing is sent (held or not).
       sub?.body.fill(0);
       if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
+      this.#noted(x, up, NONE);
       this.#report(x, 'error');
       return;
     }
@@ -615,17 +643,20 @@ export class GatewayServer {
       x.relay = up.relay({ method, path, headers, body: upstreamBody });
       head = await x.relay.head;
     } catch (err) {
-      if (intent !== undefined) await this.#end(observer!, intent, { status: 0 });
+      const ended = intent !== undefined ? await this.#end(observer!, intent, { status: 0 }) : undefined;
+      this.#noted(x, up, replayOf(0, ended));
       if (await this.#retryAtPeer(x, up, err)) return;
       this.#upstreamFailed(x, up, err);
       return;
     } finally {
       sub?.body.fill(0);
     }
+    let ended: MutationEnd | undefined;
     if (intent !== undefined) {
       const location = head.headers['location'];
-      await this.#end(observer!, intent, { status: head.statusCode, ...(typeof location === 'string' ? { location } : {}) });
+      ended = await this.#end(observer!, intent, { status: head.statusCode, ...(typeof location === 'string' ? { location } : {}) });
     }
+    this.#noted(x, up, replayOf(head.statusCode, ended));
     if (up === this.#nethsm && head.statusCode === 412 && x.classification.kind !== 'device-read' && x.classification.kind !== 'device-write') {
       this.#notify(this.#options.onNethsmNotOperational);
     }
@@ -675,12 +706,18 @@ export class GatewayServer {
     return x.servedBy ?? x.sentTo ?? 'unknown';
   }
 
-  async #end(observer: MutationObserver, intent: string, outcome: { status: number; location?: string }): Promise<void> {
+  async #end(observer: MutationObserver, intent: string, outcome: { status: number; location?: string }): Promise<MutationEnd | undefined> {
     try {
-      await observer.end(intent, outcome);
+      return await observer.end(intent, outcome);
     } catch (err) {
       this.#log.error({ intent, status: outcome.status, err: describe(err) }, 'gateway: change capture could not record the outcome; the intent stays open');
+      return undefined;
     }
+  }
+
+  /** Notes on an admitted write's ticket what it did to this site's NetHSM (calls to a peer gateway leave it alone). */
+  #noted(x: Exchange, up: Upstream, replay: WriteReplay): void {
+    if (x.ticket && up === this.#nethsm) x.ticket.replay = replay;
   }
 
   #upstreamFailed(x: Exchange, up: Upstream, err: unknown): void {

@@ -41,7 +41,9 @@ describe('gateway: slow and oversized request bodies', () => {
       begun.push({ ...m, ...(m.body ? { body: { ...m.body, bytes: Buffer.from(m.body.bytes) } } : {}) });
       return String(begun.length);
     },
-    async end() {},
+    async end() {
+      return undefined;
+    },
   };
   const head = (method: string, path: string, auth?: Cred): string =>
     [`${method} /api/v1${path} HTTP/1.1`, 'Host: localhost', 'Content-Type: application/json', ...(auth ? [`Authorization: ${basicHeader(auth)}`] : [])].join('\r\n');

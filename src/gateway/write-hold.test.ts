@@ -29,7 +29,9 @@ describe('gateway write hold during a merge-restore', () => {
       await beginGate;
       return 'intent';
     },
-    async end() {},
+    async end() {
+      return undefined;
+    },
   };
 
   beforeAll(async () => {

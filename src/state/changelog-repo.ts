@@ -73,6 +73,13 @@ const toChange = (r: Raw): LoggedChange => ({
   createdAt: r.created_at,
 });
 
+/** The JSON path of a site's entry in an `envelopes` column (site names are NetHSM ids: never a double quote). */
+export const envelopePath = (site: string): string => `$."${site}"`;
+
+/** Removes one site's entry (the path, bound twice) from the `envelopes` column of `table`; NULL when none is left. */
+export const DROP_ENVELOPES_SQL = (table: 'change_log' | 'intents'): string =>
+  `UPDATE ${table} SET envelopes = nullif(json_remove(envelopes, ?), '{}') WHERE envelopes IS NOT NULL AND json_type(envelopes, ?) IS NOT NULL`;
+
 /** The group commit's view for the log: whether rows written now become durable only when their group's sync returns. */
 export interface DeferredDurability {
   readonly deferring: boolean;
@@ -93,6 +100,7 @@ export class ChangeLogRepo {
   private readonly sLogId: Statement<[string], { log_id: string }>;
   private readonly sNewLog: Statement<Record<string, unknown>>;
   private readonly sKnows: Statement<[string, string, string], { one: number }>;
+  private readonly sDropEnvelopes: Statement<[string, string]>;
 
   /** Per namespace, seqs appended in groups not yet durable (with a count: a rolled-back seq may be appended again). */
   readonly #undurable = new Map<string, Map<number, number>>();
@@ -132,6 +140,16 @@ export class ChangeLogRepo {
       db,
       "SELECT 1 AS one FROM change_log WHERE namespace = ? AND (key_id = ? OR (kind = 'key-moved' AND json_extract(detail, '$.newId') = ?)) LIMIT 1",
     );
+    this.sDropEnvelopes = prepare(db, DROP_ENVELOPES_SQL('change_log'));
+  }
+
+  /**
+   * Removes every envelope addressed to `site` (a change's `envelopes` entry under that name; NULL when none is left).
+   * Used for this site's own envelopes (log-replay.ts), which only live while a merge-restore may need them. Returns
+   * the rows changed.
+   */
+  dropEnvelopesOf(site: string): number {
+    return this.sDropEnvelopes.run(envelopePath(site), envelopePath(site)).changes;
   }
 
   /**

@@ -3,7 +3,7 @@
  * recorded yet. Holds what the change will say (public fields, envelopes), never key material in the clear.
  */
 import type { Database, Statement } from 'better-sqlite3';
-import type { ChangeKind, ChangeRecord } from './changelog-repo.js';
+import { DROP_ENVELOPES_SQL, envelopePath, type ChangeKind, type ChangeRecord } from './changelog-repo.js';
 import { prepare } from './sqlite.js';
 
 export interface Intent extends ChangeRecord {
@@ -42,6 +42,7 @@ export class IntentsRepo {
   private readonly sGet: Statement<[string], Raw>;
   private readonly sList: Statement<[], Raw>;
   private readonly sDelete: Statement<[string]>;
+  private readonly sDropEnvelopes: Statement<[string, string]>;
 
   constructor(db: Database, private readonly now: () => number) {
     this.sInsert = prepare(
@@ -52,6 +53,12 @@ export class IntentsRepo {
     this.sGet = prepare(db, 'SELECT * FROM intents WHERE id = ?');
     this.sList = prepare(db, 'SELECT * FROM intents ORDER BY created_at, id');
     this.sDelete = prepare(db, 'DELETE FROM intents WHERE id = ?');
+    this.sDropEnvelopes = prepare(db, DROP_ENVELOPES_SQL('intents'));
+  }
+
+  /** Removes every envelope addressed to `site` from open intents (ChangeLogRepo.dropEnvelopesOf). Returns rows changed. */
+  dropEnvelopesOf(site: string): number {
+    return this.sDropEnvelopes.run(envelopePath(site), envelopePath(site)).changes;
   }
 
   /** Records an open intent. Throws on a duplicate id. */

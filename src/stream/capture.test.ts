@@ -94,6 +94,48 @@ describe('ChangeCapture', () => {
     }
   });
 
+  it("resolves end() with what it recorded: the change and whether the log can re-apply it, or a drop, or unknown", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nhr-capture-'));
+    const store = StateStore.inDir(dir).open();
+    try {
+      store.roles.insert({ namespace: 'ns', role: 'primary', epoch: 1, primarySite: 'a' });
+      let verdict: 'commit' | 'drop' | 'unknown' = 'drop';
+      const capture = new ChangeCapture({
+        store,
+        log: silentLogger,
+        recipients: new Recipients({ store, peers: new Map(), log: silentLogger }),
+        primaryEpoch: () => 1,
+        committed: () => undefined,
+        resolve: async () => verdict,
+        own: { site: 'a', recipient: () => undefined },
+      });
+      const label = (k: string) => m('PUT /keys/{id}/label', { keyId: k, path: `/keys/${k}/label`, body: json({ label: 'x' }) });
+      expect(await capture.end(await capture.begin(label('k1')), { status: 204 })).toEqual({ recorded: 'change', namespace: 'ns', seq: 1, replayable: true });
+      expect(await capture.end(await capture.begin(label('k2')), { status: 404 })).toEqual({ recorded: 'dropped' });
+      expect(await capture.end(await capture.begin(label('k3')), { status: 0 })).toEqual({ recorded: 'dropped' });
+      verdict = 'commit';
+      expect(await capture.end(await capture.begin(label('k4')), { status: 0 })).toEqual({ recorded: 'change', namespace: 'ns', seq: 2, replayable: true });
+      verdict = 'unknown';
+      expect(await capture.end(await capture.begin(label('k5')), { status: 0 })).toEqual({ recorded: 'unknown' });
+      // An import without an envelope to this site, and a catch-up: committed, but the log cannot re-apply them.
+      const body = json({ type: 'EC_P256', mechanisms: ['ECDSA_Signature'], private: { data: 'AA==' } });
+      expect(await capture.end(await capture.begin(m('PUT /keys/{id}', { keyId: 'k6', path: '/keys/k6', body })), { status: 204 })).toEqual({
+        recorded: 'change',
+        namespace: 'ns',
+        seq: 3,
+        replayable: false,
+      });
+      expect(await capture.end(await capture.begin(m('POST /keys/generate', { keyId: undefined, path: '/keys/generate' })), { status: 201 })).toMatchObject({
+        recorded: 'change',
+        replayable: false,
+      });
+      expect(await capture.end('no-such-intent', { status: 204 })).toEqual({ recorded: 'unknown' });
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('makes the certificate table forget a key before its certificate mutation is forwarded and again at its commit', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'nhr-capture-'));
     const store = StateStore.inDir(dir).open();

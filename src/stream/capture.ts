@@ -5,11 +5,13 @@
  * sealed when the answer names the id); on the NetHSM's 2xx the intent becomes the namespace's next change, otherwise it is dropped. When the
  * NetHSM's answer is lost (status 0) the device is asked what happened (intent-resolve.ts). Mutations of one key are
  * serialised (KeyLocks), so the log's order is the device's order. With `generate: replicated`, `POST /keys/generate`
- * is substituted by a key generated here and imported under the caller's own credentials (`substitute`).
+ * is substituted by a key generated here and imported under the caller's own credentials (`substitute`). While a
+ * merge-restore tracks writes, an import is also sealed to this site's own transport key (`own`), and `end` tells the
+ * gateway whether the change log alone can re-apply the change (log-replay.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { GatewayCaptureFailedError } from '../errors.js';
-import type { MutationObserver, MutationOutcome, MutationStart, Substitution } from '../gateway/observer.js';
+import type { MutationEnd, MutationObserver, MutationOutcome, MutationStart, Substitution } from '../gateway/observer.js';
 import type { Logger } from '../log.js';
 import { isValidId } from '../nethsm/ids.js';
 import type { ChangeKind, LoggedChange } from '../state/changelog-repo.js';
@@ -98,6 +100,19 @@ export interface CaptureOptions {
    * (status 400) for a body the NetHSM would refuse.
    */
   generate?: (namespace: string, body: unknown) => Promise<{ id: string; importBody: Buffer } | undefined>;
+  /**
+   * Own-site sealing (docs/concurrency.md, "Racing writes re-applied"): while a merge-restore tracks writes, an import
+   * is also sealed to this site's own transport key, stored under `site` in the change's envelopes, so the change log
+   * can re-apply it after a restore that erased it (log-replay.ts). `recipient()` returns this site's public transport
+   * key when such a seal is wanted now (a tracker is open and the key is ready), else undefined. Absent: never.
+   */
+  own?: { site: string; recipient(): OwnRecipient | undefined };
+}
+
+/** This site's own transport key's public half, for own-site sealing. */
+export interface OwnRecipient {
+  keyId: string;
+  publicKeyPem: string;
 }
 
 interface Open {
@@ -201,20 +216,21 @@ export class ChangeCapture implements MutationObserver {
    * before the client sees its answer); otherwise it is dropped, or settled by asking the device (status 0). The
    * intent counts as open (resolveOpen leaves it alone) until this is done.
    */
-  async end(intentId: string, outcome: MutationOutcome): Promise<void> {
+  async end(intentId: string, outcome: MutationOutcome): Promise<MutationEnd> {
     const open = this.#open.get(intentId);
-    if (!open || open.ending) return;
+    if (!open || open.ending) return { recorded: 'unknown' };
     open.ending = true;
     const { intent } = open;
     const { store } = this.#o;
     try {
       if (outcome.status >= 200 && outcome.status < 300) {
         const keyId = this.#createdKeyId(intent, outcome.location);
-        await this.#commit(open.unsealed && keyId !== undefined ? await this.#sealLate(intent, keyId, open.unsealed) : intent, keyId);
+        return this.#ended(await this.#commit(open.unsealed && keyId !== undefined ? await this.#sealLate(intent, keyId, open.unsealed) : intent, keyId));
       } else if (outcome.status === 0) {
-        await this.#settle(open);
+        return await this.#settle(open);
       } else {
         await store.groupCommit(() => store.intents.remove(intent.id));
+        return { recorded: 'dropped' };
       }
     } finally {
       this.#open.delete(intentId);
@@ -242,33 +258,45 @@ export class ChangeCapture implements MutationObserver {
     return this.#o.store.intents.list().length;
   }
 
-  async #settle(open: Open): Promise<void> {
+  async #settle(open: Open): Promise<MutationEnd> {
     const verdict = await this.#o.resolve(open.intent).catch(() => 'unknown' as const);
     if (verdict === 'unknown') {
       this.#unsettled.set(open.intent.id, open);
       this.#o.log.warn({ namespace: open.intent.namespace, intent: open.intent.id, kind: open.intent.kind }, 'the NetHSM did not answer a mutation and cannot say yet whether it took effect; the key stays locked until it can');
-      return;
+      return { recorded: 'unknown' };
     }
-    await this.#apply(open.intent, verdict);
+    return this.#apply(open.intent, verdict);
   }
 
-  async #apply(intent: Intent, verdict: 'commit' | 'drop' | 'catchup'): Promise<void> {
+  async #apply(intent: Intent, verdict: 'commit' | 'drop' | 'catchup'): Promise<MutationEnd> {
     const { store } = this.#o;
     if (verdict === 'drop') {
-      await store.groupCommit(() => store.intents.remove(intent.id));
+      const removed = await store.groupCommit(() => store.intents.remove(intent.id));
       this.#o.log.info({ namespace: intent.namespace, intent: intent.id, kind: intent.kind }, 'open intent dropped: the device shows it did not take effect');
-      return;
+      return removed ? { recorded: 'dropped' } : { recorded: 'unknown' };
     }
     const asCatchup = verdict === 'catchup' ? { ...intent, kind: 'catchup' as const, detail: { reason: `outcome of ${intent.kind} unknown after a lost answer` } } : intent;
-    if (!(await this.#commit(asCatchup, intent.keyId))) return;
-    this.#o.log.info({ namespace: intent.namespace, intent: intent.id, kind: asCatchup.kind }, 'open intent committed: the device shows it took effect');
+    const change = await this.#commit(asCatchup, intent.keyId);
+    if (change) this.#o.log.info({ namespace: intent.namespace, intent: intent.id, kind: asCatchup.kind }, 'open intent committed: the device shows it took effect');
+    return this.#ended(change);
   }
 
   /**
-   * The intent becomes the namespace's next change (and leaves the intents), durably, in one transaction. False when
-   * the intent was no longer there (settled by someone else): nothing is appended then.
+   * What end() reports for a commit: the change and whether the change log alone can re-apply it (not a catch-up; an
+   * import sealed to this site's own transport key too). `unknown` when someone else settled the intent.
    */
-  async #commit(intent: Intent, keyId: string | undefined): Promise<boolean> {
+  #ended(change: LoggedChange | undefined): MutationEnd {
+    if (!change) return { recorded: 'unknown' };
+    const own = this.#o.own?.site;
+    const replayable = change.kind !== 'catchup' && (change.kind !== 'key-imported' || (own !== undefined && change.envelopes?.[own] !== undefined));
+    return { recorded: 'change', namespace: change.namespace, seq: change.seq, replayable };
+  }
+
+  /**
+   * The intent becomes the namespace's next change (and leaves the intents), durably, in one transaction; resolves with
+   * the change. Undefined when the intent was no longer there (settled by someone else): nothing is appended then.
+   */
+  async #commit(intent: Intent, keyId: string | undefined): Promise<LoggedChange | undefined> {
     const { store } = this.#o;
     const record = {
       kind: keyId === undefined && intent.kind !== 'catchup' ? ('catchup' as const) : intent.kind,
@@ -286,7 +314,7 @@ export class ChangeCapture implements MutationObserver {
       return store.intents.remove(intent.id) ? store.changelog.append(intent.namespace, intent.epoch, record) : undefined;
     });
     if (change) this.#o.committed(change);
-    return change !== undefined;
+    return change;
   }
 
   /** An import by `POST /keys` learns its id from the NetHSM's Location header. */
@@ -330,7 +358,23 @@ export class ChangeCapture implements MutationObserver {
         this.#o.log.warn({ namespace, peer: site, err }, 'cannot seal an import for a peer; it gets a catch-up instead');
       }
     }
+    this.#sealOwn(out, binding, body);
     return Object.keys(out).length > 0 ? out : undefined;
+  }
+
+  /**
+   * Adds the envelope to this site's own transport key when a merge-restore tracks writes (CaptureOptions.own). A
+   * failure never fails the write: the change is then just not re-appliable from the log (the sync merges again).
+   */
+  #sealOwn(out: Record<string, Envelope>, binding: EnvelopeBinding, body: Buffer): void {
+    const own = this.#o.own;
+    if (!own) return;
+    try {
+      const key = own.recipient();
+      if (key) out[own.site] = this.#sealer.seal(body, { site: own.site, keyId: key.keyId, publicKeyPem: key.publicKeyPem }, envelopeContext(binding));
+    } catch (err) {
+      this.#o.log.warn({ namespace: binding.namespace, err }, "cannot seal an import to this site's own transport key; a merge-restore it races merges again");
+    }
   }
 }
 

@@ -18,6 +18,7 @@ import { ChangeCapture } from './capture.js';
 import { ChangeFeed } from './feed.js';
 import { resolveIntent } from './intent-resolve.js';
 import { NamespacePuller, type PullerStatus } from './puller.js';
+import { LogReplay } from './log-replay.js';
 import { Recipients } from './recipients.js';
 import { UnwrappedKeyCache } from './envelope-keys.js';
 import { TransportKey, type TransportKeyInfo } from './transport-key.js';
@@ -48,6 +49,8 @@ export class StreamService {
   readonly feed: ChangeFeed;
   readonly recipients: Recipients;
   readonly transportKey: TransportKey | undefined;
+  /** Re-applies racing gateway writes from the change log after a merge-restore (log-replay.ts). */
+  readonly logReplay: LogReplay;
   readonly #o: StreamServiceOptions;
   readonly #clients = new Map<string, NetHsmClient>();
   readonly #pullers = new Map<string, NamespacePuller>();
@@ -88,6 +91,15 @@ export class StreamService {
       },
       committed: (c) => this.#committed(c),
       resolve: (i) => this.#resolve(i),
+      // While a merge-restore tracks writes, imports are sealed to this site's own key too (log-replay.ts).
+      own: {
+        site: ctx.site,
+        recipient: () => {
+          if (!ctx.barrier.tracking || !this.transportKey || !this.#transportKeyReady) return undefined;
+          const info = this.transportKey.publicInfo();
+          return { keyId: info.keyId, publicKeyPem: info.publicKeyPem };
+        },
+      },
       generate: async (ns, body) => {
         if (ctx.config.namespaces.find((n) => n.name === ns)?.generate !== 'replicated') return undefined;
         try {
@@ -108,6 +120,7 @@ export class StreamService {
         return { keyId: info.keyId, fingerprint: info.fingerprint, unwrap: (w) => this.#unwrapped.unwrap(w, (x) => this.transportKey!.unwrap(x)) };
       },
     };
+    this.logReplay = new LogReplay({ store: ctx.store, site: ctx.site, client: (ns) => this.client(ns), transportKey: apply.transportKey });
     for (const n of ctx.config.namespaces) {
       this.#pullers.set(
         n.name,

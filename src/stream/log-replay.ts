@@ -1,0 +1,192 @@
+/**
+ * Log replay: re-applies a primary namespace's changes from this site's own change log onto this site's NetHSM, after
+ * a merge-restore erased writes that raced it (docs/concurrency.md, "Racing writes re-applied"). The restore put the
+ * namespace back as the merge's base backup had it: some prefix of the log, at or after `fromSeq - 1`, which replay
+ * cannot know. So every change is applied as the replica's apply does (apply.ts makeEffect: found in place → skipped,
+ * missing → made), in seq order, and the device converges to the log's state from any such prefix: an import, delete,
+ * import of one id deletes and re-imports; a label set on a key the suffix deletes later is skipped (it could only land
+ * on the later copy). Imports are opened from the envelope sealed to this site's own transport key (capture.ts, while
+ * the barrier tracks writes). No replica position or applied record is written: the namespace is primary here.
+ *
+ * `check` refuses what replay cannot make converge: a catch-up (no API call carries it), an import without an own
+ * envelope, changes no longer retained, and moves whose ids the suffix also reuses in a way that leaves the device's
+ * copy ambiguous (a key a move made cannot be re-made: deleting the wrong copy would lose it).
+ *
+ * Runs inside the merge-restore's exclusive hold: its device calls pass the barrier at once, and no gateway write of
+ * the namespace can interleave.
+ */
+import { NetHsmHttpError, StreamApplyFailedError, StreamReplayRefusedError } from '../errors.js';
+import type { NetHsmClient } from '../nethsm/client.js';
+import type { LoggedChange } from '../state/changelog-repo.js';
+import type { StateStore } from '../state/store.js';
+import { makeEffect, type ApplyDeps, type Unwrapper } from './apply.js';
+import { changeLineFor, type ChangeLine } from './protocol.js';
+
+export interface LogReplayOptions {
+  store: StateStore;
+  /** This site's name: the envelopes it opens are those the capture sealed under it. */
+  site: string;
+  /** This site's transport key (the NetHSM unwraps); undefined when it has none (imports are then refused). */
+  transportKey(): Unwrapper | undefined;
+  /**
+   * The namespace's replication account on this site's NetHSM (StreamService.client): the same Administrator the
+   * stream's apply uses at a replica; a primary has it too (anti-entropy reads the primary's keys through it).
+   */
+  client(namespace: string): NetHsmClient;
+}
+
+/** Rows read from SQLite per query. */
+const BATCH = 500;
+
+export class LogReplay {
+  readonly #o: LogReplayOptions;
+
+  constructor(o: LogReplayOptions) {
+    this.#o = o;
+  }
+
+  /**
+   * Whether `replay(namespace, fromSeq)` can re-apply every change of the namespace's current epoch from `fromSeq` to
+   * the head: undefined when it can (also when there is none), else the reason. Synchronous, SQLite only.
+   */
+  check(namespace: string, fromSeq: number): string | undefined {
+    return this.#plan(namespace, fromSeq).reason;
+  }
+
+  /**
+   * Applies those changes in seq order with the replica's effect semantics; resolves with how many effects it had to
+   * make (the others were in place). Records no position. Throws StreamReplayRefusedError (nothing applied) when
+   * `check` gives a reason; what apply.ts makeEffect throws for a change this NetHSM refuses or a device condition,
+   * and StreamApplyFailedError for a change the device state contradicts (a key the log says exists is missing).
+   * Idempotent: a second call (after a crash, say) converges to the same state. Call it inside the exclusive hold.
+   */
+  async replay(namespace: string, fromSeq: number): Promise<number> {
+    const plan = this.#plan(namespace, fromSeq);
+    if (plan.reason !== undefined) {
+      throw new StreamReplayRefusedError(`changes of ${namespace} from ${fromSeq} cannot be re-applied from the change log: ${plan.reason}`, { namespace });
+    }
+    const deps: ApplyDeps = { site: this.#o.site, store: this.#o.store, client: (ns) => this.#o.client(ns), transportKey: () => this.#o.transportKey() };
+    let made = 0;
+    for (const [i, change] of plan.rows.entries()) {
+      const line = changeLineFor(change, this.#o.site);
+      const later = plan.rows.slice(i + 1);
+      if (await this.#apply(deps, namespace, line, later)) made++;
+    }
+    return made;
+  }
+
+  /**
+   * Removes every envelope sealed to this site's own transport key from the change log and open intents; returns the
+   * rows changed. The lead calls it when no write tracker is open and no replay is pending: own envelopes live only
+   * while a merge-restore may need them (docs/key-material.md).
+   */
+  dropOwnEnvelopes(): number {
+    const { store, site } = this.#o;
+    return store.transaction(() => store.changelog.dropEnvelopesOf(site) + store.intents.dropEnvelopesOf(site));
+  }
+
+  /** One change; true when its effect had to be made. */
+  async #apply(deps: ApplyDeps, namespace: string, line: ChangeLine, later: readonly LoggedChange[]): Promise<boolean> {
+    if (line.kind === 'catchup') throw new StreamReplayRefusedError(`change ${line.seq} is a catch-up: ${line.reason}`, { namespace });
+    if (line.kind === 'key-moved') return this.#move(namespace, line);
+    // A label, tag or certificate change that lands on a later copy of its key id (the device is past a delete and
+    // re-import) is undone by that delete, which comes after it in the suffix.
+    const effect = await makeEffect(deps, namespace, line);
+    if (effect.outcome !== 'catchup') return effect.outcome === 'applied';
+    // The key is missing: fine when the suffix deletes or moves it away later (the device is past that), else the
+    // device contradicts the log.
+    if (later.some((c) => removes(c, line.keyId))) return false;
+    throw new StreamApplyFailedError(`change ${line.seq} (${line.kind}) of ${namespace} cannot be re-applied: ${effect.reason}`, { namespace });
+  }
+
+  /**
+   * A move A→B: B there means the device is past it (B did not exist before it, or the move would have failed; check
+   * refuses suffixes that make B earlier); A missing means past it too (A was deleted or moved later). Otherwise moved.
+   */
+  async #move(namespace: string, line: Extract<ChangeLine, { kind: 'key-moved' }>): Promise<boolean> {
+    const c = this.#o.client(namespace);
+    if ((await exists(c, line.newId)) || !(await exists(c, line.keyId))) return false;
+    try {
+      await c.moveKey(line.keyId, line.newId);
+      return true;
+    } catch (err) {
+      if (!(err instanceof NetHsmHttpError) || err.retryable) throw err;
+      throw new StreamApplyFailedError(`change ${line.seq} (move of ${line.keyId} to ${line.newId}) refused by this NetHSM: ${err.status}`, { namespace, cause: err });
+    }
+  }
+
+  /** The rows from `fromSeq` to the head, or why they cannot be replayed. */
+  #plan(namespace: string, fromSeq: number): { rows: LoggedChange[]; reason?: string } {
+    const refuse = (reason: string) => ({ rows: [], reason });
+    if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) return refuse(`from-seq ${String(fromSeq)} is not a positive integer`);
+    const { store, site } = this.#o;
+    const role = store.roles.get(namespace);
+    if (!role || role.role !== 'primary' || role.primarySite !== site) return refuse(`namespace ${namespace} is not primary here`);
+    const head = store.changelog.head(namespace, role.epoch).seq;
+    if (head < fromSeq) return { rows: [] };
+    const rows: LoggedChange[] = [];
+    for (let after = fromSeq - 1; after < head; ) {
+      const batch = store.changelog.after(namespace, role.epoch, after, Math.min(BATCH, head - after));
+      for (const c of batch) {
+        if (c.seq !== after + 1) return refuse(after < fromSeq ? `changes from ${fromSeq} are no longer retained` : `change ${after + 1} is missing from the log`);
+        rows.push(c);
+        after = c.seq;
+      }
+      if (batch.length === 0) return refuse(`changes from ${after + 1} are no longer retained`);
+    }
+    for (const [i, c] of rows.entries()) {
+      const why = this.#refusal(c, rows.slice(0, i), rows.slice(i + 1));
+      if (why !== undefined) return refuse(`change ${c.seq} (${c.kind}${c.keyId !== undefined ? ` of ${c.keyId}` : ''}): ${why}`);
+    }
+    return { rows };
+  }
+
+  /** Why one change cannot be replayed given the changes before and after it in the suffix; undefined when it can. */
+  #refusal(c: LoggedChange, before: readonly LoggedChange[], after: readonly LoggedChange[]): string | undefined {
+    const line = changeLineFor(c, this.#o.site);
+    if (line.kind === 'catchup') return `a catch-up (${line.reason})`;
+    if (line.kind === 'key-imported' && this.#o.transportKey() === undefined) return 'an import, and this site has no transport key to open it';
+    if (line.kind !== 'key-moved') return undefined;
+    const from = line.keyId;
+    const to = line.newId;
+    // Replay reads "B exists" as "past this move": only sound when nothing earlier in the suffix made or removed B.
+    if (before.some((b) => names(b, to))) return `an earlier change of the suffix names ${to}`;
+    // A made or removed before the move: on a device past the move, replay would re-make it and leave a copy behind.
+    if (before.some((b) => CONTENT_KINDS.has(b.kind) && names(b, from))) return `an earlier change of the suffix makes or removes ${from}`;
+    // A changed before and made again after: the earlier change would land on the later copy.
+    if (before.some((b) => names(b, from)) && after.some((a) => makes(a, from))) return `${from} is changed before the move and made again after it`;
+    return undefined;
+  }
+}
+
+const CONTENT_KINDS: ReadonlySet<string> = new Set(['key-imported', 'key-deleted', 'key-moved']);
+
+function newIdOf(c: LoggedChange): string | undefined {
+  const n = (c.detail as { newId?: unknown }).newId;
+  return c.kind === 'key-moved' && typeof n === 'string' ? n : undefined;
+}
+
+/** The change names `id` as its key or as a move's new id. */
+function names(c: LoggedChange, id: string): boolean {
+  return c.keyId === id || newIdOf(c) === id;
+}
+
+/** The change makes `id` exist (an import of it, a move to it). */
+function makes(c: LoggedChange, id: string): boolean {
+  return (c.kind === 'key-imported' && c.keyId === id) || newIdOf(c) === id;
+}
+
+/** The change makes `id` stop existing (a delete of it, a move away from it). */
+function removes(c: LoggedChange, id: string): boolean {
+  return (c.kind === 'key-deleted' || c.kind === 'key-moved') && c.keyId === id;
+}
+
+async function exists(c: NetHsmClient, keyId: string): Promise<boolean> {
+  try {
+    await c.getKey(keyId);
+    return true;
+  } catch (err) {
+    if (err instanceof NetHsmHttpError && err.status === 404) return false;
+    throw err;
+  }
+}
