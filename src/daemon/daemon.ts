@@ -200,8 +200,9 @@ export class Daemon {
       store,
       barrier: this.ctx.barrier,
       log: this.log,
-      logs: undefined,
+      logs: this.stream.logReplay,
       streams: undefined,
+      dropOwnEnvelopes: () => this.stream.logReplay.dropOwnEnvelopes(),
       isPrimary: (ns) => store.isOpen && store.roles.get(ns)?.role === 'primary',
       onPending: (n) => metrics.raceReplaysPending.set(n),
     });

@@ -38,6 +38,11 @@ export interface DaemonRaceReplayerOptions {
   streams: StreamRewinder | undefined;
   /** Whether this site is still primary of `namespace` (a namespace that moved away is not written to here). */
   isPrimary(namespace: string): boolean;
+  /**
+   * Drops the envelopes imports were sealed with to this site's own transport key (LogReplay.dropOwnEnvelopes): called
+   * by `settle()` once no merge-restore tracks writes and no replay is pending, so they live no longer than needed.
+   */
+  dropOwnEnvelopes?: () => Promise<number>;
   /** Told how many namespaces have a replay pending whenever that may have changed (the metric). */
   onPending?: (namespaces: number) => void;
   /** Backoff between attempts of a pending replay (ms): first, cap. */
@@ -51,6 +56,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
   #lastError: string | undefined;
   #closed = false;
   #running: Promise<void> | undefined;
+  #settling: Promise<void> | undefined;
   #wake: (() => void) | undefined;
 
   constructor(o: DaemonRaceReplayerOptions) {
@@ -87,6 +93,30 @@ export class DaemonRaceReplayer implements RaceReplayer {
   /** Namespaces with a replay pending (gateway writes to them are refused until it is done). */
   pending(): Set<string> {
     return new Set(this.#pending);
+  }
+
+  /** Whether any replay is pending (imports are then sealed to this site's own key too: the replay may need them). */
+  get anyPending(): boolean {
+    return this.#pending.size > 0;
+  }
+
+  /**
+   * Drops own envelopes when nothing can need them any more (no tracker open, no replay pending). Never throws (a
+   * failure is logged; the next settle tries again). Runs one drop at a time.
+   */
+  settle(): Promise<void> {
+    this.#settling ??= this.#drop().finally(() => (this.#settling = undefined));
+    return this.#settling;
+  }
+
+  async #drop(): Promise<void> {
+    if (!this.#o.dropOwnEnvelopes || this.#o.barrier.tracking || this.#pending.size > 0 || !this.#o.store.isOpen) return;
+    try {
+      const n = await this.#o.dropOwnEnvelopes();
+      if (n > 0) this.#o.log.debug({ changes: n }, 'envelopes sealed to this site\'s own transport key dropped (no merge-restore can need them now)');
+    } catch (err) {
+      this.#o.log.warn({ err }, 'could not drop the envelopes sealed to this site\'s own transport key; the next sync tries again');
+    }
   }
 
   /** Whether `namespace` has a replay pending. Cheap (the gateway asks for every write): kept in memory. */
@@ -141,6 +171,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
     this.#closed = true;
     this.#wake?.();
     await this.#running;
+    await this.#settling;
   }
 
   async #retry(): Promise<void> {
@@ -159,6 +190,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
       if (ok) {
         this.#attempts = 0;
         this.#lastError = undefined;
+        void this.settle();
         return;
       }
       await new Promise<void>((resolve) => {

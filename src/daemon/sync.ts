@@ -431,7 +431,8 @@ export class NamespaceSync {
       ...(single ? {} : { check: () => assertTokenCurrent((ns) => ctx.store.roles.get(ns), e.token) }),
       ...this.foreignDeps(e.namespace),
     }));
-    const out = await applySnapshots(shared, parts);
+    // Own-site envelopes (imports sealed for a replay of racing writes) live only while a merge-restore may need them.
+    const out = await applySnapshots(shared, parts).finally(() => void ctx.raceReplayer?.settle());
     const applySeconds = (performance.now() - applyStarted) / 1000;
     const verify = deferred && once(deferred);
     for (const e of entries) {

@@ -100,7 +100,8 @@ export class ChangeLogRepo {
   private readonly sLogId: Statement<[string], { log_id: string }>;
   private readonly sNewLog: Statement<Record<string, unknown>>;
   private readonly sKnows: Statement<[string, string, string], { one: number }>;
-  private readonly sDropEnvelopes: Statement<[string, string]>;
+  private readonly sDropEnvelopes: Statement<[string, string, string, number, number]>;
+  private readonly sMaxSeq: Statement<[string], { seq: number | null }>;
 
   /** Per namespace, seqs appended in groups not yet durable (with a count: a rolled-back seq may be appended again). */
   readonly #undurable = new Map<string, Map<number, number>>();
@@ -140,16 +141,23 @@ export class ChangeLogRepo {
       db,
       "SELECT 1 AS one FROM change_log WHERE namespace = ? AND (key_id = ? OR (kind = 'key-moved' AND json_extract(detail, '$.newId') = ?)) LIMIT 1",
     );
-    this.sDropEnvelopes = prepare(db, DROP_ENVELOPES_SQL('change_log'));
+    this.sDropEnvelopes = prepare(db, `${DROP_ENVELOPES_SQL('change_log')} AND namespace = ? AND seq > ? AND seq <= ?`);
+    this.sMaxSeq = prepare(db, 'SELECT max(seq) AS seq FROM change_log WHERE namespace = ?');
   }
 
   /**
-   * Removes every envelope addressed to `site` (a change's `envelopes` entry under that name; NULL when none is left).
-   * Used for this site's own envelopes (log-replay.ts), which only live while a merge-restore may need them. Returns
-   * the rows changed.
+   * Removes every envelope addressed to `site` (a change's `envelopes` entry under that name; NULL when none is left)
+   * from `namespace`'s changes with `afterSeq < seq <= toSeq` (a primary-key range: callers bound it, so a log of a
+   * million imports is not parsed whole). Used for this site's own envelopes (log-replay.ts), which only live while a
+   * merge-restore may need them. Returns the rows changed.
    */
-  dropEnvelopesOf(site: string): number {
-    return this.sDropEnvelopes.run(envelopePath(site), envelopePath(site)).changes;
+  dropEnvelopesOf(site: string, namespace: string, afterSeq: number, toSeq: number): number {
+    return this.sDropEnvelopes.run(envelopePath(site), envelopePath(site), namespace, afterSeq, toSeq).changes;
+  }
+
+  /** The highest seq logged for `namespace` in any epoch (0 when none): a bound for dropEnvelopesOf. */
+  maxSeq(namespace: string): number {
+    return this.sMaxSeq.get(namespace)?.seq ?? 0;
   }
 
   /**

@@ -37,9 +37,13 @@ export interface LogReplayOptions {
 
 /** Rows read from SQLite per query. */
 const BATCH = 500;
+/** Changes dropOwnEnvelopes scans per transaction. */
+const DROP_SLICE = 20_000;
 
 export class LogReplay {
   readonly #o: LogReplayOptions;
+  /** Per namespace, the seq up to which own envelopes were dropped (dropOwnEnvelopes). */
+  readonly #dropped = new Map<string, number>();
 
   constructor(o: LogReplayOptions) {
     this.#o = o;
@@ -80,9 +84,22 @@ export class LogReplay {
    * rows changed. The lead calls it when no write tracker is open and no replay is pending: own envelopes live only
    * while a merge-restore may need them (docs/key-material.md).
    */
-  dropOwnEnvelopes(): number {
+  async dropOwnEnvelopes(): Promise<number> {
     const { store, site } = this.#o;
-    return store.transaction(() => store.changelog.dropEnvelopesOf(site) + store.intents.dropEnvelopesOf(site));
+    let n = store.transaction(() => store.intents.dropEnvelopesOf(site));
+    for (const row of store.roles.list()) {
+      const ns = row.namespace;
+      const top = store.changelog.maxSeq(ns);
+      // Own envelopes exist only on changes logged since the last drop; the first drop after a start (a crash may have
+      // left some) reads the whole log, in slices that let the event loop breathe.
+      for (let from = this.#dropped.get(ns) ?? 0; from < top; from += DROP_SLICE) {
+        const to = Math.min(top, from + DROP_SLICE);
+        n += store.transaction(() => store.changelog.dropEnvelopesOf(site, ns, from, to));
+        if (to < top) await new Promise<void>((r) => setImmediate(r));
+      }
+      this.#dropped.set(ns, top);
+    }
+    return n;
   }
 
   /** One change; true when its effect had to be made. */

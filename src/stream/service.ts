@@ -95,7 +95,8 @@ export class StreamService {
       own: {
         site: ctx.site,
         recipient: () => {
-          if (!ctx.barrier.tracking || !this.transportKey || !this.#transportKeyReady) return undefined;
+          // While a replay is pending too: writes admitted after it (to other namespaces) may have to be replayed with it.
+          if (!(ctx.barrier.tracking || ctx.raceReplayer?.anyPending === true) || !this.transportKey || !this.#transportKeyReady) return undefined;
           const info = this.transportKey.publicInfo();
           return { keyId: info.keyId, publicKeyPem: info.publicKeyPem };
         },
