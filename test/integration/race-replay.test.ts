@@ -1,0 +1,191 @@
+/**
+ * Racing writes re-applied (docs/concurrency.md, "Racing writes re-applied"): a replica that keeps taking writes in a
+ * namespace it is primary of restores the merge it made outside the hold and re-applies those writes from its change
+ * log inside the hold, instead of merging again (one device backup fewer, writes held for the restore and the replay
+ * only). Writes that cannot be re-applied (a key generated inside the NetHSM) still send the sync to a new merge. A
+ * replay left pending (the NetHSM refused it right after a restore, or the daemon stopped in between) refuses writes to
+ * its namespace with 503 until it is done, says so in status, and is finished at the next start before any write.
+ * Device backups are counted at the simulator; every write is made through B's real gateway.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { AsyncResource } from 'node:async_hooks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
+import type { RunningSimulator } from '../../src/sim/server.js';
+import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
+import type { ReplayPlan } from '../../src/replicator/race-replay.js';
+import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
+import { StateStore, STATE_DB_FILE } from '../../src/state/store.js';
+import { NetHsmHttpError } from '../../src/errors.js';
+import { use } from '../helpers/clients.js';
+import { eventually, importBody } from './stream-helpers.js';
+
+describe('racing writes re-applied after a merge-restore', () => {
+  let lab: Lab;
+  const backupsAtB = () => (lab.site('b').sim as RunningSimulator).backups;
+  const betaAdmin = () => lab.site('b').gatewayClient('beta~admin', LAB_PASSPHRASES.nsAdmin);
+  const betaKeys = async () => (await use(lab.site('b').nsAdmin('beta'), (c) => c.listKeys())).sort();
+
+  beforeAll(async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'b' }], gateway: true });
+    await lab.startDaemons();
+    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'a1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    await use(betaAdmin(), async (c) => {
+      await c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'keep');
+      await c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'gone');
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await lab?.close();
+  });
+
+  /** A fresh snapshot of alpha from A, and B's apply dependencies with its daemon's replayer. */
+  async function snapshotAndDeps(over: Partial<ApplyDeps>): Promise<{ file: string; deps: ApplyDeps }> {
+    const b = lab.site('b').daemon!;
+    const snap = await takeSnapshot(lab.site('a').daemon!.failover.snapshotDeps(), 'alpha', 1);
+    const file = b.ctx.work.temp('test-snapshot');
+    await writeFile(file, await readFile(snap.file));
+    const deps: ApplyDeps = {
+      device: b.ctx.device,
+      work: b.ctx.work,
+      deviceOpen: b.ctx.deviceOpen,
+      snapshotOpen: b.ctx.snapshotOpen,
+      replicationUserId: 'replicator',
+      site: 'b',
+      directWriters: false,
+      maxRemerges: 1,
+      raceReplay: b.ctx.raceReplayer!,
+      ...over,
+    };
+    return { file, deps };
+  }
+
+  // Before: any write through the gateway during the backup and merge threw the attempt away (a new backup and merge,
+  // or the held sequence with a backup inside the hold).
+  it('restores the merge made outside the hold and re-applies the racing gateway writes inside it: one device backup, nothing lost', async () => {
+    const b = lab.site('b');
+    const plans: ReplayPlan[] = [];
+    let acknowledged = 0;
+    // Bound to the test's context: from inside the apply they are still gateway requests (their own connections).
+    const racingWrites = AsyncResource.bind(async () => {
+      await use(betaAdmin(), async (c) => {
+        await c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'raced-import');
+        await c.setKeyLabel('keep', 'relabelled');
+        await c.addKeyTag('keep', 'raced');
+        await c.deleteKey('gone');
+      });
+      acknowledged = 4;
+    });
+    const { file, deps } = await snapshotAndDeps({ beforeHold: racingWrites, onRaceReplayed: (_ns, plan) => plans.push(plan) });
+    const before = backupsAtB();
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(acknowledged).toBe(4);
+    expect(r).toMatchObject({ remerges: 0, heldMerge: false, verified: true });
+    // B1 and the verification's B3: no second backup and merge.
+    expect(backupsAtB() - before).toBe(2);
+    expect(plans).toHaveLength(1);
+    expect([...plans[0]!.logs.keys()]).toEqual(['beta']);
+    // Every acknowledged write is on the device after the restore.
+    expect(await betaKeys()).toEqual(['keep', 'raced-import']);
+    const keep = await use(b.nsAdmin('beta'), (c) => c.getKey('keep'));
+    expect(keep).toMatchObject({ restrictions: { tags: ['raced'] } });
+    expect(await use(b.nsAdmin('beta'), (c) => c.listKeys({ label: 'relabelled' }))).toEqual(['keep']);
+    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['a1']);
+    // Nothing left pending; the own-site envelopes are gone once nothing can need them.
+    expect(b.daemon!.ctx.store.raceReplays.all()).toEqual([]);
+    await b.daemon!.ctx.raceReplayer!.settle();
+    const own = b.daemon!.ctx.store.db.prepare("SELECT count(*) AS n FROM change_log WHERE json_type(envelopes, '$.b') IS NOT NULL").get() as { n: number };
+    expect(own.n).toBe(0);
+  });
+
+  it('still merges again when a racing write cannot be re-applied (a key generated inside the NetHSM)', async () => {
+    let n = 0;
+    const generate = AsyncResource.bind(async () => {
+      if (n++ > 0) return;
+      await use(betaAdmin(), (c) => c.generateKey({ id: 'device-made', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    });
+    const { file, deps } = await snapshotAndDeps({ beforeHold: generate });
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(r.remerges).toBe(1);
+    expect(await betaKeys()).toContain('device-made');
+  });
+
+  it('a replay the NetHSM refuses stays pending: writes to the namespace get 503 naming it, status says so, and it finishes once the NetHSM is back', async () => {
+    const b = lab.site('b');
+    const replayer = b.daemon!.ctx.raceReplayer!;
+    // Lock the NetHSM between the restore and the replay: the restore went through, the replay cannot.
+    const lockBeforeReplay = AsyncResource.bind(async () => {
+      await use(betaAdmin(), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'pending-import'));
+    });
+    const { file, deps } = await snapshotAndDeps({ beforeHold: lockBeforeReplay });
+    // The fault, injected at the one moment that matters: the NetHSM locks after the restore, as the replay begins.
+    const original = replayer.replay.bind(replayer);
+    replayer.replay = async (plan) => {
+      await use(b.client(), (c) => c.lock());
+      return original(plan);
+    };
+    try {
+      await expect(applySnapshot(deps, 'alpha', file)).rejects.toThrow();
+    } finally {
+      replayer.replay = original;
+    }
+    expect(replayer.pending()).toEqual(new Set(['beta']));
+    const refused = await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'while-pending')).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(refused).toBeInstanceOf(NetHsmHttpError);
+    expect(refused).toMatchObject({ status: 503 });
+    expect(String((refused as NetHsmHttpError).nethsmMessage ?? (refused as Error).message)).toMatch(/NHR_ERR_GATEWAY_REPLAY_PENDING|re-applied from its change log/);
+    const status = await b.daemon!.status();
+    expect(status.replaysPending).toMatchObject({ namespaces: ['beta'] });
+    expect(status.replaysPending!.cause).toMatch(/NOT RE-APPLIED/);
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish');
+    expect(await betaKeys()).toContain('pending-import');
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'after-replay'));
+  });
+
+  it('a replay left by a daemon that stopped after the restore is finished at start, before the gateway takes writes', async () => {
+    const b = lab.site('b');
+    // An import logged at B with its own-site envelope (as while a merge-restore tracks writes), then erased from the
+    // device as that restore would, with the daemon gone before it could re-apply it.
+    const tracker = b.daemon!.ctx.barrier.trackWrites();
+    try {
+      await use(betaAdmin(), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'crash-import'));
+    } finally {
+      tracker.close();
+    }
+    const seq = b.daemon!.ctx.store.changelog.maxSeq('beta');
+    await b.stopDaemon();
+    await use(b.nsAdmin('beta'), (c) => c.deleteKey('crash-import'));
+    const store = StateStore.inDir(b.stateDir).open();
+    try {
+      expect(path.basename(store.file)).toBe(STATE_DB_FILE);
+      store.raceReplays.record(new Map([['beta', seq]]));
+    } finally {
+      store.close();
+    }
+    await b.startDaemon();
+    // start() took the barrier for the replay before the gateway listened: a write to beta is refused (503, retryable)
+    // while it runs, and lands on the re-imported key once it is done; never on a device still missing it.
+    const refusals: unknown[] = [];
+    await eventually(
+      () =>
+        use(betaAdmin(), (c) => c.setKeyLabel('crash-import', 'after-start')).then(
+          () => true,
+          (err: unknown) => {
+            refusals.push(err);
+            return false;
+          },
+        ),
+      30_000,
+      'a write to beta after the start',
+    );
+    for (const err of refusals) expect(err).toMatchObject({ status: 503, message: expect.stringMatching(/NHR_ERR_GATEWAY_REPLAY_PENDING/) });
+    expect(await betaKeys()).toContain('crash-import');
+    expect(b.daemon!.ctx.store.raceReplays.all()).toEqual([]);
+  });
+});
