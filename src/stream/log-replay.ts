@@ -37,6 +37,8 @@ export interface LogReplayOptions {
 
 /** Rows read from SQLite per query. */
 const BATCH = 500;
+/** Keys replayed at once (each key's changes in order): about what a NetHSM serves in parallel. */
+const REPLAY_CONCURRENCY = 8;
 /** Changes dropOwnEnvelopes scans per transaction. */
 const DROP_SLICE = 20_000;
 
@@ -70,12 +72,20 @@ export class LogReplay {
       throw new StreamReplayRefusedError(`changes of ${namespace} from ${fromSeq} cannot be re-applied from the change log: ${plan.reason}`, { namespace });
     }
     const deps: ApplyDeps = { site: this.#o.site, store: this.#o.store, client: (ns) => this.#o.client(ns), transportKey: () => this.#o.transportKey() };
+    // The hold lasts as long as the replay: keys are independent of each other (a move links two, so any move makes
+    // it one chain), so each key's changes run in order and several keys at once, at the device's own pace.
+    const chains = replayChains(plan.rows);
     let made = 0;
-    for (const [i, change] of plan.rows.entries()) {
-      const line = changeLineFor(change, this.#o.site);
-      const later = plan.rows.slice(i + 1);
-      if (await this.#apply(deps, namespace, line, later)) made++;
-    }
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < chains.length) {
+        const chain = chains[next++]!;
+        for (const [i, change] of chain.entries()) {
+          if (await this.#apply(deps, namespace, changeLineFor(change, this.#o.site), chain.slice(i + 1))) made++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(REPLAY_CONCURRENCY, chains.length) }, worker));
     return made;
   }
 
@@ -206,4 +216,57 @@ async function exists(c: NetHsmClient, keyId: string): Promise<boolean> {
     if (err instanceof NetHsmHttpError && err.status === 404) return false;
     throw err;
   }
+}
+
+/** What a label, tag or certificate change sets (its later change of the same thing on the same copy supersedes it). */
+function attributeOf(c: LoggedChange): string | undefined {
+  switch (c.kind) {
+    case 'label-set':
+    case 'label-removed':
+      return 'label';
+    case 'cert-set':
+    case 'cert-removed':
+      return 'cert';
+    case 'tag-added':
+    case 'tag-removed':
+      return `tag:${String((c.detail as { tag?: unknown }).tag)}`;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The suffix as chains to replay, each in seq order: one per key id, less the label, tag and certificate changes a
+ * later change of the same thing supersedes before the key is made or removed again (the device ends as the last one
+ * says); one chain for all when a move links keys. Exported for its test.
+ */
+export function replayChains(rows: readonly LoggedChange[]): LoggedChange[][] {
+  const kept: LoggedChange[] = [];
+  const seen = new Map<string, Set<string>>();
+  for (let i = rows.length - 1; i >= 0; i--) {
+    const c = rows[i]!;
+    const key = c.keyId ?? '';
+    const attr = attributeOf(c);
+    if (attr === undefined) {
+      // Made, removed or moved: what came before it was set on another copy.
+      seen.delete(key);
+      kept.push(c);
+      continue;
+    }
+    let s = seen.get(key);
+    if (!s) seen.set(key, (s = new Set()));
+    if (s.has(attr)) continue;
+    s.add(attr);
+    kept.push(c);
+  }
+  kept.reverse();
+  if (kept.some((c) => c.kind === 'key-moved')) return kept.length > 0 ? [kept] : [];
+  const chains = new Map<string, LoggedChange[]>();
+  for (const c of kept) {
+    const key = c.keyId ?? '';
+    let chain = chains.get(key);
+    if (!chain) chains.set(key, (chain = []));
+    chain.push(c);
+  }
+  return [...chains.values()];
 }
