@@ -71,8 +71,21 @@ export interface SiteContext {
   failoverStatus?: (namespace: string) => FailoverStatusView | null;
   /** Where the gateway serves from, for status (set by the daemon; null without a gateway). */
   gatewayServing?: () => GatewayServingView | null;
+  /**
+   * Makes stream applies that a merge-restore's restore erases good again (set by the daemon; StreamService): for a
+   * write ticket's `stream` replay, `canRewind` says whether the replica namespace's position can be moved back before
+   * that change, and `rewind` moves it (durably; the puller applies the change and every later one again). Call both
+   * inside the exclusive hold, before the restore, asking `canRewind` for every raced change before any `rewind`.
+   */
+  streamRewind?: StreamRewind;
   /** Told after every role change of a namespace (the stream re-checks its connections). */
   roleChanged?: (namespace: string) => void;
+}
+
+/** See SiteContext.streamRewind and StreamService.canRewind / rewind. */
+export interface StreamRewind {
+  canRewind(namespace: string, source: string, seq: number): boolean;
+  rewind(namespace: string, source: string, seq: number): void;
 }
 
 /** The member name of this site's own NetHSM in the member monitor and metrics. */

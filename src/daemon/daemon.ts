@@ -195,6 +195,7 @@ export class Daemon {
       ...(options.transportKeyBits ? { transportKeyBits: options.transportKeyBits } : {}),
     });
     this.ctx.roleChanged = (ns) => this.stream.roleChanged(ns);
+    this.ctx.streamRewind = { canRewind: (ns, source, seq) => this.stream.canRewind(ns, source, seq), rewind: (ns, source, seq) => this.stream.rewind(ns, source, seq) };
     // Counted at each scrape from the folder and the acknowledgements: a file removed by hand stops counting too.
     metrics.setQuarantineSource(() => (store.isOpen ? unacknowledgedCounts(this.ctx) : {}));
     this.ctx.streamStatus = (ns) => {
