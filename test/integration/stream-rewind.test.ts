@@ -40,11 +40,13 @@ describe('a replica stream rewound inside a merge-restore hold', () => {
     try {
       await writes(gw);
       await caughtUp(a, b, NS);
+      // Read as a merge-restore does, inside an exclusive hold: every holder listed has released, its ticket final
+      // (a position is visible at COMMIT, before its group's fsync ends and the hold's ticket is set).
+      return await b.daemon!.ctx.barrier.exclusive([], () => Promise.resolve(tracker.writes().filter((w) => w.scope === NS).map((w) => w.ticket.replay)));
     } finally {
       await gw.close();
       tracker.close();
     }
-    return tracker.writes().filter((w) => w.scope === NS).map((w) => w.ticket.replay);
   }
 
   const failedAtB = async () => (await b.daemon!.ctx.metrics.streamChangesAppliedTotal.get()).values.find((v) => v.labels.namespace === NS && v.labels.outcome === 'failed')?.value ?? 0;
@@ -106,6 +108,28 @@ describe('a replica stream rewound inside a merge-restore hold', () => {
     for (const id of [...ids, late]) expect(now.has(id)).toBe(true);
     expect(b.daemon!.stream.status(NS)?.lastError).toBeNull();
     expect(await failedAtB()).toBe(failedBefore);
+  });
+
+  it('falls back to a snapshot sync when the primary pruned a change the rewind goes back to', async () => {
+    const ctx = b.daemon!.ctx;
+    const file = path.join(lab.dir, 'b-older-3.bak');
+    await ctx.barrier.exclusive([], () => ctx.device.backupTo(file));
+    const ids: string[] = [];
+    const replays = await tracked(async (gw) => {
+      ids.push(await generate(gw), await generate(gw));
+    });
+    const earliest = Math.min(...replays.map((r) => (r.kind === 'stream' ? r.seq : Number.NaN)));
+    const snapshotsBefore = ctx.store.positions.get(NS, 'a')?.lastSyncAt;
+    await ctx.barrier.exclusive([], async () => {
+      // Retention at the primary keeps only its last change: the first one after the rewound position is gone.
+      a.daemon!.ctx.store.changelog.prune(24 * 3600_000, 1);
+      ctx.streamRewind!.rewind(NS, 'a', earliest);
+      await ctx.device.restore(file);
+    });
+    await eventually(() => (ctx.store.positions.get(NS, 'a')?.lastSyncAt ?? 0) !== (snapshotsBefore ?? 0), 30_000, 'a catch-up snapshot sync');
+    await caughtUp(a, b, NS);
+    const now = await keysAtB();
+    for (const id of ids) expect(now.has(id)).toBe(true);
   });
 
   it('rewinds a namespace whose puller is not streaming (paused): it resumes from the rewound position', async () => {
