@@ -203,9 +203,9 @@ export class StreamService {
    * pruned meanwhile makes that primary answer `snapshot-required`: the namespace then catches up by a snapshot sync,
    * as after any position a snapshot moved back (feed.ts, puller.ts).
    * Contract: `canRewind(namespace, source, seq)` holds, or the position is already before `seq` (a no-op: a rewind
-   * for an earlier change of the same namespace went further back), else InternalError, nothing changed; and no change of the
-   * namespace is being applied (the caller holds the device exclusively, which drained them). For a merge-restore:
-   * call it inside the exclusive hold, before the restore.
+   * for an earlier change of the same namespace went further back), else InternalError, nothing changed; and no
+   * change of the namespace is being applied (the caller holds the device exclusively, which drained them). For a
+   * merge-restore: call it inside the exclusive hold, before the restore.
    */
   rewind(namespace: string, source: string, seq: number): void {
     if (this.#before(namespace, source, seq)) return;
