@@ -4,6 +4,7 @@
  * site, this site's transport key (created in the NetHSM when a root Operator credential is configured) and the peers'.
  * Idempotent start()/close(). Exposes the peer API handlers and the per-namespace stream status.
  */
+import { writeTicket } from '../concurrency/barrier.js';
 import { GenerateRequestInvalidError, InternalError, NamespaceUnknownError } from '../errors.js';
 import type { LoadedSecrets } from '../config/secrets.js';
 import { NETHSM_MEMBER, type SiteContext } from '../daemon/context.js';
@@ -282,10 +283,21 @@ export class StreamService {
     const { ctx } = this.#o;
     // Creating the key writes to the device: a shared barrier hold, so no merge-restore built from an older backup
     // can wipe a key made meanwhile.
+    // Its write ticket stays `unknown` when the device was written (a transport key exists on the device only: a
+    // restore that erased it cannot re-apply it), and says `none` when ensure() only found the key.
     const tk = this.transportKey;
-    const write = <T>(fn: () => Promise<T>) => ctx.barrier.shared(fn, { wait: 'unbounded' });
+    const write = (fn: () => Promise<boolean>) => {
+      const ticket = writeTicket();
+      const run = async () => {
+        if (!(await fn())) ticket.replay = { kind: 'none' };
+      };
+      return ctx.barrier.shared(run, { wait: 'unbounded', ticket });
+    };
     if (ctx.work.inheritedTransportKeyPending()) {
-      await write(() => tk.replaceInherited());
+      await write(async () => {
+        await tk.replaceInherited();
+        return true;
+      });
       this.#unwrapped.clear();
       await ctx.work.markTransportKeyReplaced();
       ctx.log.info({ keyId: this.transportKey.keyId, fingerprint: this.transportKey.publicInfo().fingerprint }, 'replaced the transport key inherited from the primary at bootstrap');
