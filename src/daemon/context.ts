@@ -22,7 +22,7 @@ import type { DeviceBarrier } from '../concurrency/barrier.js';
 import type { CredentialObserver } from '../nethsm/client.js';
 import { ROOT_CREDENTIALS, type CredentialHealth } from './credentials.js';
 import type { Mutex } from '../util/mutex.js';
-import type { DaemonRaceReplayer } from './race-replayer.js';
+import type { DaemonRaceReplayer, StreamRewinder } from './race-replayer.js';
 
 export interface SiteContext {
   /**
@@ -74,6 +74,13 @@ export interface SiteContext {
   gatewayServing?: () => GatewayServingView | null;
   /** Re-applies writes that race a merge-restore (set by the daemon; src/daemon/race-replayer.ts). */
   raceReplayer?: DaemonRaceReplayer;
+  /**
+   * Makes stream applies that a merge-restore's restore erases good again (set by the daemon; StreamService): for a
+   * write ticket's `stream` replay, `canRewind` says whether the replica namespace's position can be moved back before
+   * that change, and `rewind` moves it (durably; the puller applies the change and every later one again). Call both
+   * inside the exclusive hold, before the restore, asking `canRewind` for every raced change before any `rewind`.
+   */
+  streamRewind?: StreamRewinder;
   /** Told after every role change of a namespace (the stream re-checks its connections). */
   roleChanged?: (namespace: string) => void;
 }

@@ -196,12 +196,13 @@ export class Daemon {
       ...(options.transportKeyBits ? { transportKeyBits: options.transportKeyBits } : {}),
     });
     this.ctx.roleChanged = (ns) => this.stream.roleChanged(ns);
+    this.ctx.streamRewind = { canRewind: (ns, source, seq) => this.stream.canRewind(ns, source, seq), rewind: (ns, source, seq) => this.stream.rewind(ns, source, seq) };
     this.ctx.raceReplayer = new DaemonRaceReplayer({
       store,
       barrier: this.ctx.barrier,
       log: this.log,
       logs: this.stream.logReplay,
-      streams: undefined,
+      streams: this.ctx.streamRewind,
       dropOwnEnvelopes: () => this.stream.logReplay.dropOwnEnvelopes(),
       isPrimary: (ns) => store.isOpen && store.roles.get(ns)?.role === 'primary',
       onPending: (n) => metrics.raceReplaysPending.set(n),

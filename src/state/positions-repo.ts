@@ -4,6 +4,7 @@
  * position.
  */
 import type { Database, Statement } from 'better-sqlite3';
+import { InternalError } from '../errors.js';
 import { prepare } from './sqlite.js';
 
 export interface ReplicaPosition {
@@ -87,6 +88,8 @@ export class PositionsRepo {
   private readonly sOk: Statement<Record<string, unknown>>;
   private readonly sFailed: Statement<Record<string, unknown>>;
   private readonly sForget: Statement<Record<string, unknown>>;
+  private readonly sApplied: Statement<Record<string, unknown>, { appliedAt: number }>;
+  private readonly sRewind: Statement<Record<string, unknown>>;
 
   constructor(
     private readonly db: Database,
@@ -119,6 +122,20 @@ export class PositionsRepo {
       db,
       `DELETE FROM applied_changes WHERE namespace = @namespace AND source_site = @source
          AND (log_id <> @log OR epoch > @epoch OR (epoch = @epoch AND seq > @seq))`,
+    );
+
+    this.sApplied = prepare(
+      db,
+      `SELECT applied_at AS appliedAt FROM applied_changes
+       WHERE namespace = @namespace AND source_site = @source AND log_id = @log AND epoch = @epoch AND seq = @seq`,
+    );
+    // Back only, never forward: a second rewind to a later change keeps the earlier one. The lag basis goes no later
+    // than when the raced change was applied: the device no longer holds it.
+    this.sRewind = prepare(
+      db,
+      `UPDATE replica_positions SET seq = @seq, updated_at = @at,
+         position_taken_at = CASE WHEN position_taken_at IS NULL THEN NULL ELSE min(position_taken_at, @takenAt) END
+       WHERE namespace = @namespace AND source_site = @source AND log_id = @log AND epoch = @epoch AND seq > @seq`,
     );
   }
 
@@ -158,6 +175,44 @@ export class PositionsRepo {
     });
     if (this.db.inTransaction) run();
     else run.immediate();
+  }
+
+  /**
+   * Whether the stream change `seq` from `sourceSite` can be applied again by moving the position back before it
+   * (`rewind`): the position is set (epoch and seq), at or past `seq`, and the change is recorded as applied in the
+   * position's own epoch and change log. (seq numbers a change within one log across epochs, so a record in the
+   * position's epoch and log is that change; a position moved to another epoch or log since has no such record.)
+   * A record pruned by retention answers false: nothing left proves which change `seq` was.
+   */
+  canRewind(namespace: string, sourceSite: string, seq: number): boolean {
+    return this.#rewindFrom(namespace, sourceSite, seq) !== undefined;
+  }
+
+  /**
+   * Moves the position of (namespace, sourceSite) back to just before change `seq` (so `seq` and every later change
+   * are applied again) and forgets the applied records at and after it, in one durable transaction (a savepoint
+   * inside the caller's). Never moves a position forward. Throws InternalError, changing nothing, when `canRewind`
+   * does not hold: the caller must ask first (for every change it rewinds for, before any rewind, since a rewind
+   * forgets the records later questions rely on).
+   */
+  rewind(namespace: string, sourceSite: string, seq: number): void {
+    const run = this.db.transaction(() => {
+      const from = this.#rewindFrom(namespace, sourceSite, seq);
+      if (from === undefined) throw new InternalError(`stream position of ${namespace} from ${sourceSite} cannot be moved back before change ${seq}`, { namespace, site: sourceSite });
+      const p = { namespace, source: sourceSite, log: from.log, epoch: from.epoch, seq: seq - 1 };
+      this.sRewind.run({ ...p, takenAt: from.appliedAt, at: this.now() });
+      this.sForget.run(p);
+    });
+    if (this.db.inTransaction) run();
+    else run.immediate();
+  }
+
+  #rewindFrom(namespace: string, sourceSite: string, seq: number): { log: string; epoch: number; appliedAt: number } | undefined {
+    if (!Number.isSafeInteger(seq) || seq < 1) return undefined;
+    const r = this.sGet.get(namespace, sourceSite);
+    if (!r || r.epoch === null || r.seq === null || r.seq < seq) return undefined;
+    const applied = this.sApplied.get({ namespace, source: sourceSite, log: r.log_id, epoch: r.epoch, seq });
+    return applied ? { log: r.log_id, epoch: r.epoch, appliedAt: applied.appliedAt } : undefined;
   }
 
   /** Records a failed sync; the previous position stays. Upsert. */

@@ -149,6 +149,78 @@ describe('applied changes', () => {
   });
 });
 
+describe('stream position rewind (racing writes re-applied)', () => {
+  const L1 = '6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f';
+  const L2 = 'a9b8c7d6-e5f4-4321-9abc-def012345678';
+  const rec = (seq: number, epoch = 1, logId = L1) => ({ namespace: 'payments', sourceSite: 'hamburg', logId, epoch, seq, kind: 'key-deleted', keyId: `k${seq}`, outcome: 'applied' as const, changedAt: 500 + seq });
+  const seqs = (epoch = 1, logId = L1) => [1, 2, 3, 4, 5, 6, 7].filter((seq) => store.applied.has('payments', epoch, seq, logId));
+
+  it('moves the position back before a change and forgets the records at and after it, in its epoch and log', () => {
+    for (let seq = 1; seq <= 5; seq++) {
+      clock = 2_000 + seq;
+      store.applied.record(rec(seq));
+    }
+    expect(store.positions.canRewind('payments', 'hamburg', 3)).toBe(true);
+    store.positions.rewind('payments', 'hamburg', 3);
+    expect(store.positions.get('payments', 'hamburg')).toMatchObject({ epoch: 1, seq: 2, logId: L1 });
+    expect(seqs()).toEqual([1, 2]);
+    // Re-applying from there records them again (no replay refusal).
+    store.applied.record(rec(3));
+    expect(store.positions.get('payments', 'hamburg')).toMatchObject({ seq: 3 });
+  });
+
+  it('is durable: a reopened store holds the rewound position', () => {
+    for (let seq = 1; seq <= 3; seq++) store.applied.record(rec(seq));
+    store.positions.rewind('payments', 'hamburg', 2);
+    store.close();
+    store = StateStore.inDir(path.join(dir, 'state'), { now: () => clock }).open();
+    expect(store.positions.get('payments', 'hamburg')).toMatchObject({ seq: 1 });
+    expect(seqs()).toEqual([1]);
+  });
+
+  it('refuses (changing nothing) a change not applied in the position\'s epoch and log, or past the position', () => {
+    for (let seq = 1; seq <= 3; seq++) store.applied.record(rec(seq));
+    expect(store.positions.canRewind('payments', 'hamburg', 4)).toBe(false); // past the position
+    expect(store.positions.canRewind('payments', 'hamburg', 0)).toBe(false);
+    expect(store.positions.canRewind('payments', 'hamburg', 1.5)).toBe(false);
+    expect(store.positions.canRewind('payments', 'nowhere', 1)).toBe(false);
+    // An epoch change (a snapshot sync at epoch 2; seq numbering continues): change 2 was applied at epoch 1.
+    store.positions.recordSyncOk('payments', 'hamburg', { epoch: 2, seq: 3, log: L1, takenAt: 1, durationMs: 1 });
+    store.applied.record(rec(4, 2));
+    expect(store.positions.canRewind('payments', 'hamburg', 2)).toBe(false);
+    expect(store.positions.canRewind('payments', 'hamburg', 4)).toBe(true);
+    // A new log (the primary's state was lost) numbering from 1 again: L1's change 1 is not L2's.
+    store.positions.recordSyncOk('payments', 'hamburg', { epoch: 2, seq: 0, log: L2, takenAt: 1, durationMs: 1 });
+    store.applied.record(rec(1, 2, L2));
+    expect(store.positions.canRewind('payments', 'hamburg', 1)).toBe(true);
+    store.positions.recordSyncOk('payments', 'hamburg', { epoch: 2, seq: 5, log: L1, takenAt: 1, durationMs: 1 });
+    expect(store.positions.canRewind('payments', 'hamburg', 1)).toBe(false);
+    const before = store.positions.get('payments', 'hamburg');
+    expect(() => store.positions.rewind('payments', 'hamburg', 1)).toThrow(/cannot be moved back/);
+    expect(store.positions.get('payments', 'hamburg')).toEqual(before);
+  });
+
+  it('refuses once retention pruned the record of the change', () => {
+    clock = 1_000;
+    for (let seq = 1; seq <= 2; seq++) store.applied.record(rec(seq));
+    clock = 100_000;
+    store.applied.prune(10_000);
+    expect(store.positions.canRewind('payments', 'hamburg', 2)).toBe(false);
+  });
+
+  it('rolls back with the surrounding transaction', () => {
+    for (let seq = 1; seq <= 3; seq++) store.applied.record(rec(seq));
+    expect(() =>
+      store.transaction(() => {
+        store.positions.rewind('payments', 'hamburg', 2);
+        throw new Error('restore refused');
+      }),
+    ).toThrow('restore refused');
+    expect(store.positions.get('payments', 'hamburg')).toMatchObject({ seq: 3 });
+    expect(seqs()).toEqual([1, 2, 3]);
+  });
+});
+
 describe('peer transport keys', () => {
   it('keeps the last published key per site', () => {
     store.transportKeys.save({ site: 'hamburg', keyId: 'k1', publicKeyPem: 'PEM1', fingerprint: 'f1' });

@@ -3,7 +3,7 @@ import type { ChangeKind, LoggedChange } from '../state/changelog-repo.js';
 import { replayChains } from './log-replay.js';
 
 let seq = 0;
-const c = (kind: ChangeKind, keyId: string, detail: Record<string, unknown> = {}): LoggedChange => ({ namespace: 'beta', epoch: 1, seq: ++seq, createdAt: 0, kind, keyId, detail });
+const c = (kind: ChangeKind, keyId: string, detail: Record<string, unknown> = {}): LoggedChange => ({ namespace: 'beta', epoch: 1, seq: ++seq, createdAt: 0, kind, keyId, ref: `r${seq}`, detail });
 const seqs = (chains: LoggedChange[][]) => chains.map((ch) => ch.map((x) => `${x.kind}:${x.keyId}`));
 
 describe('replayChains', () => {

@@ -79,6 +79,7 @@ describe('stream puller: bad input from the primary', () => {
     backoff = { minMs: 5, maxMs: 20 },
     peerMap: Map<string, PeerClient> = peers,
     snapshot: (reason: string) => Promise<void> = async (reason) => void snapshots.push(reason),
+    barrier = new DeviceBarrier(),
   ) {
     const { logger, lines } = capturingLogger();
     const registry = new Registry();
@@ -94,7 +95,7 @@ describe('stream puller: bad input from the primary', () => {
         transportKey: () => undefined,
       },
       lock: new Mutex(),
-      barrier: new DeviceBarrier(),
+      barrier,
       snapshot,
       heartbeatIntervalMs: 1000,
       catchupDebounceMs: 0,
@@ -135,6 +136,29 @@ describe('stream puller: bad input from the primary', () => {
     const metrics = await registry.metrics();
     expect(metrics).toMatch(/stream_changes_applied_total\{namespace="ns",outcome="duplicate"\} 2/);
     expect(snapshots).toEqual([]);
+  });
+
+  it("says in each hold's write ticket that a duplicate changed nothing on the device", async () => {
+    // A merge-restore this hold raced need not re-apply it (apply-ticket.ts): `none`, not the default `unknown`.
+    const at = Date.now() + 30_000; // below the later heartbeat test's basis: the lag basis only moves forward
+    scripts.push([change(4), change(5), beat(5, { at })]);
+    const barrier = new DeviceBarrier();
+    const tracker = barrier.trackWrites();
+    const { p, registry } = puller(undefined, peers, undefined, barrier);
+    try {
+      p.start();
+      // The heartbeat comes after both changes: once its lag basis is stored, both were handled.
+      await until(() => store.positions.get('ns', 'a')?.positionTakenAt === at, 'the heartbeat after the duplicates');
+    } finally {
+      await p.close();
+      tracker.close();
+    }
+    expect(tracker.writes().map((w) => [w.scope, w.ticket.replay])).toEqual([
+      ['ns', { kind: 'none' }],
+      ['ns', { kind: 'none' }],
+    ]);
+    expect(await registry.metrics()).toMatch(/stream_changes_applied_total\{namespace="ns",outcome="duplicate"\} 2/);
+    unchanged();
   });
 
   it('stops promptly when closed while a catch-up snapshot is failing, instead of waiting out its backoff', async () => {

@@ -31,6 +31,7 @@ import type { StateStore } from '../state/store.js';
 import type { Mutex } from '../util/mutex.js';
 import { applyChange, type ApplyDeps } from './apply.js';
 import { ApplyLimit } from './apply-limit.js';
+import { StreamApplyTicket } from './apply-ticket.js';
 import { ApplyWindow, CatchupNeeded } from './apply-window.js';
 import { catchupDueAt, type CatchupBatchOptions, type PendingCatchup } from './catchup-batch.js';
 import { parseLine, type HeartbeatLine } from './protocol.js';
@@ -161,7 +162,6 @@ export class NamespacePuller {
     await this.#running;
   }
 
-  /** Re-checks the role now (after a promote, demote, resync) instead of at the next poll. */
   /**
    * Wakes the loop if it sleeps (a backoff after a failure), without touching a stream that runs: for a member that
    * answers again, whose live stream (if any) is fine as it is.
@@ -171,6 +171,11 @@ export class NamespacePuller {
     else this.#poked = true;
   }
 
+  /**
+   * Re-checks the role now (after a promote, demote, resync) instead of at the next poll: cuts the stream (its window
+   * and in-memory cursor go with it, and a change waiting for its device hold is not admitted) and reconnects from
+   * the stored position.
+   */
   poke(): void {
     this.#pokes++;
     this.#abort?.abort();
@@ -253,16 +258,26 @@ export class NamespacePuller {
     // namespace's lock until it is drained, and waiting for the next change (heartbeats may be all that comes) would
     // keep every sync and merge-restore of this device waiting with it.
     let windowFailure: { err: unknown } | undefined;
+    // The ticket of the window's current device hold (one hold carries many imports): what it wrote, for a
+    // merge-restore it races (apply-ticket.ts). Every record and failure of the window comes while that hold is held.
+    let held: StreamApplyTicket | undefined;
     const window = new ApplyWindow({
       deps: this.#o.apply,
       namespace: ns,
       source: peer.name,
       lock: this.#o.lock,
-      admit: () => barrier.enter(admission),
+      admit: () => {
+        held = new StreamApplyTicket(ns, peer.name);
+        return barrier.enter({ ...admission, ticket: held.ticket });
+      },
       yieldWanted: () => barrier.held,
       size: this.#limit,
-      recorded: (_line, outcome) => this.#recorded(peer.name, outcome),
+      recorded: (line, outcome) => {
+        held?.recorded(line.seq, outcome);
+        this.#recorded(peer.name, outcome);
+      },
       failed: (err) => {
+        held?.failed();
         windowFailure ??= { err };
         if (!(err instanceof CatchupNeeded) && !(err instanceof FenceTokenStaleError)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
         abort.abort();
@@ -327,8 +342,16 @@ export class NamespacePuller {
           continue;
         }
         await window.drain();
-        const result = await barrier.shared(() => this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line)), admission).catch((err: unknown) => {
-          metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
+        const ticket = new StreamApplyTicket(ns, peer.name);
+        const apply = async () => {
+          const r = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line));
+          // Set before the hold ends; a catch-up or a throw leaves it `unknown`.
+          if (r.outcome !== 'catchup') ticket.recorded(line.seq, r.outcome);
+          return r;
+        };
+        const result = await barrier.shared(apply, { ...admission, ticket: ticket.ticket }).catch((err: unknown) => {
+          // A poke (role change, rewind) aborting the wait for the hold is no failed change.
+          if (!abort.signal.aborted) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
           throw err;
         });
         if (result.outcome === 'catchup') return { kind: 'catchup', reason: result.reason };

@@ -4,6 +4,7 @@
  * site, this site's transport key (created in the NetHSM when a root Operator credential is configured) and the peers'.
  * Idempotent start()/close(). Exposes the peer API handlers and the per-namespace stream status.
  */
+import { writeTicket } from '../concurrency/barrier.js';
 import { GenerateRequestInvalidError, InternalError, NamespaceUnknownError } from '../errors.js';
 import type { LoadedSecrets } from '../config/secrets.js';
 import { NETHSM_MEMBER, type SiteContext } from '../daemon/context.js';
@@ -194,6 +195,56 @@ export class StreamService {
     this.#pullers.get(namespace)?.wake();
   }
 
+  /**
+   * Whether the stream change `seq` of replica namespace `namespace` from `source` (a write ticket's `stream` replay)
+   * can be made good after a restore erased it by `rewind`: the namespace is a replica of `source` here, and its
+   * stored position is in the role's epoch and in the epoch and change log the change was applied in, at or past it
+   * (PositionsRepo.canRewind). Synchronous, reads only. Ask it for every raced change before rewinding any.
+   */
+  canRewind(namespace: string, source: string, seq: number): boolean {
+    const { store } = this.#o.ctx;
+    if (!store.isOpen) return false;
+    const row = store.roles.get(namespace);
+    if (!row || row.role !== 'replica' || row.primarySite !== source) return false;
+    if (store.positions.get(namespace, source)?.epoch !== row.epoch) return false;
+    return store.positions.canRewind(namespace, source, seq);
+  }
+
+  /**
+   * Moves the stream position of `namespace` from `source` back to just before change `seq`, durably (one SQLite
+   * transaction, a savepoint inside the caller's), forgetting the applied records at and after it, so the puller
+   * applies `seq` and every later change again; never forward. Its running puller drops its connection, apply window
+   * and in-memory cursor and resumes from the stored position; one not running starts from it. A change the primary
+   * pruned meanwhile makes that primary answer `snapshot-required`: the namespace then catches up by a snapshot sync,
+   * as after any position a snapshot moved back (feed.ts, puller.ts).
+   * Contract: `canRewind(namespace, source, seq)` holds, or the position is already before `seq` (a no-op: a rewind
+   * for an earlier change of the same namespace went further back), else InternalError, nothing changed; and no
+   * change of the namespace is being applied (the caller holds the device exclusively, which drained them). For a
+   * merge-restore: call it inside the exclusive hold, before the restore.
+   */
+  rewind(namespace: string, source: string, seq: number): void {
+    if (this.#before(namespace, source, seq)) return;
+    if (!this.canRewind(namespace, source, seq)) {
+      throw new InternalError(`the stream position of ${namespace} from ${source} cannot be moved back before change ${seq}`, { namespace, site: source });
+    }
+    const { store, log } = this.#o.ctx;
+    const before = store.positions.get(namespace, source);
+    store.positions.rewind(namespace, source, seq);
+    this.#pullers.get(namespace)?.poke();
+    log.info({ namespace, from: source, position: `${before?.epoch}.${before?.seq}`, rewoundTo: `${before?.epoch}.${seq - 1}` }, 'stream position moved back before changes a restore erased; they are applied again');
+  }
+
+  /**
+   * Whether the position is already before change `seq` in the role's epoch (an earlier rewind for an earlier change
+   * went further back): the stream applies `seq` again without a rewind.
+   */
+  #before(namespace: string, source: string, seq: number): boolean {
+    const { store } = this.#o.ctx;
+    const row = store.isOpen ? store.roles.get(namespace) : undefined;
+    const pos = store.isOpen ? store.positions.get(namespace, source) : undefined;
+    return row?.role === 'replica' && row.primarySite === source && pos?.epoch === row.epoch && pos.seq !== undefined && pos.seq < seq;
+  }
+
   /** Peer API: this site's transport key. */
   async publicTransportKey(): Promise<TransportKeyInfo> {
     if (!this.transportKey) throw new InternalError(`site ${this.#o.ctx.site} has no transport key (configure nethsm.credentials.operator)`, { site: this.#o.ctx.site });
@@ -246,10 +297,21 @@ export class StreamService {
     const { ctx } = this.#o;
     // Creating the key writes to the device: a shared barrier hold, so no merge-restore built from an older backup
     // can wipe a key made meanwhile.
+    // Its write ticket stays `unknown` when the device was written (a transport key exists on the device only: a
+    // restore that erased it cannot re-apply it), and says `none` when ensure() only found the key.
     const tk = this.transportKey;
-    const write = <T>(fn: () => Promise<T>) => ctx.barrier.shared(fn, { wait: 'unbounded' });
+    const write = (fn: () => Promise<boolean>) => {
+      const ticket = writeTicket();
+      const run = async () => {
+        if (!(await fn())) ticket.replay = { kind: 'none' };
+      };
+      return ctx.barrier.shared(run, { wait: 'unbounded', ticket });
+    };
     if (ctx.work.inheritedTransportKeyPending()) {
-      await write(() => tk.replaceInherited());
+      await write(async () => {
+        await tk.replaceInherited();
+        return true;
+      });
       this.#unwrapped.clear();
       await ctx.work.markTransportKeyReplaced();
       ctx.log.info({ keyId: this.transportKey.keyId, fingerprint: this.transportKey.publicInfo().fingerprint }, 'replaced the transport key inherited from the primary at bootstrap');

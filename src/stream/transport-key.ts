@@ -124,9 +124,12 @@ export class TransportKey {
    * Creates the key in the NetHSM if absent (idempotent; a concurrent creator's 400 "already exists" is fine), checks it
    * (RSA ≥ 2048, mechanisms exactly RSA_Decryption_OAEP_SHA256) and reads its public half. Throws
    * TransportKeyInvalidError for an existing key of the wrong kind (never replaced), NetHSM errors otherwise.
+   * Resolves true when it asked the NetHSM to create the key (it wrote to the device, or lost the race to a concurrent
+   * creator), false when it only read: a merge-restore this call raced need not consider it a write.
    */
-  async ensure(): Promise<void> {
+  async ensure(): Promise<boolean> {
     let key = await this.#read();
+    const create = key === undefined;
     if (key === undefined) {
       await this.#create();
       key = await this.#read();
@@ -147,6 +150,7 @@ export class TransportKey {
       throw new TransportKeyInvalidError(`root key "${this.keyId}": ${(err as Error).message}`, { ...this.#ctx(), cause: err });
     }
     this.#info = { site: this.site, keyId: this.keyId, publicKeyPem: pem, fingerprint: parsed.fingerprint };
+    return create;
   }
 
   /**
