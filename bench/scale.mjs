@@ -1118,9 +1118,11 @@ if (values.json) {
       for (const [i, x] of (r.sync?.rounds ?? []).entries()) {
         const s = x.sync;
         const rate = r.sync.busy === 'none' ? 'none' : `${r.sync.busy} ${r.sync.busyRate}/s`;
+        // No load (--busy none): no hold (a saved run's JSON holds null for it).
+        const hold = (v) => (s.probeMax == null ? '–' : f1(v, 2));
         const lost = s.lost === undefined ? '–' : s.lostSample.length ? `**${s.lost}** (${s.lostSample.join(', ')})` : s.lost;
         const failed = s.failedDuring ? `**${s.failedDuring}** (${s.errors.join(' \\| ')})` : (s.failedDuring ?? '–');
-        console.log(`| ${r.n} | ${i + 1} | ${rate} | ${f1(s.ms / x.raw.total, 2)} | ${f1(s.probeMax / 1000, 2)} | ${f1(s.probeMax / x.raw.restoreB, 2)} | ${s.probes ?? '–'} | ${failed} | ${lost} | ${s.held?.how ?? '–'} |`);
+        console.log(`| ${r.n} | ${i + 1} | ${rate} | ${f1(s.ms / x.raw.total, 2)} | ${hold(s.probeMax / 1000)} | ${hold(s.probeMax / x.raw.restoreB)} | ${s.probes ?? '–'} | ${failed} | ${lost} | ${s.held?.how ?? '–'} |`);
       }
     }
   }
