@@ -315,7 +315,11 @@ async function bootstrap(dir, a, b) {
   await rm(file);
 }
 
-/** `aeRate`: `antiEntropy.maxRequestsPerSecond` (default `--ae-rate`; null: left out, the daemon's default). */
+/**
+ * `aeRate`: `antiEntropy.maxRequestsPerSecond` (default `--ae-rate`; null: left out, the daemon's default).
+ * What --busy needs is all here: every namespace streams (the root Operator at both sites unwraps envelopes: beta's
+ * imports at A, gamma's at B), and beta keeps `generate: device` (the default, the users' practice) for `--busy generate`.
+ */
 function configYaml(site, peer, aeSchedule, aeRate = AE_RATE) {
   const q = JSON.stringify;
   const ns = (name, primary) => `  - name: ${name}
