@@ -12,9 +12,14 @@
 //
 // Per size n (the namespace is filled up to n keys straight at A's NetHSM, EC P-256 imports reusing 64 key pairs under
 // distinct ids; the sizes build on each other):
-//   sync    --rounds × (raw: backup A + backup B + restore B, each call timed; then `sync alpha` at B with a probe
-//           write stream at B: one label write after another to beta's key through B's gateway). Printed: sync / raw,
-//           the probes' max and p99 latency during the sync, and max probe / raw restore (the write hold).
+//   sync    --rounds × (raw: backup A + backup B + restore B, each call timed; then `sync alpha` at B while --busy
+//           keeps B busy at --busy-rate writes/s from 1 s before the sync to its end: `label` (default) label writes
+//           to beta's key through B's gateway, `import` JSON EC key imports into beta through B's gateway, `generate`
+//           POST /keys/generate into beta through B's gateway (`generate: device`), `stream` imports into gamma through
+//           A's gateway (B applies them from the stream while it syncs), `none` nothing). Printed: sync / raw, the hold
+//           (the longest busy write that overlapped the sync; stream: the longest stand-still of B's gamma position)
+//           and hold / raw restore, the writes made during the sync and how many failed, acknowledged keys missing at
+//           B's NetHSM afterwards (lost), and from daemon B's log whether the sync took the held sequence.
 //   stream  --rounds × (--changes EC imports through A's gateway into gamma, then as many into alpha; 8 in flight,
 //           each run until B's status shows them applied): ms per change; alpha / gamma (side by side, the reference
 //           always at 1k keys) is the stream cost ratio.
@@ -28,6 +33,7 @@
 //
 // Usage: npm run build && node bench/scale.mjs [--sizes 1000,10000,100000] [--big] [--only sync,stream,ae,status,keys]
 //        [--rounds 2] [--changes 200] [--latency key-get=2ms,…] [--json] [--keep]
+//        [--busy label|import|generate|stream|none] [--busy-rate 50]
 //   --fill api|restore|auto: how alpha grows: imports through the NetHSM API (16 in flight, a few hundred to 2k keys/s)
 //   or one restore of A's own backup with the new keys' records added by our codec (see fillByRestore); auto (the
 //   default) restores for sizes above 100k.
@@ -93,6 +99,8 @@ const { values } = parseArgs({
     'daemon-node-options': { type: 'string' },
     'daemon-env': { type: 'string', multiple: true, default: [] },
     'from-json': { type: 'string' },
+    busy: { type: 'string', default: 'label' },
+    'busy-rate': { type: 'string', default: '50' },
   },
 });
 const SIZES = [...new Set([...values.sizes.split(',').map((s) => positiveInt(s.trim(), '--sizes')), ...(values.big ? [1_000_000] : [])])].sort((x, y) => x - y);
@@ -113,6 +121,10 @@ const DAEMON_ENV = Object.fromEntries(
 );
 if (DRIFT > 0 && values.fill !== 'sim') throw new Error('--drift needs --fill sim (it tags fill keys at B)');
 const ROUNDS = positiveInt(values.rounds, '--rounds');
+const BUSY_MODES = ['label', 'import', 'generate', 'stream', 'none'];
+if (!BUSY_MODES.includes(values.busy)) throw new Error(`--busy must be one of ${BUSY_MODES.join(', ')}, got "${values.busy}"`);
+const BUSY = values.busy;
+const BUSY_RATE = positiveInt(values['busy-rate'], '--busy-rate');
 const CHANGES = positiveInt(values.changes, '--changes');
 const say = (line) => process.stderr.write(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
@@ -303,7 +315,11 @@ async function bootstrap(dir, a, b) {
   await rm(file);
 }
 
-/** `aeRate`: `antiEntropy.maxRequestsPerSecond` (default `--ae-rate`; null: left out, the daemon's default). */
+/**
+ * `aeRate`: `antiEntropy.maxRequestsPerSecond` (default `--ae-rate`; null: left out, the daemon's default).
+ * What --busy needs is all here: every namespace streams (the root Operator at both sites unwraps envelopes: beta's
+ * imports at A, gamma's at B), and beta keeps `generate: device` (the default, the users' practice) for `--busy generate`.
+ */
 function configYaml(site, peer, aeSchedule, aeRate = AE_RATE) {
   const q = JSON.stringify;
   const ns = (name, primary) => `  - name: ${name}
@@ -507,46 +523,205 @@ async function rawRound(env, tag) {
   return { backupA: backupA.ms, backupB: backupB.ms, restoreB: restoreB.ms, total: backupA.ms + backupB.ms + restoreB.ms, bytes: backupA.value };
 }
 
-/** `sync alpha` at B with the probe: one label write after another to beta's key through B's gateway. */
-async function syncRound(env, tag) {
-  await env.adminA.importKey(BODIES[0], `x${tag}`); // a change the stream does not carry: each sync has work to do
-  const probes = [];
-  let failed = 0;
-  let stop = false;
-  let i = 0;
-  const probe = (async () => {
-    while (!stop) {
-      const t0 = performance.now();
-      try {
-        await env.probeB.setKeyLabel('probe', `p${i++ % 1000}`);
-      } catch {
-        failed++;
-      }
-      probes.push([t0, performance.now()]);
-      await new Promise((r) => setTimeout(r, 5));
+/** Most writes of the busy load in flight at once: past it the pacer waits (only a hold over 256 / rate s reaches it). */
+const BUSY_MAX_IN_FLIGHT = 256;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The load that keeps B busy while it syncs alpha (--busy), --busy-rate writes per second paced by the clock (write i
+ * starts at i / rate s, however long the earlier ones take; at most BUSY_MAX_IN_FLIGHT in flight):
+ *   label     PUT /keys/probe/label in beta (B primary) through B's gateway;
+ *   import    PUT /keys/{id} with a JSON EC P-256 private key into beta through B's gateway (keys made outside the HSM);
+ *   generate  POST /keys/generate (EC P-256) into beta through B's gateway (beta has `generate: device`, the default);
+ *   stream    PUT /keys/{id} into gamma through A's gateway: B, gamma's replica, applies them from the stream.
+ * `stop()` ends the pacing, waits for the writes in flight and resolves with each write's { s0, s1, ok, id }.
+ */
+function startBusy(env, tag) {
+  const prefix = `bz${tag}x`;
+  const writes = [];
+  const errors = [];
+  const op = {
+    label: (i) => env.busyB.setKeyLabel('probe', `p${i % 1000}`),
+    import: (i) => env.busyB.importKey(BODIES[i % BODIES.length], `${prefix}${i}`),
+    generate: (i) => env.busyB.generateKey({ id: `${prefix}${i}`, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }),
+    stream: (i) => env.busyA.importKey(BODIES[i % BODIES.length], `${prefix}${i}`),
+  }[BUSY];
+  let stopped = false;
+  let inFlight = 0;
+  let wake;
+  const run = (async () => {
+    const all = [];
+    const t0 = performance.now();
+    for (let i = 0; !stopped; i++) {
+      const wait = t0 + (i * 1000) / BUSY_RATE - performance.now();
+      if (wait > 0) await sleep(wait);
+      while (inFlight >= BUSY_MAX_IN_FLIGHT && !stopped) await new Promise((r) => (wake = r));
+      if (stopped) break;
+      inFlight++;
+      const s0 = performance.now();
+      const done = (ok) => () => {
+        writes.push({ s0, s1: performance.now(), ok, id: `${prefix}${i}` });
+        inFlight--;
+        wake?.();
+      };
+      all.push(
+        op(i).then(done(true), (err) => {
+          errors.push(`${err.code ?? ''} ${err.message}`.trim());
+          done(false)();
+        }),
+      );
+    }
+    await Promise.all(all);
+  })();
+  return {
+    prefix,
+    stop: async () => {
+      stopped = true;
+      wake?.();
+      await run;
+      return { writes, errors };
+    },
+  };
+}
+
+/** Polls B's applied stream position of `ns` every 25 ms until `stop()`: resolves with the times it moved. */
+function watchPosition(site, ns) {
+  const moves = [];
+  let stopped = false;
+  const run = (async () => {
+    let last = -1;
+    while (!stopped) {
+      const seq = (await nsStatus(site, ns))?.stream?.position?.seq ?? -1;
+      if (seq !== last) moves.push(performance.now());
+      last = seq;
+      await sleep(25);
     }
   })();
-  await new Promise((r) => setTimeout(r, 200)); // the probe's pace before the sync
+  return {
+    stop: async () => {
+      stopped = true;
+      await run;
+      return moves;
+    },
+  };
+}
+
+/** Collects daemon `child`'s JSON log lines until the returned function is called (which resolves with them). */
+function watchLog(child) {
+  const lines = [];
+  const w = (line) => {
+    if (!line.startsWith('{')) return;
+    try {
+      lines.push(JSON.parse(line));
+    } catch {
+      // a line cut by the pipe: not one of ours
+    }
+  };
+  child.watchers.add(w);
+  return () => {
+    child.watchers.delete(w);
+    return lines;
+  };
+}
+
+/**
+ * From daemon B's log during one `sync alpha`: whether it took the held sequence (backup and merge inside the
+ * exclusive hold), how (at once: a recent sync raced; after racing attempts), and how many attempts writes raced.
+ */
+function heldFromLog(lines) {
+  const synced = lines.find((j) => j.msg === 'namespace synced' && j.namespace === 'alpha');
+  const raced = lines.filter((j) => /passed the device barrier during the backup and merge; merging again/.test(j.msg ?? '')).length;
+  const atOnce = lines.some((j) => /^merging inside the exclusive hold at once/.test(j.msg ?? ''));
+  const after = lines.find((j) => /merging inside the exclusive hold/.test(j.msg ?? '') && !/at once/.test(j.msg));
+  const held = synced?.heldMerge ?? (atOnce || after !== undefined);
+  const how = !held ? (raced ? `no (${raced} raced attempts)` : 'no') : atOnce ? 'at once (held mode)' : after ? `after ${raced} raced attempts (last: ${after.writes} writes)` : 'yes';
+  return { held, how, racedAttempts: raced, remerges: synced?.remerges };
+}
+
+/** Which of the acknowledged writes' keys B's NetHSM lacks after the sync (imports, generates, streamed imports). */
+async function lostAtB(env, busy, writes) {
+  const acked = writes.filter((w) => w.ok).map((w) => w.id);
+  if (BUSY === 'label') return undefined; // a label overwrites the last: nothing to count
+  if (acked.length === 0) return [];
+  if (BUSY === 'stream') {
+    const head = (await nsStatus(env.a, 'gamma'))?.stream?.position?.seq ?? -1;
+    await eventually(async () => ((await nsStatus(env.b, 'gamma'))?.stream?.position?.seq ?? -1) >= head, 120_000, 'B to apply gamma up to A', 50);
+  }
+  const present = new Set(await (BUSY === 'stream' ? env.gammaB : env.betaB).listKeys({ prefix: busy.prefix }));
+  return acked.filter((id) => !present.has(id));
+}
+
+/**
+ * `sync alpha` at B while the --busy load runs (from 1 s before the sync to its end). The hold is the longest write
+ * of the load that overlapped the sync (stream: the longest time B's gamma position stood still while A kept writing).
+ */
+async function syncRound(env, tag) {
+  await env.adminA.importKey(BODIES[0], `x${tag}`); // a change the stream does not carry: each sync has work to do
+  const busy = BUSY === 'none' ? undefined : startBusy(env, tag);
+  const position = BUSY === 'stream' ? watchPosition(env.b, 'gamma') : undefined;
+  await sleep(1000); // the load's pace before the sync
+  const log = watchLog(env.b.daemon);
   const t0 = performance.now();
   const s = await timed(() => sync(env.b, 'alpha'));
   const t1 = performance.now();
-  stop = true;
-  await probe;
-  const during = probes.filter(([s0, s1]) => s1 >= t0 && s0 <= t1).map(([s0, s1]) => s1 - s0);
-  const before = probes.filter(([, s1]) => s1 < t0).map(([s0, s1]) => s1 - s0);
-  return { ms: s.ms, probeMax: Math.max(...during), probeP99: percentile(during, 99), probeP50Before: median(before), probes: during.length, probeFailures: failed };
+  const held = heldFromLog(log());
+  const { writes, errors } = busy ? await busy.stop() : { writes: [], errors: [] };
+  const lost = busy ? await lostAtB(env, busy, writes) : undefined;
+  const moves = position ? await position.stop() : [];
+  const overlaps = (a, b) => b >= t0 && a <= t1;
+  const during = writes.filter((w) => overlaps(w.s0, w.s1));
+  let lat = during.map((w) => w.s1 - w.s0);
+  let before = writes.filter((w) => w.s1 < t0).map((w) => w.s1 - w.s0);
+  if (position) {
+    const gaps = moves.slice(1).map((m, j) => [moves[j], m]);
+    lat = gaps.filter(([a, b]) => overlaps(a, b)).map(([a, b]) => b - a);
+    before = gaps.filter(([, b]) => b < t0).map(([a, b]) => b - a);
+  }
+  return {
+    ms: s.ms,
+    probeMax: lat.length ? Math.max(...lat) : NaN,
+    probeP99: lat.length ? percentile(lat, 99) : NaN,
+    probeP50Before: before.length ? median(before) : NaN,
+    probes: during.length,
+    probeFailures: writes.filter((w) => !w.ok).length,
+    writesTotal: writes.length,
+    failedDuring: during.filter((w) => !w.ok).length,
+    errors: [...new Set(errors)].slice(0, 3),
+    lost: lost?.length,
+    lostSample: lost?.slice(0, 5) ?? [],
+    held,
+  };
+}
+
+/** The mean of two raw rounds, field by field: the raw work around a sync, one taken before it and one after. */
+function meanRaw(x, y) {
+  return Object.fromEntries(Object.keys(x).map((k) => [k, (x[k] + y[k]) / 2]));
 }
 
 async function measureSync(env) {
   const rounds = [];
+  // Raw rounds before the first sync and after each: a round's raw is the mean of the two around its sync (a single
+  // restore of a 20k-key device takes 0.1–0.8 s on the shared machine, too noisy to divide the hold by alone).
+  let before = await rawRound(env, `${env.n}-0`);
   for (let r = 0; r < ROUNDS; r++) {
-    const raw = await rawRound(env, `${env.n}-${r}`);
     const s = await syncRound(env, `${env.n}r${r}`);
+    const after = await rawRound(env, `${env.n}-${r + 1}`);
+    const raw = meanRaw(before, after);
+    before = after;
     rounds.push({ raw, sync: s });
-    say(`  sync round ${r + 1}: raw ${(raw.total / 1000).toFixed(1)} s (backup A ${(raw.backupA / 1000).toFixed(1)}, backup B ${(raw.backupB / 1000).toFixed(1)}, restore B ${(raw.restoreB / 1000).toFixed(1)}), sync ${(s.ms / 1000).toFixed(1)} s, probe max ${s.probeMax.toFixed(0)} ms`);
+    say(
+      `  sync round ${r + 1} (busy ${BUSY}${BUSY === 'none' ? '' : ` ${BUSY_RATE}/s`}): raw ${(raw.total / 1000).toFixed(1)} s (backup A ${(raw.backupA / 1000).toFixed(1)}, backup B ${(raw.backupB / 1000).toFixed(1)}, restore B ${(raw.restoreB / 1000).toFixed(1)}), ` +
+        `sync ${(s.ms / 1000).toFixed(1)} s = ${(s.ms / raw.total).toFixed(2)} × raw, ` +
+        (BUSY === 'none' ? 'no load; ' : `hold ${s.probeMax.toFixed(0)} ms = ${(s.probeMax / raw.restoreB).toFixed(2)} × raw restore (p50 before the sync ${s.probeP50Before.toFixed(0)} ms); `) +
+        `writes during the sync ${s.probes} (failed ${s.failedDuring}; in the round ${s.writesTotal}, failed ${s.probeFailures}, lost ${s.lost ?? '–'}); held sequence: ${s.held.how}` +
+        (s.errors.length ? `; errors: ${s.errors.join(' | ')}` : '') +
+        (s.lost > 0 ? `; lost e.g. ${s.lostSample.join(', ')}` : ''),
+    );
   }
   const m = (f) => median(rounds.map(f));
   return {
+    busy: BUSY,
+    busyRate: BUSY === 'none' ? 0 : BUSY_RATE,
     rounds,
     rawS: m((x) => x.raw.total) / 1000,
     rawRestoreS: m((x) => x.raw.restoreB) / 1000,
@@ -557,6 +732,7 @@ async function measureSync(env) {
     holdP99S: m((x) => x.sync.probeP99) / 1000,
     holdRatio: m((x) => x.sync.probeMax / x.raw.restoreB),
     probeFailures: rounds.reduce((t, x) => t + x.sync.probeFailures, 0),
+    lost: rounds.some((x) => x.sync.lost !== undefined) ? rounds.reduce((t, x) => t + (x.sync.lost ?? 0), 0) : undefined,
   };
 }
 
@@ -806,6 +982,12 @@ async function measureAll() {
       gw: { alpha: a.gatewayClient('alpha~admin', PASS.nsAdmin, caPem, 8), gamma: a.gatewayClient('gamma~admin', PASS.nsAdmin, caPem, 8) },
       gwOpA: a.gatewayClient('alpha~operator', PASS.nsOperator, caPem, 1),
       probeB: b.gatewayClient('beta~admin', PASS.nsAdmin, caPem, 1),
+      // The --busy load: beta through B's gateway (label, import, generate) or gamma through A's (stream); what it
+      // wrote is then looked for straight at B's NetHSM (gamma as its replication account, the one a replica keeps).
+      busyB: b.gatewayClient('beta~admin', PASS.nsAdmin, caPem, 16),
+      busyA: a.gatewayClient('gamma~admin', PASS.nsAdmin, caPem, 16),
+      betaB: b.client('beta~admin', PASS.nsAdmin, 1),
+      gammaB: b.client('gamma~replicator', PASS.replicator, 1),
     };
     await env.probeB.importKey(BODIES[0], 'probe');
     // Warm-up of the stream (transport keys known, pools and JIT warm): 20 imports through A's gateway, applied at B.
@@ -917,7 +1099,9 @@ if (values.json) {
   const f1 = (v, d = 1) => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
   const m = shown.machine;
   console.log(`node ${m.node}, ${m.cpus} × ${m.cpu}, ${m.memGB} GB; simulators and daemons as separate processes on 127.0.0.1; simulator latency: ${shown.latency ?? 'none'}`);
-  console.log(`${shown.rounds} rounds of raw then sync, and of gamma then alpha streamed, per size (medians); ${shown.changes} streamed changes per run\n`);
+  const busy = results.find((r) => r.sync)?.sync;
+  const load = !busy ? '' : busy.busy === 'none' ? '; B quiet during the syncs (--busy none)' : `; B busy during the syncs: --busy ${busy.busy} at ${busy.busyRate}/s`;
+  console.log(`${shown.rounds} rounds of raw then sync, and of gamma then alpha streamed, per size (medians); ${shown.changes} streamed changes per run${load}\n`);
   console.log('| keys | sync s | raw s (bkp A + bkp B + restore B) | sync / raw | raw restore s | hold: probe max / p99 s | hold / raw restore | probe errors | stream ms/change | stream vs 1k (side by side) | AE pass s | AE requests/key | RSS MB A / B (AE peak) | status p50 / max ms | GET /keys direct / gateway ms | gw / direct |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
@@ -929,6 +1113,22 @@ if (values.json) {
         `${f1(r.rss.a.rss, 0)} / ${f1(r.rss.b.rss, 0)}${ae ? ` (${f1(ae.rssPeakA, 0)} / ${f1(ae.rssPeakB, 0)})` : ''} | ${r.status ? `${f1(r.status.p50)} / ${f1(r.status.max)}` : '–'} | ` +
         `${r.keys ? `${r.keys.directError ? 'failed' : f1(r.keys.directMs)} / ${r.keys.gatewayError ? 'failed' : f1(r.keys.gatewayMs)}` : '–'} | ${f1(r.keys?.ratio, 2)} |`,
     );
+  }
+  if (busy) {
+    console.log('\nsync rounds: hold = the longest busy write that overlapped the sync (stream: the longest stand-still of B\'s gamma position); held sequence from daemon B\'s log');
+    console.log('| keys | round | busy | sync / raw | hold s | hold / raw restore | writes during the sync | failed | lost | held sequence |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|');
+    for (const r of results) {
+      for (const [i, x] of (r.sync?.rounds ?? []).entries()) {
+        const s = x.sync;
+        const rate = r.sync.busy === 'none' ? 'none' : `${r.sync.busy} ${r.sync.busyRate}/s`;
+        // No load (--busy none): no hold (a saved run's JSON holds null for it).
+        const hold = (v) => (s.probeMax == null ? '–' : f1(v, 2));
+        const lost = s.lost === undefined ? '–' : s.lostSample.length ? `**${s.lost}** (${s.lostSample.join(', ')})` : s.lost;
+        const failed = s.failedDuring ? `**${s.failedDuring}** (${s.errors.join(' \\| ')})` : (s.failedDuring ?? '–');
+        console.log(`| ${r.n} | ${i + 1} | ${rate} | ${f1(s.ms / x.raw.total, 2)} | ${hold(s.probeMax / 1000)} | ${hold(s.probeMax / x.raw.restoreB)} | ${s.probes ?? '–'} | ${failed} | ${lost} | ${s.held?.how ?? '–'} |`);
+      }
+    }
   }
   if (Object.keys(models).length > 0) {
     console.log('\nmodel y = a + b·n (least squares over the sizes), projected:');
