@@ -82,6 +82,7 @@ describe('racing writes re-applied after a merge-restore', () => {
     const before = backupsAtB();
     const r = await applySnapshot(deps, 'alpha', file);
     expect(acknowledged).toBe(4);
+    // Verified: beta, re-applied after the restore, is left out of the comparison; everything else is as merged.
     expect(r).toMatchObject({ remerges: 0, heldMerge: false, verified: true });
     // B1 and the verification's B3: no second backup and merge.
     expect(backupsAtB() - before).toBe(2);
@@ -98,6 +99,25 @@ describe('racing writes re-applied after a merge-restore', () => {
     await b.daemon!.ctx.raceReplayer!.settle();
     const own = b.daemon!.ctx.store.db.prepare("SELECT count(*) AS n FROM change_log WHERE json_type(envelopes, '$.b') IS NOT NULL").get() as { n: number };
     expect(own.n).toBe(0);
+  });
+
+  // The first build refused it with 503 NHR_ERR_GATEWAY_REPLAY_PENDING: the replay is recorded as pending while the hold
+  // runs, and the gateway took that for a failed replay.
+  it('a write arriving while the hold re-applies racing writes waits at the gate like any held write, and lands after them', async () => {
+    let duringHold: Promise<void> | undefined;
+    const racing = AsyncResource.bind(() => use(betaAdmin(), (c) => c.setKeyLabel('keep', 'raced-again')));
+    const writeDuringHold = AsyncResource.bind(() => use(betaAdmin(), (c) => c.addKeyTag('keep', 'during-hold')));
+    const { file, deps } = await snapshotAndDeps({
+      beforeHold: racing,
+      onPhase: (phase) => {
+        if (phase === 'restore') duringHold = writeDuringHold();
+      },
+    });
+    const r = await applySnapshot(deps, 'alpha', file);
+    await duringHold;
+    expect(r).toMatchObject({ remerges: 0, heldMerge: false });
+    expect(await use(lab.site('b').nsAdmin('beta'), (c) => c.getKey('keep'))).toMatchObject({ restrictions: { tags: expect.arrayContaining(['raced', 'during-hold']) } });
+    expect(await use(lab.site('b').nsAdmin('beta'), (c) => c.listKeys({ label: 'raced-again' }))).toEqual(['keep']);
   });
 
   it('still merges again when a racing write cannot be re-applied (a key generated inside the NetHSM)', async () => {
