@@ -57,6 +57,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
   #closed = false;
   #running: Promise<void> | undefined;
   #settling: Promise<void> | undefined;
+  #syncs = 0;
   #wake: (() => void) | undefined;
 
   constructor(o: DaemonRaceReplayerOptions) {
@@ -95,9 +96,24 @@ export class DaemonRaceReplayer implements RaceReplayer {
     return new Set(this.#pending);
   }
 
-  /** Whether any replay is pending (imports are then sealed to this site's own key too: the replay may need them). */
-  get anyPending(): boolean {
-    return this.#pending.size > 0;
+  /**
+   * Whether imports are sealed to this site's own transport key too: while a sync runs (from before its snapshot is
+   * fetched, so an import already in flight when its merge-restore marks the barrier carries one), while a
+   * merge-restore tracks writes, and while a replay is pending (writes admitted meanwhile may be replayed with it).
+   */
+  get sealOwn(): boolean {
+    return this.#syncs > 0 || this.#o.barrier.tracking || this.#pending.size > 0;
+  }
+
+  /** A sync starts; call what it returns when it ends (then, with no sync left, own envelopes are dropped). */
+  beginSync(): () => void {
+    this.#syncs++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      if (--this.#syncs === 0) void this.settle();
+    };
   }
 
   /**
@@ -110,7 +126,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
   }
 
   async #drop(): Promise<void> {
-    if (!this.#o.dropOwnEnvelopes || this.#o.barrier.tracking || this.#pending.size > 0 || !this.#o.store.isOpen) return;
+    if (!this.#o.dropOwnEnvelopes || this.sealOwn || !this.#o.store.isOpen) return;
     try {
       const n = await this.#o.dropOwnEnvelopes();
       if (n > 0) this.#o.log.debug({ changes: n }, 'envelopes sealed to this site\'s own transport key dropped (no merge-restore can need them now)');

@@ -272,12 +272,16 @@ export class NamespaceSync {
     }
     if (row.role === 'primary') return this.requestPeers(namespace);
     if (row.primarySite === this.ctx.site) return { namespace, outcome: 'skipped', reason: 'handing over (demoted, waiting for the new primary)' };
+    // From here to its end a merge-restore may need this site's own envelopes of imports (race-replayer.ts).
+    const ended = this.ctx.raceReplayer?.beginSync();
     try {
       return await this.pull(namespace, row.primarySite, tokenOf(row, 'sync'), req);
     } catch (err) {
       if (!(err instanceof FenceTokenStaleError)) throw err;
       this.ctx.log.info({ namespace, reason: err.message }, 'sync abandoned: the role changed since it was decided');
       return { namespace, outcome: 'skipped', reason: err.message };
+    } finally {
+      ended?.();
     }
   }
 
@@ -431,8 +435,7 @@ export class NamespaceSync {
       ...(single ? {} : { check: () => assertTokenCurrent((ns) => ctx.store.roles.get(ns), e.token) }),
       ...this.foreignDeps(e.namespace),
     }));
-    // Own-site envelopes (imports sealed for a replay of racing writes) live only while a merge-restore may need them.
-    const out = await applySnapshots(shared, parts).finally(() => void ctx.raceReplayer?.settle());
+    const out = await applySnapshots(shared, parts);
     const applySeconds = (performance.now() - applyStarted) / 1000;
     const verify = deferred && once(deferred);
     for (const e of entries) {

@@ -96,8 +96,8 @@ export class StreamService {
       own: {
         site: ctx.site,
         recipient: () => {
-          // While a replay is pending too: writes admitted after it (to other namespaces) may have to be replayed with it.
-          if (!(ctx.barrier.tracking || ctx.raceReplayer?.anyPending === true) || !this.transportKey || !this.#transportKeyReady) return undefined;
+          // While a sync runs, a merge-restore tracks writes, or a replay is pending (race-replayer.ts `sealOwn`).
+          if (!(ctx.barrier.tracking || ctx.raceReplayer?.sealOwn === true) || !this.transportKey || !this.#transportKeyReady) return undefined;
           const info = this.transportKey.publicInfo();
           return { keyId: info.keyId, publicKeyPem: info.publicKeyPem };
         },
