@@ -7,13 +7,12 @@
  * counted at the simulator.
  */
 import { AsyncResource } from 'node:async_hooks';
-import { readFile, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import { applySnapshot, HOPELESS_RACE_WRITES, type ApplyDeps, type ApplyPhase } from '../../src/replicator/snapshot-apply.js';
-import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
 import { use } from '../helpers/clients.js';
+import { snapshotAndDeps as snapshotAt } from '../helpers/snapshot-deps.js';
 
 describe('held syncs at a replica that keeps taking writes', () => {
   let lab: Lab;
@@ -31,22 +30,7 @@ describe('held syncs at a replica that keeps taking writes', () => {
   });
 
   /** A fresh snapshot of alpha from A, and B's apply dependencies. */
-  async function snapshotAndDeps(over: Partial<ApplyDeps>): Promise<{ file: string; deps: ApplyDeps }> {
-    const b = lab.site('b').daemon!;
-    const snap = await takeSnapshot(lab.site('a').daemon!.failover.snapshotDeps(), 'alpha', 1);
-    const file = b.ctx.work.temp('test-snapshot');
-    await writeFile(file, await readFile(snap.file));
-    const deps: ApplyDeps = {
-      device: b.ctx.device,
-      work: b.ctx.work,
-      deviceOpen: b.ctx.deviceOpen,
-      snapshotOpen: b.ctx.snapshotOpen,
-      replicationUserId: 'replicator',
-      site: 'b',
-      ...over,
-    };
-    return { file, deps };
-  }
+  const snapshotAndDeps = (over: Partial<ApplyDeps>) => snapshotAt(lab, { site: 'b', ...over });
 
   const gen = (id: string) => ({ id, type: 'EC_P256' as const, mechanisms: ['ECDSA_Signature' as const] });
   /** A root key written at B through B's device barrier, as a gateway write for a namespace B is primary of would be. */

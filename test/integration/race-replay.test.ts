@@ -7,7 +7,6 @@
  * its namespace with 503 until it is done, says so in status, and is finished at the next start before any write.
  * Device backups are counted at the simulator; every write is made through B's real gateway.
  */
-import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { AsyncResource } from 'node:async_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,10 +14,10 @@ import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
 import type { ReplayPlan } from '../../src/replicator/race-replay.js';
-import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
 import { StateStore, STATE_DB_FILE } from '../../src/state/store.js';
 import { NetHsmHttpError } from '../../src/errors.js';
 import { use } from '../helpers/clients.js';
+import { snapshotAndDeps as snapshotAt } from '../helpers/snapshot-deps.js';
 import { eventually, importBody } from './stream-helpers.js';
 
 describe('racing writes re-applied after a merge-restore', () => {
@@ -42,25 +41,8 @@ describe('racing writes re-applied after a merge-restore', () => {
   });
 
   /** A fresh snapshot of alpha from A, and B's apply dependencies with its daemon's replayer. */
-  async function snapshotAndDeps(over: Partial<ApplyDeps>): Promise<{ file: string; deps: ApplyDeps }> {
-    const b = lab.site('b').daemon!;
-    const snap = await takeSnapshot(lab.site('a').daemon!.failover.snapshotDeps(), 'alpha', 1);
-    const file = b.ctx.work.temp('test-snapshot');
-    await writeFile(file, await readFile(snap.file));
-    const deps: ApplyDeps = {
-      device: b.ctx.device,
-      work: b.ctx.work,
-      deviceOpen: b.ctx.deviceOpen,
-      snapshotOpen: b.ctx.snapshotOpen,
-      replicationUserId: 'replicator',
-      site: 'b',
-      directWriters: false,
-      maxRemerges: 1,
-      raceReplay: b.ctx.raceReplayer!,
-      ...over,
-    };
-    return { file, deps };
-  }
+  const snapshotAndDeps = (over: Partial<ApplyDeps>) =>
+    snapshotAt(lab, { site: 'b', directWriters: false, maxRemerges: 1, raceReplay: lab.site('b').daemon!.ctx.raceReplayer!, ...over });
 
   // Before: any write through the gateway during the backup and merge threw the attempt away (a new backup and merge,
   // or the held sequence with a backup inside the hold).

@@ -7,8 +7,8 @@ import { listBackupContents } from '../../src/backup/contents.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { Device } from '../../src/replicator/device.js';
 import { applySnapshot, type ApplyDeps, type ApplyPhase } from '../../src/replicator/snapshot-apply.js';
-import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
 import { use } from '../helpers/clients.js';
+import { snapshotAndDeps as snapshotAt } from '../helpers/snapshot-deps.js';
 
 /** Everything a client with root admin and namespace operators can see, to compare before/after. */
 async function deviceView(lab: Lab, site: string): Promise<unknown> {
@@ -37,22 +37,7 @@ describe('sync guards at the replica', () => {
   });
 
   /** A fresh snapshot of alpha from A, and B's apply dependencies. */
-  async function snapshotAndDeps(over: Partial<ApplyDeps> = {}): Promise<{ file: string; deps: ApplyDeps }> {
-    const a = lab.site('a').daemon!;
-    const b = lab.site('b').daemon!;
-    const snap = await takeSnapshot(a.failover.snapshotDeps(), 'alpha', 1);
-    const file = b.ctx.work.temp('test-snapshot');
-    await writeFile(file, await readFile(snap.file));
-    const deps: ApplyDeps = {
-      device: b.ctx.device,
-      work: b.ctx.work,
-      deviceOpen: b.ctx.deviceOpen,
-      snapshotOpen: b.ctx.snapshotOpen,
-      replicationUserId: 'replicator',
-      ...over,
-    };
-    return { file, deps };
-  }
+  const snapshotAndDeps = (over: Partial<ApplyDeps> = {}) => snapshotAt(lab, over);
 
   /**
    * Keys outside alpha go to B's root namespace: not replicated, so no peer notices them (a key written straight into
