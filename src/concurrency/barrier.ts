@@ -191,6 +191,15 @@ export class DeviceBarrier {
     return this.#shared;
   }
 
+  /**
+   * Runs `fn` (and everything it starts) outside any hold's context. For work started from inside a hold that must
+   * take holds of its own later, after that one ended (a retry loop): from inside, its calls would re-enter the hold
+   * it was started in and run at once, unexcluded, even after that hold ended.
+   */
+  detached<T>(fn: () => T): T {
+    return this.#scope.exit(fn);
+  }
+
   /** Whether the caller runs inside an exclusive hold (its own device calls go through at once). */
   get insideExclusive(): boolean {
     return this.#scope.getStore() === 'exclusive';

@@ -91,6 +91,10 @@ export class DaemonRaceReplayer implements RaceReplayer {
     }
   }
 
+  unfinished(): void {
+    this.kick();
+  }
+
   /** Namespaces with a replay pending (gateway writes to them are refused until it is done). */
   pending(): Set<string> {
     return new Set(this.#pending);
@@ -180,7 +184,8 @@ export class DaemonRaceReplayer implements RaceReplayer {
   /** Starts the retries if replays are pending and none run. */
   kick(): void {
     if (this.#closed || this.#running || this.pending().size === 0) return;
-    this.#running = this.#retry().finally(() => (this.#running = undefined));
+    // Often called from inside a merge-restore's hold: the retries must take holds of their own, not re-enter that one.
+    this.#running = this.#o.barrier.detached(() => this.#retry().finally(() => (this.#running = undefined)));
   }
 
   async close(): Promise<void> {

@@ -52,6 +52,11 @@ export interface RaceReplayer extends ReplayChecks {
    * meanwhile).
    */
   replay(plan: ReplayPlan): Promise<void>;
+  /**
+   * The restore after `prepare` failed, so `replay` will not run in this hold: the pending record is finished by the
+   * daemon in its own exclusive hold (idempotent whether or not the restore took effect).
+   */
+  unfinished(): void;
 }
 
 /** `{ plan }` when every write in `racing` can be re-applied, else `{ refused }` naming the first that cannot. Pure. */

@@ -614,7 +614,13 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
   // Outside the batch the merged file is the device's own (no write passed the barrier there since B1, or those that
   // did are re-applied below): the restore changes these namespaces only (the certificate table forgets just them;
   // key-certs-repo.ts).
-  await deps.device.restore(m.merged, batch);
+  try {
+    await deps.device.restore(m.merged, batch);
+  } catch (err) {
+    // Whether the NetHSM applied it is not always known (an answer lost): the replay, idempotent, is left pending.
+    if (plan) deps.raceReplay!.unfinished();
+    throw err;
+  }
   const done = m.parts.map((p): RestoredSnapshot => {
     const s = saved.get(p.spec.namespace)!;
     return {

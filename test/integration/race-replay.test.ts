@@ -141,13 +141,44 @@ describe('racing writes re-applied after a merge-restore', () => {
     expect(refused).toBeInstanceOf(NetHsmHttpError);
     expect(refused).toMatchObject({ status: 503 });
     expect(String((refused as NetHsmHttpError).nethsmMessage ?? (refused as Error).message)).toMatch(/NHR_ERR_GATEWAY_REPLAY_PENDING|re-applied from its change log/);
+    const holdsBefore = b.daemon!.ctx.barrier.exclusiveRuns;
     const status = await b.daemon!.status();
     expect(status.replaysPending).toMatchObject({ namespaces: ['beta'] });
     expect(status.replaysPending!.cause).toMatch(/NOT RE-APPLIED/);
     await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
     await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish');
+    // The retry ran in an exclusive hold of its own (started from inside the sync's hold, it re-entered that one and
+    // ran unexcluded in the first build: exclusiveRuns did not move).
+    expect(b.daemon!.ctx.barrier.exclusiveRuns).toBeGreaterThan(holdsBefore);
     expect(await betaKeys()).toContain('pending-import');
     await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'after-replay'));
+  });
+
+  it('a restore that fails after the replay was recorded leaves it to the daemon, which finishes it in a hold of its own', async () => {
+    const b = lab.site('b');
+    const replayer = b.daemon!.ctx.raceReplayer!;
+    const racing = AsyncResource.bind(async () => {
+      await use(betaAdmin(), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'before-failed-restore'));
+    });
+    const { file, deps } = await snapshotAndDeps({ beforeHold: racing });
+    // The fault: the NetHSM locks right before the restore call, which it then refuses.
+    const real = deps.device;
+    const device = {
+      barrier: real.barrier,
+      backupForReading: real.backupForReading.bind(real),
+      backupTo: real.backupTo.bind(real),
+      restore: async (...args: Parameters<typeof real.restore>) => {
+        await use(b.client(), (c) => c.lock());
+        return real.restore(...args);
+      },
+    } as unknown as typeof real;
+    const holdsBefore = b.daemon!.ctx.barrier.exclusiveRuns;
+    await expect(applySnapshot({ ...deps, device }, 'alpha', file)).rejects.toThrow();
+    expect(replayer.pending()).toEqual(new Set(['beta']));
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish');
+    expect(b.daemon!.ctx.barrier.exclusiveRuns).toBeGreaterThan(holdsBefore + 1);
+    expect(await betaKeys()).toContain('before-failed-restore');
   });
 
   it('a replay left by a daemon that stopped after the restore is finished at start, before the gateway takes writes', async () => {
