@@ -67,10 +67,6 @@ class Hold implements RequestHold {
     private readonly detach: (hold: Hold) => void,
   ) {}
 
-  get open(): boolean {
-    return !this.#closed;
-  }
-
   matches(method: string, path: string): boolean {
     const m = this.pattern.method;
     this.pattern.path.lastIndex = 0;
@@ -158,7 +154,10 @@ export class RequestHolds {
    */
   open(pattern: HoldPattern): RequestHold {
     if (!(pattern.path instanceof RegExp)) throw new TypeError('hold pattern: path must be a RegExp');
-    const hold = new Hold({ ...pattern }, (h) => this.#holds.splice(this.#holds.indexOf(h), 1));
+    const hold = new Hold({ ...pattern }, (h) => {
+      const i = this.#holds.indexOf(h);
+      if (i >= 0) this.#holds.splice(i, 1);
+    });
     this.#holds.push(hold);
     return hold;
   }
