@@ -30,6 +30,7 @@ import { powerRoutes } from './routes/power.js';
 import { updateRoutes } from './routes/update.js';
 import { tlsRoutes } from './routes/tls.js';
 import { fillNamespace, type FillResult, type FillSpec } from './fill.js';
+import { RequestHolds, type HoldPattern, type RequestHold } from './request-holds.js';
 
 export interface SimulatorOptions {
   host?: string;
@@ -88,6 +89,12 @@ export interface RunningSimulator {
    * (nothing written) when the device is not Operational or the namespace does not exist.
    */
   fill(spec: FillSpec): Promise<FillResult>;
+  /**
+   * Test hook (src/sim/request-holds.ts; in-process only, never reachable over HTTP): from now on requests matching
+   * `pattern` wait unanswered until the hold releases them, e.g. `sim.hold({ method: 'PUT', path: /^\/api\/v1\/keys\// })`.
+   * A request goes to the first open hold that matches it. Close the hold (or the simulator) when done.
+   */
+  hold(pattern: HoldPattern): RequestHold;
   /** Idempotent: stops listening, drops connections, flushes state to the data directory. */
   close(): Promise<void>;
 }
@@ -145,7 +152,8 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     ...backupRoutes(),
   );
   const host = options.host ?? '127.0.0.1';
-  const listener = new SimListener((req, res) => void router.handle(req, res), sim.tls, host, options.port ?? 0);
+  const holds = new RequestHolds();
+  const listener = new SimListener((req, res) => holds.admit(req, res, () => void router.handle(req, res)), sim.tls, host, options.port ?? 0);
   sim.serveTls = (id) => {
     sim.tls = id;
     listener.setIdentity(id);
@@ -189,9 +197,11 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Ru
     powerOn: () => power.powerOn(),
     waitForBoot: (n) => power.waitForBoot(n),
     fill: (spec) => fillNamespace(sim, spec),
+    hold: (pattern) => holds.open(pattern),
     close: () => {
       closing ??= (async () => {
         clearInterval(flushTimer);
+        holds.abandonAll();
         await power.close();
         sim.limiter.close();
         sim.keys.flushOperations();

@@ -1,7 +1,8 @@
 /**
  * The replica's catch-ups come in batches (catchup-batch.ts): a burst of changes only a snapshot can apply (keys
  * generated inside the primary's NetHSM) costs one snapshot per batch, bounded by count, gather time and window, never
- * one per change. A scripted primary over real mutual TLS; time is the test's clock, never a timed assertion.
+ * one per change. A scripted primary over real mutual TLS; time is the test's clock, never a timed assertion. The
+ * replica's device is a simulator over HTTPS holding every request (`sim.hold`): a catch-up never reaches it.
  */
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,9 +12,11 @@ import { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { capturingLogger, until } from '../gateway/test-support.js';
 import { createReplicatorMetrics } from '../metrics/metrics.js';
-import type { NetHsmClient } from '../nethsm/client.js';
+import { NetHsmClient } from '../nethsm/client.js';
 import { PeerClient } from '../peer/client.js';
 import { PeerServer, type PeerHandlers } from '../peer/server.js';
+import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
+import type { RequestHold } from '../sim/request-holds.js';
 import { StateStore } from '../state/store.js';
 import { createCa, issueCert } from '../tls/index.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
@@ -58,8 +61,16 @@ describe('stream puller: catch-ups in batches', () => {
   let connections: number;
   /** The primary ends each connection once it has sent what it has (as a primary going away does). */
   let endAfterReplay: boolean;
+  let sim: ProvisionedSimulator;
+  let device: NetHsmClient;
+  /** Every request to the replica's device, held unanswered: the tests expect none. */
+  let deviceHold: RequestHold;
 
   beforeAll(async () => {
+    sim = await startProvisionedSimulator({ namespaces: ['ns'] });
+    // A short timeout: a request the hold keeps (a bug) fails its change instead of stalling the puller.
+    device = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: sim.nsUsers.ns!.admin, timeoutMs: 2_000 });
+    deviceHold = sim.hold({ path: /^\// });
     const ca = await createCa({ commonName: 'test CA' });
     const siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
     const siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'] });
@@ -113,6 +124,7 @@ describe('stream puller: catch-ups in batches', () => {
   });
 
   afterEach(() => {
+    expect(deviceHold.caught()).toBe(0);
     store.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -120,6 +132,9 @@ describe('stream puller: catch-ups in batches', () => {
   afterAll(async () => {
     for (const p of peers.values()) await p.close();
     await server.close();
+    deviceHold.close();
+    await device.close();
+    await sim.close();
   });
 
   function puller(o: { gatherMs: number; windowMs?: number; maxChanges?: number; clock?: PullerClock }) {
@@ -132,7 +147,7 @@ describe('stream puller: catch-ups in batches', () => {
       apply: {
         site: 'b',
         store,
-        client: () => new Proxy({}, { get: () => () => Promise.reject(new Error('device must not be touched')) }) as NetHsmClient,
+        client: () => device,
         transportKey: () => undefined,
       },
       lock: new Mutex(),

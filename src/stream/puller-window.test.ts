@@ -1,7 +1,8 @@
 /**
  * The puller keeps its apply window full across the primary's heartbeats: a heartbeat that arrives while imports are in
  * flight (the stored position behind them by design) must not drain the window. A scripted primary over real mutual
- * TLS; the replica's device answers when the test lets it, so what is in flight at a heartbeat is exact, not timed.
+ * TLS; the replica's device is a simulator over HTTPS that holds the imports' key reads until the test releases them
+ * (`sim.hold`), so what is in flight at a heartbeat is exact, not timed.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,9 +11,10 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capturingLogger, until } from '../gateway/test-support.js';
 import { createReplicatorMetrics } from '../metrics/metrics.js';
-import type { NetHsmClient } from '../nethsm/client.js';
+import { NetHsmClient } from '../nethsm/client.js';
 import { PeerClient } from '../peer/client.js';
 import { PeerServer, type PeerHandlers } from '../peer/server.js';
+import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { StateStore } from '../state/store.js';
 import { createCa, issueCert } from '../tls/index.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
@@ -32,8 +34,14 @@ describe('stream puller: the apply window across heartbeats', () => {
   let server: PeerServer;
   let peer: PeerClient;
   let script: string[] = [];
+  let sim: ProvisionedSimulator;
+  let device: NetHsmClient;
 
   beforeAll(async () => {
+    sim = await startProvisionedSimulator({ namespaces: ['ns'] });
+    device = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: sim.nsUsers.ns!.admin });
+    // The keys of the imports are on the device already: each import is found `present` by a key read.
+    for (const id of ['k6', 'k7', 'k8', 'k9']) await device.generateKey({ type: 'Curve25519', mechanisms: ['EdDSA_Signature'], id });
     dir = mkdtempSync(path.join(tmpdir(), 'nhr-puller-window-'));
     store = StateStore.inDir(dir).open();
     store.roles.insert({ namespace: 'ns', role: 'replica', epoch: 1, primarySite: 'a' });
@@ -66,6 +74,8 @@ describe('stream puller: the apply window across heartbeats', () => {
   afterAll(async () => {
     await peer?.close();
     await server?.close();
+    await device?.close();
+    await sim?.close();
     store?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
@@ -74,11 +84,9 @@ describe('stream puller: the apply window across heartbeats', () => {
   // drained the window (the check for a position a snapshot moved back): no import started until every one in flight
   // had ended and been recorded, a stall of a whole window's latency at every heartbeat under a steady stream.
   it('starts the next import while earlier ones are still in flight at a heartbeat', async () => {
-    const held = new Map<string, () => void>();
     // The device: a key read (the `present` check of an import here) answers only when the test releases it.
-    const device = {
-      getKey: (id: string) => new Promise((resolve) => held.set(id, () => resolve({ id }))),
-    } as unknown as NetHsmClient;
+    const hold = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/k\d+$/ });
+    const heldKeys = () => hold.requests().map((r) => r.path.slice('/api/v1/keys/'.length)).sort();
     script = [imported(6), imported(7), imported(8), beat(8), imported(9)];
     const { logger } = capturingLogger();
     const p = new NamespacePuller({
@@ -100,15 +108,18 @@ describe('stream puller: the apply window across heartbeats', () => {
     });
     try {
       p.start();
-      await until(() => held.has('k9'), 'the import after the heartbeat to start while k6–k8 are in flight', 1500);
-      expect([...held.keys()].sort()).toEqual(['k6', 'k7', 'k8', 'k9']);
+      // The import after the heartbeat starts while k6–k8 are in flight: four key reads held at once (before the fix
+      // k9 waited for the other three, which the test never answers, so this wait ran out).
+      await hold.waitFor(4);
+      expect(heldKeys()).toEqual(['k6', 'k7', 'k8', 'k9']);
       expect(store.positions.get('ns', 'a')?.seq).toBe(5);
-      for (const release of held.values()) release();
+      hold.release();
       await until(() => store.positions.get('ns', 'a')?.seq === 9, 'the four imports to be recorded');
     } finally {
-      for (const release of held.values()) release();
+      hold.close();
       await p.close();
     }
+    expect(hold.caught()).toBe(4);
     expect(store.applied.count('ns')).toBe(4);
   });
 });

@@ -1,6 +1,7 @@
 /**
  * The replica's puller against a scripted primary over real mutual TLS: bad stream input is refused with a clear error
- * and leaves the replica's state as it was; a snapshot request leads to one snapshot.
+ * and leaves the replica's state as it was; a snapshot request leads to one snapshot. The replica's device is a
+ * simulator over HTTPS holding every request (`sim.hold`): none of these lines may reach it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,9 +10,11 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capturingLogger, until } from '../gateway/test-support.js';
 import { createReplicatorMetrics } from '../metrics/metrics.js';
-import type { NetHsmClient } from '../nethsm/client.js';
+import { NetHsmClient } from '../nethsm/client.js';
 import { PeerClient } from '../peer/client.js';
 import { PeerServer, type PeerHandlers } from '../peer/server.js';
+import type { RequestHold } from '../sim/request-holds.js';
+import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { StateStore } from '../state/store.js';
 import { createCa, issueCert } from '../tls/index.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
@@ -32,11 +35,19 @@ describe('stream puller: bad input from the primary', () => {
   const scripts: string[][] = [];
   let connections = 0;
   const snapshots: string[] = [];
-  const deviceCalls: string[] = [];
+  let sim: ProvisionedSimulator;
+  let device: NetHsmClient;
+  /** Every request to the replica's device, held unanswered: the tests expect none. */
+  let deviceHold: RequestHold;
   /** The `log` parameter of each connection. */
   const logParams: (string | null | undefined)[] = [];
 
   beforeAll(async () => {
+    sim = await startProvisionedSimulator({ namespaces: ['ns'] });
+    // A short timeout: a request the hold keeps (a bug) fails the change instead of stalling the puller, so the test
+    // goes on to fail on what reached the device rather than on its own time limit.
+    device = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: sim.nsUsers.ns!.admin, timeoutMs: 2_000 });
+    deviceHold = sim.hold({ path: /^\// });
     dir = mkdtempSync(path.join(tmpdir(), 'nhr-puller-'));
     store = StateStore.inDir(dir).open();
     store.roles.insert({ namespace: 'ns', role: 'replica', epoch: 1, primarySite: 'a' });
@@ -71,6 +82,9 @@ describe('stream puller: bad input from the primary', () => {
   afterAll(async () => {
     for (const p of peers.values()) await p.close();
     await server.close();
+    deviceHold.close();
+    await device.close();
+    await sim.close();
     store.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -91,7 +105,7 @@ describe('stream puller: bad input from the primary', () => {
       apply: {
         site: 'b',
         store,
-        client: () => new Proxy({}, { get: (_t, name) => () => (deviceCalls.push(String(name)), Promise.reject(new Error('device must not be touched'))) }) as NetHsmClient,
+        client: () => device,
         transportKey: () => undefined,
       },
       lock: new Mutex(),
@@ -111,7 +125,8 @@ describe('stream puller: bad input from the primary', () => {
   const unchanged = () => {
     expect(store.positions.get('ns', 'a')).toMatchObject({ epoch: 1, seq: 5 });
     expect(store.applied.count('ns')).toBe(0);
-    expect(deviceCalls).toEqual([]);
+    expect(deviceHold.requests()).toEqual([]);
+    expect(deviceHold.caught()).toBe(0);
   };
 
   it('skips replayed changes, refuses out-of-order, malformed and oversized lines, and changes nothing', async () => {
