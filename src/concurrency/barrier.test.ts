@@ -402,4 +402,18 @@ describe('DeviceBarrier', () => {
       tracker.close();
     });
   });
+
+  it('detached work started inside an exclusive hold takes its own hold after that one, instead of re-entering it', async () => {
+    const gate = new DeviceBarrier();
+    const order: string[] = [];
+    let inner: Promise<void> | undefined;
+    await gate.exclusive([], async () => {
+      inner = gate.detached(() => gate.exclusive([], async () => void order.push('detached')));
+      await tick();
+      order.push('outer ends');
+    });
+    await inner;
+    expect(order).toEqual(['outer ends', 'detached']);
+    expect(gate.exclusiveRuns).toBe(2);
+  });
 });
