@@ -24,7 +24,13 @@
 // backup; A's snapshot sealing key): with --warm ahead (default) the warm-up ends before round 1 (a first sync some
 // seconds after the start), with --warm start it begins with round 1's sync (a sync at the very start, joining it),
 // with --warm none not at all (as before). The baseline's code (main before the warm-up) has none.
-// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two] [--scrypt test|production] [--warm ahead|start|none]
+// With --restart: each round restarts BOTH daemons before the sync, twice, interleaved with one raw: `kept` (this code:
+// A's ring records its generation in a state database, migration 008, and resumes it) against `fresh` (the same ring
+// without a record: a fresh salt at each start, as before). Each restart starts every key cache empty and runs the
+// daemons' warm-up (key-warmup.ts) to its end before the sync: A's and B's device keys, A's ring prepared, and B's key
+// for the salt of the snapshot it applied in its last life. Each variant's first life (before round 1) is untimed.
+// Prints the derivations each sync ran on its path (kept: 0; fresh: B's key for the new salt).
+// Usage: npm run build && node bench/sync.mjs [--keys 20000] [--rounds 3] [--baseline DIR] [--probe alpha|outside|none] [--two] [--restart] [--scrypt test|production] [--warm ahead|start|none]
 import { startSim as startSimProcess } from './lib/sim.mjs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createWriteStream, existsSync } from 'node:fs';
@@ -52,6 +58,7 @@ const { values } = parseArgs({
     baseline: { type: 'string' },
     probe: { type: 'string', default: 'alpha' },
     two: { type: 'boolean', default: false },
+    restart: { type: 'boolean', default: false },
     scrypt: { type: 'string', default: 'test' },
     warm: { type: 'string', default: 'ahead' },
   },
@@ -307,6 +314,53 @@ async function two(kind) {
   });
 }
 
+// ---- --restart: both daemons restarted before each sync, with and without the recorded sealing generation -------
+const { StateStore } = await dist(ROOT, 'state/store.js');
+const { sealingGenerationRecord } = await dist(ROOT, 'daemon/sealing-generation.js');
+const { silentLogger } = await dist(ROOT, 'log.js');
+const keptState = values.restart ? StateStore.inDir(path.join(dir, 'kept-state')).open() : undefined;
+/** Per variant: its daemons' current life (ring and caches) and the salt of the snapshot its B applied last. */
+const lives = { kept: {}, fresh: {} };
+
+/** Restarts both daemons of `variant`: empty caches, a new ring, the start-up warm-up run to its end (untimed). */
+async function restart(variant) {
+  const prev = lives[variant];
+  prev.ring?.close();
+  for (const c of Object.values(prev.caches ?? {})) c.clear();
+  const record = variant === 'kept' ? sealingGenerationRecord(keptState, silentLogger) : undefined;
+  const life = { ring: new SnapshotKeyRing(P.replication, SCRYPT, undefined, undefined, record), caches: { a: new KeyCache(), b: new KeyCache(), snap: new KeyCache(8) }, lastSalt: prev.lastSalt };
+  await life.caches.a.warm(P.backup, salts.a, SCRYPT);
+  await life.ring.prepare();
+  await life.caches.b.warm(P.backup, salts.b, SCRYPT);
+  if (life.lastSalt) await life.caches.snap.warm(P.replication, life.lastSalt, SCRYPT);
+  lives[variant] = life;
+  return life;
+}
+
+/** The first sync of `variant`'s current life, as sync('new') runs it. */
+async function lifeSync(variant) {
+  const life = lives[variant];
+  const d = deviceOf(B);
+  const derivations = () => life.caches.a.derivations + life.ring.derivations + life.caches.b.derivations + life.caches.snap.derivations;
+  const before = derivations();
+  return measured(d.barrier, async () => {
+    const snap = await takeSnapshot({ ...snapDeps, deviceOpen: { ...open, keyCache: life.caches.a }, snapshotKeys: life.ring }, 'alpha', 1);
+    const salt = await readBackupSalt(snap.file);
+    const same = life.lastSalt?.equals(salt) ?? false;
+    life.lastSalt = salt;
+    let verify;
+    const deps = { device: d.device, work: B.work, deviceOpen: { ...open, keyCache: life.caches.b }, snapshotOpen: { passphrase: P.replication, scrypt: SCRYPT, keyCache: life.caches.snap }, replicationUserId: 'replicator', knownKey: () => true, directWriters: false };
+    const r = await applySnapshot({ ...deps, deferVerify: (v) => (verify = v) }, 'alpha', snap.file, { onExisting: 'adopt' });
+    const onPath = derivations() - before;
+    const tv = performance.now();
+    const cv = process.cpuUsage();
+    const verified = await verify();
+    verifyMs = performance.now() - tv;
+    verifyCpu = cpuSince(cv);
+    return `derivations on its path ${onPath}, ${same ? 'salt of its last life' : 'new salt'}, remerges ${r.remerges}${verified ? '' : ', not verified'}`;
+  });
+}
+
 const fmt = (x) => (x / 1000).toFixed(2).padStart(7);
 console.log(`snapshot sync bench: ${KEYS} keys per device (alpha ${Math.floor(KEYS / 2)}), probe ${values.probe}, ${ROUNDS} rounds, scrypt ${values.scrypt}, warm-up ${values.warm}`);
 const rows = [];
@@ -327,7 +381,29 @@ try {
       `median: separate/raw ${med(rows.map((x) => x.sep.ms / x.r.ms)).toFixed(2)} (with verification ${med(rows.map((x) => (x.sep.ms + x.sep.verify) / x.r.ms)).toFixed(2)}), coalesced/raw ${med(rows.map((x) => x.co.ms / x.r.ms)).toFixed(2)} (with verification ${med(rows.map((x) => (x.co.ms + x.co.verify) / x.r.ms)).toFixed(2)}), coalesced/separate ${med(rows.map((x) => x.co.ms / x.sep.ms)).toFixed(2)}`,
     );
   }
-  for (let i = 0; !values.two && i < ROUNDS; i++) {
+  if (values.restart) {
+    for (const v of ['kept', 'fresh']) {
+      await restart(v);
+      console.log(`first life of ${v} (untimed): [${(await lifeSync(v)).detail}]`);
+    }
+  }
+  for (let i = 0; values.restart && i < ROUNDS; i++) {
+    const r = await raw();
+    const out = {};
+    // Alternate which variant runs first, so neither always follows the raw run.
+    for (const v of i % 2 === 0 ? ['kept', 'fresh'] : ['fresh', 'kept']) {
+      await restart(v);
+      out[v] = await lifeSync(v);
+    }
+    rows.push({ r, ...out });
+    const part = (v) => `${v} ${fmt(out[v].ms)} s = ${(out[v].ms / r.ms).toFixed(2)}× raw, host cpu ${out[v].cpu.toFixed(2)} s [${out[v].detail}]`;
+    console.log(`round ${i + 1}: raw ${fmt(r.ms)} s (host cpu ${r.cpu.toFixed(2)} s) | ${part('kept')} | ${part('fresh')}`);
+  }
+  if (values.restart) {
+    const med = (xs) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+    console.log(`median of the first syncs after a restart of both daemons: kept/raw ${med(rows.map((x) => x.kept.ms / x.r.ms)).toFixed(2)}, fresh/raw ${med(rows.map((x) => x.fresh.ms / x.r.ms)).toFixed(2)}, kept/fresh ${med(rows.map((x) => x.kept.ms / x.fresh.ms)).toFixed(2)}; host cpu kept/fresh ${med(rows.map((x) => x.kept.cpu / x.fresh.cpu)).toFixed(2)}`);
+  }
+  for (let i = 0; !values.two && !values.restart && i < ROUNDS; i++) {
     const r = await raw();
     const s = await sync('new');
     const b = old ? await sync('base') : undefined;
@@ -339,7 +415,7 @@ try {
     );
   }
   const med = (xs) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  if (!values.two) console.log(
+  if (!values.two && !values.restart) console.log(
     `median: sync/raw ${med(rows.map((x) => x.s.ms / x.r.ms)).toFixed(2)} (with its verification ${med(rows.map((x) => (x.s.ms + x.s.verify) / x.r.ms)).toFixed(2)}), hold/raw-restore-hold ${med(rows.map((x) => x.s.hold / Math.max(x.r.hold, 1))).toFixed(2)}` +
       (old ? ` | before: sync/raw ${med(rows.map((x) => x.b.ms / x.r.ms)).toFixed(2)}, hold ${med(rows.map((x) => x.b.hold / Math.max(x.r.hold, 1))).toFixed(2)}; host cpu sync/before ${med(rows.map((x) => x.s.cpu / x.b.cpu)).toFixed(2)}` : ''),
   );
@@ -348,5 +424,6 @@ try {
   await probe.catch(() => undefined);
   for (const c of [A.root, A.backup, A.replicator, A.other, B.root, B.backup, B.replicator, B.other]) await c.close();
   for (const c of children) c.kill('SIGTERM');
+  keptState?.close();
   await rm(dir, { recursive: true, force: true });
 }

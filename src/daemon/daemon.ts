@@ -12,6 +12,7 @@
 import { KeyCache } from '../backup/key-cache.js';
 import { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
 import { warmKeys, type WarmupOutcome } from './key-warmup.js';
+import { sealingGenerationRecord } from './sealing-generation.js';
 import { DaemonRaceReplayer } from './race-replayer.js';
 import { randomBytes } from 'node:crypto';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
@@ -181,7 +182,9 @@ export class Daemon {
       // Primaries seal snapshots under a key kept for a bounded number of snapshots (src/replicator/snapshot-keys.ts), so
       // a replica meets few salts: it keeps the keys of the latest few.
       snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto', passphraseSetting: SNAPSHOT_PASSPHRASE, keyCache: new KeyCache(8) },
-      snapshotKeys: new SnapshotKeyRing(secrets.replication.passphrase, scrypt ?? PRODUCTION_SCRYPT),
+      // Its generation (salt, birth, uses; public) is recorded in SQLite, so a restart keeps the salt while within the
+      // ring's limits and the replicas' keys for it stay good (sealing-generation.ts).
+      snapshotKeys: new SnapshotKeyRing(secrets.replication.passphrase, scrypt ?? PRODUCTION_SCRYPT, undefined, undefined, sealingGenerationRecord(store, this.log)),
       replicationPassphrase: secrets.replication.passphrase,
       ...(scrypt ? { snapshotScrypt: scrypt } : {}),
       replicationUserIds: replicationUserIds(config),

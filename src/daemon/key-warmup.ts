@@ -3,7 +3,9 @@
  * derive on its own path (production scrypt: about a second each, up to four per sync, on a 2-core appliance beside
  * the device's backups; docs/benchmarks.md, "key warm-up at start"):
  *   1. the device's backup key, for the salt remembered from an earlier backup (`device_backup_salt`, migration 006);
- *   2. at a site primary for a namespace, the snapshot key ring's current key (the first snapshot it serves);
+ *   2. at a site primary for a namespace, the snapshot key ring's current key (the first snapshot it serves): the key of
+ *      the generation recorded before the restart while it is within its limits (`resumed`: the replicas already hold
+ *      it), else of a fresh salt;
  *   3. at a replica, the keys of the salts of its last applied snapshots (its primary seals under one key for up to an
  *      hour, so a replica restarted alone meets that salt again).
  *
@@ -25,7 +27,8 @@ export const MAX_SNAPSHOT_SALTS = 2;
 /** What the warm-up derived (for its log line and tests). */
 export interface WarmupOutcome {
   device: 'derived' | 'none remembered' | 'other parameters' | 'failed';
-  snapshotRing: 'derived' | 'not primary' | 'failed';
+  /** `resumed`: the recorded generation's salt (kept across the restart); `derived`: a fresh salt's. */
+  snapshotRing: 'resumed' | 'derived' | 'not primary' | 'failed';
   snapshotSalts: number;
 }
 
@@ -57,7 +60,7 @@ async function warmSnapshotRing(ctx: SiteContext): Promise<WarmupOutcome['snapsh
   if (!ctx.snapshotKeys || !ctx.store.isOpen || !ctx.store.roles.list().some((r) => r.role === 'primary')) return 'not primary';
   try {
     await ctx.snapshotKeys.prepare();
-    return 'derived';
+    return ctx.snapshotKeys.resumed ? 'resumed' : 'derived';
   } catch (err) {
     ctx.log.warn({ err }, 'deriving the snapshot sealing key ahead failed; the next snapshot derives it');
     return 'failed';

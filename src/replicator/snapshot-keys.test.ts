@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { deriveBackupKey } from '../backup/crypto.js';
 import { TEST_SCRYPT } from '../backup/format.js';
-import { SnapshotKeyRing } from './snapshot-keys.js';
+import { SnapshotKeyRing, type GenerationRecord, type RecordedGeneration } from './snapshot-keys.js';
 
 describe('SnapshotKeyRing', () => {
   it('hands out one derived key for several snapshots, the one the passphrase and salt give', async () => {
@@ -91,5 +91,102 @@ describe('SnapshotKeyRing', () => {
     ring.close();
     await new Promise((r) => setImmediate(r));
     expect(fourth.key.backupKey.every((x) => x === 0)).toBe(true);
+  });
+
+  describe('with a record across restarts', () => {
+    /** A record as the daemon's SQLite keeps it: what was saved, read back by the next life's ring. */
+    function memoryRecord(): GenerationRecord & { saved: RecordedGeneration[]; failing: boolean } {
+      const r = {
+        saved: [] as RecordedGeneration[],
+        failing: false,
+        load: () => r.saved.at(-1),
+        save: (g: RecordedGeneration) => {
+          if (r.failing) throw new Error('disk full');
+          r.saved.push({ ...g, salt: Buffer.from(g.salt) });
+        },
+      };
+      return r;
+    }
+    const limits = { maxUses: 4, maxAgeMs: 1_000 };
+
+    it('a restarted ring within the limits resumes the recorded salt, counting uses across lives', async () => {
+      const record = memoryRecord();
+      let now = 100;
+      const first = new SnapshotKeyRing('pw', TEST_SCRYPT, limits, () => now, record);
+      const a = await first.lease();
+      const b = await first.lease();
+      a.release();
+      b.release();
+      first.close();
+      expect(record.saved.map((g) => g.uses)).toEqual([1, 2]);
+      now = 600;
+      const second = new SnapshotKeyRing('pw', TEST_SCRYPT, limits, () => now, record);
+      await second.prepare();
+      expect(second.resumed).toBe(true);
+      const c = await second.lease();
+      expect(c.key.salt.equals(a.key.salt)).toBe(true);
+      expect(c.key.backupKey.equals(await deriveBackupKey('pw', a.key.salt, TEST_SCRYPT))).toBe(true);
+      expect(second.derivations).toBe(1);
+      expect(record.saved.at(-1)).toEqual({ salt: a.key.salt, params: TEST_SCRYPT, bornAt: 100, uses: 3 });
+      c.release();
+      second.close();
+    });
+
+    it('records the use before the key is handed out', async () => {
+      const record = memoryRecord();
+      const ring = new SnapshotKeyRing('pw', TEST_SCRYPT, limits, Date.now, record);
+      const leasing = ring.lease();
+      expect(record.saved.map((g) => g.uses), 'written synchronously in lease()').toEqual([1]);
+      (await leasing).release();
+      ring.close();
+    });
+
+    it('past maxUses, past maxAgeMs, born in the future or under other scrypt parameters: a fresh salt', async () => {
+      const salt = Buffer.alloc(16, 7);
+      const cases: [string, RecordedGeneration][] = [
+        ['used up', { salt, params: TEST_SCRYPT, bornAt: 900, uses: 4 }],
+        ['too old', { salt, params: TEST_SCRYPT, bornAt: 0, uses: 1 }],
+        ['born later than now', { salt, params: TEST_SCRYPT, bornAt: 1_001, uses: 1 }],
+        ['other parameters', { salt, params: { ...TEST_SCRYPT, N: TEST_SCRYPT.N * 2 }, bornAt: 900, uses: 1 }],
+      ];
+      for (const [why, g] of cases) {
+        const record = memoryRecord();
+        record.saved.push(g);
+        const ring = new SnapshotKeyRing('pw', TEST_SCRYPT, limits, () => 1_000, record);
+        const l = await ring.lease();
+        expect(l.key.salt.equals(salt), why).toBe(false);
+        expect(ring.resumed, why).toBe(false);
+        expect(record.saved.at(-1), why).toEqual({ salt: l.key.salt, params: TEST_SCRYPT, bornAt: 1_000, uses: 1 });
+        l.release();
+        ring.close();
+      }
+      // Just within: one use and one millisecond left.
+      const record = memoryRecord();
+      record.saved.push({ salt, params: TEST_SCRYPT, bornAt: 1, uses: 3 });
+      const ring = new SnapshotKeyRing('pw', TEST_SCRYPT, limits, () => 1_000, record);
+      const l = await ring.lease();
+      expect(l.key.salt.equals(salt)).toBe(true);
+      l.release();
+      ring.close();
+    });
+
+    it('a use that cannot be recorded retires the key after that snapshot; a failing load is no record', async () => {
+      const record = memoryRecord();
+      const ring = new SnapshotKeyRing('pw', TEST_SCRYPT, limits, Date.now, record);
+      const a = await ring.lease();
+      record.failing = true;
+      const b = await ring.lease();
+      expect(b.key.salt.equals(a.key.salt), 'the snapshot itself goes ahead').toBe(true);
+      record.failing = false;
+      const c = await ring.lease();
+      expect(c.key.salt.equals(a.key.salt), 'no further use of a key whose count was not recorded').toBe(false);
+      for (const l of [a, b, c]) l.release();
+      ring.close();
+      const broken: GenerationRecord = { load: () => { throw new Error('closed'); }, save: () => undefined };
+      const other = new SnapshotKeyRing('pw', TEST_SCRYPT, limits, Date.now, broken);
+      (await other.lease()).release();
+      expect(other.resumed).toBe(false);
+      other.close();
+    });
   });
 });

@@ -11,6 +11,18 @@
  * few latest salts (their snapshot KeyCache is bounded). The successor of a key is derived in the background once the
  * key nears retirement, and a daemon's first key at its start (`prepare()`), so no snapshot waits for scrypt.
  *
+ * Across restarts (issue 11: a primary restarted sealed under a fresh salt, so each replica's first sync after it paid
+ * scrypt on its path): with a `GenerationRecord`, the ring records its current generation (salt, scrypt parameters,
+ * birth, uses: public values, never the key) at each lease, and its first generation in a daemon's life resumes the
+ * recorded one, re-deriving that salt's key, when it is still within its limits (uses < maxUses, age < maxAgeMs,
+ * same scrypt parameters, born no later than now); else a fresh salt, as without a record. The AES-GCM bound stays
+ * honest because uses are counted across lives: a lease's use is written (synchronously, durably) BEFORE its key is
+ * handed out, so a crash at any point leaves a count at least the snapshots sealed, and age counts from the recorded
+ * birth (wall clock). A use whose write fails retires the key after that snapshot (the ring stops using a key whose count
+ * it could not record), so a key seals at most maxUses + 1 snapshots in all its lives. Only a state directory rolled
+ * back to an older copy could undercount, by what was sealed since that copy; with the default 64 snapshots of at most a
+ * few million entries each, even several such windows stay two orders of magnitude below 2^32.
+ *
  * Ownership: `lease()` hands out the key and its salt for one snapshot; the caller must not zero or keep them. `close()`
  * zeroes every key; a ring closed while a snapshot holds its lease zeroes that key when the lease is given back.
  */
@@ -23,6 +35,26 @@ export interface SnapshotKey {
   readonly salt: Buffer;
 }
 
+/** A generation as recorded across the daemon's lives (public values only). */
+export interface RecordedGeneration {
+  readonly salt: Buffer;
+  readonly params: ScryptParams;
+  /** When its key was first derived (ms since the epoch, the ring's clock). */
+  readonly bornAt: number;
+  /** Snapshots leased under it in all lives. */
+  readonly uses: number;
+}
+
+/**
+ * Where the ring records its current generation (the daemon's SQLite: src/daemon/sealing-generation.ts). `load` answers
+ * the recorded generation, or undefined when none is usable (it warns about a bad record itself); it may throw (then
+ * treated as none). `save` replaces the record, synchronously and durably, or throws.
+ */
+export interface GenerationRecord {
+  load(): RecordedGeneration | undefined;
+  save(g: RecordedGeneration): void;
+}
+
 interface Generation {
   readonly salt: Buffer;
   readonly key: Promise<Buffer>;
@@ -30,6 +62,8 @@ interface Generation {
   uses: number;
   leases: number;
   retired: boolean;
+  /** A use could not be recorded: no further lease gets this key. */
+  unrecorded: boolean;
 }
 
 export class SnapshotKeyRing {
@@ -38,12 +72,20 @@ export class SnapshotKeyRing {
   #next: Generation | undefined;
   #closed = false;
   #derivations = 0;
+  /** The record was consulted (once per ring: only its first generation may resume one). */
+  #recordLoaded = false;
+  #resumed = false;
 
+  /**
+   * `record`: where generations are recorded across restarts (none: every ring starts with a fresh salt). The default
+   * limits are the module comment's.
+   */
   constructor(
     private readonly passphrase: string,
     private readonly scrypt: ScryptParams = PRODUCTION_SCRYPT,
     private readonly limits: { maxUses: number; maxAgeMs: number } = { maxUses: 64, maxAgeMs: 3_600_000 },
     private readonly now: () => number = Date.now,
+    private readonly record?: GenerationRecord,
   ) {}
 
   /** The key for one snapshot and a `release` to call when the snapshot is written (or failed). */
@@ -52,6 +94,7 @@ export class SnapshotKeyRing {
     const g = this.#generation();
     g.uses++;
     g.leases++;
+    this.#recordUse(g);
     let released = false;
     const release = () => {
       if (released) return;
@@ -89,6 +132,11 @@ export class SnapshotKeyRing {
     return this.#derivations;
   }
 
+  /** Whether this ring's first generation resumed the recorded one (its salt kept across a restart). */
+  get resumed(): boolean {
+    return this.#resumed;
+  }
+
   /** Zeroes every key. Idempotent. */
   close(): void {
     this.#closed = true;
@@ -107,7 +155,7 @@ export class SnapshotKeyRing {
     // The successor derived ahead (its age counts from its derivation), else a new one on this snapshot's path.
     const ahead = this.#next;
     this.#next = undefined;
-    const next = ahead && this.#usable(ahead) ? ahead : this.#derive();
+    const next = ahead && this.#usable(ahead) ? ahead : (this.#resume() ?? this.#derive());
     if (ahead && ahead !== next) this.#retire(ahead);
     this.#current = next;
     this.#prepareNext(next);
@@ -115,7 +163,7 @@ export class SnapshotKeyRing {
   }
 
   #usable(g: Generation): boolean {
-    return !g.retired && g.uses < this.limits.maxUses && this.now() - g.bornAt < this.limits.maxAgeMs;
+    return !g.retired && !g.unrecorded && g.uses < this.limits.maxUses && this.now() - g.bornAt < this.limits.maxAgeMs;
   }
 
   /**
@@ -128,12 +176,44 @@ export class SnapshotKeyRing {
     this.#next = this.#derive();
   }
 
-  #derive(): Generation {
-    const salt = randomBytes(SALT_LENGTH);
+  #derive(from?: RecordedGeneration): Generation {
+    const salt = from ? Buffer.from(from.salt) : randomBytes(SALT_LENGTH);
     this.#derivations++;
     const key = deriveBackupKey(this.passphrase, salt, this.scrypt);
     key.catch(() => undefined);
-    return { salt, key, bornAt: this.now(), uses: 0, leases: 0, retired: false };
+    return { salt, key, bornAt: from?.bornAt ?? this.now(), uses: from?.uses ?? 0, leases: 0, retired: false, unrecorded: false };
+  }
+
+  /**
+   * The recorded generation, re-derived, when this is the ring's first generation and the record is within the limits
+   * (module comment); else undefined (a fresh salt follows). A failing load counts as no record.
+   */
+  #resume(): Generation | undefined {
+    if (this.#recordLoaded || !this.record) return undefined;
+    this.#recordLoaded = true;
+    let r: RecordedGeneration | undefined;
+    try {
+      r = this.record.load();
+    } catch {
+      return undefined;
+    }
+    if (!r || r.salt.length !== SALT_LENGTH || !Number.isSafeInteger(r.uses) || r.uses < 0) return undefined;
+    const { N, r: blocks, p } = this.scrypt;
+    if (r.params.N !== N || r.params.r !== blocks || r.params.p !== p) return undefined;
+    const age = this.now() - r.bornAt;
+    if (age < 0 || age >= this.limits.maxAgeMs || r.uses >= this.limits.maxUses) return undefined;
+    this.#resumed = true;
+    return this.#derive(r);
+  }
+
+  /** Records `g` with its use just counted, before its key is handed out; a failed write retires it after this use. */
+  #recordUse(g: Generation): void {
+    if (!this.record) return;
+    try {
+      this.record.save({ salt: g.salt, params: this.scrypt, bornAt: g.bornAt, uses: g.uses });
+    } catch {
+      g.unrecorded = true;
+    }
   }
 
   #retire(g: Generation): void {

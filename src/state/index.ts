@@ -11,3 +11,4 @@ export { AppliedRepo, type AppliedOutcome, type AppliedRecord } from './applied-
 export { TransportKeysRepo, type PeerTransportKey } from './transport-keys-repo.js';
 export { QuarantineAcksRepo, type QuarantineAck } from './quarantine-acks-repo.js';
 export { BackupSaltRepo, type RememberedSalt } from './backup-salt-repo.js';
+export { SealingGenerationRepo, type SealingGeneration, type SealingGenerationRead } from './sealing-generation-repo.js';

@@ -25,6 +25,7 @@ import { AppliedRepo } from './applied-repo.js';
 import { AuditRepo } from './audit-repo.js';
 import { BackupSaltRepo } from './backup-salt-repo.js';
 import { RaceReplaysRepo } from './race-replays-repo.js';
+import { SealingGenerationRepo } from './sealing-generation-repo.js';
 import { ChangeLogRepo } from './changelog-repo.js';
 import { EpochsRepo } from './epochs-repo.js';
 import { GroupCommit, type GroupCommitStats, type RunOptions } from './group-commit.js';
@@ -77,6 +78,7 @@ interface Open {
   quarantineAcks: QuarantineAcksRepo;
   keyCerts: KeyCertsRepo;
   backupSalt: BackupSaltRepo;
+  sealingGeneration: SealingGenerationRepo;
   raceReplays: RaceReplaysRepo;
 }
 
@@ -151,6 +153,7 @@ export class StateStore {
       quarantineAcks: new QuarantineAcksRepo(db, this.now),
       keyCerts: new KeyCertsRepo(db, this.now),
       backupSalt: new BackupSaltRepo(db, this.now),
+      sealingGeneration: new SealingGenerationRepo(db, this.now),
       raceReplays: new RaceReplaysRepo(db, this.now),
     };
     return this;
@@ -235,6 +238,9 @@ export class StateStore {
   /** The salt of this site's device backups, for the key warm-up at start (backup-salt-repo.ts). */
   get backupSalt(): BackupSaltRepo {
     return this.open_.backupSalt;
+  }
+  get sealingGeneration(): SealingGenerationRepo {
+    return this.open_.sealingGeneration;
   }
 
   /** Racing writes a merge-restore still has to re-apply (race-replays-repo.ts). */
