@@ -196,7 +196,8 @@ export class DaemonRaceReplayer implements RaceReplayer {
   }
 
   async #retry(): Promise<void> {
-    const [first, cap] = this.#o.retryMs ?? [1_000, 30_000];
+    // Short: writes to the namespaces are refused until a retry succeeds, and each retry costs only a brief hold.
+    const [first, cap] = this.#o.retryMs ?? [500, 5_000];
     let delay = first;
     while (!this.#closed) {
       const ok = await this.#o.barrier.exclusive([], () => this.#replayPending()).then(
