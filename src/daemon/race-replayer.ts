@@ -3,8 +3,9 @@
  * out a merge-restore's plan to make good the writes that raced its backup and merge, and finishes a replay left
  * pending (a crash between the restore and the end of the replay, or a device that failed it).
  *
- * Contract: a namespace with a pending replay takes no gateway write until it is done (`pending`; the gateway answers
- * 503 naming it): a write admitted in between could be undone by the replay of an earlier change of the same key.
+ * Contract: a namespace with a pending replay takes no gateway write until it is done (`isPending`; the gateway answers
+ * 503 naming it while no hold runs, and writes arriving during a hold wait at the gate and are decided again): a write
+ * admitted in between could be undone by the replay of an earlier change of the same key.
  * `start()` finishes pending replays in an exclusive hold of the barrier, requested before the gateway starts, so no
  * write is admitted ahead of it; it retries (with backoff, status and metrics saying so) until done or `close()`.
  */
@@ -75,9 +76,12 @@ export class DaemonRaceReplayer implements RaceReplayer {
   }
 
   prepare(plan: ReplayPlan): void {
-    if (plan.logs.size > 0) this.#o.store.raceReplays.record(plan.logs);
+    // One transaction: a rewind that throws leaves nothing recorded (no namespace refused for a restore never made).
+    this.#o.store.transaction(() => {
+      if (plan.logs.size > 0) this.#o.store.raceReplays.record(plan.logs);
+      for (const s of plan.streams) this.#o.streams!.rewind(s.namespace, s.source, s.seq);
+    });
     this.#refresh();
-    for (const s of plan.streams) this.#o.streams!.rewind(s.namespace, s.source, s.seq);
   }
 
   /** Inside the merge-restore's hold. A failure leaves the rows pending and starts the daemon's own retries. */

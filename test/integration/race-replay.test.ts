@@ -18,7 +18,7 @@ import { StateStore, STATE_DB_FILE } from '../../src/state/store.js';
 import { NetHsmHttpError } from '../../src/errors.js';
 import { use } from '../helpers/clients.js';
 import { snapshotAndDeps as snapshotAt } from '../helpers/snapshot-deps.js';
-import { eventually, importBody } from './stream-helpers.js';
+import { caughtUp, eventually, importBody, streamReady } from './stream-helpers.js';
 
 describe('racing writes re-applied after a merge-restore', () => {
   let lab: Lab;
@@ -27,7 +27,7 @@ describe('racing writes re-applied after a merge-restore', () => {
   const betaKeys = async () => (await use(lab.site('b').nsAdmin('beta'), (c) => c.listKeys())).sort();
 
   beforeAll(async () => {
-    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'b' }], gateway: true });
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'b' }, { name: 'gamma', primary: 'a' }], gateway: true });
     await lab.startDaemons();
     await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'a1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
     await use(betaAdmin(), async (c) => {
@@ -81,6 +81,32 @@ describe('racing writes re-applied after a merge-restore', () => {
     await b.daemon!.ctx.raceReplayer!.settle();
     const own = b.daemon!.ctx.store.db.prepare("SELECT count(*) AS n FROM change_log WHERE json_type(envelopes, '$.b') IS NOT NULL").get() as { n: number };
     expect(own.n).toBe(0);
+  });
+
+  it('a stream apply of another namespace that raced the sync is made good by moving its position back: the stream applies it again', async () => {
+    const [a, b] = [lab.site('a'), lab.site('b')];
+    const plans: ReplayPlan[] = [];
+    const gammaAtB = async () => (await use(b.nsOperator('gamma'), (c) => c.listKeys())).sort();
+    await streamReady([a, b]);
+    // gamma's first sync at B: its stream starts from that snapshot's position.
+    await b.daemon!.syncer.sync('gamma', { actor: 'test' });
+    await use(a.gatewayClient('gamma~admin', LAB_PASSPHRASES.nsAdmin), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'g0'));
+    await caughtUp(a, b, 'gamma');
+    // A imports into gamma; B's stream applies them while B's backup and merge of alpha run.
+    const streamed = AsyncResource.bind(async () => {
+      await use(a.gatewayClient('gamma~admin', LAB_PASSPHRASES.nsAdmin), async (c) => {
+        for (const id of ['g1', 'g2', 'g3']) await c.importKey(importBody('EC_P256', ['ECDSA_Signature']), id);
+      });
+      await caughtUp(a, b, 'gamma');
+      expect(await gammaAtB()).toEqual(['g0', 'g1', 'g2', 'g3']);
+    });
+    const { file, deps } = await snapshotAndDeps({ beforeHold: streamed, onRaceReplayed: (_ns, plan) => plans.push(plan) });
+    const r = await applySnapshot(deps, 'alpha', file);
+    expect(r).toMatchObject({ remerges: 0, heldMerge: false });
+    expect(plans.map((p) => p.streams.map((s) => s.namespace))).toEqual([['gamma']]);
+    // The restore took B back to before those applies; the stream, moved back, applies them again.
+    await eventually(async () => (await gammaAtB()).length === 4, 30_000, "gamma's keys back at B");
+    await caughtUp(a, b, 'gamma');
   });
 
   // The first build refused it with 503 NHR_ERR_GATEWAY_REPLAY_PENDING: the replay is recorded as pending while the hold
