@@ -206,7 +206,7 @@ export class Daemon {
       log: this.log,
       logs: this.stream.logReplay,
       streams: this.ctx.streamRewind,
-      dropOwnEnvelopes: () => this.stream.logReplay.dropOwnEnvelopes(),
+      dropOwnEnvelopes: (stop) => this.stream.logReplay.dropOwnEnvelopes(stop),
       isPrimary: (ns) => store.isOpen && store.roles.get(ns)?.role === 'primary',
       onPending: (n) => metrics.raceReplaysPending.set(n),
     });

@@ -42,8 +42,9 @@ export interface DaemonRaceReplayerOptions {
   /**
    * Drops the envelopes imports were sealed with to this site's own transport key (LogReplay.dropOwnEnvelopes): called
    * by `settle()` once no merge-restore tracks writes and no replay is pending, so they live no longer than needed.
+   * It must end early once `stop()` says true (it yields, and a sync may start meanwhile: its plan may need them).
    */
-  dropOwnEnvelopes?: () => Promise<number>;
+  dropOwnEnvelopes?: (stop: () => boolean) => Promise<number>;
   /** Told how many namespaces have a replay pending whenever that may have changed (the metric). */
   onPending?: (namespaces: number) => void;
   /** Backoff between attempts of a pending replay (ms): first, cap. */
@@ -136,7 +137,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
   async #drop(): Promise<void> {
     if (!this.#o.dropOwnEnvelopes || this.sealOwn || !this.#o.store.isOpen) return;
     try {
-      const n = await this.#o.dropOwnEnvelopes();
+      const n = await this.#o.dropOwnEnvelopes(() => this.sealOwn || !this.#o.store.isOpen);
       if (n > 0) this.#o.log.debug({ changes: n }, 'envelopes sealed to this site\'s own transport key dropped (no merge-restore can need them now)');
     } catch (err) {
       this.#o.log.warn({ err }, 'could not drop the envelopes sealed to this site\'s own transport key; the next sync tries again');
