@@ -498,7 +498,13 @@ export class Failover {
       replicationPassphrase: ctx.replicationPassphrase,
       ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
       ...(ctx.snapshotKeys ? { snapshotKeys: ctx.snapshotKeys } : {}),
-      heads: () => Object.fromEntries(ctx.store.roles.list().map((r) => [r.namespace, ctx.store.changelog.head(r.namespace, r.epoch).seq])),
+      // The position a snapshot claims: every change up to it is on the device. A change a restore erased and a pending
+      // re-apply has not put back yet is not (race-replayer.ts): the position stays before it, so the replica's stream
+      // applies it again instead of resuming after it.
+      heads: () => {
+        const pending = new Map(ctx.store.raceReplays.all().map((p) => [p.namespace, p.fromSeq - 1]));
+        return Object.fromEntries(ctx.store.roles.list().map((r) => [r.namespace, Math.min(ctx.store.changelog.head(r.namespace, r.epoch).seq, pending.get(r.namespace) ?? Infinity)]));
+      },
       logId: (namespace: string) => ctx.store.changelog.logId(namespace),
     };
   }

@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
+import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
+import { removeFiles } from '../../src/replicator/workdir.js';
 import type { ReplayPlan } from '../../src/replicator/race-replay.js';
 import { StateStore, STATE_DB_FILE } from '../../src/state/store.js';
 import { NetHsmHttpError } from '../../src/errors.js';
@@ -246,5 +248,28 @@ describe('racing writes re-applied after a merge-restore', () => {
     for (const err of refusals) expect(err).toMatchObject({ status: 503, message: expect.stringMatching(/NHR_ERR_GATEWAY_REPLAY_PENDING/) });
     expect(await betaKeys()).toContain('crash-import');
     expect(b.daemon!.ctx.store.raceReplays.all()).toEqual([]);
+  });
+
+  it('a snapshot served while a replay is pending claims no position past the erased changes: a replica streams them again', async () => {
+    const b = lab.site('b');
+    const replayer = b.daemon!.ctx.raceReplayer!;
+    const store = b.daemon!.ctx.store;
+    // A label set through B's gateway (logged), then erased from the device as a merge-restore would, its re-apply
+    // recorded as pending (as prepare() does inside the hold) and not yet run.
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'before-erase'));
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'erased-by-restore'));
+    const seq = store.changelog.maxSeq('beta');
+    await use(b.nsAdmin('beta'), (c) => c.setKeyLabel('keep', 'before-erase'));
+    replayer.prepare({ logs: new Map([['beta', seq]]), streams: [], writes: 1 });
+    try {
+      const snap = await takeSnapshot(b.daemon!.failover.snapshotDeps(), 'beta', store.roles.require('beta').epoch);
+      await removeFiles(snap.file);
+      // The device lacks change `seq`: a replica restoring this snapshot must stream it again, not resume after it.
+      expect(snap.meta.seq).toBeLessThan(seq);
+    } finally {
+      replayer.kick();
+      await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish');
+    }
+    expect(await use(lab.site('b').nsAdmin('beta'), (c) => c.listKeys({ label: 'erased-by-restore' }))).toEqual(['keep']);
   });
 });
