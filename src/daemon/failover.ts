@@ -207,6 +207,9 @@ export class Failover {
     }
     const token = tokenOf(demoted, 'demote handoff');
     await ctx.barrier.exclusive([token], async () => {
+      // Writes a restore erased and a pending replay has not put back yet: re-applied before the hand-off snapshot
+      // (the successor takes the namespace from it; dropping them as "no longer primary" lost them).
+      await ctx.raceReplayer?.finish(namespace);
       // A repeat keeps the first attempt's snapshot: taken before the strip, it still holds the administrators the
       // successor must get back, and nothing has written to the namespace here since (read-only after the step-down).
       if (!(retry && existsSync(ctx.work.handoffOf(namespace)))) {

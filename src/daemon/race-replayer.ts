@@ -37,7 +37,11 @@ export interface DaemonRaceReplayerOptions {
   log: Logger;
   logs: LogReplaySource | undefined;
   streams: StreamRewinder | undefined;
-  /** Whether this site is still primary of `namespace` (a namespace that moved away is not written to here). */
+  /**
+   * Whether this site is still primary of `namespace`, or stepped down from it with the hand-off not done yet (a
+   * demote: the successor takes the namespace from this site's device, so the replay must still run). A namespace that
+   * moved away is not written to here.
+   */
   isPrimary(namespace: string): boolean;
   /**
    * Drops the envelopes imports were sealed with to this site's own transport key (LogReplay.dropOwnEnvelopes): called
@@ -229,6 +233,16 @@ export class DaemonRaceReplayer implements RaceReplayer {
       });
       delay = Math.min(cap, delay * 2);
     }
+  }
+
+  /**
+   * Inside the caller's exclusive hold: re-applies `namespace`'s pending replay now, if it has one (a demote does, before
+   * its hand-off snapshot: the successor takes the namespace from that snapshot, so it must hold the erased changes).
+   * Throws what the replay throws; the record then stays.
+   */
+  async finish(namespace: string): Promise<void> {
+    const row = this.#o.store.raceReplays.all().find((r) => r.namespace === namespace);
+    if (row) await this.#replayOne(namespace, row.fromSeq);
   }
 
   async #replayPending(): Promise<void> {

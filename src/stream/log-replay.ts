@@ -151,7 +151,8 @@ export class LogReplay {
     if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) return refuse(`from-seq ${String(fromSeq)} is not a positive integer`);
     const { store, site } = this.#o;
     const role = store.roles.get(namespace);
-    if (!role || role.role !== 'primary' || role.primarySite !== site) return refuse(`namespace ${namespace} is not primary here`);
+    // Stepped down (a demote whose hand-off is pending) counts: the successor takes the namespace from this device.
+    if (!role || (role.role !== 'primary' && role.role !== 'replica') || role.primarySite !== site) return refuse(`namespace ${namespace} is not primary here`);
     const head = store.changelog.head(namespace, role.epoch).seq;
     if (head < fromSeq) return { rows: [] };
     const rows: LoggedChange[] = [];

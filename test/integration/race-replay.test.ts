@@ -272,4 +272,21 @@ describe('racing writes re-applied after a merge-restore', () => {
     }
     expect(await use(lab.site('b').nsAdmin('beta'), (c) => c.listKeys({ label: 'erased-by-restore' }))).toEqual(['keep']);
   });
+
+  it('a demote while a replay is pending re-applies it before the hand-off snapshot: the successor gets the erased change', async () => {
+    const [a, b] = [lab.site('a'), lab.site('b')];
+    const replayer = b.daemon!.ctx.raceReplayer!;
+    const store = b.daemon!.ctx.store;
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'pre-demote'));
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'demote-erased'));
+    const seq = store.changelog.maxSeq('beta');
+    await caughtUp(b, a, 'beta');
+    // Erased from B's device by a restore; its re-apply recorded as pending and not yet run.
+    await use(b.nsAdmin('beta'), (c) => c.setKeyLabel('keep', 'pre-demote'));
+    replayer.prepare({ logs: new Map([['beta', seq]]), streams: [], writes: 1 });
+    await b.daemon!.failover.demote('beta', { to: 'a', actor: 'op' });
+    expect(a.daemon!.ctx.store.roles.require('beta')).toMatchObject({ role: 'primary', primarySite: 'a' });
+    expect(await use(a.nsAdmin('beta'), (c) => c.listKeys({ label: 'demote-erased' }))).toEqual(['keep']);
+    await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish or be dropped');
+  });
 });
