@@ -206,8 +206,12 @@ export class Daemon {
       log: this.log,
       logs: this.stream.logReplay,
       streams: this.ctx.streamRewind,
-      dropOwnEnvelopes: () => this.stream.logReplay.dropOwnEnvelopes(),
-      isPrimary: (ns) => store.isOpen && store.roles.get(ns)?.role === 'primary',
+      dropOwnEnvelopes: (stop) => this.stream.logReplay.dropOwnEnvelopes(stop),
+      isPrimary: (ns) => {
+        const row = store.isOpen ? store.roles.get(ns) : undefined;
+        // Primary, or stepped down (demote) with the hand-off pending: its snapshot must hold the erased changes.
+        return row?.primarySite === this.ctx.site && (row.role === 'primary' || row.role === 'replica');
+      },
       onPending: (n) => metrics.raceReplaysPending.set(n),
     });
     // Counted at each scrape from the folder and the acknowledgements: a file removed by hand stops counting too.

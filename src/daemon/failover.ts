@@ -207,6 +207,9 @@ export class Failover {
     }
     const token = tokenOf(demoted, 'demote handoff');
     await ctx.barrier.exclusive([token], async () => {
+      // Writes a restore erased and a pending replay has not put back yet: re-applied before the hand-off snapshot
+      // (the successor takes the namespace from it; dropping them as "no longer primary" lost them).
+      await ctx.raceReplayer?.finish(namespace);
       // A repeat keeps the first attempt's snapshot: taken before the strip, it still holds the administrators the
       // successor must get back, and nothing has written to the namespace here since (read-only after the step-down).
       if (!(retry && existsSync(ctx.work.handoffOf(namespace)))) {
@@ -498,7 +501,13 @@ export class Failover {
       replicationPassphrase: ctx.replicationPassphrase,
       ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}),
       ...(ctx.snapshotKeys ? { snapshotKeys: ctx.snapshotKeys } : {}),
-      heads: () => Object.fromEntries(ctx.store.roles.list().map((r) => [r.namespace, ctx.store.changelog.head(r.namespace, r.epoch).seq])),
+      // The position a snapshot claims: every change up to it is on the device. A change a restore erased and a pending
+      // re-apply has not put back yet is not (race-replayer.ts): the position stays before it, so the replica's stream
+      // applies it again instead of resuming after it.
+      heads: () => {
+        const pending = new Map(ctx.store.raceReplays.all().map((p) => [p.namespace, p.fromSeq - 1]));
+        return Object.fromEntries(ctx.store.roles.list().map((r) => [r.namespace, Math.min(ctx.store.changelog.head(r.namespace, r.epoch).seq, pending.get(r.namespace) ?? Infinity)]));
+      },
       logId: (namespace: string) => ctx.store.changelog.logId(namespace),
     };
   }

@@ -37,13 +37,18 @@ export interface DaemonRaceReplayerOptions {
   log: Logger;
   logs: LogReplaySource | undefined;
   streams: StreamRewinder | undefined;
-  /** Whether this site is still primary of `namespace` (a namespace that moved away is not written to here). */
+  /**
+   * Whether this site is still primary of `namespace`, or stepped down from it with the hand-off not done yet (a
+   * demote: the successor takes the namespace from this site's device, so the replay must still run). A namespace that
+   * moved away is not written to here.
+   */
   isPrimary(namespace: string): boolean;
   /**
    * Drops the envelopes imports were sealed with to this site's own transport key (LogReplay.dropOwnEnvelopes): called
    * by `settle()` once no merge-restore tracks writes and no replay is pending, so they live no longer than needed.
+   * It must end early once `stop()` says true (it yields, and a sync may start meanwhile: its plan may need them).
    */
-  dropOwnEnvelopes?: () => Promise<number>;
+  dropOwnEnvelopes?: (stop: () => boolean) => Promise<number>;
   /** Told how many namespaces have a replay pending whenever that may have changed (the metric). */
   onPending?: (namespaces: number) => void;
   /** Backoff between attempts of a pending replay (ms): first, cap. */
@@ -136,7 +141,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
   async #drop(): Promise<void> {
     if (!this.#o.dropOwnEnvelopes || this.sealOwn || !this.#o.store.isOpen) return;
     try {
-      const n = await this.#o.dropOwnEnvelopes();
+      const n = await this.#o.dropOwnEnvelopes(() => this.sealOwn || !this.#o.store.isOpen);
       if (n > 0) this.#o.log.debug({ changes: n }, 'envelopes sealed to this site\'s own transport key dropped (no merge-restore can need them now)');
     } catch (err) {
       this.#o.log.warn({ err }, 'could not drop the envelopes sealed to this site\'s own transport key; the next sync tries again');
@@ -228,6 +233,16 @@ export class DaemonRaceReplayer implements RaceReplayer {
       });
       delay = Math.min(cap, delay * 2);
     }
+  }
+
+  /**
+   * Inside the caller's exclusive hold: re-applies `namespace`'s pending replay now, if it has one (a demote does, before
+   * its hand-off snapshot: the successor takes the namespace from that snapshot, so it must hold the erased changes).
+   * Throws what the replay throws; the record then stays.
+   */
+  async finish(namespace: string): Promise<void> {
+    const row = this.#o.store.raceReplays.all().find((r) => r.namespace === namespace);
+    if (row) await this.#replayOne(namespace, row.fromSeq);
   }
 
   async #replayPending(): Promise<void> {

@@ -92,9 +92,11 @@ export class LogReplay {
   /**
    * Removes every envelope sealed to this site's own transport key from the change log and open intents; returns the
    * rows changed. The lead calls it when no write tracker is open and no replay is pending: own envelopes live only
-   * while a merge-restore may need them (docs/key-material.md).
+   * while a merge-restore may need them (docs/key-material.md). `stop` is asked before each slice: once it says true
+   * (a sync started while the drop yielded, so imports are sealed for it again) the drop ends there, and the next one
+   * goes on from where it stopped.
    */
-  async dropOwnEnvelopes(): Promise<number> {
+  async dropOwnEnvelopes(stop: () => boolean = () => false): Promise<number> {
     const { store, site } = this.#o;
     let n = store.transaction(() => store.intents.dropEnvelopesOf(site));
     for (const row of store.roles.list()) {
@@ -103,11 +105,12 @@ export class LogReplay {
       // Own envelopes exist only on changes logged since the last drop; the first drop after a start (a crash may have
       // left some) reads the whole log, in slices that let the event loop breathe.
       for (let from = this.#dropped.get(ns) ?? 0; from < top; from += DROP_SLICE) {
+        if (stop()) return n;
         const to = Math.min(top, from + DROP_SLICE);
         n += store.transaction(() => store.changelog.dropEnvelopesOf(site, ns, from, to));
+        this.#dropped.set(ns, to);
         if (to < top) await new Promise<void>((r) => setImmediate(r));
       }
-      this.#dropped.set(ns, top);
     }
     return n;
   }
@@ -148,7 +151,8 @@ export class LogReplay {
     if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) return refuse(`from-seq ${String(fromSeq)} is not a positive integer`);
     const { store, site } = this.#o;
     const role = store.roles.get(namespace);
-    if (!role || role.role !== 'primary' || role.primarySite !== site) return refuse(`namespace ${namespace} is not primary here`);
+    // Stepped down (a demote whose hand-off is pending) counts: the successor takes the namespace from this device.
+    if (!role || (role.role !== 'primary' && role.role !== 'replica') || role.primarySite !== site) return refuse(`namespace ${namespace} is not primary here`);
     const head = store.changelog.head(namespace, role.epoch).seq;
     if (head < fromSeq) return { rows: [] };
     const rows: LoggedChange[] = [];

@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
+import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
+import { removeFiles } from '../../src/replicator/workdir.js';
 import type { ReplayPlan } from '../../src/replicator/race-replay.js';
 import { StateStore, STATE_DB_FILE } from '../../src/state/store.js';
 import { NetHsmHttpError } from '../../src/errors.js';
@@ -246,5 +248,45 @@ describe('racing writes re-applied after a merge-restore', () => {
     for (const err of refusals) expect(err).toMatchObject({ status: 503, message: expect.stringMatching(/NHR_ERR_GATEWAY_REPLAY_PENDING/) });
     expect(await betaKeys()).toContain('crash-import');
     expect(b.daemon!.ctx.store.raceReplays.all()).toEqual([]);
+  });
+
+  it('a snapshot served while a replay is pending claims no position past the erased changes: a replica streams them again', async () => {
+    const b = lab.site('b');
+    const replayer = b.daemon!.ctx.raceReplayer!;
+    const store = b.daemon!.ctx.store;
+    // A label set through B's gateway (logged), then erased from the device as a merge-restore would, its re-apply
+    // recorded as pending (as prepare() does inside the hold) and not yet run.
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'before-erase'));
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'erased-by-restore'));
+    const seq = store.changelog.maxSeq('beta');
+    await use(b.nsAdmin('beta'), (c) => c.setKeyLabel('keep', 'before-erase'));
+    replayer.prepare({ logs: new Map([['beta', seq]]), streams: [], writes: 1 });
+    try {
+      const snap = await takeSnapshot(b.daemon!.failover.snapshotDeps(), 'beta', store.roles.require('beta').epoch);
+      await removeFiles(snap.file);
+      // The device lacks change `seq`: a replica restoring this snapshot must stream it again, not resume after it.
+      expect(snap.meta.seq).toBeLessThan(seq);
+    } finally {
+      replayer.kick();
+      await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish');
+    }
+    expect(await use(lab.site('b').nsAdmin('beta'), (c) => c.listKeys({ label: 'erased-by-restore' }))).toEqual(['keep']);
+  });
+
+  it('a demote while a replay is pending re-applies it before the hand-off snapshot: the successor gets the erased change', async () => {
+    const [a, b] = [lab.site('a'), lab.site('b')];
+    const replayer = b.daemon!.ctx.raceReplayer!;
+    const store = b.daemon!.ctx.store;
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'pre-demote'));
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'demote-erased'));
+    const seq = store.changelog.maxSeq('beta');
+    await caughtUp(b, a, 'beta');
+    // Erased from B's device by a restore; its re-apply recorded as pending and not yet run.
+    await use(b.nsAdmin('beta'), (c) => c.setKeyLabel('keep', 'pre-demote'));
+    replayer.prepare({ logs: new Map([['beta', seq]]), streams: [], writes: 1 });
+    await b.daemon!.failover.demote('beta', { to: 'a', actor: 'op' });
+    expect(a.daemon!.ctx.store.roles.require('beta')).toMatchObject({ role: 'primary', primarySite: 'a' });
+    expect(await use(a.nsAdmin('beta'), (c) => c.listKeys({ label: 'demote-erased' }))).toEqual(['keep']);
+    await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish or be dropped');
   });
 });

@@ -1,0 +1,57 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DeviceBarrier } from '../concurrency/barrier.js';
+import { silentLogger } from '../log.js';
+import { NetHsmClient } from '../nethsm/client.js';
+import { StateStore } from '../state/store.js';
+import { LogReplay } from '../stream/log-replay.js';
+import { DaemonRaceReplayer } from './race-replayer.js';
+
+describe('DaemonRaceReplayer: own envelopes', () => {
+  let dir: string;
+  let store: StateStore;
+
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'nhr-race-replayer-'));
+    store = StateStore.inDir(dir).open();
+  });
+  afterEach(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a drop already running stops once a sync starts: an import sealed for that sync keeps its own envelope', async () => {
+    // 'big' is iterated first and its log spans more than one drop slice, so the drop yields to the event loop there.
+    store.roles.insert({ namespace: 'big', role: 'primary', epoch: 1, primarySite: 'a' });
+    store.roles.insert({ namespace: 'small', role: 'primary', epoch: 1, primarySite: 'a' });
+    store.transaction(() => {
+      for (let i = 0; i < 20_001; i++) store.changelog.append('big', 1, { kind: 'label-set', keyId: 'k', ref: `r${i}`, detail: { label: `l${i}` } });
+    });
+    // No device call is made (nothing replays); the client only satisfies the constructor.
+    const logs = new LogReplay({ store, site: 'a', transportKey: () => undefined, client: () => new NetHsmClient({ url: 'https://127.0.0.1:9', tls: { fingerprint256: 'AA:'.repeat(31) + 'AA' } }) });
+    const replayer = new DaemonRaceReplayer({
+      store,
+      barrier: new DeviceBarrier(),
+      log: silentLogger,
+      logs,
+      streams: undefined,
+      isPrimary: () => true,
+      dropOwnEnvelopes: (stop) => logs.dropOwnEnvelopes(stop),
+    });
+    // The last sync ended: the drop starts (and yields inside 'big').
+    const settled = replayer.settle();
+    // Before it goes on, a sync starts and an import is logged sealed to this site's own key for its merge-restore.
+    const ended = replayer.beginSync();
+    expect(replayer.sealOwn).toBe(true);
+    const imported = store.changelog.append('small', 1, { kind: 'key-imported', keyId: 'K', ref: 'imp', detail: {}, envelopes: { a: { v: 2, site: 'a' }, b: { v: 2, site: 'b' } } });
+    await settled;
+    // The merge-restore of that sync may re-apply the import from the log: its own envelope must still be there.
+    expect(Object.keys(store.changelog.get('small', imported.seq)!.envelopes ?? {}).sort()).toEqual(['a', 'b']);
+    // Once no sync, tracker or replay can need it, it goes.
+    ended();
+    await replayer.settle();
+    expect(Object.keys(store.changelog.get('small', imported.seq)!.envelopes ?? {})).toEqual(['b']);
+  });
+});
