@@ -494,9 +494,9 @@ export class Daemon {
           const row = this.ctx.store.isOpen ? this.ctx.store.roles.get(namespace) : undefined;
           if (!row) return undefined;
           const url = g.forwardToPrimary ? peerGateways.get(row.primarySite) : undefined;
-          // Refused only while no hold runs: a write arriving during the merge-restore's hold (whose replay clears the
-          // record before it ends) waits at the gate and is decided again once admitted, like any held write.
-          const replay = row.role === 'primary' && !this.ctx.barrier.held && this.ctx.raceReplayer!.isPending(namespace);
+          // The gateway lets a write that meets a pending replay while a hold runs wait at the gate (that hold may be
+          // the one replaying) and decides again once it is admitted (server.ts).
+          const replay = row.role === 'primary' && this.ctx.raceReplayer!.isPending(namespace);
           return { role: row.role, epoch: row.epoch, primarySite: row.primarySite, ...(url ? { primaryGatewayUrl: url } : {}), ...(replay ? { replayPending: true } : {}) };
         },
       },

@@ -348,7 +348,10 @@ export class GatewayServer {
       if (!x.holding) x.relay?.abort(reason);
     });
     try {
-      const d = this.#decide(x);
+      let d = this.#decide(x);
+      // Writes a restore erased are being re-applied: while a hold runs (likely the one replaying them) the write waits
+      // at the gate like any held write, and is decided again once admitted (refused then if they still are not back).
+      if (d.action === 'refuse' && d.outcome === 'refused_replay' && this.gate.held) d = { action: 'forward', hold: true };
       if (this.#options.remoteServing?.remote === true && (await this.#serveWhileDown(x, d))) return;
       await this.#execute(x, d, false);
     } catch (err) {

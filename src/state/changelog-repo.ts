@@ -126,13 +126,15 @@ export class ChangeLogRepo {
     this.sAfter = prepare(db, 'SELECT * FROM change_log WHERE namespace = ? AND epoch = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?');
     this.sGet = prepare(db, 'SELECT * FROM change_log WHERE namespace = ? AND seq = ?');
     this.sOldest = prepare(db, 'SELECT min(seq) AS seq FROM change_log WHERE namespace = ? AND epoch = ?');
-    this.sPruneAge = prepare(db, 'DELETE FROM change_log WHERE created_at < ?');
+    // Changes a pending re-apply of racing writes still needs (race_replays) are kept, whatever their age or count.
+    const notPending = 'NOT EXISTS (SELECT 1 FROM race_replays r WHERE r.namespace = change_log.namespace AND change_log.seq >= r.from_seq)';
+    this.sPruneAge = prepare(db, `DELETE FROM change_log WHERE created_at < ? AND ${notPending}`);
     this.sPruneCount = prepare(
       db,
       `DELETE FROM change_log WHERE (namespace, seq) IN (
          SELECT namespace, seq FROM (
            SELECT namespace, seq, row_number() OVER (PARTITION BY namespace ORDER BY seq DESC) AS rn FROM change_log
-         ) WHERE rn > ?)`,
+         ) WHERE rn > ?) AND ${notPending}`,
     );
     this.sCount = prepare(db, 'SELECT count(*) AS n FROM change_log WHERE namespace = ?');
     this.sLogId = prepare(db, 'SELECT log_id FROM stream_logs WHERE namespace = ?');

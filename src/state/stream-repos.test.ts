@@ -36,6 +36,21 @@ describe('change log', () => {
     expect(store.changelog.head('hr', 1).seq).toBe(1);
   });
 
+  // Before: a replay pending longer than the retention was refused for good ("no longer retained"), and its namespace
+  // refused writes until an operator intervened.
+  it('never prunes the changes a pending re-apply of racing writes still needs', () => {
+    for (let i = 0; i < 5; i++) {
+      clock = 1_000 + i * 1_000;
+      store.changelog.append('payments', 1, del(`k${i}`));
+    }
+    store.raceReplays.record(new Map([['payments', 2]]));
+    clock = 1_000_000;
+    expect(store.changelog.prune(1, 1)).toBe(1); // only seq 1: 2..5 are pending
+    expect(store.changelog.after('payments', 1, 0).map((c) => c.seq)).toEqual([2, 3, 4, 5]);
+    store.raceReplays.done('payments', 2);
+    expect(store.changelog.prune(1, 1)).toBe(4);
+  });
+
   it('keeps seq increasing across epochs, from the replica position after a promote', () => {
     store.changelog.append('payments', 1, del('a'));
     store.positions.recordSyncOk('payments', 'hamburg', { epoch: 1, seq: 40, takenAt: 1, durationMs: 1 });
