@@ -739,6 +739,18 @@ export class QuarantineFileUnknownError extends NhrError {
   static override readonly defaultHint = 'Give a file name exactly as `nethsm-replicator quarantine list` shows it, at the site that wrote it.';
 }
 
+/**
+ * A snapshot's device backup was admitted after a restore at the primary erased changes its position claims, and they
+ * are not re-applied yet (docs/concurrency.md, "Racing writes re-applied"): serving it would make the replica resume
+ * after changes it never got. Nothing was served; the replica's sync fails and is retried.
+ */
+export class SyncSourceReplayingError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_SOURCE_REPLAYING';
+  static override readonly defaultHint =
+    "Retry the sync in a moment; if it lasts, `nethsm-replicator status` at the primary shows the pending re-apply and why it fails.";
+  static override readonly retryable = true;
+}
+
 /** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
 export class SyncStaleSnapshotError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_STALE_SNAPSHOT';
@@ -855,6 +867,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncQuarantineFailedError,
   QuarantineFileUnknownError,
   SyncStaleSnapshotError,
+  SyncSourceReplayingError,
   StateOpenFailedError,
   StateDirUnusableError,
   StateLockedError,

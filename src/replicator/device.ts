@@ -7,7 +7,7 @@
  * hold here, so they never overlap a restore. Below the barrier, the backup and restore calls themselves are serialised
  * one at a time (the innermost lock): the firmware allows one restore cluster-wide, and shared backups may overlap.
  */
-import { NetHsmResponseInvalidError } from '../errors.js';
+import { NetHsmResponseInvalidError, SyncSourceReplayingError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import { asDeviceFault, ROOT_ADMINISTRATOR, ROOT_BACKUP } from '../nethsm/device-fault.js';
 import type { DeviceBarrier } from '../concurrency/barrier.js';
@@ -90,9 +90,18 @@ export class Device {
     });
   }
 
-  /** A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore. */
-  backupForReading(file: string, tap?: ByteTap<unknown>): Promise<number> {
-    return this.barrier.shared(() => this.backupTo(file, tap), { wait: 'unbounded', readOnly: true });
+  /**
+   * A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore.
+   * `admitted` runs once the hold is granted, before the device is asked; a throw abandons the backup.
+   */
+  backupForReading(file: string, tap?: ByteTap<unknown>, admitted?: () => void): Promise<number> {
+    return this.barrier.shared(
+      () => {
+        admitted?.();
+        return this.backupTo(file, tap);
+      },
+      { wait: 'unbounded', readOnly: true },
+    );
   }
 
   /**
@@ -125,7 +134,21 @@ export class Device {
       // The reader settles instead of failing: a failure of its own then stops only its reading, not the backup.
       const tap = tapBytes((bytes) => settle(fn(bytes, fresh.takenAt, captured)));
       mine = tap.result;
-      fresh.ready = this.backupForReading(file, tap).then(
+      // A restore may run between the capture and the backup's admission. If it erased changes the capture claims and
+      // left them to a pending re-apply, the positions now read lower (failover.ts `heads`): the backup would lack
+      // them, so it is not taken (no restore can run while the hold is held, so the check holds for the backup).
+      const stillThere = () => {
+        const now = capture();
+        const gone = Object.entries(captured).filter(([ns, seq]) => (now[ns] ?? 0) < seq);
+        if (gone.length > 0) {
+          const [ns, seq] = gone[0]!;
+          const err = new SyncSourceReplayingError(`namespace ${ns}: changes up to ${seq} were erased by a restore here and are not re-applied yet (now ${now[ns] ?? 0}); no snapshot is served until they are`, { namespace: ns });
+          // The reader was started with the tap: it fails with it (the backup never started).
+          tap.fail(err);
+          throw err;
+        }
+      };
+      fresh.ready = this.backupForReading(file, tap, stillThere).then(
         () => void (fresh.taking = false),
         (err: unknown) => {
           fresh.taking = false;

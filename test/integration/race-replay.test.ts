@@ -17,7 +17,7 @@ import { takeSnapshot } from '../../src/replicator/snapshot-source.js';
 import { removeFiles } from '../../src/replicator/workdir.js';
 import type { ReplayPlan } from '../../src/replicator/race-replay.js';
 import { StateStore, STATE_DB_FILE } from '../../src/state/store.js';
-import { NetHsmHttpError } from '../../src/errors.js';
+import { NetHsmHttpError, SyncSourceReplayingError } from '../../src/errors.js';
 import { use } from '../helpers/clients.js';
 import { snapshotAndDeps as snapshotAt } from '../helpers/snapshot-deps.js';
 import { caughtUp, eventually, importBody, streamReady } from './stream-helpers.js';
@@ -271,6 +271,50 @@ describe('racing writes re-applied after a merge-restore', () => {
       await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish');
     }
     expect(await use(lab.site('b').nsAdmin('beta'), (c) => c.listKeys({ label: 'erased-by-restore' }))).toEqual(['keep']);
+  });
+
+  // Before: the snapshot's position was read before its backup waited for its hold, so a restore in between that left
+  // its re-apply pending made the snapshot claim changes its backup lacked.
+  it('a snapshot whose backup is admitted after a restore erased changes it claims is not served', async () => {
+    const b = lab.site('b');
+    const replayer = b.daemon!.ctx.raceReplayer!;
+    const store = b.daemon!.ctx.store;
+    const barrier = b.daemon!.ctx.barrier;
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'before-hold'));
+    await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'erased-in-hold'));
+    const seq = store.changelog.maxSeq('beta');
+    let release!: () => void;
+    const holding = new Promise<void>((r) => (release = r));
+    let inHold!: () => void;
+    const entered = new Promise<void>((r) => (inHold = r));
+    // A merge-restore's hold: it erases change `seq` and leaves its re-apply pending.
+    const hold = barrier.exclusive([], async () => {
+      inHold();
+      await holding;
+      await use(b.nsAdmin('beta'), (c) => c.setKeyLabel('keep', 'before-hold'));
+      replayer.prepare({ logs: new Map([['beta', seq]]), streams: [], writes: 1 });
+    });
+    await entered;
+    // The snapshot reads its position now (the head, `seq`), then waits for the hold to end before its backup.
+    const snapshot = takeSnapshot(b.daemon!.failover.snapshotDeps(), 'beta', store.roles.require('beta').epoch).then(
+      async (snap) => {
+        await removeFiles(snap.file);
+        return snap;
+      },
+      (err: unknown) => err,
+    );
+    // Its backup is requested (position read) and waits at the barrier for the hold.
+    await eventually(() => barrier.waiting > 0, 10_000, 'the snapshot backup to wait for the hold');
+    release();
+    await hold;
+    try {
+      const out = await snapshot;
+      expect(out).toBeInstanceOf(SyncSourceReplayingError);
+    } finally {
+      replayer.kick();
+      await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish');
+    }
+    expect(await use(b.nsAdmin('beta'), (c) => c.listKeys({ label: 'erased-in-hold' }))).toEqual(['keep']);
   });
 
   it('a demote while a replay is pending re-applies it before the hand-off snapshot: the successor gets the erased change', async () => {
