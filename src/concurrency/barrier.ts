@@ -11,8 +11,10 @@
  *
  * A merge-restore replaces every user, key and namespace with its file's, so anything that reached the device after
  * its backup and before its restore would be wiped. Either the hold spans backup to restore, or (snapshot sync) the
- * backup is taken under a read-only shared hold and the write generation tells, inside the exclusive hold, whether
- * any write passed the barrier since (`markWrites`, `quietSince`): only then is the restore safe without a new backup.
+ * backup is taken under a read-only shared hold and a tracker tells, inside the exclusive hold, which writes passed
+ * the barrier since (`trackWrites`): the restore is safe without a new backup only when there were none, or when each
+ * can be re-applied after it (its WriteTicket). The write generation (`markWrites`, `scopesWrittenSince`) tells the
+ * verification after the restore which namespaces were written since.
  *
  * Fencing: each caller passes the tokens of what it was decided under. They are checked once admitted (before the
  * first device call) and the exclusive holder re-checks them (`guard.check()`) right before its restore; a stale token

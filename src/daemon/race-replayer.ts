@@ -51,9 +51,13 @@ export interface DaemonRaceReplayerOptions {
   dropOwnEnvelopes?: (stop: () => boolean) => Promise<number>;
   /** Told how many namespaces have a replay pending whenever that may have changed (the metric). */
   onPending?: (namespaces: number) => void;
-  /** Backoff between attempts of a pending replay (ms): first, cap. */
-  retryMs?: readonly [number, number];
 }
+
+/**
+ * Backoff between attempts of a pending replay (ms): first, cap. Short: writes to the namespaces are refused until a
+ * retry succeeds, and each retry costs only a brief hold.
+ */
+const RETRY_MS = [500, 5_000] as const;
 
 export class DaemonRaceReplayer implements RaceReplayer {
   readonly #o: DaemonRaceReplayerOptions;
@@ -192,7 +196,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
 
   /** Starts the retries if replays are pending and none run. */
   kick(): void {
-    if (this.#closed || this.#running || this.pending().size === 0) return;
+    if (this.#closed || this.#running || this.#pending.size === 0) return;
     // Often called from inside a merge-restore's hold: the retries must take holds of their own, not re-enter that one.
     this.#running = this.#o.barrier.detached(() => this.#retry().finally(() => (this.#running = undefined)));
   }
@@ -205,9 +209,8 @@ export class DaemonRaceReplayer implements RaceReplayer {
   }
 
   async #retry(): Promise<void> {
-    // Short: writes to the namespaces are refused until a retry succeeds, and each retry costs only a brief hold.
-    const [first, cap] = this.#o.retryMs ?? [500, 5_000];
-    let delay = first;
+    const [first, cap] = RETRY_MS;
+    let delay: number = first;
     while (!this.#closed) {
       const ok = await this.#o.barrier.exclusive([], () => this.#replayPending()).then(
         () => true,

@@ -42,7 +42,7 @@ import { closeAll, openSource, type BackupSource } from '../backup/transform.js'
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
-import type { ExclusiveGuard, WriteMark, WriteTracker } from '../concurrency/barrier.js';
+import type { ExclusiveGuard, TrackedWrite, WriteMark } from '../concurrency/barrier.js';
 import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayPlan } from './race-replay.js';
 import type { Device } from './device.js';
 import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
@@ -418,8 +418,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
     // While the snapshots are still being opened, the parts are not known yet: the merge waits for them.
     if (remerges > 0) await a.opening;
     if (a.parts.length === 0 && (remerges > 0 || !a.tapMerge)) return undefined;
-    // The mark and the tracker see the same holders: those in flight now and every one admitted until the hold.
-    const mark = deps.device.barrier.markWrites();
+    // The write holders in flight now and every one admitted until the hold: those that may change B1's device.
     const tracker = deps.device.barrier.trackWrites();
     try {
       const m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
@@ -431,8 +430,9 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       const own = new Set(m.parts.map((p) => p.spec.namespace));
       raced = 0;
       outcome = await hold(async (guard) => {
-        raced = deps.device.barrier.writesSince(mark, own);
-        const plan = raced > 0 ? replayPlan(a, tracker, own, raced) : undefined;
+        const racing = tracker.writes().filter((w) => w.scope === null || !own.has(w.scope));
+        raced = racing.length;
+        const plan = raced > 0 ? replayPlan(a, racing, own) : undefined;
         if (plan === null) return undefined;
         if (dropStale(a, m.parts)) return undefined;
         const done = await saveAndRestore(a, m, guard, remerges, false, plan);
@@ -477,11 +477,10 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
  * Inside the hold, writes outside `own` raced the attempt: the plan that re-applies them after its restore, or null
  * (logged) when one cannot be (the attempt is merged again).
  */
-function replayPlan(a: Apply, tracker: WriteTracker, own: ReadonlySet<string>, raced: number): ReplayPlan | null {
-  const racing = tracker.writes().filter((w) => w.scope === null || !own.has(w.scope));
+function replayPlan(a: Apply, racing: readonly TrackedWrite[], own: ReadonlySet<string>): ReplayPlan | null {
   const r = a.deps.raceReplay ? planReplay(racing, a.deps.raceReplay) : { refused: 'writes are not re-applied here' };
   if ('plan' in r) return r.plan;
-  a.log.info({ namespaces: [...own], writes: raced, why: r.refused }, `writes passed the device barrier during the backup and merge, and ${r.refused} cannot be re-applied after the restore; merging again`);
+  a.log.info({ namespaces: [...own], writes: racing.length, why: r.refused }, `writes passed the device barrier during the backup and merge, and ${r.refused} cannot be re-applied after the restore; merging again`);
   return null;
 }
 

@@ -247,7 +247,8 @@ async function status(fn: () => Promise<unknown>, tolerated: number[]): Promise<
   }
 }
 
-async function exists(c: NetHsmClient, keyId: string): Promise<boolean> {
+/** Whether key `keyId` is on the device (404: no; other errors propagate). */
+export async function exists(c: NetHsmClient, keyId: string): Promise<boolean> {
   return (await status(() => c.getKey(keyId), [404])) === 'ok';
 }
 

@@ -5,9 +5,9 @@
  * sealed when the answer names the id); on the NetHSM's 2xx the intent becomes the namespace's next change, otherwise it is dropped. When the
  * NetHSM's answer is lost (status 0) the device is asked what happened (intent-resolve.ts). Mutations of one key are
  * serialised (KeyLocks), so the log's order is the device's order. With `generate: replicated`, `POST /keys/generate`
- * is substituted by a key generated here and imported under the caller's own credentials (`substitute`). While a
- * merge-restore tracks writes, an import is also sealed to this site's own transport key (`own`), and `end` tells the
- * gateway whether the change log alone can re-apply the change (log-replay.ts).
+ * is substituted by a key generated here and imported under the caller's own credentials (`substitute`). While a sync
+ * runs at this site (race-replayer.ts `sealOwn`), an import is also sealed to this site's own transport key (`own`),
+ * and `end` tells the gateway whether the change log alone can re-apply the change (log-replay.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { GatewayCaptureFailedError } from '../errors.js';
@@ -101,10 +101,10 @@ export interface CaptureOptions {
    */
   generate?: (namespace: string, body: unknown) => Promise<{ id: string; importBody: Buffer } | undefined>;
   /**
-   * Own-site sealing (docs/concurrency.md, "Racing writes re-applied"): while a merge-restore tracks writes, an import
+   * Own-site sealing (docs/concurrency.md, "Racing writes re-applied"): while a sync runs here, an import
    * is also sealed to this site's own transport key, stored under `site` in the change's envelopes, so the change log
    * can re-apply it after a restore that erased it (log-replay.ts). `recipient()` returns this site's public transport
-   * key when such a seal is wanted now (a tracker is open and the key is ready), else undefined. Absent: never.
+   * key when such a seal is wanted now (a sync runs and the key is ready), else undefined. Absent: never.
    */
   own?: { site: string; recipient(): OwnRecipient | undefined };
 }

@@ -19,7 +19,7 @@ import { NetHsmHttpError, StreamApplyFailedError, StreamReplayRefusedError } fro
 import type { NetHsmClient } from '../nethsm/client.js';
 import type { LoggedChange } from '../state/changelog-repo.js';
 import type { StateStore } from '../state/store.js';
-import { makeEffect, type ApplyDeps, type Unwrapper } from './apply.js';
+import { exists, makeEffect, type ApplyDeps, type Unwrapper } from './apply.js';
 import { changeLineFor, type ChangeLine } from './protocol.js';
 
 export interface LogReplayOptions {
@@ -81,7 +81,7 @@ export class LogReplay {
       while (next < chains.length) {
         const chain = chains[next++]!;
         for (const [i, change] of chain.entries()) {
-          if (await this.#apply(deps, namespace, changeLineFor(change, this.#o.site), chain.slice(i + 1))) made++;
+          if (await this.#apply(deps, namespace, changeLineFor(change, this.#o.site), chain, i)) made++;
         }
       }
     };
@@ -115,8 +115,8 @@ export class LogReplay {
     return n;
   }
 
-  /** One change; true when its effect had to be made. */
-  async #apply(deps: ApplyDeps, namespace: string, line: ChangeLine, later: readonly LoggedChange[]): Promise<boolean> {
+  /** One change (`chain[at]`); true when its effect had to be made. */
+  async #apply(deps: ApplyDeps, namespace: string, line: ChangeLine, chain: readonly LoggedChange[], at: number): Promise<boolean> {
     if (line.kind === 'catchup') throw new StreamReplayRefusedError(`change ${line.seq} is a catch-up: ${line.reason}`, { namespace });
     if (line.kind === 'key-moved') return this.#move(namespace, line);
     // A label, tag or certificate change that lands on a later copy of its key id (the device is past a delete and
@@ -125,7 +125,7 @@ export class LogReplay {
     if (effect.outcome !== 'catchup') return effect.outcome === 'applied';
     // The key is missing: fine when the suffix deletes or moves it away later (the device is past that), else the
     // device contradicts the log.
-    if (later.some((c) => removes(c, line.keyId))) return false;
+    if (chain.some((c, j) => j > at && removes(c, line.keyId))) return false;
     throw new StreamApplyFailedError(`change ${line.seq} (${line.kind}) of ${namespace} cannot be re-applied: ${effect.reason}`, { namespace });
   }
 
@@ -210,16 +210,6 @@ function makes(c: LoggedChange, id: string): boolean {
 /** The change makes `id` stop existing (a delete of it, a move away from it). */
 function removes(c: LoggedChange, id: string): boolean {
   return (c.kind === 'key-deleted' || c.kind === 'key-moved') && c.keyId === id;
-}
-
-async function exists(c: NetHsmClient, keyId: string): Promise<boolean> {
-  try {
-    await c.getKey(keyId);
-    return true;
-  } catch (err) {
-    if (err instanceof NetHsmHttpError && err.status === 404) return false;
-    throw err;
-  }
 }
 
 /** What a label, tag or certificate change sets (its later change of the same thing on the same copy supersedes it). */
