@@ -751,6 +751,20 @@ export class SyncSourceReplayingError extends NhrError {
   static override readonly retryable = true;
 }
 
+/**
+ * An anti-entropy pass's inventory of a namespace was asked of its primary while a restore there had erased writes of
+ * the namespace that are not re-applied yet, or its reads may have overlapped such a restore (docs/anti-entropy.md,
+ * "A primary mid-restore"): the primary's device may lack acknowledged keys for a while, and a replica would take
+ * them for extras and delete them. The answer is refused (or cut off with this code); the replica repairs nothing
+ * for the namespace in that pass. Transient: the next pass runs once the re-apply is done.
+ */
+export class AntiEntropySourceReplayingError extends NhrError {
+  static override readonly code = 'NHR_ERR_ANTIENTROPY_SOURCE_REPLAYING';
+  static override readonly defaultHint =
+    'Nothing to do: the next anti-entropy pass compares again once the primary has re-applied the erased writes; if it lasts, `nethsm-replicator status` at the primary shows the pending re-apply and why it fails.';
+  static override readonly retryable = true;
+}
+
 /** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
 export class SyncStaleSnapshotError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_STALE_SNAPSHOT';
@@ -868,6 +882,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   QuarantineFileUnknownError,
   SyncStaleSnapshotError,
   SyncSourceReplayingError,
+  AntiEntropySourceReplayingError,
   StateOpenFailedError,
   StateDirUnusableError,
   StateLockedError,

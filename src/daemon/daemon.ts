@@ -21,7 +21,7 @@ import { AdminServer } from '../admin/server.js';
 import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { ConfigInvalidError, InternalError, PeerRefusedError } from '../errors.js';
+import { AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, PeerRefusedError } from '../errors.js';
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
@@ -251,7 +251,7 @@ export class Daemon {
     this.scheduler = new Scheduler({
       jobs: config.namespaces.flatMap((n) => [
         { name: n.name, schedule: n.schedule, run: () => this.scheduledSync(n.name) },
-        { name: `anti-entropy:${n.name}`, schedule: config.antiEntropy.schedule, run: () => this.antiEntropy(n.name) },
+        { name: `anti-entropy:${n.name}`, schedule: config.antiEntropy.schedule, run: () => this.scheduledAntiEntropy(n.name) },
       ]),
       logger: this.log,
     });
@@ -552,8 +552,27 @@ export class Daemon {
     this.antiEntropyRunning.add(namespace);
     try {
       return await this.antiEntropyPass(namespace, row, peer);
+    } catch (err) {
+      const replaying = sourceReplaying(err, namespace, peer.name);
+      if (!replaying) throw err;
+      // Transient, and nothing was repaired: said as such (cause and remedy), not as a failure to look into.
+      ctx.log.info(
+        { namespace, peer: peer.name, code: replaying.code, cause: replaying.message, try: replaying.hint },
+        'anti-entropy pass not completed: the primary is re-applying writes a restore erased, so its inventory cannot be trusted yet; nothing was repaired, the next pass compares again',
+      );
+      throw replaying;
     } finally {
       this.antiEntropyRunning.delete(namespace);
+    }
+  }
+
+  /** The scheduled pass: a primary mid-restore is logged by `antiEntropy` and waits for the next tick, not a failure. */
+  private async scheduledAntiEntropy(namespace: string): Promise<AntiEntropyResult | undefined> {
+    try {
+      return await this.antiEntropy(namespace);
+    } catch (err) {
+      if (err instanceof AntiEntropySourceReplayingError) return undefined;
+      throw err;
     }
   }
 
@@ -732,4 +751,16 @@ export class Daemon {
       },
     };
   }
+}
+
+/**
+ * The primary refused a pass's inventory (or certificate) because a restore there erased writes of the namespace (503
+ * before its answer began, or an error line cutting it off): as AntiEntropySourceReplayingError; undefined otherwise.
+ */
+function sourceReplaying(err: unknown, namespace: string, site: string): AntiEntropySourceReplayingError | undefined {
+  if (err instanceof AntiEntropySourceReplayingError) return err;
+  if (err instanceof PeerRefusedError && err.remoteCode === AntiEntropySourceReplayingError.code) {
+    return new AntiEntropySourceReplayingError(`the primary ${site} refused the inventory of namespace ${namespace}: ${err.message}`, { namespace, site, cause: err });
+  }
+  return undefined;
 }

@@ -13,6 +13,7 @@ import { readInventory } from '../namespaces/inventory.js';
 import { itemLines, rangeDigestLines } from '../namespaces/inventory-ranges.js';
 import { unlimited, type Limiter } from '../util/rate-limiter.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
+import { InventoryGuard } from './inventory-guard.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { VERSION } from '../version.js';
 import type { StreamService } from '../stream/service.js';
@@ -38,25 +39,33 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
 
     inventory: async (_peer, namespace) => {
       assertPrimaryHere(ctx, namespace);
-      return readInventory(stream.client(namespace), namespace);
+      const guard = guardOf(ctx, namespace);
+      const inv = await readInventory(stream.client(namespace), namespace);
+      guard.check();
+      return inv;
     },
 
     inventoryRanges: async (peer, namespace, rangeSize, signal) => {
       assertPrimaryHere(ctx, namespace);
+      const guard = guardOf(ctx, namespace);
       ctx.log.info({ namespace, peer, rangeSize }, 'serving inventory ranges');
       const certs = { repo: ctx.store.keyCerts, scrubPasses: ctx.config.antiEntropy.certScrubPasses };
-      return rangeDigestLines(stream.client(namespace), namespace, rangeSize, { limiter, signal, certs });
+      return guard.lines(rangeDigestLines(stream.client(namespace), namespace, rangeSize, { limiter, signal, certs }));
     },
 
     inventoryItems: async (peer, namespace, ranges, signal) => {
       assertPrimaryHere(ctx, namespace);
+      const guard = guardOf(ctx, namespace);
       ctx.log.info({ namespace, peer, ranges: ranges.length }, 'serving inventory items');
-      return itemLines(stream.client(namespace), namespace, ranges, { limiter, signal });
+      return guard.lines(itemLines(stream.client(namespace), namespace, ranges, { limiter, signal }));
     },
 
     certificate: async (_peer, namespace, keyId) => {
       assertPrimaryHere(ctx, namespace);
-      return stream.client(namespace).getCert(keyId);
+      const guard = guardOf(ctx, namespace);
+      const cert = await stream.client(namespace).getCert(keyId);
+      guard.check();
+      return cert;
     },
 
     changes: async (peer, namespace, after, signal, log) => stream.feed.open(peer, namespace, after, signal, log),
@@ -115,6 +124,14 @@ function assertPrimaryHere(ctx: SiteContext, namespace: string): void {
       site: row.primarySite,
     });
   }
+}
+
+/**
+ * Every inventory answer (and certificate) anti-entropy asks of this primary is guarded: none while a restore here left
+ * erased writes of the namespace to re-apply, and none whose reads may have overlapped such a restore.
+ */
+function guardOf(ctx: SiteContext, namespace: string): InventoryGuard {
+  return InventoryGuard.open(ctx.raceReplayer, ctx.store, namespace, ctx.site);
 }
 
 /** Streams a work file and removes it once sent (or when the transfer fails). */

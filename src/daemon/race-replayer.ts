@@ -69,6 +69,12 @@ export class DaemonRaceReplayer implements RaceReplayer {
   #settling: Promise<void> | undefined;
   #syncs = 0;
   #wake: (() => void) | undefined;
+  /**
+   * Per namespace, how many replays were prepared for it (`generation`). In memory only: it need not survive a restart,
+   * because what it guards (an inventory answer streamed while a restore may erase writes) cannot either: a restart
+   * cuts every answer in flight, and a replay left pending is seen through `isPending` at the next start.
+   */
+  readonly #generations = new Map<string, number>();
 
   constructor(o: DaemonRaceReplayerOptions) {
     this.#o = o;
@@ -85,6 +91,9 @@ export class DaemonRaceReplayer implements RaceReplayer {
   }
 
   prepare(plan: ReplayPlan): void {
+    // Bumped first, before the restore can erase anything: an inventory answer of these namespaces that began before
+    // sees a new generation and fails (peer-handlers.ts), even once the replay is done.
+    for (const ns of plan.logs.keys()) this.#generations.set(ns, this.generation(ns) + 1);
     // One transaction: a rewind that throws leaves nothing recorded (no namespace refused for a restore never made).
     this.#o.store.transaction(() => {
       if (plan.logs.size > 0) this.#o.store.raceReplays.record(plan.logs);
@@ -150,6 +159,15 @@ export class DaemonRaceReplayer implements RaceReplayer {
     } catch (err) {
       this.#o.log.warn({ err }, 'could not drop the envelopes sealed to this site\'s own transport key; the next sync tries again');
     }
+  }
+
+  /**
+   * How many replays were prepared for `namespace` since this daemon started (0: none). A reader of the namespace's
+   * device that sees the same generation before and after, with no replay pending at the start, read no state a
+   * restore had erased writes from. O(1).
+   */
+  generation(namespace: string): number {
+    return this.#generations.get(namespace) ?? 0;
   }
 
   /** Whether `namespace` has a replay pending. Cheap (the gateway asks for every write): kept in memory. */

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PeerMessageInvalidError } from '../errors.js';
+import { AntiEntropySourceReplayingError, PeerMessageInvalidError, PeerRefusedError } from '../errors.js';
 import { NetHsmClient, type PublicKey } from '../nethsm/client.js';
 import { PackedIds } from '../nethsm/packed-ids.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
@@ -123,6 +123,42 @@ describe('readItemLines', () => {
     const r = await itemsRefusal([iHead(), iLine(a), iLine(b), iEnd([a, b])], [{ after: null, upTo: 'a' }, { after: 'b', upTo: null }]);
     expect(r.message).toMatch(/line 3 has id "b", outside the ranges asked for/);
     expect(r.before).toEqual(['a']);
+  });
+});
+
+// ---- an answer the primary cuts off -----------------------------------------------------------------
+
+describe('an error line in place of the rest of an answer', () => {
+  const a = item('a');
+  const replaying = JSON.stringify({ kind: 'error', code: 'NHR_ERR_ANTIENTROPY_SOURCE_REPLAYING', message: 'inventory of namespace ns not served by p: a restore there erased writes to it while the answer was being read' });
+  const site = { ...ctx, site: 'p' };
+  const items = async (lines: string[]) => {
+    const got: string[] = [];
+    const err = await (async () => {
+      for await (const i of readItemLines(from(lines), ALL, site)) got.push(i.id);
+    })().catch((e: unknown) => e);
+    return { err, got };
+  };
+
+  it('refuses the whole answer with the primary\'s reason, wherever it comes (nothing after it is believed)', async () => {
+    for (const lines of [[rHead(), replaying], [rHead(), rLine('b', [a]), replaying], [rHead(), rLine(null, [a]), replaying]]) {
+      const err = await readRangeDigests(from(lines), { ...site, rangeSize: 2 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AntiEntropySourceReplayingError);
+      expect(err).toMatchObject({ namespace: 'ns', site: 'p', retryable: true });
+      expect((err as Error).message).toMatch(/the primary p cut its inventory ranges off at line \d: .*while the answer was being read/);
+    }
+    const r = await items([iHead(), iLine(a), replaying, iEnd([a])]);
+    expect(r.err).toBeInstanceOf(AntiEntropySourceReplayingError);
+    expect(r.got).toEqual(['a']);
+  });
+
+  it('refuses another code as a refusal of the peer, and a malformed error line as invalid', async () => {
+    const other = await items([iHead(), JSON.stringify({ kind: 'error', code: 'NHR_ERR_INTERNAL', message: 'x' })]);
+    expect(other.err).toBeInstanceOf(PeerRefusedError);
+    expect(other.err).toMatchObject({ remoteCode: 'NHR_ERR_INTERNAL', retryable: true });
+    const bad = await items([iHead(), JSON.stringify({ kind: 'error', code: 'oops', message: 'x' })]);
+    expect(bad.err).toBeInstanceOf(PeerMessageInvalidError);
+    expect((bad.err as Error).message).toMatch(/inventory items line 2: code:/);
   });
 });
 

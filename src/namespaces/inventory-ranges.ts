@@ -9,12 +9,13 @@
  * - `POST …/inventory/items` `{"ranges":[{"after","upTo"}]}`: the items of the ranges that differ.
  *
  * Lines: `{"kind":"head",…}` first, then `range` or `item` lines, then `{"kind":"end",…}` with totals; nothing after
- * it. Each line is validated as it arrives (bounded size, strict objects, ids sorted and unique and inside the
+ * it. A primary that cannot complete an answer it began sends `{"kind":"error","code","message"}` instead of the rest
+ * (e.g. a restore there erased writes meanwhile: src/daemon/inventory-guard.ts); the replica refuses the answer. Each line is validated as it arrives (bounded size, strict objects, ids sorted and unique and inside the
  * announced ranges, every digest recomputed) and a stream without its end line is refused as truncated.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { z } from 'zod';
-import { PeerMessageInvalidError } from '../errors.js';
+import { AntiEntropySourceReplayingError, PeerMessageInvalidError, PeerRefusedError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import type { KeyCertsRepo } from '../state/key-certs-repo.js';
 import { isValidId } from '../nethsm/ids.js';
@@ -171,6 +172,8 @@ const rangesEnd = z.strictObject({ kind: z.literal('end'), ranges: count, keys: 
 const itemsHead = z.strictObject({ kind: z.literal('head'), namespace: keyId, takenAt: count });
 const itemLine = z.strictObject({ kind: z.literal('item'), item: itemSchema });
 const itemsEnd = z.strictObject({ kind: z.literal('end'), keys: count, digest: hex64 });
+/** A primary's refusal of an answer it began (any point after the status line). */
+const errorLine = z.strictObject({ kind: z.literal('error'), code: z.string().regex(/^NHR_ERR_[A-Z0-9_]{1,64}$/), message: z.string().max(2000) });
 
 interface Ctx {
   namespace: string;
@@ -194,11 +197,22 @@ class LineReader {
       this.fail('is not JSON');
     }
     const kind = (json as { kind?: unknown } | null)?.kind;
+    if (kind === 'error') this.refused(json);
     const schema = typeof kind === 'string' && Object.hasOwn(schemas, kind) ? schemas[kind] : undefined;
     if (!schema) this.fail(`has kind ${JSON.stringify(kind)}; expected ${Object.keys(schemas).join(' or ')}`);
     const r = schema.safeParse(json);
     if (!r.success) throw invalid(`${this.what} line ${this.n}`, r.error.issues, this.ctx);
     return { kind: kind as string, value: r.data };
+  }
+
+  /** The primary cut its answer off with an error line: the answer is refused as a whole, with the primary's reason. */
+  refused(json: unknown): never {
+    const r = errorLine.safeParse(json);
+    if (!r.success) throw invalid(`${this.what} line ${this.n}`, r.error.issues, this.ctx);
+    const { code, message } = r.data;
+    const from = `the primary${this.ctx.site ? ` ${this.ctx.site}` : ''} cut its ${this.what} off at line ${this.n}`;
+    if (code === AntiEntropySourceReplayingError.code) throw new AntiEntropySourceReplayingError(`${from}: ${message}`, this.ctx);
+    throw new PeerRefusedError(502, { code, message: `${from}: ${message}` }, this.ctx);
   }
 
   fail(message: string): never {
