@@ -67,6 +67,17 @@ describe('status: sync cost warnings and pending catch-ups', () => {
   });
 });
 
+describe('status: anti-entropy passes deferred by a primary mid-restore', () => {
+  it('prints a warning (since when, cause, Try:), not a problem: the exit code stays 0', () => {
+    const deferred = { since: at(-180), cause: 'anti-entropy passes do not complete (nothing repaired): its primary a is re-applying writes a restore erased there', try: 'Nothing to do.' };
+    const s = parseDaemonStatus(JSON.parse(JSON.stringify(status(replica({ syncCost: null, stream: null, antiEntropyDeferred: deferred })))));
+    const text = renderStatus(s, now);
+    expect(text).toMatch(/\nWARNING: namespace alpha \(since 3m ago\): anti-entropy passes do not complete \(nothing repaired\): its primary a is re-applying writes a restore erased there\nTry: Nothing to do\.\nno problems; 1 warning above\n$/);
+    expect(statusExitCode(s)).toBe(0);
+    expect(renderStatus(status(replica({ syncCost: null, stream: null, antiEntropyDeferred: null })), now)).toMatch(/\nall ok\n$/);
+  });
+});
+
 describe('status: syncs holding writes for their whole sequence after one raced', () => {
   const held = {
     since: at(-60),

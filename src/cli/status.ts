@@ -31,6 +31,7 @@ const namespaceSchema = z.looseObject({
   lagLimitSeconds: z.number(),
   nextScheduledSync: iso,
   noPrimary: z.looseObject({ cause: z.string(), try: z.string() }).nullable().optional(),
+  antiEntropyDeferred: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
   syncCost: z
     .looseObject({
       estimatedSeconds: z.number(),
@@ -183,12 +184,15 @@ function reloadReason(error: string | null): string {
 
 /**
  * What needs an operator's eye without being a problem (the exit code stays): a snapshot sync's cost near its
- * schedule, `gateway.maxHold` or the catch-up window, and syncs holding writes for their whole sequence after one
- * raced, each with its remedy.
+ * schedule, `gateway.maxHold` or the catch-up window, anti-entropy passes deferred by a primary mid-restore, and syncs
+ * holding writes for their whole sequence after one raced, each with its remedy.
  */
-export function statusWarnings(s: DaemonStatus): string[] {
+export function statusWarnings(s: DaemonStatus, now: Date = new Date()): string[] {
   const costs = s.namespaces.flatMap((ns) => (ns.syncCost?.warnings ?? []).map((w) => withTry(`namespace ${ns.name}: ${w.cause}`, w.try)));
-  return s.heldSyncs ? [...costs, withTry(s.heldSyncs.cause, s.heldSyncs.try)] : costs;
+  // Transient (the primary finishes its re-apply by itself): a warning, never a problem.
+  const deferred = s.namespaces.flatMap((ns) => (ns.antiEntropyDeferred ? [withTry(`namespace ${ns.name} (since ${relativeTime(ns.antiEntropyDeferred.since, now)}): ${ns.antiEntropyDeferred.cause}`, ns.antiEntropyDeferred.try)] : []));
+  const all = [...costs, ...deferred];
+  return s.heldSyncs ? [...all, withTry(s.heldSyncs.cause, s.heldSyncs.try)] : all;
 }
 
 /** Catch-ups waiting for their batch, one line each: how many changes wait, since when, when it runs. */
@@ -228,7 +232,7 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   if (s.members.length === 0) lines.push('no members');
   else lines.push(table([['MEMBER', 'KIND', 'STATUS', 'FAILURES', 'ATTEMPTS', 'NEXT RETRY', 'LAST ERROR'], ...s.members.map((m) => memberRow(m, now))]));
   const problems = statusProblems(s, now);
-  const warnings = statusWarnings(s);
+  const warnings = statusWarnings(s, now);
   lines.push('');
   for (const w of warnings) lines.push(`WARNING: ${w}`);
   if (problems.length === 0) lines.push(warnings.length === 0 ? 'all ok' : `no problems; ${warnings.length} warning${warnings.length === 1 ? '' : 's'} above`);

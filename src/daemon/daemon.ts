@@ -123,6 +123,8 @@ export class Daemon {
    * (a million keys at 200 requests/s take hours), so a later tick must not start a second pass alongside.
    */
   private readonly antiEntropyRunning = new Set<string>();
+  /** Namespaces whose passes the primary deferred (mid-restore), since the first; cleared by a pass that completes. */
+  private readonly antiEntropyDeferred = new Map<string, { since: number; cause: string; try: string }>();
   private readonly reloader: ConfigReloader | undefined;
   private startedAt = 0;
   private dirLock: StateDirLock | undefined;
@@ -303,6 +305,7 @@ export class Daemon {
       startedAt: () => this.startedAt || Date.now(),
       nextRun: (n) => this.scheduler.nextRun(n),
       ...(this.reloader ? { configFile: () => this.reloader!.status() } : {}),
+      antiEntropyDeferred: (n) => this.antiEntropyDeferred.get(n),
     };
   }
 
@@ -551,10 +554,21 @@ export class Daemon {
     }
     this.antiEntropyRunning.add(namespace);
     try {
-      return await this.antiEntropyPass(namespace, row, peer);
+      const result = await this.antiEntropyPass(namespace, row, peer);
+      this.antiEntropyDeferred.delete(namespace);
+      return result;
     } catch (err) {
       const replaying = sourceReplaying(err, namespace, peer.name);
-      if (!replaying) throw err;
+      if (!replaying) {
+        this.antiEntropyDeferred.delete(namespace);
+        throw err;
+      }
+      const since = this.antiEntropyDeferred.get(namespace)?.since ?? Date.now();
+      this.antiEntropyDeferred.set(namespace, {
+        since,
+        cause: `anti-entropy passes do not complete (nothing repaired): its primary ${peer.name} is re-applying writes a restore erased there, so its inventory cannot be trusted yet (${replaying.code})`,
+        try: replaying.hint,
+      });
       // Transient, and nothing was repaired: said as such (cause and remedy), not as a failure to look into.
       ctx.log.info(
         { namespace, peer: peer.name, code: replaying.code, cause: replaying.message, try: replaying.hint },
@@ -742,7 +756,9 @@ export class Daemon {
         const replays = this.ctx.raceReplayer?.view();
         if (replays) checks.replays = { ok: false, detail: `${replays.cause}. Try: ${replays.try}` };
         const held = heldSyncsView(this.syncer);
-        const warnings = held ? [...costs, `${held.cause}. Try: ${held.try}`] : costs;
+        // Passes deferred by a primary mid-restore: transient, a warning (never unready).
+        const deferred = [...this.antiEntropyDeferred].map(([ns, d]) => `namespace ${ns}: ${d.cause}. Try: ${d.try}`);
+        const warnings = held ? [...costs, ...deferred, `${held.cause}. Try: ${held.try}`] : [...costs, ...deferred];
         return { ready: Object.values(checks).every((c) => c.ok), checks, ...(warnings.length > 0 ? { warnings } : {}) };
       },
       namespaceRole: (namespace) => {

@@ -17,6 +17,8 @@ export interface StatusExtras {
   nextRun(namespace: string): Date | null;
   /** The config file against what the daemon runs with; absent when the daemon has no file. */
   configFile?: () => Promise<ConfigStatusView>;
+  /** The namespace's anti-entropy passes deferred by a primary mid-restore (since ms, cause, remedy); undefined if not. */
+  antiEntropyDeferred?: (namespace: string) => { since: number; cause: string; try: string } | undefined;
 }
 
 const iso = (ms: number | undefined | null): string | null => (ms === undefined || ms === null ? null : new Date(ms).toISOString());
@@ -48,7 +50,13 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     noPrimary: noPrimary(ctx, row),
     ...(cfg.failover === 'automatic' ? { failover: ctx.failoverStatus?.(name) ?? null } : {}),
     syncCost: syncCostView(ctx, name),
+    antiEntropyDeferred: deferred(extras, name),
   };
+}
+
+function deferred(extras: StatusExtras | undefined, name: string): NamespaceStatus['antiEntropyDeferred'] {
+  const d = extras?.antiEntropyDeferred?.(name);
+  return d ? { since: iso(d.since)!, cause: d.cause, try: d.try } : null;
 }
 
 /** Why no reachable site is primary for the row's namespace, with the remedy; null when one is (as far as known). */

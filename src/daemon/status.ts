@@ -37,6 +37,12 @@ export interface NamespaceStatus {
    * that stand. Absent from older daemons; null for a primary or before the first sync.
    */
   syncCost?: SyncCostView | null;
+  /**
+   * Replica: set while this site's anti-entropy passes of the namespace do not complete because its primary is
+   * re-applying writes a restore erased there (NHR_ERR_ANTIENTROPY_SOURCE_REPLAYING): since the first such pass, why,
+   * and the remedy. Transient, a warning; null once a pass completes. Absent from older daemons.
+   */
+  antiEntropyDeferred?: { since: string; cause: string; try: string } | null;
 }
 
 export interface SyncCostView {

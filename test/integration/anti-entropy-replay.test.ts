@@ -77,6 +77,10 @@ describe('anti-entropy of a namespace whose primary has erased writes to re-appl
       expect(err).toBeInstanceOf(AntiEntropySourceReplayingError);
       expect(err).toMatchObject({ code: 'NHR_ERR_ANTIENTROPY_SOURCE_REPLAYING', namespace: 'alpha', retryable: true });
       expect(await ids('b')).toContain('k');
+      // B's status says why, as a warning (transient), not a problem.
+      const ns = (await b.daemon!.status()).namespaces.find((n) => n.name === 'alpha');
+      expect(ns?.antiEntropyDeferred?.cause).toMatch(/its primary a is re-applying writes a restore erased there.*NHR_ERR_ANTIENTROPY_SOURCE_REPLAYING/);
+      expect(ns?.antiEntropyDeferred?.try).toMatch(/Nothing to do/);
       // Every inventory route refuses before it reads: 503 with the code (the one-answer route of older replicas too).
       const toA = b.daemon!.ctx.peers.get('a')!;
       for (const ask of [() => toA.inventory('alpha'), () => toA.inventoryRanges('alpha', 64), () => toA.certificate('alpha', 'k0')]) {
@@ -95,6 +99,7 @@ describe('anti-entropy of a namespace whose primary has erased writes to re-appl
     const r = await b.daemon!.antiEntropy('alpha');
     expect(r?.diff).toEqual({ missing: [], extra: [], differs: [] });
     expect(await ids('b')).toContain('k');
+    expect((await b.daemon!.status()).namespaces.find((n) => n.name === 'alpha')?.antiEntropyDeferred).toBeNull();
   });
 
   // Before: the items answer began before the restore erased k2 at A and was completed all the same, its listing lacking
