@@ -8,6 +8,10 @@
  * admitted in between could be undone by the replay of an earlier change of the same key.
  * `start()` finishes pending replays in an exclusive hold of the barrier, requested before the gateway starts, so no
  * write is admitted ahead of it; it retries (with backoff, status and metrics saying so) until done or `close()`.
+ * Each retry's hold carries the fencing tokens of the namespaces it replays. A record is never dropped unreplayed:
+ * only its replay (at the epoch it was recorded at), a fence whose quarantine export holds its writes
+ * (`beforeFenceExport`/`afterFenceExport`), or the operator's ack of the quarantine file a fence had to write without
+ * them ends it.
  */
 import type { DeviceBarrier } from '../concurrency/barrier.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
