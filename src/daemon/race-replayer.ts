@@ -195,7 +195,8 @@ export class DaemonRaceReplayer implements RaceReplayer {
     const unexported = valid.filter((r) => r.unexportedIn !== null);
     const waiting = valid.filter((r) => r.unexportedIn === null);
     const here = waiting.filter((r) => this.#o.isPrimary(r.namespace));
-    const fence = waiting.filter((r) => !this.#o.isPrimary(r.namespace));
+    const fence = waiting.filter((r) => this.#stateOf(r) === 'awaiting-fence');
+    const away = waiting.filter((r) => this.#stateOf(r) === 'moved-away');
     const err = this.#lastError;
     const causes: string[] = [];
     const tries: string[] = [];
@@ -210,8 +211,18 @@ export class DaemonRaceReplayer implements RaceReplayer {
       );
     }
     if (fence.length > 0) {
-      causes.push(`writes to ${list(fence, (r) => `namespace ${r.namespace} (${seqs(r)})`)} erased by a restore are not re-applied and this site is no longer primary: the fence re-applies them before its quarantine export`);
-      tries.push('The fence does it by itself (`nethsm-replicator status` shows the namespace fenced); if it does not finish, bring this site\'s NetHSM back.');
+      causes.push(`writes to ${list(fence, (r) => `namespace ${r.namespace} (${seqs(r)})`)} erased by a restore are not re-applied and this site is fenced: its fence re-applies them before its quarantine export (or, stepped down with no other primary yet, the replay runs here once it leads again)`);
+      tries.push('The daemon does it by itself (`nethsm-replicator status` shows the namespace fenced); if it does not finish, bring this site\'s NetHSM back.');
+    }
+    if (away.length > 0) {
+      causes.push(
+        `writes to ${list(away, (r) => `namespace ${r.namespace} (${seqs(r)})`)} erased by a restore were not re-applied before this site stopped being primary, and no fence exported them ` +
+          '(it had stepped down by a demote that failed, and another site took over): they are only in this site\'s change log',
+      );
+      tries.push(
+        'They are kept there while this shows. See whether the primary has them (`nethsm-replicator status` there, or list its keys) and make what it lacks again through its gateway; ' +
+          'this record does not end by itself (docs/concurrency.md, "Racing writes re-applied").',
+      );
     }
     if (unexported.length > 0) {
       causes.push(
@@ -239,7 +250,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
         epoch: r.invalid === undefined ? r.epoch : null,
         fromSeq: r.invalid === undefined ? r.fromSeq : null,
         toSeq: r.invalid === undefined ? this.#lastSeq(r) : null,
-        state: r.invalid !== undefined ? 'invalid' : r.unexportedIn !== null ? 'not-in-quarantine' : this.#o.isPrimary(r.namespace) ? 'retrying' : 'awaiting-fence',
+        state: this.#stateOf(r),
         quarantine: r.unexportedIn,
       })),
       cause: causes.join('; '),
@@ -410,6 +421,15 @@ export class DaemonRaceReplayer implements RaceReplayer {
     const n = this.#o.store.raceReplays.acknowledged(file);
     if (n > 0) this.#o.log.info({ file, replays: n }, 'quarantine file acknowledged: the erased writes it lacks are no longer tracked');
     this.#refresh();
+  }
+
+  /** Where a record stands (status): see ReplaysPendingView.records. */
+  #stateOf(r: PendingReplay): 'retrying' | 'awaiting-fence' | 'moved-away' | 'not-in-quarantine' | 'invalid' {
+    if (r.invalid !== undefined) return 'invalid';
+    if (r.unexportedIn !== null) return 'not-in-quarantine';
+    if (this.#o.isPrimary(r.namespace)) return 'retrying';
+    // Fenced (the fence re-applies before its export); anything else moved away with no fence to export it.
+    return this.#o.store.roles.get(r.namespace)?.role === 'fenced' ? 'awaiting-fence' : 'moved-away';
   }
 
   #record(namespace: string): PendingReplay | undefined {
