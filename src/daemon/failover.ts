@@ -345,9 +345,13 @@ export class Failover {
     }
     ctx.log.warn({ namespace, quarantine, epoch: oldEpoch }, 'quarantine: what this site held of the namespace when fenced');
     const erased = replay && { epoch: replay.record.epoch, fromSeq: replay.record.fromSeq, reapplied: replay.error === undefined };
-    ctx.store.audit.append({ actor: 'daemon', action: 'fence', namespace, fromEpoch: oldEpoch, detail: { quarantine, ...(erased ? { erasedWrites: erased } : {}) } });
-    // Only now, with the file written: a record whose writes are in it is dropped, one whose writes are not is marked.
-    if (replay) ctx.raceReplayer!.afterFenceExport(replay, path.basename(quarantine));
+    // One transaction: a restart sees either no fence export (and fences again, replay included) or both the audit row
+    // and the record's end. Only now, with the file written: a record whose writes are in it is dropped, one whose
+    // writes are not is marked with it.
+    ctx.store.transaction(() => {
+      ctx.store.audit.append({ actor: 'daemon', action: 'fence', namespace, fromEpoch: oldEpoch, detail: { quarantine, ...(erased ? { erasedWrites: erased } : {}) } });
+      if (replay) ctx.raceReplayer!.afterFenceExport(replay, path.basename(quarantine));
+    });
     await this.stripAdministrators(namespace, token);
     await this.resync(namespace);
     return { quarantine };
