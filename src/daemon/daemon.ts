@@ -200,7 +200,11 @@ export class Daemon {
       snapshot: async (ns, reason) => void (await this.syncer.sync(ns, { actor: `stream (${reason.slice(0, 80)})` })),
       ...(options.transportKeyBits ? { transportKeyBits: options.transportKeyBits } : {}),
     });
-    this.ctx.roleChanged = (ns) => this.stream.roleChanged(ns);
+    this.ctx.roleChanged = (ns) => {
+      this.stream.roleChanged(ns);
+      // A record kept across the change may be replayable now (primary again at a new epoch), or a retry's token stale.
+      this.ctx.raceReplayer?.kick();
+    };
     this.ctx.streamRewind = { canRewind: (ns, source, seq) => this.stream.canRewind(ns, source, seq), rewind: (ns, source, seq) => this.stream.rewind(ns, source, seq) };
     this.ctx.raceReplayer = new DaemonRaceReplayer({
       store,

@@ -6,6 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
+import path from 'node:path';
 import { listBackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
@@ -20,6 +21,7 @@ import { takeSnapshot } from '../replicator/snapshot-source.js';
 import { withDeadline } from '../util/deadline.js';
 import { removeFiles } from '../replicator/workdir.js';
 import type { SiteContext } from './context.js';
+import type { FenceReplay } from './race-replayer.js';
 import type { NamespaceSync } from './sync.js';
 
 /** How long a promote under automatic failover waits for each peer's status (it only adds epochs to the guard). */
@@ -320,10 +322,17 @@ export class Failover {
     const quarantine = ctx.work.quarantinePath(namespace, oldEpoch);
     const deviceFile = ctx.work.temp('fence-device');
     const token = tokenOf(ctx.store.roles.require(namespace), 'fence export');
+    let replay: FenceReplay | undefined;
     try {
       // Exclusive: every write already forwarded to the device finishes first and is in the quarantine backup; writes
       // still waiting see the fenced role once admitted and are refused. Nothing acknowledged can land after it.
-      await ctx.barrier.exclusive([token], () => ctx.device.backupTo(deviceFile));
+      await ctx.barrier.exclusive([token], async () => {
+        // Acknowledged writes a restore erased whose re-apply is pending: put back first, so the export holds them (the
+        // successor may never have streamed them). A device that refuses them does not stop the export: the record
+        // then stays, marked as missing from this file (race-replayer.ts afterFenceExport).
+        replay = await ctx.raceReplayer?.beforeFenceExport(namespace);
+        await ctx.device.backupTo(deviceFile);
+      });
       const saved = await extractNamespace(deviceFile, namespace, quarantine, {
         input: ctx.deviceOpen,
         passphrase: ctx.replicationPassphrase,
@@ -335,7 +344,14 @@ export class Failover {
       await removeFiles(deviceFile);
     }
     ctx.log.warn({ namespace, quarantine, epoch: oldEpoch }, 'quarantine: what this site held of the namespace when fenced');
-    ctx.store.audit.append({ actor: 'daemon', action: 'fence', namespace, fromEpoch: oldEpoch, detail: { quarantine } });
+    const erased = replay && { epoch: replay.record.epoch, fromSeq: replay.record.fromSeq, reapplied: replay.error === undefined };
+    // One transaction: a restart sees either no fence export (and fences again, replay included) or both the audit row
+    // and the record's end. Only now, with the file written: a record whose writes are in it is dropped, one whose
+    // writes are not is marked with it.
+    ctx.store.transaction(() => {
+      ctx.store.audit.append({ actor: 'daemon', action: 'fence', namespace, fromEpoch: oldEpoch, detail: { quarantine, ...(erased ? { erasedWrites: erased } : {}) } });
+      if (replay) ctx.raceReplayer!.afterFenceExport(replay, path.basename(quarantine));
+    });
     await this.stripAdministrators(namespace, token);
     await this.resync(namespace);
     return { quarantine };

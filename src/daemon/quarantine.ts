@@ -143,6 +143,8 @@ export async function ackQuarantine(ctx: SiteContext, file: string, actor: strin
   const added = ctx.store.transaction(() => {
     if (!ctx.store.quarantineAcks.add(file, actor)) return false;
     ctx.store.audit.append({ actor, action: 'quarantine-ack', ...(namespace ? { namespace } : {}), detail: { file } });
+    // A fence's file lacking erased writes it could not re-apply: the operator has looked, the record ends with the ack.
+    ctx.raceReplayer?.acknowledged(file);
     return true;
   });
   const ack = ctx.store.quarantineAcks.get(file)!;

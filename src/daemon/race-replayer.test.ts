@@ -54,4 +54,25 @@ describe('DaemonRaceReplayer: own envelopes', () => {
     await replayer.settle();
     expect(Object.keys(store.changelog.get('small', imported.seq)!.envelopes ?? {})).toEqual(['b']);
   });
+
+  it('a stored record with a bad epoch is refused: never replayed, never dropped, and status names it', async () => {
+    store.roles.insert({ namespace: 'beta', role: 'primary', epoch: 3, primarySite: 'a' });
+    store.raceReplays.record(new Map([['beta', { epoch: 3, fromSeq: 1 }]]));
+    store.db.prepare('UPDATE race_replays SET epoch = -1').run();
+    const barrier = new DeviceBarrier();
+    // No device call can be made: the client points nowhere.
+    const logs = new LogReplay({ store, site: 'a', transportKey: () => undefined, client: () => new NetHsmClient({ url: 'https://127.0.0.1:9', tls: { fingerprint256: 'AA:'.repeat(31) + 'AA' } }) });
+    const replayer = new DaemonRaceReplayer({ store, barrier, log: silentLogger, logs, streams: undefined, isPrimary: () => true });
+    replayer.start();
+    await replayer.close();
+    expect(barrier.exclusiveRuns).toBe(0);
+    expect(replayer.isPending('beta')).toBe(true);
+    expect(store.raceReplays.all()).toEqual([expect.objectContaining({ namespace: 'beta', fromSeq: 1, invalid: expect.stringMatching(/epoch -1/) })]);
+    const view = replayer.view()!;
+    expect(view.records).toEqual([{ namespace: 'beta', epoch: null, fromSeq: null, toSeq: null, state: 'invalid', quarantine: null }]);
+    expect(view.cause).toMatch(/beta: its stored epoch -1 is not a non-negative integer/);
+    // A demote's finish refuses it too, leaving it as it is.
+    await expect(replayer.finish('beta')).rejects.toThrow(/not valid: its stored epoch -1/);
+    expect(store.raceReplays.all()).toHaveLength(1);
+  });
 });

@@ -8,21 +8,31 @@
  * admitted in between could be undone by the replay of an earlier change of the same key.
  * `start()` finishes pending replays in an exclusive hold of the barrier, requested before the gateway starts, so no
  * write is admitted ahead of it; it retries (with backoff, status and metrics saying so) until done or `close()`.
+ * Each retry's hold carries the fencing tokens of the namespaces it replays. A record is never dropped unreplayed:
+ * only its replay (at the epoch it was recorded at), a fence whose quarantine export holds its writes
+ * (`beforeFenceExport`/`afterFenceExport`), or the operator's ack of the quarantine file a fence had to write without
+ * them ends it.
  */
 import type { DeviceBarrier } from '../concurrency/barrier.js';
+import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import type { Logger } from '../log.js';
 import type { RaceReplayer, ReplayPlan } from '../replicator/race-replay.js';
+import type { PendingReplay } from '../state/race-replays-repo.js';
 import type { StateStore } from '../state/store.js';
+import type { ReplayAt } from '../stream/log-replay.js';
 import type { ReplaysPendingView } from './status.js';
-import { NhrError } from '../errors.js';
+import { FenceTokenStaleError, NhrError, StreamReplayRefusedError } from '../errors.js';
 
 const describeError = (err: unknown): string => (err instanceof NhrError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
 
 /** The change log side (src/stream/log-replay.ts). */
 export interface LogReplaySource {
   check(namespace: string, fromSeq: number): string | undefined;
-  /** Re-applies the changes from `fromSeq` to the head onto this site's NetHSM; how many it re-applied. */
-  replay(namespace: string, fromSeq: number): Promise<number>;
+  /**
+   * Re-applies the changes of `at.epoch` (default: the current one) from `fromSeq` to that epoch's head onto this
+   * site's NetHSM; how many it re-applied. `at.purpose` `fence export` is for a fenced site's fence only.
+   */
+  replay(namespace: string, fromSeq: number, at?: ReplayAt): Promise<number>;
 }
 
 /** The stream side (the stream service's positions). */
@@ -96,7 +106,9 @@ export class DaemonRaceReplayer implements RaceReplayer {
     for (const ns of plan.logs.keys()) this.#generations.set(ns, this.generation(ns) + 1);
     // One transaction: a rewind that throws leaves nothing recorded (no namespace refused for a restore never made).
     this.#o.store.transaction(() => {
-      if (plan.logs.size > 0) this.#o.store.raceReplays.record(plan.logs);
+      // Each with the epoch its writes were logged at: the replay reads that epoch's log, whatever the epoch is then.
+      const starts = new Map([...plan.logs].map(([ns, fromSeq]) => [ns, { epoch: this.#o.store.roles.require(ns).epoch, fromSeq }] as const));
+      if (starts.size > 0) this.#o.store.raceReplays.record(starts);
       for (const s of plan.streams) this.#o.streams!.rewind(s.namespace, s.source, s.seq);
     });
     this.#refresh();
@@ -105,7 +117,12 @@ export class DaemonRaceReplayer implements RaceReplayer {
   /** Inside the merge-restore's hold. A failure leaves the rows pending and starts the daemon's own retries. */
   async replay(plan: ReplayPlan): Promise<void> {
     try {
-      for (const [ns, from] of plan.logs) await this.#replayOne(ns, from);
+      for (const [ns, from] of plan.logs) {
+        const r = this.#record(ns);
+        // Recorded by prepare() in this same hold: at the current epoch, from `from` or earlier.
+        if (r) await this.#replayOne(r);
+        else await this.#o.logs!.replay(ns, from);
+      }
     } catch (err) {
       this.#lastError = describeError(err);
       this.kick();
@@ -181,24 +198,81 @@ export class DaemonRaceReplayer implements RaceReplayer {
     this.#o.onPending?.(this.#pending.size);
   }
 
-  /** For status, health and the metric: the pending replays, their cause and remedy; null when none. */
+  /**
+   * For status, health and the metric: the pending replays, their cause and remedy; null when none. Each record is in
+   * one of four states: retried here (primary), left to a fence (fenced, not exported yet), missing from a fence's
+   * quarantine file (the operator's ack ends it), or a stored row that is not valid.
+   */
   view(): ReplaysPendingView | null {
     const rows = this.#o.store.isOpen ? this.#o.store.raceReplays.all() : [];
     if (rows.length === 0) return null;
-    const namespaces = rows.map((r) => r.namespace);
-    const which = namespaces.length === 1 ? `namespace ${namespaces[0]}` : `namespaces ${namespaces.join(', ')}`;
+    const seqs = (r: PendingReplay) => `epoch ${r.epoch}, seqs ${r.fromSeq}–${this.#lastSeq(r)}`;
+    const list = (rs: PendingReplay[], f: (r: PendingReplay) => string) => rs.map(f).join('; ');
+    const invalid = rows.filter((r) => r.invalid !== undefined);
+    const valid = rows.filter((r) => r.invalid === undefined);
+    const unexported = valid.filter((r) => r.unexportedIn !== null);
+    const waiting = valid.filter((r) => r.unexportedIn === null);
+    const here = waiting.filter((r) => this.#o.isPrimary(r.namespace));
+    const fence = waiting.filter((r) => this.#stateOf(r) === 'awaiting-fence');
+    const away = waiting.filter((r) => this.#stateOf(r) === 'moved-away');
     const err = this.#lastError;
+    const causes: string[] = [];
+    const tries: string[] = [];
+    if (here.length > 0) {
+      causes.push(
+        `writes to ${list(here, (r) => `namespace ${r.namespace} (${seqs(r)})`)} that raced a merge-restore were erased by its restore and are NOT RE-APPLIED yet from the change log` +
+          `${this.#attempts > 0 ? ` (${this.#attempts} attempts${err ? `; last: ${err}` : ''})` : ''}; the gateway refuses writes to ${here.length === 1 ? 'it' : 'them'} until they are`,
+      );
+      tries.push(
+        'Nothing is lost: the changes are in the change log and the daemon retries by itself. Bring the NetHSM back or fix what the last error names ' +
+          '(`nethsm-replicator status` shows this site\'s NetHSM and credentials); the replay also runs at the next start, before the gateway takes writes.',
+      );
+    }
+    if (fence.length > 0) {
+      causes.push(`writes to ${list(fence, (r) => `namespace ${r.namespace} (${seqs(r)})`)} erased by a restore are not re-applied and this site is fenced: its fence re-applies them before its quarantine export (or, stepped down with no other primary yet, the replay runs here once it leads again)`);
+      tries.push('The daemon does it by itself (`nethsm-replicator status` shows the namespace fenced); if it does not finish, bring this site\'s NetHSM back.');
+    }
+    if (away.length > 0) {
+      causes.push(
+        `writes to ${list(away, (r) => `namespace ${r.namespace} (${seqs(r)})`)} erased by a restore were not re-applied before this site stopped being primary, and no fence exported them ` +
+          '(it had stepped down by a demote that failed, and another site took over): they are only in this site\'s change log',
+      );
+      tries.push(
+        'They are kept there while this shows. See whether the primary has them (`nethsm-replicator status` there, or list its keys) and make what it lacks again through its gateway; ' +
+          'this record does not end by itself (docs/concurrency.md, "Racing writes re-applied").',
+      );
+    }
+    if (unexported.length > 0) {
+      causes.push(
+        `writes to ${list(unexported, (r) => `namespace ${r.namespace} (${seqs(r)}) are NOT in quarantine file ${r.unexportedIn}`)}: a restore erased them and this NetHSM refused their re-apply when the site was fenced${err ? ` (last: ${err})` : ''}`,
+      );
+      tries.push(
+        `They are in this site's change log, kept while this shows. See whether the new primary has them (its stream from this site reached that seq: \`nethsm-replicator status\` there), ` +
+          `make what it lacks again through its gateway, then \`nethsm-replicator quarantine ack ${unexported[0]!.unexportedIn}\` (which ends this).`,
+      );
+    }
+    if (invalid.length > 0) {
+      causes.push(`the pending re-apply of erased writes of ${list(invalid, (r) => `namespace ${r.namespace}: ${r.invalid}`)}; it is neither replayed nor dropped, and writes to it stay refused`);
+      tries.push(
+        "The state database was edited or copied by hand: stop the daemon, set the row's epoch to the namespace's epoch when the writes were made " +
+          '(`sqlite3 state.db "UPDATE race_replays SET epoch = <epoch> WHERE namespace = \'<namespace>\'"`; docs/state.md), and start it again.',
+      );
+    }
     return {
-      namespaces,
-      since: new Date(Math.min(...rows.map((r) => r.createdAt))).toISOString(),
+      namespaces: rows.map((r) => r.namespace),
+      since: new Date(Math.min(...rows.map((r) => (Number.isSafeInteger(r.createdAt) ? r.createdAt : Date.now())))).toISOString(),
       attempts: this.#attempts,
       lastError: err ?? null,
-      cause:
-        `writes to ${which} that raced a merge-restore were erased by its restore and are NOT RE-APPLIED yet from the change log` +
-        `${this.#attempts > 0 ? ` (${this.#attempts} attempts${err ? `; last: ${err}` : ''})` : ''}; the gateway refuses writes to ${namespaces.length === 1 ? 'it' : 'them'} until they are`,
-      try:
-        'Nothing is lost: the changes are in the change log and the daemon retries by itself. Bring the NetHSM back or fix what the last error names ' +
-        '(`nethsm-replicator status` shows this site\'s NetHSM and credentials); the replay also runs at the next start, before the gateway takes writes.',
+      records: rows.map((r) => ({
+        namespace: r.namespace,
+        epoch: r.invalid === undefined ? r.epoch : null,
+        fromSeq: r.invalid === undefined ? r.fromSeq : null,
+        toSeq: r.invalid === undefined ? this.#lastSeq(r) : null,
+        state: this.#stateOf(r),
+        quarantine: r.unexportedIn,
+      })),
+      cause: causes.join('; '),
+      try: tries.join(' '),
     };
   }
 
@@ -212,9 +286,16 @@ export class DaemonRaceReplayer implements RaceReplayer {
     this.kick();
   }
 
-  /** Starts the retries if replays are pending and none run. */
+  /**
+   * Starts the retries if replays are pending and none run; wakes a retry waiting out its backoff (a role change may
+   * have made a record replayable, or its token stale).
+   */
   kick(): void {
-    if (this.#closed || this.#running || this.#pending.size === 0) return;
+    if (this.#closed || this.#pending.size === 0) return;
+    if (this.#running) {
+      this.#wake?.();
+      return;
+    }
     // Often called from inside a merge-restore's hold: the retries must take holds of their own, not re-enter that one.
     this.#running = this.#o.barrier.detached(() => this.#retry().finally(() => (this.#running = undefined)));
   }
@@ -226,24 +307,45 @@ export class DaemonRaceReplayer implements RaceReplayer {
     await this.#settling;
   }
 
+  /**
+   * Each round decides, from the records and the role rows, which replays can run here now, and takes ONE exclusive
+   * hold carrying their fencing tokens: a promote, demote, fence, follow or pause in between makes the barrier abandon
+   * the hold before any device call, and the next round decides again (a fenced namespace is then the fence's: see
+   * `beforeFenceExport`). Records this site cannot replay (fenced, moved away, already exported without) are kept,
+   * never dropped here. Ends when a round has nothing left to run.
+   */
   async #retry(): Promise<void> {
     const [first, cap] = RETRY_MS;
     let delay: number = first;
     while (!this.#closed) {
-      const ok = await this.#o.barrier.exclusive([], () => this.#replayPending()).then(
-        () => true,
-        (err: unknown) => {
-          this.#lastError = describeError(err);
-          this.#o.log.error({ err, pending: [...this.pending()] }, 'writes a restore erased could not be re-applied yet; writes to those namespaces stay refused until they are (retrying)');
-          return false;
-        },
-      );
-      this.#attempts++;
-      if (ok) {
+      // Synchronous up to the hold request: start() requests it before the gateway starts.
+      const due = this.#due();
+      if (due.length === 0) {
         this.#attempts = 0;
-        this.#lastError = undefined;
         void this.settle();
         return;
+      }
+      const outcome = await this.#o.barrier.exclusive(
+        due.map((d) => d.token),
+        () => this.#replayDue(due),
+      ).then(
+        () => 'done' as const,
+        (err: unknown) => {
+          if (err instanceof FenceTokenStaleError) {
+            this.#o.log.info({ err, namespaces: due.map((d) => d.record.namespace) }, 'a retry of erased writes was abandoned before touching the device: a role changed since it was decided; deciding again');
+            return 'stale' as const;
+          }
+          this.#lastError = describeError(err);
+          this.#o.log.error({ err, pending: [...this.pending()] }, 'writes a restore erased could not be re-applied yet; writes to those namespaces stay refused until they are (retrying)');
+          return 'failed' as const;
+        },
+      );
+      if (outcome === 'stale') continue;
+      this.#attempts++;
+      if (outcome === 'done') {
+        this.#attempts = 0;
+        this.#lastError = undefined;
+        continue;
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, delay);
@@ -252,7 +354,31 @@ export class DaemonRaceReplayer implements RaceReplayer {
           resolve();
         };
       });
+      this.#wake = undefined;
       delay = Math.min(cap, delay * 2);
+    }
+  }
+
+  /** The records this site can replay now, each with the token of the role row it is decided under. */
+  #due(): { record: PendingReplay; token: FencingToken }[] {
+    if (!this.#o.store.isOpen) return [];
+    const out: { record: PendingReplay; token: FencingToken }[] = [];
+    for (const record of this.#o.store.raceReplays.all()) {
+      // A bad row is refused (status names it); one a fence exported without waits for the operator's ack.
+      if (record.invalid !== undefined || record.unexportedIn !== null) continue;
+      // Fenced or moved away: kept for the fence, whose quarantine export must hold the writes (never dropped here).
+      if (!this.#o.isPrimary(record.namespace)) continue;
+      const row = this.#o.store.roles.get(record.namespace);
+      if (row) out.push({ record, token: tokenOf(row, 'race replay') });
+    }
+    return out;
+  }
+
+  /** Inside the round's hold (its tokens checked): the records as decided, unless finished meanwhile (a demote's). */
+  async #replayDue(due: readonly { record: PendingReplay }[]): Promise<void> {
+    for (const { record } of due) {
+      const now = this.#record(record.namespace);
+      if (now && now.epoch === record.epoch && now.invalid === undefined) await this.#replayOne(now);
     }
   }
 
@@ -262,26 +388,87 @@ export class DaemonRaceReplayer implements RaceReplayer {
    * Throws what the replay throws; the record then stays.
    */
   async finish(namespace: string): Promise<void> {
-    const row = this.#o.store.raceReplays.all().find((r) => r.namespace === namespace);
-    if (row) await this.#replayOne(namespace, row.fromSeq);
+    const row = this.#record(namespace);
+    if (!row) return;
+    if (row.invalid !== undefined) throw new StreamReplayRefusedError(`the pending re-apply of erased writes of ${namespace} is not valid: ${row.invalid}`, { namespace });
+    await this.#replayOne(row);
   }
 
-  async #replayPending(): Promise<void> {
-    for (const r of this.#o.store.raceReplays.all()) {
-      if (!this.#o.isPrimary(r.namespace)) {
-        this.#o.log.warn({ namespace: r.namespace, fromSeq: r.fromSeq }, 'a pending re-apply of racing writes is dropped: this site is no longer the namespace primary');
-        this.#o.store.raceReplays.done(r.namespace, r.fromSeq);
-        this.#refresh();
-        continue;
-      }
-      await this.#replayOne(r.namespace, r.fromSeq);
+  /**
+   * A fence, inside its exclusive hold and BEFORE its backup for the quarantine export: re-applies `namespace`'s pending
+   * replay at this fenced site (purpose `fence export`, the record's epoch), so the export holds the erased writes; the
+   * successor may never have streamed them. Never throws: a replay the device refuses is answered with its error, and
+   * the fence still exports (what the device holds is still worth keeping). Pass the answer to `afterFenceExport` once
+   * the quarantine file is written; the record is dropped only then. Undefined when there is nothing to do.
+   */
+  async beforeFenceExport(namespace: string): Promise<FenceReplay | undefined> {
+    const record = this.#record(namespace);
+    // Exported without them by an earlier fence: the device has moved on since (resynced), replaying would be wrong.
+    if (!record || record.unexportedIn !== null) return undefined;
+    if (record.invalid !== undefined) return { record, error: `the stored record is not valid: ${record.invalid}` };
+    try {
+      const changes = await this.#o.logs!.replay(namespace, record.fromSeq, { epoch: record.epoch, purpose: 'fence export' });
+      this.#o.log.info({ namespace, epoch: record.epoch, fromSeq: record.fromSeq, changes }, 'writes a restore erased were re-applied before the fence\'s quarantine export');
+      return { record };
+    } catch (err) {
+      return { record, error: describeError(err) };
     }
   }
 
-  async #replayOne(namespace: string, fromSeq: number): Promise<void> {
-    const n = await this.#o.logs!.replay(namespace, fromSeq);
-    this.#o.store.raceReplays.done(namespace, fromSeq);
+  /**
+   * The fence wrote its quarantine file `file` (a name in the quarantine folder): a record whose writes were re-applied
+   * before the export is dropped (they are in it); one whose replay failed is kept, marked as missing from `file`, and
+   * shown in status until the operator acknowledges that file (`quarantine ack`).
+   */
+  afterFenceExport(outcome: FenceReplay, file: string): void {
+    const { record, error } = outcome;
+    if (error === undefined) this.#o.store.raceReplays.done(record.namespace, record.epoch, record.fromSeq);
+    else {
+      this.#o.store.raceReplays.unexported(record.namespace, record.epoch, record.fromSeq, file);
+      this.#lastError = error;
+      this.#o.log.error(
+        { namespace: record.namespace, epoch: record.epoch, fromSeq: record.fromSeq, toSeq: this.#lastSeq(record), quarantine: file, error },
+        'fenced: writes a restore erased could not be re-applied before the quarantine export and are NOT in its file; they stay in the change log until that file is acknowledged',
+      );
+    }
     this.#refresh();
-    this.#o.log.info({ namespace, fromSeq, changes: n }, 'writes a restore erased were re-applied from the change log');
   }
+
+  /** The operator acknowledged quarantine file `file`: replays exported without it are forgotten (the caller's transaction). */
+  acknowledged(file: string): void {
+    const n = this.#o.store.raceReplays.acknowledged(file);
+    if (n > 0) this.#o.log.info({ file, replays: n }, 'quarantine file acknowledged: the erased writes it lacks are no longer tracked');
+    this.#refresh();
+  }
+
+  /** Where a record stands (status): see ReplaysPendingView.records. */
+  #stateOf(r: PendingReplay): 'retrying' | 'awaiting-fence' | 'moved-away' | 'not-in-quarantine' | 'invalid' {
+    if (r.invalid !== undefined) return 'invalid';
+    if (r.unexportedIn !== null) return 'not-in-quarantine';
+    if (this.#o.isPrimary(r.namespace)) return 'retrying';
+    // Fenced (the fence re-applies before its export); anything else moved away with no fence to export it.
+    return this.#o.store.roles.get(r.namespace)?.role === 'fenced' ? 'awaiting-fence' : 'moved-away';
+  }
+
+  #record(namespace: string): PendingReplay | undefined {
+    return this.#o.store.raceReplays.all().find((r) => r.namespace === namespace);
+  }
+
+  /** The last seq of the record's epoch logged here (what the replay goes up to). */
+  #lastSeq(r: PendingReplay): number {
+    return this.#o.store.changelog.lastSeqAt(r.namespace, r.epoch);
+  }
+
+  async #replayOne(r: PendingReplay): Promise<void> {
+    const n = await this.#o.logs!.replay(r.namespace, r.fromSeq, { epoch: r.epoch });
+    this.#o.store.raceReplays.done(r.namespace, r.epoch, r.fromSeq);
+    this.#refresh();
+    this.#o.log.info({ namespace: r.namespace, epoch: r.epoch, fromSeq: r.fromSeq, changes: n }, 'writes a restore erased were re-applied from the change log');
+  }
+}
+
+/** What `beforeFenceExport` did: `error` when the writes could not be re-applied (they are then not in the export). */
+export interface FenceReplay {
+  readonly record: PendingReplay;
+  readonly error?: string;
 }

@@ -178,6 +178,19 @@ export interface ReplaysPendingView {
   since: string;
   attempts: number;
   lastError: string | null;
+  /**
+   * One per record: which epoch's seqs are not on the device and where they stand (`retrying` here, `awaiting-fence`,
+   * `moved-away` (not primary, not fenced: no fence exports them), `not-in-quarantine` (a fence's file lacks them:
+   * `quarantine`), `invalid` stored row). Absent from older daemons.
+   */
+  records?: {
+    namespace: string;
+    epoch: number | null;
+    fromSeq: number | null;
+    toSeq: number | null;
+    state: 'retrying' | 'awaiting-fence' | 'moved-away' | 'not-in-quarantine' | 'invalid';
+    quarantine: string | null;
+  }[];
   cause: string;
   try: string;
 }

@@ -102,6 +102,7 @@ export class ChangeLogRepo {
   private readonly sKnows: Statement<[string, string, string], { one: number }>;
   private readonly sDropEnvelopes: Statement<[string, string, string, number, number]>;
   private readonly sMaxSeq: Statement<[string], { seq: number | null }>;
+  private readonly sMaxSeqAt: Statement<[string, number], { seq: number | null }>;
 
   /** Per namespace, seqs appended in groups not yet durable (with a count: a rolled-back seq may be appended again). */
   readonly #undurable = new Map<string, Map<number, number>>();
@@ -145,6 +146,7 @@ export class ChangeLogRepo {
     );
     this.sDropEnvelopes = prepare(db, `${DROP_ENVELOPES_SQL('change_log')} AND namespace = ? AND seq > ? AND seq <= ?`);
     this.sMaxSeq = prepare(db, 'SELECT max(seq) AS seq FROM change_log WHERE namespace = ?');
+    this.sMaxSeqAt = prepare(db, 'SELECT max(seq) AS seq FROM change_log WHERE namespace = ? AND epoch = ?');
   }
 
   /**
@@ -214,6 +216,14 @@ export class ChangeLogRepo {
       return { namespace, epoch, seq, createdAt: at, ...change };
     });
     return this.db.inTransaction ? run() : run.immediate();
+  }
+
+  /**
+   * The last durable seq logged at `epoch` (0 when none is retained): the head of an epoch the namespace has moved past
+   * (`head` numbers the current one). A re-apply of racing writes recorded at an earlier epoch replays up to it.
+   */
+  lastSeqAt(namespace: string, epoch: number): number {
+    return Math.min(this.sMaxSeqAt.get(namespace, epoch)?.seq ?? 0, this.#visibleUpTo(namespace));
   }
 
   /** Up to `limit` durable changes of `epoch` with seq > `afterSeq`, in order. */

@@ -43,11 +43,11 @@ describe('change log', () => {
       clock = 1_000 + i * 1_000;
       store.changelog.append('payments', 1, del(`k${i}`));
     }
-    store.raceReplays.record(new Map([['payments', 2]]));
+    store.raceReplays.record(new Map([['payments', { epoch: 1, fromSeq: 2 }]]));
     clock = 1_000_000;
     expect(store.changelog.prune(1, 1)).toBe(1); // only seq 1: 2..5 are pending
     expect(store.changelog.after('payments', 1, 0).map((c) => c.seq)).toEqual([2, 3, 4, 5]);
-    store.raceReplays.done('payments', 2);
+    store.raceReplays.done('payments', 1, 2);
     expect(store.changelog.prune(1, 1)).toBe(4);
   });
 

@@ -35,6 +35,18 @@ export interface LogReplayOptions {
   client(namespace: string): NetHsmClient;
 }
 
+/**
+ * Which epoch's log a replay reads and why it runs. `epoch`: the epoch the erased writes were logged at (default: the
+ * namespace's current one); a record kept across an epoch change of a namespace still primary here replays its own
+ * epoch's changes. `purpose`: `primary` (default) needs this site to be the namespace's primary (or stepped down with
+ * its hand-off pending); `fence export` needs it fenced, and is only for the fence's exclusive hold, before the
+ * quarantine export that must hold the writes (src/daemon/failover.ts).
+ */
+export interface ReplayAt {
+  readonly epoch?: number;
+  readonly purpose?: 'primary' | 'fence export';
+}
+
 /** Rows read from SQLite per query. */
 const BATCH = 500;
 /** Keys replayed at once (each key's changes in order): about what a NetHSM serves in parallel. */
@@ -52,11 +64,12 @@ export class LogReplay {
   }
 
   /**
-   * Whether `replay(namespace, fromSeq)` can re-apply every change of the namespace's current epoch from `fromSeq` to
-   * the head: undefined when it can (also when there is none), else the reason. Synchronous, SQLite only.
+   * Whether `replay(namespace, fromSeq, at)` can re-apply every change of the epoch (`at.epoch`, default the current
+   * one) from `fromSeq` to that epoch's head: undefined when it can (also when there is none), else the reason.
+   * Synchronous, SQLite only.
    */
-  check(namespace: string, fromSeq: number): string | undefined {
-    return this.#plan(namespace, fromSeq).reason;
+  check(namespace: string, fromSeq: number, at?: ReplayAt): string | undefined {
+    return this.#plan(namespace, fromSeq, at).reason;
   }
 
   /**
@@ -66,8 +79,8 @@ export class LogReplay {
    * and StreamApplyFailedError for a change the device state contradicts (a key the log says exists is missing).
    * Idempotent: a second call (after a crash, say) converges to the same state. Call it inside the exclusive hold.
    */
-  async replay(namespace: string, fromSeq: number): Promise<number> {
-    const plan = this.#plan(namespace, fromSeq);
+  async replay(namespace: string, fromSeq: number, at?: ReplayAt): Promise<number> {
+    const plan = this.#plan(namespace, fromSeq, at);
     if (plan.reason !== undefined) {
       throw new StreamReplayRefusedError(`changes of ${namespace} from ${fromSeq} cannot be re-applied from the change log: ${plan.reason}`, { namespace });
     }
@@ -146,18 +159,27 @@ export class LogReplay {
   }
 
   /** The rows from `fromSeq` to the head, or why they cannot be replayed. */
-  #plan(namespace: string, fromSeq: number): { rows: LoggedChange[]; reason?: string } {
+  #plan(namespace: string, fromSeq: number, at: ReplayAt = {}): { rows: LoggedChange[]; reason?: string } {
     const refuse = (reason: string) => ({ rows: [], reason });
     if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) return refuse(`from-seq ${String(fromSeq)} is not a positive integer`);
     const { store, site } = this.#o;
     const role = store.roles.get(namespace);
-    // Stepped down (a demote whose hand-off is pending) counts: the successor takes the namespace from this device.
-    if (!role || (role.role !== 'primary' && role.role !== 'replica') || role.primarySite !== site) return refuse(`namespace ${namespace} is not primary here`);
-    const head = store.changelog.head(namespace, role.epoch).seq;
+    if (!role) return refuse(`namespace ${namespace} is not known here`);
+    if (at.purpose === 'fence export') {
+      // Only a fenced site, inside its fence's exclusive hold before the export: the quarantine file must hold them.
+      if (role.role !== 'fenced') return refuse(`namespace ${namespace} is ${role.role} here, not fenced: only a fence export re-applies at a site that is not primary`);
+    } else if ((role.role !== 'primary' && role.role !== 'replica') || role.primarySite !== site) {
+      // Stepped down (a demote whose hand-off is pending) counts: the successor takes the namespace from this device.
+      return refuse(`namespace ${namespace} is not primary here`);
+    }
+    const epoch = at.epoch ?? role.epoch;
+    if (!Number.isSafeInteger(epoch) || epoch < 0 || epoch > role.epoch) return refuse(`epoch ${String(epoch)} is not one namespace ${namespace} has had here (it is at ${role.epoch})`);
+    // An earlier epoch's changes end where that epoch's log ends (seqs go on across epochs).
+    const head = epoch === role.epoch ? store.changelog.head(namespace, epoch).seq : store.changelog.lastSeqAt(namespace, epoch);
     if (head < fromSeq) return { rows: [] };
     const rows: LoggedChange[] = [];
     for (let after = fromSeq - 1; after < head; ) {
-      const batch = store.changelog.after(namespace, role.epoch, after, Math.min(BATCH, head - after));
+      const batch = store.changelog.after(namespace, epoch, after, Math.min(BATCH, head - after));
       for (const c of batch) {
         if (c.seq !== after + 1) return refuse(after < fromSeq ? `changes from ${fromSeq} are no longer retained` : `change ${after + 1} is missing from the log`);
         rows.push(c);

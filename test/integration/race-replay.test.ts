@@ -225,7 +225,7 @@ describe('racing writes re-applied after a merge-restore', () => {
     const store = StateStore.inDir(b.stateDir).open();
     try {
       expect(path.basename(store.file)).toBe(STATE_DB_FILE);
-      store.raceReplays.record(new Map([['beta', seq]]));
+      store.raceReplays.record(new Map([['beta', { epoch: store.roles.require('beta').epoch, fromSeq: seq }]]));
     } finally {
       store.close();
     }
