@@ -40,7 +40,7 @@ describe('InventoryGuard: no inventory answer from a primary mid-restore', () =>
   };
 
   it('refuses to start while a replay of the namespace is pending, in memory or only recorded (the peer API starts before the replayer loads its rows)', async () => {
-    store.raceReplays.record(new Map([['alpha', 1]]));
+    store.raceReplays.record(new Map([['alpha', { epoch: 1, fromSeq: 1 }]]));
     expect(() => InventoryGuard.open(undefined, store, 'alpha', 'a')).toThrow(AntiEntropySourceReplayingError);
     expect(() => InventoryGuard.open(replayer, store, 'alpha', 'a')).toThrow(/inventory of namespace alpha not served by a: a restore there erased writes to it that are not re-applied yet/);
     // Another namespace is served.
