@@ -182,7 +182,7 @@ interface Exchange {
    * (a merge-restore) could back up or restore under a write that lands a moment later (docs/concurrency.md).
    */
   holding?: boolean;
-  /** Only while the request waits at the write gate (cut when the client goes). */
+  /** Only while the request waits at the write gate: for its key locks, then the barrier (cut when the client goes). */
   gateWait?: AbortController;
   heldMs?: number;
   /** The request body, read whole (writes, and bodies sent without credentials); forwarded in place of the stream. Zeroed when the exchange ends. */
@@ -613,7 +613,9 @@ export class GatewayServer {
     const timeout = new AbortController();
     const timer = setTimeout(() => {
       const waited = Math.round(performance.now() - started);
-      timeout.abort(new GatewayHoldTimeoutError(`another write to the same key is still in flight at this site; waited ${waited} ms (limit ${bound} ms)`));
+      const message = `another write to the same key is still in flight at this site; waited ${waited} ms (limit ${bound} ms)`;
+      const hint = 'Writes of one key go to the NetHSM one at a time; retry after the Retry-After delay, or spread the writes over more keys.';
+      timeout.abort(new GatewayHoldTimeoutError(message, { hint }));
     }, bound);
     try {
       return await observer!.lockKeys!(start, AbortSignal.any([signal, timeout.signal]));
