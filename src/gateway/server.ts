@@ -184,6 +184,11 @@ interface Exchange {
   holding?: boolean;
   /** Only while the request waits at the write gate: for its key locks, then the barrier (cut when the client goes). */
   gateWait?: AbortController;
+  /**
+   * What the change capture sees of the write (#mutationStart), made once: its key locks are taken before the gate and
+   * its `begin` runs after, and an import's body is parsed (key material in strings that cannot be zeroed) only once.
+   */
+  observed?: MutationStart;
   heldMs?: number;
   /** The request body, read whole (writes, and bodies sent without credentials); forwarded in place of the stream. Zeroed when the exchange ends. */
   body?: Buffer;
@@ -627,9 +632,10 @@ export class GatewayServer {
   /** What the change capture sees of a write (undefined when it sees none: no namespace to observe, no user, no observer). */
   #mutationStart(x: Exchange, observe: string | undefined): MutationStart | undefined {
     if (observe === undefined || x.caller.kind !== 'user' || this.#options.observer === undefined) return undefined;
+    if (x.observed?.namespace === observe) return x.observed;
     const body: MutationBody | undefined =
       x.body !== undefined && x.body.length > 0 && isKeyBodyOperation(x.classification.operation) ? mutationBody(x.body, x.req.headers['content-type']) : undefined;
-    return {
+    return (x.observed = {
       namespace: observe,
       method: x.req.method ?? 'GET',
       path: '/' + x.segments.join('/'),
@@ -637,7 +643,7 @@ export class GatewayServer {
       user: x.caller.user,
       ...(x.classification.keyId !== undefined ? { keyId: x.classification.keyId } : {}),
       ...(body !== undefined ? { body } : {}),
-    };
+    });
   }
 
   /**
