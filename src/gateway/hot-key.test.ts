@@ -48,6 +48,8 @@ describe('gateway: writes queued on a hot key wait outside the device barrier', 
   let viaGw: ReturnType<typeof httpsCaller>;
   let viaShort: ReturnType<typeof httpsCaller>;
   let admin: Cred;
+  /** alpha's change log awaits a re-apply (race_replays): writes are refused, or wait at the gate while a hold runs. */
+  let replayPending = false;
 
   const labels = (key: string): string[] =>
     store.changelog
@@ -73,7 +75,7 @@ describe('gateway: writes queued on a hot key wait outside the device barrier', 
       site: 'a',
       tls: { certPem: cert.certPem, keyPem: cert.keyPem },
       nethsm: { url: sim.url, tls: { caPem: sim.certPem } },
-      roles: { roleOf: (ns: string) => (ns === 'alpha' ? ({ role: 'primary', epoch: 1, primarySite: 'a' } as const) : undefined) },
+      roles: { roleOf: (ns: string) => (ns === 'alpha' ? ({ role: 'primary', epoch: 1, primarySite: 'a', replayPending } as const) : undefined) },
     };
     gw = new GatewayServer({ ...common, observer: capture });
     gwShort = new GatewayServer({ ...common, observer: captureShort, gate: new DeviceBarrier({ maxWaitMs: 300, retryAfterSeconds: 3 }) });
@@ -82,7 +84,7 @@ describe('gateway: writes queued on a hot key wait outside the device barrier', 
     viaGw = httpsCaller(gw.url, cert.certPem);
     viaShort = httpsCaller(gwShort.url, cert.certPem);
     admin = sim.nsUsers.alpha!.admin;
-    for (const id of ['hot', 'hot2', 'hot3', 'hot4', 'other']) await makeKey(id);
+    for (const id of ['hot', 'hot2', 'hot3', 'hot4', 'hot5', 'other']) await makeKey(id);
   });
 
   afterAll(async () => {
@@ -217,5 +219,28 @@ describe('gateway: writes queued on a hot key wait outside the device barrier', 
     expect(hold.caught()).toBe(1);
     expect((await setLabel(viaGw, 'hot3', 'after')).status).toBe(204);
     expect(labels('hot3')).toEqual(['first', 'after']);
+  });
+
+  it('takes the key locks before the gate also for a write that waits only because a re-apply is pending', async () => {
+    let endHold!: () => void;
+    const held = gw.gate.exclusive([], () => new Promise<void>((r) => (endHold = r)));
+    replayPending = true;
+    try {
+      const first = setLabel(viaGw, 'hot5', 'a');
+      await until(() => gw.gate.waiting === 1, 'the first write waiting at the gate', 2_500);
+      const second = setLabel(viaGw, 'hot5', 'b');
+      // Queued on its key outside the barrier: admitted with the first, it could not take the key without waiting.
+      await until(() => capture.waitingForKeys === 1, 'the second write queued on its key', 2_500);
+      expect(gw.gate.waiting).toBe(1);
+      replayPending = false;
+      endHold();
+      await held;
+      expect([(await first).status, (await second).status]).toEqual([204, 204]);
+    } finally {
+      replayPending = false;
+      endHold?.();
+      await held;
+    }
+    expect(labels('hot5')).toEqual(['a', 'b']);
   });
 });
