@@ -602,7 +602,7 @@ export class GatewayRequestInvalidError extends NhrError {
   static override readonly defaultHint = 'Send the request as the NetHSM API describes it: a plain /api/v1 path and one HTTP Basic header.';
 }
 
-/** A mutation waited for a merge-restore longer than the gateway's bound; answered 503 with Retry-After. */
+/** A mutation waited for a merge-restore (or for a write of the same key in flight) longer than the gateway's bound; answered 503 with Retry-After. */
 export class GatewayHoldTimeoutError extends NhrError {
   static override readonly code = 'NHR_ERR_GATEWAY_HOLD_TIMEOUT';
   static override readonly defaultHint = 'A merge-restore is running at this site; retry after the Retry-After delay.';

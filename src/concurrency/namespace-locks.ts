@@ -1,6 +1,7 @@
 /**
- * One mutex per namespace, the second level of the lock order (docs/concurrency.md): taken only while the device
- * barrier is already held (or for work that never touches the device), never the other way round. It orders what
+ * One mutex per namespace, after the change capture's key locks and the device barrier in the lock order
+ * (docs/concurrency.md): taken only while the device barrier is already held (or for work that never touches the
+ * device), never the other way round. It orders what
  * the barrier does not: a namespace's snapshot apply and the recording of its position against its stream applies
  * and anti-entropy passes.
  */

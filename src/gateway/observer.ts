@@ -66,6 +66,19 @@ export type MutationEnd =
   | { readonly recorded: 'dropped' }
   | { readonly recorded: 'unknown' };
 
+/** Key locks taken by `MutationObserver.lockKeys`. */
+export interface KeyHold {
+  /** Lets the keys go, unless `begin` took the hold over (then a no-op). Idempotent. */
+  release(): void;
+}
+
+export interface BeginOptions {
+  /** What `lockKeys` returned for this write. */
+  held?: KeyHold;
+  /** The caller holds the device barrier (shared): never wait for a key lock. */
+  inBarrier?: boolean;
+}
+
 export interface MutationObserver {
   /**
    * Optional: replaces the client's mutation by another request (called before `begin`, only for calls whose body was
@@ -73,8 +86,21 @@ export interface MutationObserver {
    * answered to the client with that status and the error's message, NetHSM-style; nothing is forwarded.
    */
   substitute?(m: MutationStart): Promise<Substitution | undefined>;
-  /** Called before forwarding; may throw to refuse the mutation (the gateway answers 503). Returns an opaque intent id. */
-  begin(m: MutationStart): Promise<string>;
+  /**
+   * Optional: takes the per-key locks `m` will need (its key, a move's new id, a generate's requested id), waiting
+   * while another write to one of them is in flight, until `signal` aborts (then rejects with its reason, holding
+   * nothing). The gateway calls it BEFORE the write waits at the device barrier and hands the hold to `begin`, so writes
+   * queued on one key wait outside the barrier (docs/concurrency.md, "Lock order"). The caller releases the hold on
+   * every path on which `begin` did not take it over.
+   */
+  lockKeys?(m: MutationStart, signal?: AbortSignal): Promise<KeyHold>;
+  /**
+   * Called before forwarding; may throw to refuse the mutation (the gateway answers 503). Returns an opaque intent id.
+   * With `options.held` it takes that hold over (its release becomes a no-op; `end` lets the keys go). With
+   * `options.inBarrier` the caller holds the device barrier: `begin` then never waits for a key lock; a key it needs and
+   * does not hold is taken only if free, and the mutation refused otherwise.
+   */
+  begin(m: MutationStart, options?: BeginOptions): Promise<string>;
   /**
    * Called once the NetHSM has answered (before the client sees the answer), or with status 0 when it never did.
    * A throw is logged; the client still gets the NetHSM's answer and the intent stays open for recovery. Resolves

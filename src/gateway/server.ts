@@ -36,7 +36,7 @@ import { headerValues, parseBasicAuth, type CallerIdentity } from './basic-auth.
 import { arrivedBody, hasBody, readBody } from './body.js';
 import { classify, isKeyBodyOperation, type Classification } from './classify.js';
 import { requestHeadersForUpstream, responseHeadersForClient, SERVED_BY_HEADER, VIA_HEADER } from './headers.js';
-import { mutationBody, type MutationBody, type MutationEnd, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
+import { mutationBody, type KeyHold, type MutationBody, type MutationEnd, type MutationObserver, type MutationStart, type Substitution } from './observer.js';
 import { decide, type Decision, type GatewayOutcome, type NamespaceRoles, type PolicyInput } from './policy.js';
 import type { RemoteServing } from './remote-serving.js';
 import { answerLocally, type LocalAnswer } from './respond.js';
@@ -56,7 +56,7 @@ export interface GatewayRequestEvent {
   outcome: GatewayOutcome;
   /** The status the client got (absent when the connection was cut). */
   status?: number;
-  /** Milliseconds the request waited at the write gate (writes only). */
+  /** Milliseconds the request waited at the write gate (writes only): for its key locks, then for the barrier. */
   heldMs?: number;
   /** Served (or tried) at this peer site's gateway while this site's NetHSM is down (outcome served_remote or error). */
   peer?: string;
@@ -182,8 +182,13 @@ interface Exchange {
    * (a merge-restore) could back up or restore under a write that lands a moment later (docs/concurrency.md).
    */
   holding?: boolean;
-  /** Only while the request waits at the write gate (cut when the client goes). */
+  /** Only while the request waits at the write gate: for its key locks, then the barrier (cut when the client goes). */
   gateWait?: AbortController;
+  /**
+   * What the change capture sees of the write (#mutationStart), made once: its key locks are taken before the gate and
+   * its `begin` runs after, and an import's body is parsed (key material in strings that cannot be zeroed) only once.
+   */
+  observed?: MutationStart;
   heldMs?: number;
   /** The request body, read whole (writes, and bodies sent without credentials); forwarded in place of the stream. Zeroed when the exchange ends. */
   body?: Buffer;
@@ -351,7 +356,8 @@ export class GatewayServer {
       let d = this.#decide(x);
       // Writes a restore erased are being re-applied: while a hold runs (likely the one replaying them) the write waits
       // at the gate like any held write, and is decided again once admitted (refused then if they still are not back).
-      if (d.action === 'refuse' && d.outcome === 'refused_replay' && this.gate.held) d = { action: 'forward', hold: true };
+      // Decided as if no re-apply were pending, so the write's key locks are taken before the gate like any other's.
+      if (d.action === 'refuse' && d.outcome === 'refused_replay' && this.gate.held) d = this.#decide(x, true);
       if (this.#options.remoteServing?.remote === true && (await this.#serveWhileDown(x, d))) return;
       await this.#execute(x, d, false);
     } catch (err) {
@@ -421,7 +427,8 @@ export class GatewayServer {
     return false;
   }
 
-  #decide(x: Exchange): Decision {
+  /** `ignoreReplay`: as if no namespace had a re-apply pending (a write that will wait at the gate while one may run). */
+  #decide(x: Exchange, ignoreReplay = false): Decision {
     const input: PolicyInput = {
       classification: x.classification,
       caller: x.caller,
@@ -430,7 +437,14 @@ export class GatewayServer {
       canForwardToPrimary: this.#peers !== undefined,
     };
     if (x.via !== undefined) input.viaGateway = x.via;
-    return decide(input, this.#options.roles);
+    const { roles } = this.#options;
+    if (!ignoreReplay) return decide(input, roles);
+    return decide(input, {
+      roleOf: (ns) => {
+        const r = roles.roleOf(ns);
+        return r?.replayPending === true ? { ...r, replayPending: false } : r;
+      },
+    });
   }
 
   /**
@@ -530,25 +544,44 @@ export class GatewayServer {
       await this.#forward(x, this.#nethsm, 'forwarded', d.observe);
       return;
     }
-    await this.#admitAndForward(x);
+    await this.#admitAndForward(x, d.observe);
   }
 
-  /** Writes, their body already read: wait at the gate, decide again (roles may have changed), forward. */
-  async #admitAndForward(x: Exchange): Promise<void> {
+  /**
+   * Writes, their body already read: take the change capture's key locks (`observe`: the namespace primary here whose
+   * capture sees the write), wait at the gate, decide again (roles may have changed), forward. Lock order
+   * (docs/concurrency.md): the key locks come before the barrier, so writes queued on one hot key wait here, outside
+   * it, and an exclusive hold waits only for the one write per key in flight. Both waits together are bounded by the
+   * gate's `maxWaitMs` (503 NHR_ERR_GATEWAY_HOLD_TIMEOUT) and end when the client goes; the keys are let go on every
+   * path on which the capture's `begin` did not take them over.
+   */
+  async #admitAndForward(x: Exchange, observe: string | undefined): Promise<void> {
     const waitStart = performance.now();
     let release: (() => void) | undefined;
+    let keys: KeyHold | undefined;
     x.gateWait = new AbortController();
     if (x.gone) x.gateWait.abort(new Error('client closed the connection'));
     try {
+      keys = await this.#lockKeys(x, observe, x.gateWait.signal);
       const ticket = writeTicket();
-      release = await this.gate.enter({ signal: x.gateWait.signal, ticket });
+      const left = Math.max(1, Math.round(this.gate.maxWaitMs - (performance.now() - waitStart)));
+      release = await this.gate.enter({ signal: x.gateWait.signal, ticket, wait: left });
       x.ticket = ticket;
     } catch (err) {
-      if (err instanceof GatewayHoldTimeoutError) {
-        x.heldMs = Math.round(performance.now() - waitStart);
+      keys?.release();
+      x.gateWait = undefined;
+      x.heldMs = Math.round(performance.now() - waitStart);
+      if (x.gone) {
+        this.#report(x, 'error');
+      } else if (err instanceof GatewayHoldTimeoutError) {
         this.#local(x, x.req, x.res, { status: 503, error: err, retryAfterSeconds: this.gate.retryAfterSeconds }, 'held_timeout');
       } else {
-        this.#report(x, 'error');
+        const error = new GatewayCaptureFailedError(`the change could not be recorded, so it was not made: ${describe(err)}`, {
+          ...(observe !== undefined ? { namespace: observe } : {}),
+          operation: x.classification.operation,
+          cause: err,
+        });
+        this.#local(x, x.req, x.res, { status: 503, error, retryAfterSeconds: this.gate.retryAfterSeconds }, 'refused_capture');
       }
       return;
     }
@@ -562,8 +595,9 @@ export class GatewayServer {
         await this.#execute(x, again, true);
         return;
       }
-      await this.#forward(x, this.#nethsm, 'forwarded', again.observe);
+      await this.#forward(x, this.#nethsm, 'forwarded', again.observe, undefined, keys);
     } finally {
+      keys?.release();
       x.gateWait = undefined;
       x.holding = false;
       release();
@@ -571,28 +605,60 @@ export class GatewayServer {
   }
 
   /**
-   * Sends the request to `up` (its body as read, or streamed) and streams the answer back. When `observe` names a
-   * namespace and an observer is configured, the observer's begin/end bracket the NetHSM's answer.
+   * The change capture's key locks for a write it will see, taken before the gate (undefined: none to take). Waits at
+   * most the gate's `maxWaitMs` (then rejects with GatewayHoldTimeoutError, the gate's own answer) and stops when
+   * `signal` aborts (the client went away).
    */
-  async #forward(x: Exchange, up: Upstream, outcome: GatewayOutcome, observe: string | undefined, via?: string): Promise<void> {
-    const observer = observe !== undefined && x.caller.kind === 'user' ? this.#options.observer : undefined;
+  async #lockKeys(x: Exchange, observe: string | undefined, signal: AbortSignal): Promise<KeyHold | undefined> {
+    const observer = this.#options.observer;
+    const start = observer?.lockKeys !== undefined ? this.#mutationStart(x, observe) : undefined;
+    if (start === undefined) return undefined;
+    const started = performance.now();
+    const bound = this.gate.maxWaitMs;
+    const timeout = new AbortController();
+    const timer = setTimeout(() => {
+      const waited = Math.round(performance.now() - started);
+      const message = `another write to the same key is still in flight at this site; waited ${waited} ms (limit ${bound} ms)`;
+      const hint = 'Writes of one key go to the NetHSM one at a time; retry after the Retry-After delay, or spread the writes over more keys.';
+      timeout.abort(new GatewayHoldTimeoutError(message, { hint }));
+    }, bound);
+    try {
+      return await observer!.lockKeys!(start, AbortSignal.any([signal, timeout.signal]));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** What the change capture sees of a write (undefined when it sees none: no namespace to observe, no user, no observer). */
+  #mutationStart(x: Exchange, observe: string | undefined): MutationStart | undefined {
+    if (observe === undefined || x.caller.kind !== 'user' || this.#options.observer === undefined) return undefined;
+    if (x.observed?.namespace === observe) return x.observed;
     const body: MutationBody | undefined =
-      observer !== undefined && x.body !== undefined && x.body.length > 0 && isKeyBodyOperation(x.classification.operation)
-        ? mutationBody(x.body, x.req.headers['content-type'])
-        : undefined;
+      x.body !== undefined && x.body.length > 0 && isKeyBodyOperation(x.classification.operation) ? mutationBody(x.body, x.req.headers['content-type']) : undefined;
+    return (x.observed = {
+      namespace: observe,
+      method: x.req.method ?? 'GET',
+      path: '/' + x.segments.join('/'),
+      operation: x.classification.operation,
+      user: x.caller.user,
+      ...(x.classification.keyId !== undefined ? { keyId: x.classification.keyId } : {}),
+      ...(body !== undefined ? { body } : {}),
+    });
+  }
+
+  /**
+   * Sends the request to `up` (its body as read, or streamed) and streams the answer back. When `observe` names a
+   * namespace and an observer is configured, the observer's begin/end bracket the NetHSM's answer. Only admitted writes
+   * (holders of the barrier) are observed: `begin` is told so and never waits for a key lock; `keys` are the locks taken
+   * before the gate, which it takes over.
+   */
+  async #forward(x: Exchange, up: Upstream, outcome: GatewayOutcome, observe: string | undefined, via?: string, keys?: KeyHold): Promise<void> {
+    const observer = observe !== undefined && x.caller.kind === 'user' ? this.#options.observer : undefined;
     let intent: string | undefined;
     let sub: Substitution | undefined;
-    if (observer !== undefined && x.caller.kind === 'user') {
-      let start: MutationStart = {
-        namespace: observe!,
-        method: x.req.method ?? 'GET',
-        path: '/' + x.segments.join('/'),
-        operation: x.classification.operation,
-        user: x.caller.user,
-        ...(x.classification.keyId !== undefined ? { keyId: x.classification.keyId } : {}),
-        ...(body !== undefined ? { body } : {}),
-      };
-      if (body !== undefined && observer.substitute) {
+    let start = this.#mutationStart(x, observe);
+    if (observer !== undefined && start !== undefined) {
+      if (start.body !== undefined && observer.substitute) {
         try {
           sub = await observer.substitute(start);
         } catch (err) {
@@ -605,7 +671,7 @@ export class GatewayServer {
         if (sub) start = substituted(start, sub);
       }
       try {
-        intent = await observer.begin(start);
+        intent = await observer.begin(start, { ...(keys !== undefined ? { held: keys } : {}), inBarrier: true });
       } catch (err) {
         const error = new GatewayCaptureFailedError(`the change could not be recorded, so it was not made: ${describe(err)}`, {
           namespace: observe!,

@@ -6,7 +6,7 @@ import type { MutationStart } from '../gateway/observer.js';
 import { silentLogger } from '../log.js';
 import type { Intent } from '../state/intents-repo.js';
 import { StateStore } from '../state/store.js';
-import { ChangeCapture, planChange } from './capture.js';
+import { ChangeCapture, lockedKeys, planChange } from './capture.js';
 import { KeyLocks } from './key-locks.js';
 import { Recipients } from './recipients.js';
 
@@ -58,6 +58,43 @@ describe('KeyLocks', () => {
     (await waiting)();
     other();
     expect(order).toEqual(['other', 'second']);
+    expect(locks.size).toBe(0);
+  });
+
+  it('lets a waiter leave the queue on abort without freeing the key early or letting the next one jump ahead', async () => {
+    const locks = new KeyLocks();
+    const order: string[] = [];
+    const first = await locks.acquire(['ns/a']);
+    const leaving = new AbortController();
+    const left = locks.acquire(['ns/b', 'ns/a'], leaving.signal);
+    const third = locks.acquire(['ns/a']).then((r) => (order.push('third'), r));
+    await new Promise((r) => setImmediate(r));
+    expect(locks.waiting).toBe(2);
+    leaving.abort(new Error('client gone'));
+    await expect(left).rejects.toThrow('client gone');
+    // ns/b, which the leaver held while it waited for ns/a, is free again; ns/a is still held by the first.
+    expect(locks.tryAcquire(['ns/a'])).toBeUndefined();
+    const b = locks.tryAcquire(['ns/b']);
+    expect(b).toBeDefined();
+    b!();
+    await new Promise((r) => setImmediate(r));
+    expect(order).toEqual([]);
+    first();
+    (await third)();
+    expect(order).toEqual(['third']);
+    expect(locks.waiting).toBe(0);
+    expect(locks.size).toBe(0);
+  });
+
+  it('takes free keys at once with tryAcquire and refuses, holding nothing, when one is busy', async () => {
+    const locks = new KeyLocks();
+    const a = locks.tryAcquire(['ns/a', 'ns/a']);
+    expect(a).toBeDefined();
+    expect(locks.tryAcquire(['ns/b', 'ns/a'])).toBeUndefined();
+    expect(locks.size).toBe(1);
+    const waiter = locks.acquire(['ns/a']);
+    a!();
+    (await waiter)();
     expect(locks.size).toBe(0);
   });
 });
@@ -164,5 +201,57 @@ describe('ChangeCapture', () => {
       store.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('takes the key locks before the barrier (lockKeys) and, inside it, never waits for one: a busy key is refused', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nhr-capture-'));
+    const store = StateStore.inDir(dir).open();
+    try {
+      store.roles.insert({ namespace: 'ns', role: 'primary', epoch: 1, primarySite: 'a' });
+      const capture = new ChangeCapture({
+        store,
+        log: silentLogger,
+        recipients: new Recipients({ store, peers: new Map(), log: silentLogger }),
+        primaryEpoch: () => 1,
+        committed: () => undefined,
+        resolve: async () => 'commit',
+      });
+      const move = m('POST /keys/{id}/move', { body: json({ newId: 'k2' }) });
+      const held = await capture.lockKeys(move);
+      // A write queued behind it waits (outside the barrier) for both keys of the move.
+      const leaving = new AbortController();
+      const queued = capture.lockKeys(m('DELETE /keys/{id}', { keyId: 'k2', path: '/keys/k2' }), leaving.signal);
+      await new Promise((r) => setImmediate(r));
+      expect(capture.waitingForKeys).toBe(1);
+      // Admitted to the barrier without its keys held (a decision changed after admission): refused, not waited for.
+      await expect(capture.begin(m('PUT /keys/{id}/label', { body: json({ label: 'x' }) }), { inBarrier: true })).rejects.toThrow(/key k1 is in flight/);
+      const id = await capture.begin(move, { held, inBarrier: true });
+      held.release(); // taken over by begin: the keys stay locked until end
+      expect(capture.waitingForKeys).toBe(1);
+      leaving.abort(new Error('client gone'));
+      await expect(queued).rejects.toThrow('client gone');
+      expect(capture.waitingForKeys).toBe(0);
+      // A fresh key (a generate's substitute without an id of its own) is free: taken at once inside the barrier.
+      const fresh = await capture.begin(m('PUT /keys/{id}/label', { keyId: 'fresh', path: '/keys/fresh/label', body: json({ label: 'y' }) }), { inBarrier: true });
+      await capture.end(fresh, { status: 204 });
+      await capture.end(id, { status: 204 });
+      const after = await capture.lockKeys(m('DELETE /keys/{id}', { keyId: 'k2', path: '/keys/k2' }));
+      after.release();
+      expect(store.changelog.after('ns', 1, 0).map((c) => [c.kind, c.keyId])).toEqual([
+        ['label-set', 'fresh'],
+        ['key-moved', 'k1'],
+      ]);
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("locks the id a generate asks for, so a replicated generate's substitute finds its key already held", () => {
+    const gen = (id: unknown) => m('POST /keys/generate', { keyId: undefined, path: '/keys/generate', body: json({ type: 'EC_P256', id }) });
+    expect(lockedKeys(gen('mine'))).toEqual(['ns/mine']);
+    expect(lockedKeys(gen('../x'))).toEqual([]);
+    expect(lockedKeys(gen(undefined))).toEqual([]);
+    expect(lockedKeys(m('POST /keys/{id}/move', { body: json({ newId: 'k2' }) }))).toEqual(['ns/k1', 'ns/k2']);
   });
 });

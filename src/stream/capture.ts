@@ -4,14 +4,15 @@
  * key id, kind and intent id; the plaintext is never stored. `POST /keys` lets the NetHSM pick the id, so its body is
  * sealed when the answer names the id); on the NetHSM's 2xx the intent becomes the namespace's next change, otherwise it is dropped. When the
  * NetHSM's answer is lost (status 0) the device is asked what happened (intent-resolve.ts). Mutations of one key are
- * serialised (KeyLocks), so the log's order is the device's order. With `generate: replicated`, `POST /keys/generate`
+ * serialised (KeyLocks), so the log's order is the device's order; the gateway takes those locks before the device barrier
+ * (`lockKeys`, then `begin` with the hold), and nothing holding the barrier waits for one (docs/concurrency.md). With `generate: replicated`, `POST /keys/generate`
  * is substituted by a key generated here and imported under the caller's own credentials (`substitute`). While a sync
  * runs at this site (race-replayer.ts `sealOwn`), an import is also sealed to this site's own transport key (`own`),
  * and `end` tells the gateway whether the change log alone can re-apply the change (log-replay.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { GatewayCaptureFailedError } from '../errors.js';
-import type { MutationEnd, MutationObserver, MutationOutcome, MutationStart, Substitution } from '../gateway/observer.js';
+import type { BeginOptions, KeyHold, MutationEnd, MutationObserver, MutationOutcome, MutationStart, Substitution } from '../gateway/observer.js';
 import type { Logger } from '../log.js';
 import { isValidId } from '../nethsm/ids.js';
 import type { ChangeKind, LoggedChange } from '../state/changelog-repo.js';
@@ -78,6 +79,46 @@ export function planChange(m: MutationStart): PlannedChange {
     default:
       if (m.operation.includes('/users')) return catchup(`user change (${m.operation})`);
       return catchup(`change the stream does not carry (${m.operation})`);
+  }
+}
+
+/**
+ * The capture's key locks a mutation takes, namespace-qualified: its key and the other keys it touches (a move's new id)
+ * as planned, and for `POST /keys/generate` the id the caller asks for (a `generate: replicated` substitute imports
+ * under it, so that lock is taken before the barrier too; a substitute without one gets a fresh random id). Pure.
+ */
+export function lockedKeys(m: MutationStart): string[] {
+  const plan = planChange(m);
+  const ids = [plan.keyId, ...(plan.alsoLocks ?? [])];
+  if (m.operation === 'POST /keys/generate') {
+    const json = m.body?.json as { id?: unknown } | undefined;
+    const id = typeof json === 'object' && json !== null && !Array.isArray(json) ? json.id : undefined;
+    if (typeof id === 'string' && isValidId(id)) ids.push(id);
+  }
+  return [...new Set(ids.filter((k): k is string => k !== undefined).map((k) => `${m.namespace}/${k}`))];
+}
+
+/** A KeyHold of this capture's locks: taken over by `begin`, or let go by the gateway. */
+class HeldKeys implements KeyHold {
+  #release: (() => void) | undefined;
+
+  constructor(
+    readonly locks: KeyLocks,
+    readonly keys: ReadonlySet<string>,
+    release: () => void,
+  ) {
+    this.#release = release;
+  }
+
+  release(): void {
+    this.adopt()?.();
+  }
+
+  /** Takes the keys over: this hold's own release becomes a no-op. Undefined when already let go or taken. */
+  adopt(): (() => void) | undefined {
+    const r = this.#release;
+    this.#release = undefined;
+    return r;
   }
 }
 
@@ -167,13 +208,26 @@ export class ChangeCapture implements MutationObserver {
     };
   }
 
-  async begin(m: MutationStart): Promise<string> {
+  /**
+   * Takes the key locks `m` needs (lockedKeys), waiting for writes in flight on them until `signal` aborts. Called by
+   * the gateway BEFORE the device barrier (lock order: capture key locks, then the barrier); see MutationObserver.
+   */
+  async lockKeys(m: MutationStart, signal?: AbortSignal): Promise<KeyHold> {
+    const keys = lockedKeys(m);
+    return new HeldKeys(this.#locks, new Set(keys), await this.#locks.acquire(keys, signal));
+  }
+
+  /** Writes waiting for a key another write holds (tests, status). */
+  get waitingForKeys(): number {
+    return this.#locks.waiting;
+  }
+
+  async begin(m: MutationStart, options: BeginOptions = {}): Promise<string> {
     const epoch = this.#o.primaryEpoch(m.namespace);
     if (epoch === undefined) throw new GatewayCaptureFailedError(`namespace ${m.namespace} is no longer primary here`, { namespace: m.namespace });
     const plan = planChange(m);
     const id = randomUUID();
-    const lockKeys = [plan.keyId, ...(plan.alsoLocks ?? [])].filter((k): k is string => k !== undefined).map((k) => `${m.namespace}/${k}`);
-    const release = await this.#locks.acquire(lockKeys);
+    const release = await this.#lock(m, options);
     try {
       const sealNow = plan.sealBody !== undefined && plan.keyId !== undefined;
       const envelopes = sealNow ? await this.#seal({ namespace: m.namespace, keyId: plan.keyId!, kind: plan.kind, ref: id }, plan.sealBody!) : undefined;
@@ -209,6 +263,36 @@ export class ChangeCapture implements MutationObserver {
       release();
       throw err;
     }
+  }
+
+  /**
+   * The key locks for `begin`, spanning begin..end: the gateway's hold taken over, and what it lacks (the decision
+   * after admission named another namespace, a substitute's fresh id) taken without waiting when `inBarrier`: a
+   * barrier holder that waited here would hold an exclusive hold up for a queue of writes (or deadlock with it).
+   */
+  async #lock(m: MutationStart, options: BeginOptions): Promise<() => void> {
+    const keys = lockedKeys(m);
+    const held = options.held instanceof HeldKeys && options.held.locks === this.#locks ? options.held : undefined;
+    const adopted = held?.adopt();
+    const missing = adopted ? keys.filter((k) => !held!.keys.has(k)) : keys;
+    if (missing.length === 0) return adopted ?? (() => undefined);
+    if (!options.inBarrier) {
+      // Outside the barrier waiting is allowed, but only for all keys at once, in sorted order.
+      adopted?.();
+      return this.#locks.acquire(keys);
+    }
+    const more = this.#locks.tryAcquire(missing);
+    if (!more) {
+      adopted?.();
+      throw new GatewayCaptureFailedError(
+        `another write to key ${missing.map((k) => k.slice(m.namespace.length + 1)).join(', ')} is in flight, and a write admitted to the device barrier does not wait for it`,
+        { namespace: m.namespace },
+      );
+    }
+    return () => {
+      adopted?.();
+      more();
+    };
   }
 
   /**
