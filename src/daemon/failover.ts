@@ -12,7 +12,7 @@ import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleHandoverFailedError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
-import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, resumeLeadership, type EpochClaim } from '../roles/role-machine.js';
+import { assertPrimary, completeResync, demote as decideDemote, fenceToExport, observeEpoch, resumeLeadership, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
 import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
@@ -289,20 +289,65 @@ export class Failover {
       ctx.log.error({ namespace, err: obs.error }, 'split brain: two primaries claim one epoch; writes stop here until an operator promotes one site');
       if (!obs.change) return row;
     }
-    const change = obs.change!;
+    // Stepped down here (a demote whose re-apply of erased writes failed) and another site took over: following would
+    // leave those writes only in this site's change log, and the next sync from the new primary would replace the
+    // namespace here. Fenced instead, so the fence below exports them first, as it does for a former primary.
+    const exportFirst = obs.change!.action === 'follow' && isSteppedDown(row, ctx.site) && claim.primarySite !== ctx.site && this.hasUnexportedReplay(namespace);
+    const change = exportFirst ? fenceToExport(row, ctx.site, claim) : obs.change!;
     const next = applyRoleChange(ctx.store, change, `peer:${claim.from}`);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, next.role, next.epoch);
     // A primary, or one that stepped down when its etcd lease lapsed (fenced, still naming itself): quarantine first.
-    const wasPrimary = row.role === 'primary' || (row.role === 'fenced' && row.primarySite === ctx.site && next.primarySite !== ctx.site);
+    const wasPrimary = row.role === 'primary' || (row.role === 'fenced' && row.primarySite === ctx.site && next.primarySite !== ctx.site) || exportFirst;
     if (next.role === 'fenced' && wasPrimary) {
       ctx.metrics.fencingsTotal.inc({ namespace });
-      ctx.log.warn({ namespace, epoch: next.epoch, primary: next.primarySite, from: claim.from }, 'fenced: a newer epoch has another primary');
+      ctx.log.warn(
+        { namespace, epoch: next.epoch, primary: next.primarySite, from: claim.from },
+        exportFirst ? 'fenced: a newer epoch has another primary while writes a restore erased await their re-apply here; exporting them to quarantine' : 'fenced: a newer epoch has another primary',
+      );
+      // Requested synchronously (the fence's exclusive hold is queued before this returns): a sync from the new primary
+      // that this observation came from waits behind the export.
       this.inBackground(this.fence(namespace, row.epoch));
     } else {
       ctx.log.info({ namespace, epoch: next.epoch, primary: next.primarySite, role: next.role }, 'following a newer epoch');
     }
     return next;
+  }
+
+  /**
+   * At start, before the peer API and the stream: a namespace that moved away from this site without a fence while
+   * writes a restore erased await their re-apply here (a follow persisted before observe fenced such a site) is fenced
+   * now, so its stream stays idle and the schedule and recoveries finish its fence before any resync. Returns those
+   * namespaces: pass them to {@link exportFenced} once the stream has started (the re-apply of an import needs the
+   * site's transport key, which the stream's start makes available).
+   */
+  fenceMovedAway(): string[] {
+    const { ctx } = this;
+    const out: string[] = [];
+    for (const row of ctx.store.roles.list()) {
+      if (row.role !== 'replica' || row.primarySite === ctx.site || !this.hasUnexportedReplay(row.namespace)) continue;
+      applyRoleChange(ctx.store, fenceToExport(row, ctx.site), 'daemon');
+      ctx.roleChanged?.(row.namespace);
+      ctx.metrics.setRole(row.namespace, 'fenced', row.epoch);
+      ctx.metrics.fencingsTotal.inc({ namespace: row.namespace });
+      ctx.log.warn({ namespace: row.namespace, epoch: row.epoch, primary: row.primarySite }, 'fenced at start: this site stopped being primary with writes a restore erased not re-applied; exporting them to quarantine');
+      out.push(row.namespace);
+    }
+    return out;
+  }
+
+  /**
+   * Starts the fence of each namespace (in the background; its exclusive hold is requested before this returns, so
+   * syncs and replays requested after it wait for the export). A failure is logged; the fence is continued by the
+   * schedule and the recoveries (resumeFenced), as any fence's.
+   */
+  exportFenced(namespaces: readonly string[]): void {
+    for (const ns of namespaces) this.inBackground(this.resumeFenced(ns));
+  }
+
+  /** Whether a pending re-apply of erased writes of `namespace` is one a fence would export (not already exported without). */
+  private hasUnexportedReplay(namespace: string): boolean {
+    return this.ctx.store.raceReplays.all().some((r) => r.namespace === namespace && r.unexportedIn === null);
   }
 
   /**
