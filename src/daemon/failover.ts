@@ -315,22 +315,24 @@ export class Failover {
   }
 
   /**
-   * At start, before the peer API and the stream: a namespace that moved away from this site without a fence while
-   * writes a restore erased await their re-apply here (a follow persisted before observe fenced such a site) is fenced
-   * now, so its stream stays idle and the schedule and recoveries finish its fence before any resync. Returns those
-   * namespaces: pass them to {@link exportFenced} once the stream has started (the re-apply of an import needs the
-   * site's transport key, which the stream's start makes available).
+   * A namespace that moved away from this site without a fence while writes a restore erased await their re-apply
+   * here (a follow persisted before observe fenced such a site; any other way a record outlives the role) is fenced
+   * now, so its stream stays idle and the schedule and recoveries finish its fence before any resync. `primarySite`: only the namespaces of that primary. Returns those namespaces: pass them to
+   * {@link exportFenced}. At start this runs before the peer API and the stream, and the export once the stream has
+   * started (the re-apply of an import needs the site's transport key, which the stream's start makes available);
+   * later, at each answered status probe of the primary ({@link retryFenced}).
    */
-  fenceMovedAway(): string[] {
+  fenceMovedAway(primarySite?: string): string[] {
     const { ctx } = this;
     const out: string[] = [];
     for (const row of ctx.store.roles.list()) {
       if (row.role !== 'replica' || row.primarySite === ctx.site || !this.hasUnexportedReplay(row.namespace)) continue;
+      if (primarySite !== undefined && row.primarySite !== primarySite) continue;
       applyRoleChange(ctx.store, fenceToExport(row, ctx.site), 'daemon');
       ctx.roleChanged?.(row.namespace);
       ctx.metrics.setRole(row.namespace, 'fenced', row.epoch);
       ctx.metrics.fencingsTotal.inc({ namespace: row.namespace });
-      ctx.log.warn({ namespace: row.namespace, epoch: row.epoch, primary: row.primarySite }, 'fenced at start: this site stopped being primary with writes a restore erased not re-applied; exporting them to quarantine');
+      ctx.log.warn({ namespace: row.namespace, epoch: row.epoch, primary: row.primarySite }, 'fenced: this namespace moved away from this site while writes a restore erased await their re-apply here; exporting them to quarantine');
       out.push(row.namespace);
     }
     return out;
@@ -428,9 +430,11 @@ export class Failover {
    * `recovery.retryInterval`): each namespace fenced here under that primary, not paused, whose fence or resync is
    * not running, continues it in the background. Without it, a resync that failed (the new primary's NetHSM briefly
    * down, or a newer epoch learnt while fenced) waited for the namespace's cron schedule or for the member to go down
-   * and come back: the fault suite saw a site stay fenced for minutes with its primary answering.
+   * and come back: the fault suite saw a site stay fenced for minutes with its primary answering. First, a namespace
+   * of that primary that moved away from here with erased writes not exported is fenced ({@link fenceMovedAway}).
    */
   retryFenced(primarySite: string): void {
+    if (primarySite !== this.ctx.site) this.exportFenced(this.fenceMovedAway(primarySite));
     for (const row of this.ctx.store.roles.list()) {
       if (row.role !== 'fenced' || row.paused || row.primarySite !== primarySite || primarySite === this.ctx.site) continue;
       if (this.fencing.has(row.namespace) || this.resyncing.has(row.namespace)) continue;

@@ -24,7 +24,7 @@ describe('a pending re-apply of erased writes across role changes', () => {
 
   beforeAll(async () => {
     lab = await Lab.create({
-      namespaces: ['fa', 'fb', 'ep', 'ct', 'ma', 'mb', 'mr'].map((name) => ({ name, primary: 'b' })),
+      namespaces: ['fa', 'fb', 'ep', 'ct', 'ma', 'mb', 'mw', 'mr'].map((name) => ({ name, primary: 'b' })),
       gateway: true,
     });
     await lab.startDaemons();
@@ -237,9 +237,16 @@ describe('a pending re-apply of erased writes across role changes', () => {
     const hold = simB().hold({ method: 'POST', path: /^\/api\/v1\/system\/backup/ });
     try {
       await takeOverAtA(ns, epoch);
-      // The first device backup at B after the take-over is the fence's: no restore (a sync from A) came before it,
-      // the writes are re-applied by then, and the record is still there until the file is written.
-      await hold.waitFor(1, 30_000);
+      // The fence's device backup (inside its exclusive hold: no shared holder in flight; a snapshot B serves A for
+      // another namespace meanwhile is a shared one, let through): no restore (a sync from A) came before it, the
+      // writes are re-applied by then, and the record is still there until the file is written.
+      const barrier = daemonB().ctx.barrier;
+      for (;;) {
+        await hold.waitFor(1, 30_000);
+        if (barrier.held && barrier.inFlight === 0) break;
+        hold.release(1);
+        await eventually(() => hold.held() === 0, 10_000, 'a shared backup to be let through');
+      }
       expect(simB().restores).toBe(restores);
       expect(await use(lab.site('b').nsAdmin(ns), (c) => c.listKeys())).toContain(`${ns}-erased`);
       expect(recordsOf(ns)).toEqual([expect.objectContaining({ epoch, fromSeq: seq })]);
@@ -273,6 +280,27 @@ describe('a pending re-apply of erased writes across role changes', () => {
     expect(status.replaysPending?.records).toEqual([expect.objectContaining({ namespace: ns, state: 'not-in-quarantine', quarantine: file })]);
     await ackQuarantine(daemonB().ctx, file, 'operator@b');
     expect(recordsOf(ns)).toEqual([]);
+  });
+
+  // Before: a record of a namespace B followed away from (a follow persisted while the record was being made) stayed
+  // `moved-away` for good, exported by nothing.
+  it('a running site with a record of a namespace that moved away without a fence: fenced at the next status probe of the new primary, the writes exported', async () => {
+    const ns = 'mw';
+    const ctx = daemonB().ctx;
+    const seq = await erasedImport(ns, `${ns}-erased`);
+    const before = ctx.store.roles.require(ns);
+    // The state such a race leaves: stepped down, then following A's newer epoch. Both persisted at once, so no retry
+    // of B's runs in between. Then A takes over (at a later epoch still: it sees B's), and B follows that too.
+    applyRoleChange(ctx.store, demote(before, { localSite: 'b', toSite: 'a' }), 'operator@b');
+    const obs = observeEpoch(ctx.store.roles.require(ns), 'b', { from: 'a', epoch: before.epoch + 1, primarySite: 'a' });
+    if (obs.kind !== 'change' || obs.change.action !== 'follow') throw new Error(`expected a follow, got ${obs.kind}`);
+    applyRoleChange(ctx.store, obs.change, 'peer:a');
+    await lab.site('a').daemon!.failover.promote(ns, { force: true, actor: 'operator@a' });
+    await eventually(() => fenceAudit(ns) !== undefined, 30_000, 'the fence export after a status probe of A');
+    await daemonB().failover.drain();
+    expect(await keyIdsIn(fenceAudit(ns)!.detail.quarantine as string, ns)).toContain(`${ns}-erased`);
+    expect(recordsOf(ns)).toEqual([]);
+    expect(fenceAudit(ns)!.detail).toMatchObject({ erasedWrites: { epoch: before.epoch, fromSeq: seq, reapplied: true } });
   });
 
   // Before: a daemon started with a record of a namespace it followed away from kept it (`moved-away`) for good.
