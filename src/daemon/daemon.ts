@@ -340,8 +340,13 @@ export class Daemon {
         const pos = row.role === 'primary' ? undefined : ctx.store.positions.get(n.name, row.primarySite);
         ctx.metrics.setReplicaDataTime(n.name, pos?.positionTakenAt !== undefined ? pos.positionTakenAt / 1000 : null);
       }
+      // Before the peer API and the stream: a namespace that moved away from here with erased writes not re-applied is
+      // fenced, and its fence (which exports them) is requested once the stream made the transport key available,
+      // before pending replays and the gateway.
+      const movedAway = this.failover.fenceMovedAway();
       await this.peerServer.start();
       await this.stream.start();
+      this.failover.exportFenced(movedAway);
       // Before the gateway: a replay left pending (a crash after a restore) holds the barrier before any write comes.
       ctx.raceReplayer?.start();
       await this.leadership?.start();

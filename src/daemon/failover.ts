@@ -12,7 +12,7 @@ import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleHandoverFailedError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
-import { assertPrimary, completeResync, demote as decideDemote, observeEpoch, resumeLeadership, type EpochClaim } from '../roles/role-machine.js';
+import { assertPrimary, completeResync, demote as decideDemote, fenceToExport, observeEpoch, resumeLeadership, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
 import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
@@ -289,20 +289,67 @@ export class Failover {
       ctx.log.error({ namespace, err: obs.error }, 'split brain: two primaries claim one epoch; writes stop here until an operator promotes one site');
       if (!obs.change) return row;
     }
-    const change = obs.change!;
+    // Stepped down here (a demote whose re-apply of erased writes failed) and another site took over: following would
+    // leave those writes only in this site's change log, and the next sync from the new primary would replace the
+    // namespace here. Fenced instead, so the fence below exports them first, as it does for a former primary.
+    const exportFirst = obs.change!.action === 'follow' && isSteppedDown(row, ctx.site) && claim.primarySite !== ctx.site && this.hasUnexportedReplay(namespace);
+    const change = exportFirst ? fenceToExport(row, ctx.site, claim) : obs.change!;
     const next = applyRoleChange(ctx.store, change, `peer:${claim.from}`);
     ctx.roleChanged?.(namespace);
     ctx.metrics.setRole(namespace, next.role, next.epoch);
     // A primary, or one that stepped down when its etcd lease lapsed (fenced, still naming itself): quarantine first.
-    const wasPrimary = row.role === 'primary' || (row.role === 'fenced' && row.primarySite === ctx.site && next.primarySite !== ctx.site);
+    const wasPrimary = row.role === 'primary' || (row.role === 'fenced' && row.primarySite === ctx.site && next.primarySite !== ctx.site) || exportFirst;
     if (next.role === 'fenced' && wasPrimary) {
       ctx.metrics.fencingsTotal.inc({ namespace });
-      ctx.log.warn({ namespace, epoch: next.epoch, primary: next.primarySite, from: claim.from }, 'fenced: a newer epoch has another primary');
+      ctx.log.warn(
+        { namespace, epoch: next.epoch, primary: next.primarySite, from: claim.from },
+        exportFirst ? 'fenced: a newer epoch has another primary while writes a restore erased await their re-apply here; exporting them to quarantine' : 'fenced: a newer epoch has another primary',
+      );
+      // Requested synchronously (the fence's exclusive hold is queued before this returns): a sync from the new primary
+      // that this observation came from waits behind the export.
       this.inBackground(this.fence(namespace, row.epoch));
     } else {
       ctx.log.info({ namespace, epoch: next.epoch, primary: next.primarySite, role: next.role }, 'following a newer epoch');
     }
     return next;
+  }
+
+  /**
+   * A namespace that moved away from this site without a fence while writes a restore erased await their re-apply
+   * here (a follow persisted before observe fenced such a site; any other way a record outlives the role) is fenced
+   * now, so its stream stays idle and the schedule and recoveries finish its fence before any resync. `primarySite`: only the namespaces of that primary. Returns those namespaces: pass them to
+   * {@link exportFenced}. At start this runs before the peer API and the stream, and the export once the stream has
+   * started (the re-apply of an import needs the site's transport key, which the stream's start makes available);
+   * later, at each answered status probe of the primary ({@link retryFenced}).
+   */
+  fenceMovedAway(primarySite?: string): string[] {
+    const { ctx } = this;
+    const out: string[] = [];
+    for (const row of ctx.store.roles.list()) {
+      if (row.role !== 'replica' || row.primarySite === ctx.site || !this.hasUnexportedReplay(row.namespace)) continue;
+      if (primarySite !== undefined && row.primarySite !== primarySite) continue;
+      applyRoleChange(ctx.store, fenceToExport(row, ctx.site), 'daemon');
+      ctx.roleChanged?.(row.namespace);
+      ctx.metrics.setRole(row.namespace, 'fenced', row.epoch);
+      ctx.metrics.fencingsTotal.inc({ namespace: row.namespace });
+      ctx.log.warn({ namespace: row.namespace, epoch: row.epoch, primary: row.primarySite }, 'fenced: this namespace moved away from this site while writes a restore erased await their re-apply here; exporting them to quarantine');
+      out.push(row.namespace);
+    }
+    return out;
+  }
+
+  /**
+   * Starts the fence of each namespace (in the background; its exclusive hold is requested before this returns, so
+   * syncs and replays requested after it wait for the export). A failure is logged; the fence is continued by the
+   * schedule and the recoveries (resumeFenced), as any fence's.
+   */
+  exportFenced(namespaces: readonly string[]): void {
+    for (const ns of namespaces) this.inBackground(this.resumeFenced(ns));
+  }
+
+  /** Whether a pending re-apply of erased writes of `namespace` is one a fence would export (not already exported without). */
+  private hasUnexportedReplay(namespace: string): boolean {
+    return this.ctx.store.raceReplays.all().some((r) => r.namespace === namespace && r.unexportedIn === null);
   }
 
   /**
@@ -383,9 +430,11 @@ export class Failover {
    * `recovery.retryInterval`): each namespace fenced here under that primary, not paused, whose fence or resync is
    * not running, continues it in the background. Without it, a resync that failed (the new primary's NetHSM briefly
    * down, or a newer epoch learnt while fenced) waited for the namespace's cron schedule or for the member to go down
-   * and come back: the fault suite saw a site stay fenced for minutes with its primary answering.
+   * and come back: the fault suite saw a site stay fenced for minutes with its primary answering. First, a namespace
+   * of that primary that moved away from here with erased writes not exported is fenced ({@link fenceMovedAway}).
    */
   retryFenced(primarySite: string): void {
+    if (primarySite !== this.ctx.site) this.exportFenced(this.fenceMovedAway(primarySite));
     for (const row of this.ctx.store.roles.list()) {
       if (row.role !== 'fenced' || row.paused || row.primarySite !== primarySite || primarySite === this.ctx.site) continue;
       if (this.fencing.has(row.namespace) || this.resyncing.has(row.namespace)) continue;

@@ -234,12 +234,11 @@ export class DaemonRaceReplayer implements RaceReplayer {
     }
     if (away.length > 0) {
       causes.push(
-        `writes to ${list(away, (r) => `namespace ${r.namespace} (${seqs(r)})`)} erased by a restore were not re-applied before this site stopped being primary, and no fence exported them ` +
-          '(it had stepped down by a demote that failed, and another site took over): they are only in this site\'s change log',
+        `writes to ${list(away, (r) => `namespace ${r.namespace} (${seqs(r)})`)} erased by a restore were not re-applied before this site stopped being primary, and no fence has exported them yet: ` +
+          'the daemon fences the namespace to re-apply and export them to quarantine at the next answered status probe of its new primary (failover.ts fenceMovedAway)',
       );
       tries.push(
-        'They are kept there while this shows. See whether the primary has them (`nethsm-replicator status` there, or list its keys) and make what it lacks again through its gateway; ' +
-          'this record does not end by itself (docs/concurrency.md, "Racing writes re-applied").',
+        'They are in this site\'s change log meanwhile. If this stays, make sure the new primary answers this site\'s status probes and this site\'s NetHSM is up (`nethsm-replicator status`).',
       );
     }
     if (unexported.length > 0) {
@@ -446,7 +445,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
     if (r.invalid !== undefined) return 'invalid';
     if (r.unexportedIn !== null) return 'not-in-quarantine';
     if (this.#o.isPrimary(r.namespace)) return 'retrying';
-    // Fenced (the fence re-applies before its export); anything else moved away with no fence to export it.
+    // Fenced (the fence re-applies before its export); anything else moved away and is not fenced yet (failover.ts fenceMovedAway fences it).
     return this.#o.store.roles.get(r.namespace)?.role === 'fenced' ? 'awaiting-fence' : 'moved-away';
   }
 

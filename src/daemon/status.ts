@@ -180,7 +180,8 @@ export interface ReplaysPendingView {
   lastError: string | null;
   /**
    * One per record: which epoch's seqs are not on the device and where they stand (`retrying` here, `awaiting-fence`,
-   * `moved-away` (not primary, not fenced: no fence exports them), `not-in-quarantine` (a fence's file lacks them:
+   * `moved-away` (not primary, not fenced yet: transient, the site is fenced to export them at start or at the next status probe
+   * of the new primary; a fenced site's record is `awaiting-fence` until its export), `not-in-quarantine` (a fence's file lacks them:
    * `quarantine`), `invalid` stored row). Absent from older daemons.
    */
   records?: {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InternalError, PeerMessageInvalidError, PeerStaleEpochError, RoleNotPrimaryError, RolePromoteRefusedError, RoleSplitBrainError } from '../errors.js';
-import { completeResync, demote, initialRole, observeEpoch, promote, resumeLeadership, stepDown, type PromoteInput } from './role-machine.js';
+import { completeResync, demote, fenceToExport, initialRole, observeEpoch, promote, resumeLeadership, stepDown, type PromoteInput } from './role-machine.js';
 import type { RoleState } from './role.js';
 
 const A = 'berlin';
@@ -168,6 +168,30 @@ describe('observeEpoch', () => {
     const o = observeEpoch(replicaOfA, C, { from: B, epoch: 3, primarySite: B });
     expect(o.kind).toBe('split-brain');
     expect(o.kind === 'split-brain' && o.change).toBeUndefined();
+  });
+});
+
+describe('fenceToExport', () => {
+  const steppedDownA: RoleState = { ...primaryA, role: 'replica' };
+  it('fences a stepped-down site that meets a newer epoch of another primary, recording the claim', () => {
+    const c = fenceToExport(steppedDownA, A, { from: B, epoch: 4, primarySite: B });
+    expect(c.action).toBe('fence');
+    expect(c.to).toEqual({ namespace: 'payments', role: 'fenced', epoch: 4, primarySite: B });
+    expect(c.claim).toEqual({ epoch: 4, primarySite: B, learnedFrom: B });
+    expect(c.detail).toMatchObject({ unexportedWrites: true, previousEpoch: 3, previousPrimary: A });
+  });
+  it('fences a replica of another site at its epoch (found at start)', () => {
+    const c = fenceToExport(replicaOfA, B);
+    expect(c.to).toEqual({ ...replicaOfA, role: 'fenced' });
+    expect(c.from).toEqual(replicaOfA);
+  });
+  it('refuses any other state: a primary, a fenced site, a claim that is not newer or names this site', () => {
+    expect(() => fenceToExport(primaryA, A, { from: B, epoch: 4, primarySite: B })).toThrow(InternalError);
+    expect(() => fenceToExport(steppedDownA, A, { from: B, epoch: 3, primarySite: B })).toThrow(InternalError);
+    expect(() => fenceToExport(steppedDownA, A, { from: B, epoch: 4, primarySite: A })).toThrow(InternalError);
+    expect(() => fenceToExport(replicaOfA, B, { from: C, epoch: 4, primarySite: C })).toThrow(InternalError);
+    expect(() => fenceToExport(fencedB, B)).toThrow(InternalError);
+    expect(() => fenceToExport(steppedDownA, A)).toThrow(InternalError);
   });
 });
 

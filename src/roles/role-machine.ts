@@ -11,6 +11,8 @@
  *   primary --fence-->        fenced                   a higher epoch with another primary was seen
  *   replica --follow-->       replica                  a higher epoch: follow its primary
  *   fenced  --follow-->       fenced                   a higher epoch while fenced: still must resync
+ *   replica --fence (fenceToExport)--> fenced        stepped down here with erased writes not re-applied, and a higher
+ *                                                      epoch has another primary (or such a follow found at start)
  *   fenced  --resync-->       replica                  after the quarantine export and a successful sync
  *   primary --split-brain-->  fenced                   another site claims the same epoch
  *   primary --fence (stepDown)--> fenced               automatic failover: the etcd lease was not renewed in time
@@ -254,6 +256,30 @@ export function observeEpoch(state: RoleState, localSite: string, claim: EpochCl
     kind: 'change',
     change: { action: 'follow', namespace: ns, from: state, to: { namespace: ns, role: 'replica', epoch: claim.epoch, primarySite: claim.primarySite }, claim: learned, detail },
   };
+}
+
+/**
+ * A site that stopped being primary without a fence while writes a restore erased still await their re-apply here
+ * (race_replays: a demote whose re-apply failed, then another site took over): fenced instead of a replica, so the
+ * fence procedure exports them to quarantine before anything from the new primary replaces the namespace here (the
+ * schedule and recoveries finish a fenced namespace's fence before its resync; its stream stays idle). `claim`: the newer epoch
+ * observed at a stepped-down site (the follow it replaces); none: a replica of another site found with such writes
+ * (a follow persisted before this rule, seen at start). Throws {@link InternalError} for any other state.
+ */
+export function fenceToExport(state: RoleState, localSite: string, claim?: EpochClaim): RoleChange {
+  const ns = state.namespace;
+  const detail = { unexportedWrites: true, previousEpoch: state.epoch, previousPrimary: state.primarySite };
+  if (claim) {
+    if (state.role !== 'replica' || state.primarySite !== localSite || claim.epoch <= state.epoch || claim.primarySite === localSite) {
+      throw new InternalError(`namespace ${ns}: only a stepped-down site meeting a newer epoch of another primary is fenced to export (is ${state.role} of ${state.primarySite} at ${state.epoch})`);
+    }
+    const to: RoleState = { namespace: ns, role: 'fenced', epoch: claim.epoch, primarySite: claim.primarySite };
+    return { action: 'fence', namespace: ns, from: state, to, claim: { epoch: claim.epoch, primarySite: claim.primarySite, learnedFrom: claim.from }, detail: { ...detail, reportedBy: claim.from } };
+  }
+  if (state.role !== 'replica' || state.primarySite === localSite) {
+    throw new InternalError(`namespace ${ns}: only a replica of another site is fenced to export at start (is ${state.role} of ${state.primarySite})`);
+  }
+  return { action: 'fence', namespace: ns, from: state, to: { ...state, role: 'fenced' }, detail };
 }
 
 /**

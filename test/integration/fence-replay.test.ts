@@ -11,7 +11,7 @@ import { listBackupContents } from '../../src/backup/contents.js';
 import { ackQuarantine } from '../../src/daemon/quarantine.js';
 import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
 import { applyRoleChange } from '../../src/roles/apply.js';
-import { observeEpoch, stepDown } from '../../src/roles/role-machine.js';
+import { demote, observeEpoch, stepDown } from '../../src/roles/role-machine.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import { use } from '../helpers/clients.js';
 import { eventually, importBody } from './stream-helpers.js';
@@ -24,7 +24,7 @@ describe('a pending re-apply of erased writes across role changes', () => {
 
   beforeAll(async () => {
     lab = await Lab.create({
-      namespaces: ['fa', 'fb', 'ep', 'ct'].map((name) => ({ name, primary: 'b' })),
+      namespaces: ['fa', 'fb', 'ep', 'ct', 'ma', 'mb', 'mw', 'mr'].map((name) => ({ name, primary: 'b' })),
       gateway: true,
     });
     await lab.startDaemons();
@@ -65,6 +65,43 @@ describe('a pending re-apply of erased writes across role changes', () => {
     expect(fence).toBeDefined();
     return fence!.detail.quarantine as string;
   }
+
+  /**
+   * A key imported through B's gateway, then a change to it that the NetHSM will refuse to re-apply (the key deleted
+   * straight at the NetHSM), then an erased import after it: the re-apply of the erased writes from `seq` fails until
+   * the key is back. Returns the seq recorded.
+   */
+  async function erasedWithRefusal(ns: string): Promise<number> {
+    const b = lab.site('b');
+    await use(nsAdminAt(ns), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), `${ns}-key`));
+    await use(nsAdminAt(ns), (c) => c.setKeyLabel(`${ns}-key`, 'erased-label'));
+    const seq = daemonB().ctx.store.changelog.maxSeq(ns);
+    await erasedImport(ns, `${ns}-erased`);
+    await use(b.nsAdmin(ns), (c) => c.deleteKey(`${ns}-key`));
+    daemonB().ctx.raceReplayer!.prepare({ logs: new Map([[ns, seq]]), streams: [], writes: 2 });
+    return seq;
+  }
+
+  /** B demotes `ns` to A; the demote's re-apply of the erased writes fails, so B stays stepped down with the record. */
+  async function failedDemote(ns: string): Promise<void> {
+    const failed = await daemonB()
+      .failover.demote(ns, { to: 'a', actor: 'operator@b' })
+      .then(() => undefined, (e: unknown) => e);
+    expect(failed).toBeDefined();
+    expect(daemonB().ctx.store.roles.require(ns)).toMatchObject({ role: 'replica', primarySite: 'b' });
+    expect(recordsOf(ns)).toHaveLength(1);
+  }
+
+  /** `promote --force` of `ns` at A (B is stepped down, not primary): B learns the newer epoch. */
+  async function takeOverAtA(ns: string, epoch: number): Promise<void> {
+    await lab.site('a').daemon!.failover.promote(ns, { force: true, actor: 'operator@a' });
+    await eventually(() => daemonB().ctx.store.roles.require(ns).epoch > epoch, 30_000, `B to learn that ${ns} moved`);
+  }
+
+  const fenceAudit = (ns: string) =>
+    daemonB()
+      .ctx.store.audit.list({ namespace: ns, limit: 1000 })
+      .findLast((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');
 
   const recordsOf = (ns: string) => daemonB().ctx.store.raceReplays.all().filter((r) => r.namespace === ns);
   const keyIdsIn = async (file: string, ns: string) =>
@@ -182,5 +219,112 @@ describe('a pending re-apply of erased writes across role changes', () => {
     expect(await use(lab.site('b').nsAdmin('ep'), (c) => c.listKeys())).toContain('ep-erased');
     expect(ctx.store.roles.require('ep')).toMatchObject({ role: 'primary', epoch: before.epoch + 1 });
     await use(nsAdminAt('ep'), (c) => c.setKeyLabel('ep-erased', 'after-epoch-change'));
+  });
+
+  // Before: B followed A (no fence: it was not primary); the record was kept as `moved-away`, nothing exported the
+  // erased writes, and the next sync from A replaced the namespace on B's device.
+  it('a stepped-down site whose re-apply failed, when another site takes over: fenced, the re-apply runs before its export and before any sync from the new primary', async () => {
+    const ns = 'ma';
+    const seq = await erasedWithRefusal(ns);
+    const epoch = daemonB().ctx.store.roles.require(ns).epoch;
+    await failedDemote(ns);
+    // B's own retries stop here (the next one had not come before A took over); then the NetHSM can take the re-apply
+    // again, and the import the demote may have made is erased again, so only a re-apply puts it back.
+    await daemonB().ctx.raceReplayer!.close();
+    await use(lab.site('b').nsAdmin(ns), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), `${ns}-key`));
+    await use(lab.site('b').nsAdmin(ns), (c) => c.deleteKey(`${ns}-erased`)).catch(() => undefined);
+    const restores = simB().restores;
+    const hold = simB().hold({ method: 'POST', path: /^\/api\/v1\/system\/backup/ });
+    try {
+      await takeOverAtA(ns, epoch);
+      // The fence's device backup (inside its exclusive hold: no shared holder in flight; a snapshot B serves A for
+      // another namespace meanwhile is a shared one, let through): no restore (a sync from A) came before it, the
+      // writes are re-applied by then, and the record is still there until the file is written.
+      const barrier = daemonB().ctx.barrier;
+      for (;;) {
+        await hold.waitFor(1, 30_000);
+        if (barrier.held && barrier.inFlight === 0) break;
+        hold.release(1);
+        await eventually(() => hold.held() === 0, 10_000, 'a shared backup to be let through');
+      }
+      expect(simB().restores).toBe(restores);
+      expect(await use(lab.site('b').nsAdmin(ns), (c) => c.listKeys())).toContain(`${ns}-erased`);
+      expect(recordsOf(ns)).toEqual([expect.objectContaining({ epoch, fromSeq: seq })]);
+      const status = await daemonB().status();
+      expect(status.replaysPending?.records).toEqual([expect.objectContaining({ namespace: ns, state: 'awaiting-fence' })]);
+    } finally {
+      hold.close();
+    }
+    await eventually(() => fenceAudit(ns) !== undefined, 30_000, 'the fence export');
+    await daemonB().failover.drain();
+    const quarantine = fenceAudit(ns)!.detail.quarantine as string;
+    expect(await keyIdsIn(quarantine, ns)).toContain(`${ns}-erased`);
+    expect(recordsOf(ns)).toEqual([]);
+    expect(fenceAudit(ns)!.detail).toMatchObject({ erasedWrites: { epoch, fromSeq: seq, reapplied: true } });
+    daemonB().ctx.raceReplayer!.start();
+  });
+
+  // Before: as above, and nothing said the writes were in no quarantine file; nothing could end the record.
+  it('the same when the NetHSM still refuses the re-apply at the export: exported anyway, the record marked with the file until its ack', async () => {
+    const ns = 'mb';
+    const seq = await erasedWithRefusal(ns);
+    const epoch = daemonB().ctx.store.roles.require(ns).epoch;
+    await failedDemote(ns);
+    await takeOverAtA(ns, epoch);
+    await eventually(() => fenceAudit(ns) !== undefined, 30_000, 'the fence export');
+    await daemonB().failover.drain();
+    const file = (fenceAudit(ns)!.detail.quarantine as string).split('/').pop()!;
+    expect(fenceAudit(ns)!.detail).toMatchObject({ erasedWrites: { epoch, fromSeq: seq, reapplied: false } });
+    expect(recordsOf(ns)).toEqual([expect.objectContaining({ epoch, fromSeq: seq, unexportedIn: file })]);
+    const status = await daemonB().status();
+    expect(status.replaysPending?.records).toEqual([expect.objectContaining({ namespace: ns, state: 'not-in-quarantine', quarantine: file })]);
+    await ackQuarantine(daemonB().ctx, file, 'operator@b');
+    expect(recordsOf(ns)).toEqual([]);
+  });
+
+  // Before: a record of a namespace B followed away from (a follow persisted while the record was being made) stayed
+  // `moved-away` for good, exported by nothing.
+  it('a running site with a record of a namespace that moved away without a fence: fenced at the next status probe of the new primary, the writes exported', async () => {
+    const ns = 'mw';
+    const ctx = daemonB().ctx;
+    const seq = await erasedImport(ns, `${ns}-erased`);
+    const before = ctx.store.roles.require(ns);
+    // The state such a race leaves: stepped down, then following A's newer epoch. Both persisted at once, so no retry
+    // of B's runs in between. Then A takes over (at a later epoch still: it sees B's), and B follows that too.
+    applyRoleChange(ctx.store, demote(before, { localSite: 'b', toSite: 'a' }), 'operator@b');
+    const obs = observeEpoch(ctx.store.roles.require(ns), 'b', { from: 'a', epoch: before.epoch + 1, primarySite: 'a' });
+    if (obs.kind !== 'change' || obs.change.action !== 'follow') throw new Error(`expected a follow, got ${obs.kind}`);
+    applyRoleChange(ctx.store, obs.change, 'peer:a');
+    await lab.site('a').daemon!.failover.promote(ns, { force: true, actor: 'operator@a' });
+    await eventually(() => fenceAudit(ns) !== undefined, 30_000, 'the fence export after a status probe of A');
+    await daemonB().failover.drain();
+    expect(await keyIdsIn(fenceAudit(ns)!.detail.quarantine as string, ns)).toContain(`${ns}-erased`);
+    expect(recordsOf(ns)).toEqual([]);
+    expect(fenceAudit(ns)!.detail).toMatchObject({ erasedWrites: { epoch: before.epoch, fromSeq: seq, reapplied: true } });
+  });
+
+  // Before: a daemon started with a record of a namespace it followed away from kept it (`moved-away`) for good.
+  it('a daemon started with a record of a namespace that moved away without a fence: fenced at start, the writes exported', async () => {
+    const ns = 'mr';
+    const ctx = daemonB().ctx;
+    const seq = await erasedImport(ns, `${ns}-erased`);
+    const before = ctx.store.roles.require(ns);
+    // The state an earlier version left: stepped down (a demote whose re-apply failed), then it followed A's newer
+    // epoch. Both persisted at once, so no retry of B's runs in between.
+    applyRoleChange(ctx.store, demote(before, { localSite: 'b', toSite: 'a' }), 'operator@b');
+    const stepped = ctx.store.roles.require(ns);
+    const obs = observeEpoch(stepped, 'b', { from: 'a', epoch: before.epoch + 1, primarySite: 'a' });
+    if (obs.kind !== 'change' || obs.change.action !== 'follow') throw new Error(`expected a follow, got ${obs.kind}`);
+    applyRoleChange(ctx.store, obs.change, 'peer:a');
+    await lab.site('b').stopDaemon();
+    // A takes over at that epoch while B is down.
+    await lab.site('a').daemon!.failover.promote(ns, { force: true, actor: 'operator@a' });
+    expect(lab.site('a').daemon!.ctx.store.roles.require(ns).epoch).toBe(before.epoch + 1);
+    await lab.site('b').startDaemon();
+    await eventually(() => fenceAudit(ns) !== undefined, 30_000, 'the fence export at start');
+    await daemonB().failover.drain();
+    expect(await keyIdsIn(fenceAudit(ns)!.detail.quarantine as string, ns)).toContain(`${ns}-erased`);
+    expect(recordsOf(ns)).toEqual([]);
+    expect(fenceAudit(ns)!.detail).toMatchObject({ erasedWrites: { epoch: before.epoch, fromSeq: seq, reapplied: true } });
   });
 });
