@@ -691,6 +691,19 @@ export class SyncPausedError extends NhrError {
   static override readonly defaultHint = 'Run `nethsm-replicator resume <ns>` first, or `sync --force <ns>` to sync it while it stays paused.';
 }
 
+/**
+ * A sync of a namespace fenced at this site whose fence has not written its quarantine export yet (the export failed:
+ * the NetHSM was unreachable or locked). The sync's restore would erase what this former primary held and its
+ * successor may never have got; nothing was done. The fence is retried by the daemon (each answered status probe of
+ * the new primary), and its resync follows the export.
+ */
+export class SyncFenceExportPendingError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_FENCE_EXPORT_PENDING';
+  static override readonly defaultHint =
+    'Bring this site\'s NetHSM back (`nethsm-replicator status` names what fails); the daemon then writes the quarantine export and resyncs by itself.';
+  static override readonly retryable = true;
+}
+
 /** A replica site's device already holds a namespace it was never synced for; nothing was changed. */
 export class SyncNamespaceExistsError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_NAMESPACE_EXISTS';
@@ -875,6 +888,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   PeerRefusedError as unknown as typeof NhrError,
   SyncNamespaceExistsError,
   SyncPausedError,
+  SyncFenceExportPendingError,
   SyncBusyError,
   SyncRaceError,
   SyncVerifyFailedError,

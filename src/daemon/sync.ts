@@ -20,7 +20,7 @@
  * the barrier, then their namespaces' locks in sorted order, each token checked inside the hold.
  */
 import { existsSync } from 'node:fs';
-import { FenceTokenStaleError, NhrError, SyncBusyError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
+import { FenceTokenStaleError, NhrError, SyncBusyError, SyncFenceExportPendingError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { reportBlame } from '../members/blame.js';
 import { syncFailureReason } from '../metrics/metrics.js';
@@ -272,6 +272,12 @@ export class NamespaceSync {
     }
     if (row.role === 'primary') return this.requestPeers(namespace);
     if (row.primarySite === this.ctx.site) return { namespace, outcome: 'skipped', reason: 'handing over (demoted, waiting for the new primary)' };
+    if (row.role === 'fenced' && !this.fenceExported(namespace)) {
+      throw new SyncFenceExportPendingError(
+        `namespace ${namespace} is fenced at this site and its fence has not written the quarantine export yet: a sync would erase what this site held as its primary`,
+        { namespace },
+      );
+    }
     // From here to its end a merge-restore may need this site's own envelopes of imports (race-replayer.ts).
     const ended = this.ctx.raceReplayer?.beginSync();
     try {
@@ -474,6 +480,16 @@ export class NamespaceSync {
         });
       },
     };
+  }
+
+  /**
+   * Whether a fenced namespace's fence wrote its quarantine export since the namespace was fenced (as
+   * Failover.resumeFenced decides: no audit row of the fencing means nothing to export). Only asked for fenced rows.
+   */
+  private fenceExported(namespace: string): boolean {
+    const entries = this.ctx.store.audit.list({ namespace, limit: 100_000 });
+    const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
+    return fencedAt < 0 || entries.slice(fencedAt + 1).some((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');
   }
 
   /** At a fenced site: the quarantine files its current fence wrote (audit log); none otherwise. */
