@@ -3,9 +3,12 @@
  * out a merge-restore's plan to make good the writes that raced its backup and merge, and finishes a replay left
  * pending (a crash between the restore and the end of the replay, or a device that failed it).
  *
- * Contract: a namespace with a pending replay takes no gateway write until it is done (`isPending`; the gateway answers
- * 503 naming it while no hold runs, and writes arriving during a hold wait at the gate and are decided again): a write
- * admitted in between could be undone by the replay of an earlier change of the same key.
+ * Contract: a namespace with a pending replay takes no gateway write that could meet it until it is done (`isPending`;
+ * the gateway answers 503 naming it while no hold runs, and writes arriving during a hold wait at the gate and are
+ * decided again): a write admitted in between could be undone by the replay of an earlier change of the same key. A
+ * merge-restore's own replay runs right after its hold (`restored`, then `replay`); while it runs (`running`) a write
+ * to a key it does not replay, of a kind a replay can always re-apply, passes (`admitsDuring`), and the others wait
+ * for its end.
  * `start()` finishes pending replays in an exclusive hold of the barrier, requested before the gateway starts, so no
  * write is admitted ahead of it; it retries (with backoff, status and metrics saying so) until done or `close()`.
  * Each retry's hold carries the fencing tokens of the namespaces it replays. A record is never dropped unreplayed:
