@@ -501,6 +501,8 @@ export class Daemon {
       handshakeTimeoutMs: g.handshakeTimeoutMs,
       gate: this.ctx.barrier,
       observer: this.stream.capture,
+      // A re-apply running after its merge-restore's hold holds only the writes that could meet it (race-replayer.ts).
+      replays: { running: (namespace) => this.ctx.raceReplayer?.running(namespace) },
       roles: {
         roleOf: (namespace) => {
           const row = this.ctx.store.isOpen ? this.ctx.store.roles.get(namespace) : undefined;

@@ -7,7 +7,7 @@ import { silentLogger } from '../log.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { StateStore } from '../state/store.js';
 import { LogReplay } from '../stream/log-replay.js';
-import { DaemonRaceReplayer } from './race-replayer.js';
+import { admitsDuring, DaemonRaceReplayer } from './race-replayer.js';
 
 describe('DaemonRaceReplayer: own envelopes', () => {
   let dir: string;
@@ -74,5 +74,37 @@ describe('DaemonRaceReplayer: own envelopes', () => {
     // A demote's finish refuses it too, leaving it as it is.
     await expect(replayer.finish('beta')).rejects.toThrow(/not valid: its stored epoch -1/);
     expect(store.raceReplays.all()).toHaveLength(1);
+  });
+});
+
+describe('admitsDuring: which gateway writes pass while a replay runs after its hold', () => {
+  const keys = new Set(['beta/replayed', 'beta/moved-to']);
+  const m = (operation: string, method: string, path: string, keyId?: string, json?: unknown) => ({
+    namespace: 'beta',
+    method,
+    path,
+    operation,
+    user: 'beta~admin',
+    ...(keyId !== undefined ? { keyId } : {}),
+    ...(json !== undefined ? { body: { bytes: Buffer.from(JSON.stringify(json)), json, contentType: 'application/json' } } : {}),
+  });
+  const key = { type: 'EC_P256', mechanisms: ['ECDSA_Signature'], private: { data: 'AA==' } };
+
+  it('passes always re-appliable kinds on keys the replay does not name', () => {
+    expect(admitsDuring(keys, m('PUT /keys/{id}', 'PUT', '/keys/fresh', 'fresh', key))).toBe(true);
+    expect(admitsDuring(keys, m('POST /keys', 'POST', '/keys', undefined, key))).toBe(true);
+    expect(admitsDuring(keys, m('PUT /keys/{id}/label', 'PUT', '/keys/other/label', 'other', { label: 'x' }))).toBe(true);
+    expect(admitsDuring(keys, m('DELETE /keys/{id}', 'DELETE', '/keys/other', 'other'))).toBe(true);
+    expect(admitsDuring(keys, m('PUT /keys/{id}/restrictions/tags/{tag}', 'PUT', '/keys/other/restrictions/tags/t1', 'other'))).toBe(true);
+  });
+
+  it('holds a write to a replayed key (a move target too), and every move, device generation and user change', () => {
+    expect(admitsDuring(keys, m('PUT /keys/{id}/label', 'PUT', '/keys/replayed/label', 'replayed', { label: 'x' }))).toBe(false);
+    expect(admitsDuring(keys, m('PUT /keys/{id}', 'PUT', '/keys/moved-to', 'moved-to', key))).toBe(false);
+    expect(admitsDuring(keys, m('POST /keys/{id}/move', 'POST', '/keys/other/move', 'other', { newId: 'elsewhere' }))).toBe(false);
+    expect(admitsDuring(keys, m('POST /keys/generate', 'POST', '/keys/generate', undefined, { id: 'gen', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }))).toBe(false);
+    expect(admitsDuring(keys, m('PUT /users/{id}', 'PUT', '/users/beta~op', undefined, { realName: 'x', role: 'Operator', passphrase: 'p' }))).toBe(false);
+    // An import whose body the capture cannot carry is logged as a catch-up: held.
+    expect(admitsDuring(keys, m('PUT /keys/{id}', 'PUT', '/keys/fresh', 'fresh'))).toBe(false);
   });
 });

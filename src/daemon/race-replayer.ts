@@ -3,9 +3,12 @@
  * out a merge-restore's plan to make good the writes that raced its backup and merge, and finishes a replay left
  * pending (a crash between the restore and the end of the replay, or a device that failed it).
  *
- * Contract: a namespace with a pending replay takes no gateway write until it is done (`isPending`; the gateway answers
- * 503 naming it while no hold runs, and writes arriving during a hold wait at the gate and are decided again): a write
- * admitted in between could be undone by the replay of an earlier change of the same key.
+ * Contract: a namespace with a pending replay takes no gateway write that could meet it until it is done (`isPending`;
+ * the gateway answers 503 naming it while no hold runs, and writes arriving during a hold wait at the gate and are
+ * decided again): a write admitted in between could be undone by the replay of an earlier change of the same key. A
+ * merge-restore's own replay runs right after its hold (`restored`, then `replay`); while it runs (`running`) a write
+ * to a key it does not replay, of a kind a replay can always re-apply, passes (`admitsDuring`), and the others wait
+ * for its end.
  * `start()` finishes pending replays in an exclusive hold of the barrier, requested before the gateway starts, so no
  * write is admitted ahead of it; it retries (with backoff, status and metrics saying so) until done or `close()`.
  * Each retry's hold carries the fencing tokens of the namespaces it replays. A record is never dropped unreplayed:
@@ -13,13 +16,15 @@
  * (`beforeFenceExport`/`afterFenceExport`), or the operator's ack of the quarantine file a fence had to write without
  * them ends it.
  */
-import type { DeviceBarrier } from '../concurrency/barrier.js';
+import { writeTicket, type DeviceBarrier } from '../concurrency/barrier.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import type { Logger } from '../log.js';
 import type { RaceReplayer, ReplayPlan } from '../replicator/race-replay.js';
 import type { PendingReplay } from '../state/race-replays-repo.js';
 import type { StateStore } from '../state/store.js';
-import type { ReplayAt } from '../stream/log-replay.js';
+import type { ReplayAt, ReplaySpan } from '../stream/log-replay.js';
+import { lockedKeys, planChange } from '../stream/capture.js';
+import type { MutationStart } from '../gateway/observer.js';
 import type { ReplaysPendingView } from './status.js';
 import { FenceTokenStaleError, NhrError, StreamReplayRefusedError } from '../errors.js';
 
@@ -28,6 +33,8 @@ const describeError = (err: unknown): string => (err instanceof NhrError ? `${er
 /** The change log side (src/stream/log-replay.ts). */
 export interface LogReplaySource {
   check(namespace: string, fromSeq: number): string | undefined;
+  /** What a replay from `fromSeq` reads: its last seq and the keys it names (`ns/id`); undefined when check refuses. */
+  span?(namespace: string, fromSeq: number, at?: ReplayAt): ReplaySpan | undefined;
   /**
    * Re-applies the changes of `at.epoch` (default: the current one) from `fromSeq` to that epoch's head onto this
    * site's NetHSM; how many it re-applied. `at.purpose` `fence export` is for a fenced site's fence only.
@@ -85,6 +92,8 @@ export class DaemonRaceReplayer implements RaceReplayer {
    * cuts every answer in flight, and a replay left pending is seen through `isPending` at the next start.
    */
   readonly #generations = new Map<string, number>();
+  /** Per namespace, the replay fixed inside a merge-restore's hold that runs after it (`restored` .. `replay`). */
+  readonly #afterHold = new Map<string, AfterHold>();
 
   constructor(o: DaemonRaceReplayerOptions) {
     this.#o = o;
@@ -114,23 +123,103 @@ export class DaemonRaceReplayer implements RaceReplayer {
     this.#refresh();
   }
 
-  /** Inside the merge-restore's hold. A failure leaves the rows pending and starts the daemon's own retries. */
+  restored(plan: ReplayPlan): void {
+    for (const ns of plan.logs.keys()) {
+      const record = this.#record(ns);
+      const row = this.#o.store.roles.get(ns);
+      // Recorded by prepare() in this same hold, at the current epoch. A span `check` refuses is left to replay(),
+      // which then fails as before (the namespace refused as a whole meanwhile).
+      const span = record && record.invalid === undefined && row ? this.#o.logs?.span?.(ns, record.fromSeq, { epoch: record.epoch }) : undefined;
+      if (!record || !row || !span) continue;
+      let end!: () => void;
+      const done = new Promise<void>((resolve) => (end = resolve));
+      this.#afterHold.set(ns, { epoch: record.epoch, fromSeq: record.fromSeq, toSeq: span.toSeq, keys: span.keys, token: tokenOf(row, 'race replay'), done, end });
+    }
+    this.#tell();
+  }
+
+  /**
+   * Right after the merge-restore's hold (contracts in docs/concurrency.md, "Racing writes re-applied"):
+   * 1. each namespace's replay reads its log from the record's start to the `toSeq` fixed inside the hold, never a
+   *    change admitted since (it may be in flight on a key the replay does not name; one that names a key it does
+   *    waited at the gateway: `running`);
+   * 2. it runs under ONE shared hold of the barrier per namespace, scoped to it and carrying the token of its role row
+   *    as it was inside the hold: a fence, demote or other exclusive hold requested meanwhile waits for it; one that got
+   *    in first (queued before the merge-restore's hold ended) either finished the record itself (a demote, a fence:
+   *    nothing left to do here) or restored a backup that lacks the same changes (the record still says so);
+   * 3. its ticket says what it wrote: the log from the record's start (`log`), so a tracker that saw it (none can: the
+   *    apply batch starts no merge-restore before this returns) would re-apply the same changes, not merge again.
+   * A failure leaves the record pending and starts the daemon's own retries (exclusive holds, to the then head); a
+   * stale token (a role changed since the hold) leaves it to them without failing the sync, whose restore is done.
+   */
   async replay(plan: ReplayPlan): Promise<void> {
     try {
-      for (const [ns, from] of plan.logs) {
-        const r = this.#record(ns);
-        // Recorded by prepare() in this same hold: at the current epoch, from `from` or earlier.
-        if (r) await this.#replayOne(r);
-        else await this.#o.logs!.replay(ns, from);
+      for (const ns of plan.logs.keys()) {
+        const run = this.#afterHold.get(ns);
+        try {
+          if (run) await this.#replayAfterHold(ns, run);
+          else {
+            // No span was fixed (the record is missing or `check` refused it): replayed as before, which refuses.
+            const r = this.#record(ns);
+            if (r) await this.#o.barrier.shared(() => this.#replayOne(r), { scope: ns, wait: 'unbounded' });
+          }
+        } finally {
+          this.#afterHold.delete(ns);
+          this.#tell();
+          run?.end();
+        }
       }
     } catch (err) {
+      for (const ns of plan.logs.keys()) this.#afterHold.get(ns)?.end();
+      for (const ns of plan.logs.keys()) this.#afterHold.delete(ns);
+      this.#tell();
+      if (err instanceof FenceTokenStaleError) {
+        this.#o.log.info({ err, namespaces: [...plan.logs.keys()] }, 'the re-apply of writes a restore erased was abandoned before touching the device: a role changed since the restore; the daemon decides it again');
+        this.kick();
+        return;
+      }
       this.#lastError = describeError(err);
       this.kick();
       throw err;
     }
   }
 
+  /** One namespace's replay after the hold (see `replay`). */
+  async #replayAfterHold(ns: string, run: AfterHold): Promise<void> {
+    const ticket = writeTicket();
+    await this.#o.barrier.shared(
+      async () => {
+        const r = this.#record(ns);
+        // Finished meanwhile by an exclusive hold that got in first (a demote's, a fence's): nothing to do.
+        if (!r || r.epoch !== run.epoch || r.invalid !== undefined || r.unexportedIn !== null) {
+          ticket.replay = { kind: 'none' };
+          return;
+        }
+        const n = await this.#o.logs!.replay(ns, r.fromSeq, { epoch: r.epoch, toSeq: run.toSeq });
+        ticket.replay = { kind: 'log', namespace: ns, seq: r.fromSeq };
+        this.#o.store.raceReplays.done(ns, r.epoch, r.fromSeq);
+        this.#refresh();
+        this.#o.log.info({ namespace: ns, epoch: r.epoch, fromSeq: r.fromSeq, toSeq: run.toSeq, changes: n }, 'writes a restore erased were re-applied from the change log after the hold');
+      },
+      { scope: ns, tokens: [run.token], ticket, wait: 'unbounded' },
+    );
+  }
+
+  /**
+   * The replay of `namespace` running after a merge-restore's hold, if any (from `restored` inside the hold to the end
+   * of `replay`): the gateway lets a write through at once when `admits` says it cannot meet the replay, and otherwise
+   * waits for `done` and decides again (a replay that failed leaves the namespace refused as a whole).
+   */
+  running(namespace: string): RunningReplay | undefined {
+    const run = this.#afterHold.get(namespace);
+    if (!run) return undefined;
+    return { done: run.done, admits: (m) => admitsDuring(run.keys, m) };
+  }
+
   unfinished(): void {
+    for (const run of this.#afterHold.values()) run.end();
+    this.#afterHold.clear();
+    this.#tell();
     this.kick();
   }
 
@@ -195,7 +284,12 @@ export class DaemonRaceReplayer implements RaceReplayer {
   /** Reloads the pending set from SQLite after it changed there, and tells the metric. */
   #refresh(): void {
     this.#pending = new Set(this.#o.store.isOpen ? this.#o.store.raceReplays.all().map((r) => r.namespace) : []);
-    this.#o.onPending?.(this.#pending.size);
+    this.#tell();
+  }
+
+  /** The metric counts the records not being replayed right after their hold (that is normal operation, not stuck). */
+  #tell(): void {
+    this.#o.onPending?.([...this.#pending].filter((ns) => !this.#afterHold.has(ns)).length);
   }
 
   /**
@@ -204,7 +298,9 @@ export class DaemonRaceReplayer implements RaceReplayer {
    * quarantine file (the operator's ack ends it), or a stored row that is not valid.
    */
   view(): ReplaysPendingView | null {
-    const rows = this.#o.store.isOpen ? this.#o.store.raceReplays.all() : [];
+    // A record whose replay runs right after its merge-restore's hold is normal operation (it ends in about the time
+    // the racing writes take the device), not a problem; only one left after it (failed, or a crash) is shown.
+    const rows = this.#o.store.isOpen ? this.#o.store.raceReplays.all().filter((r) => !this.#afterHold.has(r.namespace)) : [];
     if (rows.length === 0) return null;
     const seqs = (r: PendingReplay) => `epoch ${r.epoch}, seqs ${r.fromSeq}–${this.#lastSeq(r)}`;
     const list = (rs: PendingReplay[], f: (r: PendingReplay) => string) => rs.map(f).join('; ');
@@ -470,4 +566,43 @@ export class DaemonRaceReplayer implements RaceReplayer {
 export interface FenceReplay {
   readonly record: PendingReplay;
   readonly error?: string;
+}
+
+/** A replay fixed inside a merge-restore's hold, running after it. */
+interface AfterHold {
+  readonly epoch: number;
+  readonly fromSeq: number;
+  /** The log's head when the hold restored: the replay reads no further. */
+  readonly toSeq: number;
+  /** The key ids the replay names (`ns/id`, as the capture's key locks). */
+  readonly keys: ReadonlySet<string>;
+  readonly token: FencingToken;
+  readonly done: Promise<void>;
+  readonly end: () => void;
+}
+
+/** A replay running after a merge-restore's hold, as the gateway sees it (DaemonRaceReplayer.running). */
+export interface RunningReplay {
+  /** Whether a write can pass at once, as if no replay were pending (see `admitsDuring`). */
+  admits(m: MutationStart): boolean;
+  /** Resolves when the replay ended (done or failed). */
+  readonly done: Promise<void>;
+}
+
+/**
+ * Change kinds a log replay can always re-apply once logged (with an import's own envelope: `sealOwn` holds while a
+ * record is pending), so a crash mid-replay is finished from the record's start to the then head (LogReplay.check).
+ * Not moves (check refuses some orders of them), not catch-ups (a key generated inside the NetHSM, user changes).
+ */
+const PASSING_KINDS: ReadonlySet<string> = new Set(['key-imported', 'key-deleted', 'label-set', 'label-removed', 'tag-added', 'tag-removed', 'cert-set', 'cert-removed']);
+
+/**
+ * Whether a gateway write may pass while a replay naming `keys` runs: none of its key locks (its key, a move's new id,
+ * a generate's asked id) is among them, and its change is of a kind replay can always re-apply. A write that passes
+ * touches only keys the replay never reads (its span ends at the hold's head), so the two commute; the key locks keep
+ * such writes in log order among themselves. Pure.
+ */
+export function admitsDuring(keys: ReadonlySet<string>, m: MutationStart): boolean {
+  if (!PASSING_KINDS.has(planChange(m).kind)) return false;
+  return lockedKeys(m).every((k) => !keys.has(k));
 }

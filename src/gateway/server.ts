@@ -81,6 +81,12 @@ export interface GatewayOptions {
   /** Change capture for namespaces primary here (streaming). */
   observer?: MutationObserver;
   /**
+   * Re-applies of erased writes running right after a merge-restore's hold (src/daemon/race-replayer.ts `running`):
+   * a write to such a namespace passes at once when it cannot meet the replay, and otherwise waits for its end.
+   * Absent: a pending re-apply refuses writes to its namespace unless a hold runs.
+   */
+  replays?: RunningReplays;
+  /**
    * Trust for other sites' gateways. Without it, replica-namespace writes are refused even where the role names the
    * primary's gateway URL.
    */
@@ -127,6 +133,19 @@ export interface GatewayOptions {
 }
 
 const NONE: WriteReplay = { kind: 'none' };
+
+/** A re-apply of erased writes running after its merge-restore's hold, as the gateway needs it. */
+export interface ReplayInProgress {
+  /** Whether this write can pass at once (none of its keys is replayed, and its kind is always re-appliable). */
+  admits(m: MutationStart): boolean;
+  /** Resolves when the replay has ended, done or failed (then decide again). */
+  readonly done: Promise<void>;
+}
+
+/** Where the gateway asks for a namespace's running re-apply (GatewayOptions.replays). */
+export interface RunningReplays {
+  running(namespace: string): ReplayInProgress | undefined;
+}
 
 /**
  * What a write did, for a merge-restore it raced (WriteTicket): `none` when the NetHSM refused it (4xx) or the
@@ -184,6 +203,8 @@ interface Exchange {
   holding?: boolean;
   /** Only while the request waits at the write gate: for its key locks, then the barrier (cut when the client goes). */
   gateWait?: AbortController;
+  /** When the write began to wait (a running re-apply, its key locks, the gate): all share the gate's `maxWaitMs`. */
+  waitStart?: number;
   /**
    * What the change capture sees of the write (#mutationStart), made once: its key locks are taken before the gate and
    * its `begin` runs after, and an import's body is parsed (key material in strings that cannot be zeroed) only once.
@@ -353,11 +374,8 @@ export class GatewayServer {
       if (!x.holding) x.relay?.abort(reason);
     });
     try {
-      let d = this.#decide(x);
-      // Writes a restore erased are being re-applied: while a hold runs (likely the one replaying them) the write waits
-      // at the gate like any held write, and is decided again once admitted (refused then if they still are not back).
-      // Decided as if no re-apply were pending, so the write's key locks are taken before the gate like any other's.
-      if (d.action === 'refuse' && d.outcome === 'refused_replay' && this.gate.held) d = this.#decide(x, true);
+      const d = await this.#decideAroundReplay(x);
+      if (d === undefined) return;
       if (this.#options.remoteServing?.remote === true && (await this.#serveWhileDown(x, d))) return;
       await this.#execute(x, d, false);
     } catch (err) {
@@ -424,6 +442,61 @@ export class GatewayServer {
       this.#report(x, 'error');
       x.res.destroy();
     }
+    return false;
+  }
+
+  /**
+   * The decision for a write that may meet a pending re-apply of erased writes (docs/concurrency.md, "Racing writes
+   * re-applied"); undefined when the write was answered here (it waited past the gate's bound, or the client left).
+   * - While an exclusive hold runs (likely the one restoring), the write waits at the gate like any held write and is
+   *   decided again once admitted: it is decided as if no re-apply were pending, so its key locks are taken first.
+   * - While the re-apply runs after its hold, a write it cannot meet (`ReplayInProgress.admits`) passes at once, as if
+   *   none were pending; any other waits for its end (same bound as the gate) and is decided again.
+   * - Otherwise (the re-apply failed, or a crash left it) the refusal stands: 503 NHR_ERR_GATEWAY_REPLAY_PENDING.
+   */
+  async #decideAroundReplay(x: Exchange): Promise<Decision | undefined> {
+    for (;;) {
+      const d = this.#decide(x);
+      if (d.action !== 'refuse' || d.outcome !== 'refused_replay') return d;
+      const run = d.error.namespace !== undefined ? this.#options.replays?.running(d.error.namespace) : undefined;
+      if (run === undefined) return this.gate.held ? this.#decide(x, true) : d;
+      const free = this.#decide(x, true);
+      if (free.action === 'forward' && free.observe === d.error.namespace) {
+        // What the write changes depends on its body (an import's id, a move's target): read it first.
+        if (x.body === undefined && hasBody(x.req) && !(await this.#readBody(x))) return undefined;
+        const start = this.#mutationStart(x, free.observe);
+        if (start !== undefined && run.admits(start)) return free;
+      }
+      if (!(await this.#waitForReplay(x, run, d.error.namespace!))) return undefined;
+    }
+  }
+
+  /**
+   * Waits for a running re-apply to end, within what is left of the gate's `maxWaitMs` for this write; false when the
+   * write was answered instead (503 NHR_ERR_GATEWAY_HOLD_TIMEOUT past the bound; nothing when the client left).
+   */
+  async #waitForReplay(x: Exchange, run: ReplayInProgress, namespace: string): Promise<boolean> {
+    const started = (x.waitStart ??= performance.now());
+    const bound = this.gate.maxWaitMs;
+    const wait = new AbortController();
+    x.gateWait = wait;
+    if (x.gone) wait.abort(new Error('client closed the connection'));
+    const timer = setTimeout(() => {
+      const waited = Math.round(performance.now() - started);
+      wait.abort(new GatewayHoldTimeoutError(`writes to namespace ${namespace} that may meet the re-apply of writes a restore erased wait for it; waited ${waited} ms (limit ${bound} ms)`));
+    }, Math.max(1, bound - (performance.now() - started)));
+    const aborted = new Promise<void>((resolve) => wait.signal.addEventListener('abort', () => resolve(), { once: true }));
+    try {
+      await Promise.race([run.done, aborted]);
+    } finally {
+      clearTimeout(timer);
+      x.gateWait = undefined;
+    }
+    if (!wait.signal.aborted) return true;
+    x.heldMs = Math.round(performance.now() - started);
+    const reason: unknown = wait.signal.reason;
+    if (x.gone || !(reason instanceof GatewayHoldTimeoutError)) this.#report(x, 'error');
+    else this.#local(x, x.req, x.res, { status: 503, error: reason, retryAfterSeconds: this.gate.retryAfterSeconds }, 'held_timeout');
     return false;
   }
 
@@ -556,7 +629,7 @@ export class GatewayServer {
    * path on which the capture's `begin` did not take them over.
    */
   async #admitAndForward(x: Exchange, observe: string | undefined): Promise<void> {
-    const waitStart = performance.now();
+    const waitStart = (x.waitStart ??= performance.now());
     let release: (() => void) | undefined;
     let keys: KeyHold | undefined;
     x.gateWait = new AbortController();
@@ -587,21 +660,33 @@ export class GatewayServer {
     }
     x.heldMs = Math.round(performance.now() - waitStart);
     x.holding = true;
+    let wait: { run: ReplayInProgress; namespace: string } | undefined;
     try {
-      const again = this.#decide(x);
-      if (again.action !== 'forward') {
-        // Refused here or sent to the primary's gateway: this site's NetHSM is not asked.
-        x.ticket!.replay = NONE;
-        await this.#execute(x, again, true);
-        return;
+      let again = this.#decide(x);
+      if (again.action === 'refuse' && again.outcome === 'refused_replay') {
+        // Admitted as the hold that restored ended: its re-apply now runs. A write it cannot meet goes on; any other
+        // leaves the barrier (a holder waiting for a shared replay could hold up an exclusive hold queued behind it)
+        // and waits for the re-apply's end outside it, then is decided again from the start.
+        const run = again.error.namespace !== undefined ? this.#options.replays?.running(again.error.namespace) : undefined;
+        const free = run !== undefined ? this.#decide(x, true) : undefined;
+        const start = free?.action === 'forward' && free.observe === again.error.namespace ? this.#mutationStart(x, free.observe) : undefined;
+        if (run !== undefined && start !== undefined && run.admits(start)) again = free!;
+        else if (run !== undefined) wait = { run, namespace: again.error.namespace! };
       }
-      await this.#forward(x, this.#nethsm, 'forwarded', again.observe, undefined, keys);
+      if (wait !== undefined || again.action !== 'forward') {
+        // Refused here, sent to the primary's gateway, or waiting for a re-apply: this site's NetHSM is not asked.
+        x.ticket!.replay = NONE;
+        if (wait === undefined) await this.#execute(x, again, true);
+      } else await this.#forward(x, this.#nethsm, 'forwarded', again.observe, undefined, keys);
     } finally {
       keys?.release();
       x.gateWait = undefined;
       x.holding = false;
       release();
     }
+    if (wait === undefined || !(await this.#waitForReplay(x, wait.run, wait.namespace))) return;
+    const d = await this.#decideAroundReplay(x);
+    if (d !== undefined) await this.#execute(x, d, false);
   }
 
   /**

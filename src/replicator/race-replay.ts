@@ -1,15 +1,16 @@
 /**
  * Racing writes re-applied (docs/concurrency.md, "Racing writes re-applied"): a merge-restore whose backup and merge,
  * made outside the exclusive hold, were raced by writes outside its namespaces may still restore that merge, provided
- * every racing write can be made good after the restore, inside the same hold, before any new write is admitted:
+ * every racing write can be made good after the restore (no write that could meet a re-applied one is admitted before
+ * it is back; docs/concurrency.md, "Racing writes re-applied"):
  * - a change this site logged as primary (`log`): re-applied from the change log, from the first raced seq to the head
- *   (an import from its envelope sealed to this site's own transport key);
+ *   (an import from its envelope sealed to this site's own transport key), right after the hold;
  * - a stream change applied here (`stream`): the namespace's position moves back before it, so the stream applies it
  *   again after the hold;
  * - a write that changed nothing (`none`): nothing to do.
  * Anything else (`unknown`: a device-side generate, a user change, another restore, a repair) cannot be re-applied:
  * the sync merges again, as before. The plan is made inside the hold from the barrier's tracker, where every racing
- * holder has released (its ticket is final).
+ * holder has released (its ticket is final). The log replay itself runs after the hold (RaceReplayer.replay).
  */
 import type { TrackedWrite } from '../concurrency/barrier.js';
 
@@ -38,7 +39,9 @@ export interface ReplayChecks {
 }
 
 /**
- * Carries a plan out (src/daemon/race-replayer.ts). Both calls run inside the merge-restore's exclusive hold.
+ * Carries a plan out (src/daemon/race-replayer.ts). `prepare` and `restored` run inside the merge-restore's exclusive
+ * hold; `replay` runs right after it, before the merge-restore returns (so inside the apply batch's run: no other
+ * merge-restore starts before it ends).
  */
 export interface RaceReplayer extends ReplayChecks {
   /**
@@ -47,14 +50,20 @@ export interface RaceReplayer extends ReplayChecks {
    */
   prepare(plan: ReplayPlan): void;
   /**
-   * After the restore: re-applies the logs and clears the pending record. Throws when the device refused or failed;
-   * the record then stays, and the daemon finishes it in its own exclusive hold (writes to those namespaces refused
-   * meanwhile).
+   * Right after the restore, still inside the hold: fixes what the replay covers (each log from its pending start to
+   * its head NOW: changes admitted after the hold are never read) and marks it running, so that from the hold's end
+   * the gateway lets through writes that cannot meet it and holds the others until it is done. Never throws.
+   */
+  restored(plan: ReplayPlan): void;
+  /**
+   * After the hold: re-applies what `restored` fixed, under a shared hold of the barrier per namespace (scoped to it,
+   * with its fencing token), and clears the pending record. Throws when the device refused or failed; the record then
+   * stays, and the daemon finishes it in its own exclusive hold (writes to those namespaces refused meanwhile).
    */
   replay(plan: ReplayPlan): Promise<void>;
   /**
-   * The restore after `prepare` failed, so `replay` will not run in this hold: the pending record is finished by the
-   * daemon in its own exclusive hold (idempotent whether or not the restore took effect).
+   * The restore after `prepare` failed (or the hold failed after `restored`), so `replay` will not run: the pending
+   * record is finished by the daemon in its own exclusive hold (idempotent whether or not the restore took effect).
    */
   unfinished(): void;
 }

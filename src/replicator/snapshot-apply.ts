@@ -14,8 +14,9 @@
  *      `onExisting: 'remove'`, the whole namespace to kept/ — and restore. The hold is the restore and nothing else;
  *   2b. if writes raced but every one can be made good after the restore (`raceReplay`, race-replay.ts: changes logged
  *      here as primary, stream applies of other namespaces, writes that changed nothing), record that durably, restore
- *      the merge all the same and re-apply them, still inside the hold: the hold is the restore and the re-applied
- *      writes (docs/concurrency.md, "Racing writes re-applied");
+ *      the merge all the same, fix what the re-apply covers (`restored`), and re-apply them right AFTER the hold,
+ *      under a shared hold, before this apply returns (docs/concurrency.md, "Racing writes re-applied"): the hold is
+ *      the restore, and meanwhile the gateway holds only writes that could meet a re-applied one;
  *   3. if writes raced otherwise, leave the hold and redo 1–2 (at most `maxRemerges` times, and not at all once an attempt saw
  *      HOPELESS_RACE_WRITES or more: the next would race too); as a last resort do it inside the hold: B1 with the
  *      merge reading it as it arrives, save, restore — nothing that passes the barrier writes there, so B1 is current
@@ -410,6 +411,8 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
   const names = () => a.parts.map((p) => p.spec.namespace);
   const maxRemerges = deps.maxRemerges ?? 2;
   let outcome: Restored | undefined;
+  // The plan whose restore is done and whose log replay runs after the hold.
+  let replayAfter: ReplayPlan | undefined;
   let remerges = 0;
   // Writes outside the batch that raced the last attempt (0: none did, or it was not made).
   let raced = 0;
@@ -436,12 +439,19 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
         if (plan === null) return undefined;
         if (dropStale(a, m.parts)) return undefined;
         const done = await saveAndRestore(a, m, guard, remerges, false, plan);
+        if (done && plan) replayAfter = plan;
         return done && { done, parts: m.parts, merged: m, after: deps.device.barrier.markWrites(), replayed: plan ? replayedNamespaces(plan) : [] };
       }, [...own]);
+    } catch (err) {
+      // The hold failed after `restored` (the replay will not run here): the daemon's retries finish the record.
+      if (replayAfter) deps.raceReplay!.unfinished();
+      throw err;
     } finally {
       tracker.close();
     }
   }
+  // After the hold, inside this apply (so inside the apply batch's run: no other merge-restore starts meanwhile).
+  if (replayAfter && outcome) await replayRacing(a, outcome.parts.map((p) => p.spec.namespace), replayAfter);
   if (outcome !== undefined) return outcome;
   await a.opening;
   if (a.parts.length === 0) return undefined;
@@ -634,13 +644,20 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
     };
   });
   m.parts.forEach((p, i) => p.spec.afterRestore?.(done[i]!));
-  if (plan) {
-    // Still inside the hold: no new write is admitted before the racing ones are back, in their order.
-    await deps.raceReplay!.replay(plan);
-    deps.onRaceReplayed?.(batch, plan);
-    log.info({ namespaces: batch, writes: plan.writes, logs: Object.fromEntries(plan.logs), streams: plan.streams }, 'writes raced the backup and merge; restored the merge and re-applied them');
-  }
+  // Still inside the hold: what the replay covers is fixed now (each log to its head: nothing was admitted since the
+  // racing writes), and from the hold's end the gateway holds the writes that could meet a re-applied one.
+  if (plan) deps.raceReplay!.restored(plan);
   return done;
+}
+
+/**
+ * Right after the hold: the racing writes logged here are re-applied (race-replayer.ts, under shared holds), then
+ * reported. A failure fails the apply, as it did inside the hold: the record stays and the daemon retries it.
+ */
+async function replayRacing(a: Apply, batch: readonly string[], plan: ReplayPlan): Promise<void> {
+  await a.deps.raceReplay!.replay(plan);
+  a.deps.onRaceReplayed?.(batch, plan);
+  a.log.info({ namespaces: batch, writes: plan.writes, logs: Object.fromEntries(plan.logs), streams: plan.streams }, 'writes raced the backup and merge; restored the merge and re-applied them after the hold');
 }
 
 /**

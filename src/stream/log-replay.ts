@@ -12,8 +12,11 @@
  * envelope, changes no longer retained, and moves whose ids the suffix also reuses in a way that leaves the device's
  * copy ambiguous (a key a move made cannot be re-made: deleting the wrong copy would lose it).
  *
- * Runs inside the merge-restore's exclusive hold: its device calls pass the barrier at once, and no gateway write of
- * the namespace can interleave.
+ * A merge-restore's replay runs AFTER its exclusive hold, under a shared hold scoped to the namespace, and reads the log
+ * only up to `toSeq`, the head when the hold restored (race-replayer.ts): a change admitted after the hold may be in
+ * flight on a key, so it is never read; meanwhile the gateway lets through only writes to keys this span does not name,
+ * of kinds replay can always re-apply (`span`), and holds the others until the replay is done. A replay left pending
+ * (a crash, a device that failed it) is finished in an exclusive hold, to the current head.
  */
 import { NetHsmHttpError, StreamApplyFailedError, StreamReplayRefusedError } from '../errors.js';
 import type { NetHsmClient } from '../nethsm/client.js';
@@ -45,6 +48,18 @@ export interface LogReplayOptions {
 export interface ReplayAt {
   readonly epoch?: number;
   readonly purpose?: 'primary' | 'fence export';
+  /**
+   * The last seq to read (default: the epoch's head). A replay after a merge-restore's hold passes the head as it was
+   * when the hold restored: changes admitted since may be in flight, and are not the replay's (contract 1 of
+   * docs/concurrency.md, "Racing writes re-applied").
+   */
+  readonly toSeq?: number;
+}
+
+/** What a replay from a seq reads: up to which seq, and the key ids it names (namespace-qualified: `ns/id`). */
+export interface ReplaySpan {
+  readonly toSeq: number;
+  readonly keys: ReadonlySet<string>;
 }
 
 /** Rows read from SQLite per query. */
@@ -73,11 +88,29 @@ export class LogReplay {
   }
 
   /**
+   * What `replay(namespace, fromSeq, at)` would read: the last seq (the epoch's head, or `at.toSeq`) and every key id
+   * the changes name (a change's key, a move's new id), qualified as the capture's key locks are (`ns/id`). The
+   * gateway holds a write to any of these keys until that replay is done. Undefined when `check` refuses. SQLite only.
+   */
+  span(namespace: string, fromSeq: number, at?: ReplayAt): ReplaySpan | undefined {
+    const plan = this.#plan(namespace, fromSeq, at);
+    if (plan.reason !== undefined) return undefined;
+    const keys = new Set<string>();
+    for (const c of plan.rows) {
+      if (c.keyId !== undefined) keys.add(`${namespace}/${c.keyId}`);
+      const n = newIdOf(c);
+      if (n !== undefined) keys.add(`${namespace}/${n}`);
+    }
+    return { toSeq: plan.toSeq, keys };
+  }
+
+  /**
    * Applies those changes in seq order with the replica's effect semantics; resolves with how many effects it had to
    * make (the others were in place). Records no position. Throws StreamReplayRefusedError (nothing applied) when
    * `check` gives a reason; what apply.ts makeEffect throws for a change this NetHSM refuses or a device condition,
    * and StreamApplyFailedError for a change the device state contradicts (a key the log says exists is missing).
-   * Idempotent: a second call (after a crash, say) converges to the same state. Call it inside the exclusive hold.
+   * Idempotent: a second call (after a crash, say) converges to the same state. Call it inside the exclusive hold, or
+   * (with `at.toSeq`) under a shared hold while the gateway holds writes to the span's keys (race-replayer.ts).
    */
   async replay(namespace: string, fromSeq: number, at?: ReplayAt): Promise<number> {
     const plan = this.#plan(namespace, fromSeq, at);
@@ -158,9 +191,9 @@ export class LogReplay {
     }
   }
 
-  /** The rows from `fromSeq` to the head, or why they cannot be replayed. */
-  #plan(namespace: string, fromSeq: number, at: ReplayAt = {}): { rows: LoggedChange[]; reason?: string } {
-    const refuse = (reason: string) => ({ rows: [], reason });
+  /** The rows from `fromSeq` to the head (or `at.toSeq`), or why they cannot be replayed. */
+  #plan(namespace: string, fromSeq: number, at: ReplayAt = {}): { rows: LoggedChange[]; toSeq: number; reason?: string } {
+    const refuse = (reason: string) => ({ rows: [], toSeq: 0, reason });
     if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) return refuse(`from-seq ${String(fromSeq)} is not a positive integer`);
     const { store, site } = this.#o;
     const role = store.roles.get(namespace);
@@ -175,8 +208,10 @@ export class LogReplay {
     const epoch = at.epoch ?? role.epoch;
     if (!Number.isSafeInteger(epoch) || epoch < 0 || epoch > role.epoch) return refuse(`epoch ${String(epoch)} is not one namespace ${namespace} has had here (it is at ${role.epoch})`);
     // An earlier epoch's changes end where that epoch's log ends (seqs go on across epochs).
-    const head = epoch === role.epoch ? store.changelog.head(namespace, epoch).seq : store.changelog.lastSeqAt(namespace, epoch);
-    if (head < fromSeq) return { rows: [] };
+    const last = epoch === role.epoch ? store.changelog.head(namespace, epoch).seq : store.changelog.lastSeqAt(namespace, epoch);
+    if (at.toSeq !== undefined && (!Number.isSafeInteger(at.toSeq) || at.toSeq < 0)) return refuse(`to-seq ${String(at.toSeq)} is not a non-negative integer`);
+    const head = at.toSeq === undefined ? last : Math.min(last, at.toSeq);
+    if (head < fromSeq) return { rows: [], toSeq: head };
     const rows: LoggedChange[] = [];
     for (let after = fromSeq - 1; after < head; ) {
       const batch = store.changelog.after(namespace, epoch, after, Math.min(BATCH, head - after));
@@ -191,7 +226,7 @@ export class LogReplay {
       const why = this.#refusal(c, rows.slice(0, i), rows.slice(i + 1));
       if (why !== undefined) return refuse(`change ${c.seq} (${c.kind}${c.keyId !== undefined ? ` of ${c.keyId}` : ''}): ${why}`);
     }
-    return { rows };
+    return { rows, toSeq: head };
   }
 
   /** Why one change cannot be replayed given the changes before and after it in the suffix; undefined when it can. */
