@@ -36,8 +36,8 @@ export interface LogReplaySource {
   /** What a replay from `fromSeq` reads: its last seq and the keys it names (`ns/id`); undefined when check refuses. */
   span?(namespace: string, fromSeq: number, at?: ReplayAt): ReplaySpan | undefined;
   /**
-   * Re-applies the changes of `at.epoch` (default: the current one) from `fromSeq` to that epoch's head onto this
-   * site's NetHSM; how many it re-applied. `at.purpose` `fence export` is for a fenced site's fence only.
+   * Re-applies the changes of `at.epoch` (default: the current one) from `fromSeq` to that epoch's head (or `at.toSeq`)
+   * onto this site's NetHSM; how many it re-applied. `at.purpose` `fence export` is for a fenced site's fence only.
    */
   replay(namespace: string, fromSeq: number, at?: ReplayAt): Promise<number>;
 }
@@ -164,7 +164,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
    *    nothing left to do here) or restored a backup that lacks the same changes (the record still says so);
    * 3. its ticket says what it wrote: the log from the record's start (`log`), so a tracker that saw it (none can: the
    *    apply batch starts no merge-restore before this returns) would re-apply the same changes, not merge again.
-   * A failure leaves the record pending and starts the daemon's own retries (exclusive holds, to the then head); a
+   * A failure leaves the record pending and starts the daemon's own retries (exclusive holds, to the record's `to_seq`); a
    * stale token (a role changed since the hold) leaves it to them without failing the sync, whose restore is done.
    */
   async replay(plan: ReplayPlan): Promise<void> {
@@ -625,7 +625,8 @@ export interface RunningReplay {
 
 /**
  * Change kinds a log replay can always re-apply once logged (with an import's own envelope: `sealOwn` holds while a
- * record is pending), so a crash mid-replay is finished from the record's start to the then head (LogReplay.check).
+ * record is pending). A crash mid-replay is finished from the record's start to its durable `to_seq`, which such writes
+ * (admitted after the hold, seqs past it) are never part of: they are on the restored device already (`#at`).
  * Not moves (check refuses some orders of them), not catch-ups (a key generated inside the NetHSM, user changes).
  */
 const PASSING_KINDS: ReadonlySet<string> = new Set(['key-imported', 'key-deleted', 'label-set', 'label-removed', 'tag-added', 'tag-removed', 'cert-set', 'cert-removed']);
