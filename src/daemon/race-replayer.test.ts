@@ -75,6 +75,47 @@ describe('DaemonRaceReplayer: own envelopes', () => {
     await expect(replayer.finish('beta')).rejects.toThrow(/not valid: its stored epoch -1/);
     expect(store.raceReplays.all()).toHaveLength(1);
   });
+
+  // Before (the end kept in memory only): every replay of a record read to the epoch's head, so a change logged after
+  // its hold that replay cannot re-apply (here a catch-up) made the demote's finish and the fence's re-apply refuse it.
+  it('a demote\'s finish and a fence\'s re-apply read a record only to its stored end; one without an end reads to the head, as before', async () => {
+    store.roles.insert({ namespace: 'beta', role: 'primary', epoch: 3, primarySite: 'a' });
+    store.roles.insert({ namespace: 'gamma', role: 'fenced', epoch: 3, primarySite: 'b' });
+    // No device call can be made: the client points nowhere, so the spans replayed must be empty.
+    const logs = new LogReplay({ store, site: 'a', transportKey: () => undefined, client: () => new NetHsmClient({ url: 'https://127.0.0.1:9', tls: { fingerprint256: 'AA:'.repeat(31) + 'AA' } }) });
+    const replayer = new DaemonRaceReplayer({ store, barrier: new DeviceBarrier(), log: silentLogger, logs, streams: undefined, isPrimary: (ns) => ns === 'beta' });
+    // Restored with nothing logged since the start (end = start − 1); then a change written on the restored device.
+    store.raceReplays.record(new Map([['beta', { epoch: 3, fromSeq: 1 }], ['gamma', { epoch: 3, fromSeq: 1 }]]));
+    store.raceReplays.ended(new Map([['beta', { epoch: 3, fromSeq: 1, toSeq: 0 }], ['gamma', { epoch: 3, fromSeq: 1, toSeq: 0 }]]));
+    for (const ns of ['beta', 'gamma']) store.changelog.append(ns, 3, { kind: 'catchup', ref: `c-${ns}`, detail: { reason: 'generated inside the NetHSM' } });
+    expect(logs.check('beta', 1)).toMatch(/catch-up/);
+    expect(replayer.view()?.records?.map((r) => r.toSeq)).toEqual([0, 0]);
+    await replayer.finish('beta');
+    const fence = await replayer.beforeFenceExport('gamma');
+    expect(fence).toEqual({ record: expect.objectContaining({ namespace: 'gamma', toSeq: 0 }) });
+    replayer.afterFenceExport(fence!, 'gamma-fenced-epoch3.nhrq');
+    expect(store.raceReplays.all()).toEqual([]);
+    // No end stored (a crash inside the hold before the restore finished, or a pre-010 record): to the head, refused.
+    store.raceReplays.record(new Map([['beta', { epoch: 3, fromSeq: 1 }]]));
+    await expect(replayer.finish('beta')).rejects.toThrow(/catch-up/);
+    expect(store.raceReplays.all()).toHaveLength(1);
+  });
+
+  it('a stored end before the start is refused like any bad row: status names it, a demote\'s finish refuses it', async () => {
+    store.roles.insert({ namespace: 'beta', role: 'primary', epoch: 3, primarySite: 'a' });
+    store.raceReplays.record(new Map([['beta', { epoch: 3, fromSeq: 5 }]]));
+    store.db.prepare('UPDATE race_replays SET to_seq = 2').run();
+    const barrier = new DeviceBarrier();
+    const logs = new LogReplay({ store, site: 'a', transportKey: () => undefined, client: () => new NetHsmClient({ url: 'https://127.0.0.1:9', tls: { fingerprint256: 'AA:'.repeat(31) + 'AA' } }) });
+    const replayer = new DaemonRaceReplayer({ store, barrier, log: silentLogger, logs, streams: undefined, isPrimary: () => true });
+    replayer.start();
+    await replayer.close();
+    expect(barrier.exclusiveRuns).toBe(0);
+    expect(replayer.isPending('beta')).toBe(true);
+    expect(replayer.view()!.cause).toMatch(/beta: its stored to-seq 2 is not an integer ≥ its from-seq 5 − 1/);
+    await expect(replayer.finish('beta')).rejects.toThrow(/not valid: its stored to-seq 2/);
+    expect(store.raceReplays.all()).toHaveLength(1);
+  });
 });
 
 describe('admitsDuring: which gateway writes pass while a replay runs after its hold', () => {

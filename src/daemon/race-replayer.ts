@@ -36,8 +36,8 @@ export interface LogReplaySource {
   /** What a replay from `fromSeq` reads: its last seq and the keys it names (`ns/id`); undefined when check refuses. */
   span?(namespace: string, fromSeq: number, at?: ReplayAt): ReplaySpan | undefined;
   /**
-   * Re-applies the changes of `at.epoch` (default: the current one) from `fromSeq` to that epoch's head onto this
-   * site's NetHSM; how many it re-applied. `at.purpose` `fence export` is for a fenced site's fence only.
+   * Re-applies the changes of `at.epoch` (default: the current one) from `fromSeq` to that epoch's head (or `at.toSeq`)
+   * onto this site's NetHSM; how many it re-applied. `at.purpose` `fence export` is for a fenced site's fence only.
    */
   replay(namespace: string, fromSeq: number, at?: ReplayAt): Promise<number>;
 }
@@ -123,17 +123,32 @@ export class DaemonRaceReplayer implements RaceReplayer {
     this.#refresh();
   }
 
+  /**
+   * Inside the merge-restore's hold, right after its restore: fixes each record's end (the log's head now) durably,
+   * in one transaction, before the hold lets writes in again; they get higher seqs, were made on the restored device,
+   * and are never the record's (see `#at`). Then lets the gateway pass writes that cannot meet the replay (`running`).
+   */
   restored(plan: ReplayPlan): void {
+    const ends = new Map<string, { epoch: number; fromSeq: number; toSeq: number }>();
     for (const ns of plan.logs.keys()) {
       const record = this.#record(ns);
       const row = this.#o.store.roles.get(ns);
+      if (!record || record.invalid !== undefined) continue;
       // Recorded by prepare() in this same hold, at the current epoch. A span `check` refuses is left to replay(),
-      // which then fails as before (the namespace refused as a whole meanwhile).
-      const span = record && record.invalid === undefined && row ? this.#o.logs?.span?.(ns, record.fromSeq, { epoch: record.epoch }) : undefined;
-      if (!record || !row || !span) continue;
+      // which then fails as before (the namespace refused as a whole meanwhile); its end is still the head now.
+      const span = row ? this.#o.logs?.span?.(ns, record.fromSeq, { epoch: record.epoch }) : undefined;
+      ends.set(ns, { epoch: record.epoch, fromSeq: record.fromSeq, toSeq: span?.toSeq ?? Math.max(this.#o.store.changelog.lastSeqAt(ns, record.epoch), record.fromSeq - 1) });
+      if (!row || !span) continue;
       let end!: () => void;
       const done = new Promise<void>((resolve) => (end = resolve));
       this.#afterHold.set(ns, { epoch: record.epoch, fromSeq: record.fromSeq, toSeq: span.toSeq, keys: span.keys, token: tokenOf(row, 'race replay'), done, end });
+    }
+    try {
+      if (ends.size > 0) this.#o.store.raceReplays.ended(ends);
+    } catch (err) {
+      // The restore is done and cannot be undone here: the records keep no end and are replayed to the epoch's head,
+      // as before migration 010 (which a write admitted meanwhile that cannot be replayed would refuse).
+      this.#o.log.warn({ err, namespaces: [...ends.keys()] }, 'could not record where the re-apply of erased writes ends; it reads to the change log\'s head');
     }
     this.#tell();
   }
@@ -149,7 +164,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
    *    nothing left to do here) or restored a backup that lacks the same changes (the record still says so);
    * 3. its ticket says what it wrote: the log from the record's start (`log`), so a tracker that saw it (none can: the
    *    apply batch starts no merge-restore before this returns) would re-apply the same changes, not merge again.
-   * A failure leaves the record pending and starts the daemon's own retries (exclusive holds, to the then head); a
+   * A failure leaves the record pending and starts the daemon's own retries (exclusive holds, to the record's `to_seq`); a
    * stale token (a role changed since the hold) leaves it to them without failing the sync, whose restore is done.
    */
   async replay(plan: ReplayPlan): Promise<void> {
@@ -350,7 +365,8 @@ export class DaemonRaceReplayer implements RaceReplayer {
       causes.push(`the pending re-apply of erased writes of ${list(invalid, (r) => `namespace ${r.namespace}: ${r.invalid}`)}; it is neither replayed nor dropped, and writes to it stay refused`);
       tries.push(
         "The state database was edited or copied by hand: stop the daemon, set the row's epoch to the namespace's epoch when the writes were made " +
-          '(`sqlite3 state.db "UPDATE race_replays SET epoch = <epoch> WHERE namespace = \'<namespace>\'"`; docs/state.md), and start it again.',
+          '(`sqlite3 state.db "UPDATE race_replays SET epoch = <epoch> WHERE namespace = \'<namespace>\'"`; docs/state.md), or for a bad to-seq clear it ' +
+          '(`SET to_seq = NULL`: the replay then reads to the change log\'s head), and start it again.',
       );
     }
     return {
@@ -502,7 +518,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
     if (!record || record.unexportedIn !== null) return undefined;
     if (record.invalid !== undefined) return { record, error: `the stored record is not valid: ${record.invalid}` };
     try {
-      const changes = await this.#o.logs!.replay(namespace, record.fromSeq, { epoch: record.epoch, purpose: 'fence export' });
+      const changes = await this.#o.logs!.replay(namespace, record.fromSeq, { ...this.#at(record), purpose: 'fence export' });
       this.#o.log.info({ namespace, epoch: record.epoch, fromSeq: record.fromSeq, changes }, 'writes a restore erased were re-applied before the fence\'s quarantine export');
       return { record };
     } catch (err) {
@@ -549,13 +565,31 @@ export class DaemonRaceReplayer implements RaceReplayer {
     return this.#o.store.raceReplays.all().find((r) => r.namespace === namespace);
   }
 
-  /** The last seq of the record's epoch logged here (what the replay goes up to). */
+  /** What the replay goes up to: the record's end, or the last seq of its epoch logged here when it has none. */
   #lastSeq(r: PendingReplay): number {
-    return this.#o.store.changelog.lastSeqAt(r.namespace, r.epoch);
+    const last = this.#o.store.changelog.lastSeqAt(r.namespace, r.epoch);
+    return r.toSeq === null ? last : Math.min(last, r.toSeq);
+  }
+
+  /**
+   * What every replay of record `r` reads (the one after the hold, start() and the retries, a demote's `finish`, a
+   * fence's `beforeFenceExport`): its epoch's log from `fromSeq` to `toSeq` when the hold that restored set it. A write
+   * admitted after that hold has a higher seq and was made on the restored device itself, so it is already there: in a
+   * fence's backup for its quarantine export, in a demote's hand-off snapshot, on the device a retry writes to.
+   * Replaying it would be needless, and it may not be replayable (an import whose own-site envelope could not be sealed:
+   * `check` would refuse the whole record and leave the namespace refusing writes). `toSeq` null (a record left by a
+   * crash inside the hold before its restore finished, or one older than migration 010): to the epoch's head, as
+   * before: the restore may or may not have run, and if it did not, the device still holds every change after
+   * `fromSeq` (replay is idempotent); if it did, no write was admitted after it (the crash came before the hold ended,
+   * and start() replays before the gateway opens), so the head is still the restore's. A pre-010 record may span
+   * writes admitted after its hold, as it did before; so may one whose end could not be written (logged in `restored`).
+   */
+  #at(r: PendingReplay): ReplayAt {
+    return r.toSeq === null ? { epoch: r.epoch } : { epoch: r.epoch, toSeq: r.toSeq };
   }
 
   async #replayOne(r: PendingReplay): Promise<void> {
-    const n = await this.#o.logs!.replay(r.namespace, r.fromSeq, { epoch: r.epoch });
+    const n = await this.#o.logs!.replay(r.namespace, r.fromSeq, this.#at(r));
     this.#o.store.raceReplays.done(r.namespace, r.epoch, r.fromSeq);
     this.#refresh();
     this.#o.log.info({ namespace: r.namespace, epoch: r.epoch, fromSeq: r.fromSeq, changes: n }, 'writes a restore erased were re-applied from the change log');
@@ -572,7 +606,7 @@ export interface FenceReplay {
 interface AfterHold {
   readonly epoch: number;
   readonly fromSeq: number;
-  /** The log's head when the hold restored: the replay reads no further. */
+  /** The log's head when the hold restored (also the record's durable `to_seq`): the replay reads no further. */
   readonly toSeq: number;
   /** The key ids the replay names (`ns/id`, as the capture's key locks). */
   readonly keys: ReadonlySet<string>;
@@ -591,7 +625,8 @@ export interface RunningReplay {
 
 /**
  * Change kinds a log replay can always re-apply once logged (with an import's own envelope: `sealOwn` holds while a
- * record is pending), so a crash mid-replay is finished from the record's start to the then head (LogReplay.check).
+ * record is pending). A crash mid-replay is finished from the record's start to its durable `to_seq`, which such writes
+ * (admitted after the hold, seqs past it) are never part of: they are on the restored device already (`#at`).
  * Not moves (check refuses some orders of them), not catch-ups (a key generated inside the NetHSM, user changes).
  */
 const PASSING_KINDS: ReadonlySet<string> = new Set(['key-imported', 'key-deleted', 'label-set', 'label-removed', 'tag-added', 'tag-removed', 'cert-set', 'cert-removed']);

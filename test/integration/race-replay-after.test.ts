@@ -12,6 +12,7 @@ import type { RunningSimulator } from '../../src/sim/server.js';
 import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
 import { use } from '../helpers/clients.js';
 import { snapshotAndDeps as snapshotAt } from '../helpers/snapshot-deps.js';
+import { StateStore } from '../../src/state/store.js';
 import { eventually, importBody } from './stream-helpers.js';
 
 describe('racing writes re-applied after the exclusive hold', () => {
@@ -147,11 +148,48 @@ describe('racing writes re-applied after the exclusive hold', () => {
     expect(await betaKeys()).not.toContain('raced-3');
     expect(await betaKeys()).toContain('fresh-3');
     await b.startDaemon();
-    // start() finishes the record in an exclusive hold before the gateway: from its start to the head NOW, the writes
-    // admitted during the replay included (other keys, kinds replay always re-applies: its check passes).
+    // start() finishes the record in an exclusive hold before the gateway: from its start to the end its hold fixed
+    // (to_seq); the writes admitted during the replay were made on the restored device and are there already.
     await eventually(() => b.daemon!.ctx.raceReplayer!.pending().size === 0, 30_000, 'the pending replay to finish at start');
     expect(await betaKeys()).toEqual(expect.arrayContaining(['fresh-3', 'keep', 'raced-3']));
     expect(await use(b.nsAdmin('beta'), (c) => c.listKeys({ label: 'during-crash' }))).toEqual(['keep']);
     expect((await b.daemon!.status()).replaysPending).toBeNull();
+  });
+
+  // Before (to_seq in memory only): the record was finished from its start to the head at the next start, so a write
+  // admitted after the hold that cannot be replayed (an import whose own-site envelope could not be sealed: sealing is
+  // best effort) made `check` refuse it, and beta stayed refusing writes until an operator acted.
+  it('a record finished at start reads only to the end its hold fixed durably: a write admitted after it that replay could not re-apply does not leave it stuck', async () => {
+    const b = lab.site('b');
+    const { hold, apply } = await applyWithHeldReplay('raced-4');
+    const end = b.daemon!.ctx.store.changelog.maxSeq('beta');
+    let admitted: number;
+    try {
+      // The end is durable before the hold let writes in: the head when it restored.
+      expect(b.daemon!.ctx.store.raceReplays.all()).toEqual([expect.objectContaining({ namespace: 'beta', toSeq: end })]);
+      expect(await use(betaAdmin(), (c) => c.importKey(ec(), 'fresh-4'))).toBe('fresh-4');
+      admitted = b.daemon!.ctx.store.changelog.maxSeq('beta');
+      expect(admitted).toBe(end + 1);
+      await use(b.client(), (c) => c.lock());
+    } finally {
+      hold.close();
+    }
+    expect(await apply.done).not.toBe('ok');
+    await b.stopDaemon();
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    // The admitted import as if its own-site envelope could not be sealed: a change `check` refuses (a catch-up).
+    const store = StateStore.inDir(b.stateDir).open();
+    try {
+      const r = store.db.prepare("UPDATE change_log SET envelopes = json_remove(envelopes, '$.b') WHERE namespace = 'beta' AND seq = ? AND json_type(envelopes, '$.b') IS NOT NULL").run(admitted);
+      expect(r.changes).toBe(1);
+      expect(store.raceReplays.all()).toEqual([expect.objectContaining({ namespace: 'beta', toSeq: end })]);
+    } finally {
+      store.close();
+    }
+    await b.startDaemon();
+    await eventually(() => b.daemon!.ctx.raceReplayer!.pending().size === 0, 30_000, 'the pending replay to finish at start');
+    expect(await betaKeys()).toEqual(expect.arrayContaining(['fresh-4', 'raced-4']));
+    expect((await b.daemon!.status()).replaysPending).toBeNull();
+    expect(await use(betaAdmin(), (c) => c.setKeyLabel('fresh-4', 'writable-again'))).toBeUndefined();
   });
 });

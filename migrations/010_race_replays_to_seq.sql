@@ -1,0 +1,12 @@
+-- 010: a pending re-apply of racing writes (007, 009) keeps where it ends (docs/concurrency.md, "Racing writes
+-- re-applied", "The durable end").
+-- `to_seq`: the change log's head of the record's epoch when the merge-restore's hold restored, written inside that
+-- hold right after the restore and before the hold ends. Every replay of the record (the one after the hold, the
+-- daemon's retries and start, a demote's finish, a fence's re-apply) reads from_seq..to_seq: a write admitted after
+-- the hold (seq > to_seq) was made on the restored device itself, so it is not the replay's (and may not be
+-- replayable: an import whose own-site envelope could not be sealed). NULL: the restore had not finished when the
+-- record was left (a crash inside the hold), or the row predates 010; such a record is replayed to the epoch's head as
+-- before. Existing rows: NULL (ADD COLUMN's default).
+-- No CHECK on the value: the repository validates it on read (a bad row is refused, kept and reported, never replayed
+-- or dropped). Conventions as in 001.
+ALTER TABLE race_replays ADD COLUMN to_seq INTEGER;   -- last seq the replay reads, or NULL: to that epoch's head
