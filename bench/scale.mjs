@@ -20,6 +20,14 @@
 //           (the longest busy write that overlapped the sync; stream: the longest stand-still of B's gamma position)
 //           and hold / raw restore, the writes made during the sync and how many failed, acknowledged keys missing at
 //           B's NetHSM afterwards (lost), and from daemon B's log whether the sync took the held sequence.
+//           With --busy (not none) each raw round is taken twice, quiet and then under a second instance of the same
+//           load at the same rate (its own key prefix) into scratch twins that no sync or check reads: delta (B
+//           primary) for label/import/generate, epsilon (A primary, applied at B from the stream) for stream. The raw
+//           restore of B's own backup erases the load's writes to B's device made after that backup (what a raw
+//           restore does at a busy site); they are not counted as lost (only the sync rounds' acknowledged writes are
+//           checked). In beta or gamma that erasure would leave B's change log or applied position naming keys B's
+//           device lacks under the later sync rounds; the twins cost the host the same without it. Also printed:
+//           sync / raw under load and hold / raw restore under load.
 //   stream  --rounds × (--changes EC imports through A's gateway into gamma, then as many into alpha; 8 in flight,
 //           each run until B's status shows them applied): ms per change; alpha / gamma (side by side, the reference
 //           always at 1k keys) is the stream cost ratio.
