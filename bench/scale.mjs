@@ -20,6 +20,14 @@
 //           (the longest busy write that overlapped the sync; stream: the longest stand-still of B's gamma position)
 //           and hold / raw restore, the writes made during the sync and how many failed, acknowledged keys missing at
 //           B's NetHSM afterwards (lost), and from daemon B's log whether the sync took the held sequence.
+//           With --busy (not none) each raw round is taken twice, quiet and then under a second instance of the same
+//           load at the same rate (its own key prefix) into scratch twins that no sync or check reads: delta (B
+//           primary) for label/import/generate, epsilon (A primary, applied at B from the stream) for stream. The raw
+//           restore of B's own backup erases the load's writes to B's device made after that backup (what a raw
+//           restore does at a busy site); they are not counted as lost (only the sync rounds' acknowledged writes are
+//           checked). In beta or gamma that erasure would leave B's change log or applied position naming keys B's
+//           device lacks under the later sync rounds; the twins cost the host the same without it. Also printed:
+//           sync / raw under load and hold / raw restore under load.
 //   stream  --rounds × (--changes EC imports through A's gateway into gamma, then as many into alpha; 8 in flight,
 //           each run until B's status shows them applied): ms per change; alpha / gamma (side by side, the reference
 //           always at 1k keys) is the stream cost ratio.
@@ -294,7 +302,10 @@ async function createNamespace(root, ns) {
   await root.createNamespace(ns);
 }
 
-/** A provisioned, B joined from A's backup (as init-replica does), alpha and gamma at A, beta at B. */
+/**
+ * A provisioned, B joined from A's backup (as init-replica does), alpha and gamma at A, beta at B; and the scratch
+ * namespaces of the raw rounds' load (see startBusy): epsilon at A (gamma's twin), delta at B (beta's twin).
+ */
 async function bootstrap(dir, a, b) {
   const rootA = a.client();
   await rootA.provision({ unlockPassphrase: PASS.unlock, adminPassphrase: PASS.admin, systemTime: nowRfc3339() });
@@ -304,6 +315,7 @@ async function bootstrap(dir, a, b) {
   await rootA.setBackupPassphrase(PASS.backup, '');
   await createNamespace(rootA, 'alpha');
   await createNamespace(rootA, 'gamma');
+  await createNamespace(rootA, 'epsilon');
   const file = path.join(dir, 'bootstrap.bin');
   await a.client('backup', PASS.backupUser).backupToFile(file);
   const fresh = new NetHsmClient({ url: b.simUrl, tls: { fingerprint256: b.fingerprint }, timeoutMs: LONG });
@@ -311,7 +323,8 @@ async function bootstrap(dir, a, b) {
   await fresh.unlock(PASS.unlock);
   await fresh.close();
   await createNamespace(b.client(), 'beta');
-  await new WorkDir(b.stateDir).recordBootstrap(['alpha', 'gamma'], a.name);
+  await createNamespace(b.client(), 'delta');
+  await new WorkDir(b.stateDir).recordBootstrap(['alpha', 'gamma', 'epsilon'], a.name);
   await rm(file);
 }
 
@@ -354,6 +367,8 @@ namespaces:
 ${ns('alpha', 'a')}
 ${ns('gamma', 'a')}
 ${ns('beta', 'b')}
+${ns('epsilon', 'a')}
+${ns('delta', 'b')}
 antiEntropy: { schedule: "${aeSchedule}"${aeRate == null ? '' : `, maxRequestsPerSecond: ${aeRate}`} }
 stream: { heartbeatInterval: 1s, catchupDebounce: 100ms }
 logging: { level: info }
@@ -523,6 +538,19 @@ async function rawRound(env, tag) {
   return { backupA: backupA.ms, backupB: backupB.ms, restoreB: restoreB.ms, total: backupA.ms + backupB.ms + restoreB.ms, bytes: backupA.value };
 }
 
+/**
+ * One raw round under the --busy load (startBusy's scratch instance, same rate, from 1 s before the round to its end):
+ * the raw work at a busy site. The writes its restore erases are not counted as lost (not checked at all): a raw
+ * restore loses them, which is why the daemon exists; only the sync rounds' acknowledged writes are checked.
+ */
+async function loadedRawRound(env, tag) {
+  const busy = startBusy(env, tag, true);
+  await sleep(1000); // the load's pace before the round, as before a sync
+  const raw = await rawRound(env, `l${tag}`);
+  const { writes, errors } = await busy.stop();
+  return { raw, writes: writes.length, failed: writes.filter((w) => !w.ok).length, errors: [...new Set(errors)].slice(0, 3) };
+}
+
 /** Most writes of the busy load in flight at once: past it the pacer waits (only a hold over 256 / rate s reaches it). */
 const BUSY_MAX_IN_FLIGHT = 256;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -535,16 +563,26 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  *   generate  POST /keys/generate (EC P-256) into beta through B's gateway (beta has `generate: device`, the default);
  *   stream    PUT /keys/{id} into gamma through A's gateway: B, gamma's replica, applies them from the stream.
  * `stop()` ends the pacing, waits for the writes in flight and resolves with each write's { s0, s1, ok, id }.
+ *
+ * `scratch`: the same load for the raw rounds (a separate instance, its own key prefix), into the scratch twins no sync
+ * and no check reads: delta (B primary, streamed to A) instead of beta, epsilon (A primary, applied at B from the
+ * stream) instead of gamma. The host pays the same (B's gateway, capture, sealing, both simulators, the peer's stream
+ * apply), but the raw restore of B's own backup, which erases every write to B's device made after that backup (what
+ * a raw restore does at a busy site), erases only scratch keys: in beta or gamma it would leave B's change log (beta)
+ * or applied position (gamma) naming keys B's device lacks, and the label mode's probe with a label older than the
+ * one A holds, under the later sync rounds that are measured and checked for lost writes.
  */
-function startBusy(env, tag) {
-  const prefix = `bz${tag}x`;
+function startBusy(env, tag, scratch = false) {
+  const prefix = `${scratch ? 'rz' : 'bz'}${tag}x`;
   const writes = [];
   const errors = [];
+  const atB = scratch ? env.scratchB : env.busyB;
+  const atA = scratch ? env.scratchA : env.busyA;
   const op = {
-    label: (i) => env.busyB.setKeyLabel('probe', `p${i % 1000}`),
-    import: (i) => env.busyB.importKey(BODIES[i % BODIES.length], `${prefix}${i}`),
-    generate: (i) => env.busyB.generateKey({ id: `${prefix}${i}`, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }),
-    stream: (i) => env.busyA.importKey(BODIES[i % BODIES.length], `${prefix}${i}`),
+    label: (i) => atB.setKeyLabel('probe', `p${i % 1000}`),
+    import: (i) => atB.importKey(BODIES[i % BODIES.length], `${prefix}${i}`),
+    generate: (i) => atB.generateKey({ id: `${prefix}${i}`, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }),
+    stream: (i) => atA.importKey(BODIES[i % BODIES.length], `${prefix}${i}`),
   }[BUSY];
   let stopped = false;
   let inFlight = 0;
@@ -698,21 +736,44 @@ function meanRaw(x, y) {
   return Object.fromEntries(Object.keys(x).map((k) => [k, (x[k] + y[k]) / 2]));
 }
 
+/** The quiet raw round and, under --busy, the loaded one (quiet first, then loaded; `loaded` undefined without load). */
+async function rawRounds(env, tag) {
+  const quiet = await rawRound(env, tag);
+  const loaded = BUSY === 'none' ? undefined : await loadedRawRound(env, tag);
+  return { quiet, loaded };
+}
+
 async function measureSync(env) {
   const rounds = [];
   // Raw rounds before the first sync and after each: a round's raw is the mean of the two around its sync (a single
-  // restore of a 20k-key device takes 0.1–0.8 s on the shared machine, too noisy to divide the hold by alone).
-  let before = await rawRound(env, `${env.n}-0`);
+  // restore of a 20k-key device takes 0.1–0.8 s on the shared machine, too noisy to divide the hold by alone). Under
+  // --busy each of them is a quiet raw round then one under the load (loadedRawRound): sync / raw divides by the
+  // quiet one (as before), sync / loaded raw by the one that shares the host with the same load as the sync.
+  let before = await rawRounds(env, `${env.n}-0`);
   for (let r = 0; r < ROUNDS; r++) {
     const s = await syncRound(env, `${env.n}r${r}`);
-    const after = await rawRound(env, `${env.n}-${r + 1}`);
-    const raw = meanRaw(before, after);
+    const after = await rawRounds(env, `${env.n}-${r + 1}`);
+    const raw = meanRaw(before.quiet, after.quiet);
+    const loaded = before.loaded && {
+      raw: meanRaw(before.loaded.raw, after.loaded.raw),
+      writes: before.loaded.writes + after.loaded.writes,
+      failed: before.loaded.failed + after.loaded.failed,
+      errors: [...new Set([...before.loaded.errors, ...after.loaded.errors])].slice(0, 3),
+    };
     before = after;
-    rounds.push({ raw, sync: s });
+    rounds.push({ raw, sync: s, ...(loaded ? { loadedRaw: loaded.raw, loadedWrites: loaded.writes, loadedFailed: loaded.failed } : {}) });
+    const lr = loaded?.raw;
     say(
       `  sync round ${r + 1} (busy ${BUSY}${BUSY === 'none' ? '' : ` ${BUSY_RATE}/s`}): raw ${(raw.total / 1000).toFixed(1)} s (backup A ${(raw.backupA / 1000).toFixed(1)}, backup B ${(raw.backupB / 1000).toFixed(1)}, restore B ${(raw.restoreB / 1000).toFixed(1)}), ` +
-        `sync ${(s.ms / 1000).toFixed(1)} s = ${(s.ms / raw.total).toFixed(2)} × raw, ` +
-        (BUSY === 'none' ? 'no load; ' : `hold ${s.probeMax.toFixed(0)} ms = ${(s.probeMax / raw.restoreB).toFixed(2)} × raw restore (p50 before the sync ${s.probeP50Before.toFixed(0)} ms); `) +
+        (lr
+          ? `raw under load ${(lr.total / 1000).toFixed(1)} s (backup A ${(lr.backupA / 1000).toFixed(1)}, backup B ${(lr.backupB / 1000).toFixed(1)}, restore B ${(lr.restoreB / 1000).toFixed(1)}; ` +
+            `scratch writes ${loaded.writes}, failed ${loaded.failed}${loaded.errors.length ? ` (${loaded.errors.join(' | ')})` : ''}, those after B's backup erased by its restore, not counted), `
+          : '') +
+        `sync ${(s.ms / 1000).toFixed(1)} s = ${(s.ms / raw.total).toFixed(2)} × raw` +
+        (lr ? ` = ${(s.ms / lr.total).toFixed(2)} × raw under load, ` : ', ') +
+        (BUSY === 'none'
+          ? 'no load; '
+          : `hold ${s.probeMax.toFixed(0)} ms = ${(s.probeMax / raw.restoreB).toFixed(2)} × raw restore = ${(s.probeMax / lr.restoreB).toFixed(2)} × raw restore under load (p50 before the sync ${s.probeP50Before.toFixed(0)} ms); `) +
         `writes during the sync ${s.probes} (failed ${s.failedDuring}; in the round ${s.writesTotal}, failed ${s.probeFailures}, lost ${s.lost ?? '–'}); held sequence: ${s.held.how}` +
         (s.errors.length ? `; errors: ${s.errors.join(' | ')}` : '') +
         (s.lost > 0 ? `; lost e.g. ${s.lostSample.join(', ')}` : ''),
@@ -731,6 +792,16 @@ async function measureSync(env) {
     holdMaxS: m((x) => x.sync.probeMax) / 1000,
     holdP99S: m((x) => x.sync.probeP99) / 1000,
     holdRatio: m((x) => x.sync.probeMax / x.raw.restoreB),
+    // Under --busy: the same against the raw rounds under the same load (undefined with --busy none).
+    ...(BUSY === 'none'
+      ? {}
+      : {
+          loadedRawS: m((x) => x.loadedRaw.total) / 1000,
+          loadedRawRestoreS: m((x) => x.loadedRaw.restoreB) / 1000,
+          loadedRatio: m((x) => x.sync.ms / x.loadedRaw.total),
+          loadedHoldRatio: m((x) => x.sync.probeMax / x.loadedRaw.restoreB),
+          loadedFailed: rounds.reduce((t, x) => t + x.loadedFailed, 0),
+        }),
     probeFailures: rounds.reduce((t, x) => t + x.sync.probeFailures, 0),
     lost: rounds.some((x) => x.sync.lost !== undefined) ? rounds.reduce((t, x) => t + (x.sync.lost ?? 0), 0) : undefined,
   };
@@ -965,7 +1036,9 @@ async function measureAll() {
     await sync(b, 'alpha');
     await sync(b, 'gamma');
     await sync(a, 'beta');
-    await streaming([[b, 'alpha'], [b, 'gamma'], [a, 'beta']]);
+    await sync(b, 'epsilon');
+    await sync(a, 'delta');
+    await streaming([[b, 'alpha'], [b, 'gamma'], [a, 'beta'], [b, 'epsilon'], [a, 'delta']]);
     const env = {
       a,
       b,
@@ -987,9 +1060,13 @@ async function measureAll() {
       busyB: b.gatewayClient('beta~admin', PASS.nsAdmin, caPem, 16),
       busyA: a.gatewayClient('gamma~admin', PASS.nsAdmin, caPem, 16),
       betaB: b.client('beta~admin', PASS.nsAdmin, 1),
+      // The raw rounds' instance of the load: the scratch twins delta (B primary) and epsilon (A primary; see startBusy).
+      scratchB: b.gatewayClient('delta~admin', PASS.nsAdmin, caPem, 16),
+      scratchA: a.gatewayClient('epsilon~admin', PASS.nsAdmin, caPem, 16),
       gammaB: b.client('gamma~replicator', PASS.replicator, 1),
     };
     await env.probeB.importKey(BODIES[0], 'probe');
+    await env.scratchB.importKey(BODIES[0], 'probe'); // the raw rounds' label load writes delta's own probe
     // Warm-up of the stream (transport keys known, pools and JIT warm): 20 imports through A's gateway, applied at B.
     // The stream's reference: gamma at 1,000 keys (straight at A), synced to B.
     const gammaAdmin = a.client('gamma~admin', PASS.nsAdmin, 16);
@@ -1077,6 +1154,7 @@ const FIGURES = {
   'raw s (backup A + backup B + restore B)': (r) => r.sync?.rawS,
   'sync s': (r) => r.sync?.syncS,
   'raw restore s': (r) => r.sync?.rawRestoreS,
+  'raw s under the --busy load': (r) => r.sync?.loadedRawS,
   'write hold (probe max) s': (r) => r.sync?.holdMaxS,
   'anti-entropy pass s': (r) => (r.ae?.found.failed ? undefined : r.ae?.passS),
   'anti-entropy device requests': (r) => (r.ae ? r.ae.requestsA + r.ae.requestsB : undefined),
@@ -1116,8 +1194,10 @@ if (values.json) {
   }
   if (busy) {
     console.log('\nsync rounds: hold = the longest busy write that overlapped the sync (stream: the longest stand-still of B\'s gamma position); held sequence from daemon B\'s log');
-    console.log('| keys | round | busy | sync / raw | hold s | hold / raw restore | writes during the sync | failed | lost | held sequence |');
-    console.log('|---|---|---|---|---|---|---|---|---|---|');
+    // Sync / raw under load and hold / raw restore under load: against the raw rounds run under the same load (runs
+    // saved before they existed show –); their scratch writes are not checked (the raw restore erases some).
+    console.log('| keys | round | busy | sync / raw | hold s | hold / raw restore | writes during the sync | failed | lost | held sequence | sync / raw under load | hold / raw restore under load |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
     for (const r of results) {
       for (const [i, x] of (r.sync?.rounds ?? []).entries()) {
         const s = x.sync;
@@ -1126,7 +1206,26 @@ if (values.json) {
         const hold = (v) => (s.probeMax == null ? '–' : f1(v, 2));
         const lost = s.lost === undefined ? '–' : s.lostSample.length ? `**${s.lost}** (${s.lostSample.join(', ')})` : s.lost;
         const failed = s.failedDuring ? `**${s.failedDuring}** (${s.errors.join(' \\| ')})` : (s.failedDuring ?? '–');
-        console.log(`| ${r.n} | ${i + 1} | ${rate} | ${f1(s.ms / x.raw.total, 2)} | ${hold(s.probeMax / 1000)} | ${hold(s.probeMax / x.raw.restoreB)} | ${s.probes ?? '–'} | ${failed} | ${lost} | ${s.held?.how ?? '–'} |`);
+        const lr = x.loadedRaw;
+        console.log(
+          `| ${r.n} | ${i + 1} | ${rate} | ${f1(s.ms / x.raw.total, 2)} | ${hold(s.probeMax / 1000)} | ${hold(s.probeMax / x.raw.restoreB)} | ${s.probes ?? '–'} | ${failed} | ${lost} | ${s.held?.how ?? '–'} | ` +
+            `${lr ? f1(s.ms / lr.total, 2) : '–'} | ${lr ? hold(s.probeMax / lr.restoreB) : '–'} |`,
+        );
+      }
+    }
+    if (results.some((r) => r.sync?.loadedRawS !== undefined)) {
+      console.log(
+        '\nsync against raw work under the same load (medians of the rounds): raw under load = backup A + backup B + restore B while a second instance of the --busy load ' +
+          'writes at the same rate into scratch namespaces (delta at B, epsilon at A) that no sync reads; its writes after B\'s backup are erased by the raw restore and not counted as lost',
+      );
+      console.log('| keys | sync s | raw s quiet | raw s under load | sync / raw quiet | sync / raw under load | raw restore s quiet / under load | hold / raw restore quiet | hold / raw restore under load | scratch writes failed |');
+      console.log('|---|---|---|---|---|---|---|---|---|---|');
+      for (const r of results) {
+        const s = r.sync;
+        if (s?.loadedRawS === undefined) continue;
+        console.log(
+          `| ${r.n} | ${f1(s.syncS)} | ${f1(s.rawS)} | ${f1(s.loadedRawS)} | ${f1(s.ratio, 2)} | ${f1(s.loadedRatio, 2)} | ${f1(s.rawRestoreS, 2)} / ${f1(s.loadedRawRestoreS, 2)} | ${f1(s.holdRatio, 2)} | ${f1(s.loadedHoldRatio, 2)} | ${s.loadedFailed} |`,
+        );
       }
     }
   }
