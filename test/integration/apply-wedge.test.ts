@@ -268,6 +268,13 @@ describe('applies never wedge: the schedule', () => {
         return o.msg === 'namespace synced' && o.actor === 'schedule';
       });
     await eventually(scheduledOk, 30_000, 'a scheduled sync to succeed at B after the unlock');
+    // Where its time went, step by step (the log line an operator reads for a slow sync).
+    const synced = lines
+      .slice(from)
+      .map((l) => JSON.parse(l) as { msg?: string; actor?: string; stepsMs?: Record<string, number> })
+      .find((o) => o.msg === 'namespace synced' && o.actor === 'schedule')!;
+    expect(Object.keys(synced.stepsMs ?? {})).toEqual(expect.arrayContaining(['check', 'fetch', 'backup', 'restore']));
+    for (const ms of Object.values(synced.stepsMs!)) expect(Number.isInteger(ms) && ms >= 0).toBe(true);
     await caughtUp(a, b, NS, 60_000);
     expect(await compare(a, b)).toEqual({ missing: [], extra: [], differ: [] });
     peerNotBlamed(b);
