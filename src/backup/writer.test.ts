@@ -64,6 +64,29 @@ function expectSame(got: BackupEntry[], want: [string, Buffer][]): void {
   });
 }
 
+/**
+ * Regression (fault suite, seeds 13/84/87, CI seed 1): when the output chunk had fewer than 22 bytes of room left at
+ * `finish()`, the end marker and trailer were copied into the chunk already handed to the sink (the copy's target was
+ * read before `reserve` replaced it), and the last chunk went out as 22 bytes of uninitialized memory. Readers then
+ * saw a trailer mid-file and "unexpected data after the trailer"; the bytes after it could be process memory.
+ */
+describe('the end of the output', () => {
+  it('goes out whole when the chunk in hand has too little room for the end marker and trailer', async () => {
+    const headerLen = (await writeMemory([])).length - 22;
+    const p = '/key/fill';
+    for (const room of [0, 1, 10, 21, 22]) {
+      const v = 64 * 1024 - room - headerLen - (3 + 28 + 3 + Buffer.byteLength(p));
+      const entries: [string, Buffer][] = [[p, randomBytes(v)]];
+      const bytes = await writeMemory(entries);
+      expect(bytes.subarray(bytes.length - BACKUP_TRAILER.length).toString('latin1')).toBe(BACKUP_TRAILER);
+      const back = await readBackupBuffer(bytes, { passphrase: 'pw', scrypt: TEST_SCRYPT });
+      expectSame(back.entries, entries);
+      back.backupKey.fill(0);
+    }
+  });
+});
+
+
 describe('createBackupWriter', () => {
   let dir: string;
   beforeAll(async () => {

@@ -267,7 +267,11 @@ class StreamingBackupWriter implements BackupWriter {
   }
 
   private append(buf: Buffer): void {
-    buf.copy(this.out, this.reserve(buf.length));
+    // reserve() first: it may hand the current chunk to the sink and put a fresh one in `this.out`. Read as one
+    // expression (`buf.copy(this.out, this.reserve(n))`), `this.out` was the chunk already handed over: the bytes
+    // landed in it and the fresh chunk went out uninitialized.
+    const at = this.reserve(buf.length);
+    buf.copy(this.out, at);
   }
 
   /** Hands the buffered bytes to the sink (which owns them from now on: a fresh buffer takes their place). */
