@@ -21,6 +21,7 @@ import { takeSnapshot } from '../replicator/snapshot-source.js';
 import { withDeadline } from '../util/deadline.js';
 import { removeFiles } from '../replicator/workdir.js';
 import type { SiteContext } from './context.js';
+import { fenceExports } from './quarantine.js';
 import type { FenceReplay } from './race-replayer.js';
 import type { NamespaceSync } from './sync.js';
 
@@ -417,11 +418,9 @@ export class Failover {
     const row = this.ctx.store.roles.get(namespace);
     // Stepped down (automatic failover) with no newer primary known yet: nothing to resync from; etcd names the next.
     if (row?.role === 'fenced' && row.primarySite === this.ctx.site && this.leaderGate?.automatic(namespace)) return;
-    const entries = this.ctx.store.audit.list({ namespace, limit: 100_000 });
-    const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
-    const quarantined = entries.slice(fencedAt + 1).some((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');
-    if (fencedAt >= 0 && !quarantined) {
-      await this.fence(namespace, entries[fencedAt]!.fromEpoch ?? this.ctx.store.roles.require(namespace).epoch);
+    const f = fenceExports(this.ctx.store, namespace);
+    if (f.fenced && f.files.length === 0) {
+      await this.fence(namespace, f.fencedFrom ?? this.ctx.store.roles.require(namespace).epoch);
     } else await this.resync(namespace);
   }
 

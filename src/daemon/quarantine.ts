@@ -13,6 +13,7 @@ import { listBackupContents } from '../backup/contents.js';
 import { InputInvalidError, NhrError, QuarantineFileUnknownError } from '../errors.js';
 import { FOREIGN_REASON } from '../replicator/foreign.js';
 import { quarantineFileNameProblem, quarantineNamespaceOf } from '../replicator/workdir.js';
+import type { StateStore } from '../state/store.js';
 import type { SiteContext } from './context.js';
 
 export interface QuarantineFileView {
@@ -150,4 +151,17 @@ export async function ackQuarantine(ctx: SiteContext, file: string, actor: strin
   const ack = ctx.store.quarantineAcks.get(file)!;
   ctx.log.info({ file, actor, namespace, already: !added }, added ? 'quarantine file acknowledged' : 'quarantine file was acknowledged already');
   return { file, acknowledged: { at: new Date(ack.at).toISOString(), actor: ack.actor }, alreadyAcknowledged: !added };
+}
+
+/**
+ * What the audit log says of `namespace`'s current fence: whether it was fenced (the last change of its role to
+ * `fenced`, with the epoch it left), and the quarantine files its fence exports wrote since then (all of them when
+ * no fencing row is found). One reader for the sync (what a fence already saved; no sync before its export) and the
+ * fence's continuation (export first, then resync).
+ */
+export function fenceExports(store: StateStore, namespace: string): { fencedFrom: number | undefined; fenced: boolean; files: string[] } {
+  const entries = store.audit.list({ namespace, limit: 100_000 });
+  const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
+  const files = entries.slice(fencedAt + 1).flatMap((e) => (e.action === 'fence' && typeof e.detail.quarantine === 'string' ? [e.detail.quarantine] : []));
+  return { fenced: fencedAt >= 0, fencedFrom: fencedAt >= 0 ? (entries[fencedAt]!.fromEpoch ?? undefined) : undefined, files };
 }

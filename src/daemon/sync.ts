@@ -34,6 +34,7 @@ import { removeFiles } from '../replicator/workdir.js';
 import { timedDevice } from '../replicator/device-timing.js';
 import type { EpochClaim } from '../roles/role-machine.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
+import { fenceExports } from './quarantine.js';
 
 /** The progress step shown for each phase of an apply (status, NHR_ERR_SYNC_BUSY). */
 const APPLY_STEPS: Record<ApplyPhase, string> = {
@@ -505,18 +506,14 @@ export class NamespaceSync {
    * Failover.resumeFenced decides: no audit row of the fencing means nothing to export). Only asked for fenced rows.
    */
   private fenceExported(namespace: string): boolean {
-    const entries = this.ctx.store.audit.list({ namespace, limit: 100_000 });
-    const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
-    return fencedAt < 0 || entries.slice(fencedAt + 1).some((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');
+    const f = fenceExports(this.ctx.store, namespace);
+    return !f.fenced || f.files.length > 0;
   }
 
   /** At a fenced site: the quarantine files its current fence wrote (audit log); none otherwise. */
   private fenceQuarantine(namespace: string): string[] {
     const { store } = this.ctx;
-    if (store.roles.get(namespace)?.role !== 'fenced') return [];
-    const entries = store.audit.list({ namespace, limit: 100_000 });
-    const fencedAt = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole !== 'fenced');
-    return entries.slice(fencedAt + 1).flatMap((e) => (e.action === 'fence' && typeof e.detail.quarantine === 'string' ? [e.detail.quarantine] : []));
+    return store.roles.get(namespace)?.role === 'fenced' ? fenceExports(store, namespace).files : [];
   }
 
   /**
