@@ -547,6 +547,20 @@ export class RoleHandoverFailedError extends NhrError {
   static override readonly retryable = true;
 }
 
+/**
+ * This site became primary of the namespace (the role change is made and persisted: promote, or resuming leadership)
+ * but putting the namespace's administrators back on its NetHSM failed (the NetHSM refused or failed the backup or the
+ * restore, is Locked or unreachable, the source file is unreadable). Writes by the namespace's users are refused meanwhile
+ * (401 at the NetHSM; 503 NHR_ERR_GATEWAY_ADMINS_PENDING at the gateway). The restore is recorded and retried by the
+ * daemon (admin-restorer.ts); the cause is the last attempt's error.
+ */
+export class RoleAdminsNotRestoredError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_ADMINS_NOT_RESTORED';
+  static override readonly defaultHint =
+    "The daemon retries by itself. Check the NetHSM's state (`nethsm-replicator status`: the nethsm member, Locked → unlock it) and the cause; do not promote again (docs/operations.md, \"Promoted without its administrators\").";
+  static override readonly retryable = true;
+}
+
 /** Two sites claim to be primary for one namespace at the same epoch. Both fence; an operator promotes one. */
 export class RoleSplitBrainError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_SPLIT_BRAIN';
@@ -618,6 +632,17 @@ export class GatewayReplayPendingError extends NhrError {
   static override readonly code = 'NHR_ERR_GATEWAY_REPLAY_PENDING';
   static override readonly defaultHint =
     'Retry after the Retry-After delay. If it lasts, `nethsm-replicator status` names the re-apply and its last error (usually the NetHSM is unreachable or refusing the replication account).';
+  static override readonly retryable = true;
+}
+
+/**
+ * A write to a namespace primary here whose administrators are not back on the NetHSM yet (a promote's restore failed
+ * and is being retried): the NetHSM would answer the namespace's users 401. Answered 503 with Retry-After.
+ */
+export class GatewayAdminsPendingError extends NhrError {
+  static override readonly code = 'NHR_ERR_GATEWAY_ADMINS_PENDING';
+  static override readonly defaultHint =
+    'Retry after the Retry-After delay. If it lasts, `nethsm-replicator status` names the pending administrator restore and its last error (usually the NetHSM is Locked or unreachable).';
   static override readonly retryable = true;
 }
 
@@ -907,6 +932,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   PeerStaleEpochError,
   RoleNotPrimaryError,
   RoleHandoverFailedError,
+  RoleAdminsNotRestoredError,
   RoleSplitBrainError,
   RoleStateChangedError,
   FailoverEtcdUnreachableError,
@@ -916,6 +942,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   GatewayRequestInvalidError,
   GatewayHoldTimeoutError,
   GatewayReplayPendingError,
+  GatewayAdminsPendingError,
   GatewayLocalDownError,
   GatewayNoPeerError,
   GatewayDrainTimeoutError,

@@ -145,7 +145,39 @@ async function runAction(ns: string, action: NamespaceAction, flags: SocketFlags
   checkNamespace(ns);
   const client = new AdminClient({ socketPath: await resolveSocket(flags) });
   const answer = await client.namespaceAction(ns, action, { actor: actor(), ...extra });
+  const partial = action === 'promote' ? adminsPendingOf(answer) : undefined;
+  if (partial) {
+    // The role changed: not the generic failure (exit 1, "nothing changed"), not success either (docs/cli.md, promote).
+    process.stdout.write(describePartialPromote(ns, answer as Record<string, unknown>, partial) + '\n');
+    process.exitCode = PROMOTED_WITHOUT_ADMINISTRATORS;
+    return;
+  }
   process.stdout.write(describeAnswer(action, ns, answer) + '\n');
+}
+
+/** `promote`'s exit code when the role changed but the administrators are not restored yet (the daemon retries). */
+export const PROMOTED_WITHOUT_ADMINISTRATORS = 3;
+
+/** The answer's `administratorsPending` (the restore failed; the daemon retries), or undefined. */
+function adminsPendingOf(answer: unknown): { code: string; cause: string; hint: string } | undefined {
+  if (answer === null || typeof answer !== 'object') return undefined;
+  const p = (answer as Record<string, unknown>).administratorsPending;
+  if (p === null || typeof p !== 'object') return undefined;
+  const { code, cause, hint } = p as Record<string, unknown>;
+  return { code: typeof code === 'string' ? code : 'NHR_ERR_ROLE_ADMINS_NOT_RESTORED', cause: typeof cause === 'string' ? cause : 'unknown', hint: typeof hint === 'string' ? hint : '' };
+}
+
+/**
+ * What a promote whose administrator restore failed did and did not do: the role changed (epoch), the administrators
+ * are NOT restored, the daemon retries, why, and what to do.
+ */
+export function describePartialPromote(ns: string, a: Record<string, unknown>, p: { code: string; cause: string; hint: string }): string {
+  const epoch = typeof a.epoch === 'number' ? a.epoch : '?';
+  const from = typeof a.previousEpoch === 'number' ? ` (was ${a.previousEpoch})` : '';
+  return (
+    `promoted ${typeof a.namespace === 'string' ? a.namespace : ns}: this site is PRIMARY at epoch ${epoch}${from}, but its administrators were NOT restored on the NetHSM (${p.code}); ` +
+    `writes by the namespace's users are refused until they are; the daemon retries by itself.\nCause: ${p.cause}${p.hint ? `\nTry: ${p.hint}` : ''}`
+  );
 }
 
 const PAST: Record<NamespaceAction, string> = { sync: 'synced', promote: 'promoted', demote: 'demoted', pause: 'paused', resume: 'resumed' };

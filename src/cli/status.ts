@@ -32,6 +32,7 @@ const namespaceSchema = z.looseObject({
   nextScheduledSync: iso,
   noPrimary: z.looseObject({ cause: z.string(), try: z.string() }).nullable().optional(),
   antiEntropyDeferred: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
+  administratorsPending: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
   syncCost: z
     .looseObject({
       estimatedSeconds: z.number(),
@@ -105,6 +106,8 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     // Stepped down here, handed over to nobody: there is no primary to have synced from (the line above says so).
     if (steppedDown(ns, s.site)) continue;
     if (ns.role === 'fenced') out.push(`namespace ${ns.name} is FENCED at epoch ${ns.epoch} (primary is ${ns.primarySite}); it resyncs as a replica`);
+    const admins = ns.administratorsPending;
+    if (admins) out.push(withTry(`namespace ${ns.name} (since ${relativeTime(admins.since, now)}): ${admins.cause}`, admins.try));
     if (ns.failover && !ns.failover.leaseValid) out.push(`namespace ${ns.name}: NO VALID ETCD LEASE (automatic failover): ${ns.failover.lastError ?? ns.failover.state}`);
     if (ns.role !== 'replica') continue;
     if (ns.lastSync?.outcome === 'failed') {

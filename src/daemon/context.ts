@@ -1,6 +1,7 @@
 /**
  * Everything a running daemon's parts share, built once from the config and its secrets. Owned by `Daemon`.
  */
+import type { AdminRestorer } from './admin-restorer.js';
 import type { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
 import type { ScryptParams } from '../backup/format.js';
@@ -74,6 +75,8 @@ export interface SiteContext {
   gatewayServing?: () => GatewayServingView | null;
   /** Re-applies writes that race a merge-restore (set by the daemon; src/daemon/race-replayer.ts). */
   raceReplayer?: DaemonRaceReplayer;
+  /** Administrator restores a promote still owes (set by Failover; src/daemon/admin-restorer.ts). */
+  adminRestorer?: AdminRestorer;
   /**
    * Makes stream applies that a merge-restore's restore erases good again (set by the daemon; StreamService): for a
    * write ticket's `stream` replay, `canRewind` says whether the replica namespace's position can be moved back before

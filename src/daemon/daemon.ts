@@ -204,6 +204,8 @@ export class Daemon {
       this.stream.roleChanged(ns);
       // A record kept across the change may be replayable now (primary again at a new epoch), or a retry's token stale.
       this.ctx.raceReplayer?.kick();
+      // An administrator restore owed under the old row is forgotten (superseded), or one waiting may run now.
+      this.ctx.adminRestorer?.kick();
     };
     this.ctx.streamRewind = { canRewind: (ns, source, seq) => this.stream.canRewind(ns, source, seq), rewind: (ns, source, seq) => this.stream.rewind(ns, source, seq) };
     this.ctx.raceReplayer = new DaemonRaceReplayer({
@@ -349,6 +351,8 @@ export class Daemon {
       this.failover.exportFenced(movedAway);
       // Before the gateway: a replay left pending (a crash after a restore) holds the barrier before any write comes.
       ctx.raceReplayer?.start();
+      // A promote's administrator restore left pending (the NetHSM refused it, a crash): retried from now on.
+      this.failover.admins.start();
       await this.leadership?.start();
       await this.gateway?.start();
       await this.adminServer.start();
@@ -403,6 +407,7 @@ export class Daemon {
     await stage('admin', () => this.adminServer.close());
     await stage('gateway', () => this.gateway?.close());
     await stage('racing-write replays', () => ctx.raceReplayer?.close());
+    await stage('administrator restores', () => this.failover.admins.close());
     await stage('leadership', () => this.leadership?.close());
     await stage('stream', () => this.stream.close());
     await stage('peer API', () => this.peerServer.close());
@@ -511,7 +516,15 @@ export class Daemon {
           // The gateway lets a write that meets a pending replay while a hold runs wait at the gate (that hold may be
           // the one replaying) and decides again once it is admitted (server.ts).
           const replay = row.role === 'primary' && this.ctx.raceReplayer!.isPending(namespace);
-          return { role: row.role, epoch: row.epoch, primarySite: row.primarySite, ...(url ? { primaryGatewayUrl: url } : {}), ...(replay ? { replayPending: true } : {}) };
+          const admins = row.role === 'primary' && this.failover.admins.isPending(namespace);
+          return {
+            role: row.role,
+            epoch: row.epoch,
+            primarySite: row.primarySite,
+            ...(url ? { primaryGatewayUrl: url } : {}),
+            ...(replay ? { replayPending: true } : {}),
+            ...(admins ? { adminsPending: true } : {}),
+          };
         },
       },
       // Other sites' gateways present certificates of the group CA.
@@ -686,7 +699,11 @@ export class Daemon {
         if (s.name === NETHSM_MEMBER) this.serving.nethsmChecked(s);
         saved.save(s);
       },
-      onRecovered: (name) => void this.resumeMember(name),
+      onRecovered: (name) => {
+        // This site's NetHSM is back: an administrator restore it failed need not wait out its backoff.
+        if (name === NETHSM_MEMBER) this.failover.admins.kick();
+        void this.resumeMember(name);
+      },
     });
   }
 
@@ -766,6 +783,11 @@ export class Daemon {
           : [];
         const replays = this.ctx.raceReplayer?.view();
         if (replays) checks.replays = { ok: false, detail: `${replays.cause}. Try: ${replays.try}` };
+        const admins = this.ctx.store.isOpen ? this.ctx.config.namespaces.flatMap((n) => {
+          const v = this.failover.admins.view(n.name);
+          return v ? [`namespace ${n.name}: ${v.cause}. Try: ${v.try}`] : [];
+        }) : [];
+        if (admins.length > 0) checks.administrators = { ok: false, detail: admins.join('; ') };
         const held = heldSyncsView(this.syncer);
         // Passes deferred by a primary mid-restore: transient, a warning (never unready).
         const deferred = [...this.antiEntropyDeferred].map(([ns, d]) => `namespace ${ns}: ${d.cause}. Try: ${d.try}`);

@@ -10,11 +10,13 @@ import path from 'node:path';
 import { listBackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleHandoverFailedError } from '../errors.js';
+import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleAdminsNotRestoredError, RoleHandoverFailedError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
 import { assertPrimary, completeResync, demote as decideDemote, fenceToExport, observeEpoch, resumeLeadership, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
+import type { AdminRestoreKind, PendingAdminRestore } from '../state/admin-restores-repo.js';
+import { AdminRestorer, describeError } from './admin-restorer.js';
 import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
 import { snapshotMetaOf } from '../replicator/snapshot-meta.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
@@ -36,6 +38,11 @@ export interface PromoteResult {
   previousPrimary: string;
   forced: boolean;
   administratorsRestored: number;
+  /**
+   * Set when the role changed but the administrators could not be put back (NHR_ERR_ROLE_ADMINS_NOT_RESTORED): the
+   * daemon retries (admin-restorer.ts); the namespace's users cannot write until then. Absent when they are back.
+   */
+  administratorsPending?: { code: string; cause: string; retrying: true; hint: string };
   peersTold: string[];
   peersNotTold: string[];
 }
@@ -68,11 +75,16 @@ export class Failover {
   private readonly fencing = new Map<string, Promise<{ quarantine: string }>>();
   /** Namespaces whose fence is being continued by {@link retryFenced}: one attempt at a time. */
   private readonly resyncing = new Set<string>();
+  /** Retries the administrator restores a promote or resumed leadership still owes. */
+  readonly admins: AdminRestorer;
 
   constructor(
     private readonly ctx: SiteContext,
     private readonly syncer: () => NamespaceSync,
-  ) {}
+  ) {
+    this.admins = new AdminRestorer(ctx, (record, token) => this.restoreOwed(record, token));
+    ctx.adminRestorer = this.admins;
+  }
 
   async drain(): Promise<void> {
     await Promise.allSettled([...this.background]);
@@ -95,30 +107,29 @@ export class Failover {
     // Decided, persisted and made writable alone at the device (an exclusive hold): writes admitted after the role
     // change wait until the administrators are back, so none meets a primary without them (a 401 the fault suite saw
     // in the window between the two); writes admitted before it were decided as a replica's and refused.
-    const { row, restored } = await ctx.barrier.exclusive([], async () => {
+    const { row, restored, pending } = await ctx.barrier.exclusive([], async () => {
       let change = decidePromote(ctx.store, namespace, request);
+      // Taking back a namespace this site stepped down from: its administrators are in the handover's final snapshot.
+      const source = isSteppedDown(before, ctx.site) && existsSync(ctx.work.handoffOf(namespace)) ? ctx.work.handoffOf(namespace) : ctx.work.snapshotOf(namespace);
       let row: NamespaceRow;
       if (gate) {
         // Refusals (lag, failed sync) come before the key is taken; then the term's epoch is etcd's.
         const term = await gate.acquire(namespace, opts.handoverFrom ? { handoverFrom: opts.handoverFrom } : {});
         try {
           change = decidePromote(ctx.store, namespace, { ...request, epoch: term.epoch });
-          row = applyRoleChange(ctx.store, change, opts.actor);
+          row = this.changeRoleOwingAdmins(() => applyRoleChange(ctx.store, change, opts.actor), 'promote', source);
         } catch (err) {
           await term.release();
           throw err;
         }
-      } else row = applyRoleChange(ctx.store, change, opts.actor);
+      } else row = this.changeRoleOwingAdmins(() => applyRoleChange(ctx.store, change, opts.actor), 'promote', source);
       ctx.roleChanged?.(namespace);
       ctx.metrics.setRole(namespace, 'primary', row.epoch);
       ctx.metrics.promotionsTotal.inc({ namespace });
       ctx.metrics.setReplicaDataTime(namespace, null);
       ctx.log.info({ namespace, epoch: row.epoch, from: before.epoch, actor: opts.actor, force: opts.force }, 'namespace promoted');
-      // Taking back a namespace this site stepped down from: its administrators are in the handover's final snapshot.
-      const source = isSteppedDown(before, ctx.site) && existsSync(ctx.work.handoffOf(namespace)) ? ctx.work.handoffOf(namespace) : ctx.work.snapshotOf(namespace);
-      const restored = await this.restoreAdministrators(namespace, tokenOf(row, 'administrator restore on promote'), source);
-      if (source === ctx.work.handoffOf(namespace)) await removeFiles(source);
-      return { row, restored };
+      const owed = this.restoreNow(row, 'administrator restore on promote');
+      return { row, ...(await owed) };
     });
     // Under automatic failover peers learn the term from etcd too: an unreachable old primary must not hold the
     // promote (and the leadership tick behind it) for a whole connect timeout.
@@ -131,6 +142,7 @@ export class Failover {
       previousPrimary: before.primarySite,
       forced: opts.force,
       administratorsRestored: restored,
+      ...(pending ? { administratorsPending: pending } : {}),
       peersTold: told.told,
       peersNotTold: told.notTold,
     };
@@ -147,13 +159,75 @@ export class Failover {
     const { ctx } = this;
     return ctx.barrier.exclusive([], async () => {
       const before = ctx.store.roles.require(namespace);
-      const row = applyRoleChange(ctx.store, resumeLeadership(before, { localSite: ctx.site, epoch }), 'daemon');
+      const stripped = this.fenceQuarantineSinceStepDown(namespace);
+      const change = () => applyRoleChange(ctx.store, resumeLeadership(before, { localSite: ctx.site, epoch }), 'daemon');
+      const row = stripped ? this.changeRoleOwingAdmins(change, 'resume', stripped) : change();
       ctx.roleChanged?.(namespace);
       ctx.metrics.setRole(namespace, row.role, row.epoch);
-      const stripped = this.fenceQuarantineSinceStepDown(namespace);
-      const restored = stripped ? await this.restoreUsersFrom(namespace, tokenOf(row, 'administrator restore on resume'), stripped) : 0;
+      // A failure is recorded and retried (admin-restorer.ts), as a promote's: the role change stands.
+      const { restored } = stripped ? await this.restoreNow(row, 'administrator restore on resume') : { restored: 0 };
       return { row, restored };
     });
+  }
+
+  /**
+   * Runs the role change `apply` (this site becomes primary) and records, in the same transaction, the administrator
+   * restore it owes (`admin_restores`): a restart or a failed restore never leaves a primary without its administrators
+   * and nothing saying so.
+   */
+  private changeRoleOwingAdmins(apply: () => NamespaceRow, kind: AdminRestoreKind, source: string): NamespaceRow {
+    const { ctx } = this;
+    const row = ctx.store.transaction(() => {
+      const r = apply();
+      ctx.store.adminRestores.record({ namespace: r.namespace, epoch: r.epoch, kind, source });
+      return r;
+    });
+    this.admins.refresh();
+    return row;
+  }
+
+  /**
+   * The first attempt of the restore `row`'s role change owes, inside the caller's exclusive hold. A failure does not
+   * undo the role change: it is kept in the record, retried by {@link AdminRestorer}, and returned as `pending`.
+   */
+  private async restoreNow(row: NamespaceRow, purpose: string): Promise<{ restored: number; pending?: NonNullable<PromoteResult['administratorsPending']> }> {
+    const { ctx } = this;
+    const record = ctx.store.adminRestores.get(row.namespace);
+    if (!record || record.invalid !== undefined) return { restored: 0 };
+    this.admins.firstAttempt(row.namespace);
+    try {
+      const restored = await this.restoreOwed(record, tokenOf(row, purpose));
+      ctx.store.adminRestores.done(row.namespace, row.epoch);
+      this.admins.firstAttempt(row.namespace, true);
+      this.admins.refresh();
+      return { restored };
+    } catch (err) {
+      const cause = describeError(err);
+      ctx.store.adminRestores.failed(row.namespace, row.epoch, cause);
+      this.admins.firstAttempt(row.namespace, true);
+      this.admins.kick();
+      const e = new RoleAdminsNotRestoredError(
+        `namespace ${row.namespace}: this site is primary at epoch ${row.epoch} (the role change is made), but its administrators were NOT restored on its NetHSM: ${cause}; writes by the namespace's users are refused until they are; the daemon retries`,
+        { namespace: row.namespace, epoch: row.epoch, cause: err },
+      );
+      ctx.log.error({ err: e }, 'primary without its administrators: restore failed; retrying');
+      return { restored: 0, pending: { code: e.code, cause, retrying: true, hint: e.hint } };
+    }
+  }
+
+  /** Puts back what `record` owes (alone at the device, with `token`); the handover snapshot it came from is removed once done. */
+  private async restoreOwed(record: PendingAdminRestore, token: FencingToken): Promise<number> {
+    const { ctx } = this;
+    if (record.kind === 'resume') {
+      if (!existsSync(record.source)) {
+        ctx.log.warn({ namespace: record.namespace, from: record.source }, 'the quarantine file the users were to come back from is gone: nothing to put back');
+        return 0;
+      }
+      return this.restoreUsersFrom(record.namespace, token, record.source);
+    }
+    const restored = await this.restoreAdministrators(record.namespace, token, record.source);
+    if (record.source === ctx.work.handoffOf(record.namespace)) await removeFiles(record.source);
+    return restored;
   }
 
   /** The quarantine file of the newest fence since this site last stepped down (it stripped the administrators). */

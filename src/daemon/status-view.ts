@@ -51,6 +51,7 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     ...(cfg.failover === 'automatic' ? { failover: ctx.failoverStatus?.(name) ?? null } : {}),
     syncCost: syncCostView(ctx, name),
     antiEntropyDeferred: deferred(extras, name),
+    administratorsPending: ctx.adminRestorer?.view(name) ?? null,
   };
 }
 

@@ -43,6 +43,22 @@ export interface NamespaceStatus {
    * and the remedy. Transient, a warning; null once a pass completes. Absent from older daemons.
    */
   antiEntropyDeferred?: { since: string; cause: string; try: string } | null;
+  /**
+   * Primary here: set while the namespace's administrators are not back on the NetHSM since this site became primary
+   * (the restore failed and is retried: admin-restorer.ts). A problem; null otherwise. Absent from older daemons.
+   */
+  administratorsPending?: AdminsPendingView | null;
+}
+
+/** An administrator restore still owed (AdminRestorer.view): since when, under which epoch, its attempts, why, the remedy. */
+export interface AdminsPendingView {
+  since: string;
+  /** Null for a stored record that is not valid. */
+  epoch: number | null;
+  attempts: number;
+  lastError: string | null;
+  cause: string;
+  try: string;
 }
 
 export interface SyncCostView {

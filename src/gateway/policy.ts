@@ -12,9 +12,12 @@
  *   namespace lifecycle); the rest are forwarded and held;
  * - ambiguous credentials on a namespace mutation: refused with an empty 401, as the NetHSM answers credentials it cannot read.
  * - mutations of a namespace primary here whose erased writes are still being re-applied after a merge-restore: 503
- *   with Retry-After (docs/concurrency.md, "Racing writes re-applied").
+ *   with Retry-After (docs/concurrency.md, "Racing writes re-applied");
+ * - mutations of a namespace primary here whose administrators are not back on the NetHSM since its promote: 503 with
+ *   Retry-After (docs/operations.md, "Promoted without its administrators").
  */
 import {
+  GatewayAdminsPendingError,
   GatewayCallRefusedError,
   GatewayReadOnlyError,
   GatewayReplayPendingError,
@@ -32,6 +35,8 @@ export interface NamespaceRole {
   primaryGatewayUrl?: string;
   /** Primary here, and writes a restore erased are still being re-applied: its mutations are refused (503) meanwhile. */
   replayPending?: boolean;
+  /** Primary here, and its administrators are not back on the NetHSM since its promote: its mutations are refused (503). */
+  adminsPending?: boolean;
 }
 
 /** Injected by the daemon; `undefined` = the namespace is not replicated by this site. Must be cheap and synchronous. */
@@ -49,6 +54,7 @@ export type GatewayOutcome =
   | 'rejected_input'
   | 'refused_capture'
   | 'refused_replay'
+  | 'refused_admins'
   | 'held_timeout'
   | 'rejected_too_large'
   | 'cut_slow'
@@ -140,6 +146,7 @@ function decideMutation(input: PolicyInput, roles: NamespaceRoles): Decision {
     if (r === undefined) continue;
     if (r.role === 'primary') {
       if (r.replayPending === true) return refuseReplayPending(ns, input);
+      if (r.adminsPending === true) return refuseAdminsPending(ns, r, input);
       // The path's namespace (a user target) is where the change lands; otherwise the caller's.
       if (observe === undefined || ns === c.pathNamespace) observe = ns;
       continue;
@@ -162,6 +169,19 @@ function refuseReplayPending(ns: string, input: PolicyInput): Decision {
     error: new GatewayReplayPendingError(
       `namespace ${ns} takes no writes at site ${input.site} until the writes a merge-restore erased are re-applied from its change log`,
       { namespace: ns, operation: input.classification.operation },
+    ),
+  };
+}
+
+function refuseAdminsPending(ns: string, r: NamespaceRole, input: PolicyInput): Decision {
+  return {
+    action: 'refuse',
+    status: 503,
+    outcome: 'refused_admins',
+    retryAfter: true,
+    error: new GatewayAdminsPendingError(
+      `namespace ${ns} is primary at site ${input.site} (epoch ${r.epoch}) but its administrators are not restored on the NetHSM yet (the restore failed and is being retried); the NetHSM would refuse its users`,
+      { namespace: ns, epoch: r.epoch, operation: input.classification.operation },
     ),
   };
 }

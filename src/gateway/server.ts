@@ -457,6 +457,9 @@ export class GatewayServer {
   async #decideAroundReplay(x: Exchange): Promise<Decision | undefined> {
     for (;;) {
       const d = this.#decide(x);
+      // Administrators pending: while an exclusive hold runs (the promote itself, or the restore's retry) the write
+      // waits at the gate and is decided again once admitted; otherwise the refusal stands (503).
+      if (d.action === 'refuse' && d.outcome === 'refused_admins') return this.gate.held ? this.#decide(x, true) : d;
       if (d.action !== 'refuse' || d.outcome !== 'refused_replay') return d;
       const run = d.error.namespace !== undefined ? this.#options.replays?.running(d.error.namespace) : undefined;
       if (run === undefined) return this.gate.held ? this.#decide(x, true) : d;
@@ -500,7 +503,10 @@ export class GatewayServer {
     return false;
   }
 
-  /** `ignoreReplay`: as if no namespace had a re-apply pending (a write that will wait at the gate while one may run). */
+  /**
+   * `ignoreReplay`: as if no namespace had a re-apply or an administrator restore pending (a write that will wait at the
+   * gate while one may run).
+   */
   #decide(x: Exchange, ignoreReplay = false): Decision {
     const input: PolicyInput = {
       classification: x.classification,
@@ -515,7 +521,7 @@ export class GatewayServer {
     return decide(input, {
       roleOf: (ns) => {
         const r = roles.roleOf(ns);
-        return r?.replayPending === true ? { ...r, replayPending: false } : r;
+        return r?.replayPending === true || r?.adminsPending === true ? { ...r, replayPending: false, adminsPending: false } : r;
       },
     });
   }

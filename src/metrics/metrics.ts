@@ -84,6 +84,7 @@ export const GATEWAY_OUTCOMES = [
   'rejected_input', // malformed request (path, credentials, headers); not forwarded
   'refused_capture', // change capture refused the write (streaming); not forwarded
   'refused_replay', // writes a restore erased are still being re-applied to the namespace; not forwarded
+  'refused_admins', // the namespace's administrators are not back on the NetHSM since its promote; 503, not forwarded
   'held_timeout', // held during a merge-restore past the bound; 503 Retry-After
   'rejected_too_large', // a write body (or one sent without credentials) over the limit; 413, not forwarded
   'cut_slow', // the client was too slow (TLS handshake, request head or body not in within its bound); cut
@@ -155,6 +156,8 @@ export interface ReplicatorMetrics {
   readonly syncRaceReplaysTotal: Counter<'namespace'>;
   readonly racingWritesReappliedTotal: Counter;
   readonly raceReplaysPending: Gauge;
+  /** Per namespace: 1 while this site is its primary and owes it its administrator restore (admin-restorer.ts). */
+  readonly adminRestorePending: Gauge<'namespace'>;
   /** Snapshot syncs whose restore could not be verified (writes kept passing the barrier after it). */
   readonly syncVerifySkippedTotal: Counter<'namespace'>;
   /** Merge-restores that carried the snapshots of several namespaces due at once (daemon/apply-batch.ts). */
@@ -542,6 +545,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     raceReplaysPending: new Gauge({
       name: name('race_replays_pending'),
       help: 'Namespaces primary here whose writes a restore erased are not yet re-applied (their gateway writes are refused meanwhile); 0 when none.',
+      registers,
+    }),
+    adminRestorePending: new Gauge({
+      name: name('admin_restore_pending'),
+      help: 'Per namespace: 1 while this site became its primary but its administrators are not back on the NetHSM yet (the restore failed and is retried; writes by its users are refused); 0 otherwise.',
+      labelNames: ['namespace'],
       registers,
     }),
     syncCoalescedRestoresTotal: new Counter({

@@ -12,3 +12,4 @@ export { TransportKeysRepo, type PeerTransportKey } from './transport-keys-repo.
 export { QuarantineAcksRepo, type QuarantineAck } from './quarantine-acks-repo.js';
 export { BackupSaltRepo, type RememberedSalt } from './backup-salt-repo.js';
 export { SealingGenerationRepo, type SealingGeneration, type SealingGenerationRead } from './sealing-generation-repo.js';
+export { AdminRestoresRepo, type AdminRestoreKind, type PendingAdminRestore } from './admin-restores-repo.js';

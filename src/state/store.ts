@@ -25,6 +25,7 @@ import { AppliedRepo } from './applied-repo.js';
 import { AuditRepo } from './audit-repo.js';
 import { BackupSaltRepo } from './backup-salt-repo.js';
 import { RaceReplaysRepo } from './race-replays-repo.js';
+import { AdminRestoresRepo } from './admin-restores-repo.js';
 import { SealingGenerationRepo } from './sealing-generation-repo.js';
 import { ChangeLogRepo } from './changelog-repo.js';
 import { EpochsRepo } from './epochs-repo.js';
@@ -80,6 +81,7 @@ interface Open {
   backupSalt: BackupSaltRepo;
   sealingGeneration: SealingGenerationRepo;
   raceReplays: RaceReplaysRepo;
+  adminRestores: AdminRestoresRepo;
 }
 
 export class StateStore {
@@ -155,6 +157,7 @@ export class StateStore {
       backupSalt: new BackupSaltRepo(db, this.now),
       sealingGeneration: new SealingGenerationRepo(db, this.now),
       raceReplays: new RaceReplaysRepo(db, this.now),
+      adminRestores: new AdminRestoresRepo(db, this.now),
     };
     return this;
   }
@@ -246,6 +249,11 @@ export class StateStore {
   /** Racing writes a merge-restore still has to re-apply (race-replays-repo.ts). */
   get raceReplays(): RaceReplaysRepo {
     return this.open_.raceReplays;
+  }
+
+  /** Administrator restores owed to namespaces this site became primary of (admin-restores-repo.ts). */
+  get adminRestores(): AdminRestoresRepo {
+    return this.open_.adminRestores;
   }
 
   /** Quarantine files an operator has acknowledged (`quarantine ack`). */

@@ -1,0 +1,203 @@
+/**
+ * Administrator restores a role change still owes (docs/operations.md, "Promoted without its administrators"): a
+ * promote (or resuming leadership) persists the new role, then puts the namespace's administrators back on the NetHSM.
+ * When that fails (the NetHSM is Locked, unreachable, refuses the restore), the role stays primary and the record the
+ * role change wrote in the same transaction (`admin_restores`, admin-restores-repo.ts) stays. This retries it.
+ *
+ * Contract:
+ * - While a record is there (`isPending`), the namespace's users cannot write (the NetHSM answers them 401): the gateway
+ *   answers 503 NHR_ERR_GATEWAY_ADMINS_PENDING, `status` shows a PROBLEM, `/health/ready` fails and
+ *   `nethsm_replicator_admin_restore_pending{namespace}` is 1.
+ * - Each attempt runs in an exclusive barrier hold carrying the fencing token of the role row the record was written
+ *   under (same epoch, primary here): a role superseded meanwhile (demote, fence, a newer epoch) abandons the attempt
+ *   before it touches the device, and the record is then forgotten (the device must stay without the administrators).
+ *   Each attempt takes a fresh device backup (Failover.rewriteDevice).
+ * - Retries back off from 1 s, doubling, up to `recovery.retryInterval`; they never give up (the record stays and says
+ *   so). `kick()` (role changes, this site's NetHSM recovered) retries at once. `start()` retries what a previous run left.
+ * - A stored row that is not valid is neither retried nor dropped: status names it.
+ */
+import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
+import { FenceTokenStaleError, NhrError } from '../errors.js';
+import type { PendingAdminRestore } from '../state/admin-restores-repo.js';
+import type { SiteContext } from './context.js';
+import type { AdminsPendingView } from './status.js';
+
+const FIRST_RETRY_MS = 1_000;
+
+/** `code: message` of an error, for the record and status (error messages carry no secret: src/errors.ts). */
+export const describeError = (err: unknown): string => (err instanceof NhrError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
+
+/** Puts back what `record` owes, alone at the device with `token`; returns how many users it put back. */
+export type RestoreOwed = (record: PendingAdminRestore, token: FencingToken) => Promise<number>;
+
+export class AdminRestorer {
+  #pending = new Set<string>();
+  #closed = false;
+  #running: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  /** Namespaces whose first attempt runs in the role change's own hold (Failover.restoreNow): not retried meanwhile. */
+  readonly #first = new Set<string>();
+
+  constructor(
+    private readonly ctx: SiteContext,
+    private readonly restore: RestoreOwed,
+  ) {}
+
+  /** Whether `namespace` is owed its administrators. Cheap (the gateway asks for every write): kept in memory. */
+  isPending(namespace: string): boolean {
+    return this.#pending.has(namespace);
+  }
+
+  /** Reloads the pending set from SQLite after it changed there, and tells the metric. */
+  refresh(): void {
+    const { ctx } = this;
+    this.#pending = new Set(ctx.store.isOpen ? ctx.store.adminRestores.all().map((r) => r.namespace) : []);
+    for (const n of ctx.config.namespaces) ctx.metrics.adminRestorePending.set({ namespace: n.name }, this.#pending.has(n.name) ? 1 : 0);
+  }
+
+  /** Retries what is recorded (a previous run's leftovers). Idempotent. */
+  start(): void {
+    this.#closed = false;
+    this.refresh();
+    this.kick();
+  }
+
+  /** Marks the first attempt of `namespace`'s restore as running in the role change's hold (`end`: it ended). */
+  firstAttempt(namespace: string, end = false): void {
+    if (end) this.#first.delete(namespace);
+    else this.#first.add(namespace);
+  }
+
+  /** Starts the retries if a record is there and none run; wakes a retry waiting out its backoff. */
+  kick(): void {
+    if (this.#closed) return;
+    this.refresh();
+    if (this.#pending.size === 0) return;
+    if (this.#running) {
+      this.#wake?.();
+      return;
+    }
+    // Often called from inside a promote's hold: the retries take holds of their own, after it.
+    this.#running = this.ctx.barrier.detached(() => this.#retry().finally(() => (this.#running = undefined)));
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake?.();
+    await this.#running;
+  }
+
+  /** For status: the record of `namespace` as a problem with its cause and remedy; null when none. */
+  view(namespace: string): AdminsPendingView | null {
+    const { ctx } = this;
+    const r = ctx.store.isOpen ? ctx.store.adminRestores.get(namespace) : undefined;
+    if (!r) return null;
+    const since = new Date(Number.isSafeInteger(r.createdAt) ? r.createdAt : Date.now()).toISOString();
+    if (r.invalid !== undefined) {
+      return {
+        since,
+        epoch: null,
+        attempts: r.attempts,
+        lastError: r.lastError,
+        cause: `the pending administrator restore of namespace ${namespace} is not valid: ${r.invalid}; it is neither retried nor dropped, and writes by the namespace's users stay refused`,
+        try:
+          "The state database was edited or copied by hand: stop the daemon, fix the row (`sqlite3 state.db \"SELECT * FROM admin_restores\"`; docs/state.md) or, once the namespace's administrators are on the NetHSM, delete it, and start it again.",
+      };
+    }
+    return {
+      since,
+      epoch: r.epoch,
+      attempts: r.attempts,
+      lastError: r.lastError,
+      cause:
+        `primary at epoch ${r.epoch} without its administrators: writes by the namespace's users are refused (401 at the NetHSM, 503 at the gateway) until they are restored` +
+        `${r.attempts > 0 ? ` (${r.attempts} attempt${r.attempts === 1 ? '' : 's'} failed; last: ${r.lastError ?? 'unknown'})` : r.lastError ? ` (${r.lastError})` : ''}`,
+      try:
+        "The daemon retries by itself (and at its next start). Check this site's NetHSM (`nethsm-replicator status`: the nethsm member; Locked → unlock it, unreachable → bring it back) " +
+        'and fix what the last error names. Do not promote again (docs/operations.md, "Promoted without its administrators").',
+    };
+  }
+
+  /** Rounds of attempts until nothing due is left, backing off between failed rounds. */
+  async #retry(): Promise<void> {
+    const cap = Math.max(FIRST_RETRY_MS, this.ctx.config.recovery.retryIntervalMs);
+    let delay = FIRST_RETRY_MS;
+    while (!this.#closed) {
+      const due = this.#due();
+      if (due.length === 0) return;
+      let failed = false;
+      for (const record of due) {
+        if (this.#closed) return;
+        if ((await this.#attempt(record)) === 'failed') failed = true;
+      }
+      if (!failed) {
+        delay = FIRST_RETRY_MS;
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+      delay = Math.min(cap, delay * 2);
+    }
+  }
+
+  /** The valid records; those whose role row was superseded are forgotten here (logged), before any device call. */
+  #due(): PendingAdminRestore[] {
+    const { ctx } = this;
+    if (!ctx.store.isOpen) return [];
+    const out: PendingAdminRestore[] = [];
+    for (const r of ctx.store.adminRestores.all()) {
+      if (r.invalid !== undefined || this.#first.has(r.namespace)) continue;
+      if (this.#superseded(r)) continue;
+      out.push(r);
+    }
+    return out;
+  }
+
+  /** Forgets a record whose role row is no longer the one it was written under; says whether it did. */
+  #superseded(r: PendingAdminRestore): boolean {
+    const { ctx } = this;
+    const row = ctx.store.roles.get(r.namespace);
+    if (row && row.role === 'primary' && row.primarySite === ctx.site && row.epoch === r.epoch) return false;
+    ctx.store.adminRestores.done(r.namespace, r.epoch);
+    this.refresh();
+    const now = row ? `${row.role} at epoch ${row.epoch} (primary ${row.primarySite})` : 'no longer replicated here';
+    ctx.log.warn({ namespace: r.namespace, epoch: r.epoch, now }, 'administrator restore abandoned: the role it was owed under was superseded; the device keeps no administrators');
+    return true;
+  }
+
+  /** One attempt, in an exclusive hold with the record's role row's token. */
+  async #attempt(record: PendingAdminRestore): Promise<'done' | 'stale' | 'failed'> {
+    const { ctx } = this;
+    const row = ctx.store.roles.require(record.namespace);
+    const token = tokenOf(row, 'administrator restore retry');
+    try {
+      const restored = await ctx.barrier.exclusive([token], async () => {
+        // Another attempt (the promote's own, a previous round) may have finished it while this one waited.
+        const now = ctx.store.adminRestores.get(record.namespace);
+        if (!now || now.epoch !== record.epoch || now.invalid !== undefined) return undefined;
+        return this.restore(now, token);
+      });
+      if (restored !== undefined) {
+        ctx.store.adminRestores.done(record.namespace, record.epoch);
+        ctx.log.info({ namespace: record.namespace, epoch: record.epoch, restored, attempts: record.attempts + 1 }, 'administrators restored on retry; the namespace takes writes again');
+      }
+      this.refresh();
+      return 'done';
+    } catch (err) {
+      if (err instanceof FenceTokenStaleError) {
+        ctx.log.info({ err, namespace: record.namespace }, 'administrator restore retry abandoned before touching the device: the role changed since it was decided; deciding again');
+        return 'stale';
+      }
+      if (ctx.store.isOpen) ctx.store.adminRestores.failed(record.namespace, record.epoch, describeError(err));
+      this.refresh();
+      ctx.log.error({ err, namespace: record.namespace, epoch: record.epoch }, 'administrators still not restored; writes by the namespace\'s users stay refused (retrying)');
+      return 'failed';
+    }
+  }
+}
