@@ -57,6 +57,17 @@ describe('admin commands against a real admin server', () => {
     sync: async (ns, req) => (calls.push(['sync', ns, req]), { namespace: ns, epoch: 3, durationSeconds: 2.5, outcome: 'ok' }),
     promote: async (ns, req) => {
       calls.push(['promote', ns, req]);
+      if (ns === 'locked') {
+        // The role changed but the administrators could not be put back (failover.ts restoreNow).
+        return {
+          namespace: ns,
+          role: 'primary',
+          epoch: 4,
+          previousEpoch: 3,
+          administratorsRestored: 0,
+          administratorsPending: { code: 'NHR_ERR_ROLE_ADMINS_NOT_RESTORED', cause: 'NHR_ERR_NETHSM_NOT_OPERATIONAL: the NetHSM is Locked', retrying: true, hint: 'The daemon retries by itself.' },
+        };
+      }
       if (!req.force) {
         throw new RolePromoteRefusedError('replica is 45m behind (limit 30m)', { namespace: ns, epoch: 3, reasons: ['behind'] });
       }
@@ -388,6 +399,17 @@ describe('admin commands against a real admin server', () => {
     expect(forced.err).toMatch(/^Warning: --force promotes even when/);
     expect(forced.out).toBe('promoted alpha at site b: epoch 3 → 4, role=primary\n');
     expect(calls.map((c) => (c[2] as { force: boolean }).force)).toEqual([false, true]);
+  });
+
+  it('promote whose administrator restore failed says the role changed, the administrators are NOT restored, the cause, and exits 3', async () => {
+    const r = await runCli(['promote', 'locked', '--socket', socket]);
+    expect(r.code).toBe(3);
+    expect(r.out).toBe(
+      'promoted locked: this site is PRIMARY at epoch 4 (was 3), but its administrators were NOT restored on the NetHSM (NHR_ERR_ROLE_ADMINS_NOT_RESTORED); ' +
+        "writes by the namespace's users are refused until they are; the daemon retries by itself.\n" +
+        'Cause: NHR_ERR_NETHSM_NOT_OPERATIONAL: the NetHSM is Locked\nTry: The daemon retries by itself.\n',
+    );
+    calls.length = 0;
   });
 
   it('demote passes --to; pause and resume post the actor', async () => {

@@ -13,6 +13,8 @@ import { NetHsmHttpError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
 import type { NetHsmClient } from '../../src/nethsm/client.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
+import { prepare } from '../../src/state/sqlite.js';
+import { StateStore } from '../../src/state/store.js';
 import { waitFor } from '../helpers/wait.js';
 import { use } from '../helpers/clients.js';
 
@@ -115,6 +117,27 @@ describe('a promote whose administrator restore fails', () => {
     expect(b.daemon!.ctx.store.roles.require('alpha')).toMatchObject({ role: 'primary', epoch: 2 });
     await use(b.nsAdmin('alpha'), gen('k2-after-restart'));
     expect(await pendingMetric(b)).toBe(0);
+  });
+
+  it('keeps a record edited into nonsense, neither retried nor dropped, and names it in status', async () => {
+    const l = await primaryLostReplicaLocked();
+    const b = l.site('b');
+    expect((await b.daemon!.failover.promote('alpha', { force: false, actor: 'operator@b' })).administratorsPending).toBeDefined();
+    await b.stopDaemon();
+    const store = StateStore.inDir(b.stateDir).open();
+    prepare(store.db, "UPDATE admin_restores SET kind = 'bogus' WHERE namespace = 'alpha'").run();
+    store.close();
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    await b.startDaemon();
+    const st = await statusOf(b);
+    expect(st.code).toBe(2);
+    expect(st.text).toContain('the pending administrator restore of namespace alpha is not valid: its stored kind "bogus" is neither "promote" nor "resume"');
+    expect(await pendingMetric(b)).toBe(1);
+    b.daemon!.failover.admins.kick();
+    expect(record(b)?.invalid).toBeDefined();
+    // Still refused at the NetHSM: nothing restored it.
+    const err = await use(b.nsAdmin('alpha'), gen('k-no')).catch((e: unknown) => e);
+    expect((err as NetHsmHttpError).status).toBe(401);
   });
 
   it('abandons a retry whose role row was superseded (a newer epoch fenced this site) before it restores anything', async () => {
