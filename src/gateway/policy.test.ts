@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GatewayCallRefusedError, GatewayReadOnlyError, GatewayReplayPendingError, GatewayRequestInvalidError } from '../errors.js';
+import { GatewayCallRefusedError, GatewayReadOnlyError, GatewayAdminsPendingError, GatewayReplayPendingError, GatewayRequestInvalidError } from '../errors.js';
 import type { CallerIdentity } from './basic-auth.js';
 import { classify } from './classify.js';
 import { decide, type NamespaceRole, type NamespaceRoles } from './policy.js';
@@ -10,6 +10,7 @@ const ROLES: Record<string, NamespaceRole> = {
   gamma: { role: 'fenced', epoch: 7, primarySite: 'c' },
   delta: { role: 'replica', epoch: 2, primarySite: 'b', primaryGatewayUrl: 'https://gw-b:8443' },
   omega: { role: 'primary', epoch: 5, primarySite: 'a', replayPending: true },
+  sigma: { role: 'primary', epoch: 6, primarySite: 'a', adminsPending: true },
 };
 const roles: NamespaceRoles = { roleOf: (ns) => ROLES[ns] };
 
@@ -46,6 +47,18 @@ describe('decide', () => {
     expect(d.error).toBeInstanceOf(GatewayReplayPendingError);
     expect(d.error.message).toBe('namespace omega takes no writes at site a until the writes a merge-restore erased are re-applied from its change log');
     expect(call('POST', '/keys/k1/sign', user('omega~operator'))).toEqual({ action: 'forward', hold: false });
+  });
+
+  it('refuses mutations of a primary whose administrators are not restored yet with 503 naming why; reads and crypto pass', () => {
+    const d = call('POST', '/keys/generate', user('sigma~admin'));
+    expect(d).toMatchObject({ action: 'refuse', status: 503, outcome: 'refused_admins', retryAfter: true });
+    if (d.action !== 'refuse') throw new Error('expected refusal');
+    expect(d.error).toBeInstanceOf(GatewayAdminsPendingError);
+    expect(d.error.code).toBe('NHR_ERR_GATEWAY_ADMINS_PENDING');
+    expect(d.error.message).toBe(
+      'namespace sigma is primary at site a (epoch 6) but its administrators are not restored on the NetHSM yet (the restore failed and is being retried); the NetHSM would refuse its users',
+    );
+    expect(call('POST', '/keys/k1/sign', user('sigma~operator'))).toEqual({ action: 'forward', hold: false });
   });
 
   it('refuses fenced-namespace mutations, including user passphrase changes', () => {

@@ -105,6 +105,29 @@ describe('a promote whose administrator restore fails', () => {
     expect(after.text).not.toContain('without its administrators');
   });
 
+  it('lets a gateway write that arrives during the retry wait at the gate and go through once the administrators are back', async () => {
+    const l = await primaryLostReplicaLocked();
+    const b = l.site('b');
+    const sim = b.sim as RunningSimulator;
+    expect((await b.daemon!.failover.promote('alpha', { force: false, actor: 'operator@b' })).administratorsPending).toBeDefined();
+    const backups = sim.hold({ path: /^\/api\/v1\/system\/backup$/ });
+    try {
+      await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+      b.daemon!.failover.admins.kick();
+      await backups.waitFor(1, 15_000);
+      // The retry holds the barrier exclusively: a write now waits at the gate instead of getting 503.
+      const write = use(b.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), gen('k-during-retry'));
+      await waitFor(() => b.daemon!.ctx.barrier.waiting === 1, 'the write to wait at the gate');
+      expect(record(b)).toBeDefined();
+      backups.release();
+      await write;
+      expect(record(b)).toBeUndefined();
+      expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toContain('k-during-retry');
+    } finally {
+      backups.close();
+    }
+  });
+
   it('restores the administrators at the next daemon start when the record is left', async () => {
     const l = await primaryLostReplicaLocked();
     const b = l.site('b');
