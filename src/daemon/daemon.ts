@@ -124,7 +124,7 @@ export class Daemon {
    */
   private readonly antiEntropyRunning = new Set<string>();
   /** Namespaces whose passes the primary deferred (mid-restore), since the first; cleared by a pass that completes. */
-  private readonly antiEntropyDeferred = new Map<string, { since: number; cause: string; try: string }>();
+  private readonly antiEntropyDeferred = new Map<string, { since: number; primary: string; cause: string; try: string }>();
   private readonly reloader: ConfigReloader | undefined;
   private startedAt = 0;
   private dirLock: StateDirLock | undefined;
@@ -311,7 +311,7 @@ export class Daemon {
       startedAt: () => this.startedAt || Date.now(),
       nextRun: (n) => this.scheduler.nextRun(n),
       ...(this.reloader ? { configFile: () => this.reloader!.status() } : {}),
-      antiEntropyDeferred: (n) => this.antiEntropyDeferred.get(n),
+      antiEntropyDeferred: (n) => this.deferredPass(n),
     };
   }
 
@@ -590,6 +590,7 @@ export class Daemon {
       const since = this.antiEntropyDeferred.get(namespace)?.since ?? Date.now();
       this.antiEntropyDeferred.set(namespace, {
         since,
+        primary: peer.name,
         cause: `anti-entropy passes do not complete (nothing repaired): its primary ${peer.name} is re-applying writes a restore erased there, so its inventory cannot be trusted yet (${replaying.code})`,
         try: replaying.hint,
       });
@@ -602,6 +603,19 @@ export class Daemon {
     } finally {
       this.antiEntropyRunning.delete(namespace);
     }
+  }
+
+  /**
+   * The namespace's passes deferred by its primary mid-restore, while this site is still a replica of that primary
+   * (status, /health/ready); a site that stopped being one runs no pass that would clear it, so it is dropped then.
+   */
+  private deferredPass(namespace: string): { since: number; cause: string; try: string } | undefined {
+    const d = this.antiEntropyDeferred.get(namespace);
+    if (!d) return undefined;
+    const row = this.ctx.store.isOpen ? this.ctx.store.roles.get(namespace) : undefined;
+    if (row?.role === 'replica' && row.primarySite === d.primary) return d;
+    this.antiEntropyDeferred.delete(namespace);
+    return undefined;
   }
 
   /** The scheduled pass: a primary mid-restore is logged by `antiEntropy` and waits for the next tick, not a failure. */
@@ -790,7 +804,10 @@ export class Daemon {
         if (admins.length > 0) checks.administrators = { ok: false, detail: admins.join('; ') };
         const held = heldSyncsView(this.syncer);
         // Passes deferred by a primary mid-restore: transient, a warning (never unready).
-        const deferred = [...this.antiEntropyDeferred].map(([ns, d]) => `namespace ${ns}: ${d.cause}. Try: ${d.try}`);
+        const deferred = [...this.antiEntropyDeferred.keys()].flatMap((ns) => {
+          const d = this.deferredPass(ns);
+          return d ? [`namespace ${ns}: ${d.cause}. Try: ${d.try}`] : [];
+        });
         const warnings = held ? [...costs, ...deferred, `${held.cause}. Try: ${held.try}`] : [...costs, ...deferred];
         return { ready: Object.values(checks).every((c) => c.ok), checks, ...(warnings.length > 0 ? { warnings } : {}) };
       },

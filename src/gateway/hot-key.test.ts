@@ -17,7 +17,7 @@ import { StateStore } from '../state/store.js';
 import { ChangeCapture } from '../stream/capture.js';
 import { Recipients } from '../stream/recipients.js';
 import { createSelfSignedCertificate } from '../tls/index.js';
-import { GatewayServer } from './server.js';
+import { GatewayServer, type GatewayRequestEvent, type ReplayInProgress } from './server.js';
 import { basicHeader, httpsCaller, until, type Cred } from './test-support.js';
 
 const K = 5;
@@ -44,6 +44,7 @@ describe('gateway: writes queued on a hot key wait outside the device barrier', 
   let gw: GatewayServer;
   let gwShort: GatewayServer;
   let gwCertPem: string;
+  let gwKeyPem: string;
   let direct: ReturnType<typeof httpsCaller>;
   let viaGw: ReturnType<typeof httpsCaller>;
   let viaShort: ReturnType<typeof httpsCaller>;
@@ -71,6 +72,7 @@ describe('gateway: writes queued on a hot key wait outside the device barrier', 
     captureShort = captureFor(store);
     const cert = await createSelfSignedCertificate();
     gwCertPem = cert.certPem;
+    gwKeyPem = cert.keyPem;
     const common = {
       site: 'a',
       tls: { certPem: cert.certPem, keyPem: cert.keyPem },
@@ -242,5 +244,67 @@ describe('gateway: writes queued on a hot key wait outside the device barrier', 
       await held;
     }
     expect(labels('hot5')).toEqual(['a', 'b']);
+  });
+
+  // docs/concurrency.md, "Lock order": the wait for the key locks and the wait at the gate share ONE bound, the gate's
+  // maxWaitMs, and so does a wait for a running re-apply before them. Before, the key-lock wait started a full bound of
+  // its own after the re-apply's end: a write waited up to the re-apply's wait plus a whole bound.
+  it('counts a wait for a running re-apply in the one bound the key-lock wait shares', async () => {
+    const BOUND_MS = 1_000;
+    const REPLAY_MS = 600;
+    let running: ReplayInProgress | undefined;
+    const events: GatewayRequestEvent[] = [];
+    const captureR = captureFor(store);
+    const gwR = new GatewayServer({
+      site: 'a',
+      tls: { certPem: gwCertPem, keyPem: gwKeyPem },
+      nethsm: { url: sim.url, tls: { caPem: sim.certPem } },
+      roles: { roleOf: (ns: string) => (ns === 'alpha' ? ({ role: 'primary', epoch: 1, primarySite: 'a', replayPending: running !== undefined } as const) : undefined) },
+      observer: captureR,
+      gate: new DeviceBarrier({ maxWaitMs: BOUND_MS, retryAfterSeconds: 3 }),
+      replays: { running: () => running },
+      onRequest: (e) => events.push(e),
+    });
+    await gwR.start();
+    const viaR = httpsCaller(gwR.url, gwCertPem);
+    await makeKey('bound');
+    const hold = sim.hold({ method: 'PUT', path: /^\/api\/v1\/keys\/bound\/label$/ });
+    try {
+      // The first write is in device I/O, holding the key's lock.
+      const first = setLabel(viaR, 'bound', 'first');
+      await hold.waitFor(1);
+      // A re-apply runs whose keys the second write meets: it waits for its end.
+      let endReplay!: () => void;
+      let asked: number | undefined;
+      running = {
+        admits: () => {
+          asked ??= performance.now();
+          return false;
+        },
+        done: new Promise<void>((r) => (endReplay = r)),
+      };
+      const second = setLabel(viaR, 'bound', 'second');
+      await until(() => asked !== undefined, 'the second write waiting for the re-apply', 2_500);
+      await new Promise((r) => setTimeout(r, REPLAY_MS));
+      running = undefined;
+      endReplay();
+      // Then it waits for the key, which the first write holds: only for what is left of its bound.
+      const r2 = await second;
+      expect(r2.status).toBe(503);
+      expect(JSON.parse(r2.body).message).toMatch(/NHR_ERR_GATEWAY_HOLD_TIMEOUT/);
+      const heldMs = events.find((e) => e.status === 503)?.heldMs;
+      // A whole bound after the re-apply's end would make it at least REPLAY_MS + BOUND_MS.
+      expect(heldMs).toBeGreaterThanOrEqual(BOUND_MS - 5);
+      expect(heldMs).toBeLessThan(REPLAY_MS + BOUND_MS);
+      hold.release();
+      expect((await first).status).toBe(204);
+    } finally {
+      running = undefined;
+      hold.close();
+      await viaR.close();
+      await gwR.close();
+      captureR.close();
+    }
+    expect(labels('bound')).toEqual(['first']);
   });
 });

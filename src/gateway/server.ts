@@ -641,7 +641,7 @@ export class GatewayServer {
     x.gateWait = new AbortController();
     if (x.gone) x.gateWait.abort(new Error('client closed the connection'));
     try {
-      keys = await this.#lockKeys(x, observe, x.gateWait.signal);
+      keys = await this.#lockKeys(x, observe, x.gateWait.signal, waitStart);
       const ticket = writeTicket();
       const left = Math.max(1, Math.round(this.gate.maxWaitMs - (performance.now() - waitStart)));
       release = await this.gate.enter({ signal: x.gateWait.signal, ticket, wait: left });
@@ -697,22 +697,25 @@ export class GatewayServer {
 
   /**
    * The change capture's key locks for a write it will see, taken before the gate (undefined: none to take). Waits at
-   * most the gate's `maxWaitMs` (then rejects with GatewayHoldTimeoutError, the gate's own answer) and stops when
-   * `signal` aborts (the client went away).
+   * most what is left of the gate's `maxWaitMs` since the write began to wait (`waitStart`: a wait for a running
+   * re-apply counts), then rejects with GatewayHoldTimeoutError, the gate's own answer; stops when `signal` aborts (the
+   * client went away).
    */
-  async #lockKeys(x: Exchange, observe: string | undefined, signal: AbortSignal): Promise<KeyHold | undefined> {
+  async #lockKeys(x: Exchange, observe: string | undefined, signal: AbortSignal, waitStart: number): Promise<KeyHold | undefined> {
     const observer = this.#options.observer;
     const start = observer?.lockKeys !== undefined ? this.#mutationStart(x, observe) : undefined;
     if (start === undefined) return undefined;
-    const started = performance.now();
     const bound = this.gate.maxWaitMs;
     const timeout = new AbortController();
-    const timer = setTimeout(() => {
-      const waited = Math.round(performance.now() - started);
-      const message = `another write to the same key is still in flight at this site; waited ${waited} ms (limit ${bound} ms)`;
-      const hint = 'Writes of one key go to the NetHSM one at a time; retry after the Retry-After delay, or spread the writes over more keys.';
-      timeout.abort(new GatewayHoldTimeoutError(message, { hint }));
-    }, bound);
+    const timer = setTimeout(
+      () => {
+        const waited = Math.round(performance.now() - waitStart);
+        const message = `another write to the same key is still in flight at this site; waited ${waited} ms (limit ${bound} ms)`;
+        const hint = 'Writes of one key go to the NetHSM one at a time; retry after the Retry-After delay, or spread the writes over more keys.';
+        timeout.abort(new GatewayHoldTimeoutError(message, { hint }));
+      },
+      Math.max(1, bound - (performance.now() - waitStart)),
+    );
     try {
       return await observer!.lockKeys!(start, AbortSignal.any([signal, timeout.signal]));
     } finally {

@@ -62,7 +62,8 @@ export interface RaceReplayer extends ReplayChecks {
    */
   replay(plan: ReplayPlan): Promise<void>;
   /**
-   * The restore after `prepare` failed (or the hold failed after `restored`), so `replay` will not run: the pending
+   * The restore after `prepare` failed, or a step after it before `restored` (recording a position), or the hold
+   * failed after `restored`: `replay` will not run, and the pending
    * record is finished by the daemon in its own exclusive hold (idempotent whether or not the restore took effect).
    */
   unfinished(): void;

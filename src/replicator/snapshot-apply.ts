@@ -623,27 +623,29 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
   // Outside the batch the merged file is the device's own (no write passed the barrier there since B1, or those that
   // did are re-applied below): the restore changes these namespaces only (the certificate table forgets just them;
   // key-certs-repo.ts).
+  let done: RestoredSnapshot[];
   try {
     await deps.device.restore(m.merged, batch);
+    done = m.parts.map((p): RestoredSnapshot => {
+      const s = saved.get(p.spec.namespace)!;
+      return {
+        meta: p.meta,
+        remerges,
+        heldMerge: held,
+        namespaceEntries: p.namespaceEntries,
+        strippedAdministrators: p.stripped,
+        batch,
+        ...(s.savedExisting ? { savedExisting: s.savedExisting } : {}),
+        ...(s.quarantined ? { quarantined: s.quarantined } : {}),
+      };
+    });
+    m.parts.forEach((p, i) => p.spec.afterRestore?.(done[i]!));
   } catch (err) {
-    // Whether the NetHSM applied it is not always known (an answer lost): the replay, idempotent, is left pending.
+    // Whether the NetHSM applied it is not always known (an answer lost), or it did and recording its position failed:
+    // either way `restored` will not run, and the replay, idempotent, is left pending to the daemon's retries.
     if (plan) deps.raceReplay!.unfinished();
     throw err;
   }
-  const done = m.parts.map((p): RestoredSnapshot => {
-    const s = saved.get(p.spec.namespace)!;
-    return {
-      meta: p.meta,
-      remerges,
-      heldMerge: held,
-      namespaceEntries: p.namespaceEntries,
-      strippedAdministrators: p.stripped,
-      batch,
-      ...(s.savedExisting ? { savedExisting: s.savedExisting } : {}),
-      ...(s.quarantined ? { quarantined: s.quarantined } : {}),
-    };
-  });
-  m.parts.forEach((p, i) => p.spec.afterRestore?.(done[i]!));
   // Still inside the hold: what the replay covers is fixed now (each log to its head: nothing was admitted since the
   // racing writes), and from the hold's end the gateway holds the writes that could meet a re-applied one.
   if (plan) deps.raceReplay!.restored(plan);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeviceBarrier, type WriteReplay } from '../concurrency/barrier.js';
-import { StreamReplayRefusedError } from '../errors.js';
+import { StreamApplyFailedError, StreamReplayRefusedError } from '../errors.js';
 import { GatewayServer } from '../gateway/server.js';
 import { httpsCaller } from '../gateway/test-support.js';
 import { silentLogger } from '../log.js';
@@ -276,6 +276,66 @@ describe('log replay: racing gateway writes re-applied from the change log', () 
     });
     expect(replay.check('alpha', from)).toMatch(/C is changed before the move and made again after it/);
     expect(replay.check('alpha', from + 1)).toBeUndefined(); // the brief's case: move, then the old id made again
+  });
+
+  // The caller holds the device barrier for the replay (shared right after a merge-restore's hold; exclusive in the
+  // retries, a fence, a demote) only until replay() settles. A change of another key still on its way to the NetHSM
+  // when one fails would land outside any hold (under a restore, or after a fence's backup), and idle workers took
+  // further chains meanwhile: replay() settles only once every change it started has been answered.
+  it('settles only once no change it started is still in flight when one of them fails', async () => {
+    await call('PUT', '/keys/F1', importBody(), 204);
+    await call('PUT', '/keys/F2', importBody(), 204);
+    const from = head() + 1;
+    await call('PUT', '/keys/F1/label', { label: 'gone' }, 204);
+    await call('PUT', '/keys/F2/label', { label: 'slow' }, 204);
+    const toSeq = head();
+    // Removed around the log: the replay finds F1 missing with nothing later removing it, and fails on it.
+    await nsAdmin.deleteKey('F1');
+    let failed!: () => void;
+    const f1Failed = new Promise<void>((resolve) => (failed = resolve));
+    // The real client, counting its label calls not answered yet and telling when F1's fails (everything after that
+    // failure happens in memory: no more I/O for F1's chain).
+    let inFlight = 0;
+    const observed = new Proxy(nsAdmin, {
+      get(target, prop) {
+        if (prop === 'setKeyLabel') {
+          return async (id: string, label: string) => {
+            inFlight++;
+            try {
+              await target.setKeyLabel(id, label);
+            } catch (err) {
+              if (id === 'F1') failed();
+              throw err;
+            } finally {
+              inFlight--;
+            }
+          };
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const info = tk.publicInfo();
+    const r = new LogReplay({ store, site: 'a', transportKey: () => ({ keyId: info.keyId, fingerprint: info.fingerprint, unwrap: (w) => tk.unwrap(w) }), client: () => observed });
+    // F2's label call waits at the NetHSM until released.
+    const hold = sim.hold({ method: 'PUT', path: /^\/api\/v1\/keys\/F2\/label$/ });
+    let inFlightAtEnd: number | undefined;
+    const settled = r.replay('alpha', from, { toSeq }).then(
+      () => undefined,
+      (err: unknown) => {
+        inFlightAtEnd = inFlight;
+        return err;
+      },
+    );
+    try {
+      await hold.waitFor(1);
+      await f1Failed;
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      hold.close();
+    }
+    expect(await settled).toBeInstanceOf(StreamApplyFailedError);
+    expect(inFlightAtEnd, 'device calls of the replay still in flight when replay() settled').toBe(0);
   });
 
   it('never sends a peer the own envelope, and drops own envelopes on request', async () => {

@@ -109,7 +109,8 @@ export class LogReplay {
    * make (the others were in place). Records no position. Throws StreamReplayRefusedError (nothing applied) when
    * `check` gives a reason; what apply.ts makeEffect throws for a change this NetHSM refuses or a device condition,
    * and StreamApplyFailedError for a change the device state contradicts (a key the log says exists is missing).
-   * Idempotent: a second call (after a crash, say) converges to the same state. Call it inside the exclusive hold, or
+   * On a failure it starts no further change and settles only once every change it started has been answered (the
+   * caller's hold must outlast them). Idempotent: a second call (after a crash, say) converges to the same state. Call it inside the exclusive hold, or
    * (with `at.toSeq`) under a shared hold while the gateway holds writes to the span's keys (race-replayer.ts).
    */
   async replay(namespace: string, fromSeq: number, at?: ReplayAt): Promise<number> {
@@ -123,15 +124,24 @@ export class LogReplay {
     const chains = replayChains(plan.rows);
     let made = 0;
     let next = 0;
+    // The first failure stops every worker before its next change, and replay() settles only once each has: the
+    // caller's barrier hold ends when it settles, and a change still on its way to the NetHSM then would land outside it.
+    let failure: { err: unknown } | undefined;
     const worker = async (): Promise<void> => {
-      while (next < chains.length) {
+      while (failure === undefined && next < chains.length) {
         const chain = chains[next++]!;
-        for (const [i, change] of chain.entries()) {
-          if (await this.#apply(deps, namespace, changeLineFor(change, this.#o.site), chain, i)) made++;
+        try {
+          for (const [i, change] of chain.entries()) {
+            if (failure !== undefined) return;
+            if (await this.#apply(deps, namespace, changeLineFor(change, this.#o.site), chain, i)) made++;
+          }
+        } catch (err) {
+          failure ??= { err };
         }
       }
     };
     await Promise.all(Array.from({ length: Math.min(REPLAY_CONCURRENCY, chains.length) }, worker));
+    if (failure !== undefined) throw failure.err;
     return made;
   }
 

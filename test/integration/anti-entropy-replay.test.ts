@@ -6,6 +6,7 @@
  * repairs nothing. Both sites run real daemons over the peer API; A's device reads are paused with the simulator's
  * request holds, and the restore's erasure is made behind A's daemon as the restore would.
  */
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AntiEntropySourceReplayingError, PeerRefusedError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
@@ -147,5 +148,25 @@ describe('anti-entropy of a namespace whose primary has erased writes to re-appl
     expect(r?.diff).toEqual({ missing: [], extra: [], differs: [{ id: 'z', fields: ['tags'] }] });
     expect(r?.repaired).toBe(1);
     expect(await ids('b')).toEqual(await ids('a'));
+  });
+
+  // Before: the warning was cleared only by a pass that completed, and a site that stopped being a replica of that
+  // primary runs no pass: B, primary after a demote at A, still said its primary A was re-applying (status and
+  // /health/ready warnings) until it restarted.
+  it('a deferred pass stops being reported once the site is no longer a replica of that primary', async () => {
+    const [a, b] = [lab.site('a'), lab.site('b')];
+    const seq = await acknowledgedImport('k3');
+    await eraseAtA('k3', seq);
+    try {
+      await expect(b.daemon!.antiEntropy('alpha')).rejects.toBeInstanceOf(AntiEntropySourceReplayingError);
+      expect((await b.daemon!.status()).namespaces.find((n) => n.name === 'alpha')?.antiEntropyDeferred).not.toBeNull();
+    } finally {
+      await finishReplayAtA();
+    }
+    await a.daemon!.failover.demote('alpha', { to: 'b', actor: 'test' });
+    await eventually(() => b.daemon!.ctx.store.roles.get('alpha')?.role === 'primary', 60_000, 'B primary of alpha');
+    expect((await b.daemon!.status()).namespaces.find((n) => n.name === 'alpha')?.antiEntropyDeferred).toBeNull();
+    const ready = await request(`http://127.0.0.1:${b.daemon!.ports.health}/health/ready`);
+    expect(await ready.body.text()).not.toMatch(/re-applying writes a restore erased/);
   });
 });

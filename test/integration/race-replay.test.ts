@@ -209,6 +209,26 @@ describe('racing writes re-applied after a merge-restore', () => {
     expect(await betaKeys()).toContain('before-failed-restore');
   });
 
+  // Before: only a failed restore call started the retries. A throw after the restore and before the replay was fixed
+  // (recording the position: a disk error) left the record pending with no retry running: writes to beta refused
+  // (503 REPLAY_PENDING) and status promising retries until a role change or a restart.
+  it('a failure after the restore, before the replay is fixed, leaves the record to the daemon, which finishes it', async () => {
+    const b = lab.site('b');
+    const replayer = b.daemon!.ctx.raceReplayer!;
+    const racing = AsyncResource.bind(async () => {
+      await use(betaAdmin(), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'before-failed-record'));
+    });
+    const { file, deps } = await snapshotAndDeps({
+      beforeHold: racing,
+      afterRestore: () => {
+        throw new Error('disk I/O error (test): the position could not be recorded');
+      },
+    });
+    await expect(applySnapshot(deps, 'alpha', file)).rejects.toThrow(/disk I\/O error/);
+    await eventually(() => replayer.pending().size === 0, 30_000, 'the pending replay to finish (the daemon\'s retries)');
+    expect(await betaKeys()).toContain('before-failed-record');
+  });
+
   it('a replay left by a daemon that stopped after the restore is finished at start, before the gateway takes writes', async () => {
     const b = lab.site('b');
     // An import logged at B with its own-site envelope (as while a merge-restore tracks writes), then erased from the
