@@ -42,13 +42,21 @@ export interface PeerClientOptions {
 }
 
 const IDENTITY_MISMATCH = Symbol('peer-identity-mismatch');
-/** The primary answers a snapshot (or device backup) once it has taken the device backup: minutes on a large device. */
+/**
+ * The primary answers a device backup once it has taken it: minutes on a large device. A snapshot is answered once its
+ * first bytes exist (the device backup admitted and started), which may wait as long for the site's barrier.
+ */
 const SNAPSHOT_HEADERS_MS = 30 * 60_000;
 /**
- * It then streams a finished file, so a pause between chunks means a stalled transfer: a sync is not kept busy by it
- * for longer than this.
+ * A device backup is then streamed from a finished file, so a pause between chunks means a stalled transfer: a sync
+ * is not kept busy by it for longer than this.
  */
 const FILE_BODY_IDLE_MS = 5 * 60_000;
+/**
+ * A snapshot streams while the primary's device backup runs: its extract writes only the namespace's entries, so on a
+ * large device the body may pause for as long as the rest of that backup takes (what the headers could wait before).
+ */
+const SNAPSHOT_BODY_IDLE_MS = SNAPSHOT_HEADERS_MS;
 /** A primary sends an inventory range line per range read (~1024 keys, rate-limited): longer silence is a stall. */
 const INVENTORY_IDLE_MS = 5 * 60_000;
 
@@ -166,7 +174,7 @@ export class PeerClient {
    * reported it at. The file itself is verified by the caller (manifest, codec integrity checks).
    */
   async fetchSnapshot(namespace: string, destPath: string): Promise<{ epoch: number; bytes: number }> {
-    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, FILE_BODY_IDLE_MS);
+    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, SNAPSHOT_BODY_IDLE_MS);
     if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
     const epoch = Number(res.headers[SNAPSHOT_EPOCH_HEADER]);
     if (!Number.isSafeInteger(epoch) || epoch < 0) {
@@ -194,7 +202,13 @@ export class PeerClient {
       await pipeline(res.body, createWriteStream(destPath, { mode: 0o600, flags: 'wx' }));
     } catch (cause) {
       await unlink(destPath).catch(() => undefined);
-      throw new PeerUnreachableError(`${what} download from ${this.name} broke off after ${bytes} bytes`, { cause, site: this.name, ...ctx });
+      // A primary whose snapshot fails mid-way cuts the transfer (never ends it cleanly): this is how that shows here.
+      const why = (cause as Error | undefined)?.message ?? String(cause);
+      throw new PeerUnreachableError(`${what} download from ${this.name} broke off after ${bytes} bytes (${why}); the partial file was removed`, {
+        cause,
+        site: this.name,
+        ...ctx,
+      });
     }
     return bytes;
   }
