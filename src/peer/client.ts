@@ -7,10 +7,12 @@
 import { createWriteStream } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
+import type { Transform } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { withDeadline } from '../util/deadline.js';
+import { tapBytes } from '../util/byte-tap.js';
 import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
 import { MAX_INVENTORY_LINE_BYTES, type IdRange } from '../namespaces/inventory-ranges.js';
 import { ndjsonLines } from '../stream/lines.js';
@@ -173,7 +175,9 @@ export class PeerClient {
    * Downloads the namespace's snapshot to `destPath` (mode 0600; removed on failure). Returns the epoch the primary
    * reported it at. The file itself is verified by the caller (manifest, codec integrity checks).
    */
-  async fetchSnapshot(namespace: string, destPath: string): Promise<{ epoch: number; bytes: number }> {
+  async fetchSnapshot(namespace: string, destPath: string): Promise<{ epoch: number; bytes: number }>;
+  async fetchSnapshot<T>(namespace: string, destPath: string, opts: { check: (bytes: AsyncIterable<Buffer>) => Promise<T> }): Promise<{ epoch: number; bytes: number; checked: T }>;
+  async fetchSnapshot<T>(namespace: string, destPath: string, opts?: { check: (bytes: AsyncIterable<Buffer>) => Promise<T> }): Promise<{ epoch: number; bytes: number; checked?: T }> {
     const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, SNAPSHOT_BODY_IDLE_MS);
     if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
     const epoch = Number(res.headers[SNAPSHOT_EPOCH_HEADER]);
@@ -181,7 +185,34 @@ export class PeerClient {
       res.body.destroy();
       throw new PeerMessageInvalidError(`snapshot from ${this.name} has no valid ${SNAPSHOT_EPOCH_HEADER} header`, { site: this.name, namespace });
     }
-    return { epoch, bytes: await this.saveBody(res, destPath, 'snapshot', { namespace }) };
+    if (!opts) return { epoch, bytes: await this.saveBody(res, destPath, 'snapshot', { namespace }) };
+    // The check reads the bytes as they arrive (a tap: it paces the download). When it fails on bytes it was given (a
+    // corrupt or truncated snapshot), its error is the cause, not the transfer it cut; when the transfer broke first,
+    // the check fails with it and the download error says what happened.
+    let transferBroke = false;
+    const tap = tapBytes((bytes) =>
+      opts.check(
+        (async function* () {
+          try {
+            yield* bytes;
+          } catch (err) {
+            transferBroke = true;
+            throw err;
+          }
+        })(),
+      ),
+    );
+    try {
+      const bytes = await this.saveBody(res, destPath, 'snapshot', { namespace }, tap.stage);
+      return { epoch, bytes, checked: await tap.result };
+    } catch (err) {
+      const own = await tap.result.then(
+        () => undefined,
+        (e: unknown) => (transferBroke ? undefined : { e }),
+      );
+      await unlink(destPath).catch(() => undefined);
+      throw own ? own.e : err;
+    }
   }
 
   /**
@@ -195,11 +226,12 @@ export class PeerClient {
   }
 
   /** Writes a response body to a new 0600 file; removes it and throws PeerUnreachableError when the transfer breaks. */
-  private async saveBody(res: Dispatcher.ResponseData, destPath: string, what: string, ctx: { namespace?: string } = {}): Promise<number> {
+  private async saveBody(res: Dispatcher.ResponseData, destPath: string, what: string, ctx: { namespace?: string } = {}, tap?: Transform): Promise<number> {
     let bytes = 0;
     res.body.on('data', (c: Buffer) => (bytes += c.length));
     try {
-      await pipeline(res.body, createWriteStream(destPath, { mode: 0o600, flags: 'wx' }));
+      const file = createWriteStream(destPath, { mode: 0o600, flags: 'wx' });
+      await (tap ? pipeline(res.body, tap, file) : pipeline(res.body, file));
     } catch (cause) {
       await unlink(destPath).catch(() => undefined);
       // A primary whose snapshot fails mid-way cuts the transfer (never ends it cleanly): this is how that shows here.

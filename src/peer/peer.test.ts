@@ -161,6 +161,39 @@ describe('peer API over mutual TLS', () => {
     await c.close();
   });
 
+  it('runs a check over the snapshot as it downloads and returns its result with the file', async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'checked.snap');
+    const check = async (bytes: AsyncIterable<Buffer>) => {
+      const parts: Buffer[] = [];
+      for await (const b of bytes) parts.push(b);
+      return Buffer.concat(parts).toString();
+    };
+    expect(await c.fetchSnapshot('alpha', dest, { check })).toEqual({ epoch: 3, bytes: 14, checked: 'snapshot-bytes' });
+    expect(await readFile(dest, 'utf8')).toBe('snapshot-bytes');
+    await c.close();
+  });
+
+  it("throws the check's own error for a snapshot it refuses, and the transfer's when it broke, keeping no file", async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'refused.snap');
+    const refuse = async (bytes: AsyncIterable<Buffer>) => {
+      for await (const _ of bytes) throw new Error('the snapshot is corrupt');
+      return 0;
+    };
+    await expect(c.fetchSnapshot('alpha', dest, { check: refuse })).rejects.toThrow('the snapshot is corrupt');
+    await expect(stat(dest)).rejects.toThrow();
+    const readAll = async (bytes: AsyncIterable<Buffer>) => {
+      for await (const _ of bytes);
+      return 0;
+    };
+    const err = (await c.fetchSnapshot('midway', dest, { check: readAll }).catch((e: unknown) => e)) as PeerUnreachableError;
+    expect(err).toBeInstanceOf(PeerUnreachableError);
+    expect(err.message).toMatch(/broke off after 9 bytes/);
+    await expect(stat(dest)).rejects.toThrow();
+    await c.close();
+  });
+
   it('asks a replica to pull now', async () => {
     const c = client(siteB);
     expect(await c.requestSync('alpha')).toEqual({ started: true });

@@ -12,6 +12,7 @@ import { BackupNamespaceNotFoundError } from '../errors.js';
 import { Device } from './device.js';
 import { streamSnapshot, type SnapshotSourceDeps } from './snapshot-source.js';
 import { WorkDir } from './workdir.js';
+import { checkSnapshot } from './snapshot-check.js';
 
 const REPLICATION = 'replication passphrase for the test';
 
@@ -69,6 +70,25 @@ describe('streamSnapshot: the snapshot read while it is taken', () => {
     }
     await new Promise((r) => setTimeout(r, 20));
     expect(workFiles()).toEqual(before);
+  });
+
+  it('checks a snapshot from its bytes as they come (checkSnapshot), and refuses one altered or cut short', async () => {
+    const snap = await streamSnapshot(deps(), 'ns1', 6);
+    const parts: Buffer[] = [];
+    for await (const c of snap.body) parts.push(c);
+    const bytes = Buffer.concat(parts);
+    const open = { passphrase: REPLICATION, scrypt: TEST_SCRYPT };
+    const from = (b: Buffer) => (async function* () {
+      for (let i = 0; i < b.length; i += 1000) yield b.subarray(i, i + 1000);
+    })();
+    const ok = await checkSnapshot(from(bytes), open, 'ns1');
+    expect(ok.meta).toMatchObject({ epoch: 6, site: 'a' });
+    expect(ok.contents.manifest?.namespace).toBe('ns1');
+    const altered = Buffer.from(bytes);
+    altered[altered.length - 60] = altered[altered.length - 60]! ^ 0xff;
+    await expect(checkSnapshot(from(altered), open, 'ns1')).rejects.toThrow();
+    await expect(checkSnapshot(from(bytes.subarray(0, bytes.length - 30)), open, 'ns1')).rejects.toThrow();
+    await expect(checkSnapshot(from(bytes), open, 'other')).rejects.toThrow();
   });
 
   it('refuses a namespace the device lacks before any byte, leaving no file', async () => {

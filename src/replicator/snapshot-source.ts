@@ -9,7 +9,7 @@ import { extractNamespace, type ExtractNamespaceSummary } from '../backup/namesp
 import type { BackupSink } from '../backup/transform.js';
 import { BackupNamespaceNotFoundError } from '../errors.js';
 import { Spool } from '../util/spool.js';
-import type { Device } from './device.js';
+import type { Device, NamespaceUsers } from './device.js';
 import type { SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
 
@@ -72,14 +72,14 @@ export interface StreamedSnapshot {
  * its end) when done with it.
  */
 export async function streamSnapshot(deps: SnapshotSourceDeps, namespace: string, epoch: number): Promise<StreamedSnapshot> {
-  if (!(await deps.device.hasNamespace(namespace))) {
-    throw new BackupNamespaceNotFoundError(`this site's NetHSM has no namespace ${namespace}`, { namespace });
-  }
+  // Asked side by side: the namespace's existence (refused here, before any byte) and its users (for the meta).
+  const [exists, users] = await Promise.all([deps.device.hasNamespace(namespace), deps.device.namespaceUsers(namespace)]);
+  if (!exists) throw new BackupNamespaceNotFoundError(`this site's NetHSM has no namespace ${namespace}`, { namespace });
   const spool = await Spool.create(deps.work.temp(`snapshot-${namespace}`));
   let readers = 0;
   let extracting = true;
   const closeIfIdle = () => void (readers === 0 && !extracting ? spool.close() : undefined);
-  const done = extractSnapshot(deps, namespace, epoch, spool.sink).then(
+  const done = extractSnapshot(deps, namespace, epoch, spool.sink, users).then(
     ({ meta, summary }) => {
       spool.done();
       return { meta, entries: summary.entries, bytes: summary.bytesWritten };
@@ -126,7 +126,13 @@ export async function streamSnapshot(deps: SnapshotSourceDeps, namespace: string
 }
 
 /** Takes (or joins) a device backup and extracts `namespace` to `out` under the replication key, with its meta. */
-async function extractSnapshot(deps: SnapshotSourceDeps, namespace: string, epoch: number, out: BackupSink): Promise<{ meta: SnapshotMeta; summary: ExtractNamespaceSummary }> {
+async function extractSnapshot(
+  deps: SnapshotSourceDeps,
+  namespace: string,
+  epoch: number,
+  out: BackupSink,
+  known?: NamespaceUsers,
+): Promise<{ meta: SnapshotMeta; summary: ExtractNamespaceSummary }> {
   // The snapshot's key comes from the daemon's ring (derived once per generation, the first at start: key-warmup.ts), or
   // from a ring of this one snapshot, derived while the device is asked for its users and backup, not after.
   const ring = deps.snapshotKeys ?? new SnapshotKeyRing(deps.replicationPassphrase, deps.scrypt ?? PRODUCTION_SCRYPT);
@@ -137,7 +143,7 @@ async function extractSnapshot(deps: SnapshotSourceDeps, namespace: string, epoc
   const outputKey = leased.then((l) => l.key);
   outputKey.catch(() => undefined);
   try {
-    const users = await deps.device.namespaceUsers(namespace);
+    const users = known ?? (await deps.device.namespaceUsers(namespace));
     // Snapshots requested together (several namespaces or replicas at one cron tick) share one device backup.
     const heads = deps.heads ?? (() => ({}));
     return await deps.device.withSharedBackup(deps.work, heads, async (deviceBackup, takenAt, captured) => {
