@@ -79,7 +79,7 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
         // Streamed as the extract writes it (the server answers once the first bytes exist); a failure later cuts the
         // transfer, so the peer never takes a truncated snapshot for a whole one.
         const snap = await streamSnapshot(failover.snapshotDeps(), namespace, row.epoch);
-        ctx.log.info({ namespace, peer }, 'serving snapshot (streamed as it is taken)');
+        ctx.log.info({ namespace, peer, streamed: true }, 'serving snapshot');
         snap.done.then(
           (s) => ctx.log.info({ namespace, peer, entries: s.entries, bytes: s.bytes }, 'snapshot taken'),
           (err: unknown) => ctx.log.warn({ namespace, peer, err }, 'snapshot failed while streamed; the transfer was cut'),
