@@ -31,7 +31,7 @@ describe('streamSnapshot: the snapshot read while it is taken', () => {
     scrypt: TEST_SCRYPT,
     ...over,
   });
-  const workFiles = () => readdirSync(dir).filter((f) => !f.startsWith('.'));
+  const workFiles = () => readdirSync(path.dirname(work.temp('x')));
 
   beforeAll(async () => {
     sim = await startProvisionedSimulator({ namespaces: ['ns1'] });
@@ -55,6 +55,7 @@ describe('streamSnapshot: the snapshot read while it is taken', () => {
     const before = workFiles();
     // Two requested together share one device backup: the second reads the finished file (a joiner), and streams too.
     const [one, two] = await Promise.all([streamSnapshot(deps(), 'ns1', 5), streamSnapshot(deps(), 'ns1', 5)]);
+    expect(workFiles().filter((f) => f.startsWith('snapshot-ns1-')).length, 'one spool per streamed snapshot').toBe(2);
     for (const [i, snap] of [one, two].entries()) {
       const parts: Buffer[] = [];
       for await (const c of snap.body) parts.push(c);
