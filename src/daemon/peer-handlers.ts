@@ -12,7 +12,7 @@ import { PRODUCTION_SCRYPT } from '../backup/format.js';
 import { readInventory } from '../namespaces/inventory.js';
 import { itemLines, rangeDigestLines } from '../namespaces/inventory-ranges.js';
 import { unlimited, type Limiter } from '../util/rate-limiter.js';
-import { takeSnapshot } from '../replicator/snapshot-source.js';
+import { streamSnapshot } from '../replicator/snapshot-source.js';
 import { InventoryGuard } from './inventory-guard.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { VERSION } from '../version.js';
@@ -76,9 +76,15 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
       const row = ctx.store.roles.require(namespace);
       if (row.role === 'primary' && row.primarySite === ctx.site) {
         // The head is read before the backup: every change numbered up to it is already on the device.
-        const snap = await takeSnapshot(failover.snapshotDeps(), namespace, row.epoch);
-        ctx.log.info({ namespace, peer, entries: snap.entries, bytes: snap.bytes }, 'serving snapshot');
-        return { epoch: row.epoch, site: ctx.site, body: streamThenRemove(snap.file) };
+        // Streamed as the extract writes it (the server answers once the first bytes exist); a failure later cuts the
+        // transfer, so the peer never takes a truncated snapshot for a whole one.
+        const snap = await streamSnapshot(failover.snapshotDeps(), namespace, row.epoch);
+        ctx.log.info({ namespace, peer, streamed: true }, 'serving snapshot');
+        snap.done.then(
+          (s) => ctx.log.info({ namespace, peer, entries: s.entries, bytes: s.bytes }, 'snapshot taken'),
+          (err: unknown) => ctx.log.warn({ namespace, peer, err }, 'snapshot failed while streamed; the transfer was cut'),
+        );
+        return { epoch: row.epoch, site: ctx.site, body: snap.body };
       }
       // A demoted primary serves its final snapshot to its successor until the handover completes.
       const handoff = ctx.work.handoffOf(namespace);

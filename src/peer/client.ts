@@ -7,10 +7,12 @@
 import { createWriteStream } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
+import type { Transform } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { withDeadline } from '../util/deadline.js';
+import { tapBytes } from '../util/byte-tap.js';
 import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
 import { MAX_INVENTORY_LINE_BYTES, type IdRange } from '../namespaces/inventory-ranges.js';
 import { ndjsonLines } from '../stream/lines.js';
@@ -42,13 +44,21 @@ export interface PeerClientOptions {
 }
 
 const IDENTITY_MISMATCH = Symbol('peer-identity-mismatch');
-/** The primary answers a snapshot (or device backup) once it has taken the device backup: minutes on a large device. */
+/**
+ * The primary answers a device backup once it has taken it: minutes on a large device. A snapshot is answered once its
+ * first bytes exist (the device backup admitted and started), which may wait as long for the site's barrier.
+ */
 const SNAPSHOT_HEADERS_MS = 30 * 60_000;
 /**
- * It then streams a finished file, so a pause between chunks means a stalled transfer: a sync is not kept busy by it
- * for longer than this.
+ * A device backup is then streamed from a finished file, so a pause between chunks means a stalled transfer: a sync
+ * is not kept busy by it for longer than this.
  */
 const FILE_BODY_IDLE_MS = 5 * 60_000;
+/**
+ * A snapshot streams while the primary's device backup runs: its extract writes only the namespace's entries, so on a
+ * large device the body may pause for as long as the rest of that backup takes (what the headers could wait before).
+ */
+const SNAPSHOT_BODY_IDLE_MS = SNAPSHOT_HEADERS_MS;
 /** A primary sends an inventory range line per range read (~1024 keys, rate-limited): longer silence is a stall. */
 const INVENTORY_IDLE_MS = 5 * 60_000;
 
@@ -165,15 +175,44 @@ export class PeerClient {
    * Downloads the namespace's snapshot to `destPath` (mode 0600; removed on failure). Returns the epoch the primary
    * reported it at. The file itself is verified by the caller (manifest, codec integrity checks).
    */
-  async fetchSnapshot(namespace: string, destPath: string): Promise<{ epoch: number; bytes: number }> {
-    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, FILE_BODY_IDLE_MS);
+  async fetchSnapshot(namespace: string, destPath: string): Promise<{ epoch: number; bytes: number }>;
+  async fetchSnapshot<T>(namespace: string, destPath: string, opts: { check: (bytes: AsyncIterable<Buffer>) => Promise<T> }): Promise<{ epoch: number; bytes: number; checked: T }>;
+  async fetchSnapshot<T>(namespace: string, destPath: string, opts?: { check: (bytes: AsyncIterable<Buffer>) => Promise<T> }): Promise<{ epoch: number; bytes: number; checked?: T }> {
+    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, SNAPSHOT_BODY_IDLE_MS);
     if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
     const epoch = Number(res.headers[SNAPSHOT_EPOCH_HEADER]);
     if (!Number.isSafeInteger(epoch) || epoch < 0) {
       res.body.destroy();
       throw new PeerMessageInvalidError(`snapshot from ${this.name} has no valid ${SNAPSHOT_EPOCH_HEADER} header`, { site: this.name, namespace });
     }
-    return { epoch, bytes: await this.saveBody(res, destPath, 'snapshot', { namespace }) };
+    if (!opts) return { epoch, bytes: await this.saveBody(res, destPath, 'snapshot', { namespace }) };
+    // The check reads the bytes as they arrive (a tap: it paces the download). When it fails on bytes it was given (a
+    // corrupt or truncated snapshot), its error is the cause, not the transfer it cut; when the transfer broke first,
+    // the check fails with it and the download error says what happened.
+    let transferBroke = false;
+    const tap = tapBytes((bytes) =>
+      opts.check(
+        (async function* () {
+          try {
+            yield* bytes;
+          } catch (err) {
+            transferBroke = true;
+            throw err;
+          }
+        })(),
+      ),
+    );
+    try {
+      const bytes = await this.saveBody(res, destPath, 'snapshot', { namespace }, tap.stage);
+      return { epoch, bytes, checked: await tap.result };
+    } catch (err) {
+      const own = await tap.result.then(
+        () => undefined,
+        (e: unknown) => (transferBroke ? undefined : { e }),
+      );
+      await unlink(destPath).catch(() => undefined);
+      throw own ? own.e : err;
+    }
   }
 
   /**
@@ -187,14 +226,21 @@ export class PeerClient {
   }
 
   /** Writes a response body to a new 0600 file; removes it and throws PeerUnreachableError when the transfer breaks. */
-  private async saveBody(res: Dispatcher.ResponseData, destPath: string, what: string, ctx: { namespace?: string } = {}): Promise<number> {
+  private async saveBody(res: Dispatcher.ResponseData, destPath: string, what: string, ctx: { namespace?: string } = {}, tap?: Transform): Promise<number> {
     let bytes = 0;
     res.body.on('data', (c: Buffer) => (bytes += c.length));
     try {
-      await pipeline(res.body, createWriteStream(destPath, { mode: 0o600, flags: 'wx' }));
+      const file = createWriteStream(destPath, { mode: 0o600, flags: 'wx' });
+      await (tap ? pipeline(res.body, tap, file) : pipeline(res.body, file));
     } catch (cause) {
       await unlink(destPath).catch(() => undefined);
-      throw new PeerUnreachableError(`${what} download from ${this.name} broke off after ${bytes} bytes`, { cause, site: this.name, ...ctx });
+      // A primary whose snapshot fails mid-way cuts the transfer (never ends it cleanly): this is how that shows here.
+      const why = (cause as Error | undefined)?.message ?? String(cause);
+      throw new PeerUnreachableError(`${what} download from ${this.name} broke off after ${bytes} bytes (${why}); the partial file was removed`, {
+        cause,
+        site: this.name,
+        ...ctx,
+      });
     }
     return bytes;
   }

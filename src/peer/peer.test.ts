@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError } from '../errors.js';
+import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError, SyncSourceReplayingError } from '../errors.js';
 import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { PeerClient } from './client.js';
@@ -27,6 +27,8 @@ describe('peer API over mutual TLS', () => {
   const seen: string[] = [];
   let statusAnswer: unknown;
   let servingAnswer: unknown;
+  let openGate!: () => void;
+  const gate = { promise: new Promise<void>((r) => (openGate = r)) };
 
   const handlers: PeerHandlers = {
     status: async (peer) => (seen.push(`status:${peer}`), statusAnswer as PeerStatus),
@@ -34,6 +36,30 @@ describe('peer API over mutual TLS', () => {
     snapshot: async (peer, ns) => {
       seen.push(`snapshot:${peer}:${ns}`);
       if (ns === 'beta') throw new StaleEpochForTest('not primary for beta', { namespace: ns, epoch: 7 });
+      // A snapshot still in the making that fails before its first byte (a source replaying erased changes).
+      if (ns === 'replaying') {
+        const next = async (): Promise<IteratorResult<Uint8Array>> => {
+          await new Promise((r) => setTimeout(r, 5));
+          throw new SyncSourceReplayingError('changes up to 4 were erased by a restore here', { namespace: ns });
+        };
+        return { epoch: 3, site: 'a', body: { [Symbol.asyncIterator]: () => ({ next }) } };
+      }
+      // One that fails after some bytes went out.
+      if (ns === 'midway') {
+        return { epoch: 3, site: 'a', body: (async function* () {
+          yield Buffer.from('snapshot-');
+          await new Promise((r) => setTimeout(r, 5));
+          throw new Error('the extract failed');
+        })() };
+      }
+      // One whose end waits for the test: its status and first bytes must not.
+      if (ns === 'gated') {
+        return { epoch: 4, site: 'a', body: (async function* () {
+          yield Buffer.from('first-');
+          await gate.promise;
+          yield Buffer.from('last');
+        })() };
+      }
       return { epoch: 3, site: 'a', body: Readable.from([Buffer.from('snapshot-'), Buffer.from('bytes')]) };
     },
     announceEpoch: async (peer, ns, a) => (seen.push(`epoch:${peer}:${ns}:${a.epoch}`), { accepted: true, view: { namespace: ns, role: 'replica', epoch: a.epoch, primarySite: a.primarySite } }),
@@ -94,6 +120,77 @@ describe('peer API over mutual TLS', () => {
     expect(await c.fetchSnapshot('alpha', dest)).toEqual({ epoch: 3, bytes: 14 });
     expect(await readFile(dest, 'utf8')).toBe('snapshot-bytes');
     expect((await stat(dest)).mode & 0o777).toBe(0o600);
+    await c.close();
+  });
+
+  it('sends the status and first bytes of a snapshot still in the making, then the rest as it comes', async () => {
+    const agent = new Agent({ connect: { ca: ca.certPem, cert: siteB.certPem, key: siteB.keyPem, checkServerIdentity: () => undefined } });
+    try {
+      const res = await request(`https://127.0.0.1:${server.port}/peer/v1/namespaces/gated/snapshot`, { dispatcher: agent });
+      expect(res.statusCode).toBe(200);
+      expect(res.headers['x-nhr-epoch']).toBe('4');
+      const it = res.body[Symbol.asyncIterator]();
+      expect(((await it.next()).value as Buffer).toString()).toBe('first-');
+      openGate();
+      const rest: Buffer[] = [];
+      for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value as Buffer);
+      expect(Buffer.concat(rest).toString()).toBe('last');
+    } finally {
+      await agent.close();
+    }
+  });
+
+  it('answers a snapshot failing before its first byte with its error status and code, and leaves no file', async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'replaying.snap');
+    const err = (await c.fetchSnapshot('replaying', dest).catch((e: unknown) => e)) as PeerRefusedError;
+    expect(err).toBeInstanceOf(PeerRefusedError);
+    expect(err.status).toBe(503);
+    expect(err.remoteCode).toBe('NHR_ERR_SYNC_SOURCE_REPLAYING');
+    await expect(stat(dest)).rejects.toThrow();
+    await c.close();
+  });
+
+  it('cuts a snapshot failing mid-way: the replica sees a broken transfer, says so, and keeps no file', async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'midway.snap');
+    const err = (await c.fetchSnapshot('midway', dest).catch((e: unknown) => e)) as PeerUnreachableError;
+    expect(err).toBeInstanceOf(PeerUnreachableError);
+    expect(err.message).toMatch(/^snapshot download from a broke off after 9 bytes \(.+\); the partial file was removed$/);
+    await expect(stat(dest)).rejects.toThrow();
+    await c.close();
+  });
+
+  it('runs a check over the snapshot as it downloads and returns its result with the file', async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'checked.snap');
+    const check = async (bytes: AsyncIterable<Buffer>) => {
+      const parts: Buffer[] = [];
+      for await (const b of bytes) parts.push(b);
+      return Buffer.concat(parts).toString();
+    };
+    expect(await c.fetchSnapshot('alpha', dest, { check })).toEqual({ epoch: 3, bytes: 14, checked: 'snapshot-bytes' });
+    expect(await readFile(dest, 'utf8')).toBe('snapshot-bytes');
+    await c.close();
+  });
+
+  it("throws the check's own error for a snapshot it refuses, and the transfer's when it broke, keeping no file", async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'refused.snap');
+    const refuse = async (bytes: AsyncIterable<Buffer>) => {
+      for await (const _ of bytes) throw new Error('the snapshot is corrupt');
+      return 0;
+    };
+    await expect(c.fetchSnapshot('alpha', dest, { check: refuse })).rejects.toThrow('the snapshot is corrupt');
+    await expect(stat(dest)).rejects.toThrow();
+    const readAll = async (bytes: AsyncIterable<Buffer>) => {
+      for await (const _ of bytes);
+      return 0;
+    };
+    const err = (await c.fetchSnapshot('midway', dest, { check: readAll }).catch((e: unknown) => e)) as PeerUnreachableError;
+    expect(err).toBeInstanceOf(PeerUnreachableError);
+    expect(err.message).toMatch(/broke off after 9 bytes/);
+    await expect(stat(dest)).rejects.toThrow();
     await c.close();
   });
 

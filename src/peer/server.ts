@@ -293,12 +293,17 @@ export class PeerServer {
     if (m[2] === 'snapshot') {
       method(req, 'GET');
       const snap = await h.snapshot(peer, ns);
+      // The snapshot may still be in the making: the status goes once its first bytes exist, so a failure before them
+      // (a source replaying erased changes, a device fault) is answered as an error, not as a broken transfer.
+      const body = await afterFirstChunk(snap.body);
       res.writeHead(200, {
         'content-type': 'application/octet-stream',
         [SNAPSHOT_EPOCH_HEADER]: String(snap.epoch),
         [SNAPSHOT_SITE_HEADER]: snap.site,
       });
-      await pipeline(snap.body instanceof Readable ? snap.body : Readable.from(snap.body), res);
+      // A failure from here on destroys the response (pipeline, and handle()): the peer sees the transfer cut, never
+      // a clean end of a truncated snapshot.
+      await pipeline(body, res);
       return;
     }
     method(req, 'POST');
@@ -334,6 +339,33 @@ async function streamLines(res: ServerResponse, open: (signal: AbortSignal) => P
     abort.abort();
     res.off('close', onClose);
   }
+}
+
+/**
+ * Waits for `body`'s first chunk (throwing its error, the body closed, when there is none) and returns a stream of the
+ * whole body. An empty body is a stream that ends at once.
+ */
+async function afterFirstChunk(body: Readable | AsyncIterable<Uint8Array>): Promise<Readable> {
+  const it = body[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
+  let first: IteratorResult<Uint8Array>;
+  try {
+    first = await it.next();
+  } catch (err) {
+    await it.return?.();
+    throw err;
+  }
+  return Readable.from(
+    (async function* () {
+      try {
+        if (first.done) return;
+        yield first.value;
+        for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+      } finally {
+        await it.return?.();
+      }
+    })(),
+    { objectMode: false },
+  );
 }
 
 function asBadRequest<T>(fn: () => T): T {

@@ -233,6 +233,15 @@ export class Device {
     }
   }
 
+  /** Whether the device has `namespace` (root Administrator lists them); device faults as namespaceUsers'. */
+  async hasNamespace(namespace: string): Promise<boolean> {
+    try {
+      return (await this.accounts.admin.listNamespaces()).includes(namespace);
+    } catch (err) {
+      throw asDeviceFault(err, ROOT_ADMINISTRATOR);
+    }
+  }
+
   async #namespaceUsers(namespace: string): Promise<NamespaceUsers> {
     const prefix = `${namespace}~`;
     const ids = (await this.accounts.admin.listUsers()).filter((u) => u.startsWith(prefix));

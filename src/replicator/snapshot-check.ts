@@ -1,0 +1,30 @@
+/**
+ * A replica's check of a snapshot while it downloads: the same full pass a file check makes (every entry opened and
+ * authenticated, the trailer, the manifest against the entries), over the bytes as they arrive from the primary
+ * (src/peer/client.ts `fetchSnapshot`'s `check`), so the file need not be read again before it is applied.
+ */
+import { listBackupContents, verifyManifest, type BackupContents } from '../backup/contents.js';
+import type { OpenBackupOptions } from '../backup/reader.js';
+import type { BackupSource } from '../backup/transform.js';
+import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
+
+/** What a snapshot check found: the file's contents and its snapshot meta (epoch, site, position, administrators). */
+export interface CheckedSnapshot {
+  namespace: string;
+  contents: BackupContents;
+  meta: SnapshotMeta;
+  /** Keys of the namespace in the snapshot. */
+  namespaceKeys: number;
+}
+
+/**
+ * Reads `source` (a file, or bytes as they arrive) to its end under the snapshot key and checks it is a whole
+ * snapshot of `namespace`: the codec's integrity checks (a truncated or altered file throws), the manifest against the
+ * entries (verifyManifest), the snapshot meta (snapshotMetaOf). Decrypts in memory only; writes nothing.
+ */
+export async function checkSnapshot(source: BackupSource, snapshotOpen: OpenBackupOptions, namespace: string): Promise<CheckedSnapshot> {
+  const contents = await listBackupContents(source, { input: snapshotOpen });
+  verifyManifest(contents);
+  const meta = snapshotMetaOf(contents.manifest, namespace);
+  return { namespace, contents, meta, namespaceKeys: contents.namespaces[namespace]?.keys ?? 0 };
+}
