@@ -622,15 +622,21 @@ function startBusy(env, tag, scratch = false) {
   };
 }
 
-/** Polls B's applied stream position of `ns` every 25 ms until `stop()`: resolves with the times it moved. */
+/**
+ * Polls B's applied stream position of `ns` every 25 ms until `stop()`: resolves with the times it moved (back or
+ * forth); `samples` keeps every poll ({ t: wall-clock ms, p: performance.now(), seq }) for `newHighs`.
+ */
 function watchPosition(site, ns) {
   const moves = [];
+  const samples = [];
   let stopped = false;
   const run = (async () => {
     let last = -1;
     while (!stopped) {
       const seq = (await nsStatus(site, ns))?.stream?.position?.seq ?? -1;
-      if (seq !== last) moves.push(performance.now());
+      const t = performance.now();
+      if (seq !== last) moves.push(t);
+      samples.push({ t: Date.now(), p: t, seq });
       last = seq;
       await sleep(25);
     }
@@ -641,7 +647,37 @@ function watchPosition(site, ns) {
       await run;
       return moves;
     },
+    samples,
   };
+}
+
+/**
+ * The times (performance.now()) the polled position first showed a change beyond every one it showed before: a new
+ * change on B's device. A position moved back (a rewind) and climbing again over changes it showed before is not one:
+ * those are changes the restore erased, made again.
+ */
+function newHighs(samples) {
+  const highs = [];
+  let high = -Infinity;
+  for (const x of samples) {
+    if (x.seq > high) {
+      if (high !== -Infinity) highs.push(x.p);
+      high = x.seq;
+    }
+  }
+  return highs;
+}
+
+/**
+ * From daemon B's log during a round: the rewind of `ns` (the merge-restore moved its position back before the changes
+ * its restore erased) and the puller's line once the position is back where it was (rewind-trace.ts): how far back,
+ * how many of the re-read changes were erased, and the parts in ms after the rewind.
+ */
+function rewindFromLog(lines, ns) {
+  const back = lines.find((j) => j.namespace === ns && /^stream position moved back/.test(j.msg ?? ''));
+  const regained = lines.find((j) => j.namespace === ns && /^stream position back where it was/.test(j.msg ?? ''));
+  if (!back) return undefined;
+  return { rewoundTo: back.rewoundTo, ...(regained ? { regained: regained.regained, applied: regained.applied, present: regained.present, ms: regained.ms } : {}) };
 }
 
 /** Collects daemon `child`'s JSON log lines until the returned function is called (which resolves with them). */
@@ -699,6 +735,7 @@ async function syncRound(env, tag) {
   const position = BUSY === 'stream' ? watchPosition(env.b, 'gamma') : undefined;
   await sleep(1000); // the load's pace before the sync
   const log = watchLog(env.b.daemon);
+  const roundLog = position ? watchLog(env.b.daemon) : undefined;
   const t0 = performance.now();
   const s = await timed(() => sync(env.b, 'alpha'));
   const t1 = performance.now();
@@ -706,14 +743,28 @@ async function syncRound(env, tag) {
   const { writes, errors } = busy ? await busy.stop() : { writes: [], errors: [] };
   const lost = busy ? await lostAtB(env, busy, writes) : undefined;
   const moves = position ? await position.stop() : [];
+  const rewind = roundLog ? rewindFromLog(roundLog(), 'gamma') : undefined;
+  if (position && values.keep) {
+    // --keep: the round's trace, for breaking a stand-still into its parts against daemon B's log (wall-clock ms).
+    const wall = (p) => Math.round(p - performance.now() + Date.now());
+    const trace = { syncStart: wall(t0), syncEnd: wall(t1), positions: position.samples, writes: writes.map((w) => ({ s0: wall(w.s0), s1: wall(w.s1), ok: w.ok, id: w.id })) };
+    await writeFile(path.join(env.dir, `trace-${env.n}-${tag}.json`), JSON.stringify(trace));
+  }
   const overlaps = (a, b) => b >= t0 && a <= t1;
   const during = writes.filter((w) => overlaps(w.s0, w.s1));
   let lat = during.map((w) => w.s1 - w.s0);
   let before = writes.filter((w) => w.s1 < t0).map((w) => w.s1 - w.s0);
+  let moveMax;
   if (position) {
-    const gaps = moves.slice(1).map((m, j) => [moves[j], m]);
+    // The stand-still: the longest time between two new changes on B's device (newHighs) that overlaps the sync.
+    const gapsOf = (ts) => ts.slice(1).map((m, j) => [ts[j], m]);
+    const gaps = gapsOf(newHighs(position.samples));
     lat = gaps.filter(([a, b]) => overlaps(a, b)).map(([a, b]) => b - a);
     before = gaps.filter(([, b]) => b < t0).map(([a, b]) => b - a);
+    // The measure before: any move of the position, back or forth, ended a stand-still (a rewind and the climb over the
+    // erased changes counted as progress). Kept for comparison with older figures.
+    const moved = gapsOf(moves).filter(([a, b]) => overlaps(a, b)).map(([a, b]) => b - a);
+    moveMax = moved.length ? Math.max(...moved) : NaN;
   }
   return {
     ms: s.ms,
@@ -728,7 +779,18 @@ async function syncRound(env, tag) {
     lost: lost?.length,
     lostSample: lost?.slice(0, 5) ?? [],
     held,
+    ...(position ? { moveMax, rewind } : {}),
   };
+}
+
+/** The stand-still's parts from daemon B's log (rewindFromLog). */
+function describeRewind(r) {
+  if (r.ms === undefined) return `gamma rewound to ${r.rewoundTo} (not regained while watched)`;
+  const m = r.ms;
+  return (
+    `gamma rewound ${r.regained - r.rewoundTo} changes (${r.applied} erased, made again; ${r.present} still there): ` +
+    `after the rewind reconnected +${m.reconnected} ms, first admitted (the hold's end) +${m.admitted}, first record +${m.firstRecord}, position regained +${m.regained}`
+  );
 }
 
 /** The mean of two raw rounds, field by field: the raw work around a sync, one taken before it and one after. */
@@ -774,6 +836,7 @@ async function measureSync(env) {
         (BUSY === 'none'
           ? 'no load; '
           : `hold ${s.probeMax.toFixed(0)} ms = ${(s.probeMax / raw.restoreB).toFixed(2)} × raw restore = ${(s.probeMax / lr.restoreB).toFixed(2)} × raw restore under load (p50 before the sync ${s.probeP50Before.toFixed(0)} ms); `) +
+        (s.rewind ? `${describeRewind(s.rewind)}; any move of the position (the measure before) ${s.moveMax.toFixed(0)} ms; ` : '') +
         `writes during the sync ${s.probes} (failed ${s.failedDuring}; in the round ${s.writesTotal}, failed ${s.probeFailures}, lost ${s.lost ?? '–'}); held sequence: ${s.held.how}` +
         (s.errors.length ? `; errors: ${s.errors.join(' | ')}` : '') +
         (s.lost > 0 ? `; lost e.g. ${s.lostSample.join(', ')}` : ''),

@@ -35,6 +35,7 @@ import { StreamApplyTicket } from './apply-ticket.js';
 import { ApplyWindow, CatchupNeeded } from './apply-window.js';
 import { catchupDueAt, type CatchupBatchOptions, type PendingCatchup } from './catchup-batch.js';
 import { parseLine, type HeartbeatLine } from './protocol.js';
+import { RewindTrace } from './rewind-trace.js';
 
 export interface PullerOptions {
   namespace: string;
@@ -135,6 +136,8 @@ export class NamespacePuller {
   #pending: PendingCatchup | null = null;
   /** When the last catch-up snapshot started (ms); null before the first. */
   #lastCatchupAt: number | null = null;
+  /** Since a rewind, until the position is back where it was: where the time goes (rewind-trace.ts). */
+  #rewind: RewindTrace | undefined;
 
   constructor(o: PullerOptions) {
     this.#o = o;
@@ -181,6 +184,16 @@ export class NamespacePuller {
     this.#abort?.abort();
     if (this.#wake) this.#wake();
     else this.#poked = true;
+  }
+
+  /**
+   * The stored position was moved back from `from` to `to` (StreamService.rewind, inside a merge-restore's exclusive
+   * hold): reconnects from it as poke() does, and logs where the time went once the position is back at `from`.
+   */
+  rewound(from: number, to: number): void {
+    // A second rewind before the first one's position was regained: the earlier target still has to be reached.
+    this.#rewind = new RewindTrace(Math.max(from, this.#rewind?.from ?? from), to, this.#clock.now());
+    this.poke();
   }
 
   status(): PullerStatus {
@@ -266,15 +279,17 @@ export class NamespacePuller {
       namespace: ns,
       source: peer.name,
       lock: this.#o.lock,
-      admit: () => {
+      admit: async () => {
         held = new StreamApplyTicket(ns, peer.name);
-        return barrier.enter({ ...admission, ticket: held.ticket });
+        const release = await barrier.enter({ ...admission, ticket: held.ticket });
+        this.#rewind?.admitted(this.#clock.now());
+        return release;
       },
       yieldWanted: () => barrier.held,
       size: this.#limit,
       recorded: (line, outcome) => {
         held?.recorded(line.seq, outcome);
-        this.#recorded(peer.name, outcome);
+        this.#recorded(peer.name, line.seq, outcome);
       },
       failed: (err) => {
         held?.failed();
@@ -288,6 +303,7 @@ export class NamespacePuller {
     try {
       const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000, log: pos?.logId });
       this.#state = 'streaming';
+      this.#rewind?.reconnected(this.#clock.now());
       for await (const text of lines) {
         const parsed = parseLine(text);
         if (!parsed.ok) throw new PeerMessageInvalidError(`change stream of ${ns} from ${peer.name}: ${parsed.problem}`, { site: peer.name, namespace: ns });
@@ -344,6 +360,7 @@ export class NamespacePuller {
         await window.drain();
         const ticket = new StreamApplyTicket(ns, peer.name);
         const apply = async () => {
+          this.#rewind?.admitted(this.#clock.now());
           const r = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line));
           // Set before the hold ends; a catch-up or a throw leaves it `unknown`.
           if (r.outcome !== 'catchup') ticket.recorded(line.seq, r.outcome);
@@ -355,7 +372,7 @@ export class NamespacePuller {
           throw err;
         });
         if (result.outcome === 'catchup') return { kind: 'catchup', reason: result.reason };
-        this.#recorded(peer.name, result.outcome);
+        this.#recorded(peer.name, line.seq, result.outcome);
       }
       await window.drain();
       return { kind: 'ended' };
@@ -375,7 +392,12 @@ export class NamespacePuller {
     }
   }
 
-  #recorded(primary: string, outcome: 'applied' | 'present' | 'duplicate'): void {
+  #recorded(primary: string, seq: number, outcome: 'applied' | 'present' | 'duplicate'): void {
+    const trace = this.#rewind?.recorded(seq, outcome, this.#clock.now());
+    if (trace) {
+      this.#rewind = undefined;
+      this.#o.log.info({ namespace: this.#o.namespace, from: primary, regained: trace.from, rewoundTo: trace.rewoundTo, ms: trace.ms, applied: trace.applied, present: trace.present }, 'stream position back where it was before a restore erased changes; the stream applied them again');
+    }
     this.#o.metrics.streamChangesAppliedTotal.inc({ namespace: this.#o.namespace, outcome: outcome === 'duplicate' ? 'duplicate' : 'applied' });
     this.#o.metrics.streamApplyWindow.set({ namespace: this.#o.namespace }, this.applyWindow);
     this.#clearError();
@@ -419,6 +441,8 @@ export class NamespacePuller {
     const pending = this.#pending ?? { reason, changes: null };
     this.#o.log.info({ namespace: ns, reason: pending.reason, changes: pending.changes }, 'stream catch-up: taking a snapshot');
     this.#lastCatchupAt = this.#clock.now();
+    // The snapshot sets the position itself: a rewind's trace ends here, unlogged.
+    this.#rewind = undefined;
     await this.#o.snapshot(pending.reason);
     this.#setPending(null);
   }

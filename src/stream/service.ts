@@ -230,7 +230,7 @@ export class StreamService {
     const { store, log } = this.#o.ctx;
     const before = store.positions.get(namespace, source);
     store.positions.rewind(namespace, source, seq);
-    this.#pullers.get(namespace)?.poke();
+    this.#pullers.get(namespace)?.rewound(before?.seq ?? seq - 1, seq - 1);
     log.info({ namespace, from: source, position: `${before?.epoch}.${before?.seq}`, rewoundTo: `${before?.epoch}.${seq - 1}` }, 'stream position moved back before changes a restore erased; they are applied again');
   }
 
