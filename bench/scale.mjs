@@ -677,7 +677,9 @@ function rewindFromLog(lines, ns) {
   const back = lines.find((j) => j.namespace === ns && /^stream position moved back/.test(j.msg ?? ''));
   const regained = lines.find((j) => j.namespace === ns && /^stream position back where it was/.test(j.msg ?? ''));
   if (!back) return undefined;
-  return { rewoundTo: back.rewoundTo, ...(regained ? { regained: regained.regained, applied: regained.applied, present: regained.present, ms: regained.ms } : {}) };
+  // The rewind line names positions as epoch.seq.
+  const rewoundTo = Number(String(back.rewoundTo).split('.').at(-1));
+  return { rewoundTo, ...(regained ? { regained: regained.regained, applied: regained.applied, present: regained.present, ms: regained.ms, applyLimit: regained.applyLimit } : {}) };
 }
 
 /** Collects daemon `child`'s JSON log lines until the returned function is called (which resolves with them). */
@@ -789,7 +791,7 @@ function describeRewind(r) {
   const m = r.ms;
   return (
     `gamma rewound ${r.regained - r.rewoundTo} changes (${r.applied} erased, made again; ${r.present} still there): ` +
-    `after the rewind reconnected +${m.reconnected} ms, first admitted (the hold's end) +${m.admitted}, first record +${m.firstRecord}, position regained +${m.regained}`
+    `after the rewind reconnected +${m.reconnected} ms, first admitted (the hold's end) +${m.admitted}, first record +${m.firstRecord}, position regained +${m.regained} (the adaptive apply limit at the rewind ${r.applyLimit?.atRewind}, at the regain ${r.applyLimit?.atRegain})`
   );
 }
 

@@ -32,7 +32,7 @@ import type { Mutex } from '../util/mutex.js';
 import { applyChange, type ApplyDeps } from './apply.js';
 import { ApplyLimit } from './apply-limit.js';
 import { StreamApplyTicket } from './apply-ticket.js';
-import { ApplyWindow, CatchupNeeded } from './apply-window.js';
+import { ApplyWindow, CatchupNeeded, type WindowLimit } from './apply-window.js';
 import { catchupDueAt, type CatchupBatchOptions, type PendingCatchup } from './catchup-batch.js';
 import { parseLine, type HeartbeatLine } from './protocol.js';
 import { RewindTrace } from './rewind-trace.js';
@@ -70,6 +70,8 @@ export interface PullerOptions {
   applyConcurrency?: number;
   /** The adaptive window's bound: the connections of the NetHSM client's pool (default DEFAULT_APPLY_CONCURRENCY). */
   maxApplyConcurrency?: number;
+  /** Test seam: the adaptive limit (default an ApplyLimit from DEFAULT_APPLY_CONCURRENCY to `maxApplyConcurrency`). */
+  applyLimit?: WindowLimit;
   /** Reconnect backoff bounds (default 250 ms .. 30 s). */
   backoff?: { minMs: number; maxMs: number };
 }
@@ -130,7 +132,9 @@ export class NamespacePuller {
   #lastHeartbeatAt: number | null = null;
   #lastError: PullerStatus['lastError'] = null;
   /** The apply window's size, learnt across connections (a fixed number when `applyConcurrency` is set). */
-  readonly #limit: ApplyLimit | number;
+  readonly #limit: WindowLimit | number;
+  /** The adaptive window's bound (the NetHSM client's pool). */
+  readonly #maxWindow: number;
   readonly #clock: PullerClock;
   readonly #batch: CatchupBatchOptions;
   #pending: PendingCatchup | null = null;
@@ -138,11 +142,14 @@ export class NamespacePuller {
   #lastCatchupAt: number | null = null;
   /** Since a rewind, until the position is back where it was: where the time goes (rewind-trace.ts). */
   #rewind: RewindTrace | undefined;
+  /** The adaptive limit when the position was last moved back (for the rewind's log line). */
+  #rewindWindow = 0;
 
   constructor(o: PullerOptions) {
     this.#o = o;
     const max = Math.max(1, o.maxApplyConcurrency ?? DEFAULT_APPLY_CONCURRENCY);
-    this.#limit = o.applyConcurrency ?? new ApplyLimit({ initial: Math.min(DEFAULT_APPLY_CONCURRENCY, max), max });
+    this.#maxWindow = max;
+    this.#limit = o.applyConcurrency ?? o.applyLimit ?? new ApplyLimit({ initial: Math.min(DEFAULT_APPLY_CONCURRENCY, max), max });
     this.#clock = o.clock ?? REAL_CLOCK;
     this.#batch = { windowMs: o.catchupWindowMs ?? 0, gatherMs: o.catchupDebounceMs, maxChanges: o.catchupMaxChanges ?? Number.POSITIVE_INFINITY };
   }
@@ -193,6 +200,7 @@ export class NamespacePuller {
   rewound(from: number, to: number): void {
     // A second rewind before the first one's position was regained: the earlier target still has to be reached.
     this.#rewind = new RewindTrace(Math.max(from, this.#rewind?.from ?? from), to, this.#clock.now());
+    this.#rewindWindow = this.applyWindow;
     this.poke();
   }
 
@@ -286,7 +294,7 @@ export class NamespacePuller {
         return release;
       },
       yieldWanted: () => barrier.held,
-      size: this.#limit,
+      size: this.#windowLimit(),
       recorded: (line, outcome) => {
         held?.recorded(line.seq, outcome);
         this.#recorded(peer.name, line.seq, outcome);
@@ -392,11 +400,31 @@ export class NamespacePuller {
     }
   }
 
+  /**
+   * The window's size: the adaptive limit, but while the stream applies again what a restore erased (from a rewind
+   * until the position is back where it was) never below DEFAULT_APPLY_CONCURRENCY (within the pool). That backlog is
+   * certain and of distinct keys this device took moments before, and the limit may have been learnt small from a
+   * stream that never filled it; new changes wait behind the backlog. A fixed `applyConcurrency` is kept as it is.
+   */
+  #windowLimit(): number | WindowLimit {
+    const limit = this.#limit;
+    if (typeof limit === 'number') return limit;
+    const floor = Math.min(DEFAULT_APPLY_CONCURRENCY, this.#maxWindow);
+    const reapplying = () => this.#rewind !== undefined;
+    return {
+      get current() {
+        return reapplying() ? Math.max(limit.current, floor) : limit.current;
+      },
+      full: () => limit.full(),
+      sample: (ms, failed) => limit.sample(ms, failed),
+    };
+  }
+
   #recorded(primary: string, seq: number, outcome: 'applied' | 'present' | 'duplicate'): void {
     const trace = this.#rewind?.recorded(seq, outcome, this.#clock.now());
     if (trace) {
       this.#rewind = undefined;
-      this.#o.log.info({ namespace: this.#o.namespace, from: primary, regained: trace.from, rewoundTo: trace.rewoundTo, ms: trace.ms, applied: trace.applied, present: trace.present }, 'stream position back where it was before a restore erased changes; the stream applied them again');
+      this.#o.log.info({ namespace: this.#o.namespace, from: primary, regained: trace.from, rewoundTo: trace.rewoundTo, ms: trace.ms, applied: trace.applied, present: trace.present, applyLimit: { atRewind: this.#rewindWindow, atRegain: this.applyWindow } }, 'stream position back where it was before a restore erased changes; the stream applied them again');
     }
     this.#o.metrics.streamChangesAppliedTotal.inc({ namespace: this.#o.namespace, outcome: outcome === 'duplicate' ? 'duplicate' : 'applied' });
     this.#o.metrics.streamApplyWindow.set({ namespace: this.#o.namespace }, this.applyWindow);
