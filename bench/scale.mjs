@@ -17,9 +17,21 @@
 //           to beta's key through B's gateway, `import` JSON EC key imports into beta through B's gateway, `generate`
 //           POST /keys/generate into beta through B's gateway (`generate: device`), `stream` imports into gamma through
 //           A's gateway (B applies them from the stream while it syncs), `none` nothing). Printed: sync / raw, the hold
-//           (the longest busy write that overlapped the sync; stream: the longest stand-still of B's gamma position)
-//           and hold / raw restore, the writes made during the sync and how many failed, acknowledged keys missing at
-//           B's NetHSM afterwards (lost), and from daemon B's log whether the sync took the held sequence.
+//           (the longest busy write that overlapped the sync; stream: the stand-still, below) and hold / raw restore,
+//           the writes made during the sync and how many failed, acknowledged keys missing at B's NetHSM afterwards
+//           (lost), and from daemon B's log whether the sync took the held sequence.
+//           The stream stand-still: B's gamma position (its `status`, polled every 25 ms) marks a new change on B's
+//           device when it shows a seq above every seq it showed before; the stand-still is the longest time between
+//           two such marks that overlaps the sync. A merge-restore of alpha whose restore erases gamma's changes applied
+//           during its backup and merge moves gamma's position back (the rewind) and the stream applies them again
+//           after the hold: neither the move back nor the climb over those erased changes is a new change, so the
+//           stand-still runs from the last new change before the hold to the first change past the position the
+//           rewind started from (the hold + the re-apply of the erased span + one apply). Until 2026-11-29 19:30 any
+//           move of the position ended a stand-still, so the climb counted as progress and the figure was about the
+//           hold alone (still printed: "any move of the position"). From daemon B's log the round line also prints the
+//           rewind's parts (src/stream/rewind-trace.ts): how many changes were re-read, erased and made again, and when
+//           (ms after the rewind) the stream reconnected, was first admitted (the hold's end), first recorded and
+//           regained its position. --keep also writes each round's polled positions and writes (trace-*.json).
 //           With --busy (not none) each raw round is taken twice, quiet and then under a second instance of the same
 //           load at the same rate (its own key prefix) into scratch twins that no sync or check reads: delta (B
 //           primary) for label/import/generate, epsilon (A primary, applied at B from the stream) for stream. The raw
@@ -1258,7 +1270,7 @@ if (values.json) {
     );
   }
   if (busy) {
-    console.log('\nsync rounds: hold = the longest busy write that overlapped the sync (stream: the longest stand-still of B\'s gamma position); held sequence from daemon B\'s log');
+    console.log('\nsync rounds: hold = the longest busy write that overlapped the sync (stream: the longest time between two new changes on B\'s gamma, a rewind\'s re-apply included); held sequence from daemon B\'s log');
     // Sync / raw under load and hold / raw restore under load: against the raw rounds run under the same load (runs
     // saved before they existed show –); their scratch writes are not checked (the raw restore erases some).
     console.log('| keys | round | busy | sync / raw | hold s | hold / raw restore | writes during the sync | failed | lost | held sequence | sync / raw under load | hold / raw restore under load |');
