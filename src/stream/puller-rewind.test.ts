@@ -109,15 +109,21 @@ describe('stream puller: re-applying what a restore erased', () => {
       maxApplyConcurrency: 8,
       applyLimit: limit,
     });
+    let reapplied = false;
     try {
+      await p.reapplied(); // none under way yet: at once
       p.rewound(9, 5);
+      void p.reapplied().then(() => (reapplied = true));
       p.start();
       // Six imports in flight at once (before the fix: one, the limit's, and this wait ran out).
       await hold.waitFor(6, 5_000);
       expect(heldKeys()).toEqual([...KEYS].sort());
       expect(store.positions.get('ns', 'a')?.seq).toBe(5);
+      // The re-apply is under way until the position is back at 9.
+      expect(reapplied).toBe(false);
       hold.release();
       await until(() => store.positions.get('ns', 'a')?.seq === 11, 'the six imports to be recorded');
+      await until(() => reapplied, 'reapplied() to resolve once the position is back');
     } finally {
       hold.close();
       await p.close();

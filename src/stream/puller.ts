@@ -144,6 +144,8 @@ export class NamespacePuller {
   #rewind: RewindTrace | undefined;
   /** The adaptive limit when the position was last moved back (for the rewind's log line). */
   #rewindWindow = 0;
+  /** reapplied() callers waiting for the re-apply after a rewind to end. */
+  #reapplyWaiters: (() => void)[] = [];
 
   constructor(o: PullerOptions) {
     this.#o = o;
@@ -170,6 +172,22 @@ export class NamespacePuller {
     this.#abort?.abort();
     this.#wake?.();
     await this.#running;
+    this.#endRewind();
+  }
+
+  /**
+   * Resolves once no re-apply after a rewind is under way: at once when none is, else when the position is back where
+   * the rewind took it from, a catch-up snapshot replaces the re-apply, or the puller closes. Unbounded: a stream that
+   * cannot reach its primary keeps it pending, so callers bound their wait.
+   */
+  reapplied(): Promise<void> {
+    if (this.#rewind === undefined) return Promise.resolve();
+    return new Promise((resolve) => this.#reapplyWaiters.push(resolve));
+  }
+
+  #endRewind(): void {
+    this.#rewind = undefined;
+    for (const w of this.#reapplyWaiters.splice(0)) w();
   }
 
   /**
@@ -224,6 +242,8 @@ export class NamespacePuller {
         this.#state = 'idle';
         this.#head = null;
         this.#setPending(null);
+        // Nothing is re-applied while idle (paused, promoted, fenced): a rewind's trace ends here, unlogged.
+        if (this.#rewind) this.#endRewind();
         await this.#sleep(1_000);
         continue;
       }
@@ -423,7 +443,7 @@ export class NamespacePuller {
   #recorded(primary: string, seq: number, outcome: 'applied' | 'present' | 'duplicate'): void {
     const trace = this.#rewind?.recorded(seq, outcome, this.#clock.now());
     if (trace) {
-      this.#rewind = undefined;
+      this.#endRewind();
       this.#o.log.info({ namespace: this.#o.namespace, from: primary, regained: trace.from, rewoundTo: trace.rewoundTo, ms: trace.ms, applied: trace.applied, present: trace.present, applyLimit: { atRewind: this.#rewindWindow, atRegain: this.applyWindow } }, 'stream position back where it was before a restore erased changes; the stream applied them again');
     }
     this.#o.metrics.streamChangesAppliedTotal.inc({ namespace: this.#o.namespace, outcome: outcome === 'duplicate' ? 'duplicate' : 'applied' });
@@ -470,7 +490,7 @@ export class NamespacePuller {
     this.#o.log.info({ namespace: ns, reason: pending.reason, changes: pending.changes }, 'stream catch-up: taking a snapshot');
     this.#lastCatchupAt = this.#clock.now();
     // The snapshot sets the position itself: a rewind's trace ends here, unlogged.
-    this.#rewind = undefined;
+    this.#endRewind();
     await this.#o.snapshot(pending.reason);
     this.#setPending(null);
   }

@@ -235,6 +235,16 @@ export class StreamService {
   }
 
   /**
+   * Resolves once every replica stream a merge-restore moved back has applied again what its restore erased (its
+   * position back where it was; NamespacePuller.reapplied), or after `maxMs`, whichever comes first. Never rejects.
+   * For device work that can wait and would take the device from that re-apply meanwhile: a restore's verification.
+   */
+  async reapplied(maxMs: number): Promise<void> {
+    const all = Promise.all([...this.#pullers.values()].map((p) => p.reapplied()));
+    await withDeadline(all, maxMs, () => new Error('re-apply still running')).catch(() => undefined);
+  }
+
+  /**
    * Whether the position is already before change `seq` in the role's epoch (an earlier rewind for an earlier change
    * went further back): the stream applies `seq` again without a rewind.
    */
