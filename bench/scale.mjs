@@ -17,9 +17,21 @@
 //           to beta's key through B's gateway, `import` JSON EC key imports into beta through B's gateway, `generate`
 //           POST /keys/generate into beta through B's gateway (`generate: device`), `stream` imports into gamma through
 //           A's gateway (B applies them from the stream while it syncs), `none` nothing). Printed: sync / raw, the hold
-//           (the longest busy write that overlapped the sync; stream: the longest stand-still of B's gamma position)
-//           and hold / raw restore, the writes made during the sync and how many failed, acknowledged keys missing at
-//           B's NetHSM afterwards (lost), and from daemon B's log whether the sync took the held sequence.
+//           (the longest busy write that overlapped the sync; stream: the stand-still, below) and hold / raw restore,
+//           the writes made during the sync and how many failed, acknowledged keys missing at B's NetHSM afterwards
+//           (lost), and from daemon B's log whether the sync took the held sequence.
+//           The stream stand-still: B's gamma position (its `status`, polled every 25 ms) marks a new change on B's
+//           device when it shows a seq above every seq it showed before; the stand-still is the longest time between
+//           two such marks that overlaps the sync. A merge-restore of alpha whose restore erases gamma's changes applied
+//           during its backup and merge moves gamma's position back (the rewind) and the stream applies them again
+//           after the hold: neither the move back nor the climb over those erased changes is a new change, so the
+//           stand-still runs from the last new change before the hold to the first change past the position the
+//           rewind started from (the hold + the re-apply of the erased span + one apply). Until 2026-11-29 19:30 any
+//           move of the position ended a stand-still, so the climb counted as progress and the figure was about the
+//           hold alone (still printed: "any move of the position"). From daemon B's log the round line also prints the
+//           rewind's parts (src/stream/rewind-trace.ts): how many changes were re-read, erased and made again, and when
+//           (ms after the rewind) the stream reconnected, was first admitted (the hold's end), first recorded and
+//           regained its position. --keep also writes each round's polled positions and writes (trace-*.json).
 //           With --busy (not none) each raw round is taken twice, quiet and then under a second instance of the same
 //           load at the same rate (its own key prefix) into scratch twins that no sync or check reads: delta (B
 //           primary) for label/import/generate, epsilon (A primary, applied at B from the stream) for stream. The raw
@@ -622,15 +634,21 @@ function startBusy(env, tag, scratch = false) {
   };
 }
 
-/** Polls B's applied stream position of `ns` every 25 ms until `stop()`: resolves with the times it moved. */
+/**
+ * Polls B's applied stream position of `ns` every 25 ms until `stop()`: resolves with the times it moved (back or
+ * forth); `samples` keeps every poll ({ t: wall-clock ms, p: performance.now(), seq }) for `newHighs`.
+ */
 function watchPosition(site, ns) {
   const moves = [];
+  const samples = [];
   let stopped = false;
   const run = (async () => {
     let last = -1;
     while (!stopped) {
       const seq = (await nsStatus(site, ns))?.stream?.position?.seq ?? -1;
-      if (seq !== last) moves.push(performance.now());
+      const t = performance.now();
+      if (seq !== last) moves.push(t);
+      samples.push({ t: Date.now(), p: t, seq });
       last = seq;
       await sleep(25);
     }
@@ -641,7 +659,39 @@ function watchPosition(site, ns) {
       await run;
       return moves;
     },
+    samples,
   };
+}
+
+/**
+ * The times (performance.now()) the polled position first showed a change beyond every one it showed before: a new
+ * change on B's device. A position moved back (a rewind) and climbing again over changes it showed before is not one:
+ * those are changes the restore erased, made again.
+ */
+function newHighs(samples) {
+  const highs = [];
+  let high = -Infinity;
+  for (const x of samples) {
+    if (x.seq > high) {
+      if (high !== -Infinity) highs.push(x.p);
+      high = x.seq;
+    }
+  }
+  return highs;
+}
+
+/**
+ * From daemon B's log during a round: the rewind of `ns` (the merge-restore moved its position back before the changes
+ * its restore erased) and the puller's line once the position is back where it was (rewind-trace.ts): how far back,
+ * how many of the re-read changes were erased, and the parts in ms after the rewind.
+ */
+function rewindFromLog(lines, ns) {
+  const back = lines.find((j) => j.namespace === ns && /^stream position moved back/.test(j.msg ?? ''));
+  const regained = lines.find((j) => j.namespace === ns && /^stream position back where it was/.test(j.msg ?? ''));
+  if (!back) return undefined;
+  // The rewind line names positions as epoch.seq.
+  const rewoundTo = Number(String(back.rewoundTo).split('.').at(-1));
+  return { rewoundTo, ...(regained ? { regained: regained.regained, applied: regained.applied, present: regained.present, ms: regained.ms, applyLimit: regained.applyLimit } : {}) };
 }
 
 /** Collects daemon `child`'s JSON log lines until the returned function is called (which resolves with them). */
@@ -699,6 +749,7 @@ async function syncRound(env, tag) {
   const position = BUSY === 'stream' ? watchPosition(env.b, 'gamma') : undefined;
   await sleep(1000); // the load's pace before the sync
   const log = watchLog(env.b.daemon);
+  const roundLog = position ? watchLog(env.b.daemon) : undefined;
   const t0 = performance.now();
   const s = await timed(() => sync(env.b, 'alpha'));
   const t1 = performance.now();
@@ -706,14 +757,28 @@ async function syncRound(env, tag) {
   const { writes, errors } = busy ? await busy.stop() : { writes: [], errors: [] };
   const lost = busy ? await lostAtB(env, busy, writes) : undefined;
   const moves = position ? await position.stop() : [];
+  const rewind = roundLog ? rewindFromLog(roundLog(), 'gamma') : undefined;
+  if (position && values.keep) {
+    // --keep: the round's trace, for breaking a stand-still into its parts against daemon B's log (wall-clock ms).
+    const wall = (p) => Math.round(p - performance.now() + Date.now());
+    const trace = { syncStart: wall(t0), syncEnd: wall(t1), positions: position.samples, writes: writes.map((w) => ({ s0: wall(w.s0), s1: wall(w.s1), ok: w.ok, id: w.id })) };
+    await writeFile(path.join(env.dir, `trace-${env.n}-${tag}.json`), JSON.stringify(trace));
+  }
   const overlaps = (a, b) => b >= t0 && a <= t1;
   const during = writes.filter((w) => overlaps(w.s0, w.s1));
   let lat = during.map((w) => w.s1 - w.s0);
   let before = writes.filter((w) => w.s1 < t0).map((w) => w.s1 - w.s0);
+  let moveMax;
   if (position) {
-    const gaps = moves.slice(1).map((m, j) => [moves[j], m]);
+    // The stand-still: the longest time between two new changes on B's device (newHighs) that overlaps the sync.
+    const gapsOf = (ts) => ts.slice(1).map((m, j) => [ts[j], m]);
+    const gaps = gapsOf(newHighs(position.samples));
     lat = gaps.filter(([a, b]) => overlaps(a, b)).map(([a, b]) => b - a);
     before = gaps.filter(([, b]) => b < t0).map(([a, b]) => b - a);
+    // The measure before: any move of the position, back or forth, ended a stand-still (a rewind and the climb over the
+    // erased changes counted as progress). Kept for comparison with older figures.
+    const moved = gapsOf(moves).filter(([a, b]) => overlaps(a, b)).map(([a, b]) => b - a);
+    moveMax = moved.length ? Math.max(...moved) : NaN;
   }
   return {
     ms: s.ms,
@@ -728,7 +793,18 @@ async function syncRound(env, tag) {
     lost: lost?.length,
     lostSample: lost?.slice(0, 5) ?? [],
     held,
+    ...(position ? { moveMax, rewind } : {}),
   };
+}
+
+/** The stand-still's parts from daemon B's log (rewindFromLog). */
+function describeRewind(r) {
+  if (r.ms === undefined) return `gamma rewound to ${r.rewoundTo} (not regained while watched)`;
+  const m = r.ms;
+  return (
+    `gamma rewound ${r.regained - r.rewoundTo} changes (${r.applied} erased, made again; ${r.present} still there): ` +
+    `after the rewind reconnected +${m.reconnected} ms, first admitted (the hold's end) +${m.admitted}, first record +${m.firstRecord}, position regained +${m.regained} (the adaptive apply limit at the rewind ${r.applyLimit?.atRewind}, at the regain ${r.applyLimit?.atRegain})`
+  );
 }
 
 /** The mean of two raw rounds, field by field: the raw work around a sync, one taken before it and one after. */
@@ -774,6 +850,7 @@ async function measureSync(env) {
         (BUSY === 'none'
           ? 'no load; '
           : `hold ${s.probeMax.toFixed(0)} ms = ${(s.probeMax / raw.restoreB).toFixed(2)} × raw restore = ${(s.probeMax / lr.restoreB).toFixed(2)} × raw restore under load (p50 before the sync ${s.probeP50Before.toFixed(0)} ms); `) +
+        (s.rewind ? `${describeRewind(s.rewind)}; any move of the position (the measure before) ${s.moveMax.toFixed(0)} ms; ` : '') +
         `writes during the sync ${s.probes} (failed ${s.failedDuring}; in the round ${s.writesTotal}, failed ${s.probeFailures}, lost ${s.lost ?? '–'}); held sequence: ${s.held.how}` +
         (s.errors.length ? `; errors: ${s.errors.join(' | ')}` : '') +
         (s.lost > 0 ? `; lost e.g. ${s.lostSample.join(', ')}` : ''),
@@ -1193,7 +1270,7 @@ if (values.json) {
     );
   }
   if (busy) {
-    console.log('\nsync rounds: hold = the longest busy write that overlapped the sync (stream: the longest stand-still of B\'s gamma position); held sequence from daemon B\'s log');
+    console.log('\nsync rounds: hold = the longest busy write that overlapped the sync (stream: the longest time between two new changes on B\'s gamma, a rewind\'s re-apply included); held sequence from daemon B\'s log');
     // Sync / raw under load and hold / raw restore under load: against the raw rounds run under the same load (runs
     // saved before they existed show –); their scratch writes are not checked (the raw restore erases some).
     console.log('| keys | round | busy | sync / raw | hold s | hold / raw restore | writes during the sync | failed | lost | held sequence | sync / raw under load | hold / raw restore under load |');

@@ -84,6 +84,11 @@ export interface SiteContext {
    * inside the exclusive hold, before the restore, asking `canRewind` for every raced change before any `rewind`.
    */
   streamRewind?: StreamRewinder;
+  /**
+   * Resolves once the streams a merge-restore moved back have applied again what its restore erased, bounded in time,
+   * never rejecting (set by the daemon; StreamService.reapplied). A restore's deferred verification waits for it.
+   */
+  streamReapplied?: () => Promise<void>;
   /** Told after every role change of a namespace (the stream re-checks its connections). */
   roleChanged?: (namespace: string) => void;
 }

@@ -75,6 +75,13 @@ import { NamespaceSync } from './sync.js';
 import { SyncCostModel } from '../replicator/cost-model.js';
 import { syncCostSamples, syncCostView } from './sync-cost.js';
 
+/**
+ * How long a restore's deferred verification waits at most for the streams that restore moved back to apply again what
+ * it erased (StreamService.reapplied): their re-apply is a few hundred imports at most, and a stream that cannot make
+ * progress (its primary unreachable) must not keep the check, and the next sync of the namespace, waiting longer.
+ */
+const VERIFY_WAITS_FOR_REAPPLY_MS = 10_000;
+
 function peerIdentity(config: ReplicatorConfig): { certPem: string; keyPem: string } {
   const t = readPeerTlsSync(config.tls);
   return { certPem: t.certPem, keyPem: t.keyPem };
@@ -207,6 +214,7 @@ export class Daemon {
       // An administrator restore owed under the old row is forgotten (superseded), or one waiting may run now.
       this.ctx.adminRestorer?.kick();
     };
+    this.ctx.streamReapplied = () => this.stream.reapplied(VERIFY_WAITS_FOR_REAPPLY_MS);
     this.ctx.streamRewind = { canRewind: (ns, source, seq) => this.stream.canRewind(ns, source, seq), rewind: (ns, source, seq) => this.stream.rewind(ns, source, seq) };
     this.ctx.raceReplayer = new DaemonRaceReplayer({
       store,

@@ -549,6 +549,9 @@ export class NamespaceSync {
    */
   private async verifyAfter(namespace: string, primary: string, verify: () => Promise<boolean>, started: number, actor: string): Promise<void> {
     try {
+      // The check backup reads the whole device: taken while a stream rewound by this restore applies again what it
+      // erased, it halves that re-apply, and that stream's new changes wait behind it. It waits for it (bounded).
+      await this.ctx.streamReapplied?.();
       const ok = await verify();
       this.ctx.log.info({ namespace, verified: ok }, ok ? 'restore verified' : 'restore not verified (writes raced the check)');
     } catch (err) {

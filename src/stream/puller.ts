@@ -32,9 +32,10 @@ import type { Mutex } from '../util/mutex.js';
 import { applyChange, type ApplyDeps } from './apply.js';
 import { ApplyLimit } from './apply-limit.js';
 import { StreamApplyTicket } from './apply-ticket.js';
-import { ApplyWindow, CatchupNeeded } from './apply-window.js';
+import { ApplyWindow, CatchupNeeded, type WindowLimit } from './apply-window.js';
 import { catchupDueAt, type CatchupBatchOptions, type PendingCatchup } from './catchup-batch.js';
 import { parseLine, type HeartbeatLine } from './protocol.js';
+import { RewindTrace } from './rewind-trace.js';
 
 export interface PullerOptions {
   namespace: string;
@@ -69,6 +70,8 @@ export interface PullerOptions {
   applyConcurrency?: number;
   /** The adaptive window's bound: the connections of the NetHSM client's pool (default DEFAULT_APPLY_CONCURRENCY). */
   maxApplyConcurrency?: number;
+  /** Test seam: the adaptive limit (default an ApplyLimit from DEFAULT_APPLY_CONCURRENCY to `maxApplyConcurrency`). */
+  applyLimit?: WindowLimit;
   /** Reconnect backoff bounds (default 250 ms .. 30 s). */
   backoff?: { minMs: number; maxMs: number };
 }
@@ -129,17 +132,26 @@ export class NamespacePuller {
   #lastHeartbeatAt: number | null = null;
   #lastError: PullerStatus['lastError'] = null;
   /** The apply window's size, learnt across connections (a fixed number when `applyConcurrency` is set). */
-  readonly #limit: ApplyLimit | number;
+  readonly #limit: WindowLimit | number;
+  /** The adaptive window's bound (the NetHSM client's pool). */
+  readonly #maxWindow: number;
   readonly #clock: PullerClock;
   readonly #batch: CatchupBatchOptions;
   #pending: PendingCatchup | null = null;
   /** When the last catch-up snapshot started (ms); null before the first. */
   #lastCatchupAt: number | null = null;
+  /** Since a rewind, until the position is back where it was: where the time goes (rewind-trace.ts). */
+  #rewind: RewindTrace | undefined;
+  /** The adaptive limit when the position was last moved back (for the rewind's log line). */
+  #rewindWindow = 0;
+  /** reapplied() callers waiting for the re-apply after a rewind to end. */
+  #reapplyWaiters: (() => void)[] = [];
 
   constructor(o: PullerOptions) {
     this.#o = o;
     const max = Math.max(1, o.maxApplyConcurrency ?? DEFAULT_APPLY_CONCURRENCY);
-    this.#limit = o.applyConcurrency ?? new ApplyLimit({ initial: Math.min(DEFAULT_APPLY_CONCURRENCY, max), max });
+    this.#maxWindow = max;
+    this.#limit = o.applyConcurrency ?? o.applyLimit ?? new ApplyLimit({ initial: Math.min(DEFAULT_APPLY_CONCURRENCY, max), max });
     this.#clock = o.clock ?? REAL_CLOCK;
     this.#batch = { windowMs: o.catchupWindowMs ?? 0, gatherMs: o.catchupDebounceMs, maxChanges: o.catchupMaxChanges ?? Number.POSITIVE_INFINITY };
   }
@@ -160,6 +172,22 @@ export class NamespacePuller {
     this.#abort?.abort();
     this.#wake?.();
     await this.#running;
+    this.#endRewind();
+  }
+
+  /**
+   * Resolves once no re-apply after a rewind is under way: at once when none is, else when the position is back where
+   * the rewind took it from, a catch-up snapshot replaces the re-apply, or the puller closes. Unbounded: a stream that
+   * cannot reach its primary keeps it pending, so callers bound their wait.
+   */
+  reapplied(): Promise<void> {
+    if (this.#rewind === undefined) return Promise.resolve();
+    return new Promise((resolve) => this.#reapplyWaiters.push(resolve));
+  }
+
+  #endRewind(): void {
+    this.#rewind = undefined;
+    for (const w of this.#reapplyWaiters.splice(0)) w();
   }
 
   /**
@@ -183,6 +211,17 @@ export class NamespacePuller {
     else this.#poked = true;
   }
 
+  /**
+   * The stored position was moved back from `from` to `to` (StreamService.rewind, inside a merge-restore's exclusive
+   * hold): reconnects from it as poke() does, and logs where the time went once the position is back at `from`.
+   */
+  rewound(from: number, to: number): void {
+    // A second rewind before the first one's position was regained: the earlier target still has to be reached.
+    this.#rewind = new RewindTrace(Math.max(from, this.#rewind?.from ?? from), to, this.#clock.now());
+    this.#rewindWindow = this.applyWindow;
+    this.poke();
+  }
+
   status(): PullerStatus {
     const p = this.#pending;
     const pendingCatchup = p ? { ...p, dueAt: catchupDueAt(p, this.#lastCatchupAt, this.#batch) } : null;
@@ -203,6 +242,8 @@ export class NamespacePuller {
         this.#state = 'idle';
         this.#head = null;
         this.#setPending(null);
+        // Nothing is re-applied while idle (paused, promoted, fenced): a rewind's trace ends here, unlogged.
+        if (this.#rewind) this.#endRewind();
         await this.#sleep(1_000);
         continue;
       }
@@ -266,15 +307,17 @@ export class NamespacePuller {
       namespace: ns,
       source: peer.name,
       lock: this.#o.lock,
-      admit: () => {
+      admit: async () => {
         held = new StreamApplyTicket(ns, peer.name);
-        return barrier.enter({ ...admission, ticket: held.ticket });
+        const release = await barrier.enter({ ...admission, ticket: held.ticket });
+        this.#rewind?.admitted(this.#clock.now());
+        return release;
       },
       yieldWanted: () => barrier.held,
-      size: this.#limit,
+      size: this.#windowLimit(),
       recorded: (line, outcome) => {
         held?.recorded(line.seq, outcome);
-        this.#recorded(peer.name, outcome);
+        this.#recorded(peer.name, line.seq, outcome);
       },
       failed: (err) => {
         held?.failed();
@@ -288,6 +331,7 @@ export class NamespacePuller {
     try {
       const lines = await peer.changes(ns, after, { signal: abort.signal, idleTimeoutMs: this.#o.heartbeatIntervalMs * 3 + 1_000, log: pos?.logId });
       this.#state = 'streaming';
+      this.#rewind?.reconnected(this.#clock.now());
       for await (const text of lines) {
         const parsed = parseLine(text);
         if (!parsed.ok) throw new PeerMessageInvalidError(`change stream of ${ns} from ${peer.name}: ${parsed.problem}`, { site: peer.name, namespace: ns });
@@ -344,6 +388,7 @@ export class NamespacePuller {
         await window.drain();
         const ticket = new StreamApplyTicket(ns, peer.name);
         const apply = async () => {
+          this.#rewind?.admitted(this.#clock.now());
           const r = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line));
           // Set before the hold ends; a catch-up or a throw leaves it `unknown`.
           if (r.outcome !== 'catchup') ticket.recorded(line.seq, r.outcome);
@@ -355,7 +400,7 @@ export class NamespacePuller {
           throw err;
         });
         if (result.outcome === 'catchup') return { kind: 'catchup', reason: result.reason };
-        this.#recorded(peer.name, result.outcome);
+        this.#recorded(peer.name, line.seq, result.outcome);
       }
       await window.drain();
       return { kind: 'ended' };
@@ -375,7 +420,32 @@ export class NamespacePuller {
     }
   }
 
-  #recorded(primary: string, outcome: 'applied' | 'present' | 'duplicate'): void {
+  /**
+   * The window's size: the adaptive limit, but while the stream applies again what a restore erased (from a rewind
+   * until the position is back where it was) never below DEFAULT_APPLY_CONCURRENCY (within the pool). That backlog is
+   * certain and of distinct keys this device took moments before, and the limit may have been learnt small from a
+   * stream that never filled it; new changes wait behind the backlog. A fixed `applyConcurrency` is kept as it is.
+   */
+  #windowLimit(): number | WindowLimit {
+    const limit = this.#limit;
+    if (typeof limit === 'number') return limit;
+    const floor = Math.min(DEFAULT_APPLY_CONCURRENCY, this.#maxWindow);
+    const reapplying = () => this.#rewind !== undefined;
+    return {
+      get current() {
+        return reapplying() ? Math.max(limit.current, floor) : limit.current;
+      },
+      full: () => limit.full(),
+      sample: (ms, failed) => limit.sample(ms, failed),
+    };
+  }
+
+  #recorded(primary: string, seq: number, outcome: 'applied' | 'present' | 'duplicate'): void {
+    const trace = this.#rewind?.recorded(seq, outcome, this.#clock.now());
+    if (trace) {
+      this.#endRewind();
+      this.#o.log.info({ namespace: this.#o.namespace, from: primary, regained: trace.from, rewoundTo: trace.rewoundTo, ms: trace.ms, applied: trace.applied, present: trace.present, applyLimit: { atRewind: this.#rewindWindow, atRegain: this.applyWindow } }, 'stream position back where it was before a restore erased changes; the stream applied them again');
+    }
     this.#o.metrics.streamChangesAppliedTotal.inc({ namespace: this.#o.namespace, outcome: outcome === 'duplicate' ? 'duplicate' : 'applied' });
     this.#o.metrics.streamApplyWindow.set({ namespace: this.#o.namespace }, this.applyWindow);
     this.#clearError();
@@ -419,6 +489,8 @@ export class NamespacePuller {
     const pending = this.#pending ?? { reason, changes: null };
     this.#o.log.info({ namespace: ns, reason: pending.reason, changes: pending.changes }, 'stream catch-up: taking a snapshot');
     this.#lastCatchupAt = this.#clock.now();
+    // The snapshot sets the position itself: a rewind's trace ends here, unlogged.
+    this.#endRewind();
     await this.#o.snapshot(pending.reason);
     this.#setPending(null);
   }

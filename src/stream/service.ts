@@ -230,8 +230,18 @@ export class StreamService {
     const { store, log } = this.#o.ctx;
     const before = store.positions.get(namespace, source);
     store.positions.rewind(namespace, source, seq);
-    this.#pullers.get(namespace)?.poke();
+    this.#pullers.get(namespace)?.rewound(before?.seq ?? seq - 1, seq - 1);
     log.info({ namespace, from: source, position: `${before?.epoch}.${before?.seq}`, rewoundTo: `${before?.epoch}.${seq - 1}` }, 'stream position moved back before changes a restore erased; they are applied again');
+  }
+
+  /**
+   * Resolves once every replica stream a merge-restore moved back has applied again what its restore erased (its
+   * position back where it was; NamespacePuller.reapplied), or after `maxMs`, whichever comes first. Never rejects.
+   * For device work that can wait and would take the device from that re-apply meanwhile: a restore's verification.
+   */
+  async reapplied(maxMs: number): Promise<void> {
+    const all = Promise.all([...this.#pullers.values()].map((p) => p.reapplied()));
+    await withDeadline(all, maxMs, () => new Error('re-apply still running')).catch(() => undefined);
   }
 
   /**
