@@ -6,7 +6,9 @@
  *      Administrators (read-only replica; the replication account stays). The same pass lists the namespace's keys
  *      and users the restore will remove, for the foreign-writes check. The merge reads B1 as the device sends it
  *      (a tap on the download; the file is written whole all the same), while the snapshots are still being
- *      checked, and passes B1's entries through as sealed (same key and salt); each key is derived once per apply;
+ *      checked, and passes B1's entries through as sealed (same key and salt); each key is derived once per apply.
+ *      A B1 taken while the snapshots downloaded (applySnapshots' `early`, early-backup.ts: its tracker opened before
+ *      it, as the mark here) replaces the first attempt's: the merge then reads its file;
  *   2. take the EXCLUSIVE hold (the caller's `hold`: barrier, then the namespace's lock). If no write outside the
  *      namespace passed the barrier since the mark (none in flight at it either; writes scoped to the namespace itself
  *      are replaced by the restore anyway), B1 is still what the device holds outside it: check the fencing
@@ -330,7 +332,7 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
   // Opened side by side (each snapshot's key derivation runs on its own, off the event loop), and while B1 starts:
   // the merge reading B1 opens it (the device's key) meanwhile and waits for them before it merges.
   const sorted = [...specs].sort((x, y) => (x.namespace < y.namespace ? -1 : 1));
-  a.opening = Promise.allSettled(sorted.map((spec) => openPart(deps, spec))).then((opened) => {
+  a.opening = Promise.allSettled(sorted.map((spec) => openPart(deps, spec, single))).then((opened) => {
     opened.forEach((o, i) => {
       if (o.status === 'fulfilled') a.parts.push(o.value);
       else if (single) throw o.reason;
@@ -375,8 +377,14 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
   }
 }
 
-async function openPart(deps: SharedApplyDeps, spec: ApplyPart): Promise<Part> {
-  const contents = await listBackupContents(spec.snapshotFile, { input: deps.snapshotOpen });
+/**
+ * Opens a part's snapshot: its manifest, checked against its entries. A lone part reads them by their path only
+ * (listBackupContents' `pathsOnly`): the merge authenticates every entry of the snapshot before anything is restored,
+ * and a damaged one fails the apply as it would here, so a second full decryption would buy nothing. Parts of a
+ * coalesced apply are authenticated here, so a damaged snapshot drops its part alone instead of failing the merge.
+ */
+async function openPart(deps: SharedApplyDeps, spec: ApplyPart, single: boolean): Promise<Part> {
+  const contents = await listBackupContents(spec.snapshotFile, { input: deps.snapshotOpen, pathsOnly: single });
   verifyManifest(contents);
   const meta = snapshotMetaOf(contents.manifest, spec.namespace);
   return {
