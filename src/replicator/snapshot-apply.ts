@@ -45,7 +45,7 @@ import { closeAll, openSource, type BackupSource } from '../backup/transform.js'
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
-import type { ExclusiveGuard, TrackedWrite, WriteMark } from '../concurrency/barrier.js';
+import type { ExclusiveGuard, TrackedWrite, WriteMark, WriteTracker } from '../concurrency/barrier.js';
 import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayPlan } from './race-replay.js';
 import type { Device } from './device.js';
 import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
@@ -371,8 +371,9 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     restored.parts.forEach((p, i) => out.set(p.spec.namespace, { ok: true, result: { ...restored.done[i]!, verified } }));
     return out;
   } finally {
-    // Unused (or its backup failed): tracker closed, file removed. Used: the tracker only (the file is in `temps`).
-    await early?.discard();
+    // Unused (or its backup failed): tracker closed now, file removed once its backup ended (not waited for here).
+    // Used: the tracker only (the file is in `temps`).
+    void early?.discard();
     await removeFiles(...temps);
   }
 }
@@ -452,12 +453,13 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
     // early B1's tracker was opened before it, when its group's first download started (a wider window, as safe).
     const early = a.early;
     a.early = undefined;
-    let tracker = early?.tracker ?? deps.device.barrier.trackWrites();
+    let tracker: WriteTracker | undefined;
     try {
-      let m = early ? await mergeEarly(a, early) : await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
-      if (m === 'failed') {
-        // Its backup failed: this attempt takes B1 itself, as without it (a fresh tracker first).
-        tracker.close();
+      let m: Merged | undefined;
+      const fromEarly = early && (await mergeEarly(a, early));
+      if (fromEarly) ({ tracker, merged: m } = fromEarly);
+      else {
+        // No early B1, or its backup failed: this attempt takes B1 itself (its tracker first).
         tracker = deps.device.barrier.trackWrites();
         m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
       }
@@ -469,7 +471,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       const own = new Set(m.parts.map((p) => p.spec.namespace));
       raced = 0;
       outcome = await hold(async (guard) => {
-        const racing = tracker.writes().filter((w) => w.scope === null || !own.has(w.scope));
+        const racing = tracker!.writes().filter((w) => w.scope === null || !own.has(w.scope));
         raced = racing.length;
         const plan = raced > 0 ? replayPlan(a, racing, own) : undefined;
         if (plan === null) return undefined;
@@ -483,7 +485,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       if (replayAfter) deps.raceReplay!.unfinished();
       throw err;
     } finally {
-      tracker.close();
+      tracker?.close();
     }
   }
   // After the hold, inside this apply (so inside the apply batch's run: no other merge-restore starts meanwhile).
@@ -532,19 +534,19 @@ function replayPlan(a: Apply, racing: readonly TrackedWrite[], own: ReadonlySet<
 
 /**
  * The first attempt's merge when B1 was taken while the snapshots downloaded: waits for it (it usually ended during the
- * download) and merges from its file (nothing to tap any more). 'failed' when its backup failed; undefined when no part
- * is left.
+ * download) and merges from its file (nothing to tap any more), with the tracker opened before it. Undefined when its
+ * backup failed; `merged` undefined when no part is left.
  */
-async function mergeEarly(a: Apply, early: EarlyBackup): Promise<Merged | undefined | 'failed'> {
+async function mergeEarly(a: Apply, early: EarlyBackup): Promise<{ tracker: WriteTracker; merged: Merged | undefined } | undefined> {
   a.deps.onPhase?.('backup');
   const b1 = await early.use();
-  if (!b1) return 'failed';
+  if (!b1) return undefined;
   a.adopt(b1.file);
   a.deps.onEarlyBackup?.(b1.timing);
   await a.opening;
-  if (a.parts.length === 0) return undefined;
+  if (a.parts.length === 0) return { tracker: b1.tracker, merged: undefined };
   a.deps.onPhase?.('merge');
-  return mergeFrom(a, b1.file, new Set());
+  return { tracker: b1.tracker, merged: await mergeFrom(a, b1.file, new Set()) };
 }
 
 /** How B1 is taken: shared, or inside the hold the holder's own; `tap` reads its bytes as they arrive. */

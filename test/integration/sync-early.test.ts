@@ -84,6 +84,32 @@ describe('B1 taken while the snapshot downloads', () => {
     }
   });
 
+  // Before: the early B1's tracker opened right after the sync began, listing a gateway import captured before it
+  // (no envelope sealed to B's own transport key, so not re-appliable): the attempt merged again, and under steady
+  // writes every sync went to the held sequence.
+  it('lets a gateway write captured before the sync began end before the early B1 tracks writes: no merge again', async () => {
+    const b = lab.site('b').daemon!;
+    const importHold = sim('b').hold({ method: 'PUT', path: /\/keys\/before-sync$/ });
+    const hold = holdBackupAtA();
+    try {
+      const write = use(betaAdmin(), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'before-sync'));
+      await importHold.waitFor(1);
+      const before = sim('b').backups;
+      const sync = b.syncer.sync('alpha', { actor: 'test' });
+      await hold.waitFor(1);
+      importHold.close();
+      await write;
+      await eventually(() => sim('b').backups > before, 10_000, "B's own backup while A's is held");
+      hold.close();
+      expect(await sync).toMatchObject({ outcome: 'applied', remerges: 0, heldMerge: false });
+      await b.syncer.drain();
+      expect(await use(lab.site('b').nsAdmin('beta'), (c) => c.listKeys())).toContain('before-sync');
+    } finally {
+      importHold.close();
+      hold.close();
+    }
+  });
+
   it('a sync whose download fails leaves no B1 file and no open tracker', async () => {
     const b = lab.site('b').daemon!;
     const hold = holdBackupAtA();
