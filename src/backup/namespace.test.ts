@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile as writeBytes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -272,5 +272,23 @@ describe('listBackupContents', () => {
     expect(c.manifest?.namespace).toBe('N');
     expect(Object.keys(c.namespaces)).toEqual(['N']);
     expect(c.entryCount).toBe(8);
+  });
+  it('reads by path only (pathsOnly) what a full read lists, manifest and paths digest included, and a damaged value passes it', async () => {
+    const out = join(dir, 'n-paths.nsb');
+    await extractNamespace(devA, 'N', out, { input });
+    const full = await listBackupContents(out, { input });
+    const quick = await listBackupContents(out, { input, pathsOnly: true });
+    expect(quick).toEqual(full);
+    expect(() => verifyManifest(quick)).not.toThrow();
+    // A flipped byte in a key entry's tag: only an authenticating read sees it (the apply's merge does, before a restore).
+    const offsets: { path: string; offset: number; size: number }[] = [];
+    await listBackupContents(out, { input, onEntry: (e) => void offsets.push(e) });
+    const key = offsets.find((e) => e.path.startsWith('/key/'))!;
+    const bytes = await readFile(out);
+    bytes[key.offset + key.size - 2]! ^= 0xff;
+    const damaged = join(dir, 'n-paths-damaged.nsb');
+    await writeBytes(damaged, bytes);
+    expect(await listBackupContents(damaged, { input, pathsOnly: true })).toEqual(full);
+    await expect(listBackupContents(damaged, { input })).rejects.toThrow(/failed authentication/);
   });
 });

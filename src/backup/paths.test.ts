@@ -19,6 +19,17 @@ describe('backup KV path classification', () => {
     expect(isNamespacePath('/authentication/N', 'N')).toBe(false);
   });
 
+  it('says exactly what namespaceOfPath says, for tricky paths too (its fast path for keys splits nothing)', () => {
+    const paths = [
+      '/key/.N/k1', '/key/.N/', '/key/.N/k/x', '/key/.N/.version', '/key/.N/k~1', '/key/.N/k 1', `/key/.N/${'k'.repeat(200)}`,
+      '/key/.N', '/key/N/k', '/key/.N2/k', '/namespace/N', '/namespace/N/x', '/authentication/N~op', '/authentication/N~',
+      '/authentication/N~a~b', '/authentication/N', '/config/x', '/key/.version', MANIFEST_PATH, 'key/.N/k',
+    ];
+    for (const ns of ['N', 'N2', 'bad/ns', '', '.version']) {
+      for (const p of paths) expect([p, ns, isNamespacePath(p, ns)]).toEqual([p, ns, namespaceOfPath(p) === ns]);
+    }
+  });
+
   it('tells root keys and root users from namespaced ones', () => {
     expect(classifyPath('/key/myKey')).toEqual({ kind: 'root-key', keyId: 'myKey' });
     expect(classifyPath('/authentication/admin')).toEqual({ kind: 'root-user', userId: 'admin' });

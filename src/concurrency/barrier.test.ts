@@ -403,6 +403,26 @@ describe('DeviceBarrier', () => {
     });
   });
 
+  it('writesEnded waits for the matching write holders in flight at the call only, not for readers or later ones', async () => {
+    const gate = new DeviceBarrier();
+    const gateway = await gate.enter();
+    const stream = await gate.enter({ scope: 'beta' });
+    const reader = await gate.enter({ readOnly: true });
+    let ended = false;
+    const done = gate.writesEnded((w) => w.scope === null).then(() => (ended = true));
+    const later = await gate.enter();
+    stream();
+    await tick();
+    expect(ended).toBe(false);
+    gateway();
+    await done;
+    expect(ended).toBe(true);
+    // Nothing matching in flight: at once (the reader and the later write are still held).
+    await gate.writesEnded((w) => w.scope === 'beta');
+    later();
+    reader();
+  });
+
   it('detached work started inside an exclusive hold takes its own hold after that one, instead of re-entering it', async () => {
     const gate = new DeviceBarrier();
     const order: string[] = [];

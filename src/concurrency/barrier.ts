@@ -172,6 +172,8 @@ export class DeviceBarrier {
   #exclusiveRuns = 0;
   readonly #waiters = new Set<Waiter>();
   readonly #drainWaiters = new Set<() => void>();
+  /** writesEnded callers: the write holders each still waits for. */
+  readonly #endWaiters = new Set<{ left: Set<TrackedWrite>; resolve: () => void }>();
   #queue: Promise<void> = Promise.resolve();
   readonly #scope = new AsyncLocalStorage<Scope>();
 
@@ -236,6 +238,16 @@ export class DeviceBarrier {
         this.#trackers.delete(list);
       },
     };
+  }
+
+  /**
+   * Resolves once every write holder in flight now for which `which` holds (default: all) has released; holders
+   * admitted later are not waited for. No bound of its own: a caller that cannot wait long races it with a timer.
+   */
+  writesEnded(which: (w: TrackedWrite) => boolean = () => true): Promise<void> {
+    const left = new Set([...this.#writing].filter(which));
+    if (left.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#endWaiters.add({ left, resolve }));
   }
 
   /** Whether a tracker is open: a merge-restore may have to re-apply what writes now do (capture seals for it). */
@@ -417,6 +429,12 @@ export class DeviceBarrier {
         this.#writers--;
         counts.inFlight--;
         this.#writing.delete(write!);
+        for (const w of [...this.#endWaiters]) {
+          if (w.left.delete(write!) && w.left.size === 0) {
+            this.#endWaiters.delete(w);
+            w.resolve();
+          }
+        }
       }
       if (this.#shared === 0) for (const wake of [...this.#drainWaiters]) wake();
     };

@@ -109,3 +109,110 @@ describe('ApplyBatch while a batch runs', () => {
     expect(batches).toEqual([['alpha'], ['beta', 'gamma']]);
   });
 });
+
+describe('ApplyBatch early work (the B1 taken while snapshots download)', () => {
+  /** Early work that records what was started and discarded; the runner records which work each batch got. */
+  function earlyRecorder() {
+    let n = 0;
+    const started: number[] = [];
+    const discarded: number[] = [];
+    const given: (number | undefined)[] = [];
+    const early = {
+      start: () => {
+        started.push(++n);
+        return n;
+      },
+      discard: (w: number) => void discarded.push(w),
+    };
+    const run = (entries: readonly E[], w: number | undefined) => {
+      given.push(w);
+      return Promise.resolve(new Map<string, PartOutcome>(entries.map((e) => [e.namespace, { ok: true, result: {} as ApplyResult }] as const)));
+    };
+    return { early, run, started, discarded, given };
+  }
+
+  it('starts once, at the first download of a group, and hands it to the batch that applies the group', async () => {
+    const r = earlyRecorder();
+    const b = new ApplyBatch<E, number>(r.run, 60_000, r.early);
+    b.fetching('alpha');
+    b.fetching('beta');
+    // Announced only: nothing starts before a download does.
+    expect(r.started).toEqual([]);
+    b.prefetch('alpha');
+    b.prefetch('beta');
+    expect(r.started).toEqual([1]);
+    await Promise.all([b.join({ namespace: 'alpha' }, 1), b.join({ namespace: 'beta' }, 1)]);
+    expect(r.given).toEqual([1]);
+    expect(r.discarded).toEqual([]);
+  });
+
+  it('is discarded when every download of its group fails, and a later group gets its own', async () => {
+    const r = earlyRecorder();
+    const b = new ApplyBatch<E, number>(r.run, 60_000, r.early);
+    const leaveA = b.fetching('alpha');
+    const leaveB = b.fetching('beta');
+    b.prefetch('alpha');
+    leaveA();
+    // beta still downloads: the work is still the group's.
+    expect(r.discarded).toEqual([]);
+    leaveB();
+    expect(r.discarded).toEqual([1]);
+    b.fetching('alpha');
+    b.prefetch('alpha');
+    await b.join({ namespace: 'alpha' }, 1);
+    expect(r.given).toEqual([2]);
+  });
+
+  it('stays with a group one of whose fetches joined when another fails', async () => {
+    const r = earlyRecorder();
+    const b = new ApplyBatch<E, number>(r.run, 60_000, r.early);
+    b.fetching('alpha');
+    const leaveB = b.fetching('beta');
+    b.prefetch('alpha');
+    b.prefetch('beta');
+    const joined = b.join({ namespace: 'alpha' }, 60_000);
+    leaveB();
+    await joined;
+    expect(r.given).toEqual([1]);
+    expect(r.discarded).toEqual([]);
+  });
+
+  it('does not start while a batch runs (its restore would make it stale), but for downloads still running when it ends', async () => {
+    const r = earlyRecorder();
+    let finishFirst!: () => void;
+    const first = new Promise<void>((res) => (finishFirst = res));
+    const run = async (entries: readonly E[], w: number | undefined) => {
+      const out = r.run(entries, w);
+      if (r.given.length === 1) await first;
+      return out;
+    };
+    const b = new ApplyBatch<E, number>(run, 60_000, r.early);
+    b.fetching('alpha');
+    b.prefetch('alpha');
+    const x = b.join({ namespace: 'alpha' }, 1);
+    await tick();
+    expect(r.given).toEqual([1]);
+    b.fetching('beta');
+    b.prefetch('beta');
+    expect(r.started).toEqual([1]);
+    finishFirst();
+    await x;
+    await tick();
+    expect(r.started).toEqual([1, 2]);
+    await b.join({ namespace: 'beta' }, 1);
+    expect(r.given).toEqual([1, 2]);
+  });
+
+  it('runs without it when none is wanted (start gives nothing) or the fetch did not ask', async () => {
+    const r = earlyRecorder();
+    const b = new ApplyBatch<E, number>(r.run, 60_000, { start: () => undefined, discard: r.early.discard });
+    b.fetching('alpha');
+    b.prefetch('alpha');
+    await b.join({ namespace: 'alpha' }, 1);
+    const c = new ApplyBatch<E, number>(r.run, 60_000, r.early);
+    c.fetching('beta');
+    await c.join({ namespace: 'beta' }, 1);
+    expect(r.given).toEqual([undefined, undefined]);
+    expect(r.started).toEqual([]);
+  });
+});

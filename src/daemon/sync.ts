@@ -29,6 +29,7 @@ import { assertOperational } from '../nethsm/device-fault.js';
 import { applySnapshots, type ApplyPart, type ApplyPhase, type ApplyResult, type PartOutcome, type RestoredSnapshot, type SharedApplyDeps } from '../replicator/snapshot-apply.js';
 import { assertTokenCurrent } from '../concurrency/fencing.js';
 import { ApplyBatch } from './apply-batch.js';
+import { EarlyBackup } from '../replicator/early-backup.js';
 import { withDeadline } from '../util/deadline.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { timedDevice } from '../replicator/device-timing.js';
@@ -162,8 +163,14 @@ export class NamespaceSync {
    */
   private raced: RacedSync | undefined;
   private readonly bounds: Required<SyncBounds>;
-  /** Gathers the applies of namespaces due at once into one merge-restore. */
-  private readonly batch = new ApplyBatch<BatchEntry>((entries) => this.applyBatch(entries));
+  /**
+   * Gathers the applies of namespaces due at once into one merge-restore, and starts the group's device backup (B1)
+   * as its first snapshot download starts (early-backup.ts; docs/concurrency.md, "Snapshot sync").
+   */
+  private readonly batch = new ApplyBatch<BatchEntry, EarlyBackup>((entries, early) => this.applyBatch(entries, early), undefined, {
+    start: () => (this.wantsEarlyBackup() ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log) : undefined),
+    discard: (b) => void b.discard(),
+  });
 
   constructor(
     private readonly ctx: SiteContext,
@@ -339,6 +346,9 @@ export class NamespaceSync {
       this.step(namespace, "checking this site's NetHSM", 'check');
       await assertOperational(() => ctx.device.state(), this.bounds.deviceCheckMs);
       this.step(namespace, `fetching the snapshot from ${primary}`, 'fetch');
+      // This site's own backup (B1) runs while the snapshot downloads; a first sync keeps its own (it may read the
+      // device's copy of the namespace before merging).
+      if (this.syncedBefore(namespace)) this.batch.prefetch(namespace);
       const fetchStarted = performance.now();
       const fetched = await peer.fetchSnapshot(namespace, file);
       const fetchSeconds = (performance.now() - fetchStarted) / 1000;
@@ -383,7 +393,7 @@ export class NamespaceSync {
    * "Per namespace or per merge-restore"): a fact about the one merge-restore is counted once; a fact about each
    * namespace's sync, once for each namespace still in the batch (never for one that dropped out).
    */
-  private async applyBatch(entries: readonly BatchEntry[]): Promise<Map<string, PartOutcome>> {
+  private async applyBatch(entries: readonly BatchEntry[], early: EarlyBackup | undefined): Promise<Map<string, PartOutcome>> {
     const { ctx } = this;
     const names = entries.map((e) => e.namespace).sort();
     const single = entries.length === 1;
@@ -460,7 +470,8 @@ export class NamespaceSync {
       ...(single ? {} : { check: () => assertTokenCurrent((ns) => ctx.store.roles.get(ns), e.token) }),
       ...this.foreignDeps(e.namespace),
     }));
-    const out = await applySnapshots(shared, parts);
+    // The early B1 ran beside the fetch: the cost model counts it in series (its estimate errs on the high side).
+    const out = await applySnapshots({ ...shared, onEarlyBackup: (t) => timed.timings.backups.push(t) }, parts, early);
     const applySeconds = (performance.now() - applyStarted) / 1000;
     const verify = deferred && once(deferred);
     for (const e of entries) {
@@ -514,6 +525,19 @@ export class NamespaceSync {
   private fenceQuarantine(namespace: string): string[] {
     const { store } = this.ctx;
     return store.roles.get(namespace)?.role === 'fenced' ? fenceExports(store, namespace).files : [];
+  }
+
+  /**
+   * Whether a sync's B1 may start before its snapshot is in: not when every sync here merges inside the hold at once
+   * (writers around the daemon, or a recent sync raced), where a B1 outside it would only be thrown away.
+   */
+  private wantsEarlyBackup(): boolean {
+    return !this.ctx.config.replication.directWriters && this.racedSync() === null;
+  }
+
+  /** Whether this site synced `namespace` before (then no first-sync check reads the device's copy of it). */
+  private syncedBefore(namespace: string): boolean {
+    return this.ctx.store.positions.forNamespace(namespace).some((p) => p.lastOkAt !== undefined);
   }
 
   /**

@@ -128,7 +128,10 @@ function isReader(s: BackupSource | BackupReader): s is BackupReader {
 /** Predicate: the path is the user `<ns>~<id>` for one of `ids`. */
 export function isUserOf(namespace: string, ids: readonly string[]): (path: string) => boolean {
   const set = new Set(ids);
+  // Only these paths can be such a user: the others (a namespace's keys, nearly all its entries) skip classifyPath.
+  const prefix = `/authentication/${namespace}~`;
   return (p) => {
+    if (!p.startsWith(prefix)) return false;
     const c = classifyPath(p);
     return c.kind === 'namespace-user' && c.namespace === namespace && set.has(c.userId);
   };

@@ -6,7 +6,9 @@
  *      Administrators (read-only replica; the replication account stays). The same pass lists the namespace's keys
  *      and users the restore will remove, for the foreign-writes check. The merge reads B1 as the device sends it
  *      (a tap on the download; the file is written whole all the same), while the snapshots are still being
- *      checked, and passes B1's entries through as sealed (same key and salt); each key is derived once per apply;
+ *      checked, and passes B1's entries through as sealed (same key and salt); each key is derived once per apply.
+ *      A B1 taken while the snapshots downloaded (applySnapshots' `early`, early-backup.ts: its tracker opened before
+ *      it, as the mark here) replaces the first attempt's: the merge then reads its file;
  *   2. take the EXCLUSIVE hold (the caller's `hold`: barrier, then the namespace's lock). If no write outside the
  *      namespace passed the barrier since the mark (none in flight at it either; writes scoped to the namespace itself
  *      are replaced by the restore anyway), B1 is still what the device holds outside it: check the fencing
@@ -43,7 +45,7 @@ import { closeAll, openSource, type BackupSource } from '../backup/transform.js'
 import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
-import type { ExclusiveGuard, TrackedWrite, WriteMark } from '../concurrency/barrier.js';
+import type { ExclusiveGuard, TrackedWrite, WriteMark, WriteTracker } from '../concurrency/barrier.js';
 import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayPlan } from './race-replay.js';
 import type { Device } from './device.js';
 import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
@@ -51,6 +53,8 @@ import { isUserOf, rewriteBackup } from './rewrite.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
 import { tapBytes, type ByteTap } from '../util/byte-tap.js';
+import type { EarlyBackup } from './early-backup.js';
+import type { DeviceCallTiming } from './cost-model.js';
 
 /**
  * Takes the exclusive device hold (and whatever locks go with it) and runs `fn` inside it. `namespaces`: the ones the
@@ -104,6 +108,8 @@ export interface ApplyDeps {
   beforeRecheck?: () => Promise<void>;
   /** Called as each phase starts (tests assert where the hold is; progress). */
   onPhase?: (phase: ApplyPhase) => void;
+  /** Called when the first attempt uses a B1 taken while the snapshots downloaded (applySnapshots' `early`): its timing (cost model). */
+  onEarlyBackup?: (timing: DeviceCallTiming) => void;
   /**
    * Called when the merge fell back to running inside the exclusive hold (metric, status; the log says why), with the
    * namespaces still in the batch, how many attempts outside the hold writes raced (0: it went there at once) and how
@@ -221,6 +227,8 @@ interface Apply {
   quarantined: Map<string, ForeignQuarantine[]>;
   log: Logger;
   temp: (label: string) => string;
+  /** Makes `file` one of the apply's temporary files (removed at its end, or handed to the verification). */
+  adopt: (file: string) => void;
   /**
    * Until it settles, the parts' snapshots are still being opened (`parts` then fills; a failure of the only part
    * rejects it): the first backup starts meanwhile and its merge waits for it.
@@ -228,6 +236,8 @@ interface Apply {
   opening?: Promise<void>;
   /** Whether the merge reads B1 as it arrives (no part's first sync reads the device's copy before merging). */
   tapMerge: boolean;
+  /** B1 taken while the snapshots downloaded (early-backup.ts), for the first attempt; taken off once it starts. */
+  early?: EarlyBackup;
 }
 
 /**
@@ -264,7 +274,7 @@ export async function applySnapshot(deps: ApplyDeps, namespace: string, snapshot
  * (the client's errors, SyncRaceError, SyncQuarantineFailedError, SyncVerifyFailedError, what `hold` throws) fails
  * every part still in the batch: it is thrown. Namespaces must be distinct.
  */
-export async function applySnapshots(deps: SharedApplyDeps, specs: readonly ApplyPart[]): Promise<Map<string, PartOutcome>> {
+export async function applySnapshots(deps: SharedApplyDeps, specs: readonly ApplyPart[], early?: EarlyBackup): Promise<Map<string, PartOutcome>> {
   // One derivation per salt for the whole apply, its verification included: the device's backups (B1, the merged
   // file, B3) share one salt, and each snapshot is opened twice. Zeroed when the apply (or its verification) ends.
   const device = new KeyCache();
@@ -289,13 +299,18 @@ export async function applySnapshots(deps: SharedApplyDeps, specs: readonly Appl
       : {}),
   };
   try {
-    return await applyWithKeys(cached, specs);
+    return await applyWithKeys(cached, specs, early);
   } finally {
     if (!verifyLater) clear();
   }
 }
 
-async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[]): Promise<Map<string, PartOutcome>> {
+/**
+ * `early` (B1 taken while the snapshots downloaded): the first attempt merges it from its file instead of taking B1;
+ * owned here from the start (used, or discarded: a first sync that reads the device's copy before merging, the held
+ * sequence at once). Its timing goes to `onEarlyBackup` when used.
+ */
+async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[], early?: EarlyBackup): Promise<Map<string, PartOutcome>> {
   const temps: string[] = [];
   const a: Apply = {
     deps,
@@ -308,13 +323,16 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[])
       temps.push(t);
       return t;
     },
+    adopt: (file) => temps.push(file),
     tapMerge: specs.every((spec) => !checksExisting(spec.options ?? {})),
   };
+  // A first sync that must look at the device's copy first keeps its own path (B1 after the snapshot is in).
+  if (early && a.tapMerge && (deps.maxRemerges ?? 2) >= 0) a.early = early;
   const single = specs.length === 1;
   // Opened side by side (each snapshot's key derivation runs on its own, off the event loop), and while B1 starts:
   // the merge reading B1 opens it (the device's key) meanwhile and waits for them before it merges.
   const sorted = [...specs].sort((x, y) => (x.namespace < y.namespace ? -1 : 1));
-  a.opening = Promise.allSettled(sorted.map((spec) => openPart(deps, spec))).then((opened) => {
+  a.opening = Promise.allSettled(sorted.map((spec) => openPart(deps, spec, single))).then((opened) => {
     opened.forEach((o, i) => {
       if (o.status === 'fulfilled') a.parts.push(o.value);
       else if (single) throw o.reason;
@@ -342,6 +360,7 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[])
           files.push(t);
           return t;
         },
+        adopt: (file) => files.push(file),
       };
       deps.deferVerify(() => verifyAfter(later, restored.merged, restored.after, replayed).finally(() => removeFiles(...files)));
       verified = 'deferred';
@@ -352,12 +371,21 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[])
     restored.parts.forEach((p, i) => out.set(p.spec.namespace, { ok: true, result: { ...restored.done[i]!, verified } }));
     return out;
   } finally {
+    // Unused (or its backup failed): tracker closed now, file removed once its backup ended (not waited for here).
+    // Used: the tracker only (the file is in `temps`).
+    void early?.discard();
     await removeFiles(...temps);
   }
 }
 
-async function openPart(deps: SharedApplyDeps, spec: ApplyPart): Promise<Part> {
-  const contents = await listBackupContents(spec.snapshotFile, { input: deps.snapshotOpen });
+/**
+ * Opens a part's snapshot: its manifest, checked against its entries. A lone part reads them by their path only
+ * (listBackupContents' `pathsOnly`): the merge authenticates every entry of the snapshot before anything is restored,
+ * and a damaged one fails the apply as it would here, so a second full decryption would buy nothing. Parts of a
+ * coalesced apply are authenticated here, so a damaged snapshot drops its part alone instead of failing the merge.
+ */
+async function openPart(deps: SharedApplyDeps, spec: ApplyPart, single: boolean): Promise<Part> {
+  const contents = await listBackupContents(spec.snapshotFile, { input: deps.snapshotOpen, pathsOnly: single });
   verifyManifest(contents);
   const meta = snapshotMetaOf(contents.manifest, spec.namespace);
   return {
@@ -421,10 +449,20 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
     // While the snapshots are still being opened, the parts are not known yet: the merge waits for them.
     if (remerges > 0) await a.opening;
     if (a.parts.length === 0 && (remerges > 0 || !a.tapMerge)) return undefined;
-    // The write holders in flight now and every one admitted until the hold: those that may change B1's device.
-    const tracker = deps.device.barrier.trackWrites();
+    // The write holders in flight now and every one admitted until the hold: those that may change B1's device. An
+    // early B1's tracker was opened before it, when its group's first download started (a wider window, as safe).
+    const early = a.early;
+    a.early = undefined;
+    let tracker: WriteTracker | undefined;
     try {
-      const m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
+      let m: Merged | undefined;
+      const fromEarly = early && (await mergeEarly(a, early));
+      if (fromEarly) ({ tracker, merged: m } = fromEarly);
+      else {
+        // No early B1, or its backup failed: this attempt takes B1 itself (its tracker first).
+        tracker = deps.device.barrier.trackWrites();
+        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
+      }
       if (!m) return undefined;
       await deps.beforeHold?.();
       deps.onPhase?.('hold');
@@ -433,7 +471,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       const own = new Set(m.parts.map((p) => p.spec.namespace));
       raced = 0;
       outcome = await hold(async (guard) => {
-        const racing = tracker.writes().filter((w) => w.scope === null || !own.has(w.scope));
+        const racing = tracker!.writes().filter((w) => w.scope === null || !own.has(w.scope));
         raced = racing.length;
         const plan = raced > 0 ? replayPlan(a, racing, own) : undefined;
         if (plan === null) return undefined;
@@ -447,7 +485,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       if (replayAfter) deps.raceReplay!.unfinished();
       throw err;
     } finally {
-      tracker.close();
+      tracker?.close();
     }
   }
   // After the hold, inside this apply (so inside the apply batch's run: no other merge-restore starts meanwhile).
@@ -492,6 +530,23 @@ function replayPlan(a: Apply, racing: readonly TrackedWrite[], own: ReadonlySet<
   if ('plan' in r) return r.plan;
   a.log.info({ namespaces: [...own], writes: racing.length, why: r.refused }, `writes passed the device barrier during the backup and merge, and ${r.refused} cannot be re-applied after the restore; merging again`);
   return null;
+}
+
+/**
+ * The first attempt's merge when B1 was taken while the snapshots downloaded: waits for it (it usually ended during the
+ * download) and merges from its file (nothing to tap any more), with the tracker opened before it. Undefined when its
+ * backup failed; `merged` undefined when no part is left.
+ */
+async function mergeEarly(a: Apply, early: EarlyBackup): Promise<{ tracker: WriteTracker; merged: Merged | undefined } | undefined> {
+  a.deps.onPhase?.('backup');
+  const b1 = await early.use();
+  if (!b1) return undefined;
+  a.adopt(b1.file);
+  a.deps.onEarlyBackup?.(b1.timing);
+  await a.opening;
+  if (a.parts.length === 0) return { tracker: b1.tracker, merged: undefined };
+  a.deps.onPhase?.('merge');
+  return { tracker: b1.tracker, merged: await mergeFrom(a, b1.file, new Set()) };
 }
 
 /** How B1 is taken: shared, or inside the hold the holder's own; `tap` reads its bytes as they arrive. */

@@ -165,6 +165,21 @@ describe('sync guards at the replica', () => {
     expect(await deviceView(lab, 'b')).toEqual(before);
   });
 
+  // A lone snapshot is opened by its paths only (the merge authenticates its entries): damage inside an entry that is
+  // not the manifest must still be refused before the restore.
+  it("refuses a snapshot with a damaged key entry before the restore, though its opening reads paths only", async () => {
+    const before = await deviceView(lab, 'b');
+    const { file, deps } = await snapshotAndDeps();
+    const entries: { path: string; offset: number; size: number }[] = [];
+    await listBackupContents(file, { input: deps.snapshotOpen, onEntry: (e) => void entries.push(e) });
+    const key = entries.find((e) => e.path.startsWith('/key/'))!;
+    const bytes = await readFile(file);
+    bytes[key.offset + key.size - 2]! ^= 0xff;
+    await writeFile(file, bytes);
+    await expect(applySnapshot(deps, 'alpha', file)).rejects.toBeInstanceOf(BackupCorruptedError);
+    expect(await deviceView(lab, 'b')).toEqual(before);
+  });
+
   it('refuses a snapshot under another replication passphrase before touching the device', async () => {
     const before = await deviceView(lab, 'b');
     const { file, deps } = await snapshotAndDeps();

@@ -1,0 +1,97 @@
+/**
+ * The replica's own device backup (B1) taken while the snapshot it will be merged with is still downloading
+ * (docs/concurrency.md, "Snapshot sync", step 1): a sync then costs about max(fetch, B1) + merge + restore instead of
+ * fetch + B1-with-merge + restore. It belongs to the forming apply batch (daemon/apply-batch.ts), not to one fetch:
+ * several namespaces fetched together still cost one B1.
+ *
+ * Contract: the racing-write tracker is opened BEFORE the backup asks the barrier for its shared hold, exactly as an
+ * apply's own B1 does, so every write that may have changed the device since B1 is listed (merge-restore step 2). The
+ * window is wider (it spans the fetch), never open: whoever ends up with it either `use`s it (the file is then the
+ * apply's, which removes it; the tracker too, which it closes) or `discard`s it (tracker closed, backup awaited, file
+ * removed). `discard` after `use` closes the tracker only, so a caller may always call it last.
+ *
+ * Before the tracker opens, the gateway writes in flight are let end (at most SETTLE_MS): one captured before this
+ * site's sync began carries no envelope sealed to this site's own transport key, so a merge-restore it raced could not
+ * re-apply it (race-replay.ts) and would merge again. An apply's own B1 came late enough for that not to matter; an
+ * early one comes right after the sync began.
+ */
+import { stat } from 'node:fs/promises';
+import type { WriteTracker } from '../concurrency/barrier.js';
+import type { Logger } from '../log.js';
+import type { DeviceCallTiming } from './cost-model.js';
+import type { Device } from './device.js';
+import { removeFiles, type WorkDir } from './workdir.js';
+
+/** The longest an early B1 waits for gateway writes in flight to end before its tracker opens. */
+export const SETTLE_MS = 2_000;
+
+export class EarlyBackup {
+  readonly #file: string;
+  #tracker: WriteTracker | undefined;
+  /** Settles once the backup ended: its timing, or undefined when it failed or was discarded first (no file left). */
+  readonly #taken: Promise<DeviceCallTiming | undefined>;
+  #used = false;
+  #discarded = false;
+
+  private constructor(
+    private readonly device: Device,
+    work: WorkDir,
+    private readonly log: Logger,
+  ) {
+    this.#file = work.temp('pre-early');
+    this.#taken = this.#take();
+  }
+
+  /** Starts B1 now (the tracker first, once the gateway writes in flight ended). */
+  static start(device: Device, work: WorkDir, log: Logger): EarlyBackup {
+    return new EarlyBackup(device, work, log);
+  }
+
+  async #take(): Promise<DeviceCallTiming | undefined> {
+    const { barrier } = this.device;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([barrier.writesEnded((w) => w.scope === null), new Promise<void>((r) => (timer = setTimeout(r, SETTLE_MS)))]);
+    clearTimeout(timer);
+    if (this.#discarded) return undefined;
+    this.#tracker = barrier.trackWrites();
+    const started = performance.now();
+    try {
+      await this.device.backupForReading(this.#file);
+    } catch (err) {
+      // The apply then takes its own B1 as before, and fails there if the device does.
+      this.log.warn({ err }, 'device backup taken while the snapshot downloads failed; the apply takes its own');
+      return undefined;
+    }
+    return { seconds: (performance.now() - started) / 1000, bytes: await stat(this.#file).then((s) => s.size, () => 0) };
+  }
+
+  /**
+   * Waits for B1. On success the file, its timing and the tracker opened before it pass to the caller, who must
+   * remove the file and close the tracker. Undefined when the backup failed (nothing to remove; its tracker closed).
+   * Once only.
+   */
+  async use(): Promise<{ file: string; timing: DeviceCallTiming; tracker: WriteTracker } | undefined> {
+    if (this.#used || this.#discarded) throw new Error('an early backup is used once, and not after it was discarded');
+    this.#used = true;
+    const timing = await this.#taken;
+    if (!timing || !this.#tracker) {
+      this.#tracker?.close();
+      return undefined;
+    }
+    return { file: this.#file, timing, tracker: this.#tracker };
+  }
+
+  /**
+   * Nobody uses it (every fetch failed, or the apply went another way): closes the tracker (or keeps it from opening),
+   * waits for the backup to end and removes its file. After `use`, only closes the tracker (the file is the user's).
+   * Idempotent; never throws.
+   */
+  async discard(): Promise<void> {
+    this.#tracker?.close();
+    if (this.#used || this.#discarded) return;
+    this.#discarded = true;
+    await this.#taken;
+    this.#tracker?.close();
+    await removeFiles(this.#file);
+  }
+}
