@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -232,6 +232,36 @@ describe('output paths', () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('NHR_ERR_INPUT_INVALID');
   });
+});
+
+describe('input and output paths named in errors', () => {
+  it('names which of two inputs is cut short or does not open with its passphrase', async () => {
+    const nsb = p('named.nsb');
+    expect((await run(['backup', 'extract-namespace', devA, '--namespace', 'N2', '-o', nsb, '--passphrase-file', passFile])).code).toBe(0);
+    const cut = p('named-cut.nsb');
+    const bytes = await readFile(nsb);
+    await writeFile(cut, bytes.subarray(0, bytes.length - 10));
+    const kb = p('named.kb');
+    expect((await run(['key-backup', 'export', devA, '--namespace', 'N2', '--key', 'k00000000', '-o', kb, '--passphrase-file', passFile])).code).toBe(0);
+    const cutKb = p('named-cut.kb');
+    const kbBytes = await readFile(kb);
+    await writeFile(cutKb, kbBytes.subarray(0, kbBytes.length - 30));
+    const before = await inDir();
+    const cases: [string[], string, string][] = [
+      [['backup', 'merge', devB, cut], 'NHR_ERR_BACKUP_TRUNCATED', cut],
+      [['backup', 'merge', devB, nsb, '--ns-passphrase-env', 'NHR_T_WRONG'], 'NHR_ERR_BACKUP_WRONG_PASSPHRASE', nsb],
+      [['key-backup', 'import', devB, cutKb], 'NHR_ERR_BACKUP_TRUNCATED', cutKb],
+      [['key-backup', 'import', devB, kb, '--key-passphrase-env', 'NHR_T_WRONG'], 'NHR_ERR_BACKUP_WRONG_PASSPHRASE', kb],
+    ];
+    for (const [args, code, file] of cases) {
+      const r = await run([...args, '-o', p('never2.bin'), '--passphrase-file', passFile], { NHR_T_WRONG: 'wrong-passphrase' });
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.stderr, args.join(' ')).toContain(code);
+      expect(r.stderr, args.join(' ')).toContain(file);
+    }
+    expect(await inDir()).toEqual(before);
+  });
+
 });
 
 describe('passphrase handling', () => {
