@@ -235,6 +235,23 @@ describe('output paths', () => {
 });
 
 describe('input and output paths named in errors', () => {
+  it('refuses a directory or a missing file as input, naming it, with a code and a Try', async () => {
+    const sub = p('a-directory');
+    await mkdir(sub);
+    const cases: [string, RegExp][] = [
+      [sub, /is a directory/],
+      [p('no-such.bin'), /cannot open/],
+    ];
+    for (const [file, what] of cases) {
+      const r = await run(['backup', 'validate', file, '--passphrase-file', passFile]);
+      expect(r.code, file).not.toBe(0);
+      expect(r.stderr, file).toContain('NHR_ERR_INPUT_INVALID');
+      expect(r.stderr, file).toContain(file);
+      expect(r.stderr, file).toMatch(what);
+      expect(r.stderr).toMatch(/^Error: .*\nTry: /);
+    }
+  });
+
   it('names which of two inputs is cut short or does not open with its passphrase', async () => {
     const nsb = p('named.nsb');
     expect((await run(['backup', 'extract-namespace', devA, '--namespace', 'N2', '-o', nsb, '--passphrase-file', passFile])).code).toBe(0);
