@@ -279,6 +279,20 @@ describe('input and output paths named in errors', () => {
     expect(await inDir()).toEqual(before);
   });
 
+  it('refuses a directory as the output path, even with --force, and leaves no temporary file', async () => {
+    const sub = p('out-directory');
+    await mkdir(sub);
+    const before = await inDir();
+    for (const force of [[], ['--force']]) {
+      const r = await run(['backup', 'extract-namespace', devA, '--namespace', 'N', '-o', sub, '--passphrase-file', passFile, ...force]);
+      expect(r.code, force.join(' ')).not.toBe(0);
+      expect(r.stderr, force.join(' ')).toContain('NHR_ERR_INPUT_INVALID');
+      expect(r.stderr, force.join(' ')).toMatch(/is a directory/);
+      expect(r.stderr, force.join(' ')).toContain(sub);
+    }
+    expect(await inDir()).toEqual(before);
+    expect(await readdir(sub)).toEqual([]);
+  });
 });
 
 describe('passphrase handling', () => {
