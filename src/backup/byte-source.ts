@@ -12,6 +12,8 @@ const FILE_CHUNK = 64 * 1024;
 
 export type ByteSourceInput = string | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
 
+const PATH_PROBLEMS = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'ELOOP', 'ENAMETOOLONG', 'EISDIR']);
+
 /**
  * Opens a backup file for reading. A directory opens on Linux and fails only at the first read with a bare EISDIR that
  * names no path, so it is refused here, as is a path that does not open, with the path in the error.
@@ -22,7 +24,9 @@ async function openFile(path: string): Promise<FileHandle> {
   try {
     fh = await open(path, 'r');
   } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code ?? 'error';
+    // A path problem is the caller's input; anything else (EMFILE, EIO) is the host's and passes through as it is.
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === undefined || !PATH_PROBLEMS.has(code)) throw cause;
     throw new InputInvalidError(`cannot open backup file ${path} (${code})`, { path, cause, hint });
   }
   try {
@@ -49,8 +53,8 @@ export class ByteSource {
 
   /**
    * Opens a file path (read with a file handle, 64 KiB at a time) or wraps a stream / async iterable.
-   * Throws InputInvalidError naming the path when it cannot be opened (the fs error as its cause) or is a directory,
-   * and for an input that is none of these.
+   * Throws InputInvalidError naming the path when it is a directory or cannot be opened for a reason of the path
+   * (missing, not permitted: the fs error as its cause; other fs errors as they are), and for an input that is none of these.
    */
   static async open(input: ByteSourceInput): Promise<ByteSource> {
     if (typeof input === 'string') return ByteSource.fromFile(await openFile(input));
