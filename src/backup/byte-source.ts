@@ -12,6 +12,32 @@ const FILE_CHUNK = 64 * 1024;
 
 export type ByteSourceInput = string | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
 
+const PATH_PROBLEMS = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'ELOOP', 'ENAMETOOLONG', 'EISDIR']);
+
+/**
+ * Opens a backup file for reading. A directory opens on Linux and fails only at the first read with a bare EISDIR that
+ * names no path, so it is refused here, as is a path that does not open, with the path in the error.
+ */
+async function openFile(path: string): Promise<FileHandle> {
+  const hint = 'Give the path of a backup file (a regular file you can read).';
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (cause) {
+    // A path problem is the caller's input; anything else (EMFILE, EIO) is the host's and passes through as it is.
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === undefined || !PATH_PROBLEMS.has(code)) throw cause;
+    throw new InputInvalidError(`cannot open backup file ${path} (${code})`, { path, cause, hint });
+  }
+  try {
+    if ((await fh.stat()).isDirectory()) throw new InputInvalidError(`${path} is a directory, not a backup file`, { path, hint });
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+  return fh;
+}
+
 export class ByteSource {
   /** Bytes consumed so far (= file offset of the next byte `read` returns). */
   offset = 0;
@@ -27,10 +53,11 @@ export class ByteSource {
 
   /**
    * Opens a file path (read with a file handle, 64 KiB at a time) or wraps a stream / async iterable.
-   * Throws the fs error when the file cannot be opened; InputInvalidError for anything else.
+   * Throws InputInvalidError naming the path when it is a directory or cannot be opened for a reason of the path
+   * (missing, not permitted: the fs error as its cause; other fs errors as they are), and for an input that is none of these.
    */
   static async open(input: ByteSourceInput): Promise<ByteSource> {
-    if (typeof input === 'string') return ByteSource.fromFile(await open(input, 'r'));
+    if (typeof input === 'string') return ByteSource.fromFile(await openFile(input));
     if (input !== null && typeof input === 'object' && Symbol.asyncIterator in input) {
       return ByteSource.fromIterable(input as AsyncIterable<Uint8Array | string>);
     }

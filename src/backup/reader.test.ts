@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import {
   BackupTruncatedError,
   BackupUnsupportedVersionError,
   BackupWrongPassphraseError,
+  InputInvalidError,
   InternalError,
 } from '../errors.js';
 import { deriveBackupKey, gcmOpen, gcmSeal } from './crypto.js';
@@ -261,6 +262,18 @@ describe('openBackup: refusals of the header', () => {
     expect(err).toBeInstanceOf(BackupNotABackupError);
     expect((err as BackupNotABackupError).message).toMatch(/empty/);
     expect((err as BackupNotABackupError).path).toBe(file);
+  });
+
+  it('refuses a directory and a path that does not open as invalid input, naming the path', async () => {
+    const sub = path.join(dir, 'a-directory');
+    mkdirSync(sub);
+    for (const [p, what] of [[sub, /is a directory/], [path.join(dir, 'missing.bin'), /cannot open backup file .*ENOENT/]] as const) {
+      const err = await openBackup(p, opts).catch((e: unknown) => e);
+      expect(err, p).toBeInstanceOf(InputInvalidError);
+      expect((err as InputInvalidError).message).toMatch(what);
+      expect((err as InputInvalidError).message).toContain(p);
+      expect((err as InputInvalidError).path).toBe(p);
+    }
   });
 
   it('refuses files on disk cut inside an entry and before the trailer, naming the file and offset', async () => {

@@ -142,7 +142,7 @@ export const MAX_BATCH = 1024;
  * Throws BackupNotABackupError (empty file, wrong magic), BackupUnsupportedVersionError (version byte not 0/1),
  * BackupWrongPassphraseError (version field does not authenticate), BackupCorruptedError (a header field fails
  * authentication, impossible length, inner version differs), BackupTruncatedError (file ends inside the header),
- * InputInvalidError (neither passphrase nor backupKey), or the fs error when a file cannot be opened.
+ * InputInvalidError (neither passphrase nor backupKey; a file that cannot be opened or is a directory, naming it).
  * On any throw the source is released and derived keys are zeroed.
  */
 export async function openBackup(source: ByteSourceInput, options: OpenBackupOptions): Promise<BackupReader> {

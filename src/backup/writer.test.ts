@@ -252,6 +252,38 @@ describe('createBackupWriter key handling', () => {
   });
 });
 
+/**
+ * Regression: a sink closed between two writes (an HTTP response whose client went away, as the simulator's backup
+ * route has: `check-config` stops a download after the header) emits 'close' once; the writer's next hand-over got
+ * `false` from write() and then waited for a 'drain', 'error' or 'close' that had all passed: it hung for good.
+ */
+describe('a sink closed between writes', () => {
+  it('fails the next write that must wait for it instead of hanging', async () => {
+    const sink = new Writable({
+      write(_c, _e, cb) {
+        cb();
+      },
+    });
+    const w = await createBackupWriter(sink, { passphrase: 'pw', scrypt: TEST_SCRYPT, ...header });
+    await w.writeEntry('/key/a', Buffer.alloc(10));
+    sink.destroy();
+    await new Promise((r) => sink.once('close', r));
+    let outcome: unknown = 'pending';
+    const run = (async () => {
+      for (let i = 0; i < 4; i++) await w.writeEntry(`/key/b${i}`, randomBytes(30_000));
+      await w.finish();
+    })().then(
+      () => (outcome = 'finished'),
+      (err: unknown) => (outcome = err),
+    );
+    // Sealing four entries needs no I/O: a writer that is not stuck settles within a few turns of the event loop.
+    for (let i = 0; i < 50 && outcome === 'pending'; i++) await new Promise((r) => setImmediate(r));
+    expect(outcome).toBeInstanceOf(InternalError);
+    expect((outcome as Error).message).toMatch(/sink closed/);
+    await run;
+  });
+});
+
 describe('BackupWriter.copyEntry', () => {
   async function readerOf(bytes: Buffer, passphrase = 'pw') {
     return openBackup(

@@ -295,6 +295,11 @@ class StreamingBackupWriter implements BackupWriter {
   /** Waits for 'drain'; rejects on the sink's error or when it closes first (a destroyed sink never drains). */
   private drained(): Promise<void> {
     const sink = this.sink;
+    // A sink destroyed before this wait (a response whose client went away between two writes) emitted its 'close'
+    // already and will emit nothing more: waiting for an event would hang the writer for good.
+    if ((sink as { destroyed?: boolean }).destroyed === true) {
+      return Promise.reject(this.sinkError ?? new InternalError('backup writer: the sink closed before it drained'));
+    }
     return new Promise<void>((resolve, reject) => {
       const done = (err?: unknown): void => {
         sink.removeListener('drain', onDrain);

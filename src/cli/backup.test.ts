@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -231,6 +231,67 @@ describe('output paths', () => {
     const r = await run(['backup', 'extract-namespace', devA, '--namespace', 'N', '-o', join(sub, 'x.nsb'), '--passphrase-file', passFile]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('NHR_ERR_INPUT_INVALID');
+  });
+});
+
+describe('input and output paths named in errors', () => {
+  it('refuses a directory or a missing file as input, naming it, with a code and a Try', async () => {
+    const sub = p('a-directory');
+    await mkdir(sub);
+    const cases: [string, RegExp][] = [
+      [sub, /is a directory/],
+      [p('no-such.bin'), /cannot open/],
+    ];
+    for (const [file, what] of cases) {
+      const r = await run(['backup', 'validate', file, '--passphrase-file', passFile]);
+      expect(r.code, file).not.toBe(0);
+      expect(r.stderr, file).toContain('NHR_ERR_INPUT_INVALID');
+      expect(r.stderr, file).toContain(file);
+      expect(r.stderr, file).toMatch(what);
+      expect(r.stderr).toMatch(/^Error: .*\nTry: /);
+    }
+  });
+
+  it('names which of two inputs is cut short or does not open with its passphrase', async () => {
+    const nsb = p('named.nsb');
+    expect((await run(['backup', 'extract-namespace', devA, '--namespace', 'N2', '-o', nsb, '--passphrase-file', passFile])).code).toBe(0);
+    const cut = p('named-cut.nsb');
+    const bytes = await readFile(nsb);
+    await writeFile(cut, bytes.subarray(0, bytes.length - 10));
+    const kb = p('named.kb');
+    expect((await run(['key-backup', 'export', devA, '--namespace', 'N2', '--key', 'k00000000', '-o', kb, '--passphrase-file', passFile])).code).toBe(0);
+    const cutKb = p('named-cut.kb');
+    const kbBytes = await readFile(kb);
+    await writeFile(cutKb, kbBytes.subarray(0, kbBytes.length - 30));
+    const before = await inDir();
+    const cases: [string[], string, string][] = [
+      [['backup', 'merge', devB, cut], 'NHR_ERR_BACKUP_TRUNCATED', cut],
+      [['backup', 'merge', devB, nsb, '--ns-passphrase-env', 'NHR_T_WRONG'], 'NHR_ERR_BACKUP_WRONG_PASSPHRASE', nsb],
+      [['key-backup', 'import', devB, cutKb], 'NHR_ERR_BACKUP_TRUNCATED', cutKb],
+      [['key-backup', 'import', devB, kb, '--key-passphrase-env', 'NHR_T_WRONG'], 'NHR_ERR_BACKUP_WRONG_PASSPHRASE', kb],
+    ];
+    for (const [args, code, file] of cases) {
+      const r = await run([...args, '-o', p('never2.bin'), '--passphrase-file', passFile], { NHR_T_WRONG: 'wrong-passphrase' });
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.stderr, args.join(' ')).toContain(code);
+      expect(r.stderr, args.join(' ')).toContain(file);
+    }
+    expect(await inDir()).toEqual(before);
+  });
+
+  it('refuses a directory as the output path, even with --force, and leaves no temporary file', async () => {
+    const sub = p('out-directory');
+    await mkdir(sub);
+    const before = await inDir();
+    for (const force of [[], ['--force']]) {
+      const r = await run(['backup', 'extract-namespace', devA, '--namespace', 'N', '-o', sub, '--passphrase-file', passFile, ...force]);
+      expect(r.code, force.join(' ')).not.toBe(0);
+      expect(r.stderr, force.join(' ')).toContain('NHR_ERR_INPUT_INVALID');
+      expect(r.stderr, force.join(' ')).toMatch(/is a directory/);
+      expect(r.stderr, force.join(' ')).toContain(sub);
+    }
+    expect(await inDir()).toEqual(before);
+    expect(await readdir(sub)).toEqual([]);
   });
 });
 

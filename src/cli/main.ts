@@ -37,7 +37,10 @@ export function buildProgram(): Command {
 /** Formats an error for an operator: `Error: …` and, when known, `Try: …`. */
 export function formatCliError(err: unknown): string {
   if (err instanceof NhrError) {
-    const ctx = [err.namespace && `namespace ${err.namespace}`, err.site && `site ${err.site}`, err.epoch !== undefined && `epoch ${err.epoch}`]
+    // The file, when the message does not name it: a command with two inputs (merge, key import) must say which one
+    // is cut short or does not open.
+    const file = err.path !== undefined && !err.message.includes(err.path) && `file ${err.path}`;
+    const ctx = [file, err.namespace && `namespace ${err.namespace}`, err.site && `site ${err.site}`, err.epoch !== undefined && `epoch ${err.epoch}`]
       .filter(Boolean)
       .join(', ');
     return `Error: ${err.message}${ctx ? ` (${ctx})` : ''} [${err.code}]\nTry: ${err.hint}\n`;

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -23,6 +23,22 @@ describe('atomic output files', () => {
     expect(await readFile(out, 'utf8')).toBe('hello world');
     expect((await stat(out)).mode & 0o777).toBe(0o600);
     expect(await readdir(dir)).toEqual(['out.bin']);
+  });
+
+  it('refuses a directory as the target, with or without overwrite, before writing anything', async () => {
+    const target = join(dir, 'sub');
+    await mkdir(target);
+    for (const overwrite of [false, true]) {
+      let ran = false;
+      const err = await withAtomicFile(target, { overwrite }, async () => {
+        ran = true;
+      }).catch((e: unknown) => e);
+      expect(err, `overwrite ${overwrite}`).toBeInstanceOf(InputInvalidError);
+      expect((err as InputInvalidError).message).toBe(`Output path ${target} is a directory`);
+      expect(ran).toBe(false);
+    }
+    expect(await readdir(dir)).toEqual(['sub']);
+    expect(await readdir(target)).toEqual([]);
   });
 
   it('shows nothing at the target until commit', async () => {

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsc, createWriteStream, unlinkSync, type WriteStream } from 'node:fs';
-import { link, lstat, open, rename, unlink } from 'node:fs/promises';
+import { link, lstat, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { InputInvalidError, OutputExistsError } from '../errors.js';
 
@@ -73,12 +73,26 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    // Missing (the usual case) or unreadable: the open of the temporary file reports what matters.
+    return false;
+  }
+}
+
 /**
  * Opens an atomic output file. Throws {@link OutputExistsError} when the target exists and `overwrite` is not set,
- * and {@link InputInvalidError} when the target's directory is missing or not writable.
+ * and {@link InputInvalidError} when the target is a directory or its directory is missing or not writable.
  */
 export async function openAtomicFile(path: string, options: AtomicFileOptions = {}): Promise<AtomicFile> {
   const overwrite = options.overwrite ?? false;
+  // A directory is no file to replace: without this, `overwrite` wrote the whole output and failed at the rename with a
+  // bare EISDIR, and without it the refusal said the "file" already exists.
+  if (await isDirectory(path)) {
+    throw new InputInvalidError(`Output path ${path} is a directory`, { path, hint: 'Give the path of a file to write (in an existing directory).' });
+  }
   if (!overwrite && (await exists(path))) {
     throw new OutputExistsError(`Output file ${path} already exists`, { path });
   }

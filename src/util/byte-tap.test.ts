@@ -86,6 +86,22 @@ describe('tapBytes: a second reader of a stream on its way to a sink', () => {
     expect(src.pulled()).toBeLessThan(100);
   });
 
+  it("fails the stream with the reader's error when the reader fails on the last chunk, before the stream's end", async () => {
+    // Regression: a reader that failed after it had taken the last chunk (e.g. the trailer is wrong) left nothing for
+    // the stage to reject: the stream's end went through as a success, against this module's contract.
+    const src = new Readable({ read() {} });
+    const boom = new Error('the trailer is wrong');
+    const tap = tapBytes(async (bytes) => {
+      for await (const _ of bytes) throw boom;
+    });
+    const piped = pipeline(src, tap.stage, sink().stream);
+    src.push(Buffer.alloc(CHUNK, 1));
+    await turns(5);
+    await expect(tap.result).rejects.toBe(boom);
+    src.push(null);
+    await expect(piped).rejects.toBe(boom);
+  });
+
   it("fails the reader's iteration when the stream fails", async () => {
     const src = source(100, 5);
     const tap = tapBytes(readAll);

@@ -41,7 +41,8 @@ export function tapBytes<T>(read: (bytes: AsyncIterable<Buffer>) => Promise<T>):
     },
     flush(cb: TransformCallback) {
       channel.end();
-      cb();
+      // A reader that failed after it took the last chunk had no push left to reject: its error is the stream's still.
+      cb(channel.readerError());
     },
     destroy(err: Error | null, cb: (error: Error | null) => void) {
       channel.fail(err ?? new Error('the stream was closed before its end'));
@@ -93,6 +94,13 @@ class ByteChannel implements AsyncIterable<Buffer> {
   readerDone(): void {
     this.#gone = true;
     this.#wake('writer');
+  }
+
+  /** The reader's error when it failed (as an Error for a stream callback), else null. */
+  readerError(): Error | null {
+    if (!this.#readerFailed) return null;
+    const err = this.#readerError;
+    return err instanceof Error ? err : new Error(String(err));
   }
 
   readerFailed(err: unknown): void {
