@@ -1,0 +1,82 @@
+/**
+ * One worker thread that re-seals batches of backup entry fields (reseal-worker.ts) so a merge's AES-GCM work runs
+ * beside the event loop. Created per merge: start() is cheap next to a merge large enough to use it (the caller keeps
+ * small merges in-thread), and close() ends the thread. Keys go to the thread as KeyObjects (in-process, never
+ * serialised to disk); a thread that dies fails every batch in flight and every later one (no hang).
+ */
+import { Worker } from 'node:worker_threads';
+import { InternalError } from '../errors.js';
+import { RESEAL_WORKER_ROLE, type ResealKeys, type ResealReply, type ResealRequest, type ResealResult } from './reseal-worker.js';
+
+/** The worker's entry: the compiled module next to this one, or (tests run the sources) the TypeScript one. */
+const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './reseal-worker.ts' : './reseal-worker.js', import.meta.url);
+
+export interface ResealBatch {
+  /** Sealed fields back to back; transferred to the thread and returned re-sealed in place (the caller's is emptied). */
+  fields: Buffer;
+  lengths: Uint32Array;
+  keyOf: Uint8Array;
+}
+
+export class Resealer {
+  /** The thread; exposed for the crash test. Undefined until start(). */
+  worker: Worker | undefined;
+  private nextId = 0;
+  private readonly waiting = new Map<number, { resolve: (r: { fields: Buffer; result: ResealResult }) => void; reject: (e: unknown) => void }>();
+  private failure: Error | undefined;
+  private closed = false;
+
+  constructor(private readonly keys: ResealKeys) {}
+
+  /** Starts the thread and hands it the keys. Idempotent. */
+  start(): void {
+    if (this.worker !== undefined || this.closed) return;
+    const w = new Worker(WORKER_URL, { workerData: { role: RESEAL_WORKER_ROLE } });
+    this.worker = w;
+    w.on('message', (m: ResealReply) => {
+      const p = this.waiting.get(m.id);
+      this.waiting.delete(m.id);
+      p?.resolve({ fields: Buffer.from(m.fields.buffer, m.fields.byteOffset, m.fields.byteLength), result: m.result });
+    });
+    // The error's message is Node's or a stack from our module: it names no key and no entry content.
+    w.on('error', (err) => this.fail(new InternalError('the merge\'s re-seal worker thread failed', { cause: err })));
+    w.on('exit', (code) => this.fail(new InternalError(`the merge's re-seal worker thread exited (code ${code})`)));
+    const init: ResealRequest = { kind: 'keys', keys: this.keys };
+    w.postMessage(init);
+  }
+
+  /** Whether start() ran (and close() did not). */
+  get running(): boolean {
+    return this.worker !== undefined && !this.closed;
+  }
+
+  /** Re-seals `b` on the thread (start() first). Rejects with InternalError when the thread died or was closed. */
+  reseal(b: ResealBatch): Promise<{ fields: Buffer; result: ResealResult }> {
+    if (this.failure) return Promise.reject(this.failure);
+    const w = this.worker;
+    if (w === undefined || this.closed) return Promise.reject(new InternalError('Resealer.reseal() before start() or after close()'));
+    const id = this.nextId++;
+    // Only a buffer that is its whole ArrayBuffer can be transferred (not a slice of Node's shared pool): copy others.
+    const whole = b.fields.byteOffset === 0 && b.fields.byteLength === b.fields.buffer.byteLength;
+    const fields = whole ? new Uint8Array(b.fields.buffer, 0, b.fields.byteLength) : Uint8Array.from(b.fields);
+    const req: ResealRequest = { kind: 'batch', id, fields, lengths: b.lengths, keyOf: b.keyOf };
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      w.postMessage(req, [fields.buffer as ArrayBuffer]);
+    });
+  }
+
+  /** Ends the thread; batches still in flight reject. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.fail(new InternalError('the merge\'s re-seal worker thread was closed'));
+    await this.worker?.terminate();
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const p of this.waiting.values()) p.reject(this.failure);
+    this.waiting.clear();
+  }
+}
