@@ -163,6 +163,11 @@ export class MergedCursor implements EntryCursor {
 
   constructor(private readonly cursors: readonly EntryCursor[]) {}
 
+  /** Which of the cursors `head` comes from (-1 once done). */
+  get source(): number {
+    return this.current;
+  }
+
   advance(): Promise<void> | undefined {
     if (!this.started) {
       this.started = true;

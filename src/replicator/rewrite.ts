@@ -102,13 +102,13 @@ async function join(o: RewriteOptions, b: BackupReader, readers: readonly Backup
   // they are read by their path only (docs/backup-format.md, "Entries read by their path only").
   const x = new ReaderCursor(b, 'device backup', notManifest, { wantsValue: () => false });
   // The overlay is walked whole (less its manifest) so a base entry's path is matched even when it is not selected.
-  const from = new WeakMap<BackupEntry, number>();
   const cursors = specs.map((spec, i) => {
     const taken = (p: string) => p !== MANIFEST_PATH && spec.within(p) && spec.select(p);
-    const keep = (e: BackupEntry) => notManifest(e) && spec.within(e.path) && from.set(e, i) !== undefined;
+    const keep = (e: BackupEntry) => notManifest(e) && spec.within(e.path);
     return new ReaderCursor(readers[i]!, 'overlay backup', keep, { wantsValue: (p) => !taken(p) }, vouchFor(readers[i]!, specs[i]!));
   });
-  const y: EntryCursor = cursors.length === 1 ? cursors[0]! : new MergedCursor(cursors);
+  const merged = cursors.length === 1 ? undefined : new MergedCursor(cursors);
+  const y: EntryCursor = merged ?? cursors[0]!;
   const pick = (p: string) => specs.some((spec) => spec.within(p) && spec.select(p));
   await x.advance();
   await y.advance();
@@ -132,7 +132,7 @@ async function join(o: RewriteOptions, b: BackupReader, readers: readonly Backup
       wait = x.advance();
     } else {
       if (pick(ye!.path)) {
-        await out.addOverlay(ye!, from.get(ye!)!);
+        await out.addOverlay(ye!, merged ? merged.source : 0);
         s.fromOverlay++;
       }
       wait = y.advance();
