@@ -4,8 +4,9 @@
  * worker thread (resealer.ts), and everything reaches the writer in the order it arrived. Bounded memory: at most
  * IN_FLIGHT segments wait, each of at most BATCH overlay entries and SEGMENT_MAX entries in all.
  *
- * Balance on two cores: while the thread is busy with a batch, the next one is re-sealed here (same code), so both
- * cores seal. A merge whose overlay never fills a batch never starts the thread.
+ * Balance on two cores: while the thread is busy with a batch (or still starting), the next one is re-sealed here (same
+ * code), so both cores seal and nothing waits for the thread's start-up. A merge whose overlay never fills a batch
+ * never starts the thread.
  */
 import { BackupCorruptedError, InternalError, type NhrErrorOptions } from '../errors.js';
 import { resealFields, type ResealKeys, type ResealResult } from './reseal-worker.js';
@@ -20,6 +21,8 @@ export interface PipelineTuning {
   inFlight: number;
   /** Batches the thread may hold before the next is re-sealed in-thread. */
   threadDepth: number;
+  /** Every full batch goes to the thread, waiting for its start-up and for it (tests: the thread's path, always). */
+  threadOnly?: boolean;
 }
 
 export const DEFAULT_TUNING: PipelineTuning = { batch: 256, inFlight: 4, threadDepth: 1 };
@@ -93,8 +96,9 @@ export class ResealPipeline {
     if (s.overlay.length > 0) {
       const batch = packBatch(s);
       const full = s.overlay.length >= this.tuning.batch;
-      if (full && this.onThread < this.tuning.threadDepth) {
-        this.thread.start();
+      if (full) this.thread.start();
+      const t = this.tuning;
+      if (full && (t.threadOnly === true || (this.thread.ready && this.onThread < t.threadDepth))) {
         this.onThread++;
         s.done = this.thread.reseal(batch).finally(() => this.onThread--);
         // Rejections are read in writeOldest; this keeps one from being reported unhandled meanwhile.

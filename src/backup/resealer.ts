@@ -25,6 +25,7 @@ export class Resealer {
   private readonly waiting = new Map<number, { resolve: (r: { fields: Buffer; result: ResealResult }) => void; reject: (e: unknown) => void }>();
   private failure: Error | undefined;
   private closed = false;
+  private online = false;
 
   constructor(private readonly keys: ResealKeys) {}
 
@@ -33,6 +34,9 @@ export class Resealer {
     if (this.worker !== undefined || this.closed) return;
     const w = new Worker(WORKER_URL, { workerData: { role: RESEAL_WORKER_ROLE } });
     this.worker = w;
+    w.once('online', () => {
+      this.online = true;
+    });
     w.on('message', (m: ResealReply) => {
       const p = this.waiting.get(m.id);
       this.waiting.delete(m.id);
@@ -45,9 +49,12 @@ export class Resealer {
     w.postMessage(init);
   }
 
-  /** Whether start() ran (and close() did not). */
-  get running(): boolean {
-    return this.worker !== undefined && !this.closed;
+  /**
+   * Whether the thread has started running (and has not failed or been closed): until then a batch sent would only
+   * wait for it (its start-up takes tens of ms), so a caller that can do the work itself does.
+   */
+  get ready(): boolean {
+    return this.online && !this.closed && this.failure === undefined;
   }
 
   /** Re-seals `b` on the thread (start() first). Rejects with InternalError when the thread died or was closed. */

@@ -16,6 +16,8 @@ import { BackupCorruptedError, InternalError } from '../errors.js';
 import { rewriteBackup } from './rewrite.js';
 
 const DEV = 'device passphrase';
+// Every full batch on the thread (by default a batch meeting it busy or starting is re-sealed in-thread).
+const THREAD_ONLY = { batch: 256, inFlight: 4, threadDepth: 1, threadOnly: true };
 const REPL = 'replication passphrase';
 let dir: string;
 
@@ -41,6 +43,7 @@ function merge(b: string, s: string, out: string, strip = (p: string) => p.endsW
     base: { source: b, open: { passphrase: DEV, scrypt: TEST_SCRYPT }, keep: (p) => !isNamespacePath(p, 'N') },
     overlay: { source: s, open: { passphrase: REPL, scrypt: TEST_SCRYPT }, select: (p) => isNamespacePath(p, 'N') && !strip(p) },
     out,
+    reseal: THREAD_ONLY,
   });
 }
 
@@ -60,6 +63,23 @@ describe('rewriteBackup with the overlay re-sealed on a worker thread', () => {
     const values = new Map(want.map(([p, v]) => [p, v]));
     for (const e of got) expect(e.value.equals(values.get(e.path)!)).toBe(true);
     expect(sum.fromOverlay).toBe(snapEntries.length);
+  });
+
+  it('gives the same file re-sealed in-thread (the default below a batch, or while the thread is busy)', async () => {
+    const [b, s] = [await synthetic('b1', base, DEV), await synthetic('snap', snap, REPL)];
+    const opts = (out: string, reseal?: { batch: number; inFlight: number; threadDepth: number }) => ({
+      base: { source: b, open: { passphrase: DEV, scrypt: TEST_SCRYPT }, keep: (p: string) => !isNamespacePath(p, 'N') },
+      overlay: { source: s, open: { passphrase: REPL, scrypt: TEST_SCRYPT }, select: (p: string) => isNamespacePath(p, 'N') },
+      out,
+      ...(reseal ? { reseal } : {}),
+    });
+    await rewriteBackup(opts(join(dir, 'thread'), THREAD_ONLY));
+    await rewriteBackup(opts(join(dir, 'here'), { batch: 1e6, inFlight: 4, threadDepth: 0 }));
+    await rewriteBackup(opts(join(dir, 'default')));
+    const [t, h, d] = [await entriesOf(join(dir, 'thread'), DEV), await entriesOf(join(dir, 'here'), DEV), await entriesOf(join(dir, 'default'), DEV)];
+    const flat = (es: BackupEntry[]) => es.map((e) => `${e.path}=${e.value.toString('hex')}`);
+    expect(flat(h)).toEqual(flat(t));
+    expect(flat(d)).toEqual(flat(t));
   });
 
   it('refuses a snapshot entry that fails authentication deep in a worker batch, naming it, and leaves no output', async () => {
@@ -98,7 +118,7 @@ describe('ResealPipeline', () => {
     sink.resume();
     const writer = await createBackupWriter(sink, { passphrase: DEV, scrypt: TEST_SCRYPT, lockedDomainKey: Buffer.alloc(60, 1), deviceId: 'X', configStoreKey: Buffer.alloc(32, 2) });
     const keys = { ad: AD.entry, open: [gcmKey(reader.backupKey)], seal: gcmKey(Buffer.alloc(32, 7)) };
-    const p = new ResealPipeline(writer, reader, keys, [{ path: s }], { batch: 4, inFlight: 2, threadDepth: 1 });
+    const p = new ResealPipeline(writer, reader, keys, [{ path: s }], { batch: 4, inFlight: 2, threadDepth: 1, threadOnly: true });
     try {
       const lying = { ...entries[5]!, path: '/key/.N/elsewhere' };
       const all = [...entries.slice(0, 5), lying, ...entries.slice(6)];

@@ -7,7 +7,7 @@
  */
 import { gcmKey, gcmOpen } from '../backup/crypto.js';
 import { AD, compareBackupPaths } from '../backup/format.js';
-import { ResealPipeline } from '../backup/reseal-pipeline.js';
+import { type PipelineTuning, ResealPipeline } from '../backup/reseal-pipeline.js';
 import type { ResealKeys } from '../backup/reseal-worker.js';
 import { BackupCorruptedError, type NhrErrorOptions } from '../errors.js';
 import { classifyPath, MANIFEST_PATH } from '../backup/paths.js';
@@ -40,6 +40,8 @@ export interface RewriteOptions {
    * what its restore removes in the same pass.
    */
   onDropped?: (path: string, inOverlay: boolean) => void;
+  /** How the overlay's entries are re-sealed off the event loop (reseal-pipeline.ts); default DEFAULT_TUNING. */
+  reseal?: PipelineTuning;
 }
 
 export interface OverlaySpec {
@@ -70,7 +72,7 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
       const writer = await createOutputWriter(stream, b, b, {});
       const specs: readonly OverlaySpec[] = ov && o.overlay ? [{ ...o.overlay, within: () => true }] : (o.overlays ?? []);
       const readers = ov ? [ov] : many;
-      const out = new ResealPipeline(writer, b, resealKeys(b, readers), specs.map((spec) => whereOf(spec.source)));
+      const out = new ResealPipeline(writer, b, resealKeys(b, readers), specs.map((spec) => whereOf(spec.source)), o.reseal);
       try {
         const s = await join(o, b, readers, specs, out);
         await out.flush();
