@@ -43,10 +43,12 @@ export class ResealPipeline {
   private current = newSegment();
   private readonly pending: Segment[] = [];
   private readonly thread: Resealer;
+  private readonly ownThread: boolean;
   private onThread = 0;
 
   /**
    * `keys.open[i]` opens overlay `i`'s fields, `keys.seal` is the writer's key; `where[i]` names overlay `i` in errors.
+   * `thread`: a running one to use (the daemon's; left running), else one of its own is started when a batch fills.
    * Call close() in a finally.
    */
   constructor(
@@ -55,8 +57,10 @@ export class ResealPipeline {
     private readonly keys: ResealKeys,
     private readonly where: readonly NhrErrorOptions[],
     private readonly tuning: PipelineTuning = DEFAULT_TUNING,
+    thread?: Resealer,
   ) {
-    this.thread = new Resealer(keys);
+    this.thread = thread ?? new Resealer();
+    this.ownThread = thread === undefined;
   }
 
   /** A base entry, written sealed as it is (BackupWriter.copyEntry) in its turn. */
@@ -84,10 +88,10 @@ export class ResealPipeline {
     while (this.pending.length > 0) await this.writeOldest();
   }
 
-  /** Ends the thread (idempotent); entries still held are dropped (the caller aborts the writer). */
-  close(): Promise<void> {
+  /** Ends its own thread (idempotent; a given one is left running); entries still held are dropped (the caller aborts the writer). */
+  async close(): Promise<void> {
     this.pending.length = 0;
-    return this.thread.close();
+    if (this.ownThread) await this.thread.close();
   }
 
   private async submit(): Promise<void> {
@@ -96,11 +100,11 @@ export class ResealPipeline {
     if (s.overlay.length > 0) {
       const batch = packBatch(s);
       const full = s.overlay.length >= this.tuning.batch;
-      if (full) this.thread.start();
+      if (full && this.ownThread) this.thread.start();
       const t = this.tuning;
       if (full && (t.threadOnly === true || (this.thread.ready && this.onThread < t.threadDepth))) {
         this.onThread++;
-        s.done = this.thread.reseal(batch).finally(() => this.onThread--);
+        s.done = this.thread.reseal(this.keys, batch).finally(() => this.onThread--);
         // Rejections are read in writeOldest; this keeps one from being reported unhandled meanwhile.
         s.done.catch(() => undefined);
       } else {

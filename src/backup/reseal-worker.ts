@@ -107,10 +107,14 @@ function pathOf(pt: Buffer): string | undefined {
   }
 }
 
-/** A request to the worker: keys once per file set (`keys`), then batches. */
-export type ResealRequest =
-  | { kind: 'keys'; keys: ResealKeys }
-  | { kind: 'batch'; id: number; fields: Uint8Array; lengths: Uint32Array; keyOf: Uint8Array };
+/** A batch for the worker, with its keys (KeyObjects, cloned in-process: one thread serves merges under any keys). */
+export interface ResealRequest {
+  id: number;
+  keys: ResealKeys;
+  fields: Uint8Array;
+  lengths: Uint32Array;
+  keyOf: Uint8Array;
+}
 export interface ResealReply {
   id: number;
   fields: Uint8Array;
@@ -119,14 +123,9 @@ export interface ResealReply {
 
 const port = parentPort;
 if (port !== null && (workerData as { role?: unknown } | null)?.role === RESEAL_WORKER_ROLE) {
-  let keys: ResealKeys | undefined;
   port.on('message', (m: ResealRequest) => {
-    if (m.kind === 'keys') {
-      keys = m.keys;
-      return;
-    }
     const fields = Buffer.from(m.fields.buffer, m.fields.byteOffset, m.fields.byteLength);
-    const result: ResealResult = keys ? resealFields(keys, fields, m.lengths, m.keyOf) : { failed: 0, reason: 'authentication' };
+    const result = resealFields(m.keys, fields, m.lengths, m.keyOf);
     const reply: ResealReply = { id: m.id, fields: m.fields, result };
     port.postMessage(reply, [m.fields.buffer as ArrayBuffer]);
   });

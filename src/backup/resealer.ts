@@ -1,8 +1,9 @@
 /**
  * One worker thread that re-seals batches of backup entry fields (reseal-worker.ts) so a merge's AES-GCM work runs
- * beside the event loop. Created per merge: start() is cheap next to a merge large enough to use it (the caller keeps
- * small merges in-thread), and close() ends the thread. Keys go to the thread as KeyObjects (in-process, never
- * serialised to disk); a thread that dies fails every batch in flight and every later one (no hang).
+ * beside the event loop. The daemon owns one (started with it: a thread's start-up costs tens of ms of CPU, as much as
+ * a tenth of a 20k-key merge; closed with it); a merge without one creates its own once it fills a batch and closes it
+ * after. Each batch carries its keys as KeyObjects (cloned in-process, never serialised to disk), so one thread serves
+ * any merge. A thread that dies fails every batch in flight and every later one (no hang).
  */
 import { Worker } from 'node:worker_threads';
 import { InternalError } from '../errors.js';
@@ -27,8 +28,6 @@ export class Resealer {
   private closed = false;
   private online = false;
 
-  constructor(private readonly keys: ResealKeys) {}
-
   /** Starts the thread and hands it the keys. Idempotent. */
   start(): void {
     if (this.worker !== undefined || this.closed) return;
@@ -45,8 +44,6 @@ export class Resealer {
     // The error's message is Node's or a stack from our module: it names no key and no entry content.
     w.on('error', (err) => this.fail(new InternalError('the merge\'s re-seal worker thread failed', { cause: err })));
     w.on('exit', (code) => this.fail(new InternalError(`the merge's re-seal worker thread exited (code ${code})`)));
-    const init: ResealRequest = { kind: 'keys', keys: this.keys };
-    w.postMessage(init);
   }
 
   /**
@@ -57,8 +54,8 @@ export class Resealer {
     return this.online && !this.closed && this.failure === undefined;
   }
 
-  /** Re-seals `b` on the thread (start() first). Rejects with InternalError when the thread died or was closed. */
-  reseal(b: ResealBatch): Promise<{ fields: Buffer; result: ResealResult }> {
+  /** Re-seals `b` under `keys` on the thread (start() first). Rejects with InternalError when the thread died or was closed. */
+  reseal(keys: ResealKeys, b: ResealBatch): Promise<{ fields: Buffer; result: ResealResult }> {
     if (this.failure) return Promise.reject(this.failure);
     const w = this.worker;
     if (w === undefined || this.closed) return Promise.reject(new InternalError('Resealer.reseal() before start() or after close()'));
@@ -66,7 +63,7 @@ export class Resealer {
     // Only a buffer that is its whole ArrayBuffer can be transferred (not a slice of Node's shared pool): copy others.
     const whole = b.fields.byteOffset === 0 && b.fields.byteLength === b.fields.buffer.byteLength;
     const fields = whole ? new Uint8Array(b.fields.buffer, 0, b.fields.byteLength) : Uint8Array.from(b.fields);
-    const req: ResealRequest = { kind: 'batch', id, fields, lengths: b.lengths, keyOf: b.keyOf };
+    const req: ResealRequest = { id, keys, fields, lengths: b.lengths, keyOf: b.keyOf };
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       w.postMessage(req, [fields.buffer as ArrayBuffer]);

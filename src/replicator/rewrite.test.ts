@@ -82,6 +82,27 @@ describe('rewriteBackup with the overlay re-sealed on a worker thread', () => {
     expect(flat(d)).toEqual(flat(t));
   });
 
+  it("uses a caller's running thread for several merges and leaves it running", async () => {
+    const [b, s] = [await synthetic('b1', base, DEV), await synthetic('snap', snap, REPL)];
+    const shared = new Resealer();
+    try {
+      shared.start();
+      for (const out of [join(dir, 'm1'), join(dir, 'm2')]) {
+        await rewriteBackup({
+          base: { source: b, open: { passphrase: DEV, scrypt: TEST_SCRYPT }, keep: (p) => !isNamespacePath(p, 'N') },
+          overlay: { source: s, open: { passphrase: REPL, scrypt: TEST_SCRYPT }, select: (p) => isNamespacePath(p, 'N') },
+          out,
+          reseal: THREAD_ONLY,
+          resealer: shared,
+        });
+        expect((await entriesOf(out, DEV)).filter((e) => isNamespacePath(e.path, 'N')).length).toBe(1505);
+      }
+      expect(shared.ready).toBe(true);
+    } finally {
+      await shared.close();
+    }
+  });
+
   it('refuses a snapshot entry that fails authentication deep in a worker batch, naming it, and leaves no output', async () => {
     const [b, s, out] = [await synthetic('b1', base, DEV), await synthetic('snap', snap, REPL), join(dir, 'merged')];
     const victim = (await entriesOf(s, REPL))[1000]!;
@@ -137,14 +158,16 @@ describe('ResealPipeline', () => {
 
 describe('Resealer', () => {
   it('fails a batch in flight when its thread dies, and every later one, without hanging', async () => {
-    const r = new Resealer({ ad: AD.entry, open: [gcmKey(Buffer.alloc(32, 1))], seal: gcmKey(Buffer.alloc(32, 2)) });
+    const keys = { ad: AD.entry, open: [gcmKey(Buffer.alloc(32, 1))], seal: gcmKey(Buffer.alloc(32, 2)) };
+    const r = new Resealer();
     try {
       r.start();
       const fields = Buffer.allocUnsafeSlow(64 * 1000).fill(5);
-      const inFlight = r.reseal({ fields, lengths: new Uint32Array(1000).fill(64), keyOf: new Uint8Array(1000) });
+      const inFlight = r.reseal(keys, { fields, lengths: new Uint32Array(1000).fill(64), keyOf: new Uint8Array(1000) });
       await r.worker!.terminate();
       await expect(inFlight).rejects.toBeInstanceOf(InternalError);
-      await expect(r.reseal({ fields: Buffer.alloc(64), lengths: Uint32Array.of(64), keyOf: Uint8Array.of(0) })).rejects.toThrow(/re-seal worker thread exited/);
+      await expect(r.reseal(keys, { fields: Buffer.alloc(64), lengths: Uint32Array.of(64), keyOf: Uint8Array.of(0) })).rejects.toThrow(/re-seal worker thread exited/);
+      expect(r.ready).toBe(false);
     } finally {
       await r.close();
       await r.close();
@@ -155,11 +178,11 @@ describe('Resealer', () => {
     const s = await synthetic('snap', { namespaces: { N: { keys: 5, users: 1 } }, rootKeys: 0, rootUsers: 0 }, REPL);
     const { entries, backupKey } = await readBackupBuffer(await readFile(s), { passphrase: REPL, scrypt: TEST_SCRYPT });
     const outKey = Buffer.alloc(32, 9);
-    const r = new Resealer({ ad: AD.entry, open: [gcmKey(backupKey)], seal: gcmKey(outKey) });
+    const r = new Resealer();
     try {
       r.start();
       const fields = Buffer.concat(entries.map((e) => e.sealed!));
-      const { fields: back, result } = await r.reseal({ fields, lengths: Uint32Array.from(entries.map((e) => e.sealed!.length)), keyOf: new Uint8Array(entries.length) });
+      const { fields: back, result } = await r.reseal({ ad: AD.entry, open: [gcmKey(backupKey)], seal: gcmKey(outKey) }, { fields, lengths: Uint32Array.from(entries.map((e) => e.sealed!.length)), keyOf: new Uint8Array(entries.length) });
       expect(result).toEqual({ paths: entries.map((e) => e.path) });
       const { gcmOpen } = await import('../backup/crypto.js');
       let at = 0;

@@ -9,6 +9,7 @@ import { gcmKey, gcmOpen } from '../backup/crypto.js';
 import { AD, compareBackupPaths } from '../backup/format.js';
 import { type PipelineTuning, ResealPipeline } from '../backup/reseal-pipeline.js';
 import type { ResealKeys } from '../backup/reseal-worker.js';
+import type { Resealer } from '../backup/resealer.js';
 import { BackupCorruptedError, type NhrErrorOptions } from '../errors.js';
 import { classifyPath, MANIFEST_PATH } from '../backup/paths.js';
 import type { BackupEntry, OpenBackupOptions } from '../backup/reader.js';
@@ -42,6 +43,8 @@ export interface RewriteOptions {
   onDropped?: (path: string, inOverlay: boolean) => void;
   /** How the overlay's entries are re-sealed off the event loop (reseal-pipeline.ts); default DEFAULT_TUNING. */
   reseal?: PipelineTuning;
+  /** The thread to re-seal on (the daemon's, started; left running). Absent: the merge starts its own if it fills a batch. */
+  resealer?: Resealer;
 }
 
 export interface OverlaySpec {
@@ -72,7 +75,7 @@ export async function rewriteBackup(o: RewriteOptions): Promise<RewriteSummary> 
       const writer = await createOutputWriter(stream, b, b, {});
       const specs: readonly OverlaySpec[] = ov && o.overlay ? [{ ...o.overlay, within: () => true }] : (o.overlays ?? []);
       const readers = ov ? [ov] : many;
-      const out = new ResealPipeline(writer, b, resealKeys(b, readers), specs.map((spec) => whereOf(spec.source)), o.reseal);
+      const out = new ResealPipeline(writer, b, resealKeys(b, readers), specs.map((spec) => whereOf(spec.source)), o.reseal, o.resealer);
       try {
         const s = await join(o, b, readers, specs, out);
         await out.flush();
