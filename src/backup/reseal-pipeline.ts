@@ -100,7 +100,8 @@ export class ResealPipeline {
     if (s.overlay.length > 0) {
       const batch = packBatch(s);
       const full = s.overlay.length >= this.tuning.batch;
-      if (full && this.ownThread) this.thread.start();
+      // The daemon's thread too: after a crash, a new one (the merge that met the crash failed; this one need not wait).
+      if (full) this.thread.start();
       const t = this.tuning;
       if (full && (t.threadOnly === true || (this.thread.ready && this.onThread < t.threadDepth))) {
         this.onThread++;

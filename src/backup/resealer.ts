@@ -28,11 +28,15 @@ export class Resealer {
   private closed = false;
   private online = false;
 
-  /** Starts the thread and hands it the keys. Idempotent. */
+  /**
+   * Starts the thread. Idempotent while it runs; after it died, starts a new one (the batches the old one held have
+   * failed). A no-op after close().
+   */
   start(): void {
     if (this.worker !== undefined || this.closed) return;
     const w = new Worker(WORKER_URL, { workerData: { role: RESEAL_WORKER_ROLE } });
     this.worker = w;
+    this.failure = undefined;
     w.once('online', () => {
       this.online = true;
     });
@@ -42,8 +46,8 @@ export class Resealer {
       p?.resolve({ fields: Buffer.from(m.fields.buffer, m.fields.byteOffset, m.fields.byteLength), result: m.result });
     });
     // The error's message is Node's or a stack from our module: it names no key and no entry content.
-    w.on('error', (err) => this.fail(new InternalError('the merge\'s re-seal worker thread failed', { cause: err })));
-    w.on('exit', (code) => this.fail(new InternalError(`the merge's re-seal worker thread exited (code ${code})`)));
+    w.on('error', (err) => this.died(w, new InternalError('the merge\'s re-seal worker thread failed', { cause: err })));
+    w.on('exit', (code) => this.died(w, new InternalError(`the merge's re-seal worker thread exited (code ${code})`)));
   }
 
   /**
@@ -56,9 +60,8 @@ export class Resealer {
 
   /** Re-seals `b` under `keys` on the thread (start() first). Rejects with InternalError when the thread died or was closed. */
   reseal(keys: ResealKeys, b: ResealBatch): Promise<{ fields: Buffer; result: ResealResult }> {
-    if (this.failure) return Promise.reject(this.failure);
     const w = this.worker;
-    if (w === undefined || this.closed) return Promise.reject(new InternalError('Resealer.reseal() before start() or after close()'));
+    if (w === undefined || this.closed) return Promise.reject(this.failure ?? new InternalError('Resealer.reseal() before start() or after close()'));
     const id = this.nextId++;
     // Only a buffer that is its whole ArrayBuffer can be transferred (not a slice of Node's shared pool): copy others.
     const whole = b.fields.byteOffset === 0 && b.fields.byteLength === b.fields.buffer.byteLength;
@@ -76,6 +79,14 @@ export class Resealer {
     this.closed = true;
     this.fail(new InternalError('the merge\'s re-seal worker thread was closed'));
     await this.worker?.terminate();
+  }
+
+  /** The thread `w` failed or exited: its batches fail (an old thread's late 'exit' touches nothing of a new one's). */
+  private died(w: Worker, err: Error): void {
+    if (this.worker !== w) return;
+    this.fail(err);
+    this.worker = undefined;
+    this.online = false;
   }
 
   private fail(err: Error): void {

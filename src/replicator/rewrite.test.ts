@@ -168,6 +168,10 @@ describe('Resealer', () => {
       await expect(inFlight).rejects.toBeInstanceOf(InternalError);
       await expect(r.reseal(keys, { fields: Buffer.alloc(64), lengths: Uint32Array.of(64), keyOf: Uint8Array.of(0) })).rejects.toThrow(/re-seal worker thread exited/);
       expect(r.ready).toBe(false);
+      // A later merge starts a new thread, which re-seals again.
+      r.start();
+      const again = await r.reseal(keys, { fields: Buffer.allocUnsafeSlow(64).fill(5), lengths: Uint32Array.of(64), keyOf: Uint8Array.of(0) });
+      expect(again.result).toEqual({ failed: 0, reason: 'authentication' });
     } finally {
       await r.close();
       await r.close();
