@@ -4,9 +4,9 @@
  * worker thread (resealer.ts), and everything reaches the writer in the order it arrived. Bounded memory: at most
  * IN_FLIGHT segments wait, each of at most BATCH overlay entries and SEGMENT_MAX entries in all.
  *
- * Balance on two cores: while the thread is busy with a batch (or still starting), the next one is re-sealed here (same
- * code), so both cores seal and nothing waits for the thread's start-up. A merge whose overlay never fills a batch
- * never starts the thread.
+ * Two cores: the thread seals, the event loop reads, orders and writes. A batch that finds the thread still starting
+ * (or holding `threadDepth` batches) is re-sealed here (same code), so nothing waits for a start-up. A merge whose
+ * overlay never fills a batch never uses the thread (nor starts one).
  */
 import { BackupCorruptedError, InternalError, type NhrErrorOptions } from '../errors.js';
 import { resealFields, type ResealKeys, type ResealResult } from './reseal-worker.js';
@@ -25,7 +25,12 @@ export interface PipelineTuning {
   threadOnly?: boolean;
 }
 
-export const DEFAULT_TUNING: PipelineTuning = { batch: 256, inFlight: 4, threadDepth: 1 };
+/**
+ * Measured (docs/benchmarks.md, "The merge on a second core"): every full batch on the thread once it runs beat sharing
+ * the sealing with the event loop (threadDepth 1: the event loop sealing a batch is an event loop not reading and
+ * writing), by about a fifth of the merge.
+ */
+export const DEFAULT_TUNING: PipelineTuning = { batch: 256, inFlight: 8, threadDepth: 8 };
 /** Entries in one segment at most: base entries between two overlay entries are held only this far. */
 const SEGMENT_MAX = 4096;
 

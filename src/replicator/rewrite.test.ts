@@ -16,7 +16,7 @@ import { BackupCorruptedError, InternalError } from '../errors.js';
 import { rewriteBackup } from './rewrite.js';
 
 const DEV = 'device passphrase';
-// Every full batch on the thread (by default a batch meeting it busy or starting is re-sealed in-thread).
+// Every full batch on the thread (by default a batch that finds it starting is re-sealed in-thread).
 const THREAD_ONLY = { batch: 256, inFlight: 4, threadDepth: 1, threadOnly: true };
 const REPL = 'replication passphrase';
 let dir: string;
@@ -65,7 +65,7 @@ describe('rewriteBackup with the overlay re-sealed on a worker thread', () => {
     expect(sum.fromOverlay).toBe(snapEntries.length);
   });
 
-  it('gives the same file re-sealed in-thread (the default below a batch, or while the thread is busy)', async () => {
+  it('gives the same file re-sealed in-thread (below a batch, or while the thread starts) and by default', async () => {
     const [b, s] = [await synthetic('b1', base, DEV), await synthetic('snap', snap, REPL)];
     const opts = (out: string, reseal?: { batch: number; inFlight: number; threadDepth: number }) => ({
       base: { source: b, open: { passphrase: DEV, scrypt: TEST_SCRYPT }, keep: (p: string) => !isNamespacePath(p, 'N') },
