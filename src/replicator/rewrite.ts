@@ -2,8 +2,9 @@
  * The one device-backup rewrite the daemon needs, in three uses: apply a snapshot (device entries outside the
  * namespace + the snapshot's namespace entries less its administrators), strip a namespace's administrators (device
  * entries less those users), and put them back on promote (device entries + the administrators from the last
- * snapshot). A streaming merge-join in firmware order, one entry in memory at a time; the output keeps the base's
- * header and key, so it restores onto the base's device. The manifest entry is never written.
+ * snapshot). A streaming merge-join in firmware order; the output keeps the base's header and key, so it restores onto
+ * the base's device. The overlay's entries taken are re-sealed under that key on a worker thread in batches
+ * (src/backup/reseal-pipeline.ts: a few batches in memory, output order kept). The manifest entry is never written.
  */
 import { gcmKey, gcmOpen } from '../backup/crypto.js';
 import { AD, compareBackupPaths } from '../backup/format.js';
