@@ -117,6 +117,11 @@ export class ReaderCursor implements EntryCursor {
     private readonly label: string,
     private readonly keep: (e: BackupEntry) => boolean = () => true,
     options?: BatchOptions,
+    /**
+     * Called with an entry read by its path only (unauthenticated) that breaks the order, before the order error: its
+     * path may be damaged, so this may throw the truer error (BackupCorruptedError when it fails authentication).
+     */
+    private readonly vouch?: (e: BackupEntry) => void,
   ) {
     this.it = reader.entriesBatched(options);
   }
@@ -124,6 +129,7 @@ export class ReaderCursor implements EntryCursor {
   advance(): Promise<void> | undefined {
     while (this.i < this.batch.length) {
       const e = this.batch[this.i++]!;
+      if (e.pathOnly && this.vouch && this.prev !== undefined && compareBackupPaths(this.prev, e.path) >= 0) this.vouch(e);
       checkOrder(this.prev, e, this.label);
       this.prev = e.path;
       if (this.keep(e)) {
@@ -156,6 +162,11 @@ export class MergedCursor implements EntryCursor {
   private started = false;
 
   constructor(private readonly cursors: readonly EntryCursor[]) {}
+
+  /** Which of the cursors `head` comes from (-1 once done). */
+  get source(): number {
+    return this.current;
+  }
 
   advance(): Promise<void> | undefined {
     if (!this.started) {

@@ -51,6 +51,12 @@ export interface BackupWriter {
    * reveals nothing), otherwise sealed again like writeEntry (InternalError for an entry read by its path only).
    */
   copyEntry(entry: BackupEntry, source: BackupReader): Promise<void>;
+  /**
+   * Writes a field the caller sealed under THIS writer's key already (nonce ‖ ciphertext ‖ tag of `u24 pathLen ‖ path ‖
+   * value`, AD "backup"; e.g. re-sealed on a worker thread, resealer.ts), framed as it is. Not checked here: the caller
+   * authenticated its source and sealed it under this key; a wrong field makes the file fail at its reader.
+   */
+  writeSealedEntry(sealed: Buffer): Promise<void>;
   /** Writes the end marker and trailer, ends the sink and waits until it has finished; drops the key. */
   finish(): Promise<void>;
   /** Gives up: drops the key and refuses further writes; the sink is left to the caller (destroy it, remove the file). */
@@ -173,7 +179,14 @@ class StreamingBackupWriter implements BackupWriter {
       if (entry.pathOnly) throw new InternalError(`backup writer: entry ${entry.path} was read by its path only; it can be copied only under its own key`);
       return this.writeEntry(entry.path, entry.value);
     }
-    this.checkOpen('copyEntry');
+    return this.writeSealedEntry(sealed);
+  }
+
+  async writeSealedEntry(sealed: Buffer): Promise<void> {
+    this.checkOpen('writeSealedEntry');
+    if (sealed.length <= GCM_OVERHEAD || sealed.length > U24_MAX) {
+      throw new InternalError(`backup writer: a sealed entry field of ${sealed.length} bytes is impossible`);
+    }
     const at = this.reserve(3 + sealed.length);
     writeU24(this.out, sealed.length, at);
     sealed.copy(this.out, at + 3);

@@ -1,6 +1,7 @@
 /**
  * Everything a running daemon's parts share, built once from the config and its secrets. Owned by `Daemon`.
  */
+import type { Resealer } from '../backup/resealer.js';
 import type { AdminRestorer } from './admin-restorer.js';
 import type { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
 import { readConfigFileSync, readPeerTlsSync } from '../config/files.js';
@@ -52,6 +53,8 @@ export interface SiteContext {
   readonly deviceOpen: OpenBackupOptions;
   /** Opens snapshots (the replication passphrase). */
   readonly snapshotOpen: OpenBackupOptions;
+  /** The thread a snapshot merge re-seals the snapshot's entries on (src/backup/resealer.ts); started and closed by the daemon. */
+  readonly resealer?: Resealer;
   /** Seals the snapshots this site serves (one derived key per generation; src/replicator/snapshot-keys.ts). */
   readonly snapshotKeys?: SnapshotKeyRing;
   readonly replicationPassphrase: string;

@@ -1,14 +1,15 @@
 /**
  * The daemon: one per site. Owns every long-lived part, starts them in order and closes them in reverse:
- *   state directory lock → work dir → state store → peer API → stream → leadership (automatic failover, with etcd) →
- *   gateway → admin API → health endpoint → member monitor → scheduler → key warm-up (in the background, not awaited:
- *   key-warmup.ts).
+ *   state directory lock → work dir → state store → re-seal thread (the merges', src/backup/resealer.ts) → peer API →
+ *   stream → leadership (automatic failover, with etcd) → gateway → admin API → health endpoint → member monitor →
+ *   scheduler → key warm-up (in the background, not awaited: key-warmup.ts).
  * Leadership starts before the gateway: a restarted primary of an automatic namespace holds its etcd leader key again,
  * or has stepped down, before any write reaches it.
  * The lock comes before anything touches the state directory: a second daemon on it stops there, changing nothing.
  * `start()` and `close()` are idempotent; `close()` lets an in-flight sync or failover step finish (a restore is never
  * cut in half) before stopping.
  */
+import { Resealer } from '../backup/resealer.js';
 import { KeyCache } from '../backup/key-cache.js';
 import { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
 import { warmKeys, type WarmupOutcome } from './key-warmup.js';
@@ -191,6 +192,7 @@ export class Daemon {
       // Primaries seal snapshots under a key kept for a bounded number of snapshots (src/replicator/snapshot-keys.ts), so
       // a replica meets few salts: it keeps the keys of the latest few.
       snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto', passphraseSetting: SNAPSHOT_PASSPHRASE, keyCache: new KeyCache(8) },
+      resealer: new Resealer(),
       // Its generation (salt, birth, uses; public) is recorded in SQLite, so a restart keeps the salt while within the
       // ring's limits and the replicas' keys for it stay good (sealing-generation.ts).
       snapshotKeys: new SnapshotKeyRing(secrets.replication.passphrase, scrypt ?? PRODUCTION_SCRYPT, undefined, undefined, sealingGenerationRecord(store, this.log)),
@@ -342,6 +344,8 @@ export class Daemon {
       this.dirLock = StateDirLock.acquire(ctx.config.stateDir);
       await ctx.work.prepare();
       ctx.store.open();
+      // Started now, not at the first merge: its start-up (tens of ms of CPU) would compete with that merge.
+      ctx.resealer?.start();
       for (const n of ctx.config.namespaces) {
         const row = ensureNamespace(ctx.store, n.name, ctx.site, n.primary);
         ctx.metrics.setRole(n.name, row.role, row.epoch);
@@ -424,6 +428,7 @@ export class Daemon {
     await stage('members', () => ctx.monitor.close());
     await stage('peer clients', () => Promise.all([...ctx.peers.values()].map((p) => p.close())));
     await stage('NetHSM pool', () => ctx.nethsm.pool.close());
+    await stage('re-seal thread', () => ctx.resealer?.close());
     ctx.deviceOpen.keyCache?.clear();
     ctx.snapshotOpen.keyCache?.clear();
     ctx.snapshotKeys?.close();

@@ -409,6 +409,7 @@ export class NamespaceSync {
       work: ctx.work,
       deviceOpen: ctx.deviceOpen,
       snapshotOpen: ctx.snapshotOpen,
+      ...(ctx.resealer ? { resealer: ctx.resealer } : {}),
       // Writers around the daemon are invisible to the barrier: only the held sequence's re-check sees them. After
       // a recent sync whose attempts raced, the attempts outside the hold would most likely race again.
       ...(ctx.config.replication.directWriters || racedRecently ? { maxRemerges: -1 } : {}),

@@ -50,6 +50,7 @@ import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayPlan } fr
 import type { Device } from './device.js';
 import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
 import { isUserOf, rewriteBackup } from './rewrite.js';
+import type { Resealer } from '../backup/resealer.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
 import { tapBytes, type ByteTap } from '../util/byte-tap.js';
@@ -71,6 +72,8 @@ export interface ApplyDeps {
   deviceOpen: OpenBackupOptions;
   /** How snapshots open (the replication passphrase). */
   snapshotOpen: OpenBackupOptions;
+  /** A running thread the merge re-seals the snapshots' entries on (the daemon's); absent: the merge starts its own when it is large. */
+  resealer?: Resealer;
   /** The namespace's replication account id (without `<ns>~`): kept on the replica. */
   replicationUserId: string;
   /**
@@ -733,6 +736,7 @@ async function merge(a: Apply, parts: readonly Part[], base: BackupSource | Back
       return { source: x.spec.snapshotFile, open: a.deps.snapshotOpen, within, select: (p: string) => !dropAdmin(p) };
     }),
     out,
+    ...(a.deps.resealer ? { resealer: a.deps.resealer } : {}),
     onDropped: (p, replaced) => {
       if (replaced) return;
       const c = classifyPath(p);
