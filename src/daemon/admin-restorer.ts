@@ -21,6 +21,7 @@ import { FenceTokenStaleError, NhrError } from '../errors.js';
 import type { PendingAdminRestore } from '../state/admin-restores-repo.js';
 import type { SiteContext } from './context.js';
 import type { AdminsPendingView } from './status.js';
+import { sleepUnlessWoken } from '../util/wakeable-sleep.js';
 
 const FIRST_RETRY_MS = 1_000;
 
@@ -134,13 +135,7 @@ export class AdminRestorer {
         delay = FIRST_RETRY_MS;
         continue;
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
-        this.#wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
+      await sleepUnlessWoken(delay, (wake) => (this.#wake = wake));
       this.#wake = undefined;
       delay = Math.min(cap, delay * 2);
     }

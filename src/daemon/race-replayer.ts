@@ -27,6 +27,7 @@ import { lockedKeys, planChange } from '../stream/capture.js';
 import type { MutationStart } from '../gateway/observer.js';
 import type { ReplaysPendingView } from './status.js';
 import { FenceTokenStaleError, NhrError, StreamReplayRefusedError } from '../errors.js';
+import { sleepUnlessWoken } from '../util/wakeable-sleep.js';
 
 const describeError = (err: unknown): string => (err instanceof NhrError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
 
@@ -458,13 +459,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
         this.#lastError = undefined;
         continue;
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
-        this.#wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
+      await sleepUnlessWoken(delay, (wake) => (this.#wake = wake));
       this.#wake = undefined;
       delay = Math.min(cap, delay * 2);
     }
