@@ -36,6 +36,8 @@ import { timedDevice } from '../replicator/device-timing.js';
 import type { EpochClaim } from '../roles/role-machine.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
 import { fenceExports } from './quarantine.js';
+import { checkSnapshot } from '../replicator/snapshot-check.js';
+import type { BackupContents } from '../backup/contents.js';
 
 /** The progress step shown for each phase of an apply (status, NHR_ERR_SYNC_BUSY). */
 const APPLY_STEPS: Record<ApplyPhase, string> = {
@@ -105,6 +107,8 @@ interface BatchEntry {
   onExisting: 'refuse' | 'remove' | 'adopt' | undefined;
   fetchSeconds: number;
   bytes: number;
+  /** What the paths-only check found as the snapshot downloaded (ApplyPart `opened`). */
+  opened: BackupContents;
   /** The change stream's failure when the position was recorded (set inside the hold). */
   streamError?: string;
 }
@@ -350,7 +354,9 @@ export class NamespaceSync {
       // device's copy of the namespace before merging).
       if (this.syncedBefore(namespace)) this.batch.prefetch(namespace);
       const fetchStarted = performance.now();
-      const fetched = await peer.fetchSnapshot(namespace, file);
+      // Checked by its paths as it downloads (the manifest authenticated; the merge authenticates every value before
+      // any restore), so a lone apply does not read the file again (snapshot-apply.ts `opened`).
+      const fetched = await peer.fetchSnapshot(namespace, file, { check: (bytes) => checkSnapshot(bytes, ctx.snapshotOpen, namespace, { pathsOnly: true }) });
       const fetchSeconds = (performance.now() - fetchStarted) / 1000;
       ctx.monitor.reportSuccess(primary);
       if (fetched.epoch < decided.epoch) {
@@ -370,7 +376,7 @@ export class NamespaceSync {
       // The backup and merge run under a shared hold; only the restore (and the position's record) is exclusive. Until
       // its batch runs (apply-batch.ts), the step says it waits; the batch's phases name each step after that.
       this.step(namespace, 'waiting to apply the snapshot (together with any other namespace due now: one merge-restore)', 'batch');
-      const entry: BatchEntry = { namespace, primary, token, file, started, req, onExisting: this.existingPolicy(namespace, req), fetchSeconds, bytes: fetched.bytes };
+      const entry: BatchEntry = { namespace, primary, token, file, started, req, onExisting: this.existingPolicy(namespace, req), fetchSeconds, bytes: fetched.bytes, opened: fetched.checked.contents };
       joined = true;
       const r = await this.batch.join(entry, fetchSeconds * 1000);
       const result = this.recordOk(namespace, primary, r, started, req.actor, entry.streamError);
@@ -460,6 +466,7 @@ export class NamespaceSync {
     const parts = entries.map((e): ApplyPart => ({
       namespace: e.namespace,
       snapshotFile: e.file,
+      opened: e.opened,
       options: e.onExisting ? { onExisting: e.onExisting } : {},
       replicationUserId: ctx.replicationUserIds.get(e.namespace) ?? '',
       // Recorded under the namespace's lock, so no stream change is recorded between the restore and the position.

@@ -35,7 +35,7 @@
  * any of them need no new merge.
  */
 import { rename } from 'node:fs/promises';
-import { listBackupContents, verifyManifest } from '../backup/contents.js';
+import { listBackupContents, verifyManifest, type BackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
 import { KeyCache } from '../backup/key-cache.js';
 import { classifyPath, isNamespacePath } from '../backup/paths.js';
@@ -163,6 +163,12 @@ export interface ApplyPart extends Pick<ApplyDeps, PartDeps> {
    * restored; a throw drops the part (the throw is its outcome) and the others merge again without it.
    */
   check?: () => void;
+  /**
+   * What a paths-only check of `snapshotFile`'s bytes found as they downloaded (snapshot-check.ts): a lone part uses
+   * it instead of reading its file again; a part of a coalesced apply still reads its file whole (its damage must
+   * drop it alone, before the merge).
+   */
+  opened?: BackupContents;
 }
 
 /** A part's outcome: its result, or why it dropped out of the batch (the others went on). */
@@ -388,7 +394,7 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
  * coalesced apply are authenticated here, so a damaged snapshot drops its part alone instead of failing the merge.
  */
 async function openPart(deps: SharedApplyDeps, spec: ApplyPart, single: boolean): Promise<Part> {
-  const contents = await listBackupContents(spec.snapshotFile, { input: deps.snapshotOpen, pathsOnly: single });
+  const contents = single && spec.opened ? spec.opened : await listBackupContents(spec.snapshotFile, { input: deps.snapshotOpen, pathsOnly: single });
   verifyManifest(contents);
   const meta = snapshotMetaOf(contents.manifest, spec.namespace);
   return {

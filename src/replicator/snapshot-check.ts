@@ -20,10 +20,12 @@ export interface CheckedSnapshot {
 /**
  * Reads `source` (a file, or bytes as they arrive) to its end under the snapshot key and checks it is a whole
  * snapshot of `namespace`: the codec's integrity checks (a truncated or altered file throws), the manifest against the
- * entries (verifyManifest), the snapshot meta (snapshotMetaOf). Decrypts in memory only; writes nothing.
+ * entries (verifyManifest), the snapshot meta (snapshotMetaOf). Decrypts in memory only; writes nothing. With
+ * `pathsOnly` (listBackupContents's): the manifest authenticated and every entry's path and size checked against it,
+ * the values left to the merge, which authenticates each before any restore (what a lone snapshot's open does).
  */
-export async function checkSnapshot(source: BackupSource, snapshotOpen: OpenBackupOptions, namespace: string): Promise<CheckedSnapshot> {
-  const contents = await listBackupContents(source, { input: snapshotOpen });
+export async function checkSnapshot(source: BackupSource, snapshotOpen: OpenBackupOptions, namespace: string, options: { pathsOnly?: boolean } = {}): Promise<CheckedSnapshot> {
+  const contents = await listBackupContents(source, { input: snapshotOpen, pathsOnly: options.pathsOnly ?? false });
   verifyManifest(contents);
   const meta = snapshotMetaOf(contents.manifest, namespace);
   return { namespace, contents, meta, namespaceKeys: contents.namespaces[namespace]?.keys ?? 0 };

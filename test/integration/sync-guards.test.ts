@@ -6,7 +6,8 @@ import { BackupCorruptedError, BackupWrongPassphraseError, NamespaceUnknownError
 import { listBackupContents } from '../../src/backup/contents.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { Device } from '../../src/replicator/device.js';
-import { applySnapshot, type ApplyDeps, type ApplyPhase } from '../../src/replicator/snapshot-apply.js';
+import { applySnapshot, applySnapshots, type ApplyDeps, type ApplyPhase } from '../../src/replicator/snapshot-apply.js';
+import { checkSnapshot } from '../../src/replicator/snapshot-check.js';
 import { use } from '../helpers/clients.js';
 import { snapshotAndDeps as snapshotAt } from '../helpers/snapshot-deps.js';
 
@@ -178,6 +179,25 @@ describe('sync guards at the replica', () => {
     await writeFile(file, bytes);
     await expect(applySnapshot(deps, 'alpha', file)).rejects.toBeInstanceOf(BackupCorruptedError);
     expect(await deviceView(lab, 'b')).toEqual(before);
+  });
+
+  // The daemon checks a snapshot by its paths as it downloads (sync.ts, snapshot-check.ts) and hands what it found to
+  // the apply, so a lone part does not read its file again: what its opening checks is that check's result. Shown by
+  // handing it the check of ANOTHER namespace's snapshot (which no daemon does): refused, the device untouched. Fails
+  // if the apply ignores `opened` and reads the file instead (then it applies alpha).
+  it("a lone apply opens its snapshot from the paths-only check made as it downloaded, not by reading the file again", async () => {
+    const before = await deviceView(lab, 'b');
+    const { file, deps } = await snapshotAndDeps();
+    const gamma = await snapshotAt(lab, {}, { namespace: 'gamma' });
+    const other = await checkSnapshot(gamma.file, deps.snapshotOpen, 'gamma', { pathsOnly: true });
+    const { replicationUserId, ...shared } = deps;
+    await expect(applySnapshots(shared, [{ namespace: 'alpha', snapshotFile: file, replicationUserId, opened: other.contents }])).rejects.toThrow(/not a namespace backup of alpha/);
+    expect(await deviceView(lab, 'b')).toEqual(before);
+    // Its own bytes' check applies as the file would.
+    const again = await snapshotAndDeps();
+    const own = await checkSnapshot(again.file, deps.snapshotOpen, 'alpha', { pathsOnly: true });
+    const ok = await applySnapshots(shared, [{ namespace: 'alpha', snapshotFile: again.file, replicationUserId, opened: own.contents }]);
+    expect(ok.get('alpha')!.ok).toBe(true);
   });
 
   it('refuses a snapshot under another replication passphrase before touching the device', async () => {
