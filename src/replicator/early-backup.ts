@@ -17,6 +17,7 @@
  */
 import { stat } from 'node:fs/promises';
 import type { WriteTracker } from '../concurrency/barrier.js';
+import { InternalError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { DeviceCallTiming } from './cost-model.js';
 import type { Device } from './device.js';
@@ -71,7 +72,7 @@ export class EarlyBackup {
    * Once only.
    */
   async use(): Promise<{ file: string; timing: DeviceCallTiming; tracker: WriteTracker } | undefined> {
-    if (this.#used || this.#discarded) throw new Error('an early backup is used once, and not after it was discarded');
+    if (this.#used || this.#discarded) throw new InternalError('an early backup is used once, and not after it was discarded');
     this.#used = true;
     const timing = await this.#taken;
     if (!timing || !this.#tracker) {

@@ -11,6 +11,7 @@
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
+import { InternalError } from '../errors.js';
 
 const READ_CHUNK = 256 * 1024;
 
@@ -71,7 +72,7 @@ export class Spool {
       if (at < this.#written) {
         const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, this.#written - at));
         const { bytesRead } = await this.fh.read(buf, 0, buf.length, at);
-        if (bytesRead === 0) throw new Error(`spool ${this.path}: file shorter than written (${at} of ${this.#written})`);
+        if (bytesRead === 0) throw new InternalError(`spool ${this.path}: file shorter than written (${at} of ${this.#written})`);
         at += bytesRead;
         yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
         continue;
