@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DeviceBarrier } from '../concurrency/barrier.js';
-import { silentLogger } from '../log.js';
+import { assertTokenCurrent } from '../concurrency/fencing.js';
+import { createLogger, silentLogger } from '../log.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { StateStore } from '../state/store.js';
 import { LogReplay } from '../stream/log-replay.js';
@@ -115,6 +116,69 @@ describe('DaemonRaceReplayer: own envelopes', () => {
     expect(replayer.view()!.cause).toMatch(/beta: its stored to-seq 2 is not an integer ≥ its from-seq 5 − 1/);
     await expect(replayer.finish('beta')).rejects.toThrow(/not valid: its stored to-seq 2/);
     expect(store.raceReplays.all()).toHaveLength(1);
+  });
+});
+
+// Before: replay() resolved the same whether it re-applied the writes or was abandoned (stale token) or found the
+// record ended by another hold, so the sync counted (sync_race_replays_total, racing_writes_reapplied_total) and
+// logged them as re-applied.
+describe('DaemonRaceReplayer: a replay after the hold says what it did', () => {
+  let dir: string;
+  let store: StateStore;
+  const lines: { level: string; msg: string; abandoned?: string[] }[] = [];
+  const log = createLogger({ level: 'info', destination: { write: (s: string) => void lines.push(JSON.parse(s) as (typeof lines)[number]) } });
+
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'nhr-race-replayer-'));
+    store = StateStore.inDir(dir).open();
+    lines.length = 0;
+  });
+  afterEach(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A merge-restore's plan for `beta` and `gamma` (primary here), carried through its hold: prepared, then restored. */
+  function afterHold() {
+    for (const ns of ['beta', 'gamma']) {
+      store.roles.insert({ namespace: ns, role: 'primary', epoch: 3, primarySite: 'a' });
+      store.changelog.append(ns, 3, { kind: 'label-set', keyId: 'k', ref: `r-${ns}`, detail: { label: 'l' } });
+    }
+    // No device call can be made: the client points nowhere (a replay that ran would fail, not pass).
+    const logs = new LogReplay({ store, site: 'a', transportKey: () => undefined, client: () => new NetHsmClient({ url: 'https://127.0.0.1:9', tls: { fingerprint256: 'AA:'.repeat(31) + 'AA' } }) });
+    const barrier = new DeviceBarrier({ check: (t) => assertTokenCurrent((ns) => store.roles.get(ns), t) });
+    const replayer = new DaemonRaceReplayer({ store, barrier, log, logs, streams: undefined, isPrimary: (ns) => store.roles.get(ns)?.role === 'primary' });
+    const plan = { logs: new Map([['beta', 1], ['gamma', 1]]), streams: [], writes: 2 };
+    replayer.prepare(plan);
+    replayer.restored(plan);
+    return { replayer, plan };
+  }
+
+  it('abandoned because a role changed since the hold: nothing claimed re-applied, the records stay pending, the log says so', async () => {
+    const { replayer, plan } = afterHold();
+    // A fence got the namespace between the hold and the replay's shared hold: its token is stale.
+    expect(store.roles.compareAndSet({ namespace: 'beta', role: 'primary', epoch: 3, primarySite: 'a' }, { role: 'fenced', epoch: 4, primarySite: 'b' })).toBe(true);
+    const outcome = await replayer.replay(plan);
+    expect(outcome.replayed).toEqual([]);
+    expect([...outcome.left.keys()]).toEqual(['beta', 'gamma']);
+    expect(outcome.left.get('beta')).toEqual({ reason: 'role-changed', detail: expect.stringMatching(/race replay of namespace beta abandoned before touching the device.*now fenced at epoch 4/) });
+    expect(outcome.left.get('gamma')).toEqual({ reason: 'role-changed', detail: expect.stringMatching(/not tried: the re-apply of namespace beta before it was abandoned/) });
+    expect([...replayer.pending()].sort()).toEqual(['beta', 'gamma']);
+    expect(lines.filter((l) => /re-applied/.test(l.msg) && !/abandoned|NOT/.test(l.msg))).toEqual([]);
+    expect(lines).toContainEqual(expect.objectContaining({ level: 'warn', abandoned: ['beta', 'gamma'], msg: expect.stringMatching(/abandoned before touching the device.*stay pending/) }));
+    await replayer.close();
+  });
+
+  it('a record another hold ended first (a demote, a fence) is reported as such, not as re-applied by this replay', async () => {
+    const { replayer, plan } = afterHold();
+    // A demote queued before the hold's end re-applied beta itself; a fence exported gamma without its writes.
+    store.raceReplays.done('beta', 3, 1);
+    store.raceReplays.unexported('gamma', 3, 1, 'gamma-fenced-epoch3.nhrq');
+    const outcome = await replayer.replay(plan);
+    expect(outcome.replayed).toEqual([]);
+    expect(outcome.left.get('beta')).toEqual({ reason: 'record-ended', detail: expect.stringMatching(/ended first by another exclusive hold/) });
+    expect(outcome.left.get('gamma')).toEqual({ reason: 'record-ended', detail: expect.stringMatching(/quarantine file gamma-fenced-epoch3.nhrq WITHOUT these writes/) });
+    await replayer.close();
   });
 });
 

@@ -19,7 +19,7 @@
 import { writeTicket, type DeviceBarrier } from '../concurrency/barrier.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import type { Logger } from '../log.js';
-import type { RaceReplayer, ReplayPlan } from '../replicator/race-replay.js';
+import type { RaceReplayer, ReplayLeft, ReplayOutcome, ReplayPlan } from '../replicator/race-replay.js';
 import type { PendingReplay } from '../state/race-replays-repo.js';
 import type { StateStore } from '../state/store.js';
 import type { ReplayAt, ReplaySpan } from '../stream/log-replay.js';
@@ -168,16 +168,24 @@ export class DaemonRaceReplayer implements RaceReplayer {
    * A failure leaves the record pending and starts the daemon's own retries (exclusive holds, to the record's `to_seq`); a
    * stale token (a role changed since the hold) leaves it to them without failing the sync, whose restore is done.
    */
-  async replay(plan: ReplayPlan): Promise<void> {
+  async replay(plan: ReplayPlan): Promise<ReplayOutcome> {
+    const replayed: string[] = [];
+    const left = new Map<string, ReplayLeft>();
     try {
       for (const ns of plan.logs.keys()) {
         const run = this.#afterHold.get(ns);
         try {
-          if (run) await this.#replayAfterHold(ns, run);
-          else {
+          if (run) {
+            const why = await this.#replayAfterHold(ns, run);
+            if (why === undefined) replayed.push(ns);
+            else left.set(ns, { reason: 'record-ended', detail: why });
+          } else {
             // No span was fixed (the record is missing or `check` refused it): replayed as before, which refuses.
             const r = this.#record(ns);
-            if (r) await this.#o.barrier.shared(() => this.#replayOne(r), { scope: ns, wait: 'unbounded' });
+            if (r) {
+              await this.#o.barrier.shared(() => this.#replayOne(r), { scope: ns, wait: 'unbounded' });
+              replayed.push(ns);
+            } else left.set(ns, { reason: 'record-ended', detail: 'its record was ended by another hold before the restore\'s end was fixed' });
           }
         } finally {
           this.#afterHold.delete(ns);
@@ -190,35 +198,48 @@ export class DaemonRaceReplayer implements RaceReplayer {
       for (const ns of plan.logs.keys()) this.#afterHold.delete(ns);
       this.#tell();
       if (err instanceof FenceTokenStaleError) {
-        this.#o.log.info({ err, namespaces: [...plan.logs.keys()] }, 'the re-apply of writes a restore erased was abandoned before touching the device: a role changed since the restore; the daemon decides it again');
+        // Not re-applied: the records stay pending (status, health and the pending gauge show them once this returns).
+        for (const ns of plan.logs.keys()) {
+          if (replayed.includes(ns) || left.has(ns)) continue;
+          const detail = ns === err.namespace ? err.message : `not tried: the re-apply of namespace ${err.namespace ?? '?'} before it was abandoned (a role changed)`;
+          left.set(ns, { reason: 'role-changed', detail });
+        }
+        this.#o.log.warn({ err, replayed, abandoned: [...left.keys()] }, 'the re-apply of writes a restore erased was abandoned before touching the device: a role changed since the restore; the records stay pending and the daemon decides them again (retries, or a fence\'s export)');
         this.kick();
-        return;
+        return { replayed, left };
       }
       this.#lastError = describeError(err);
       this.kick();
       throw err;
     }
+    return { replayed, left };
   }
 
-  /** One namespace's replay after the hold (see `replay`). */
-  async #replayAfterHold(ns: string, run: AfterHold): Promise<void> {
+  /**
+   * One namespace's replay after the hold (see `replay`): undefined when it re-applied the writes, else why it did not
+   * (its record was ended or changed first by an exclusive hold that got in before it).
+   */
+  async #replayAfterHold(ns: string, run: AfterHold): Promise<string | undefined> {
     const ticket = writeTicket();
+    let notRun: string | undefined;
     await this.#o.barrier.shared(
       async () => {
         const r = this.#record(ns);
         // Finished meanwhile by an exclusive hold that got in first (a demote's, a fence's): nothing to do.
-        if (!r || r.epoch !== run.epoch || r.invalid !== undefined || r.unexportedIn !== null) {
+        notRun = endedFirst(r, run);
+        if (notRun !== undefined) {
           ticket.replay = { kind: 'none' };
           return;
         }
-        const n = await this.#o.logs!.replay(ns, r.fromSeq, { epoch: r.epoch, toSeq: run.toSeq });
-        ticket.replay = { kind: 'log', namespace: ns, seq: r.fromSeq };
-        this.#o.store.raceReplays.done(ns, r.epoch, r.fromSeq);
+        const n = await this.#o.logs!.replay(ns, r!.fromSeq, { epoch: r!.epoch, toSeq: run.toSeq });
+        ticket.replay = { kind: 'log', namespace: ns, seq: r!.fromSeq };
+        this.#o.store.raceReplays.done(ns, r!.epoch, r!.fromSeq);
         this.#refresh();
-        this.#o.log.info({ namespace: ns, epoch: r.epoch, fromSeq: r.fromSeq, toSeq: run.toSeq, changes: n }, 'writes a restore erased were re-applied from the change log after the hold');
+        this.#o.log.info({ namespace: ns, epoch: r!.epoch, fromSeq: r!.fromSeq, toSeq: run.toSeq, changes: n }, 'writes a restore erased were re-applied from the change log after the hold');
       },
       { scope: ns, tokens: [run.token], ticket, wait: 'unbounded' },
     );
+    return notRun;
   }
 
   /**
@@ -595,6 +616,18 @@ export class DaemonRaceReplayer implements RaceReplayer {
 export interface FenceReplay {
   readonly record: PendingReplay;
   readonly error?: string;
+}
+
+/**
+ * Why the replay fixed in a hold (`run`) has nothing to do with record `r` as it is now: an exclusive hold that got in
+ * first ended it (a demote's finish, a fence's export) or changed it; undefined when it is still the one to replay.
+ */
+function endedFirst(r: PendingReplay | undefined, run: AfterHold): string | undefined {
+  if (!r) return 'its record was ended first by another exclusive hold (a demote re-applied it, or a fence exported the namespace)';
+  if (r.invalid !== undefined) return `its record is not valid: ${r.invalid}`;
+  if (r.unexportedIn !== null) return `a fence exported the namespace to quarantine file ${r.unexportedIn} WITHOUT these writes (status shows it until that file is acknowledged)`;
+  if (r.epoch !== run.epoch) return `its record was replaced by one at epoch ${r.epoch}, which the daemon's retries finish`;
+  return undefined;
 }
 
 /** A replay fixed inside a merge-restore's hold, running after it. */

@@ -447,7 +447,11 @@ export class NamespaceSync {
       },
       // Writers around the daemon are invisible to the barrier, so with them no racing write list is complete.
       ...(ctx.raceReplayer && !ctx.config.replication.directWriters ? { raceReplay: ctx.raceReplayer } : {}),
-      onRaceReplayed: (namespaces, plan) => {
+      // Counted as re-applied only when every log replay ran: one left (abandoned, ended by another hold) is counted as
+      // such, and a record it leaves pending shows in status and race_replays_pending until the retries finish it.
+      onRaceReplayed: (namespaces, plan, outcome) => {
+        outcome.left.forEach((l, ns) => ctx.metrics.raceReplaysNotRunTotal.inc({ namespace: ns, reason: l.reason === 'role-changed' ? 'role_changed' : 'record_ended' }));
+        if (outcome.left.size > 0) return;
         namespaces.forEach((ns) => ctx.metrics.syncRaceReplaysTotal.inc({ namespace: ns }));
         ctx.metrics.racingWritesReappliedTotal.inc(plan.writes);
       },

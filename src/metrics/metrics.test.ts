@@ -163,7 +163,7 @@ describe('replicator metrics', () => {
     // Every per-namespace metric still has beta's series: removal is targeted, and the test above covers them all.
     const namespaced = json.filter((metric) => metric.values.some((v) => 'namespace' in v.labels)).map((x) => x.name);
     expect(new Set(withNs('beta'))).toEqual(new Set(namespaced));
-    expect(namespaced.length).toBe(25);
+    expect(namespaced.length).toBe(26);
   });
 
   it('removes every series of a member', async () => {

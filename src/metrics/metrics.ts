@@ -109,6 +109,9 @@ export type RestoreOutcome = (typeof RESTORE_OUTCOMES)[number];
 export const QUARANTINE_REASONS = ['foreign_writes', 'fenced'] as const;
 export type QuarantineReason = (typeof QUARANTINE_REASONS)[number];
 
+/** Why a re-apply of racing writes right after a merge-restore's hold did not run (`race_replays_not_run_total`). */
+export const RACE_REPLAY_NOT_RUN_REASONS = ['role_changed', 'record_ended'] as const;
+
 /** Sync durations: a device backup plus a restore takes seconds to many minutes on an appliance. */
 export const SYNC_DURATION_BUCKETS = [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600];
 
@@ -155,6 +158,7 @@ export interface ReplicatorMetrics {
   readonly syncHeldMergesTotal: Counter<'namespace'>;
   readonly syncRaceReplaysTotal: Counter<'namespace'>;
   readonly racingWritesReappliedTotal: Counter;
+  readonly raceReplaysNotRunTotal: Counter<'namespace' | 'reason'>;
   readonly raceReplaysPending: Gauge;
   /** Per namespace: 1 while this site is its primary and owes it its administrator restore (admin-restorer.ts). */
   readonly adminRestorePending: Gauge<'namespace'>;
@@ -263,6 +267,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   restoreForeignEntriesLostTotal: {},
   syncHeldMergesTotal: {},
   syncRaceReplaysTotal: {},
+  raceReplaysNotRunTotal: { reason: RACE_REPLAY_NOT_RUN_REASONS },
   syncVerifySkippedTotal: {},
   quarantinedEntriesTotal: { reason: QUARANTINE_REASONS },
   quarantineFilesUnacknowledged: {},
@@ -542,6 +547,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       help: 'Writes that raced a merge-restore outside its hold and were made good after its restore (change-log replays and stream rewinds).',
       registers,
     }),
+    raceReplaysNotRunTotal: new Counter({
+      name: name('race_replays_not_run_total'),
+      help: "Per namespace primary here: re-applies of racing writes due right after a merge-restore's hold that did not run (role_changed: abandoned, the record stays pending for the retries or a fence; record_ended: another hold ended the record first).",
+      labelNames: ['namespace', 'reason'],
+      registers,
+    }),
     raceReplaysPending: new Gauge({
       name: name('race_replays_pending'),
       help: 'Namespaces primary here whose writes a restore erased are not yet re-applied (their gateway writes are refused meanwhile); 0 when none.',
@@ -677,6 +688,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       m.restoreForeignEntriesLostTotal.inc({ namespace }, 0);
       m.syncHeldMergesTotal.inc({ namespace }, 0);
       m.syncRaceReplaysTotal.inc({ namespace }, 0);
+      for (const reason of RACE_REPLAY_NOT_RUN_REASONS) m.raceReplaysNotRunTotal.inc({ namespace, reason }, 0);
       m.syncVerifySkippedTotal.inc({ namespace }, 0);
       for (const reason of QUARANTINE_REASONS) m.quarantinedEntriesTotal.inc({ namespace, reason }, 0);
     },

@@ -59,14 +59,36 @@ export interface RaceReplayer extends ReplayChecks {
    * After the hold: re-applies what `restored` fixed, under a shared hold of the barrier per namespace (scoped to it,
    * with its fencing token), and clears the pending record. Throws when the device refused or failed; the record then
    * stays, and the daemon finishes it in its own exclusive hold (writes to those namespaces refused meanwhile).
+   * Resolves with what it did: a namespace it did not re-apply itself (its token went stale, or another hold ended its
+   * record first) is in `left`, with why, and must not be reported as re-applied.
    */
-  replay(plan: ReplayPlan): Promise<void>;
+  replay(plan: ReplayPlan): Promise<ReplayOutcome>;
   /**
    * The restore after `prepare` failed, or a step after it before `restored` (recording a position), or the hold
    * failed after `restored`: `replay` will not run, and the pending
    * record is finished by the daemon in its own exclusive hold (idempotent whether or not the restore took effect).
    */
   unfinished(): void;
+}
+
+/** What `RaceReplayer.replay` did with each namespace of a plan's `logs`. */
+export interface ReplayOutcome {
+  /** Re-applied by this replay, right after the hold. */
+  readonly replayed: readonly string[];
+  /**
+   * Not re-applied by this replay, each with why: `role-changed`, abandoned before touching the device (its fencing
+   * token went stale, or an earlier namespace's did: the record stays pending, for the daemon's retries or a fence's
+   * export), or `record-ended`, its record was ended or changed first by another exclusive hold (a demote's finish, a
+   * fence's export, with or without these writes: the fence says which).
+   */
+  readonly left: ReadonlyMap<string, ReplayLeft>;
+}
+
+/** Why `replay` left a namespace (metric label `reason`: role_changed, record_ended). */
+export interface ReplayLeft {
+  readonly reason: 'role-changed' | 'record-ended';
+  /** For the log: what happened, in words. */
+  readonly detail: string;
 }
 
 /** `{ plan }` when every write in `racing` can be re-applied, else `{ refused }` naming the first that cannot. Pure. */

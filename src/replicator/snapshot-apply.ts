@@ -46,7 +46,7 @@ import { SyncNamespaceExistsError, SyncRaceError, SyncVerifyFailedError } from '
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './compare.js';
 import type { ExclusiveGuard, TrackedWrite, WriteMark, WriteTracker } from '../concurrency/barrier.js';
-import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayPlan } from './race-replay.js';
+import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayOutcome, type ReplayPlan } from './race-replay.js';
 import type { Device } from './device.js';
 import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
 import { isUserOf, rewriteBackup } from './rewrite.js';
@@ -103,8 +103,11 @@ export interface ApplyDeps {
    * is restored instead of merged again. Absent: every racing write means a new merge, as without it.
    */
   raceReplay?: RaceReplayer;
-  /** Called when an attempt's racing writes were re-applied after its restore (metric, log), with how many raced. */
-  onRaceReplayed?: (namespaces: readonly string[], plan: ReplayPlan) => void;
+  /**
+   * Called after an attempt restored its merge and ran the replay of its racing writes (metric), with how many raced and
+   * what the replay did: a namespace in `outcome.left` was not re-applied by it (abandoned, or ended by another hold).
+   */
+  onRaceReplayed?: (namespaces: readonly string[], plan: ReplayPlan, outcome: ReplayOutcome) => void;
   /** Test seam: runs after B1 is merged and before the exclusive hold is requested (a test writes here). */
   beforeHold?: () => Promise<void>;
   /** Test seam (last resort only): runs after B1 is merged and before B2 is taken. */
@@ -721,9 +724,20 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
  * reported. A failure fails the apply, as it did inside the hold: the record stays and the daemon retries it.
  */
 async function replayRacing(a: Apply, batch: readonly string[], plan: ReplayPlan): Promise<void> {
-  await a.deps.raceReplay!.replay(plan);
-  a.deps.onRaceReplayed?.(batch, plan);
-  a.log.info({ namespaces: batch, writes: plan.writes, logs: Object.fromEntries(plan.logs), streams: plan.streams }, 'writes raced the backup and merge; restored the merge and re-applied them after the hold');
+  const outcome = await a.deps.raceReplay!.replay(plan);
+  a.deps.onRaceReplayed?.(batch, plan, outcome);
+  const what = { namespaces: batch, writes: plan.writes, logs: Object.fromEntries(plan.logs), streams: plan.streams };
+  if (outcome.left.size === 0) {
+    a.log.info(what, 'writes raced the backup and merge; restored the merge and re-applied them after the hold');
+    return;
+  }
+  // Only what ran is claimed: the rest is pending (the daemon's retries, a fence's export: status shows it) or was
+  // ended by the hold that got in first.
+  const left = Object.fromEntries([...outcome.left].map(([ns, l]) => [ns, `${l.reason}: ${l.detail}`]));
+  a.log.warn(
+    { ...what, reapplied: outcome.replayed, notReapplied: left },
+    `writes raced the backup and merge; restored the merge, but the writes logged in ${[...outcome.left.keys()].join(', ')} were NOT re-applied after the hold (see notReapplied: a role changed, or another hold ended the record first)`,
+  );
 }
 
 /**
