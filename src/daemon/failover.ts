@@ -153,9 +153,10 @@ export class Failover {
    * term began since). Decided and made writable alone at the device, as a promote is: when its administrators were
    * stripped meanwhile (a fence while it was stepped down), they come back from that fence's quarantine file (what the
    * device held just before the strip) before any write is admitted, so no write meets a primary without them.
-   * Returns how many users were put back (the administrators among them).
+   * Returns how many users were put back (the administrators among them), and `pending` when that restore failed: the
+   * role change stands, the daemon retries, and the namespace's writes are refused until it succeeds.
    */
-  async resumeLeadership(namespace: string, epoch: number): Promise<{ row: NamespaceRow; restored: number }> {
+  async resumeLeadership(namespace: string, epoch: number): Promise<{ row: NamespaceRow; restored: number; pending?: NonNullable<PromoteResult['administratorsPending']> }> {
     const { ctx } = this;
     return ctx.barrier.exclusive([], async () => {
       const before = ctx.store.roles.require(namespace);
@@ -165,8 +166,8 @@ export class Failover {
       ctx.roleChanged?.(namespace);
       ctx.metrics.setRole(namespace, row.role, row.epoch);
       // A failure is recorded and retried (admin-restorer.ts), as a promote's: the role change stands.
-      const { restored } = stripped ? await this.restoreNow(row, 'administrator restore on resume') : { restored: 0 };
-      return { row, restored };
+      const owed = stripped ? await this.restoreNow(row, 'administrator restore on resume') : { restored: 0 };
+      return { row, ...owed };
     });
   }
 

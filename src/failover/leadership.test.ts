@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nextRenewalDelay, RENEWAL_RETRY_MS } from './leadership.js';
+import { leadershipLogLine, nextRenewalDelay, RENEWAL_RETRY_MS } from './leadership.js';
 
 describe('nextRenewalDelay', () => {
   it('keeps a fixed cadence from the starts of successful renewals', () => {
@@ -18,5 +18,18 @@ describe('nextRenewalDelay', () => {
     expect(nextRenewalDelay(2_333, 0, 4)).toBe(8 * RENEWAL_RETRY_MS);
     expect(nextRenewalDelay(2_333, 0, 5)).toBe(2_333);
     expect(nextRenewalDelay(2_333, 0, 1_000)).toBe(2_333);
+  });
+});
+
+describe('leadershipLogLine', () => {
+  it('says the namespace takes writes only when no administrator restore is pending', () => {
+    expect(leadershipLogLine('resumed', undefined)).toEqual({ level: 'warn', msg: 'automatic failover: took the leader key back and takes writes again' });
+    expect(leadershipLogLine('promoted', undefined)).toEqual({ level: 'warn', msg: 'automatic failover: promoted (the leader key had expired)' });
+    for (const how of ['resumed', 'promoted'] as const) {
+      const line = leadershipLogLine(how, { cause: "NHR_ERR_NETHSM_NOT_OPERATIONAL: this site's NetHSM is Locked" });
+      expect(line.level).toBe('error');
+      expect(line.msg).toMatch(/primary again, but writes are refused until its administrators are restored/);
+      expect(line.msg).not.toMatch(/takes writes again/);
+    }
   });
 });

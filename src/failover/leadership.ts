@@ -304,18 +304,21 @@ export class Leadership implements LeaderGate {
     if (row.role === 'fenced' && !viaPromote) {
       const lease = this.validLease();
       if (!lease || !(await this.store.take(namespace, { site: ctx.site, epoch, lease, expected, floorRevision: keys.floorRevision, floor: epoch }))) return;
-      await this.failover.resumeLeadership(namespace, epoch);
-      this.note(namespace, { site: ctx.site, epoch, lease, modRevision: '0' }, `primary again at epoch ${epoch} (no other term since the step-down)`);
-      ctx.log.warn({ namespace, epoch }, 'automatic failover: took the leader key back and takes writes again');
+      const { pending } = await this.failover.resumeLeadership(namespace, epoch);
+      const line = leadershipLogLine('resumed', pending);
+      this.note(namespace, { site: ctx.site, epoch, lease, modRevision: '0' }, `primary again at epoch ${epoch} (no other term since the step-down)${pending ? '; writes refused until its administrators are restored' : ''}`);
+      ctx.log[line.level]({ namespace, epoch, ...(pending ? { administratorsPending: pending.cause } : {}) }, line.msg);
       return;
     }
     this.note(namespace, keys.leader, `campaigning for epoch ${epoch}`);
     // A fenced site completing a term it was named for (viaPromote) passes the refusal of fenced sites: its key is
     // its own, nobody else may take it, and its copy is the replica's it was when its own promote began.
     const result = await this.failover.promote(namespace, { force: row.role === 'fenced', actor: 'automatic failover' });
-    this.note(namespace, { site: ctx.site, epoch: result.epoch, lease: this.lease ?? '', modRevision: '0' }, `promoted at epoch ${result.epoch}`);
+    const pending = result.administratorsPending;
+    const line = leadershipLogLine('promoted', pending);
+    this.note(namespace, { site: ctx.site, epoch: result.epoch, lease: this.lease ?? '', modRevision: '0' }, `promoted at epoch ${result.epoch}${pending ? '; writes refused until its administrators are restored' : ''}`);
     ctx.metrics.failoverPromotionsTotal.inc({ namespace });
-    ctx.log.warn({ namespace, epoch: result.epoch, previousPrimary: result.previousPrimary }, 'automatic failover: promoted (the leader key had expired)');
+    ctx.log[line.level]({ namespace, epoch: result.epoch, previousPrimary: result.previousPrimary, ...(pending ? { administratorsPending: pending.cause } : {}) }, line.msg);
   }
 
   /** LeaderGate: a promote at this site takes the key first (see Failover.promote). */
@@ -360,4 +363,15 @@ export const RENEWAL_RETRY_MS = 250;
 export function nextRenewalDelay(intervalMs: number, tookMs: number, failures: number): number {
   const every = failures === 0 ? intervalMs : Math.min(intervalMs, RENEWAL_RETRY_MS * 2 ** Math.min(failures - 1, 16));
   return Math.max(0, every - tookMs);
+}
+
+/**
+ * The log line of a leadership won by a promote or taken back (`resumed`): it says the namespace takes writes only when
+ * no administrator restore is pending; while one is, the gateway answers its writes 503 NHR_ERR_GATEWAY_ADMINS_PENDING
+ * (the NetHSM would answer 401), so the line says they are refused, at error level. Pure.
+ */
+export function leadershipLogLine(how: 'promoted' | 'resumed', adminsPending: { cause: string } | undefined): { level: 'warn' | 'error'; msg: string } {
+  const won = how === 'resumed' ? 'automatic failover: took the leader key back' : 'automatic failover: promoted (the leader key had expired)';
+  if (!adminsPending) return { level: 'warn', msg: how === 'resumed' ? `${won} and takes writes again` : won };
+  return { level: 'error', msg: `${won}: primary again, but writes are refused until its administrators are restored (the daemon retries; \`nethsm-replicator status\` shows why)` };
 }
