@@ -557,7 +557,7 @@ export class RoleHandoverFailedError extends NhrError {
 export class RoleAdminsNotRestoredError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_ADMINS_NOT_RESTORED';
   static override readonly defaultHint =
-    "The daemon retries by itself. Check the NetHSM's state (`nethsm-replicator status`: the nethsm member, Locked → unlock it) and the cause; do not promote again (docs/operations.md, \"Promoted without its administrators\").";
+    "The daemon retries by itself. Check the NetHSM's state (`nethsm-replicator status`: the nethsm member, Locked → unlock it) and the cause, then retry at once with `nethsm-replicator admins restore <namespace>`; do not promote again (docs/operations.md, \"Promoted without its administrators\").";
   static override readonly retryable = true;
 }
 

@@ -44,8 +44,11 @@ export type SyncRequest = z.infer<typeof syncRequestSchema>;
 
 export const namespaceParam = namespaceId;
 
-/** The actions a namespace supports through the admin API. */
-export const NAMESPACE_ACTIONS = ['sync', 'promote', 'demote', 'pause', 'resume'] as const;
+/**
+ * The actions a namespace supports through the admin API. `restore-admins`: retry now the administrator restore a
+ * promote (or resuming leadership) still owes (`admins restore <namespace>`; body `{ actor }`).
+ */
+export const NAMESPACE_ACTIONS = ['sync', 'promote', 'demote', 'pause', 'resume', 'restore-admins'] as const;
 export type NamespaceAction = (typeof NAMESPACE_ACTIONS)[number];
 
 /** Wire form of an error. */

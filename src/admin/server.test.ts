@@ -22,6 +22,7 @@ function handlers(calls: unknown[]): AdminHandlers {
     demote: async (ns, req) => (calls.push(['demote', ns, req]), {}),
     pause: async (ns) => (calls.push(['pause', ns]), {}),
     resume: async (ns) => (calls.push(['resume', ns]), {}),
+    restoreAdmins: async (ns, req) => (calls.push(['restore-admins', ns, req]), { namespace: ns, outcome: 'nothing-pending' }),
     quarantineList: async () => ({ directory: '/q', files: [] }),
     quarantineAck: async (req) => (calls.push(['quarantine-ack', req]), { file: req.file }),
   };
@@ -107,7 +108,15 @@ describe('admin API over a unix socket', () => {
       expect(err.code).toBe('NHR_ERR_INPUT_INVALID');
       expect(err.message).toMatch(msg);
     }
+    // admins restore: the actor only, and a valid namespace id.
+    for (const [ns, body, msg] of [['alpha', { actor: 'op', force: true }, /body/], ['alpha', {}, /body\.actor/], ['_x', { actor: 'op' }, /namespace is not a valid namespace id/]] as const) {
+      const err = (await client.namespaceAction(ns, 'restore-admins', body).catch((e: unknown) => e)) as AdminRemoteError;
+      expect(err.code).toBe('NHR_ERR_INPUT_INVALID');
+      expect(err.message).toMatch(msg);
+    }
     expect(calls).toEqual([]);
+    expect(await client.namespaceAction('alpha', 'restore-admins', { actor: 'op@host' })).toEqual({ namespace: 'alpha', outcome: 'nothing-pending' });
+    expect(calls).toEqual([['restore-admins', 'alpha', { actor: 'op@host' }]]);
   });
 
   it('refuses to start over a live daemon and replaces a stale socket', async () => {

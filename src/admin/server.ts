@@ -32,6 +32,8 @@ export interface AdminHandlers {
   demote(namespace: string, req: DemoteRequest): Promise<unknown>;
   pause(namespace: string, req: SimpleRequest): Promise<unknown>;
   resume(namespace: string, req: SimpleRequest): Promise<unknown>;
+  /** Retries now the administrator restore the namespace is owed (AdminRestorer.retryNow). */
+  restoreAdmins(namespace: string, req: SimpleRequest): Promise<unknown>;
   /** The quarantine files and what each holds. */
   quarantineList(): Promise<unknown>;
   /** Records that the operator looked at one quarantine file. */
@@ -112,7 +114,7 @@ export class AdminServer {
       requireMethod(req, 'POST');
       return this.handlers.quarantineAck(parse(quarantineAckRequestSchema, await readJson(req), 'body'));
     }
-    const m = /^\/v1\/namespaces\/([^/]+)\/(sync|promote|demote|pause|resume)$/.exec(path);
+    const m = /^\/v1\/namespaces\/([^/]+)\/(sync|promote|demote|pause|resume|restore-admins)$/.exec(path);
     if (!m) throw new RouteError(404, `no such admin endpoint: ${path}`);
     requireMethod(req, 'POST');
     const ns = parse(namespaceParam, decodeURIComponent(m[1]!), 'namespace');
@@ -126,6 +128,8 @@ export class AdminServer {
         return this.handlers.sync(ns, parse(syncRequestSchema, body, 'body'));
       case 'pause':
         return this.handlers.pause(ns, parse(simpleRequestSchema, body, 'body'));
+      case 'restore-admins':
+        return this.handlers.restoreAdmins(ns, parse(simpleRequestSchema, body, 'body'));
       default:
         return this.handlers.resume(ns, parse(simpleRequestSchema, body, 'body'));
     }

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AdminServer, type AdminHandlers } from '../admin/server.js';
 import { toYaml, validConfigDoc } from '../config/test-helpers.js';
 import type { DaemonStatus } from '../daemon/status.js';
-import { RolePromoteRefusedError } from '../errors.js';
+import { RoleAdminsNotRestoredError, RolePromoteRefusedError } from '../errors.js';
 import { describeAnswer } from './admin-commands.js';
 import { runCli } from './test-run.js';
 
@@ -76,6 +76,13 @@ describe('admin commands against a real admin server', () => {
     demote: async (ns, req) => (calls.push(['demote', ns, req]), { namespace: ns, epoch: 5, previousEpoch: 4, primarySite: req.to ?? 'a' }),
     pause: async (ns, req) => (calls.push(['pause', ns, req]), { namespace: ns, paused: true }),
     resume: async (ns, req) => (calls.push(['resume', ns, req]), { namespace: ns, paused: false }),
+    restoreAdmins: async (ns, req) => {
+      calls.push(['restore-admins', ns, req]);
+      if (ns === 'locked') {
+        throw new RoleAdminsNotRestoredError("namespace locked: the administrators were NOT restored on this site's NetHSM (primary at epoch 4): NHR_ERR_NETHSM_NOT_OPERATIONAL: the NetHSM is Locked", { namespace: ns, epoch: 4 });
+      }
+      return ns === 'idle' ? { namespace: ns, outcome: 'nothing-pending' } : { namespace: ns, outcome: 'restored', epoch: 4, restored: 3 };
+    },
     quarantineList: async () => quarantine,
     quarantineAck: async (req) => {
       calls.push(['quarantine-ack', req]);
@@ -423,6 +430,21 @@ describe('admin commands against a real admin server', () => {
     ]);
   });
 
+  it('admins restore posts the actor and prints what the attempt did; a failed attempt prints Error and Try and exits 1', async () => {
+    const ok = await runCli(['admins', 'restore', 'alpha', '--socket', socket]);
+    expect(ok).toEqual({ code: 0, out: "administrators of alpha restored on this site's NetHSM at epoch 4 (3 users put back); its users can write again\n", err: '' });
+    expect((await runCli(['admins', 'restore', 'idle', '--socket', socket])).out).toBe('no administrator restore is pending for idle: nothing to do\n');
+    const failed = await runCli(['admins', 'restore', 'locked', '--socket', socket]);
+    expect(failed.code).toBe(1);
+    expect(failed.out).toBe('');
+    expect(failed.err).toMatch(/^Error: namespace locked: the administrators were NOT restored .*the NetHSM is Locked \(namespace locked, epoch 4\) \[NHR_ERR_ROLE_ADMINS_NOT_RESTORED\]\nTry: .*`nethsm-replicator admins restore <namespace>`/);
+    expect(calls).toEqual([
+      ['restore-admins', 'alpha', { actor: expect.any(String) }],
+      ['restore-admins', 'idle', { actor: expect.any(String) }],
+      ['restore-admins', 'locked', { actor: expect.any(String) }],
+    ]);
+  });
+
   it('refuses bad arguments before any request: namespace id, site, flag, choice', async () => {
     const cases: [string[], RegExp][] = [
       [['promote', '.bad', '--socket', socket], /namespace "\.bad" is not a valid NetHSM namespace id.*\[NHR_ERR_INPUT_INVALID\]/],
@@ -431,6 +453,11 @@ describe('admin commands against a real admin server', () => {
       [['pause', 'alpha', '--socket', socket, '--everything'], /unknown option '--everything'/],
       [['sync', 'alpha', '--socket', socket, '--on-existing', 'merge'], /argument 'merge' is invalid/],
       [['resume', '--socket', socket], /missing required argument 'namespace'/],
+      [['admins', 'restore', '--socket', socket], /missing required argument 'namespace'/],
+      [['admins', 'restore', '_x', '--socket', socket], /namespace "_x" is not a valid NetHSM namespace id/],
+      [['admins', 'restore', 'alpha', 'beta', '--socket', socket], /too many arguments/],
+      [['admins', 'restore', 'alpha', '--socket', ''], /--socket must not be empty/],
+      [['admins', 'frobnicate', 'alpha', '--socket', socket], /unknown command 'frobnicate'/],
     ];
     for (const [args, msg] of cases) {
       const r = await runCli(args);

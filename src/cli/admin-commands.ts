@@ -1,6 +1,6 @@
 /**
  * The operator commands that talk to the running daemon over its admin API (unix socket): `status`, `sync`,
- * `promote`, `demote`, `pause`, `resume` (docs/cli.md). Arguments are validated before any request; the daemon's
+ * `promote`, `demote`, `pause`, `resume`, `admins restore` (docs/cli.md). Arguments are validated before any request; the daemon's
  * refusals come back as NhrErrors with its code and hint, which `main` prints as `Error: …` / `Try: …` (exit 1).
  */
 import os from 'node:os';
@@ -139,6 +139,36 @@ export function registerAdminCommands(program: Command): void {
       await runAction(ns, action, flags, {});
     });
   }
+
+  const admins = program.command('admins').description("a namespace's administrators on this site's NetHSM");
+  socketOptions(
+    admins
+      .command('restore')
+      .description('retry now the administrator restore a promote (or resuming leadership) still owes for a namespace (`status` shows it as a PROBLEM); the daemon also retries by itself')
+      .argument('<namespace>'),
+  ).action(async (ns: string, flags: SocketFlags) => {
+    checkNamespace(ns);
+    const client = new AdminClient({ socketPath: await resolveSocket(flags) });
+    // A failed attempt comes back as the daemon's NHR_ERR_ROLE_ADMINS_NOT_RESTORED: `main` prints Error:/Try:, exit 1.
+    const answer = await client.namespaceAction(ns, 'restore-admins', { actor: actor() });
+    process.stdout.write(describeAdminsRestore(ns, answer) + '\n');
+  });
+}
+
+/** What `admins restore` did, from the daemon's answer (AdminRestorer.retryNow). */
+export function describeAdminsRestore(ns: string, answer: unknown): string {
+  const a = answer !== null && typeof answer === 'object' ? (answer as Record<string, unknown>) : {};
+  const epoch = typeof a.epoch === 'number' ? ` at epoch ${a.epoch}` : '';
+  switch (a.outcome) {
+    case 'restored':
+      return `administrators of ${ns} restored on this site's NetHSM${epoch} (${typeof a.restored === 'number' ? a.restored : '?'} users put back); its users can write again`;
+    case 'nothing-pending':
+      return `no administrator restore is pending for ${ns}: nothing to do`;
+    case 'superseded':
+      return `the administrator restore of ${ns} was dropped, not made: the role it was owed under${epoch} was superseded (demote, fence or a newer epoch), and that role must stay without them`;
+    default:
+      return `admins restore ${ns}: ${scalar(answer)}`;
+  }
 }
 
 async function runAction(ns: string, action: NamespaceAction, flags: SocketFlags, extra: Record<string, unknown>): Promise<void> {
@@ -180,7 +210,7 @@ export function describePartialPromote(ns: string, a: Record<string, unknown>, p
   );
 }
 
-const PAST: Record<NamespaceAction, string> = { sync: 'synced', promote: 'promoted', demote: 'demoted', pause: 'paused', resume: 'resumed' };
+const PAST: Record<NamespaceAction, string> = { sync: 'synced', promote: 'promoted', demote: 'demoted', pause: 'paused', resume: 'resumed', 'restore-admins': 'administrators restored for' };
 
 /**
  * One line saying what happened, from the daemon's answer: `promoted alpha at site b: epoch 3 → 4`, then any other

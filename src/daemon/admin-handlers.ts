@@ -32,6 +32,10 @@ export function createAdminHandlers(ctx: SiteContext, failover: Failover, syncer
     demote: (namespace, req) => failover.demote(namespace, { actor: req.actor, ...(req.to ? { to: req.to } : {}) }),
     pause: async (namespace, req) => setPaused(namespace, true, req.actor),
     resume: async (namespace, req) => setPaused(namespace, false, req.actor),
+    restoreAdmins: async (namespace, req) => {
+      ctx.log.info({ namespace, actor: req.actor }, 'administrator restore asked for now by the operator');
+      return failover.admins.retryNow(namespace);
+    },
     quarantineList: () => listQuarantine(ctx),
     quarantineAck: (req) => ackQuarantine(ctx, req.file, req.actor),
   };

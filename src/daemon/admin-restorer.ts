@@ -15,9 +15,12 @@
  * - Retries back off from 1 s, doubling, up to `recovery.retryInterval`; they never give up (the record stays and says
  *   so). `kick()` (role changes, this site's NetHSM recovered) retries at once. `start()` retries what a previous run left.
  * - A stored row that is not valid is neither retried nor dropped: status names it.
+ * - `retryNow(namespace)` (the operator's `admins restore <namespace>`) makes one attempt at once, in the same kind of
+ *   hold, and answers what it did; a failure is recorded as any retry's and thrown (RoleAdminsNotRestoredError). The
+ *   background retries go on by themselves either way.
  */
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { FenceTokenStaleError, NhrError } from '../errors.js';
+import { FenceTokenStaleError, NhrError, RoleAdminsNotRestoredError } from '../errors.js';
 import type { PendingAdminRestore } from '../state/admin-restores-repo.js';
 import type { SiteContext } from './context.js';
 import type { AdminsPendingView } from './status.js';
@@ -27,6 +30,21 @@ const FIRST_RETRY_MS = 1_000;
 
 /** `code: message` of an error, for the record and status (error messages carry no secret: src/errors.ts). */
 export const describeError = (err: unknown): string => (err instanceof NhrError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
+
+/** What `retryNow` did (the admin API's answer to `admins restore`). */
+export interface AdminRestoreNow {
+  readonly namespace: string;
+  /**
+   * `restored`: this attempt put the users back (`restored` of them); `nothing-pending`: no restore was owed (or another
+   * attempt finished it first); `superseded`: the role it was owed under was superseded, so it was dropped unrestored.
+   */
+  readonly outcome: 'restored' | 'nothing-pending' | 'superseded';
+  readonly epoch?: number;
+  readonly restored?: number;
+}
+
+/** Rounds of a manual attempt decided again when a role change made its token stale while it waited. */
+const MANUAL_STALE_ROUNDS = 3;
 
 /** Puts back what `record` owes, alone at the device with `token`; returns how many users it put back. */
 export type RestoreOwed = (record: PendingAdminRestore, token: FencingToken) => Promise<number>;
@@ -88,6 +106,41 @@ export class AdminRestorer {
     await this.#running;
   }
 
+  /**
+   * The operator asks for an attempt now (`nethsm-replicator admins restore <namespace>`): one attempt in an exclusive
+   * hold with the token of the namespace's role row, as a retry's. Throws NamespaceUnknownError (not replicated here),
+   * RoleAdminsNotRestoredError when the attempt failed (recorded, the retries go on) or the stored row is not valid,
+   * FenceTokenStaleError when the role kept changing under it.
+   */
+  async retryNow(namespace: string): Promise<AdminRestoreNow> {
+    const { ctx } = this;
+    ctx.store.roles.require(namespace);
+    for (let round = 1; ; round++) {
+      const record = ctx.store.adminRestores.get(namespace);
+      if (!record) return { namespace, outcome: 'nothing-pending' };
+      if (record.invalid !== undefined) {
+        throw new RoleAdminsNotRestoredError(`the pending administrator restore of namespace ${namespace} is not valid: ${record.invalid}; it is neither retried nor dropped`, {
+          namespace,
+          hint: this.view(namespace)?.try ?? 'Fix or delete the admin_restores row by hand, daemon stopped (docs/state.md).',
+        });
+      }
+      if (this.#superseded(record)) return { namespace, outcome: 'superseded', epoch: record.epoch };
+      const r = await this.#attempt(record);
+      if (r.outcome === 'restored') return { namespace, outcome: 'restored', epoch: record.epoch, restored: r.restored };
+      if (r.outcome === 'gone') return { namespace, outcome: 'nothing-pending', epoch: record.epoch };
+      if (r.outcome === 'failed') {
+        this.kick();
+        const now = ctx.store.adminRestores.get(namespace);
+        throw new RoleAdminsNotRestoredError(
+          `namespace ${namespace}: the administrators were NOT restored on this site's NetHSM (primary at epoch ${record.epoch}): ${now?.lastError ?? describeError(r.err)}; writes by the namespace's users stay refused; the daemon goes on retrying`,
+          { namespace, epoch: record.epoch, cause: r.err },
+        );
+      }
+      // Stale: the role changed while the attempt waited for its hold; decide again (it may be superseded now).
+      if (round >= MANUAL_STALE_ROUNDS) throw r.err;
+    }
+  }
+
   /** For status: the record of `namespace` as a problem with its cause and remedy; null when none. */
   view(namespace: string): AdminsPendingView | null {
     const { ctx } = this;
@@ -115,7 +168,7 @@ export class AdminRestorer {
         `${r.attempts > 0 ? ` (${r.attempts} attempt${r.attempts === 1 ? '' : 's'} failed; last: ${r.lastError ?? 'unknown'})` : r.lastError ? ` (${r.lastError})` : ''}`,
       try:
         "The daemon retries by itself (and at its next start). Check this site's NetHSM (`nethsm-replicator status`: the nethsm member; Locked → unlock it, unreachable → bring it back) " +
-        'and fix what the last error names. Do not promote again (docs/operations.md, "Promoted without its administrators").',
+        `and fix what the last error names, then retry at once with \`nethsm-replicator admins restore ${namespace}\`. Do not promote again (docs/operations.md, "Promoted without its administrators").`,
     };
   }
 
@@ -129,7 +182,7 @@ export class AdminRestorer {
       let failed = false;
       for (const record of due) {
         if (this.#closed) return;
-        if ((await this.#attempt(record)) === 'failed') failed = true;
+        if ((await this.#attempt(record)).outcome === 'failed') failed = true;
       }
       if (!failed) {
         delay = FIRST_RETRY_MS;
@@ -166,8 +219,11 @@ export class AdminRestorer {
     return true;
   }
 
-  /** One attempt, in an exclusive hold with the record's role row's token. */
-  async #attempt(record: PendingAdminRestore): Promise<'done' | 'stale' | 'failed'> {
+  /**
+   * One attempt, in an exclusive hold with the record's role row's token: `restored` (with how many users), `gone`
+   * (another attempt finished it while this one waited), `stale` (the role changed meanwhile) or `failed` (recorded).
+   */
+  async #attempt(record: PendingAdminRestore): Promise<{ outcome: 'restored'; restored: number } | { outcome: 'gone' } | { outcome: 'stale' | 'failed'; err: unknown }> {
     const { ctx } = this;
     const row = ctx.store.roles.require(record.namespace);
     const token = tokenOf(row, 'administrator restore retry');
@@ -183,16 +239,16 @@ export class AdminRestorer {
         ctx.log.info({ namespace: record.namespace, epoch: record.epoch, restored, attempts: record.attempts + 1 }, 'administrators restored on retry; the namespace takes writes again');
       }
       this.refresh();
-      return 'done';
+      return restored === undefined ? { outcome: 'gone' } : { outcome: 'restored', restored };
     } catch (err) {
       if (err instanceof FenceTokenStaleError) {
         ctx.log.info({ err, namespace: record.namespace }, 'administrator restore retry abandoned before touching the device: the role changed since it was decided; deciding again');
-        return 'stale';
+        return { outcome: 'stale', err };
       }
       if (ctx.store.isOpen) ctx.store.adminRestores.failed(record.namespace, record.epoch, describeError(err));
       this.refresh();
       ctx.log.error({ err, namespace: record.namespace, epoch: record.epoch }, 'administrators still not restored; writes by the namespace\'s users stay refused (retrying)');
-      return 'failed';
+      return { outcome: 'failed', err };
     }
   }
 }

@@ -16,6 +16,7 @@ import type { RunningSimulator } from '../../src/sim/server.js';
 import { prepare } from '../../src/state/sqlite.js';
 import { StateStore } from '../../src/state/store.js';
 import { waitFor } from '../helpers/wait.js';
+import { runCli } from '../../src/cli/test-run.js';
 import { use } from '../helpers/clients.js';
 
 const gen = (id: string) => (c: NetHsmClient) => c.generateKey({ id, type: 'EC_P256', mechanisms: ['ECDSA_Signature'] });
@@ -158,6 +159,11 @@ describe('a promote whose administrator restore fails', () => {
     expect(await pendingMetric(b)).toBe(1);
     b.daemon!.failover.admins.kick();
     expect(record(b)?.invalid).toBeDefined();
+    // Asking for an attempt now refuses it too, saying why and what to do; the row stays.
+    const manual = await runCli(['admins', 'restore', 'alpha', '--socket', b.config.admin.socket]);
+    expect(manual.code).toBe(1);
+    expect(manual.err).toMatch(/^Error: the pending administrator restore of namespace alpha is not valid: its stored kind "bogus".*\[NHR_ERR_ROLE_ADMINS_NOT_RESTORED\]\nTry: The state database was edited or copied by hand/s);
+    expect(record(b)?.invalid).toBeDefined();
     // Still refused at the NetHSM: nothing restored it.
     const err = await use(b.nsAdmin('alpha'), gen('k-no')).catch((e: unknown) => e);
     expect((err as NetHsmHttpError).status).toBe(401);
@@ -192,5 +198,40 @@ describe('a promote whose administrator restore fails', () => {
       backups.close();
       restores.close();
     }
+  });
+
+  // Before: no way to ask the daemon to retry now; the operator waited for the backoff (up to recovery.retryInterval).
+  it('`admins restore <ns>` retries now through the admin API: Error and Try while the NetHSM is Locked, then the administrators are back', async () => {
+    const l = await primaryLostReplicaLocked();
+    const b = l.site('b');
+    expect((await b.daemon!.failover.promote('alpha', { force: false, actor: 'operator@b' })).administratorsPending).toBeDefined();
+    // The background retries stop: only the operator's command can restore from here on.
+    await b.daemon!.failover.admins.close();
+    const socket = b.config.admin.socket;
+    const attempts = record(b)!.attempts;
+    // Status's Try: names the command.
+    expect((await statusOf(b)).text).toContain('`nethsm-replicator admins restore alpha`');
+
+    const locked = await runCli(['admins', 'restore', 'alpha', '--socket', socket]);
+    expect(locked.code).toBe(1);
+    expect(locked.out).toBe('');
+    expect(locked.err).toMatch(/^Error: namespace alpha: the administrators were NOT restored on this site's NetHSM \(primary at epoch 2\): NHR_ERR_NETHSM_NOT_OPERATIONAL: this site's NetHSM is Locked.*\[NHR_ERR_ROLE_ADMINS_NOT_RESTORED\]\nTry: /s);
+    expect(record(b)!.attempts).toBe(attempts + 1);
+    expect(await pendingMetric(b)).toBe(1);
+
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    const ok = await runCli(['admins', 'restore', 'alpha', '--socket', socket]);
+    expect(ok.err).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/^administrators of alpha restored on this site's NetHSM at epoch 2 \(\d+ users put back\); its users can write again\n$/);
+    expect(record(b)).toBeUndefined();
+    expect(await pendingMetric(b)).toBe(0);
+    await use(b.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), gen('k-after-manual-restore'));
+    // Asked again: nothing owed.
+    expect((await runCli(['admins', 'restore', 'alpha', '--socket', socket])).out).toBe('no administrator restore is pending for alpha: nothing to do\n');
+    // A namespace this daemon does not replicate is refused with the daemon's error.
+    const unknown = await runCli(['admins', 'restore', 'nosuch', '--socket', socket]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.err).toMatch(/^Error: .*nosuch.*\[NHR_ERR_/);
   });
 });
