@@ -3,7 +3,8 @@
  * beside the event loop. The daemon owns one (started with it: a thread's start-up costs tens of ms of CPU, as much as
  * a tenth of a 20k-key merge; closed with it); a merge without one creates its own once it fills a batch and closes it
  * after. Each batch carries its keys as KeyObjects (cloned in-process, never serialised to disk), so one thread serves
- * any merge. A thread that dies fails every batch in flight and every later one (no hang).
+ * any merge. A thread that dies fails every batch in flight and every later one (no hang), and is told to `onDied`
+ * (the daemon's metric and warn log: otherwise only the failed merge would show it); closing it is not a death.
  */
 import { Worker } from 'node:worker_threads';
 import { InternalError } from '../errors.js';
@@ -19,7 +20,17 @@ export interface ResealBatch {
   keyOf: Uint8Array;
 }
 
+export interface ResealerOptions {
+  /**
+   * Called once per thread that dies (an uncaught error in it, or it exited: killed, out of memory), with the
+   * InternalError its batches failed with (the cause is Node's: no key, no entry content). Not called for close().
+   */
+  onDied?: (err: Error) => void;
+}
+
 export class Resealer {
+  constructor(private readonly options: ResealerOptions = {}) {}
+
   /** The thread; exposed for the crash test. Undefined until start(). */
   worker: Worker | undefined;
   private nextId = 0;
@@ -87,6 +98,8 @@ export class Resealer {
     this.fail(err);
     this.worker = undefined;
     this.online = false;
+    // close() terminates the thread on purpose: its 'exit' is not a death.
+    if (!this.closed) this.options.onDied?.(err);
   }
 
   private fail(err: Error): void {

@@ -192,7 +192,14 @@ export class Daemon {
       // Primaries seal snapshots under a key kept for a bounded number of snapshots (src/replicator/snapshot-keys.ts), so
       // a replica meets few salts: it keeps the keys of the latest few.
       snapshotOpen: { passphrase: secrets.replication.passphrase, scrypt: scrypt ?? 'auto', passphraseSetting: SNAPSHOT_PASSPHRASE, keyCache: new KeyCache(8) },
-      resealer: new Resealer(),
+      // A dead thread fails the merge it served (that sync fails and says so) and is replaced at the next merge; the
+      // metric and this line say it died, and why.
+      resealer: new Resealer({
+        onDied: (err) => {
+          metrics.resealWorkerDeathsTotal.inc();
+          this.log.warn({ err }, "the merge's re-seal worker thread died: the merge it served failed; the next merge starts a new thread");
+        },
+      }),
       // Its generation (salt, birth, uses; public) is recorded in SQLite, so a restart keeps the salt while within the
       // ring's limits and the replicas' keys for it stay good (sealing-generation.ts).
       snapshotKeys: new SnapshotKeyRing(secrets.replication.passphrase, scrypt ?? PRODUCTION_SCRYPT, undefined, undefined, sealingGenerationRecord(store, this.log)),

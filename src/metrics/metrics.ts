@@ -159,6 +159,7 @@ export interface ReplicatorMetrics {
   readonly syncRaceReplaysTotal: Counter<'namespace'>;
   readonly racingWritesReappliedTotal: Counter;
   readonly raceReplaysNotRunTotal: Counter<'namespace' | 'reason'>;
+  readonly resealWorkerDeathsTotal: Counter;
   readonly raceReplaysPending: Gauge;
   /** Per namespace: 1 while this site is its primary and owes it its administrator restore (admin-restorer.ts). */
   readonly adminRestorePending: Gauge<'namespace'>;
@@ -551,6 +552,11 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('race_replays_not_run_total'),
       help: "Per namespace primary here: re-applies of racing writes due right after a merge-restore's hold that did not run (role_changed: abandoned, the record stays pending for the retries or a fence; record_ended: another hold ended the record first).",
       labelNames: ['namespace', 'reason'],
+      registers,
+    }),
+    resealWorkerDeathsTotal: new Counter({
+      name: name('reseal_worker_deaths_total'),
+      help: "Times the snapshot merge's re-seal worker thread died (an error in it, or it exited: killed, out of memory): the merge it served failed, and the next merge starts a new thread. The warn log says why.",
       registers,
     }),
     raceReplaysPending: new Gauge({

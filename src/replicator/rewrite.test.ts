@@ -159,13 +159,16 @@ describe('ResealPipeline', () => {
 describe('Resealer', () => {
   it('fails a batch in flight when its thread dies, and every later one, without hanging', async () => {
     const keys = { ad: AD.entry, open: [gcmKey(Buffer.alloc(32, 1))], seal: gcmKey(Buffer.alloc(32, 2)) };
-    const r = new Resealer();
+    const died: Error[] = [];
+    const r = new Resealer({ onDied: (err) => died.push(err) });
     try {
       r.start();
       const fields = Buffer.allocUnsafeSlow(64 * 1000).fill(5);
       const inFlight = r.reseal(keys, { fields, lengths: new Uint32Array(1000).fill(64), keyOf: new Uint8Array(1000) });
       await r.worker!.terminate();
       await expect(inFlight).rejects.toBeInstanceOf(InternalError);
+      // Told once, with the error its batches failed with (the daemon's metric and warn log).
+      expect(died.map((e) => e.message)).toEqual([expect.stringMatching(/re-seal worker thread exited \(code \d+\)/)]);
       await expect(r.reseal(keys, { fields: Buffer.alloc(64), lengths: Uint32Array.of(64), keyOf: Uint8Array.of(0) })).rejects.toThrow(/re-seal worker thread exited/);
       expect(r.ready).toBe(false);
       // A later merge starts a new thread, which re-seals again.
@@ -176,6 +179,8 @@ describe('Resealer', () => {
       await r.close();
       await r.close();
     }
+    // Closing ends the new thread on purpose: not a death.
+    expect(died).toHaveLength(1);
   });
 
   it('re-seals on the thread: the fields open under the output key only, with the same plaintext', async () => {
