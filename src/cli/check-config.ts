@@ -258,7 +258,13 @@ async function checkDeviceBackup(pool: NetHsmClient, secrets: LoadedSecrets, out
       passphraseSetting: DEVICE_BACKUP_PASSPHRASE,
     });
     const bytes = reader.bytesRead;
-    await reader.close();
+    try {
+      await reader.close();
+    } finally {
+      // The header's config-store key is key material the reader leaves to its caller (reader.ts; close() zeroes only
+      // the backup key): zeroed here, as the daemon's merges do (transform.ts closeAll).
+      reader.header.configStoreKey?.fill(0);
+    }
     out({ outcome: 'ok', what: passphraseWhat, detail: `replication.backupPassphrase opens this NetHSM's backups (read the first ${bytes} bytes of one; download stopped)` });
   } catch (err) {
     body.destroy();
