@@ -67,11 +67,20 @@ export class AdminRestorer {
     return this.#pending.has(namespace);
   }
 
-  /** Reloads the pending set from SQLite after it changed there, and tells the metric. */
+  /**
+   * Reloads the pending set from SQLite after it changed there, and tells the metrics: pending (1 from the role change
+   * on, the first attempt included: a restore is owed) and its failed attempts (what the alert waits for, so a first
+   * attempt that takes long on a large NetHSM does not page anyone; a record that is not valid counts as failed).
+   */
   refresh(): void {
     const { ctx } = this;
-    this.#pending = new Set(ctx.store.isOpen ? ctx.store.adminRestores.all().map((r) => r.namespace) : []);
-    for (const n of ctx.config.namespaces) ctx.metrics.adminRestorePending.set({ namespace: n.name }, this.#pending.has(n.name) ? 1 : 0);
+    const rows = ctx.store.isOpen ? ctx.store.adminRestores.all() : [];
+    this.#pending = new Set(rows.map((r) => r.namespace));
+    const failed = new Map(rows.map((r) => [r.namespace, r.invalid !== undefined ? Math.max(1, Number.isSafeInteger(r.attempts) ? r.attempts : 1) : r.attempts]));
+    for (const n of ctx.config.namespaces) {
+      ctx.metrics.adminRestorePending.set({ namespace: n.name }, this.#pending.has(n.name) ? 1 : 0);
+      ctx.metrics.adminRestoreFailedAttempts.set({ namespace: n.name }, failed.get(n.name) ?? 0);
+    }
   }
 
   /** Retries what is recorded (a previous run's leftovers). Idempotent. */

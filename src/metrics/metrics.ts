@@ -163,6 +163,7 @@ export interface ReplicatorMetrics {
   readonly raceReplaysPending: Gauge;
   /** Per namespace: 1 while this site is its primary and owes it its administrator restore (admin-restorer.ts). */
   readonly adminRestorePending: Gauge<'namespace'>;
+  readonly adminRestoreFailedAttempts: Gauge<'namespace'>;
   /** Snapshot syncs whose restore could not be verified (writes kept passing the barrier after it). */
   readonly syncVerifySkippedTotal: Counter<'namespace'>;
   /** Merge-restores that carried the snapshots of several namespaces due at once (daemon/apply-batch.ts). */
@@ -567,6 +568,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     adminRestorePending: new Gauge({
       name: name('admin_restore_pending'),
       help: 'Per namespace: 1 while this site became its primary but its administrators are not back on the NetHSM yet (the restore failed and is retried; writes by its users are refused); 0 otherwise.',
+      labelNames: ['namespace'],
+      registers,
+    }),
+    adminRestoreFailedAttempts: new Gauge({
+      name: name('admin_restore_failed_attempts'),
+      help: 'Per namespace: failed attempts of the administrator restore still pending there (the first, in the role change, and each retry); at least 1 for a stored record that is not valid (never attempted). 0 when none is pending or none failed yet (the first attempt still running).',
       labelNames: ['namespace'],
       registers,
     }),

@@ -38,10 +38,11 @@ async function statusOf(site: LabSite): Promise<{ text: string; code: number }> 
   return { text: renderStatus(s), code: statusExitCode(s) };
 }
 
-async function pendingMetric(site: LabSite): Promise<number | undefined> {
-  const m = await site.registry.getSingleMetric('nethsm_replicator_admin_restore_pending')?.get();
+async function pendingMetric(site: LabSite, name = 'nethsm_replicator_admin_restore_pending'): Promise<number | undefined> {
+  const m = await site.registry.getSingleMetric(name)?.get();
   return m?.values.find((v) => v.labels.namespace === 'alpha')?.value;
 }
+const failedAttempts = (site: LabSite) => pendingMetric(site, 'nethsm_replicator_admin_restore_failed_attempts');
 
 const record = (site: LabSite) => site.daemon!.ctx.store.adminRestores.get('alpha');
 
@@ -87,6 +88,9 @@ describe('a promote whose administrator restore fails', () => {
     expect(ready.status).toBe(503);
     expect(ready.body.failing).toEqual(expect.arrayContaining(['administrators']));
     expect(await pendingMetric(b)).toBe(1);
+    // What the alert waits for: the attempts that failed (the promote's own at least).
+    expect(await failedAttempts(b)).toBe(record(b)!.attempts);
+    expect(await failedAttempts(b)).toBeGreaterThanOrEqual(1);
 
     // The gateway refuses the namespace's writes with a clear 503, not the device's bare 401.
     const refused = await use(b.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), gen('k-refused')).catch((e: unknown) => e);
@@ -101,6 +105,7 @@ describe('a promote whose administrator restore fails', () => {
     await use(b.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), gen('k3-via-gateway'));
     expect(b.daemon!.failover.admins.isPending('alpha')).toBe(false);
     expect(await pendingMetric(b)).toBe(0);
+    expect(await failedAttempts(b)).toBe(0);
     await waitFor(async () => (await readyOf(b)).status === 200, 'readiness once the NetHSM member is ok again', 15_000);
     const after = await statusOf(b);
     expect(after.text).not.toContain('without its administrators');
@@ -157,6 +162,8 @@ describe('a promote whose administrator restore fails', () => {
     expect(st.code).toBe(2);
     expect(st.text).toContain('the pending administrator restore of namespace alpha is not valid: its stored kind "bogus" is neither "promote" nor "resume"');
     expect(await pendingMetric(b)).toBe(1);
+    // Never attempted, yet it needs an operator: counted as failed, so the alert fires.
+    expect(await failedAttempts(b)).toBeGreaterThanOrEqual(1);
     b.daemon!.failover.admins.kick();
     expect(record(b)?.invalid).toBeDefined();
     // Asking for an attempt now refuses it too, saying why and what to do; the row stays.
