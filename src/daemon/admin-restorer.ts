@@ -154,31 +154,7 @@ export class AdminRestorer {
   view(namespace: string): AdminsPendingView | null {
     const { ctx } = this;
     const r = ctx.store.isOpen ? ctx.store.adminRestores.get(namespace) : undefined;
-    if (!r) return null;
-    const since = new Date(Number.isSafeInteger(r.createdAt) ? r.createdAt : Date.now()).toISOString();
-    if (r.invalid !== undefined) {
-      return {
-        since,
-        epoch: null,
-        attempts: r.attempts,
-        lastError: r.lastError,
-        cause: `the pending administrator restore of namespace ${namespace} is not valid: ${r.invalid}; it is neither retried nor dropped, and writes by the namespace's users stay refused`,
-        try:
-          "The state database was edited or copied by hand: stop the daemon, fix the row (`sqlite3 state.db \"SELECT * FROM admin_restores\"`; docs/state.md) or, once the namespace's administrators are on the NetHSM, delete it, and start it again.",
-      };
-    }
-    return {
-      since,
-      epoch: r.epoch,
-      attempts: r.attempts,
-      lastError: r.lastError,
-      cause:
-        `primary at epoch ${r.epoch} without its administrators: writes by the namespace's users are refused (401 at the NetHSM, 503 at the gateway) until they are restored` +
-        `${r.attempts > 0 ? ` (${r.attempts} attempt${r.attempts === 1 ? '' : 's'} failed; last: ${r.lastError ?? 'unknown'})` : r.lastError ? ` (${r.lastError})` : ''}`,
-      try:
-        "The daemon retries by itself (and at its next start). Check this site's NetHSM (`nethsm-replicator status`: the nethsm member; Locked → unlock it, unreachable → bring it back) " +
-        `and fix what the last error names, then retry at once with \`nethsm-replicator admins restore ${namespace}\`. Do not promote again (docs/operations.md, "Promoted without its administrators").`,
-    };
+    return r ? pendingView(namespace, r) : null;
   }
 
   /** Rounds of attempts until nothing due is left, backing off between failed rounds. */
@@ -260,4 +236,40 @@ export class AdminRestorer {
       return { outcome: 'failed', err };
     }
   }
+}
+
+/**
+ * What `status` shows for the pending restore `r` of `namespace`: its cause and remedy. Pure, so every wording is tested
+ * (admin-restorer.test.ts); the cause distinguishes a record no attempt has failed for yet (its attempt runs in an
+ * exclusive hold: writes wait) from one that failed (writes refused).
+ */
+export function pendingView(namespace: string, r: PendingAdminRestore): AdminsPendingView {
+  const since = new Date(Number.isSafeInteger(r.createdAt) ? r.createdAt : Date.now()).toISOString();
+  if (r.invalid !== undefined) {
+    return {
+      since,
+      epoch: null,
+      attempts: r.attempts,
+      lastError: r.lastError,
+      cause: `the pending administrator restore of namespace ${namespace} is not valid: ${r.invalid}; it is neither retried nor dropped, and writes by the namespace's users stay refused`,
+      try:
+        "The state database was edited or copied by hand: stop the daemon, fix the row (`sqlite3 state.db \"SELECT * FROM admin_restores\"`; docs/state.md) or, once the namespace's administrators are on the NetHSM, delete it, and start it again.",
+    };
+  }
+  return {
+    since,
+    epoch: r.epoch,
+    attempts: r.attempts,
+    lastError: r.lastError,
+    cause:
+      r.attempts === 0 && !r.lastError
+        ? // No attempt has failed: the role change's own (or, after a restart, the daemon's first) is under way in its
+          // exclusive hold, so gateway writes wait for it at the gate rather than being refused.
+          `primary at epoch ${r.epoch}, its administrators not restored yet (an attempt is under way; none has failed): writes by the namespace's users wait for it at the gateway (503 if it fails or outlasts gateway.maxHold) and are refused at the NetHSM (401) until then`
+        : `primary at epoch ${r.epoch} without its administrators: writes by the namespace's users are refused (401 at the NetHSM, 503 at the gateway) until they are restored` +
+          `${r.attempts > 0 ? ` (${r.attempts} attempt${r.attempts === 1 ? '' : 's'} failed; last: ${r.lastError ?? 'unknown'})` : ` (${r.lastError})`}`,
+    try:
+      "The daemon retries by itself (and at its next start). Check this site's NetHSM (`nethsm-replicator status`: the nethsm member; Locked → unlock it, unreachable → bring it back) " +
+      `and fix what the last error names, then retry at once with \`nethsm-replicator admins restore ${namespace}\`. Do not promote again (docs/operations.md, "Promoted without its administrators").`,
+  };
 }
