@@ -50,7 +50,7 @@ function block(name: string): Block {
 const WRAPPER = `#!/bin/bash
 # nethsm-replicator at a host whose config is $ETC/config.yaml (the default path there).
 case "$1" in
-  status|sync|promote|demote|pause|resume|quarantine|check-config|init-replica) exec "${process.execPath}" "${cliBin}" "$@" --config "$ETC/config.yaml";;
+  status|sync|promote|demote|pause|resume|admins|quarantine|check-config|init-replica) exec "${process.execPath}" "${cliBin}" "$@" --config "$ETC/config.yaml";;
   *) exec "${process.execPath}" "${cliBin}" "$@";;
 esac
 `;
@@ -185,7 +185,7 @@ describe.skipIf(!built)('docs/operations.md as a script (runbook) — needs `npm
     expect([...blocks.keys()]).toEqual([
       'helpers', 'certificates', 'secrets', 'install', 'berlin-nethsm', 'berlin-start', 'berlin-start-2', 'hamburg-init',
       'hamburg-unlock', 'hamburg-start', 'hamburg-sync', 'berlin-sync', 'switchover', 'failover-status', 'failover-promote',
-      'recovery',
+      'admins-restore', 'recovery',
     ]);
     // A ```sh block in those sections without a marker would be documentation the test does not run.
     const sections = doc.slice(doc.indexOf('## 1. Setting up'), doc.indexOf('## 6. Reading'));
@@ -258,6 +258,8 @@ describe.skipIf(!built)('docs/operations.md as a script (runbook) — needs `npm
     const promoted = await run('failover-promote', berlin);
     expect(promoted).toMatch(/promoted payments: epoch \d+ → \d+, role=primary previousPrimary=hamburg/);
     expect(await roles(berlin)).toMatchObject({ payments: 'primary@berlin' });
+    // 4.1: the promote put the administrators back, so the manual retry finds nothing owed.
+    expect(await run('admins-restore', berlin)).toMatch(/^no administrator restore is pending for payments: nothing to do$/m);
 
     // 5: hamburg comes back: fenced, quarantined, resynced, a replica of berlin's again.
     await run('recovery', hamburg);
