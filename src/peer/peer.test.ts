@@ -7,6 +7,7 @@ import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError, SyncSourceReplayingError } from '../errors.js';
 import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
+import { waitFor } from '../../test/helpers/wait.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { PeerClient } from './client.js';
 import { PeerServer, type PeerHandlers } from './server.js';
@@ -29,6 +30,9 @@ describe('peer API over mutual TLS', () => {
   let servingAnswer: unknown;
   let openGate!: () => void;
   const gate = { promise: new Promise<void>((r) => (openGate = r)) };
+  /** When set, the device backup is answered once it opens (a backup taking minutes); the last body served. */
+  let backupGate: { promise: Promise<void>; open: () => void } | undefined;
+  let servedBackup: Readable | undefined;
 
   const handlers: PeerHandlers = {
     status: async (peer) => (seen.push(`status:${peer}`), statusAnswer as PeerStatus),
@@ -73,7 +77,11 @@ describe('peer API over mutual TLS', () => {
       if (id === 'odd') return { contentType: '', data: Buffer.from('x') };
       return null;
     },
-    deviceBackup: async (peer) => (seen.push(`device-backup:${peer}`), Readable.from([Buffer.from('whole-device')])),
+    deviceBackup: async (peer) => {
+      seen.push(`device-backup:${peer}`);
+      await backupGate?.promise;
+      return (servedBackup = Readable.from([Buffer.from('whole-device')]));
+    },
     changes: async (peer, ns, after, _signal, log) => {
       seen.push(`changes:${peer}:${ns}:${after ? `${after.epoch}.${after.seq}` : '-'}:${log === undefined ? 'absent' : String(log)}`);
       return (async function* () {
@@ -136,6 +144,31 @@ describe('peer API over mutual TLS', () => {
       for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value as Buffer);
       expect(Buffer.concat(rest).toString()).toBe('last');
     } finally {
+      await agent.close();
+    }
+  });
+
+  it('closes a body whose peer left before it was ready (no pipeline left waiting on a closed response)', async () => {
+    let open!: () => void;
+    backupGate = { promise: new Promise<void>((r) => (open = r)), open: () => open() };
+    servedBackup = undefined;
+    const sockets = (server as unknown as { sockets: Set<unknown> }).sockets;
+    const agent = new Agent({ connect: { ca: ca.certPem, cert: siteB.certPem, key: siteB.keyPem, checkServerIdentity: () => undefined } });
+    const before = sockets.size;
+    const abort = new AbortController();
+    seen.length = 0;
+    const asked = request(`https://127.0.0.1:${server.port}/peer/v1/device-backup`, { dispatcher: agent, signal: abort.signal }).catch((e: unknown) => e);
+    try {
+      await waitFor(() => seen.includes('device-backup:b'), 'the backup to be asked for');
+      abort.abort();
+      await asked;
+      await waitFor(() => sockets.size === before, 'the server to see the peer gone');
+      backupGate.open();
+      await waitFor(() => servedBackup?.destroyed, 'the body to be closed', 2_000).catch(() => undefined);
+      expect(servedBackup?.destroyed).toBe(true);
+    } finally {
+      backupGate.open();
+      backupGate = undefined;
       await agent.close();
     }
   });
