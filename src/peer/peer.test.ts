@@ -5,7 +5,8 @@ import { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError, SyncSourceReplayingError } from '../errors.js';
+import { blameOf } from '../members/blame.js';
+import { NhrError, StateDirUnusableError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError, SyncSourceReplayingError } from '../errors.js';
 import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
@@ -171,6 +172,24 @@ describe('peer API over mutual TLS', () => {
       backupGate = undefined;
       await agent.close();
     }
+  });
+
+  // Before: a file this site could not write (no space, no folder) was a download that "broke off": blamed on the
+  // primary, which the member monitor then marked down (docs/errors.md, NHR_ERR_STATE_DIR_UNUSABLE).
+  it("names a snapshot file this site cannot write as this site's state directory, not the peer, with or without a check", async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'no-such-folder', 'alpha.snap');
+    const check = async (bytes: AsyncIterable<Buffer>) => {
+      for await (const _ of bytes);
+      return 'read';
+    };
+    for (const fetch of [() => c.fetchSnapshot('alpha', dest), () => c.fetchSnapshot('alpha', dest, { check })]) {
+      const err = (await fetch().catch((e: unknown) => e)) as StateDirUnusableError;
+      expect(err).toBeInstanceOf(StateDirUnusableError);
+      expect(blameOf(err)).toBe('none');
+      expect(err.message).toMatch(/^snapshot from a could not be written to .*alpha\.snap \(ENOENT\b.*\); the partial file was removed$/);
+    }
+    await c.close();
   });
 
   it('answers a snapshot failing before its first byte with its error status and code, and leaves no file', async () => {
