@@ -2,12 +2,13 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blameOf } from '../members/blame.js';
 import { NhrError, StateDirUnusableError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError, SyncSourceReplayingError } from '../errors.js';
-import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
+import { guard, leavingGet, stalledHandshake } from '../../test/helpers/slow-client.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { PeerClient } from './client.js';
@@ -153,17 +154,14 @@ describe('peer API over mutual TLS', () => {
     let open!: () => void;
     backupGate = { promise: new Promise<void>((r) => (open = r)), open: () => open() };
     servedBackup = undefined;
-    const sockets = (server as unknown as { sockets: Set<unknown> }).sockets;
-    const agent = new Agent({ connect: { ca: ca.certPem, cert: siteB.certPem, key: siteB.keyPem, checkServerIdentity: () => undefined } });
-    const before = sockets.size;
-    const abort = new AbortController();
+    const sockets = (server as unknown as { sockets: Set<Socket> }).sockets;
     seen.length = 0;
-    const asked = request(`https://127.0.0.1:${server.port}/peer/v1/device-backup`, { dispatcher: agent, signal: abort.signal }).catch((e: unknown) => e);
+    const peer = leavingGet(server.port, { caPem: ca.certPem, ...siteB }, '/peer/v1/device-backup');
     try {
+      const port = await peer.sent;
       await waitFor(() => seen.includes('device-backup:b'), 'the backup to be asked for');
-      abort.abort();
-      await asked;
-      await waitFor(() => sockets.size === before, 'the server to see the peer gone');
+      peer.leave();
+      await waitFor(() => ![...sockets].some((s) => s.remotePort === port), 'the server to see the peer gone');
       backupGate.open();
       // Read through a function: the handler sets it in between (not seen by the narrowing above).
       const served = (): Readable | undefined => servedBackup;
@@ -172,7 +170,7 @@ describe('peer API over mutual TLS', () => {
     } finally {
       backupGate.open();
       backupGate = undefined;
-      await agent.close();
+      peer.leave();
     }
   });
 

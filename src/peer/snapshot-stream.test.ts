@@ -18,7 +18,7 @@ import { Device } from '../replicator/device.js';
 import { streamSnapshot, type SnapshotSourceDeps } from '../replicator/snapshot-source.js';
 import { WorkDir } from '../replicator/workdir.js';
 import { createCa, issueCert } from '../tls/index.js';
-import { Agent, request } from 'undici';
+import { leavingGet } from '../../test/helpers/slow-client.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { PeerClient } from './client.js';
 import { PeerServer } from './server.js';
@@ -207,15 +207,12 @@ describe('a snapshot streamed through the peer API, cut mid-way at the primary',
     const hold = deps.device.barrier.exclusive([], () => (entered(), new Promise<void>((r) => (endHold = r))));
     await inHold;
     const sockets = (server as unknown as { sockets: Set<Socket> }).sockets;
-    const agent = new Agent({ connect: { ca: caPem, cert: siteBPem.certPem, key: siteBPem.keyPem, checkServerIdentity: () => undefined } });
-    const before = sockets.size;
-    const abort = new AbortController();
-    const asked = request(`https://127.0.0.1:${server.port}/peer/v1/namespaces/ns1/snapshot`, { dispatcher: agent, signal: abort.signal }).catch((e: unknown) => e);
+    const peer = leavingGet(server.port, { caPem, ...siteBPem }, '/peer/v1/namespaces/ns1/snapshot');
     try {
+      const port = await peer.sent;
       await waitFor(() => spools().length === 1, 'the snapshot to start spooling');
-      abort.abort();
-      await asked;
-      await waitFor(() => sockets.size === before, 'the server to see the peer gone');
+      peer.leave();
+      await waitFor(() => ![...sockets].some((s) => s.remotePort === port), 'the server to see the peer gone');
       endHold();
       await hold;
       await lastDone;
@@ -224,7 +221,7 @@ describe('a snapshot streamed through the peer API, cut mid-way at the primary',
     } finally {
       bare = false;
       endHold?.();
-      await agent.close();
+      peer.leave();
     }
   });
 
