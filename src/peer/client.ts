@@ -248,7 +248,7 @@ export class PeerClient {
           cause: local,
           path: destPath,
           ...ctx,
-          hint: "The step is retried on its schedule. Free space on the state directory's file system, or check that the service user may write its work/ folder.",
+          hint: "Free space on that folder's file system, or check that this user may write there; then retry (a sync is retried on its schedule).",
         });
       }
       // A primary whose snapshot fails mid-way cuts the transfer (never ends it cleanly): this is how that shows here.
