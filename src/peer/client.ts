@@ -13,7 +13,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { withDeadline } from '../util/deadline.js';
 import { tapBytes } from '../util/byte-tap.js';
-import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError } from '../errors.js';
+import { PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError, StateDirUnusableError } from '../errors.js';
 import { MAX_INVENTORY_LINE_BYTES, type IdRange } from '../namespaces/inventory-ranges.js';
 import { ndjsonLines } from '../stream/lines.js';
 import { MAX_LINE_BYTES, NO_LOG_PARAM, formatPosition } from '../stream/protocol.js';
@@ -225,15 +225,32 @@ export class PeerClient {
     return { bytes: await this.saveBody(res, destPath, 'device backup') };
   }
 
-  /** Writes a response body to a new 0600 file; removes it and throws PeerUnreachableError when the transfer breaks. */
+  /**
+   * Writes a response body to a new 0600 file; removes it and throws PeerUnreachableError when the transfer breaks, or
+   * StateDirUnusableError when the file fails first (this host: no space, no folder; nothing said about the peer).
+   */
   private async saveBody(res: Dispatcher.ResponseData, destPath: string, what: string, ctx: { namespace?: string } = {}, tap?: Transform): Promise<number> {
     let bytes = 0;
     res.body.on('data', (c: Buffer) => (bytes += c.length));
+    // The file's own failure, told from one pipeline() passes on to it from upstream (a cut transfer, a failed check):
+    // this listener runs before pipeline's, so nothing upstream is broken yet when the file failed first.
+    let local: Error | undefined;
     try {
       const file = createWriteStream(destPath, { mode: 0o600, flags: 'wx' });
+      file.once('error', (e) => {
+        if (![res.body, tap].some((s) => s !== undefined && (s.errored !== null || s.readableAborted))) local = e;
+      });
       await (tap ? pipeline(res.body, tap, file) : pipeline(res.body, file));
     } catch (cause) {
       await unlink(destPath).catch(() => undefined);
+      if (local) {
+        throw new StateDirUnusableError(`${what} from ${this.name} could not be written to ${destPath} (${local.message}); the partial file was removed`, {
+          cause: local,
+          path: destPath,
+          ...ctx,
+          hint: "Free space on that folder's file system, or check that this user may write there; then retry (a sync is retried on its schedule).",
+        });
+      }
       // A primary whose snapshot fails mid-way cuts the transfer (never ends it cleanly): this is how that shows here.
       const why = (cause as Error | undefined)?.message ?? String(cause);
       throw new PeerUnreachableError(`${what} download from ${this.name} broke off after ${bytes} bytes (${why}); the partial file was removed`, {

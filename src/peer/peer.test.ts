@@ -2,11 +2,14 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NhrError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError, SyncSourceReplayingError } from '../errors.js';
-import { guard, stalledHandshake } from '../../test/helpers/slow-client.js';
+import { blameOf } from '../members/blame.js';
+import { NhrError, StateDirUnusableError, PeerIdentityError, PeerMessageInvalidError, PeerRefusedError, PeerUnreachableError, SyncSourceReplayingError } from '../errors.js';
+import { guard, leavingGet, stalledHandshake } from '../../test/helpers/slow-client.js';
+import { waitFor } from '../../test/helpers/wait.js';
 import { createCa, issueCert, type CertificateBundle } from '../tls/index.js';
 import { PeerClient } from './client.js';
 import { PeerServer, type PeerHandlers } from './server.js';
@@ -29,6 +32,9 @@ describe('peer API over mutual TLS', () => {
   let servingAnswer: unknown;
   let openGate!: () => void;
   const gate = { promise: new Promise<void>((r) => (openGate = r)) };
+  /** When set, the device backup is answered once it opens (a backup taking minutes); the last body served. */
+  let backupGate: { promise: Promise<void>; open: () => void } | undefined;
+  let servedBackup: Readable | undefined;
 
   const handlers: PeerHandlers = {
     status: async (peer) => (seen.push(`status:${peer}`), statusAnswer as PeerStatus),
@@ -73,7 +79,11 @@ describe('peer API over mutual TLS', () => {
       if (id === 'odd') return { contentType: '', data: Buffer.from('x') };
       return null;
     },
-    deviceBackup: async (peer) => (seen.push(`device-backup:${peer}`), Readable.from([Buffer.from('whole-device')])),
+    deviceBackup: async (peer) => {
+      seen.push(`device-backup:${peer}`);
+      await backupGate?.promise;
+      return (servedBackup = Readable.from([Buffer.from('whole-device')]));
+    },
     changes: async (peer, ns, after, _signal, log) => {
       seen.push(`changes:${peer}:${ns}:${after ? `${after.epoch}.${after.seq}` : '-'}:${log === undefined ? 'absent' : String(log)}`);
       return (async function* () {
@@ -138,6 +148,48 @@ describe('peer API over mutual TLS', () => {
     } finally {
       await agent.close();
     }
+  });
+
+  it('closes a body whose peer left before it was ready (no pipeline left waiting on a closed response)', async () => {
+    let open!: () => void;
+    backupGate = { promise: new Promise<void>((r) => (open = r)), open: () => open() };
+    servedBackup = undefined;
+    const sockets = (server as unknown as { sockets: Set<Socket> }).sockets;
+    seen.length = 0;
+    const peer = leavingGet(server.port, { caPem: ca.certPem, ...siteB }, '/peer/v1/device-backup');
+    try {
+      const port = await peer.sent;
+      await waitFor(() => seen.includes('device-backup:b'), 'the backup to be asked for');
+      peer.leave();
+      await waitFor(() => ![...sockets].some((s) => s.remotePort === port), 'the server to see the peer gone');
+      backupGate.open();
+      // Read through a function: the handler sets it in between (not seen by the narrowing above).
+      const served = (): Readable | undefined => servedBackup;
+      await waitFor(() => served()?.destroyed, 'the body to be closed', 2_000).catch(() => undefined);
+      expect(served()?.destroyed).toBe(true);
+    } finally {
+      backupGate.open();
+      backupGate = undefined;
+      peer.leave();
+    }
+  });
+
+  // Before: a file this site could not write (no space, no folder) was a download that "broke off": blamed on the
+  // primary, which the member monitor then marked down (docs/errors.md, NHR_ERR_STATE_DIR_UNUSABLE).
+  it("names a snapshot file this site cannot write as this site's state directory, not the peer, with or without a check", async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'no-such-folder', 'alpha.snap');
+    const check = async (bytes: AsyncIterable<Buffer>) => {
+      for await (const _ of bytes);
+      return 'read';
+    };
+    for (const fetch of [() => c.fetchSnapshot('alpha', dest), () => c.fetchSnapshot('alpha', dest, { check })]) {
+      const err = (await fetch().catch((e: unknown) => e)) as StateDirUnusableError;
+      expect(err).toBeInstanceOf(StateDirUnusableError);
+      expect(blameOf(err)).toBe('none');
+      expect(err.message).toMatch(/^snapshot from a could not be written to .*alpha\.snap \(ENOENT\b.*\); the partial file was removed$/);
+    }
+    await c.close();
   });
 
   it('answers a snapshot failing before its first byte with its error status and code, and leaves no file', async () => {

@@ -245,8 +245,7 @@ export class PeerServer {
       method(req, 'GET');
       const body = await h.deviceBackup(peer);
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
-      await pipeline(body instanceof Readable ? body : Readable.from(body), res);
-      return;
+      return sendBody(body instanceof Readable ? body : Readable.from(body), res);
     }
     if (path === `${PEER_API_PREFIX}/transport-key`) {
       method(req, 'GET');
@@ -303,8 +302,7 @@ export class PeerServer {
       });
       // A failure from here on destroys the response (pipeline, and handle()): the peer sees the transfer cut, never
       // a clean end of a truncated snapshot.
-      await pipeline(body, res);
-      return;
+      return sendBody(body, res);
     }
     method(req, 'POST');
     const body = await readJson(req);
@@ -342,6 +340,19 @@ async function streamLines(res: ServerResponse, open: (signal: AbortSignal) => P
 }
 
 /**
+ * Sends a long answer's body. The peer may have left while it was prepared (a device backup, a snapshot's first bytes:
+ * minutes): pipeline() never settles on a response already closed, and the body (a work file, a snapshot's spool and
+ * its descriptor) would stay open for good, so it is closed instead.
+ */
+async function sendBody(body: Readable, res: ServerResponse): Promise<void> {
+  if (res.destroyed) {
+    body.destroy();
+    return;
+  }
+  await pipeline(body, res);
+}
+
+/**
  * Waits for `body`'s first chunk (throwing its error, the body closed, when there is none) and returns a stream of the
  * whole body. An empty body is a stream that ends at once.
  */
@@ -354,7 +365,7 @@ async function afterFirstChunk(body: Readable | AsyncIterable<Uint8Array>): Prom
     await it.return?.();
     throw err;
   }
-  return Readable.from(
+  const out = Readable.from(
     (async function* () {
       try {
         if (first.done) return;
@@ -366,6 +377,11 @@ async function afterFirstChunk(body: Readable | AsyncIterable<Uint8Array>): Prom
     })(),
     { objectMode: false },
   );
+  // A generator destroyed before its first read (the peer left while the first chunk was awaited) never runs its
+  // finally: the body is closed here too, or a streamed snapshot's spool file and descriptor would stay (return() is
+  // idempotent on the bodies served).
+  out.once('close', () => void Promise.resolve(it.return?.()).catch(() => undefined));
+  return out;
 }
 
 function asBadRequest<T>(fn: () => T): T {

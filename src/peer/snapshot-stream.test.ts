@@ -18,6 +18,8 @@ import { Device } from '../replicator/device.js';
 import { streamSnapshot, type SnapshotSourceDeps } from '../replicator/snapshot-source.js';
 import { WorkDir } from '../replicator/workdir.js';
 import { createCa, issueCert } from '../tls/index.js';
+import { leavingGet } from '../../test/helpers/slow-client.js';
+import { waitFor } from '../../test/helpers/wait.js';
 import { PeerClient } from './client.js';
 import { PeerServer } from './server.js';
 
@@ -91,6 +93,12 @@ describe('a snapshot streamed through the peer API, cut mid-way at the primary',
   let deps: SnapshotSourceDeps;
   /** Resolves when the server has handed the peer the snapshot's first chunk. */
   let firstSent: Promise<void>;
+  /** The handler returns the streamed body as it is (as the daemon's does) instead of wrapping it to see its first chunk. */
+  let bare = false;
+  let caPem: string;
+  let siteBPem: { certPem: string; keyPem: string };
+  /** The last streamed snapshot's making. */
+  let lastDone: Promise<unknown> = Promise.resolve();
 
   beforeAll(async () => {
     sim = await startProvisionedSimulator({ namespaces: ['ns1'] });
@@ -113,6 +121,8 @@ describe('a snapshot streamed through the peer API, cut mid-way at the primary',
     const ca = await createCa({ commonName: 'group CA' });
     const siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
     const siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'] });
+    caPem = ca.certPem;
+    siteBPem = siteB;
     server = new PeerServer({
       host: '127.0.0.1',
       port: 0,
@@ -123,6 +133,8 @@ describe('a snapshot streamed through the peer API, cut mid-way at the primary',
         snapshot: async (_peer, ns) => {
           const snap = await streamSnapshot(deps, ns, 1);
           snap.done.catch(() => undefined);
+          lastDone = snap.done.catch(() => undefined);
+          if (bare) return { epoch: 1, site: 'a', body: snap.body };
           let sent!: () => void;
           firstSent = new Promise((r) => (sent = r));
           const body = (async function* () {
@@ -184,6 +196,33 @@ describe('a snapshot streamed through the peer API, cut mid-way at the primary',
     // The spool existed while streaming (checked above by the bytes B got); it goes once the extract has failed.
     for (let i = 0; i < 50 && spools().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
     expect(spools()).toEqual([]);
+  });
+
+  it('removes its spool when the peer went away before the first byte (the body closed unread)', async () => {
+    // The device backup waits behind an exclusive hold, so the snapshot has no first byte while the peer gives up.
+    bare = true;
+    let endHold!: () => void;
+    let entered!: () => void;
+    const inHold = new Promise<void>((r) => (entered = r));
+    const hold = deps.device.barrier.exclusive([], () => (entered(), new Promise<void>((r) => (endHold = r))));
+    await inHold;
+    const sockets = (server as unknown as { sockets: Set<Socket> }).sockets;
+    const peer = leavingGet(server.port, { caPem, ...siteBPem }, '/peer/v1/namespaces/ns1/snapshot');
+    try {
+      const port = await peer.sent;
+      await waitFor(() => spools().length === 1, 'the snapshot to start spooling');
+      peer.leave();
+      await waitFor(() => ![...sockets].some((s) => s.remotePort === port), 'the server to see the peer gone');
+      endHold();
+      await hold;
+      await lastDone;
+      await waitFor(() => spools().length === 0, 'the spool to be removed', 3_000).catch(() => undefined);
+      expect(spools()).toEqual([]);
+    } finally {
+      bare = false;
+      endHold?.();
+      peer.leave();
+    }
   });
 
   it('answers a namespace the device lacks with its error status before any byte', async () => {

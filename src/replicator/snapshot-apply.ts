@@ -352,9 +352,10 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     });
   });
   a.opening.catch(() => undefined);
-  if (!a.tapMerge) await a.opening;
   const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [] }));
   try {
+    // Inside the try: a snapshot that does not open still leaves `early` discarded (its tracker closed, its file removed).
+    if (!a.tapMerge) await a.opening;
     const restored = await mergeAndRestore(a, hold, single);
     const out = new Map<string, PartOutcome>([...a.dropped].map(([ns, error]) => [ns, { ok: false, error }] as const));
     if (!restored) return out;

@@ -1,7 +1,8 @@
 /**
- * Test helpers for clients that are slow on purpose: a TCP connection that never finishes its TLS handshake, and an
- * HTTPS upload that trickles its body. Each resolves when the server closes the connection; none has a time bound of
- * its own (wrap them in a guard), and each can be stopped by the test.
+ * Test helpers for clients that are slow on purpose: a TCP connection that never finishes its TLS handshake, an
+ * HTTPS upload that trickles its body, a request whose client leaves before the answer. The first two resolve when the
+ * server closes the connection; none has a time bound of its own (wrap them in a guard), and each can be stopped by
+ * the test.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -103,4 +104,27 @@ export function guard<T>(p: Promise<T>, what: string, ms = 20_000): Promise<T> {
     p.finally(() => clearTimeout(timer)),
     new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(what)), ms))),
   ]);
+}
+
+export interface LeavingRequest {
+  /** Resolves with the connection's local port once the request went out (find it among the server's sockets). */
+  sent: Promise<number>;
+  /** Cuts the connection: the client leaves without waiting for the answer. */
+  leave(): void;
+}
+
+/**
+ * Sends an HTTPS GET of `path` over mutual TLS and never reads the answer; `leave()` cuts the connection (a peer that
+ * gave up while the server was still preparing its answer).
+ */
+export function leavingGet(port: number, creds: { caPem: string; certPem: string; keyPem: string }, path: string): LeavingRequest {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca: creds.caPem, cert: creds.certPem, key: creds.keyPem, checkServerIdentity: () => undefined });
+  socket.on('error', () => {}); // the test cuts it
+  const sent = new Promise<number>((resolve) =>
+    socket.once('secureConnect', () => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: peer\r\n\r\n`);
+      resolve(socket.localPort!);
+    }),
+  );
+  return { sent, leave: () => socket.destroy() };
 }

@@ -20,6 +20,19 @@ describe('B1 taken while the snapshot downloads', () => {
   /** The next device backup at A (the snapshot B's sync asks for) waits until released. */
   const holdBackupAtA = (): RequestHold => sim('a').hold({ method: 'POST', path: /\/system\/backup$/ });
   const earlyFiles = async () => (await readdir(lab.site('b').daemon!.ctx.work.work)).filter((f) => f.startsWith('pre-early'));
+  /**
+   * Starts a sync of alpha at B while A's backup for the snapshot is held (`hold`), and waits for B's early B1 (the
+   * simulator counts a backup once it has taken its consistent copy). `between` runs once A's backup is held.
+   */
+  const syncWithEarlyB1 = async (hold: RequestHold, between?: () => Promise<void>) => {
+    const before = sim('b').backups;
+    const sync = lab.site('b').daemon!.syncer.sync('alpha', { actor: 'test' });
+    sync.catch(() => undefined);
+    await hold.waitFor(1);
+    await between?.();
+    await eventually(() => sim('b').backups > before, 10_000, "B's own backup while A's is held");
+    return { sync, before };
+  };
 
   beforeAll(async () => {
     lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'b' }], gateway: true });
@@ -41,10 +54,7 @@ describe('B1 taken while the snapshot downloads', () => {
     await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'a2', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
     const hold = holdBackupAtA();
     try {
-      const before = sim('b').backups;
-      const sync = b.syncer.sync('alpha', { actor: 'test' });
-      await hold.waitFor(1);
-      await eventually(() => sim('b').backups > before, 10_000, "B's own backup while A's is held");
+      const { sync, before } = await syncWithEarlyB1(hold);
       expect(b.ctx.barrier.tracking).toBe(true);
       hold.close();
       expect(await sync).toMatchObject({ outcome: 'applied', remerges: 0, heldMerge: false });
@@ -65,11 +75,8 @@ describe('B1 taken while the snapshot downloads', () => {
     const replaysBefore = await replays();
     const hold = holdBackupAtA();
     try {
-      const before = sim('b').backups;
-      const sync = b.syncer.sync('alpha', { actor: 'test' });
-      await hold.waitFor(1);
-      // The simulator counts a backup once it has taken its consistent copy: the import below is not in B1.
-      await eventually(() => sim('b').backups > before, 10_000, "B's own backup while A's is held");
+      // B1 is taken (its consistent copy): the import below is not in it.
+      const { sync } = await syncWithEarlyB1(hold);
       await use(betaAdmin(), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'raced-early'));
       hold.close();
       const r = await sync;
@@ -94,12 +101,10 @@ describe('B1 taken while the snapshot downloads', () => {
     try {
       const write = use(betaAdmin(), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), 'before-sync'));
       await importHold.waitFor(1);
-      const before = sim('b').backups;
-      const sync = b.syncer.sync('alpha', { actor: 'test' });
-      await hold.waitFor(1);
-      importHold.close();
-      await write;
-      await eventually(() => sim('b').backups > before, 10_000, "B's own backup while A's is held");
+      const { sync } = await syncWithEarlyB1(hold, async () => {
+        importHold.close();
+        await write;
+      });
       hold.close();
       expect(await sync).toMatchObject({ outcome: 'applied', remerges: 0, heldMerge: false });
       await b.syncer.drain();
@@ -114,11 +119,7 @@ describe('B1 taken while the snapshot downloads', () => {
     const b = lab.site('b').daemon!;
     const hold = holdBackupAtA();
     try {
-      const before = sim('b').backups;
-      const sync = b.syncer.sync('alpha', { actor: 'test' });
-      sync.catch(() => undefined);
-      await hold.waitFor(1);
-      await eventually(() => sim('b').backups > before, 10_000, "B's own backup while A's is held");
+      const { sync } = await syncWithEarlyB1(hold);
       // A's NetHSM is Locked when the held backup goes on: A cannot serve the snapshot, B's download fails.
       await use(lab.site('a').client(), (c) => c.lock());
       hold.close();

@@ -8,6 +8,9 @@ import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { Device } from '../../src/replicator/device.js';
 import { applySnapshot, applySnapshots, type ApplyDeps, type ApplyPhase } from '../../src/replicator/snapshot-apply.js';
 import { checkSnapshot } from '../../src/replicator/snapshot-check.js';
+import { EarlyBackup } from '../../src/replicator/early-backup.js';
+import { silentLogger } from '../../src/log.js';
+import { eventually } from './stream-helpers.js';
 import { use } from '../helpers/clients.js';
 import { snapshotAndDeps as snapshotAt } from '../helpers/snapshot-deps.js';
 
@@ -198,6 +201,26 @@ describe('sync guards at the replica', () => {
     const own = await checkSnapshot(again.file, deps.snapshotOpen, 'alpha', { pathsOnly: true });
     const ok = await applySnapshots(shared, [{ namespace: 'alpha', snapshotFile: again.file, replicationUserId, opened: own.contents }]);
     expect(ok.get('alpha')!.ok).toBe(true);
+  });
+
+  // applySnapshots owns the early B1 it is given (used, or discarded) whatever happens. Before: a part that checks the
+  // device's copy first (`refuse`) whose snapshot did not open threw before that ownership began, so the B1's write
+  // tracker stayed open for good (every later write listed in it) and its file stayed in work/. The daemon hands such
+  // a part the check made as it downloaded, which opens as it did then; shown here with another namespace's check.
+  it("discards the early B1 it was given when a part's snapshot does not open before the merge", async () => {
+    const b = lab.site('b').daemon!;
+    const earlyFiles = async () => (await readdir(b.ctx.work.work)).filter((f) => f.startsWith('pre-early'));
+    const { file, deps } = await snapshotAndDeps();
+    const gamma = await snapshotAt(lab, {}, { namespace: 'gamma' });
+    const other = await checkSnapshot(gamma.file, deps.snapshotOpen, 'gamma', { pathsOnly: true });
+    const { replicationUserId, ...shared } = deps;
+    const early = EarlyBackup.start(b.ctx.device, b.ctx.work, silentLogger);
+    await eventually(() => b.ctx.barrier.tracking, 10_000, 'the early B1 to track writes');
+    const part = { namespace: 'alpha', snapshotFile: file, replicationUserId, opened: other.contents, options: { onExisting: 'refuse' as const } };
+    await expect(applySnapshots(shared, [part], early)).rejects.toThrow(/not a namespace backup of alpha/);
+    await eventually(async () => !b.ctx.barrier.tracking && (await earlyFiles()).length === 0, 5_000, 'the early B1 discarded').catch(() => undefined);
+    expect(b.ctx.barrier.tracking).toBe(false);
+    expect(await earlyFiles()).toEqual([]);
   });
 
   it('refuses a snapshot under another replication passphrase before touching the device', async () => {
