@@ -813,7 +813,9 @@ function describeRewind(r) {
   const m = r.ms;
   return (
     `gamma rewound ${r.regained - r.rewoundTo} changes (${r.applied} erased, made again; ${r.present} still there): ` +
-    `after the rewind reconnected +${m.reconnected} ms, first admitted (the hold's end) +${m.admitted}, first record +${m.firstRecord}, position regained +${m.regained} (the adaptive apply limit at the rewind ${r.applyLimit?.atRewind}, at the regain ${r.applyLimit?.atRegain})`
+    `after the rewind reconnected +${m.reconnected} ms, first admitted (the hold's end) +${m.admitted}, ` +
+    (m.firstEffect === undefined ? '' : `first effect on the device +${m.firstEffect} (it took ${m.firstEffectMs} ms, its envelope unwrap ${m.firstUnwrapMs ?? '–'}), first new change on the device +${m.firstNew}, `) +
+    `first record +${m.firstRecord}, position regained +${m.regained} (the adaptive apply limit at the rewind ${r.applyLimit?.atRewind}, at the regain ${r.applyLimit?.atRegain})`
   );
 }
 

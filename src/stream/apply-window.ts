@@ -80,8 +80,12 @@ export interface ApplyWindowOptions {
   readAheadRoom?: number;
   /** Changes admitted under one hold of the lock before the window drains and lets waiters in (when any wait). */
   holdBound?: number;
-  /** Called when a change's effect is on the device (applied or found present), before its record, in any order. */
-  reached?(line: ChangeLine): void;
+  /**
+   * Called when a change's effect is on the device (applied or found present), before its record, in any order; `ms`:
+   * how long the effect took from its start (the unwrap, the device calls), `unwrapMs` the unwrap's part (imports
+   * that opened their envelope).
+   */
+  reached?(line: ChangeLine, ms: number, unwrapMs: number | undefined): void;
   /** Called after each change is recorded (metrics, gauges). */
   recorded(line: ChangeLine, outcome: 'applied' | 'present' | 'duplicate'): void;
   /**
@@ -289,7 +293,7 @@ export class ApplyWindow {
     void effect.then(
       (e) => {
         effectEnded(false);
-        if (e.outcome !== 'catchup') this.#o.reached?.(line);
+        if (e.outcome !== 'catchup') this.#o.reached?.(line, performance.now() - started, e.unwrapMs);
       },
       (err: unknown) => effectEnded(isRetryable(err)),
     );

@@ -333,7 +333,10 @@ export class NamespacePuller {
       size: this.#windowLimit(),
       // While it reads ahead, new changes may use the whole pool beyond the re-applied span's room (a fixed size stays).
       readAheadRoom: typeof this.#limit === 'number' ? this.#limit : this.#maxWindow,
-      reached: (line) => this.#reached(line),
+      reached: (line, ms, unwrapMs) => {
+        this.#rewind?.reached(line.seq, ms, this.#clock.now(), unwrapMs);
+        this.#reached(line);
+      },
       recorded: (line, outcome) => {
         held?.recorded(line.seq, outcome);
         this.#recorded(peer.name, line.seq, outcome);
@@ -416,7 +419,9 @@ export class NamespacePuller {
         const ticket = new StreamApplyTicket(ns, peer.name);
         const apply = async () => {
           this.#rewind?.admitted(this.#clock.now());
+          const started = performance.now();
           const r = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line));
+          if (r.outcome === 'applied' || r.outcome === 'present') this.#rewind?.reached(line.seq, performance.now() - started, this.#clock.now(), undefined);
           // Set before the hold ends; a catch-up or a throw leaves it `unknown`.
           if (r.outcome !== 'catchup') ticket.recorded(line.seq, r.outcome);
           return r;
