@@ -24,9 +24,10 @@
  * when it is full.
  *
  * Read-ahead (`queue`, used while a stream applies again what a restore erased): an import may be admitted without
- * waiting for device room. It is queued, not started: a queued change starts when fewer than `size` effects are at the
- * device and no `add` waits for room, so the changes added meanwhile (`add`, the new ones) start first, with room up to
- * `readAheadRoom` (the NetHSM client's pool) while read-ahead changes are in the window. Records still go strictly in
+ * waiting for device room. It is queued, not started: queued changes start (once the lines already received are
+ * admitted) while fewer than `size` of them are at the device and no `add` waits for room, so the changes added
+ * meanwhile (`add`, the new ones) start first, with the room beyond the queued ones' up to `readAheadRoom` (the NetHSM
+ * client's pool) while read-ahead changes are in the window. Records still go strictly in
  * stream order, so a new change's record waits for every queued change before it. The contract for queued changes:
  * - a barrier drain (`drain()`) starts them all, as room frees, and waits for them: the next change applies after them;
  * - a failure, a drain to let another holder in (`yieldWanted`, `holdBound`) and `abandon()` drop them instead: a
@@ -150,6 +151,10 @@ export class ApplyWindow {
   #queue: Slot[] = [];
   /** Read-ahead changes whose effect has not ended (queued or at the device): while any, `add` has readAheadRoom. */
   #readAhead = 0;
+  /** Read-ahead changes at the device: at most `size` (the span's room; new changes get the rest of readAheadRoom). */
+  #readAheadAtDevice = 0;
+  /** A #pumpSoon is pending. */
+  #pumpScheduled = false;
 
   constructor(o: ApplyWindowOptions) {
     this.#o = o;
@@ -243,7 +248,7 @@ export class ApplyWindow {
     if (readAhead) {
       this.#readAhead++;
       this.#queue.push(slot);
-      this.#pump();
+      this.#pumpSoon();
     }
     // Drop the slot once recorded, so `accepts` and the room count see only changes in flight; an empty window gives
     // the lock up at once (a stream idle after a burst must not keep snapshot syncs waiting).
@@ -265,7 +270,7 @@ export class ApplyWindow {
    */
   async #room(readAhead: boolean): Promise<void> {
     for (;;) {
-      const room = this.#readAhead > 0 ? Math.max(this.size, this.#o.readAheadRoom ?? 0) : this.size;
+      const room = this.#readAhead > 0 ? this.#readAheadRoom() : this.size;
       const deviceFull = !readAhead && this.#atDevice >= room;
       const backlog = readAhead ? this.#slots.length >= READ_AHEAD_MAX : this.#slots.filter((s) => !s.readAhead).length >= RECORD_BACKLOG * room;
       if (!deviceFull && !backlog) return;
@@ -275,15 +280,24 @@ export class ApplyWindow {
     }
   }
 
+  /** Effects at the device at most while read-ahead changes are in the window. */
+  #readAheadRoom(): number {
+    return Math.max(this.size, this.#o.readAheadRoom ?? 0);
+  }
+
   /** Starts `line`'s effect now (it counts at the device until it ends) and returns it. */
   #start(line: Extract<ChangeLine, { kind: 'key-imported' }>, readAhead: boolean): Promise<Effect> {
     const started = performance.now();
     const effect = makeEffect(this.#o.deps, this.#o.namespace, line);
     const limit = typeof this.#o.size === 'number' ? undefined : this.#o.size;
     this.#atDevice++;
+    if (readAhead) this.#readAheadAtDevice++;
     const effectEnded = (failed: boolean) => {
       this.#atDevice--;
-      if (readAhead) this.#readAhead--;
+      if (readAhead) {
+        this.#readAhead--;
+        this.#readAheadAtDevice--;
+      }
       limit?.sample(performance.now() - started, failed);
       // An add() waiting for room gets it before a queued change (new changes first); the queue takes the next.
       const waiting = this.#roomWaiters.length > 0;
@@ -301,17 +315,32 @@ export class ApplyWindow {
   }
 
   /**
-   * Starts queued changes while fewer than `size` effects are at the device and no add() waits for room. When another
+   * Starts queued changes while fewer than `size` of them are at the device (within readAheadRoom in all) and no add()
+   * waits for room. When another
    * holder wants in (mustLetGo) it starts none and drops the queue instead: the window fails with ReadAheadDropped.
    */
   #pump(): void {
-    while (this.#queue.length > 0 && this.#failure === undefined && this.#atDevice < this.size && this.#roomWaiters.length === 0) {
+    while (this.#queue.length > 0 && this.#failure === undefined && this.#readAheadAtDevice < this.size && this.#atDevice < this.#readAheadRoom() && this.#roomWaiters.length === 0) {
       if (this.#mustLetGo()) {
         this.#fail(new ReadAheadDropped(this.#o.yieldWanted?.() ? 'an exclusive device hold waits' : 'a caller waits for the namespace lock'));
         return;
       }
       this.#queue.shift()!.start!();
     }
+  }
+
+  /**
+   * Pumps once the lines already received are admitted (setImmediate runs after this turn's I/O callbacks): after a
+   * hold, the stream's buffer holds the span and then the new changes that came meanwhile, and pumping at once gave the
+   * span the device's (and the pool's warm connections') first turn. The queue still starts at every effect's end.
+   */
+  #pumpSoon(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    setImmediate(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
   }
 
   /** Another holder wants in: an exclusive device hold waits (yieldWanted), or a lock waiter after `holdBound` changes. */
