@@ -299,10 +299,11 @@ export class ApplyWindow {
         this.#readAheadAtDevice--;
       }
       limit?.sample(performance.now() - started, failed);
-      // An add() waiting for room gets it before a queued change (new changes first); the queue takes the next.
+      // An add() waiting for room gets it before a queued change (new changes first): the queue is pumped after it ran.
       const waiting = this.#roomWaiters.length > 0;
       for (const wake of this.#roomWaiters.splice(0)) wake();
-      if (!waiting) this.#pump();
+      if (waiting) this.#pumpSoon();
+      else this.#pump();
     };
     void effect.then(
       (e) => {
