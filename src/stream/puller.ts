@@ -459,7 +459,8 @@ export class NamespacePuller {
    * The window's size: the adaptive limit, but while the stream applies again what a restore erased (from a rewind
    * until the position is back where it was) never below DEFAULT_APPLY_CONCURRENCY (within the pool). That backlog is
    * certain and of distinct keys this device took moments before, and the limit may have been learnt small from a
-   * stream that never filled it; new changes wait behind the backlog. A fixed `applyConcurrency` is kept as it is.
+   * stream that never filled it; new changes are started beside it (read-ahead: readAheadRoom) but recorded after it.
+   * A fixed `applyConcurrency` is kept as it is.
    */
   #windowLimit(): number | WindowLimit {
     const limit = this.#limit;
