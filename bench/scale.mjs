@@ -20,7 +20,9 @@
 //           (the longest busy write that overlapped the sync; stream: the stand-still, below) and hold / raw restore,
 //           the writes made during the sync and how many failed, acknowledged keys missing at B's NetHSM afterwards
 //           (lost), and from daemon B's log whether the sync took the held sequence.
-//           The stream stand-still: B's gamma position (its `status`, polled every 25 ms) marks a new change on B's
+//           The stream stand-still: B's gamma `onDevice` (its `status`, polled every 25 ms: the highest change whose
+//           effect reached B's NetHSM; a daemon without the field: the position, which then trails the device by at most
+//           a record's group commit) marks a new change on B's
 //           device when it shows a seq above every seq it showed before; the stand-still is the longest time between
 //           two such marks that overlaps the sync. A merge-restore of alpha whose restore erases gamma's changes applied
 //           during its backup and merge moves gamma's position back (the rewind) and the stream applies them again
@@ -28,7 +30,9 @@
 //           stand-still runs from the last new change before the hold to the first change past the position the
 //           rewind started from (the hold + the re-apply of the erased span + one apply). Until 2026-11-29 19:30 any
 //           move of the position ended a stand-still, so the climb counted as progress and the figure was about the
-//           hold alone (still printed: "any move of the position"). From daemon B's log the round line also prints the
+//           hold alone (still printed: "any move of the position"). Since 2026-11-29 21:45 new changes may reach the
+//           device before the erased span's records (read-ahead, docs/streaming.md "Rewind"), so the stand-still by the
+//           recorded position is printed beside it ("by the recorded position"). From daemon B's log the round line also prints the
 //           rewind's parts (src/stream/rewind-trace.ts): how many changes were re-read, erased and made again, and when
 //           (ms after the rewind) the stream reconnected, was first admitted (the hold's end), first recorded and
 //           regained its position. --keep also writes each round's polled positions and writes (trace-*.json).
@@ -645,10 +649,12 @@ function watchPosition(site, ns) {
   const run = (async () => {
     let last = -1;
     while (!stopped) {
-      const seq = (await nsStatus(site, ns))?.stream?.position?.seq ?? -1;
+      const stream = (await nsStatus(site, ns))?.stream;
+      const seq = stream?.position?.seq ?? -1;
       const t = performance.now();
       if (seq !== last) moves.push(t);
-      samples.push({ t: Date.now(), p: t, seq });
+      // `dev`: the highest change whose effect reached B's device (status `onDevice`; a daemon without it: the position).
+      samples.push({ t: Date.now(), p: t, seq, dev: stream?.onDevice?.seq ?? seq });
       last = seq;
       await sleep(25);
     }
@@ -668,13 +674,13 @@ function watchPosition(site, ns) {
  * change on B's device. A position moved back (a rewind) and climbing again over changes it showed before is not one:
  * those are changes the restore erased, made again.
  */
-function newHighs(samples) {
+function newHighs(samples, key = 'dev') {
   const highs = [];
   let high = -Infinity;
   for (const x of samples) {
-    if (x.seq > high) {
+    if (x[key] > high) {
       if (high !== -Infinity) highs.push(x.p);
-      high = x.seq;
+      high = x[key];
     }
   }
   return highs;
@@ -769,11 +775,15 @@ async function syncRound(env, tag) {
   let lat = during.map((w) => w.s1 - w.s0);
   let before = writes.filter((w) => w.s1 < t0).map((w) => w.s1 - w.s0);
   let moveMax;
+  let recordMax;
   if (position) {
     // The stand-still: the longest time between two new changes on B's device (newHighs) that overlaps the sync.
     const gapsOf = (ts) => ts.slice(1).map((m, j) => [ts[j], m]);
     const gaps = gapsOf(newHighs(position.samples));
     lat = gaps.filter(([a, b]) => overlaps(a, b)).map(([a, b]) => b - a);
+    // The same measured on the stored position (new changes recorded, which go in order behind the erased span).
+    const recorded = gapsOf(newHighs(position.samples, 'seq')).filter(([a, b]) => overlaps(a, b)).map(([a, b]) => b - a);
+    recordMax = recorded.length ? Math.max(...recorded) : NaN;
     before = gaps.filter(([, b]) => b < t0).map(([a, b]) => b - a);
     // The measure before: any move of the position, back or forth, ended a stand-still (a rewind and the climb over the
     // erased changes counted as progress). Kept for comparison with older figures.
@@ -793,7 +803,7 @@ async function syncRound(env, tag) {
     lost: lost?.length,
     lostSample: lost?.slice(0, 5) ?? [],
     held,
-    ...(position ? { moveMax, rewind } : {}),
+    ...(position ? { moveMax, recordMax, rewind } : {}),
   };
 }
 
@@ -803,7 +813,9 @@ function describeRewind(r) {
   const m = r.ms;
   return (
     `gamma rewound ${r.regained - r.rewoundTo} changes (${r.applied} erased, made again; ${r.present} still there): ` +
-    `after the rewind reconnected +${m.reconnected} ms, first admitted (the hold's end) +${m.admitted}, first record +${m.firstRecord}, position regained +${m.regained} (the adaptive apply limit at the rewind ${r.applyLimit?.atRewind}, at the regain ${r.applyLimit?.atRegain})`
+    `after the rewind reconnected +${m.reconnected} ms, first admitted (the hold's end) +${m.admitted}, ` +
+    (m.firstEffect === undefined ? '' : `first effect on the device +${m.firstEffect} (it took ${m.firstEffectMs} ms, its envelope unwrap ${m.firstUnwrapMs ?? '–'}), first new change on the device +${m.firstNew}, `) +
+    `first record +${m.firstRecord}, position regained +${m.regained} (the adaptive apply limit at the rewind ${r.applyLimit?.atRewind}, at the regain ${r.applyLimit?.atRegain})`
   );
 }
 
@@ -850,7 +862,7 @@ async function measureSync(env) {
         (BUSY === 'none'
           ? 'no load; '
           : `hold ${s.probeMax.toFixed(0)} ms = ${(s.probeMax / raw.restoreB).toFixed(2)} × raw restore = ${(s.probeMax / lr.restoreB).toFixed(2)} × raw restore under load (p50 before the sync ${s.probeP50Before.toFixed(0)} ms); `) +
-        (s.rewind ? `${describeRewind(s.rewind)}; any move of the position (the measure before) ${s.moveMax.toFixed(0)} ms; ` : '') +
+        (s.rewind ? `${describeRewind(s.rewind)}; by the recorded position ${s.recordMax.toFixed(0)} ms = ${(s.recordMax / raw.restoreB).toFixed(2)} × raw restore; any move of the position (the measure before) ${s.moveMax.toFixed(0)} ms; ` : '') +
         `writes during the sync ${s.probes} (failed ${s.failedDuring}; in the round ${s.writesTotal}, failed ${s.probeFailures}, lost ${s.lost ?? '–'}); held sequence: ${s.held.how}` +
         (s.errors.length ? `; errors: ${s.errors.join(' | ')}` : '') +
         (s.lost > 0 ? `; lost e.g. ${s.lostSample.join(', ')}` : ''),

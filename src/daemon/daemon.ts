@@ -247,6 +247,7 @@ export class Daemon {
       return {
         state: s.state,
         position: s.position,
+        onDevice: s.onDevice,
         head: s.head,
         changesBehind: s.changesBehind,
         lagSeconds: s.lagSeconds,

@@ -90,6 +90,12 @@ export interface StreamStatusView {
   state: 'idle' | 'connecting' | 'streaming' | 'catching-up' | 'waiting';
   /** Replica: the position applied; primary: the change log's head. */
   position: { epoch: number; seq: number } | null;
+  /**
+   * Replica: the highest change whose effect reached this site's NetHSM since the position last moved back; ahead of
+   * `position` while effects wait for their in-order records (docs/streaming.md, "Rewind"). Primary: the head. Null
+   * before the stream connected; absent from older daemons.
+   */
+  onDevice?: { epoch: number; seq: number } | null;
   /** Replica: the primary's head at the last heartbeat. */
   head: { epoch: number; seq: number } | null;
   changesBehind: number | null;

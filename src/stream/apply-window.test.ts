@@ -13,7 +13,7 @@ import { StateStore } from '../state/store.js';
 import { Mutex } from '../util/mutex.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import type { ApplyDeps } from './apply.js';
-import { ApplyWindow, CatchupNeeded, RECORD_LINGER_MS, type WindowLimit } from './apply-window.js';
+import { ApplyWindow, CatchupNeeded, ReadAheadDropped, RECORD_LINGER_MS, type WindowLimit } from './apply-window.js';
 import type { ChangeLine } from './protocol.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
@@ -191,5 +191,54 @@ describe('apply window', () => {
     await window.drain();
     expect(order).toEqual(['record 1', 'record 2', 'record 3', 'record 4', 'waiter', 'record 5']);
     store.close();
+  });
+  // Read-ahead (a rewind's re-apply): queued imports that have not started are dropped when the owner stops, never
+  // started later (e.g. inside the exclusive hold of a merge-restore that cut the stream); the records before the first
+  // dropped one are made, none after it. Before read-ahead there was no queue: every admitted import had started.
+  it('drops queued read-ahead imports on abandon: none starts, nothing from the first dropped one is recorded', async () => {
+    const { store, lock, window, applied, seen } = setup(2);
+    const held = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/p[1-5]$/ });
+    try {
+      for (const [i, id] of ['p1', 'p2', 'p3', 'p4', 'p5'].entries()) await window.queue(imported(i + 1, id));
+      await held.waitFor(2); // the window's size: p3..p5 queued
+      const abandoned = window.abandon();
+      held.release();
+      await abandoned;
+      expect(held.caught()).toBe(2);
+      expect(seen).toEqual(['1:present', '2:present']);
+      expect(applied().map((r) => r.seq)).toEqual([1, 2]);
+      expect(store.positions.get('ns', 'a')?.seq).toBe(2);
+      expect(lock.busy).toBe(false);
+      await window.drain(); // empty and reusable: nothing left to report
+    } finally {
+      held.close();
+      store.close();
+    }
+  });
+
+  it('starts a barrier drain\'s queued imports and records them all; a later add fails the window if it must let an exclusive holder in', async () => {
+    const { store, window, applied } = setup(2);
+    for (const [i, id] of ['p1', 'p2', 'p3', 'p4'].entries()) await window.queue(imported(i + 1, id));
+    await window.drain();
+    expect(applied().map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+    // An exclusive holder waits while read-ahead imports are queued: the window drops them rather than start them.
+    let wanted = false;
+    const lock = new Mutex();
+    const w2 = new ApplyWindow({ deps: { site: 'b', store, client: () => admin, transportKey: () => undefined }, namespace: 'ns', source: 'a', lock, size: 2, yieldWanted: () => wanted, recorded: () => undefined });
+    const held = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/p[1-5]$/ });
+    try {
+      for (const [i, id] of ['p5', 'p1', 'p2', 'p3'].entries()) await w2.queue(imported(i + 5, id));
+      await held.waitFor(2); // 5 and 6 at the device (the size is 2); 7 and 8 queued
+      wanted = true;
+      const next = w2.queue(imported(9, 'p4'));
+      held.release();
+      await expect(next).rejects.toBeInstanceOf(ReadAheadDropped);
+      expect(held.caught()).toBe(2); // 7 and 8 never started
+      expect(store.positions.get('ns', 'a')?.seq).toBe(6);
+      expect(lock.busy).toBe(false);
+    } finally {
+      held.close();
+      store.close();
+    }
   });
 });

@@ -23,6 +23,21 @@
  * times its unloaded latency, bounded by the NetHSM client's pool); the window reports each import's latency to it and
  * when it is full.
  *
+ * Read-ahead (`queue`, used while a stream applies again what a restore erased): an import may be admitted without
+ * waiting for device room. It is queued, not started: queued changes start (once the lines already received are
+ * admitted) while fewer than `size` of them are at the device and no `add` waits for room, so the changes added
+ * meanwhile (`add`, the new ones) start first, with the room beyond the queued ones' up to `readAheadRoom` (the NetHSM
+ * client's pool) while read-ahead changes are in the window. Records still go strictly in
+ * stream order, so a new change's record waits for every queued change before it. The contract for queued changes:
+ * - a barrier drain (`drain()`) starts them all, as room frees, and waits for them: the next change applies after them;
+ * - a failure, a drain to let another holder in (`yieldWanted`, `holdBound`) and `abandon()` drop them instead: a
+ *   dropped change is never started (its effect cannot begin later, inside another holder's device hold), and neither
+ *   it nor any later change is recorded. The window fails with `ReadAheadDropped` (its owner reconnects from the
+ *   stored position, which is at or before the first dropped change, and reads them again); the effects of later
+ *   changes that did reach the device are found present then, as after any failure;
+ * - the queue is bounded by READ_AHEAD_MAX changes in the window (memory): `queue` waits for the earliest to be
+ *   recorded beyond that.
+ *
  * While the window is not empty it holds, in the lock order (docs/concurrency.md), a shared hold of the device barrier
  * (`admit`, which also checks the stream's fencing token) and then the namespace's lock. It gives both up when it
  * empties, after `holdBound` changes when another caller waits for the lock, and as soon as an exclusive device hold
@@ -31,7 +46,7 @@
  */
 import { isRetryable } from '../errors.js';
 import type { Mutex } from '../util/mutex.js';
-import { admitChange, makeEffect, recordNext, type ApplyDeps } from './apply.js';
+import { admitChange, makeEffect, recordNext, type ApplyDeps, type Effect } from './apply.js';
 import type { ChangeLine } from './protocol.js';
 
 /** A change of the window needs a snapshot (e.g. no transport key here): nothing from it on was recorded. */
@@ -59,8 +74,19 @@ export interface ApplyWindowOptions {
   yieldWanted?: () => boolean;
   /** Imports in flight at most: a fixed number (1: the window takes no import), or an adaptive limit. */
   size: number | WindowLimit;
+  /**
+   * Effects at the device at most while read-ahead changes are in the window: `add` gets the room beyond the queued
+   * changes' `size` up to this (the NetHSM client's pool). Default (and never below) `size`.
+   */
+  readAheadRoom?: number;
   /** Changes admitted under one hold of the lock before the window drains and lets waiters in (when any wait). */
   holdBound?: number;
+  /**
+   * Called when a change's effect is on the device (applied or found present), before its record, in any order; `ms`:
+   * how long the effect took from its start (the unwrap, the device calls), `unwrapMs` the unwrap's part (imports
+   * that opened their envelope).
+   */
+  reached?(line: ChangeLine, ms: number, unwrapMs: number | undefined): void;
   /** Called after each change is recorded (metrics, gauges). */
   recorded(line: ChangeLine, outcome: 'applied' | 'present' | 'duplicate'): void;
   /**
@@ -71,8 +97,24 @@ export interface ApplyWindowOptions {
   failed?(err: unknown): void;
 }
 
+/**
+ * The window dropped read-ahead changes it had not started (an exclusive device hold or a waiter for the namespace's
+ * lock wants in, or the owner abandoned the window): nothing from the first of them on was recorded. Not a failure of
+ * any change: the owner reconnects from the stored position at once.
+ */
+export class ReadAheadDropped extends Error {
+  constructor(readonly reason: string) {
+    super(`read-ahead stream changes dropped before they started (${reason}); reconnecting from the stored position`);
+  }
+}
+
 interface Slot {
   keyId: string;
+  /** Admitted by `queue` (read ahead), not `add`. */
+  readAhead: boolean;
+  /** While queued (read ahead, not started): starts the effect now, or drops it (it never starts). */
+  start?: () => void;
+  drop?: (err: Error) => void;
   /** Settles when the change is recorded (or fails, or an earlier one failed). */
   done: Promise<void>;
   /** Settles when the device effect has ended, whatever the outcome. */
@@ -87,6 +129,11 @@ const RECORD_BACKLOG = 4;
  * record but the lag (its room in the window went to the next import when its effect ended), so it may wait this long.
  */
 export const RECORD_LINGER_MS = 20;
+/**
+ * Changes in the window at most while it reads ahead (`queue`). Bounds memory: an import line with its envelope is a
+ * few KB, so about 4 MB; an erased span is the stream's rate times a sync's backup and merge (50–170 changes at 50/s).
+ */
+export const READ_AHEAD_MAX = 1024;
 
 export class ApplyWindow {
   readonly #o: ApplyWindowOptions;
@@ -98,8 +145,16 @@ export class ApplyWindow {
   #failure: unknown;
   /** Effects started and not ended: what loads the device. */
   #atDevice = 0;
-  /** add() calls waiting for an effect to end. */
+  /** add() calls (and a flushing drain) waiting for an effect to end. */
   #roomWaiters: (() => void)[] = [];
+  /** Read-ahead changes admitted and not started, in stream order. */
+  #queue: Slot[] = [];
+  /** Read-ahead changes whose effect has not ended (queued or at the device): while any, `add` has readAheadRoom. */
+  #readAhead = 0;
+  /** Read-ahead changes at the device: at most `size` (the span's room; new changes get the rest of readAheadRoom). */
+  #readAheadAtDevice = 0;
+  /** A #pumpSoon is pending. */
+  #pumpScheduled = false;
 
   constructor(o: ApplyWindowOptions) {
     this.#o = o;
@@ -127,20 +182,24 @@ export class ApplyWindow {
    * of the window (after draining), or what admitChange throws (stale epoch, gap) after draining.
    */
   async add(line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<void> {
+    await this.#admit(line, false);
+  }
+
+  /**
+   * Admits an import read ahead (accepts(line) must hold): queued without waiting for device room, started when room
+   * frees and no `add` waits for it (see the class's contract). Waits only while READ_AHEAD_MAX changes are in the
+   * window. Throws as `add` does, and ReadAheadDropped when it had to drop queued changes to let another holder in.
+   */
+  async queue(line: Extract<ChangeLine, { kind: 'key-imported' }>): Promise<void> {
+    await this.#admit(line, true);
+  }
+
+  async #admit(line: Extract<ChangeLine, { kind: 'key-imported' }>, readAhead: boolean): Promise<void> {
     if (this.#failure !== undefined) await this.drain();
     // Give the lock up after `holdBound` changes only when someone waits for it: draining costs the device a whole
     // window's latency idle (measured: a few per cent of a replica's throughput at one drain per 256 changes).
-    const bound = this.#held >= (this.#o.holdBound ?? 256) && this.#o.lock.waiting > 0;
-    if (bound || (this.#release && this.#o.yieldWanted?.())) await this.drain();
-    // Room: at most `size` effects at the device. A change whose effect ended and whose record waits for its group
-    // commit no longer loads the device, but at most RECORD_BACKLOG × size changes may be unrecorded. A recorded slot
-    // leaves #slots by itself (below); a failed one stays until the drain.
-    while (this.#atDevice >= this.size || this.#slots.length >= RECORD_BACKLOG * this.size) {
-      const deviceFull = this.#atDevice >= this.size;
-      if (deviceFull && typeof this.#o.size !== 'number') this.#o.size.full();
-      await (deviceFull ? new Promise<void>((wake) => this.#roomWaiters.push(wake)) : this.#slots[0]!.done.catch(() => undefined));
-      if (this.#failure !== undefined) await this.drain();
-    }
+    if (this.#mustLetGo()) await this.#letGo();
+    await this.#room(readAhead);
     if (!this.#release) this.#release = await this.#hold();
     const { deps, namespace, source } = this.#o;
     let verdict: 'duplicate' | 'go';
@@ -158,18 +217,17 @@ export class ApplyWindow {
       if (this.#slots.length === 0) this.#idle();
       return;
     }
-    const started = performance.now();
-    const effect = makeEffect(deps, namespace, line);
-    const limit = typeof this.#o.size === 'number' ? undefined : this.#o.size;
-    this.#atDevice++;
-    const effectEnded = (failed: boolean) => {
-      this.#atDevice--;
-      limit?.sample(performance.now() - started, failed);
-      for (const wake of this.#roomWaiters.splice(0)) wake();
-    };
-    const settled = effect.then(
-      () => effectEnded(false),
-      (err: unknown) => effectEnded(isRetryable(err)),
+    const slot: Slot = { keyId: line.keyId, readAhead, done: Promise.resolve(), settled: Promise.resolve() };
+    // A read-ahead change's effect is a promise its start() resolves with the effect it then begins (or drop() rejects).
+    const effect: Promise<Effect> = readAhead
+      ? new Promise<Effect>((resolve, reject) => {
+          slot.start = () => resolve(this.#start(line, true));
+          slot.drop = reject;
+        })
+      : this.#start(line, false);
+    slot.settled = effect.then(
+      () => undefined,
+      () => undefined,
     );
     // `queued`: this change's record is in the group-commit queue, after its predecessor's (the order of records);
     // `done`: it is committed. A failure of either is the window's failure, and no later change is recorded after it.
@@ -184,9 +242,14 @@ export class ApplyWindow {
     });
     const done = queued.then(() => committed);
     done.catch((err: unknown) => this.#fail(err));
+    slot.done = done;
     this.#tail = queued;
-    const slot: Slot = { keyId: line.keyId, done, settled };
     this.#slots.push(slot);
+    if (readAhead) {
+      this.#readAhead++;
+      this.#queue.push(slot);
+      this.#pumpSoon();
+    }
     // Drop the slot once recorded, so `accepts` and the room count see only changes in flight; an empty window gives
     // the lock up at once (a stream idle after a burst must not keep snapshot syncs waiting).
     void done.then(
@@ -199,11 +262,113 @@ export class ApplyWindow {
   }
 
   /**
-   * Waits until every change in flight is recorded or has failed and every device effect has ended, gives the lock
-   * up, and throws the window's first failure (a CatchupNeeded, a NetHSM or envelope error) if there was one.
-   * Idempotent; the window is empty and reusable afterwards.
+   * Waits for room for one more change. Read ahead: at most READ_AHEAD_MAX changes in the window. Otherwise at most
+   * `size` effects at the device (readAheadRoom while read-ahead changes are in the window: the new changes' room beyond
+   * them); a change whose effect ended and whose record waits for its group commit no longer loads the device, but at
+   * most RECORD_BACKLOG × that many changes not read ahead may be unrecorded. A recorded slot leaves #slots by itself; a
+   * failed one stays until the drain.
+   */
+  async #room(readAhead: boolean): Promise<void> {
+    for (;;) {
+      const room = this.#readAhead > 0 ? this.#readAheadRoom() : this.size;
+      const deviceFull = !readAhead && this.#atDevice >= room;
+      const backlog = readAhead ? this.#slots.length >= READ_AHEAD_MAX : this.#slots.filter((s) => !s.readAhead).length >= RECORD_BACKLOG * room;
+      if (!deviceFull && !backlog) return;
+      if (deviceFull && typeof this.#o.size !== 'number') this.#o.size.full();
+      await (deviceFull ? new Promise<void>((wake) => this.#roomWaiters.push(wake)) : this.#slots[0]!.done.catch(() => undefined));
+      if (this.#failure !== undefined) await this.drain();
+    }
+  }
+
+  /** Effects at the device at most while read-ahead changes are in the window. */
+  #readAheadRoom(): number {
+    return Math.max(this.size, this.#o.readAheadRoom ?? 0);
+  }
+
+  /** Starts `line`'s effect now (it counts at the device until it ends) and returns it. */
+  #start(line: Extract<ChangeLine, { kind: 'key-imported' }>, readAhead: boolean): Promise<Effect> {
+    const started = performance.now();
+    const effect = makeEffect(this.#o.deps, this.#o.namespace, line);
+    const limit = typeof this.#o.size === 'number' ? undefined : this.#o.size;
+    this.#atDevice++;
+    if (readAhead) this.#readAheadAtDevice++;
+    const effectEnded = (failed: boolean) => {
+      this.#atDevice--;
+      if (readAhead) {
+        this.#readAhead--;
+        this.#readAheadAtDevice--;
+      }
+      limit?.sample(performance.now() - started, failed);
+      // An add() waiting for room gets it before a queued change (new changes first): the queue is pumped after it ran.
+      const waiting = this.#roomWaiters.length > 0;
+      for (const wake of this.#roomWaiters.splice(0)) wake();
+      if (waiting) this.#pumpSoon();
+      else this.#pump();
+    };
+    void effect.then(
+      (e) => {
+        effectEnded(false);
+        if (e.outcome !== 'catchup') this.#o.reached?.(line, performance.now() - started, e.unwrapMs);
+      },
+      (err: unknown) => effectEnded(isRetryable(err)),
+    );
+    return effect;
+  }
+
+  /**
+   * Starts queued changes while fewer than `size` of them are at the device (within readAheadRoom in all) and no add()
+   * waits for room. When another
+   * holder wants in (mustLetGo) it starts none and drops the queue instead: the window fails with ReadAheadDropped.
+   */
+  #pump(): void {
+    while (this.#queue.length > 0 && this.#failure === undefined && this.#readAheadAtDevice < this.size && this.#atDevice < this.#readAheadRoom() && this.#roomWaiters.length === 0) {
+      if (this.#mustLetGo()) {
+        this.#fail(new ReadAheadDropped(this.#o.yieldWanted?.() ? 'an exclusive device hold waits' : 'a caller waits for the namespace lock'));
+        return;
+      }
+      this.#queue.shift()!.start!();
+    }
+  }
+
+  /**
+   * Pumps once the lines already received are admitted (setImmediate runs after this turn's I/O callbacks): after a
+   * hold, the stream's buffer holds the span and then the new changes that came meanwhile, and pumping at once gave the
+   * span the device's (and the pool's warm connections') first turn. The queue still starts at every effect's end.
+   */
+  #pumpSoon(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    setImmediate(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
+  }
+
+  /** Another holder wants in: an exclusive device hold waits (yieldWanted), or a lock waiter after `holdBound` changes. */
+  #mustLetGo(): boolean {
+    if (!this.#release) return false;
+    return (this.#held >= (this.#o.holdBound ?? 256) && this.#o.lock.waiting > 0) || this.#o.yieldWanted?.() === true;
+  }
+
+  /** Lets another holder in: drains (queued changes are dropped, never started inside its hold) and gives the hold up. */
+  async #letGo(): Promise<void> {
+    if (this.#queue.length > 0) this.#fail(new ReadAheadDropped(this.#o.yieldWanted?.() ? 'an exclusive device hold waits' : 'a caller waits for the namespace lock'));
+    await this.drain();
+  }
+
+  /**
+   * Waits until every change admitted is recorded or has failed and every device effect has ended (queued read-ahead
+   * changes are started first, as room frees, unless the window failed: then they are dropped, never started), gives
+   * the lock up, and throws the window's first failure (a CatchupNeeded, ReadAheadDropped, a NetHSM or envelope error)
+   * if there was one. Idempotent; the window is empty and reusable afterwards.
    */
   async drain(): Promise<void> {
+    while (this.#queue.length > 0 && this.#failure === undefined) {
+      this.#pump();
+      if (this.#queue.length === 0 || this.#failure !== undefined) break;
+      await new Promise<void>((wake) => this.#roomWaiters.push(wake));
+    }
+    this.#dropQueue();
     const slots = this.#slots;
     await Promise.all(slots.map((s) => s.settled));
     await Promise.all(slots.map((s) => s.done.catch(() => undefined)));
@@ -212,6 +377,27 @@ export class ApplyWindow {
     const failure = this.#failure;
     this.#failure = undefined;
     if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * Drops the queued read-ahead changes (never started; nothing from the first of them on is recorded), waits for the
+   * effects at the device and the records before the first dropped change, and gives the lock up. For an owner that
+   * stops (its stream cut): it reads the dropped changes again from the stored position. Never throws.
+   */
+  async abandon(): Promise<void> {
+    if (this.#queue.length > 0 && this.#failure === undefined) this.#failure = new ReadAheadDropped('the stream stopped');
+    await this.drain().catch(() => undefined);
+  }
+
+  /** After a failure: the queued changes never start; their records (and every later one) are not made. */
+  #dropQueue(): void {
+    const queued = this.#queue.splice(0);
+    if (queued.length === 0) return;
+    const err = this.#failure instanceof Error ? this.#failure : new ReadAheadDropped('the window failed');
+    for (const slot of queued) {
+      this.#readAhead--;
+      slot.drop!(err);
+    }
   }
 
   /** Keeps the first failure (drain() throws it) and tells the owner at once. */

@@ -50,7 +50,7 @@ export async function applyChange(deps: ApplyDeps, namespace: string, source: st
   // Group commit (one WAL sync shared with the other writes of the turn); the position cannot have moved meanwhile
   // (the caller holds the namespace's lock), and recordNext refuses to write if it did.
   await deps.store.groupCommit(() => recordNext(deps, namespace, source, line, outcome));
-  return effect;
+  return { outcome };
 }
 
 /**
@@ -129,7 +129,8 @@ function inLog(log: string | undefined): string {
   return log !== undefined ? `is in change log ${log}` : 'names no change log';
 }
 
-export type Effect = { outcome: 'applied' | 'present' } | { outcome: 'catchup'; reason: string };
+/** `unwrapMs`: an import's time opening its envelope (the unwrap, a NetHSM decrypt unless cached): for the rewind's trace. */
+export type Effect = { outcome: 'applied' | 'present'; unwrapMs?: number } | { outcome: 'catchup'; reason: string };
 
 /** The change's effect on this site's NetHSM (no state written). Throws as applyChange does. */
 export async function makeEffect(deps: ApplyDeps, namespace: string, line: ChangeLine): Promise<Effect> {
@@ -215,6 +216,7 @@ async function importKey(deps: ApplyDeps, c: NetHsmClient, namespace: string, li
   // The envelope opens only for the change it was sealed for: this namespace, this key id, an import, this ref.
   const context = envelopeContext({ namespace, keyId: line.keyId, kind: line.kind, ref: line.ref });
   let plain: Buffer;
+  const opening = performance.now();
   try {
     plain = await openEnvelope(line.envelope, { site: deps.site, keyId: tk.keyId, fingerprint: tk.fingerprint }, context, (w) => tk.unwrap(w));
   } catch (err) {
@@ -229,8 +231,9 @@ async function importKey(deps: ApplyDeps, c: NetHsmClient, namespace: string, li
   } finally {
     plain.fill(0);
   }
+  const unwrapMs = performance.now() - opening;
   const s = await status(() => c.importKey(body, line.keyId), [400, 409]);
-  if (s === 'ok') return { outcome: 'applied' };
+  if (s === 'ok') return { outcome: 'applied', unwrapMs };
   // 400 is also "already exists" (the firmware's answer; its API description says 409); any other 400 is the body's fault.
   if (await exists(c, line.keyId)) return { outcome: 'present' };
   throw new StreamApplyFailedError(`change ${line.epoch}.${line.seq}: this NetHSM refused the import of ${line.keyId} (${s})`, { namespace });

@@ -32,7 +32,7 @@ import type { Mutex } from '../util/mutex.js';
 import { applyChange, type ApplyDeps } from './apply.js';
 import { ApplyLimit } from './apply-limit.js';
 import { StreamApplyTicket } from './apply-ticket.js';
-import { ApplyWindow, CatchupNeeded, type WindowLimit } from './apply-window.js';
+import { ApplyWindow, CatchupNeeded, ReadAheadDropped, type WindowLimit } from './apply-window.js';
 import { catchupDueAt, type CatchupBatchOptions, type PendingCatchup } from './catchup-batch.js';
 import { parseLine, type HeartbeatLine } from './protocol.js';
 import { RewindTrace } from './rewind-trace.js';
@@ -107,6 +107,12 @@ export interface PullerStatus {
    * not known yet), and when it is due (ms). Null when none waits.
    */
   pendingCatchup: (PendingCatchup & { dueAt: number }) | null;
+  /**
+   * The highest change whose effect reached this site's NetHSM (applied or found present) since the position last
+   * moved back; ahead of the stored position while effects wait for their in-order records (docs/streaming.md,
+   * "Rewind"). Null before the stream connected.
+   */
+  onDevice: { epoch: number; seq: number } | null;
 }
 
 /**
@@ -115,7 +121,8 @@ export interface PullerStatus {
  */
 export const DEFAULT_APPLY_CONCURRENCY = 8;
 
-type Outcome = { kind: 'ended' } | { kind: 'catchup'; reason: string };
+/** `again`: reconnect at once (the window dropped read-ahead changes it had not started; they are read again). */
+type Outcome = { kind: 'ended'; again?: boolean } | { kind: 'catchup'; reason: string };
 
 export class NamespacePuller {
   readonly #o: PullerOptions;
@@ -155,6 +162,13 @@ export class NamespacePuller {
     this.#clock = o.clock ?? REAL_CLOCK;
     this.#batch = { windowMs: o.catchupWindowMs ?? 0, gatherMs: o.catchupDebounceMs, maxChanges: o.catchupMaxChanges ?? Number.POSITIVE_INFINITY };
   }
+
+  /**
+   * The highest change whose effect this puller saw reach the device (applied or found present), since the position
+   * last moved back (a rewind, a snapshot): ahead of the stored position while effects wait for their records (which
+   * go in order), never behind the position it connected from. Null before the first connection.
+   */
+  #onDevice: { epoch: number; seq: number } | null = null;
 
   /** Imports the apply window lets be in flight now. */
   get applyWindow(): number {
@@ -219,13 +233,14 @@ export class NamespacePuller {
     // A second rewind before the first one's position was regained: the earlier target still has to be reached.
     this.#rewind = new RewindTrace(Math.max(from, this.#rewind?.from ?? from), to, this.#clock.now());
     this.#rewindWindow = this.applyWindow;
+    this.#onDevice = null;
     this.poke();
   }
 
   status(): PullerStatus {
     const p = this.#pending;
     const pendingCatchup = p ? { ...p, dueAt: catchupDueAt(p, this.#lastCatchupAt, this.#batch) } : null;
-    return { state: this.#state, head: this.#head, lastHeartbeatAt: this.#lastHeartbeatAt, lastError: this.#lastError, pendingCatchup };
+    return { state: this.#state, head: this.#head, lastHeartbeatAt: this.#lastHeartbeatAt, lastError: this.#lastError, pendingCatchup, onDevice: this.#onDevice };
   }
 
   async #loop(): Promise<void> {
@@ -273,7 +288,7 @@ export class NamespacePuller {
           this.#o.log.warn({ namespace: ns, err }, 'stream catch-up snapshot failed; retrying');
         }
       }
-      if (outcome?.kind === 'ended' && failures === 0) await this.#sleep(200);
+      if (outcome?.kind === 'ended' && !outcome.again && failures === 0) await this.#sleep(200);
       if (failures > 0) {
         const { minMs, maxMs } = this.#o.backoff ?? { minMs: 250, maxMs: 30_000 };
         this.#state = 'waiting';
@@ -291,6 +306,7 @@ export class NamespacePuller {
     const after = pos?.epoch === epoch && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : undefined;
     if (after === undefined) return { kind: 'catchup', reason: pos?.epoch === undefined ? 'no position yet' : `position is from epoch ${pos.epoch}` };
     this.#state = 'connecting';
+    this.#reached(after);
     const abort = (this.#abort = new AbortController());
     const pokes = this.#pokes;
     // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
@@ -315,15 +331,25 @@ export class NamespacePuller {
       },
       yieldWanted: () => barrier.held,
       size: this.#windowLimit(),
+      // While it reads ahead, new changes may use the whole pool beyond the re-applied span's room (a fixed size stays).
+      readAheadRoom: typeof this.#limit === 'number' ? this.#limit : this.#maxWindow,
+      reached: (line, ms, unwrapMs) => {
+        this.#rewind?.reached(line.seq, ms, this.#clock.now(), unwrapMs);
+        this.#reached(line);
+      },
       recorded: (line, outcome) => {
         held?.recorded(line.seq, outcome);
         this.#recorded(peer.name, line.seq, outcome);
       },
       failed: (err) => {
-        held?.failed();
         windowFailure ??= { err };
-        if (!(err instanceof CatchupNeeded) && !(err instanceof FenceTokenStaleError)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
         abort.abort();
+        // Dropped read-ahead changes never started, and every effect that did is above the stored position (no record
+        // passed the first dropped change): the stream applies them again from there, so the hold's ticket stays as
+        // its records made it (apply-ticket.ts) and nothing failed.
+        if (err instanceof ReadAheadDropped) return;
+        held?.failed();
+        if (!(err instanceof CatchupNeeded) && !(err instanceof FenceTokenStaleError)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
       },
     });
     // The highest change this connection has delivered (its start, before any).
@@ -361,6 +387,7 @@ export class NamespacePuller {
             const again = store.positions.get(ns, peer.name);
             if (behindHead(again, line.head)) {
               this.#o.log.info({ namespace: ns, from: peer.name, position: `${again.epoch}.${again.seq}`, head: `${line.head.epoch}.${line.head.seq}` }, 'stream position moved back under the stream (a snapshot restored an older copy); reconnecting from it');
+              this.#onDevice = null;
               return { kind: 'ended' };
             }
           }
@@ -382,14 +409,19 @@ export class NamespacePuller {
         if (this.#head === null || line.seq > this.#head.seq) this.#head = { epoch: line.epoch, seq: line.seq };
         if (line.seq > received) received = line.seq;
         if (line.kind === 'key-imported' && window.accepts(line)) {
-          await window.add(line);
+          // Re-applying what a restore erased (seq up to the rewind's `from`): read ahead, so the new changes after the
+          // span reach the device first (apply-window.ts, "Read-ahead"); the position still moves in order.
+          const span = this.#rewind !== undefined && line.seq <= this.#rewind.from;
+          await (span ? window.queue(line) : window.add(line));
           continue;
         }
         await window.drain();
         const ticket = new StreamApplyTicket(ns, peer.name);
         const apply = async () => {
           this.#rewind?.admitted(this.#clock.now());
+          const started = performance.now();
           const r = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line));
+          if (r.outcome === 'applied' || r.outcome === 'present') this.#rewind?.reached(line.seq, performance.now() - started, this.#clock.now(), undefined);
           // Set before the hold ends; a catch-up or a throw leaves it `unknown`.
           if (r.outcome !== 'catchup') ticket.recorded(line.seq, r.outcome);
           return r;
@@ -400,6 +432,7 @@ export class NamespacePuller {
           throw err;
         });
         if (result.outcome === 'catchup') return { kind: 'catchup', reason: result.reason };
+        if (result.outcome !== 'duplicate') this.#reached(line);
         this.#recorded(peer.name, line.seq, result.outcome);
       }
       await window.drain();
@@ -408,13 +441,15 @@ export class NamespacePuller {
       // The window's failure is what ended the stream (its abort surfaces here as a broken connection).
       const cause = windowFailure ? windowFailure.err : err;
       if (cause instanceof CatchupNeeded) return { kind: 'catchup', reason: cause.reason };
+      if (cause instanceof ReadAheadDropped) return { kind: 'ended', again: true };
       // Our own poke ended it (a role change): the loop decides again; it is nobody's failure, least of all the peer's.
       if (!windowFailure && this.#pokes !== pokes) return { kind: 'ended' };
       throw cause;
     } finally {
       // However the stream ends, no effect of the window may still run (or hold the lock) when the caller reconnects
       // or takes a snapshot; a failure here was already reported or is superseded by what ended the stream.
-      await window.drain().catch(() => undefined);
+      // Read-ahead changes not started are dropped, never started (the stream reads them again from the position).
+      await window.abandon();
       abort.abort();
       if (this.#abort === abort) this.#abort = undefined;
     }
@@ -424,7 +459,8 @@ export class NamespacePuller {
    * The window's size: the adaptive limit, but while the stream applies again what a restore erased (from a rewind
    * until the position is back where it was) never below DEFAULT_APPLY_CONCURRENCY (within the pool). That backlog is
    * certain and of distinct keys this device took moments before, and the limit may have been learnt small from a
-   * stream that never filled it; new changes wait behind the backlog. A fixed `applyConcurrency` is kept as it is.
+   * stream that never filled it; new changes are started beside it (read-ahead: readAheadRoom) but recorded after it.
+   * A fixed `applyConcurrency` is kept as it is.
    */
   #windowLimit(): number | WindowLimit {
     const limit = this.#limit;
@@ -438,6 +474,12 @@ export class NamespacePuller {
       full: () => limit.full(),
       sample: (ms, failed) => limit.sample(ms, failed),
     };
+  }
+
+  /** A change's effect is on the device (or the stream starts from a position): the high-water mark in its epoch. */
+  #reached(at: { epoch: number; seq: number }): void {
+    const now = this.#onDevice;
+    if (now === null || at.epoch !== now.epoch || at.seq > now.seq) this.#onDevice = { epoch: at.epoch, seq: at.seq };
   }
 
   #recorded(primary: string, seq: number, outcome: 'applied' | 'present' | 'duplicate'): void {
@@ -491,6 +533,7 @@ export class NamespacePuller {
     this.#lastCatchupAt = this.#clock.now();
     // The snapshot sets the position itself: a rewind's trace ends here, unlogged.
     this.#endRewind();
+    this.#onDevice = null;
     await this.#o.snapshot(pending.reason);
     this.#setPending(null);
   }

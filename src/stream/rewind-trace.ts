@@ -11,8 +11,23 @@ export interface RewindSummary {
   readonly from: number;
   /** The position the rewind moved to (the earliest raced change − 1). */
   readonly rewoundTo: number;
-  /** Milliseconds after the rewind: reconnected, first admitted to the device, first record, position regained. */
-  readonly ms: { readonly reconnected: number | null; readonly admitted: number | null; readonly firstRecord: number | null; readonly regained: number };
+  /**
+   * Milliseconds after the rewind: reconnected, first admitted to the device, the first effect after that ended
+   * (`firstEffect`; `firstEffectMs`: how long that effect took from its start, envelope unwrap and device calls;
+   * `firstUnwrapMs`: the unwrap's part, null when it opened no envelope), first
+   * record, the first change past `from` on the device (`firstNew`: the stream's stand-still ends there), position
+   * regained.
+   */
+  readonly ms: {
+    readonly reconnected: number | null;
+    readonly admitted: number | null;
+    readonly firstEffect: number | null;
+    readonly firstEffectMs: number | null;
+    readonly firstUnwrapMs: number | null;
+    readonly firstRecord: number | null;
+    readonly firstNew: number | null;
+    readonly regained: number;
+  };
   /** Of the re-read changes, how many the restore had erased (made again) and how many the device still held. */
   readonly applied: number;
   readonly present: number;
@@ -22,6 +37,8 @@ export class RewindTrace {
   #reconnected: number | undefined;
   #admitted: number | undefined;
   #firstRecord: number | undefined;
+  #firstEffect: { at: number; ms: number; unwrapMs: number | undefined } | undefined;
+  #firstNew: number | undefined;
   #applied = 0;
   #present = 0;
 
@@ -41,6 +58,15 @@ export class RewindTrace {
     this.#admitted ??= now;
   }
 
+  /**
+   * Change `seq`'s effect reached the device, taking `ms` from its start, `unwrapMs` of it opening the envelope (only the first after the first admission
+   * counts, and the first past `from`).
+   */
+  reached(seq: number, ms: number, now: number, unwrapMs?: number): void {
+    if (this.#admitted !== undefined) this.#firstEffect ??= { at: now, ms, unwrapMs };
+    if (seq > this.from) this.#firstNew ??= now;
+  }
+
   /** Change `seq` was recorded; the summary once the position is back at `from`, else undefined. */
   recorded(seq: number, outcome: 'applied' | 'present' | 'duplicate', now: number): RewindSummary | undefined {
     this.#firstRecord ??= now;
@@ -51,7 +77,16 @@ export class RewindTrace {
     return {
       from: this.from,
       rewoundTo: this.rewoundTo,
-      ms: { reconnected: since(this.#reconnected), admitted: since(this.#admitted), firstRecord: since(this.#firstRecord), regained: Math.round(now - this.at) },
+      ms: {
+        reconnected: since(this.#reconnected),
+        admitted: since(this.#admitted),
+        firstEffect: since(this.#firstEffect?.at),
+        firstEffectMs: this.#firstEffect === undefined ? null : Math.round(this.#firstEffect.ms),
+        firstUnwrapMs: this.#firstEffect?.unwrapMs === undefined ? null : Math.round(this.#firstEffect.unwrapMs),
+        firstRecord: since(this.#firstRecord),
+        firstNew: since(this.#firstNew),
+        regained: Math.round(now - this.at),
+      },
       applied: this.#applied,
       present: this.#present,
     };

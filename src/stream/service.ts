@@ -268,9 +268,9 @@ export class StreamService {
     if (!row) return null;
     if (row.role === 'primary') {
       const head = store.changelog.head(namespace, row.epoch);
-      return { state: 'streaming', head, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, position: head, changesBehind: 0, lagSeconds: 0 };
+      return { state: 'streaming', head, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, onDevice: head, position: head, changesBehind: 0, lagSeconds: 0 };
     }
-    const p = this.#pullers.get(namespace)?.status() ?? { state: 'idle' as const, head: null, lastHeartbeatAt: null, lastError: null, pendingCatchup: null };
+    const p = this.#pullers.get(namespace)?.status() ?? { state: 'idle' as const, head: null, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, onDevice: null };
     const pos = store.positions.get(namespace, row.primarySite);
     const position = pos?.epoch !== undefined && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : null;
     const behind = p.head && position && p.head.epoch === position.epoch ? Math.max(0, p.head.seq - position.seq) : null;
