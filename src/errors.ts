@@ -746,6 +746,16 @@ export class SyncBusyError extends NhrError {
   static override readonly retryable = true;
 }
 
+/**
+ * A sync abandoned because the daemon is stopping: its snapshot download was cut (or it had not started one) before
+ * anything touched the device for it (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
+ * the namespace or the primary. Not retryable here: this daemon takes no more syncs; the next start does.
+ */
+export class SyncDaemonStoppingError extends NhrError {
+  static override readonly code = 'NHR_ERR_SYNC_DAEMON_STOPPING';
+  static override readonly defaultHint = 'Start the daemon again (`systemctl start nethsm-replicator`) and run `nethsm-replicator sync <ns>` again; its schedule also syncs it after the start.';
+}
+
 /** Writes outside the namespace kept landing between the daemon's backups; the restore was not attempted. */
 export class SyncRaceError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_RACE';
@@ -915,6 +925,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncPausedError,
   SyncFenceExportPendingError,
   SyncBusyError,
+  SyncDaemonStoppingError,
   SyncRaceError,
   SyncVerifyFailedError,
   SyncQuarantineFailedError,

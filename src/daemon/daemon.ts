@@ -409,7 +409,17 @@ export class Daemon {
     }
   }
 
-  /** Stops in reverse order, after in-flight syncs and fence steps end. Idempotent. */
+  /**
+   * Stops in reverse order, after in-flight syncs and fence steps end. Idempotent.
+   *
+   * Bound: first of all, snapshot downloads in flight are cut and no sync starts one after (NamespaceSync.stop: such
+   * syncs are abandoned, answering NHR_ERR_SYNC_DAEMON_STOPPING, not failed), so a primary that stalls its snapshot
+   * does not hold the stop for its 30 min idle timeout. What close() still waits for, each bounded by its own step's
+   * timeout, and what may take minutes on a large appliance (systemd kills after TimeoutStopSec=15min, deploy/): a
+   * sync past its download (its device backup B1, merge, the restore inside the exclusive hold and the verification's
+   * backup: a restore is never cut in half), an early B1 being thrown away (a device backup), an administrator
+   * restore and a fence step already running, and a device call's own timeout.
+   */
   close(): Promise<void> {
     this.closing ??= this.doClose();
     return this.closing;
@@ -423,6 +433,9 @@ export class Daemon {
       await fn();
     };
     await stage('scheduler', () => this.scheduler.close());
+    // Before anything waits (the admin socket for an operator's `sync`, the stream for its catch-up snapshot): cut the
+    // snapshot downloads, which may otherwise wait out a stalled primary's idle timeout (stop-fetch).
+    await stage('sync downloads', () => this.syncer.stop());
     await stage('health', () => this.healthServer.close().catch(() => undefined));
     await stage('admin', () => this.adminServer.close());
     await stage('gateway', () => this.gateway?.close());

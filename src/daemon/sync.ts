@@ -20,7 +20,7 @@
  * the barrier, then their namespaces' locks in sorted order, each token checked inside the hold.
  */
 import { existsSync } from 'node:fs';
-import { FenceTokenStaleError, NhrError, SyncBusyError, SyncFenceExportPendingError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
+import { FenceTokenStaleError, NhrError, SyncBusyError, SyncDaemonStoppingError, SyncFenceExportPendingError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { reportBlame } from '../members/blame.js';
 import { syncFailureReason } from '../metrics/metrics.js';
@@ -172,9 +172,14 @@ export class NamespaceSync {
    * as its first snapshot download starts (early-backup.ts; docs/concurrency.md, "Snapshot sync").
    */
   private readonly batch = new ApplyBatch<BatchEntry, EarlyBackup>((entries, early) => this.applyBatch(entries, early), undefined, {
-    start: () => (this.wantsEarlyBackup() ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log) : undefined),
-    discard: (b) => void b.discard(),
+    start: () => (this.wantsEarlyBackup() && !this.#stop.signal.aborted ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log) : undefined),
+    // Awaited by drain(): a stop must not leave a B1 writing its file into work/ unheard (stop-fetch).
+    discard: (b) => this.#settle(b.discard()),
   });
+  /** Aborted by `stop()` (the daemon stopping): cuts snapshot downloads, and no sync starts one after it (stop-fetch). */
+  readonly #stop = new AbortController();
+  /** Early B1s being thrown away (their backup ending, then their file removed): drain() waits for them. */
+  readonly #discarding = new Set<Promise<void>>();
 
   constructor(
     private readonly ctx: SiteContext,
@@ -203,9 +208,26 @@ export class NamespaceSync {
     return p ? { ...p } : null;
   }
 
-  /** Waits for every running and queued sync (shutdown). */
+  /**
+   * The daemon is stopping (close(), before drain()): cuts every snapshot download in flight, and a sync that starts
+   * from now on (queued, or asked for) does not start one. Such a sync is abandoned, not failed: it answers
+   * NHR_ERR_SYNC_DAEMON_STOPPING, records nothing against the namespace or the primary, removes its partial file, and
+   * its early B1 is thrown away. A sync past its download (in its apply batch: backup, merge, restore, verification)
+   * is not touched: drain() waits for it. Idempotent.
+   */
+  stop(): void {
+    this.#stop.abort(new Error('the daemon is stopping'));
+  }
+
+  /** Waits for every running and queued sync, and for early B1s being thrown away (shutdown; lab settle). */
   async drain(): Promise<void> {
     await Promise.allSettled([...this.running.values(), ...this.queued.values()]);
+    while (this.#discarding.size > 0) await Promise.allSettled([...this.#discarding]);
+  }
+
+  #settle(p: Promise<void>): void {
+    const tracked = p.catch(() => undefined).finally(() => this.#discarding.delete(tracked));
+    this.#discarding.add(tracked);
   }
 
   /**
@@ -294,6 +316,8 @@ export class NamespaceSync {
   }
 
   private async run(namespace: string, req: SyncRequest): Promise<SyncResult> {
+    // Queued behind a sync that ran on through the stop, or asked for after it: this daemon starts no more syncs.
+    if (this.#stop.signal.aborted) throw this.abandoned(namespace, undefined, req.actor);
     const row = this.ctx.store.roles.get(namespace);
     if (!row) throw new NamespaceUnknownError(`namespace ${namespace} is not replicated by this site`, { namespace });
     if (row.paused && !(req.manual && req.force)) {
@@ -349,6 +373,8 @@ export class NamespaceSync {
       // for a snapshot (a device backup there).
       this.step(namespace, "checking this site's NetHSM", 'check');
       await assertOperational(() => ctx.device.state(), this.bounds.deviceCheckMs);
+      const { signal } = this.#stop;
+      signal.throwIfAborted();
       this.step(namespace, `fetching the snapshot from ${primary}`, 'fetch');
       // This site's own backup (B1) runs while the snapshot downloads; a first sync keeps its own (it may read the
       // device's copy of the namespace before merging).
@@ -356,7 +382,9 @@ export class NamespaceSync {
       const fetchStarted = performance.now();
       // Checked by its paths as it downloads (the manifest authenticated; the merge authenticates every value before
       // any restore), so a lone apply does not read the file again (snapshot-apply.ts `opened`).
-      const fetched = await peer.fetchSnapshot(namespace, file, { check: (bytes) => checkSnapshot(bytes, ctx.snapshotOpen, namespace, { pathsOnly: true }) });
+      const fetched = await peer.fetchSnapshot(namespace, file, { check: (bytes) => checkSnapshot(bytes, ctx.snapshotOpen, namespace, { pathsOnly: true }), signal });
+      // Downloaded as the stop came: nothing touched the device for it yet, so it does not start a batch now.
+      signal.throwIfAborted();
       const fetchSeconds = (performance.now() - fetchStarted) / 1000;
       ctx.monitor.reportSuccess(primary);
       if (fetched.epoch < decided.epoch) {
@@ -382,6 +410,8 @@ export class NamespaceSync {
       const result = this.recordOk(namespace, primary, r, started, req.actor, entry.streamError);
       return result;
     } catch (err) {
+      // The stop's own abort (only ever thrown before the batch): abandoned, not failed (stop-fetch).
+      if (!joined && err === this.#stop.signal.reason) throw this.abandoned(namespace, primary, req.actor);
       if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started, req.actor);
       throw err;
     } finally {
@@ -640,6 +670,15 @@ export class NamespaceSync {
       ...(streamError ? { streamLastError: streamError } : {}),
       ...(r.batch.length > 1 ? { coalescedWith: r.batch.filter((ns) => ns !== namespace) } : {}),
     };
+  }
+
+  /**
+   * A sync the daemon's stop abandoned before its batch: logged at info, nothing recorded (no failed outcome, which
+   * would make a promote refuse; no blame, which would mark the primary down; no failure metric).
+   */
+  private abandoned(namespace: string, primary: string | undefined, actor: string): SyncDaemonStoppingError {
+    this.ctx.log.info({ namespace, ...(primary ? { from: primary } : {}), actor }, `sync of ${namespace} abandoned: the daemon is stopping; it runs again after the start`);
+    return new SyncDaemonStoppingError(`sync of namespace ${namespace} abandoned: the daemon is stopping (nothing was changed on this NetHSM)`, { namespace });
   }
 
   private recordFailure(namespace: string, primary: string, err: unknown, started: number, actor: string): void {

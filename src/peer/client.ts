@@ -174,11 +174,40 @@ export class PeerClient {
   /**
    * Downloads the namespace's snapshot to `destPath` (mode 0600; removed on failure). Returns the epoch the primary
    * reported it at. The file itself is verified by the caller (manifest, codec integrity checks).
+   *
+   * `signal` (the daemon stopping): aborting it cuts the download at once, waiting for the headers or the body alike,
+   * removes the partial file and rejects with `signal.reason` (as fetch() does), never with a peer error: a cut the
+   * caller asked for says nothing about the primary.
    */
-  async fetchSnapshot(namespace: string, destPath: string): Promise<{ epoch: number; bytes: number }>;
-  async fetchSnapshot<T>(namespace: string, destPath: string, opts: { check: (bytes: AsyncIterable<Buffer>) => Promise<T> }): Promise<{ epoch: number; bytes: number; checked: T }>;
-  async fetchSnapshot<T>(namespace: string, destPath: string, opts?: { check: (bytes: AsyncIterable<Buffer>) => Promise<T> }): Promise<{ epoch: number; bytes: number; checked?: T }> {
-    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, SNAPSHOT_BODY_IDLE_MS);
+  async fetchSnapshot<T>(
+    namespace: string,
+    destPath: string,
+    opts: { check: (bytes: AsyncIterable<Buffer>) => Promise<T>; signal?: AbortSignal },
+  ): Promise<{ epoch: number; bytes: number; checked: T }>;
+  async fetchSnapshot(namespace: string, destPath: string, opts?: { signal?: AbortSignal }): Promise<{ epoch: number; bytes: number }>;
+  async fetchSnapshot<T>(
+    namespace: string,
+    destPath: string,
+    opts: { check?: (bytes: AsyncIterable<Buffer>) => Promise<T>; signal?: AbortSignal } = {},
+  ): Promise<{ epoch: number; bytes: number; checked?: T }> {
+    const { signal } = opts;
+    signal?.throwIfAborted();
+    try {
+      return await this.downloadSnapshot(namespace, destPath, opts.check, signal);
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      throw err;
+    }
+  }
+
+  private async downloadSnapshot<T>(
+    namespace: string,
+    destPath: string,
+    check: ((bytes: AsyncIterable<Buffer>) => Promise<T>) | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<{ epoch: number; bytes: number; checked?: T }> {
+    const opts = check ? { check } : undefined;
+    const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, SNAPSHOT_BODY_IDLE_MS, signal);
     if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
     const epoch = Number(res.headers[SNAPSHOT_EPOCH_HEADER]);
     if (!Number.isSafeInteger(epoch) || epoch < 0) {
@@ -365,7 +394,14 @@ export class PeerClient {
     return r.data;
   }
 
-  private async send(method: 'GET' | 'POST', path: string, body: unknown, timeoutMs = this.timeoutMs, bodyIdleMs = timeoutMs): Promise<Dispatcher.ResponseData> {
+  private async send(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    timeoutMs = this.timeoutMs,
+    bodyIdleMs = timeoutMs,
+    signal?: AbortSignal,
+  ): Promise<Dispatcher.ResponseData> {
     try {
       return await request(this.base + path, {
         method,
@@ -374,6 +410,7 @@ export class PeerClient {
         body: body === undefined ? undefined : JSON.stringify(body),
         headersTimeout: timeoutMs,
         bodyTimeout: bodyIdleMs,
+        ...(signal ? { signal } : {}),
       });
     } catch (cause) {
       throw connectError(cause, this.name);

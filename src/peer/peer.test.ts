@@ -32,6 +32,9 @@ describe('peer API over mutual TLS', () => {
   let servingAnswer: unknown;
   let openGate!: () => void;
   const gate = { promise: new Promise<void>((r) => (openGate = r)) };
+  /** Holds the 'stalled' snapshot's body after its first bytes until the end of the file's tests. */
+  let releaseStalled!: () => void;
+  const stalled = new Promise<void>((r) => (releaseStalled = r));
   /** When set, the device backup is answered once it opens (a backup taking minutes); the last body served. */
   let backupGate: { promise: Promise<void>; open: () => void } | undefined;
   let servedBackup: Readable | undefined;
@@ -56,6 +59,13 @@ describe('peer API over mutual TLS', () => {
           yield Buffer.from('snapshot-');
           await new Promise((r) => setTimeout(r, 5));
           throw new Error('the extract failed');
+        })() };
+      }
+      // One that stalls after its first bytes (a primary whose device backup hangs).
+      if (ns === 'stalled') {
+        return { epoch: 3, site: 'a', body: (async function* () {
+          yield Buffer.from('first-');
+          await stalled;
         })() };
       }
       // One whose end waits for the test: its status and first bytes must not.
@@ -211,6 +221,36 @@ describe('peer API over mutual TLS', () => {
     expect(err.message).toMatch(/^snapshot download from a broke off after 9 bytes \(.+\); the partial file was removed$/);
     await expect(stat(dest)).rejects.toThrow();
     await c.close();
+  });
+
+  // Before: nothing could cut a download but the 30-minute body idle timeout (a daemon stopping waited it out).
+  it('cuts a stalled snapshot download when its signal aborts: rejects with the reason, keeps no file, with or without a check', async () => {
+    const c = client(siteB);
+    const dest = join(dir, 'stalled.snap');
+    const readAll = async (bytes: AsyncIterable<Buffer>) => {
+      for await (const _ of bytes);
+      return 0;
+    };
+    try {
+      for (const check of [undefined, readAll]) {
+        const stop = new AbortController();
+        const reason = new Error('the daemon is stopping');
+        const fetched = (check ? c.fetchSnapshot('stalled', dest, { check, signal: stop.signal }) : c.fetchSnapshot('stalled', dest, { signal: stop.signal })).catch((e: unknown) => e);
+        await waitFor(async () => (await stat(dest).catch(() => undefined))?.size === 6, 'the first bytes to be written');
+        stop.abort(reason);
+        expect(await fetched).toBe(reason);
+        await expect(stat(dest)).rejects.toThrow();
+      }
+      // Aborted already: the primary is not even asked.
+      seen.length = 0;
+      const stop = new AbortController();
+      stop.abort(new Error('stopped'));
+      await expect(c.fetchSnapshot('alpha', dest, { signal: stop.signal })).rejects.toThrow('stopped');
+      expect(seen).toEqual([]);
+    } finally {
+      releaseStalled();
+      await c.close();
+    }
   });
 
   it('runs a check over the snapshot as it downloads and returns its result with the file', async () => {

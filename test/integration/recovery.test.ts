@@ -98,12 +98,13 @@ describe('member recovery and shutdown', () => {
     expect(monitor.get('a')!.status).toBe('ok');
   });
 
-  it('lets an in-flight sync finish before it stops (SIGTERM path)', async () => {
+  it('lets an in-flight sync finish its restore before it stops (SIGTERM path)', async () => {
     lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], latency: { 'restore-per-entry': 40 } });
     await lab.startDaemons();
     const b = lab.site('b');
     const syncing = b.daemon!.syncer.sync('alpha', { actor: 'test' });
-    await waitFor(() => b.daemon!.syncer.isBusy('alpha'), 'the sync to start');
+    // In its restore (a sync still downloading is abandoned by the stop instead: stop-fetch.test.ts).
+    await waitFor(() => b.daemon!.syncer.progressOf('alpha')?.step.startsWith('restoring'), 'the sync to restore');
     const ctx = b.daemon!.ctx;
     await b.stopDaemon();
     await expect(syncing).resolves.toMatchObject({ outcome: 'applied' });
