@@ -22,7 +22,7 @@ import { AdminServer } from '../admin/server.js';
 import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, PeerRefusedError } from '../errors.js';
+import { AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, PeerRefusedError, SyncDaemonStoppingError } from '../errors.js';
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
@@ -785,6 +785,7 @@ export class Daemon {
       }
       ctx.monitor.markOk(name);
     } catch (err) {
+      if (err instanceof SyncDaemonStoppingError) return ctx.log.info({ member: name }, 'resuming a recovered member not finished: the daemon is stopping; it runs again after the start');
       ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at the next schedule');
     }
   }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { listBackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleAdminsNotRestoredError, RoleHandoverFailedError } from '../errors.js';
+import { InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleAdminsNotRestoredError, RoleHandoverFailedError, SyncDaemonStoppingError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
 import { assertPrimary, completeResync, demote as decideDemote, fenceToExport, observeEpoch, resumeLeadership, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
@@ -653,6 +653,8 @@ export class Failover {
 
   private inBackground(p: Promise<unknown>, failed = 'fence procedure failed; it is retried by the next sync'): void {
     const tracked = p.catch((err: unknown) => {
+      // A stop cut the sync this step waited for: nothing failed, the step runs again after the start.
+      if (err instanceof SyncDaemonStoppingError) return this.ctx.log.info({ err }, `${failed.replace(/ failed;.*$/, '')} not finished: the daemon is stopping; it runs again after the start`);
       this.ctx.log.error({ err: err instanceof NhrError ? err : { message: String(err) } }, failed);
     });
     this.background.add(tracked);
