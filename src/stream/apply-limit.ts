@@ -82,7 +82,7 @@ export type ApplyLimitChange = 'increase' | 'decrease' | 'probe' | 'failure';
 
 const MIN_ROUND = 8;
 const MIN_PROBE = 4;
-/** A full() within this long before an import's start counts as during its flight (the start and the call share a turn). */
+/** A full() this long before an import's start still counts as during its flight (the two may share a turn). */
 const FULL_SLACK_MS = 1;
 /** Completion times kept for delivery rates: more than any window has in flight, by far. */
 const COMPLETIONS_KEPT = 4096;
@@ -115,7 +115,10 @@ export class ApplyLimit {
   #baselineAt: number | undefined;
   /** Since when every round was full (undefined after one that was not): our own queue may hide the baseline since. */
   #fullSince: number | undefined;
-  /** While probing: when it started, its lowest latency, how many imports started since ended, how many it waits for, whether one failed, the limit before it. */
+  /**
+   * While probing: when it started, its lowest latency, how many imports started since ended, how many it waits for,
+   * whether one failed, the limit before it.
+   */
   #probe: { start: number; lowest: number; seen: number; needs: number; failed: boolean; before: number } | undefined;
 
   /** Throws RangeError for bounds that are not whole numbers with 1 ≤ min ≤ max, or a gain below 1. */
@@ -172,7 +175,7 @@ export class ApplyLimit {
     if (failed) this.#roundFailed = true;
     else if (valid) {
       this.#roundLowest = Math.min(this.#roundLowest, ms);
-      // Window-limited: the window was full at some moment of this import's flight (draft-cheng's is_app_limited, inverted).
+      // Window-limited: the window was full at some moment of this import's flight (not app-limited, in draft-cheng).
       if (this.#fullAt !== undefined && this.#fullAt >= now - ms - FULL_SLACK_MS) {
         this.#round.push((this.#endedSince(now - ms) * 1000) / ms);
         this.#roundLatencies.push(ms);
