@@ -19,10 +19,16 @@
 //                       operations in service at once, each for its --latency, the rest queue. Then a device is the
 //                       bound (S / 50 ms = 20·S imports/s at the default latency), as a NetHSM doing its crypto on its
 //                       own hardware is, instead of this machine's CPU; both paths meet the same devices.
+//        [--partition S [--lead L] [--tail T]]  process mode: instead of the direct/replicated rounds, each round
+//                       streams steadily at --rate (default 50 keys/s here) through A's gateway for L s (default 10),
+//                       then cuts B off from A's peer API for S s (a TCP proxy between them drops every connection and
+//                       refuses new ones) while A keeps importing, then heals and streams T s more (default 10). Prints
+//                       the backlog, B's reconnect, the drain (time and changes/s) and B's apply window over time.
 //        [--profile P]  process mode: P is a directory for V8 CPU profiles of each simulator and daemon process (whole
 //                       life, `node --cpu-prof`); in-process: P is the file for a profile of the last replicated run.
 // Everything listens on 127.0.0.1 and is torn down at the end. Figures go to docs/benchmarks.md.
 import { spawn } from 'node:child_process';
+import { createServer, connect } from 'node:net';
 import { generateKeyPairSync } from 'node:crypto';
 import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -57,6 +63,9 @@ const { values } = parseArgs({
     logs: { type: 'string' },
     'daemon-node-flags': { type: 'string', default: '' },
     'device-slots': { type: 'string' },
+    partition: { type: 'string', default: '0' },
+    lead: { type: 'string', default: '10' },
+    tail: { type: 'string', default: '10' },
   },
 });
 const N = positiveInt(values.keys, '--keys');
@@ -78,6 +87,15 @@ const DAEMON_FLAGS = values['daemon-node-flags'].split(/\s+/).filter(Boolean);
 // The simulators' capacity model (process mode only: the in-process lab's simulators have none).
 const DEVICE_SLOTS = values['device-slots'] === undefined ? undefined : positiveInt(values['device-slots'], '--device-slots');
 if (DEVICE_SLOTS !== undefined && IN_PROCESS) throw new Error('--device-slots needs process mode (the simulators as processes): drop --in-process');
+
+// A partition phase: seconds B is cut off from A, and the steady stream's seconds before and after.
+const PARTITION = Number(values.partition);
+if (!Number.isFinite(PARTITION) || PARTITION < 0) throw new Error('--partition must be a number of seconds (0: no partition phase)');
+if (PARTITION > 0 && IN_PROCESS) throw new Error('--partition needs process mode (B reaches A through a proxy): drop --in-process');
+const LEAD = Number(values.lead);
+const TAIL = Number(values.tail);
+if (!(LEAD >= 0) || !(TAIL >= 0)) throw new Error('--lead and --tail must be numbers of seconds');
+const STREAM_RATE = PARTITION > 0 && RATE === 0 ? 50 : RATE;
 
 function positiveInt(v, name) {
   const n = Number(v);
@@ -244,6 +262,38 @@ async function gaugeOf(healthPort, metric) {
   return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
+/**
+ * A TCP proxy on 127.0.0.1 to `targetPort`, for a partition between two sites: `cut()` drops every connection through
+ * it and refuses new ones (closed at once, as an unreachable peer's connect fails) until `heal()`.
+ */
+async function partitionProxy(targetPort) {
+  const sockets = new Set();
+  let cut = false;
+  const server = createServer((inbound) => {
+    if (cut) return inbound.destroy();
+    const outbound = connect(targetPort, '127.0.0.1');
+    for (const [x, y] of [[inbound, outbound], [outbound, inbound]]) {
+      sockets.add(x);
+      x.on('error', () => y.destroy());
+      x.on('close', () => {
+        sockets.delete(x);
+        y.destroy();
+      });
+      x.pipe(y);
+    }
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: server.address().port,
+    cut: () => {
+      cut = true;
+      for (const s of sockets) s.destroy();
+    },
+    heal: () => (cut = false),
+    close: () => new Promise((r) => (server.close(() => r()), [...sockets].forEach((s) => s.destroy()))),
+  };
+}
+
 const pids = new Map(); // process name → pid (process mode), for CPU per process
 // Interrupted: the simulators and daemons started here go too (the lab's directory stays in the temp dir).
 for (const sig of ['SIGINT', 'SIGTERM']) {
@@ -283,6 +333,7 @@ try {
   // Process mode: the daemons set up above stop and run again as processes, on the same state and config.
   let gatewayPort;
   let healthB;
+  let proxy;
   if (IN_PROCESS) {
     gatewayPort = a.daemon.ports.gateway;
   } else {
@@ -290,6 +341,16 @@ try {
     const [pa, pb] = [await fixPorts(a), await fixPorts(b)];
     gatewayPort = pa.gateway;
     healthB = pb.health;
+    if (PARTITION > 0) {
+      // B reaches A's peer API through a proxy the partition phase cuts (A reaches B directly).
+      const file = path.join(b.dir, 'config.yaml');
+      const text = await readFile(file, 'utf8');
+      const m = /(name: a, url: "https:\/\/127\.0\.0\.1:)(\d+)"/.exec(text);
+      if (!m) throw new Error("B's config names no peer API URL of A to put a proxy in front of");
+      proxy = await partitionProxy(Number(m[2]));
+      closers.push(proxy);
+      await writeFile(file, text.replace(m[0], `${m[1]}${proxy.port}"`), { mode: 0o600 });
+    }
     for (const s of [a, b]) stopDaemons.push(await spawnDaemon(s));
   }
 
@@ -445,39 +506,114 @@ try {
   closers.push(op);
   // Each round measures the direct run and then the replicated run, back to back, so a ratio compares two runs under
   // the same machine load; the summary takes the median of the rounds.
-  const rows = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    const d = await directRun(round);
-    const r = await replicatedRun(round, IN_PROCESS && round === ROUNDS - 1 ? PROFILE : undefined);
-    rows.push({ d, r, ratio: r.throughputB / d.rate, heldRatio: r.held / d.rate, p99: percentile(r.lags, 99) });
+  /**
+   * One partition round: a steady stream at STREAM_RATE through A's gateway for LEAD s, B cut off from A for PARTITION
+   * s while A keeps importing, then TAIL s more after the heal. B's apply window is read from its /metrics every 100 ms.
+   * B's daemon is started afresh first (its limit learnt from nothing but this round).
+   */
+  async function partitionRun(round) {
+    // A fresh daemon at B, so its apply limit is learnt from this round's steady stream alone (not from the warm-up's
+    // bursts or an earlier round's drain), as at a replica that has only ever followed a sub-capacity stream.
+    await stopDaemons[1]();
+    stopDaemons[1] = await spawnDaemon(b);
+    const total = Math.round(STREAM_RATE * (LEAD + PARTITION + TAIL));
+    const bodies = Array.from({ length: total }, p256Body);
+    const id = (i) => `p${round}_${i}`;
+    const windows = []; // [Date.now(), window at B]
+    const sampler = setInterval(() => void gaugeOf(healthB, 'stream_apply_window').then((v) => v !== undefined && windows.push([Date.now(), v]), () => undefined), 100);
+    const firstWall = Date.now();
+    let cutAt = 0;
+    let healAt = 0;
+    const cutTimer = setTimeout(() => ((cutAt = Date.now()), proxy.cut()), LEAD * 1000);
+    const healTimer = setTimeout(() => ((healAt = Date.now()), proxy.heal()), (LEAD + PARTITION) * 1000);
+    const rep = await load(total, C, STREAM_RATE, (i) => gw.importKey(bodies[i], id(i)));
+    clearTimeout(cutTimer);
+    clearTimeout(healTimer);
+    if (healAt === 0) throw new Error('the stream ended before the partition healed: raise --tail');
+    const applied = await appliedAtB(new Set(Array.from({ length: total }, (_, i) => id(i))), firstWall);
+    clearInterval(sampler);
+    // The backlog: keys A acknowledged before the heal and B applied after it.
+    const at = (i) => applied.get(id(i));
+    const all = Array.from({ length: total }, (_, i) => i);
+    const backlog = all.filter((i) => rep.endedWall[i] <= healAt && at(i) > healAt);
+    const firstAfter = Math.min(...all.map(at).filter((t) => t > healAt));
+    const drainEnd = Math.max(...backlog.map(at));
+    const lagsOf = (is) => Float64Array.from(is, (i) => Math.max(0, at(i) - rep.endedWall[i])).sort();
+    const after = lagsOf(all.filter((i) => rep.endedWall[i] > healAt));
+    const before = lagsOf(all.filter((i) => rep.endedWall[i] < cutAt));
+    const range = (from, to) => {
+      const xs = windows.filter(([t]) => t >= from && t < to).map(([, v]) => v).sort((x, y) => x - y);
+      return xs.length === 0 ? '–' : `${xs[0]}–${xs[Math.floor(xs.length / 2)]}–${xs.at(-1)}`;
+    };
+    // The window as the drain starts: the first reading after B's first record since the heal (the gauge moves on records).
+    const atDrain = windows.find(([t]) => t > firstAfter)?.[1];
+    const timeline = windows.filter(([t]) => t >= healAt - 500 && t <= drainEnd + 500).map(([t, v]) => `${((t - healAt) / 1000).toFixed(1)}:${v}`);
+    return {
+      held: rep.rate,
+      backlog: backlog.length,
+      reconnectMs: firstAfter - healAt,
+      drainMs: drainEnd - firstAfter,
+      drainRate: backlog.length / Math.max(0.001, (drainEnd - firstAfter) / 1000),
+      before: `${[50, 99].map((p) => percentile(before, p).toFixed(0)).join(' / ')}`,
+      after: after.length ? `${[50, 99].map((p) => percentile(after, p).toFixed(0)).join(' / ')}` : '–',
+      windowLead: range(firstWall, cutAt),
+      windowAtDrain: atDrain ?? '–',
+      windowDrain: range(firstAfter, drainEnd + 1),
+      timeline,
+      bySnapshot: applied.bySnapshot,
+    };
   }
 
-  const groups = (c) => (c ? `${c.commits} × ${(c.writes / Math.max(1, c.commits)).toFixed(1)}, ${c.syncs} syncs of ${(c.syncMs / Math.max(1, c.syncs)).toFixed(1)} ms` : '–');
-  console.log('');
-  console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | ELU (bench) direct / replicated | group commits A / B (× writes, WAL syncs) | window at B (min–median–max) | ratio B / direct | ratio A / direct |`);
-  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|`);
-  rows.forEach(({ d, r, ratio, heldRatio }, i) => {
-    const lag = `${[50, 90, 99].map((p) => percentile(r.lags, p).toFixed(0)).join(' / ')} / ${r.lags[N - 1].toFixed(0)}`;
-    console.log(
-      `| ${i + 1} | ${d.rate.toFixed(1)} | ${r.held.toFixed(1)} | ${r.throughputB.toFixed(1)} | ${r.applyRate.toFixed(1)} | ${lag} | ${r.missing} | ${d.elu} / ${r.elu} | ${r.commits.length ? r.commits.map(groups).join(' / ') : '–'} | ${r.windowAtB ?? '–'} | ${ratio.toFixed(2)} | ${heldRatio.toFixed(2)} |`,
-    );
-  });
-  console.log('');
-  console.log('CPU ms per key (user + system), per round:');
-  rows.forEach(({ d, r }, i) => console.log(`  round ${i + 1}: direct ${d.cpu.text}; replicated ${r.cpu.text}`));
-  console.log('Waiting for a CPU (runnable, not running; main threads), ms per key, per round:');
-  rows.forEach(({ d, r }, i) => console.log(`  round ${i + 1}: direct ${d.cpu.wait.text}; replicated ${r.cpu.wait.text}`));
-  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)];
-  console.log('');
-  console.log(`median of ${ROUNDS} rounds: direct ${median(rows.map((x) => x.d.rate)).toFixed(1)} keys/s, replicated at B ${median(rows.map((x) => x.r.throughputB)).toFixed(1)} keys/s`);
-  console.log(`ratio replicated throughput at B / direct import rate at B: ${median(rows.map((x) => x.ratio)).toFixed(2)} (target ≥ 0.9; rounds ${rows.map((x) => x.ratio.toFixed(2)).join(', ')})`);
-  console.log(`ratio rate held at A / direct import rate at B: ${median(rows.map((x) => x.heldRatio)).toFixed(2)}`);
-  console.log(`lag p99: ${median(rows.map((x) => x.p99)).toFixed(0)} ms (target < 1000 ms; rounds ${rows.map((x) => x.p99.toFixed(0)).join(', ')})`);
-  console.log(`CPU ms/key, median: direct ${median(rows.map((x) => x.d.cpu.total)).toFixed(2)}, replicated ${median(rows.map((x) => x.r.cpu.total)).toFixed(2)}`);
-  console.log(`keys missing at B: ${rows.reduce((n, x) => n + x.r.missing, 0)}`);
-  const bySnapshot = rows.map((x) => x.r.bySnapshot);
-  if (bySnapshot.some((n) => n > 0)) console.log(`keys that reached B by a snapshot sync, not the stream (their apply time: when the bench saw B's position pass them), per round: ${bySnapshot.join(', ')}`);
-  if (!IN_PROCESS) console.log(`daemon log lines at warn or above: ${warnings.size === 0 ? 'none' : [...warnings].map(([m, n]) => `${n} × ${m}`).join('; ')}`);
+  if (PARTITION > 0) {
+    console.log(`partition rounds: ${LEAD} s steady at ${STREAM_RATE} keys/s (concurrency ${C}), B cut off from A for ${PARTITION} s, ${TAIL} s more after the heal`);
+    const rows = [];
+    for (let round = 0; round < ROUNDS; round++) rows.push(await partitionRun(round));
+    console.log('');
+    console.log('| round | held at A keys/s | lag before the cut p50 / p99 ms | window at B before the cut (min–median–max) | backlog at the heal | heal → B\'s first apply ms | drain ms (first apply → last backlog key) | drain changes/s | window as the drain starts | window during the drain (min–median–max) | lag after the heal p50 / p99 ms |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+    rows.forEach((r, i) => console.log(`| ${i + 1} | ${r.held.toFixed(1)} | ${r.before} | ${r.windowLead} | ${r.backlog} | ${r.reconnectMs} | ${r.drainMs} | ${r.drainRate.toFixed(1)} | ${r.windowAtDrain} | ${r.windowDrain} | ${r.after} |`));
+    console.log('');
+    console.log('B\'s apply window from 0.5 s before the heal to 0.5 s after the drain (s since the heal : window), per round:');
+    rows.forEach((r, i) => console.log(`  round ${i + 1}: ${r.timeline.join(' ')}`));
+    const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)];
+    console.log(`median drain: ${median(rows.map((r) => r.drainMs))} ms, ${median(rows.map((r) => r.drainRate)).toFixed(1)} changes/s (rounds ${rows.map((r) => r.drainRate.toFixed(1)).join(', ')})`);
+    if (rows.some((r) => r.bySnapshot > 0)) console.log(`keys that reached B by a snapshot sync, per round: ${rows.map((r) => r.bySnapshot).join(', ')}`);
+    console.log(`daemon log lines at warn or above: ${warnings.size === 0 ? 'none' : [...warnings].map(([m, n]) => `${n} × ${m}`).join('; ')}`);
+  } else {
+    const rows = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const d = await directRun(round);
+      const r = await replicatedRun(round, IN_PROCESS && round === ROUNDS - 1 ? PROFILE : undefined);
+      rows.push({ d, r, ratio: r.throughputB / d.rate, heldRatio: r.held / d.rate, p99: percentile(r.lags, 99) });
+    }
+
+    const groups = (c) => (c ? `${c.commits} × ${(c.writes / Math.max(1, c.commits)).toFixed(1)}, ${c.syncs} syncs of ${(c.syncMs / Math.max(1, c.syncs)).toFixed(1)} ms` : '–');
+    console.log('');
+    console.log(`| round | direct at B keys/s | held at A keys/s | replicated at B keys/s | apply rate at B | lag p50 / p90 / p99 / max ms | missing | ELU (bench) direct / replicated | group commits A / B (× writes, WAL syncs) | window at B (min–median–max) | ratio B / direct | ratio A / direct |`);
+    console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|`);
+    rows.forEach(({ d, r, ratio, heldRatio }, i) => {
+      const lag = `${[50, 90, 99].map((p) => percentile(r.lags, p).toFixed(0)).join(' / ')} / ${r.lags[N - 1].toFixed(0)}`;
+      console.log(
+        `| ${i + 1} | ${d.rate.toFixed(1)} | ${r.held.toFixed(1)} | ${r.throughputB.toFixed(1)} | ${r.applyRate.toFixed(1)} | ${lag} | ${r.missing} | ${d.elu} / ${r.elu} | ${r.commits.length ? r.commits.map(groups).join(' / ') : '–'} | ${r.windowAtB ?? '–'} | ${ratio.toFixed(2)} | ${heldRatio.toFixed(2)} |`,
+      );
+    });
+    console.log('');
+    console.log('CPU ms per key (user + system), per round:');
+    rows.forEach(({ d, r }, i) => console.log(`  round ${i + 1}: direct ${d.cpu.text}; replicated ${r.cpu.text}`));
+    console.log('Waiting for a CPU (runnable, not running; main threads), ms per key, per round:');
+    rows.forEach(({ d, r }, i) => console.log(`  round ${i + 1}: direct ${d.cpu.wait.text}; replicated ${r.cpu.wait.text}`));
+    const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)];
+    console.log('');
+    console.log(`median of ${ROUNDS} rounds: direct ${median(rows.map((x) => x.d.rate)).toFixed(1)} keys/s, replicated at B ${median(rows.map((x) => x.r.throughputB)).toFixed(1)} keys/s`);
+    console.log(`ratio replicated throughput at B / direct import rate at B: ${median(rows.map((x) => x.ratio)).toFixed(2)} (target ≥ 0.9; rounds ${rows.map((x) => x.ratio.toFixed(2)).join(', ')})`);
+    console.log(`ratio rate held at A / direct import rate at B: ${median(rows.map((x) => x.heldRatio)).toFixed(2)}`);
+    console.log(`lag p99: ${median(rows.map((x) => x.p99)).toFixed(0)} ms (target < 1000 ms; rounds ${rows.map((x) => x.p99.toFixed(0)).join(', ')})`);
+    console.log(`CPU ms/key, median: direct ${median(rows.map((x) => x.d.cpu.total)).toFixed(2)}, replicated ${median(rows.map((x) => x.r.cpu.total)).toFixed(2)}`);
+    console.log(`keys missing at B: ${rows.reduce((n, x) => n + x.r.missing, 0)}`);
+    const bySnapshot = rows.map((x) => x.r.bySnapshot);
+    if (bySnapshot.some((n) => n > 0)) console.log(`keys that reached B by a snapshot sync, not the stream (their apply time: when the bench saw B's position pass them), per round: ${bySnapshot.join(', ')}`);
+    if (!IN_PROCESS) console.log(`daemon log lines at warn or above: ${warnings.size === 0 ? 'none' : [...warnings].map(([m, n]) => `${n} × ${m}`).join('; ')}`);
+  }
 } finally {
   for (const c of closers) await c.close().catch(() => undefined);
   for (const stop of stopDaemons) await stop().catch(() => undefined);

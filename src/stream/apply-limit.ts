@@ -5,35 +5,57 @@
  * client's pool), where they add latency, slow the applications that use the same NetHSM, and hold the namespace's
  * lock longer, for no gain.
  *
- * The rule (a bandwidth-delay product, as TCP BBR sizes its window): the limit is `gain` (default 2) × `rate` ×
- * `baseline`, where
- * - `rate` is the best delivery rate of the last `history` (default 10) rounds whose window was full. A round is
- *   `max(limit, 8)` finished imports; its delivery rate is the median over its imports of (imports finished while
- *   that one was in flight) / (its latency): what the device delivered to this window, with no clock of its own;
- * - `baseline` is the lowest latency of any import in the last `probeIntervalMs` (default 5 s): the device's own
- *   service time plus the path to it, with no queue in front of it.
+ * The rule (a bandwidth-delay product, as TCP BBR sizes its window: Cardwell et al., "BBR: Congestion-Based
+ * Congestion Control", ACM Queue 2016, and draft-cardwell-iccrg-bbr-congestion-control): the limit is `gain`
+ * (default 2) × `rate` × `baseline`, where
+ * - `rate` is the best delivery rate of the last `history` (default 10) rounds whose window was full (BBR's windowed
+ *   max of the bottleneck bandwidth). A round is `max(limit, 8)` finished imports; its delivery rate is the median over
+ *   its imports of (imports finished while that one was in flight) / (its latency): what the device delivered to this
+ *   window, with no clock of its own;
+ * - `baseline` is the lowest latency of any import in the last `probeIntervalMs` (default 5 s; BBR's windowed min of
+ *   the round-trip time): the device's own service time plus the path to it, with no queue of ours in front of it.
  * By Little's law `rate × baseline` imports keep the device as busy as it gets without a queue; `gain` more keeps it
  * busy through the jitter of everything outside the device (a daemon or NetHSM waiting for a CPU, a GC pause), at the
  * price of at most that many again waiting at the device (each import then takes up to `gain` × its unloaded time).
+ * With the window full, rate ≈ limit / latency, so the target is above the limit exactly while the latency stays
+ * within `gain` × baseline: the limit grows (at most ×2 a round, slow start) while the window is full and the latency
+ * within bounds. It shrinks only on evidence of a device that queues: a full round whose target is lower AND whose
+ * median latency is above `gain` × baseline (TCP Vegas' and Gradient2's signal, latency rising over the unloaded one,
+ * required beside BBR's). A lower target with the latency within bounds comes from the rate estimate, not the device:
+ * a backlog's first imports start together into an empty window and see few others end during their flight.
  * - A round with a transient failure (unreachable, timeout, 5xx: the device or the path is overloaded) halves the
  *   limit and forgets the rates: they are learnt again from the smaller window.
- * - A round whose window was never full (less demand than the limit) changes nothing: it proves nothing.
- * - Growth is at most ×2 a round: while the device has capacity left the rate follows the window, so the limit doubles
- *   (slow start) until the rate stops growing, where the device is the bound.
+ * - A round that was not full changes the limit in no way, neither by its rate nor by a probe. Its imports are
+ *   "application-limited" (draft-cheng-iccrg-delivery-rate-estimation: app-limited samples must not lower the
+ *   bandwidth estimate; Netflix concurrency-limits' Gradient2Limit likewise leaves its limit alone while fewer than
+ *   half of it are in flight): a window with room says how fast the primary writes, not what the device can take. An
+ *   import counts as window-limited when the window was full (an import waited for room) at some moment of its
+ *   flight; a round is full when at least half of its imports are, and its rate is the median of those.
+ * - A round that was not full refreshes the baseline instead: nothing of ours queued at the device, so its lowest
+ *   latency is what a probe would measure. Once the baseline is older than `probeIntervalMs` it is replaced by that
+ *   round's lowest latency, even if higher (the windowed minimum decays: a device or a host that became slower for
+ *   good belongs in the window).
+ * What these rules replaced: a probe ran in any round, and one without a rate learnt (a window never full) ended at
+ * half the limit for good, so a replica following a stream at 50 changes/s sat at 1–4 after a minute; a partition
+ * aged the baseline, so the backlog after it began with a probe; and the backlog's first rounds (few imports ending
+ * during each one's flight) lowered the target. Each meant a backlog (a reconnect after a partition, a rewind)
+ * started one to four imports at a time (docs/benchmarks.md, "The apply limit under a steady stream and after a
+ * partition"; tests in apply-limit.test.ts).
  *
- * Why this backs off from a device that queues and not from a host short of CPU (the AIMD on latency it replaces
+ * Why this backs off from a device that queues and not from a host short of CPU (the AIMD on latency it replaced
  * halved the window when CPU wait made imports slower, down to 1–3 while the device idled): a wait outside the device
  * does not lower the best recent rate, so the limit stays; a device that serves fewer of our imports (slower, or busy
  * with applications' requests) lowers the rate of every round, and within `history` rounds the limit follows it down.
  * Imports beyond the device's slots raise the latency, not the rate, so the limit stays at `gain` × what the device
  * delivers, far below the pool when the device is the bound.
  *
- * Why a probe: with the device kept busy every import waits a little, so the baseline would creep up with the limit as
- * old minima expire. When no import has matched the baseline for `probeIntervalMs`, the limit drops to half of
- * `rate × baseline` (below the device's slots, so their queue drains) until `max(4, that)` imports started since have
- * ended; their lowest latency is the new baseline, even if higher (a device that became slower for good, or a host
- * that stays short of CPU: both belong in the window). It costs about half the device for about two import latencies
- * every `probeIntervalMs` (≈ 1–2 % at appliance latencies).
+ * Why a probe (BBR's ProbeRTT), in full rounds only: with the device kept busy every import waits a little, so the
+ * baseline would creep up with the limit as old minima expire. When no import has matched the baseline for
+ * `probeIntervalMs` while every round was full (an idle spell or a window with room leaves nothing of ours to hide
+ * the baseline, so it does not count), the limit drops to half of `rate × baseline` (below the device's slots, so
+ * their queue drains) until `max(4, that)` imports started since have ended; their lowest latency is the new baseline,
+ * even if higher, and the limit is set from it (with no rate learnt yet, back to what it was). It costs about half the
+ * device for about two import latencies every `probeIntervalMs` (≈ 1–2 % at appliance latencies).
  *
  * Pure bookkeeping (no timers, no I/O): the window reports to it and reads `current`.
  */
@@ -60,6 +82,8 @@ export type ApplyLimitChange = 'increase' | 'decrease' | 'probe' | 'failure';
 
 const MIN_ROUND = 8;
 const MIN_PROBE = 4;
+/** A full() this long before an import's start still counts as during its flight (the two may share a turn). */
+const FULL_SLACK_MS = 1;
 /** Completion times kept for delivery rates: more than any window has in flight, by far. */
 const COMPLETIONS_KEPT = 4096;
 
@@ -74,17 +98,28 @@ export class ApplyLimit {
   #lastChange: ApplyLimitChange | undefined;
   /** Times (ms, ascending) imports ended, for delivery rates. */
   #ends: number[] = [];
-  /** The current round: delivery rates of its imports, whether one failed, whether the window was full. */
+  /** When the window was last full (ms): an import in flight then was window-limited. */
+  #fullAt: number | undefined;
+  /**
+   * The current round: delivery rates and latencies of its window-limited imports, its imports, its lowest latency,
+   * whether one failed.
+   */
   #round: number[] = [];
+  #roundLatencies: number[] = [];
   #samples = 0;
+  #roundLowest = Number.POSITIVE_INFINITY;
   #roundFailed = false;
-  #roundFull = false;
   /** Median delivery rates (imports/s) of the last `history` full rounds. */
   #rates: number[] = [];
   #baseline = Number.POSITIVE_INFINITY;
   #baselineAt: number | undefined;
-  /** While probing: when it started, its lowest latency, how many imports started since ended, how many it waits for. */
-  #probe: { start: number; lowest: number; seen: number; needs: number; failed: boolean } | undefined;
+  /** Since when every round was full (undefined after one that was not): our own queue may hide the baseline since. */
+  #fullSince: number | undefined;
+  /**
+   * While probing: when it started, its lowest latency, how many imports started since ended, how many it waits for,
+   * whether one failed, the limit before it.
+   */
+  #probe: { start: number; lowest: number; seen: number; needs: number; failed: boolean; before: number } | undefined;
 
   /** Throws RangeError for bounds that are not whole numbers with 1 ≤ min ≤ max, or a gain below 1. */
   constructor(o: ApplyLimitOptions) {
@@ -118,7 +153,7 @@ export class ApplyLimit {
 
   /** The window is full and an import waits for room: there is more demand than the limit lets through. */
   full(): void {
-    this.#roundFull = true;
+    this.#fullAt = this.#now();
   }
 
   /**
@@ -138,28 +173,54 @@ export class ApplyLimit {
     if (this.#probe) return this.#probeSample(now, ms, valid, failed);
     this.#samples++;
     if (failed) this.#roundFailed = true;
-    else if (valid) this.#round.push((this.#endedSince(now - ms) * 1000) / ms);
+    else if (valid) {
+      this.#roundLowest = Math.min(this.#roundLowest, ms);
+      // Window-limited: the window was full at some moment of this import's flight (not app-limited, in draft-cheng).
+      if (this.#fullAt !== undefined && this.#fullAt >= now - ms - FULL_SLACK_MS) {
+        this.#round.push((this.#endedSince(now - ms) * 1000) / ms);
+        this.#roundLatencies.push(ms);
+      }
+    }
     if (this.#samples >= Math.max(this.#limit, MIN_ROUND)) this.#endRound(now);
   }
 
   #endRound(now: number): void {
     const rates = this.#round;
-    const failed = this.#roundFailed || rates.length === 0;
-    const full = this.#roundFull;
+    const latency = this.#roundLatencies.length > 0 ? median(this.#roundLatencies) : Number.POSITIVE_INFINITY;
+    const failed = this.#roundFailed;
+    const full = rates.length > 0 && rates.length * 2 >= this.#samples;
+    const lowest = this.#roundLowest;
     this.#round = [];
+    this.#roundLatencies = [];
     this.#samples = 0;
+    this.#roundLowest = Number.POSITIVE_INFINITY;
     this.#roundFailed = false;
-    this.#roundFull = false;
     if (failed) {
       // Failures of one round (imports in flight together) halve the limit once; the rates are learnt again.
       this.#rates = [];
       return this.#set(Math.floor(this.#limit / 2), 'failure');
     }
-    if (now - this.#baselineAt! > this.#probeIntervalMs) return this.#startProbe(now);
-    if (!full) return;
+    if (!full) {
+      // Application-limited: the limit stays. Nothing of ours queued at the device, so the round's lowest latency is
+      // as good as a probe's: it replaces a stale baseline (the windowed minimum decays, BBR's min_rtt filter).
+      this.#fullSince = undefined;
+      if (Number.isFinite(lowest) && now - this.#baselineAt! > this.#probeIntervalMs) {
+        this.#baseline = lowest;
+        this.#baselineAt = now;
+      }
+      return;
+    }
+    // The baseline is stale only once our own full window may have hidden it that long (not after an idle spell).
+    this.#fullSince ??= now;
+    if (now - Math.max(this.#baselineAt!, this.#fullSince) > this.#probeIntervalMs) return this.#startProbe(now);
     this.#rates.push(median(rates));
     if (this.#rates.length > this.#history) this.#rates.shift();
-    this.#set(Math.min(this.#target(), this.#limit * 2), undefined);
+    const target = Math.min(this.#target(), this.#limit * 2);
+    // Shrink only on evidence that the device queues: the latency rose beyond `gain` × the baseline with the window
+    // full. A lower target with the latency within bounds comes from the rate's estimate (imports that start together
+    // into an empty window, as a backlog's first ones do, see few others end during their flight), not from the device.
+    if (target < this.#limit && latency <= this.#gain * this.#baseline) return;
+    this.#set(target, undefined);
   }
 
   /** gain × the best recent rate × the baseline, rounded up. */
@@ -173,7 +234,7 @@ export class ApplyLimit {
     const rate = this.#rates.length > 0 ? Math.max(...this.#rates) : 0;
     const bdp = rate > 0 && Number.isFinite(this.#baseline) ? (rate * this.#baseline) / 1000 : this.#limit;
     const needs = Math.max(this.#min, Math.ceil(bdp / 2));
-    this.#probe = { start: now, lowest: Number.POSITIVE_INFINITY, seen: 0, needs: Math.max(MIN_PROBE, needs), failed: false };
+    this.#probe = { start: now, lowest: Number.POSITIVE_INFINITY, seen: 0, needs: Math.max(MIN_PROBE, needs), failed: false, before: this.#limit };
     this.#set(Math.min(needs, this.#limit), 'probe');
   }
 
@@ -192,7 +253,8 @@ export class ApplyLimit {
       this.#rates = [];
       return this.#set(Math.floor(this.#limit / 2), 'failure');
     }
-    this.#set(this.#target(), undefined);
+    // With no rate learnt yet, the limit before the probe stands: the probe measured the baseline, not the device.
+    this.#set(this.#rates.length > 0 ? this.#target() : p.before, undefined);
   }
 
   /** Imports that ended after `since` (ms), this one included. */
