@@ -64,8 +64,6 @@ export interface ReplaySpan {
 
 /** Rows read from SQLite per query. */
 const BATCH = 500;
-/** Keys replayed at once (each key's changes in order): about what a NetHSM serves in parallel. */
-const REPLAY_CONCURRENCY = 8;
 /** Changes dropOwnEnvelopes scans per transaction. */
 const DROP_SLICE = 20_000;
 
@@ -120,8 +118,11 @@ export class LogReplay {
     }
     const deps: ApplyDeps = { site: this.#o.site, store: this.#o.store, client: (ns) => this.#o.client(ns), transportKey: () => this.#o.transportKey() };
     // The hold lasts as long as the replay: keys are independent of each other (a move links two, so any move makes
-    // it one chain), so each key's changes run in order and several keys at once, at the device's own pace.
+    // it one chain), so each key's changes run in order and as many keys at once as the client's pool has connections
+    // to the NetHSM (`nethsm.connections`): the device's own pace, not a fixed 8 that left a pool of 32 three-quarters
+    // idle (docs/benchmarks.md, "Busy site: the racing writes re-applied faster").
     const chains = replayChains(plan.rows);
+    const width = Math.max(1, Math.min(this.#o.client(namespace).connections, chains.length));
     let made = 0;
     let next = 0;
     // The first failure stops every worker before its next change, and replay() settles only once each has: the
@@ -140,7 +141,7 @@ export class LogReplay {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(REPLAY_CONCURRENCY, chains.length) }, worker));
+    await Promise.all(Array.from({ length: width }, worker));
     if (failure !== undefined) throw failure.err;
     return made;
   }
