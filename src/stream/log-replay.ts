@@ -234,18 +234,25 @@ export class LogReplay {
       if (batch.length === 0) return refuse(`changes from ${after + 1} are no longer retained`);
     }
     for (const [i, c] of rows.entries()) {
-      const why = this.#refusal(c, rows.slice(0, i), rows.slice(i + 1));
+      const why = this.#refusal(rows, i);
       if (why !== undefined) return refuse(`change ${c.seq} (${c.kind}${c.keyId !== undefined ? ` of ${c.keyId}` : ''}): ${why}`);
     }
     return { rows, toSeq: head };
   }
 
-  /** Why one change cannot be replayed given the changes before and after it in the suffix; undefined when it can. */
-  #refusal(c: LoggedChange, before: readonly LoggedChange[], after: readonly LoggedChange[]): string | undefined {
+  /**
+   * Why change `rows[i]` cannot be replayed given the changes before and after it in the suffix; undefined when it can.
+   * Only a move looks at the others (this runs inside the merge-restore's hold, via `span`: no copy of the suffix per
+   * change, which made the check quadratic in the racing writes).
+   */
+  #refusal(rows: readonly LoggedChange[], i: number): string | undefined {
+    const c = rows[i]!;
     const line = changeLineFor(c, this.#o.site);
     if (line.kind === 'catchup') return `a catch-up (${line.reason})`;
     if (line.kind === 'key-imported' && this.#o.transportKey() === undefined) return 'an import, and this site has no transport key to open it';
     if (line.kind !== 'key-moved') return undefined;
+    const before = rows.slice(0, i);
+    const after = rows.slice(i + 1);
     const from = line.keyId;
     const to = line.newId;
     // Replay reads "B exists" as "past this move": only sound when nothing earlier in the suffix made or removed B.
