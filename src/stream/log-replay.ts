@@ -29,7 +29,10 @@ export interface LogReplayOptions {
   store: StateStore;
   /** This site's name: the envelopes it opens are those the capture sealed under it. */
   site: string;
-  /** This site's transport key (the NetHSM unwraps); undefined when it has none (imports are then refused). */
+  /**
+   * This site's transport key; undefined when it has none (imports are then refused). Its `unwrap` answers the window
+   * keys the capture made itself from memory (UnwrappedKeyCache.remember), others through the NetHSM.
+   */
   transportKey(): Unwrapper | undefined;
   /**
    * The namespace's replication account on this site's NetHSM (StreamService.client): the same Administrator the
