@@ -222,8 +222,10 @@ export class DaemonRaceReplayer implements RaceReplayer {
   async #replayAfterHold(ns: string, run: AfterHold): Promise<string | undefined> {
     const ticket = writeTicket();
     let notRun: string | undefined;
+    const asked = Date.now();
     await this.#o.barrier.shared(
       async () => {
+        const admitted = Date.now();
         const r = this.#record(ns);
         // Finished meanwhile by an exclusive hold that got in first (a demote's, a fence's): nothing to do.
         notRun = endedFirst(r, run);
@@ -235,7 +237,13 @@ export class DaemonRaceReplayer implements RaceReplayer {
         ticket.replay = { kind: 'log', namespace: ns, seq: r!.fromSeq };
         this.#o.store.raceReplays.done(ns, r!.epoch, r!.fromSeq);
         this.#refresh();
-        this.#o.log.info({ namespace: ns, epoch: r!.epoch, fromSeq: r!.fromSeq, toSeq: run.toSeq, changes: n }, 'writes a restore erased were re-applied from the change log after the hold');
+        // Where the time went (docs/benchmarks.md, "Busy site"): the wait for the shared hold, then the replay itself.
+        const replayMs = Date.now() - admitted;
+        const spanned = run.toSeq - r!.fromSeq + 1;
+        this.#o.log.info(
+          { namespace: ns, epoch: r!.epoch, fromSeq: r!.fromSeq, toSeq: run.toSeq, changes: n, waitMs: admitted - asked, replayMs, msPerChange: spanned > 0 ? Math.round((replayMs / spanned) * 10) / 10 : 0 },
+          'writes a restore erased were re-applied from the change log after the hold',
+        );
       },
       { scope: ns, tokens: [run.token], ticket, wait: 'unbounded' },
     );

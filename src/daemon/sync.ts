@@ -45,6 +45,7 @@ const APPLY_STEPS: Record<ApplyPhase, string> = {
   merge: 'merging the snapshot (writes go on)',
   hold: 'waiting for device writes in flight to finish',
   restore: 'restoring the merged file into this NetHSM (writes held)',
+  replay: 're-applying the writes the restore erased (writes to other keys go on)',
   verify: 'verifying the restore (writes go on)',
 };
 

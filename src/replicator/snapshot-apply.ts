@@ -64,7 +64,7 @@ import type { DeviceCallTiming } from './cost-model.js';
 export type ExclusiveHold = <T>(fn: (guard: ExclusiveGuard) => Promise<T>, namespaces?: readonly string[]) => Promise<T>;
 
 /** Where a sync stands, for tests and progress: each phase is reported as it starts. */
-export type ApplyPhase = 'backup' | 'merge' | 'hold' | 'restore' | 'verify';
+export type ApplyPhase = 'backup' | 'merge' | 'hold' | 'restore' | 'replay' | 'verify';
 
 export interface ApplyDeps {
   device: Device;
@@ -725,6 +725,7 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
  * reported. A failure fails the apply, as it did inside the hold: the record stays and the daemon retries it.
  */
 async function replayRacing(a: Apply, batch: readonly string[], plan: ReplayPlan): Promise<void> {
+  a.deps.onPhase?.('replay');
   const outcome = await a.deps.raceReplay!.replay(plan);
   a.deps.onRaceReplayed?.(batch, plan, outcome);
   const what = { namespaces: batch, writes: plan.writes, logs: Object.fromEntries(plan.logs), streams: plan.streams };

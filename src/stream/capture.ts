@@ -147,7 +147,15 @@ export interface CaptureOptions {
    * can re-apply it after a restore that erased it (log-replay.ts). `recipient()` returns this site's public transport
    * key when such a seal is wanted now (a sync runs and the key is ready), else undefined. Absent: never.
    */
-  own?: { site: string; recipient(): OwnRecipient | undefined };
+  own?: {
+    site: string;
+    recipient(): OwnRecipient | undefined;
+    /**
+     * Told of each own window key as it is made (EnvelopeSealer `onNewKey`; copy what is kept): the log replay then
+     * opens these envelopes without a NetHSM unwrap (StreamService hands it to its UnwrappedKeyCache).
+     */
+    remember?(wrapped: Buffer, key: Buffer): void;
+  };
 }
 
 /** This site's own transport key's public half, for own-site sealing. */
@@ -175,10 +183,17 @@ export class ChangeCapture implements MutationObserver {
   /** Intents whose answer was lost and that the device could not settle yet: their keys stay locked. */
   readonly #unsettled = new Map<string, Open>();
   /** One envelope key per replica for a bounded window (envelope-keys.ts): one NetHSM unwrap per window there. */
-  readonly #sealer = new EnvelopeSealer();
+  readonly #sealer: EnvelopeSealer;
 
   constructor(o: CaptureOptions) {
     this.#o = o;
+    const own = o.own;
+    const remember = own?.remember;
+    this.#sealer = new EnvelopeSealer({
+      onNewKey: (site, wrapped, key) => {
+        if (remember && site === own.site) remember(wrapped, key);
+      },
+    });
   }
 
   /** Zeroes the envelope keys held for sealing. Idempotent. */

@@ -38,6 +38,37 @@ describe('envelope keys over a window', () => {
     cache.clear();
   });
 
+  // Before: a daemon asked its own NetHSM to unwrap the window key of envelopes it had sealed to itself (log replay).
+  it('tells each fresh window key to onNewKey once, and a cache that remembers it opens those envelopes with no NetHSM call', async () => {
+    let now = 0;
+    const told: { site: string; wrapped: string }[] = [];
+    const cache = new UnwrappedKeyCache({ now: () => now });
+    const sealer = new EnvelopeSealer({
+      maxUses: 2,
+      now: () => now,
+      onNewKey: (site, wrapped, key) => {
+        told.push({ site, wrapped: wrapped.toString('base64') });
+        cache.remember(wrapped, key);
+      },
+    });
+    const envs = [0, 1, 2].map((i) => sealer.seal(Buffer.from(`own ${i}`), recipient, `beta\nk${i}`));
+    expect(told).toEqual([
+      { site: 'b', wrapped: envs[0]!.wrappedKey },
+      { site: 'b', wrapped: envs[2]!.wrappedKey },
+    ]);
+    // The sealer's window ends (its key zeroed) before the replay opens them: the cache kept its own copies.
+    sealer.close();
+    const hsm = netHsm();
+    const plain = await Promise.all(envs.map((e, i) => openEnvelope(e, expect_, `beta\nk${i}`, (w) => cache.unwrap(w, hsm.unwrap))));
+    expect(plain.map((p) => p.toString())).toEqual(['own 0', 'own 1', 'own 2']);
+    expect(hsm.calls.n).toBe(0);
+    // Same bounds as an unwrapped key: past its age the NetHSM is asked again.
+    now = 120_001;
+    await openEnvelope(envs[0]!, expect_, 'beta\nk0', (w) => cache.unwrap(w, hsm.unwrap));
+    expect(hsm.calls.n).toBe(1);
+    cache.clear();
+  });
+
   it('starts a new key after the use limit or the age limit', () => {
     let now = 0;
     const sealer = new EnvelopeSealer({ maxUses: 3, maxAgeMs: 1000, now: () => now });

@@ -19,6 +19,12 @@ export interface WindowOptions {
   /** Milliseconds a key is used / kept at most. Default 60 000. */
   maxAgeMs?: number;
   now?: () => number;
+  /**
+   * Told of each fresh window key as it is made, with its wrapped form (the callee copies what it keeps; `key` is
+   * zeroed when the window ends). The capture hands this site's OWN window keys to the receiving cache, so the log
+   * replay opens its own envelopes without asking the NetHSM to unwrap what this daemon made itself.
+   */
+  onNewKey?: (site: string, wrapped: Buffer, key: Buffer) => void;
 }
 
 interface SealKey {
@@ -35,11 +41,13 @@ export class EnvelopeSealer {
   readonly #maxUses: number;
   readonly #maxAgeMs: number;
   readonly #now: () => number;
+  readonly #onNewKey: WindowOptions['onNewKey'];
 
   constructor(o: WindowOptions = {}) {
     this.#maxUses = o.maxUses ?? 1000;
     this.#maxAgeMs = o.maxAgeMs ?? 60_000;
     this.#now = o.now ?? Date.now;
+    this.#onNewKey = o.onNewKey;
   }
 
   /** Seals `plaintext` for `recipient` (throws EnvelopeInvalidError / key parsing errors as sealEnvelope does). */
@@ -66,6 +74,7 @@ export class EnvelopeSealer {
     const wrapped = publicEncrypt({ key: pub.key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, key);
     const fresh = { fingerprint: pub.fingerprint, key, wrapped, uses: 0, createdAt: now };
     this.#keys.set(id, fresh);
+    this.#onNewKey?.(recipient.site, wrapped, key);
     return fresh;
   }
 }
@@ -117,6 +126,15 @@ export class UnwrappedKeyCache {
       }
       await p;
     }
+  }
+
+  /**
+   * Keeps a copy of `key` as what `wrapped` unwraps to, as if the NetHSM had answered: for an envelope key this daemon
+   * made itself (EnvelopeSealer's `onNewKey`, this site's own window), whose unwrap through the NetHSM would only give
+   * back what is already known here. Same bounds as an unwrapped key (age, entries, zeroing).
+   */
+  remember(wrapped: Buffer, key: Buffer): void {
+    this.#store(createHash('sha256').update(wrapped).digest('hex'), Buffer.from(key));
   }
 
   /** Zeroes and forgets every key. Idempotent. */

@@ -29,7 +29,10 @@ export interface LogReplayOptions {
   store: StateStore;
   /** This site's name: the envelopes it opens are those the capture sealed under it. */
   site: string;
-  /** This site's transport key (the NetHSM unwraps); undefined when it has none (imports are then refused). */
+  /**
+   * This site's transport key; undefined when it has none (imports are then refused). Its `unwrap` answers the window
+   * keys the capture made itself from memory (UnwrappedKeyCache.remember), others through the NetHSM.
+   */
   transportKey(): Unwrapper | undefined;
   /**
    * The namespace's replication account on this site's NetHSM (StreamService.client): the same Administrator the
@@ -64,8 +67,8 @@ export interface ReplaySpan {
 
 /** Rows read from SQLite per query. */
 const BATCH = 500;
-/** Keys replayed at once (each key's changes in order): about what a NetHSM serves in parallel. */
-const REPLAY_CONCURRENCY = 8;
+/** Keys replayed at once at most (each key's changes in order): about what a NetHSM serves in parallel. */
+export const REPLAY_CONCURRENCY = 8;
 /** Changes dropOwnEnvelopes scans per transaction. */
 const DROP_SLICE = 20_000;
 
@@ -120,8 +123,13 @@ export class LogReplay {
     }
     const deps: ApplyDeps = { site: this.#o.site, store: this.#o.store, client: (ns) => this.#o.client(ns), transportKey: () => this.#o.transportKey() };
     // The hold lasts as long as the replay: keys are independent of each other (a move links two, so any move makes
-    // it one chain), so each key's changes run in order and several keys at once, at the device's own pace.
+    // it one chain), so each key's changes run in order and up to REPLAY_CONCURRENCY keys at once (never more than the
+    // pool's connections). Not the whole pool: the replay runs after the hold while the namespace's other writes pass
+    // (`admitsDuring`), and a write that finds 32 replayed imports queued at a device serving a few at a time is held
+    // for them; the branch that used the pool's width measured the busy hold 1.7–2.1× a raw restore against 0.9–1.6
+    // at 8 (docs/benchmarks.md, "Busy site: the racing writes re-applied faster").
     const chains = replayChains(plan.rows);
+    const width = Math.max(1, Math.min(REPLAY_CONCURRENCY, this.#o.client(namespace).connections, chains.length));
     let made = 0;
     let next = 0;
     // The first failure stops every worker before its next change, and replay() settles only once each has: the
@@ -140,7 +148,7 @@ export class LogReplay {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(REPLAY_CONCURRENCY, chains.length) }, worker));
+    await Promise.all(Array.from({ length: width }, worker));
     if (failure !== undefined) throw failure.err;
     return made;
   }
@@ -233,18 +241,25 @@ export class LogReplay {
       if (batch.length === 0) return refuse(`changes from ${after + 1} are no longer retained`);
     }
     for (const [i, c] of rows.entries()) {
-      const why = this.#refusal(c, rows.slice(0, i), rows.slice(i + 1));
+      const why = this.#refusal(rows, i);
       if (why !== undefined) return refuse(`change ${c.seq} (${c.kind}${c.keyId !== undefined ? ` of ${c.keyId}` : ''}): ${why}`);
     }
     return { rows, toSeq: head };
   }
 
-  /** Why one change cannot be replayed given the changes before and after it in the suffix; undefined when it can. */
-  #refusal(c: LoggedChange, before: readonly LoggedChange[], after: readonly LoggedChange[]): string | undefined {
+  /**
+   * Why change `rows[i]` cannot be replayed given the changes before and after it in the suffix; undefined when it can.
+   * Only a move looks at the others (this runs inside the merge-restore's hold, via `span`: no copy of the suffix per
+   * change, which made the check quadratic in the racing writes).
+   */
+  #refusal(rows: readonly LoggedChange[], i: number): string | undefined {
+    const c = rows[i]!;
     const line = changeLineFor(c, this.#o.site);
     if (line.kind === 'catchup') return `a catch-up (${line.reason})`;
     if (line.kind === 'key-imported' && this.#o.transportKey() === undefined) return 'an import, and this site has no transport key to open it';
     if (line.kind !== 'key-moved') return undefined;
+    const before = rows.slice(0, i);
+    const after = rows.slice(i + 1);
     const from = line.keyId;
     const to = line.newId;
     // Replay reads "B exists" as "past this move": only sound when nothing earlier in the suffix made or removed B.

@@ -101,6 +101,8 @@ export class StreamService {
           const info = this.transportKey.publicInfo();
           return { keyId: info.keyId, publicKeyPem: info.publicKeyPem };
         },
+        // Its own window keys are known here: the log replay opens own envelopes without a NetHSM unwrap.
+        remember: (wrapped, key) => this.#unwrapped.remember(wrapped, key),
       },
       generate: async (ns, body) => {
         if (ctx.config.namespaces.find((n) => n.name === ns)?.generate !== 'replicated') return undefined;
