@@ -1,5 +1,5 @@
 import { constants, generateKeyPairSync, privateDecrypt } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { openEnvelope } from './envelope.js';
 import { EnvelopeSealer, UnwrappedKeyCache } from './envelope-keys.js';
 import { parseTransportPublicKey } from './transport-key.js';
@@ -104,5 +104,24 @@ describe('envelope keys over a window', () => {
     cache.clear();
     expect(cache.size).toBe(0);
     sealer.close();
+  });
+
+  it('zeroes a remembered own key once its age runs out, with no unwrap to notice it', () => {
+    vi.useFakeTimers();
+    try {
+      const cache = new UnwrappedKeyCache({ maxAgeMs: 100 });
+      const sealer = new EnvelopeSealer({ onNewKey: (_site, wrapped, key) => cache.remember(wrapped, key) });
+      sealer.seal(Buffer.from('x'), recipient, 'c');
+      expect(cache.size).toBe(1);
+      vi.advanceTimersByTime(99);
+      expect(cache.size).toBe(1);
+      vi.advanceTimersByTime(2);
+      // Before: kept (and unzeroed) until the next unwrap or 64 other keys, however long that took.
+      expect(cache.size).toBe(0);
+      expect(vi.getTimerCount()).toBe(0);
+      sealer.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

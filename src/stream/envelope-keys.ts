@@ -95,6 +95,8 @@ export class UnwrappedKeyCache {
   readonly #maxAgeMs: number;
   readonly #maxEntries: number;
   readonly #now: () => number;
+  /** The next expiry sweep while keys are held: an age bound kept only at the next unwrap is no bound. */
+  #sweep: NodeJS.Timeout | undefined;
 
   constructor(o: { maxAgeMs?: number; maxEntries?: number; now?: () => number } = {}) {
     this.#maxAgeMs = o.maxAgeMs ?? 120_000;
@@ -141,6 +143,8 @@ export class UnwrappedKeyCache {
   clear(): void {
     for (const k of this.#keys.values()) k.key.fill(0);
     this.#keys.clear();
+    clearTimeout(this.#sweep);
+    this.#sweep = undefined;
   }
 
   /** Takes ownership of `key` (zeroed on expiry, eviction or clear). */
@@ -152,6 +156,25 @@ export class UnwrappedKeyCache {
       this.#keys.get(oldest!)!.key.fill(0);
       this.#keys.delete(oldest!);
     }
+    this.#scheduleSweep();
+  }
+
+  /**
+   * Zeroes each key when its age runs out, whether or not an unwrap comes: a site that seals its own envelopes during
+   * a sync (remember) and never replays them would otherwise keep every such key until 64 others evicted it. Unref'd:
+   * it never keeps the process alive.
+   */
+  #scheduleSweep(): void {
+    if (this.#sweep !== undefined || this.#keys.size === 0) return;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const k of this.#keys.values()) oldest = Math.min(oldest, k.at);
+    const delay = Math.max(0, Math.min(this.#maxAgeMs, oldest + this.#maxAgeMs - this.#now()));
+    this.#sweep = setTimeout(() => {
+      this.#sweep = undefined;
+      this.#expire();
+      this.#scheduleSweep();
+    }, delay);
+    this.#sweep.unref();
   }
 
   #expire(): void {
