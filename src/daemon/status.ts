@@ -91,7 +91,8 @@ export interface StreamStatusView {
   /** Replica: the position applied; primary: the change log's head. */
   position: { epoch: number; seq: number } | null;
   /**
-   * Replica: the highest change whose effect reached this site's NetHSM since the position last moved back; ahead of
+   * Replica: the highest change whose effect reached this site's NetHSM on the stream's connection (from the stored
+   * position it connected from: a cut connection's effects above it may have been erased since); ahead of
    * `position` while effects wait for their in-order records (docs/streaming.md, "Rewind"). Primary: the head. Null
    * before the stream connected; absent from older daemons.
    */

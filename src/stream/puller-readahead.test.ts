@@ -187,6 +187,36 @@ describe('stream puller: new changes first while the erased span is applied agai
     expect(recordedSeqs()).toEqual(range(6, 17));
   });
 
+  it('does not report on the device what a restore erased after a drop: onDevice restarts from the stored position', async () => {
+    const span = hold(SPAN);
+    const fresh = hold([18, 19]);
+    scripts = [range(6, 19).map((s) => imported(s)), range(14, 17).map((s) => imported(s))];
+    puller.rewound(17, 5);
+    puller.start();
+    await fresh.waitFor(2, 5_000);
+    await span.waitFor(8, 5_000);
+    fresh.release();
+    await until(() => puller.status().onDevice?.seq === 19, 'the new changes to reach the device');
+    // A merge-restore of another namespace whose restore erases 18 and 19 (unrecorded: its hold's ticket names the
+    // span's records only, so no rewind of this namespace follows; the stream reads 14.. again from the position).
+    const exclusive = barrier.exclusive([], async () => {
+      await device.deleteKey('k18');
+      await device.deleteKey('k19');
+    });
+    try {
+      await until(() => barrier.held, 'the exclusive hold to wait');
+      span.release();
+      await exclusive;
+      span.close();
+      await until(() => position() === 17, 'the dropped changes to be read and applied again');
+      // Before: 19, the high-water mark of the cut connection, though this device holds neither k18 nor k19.
+      expect(puller.status().onDevice).toEqual({ epoch: 1, seq: 17 });
+    } finally {
+      await exclusive.catch(() => undefined);
+      for (const id of ['k18', 'k19']) await device.generateKey({ type: 'Curve25519', mechanisms: ['EdDSA_Signature'], id });
+    }
+  });
+
   it('after a failed span change, starts no queued change and records nothing from the failed one on', async () => {
     // Change 6 imports a key this device lacks, and there is no transport key here: it needs a snapshot.
     const failing = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/absent$/ });

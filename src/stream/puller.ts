@@ -108,9 +108,9 @@ export interface PullerStatus {
    */
   pendingCatchup: (PendingCatchup & { dueAt: number }) | null;
   /**
-   * The highest change whose effect reached this site's NetHSM (applied or found present) since the position last
-   * moved back; ahead of the stored position while effects wait for their in-order records (docs/streaming.md,
-   * "Rewind"). Null before the stream connected.
+   * The highest change whose effect reached this site's NetHSM (applied or found present) on the current connection,
+   * from the stored position it connected from; ahead of that position while effects wait for their in-order records
+   * (docs/streaming.md, "Rewind"). Null before the stream connected.
    */
   onDevice: { epoch: number; seq: number } | null;
 }
@@ -164,9 +164,9 @@ export class NamespacePuller {
   }
 
   /**
-   * The highest change whose effect this puller saw reach the device (applied or found present), since the position
-   * last moved back (a rewind, a snapshot): ahead of the stored position while effects wait for their records (which
-   * go in order), never behind the position it connected from. Null before the first connection.
+   * The highest change whose effect this puller saw reach the device (applied or found present) on this connection:
+   * the stored position it connected from, then ahead of it while effects wait for their records (which go in order).
+   * Null before the first connection and from a rewind or snapshot until the next.
    */
   #onDevice: { epoch: number; seq: number } | null = null;
 
@@ -306,7 +306,9 @@ export class NamespacePuller {
     const after = pos?.epoch === epoch && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : undefined;
     if (after === undefined) return { kind: 'catchup', reason: pos?.epoch === undefined ? 'no position yet' : `position is from epoch ${pos.epoch}` };
     this.#state = 'connecting';
-    this.#reached(after);
+    // Only the stored position is known to be on the device now: effects a cut connection made above it may have been
+    // erased since (a restore of another namespace whose hold recorded none of them rewinds nothing here).
+    this.#onDevice = after;
     const abort = (this.#abort = new AbortController());
     const pokes = this.#pokes;
     // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
@@ -450,6 +452,9 @@ export class NamespacePuller {
       // or takes a snapshot; a failure here was already reported or is superseded by what ended the stream.
       // Read-ahead changes not started are dropped, never started (the stream reads them again from the position).
       await window.abandon();
+      // Between connections (a backoff, a hold to wait for) only what is recorded is known to stay on the device.
+      const left = store.positions.get(ns, peer.name);
+      this.#onDevice = left?.epoch === epoch && left.seq !== undefined ? { epoch, seq: left.seq } : null;
       abort.abort();
       if (this.#abort === abort) this.#abort = undefined;
     }
@@ -476,7 +481,7 @@ export class NamespacePuller {
     };
   }
 
-  /** A change's effect is on the device (or the stream starts from a position): the high-water mark in its epoch. */
+  /** A change's effect is on the device: the connection's high-water mark in its epoch. */
   #reached(at: { epoch: number; seq: number }): void {
     const now = this.#onDevice;
     if (now === null || at.epoch !== now.epoch || at.seq > now.seq) this.#onDevice = { epoch: at.epoch, seq: at.seq };
