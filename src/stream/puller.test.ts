@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capturingLogger, until } from '../gateway/test-support.js';
+import { SyncDaemonStoppingError } from '../errors.js';
 import { createReplicatorMetrics } from '../metrics/metrics.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { PeerClient } from '../peer/client.js';
@@ -194,6 +195,24 @@ describe('stream puller: bad input from the primary', () => {
     release();
     const outcome = await Promise.race([closed, new Promise((r) => setTimeout(() => r('still running'), 5_000))]);
     expect(outcome).toBe('closed');
+  });
+
+  it("does not report a catch-up snapshot that the daemon's stop abandoned as a stream failure", async () => {
+    // The stop cuts the sync a catch-up waits for (NamespaceSync.stop): nothing failed, it runs again after the start.
+    scripts.push([JSON.stringify({ type: 'snapshot-required', reason: 'test', head: { epoch: 1, seq: 90 } })]);
+    let tries = 0;
+    const { p, lines } = puller({ minMs: 60_000, maxMs: 60_000 }, peers, async () => {
+      tries++;
+      throw new SyncDaemonStoppingError('sync of namespace ns abandoned: the daemon is stopping (nothing was changed on this NetHSM)', { namespace: 'ns' });
+    });
+    p.start();
+    await until(() => tries === 1 && p.status().state === 'waiting', 'the catch-up to be abandoned');
+    // Before: a warning that the catch-up failed, and the stream's lastError (status, the stream-failing gauge) set.
+    expect(p.status().lastError).toBeNull();
+    const logged = lines.map((l) => JSON.parse(l) as { level: string; msg: string });
+    expect(logged.filter((l) => ['warn', 'error', 'fatal'].includes(l.level)).map((l) => l.msg)).toEqual([]);
+    expect(logged.some((l) => l.level === 'info' && /daemon is stopping/.test(l.msg))).toBe(true);
+    await p.close();
   });
 
   it('takes one snapshot when the primary asks for it, and nothing else', async () => {

@@ -22,6 +22,7 @@ import {
   PeerMessageInvalidError,
   StreamApplyFailedError,
   StreamLogChangedError,
+  SyncDaemonStoppingError,
 } from '../errors.js';
 import type { Logger } from '../log.js';
 import { blameOf, reportBlame } from '../members/blame.js';
@@ -284,8 +285,12 @@ export class NamespacePuller {
           failures = 0;
         } catch (err) {
           failures++;
-          this.#noteError(err);
-          this.#o.log.warn({ namespace: ns, err }, 'stream catch-up snapshot failed; retrying');
+          // The daemon's stop abandoned the sync (NamespaceSync.stop): nothing failed, the catch-up runs after the start.
+          if (err instanceof SyncDaemonStoppingError) this.#o.log.info({ namespace: ns }, 'stream catch-up snapshot not taken: the daemon is stopping; it runs again after the start');
+          else {
+            this.#noteError(err);
+            this.#o.log.warn({ namespace: ns, err }, 'stream catch-up snapshot failed; retrying');
+          }
         }
       }
       if (outcome?.kind === 'ended' && !outcome.again && failures === 0) await this.#sleep(200);
