@@ -13,15 +13,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { capturingLogger, until } from '../gateway/test-support.js';
 import { createReplicatorMetrics } from '../metrics/metrics.js';
 import { NetHsmClient } from '../nethsm/client.js';
-import { PeerClient } from '../peer/client.js';
-import { PeerServer, type PeerHandlers } from '../peer/server.js';
+import type { PeerClient } from '../peer/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import type { RequestHold } from '../sim/request-holds.js';
 import { StateStore } from '../state/store.js';
-import { createCa, issueCert } from '../tls/index.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 import { Mutex } from '../util/mutex.js';
 import { NamespacePuller, type PullerClock } from './puller.js';
+import { startStreamPrimary, type StreamPrimary } from './test-primary.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
 /** What the primary logs for a key generated inside its NetHSM: only a snapshot brings it to a replica. */
@@ -48,7 +47,7 @@ class TestClock implements PullerClock {
 describe('stream puller: catch-ups in batches', () => {
   let dir: string;
   let store: StateStore;
-  let server: PeerServer;
+  let primary: StreamPrimary;
   let peers: Map<string, PeerClient>;
   /** The primary's change log (seq 6 onwards); every connection replays it from its position, then follows it. */
   let log: string[];
@@ -71,45 +70,31 @@ describe('stream puller: catch-ups in batches', () => {
     // A short timeout: a request the hold keeps (a bug) fails its change instead of stalling the puller.
     device = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: sim.nsUsers.ns!.admin, timeoutMs: 2_000 });
     deviceHold = sim.hold({ path: /^\// });
-    const ca = await createCa({ commonName: 'test CA' });
-    const siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
-    const siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'] });
-    const unused = () => Promise.reject(new Error('unused'));
-    const handlers: PeerHandlers = {
-      status: unused,
-      snapshot: unused,
-      announceEpoch: unused,
-      handoff: unused,
-      requestSync: unused,
-      deviceBackup: unused,
-      changes: async (_peer, _ns, after, signal) => {
-        connections++;
-        return (async function* () {
-          let next = (after?.seq ?? 0) + 1;
-          while (!signal.aborted) {
-            const line = log[next - 6];
-            if (line !== undefined) {
-              next++;
-              yield line;
-              continue;
-            }
-            if (endAfterReplay) return;
-            await new Promise<void>((r) => {
-              const done = () => {
-                appended.off('line', done);
-                signal.removeEventListener('abort', done);
-                r();
-              };
-              appended.on('line', done);
-              signal.addEventListener('abort', done, { once: true });
-            });
+    primary = await startStreamPrimary(async (_peer, _ns, after, signal) => {
+      connections++;
+      return (async function* () {
+        let next = (after?.seq ?? 0) + 1;
+        while (!signal.aborted) {
+          const line = log[next - 6];
+          if (line !== undefined) {
+            next++;
+            yield line;
+            continue;
           }
-        })();
-      },
-    };
-    server = new PeerServer({ host: '127.0.0.1', port: 0, tls: { ...siteA, caPem: ca.certPem }, peers: [{ name: 'b' }], handlers });
-    await server.start();
-    peers = new Map([['a', new PeerClient({ url: `https://127.0.0.1:${server.port}`, identity: { name: 'a' }, tls: { ...siteB, caPem: ca.certPem } })]]);
+          if (endAfterReplay) return;
+          await new Promise<void>((r) => {
+            const done = () => {
+              appended.off('line', done);
+              signal.removeEventListener('abort', done);
+              r();
+            };
+            appended.on('line', done);
+            signal.addEventListener('abort', done, { once: true });
+          });
+        }
+      })();
+    });
+    peers = new Map([['a', primary.peer]]);
   });
 
   beforeEach(() => {
@@ -130,8 +115,7 @@ describe('stream puller: catch-ups in batches', () => {
   });
 
   afterAll(async () => {
-    for (const p of peers.values()) await p.close();
-    await server.close();
+    await primary.close();
     deviceHold.close();
     await device.close();
     await sim.close();

@@ -16,16 +16,15 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { capturingLogger, until } from '../gateway/test-support.js';
 import { createReplicatorMetrics } from '../metrics/metrics.js';
 import { NetHsmClient } from '../nethsm/client.js';
-import { PeerClient } from '../peer/client.js';
-import { PeerServer, type PeerHandlers } from '../peer/server.js';
+import type { PeerClient } from '../peer/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import type { RequestHold } from '../sim/request-holds.js';
 import { StateStore } from '../state/store.js';
-import { createCa, issueCert } from '../tls/index.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 import { Mutex } from '../util/mutex.js';
 import type { WindowLimit } from './apply-window.js';
 import { NamespacePuller } from './puller.js';
+import { linesThenQuiet, startStreamPrimary, type StreamPrimary } from './test-primary.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
 const b64 = (n: number) => Buffer.alloc(n, 7).toString('base64');
@@ -43,7 +42,7 @@ const keysOf = (h: RequestHold) => h.requests().map((r) => r.path.slice('/api/v1
 
 describe('stream puller: new changes first while the erased span is applied again', () => {
   let dir: string;
-  let server: PeerServer;
+  let primary: StreamPrimary;
   let peer: PeerClient;
   let scripts: string[][] = [];
   let sim: ProvisionedSimulator;
@@ -63,35 +62,16 @@ describe('stream puller: new changes first while the erased span is applied agai
     device = new NetHsmClient({ url: sim.url, tls: { fingerprint256: sim.fingerprint256 }, auth: sim.nsUsers.ns!.admin, connections: 16 });
     for (const id of KEYS) await device.generateKey({ type: 'Curve25519', mechanisms: ['EdDSA_Signature'], id });
     dir = mkdtempSync(path.join(tmpdir(), 'nhr-puller-readahead-'));
-    const ca = await createCa({ commonName: 'test CA' });
-    const siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
-    const siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'] });
-    const unused = () => Promise.reject(new Error('unused'));
-    const handlers: PeerHandlers = {
-      status: unused,
-      snapshot: unused,
-      announceEpoch: unused,
-      handoff: unused,
-      requestSync: unused,
-      deviceBackup: unused,
-      // Each connection gets the next script (then stays open, quiet); none left: nothing.
-      changes: async (_peer, _ns, _after, signal) => {
-        const lines = scripts.shift() ?? [];
-        signal.addEventListener('abort', () => cuts++, { once: true });
-        return (async function* () {
-          yield* lines;
-          await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
-        })();
-      },
-    };
-    server = new PeerServer({ host: '127.0.0.1', port: 0, tls: { ...siteA, caPem: ca.certPem }, peers: [{ name: 'b' }], handlers });
-    await server.start();
-    peer = new PeerClient({ url: `https://127.0.0.1:${server.port}`, identity: { name: 'a' }, tls: { ...siteB, caPem: ca.certPem } });
+    // Each connection gets the next script (then stays open, quiet); none left: nothing.
+    primary = await startStreamPrimary(async (_peer, _ns, _after, signal) => {
+      signal.addEventListener('abort', () => cuts++, { once: true });
+      return linesThenQuiet(scripts.shift() ?? [], signal);
+    });
+    peer = primary.peer;
   });
 
   afterAll(async () => {
-    await peer?.close();
-    await server?.close();
+    await primary?.close();
     await device?.close();
     await sim?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });

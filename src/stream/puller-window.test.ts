@@ -12,14 +12,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capturingLogger, until } from '../gateway/test-support.js';
 import { createReplicatorMetrics } from '../metrics/metrics.js';
 import { NetHsmClient } from '../nethsm/client.js';
-import { PeerClient } from '../peer/client.js';
-import { PeerServer, type PeerHandlers } from '../peer/server.js';
+import type { PeerClient } from '../peer/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { StateStore } from '../state/store.js';
-import { createCa, issueCert } from '../tls/index.js';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 import { Mutex } from '../util/mutex.js';
 import { NamespacePuller } from './puller.js';
+import { linesThenQuiet, startStreamPrimary, type StreamPrimary } from './test-primary.js';
 
 const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
 const b64 = (n: number) => Buffer.alloc(n, 7).toString('base64');
@@ -31,7 +30,7 @@ const beat = (seq: number) => JSON.stringify({ type: 'heartbeat', at: Date.now()
 describe('stream puller: the apply window across heartbeats', () => {
   let dir: string;
   let store: StateStore;
-  let server: PeerServer;
+  let primary: StreamPrimary;
   let peer: PeerClient;
   let script: string[] = [];
   let sim: ProvisionedSimulator;
@@ -46,34 +45,16 @@ describe('stream puller: the apply window across heartbeats', () => {
     store = StateStore.inDir(dir).open();
     store.roles.insert({ namespace: 'ns', role: 'replica', epoch: 1, primarySite: 'a' });
     store.positions.recordSyncOk('ns', 'a', { epoch: 1, seq: 5, takenAt: 1, durationMs: 1 });
-    const ca = await createCa({ commonName: 'test CA' });
-    const siteA = await issueCert(ca, { commonName: 'a', usages: ['serverAuth', 'clientAuth'], ipAddresses: ['127.0.0.1'] });
-    const siteB = await issueCert(ca, { commonName: 'b', usages: ['serverAuth', 'clientAuth'] });
-    const unused = () => Promise.reject(new Error('unused'));
-    const handlers: PeerHandlers = {
-      status: unused,
-      snapshot: unused,
-      announceEpoch: unused,
-      handoff: unused,
-      requestSync: unused,
-      deviceBackup: unused,
-      changes: async (_peer, _ns, _after, signal) => {
-        const lines = script;
-        script = [];
-        return (async function* () {
-          yield* lines;
-          await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
-        })();
-      },
-    };
-    server = new PeerServer({ host: '127.0.0.1', port: 0, tls: { ...siteA, caPem: ca.certPem }, peers: [{ name: 'b' }], handlers });
-    await server.start();
-    peer = new PeerClient({ url: `https://127.0.0.1:${server.port}`, identity: { name: 'a' }, tls: { ...siteB, caPem: ca.certPem } });
+    primary = await startStreamPrimary(async (_peer, _ns, _after, signal) => {
+      const lines = script;
+      script = [];
+      return linesThenQuiet(lines, signal);
+    });
+    peer = primary.peer;
   });
 
   afterAll(async () => {
-    await peer?.close();
-    await server?.close();
+    await primary?.close();
     await device?.close();
     await sim?.close();
     store?.close();
