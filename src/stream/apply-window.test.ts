@@ -241,4 +241,50 @@ describe('apply window', () => {
       store.close();
     }
   });
+  // New changes first can leave the span's first import queued, not started, while a new change waits for its record
+  // room behind it (RECORD_BACKLOG). A failure then (here: an exclusive holder wants in, so the queue must not start)
+  // must drop the queue at once: before, it was dropped only by the drain, which that waiting add() never reached, so
+  // the window kept its device hold and the namespace's lock for good.
+  it('drops the queued imports as soon as it fails, so a new change waiting for record room behind them is let go', async () => {
+    const { store, lock, window: unused } = setup();
+    await unused.drain();
+    const ids = Array.from({ length: 9 }, (_, i) => `r${i + 1}`);
+    for (const id of ids) await admin.generateKey({ type: 'Curve25519', mechanisms: ['EdDSA_Signature'], id });
+    let wanted = false;
+    const deps: ApplyDeps = { site: 'b', store, client: () => admin, transportKey: () => undefined };
+    const w = new ApplyWindow({ deps, namespace: 'ns', source: 'a', lock, size: 2, yieldWanted: () => wanted, recorded: () => undefined });
+    const held = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/(q0|r\d+)$/ });
+    try {
+      await w.queue(imported(1, 'q0')); // the span's import: its start waits for this turn's admissions
+      await w.add(imported(2, 'r1'));
+      await w.add(imported(3, 'r2')); // the device's room (2) taken by new changes: q0 stays queued
+      await held.waitFor(2);
+      // Each new change waits for room; the effect that ends gives its room to it, never to q0 (new changes first).
+      for (let i = 3; i <= 8; i++) {
+        const next = w.add(imported(i + 1, `r${i}`));
+        held.release(1);
+        await next;
+        await held.waitFor(2);
+      }
+      // r1..r8 are done on the device and wait for their records behind q0: the next new change waits for record room.
+      const last = w.add(imported(10, 'r9')).then(
+        () => 'admitted',
+        (err: unknown) => err,
+      );
+      wanted = true; // an exclusive holder now waits: q0 must never start
+      held.release(1);
+      await held.waitFor(1);
+      held.release();
+      const outcome = await Promise.race([last, new Promise((r) => setTimeout(() => r('hung: the window kept its hold and the lock'), 5_000).unref())]);
+      expect(outcome).toBeInstanceOf(ReadAheadDropped);
+      expect(held.requests().map((r) => r.path)).toEqual([]);
+      expect(held.caught()).toBe(8); // r1..r8; q0 never started, r9 was not admitted
+      expect(store.positions.get('ns', 'a')?.seq).toBe(0);
+      expect(lock.busy).toBe(false);
+    } finally {
+      held.close();
+      for (const id of ids) await admin.deleteKey(id);
+      store.close();
+    }
+  });
 });

@@ -400,10 +400,15 @@ export class ApplyWindow {
     }
   }
 
-  /** Keeps the first failure (drain() throws it) and tells the owner at once. */
+  /**
+   * Keeps the first failure (drain() throws it), drops the queued read-ahead changes at once, and tells the owner. At
+   * once, not at the drain: an add() or queue() waiting for record room waits for the earliest change in the window,
+   * which may be queued, and nothing else would ever settle it (the window then kept its hold and the lock for good).
+   */
   #fail(err: unknown): void {
     if (this.#failure !== undefined) return;
     this.#failure = err;
+    this.#dropQueue();
     this.#o.failed?.(err);
   }
 
