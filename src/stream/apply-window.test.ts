@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FenceTokenStaleError } from '../errors.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { prepare } from '../state/sqlite.js';
@@ -210,6 +211,33 @@ describe('apply window', () => {
       expect(store.positions.get('ns', 'a')?.seq).toBe(2);
       expect(lock.busy).toBe(false);
       await window.drain(); // empty and reusable: nothing left to report
+    } finally {
+      held.close();
+      store.close();
+    }
+  });
+
+  // The token is checked once per device hold (admit), and one hold carries many changes: before, queued read-ahead
+  // imports (and an add waiting for room) started on the device after a pause or role change had committed.
+  it('starts no change once its fence says the token is stale: queued imports are not started, those at the device are recorded', async () => {
+    const { store, lock, applied, seen } = setup(2);
+    let stale = false;
+    const fence = () => {
+      if (stale) throw new FenceTokenStaleError('stream apply of namespace ns abandoned before touching the device (test)', { namespace: 'ns' });
+    };
+    const window = new ApplyWindow({ deps: { site: 'b', store, client: () => admin, transportKey: () => undefined }, namespace: 'ns', source: 'a', lock, size: 2, fence, recorded: (l, o) => seen.push(`${l.seq}:${o}`) });
+    const held = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/p[1-5]$/ });
+    try {
+      for (const [i, id] of ['p1', 'p2', 'p3', 'p4', 'p5'].entries()) await window.queue(imported(i + 1, id));
+      await held.waitFor(2); // the window's size: p3..p5 queued
+      stale = true; // e.g. a pause committed
+      held.release();
+      await expect(window.drain()).rejects.toBeInstanceOf(FenceTokenStaleError);
+      expect(held.caught()).toBe(2); // p3..p5 never reached the device
+      expect(seen).toEqual(['1:present', '2:present']);
+      expect(applied().map((r) => r.seq)).toEqual([1, 2]);
+      expect(store.positions.get('ns', 'a')?.seq).toBe(2);
+      expect(lock.busy).toBe(false);
     } finally {
       held.close();
       store.close();

@@ -70,6 +70,12 @@ export interface ApplyWindowOptions {
   lock: Mutex;
   /** Admission to the device barrier (shared, token-checked), taken before `lock`; resolves with its release. */
   admit?: () => Promise<() => void>;
+  /**
+   * The stream's fencing token check (throws FenceTokenStaleError), run right before each change's first device call
+   * (makeEffect): `admit` checks the token once per hold, and one hold carries many changes. A stale one fails the
+   * window (nothing from that change on is recorded) with the change never started.
+   */
+  fence?: () => void;
   /** Whether an exclusive device hold waits for this window to let go. */
   yieldWanted?: () => boolean;
   /** Imports in flight at most: a fixed number (1: the window takes no import), or an adaptive limit. */
@@ -288,7 +294,7 @@ export class ApplyWindow {
   /** Starts `line`'s effect now (it counts at the device until it ends) and returns it. */
   #start(line: Extract<ChangeLine, { kind: 'key-imported' }>, readAhead: boolean): Promise<Effect> {
     const started = performance.now();
-    const effect = makeEffect(this.#o.deps, this.#o.namespace, line);
+    const effect = makeEffect(this.#o.deps, this.#o.namespace, line, this.#o.fence);
     const limit = typeof this.#o.size === 'number' ? undefined : this.#o.size;
     this.#atDevice++;
     if (readAhead) this.#readAheadAtDevice++;

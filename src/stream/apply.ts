@@ -42,9 +42,10 @@ export interface ApplyDeps {
 
 export type ApplyResult = { outcome: 'duplicate' } | { outcome: Exclude<AppliedOutcome, 'catchup'> } | { outcome: 'catchup'; reason: string };
 
-export async function applyChange(deps: ApplyDeps, namespace: string, source: string, line: ChangeLine): Promise<ApplyResult> {
+/** `fence`: see makeEffect (the stream's token check, right before the device). */
+export async function applyChange(deps: ApplyDeps, namespace: string, source: string, line: ChangeLine, fence?: () => void): Promise<ApplyResult> {
   if (admitChange(deps, namespace, source, line) === 'duplicate') return { outcome: 'duplicate' };
-  const effect = await makeEffect(deps, namespace, line);
+  const effect = await makeEffect(deps, namespace, line, fence);
   if (effect.outcome === 'catchup') return effect;
   const outcome = effect.outcome;
   // Group commit (one WAL sync shared with the other writes of the turn); the position cannot have moved meanwhile
@@ -132,12 +133,21 @@ function inLog(log: string | undefined): string {
 /** `unwrapMs`: an import's time opening its envelope (the unwrap, a NetHSM decrypt unless cached): for the rewind's trace. */
 export type Effect = { outcome: 'applied' | 'present'; unwrapMs?: number } | { outcome: 'catchup'; reason: string };
 
-/** The change's effect on this site's NetHSM (no state written). Throws as applyChange does. */
-export async function makeEffect(deps: ApplyDeps, namespace: string, line: ChangeLine): Promise<Effect> {
+/**
+ * The change's effect on this site's NetHSM (no state written). Throws as applyChange does.
+ *
+ * `fence` (the stream's fencing token check, assertTokenCurrent) runs right before the first device call, after every
+ * wait of this change (its room in the window, the namespace's lock, the certificate table's group commit): a device
+ * hold is checked once, when it is taken, and one hold carries many changes, so without this a change admitted under a
+ * hold taken before a pause, promote, demote or follow could still start on the device after that committed. A stale
+ * token throws FenceTokenStaleError with nothing sent to the device.
+ */
+export async function makeEffect(deps: ApplyDeps, namespace: string, line: ChangeLine, fence?: () => void): Promise<Effect> {
   if (line.kind === 'catchup') return { outcome: 'catchup', reason: line.reason };
   // The certificate table forgets the key before and after the write, whatever its outcome (key-certs-repo.ts).
   const ids = certKeysOf(line.kind, line.keyId, line.kind === 'key-moved' ? line.newId : undefined);
   await forgetCerts(deps, namespace, ids);
+  fence?.();
   try {
     return await effectOf(deps, namespace, line);
   } finally {

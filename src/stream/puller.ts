@@ -14,7 +14,7 @@
  * operator's), or its primary is not a peer. Idempotent start()/close().
  */
 import type { DeviceBarrier } from '../concurrency/barrier.js';
-import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
+import { assertTokenCurrent, tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import {
   EnvelopeInvalidError,
   FenceTokenStaleError,
@@ -318,6 +318,10 @@ export class NamespacePuller {
     const pokes = this.#pokes;
     // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
     const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal, scope: ns };
+    // The hold's check is once per hold, and the window carries many changes under one: each change checks the token
+    // again right before its first device call (apply.ts makeEffect), so none starts after a pause, promote, demote or
+    // follow committed (one SQLite row read each).
+    const fence = () => assertTokenCurrent((n) => (store.isOpen ? store.roles.get(n) : undefined), token);
     // A failed change of the window ends this connection at once: the window keeps its device hold and the
     // namespace's lock until it is drained, and waiting for the next change (heartbeats may be all that comes) would
     // keep every sync and merge-restore of this device waiting with it.
@@ -336,6 +340,7 @@ export class NamespacePuller {
         this.#rewind?.admitted(this.#clock.now());
         return release;
       },
+      fence,
       yieldWanted: () => barrier.held,
       size: this.#windowLimit(),
       // While it reads ahead, new changes may use the whole pool beyond the re-applied span's room (a fixed size stays).
@@ -351,12 +356,12 @@ export class NamespacePuller {
       failed: (err) => {
         windowFailure ??= { err };
         abort.abort();
-        // Dropped read-ahead changes never started, and every effect that did is above the stored position (no record
-        // passed the first dropped change): the stream applies them again from there, so the hold's ticket stays as
-        // its records made it (apply-ticket.ts) and nothing failed.
-        if (err instanceof ReadAheadDropped) return;
+        // Dropped read-ahead changes, and a change fenced off by a stale token, never started, and every effect that did
+        // is above the stored position (no record passed the first of them): the stream applies them again from there,
+        // so the hold's ticket stays as its records made it (apply-ticket.ts) and nothing failed.
+        if (err instanceof ReadAheadDropped || err instanceof FenceTokenStaleError) return;
         held?.failed();
-        if (!(err instanceof CatchupNeeded) && !(err instanceof FenceTokenStaleError)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
+        if (!(err instanceof CatchupNeeded)) metrics.streamChangesAppliedTotal.inc({ namespace: ns, outcome: 'failed' });
       },
     });
     // The highest change this connection has delivered (its start, before any).
@@ -427,7 +432,7 @@ export class NamespacePuller {
         const apply = async () => {
           this.#rewind?.admitted(this.#clock.now());
           const started = performance.now();
-          const r = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line));
+          const r = await this.#o.lock.run(() => applyChange(this.#o.apply, ns, peer.name, line, fence));
           if (r.outcome === 'applied' || r.outcome === 'present') this.#rewind?.reached(line.seq, performance.now() - started, this.#clock.now(), undefined);
           // Set before the hold ends; a catch-up or a throw leaves it `unknown`.
           if (r.outcome !== 'catchup') ticket.recorded(line.seq, r.outcome);
