@@ -39,7 +39,9 @@
  *   recorded beyond that.
  *
  * While the window is not empty it holds, in the lock order (docs/concurrency.md), a shared hold of the device barrier
- * (`admit`, which also checks the stream's fencing token) and then the namespace's lock. It gives both up when it
+ * (`admit`, which also checks the stream's fencing token) and then the namespace's lock. The token is checked again
+ * right before each change's first device call (`fence`): a change admitted under the hold may wait for room, or queued
+ * read ahead, past a pause or role change, and must not start after it (the window then fails, as for a stale token). It gives both up when it
  * empties, after `holdBound` changes when another caller waits for the lock, and as soon as an exclusive device hold
  * is waiting (`yieldWanted`), after a drain, so neither a snapshot sync of this namespace nor a merge-restore of
  * another is starved by a stream of imports.
