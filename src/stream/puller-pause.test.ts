@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capturingLogger, until } from '../gateway/test-support.js';
+import type { Logger } from '../log.js';
 import { createReplicatorMetrics } from '../metrics/metrics.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import type { PeerClient } from '../peer/client.js';
@@ -27,6 +28,7 @@ const REF = '0f8a3c1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b';
 const b64 = (n: number) => Buffer.alloc(n, 7).toString('base64');
 // Well-formed, never opened: this replica has no transport key, so an import of a key already on the device is `present`.
 const ENVELOPE = { v: 2, alg: 'RSA-OAEP-SHA256/A256GCM', site: 'b', transportKeyId: 'tk', transportKeyFingerprint: 'ab'.repeat(32), wrappedKey: b64(256), iv: b64(12), ciphertext: b64(32), tag: b64(16) };
+const deleted = (seq: number, keyId: string) => JSON.stringify({ type: 'change', epoch: 1, seq, at: 1000 + seq, ref: REF, kind: 'key-deleted', keyId });
 const imported = (seq: number) => JSON.stringify({ type: 'change', epoch: 1, seq, at: 1000 + seq, ref: REF, kind: 'key-imported', keyId: `k${seq}`, envelope: ENVELOPE });
 
 describe('stream puller: a pause fences the apply window', () => {
@@ -63,20 +65,14 @@ describe('stream puller: a pause fences the apply window', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  // Before: the window checked the stream's token once, when it took its shared device hold, and admitted every later
-  // change under that hold unchecked; an import waiting for room started on the device after the pause had returned.
-  it('starts no import after the pause committed; the imports already at the device are recorded', async () => {
-    const hold = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/k\d+$/ });
-    const heldKeys = () => hold.requests().map((r) => r.path.slice('/api/v1/keys/'.length)).sort();
-    script = [imported(6), imported(7), imported(8), imported(9)];
-    const { logger } = capturingLogger();
-    const p = new NamespacePuller({
+  const puller = (logger: Logger, lock: Mutex) =>
+    new NamespacePuller({
       namespace: 'ns',
       site: 'b',
       store,
       peers: new Map([['a', peer]]),
       apply: { site: 'b', store, client: () => device, transportKey: () => undefined },
-      lock: new Mutex(),
+      lock,
       // The daemon's barrier checks tokens against the role row (daemon.ts).
       barrier: new DeviceBarrier({ check: (token) => assertTokenCurrent((ns) => store.roles.get(ns), token) }),
       snapshot: () => Promise.reject(new Error('no snapshot expected')),
@@ -88,6 +84,15 @@ describe('stream puller: a pause fences the apply window', () => {
       log: logger,
       applyConcurrency: 2,
     });
+
+  // Before: the window checked the stream's token once, when it took its shared device hold, and admitted every later
+  // change under that hold unchecked; an import waiting for room started on the device after the pause had returned.
+  it('starts no import after the pause committed; the imports already at the device are recorded', async () => {
+    const hold = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/k\d+$/ });
+    const heldKeys = () => hold.requests().map((r) => r.path.slice('/api/v1/keys/'.length)).sort();
+    script = [imported(6), imported(7), imported(8), imported(9)];
+    const { logger } = capturingLogger();
+    const p = puller(logger, new Mutex());
     try {
       p.start();
       // k6 and k7 fill the window; the puller has read k8 (its head) and waits in add() for room.
@@ -112,6 +117,35 @@ describe('stream puller: a pause fences the apply window', () => {
     expect(store.applied.count('ns')).toBe(2);
     // A pause is nobody's failure: the stream ended (the poke, or the window's FenceTokenStaleError, whichever comes
     // first) with no error to show.
+    expect(p.status().lastError).toBeNull();
+  });
+
+  // A change applied alone (not an import) is admitted by the barrier with its token checked, then waits for the
+  // namespace's lock; before, a pause committed during that wait did not stop it.
+  it('starts no single change after the pause committed while it waited for the namespace lock', async () => {
+    const at = store.positions.get('ns', 'a')!.seq!;
+    store.transaction(() => store.roles.setPaused('ns', false));
+    const hold = sim.hold({ method: 'DELETE', path: /^\/api\/v1\/keys\/k\d+$/ });
+    script = [deleted(at + 1, 'k6')];
+    const lock = new Mutex();
+    let unlock!: () => void;
+    void lock.run(() => new Promise<void>((r) => (unlock = r)));
+    const p = puller(capturingLogger().logger, lock);
+    try {
+      p.start();
+      await until(() => lock.waiting > 0, 'the delete to be admitted and wait for the namespace lock');
+      store.transaction(() => store.roles.setPaused('ns', true));
+      p.poke();
+      unlock();
+      await until(() => p.status().state === 'idle' || hold.held() > 0, 'the puller to go idle (paused)');
+    } finally {
+      const started = hold.held();
+      hold.close();
+      await p.close();
+      expect(started).toBe(0);
+    }
+    expect(hold.caught()).toBe(0);
+    expect(store.positions.get('ns', 'a')?.seq).toBe(at);
     expect(p.status().lastError).toBeNull();
   });
 });
