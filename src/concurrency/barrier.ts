@@ -364,6 +364,14 @@ export class DeviceBarrier {
     }
   }
 
+  /**
+   * Checks `token` as admission does (the same check, throwing FenceTokenStaleError): for a shared holder that makes
+   * many device calls under one hold (the stream's apply window) and must check again right before each.
+   */
+  checkToken(token: FencingToken): void {
+    this.#check(token);
+  }
+
   #checkAll(tokens: readonly FencingToken[] | undefined): void {
     for (const t of tokens ?? []) this.#check(t);
   }

@@ -331,7 +331,7 @@ export class ApplyWindow {
   #pump(): void {
     while (this.#queue.length > 0 && this.#failure === undefined && this.#readAheadAtDevice < this.size && this.#atDevice < this.#readAheadRoom() && this.#roomWaiters.length === 0) {
       if (this.#mustLetGo()) {
-        this.#fail(new ReadAheadDropped(this.#o.yieldWanted?.() ? 'an exclusive device hold waits' : 'a caller waits for the namespace lock'));
+        this.#fail(this.#letGoDrop());
         return;
       }
       this.#queue.shift()!.start!();
@@ -358,9 +358,14 @@ export class ApplyWindow {
     return (this.#held >= (this.#o.holdBound ?? 256) && this.#o.lock.waiting > 0) || this.#o.yieldWanted?.() === true;
   }
 
+  /** Why queued read-ahead changes are dropped when another holder wants in (mustLetGo). */
+  #letGoDrop(): ReadAheadDropped {
+    return new ReadAheadDropped(this.#o.yieldWanted?.() ? 'an exclusive device hold waits' : 'a caller waits for the namespace lock');
+  }
+
   /** Lets another holder in: drains (queued changes are dropped, never started inside its hold) and gives the hold up. */
   async #letGo(): Promise<void> {
-    if (this.#queue.length > 0) this.#fail(new ReadAheadDropped(this.#o.yieldWanted?.() ? 'an exclusive device hold waits' : 'a caller waits for the namespace lock'));
+    if (this.#queue.length > 0) this.#fail(this.#letGoDrop());
     await this.drain();
   }
 

@@ -14,7 +14,7 @@
  * operator's), or its primary is not a peer. Idempotent start()/close().
  */
 import type { DeviceBarrier } from '../concurrency/barrier.js';
-import { assertTokenCurrent, tokenOf, type FencingToken } from '../concurrency/fencing.js';
+import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import {
   EnvelopeInvalidError,
   FenceTokenStaleError,
@@ -320,8 +320,8 @@ export class NamespacePuller {
     const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal, scope: ns };
     // The hold's check is once per hold, and the window carries many changes under one: each change checks the token
     // again right before its first device call (apply.ts makeEffect), so none starts after a pause, promote, demote or
-    // follow committed (one SQLite row read each).
-    const fence = () => assertTokenCurrent((n) => (store.isOpen ? store.roles.get(n) : undefined), token);
+    // follow committed (the barrier's own check: one SQLite row read each).
+    const fence = () => barrier.checkToken(token);
     // A failed change of the window ends this connection at once: the window keeps its device hold and the
     // namespace's lock until it is drained, and waiting for the next change (heartbeats may be all that comes) would
     // keep every sync and merge-restore of this device waiting with it.
