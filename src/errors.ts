@@ -971,6 +971,14 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
 ];
 
 /**
+ * `err` in one line for a record an operator reads (status's last error, a state row): `CODE: message` for NhrErrors,
+ * the message otherwise. Messages carry no secrets (the registry's rule), so neither does this.
+ */
+export function describeError(err: unknown): string {
+  return err instanceof NhrError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
+}
+
+/**
  * Whether an action that failed with `err` may succeed when retried later.
  * NhrErrors answer for themselves; low-level network errors (ECONNREFUSED, ECONNRESET, …) are retryable;
  * anything else is not.

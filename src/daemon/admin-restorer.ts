@@ -20,16 +20,13 @@
  *   background retries go on by themselves either way.
  */
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { FenceTokenStaleError, NhrError, RoleAdminsNotRestoredError } from '../errors.js';
+import { describeError, FenceTokenStaleError, RoleAdminsNotRestoredError } from '../errors.js';
 import type { PendingAdminRestore } from '../state/admin-restores-repo.js';
 import type { SiteContext } from './context.js';
 import type { AdminsPendingView } from './status.js';
 import { sleepUnlessWoken } from '../util/wakeable-sleep.js';
 
 const FIRST_RETRY_MS = 1_000;
-
-/** `code: message` of an error, for the record and status (error messages carry no secret: src/errors.ts). */
-export const describeError = (err: unknown): string => (err instanceof NhrError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
 
 /** What `retryNow` did (the admin API's answer to `admins restore`). */
 export interface AdminRestoreNow {

@@ -26,10 +26,9 @@ import type { ReplayAt, ReplaySpan } from '../stream/log-replay.js';
 import { lockedKeys, planChange } from '../stream/capture.js';
 import type { MutationStart } from '../gateway/observer.js';
 import type { ReplaysPendingView } from './status.js';
-import { FenceTokenStaleError, NhrError, StreamReplayRefusedError } from '../errors.js';
+import { describeError, FenceTokenStaleError, StreamReplayRefusedError } from '../errors.js';
 import { sleepUnlessWoken } from '../util/wakeable-sleep.js';
 
-const describeError = (err: unknown): string => (err instanceof NhrError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
 
 /** The change log side (src/stream/log-replay.ts). */
 export interface LogReplaySource {
