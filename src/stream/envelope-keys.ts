@@ -109,7 +109,7 @@ export class UnwrappedKeyCache {
   }
 
   async unwrap(wrapped: Buffer, viaNetHsm: (wrapped: Buffer) => Promise<Buffer>): Promise<Buffer> {
-    const id = createHash('sha256').update(wrapped).digest('hex');
+    const id = cacheId(wrapped);
     for (let attempt = 0; ; attempt++) {
       this.#expire();
       const hit = this.#keys.get(id);
@@ -136,7 +136,7 @@ export class UnwrappedKeyCache {
    * back what is already known here. Same bounds as an unwrapped key (age, entries, zeroing).
    */
   remember(wrapped: Buffer, key: Buffer): void {
-    this.#store(createHash('sha256').update(wrapped).digest('hex'), Buffer.from(key));
+    this.#store(cacheId(wrapped), Buffer.from(key));
   }
 
   /** Zeroes and forgets every key. Idempotent. */
@@ -185,4 +185,9 @@ export class UnwrappedKeyCache {
       this.#keys.delete(id);
     }
   }
+}
+
+/** A wrapped key's place in the cache: its SHA-256 (the wrapped bytes are public; what they unwrap to is not). */
+function cacheId(wrapped: Buffer): string {
+  return createHash('sha256').update(wrapped).digest('hex');
 }
