@@ -207,7 +207,6 @@ export class PeerClient {
     check: ((bytes: AsyncIterable<Buffer>) => Promise<T>) | undefined,
     signal: AbortSignal | undefined,
   ): Promise<{ epoch: number; bytes: number; checked?: T }> {
-    const opts = check ? { check } : undefined;
     const res = await this.send('GET', `/namespaces/${encodeURIComponent(namespace)}/snapshot`, undefined, SNAPSHOT_HEADERS_MS, SNAPSHOT_BODY_IDLE_MS, signal);
     if (res.statusCode !== 200) throw await refused(res, this.name, namespace);
     const epoch = Number(res.headers[SNAPSHOT_EPOCH_HEADER]);
@@ -215,13 +214,13 @@ export class PeerClient {
       res.body.destroy();
       throw new PeerMessageInvalidError(`snapshot from ${this.name} has no valid ${SNAPSHOT_EPOCH_HEADER} header`, { site: this.name, namespace });
     }
-    if (!opts) return { epoch, bytes: await this.saveBody(res, destPath, 'snapshot', { namespace }) };
+    if (!check) return { epoch, bytes: await this.saveBody(res, destPath, 'snapshot', { namespace }) };
     // The check reads the bytes as they arrive (a tap: it paces the download). When it fails on bytes it was given (a
     // corrupt or truncated snapshot), its error is the cause, not the transfer it cut; when the transfer broke first,
     // the check fails with it and the download error says what happened.
     let transferBroke = false;
     const tap = tapBytes((bytes) =>
-      opts.check(
+      check(
         (async function* () {
           try {
             yield* bytes;
