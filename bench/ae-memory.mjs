@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 
 const HERE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -31,7 +31,7 @@ if (process.argv[2] === '--child') {
 else main();
 
 function main() {
-  const { values } = parseArgs({ options: { keys: { type: 'string', default: '1000000' }, rounds: { type: 'string', default: '2' }, passes: { type: 'string', default: '2' }, baseline: { type: 'string' } } });
+  const { values } = benchArgs(import.meta.url, { options: { keys: { type: 'string', default: '1000000' }, rounds: { type: 'string', default: '2' }, passes: { type: 'string', default: '2' }, baseline: { type: 'string' } } });
   const keys = Number(values.keys);
   const rounds = Number(values.rounds);
   const passes = Number(values.passes);

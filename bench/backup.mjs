@@ -11,7 +11,7 @@ import { createReadStream, createWriteStream, existsSync, statSync } from 'node:
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 
 const root = resolve(import.meta.dirname, '..');
 if (!existsSync(join(root, 'dist', 'backup', 'synthetic.js'))) {
@@ -21,7 +21,7 @@ if (!existsSync(join(root, 'dist', 'backup', 'synthetic.js'))) {
 const { writeSyntheticDeviceBackup } = await import('../dist/backup/synthetic.js');
 const { PRODUCTION_SCRYPT } = await import('../dist/backup/format.js');
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: { entries: { type: 'string', default: '1000000' }, dir: { type: 'string' }, keep: { type: 'boolean', default: false } },
 });
 const total = Number(values.entries);

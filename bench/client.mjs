@@ -4,11 +4,11 @@
 // Prints ops/s and p50/p99 latency per operation and concurrency. Figures go to docs/benchmarks.md.
 import { createHash, randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { startProvisionedSimulator } from '../dist/sim/fixture.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '2000' }, c: { type: 'string', default: '1,8,32' } } });
+const { values } = benchArgs(import.meta.url, { options: { n: { type: 'string', default: '2000' }, c: { type: 'string', default: '1,8,32' } } });
 const N = Number(values.n);
 const CONCURRENCY = values.c.split(',').map(Number);
 

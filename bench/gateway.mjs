@@ -24,7 +24,7 @@ import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { startSim } from './lib/sim.mjs';
 import { closedLoop, nearestRank, pacedLoop } from './lib/load.mjs';
@@ -262,7 +262,7 @@ async function rawProxy(cert, up) {
 // ---- the benchmark -------------------------------------------------------------------------------
 
 async function main() {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: {
       seconds: { type: 'string', default: '3' },
       rounds: { type: 'string', default: '2' },

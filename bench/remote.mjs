@@ -10,7 +10,7 @@
 import { fork } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { createCa, issueCert } from '../dist/tls/index.js';
 import { startSim } from './lib/sim.mjs';
@@ -55,7 +55,7 @@ async function gatewayChild({ site, url, fingerprint256, certs, peerUrl }) {
 }
 
 async function main() {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: {
       seconds: { type: 'string', default: '3' },
       rounds: { type: 'string', default: '2' },

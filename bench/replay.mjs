@@ -13,7 +13,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { generateKeyPairSync } from 'node:crypto';
 import { DeviceBarrier } from '../dist/concurrency/barrier.js';
 import { GatewayServer } from '../dist/gateway/server.js';
@@ -30,7 +30,7 @@ import { Recipients } from '../dist/stream/recipients.js';
 import { TransportKey } from '../dist/stream/transport-key.js';
 import { createSelfSignedCertificate } from '../dist/tls/index.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: { changes: { type: 'string', default: '100' }, passes: { type: 'string', default: '5' }, connections: { type: 'string', default: '32' }, latency: { type: 'string' } },
 });
 const N = Number(values.changes);

@@ -76,7 +76,7 @@ import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { AdminClient } from '../dist/admin/client.js';
 import { openBackup } from '../dist/backup/reader.js';
 import { compareBackupPaths, createBackupWriter } from '../dist/backup/writer.js';
@@ -105,7 +105,7 @@ const PASS = {
 const YEARLY = '0 0 1 1 *';
 const LONG = 30 * 60_000;
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     sizes: { type: 'string', default: '1000,10000,100000' },
     big: { type: 'boolean', default: false },

@@ -36,7 +36,7 @@ import { Session } from 'node:inspector/promises';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { freePort, Lab, LAB_PASSPHRASES } from '../dist/lab/lab.js';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { parseLatencySpec } from '../dist/sim/latency.js';
@@ -50,7 +50,7 @@ const CLOCK_TICKS_PER_S = 100; // /proc/<pid>/stat counts CPU time in USER_HZ (1
 // `decrypt` is what the replica pays to unwrap each envelope's key with its transport key (RSA-OAEP).
 const DEFAULT_LATENCY = 'import=50ms,sign=40ms,decrypt=40ms,key-get=2ms,key-list=2ms,key-delete=20ms,key-update=20ms';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     keys: { type: 'string', default: '300' },
     warmup: { type: 'string', default: '300' },

@@ -9,12 +9,12 @@
 // prediction, and measured / predicted. Figures go to docs/benchmarks.md ("Cost model").
 import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { Lab, LAB_PASSPHRASES } from '../dist/lab/lab.js';
 import { NetHsmClient } from '../dist/nethsm/client.js';
 import { estimateSync } from '../dist/replicator/cost-model.js';
 
-const { values } = parseArgs({ options: { small: { type: 'string', default: '5000' }, large: { type: 'string', default: '20000' }, syncs: { type: 'string', default: '2' } } });
+const { values } = benchArgs(import.meta.url, { options: { small: { type: 'string', default: '5000' }, large: { type: 'string', default: '20000' }, syncs: { type: 'string', default: '2' } } });
 const K1 = Number(values.small);
 const K2 = Number(values.large);
 const SYNCS = Number(values.syncs);

@@ -37,7 +37,7 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (root, p) => import(pathToFileURL(path.join(root, 'dist', p)).href);
@@ -51,7 +51,7 @@ const { rewriteBackup } = await dist(ROOT, 'replicator/rewrite.js');
 const { writeSyntheticDeviceBackup } = await dist(ROOT, 'backup/synthetic.js');
 const { TEST_SCRYPT, PRODUCTION_SCRYPT } = await dist(ROOT, 'backup/format.js');
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     keys: { type: 'string', default: '20000' },
     rounds: { type: 'string', default: '3' },
