@@ -756,6 +756,19 @@ export class SyncDaemonStoppingError extends NhrError {
   static override readonly defaultHint = 'Start the daemon again (`systemctl start nethsm-replicator`) and run `nethsm-replicator sync <ns>` again; its schedule also syncs it after the start.';
 }
 
+/**
+ * A device backup only read was cut because the daemon is stopping (close()): an early B1, an apply's B1 before its
+ * restore, or a backup serving a peer's snapshot or device backup (docs/operations.md, "Stopping the daemon"). Nothing
+ * changed on the device, so it is not a device failure: the member monitor does not count it, and a sync it belonged
+ * to is abandoned (NHR_ERR_SYNC_DAEMON_STOPPING), not failed. Retryable: a peer that asked for it asks again once this
+ * daemon runs again.
+ */
+export class DaemonStoppingError extends NhrError {
+  static override readonly code = 'NHR_ERR_DAEMON_STOPPING';
+  static override readonly defaultHint = 'Start the daemon again (`systemctl start nethsm-replicator`); what the backup was for runs again after the start.';
+  static override readonly retryable = true;
+}
+
 /** Writes outside the namespace kept landing between the daemon's backups; the restore was not attempted. */
 export class SyncRaceError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_RACE';
@@ -926,6 +939,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncFenceExportPendingError,
   SyncBusyError,
   SyncDaemonStoppingError,
+  DaemonStoppingError,
   SyncRaceError,
   SyncVerifyFailedError,
   SyncQuarantineFailedError,
