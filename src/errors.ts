@@ -747,8 +747,8 @@ export class SyncBusyError extends NhrError {
 }
 
 /**
- * A sync abandoned because the daemon is stopping: its snapshot download was cut (or it had not started one) before
- * anything touched the device for it (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
+ * A sync abandoned because the daemon is stopping: its snapshot download or its device backup before the restore was
+ * cut (or it had not started one) before anything touched the device for it (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
  * the namespace or the primary. Not retryable here: this daemon takes no more syncs; the next start does.
  */
 export class SyncDaemonStoppingError extends NhrError {
