@@ -108,6 +108,33 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1', 'k2']);
   });
 
+  // Before: the download was cut, but drain() waited for the early B1 being thrown away.
+  it('cuts the early B1 while the snapshot download stalls too: close() returns, the sync is abandoned', { timeout: 120_000 }, async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    const b = lab.site('b');
+    const d = b.daemon!;
+    await d.syncer.sync('alpha', { actor: 'test' });
+    await d.syncer.drain();
+    const before = d.ctx.store.positions.get('alpha', 'a')!;
+    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
+
+    // A's backup for the snapshot and B's early B1 both wait.
+    const atA = holdBackups('a');
+    const atB = holdBackups('b');
+    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await atA.waitFor(1);
+    await atB.waitFor(1);
+    expect(d.syncer.progressOf('alpha')?.step).toMatch(/^fetching/);
+    expect(await stopsInTime(b), `close() returned within ${STOP_BOUND_MS} ms while the download and the early B1 stalled`).toBe(true);
+    expect(await answer).toMatchObject({ code: 'NHR_ERR_SYNC_DAEMON_STOPPING', namespace: 'alpha' });
+    await waitFor(() => atB.held() === 0, "B's held backup to be dropped");
+    await expectAbandoned(b, d.ctx, failuresBefore, before);
+  });
+
   // Before: the apply's B1 took no signal; close() waited for it (drain() awaits a sync past its download).
   it("cuts the apply's own B1 before its restore (a first sync): close() returns, nothing changed, and it runs after the start", { timeout: 120_000 }, async () => {
     lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
