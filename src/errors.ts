@@ -747,13 +747,26 @@ export class SyncBusyError extends NhrError {
 }
 
 /**
- * A sync abandoned because the daemon is stopping: its snapshot download was cut (or it had not started one) before
- * anything touched the device for it (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
+ * A sync abandoned because the daemon is stopping: its snapshot download or its device backup before the restore was
+ * cut (or it had not started one) before anything touched the device for it (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
  * the namespace or the primary. Not retryable here: this daemon takes no more syncs; the next start does.
  */
 export class SyncDaemonStoppingError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_DAEMON_STOPPING';
   static override readonly defaultHint = 'Start the daemon again (`systemctl start nethsm-replicator`) and run `nethsm-replicator sync <ns>` again; its schedule also syncs it after the start.';
+}
+
+/**
+ * A device backup only read was cut because the daemon is stopping (close()): an early B1, an apply's B1 before its
+ * restore, or a backup serving a peer's snapshot or device backup (docs/operations.md, "Stopping the daemon"). Nothing
+ * changed on the device, so it is not a device failure: the member monitor does not count it, and a sync it belonged
+ * to is abandoned (NHR_ERR_SYNC_DAEMON_STOPPING), not failed. Retryable: a peer that asked for it asks again once this
+ * daemon runs again.
+ */
+export class DaemonStoppingError extends NhrError {
+  static override readonly code = 'NHR_ERR_DAEMON_STOPPING';
+  static override readonly defaultHint = 'Start the daemon again (`systemctl start nethsm-replicator`); what the backup was for runs again after the start.';
+  static override readonly retryable = true;
 }
 
 /** Writes outside the namespace kept landing between the daemon's backups; the restore was not attempted. */
@@ -926,6 +939,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncFenceExportPendingError,
   SyncBusyError,
   SyncDaemonStoppingError,
+  DaemonStoppingError,
   SyncRaceError,
   SyncVerifyFailedError,
   SyncQuarantineFailedError,

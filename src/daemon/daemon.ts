@@ -414,11 +414,14 @@ export class Daemon {
    *
    * Bound: first of all, snapshot downloads in flight are cut and no sync starts one after (NamespaceSync.stop: such
    * syncs are abandoned, answering NHR_ERR_SYNC_DAEMON_STOPPING, not failed), so a primary that stalls its snapshot
-   * does not hold the stop for its 30 min idle timeout. What close() still waits for, each bounded by its own step's
-   * timeout, and what may take minutes on a large appliance (systemd kills after TimeoutStopSec=15min, deploy/): a
-   * sync past its download (its device backup B1, merge, the restore inside the exclusive hold and the verification's
-   * backup: a restore is never cut in half), an early B1 being thrown away (a device backup), an administrator
-   * restore and a fence step already running, and a device call's own timeout.
+   * does not hold the stop for its 30 min idle timeout. So are the device backups only read before any device write of
+   * their step (NHR_ERR_DAEMON_STOPPING, never a device fault): an early B1, an apply's B1 (and the last resort's B1
+   * and B2) before its restore, and a backup serving a peer's snapshot or device backup. What close() still waits
+   * for, each bounded by its own step's timeout, and what may take minutes on a large appliance (systemd kills after
+   * TimeoutStopSec=15min, deploy/): a sync whose restore began (the restore inside the exclusive hold, the log replay
+   * after it and the verification's backup B3: a restore is never cut in half, nor the check that it is whole), an
+   * administrator restore, a fence or demote step already running (its backups included), and a device call's own
+   * timeout.
    */
   close(): Promise<void> {
     this.closing ??= this.doClose();
@@ -433,9 +436,10 @@ export class Daemon {
       await fn();
     };
     await stage('scheduler', () => this.scheduler.close());
-    // Before anything waits (the admin socket for an operator's `sync`, the stream for its catch-up snapshot): cut the
-    // snapshot downloads, which may otherwise wait out a stalled primary's idle timeout (stop-fetch).
-    await stage('sync downloads', () => this.syncer.stop());
+    // Before anything waits (the admin socket for an operator's `sync`, the stream for its catch-up snapshot, the peer
+    // API for a snapshot being served): cut the snapshot downloads, which may otherwise wait out a stalled primary's
+    // idle timeout (stop-fetch), and the device backups only read, which take minutes on a large device (stop-backup).
+    await stage('sync downloads and device backups only read', () => this.syncer.stop());
     await stage('health', () => this.healthServer.close().catch(() => undefined));
     await stage('admin', () => this.adminServer.close());
     await stage('gateway', () => this.gateway?.close());

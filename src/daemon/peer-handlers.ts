@@ -27,9 +27,13 @@ export function namespaceViews(ctx: SiteContext): NamespaceView[] {
 
 /**
  * `limiter` paces the device reads of the inventories this site serves (shared with its own anti-entropy passes, so
- * the device sees at most `antiEntropy.maxRequestsPerSecond` of them in all).
+ * the device sees at most `antiEntropy.maxRequestsPerSecond` of them in all). The daemon's stop (`syncer.stopping`)
+ * cuts the device backups taken for a peer (a snapshot's, init-replica's): only read, so nothing is lost, and the
+ * peer hears NHR_ERR_DAEMON_STOPPING or a cut transfer and asks again after the start.
  */
 export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer: NamespaceSync, stream: StreamService, limiter: Limiter = unlimited()): PeerHandlers {
+  const stopping = syncer.stopping;
+  const cut = (err: unknown) => stopping.aborted && err === stopping.reason;
   return {
     transportKey: () => stream.publicTransportKey(),
 
@@ -78,11 +82,17 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
         // The head is read before the backup: every change numbered up to it is already on the device.
         // Streamed as the extract writes it (the server answers once the first bytes exist); a failure later cuts the
         // transfer, so the peer never takes a truncated snapshot for a whole one.
-        const snap = await streamSnapshot(failover.snapshotDeps(), namespace, row.epoch);
+        const snap = await streamSnapshot({ ...failover.snapshotDeps(), signal: stopping }, namespace, row.epoch).catch((err: unknown) => {
+          if (cut(err)) ctx.log.info({ namespace, peer }, "device backup for a peer's snapshot cut by the stop; the peer asks again after the start");
+          throw err;
+        });
         ctx.log.info({ namespace, peer, streamed: true }, 'serving snapshot');
         snap.done.then(
           (s) => ctx.log.info({ namespace, peer, entries: s.entries, bytes: s.bytes }, 'snapshot taken'),
-          (err: unknown) => ctx.log.warn({ namespace, peer, err }, 'snapshot failed while streamed; the transfer was cut'),
+          (err: unknown) =>
+            cut(err)
+              ? ctx.log.info({ namespace, peer }, "device backup for a peer's snapshot cut by the stop; the transfer was cut")
+              : ctx.log.warn({ namespace, peer, err }, 'snapshot failed while streamed; the transfer was cut'),
         );
         return { epoch: row.epoch, site: ctx.site, body: snap.body };
       }
@@ -113,7 +123,10 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
 
     deviceBackup: async (peer) => {
       const file = ctx.work.temp('device-backup-for-peer');
-      await ctx.device.backupForReading(file);
+      await ctx.device.backupForReading(file, undefined, undefined, stopping).catch((err: unknown) => {
+        if (cut(err)) ctx.log.info({ peer }, 'device backup for a peer (init-replica) cut by the stop');
+        throw err;
+      });
       ctx.log.info({ peer }, 'serving a device backup to a peer (init-replica)');
       return streamThenRemove(file);
     },

@@ -20,7 +20,7 @@
  * the barrier, then their namespaces' locks in sorted order, each token checked inside the hold.
  */
 import { existsSync } from 'node:fs';
-import { FenceTokenStaleError, NhrError, SyncBusyError, SyncDaemonStoppingError, SyncFenceExportPendingError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
+import { DaemonStoppingError, FenceTokenStaleError, NhrError, SyncBusyError, SyncDaemonStoppingError, SyncFenceExportPendingError, SyncPausedError, SyncStaleSnapshotError, NamespaceUnknownError } from '../errors.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
 import { reportBlame } from '../members/blame.js';
 import { syncFailureReason } from '../metrics/metrics.js';
@@ -173,11 +173,14 @@ export class NamespaceSync {
    * as its first snapshot download starts (early-backup.ts; docs/concurrency.md, "Snapshot sync").
    */
   private readonly batch = new ApplyBatch<BatchEntry, EarlyBackup>((entries, early) => this.applyBatch(entries, early), undefined, {
-    start: () => (this.wantsEarlyBackup() && !this.#stop.signal.aborted ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log) : undefined),
+    start: () => (this.wantsEarlyBackup() && !this.#stop.signal.aborted ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log, this.#stop.signal) : undefined),
     // Awaited by drain(): a stop must not leave a B1 writing its file into work/ unheard (stop-fetch).
     discard: (b) => this.#settle(b.discard()),
   });
-  /** Aborted by `stop()` (the daemon stopping): cuts snapshot downloads, and no sync starts one after it (stop-fetch). */
+  /**
+   * Aborted by `stop()` (the daemon stopping): cuts snapshot downloads and the device backups read before a restore
+   * (early B1, the apply's B1), and no sync starts one after it (stop-fetch, stop-backup).
+   */
   readonly #stop = new AbortController();
   /** Early B1s being thrown away (their backup ending, then their file removed): drain() waits for them. */
   readonly #discarding = new Set<Promise<void>>();
@@ -210,14 +213,23 @@ export class NamespaceSync {
   }
 
   /**
-   * The daemon is stopping (close(), before drain()): cuts every snapshot download in flight, and a sync that starts
-   * from now on (queued, or asked for) does not start one. Such a sync is abandoned, not failed: it answers
-   * NHR_ERR_SYNC_DAEMON_STOPPING, records nothing against the namespace or the primary, removes its partial file, and
-   * its early B1 is thrown away. A sync past its download (in its apply batch: backup, merge, restore, verification)
-   * is not touched: drain() waits for it. Idempotent.
+   * The daemon is stopping (close(), before drain()): cuts every snapshot download in flight and every device backup
+   * only read before a restore (an early B1, an apply's B1: NHR_ERR_DAEMON_STOPPING, not a device fault), and a sync
+   * that starts from now on (queued, or asked for) does not start one. Such a sync is abandoned, not failed: it
+   * answers NHR_ERR_SYNC_DAEMON_STOPPING, records nothing against the namespace, the primary or this site's NetHSM,
+   * and removes its partial files. A sync whose restore began (the restore, the log replay after it, the
+   * verification's B3) is not touched: drain() waits for it. Idempotent.
    */
   stop(): void {
-    this.#stop.abort(new Error('the daemon is stopping'));
+    this.#stop.abort(new DaemonStoppingError('the daemon is stopping: snapshot downloads and device backups only read are cut'));
+  }
+
+  /**
+   * Aborted once `stop()` is called, with NHR_ERR_DAEMON_STOPPING: the daemon's stop, for the other device backups
+   * only read that it cuts (a primary's backups serving peers: peer-handlers.ts).
+   */
+  get stopping(): AbortSignal {
+    return this.#stop.signal;
   }
 
   /** Waits for every running and queued sync, and for early B1s being thrown away (shutdown; lab settle). */
@@ -411,8 +423,12 @@ export class NamespaceSync {
       const result = this.recordOk(namespace, primary, r, started, req.actor, entry.streamError);
       return result;
     } catch (err) {
-      // The stop's own abort (only ever thrown before the batch): abandoned, not failed (stop-fetch).
-      if (!joined && err === this.#stop.signal.reason) throw this.abandoned(namespace, primary, req.actor);
+      // The stop's own abort: abandoned, not failed (stop-fetch). In the batch it reaches only the backups read before
+      // the restore (applyBatch's `signal`), so nothing changed on the device either way.
+      if (err === this.#stop.signal.reason) {
+        if (joined) this.ctx.log.info({ namespace }, "the apply's device backup (B1) was cut by the stop before its restore");
+        throw this.abandoned(namespace, primary, req.actor);
+      }
       if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started, req.actor);
       throw err;
     } finally {
@@ -443,6 +459,8 @@ export class NamespaceSync {
     const locked = <T>(ns: readonly string[], fn: () => Promise<T>): Promise<T> => (ns.length === 0 ? fn() : ctx.applyLock(ns[0]!).run(() => locked(ns.slice(1), fn)));
     const shared: SharedApplyDeps = {
       device: timed.device,
+      // Cuts the backups before the restore only (snapshot-apply.ts): a restore begun is never cut.
+      signal: this.#stop.signal,
       work: ctx.work,
       deviceOpen: ctx.deviceOpen,
       snapshotOpen: ctx.snapshotOpen,

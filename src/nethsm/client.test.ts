@@ -4,7 +4,7 @@
  */
 import { constants, createHash, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes, verify } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,22 @@ import { TEST_SCRYPT } from '../backup/format.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
 import { startSimulator } from '../sim/server.js';
 import { NetHsmClient } from './client.js';
+import { tapBytes } from '../util/byte-tap.js';
+
+/** This process's open descriptors on `file` (Linux /proc): none may stay on a backup's file after a cut. */
+async function openFdsOn(file: string): Promise<string[]> {
+  const fds = await readdir('/proc/self/fd');
+  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+  return targets.filter((t) => t.startsWith(file));
+}
+
+async function waitUntil(ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 async function statusOf(p: Promise<unknown>): Promise<number> {
   try {
@@ -276,6 +292,61 @@ describe('backup and restore', () => {
     const refused = path.join(dir, 'refused.bin');
     expect(await statusOf(admin.backupToFile(refused))).toBe(403);
     await expect(stat(refused)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  // Before: backupToFile took no signal; a stalled backup held its caller (a stopping daemon) until the device answered.
+  it('cuts a backup stalled before its answer when its signal aborts: rejects with the reason, no file, no descriptor', async () => {
+    const backup = root.withAuth(sim.users.backup.username, sim.users.backup.password);
+    const file = path.join(dir, 'cut-headers.bin');
+    const hold = sim.hold({ method: 'POST', path: /\/system\/backup$/ });
+    try {
+      const stop = new AbortController();
+      const reason = new Error('the daemon is stopping');
+      const tap = tapBytes(async (bytes) => {
+        for await (const _ of bytes) void _;
+      });
+      const taken = backup.backupToFile(file, tap, stop.signal).catch((e: unknown) => e);
+      await hold.waitFor(1);
+      stop.abort(reason);
+      expect(await taken).toBe(reason);
+      await expect(tap.result).rejects.toBe(reason);
+      await expect(stat(file)).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(await openFdsOn(file)).toEqual([]);
+      // The cut closed the connection: the held request is dropped, never served.
+      await waitUntil(() => hold.held() === 0);
+    } finally {
+      hold.close();
+    }
+  });
+
+  it('cuts a backup in the middle of its body when its signal aborts; an aborted signal creates nothing', async () => {
+    const backup = root.withAuth(sim.users.backup.username, sim.users.backup.password);
+    const file = path.join(dir, 'cut-body.bin');
+    const stop = new AbortController();
+    const reason = new Error('the daemon is stopping');
+    let firstChunk: () => void = () => undefined;
+    const gotChunk = new Promise<void>((r) => (firstChunk = r));
+    // A reader that takes one chunk and then waits: back-pressure stalls the body mid-way (one chunk in flight).
+    const tap = tapBytes(async (bytes) => {
+      for await (const _ of bytes) {
+        void _;
+        firstChunk();
+        await new Promise<void>(() => undefined);
+      }
+    });
+    const taken = backup.backupToFile(file, tap, stop.signal).catch((e: unknown) => e);
+    await gotChunk;
+    stop.abort(reason);
+    expect(await taken).toBe(reason);
+    await expect(stat(file)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await openFdsOn(file)).toEqual([]);
+    // Already aborted: rejects before a file exists or the device is asked.
+    const backupsBefore = sim.backups;
+    await expect(backup.backupToFile(file, undefined, stop.signal)).rejects.toBe(reason);
+    await expect(stat(file)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(sim.backups).toBe(backupsBefore);
+    // The pool still serves after the cuts.
+    expect(await backup.backupToFile(file)).toBeGreaterThan(0);
   });
 
   it('restores from a file and from an async iterable, bringing back what was deleted', async () => {

@@ -478,16 +478,18 @@ export class NetHsmClient {
   /**
    * Starts a backup and returns its body as a byte stream (back-pressured; never buffered whole). Transport failures
    * while reading surface as NetHsmTimeoutError / NetHsmUnreachableError on the stream. Destroy the stream to abort.
+   * `signal` (the daemon stopping): aborting it cuts the backup at once, waiting for the headers or the body alike;
+   * the call or the stream then fails with `signal.reason`, never with a device error.
    */
-  async backup(): Promise<Readable> {
+  async backup(signal?: AbortSignal): Promise<Readable> {
     const operation = 'POST /system/backup';
-    const res = await this.#send({ method: 'POST', path: '/system/backup', accept: 'application/octet-stream', expect: [200] });
+    const res = await this.#send({ method: 'POST', path: '/system/backup', accept: 'application/octet-stream', expect: [200], ...(signal ? { signal } : {}) });
     const transport = this.#transport;
     async function* chunks(): AsyncGenerator<Uint8Array> {
       try {
         for await (const chunk of res.body) yield chunk as Buffer;
       } catch (err) {
-        throw transport.mapError(err, operation);
+        throw signal?.aborted ? signal.reason : transport.mapError(err, operation);
       } finally {
         if (!res.body.destroyed) res.body.destroy();
       }
@@ -499,11 +501,14 @@ export class NetHsmClient {
    * Writes a backup to a new file (mode 0600; an existing file is not overwritten: OutputExistsError), fsyncs it and
    * returns the bytes written. On any failure the partial file is removed. With `tap` (util/byte-tap.ts), the bytes
    * also pass through its stage as they arrive, so its reader works while the device sends; the call then also
-   * waits for the reader, and a failing reader fails the backup (its error is thrown).
+   * waits for the reader, and a failing reader fails the backup (its error is thrown). `signal` (the daemon stopping):
+   * aborting it before the device is done sending cuts the backup; the call then rejects with `signal.reason` (so does
+   * the tap's reader), no file is left and its descriptor is closed. Already aborted: rejects at once, creating nothing.
    */
-  async backupToFile(path: string, tap?: ByteTap<unknown>): Promise<number> {
+  async backupToFile(path: string, tap?: ByteTap<unknown>, signal?: AbortSignal): Promise<number> {
     let fh;
     try {
+      signal?.throwIfAborted();
       fh = await open(path, 'wx', 0o600);
     } catch (err) {
       const e = (err as NodeJS.ErrnoException).code === 'EEXIST' ? new OutputExistsError(`${path} already exists`, { path }) : err;
@@ -513,21 +518,30 @@ export class NetHsmClient {
     let bytes = 0;
     // The write stream owns the handle from here: `flush` fsyncs before it closes it, on success or failure.
     const sink = createWriteStream('', { fd: fh, flush: true });
+    let cut: (() => void) | undefined;
     try {
-      const stream = await this.backup();
+      const stream = await this.backup(signal);
+      // Destroyed here too, not only by the transport: a body already received whole but held back by a slow tap
+      // would otherwise never end.
+      cut = () => stream.destroy(signal?.reason as Error);
+      signal?.addEventListener('abort', cut, { once: true });
       stream.on('data', (c: Buffer) => (bytes += c.length));
       if (tap) {
         await pipeline(stream, tap.stage, sink);
         await tap.result;
       } else await pipeline(stream, sink);
       return bytes;
-    } catch (err) {
+    } catch (caught) {
+      // Cut by the signal: its reason, whatever the pipe made of the cut (a premature close, a stage's error).
+      const err: unknown = signal?.aborted ? signal.reason : caught;
       sink.destroy();
       // A tap whose stream never started (the device refused the backup) must not leave its reader waiting.
       tap?.fail(err);
       await new Promise<void>((resolve) => (sink.closed ? resolve() : sink.once('close', () => resolve())));
       await unlink(path).catch(() => undefined);
       throw err;
+    } finally {
+      if (cut) signal?.removeEventListener('abort', cut);
     }
   }
 

@@ -29,6 +29,11 @@ export interface RequestSpec {
   secrets?: readonly string[];
   /** The endpoint needs no login (health, info, provision, unlock): its success says nothing about the credential. */
   public?: boolean;
+  /**
+   * Aborting it cuts the request, waiting for the headers or (the caller's to map, see `mapError`) the body alike; the
+   * request then rejects with `signal.reason`, never with a device error.
+   */
+  signal?: AbortSignal;
 }
 
 /** Which config setting a client's credential comes from, so a refusal can name it. */
@@ -158,8 +163,10 @@ export class Transport {
         path: `/api/v1${spec.path}${queryString(spec.query)}`,
         headers,
         body: body ?? null,
+        ...(spec.signal ? { signal: spec.signal } : {}),
       });
     } catch (err) {
+      if (spec.signal?.aborted) throw spec.signal.reason;
       const mapped = mapTransportError(err, operation, this.timeoutMs);
       this.logger.debug({ operation, err: mapped.toJSON() }, 'NetHSM request failed');
       throw mapped;

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -82,6 +82,40 @@ describe('Device: backups and the barrier', () => {
 
   // Found by the fault suite (a demote hung): a shared backup requested while an exclusive hold was pending waits for
   // that hold; the holder's own snapshot (the demote hand-off) joined it and so waited for itself, for good.
+  // Before: a backup took no signal, so the daemon's stop waited for it (minutes on a large device).
+  it('cuts a shared backup when the stop signal aborts: every sharer gets the reason (no device fault), no file, the hold released', async () => {
+    const barrier = new DeviceBarrier();
+    const d = device(barrier);
+    const work = new WorkDir(dir);
+    await work.prepare();
+    const stop = new AbortController();
+    const reason = new Error('the daemon is stopping');
+    const hold = sim.hold({ method: 'POST', path: /\/system\/backup$/ });
+    try {
+      const starter = d.withSharedBackup(work, () => ({}), async (source) => {
+        for await (const _ of source as AsyncIterable<Buffer>) void _;
+        return 'read';
+      }, stop.signal).catch((e: unknown) => e);
+      const joiner = d.withSharedBackup(work, () => ({}), async () => 'read').catch((e: unknown) => e);
+      await hold.waitFor(1);
+      expect(barrier.inFlight).toBe(1);
+      stop.abort(reason);
+      expect(await starter).toBe(reason);
+      expect(await joiner).toBe(reason);
+      // Released as any failure: nothing waits on the cut backup, an exclusive hold gets in at once.
+      expect(barrier.inFlight).toBe(0);
+      await expect(barrier.exclusive([], async () => 'in')).resolves.toBe('in');
+      expect(await readdir(work.work)).toEqual([]);
+      // Already aborted: its turn comes and the device is not asked.
+      const before = sim.backups;
+      await expect(d.backupForReading(work.temp('late'), undefined, undefined, stop.signal)).rejects.toBe(reason);
+      expect(sim.backups).toBe(before);
+      expect(await readdir(work.work)).toEqual([]);
+    } finally {
+      hold.close();
+    }
+  });
+
   it('never makes an exclusive holder join a shared backup still waiting for admission', async () => {
     const barrier = new DeviceBarrier();
     const d = device(barrier);

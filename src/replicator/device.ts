@@ -76,15 +76,23 @@ export class Device {
    * Takes a device backup to `file` (0600). A backup that will be restored must be taken inside the caller's exclusive
    * barrier hold; `backupForReading` is the form for backups only read. With `tap`, its reader reads the bytes as they
    * arrive (a merge or extract overlapping the device's work); the call waits for it too, and its failure is the
-   * backup's (the file is removed).
+   * backup's (the file is removed). `signal` (the daemon stopping; only for a backup read before any device write of
+   * its step): aborting it cuts the backup, or keeps it from being asked for once its turn comes; the call then rejects
+   * with `signal.reason` as it is (never a device fault: nothing blames the device for it), the file removed.
    */
-  async backupTo(file: string, tap?: ByteTap<unknown>): Promise<number> {
+  async backupTo(file: string, tap?: ByteTap<unknown>, signal?: AbortSignal): Promise<number> {
     return this.#io.run(async () => {
-      this.onBackup();
       try {
-        return await this.accounts.backup.backupToFile(file, tap);
+        // Its turn may come after the stop (another backup or a restore ran meanwhile): the device is not asked.
+        signal?.throwIfAborted();
+        this.onBackup();
+        return await this.accounts.backup.backupToFile(file, tap, signal);
       } catch (err) {
         await removeFiles(file);
+        if (signal?.aborted && err === signal.reason) {
+          tap?.fail(err);
+          throw err;
+        }
         throw asDeviceFault(err, ROOT_BACKUP);
       }
     });
@@ -92,13 +100,14 @@ export class Device {
 
   /**
    * A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore.
-   * `admitted` runs once the hold is granted, before the device is asked; a throw abandons the backup.
+   * `admitted` runs once the hold is granted, before the device is asked; a throw abandons the backup. `signal`: as
+   * backupTo's; a cut backup releases its hold as any failure does.
    */
-  backupForReading(file: string, tap?: ByteTap<unknown>, admitted?: () => void): Promise<number> {
+  backupForReading(file: string, tap?: ByteTap<unknown>, admitted?: () => void, signal?: AbortSignal): Promise<number> {
     return this.barrier.shared(
       () => {
         admitted?.();
-        return this.backupTo(file, tap);
+        return this.backupTo(file, tap, signal);
       },
       { wait: 'unbounded', readOnly: true },
     );
@@ -114,12 +123,16 @@ export class Device {
    * `fn` gets the backup as a file path, except the caller whose request started the backup: it reads the bytes as
    * they arrive (`source` is then a byte stream), so its extract overlaps the device's work; its own failure fails it
    * alone, the backup goes on for the others; it answers once the callers that joined are done too. Throws the
-   * backup's error to every caller sharing it.
+   * backup's error to every caller sharing it. `signal` (the daemon stopping): a backup this call starts is cut when
+   * it aborts (backupTo), failing every caller sharing it with its reason; a backup joined keeps the signal of the
+   * call that started it (one daemon passes one stop signal everywhere). Not used inside an exclusive hold (the
+   * demote hand-off's backup is part of a step the stop lets end).
    */
   async withSharedBackup<T>(
     work: WorkDir,
     capture: () => Readonly<Record<string, number>>,
     fn: (source: BackupSource, takenAt: number, captured: Readonly<Record<string, number>>) => Promise<T>,
+    signal?: AbortSignal,
   ): Promise<T> {
     // Inside an exclusive hold (the demote hand-off) the backup is the holder's own: a shared one still waiting for
     // admission waits for this very hold, so joining it would deadlock, and nobody may join one taken in here.
@@ -148,7 +161,7 @@ export class Device {
           throw err;
         }
       };
-      fresh.ready = this.backupForReading(file, tap, stillThere).then(
+      fresh.ready = this.backupForReading(file, tap, stillThere, signal).then(
         () => void (fresh.taking = false),
         (err: unknown) => {
           fresh.taking = false;

@@ -14,6 +14,10 @@
  * site's sync began carries no envelope sealed to this site's own transport key, so a merge-restore it raced could not
  * re-apply it (race-replay.ts) and would merge again. An apply's own B1 came late enough for that not to matter; an
  * early one comes right after the sync began.
+ *
+ * The daemon's stop (`signal`) cuts it: a stop throws the snapshot away anyway, so waiting minutes for a backup of a
+ * large device would only hold the stop (docs/operations.md, "Stopping the daemon"). A cut B1 is one that failed
+ * (no file; `use` answers undefined), logged at info.
  */
 import { stat } from 'node:fs/promises';
 import type { WriteTracker } from '../concurrency/barrier.js';
@@ -38,14 +42,18 @@ export class EarlyBackup {
     private readonly device: Device,
     work: WorkDir,
     private readonly log: Logger,
+    private readonly signal: AbortSignal | undefined,
   ) {
     this.#file = work.temp('pre-early');
     this.#taken = this.#take();
   }
 
-  /** Starts B1 now (the tracker first, once the gateway writes in flight ended). */
-  static start(device: Device, work: WorkDir, log: Logger): EarlyBackup {
-    return new EarlyBackup(device, work, log);
+  /**
+   * Starts B1 now (the tracker first, once the gateway writes in flight ended). `signal` (the daemon stopping) cuts
+   * it, or keeps it from starting.
+   */
+  static start(device: Device, work: WorkDir, log: Logger, signal?: AbortSignal): EarlyBackup {
+    return new EarlyBackup(device, work, log, signal);
   }
 
   async #take(): Promise<DeviceCallTiming | undefined> {
@@ -56,9 +64,14 @@ export class EarlyBackup {
     if (this.#discarded) return undefined;
     this.#tracker = barrier.trackWrites();
     const started = performance.now();
+    const { signal } = this;
     try {
-      await this.device.backupForReading(this.#file);
+      await this.device.backupForReading(this.#file, undefined, undefined, signal);
     } catch (err) {
+      if (signal?.aborted && err === signal.reason) {
+        this.log.info({ seconds: Math.round(performance.now() - started) / 1000 }, 'device backup taken while the snapshot downloads cut by the stop');
+        return undefined;
+      }
       // The apply then takes its own B1 as before, and fails there if the device does.
       this.log.warn({ err }, 'device backup taken while the snapshot downloads failed; the apply takes its own');
       return undefined;

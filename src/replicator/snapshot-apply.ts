@@ -108,6 +108,13 @@ export interface ApplyDeps {
    * what the replay did: a namespace in `outcome.left` was not re-applied by it (abandoned, or ended by another hold).
    */
   onRaceReplayed?: (namespaces: readonly string[], plan: ReplayPlan, outcome: ReplayOutcome) => void;
+  /**
+   * The daemon stopping: cuts the backups taken before the restore (B1, and inside the hold B1 and B2 of the last
+   * resort), which then reject with `signal.reason` and leave the device as it was. Nothing from the restore on is
+   * cut: not the restore, not the log replay after it, not the verification's B3 (a restore is never left half done,
+   * and its check is what says it was not).
+   */
+  signal?: AbortSignal;
   /** Test seam: runs after B1 is merged and before the exclusive hold is requested (a test writes here). */
   beforeHold?: () => Promise<void>;
   /** Test seam (last resort only): runs after B1 is merged and before B2 is taken. */
@@ -474,7 +481,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       else {
         // No early B1, or its backup failed: this attempt takes B1 itself (its tracker first).
         tracker = deps.device.barrier.trackWrites();
-        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap), remerges, single);
+        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap, undefined, deps.signal), remerges, single);
       }
       if (!m) return undefined;
       await deps.beforeHold?.();
@@ -644,7 +651,7 @@ async function foreignOf(
  * those (bounded; SyncRaceError when they keep racing); without, there is nothing to re-check.
  */
 async function heldMerge(a: Apply, remergesSoFar: number, single: boolean): Promise<{ merged: Merged; remerges: number } | undefined> {
-  let m = await backupAndMerge(a, (file, tap) => a.deps.device.backupTo(file, tap), remergesSoFar, single);
+  let m = await backupAndMerge(a, (file, tap) => a.deps.device.backupTo(file, tap, a.deps.signal), remergesSoFar, single);
   if (!m) return undefined;
   if (!(a.deps.directWriters ?? true)) return { merged: m, remerges: remergesSoFar };
   const namespaces = m.parts.map((p) => p.spec.namespace);
@@ -653,7 +660,7 @@ async function heldMerge(a: Apply, remergesSoFar: number, single: boolean): Prom
   for (;;) {
     await a.deps.beforeRecheck?.();
     const b2 = a.temp(`recheck-${rechecks + 1}`);
-    await a.deps.device.backupTo(b2);
+    await a.deps.device.backupTo(b2, undefined, a.deps.signal);
     const raced = await diffFiles(a.deps.deviceOpen, m.base, b2, otherData);
     if (isEmptyDiff(raced)) break;
     a.log.warn({ namespaces, changed: raced.samples }, 'entries outside the namespace changed during the sync (a writer bypassing the gateway); merging again');

@@ -28,6 +28,11 @@ export interface SnapshotSourceDeps {
   logId?: (namespace: string) => string;
   /** The daemon's snapshot keys (one derivation per generation); without it each snapshot derives its own. */
   snapshotKeys?: SnapshotKeyRing;
+  /**
+   * The daemon stopping (snapshots served to peers only): cuts the device backup (Device.withSharedBackup), failing
+   * the snapshot with `signal.reason`. Not for the demote hand-off's snapshot, a step the stop lets end.
+   */
+  signal?: AbortSignal;
 }
 
 export interface Snapshot {
@@ -157,7 +162,7 @@ async function extractSnapshot(
         meta,
       });
       return { meta, summary };
-    });
+    }, deps.signal);
   } finally {
     (await leased.catch(() => undefined))?.release();
     if (ring !== deps.snapshotKeys) ring.close();

@@ -1,0 +1,204 @@
+/**
+ * Stopping a daemon while a device backup that is only read stalls at its NetHSM (docs/operations.md, "Stopping the
+ * daemon"; issue 11): close() cuts it instead of waiting for it (minutes on a large appliance, past systemd's
+ * TimeoutStopSec). Three backups: a replica's early B1 (taken while the snapshot downloads), the apply's own B1 before
+ * its restore, and the primary's backup for the snapshot a peer asked for. A cut is no device failure: the sync is
+ * abandoned (NHR_ERR_SYNC_DAEMON_STOPPING), nothing recorded against the namespace, the primary or this site's
+ * NetHSM, no file left in work/; after a start the sync runs to completion. (A download cut by the stop: stop-fetch.)
+ *
+ * The simulator holds the backup request unanswered (sim.hold) for as long as the test wants: a backup of a large
+ * device. Before the change nothing could cut it, and close() waited for it.
+ */
+import { readdir } from 'node:fs/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Lab, type LabSite } from '../../src/lab/lab.js';
+import type { RunningSimulator } from '../../src/sim/server.js';
+import type { RequestHold } from '../../src/sim/request-holds.js';
+import type { SiteContext } from '../../src/daemon/context.js';
+import { use } from '../helpers/clients.js';
+import { waitFor } from '../helpers/wait.js';
+
+/** A stop that waits for the held backup never returns: this bounds the wait (the hold itself has no end). */
+const STOP_BOUND_MS = 10_000;
+
+/** The sum of a counter's samples whose labels match `labels` (0 when none). */
+async function counter(site: LabSite, metric: string, labels: RegExp): Promise<number> {
+  const text = await site.registry.metrics();
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(`${metric}{`) && labels.test(l))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+}
+
+/** Stops `site`'s daemon; whether close() returned within STOP_BOUND_MS. */
+async function stopsInTime(site: LabSite): Promise<boolean> {
+  const closed = site.stopDaemon().then(() => true);
+  return Promise.race([closed, new Promise<false>((r) => setTimeout(() => r(false), STOP_BOUND_MS))]);
+}
+
+describe('stopping the daemon while a device backup only read stalls', () => {
+  let lab: Lab | undefined;
+  const holds: RequestHold[] = [];
+  const sim = (site: string) => lab!.site(site).sim as RunningSimulator;
+  /** The next device backups at `site` wait, unanswered, until the hold closes. */
+  const holdBackups = (site: string): RequestHold => {
+    const h = sim(site).hold({ method: 'POST', path: /\/system\/backup$/ });
+    holds.push(h);
+    return h;
+  };
+
+  afterEach(async () => {
+    // First: releasing the held backups frees a daemon whose close() waits for them (the code before the change).
+    holds.splice(0).forEach((h) => h.close());
+    await lab?.close();
+    lab = undefined;
+  });
+
+  /** What a stop that cut a replica's sync must leave at `b`: nothing recorded, nothing blamed, nothing in work/. */
+  async function expectAbandoned(b: LabSite, ctx: SiteContext, failuresBefore: number, before: { lastSyncOutcome?: string; lastOkAt?: number } | undefined): Promise<void> {
+    expect(await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/)).toBe(failuresBefore);
+    expect(await counter(b, 'nethsm_replicator_sync_failures_total', /namespace="alpha"/)).toBe(0);
+    // This site's NetHSM is not marked down for a cut backup, nor the primary.
+    expect(ctx.monitor.get('nethsm')!.status).toBe('ok');
+    expect(ctx.monitor.get('a')!.status).toBe('ok');
+    ctx.store.open();
+    try {
+      const row = ctx.store.positions.get('alpha', 'a');
+      if (before) expect(row).toMatchObject({ lastSyncOutcome: before.lastSyncOutcome, lastOkAt: before.lastOkAt });
+      else expect(row?.lastSyncOutcome).toBeUndefined();
+      expect(ctx.store.members.get('nethsm')?.status ?? 'ok').toBe('ok');
+    } finally {
+      ctx.store.close();
+    }
+    // Neither the B1 (early or the apply's) nor the snapshot is left behind.
+    expect(await readdir(ctx.work.work)).toEqual([]);
+  }
+
+  // Before: the early B1 took no signal; close() waited for it (drain() awaits an early B1 being thrown away).
+  it("cuts the replica's early B1: close() returns, the sync is abandoned, and runs after the start", { timeout: 120_000 }, async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    const b = lab.site('b');
+    const d = b.daemon!;
+    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    // Synced once: the next sync takes its B1 early, while the snapshot downloads.
+    await d.syncer.sync('alpha', { actor: 'test' });
+    await d.syncer.drain();
+    const before = d.ctx.store.positions.get('alpha', 'a')!;
+    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
+    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k2', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+
+    const held = holdBackups('b');
+    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await held.waitFor(1);
+    // The snapshot is in and the apply waits for the early B1 (its first attempt merges from it).
+    await waitFor(() => d.syncer.progressOf('alpha')?.step.startsWith('backing up'), 'the apply to wait for the early B1', 20_000);
+    expect(await stopsInTime(b), `close() returned within ${STOP_BOUND_MS} ms while the early B1 stalled`).toBe(true);
+    expect(await answer).toMatchObject({ code: 'NHR_ERR_SYNC_DAEMON_STOPPING', namespace: 'alpha' });
+    // The cut closed the backup's connection: the simulator never served it.
+    await waitFor(() => held.held() === 0, 'the held backup to be dropped');
+    await expectAbandoned(b, d.ctx, failuresBefore, before);
+    held.close();
+
+    const again = await b.startDaemon();
+    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
+    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1', 'k2']);
+  });
+
+  // Before: the download was cut, but drain() waited for the early B1 being thrown away.
+  it('cuts the early B1 while the snapshot download stalls too: close() returns, the sync is abandoned', { timeout: 120_000 }, async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    const b = lab.site('b');
+    const d = b.daemon!;
+    await d.syncer.sync('alpha', { actor: 'test' });
+    await d.syncer.drain();
+    const before = d.ctx.store.positions.get('alpha', 'a')!;
+    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
+
+    // A's backup for the snapshot and B's early B1 both wait.
+    const atA = holdBackups('a');
+    const atB = holdBackups('b');
+    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await atA.waitFor(1);
+    await atB.waitFor(1);
+    expect(d.syncer.progressOf('alpha')?.step).toMatch(/^fetching/);
+    expect(await stopsInTime(b), `close() returned within ${STOP_BOUND_MS} ms while the download and the early B1 stalled`).toBe(true);
+    expect(await answer).toMatchObject({ code: 'NHR_ERR_SYNC_DAEMON_STOPPING', namespace: 'alpha' });
+    await waitFor(() => atB.held() === 0, "B's held backup to be dropped");
+    await expectAbandoned(b, d.ctx, failuresBefore, before);
+  });
+
+  // Before: the apply's B1 took no signal; close() waited for it (drain() awaits a sync past its download).
+  it("cuts the apply's own B1 before its restore (a first sync): close() returns, nothing changed, and it runs after the start", { timeout: 120_000 }, async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    const b = lab.site('b');
+    const d = b.daemon!;
+    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
+    const restoresBefore = sim('b').restores;
+
+    const held = holdBackups('b');
+    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await held.waitFor(1);
+    expect(d.syncer.progressOf('alpha')?.step).toMatch(/^backing up/);
+    expect(await stopsInTime(b), `close() returned within ${STOP_BOUND_MS} ms while the apply's B1 stalled`).toBe(true);
+    expect(await answer).toMatchObject({ code: 'NHR_ERR_SYNC_DAEMON_STOPPING', namespace: 'alpha' });
+    await waitFor(() => held.held() === 0, 'the held backup to be dropped');
+    expect(sim('b').restores).toBe(restoresBefore);
+    await expectAbandoned(b, d.ctx, failuresBefore, undefined);
+    held.close();
+
+    const again = await b.startDaemon();
+    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
+    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1']);
+  });
+
+  // Before: the backup serving the snapshot took no signal; close() waited for it (the peer API and the NetHSM pool).
+  it("cuts the primary's backup for a peer's snapshot: the primary's close() returns, its NetHSM not blamed, the sync runs after its start", { timeout: 120_000 }, async () => {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    const a = lab.site('a');
+    const b = lab.site('b');
+    const actx = a.daemon!.ctx;
+    await use(a.nsAdmin('alpha'), (c) => c.generateKey({ id: 'k1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+
+    const held = holdBackups('a');
+    const answer = b.daemon!.syncer.sync('alpha', { actor: 'test' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await held.waitFor(1);
+    expect(await stopsInTime(a), `close() returned within ${STOP_BOUND_MS} ms while the snapshot's backup stalled`).toBe(true);
+    await waitFor(() => held.held() === 0, 'the held backup to be dropped');
+    // The replica's sync fails (its primary went away): NHR_ERR_DAEMON_STOPPING in a refusal when it went out before
+    // the peer API closed, else a cut connection.
+    expect(await answer).toMatchObject({ code: expect.stringMatching(/^NHR_ERR_PEER_(UNREACHABLE|REFUSED)$/) });
+    // At the primary: its NetHSM not marked down, nothing left in work/.
+    expect(actx.monitor.get('nethsm')!.status).toBe('ok');
+    actx.store.open();
+    try {
+      expect(actx.store.members.get('nethsm')?.status ?? 'ok').toBe('ok');
+    } finally {
+      actx.store.close();
+    }
+    // The device backup's file is removed before the snapshot fails; its spool as the failed extract ends (not awaited
+    // by the peer API's answer).
+    await waitFor(async () => (await readdir(actx.work.work)).length === 0, 'the snapshot spool to be removed', 5_000);
+    held.close();
+
+    await a.startDaemon();
+    expect(await b.daemon!.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
+    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1']);
+  });
+});
