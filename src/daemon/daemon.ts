@@ -132,7 +132,10 @@ export class Daemon {
    * (a million keys at 200 requests/s take hours), so a later tick must not start a second pass alongside.
    */
   private readonly antiEntropyRunning = new Set<string>();
-  /** Namespaces whose passes the primary deferred (mid-restore), since the first; cleared by a pass that completes. */
+  /**
+   * Namespaces whose passes the primary deferred (mid-restore), or whose pass queued after the primary's restart did
+   * not complete (restart-pass.ts), since the first; cleared by a pass that completes.
+   */
   private readonly antiEntropyDeferred = new Map<string, { since: number; primary: string; cause: string; try: string }>();
   /** Passes queued after a primary's daemon restarted (`replication.afterPrimaryRestart: stream`; restart-pass.ts). */
   readonly restartPasses: RestartPasses;
@@ -892,7 +895,7 @@ export class Daemon {
         }) : [];
         if (admins.length > 0) checks.administrators = { ok: false, detail: admins.join('; ') };
         const held = heldSyncsView(this.syncer);
-        // Passes deferred by a primary mid-restore: transient, a warning (never unready).
+        // Passes deferred by a primary mid-restore or queued after its restart and not completed: a warning (never unready).
         const deferred = [...this.antiEntropyDeferred.keys()].flatMap((ns) => {
           const d = this.deferredPass(ns);
           return d ? [`namespace ${ns}: ${d.cause}. Try: ${d.try}`] : [];
