@@ -42,6 +42,15 @@ describe('parseConfig: valid documents and defaults', () => {
     expect(c.peers).toEqual([{ name: 'hamburg', url: 'https://replicator.hamburg.example:9443' }]);
     expect(c.peerApi.listen).toEqual({ host: '0.0.0.0', port: 9443 });
     expect(c.replication.directWriters).toBe(false);
+    expect(c.replication.afterPrimaryRestart).toBe('stream');
+  });
+
+  it('reads replication.afterPrimaryRestart, and refuses another value, naming the path and the choices', () => {
+    const doc = validConfigDoc() as Doc;
+    doc.replication.afterPrimaryRestart = 'snapshot';
+    expect(parseConfig(toYaml(doc), {}).replication.afterPrimaryRestart).toBe('snapshot');
+    expectProblem((d) => (d.replication.afterPrimaryRestart = 'full-sync'), /replication\.afterPrimaryRestart.*stream.*snapshot/);
+    expectProblem((d) => (d.replication.afterPrimaryRestart = true), /replication\.afterPrimaryRestart/);
   });
 
   it('reads replication.directWriters, and refuses a value that is not a boolean, naming the path', () => {

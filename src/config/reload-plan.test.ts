@@ -26,10 +26,19 @@ describe('planReload', () => {
       d.peers[0].tls = { fingerprint256: 'ef'.repeat(32) };
       d.namespaces[0].schedule = '*/5 * * * *';
       d.antiEntropy = { schedule: '0 * * * *', certScrubPasses: 3 };
+      d.replication.afterPrimaryRestart = 'snapshot';
       d.logging = { level: 'debug' };
     });
     const plan = planReload(running, next);
-    expect(plan.changed.sort()).toEqual(['antiEntropy.certScrubPasses', 'antiEntropy.schedule', 'logging.level', 'namespaces[0].schedule', 'nethsm.tls', 'peers[0].tls.fingerprint256']);
+    expect(plan.changed.sort()).toEqual([
+      'antiEntropy.certScrubPasses',
+      'antiEntropy.schedule',
+      'logging.level',
+      'namespaces[0].schedule',
+      'nethsm.tls',
+      'peers[0].tls.fingerprint256',
+      'replication.afterPrimaryRestart',
+    ]);
     expect(plan.restartNeededFor).toEqual([]);
     expect(plan.effective).toEqual(next);
   });

@@ -3,8 +3,8 @@
  *
  * Reloadable: how the daemon trusts its NetHSM's certificate (`nethsm.tls`), the peers' certificate pins
  * (`peers[].tls.fingerprint256`, of peers already configured), the namespaces' snapshot schedules
- * (`namespaces[].schedule`), `antiEntropy.schedule`, `antiEntropy.certScrubPasses` (read by each pass) and
- * `logging.level`. Everything else (listeners, sites, peers and
+ * (`namespaces[].schedule`), `antiEntropy.schedule`, `antiEntropy.certScrubPasses` (read by each pass),
+ * `replication.afterPrimaryRestart` (read at each recovery of a primary) and `logging.level`. Everything else (listeners, sites, peers and
  * namespaces added or removed, accounts and secrets, paths, limits) is wired into parts at start and takes a restart.
  */
 import type { ReplicatorConfig } from './schema.js';
@@ -19,7 +19,7 @@ export interface ReloadPlan {
 }
 
 /** Paths (in the file's words) a reload applies; `[]` stands for any index. */
-const RELOADABLE = [/^nethsm\.tls$/, /^peers\[\d+\]\.tls\.fingerprint256$/, /^namespaces\[\d+\]\.schedule$/, /^antiEntropy\.schedule$/, /^antiEntropy\.certScrubPasses$/, /^logging\.level$/];
+const RELOADABLE = [/^nethsm\.tls$/, /^peers\[\d+\]\.tls\.fingerprint256$/, /^namespaces\[\d+\]\.schedule$/, /^antiEntropy\.schedule$/, /^antiEntropy\.certScrubPasses$/, /^replication\.afterPrimaryRestart$/, /^logging\.level$/];
 
 /** Plans a reload from the `running` config to `next` (both validated by parseConfig). */
 export function planReload(running: ReplicatorConfig, next: ReplicatorConfig): ReloadPlan {
@@ -40,6 +40,7 @@ export function planReload(running: ReplicatorConfig, next: ReplicatorConfig): R
     namespaces: running.namespaces.map((ns) => ({ ...ns, schedule: nextNs.get(ns.name)?.schedule ?? ns.schedule })),
     // The limiter is built at start: maxRequestsPerSecond stays the running one (a restart applies it).
     antiEntropy: { ...running.antiEntropy, schedule: next.antiEntropy.schedule, certScrubPasses: next.antiEntropy.certScrubPasses },
+    replication: { ...running.replication, afterPrimaryRestart: next.replication.afterPrimaryRestart },
     logging: next.logging,
   };
   // A renamed or reordered peer or namespace shows as a restart above; its pin or schedule was applied by name.

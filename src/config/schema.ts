@@ -71,6 +71,9 @@ export const MAX_WRITE_BODY_BYTES = 1024 * 1024 * 1024;
 export const UNIX_SOCKET_PATH_MAX = 107;
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
+/** `replication.afterPrimaryRestart`: how a replica resumes from a primary whose daemon restarted (see ReplicatorConfig). */
+export const AFTER_PRIMARY_RESTART = ['stream', 'snapshot'] as const;
+export type AfterPrimaryRestart = (typeof AFTER_PRIMARY_RESTART)[number];
 /** How the daemon trusts its NetHSM's certificate: exactly one way. */
 export type NetHsmTrust = { caFile: string } | { fingerprint256: string } | { insecure: true };
 /**
@@ -182,8 +185,17 @@ export interface ReplicatorConfig {
    * `directWriters`: clients write to this site's NetHSM around the daemon (not through its gateway). Then every
    * snapshot sync merges inside its exclusive hold and re-checks the device before restoring (writes wait for backup,
    * merge and restore), because the device barrier cannot see such writes (docs/concurrency.md).
+   * `afterPrimaryRestart`: what a replica does when a primary's daemon answers again after a restart while it counted
+   * as down: `stream` resumes the stream (every acknowledged change is in the primary's change log) and queues an
+   * anti-entropy pass of each namespace it is primary of, which finds writes made around its daemon meanwhile;
+   * `snapshot` takes a full snapshot sync of each (a device backup at both sites and a restore here, writes held).
    */
-  readonly replication: { readonly passphrase: SecretRef; readonly backupPassphrase: SecretRef; readonly directWriters: boolean };
+  readonly replication: {
+    readonly passphrase: SecretRef;
+    readonly backupPassphrase: SecretRef;
+    readonly directWriters: boolean;
+    readonly afterPrimaryRestart: AfterPrimaryRestart;
+  };
   readonly namespaces: readonly NamespaceConfig[];
   /** `maxAttempts` is `Infinity` for unlimited (the default), as `MemberMonitor` takes it. */
   readonly recovery: { readonly retryIntervalMs: number; readonly maxAttempts: number };
@@ -480,7 +492,12 @@ export function buildConfigSchema(opts: SchemaOptions) {
         })
         .optional(),
       stateDir: filePath(opts).default(DEFAULT_STATE_DIR),
-      replication: z.strictObject({ passphrase: secretRef(opts), backupPassphrase: secretRef(opts), directWriters: z.boolean().default(false) }),
+      replication: z.strictObject({
+        passphrase: secretRef(opts),
+        backupPassphrase: secretRef(opts),
+        directWriters: z.boolean().default(false),
+        afterPrimaryRestart: z.enum(AFTER_PRIMARY_RESTART).default('stream'),
+      }),
       namespaces: z.array(namespace).default([]),
       recovery: z
         .strictObject({

@@ -12,6 +12,7 @@
 import { Resealer } from '../backup/resealer.js';
 import { KeyCache } from '../backup/key-cache.js';
 import { SnapshotKeyRing } from '../replicator/snapshot-keys.js';
+import { RestartPasses } from './restart-pass.js';
 import { warmKeys, type WarmupOutcome } from './key-warmup.js';
 import { sealingGenerationRecord } from './sealing-generation.js';
 import { DaemonRaceReplayer } from './race-replayer.js';
@@ -131,8 +132,13 @@ export class Daemon {
    * (a million keys at 200 requests/s take hours), so a later tick must not start a second pass alongside.
    */
   private readonly antiEntropyRunning = new Set<string>();
-  /** Namespaces whose passes the primary deferred (mid-restore), since the first; cleared by a pass that completes. */
+  /**
+   * Namespaces whose passes the primary deferred (mid-restore), or whose pass queued after the primary's restart did
+   * not complete (restart-pass.ts), since the first; cleared by a pass that completes.
+   */
   private readonly antiEntropyDeferred = new Map<string, { since: number; primary: string; cause: string; try: string }>();
+  /** Passes queued after a primary's daemon restarted (`replication.afterPrimaryRestart: stream`; restart-pass.ts). */
+  readonly restartPasses: RestartPasses;
   private readonly reloader: ConfigReloader | undefined;
   private startedAt = 0;
   private dirLock: StateDirLock | undefined;
@@ -281,6 +287,18 @@ export class Daemon {
       ]),
       logger: this.log,
     });
+    this.restartPasses = new RestartPasses({
+      store,
+      log: this.log,
+      timing: () => ({ retryIntervalMs: this.ctx.config.recovery.retryIntervalMs, heartbeatIntervalMs: this.ctx.config.stream.heartbeatIntervalMs }),
+      pass: (ns) => this.antiEntropy(ns),
+      running: (ns) => this.antiEntropyRunning.has(ns),
+      stream: (ns) => this.stream.status(ns),
+      defer: (ns, primary, cause, tryHint) => {
+        const since = this.antiEntropyDeferred.get(ns)?.since ?? Date.now();
+        this.antiEntropyDeferred.set(ns, { since, primary, cause, try: tryHint });
+      },
+    });
     this.reloader = options.configFile
       ? new ConfigReloader({ ...options.configFile, running: () => this.ctx.config, apply: (next) => this.applyConfig(next), log: this.log })
       : undefined;
@@ -362,6 +380,11 @@ export class Daemon {
         const pos = row.role === 'primary' ? undefined : ctx.store.positions.get(n.name, row.primarySite);
         ctx.metrics.setReplicaDataTime(n.name, pos?.positionTakenAt !== undefined ? pos.positionTakenAt / 1000 : null);
       }
+      // Writes made straight to this NetHSM while its daemon was down may have changed certificates the table knows, and
+      // a replica's pass after this restart stands in for a snapshot (resumeMember): before the peer API serves an
+      // inventory, the namespaces this site is primary of read every certificate once from the device again.
+      const own = ctx.store.roles.list().filter((r) => r.role === 'primary' && r.primarySite === ctx.site).map((r) => r.namespace);
+      if (own.length > 0) ctx.store.keyCerts.forgetNamespaces(own);
       // Before the peer API and the stream: a namespace that moved away from here with erased writes not re-applied is
       // fenced, and its fence (which exports them) is requested once the stream made the transport key available,
       // before pending replays and the gateway.
@@ -436,6 +459,7 @@ export class Daemon {
       await fn();
     };
     await stage('scheduler', () => this.scheduler.close());
+    this.restartPasses.close();
     // Before anything waits (the admin socket for an operator's `sync`, the stream for its catch-up snapshot, the peer
     // API for a snapshot being served): cut the snapshot downloads, which may otherwise wait out a stalled primary's
     // idle timeout (stop-fetch), and the device backups only read, which take minutes on a large device (stop-backup).
@@ -760,24 +784,32 @@ export class Daemon {
   }
 
   /**
-   * A member answered again: resume its work, then mark it ok. A replica takes a snapshot from a primary that
-   * restarted meanwhile (writes may have reached its NetHSM around its daemon, which no stream carries), and after
-   * this site's own NetHSM comes back. From a primary whose daemon ran all along (a probe or the link failed), the
-   * stream resumes from its position by itself (a catch-up snapshot only if the log no longer covers it): a full
-   * snapshot there would cost a device backup at each site, and hold writes here, for nothing.
+   * A member answered again: resume its work, then mark it ok. After this site's own NetHSM comes back a replica takes a
+   * snapshot of each namespace: its device may have lost or gained anything. From a primary, the stream resumes from
+   * the replica's position by itself (a catch-up snapshot only if the log no longer covers it): every change the
+   * primary acknowledged is in its change log, even across a restart of its daemon (an intent open at a crash is
+   * settled from its device at start and enters the log; a lost state directory is a new log, `snapshot-required`).
+   * What no stream carries are writes made straight to its NetHSM around its daemon: when the daemon restarted
+   * meanwhile, an anti-entropy pass of each namespace is queued (restart-pass.ts) to find those at its own pace,
+   * without holding writes; `replication.afterPrimaryRestart: snapshot` takes a full snapshot sync instead (a device
+   * backup at both sites and a restore here, with writes held: at millions of keys, per replica and per restart), and
+   * so does a namespace never synced from that primary (snapshotAfterRestart).
    */
   private async resumeMember(name: string): Promise<void> {
     const { ctx } = this;
     try {
-      const snapshot = name === NETHSM_MEMBER || (await this.peerRestartedNow(name));
+      const restarted = name !== NETHSM_MEMBER && (await this.peerRestartedNow(name));
       // Started together, so the syncs of several namespaces coalesce into one merge-restore (apply-batch.ts).
       const syncs: Promise<unknown>[] = [];
       for (const row of ctx.store.roles.list()) {
         if (row.paused) continue;
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
-        if (fromIt && row.role === 'replica' && row.primarySite !== ctx.site) {
-          if (snapshot) syncs.push(this.syncer.sync(row.namespace, { actor: 'recovery' }));
-          else this.stream.resume(row.namespace);
+        if (!fromIt || row.role !== 'replica' || row.primarySite === ctx.site) continue;
+        const snapshot = name === NETHSM_MEMBER ? 'its own NetHSM came back' : restarted ? this.snapshotAfterRestart(row.namespace, name) : undefined;
+        if (snapshot === undefined) this.resumeStream(row.namespace, name, restarted);
+        else {
+          if (restarted) ctx.log.info({ namespace: row.namespace, member: name, reason: snapshot }, `the primary's daemon restarted while it was down: snapshot sync (${snapshot})`);
+          syncs.push(this.syncer.sync(row.namespace, { actor: 'recovery' }));
         }
       }
       // Every sync is awaited (none may reject unheard); the first failure is this resume's, as before.
@@ -792,6 +824,31 @@ export class Daemon {
       if (err instanceof SyncDaemonStoppingError) return ctx.log.info({ member: name }, 'resuming a recovered member not finished: the daemon is stopping; it runs again after the start');
       ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at the next schedule');
     }
+  }
+
+  /**
+   * Why a namespace replicated from `primary`, whose daemon restarted, takes a snapshot sync rather than the stream and
+   * a pass; undefined for the stream. A replica with no position from it was never synced from it: its namespace
+   * account may not exist on this NetHSM yet, so no pass could read it (and its stream would start with a snapshot).
+   */
+  private snapshotAfterRestart(namespace: string, primary: string): string | undefined {
+    if (this.ctx.config.replication.afterPrimaryRestart === 'snapshot') return 'replication.afterPrimaryRestart: snapshot';
+    const pos = this.ctx.store.positions.get(namespace, primary);
+    if (pos?.epoch === undefined || pos.seq === undefined) return 'no position from it yet: never synced from it, so no anti-entropy pass can stand in';
+    return undefined;
+  }
+
+  /** Wakes the namespace's stream from `primary`; after its daemon restarted, also queues an anti-entropy pass. */
+  private resumeStream(namespace: string, primary: string, restarted: boolean): void {
+    this.stream.resume(namespace);
+    if (!restarted) return;
+    const pos = this.ctx.store.positions.get(namespace, primary);
+    const from = `${pos?.epoch}.${pos?.seq}`;
+    this.ctx.log.info(
+      { namespace, member: primary, position: from },
+      `the primary's daemon restarted while it was down: stream resumed from ${from}; anti-entropy pass queued to find writes made around its daemon while it was down (once the stream has applied the primary's head)`,
+    );
+    this.restartPasses.queue(namespace, primary);
   }
 
   /**
@@ -842,7 +899,7 @@ export class Daemon {
         }) : [];
         if (admins.length > 0) checks.administrators = { ok: false, detail: admins.join('; ') };
         const held = heldSyncsView(this.syncer);
-        // Passes deferred by a primary mid-restore: transient, a warning (never unready).
+        // Passes deferred by a primary mid-restore or queued after its restart and not completed: a warning (never unready).
         const deferred = [...this.antiEntropyDeferred.keys()].flatMap((ns) => {
           const d = this.deferredPass(ns);
           return d ? [`namespace ${ns}: ${d.cause}. Try: ${d.try}`] : [];

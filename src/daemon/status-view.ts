@@ -17,7 +17,10 @@ export interface StatusExtras {
   nextRun(namespace: string): Date | null;
   /** The config file against what the daemon runs with; absent when the daemon has no file. */
   configFile?: () => Promise<ConfigStatusView>;
-  /** The namespace's anti-entropy passes deferred by a primary mid-restore (since ms, cause, remedy); undefined if not. */
+  /**
+   * The namespace's anti-entropy passes deferred (a primary mid-restore, or the pass queued after its primary restarted
+   * not completed): since ms, cause, remedy; undefined if not.
+   */
   antiEntropyDeferred?: (namespace: string) => { since: number; cause: string; try: string } | undefined;
 }
 

@@ -39,8 +39,9 @@ export interface NamespaceStatus {
   syncCost?: SyncCostView | null;
   /**
    * Replica: set while this site's anti-entropy passes of the namespace do not complete because its primary is
-   * re-applying writes a restore erased there (NHR_ERR_ANTIENTROPY_SOURCE_REPLAYING): since the first such pass, why,
-   * and the remedy. Transient, a warning; null once a pass completes. Absent from older daemons.
+   * re-applying writes a restore erased there (NHR_ERR_ANTIENTROPY_SOURCE_REPLAYING), or because the pass queued after
+   * its primary's daemon restarted could not run or complete (src/daemon/restart-pass.ts): since the first such pass,
+   * why, and the remedy. A warning; null once a pass completes. Absent from older daemons.
    */
   antiEntropyDeferred?: { since: string; cause: string; try: string } | null;
   /**

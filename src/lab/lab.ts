@@ -270,12 +270,17 @@ export class Lab {
   /**
    * Waits (at most `timeoutMs`) until the lab is quiet after a start: every running daemon sees every member ok and no
    * sync runs. A daemon started before its peers found them unreachable; each such member's recovery syncs its
-   * namespaces (daemon.ts, resumeMember) a retry interval later, after `startDaemons()` returned. A test that counts
-   * syncs or restores must not count those: call this first.
+   * namespaces (daemon.ts, resumeMember) a retry interval later, after `startDaemons()` returned, or queues an
+   * anti-entropy pass of them (restart-pass.ts). A test that counts syncs, restores or passes must not count those: call
+   * this first.
    */
   async settle(timeoutMs = 60_000): Promise<void> {
     const daemons = () => [...this.sites.values()].flatMap((s) => (s.daemon ? [s.daemon] : []));
-    const quiet = () => daemons().every((d) => d.ctx.monitor.all().every((m) => m.status === 'ok') && d.ctx.config.namespaces.every((n) => !d.syncer.isBusy(n.name)));
+    // A pass queued after a peer first heard from as down (counted as a primary's restart) runs after its resume too.
+    const quiet = () =>
+      daemons().every(
+        (d) => d.ctx.monitor.all().every((m) => m.status === 'ok') && d.ctx.config.namespaces.every((n) => !d.syncer.isBusy(n.name)) && d.restartPasses.pending().length === 0,
+      );
     const deadline = Date.now() + timeoutMs;
     // A recovery marks its member ok only after its syncs ended; quiet twice in a row, drains apart, to be sure.
     for (let streak = 0; streak < 2; ) {

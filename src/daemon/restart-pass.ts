@@ -1,0 +1,144 @@
+/**
+ * Anti-entropy passes a replica queues when a primary's daemon answers again after a restart
+ * (`replication.afterPrimaryRestart: stream`, daemon.ts resumeMember). Every change the primary acknowledged is in its
+ * change log, so the stream carries those; what no stream carries are writes made straight to its NetHSM (around its
+ * daemon) while it was down. One pass of each namespace finds those, at anti-entropy's pace and without holding writes,
+ * where a snapshot sync would back up both devices and restore this one with writes held.
+ *
+ * The pass waits until the stream applied the head the primary announced after the restart: run earlier, keys the
+ * stream is about to deliver would show as missing, and a missing key asks for a snapshot (docs/anti-entropy.md).
+ * A pass that cannot run or complete (a member down, the primary mid-restore, an error) is retried every
+ * `recovery.retryInterval` and shown as the namespace's deferred pass in `status` and `/health/ready` until one
+ * completes; it is dropped when this site stops replicating the namespace from that primary.
+ */
+import { AntiEntropySourceReplayingError, describeError } from '../errors.js';
+import type { AntiEntropyResult } from '../namespaces/antientropy.js';
+import type { NamespaceStreamStatus } from '../stream/service.js';
+import type { Logger } from '../log.js';
+import type { StateStore } from '../state/store.js';
+
+/** How often the wait for the stream looks at its status. */
+const POLL_MS = 250;
+/**
+ * The longest a queued pass waits for the stream: a stream that does not catch up by then (a backlog at a slow device,
+ * a catch-up snapshot) does not keep the pass from running; at worst the pass asks for a snapshot.
+ */
+export const STREAM_WAIT_MAX_MS = 10 * 60_000;
+/** Beyond three heartbeat intervals: a stream that sent no heartbeat by then is not streaming; the pass runs. */
+const NO_HEARTBEAT_SLACK_MS = 10_000;
+
+export interface RestartPassDeps {
+  store: StateStore;
+  log: Logger;
+  /** `recovery.retryInterval` and `stream.heartbeatInterval` of the running config (read at each use). */
+  timing: () => { retryIntervalMs: number; heartbeatIntervalMs: number };
+  /** Daemon.antiEntropy: undefined when no pass ran (not a replica, a member unavailable, a pass still running). */
+  pass: (namespace: string) => Promise<AntiEntropyResult | undefined>;
+  /** Whether a pass of the namespace runs now (a scheduled one). */
+  running: (namespace: string) => boolean;
+  stream: (namespace: string) => NamespaceStreamStatus | null;
+  /** Shows a pass that could not run or complete as the namespace's deferred pass (status, /health/ready). */
+  defer: (namespace: string, primary: string, cause: string, tryHint: string) => void;
+}
+
+interface Queued {
+  primary: string;
+  queuedAt: number;
+  /** The primary's head announced by the first heartbeat after `queuedAt`: what the stream must apply first. */
+  target: { epoch: number; seq: number } | null;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** One queued pass per namespace; queueing again while one waits keeps the one waiting. */
+export class RestartPasses {
+  readonly #queued = new Map<string, Queued>();
+  #closed = false;
+
+  constructor(private readonly deps: RestartPassDeps) {}
+
+  /** Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). */
+  queue(namespace: string, primary: string): void {
+    if (this.#closed || this.#queued.has(namespace)) return;
+    const q: Queued = { primary, queuedAt: Date.now(), target: null, timer: undefined };
+    this.#queued.set(namespace, q);
+    this.#later(namespace, q, 0);
+  }
+
+  /** Namespaces with a pass queued (waiting for the stream, or retried). */
+  pending(): string[] {
+    return [...this.#queued.keys()];
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const q of this.#queued.values()) clearTimeout(q.timer);
+    this.#queued.clear();
+  }
+
+  #later(namespace: string, q: Queued, ms: number): void {
+    q.timer = setTimeout(() => void this.#step(namespace, q), ms);
+    q.timer.unref();
+  }
+
+  /** One look: drop, wait for the stream or a running pass, or run the pass (retried on failure). Never throws. */
+  async #step(namespace: string, q: Queued): Promise<void> {
+    const { store, log } = this.deps;
+    if (this.#closed || this.#queued.get(namespace) !== q) return;
+    const row = store.isOpen ? store.roles.get(namespace) : undefined;
+    if (!row || row.role !== 'replica' || row.primarySite !== q.primary) {
+      log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: this site no longer replicates the namespace from it');
+      this.#queued.delete(namespace);
+      return;
+    }
+    // Paused by an operator: no pass runs (status says it is paused); it runs once the namespace is resumed.
+    if (row.paused) return this.#retry(namespace, q);
+    if (this.deps.running(namespace) || !this.#streamCaughtUp(namespace, q)) return this.#later(namespace, q, POLL_MS);
+    try {
+      const result = await this.deps.pass(namespace);
+      if (result) {
+        this.#queued.delete(namespace);
+        return;
+      }
+      if (this.deps.running(namespace)) return this.#later(namespace, q, POLL_MS);
+      this.#failed(namespace, q, `the primary ${q.primary} or this site's NetHSM is not available (member status)`, 'check `status` members; the pass runs once both answer');
+    } catch (err) {
+      // A primary mid-restore: antiEntropy already shows the deferral (its own cause and remedy).
+      if (err instanceof AntiEntropySourceReplayingError) return this.#retry(namespace, q);
+      this.#failed(namespace, q, describeError(err), 'see the daemon log for the pass; it is retried at recovery.retryInterval');
+    }
+  }
+
+  #failed(namespace: string, q: Queued, why: string, tryHint: string): void {
+    if (this.#closed) return;
+    this.deps.defer(
+      namespace,
+      q.primary,
+      `the anti-entropy pass queued after the primary ${q.primary}'s daemon restarted has not completed (${why}): writes made straight to its NetHSM while its daemon was down are not found until it does`,
+      tryHint,
+    );
+    this.deps.log.warn({ namespace, primary: q.primary, cause: why }, 'anti-entropy pass queued after the primary restarted did not complete; retried at recovery.retryInterval');
+    this.#retry(namespace, q);
+  }
+
+  #retry(namespace: string, q: Queued): void {
+    if (!this.#closed) this.#later(namespace, q, this.deps.timing().retryIntervalMs);
+  }
+
+  /**
+   * Whether the stream applied the primary's head as its first heartbeat after the queueing announced it (what the
+   * primary acknowledged before and around its restart). Not waited for: a replica with no position yet (its stream
+   * starts with a snapshot), a stream that sent no heartbeat within three intervals (not streaming: the pass is what
+   * finds the difference then), and any wait beyond STREAM_WAIT_MAX_MS.
+   */
+  #streamCaughtUp(namespace: string, q: Queued): boolean {
+    const waited = Date.now() - q.queuedAt;
+    if (waited >= STREAM_WAIT_MAX_MS) return true;
+    const s = this.deps.stream(namespace);
+    if (!s?.position) return true;
+    if (!q.target && s.head && s.lastHeartbeatAt !== null && s.lastHeartbeatAt >= q.queuedAt) q.target = { ...s.head };
+    const t = q.target;
+    if (!t) return waited >= 3 * this.deps.timing().heartbeatIntervalMs + NO_HEARTBEAT_SLACK_MS;
+    if (s.state === 'catching-up' || s.pendingCatchup) return false;
+    return s.position.epoch > t.epoch || (s.position.epoch === t.epoch && s.position.seq >= t.seq);
+  }
+}
