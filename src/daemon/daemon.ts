@@ -224,6 +224,7 @@ export class Daemon {
       this.ctx.adminRestorer?.kick();
     };
     this.ctx.streamReapplied = () => this.stream.reapplied(VERIFY_WAITS_FOR_REAPPLY_MS);
+    this.ctx.streamRestored = (ns) => this.stream.restored(ns);
     this.ctx.streamRewind = { canRewind: (ns, source, seq) => this.stream.canRewind(ns, source, seq), rewind: (ns, source, seq) => this.stream.rewind(ns, source, seq) };
     this.ctx.raceReplayer = new DaemonRaceReplayer({
       store,

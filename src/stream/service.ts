@@ -192,6 +192,14 @@ export class StreamService {
     this.#pullers.get(namespace)?.poke();
   }
 
+  /**
+   * A snapshot sync recorded `namespace`'s position inside its exclusive hold (after its restore): its puller
+   * reconnects from that position (NamespacePuller.restored).
+   */
+  restored(namespace: string): void {
+    this.#pullers.get(namespace)?.restored();
+  }
+
   /** A member the namespace streams from answers again: wake its puller if it waits, leaving a live stream alone. */
   resume(namespace: string): void {
     this.#pullers.get(namespace)?.wake();
