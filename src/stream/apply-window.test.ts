@@ -170,6 +170,37 @@ describe('apply window', () => {
     store.close();
   });
 
+  // Before: a change its fence stopped (no device call) was sampled as an import answered in ~0 ms; that became the
+  // limit's baseline, and the next full round's target (gain × rate × baseline) shrank the limit to 1.
+  it('tells the adaptive limit nothing of a change its fence stopped before the device', async () => {
+    const samples: { ms: number; failed: boolean | undefined }[] = [];
+    const limit: WindowLimit = { current: 2, full: () => undefined, sample: (ms, failed) => samples.push({ ms, failed }) };
+    const { store, lock, seen } = setup(limit);
+    let stale = false;
+    const fence = () => {
+      if (stale) throw new FenceTokenStaleError('stream apply of namespace ns abandoned before touching the device (test)', { namespace: 'ns' });
+    };
+    const window = new ApplyWindow({ deps: { site: 'b', store, client: () => admin, transportKey: () => undefined }, namespace: 'ns', source: 'a', lock, size: limit, fence, recorded: (l, o) => seen.push(`${l.seq}:${o}`) });
+    const held = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/p[1-5]$/ });
+    try {
+      await window.add(imported(1, 'p1'));
+      await window.add(imported(2, 'p2'));
+      await held.waitFor(2);
+      stale = true; // e.g. a pause committed; p3 waits for room and is stopped by its fence when it gets it
+      const third = window.add(imported(3, 'p3')).catch((err: unknown) => err);
+      held.release();
+      await third; // admitted once p1 or p2 ended; its effect then stopped at the fence (or the add saw the failure)
+      await window.drain().catch((err: unknown) => expect(err).toBeInstanceOf(FenceTokenStaleError));
+      expect(held.caught()).toBe(2);
+      expect(seen).toEqual(['1:present', '2:present']);
+      expect(samples).toHaveLength(2); // p1 and p2, which the device answered
+      expect(lock.busy).toBe(false);
+    } finally {
+      held.close();
+      store.close();
+    }
+  });
+
   // Before: the window drained every `holdBound` changes whether or not anyone waited for the lock, leaving the device
   // idle for a whole window's latency each time (one drain per 256 changes under a steady stream).
   it('keeps the lock past its hold bound while nobody waits for it, and lets a waiter in after the bound', async () => {
