@@ -243,10 +243,13 @@ export class NamespacePuller {
    * restore): the device holds the snapshot, what this connection applied above its position was erased, and the
    * connection's in-memory cursor no longer follows the stored position. Reconnects from the stored position as
    * poke() does, so a change that came during the hold is not admitted against the moved position (it was refused as
-   * a gap: a failed change, a warn and a backoff); nothing is known on the device above it until then.
+   * a gap: a failed change, a warn and a backoff); nothing is known on the device above it until then. A catch-up
+   * waiting for its batch is covered by that snapshot (or comes again, if the stream still needs one): none is shown
+   * pending, and a gathering one stops (the poke).
    */
   restored(): void {
     this.#onDevice = null;
+    this.#setPending(null);
     this.poke();
   }
 
