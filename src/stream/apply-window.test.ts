@@ -13,6 +13,7 @@ import { prepare } from '../state/sqlite.js';
 import { StateStore } from '../state/store.js';
 import { Mutex } from '../util/mutex.js';
 import { waitFor } from '../../test/helpers/wait.js';
+import { until } from '../gateway/test-support.js';
 import type { ApplyDeps } from './apply.js';
 import { ApplyWindow, CatchupNeeded, ReadAheadDropped, RECORD_LINGER_MS, type WindowLimit } from './apply-window.js';
 import type { ChangeLine } from './protocol.js';
@@ -194,6 +195,46 @@ describe('apply window', () => {
       expect(held.caught()).toBe(2);
       expect(seen).toEqual(['1:present', '2:present']);
       expect(samples).toHaveLength(2); // p1 and p2, which the device answered
+      expect(lock.busy).toBe(false);
+    } finally {
+      held.close();
+      store.close();
+    }
+  });
+
+  // Before: an add() waiting for room when an exclusive holder began to wait got the room of the next import that
+  // ended and started on the device, so the exclusive hold waited for one more import than was in flight.
+  it('starts no new import for an add() that waited for room once an exclusive holder wants in: it drains first', async () => {
+    const { store, lock, seen } = setup();
+    let wanted = false;
+    let fenced = 0;
+    let reached = 0;
+    const window = new ApplyWindow({
+      deps: { site: 'b', store, client: () => admin, transportKey: () => undefined },
+      namespace: 'ns',
+      source: 'a',
+      lock,
+      size: 2,
+      yieldWanted: () => wanted,
+      fence: () => void fenced++,
+      reached: () => void reached++,
+      recorded: (l, o) => seen.push(`${l.seq}:${o}`),
+    });
+    const held = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/p[1-5]$/ });
+    try {
+      await window.add(imported(1, 'p1'));
+      await window.add(imported(2, 'p2'));
+      await held.waitFor(2);
+      const third = window.add(imported(3, 'p3')); // waits for room
+      wanted = true; // an exclusive holder now waits for this window
+      held.release(1);
+      await until(() => reached === 1, 'one of the two imports to end');
+      expect(fenced).toBe(2); // p3 did not start while the other was still in flight
+      held.close(); // the rest, p3 included, pass
+      await third;
+      await window.drain();
+      expect(fenced).toBe(3);
+      expect(seen).toEqual(['1:present', '2:present', '3:present']);
       expect(lock.busy).toBe(false);
     } finally {
       held.close();

@@ -285,6 +285,9 @@ export class ApplyWindow {
       if (deviceFull && typeof this.#o.size !== 'number') this.#o.size.full();
       await (deviceFull ? new Promise<void>((wake) => this.#roomWaiters.push(wake)) : this.#slots[0]!.done.catch(() => undefined));
       if (this.#failure !== undefined) await this.drain();
+      // Another holder began to wait meanwhile: the room that freed is not this change's to take (it would start on
+      // the device after the exclusive hold asked for it, which then waits for it too). Drain and let go first.
+      else if (this.#mustLetGo()) await this.#letGo();
     }
   }
 
