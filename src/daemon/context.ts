@@ -92,6 +92,11 @@ export interface SiteContext {
    * never rejecting (set by the daemon; StreamService.reapplied). A restore's deferred verification waits for it.
    */
   streamReapplied?: () => Promise<void>;
+  /**
+   * Told by a snapshot sync right after it recorded a replica namespace's position, inside its exclusive hold (set by
+   * the daemon; StreamService.restored): the stream reconnects from that position.
+   */
+  streamRestored?: (namespace: string) => void;
   /** Told after every role change of a namespace (the stream re-checks its connections). */
   roleChanged?: (namespace: string) => void;
 }

@@ -230,6 +230,7 @@ export class Daemon {
       this.ctx.adminRestorer?.kick();
     };
     this.ctx.streamReapplied = () => this.stream.reapplied(VERIFY_WAITS_FOR_REAPPLY_MS);
+    this.ctx.streamRestored = (ns) => this.stream.restored(ns);
     this.ctx.streamRewind = { canRewind: (ns, source, seq) => this.stream.canRewind(ns, source, seq), rewind: (ns, source, seq) => this.stream.rewind(ns, source, seq) };
     this.ctx.raceReplayer = new DaemonRaceReplayer({
       store,
@@ -493,8 +494,13 @@ export class Daemon {
     const row = this.ctx.store.roles.get(namespace);
     if (!row || row.paused || row.role === 'primary') return;
     if (!this.ctx.monitor.available(NETHSM_MEMBER) || !this.ctx.monitor.available(row.primarySite)) return;
-    if (row.role === 'fenced') await this.failover.resumeFenced(namespace);
-    else await this.syncer.sync(namespace, { actor: 'schedule' });
+    try {
+      if (row.role === 'fenced') await this.failover.resumeFenced(namespace);
+      else await this.syncer.sync(namespace, { actor: 'schedule' });
+    } catch (err) {
+      // The daemon's stop cut the sync: abandoned, not failed (the sync logged it at info); it runs after the start.
+      if (!(err instanceof SyncDaemonStoppingError)) throw err;
+    }
   }
 
   /**
@@ -685,7 +691,8 @@ export class Daemon {
     try {
       return await this.antiEntropy(namespace);
     } catch (err) {
-      if (err instanceof AntiEntropySourceReplayingError) return undefined;
+      // Or the snapshot the pass asked for was cut by the daemon's stop (abandoned, not failed: logged at info).
+      if (err instanceof AntiEntropySourceReplayingError || err instanceof SyncDaemonStoppingError) return undefined;
       throw err;
     }
   }

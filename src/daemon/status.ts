@@ -94,7 +94,8 @@ export interface StreamStatusView {
   /**
    * Replica: the highest change whose effect reached this site's NetHSM on the stream's connection (from the stored
    * position it connected from: a cut connection's effects above it may have been erased since); ahead of
-   * `position` while effects wait for their in-order records (docs/streaming.md, "Rewind"). Primary: the head. Null
+   * `position` while effects wait for their in-order records (docs/streaming.md, "Rewind"). Primary: the head, or
+   * just before the first change a restore erased and a pending re-apply has not put back (race-replayer.ts). Null
    * before the stream connected; absent from older daemons.
    */
   onDevice?: { epoch: number; seq: number } | null;

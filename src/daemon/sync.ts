@@ -625,6 +625,9 @@ export class NamespaceSync {
       takenAt: r.meta.takenAt,
       durationMs: Date.now() - started,
     });
+    // The stream's connection applied against its own cursor, which the restore and this position just overtook
+    // (the snapshot may be behind what it applied): it reconnects from here.
+    this.ctx.streamRestored?.(namespace);
   }
 
   /** After verification: metrics, log and the answer (the position was recorded inside the hold). */

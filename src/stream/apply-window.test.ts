@@ -13,6 +13,7 @@ import { prepare } from '../state/sqlite.js';
 import { StateStore } from '../state/store.js';
 import { Mutex } from '../util/mutex.js';
 import { waitFor } from '../../test/helpers/wait.js';
+import { until } from '../gateway/test-support.js';
 import type { ApplyDeps } from './apply.js';
 import { ApplyWindow, CatchupNeeded, ReadAheadDropped, RECORD_LINGER_MS, type WindowLimit } from './apply-window.js';
 import type { ChangeLine } from './protocol.js';
@@ -168,6 +169,77 @@ describe('apply window', () => {
     expect(samples).toHaveLength(5);
     expect(samples.every((x) => x.ms >= 0 && !x.failed)).toBe(true);
     store.close();
+  });
+
+  // Before: a change its fence stopped (no device call) was sampled as an import answered in ~0 ms; that became the
+  // limit's baseline, and the next full round's target (gain × rate × baseline) shrank the limit to 1.
+  it('tells the adaptive limit nothing of a change its fence stopped before the device', async () => {
+    const samples: { ms: number; failed: boolean | undefined }[] = [];
+    const limit: WindowLimit = { current: 2, full: () => undefined, sample: (ms, failed) => samples.push({ ms, failed }) };
+    const { store, lock, seen } = setup(limit);
+    let stale = false;
+    const fence = () => {
+      if (stale) throw new FenceTokenStaleError('stream apply of namespace ns abandoned before touching the device (test)', { namespace: 'ns' });
+    };
+    const window = new ApplyWindow({ deps: { site: 'b', store, client: () => admin, transportKey: () => undefined }, namespace: 'ns', source: 'a', lock, size: limit, fence, recorded: (l, o) => seen.push(`${l.seq}:${o}`) });
+    const held = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/p[1-5]$/ });
+    try {
+      await window.add(imported(1, 'p1'));
+      await window.add(imported(2, 'p2'));
+      await held.waitFor(2);
+      stale = true; // e.g. a pause committed; p3 waits for room and is stopped by its fence when it gets it
+      const third = window.add(imported(3, 'p3')).catch((err: unknown) => err);
+      held.release();
+      await third; // admitted once p1 or p2 ended; its effect then stopped at the fence (or the add saw the failure)
+      await window.drain().catch((err: unknown) => expect(err).toBeInstanceOf(FenceTokenStaleError));
+      expect(held.caught()).toBe(2);
+      expect(seen).toEqual(['1:present', '2:present']);
+      expect(samples).toHaveLength(2); // p1 and p2, which the device answered
+      expect(lock.busy).toBe(false);
+    } finally {
+      held.close();
+      store.close();
+    }
+  });
+
+  // Before: an add() waiting for room when an exclusive holder began to wait got the room of the next import that
+  // ended and started on the device, so the exclusive hold waited for one more import than was in flight.
+  it('starts no new import for an add() that waited for room once an exclusive holder wants in: it drains first', async () => {
+    const { store, lock, seen } = setup();
+    let wanted = false;
+    let fenced = 0;
+    let reached = 0;
+    const window = new ApplyWindow({
+      deps: { site: 'b', store, client: () => admin, transportKey: () => undefined },
+      namespace: 'ns',
+      source: 'a',
+      lock,
+      size: 2,
+      yieldWanted: () => wanted,
+      fence: () => void fenced++,
+      reached: () => void reached++,
+      recorded: (l, o) => seen.push(`${l.seq}:${o}`),
+    });
+    const held = sim.hold({ method: 'GET', path: /^\/api\/v1\/keys\/p[1-5]$/ });
+    try {
+      await window.add(imported(1, 'p1'));
+      await window.add(imported(2, 'p2'));
+      await held.waitFor(2);
+      const third = window.add(imported(3, 'p3')); // waits for room
+      wanted = true; // an exclusive holder now waits for this window
+      held.release(1);
+      await until(() => reached === 1, 'one of the two imports to end');
+      expect(fenced).toBe(2); // p3 did not start while the other was still in flight
+      held.close(); // the rest, p3 included, pass
+      await third;
+      await window.drain();
+      expect(fenced).toBe(3);
+      expect(seen).toEqual(['1:present', '2:present', '3:present']);
+      expect(lock.busy).toBe(false);
+    } finally {
+      held.close();
+      store.close();
+    }
   });
 
   // Before: the window drained every `holdBound` changes whether or not anyone waited for the lock, leaving the device

@@ -46,7 +46,7 @@
  * is waiting (`yieldWanted`), after a drain, so neither a snapshot sync of this namespace nor a merge-restore of
  * another is starved by a stream of imports.
  */
-import { isRetryable } from '../errors.js';
+import { FenceTokenStaleError, isRetryable } from '../errors.js';
 import type { Mutex } from '../util/mutex.js';
 import { admitChange, makeEffect, recordNext, type ApplyDeps, type Effect } from './apply.js';
 import type { ChangeLine } from './protocol.js';
@@ -285,6 +285,9 @@ export class ApplyWindow {
       if (deviceFull && typeof this.#o.size !== 'number') this.#o.size.full();
       await (deviceFull ? new Promise<void>((wake) => this.#roomWaiters.push(wake)) : this.#slots[0]!.done.catch(() => undefined));
       if (this.#failure !== undefined) await this.drain();
+      // Another holder began to wait meanwhile: the room that freed is not this change's to take (it would start on
+      // the device after the exclusive hold asked for it, which then waits for it too). Drain and let go first.
+      else if (this.#mustLetGo()) await this.#letGo();
     }
   }
 
@@ -300,13 +303,14 @@ export class ApplyWindow {
     const limit = typeof this.#o.size === 'number' ? undefined : this.#o.size;
     this.#atDevice++;
     if (readAhead) this.#readAheadAtDevice++;
-    const effectEnded = (failed: boolean) => {
+    // `failed`: a transient failure (the limit halves); undefined: the effect never reached the device, no sample.
+    const effectEnded = (failed: boolean | undefined) => {
       this.#atDevice--;
       if (readAhead) {
         this.#readAhead--;
         this.#readAheadAtDevice--;
       }
-      limit?.sample(performance.now() - started, failed);
+      if (failed !== undefined) limit?.sample(performance.now() - started, failed);
       // An add() waiting for room gets it before a queued change (new changes first): the queue is pumped after it ran.
       const waiting = this.#roomWaiters.length > 0;
       for (const wake of this.#roomWaiters.splice(0)) wake();
@@ -318,7 +322,10 @@ export class ApplyWindow {
         effectEnded(false);
         if (e.outcome !== 'catchup') this.#o.reached?.(line, performance.now() - started, e.unwrapMs);
       },
-      (err: unknown) => effectEnded(isRetryable(err)),
+      // A change its fence stopped (a stale token) ended before any device call: its near-zero time is no latency of
+      // the device's. Sampled, it became the limit's baseline, whose target then shrank the limit to 1 at the next
+      // full round, so the backlog after a pause or role change went one import at a time until a probe (5 s).
+      (err: unknown) => effectEnded(err instanceof FenceTokenStaleError ? undefined : isRetryable(err)),
     );
     return effect;
   }

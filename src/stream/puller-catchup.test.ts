@@ -178,6 +178,27 @@ describe('stream puller: catch-ups in batches', () => {
     expect(snapshots).toHaveLength(1);
   });
 
+  // A snapshot sync started by someone else (the schedule, the operator) while a catch-up gathers covers it: the
+  // gathering stops (the sync tells the puller, restored()), and status shows no catch-up waiting. Before the pending
+  // catch-up was cleared there, status kept showing it (and its gauge) for as long as the stream then ran.
+  it('drops a gathering catch-up that a snapshot sync recorded meanwhile covers, and shows none pending', async () => {
+    const { p, registry } = puller({ gatherMs: 3_600_000 });
+    append(generated(6));
+    p.start();
+    try {
+      await until(() => p.status().pendingCatchup?.changes === 1, 'a pending catch-up of one change');
+      // The schedule's sync, inside its exclusive hold: the position it recorded covers change 6.
+      store.positions.recordSyncOk('ns', 'a', { epoch: 1, seq: 6, takenAt: 2, durationMs: 1 });
+      p.restored();
+      await until(() => p.status().state === 'streaming', 'the stream to go on from the recorded position');
+      expect(p.status().pendingCatchup).toBeNull();
+      expect(await registry.metrics()).toMatch(/stream_catchup_pending_changes\{namespace="ns"\} 0/);
+      expect(snapshots).toEqual([]);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('starts at most one catch-up per window, however many changes wait', async () => {
     const clock = new TestClock();
     const { p } = puller({ gatherMs: 0, windowMs: 60_000, clock });

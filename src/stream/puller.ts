@@ -238,6 +238,21 @@ export class NamespacePuller {
     this.poke();
   }
 
+  /**
+   * A snapshot sync recorded this namespace's position (NamespaceSync, inside its exclusive hold, right after its
+   * restore): the device holds the snapshot, what this connection applied above its position was erased, and the
+   * connection's in-memory cursor no longer follows the stored position. Reconnects from the stored position as
+   * poke() does, so a change that came during the hold is not admitted against the moved position (it was refused as
+   * a gap: a failed change, a warn and a backoff); nothing is known on the device above it until then. A catch-up
+   * waiting for its batch is covered by that snapshot (or comes again, if the stream still needs one): none is shown
+   * pending, and a gathering one stops (the poke).
+   */
+  restored(): void {
+    this.#onDevice = null;
+    this.#setPending(null);
+    this.poke();
+  }
+
   status(): PullerStatus {
     const p = this.#pending;
     const pendingCatchup = p ? { ...p, dueAt: catchupDueAt(p, this.#lastCatchupAt, this.#batch) } : null;
@@ -394,7 +409,8 @@ export class NamespacePuller {
             // good, heartbeats showing the head, until the next sync.) Only with the window empty: while changes are
             // in flight the position is behind them by design, and draining here stalled the device once per
             // heartbeat under load (a whole window's latency each second). A snapshot waits for the window to empty,
-            // and an idle stream heartbeats every interval, so the check still runs after one.
+            // and an idle stream heartbeats every interval, so the check still runs after one. (A daemon's sync also
+            // reconnects the stream at once when it records the position: restored(). This stays for any other way.)
             await window.drain();
             const again = store.positions.get(ns, peer.name);
             if (behindHead(again, line.head)) {

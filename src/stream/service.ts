@@ -192,6 +192,14 @@ export class StreamService {
     this.#pullers.get(namespace)?.poke();
   }
 
+  /**
+   * A snapshot sync recorded `namespace`'s position inside its exclusive hold (after its restore): its puller
+   * reconnects from that position (NamespacePuller.restored).
+   */
+  restored(namespace: string): void {
+    this.#pullers.get(namespace)?.restored();
+  }
+
   /** A member the namespace streams from answers again: wake its puller if it waits, leaving a live stream alone. */
   resume(namespace: string): void {
     this.#pullers.get(namespace)?.wake();
@@ -270,7 +278,7 @@ export class StreamService {
     if (!row) return null;
     if (row.role === 'primary') {
       const head = store.changelog.head(namespace, row.epoch);
-      return { state: 'streaming', head, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, onDevice: head, position: head, changesBehind: 0, lagSeconds: 0 };
+      return { state: 'streaming', head, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, onDevice: this.#primaryOnDevice(namespace, head), position: head, changesBehind: 0, lagSeconds: 0 };
     }
     const p = this.#pullers.get(namespace)?.status() ?? { state: 'idle' as const, head: null, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, onDevice: null };
     const pos = store.positions.get(namespace, row.primarySite);
@@ -278,6 +286,19 @@ export class StreamService {
     const behind = p.head && position && p.head.epoch === position.epoch ? Math.max(0, p.head.seq - position.seq) : null;
     const lag = behind === 0 ? 0 : pos?.positionTakenAt !== undefined ? Math.max(0, (Date.now() - pos.positionTakenAt) / 1000) : null;
     return { ...p, position, changesBehind: behind, lagSeconds: lag };
+  }
+
+  /**
+   * A primary's changes on its device: the log's head, but never past a change a restore erased and a pending
+   * re-apply has not put back (race-replayer.ts; a snapshot served meanwhile claims no more: failover.ts `heads`).
+   * A stored record that is not valid says nothing here (status names it).
+   */
+  #primaryOnDevice(namespace: string, head: { epoch: number; seq: number }): { epoch: number; seq: number } {
+    let at = head;
+    for (const r of this.#o.ctx.store.raceReplays.all()) {
+      if (r.namespace === namespace && r.invalid === undefined && r.fromSeq - 1 < at.seq) at = { epoch: r.epoch, seq: r.fromSeq - 1 };
+    }
+    return at;
   }
 
   #committed(c: LoggedChange): void {

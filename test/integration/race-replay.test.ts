@@ -173,12 +173,18 @@ describe('racing writes re-applied after a merge-restore', () => {
     const status = await b.daemon!.status();
     expect(status.replaysPending).toMatchObject({ namespaces: ['beta'] });
     expect(status.replaysPending!.cause).toMatch(/NOT RE-APPLIED/);
+    // The erased import is the log's head, not on the device: the stream's onDevice stops before it (before: the head).
+    const [record] = b.daemon!.ctx.store.raceReplays.all();
+    const beta = b.daemon!.stream.status('beta')!;
+    expect(beta.position!.seq).toBeGreaterThanOrEqual(record!.fromSeq);
+    expect(beta.onDevice).toEqual({ epoch: record!.epoch, seq: record!.fromSeq - 1 });
     await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
     await eventually(() => replayer.pending().size === 0, 60_000, 'the pending replay to finish');
     // The retry ran in an exclusive hold of its own (started from inside the sync's hold, it re-entered that one and
     // ran unexcluded in the first build: exclusiveRuns did not move).
     expect(b.daemon!.ctx.barrier.exclusiveRuns).toBeGreaterThan(holdsBefore);
     expect(await betaKeys()).toContain('pending-import');
+    expect(b.daemon!.stream.status('beta')!.onDevice).toEqual(b.daemon!.stream.status('beta')!.position);
     await use(betaAdmin(), (c) => c.setKeyLabel('keep', 'after-replay'));
   });
 

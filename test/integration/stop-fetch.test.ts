@@ -11,7 +11,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
 import { AdminClient } from '../../src/admin/client.js';
 import { parseConfig } from '../../src/config/index.js';
+import { capturingLogger } from '../../src/gateway/test-support.js';
 import { Lab, type LabSite } from '../../src/lab/lab.js';
+import { silentLogger } from '../../src/log.js';
 import { StallingPeer } from '../helpers/stalling-peer.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -97,5 +99,26 @@ describe('stopping the daemon while a snapshot download stalls', () => {
     }
     // Neither the partial snapshot nor the early B1 is left behind.
     expect(await readdir(ctx.work.work)).toEqual([]);
+  });
+
+  // Before: the scheduler logged the abandoned sync as a failed job (warn, NHR_ERR_SYNC_DAEMON_STOPPING) right after
+  // the sync itself said, at info, that nothing failed.
+  it('a scheduled sync the stop cuts is not logged as a failed job', { timeout: 120_000 }, async () => {
+    const { logger, lines } = capturingLogger();
+    // Every second: the schedule, not the test, starts the sync that stalls.
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], schedule: '* * * * * *', logger: (site) => (site === 'b' ? logger : silentLogger) });
+    peer = new StallingPeer(lab.dir, 'a', 'b', lab.site('a').config.peerApi.listen.port);
+    await peer.start();
+    const b = lab.site('b');
+    await repointPeer(b, 'a', peer.url);
+    await lab.startDaemons();
+    peer.stall = true;
+    const d = b.daemon!;
+    await waitFor(() => peer!.stalledCount === 1, 'a scheduled snapshot download to stall', 20_000);
+    await waitFor(() => d.syncer.progressOf('alpha')?.actor === 'schedule' && d.syncer.progressOf('alpha')?.step.startsWith('fetching'), 'the scheduled sync to be fetching');
+    await b.stopDaemon();
+    const logged = lines.map((l) => JSON.parse(l) as { level: string; msg: string; err?: { code?: string } });
+    expect(logged.some((l) => l.msg.startsWith('sync of alpha abandoned: the daemon is stopping'))).toBe(true);
+    expect(logged.filter((l) => ['warn', 'error', 'fatal'].includes(l.level) && l.err?.code === 'NHR_ERR_SYNC_DAEMON_STOPPING').map((l) => l.msg)).toEqual([]);
   });
 });
