@@ -645,9 +645,11 @@ export class Daemon {
       return undefined;
     }
     this.antiEntropyRunning.add(namespace);
+    const startedAt = Date.now();
     try {
       const result = await this.antiEntropyPass(namespace, row, peer);
       this.antiEntropyDeferred.delete(namespace);
+      this.restartPasses.completed(namespace, startedAt);
       return result;
     } catch (err) {
       const replaying = sourceReplaying(err, namespace, peer.name);

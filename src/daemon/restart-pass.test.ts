@@ -129,4 +129,31 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     await waitFor(() => passes.pending().length === 0, 'the pass to be dropped');
     expect(ran).toEqual([]);
   });
+
+  it('is dropped when a pass that started after the stream caught up completes (a scheduled one), not for an earlier one', async () => {
+    stream = streamAt(9, 9, Date.now() + 1);
+    running = true; // a scheduled pass runs: the queued one waits for it
+    passes.queue('alpha', 'a');
+    await settle(100);
+    // That pass started before the stream caught up: it does not cover the queued one.
+    passes.completed('alpha', Date.now() - 60_000);
+    expect(passes.pending()).toEqual(['alpha']);
+    // One that started since does.
+    passes.completed('alpha', Date.now());
+    expect(passes.pending()).toEqual([]);
+    running = false;
+    await settle(300);
+    expect(ran).toEqual([]);
+  });
+
+  it('is not dropped by completions while the stream has not caught up', async () => {
+    stream = streamAt(5, 9, Date.now() + 1);
+    passes.queue('alpha', 'a');
+    await settle(100);
+    passes.completed('alpha', Date.now());
+    expect(passes.pending()).toEqual(['alpha']);
+    stream = streamAt(9, 9, Date.now() + 1);
+    await waitFor(() => passes.pending().length === 0, 'the pass to run');
+    expect(ran).toEqual(['alpha']);
+  });
 });

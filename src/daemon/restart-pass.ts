@@ -46,6 +46,10 @@ interface Queued {
   queuedAt: number;
   /** The primary's head announced by the first heartbeat after `queuedAt`: what the stream must apply first. */
   target: { epoch: number; seq: number } | null;
+  /** When a look first found the stream caught up (undefined: not yet): a pass started since covers this one. */
+  caughtUpAt: number | undefined;
+  /** This queue's own pass is running (its completion is handled by #step, not `completed`). */
+  running: boolean;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -59,9 +63,22 @@ export class RestartPasses {
   /** Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). */
   queue(namespace: string, primary: string): void {
     if (this.#closed || this.#queued.has(namespace)) return;
-    const q: Queued = { primary, queuedAt: Date.now(), target: null, timer: undefined };
+    const q: Queued = { primary, queuedAt: Date.now(), target: null, caughtUpAt: undefined, running: false, timer: undefined };
     this.#queued.set(namespace, q);
     this.#later(namespace, q, 0);
+  }
+
+  /**
+   * A pass of `namespace` that started at `startedAt` completed (the daemon calls this for every completed pass, a
+   * scheduled one included). If it started once the stream had caught up, it compared what this queued pass would
+   * compare, so the queued one is dropped instead of reading the whole namespace again.
+   */
+  completed(namespace: string, startedAt: number): void {
+    const q = this.#queued.get(namespace);
+    if (!q || q.running || q.caughtUpAt === undefined || startedAt < q.caughtUpAt) return;
+    clearTimeout(q.timer);
+    this.#queued.delete(namespace);
+    this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: a pass that started after the stream caught up completed');
   }
 
   /** Namespaces with a pass queued (waiting for the stream, or retried). */
@@ -92,7 +109,10 @@ export class RestartPasses {
     }
     // Paused by an operator: no pass runs (status says it is paused); it runs once the namespace is resumed.
     if (row.paused) return this.#retry(namespace, q);
-    if (this.deps.running(namespace) || !this.#streamCaughtUp(namespace, q)) return this.#later(namespace, q, POLL_MS);
+    const caughtUp = this.#streamCaughtUp(namespace, q);
+    if (caughtUp) q.caughtUpAt ??= Date.now();
+    if (this.deps.running(namespace) || !caughtUp) return this.#later(namespace, q, POLL_MS);
+    q.running = true;
     try {
       const result = await this.deps.pass(namespace);
       if (result) {
@@ -105,6 +125,8 @@ export class RestartPasses {
       // A primary mid-restore: antiEntropy already shows the deferral (its own cause and remedy).
       if (err instanceof AntiEntropySourceReplayingError) return this.#retry(namespace, q);
       this.#failed(namespace, q, describeError(err), 'see the daemon log for the pass; it is retried at recovery.retryInterval');
+    } finally {
+      q.running = false;
     }
   }
 
