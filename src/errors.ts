@@ -561,6 +561,17 @@ export class RoleAdminsNotRestoredError extends NhrError {
   static override readonly retryable = true;
 }
 
+/**
+ * The file a pending administrator restore puts the namespace's users back from (a fence's quarantine file, for
+ * resuming leadership) is gone: no attempt can restore them. The record is kept (writes stay refused, `status` says
+ * so) until the file is back or the operator restored the users by hand and forgot it (`admins restore --forget`).
+ */
+export class RoleAdminsSourceMissingError extends NhrError {
+  static override readonly code = 'NHR_ERR_ROLE_ADMINS_SOURCE_MISSING';
+  static override readonly defaultHint =
+    "Put the file back at the path named (from a backup of the state directory) and run `nethsm-replicator admins restore <namespace>`; or put the namespace's administrators back by hand with the NetHSM's user API (`PUT /api/v1/users/<namespace>~<user>`, role Administrator, as the namespace's replication account, its only administrator now), then `nethsm-replicator admins restore <namespace> --forget` (docs/operations.md §4.1).";
+}
+
 /** Two sites claim to be primary for one namespace at the same epoch. Both fence; an operator promotes one. */
 export class RoleSplitBrainError extends NhrError {
   static override readonly code = 'NHR_ERR_ROLE_SPLIT_BRAIN';
@@ -958,6 +969,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   RoleNotPrimaryError,
   RoleHandoverFailedError,
   RoleAdminsNotRestoredError,
+  RoleAdminsSourceMissingError,
   RoleSplitBrainError,
   RoleStateChangedError,
   FailoverEtcdUnreachableError,

@@ -20,6 +20,11 @@ export const demoteRequestSchema = z.strictObject({
 });
 export const simpleRequestSchema = z.strictObject({ actor: actorSchema });
 /**
+ * `restore-admins`: `forget` drops the pending record without restoring anything (the operator put the namespace's
+ * administrators back by hand: `admins restore <namespace> --forget`); otherwise one attempt now.
+ */
+export const restoreAdminsRequestSchema = z.strictObject({ actor: actorSchema, forget: z.boolean().optional() });
+/**
  * `onExisting`: what a first sync does when this site's device already holds the namespace. `refuse` (default) lists
  * what is there and stops; `remove` replaces it after saving a backup of what it held.
  */
@@ -40,13 +45,15 @@ export type QuarantineAckRequest = z.infer<typeof quarantineAckRequestSchema>;
 export type PromoteRequest = z.infer<typeof promoteRequestSchema>;
 export type DemoteRequest = z.infer<typeof demoteRequestSchema>;
 export type SimpleRequest = z.infer<typeof simpleRequestSchema>;
+export type RestoreAdminsRequest = z.infer<typeof restoreAdminsRequestSchema>;
 export type SyncRequest = z.infer<typeof syncRequestSchema>;
 
 export const namespaceParam = namespaceId;
 
 /**
  * The actions a namespace supports through the admin API. `restore-admins`: retry now the administrator restore a
- * promote (or resuming leadership) still owes (`admins restore <namespace>`; body `{ actor }`).
+ * promote (or resuming leadership) still owes (`admins restore <namespace>`; body `{ actor }`), or forget it
+ * (`--forget`; body `{ actor, forget: true }`).
  */
 export const NAMESPACE_ACTIONS = ['sync', 'promote', 'demote', 'pause', 'resume', 'restore-admins'] as const;
 export type NamespaceAction = (typeof NAMESPACE_ACTIONS)[number];

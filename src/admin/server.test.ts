@@ -108,8 +108,8 @@ describe('admin API over a unix socket', () => {
       expect(err.code).toBe('NHR_ERR_INPUT_INVALID');
       expect(err.message).toMatch(msg);
     }
-    // admins restore: the actor only, and a valid namespace id.
-    for (const [ns, body, msg] of [['alpha', { actor: 'op', force: true }, /body/], ['alpha', {}, /body\.actor/], ['_x', { actor: 'op' }, /namespace is not a valid namespace id/]] as const) {
+    // admins restore: the actor, an optional boolean `forget`, and a valid namespace id.
+    for (const [ns, body, msg] of [['alpha', { actor: 'op', force: true }, /body/], ['alpha', {}, /body\.actor/], ['_x', { actor: 'op' }, /namespace is not a valid namespace id/], ['alpha', { actor: 'op', forget: 'yes' }, /body\.forget/], ['_x', { actor: 'op', forget: true }, /namespace is not a valid namespace id/]] as const) {
       const err = (await client.namespaceAction(ns, 'restore-admins', body).catch((e: unknown) => e)) as AdminRemoteError;
       expect(err.code).toBe('NHR_ERR_INPUT_INVALID');
       expect(err.message).toMatch(msg);
@@ -117,6 +117,8 @@ describe('admin API over a unix socket', () => {
     expect(calls).toEqual([]);
     expect(await client.namespaceAction('alpha', 'restore-admins', { actor: 'op@host' })).toEqual({ namespace: 'alpha', outcome: 'nothing-pending' });
     expect(calls).toEqual([['restore-admins', 'alpha', { actor: 'op@host' }]]);
+    await client.namespaceAction('alpha', 'restore-admins', { actor: 'op@host', forget: true });
+    expect(calls[1]).toEqual(['restore-admins', 'alpha', { actor: 'op@host', forget: true }]);
   });
 
   it('refuses to start over a live daemon and replaces a stale socket', async () => {

@@ -14,12 +14,14 @@ import {
   namespaceParam,
   promoteRequestSchema,
   quarantineAckRequestSchema,
+  restoreAdminsRequestSchema,
   simpleRequestSchema,
   syncRequestSchema,
   type AdminErrorBody,
   type DemoteRequest,
   type PromoteRequest,
   type QuarantineAckRequest,
+  type RestoreAdminsRequest,
   type SimpleRequest,
   type SyncRequest,
 } from './protocol.js';
@@ -32,8 +34,8 @@ export interface AdminHandlers {
   demote(namespace: string, req: DemoteRequest): Promise<unknown>;
   pause(namespace: string, req: SimpleRequest): Promise<unknown>;
   resume(namespace: string, req: SimpleRequest): Promise<unknown>;
-  /** Retries now the administrator restore the namespace is owed (AdminRestorer.retryNow). */
-  restoreAdmins(namespace: string, req: SimpleRequest): Promise<unknown>;
+  /** Retries now the administrator restore the namespace is owed (AdminRestorer.retryNow), or forgets it (`forget`). */
+  restoreAdmins(namespace: string, req: RestoreAdminsRequest): Promise<unknown>;
   /** The quarantine files and what each holds. */
   quarantineList(): Promise<unknown>;
   /** Records that the operator looked at one quarantine file. */
@@ -129,7 +131,7 @@ export class AdminServer {
       case 'pause':
         return this.handlers.pause(ns, parse(simpleRequestSchema, body, 'body'));
       case 'restore-admins':
-        return this.handlers.restoreAdmins(ns, parse(simpleRequestSchema, body, 'body'));
+        return this.handlers.restoreAdmins(ns, parse(restoreAdminsRequestSchema, body, 'body'));
       default:
         return this.handlers.resume(ns, parse(simpleRequestSchema, body, 'body'));
     }

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AdminServer, type AdminHandlers } from '../admin/server.js';
 import { toYaml, validConfigDoc } from '../config/test-helpers.js';
 import type { DaemonStatus } from '../daemon/status.js';
-import { RoleAdminsNotRestoredError, RolePromoteRefusedError } from '../errors.js';
+import { RoleAdminsNotRestoredError, RoleAdminsSourceMissingError, RolePromoteRefusedError } from '../errors.js';
+import { sourceMissingHint } from '../daemon/admin-restorer.js';
 import { describeAnswer } from './admin-commands.js';
 import { runCli } from './test-run.js';
 
@@ -81,6 +82,16 @@ describe('admin commands against a real admin server', () => {
       if (ns === 'locked') {
         throw new RoleAdminsNotRestoredError("namespace locked: the administrators were NOT restored on this site's NetHSM (primary at epoch 4): NHR_ERR_NETHSM_NOT_OPERATIONAL: the NetHSM is Locked", { namespace: ns, epoch: 4 });
       }
+      if (ns === 'gone') {
+        throw new RoleAdminsSourceMissingError("namespace gone: the fence's quarantine file its users (administrators among them) are to come back from is gone: /q/gone.nsbackup; nothing was restored", {
+          namespace: ns,
+          epoch: 4,
+          path: '/q/gone.nsbackup',
+          hint: sourceMissingHint(ns, '/q/gone.nsbackup'),
+        });
+      }
+      if (req.forget) return { namespace: ns, outcome: 'forgotten', epoch: 4 };
+      if (ns === 'empty') return { namespace: ns, outcome: 'restored', epoch: 4, restored: 0, source: '/q/empty.nsbackup' };
       return ns === 'idle' ? { namespace: ns, outcome: 'nothing-pending' } : { namespace: ns, outcome: 'restored', epoch: 4, restored: 3 };
     },
     quarantineList: async () => quarantine,
@@ -443,6 +454,33 @@ describe('admin commands against a real admin server', () => {
       ['restore-admins', 'idle', { actor: expect.any(String) }],
       ['restore-admins', 'locked', { actor: expect.any(String) }],
     ]);
+  });
+
+  // Before: a file holding no users read as "administrators … restored (0 users put back)", and there was no --forget.
+  it('admins restore says when there was nothing to put back, names a missing source file, and --forget posts forget and says nothing was restored', async () => {
+    expect((await runCli(['admins', 'restore', 'empty', '--socket', socket])).out).toBe(
+      'no users of empty to put back at epoch 4: the file they come back from (/q/empty.nsbackup) holds none (or, for a promote, no snapshot was ever applied here); the pending restore is cleared\n',
+    );
+    const gone = await runCli(['admins', 'restore', 'gone', '--socket', socket]);
+    expect(gone.code).toBe(1);
+    expect(gone.err).toMatch(/^Error: namespace gone: .* is gone: \/q\/gone\.nsbackup; nothing was restored .*\[NHR_ERR_ROLE_ADMINS_SOURCE_MISSING\]\nTry: Put the file back at \/q\/gone\.nsbackup .*`nethsm-replicator admins restore gone --forget`/s);
+    const forgot = await runCli(['admins', 'restore', 'alpha', '--forget', '--socket', socket]);
+    expect(forgot).toEqual({
+      code: 0,
+      out: 'the pending administrator restore of alpha at epoch 4 is forgotten: nothing was restored by the daemon; writes are admitted again (administrators not put back by hand get 401 from the NetHSM)\n',
+      err: '',
+    });
+    expect(calls).toEqual([
+      ['restore-admins', 'empty', { actor: expect.any(String) }],
+      ['restore-admins', 'gone', { actor: expect.any(String) }],
+      ['restore-admins', 'alpha', { actor: expect.any(String), forget: true }],
+    ]);
+    expect(calls[0]![2]).not.toHaveProperty('forget');
+    // A bad namespace is refused before any request.
+    const bad = await runCli(['admins', 'restore', '_x', '--forget', '--socket', socket]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/namespace "_x" is not a valid NetHSM namespace id.*\[NHR_ERR_INPUT_INVALID\]/);
+    expect(calls).toHaveLength(3);
   });
 
   it('refuses bad arguments before any request: namespace id, site, flag, choice', async () => {

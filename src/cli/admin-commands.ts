@@ -145,12 +145,14 @@ export function registerAdminCommands(program: Command): void {
     admins
       .command('restore')
       .description('retry now the administrator restore a promote (or resuming leadership) still owes for a namespace (`status` shows it as a PROBLEM); the daemon also retries by itself')
-      .argument('<namespace>'),
-  ).action(async (ns: string, flags: SocketFlags) => {
+      .argument('<namespace>')
+      .option('--forget', "drop the pending restore WITHOUT restoring anything, after putting the namespace's administrators back by hand (its source file is gone: docs/operations.md §4.1)", false),
+  ).action(async (ns: string, flags: SocketFlags & { forget: boolean }) => {
     checkNamespace(ns);
     const client = new AdminClient({ socketPath: await resolveSocket(flags) });
-    // A failed attempt comes back as the daemon's NHR_ERR_ROLE_ADMINS_NOT_RESTORED: `main` prints Error:/Try:, exit 1.
-    const answer = await client.namespaceAction(ns, 'restore-admins', { actor: actor() });
+    // A failed attempt comes back as the daemon's NHR_ERR_ROLE_ADMINS_NOT_RESTORED (or _SOURCE_MISSING): `main` prints
+    // Error:/Try:, exit 1.
+    const answer = await client.namespaceAction(ns, 'restore-admins', { actor: actor(), ...(flags.forget ? { forget: true } : {}) });
     process.stdout.write(describeAdminsRestore(ns, answer) + '\n');
   });
 }
@@ -161,7 +163,13 @@ export function describeAdminsRestore(ns: string, answer: unknown): string {
   const epoch = typeof a.epoch === 'number' ? ` at epoch ${a.epoch}` : '';
   switch (a.outcome) {
     case 'restored':
+      // 0 is a real outcome (the file holds none of the namespace's users), not a restore: say so.
+      if (a.restored === 0) {
+        return `no users of ${ns} to put back${epoch}: the file they come back from${typeof a.source === 'string' ? ` (${a.source})` : ''} holds none (or, for a promote, no snapshot was ever applied here); the pending restore is cleared`;
+      }
       return `administrators of ${ns} restored on this site's NetHSM${epoch} (${typeof a.restored === 'number' ? a.restored : '?'} users put back); its users can write again`;
+    case 'forgotten':
+      return `the pending administrator restore of ${ns}${epoch} is forgotten: nothing was restored by the daemon; writes are admitted again (administrators not put back by hand get 401 from the NetHSM)`;
     case 'nothing-pending':
       return `no administrator restore is pending for ${ns}: nothing to do`;
     case 'superseded':

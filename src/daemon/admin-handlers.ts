@@ -33,6 +33,7 @@ export function createAdminHandlers(ctx: SiteContext, failover: Failover, syncer
     pause: async (namespace, req) => setPaused(namespace, true, req.actor),
     resume: async (namespace, req) => setPaused(namespace, false, req.actor),
     restoreAdmins: async (namespace, req) => {
+      if (req.forget) return failover.admins.forget(namespace, req.actor);
       ctx.log.info({ namespace, actor: req.actor }, 'administrator restore asked for now by the operator');
       return failover.admins.retryNow(namespace);
     },

@@ -35,5 +35,16 @@ describe('pendingView (status of a pending administrator restore)', () => {
     expect(v.epoch).toBeNull();
     expect(v.cause).toContain('is not valid: epoch is not a positive integer');
     expect(v.try).toContain('admin_restores');
+    expect(v.try).toContain('`nethsm-replicator admins restore alpha --forget`');
+  });
+
+  it('a source file that is gone is shown as such: no attempt can restore, and the Try: says how to restore by hand and forget', () => {
+    const lastError = 'NHR_ERR_ROLE_ADMINS_SOURCE_MISSING: namespace alpha: the fence\'s quarantine file … is gone: /q/alpha-epoch2.nsbackup; nothing was restored';
+    const v = pendingView('alpha', record({ kind: 'resume', source: '/q/alpha-epoch2.nsbackup', attempts: 2, lastError }));
+    expect(v).toMatchObject({ epoch: 3, attempts: 2, lastError });
+    expect(v.cause).toBe(
+      "primary at epoch 3 without its users: the file they are to come back from is gone (/q/alpha-epoch2.nsbackup), so no attempt can restore them (2 attempts failed); writes by the namespace's users are refused (401 at the NetHSM, 503 at the gateway)",
+    );
+    expect(v.try).toMatch(/^Put the file back at \/q\/alpha-epoch2\.nsbackup .*`PUT \/api\/v1\/users\/alpha~<user>`.*then `nethsm-replicator admins restore alpha --forget`/);
   });
 });

@@ -18,9 +18,12 @@
  * - `retryNow(namespace)` (the operator's `admins restore <namespace>`) makes one attempt at once, in the same kind of
  *   hold, and answers what it did; a failure is recorded as any retry's and thrown (RoleAdminsNotRestoredError). The
  *   background retries go on by themselves either way.
+ * - A source file that is gone fails the attempt (RoleAdminsSourceMissingError, thrown as is by `retryNow`): the record
+ *   stays, counted as failed, and is retried (the file may be put back). `forget(namespace, actor)` (the operator's
+ *   `admins restore <namespace> --forget`, once they put the administrators back by hand) drops it without restoring anything.
  */
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { describeError, FenceTokenStaleError, RoleAdminsNotRestoredError } from '../errors.js';
+import { describeError, FenceTokenStaleError, RoleAdminsNotRestoredError, RoleAdminsSourceMissingError } from '../errors.js';
 import type { PendingAdminRestore } from '../state/admin-restores-repo.js';
 import type { SiteContext } from './context.js';
 import type { AdminsPendingView } from './status.js';
@@ -33,11 +36,14 @@ export interface AdminRestoreNow {
   readonly namespace: string;
   /**
    * `restored`: this attempt put the users back (`restored` of them); `nothing-pending`: no restore was owed (or another
-   * attempt finished it first); `superseded`: the role it was owed under was superseded, so it was dropped unrestored.
+   * attempt finished it first); `superseded`: the role it was owed under was superseded, so it was dropped unrestored;
+   * `forgotten`: the operator dropped it (`forget`), nothing restored.
    */
-  readonly outcome: 'restored' | 'nothing-pending' | 'superseded';
+  readonly outcome: 'restored' | 'nothing-pending' | 'superseded' | 'forgotten';
   readonly epoch?: number;
   readonly restored?: number;
+  /** With `restored`: the file the users came back from (0 restored: it holds none). */
+  readonly source?: string;
 }
 
 /** Rounds of a manual attempt decided again when a role change made its token stale while it waited. */
@@ -132,10 +138,12 @@ export class AdminRestorer {
       }
       if (this.#superseded(record)) return { namespace, outcome: 'superseded', epoch: record.epoch };
       const r = await this.#attempt(record);
-      if (r.outcome === 'restored') return { namespace, outcome: 'restored', epoch: record.epoch, restored: r.restored };
+      if (r.outcome === 'restored') return { namespace, outcome: 'restored', epoch: record.epoch, restored: r.restored, source: record.source };
       if (r.outcome === 'gone') return { namespace, outcome: 'nothing-pending', epoch: record.epoch };
       if (r.outcome === 'failed') {
         this.kick();
+        // Its own code, path and remedy (put the file back, or restore by hand and forget): not "check the NetHSM".
+        if (r.err instanceof RoleAdminsSourceMissingError) throw r.err;
         const now = ctx.store.adminRestores.get(namespace);
         throw new RoleAdminsNotRestoredError(
           `namespace ${namespace}: the administrators were NOT restored on this site's NetHSM (primary at epoch ${record.epoch}): ${now?.lastError ?? describeError(r.err)}; writes by the namespace's users stay refused; the daemon goes on retrying`,
@@ -145,6 +153,28 @@ export class AdminRestorer {
       // Stale: the role changed while the attempt waited for its hold; decide again (it may be superseded now).
       if (round >= MANUAL_STALE_ROUNDS) throw r.err;
     }
+  }
+
+  /**
+   * The operator's `admins restore <namespace> --forget`: drops the pending record (valid or not) WITHOUT restoring
+   * anything, once they put the namespace's administrators back by hand (its source file is gone, or its row is not valid).
+   * Logged at warn with who and what (the audit trail). Writes are admitted again at once: administrators not put
+   * back get 401 from the NetHSM. Throws NamespaceUnknownError (not replicated here); nothing pending answers `nothing-pending`.
+   */
+  forget(namespace: string, actor: string): AdminRestoreNow {
+    const { ctx } = this;
+    ctx.store.roles.require(namespace);
+    // Read and deleted with no await between: no role change can record a newer restore in between.
+    const r = ctx.store.adminRestores.get(namespace);
+    if (!r) return { namespace, outcome: 'nothing-pending' };
+    ctx.store.adminRestores.forget(namespace);
+    this.refresh();
+    const epoch = Number.isSafeInteger(r.epoch) ? r.epoch : undefined;
+    ctx.log.warn(
+      { namespace, actor, epoch, kind: r.kind, source: r.source, attempts: r.attempts, lastError: r.lastError, ...(r.invalid !== undefined ? { invalid: r.invalid } : {}) },
+      'pending administrator restore forgotten by the operator: nothing was restored by the daemon; its administrators must have been put back by hand',
+    );
+    return { namespace, outcome: 'forgotten', ...(epoch !== undefined ? { epoch } : {}) };
   }
 
   /** For status: the record of `namespace` as a problem with its cause and remedy; null when none. */
@@ -250,7 +280,18 @@ export function pendingView(namespace: string, r: PendingAdminRestore): AdminsPe
       lastError: r.lastError,
       cause: `the pending administrator restore of namespace ${namespace} is not valid: ${r.invalid}; it is neither retried nor dropped, and writes by the namespace's users stay refused`,
       try:
-        "The state database was edited or copied by hand: stop the daemon, fix the row (`sqlite3 state.db \"SELECT * FROM admin_restores\"`; docs/state.md) or, once the namespace's administrators are on the NetHSM, delete it, and start it again.",
+        "The state database was edited or copied by hand: stop the daemon, fix the row (`sqlite3 state.db \"SELECT * FROM admin_restores\"`; docs/state.md) or, once the namespace's administrators are on the NetHSM, delete it, and start it again." +
+        ` (Or, once they are on the NetHSM, \`nethsm-replicator admins restore ${namespace} --forget\` drops the row.)`,
+    };
+  }
+  if (r.lastError?.startsWith(`${RoleAdminsSourceMissingError.code}:`)) {
+    return {
+      since,
+      epoch: r.epoch,
+      attempts: r.attempts,
+      lastError: r.lastError,
+      cause: `primary at epoch ${r.epoch} without its users: the file they are to come back from is gone (${r.source}), so no attempt can restore them (${r.attempts} attempt${r.attempts === 1 ? '' : 's'} failed); writes by the namespace's users are refused (401 at the NetHSM, 503 at the gateway)`,
+      try: sourceMissingHint(namespace, r.source),
     };
   }
   return {
@@ -269,4 +310,13 @@ export function pendingView(namespace: string, r: PendingAdminRestore): AdminsPe
       "The daemon retries by itself (and at its next start). Check this site's NetHSM (`nethsm-replicator status`: the nethsm member; Locked → unlock it, unreachable → bring it back) " +
       `and fix what the last error names, then retry at once with \`nethsm-replicator admins restore ${namespace}\`. Do not promote again (docs/operations.md, "Promoted without its administrators").`,
   };
+}
+
+/** What to do when the file a pending restore of `namespace` comes back from (`source`) is gone. */
+export function sourceMissingHint(namespace: string, source: string): string {
+  return (
+    `Put the file back at ${source} (from a backup of the state directory) and run \`nethsm-replicator admins restore ${namespace}\`; ` +
+    `or put the namespace's administrators back by hand with the NetHSM's user API (\`PUT /api/v1/users/${namespace}~<user>\`, role Administrator, as the namespace's replication account, its only administrator now), ` +
+    `then \`nethsm-replicator admins restore ${namespace} --forget\` (docs/operations.md §4.1). Do not promote again.`
+  );
 }

@@ -10,13 +10,13 @@ import path from 'node:path';
 import { listBackupContents } from '../backup/contents.js';
 import { extractNamespace } from '../backup/namespace.js';
 import { tokenOf, type FencingToken } from '../concurrency/fencing.js';
-import { describeError, InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleAdminsNotRestoredError, RoleHandoverFailedError, SyncDaemonStoppingError } from '../errors.js';
+import { describeError, InputInvalidError, NamespaceUnknownError, NhrError, PeerRefusedError, PeerStaleEpochError, RoleAdminsNotRestoredError, RoleAdminsSourceMissingError, RoleHandoverFailedError, SyncDaemonStoppingError } from '../errors.js';
 import { applyRoleChange, decidePromote } from '../roles/apply.js';
 import { assertPrimary, completeResync, demote as decideDemote, fenceToExport, observeEpoch, resumeLeadership, type EpochClaim } from '../roles/role-machine.js';
 import type { RoleState } from '../roles/role.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
 import type { AdminRestoreKind, PendingAdminRestore } from '../state/admin-restores-repo.js';
-import { AdminRestorer } from './admin-restorer.js';
+import { AdminRestorer, sourceMissingHint } from './admin-restorer.js';
 import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
 import { snapshotMetaOf } from '../replicator/snapshot-meta.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
@@ -212,7 +212,8 @@ export class Failover {
         { namespace: row.namespace, epoch: row.epoch, cause: err },
       );
       ctx.log.error({ err: e }, 'primary without its administrators: restore failed; retrying');
-      return { restored: 0, pending: { code: e.code, cause, retrying: true, hint: e.hint } };
+      // A missing source file needs the operator, not the NetHSM fixed: its own hint.
+      return { restored: 0, pending: { code: e.code, cause, retrying: true, hint: err instanceof RoleAdminsSourceMissingError ? err.hint : e.hint } };
     }
   }
 
@@ -220,24 +221,37 @@ export class Failover {
   private async restoreOwed(record: PendingAdminRestore, token: FencingToken): Promise<number> {
     const { ctx } = this;
     if (record.kind === 'resume') {
+      // Gone (deleted, lost): no attempt can restore the users, and claiming 0 restored would let writes fail with 401
+      // while nothing says why. The record stays until the file is back or the operator forgets it.
       if (!existsSync(record.source)) {
-        ctx.log.warn({ namespace: record.namespace, from: record.source }, 'the quarantine file the users were to come back from is gone: nothing to put back');
-        return 0;
+        throw new RoleAdminsSourceMissingError(
+          `namespace ${record.namespace}: the fence's quarantine file its users (administrators among them) are to come back from is gone: ${record.source}; nothing was restored`,
+          { namespace: record.namespace, epoch: record.epoch, path: record.source, hint: sourceMissingHint(record.namespace, record.source) },
+        );
       }
       return this.restoreUsersFrom(record.namespace, token, record.source);
+    }
+    // An earlier attempt failed past this check, so the file was there then: gone now, it was deleted or lost (0 would
+    // be a lie). With no attempt before, a missing snapshot means none was ever applied here (restoreAdministrators).
+    if (record.attempts > 0 && !existsSync(record.source)) {
+      throw new RoleAdminsSourceMissingError(
+        `namespace ${record.namespace}: the snapshot its administrators are to come back from is gone since an earlier attempt: ${record.source}; nothing was restored`,
+        { namespace: record.namespace, epoch: record.epoch, path: record.source, hint: sourceMissingHint(record.namespace, record.source) },
+      );
     }
     const restored = await this.restoreAdministrators(record.namespace, token, record.source);
     if (record.source === ctx.work.handoffOf(record.namespace)) await removeFiles(record.source);
     return restored;
   }
 
-  /** The quarantine file of the newest fence since this site last stepped down (it stripped the administrators). */
+  /** The quarantine file of the newest fence since this site last stepped down (it stripped the administrators), present or not. */
   private fenceQuarantineSinceStepDown(namespace: string): string | undefined {
     const entries = this.ctx.store.audit.list({ namespace, limit: 100_000 });
     const steppedDown = entries.findLastIndex((e) => e.toRole === 'fenced' && e.fromRole === 'primary');
     const fence = entries.slice(steppedDown + 1).findLast((e) => e.action === 'fence' && typeof e.detail.quarantine === 'string');
-    const file = fence?.detail.quarantine as string | undefined;
-    return file && existsSync(file) ? file : undefined;
+    // Named even when the file is gone: the fence that wrote it strips the administrators, so the restore is owed and
+    // recorded; its attempt then fails with NHR_ERR_ROLE_ADMINS_SOURCE_MISSING instead of resuming silently without them.
+    return fence?.detail.quarantine as string | undefined;
   }
 
   /**

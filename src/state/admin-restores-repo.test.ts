@@ -53,4 +53,14 @@ describe('AdminRestoresRepo (admin_restores)', () => {
     expect(beta?.invalid).toBe('its stored kind "other" is neither "promote" nor "resume"');
     expect(store.adminRestores.all()).toHaveLength(2);
   });
+
+  it('forgets the record of one namespace whatever its epoch, a row that is not valid too (`admins restore --forget`)', () => {
+    store.adminRestores.record({ namespace: 'alpha', epoch: 2, kind: 'resume', source: '/q/gone' });
+    store.adminRestores.record({ namespace: 'beta', epoch: 2, kind: 'promote', source: '/s' });
+    prepare(store.db, "UPDATE admin_restores SET epoch = 'two' WHERE namespace = 'alpha'").run();
+    store.adminRestores.forget('alpha');
+    expect(store.adminRestores.all().map((r) => r.namespace)).toEqual(['beta']);
+    store.adminRestores.forget('gamma');
+    expect(store.adminRestores.all().map((r) => r.namespace)).toEqual(['beta']);
+  });
 });

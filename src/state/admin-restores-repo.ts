@@ -47,6 +47,7 @@ export class AdminRestoresRepo {
   private readonly sPut: Statement<Record<string, unknown>>;
   private readonly sFailed: Statement<[string, string, number]>;
   private readonly sDone: Statement<[string, number]>;
+  private readonly sForget: Statement<[string]>;
 
   constructor(
     db: Database,
@@ -62,6 +63,7 @@ export class AdminRestoresRepo {
     );
     this.sFailed = prepare(db, 'UPDATE admin_restores SET attempts = attempts + 1, last_error = ? WHERE namespace = ? AND epoch = ?');
     this.sDone = prepare(db, 'DELETE FROM admin_restores WHERE namespace = ? AND epoch = ?');
+    this.sForget = prepare(db, 'DELETE FROM admin_restores WHERE namespace = ?');
   }
 
   /** The restores owed, by namespace; a row that fails validation carries `invalid`. */
@@ -93,6 +95,11 @@ export class AdminRestoresRepo {
   /** Forgets the record of `epoch` (the administrators are back, or its role row is superseded); a replaced one stays. */
   done(namespace: string, epoch: number): void {
     this.sDone.run(namespace, epoch);
+  }
+
+  /** Forgets the record of `namespace` whatever it holds (the operator's `admins restore --forget`, a bad row too). */
+  forget(namespace: string): void {
+    this.sForget.run(namespace);
   }
 }
 

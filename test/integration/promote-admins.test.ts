@@ -5,6 +5,7 @@
  * namespace's administrator can write. A retry decided under a role row that was superseded meanwhile is abandoned
  * before it touches the device. Simulator over real HTTPS; the failures are the firmware's own (412 when Locked).
  */
+import { rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AdminClient } from '../../src/admin/client.js';
@@ -205,6 +206,30 @@ describe('a promote whose administrator restore fails', () => {
       backups.close();
       restores.close();
     }
+  });
+
+  // Before: the retry found no snapshot, answered "restored (0 users put back); its users can write again" and dropped
+  // the record, while the NetHSM refused the namespace's users.
+  it('fails a retry whose snapshot is gone since the failed first attempt (NHR_ERR_ROLE_ADMINS_SOURCE_MISSING) and keeps the record', async () => {
+    const l = await primaryLostReplicaLocked();
+    const b = l.site('b');
+    expect((await b.daemon!.failover.promote('alpha', { force: false, actor: 'operator@b' })).administratorsPending).toBeDefined();
+    await b.daemon!.failover.admins.close();
+    const { source, attempts } = record(b)!;
+    expect(source).toBe(b.daemon!.ctx.work.snapshotOf('alpha'));
+    await rm(source);
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    const manual = await runCli(['admins', 'restore', 'alpha', '--socket', b.config.admin.socket]);
+    expect(manual.code).toBe(1);
+    expect(manual.out).toBe('');
+    expect(manual.err).toContain(`the snapshot its administrators are to come back from is gone since an earlier attempt: ${source}; nothing was restored`);
+    expect(manual.err).toContain(`[NHR_ERR_ROLE_ADMINS_SOURCE_MISSING]\nTry: Put the file back at ${source}`);
+    expect(record(b)).toMatchObject({ attempts: attempts + 1, lastError: expect.stringMatching(/^NHR_ERR_ROLE_ADMINS_SOURCE_MISSING: /) });
+    expect(await failedAttempts(b)).toBe(attempts + 1);
+    expect(await pendingMetric(b)).toBe(1);
+    expect((await statusOf(b)).text).toContain(`the file they are to come back from is gone (${source})`);
+    const refused = await use(b.gatewayClient('alpha~admin', LAB_PASSPHRASES.nsAdmin), gen('k-refused')).catch((e: unknown) => e);
+    expect((refused as NetHsmHttpError).status).toBe(503);
   });
 
   // Before: no way to ask the daemon to retry now; the operator waited for the backoff (up to recovery.retryInterval).
