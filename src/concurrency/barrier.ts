@@ -58,7 +58,8 @@ export interface SharedOptions {
    */
   readOnly?: boolean;
   /**
-   * The one namespace this holder writes in (its keys and users), e.g. a stream apply or anti-entropy pass. A
+   * The one namespace this holder writes in (its keys and users), e.g. a stream apply, an anti-entropy pass or a
+   * gateway write confined to one namespace (src/gateway/write-scope.ts). A
    * merge-restore of that very namespace need not merge again for it (the restore replaces the namespace and the
    * stream re-applies past the snapshot's position), and its verification leaves that namespace out. Absent: the
    * write may touch anything.
@@ -70,6 +71,11 @@ export interface SharedOptions {
    * left `unknown`: the write cannot be re-applied.
    */
   ticket?: WriteTicket;
+  /**
+   * The holder is one client call through the gateway (ends within the gateway's bounds): an early B1 lets such writes
+   * in flight end before it opens its tracker (early-backup.ts), whatever their scope. Default false.
+   */
+  gateway?: boolean;
 }
 
 /**
@@ -97,10 +103,14 @@ export function writeTicket(): WriteTicket {
   return { replay: { kind: 'unknown' } };
 }
 
-/** One write holder as a tracker saw it: its scope (`null`: unscoped) and its ticket (final once it released). */
+/**
+ * One write holder as a tracker saw it: its scope (`null`: unscoped), its ticket (final once it released), and whether
+ * it is a gateway write (SharedOptions.gateway).
+ */
 export interface TrackedWrite {
   readonly scope: string | null;
   readonly ticket: WriteTicket;
+  readonly gateway?: boolean;
 }
 
 /**
@@ -379,7 +389,10 @@ export class DeviceBarrier {
   #admission(options: SharedOptions): Promise<Release> {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason as Error);
-    const write = options.readOnly === true ? undefined : { scope: options.scope ?? null, ticket: options.ticket ?? writeTicket() };
+    const write =
+      options.readOnly === true
+        ? undefined
+        : { scope: options.scope ?? null, ticket: options.ticket ?? writeTicket(), ...(options.gateway === true ? { gateway: true } : {}) };
     if (this.#exclusives === 0) return Promise.resolve(this.#admitOne(write));
     const bound = options.wait === 'unbounded' ? undefined : options.wait === undefined || options.wait === 'default' ? this.maxWaitMs : options.wait;
     return new Promise<Release>((resolve, reject) => {

@@ -115,6 +115,17 @@ for (const [method, pattern, kind] of TABLE) {
   BY_METHOD.set(method, rows);
 }
 
+/** Every operation of the table (`${method} ${pattern}`): a call that matched none keeps its literal path instead. */
+const KNOWN_OPERATIONS = new Set(TABLE.map(([method, pattern]) => `${method} ${pattern}`));
+
+/**
+ * Whether `operation` (a Classification's) is one of the NetHSM calls this table knows, not the fail-closed fallback of
+ * an unknown call (whose literal path can never equal a template: a template's own text matches its row).
+ */
+export function isKnownOperation(operation: string): boolean {
+  return KNOWN_OPERATIONS.has(operation);
+}
+
 function lookup(method: string, segments: readonly string[]): Compiled | undefined {
   const rows = BY_METHOD.get(method);
   if (rows === undefined) return undefined;

@@ -43,6 +43,7 @@ import { answerLocally, type LocalAnswer } from './respond.js';
 import { parseTarget } from './target.js';
 import type { Relay, RelayHead } from './relay.js';
 import { PeerGateways, Upstream } from './upstream.js';
+import { writeScope } from './write-scope.js';
 import { DeviceBarrier, writeTicket, type WriteReplay, type WriteTicket } from '../concurrency/barrier.js';
 
 /** How much longer than the longest wait for an answer (gate, then upstream) a client's socket may stay idle. */
@@ -644,7 +645,9 @@ export class GatewayServer {
       keys = await this.#lockKeys(x, observe, x.gateWait.signal, waitStart);
       const ticket = writeTicket();
       const left = Math.max(1, Math.round(this.gate.maxWaitMs - (performance.now() - waitStart)));
-      release = await this.gate.enter({ signal: x.gateWait.signal, ticket, wait: left });
+      // Confined to one namespace: a restore's verification then leaves only that one out (write-scope.ts).
+      const scope = writeScope(x.classification, x.caller);
+      release = await this.gate.enter({ signal: x.gateWait.signal, ticket, wait: left, gateway: true, ...(scope !== undefined ? { scope } : {}) });
       x.ticket = ticket;
     } catch (err) {
       keys?.release();

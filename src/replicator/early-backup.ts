@@ -20,7 +20,7 @@
  * (no file; `use` answers undefined), logged at info.
  */
 import { stat } from 'node:fs/promises';
-import type { WriteTracker } from '../concurrency/barrier.js';
+import type { TrackedWrite, WriteTracker } from '../concurrency/barrier.js';
 import { InternalError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { DeviceCallTiming } from './cost-model.js';
@@ -59,7 +59,9 @@ export class EarlyBackup {
   async #take(): Promise<DeviceCallTiming | undefined> {
     const { barrier } = this.device;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([barrier.writesEnded((w) => w.scope === null), new Promise<void>((r) => (timer = setTimeout(r, SETTLE_MS)))]);
+    // Gateway writes (scoped to their namespace or not) and the other unscoped ones; not the stream's long apply holds.
+    const settling = (w: TrackedWrite) => w.gateway === true || w.scope === null;
+    await Promise.race([barrier.writesEnded(settling), new Promise<void>((r) => (timer = setTimeout(r, SETTLE_MS)))]);
     clearTimeout(timer);
     if (this.#discarded) return undefined;
     this.#tracker = barrier.trackWrites();
