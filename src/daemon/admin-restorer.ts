@@ -158,7 +158,7 @@ export class AdminRestorer {
   /**
    * The operator's `admins restore <namespace> --forget`: drops the pending record (valid or not) WITHOUT restoring
    * anything, once they put the namespace's administrators back by hand (its source file is gone, or its row is not valid).
-   * Logged at warn with who and what (the audit trail). Writes are admitted again at once: administrators not put
+   * Logged at warn with who and what, and an `admins-forget` audit row in the same transaction as the drop. Writes are admitted again at once: administrators not put
    * back get 401 from the NetHSM. Throws NamespaceUnknownError (not replicated here); nothing pending answers `nothing-pending`.
    */
   forget(namespace: string, actor: string): AdminRestoreNow {
@@ -167,9 +167,20 @@ export class AdminRestorer {
     // Read and deleted with no await between: no role change can record a newer restore in between.
     const r = ctx.store.adminRestores.get(namespace);
     if (!r) return { namespace, outcome: 'nothing-pending' };
-    ctx.store.adminRestores.forget(namespace);
-    this.refresh();
     const epoch = Number.isSafeInteger(r.epoch) ? r.epoch : undefined;
+    // The drop and its audit row commit together: an auditor finds who dropped which restore, of what, after how many
+    // attempts (ids, paths and the last error's text only: no secret).
+    ctx.store.transaction(() => {
+      ctx.store.adminRestores.forget(namespace);
+      ctx.store.audit.append({
+        actor,
+        action: 'admins-forget',
+        namespace,
+        ...(epoch !== undefined ? { toEpoch: epoch } : {}),
+        detail: { kind: r.kind, source: r.source, attempts: r.attempts, lastError: r.lastError ?? null, ...(r.invalid !== undefined ? { invalid: r.invalid } : {}) },
+      });
+    });
+    this.refresh();
     ctx.log.warn(
       { namespace, actor, epoch, kind: r.kind, source: r.source, attempts: r.attempts, lastError: r.lastError, ...(r.invalid !== undefined ? { invalid: r.invalid } : {}) },
       'pending administrator restore forgotten by the operator: nothing was restored by the daemon; its administrators must have been put back by hand',

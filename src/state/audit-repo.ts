@@ -8,7 +8,7 @@ import { InternalError } from '../errors.js';
 import { SECRET_FIELDS } from '../log.js';
 import type { Role } from '../roles/role.js';
 
-export const AUDIT_ACTIONS = ['init', 'promote', 'demote', 'fence', 'follow', 'resync', 'split-brain', 'pause', 'resume', 'sync', 'quarantine-ack'] as const;
+export const AUDIT_ACTIONS = ['init', 'promote', 'demote', 'fence', 'follow', 'resync', 'split-brain', 'pause', 'resume', 'sync', 'quarantine-ack', 'admins-forget'] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
 export interface AuditInput {

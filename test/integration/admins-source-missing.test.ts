@@ -130,6 +130,11 @@ describe('a pending administrator restore whose source file is gone', () => {
     expect(lines).toContainEqual(
       expect.objectContaining({ level: 'warn', msg: expect.stringMatching(/forgotten by the operator/), namespace: 'alpha', actor: expect.stringMatching(/.+/), source: before!.source, attempts: before!.attempts }),
     );
+    // The audit trail: one admins-forget row, with who, the epoch and what was dropped.
+    const audit = a.daemon!.ctx.store.audit.list({ namespace: 'alpha' }).filter((e) => e.action === 'admins-forget');
+    expect(audit).toEqual([
+      expect.objectContaining({ actor: expect.stringMatching(/.+/), toEpoch: before!.epoch, detail: expect.objectContaining({ kind: before!.kind, source: before!.source, attempts: before!.attempts }) }),
+    ]);
     // Writable again (the 401 above blocks that user's logins for 1 s: 429, the firmware's rate limit).
     const written = () => use(a.nsAdmin('alpha'), gen('k-after-forget')).then(() => true, (e: unknown) => (e instanceof NetHsmHttpError && e.status === 429 ? false : Promise.reject(e)));
     await waitFor(written, 'the restored administrator to write');
