@@ -3,7 +3,7 @@
  * between two sites (ids, public data, mechanisms, tags, label, certificate).
  */
 import { generateForImport } from '../../src/keygen/index.js';
-import type { LabSite } from '../../src/lab/lab.js';
+import { Lab, type LabSite } from '../../src/lab/lab.js';
 import type { NetHsmClient, PrivateKey } from '../../src/nethsm/client.js';
 
 /** Polls `check` until it returns true (or throws the last failure after `timeoutMs`). Not a timed assertion: a bound. */
@@ -90,5 +90,24 @@ export function importBody(type: 'EC_P256' | 'RSA' | 'Curve25519', mechanisms: s
   const body = JSON.parse(made.importBody.toString('utf8')) as PrivateKey;
   made.importBody.fill(0);
   return body;
+}
+
+/**
+ * Two lab sites streaming namespace `ns` (primary at a, `generate: replicated`, a's gateway): daemons started, b's first
+ * snapshot sync done and both transport keys known, so the next write through a's gateway is streamed to b.
+ */
+export async function streamingPair(ns: string): Promise<{ lab: Lab; a: LabSite; b: LabSite }> {
+  const lab = await Lab.create({ namespaces: [{ name: ns, primary: 'a', generate: 'replicated' }], gateway: true });
+  try {
+    await lab.startDaemons();
+    const a = lab.site('a');
+    const b = lab.site('b');
+    await b.daemon!.syncer.sync(ns, { actor: 'test' });
+    await streamReady([a, b]);
+    return { lab, a, b };
+  } catch (err) {
+    await lab.close();
+    throw err;
+  }
 }
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WriteReplay } from '../../src/concurrency/barrier.js';
 import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
-import { caughtUp, eventually, streamReady } from './stream-helpers.js';
+import { caughtUp, eventually, streamingPair } from './stream-helpers.js';
 
 const NS = 'alpha';
 
@@ -18,12 +18,7 @@ describe('a replica stream rewound inside a merge-restore hold', () => {
   let b: LabSite;
 
   beforeAll(async () => {
-    lab = await Lab.create({ namespaces: [{ name: NS, primary: 'a', generate: 'replicated' }], gateway: true });
-    await lab.startDaemons();
-    a = lab.site('a');
-    b = lab.site('b');
-    await b.daemon!.syncer.sync(NS, { actor: 'test' });
-    await streamReady([a, b]);
+    ({ lab, a, b } = await streamingPair(NS));
   }, 120_000);
 
   afterAll(async () => {

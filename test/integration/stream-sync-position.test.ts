@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
-import { eventually, streamReady } from './stream-helpers.js';
+import { eventually, streamingPair } from './stream-helpers.js';
 
 const NS = 'alpha';
 
@@ -20,12 +20,7 @@ describe('a snapshot sync under a live stream', () => {
   let b: LabSite;
 
   beforeAll(async () => {
-    lab = await Lab.create({ namespaces: [{ name: NS, primary: 'a', generate: 'replicated' }], gateway: true });
-    await lab.startDaemons();
-    a = lab.site('a');
-    b = lab.site('b');
-    await b.daemon!.syncer.sync(NS, { actor: 'test' });
-    await streamReady([a, b]);
+    ({ lab, a, b } = await streamingPair(NS));
   }, 120_000);
 
   afterAll(async () => {
