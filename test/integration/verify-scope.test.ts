@@ -86,15 +86,18 @@ describe("a restore's verification with gateway writes after it", () => {
     const barrier = lab.site('b').daemon!.ctx.barrier;
     latencyAtB.generate = 500;
     try {
-      let done = false;
-      const write = gatewayKey('beta~admin', LAB_PASSPHRASES.nsAdmin, 'beta-in-flight').then(() => (done = true));
+      const write = gatewayKey('beta~admin', LAB_PASSPHRASES.nsAdmin, 'beta-in-flight');
       const probe = barrier.trackWrites();
       await eventually(() => probe.writes().some((w) => w.gateway === true && w.scope === 'beta'), 10_000, 'the gateway write admitted');
       probe.close();
       const b = lab.site('b').daemon!;
       const early = EarlyBackup.start(b.ctx.device, b.ctx.work, silentLogger);
-      await eventually(() => barrier.tracking, 10_000, 'the early B1 to track writes');
-      expect(done).toBe(true);
+      // Write holders at the barrier when the tracker is first seen open (polled every 50 ms; the write takes 500 ms
+      // at the device): 0 once the B1 waited for it. Not the client's promise, which settles after the barrier hold
+      // ends (the answer still travels back), so it could lag the tracker.
+      let writersAtOpen: number | undefined;
+      await eventually(() => (barrier.tracking ? ((writersAtOpen = barrier.markWrites().inFlight), true) : false), 10_000, 'the early B1 to track writes');
+      expect(writersAtOpen).toBe(0);
       await write;
       await early.discard();
     } finally {
