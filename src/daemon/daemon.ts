@@ -402,6 +402,9 @@ export class Daemon {
       await this.adminServer.start();
       this.healthPort = (await this.healthServer.start()).port;
       await ctx.monitor.start();
+      // Passes queued after a primary's restart that a stop cut short: the primary answers as `ok` now, so no restart
+      // would be seen again (restart-pass.ts). After the members' first probe, so a pass finds them as they are.
+      this.restartPasses.resume();
       await this.scheduler.start();
       // In the background: start-up and readiness never wait for it, and a sync that comes first joins its derivations.
       this.warmup = warmKeys(ctx);

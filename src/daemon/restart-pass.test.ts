@@ -45,7 +45,11 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     deferred = [];
     running = false;
     answer = async () => RESULT;
-    passes = new RestartPasses({
+    passes = newPasses();
+  });
+  /** The queue as a daemon (re)started on `store` makes it. */
+  const newPasses = () =>
+    new RestartPasses({
       store,
       log: silentLogger,
       timing: () => ({ retryIntervalMs: 20, heartbeatIntervalMs: 1_000_000 }),
@@ -57,7 +61,6 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
       stream: () => stream,
       defer: (namespace, primary, cause) => deferred.push({ namespace, primary, cause }),
     });
-  });
   afterEach(() => {
     passes.close();
     store.close();
@@ -155,5 +158,40 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     stream = streamAt(9, 9, Date.now() + 1);
     await waitFor(() => passes.pending().length === 0, 'the pass to run');
     expect(ran).toEqual(['alpha']);
+  });
+
+  // Before: kept in memory only. At the next start the primary answers as a member that never went down (no restart
+  // seen again), so a stop before the pass completed left the namespace with neither the pass nor a snapshot.
+  it('is not forgotten by a stop before it completed: the next start queues it again, and a completed one is not', async () => {
+    stream = streamAt(5, 9, Date.now()); // not caught up: the pass waits
+    passes.queue('alpha', 'a');
+    await settle(100);
+    expect(ran).toEqual([]);
+    passes.close();
+    store.close();
+    store = StateStore.inDir(dir).open();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual(['alpha']);
+    stream = streamAt(9, 9, Date.now() + 1);
+    await waitFor(() => passes.pending().length === 0, 'the pass to run');
+    expect(ran).toEqual(['alpha']);
+    // Completed: nothing left for a later start.
+    passes.close();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual([]);
+  });
+
+  it('forgets the record of a pass it drops (this site no longer replicates the namespace from that primary)', async () => {
+    stream = streamAt(5, 9, Date.now());
+    passes.queue('alpha', 'a');
+    expect(store.roles.compareAndSet({ namespace: 'alpha', role: 'replica', epoch: 1, primarySite: 'a' }, { role: 'primary', epoch: 2, primarySite: 'b' })).toBe(true);
+    await waitFor(() => passes.pending().length === 0, 'the pass to be dropped');
+    passes.close();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual([]);
+    expect(ran).toEqual([]);
   });
 });

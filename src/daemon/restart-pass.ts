@@ -10,6 +10,10 @@
  * A pass that cannot run or complete (a member down, the primary mid-restore, an error) is retried every
  * `recovery.retryInterval` and shown as the namespace's deferred pass in `status` and `/health/ready` until one
  * completes; it is dropped when this site stops replicating the namespace from that primary.
+ *
+ * Durable (`restart_passes`, migration 013): a stop of this daemon before the pass completed does not forget it (at
+ * the next start the primary answers as a member that never went down, so no restart would be seen again and the
+ * namespace would have neither the pass nor a snapshot); `resume` queues the recorded ones again at the start.
  */
 import { AntiEntropySourceReplayingError, describeError } from '../errors.js';
 import type { AntiEntropyResult } from '../namespaces/antientropy.js';
@@ -63,9 +67,30 @@ export class RestartPasses {
   /** Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). */
   queue(namespace: string, primary: string): void {
     if (this.#closed || this.#queued.has(namespace)) return;
+    if (this.deps.store.isOpen) this.deps.store.restartPasses.put(namespace, primary);
+    this.#enqueue(namespace, primary);
+  }
+
+  /** At the daemon's start, once the state store is open: queues again the passes a stop left recorded. */
+  resume(): void {
+    if (this.#closed || !this.deps.store.isOpen) return;
+    for (const r of this.deps.store.restartPasses.list()) {
+      if (this.#queued.has(r.namespace)) continue;
+      this.deps.log.info({ namespace: r.namespace, primary: r.primarySite, queuedAt: new Date(r.queuedAt).toISOString() }, 'anti-entropy pass queued after the primary restarted and not completed before this daemon stopped: queued again');
+      this.#enqueue(r.namespace, r.primarySite);
+    }
+  }
+
+  #enqueue(namespace: string, primary: string): void {
     const q: Queued = { primary, queuedAt: Date.now(), target: null, caughtUpAt: undefined, running: false, timer: undefined };
     this.#queued.set(namespace, q);
     this.#later(namespace, q, 0);
+  }
+
+  /** The pass is done with (completed, covered or dropped): out of the queue and its record. */
+  #forget(namespace: string, q: Queued): void {
+    this.#queued.delete(namespace);
+    if (this.deps.store.isOpen) this.deps.store.restartPasses.delete(namespace, q.primary);
   }
 
   /**
@@ -77,7 +102,7 @@ export class RestartPasses {
     const q = this.#queued.get(namespace);
     if (!q || q.running || q.caughtUpAt === undefined || startedAt < q.caughtUpAt) return;
     clearTimeout(q.timer);
-    this.#queued.delete(namespace);
+    this.#forget(namespace, q);
     this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: a pass that started after the stream caught up completed');
   }
 
@@ -86,6 +111,7 @@ export class RestartPasses {
     return [...this.#queued.keys()];
   }
 
+  /** The daemon stops: timers cleared; the records stay for `resume` at the next start. */
   close(): void {
     this.#closed = true;
     for (const q of this.#queued.values()) clearTimeout(q.timer);
@@ -104,7 +130,7 @@ export class RestartPasses {
     const row = store.isOpen ? store.roles.get(namespace) : undefined;
     if (!row || row.role !== 'replica' || row.primarySite !== q.primary) {
       log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: this site no longer replicates the namespace from it');
-      this.#queued.delete(namespace);
+      this.#forget(namespace, q);
       return;
     }
     // Paused by an operator: no pass runs (status says it is paused); it runs once the namespace is resumed.
@@ -116,7 +142,7 @@ export class RestartPasses {
     try {
       const result = await this.deps.pass(namespace);
       if (result) {
-        this.#queued.delete(namespace);
+        this.#forget(namespace, q);
         return;
       }
       if (this.deps.running(namespace)) return this.#later(namespace, q, POLL_MS);
