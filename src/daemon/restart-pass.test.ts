@@ -134,9 +134,10 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
   });
 
   it('is dropped when a pass that started after the stream caught up completes (a scheduled one), not for an earlier one', async () => {
-    stream = streamAt(9, 9, Date.now() + 1);
     running = true; // a scheduled pass runs: the queued one waits for it
     passes.queue('alpha', 'a');
+    // Its heartbeat after the queueing (set before, it may fall in the same millisecond or not: a flaky wait).
+    stream = streamAt(9, 9, Date.now() + 1);
     await settle(100);
     // That pass started before the stream caught up: it does not cover the queued one.
     passes.completed('alpha', Date.now() - 60_000);
@@ -193,5 +194,43 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     passes.resume();
     expect(passes.pending()).toEqual([]);
     expect(ran).toEqual([]);
+  });
+
+  // Before: queueing again while the pass ran was ignored, and that pass's completion dropped the queue: writes made
+  // around the second restart, after the running pass had read the primary's side, were never looked for.
+  it('runs once more when the primary restarts again while its pass runs', async () => {
+    let finish: (r: AntiEntropyResult) => void = () => undefined;
+    answer = () => new Promise((r) => (finish = r));
+    passes.queue('alpha', 'a');
+    stream = streamAt(9, 9, Date.now() + 1); // a heartbeat after the queueing, the stream at its head
+    await waitFor(() => ran.length === 1, 'the pass to start');
+    passes.queue('alpha', 'a'); // the primary restarted again meanwhile
+    answer = async () => RESULT;
+    finish(RESULT);
+    stream = streamAt(9, 9, Date.now() + 1_000); // the primary's heartbeats go on
+    await waitFor(() => passes.pending().length === 0, 'the passes to run');
+    expect(ran).toEqual(['alpha', 'alpha']);
+    passes.close();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual([]);
+  });
+
+  // Before: a second restart left the queue as it was, caught up since the first: a scheduled pass that started
+  // before the second restart (so before the writes around it) covered it and dropped it.
+  it('waits afresh after a second restart: a pass started before it does not cover the queued one', async () => {
+    running = true; // a scheduled pass runs: the queued one waits for it
+    passes.queue('alpha', 'a');
+    stream = streamAt(9, 9, Date.now() + 1);
+    await settle(100);
+    const startedBefore = Date.now();
+    await settle(20);
+    passes.queue('alpha', 'a');
+    passes.completed('alpha', startedBefore);
+    expect(passes.pending()).toEqual(['alpha']);
+    running = false;
+    stream = streamAt(9, 9, Date.now() + 1);
+    await waitFor(() => passes.pending().length === 0, 'the pass to run');
+    expect(ran).toEqual(['alpha']);
   });
 });

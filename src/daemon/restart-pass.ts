@@ -54,10 +54,16 @@ interface Queued {
   caughtUpAt: number | undefined;
   /** This queue's own pass is running (its completion is handled by #step, not `completed`). */
   running: boolean;
+  /** The primary restarted again while this queue's own pass ran: that pass may have read it before; one more runs. */
+  again: boolean;
   timer: NodeJS.Timeout | undefined;
 }
 
-/** One queued pass per namespace; queueing again while one waits keeps the one waiting. */
+/**
+ * One queued pass per namespace. Queueing again while one waits keeps the one waiting, but it waits afresh (for the
+ * stream's head after this restart; a pass started before it no longer covers it); while its own pass runs, one more
+ * runs after it: the running one may have read the primary's side before the writes around this restart were made.
+ */
 export class RestartPasses {
   readonly #queued = new Map<string, Queued>();
   #closed = false;
@@ -66,7 +72,15 @@ export class RestartPasses {
 
   /** Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). */
   queue(namespace: string, primary: string): void {
-    if (this.#closed || this.#queued.has(namespace)) return;
+    if (this.#closed) return;
+    const had = this.#queued.get(namespace);
+    if (had?.primary === primary) {
+      if (had.running) had.again = true;
+      else Object.assign(had, { queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+      return;
+    }
+    // From another primary now: the one queued for the old primary would be dropped at its next look anyway.
+    if (had) clearTimeout(had.timer);
     if (this.deps.store.isOpen) this.deps.store.restartPasses.put(namespace, primary);
     this.#enqueue(namespace, primary);
   }
@@ -82,14 +96,14 @@ export class RestartPasses {
   }
 
   #enqueue(namespace: string, primary: string): void {
-    const q: Queued = { primary, queuedAt: Date.now(), target: null, caughtUpAt: undefined, running: false, timer: undefined };
+    const q: Queued = { primary, queuedAt: Date.now(), target: null, caughtUpAt: undefined, running: false, again: false, timer: undefined };
     this.#queued.set(namespace, q);
     this.#later(namespace, q, 0);
   }
 
   /** The pass is done with (completed, covered or dropped): out of the queue and its record. */
   #forget(namespace: string, q: Queued): void {
-    this.#queued.delete(namespace);
+    if (this.#queued.get(namespace) === q) this.#queued.delete(namespace);
     if (this.deps.store.isOpen) this.deps.store.restartPasses.delete(namespace, q.primary);
   }
 
@@ -139,11 +153,15 @@ export class RestartPasses {
     if (caughtUp) q.caughtUpAt ??= Date.now();
     if (this.deps.running(namespace) || !caughtUp) return this.#later(namespace, q, POLL_MS);
     q.running = true;
+    // Starts after every restart seen so far: it covers them all.
+    q.again = false;
     try {
       const result = await this.deps.pass(namespace);
       if (result) {
-        this.#forget(namespace, q);
-        return;
+        if (!q.again) return this.#forget(namespace, q);
+        Object.assign(q, { again: false, queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+        this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted completed, but the primary restarted again while it ran: one more pass queued');
+        return this.#later(namespace, q, 0);
       }
       if (this.deps.running(namespace)) return this.#later(namespace, q, POLL_MS);
       this.#failed(namespace, q, `the primary ${q.primary} or this site's NetHSM is not available (member status)`, 'check `status` members; the pass runs once both answer');
