@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AntiEntropySourceReplayingError, PeerUnreachableError } from '../errors.js';
+import { capturingLogger } from '../gateway/test-support.js';
 import { silentLogger } from '../log.js';
 import type { AntiEntropyResult } from '../namespaces/antientropy.js';
 import { StateStore } from '../state/store.js';
@@ -48,10 +49,10 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     passes = newPasses();
   });
   /** The queue as a daemon (re)started on `store` makes it. */
-  const newPasses = () =>
+  const newPasses = (log = silentLogger) =>
     new RestartPasses({
       store,
-      log: silentLogger,
+      log,
       timing: () => ({ retryIntervalMs: 20, heartbeatIntervalMs: 1_000_000 }),
       pass: async (ns) => {
         ran.push(ns);
@@ -232,5 +233,26 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     stream = streamAt(9, 9, Date.now() + 1);
     await waitFor(() => passes.pending().length === 0, 'the pass to run');
     expect(ran).toEqual(['alpha']);
+  });
+
+  // Before: a warn line at every retry (every recovery.retryInterval while the primary stayed down).
+  it('logs a retry for the same reason at debug, at warn only when it first fails and when the reason changes', async () => {
+    const { logger, lines } = capturingLogger();
+    passes.close();
+    passes = newPasses(logger);
+    const answers: (() => Promise<AntiEntropyResult | undefined>)[] = [
+      async () => undefined,
+      async () => undefined,
+      async () => undefined,
+      async () => {
+        throw new PeerUnreachableError('a did not answer', { site: 'a' });
+      },
+      async () => RESULT,
+    ];
+    answer = () => answers.shift()!();
+    passes.queue('alpha', 'a');
+    await waitFor(() => passes.pending().length === 0, 'the pass to complete');
+    const failures = lines.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => /did not complete/.test(l.msg));
+    expect(failures.map((l) => l.level)).toEqual(['warn', 'debug', 'debug', 'warn']);
   });
 });

@@ -56,6 +56,8 @@ interface Queued {
   running: boolean;
   /** The primary restarted again while this queue's own pass ran: that pass may have read it before; one more runs. */
   again: boolean;
+  /** Why the last attempt did not complete, as last logged at warn (a retry for the same reason is logged at debug). */
+  lastCause?: string;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -182,7 +184,13 @@ export class RestartPasses {
       `the anti-entropy pass queued after the primary ${q.primary}'s daemon restarted has not completed (${why}): writes made straight to its NetHSM while its daemon was down are not found until it does`,
       tryHint,
     );
-    this.deps.log.warn({ namespace, primary: q.primary, cause: why }, 'anti-entropy pass queued after the primary restarted did not complete; retried at recovery.retryInterval');
+    // At warn when it first fails and when the reason changes, not at every retry (a primary down for an hour is one
+    // line, as the member monitor's own; status shows the deferral meanwhile).
+    const fields = { namespace, primary: q.primary, cause: why };
+    const msg = 'anti-entropy pass queued after the primary restarted did not complete; retried at recovery.retryInterval';
+    if (q.lastCause === why) this.deps.log.debug(fields, msg);
+    else this.deps.log.warn(fields, msg);
+    q.lastCause = why;
     this.#retry(namespace, q);
   }
 
