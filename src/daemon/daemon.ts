@@ -402,6 +402,9 @@ export class Daemon {
       await this.adminServer.start();
       this.healthPort = (await this.healthServer.start()).port;
       await ctx.monitor.start();
+      // Passes queued after a primary's restart that a stop cut short: the primary answers as `ok` now, so no restart
+      // would be seen again (restart-pass.ts). After the members' first probe, so a pass finds them as they are.
+      this.restartPasses.resume();
       await this.scheduler.start();
       // In the background: start-up and readiness never wait for it, and a sync that comes first joins its derivations.
       this.warmup = warmKeys(ctx);
@@ -811,9 +814,14 @@ export class Daemon {
       // Started together, so the syncs of several namespaces coalesce into one merge-restore (apply-batch.ts).
       const syncs: Promise<unknown>[] = [];
       for (const row of ctx.store.roles.list()) {
-        if (row.paused) continue;
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
         if (!fromIt || row.role !== 'replica' || row.primarySite === ctx.site) continue;
+        if (row.paused) {
+          // Nothing runs while paused, but the writes around the primary's daemon are still there after the resume:
+          // the pass is queued (it waits while the namespace is paused; restart-pass.ts), not skipped.
+          if (restarted && this.snapshotAfterRestart(row.namespace, name) === undefined) this.restartPasses.queue(row.namespace, name);
+          continue;
+        }
         const snapshot = name === NETHSM_MEMBER ? 'its own NetHSM came back' : restarted ? this.snapshotAfterRestart(row.namespace, name) : undefined;
         if (snapshot === undefined) this.resumeStream(row.namespace, name, restarted);
         else {

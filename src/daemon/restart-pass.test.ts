@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AntiEntropySourceReplayingError, PeerUnreachableError } from '../errors.js';
+import { capturingLogger } from '../gateway/test-support.js';
 import { silentLogger } from '../log.js';
 import type { AntiEntropyResult } from '../namespaces/antientropy.js';
 import { StateStore } from '../state/store.js';
@@ -45,9 +46,13 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     deferred = [];
     running = false;
     answer = async () => RESULT;
-    passes = new RestartPasses({
+    passes = newPasses();
+  });
+  /** The queue as a daemon (re)started on `store` makes it. */
+  const newPasses = (log = silentLogger) =>
+    new RestartPasses({
       store,
-      log: silentLogger,
+      log,
       timing: () => ({ retryIntervalMs: 20, heartbeatIntervalMs: 1_000_000 }),
       pass: async (ns) => {
         ran.push(ns);
@@ -57,7 +62,6 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
       stream: () => stream,
       defer: (namespace, primary, cause) => deferred.push({ namespace, primary, cause }),
     });
-  });
   afterEach(() => {
     passes.close();
     store.close();
@@ -131,9 +135,10 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
   });
 
   it('is dropped when a pass that started after the stream caught up completes (a scheduled one), not for an earlier one', async () => {
-    stream = streamAt(9, 9, Date.now() + 1);
     running = true; // a scheduled pass runs: the queued one waits for it
     passes.queue('alpha', 'a');
+    // Its heartbeat after the queueing (set before, it may fall in the same millisecond or not: a flaky wait).
+    stream = streamAt(9, 9, Date.now() + 1);
     await settle(100);
     // That pass started before the stream caught up: it does not cover the queued one.
     passes.completed('alpha', Date.now() - 60_000);
@@ -155,5 +160,99 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     stream = streamAt(9, 9, Date.now() + 1);
     await waitFor(() => passes.pending().length === 0, 'the pass to run');
     expect(ran).toEqual(['alpha']);
+  });
+
+  // Before: kept in memory only. At the next start the primary answers as a member that never went down (no restart
+  // seen again), so a stop before the pass completed left the namespace with neither the pass nor a snapshot.
+  it('is not forgotten by a stop before it completed: the next start queues it again, and a completed one is not', async () => {
+    stream = streamAt(5, 9, Date.now()); // not caught up: the pass waits
+    passes.queue('alpha', 'a');
+    await settle(100);
+    expect(ran).toEqual([]);
+    passes.close();
+    store.close();
+    store = StateStore.inDir(dir).open();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual(['alpha']);
+    stream = streamAt(9, 9, Date.now() + 1);
+    await waitFor(() => passes.pending().length === 0, 'the pass to run');
+    expect(ran).toEqual(['alpha']);
+    // Completed: nothing left for a later start.
+    passes.close();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual([]);
+  });
+
+  it('forgets the record of a pass it drops (this site no longer replicates the namespace from that primary)', async () => {
+    stream = streamAt(5, 9, Date.now());
+    passes.queue('alpha', 'a');
+    expect(store.roles.compareAndSet({ namespace: 'alpha', role: 'replica', epoch: 1, primarySite: 'a' }, { role: 'primary', epoch: 2, primarySite: 'b' })).toBe(true);
+    await waitFor(() => passes.pending().length === 0, 'the pass to be dropped');
+    passes.close();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual([]);
+    expect(ran).toEqual([]);
+  });
+
+  // Before: queueing again while the pass ran was ignored, and that pass's completion dropped the queue: writes made
+  // around the second restart, after the running pass had read the primary's side, were never looked for.
+  it('runs once more when the primary restarts again while its pass runs', async () => {
+    let finish: (r: AntiEntropyResult) => void = () => undefined;
+    answer = () => new Promise((r) => (finish = r));
+    passes.queue('alpha', 'a');
+    stream = streamAt(9, 9, Date.now() + 1); // a heartbeat after the queueing, the stream at its head
+    await waitFor(() => ran.length === 1, 'the pass to start');
+    passes.queue('alpha', 'a'); // the primary restarted again meanwhile
+    answer = async () => RESULT;
+    finish(RESULT);
+    stream = streamAt(9, 9, Date.now() + 1_000); // the primary's heartbeats go on
+    await waitFor(() => passes.pending().length === 0, 'the passes to run');
+    expect(ran).toEqual(['alpha', 'alpha']);
+    passes.close();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual([]);
+  });
+
+  // Before: a second restart left the queue as it was, caught up since the first: a scheduled pass that started
+  // before the second restart (so before the writes around it) covered it and dropped it.
+  it('waits afresh after a second restart: a pass started before it does not cover the queued one', async () => {
+    running = true; // a scheduled pass runs: the queued one waits for it
+    passes.queue('alpha', 'a');
+    stream = streamAt(9, 9, Date.now() + 1);
+    await settle(100);
+    const startedBefore = Date.now();
+    await settle(20);
+    passes.queue('alpha', 'a');
+    passes.completed('alpha', startedBefore);
+    expect(passes.pending()).toEqual(['alpha']);
+    running = false;
+    stream = streamAt(9, 9, Date.now() + 1);
+    await waitFor(() => passes.pending().length === 0, 'the pass to run');
+    expect(ran).toEqual(['alpha']);
+  });
+
+  // Before: a warn line at every retry (every recovery.retryInterval while the primary stayed down).
+  it('logs a retry for the same reason at debug, at warn only when it first fails and when the reason changes', async () => {
+    const { logger, lines } = capturingLogger();
+    passes.close();
+    passes = newPasses(logger);
+    const answers: (() => Promise<AntiEntropyResult | undefined>)[] = [
+      async () => undefined,
+      async () => undefined,
+      async () => undefined,
+      async () => {
+        throw new PeerUnreachableError('a did not answer', { site: 'a' });
+      },
+      async () => RESULT,
+    ];
+    answer = () => answers.shift()!();
+    passes.queue('alpha', 'a');
+    await waitFor(() => passes.pending().length === 0, 'the pass to complete');
+    const failures = lines.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => /did not complete/.test(l.msg));
+    expect(failures.map((l) => l.level)).toEqual(['warn', 'debug', 'debug', 'warn']);
   });
 });

@@ -10,6 +10,10 @@
  * A pass that cannot run or complete (a member down, the primary mid-restore, an error) is retried every
  * `recovery.retryInterval` and shown as the namespace's deferred pass in `status` and `/health/ready` until one
  * completes; it is dropped when this site stops replicating the namespace from that primary.
+ *
+ * Durable (`restart_passes`, migration 013): a stop of this daemon before the pass completed does not forget it (at
+ * the next start the primary answers as a member that never went down, so no restart would be seen again and the
+ * namespace would have neither the pass nor a snapshot); `resume` queues the recorded ones again at the start.
  */
 import { AntiEntropySourceReplayingError, describeError } from '../errors.js';
 import type { AntiEntropyResult } from '../namespaces/antientropy.js';
@@ -50,10 +54,18 @@ interface Queued {
   caughtUpAt: number | undefined;
   /** This queue's own pass is running (its completion is handled by #step, not `completed`). */
   running: boolean;
+  /** The primary restarted again while this queue's own pass ran: that pass may have read it before; one more runs. */
+  again: boolean;
+  /** Why the last attempt did not complete, as last logged at warn (a retry for the same reason is logged at debug). */
+  lastCause?: string;
   timer: NodeJS.Timeout | undefined;
 }
 
-/** One queued pass per namespace; queueing again while one waits keeps the one waiting. */
+/**
+ * One queued pass per namespace. Queueing again while one waits keeps the one waiting, but it waits afresh (for the
+ * stream's head after this restart; a pass started before it no longer covers it); while its own pass runs, one more
+ * runs after it: the running one may have read the primary's side before the writes around this restart were made.
+ */
 export class RestartPasses {
   readonly #queued = new Map<string, Queued>();
   #closed = false;
@@ -62,10 +74,39 @@ export class RestartPasses {
 
   /** Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). */
   queue(namespace: string, primary: string): void {
-    if (this.#closed || this.#queued.has(namespace)) return;
-    const q: Queued = { primary, queuedAt: Date.now(), target: null, caughtUpAt: undefined, running: false, timer: undefined };
+    if (this.#closed) return;
+    const had = this.#queued.get(namespace);
+    if (had?.primary === primary) {
+      if (had.running) had.again = true;
+      else Object.assign(had, { queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+      return;
+    }
+    // From another primary now: the one queued for the old primary would be dropped at its next look anyway.
+    if (had) clearTimeout(had.timer);
+    if (this.deps.store.isOpen) this.deps.store.restartPasses.put(namespace, primary);
+    this.#enqueue(namespace, primary);
+  }
+
+  /** At the daemon's start, once the state store is open: queues again the passes a stop left recorded. */
+  resume(): void {
+    if (this.#closed || !this.deps.store.isOpen) return;
+    for (const r of this.deps.store.restartPasses.list()) {
+      if (this.#queued.has(r.namespace)) continue;
+      this.deps.log.info({ namespace: r.namespace, primary: r.primarySite, queuedAt: new Date(r.queuedAt).toISOString() }, 'anti-entropy pass queued after the primary restarted and not completed before this daemon stopped: queued again');
+      this.#enqueue(r.namespace, r.primarySite);
+    }
+  }
+
+  #enqueue(namespace: string, primary: string): void {
+    const q: Queued = { primary, queuedAt: Date.now(), target: null, caughtUpAt: undefined, running: false, again: false, timer: undefined };
     this.#queued.set(namespace, q);
     this.#later(namespace, q, 0);
+  }
+
+  /** The pass is done with (completed, covered or dropped): out of the queue and its record. */
+  #forget(namespace: string, q: Queued): void {
+    if (this.#queued.get(namespace) === q) this.#queued.delete(namespace);
+    if (this.deps.store.isOpen) this.deps.store.restartPasses.delete(namespace, q.primary);
   }
 
   /**
@@ -77,7 +118,7 @@ export class RestartPasses {
     const q = this.#queued.get(namespace);
     if (!q || q.running || q.caughtUpAt === undefined || startedAt < q.caughtUpAt) return;
     clearTimeout(q.timer);
-    this.#queued.delete(namespace);
+    this.#forget(namespace, q);
     this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: a pass that started after the stream caught up completed');
   }
 
@@ -86,6 +127,7 @@ export class RestartPasses {
     return [...this.#queued.keys()];
   }
 
+  /** The daemon stops: timers cleared; the records stay for `resume` at the next start. */
   close(): void {
     this.#closed = true;
     for (const q of this.#queued.values()) clearTimeout(q.timer);
@@ -104,7 +146,7 @@ export class RestartPasses {
     const row = store.isOpen ? store.roles.get(namespace) : undefined;
     if (!row || row.role !== 'replica' || row.primarySite !== q.primary) {
       log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: this site no longer replicates the namespace from it');
-      this.#queued.delete(namespace);
+      this.#forget(namespace, q);
       return;
     }
     // Paused by an operator: no pass runs (status says it is paused); it runs once the namespace is resumed.
@@ -113,11 +155,15 @@ export class RestartPasses {
     if (caughtUp) q.caughtUpAt ??= Date.now();
     if (this.deps.running(namespace) || !caughtUp) return this.#later(namespace, q, POLL_MS);
     q.running = true;
+    // Starts after every restart seen so far: it covers them all.
+    q.again = false;
     try {
       const result = await this.deps.pass(namespace);
       if (result) {
-        this.#queued.delete(namespace);
-        return;
+        if (!q.again) return this.#forget(namespace, q);
+        Object.assign(q, { again: false, queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+        this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted completed, but the primary restarted again while it ran: one more pass queued');
+        return this.#later(namespace, q, 0);
       }
       if (this.deps.running(namespace)) return this.#later(namespace, q, POLL_MS);
       this.#failed(namespace, q, `the primary ${q.primary} or this site's NetHSM is not available (member status)`, 'check `status` members; the pass runs once both answer');
@@ -138,7 +184,13 @@ export class RestartPasses {
       `the anti-entropy pass queued after the primary ${q.primary}'s daemon restarted has not completed (${why}): writes made straight to its NetHSM while its daemon was down are not found until it does`,
       tryHint,
     );
-    this.deps.log.warn({ namespace, primary: q.primary, cause: why }, 'anti-entropy pass queued after the primary restarted did not complete; retried at recovery.retryInterval');
+    // At warn when it first fails and when the reason changes, not at every retry (a primary down for an hour is one
+    // line, as the member monitor's own; status shows the deferral meanwhile).
+    const fields = { namespace, primary: q.primary, cause: why };
+    const msg = 'anti-entropy pass queued after the primary restarted did not complete; retried at recovery.retryInterval';
+    if (q.lastCause === why) this.deps.log.debug(fields, msg);
+    else this.deps.log.warn(fields, msg);
+    q.lastCause = why;
     this.#retry(namespace, q);
   }
 

@@ -487,11 +487,12 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       await deps.beforeHold?.();
       deps.onPhase?.('hold');
       // Writes within the batch's namespaces (their streams, their anti-entropy) need no new merge: the restore
-      // replaces them, and the positions recorded with it make the streams apply again what the snapshots lack.
+      // replaces them, and the positions recorded with it make the streams apply again what the snapshots lack. Not a
+      // gateway write scoped to one of them (write-scope.ts): nothing applies it again, so it races like any other.
       const own = new Set(m.parts.map((p) => p.spec.namespace));
       raced = 0;
       outcome = await hold(async (guard) => {
-        const racing = tracker!.writes().filter((w) => w.scope === null || !own.has(w.scope));
+        const racing = tracker!.writes().filter((w) => w.scope === null || w.gateway === true || !own.has(w.scope));
         raced = racing.length;
         const plan = raced > 0 ? replayPlan(a, racing, own) : undefined;
         if (plan === null) return undefined;

@@ -36,6 +36,7 @@ import { PositionsRepo } from './positions-repo.js';
 import { IntentsRepo } from './intents-repo.js';
 import { KeyCertsRepo } from './key-certs-repo.js';
 import { QuarantineAcksRepo } from './quarantine-acks-repo.js';
+import { RestartPassesRepo } from './restart-passes-repo.js';
 import { RolesRepo } from './roles-repo.js';
 import { openDatabase, pragma } from './sqlite.js';
 import { TransportKeysRepo } from './transport-keys-repo.js';
@@ -82,6 +83,7 @@ interface Open {
   sealingGeneration: SealingGenerationRepo;
   raceReplays: RaceReplaysRepo;
   adminRestores: AdminRestoresRepo;
+  restartPasses: RestartPassesRepo;
 }
 
 export class StateStore {
@@ -158,6 +160,7 @@ export class StateStore {
       sealingGeneration: new SealingGenerationRepo(db, this.now),
       raceReplays: new RaceReplaysRepo(db, this.now),
       adminRestores: new AdminRestoresRepo(db, this.now),
+      restartPasses: new RestartPassesRepo(db, this.now),
     };
     return this;
   }
@@ -254,6 +257,11 @@ export class StateStore {
   /** Administrator restores owed to namespaces this site became primary of (admin-restores-repo.ts). */
   get adminRestores(): AdminRestoresRepo {
     return this.open_.adminRestores;
+  }
+
+  /** Anti-entropy passes queued after a primary's daemon restarted, not completed yet (restart-passes-repo.ts). */
+  get restartPasses(): RestartPassesRepo {
+    return this.open_.restartPasses;
   }
 
   /** Quarantine files an operator has acknowledged (`quarantine ack`). */

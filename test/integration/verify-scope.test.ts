@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SyncVerifyFailedError } from '../../src/errors.js';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { silentLogger } from '../../src/log.js';
+import { writeTicket } from '../../src/concurrency/barrier.js';
 import { EarlyBackup } from '../../src/replicator/early-backup.js';
 import { applySnapshot } from '../../src/replicator/snapshot-apply.js';
 import { eventually } from './stream-helpers.js';
@@ -20,7 +21,7 @@ describe("a restore's verification with gateway writes after it", () => {
 
   beforeAll(async () => {
     lab = await Lab.create({
-      namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'b' }],
+      namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'b' }, { name: 'gamma', primary: 'a' }],
       gateway: true,
       latency: (site) => (site === 'b' ? latencyAtB : {}),
     });
@@ -78,6 +79,41 @@ describe("a restore's verification with gateway writes after it", () => {
     expect(r).toMatchObject({ verified: false });
     expect(skipped).toEqual([['alpha']]);
     expect(await use(lab.site('b').client(), (c) => c.listKeys())).toContain('root-after-restore');
+  });
+
+  // Before: a gateway write scoped to the namespace being synced was left out of the racing writes as a stream apply
+  // is (the restore replaces the namespace), though nothing re-applies it: the restore erased the acknowledged change
+  // silently (no new merge, nothing quarantined). Such a write passes the gateway when the namespace was not replicated
+  // at its decision, e.g. a config reload adds it as a replica while the write is in flight.
+  it('treats a gateway write scoped to the namespace being restored as racing: merged again, the key quarantined, not erased', async () => {
+    await use(lab.site('a').nsAdmin('gamma'), (c) => c.generateKey({ id: 'g1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    const b = lab.site('b');
+    // An administrator of gamma on B's NetHSM (a root administrator may create one only while gamma is not there).
+    await use(b.client(), async (c) => {
+      await c.deleteNamespace('gamma');
+      await c.createUser({ realName: 'gamma admin at b', role: 'Administrator', passphrase: LAB_PASSPHRASES.nsAdmin }, 'gamma~badmin');
+      await c.createNamespace('gamma');
+    });
+    let raced = false;
+    const { file, deps } = await snapshotAndDeps(
+      lab,
+      {
+        beforeHold: async () => {
+          if (raced) return;
+          raced = true;
+          // What B's gateway does for `gamma~badmin` generating a key (writeScope: gamma), the NetHSM answering 201.
+          await b.daemon!.ctx.barrier.shared(
+            () => use(b.client('gamma~badmin', LAB_PASSPHRASES.nsAdmin), (c) => c.generateKey({ id: 'gw-racer', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] })),
+            { scope: 'gamma', gateway: true, ticket: writeTicket() },
+          );
+        },
+      },
+      { namespace: 'gamma' },
+    );
+    const r = await applySnapshot(deps, 'gamma', file);
+    expect(raced).toBe(true);
+    expect(r.remerges).toBeGreaterThanOrEqual(1);
+    expect(r.quarantined?.keyIds).toContain('gw-racer');
   });
 
   // Before: the early B1 waited for unscoped writes only, the gateway's as they were; a scoped one was not waited for,
