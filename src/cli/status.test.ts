@@ -99,3 +99,22 @@ describe('status: syncs holding writes for their whole sequence after one raced'
     expect(() => parseDaemonStatus(JSON.parse(JSON.stringify(bad)))).toThrow(/heldSyncs\.until/);
   });
 });
+
+describe('status: the anti-entropy pass queued after a primary restarted', () => {
+  it('prints what it waits for, keeps exit 0, and no longer says all ok while it is pending', () => {
+    const restartPass = { primary: 'a', since: at(-120), state: 'waiting for the stream to apply 1.245' };
+    const s = parseDaemonStatus(JSON.parse(JSON.stringify(status(replica({ syncCost: null, restartPass })))));
+    const text = renderStatus(s, now);
+    expect(text).toContain("\npending anti-entropy pass alpha: queued after the primary a's daemon restarted (2m ago), to find writes made straight to its NetHSM meanwhile; waiting for the stream to apply 1.245\n");
+    expect(text).toMatch(/\nno problems; 1 anti-entropy pass pending above\n$/);
+    expect(statusExitCode(s)).toBe(0);
+    expect(renderStatus(status(replica({ syncCost: null, stream: null, restartPass: null })), now)).toMatch(/\nall ok\n$/);
+  });
+
+  it('refuses a malformed view, naming the field', () => {
+    const bad = JSON.parse(JSON.stringify(status(replica({ restartPass: { primary: 'a', since: at(0), state: 'due now' } })))) as { namespaces: { restartPass: { state: unknown } }[] };
+    bad.namespaces[0]!.restartPass.state = 3;
+    expect(() => parseDaemonStatus(bad)).toThrow(/namespaces\.0\.restartPass\.state/);
+  });
+});
+

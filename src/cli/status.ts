@@ -32,6 +32,7 @@ const namespaceSchema = z.looseObject({
   nextScheduledSync: iso,
   noPrimary: z.looseObject({ cause: z.string(), try: z.string() }).nullable().optional(),
   antiEntropyDeferred: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
+  restartPass: z.looseObject({ primary: z.string(), since: z.string(), state: z.string() }).nullable().optional(),
   administratorsPending: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
   syncCost: z
     .looseObject({
@@ -198,6 +199,18 @@ export function statusWarnings(s: DaemonStatus, now: Date = new Date()): string[
   return s.heldSyncs ? [...all, withTry(s.heldSyncs.cause, s.heldSyncs.try)] : all;
 }
 
+/**
+ * The anti-entropy passes queued after a primary's restart (information, not a problem), one line each: from when and
+ * what each waits for.
+ */
+function pendingPasses(s: DaemonStatus, now: Date): string[] {
+  return s.namespaces.flatMap((ns) =>
+    ns.restartPass
+      ? [`pending anti-entropy pass ${ns.name}: queued after the primary ${ns.restartPass.primary}'s daemon restarted (${relativeTime(ns.restartPass.since, now)}), to find writes made straight to its NetHSM meanwhile; ${ns.restartPass.state}`]
+      : [],
+  );
+}
+
 /** Catch-ups waiting for their batch, one line each: how many changes wait, since when, when it runs. */
 function pendingCatchups(s: DaemonStatus, now: Date): string[] {
   return s.namespaces.flatMap((ns) => {
@@ -231,6 +244,8 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
     const pending = pendingCatchups(s, now);
     if (pending.length > 0) lines.push('', ...pending);
   }
+  const passes = pendingPasses(s, now);
+  if (passes.length > 0) lines.push('', ...passes);
   lines.push('');
   if (s.members.length === 0) lines.push('no members');
   else lines.push(table([['MEMBER', 'KIND', 'STATUS', 'FAILURES', 'ATTEMPTS', 'NEXT RETRY', 'LAST ERROR'], ...s.members.map((m) => memberRow(m, now))]));
@@ -238,7 +253,11 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   const warnings = statusWarnings(s, now);
   lines.push('');
   for (const w of warnings) lines.push(`WARNING: ${w}`);
-  if (problems.length === 0) lines.push(warnings.length === 0 ? 'all ok' : `no problems; ${warnings.length} warning${warnings.length === 1 ? '' : 's'} above`);
+  // A pass still to run after a primary's restart is not a problem, but "all ok" would claim the check for writes made
+  // around that primary's daemon had been made.
+  const checks = passes.length > 0 ? `${passes.length} anti-entropy pass${passes.length === 1 ? '' : 'es'} pending above` : '';
+  const notes = [warnings.length > 0 ? `${warnings.length} warning${warnings.length === 1 ? '' : 's'} above` : '', checks].filter((x) => x !== '');
+  if (problems.length === 0) lines.push(notes.length === 0 ? 'all ok' : `no problems; ${notes.join('; ')}`);
   else for (const p of problems) lines.push(`PROBLEM: ${p}`);
   return lines.join('\n') + '\n';
 }

@@ -349,6 +349,7 @@ export class Daemon {
       nextRun: (n) => this.scheduler.nextRun(n),
       ...(this.reloader ? { configFile: () => this.reloader!.status() } : {}),
       antiEntropyDeferred: (n) => this.deferredPass(n),
+      restartPass: (n) => this.restartPasses.view(n),
     };
   }
 

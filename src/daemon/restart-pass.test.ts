@@ -255,4 +255,22 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     const failures = lines.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => /did not complete/.test(l.msg));
     expect(failures.map((l) => l.level)).toEqual(['warn', 'debug', 'debug', 'warn']);
   });
+
+  it('says in its view what it waits for, until it completes', async () => {
+    expect(passes.view('alpha')).toBeUndefined();
+    stream = streamAt(5, 9, Date.now() - 1_000);
+    passes.queue('alpha', 'a');
+    await settle(100);
+    expect(passes.view('alpha')).toMatchObject({ primary: 'a', state: "waiting for the primary's first heartbeat after its restart" });
+    stream = streamAt(5, 9, Date.now() + 1);
+    await settle(300);
+    expect(passes.view('alpha')?.state).toBe('waiting for the stream to apply 1.9');
+    let finish!: () => void;
+    answer = () => new Promise((r) => (finish = () => r(RESULT)));
+    stream = streamAt(9, 9, Date.now() + 1);
+    await waitFor(() => passes.view('alpha')?.state === 'running', 'the pass to run');
+    finish();
+    await waitFor(() => passes.view('alpha') === undefined, 'the pass to complete');
+  });
 });
+

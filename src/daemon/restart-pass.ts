@@ -122,6 +122,25 @@ export class RestartPasses {
     this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: a pass that started after the stream caught up completed');
   }
 
+  /**
+   * For `status`: the pass queued for `namespace` and what it waits for (undefined: none queued). Not a problem (the
+   * namespace streams on); it says that the check for writes made around the primary's daemon has not run yet. A pass
+   * that failed also shows as the deferred pass, with its cause.
+   */
+  view(namespace: string): { primary: string; since: number; state: string } | undefined {
+    const q = this.#queued.get(namespace);
+    if (!q) return undefined;
+    return { primary: q.primary, since: q.queuedAt, state: this.#state(namespace, q) };
+  }
+
+  #state(namespace: string, q: Queued): string {
+    if (q.running) return q.again ? 'running; one more runs after it (the primary restarted again meanwhile)' : 'running';
+    if (q.lastCause !== undefined) return `retried every recovery.retryInterval (last: ${q.lastCause})`;
+    if (this.deps.store.isOpen && this.deps.store.roles.get(namespace)?.paused) return 'waiting: the namespace is paused here';
+    if (q.caughtUpAt !== undefined) return this.deps.running(namespace) ? 'waiting for the anti-entropy pass running now to end' : 'due now';
+    return q.target ? `waiting for the stream to apply ${q.target.epoch}.${q.target.seq}` : "waiting for the primary's first heartbeat after its restart";
+  }
+
   /** Namespaces with a pass queued (waiting for the stream, or retried). */
   pending(): string[] {
     return [...this.#queued.keys()];

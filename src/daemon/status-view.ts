@@ -22,6 +22,8 @@ export interface StatusExtras {
    * not completed): since ms, cause, remedy; undefined if not.
    */
   antiEntropyDeferred?: (namespace: string) => { since: number; cause: string; try: string } | undefined;
+  /** The anti-entropy pass queued after the namespace's primary restarted (restart-pass.ts); undefined if none. */
+  restartPass?: (namespace: string) => { primary: string; since: number; state: string } | undefined;
 }
 
 const iso = (ms: number | undefined | null): string | null => (ms === undefined || ms === null ? null : new Date(ms).toISOString());
@@ -54,8 +56,14 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     ...(cfg.failover === 'automatic' ? { failover: ctx.failoverStatus?.(name) ?? null } : {}),
     syncCost: syncCostView(ctx, name),
     antiEntropyDeferred: deferred(extras, name),
+    restartPass: restartPass(extras, name),
     administratorsPending: ctx.adminRestorer?.view(name) ?? null,
   };
+}
+
+function restartPass(extras: StatusExtras | undefined, name: string): NamespaceStatus['restartPass'] {
+  const r = extras?.restartPass?.(name);
+  return r ? { primary: r.primary, since: iso(r.since)!, state: r.state } : null;
 }
 
 function deferred(extras: StatusExtras | undefined, name: string): NamespaceStatus['antiEntropyDeferred'] {

@@ -45,6 +45,12 @@ export interface NamespaceStatus {
    */
   antiEntropyDeferred?: { since: string; cause: string; try: string } | null;
   /**
+   * Replica: the anti-entropy pass queued after its primary's daemon restarted (src/daemon/restart-pass.ts), from when,
+   * and what it waits for; null when none is queued. Information, not a problem: writes made straight to the primary's
+   * NetHSM while its daemon was down are not looked for until it completes. Absent from older daemons.
+   */
+  restartPass?: { primary: string; since: string; state: string } | null;
+  /**
    * Primary here: set while the namespace's administrators are not back on the NetHSM since this site became primary
    * (the restore failed and is retried: admin-restorer.ts). A problem; null otherwise. Absent from older daemons.
    */
