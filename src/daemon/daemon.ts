@@ -295,10 +295,7 @@ export class Daemon {
       pass: (ns) => this.antiEntropy(ns),
       running: (ns) => this.antiEntropyRunning.has(ns),
       stream: (ns) => this.stream.status(ns),
-      defer: (ns, primary, cause, tryHint) => {
-        const since = this.antiEntropyDeferred.get(ns)?.since ?? Date.now();
-        this.antiEntropyDeferred.set(ns, { since, primary, cause, try: tryHint });
-      },
+      defer: (ns, primary, cause, tryHint) => this.deferPass(ns, primary, cause, tryHint),
     });
     this.reloader = options.configFile
       ? new ConfigReloader({ ...options.configFile, running: () => this.ctx.config, apply: (next) => this.applyConfig(next), log: this.log })
@@ -661,13 +658,12 @@ export class Daemon {
         this.antiEntropyDeferred.delete(namespace);
         throw err;
       }
-      const since = this.antiEntropyDeferred.get(namespace)?.since ?? Date.now();
-      this.antiEntropyDeferred.set(namespace, {
-        since,
-        primary: peer.name,
-        cause: `anti-entropy passes do not complete (nothing repaired): its primary ${peer.name} is re-applying writes a restore erased there, so its inventory cannot be trusted yet (${replaying.code})`,
-        try: replaying.hint,
-      });
+      this.deferPass(
+        namespace,
+        peer.name,
+        `anti-entropy passes do not complete (nothing repaired): its primary ${peer.name} is re-applying writes a restore erased there, so its inventory cannot be trusted yet (${replaying.code})`,
+        replaying.hint,
+      );
       // Transient, and nothing was repaired: said as such (cause and remedy), not as a failure to look into.
       ctx.log.info(
         { namespace, peer: peer.name, code: replaying.code, cause: replaying.message, try: replaying.hint },
@@ -677,6 +673,12 @@ export class Daemon {
     } finally {
       this.antiEntropyRunning.delete(namespace);
     }
+  }
+
+  /** Shows the namespace's passes as deferred (status, /health/ready), keeping the time of the first deferral. */
+  private deferPass(namespace: string, primary: string, cause: string, tryHint: string): void {
+    const since = this.antiEntropyDeferred.get(namespace)?.since ?? Date.now();
+    this.antiEntropyDeferred.set(namespace, { since, primary, cause, try: tryHint });
   }
 
   /**

@@ -61,6 +61,11 @@ interface Queued {
   timer: NodeJS.Timeout | undefined;
 }
 
+/** A restart seen now: the queued pass waits for the stream's head after it, and no earlier pass covers it. */
+function waitAfresh(q: Queued): void {
+  Object.assign(q, { queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+}
+
 /**
  * One queued pass per namespace. Queueing again while one waits keeps the one waiting, but it waits afresh (for the
  * stream's head after this restart; a pass started before it no longer covers it); while its own pass runs, one more
@@ -78,7 +83,7 @@ export class RestartPasses {
     const had = this.#queued.get(namespace);
     if (had?.primary === primary) {
       if (had.running) had.again = true;
-      else Object.assign(had, { queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+      else waitAfresh(had);
       return;
     }
     // From another primary now: the one queued for the old primary would be dropped at its next look anyway.
@@ -180,7 +185,8 @@ export class RestartPasses {
       const result = await this.deps.pass(namespace);
       if (result) {
         if (!q.again) return this.#forget(namespace, q);
-        Object.assign(q, { again: false, queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+        q.again = false;
+        waitAfresh(q);
         this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted completed, but the primary restarted again while it ran: one more pass queued');
         return this.#later(namespace, q, 0);
       }
