@@ -185,6 +185,14 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     expect(passes.pending()).toEqual([]);
   });
 
+  it('queues again a record whose time was edited by hand into no time, without failing the start', async () => {
+    store.restartPasses.put('alpha', 'a');
+    store.db.prepare("UPDATE restart_passes SET queued_at = 'yesterday'").run();
+    expect(store.restartPasses.list()).toEqual([{ namespace: 'alpha', primarySite: 'a', queuedAt: null }]);
+    passes.resume();
+    expect(passes.pending()).toEqual(['alpha']);
+  });
+
   it('forgets the record of a pass it drops (this site no longer replicates the namespace from that primary)', async () => {
     stream = streamAt(5, 9, Date.now());
     passes.queue('alpha', 'a');

@@ -97,7 +97,7 @@ export class RestartPasses {
     if (this.#closed || !this.deps.store.isOpen) return;
     for (const r of this.deps.store.restartPasses.list()) {
       if (this.#queued.has(r.namespace)) continue;
-      this.deps.log.info({ namespace: r.namespace, primary: r.primarySite, queuedAt: new Date(r.queuedAt).toISOString() }, 'anti-entropy pass queued after the primary restarted and not completed before this daemon stopped: queued again');
+      this.deps.log.info({ namespace: r.namespace, primary: r.primarySite, queuedAt: r.queuedAt !== null ? new Date(r.queuedAt).toISOString() : null }, 'anti-entropy pass queued after the primary restarted and not completed before this daemon stopped: queued again');
       this.#enqueue(r.namespace, r.primarySite);
     }
   }

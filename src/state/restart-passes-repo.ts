@@ -9,14 +9,14 @@ import { prepare } from './sqlite.js';
 export interface QueuedRestartPass {
   readonly namespace: string;
   readonly primarySite: string;
-  /** Unix ms. */
-  readonly queuedAt: number;
+  /** Unix ms; null when the stored value is no time (a hand edit). */
+  readonly queuedAt: number | null;
 }
 
 interface Raw {
-  namespace: string;
-  primary_site: string;
-  queued_at: number;
+  namespace: unknown;
+  primary_site: unknown;
+  queued_at: unknown;
 }
 
 export class RestartPassesRepo {
@@ -30,9 +30,16 @@ export class RestartPassesRepo {
     this.sDelete = prepare(db, 'DELETE FROM restart_passes WHERE namespace = ? AND primary_site = ?');
   }
 
-  /** Every queued pass, by namespace. */
+  /**
+   * Every queued pass, by namespace. The table is not STRICT: a hand-edited value of another type comes back as text,
+   * and a `queued_at` that is no time as null (the pass is queued again all the same: dropping it would lose it).
+   */
   list(): QueuedRestartPass[] {
-    return this.sList.all().map((r) => ({ namespace: r.namespace, primarySite: r.primary_site, queuedAt: r.queued_at }));
+    return this.sList.all().map((r) => ({
+      namespace: String(r.namespace),
+      primarySite: String(r.primary_site),
+      queuedAt: typeof r.queued_at === 'number' && Number.isSafeInteger(r.queued_at) && r.queued_at >= 0 ? r.queued_at : null,
+    }));
   }
 
   /** Records the pass queued for `namespace` from `primarySite` (one from another primary replaces it). */
