@@ -175,8 +175,9 @@ export class Daemon {
         secrets,
         barrier,
         () => metrics.deviceBackupsTotal.inc(),
-        // A merge-restore names the namespaces it restores: the rows of the others stay true (key-certs-repo.ts).
-        (namespaces) => (namespaces ? store.keyCerts.forgetNamespaces(namespaces) : store.keyCerts.forgetAll()),
+        // A merge-restore names the namespaces it restores: the rows of the others stay true; and within them, when it
+        // vouches for its keys, the rows of the keys it writes back as they were (key-certs-repo.ts).
+        (namespaces, certs) => store.keyCerts.forgetForRestore(namespaces, certs),
       ),
       nethsm,
       peers: createPeerClients(config),

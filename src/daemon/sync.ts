@@ -173,7 +173,7 @@ export class NamespaceSync {
    * as its first snapshot download starts (early-backup.ts; docs/concurrency.md, "Snapshot sync").
    */
   private readonly batch = new ApplyBatch<BatchEntry, EarlyBackup>((entries, early) => this.applyBatch(entries, early), undefined, {
-    start: () => (this.wantsEarlyBackup() && !this.#stop.signal.aborted ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log, this.#stop.signal) : undefined),
+    start: () => (this.wantsEarlyBackup() && !this.#stop.signal.aborted ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log, this.#stop.signal, () => this.ctx.store.keyCerts.watch()) : undefined),
     // Awaited by drain(): a stop must not leave a B1 writing its file into work/ unheard (stop-fetch).
     discard: (b) => this.#settle(b.discard()),
   });
@@ -512,6 +512,12 @@ export class NamespaceSync {
       onForeignLoss: (n, namespaces) => {
         ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: namespaces[0]! }, n);
         if (ctx.store.isOpen) ctx.store.keyCerts.forgetAll();
+      },
+      // The restore forgets in the certificate table only the keys it may change (key-certs-repo.ts forgetRestored) ...
+      watchCerts: () => ctx.store.keyCerts.watch(),
+      // ... unless its check finds the namespaces not as merged.
+      onVerifyMismatch: (namespaces) => {
+        if (ctx.store.isOpen) ctx.store.keyCerts.forgetNamespaces(namespaces);
       },
       site: ctx.site,
       quarantineOut: { passphrase: ctx.replicationPassphrase, ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}) },

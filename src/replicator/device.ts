@@ -7,7 +7,8 @@
  * hold here, so they never overlap a restore. Below the barrier, the backup and restore calls themselves are serialised
  * one at a time (the innermost lock): the firmware allows one restore cluster-wide, and shared backups may overlap.
  */
-import { NetHsmResponseInvalidError, SyncSourceReplayingError } from '../errors.js';
+import { InternalError, NetHsmResponseInvalidError, SyncSourceReplayingError } from '../errors.js';
+import type { ChangedKeys } from './changed-keys.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import { asDeviceFault, ROOT_ADMINISTRATOR, ROOT_BACKUP } from '../nethsm/device-fault.js';
 import type { DeviceBarrier } from '../concurrency/barrier.js';
@@ -51,6 +52,16 @@ function settle<T>(p: Promise<T>): Promise<Settled<T>> {
   );
 }
 
+/**
+ * What a merge-restore vouches for within its namespaces (changed-keys.ts): the keys it may change (per namespace, or
+ * 'all'), and `since`, the certificate table's mark taken before the backup its merge started from. Every other key of
+ * those namespaces holds the same stored write after it as in that backup.
+ */
+export interface RestoredKeys {
+  changed: ChangedKeys;
+  since: number;
+}
+
 export class Device {
   /** Serialises the backup and restore calls themselves (innermost lock). */
   readonly #io = new Mutex();
@@ -66,10 +77,10 @@ export class Device {
     private readonly onBackup: () => void = () => undefined,
     /**
      * Called before and after every restore (whatever its outcome) with the namespaces the restore can change, or
-     * undefined when its effect is not bounded to known namespaces: what the site knows of those keys (the
-     * certificate table, key-certs-repo.ts) is dropped on both sides of it.
+     * undefined when its effect is not bounded to known namespaces, and the restore's `certs` when it has them: what
+     * the site knows of those keys (the certificate table, key-certs-repo.ts) is dropped on both sides of it.
      */
-    private readonly onRestore: (namespaces?: readonly string[]) => void = () => undefined,
+    private readonly onRestore: (namespaces?: readonly string[], certs?: RestoredKeys) => void = () => undefined,
   ) {}
 
   /**
@@ -214,9 +225,12 @@ export class Device {
    * Partial restore of `file` (the device is Operational). Call inside an exclusive barrier hold. `namespaces`: the
    * only namespaces the restore can change, which the caller vouches for (a merge-restore: everything else in the file
    * is what the device holds, and no write passed the barrier outside them since); omitted: it may change anything.
+   * `certs` (with `namespaces`): within them, the keys it may change and the certificate table's mark taken before
+   * the backup the merge started from (RestoredKeys); omitted: it may change any key of them.
    */
-  async restore(file: string, namespaces?: readonly string[]): Promise<void> {
-    this.onRestore(namespaces);
+  async restore(file: string, namespaces?: readonly string[], certs?: RestoredKeys): Promise<void> {
+    if (certs && !namespaces) throw new InternalError('a restore names the keys it may change only within the namespaces it names');
+    this.onRestore(namespaces, certs);
     try {
       await this.#io.run(() =>
         this.accounts.admin
@@ -224,7 +238,7 @@ export class Device {
           .catch((err: unknown) => Promise.reject(asDeviceFault(err, ROOT_ADMINISTRATOR))),
       );
     } finally {
-      this.onRestore(namespaces);
+      this.onRestore(namespaces, certs);
     }
   }
 

@@ -50,6 +50,7 @@ import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayOutcome, 
 import type { Device } from './device.js';
 import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
 import { isUserOf, rewriteBackup } from './rewrite.js';
+import { ChangedKeysCollector, type ChangedKeys } from './changed-keys.js';
 import type { Resealer } from '../backup/resealer.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
@@ -144,6 +145,18 @@ export interface ApplyDeps {
    * (metrics), and those namespaces (sorted).
    */
   onForeignLoss?: (lost: number, namespaces: readonly string[]) => void;
+  /**
+   * Opens a watch on the certificate table for the apply (its start to its end, the verification not included): the
+   * table's mark now, and the end of the watch. Given, the restore tells the device which keys it may change and since
+   * when (Device.restore `certs`), so the table forgets those, and any key written since the mark, instead of the
+   * batch's namespaces whole (key-certs-repo.ts `forgetRestored`). Absent: the namespaces are forgotten whole.
+   */
+  watchCerts?: () => { since: number; end: () => void };
+  /**
+   * Called when verification finds an entry of the batch's namespaces not as merged (before SyncVerifyFailedError): the
+   * keys the table kept as unchanged may not be, so the daemon forgets the namespaces whole.
+   */
+  onVerifyMismatch?: (namespaces: readonly string[]) => void;
   /** This site's name, for a quarantine file's meta. */
   site?: string;
   /** Whether a stream change this site applied or logged names this key id of the namespace (then it is not foreign). */
@@ -231,6 +244,8 @@ interface Merged {
   replacing: Set<string>;
   /** Per namespace, the foreign entries among those the restore removes (none when replacing the whole namespace). */
   foreign: Map<string, ForeignEntries>;
+  /** Per namespace, the keys the restore may change (what the certificate table forgets for it). */
+  changedKeys: ChangedKeys;
 }
 
 interface Apply {
@@ -257,6 +272,8 @@ interface Apply {
   tapMerge: boolean;
   /** B1 taken while the snapshots downloaded (early-backup.ts), for the first attempt; taken off once it starts. */
   early?: EarlyBackup;
+  /** The certificate table's mark at the apply's start (`watchCerts`), before any backup of it was taken. */
+  certsSince?: number;
 }
 
 /**
@@ -345,6 +362,10 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     adopt: (file) => temps.push(file),
     tapMerge: specs.every((spec) => !checksExisting(spec.options ?? {})),
   };
+  // Opened before any backup this apply merges; an early B1 opened its own before it started (the earlier mark: keys
+  // written since either are forgotten, so the earlier one covers both).
+  const certs = deps.watchCerts?.();
+  if (certs) a.certsSince = early?.certsSince ?? certs.since;
   // A first sync that must look at the device's copy first keeps its own path (B1 after the snapshot is in).
   if (early && a.tapMerge && (deps.maxRemerges ?? 2) >= 0) a.early = early;
   const single = specs.length === 1;
@@ -394,6 +415,7 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     // Unused (or its backup failed): tracker closed now, file removed once its backup ended (not waited for here).
     // Used: the tracker only (the file is in `temps`).
     void early?.discard();
+    certs?.end();
     await removeFiles(...temps);
   }
 }
@@ -599,7 +621,7 @@ async function backupAndMerge(a: Apply, backup: TakeBackup, attempt: number, sin
     const r = await tap.result;
     if (!r) return undefined;
     a.deps.onPhase?.('merge');
-    return foreignOf(a, base, r.parts, r.merged, r.removed, new Set());
+    return foreignOf(a, base, r.parts, r, new Set());
   }
   await a.opening;
   await backup(base);
@@ -620,8 +642,7 @@ async function backupAndMerge(a: Apply, backup: TakeBackup, attempt: number, sin
 /** The merge of `base`, and the foreign entries the restore would remove (known files read here, outside any hold). */
 async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>): Promise<Merged> {
   const parts = [...a.parts];
-  const { merged, removed } = await merge(a, parts, base);
-  return foreignOf(a, base, parts, merged, removed, replacing);
+  return foreignOf(a, base, parts, await merge(a, parts, base), replacing);
 }
 
 /** A merge of `base` made: the foreign entries among those its restore removes, per namespace. */
@@ -629,8 +650,7 @@ async function foreignOf(
   a: Apply,
   base: string,
   parts: Part[],
-  merged: string,
-  removed: ReadonlyMap<string, Set<string>>,
+  { merged, removed, changedKeys }: MergeOutput,
   replacing: ReadonlySet<string>,
 ): Promise<Merged> {
   const { deps, log } = a;
@@ -643,7 +663,7 @@ async function foreignOf(
     const known = { files: [deps.work.snapshotOf(ns), ...(p.spec.savedFiles ?? []), ...savedHere], open: deps.snapshotOpen, ...(p.spec.knownKey ? { knownKey: p.spec.knownKey } : {}) };
     foreign.set(ns, await foreignAmong(ns, gone, known, log));
   }
-  return { base, merged, parts, replacing: new Set([...replacing].filter((ns) => parts.some((p) => p.spec.namespace === ns))), foreign };
+  return { base, merged, parts, replacing: new Set([...replacing].filter((ns) => parts.some((p) => p.spec.namespace === ns))), foreign, changedKeys };
 }
 
 /**
@@ -697,11 +717,11 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
   // Made durable before the restore erases the racing writes: a crash after it finishes the replay at start-up.
   if (plan) deps.raceReplay!.prepare(plan);
   // Outside the batch the merged file is the device's own (no write passed the barrier there since B1, or those that
-  // did are re-applied below): the restore changes these namespaces only (the certificate table forgets just them;
-  // key-certs-repo.ts).
+  // did are re-applied below): the restore changes these namespaces only, and in them the keys the merge listed
+  // (the certificate table forgets just those, and what was written since the apply's mark: key-certs-repo.ts).
   let done: RestoredSnapshot[];
   try {
-    await deps.device.restore(m.merged, batch);
+    await deps.device.restore(m.merged, batch, a.certsSince === undefined ? undefined : { changed: m.changedKeys, since: a.certsSince });
     done = m.parts.map((p): RestoredSnapshot => {
       const s = saved.get(p.spec.namespace)!;
       return {
@@ -754,9 +774,10 @@ async function replayRacing(a: Apply, batch: readonly string[], plan: ReplayPlan
  * Base entries outside the namespaces + each snapshot's namespace entries less its stripped administrators, in one
  * pass that also lists, per namespace, its keys and users of the base the restore removes (the snapshot lacks them).
  */
-async function merge(a: Apply, parts: readonly Part[], base: BackupSource | BackupReader): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
+async function merge(a: Apply, parts: readonly Part[], base: BackupSource | BackupReader): Promise<MergeOutput> {
   const inAny = (p: string) => parts.some((x) => isNamespacePath(p, x.spec.namespace));
   const removed = new Map<string, Set<string>>();
+  const changed = new ChangedKeysCollector(parts.map((x) => x.spec.namespace));
   const out = a.temp('merged');
   await rewriteBackup({
     base: { source: base, open: a.deps.deviceOpen, keep: (p) => !inAny(p) },
@@ -767,8 +788,12 @@ async function merge(a: Apply, parts: readonly Part[], base: BackupSource | Back
     }),
     out,
     ...(a.deps.resealer ? { resealer: a.deps.resealer } : {}),
+    onOverlay: (p, held) => {
+      if (held !== 'same') changed.note(p);
+    },
     onDropped: (p, replaced) => {
       if (replaced) return;
+      changed.note(p);
       const c = classifyPath(p);
       if ((c.kind === 'namespace-key' || c.kind === 'namespace-user') && inAny(p)) {
         const ns = parts.find((x) => isNamespacePath(p, x.spec.namespace))!.spec.namespace;
@@ -778,7 +803,14 @@ async function merge(a: Apply, parts: readonly Part[], base: BackupSource | Back
       }
     },
   });
-  return { merged: out, removed };
+  return { merged: out, removed, changedKeys: changed.result };
+}
+
+/** What merge() made: the merged file, per namespace the base's keys and users it lacks, and the keys its restore may change. */
+interface MergeOutput {
+  merged: string;
+  removed: Map<string, Set<string>>;
+  changedKeys: ChangedKeys;
 }
 
 async function diffFiles(
@@ -834,6 +866,7 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark, replayed: read
   const kept = deps.work.keptPath(namespaces.join('+'));
   await rename(m.base, kept);
   if (lostOutside > 0) deps.onForeignLoss?.(lostOutside, namespaces);
+  deps.onVerifyMismatch?.(namespaces);
   log.error({ namespaces, kept, differences: diff.samples, notCompared: skip }, 'restore verification failed; pre-restore backup kept');
   throw new SyncVerifyFailedError(
     `after restoring namespace ${what}: ${diff.missing + diff.changed + diff.added} entries not as merged, ${lostOutside} of them outside it lost or changed; pre-restore backup kept at ${kept}`,
