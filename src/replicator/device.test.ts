@@ -108,7 +108,7 @@ describe('Device: backups and the barrier', () => {
       expect(await readdir(work.work)).toEqual([]);
       // Already aborted: its turn comes and the device is not asked.
       const before = sim.backups;
-      await expect(d.backupForReading(work.temp('late'), undefined, undefined, stop.signal)).rejects.toBe(reason);
+      await expect(d.backupForReading(work.temp('late'), { signal: stop.signal })).rejects.toBe(reason);
       expect(sim.backups).toBe(before);
       expect(await readdir(work.work)).toEqual([]);
     } finally {

@@ -42,6 +42,16 @@ interface SharedBackup {
   joiners: Promise<unknown>[];
 }
 
+/** Device.backupForReading's optional arguments. */
+export interface ReadBackupOptions {
+  /** Reads the bytes as they arrive (backupTo's `tap`). */
+  tap?: ByteTap<unknown>;
+  /** Runs once the shared hold is granted, before the device is asked; a throw abandons the backup. */
+  admitted?: () => void;
+  /** The daemon stopping: as backupTo's `signal`. */
+  signal?: AbortSignal;
+}
+
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 function settle<T>(p: Promise<T>): Promise<Settled<T>> {
@@ -100,10 +110,10 @@ export class Device {
 
   /**
    * A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore.
-   * `admitted` runs once the hold is granted, before the device is asked; a throw abandons the backup. `signal`: as
-   * backupTo's; a cut backup releases its hold as any failure does.
+   * Options as ReadBackupOptions says; a cut backup releases its hold as any failure does.
    */
-  backupForReading(file: string, tap?: ByteTap<unknown>, admitted?: () => void, signal?: AbortSignal): Promise<number> {
+  backupForReading(file: string, options: ReadBackupOptions = {}): Promise<number> {
+    const { tap, admitted, signal } = options;
     return this.barrier.shared(
       () => {
         admitted?.();
@@ -161,7 +171,7 @@ export class Device {
           throw err;
         }
       };
-      fresh.ready = this.backupForReading(file, tap, stillThere, signal).then(
+      fresh.ready = this.backupForReading(file, { tap, admitted: stillThere, signal }).then(
         () => void (fresh.taking = false),
         (err: unknown) => {
           fresh.taking = false;

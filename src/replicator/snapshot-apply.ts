@@ -481,7 +481,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       else {
         // No early B1, or its backup failed: this attempt takes B1 itself (its tracker first).
         tracker = deps.device.barrier.trackWrites();
-        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap, undefined, deps.signal), remerges, single);
+        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, { tap, signal: deps.signal }), remerges, single);
       }
       if (!m) return undefined;
       await deps.beforeHold?.();
