@@ -11,6 +11,15 @@ function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } 
 }
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
+/** An exclusive hold that logs `<name> start` and `<name> end` into `order`, and lasts until `until` resolves. */
+function loggedHold(gate: DeviceBarrier, order: string[], name: string, until: Promise<void>): Promise<void> {
+  return gate.exclusive([], async () => {
+    order.push(`${name} start`);
+    await until;
+    order.push(`${name} end`);
+  });
+}
+
 describe('DeviceBarrier', () => {
   it('admits writes at once when nothing is held, and counts them in flight', async () => {
     const gate = new DeviceBarrier();
@@ -73,16 +82,8 @@ describe('DeviceBarrier', () => {
     const order: string[] = [];
     const first = deferred();
     const second = deferred();
-    const h1 = gate.exclusive([], async () => {
-      order.push('first start');
-      await first.promise;
-      order.push('first end');
-    });
-    const h2 = gate.exclusive([], async () => {
-      order.push('second start');
-      await second.promise;
-      order.push('second end');
-    });
+    const h1 = loggedHold(gate, order, 'first', first.promise);
+    const h2 = loggedHold(gate, order, 'second', second.promise);
     const write = gate.enter().then((r) => {
       order.push('write');
       return r;
@@ -182,20 +183,13 @@ describe('DeviceBarrier', () => {
     const order: string[] = [];
     const first = deferred();
     const third = deferred();
-    const h1 = gate.exclusive([], async () => {
-      order.push('first start');
-      await first.promise;
-      order.push('first end');
-    });
+    const h1 = loggedHold(gate, order, 'first', first.promise);
     const stop = new AbortController();
     const reason = new Error('stopping');
     const h2 = gate
       .exclusive([], async () => void order.push('second'), { signal: stop.signal })
       .then(() => 'ran', (e: unknown) => e);
-    const h3 = gate.exclusive([], async () => {
-      order.push('third start');
-      await third.promise;
-    });
+    const h3 = loggedHold(gate, order, 'third', third.promise);
     const write = gate.enter().then((r) => {
       order.push('write');
       return r;
@@ -214,7 +208,7 @@ describe('DeviceBarrier', () => {
     third.resolve();
     await h3;
     (await write)();
-    expect(order).toEqual(['first start', 'first end', 'third start', 'write']);
+    expect(order).toEqual(['first start', 'first end', 'third start', 'third end', 'write']);
     expect(gate.exclusiveRuns).toBe(2);
     expect(gate.writeGeneration).toBe(3);
   });

@@ -42,6 +42,27 @@ describe('Device: backups and the barrier', () => {
     );
   }
 
+  /** A device on a barrier of its own, a prepared work dir, and a stop signal with its reason. */
+  async function stopping() {
+    const barrier = new DeviceBarrier();
+    const work = new WorkDir(dir);
+    await work.prepare();
+    return { barrier, d: device(barrier), work, stop: new AbortController(), reason: new Error('the daemon is stopping') };
+  }
+
+  /**
+   * Two callers of one shared backup: the starter reads the bytes as they arrive (its reader must not wait for bytes
+   * that never come), the joiner the file. Each settles with its value or its error.
+   */
+  function sharers(d: Device, work: WorkDir, signal: AbortSignal): { starter: Promise<unknown>; joiner: Promise<unknown> } {
+    const starter = d.withSharedBackup(work, () => ({}), async (source) => {
+      for await (const _ of source as AsyncIterable<Buffer>) void _;
+      return 'read';
+    }, signal).catch((e: unknown) => e);
+    const joiner = d.withSharedBackup(work, () => ({}), async () => 'read').catch((e: unknown) => e);
+    return { starter, joiner };
+  }
+
   // The certificate table (key-certs-repo.ts) forgets on both sides of a restore, also one that fails: the namespaces
   // the restore names, or everything when it names none.
   it('calls onRestore before and after a restore, whatever its outcome, with the namespaces it names', async () => {
@@ -84,19 +105,10 @@ describe('Device: backups and the barrier', () => {
   // that hold; the holder's own snapshot (the demote hand-off) joined it and so waited for itself, for good.
   // Before: a backup took no signal, so the daemon's stop waited for it (minutes on a large device).
   it('cuts a shared backup when the stop signal aborts: every sharer gets the reason (no device fault), no file, the hold released', async () => {
-    const barrier = new DeviceBarrier();
-    const d = device(barrier);
-    const work = new WorkDir(dir);
-    await work.prepare();
-    const stop = new AbortController();
-    const reason = new Error('the daemon is stopping');
+    const { barrier, d, work, stop, reason } = await stopping();
     const hold = sim.hold({ method: 'POST', path: /\/system\/backup$/ });
     try {
-      const starter = d.withSharedBackup(work, () => ({}), async (source) => {
-        for await (const _ of source as AsyncIterable<Buffer>) void _;
-        return 'read';
-      }, stop.signal).catch((e: unknown) => e);
-      const joiner = d.withSharedBackup(work, () => ({}), async () => 'read').catch((e: unknown) => e);
+      const { starter, joiner } = sharers(d, work, stop.signal);
       await hold.waitFor(1);
       expect(barrier.inFlight).toBe(1);
       stop.abort(reason);
@@ -118,12 +130,7 @@ describe('Device: backups and the barrier', () => {
 
   // Before: the signal reached the backup only once it was admitted, so a stop waited for the exclusive hold to end.
   it('cuts a shared backup still waiting for its barrier hold behind an exclusive one: the device never asked, nothing left', async () => {
-    const barrier = new DeviceBarrier();
-    const d = device(barrier);
-    const work = new WorkDir(dir);
-    await work.prepare();
-    const stop = new AbortController();
-    const reason = new Error('the daemon is stopping');
+    const { barrier, d, work, stop, reason } = await stopping();
     const restore = deferred();
     const inside = deferred();
     const held = barrier.exclusive([], async () => {
@@ -133,12 +140,7 @@ describe('Device: backups and the barrier', () => {
     await inside.promise;
     const before = sim.backups;
     try {
-      // The starter reads the bytes as they arrive: its reader must not wait for bytes that never come.
-      const starter = d.withSharedBackup(work, () => ({}), async (source) => {
-        for await (const _ of source as AsyncIterable<Buffer>) void _;
-        return 'read';
-      }, stop.signal).catch((e: unknown) => e);
-      const joiner = d.withSharedBackup(work, () => ({}), async () => 'read').catch((e: unknown) => e);
+      const { starter, joiner } = sharers(d, work, stop.signal);
       expect(barrier.waiting).toBe(1);
       stop.abort(reason);
       // It left the barrier's queue at once, not admitted.
@@ -157,12 +159,7 @@ describe('Device: backups and the barrier', () => {
   // Before: a backup admitted waited for its turn at the device (behind another backup, e.g. a restore's check B3, not cut)
   // whatever the stop; only then did it see the signal.
   it('cuts a backup waiting for its turn at the device behind another one: the device never asked for it', async () => {
-    const barrier = new DeviceBarrier();
-    const d = device(barrier);
-    const work = new WorkDir(dir);
-    await work.prepare();
-    const stop = new AbortController();
-    const reason = new Error('the daemon is stopping');
+    const { barrier, d, work, stop, reason } = await stopping();
     const hold = sim.hold({ method: 'POST', path: /\/system\/backup$/ });
     const before = sim.backups;
     try {

@@ -21,6 +21,8 @@ import { Lab, type LabSite } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import type { RequestHold } from '../../src/sim/request-holds.js';
 import type { SiteContext } from '../../src/daemon/context.js';
+import type { Daemon } from '../../src/daemon/daemon.js';
+import type { ReplicaPosition } from '../../src/state/positions-repo.js';
 import { use } from '../helpers/clients.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -95,10 +97,7 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k2', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
 
     const held = holdBackups('b');
-    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const answer = syncAnswer(d);
     await held.waitFor(1);
     // The snapshot is in and the apply waits for the early B1 (its first attempt merges from it).
     await waitFor(() => d.syncer.progressOf('alpha')?.step.startsWith('backing up'), 'the apply to wait for the early B1', 20_000);
@@ -109,29 +108,17 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     await expectAbandoned(b, d.ctx, failuresBefore, before);
     held.close();
 
-    const again = await b.startDaemon();
-    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
-    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1', 'k2']);
+    await syncsAfterStart(b, ['k1', 'k2']);
   });
 
   // Before: the download was cut, but drain() waited for the early B1 being thrown away.
   it('cuts the early B1 while the snapshot download stalls too: close() returns, the sync is abandoned', { timeout: 120_000 }, async () => {
-    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
-    await lab.startDaemons();
-    const b = lab.site('b');
-    const d = b.daemon!;
-    await d.syncer.sync('alpha', { actor: 'test' });
-    await d.syncer.drain();
-    const before = d.ctx.store.positions.get('alpha', 'a')!;
-    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
+    const { b, d, before, failuresBefore } = await syncedLab();
 
     // A's backup for the snapshot and B's early B1 both wait.
     const atA = holdBackups('a');
     const atB = holdBackups('b');
-    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const answer = syncAnswer(d);
     await atA.waitFor(1);
     await atB.waitFor(1);
     expect(d.syncer.progressOf('alpha')?.step).toMatch(/^fetching/);
@@ -140,6 +127,40 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     await waitFor(() => atB.held() === 0, "B's held backup to be dropped");
     await expectAbandoned(b, d.ctx, failuresBefore, before);
   });
+
+  /** A lab whose alpha B synced once (its next sync takes an early B1); B's position and failures so far. */
+  async function syncedLab(): Promise<{ b: LabSite; d: Daemon; before: ReplicaPosition; failuresBefore: number }> {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    const b = lab.site('b');
+    const d = b.daemon!;
+    await d.syncer.sync('alpha', { actor: 'test' });
+    await d.syncer.drain();
+    return { b, d, before: d.ctx.store.positions.get('alpha', 'a')!, failuresBefore: await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/) };
+  }
+
+  /** A lab whose primary A holds key k1 in alpha, not yet synced at B; B's counts before its first sync. */
+  async function firstSyncLab(): Promise<{ b: LabSite; d: Daemon; failuresBefore: number; restoresBefore: number }> {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    const b = lab.site('b');
+    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    return { b, d: b.daemon!, failuresBefore: await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/), restoresBefore: sim('b').restores };
+  }
+
+  /** A sync of alpha at `d`: settles with its error, or undefined. */
+  const syncAnswer = (d: Daemon): Promise<unknown> =>
+    d.syncer.sync('alpha', { actor: 'test' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+
+  /** Starts B's daemon again: its sync of alpha is applied and B holds `keys`. */
+  async function syncsAfterStart(b: LabSite, keys: string[]): Promise<void> {
+    const again = await b.startDaemon();
+    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
+    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(keys);
+  }
 
   /** Takes an exclusive hold on `ctx`'s barrier until `end()`: another part's long restore. Resolves once it runs. */
   async function longHold(ctx: SiteContext): Promise<{ end: () => Promise<void> }> {
@@ -161,14 +182,7 @@ describe('stopping the daemon while a device backup only read stalls', () => {
 
   // Before: the early B1 waited for its shared hold whatever the stop, and drain() waited for it.
   it('cuts the early B1 still waiting for its barrier hold behind a long exclusive hold: close() returns, the device is not asked', { timeout: 120_000 }, async () => {
-    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
-    await lab.startDaemons();
-    const b = lab.site('b');
-    const d = b.daemon!;
-    await d.syncer.sync('alpha', { actor: 'test' });
-    await d.syncer.drain();
-    const before = d.ctx.store.positions.get('alpha', 'a')!;
-    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
+    const { b, d, before, failuresBefore } = await syncedLab();
     const backupsBefore = sim('b').backups;
     const restoresBefore = sim('b').restores;
 
@@ -196,20 +210,10 @@ describe('stopping the daemon while a device backup only read stalls', () => {
   // Before: the apply waited for its exclusive hold whatever the stop, then restored (minutes on a large appliance),
   // and drain() waited for all of it.
   it('gives up the apply waiting for its exclusive hold behind a long one: close() returns, nothing restored, and it runs after the start', { timeout: 120_000 }, async () => {
-    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
-    await lab.startDaemons();
-    const b = lab.site('b');
-    const d = b.daemon!;
-    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
-    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
-    const restoresBefore = sim('b').restores;
-
+    const { b, d, failuresBefore, restoresBefore } = await firstSyncLab();
     // A first sync: its own B1, held at the simulator until the long hold is pending behind it.
     const held = holdBackups('b');
-    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const answer = syncAnswer(d);
     await held.waitFor(1);
     const hold = longHold(d.ctx);
     await waitFor(() => d.ctx.barrier.held, 'the long hold to be pending');
@@ -227,26 +231,14 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     expect(d.ctx.barrier.held).toBe(false);
     await expectAbandoned(b, d.ctx, failuresBefore, undefined);
 
-    const again = await b.startDaemon();
-    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
-    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1']);
+    await syncsAfterStart(b, ['k1']);
   });
 
   // Before: the apply's B1 took no signal; close() waited for it (drain() awaits a sync past its download).
   it("cuts the apply's own B1 before its restore (a first sync): close() returns, nothing changed, and it runs after the start", { timeout: 120_000 }, async () => {
-    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
-    await lab.startDaemons();
-    const b = lab.site('b');
-    const d = b.daemon!;
-    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
-    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
-    const restoresBefore = sim('b').restores;
-
+    const { b, d, failuresBefore, restoresBefore } = await firstSyncLab();
     const held = holdBackups('b');
-    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const answer = syncAnswer(d);
     await held.waitFor(1);
     expect(d.syncer.progressOf('alpha')?.step).toMatch(/^backing up/);
     expect(await stopsInTime(b), `close() returned within ${STOP_BOUND_MS} ms while the apply's B1 stalled`).toBe(true);
@@ -256,9 +248,7 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     await expectAbandoned(b, d.ctx, failuresBefore, undefined);
     held.close();
 
-    const again = await b.startDaemon();
-    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
-    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1']);
+    await syncsAfterStart(b, ['k1']);
   });
 
   // Before: the backup serving the snapshot took no signal; close() waited for it (the peer API and the NetHSM pool).
