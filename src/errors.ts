@@ -758,8 +758,9 @@ export class SyncBusyError extends NhrError {
 }
 
 /**
- * A sync abandoned because the daemon is stopping: its snapshot download or its device backup before the restore was
- * cut (or it had not started one) before anything touched the device for it (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
+ * A sync abandoned because the daemon is stopping: its snapshot download, its device backup before the restore or its
+ * wait for the restore's exclusive hold was cut (or it had not started one) before anything touched the device for it
+ * (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
  * the namespace or the primary. Not retryable here: this daemon takes no more syncs; the next start does.
  */
 export class SyncDaemonStoppingError extends NhrError {
@@ -769,7 +770,8 @@ export class SyncDaemonStoppingError extends NhrError {
 
 /**
  * A device backup only read was cut because the daemon is stopping (close()): an early B1, an apply's B1 before its
- * restore, or a backup serving a peer's snapshot or device backup (docs/operations.md, "Stopping the daemon"). Nothing
+ * restore, or a backup serving a peer's snapshot or device backup, running or still waiting for its barrier hold or its
+ * turn at the device; or an apply's wait for its exclusive hold (docs/operations.md, "Stopping the daemon"). Nothing
  * changed on the device, so it is not a device failure: the member monitor does not count it, and a sync it belonged
  * to is abandoned (NHR_ERR_SYNC_DAEMON_STOPPING), not failed. Retryable: a peer that asked for it asks again once this
  * daemon runs again.

@@ -441,10 +441,12 @@ export class Daemon {
    * Bound: first of all, snapshot downloads in flight are cut and no sync starts one after (NamespaceSync.stop: such
    * syncs are abandoned, answering NHR_ERR_SYNC_DAEMON_STOPPING, not failed), so a primary that stalls its snapshot
    * does not hold the stop for its 30 min idle timeout. So are the device backups only read before any device write of
-   * their step (NHR_ERR_DAEMON_STOPPING, never a device fault): an early B1, an apply's B1 (and the last resort's B1
-   * and B2) before its restore, and a backup serving a peer's snapshot or device backup. What close() still waits
+   * their step (NHR_ERR_DAEMON_STOPPING, never a device fault), running or still waiting at the device barrier or for
+   * their turn at the device: an early B1, an apply's B1 (and the last resort's B1 and B2) before its restore, and a
+   * backup serving a peer's snapshot or device backup; and an apply's wait for its restore's exclusive hold
+   * (docs/concurrency.md, "Waits the stop gives up"). What close() still waits
    * for, each bounded by its own step's timeout, and what may take minutes on a large appliance (systemd kills after
-   * TimeoutStopSec=15min, deploy/): a sync whose restore began (the restore inside the exclusive hold, the log replay
+   * TimeoutStopSec=15min, deploy/): a sync whose restore began (its exclusive hold granted: the restore, the log replay
    * after it and the verification's backup B3: a restore is never cut in half, nor the check that it is whole), an
    * administrator restore, a fence or demote step already running (its backups included), and a device call's own
    * timeout.

@@ -43,6 +43,16 @@ interface SharedBackup {
   joiners: Promise<unknown>[];
 }
 
+/** Device.backupForReading's optional arguments. */
+export interface ReadBackupOptions {
+  /** Reads the bytes as they arrive (backupTo's `tap`). */
+  tap?: ByteTap<unknown>;
+  /** Runs once the shared hold is granted, before the device is asked; a throw abandons the backup. */
+  admitted?: () => void;
+  /** The daemon stopping: cuts the wait for the shared hold, then as backupTo's `signal`. */
+  signal?: AbortSignal;
+}
+
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 function settle<T>(p: Promise<T>): Promise<Settled<T>> {
@@ -88,40 +98,49 @@ export class Device {
    * barrier hold; `backupForReading` is the form for backups only read. With `tap`, its reader reads the bytes as they
    * arrive (a merge or extract overlapping the device's work); the call waits for it too, and its failure is the
    * backup's (the file is removed). `signal` (the daemon stopping; only for a backup read before any device write of
-   * its step): aborting it cuts the backup, or keeps it from being asked for once its turn comes; the call then rejects
-   * with `signal.reason` as it is (never a device fault: nothing blames the device for it), the file removed.
+   * its step): aborting it cuts the backup, or its wait for its turn at the device (behind another backup or a
+   * restore), and it is never asked for after; the call then rejects with `signal.reason` as it is (never a device
+   * fault: nothing blames the device for it), the file removed and the tap's reader failed.
    */
   async backupTo(file: string, tap?: ByteTap<unknown>, signal?: AbortSignal): Promise<number> {
-    return this.#io.run(async () => {
-      try {
-        // Its turn may come after the stop (another backup or a restore ran meanwhile): the device is not asked.
+    try {
+      return await this.#io.run(async () => {
+        // Its turn may come in the same moment as the stop: the device is not asked.
         signal?.throwIfAborted();
         this.onBackup();
         return await this.accounts.backup.backupToFile(file, tap, signal);
-      } catch (err) {
-        await removeFiles(file);
-        if (signal?.aborted && err === signal.reason) {
-          tap?.fail(err);
-          throw err;
-        }
-        throw asDeviceFault(err, ROOT_BACKUP);
+      }, signal);
+    } catch (err) {
+      await removeFiles(file);
+      if (signal?.aborted && err === signal.reason) {
+        tap?.fail(err);
+        throw err;
       }
-    });
+      throw asDeviceFault(err, ROOT_BACKUP);
+    }
   }
 
   /**
    * A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore.
-   * `admitted` runs once the hold is granted, before the device is asked; a throw abandons the backup. `signal`: as
-   * backupTo's; a cut backup releases its hold as any failure does.
+   * Options as ReadBackupOptions says. The signal cuts the wait for the hold too (behind an exclusive hold: a restore,
+   * an administrator step): the backup is then never asked for, and the call rejects with `signal.reason`. A cut
+   * backup releases its hold as any failure does; whatever fails it fails the tap's reader too.
    */
-  backupForReading(file: string, tap?: ByteTap<unknown>, admitted?: () => void, signal?: AbortSignal): Promise<number> {
-    return this.barrier.shared(
-      () => {
-        admitted?.();
-        return this.backupTo(file, tap, signal);
-      },
-      { wait: 'unbounded', readOnly: true },
-    );
+  async backupForReading(file: string, options: ReadBackupOptions = {}): Promise<number> {
+    const { tap, admitted, signal } = options;
+    try {
+      return await this.barrier.shared(
+        () => {
+          admitted?.();
+          return this.backupTo(file, tap, signal);
+        },
+        { wait: 'unbounded', readOnly: true, ...(signal ? { signal } : {}) },
+      );
+    } catch (err) {
+      // A backup that never started (its wait given up, `admitted` threw) leaves a reader waiting for bytes otherwise.
+      tap?.fail(err);
+      throw err;
+    }
   }
 
   /**
@@ -172,7 +191,7 @@ export class Device {
           throw err;
         }
       };
-      fresh.ready = this.backupForReading(file, tap, stillThere, signal).then(
+      fresh.ready = this.backupForReading(file, { tap, admitted: stillThere, signal }).then(
         () => void (fresh.taking = false),
         (err: unknown) => {
           fresh.taking = false;

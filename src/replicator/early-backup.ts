@@ -80,7 +80,7 @@ export class EarlyBackup {
     const started = performance.now();
     const { signal } = this;
     try {
-      await this.device.backupForReading(this.#file, undefined, undefined, signal);
+      await this.device.backupForReading(this.#file, { signal });
     } catch (err) {
       if (signal?.aborted && err === signal.reason) {
         this.log.info({ seconds: Math.round(performance.now() - started) / 1000 }, 'device backup taken while the snapshot downloads cut by the stop');

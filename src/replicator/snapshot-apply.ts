@@ -111,9 +111,10 @@ export interface ApplyDeps {
   onRaceReplayed?: (namespaces: readonly string[], plan: ReplayPlan, outcome: ReplayOutcome) => void;
   /**
    * The daemon stopping: cuts the backups taken before the restore (B1, and inside the hold B1 and B2 of the last
-   * resort), which then reject with `signal.reason` and leave the device as it was. Nothing from the restore on is
-   * cut: not the restore, not the log replay after it, not the verification's B3 (a restore is never left half done,
-   * and its check is what says it was not).
+   * resort), which then reject with `signal.reason` and leave the device as it was; and the wait for the exclusive
+   * hold when the default `hold` is used (a `hold` given by the caller takes its own: the daemon's passes the same
+   * signal). Nothing from the restore on is cut: not the restore, not the log replay after it, not the verification's
+   * B3 (a restore is never left half done, and its check is what says it was not).
    */
   signal?: AbortSignal;
   /** Test seam: runs after B1 is merged and before the exclusive hold is requested (a test writes here). */
@@ -380,7 +381,7 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     });
   });
   a.opening.catch(() => undefined);
-  const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [] }));
+  const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [], ...(deps.signal ? { signal: deps.signal } : {}) }));
   try {
     // Inside the try: a snapshot that does not open still leaves `early` discarded (its tracker closed, its file removed).
     if (!a.tapMerge) await a.opening;
@@ -503,7 +504,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       else {
         // No early B1, or its backup failed: this attempt takes B1 itself (its tracker first).
         tracker = deps.device.barrier.trackWrites();
-        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap, undefined, deps.signal), remerges, single);
+        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, { tap, signal: deps.signal }), remerges, single);
       }
       if (!m) return undefined;
       await deps.beforeHold?.();
