@@ -144,6 +144,27 @@ describe("a primary's daemon restart", () => {
     expect(logged(/^anti-entropy pass$/)).toEqual([]);
   });
 
+  // Before: with afterPrimaryRestart: snapshot a namespace paused at the replica when the primary came back was skipped,
+  // and nothing queued the snapshot for its resume (with `stream` its pass is queued): the key written around the
+  // primary's daemon never reached the replica, and status said nothing.
+  it('queues the snapshot sync of a namespace paused at the replica (afterPrimaryRestart: snapshot): shown while paused, taken after the resume', async () => {
+    const { a, b } = await start('snapshot');
+    const synced = b.daemon!.ctx.store.positions.get(NS, 'a')!.lastOkAt;
+    await restartPrimary(a, b, async () => {
+      b.daemon!.ctx.store.roles.setPaused(NS, true);
+      await use(a.nsAdmin(NS), (c) => c.generateKey({ id: 'around-paused', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    });
+    expect(b.daemon!.restartPasses.pending()).toEqual([NS]);
+    const alpha = (await b.daemon!.status()).namespaces.find((n) => n.name === NS)!;
+    expect(alpha.restartPass).toMatchObject({ primary: 'a', action: 'snapshot sync', state: 'waiting: the namespace is paused here; runs once it is resumed (replication.afterPrimaryRestart: snapshot)' });
+    expect(b.daemon!.ctx.store.positions.get(NS, 'a')!.lastOkAt).toBe(synced);
+    b.daemon!.ctx.store.roles.setPaused(NS, false);
+    await waitFor(() => b.daemon!.restartPasses.pending().length === 0, 'the queued snapshot sync to run', 30_000);
+    expect(b.daemon!.ctx.store.positions.get(NS, 'a')!.lastOkAt).not.toBe(synced);
+    expect(await use(b.nsOperator(NS), (c) => c.listKeys())).toContain('around-paused');
+    expect(logged(/^anti-entropy pass$/)).toEqual([]);
+  });
+
   it('takes a snapshot sync at a replica with no position from the primary yet (its namespace account may not exist here: no pass could read it)', async () => {
     const { a, b } = await start(undefined, false);
     expect(b.daemon!.ctx.store.positions.get(NS, 'a')?.seq).toBeUndefined();
