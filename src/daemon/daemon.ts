@@ -40,7 +40,7 @@ import { GatewayServing } from './gateway-serving.js';
 import { servingView } from './serving-view.js';
 import { nethsmStateError } from '../members/nethsm-state.js';
 import { MemberStateWriter } from '../members/state-writer.js';
-import { createReplicatorMetrics, type ReplicatorMetrics } from '../metrics/metrics.js';
+import { createReplicatorMetrics, type PrimaryOutdatedKind, type ReplicatorMetrics } from '../metrics/metrics.js';
 import { createNetHsmExporter } from '../metrics/nethsm-exporter.js';
 import { PeerServer } from '../peer/server.js';
 import { WorkDir } from '../replicator/workdir.js';
@@ -274,6 +274,7 @@ export class Daemon {
       };
     };
     metrics.setSyncCostSource(() => (store.isOpen ? syncCostSamples(this.ctx) : {}));
+    metrics.setPrimaryOutdatedSource(() => (store.isOpen ? this.primaryOutdated() : {}));
     this.serving = new GatewayServing(config, this.ctx.peers, metrics, this.log);
     this.ctx.gatewayServing = () => this.serving.view();
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
@@ -699,6 +700,20 @@ export class Daemon {
     if (known) this.ctx.log.debug(fields, 'anti-entropy pass not run: its primary cannot serve it until upgraded');
     else this.ctx.log.warn(fields, 'anti-entropy pass cannot run against this primary: no pass of the namespace asks it again until it answers as another version');
     return err;
+  }
+
+  /** For `primary_outdated`: per replica namespace here, what its older primary lacks (an empty list: nothing). */
+  private primaryOutdated(): Record<string, PrimaryOutdatedKind[]> {
+    const out: Record<string, PrimaryOutdatedKind[]> = {};
+    for (const n of this.ctx.config.namespaces) {
+      const row = this.ctx.store.roles.get(n.name);
+      if (row?.role !== 'replica' || row.primarySite === this.ctx.site) continue;
+      out[n.name] = [
+        ...(restartsUnseenView(this.ctx, row) ? (['restarts-unseen'] as const) : []),
+        ...(this.oneAnswerRefusals.stands(n.name, row.primarySite) ? (['inventory-too-large'] as const) : []),
+      ];
+    }
+    return out;
   }
 
   /** Shows the namespace's passes as deferred (status, /health/ready), keeping the time of the first deferral. */

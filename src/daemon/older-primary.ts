@@ -71,8 +71,14 @@ export class OneAnswerRefusals {
   check(namespace: string, primary: string): void {
     const r = this.#refused.get(namespace);
     if (!r) return;
-    if (r.primary === primary && r.version === peerVersion(this.ctx, primary)) throw r.error;
+    if (this.stands(namespace, primary)) throw r.error;
     this.#refused.delete(namespace);
+  }
+
+  /** Whether a pass of `namespace` against `primary` would be refused now (same primary, same version as recorded). */
+  stands(namespace: string, primary: string): boolean {
+    const r = this.#refused.get(namespace);
+    return !!r && r.primary === primary && r.version === peerVersion(this.ctx, primary);
   }
 
   /** A pass of `namespace` completed: nothing stands in its way any more. */

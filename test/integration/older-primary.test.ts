@@ -71,6 +71,7 @@ describe('a replica of a primary running an older nethsm-replicator', () => {
     expect(b.daemon!.ctx.monitor.get('a')!.status).toBe('unreachable');
     await waitFor(() => b.daemon!.ctx.monitor.get('a')!.status === 'ok', 'a to recover at b', 15_000);
   };
+  const scrape = async (s: LabSite) => (await fetch(`http://127.0.0.1:${s.daemon!.ports.health}/metrics`)).text();
   const alphaAt = async (s: LabSite) => (await s.daemon!.status()).namespaces.find((n) => n.name === NS)!;
 
   // Before: a primary that names no instance counted as restarted at every recovery: each blip queued a pass of each
@@ -87,12 +88,14 @@ describe('a replica of a primary running an older nethsm-replicator', () => {
     expect(unseen?.try).toMatch(/^Upgrade nethsm-replicator at a/);
     const ready = JSON.parse(await (await fetch(`http://127.0.0.1:${b.daemon!.ports.health}/health/ready`)).text()) as { warnings?: string[] };
     expect(ready.warnings?.join('\n')).toMatch(/namespace alpha: its primary a runs nethsm-replicator 0\.0\.9.*Try: Upgrade nethsm-replicator at a/);
+    expect(await scrape(b)).toMatch(/^nethsm_replicator_primary_outdated\{namespace="alpha",kind="restarts-unseen"\} 1$/m);
 
     // Its upgrade: the status names an instance now, which b counts as a restart (writes may have been made around it).
     upgrade();
     await blip(b);
     expect(logged(/stream resumed from 1\.\d+; anti-entropy pass queued/)).toHaveLength(1);
     expect((await alphaAt(b)).restartsUnseen).toBeNull();
+    expect(await scrape(b)).toMatch(/^nethsm_replicator_primary_outdated\{namespace="alpha",kind="restarts-unseen"\} 0$/m);
     await waitFor(() => b.daemon!.restartPasses.pending().length === 0, 'the pass to run', 30_000);
   });
 
@@ -125,6 +128,7 @@ describe('a replica of a primary running an older nethsm-replicator', () => {
     const deferred = (await alphaAt(b)).antiEntropyDeferred;
     expect(deferred?.cause).toMatch(/no anti-entropy pass of it can run against that primary/);
     expect(deferred?.try).toMatch(/^Upgrade nethsm-replicator at the primary/);
+    expect(await scrape(b)).toMatch(/^nethsm_replicator_primary_outdated\{namespace="alpha",kind="inventory-too-large"\} 1$/m);
 
     // Every later pass, the one queued after a restart included, is refused without asking it, and not retried.
     await expect(b.daemon!.antiEntropy(NS)).rejects.toBeInstanceOf(AntiEntropyPrimaryTooOldError);
@@ -139,6 +143,7 @@ describe('a replica of a primary running an older nethsm-replicator', () => {
     await b.daemon!.ctx.monitor.checkNow('a');
     expect(await b.daemon!.antiEntropy(NS)).toMatchObject({ diff: { missing: [], extra: [], differs: [] } });
     expect((await alphaAt(b)).antiEntropyDeferred).toBeNull();
+    expect(await scrape(b)).toMatch(/^nethsm_replicator_primary_outdated\{namespace="alpha",kind="inventory-too-large"\} 0$/m);
     // It covers the pass that waited (it started after the stream had caught up).
     expect(b.daemon!.restartPasses.pending()).toEqual([]);
   });
