@@ -6,14 +6,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { AntiEntropyPrimaryTooOldError, PeerUnreachableError } from '../../src/errors.js';
-import { capturingLogger } from '../../src/gateway/test-support.js';
-import { Lab, type LabSite } from '../../src/lab/lab.js';
-import { silentLogger } from '../../src/log.js';
+import type { Lab, LabSite } from '../../src/lab/lab.js';
 import { MAX_INVENTORY_KEYS } from '../../src/namespaces/inventory.js';
 import type { PeerHandlers } from '../../src/peer/server.js';
 import type { PeerStatus } from '../../src/peer/messages.js';
 import { waitFor } from '../helpers/wait.js';
-import { streamReady } from './stream-helpers.js';
+import { replicaLab, type ReplicaLab } from './replica-lab.js';
 
 const NS = 'alpha';
 const OLD_VERSION = '0.0.9';
@@ -33,38 +31,20 @@ function olderStatus(s: LabSite): () => void {
 
 describe('a replica of a primary running an older nethsm-replicator', () => {
   let lab: Lab | undefined;
-  let lines: string[] = [];
+  let logged: ReplicaLab['logged'] = () => [];
   afterEach(async () => {
     await lab?.close();
     lab = undefined;
   });
 
-  /** Site a (older peer status from its start on) primary of alpha, b its replica, synced once; b's log captured. */
+  /** Site a (older peer status from its start on: b first hears from it so) primary of alpha, b its replica, synced once. */
   const start = async (afterPrimaryRestart?: 'stream' | 'snapshot'): Promise<{ a: LabSite; b: LabSite; upgrade: () => void }> => {
-    lab = await Lab.create({
-      namespaces: [{ name: NS, primary: 'a' }],
-      retryInterval: '200ms',
-      logger: (site) => {
-        if (site !== 'b') return silentLogger;
-        const c = capturingLogger();
-        lines = c.lines;
-        return c.logger;
-      },
-    });
-    const [a, b] = [lab.site('a'), lab.site('b')];
-    if (afterPrimaryRestart) b.config = { ...b.config, replication: { ...b.config.replication, afterPrimaryRestart } };
-    // b first hears from a as the older daemon it is.
-    await a.startDaemon();
-    const upgrade = olderStatus(a);
-    await b.startDaemon();
-    await lab.settle();
-    await streamReady([a, b]);
-    await b.daemon!.syncer.sync(NS, { actor: 'test' });
-    await b.daemon!.syncer.drain();
-    return { a, b, upgrade };
+    let upgrade = () => undefined as void;
+    const r = await replicaLab({ namespace: NS, afterPrimaryRestart, beforeReplica: (a) => void (upgrade = olderStatus(a)) });
+    ({ lab, logged } = r);
+    return { ...r, upgrade };
   };
 
-  const logged = (msg: RegExp) => lines.map((l) => JSON.parse(l) as { msg: string }).filter((l) => msg.test(l.msg));
   /** One failed call marks a down at b (a blip: its daemon ran all along); waits for the recovery to finish. */
   const blip = async (b: LabSite) => {
     b.daemon!.ctx.monitor.reportFailure('a', new PeerUnreachableError('a blip', { site: 'a' }));
