@@ -839,6 +839,18 @@ export class AntiEntropySourceReplayingError extends NhrError {
   static override readonly retryable = true;
 }
 
+/**
+ * An anti-entropy pass cannot run against the namespace's primary as it is: it runs an older nethsm-replicator that
+ * serves no inventory ranges, and its one-answer inventory of the namespace holds more keys than one answer may
+ * (MAX_INVENTORY_KEYS) or is too large to read as one string. Not retryable against the same primary version: the
+ * replica asks it again only once the primary answers as another version (or after this daemon's restart).
+ */
+export class AntiEntropyPrimaryTooOldError extends NhrError {
+  static override readonly code = 'NHR_ERR_ANTIENTROPY_PRIMARY_TOO_OLD';
+  static override readonly defaultHint =
+    "Upgrade nethsm-replicator at the primary: its streamed inventory ranges have no such limit. Until then this namespace's anti-entropy passes (the scheduled ones, and the one after the primary's restart) do not run; snapshot syncs still do.";
+}
+
 /** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
 export class SyncStaleSnapshotError extends NhrError {
   static override readonly code = 'NHR_ERR_SYNC_STALE_SNAPSHOT';
@@ -960,6 +972,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncStaleSnapshotError,
   SyncSourceReplayingError,
   AntiEntropySourceReplayingError,
+  AntiEntropyPrimaryTooOldError,
   StateOpenFailedError,
   StateDirUnusableError,
   StateLockedError,
