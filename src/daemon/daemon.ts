@@ -404,6 +404,7 @@ export class Daemon {
       // Before the gateway: a replay left pending (a crash after a restore) holds the barrier before any write comes.
       ctx.raceReplayer?.start();
       // A promote's administrator restore left pending (the NetHSM refused it, a crash): retried from now on.
+      await this.failover.removeLeftoverHandoffs();
       this.failover.admins.start();
       await this.leadership?.start();
       await this.gateway?.start();

@@ -48,7 +48,7 @@ import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './comp
 import type { ExclusiveGuard, TrackedWrite, WriteMark, WriteTracker } from '../concurrency/barrier.js';
 import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayOutcome, type ReplayPlan } from './race-replay.js';
 import type { Device } from './device.js';
-import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
+import { foreignAmong, quarantineForeign, recordFromSnapshot, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
 import { isUserOf, rewriteBackup } from './rewrite.js';
 import { ChangedKeysCollector, type ChangedKeys } from './changed-keys.js';
 import type { Resealer } from '../backup/resealer.js';
@@ -704,7 +704,7 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
   const saved = new Map<string, { savedExisting?: string; quarantined?: ForeignQuarantine }>();
   for (const p of m.parts) {
     const ns = p.spec.namespace;
-    if (m.replacing.has(ns)) saved.set(ns, { savedExisting: await saveExisting(deps, ns, m.base, log) });
+    if (m.replacing.has(ns)) saved.set(ns, { savedExisting: await saveExisting(deps, p.spec, m.base, log) });
     else {
       // Foreign writes an earlier attempt of this apply saved are not found again (mergeFrom): report its file.
       const q = (await saveForeign(a, p, m)) ?? a.quarantined.get(ns)?.at(-1);
@@ -909,10 +909,18 @@ async function checkExisting(deps: SharedApplyDeps, namespace: string, deviceBac
   return true;
 }
 
-/** `onExisting: 'remove'`: the whole copy the device holds goes to `kept/` (it holds any foreign entry too). */
-async function saveExisting(deps: SharedApplyDeps, namespace: string, deviceBackup: string, log: Logger): Promise<string> {
+/**
+ * `onExisting: 'remove'`: the whole copy the device holds goes to `kept/` (it holds any foreign entry too); a copy of
+ * users without the namespace's record (checkExisting counts them) takes the snapshot's record (foreign.ts).
+ */
+async function saveExisting(deps: SharedApplyDeps, spec: ApplyPart, deviceBackup: string, log: Logger): Promise<string> {
+  const { namespace } = spec;
   const saved = deps.work.keptPath(`${namespace}-existing`).replace(/\.bin$/, '.nsbackup');
-  const s = await extractNamespace(deviceBackup, namespace, saved, { input: deps.deviceOpen, meta: { reason: 'replaced by first sync' } });
+  const s = await extractNamespace(deviceBackup, namespace, saved, {
+    input: deps.deviceOpen,
+    meta: { reason: 'replaced by first sync' },
+    missingRecord: recordFromSnapshot(namespace, { file: spec.snapshotFile, open: deps.snapshotOpen }),
+  });
   log.warn({ namespace, saved, keys: s.keys, users: s.users }, 'replacing the namespace the device held; its copy was saved');
   return saved;
 }
@@ -934,7 +942,7 @@ async function saveForeign(a: Apply, p: Part, m: Merged): Promise<ForeignQuarant
     ...(typeof deps.snapshotOpen.scrypt === 'object' ? { scrypt: deps.snapshotOpen.scrypt } : {}),
   };
   const device = { file: m.base, open: deps.deviceOpen };
-  const q = await quarantineForeign(namespace, device, foreign, {
+  const q = await quarantineForeign(namespace, device, { file: p.spec.snapshotFile, open: deps.snapshotOpen }, foreign, {
     path: deps.work.foreignQuarantinePath(namespace, meta.epoch, meta.seq),
     ...out,
     meta: { epoch: meta.epoch, seq: meta.seq, site: deps.site ?? null },
