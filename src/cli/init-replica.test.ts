@@ -183,14 +183,24 @@ describe('nethsm-replicator init-replica', () => {
 
   it('--from-peer fetches the device backup from the peer over mutual TLS and restores it, leaving no temp file', async () => {
     const t = await target();
-    const before = await readdir(tmpdir());
-    const r = await runCli(['init-replica', '--config', await configFor(t), '--from-peer', 'a', '--yes']);
+    // A temp directory of this test's own (os.tmpdir() reads TMPDIR): the shared /tmp may hold other runs' files.
+    const privateTmp = await mkdtemp(join(tmpdir(), 'nhr-init-replica-test-'));
+    const savedTmp = process.env['TMPDIR'];
+    process.env['TMPDIR'] = privateTmp;
+    let r;
+    try {
+      r = await runCli(['init-replica', '--config', await configFor(t), '--from-peer', 'a', '--yes']);
+    } finally {
+      if (savedTmp === undefined) delete process.env['TMPDIR'];
+      else process.env['TMPDIR'] = savedTmp;
+    }
     expect(r.code).toBe(0);
     expect(fetched).toEqual(['b']);
     expect(r.err).toMatch(/fetching the device backup from a/);
     expect(r.out).toContain('is now Locked');
     expect(await state(t)).toBe('Locked');
-    expect((await readdir(tmpdir())).filter((f) => f.startsWith('nhr-init-replica-') && !before.includes(f))).toEqual([]);
+    expect(await readdir(privateTmp)).toEqual([]);
+    await rm(privateTmp, { recursive: true, force: true });
   });
 
   it('refuses an unknown peer, a provisioned target, and a wrong flag combination, writing nothing', async () => {
