@@ -61,6 +61,7 @@ import {
   createDevice,
   createNetHsmClients,
   createPeerClients,
+  isConfigured,
   NETHSM_MEMBER,
   nethsmTrust,
   replicationUserIds,
@@ -294,6 +295,7 @@ export class Daemon {
       timing: () => ({ retryIntervalMs: this.ctx.config.recovery.retryIntervalMs, heartbeatIntervalMs: this.ctx.config.stream.heartbeatIntervalMs }),
       pass: (ns) => this.antiEntropy(ns),
       running: (ns) => this.antiEntropyRunning.has(ns),
+      configured: (ns) => isConfigured(this.ctx, ns),
       stream: (ns) => this.stream.status(ns),
       defer: (ns, primary, cause, tryHint) => this.deferPass(ns, primary, cause, tryHint),
     });
@@ -818,7 +820,8 @@ export class Daemon {
       const syncs: Promise<unknown>[] = [];
       for (const row of ctx.store.roles.list()) {
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
-        if (!fromIt || row.role !== 'replica' || row.primarySite === ctx.site) continue;
+        // A namespace removed from the config keeps its row: it is no longer replicated here (no sync, no pass).
+        if (!fromIt || row.role !== 'replica' || row.primarySite === ctx.site || !isConfigured(ctx, row.namespace)) continue;
         if (row.paused) {
           // Nothing runs while paused, but the writes around the primary's daemon are still there after the resume:
           // the pass is queued (it waits while the namespace is paused; restart-pass.ts), not skipped.

@@ -36,6 +36,7 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
   let deferred: { namespace: string; primary: string; cause: string }[];
   let answer: () => Promise<AntiEntropyResult | undefined>;
   let running: boolean;
+  let configured: Set<string>;
 
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'nhr-restart-pass-'));
@@ -45,6 +46,7 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     stream = null;
     deferred = [];
     running = false;
+    configured = new Set(['alpha']);
     answer = async () => RESULT;
     passes = newPasses();
   });
@@ -59,6 +61,7 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
         return answer();
       },
       running: () => running,
+      configured: (ns) => configured.has(ns),
       stream: () => stream,
       defer: (namespace, primary, cause) => deferred.push({ namespace, primary, cause }),
     });
@@ -203,6 +206,24 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     passes.resume();
     expect(passes.pending()).toEqual([]);
     expect(ran).toEqual([]);
+  });
+
+  // Before: a namespace removed from the config (its role row stays) was queued and its recorded pass resumed; the
+  // pass failed for want of its replication account, every retryInterval, shown as deferred and recorded for good.
+  it('neither queues nor runs the pass of a namespace removed from the config, and forgets its record at the start', async () => {
+    stream = streamAt(5, 9, Date.now());
+    passes.queue('alpha', 'a');
+    passes.close();
+    configured = new Set();
+    passes = newPasses();
+    passes.queue('alpha', 'a');
+    passes.resume(); // the record of the first start's queueing
+    await waitFor(() => passes.pending().length === 0, 'the recorded pass to be dropped');
+    expect(store.restartPasses.list()).toEqual([]);
+    passes.queue('alpha', 'a');
+    expect(passes.pending()).toEqual([]);
+    expect(store.restartPasses.list()).toEqual([]);
+    expect([ran, deferred]).toEqual([[], []]);
   });
 
   // Before: queueing again while the pass ran was ignored, and that pass's completion dropped the queue: writes made

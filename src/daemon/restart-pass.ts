@@ -40,6 +40,11 @@ export interface RestartPassDeps {
   pass: (namespace: string) => Promise<AntiEntropyResult | undefined>;
   /** Whether a pass of the namespace runs now (a scheduled one). */
   running: (namespace: string) => boolean;
+  /**
+   * Whether the namespace is in the running config. One removed from it keeps its role row, but is not replicated
+   * here: its pass is neither queued nor run (it could only fail, retried and shown as deferred for good).
+   */
+  configured: (namespace: string) => boolean;
   stream: (namespace: string) => NamespaceStreamStatus | null;
   /** Shows a pass that could not run or complete as the namespace's deferred pass (status, /health/ready). */
   defer: (namespace: string, primary: string, cause: string, tryHint: string) => void;
@@ -79,7 +84,7 @@ export class RestartPasses {
 
   /** Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). */
   queue(namespace: string, primary: string): void {
-    if (this.#closed) return;
+    if (this.#closed || !this.deps.configured(namespace)) return;
     const had = this.#queued.get(namespace);
     if (had?.primary === primary) {
       if (had.running) had.again = true;
@@ -168,7 +173,8 @@ export class RestartPasses {
     const { store, log } = this.deps;
     if (this.#closed || this.#queued.get(namespace) !== q) return;
     const row = store.isOpen ? store.roles.get(namespace) : undefined;
-    if (!row || row.role !== 'replica' || row.primarySite !== q.primary) {
+    if (!row || row.role !== 'replica' || row.primarySite !== q.primary || !this.deps.configured(namespace)) {
+      // A record left by a stop before the namespace was removed from the config is dropped at the start here too.
       log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: this site no longer replicates the namespace from it');
       this.#forget(namespace, q);
       return;
