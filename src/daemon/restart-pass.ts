@@ -52,23 +52,40 @@ export interface RestartPassDeps {
 
 interface Queued {
   primary: string;
+  /** Wall-clock time of the queueing (status shows it); the waits are measured on `waitingSince`. */
   queuedAt: number;
-  /** The primary's head announced by the first heartbeat after `queuedAt`: what the stream must apply first. */
+  /**
+   * `performance.now()` at the queueing: the wait for the stream is measured on the monotonic clock. On the wall clock
+   * a step back (NTP correcting a clock that booted wrong) held the pass for as long as the step, heartbeats notwithstanding,
+   * and a step forward cut the wait short.
+   */
+  waitingSince: number;
+  /**
+   * The stream's `lastHeartbeatAt` at the queueing: a heartbeat after it is one whose time differs (it is the wall
+   * clock's reading when the heartbeat came; compared by order, a step back of the clock hid every later heartbeat).
+   */
+  beatAtQueue: number | null;
+  /** The primary's head announced by the first heartbeat after the queueing: what the stream must apply first. */
   target: { epoch: number; seq: number } | null;
   /** When a look first found the stream caught up (undefined: not yet): a pass started since covers this one. */
   caughtUpAt: number | undefined;
   /** This queue's own pass is running (its completion is handled by #step, not `completed`). */
   running: boolean;
-  /** The primary restarted again while this queue's own pass ran: that pass may have read it before; one more runs. */
-  again: boolean;
+  /**
+   * The primary restarted again while this queue's own pass ran (that pass may have read it before; one more runs): the
+   * wait that restart starts, taken when it was seen, so heartbeats after it and before the pass ended count.
+   */
+  again: Afresh | undefined;
   /** Why the last attempt did not complete, as last logged at warn (a retry for the same reason is logged at debug). */
   lastCause?: string;
   timer: NodeJS.Timeout | undefined;
 }
 
-/** A restart seen now: the queued pass waits for the stream's head after it, and no earlier pass covers it. */
-function waitAfresh(q: Queued): void {
-  Object.assign(q, { queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+type Afresh = Pick<Queued, 'queuedAt' | 'waitingSince' | 'beatAtQueue' | 'target' | 'caughtUpAt'>;
+
+/** A restart seen now (`stream`: the stream's status now): the pass waits for the stream's head after it, and no earlier pass covers it. */
+function afresh(stream: NamespaceStreamStatus | null): Afresh {
+  return { queuedAt: Date.now(), waitingSince: performance.now(), beatAtQueue: stream?.lastHeartbeatAt ?? null, target: null, caughtUpAt: undefined };
 }
 
 /**
@@ -87,8 +104,8 @@ export class RestartPasses {
     if (this.#closed || !this.deps.configured(namespace)) return;
     const had = this.#queued.get(namespace);
     if (had?.primary === primary) {
-      if (had.running) had.again = true;
-      else waitAfresh(had);
+      if (had.running) had.again = afresh(this.#streamNow(namespace));
+      else Object.assign(had, afresh(this.#streamNow(namespace)));
       return;
     }
     // From another primary now: the one queued for the old primary would be dropped at its next look anyway.
@@ -108,7 +125,7 @@ export class RestartPasses {
   }
 
   #enqueue(namespace: string, primary: string): void {
-    const q: Queued = { primary, queuedAt: Date.now(), target: null, caughtUpAt: undefined, running: false, again: false, timer: undefined };
+    const q: Queued = { primary, ...afresh(this.#streamNow(namespace)), running: false, again: undefined, timer: undefined };
     this.#queued.set(namespace, q);
     this.#later(namespace, q, 0);
   }
@@ -186,13 +203,11 @@ export class RestartPasses {
     if (this.deps.running(namespace) || !caughtUp) return this.#later(namespace, q, POLL_MS);
     q.running = true;
     // Starts after every restart seen so far: it covers them all.
-    q.again = false;
+    q.again = undefined;
     try {
       const result = await this.deps.pass(namespace);
       if (result) {
         if (!q.again) return this.#forget(namespace, q);
-        q.again = false;
-        waitAfresh(q);
         this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted completed, but the primary restarted again while it ran: one more pass queued');
         return this.#later(namespace, q, 0);
       }
@@ -204,6 +219,8 @@ export class RestartPasses {
       this.#failed(namespace, q, describeError(err), 'see the daemon log for the pass; it is retried at recovery.retryInterval');
     } finally {
       q.running = false;
+      // A restart seen while it ran: the next pass (one more, or the retry of a failed one) waits for the stream afresh.
+      if (q.again) Object.assign(q, q.again, { again: undefined });
     }
   }
 
@@ -225,6 +242,11 @@ export class RestartPasses {
     this.#retry(namespace, q);
   }
 
+  /** The stream's status now; null once the store is closed (a queueing as the daemon stops). */
+  #streamNow(namespace: string): NamespaceStreamStatus | null {
+    return this.deps.store.isOpen ? this.deps.stream(namespace) : null;
+  }
+
   #retry(namespace: string, q: Queued): void {
     if (!this.#closed) this.#later(namespace, q, this.deps.timing().retryIntervalMs);
   }
@@ -236,11 +258,11 @@ export class RestartPasses {
    * finds the difference then), and any wait beyond STREAM_WAIT_MAX_MS.
    */
   #streamCaughtUp(namespace: string, q: Queued): boolean {
-    const waited = Date.now() - q.queuedAt;
+    const waited = performance.now() - q.waitingSince;
     if (waited >= STREAM_WAIT_MAX_MS) return true;
     const s = this.deps.stream(namespace);
     if (!s?.position) return true;
-    if (!q.target && s.head && s.lastHeartbeatAt !== null && s.lastHeartbeatAt >= q.queuedAt) q.target = { ...s.head };
+    if (!q.target && s.head && s.lastHeartbeatAt !== null && s.lastHeartbeatAt !== q.beatAtQueue) q.target = { ...s.head };
     const t = q.target;
     if (!t) return waited >= 3 * this.deps.timing().heartbeatIntervalMs + NO_HEARTBEAT_SLACK_MS;
     if (s.state === 'catching-up' || s.pendingCatchup) return false;
