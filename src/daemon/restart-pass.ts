@@ -99,9 +99,17 @@ export class RestartPasses {
 
   constructor(private readonly deps: RestartPassDeps) {}
 
-  /** Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). */
+  /**
+   * Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). Once closed (the daemon stops)
+   * it is only recorded, for `resume` at the next start: a recovery seen during a stop (which may wait minutes for a
+   * restore) is not seen again after it, the primary then answering as a member that never went down.
+   */
   queue(namespace: string, primary: string): void {
-    if (this.#closed || !this.deps.configured(namespace)) return;
+    if (!this.deps.configured(namespace)) return;
+    if (this.#closed) {
+      if (this.deps.store.isOpen) this.deps.store.restartPasses.put(namespace, primary);
+      return;
+    }
     const had = this.#queued.get(namespace);
     if (had?.primary === primary) {
       if (had.running) had.again = afresh(this.#streamNow(namespace));
@@ -173,7 +181,7 @@ export class RestartPasses {
     return [...this.#queued.keys()];
   }
 
-  /** The daemon stops: timers cleared; the records stay for `resume` at the next start. */
+  /** The daemon stops: timers cleared; the records stay for `resume` at the next start (and `queue` only records). */
   close(): void {
     this.#closed = true;
     for (const q of this.#queued.values()) clearTimeout(q.timer);
