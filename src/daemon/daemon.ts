@@ -845,7 +845,8 @@ export class Daemon {
       ctx.monitor.markOk(name);
     } catch (err) {
       if (err instanceof SyncDaemonStoppingError) return ctx.log.info({ member: name }, 'resuming a recovered member not finished: the daemon is stopping; it runs again after the start');
-      ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at the next schedule');
+      ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at recovery.retryInterval');
+      ctx.monitor.resumeFailed(name, err);
     }
   }
 
