@@ -134,6 +134,11 @@ export class Daemon {
    */
   private readonly antiEntropyRunning = new Set<string>();
   /**
+   * Peers whose restart a failed resume saw (resumeMember): the retry (MemberMonitor.resumeFailed) handles it as a
+   * restart still, the peer's own flag having been read by the failed attempt.
+   */
+  private readonly restartUnhandled = new Set<string>();
+  /**
    * Namespaces whose passes the primary deferred (mid-restore), or whose pass queued after the primary's restart did
    * not complete (restart-pass.ts), since the first; cleared by a pass that completes.
    */
@@ -814,8 +819,9 @@ export class Daemon {
    */
   private async resumeMember(name: string): Promise<void> {
     const { ctx } = this;
+    let restarted = false;
     try {
-      const restarted = name !== NETHSM_MEMBER && (await this.peerRestartedNow(name));
+      restarted = name !== NETHSM_MEMBER && ((await this.peerRestartedNow(name)) || this.restartUnhandled.has(name));
       // Started together, so the syncs of several namespaces coalesce into one merge-restore (apply-batch.ts).
       const syncs: Promise<unknown>[] = [];
       for (const row of ctx.store.roles.list()) {
@@ -842,10 +848,12 @@ export class Daemon {
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
         if (!row.paused && fromIt && row.role === 'fenced') await this.failover.resumeFenced(row.namespace);
       }
+      this.restartUnhandled.delete(name);
       ctx.monitor.markOk(name);
     } catch (err) {
       if (err instanceof SyncDaemonStoppingError) return ctx.log.info({ member: name }, 'resuming a recovered member not finished: the daemon is stopping; it runs again after the start');
       ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at recovery.retryInterval');
+      if (restarted) this.restartUnhandled.add(name);
       ctx.monitor.resumeFailed(name, err);
     }
   }
