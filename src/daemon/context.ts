@@ -145,3 +145,12 @@ export function replicationUserIds(config: ReplicatorConfig): Map<string, string
   for (const ns of config.namespaces) out.set(ns.name, splitUserId(ns.replicationUser.user)?.id ?? ns.replicationUser.user);
   return out;
 }
+
+/**
+ * Whether `namespace` is in the running config. A namespace removed from it (a restart takes that) keeps its role row,
+ * position and history in the state store, but nothing replicates it at this site any more: no sync restores it and no
+ * pass reads it (those would change, or report on, what the operator took out of replication).
+ */
+export function isConfigured(ctx: Pick<SiteContext, 'config'>, namespace: string): boolean {
+  return ctx.config.namespaces.some((n) => n.name === namespace);
+}

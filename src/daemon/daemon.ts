@@ -60,6 +60,7 @@ import {
   createDevice,
   createNetHsmClients,
   createPeerClients,
+  isConfigured,
   NETHSM_MEMBER,
   nethsmTrust,
   replicationUserIds,
@@ -132,6 +133,11 @@ export class Daemon {
    * (a million keys at 200 requests/s take hours), so a later tick must not start a second pass alongside.
    */
   private readonly antiEntropyRunning = new Set<string>();
+  /**
+   * Peers whose restart a failed resume saw (resumeMember): the retry (MemberMonitor.resumeFailed) handles it as a
+   * restart still, the peer's own flag having been read by the failed attempt.
+   */
+  private readonly restartUnhandled = new Set<string>();
   /**
    * Namespaces whose passes the primary deferred (mid-restore), or whose pass queued after the primary's restart did
    * not complete (restart-pass.ts), since the first; cleared by a pass that completes.
@@ -299,6 +305,7 @@ export class Daemon {
       timing: () => ({ retryIntervalMs: this.ctx.config.recovery.retryIntervalMs, heartbeatIntervalMs: this.ctx.config.stream.heartbeatIntervalMs }),
       pass: (ns) => this.antiEntropy(ns),
       running: (ns) => this.antiEntropyRunning.has(ns),
+      configured: (ns) => isConfigured(this.ctx, ns),
       stream: (ns) => this.stream.status(ns),
       defer: (ns, primary, cause, tryHint) => this.deferPass(ns, primary, cause, tryHint),
       snapshotInstead: (ns, primary) => this.snapshotAfterRestart(ns, primary),
@@ -859,9 +866,11 @@ export class Daemon {
    */
   private async resumeMember(name: string): Promise<void> {
     const { ctx } = this;
+    let restarted = false;
     try {
       const seen: PeerRestart = name === NETHSM_MEMBER ? 'same' : await this.peerRestartedNow(name);
-      const restarted = seen === 'restarted';
+      // A restart a failed attempt saw counts for its retry too (restartUnhandled).
+      restarted = name !== NETHSM_MEMBER && (seen === 'restarted' || this.restartUnhandled.has(name));
       if (seen === 'unknown' && ctx.store.roles.list().some((r) => r.role === 'replica' && r.primarySite === name)) {
         ctx.log.info({ member: name }, "the primary's peer status names no daemon instance (an older nethsm-replicator): a restart cannot be told from a blip, so its namespaces resume streaming without an anti-entropy pass or snapshot");
       }
@@ -869,7 +878,8 @@ export class Daemon {
       const syncs: Promise<unknown>[] = [];
       for (const row of ctx.store.roles.list()) {
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
-        if (!fromIt || row.role !== 'replica' || row.primarySite === ctx.site) continue;
+        // A namespace removed from the config keeps its row: it is no longer replicated here (no sync, no pass).
+        if (!fromIt || row.role !== 'replica' || row.primarySite === ctx.site || !isConfigured(ctx, row.namespace)) continue;
         if (row.paused) {
           // Nothing runs while paused, but the writes around the primary's daemon are still there after the resume:
           // the pass, or the snapshot sync where one stands in for it, is queued (it waits while the namespace is
@@ -894,10 +904,13 @@ export class Daemon {
         const fromIt = name === NETHSM_MEMBER || row.primarySite === name;
         if (!row.paused && fromIt && row.role === 'fenced') await this.failover.resumeFenced(row.namespace);
       }
+      this.restartUnhandled.delete(name);
       ctx.monitor.markOk(name);
     } catch (err) {
       if (err instanceof SyncDaemonStoppingError) return ctx.log.info({ member: name }, 'resuming a recovered member not finished: the daemon is stopping; it runs again after the start');
-      ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at the next schedule');
+      ctx.log.warn({ member: name, err }, 'resuming a recovered member failed; retried at recovery.retryInterval');
+      if (restarted) this.restartUnhandled.add(name);
+      ctx.monitor.resumeFailed(name, err);
     }
   }
 

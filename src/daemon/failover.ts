@@ -110,20 +110,19 @@ export class Failover {
     // in the window between the two); writes admitted before it were decided as a replica's and refused.
     const { row, restored, pending } = await ctx.barrier.exclusive([], async () => {
       let change = decidePromote(ctx.store, namespace, request);
-      // Taking back a namespace this site stepped down from: its administrators are in the handover's final snapshot.
-      const source = isSteppedDown(before, ctx.site) && existsSync(ctx.work.handoffOf(namespace)) ? ctx.work.handoffOf(namespace) : ctx.work.snapshotOf(namespace);
+      const { kind, source } = this.promoteRestoreSource(before);
       let row: NamespaceRow;
       if (gate) {
         // Refusals (lag, failed sync) come before the key is taken; then the term's epoch is etcd's.
         const term = await gate.acquire(namespace, opts.handoverFrom ? { handoverFrom: opts.handoverFrom } : {});
         try {
           change = decidePromote(ctx.store, namespace, { ...request, epoch: term.epoch });
-          row = this.changeRoleOwingAdmins(() => applyRoleChange(ctx.store, change, opts.actor), 'promote', source);
+          row = this.changeRoleOwingAdmins(() => applyRoleChange(ctx.store, change, opts.actor), kind, source);
         } catch (err) {
           await term.release();
           throw err;
         }
-      } else row = this.changeRoleOwingAdmins(() => applyRoleChange(ctx.store, change, opts.actor), 'promote', source);
+      } else row = this.changeRoleOwingAdmins(() => applyRoleChange(ctx.store, change, opts.actor), kind, source);
       ctx.roleChanged?.(namespace);
       ctx.metrics.setRole(namespace, 'primary', row.epoch);
       ctx.metrics.promotionsTotal.inc({ namespace });
@@ -147,6 +146,23 @@ export class Failover {
       peersTold: told.told,
       peersNotTold: told.notTold,
     };
+  }
+
+  /**
+   * Where a promote of the namespace of `before` (its role row before the promote) takes the administrators back from:
+   * taking back a namespace this site stepped down from, the handover's final snapshot; else the last snapshot applied
+   * here. A fenced former primary that never applied one (the namespace began here, and its resync has not brought a
+   * snapshot yet) has them only in its fence's quarantine file (what the device held just before the fence stripped
+   * them): its users come back from there, as when automatic failover resumes leadership. Before, such a promote found
+   * no snapshot, restored nothing and owed nothing: a primary whose administrators got 401, and nothing said why.
+   */
+  private promoteRestoreSource(before: NamespaceRow): { kind: AdminRestoreKind; source: string } {
+    const { ctx } = this;
+    const ns = before.namespace;
+    if (isSteppedDown(before, ctx.site) && existsSync(ctx.work.handoffOf(ns))) return { kind: 'promote', source: ctx.work.handoffOf(ns) };
+    const snapshot = ctx.work.snapshotOf(ns);
+    const quarantine = before.role === 'fenced' && !existsSync(snapshot) ? this.fenceQuarantineSinceStepDown(ns) : undefined;
+    return quarantine !== undefined ? { kind: 'resume', source: quarantine } : { kind: 'promote', source: snapshot };
   }
 
   /**

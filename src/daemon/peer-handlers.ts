@@ -4,7 +4,7 @@
 import { createReadStream } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { Readable } from 'node:stream';
-import { RoleNotPrimaryError } from '../errors.js';
+import { NamespaceUnknownError, RoleNotPrimaryError } from '../errors.js';
 import type { PeerHandlers } from '../peer/server.js';
 import type { NamespaceView } from '../peer/messages.js';
 import { sealPassphraseProof } from '../peer/passphrase-check.js';
@@ -17,7 +17,7 @@ import { InventoryGuard } from './inventory-guard.js';
 import { removeFiles } from '../replicator/workdir.js';
 import { VERSION } from '../version.js';
 import type { StreamService } from '../stream/service.js';
-import type { SiteContext } from './context.js';
+import { isConfigured, type SiteContext } from './context.js';
 import type { Failover } from './failover.js';
 import type { NamespaceSync } from './sync.js';
 
@@ -117,6 +117,10 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
 
     requestSync: async (peer, namespace) => {
       ctx.store.roles.require(namespace);
+      // Removed from this site's config (its role row stays): not replicated here, so a peer's request restores nothing.
+      if (!isConfigured(ctx, namespace)) {
+        throw new NamespaceUnknownError(`namespace ${namespace} is not in the config of site ${ctx.site}: it is not replicated there`, { namespace, site: ctx.site });
+      }
       void syncer.sync(namespace, { actor: `peer:${peer}` }).catch(() => undefined);
       return { started: true };
     },

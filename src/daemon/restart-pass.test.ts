@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, PeerUnreachableError } from '../errors.js';
 import { capturingLogger } from '../gateway/test-support.js';
 import { silentLogger } from '../log.js';
@@ -9,7 +9,7 @@ import type { AntiEntropyResult } from '../namespaces/antientropy.js';
 import { StateStore } from '../state/store.js';
 import type { NamespaceStreamStatus } from '../stream/service.js';
 import { waitFor } from '../../test/helpers/wait.js';
-import { RestartPasses } from './restart-pass.js';
+import { RestartPasses, STREAM_WAIT_MAX_MS } from './restart-pass.js';
 
 const RESULT = { diff: { missing: [], extra: [], differs: [] }, plan: { viaApi: [], needsSnapshot: false, reasons: [] }, repaired: 0, needsSnapshot: false } as AntiEntropyResult;
 const settle = (ms = 60) => new Promise((r) => setTimeout(r, ms));
@@ -39,6 +39,7 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
   /** What `snapshotInstead` says (undefined: the pass runs), and the snapshot syncs run. */
   let instead: string | undefined;
   let synced: string[];
+  let configured: Set<string>;
 
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'nhr-restart-pass-'));
@@ -50,6 +51,7 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     running = false;
     instead = undefined;
     synced = [];
+    configured = new Set(['alpha']);
     answer = async () => RESULT;
     passes = newPasses();
   });
@@ -64,6 +66,7 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
         return answer();
       },
       running: () => running,
+      configured: (ns) => configured.has(ns),
       stream: () => stream,
       defer: (namespace, primary, cause) => deferred.push({ namespace, primary, cause }),
       snapshotInstead: () => instead,
@@ -195,6 +198,17 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     expect(passes.pending()).toEqual([]);
   });
 
+  // Before: a queueing after close() (a primary's recovery handled while the daemon's stop waits for a restore) was
+  // dropped unrecorded; at the next start the primary answered as never down, so neither pass nor snapshot ran.
+  it('records a pass queued while the daemon stops, and queues it at the next start', async () => {
+    passes.close();
+    passes.queue('alpha', 'a');
+    expect([passes.pending(), ran]).toEqual([[], []]);
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual(['alpha']);
+  });
+
   it('queues again a record whose time was edited by hand into no time, without failing the start', async () => {
     store.restartPasses.put('alpha', 'a');
     store.db.prepare("UPDATE restart_passes SET queued_at = 'yesterday'").run();
@@ -215,6 +229,51 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     expect(ran).toEqual([]);
   });
 
+  // Before: a namespace removed from the config (its role row stays) was queued and its recorded pass resumed; the
+  // pass failed for want of its replication account, every retryInterval, shown as deferred and recorded for good.
+  it('neither queues nor runs the pass of a namespace removed from the config, and forgets its record at the start', async () => {
+    stream = streamAt(5, 9, Date.now());
+    passes.queue('alpha', 'a');
+    passes.close();
+    configured = new Set();
+    passes = newPasses();
+    passes.queue('alpha', 'a');
+    passes.resume(); // the record of the first start's queueing
+    await waitFor(() => passes.pending().length === 0, 'the recorded pass to be dropped');
+    expect(store.restartPasses.list()).toEqual([]);
+    passes.queue('alpha', 'a');
+    expect(passes.pending()).toEqual([]);
+    expect(store.restartPasses.list()).toEqual([]);
+    expect([ran, deferred]).toEqual([[], []]);
+  });
+
+  // Before: the wait compared wall-clock times. A step back of the clock after the queueing hid every heartbeat until
+  // the clock was past the queueing again (an hour's step: the pass waited an hour, status saying no heartbeat came);
+  // a step forward past STREAM_WAIT_MAX_MS ran the pass at once, before the stream had applied the primary's head.
+  it("waits for the stream's head whatever the wall clock does: a step back does not hide heartbeats, a step forward does not end the wait", async () => {
+    const real = Date.now.bind(Date);
+    let step = 0;
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => real() + step);
+    try {
+      stream = streamAt(5, 5, Date.now() - 1_000);
+      passes.queue('alpha', 'a');
+      step = STREAM_WAIT_MAX_MS + 60_000;
+      stream = streamAt(5, 9, Date.now()); // not caught up: 5 of 9
+      await settle(300);
+      expect([ran, passes.view('alpha')?.state]).toEqual([[], 'waiting for the stream to apply 1.9']);
+      passes.close();
+      passes = newPasses();
+      step = 0;
+      passes.queue('alpha', 'a');
+      step = -3_600_000;
+      stream = streamAt(9, 9, Date.now()); // the first heartbeat after the queueing, an hour before it by the clock
+      await waitFor(() => passes.pending().length === 0, 'the pass to run');
+      expect(ran).toEqual(['alpha']);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
   // Before: queueing again while the pass ran was ignored, and that pass's completion dropped the queue: writes made
   // around the second restart, after the running pass had read the primary's side, were never looked for.
   it('runs once more when the primary restarts again while its pass runs', async () => {
@@ -233,6 +292,25 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     passes = newPasses();
     passes.resume();
     expect(passes.pending()).toEqual([]);
+  });
+
+  // Before: the restart seen while the pass ran was kept only for a pass that completed; the retry of one that failed
+  // ran at once against the head announced before that restart, not the one after it.
+  it('waits afresh when the primary restarted again while its pass ran and that pass failed', async () => {
+    let fail!: (e: Error) => void;
+    answer = () => new Promise((_, reject) => (fail = reject));
+    passes.queue('alpha', 'a');
+    stream = streamAt(9, 9, Date.now() + 1);
+    await waitFor(() => ran.length === 1, 'the pass to start');
+    passes.queue('alpha', 'a'); // the primary restarted again meanwhile
+    stream = streamAt(9, 12, Date.now() + 2); // its first heartbeat after that restart announces 12
+    answer = async () => RESULT;
+    fail(new PeerUnreachableError('a went away', { site: 'a' }));
+    await settle(300);
+    expect([ran, passes.view('alpha')?.state]).toEqual([['alpha'], expect.stringMatching(/^retried every recovery\.retryInterval/)]);
+    stream = streamAt(12, 12, Date.now() + 3);
+    await waitFor(() => passes.pending().length === 0, 'the retry to run');
+    expect(ran).toEqual(['alpha', 'alpha']);
   });
 
   // Before: a second restart left the queue as it was, caught up since the first: a scheduled pass that started

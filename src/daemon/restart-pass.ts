@@ -46,6 +46,11 @@ export interface RestartPassDeps {
   pass: (namespace: string) => Promise<AntiEntropyResult | undefined>;
   /** Whether a pass of the namespace runs now (a scheduled one). */
   running: (namespace: string) => boolean;
+  /**
+   * Whether the namespace is in the running config. One removed from it keeps its role row, but is not replicated
+   * here: its pass is neither queued nor run (it could only fail, retried and shown as deferred for good).
+   */
+  configured: (namespace: string) => boolean;
   stream: (namespace: string) => NamespaceStreamStatus | null;
   /** Shows a pass that could not run or complete as the namespace's deferred pass (status, /health/ready). */
   defer: (namespace: string, primary: string, cause: string, tryHint: string) => void;
@@ -60,15 +65,30 @@ export type RestartCheck = 'anti-entropy pass' | 'snapshot sync';
 
 interface Queued {
   primary: string;
+  /** Wall-clock time of the queueing (status shows it); the waits are measured on `waitingSince`. */
   queuedAt: number;
-  /** The primary's head announced by the first heartbeat after `queuedAt`: what the stream must apply first. */
+  /**
+   * `performance.now()` at the queueing: the wait for the stream is measured on the monotonic clock. On the wall clock
+   * a step back (NTP correcting a clock that booted wrong) held the pass for as long as the step, heartbeats notwithstanding,
+   * and a step forward cut the wait short.
+   */
+  waitingSince: number;
+  /**
+   * The stream's `lastHeartbeatAt` at the queueing: a heartbeat after it is one whose time differs (it is the wall
+   * clock's reading when the heartbeat came; compared by order, a step back of the clock hid every later heartbeat).
+   */
+  beatAtQueue: number | null;
+  /** The primary's head announced by the first heartbeat after the queueing: what the stream must apply first. */
   target: { epoch: number; seq: number } | null;
   /** When a look first found the stream caught up (undefined: not yet): a pass started since covers this one. */
   caughtUpAt: number | undefined;
   /** This queue's own pass is running (its completion is handled by #step, not `completed`). */
   running: boolean;
-  /** The primary restarted again while this queue's own pass ran: that pass may have read it before; one more runs. */
-  again: boolean;
+  /**
+   * The primary restarted again while this queue's own pass ran (that pass may have read it before; one more runs): the
+   * wait that restart starts, taken when it was seen, so heartbeats after it and before the pass ended count.
+   */
+  again: Afresh | undefined;
   /** Why the last attempt did not complete, as last logged at warn (a retry for the same reason is logged at debug). */
   lastCause?: string;
   /** Why no retry can complete it (the primary cannot serve the pass until upgraded): not retried until queued again. */
@@ -76,9 +96,11 @@ interface Queued {
   timer: NodeJS.Timeout | undefined;
 }
 
-/** A restart seen now: the queued pass waits for the stream's head after it, and no earlier pass covers it. */
-function waitAfresh(q: Queued): void {
-  Object.assign(q, { queuedAt: Date.now(), target: null, caughtUpAt: undefined });
+type Afresh = Pick<Queued, 'queuedAt' | 'waitingSince' | 'beatAtQueue' | 'target' | 'caughtUpAt'>;
+
+/** A restart seen now (`stream`: the stream's status now): the pass waits for the stream's head after it, and no earlier pass covers it. */
+function afresh(stream: NamespaceStreamStatus | null): Afresh {
+  return { queuedAt: Date.now(), waitingSince: performance.now(), beatAtQueue: stream?.lastHeartbeatAt ?? null, target: null, caughtUpAt: undefined };
 }
 
 /**
@@ -92,13 +114,21 @@ export class RestartPasses {
 
   constructor(private readonly deps: RestartPassDeps) {}
 
-  /** Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). */
+  /**
+   * Queues a pass of `namespace` (replicated from `primary`, whose daemon restarted). Once closed (the daemon stops)
+   * it is only recorded, for `resume` at the next start: a recovery seen during a stop (which may wait minutes for a
+   * restore) is not seen again after it, the primary then answering as a member that never went down.
+   */
   queue(namespace: string, primary: string): void {
-    if (this.#closed) return;
+    if (!this.deps.configured(namespace)) return;
+    if (this.#closed) {
+      if (this.deps.store.isOpen) this.deps.store.restartPasses.put(namespace, primary);
+      return;
+    }
     const had = this.#queued.get(namespace);
     if (had?.primary === primary) {
-      if (had.running) had.again = true;
-      else waitAfresh(had);
+      if (had.running) had.again = afresh(this.#streamNow(namespace));
+      else Object.assign(had, afresh(this.#streamNow(namespace)));
       // Parked (its primary could not serve it): this restart may be the upgrade, so it is worth a try again.
       if (had.parked !== undefined && !had.running) {
         had.parked = undefined;
@@ -123,7 +153,7 @@ export class RestartPasses {
   }
 
   #enqueue(namespace: string, primary: string): void {
-    const q: Queued = { primary, queuedAt: Date.now(), target: null, caughtUpAt: undefined, running: false, again: false, timer: undefined };
+    const q: Queued = { primary, ...afresh(this.#streamNow(namespace)), running: false, again: undefined, timer: undefined };
     this.#queued.set(namespace, q);
     this.#later(namespace, q, 0);
   }
@@ -176,7 +206,7 @@ export class RestartPasses {
     return [...this.#queued.keys()];
   }
 
-  /** The daemon stops: timers cleared; the records stay for `resume` at the next start. */
+  /** The daemon stops: timers cleared; the records stay for `resume` at the next start (and `queue` only records). */
   close(): void {
     this.#closed = true;
     for (const q of this.#queued.values()) clearTimeout(q.timer);
@@ -196,7 +226,8 @@ export class RestartPasses {
     const { store, log } = this.deps;
     if (this.#closed || this.#queued.get(namespace) !== q) return;
     const row = store.isOpen ? store.roles.get(namespace) : undefined;
-    if (!row || row.role !== 'replica' || row.primarySite !== q.primary) {
+    if (!row || row.role !== 'replica' || row.primarySite !== q.primary || !this.deps.configured(namespace)) {
+      // A record left by a stop before the namespace was removed from the config is dropped at the start here too.
       log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted dropped: this site no longer replicates the namespace from it');
       this.#forget(namespace, q);
       return;
@@ -212,7 +243,7 @@ export class RestartPasses {
     const what: RestartCheck = instead === undefined ? 'anti-entropy pass' : 'snapshot sync';
     q.running = true;
     // Starts after every restart seen so far: it covers them all.
-    q.again = false;
+    q.again = undefined;
     try {
       const notDone = instead === undefined ? await this.#pass(namespace, q.primary) : await this.deps.sync(namespace);
       if (notDone === undefined) {
@@ -220,8 +251,7 @@ export class RestartPasses {
           if (instead !== undefined) log.info({ namespace, primary: q.primary, reason: instead }, 'snapshot sync queued after the primary restarted (the namespace was paused) applied');
           return this.#forget(namespace, q);
         }
-        q.again = false;
-        waitAfresh(q);
+        // `finally` below makes the next one wait for the stream afresh, from the restart seen while this one ran.
         log.info({ namespace, primary: q.primary }, `${what} queued after the primary restarted completed, but the primary restarted again while it ran: one more queued`);
         return this.#later(namespace, q, 0);
       }
@@ -238,6 +268,8 @@ export class RestartPasses {
       this.#failed(namespace, q, what, describeError(err), `see the daemon log for the ${what === 'snapshot sync' ? 'sync' : 'pass'}; it is retried at recovery.retryInterval`);
     } finally {
       q.running = false;
+      // A restart seen while it ran: the next pass (one more, or the retry of a failed one) waits for the stream afresh.
+      if (q.again) Object.assign(q, q.again, { again: undefined });
     }
   }
 
@@ -265,6 +297,11 @@ export class RestartPasses {
     this.#retry(namespace, q);
   }
 
+  /** The stream's status now; null once the store is closed (a queueing as the daemon stops). */
+  #streamNow(namespace: string): NamespaceStreamStatus | null {
+    return this.deps.store.isOpen ? this.deps.stream(namespace) : null;
+  }
+
   #retry(namespace: string, q: Queued): void {
     if (!this.#closed) this.#later(namespace, q, this.deps.timing().retryIntervalMs);
   }
@@ -276,11 +313,11 @@ export class RestartPasses {
    * finds the difference then), and any wait beyond STREAM_WAIT_MAX_MS.
    */
   #streamCaughtUp(namespace: string, q: Queued): boolean {
-    const waited = Date.now() - q.queuedAt;
+    const waited = performance.now() - q.waitingSince;
     if (waited >= STREAM_WAIT_MAX_MS) return true;
     const s = this.deps.stream(namespace);
     if (!s?.position) return true;
-    if (!q.target && s.head && s.lastHeartbeatAt !== null && s.lastHeartbeatAt >= q.queuedAt) q.target = { ...s.head };
+    if (!q.target && s.head && s.lastHeartbeatAt !== null && s.lastHeartbeatAt !== q.beatAtQueue) q.target = { ...s.head };
     const t = q.target;
     if (!t) return waited >= 3 * this.deps.timing().heartbeatIntervalMs + NO_HEARTBEAT_SLACK_MS;
     if (s.state === 'catching-up' || s.pendingCatchup) return false;

@@ -73,6 +73,26 @@ describe('member monitor', () => {
     await mon.close();
   });
 
+  // Before: no resumeFailed; a member whose resume failed stayed recovering, its work never run again.
+  it("runs the owner's work again while resuming it fails, keeping the failure as its last error, until markOk", async () => {
+    const f = flaky();
+    const recovered: string[] = [];
+    const mon = new MemberMonitor({ members: [f.member], retryIntervalMs: 5, maxAttempts: Infinity, onRecovered: (n) => recovered.push(n) });
+    await mon.start();
+    mon.reportFailure('nethsm', new NetHsmUnreachableError('reset'));
+    await waitFor(() => recovered.length === 1, 'recovery');
+    mon.resumeFailed('nethsm', new BackupWrongPassphraseError('a snapshot did not open'));
+    expect(mon.get('nethsm')).toMatchObject({ status: 'recovering', lastErrorCode: BackupWrongPassphraseError.code });
+    await waitFor(() => recovered.length === 2, 'the work run again');
+    expect(mon.get('nethsm')!.status).toBe('recovering');
+    mon.resumeFailed('nethsm', new BackupWrongPassphraseError('again'));
+    mon.markOk('nethsm');
+    expect(mon.get('nethsm')).toMatchObject({ status: 'ok', nextRetryAt: null });
+    await new Promise((r) => setTimeout(r, 30));
+    expect(recovered).toHaveLength(2);
+    await mon.close();
+  });
+
   it('lets an operator retry a member it gave up on', async () => {
     const f = flaky();
     f.set(false);

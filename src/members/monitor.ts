@@ -69,6 +69,8 @@ export class MemberMonitor {
   private readonly states = new Map<string, MemberState>();
   private readonly members = new Map<string, Member>();
   private timers = new Map<string, NodeJS.Timeout>();
+  /** Members whose resume failed (`resumeFailed`): when it runs again. Apart from `timers`: they are still probed. */
+  private readonly resumeTimers = new Map<string, NodeJS.Timeout>();
   private readonly probing = new Set<string>();
   private periodic: NodeJS.Timeout | undefined;
   private started = false;
@@ -103,6 +105,8 @@ export class MemberMonitor {
     this.periodic = undefined;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    for (const t of this.resumeTimers.values()) clearTimeout(t);
+    this.resumeTimers.clear();
     return Promise.resolve();
   }
 
@@ -139,7 +143,31 @@ export class MemberMonitor {
   /** The owner finished resuming a recovered member. */
   markOk(name: string): void {
     const s = this.states.get(name);
-    if (s && s.status === 'recovering') this.update(s, { status: 'ok' });
+    this.clearResume(name);
+    if (s && s.status === 'recovering') this.update(s, { status: 'ok', nextRetryAt: null });
+  }
+
+  /**
+   * The owner could not finish resuming a recovered member (its `onRecovered` work failed: a snapshot sync the
+   * recovery owes, say). The member stays `recovering` with the failure as its last error, and its work is run again
+   * (`onRecovered` once more) every `retryIntervalMs` until the owner calls `markOk`, or the member goes down (its
+   * next recovery runs it). Before, it stayed `recovering` for good: nothing ran that work again, and `status` showed
+   * the member RECOVERING until its next outage, even once a scheduled sync had done the work.
+   */
+  resumeFailed(name: string, err: unknown): void {
+    const s = this.states.get(name);
+    if (!this.started || !s || s.status !== 'recovering' || this.resumeTimers.has(name)) return;
+    const code = err instanceof NhrError ? err.code : ((err as { code?: string })?.code ?? 'UNKNOWN');
+    const message = err instanceof Error ? err.message : String(err);
+    this.update(s, { lastErrorCode: code, lastError: message.slice(0, 500), nextRetryAt: this.now() + this.options.retryIntervalMs });
+    const t = setTimeout(() => {
+      this.resumeTimers.delete(name);
+      if (!this.started || s.status !== 'recovering') return;
+      this.update(s, { nextRetryAt: null });
+      this.options.onRecovered?.(name);
+    }, this.options.retryIntervalMs);
+    t.unref();
+    this.resumeTimers.set(name, t);
   }
 
   /** The member acts on a stale view (a peer claiming primary at an old epoch): do not pull from it. */
@@ -213,11 +241,19 @@ export class MemberMonitor {
 
   private recovered(s: MemberState): void {
     this.log.info({ member: s.name, after: s.consecutiveFailures }, 'member recovered');
+    // This recovery runs the owner's work itself: a retry of an earlier one's is not run beside it.
+    this.clearResume(s.name);
     this.update(s, { status: 'recovering', consecutiveFailures: 0, attempts: 0, gaveUp: false, lastOkAt: this.now(), nextRetryAt: null });
     const t = this.timers.get(s.name);
     if (t) clearTimeout(t);
     this.timers.delete(s.name);
     this.options.onRecovered?.(s.name);
+  }
+
+  private clearResume(name: string): void {
+    const t = this.resumeTimers.get(name);
+    if (t) clearTimeout(t);
+    this.resumeTimers.delete(name);
   }
 
   private schedule(name: string): void {
