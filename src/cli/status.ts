@@ -84,6 +84,7 @@ const statusSchema = z.looseObject({
     .optional(),
   heldSyncs: z.looseObject({ since: z.string(), until: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
   replaysPending: z.looseObject({ namespaces: z.array(z.string()), since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
+  stateWriteFailure: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
 });
 
 /** Validates the daemon's answer. Throws AdminRemoteError naming the first field that does not fit. */
@@ -170,6 +171,7 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     );
   }
   if (s.config) out.push(...configProblems(s.config, now));
+  if (s.stateWriteFailure) out.push(withTry(`since ${relativeTime(s.stateWriteFailure.since, now)}: ${s.stateWriteFailure.cause} [NHR_ERR_STATE_WRITE_FAILED]`, s.stateWriteFailure.try));
   if (s.replaysPending) out.push(withTry(`since ${relativeTime(s.replaysPending.since, now)}: ${s.replaysPending.cause}`, s.replaysPending.try));
   if (s.gateway?.serving === 'remote') out.push(withTry(`gateway SERVING REMOTELY${s.gateway.since ? ` since ${relativeTime(s.gateway.since, now)}` : ''}: ${s.gateway.cause ?? ''}`, s.gateway.try ?? undefined));
   return out;

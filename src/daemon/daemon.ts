@@ -23,7 +23,7 @@ import { AdminServer } from '../admin/server.js';
 import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, PeerRefusedError, SyncDaemonStoppingError } from '../errors.js';
+import { AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, PeerRefusedError, StateWriteFailedError, SyncDaemonStoppingError } from '../errors.js';
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
@@ -278,6 +278,7 @@ export class Daemon {
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
     metrics.setSyncHeldSource(() => this.syncer.racedSync() !== null);
+    metrics.setStateWriteSource(() => this.ctx.store.isOpen && this.ctx.store.writeFailure !== undefined);
     this.leadership = config.etcd ? new Leadership(this.ctx, this.failover, config.etcd) : undefined;
     this.failover.leaderGate = this.leadership;
     this.ctx.failoverStatus = (ns) => this.leadership?.status(ns) ?? null;
@@ -902,7 +903,10 @@ export class Daemon {
         checks.credentials = refused.length === 0 ? { ok: true } : { ok: false, detail: refused.map(describeRefusal).join('; ') };
         try {
           this.ctx.store.transaction(() => this.ctx.store.db.prepare('SELECT 1').get());
-          checks.state = { ok: true };
+          // The store answers, but its last write may have failed for want of storage (a full or read-only disk):
+          // that stands until a write succeeds again.
+          const failed = this.ctx.store.writeFailure;
+          checks.state = failed ? { ok: false, detail: `${failed.message} (since ${new Date(failed.at).toISOString()}). Try: ${StateWriteFailedError.defaultHint}` } : { ok: true };
         } catch (err) {
           checks.state = { ok: false, detail: err instanceof Error ? err.message : 'state store not writable' };
         }

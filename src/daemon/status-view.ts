@@ -1,6 +1,7 @@
 /**
  * Builds the status view (`DaemonStatus`) from the state store, the member monitor and the scheduler.
  */
+import { StateWriteFailedError } from '../errors.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
 import { VERSION } from '../version.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
@@ -170,5 +171,7 @@ export async function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extra
   if (gateway) status.gateway = gateway;
   status.heldSyncs = heldSyncsView(syncer);
   status.replaysPending = ctx.raceReplayer?.view() ?? null;
+  const failed = ctx.store.writeFailure;
+  status.stateWriteFailure = failed ? { since: new Date(failed.at).toISOString(), cause: failed.message, try: StateWriteFailedError.defaultHint } : null;
   return status;
 }

@@ -170,6 +170,8 @@ export interface ReplicatorMetrics {
   readonly syncCoalescedRestoresTotal: Counter;
   /** 1 while this site's syncs merge inside the exclusive hold at once because a recent one's every attempt raced. */
   readonly syncHeldMode: Gauge;
+  /** 1 while the state database cannot be written (its last write failed for want of storage), else 0. */
+  readonly stateWriteFailing: Gauge;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
   /** Quarantine files no operator has acknowledged yet (`quarantine ack`), counted at each scrape. */
@@ -233,6 +235,8 @@ export interface ReplicatorMetrics {
   setSyncCostSource(source: () => Record<string, SyncCostSample>): void;
   /** Where `sync_held_mode` comes from: called at each scrape. A source that throws leaves the last value in place. */
   setSyncHeldSource(source: () => boolean): void;
+  /** Where `state_write_failing` comes from: called at each scrape. A source that throws leaves the last value in place. */
+  setStateWriteSource(source: () => boolean): void;
 }
 
 /** Kinds of `sync_cost_warning` (src/replicator/cost-model.ts). */
@@ -332,6 +336,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
   const dataTimes = new Map<string, number>();
   let quarantineSource: (() => Record<string, number>) | undefined;
   let syncHeldSource: (() => boolean) | undefined;
+  let stateWriteSource: (() => boolean) | undefined;
 
   if (options.processMetrics !== false) {
     collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
@@ -594,6 +599,18 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
         }
       },
     }),
+    stateWriteFailing: new Gauge({
+      name: name('state_write_failing'),
+      help: "1 while this site's state database cannot be written (its last write failed: disk full, read-only or failing) until a write succeeds again, else 0.",
+      registers,
+      collect() {
+        try {
+          if (stateWriteSource) this.set(stateWriteSource() ? 1 : 0);
+        } catch {
+          // The last value stays.
+        }
+      },
+    }),
     syncVerifySkippedTotal: new Counter({
       name: name('sync_verify_skipped_total'),
       help: 'Snapshot syncs whose restore was not verified because writes kept passing the device barrier while the check backup was taken.',
@@ -747,6 +764,9 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     },
     setSyncHeldSource(source) {
       syncHeldSource = source;
+    },
+    setStateWriteSource(source) {
+      stateWriteSource = source;
     },
   };
 }

@@ -239,11 +239,16 @@ describe('group commit with the WAL synced off the event loop', () => {
     const outcomes = await Promise.allSettled([first, full, later]);
     for (const o of outcomes) {
       expect(o.status).toBe('rejected');
+      expect((o as PromiseRejectedResult).reason).toMatchObject({ code: 'NHR_ERR_STATE_WRITE_FAILED' });
       expect(String((o as PromiseRejectedResult).reason)).toContain('database or disk is full');
     }
+    expect(store.writeFailure?.message).toContain('SQLITE_FULL');
     pragma(db, 'max_page_count = 1073741823');
     reopen();
     // Nothing of the group is there: not the write after the one that filled the disk either.
     expect(store.changelog.after('payments', 1, 0).map((c) => c.keyId)).toEqual([]);
+    // A write that succeeds clears the failure.
+    await store.groupCommit(() => store.changelog.append('payments', 1, del('d')));
+    expect(store.writeFailure).toBeUndefined();
   });
 });

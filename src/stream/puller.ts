@@ -637,7 +637,9 @@ export class NamespacePuller {
     if (taken !== undefined) metrics.setReplicaDataTime(ns, taken / 1000);
   }
 
-  #noteError(err: unknown): void {
+  #noteError(cause: unknown): void {
+    // A change whose record the state store could not write (its disk full) is named as such, not as a bug.
+    const err = this.#o.store.isOpen ? this.#o.store.noteWriteError(cause) : cause;
     this.#lastError = err instanceof NhrError ? { code: err.code, message: err.message } : { code: 'NHR_ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
     this.#o.metrics.setStreamFailing(this.#o.namespace, syncFailureReason(err));
   }
