@@ -887,6 +887,16 @@ export class Daemon {
     return peerRestarted(this.ctx, name);
   }
 
+  /**
+   * Why this site cannot serve reads and crypto now: its NetHSM is down (Locked, unreachable, not Operational) and its
+   * gateway does not serve from a peer instead (`gateway.remoteServing`). Undefined when it can.
+   */
+  private unavailableHere(): string | undefined {
+    if (this.ctx.monitor.available(NETHSM_MEMBER) || this.serving.view()?.serving === 'remote') return undefined;
+    const m = this.ctx.monitor.get(NETHSM_MEMBER);
+    return `this site's NetHSM is ${m?.status ?? 'unavailable'}${m?.lastErrorCode ? ` (${m.lastErrorCode})` : ''}: its gateway cannot serve reads or signing`;
+  }
+
   private healthSource(): HealthSource {
     return {
       ready: async () => {
@@ -933,7 +943,9 @@ export class Daemon {
       },
       namespaceRole: (namespace) => {
         const s = this.ctx.store.isOpen ? namespaceStatus(this.ctx, this.syncer, undefined, namespace) : undefined;
-        return s ? { role: s.role, lagSeconds: s.lagSeconds, lagLimitSeconds: s.lagLimitSeconds, epoch: s.epoch } : undefined;
+        if (!s) return undefined;
+        const unavailable = this.unavailableHere();
+        return { role: s.role, lagSeconds: s.lagSeconds, lagLimitSeconds: s.lagLimitSeconds, epoch: s.epoch, ...(unavailable ? { unavailable } : {}) };
       },
     };
   }
