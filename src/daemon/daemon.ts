@@ -301,6 +301,8 @@ export class Daemon {
     this.reloader = options.configFile
       ? new ConfigReloader({ ...options.configFile, running: () => this.ctx.config, apply: (next) => this.applyConfig(next), log: this.log })
       : undefined;
+    const reloader = this.reloader;
+    if (reloader) metrics.setConfigSource(() => reloader.health);
     this.peerServer = new PeerServer({
       host: config.peerApi.listen.host,
       port: config.peerApi.listen.port,

@@ -172,6 +172,10 @@ export interface ReplicatorMetrics {
   readonly syncHeldMode: Gauge;
   /** 1 while the state database cannot be written (its last write failed for want of storage), else 0. */
   readonly stateWriteFailing: Gauge;
+  /** 1 after a config reload that failed, until one succeeds. */
+  readonly configReloadFailed: Gauge;
+  /** 1 while the config the daemon loaded last has settings only a restart applies. */
+  readonly configRestartNeeded: Gauge;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
   /** Quarantine files no operator has acknowledged yet (`quarantine ack`), counted at each scrape. */
@@ -237,6 +241,8 @@ export interface ReplicatorMetrics {
   setSyncHeldSource(source: () => boolean): void;
   /** Where `state_write_failing` comes from: called at each scrape. A source that throws leaves the last value in place. */
   setStateWriteSource(source: () => boolean): void;
+  /** Where the config gauges come from: called at each scrape. A source that throws leaves the last values in place. */
+  setConfigSource(source: () => { reloadFailed: boolean; restartNeeded: boolean }): void;
 }
 
 /** Kinds of `sync_cost_warning` (src/replicator/cost-model.ts). */
@@ -337,6 +343,15 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
   let quarantineSource: (() => Record<string, number>) | undefined;
   let syncHeldSource: (() => boolean) | undefined;
   let stateWriteSource: (() => boolean) | undefined;
+  let configSource: (() => { reloadFailed: boolean; restartNeeded: boolean }) | undefined;
+  const configGauge = (field: 'reloadFailed' | 'restartNeeded') =>
+    function collect(this: Gauge) {
+      try {
+        if (configSource) this.set(configSource()[field] ? 1 : 0);
+      } catch {
+        // The last value stays.
+      }
+    };
 
   if (options.processMetrics !== false) {
     collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
@@ -611,6 +626,18 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
         }
       },
     }),
+    configReloadFailed: new Gauge({
+      name: name('config_reload_failed'),
+      help: 'Set to 1 by a config reload (SIGHUP) that failed: the daemon runs with the config it had, not the file. 0 once a reload succeeds.',
+      registers,
+      collect: configGauge('reloadFailed'),
+    }),
+    configRestartNeeded: new Gauge({
+      name: name('config_restart_needed'),
+      help: 'Set to 1 while the config the daemon loaded last changes settings only a restart applies (peerApi.listen, …); 0 otherwise.',
+      registers,
+      collect: configGauge('restartNeeded'),
+    }),
     syncVerifySkippedTotal: new Counter({
       name: name('sync_verify_skipped_total'),
       help: 'Snapshot syncs whose restore was not verified because writes kept passing the device barrier while the check backup was taken.',
@@ -767,6 +794,9 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     },
     setStateWriteSource(source) {
       stateWriteSource = source;
+    },
+    setConfigSource(source) {
+      configSource = source;
     },
   };
 }
