@@ -23,7 +23,7 @@ import { AdminServer } from '../admin/server.js';
 import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, PeerRefusedError, StateWriteFailedError, SyncDaemonStoppingError } from '../errors.js';
+import { AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, NhrError, PeerRefusedError, StateWriteFailedError, SyncDaemonStoppingError } from '../errors.js';
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
@@ -907,7 +907,9 @@ export class Daemon {
           const notOperational = nethsmStateError(await this.ctx.nethsm.admin.healthState());
           checks.nethsm = notOperational ? { ok: false, detail: `${notOperational.message.replace(/^the /, '')}. Try: ${notOperational.hint}` } : { ok: true };
         } catch (err) {
-          checks.nethsm = { ok: false, detail: err instanceof Error ? err.message : 'unreachable' };
+          // Like the Locked case above: the cause and what to do (an unreachable NetHSM's error carries its hint).
+          const hint = err instanceof NhrError ? ` Try: ${err.hint}` : '';
+          checks.nethsm = { ok: false, detail: `${err instanceof Error ? err.message : 'unreachable'}.${hint}` };
         }
         const serving = this.serving.view();
         if (serving?.serving === 'remote') checks.gateway = { ok: false, detail: `serving remotely: ${serving.cause}. Try: ${serving.try}` };

@@ -110,5 +110,12 @@ describe('a Locked NetHSM', () => {
     await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
     await expectOk(b);
     expect((await check()).status).toBe(200);
+
+    // Unreachable rather than Locked: the same, and readiness names the remedy as it does for a Locked NetHSM.
+    await b.stopSim();
+    await waitFor(() => memberStatus(b) === 'unreachable', 'the NetHSM to be seen unreachable', 5_000);
+    expect((await check()).body.reason).toMatch(/^this site's NetHSM is unreachable \(NHR_ERR_NETHSM_UNREACHABLE\)/);
+    const ready = await getJson(b.daemon!.ports.health, '/health/ready');
+    expect(String((ready.body.checks as Record<string, { detail?: string }>).nethsm?.detail)).toMatch(/^cannot reach the NetHSM: .*\. Try: Check that the NetHSM is up/);
   });
 });
