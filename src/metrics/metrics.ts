@@ -344,10 +344,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
   let syncHeldSource: (() => boolean) | undefined;
   let stateWriteSource: (() => boolean) | undefined;
   let configSource: (() => { reloadFailed: boolean; restartNeeded: boolean }) | undefined;
-  const configGauge = (field: 'reloadFailed' | 'restartNeeded') =>
+  /** A 0/1 gauge's collect(): `read` at each scrape (undefined: no source set yet); a read that throws keeps the last value. */
+  const flag = (read: () => boolean | undefined) =>
     function collect(this: Gauge) {
       try {
-        if (configSource) this.set(configSource()[field] ? 1 : 0);
+        const v = read();
+        if (v !== undefined) this.set(v ? 1 : 0);
       } catch {
         // The last value stays.
       }
@@ -606,37 +608,25 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('sync_held_mode'),
       help: "1 while this site's snapshot syncs hold writes for their whole backup, merge and restore because a recent sync's attempts outside the hold raced writes (10 minutes after it), else 0.",
       registers,
-      collect() {
-        try {
-          if (syncHeldSource) this.set(syncHeldSource() ? 1 : 0);
-        } catch {
-          // The last value stays.
-        }
-      },
+      collect: flag(() => syncHeldSource?.()),
     }),
     stateWriteFailing: new Gauge({
       name: name('state_write_failing'),
       help: "1 while this site's state database cannot be written (its last write failed: disk full, read-only or failing) until a write succeeds again, else 0.",
       registers,
-      collect() {
-        try {
-          if (stateWriteSource) this.set(stateWriteSource() ? 1 : 0);
-        } catch {
-          // The last value stays.
-        }
-      },
+      collect: flag(() => stateWriteSource?.()),
     }),
     configReloadFailed: new Gauge({
       name: name('config_reload_failed'),
       help: 'Set to 1 by a config reload (SIGHUP) that failed: the daemon runs with the config it had, not the file. 0 once a reload succeeds.',
       registers,
-      collect: configGauge('reloadFailed'),
+      collect: flag(() => configSource?.().reloadFailed),
     }),
     configRestartNeeded: new Gauge({
       name: name('config_restart_needed'),
       help: 'Set to 1 while the config the daemon loaded last changes settings only a restart applies (peerApi.listen, …); 0 otherwise.',
       registers,
-      collect: configGauge('restartNeeded'),
+      collect: flag(() => configSource?.().restartNeeded),
     }),
     syncVerifySkippedTotal: new Counter({
       name: name('sync_verify_skipped_total'),
