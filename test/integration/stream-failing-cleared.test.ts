@@ -31,6 +31,9 @@ describe('stream_failing after the stream stops (promoted here)', () => {
     await a.stopDaemon();
     await waitFor(() => b.daemon!.stream.status(NS)?.lastError?.code === 'NHR_ERR_PEER_UNREACHABLE', "b's stream to fail for the lost primary", 30_000);
     expect((await failing()).peer_unreachable).toBe(1);
+    // Nor does it claim to be current: the head it knows is from before the failure.
+    expect(b.daemon!.stream.status(NS)).toMatchObject({ changesBehind: null });
+    expect(b.daemon!.stream.status(NS)!.lagSeconds).toBeGreaterThan(0);
 
     await b.daemon!.failover.promote(NS, { force: false, actor: 'operator@b' });
     expect(b.daemon!.ctx.store.roles.get(NS)?.role).toBe('primary');
