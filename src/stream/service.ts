@@ -283,7 +283,10 @@ export class StreamService {
     const p = this.#pullers.get(namespace)?.status() ?? { state: 'idle' as const, head: null, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, onDevice: null };
     const pos = store.positions.get(namespace, row.primarySite);
     const position = pos?.epoch !== undefined && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : null;
-    const behind = p.head && position && p.head.epoch === position.epoch ? Math.max(0, p.head.seq - position.seq) : null;
+    // A failing stream's head is what the primary said before the failure: '0 behind, lag 0s' would vouch for a
+    // currency nobody can check now (the operator drill: a partitioned replica showed both). Unknown behind, and the
+    // lag from the position's time, until it streams again.
+    const behind = p.lastError === null && p.head && position && p.head.epoch === position.epoch ? Math.max(0, p.head.seq - position.seq) : null;
     const lag = behind === 0 ? 0 : pos?.positionTakenAt !== undefined ? Math.max(0, (Date.now() - pos.positionTakenAt) / 1000) : null;
     return { ...p, position, changesBehind: behind, lagSeconds: lag };
   }
