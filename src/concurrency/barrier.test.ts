@@ -352,6 +352,21 @@ describe('DeviceBarrier', () => {
       expect(await write).toBe('written');
       expect(gate.writesSince(during)).toBe(1);
     });
+    it('names the unscoped write holders since a mark for the logs: in flight at it, admitted since, exclusive ones too', async () => {
+      const gate = new DeviceBarrier();
+      const before = await gate.enter({ purpose: 'gateway POST /namespaces/{id}' });
+      const mark = gate.markWrites();
+      before();
+      (await gate.enter({ scope: 'alpha', purpose: 'stream apply alpha' }))();
+      const found = writeTicket();
+      await gate.shared(async () => void (found.replay = { kind: 'none' }), { ticket: found, purpose: 'transport key ensure' });
+      const open = await gate.enter();
+      expect(gate.unscopedSince(mark)).toEqual(['gateway POST /namespaces/{id}', 'transport key ensure (changed nothing)', 'unlabelled (in flight)']);
+      open();
+      await gate.exclusive([], async () => undefined, { purpose: 'promote beta' });
+      expect(gate.unscopedSince(mark).slice(-2)).toEqual(['unlabelled', 'promote beta']);
+      expect(gate.unscopedSince(gate.markWrites())).toEqual([]);
+    });
   });
 
   describe('write trackers', () => {

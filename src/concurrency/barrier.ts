@@ -76,6 +76,11 @@ export interface SharedOptions {
    * in flight end before it opens its tracker (early-backup.ts), whatever their scope. Default false.
    */
   gateway?: boolean;
+  /**
+   * What the holder is, for the logs only (e.g. `transport key creation`, `gateway POST /namespaces/{id}`): a
+   * verification skipped for an unscoped write names it (`unscopedSince`). Never a secret. Default `unlabelled`.
+   */
+  purpose?: string;
 }
 
 /**
@@ -111,6 +116,8 @@ export interface TrackedWrite {
   readonly scope: string | null;
   readonly ticket: WriteTicket;
   readonly gateway?: boolean;
+  /** SharedOptions.purpose / ExclusiveOptions.purpose. */
+  readonly purpose?: string;
 }
 
 /**
@@ -131,8 +138,19 @@ export interface WriteTracker {
 export interface WriteMark {
   readonly generation: number;
   readonly inFlight: number;
-  /** Per scope (a namespace; `null`: unscoped writes): admitted so far and in flight at the mark. */
-  readonly scopes: ReadonlyMap<string | null, { readonly admitted: number; readonly inFlight: number }>;
+  /** Write holders released so far whose ticket said `none` (they changed nothing). */
+  readonly idle: number;
+  /** Per scope (a namespace; `null`: unscoped writes): admitted so far, in flight and released idle at the mark. */
+  readonly scopes: ReadonlyMap<string | null, ScopeCounts>;
+  /** The unscoped write holders in flight at the mark (for `unscopedSince`). */
+  readonly unscoped: readonly TrackedWrite[];
+}
+
+/** One scope's write holders (WriteMark.scopes). */
+export interface ScopeCounts {
+  readonly admitted: number;
+  readonly inFlight: number;
+  readonly idle: number;
 }
 
 export interface ExclusiveOptions {
@@ -147,6 +165,8 @@ export interface ExclusiveOptions {
    * write generation counts the hold once). Takes precedence over `scope`.
    */
   scopes?: readonly string[];
+  /** As SharedOptions.purpose. */
+  purpose?: string;
 }
 
 /** Given to an exclusive holder: re-checks its tokens right before an irreversible device call. */
@@ -174,8 +194,12 @@ export class DeviceBarrier {
    */
   #generation = 0;
   #writers = 0;
+  /** Write holders released with a `none` ticket: admitted and counted above, but they changed nothing. */
+  #idle = 0;
   /** The same per scope (`null`: unscoped). */
-  readonly #scopes = new Map<string | null, { admitted: number; inFlight: number }>();
+  readonly #scopes = new Map<string | null, { admitted: number; inFlight: number; idle: number }>();
+  /** The last unscoped write holders admitted (generation at admission, purpose): what `unscopedSince` names. */
+  readonly #recentUnscoped: { generation: number; write: TrackedWrite }[] = [];
   /** Write holders admitted and not yet released (what a new tracker starts with). */
   readonly #writing = new Set<TrackedWrite>();
   readonly #trackers = new Set<TrackedWrite[]>();
@@ -232,7 +256,8 @@ export class DeviceBarrier {
   /** Where the write bookkeeping stands now; compare with `writesSince`/`quietSince`. */
   markWrites(): WriteMark {
     const scopes = new Map([...this.#scopes].map(([k, v]) => [k, { ...v }] as const));
-    return { generation: this.#generation, inFlight: this.#writers, scopes };
+    const unscoped = [...this.#writing].filter((w) => w.scope === null);
+    return { generation: this.#generation, inFlight: this.#writers, idle: this.#idle, scopes, unscoped };
   }
 
   /**
@@ -275,7 +300,12 @@ export class DeviceBarrier {
     return this.writesSince(mark, except) === 0;
   }
 
-  /** Write holders (outside `except`) that may have changed the device since `mark`: admitted since + in flight at it. */
+  /**
+   * Write holders (outside `except`) that may have changed the device since `mark`: admitted since + in flight at it,
+   * less those of them that released saying they changed nothing (a `none` ticket: a call the NetHSM refused, a
+   * duplicate stream change, a transport key found present). Each holder in the first two terms is subtracted at most
+   * once, and only once its ticket is final (it released), so a holder still in flight always counts.
+   */
   writesSince(mark: WriteMark, except?: ReadonlySet<string>): number {
     if (!except || except.size === 0) return this.#generation - mark.generation + mark.inFlight;
     let n = 0;
@@ -283,9 +313,25 @@ export class DeviceBarrier {
     return n;
   }
 
-  /** The scopes written since `mark` (admitted since or in flight at it); `null` stands for unscoped writes. */
+  /**
+   * The scopes written since `mark` (admitted since or in flight at it, as `writesSince` counts them: not those that
+   * released having changed nothing); `null` stands for unscoped writes.
+   */
   scopesWrittenSince(mark: WriteMark): Set<string | null> {
     return new Set([...this.#scopeCounts(mark)].filter(([, c]) => c > 0).map(([scope]) => scope));
+  }
+
+  /**
+   * For the logs: the unscoped write holders in flight at `mark` or admitted since (the last 32 admitted at most;
+   * unscoped exclusive holds too), each its purpose, `(changed nothing)` once it released with a `none` ticket, or
+   * `(in flight)`. Empty when there were none.
+   */
+  unscopedSince(mark: WriteMark): string[] {
+    const since = this.#recentUnscoped.filter((u) => u.generation > mark.generation).map((u) => u.write);
+    return [...mark.unscoped, ...since].map((w) => {
+      const note = this.#writing.has(w) ? ' (in flight)' : w.ticket.replay.kind === 'none' ? ' (changed nothing)' : '';
+      return purposeOf(w) + note;
+    });
   }
 
   #scopeCounts(mark: WriteMark): Map<string | null, number> {
@@ -361,9 +407,12 @@ export class DeviceBarrier {
       this.#exclusiveRuns++;
       // Counted before `fn` runs, so a mark the holder takes inside its own hold does not see its own hold.
       const scopes = options.scopes && options.scopes.length > 0 ? options.scopes : [options.scope ?? null];
+      const purpose = options.purpose ?? UNLABELLED;
       for (const sc of new Set(scopes)) {
         this.#scopeOf(sc).admitted++;
-        this.#tracked({ scope: sc, ticket: writeTicket() });
+        const held: TrackedWrite = { scope: sc, ticket: writeTicket(), purpose };
+        this.#tracked(held);
+        if (sc === null) this.#noteUnscoped(this.#generation + 1, held);
       }
       this.#generation++;
       return await this.#scope.run('exclusive', () => fn(guard));
@@ -392,7 +441,12 @@ export class DeviceBarrier {
     const write =
       options.readOnly === true
         ? undefined
-        : { scope: options.scope ?? null, ticket: options.ticket ?? writeTicket(), ...(options.gateway === true ? { gateway: true } : {}) };
+        : {
+            scope: options.scope ?? null,
+            ticket: options.ticket ?? writeTicket(),
+            ...(options.gateway === true ? { gateway: true } : {}),
+            ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
+          };
     if (this.#exclusives === 0) return Promise.resolve(this.#admitOne(write));
     const bound = options.wait === 'unbounded' ? undefined : options.wait === undefined || options.wait === 'default' ? this.maxWaitMs : options.wait;
     return new Promise<Release>((resolve, reject) => {
@@ -440,6 +494,7 @@ export class DeviceBarrier {
       counts.inFlight++;
       this.#writing.add(write!);
       this.#tracked(write!);
+      if (write!.scope === null) this.#noteUnscoped(this.#generation, write!);
     }
     let released = false;
     return () => {
@@ -449,6 +504,11 @@ export class DeviceBarrier {
       if (counts) {
         this.#writers--;
         counts.inFlight--;
+        // Its ticket is final now: a holder that says it changed nothing no longer counts as a write (writesSince).
+        if (write!.ticket.replay.kind === 'none') {
+          this.#idle++;
+          counts.idle++;
+        }
         this.#writing.delete(write!);
         for (const w of [...this.#endWaiters]) {
           if (w.left.delete(write!) && w.left.size === 0) {
@@ -465,10 +525,15 @@ export class DeviceBarrier {
     for (const list of this.#trackers) list.push(w);
   }
 
-  #scopeOf(scope: string | null): { admitted: number; inFlight: number } {
+  #scopeOf(scope: string | null): { admitted: number; inFlight: number; idle: number } {
     let c = this.#scopes.get(scope);
-    if (!c) this.#scopes.set(scope, (c = { admitted: 0, inFlight: 0 }));
+    if (!c) this.#scopes.set(scope, (c = { admitted: 0, inFlight: 0, idle: 0 }));
     return c;
+  }
+
+  #noteUnscoped(generation: number, write: TrackedWrite): void {
+    this.#recentUnscoped.push({ generation, write });
+    if (this.#recentUnscoped.length > RECENT_UNSCOPED) this.#recentUnscoped.shift();
   }
 
   #drain(): Promise<void> {
@@ -490,6 +555,14 @@ export class DeviceBarrier {
       this.#drainWaiters.add(wake);
     });
   }
+}
+
+const UNLABELLED = 'unlabelled';
+/** How many unscoped write holders `unscopedSince` can name (a log field, not a count anything relies on). */
+const RECENT_UNSCOPED = 32;
+
+function purposeOf(w: TrackedWrite): string {
+  return w.purpose ?? UNLABELLED;
 }
 
 function positive(n: number, name: string): number {

@@ -130,7 +130,7 @@ export class Failover {
       ctx.log.info({ namespace, epoch: row.epoch, from: before.epoch, actor: opts.actor, force: opts.force }, 'namespace promoted');
       const owed = this.restoreNow(row, 'administrator restore on promote');
       return { row, ...(await owed) };
-    });
+    }, { purpose: `promote ${namespace}` });
     // Under automatic failover peers learn the term from etcd too: an unreachable old primary must not hold the
     // promote (and the leadership tick behind it) for a whole connect timeout.
     const told = await this.announce(namespace, row, gate ? PEER_VIEW_TIMEOUT_AUTOMATIC_MS : undefined);
@@ -168,7 +168,7 @@ export class Failover {
       // A failure is recorded and retried (admin-restorer.ts), as a promote's: the role change stands.
       const owed = stripped ? await this.restoreNow(row, 'administrator restore on resume') : { restored: 0 };
       return { row, ...owed };
-    });
+    }, { purpose: `resume leadership ${namespace}` });
   }
 
   /**
@@ -309,7 +309,7 @@ export class Failover {
         await rename(snap.file, ctx.work.handoffOf(namespace));
       }
       await this.stripAdministrators(namespace, token);
-    });
+    }, { purpose: `demote hand-off ${namespace}` });
     const answer = await ctx.peers
       .get(to)!
       .handoff(namespace, row.epoch)
@@ -469,7 +469,7 @@ export class Failover {
         // then stays, marked as missing from this file (race-replayer.ts afterFenceExport).
         replay = await ctx.raceReplayer?.beforeFenceExport(namespace);
         await ctx.device.backupTo(deviceFile);
-      });
+      }, { purpose: `fence export ${namespace}` });
       const saved = await extractNamespace(deviceFile, namespace, quarantine, {
         input: ctx.deviceOpen,
         passphrase: ctx.replicationPassphrase,
@@ -599,7 +599,7 @@ export class Failover {
         });
         guard.check();
         await ctx.device.restore(out);
-      });
+      }, { purpose: `administrator rewrite ${token.namespace}` });
     } finally {
       await removeFiles(before, out);
     }

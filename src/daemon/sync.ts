@@ -483,7 +483,7 @@ export class NamespaceSync {
                 holdSeconds += (performance.now() - t0) / 1000;
               }
             }),
-          single ? { scope: names[0]! } : { scopes },
+          single ? { scope: names[0]!, purpose: 'snapshot restore' } : { scopes, purpose: 'snapshot restore' },
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase], phase)),

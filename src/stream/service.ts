@@ -333,22 +333,22 @@ export class StreamService {
     // Its write ticket stays `unknown` when the device was written (a transport key exists on the device only: a
     // restore that erased it cannot re-apply it), and says `none` when ensure() only found the key.
     const tk = this.transportKey;
-    const write = (fn: () => Promise<boolean>) => {
+    const write = (purpose: string, fn: () => Promise<boolean>) => {
       const ticket = writeTicket();
       const run = async () => {
         if (!(await fn())) ticket.replay = { kind: 'none' };
       };
-      return ctx.barrier.shared(run, { wait: 'unbounded', ticket });
+      return ctx.barrier.shared(run, { wait: 'unbounded', ticket, purpose });
     };
     if (ctx.work.inheritedTransportKeyPending()) {
-      await write(async () => {
+      await write('transport key replacement', async () => {
         await tk.replaceInherited();
         return true;
       });
       this.#unwrapped.clear();
       await ctx.work.markTransportKeyReplaced();
       ctx.log.info({ keyId: this.transportKey.keyId, fingerprint: this.transportKey.publicInfo().fingerprint }, 'replaced the transport key inherited from the primary at bootstrap');
-    } else await write(() => tk.ensure());
+    } else await write('transport key ensure', () => tk.ensure());
     this.#transportKeyReady = true;
   }
 
