@@ -86,7 +86,8 @@ export interface SharedOptions {
 /**
  * What a write holder did, as far as making it good after a restore that erased it goes:
  * - `unknown`: anything (the default): it cannot be re-applied;
- * - `none`: it changed nothing on the device (a call the NetHSM refused with a 4xx, a duplicate stream change);
+ * - `none`: it changed nothing on the device (a call the NetHSM refused with a 4xx, a duplicate stream change); once
+ *   it released, the write counts (`writesSince`, `scopesWrittenSince`) leave it out, so set it only when that is sure;
  * - `log`: a change this site logged as primary of `namespace` under `seq`; re-applied from the change log (with the
  *   import's envelope sealed to this site's own transport key);
  * - `stream`: a stream change from `source` applied here to replica namespace `namespace` at `seq`; re-applied by
@@ -307,7 +308,7 @@ export class DeviceBarrier {
    * once, and only once its ticket is final (it released), so a holder still in flight always counts.
    */
   writesSince(mark: WriteMark, except?: ReadonlySet<string>): number {
-    if (!except || except.size === 0) return this.#generation - mark.generation + mark.inFlight;
+    if (!except || except.size === 0) return this.#generation - mark.generation + mark.inFlight - (this.#idle - mark.idle);
     let n = 0;
     for (const [scope, c] of this.#scopeCounts(mark)) if (scope === null || !except.has(scope)) n += c;
     return n;
@@ -338,7 +339,7 @@ export class DeviceBarrier {
     const out = new Map<string | null, number>();
     for (const [scope, now] of this.#scopes) {
       const then = mark.scopes.get(scope);
-      out.set(scope, now.admitted - (then?.admitted ?? 0) + (then?.inFlight ?? 0));
+      out.set(scope, now.admitted - (then?.admitted ?? 0) + (then?.inFlight ?? 0) - (now.idle - (then?.idle ?? 0)));
     }
     return out;
   }
