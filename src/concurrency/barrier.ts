@@ -156,9 +156,20 @@ export interface ScopeCounts {
 
 export interface ExclusiveOptions {
   /**
-   * The one namespace the holder changes (a snapshot apply's restore). Every exclusive hold counts as a write in the
-   * write generation when it starts (a restore changes the device under any merge built before it); with a scope, a
-   * merge-restore of another namespace sees which. Absent: may change anything.
+   * The one namespace the holder changes (a snapshot apply's restore; a promote's, demote's, fence's or retry's
+   * administrator strip or restore and the re-apply of erased writes, src/daemon/failover.ts). Every exclusive hold
+   * counts as a write in the write generation when it starts (a restore changes the device under any merge built
+   * before it); with a scope, a merge-restore of another namespace sees which, and a restore's verification leaves only
+   * that namespace out instead of skipping itself. Give a scope only when the holder provably changes nothing else
+   * that a verification compares: a backup-rewrite-restore inside the hold does (every entry outside the namespace is
+   * restored as the hold's own backup held it; device configuration is re-sealed, and not compared). A merge-restore
+   * of that same namespace does not merge again for such a hold (it treats it as its own stream's writes), which is
+   * safe for the holds scoped so (docs/concurrency.md, "Snapshot sync"): a promote, resume or demote changes the
+   * namespace's role row, so the merge-restore's fencing token (single sync) or its part's check (coalesced) drops it
+   * inside its hold; an administrator restore retry or an erased-write re-apply runs only for a namespace primary
+   * here, which no merge-restore restores; a fence's export comes before any sync of the fenced namespace is allowed
+   * (sync.ts), and its administrator strip does what a replica's merge does to the namespace anyway (drops its
+   * administrators). Absent: may change anything.
    */
   scope?: string;
   /**

@@ -468,7 +468,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
       const outcome = await this.#o.barrier.exclusive(
         due.map((d) => d.token),
         () => this.#replayDue(due),
-        { purpose: 'race replay retry' },
+        { scopes: due.map((d) => d.record.namespace), purpose: 'race replay retry' },
       ).then(
         () => 'done' as const,
         (err: unknown) => {
