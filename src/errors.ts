@@ -758,8 +758,9 @@ export class SyncBusyError extends NhrError {
 }
 
 /**
- * A sync abandoned because the daemon is stopping: its snapshot download or its device backup before the restore was
- * cut (or it had not started one) before anything touched the device for it (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
+ * A sync abandoned because the daemon is stopping: its snapshot download, its device backup before the restore or its
+ * wait for the restore's exclusive hold was cut (or it had not started one) before anything touched the device for it
+ * (daemon close(); sync.ts `stop`). Not a failed sync: nothing is recorded against
  * the namespace or the primary. Not retryable here: this daemon takes no more syncs; the next start does.
  */
 export class SyncDaemonStoppingError extends NhrError {
@@ -769,7 +770,8 @@ export class SyncDaemonStoppingError extends NhrError {
 
 /**
  * A device backup only read was cut because the daemon is stopping (close()): an early B1, an apply's B1 before its
- * restore, or a backup serving a peer's snapshot or device backup (docs/operations.md, "Stopping the daemon"). Nothing
+ * restore, or a backup serving a peer's snapshot or device backup, running or still waiting for its barrier hold or its
+ * turn at the device; or an apply's wait for its exclusive hold (docs/operations.md, "Stopping the daemon"). Nothing
  * changed on the device, so it is not a device failure: the member monitor does not count it, and a sync it belonged
  * to is abandoned (NHR_ERR_SYNC_DAEMON_STOPPING), not failed. Retryable: a peer that asked for it asks again once this
  * daemon runs again.
@@ -835,6 +837,18 @@ export class AntiEntropySourceReplayingError extends NhrError {
   static override readonly defaultHint =
     'Nothing to do: the next anti-entropy pass compares again once the primary has re-applied the erased writes; if it lasts, `nethsm-replicator status` at the primary shows the pending re-apply and why it fails.';
   static override readonly retryable = true;
+}
+
+/**
+ * An anti-entropy pass cannot run against the namespace's primary as it is: it runs an older nethsm-replicator that
+ * serves no inventory ranges, and its one-answer inventory of the namespace holds more keys than one answer may
+ * (MAX_INVENTORY_KEYS) or is too large to read as one string. Not retryable against the same primary version: the
+ * replica asks it again only once the primary answers as another version (or after this daemon's restart).
+ */
+export class AntiEntropyPrimaryTooOldError extends NhrError {
+  static override readonly code = 'NHR_ERR_ANTIENTROPY_PRIMARY_TOO_OLD';
+  static override readonly defaultHint =
+    "Upgrade nethsm-replicator at the primary: its streamed inventory ranges have no such limit. Until then this namespace's anti-entropy passes (the scheduled ones, and the one after the primary's restart) do not run; snapshot syncs still do.";
 }
 
 /** A snapshot older than this site's epoch, or from a site that is not the namespace's primary. */
@@ -958,6 +972,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   SyncStaleSnapshotError,
   SyncSourceReplayingError,
   AntiEntropySourceReplayingError,
+  AntiEntropyPrimaryTooOldError,
   StateOpenFailedError,
   StateDirUnusableError,
   StateLockedError,

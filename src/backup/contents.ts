@@ -3,11 +3,11 @@
  * users. Used by `backup inspect` and by the daemon to verify a device against a snapshot.
  */
 import { BackupManifestInvalidError } from '../errors.js';
-import { compareBackupPaths, GCM_OVERHEAD } from './format.js';
+import { compareBackupPaths } from './format.js';
 import type { BackupKind, BackupManifest } from './manifest.js';
 import { decodeManifest, PathsDigest } from './manifest.js';
 import { classifyPath, keyPath, MANIFEST_PATH } from './paths.js';
-import type { BackupEntry, BackupReader, OpenBackupOptions } from './reader.js';
+import { type BackupEntry, type BackupReader, type OpenBackupOptions, valueLength } from './reader.js';
 import { closeAll, openSource, type BackupSource } from './transform.js';
 
 export interface NamespaceContents {
@@ -118,11 +118,6 @@ async function* entriesOf(reader: BackupReader, pathsOnly: boolean): AsyncGenera
     return;
   }
   for await (const batch of reader.entriesBatched({ wantsValue: (p) => p === MANIFEST_PATH })) yield* batch;
-}
-
-/** The value's length: as read, or for an entry read by its path only, from its sealed field (3-byte path length, path, value). */
-function valueLength(e: BackupEntry): number {
-  return e.pathOnly ? e.size - 3 - GCM_OVERHEAD - 3 - Buffer.byteLength(e.path, 'utf8') : e.value.length;
 }
 
 function tally(c: BackupContents, e: BackupEntry, ids: boolean): void {

@@ -42,6 +42,13 @@ export interface ExtractNamespaceOptions extends OutputOptions {
    * Default: every entry of the namespace.
    */
   select?: (path: string) => boolean;
+  /**
+   * Called when the source has no `/namespace/<ns>` record (the firmware keeps a namespace's users when the namespace
+   * is deleted, and a root Administrator may create them before it): the value written there instead, a copy of the
+   * record from another backup of the same domain key, and what goes into the manifest's meta to say so. Without it,
+   * a missing record throws BackupNamespaceNotFoundError.
+   */
+  missingRecord?: () => Promise<{ value: Buffer; meta: Record<string, unknown> }>;
 }
 
 export interface ExtractNamespaceSummary {
@@ -60,7 +67,8 @@ export interface ExtractNamespaceSummary {
  * Writes a namespace backup of `ns` from `deviceBackup` to `out`: every `/namespace/ns`, `/key/.ns/*` and
  * `/authentication/ns~*` entry (or those `options.select` accepts, and the record), unchanged (still under the device's domain key), in firmware order, then the manifest;
  * header fields passed through from the source, under `options.passphrase` (default: the source's key and salt).
- * Throws BackupNamespaceNotFoundError when the source has no `/namespace/ns` entry, BackupKindMismatchError when the
+ * Throws BackupNamespaceNotFoundError when the source has no `/namespace/ns` entry (and `options.missingRecord` gives
+ * none), BackupKindMismatchError when the
  * source is itself a namespace or key backup, BackupOutOfOrderError, the reader's errors, OutputExistsError.
  * No output file remains after a throw.
  */
@@ -112,8 +120,17 @@ async function extractInto(reader: BackupReader, writer: BackupWriter, ns: strin
       options.onProgress?.({ entriesRead: read, bytesRead: reader.bytesRead, entriesWritten: writer.entriesWritten, bytesWritten: writer.bytesWritten });
     }
   }
+  let meta = options.meta;
   if (!found) {
-    throw new BackupNamespaceNotFoundError(`the device backup has no namespace ${ns} (no ${namespacePath(ns)} entry)`, { namespace: ns });
+    if (!options.missingRecord) {
+      throw new BackupNamespaceNotFoundError(`the device backup has no namespace ${ns} (no ${namespacePath(ns)} entry)`, { namespace: ns });
+    }
+    // The record sorts after every user (`/authentication/`) and key (`/key/`) of the namespace and before the
+    // manifest (`/~`), so written last it is in the firmware's order.
+    const copy = await options.missingRecord();
+    await writer.writeEntry(namespacePath(ns), copy.value);
+    digest.add(namespacePath(ns), copy.value.length);
+    meta = { ...meta, ...copy.meta };
   }
   const manifest = makeManifest({
     kind: 'namespace',
@@ -124,7 +141,7 @@ async function extractInto(reader: BackupReader, writer: BackupWriter, ns: strin
     createdAt: (options.now ?? new Date()).toISOString(),
     sourceDeviceId: reader.header.deviceId ?? null,
     sourceVersion: reader.header.version,
-    ...(options.meta ? { meta: options.meta } : {}),
+    ...(meta ? { meta } : {}),
   });
   await writer.writeEntry(MANIFEST_PATH, encodeManifest(manifest));
   await writer.finish();

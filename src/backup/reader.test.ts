@@ -16,7 +16,7 @@ import {
 } from '../errors.js';
 import { deriveBackupKey, gcmOpen, gcmSeal } from './crypto.js';
 import { AD, BACKUP_MAGIC, BACKUP_TRAILER, frameField, TEST_SCRYPT, writeU24 } from './format.js';
-import { MAX_BATCH, openBackup, readBackupBuffer, type BackupEntry, type OpenBackupOptions } from './reader.js';
+import { MAX_BATCH, openBackup, readBackupBuffer, valueHead, valueLength, type BackupEntry, type OpenBackupOptions } from './reader.js';
 
 const PW = 'correct horse';
 const salt = randomBytes(16);
@@ -539,6 +539,47 @@ describe('entriesBatched({ wantsValue }): entries read by their path only', () =
     const declined = await readDeclining(flip(bytes, tagByte), bytes.length, () => false);
     expect(declined.error).toBeUndefined();
     expect(declined.entries[2]).toMatchObject({ path: '/authentication/admin', pathOnly: true });
+  });
+
+  it('with heads, gives a declined entry the first 12 bytes of its value and its length, as the full read has them', async () => {
+    const midPath = `/key/.ns1/${'m'.repeat(45)}`; // its path lies within the 4 peeked blocks, its head beyond them
+    const tooLong = `/key/.ns1/${'t'.repeat(110)}`; // its path lies beyond the peeked blocks: opened in full
+    const withLong: [string, Buffer][] = [...mixed.slice(0, 5), [midPath, randomBytes(50)], [tooLong, randomBytes(50)], ['/key/.ns1/short', randomBytes(8)], ...mixed.slice(5)];
+    withLong.sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
+    const bytes = craft({ entries: withLong.map(([p, v]) => entryPlaintext(p, v)) }).bytes;
+    const full = await readOneWay(bytes, opts, 'entries', 64);
+    expect(full.error).toBeUndefined();
+    const entries: BackupEntry[] = [];
+    const reader = await openBackup(streamOf(bytes, bytes.length), opts);
+    try {
+      for await (const batch of reader.entriesBatched({ wantsValue, heads: true })) entries.push(...batch);
+    } finally {
+      await reader.close();
+    }
+    let declinedWithHead = 0;
+    for (const [i, e] of entries.entries()) {
+      const f = full.entries[i]!;
+      expect(valueLength(e), e.path).toBe(f.value.length);
+      if (e.path === '/key/.ns1/short') {
+        // An 8-byte value has no 12-byte head.
+        expect(e.pathOnly, e.path).toBe(true);
+        expect(valueHead(e), e.path).toBeUndefined();
+        continue;
+      }
+      const head = valueHead(e);
+      if (f.value.length < 12) expect(head).toBeUndefined();
+      else {
+        expect(head?.toString('hex'), e.path).toBe(f.value.subarray(0, 12).toString('hex'));
+        if (e.pathOnly) declinedWithHead++;
+      }
+    }
+    expect(entries.find((e) => e.path === midPath)?.pathOnly).toBe(true);
+    expect(entries.find((e) => e.path === tooLong)?.pathOnly).toBeUndefined();
+    expect(entries.find((e) => e.path === longPath)?.pathOnly).toBeUndefined();
+    expect(declinedWithHead).toBeGreaterThanOrEqual(3);
+    // Without heads, a declined entry carries none.
+    const plain = await readDeclining(bytes, bytes.length, wantsValue);
+    expect(plain.entries.filter((e) => e.pathOnly).every((e) => e.head === undefined && valueHead(e) === undefined)).toBe(true);
   });
 
   it('opens in full a declined entry whose path does not decode, and reports it as entries() does', async () => {

@@ -73,6 +73,31 @@ export interface BackupEntry {
    * (docs/backup-format.md, "Entries read by their path only").
    */
   pathOnly?: true;
+  /**
+   * With BatchOptions.heads, on an entry read by its path only: the first VALUE_HEAD_LENGTH bytes of its value, read
+   * like its path (from the keystream, NOT authenticated), when they lie within the blocks peeked; absent otherwise.
+   * See valueHead() for what they are good for.
+   */
+  head?: Buffer;
+}
+
+/** Bytes of a value's start kept as BackupEntry.head: an inner-encrypted value's nonce (FACTS.md §6.5). */
+export const VALUE_HEAD_LENGTH = 12;
+
+/**
+ * The first VALUE_HEAD_LENGTH bytes of the entry's value (as read, or its `head`), or undefined when not known. A
+ * value the firmware store-encrypts (keys, users) starts with the 12 random bytes of its own GCM nonce, drawn afresh by
+ * every write of that entry; so two entries of one path with equal heads and equal value lengths hold the same stored
+ * write, byte for byte (a merge uses it to tell the keys a restore leaves as they were: rewrite.ts `onOverlay`).
+ */
+export function valueHead(e: BackupEntry): Buffer | undefined {
+  if (e.pathOnly) return e.head;
+  return e.value.length >= VALUE_HEAD_LENGTH ? e.value.subarray(0, VALUE_HEAD_LENGTH) : undefined;
+}
+
+/** The value's length: as read, or for an entry read by its path only, from its sealed field (3-byte path length, path, value). */
+export function valueLength(e: BackupEntry): number {
+  return e.pathOnly ? e.size - 3 - GCM_OVERHEAD - 3 - Buffer.byteLength(e.path, 'utf8') : e.value.length;
 }
 
 export interface BatchOptions {
@@ -81,6 +106,12 @@ export interface BatchOptions {
    * BackupEntry.pathOnly): a few AES blocks for a whole batch instead of a GCM open each. Default: every value is used.
    */
   wantsValue?: (path: string) => boolean;
+  /**
+   * Also read each path-only entry's `head` (BackupEntry.head): from the same PEEK_BLOCKS keystream blocks as its path
+   * when it lies within them (paths up to 49 bytes), else from HEAD_PEEK_BLOCKS computed for those entries alone (a
+   * longer prefix for every entry costed a merge a third more CPU). Default false.
+   */
+  heads?: boolean;
 }
 
 export interface OpenBackupOptions {
@@ -400,6 +431,8 @@ interface SealedField {
 
 /** Keystream blocks peekPaths computes per entry: paths up to 61 bytes (every path the firmware writes in practice). */
 const PEEK_BLOCKS = 4;
+/** With heads (BatchOptions.heads), for a path the first blocks hold but not its head: 3 + 61 + VALUE_HEAD_LENGTH ≤ 96 bytes. */
+const HEAD_PEEK_BLOCKS = 6;
 const EMPTY = Buffer.alloc(0);
 
 /** The path at the start of `sealed`'s plaintext, from the keystream at `ks[at, at + span)`; undefined if not found. */
@@ -414,6 +447,21 @@ function peekPath(sealed: Buffer, ks: Buffer, at: number, span: number): string 
   for (let j = 0; j < pathLen; j++) bytes[j] = sealed[c + 3 + j]! ^ ks[at + 3 + j]!;
   const path = decodePath(bytes, 0, pathLen);
   return path.startsWith('/') ? path : undefined;
+}
+
+/**
+ * The VALUE_HEAD_LENGTH bytes after the path at the start of `sealed`'s plaintext (peekPath found the path), or
+ * undefined when the value is shorter or they do not lie within `span`.
+ */
+function peekHead(sealed: Buffer, ks: Buffer, at: number, span: number): Buffer | undefined {
+  const c = GCM_NONCE_LENGTH;
+  const pathLen = ((sealed[c]! ^ ks[at]!) << 16) | ((sealed[c + 1]! ^ ks[at + 1]!) << 8) | (sealed[c + 2]! ^ ks[at + 2]!);
+  const start = 3 + pathLen;
+  const end = start + VALUE_HEAD_LENGTH;
+  if (end > Math.min(span, sealed.length - GCM_OVERHEAD)) return undefined;
+  const head = Buffer.allocUnsafe(VALUE_HEAD_LENGTH);
+  for (let j = 0; j < VALUE_HEAD_LENGTH; j++) head[j] = sealed[c + start + j]! ^ ks[at + start + j]!;
+  return head;
 }
 
 /**
@@ -467,7 +515,7 @@ class StreamingBackupReader implements BackupReader {
   async *entriesBatched(options: BatchOptions = {}): AsyncGenerator<BackupEntry[]> {
     if (this.started) throw new InternalError('BackupReader.entries() can be iterated only once');
     this.started = true;
-    const { wantsValue } = options;
+    const { wantsValue, heads = false } = options;
     for (;;) {
       if (this.closed) throw new InternalError('BackupReader.entries() used after close()');
       // One field the slow way (it may span chunks, need a read, or be the end), then all that are buffered behind it;
@@ -480,13 +528,13 @@ class StreamingBackupReader implements BackupReader {
         if (f === undefined) break;
         fields.push(f);
       }
-      const paths = wantsValue ? this.peekPaths(fields) : undefined;
+      const peeked = wantsValue ? this.peekPaths(fields, heads) : undefined;
       const batch: BackupEntry[] = [];
       let failure: { err: unknown } | undefined;
       try {
         for (let i = 0; i < fields.length; i++) {
-          const path = paths?.[i];
-          batch.push(path !== undefined && !wantsValue!(path) ? this.pathOnly(fields[i]!, path) : this.parse(fields[i]!));
+          const path = peeked?.paths[i];
+          batch.push(path !== undefined && !wantsValue!(path) ? this.pathOnly(fields[i]!, path, peeked!.heads?.[i]) : this.parse(fields[i]!));
         }
       } catch (err) {
         failure = { err };
@@ -569,21 +617,42 @@ class StreamingBackupReader implements BackupReader {
   }
 
   /** Entry `this.index`, not authenticated: its path as peekPaths read it (BackupEntry.pathOnly). */
-  private pathOnly({ offset, len, sealed }: SealedField, path: string): BackupEntry {
+  private pathOnly({ offset, len, sealed }: SealedField, path: string, head: Buffer | undefined): BackupEntry {
     const index = this.index++;
-    return { index, offset, path, value: EMPTY, size: 3 + len, sealed, pathOnly: true };
+    const e: BackupEntry = { index, offset, path, value: EMPTY, size: 3 + len, sealed, pathOnly: true };
+    if (head) e.head = head;
+    return e;
   }
 
   /**
    * The paths of the entries in `fields`, read without authentication from the keystream of their first PEEK_BLOCKS
-   * blocks, one AES call for the batch (gcmKeystreamPrefixes). undefined for a field whose path does not lie within
-   * those blocks or does not look like a path (parse() then opens it and reports what is wrong).
+   * blocks, one AES call for the batch (gcmKeystreamPrefixes), and with `heads` their value heads. undefined for a
+   * field whose path does not lie within those blocks or does not look like a path (parse() then opens it and reports
+   * what is wrong).
    */
-  private peekPaths(fields: readonly SealedField[]): (string | undefined)[] {
+  private peekPaths(fields: readonly SealedField[], heads: boolean): { paths: (string | undefined)[]; heads?: (Buffer | undefined)[] } {
     const span = PEEK_BLOCKS * 16;
     const keystream = gcmKeystreamPrefixes(this.cipherKey, fields.map((f) => f.sealed), PEEK_BLOCKS);
     try {
-      return fields.map((f, i) => peekPath(f.sealed, keystream, i * span, span));
+      const paths = fields.map((f, i) => peekPath(f.sealed, keystream, i * span, span));
+      if (!heads) return { paths };
+      const got = fields.map((f, i) => (paths[i] === undefined ? undefined : peekHead(f.sealed, keystream, i * span, span)));
+      return { paths, heads: this.longerHeads(fields, paths, got) };
+    } finally {
+      keystream.fill(0);
+    }
+  }
+
+  /** `got` completed with the heads beyond PEEK_BLOCKS, from HEAD_PEEK_BLOCKS of those fields' keystream alone. */
+  private longerHeads(fields: readonly SealedField[], paths: readonly (string | undefined)[], got: (Buffer | undefined)[]): (Buffer | undefined)[] {
+    const span = PEEK_BLOCKS * 16;
+    const longer = fields.flatMap((f, i) => (paths[i] !== undefined && got[i] === undefined && f.len - GCM_OVERHEAD > span ? [i] : []));
+    if (longer.length === 0) return got;
+    const wide = HEAD_PEEK_BLOCKS * 16;
+    const keystream = gcmKeystreamPrefixes(this.cipherKey, longer.map((i) => fields[i]!.sealed), HEAD_PEEK_BLOCKS);
+    try {
+      longer.forEach((i, j) => (got[i] = peekHead(fields[i]!.sealed, keystream, j * wide, wide)));
+      return got;
     } finally {
       keystream.fill(0);
     }

@@ -111,6 +111,20 @@ describe('status: the anti-entropy pass queued after a primary restarted', () =>
     expect(renderStatus(status(replica({ syncCost: null, stream: null, restartPass: null })), now)).toMatch(/\nall ok\n$/);
   });
 
+  it('names a snapshot sync queued in place of the pass (a namespace paused at the restart, afterPrimaryRestart: snapshot)', () => {
+    const restartPass = { primary: 'a', since: at(-120), action: 'snapshot sync' as const, state: 'waiting: the namespace is paused here; runs once it is resumed (replication.afterPrimaryRestart: snapshot)' };
+    const text = renderStatus(parseDaemonStatus(JSON.parse(JSON.stringify(status(replica({ syncCost: null, restartPass }))))), now);
+    expect(text).toContain("\npending snapshot sync alpha: queued after the primary a's daemon restarted (2m ago), to find writes made straight to its NetHSM meanwhile; waiting: the namespace is paused here; runs once it is resumed (replication.afterPrimaryRestart: snapshot)\n");
+    expect(text).toMatch(/\nno problems; 1 check after a primary's restart pending above\n$/);
+  });
+
+  it('warns about a primary of an older version whose restarts cannot be seen, with its Try:, keeping exit 0', () => {
+    const restartsUnseen = { primary: 'a', version: '0.0.9', cause: 'its primary a runs nethsm-replicator 0.0.9, whose peer status does not say when its daemon restarts', try: 'Upgrade nethsm-replicator at a.' };
+    const s = parseDaemonStatus(JSON.parse(JSON.stringify(status(replica({ syncCost: null, stream: null, restartsUnseen })))));
+    expect(renderStatus(s, now)).toMatch(/\nWARNING: namespace alpha: its primary a runs nethsm-replicator 0\.0\.9, whose peer status does not say when its daemon restarts\nTry: Upgrade nethsm-replicator at a\.\nno problems; 1 warning above\n$/);
+    expect(statusExitCode(s)).toBe(0);
+  });
+
   it('refuses a malformed view, naming the field', () => {
     const bad = JSON.parse(JSON.stringify(status(replica({ restartPass: { primary: 'a', since: at(0), state: 'due now' } })))) as { namespaces: { restartPass: { state: unknown } }[] };
     bad.namespaces[0]!.restartPass.state = 3;

@@ -32,7 +32,8 @@ const namespaceSchema = z.looseObject({
   nextScheduledSync: iso,
   noPrimary: z.looseObject({ cause: z.string(), try: z.string() }).nullable().optional(),
   antiEntropyDeferred: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
-  restartPass: z.looseObject({ primary: z.string(), since: z.string(), state: z.string() }).nullable().optional(),
+  restartPass: z.looseObject({ primary: z.string(), since: z.string(), state: z.string(), action: z.enum(['anti-entropy pass', 'snapshot sync']).optional() }).nullable().optional(),
+  restartsUnseen: z.looseObject({ primary: z.string(), version: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
   administratorsPending: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
   syncCost: z
     .looseObject({
@@ -195,7 +196,9 @@ export function statusWarnings(s: DaemonStatus, now: Date = new Date()): string[
   const costs = s.namespaces.flatMap((ns) => (ns.syncCost?.warnings ?? []).map((w) => withTry(`namespace ${ns.name}: ${w.cause}`, w.try)));
   // Transient (the primary finishes its re-apply by itself): a warning, never a problem.
   const deferred = s.namespaces.flatMap((ns) => (ns.antiEntropyDeferred ? [withTry(`namespace ${ns.name} (since ${relativeTime(ns.antiEntropyDeferred.since, now)}): ${ns.antiEntropyDeferred.cause}`, ns.antiEntropyDeferred.try)] : []));
-  const all = [...costs, ...deferred];
+  // A primary of an older version (a rolling upgrade under way): its restarts queue no pass until it is upgraded.
+  const unseen = s.namespaces.flatMap((ns) => (ns.restartsUnseen ? [withTry(`namespace ${ns.name}: ${ns.restartsUnseen.cause}`, ns.restartsUnseen.try)] : []));
+  const all = [...costs, ...deferred, ...unseen];
   return s.heldSyncs ? [...all, withTry(s.heldSyncs.cause, s.heldSyncs.try)] : all;
 }
 
@@ -206,7 +209,7 @@ export function statusWarnings(s: DaemonStatus, now: Date = new Date()): string[
 function pendingPasses(s: DaemonStatus, now: Date): string[] {
   return s.namespaces.flatMap((ns) =>
     ns.restartPass
-      ? [`pending anti-entropy pass ${ns.name}: queued after the primary ${ns.restartPass.primary}'s daemon restarted (${relativeTime(ns.restartPass.since, now)}), to find writes made straight to its NetHSM meanwhile; ${ns.restartPass.state}`]
+      ? [`pending ${ns.restartPass.action ?? 'anti-entropy pass'} ${ns.name}: queued after the primary ${ns.restartPass.primary}'s daemon restarted (${relativeTime(ns.restartPass.since, now)}), to find writes made straight to its NetHSM meanwhile; ${ns.restartPass.state}`]
       : [],
   );
 }
@@ -255,7 +258,9 @@ export function renderStatus(s: DaemonStatus, now: Date = new Date()): string {
   for (const w of warnings) lines.push(`WARNING: ${w}`);
   // A pass still to run after a primary's restart is not a problem, but "all ok" would claim the check for writes made
   // around that primary's daemon had been made.
-  const checks = passes.length > 0 ? `${passes.length} anti-entropy pass${passes.length === 1 ? '' : 'es'} pending above` : '';
+  const onlyPasses = s.namespaces.every((ns) => (ns.restartPass?.action ?? 'anti-entropy pass') === 'anti-entropy pass');
+  const noun = onlyPasses ? `anti-entropy pass${passes.length === 1 ? '' : 'es'}` : `check${passes.length === 1 ? '' : 's'} after a primary's restart`;
+  const checks = passes.length > 0 ? `${passes.length} ${noun} pending above` : '';
   const notes = [warnings.length > 0 ? `${warnings.length} warning${warnings.length === 1 ? '' : 's'} above` : '', checks].filter((x) => x !== '');
   if (problems.length === 0) lines.push(notes.length === 0 ? 'all ok' : `no problems; ${notes.join('; ')}`);
   else for (const p of problems) lines.push(`PROBLEM: ${p}`);

@@ -11,6 +11,15 @@ function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } 
 }
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
+/** An exclusive hold that logs `<name> start` and `<name> end` into `order`, and lasts until `until` resolves. */
+function loggedHold(gate: DeviceBarrier, order: string[], name: string, until: Promise<void>): Promise<void> {
+  return gate.exclusive([], async () => {
+    order.push(`${name} start`);
+    await until;
+    order.push(`${name} end`);
+  });
+}
+
 describe('DeviceBarrier', () => {
   it('admits writes at once when nothing is held, and counts them in flight', async () => {
     const gate = new DeviceBarrier();
@@ -73,16 +82,8 @@ describe('DeviceBarrier', () => {
     const order: string[] = [];
     const first = deferred();
     const second = deferred();
-    const h1 = gate.exclusive([], async () => {
-      order.push('first start');
-      await first.promise;
-      order.push('first end');
-    });
-    const h2 = gate.exclusive([], async () => {
-      order.push('second start');
-      await second.promise;
-      order.push('second end');
-    });
+    const h1 = loggedHold(gate, order, 'first', first.promise);
+    const h2 = loggedHold(gate, order, 'second', second.promise);
     const write = gate.enter().then((r) => {
       order.push('write');
       return r;
@@ -175,6 +176,93 @@ describe('DeviceBarrier', () => {
     (await write)();
     await h2;
     expect(ran).toBe(true);
+  });
+
+  it('gives up an exclusive hold queued behind another when its signal aborts: not run, and the next keeps its place', async () => {
+    const gate = new DeviceBarrier();
+    const order: string[] = [];
+    const first = deferred();
+    const third = deferred();
+    const h1 = loggedHold(gate, order, 'first', first.promise);
+    const stop = new AbortController();
+    const reason = new Error('stopping');
+    const h2 = gate
+      .exclusive([], async () => void order.push('second'), { signal: stop.signal })
+      .then(() => 'ran', (e: unknown) => e);
+    const h3 = loggedHold(gate, order, 'third', third.promise);
+    const write = gate.enter().then((r) => {
+      order.push('write');
+      return r;
+    });
+    await tick();
+    stop.abort(reason);
+    expect(await h2).toBe(reason);
+    // The third still waits for the first, and the write for both.
+    await tick();
+    expect(order).toEqual(['first start']);
+    expect(gate.held).toBe(true);
+    first.resolve();
+    await h1;
+    await tick();
+    expect(order).toEqual(['first start', 'first end', 'third start']);
+    third.resolve();
+    await h3;
+    (await write)();
+    expect(order).toEqual(['first start', 'first end', 'third start', 'third end', 'write']);
+    expect(gate.exclusiveRuns).toBe(2);
+    expect(gate.writeGeneration).toBe(3);
+  });
+
+  it('gives up an exclusive hold draining shared holders: the writes waiting behind it are admitted, nothing is left held', async () => {
+    const gate = new DeviceBarrier();
+    const inFlight = await gate.enter();
+    const stop = new AbortController();
+    const reason = new Error('stopping');
+    let ran = false;
+    const held = gate
+      .exclusive([], async () => void (ran = true), { signal: stop.signal })
+      .catch((e: unknown) => e);
+    const late = gate.enter();
+    await tick();
+    expect(gate.waiting).toBe(1);
+    stop.abort(reason);
+    expect(await held).toBe(reason);
+    // No exclusive hold pending or running any more: the waiting write is in.
+    (await late)();
+    expect(ran).toBe(false);
+    expect(gate.held).toBe(false);
+    expect(gate.waiting).toBe(0);
+    expect(gate.exclusiveRuns).toBe(0);
+    // A later hold drains as before: it waits for the write still in flight, and runs once it ends.
+    let later = false;
+    const next = gate.exclusive([], async () => void (later = true));
+    await tick();
+    expect(later).toBe(false);
+    inFlight();
+    await next;
+    expect(later).toBe(true);
+  });
+
+  it('does not queue an exclusive hold whose signal already aborted, and never cuts one that runs', async () => {
+    const gate = new DeviceBarrier();
+    const stop = new AbortController();
+    const reason = new Error('stopping');
+    const running = deferred();
+    const inside = gate.exclusive(
+      [],
+      async () => {
+        await running.promise;
+        return 'restored';
+      },
+      { signal: stop.signal },
+    );
+    await tick();
+    stop.abort(reason);
+    await expect(gate.exclusive([], async () => 'late', { signal: stop.signal })).rejects.toBe(reason);
+    running.resolve();
+    expect(await inside).toBe('restored');
+    expect(gate.held).toBe(false);
+    expect(gate.exclusiveRuns).toBe(1);
   });
 
   it('refuses a non-positive bound', () => {

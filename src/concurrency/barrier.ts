@@ -26,10 +26,17 @@
  *
  * Exclusive holders queue in arrival order. The device's backup and restore calls themselves are serialised again one
  * level down (`Device`), because backups taken under shared holds may overlap each other.
+ *
+ * Giving up a wait: a caller with a `signal` (shared: SharedOptions; exclusive: ExclusiveOptions) stops waiting when
+ * it aborts, rejecting with its reason, and is never admitted after (no hold, nothing counted). The others keep their
+ * order: an exclusive caller that leaves the queue hands its turn on only once the holds before it ended, and shared
+ * callers waiting behind it are admitted as soon as no other exclusive hold is pending or running. Once admitted
+ * (`fn` runs, or `enter` resolved), the signal no longer concerns the barrier.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { GatewayDrainTimeoutError, GatewayHoldTimeoutError, InternalError } from '../errors.js';
 import type { FencingToken } from './fencing.js';
+import { unlessAborted } from '../util/abortable.js';
 
 export interface BarrierOptions {
   /** Longest a bounded shared caller (a gateway write) waits for exclusive holds to end. Default 30 s. */
@@ -46,7 +53,10 @@ export interface BarrierOptions {
 export type Release = () => void;
 
 export interface SharedOptions {
-  /** Aborts the wait (the client went away, the puller stops); the caller is then not admitted. */
+  /**
+   * Aborts the wait (the client went away, the puller stops, the daemon stops for a backup only read); the caller is
+   * then not admitted. Ignored once admitted.
+   */
   signal?: AbortSignal;
   /** Wait bound for exclusive holds to end: a number (ms), `'default'` (`maxWaitMs`), or `'unbounded'`. */
   wait?: number | 'default' | 'unbounded';
@@ -179,6 +189,12 @@ export interface ExclusiveOptions {
   scopes?: readonly string[];
   /** As SharedOptions.purpose. */
   purpose?: string;
+  /**
+   * Aborts the wait for the hold (queued behind other exclusive holds, or draining the shared holders): the caller is
+   * then not admitted, `fn` does not run, and the call rejects with the signal's reason (the daemon's stop: a
+   * merge-restore that has written nothing yet). Ignored once `fn` runs: a hold is never cut.
+   */
+  signal?: AbortSignal;
 }
 
 /** Given to an exclusive holder: re-checks its tokens right before an irreversible device call. */
@@ -396,8 +412,9 @@ export class DeviceBarrier {
   /**
    * Runs `fn` alone: after earlier exclusive holders, with every shared holder drained and new ones waiting. Tokens are
    * checked before the drain and again after it; `fn` gets a guard to check them before its restore. Rejects with
-   * GatewayDrainTimeoutError when shared holders do not finish in time (fn not run), FenceTokenStaleError, or what
-   * `fn` throws. Shared callers are admitted again when the last exclusive hold ends.
+   * GatewayDrainTimeoutError when shared holders do not finish in time (fn not run), FenceTokenStaleError, the
+   * signal's reason when it aborts before `fn` runs (ExclusiveOptions.signal), or what `fn` throws. Shared callers are
+   * admitted again when the last exclusive hold ends (or the last one waiting gives up).
    */
   async exclusive<T>(tokens: readonly FencingToken[], fn: (guard: ExclusiveGuard) => Promise<T>, options: ExclusiveOptions = {}): Promise<T> {
     const guard: ExclusiveGuard = { check: () => this.#checkAll(tokens) };
@@ -407,15 +424,22 @@ export class DeviceBarrier {
       return fn(guard);
     }
     if (scope === 'shared') throw new InternalError('lock order violation: an exclusive device hold was requested from inside a shared one');
+    const { signal } = options;
+    signal?.throwIfAborted();
     this.#exclusives++;
     const previous = this.#queue;
     let done!: () => void;
     this.#queue = new Promise<void>((resolve) => (done = resolve));
+    // Whether the holds before this one have ended: a caller that gives up earlier hands its turn on only then.
+    let reached = false;
     try {
-      await previous;
+      await unlessAborted(previous, signal);
+      reached = true;
       guard.check();
-      await this.#drain();
+      await this.#drain(signal);
       guard.check();
+      // The drain may have ended in the same turn as the abort: a caller that gave up is not admitted.
+      signal?.throwIfAborted();
       this.#exclusiveRuns++;
       // Counted before `fn` runs, so a mark the holder takes inside its own hold does not see its own hold.
       const scopes = options.scopes && options.scopes.length > 0 ? options.scopes : [options.scope ?? null];
@@ -429,7 +453,8 @@ export class DeviceBarrier {
       this.#generation++;
       return await this.#scope.run('exclusive', () => fn(guard));
     } finally {
-      done();
+      if (reached) done();
+      else void previous.then(done);
       this.#exclusives--;
       if (this.#exclusives === 0) for (const w of [...this.#waiters]) w.admit();
     }
@@ -548,16 +573,25 @@ export class DeviceBarrier {
     if (this.#recentUnscoped.length > RECENT_UNSCOPED) this.#recentUnscoped.shift();
   }
 
-  #drain(): Promise<void> {
+  /** Waits for the shared holders to end, at most `drainTimeoutMs`; `signal` gives the wait up. */
+  #drain(signal: AbortSignal | undefined): Promise<void> {
     if (this.#shared === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      const wake = (): void => {
+      const end = (): void => {
         clearTimeout(timer);
         this.#drainWaiters.delete(wake);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const wake = (): void => {
+        end();
         resolve();
       };
+      const onAbort = (): void => {
+        end();
+        reject(signal!.reason as Error);
+      };
       const timer = setTimeout(() => {
-        this.#drainWaiters.delete(wake);
+        end();
         reject(
           new GatewayDrainTimeoutError(
             `${this.#shared} device write(s) (gateway, stream or repair) still in flight after ${this.drainTimeoutMs} ms; the restore did not start`,
@@ -565,6 +599,7 @@ export class DeviceBarrier {
         );
       }, this.drainTimeoutMs);
       this.#drainWaiters.add(wake);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 }

@@ -15,7 +15,7 @@ import type { ReplicatorMetrics } from '../metrics/metrics.js';
 import { NetHsmClient, type TlsTrust } from '../nethsm/client.js';
 import { splitUserId } from '../nethsm/ids.js';
 import { PeerClient } from '../peer/client.js';
-import { Device } from '../replicator/device.js';
+import { Device, type RestoredKeys } from '../replicator/device.js';
 import type { SyncCostModel } from '../replicator/cost-model.js';
 import type { WorkDir } from '../replicator/workdir.js';
 import type { StateStore } from '../state/store.js';
@@ -136,7 +136,7 @@ export function createPeerClients(config: ReplicatorConfig): Map<string, PeerCli
   return peers;
 }
 
-export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, barrier: DeviceBarrier, onBackup?: () => void, onRestore?: (namespaces?: readonly string[]) => void): Device {
+export function createDevice(clients: SiteContext['nethsm'], secrets: LoadedSecrets, barrier: DeviceBarrier, onBackup?: () => void, onRestore?: (namespaces?: readonly string[], certs?: RestoredKeys) => void): Device {
   return new Device({ admin: clients.admin, backup: clients.backup }, barrier, secrets.replication.backupPassphrase, onBackup, onRestore);
 }
 

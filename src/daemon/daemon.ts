@@ -23,7 +23,7 @@ import { AdminServer } from '../admin/server.js';
 import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, PeerRefusedError, SyncDaemonStoppingError } from '../errors.js';
+import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, PeerRefusedError, SyncDaemonStoppingError } from '../errors.js';
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
@@ -40,7 +40,7 @@ import { GatewayServing } from './gateway-serving.js';
 import { servingView } from './serving-view.js';
 import { nethsmStateError } from '../members/nethsm-state.js';
 import { MemberStateWriter } from '../members/state-writer.js';
-import { createReplicatorMetrics, type ReplicatorMetrics } from '../metrics/metrics.js';
+import { createReplicatorMetrics, type PrimaryOutdatedKind, type ReplicatorMetrics } from '../metrics/metrics.js';
 import { createNetHsmExporter } from '../metrics/nethsm-exporter.js';
 import { PeerServer } from '../peer/server.js';
 import { WorkDir } from '../replicator/workdir.js';
@@ -51,7 +51,6 @@ import { StateStore } from '../state/store.js';
 import { createAdminHandlers } from './admin-handlers.js';
 import { StreamService } from '../stream/service.js';
 import { antiEntropyPass, type AntiEntropyResult } from '../namespaces/antientropy.js';
-import { parseNamespaceInventory } from '../namespaces/inventory.js';
 import { DEFAULT_RANGE_SIZE, readItemLines, readRangeDigests } from '../namespaces/inventory-ranges.js';
 import { rangePass } from '../namespaces/range-pass.js';
 import { countedLimiter, RateLimiter, type Limiter } from '../util/rate-limiter.js';
@@ -69,7 +68,8 @@ import {
 import { Failover } from './failover.js';
 import { Leadership } from '../failover/leadership.js';
 import { createPeerHandlers } from './peer-handlers.js';
-import { observePeerStatus, peerRestarted } from './peer-watch.js';
+import { OneAnswerRefusals, readOneAnswerInventory, restartsUnseenView } from './older-primary.js';
+import { observePeerStatus, peerRestarted, type PeerRestart } from './peer-watch.js';
 import { unacknowledgedCounts } from './quarantine.js';
 import { buildStatus, heldSyncsView, namespaceStatus, type StatusExtras } from './status-view.js';
 import type { DaemonStatus } from './status.js';
@@ -137,6 +137,8 @@ export class Daemon {
    * not complete (restart-pass.ts), since the first; cleared by a pass that completes.
    */
   private readonly antiEntropyDeferred = new Map<string, { since: number; primary: string; cause: string; try: string }>();
+  /** Namespaces whose older primary cannot serve a pass (older-primary.ts): not asked again until it is upgraded. */
+  private readonly oneAnswerRefusals: OneAnswerRefusals;
   /** Passes queued after a primary's daemon restarted (`replication.afterPrimaryRestart: stream`; restart-pass.ts). */
   readonly restartPasses: RestartPasses;
   private readonly reloader: ConfigReloader | undefined;
@@ -175,8 +177,9 @@ export class Daemon {
         secrets,
         barrier,
         () => metrics.deviceBackupsTotal.inc(),
-        // A merge-restore names the namespaces it restores: the rows of the others stay true (key-certs-repo.ts).
-        (namespaces) => (namespaces ? store.keyCerts.forgetNamespaces(namespaces) : store.keyCerts.forgetAll()),
+        // A merge-restore names the namespaces it restores: the rows of the others stay true; and within them, when it
+        // vouches for its keys, the rows of the keys it writes back as they were (key-certs-repo.ts).
+        (namespaces, certs) => store.keyCerts.forgetForRestore(namespaces, certs),
       ),
       nethsm,
       peers: createPeerClients(config),
@@ -272,6 +275,7 @@ export class Daemon {
       };
     };
     metrics.setSyncCostSource(() => (store.isOpen ? syncCostSamples(this.ctx) : {}));
+    metrics.setPrimaryOutdatedSource(() => (store.isOpen ? this.primaryOutdated() : {}));
     this.serving = new GatewayServing(config, this.ctx.peers, metrics, this.log);
     this.ctx.gatewayServing = () => this.serving.view();
     this.gateway = config.gateway ? this.createGateway(config, config.gateway) : undefined;
@@ -288,6 +292,7 @@ export class Daemon {
       ]),
       logger: this.log,
     });
+    this.oneAnswerRefusals = new OneAnswerRefusals(this.ctx);
     this.restartPasses = new RestartPasses({
       store,
       log: this.log,
@@ -296,6 +301,11 @@ export class Daemon {
       running: (ns) => this.antiEntropyRunning.has(ns),
       stream: (ns) => this.stream.status(ns),
       defer: (ns, primary, cause, tryHint) => this.deferPass(ns, primary, cause, tryHint),
+      snapshotInstead: (ns, primary) => this.snapshotAfterRestart(ns, primary),
+      sync: async (ns) => {
+        const r = await this.syncer.sync(ns, { actor: 'recovery' });
+        return r.outcome === 'applied' ? undefined : r.outcome === 'skipped' ? `skipped: ${r.reason}` : 'not a replica here';
+      },
     });
     this.reloader = options.configFile
       ? new ConfigReloader({ ...options.configFile, running: () => this.ctx.config, apply: (next) => this.applyConfig(next), log: this.log })
@@ -394,6 +404,7 @@ export class Daemon {
       // Before the gateway: a replay left pending (a crash after a restore) holds the barrier before any write comes.
       ctx.raceReplayer?.start();
       // A promote's administrator restore left pending (the NetHSM refused it, a crash): retried from now on.
+      await this.failover.removeLeftoverHandoffs();
       this.failover.admins.start();
       await this.leadership?.start();
       await this.gateway?.start();
@@ -440,10 +451,12 @@ export class Daemon {
    * Bound: first of all, snapshot downloads in flight are cut and no sync starts one after (NamespaceSync.stop: such
    * syncs are abandoned, answering NHR_ERR_SYNC_DAEMON_STOPPING, not failed), so a primary that stalls its snapshot
    * does not hold the stop for its 30 min idle timeout. So are the device backups only read before any device write of
-   * their step (NHR_ERR_DAEMON_STOPPING, never a device fault): an early B1, an apply's B1 (and the last resort's B1
-   * and B2) before its restore, and a backup serving a peer's snapshot or device backup. What close() still waits
+   * their step (NHR_ERR_DAEMON_STOPPING, never a device fault), running or still waiting at the device barrier or for
+   * their turn at the device: an early B1, an apply's B1 (and the last resort's B1 and B2) before its restore, and a
+   * backup serving a peer's snapshot or device backup; and an apply's wait for its restore's exclusive hold
+   * (docs/concurrency.md, "Waits the stop gives up"). What close() still waits
    * for, each bounded by its own step's timeout, and what may take minutes on a large appliance (systemd kills after
-   * TimeoutStopSec=15min, deploy/): a sync whose restore began (the restore inside the exclusive hold, the log replay
+   * TimeoutStopSec=15min, deploy/): a sync whose restore began (its exclusive hold granted: the restore, the log replay
    * after it and the verification's backup B3: a restore is never cut in half, nor the check that it is whole), an
    * administrator restore, a fence or demote step already running (its backups included), and a device call's own
    * timeout.
@@ -631,9 +644,10 @@ export class Daemon {
    * the API can (tags, labels, certificates, replica-only keys), and take a snapshot for the rest. Both sites read at
    * once, without locks (reads only); the re-read of differing keys and the repair run inside the barrier (shared:
    * single-key writes) and the namespace's lock, so no sync or stream apply of the namespace runs alongside them.
-   * A primary without the range routes (an older version) gets the old one-answer pass. Returns what it found;
-   * undefined when no pass runs here (not a replica, paused, primary or device unavailable, or a pass of the namespace
-   * still running).
+   * A primary without the range routes (an older version) gets the old one-answer pass; when that cannot carry the
+   * namespace (AntiEntropyPrimaryTooOldError) the passes show as deferred and do not ask that primary again until it
+   * answers as another version. Returns what it found; undefined when no pass runs here (not a replica, paused,
+   * primary or device unavailable, or a pass of the namespace still running).
    */
   async antiEntropy(namespace: string): Promise<AntiEntropyResult | undefined> {
     const { ctx } = this;
@@ -648,11 +662,14 @@ export class Daemon {
     this.antiEntropyRunning.add(namespace);
     const startedAt = Date.now();
     try {
+      this.oneAnswerRefusals.check(namespace, peer.name);
       const result = await this.antiEntropyPass(namespace, row, peer);
       this.antiEntropyDeferred.delete(namespace);
+      this.oneAnswerRefusals.clear(namespace);
       this.restartPasses.completed(namespace, startedAt);
       return result;
     } catch (err) {
+      if (err instanceof AntiEntropyPrimaryTooOldError) throw this.primaryTooOld(namespace, peer.name, err);
       const replaying = sourceReplaying(err, namespace, peer.name);
       if (!replaying) {
         this.antiEntropyDeferred.delete(namespace);
@@ -673,6 +690,34 @@ export class Daemon {
     } finally {
       this.antiEntropyRunning.delete(namespace);
     }
+  }
+
+  /**
+   * A pass the namespace's older primary cannot serve: shown as deferred (cause and "upgrade the primary"), logged at
+   * warn when first found (a pass refused for it again, without asking the primary, at debug). Returns the error.
+   */
+  private primaryTooOld(namespace: string, primary: string, err: AntiEntropyPrimaryTooOldError): AntiEntropyPrimaryTooOldError {
+    const known = this.antiEntropyDeferred.get(namespace)?.cause === err.message;
+    this.oneAnswerRefusals.note(namespace, primary, err);
+    this.deferPass(namespace, primary, err.message, err.hint);
+    const fields = { namespace, peer: primary, code: err.code, cause: err.message, try: err.hint };
+    if (known) this.ctx.log.debug(fields, 'anti-entropy pass not run: its primary cannot serve it until upgraded');
+    else this.ctx.log.warn(fields, 'anti-entropy pass cannot run against this primary: no pass of the namespace asks it again until it answers as another version');
+    return err;
+  }
+
+  /** For `primary_outdated`: per replica namespace here, what its older primary lacks (an empty list: nothing). */
+  private primaryOutdated(): Record<string, PrimaryOutdatedKind[]> {
+    const out: Record<string, PrimaryOutdatedKind[]> = {};
+    for (const n of this.ctx.config.namespaces) {
+      const row = this.ctx.store.roles.get(n.name);
+      if (row?.role !== 'replica' || row.primarySite === this.ctx.site) continue;
+      out[n.name] = [
+        ...(restartsUnseenView(this.ctx, row) ? (['restarts-unseen'] as const) : []),
+        ...(this.oneAnswerRefusals.stands(n.name, row.primarySite) ? (['inventory-too-large'] as const) : []),
+      ];
+    }
+    return out;
   }
 
   /** Shows the namespace's passes as deferred (status, /health/ready), keeping the time of the first deferral. */
@@ -700,7 +745,8 @@ export class Daemon {
       return await this.antiEntropy(namespace);
     } catch (err) {
       // Or the snapshot the pass asked for was cut by the daemon's stop (abandoned, not failed: logged at info).
-      if (err instanceof AntiEntropySourceReplayingError || err instanceof SyncDaemonStoppingError) return undefined;
+      // Or a primary that cannot serve the pass until upgraded: status shows that (antiEntropy), not an error per tick.
+      if (err instanceof AntiEntropySourceReplayingError || err instanceof SyncDaemonStoppingError || err instanceof AntiEntropyPrimaryTooOldError) return undefined;
       throw err;
     }
   }
@@ -735,9 +781,7 @@ export class Daemon {
     } catch (err) {
       if (!(err instanceof PeerRefusedError && err.status === 404 && err.remoteCode === 'NHR_ERR_PEER_MESSAGE_INVALID')) throw err;
       ctx.log.warn({ namespace, peer: peer.name }, 'primary serves no inventory ranges (older version): one-answer anti-entropy pass');
-      result = await exclusive(() =>
-        antiEntropyPass({ ...common, primary: async () => parseNamespaceInventory(await peer.inventory(namespace), site) }),
-      );
+      result = await exclusive(() => antiEntropyPass({ ...common, primary: () => readOneAnswerInventory(peer, namespace) }));
     }
     ctx.log.info(
       {
@@ -808,12 +852,19 @@ export class Daemon {
    * meanwhile, an anti-entropy pass of each namespace is queued (restart-pass.ts) to find those at its own pace,
    * without holding writes; `replication.afterPrimaryRestart: snapshot` takes a full snapshot sync instead (a device
    * backup at both sites and a restore here, with writes held: at millions of keys, per replica and per restart), and
-   * so does a namespace never synced from that primary (snapshotAfterRestart).
+   * so does a namespace never synced from that primary (snapshotAfterRestart). A primary of an older version names no
+   * instance, so its restarts cannot be told from blips: its recovery resumes the stream only, as after a blip (a pass
+   * or snapshot at each blip would cost a read of every namespace, or a restore, for what the scheduled passes find;
+   * its upgrade's own restart is seen, older-primary.ts), and status says so.
    */
   private async resumeMember(name: string): Promise<void> {
     const { ctx } = this;
     try {
-      const restarted = name !== NETHSM_MEMBER && (await this.peerRestartedNow(name));
+      const seen: PeerRestart = name === NETHSM_MEMBER ? 'same' : await this.peerRestartedNow(name);
+      const restarted = seen === 'restarted';
+      if (seen === 'unknown' && ctx.store.roles.list().some((r) => r.role === 'replica' && r.primarySite === name)) {
+        ctx.log.info({ member: name }, "the primary's peer status names no daemon instance (an older nethsm-replicator): a restart cannot be told from a blip, so its namespaces resume streaming without an anti-entropy pass or snapshot");
+      }
       // Started together, so the syncs of several namespaces coalesce into one merge-restore (apply-batch.ts).
       const syncs: Promise<unknown>[] = [];
       for (const row of ctx.store.roles.list()) {
@@ -821,8 +872,12 @@ export class Daemon {
         if (!fromIt || row.role !== 'replica' || row.primarySite === ctx.site) continue;
         if (row.paused) {
           // Nothing runs while paused, but the writes around the primary's daemon are still there after the resume:
-          // the pass is queued (it waits while the namespace is paused; restart-pass.ts), not skipped.
-          if (restarted && this.snapshotAfterRestart(row.namespace, name) === undefined) this.restartPasses.queue(row.namespace, name);
+          // the pass, or the snapshot sync where one stands in for it, is queued (it waits while the namespace is
+          // paused, and which of the two runs is decided then: restart-pass.ts), not skipped.
+          if (restarted) {
+            ctx.log.info({ namespace: row.namespace, member: name }, "the primary's daemon restarted while it was down; the namespace is paused here: the check for writes made around its daemon (anti-entropy pass or snapshot sync, as replication.afterPrimaryRestart says then) is queued for its resume");
+            this.restartPasses.queue(row.namespace, name);
+          }
           continue;
         }
         const snapshot = name === NETHSM_MEMBER ? 'its own NetHSM came back' : restarted ? this.snapshotAfterRestart(row.namespace, name) : undefined;
@@ -875,13 +930,13 @@ export class Daemon {
    * Whether peer `name` restarted while it was away, from its status asked now: recovery may have come from a real
    * call (the stream reconnecting) with no status read since the peer came back. No answer counts as a restart.
    */
-  private async peerRestartedNow(name: string): Promise<boolean> {
+  private async peerRestartedNow(name: string): Promise<PeerRestart> {
     const peer = this.ctx.peers.get(name);
-    if (!peer) return true;
+    if (!peer) return 'restarted';
     try {
       await observePeerStatus(this.ctx, this.failover, peer, await peer.status());
     } catch {
-      return true;
+      return 'restarted';
     }
     return peerRestarted(this.ctx, name);
   }
@@ -924,7 +979,13 @@ export class Daemon {
           const d = this.deferredPass(ns);
           return d ? [`namespace ${ns}: ${d.cause}. Try: ${d.try}`] : [];
         });
-        const warnings = held ? [...costs, ...deferred, `${held.cause}. Try: ${held.try}`] : [...costs, ...deferred];
+        // A primary of an older version whose restarts cannot be seen: a warning while the rolling upgrade goes on.
+        const unseen = this.ctx.store.isOpen ? this.ctx.store.roles.list().flatMap((row) => {
+          const v = restartsUnseenView(this.ctx, row);
+          return v && this.ctx.config.namespaces.some((n) => n.name === row.namespace) ? [`namespace ${row.namespace}: ${v.cause}. Try: ${v.try}`] : [];
+        }) : [];
+        const all = [...costs, ...deferred, ...unseen];
+        const warnings = held ? [...all, `${held.cause}. Try: ${held.try}`] : all;
         return { ready: Object.values(checks).every((c) => c.ok), checks, ...(warnings.length > 0 ? { warnings } : {}) };
       },
       namespaceRole: (namespace) => {

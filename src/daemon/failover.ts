@@ -17,6 +17,7 @@ import type { RoleState } from '../roles/role.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
 import type { AdminRestoreKind, PendingAdminRestore } from '../state/admin-restores-repo.js';
 import { AdminRestorer, sourceMissingHint } from './admin-restorer.js';
+import { crashPoint } from '../util/crash-point.js';
 import { isUserOf, rewriteBackup } from '../replicator/rewrite.js';
 import { snapshotMetaOf } from '../replicator/snapshot-meta.js';
 import { takeSnapshot } from '../replicator/snapshot-source.js';
@@ -219,7 +220,10 @@ export class Failover {
     }
   }
 
-  /** Puts back what `record` owes (alone at the device, with `token`); the handover snapshot it came from is removed once done. */
+  /**
+   * Puts back what `record` owes (alone at the device, with `token`). From the handover snapshot, the record is dropped
+   * once done and then the file removed (the callers' own drop finds it gone).
+   */
   private async restoreOwed(record: PendingAdminRestore, token: FencingToken): Promise<number> {
     const { ctx } = this;
     if (record.kind === 'resume') {
@@ -242,8 +246,31 @@ export class Failover {
       );
     }
     const restored = await this.restoreAdministrators(record.namespace, token, record.source);
-    if (record.source === ctx.work.handoffOf(record.namespace)) await removeFiles(record.source);
+    if (record.source === ctx.work.handoffOf(record.namespace)) {
+      // The record goes before its file: a crash between the two leaves a file nobody owes a restore from (removed at
+      // the next start, removeLeftoverHandoffs), never a record whose file is gone while the administrators are back
+      // (its retry would report NHR_ERR_ROLE_ADMINS_SOURCE_MISSING, and tell the operator to restore them by hand).
+      ctx.store.adminRestores.done(record.namespace, record.epoch);
+      crashPoint('admin-restore-forgotten');
+      await removeFiles(record.source);
+    }
     return restored;
+  }
+
+  /**
+   * At start, before the administrator restores are retried: removes the handover snapshot of each namespace that
+   * needs it no more, i.e. one this site did not step down from (a stepped-down site serves it to its successor, or
+   * takes the namespace back from it) and whose pending restore, if any, does not come from it. A crash after a
+   * restore from it forgot its record leaves one; a later demote would take a fresh one anyway.
+   */
+  async removeLeftoverHandoffs(): Promise<void> {
+    const { ctx } = this;
+    for (const row of ctx.store.roles.list()) {
+      const file = ctx.work.handoffOf(row.namespace);
+      if (isSteppedDown(row, ctx.site) || !existsSync(file) || ctx.store.adminRestores.get(row.namespace)?.source === file) continue;
+      await removeFiles(file);
+      ctx.log.info({ namespace: row.namespace, file }, 'leftover handover snapshot removed (no restore is owed from it; this site did not step down)');
+    }
   }
 
   /** The quarantine file of the newest fence since this site last stepped down (it stripped the administrators), present or not. */

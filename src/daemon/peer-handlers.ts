@@ -123,7 +123,7 @@ export function createPeerHandlers(ctx: SiteContext, failover: Failover, syncer:
 
     deviceBackup: async (peer) => {
       const file = ctx.work.temp('device-backup-for-peer');
-      await ctx.device.backupForReading(file, undefined, undefined, stopping).catch((err: unknown) => {
+      await ctx.device.backupForReading(file, { signal: stopping }).catch((err: unknown) => {
         if (cut(err)) ctx.log.info({ peer }, 'device backup for a peer (init-replica) cut by the stop');
         throw err;
       });

@@ -15,32 +15,56 @@ import type { Failover } from './failover.js';
 const lastViews = new WeakMap<SiteContext, Map<string, Map<string, NamespaceView>>>();
 
 /**
- * Per site context and peer: the daemon instance it last answered as, and whether it answered as another one (a
- * restart) since `peerRestarted` last asked. In memory only: after this daemon's own restart a peer first heard from
- * while it counts as down counts as restarted.
+ * Per site context and peer: the daemon instance and version it last answered as, and whether it answered as another
+ * instance (a restart) since `peerRestarted` last asked. In memory only: after this daemon's own restart a peer first
+ * heard from while it counts as down counts as restarted.
  */
-const instances = new WeakMap<SiteContext, Map<string, { instance: string | undefined; restarted: boolean }>>();
+const instances = new WeakMap<SiteContext, Map<string, { instance: string | undefined; version: string; restarted: boolean }>>();
 
 /**
- * Whether `peer` restarted since the last call for it (or cannot tell: it sends no instance, or was first heard from
- * on its recovery); resets the answer. A peer daemon that did not restart still streams every change it acknowledged
- * meanwhile; one that did may have let writes reach its NetHSM around it while it was down.
+ * What a recovered peer's status says about its daemon: `restarted` (another instance than before: a restart, an
+ * upgrade from a version that sent none included, or no answer), `same` (the instance it ran as all along: a blip),
+ * or `unknown` (it sends no instance: an older nethsm-replicator, which cannot tell a restart from a blip).
  */
-export function peerRestarted(ctx: SiteContext, peer: string): boolean {
+export type PeerRestart = 'restarted' | 'same' | 'unknown';
+
+/**
+ * Whether `peer` restarted since the last call for it (a first answer on its recovery counts as a restart when it
+ * names an instance); resets the answer. A peer daemon that did not restart still streams every change it
+ * acknowledged meanwhile; one that did may have let writes reach its NetHSM around it while it was down.
+ */
+export function peerRestarted(ctx: SiteContext, peer: string): PeerRestart {
   const seen = instances.get(ctx)?.get(peer);
-  if (!seen || seen.instance === undefined) return true;
+  if (!seen) return 'restarted';
   const restarted = seen.restarted;
   seen.restarted = false;
-  return restarted;
+  if (restarted) return 'restarted';
+  return seen.instance === undefined ? 'unknown' : 'same';
 }
 
-function noteInstance(ctx: SiteContext, peer: string, instance: string | undefined): void {
+/**
+ * The version `peer` last answered with when its status names no instance (an older nethsm-replicator: its restarts
+ * cannot be told from blips); undefined for a peer that names one, or before its first answer.
+ */
+export function peerWithoutInstance(ctx: SiteContext, peer: string): { version: string } | undefined {
+  const seen = instances.get(ctx)?.get(peer);
+  return seen && seen.instance === undefined ? { version: seen.version } : undefined;
+}
+
+/** The version `peer` last answered with (undefined before its first answer). */
+export function peerVersion(ctx: SiteContext, peer: string): string | undefined {
+  return instances.get(ctx)?.get(peer)?.version;
+}
+
+function noteInstance(ctx: SiteContext, peer: string, instance: string | undefined, version: string): void {
   let m = instances.get(ctx);
   if (!m) instances.set(ctx, (m = new Map()));
   const seen = m.get(peer);
-  // First heard from: a restart for all we know if the member counts as down (this answer is its recovery).
-  if (!seen) m.set(peer, { instance, restarted: ctx.monitor.get(peer)?.status !== 'ok' });
-  else if (seen.instance !== instance) Object.assign(seen, { instance, restarted: true });
+  // First heard from: a restart for all we know if the member counts as down (this answer is its recovery), unless it
+  // names no instance: then nothing tells (`unknown`), as at each of its later recoveries.
+  if (!seen) m.set(peer, { instance, version, restarted: instance !== undefined && ctx.monitor.get(peer)?.status !== 'ok' });
+  else if (seen.instance !== instance) Object.assign(seen, { instance, version, restarted: true });
+  else seen.version = version;
 }
 
 /** What `peer` last said about `namespace` (undefined before its first answer, or when it did not name it). */
@@ -52,7 +76,7 @@ export async function observePeerStatus(ctx: SiteContext, failover: Failover, pe
   let views = lastViews.get(ctx);
   if (!views) lastViews.set(ctx, (views = new Map()));
   views.set(peer.name, new Map(status.namespaces.map((v) => [v.namespace, v])));
-  noteInstance(ctx, peer.name, status.instance);
+  noteInstance(ctx, peer.name, status.instance, status.version);
   let stale = false;
   for (const view of status.namespaces) {
     const row = ctx.store.roles.get(view.namespace);

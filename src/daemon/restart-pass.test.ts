@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AntiEntropySourceReplayingError, PeerUnreachableError } from '../errors.js';
+import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, PeerUnreachableError } from '../errors.js';
 import { capturingLogger } from '../gateway/test-support.js';
 import { silentLogger } from '../log.js';
 import type { AntiEntropyResult } from '../namespaces/antientropy.js';
@@ -36,6 +36,9 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
   let deferred: { namespace: string; primary: string; cause: string }[];
   let answer: () => Promise<AntiEntropyResult | undefined>;
   let running: boolean;
+  /** What `snapshotInstead` says (undefined: the pass runs), and the snapshot syncs run. */
+  let instead: string | undefined;
+  let synced: string[];
 
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'nhr-restart-pass-'));
@@ -45,6 +48,8 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     stream = null;
     deferred = [];
     running = false;
+    instead = undefined;
+    synced = [];
     answer = async () => RESULT;
     passes = newPasses();
   });
@@ -61,6 +66,11 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
       running: () => running,
       stream: () => stream,
       defer: (namespace, primary, cause) => deferred.push({ namespace, primary, cause }),
+      snapshotInstead: () => instead,
+      sync: async (ns) => {
+        synced.push(ns);
+        return undefined;
+      },
     });
   afterEach(() => {
     passes.close();
@@ -280,5 +290,44 @@ describe('RestartPasses: the anti-entropy pass queued after a primary restarted'
     finish();
     await waitFor(() => passes.view('alpha') === undefined, 'the pass to complete');
   });
-});
 
+  // Before: a pass the primary cannot serve (an older primary's one-answer inventory beyond its cap) was retried every
+  // recovery.retryInterval forever, each time asking the primary for its whole namespace.
+  it('does not retry a pass its primary cannot serve until upgraded: it waits, says why, and runs at the next queueing', async () => {
+    const tooOld = new AntiEntropyPrimaryTooOldError('the primary a serves no inventory ranges (…): no anti-entropy pass of it can run against that primary', { namespace: 'alpha', site: 'a' });
+    answer = async () => {
+      throw tooOld;
+    };
+    passes.queue('alpha', 'a');
+    await waitFor(() => ran.length === 1, 'the pass to run');
+    await settle(200); // ten retry intervals
+    expect(ran).toEqual(['alpha']);
+    expect(passes.pending()).toEqual(['alpha']);
+    expect(passes.view('alpha')?.state).toBe(`not retried: ${tooOld.message}; queued again at the primary's next restart (its upgrade)`);
+    // The primary restarts (its upgrade): queued again, it runs.
+    answer = async () => RESULT;
+    passes.queue('alpha', 'a');
+    await waitFor(() => passes.pending().length === 0, 'the pass to run again');
+    expect(ran).toEqual(['alpha', 'alpha']);
+  });
+
+  // Before: with afterPrimaryRestart: snapshot a namespace paused when the primary came back was skipped: nothing ran
+  // after its resume (the daemon queued nothing; here: the queue ran the pass, not the snapshot the setting asks for).
+  it('runs a snapshot sync in place of the pass where the daemon says one stands in, once the namespace is resumed', async () => {
+    instead = 'replication.afterPrimaryRestart: snapshot';
+    store.roles.setPaused('alpha', true);
+    stream = streamAt(5, 9, Date.now() - 1_000); // the stream is not waited for: the snapshot brings everything
+    passes.queue('alpha', 'a');
+    await settle(100);
+    expect(synced).toEqual([]);
+    expect(passes.view('alpha')).toMatchObject({ action: 'snapshot sync', state: 'waiting: the namespace is paused here; runs once it is resumed (replication.afterPrimaryRestart: snapshot)' });
+    store.roles.setPaused('alpha', false);
+    await waitFor(() => passes.pending().length === 0, 'the snapshot sync to run');
+    expect(synced).toEqual(['alpha']);
+    expect(ran).toEqual([]);
+    passes.close();
+    passes = newPasses();
+    passes.resume();
+    expect(passes.pending()).toEqual([]);
+  });
+});

@@ -11,11 +11,17 @@
  * `recovery.retryInterval` and shown as the namespace's deferred pass in `status` and `/health/ready` until one
  * completes; it is dropped when this site stops replicating the namespace from that primary.
  *
+ * A namespace paused here when the primary came back is queued too, whatever `replication.afterPrimaryRestart` says:
+ * once it is resumed, a snapshot sync runs in place of the pass where the daemon says one stands in for it then
+ * (`snapshotInstead`: that setting, or no position from the primary), so a paused namespace is not left without either.
+ * A pass the primary cannot serve until upgraded (AntiEntropyPrimaryTooOldError) is not retried: it waits, shown in
+ * `status`, until the primary's next restart queues it again (its upgrade is one).
+ *
  * Durable (`restart_passes`, migration 013): a stop of this daemon before the pass completed does not forget it (at
  * the next start the primary answers as a member that never went down, so no restart would be seen again and the
  * namespace would have neither the pass nor a snapshot); `resume` queues the recorded ones again at the start.
  */
-import { AntiEntropySourceReplayingError, describeError } from '../errors.js';
+import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, describeError, SyncDaemonStoppingError } from '../errors.js';
 import type { AntiEntropyResult } from '../namespaces/antientropy.js';
 import type { NamespaceStreamStatus } from '../stream/service.js';
 import type { Logger } from '../log.js';
@@ -43,7 +49,14 @@ export interface RestartPassDeps {
   stream: (namespace: string) => NamespaceStreamStatus | null;
   /** Shows a pass that could not run or complete as the namespace's deferred pass (status, /health/ready). */
   defer: (namespace: string, primary: string, cause: string, tryHint: string) => void;
+  /** Why a snapshot sync stands in for the pass of `namespace` from `primary` now (undefined: the pass runs). */
+  snapshotInstead: (namespace: string, primary: string) => string | undefined;
+  /** A snapshot sync of the namespace: undefined once it applied, else why not (skipped). Throws when it fails. */
+  sync: (namespace: string) => Promise<string | undefined>;
 }
+
+/** What a queued entry runs. */
+export type RestartCheck = 'anti-entropy pass' | 'snapshot sync';
 
 interface Queued {
   primary: string;
@@ -58,6 +71,8 @@ interface Queued {
   again: boolean;
   /** Why the last attempt did not complete, as last logged at warn (a retry for the same reason is logged at debug). */
   lastCause?: string;
+  /** Why no retry can complete it (the primary cannot serve the pass until upgraded): not retried until queued again. */
+  parked?: string;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -84,6 +99,11 @@ export class RestartPasses {
     if (had?.primary === primary) {
       if (had.running) had.again = true;
       else waitAfresh(had);
+      // Parked (its primary could not serve it): this restart may be the upgrade, so it is worth a try again.
+      if (had.parked !== undefined && !had.running) {
+        had.parked = undefined;
+        this.#later(namespace, had, 0);
+      }
       return;
     }
     // From another primary now: the one queued for the old primary would be dropped at its next look anyway.
@@ -132,16 +152,21 @@ export class RestartPasses {
    * namespace streams on); it says that the check for writes made around the primary's daemon has not run yet. A pass
    * that failed also shows as the deferred pass, with its cause.
    */
-  view(namespace: string): { primary: string; since: number; state: string } | undefined {
+  view(namespace: string): { primary: string; since: number; action: RestartCheck; state: string } | undefined {
     const q = this.#queued.get(namespace);
     if (!q) return undefined;
-    return { primary: q.primary, since: q.queuedAt, state: this.#state(namespace, q) };
+    const instead = this.deps.snapshotInstead(namespace, q.primary);
+    return { primary: q.primary, since: q.queuedAt, action: instead === undefined ? 'anti-entropy pass' : 'snapshot sync', state: this.#state(namespace, q, instead) };
   }
 
-  #state(namespace: string, q: Queued): string {
+  #state(namespace: string, q: Queued, instead: string | undefined): string {
     if (q.running) return q.again ? 'running; one more runs after it (the primary restarted again meanwhile)' : 'running';
+    if (q.parked !== undefined) return `not retried: ${q.parked}; queued again at the primary's next restart (its upgrade)`;
     if (q.lastCause !== undefined) return `retried every recovery.retryInterval (last: ${q.lastCause})`;
-    if (this.deps.store.isOpen && this.deps.store.roles.get(namespace)?.paused) return 'waiting: the namespace is paused here';
+    if (this.deps.store.isOpen && this.deps.store.roles.get(namespace)?.paused) {
+      return instead === undefined ? 'waiting: the namespace is paused here' : `waiting: the namespace is paused here; runs once it is resumed (${instead})`;
+    }
+    if (instead !== undefined) return `due now (${instead})`;
     if (q.caughtUpAt !== undefined) return this.deps.running(namespace) ? 'waiting for the anti-entropy pass running now to end' : 'due now';
     return q.target ? `waiting for the stream to apply ${q.target.epoch}.${q.target.seq}` : "waiting for the primary's first heartbeat after its restart";
   }
@@ -163,7 +188,10 @@ export class RestartPasses {
     q.timer.unref();
   }
 
-  /** One look: drop, wait for the stream or a running pass, or run the pass (retried on failure). Never throws. */
+  /**
+   * One look: drop, wait for the stream or a running pass, or run the pass (or the snapshot sync standing in for it;
+   * retried on failure). Never throws.
+   */
   async #step(namespace: string, q: Queued): Promise<void> {
     const { store, log } = this.deps;
     if (this.#closed || this.#queued.get(namespace) !== q) return;
@@ -173,46 +201,64 @@ export class RestartPasses {
       this.#forget(namespace, q);
       return;
     }
-    // Paused by an operator: no pass runs (status says it is paused); it runs once the namespace is resumed.
+    // Paused by an operator: nothing runs (status says it is paused); it runs once the namespace is resumed.
     if (row.paused) return this.#retry(namespace, q);
-    const caughtUp = this.#streamCaughtUp(namespace, q);
-    if (caughtUp) q.caughtUpAt ??= Date.now();
-    if (this.deps.running(namespace) || !caughtUp) return this.#later(namespace, q, POLL_MS);
+    const instead = this.deps.snapshotInstead(namespace, q.primary);
+    if (instead === undefined) {
+      const caughtUp = this.#streamCaughtUp(namespace, q);
+      if (caughtUp) q.caughtUpAt ??= Date.now();
+      if (this.deps.running(namespace) || !caughtUp) return this.#later(namespace, q, POLL_MS);
+    }
+    const what: RestartCheck = instead === undefined ? 'anti-entropy pass' : 'snapshot sync';
     q.running = true;
     // Starts after every restart seen so far: it covers them all.
     q.again = false;
     try {
-      const result = await this.deps.pass(namespace);
-      if (result) {
-        if (!q.again) return this.#forget(namespace, q);
+      const notDone = instead === undefined ? await this.#pass(namespace, q.primary) : await this.deps.sync(namespace);
+      if (notDone === undefined) {
+        if (!q.again) {
+          if (instead !== undefined) log.info({ namespace, primary: q.primary, reason: instead }, 'snapshot sync queued after the primary restarted (the namespace was paused) applied');
+          return this.#forget(namespace, q);
+        }
         q.again = false;
         waitAfresh(q);
-        this.deps.log.info({ namespace, primary: q.primary }, 'anti-entropy pass queued after the primary restarted completed, but the primary restarted again while it ran: one more pass queued');
+        log.info({ namespace, primary: q.primary }, `${what} queued after the primary restarted completed, but the primary restarted again while it ran: one more queued`);
         return this.#later(namespace, q, 0);
       }
-      if (this.deps.running(namespace)) return this.#later(namespace, q, POLL_MS);
-      this.#failed(namespace, q, `the primary ${q.primary} or this site's NetHSM is not available (member status)`, 'check `status` members; the pass runs once both answer');
+      if (instead === undefined && this.deps.running(namespace)) return this.#later(namespace, q, POLL_MS);
+      const tryHint = instead === undefined ? 'check `status` members; the pass runs once both answer' : 'it is retried at recovery.retryInterval; `status` and the daemon log say why the sync did not apply';
+      this.#failed(namespace, q, what, notDone, tryHint);
     } catch (err) {
       // A primary mid-restore: antiEntropy already shows the deferral (its own cause and remedy).
       if (err instanceof AntiEntropySourceReplayingError) return this.#retry(namespace, q);
-      this.#failed(namespace, q, describeError(err), 'see the daemon log for the pass; it is retried at recovery.retryInterval');
+      // No retry can help until the primary is upgraded (antiEntropy shows the deferral and logs it): parked.
+      if (err instanceof AntiEntropyPrimaryTooOldError) return void (q.parked = err.message);
+      // The daemon stops: the record stays for the next start.
+      if (err instanceof SyncDaemonStoppingError) return;
+      this.#failed(namespace, q, what, describeError(err), `see the daemon log for the ${what === 'snapshot sync' ? 'sync' : 'pass'}; it is retried at recovery.retryInterval`);
     } finally {
       q.running = false;
     }
   }
 
-  #failed(namespace: string, q: Queued, why: string, tryHint: string): void {
+  /** The pass: undefined once it completed, else why it did not run. */
+  async #pass(namespace: string, primary: string): Promise<string | undefined> {
+    const result = await this.deps.pass(namespace);
+    return result ? undefined : `the primary ${primary} or this site's NetHSM is not available (member status)`;
+  }
+
+  #failed(namespace: string, q: Queued, what: RestartCheck, why: string, tryHint: string): void {
     if (this.#closed) return;
     this.deps.defer(
       namespace,
       q.primary,
-      `the anti-entropy pass queued after the primary ${q.primary}'s daemon restarted has not completed (${why}): writes made straight to its NetHSM while its daemon was down are not found until it does`,
+      `the ${what} queued after the primary ${q.primary}'s daemon restarted has not completed (${why}): writes made straight to its NetHSM while its daemon was down are not found until it does`,
       tryHint,
     );
     // At warn when it first fails and when the reason changes, not at every retry (a primary down for an hour is one
     // line, as the member monitor's own; status shows the deferral meanwhile).
     const fields = { namespace, primary: q.primary, cause: why };
-    const msg = 'anti-entropy pass queued after the primary restarted did not complete; retried at recovery.retryInterval';
+    const msg = `${what} queued after the primary restarted did not complete; retried at recovery.retryInterval`;
     if (q.lastCause === why) this.deps.log.debug(fields, msg);
     else this.deps.log.warn(fields, msg);
     q.lastCause = why;

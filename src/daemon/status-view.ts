@@ -5,6 +5,7 @@ import type { NamespaceRow } from '../state/roles-repo.js';
 import { VERSION } from '../version.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
 import { isSteppedDown } from './failover.js';
+import { restartsUnseenView } from './older-primary.js';
 import { lastPeerView } from './peer-watch.js';
 import { unacknowledgedQuarantine } from './quarantine.js';
 import type { ConfigStatusView, CredentialProblemView, DaemonStatus, HeldSyncsView, NamespaceStatus } from './status.js';
@@ -23,7 +24,7 @@ export interface StatusExtras {
    */
   antiEntropyDeferred?: (namespace: string) => { since: number; cause: string; try: string } | undefined;
   /** The anti-entropy pass queued after the namespace's primary restarted (restart-pass.ts); undefined if none. */
-  restartPass?: (namespace: string) => { primary: string; since: number; state: string } | undefined;
+  restartPass?: (namespace: string) => { primary: string; since: number; action: 'anti-entropy pass' | 'snapshot sync'; state: string } | undefined;
 }
 
 const iso = (ms: number | undefined | null): string | null => (ms === undefined || ms === null ? null : new Date(ms).toISOString());
@@ -57,13 +58,14 @@ export function namespaceStatus(ctx: SiteContext, syncer: NamespaceSync | undefi
     syncCost: syncCostView(ctx, name),
     antiEntropyDeferred: deferred(extras, name),
     restartPass: restartPass(extras, name),
+    restartsUnseen: restartsUnseenView(ctx, row),
     administratorsPending: ctx.adminRestorer?.view(name) ?? null,
   };
 }
 
 function restartPass(extras: StatusExtras | undefined, name: string): NamespaceStatus['restartPass'] {
   const r = extras?.restartPass?.(name);
-  return r ? { primary: r.primary, since: iso(r.since)!, state: r.state } : null;
+  return r ? { primary: r.primary, since: iso(r.since)!, state: r.state, action: r.action } : null;
 }
 
 function deferred(extras: StatusExtras | undefined, name: string): NamespaceStatus['antiEntropyDeferred'] {

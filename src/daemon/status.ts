@@ -49,7 +49,13 @@ export interface NamespaceStatus {
    * and what it waits for; null when none is queued. Information, not a problem: writes made straight to the primary's
    * NetHSM while its daemon was down are not looked for until it completes. Absent from older daemons.
    */
-  restartPass?: { primary: string; since: string; state: string } | null;
+  restartPass?: { primary: string; since: string; state: string; action?: 'anti-entropy pass' | 'snapshot sync' } | null;
+  /**
+   * Replica: its primary names no daemon instance in its peer status (an older nethsm-replicator), so a restart of it
+   * cannot be told from a blip and queues no pass (src/daemon/older-primary.ts): the primary, the version it runs, why
+   * that matters and the remedy. A warning; null otherwise. Absent from older daemons.
+   */
+  restartsUnseen?: { primary: string; version: string; cause: string; try: string } | null;
   /**
    * Primary here: set while the namespace's administrators are not back on the NetHSM since this site became primary
    * (the restore failed and is retried: admin-restorer.ts). A problem; null otherwise. Absent from older daemons.

@@ -173,7 +173,7 @@ export class NamespaceSync {
    * as its first snapshot download starts (early-backup.ts; docs/concurrency.md, "Snapshot sync").
    */
   private readonly batch = new ApplyBatch<BatchEntry, EarlyBackup>((entries, early) => this.applyBatch(entries, early), undefined, {
-    start: () => (this.wantsEarlyBackup() && !this.#stop.signal.aborted ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log, this.#stop.signal) : undefined),
+    start: () => (this.wantsEarlyBackup() && !this.#stop.signal.aborted ? EarlyBackup.start(this.ctx.device, this.ctx.work, this.ctx.log, this.#stop.signal, () => this.ctx.store.keyCerts.watch()) : undefined),
     // Awaited by drain(): a stop must not leave a B1 writing its file into work/ unheard (stop-fetch).
     discard: (b) => this.#settle(b.discard()),
   });
@@ -213,15 +213,16 @@ export class NamespaceSync {
   }
 
   /**
-   * The daemon is stopping (close(), before drain()): cuts every snapshot download in flight and every device backup
-   * only read before a restore (an early B1, an apply's B1: NHR_ERR_DAEMON_STOPPING, not a device fault), and a sync
-   * that starts from now on (queued, or asked for) does not start one. Such a sync is abandoned, not failed: it
+   * The daemon is stopping (close(), before drain()): cuts every snapshot download in flight, every device backup
+   * only read before a restore (an early B1, an apply's B1: NHR_ERR_DAEMON_STOPPING, not a device fault), waiting for
+   * its barrier hold or its turn at the device or running, and an apply's wait for its exclusive hold; and a sync that
+   * starts from now on (queued, or asked for) does not start one. Such a sync is abandoned, not failed: it
    * answers NHR_ERR_SYNC_DAEMON_STOPPING, records nothing against the namespace, the primary or this site's NetHSM,
    * and removes its partial files. A sync whose restore began (the restore, the log replay after it, the
    * verification's B3) is not touched: drain() waits for it. Idempotent.
    */
   stop(): void {
-    this.#stop.abort(new DaemonStoppingError('the daemon is stopping: snapshot downloads and device backups only read are cut'));
+    this.#stop.abort(new DaemonStoppingError('the daemon is stopping: snapshot downloads, device backups only read and applies still waiting for their exclusive hold are cut'));
   }
 
   /**
@@ -424,9 +425,10 @@ export class NamespaceSync {
       return result;
     } catch (err) {
       // The stop's own abort: abandoned, not failed (stop-fetch). In the batch it reaches only the backups read before
-      // the restore (applyBatch's `signal`), so nothing changed on the device either way.
+      // the restore and the wait for the exclusive hold (applyBatch's `signal`, `hold`), so nothing changed on the
+      // device either way.
       if (err === this.#stop.signal.reason) {
-        if (joined) this.ctx.log.info({ namespace }, "the apply's device backup (B1) was cut by the stop before its restore");
+        if (joined) this.ctx.log.info({ namespace }, "the apply was cut by the stop before its restore (its device backup B1, or its wait for the exclusive hold)");
         throw this.abandoned(namespace, primary, req.actor);
       }
       if (!(err instanceof FenceTokenStaleError)) this.recordFailure(namespace, primary, err, started, req.actor);
@@ -483,7 +485,9 @@ export class NamespaceSync {
                 holdSeconds += (performance.now() - t0) / 1000;
               }
             }),
-          single ? { scope: names[0]!, purpose: 'snapshot restore' } : { scopes, purpose: 'snapshot restore' },
+          // The stop gives up the wait for the hold (behind another exclusive hold, or draining writes): nothing was
+          // written yet, so the sync is abandoned as after a cut B1. Once the hold runs, the stop no longer reaches it.
+          { ...(single ? { scope: names[0]! } : { scopes }), purpose: 'snapshot restore', signal: this.#stop.signal },
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase], phase)),
@@ -512,6 +516,12 @@ export class NamespaceSync {
       onForeignLoss: (n, namespaces) => {
         ctx.metrics.restoreForeignEntriesLostTotal.inc({ namespace: namespaces[0]! }, n);
         if (ctx.store.isOpen) ctx.store.keyCerts.forgetAll();
+      },
+      // The restore forgets in the certificate table only the keys it may change (key-certs-repo.ts forgetRestored) ...
+      watchCerts: () => ctx.store.keyCerts.watch(),
+      // ... unless its check finds the namespaces not as merged.
+      onVerifyMismatch: (namespaces) => {
+        if (ctx.store.isOpen) ctx.store.keyCerts.forgetNamespaces(namespaces);
       },
       site: ctx.site,
       quarantineOut: { passphrase: ctx.replicationPassphrase, ...(ctx.snapshotScrypt ? { scrypt: ctx.snapshotScrypt } : {}) },

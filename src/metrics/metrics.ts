@@ -189,6 +189,8 @@ export interface ReplicatorMetrics {
   readonly syncEstimatedHoldSeconds: Gauge<'namespace'>;
   /** 1 while a snapshot's cost approaches a bound (schedule, hold, catch-up window), by kind; 0 otherwise. */
   readonly syncCostWarning: Gauge<'namespace' | 'kind'>;
+  /** Replicas: 1 while the namespace's primary runs an older nethsm-replicator that lacks what `kind` names; else 0. */
+  readonly primaryOutdated: Gauge<'namespace' | 'kind'>;
   readonly gatewayRequestsTotal: Counter<'namespace' | 'class' | 'outcome'>;
   /** Calls this gateway sent to a peer's gateway while its NetHSM was down, by peer (`none` when no peer could) and outcome. */
   readonly gatewayRemoteRequestsTotal: Counter<'peer' | 'outcome'>;
@@ -233,7 +235,19 @@ export interface ReplicatorMetrics {
   setSyncCostSource(source: () => Record<string, SyncCostSample>): void;
   /** Where `sync_held_mode` comes from: called at each scrape. A source that throws leaves the last value in place. */
   setSyncHeldSource(source: () => boolean): void;
+  /**
+   * Where `primary_outdated` comes from: called at each scrape, per replica namespace the kinds that stand (an empty
+   * list: none). A source that throws leaves the last values in place.
+   */
+  setPrimaryOutdatedSource(source: () => Record<string, readonly PrimaryOutdatedKind[]>): void;
 }
+
+/**
+ * Kinds of `primary_outdated` (src/daemon/older-primary.ts): `restarts-unseen` (its peer status names no daemon
+ * instance), `inventory-too-large` (no inventory ranges, and its one-answer inventory cannot carry the namespace).
+ */
+export const PRIMARY_OUTDATED_KINDS = ['restarts-unseen', 'inventory-too-large'] as const;
+export type PrimaryOutdatedKind = (typeof PRIMARY_OUTDATED_KINDS)[number];
 
 /** Kinds of `sync_cost_warning` (src/replicator/cost-model.ts). */
 export const SYNC_COST_WARNING_KINDS = ['schedule', 'hold', 'catchup-window'] as const;
@@ -284,6 +298,7 @@ const NAMESPACE_SERIES: SeriesTable = {
   syncEstimatedSeconds: {},
   syncEstimatedHoldSeconds: {},
   syncCostWarning: { kind: SYNC_COST_WARNING_KINDS },
+  primaryOutdated: { kind: PRIMARY_OUTDATED_KINDS },
   gatewayRequestsTotal: { class: GATEWAY_CLASSES, outcome: GATEWAY_OUTCOMES },
 };
 
@@ -376,6 +391,7 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
   });
 
   let syncCostSource: (() => Record<string, SyncCostSample>) | undefined;
+  let primaryOutdatedSource: (() => Record<string, readonly PrimaryOutdatedKind[]>) | undefined;
   /** Each sync cost gauge's value per namespace, read from the source at scrape. */
   const costGauge = (metric: string, help: string, value: (s: SyncCostSample) => number) =>
     new Gauge({
@@ -669,6 +685,23 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
         for (const [namespace, s] of Object.entries(samples)) for (const kind of SYNC_COST_WARNING_KINDS) this.set({ namespace, kind }, s.warnings.includes(kind) ? 1 : 0);
       },
     }),
+    primaryOutdated: new Gauge({
+      name: name('primary_outdated'),
+      help: "1 while the namespace's primary runs an older nethsm-replicator lacking what kind names: restarts-unseen (no daemon instance in its status: no pass after its restarts), inventory-too-large (no inventory ranges: no pass can run); 0 otherwise.",
+      labelNames: ['namespace', 'kind'],
+      registers,
+      collect() {
+        let samples: Record<string, readonly PrimaryOutdatedKind[]> | undefined;
+        try {
+          samples = primaryOutdatedSource?.();
+        } catch {
+          return;
+        }
+        if (!samples) return;
+        this.reset();
+        for (const [namespace, kinds] of Object.entries(samples)) for (const kind of PRIMARY_OUTDATED_KINDS) this.set({ namespace, kind }, kinds.includes(kind) ? 1 : 0);
+      },
+    }),
     gatewayRequestsTotal: new Counter({
       name: name('gateway_requests_total'),
       help: 'Gateway requests by namespace (_other when not configured here), class and outcome.',
@@ -747,6 +780,9 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     },
     setSyncHeldSource(source) {
       syncHeldSource = source;
+    },
+    setPrimaryOutdatedSource(source) {
+      primaryOutdatedSource = source;
     },
   };
 }

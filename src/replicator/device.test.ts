@@ -9,7 +9,7 @@ import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fix
 import { Device } from './device.js';
 import { listBackupContents } from '../backup/contents.js';
 import { TEST_SCRYPT } from '../backup/format.js';
-import { WorkDir } from './workdir.js';
+import { removeFiles, WorkDir } from './workdir.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
@@ -40,6 +40,27 @@ describe('Device: backups and the barrier', () => {
       undefined,
       onRestore,
     );
+  }
+
+  /** A device on a barrier of its own, a prepared work dir, and a stop signal with its reason. */
+  async function stopping() {
+    const barrier = new DeviceBarrier();
+    const work = new WorkDir(dir);
+    await work.prepare();
+    return { barrier, d: device(barrier), work, stop: new AbortController(), reason: new Error('the daemon is stopping') };
+  }
+
+  /**
+   * Two callers of one shared backup: the starter reads the bytes as they arrive (its reader must not wait for bytes
+   * that never come), the joiner the file. Each settles with its value or its error.
+   */
+  function sharers(d: Device, work: WorkDir, signal: AbortSignal): { starter: Promise<unknown>; joiner: Promise<unknown> } {
+    const starter = d.withSharedBackup(work, () => ({}), async (source) => {
+      for await (const _ of source as AsyncIterable<Buffer>) void _;
+      return 'read';
+    }, signal).catch((e: unknown) => e);
+    const joiner = d.withSharedBackup(work, () => ({}), async () => 'read').catch((e: unknown) => e);
+    return { starter, joiner };
   }
 
   // The certificate table (key-certs-repo.ts) forgets on both sides of a restore, also one that fails: the namespaces
@@ -84,19 +105,10 @@ describe('Device: backups and the barrier', () => {
   // that hold; the holder's own snapshot (the demote hand-off) joined it and so waited for itself, for good.
   // Before: a backup took no signal, so the daemon's stop waited for it (minutes on a large device).
   it('cuts a shared backup when the stop signal aborts: every sharer gets the reason (no device fault), no file, the hold released', async () => {
-    const barrier = new DeviceBarrier();
-    const d = device(barrier);
-    const work = new WorkDir(dir);
-    await work.prepare();
-    const stop = new AbortController();
-    const reason = new Error('the daemon is stopping');
+    const { barrier, d, work, stop, reason } = await stopping();
     const hold = sim.hold({ method: 'POST', path: /\/system\/backup$/ });
     try {
-      const starter = d.withSharedBackup(work, () => ({}), async (source) => {
-        for await (const _ of source as AsyncIterable<Buffer>) void _;
-        return 'read';
-      }, stop.signal).catch((e: unknown) => e);
-      const joiner = d.withSharedBackup(work, () => ({}), async () => 'read').catch((e: unknown) => e);
+      const { starter, joiner } = sharers(d, work, stop.signal);
       await hold.waitFor(1);
       expect(barrier.inFlight).toBe(1);
       stop.abort(reason);
@@ -108,12 +120,65 @@ describe('Device: backups and the barrier', () => {
       expect(await readdir(work.work)).toEqual([]);
       // Already aborted: its turn comes and the device is not asked.
       const before = sim.backups;
-      await expect(d.backupForReading(work.temp('late'), undefined, undefined, stop.signal)).rejects.toBe(reason);
+      await expect(d.backupForReading(work.temp('late'), { signal: stop.signal })).rejects.toBe(reason);
       expect(sim.backups).toBe(before);
       expect(await readdir(work.work)).toEqual([]);
     } finally {
       hold.close();
     }
+  });
+
+  // Before: the signal reached the backup only once it was admitted, so a stop waited for the exclusive hold to end.
+  it('cuts a shared backup still waiting for its barrier hold behind an exclusive one: the device never asked, nothing left', async () => {
+    const { barrier, d, work, stop, reason } = await stopping();
+    const restore = deferred();
+    const inside = deferred();
+    const held = barrier.exclusive([], async () => {
+      inside.resolve();
+      await restore.promise;
+    });
+    await inside.promise;
+    const before = sim.backups;
+    try {
+      const { starter, joiner } = sharers(d, work, stop.signal);
+      expect(barrier.waiting).toBe(1);
+      stop.abort(reason);
+      // It left the barrier's queue at once, not admitted.
+      expect(barrier.waiting).toBe(0);
+      expect(await starter).toBe(reason);
+      expect(await joiner).toBe(reason);
+      expect(barrier.inFlight).toBe(0);
+      expect(await readdir(work.work)).toEqual([]);
+    } finally {
+      restore.resolve();
+      await held;
+    }
+    expect(sim.backups).toBe(before);
+  });
+
+  // Before: a backup admitted waited for its turn at the device (behind another backup, e.g. a restore's check B3, not cut)
+  // whatever the stop; only then did it see the signal.
+  it('cuts a backup waiting for its turn at the device behind another one: the device never asked for it', async () => {
+    const { barrier, d, work, stop, reason } = await stopping();
+    const hold = sim.hold({ method: 'POST', path: /\/system\/backup$/ });
+    const before = sim.backups;
+    try {
+      const first = d.backupForReading(work.temp('first'));
+      await hold.waitFor(1);
+      const second = d.backupForReading(work.temp('second'), { signal: stop.signal }).catch((e: unknown) => e);
+      // Both admitted (shared): the second waits for the device.
+      expect(barrier.inFlight).toBe(2);
+      stop.abort(reason);
+      const bound = new Promise((r) => setTimeout(() => r('still waiting for the first backup'), 10_000));
+      expect(await Promise.race([second, bound])).toBe(reason);
+      expect(barrier.inFlight).toBe(1);
+      hold.close();
+      await first;
+    } finally {
+      hold.close();
+    }
+    expect(sim.backups).toBe(before + 1);
+    await removeFiles(...(await readdir(work.work)).map((f) => path.join(work.work, f)));
   });
 
   it('never makes an exclusive holder join a shared backup still waiting for admission', async () => {

@@ -7,7 +7,8 @@
  * hold here, so they never overlap a restore. Below the barrier, the backup and restore calls themselves are serialised
  * one at a time (the innermost lock): the firmware allows one restore cluster-wide, and shared backups may overlap.
  */
-import { NetHsmResponseInvalidError, SyncSourceReplayingError } from '../errors.js';
+import { InternalError, NetHsmResponseInvalidError, SyncSourceReplayingError } from '../errors.js';
+import type { ChangedKeys } from './changed-keys.js';
 import type { NetHsmClient } from '../nethsm/client.js';
 import { asDeviceFault, ROOT_ADMINISTRATOR, ROOT_BACKUP } from '../nethsm/device-fault.js';
 import type { DeviceBarrier } from '../concurrency/barrier.js';
@@ -42,6 +43,16 @@ interface SharedBackup {
   joiners: Promise<unknown>[];
 }
 
+/** Device.backupForReading's optional arguments. */
+export interface ReadBackupOptions {
+  /** Reads the bytes as they arrive (backupTo's `tap`). */
+  tap?: ByteTap<unknown>;
+  /** Runs once the shared hold is granted, before the device is asked; a throw abandons the backup. */
+  admitted?: () => void;
+  /** The daemon stopping: cuts the wait for the shared hold, then as backupTo's `signal`. */
+  signal?: AbortSignal;
+}
+
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 function settle<T>(p: Promise<T>): Promise<Settled<T>> {
@@ -49,6 +60,16 @@ function settle<T>(p: Promise<T>): Promise<Settled<T>> {
     (value) => ({ ok: true as const, value }),
     (error: unknown) => ({ ok: false as const, error }),
   );
+}
+
+/**
+ * What a merge-restore vouches for within its namespaces (changed-keys.ts): the keys it may change (per namespace, or
+ * 'all'), and `since`, the certificate table's mark taken before the backup its merge started from. Every other key of
+ * those namespaces holds the same stored write after it as in that backup.
+ */
+export interface RestoredKeys {
+  changed: ChangedKeys;
+  since: number;
 }
 
 export class Device {
@@ -66,10 +87,10 @@ export class Device {
     private readonly onBackup: () => void = () => undefined,
     /**
      * Called before and after every restore (whatever its outcome) with the namespaces the restore can change, or
-     * undefined when its effect is not bounded to known namespaces: what the site knows of those keys (the
-     * certificate table, key-certs-repo.ts) is dropped on both sides of it.
+     * undefined when its effect is not bounded to known namespaces, and the restore's `certs` when it has them: what
+     * the site knows of those keys (the certificate table, key-certs-repo.ts) is dropped on both sides of it.
      */
-    private readonly onRestore: (namespaces?: readonly string[]) => void = () => undefined,
+    private readonly onRestore: (namespaces?: readonly string[], certs?: RestoredKeys) => void = () => undefined,
   ) {}
 
   /**
@@ -77,40 +98,49 @@ export class Device {
    * barrier hold; `backupForReading` is the form for backups only read. With `tap`, its reader reads the bytes as they
    * arrive (a merge or extract overlapping the device's work); the call waits for it too, and its failure is the
    * backup's (the file is removed). `signal` (the daemon stopping; only for a backup read before any device write of
-   * its step): aborting it cuts the backup, or keeps it from being asked for once its turn comes; the call then rejects
-   * with `signal.reason` as it is (never a device fault: nothing blames the device for it), the file removed.
+   * its step): aborting it cuts the backup, or its wait for its turn at the device (behind another backup or a
+   * restore), and it is never asked for after; the call then rejects with `signal.reason` as it is (never a device
+   * fault: nothing blames the device for it), the file removed and the tap's reader failed.
    */
   async backupTo(file: string, tap?: ByteTap<unknown>, signal?: AbortSignal): Promise<number> {
-    return this.#io.run(async () => {
-      try {
-        // Its turn may come after the stop (another backup or a restore ran meanwhile): the device is not asked.
+    try {
+      return await this.#io.run(async () => {
+        // Its turn may come in the same moment as the stop: the device is not asked.
         signal?.throwIfAborted();
         this.onBackup();
         return await this.accounts.backup.backupToFile(file, tap, signal);
-      } catch (err) {
-        await removeFiles(file);
-        if (signal?.aborted && err === signal.reason) {
-          tap?.fail(err);
-          throw err;
-        }
-        throw asDeviceFault(err, ROOT_BACKUP);
+      }, signal);
+    } catch (err) {
+      await removeFiles(file);
+      if (signal?.aborted && err === signal.reason) {
+        tap?.fail(err);
+        throw err;
       }
-    });
+      throw asDeviceFault(err, ROOT_BACKUP);
+    }
   }
 
   /**
    * A backup only to be read (served to a peer, extracted): a shared barrier hold, so it never overlaps a restore.
-   * `admitted` runs once the hold is granted, before the device is asked; a throw abandons the backup. `signal`: as
-   * backupTo's; a cut backup releases its hold as any failure does.
+   * Options as ReadBackupOptions says. The signal cuts the wait for the hold too (behind an exclusive hold: a restore,
+   * an administrator step): the backup is then never asked for, and the call rejects with `signal.reason`. A cut
+   * backup releases its hold as any failure does; whatever fails it fails the tap's reader too.
    */
-  backupForReading(file: string, tap?: ByteTap<unknown>, admitted?: () => void, signal?: AbortSignal): Promise<number> {
-    return this.barrier.shared(
-      () => {
-        admitted?.();
-        return this.backupTo(file, tap, signal);
-      },
-      { wait: 'unbounded', readOnly: true },
-    );
+  async backupForReading(file: string, options: ReadBackupOptions = {}): Promise<number> {
+    const { tap, admitted, signal } = options;
+    try {
+      return await this.barrier.shared(
+        () => {
+          admitted?.();
+          return this.backupTo(file, tap, signal);
+        },
+        { wait: 'unbounded', readOnly: true, ...(signal ? { signal } : {}) },
+      );
+    } catch (err) {
+      // A backup that never started (its wait given up, `admitted` threw) leaves a reader waiting for bytes otherwise.
+      tap?.fail(err);
+      throw err;
+    }
   }
 
   /**
@@ -161,7 +191,7 @@ export class Device {
           throw err;
         }
       };
-      fresh.ready = this.backupForReading(file, tap, stillThere, signal).then(
+      fresh.ready = this.backupForReading(file, { tap, admitted: stillThere, signal }).then(
         () => void (fresh.taking = false),
         (err: unknown) => {
           fresh.taking = false;
@@ -214,9 +244,12 @@ export class Device {
    * Partial restore of `file` (the device is Operational). Call inside an exclusive barrier hold. `namespaces`: the
    * only namespaces the restore can change, which the caller vouches for (a merge-restore: everything else in the file
    * is what the device holds, and no write passed the barrier outside them since); omitted: it may change anything.
+   * `certs` (with `namespaces`): within them, the keys it may change and the certificate table's mark taken before
+   * the backup the merge started from (RestoredKeys); omitted: it may change any key of them.
    */
-  async restore(file: string, namespaces?: readonly string[]): Promise<void> {
-    this.onRestore(namespaces);
+  async restore(file: string, namespaces?: readonly string[], certs?: RestoredKeys): Promise<void> {
+    if (certs && !namespaces) throw new InternalError('a restore names the keys it may change only within the namespaces it names');
+    this.onRestore(namespaces, certs);
     try {
       await this.#io.run(() =>
         this.accounts.admin
@@ -224,7 +257,7 @@ export class Device {
           .catch((err: unknown) => Promise.reject(asDeviceFault(err, ROOT_ADMINISTRATOR))),
       );
     } finally {
-      this.onRestore(namespaces);
+      this.onRestore(namespaces, certs);
     }
   }
 

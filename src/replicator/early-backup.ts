@@ -37,12 +37,15 @@ export class EarlyBackup {
   readonly #taken: Promise<DeviceCallTiming | undefined>;
   #used = false;
   #discarded = false;
+  /** The certificate table's watch, opened with the tracker (ApplyDeps.watchCerts); ended by discard(). */
+  #certs: { since: number; end: () => void } | undefined;
 
   private constructor(
     private readonly device: Device,
     work: WorkDir,
     private readonly log: Logger,
     private readonly signal: AbortSignal | undefined,
+    private readonly watchCerts: (() => { since: number; end: () => void }) | undefined,
   ) {
     this.#file = work.temp('pre-early');
     this.#taken = this.#take();
@@ -50,10 +53,18 @@ export class EarlyBackup {
 
   /**
    * Starts B1 now (the tracker first, once the gateway writes in flight ended). `signal` (the daemon stopping) cuts
-   * it, or keeps it from starting.
+   * it, or keeps it from starting. `watchCerts`: as the apply's (ApplyDeps.watchCerts), opened with the tracker.
    */
-  static start(device: Device, work: WorkDir, log: Logger, signal?: AbortSignal): EarlyBackup {
-    return new EarlyBackup(device, work, log, signal);
+  static start(device: Device, work: WorkDir, log: Logger, signal?: AbortSignal, watchCerts?: () => { since: number; end: () => void }): EarlyBackup {
+    return new EarlyBackup(device, work, log, signal, watchCerts);
+  }
+
+  /**
+   * The certificate table's mark taken right before B1 (undefined: no watch, or B1 not started yet). The apply that
+   * merges this B1 uses it, as the mark before every backup it merges.
+   */
+  get certsSince(): number | undefined {
+    return this.#certs?.since;
   }
 
   async #take(): Promise<DeviceCallTiming | undefined> {
@@ -65,10 +76,11 @@ export class EarlyBackup {
     clearTimeout(timer);
     if (this.#discarded) return undefined;
     this.#tracker = barrier.trackWrites();
+    this.#certs = this.watchCerts?.();
     const started = performance.now();
     const { signal } = this;
     try {
-      await this.device.backupForReading(this.#file, undefined, undefined, signal);
+      await this.device.backupForReading(this.#file, { signal });
     } catch (err) {
       if (signal?.aborted && err === signal.reason) {
         this.log.info({ seconds: Math.round(performance.now() - started) / 1000 }, 'device backup taken while the snapshot downloads cut by the stop');
@@ -104,10 +116,15 @@ export class EarlyBackup {
    */
   async discard(): Promise<void> {
     this.#tracker?.close();
-    if (this.#used || this.#discarded) return;
+    if (this.#used || this.#discarded) return this.#endCerts();
     this.#discarded = true;
     await this.#taken;
     this.#tracker?.close();
+    this.#endCerts();
     await removeFiles(this.#file);
+  }
+
+  #endCerts(): void {
+    this.#certs?.end();
   }
 }

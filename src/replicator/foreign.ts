@@ -14,11 +14,11 @@
  */
 import { existsSync } from 'node:fs';
 import { extractNamespace } from '../backup/namespace.js';
-import { classifyPath, isNamespacePath } from '../backup/paths.js';
+import { classifyPath, isNamespacePath, namespacePath } from '../backup/paths.js';
 import type { ScryptParams } from '../backup/format.js';
 import type { BackupEntry, OpenBackupOptions } from '../backup/reader.js';
 import { closeAll, openSource } from '../backup/transform.js';
-import { SyncQuarantineFailedError } from '../errors.js';
+import { BackupNamespaceNotFoundError, SyncQuarantineFailedError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { diffEntries } from './compare.js';
 
@@ -121,11 +121,18 @@ export interface QuarantineTarget {
   meta: { epoch: number; seq: number; site: string | null };
 }
 
+/** The manifest meta of a quarantine file whose namespace record is the snapshot's (the device had none). */
+export const RECORD_FROM_SNAPSHOT = { namespaceRecord: 'snapshot' } as const;
+
 /**
  * Exports the foreign entries (and the namespace record, so the file is a namespace backup every tool reads) from the
  * device backup to `target.path`, atomically. Throws SyncQuarantineFailedError (cause attached); no file then remains.
+ *
+ * A device may hold the namespace's users without its `/namespace/<ns>` record (the firmware keeps them when the
+ * namespace is deleted, and a root Administrator creates them before the namespace): then the record is `snapshot`'s
+ * (recordFromSnapshot), and the manifest's meta says so.
  */
-export async function quarantineForeign(namespace: string, device: OpenFile, foreign: ForeignEntries, target: QuarantineTarget): Promise<ForeignQuarantine> {
+export async function quarantineForeign(namespace: string, device: OpenFile, snapshot: OpenFile, foreign: ForeignEntries, target: QuarantineTarget): Promise<ForeignQuarantine> {
   const keyIds = foreign.keyIds.slice(0, MAX_IDS_LISTED);
   const userIds = foreign.userIds.slice(0, MAX_IDS_LISTED);
   const listed = { keys: foreign.keyIds.length, users: foreign.userIds.length, keyIds, userIds };
@@ -135,6 +142,7 @@ export async function quarantineForeign(namespace: string, device: OpenFile, for
       ...(target.passphrase !== undefined ? { passphrase: target.passphrase } : {}),
       ...(target.scrypt ? { scrypt: target.scrypt } : {}),
       select: (p) => foreign.paths.has(p),
+      missingRecord: recordFromSnapshot(namespace, snapshot),
       meta: { reason: FOREIGN_REASON, namespace, ...target.meta, at: Date.now(), ...listed },
     });
   } catch (err) {
@@ -145,6 +153,32 @@ export async function quarantineForeign(namespace: string, device: OpenFile, for
     );
   }
   return { path: target.path, ...listed };
+}
+
+/**
+ * extractNamespace's `missingRecord` for a save, made just before a restore, of entries of a device that lacks the
+ * namespace's record: the record of `snapshot` (the namespace backup about to be restored; same path, same domain key,
+ * and the restore writes that very record to the device anyway), with RECORD_FROM_SNAPSHOT for the meta. Throws
+ * BackupNamespaceNotFoundError when the snapshot has none either.
+ */
+export function recordFromSnapshot(namespace: string, snapshot: OpenFile): () => Promise<{ value: Buffer; meta: Record<string, unknown> }> {
+  return async () => ({ value: await recordOf(namespace, snapshot), meta: RECORD_FROM_SNAPSHOT });
+}
+
+/** The `/namespace/<ns>` record's value in `file` (a namespace backup); BackupNamespaceNotFoundError when it has none. */
+async function recordOf(namespace: string, file: OpenFile): Promise<Buffer> {
+  const record = namespacePath(namespace);
+  const reader = await openSource(file.file, file.open);
+  try {
+    // Only the record's value is wanted: every other entry is read by its path alone.
+    for await (const batch of reader.entriesBatched({ wantsValue: (p) => p === record })) {
+      const e = batch.find((x) => x.path === record);
+      if (e) return Buffer.from(e.value);
+    }
+  } finally {
+    await closeAll(reader);
+  }
+  throw new BackupNamespaceNotFoundError(`neither the device backup nor the snapshot holds the ${record} record`, { namespace });
 }
 
 /** Opens the files, runs `fn` over their entry streams, and closes them whatever happens. */

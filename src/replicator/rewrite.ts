@@ -13,7 +13,7 @@ import type { ResealKeys } from '../backup/reseal-worker.js';
 import type { Resealer } from '../backup/resealer.js';
 import { BackupCorruptedError, type NhrErrorOptions } from '../errors.js';
 import { classifyPath, MANIFEST_PATH } from '../backup/paths.js';
-import type { BackupEntry, OpenBackupOptions } from '../backup/reader.js';
+import { type BackupEntry, type OpenBackupOptions, valueHead, valueLength } from '../backup/reader.js';
 import {
   closeAll,
   createOutputWriter,
@@ -42,6 +42,12 @@ export interface RewriteOptions {
    * what its restore removes in the same pass.
    */
   onDropped?: (path: string, inOverlay: boolean) => void;
+  /**
+   * Called for every overlay entry written, with what the base held at its path: `same` (the same stored write: equal
+   * value heads and lengths, reader.ts valueHead), `changed` (another value, or one whose head was not read: paths over
+   * 113 bytes), `none` (nothing). Given, both sides are read with their value heads (BatchOptions.heads).
+   */
+  onOverlay?: (path: string, base: 'same' | 'changed' | 'none') => void;
   /** How the overlay's entries are re-sealed off the event loop (reseal-pipeline.ts); default DEFAULT_TUNING. */
   reseal?: PipelineTuning;
   /** The thread to re-seal on (the daemon's, started; left running). Absent: the merge starts its own if it fills a batch. */
@@ -106,16 +112,19 @@ async function join(o: RewriteOptions, b: BackupReader, readers: readonly Backup
   const notManifest = (e: BackupEntry) => e.path !== MANIFEST_PATH;
   // The base's values are never used: its entries are copied sealed (the output is under its key) or dropped, so
   // they are read by their path only (docs/backup-format.md, "Entries read by their path only").
-  const x = new ReaderCursor(b, 'device backup', notManifest, { wantsValue: () => false });
+  const heads = o.onOverlay !== undefined;
+  const x = new ReaderCursor(b, 'device backup', notManifest, { wantsValue: () => false, heads });
   // The overlay is walked whole (less its manifest) so a base entry's path is matched even when it is not selected.
   const cursors = specs.map((spec, i) => {
     const taken = (p: string) => p !== MANIFEST_PATH && spec.within(p) && spec.select(p);
     const keep = (e: BackupEntry) => notManifest(e) && spec.within(e.path);
-    return new ReaderCursor(readers[i]!, 'overlay backup', keep, { wantsValue: (p) => !taken(p) }, vouchFor(readers[i]!, specs[i]!));
+    return new ReaderCursor(readers[i]!, 'overlay backup', keep, { wantsValue: (p) => !taken(p), heads }, vouchFor(readers[i]!, specs[i]!));
   });
   const merged = cursors.length === 1 ? undefined : new MergedCursor(cursors);
   const y: EntryCursor = merged ?? cursors[0]!;
   const pick = (p: string) => specs.some((spec) => spec.within(p) && spec.select(p));
+  // The base entry the next overlay entry replaces (same path), for onOverlay.
+  let replacedBase: BackupEntry | undefined;
   await x.advance();
   await y.advance();
   for (;;) {
@@ -134,13 +143,16 @@ async function join(o: RewriteOptions, b: BackupReader, readers: readonly Backup
       } else {
         s.droppedFromBase++;
         o.onDropped?.(e.path, cmp === 0);
+        if (replaced) replacedBase = e;
       }
       wait = x.advance();
     } else {
       if (pick(ye!.path)) {
+        if (o.onOverlay) o.onOverlay(ye!.path, baseHeld(replacedBase, ye!));
         await out.addOverlay(ye!, merged ? merged.source : 0);
         s.fromOverlay++;
       }
+      replacedBase = undefined;
       wait = y.advance();
     }
     if (wait) await wait;
@@ -149,6 +161,14 @@ async function join(o: RewriteOptions, b: BackupReader, readers: readonly Backup
 }
 
 /** The re-seal keys: each overlay's (opens its fields) and the base's (the output's). KeyObjects: no raw copy kept. */
+/** onOverlay's verdict on overlay entry `y` given the base entry its path replaced (if any). */
+function baseHeld(base: BackupEntry | undefined, y: BackupEntry): 'same' | 'changed' | 'none' {
+  if (base === undefined || base.path !== y.path) return 'none';
+  const a = valueHead(base);
+  const b = valueHead(y);
+  return a !== undefined && b !== undefined && a.equals(b) && valueLength(base) === valueLength(y) ? 'same' : 'changed';
+}
+
 function resealKeys(b: BackupReader, overlays: readonly BackupReader[]): ResealKeys {
   return { ad: AD.entry, open: overlays.map((r) => gcmKey(r.backupKey)), seal: gcmKey(b.backupKey) };
 }

@@ -48,8 +48,9 @@ import { diffEntries, isEmptyDiff, type BackupDiff, type DiffKind } from './comp
 import type { ExclusiveGuard, TrackedWrite, WriteMark, WriteTracker } from '../concurrency/barrier.js';
 import { planReplay, replayedNamespaces, type RaceReplayer, type ReplayOutcome, type ReplayPlan } from './race-replay.js';
 import type { Device } from './device.js';
-import { foreignAmong, quarantineForeign, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
+import { foreignAmong, quarantineForeign, recordFromSnapshot, type ForeignEntries, type ForeignQuarantine } from './foreign.js';
 import { isUserOf, rewriteBackup } from './rewrite.js';
+import { ChangedKeysCollector, type ChangedKeys } from './changed-keys.js';
 import type { Resealer } from '../backup/resealer.js';
 import { snapshotMetaOf, type SnapshotMeta } from './snapshot-meta.js';
 import { removeFiles, type WorkDir } from './workdir.js';
@@ -110,9 +111,10 @@ export interface ApplyDeps {
   onRaceReplayed?: (namespaces: readonly string[], plan: ReplayPlan, outcome: ReplayOutcome) => void;
   /**
    * The daemon stopping: cuts the backups taken before the restore (B1, and inside the hold B1 and B2 of the last
-   * resort), which then reject with `signal.reason` and leave the device as it was. Nothing from the restore on is
-   * cut: not the restore, not the log replay after it, not the verification's B3 (a restore is never left half done,
-   * and its check is what says it was not).
+   * resort), which then reject with `signal.reason` and leave the device as it was; and the wait for the exclusive
+   * hold when the default `hold` is used (a `hold` given by the caller takes its own: the daemon's passes the same
+   * signal). Nothing from the restore on is cut: not the restore, not the log replay after it, not the verification's
+   * B3 (a restore is never left half done, and its check is what says it was not).
    */
   signal?: AbortSignal;
   /** Test seam: runs after B1 is merged and before the exclusive hold is requested (a test writes here). */
@@ -144,6 +146,18 @@ export interface ApplyDeps {
    * (metrics), and those namespaces (sorted).
    */
   onForeignLoss?: (lost: number, namespaces: readonly string[]) => void;
+  /**
+   * Opens a watch on the certificate table for the apply (its start to its end, the verification not included): the
+   * table's mark now, and the end of the watch. Given, the restore tells the device which keys it may change and since
+   * when (Device.restore `certs`), so the table forgets those, and any key written since the mark, instead of the
+   * batch's namespaces whole (key-certs-repo.ts `forgetRestored`). Absent: the namespaces are forgotten whole.
+   */
+  watchCerts?: () => { since: number; end: () => void };
+  /**
+   * Called when verification finds an entry of the batch's namespaces not as merged (before SyncVerifyFailedError): the
+   * keys the table kept as unchanged may not be, so the daemon forgets the namespaces whole.
+   */
+  onVerifyMismatch?: (namespaces: readonly string[]) => void;
   /** This site's name, for a quarantine file's meta. */
   site?: string;
   /** Whether a stream change this site applied or logged names this key id of the namespace (then it is not foreign). */
@@ -231,6 +245,8 @@ interface Merged {
   replacing: Set<string>;
   /** Per namespace, the foreign entries among those the restore removes (none when replacing the whole namespace). */
   foreign: Map<string, ForeignEntries>;
+  /** Per namespace, the keys the restore may change (what the certificate table forgets for it). */
+  changedKeys: ChangedKeys;
 }
 
 interface Apply {
@@ -257,6 +273,8 @@ interface Apply {
   tapMerge: boolean;
   /** B1 taken while the snapshots downloaded (early-backup.ts), for the first attempt; taken off once it starts. */
   early?: EarlyBackup;
+  /** The certificate table's mark at the apply's start (`watchCerts`), before any backup of it was taken. */
+  certsSince?: number;
 }
 
 /**
@@ -345,6 +363,10 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     adopt: (file) => temps.push(file),
     tapMerge: specs.every((spec) => !checksExisting(spec.options ?? {})),
   };
+  // Opened before any backup this apply merges; an early B1 opened its own before it started (the earlier mark: keys
+  // written since either are forgotten, so the earlier one covers both).
+  const certs = deps.watchCerts?.();
+  if (certs) a.certsSince = early?.certsSince ?? certs.since;
   // A first sync that must look at the device's copy first keeps its own path (B1 after the snapshot is in).
   if (early && a.tapMerge && (deps.maxRemerges ?? 2) >= 0) a.early = early;
   const single = specs.length === 1;
@@ -359,7 +381,8 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     });
   });
   a.opening.catch(() => undefined);
-  const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [], purpose: 'snapshot restore' }));
+  const hold: ExclusiveHold =
+    deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [], purpose: 'snapshot restore', ...(deps.signal ? { signal: deps.signal } : {}) }));
   try {
     // Inside the try: a snapshot that does not open still leaves `early` discarded (its tracker closed, its file removed).
     if (!a.tapMerge) await a.opening;
@@ -394,6 +417,7 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     // Unused (or its backup failed): tracker closed now, file removed once its backup ended (not waited for here).
     // Used: the tracker only (the file is in `temps`).
     void early?.discard();
+    certs?.end();
     await removeFiles(...temps);
   }
 }
@@ -481,7 +505,7 @@ async function mergeAndRestore(a: Apply, hold: ExclusiveHold, single: boolean): 
       else {
         // No early B1, or its backup failed: this attempt takes B1 itself (its tracker first).
         tracker = deps.device.barrier.trackWrites();
-        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, tap, undefined, deps.signal), remerges, single);
+        m = await backupAndMerge(a, (file, tap) => deps.device.backupForReading(file, { tap, signal: deps.signal }), remerges, single);
       }
       if (!m) return undefined;
       await deps.beforeHold?.();
@@ -599,7 +623,7 @@ async function backupAndMerge(a: Apply, backup: TakeBackup, attempt: number, sin
     const r = await tap.result;
     if (!r) return undefined;
     a.deps.onPhase?.('merge');
-    return foreignOf(a, base, r.parts, r.merged, r.removed, new Set());
+    return foreignOf(a, base, r.parts, r, new Set());
   }
   await a.opening;
   await backup(base);
@@ -620,8 +644,7 @@ async function backupAndMerge(a: Apply, backup: TakeBackup, attempt: number, sin
 /** The merge of `base`, and the foreign entries the restore would remove (known files read here, outside any hold). */
 async function mergeFrom(a: Apply, base: string, replacing: ReadonlySet<string>): Promise<Merged> {
   const parts = [...a.parts];
-  const { merged, removed } = await merge(a, parts, base);
-  return foreignOf(a, base, parts, merged, removed, replacing);
+  return foreignOf(a, base, parts, await merge(a, parts, base), replacing);
 }
 
 /** A merge of `base` made: the foreign entries among those its restore removes, per namespace. */
@@ -629,8 +652,7 @@ async function foreignOf(
   a: Apply,
   base: string,
   parts: Part[],
-  merged: string,
-  removed: ReadonlyMap<string, Set<string>>,
+  { merged, removed, changedKeys }: MergeOutput,
   replacing: ReadonlySet<string>,
 ): Promise<Merged> {
   const { deps, log } = a;
@@ -643,7 +665,7 @@ async function foreignOf(
     const known = { files: [deps.work.snapshotOf(ns), ...(p.spec.savedFiles ?? []), ...savedHere], open: deps.snapshotOpen, ...(p.spec.knownKey ? { knownKey: p.spec.knownKey } : {}) };
     foreign.set(ns, await foreignAmong(ns, gone, known, log));
   }
-  return { base, merged, parts, replacing: new Set([...replacing].filter((ns) => parts.some((p) => p.spec.namespace === ns))), foreign };
+  return { base, merged, parts, replacing: new Set([...replacing].filter((ns) => parts.some((p) => p.spec.namespace === ns))), foreign, changedKeys };
 }
 
 /**
@@ -683,7 +705,7 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
   const saved = new Map<string, { savedExisting?: string; quarantined?: ForeignQuarantine }>();
   for (const p of m.parts) {
     const ns = p.spec.namespace;
-    if (m.replacing.has(ns)) saved.set(ns, { savedExisting: await saveExisting(deps, ns, m.base, log) });
+    if (m.replacing.has(ns)) saved.set(ns, { savedExisting: await saveExisting(deps, p.spec, m.base, log) });
     else {
       // Foreign writes an earlier attempt of this apply saved are not found again (mergeFrom): report its file.
       const q = (await saveForeign(a, p, m)) ?? a.quarantined.get(ns)?.at(-1);
@@ -697,11 +719,11 @@ async function saveAndRestore(a: Apply, m: Merged, guard: ExclusiveGuard, remerg
   // Made durable before the restore erases the racing writes: a crash after it finishes the replay at start-up.
   if (plan) deps.raceReplay!.prepare(plan);
   // Outside the batch the merged file is the device's own (no write passed the barrier there since B1, or those that
-  // did are re-applied below): the restore changes these namespaces only (the certificate table forgets just them;
-  // key-certs-repo.ts).
+  // did are re-applied below): the restore changes these namespaces only, and in them the keys the merge listed
+  // (the certificate table forgets just those, and what was written since the apply's mark: key-certs-repo.ts).
   let done: RestoredSnapshot[];
   try {
-    await deps.device.restore(m.merged, batch);
+    await deps.device.restore(m.merged, batch, a.certsSince === undefined ? undefined : { changed: m.changedKeys, since: a.certsSince });
     done = m.parts.map((p): RestoredSnapshot => {
       const s = saved.get(p.spec.namespace)!;
       return {
@@ -754,9 +776,10 @@ async function replayRacing(a: Apply, batch: readonly string[], plan: ReplayPlan
  * Base entries outside the namespaces + each snapshot's namespace entries less its stripped administrators, in one
  * pass that also lists, per namespace, its keys and users of the base the restore removes (the snapshot lacks them).
  */
-async function merge(a: Apply, parts: readonly Part[], base: BackupSource | BackupReader): Promise<{ merged: string; removed: Map<string, Set<string>> }> {
+async function merge(a: Apply, parts: readonly Part[], base: BackupSource | BackupReader): Promise<MergeOutput> {
   const inAny = (p: string) => parts.some((x) => isNamespacePath(p, x.spec.namespace));
   const removed = new Map<string, Set<string>>();
+  const changed = new ChangedKeysCollector(parts.map((x) => x.spec.namespace));
   const out = a.temp('merged');
   await rewriteBackup({
     base: { source: base, open: a.deps.deviceOpen, keep: (p) => !inAny(p) },
@@ -767,8 +790,12 @@ async function merge(a: Apply, parts: readonly Part[], base: BackupSource | Back
     }),
     out,
     ...(a.deps.resealer ? { resealer: a.deps.resealer } : {}),
+    onOverlay: (p, held) => {
+      if (held !== 'same') changed.note(p);
+    },
     onDropped: (p, replaced) => {
       if (replaced) return;
+      changed.note(p);
       const c = classifyPath(p);
       if ((c.kind === 'namespace-key' || c.kind === 'namespace-user') && inAny(p)) {
         const ns = parts.find((x) => isNamespacePath(p, x.spec.namespace))!.spec.namespace;
@@ -778,7 +805,14 @@ async function merge(a: Apply, parts: readonly Part[], base: BackupSource | Back
       }
     },
   });
-  return { merged: out, removed };
+  return { merged: out, removed, changedKeys: changed.result };
+}
+
+/** What merge() made: the merged file, per namespace the base's keys and users it lacks, and the keys its restore may change. */
+interface MergeOutput {
+  merged: string;
+  removed: Map<string, Set<string>>;
+  changedKeys: ChangedKeys;
 }
 
 async function diffFiles(
@@ -834,6 +868,7 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark, replayed: read
   const kept = deps.work.keptPath(namespaces.join('+'));
   await rename(m.base, kept);
   if (lostOutside > 0) deps.onForeignLoss?.(lostOutside, namespaces);
+  deps.onVerifyMismatch?.(namespaces);
   log.error({ namespaces, kept, differences: diff.samples, notCompared: skip }, 'restore verification failed; pre-restore backup kept');
   throw new SyncVerifyFailedError(
     `after restoring namespace ${what}: ${diff.missing + diff.changed + diff.added} entries not as merged, ${lostOutside} of them outside it lost or changed; pre-restore backup kept at ${kept}`,
@@ -875,10 +910,18 @@ async function checkExisting(deps: SharedApplyDeps, namespace: string, deviceBac
   return true;
 }
 
-/** `onExisting: 'remove'`: the whole copy the device holds goes to `kept/` (it holds any foreign entry too). */
-async function saveExisting(deps: SharedApplyDeps, namespace: string, deviceBackup: string, log: Logger): Promise<string> {
+/**
+ * `onExisting: 'remove'`: the whole copy the device holds goes to `kept/` (it holds any foreign entry too); a copy of
+ * users without the namespace's record (checkExisting counts them) takes the snapshot's record (foreign.ts).
+ */
+async function saveExisting(deps: SharedApplyDeps, spec: ApplyPart, deviceBackup: string, log: Logger): Promise<string> {
+  const { namespace } = spec;
   const saved = deps.work.keptPath(`${namespace}-existing`).replace(/\.bin$/, '.nsbackup');
-  const s = await extractNamespace(deviceBackup, namespace, saved, { input: deps.deviceOpen, meta: { reason: 'replaced by first sync' } });
+  const s = await extractNamespace(deviceBackup, namespace, saved, {
+    input: deps.deviceOpen,
+    meta: { reason: 'replaced by first sync' },
+    missingRecord: recordFromSnapshot(namespace, { file: spec.snapshotFile, open: deps.snapshotOpen }),
+  });
   log.warn({ namespace, saved, keys: s.keys, users: s.users }, 'replacing the namespace the device held; its copy was saved');
   return saved;
 }
@@ -900,7 +943,7 @@ async function saveForeign(a: Apply, p: Part, m: Merged): Promise<ForeignQuarant
     ...(typeof deps.snapshotOpen.scrypt === 'object' ? { scrypt: deps.snapshotOpen.scrypt } : {}),
   };
   const device = { file: m.base, open: deps.deviceOpen };
-  const q = await quarantineForeign(namespace, device, foreign, {
+  const q = await quarantineForeign(namespace, device, { file: p.spec.snapshotFile, open: deps.snapshotOpen }, foreign, {
     path: deps.work.foreignQuarantinePath(namespace, meta.epoch, meta.seq),
     ...out,
     meta: { epoch: meta.epoch, seq: meta.seq, site: deps.site ?? null },

@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DeviceBarrier } from '../concurrency/barrier.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
@@ -69,8 +69,8 @@ describe('streamSnapshot: the snapshot read while it is taken', () => {
       expect(contents.manifest?.meta).toMatchObject({ epoch: 5, site: 'a' });
       await rm(file);
     }
-    await new Promise((r) => setTimeout(r, 20));
-    expect(workFiles()).toEqual(before);
+    // The spool is removed once the stream's end reaches the extract (a few ticks; longer on a loaded machine).
+    await vi.waitFor(() => expect(workFiles()).toEqual(before), { timeout: 10_000, interval: 10 });
   });
 
   it('checks a snapshot from its bytes as they come (checkSnapshot), and refuses one altered or cut short', async () => {
@@ -107,8 +107,8 @@ describe('streamSnapshot: the snapshot read while it is taken', () => {
     })().catch((e: unknown) => e);
     expect(got).toBeInstanceOf(Error);
     await expect(snap.done).rejects.toBe(got);
-    await new Promise((r) => setTimeout(r, 20));
-    expect(workFiles()).toEqual(before);
+    // The spool is removed once the stream's end reaches the extract (a few ticks; longer on a loaded machine).
+    await vi.waitFor(() => expect(workFiles()).toEqual(before), { timeout: 10_000, interval: 10 });
   });
 
   it('removes the spool of a body never read, once the extract is over', async () => {
@@ -116,7 +116,7 @@ describe('streamSnapshot: the snapshot read while it is taken', () => {
     const snap = await streamSnapshot(deps(), 'ns1', 1);
     await snap.done;
     await snap.body[Symbol.asyncIterator]().return?.();
-    await new Promise((r) => setTimeout(r, 20));
-    expect(workFiles()).toEqual(before);
+    // The spool is removed once the stream's end reaches the extract (a few ticks; longer on a loaded machine).
+    await vi.waitFor(() => expect(workFiles()).toEqual(before), { timeout: 10_000, interval: 10 });
   });
 });

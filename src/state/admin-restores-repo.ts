@@ -10,6 +10,7 @@
  * saying why, and is never acted on or dropped by the daemon.
  */
 import type { Database, Statement } from 'better-sqlite3';
+import { crashPoint } from '../util/crash-point.js';
 import { prepare } from './sqlite.js';
 
 /** `promote`: the administrators from a snapshot; `resume`: every user from a fence's quarantine file. */
@@ -94,6 +95,7 @@ export class AdminRestoresRepo {
 
   /** Forgets the record of `epoch` (the administrators are back, or its role row is superseded); a replaced one stays. */
   done(namespace: string, epoch: number): void {
+    crashPoint('admin-restore-done');
     this.sDone.run(namespace, epoch);
   }
 

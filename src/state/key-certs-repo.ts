@@ -8,9 +8,11 @@
  *   of that key (or `forgetAll`) happened since the reader's `mark()` taken before that read.
  * - Every write of the daemon that can change a key's certificate, or replace the key behind an id, calls `forget`
  *   before the device write and again after it (the second refuses the `learn` of a read that raced the write).
- * - A restore does the same for what it can change: `forgetNamespaces` of the namespaces it restores when their set
- *   is known (a snapshot merge-restore), else `forgetAll` (administrator rewrites on promote, demote and fence; any
- *   restore given no namespaces). Before the restore and after it, whatever its outcome.
+ * - A restore does the same for what it can change (`forgetForRestore`): within the namespaces of a snapshot
+ *   merge-restore, the keys its merge found changed and those forgotten since the mark before its base backup
+ *   (`forgetRestored`; the namespaces whole without that list), else `forgetAll` (administrator rewrites on promote,
+ *   demote and fence; any restore given no namespaces). Before the restore and after it, whatever its outcome.
+ * Why the rows of the keys a merge-restore writes back unchanged stay true: `forgetRestored`.
  * Why a merge-restore leaves the rows of every other namespace true (docs/anti-entropy.md, "What a restore forgets"):
  * the merged file holds, outside the restored namespaces, B1's entries byte for byte (sealed blobs passed through),
  * and the restore runs only when no write outside them passed the device barrier since B1 was marked (the held merge:
@@ -90,6 +92,15 @@ export class KeyCertsRepo {
     };
   }
 
+  /**
+   * A registered reader and the mark taken as it registers: every key forgotten from now until `end` is remembered
+   * (forgottenSince, forgetRestored). For a merge-restore: opened before the backup its merge starts from.
+   */
+  watch(): { since: number; end: () => void } {
+    const end = this.beginRead();
+    return { since: this.mark(), end };
+  }
+
   /** Whether the key was forgotten after `mark` (while a reader was registered). */
   forgottenSince(namespace: string, id: string, mark: number): boolean {
     return (
@@ -129,6 +140,37 @@ export class KeyCertsRepo {
     const at = ++this.#seq;
     for (const ns of namespaces) this.#namespaceForgottenAt.set(ns, at);
     this.db.transaction(() => namespaces.forEach((ns) => this.sForgetNamespace.run(ns)))();
+  }
+
+  /**
+   * What a restore forgets (Device's onRestore, before and after it): everything when it names no namespaces; else its
+   * namespaces, each whole or, when the restore vouches for its keys (`certs`, replicator/device.ts RestoredKeys), as
+   * forgetRestored says.
+   */
+  forgetForRestore(namespaces?: readonly string[], certs?: { changed: ReadonlyMap<string, ReadonlySet<string> | 'all'>; since: number }): void {
+    if (!namespaces) return this.forgetAll();
+    if (!certs) return this.forgetNamespaces(namespaces);
+    for (const ns of namespaces) this.forgetRestored(ns, certs.changed.get(ns) ?? 'all', certs.since);
+  }
+
+  /**
+   * A merge-restore of `namespace` that vouches for its keys (replicator/changed-keys.ts): drops the rows of the keys it
+   * may change (`changed`; 'all': the namespace whole, as forgetNamespaces) and of every key of the namespace forgotten
+   * since `since` (the mark taken, under a registered reader, before the backup the merge started from), and refuses
+   * the `learn` of any read of those marked before. Every other row stays: its key holds the same stored write after
+   * the restore as in that backup, and no write of the daemon touched it since the mark, so the row (true when learnt,
+   * and never forgotten since) is as true after the restore as it was in the backup. Called before the restore and
+   * after it, like forgetNamespaces.
+   */
+  forgetRestored(namespace: string, changed: ReadonlySet<string> | 'all', since: number): void {
+    if (changed === 'all' || this.#allForgottenAt > since || (this.#namespaceForgottenAt.get(namespace) ?? 0) > since) {
+      this.forgetNamespaces([namespace]);
+      return;
+    }
+    const ids = new Set(changed);
+    const prefix = `${namespace}/`;
+    for (const [k, at] of this.#forgotten) if (at > since && k.startsWith(prefix)) ids.add(k.slice(prefix.length));
+    this.forget(namespace, [...ids]);
   }
 
   /** Drops everything (a restore whose effect is not bounded to known namespaces). */

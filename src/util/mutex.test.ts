@@ -18,4 +18,29 @@ describe('Mutex', () => {
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect(m.busy).toBe(false);
   });
+
+  it('lets a caller give up its wait: it does not run, and those behind it keep their order', async () => {
+    const m = new Mutex();
+    const log: string[] = [];
+    let open!: () => void;
+    const first = m.run(async () => {
+      log.push('first');
+      await new Promise<void>((r) => (open = r));
+    });
+    const stop = new AbortController();
+    const reason = new Error('stopping');
+    const second = m.run(async () => void log.push('second'), stop.signal).catch((e: unknown) => e);
+    const third = m.run(async () => void log.push('third'));
+    stop.abort(reason);
+    expect(await second).toBe(reason);
+    // The third waits for the first still.
+    await new Promise((r) => setImmediate(r));
+    expect(log).toEqual(['first']);
+    open();
+    await Promise.all([first, third]);
+    expect(log).toEqual(['first', 'third']);
+    expect(m.busy).toBe(false);
+    await expect(m.run(async () => 'late', stop.signal)).rejects.toBe(reason);
+    expect(m.busy).toBe(false);
+  });
 });

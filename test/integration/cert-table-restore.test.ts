@@ -1,7 +1,8 @@
 /**
  * What a restore forgets in the certificate table (docs/anti-entropy.md, "What a restore forgets"), in daemons: a
- * snapshot sync of one namespace forgets that namespace's rows only, so the next anti-entropy read of another
- * namespace at the same site still takes its certificates from the table; a restore given no namespaces (an
+ * snapshot sync of one namespace forgets rows of that namespace only, and of it only the keys the restore writes with
+ * another value than the device held (replicator/changed-keys.ts), so the next anti-entropy read of the namespace
+ * takes the others' certificates from the table, and of another namespace all of them; a restore given no namespaces (an
  * administrator rewrite: promote, demote, fence) forgets everything, and so does a sync whose verification finds
  * entries outside its namespaces changed (the premise that kept the other rows true failed). The interleaving of the
  * last is made on purpose through the simulator's latency table (test/helpers/latencies.ts).
@@ -60,17 +61,25 @@ describe('the certificate table across restores, in daemons', () => {
     await lab?.close();
   });
 
-  it('forgets only the synced namespace: the next read of another namespace takes its certificates from the table', async () => {
+  it('forgets only the synced namespace, and of it only the keys its restore changed: the next reads take the rest from the table', async () => {
     await warm();
     expect([known('alpha'), known('beta')]).toEqual([KEYS, KEYS]);
 
-    // A key generated on a's device reaches b only by a snapshot: the sync restores alpha at b.
+    // A key generated on a's device reaches b only by a snapshot: the sync restores alpha at b. alpha1's certificate
+    // is set at a meanwhile: its stored record changes, and b's row for it (no certificate) must not survive.
     await generate('alpha', ['alpha-new']);
+    await use(lab.site('a').nsAdmin('alpha'), (c) => c.putCert('alpha1', Buffer.from('set at the primary')));
     await b.daemon!.syncer.sync('alpha', { actor: 'test' });
-    expect([known('alpha'), known('beta')]).toEqual([0, KEYS]);
+    const rows = b.daemon!.ctx.store.keyCerts.page('alpha', '', 100).map((r) => r.id);
+    expect(rows).toEqual(['alpha0', 'alpha2', 'alpha3']);
+    expect(known('beta')).toBe(KEYS);
 
     expect(await pass('beta')).toEqual({ fromTable: KEYS, unknown: 0, scrubbed: 0 });
-    expect(await pass('alpha')).toEqual({ fromTable: 0, unknown: KEYS + 1, scrubbed: 0 });
+    // The pass finds nothing to repair (pass() checks): alpha1's certificate was read from the device, not the table.
+    expect(await pass('alpha')).toEqual({ fromTable: KEYS - 1, unknown: 2, scrubbed: 0 });
+    await use(lab.site('a').nsAdmin('alpha'), (c) => c.deleteCert('alpha1'));
+    await b.daemon!.syncer.sync('alpha', { actor: 'test' });
+    expect(known('alpha')).toBe(KEYS);
   });
 
   it('forgets everything on a restore given no namespaces', async () => {
@@ -117,14 +126,19 @@ describe('the certificate table across restores, in daemons', () => {
     await use(b.client('beta~replicator', LAB_PASSPHRASES.replicator), (c) => c.deleteCert('beta0'));
   });
 
-  it('forgets the namespaces of a coalesced merge-restore, and keeps the others', async () => {
+  it('forgets in each namespace of a coalesced merge-restore the keys it changed, and keeps the others', async () => {
     await warm(['alpha', 'beta', 'gamma']);
+    const before = ['alpha', 'beta'].map(known);
     await generate('alpha', ['alpha-batch']);
     await generate('beta', ['beta-batch']);
+    await use(lab.site('a').nsAdmin('beta'), (c) => c.putCert('beta2', Buffer.from('set at the primary')));
     const answers = await Promise.all(['alpha', 'beta'].map((ns) => b.daemon!.syncer.sync(ns, { actor: 'test' })));
     expect(answers.map((r) => r.outcome === 'applied' && r.coalescedWith)).toEqual([['beta'], ['alpha']]);
     await b.daemon!.syncer.drain();
-    expect(['alpha', 'beta', 'gamma'].map(known)).toEqual([0, 0, KEYS]);
+    // beta0's record at b was rewritten around the daemon by the test before (a certificate set and deleted): it
+    // differs from a's, so the restore changed it too.
+    expect(['alpha', 'beta', 'gamma'].map(known)).toEqual([before[0], before[1]! - 2, KEYS]);
     expect(await pass('gamma')).toEqual({ fromTable: KEYS, unknown: 0, scrubbed: 0 });
+    expect(await pass('beta')).toEqual({ fromTable: before[1]! - 2, unknown: 3, scrubbed: 0 });
   });
 });

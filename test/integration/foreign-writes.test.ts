@@ -37,12 +37,13 @@ describe('foreign writes at a replica', () => {
   let lab: Lab;
 
   beforeAll(async () => {
-    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'a' }], gateway: true });
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'a' }, { name: 'gamma', primary: 'a' }], gateway: true });
     await lab.startDaemons();
     await streamReady([lab.site('a'), lab.site('b')]);
     await use(lab.site('a').nsAdmin('alpha'), gen('a1'));
     await use(lab.site('a').nsAdmin('beta'), gen('b1'));
-    for (const ns of ['alpha', 'beta']) await lab.site('b').daemon!.syncer.sync(ns, { actor: 'test' });
+    await use(lab.site('a').nsAdmin('gamma'), gen('g1'));
+    for (const ns of ['alpha', 'beta', 'gamma']) await lab.site('b').daemon!.syncer.sync(ns, { actor: 'test' });
   }, 120_000);
 
   afterAll(async () => {
@@ -180,5 +181,28 @@ describe('foreign writes at a replica', () => {
     const q = await listBackupContents(path.join(b.daemon!.ctx.work.quarantine, files[0]!), { input: replicationOpen, collectIds: true });
     expect(q.namespaces.beta).toMatchObject({ keyIds: ['ae-foreign'] });
     expect(await use(b.nsOperator('beta'), keys)).toEqual(['b1']);
+  });
+
+  // Before: the quarantine export threw NHR_ERR_BACKUP_NAMESPACE_NOT_FOUND (the device backup has no /namespace/gamma),
+  // so every sync failed with NHR_ERR_SYNC_QUARANTINE_FAILED and the namespace stayed deleted at the replica.
+  it("saves the users of a namespace deleted on the replica's NetHSM (kept by the firmware) with the snapshot's namespace record, and restores", async () => {
+    const b = lab.site('b');
+    // Root deletes the namespace straight at B's NetHSM: its keys go, its users stay (FACTS §4); a root Administrator
+    // may then add users to it (it does not exist).
+    await use(b.client(), async (c) => {
+      await c.deleteNamespace('gamma');
+      await c.createUser({ realName: 'stray', role: 'Operator', passphrase: 'stray-operator-passphrase' }, 'gamma~stray');
+    });
+    const r = await b.daemon!.syncer.sync('gamma', { actor: 'test' });
+    expect(r).toMatchObject({ outcome: 'applied', quarantinedUsers: ['stray'], quarantinedKeys: [] });
+    expect(await use(b.client(), (c) => c.listNamespaces())).toContain('gamma');
+    expect(await use(b.nsOperator('gamma'), keys)).toEqual(['g1']);
+
+    const file = (r as { quarantine?: string }).quarantine!;
+    const q = await listBackupContents(file, { input: replicationOpen, collectIds: true });
+    expect(q.kind).toBe('namespace');
+    expect(q.namespaces.gamma).toMatchObject({ present: true, keys: 0, userIds: ['stray'] });
+    expect(q.manifest?.meta).toMatchObject({ reason: 'foreign writes at replica', namespaceRecord: 'snapshot', userIds: ['stray'] });
+    await rm(file);
   });
 });

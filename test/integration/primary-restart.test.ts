@@ -7,20 +7,19 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AfterPrimaryRestart } from '../../src/config/schema.js';
-import { capturingLogger } from '../../src/gateway/test-support.js';
-import { Lab, LAB_PASSPHRASES, type LabSite } from '../../src/lab/lab.js';
-import { silentLogger } from '../../src/log.js';
+import { LAB_PASSPHRASES, type Lab, type LabSite } from '../../src/lab/lab.js';
 import type { PeerServer } from '../../src/peer/server.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import { use } from '../helpers/clients.js';
 import { waitFor } from '../helpers/wait.js';
-import { importBody, streamReady } from './stream-helpers.js';
+import { replicaLab, type ReplicaLab } from './replica-lab.js';
+import { importBody } from './stream-helpers.js';
 
 const NS = 'alpha';
 
 describe("a primary's daemon restart", () => {
   let lab: Lab | undefined;
-  let lines: string[] = [];
+  let logged: ReplicaLab['logged'] = () => [];
   afterEach(async () => {
     await lab?.close();
     lab = undefined;
@@ -28,31 +27,13 @@ describe("a primary's daemon restart", () => {
 
   /** Site a primary of alpha, b its replica (synced once, streaming), b's log captured. */
   const start = async (afterPrimaryRestart?: AfterPrimaryRestart, sync = true): Promise<{ a: LabSite; b: LabSite }> => {
-    lab = await Lab.create({
-      namespaces: [{ name: NS, primary: 'a' }],
-      retryInterval: '200ms',
-      gateway: true,
-      logger: (site) => {
-        if (site !== 'b') return silentLogger;
-        const c = capturingLogger();
-        lines = c.lines;
-        return c.logger;
-      },
-    });
-    const [a, b] = [lab.site('a'), lab.site('b')];
-    if (afterPrimaryRestart) b.config = { ...b.config, replication: { ...b.config.replication, afterPrimaryRestart } };
-    await lab.startDaemons();
-    await streamReady([a, b]);
-    if (!sync) return { a, b };
-    await b.daemon!.syncer.sync(NS, { actor: 'test' });
-    // Its verification (a device backup) runs on after the answer: over before the test counts backups.
-    await b.daemon!.syncer.drain();
-    return { a, b };
+    const r = await replicaLab({ namespace: NS, afterPrimaryRestart, gateway: true, sync });
+    ({ lab, logged } = r);
+    return r;
   };
 
   const gatewayImport = (a: LabSite, id: string) => use(a.gatewayClient(`${NS}~admin`, LAB_PASSPHRASES.nsAdmin), (c) => c.importKey(importBody('EC_P256', ['ECDSA_Signature']), id));
   const sim = (s: LabSite) => s.sim as RunningSimulator;
-  const logged = (msg: RegExp) => lines.map((l) => JSON.parse(l) as { msg: string; namespace?: string; missing?: number; differs?: number; repaired?: number }).filter((l) => msg.test(l.msg));
 
   /**
    * Writes `before-stop` through a's gateway with a's peer API closed (so it is in a's change log only), stops a's
@@ -141,6 +122,27 @@ describe("a primary's daemon restart", () => {
     expect(sim(b).backups).toBeGreaterThan(backupsB);
     expect(b.daemon!.restartPasses.pending()).toEqual([]);
     expect(logged(/the primary's daemon restarted while it was down: snapshot sync \(replication\.afterPrimaryRestart: snapshot\)/)).toHaveLength(1);
+    expect(logged(/^anti-entropy pass$/)).toEqual([]);
+  });
+
+  // Before: with afterPrimaryRestart: snapshot a namespace paused at the replica when the primary came back was skipped,
+  // and nothing queued the snapshot for its resume (with `stream` its pass is queued): the key written around the
+  // primary's daemon never reached the replica, and status said nothing.
+  it('queues the snapshot sync of a namespace paused at the replica (afterPrimaryRestart: snapshot): shown while paused, taken after the resume', async () => {
+    const { a, b } = await start('snapshot');
+    const synced = b.daemon!.ctx.store.positions.get(NS, 'a')!.lastOkAt;
+    await restartPrimary(a, b, async () => {
+      b.daemon!.ctx.store.roles.setPaused(NS, true);
+      await use(a.nsAdmin(NS), (c) => c.generateKey({ id: 'around-paused', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    });
+    expect(b.daemon!.restartPasses.pending()).toEqual([NS]);
+    const alpha = (await b.daemon!.status()).namespaces.find((n) => n.name === NS)!;
+    expect(alpha.restartPass).toMatchObject({ primary: 'a', action: 'snapshot sync', state: 'waiting: the namespace is paused here; runs once it is resumed (replication.afterPrimaryRestart: snapshot)' });
+    expect(b.daemon!.ctx.store.positions.get(NS, 'a')!.lastOkAt).toBe(synced);
+    b.daemon!.ctx.store.roles.setPaused(NS, false);
+    await waitFor(() => b.daemon!.restartPasses.pending().length === 0, 'the queued snapshot sync to run', 30_000);
+    expect(b.daemon!.ctx.store.positions.get(NS, 'a')!.lastOkAt).not.toBe(synced);
+    expect(await use(b.nsOperator(NS), (c) => c.listKeys())).toContain('around-paused');
     expect(logged(/^anti-entropy pass$/)).toEqual([]);
   });
 

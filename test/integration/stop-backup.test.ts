@@ -8,6 +8,12 @@
  *
  * The simulator holds the backup request unanswered (sim.hold) for as long as the test wants: a backup of a large
  * device. Before the change nothing could cut it, and close() waited for it.
+ *
+ * The same while the sync still waits at this site's device barrier, behind a long exclusive hold (another part's
+ * restore, an administrator step): its early B1 waiting for its shared hold, and its apply waiting for its exclusive
+ * hold once merged. The test takes that hold itself on the site's own barrier, so that nothing in close() waits for
+ * it: what is checked is that the stop no longer waits for the hold to end (before, close() did: the waiting backup or
+ * restore was still to come).
  */
 import { readdir } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,6 +21,8 @@ import { Lab, type LabSite } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import type { RequestHold } from '../../src/sim/request-holds.js';
 import type { SiteContext } from '../../src/daemon/context.js';
+import type { Daemon } from '../../src/daemon/daemon.js';
+import type { ReplicaPosition } from '../../src/state/positions-repo.js';
 import { use } from '../helpers/clients.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -89,10 +97,7 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k2', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
 
     const held = holdBackups('b');
-    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const answer = syncAnswer(d);
     await held.waitFor(1);
     // The snapshot is in and the apply waits for the early B1 (its first attempt merges from it).
     await waitFor(() => d.syncer.progressOf('alpha')?.step.startsWith('backing up'), 'the apply to wait for the early B1', 20_000);
@@ -103,29 +108,17 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     await expectAbandoned(b, d.ctx, failuresBefore, before);
     held.close();
 
-    const again = await b.startDaemon();
-    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
-    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1', 'k2']);
+    await syncsAfterStart(b, ['k1', 'k2']);
   });
 
   // Before: the download was cut, but drain() waited for the early B1 being thrown away.
   it('cuts the early B1 while the snapshot download stalls too: close() returns, the sync is abandoned', { timeout: 120_000 }, async () => {
-    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
-    await lab.startDaemons();
-    const b = lab.site('b');
-    const d = b.daemon!;
-    await d.syncer.sync('alpha', { actor: 'test' });
-    await d.syncer.drain();
-    const before = d.ctx.store.positions.get('alpha', 'a')!;
-    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
+    const { b, d, before, failuresBefore } = await syncedLab();
 
     // A's backup for the snapshot and B's early B1 both wait.
     const atA = holdBackups('a');
     const atB = holdBackups('b');
-    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const answer = syncAnswer(d);
     await atA.waitFor(1);
     await atB.waitFor(1);
     expect(d.syncer.progressOf('alpha')?.step).toMatch(/^fetching/);
@@ -135,21 +128,117 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     await expectAbandoned(b, d.ctx, failuresBefore, before);
   });
 
-  // Before: the apply's B1 took no signal; close() waited for it (drain() awaits a sync past its download).
-  it("cuts the apply's own B1 before its restore (a first sync): close() returns, nothing changed, and it runs after the start", { timeout: 120_000 }, async () => {
+  /** A lab whose alpha B synced once (its next sync takes an early B1); B's position and failures so far. */
+  async function syncedLab(): Promise<{ b: LabSite; d: Daemon; before: ReplicaPosition; failuresBefore: number }> {
     lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
     await lab.startDaemons();
     const b = lab.site('b');
     const d = b.daemon!;
-    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
-    const failuresBefore = await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/);
-    const restoresBefore = sim('b').restores;
+    await d.syncer.sync('alpha', { actor: 'test' });
+    await d.syncer.drain();
+    return { b, d, before: d.ctx.store.positions.get('alpha', 'a')!, failuresBefore: await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/) };
+  }
 
-    const held = holdBackups('b');
-    const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
+  /** A lab whose primary A holds key k1 in alpha, not yet synced at B; B's counts before its first sync. */
+  async function firstSyncLab(): Promise<{ b: LabSite; d: Daemon; failuresBefore: number; restoresBefore: number }> {
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }] });
+    await lab.startDaemons();
+    const b = lab.site('b');
+    await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'k1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
+    return { b, d: b.daemon!, failuresBefore: await counter(b, 'nethsm_replicator_syncs_total', /outcome="failure"/), restoresBefore: sim('b').restores };
+  }
+
+  /** A sync of alpha at `d`: settles with its error, or undefined. */
+  const syncAnswer = (d: Daemon): Promise<unknown> =>
+    d.syncer.sync('alpha', { actor: 'test' }).then(
       () => undefined,
       (e: unknown) => e,
     );
+
+  /** Starts B's daemon again: its sync of alpha is applied and B holds `keys`. */
+  async function syncsAfterStart(b: LabSite, keys: string[]): Promise<void> {
+    const again = await b.startDaemon();
+    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
+    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(keys);
+  }
+
+  /** Takes an exclusive hold on `ctx`'s barrier until `end()`: another part's long restore. Resolves once it runs. */
+  async function longHold(ctx: SiteContext): Promise<{ end: () => Promise<void> }> {
+    let end!: () => void;
+    let running!: () => void;
+    const ran = new Promise<void>((r) => (running = r));
+    const held = ctx.barrier.exclusive([], async () => {
+      running();
+      await new Promise<void>((r) => (end = r));
+    });
+    await ran;
+    return {
+      end: async () => {
+        end();
+        await held;
+      },
+    };
+  }
+
+  // Before: the early B1 waited for its shared hold whatever the stop, and drain() waited for it.
+  it('cuts the early B1 still waiting for its barrier hold behind a long exclusive hold: close() returns, the device is not asked', { timeout: 120_000 }, async () => {
+    const { b, d, before, failuresBefore } = await syncedLab();
+    const backupsBefore = sim('b').backups;
+    const restoresBefore = sim('b').restores;
+
+    const hold = await longHold(d.ctx);
+    try {
+      const answer = d.syncer.sync('alpha', { actor: 'test' }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      // The snapshot is in; the apply waits for the early B1, which waits for its shared hold.
+      await waitFor(() => d.syncer.progressOf('alpha')?.step.startsWith('backing up'), 'the apply to wait for the early B1', 20_000);
+      await waitFor(() => d.ctx.barrier.waiting >= 1, 'the early B1 to wait at the barrier');
+      expect(await stopsInTime(b), `close() returned within ${STOP_BOUND_MS} ms while the early B1 waited for a long hold`).toBe(true);
+      expect(await answer).toMatchObject({ code: 'NHR_ERR_SYNC_DAEMON_STOPPING', namespace: 'alpha' });
+      expect(d.ctx.barrier.waiting).toBe(0);
+    } finally {
+      await hold.end();
+    }
+    // Left the queue: the hold's end admits nothing that asks the device.
+    expect(sim('b').backups).toBe(backupsBefore);
+    expect(sim('b').restores).toBe(restoresBefore);
+    await expectAbandoned(b, d.ctx, failuresBefore, before);
+  });
+
+  // Before: the apply waited for its exclusive hold whatever the stop, then restored (minutes on a large appliance),
+  // and drain() waited for all of it.
+  it('gives up the apply waiting for its exclusive hold behind a long one: close() returns, nothing restored, and it runs after the start', { timeout: 120_000 }, async () => {
+    const { b, d, failuresBefore, restoresBefore } = await firstSyncLab();
+    // A first sync: its own B1, held at the simulator until the long hold is pending behind it.
+    const held = holdBackups('b');
+    const answer = syncAnswer(d);
+    await held.waitFor(1);
+    const hold = longHold(d.ctx);
+    await waitFor(() => d.ctx.barrier.held, 'the long hold to be pending');
+    held.close();
+    const running = await hold;
+    try {
+      await waitFor(() => d.syncer.progressOf('alpha')?.step.startsWith('waiting for device writes'), 'the apply to wait for its exclusive hold', 20_000);
+      expect(await stopsInTime(b), `close() returned within ${STOP_BOUND_MS} ms while the apply waited for its exclusive hold`).toBe(true);
+      expect(await answer).toMatchObject({ code: 'NHR_ERR_SYNC_DAEMON_STOPPING', namespace: 'alpha' });
+    } finally {
+      await running.end();
+    }
+    expect(sim('b').restores).toBe(restoresBefore);
+    // Only the long hold ran: the apply's never did.
+    expect(d.ctx.barrier.held).toBe(false);
+    await expectAbandoned(b, d.ctx, failuresBefore, undefined);
+
+    await syncsAfterStart(b, ['k1']);
+  });
+
+  // Before: the apply's B1 took no signal; close() waited for it (drain() awaits a sync past its download).
+  it("cuts the apply's own B1 before its restore (a first sync): close() returns, nothing changed, and it runs after the start", { timeout: 120_000 }, async () => {
+    const { b, d, failuresBefore, restoresBefore } = await firstSyncLab();
+    const held = holdBackups('b');
+    const answer = syncAnswer(d);
     await held.waitFor(1);
     expect(d.syncer.progressOf('alpha')?.step).toMatch(/^backing up/);
     expect(await stopsInTime(b), `close() returned within ${STOP_BOUND_MS} ms while the apply's B1 stalled`).toBe(true);
@@ -159,9 +248,7 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     await expectAbandoned(b, d.ctx, failuresBefore, undefined);
     held.close();
 
-    const again = await b.startDaemon();
-    expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
-    expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(['k1']);
+    await syncsAfterStart(b, ['k1']);
   });
 
   // Before: the backup serving the snapshot took no signal; close() waited for it (the peer API and the NetHSM pool).

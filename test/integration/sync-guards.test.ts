@@ -27,11 +27,11 @@ describe('sync guards at the replica', () => {
   let lab: Lab;
 
   beforeAll(async () => {
-    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'b' }, { name: 'gamma', primary: 'a' }] });
-    // gamma reaches B through the bootstrap; pretend it did not, so B's device holds a gamma of unknown origin.
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }, { name: 'beta', primary: 'b' }, { name: 'gamma', primary: 'a' }, { name: 'delta', primary: 'a' }] });
+    // gamma and delta reach B through the bootstrap; pretend they did not, so B's device holds them of unknown origin.
     const bootstrap = path.join(lab.site('b').stateDir, 'bootstrap.json');
     const data = JSON.parse(await readFile(bootstrap, 'utf8')) as { namespaces: string[] };
-    await writeFile(bootstrap, JSON.stringify({ ...data, namespaces: data.namespaces.filter((n) => n !== 'gamma') }));
+    await writeFile(bootstrap, JSON.stringify({ ...data, namespaces: data.namespaces.filter((n) => n !== 'gamma' && n !== 'delta') }));
     await lab.startDaemons();
     await use(lab.site('a').nsAdmin('alpha'), (c) => c.generateKey({ id: 'a1', type: 'EC_P256', mechanisms: ['ECDSA_Signature'] }));
   });
@@ -272,5 +272,26 @@ describe('sync guards at the replica', () => {
     // Later syncs need no flag.
     await expect(b.daemon!.syncer.sync('gamma', { actor: 'test' })).resolves.toMatchObject({ outcome: 'applied' });
     expect(LAB_PASSPHRASES.replication).toBeTruthy();
+  });
+
+  // Before: saving the copy threw NHR_ERR_BACKUP_NAMESPACE_NOT_FOUND (the device backup has no /namespace/delta), so a
+  // namespace whose users the NetHSM kept after its deletion could never be synced, flag or not.
+  it("with --on-existing=remove, saves users the device holds without the namespace's record (the snapshot's record in the copy) and syncs", async () => {
+    const b = lab.site('b');
+    // Deleted straight at B's NetHSM: its keys go, its users stay (FACTS §4).
+    await use(b.client(), (c) => c.deleteNamespace('delta'));
+    const err = await b.daemon!.syncer.sync('delta', { actor: 'test' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SyncNamespaceExistsError);
+    expect((err as Error).message).toMatch(/already holds namespace delta \(0 keys, \d+ users, no namespace record\)/);
+
+    const r = await b.daemon!.syncer.sync('delta', { actor: 'test', onExisting: 'remove' });
+    expect(r).toMatchObject({ outcome: 'applied' });
+    expect(await use(b.client(), (c) => c.listNamespaces())).toContain('delta');
+    const saved = (r as { savedExisting?: string }).savedExisting!;
+    const c = await listBackupContents(saved, { input: b.daemon!.ctx.deviceOpen, collectIds: true });
+    expect(c.kind).toBe('namespace');
+    expect(c.namespaces.delta).toMatchObject({ present: true, keys: 0 });
+    expect(c.namespaces.delta!.userIds!.length).toBeGreaterThan(0);
+    expect(c.manifest?.meta).toMatchObject({ reason: 'replaced by first sync', namespaceRecord: 'snapshot' });
   });
 });
