@@ -764,7 +764,7 @@ export class Daemon {
   private async antiEntropyPass(namespace: string, row: NamespaceRow, peer: PeerClient): Promise<AntiEntropyResult> {
     const { ctx } = this;
     const token = tokenOf(row, 'anti-entropy repair');
-    const exclusive = <T>(fn: () => Promise<T>): Promise<T> => ctx.barrier.shared(() => ctx.applyLock(namespace).run(fn), { tokens: [token], wait: 'unbounded', scope: namespace });
+    const exclusive = <T>(fn: () => Promise<T>): Promise<T> => ctx.barrier.shared(() => ctx.applyLock(namespace).run(fn), { tokens: [token], wait: 'unbounded', scope: namespace, purpose: `anti-entropy ${namespace}` });
     const common = {
       namespace,
       replica: this.stream.client(namespace),

@@ -182,7 +182,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
             // No span was fixed (the record is missing or `check` refused it): replayed as before, which refuses.
             const r = this.#record(ns);
             if (r) {
-              await this.#o.barrier.shared(() => this.#replayOne(r), { scope: ns, wait: 'unbounded' });
+              await this.#o.barrier.shared(() => this.#replayOne(r), { scope: ns, wait: 'unbounded', purpose: `race replay ${ns}` });
               replayed.push(ns);
             } else left.set(ns, { reason: 'record-ended', detail: 'its record was ended by another hold before the restore\'s end was fixed' });
           }
@@ -244,7 +244,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
           'writes a restore erased were re-applied from the change log after the hold',
         );
       },
-      { scope: ns, tokens: [run.token], ticket, wait: 'unbounded' },
+      { scope: ns, tokens: [run.token], ticket, wait: 'unbounded', purpose: `race replay ${ns}` },
     );
     return notRun;
   }
@@ -468,6 +468,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
       const outcome = await this.#o.barrier.exclusive(
         due.map((d) => d.token),
         () => this.#replayDue(due),
+        { scopes: due.map((d) => d.record.namespace), purpose: 'race replay retry' },
       ).then(
         () => 'done' as const,
         (err: unknown) => {

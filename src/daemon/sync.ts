@@ -487,7 +487,7 @@ export class NamespaceSync {
             }),
           // The stop gives up the wait for the hold (behind another exclusive hold, or draining writes): nothing was
           // written yet, so the sync is abandoned as after a cut B1. Once the hold runs, the stop no longer reaches it.
-          { ...(single ? { scope: names[0]! } : { scopes }), signal: this.#stop.signal },
+          { ...(single ? { scope: names[0]! } : { scopes }), purpose: 'snapshot restore', signal: this.#stop.signal },
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase], phase)),

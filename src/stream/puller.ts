@@ -336,7 +336,7 @@ export class NamespacePuller {
     const abort = (this.#abort = new AbortController());
     const pokes = this.#pokes;
     // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
-    const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal, scope: ns };
+    const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal, scope: ns, purpose: `stream apply ${ns}` };
     // The hold's check is once per hold, and the window carries many changes under one: each change checks the token
     // again right before its first device call (apply.ts makeEffect), so none starts after a pause, promote, demote or
     // follow committed (the barrier's own check: one SQLite row read each).
