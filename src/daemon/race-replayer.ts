@@ -440,6 +440,18 @@ export class DaemonRaceReplayer implements RaceReplayer {
     this.#running = this.#o.barrier.detached(() => this.#retry().finally(() => (this.#running = undefined)));
   }
 
+  /**
+   * Resolves once no retry round runs (its last exclusive hold released) and no drop of envelopes is in flight. A
+   * retry started meanwhile is waited for too. For tests: a round finishing after `pending()` emptied still holds the
+   * barrier for a moment, and a sync starting then counts it as a racing write.
+   */
+  async idle(): Promise<void> {
+    while (this.#running || this.#settling) {
+      await this.#running;
+      await this.#settling;
+    }
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#wake?.();
