@@ -3,30 +3,11 @@
  * to it fail there. The replica's `status` (text and JSON) says there is no writable primary, with the remedy, and
  * `/health/ready` warns (this site serves reads: it stays ready); all of it clears once that NetHSM is unlocked.
  */
-import { request } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AdminClient } from '../../src/admin/client.js';
-import { parseDaemonStatus, renderStatus, statusExitCode } from '../../src/cli/status.js';
-import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
+import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import { waitFor } from '../helpers/wait.js';
 import { use } from '../helpers/clients.js';
-
-function getJson(port: number, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-async function statusOf(site: LabSite) {
-  const s = parseDaemonStatus(await new AdminClient({ socketPath: site.config.admin.socket }).status());
-  return { status: s, text: renderStatus(s), code: statusExitCode(s) };
-}
+import { getJson, statusOf } from '../helpers/site-status.js';
 
 const CAUSE = "its primary a answers, but a's NetHSM is LOCKED (NHR_ERR_NETHSM_LOCKED): writes to alpha fail there (this site serves reads)";
 const TRY =
