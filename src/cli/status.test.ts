@@ -183,3 +183,46 @@ describe('status: every PROBLEM has its Try:', () => {
     expect(lines.join('\n')).toContain('Try: `nethsm-replicator sync beta` syncs it now');
   });
 });
+
+describe('status: config and credential remedies name the credentials directory the daemon runs with', () => {
+  function render(credentialsDirectory: string | null | undefined): string {
+    const s: DaemonStatus = {
+      site: 'b',
+      version: '1.0.0',
+      startedAt: at(-3600),
+      namespaces: [],
+      members: [],
+      credentials: [{ name: 'nethsm-admin', setting: 'nethsm.credentials.admin', user: 'admin', since: at(-60), critical: true, error: '401' }],
+      config: {
+        path: '/srv/nhr/config.yaml',
+        loadedDigest: 'a',
+        loadedAt: at(-600),
+        fileDigest: 'b',
+        changedOnDisk: true,
+        restartNeededFor: [],
+        ...(credentialsDirectory === undefined ? {} : { credentialsDirectory }),
+        lastReload: { at: at(-60), outcome: 'failed', errorCode: 'NHR_ERR_CONFIG_INVALID', error: 'bad', changed: [], restartNeededFor: [] },
+      },
+    };
+    return renderStatus(parseDaemonStatus(JSON.parse(JSON.stringify(s))), now);
+  }
+  const tries = (text: string) => text.split('\n').filter((l) => l.includes('check-config'));
+
+  it('names the directory the daemon was started with', () => {
+    const t = tries(render('/srv/nhr/credentials'));
+    expect(t).toHaveLength(2); // the refused credential's and the failed reload's
+    expect(t[0]).toContain('check it with `nethsm-replicator check-config --credentials-dir /srv/nhr/credentials`, then');
+    expect(t[1]).toContain('`nethsm-replicator check-config --config /srv/nhr/config.yaml --credentials-dir /srv/nhr/credentials` lists every problem');
+    expect(t.join('\n')).not.toContain('/etc/nethsm-replicator');
+  });
+
+  it("names no directory when the daemon had none, quotes one the shell would split, and the unit's sources under systemd", () => {
+    expect(tries(render(null))[0]).toContain('`nethsm-replicator check-config`, then');
+    expect(tries(render(null))[1]).toContain('`nethsm-replicator check-config --config /srv/nhr/config.yaml` lists');
+    expect(tries(render('/srv/my creds'))[1]).toContain("--credentials-dir '/srv/my creds'` lists");
+    // systemd's private copy is made from the unit's LoadCredential= files at start: those are the ones to fix and check.
+    for (const dir of ['/run/credentials/nethsm-replicator.service', undefined]) {
+      for (const l of tries(render(dir))) expect(l).toContain('--credentials-dir /etc/nethsm-replicator/credentials`');
+    }
+  });
+});

@@ -64,6 +64,7 @@ const configSchema = z.looseObject({
   fileDigest: z.string().nullable(),
   changedOnDisk: z.boolean(),
   restartNeededFor: z.array(z.string()),
+  credentialsDirectory: z.string().nullable().optional(),
   lastReload: z
     .looseObject({ at: z.string(), outcome: z.string(), errorCode: z.string().nullable(), error: z.string().nullable() })
     .nullable(),
@@ -167,7 +168,7 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     out.push(
       withTry(
         `the NetHSM refused the ${c.name} credential (${c.setting}) for user ${c.user} (since ${relativeTime(c.since, now)}): fix that secret, then restart the daemon`,
-        `Make the credential file that ${c.setting} names and the user's passphrase on the NetHSM agree, check it with \`nethsm-replicator check-config --credentials-dir /etc/nethsm-replicator/credentials\`, then \`systemctl restart nethsm-replicator\` (credentials are read at start only; docs/operations.md §2.4).`,
+        `Make the credential file that ${c.setting} names and the user's passphrase on the NetHSM agree, check it with \`nethsm-replicator check-config${credentialsDirFlag(s.config)}\`, then \`systemctl restart nethsm-replicator\` (credentials are read at start only; docs/operations.md §2.4).`,
       ),
     );
   }
@@ -189,11 +190,28 @@ function hintOf(code: string | null): string | undefined {
 }
 
 
+/** Where the shipped unit's `LoadCredential=` lines read the credential files from. */
+const SHIPPED_CREDENTIALS_SOURCE = '/etc/nethsm-replicator/credentials';
+
+/**
+ * ` --credentials-dir <dir>` for a `check-config` the operator runs from a shell, where systemd's
+ * CREDENTIALS_DIRECTORY is unset (without the flag check-config lists every secret as a problem first): the directory
+ * the daemon was started with. Under systemd that is the service's private copy (`/run/credentials/…`, made from the
+ * unit's `LoadCredential=` files at start): the files to fix and check are the sources, the shipped unit's directory.
+ * Empty when the daemon ran without CREDENTIALS_DIRECTORY (its config names none); the shipped unit's directory from
+ * a daemon that does not say (older, or started without a config file).
+ */
+export function credentialsDirFlag(config: Pick<ConfigStatusView, 'credentialsDirectory'> | undefined): string {
+  const dir = config?.credentialsDirectory;
+  if (dir === null) return '';
+  if (dir === undefined || dir.startsWith('/run/credentials/')) return ` --credentials-dir ${SHIPPED_CREDENTIALS_SOURCE}`;
+  return ` --credentials-dir ${/^[\w@%+=:,./-]+$/.test(dir) ? dir : `'${dir.replace(/'/g, "'\\''")}'`}`;
+}
+
 /** The config file on disk against what the daemon runs with: changed and not (successfully) reloaded, restart needed. */
 function configProblems(c: ConfigStatusView, now: Date): string[] {
   const out: string[] = [];
-  // From a shell CREDENTIALS_DIRECTORY is unset: without the flag check-config lists every secret as a problem first.
-  const check = `\`nethsm-replicator check-config --config ${c.path} --credentials-dir /etc/nethsm-replicator/credentials\``;
+  const check = `\`nethsm-replicator check-config --config ${c.path}${credentialsDirFlag(c)}\``;
   if (c.changedOnDisk) {
     const how = c.fileDigest === null ? 'cannot be read now' : `CHANGED since the daemon loaded it ${relativeTime(c.loadedAt, now)}`;
     const failed = c.lastReload?.outcome === 'failed' && Date.parse(c.lastReload.at) >= Date.parse(c.loadedAt);

@@ -128,6 +128,7 @@ export class ConfigReloader {
       loadedAt: new Date(this.#loadedAt).toISOString(),
       fileDigest,
       changedOnDisk: fileDigest !== this.#loadedDigest,
+      credentialsDirectory: this.#o.env.CREDENTIALS_DIRECTORY || null,
       restartNeededFor: restartNeededFor ?? [...this.#pendingRestart],
       lastReload: last
         ? {

@@ -70,9 +70,9 @@ import { Failover } from './failover.js';
 import { Leadership } from '../failover/leadership.js';
 import { createPeerHandlers } from './peer-handlers.js';
 import { OneAnswerRefusals, readOneAnswerInventory, restartsUnseenView } from './older-primary.js';
-import { observePeerStatus, peerRestarted, type PeerRestart } from './peer-watch.js';
+import { nethsmReport, observePeerNethsm, observePeerStatus, peerRestarted, type PeerRestart } from './peer-watch.js';
 import { unacknowledgedCounts } from './quarantine.js';
-import { buildStatus, heldSyncsView, namespaceStatus, type StatusExtras } from './status-view.js';
+import { buildStatus, heldSyncsView, namespaceStatus, primaryNethsmDown, type StatusExtras } from './status-view.js';
 import type { DaemonStatus } from './status.js';
 import { NamespaceSync } from './sync.js';
 import { SyncCostModel } from '../replicator/cost-model.js';
@@ -334,6 +334,7 @@ export class Daemon {
             nethsmServes: this.ctx.monitor.available(NETHSM_MEMBER) && this.serving.remote?.remote !== true,
             gateway: this.gateway !== undefined,
           }),
+        nethsm: async () => nethsmReport(this.ctx),
       },
       logger: this.log,
     });
@@ -828,6 +829,7 @@ export class Daemon {
         probe: async () => {
           const peer = this.ctx.peers.get(p.name)!;
           await observePeerStatus(this.ctx, this.failover, peer, await peer.status());
+          await observePeerNethsm(this.ctx, peer);
           if (this.ctx.monitor.available(NETHSM_MEMBER)) this.failover.retryFenced(p.name);
         },
       })),
@@ -1015,7 +1017,12 @@ export class Daemon {
           const v = restartsUnseenView(this.ctx, row);
           return v && this.ctx.config.namespaces.some((n) => n.name === row.namespace) ? [`namespace ${row.namespace}: ${v.cause}. Try: ${v.try}`] : [];
         }) : [];
-        const all = [...costs, ...deferred, ...unseen];
+        // A replica's primary whose NetHSM is down: writes fail there, but this site serves reads (a warning).
+        const primaryDown = this.ctx.store.isOpen ? this.ctx.store.roles.list().flatMap((row) => {
+          const v = primaryNethsmDown(this.ctx, row);
+          return v && this.ctx.config.namespaces.some((n) => n.name === row.namespace) ? [`namespace ${row.namespace}: no writable primary: ${v.cause}. Try: ${v.try}`] : [];
+        }) : [];
+        const all = [...costs, ...deferred, ...unseen, ...primaryDown];
         const warnings = held ? [...all, `${held.cause}. Try: ${held.try}`] : all;
         return { ready: Object.values(checks).every((c) => c.ok), checks, ...(warnings.length > 0 ? { warnings } : {}) };
       },

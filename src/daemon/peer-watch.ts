@@ -2,10 +2,10 @@
  * What a peer's status tells this site: newer epochs (a promote elsewhere: follow or fence) and stale primaries (a
  * former primary back from a partition: tell it the current epoch so it fences itself quickly).
  */
-import { PeerStaleEpochError } from '../errors.js';
+import { PeerRefusedError, PeerStaleEpochError } from '../errors.js';
 import type { PeerClient } from '../peer/client.js';
-import type { NamespaceView, PeerStatus } from '../peer/messages.js';
-import type { SiteContext } from './context.js';
+import type { NamespaceView, PeerNethsm, PeerStatus } from '../peer/messages.js';
+import { NETHSM_MEMBER, type SiteContext } from './context.js';
 import type { Failover } from './failover.js';
 
 /**
@@ -99,4 +99,47 @@ export async function observePeerStatus(ctx: SiteContext, failover: Failover, pe
   // A peer that still acts as primary at an old epoch is fenced as a member: nothing is pulled from it.
   if (stale) ctx.monitor.markFenced(peer.name);
   else ctx.monitor.clearFenced(peer.name);
+}
+
+/** How long a probe waits for a peer's NetHSM report (the peer just answered its status). */
+const NETHSM_REPORT_TIMEOUT_MS = 3_000;
+
+/**
+ * Per site context and peer: how the peer last reported its own NetHSM, or `unsupported` once it answered 404 (an
+ * older nethsm-replicator: not asked again until this daemon restarts). In memory only.
+ */
+const nethsmReports = new WeakMap<SiteContext, Map<string, PeerNethsm | 'unsupported'>>();
+
+/** What this site answers on `GET /peer/v1/nethsm`: its `nethsm` member as last checked. */
+export function nethsmReport(ctx: SiteContext): PeerNethsm {
+  const m = ctx.monitor.get(NETHSM_MEMBER);
+  const status = !m || m.status === 'fenced' ? 'ok' : m.status;
+  return { site: ctx.site, status, errorCode: status === 'ok' ? null : (m?.lastErrorCode ?? null) };
+}
+
+/**
+ * Asks `peer` how it finds its own NetHSM, when it is the primary of a namespace this site replicates (only then does
+ * it matter here: writes to the namespace fail there while it is down). Never throws: a peer that answered its status
+ * but not this is shown as not known (no report), not as down.
+ */
+export async function observePeerNethsm(ctx: SiteContext, peer: PeerClient): Promise<void> {
+  let reports = nethsmReports.get(ctx);
+  if (!reports) nethsmReports.set(ctx, (reports = new Map()));
+  if (reports.get(peer.name) === 'unsupported') return;
+  if (!ctx.store.roles.list().some((r) => r.role === 'replica' && r.primarySite === peer.name)) {
+    reports.delete(peer.name);
+    return;
+  }
+  try {
+    reports.set(peer.name, await peer.nethsm(NETHSM_REPORT_TIMEOUT_MS));
+  } catch (err) {
+    if (err instanceof PeerRefusedError && err.status === 404) reports.set(peer.name, 'unsupported');
+    else reports.delete(peer.name);
+  }
+}
+
+/** How `peer` last reported its own NetHSM; undefined when not known (not asked, not answered, an older peer). */
+export function lastPeerNethsm(ctx: SiteContext, peer: string): PeerNethsm | undefined {
+  const r = nethsmReports.get(ctx)?.get(peer);
+  return r === 'unsupported' ? undefined : r;
 }

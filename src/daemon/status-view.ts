@@ -7,7 +7,7 @@ import { VERSION } from '../version.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
 import { isSteppedDown } from './failover.js';
 import { restartsUnseenView } from './older-primary.js';
-import { lastPeerView } from './peer-watch.js';
+import { lastPeerNethsm, lastPeerView } from './peer-watch.js';
 import { unacknowledgedQuarantine } from './quarantine.js';
 import type { ConfigStatusView, CredentialProblemView, DaemonStatus, HeldSyncsView, NamespaceStatus } from './status.js';
 import type { NamespaceSync } from './sync.js';
@@ -102,13 +102,43 @@ function noPrimary(ctx: SiteContext, row: NamespaceRow): { cause: string; try: s
     };
   }
   const view = lastPeerView(ctx, primary, ns);
-  if (!view || view.epoch !== row.epoch || view.role === 'primary') return null;
+  if (!view || view.epoch !== row.epoch) return null;
+  if (view.role === 'primary') return primaryNethsmDown(ctx, row);
   const steppedDown = view.role === 'replica' && view.primarySite === primary;
   return {
     cause: `${primary}, its primary at epoch ${row.epoch}, answers but is not primary there (${steppedDown ? 'it stepped down; its handover did not finish' : view.role})`,
     try: steppedDown
       ? `At ${primary}: run \`nethsm-replicator demote ${ns} --to <site>\` again, or \`nethsm-replicator promote ${ns} --force\` there to take it back (docs/operations.md §3).`
       : `See \`nethsm-replicator status\` at ${primary}.`,
+  };
+}
+
+const DOWN_WORDS = { unreachable: 'UNREACHABLE', locked: 'LOCKED', 'not-operational': 'NOT OPERATIONAL' } as const;
+
+/**
+ * A replica's primary that answers and is primary, but reports its own NetHSM Locked, unreachable or not Operational:
+ * the namespace has no writable primary (writes fail there) though this site serves reads. The cause and remedy; null
+ * otherwise, or when not known (the primary runs an older nethsm-replicator, or did not answer the question).
+ */
+export function primaryNethsmDown(ctx: SiteContext, row: NamespaceRow): { cause: string; try: string } | null {
+  const primary = row.primarySite;
+  if (row.role !== 'replica' || primary === ctx.site) return null;
+  // Only while its daemon answers and claims the namespace at this epoch: otherwise noPrimary names the other cause.
+  const view = lastPeerView(ctx, primary, row.namespace);
+  if (ctx.monitor.get(primary)?.status === 'unreachable' || view?.role !== 'primary' || view.epoch !== row.epoch) return null;
+  const report = lastPeerNethsm(ctx, primary);
+  if (!report || report.status === 'ok' || report.status === 'recovering') return null;
+  const ns = row.namespace;
+  const code = report.errorCode ? ` (${report.errorCode})` : '';
+  const fix =
+    report.status === 'locked'
+      ? `Unlock ${primary}'s NetHSM there (\`POST /unlock\` with the unlock passphrase, docs/operations.md §2.1)`
+      : report.status === 'unreachable'
+        ? `Bring ${primary}'s NetHSM (or the network path from ${primary}'s daemon to it) back; \`nethsm-replicator status\` at ${primary} names the error`
+        : `See \`nethsm-replicator status\` at ${primary}: its NetHSM is not Operational (Unprovisioned or Failed)`;
+  return {
+    cause: `its primary ${primary} answers, but ${primary}'s NetHSM is ${DOWN_WORDS[report.status]}${code}: writes to ${ns} fail there (this site serves reads)`,
+    try: `${fix}. If ${primary}'s NetHSM is lost, promote here: \`nethsm-replicator promote ${ns} --force\` (its daemon still claims the namespace; docs/operations.md §4).`,
   };
 }
 

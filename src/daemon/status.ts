@@ -168,6 +168,12 @@ export interface ConfigStatusView {
   changedOnDisk: boolean;
   /** Settings whose value in the file differs from the running one and that only a restart applies (`peerApi.listen`). */
   restartNeededFor: string[];
+  /**
+   * `CREDENTIALS_DIRECTORY` as the daemon was started with (null when unset: its config names no
+   * `${CREDENTIALS_DIRECTORY}`), so `status` names the directory `check-config --credentials-dir` needs. Absent from
+   * daemons that predate it.
+   */
+  credentialsDirectory?: string | null;
   lastReload: {
     at: string;
     outcome: 'ok' | 'failed';

@@ -29,6 +29,8 @@ import {
   syncAnswerSchema,
   peerStatusSchema,
   servingViewSchema,
+  peerNethsmSchema,
+  type PeerNethsm,
   type ServingView,
   type EpochAnnouncement,
   type EpochAnswer,
@@ -138,6 +140,11 @@ export class PeerClient {
   /** What the peer can serve to this site's gateway (GET /peer/v1/serving); PeerMessageInvalidError for a malformed answer. */
   async serving(timeoutMs?: number): Promise<ServingView> {
     return this.json('GET', '/serving', undefined, servingViewSchema, timeoutMs);
+  }
+
+  /** How the peer last found its own NetHSM (GET /peer/v1/nethsm); PeerRefusedError 404 from a peer without the route. */
+  async nethsm(timeoutMs?: number): Promise<PeerNethsm> {
+    return this.json('GET', '/nethsm', undefined, peerNethsmSchema, timeoutMs);
   }
 
   async announceEpoch(namespace: string, announcement: EpochAnnouncement): Promise<EpochAnswer> {

@@ -84,3 +84,16 @@ export const servingViewSchema = z.strictObject({
     .max(10_000),
 });
 export type ServingView = z.infer<typeof servingViewSchema>;
+
+/**
+ * `GET /peer/v1/nethsm`: how the site's daemon last found its own NetHSM (its `nethsm` member): a replica shows when
+ * its primary's NetHSM is Locked, unreachable or not Operational (writes to the namespace fail there). A separate
+ * endpoint for the same reason as `serving`: older peers answer 404 and are then simply not asked again until restart.
+ */
+export const peerNethsmSchema = z.strictObject({
+  site: siteNameSchema,
+  status: z.enum(['ok', 'unreachable', 'locked', 'not-operational', 'recovering']),
+  /** The error code of its last failed check (`NHR_ERR_NETHSM_LOCKED`, …); null when it is ok. */
+  errorCode: z.string().regex(/^NHR_ERR_[A-Z0-9_]{1,80}$/).nullable(),
+});
+export type PeerNethsm = z.infer<typeof peerNethsmSchema>;

@@ -27,6 +27,7 @@ import {
   type EpochAnnouncement,
   type EpochAnswer,
   type HandoffRequest,
+  type PeerNethsm,
   type PeerStatus,
   type ServingView,
 } from './messages.js';
@@ -44,6 +45,8 @@ export interface PeerHandlers {
   deviceBackup(peer: string): Promise<Readable | AsyncIterable<Uint8Array>>;
   /** What this site can serve to another site's gateway (cross-site crypto); 404 when absent. */
   serving?(peer: string): Promise<ServingView>;
+  /** How this site's daemon last found its own NetHSM; 404 when absent. */
+  nethsm?(peer: string): Promise<PeerNethsm>;
   /** This site's transport key (public half), for peers sealing imports to it. */
   transportKey?(peer: string): Promise<TransportKeyInfo>;
   /** The namespace's inventory (anti-entropy); only its primary answers. */
@@ -240,6 +243,11 @@ export class PeerServer {
       method(req, 'GET');
       if (!h.serving) throw new BadRequest(404, 'this site serves no gateway requests for peers');
       return sendJson(res, 200, await h.serving(peer));
+    }
+    if (path === `${PEER_API_PREFIX}/nethsm`) {
+      method(req, 'GET');
+      if (!h.nethsm) throw new BadRequest(404, 'this site does not report its NetHSM');
+      return sendJson(res, 200, await h.nethsm(peer));
     }
     if (path === `${PEER_API_PREFIX}/device-backup`) {
       method(req, 'GET');

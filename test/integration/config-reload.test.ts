@@ -31,6 +31,8 @@ describe.skipIf(!built)('config reload on SIGHUP, as a process — needs `npm ru
   let original: string;
   let rightPin: string;
   let healthPort: number;
+  /** The daemon's CREDENTIALS_DIRECTORY (the lab's config names no secret under it: it only has to be named right). */
+  let credentialsDir: string;
 
   const wrongPin = Array(32).fill('AB').join(':');
 
@@ -64,7 +66,8 @@ describe.skipIf(!built)('config reload on SIGHUP, as a process — needs `npm ru
     original = await readFile(configPath, 'utf8');
     rightPin = lab.site('a').sim!.fingerprint256;
     expect(original).toContain(rightPin);
-    daemon = new DaemonProcess(configPath, 'a');
+    credentialsDir = path.join(lab.site('a').dir, 'credentials');
+    daemon = new DaemonProcess(configPath, 'a', { CREDENTIALS_DIRECTORY: credentialsDir });
     await daemon.start();
     healthPort = Number(/"healthPort":(\d+)/.exec(daemon.logs)?.[1]);
   });
@@ -88,6 +91,10 @@ describe.skipIf(!built)('config reload on SIGHUP, as a process — needs `npm ru
     expect(edited.s.config!.fileDigest).not.toBe(edited.s.config!.loadedDigest);
     const text = await cli(['status', '--config', configPath]);
     expect(text.out).toContain(`PROBLEM: config file ${configPath} CHANGED since the daemon loaded it`);
+    // The remedy names the credentials directory this daemon runs with, not the shipped unit's (the operator drill).
+    expect(edited.s.config!.credentialsDirectory).toBe(credentialsDir);
+    expect(text.out).toContain(`Try: Check it first with \`nethsm-replicator check-config --config ${configPath} --credentials-dir ${credentialsDir}\``);
+    expect(text.out).not.toContain('/etc/nethsm-replicator/credentials');
     // Not reloaded yet: still the old pin.
     expect((await ready()).status).toBe(200);
   });

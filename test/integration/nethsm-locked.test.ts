@@ -2,30 +2,11 @@
  * A Locked NetHSM is not an unreachable one: `status`, `/health/ready` and the member metrics say LOCKED, with the
  * remedy, whether the device was locked before the daemon started or while it ran, and go back to ok once unlocked.
  */
-import { request } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AdminClient } from '../../src/admin/client.js';
-import { parseDaemonStatus, renderStatus, statusExitCode } from '../../src/cli/status.js';
 import { LAB_PASSPHRASES, Lab, type LabSite } from '../../src/lab/lab.js';
 import { waitFor } from '../helpers/wait.js';
 import { use } from '../helpers/clients.js';
-
-function getJson(port: number, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-async function statusOf(site: LabSite): Promise<{ text: string; code: number }> {
-  const s = parseDaemonStatus(await new AdminClient({ socketPath: site.config.admin.socket }).status());
-  return { text: renderStatus(s), code: statusExitCode(s) };
-}
+import { getJson, statusOf } from '../helpers/site-status.js';
 
 const memberStatus = (site: LabSite) => site.daemon!.ctx.monitor.get('nethsm')!.status;
 
