@@ -8,7 +8,10 @@
  * The simulator's key reads at the replica are slowed (test/helpers/latencies.ts) so that the pass is reading its
  * device when close() is called. Before the change the pass ran on against the closed pool and store and failed.
  */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseDocument } from 'yaml';
 import { Lab, type LabSite } from '../../src/lab/lab.js';
 import { createLogger } from '../../src/log.js';
 import type { Daemon } from '../../src/daemon/daemon.js';
@@ -44,12 +47,11 @@ describe('stopping the daemon while an anti-entropy pass is in flight', () => {
   });
 
   /** a primary of alpha with a few keys, b its replica (synced). */
-  async function syncedLab(antiEntropySchedule?: string): Promise<{ a: LabSite; b: LabSite }> {
+  async function syncedLab(): Promise<{ a: LabSite; b: LabSite }> {
     const sink = { write: (s: string) => void lines.push(JSON.parse(s) as Line) };
     lab = await Lab.create({
       namespaces: [{ name: 'alpha', primary: 'a' }],
       latency: lat.table,
-      ...(antiEntropySchedule ? { antiEntropySchedule } : {}),
       logger: (site) => createLogger({ level: site === 'b' ? 'info' : 'silent', destination: sink }),
     });
     await lab.startDaemons();
@@ -60,6 +62,15 @@ describe('stopping the daemon while an anti-entropy pass is in flight', () => {
     await b.daemon!.syncer.sync('alpha', { actor: 'test' });
     await b.daemon!.syncer.drain();
     return { a, b };
+  }
+
+  /** Sets b's `antiEntropy.schedule` in its config file and reloads it (a reloadable setting). */
+  async function scheduleAntiEntropy(b: LabSite, schedule: string): Promise<void> {
+    const file = path.join(b.dir, 'config.yaml');
+    const doc = parseDocument(await readFile(file, 'utf8'));
+    doc.setIn(['antiEntropy', 'schedule'], schedule);
+    await writeFile(file, doc.toString(), { mode: 0o600 });
+    expect(await b.daemon!.reloadConfig()).toMatchObject({ outcome: 'ok', changed: ['antiEntropy.schedule'] });
   }
 
   /** Stops b while its pass is in flight: close() returns in time, the pass logged as abandoned, nothing at warn or above. */
@@ -84,11 +95,13 @@ describe('stopping the daemon while an anti-entropy pass is in flight', () => {
 
   // Before: the scheduled pass ran on after close() closed the pool and the store, and failed ("scheduled job failed").
   it('abandons a scheduled pass: close() awaits it, nothing logged at warn or error', { timeout: 120_000 }, async () => {
-    const { b } = await syncedLab('*/2 * * * * *');
+    const { b } = await syncedLab();
     const d = b.daemon!;
     lat.slow('b', 'key-get', SLOW_READ_MS);
-    // Nothing else reads b's keys now (no write, no sync): the next key read is a pass's.
-    await stopDuringPass(b, lat.started('b', 'key-get'));
+    const read = lat.started('b', 'key-get');
+    // Scheduled only now (a reload), once b is synced: nothing else reads b's keys, so the next key read is a pass's.
+    await scheduleAntiEntropy(b, '*/2 * * * * *');
+    await stopDuringPass(b, read);
     expect(deferred(d)).toEqual([]);
   });
 
