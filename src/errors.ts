@@ -496,6 +496,19 @@ export class StateSyncFailedError extends NhrError {
     'Check the disk under the state directory (kernel log, free space, I/O errors), then restart the daemon: it reads back what reached the disk and settles open writes from the NetHSM.';
 }
 
+/**
+ * A write to the state database failed for want of storage, not for a bug: the disk under the state directory is full,
+ * read-only or failing (SQLite's SQLITE_FULL, SQLITE_READONLY*, SQLITE_IOERR*, SQLITE_CANTOPEN). Nothing of that write
+ * was kept; what needed it (a stream change, a sync's record, a gateway write) failed and is retried. The store keeps
+ * the failure (`StateStore.writeFailure`) until a write succeeds again: `/health/ready` fails its `state` check meanwhile.
+ */
+export class StateWriteFailedError extends NhrError {
+  static override readonly code = 'NHR_ERR_STATE_WRITE_FAILED';
+  static override readonly defaultHint =
+    'Free space on the filesystem of the state directory (`df` on stateDir; the daemon also writes device backups to its work/), or fix that disk (kernel log; a read-only remount); the daemon retries by itself, no restart needed.';
+  static override readonly retryable = true;
+}
+
 export class NamespaceUnknownError extends NhrError {
   static override readonly code = 'NHR_ERR_NAMESPACE_UNKNOWN';
   static override readonly defaultHint = 'List the configured namespaces with `nethsm-replicator status`; add it to the config first.';
@@ -977,6 +990,7 @@ export const ERROR_CLASSES: readonly (typeof NhrError)[] = [
   StateDirUnusableError,
   StateLockedError,
   StateSyncFailedError,
+  StateWriteFailedError,
   StateMigrationFailedError,
   NamespaceUnknownError,
   RolePromoteRefusedError as unknown as typeof NhrError,

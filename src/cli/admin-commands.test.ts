@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path, { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AdminServer, type AdminHandlers } from '../admin/server.js';
 import { toYaml, validConfigDoc } from '../config/test-helpers.js';
 import type { DaemonStatus } from '../daemon/status.js';
@@ -118,8 +118,15 @@ describe('admin commands against a real admin server', () => {
   });
 
   beforeEach(() => {
+    // The clock stands still from the status's making to its printing (only Date: timers and sockets run as ever), so
+    // "12s ago" is not "13s ago" when a loaded machine takes a second between the two.
+    vi.useFakeTimers({ toFake: ['Date'] });
     calls.length = 0;
     status = healthyStatus();
+  });
+
+  afterEach(() => {
+    vi.useRealTimers();
   });
 
   it("shows a member's last error only while the member is not ok (the JSON keeps it)", async () => {

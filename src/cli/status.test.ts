@@ -132,3 +132,54 @@ describe('status: the anti-entropy pass queued after a primary restarted', () =>
   });
 });
 
+
+describe('status: every PROBLEM has its Try:', () => {
+  // The operator drill followed each PROBLEM line to its remedy; several had none (a fenced namespace, a failed sync,
+  // a failing stream, a never-synced or lagging replica, a member retrying or given up, a refused credential, a
+  // changed, unloadable or restart-needing config file, a lapsed etcd lease).
+  it('follows each PROBLEM line with a Try: line, whatever the problem', () => {
+    const m = (name: string, kind: 'nethsm' | 'peer', st: 'unreachable' | 'recovering' | 'locked', code: string | null, gaveUp = false) => ({
+      name, kind, status: st, consecutiveFailures: 3, attempts: 3, gaveUp, lastErrorCode: code, lastError: code ? 'x' : null, lastOkAt: null, nextRetryAt: null,
+    });
+    const s: DaemonStatus = {
+      site: 'b',
+      version: '0.1.0',
+      startedAt: at(-3600),
+      namespaces: [
+        replica({
+          name: 'alpha',
+          lastSync: { at: at(-120), outcome: 'failed', durationSeconds: 1, errorCode: 'NHR_ERR_NO_SUCH_CODE' },
+          lagSeconds: 7200,
+          stream: { ...replica().stream!, lastErrorCode: 'NHR_ERR_INTERNAL', lastError: 'database or disk is full' },
+        }),
+        replica({ name: 'beta', lagSeconds: null, lastSync: null, stream: null }),
+        replica({ name: 'gamma', role: 'fenced', epoch: 4, stream: null }),
+        replica({
+          name: 'delta',
+          role: 'primary',
+          primarySite: 'b',
+          stream: null,
+          failover: { mode: 'automatic', leaseValid: false, leaseValidForMs: null, leader: null, state: 'stepped down', lastError: 'etcd unreachable' },
+        }),
+      ],
+      members: [m('nethsm', 'nethsm', 'recovering', null), m('a', 'peer', 'unreachable', 'NHR_ERR_PEER_UNREACHABLE', true), m('c', 'peer', 'unreachable', 'NHR_ERR_NO_SUCH_CODE')],
+      credentials: [{ name: 'nethsm-admin', setting: 'nethsm.credentials.admin', user: 'admin', since: at(-60), critical: true, error: '401' }],
+      config: {
+        path: '/etc/nethsm-replicator/config.yaml',
+        loadedDigest: 'a',
+        loadedAt: at(-600),
+        fileDigest: 'b',
+        changedOnDisk: true,
+        restartNeededFor: ['peerApi.listen'],
+        lastReload: { at: at(-60), outcome: 'failed', errorCode: 'NHR_ERR_CONFIG_INVALID', error: 'x is invalid:\n  - recovery.retryInterval "ten seconds" is not a duration', changed: [] } as never,
+      },
+    };
+    const lines = renderStatus(parseDaemonStatus(JSON.parse(JSON.stringify(s))), now).split('\n');
+    const problems = lines.flatMap((l, i) => (l.startsWith('PROBLEM: ') ? [{ problem: l, next: lines[i + 1] ?? '' }] : []));
+    expect(problems).toHaveLength(13);
+    expect(problems.filter((p) => !p.next.startsWith('Try: ')).map((p) => p.problem)).toEqual([]);
+    // A remedy followed literally works from a shell: check-config is named with the credentials directory.
+    expect(lines.join('\n')).toContain('check-config --config /etc/nethsm-replicator/config.yaml --credentials-dir /etc/nethsm-replicator/credentials');
+    expect(lines.join('\n')).toContain('Try: `nethsm-replicator sync beta` syncs it now');
+  });
+});

@@ -85,6 +85,7 @@ const statusSchema = z.looseObject({
     .optional(),
   heldSyncs: z.looseObject({ since: z.string(), until: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
   replaysPending: z.looseObject({ namespaces: z.array(z.string()), since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
+  stateWriteFailure: z.looseObject({ since: z.string(), cause: z.string(), try: z.string() }).nullable().optional(),
 });
 
 /** Validates the daemon's answer. Throws AdminRemoteError naming the first field that does not fit. */
@@ -107,21 +108,41 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     if (ns.noPrimary) out.push(withTry(`namespace ${ns.name}: no primary: ${ns.noPrimary.cause}`, ns.noPrimary.try));
     // Stepped down here, handed over to nobody: there is no primary to have synced from (the line above says so).
     if (steppedDown(ns, s.site)) continue;
-    if (ns.role === 'fenced') out.push(`namespace ${ns.name} is FENCED at epoch ${ns.epoch} (primary is ${ns.primarySite}); it resyncs as a replica`);
+    if (ns.role === 'fenced') {
+      out.push(withTry(`namespace ${ns.name} is FENCED at epoch ${ns.epoch} (primary is ${ns.primarySite}); it resyncs as a replica`, fencedTry(ns.name, ns.primarySite)));
+    }
     const admins = ns.administratorsPending;
     if (admins) out.push(withTry(`namespace ${ns.name} (since ${relativeTime(admins.since, now)}): ${admins.cause}`, admins.try));
-    if (ns.failover && !ns.failover.leaseValid) out.push(`namespace ${ns.name}: NO VALID ETCD LEASE (automatic failover): ${ns.failover.lastError ?? ns.failover.state}`);
+    if (ns.failover && !ns.failover.leaseValid) {
+      out.push(
+        withTry(
+          `namespace ${ns.name}: NO VALID ETCD LEASE (automatic failover): ${ns.failover.lastError ?? ns.failover.state}`,
+          'Check that this site reaches a majority of the etcd cluster (etcd.endpoints; `etcdctl endpoint health --cluster`); the daemon renews the lease by itself once it does (docs/failover.md).',
+        ),
+      );
+    }
     if (ns.role !== 'replica') continue;
     if (ns.lastSync?.outcome === 'failed') {
-      out.push(`namespace ${ns.name}: last sync FAILED ${relativeTime(ns.lastSync.at, now)}${ns.lastSync.errorCode ? ` (${ns.lastSync.errorCode})` : ''}`);
+      out.push(
+        withTry(
+          `namespace ${ns.name}: last sync FAILED ${relativeTime(ns.lastSync.at, now)}${ns.lastSync.errorCode ? ` (${ns.lastSync.errorCode})` : ''}`,
+          hintOf(ns.lastSync.errorCode) ?? `The daemon log's \`namespace sync failed\` line has the cause; \`nethsm-replicator sync ${ns.name}\` tries again at once.`,
+        ),
+      );
     }
     const stream = ns.stream;
     if (stream?.lastErrorCode) {
-      out.push(`namespace ${ns.name}: change stream FAILING (${stream.lastErrorCode}): ${scalar(stream.lastError ?? '')}`);
+      out.push(
+        withTry(
+          `namespace ${ns.name}: change stream FAILING (${stream.lastErrorCode}): ${scalar(stream.lastError ?? '')}`,
+          hintOf(stream.lastErrorCode) ?? 'The stream retries by itself with backoff; the daemon log has the cause (docs/operations.md §10).',
+        ),
+      );
     }
-    if (ns.lagSeconds === null) out.push(`namespace ${ns.name}: replica has NEVER SYNCED from ${ns.primarySite}`);
+    const syncNow = `\`nethsm-replicator sync ${ns.name}\` syncs it now (its answer names the cause if it cannot); the schedule does at its next tick.`;
+    if (ns.lagSeconds === null) out.push(withTry(`namespace ${ns.name}: replica has NEVER SYNCED from ${ns.primarySite}`, syncNow));
     else if (ns.lagSeconds > ns.lagLimitSeconds) {
-      out.push(`namespace ${ns.name}: lag ${shortDuration(ns.lagSeconds)} is OVER its limit of ${shortDuration(ns.lagLimitSeconds)}`);
+      out.push(withTry(`namespace ${ns.name}: lag ${shortDuration(ns.lagSeconds)} is OVER its limit of ${shortDuration(ns.lagLimitSeconds)}`, syncNow));
     }
   }
   for (const m of s.members) {
@@ -129,7 +150,7 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
       // A NetHSM that is not operational says which state it is in (Unprovisioned, Failed): the message names it.
       const why = m.status === 'not-operational' && m.lastError ? `: ${m.lastError}` : '';
       const problem = `${m.kind === 'nethsm' ? 'this site\'s NetHSM' : `${m.kind} ${m.name}`} is ${m.status.toUpperCase()}${m.gaveUp ? ', retries GAVE UP' : ''}${m.lastErrorCode ? ` (${m.lastErrorCode})` : ''}${why}`;
-      out.push(withTry(problem, m.status === 'unreachable' || m.status === 'locked' || m.status === 'not-operational' ? hintOf(m.lastErrorCode) : undefined));
+      out.push(withTry(problem, memberTry(m)));
     }
   }
   const unacked = s.quarantine?.unacknowledged ?? [];
@@ -143,9 +164,15 @@ export function statusProblems(s: DaemonStatus, now: Date = new Date()): string[
     );
   }
   for (const c of s.credentials ?? []) {
-    out.push(`the NetHSM refused the ${c.name} credential (${c.setting}) for user ${c.user} (since ${relativeTime(c.since, now)}): fix that secret, then restart the daemon`);
+    out.push(
+      withTry(
+        `the NetHSM refused the ${c.name} credential (${c.setting}) for user ${c.user} (since ${relativeTime(c.since, now)}): fix that secret, then restart the daemon`,
+        `Make the credential file that ${c.setting} names and the user's passphrase on the NetHSM agree, check it with \`nethsm-replicator check-config --credentials-dir /etc/nethsm-replicator/credentials\`, then \`systemctl restart nethsm-replicator\` (credentials are read at start only; docs/operations.md §2.4).`,
+      ),
+    );
   }
   if (s.config) out.push(...configProblems(s.config, now));
+  if (s.stateWriteFailure) out.push(withTry(`since ${relativeTime(s.stateWriteFailure.since, now)}: ${s.stateWriteFailure.cause} [NHR_ERR_STATE_WRITE_FAILED]`, s.stateWriteFailure.try));
   if (s.replaysPending) out.push(withTry(`since ${relativeTime(s.replaysPending.since, now)}: ${s.replaysPending.cause}`, s.replaysPending.try));
   if (s.gateway?.serving === 'remote') out.push(withTry(`gateway SERVING REMOTELY${s.gateway.since ? ` since ${relativeTime(s.gateway.since, now)}` : ''}: ${s.gateway.cause ?? ''}`, s.gateway.try ?? undefined));
   return out;
@@ -165,19 +192,49 @@ function hintOf(code: string | null): string | undefined {
 /** The config file on disk against what the daemon runs with: changed and not (successfully) reloaded, restart needed. */
 function configProblems(c: ConfigStatusView, now: Date): string[] {
   const out: string[] = [];
+  // From a shell CREDENTIALS_DIRECTORY is unset: without the flag check-config lists every secret as a problem first.
+  const check = `\`nethsm-replicator check-config --config ${c.path} --credentials-dir /etc/nethsm-replicator/credentials\``;
   if (c.changedOnDisk) {
     const how = c.fileDigest === null ? 'cannot be read now' : `CHANGED since the daemon loaded it ${relativeTime(c.loadedAt, now)}`;
     const failed = c.lastReload?.outcome === 'failed' && Date.parse(c.lastReload.at) >= Date.parse(c.loadedAt);
-    out.push(`config file ${c.path} ${how}${failed ? '' : ': reload it (systemctl reload nethsm-replicator) to apply it'}`);
+    const apply = failed ? 'Its last reload FAILED (the next line says why): fix the file first.' : `Check it first with ${check}, then \`systemctl reload nethsm-replicator\` (docs/operations.md §2.3).`;
+    out.push(withTry(`config file ${c.path} ${how}${failed ? '' : ': reload it (systemctl reload nethsm-replicator) to apply it'}`, apply));
     if (failed) {
       out.push(
-        `config reload FAILED ${relativeTime(c.lastReload!.at, now)}${c.lastReload!.errorCode ? ` (${c.lastReload!.errorCode})` : ''}; ` +
-          `the daemon runs with the config it had: ${reloadReason(c.lastReload!.error)}`,
+        withTry(
+          `config reload FAILED ${relativeTime(c.lastReload!.at, now)}${c.lastReload!.errorCode ? ` (${c.lastReload!.errorCode})` : ''}; ` +
+            `the daemon runs with the config it had: ${reloadReason(c.lastReload!.error)}`,
+          `Fix the file (${check} lists every problem), then \`systemctl reload nethsm-replicator\` again (docs/operations.md §2.3).`,
+        ),
       );
     }
   }
-  if (c.restartNeededFor.length > 0) out.push(`restart needed for: ${c.restartNeededFor.join(', ')}`);
+  if (c.restartNeededFor.length > 0) {
+    out.push(
+      withTry(
+        `restart needed for: ${c.restartNeededFor.join(', ')}`,
+        '`systemctl restart nethsm-replicator` when convenient: a restart lets an in-flight sync finish first (docs/operations.md §2.3).',
+      ),
+    );
+  }
   return out;
+}
+
+/** The remedy of a namespace fenced here (docs/operations.md §5). */
+function fencedTry(namespace: string, primary: string): string {
+  return (
+    `Nothing, usually: the daemon exports this site's copy to quarantine/ and resyncs from ${primary} at each answered status probe of it. ` +
+    `If it stays FENCED, see that ${primary} and this site's NetHSM are ok (the member lines), then \`nethsm-replicator sync ${namespace}\` ` +
+    '(refused with NHR_ERR_SYNC_FENCE_EXPORT_PENDING until the export is written; docs/operations.md §5).'
+  );
+}
+
+/** The remedy of a member that is not ok: its error's, else how it comes back. */
+function memberTry(m: DaemonStatus['members'][number]): string {
+  if (m.gaveUp) {
+    return `The daemon stopped retrying after recovery.maxAttempts attempts: once ${m.kind === 'nethsm' ? 'the NetHSM' : `peer ${m.name}`} is back, \`systemctl restart nethsm-replicator\` starts the retries again.`;
+  }
+  return hintOf(m.lastErrorCode) ?? 'The daemon checks it again every recovery.retryInterval and resumes by itself once it answers.';
 }
 
 /** A config error's problems on one line (`a is required; b is not a duration`), else its message. */

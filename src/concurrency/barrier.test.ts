@@ -440,6 +440,53 @@ describe('DeviceBarrier', () => {
       expect(await write).toBe('written');
       expect(gate.writesSince(during)).toBe(1);
     });
+    // Before: every admitted write counted, so a gateway call the NetHSM refused (4xx) or a duplicate stream change
+    // made a restore's verification skip itself (unscoped) or leave its namespace out, though it changed nothing.
+    it('does not count a write holder that released saying it changed nothing (a none ticket), and counts one in flight', async () => {
+      const gate = new DeviceBarrier();
+      const mark = gate.markWrites();
+      const refused = writeTicket();
+      await gate.shared(async () => void (refused.replay = { kind: 'none' }), { ticket: refused });
+      const dup = writeTicket();
+      await gate.shared(async () => void (dup.replay = { kind: 'none' }), { ticket: dup, scope: 'alpha' });
+      expect(gate.scopesWrittenSince(mark)).toEqual(new Set());
+      expect(gate.writesSince(mark)).toBe(0);
+      expect(gate.quietSince(mark, new Set(['beta']))).toBe(true);
+      // Its ticket is not final until it releases: in flight it counts, whatever it says so far.
+      const pending = writeTicket();
+      pending.replay = { kind: 'none' };
+      const release = await gate.enter({ ticket: pending });
+      const during = gate.markWrites();
+      expect(gate.scopesWrittenSince(mark)).toEqual(new Set([null]));
+      pending.replay = { kind: 'unknown' };
+      release();
+      expect(gate.scopesWrittenSince(mark)).toEqual(new Set([null]));
+      expect(gate.writesSince(during)).toBe(1);
+      // In flight at a mark and released idle after it: subtracted once, from what the mark counted in flight.
+      const late = writeTicket();
+      const lateRelease = await gate.enter({ ticket: late, scope: 'beta' });
+      const atLate = gate.markWrites();
+      late.replay = { kind: 'none' };
+      lateRelease();
+      expect(gate.scopesWrittenSince(atLate)).toEqual(new Set());
+      expect(gate.writesSince(atLate)).toBe(0);
+    });
+
+    it('names the unscoped write holders since a mark for the logs: in flight at it, admitted since, exclusive ones too', async () => {
+      const gate = new DeviceBarrier();
+      const before = await gate.enter({ purpose: 'gateway POST /namespaces/{id}' });
+      const mark = gate.markWrites();
+      before();
+      (await gate.enter({ scope: 'alpha', purpose: 'stream apply alpha' }))();
+      const found = writeTicket();
+      await gate.shared(async () => void (found.replay = { kind: 'none' }), { ticket: found, purpose: 'transport key ensure' });
+      const open = await gate.enter();
+      expect(gate.unscopedSince(mark)).toEqual(['gateway POST /namespaces/{id}', 'transport key ensure (changed nothing)', 'unlabelled (in flight)']);
+      open();
+      await gate.exclusive([], async () => undefined, { purpose: 'promote beta' });
+      expect(gate.unscopedSince(mark).slice(-2)).toEqual(['unlabelled', 'promote beta']);
+      expect(gate.unscopedSince(gate.markWrites())).toEqual([]);
+    });
   });
 
   describe('write trackers', () => {

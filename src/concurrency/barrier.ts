@@ -86,12 +86,18 @@ export interface SharedOptions {
    * in flight end before it opens its tracker (early-backup.ts), whatever their scope. Default false.
    */
   gateway?: boolean;
+  /**
+   * What the holder is, for the logs only (e.g. `transport key creation`, `gateway POST /namespaces/{id}`): a
+   * verification skipped for an unscoped write names it (`unscopedSince`). Never a secret. Default `unlabelled`.
+   */
+  purpose?: string;
 }
 
 /**
  * What a write holder did, as far as making it good after a restore that erased it goes:
  * - `unknown`: anything (the default): it cannot be re-applied;
- * - `none`: it changed nothing on the device (a call the NetHSM refused with a 4xx, a duplicate stream change);
+ * - `none`: it changed nothing on the device (a call the NetHSM refused with a 4xx, a duplicate stream change); once
+ *   it released, the write counts (`writesSince`, `scopesWrittenSince`) leave it out, so set it only when that is sure;
  * - `log`: a change this site logged as primary of `namespace` under `seq`; re-applied from the change log (with the
  *   import's envelope sealed to this site's own transport key);
  * - `stream`: a stream change from `source` applied here to replica namespace `namespace` at `seq`; re-applied by
@@ -121,6 +127,8 @@ export interface TrackedWrite {
   readonly scope: string | null;
   readonly ticket: WriteTicket;
   readonly gateway?: boolean;
+  /** SharedOptions.purpose / ExclusiveOptions.purpose. */
+  readonly purpose?: string;
 }
 
 /**
@@ -141,15 +149,37 @@ export interface WriteTracker {
 export interface WriteMark {
   readonly generation: number;
   readonly inFlight: number;
-  /** Per scope (a namespace; `null`: unscoped writes): admitted so far and in flight at the mark. */
-  readonly scopes: ReadonlyMap<string | null, { readonly admitted: number; readonly inFlight: number }>;
+  /** Write holders released so far whose ticket said `none` (they changed nothing). */
+  readonly idle: number;
+  /** Per scope (a namespace; `null`: unscoped writes): admitted so far, in flight and released idle at the mark. */
+  readonly scopes: ReadonlyMap<string | null, ScopeCounts>;
+  /** The unscoped write holders in flight at the mark (for `unscopedSince`). */
+  readonly unscoped: readonly TrackedWrite[];
+}
+
+/** One scope's write holders (WriteMark.scopes). */
+export interface ScopeCounts {
+  readonly admitted: number;
+  readonly inFlight: number;
+  readonly idle: number;
 }
 
 export interface ExclusiveOptions {
   /**
-   * The one namespace the holder changes (a snapshot apply's restore). Every exclusive hold counts as a write in the
-   * write generation when it starts (a restore changes the device under any merge built before it); with a scope, a
-   * merge-restore of another namespace sees which. Absent: may change anything.
+   * The one namespace the holder changes (a snapshot apply's restore; a promote's, demote's, fence's or retry's
+   * administrator strip or restore and the re-apply of erased writes, src/daemon/failover.ts). Every exclusive hold
+   * counts as a write in the write generation when it starts (a restore changes the device under any merge built
+   * before it); with a scope, a merge-restore of another namespace sees which, and a restore's verification leaves only
+   * that namespace out instead of skipping itself. Give a scope only when the holder provably changes nothing else
+   * that a verification compares: a backup-rewrite-restore inside the hold does (every entry outside the namespace is
+   * restored as the hold's own backup held it; device configuration is re-sealed, and not compared). A merge-restore
+   * of that same namespace does not merge again for such a hold (it treats it as its own stream's writes), which is
+   * safe for the holds scoped so (docs/concurrency.md, "Snapshot sync"): a promote, resume or demote changes the
+   * namespace's role row, so the merge-restore's fencing token (single sync) or its part's check (coalesced) drops it
+   * inside its hold; an administrator restore retry or an erased-write re-apply runs only for a namespace primary
+   * here, which no merge-restore restores; a fence's export comes before any sync of the fenced namespace is allowed
+   * (sync.ts), and its administrator strip does what a replica's merge does to the namespace anyway (drops its
+   * administrators). Absent: may change anything.
    */
   scope?: string;
   /**
@@ -157,6 +187,8 @@ export interface ExclusiveOptions {
    * write generation counts the hold once). Takes precedence over `scope`.
    */
   scopes?: readonly string[];
+  /** As SharedOptions.purpose. */
+  purpose?: string;
   /**
    * Aborts the wait for the hold (queued behind other exclusive holds, or draining the shared holders): the caller is
    * then not admitted, `fn` does not run, and the call rejects with the signal's reason (the daemon's stop: a
@@ -190,8 +222,12 @@ export class DeviceBarrier {
    */
   #generation = 0;
   #writers = 0;
+  /** Write holders released with a `none` ticket: admitted and counted above, but they changed nothing. */
+  #idle = 0;
   /** The same per scope (`null`: unscoped). */
-  readonly #scopes = new Map<string | null, { admitted: number; inFlight: number }>();
+  readonly #scopes = new Map<string | null, { admitted: number; inFlight: number; idle: number }>();
+  /** The last unscoped write holders admitted (generation at admission, purpose): what `unscopedSince` names. */
+  readonly #recentUnscoped: { generation: number; write: TrackedWrite }[] = [];
   /** Write holders admitted and not yet released (what a new tracker starts with). */
   readonly #writing = new Set<TrackedWrite>();
   readonly #trackers = new Set<TrackedWrite[]>();
@@ -248,7 +284,8 @@ export class DeviceBarrier {
   /** Where the write bookkeeping stands now; compare with `writesSince`/`quietSince`. */
   markWrites(): WriteMark {
     const scopes = new Map([...this.#scopes].map(([k, v]) => [k, { ...v }] as const));
-    return { generation: this.#generation, inFlight: this.#writers, scopes };
+    const unscoped = [...this.#writing].filter((w) => w.scope === null);
+    return { generation: this.#generation, inFlight: this.#writers, idle: this.#idle, scopes, unscoped };
   }
 
   /**
@@ -291,24 +328,45 @@ export class DeviceBarrier {
     return this.writesSince(mark, except) === 0;
   }
 
-  /** Write holders (outside `except`) that may have changed the device since `mark`: admitted since + in flight at it. */
+  /**
+   * Write holders (outside `except`) that may have changed the device since `mark`: admitted since + in flight at it,
+   * less those of them that released saying they changed nothing (a `none` ticket: a call the NetHSM refused, a
+   * duplicate stream change, a transport key found present). Each holder in the first two terms is subtracted at most
+   * once, and only once its ticket is final (it released), so a holder still in flight always counts.
+   */
   writesSince(mark: WriteMark, except?: ReadonlySet<string>): number {
-    if (!except || except.size === 0) return this.#generation - mark.generation + mark.inFlight;
+    if (!except || except.size === 0) return this.#generation - mark.generation + mark.inFlight - (this.#idle - mark.idle);
     let n = 0;
     for (const [scope, c] of this.#scopeCounts(mark)) if (scope === null || !except.has(scope)) n += c;
     return n;
   }
 
-  /** The scopes written since `mark` (admitted since or in flight at it); `null` stands for unscoped writes. */
+  /**
+   * The scopes written since `mark` (admitted since or in flight at it, as `writesSince` counts them: not those that
+   * released having changed nothing); `null` stands for unscoped writes.
+   */
   scopesWrittenSince(mark: WriteMark): Set<string | null> {
     return new Set([...this.#scopeCounts(mark)].filter(([, c]) => c > 0).map(([scope]) => scope));
+  }
+
+  /**
+   * For the logs: the unscoped write holders in flight at `mark` or admitted since (the last 32 admitted at most;
+   * unscoped exclusive holds too), each its purpose, `(changed nothing)` once it released with a `none` ticket, or
+   * `(in flight)`. Empty when there were none.
+   */
+  unscopedSince(mark: WriteMark): string[] {
+    const since = this.#recentUnscoped.filter((u) => u.generation > mark.generation).map((u) => u.write);
+    return [...mark.unscoped, ...since].map((w) => {
+      const note = this.#writing.has(w) ? ' (in flight)' : w.ticket.replay.kind === 'none' ? ' (changed nothing)' : '';
+      return purposeOf(w) + note;
+    });
   }
 
   #scopeCounts(mark: WriteMark): Map<string | null, number> {
     const out = new Map<string | null, number>();
     for (const [scope, now] of this.#scopes) {
       const then = mark.scopes.get(scope);
-      out.set(scope, now.admitted - (then?.admitted ?? 0) + (then?.inFlight ?? 0));
+      out.set(scope, now.admitted - (then?.admitted ?? 0) + (then?.inFlight ?? 0) - (now.idle - (then?.idle ?? 0)));
     }
     return out;
   }
@@ -385,9 +443,12 @@ export class DeviceBarrier {
       this.#exclusiveRuns++;
       // Counted before `fn` runs, so a mark the holder takes inside its own hold does not see its own hold.
       const scopes = options.scopes && options.scopes.length > 0 ? options.scopes : [options.scope ?? null];
+      const purpose = options.purpose ?? UNLABELLED;
       for (const sc of new Set(scopes)) {
         this.#scopeOf(sc).admitted++;
-        this.#tracked({ scope: sc, ticket: writeTicket() });
+        const held: TrackedWrite = { scope: sc, ticket: writeTicket(), purpose };
+        this.#tracked(held);
+        if (sc === null) this.#noteUnscoped(this.#generation + 1, held);
       }
       this.#generation++;
       return await this.#scope.run('exclusive', () => fn(guard));
@@ -417,7 +478,12 @@ export class DeviceBarrier {
     const write =
       options.readOnly === true
         ? undefined
-        : { scope: options.scope ?? null, ticket: options.ticket ?? writeTicket(), ...(options.gateway === true ? { gateway: true } : {}) };
+        : {
+            scope: options.scope ?? null,
+            ticket: options.ticket ?? writeTicket(),
+            ...(options.gateway === true ? { gateway: true } : {}),
+            ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
+          };
     if (this.#exclusives === 0) return Promise.resolve(this.#admitOne(write));
     const bound = options.wait === 'unbounded' ? undefined : options.wait === undefined || options.wait === 'default' ? this.maxWaitMs : options.wait;
     return new Promise<Release>((resolve, reject) => {
@@ -465,6 +531,7 @@ export class DeviceBarrier {
       counts.inFlight++;
       this.#writing.add(write!);
       this.#tracked(write!);
+      if (write!.scope === null) this.#noteUnscoped(this.#generation, write!);
     }
     let released = false;
     return () => {
@@ -474,6 +541,11 @@ export class DeviceBarrier {
       if (counts) {
         this.#writers--;
         counts.inFlight--;
+        // Its ticket is final now: a holder that says it changed nothing no longer counts as a write (writesSince).
+        if (write!.ticket.replay.kind === 'none') {
+          this.#idle++;
+          counts.idle++;
+        }
         this.#writing.delete(write!);
         for (const w of [...this.#endWaiters]) {
           if (w.left.delete(write!) && w.left.size === 0) {
@@ -490,10 +562,15 @@ export class DeviceBarrier {
     for (const list of this.#trackers) list.push(w);
   }
 
-  #scopeOf(scope: string | null): { admitted: number; inFlight: number } {
+  #scopeOf(scope: string | null): { admitted: number; inFlight: number; idle: number } {
     let c = this.#scopes.get(scope);
-    if (!c) this.#scopes.set(scope, (c = { admitted: 0, inFlight: 0 }));
+    if (!c) this.#scopes.set(scope, (c = { admitted: 0, inFlight: 0, idle: 0 }));
     return c;
+  }
+
+  #noteUnscoped(generation: number, write: TrackedWrite): void {
+    this.#recentUnscoped.push({ generation, write });
+    if (this.#recentUnscoped.length > RECENT_UNSCOPED) this.#recentUnscoped.shift();
   }
 
   /** Waits for the shared holders to end, at most `drainTimeoutMs`; `signal` gives the wait up. */
@@ -525,6 +602,14 @@ export class DeviceBarrier {
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
+}
+
+const UNLABELLED = 'unlabelled';
+/** How many unscoped write holders `unscopedSince` can name (a log field, not a count anything relies on). */
+const RECENT_UNSCOPED = 32;
+
+function purposeOf(w: TrackedWrite): string {
+  return w.purpose ?? UNLABELLED;
 }
 
 function positive(n: number, name: string): number {

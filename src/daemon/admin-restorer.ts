@@ -256,7 +256,7 @@ export class AdminRestorer {
         const now = ctx.store.adminRestores.get(record.namespace);
         if (!now || now.epoch !== record.epoch || now.invalid !== undefined) return undefined;
         return this.restore(now, token);
-      });
+      }, { scope: record.namespace, purpose: `administrator restore retry ${record.namespace}` });
       if (restored !== undefined) {
         ctx.store.adminRestores.done(record.namespace, record.epoch);
         ctx.log.info({ namespace: record.namespace, epoch: record.epoch, restored, attempts: record.attempts + 1 }, 'administrators restored on retry; the namespace takes writes again');

@@ -60,6 +60,14 @@ export class ConfigReloader {
     this.#loadedAt = this.#now();
   }
 
+  /**
+   * For the metrics: whether the last reload failed (the daemon runs with an older config than the file it was asked
+   * to read, until a reload succeeds), and whether the last successful load left settings for a restart.
+   */
+  get health(): { reloadFailed: boolean; restartNeeded: boolean } {
+    return { reloadFailed: this.#last?.outcome === 'failed', restartNeeded: this.#pendingRestart.length > 0 };
+  }
+
   /** Reads, validates and applies the file. Never throws: the outcome says what happened (and is logged). */
   reload(): Promise<ReloadOutcome> {
     return this.#mutex.run(() => this.#reload());

@@ -23,7 +23,7 @@ import { AdminServer } from '../admin/server.js';
 import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, ConfigInvalidError, DaemonStoppingError, describeError, InternalError, PeerRefusedError, SyncDaemonStoppingError } from '../errors.js';
+import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, ConfigInvalidError, DaemonStoppingError, describeError, InternalError, NhrError, PeerRefusedError, StateWriteFailedError, SyncDaemonStoppingError } from '../errors.js';
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
@@ -293,6 +293,7 @@ export class Daemon {
     this.failover = new Failover(this.ctx, () => this.syncer);
     this.syncer = new NamespaceSync(this.ctx, async (ns, claim) => void (await this.failover.observe(ns, claim)));
     metrics.setSyncHeldSource(() => this.syncer.racedSync() !== null);
+    metrics.setStateWriteSource(() => this.ctx.store.isOpen && this.ctx.store.writeFailure !== undefined);
     this.leadership = config.etcd ? new Leadership(this.ctx, this.failover, config.etcd) : undefined;
     this.failover.leaderGate = this.leadership;
     this.ctx.failoverStatus = (ns) => this.leadership?.status(ns) ?? null;
@@ -322,6 +323,8 @@ export class Daemon {
     this.reloader = options.configFile
       ? new ConfigReloader({ ...options.configFile, running: () => this.ctx.config, apply: (next) => this.applyConfig(next), log: this.log })
       : undefined;
+    const reloader = this.reloader;
+    if (reloader) metrics.setConfigSource(() => reloader.health);
     this.peerServer = new PeerServer({
       host: config.peerApi.listen.host,
       port: config.peerApi.listen.port,
@@ -812,7 +815,7 @@ export class Daemon {
     // are held, the pass's repair runs whole (rangePass, `signal`).
     const signal = this.syncer.stopping;
     const exclusive = <T>(fn: () => Promise<T>): Promise<T> =>
-      ctx.barrier.shared(() => ctx.applyLock(namespace).run(fn, signal), { tokens: [token], wait: 'unbounded', scope: namespace, signal });
+      ctx.barrier.shared(() => ctx.applyLock(namespace).run(fn, signal), { tokens: [token], wait: 'unbounded', scope: namespace, signal, purpose: `anti-entropy ${namespace}` });
     const common = {
       namespace,
       replica: this.stream.client(namespace),
@@ -1006,6 +1009,16 @@ export class Daemon {
     return peerRestarted(this.ctx, name);
   }
 
+  /**
+   * Why this site cannot serve reads and crypto now: its NetHSM is down (Locked, unreachable, not Operational) and its
+   * gateway does not serve from a peer instead (`gateway.remoteServing`). Undefined when it can.
+   */
+  private unavailableHere(): string | undefined {
+    if (this.ctx.monitor.available(NETHSM_MEMBER) || this.serving.view()?.serving === 'remote') return undefined;
+    const m = this.ctx.monitor.get(NETHSM_MEMBER);
+    return `this site's NetHSM is ${m?.status ?? 'unavailable'}${m?.lastErrorCode ? ` (${m.lastErrorCode})` : ''}: its gateway cannot serve reads or signing`;
+  }
+
   private healthSource(): HealthSource {
     return {
       ready: async () => {
@@ -1014,7 +1027,9 @@ export class Daemon {
           const notOperational = nethsmStateError(await this.ctx.nethsm.admin.healthState());
           checks.nethsm = notOperational ? { ok: false, detail: `${notOperational.message.replace(/^the /, '')}. Try: ${notOperational.hint}` } : { ok: true };
         } catch (err) {
-          checks.nethsm = { ok: false, detail: err instanceof Error ? err.message : 'unreachable' };
+          // Like the Locked case above: the cause and what to do (an unreachable NetHSM's error carries its hint).
+          const hint = err instanceof NhrError ? ` Try: ${err.hint}` : '';
+          checks.nethsm = { ok: false, detail: `${err instanceof Error ? err.message : 'unreachable'}.${hint}` };
         }
         const serving = this.serving.view();
         if (serving?.serving === 'remote') checks.gateway = { ok: false, detail: `serving remotely: ${serving.cause}. Try: ${serving.try}` };
@@ -1022,7 +1037,10 @@ export class Daemon {
         checks.credentials = refused.length === 0 ? { ok: true } : { ok: false, detail: refused.map(describeRefusal).join('; ') };
         try {
           this.ctx.store.transaction(() => this.ctx.store.db.prepare('SELECT 1').get());
-          checks.state = { ok: true };
+          // The store answers, but its last write may have failed for want of storage (a full or read-only disk):
+          // that stands until a write succeeds again.
+          const failed = this.ctx.store.writeFailure;
+          checks.state = failed ? { ok: false, detail: `${failed.message} (since ${new Date(failed.at).toISOString()}). Try: ${StateWriteFailedError.defaultHint}` } : { ok: true };
         } catch (err) {
           checks.state = { ok: false, detail: err instanceof Error ? err.message : 'state store not writable' };
         }
@@ -1055,7 +1073,9 @@ export class Daemon {
       },
       namespaceRole: (namespace) => {
         const s = this.ctx.store.isOpen ? namespaceStatus(this.ctx, this.syncer, undefined, namespace) : undefined;
-        return s ? { role: s.role, lagSeconds: s.lagSeconds, lagLimitSeconds: s.lagLimitSeconds, epoch: s.epoch } : undefined;
+        if (!s) return undefined;
+        const unavailable = this.unavailableHere();
+        return { role: s.role, lagSeconds: s.lagSeconds, lagLimitSeconds: s.lagLimitSeconds, epoch: s.epoch, ...(unavailable ? { unavailable } : {}) };
       },
     };
   }

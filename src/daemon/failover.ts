@@ -108,6 +108,8 @@ export class Failover {
     // Decided, persisted and made writable alone at the device (an exclusive hold): writes admitted after the role
     // change wait until the administrators are back, so none meets a primary without them (a 401 the fault suite saw
     // in the window between the two); writes admitted before it were decided as a replica's and refused.
+    // Scoped to the namespace: it changes only its administrators on the device (rewriteDevice), so a restore's
+    // verification that it follows leaves that namespace out instead of skipping itself (ExclusiveOptions.scope).
     const { row, restored, pending } = await ctx.barrier.exclusive([], async () => {
       let change = decidePromote(ctx.store, namespace, request);
       const { kind, source } = this.promoteRestoreSource(before);
@@ -130,7 +132,7 @@ export class Failover {
       ctx.log.info({ namespace, epoch: row.epoch, from: before.epoch, actor: opts.actor, force: opts.force }, 'namespace promoted');
       const owed = this.restoreNow(row, 'administrator restore on promote');
       return { row, ...(await owed) };
-    });
+    }, { scope: namespace, purpose: `promote ${namespace}` });
     // Under automatic failover peers learn the term from etcd too: an unreachable old primary must not hold the
     // promote (and the leadership tick behind it) for a whole connect timeout.
     const told = await this.announce(namespace, row, gate ? PEER_VIEW_TIMEOUT_AUTOMATIC_MS : undefined);
@@ -185,7 +187,7 @@ export class Failover {
       // A failure is recorded and retried (admin-restorer.ts), as a promote's: the role change stands.
       const owed = stripped ? await this.restoreNow(row, 'administrator restore on resume') : { restored: 0 };
       return { row, ...owed };
-    });
+    }, { scope: namespace, purpose: `resume leadership ${namespace}` });
   }
 
   /**
@@ -352,7 +354,7 @@ export class Failover {
         await rename(snap.file, ctx.work.handoffOf(namespace));
       }
       await this.stripAdministrators(namespace, token);
-    });
+    }, { scope: namespace, purpose: `demote hand-off ${namespace}` });
     const answer = await ctx.peers
       .get(to)!
       .handoff(namespace, row.epoch)
@@ -512,7 +514,7 @@ export class Failover {
         // then stays, marked as missing from this file (race-replayer.ts afterFenceExport).
         replay = await ctx.raceReplayer?.beforeFenceExport(namespace);
         await ctx.device.backupTo(deviceFile);
-      });
+      }, { scope: namespace, purpose: `fence export ${namespace}` });
       const saved = await extractNamespace(deviceFile, namespace, quarantine, {
         input: ctx.deviceOpen,
         passphrase: ctx.replicationPassphrase,
@@ -626,7 +628,8 @@ export class Failover {
 
   /**
    * Device backup → rewrite → restore of `token`'s namespace, alone at the device (exclusive barrier hold); the token is
-   * checked again right before the restore.
+   * checked again right before the restore. The hold is scoped to that namespace: `what` selects only its entries (its
+   * administrators), and every other entry is restored as the hold's own backup held it (ExclusiveOptions.scope).
    */
   private async rewriteDevice(token: FencingToken, what: { drop?: (p: string) => boolean; overlay?: { source: string; select: (p: string) => boolean } }): Promise<void> {
     const { ctx } = this;
@@ -642,7 +645,7 @@ export class Failover {
         });
         guard.check();
         await ctx.device.restore(out);
-      });
+      }, { scope: token.namespace, purpose: `administrator rewrite ${token.namespace}` });
     } finally {
       await removeFiles(before, out);
     }

@@ -182,7 +182,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
             // No span was fixed (the record is missing or `check` refused it): replayed as before, which refuses.
             const r = this.#record(ns);
             if (r) {
-              await this.#o.barrier.shared(() => this.#replayOne(r), { scope: ns, wait: 'unbounded' });
+              await this.#o.barrier.shared(() => this.#replayOne(r), { scope: ns, wait: 'unbounded', purpose: `race replay ${ns}` });
               replayed.push(ns);
             } else left.set(ns, { reason: 'record-ended', detail: 'its record was ended by another hold before the restore\'s end was fixed' });
           }
@@ -244,7 +244,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
           'writes a restore erased were re-applied from the change log after the hold',
         );
       },
-      { scope: ns, tokens: [run.token], ticket, wait: 'unbounded' },
+      { scope: ns, tokens: [run.token], ticket, wait: 'unbounded', purpose: `race replay ${ns}` },
     );
     return notRun;
   }
@@ -440,6 +440,18 @@ export class DaemonRaceReplayer implements RaceReplayer {
     this.#running = this.#o.barrier.detached(() => this.#retry().finally(() => (this.#running = undefined)));
   }
 
+  /**
+   * Resolves once no retry round runs (its last exclusive hold released) and no drop of envelopes is in flight. A
+   * retry started meanwhile is waited for too. For tests: a round finishing after `pending()` emptied still holds the
+   * barrier for a moment, and a sync starting then counts it as a racing write.
+   */
+  async idle(): Promise<void> {
+    while (this.#running || this.#settling) {
+      await this.#running;
+      await this.#settling;
+    }
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#wake?.();
@@ -468,6 +480,7 @@ export class DaemonRaceReplayer implements RaceReplayer {
       const outcome = await this.#o.barrier.exclusive(
         due.map((d) => d.token),
         () => this.#replayDue(due),
+        { scopes: due.map((d) => d.record.namespace), purpose: 'race replay retry' },
       ).then(
         () => 'done' as const,
         (err: unknown) => {

@@ -1,6 +1,7 @@
 /**
  * Builds the status view (`DaemonStatus`) from the state store, the member monitor and the scheduler.
  */
+import { StateWriteFailedError } from '../errors.js';
 import type { NamespaceRow } from '../state/roles-repo.js';
 import { VERSION } from '../version.js';
 import { NETHSM_MEMBER, type SiteContext } from './context.js';
@@ -87,6 +88,14 @@ function noPrimary(ctx: SiteContext, row: NamespaceRow): { cause: string; try: s
   if (row.role !== 'replica') return null;
   const primary = row.primarySite;
   if (ctx.monitor.get(primary)?.status === 'unreachable') {
+    // A replica that never synced has no copy to promote (`promote` refuses it: never-synced); during the setup the
+    // primary's daemon may simply not run yet (docs/operations.md §1.4).
+    if (!ctx.store.positions.forNamespace(ns).some((p) => p.epoch !== undefined)) {
+      return {
+        cause: `its primary ${primary} is UNREACHABLE, and this site never synced the namespace (it holds no copy to promote)`,
+        try: `Bring ${primary}'s daemon up (or the network path to it); then \`nethsm-replicator sync ${ns}\` here takes the first copy (docs/operations.md §1.5).`,
+      };
+    }
     return {
       cause: `its primary ${primary} is UNREACHABLE`,
       try: `If ${primary} is only briefly away, wait: this replica resumes by itself. If ${primary} is lost, promote here: \`nethsm-replicator promote ${ns}\` (docs/operations.md §4).`,
@@ -172,5 +181,7 @@ export async function buildStatus(ctx: SiteContext, syncer: NamespaceSync, extra
   if (gateway) status.gateway = gateway;
   status.heldSyncs = heldSyncsView(syncer);
   status.replaysPending = ctx.raceReplayer?.view() ?? null;
+  const failed = ctx.store.writeFailure;
+  status.stateWriteFailure = failed ? { since: new Date(failed.at).toISOString(), cause: failed.message, try: StateWriteFailedError.defaultHint } : null;
   return status;
 }

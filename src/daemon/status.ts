@@ -207,6 +207,11 @@ export interface DaemonStatus {
    * daemons that predate it.
    */
   replaysPending?: ReplaysPendingView | null;
+  /**
+   * Set while the state database cannot be written (its disk full, read-only or failing) since its last failed write,
+   * until a write succeeds again: a problem. Null otherwise; absent from daemons that predate it.
+   */
+  stateWriteFailure?: { since: string; cause: string; try: string } | null;
 }
 
 /** Re-applies of racing writes still pending (DaemonRaceReplayer): which namespaces, since when, why, and the remedy. */

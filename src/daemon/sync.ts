@@ -487,7 +487,7 @@ export class NamespaceSync {
             }),
           // The stop gives up the wait for the hold (behind another exclusive hold, or draining writes): nothing was
           // written yet, so the sync is abandoned as after a cut B1. Once the hold runs, the stop no longer reaches it.
-          { ...(single ? { scope: names[0]! } : { scopes }), signal: this.#stop.signal },
+          { ...(single ? { scope: names[0]! } : { scopes }), purpose: 'snapshot restore', signal: this.#stop.signal },
         );
       },
       onPhase: (phase) => names.forEach((ns) => this.step(ns, APPLY_STEPS[phase], phase)),
@@ -713,8 +713,10 @@ export class NamespaceSync {
     return new SyncDaemonStoppingError(`sync of namespace ${namespace} abandoned: the daemon is stopping (nothing was changed on this NetHSM)`, { namespace });
   }
 
-  private recordFailure(namespace: string, primary: string, err: unknown, started: number, actor: string): void {
+  private recordFailure(namespace: string, primary: string, cause: unknown, started: number, actor: string): void {
     const { ctx } = this;
+    // A sync that failed on a state store write (its disk full) is named as such, not as a bug.
+    const err = ctx.store.isOpen ? ctx.store.noteWriteError(cause) : cause;
     const durationMs = Date.now() - started;
     const code = err instanceof NhrError ? err.code : 'NHR_ERR_INTERNAL';
     ctx.store.positions.recordSyncFailed(namespace, primary, { errorCode: code, durationMs });

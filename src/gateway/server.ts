@@ -647,7 +647,8 @@ export class GatewayServer {
       const left = Math.max(1, Math.round(this.gate.maxWaitMs - (performance.now() - waitStart)));
       // Confined to one namespace: a restore's verification then leaves only that one out (write-scope.ts).
       const scope = writeScope(x.classification, x.caller);
-      release = await this.gate.enter({ signal: x.gateWait.signal, ticket, wait: left, gateway: true, ...(scope !== undefined ? { scope } : {}) });
+      const purpose = `gateway ${x.classification.operation}`;
+      release = await this.gate.enter({ signal: x.gateWait.signal, ticket, wait: left, gateway: true, purpose, ...(scope !== undefined ? { scope } : {}) });
       x.ticket = ticket;
     } catch (err) {
       keys?.release();

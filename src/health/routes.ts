@@ -6,7 +6,8 @@
  *   Either way `warnings` lists what needs an eye without making the site unready (a sync's cost near its bounds).
  * - `/primary/<ns>`: 200 only where the namespace is primary here; 503 otherwise.
  * - `/replica/<ns>?max_lag=<duration>`: 200 only for a replica whose lag is within max_lag (default: the namespace's
- *   lag limit, or any synced replica when none is known); 503 otherwise.
+ *   lag limit, or any synced replica when none is known) and that can serve reads now (not while this site's NetHSM
+ *   is down and its gateway does not serve from a peer); 503 otherwise.
  * - `/metrics`: Prometheus text.
  * Unknown namespace: 404. Invalid namespace id, invalid or repeated `max_lag`, unknown query parameter on the role
  * checks: 400. Unknown path: 404. Methods other than GET and HEAD: 405.
@@ -127,6 +128,8 @@ function roleCheck(
   if (state.role !== 'replica') return json(503, body);
   if (state.lagSeconds === null) return json(503, { ...body, reason: 'never synced' });
   if (limit !== undefined && !(state.lagSeconds <= limit)) return json(503, { ...body, reason: 'lag over max_lag' });
+  // A load balancer sends reads and signing here on a 200: not while the gateway could only pass on the NetHSM's 412.
+  if (state.unavailable) return json(503, { ...body, reason: state.unavailable });
   return json(200, body);
 }
 

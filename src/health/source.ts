@@ -28,6 +28,11 @@ export interface NamespaceHealth {
   /** The namespace's configured lag limit; `/replica/<ns>` without `max_lag` compares with it. */
   lagLimitSeconds?: number;
   epoch?: number;
+  /**
+   * Why this site cannot serve the namespace's reads and crypto now (its NetHSM Locked, unreachable or not
+   * Operational, and its gateway not serving from a peer instead); absent when it can. `/replica/<ns>` answers 503.
+   */
+  unavailable?: string;
 }
 
 export interface HealthSource {

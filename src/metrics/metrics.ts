@@ -170,6 +170,12 @@ export interface ReplicatorMetrics {
   readonly syncCoalescedRestoresTotal: Counter;
   /** 1 while this site's syncs merge inside the exclusive hold at once because a recent one's every attempt raced. */
   readonly syncHeldMode: Gauge;
+  /** 1 while the state database cannot be written (its last write failed for want of storage), else 0. */
+  readonly stateWriteFailing: Gauge;
+  /** 1 after a config reload that failed, until one succeeds. */
+  readonly configReloadFailed: Gauge;
+  /** 1 while the config the daemon loaded last has settings only a restart applies. */
+  readonly configRestartNeeded: Gauge;
   /** Keys and users exported to a quarantine file (blobs, never decrypted), by reason. */
   readonly quarantinedEntriesTotal: Counter<'namespace' | 'reason'>;
   /** Quarantine files no operator has acknowledged yet (`quarantine ack`), counted at each scrape. */
@@ -240,6 +246,10 @@ export interface ReplicatorMetrics {
    * list: none). A source that throws leaves the last values in place.
    */
   setPrimaryOutdatedSource(source: () => Record<string, readonly PrimaryOutdatedKind[]>): void;
+  /** Where `state_write_failing` comes from: called at each scrape. A source that throws leaves the last value in place. */
+  setStateWriteSource(source: () => boolean): void;
+  /** Where the config gauges come from: called at each scrape. A source that throws leaves the last values in place. */
+  setConfigSource(source: () => { reloadFailed: boolean; restartNeeded: boolean }): void;
 }
 
 /**
@@ -347,6 +357,18 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
   const dataTimes = new Map<string, number>();
   let quarantineSource: (() => Record<string, number>) | undefined;
   let syncHeldSource: (() => boolean) | undefined;
+  let stateWriteSource: (() => boolean) | undefined;
+  let configSource: (() => { reloadFailed: boolean; restartNeeded: boolean }) | undefined;
+  /** A 0/1 gauge's collect(): `read` at each scrape (undefined: no source set yet); a read that throws keeps the last value. */
+  const flag = (read: () => boolean | undefined) =>
+    function collect(this: Gauge) {
+      try {
+        const v = read();
+        if (v !== undefined) this.set(v ? 1 : 0);
+      } catch {
+        // The last value stays.
+      }
+    };
 
   if (options.processMetrics !== false) {
     collectDefaultMetrics({ register: options.registry, prefix: METRIC_PREFIX });
@@ -602,13 +624,25 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
       name: name('sync_held_mode'),
       help: "1 while this site's snapshot syncs hold writes for their whole backup, merge and restore because a recent sync's attempts outside the hold raced writes (10 minutes after it), else 0.",
       registers,
-      collect() {
-        try {
-          if (syncHeldSource) this.set(syncHeldSource() ? 1 : 0);
-        } catch {
-          // The last value stays.
-        }
-      },
+      collect: flag(() => syncHeldSource?.()),
+    }),
+    stateWriteFailing: new Gauge({
+      name: name('state_write_failing'),
+      help: "1 while this site's state database cannot be written (its last write failed: disk full, read-only or failing) until a write succeeds again, else 0.",
+      registers,
+      collect: flag(() => stateWriteSource?.()),
+    }),
+    configReloadFailed: new Gauge({
+      name: name('config_reload_failed'),
+      help: 'Set to 1 by a config reload (SIGHUP) that failed: the daemon runs with the config it had, not the file. 0 once a reload succeeds.',
+      registers,
+      collect: flag(() => configSource?.().reloadFailed),
+    }),
+    configRestartNeeded: new Gauge({
+      name: name('config_restart_needed'),
+      help: 'Set to 1 while the config the daemon loaded last changes settings only a restart applies (peerApi.listen, …); 0 otherwise.',
+      registers,
+      collect: flag(() => configSource?.().restartNeeded),
     }),
     syncVerifySkippedTotal: new Counter({
       name: name('sync_verify_skipped_total'),
@@ -783,6 +817,12 @@ export function createReplicatorMetrics(options: ReplicatorMetricsOptions): Repl
     },
     setPrimaryOutdatedSource(source) {
       primaryOutdatedSource = source;
+    },
+    setStateWriteSource(source) {
+      stateWriteSource = source;
+    },
+    setConfigSource(source) {
+      configSource = source;
     },
   };
 }

@@ -381,7 +381,8 @@ async function applyWithKeys(deps: SharedApplyDeps, specs: readonly ApplyPart[],
     });
   });
   a.opening.catch(() => undefined);
-  const hold: ExclusiveHold = deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [], ...(deps.signal ? { signal: deps.signal } : {}) }));
+  const hold: ExclusiveHold =
+    deps.hold ?? ((fn, ns) => deps.device.barrier.exclusive([], fn, { scopes: ns ?? [], purpose: 'snapshot restore', ...(deps.signal ? { signal: deps.signal } : {}) }));
   try {
     // Inside the try: a snapshot that does not open still leaves `early` discarded (its tracker closed, its file removed).
     if (!a.tapMerge) await a.opening;
@@ -852,7 +853,7 @@ async function verifyAfter(a: Apply, m: Merged, after: WriteMark, replayed: read
   const written = deps.device.barrier.scopesWrittenSince(after);
   if (written.has(null)) {
     deps.onVerifySkipped?.(namespaces);
-    log.warn({ namespaces }, 'restore not verified: writes that may touch anything passed the device barrier after it (the restore itself succeeded)');
+    log.warn({ namespaces, unscopedWrites: deps.device.barrier.unscopedSince(after) }, 'restore not verified: writes that may touch anything passed the device barrier after it (the restore itself succeeded)');
     return false;
   }
   // Namespaces that racing writes re-applied after the restore are written since it too.

@@ -224,4 +224,31 @@ describe('group commit with the WAL synced off the event loop', () => {
     expect((await good).seq).toBe(1);
     expect(store.changelog.after('payments', 1, 0).map((c) => c.keyId)).toEqual(['a']);
   });
+
+  it('fails the whole group when SQLite rolled its transaction back (disk full), without running the later writes outside it', async () => {
+    // SQLITE_FULL may roll the whole transaction back. The group's later writes then ran as transactions of their own,
+    // committed outside the group, and every caller was told `cannot commit - no transaction is active` instead of
+    // the full disk (seen in the operator drill with the state directory on a full filesystem).
+    const { pragma } = await import('./sqlite.js');
+    const db = store.db;
+    pragma(db, `max_page_count = ${Number(pragma(db, 'page_count'))}`);
+    const big = { kind: 'key-deleted' as const, keyId: 'big', ref: 'r-big', detail: { pad: 'x'.repeat(200_000) } };
+    const first = store.groupCommit(() => store.changelog.append('payments', 1, del('a')));
+    const full = store.groupCommit(() => store.changelog.append('payments', 1, big));
+    const later = store.groupCommit(() => store.changelog.append('payments', 1, del('c')));
+    const outcomes = await Promise.allSettled([first, full, later]);
+    for (const o of outcomes) {
+      expect(o.status).toBe('rejected');
+      expect((o as PromiseRejectedResult).reason).toMatchObject({ code: 'NHR_ERR_STATE_WRITE_FAILED' });
+      expect(String((o as PromiseRejectedResult).reason)).toContain('database or disk is full');
+    }
+    expect(store.writeFailure?.message).toContain('SQLITE_FULL');
+    pragma(db, 'max_page_count = 1073741823');
+    reopen();
+    // Nothing of the group is there: not the write after the one that filled the disk either.
+    expect(store.changelog.after('payments', 1, 0).map((c) => c.keyId)).toEqual([]);
+    // A write that succeeds clears the failure.
+    await store.groupCommit(() => store.changelog.append('payments', 1, del('d')));
+    expect(store.writeFailure).toBeUndefined();
+  });
 });

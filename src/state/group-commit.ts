@@ -202,6 +202,10 @@ export class GroupCommit {
           try {
             return { ok: true, value: savepoint(item.fn) };
           } catch (error) {
+            // SQLite rolls the whole transaction back on some errors (SQLITE_FULL, SQLITE_IOERR, …): the group is gone,
+            // and the next savepoint would BEGIN a transaction of its own, committed outside the group while its
+            // caller is told the group failed. The group fails with this error instead (caught below: all rejected).
+            if (!db.inTransaction) throw error;
             return { ok: false, error };
           }
         }),

@@ -38,7 +38,8 @@ import { KeyCertsRepo } from './key-certs-repo.js';
 import { QuarantineAcksRepo } from './quarantine-acks-repo.js';
 import { RestartPassesRepo } from './restart-passes-repo.js';
 import { RolesRepo } from './roles-repo.js';
-import { openDatabase, pragma } from './sqlite.js';
+import { openDatabase, pragma, prepare } from './sqlite.js';
+import { asStateWriteError, isStorageError } from './write-failure.js';
 import { TransportKeysRepo } from './transport-keys-repo.js';
 
 
@@ -86,8 +87,16 @@ interface Open {
   restartPasses: RestartPassesRepo;
 }
 
+/** A write that failed for want of storage (write-failure.ts): when, and SQLite's message and code. */
+export interface StateWriteFailure {
+  at: number;
+  message: string;
+}
+
 export class StateStore {
   private state: Open | undefined;
+  #writeFailure: StateWriteFailure | undefined;
+  #totalChanges: (() => number) | undefined;
   readonly file: string;
   private readonly now: () => number;
   private readonly log: Logger;
@@ -174,6 +183,7 @@ export class StateStore {
     if (!s) return;
     s.group.flush();
     this.state = undefined;
+    this.#totalChanges = undefined;
     s.db.close();
     // FileHandle.close waits for a sync in flight on it.
     void s.wal.handle?.then((h) => h.close()).catch(() => undefined);
@@ -282,7 +292,48 @@ export class StateStore {
   transaction<T>(fn: () => T): T {
     const db = this.open_.db;
     const run = db.transaction(fn);
-    return db.inTransaction ? run() : run.immediate();
+    if (db.inTransaction) return run();
+    // Only while a failure stands: a transaction that wrote nothing (a read) says nothing about the disk.
+    const before = this.#writeFailure ? this.totalChanges() : undefined;
+    let out: T;
+    try {
+      out = run.immediate();
+    } catch (err) {
+      throw this.failedWrite(err);
+    }
+    if (before !== undefined && this.totalChanges() !== before) this.#writeFailure = undefined;
+    return out;
+  }
+
+  /**
+   * The last write that failed because the disk under the state directory is full, read-only or failing, until a
+   * write succeeds again (`/health/ready` fails its `state` check meanwhile). Writes through transaction() and
+   * groupCommit() are watched; a caller that catches the error of a write made outside them reports it
+   * ({@link noteWriteError}).
+   */
+  get writeFailure(): StateWriteFailure | undefined {
+    return this.#writeFailure;
+  }
+
+  /**
+   * Records `err` when it is storage trouble (write-failure.ts) and returns it as a StateWriteFailedError; any other
+   * error is returned as is. For writes made outside transaction() and groupCommit().
+   */
+  noteWriteError(err: unknown): unknown {
+    return this.failedWrite(err);
+  }
+
+  private failedWrite(err: unknown): unknown {
+    if (!isStorageError(err)) return err;
+    const wrapped = asStateWriteError(err) as Error;
+    this.#writeFailure = { at: this.now(), message: wrapped.message };
+    return wrapped;
+  }
+
+  /** SQLite's count of rows this connection changed since it opened. */
+  private totalChanges(): number {
+    this.#totalChanges ??= ((stmt) => () => Number(stmt.pluck().get()))(prepare(this.open_.db, 'SELECT total_changes()'));
+    return this.#totalChanges();
   }
 
   /**
@@ -294,7 +345,16 @@ export class StateStore {
    * `lingerMs`: a write nothing waits on to go on may wait that long for others to share its group (group-commit.ts).
    */
   groupCommit<T>(fn: () => T, options?: RunOptions): Promise<T> {
-    return this.open_.group.run(fn, options);
+    return this.open_.group.run(fn, options).then(
+      (value) => {
+        // Grouped writes are writes (intents, change-log rows, applied changes): one that is durable clears a failure.
+        this.#writeFailure = undefined;
+        return value;
+      },
+      (err: unknown) => {
+        throw this.failedWrite(err);
+      },
+    );
   }
 
   /** Group commits since the store opened: transactions, writes in them, largest group, WAL syncs. */

@@ -8,7 +8,7 @@
  * back): numbers from such a log may name other changes, and skipping them as replays would lose them. A condition of
  * this site (NetHSM Locked or unreachable, a refused credential) is retried with backoff instead, and counts against
  * this site's NetHSM, never the primary. The cause stays in `status().lastError` (and `stream_failing`) until a change
- * is applied or a heartbeat shows the replica caught up. Heartbeats keep the primary marked reachable and move the lag
+ * is applied, a heartbeat shows the replica caught up, or the puller goes idle (no stream runs, none fails). Heartbeats keep the primary marked reachable and move the lag
  * basis when caught up.
  * Idle while the namespace is primary here, fenced, paused, never synced (the first sync is the schedule's or the
  * operator's), or its primary is not a peer. Idempotent start()/close().
@@ -273,6 +273,10 @@ export class NamespacePuller {
         this.#state = 'idle';
         this.#head = null;
         this.#setPending(null);
+        // No stream runs, so none is failing: a cause kept from before (the primary lost, then promoted here) would
+        // keep `stream_failing` at 1 and fire its alert for a stream that no longer exists. A resumed stream that
+        // fails again says so at once.
+        this.#clearError();
         // Nothing is re-applied while idle (paused, promoted, fenced): a rewind's trace ends here, unlogged.
         if (this.#rewind) this.#endRewind();
         await this.#sleep(1_000);
@@ -332,7 +336,7 @@ export class NamespacePuller {
     const abort = (this.#abort = new AbortController());
     const pokes = this.#pokes;
     // Lock order: barrier (shared, the token checked once admitted), then the namespace's lock.
-    const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal, scope: ns };
+    const admission = { tokens: [token], wait: 'unbounded' as const, signal: abort.signal, scope: ns, purpose: `stream apply ${ns}` };
     // The hold's check is once per hold, and the window carries many changes under one: each change checks the token
     // again right before its first device call (apply.ts makeEffect), so none starts after a pause, promote, demote or
     // follow committed (the barrier's own check: one SQLite row read each).
@@ -633,7 +637,9 @@ export class NamespacePuller {
     if (taken !== undefined) metrics.setReplicaDataTime(ns, taken / 1000);
   }
 
-  #noteError(err: unknown): void {
+  #noteError(cause: unknown): void {
+    // A change whose record the state store could not write (its disk full) is named as such, not as a bug.
+    const err = this.#o.store.isOpen ? this.#o.store.noteWriteError(cause) : cause;
     this.#lastError = err instanceof NhrError ? { code: err.code, message: err.message } : { code: 'NHR_ERR_INTERNAL', message: err instanceof Error ? err.message : String(err) };
     this.#o.metrics.setStreamFailing(this.#o.namespace, syncFailureReason(err));
   }

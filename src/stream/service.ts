@@ -4,7 +4,6 @@
  * site, this site's transport key (created in the NetHSM when a root Operator credential is configured) and the peers'.
  * Idempotent start()/close(). Exposes the peer API handlers and the per-namespace stream status.
  */
-import { writeTicket } from '../concurrency/barrier.js';
 import { GenerateRequestInvalidError, InternalError, NamespaceUnknownError } from '../errors.js';
 import type { LoadedSecrets } from '../config/secrets.js';
 import { NETHSM_MEMBER, type SiteContext } from '../daemon/context.js';
@@ -22,7 +21,7 @@ import { NamespacePuller, type PullerStatus } from './puller.js';
 import { LogReplay } from './log-replay.js';
 import { Recipients } from './recipients.js';
 import { UnwrappedKeyCache } from './envelope-keys.js';
-import { TransportKey, type TransportKeyInfo } from './transport-key.js';
+import { ensureTransportKeyAt, TransportKey, type TransportKeyInfo } from './transport-key.js';
 import { withDeadline } from '../util/deadline.js';
 
 export interface StreamServiceOptions {
@@ -283,7 +282,10 @@ export class StreamService {
     const p = this.#pullers.get(namespace)?.status() ?? { state: 'idle' as const, head: null, lastHeartbeatAt: null, lastError: null, pendingCatchup: null, onDevice: null };
     const pos = store.positions.get(namespace, row.primarySite);
     const position = pos?.epoch !== undefined && pos.seq !== undefined ? { epoch: pos.epoch, seq: pos.seq } : null;
-    const behind = p.head && position && p.head.epoch === position.epoch ? Math.max(0, p.head.seq - position.seq) : null;
+    // A failing stream's head is what the primary said before the failure: '0 behind, lag 0s' would vouch for a
+    // currency nobody can check now (the operator drill: a partitioned replica showed both). Unknown behind, and the
+    // lag from the position's time, until it streams again.
+    const behind = p.lastError === null && p.head && position && p.head.epoch === position.epoch ? Math.max(0, p.head.seq - position.seq) : null;
     const lag = behind === 0 ? 0 : pos?.positionTakenAt !== undefined ? Math.max(0, (Date.now() - pos.positionTakenAt) / 1000) : null;
     return { ...p, position, changesBehind: behind, lagSeconds: lag };
   }
@@ -328,27 +330,16 @@ export class StreamService {
   async #ensureTransportKey(): Promise<void> {
     if (!this.transportKey) return;
     const { ctx } = this.#o;
-    // Creating the key writes to the device: a shared barrier hold, so no merge-restore built from an older backup
-    // can wipe a key made meanwhile.
-    // Its write ticket stays `unknown` when the device was written (a transport key exists on the device only: a
-    // restore that erased it cannot re-apply it), and says `none` when ensure() only found the key.
     const tk = this.transportKey;
-    const write = (fn: () => Promise<boolean>) => {
-      const ticket = writeTicket();
-      const run = async () => {
-        if (!(await fn())) ticket.replay = { kind: 'none' };
-      };
-      return ctx.barrier.shared(run, { wait: 'unbounded', ticket });
-    };
     if (ctx.work.inheritedTransportKeyPending()) {
-      await write(async () => {
-        await tk.replaceInherited();
-        return true;
-      });
+      // Deleting and creating write to the device: a shared barrier hold, so no merge-restore built from an older
+      // backup can wipe the new key. Its ticket stays `unknown` (a transport key exists on the device only: a restore
+      // that erased it cannot re-apply it), and it is unscoped (a root key; verification compares root keys).
+      await ctx.barrier.shared(() => tk.replaceInherited(), { wait: 'unbounded', purpose: 'transport key replacement' });
       this.#unwrapped.clear();
       await ctx.work.markTransportKeyReplaced();
-      ctx.log.info({ keyId: this.transportKey.keyId, fingerprint: this.transportKey.publicInfo().fingerprint }, 'replaced the transport key inherited from the primary at bootstrap');
-    } else await write(() => tk.ensure());
+      ctx.log.info({ keyId: tk.keyId, fingerprint: tk.publicInfo().fingerprint }, 'replaced the transport key inherited from the primary at bootstrap');
+    } else await ensureTransportKeyAt(tk, ctx.barrier);
     this.#transportKeyReady = true;
   }
 

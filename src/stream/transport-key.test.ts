@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InternalError, TransportKeyInvalidError } from '../errors.js';
 import { NetHsmClient } from '../nethsm/client.js';
 import { startProvisionedSimulator, type ProvisionedSimulator } from '../sim/fixture.js';
-import { DEFAULT_TRANSPORT_KEY_ID, TransportKey, transportKeyInfoSchema, type TransportKeyInfo } from './transport-key.js';
+import { DeviceBarrier } from '../concurrency/barrier.js';
+import { DEFAULT_TRANSPORT_KEY_ID, ensureTransportKeyAt, TransportKey, transportKeyInfoSchema, type TransportKeyInfo } from './transport-key.js';
 
 let sim: ProvisionedSimulator;
 let root: NetHsmClient;
@@ -183,5 +184,34 @@ describe('transportKeyInfoSchema', () => {
     expect(problems({ ...info, publicKeyPem: info.publicKeyPem + ' '.repeat(5000) })[0]).toMatch(/^publicKeyPem: /);
     const { site: _s, ...noSite } = info;
     expect(problems(noSite)[0]).toMatch(/^site: /);
+  });
+});
+
+/**
+ * The daemon's ensure at the device barrier: a restore's verification skips itself for any unscoped write holder
+ * admitted since the restore (snapshot-apply.ts verifyAfter), so one that only finds the key must not be one.
+ */
+describe('ensureTransportKeyAt', () => {
+  // Before: the ensure took a shared write hold (unscoped) to find the key, so every daemon start or retry that
+  // overlapped a restore's verification skipped it ("restore not verified: writes that may touch anything").
+  it('only reads when the key is there: no write passes the barrier, and the public half is known', async () => {
+    await tk('tkfound').ensure();
+    const barrier = new DeviceBarrier();
+    const mark = barrier.markWrites();
+    const t = tk('tkfound');
+    await ensureTransportKeyAt(t, barrier);
+    expect(barrier.writeGeneration).toBe(0);
+    expect(barrier.scopesWrittenSince(mark)).toEqual(new Set());
+    expect(t.publicInfo().keyId).toBe('tkfound');
+  });
+
+  it('creates an absent key as an unscoped writer (a root key, which a verification compares)', async () => {
+    const barrier = new DeviceBarrier();
+    const mark = barrier.markWrites();
+    const t = tk('tkabsent');
+    await ensureTransportKeyAt(t, barrier);
+    expect(barrier.scopesWrittenSince(mark)).toEqual(new Set([null]));
+    expect(barrier.unscopedSince(mark)).toEqual(['transport key creation']);
+    expect(await admin.listKeys()).toContain('tkabsent');
   });
 });

@@ -10,6 +10,7 @@
  */
 import { constants, createHash, createPublicKey, publicEncrypt, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
+import { writeTicket, type DeviceBarrier } from '../concurrency/barrier.js';
 import { InternalError, NetHsmHttpError, TransportKeyInvalidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NetHsmClient } from '../nethsm/client.js';
@@ -128,13 +129,21 @@ export class TransportKey {
    * creator), false when it only read: a merge-restore this call raced need not consider it a write.
    */
   async ensure(): Promise<boolean> {
-    let key = await this.#read();
-    const create = key === undefined;
-    if (key === undefined) {
-      await this.#create();
-      key = await this.#read();
-      if (key === undefined) throw new TransportKeyInvalidError(`transport key "${this.keyId}" vanished right after it was created`, this.#ctx());
-    }
+    if (await this.load()) return false;
+    await this.#create();
+    if (!(await this.load())) throw new TransportKeyInvalidError(`transport key "${this.keyId}" vanished right after it was created`, this.#ctx());
+    return true;
+  }
+
+  /**
+   * ensure() without the creation: only reads the device. Resolves false when the NetHSM holds no key under this id,
+   * true once it checked the key and read its public half as ensure() does (publicInfo() works then). Throws as
+   * ensure() does. A caller that must not pass the device barrier as a writer for a mere read asks this first
+   * (`ensureTransportKeyAt`).
+   */
+  async load(): Promise<boolean> {
+    const key = await this.#read();
+    if (key === undefined) return false;
     if (key.type !== 'RSA' || key.mechanisms.length !== 1 || key.mechanisms[0] !== TRANSPORT_KEY_MECHANISM) {
       throw new TransportKeyInvalidError(
         `root key "${this.keyId}" is not a transport key: type ${key.type}, mechanisms [${key.mechanisms.join(', ')}]` +
@@ -150,7 +159,7 @@ export class TransportKey {
       throw new TransportKeyInvalidError(`root key "${this.keyId}": ${(err as Error).message}`, { ...this.#ctx(), cause: err });
     }
     this.#info = { site: this.site, keyId: this.keyId, publicKeyPem: pem, fingerprint: parsed.fingerprint };
-    return create;
+    return true;
   }
 
   /**
@@ -239,4 +248,26 @@ export class TransportKey {
   #ctx(): { site: string } {
     return { site: this.site };
   }
+}
+
+/**
+ * Makes `tk` ready (its public half known) as a writer of the device behind `barrier` must (docs/concurrency.md,
+ * "Snapshot sync"). It first only reads, outside any hold: a read changes nothing that a merge-restore could wipe or
+ * its verification compare, and a write holder it is not (the barrier counts every non-read-only admission as a write
+ * that may have touched what it scopes; unscoped, anything, which makes a restore's verification skip itself). Only
+ * when the key is absent does it take a shared write hold to create it (ensure() reads again inside it: a concurrent
+ * creator may have won). That hold is unscoped: the key is a root key, `/key/<id>`, outside every namespace, and a
+ * verification compares root keys; a racing creation would show as an entry B3 has and the merged file lacks. Its
+ * ticket says `none` when the read inside found the key after all, and stays `unknown` when it created it (a
+ * transport key exists on this device only: a restore that erased it cannot re-apply it). Throws as ensure() does.
+ */
+export async function ensureTransportKeyAt(tk: TransportKey, barrier: DeviceBarrier): Promise<void> {
+  if (await tk.load()) return;
+  const ticket = writeTicket();
+  await barrier.shared(
+    async () => {
+      if (!(await tk.ensure())) ticket.replay = { kind: 'none' };
+    },
+    { wait: 'unbounded', ticket, purpose: 'transport key creation' },
+  );
 }

@@ -44,6 +44,13 @@ describe.skipIf(!built)('config reload on SIGHUP, as a process — needs `npm ru
     return { code: r.code, s: JSON.parse(r.out) as DaemonStatus };
   }
 
+  /** The config gauges from `/metrics` (the operator drill: a failed reload showed in status only, so no alert could see it). */
+  async function configGauges(): Promise<{ reloadFailed: number; restartNeeded: number }> {
+    const text = await (await request(`http://127.0.0.1:${healthPort}/metrics`)).body.text();
+    const value = (n: string) => Number(new RegExp(`^nethsm_replicator_${n} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    return { reloadFailed: value('config_reload_failed'), restartNeeded: value('config_restart_needed') };
+  }
+
   /** Sends SIGHUP and waits until the daemon logged the reload's outcome (the n-th one). */
   async function hangup(): Promise<void> {
     const before = (daemon.logs.match(/"msg":"config reload(ed| FAILED)/g) ?? []).length;
@@ -110,6 +117,7 @@ describe.skipIf(!built)('config reload on SIGHUP, as a process — needs `npm ru
     expect(text.out).toMatch(/PROBLEM: config reload FAILED (now|[\d.]+s ago) \(NHR_ERR_CONFIG_INVALID\); the daemon runs with the config it had: nethsm\.tls\.fingerprint256 "not-a-fingerprint" is not a SHA-256 fingerprint/);
     // Still the pin of the last good reload.
     expect((await ready()).body).toContain(`expected ${wrongPin}`);
+    expect(await configGauges()).toEqual({ reloadFailed: 1, restartNeeded: 0 });
   });
 
   it('the right pin again: ready again; a listener change is named as needing a restart and is not applied', async () => {
@@ -124,12 +132,14 @@ describe.skipIf(!built)('config reload on SIGHUP, as a process — needs `npm ru
     const text = await cli(['status', '--config', configPath]);
     expect(text.out).toContain('PROBLEM: restart needed for: peerApi.listen');
     expect(daemon.logs).toContain('config reloaded; restart needed for: peerApi.listen');
+    expect(await configGauges()).toEqual({ reloadFailed: 0, restartNeeded: 1 });
 
     await writeFile(configPath, original);
     await hangup();
     const back = await status();
     expect(back.code).toBe(0);
     expect(back.s.config!.restartNeededFor).toEqual([]);
+    expect(await configGauges()).toEqual({ reloadFailed: 0, restartNeeded: 0 });
     expect(await daemon.stop('SIGTERM')).toBe(0);
   });
 });

@@ -88,4 +88,34 @@ describe('a Locked NetHSM', () => {
     // Back to work: the replica syncs again.
     await expect(b.daemon!.syncer.sync('alpha', { actor: 'test' })).resolves.toMatchObject({ outcome: 'applied' });
   });
+
+  it("takes the replica out of a load balancer's read pool while it is Locked (`/replica/<ns>` 503, naming why), and back once unlocked", async () => {
+    // The operator drill: a replica whose NetHSM was Locked still answered `/replica/alpha` 200, so a load balancer
+    // kept sending reads and signing to a gateway that could only pass on the NetHSM's 412.
+    lab = await Lab.create({ namespaces: [{ name: 'alpha', primary: 'a' }], retryInterval: '300ms' });
+    await lab.startDaemons();
+    const [a, b] = [lab.site('a'), lab.site('b')];
+    await b.daemon!.syncer.sync('alpha', { actor: 'test' });
+    const check = () => getJson(b.daemon!.ports.health, '/replica/alpha?max_lag=1h');
+    expect((await check()).status).toBe(200);
+
+    await use(b.client(), (c) => c.lock());
+    await waitFor(() => memberStatus(b) === 'locked', 'the lock to be seen', 5_000);
+    const locked = await check();
+    expect(locked.status).toBe(503);
+    expect(locked.body).toMatchObject({ namespace: 'alpha', role: 'replica', reason: "this site's NetHSM is locked (NHR_ERR_NETHSM_LOCKED): its gateway cannot serve reads or signing" });
+    // The primary's own checks are its own: a's NetHSM answers.
+    expect((await getJson(a.daemon!.ports.health, '/primary/alpha')).status).toBe(200);
+
+    await use(b.client(), (c) => c.unlock(LAB_PASSPHRASES.unlock));
+    await expectOk(b);
+    expect((await check()).status).toBe(200);
+
+    // Unreachable rather than Locked: the same, and readiness names the remedy as it does for a Locked NetHSM.
+    await b.stopSim();
+    await waitFor(() => memberStatus(b) === 'unreachable', 'the NetHSM to be seen unreachable', 5_000);
+    expect((await check()).body.reason).toMatch(/^this site's NetHSM is unreachable \(NHR_ERR_NETHSM_UNREACHABLE\)/);
+    const ready = await getJson(b.daemon!.ports.health, '/health/ready');
+    expect(String((ready.body.checks as Record<string, { detail?: string }>).nethsm?.detail)).toMatch(/^cannot reach the NetHSM: .*\. Try: Check that the NetHSM is up/);
+  });
 });

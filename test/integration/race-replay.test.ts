@@ -9,7 +9,7 @@
  */
 import path from 'node:path';
 import { AsyncResource } from 'node:async_hooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LAB_PASSPHRASES, Lab } from '../../src/lab/lab.js';
 import type { RunningSimulator } from '../../src/sim/server.js';
 import { applySnapshot, type ApplyDeps } from '../../src/replicator/snapshot-apply.js';
@@ -40,6 +40,13 @@ describe('racing writes re-applied after a merge-restore', () => {
 
   afterAll(async () => {
     await lab?.close();
+  });
+
+  // A test ends when its replay is no longer pending; the retry round that finished it may still hold the barrier a
+  // moment, and an attempt starting then counts that hold as a racing write (merging again, importing its racing key
+  // twice). Each test starts once the retries are over.
+  beforeEach(async () => {
+    await lab.site('b').daemon?.ctx.raceReplayer?.idle();
   });
 
   /** A fresh snapshot of alpha from A, and B's apply dependencies with its daemon's replayer. */
