@@ -23,7 +23,7 @@ import { AdminServer } from '../admin/server.js';
 import { PRODUCTION_SCRYPT, type ScryptParams } from '../backup/format.js';
 import type { ReplicatorConfig } from '../config/schema.js';
 import type { LoadedSecrets } from '../config/secrets.js';
-import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, ConfigInvalidError, InternalError, NhrError, PeerRefusedError, StateWriteFailedError, SyncDaemonStoppingError } from '../errors.js';
+import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, ConfigInvalidError, DaemonStoppingError, describeError, InternalError, NhrError, PeerRefusedError, StateWriteFailedError, SyncDaemonStoppingError } from '../errors.js';
 import { planReload, type ReloadPlan } from '../config/reload-plan.js';
 import { parseTrust } from '../nethsm/tls-trust.js';
 import { ConfigReloader, type ReloadOutcome } from './config-reload.js';
@@ -133,6 +133,11 @@ export class Daemon {
    * (a million keys at 200 requests/s take hours), so a later tick must not start a second pass alongside.
    */
   private readonly antiEntropyRunning = new Set<string>();
+  /**
+   * Every anti-entropy pass in flight (scheduled, restart, a test's), as a promise that never rejects: close() awaits
+   * them, once the stop cut them, before it closes the state store and the NetHSM pool they use.
+   */
+  private readonly passesInFlight = new Set<Promise<unknown>>();
   /**
    * Peers whose restart a failed resume saw (resumeMember): the retry (MemberMonitor.resumeFailed) handles it as a
    * restart still, the peer's own flag having been read by the failed attempt.
@@ -465,7 +470,9 @@ export class Daemon {
    * their step (NHR_ERR_DAEMON_STOPPING, never a device fault), running or still waiting at the device barrier or for
    * their turn at the device: an early B1, an apply's B1 (and the last resort's B1 and B2) before its restore, and a
    * backup serving a peer's snapshot or device backup; and an apply's wait for its restore's exclusive hold
-   * (docs/concurrency.md, "Waits the stop gives up"). What close() still waits
+   * (docs/concurrency.md, "Waits the stop gives up"). So are the anti-entropy passes' waits (rate limiter, barrier,
+   * namespace lock) and device reads; close() awaits the passes, abandoned (DaemonStoppingError, info), before the
+   * state store and the NetHSM pool close, a repair already admitted finishing first. What close() still waits
    * for, each bounded by its own step's timeout, and what may take minutes on a large appliance (systemd kills after
    * TimeoutStopSec=15min, deploy/): a sync whose restore began (its exclusive hold granted: the restore, the log replay
    * after it and the verification's backup B3: a restore is never cut in half, nor the check that it is whole), an
@@ -490,6 +497,9 @@ export class Daemon {
     // API for a snapshot being served): cut the snapshot downloads, which may otherwise wait out a stalled primary's
     // idle timeout (stop-fetch), and the device backups only read, which take minutes on a large device (stop-backup).
     await stage('sync downloads and device backups only read', () => this.syncer.stop());
+    // The same signal cut the anti-entropy passes' waits and reads (a repair already begun ends first): awaited here,
+    // before the store and the pool they use close under them (a pass that failed against those was logged as failed).
+    await stage('anti-entropy passes', () => Promise.all([...this.passesInFlight]));
     await stage('health', () => this.healthServer.close().catch(() => undefined));
     await stage('admin', () => this.adminServer.close());
     await stage('gateway', () => this.gateway?.close());
@@ -671,8 +681,26 @@ export class Daemon {
       return undefined;
     }
     this.antiEntropyRunning.add(namespace);
+    const pass = this.runAntiEntropy(namespace, row, peer);
+    const settled = pass.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.passesInFlight.add(settled);
+    void settled.then(() => this.passesInFlight.delete(settled));
+    return pass;
+  }
+
+  /**
+   * One pass of `antiEntropy`, which checked that it may run. The daemon's stop abandons it (DaemonStoppingError,
+   * logged at info): nothing is shown as deferred or failed, and a restart pass keeps its record for the next start.
+   */
+  private async runAntiEntropy(namespace: string, row: NamespaceRow, peer: PeerClient): Promise<AntiEntropyResult> {
+    const { ctx } = this;
+    const stop = this.syncer.stopping;
     const startedAt = Date.now();
     try {
+      stop.throwIfAborted();
       this.oneAnswerRefusals.check(namespace, peer.name);
       const result = await this.antiEntropyPass(namespace, row, peer);
       this.antiEntropyDeferred.delete(namespace);
@@ -680,6 +708,7 @@ export class Daemon {
       this.restartPasses.completed(namespace, startedAt);
       return result;
     } catch (err) {
+      if (stop.aborted) throw this.passAbandoned(namespace, peer.name, err, stop);
       if (err instanceof AntiEntropyPrimaryTooOldError) throw this.primaryTooOld(namespace, peer.name, err);
       const replaying = sourceReplaying(err, namespace, peer.name);
       if (!replaying) {
@@ -701,6 +730,24 @@ export class Daemon {
     } finally {
       this.antiEntropyRunning.delete(namespace);
     }
+  }
+
+  /**
+   * A pass the daemon's stop cut (its wait given up, its reads stopped, or the snapshot it asked for abandoned): logged
+   * at info, with the error it ended on when that was not the stop itself (an error as the stop came is not looked
+   * into: the next pass after the start compares again). Returns the error the pass rejects with.
+   */
+  private passAbandoned(namespace: string, primary: string, err: unknown, stop: AbortSignal): DaemonStoppingError {
+    // The stop's own reason, possibly wrapped (a peer transfer it cut is PeerUnreachableError with it as cause).
+    let cut = false;
+    for (let e = err, depth = 0; e !== undefined && !cut && depth < 4; e = (e as { cause?: unknown } | null)?.cause, depth++) {
+      cut = e === stop.reason || e instanceof SyncDaemonStoppingError;
+    }
+    this.ctx.log.info(
+      { namespace, peer: primary, ...(cut ? {} : { cause: describeError(err) }) },
+      'anti-entropy pass abandoned: the daemon is stopping (a repair already begun was finished); the next pass after the start compares again',
+    );
+    return new DaemonStoppingError(`anti-entropy pass of namespace ${namespace} abandoned: the daemon is stopping`, { namespace });
   }
 
   /**
@@ -755,9 +802,9 @@ export class Daemon {
     try {
       return await this.antiEntropy(namespace);
     } catch (err) {
-      // Or the snapshot the pass asked for was cut by the daemon's stop (abandoned, not failed: logged at info).
+      // Or the pass was cut by the daemon's stop (abandoned, not failed: logged at info by antiEntropy).
       // Or a primary that cannot serve the pass until upgraded: status shows that (antiEntropy), not an error per tick.
-      if (err instanceof AntiEntropySourceReplayingError || err instanceof SyncDaemonStoppingError || err instanceof AntiEntropyPrimaryTooOldError) return undefined;
+      if (err instanceof AntiEntropySourceReplayingError || err instanceof DaemonStoppingError || err instanceof AntiEntropyPrimaryTooOldError) return undefined;
       throw err;
     }
   }
@@ -765,13 +812,18 @@ export class Daemon {
   private async antiEntropyPass(namespace: string, row: NamespaceRow, peer: PeerClient): Promise<AntiEntropyResult> {
     const { ctx } = this;
     const token = tokenOf(row, 'anti-entropy repair');
-    const exclusive = <T>(fn: () => Promise<T>): Promise<T> => ctx.barrier.shared(() => ctx.applyLock(namespace).run(fn), { tokens: [token], wait: 'unbounded', scope: namespace, purpose: `anti-entropy ${namespace}` });
+    // The daemon's stop gives up the waits for the barrier and the namespace's lock (nothing written yet); once both
+    // are held, the pass's repair runs whole (rangePass, `signal`).
+    const signal = this.syncer.stopping;
+    const exclusive = <T>(fn: () => Promise<T>): Promise<T> =>
+      ctx.barrier.shared(() => ctx.applyLock(namespace).run(fn, signal), { tokens: [token], wait: 'unbounded', scope: namespace, signal, purpose: `anti-entropy ${namespace}` });
     const common = {
       namespace,
       replica: this.stream.client(namespace),
       fetchCert: (id: string) => peer.certificate(namespace, id),
       setDrift: (c: { missing: number; extra: number; differs: number }) => ctx.metrics.setDrift(namespace, c),
       knownKey: (id: string) => ctx.store.applied.knowsKey(namespace, id) || ctx.store.changelog.knowsKey(namespace, id),
+      signal,
     };
     const site = { namespace, site: peer.name };
     let result: AntiEntropyResult;
@@ -785,7 +837,7 @@ export class Daemon {
         primaryRanges: async (signal) => readRangeDigests(await peer.inventoryRanges(namespace, DEFAULT_RANGE_SIZE, { signal }), { ...site, rangeSize: DEFAULT_RANGE_SIZE }),
         primaryItems: (ranges) => ({
           [Symbol.asyncIterator]: async function* () {
-            yield* readItemLines(await peer.inventoryItems(namespace, ranges), ranges, site);
+            yield* readItemLines(await peer.inventoryItems(namespace, ranges, { signal }), ranges, site);
           },
         }),
       });

@@ -21,7 +21,7 @@
  * the next start the primary answers as a member that never went down, so no restart would be seen again and the
  * namespace would have neither the pass nor a snapshot); `resume` queues the recorded ones again at the start.
  */
-import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, describeError, SyncDaemonStoppingError } from '../errors.js';
+import { AntiEntropyPrimaryTooOldError, AntiEntropySourceReplayingError, DaemonStoppingError, describeError, SyncDaemonStoppingError } from '../errors.js';
 import type { AntiEntropyResult } from '../namespaces/antientropy.js';
 import type { NamespaceStreamStatus } from '../stream/service.js';
 import type { Logger } from '../log.js';
@@ -206,7 +206,10 @@ export class RestartPasses {
     return [...this.#queued.keys()];
   }
 
-  /** The daemon stops: timers cleared; the records stay for `resume` at the next start (and `queue` only records). */
+  /**
+   * The daemon stops: timers cleared; the records stay for `resume` at the next start (and `queue` only records). A
+   * pass running now is cut by the daemon's stop and awaited by Daemon.close() (its record stays too).
+   */
   close(): void {
     this.#closed = true;
     for (const q of this.#queued.values()) clearTimeout(q.timer);
@@ -263,8 +266,8 @@ export class RestartPasses {
       if (err instanceof AntiEntropySourceReplayingError) return this.#retry(namespace, q);
       // No retry can help until the primary is upgraded (antiEntropy shows the deferral and logs it): parked.
       if (err instanceof AntiEntropyPrimaryTooOldError) return void (q.parked = err.message);
-      // The daemon stops: the record stays for the next start.
-      if (err instanceof SyncDaemonStoppingError) return;
+      // The daemon stops (the pass, or the sync standing in for it, abandoned): the record stays for the next start.
+      if (err instanceof SyncDaemonStoppingError || err instanceof DaemonStoppingError) return;
       this.#failed(namespace, q, what, describeError(err), `see the daemon log for the ${what === 'snapshot sync' ? 'sync' : 'pass'}; it is retried at recovery.retryInterval`);
     } finally {
       q.running = false;

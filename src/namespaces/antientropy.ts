@@ -167,6 +167,11 @@ export interface AntiEntropyPassOptions {
   /** Whether replication wrote this key id of the namespace here (planRepair: extras it never wrote are not deleted). */
   knownKey?: (id: string) => boolean;
   concurrency?: number;
+  /**
+   * The daemon's stop: the replica's reads stop at their next request and no repair starts after it (the pass rejects
+   * with the signal's reason); a repair already begun runs to its end (docs/anti-entropy.md, "The daemon's stop").
+   */
+  signal?: AbortSignal;
 }
 
 export interface AntiEntropyResult {
@@ -189,8 +194,9 @@ export interface AntiEntropyResult {
  * namespace, and retryable errors of the repair.
  */
 export async function antiEntropyPass(o: AntiEntropyPassOptions): Promise<AntiEntropyResult> {
-  const replicaInv = await readInventory(o.replica, o.namespace, o.concurrency === undefined ? {} : { concurrency: o.concurrency });
+  const replicaInv = await readInventory(o.replica, o.namespace, { ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }), ...(o.signal ? { signal: o.signal } : {}) });
   const primaryInv = await o.primary();
+  o.signal?.throwIfAborted();
   if (primaryInv.namespace !== o.namespace) {
     throw new InputInvalidError(`the primary's inventory is of namespace ${primaryInv.namespace}, not ${o.namespace}`, { namespace: o.namespace });
   }

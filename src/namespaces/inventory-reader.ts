@@ -35,8 +35,8 @@ export interface IdList {
 }
 
 /** The namespace's key ids, sorted and unique, packed: one device request, parsed as it arrives (ids only). */
-export async function listIds(client: NetHsmClient, limiter: Limiter = unlimited()): Promise<PackedIds> {
-  await limiter.take();
+export async function listIds(client: NetHsmClient, limiter: Limiter = unlimited(), signal?: AbortSignal): Promise<PackedIds> {
+  await limiter.take(signal);
   const ids = await client.listKeyIds();
   // The firmware sends them sorted: check in place instead of copying a million ids into a Set and sorting.
   return ids.strictlyIncreasing() ? ids : PackedIds.of([...new Set(ids)].sort(compareIds));

@@ -155,11 +155,11 @@ export function itemOfKnownCert(id: string, key: PublicKey, known: { cert: strin
  * pass itself streams (`./inventory-ranges.ts`).
  * Throws what the client throws (NetHsmHttpError, NetHsmUnreachableError, …) and NetHsmResponseInvalidError.
  */
-export async function readInventory(client: NetHsmClient, namespace: string, opts: { concurrency?: number } = {}): Promise<NamespaceInventory> {
+export async function readInventory(client: NetHsmClient, namespace: string, opts: { concurrency?: number; signal?: AbortSignal } = {}): Promise<NamespaceInventory> {
   const takenAt = Date.now();
-  const ids = await listIds(client);
+  const ids = await listIds(client, undefined, opts.signal);
   const keys: KeyInventoryItem[] = [];
-  for await (const item of readItems(client, ids, opts.concurrency === undefined ? {} : { concurrency: opts.concurrency })) keys.push(item);
+  for await (const item of readItems(client, ids, opts)) keys.push(item);
   return { namespace, takenAt, keys, digest: inventoryDigest(keys) };
 }
 

@@ -51,6 +51,13 @@ export interface RangePassOptions {
    * vouch for (./cert-read.ts); keys the repair writes are forgotten before and after. Absent: every key in full.
    */
   certs?: CertTableUse;
+  /**
+   * The daemon's stop: the pass's waits at the limiter give up, its device reads stop at their next request (one in
+   * flight ends first), and once `exclusive` admitted it, no repair starts after it (the pass rejects with the signal's
+   * reason). A repair already begun runs to its end: its writes were decided under the caller's fencing token, and one
+   * cut half-way would leave a key re-created without its certificate or tags (docs/anti-entropy.md, "The daemon's stop").
+   */
+  signal?: AbortSignal;
 }
 
 /** A site's certificate table and its scrub setting (`antiEntropy.certScrubPasses`). */
@@ -76,7 +83,9 @@ export async function rangePass(o: RangePassOptions): Promise<RangePassResult> {
   const { rangeCount, differing, found, certReads } = await readAndCompare(o, readOpts);
   return (o.exclusive ?? ((fn) => fn()))(async () => {
     const replicaItems: KeyInventoryItem[] = [];
-    for await (const item of readItems(o.replica, found.candidates.map((c) => c.id), readOpts)) replicaItems.push(item);
+    for await (const item of readItems(o.replica, found.candidates.map((c) => c.id), { ...readOpts, ...(o.signal ? { signal: o.signal } : {}) })) replicaItems.push(item);
+    // The last point at which the stop abandons the pass: past it, the repair is planned and applied whole.
+    o.signal?.throwIfAborted();
     const primaryInv = partial(o.namespace, found.candidates);
     const replicaInv = partial(o.namespace, replicaItems);
     const again = diffInventories(primaryInv, replicaInv);
@@ -118,17 +127,19 @@ interface Compared {
  */
 async function readAndCompare(o: RangePassOptions, readOpts: { limiter: Limiter; concurrency?: number }): Promise<Compared> {
   const abort = new AbortController();
+  // Cut by the first failure of either site's read, or by the daemon's stop.
+  const signal = o.signal ? AbortSignal.any([abort.signal, o.signal]) : abort.signal;
   let local: CompactInventory | undefined;
   let certReads: CertReadCounts | undefined;
   const readLocal = async (): Promise<CompactInventory> => {
-    const ids = await listIds(o.replica, readOpts.limiter);
+    const ids = await listIds(o.replica, readOpts.limiter, signal);
     // The pass may have failed meanwhile (the primary's side): then nothing may be opened that no one would close.
-    abort.signal.throwIfAborted();
+    signal.throwIfAborted();
     const inv = (local = new CompactInventory(ids, o.workDir));
     const certs = o.certs ? new CertRead(o.certs.repo, o.namespace, o.certs.scrubPasses) : undefined;
     certReads = certs?.counts;
     try {
-      for await (const item of readItems(o.replica, ids, { ...readOpts, signal: abort.signal, ...(certs ? { certs } : {}) })) inv.push(item);
+      for await (const item of readItems(o.replica, ids, { ...readOpts, signal, ...(certs ? { certs } : {}) })) inv.push(item);
       return inv.seal();
     } finally {
       certs?.end();
@@ -138,7 +149,7 @@ async function readAndCompare(o: RangePassOptions, readOpts: { limiter: Limiter;
     let primary: { ranges: RangeDigest[] };
     let mine: CompactInventory;
     try {
-      [primary, mine] = await Promise.all([o.primaryRanges(abort.signal), readLocal()]);
+      [primary, mine] = await Promise.all([o.primaryRanges(signal), readLocal()]);
     } catch (err) {
       abort.abort(err);
       throw err;
@@ -176,6 +187,7 @@ interface Found {
 async function compareItems(o: RangePassOptions, ranges: readonly IdRange[], local: CompactInventory): Promise<Found> {
   const found: Found = { missing: [], extra: [], candidates: [], deferred: 0 };
   for (let b = 0; b < ranges.length; b += MAX_ITEM_RANGES) {
+    o.signal?.throwIfAborted();
     const batch = ranges.slice(b, b + MAX_ITEM_RANGES);
     const mine = batch.flatMap((r) => {
       const [from, to] = local.indices(r);

@@ -24,6 +24,7 @@ import type { SiteContext } from '../../src/daemon/context.js';
 import type { Daemon } from '../../src/daemon/daemon.js';
 import type { ReplicaPosition } from '../../src/state/positions-repo.js';
 import { use } from '../helpers/clients.js';
+import { longHold } from '../helpers/long-hold.js';
 import { waitFor } from '../helpers/wait.js';
 
 /** A stop that waits for the held backup never returns: this bounds the wait (the hold itself has no end). */
@@ -160,24 +161,6 @@ describe('stopping the daemon while a device backup only read stalls', () => {
     const again = await b.startDaemon();
     expect(await again.syncer.sync('alpha', { actor: 'test' })).toMatchObject({ outcome: 'applied' });
     expect(await use(b.nsOperator('alpha'), (c) => c.listKeys())).toEqual(keys);
-  }
-
-  /** Takes an exclusive hold on `ctx`'s barrier until `end()`: another part's long restore. Resolves once it runs. */
-  async function longHold(ctx: SiteContext): Promise<{ end: () => Promise<void> }> {
-    let end!: () => void;
-    let running!: () => void;
-    const ran = new Promise<void>((r) => (running = r));
-    const held = ctx.barrier.exclusive([], async () => {
-      running();
-      await new Promise<void>((r) => (end = r));
-    });
-    await ran;
-    return {
-      end: async () => {
-        end();
-        await held;
-      },
-    };
   }
 
   // Before: the early B1 waited for its shared hold whatever the stop, and drain() waited for it.
