@@ -154,3 +154,8 @@ export function replicationUserIds(config: ReplicatorConfig): Map<string, string
 export function isConfigured(ctx: Pick<SiteContext, 'config'>, namespace: string): boolean {
   return ctx.config.namespaces.some((n) => n.name === namespace);
 }
+
+/** Whether this site replicates any namespace from `peer` (a replica of it, by the role rows). */
+export function replicatesFrom(ctx: Pick<SiteContext, 'store'>, peer: string): boolean {
+  return ctx.store.roles.list().some((r) => r.role === 'replica' && r.primarySite === peer);
+}

@@ -62,6 +62,7 @@ import {
   createPeerClients,
   isConfigured,
   NETHSM_MEMBER,
+  replicatesFrom,
   nethsmTrust,
   replicationUserIds,
   type SiteContext,
@@ -928,7 +929,7 @@ export class Daemon {
       const seen: PeerRestart = name === NETHSM_MEMBER ? 'same' : await this.peerRestartedNow(name);
       // A restart a failed attempt saw counts for its retry too (restartUnhandled).
       restarted = name !== NETHSM_MEMBER && (seen === 'restarted' || this.restartUnhandled.has(name));
-      if (seen === 'unknown' && ctx.store.roles.list().some((r) => r.role === 'replica' && r.primarySite === name)) {
+      if (seen === 'unknown' && replicatesFrom(ctx, name)) {
         ctx.log.info({ member: name }, "the primary's peer status names no daemon instance (an older nethsm-replicator): a restart cannot be told from a blip, so its namespaces resume streaming without an anti-entropy pass or snapshot");
       }
       // Started together, so the syncs of several namespaces coalesce into one merge-restore (apply-batch.ts).
@@ -1021,6 +1022,15 @@ export class Daemon {
     return `this site's NetHSM is ${m?.status ?? 'unavailable'}${m?.lastErrorCode ? ` (${m.lastErrorCode})` : ''}: its gateway cannot serve reads or signing`;
   }
 
+  /** `/health/ready` warnings: one per configured namespace whose role row `view` finds something in. */
+  private namespaceWarnings(view: (row: NamespaceRow) => { cause: string; try: string } | null | undefined, prefix: string): string[] {
+    if (!this.ctx.store.isOpen) return [];
+    return this.ctx.store.roles.list().flatMap((row) => {
+      const v = isConfigured(this.ctx, row.namespace) ? view(row) : undefined;
+      return v ? [`namespace ${row.namespace}: ${prefix}${v.cause}. Try: ${v.try}`] : [];
+    });
+  }
+
   private healthSource(): HealthSource {
     return {
       ready: async () => {
@@ -1065,15 +1075,9 @@ export class Daemon {
           return d ? [`namespace ${ns}: ${d.cause}. Try: ${d.try}`] : [];
         });
         // A primary of an older version whose restarts cannot be seen: a warning while the rolling upgrade goes on.
-        const unseen = this.ctx.store.isOpen ? this.ctx.store.roles.list().flatMap((row) => {
-          const v = restartsUnseenView(this.ctx, row);
-          return v && this.ctx.config.namespaces.some((n) => n.name === row.namespace) ? [`namespace ${row.namespace}: ${v.cause}. Try: ${v.try}`] : [];
-        }) : [];
+        const unseen = this.namespaceWarnings((row) => restartsUnseenView(this.ctx, row), '');
         // A replica's primary whose NetHSM is down: writes fail there, but this site serves reads (a warning).
-        const primaryDown = this.ctx.store.isOpen ? this.ctx.store.roles.list().flatMap((row) => {
-          const v = primaryNethsmDown(this.ctx, row);
-          return v && this.ctx.config.namespaces.some((n) => n.name === row.namespace) ? [`namespace ${row.namespace}: no writable primary: ${v.cause}. Try: ${v.try}`] : [];
-        }) : [];
+        const primaryDown = this.namespaceWarnings((row) => primaryNethsmDown(this.ctx, row), 'no writable primary: ');
         const all = [...costs, ...deferred, ...unseen, ...primaryDown];
         const warnings = held ? [...all, `${held.cause}. Try: ${held.try}`] : all;
         return { ready: Object.values(checks).every((c) => c.ok), checks, ...(warnings.length > 0 ? { warnings } : {}) };

@@ -5,7 +5,7 @@
 import { PeerRefusedError, PeerStaleEpochError } from '../errors.js';
 import type { PeerClient } from '../peer/client.js';
 import type { NamespaceView, PeerNethsm, PeerStatus } from '../peer/messages.js';
-import { NETHSM_MEMBER, type SiteContext } from './context.js';
+import { NETHSM_MEMBER, replicatesFrom, type SiteContext } from './context.js';
 import type { Failover } from './failover.js';
 
 /**
@@ -126,7 +126,7 @@ export async function observePeerNethsm(ctx: SiteContext, peer: PeerClient): Pro
   let reports = nethsmReports.get(ctx);
   if (!reports) nethsmReports.set(ctx, (reports = new Map()));
   if (reports.get(peer.name) === 'unsupported') return;
-  if (!ctx.store.roles.list().some((r) => r.role === 'replica' && r.primarySite === peer.name)) {
+  if (!replicatesFrom(ctx, peer.name)) {
     reports.delete(peer.name);
     return;
   }

@@ -299,7 +299,7 @@ export class StateStore {
     try {
       out = run.immediate();
     } catch (err) {
-      throw this.failedWrite(err);
+      throw this.noteWriteError(err);
     }
     if (before !== undefined && this.totalChanges() !== before) this.#writeFailure = undefined;
     return out;
@@ -320,10 +320,6 @@ export class StateStore {
    * error is returned as is. For writes made outside transaction() and groupCommit().
    */
   noteWriteError(err: unknown): unknown {
-    return this.failedWrite(err);
-  }
-
-  private failedWrite(err: unknown): unknown {
     if (!isStorageError(err)) return err;
     const wrapped = asStateWriteError(err) as Error;
     this.#writeFailure = { at: this.now(), message: wrapped.message };
@@ -352,7 +348,7 @@ export class StateStore {
         return value;
       },
       (err: unknown) => {
-        throw this.failedWrite(err);
+        throw this.noteWriteError(err);
       },
     );
   }
