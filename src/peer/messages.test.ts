@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { peerStatusSchema } from './messages.js';
+import { peerNethsmSchema, peerStatusSchema } from './messages.js';
 
 describe('peer status message', () => {
   const base = { site: 'a', version: '1.0.0', namespaces: [{ namespace: 'alpha', role: 'primary', epoch: 1, primarySite: 'a' }] };
@@ -14,6 +14,30 @@ describe('peer status message', () => {
       const r = peerStatusSchema.safeParse({ ...base, instance });
       expect(r.success).toBe(false);
       expect(r.error?.issues[0]?.path).toEqual(['instance']);
+    }
+  });
+});
+
+describe("a peer's report of its own NetHSM (GET /peer/v1/nethsm)", () => {
+  const ok = { site: 'a', status: 'locked', errorCode: 'NHR_ERR_NETHSM_LOCKED' };
+
+  it('takes a report, and one with no error code', () => {
+    expect(peerNethsmSchema.parse(ok)).toEqual(ok);
+    expect(peerNethsmSchema.parse({ site: 'a', status: 'ok', errorCode: null }).errorCode).toBeNull();
+  });
+
+  it('refuses a malformed report, naming the field (the replica then shows the report as not known)', () => {
+    const bad: [Record<string, unknown>, string][] = [
+      [{ ...ok, status: 'on fire' }, 'status'],
+      [{ ...ok, errorCode: 'LOCKED' }, 'errorCode'],
+      [{ ...ok, errorCode: `NHR_ERR_${'X'.repeat(81)}` }, 'errorCode'],
+      [{ ...ok, site: '' }, 'site'],
+      [{ ...ok, detail: 'the passphrase is hunter2' }, ''],
+    ];
+    for (const [report, field] of bad) {
+      const r = peerNethsmSchema.safeParse(report);
+      expect(r.success, JSON.stringify(report)).toBe(false);
+      expect(r.error?.issues[0]?.path.join('.') ?? '', JSON.stringify(report)).toBe(field);
     }
   });
 });
